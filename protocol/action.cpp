@@ -1,0 +1,50 @@
+// Printing of actions, for tests and debug logs.
+#include "protocol/action.hpp"
+
+#include <cstdio>
+
+namespace mailtap::protocol {
+
+std::string_view to_string(leg l) { return l == leg::client ? "client" : "upstream"; }
+
+std::string escape_bytes(std::string_view bytes, std::size_t max) {
+  std::string out;
+  for (std::size_t i = 0; i < bytes.size() && i < max; ++i) {
+    unsigned char c = static_cast<unsigned char>(bytes[i]);
+    switch (c) {
+      case '\r': out += "\\r"; break;
+      case '\n': out += "\\n"; break;
+      case '\\': out += "\\\\"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          char buf[5];
+          std::snprintf(buf, sizeof buf, "\\x%02x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  if (bytes.size() > max) out += "...(" + std::to_string(bytes.size()) + " bytes)";
+  return out;
+}
+
+std::string to_string(const action& a) {
+  struct printer {
+    std::string operator()(const send_bytes& s) const {
+      return "send to " + std::string(to_string(s.to)) + (s.sensitive ? " (sensitive)" : "") +
+             ": \"" + escape_bytes(s.bytes) + "\"";
+    }
+    std::string operator()(const close_leg& c) const {
+      return "close " + std::string(to_string(c.which));
+    }
+    std::string operator()(const arm_timer& t) const {
+      if (t.after.count() == 0) return "disarm " + std::string(to_string(t.which)) + " timer";
+      return "arm " + std::string(to_string(t.which)) + " timer " + std::to_string(t.after.count()) +
+             "ms";
+    }
+  };
+  return std::visit(printer{}, a);
+}
+
+}  // namespace mailtap::protocol

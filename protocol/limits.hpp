@@ -1,0 +1,27 @@
+// Named input bounds for every buffer mailtap keeps (invariant I3), each with its source.
+// Pure constants; shared by protocol/, relay/ and captures/.
+#pragma once
+#include <cstddef>
+
+namespace mailtap::protocol::limits {
+
+// RFC 5321 4.5.3.1.4 says 512 octets; Postfix accepts 2048 (line_length_limit).
+inline constexpr std::size_t command_line_accepted = 2048;
+// Past this without a CRLF the client is not speaking SMTP: 500 5.5.2 and close.
+inline constexpr std::size_t command_line_hard_cap = 4096;
+// RFC 5321 4.5.3.1.5 says 512; we allow 4 KiB per reply line before aborting the upstream.
+inline constexpr std::size_t reply_line_cap = 4096;
+inline constexpr std::size_t reply_lines_cap = 256;
+// RFC 5321 4.5.3.1.6 says 1000; lines are forwarded unchanged up to this, then the transaction fails.
+inline constexpr std::size_t data_line_cap = 64 * 1024;
+// RFC 5321 4.5.3.1.8: at least 100 must be accepted. Beyond this: 452 4.5.3, not forwarded.
+inline constexpr std::size_t recipients_cap = 1000;
+// RFC 4954 section 4: 12288 octets of base64 for one AUTH response line.
+inline constexpr std::size_t auth_response_cap = 12288 + 2;
+// Pipelined commands awaiting a reply before the relay stops parsing client input
+// (bounds the pairing queue under a NOOP flood; RFC 2920 puts no limit, Postfix uses its buffers).
+inline constexpr std::size_t pipelined_commands_cap = 1000;
+// Header bytes scanned for Message-ID (the rest of the body is only counted).
+inline constexpr std::size_t header_scan_cap = 64 * 1024;
+
+}  // namespace mailtap::protocol::limits

@@ -1,0 +1,60 @@
+// What a protocol machine tells the recorder: raw bytes per leg and direction (already
+// redacted), parsed commands and replies, stage timings, transactions, notes and the one
+// terminal event. Implemented by captures/; a null observer is allowed. Times are
+// microseconds since the session started, supplied by the caller (protocol/ has no clock).
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/action.hpp"
+#include "protocol/phase.hpp"
+#include "protocol/reply.hpp"
+
+namespace mailtap::protocol {
+
+enum class direction : unsigned char { in, out };  // relative to mailtap
+std::string_view to_string(direction d);
+
+enum class outcome { delivered, rejected, tempfailed, aborted, unknown };
+std::string_view to_string(outcome o);
+outcome outcome_of_code(int code);
+
+struct stage_record {
+  phase ph = phase::other;
+  std::uint64_t start_us = 0;
+  std::uint64_t duration_us = 0;   // first byte of the stage in to its reply out
+  std::uint64_t upstream_us = 0;   // waiting on the upstream within that duration
+  std::uint64_t think_us = 0;      // sender think time before the stage began
+};
+
+struct transaction_record {
+  std::string mail_from;
+  std::vector<std::string> rcpt_to;
+  std::vector<int> rcpt_codes;     // reply code per RCPT, same order
+  std::optional<std::string> message_id;
+  std::uint64_t size = 0;
+  std::optional<reply> final_reply;
+  outcome result = outcome::unknown;
+  bool synthesized = false;        // final reply made by the relay, not the destination
+  std::uint64_t start_us = 0;
+  std::uint64_t end_us = 0;
+};
+
+class session_observer {
+ public:
+  virtual ~session_observer() = default;
+  virtual void on_bytes(std::uint64_t t_us, leg l, direction d, std::string_view bytes) = 0;
+  virtual void on_command(std::uint64_t t_us, std::string_view text) = 0;
+  // Replies from the upstream (leg upstream, in) and the relay's own (leg client, out).
+  virtual void on_reply(std::uint64_t t_us, leg l, direction d, const reply& r) = 0;
+  virtual void on_note(std::uint64_t t_us, std::string_view text) = 0;
+  virtual void on_stage(const stage_record& s) = 0;
+  virtual void on_transaction(const transaction_record& t) = 0;
+  // Exactly once per session.
+  virtual void on_end(std::uint64_t t_us, std::string_view reason, std::string_view detail) = 0;
+};
+
+}  // namespace mailtap::protocol

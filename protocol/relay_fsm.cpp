@@ -1,0 +1,675 @@
+// The relay session machine. Reading order: events (on_*), client input processing,
+// upstream replies and their pairing, transactions, leaving, output helpers.
+#include "protocol/relay_fsm.hpp"
+
+#include <algorithm>
+
+#include "protocol/capabilities.hpp"
+#include "protocol/limits.hpp"
+
+namespace mailtap::protocol {
+
+namespace {
+using std::chrono::milliseconds;
+constexpr milliseconds disarmed{0};
+// Held client input above this stops the shell reading (per-direction high watermark,
+// SMTP_NOTES "per-connection buffers").
+constexpr std::size_t client_input_high_watermark = 64 * 1024;
+
+std::string_view stripped_crlf(std::string_view line) {
+  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  return line;
+}
+}  // namespace
+
+relay_fsm::relay_fsm(relay_options options, session_observer* observer)
+    : options_(std::move(options)), observer_(observer) {}
+
+std::vector<action> relay_fsm::take_actions() {
+  std::vector<action> out;
+  out.swap(actions_);
+  return out;
+}
+
+bool relay_fsm::client_paused() const {
+  return client_in_.size() - pos_ >= client_input_high_watermark;
+}
+
+// ---------------------------------------------------------------- events
+
+void relay_fsm::on_start(std::uint64_t now) { started_us_ = now; }
+
+void relay_fsm::on_upstream_connected(std::uint64_t now) {
+  if (ended_) return;
+  upstream_up_ = true;
+  connected_us_ = now;
+  if (observer_) observer_->on_stage({phase::connect, started_us_, now - started_us_, now - started_us_, 0});
+  arm(leg::upstream, options_.timeouts.upstream_greeting);
+}
+
+void relay_fsm::on_upstream_unreachable(std::uint64_t now, std::string_view reason) {
+  if (ended_) return;
+  upstream_closed_ = true;
+  note(now, "upstream unreachable: " + std::string(reason));
+  std::string text = options_.name + " upstream unavailable: " + std::string(reason);
+  reply r = make_reply(421, "4.4.1", text);
+  send(leg::client, r.raw, now);
+  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+  end_session(now, "upstream_unreachable", reason);
+}
+
+void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {
+  if (ended_ || client_closed_) return;
+  client_in_.append(bytes);
+  arm(leg::client, options_.timeouts.client_idle);
+  process_client_input(now);
+}
+
+void relay_fsm::on_upstream_bytes(std::uint64_t now, std::string_view bytes) {
+  if (ended_ || upstream_closed_) return;
+  if (observer_) observer_->on_bytes(now, leg::upstream, direction::in, bytes);
+  std::vector<reply> got;
+  auto status = replies_.feed(bytes, got);
+  for (auto& r : got) {
+    if (ended_ || upstream_closed_) break;
+    if (observer_) observer_->on_reply(now, leg::upstream, direction::in, r);
+    if (!greeted_) take_banner(now, std::move(r));
+    else take_upstream_reply(now, std::move(r));
+  }
+  if (status != reply_parse_status::ok && !ended_ && !upstream_closed_) {
+    close(leg::upstream);
+    upstream_lost(now, "upstream_protocol_error", to_string(status));
+    return;
+  }
+  if (!ended_) process_client_input(now);   // input held for a reply may now proceed
+}
+
+void relay_fsm::on_client_eof(std::uint64_t now) {
+  if (ended_) return;
+  client_closed_ = true;
+  if (mode_ == client_mode::data || mode_ == client_mode::bdat_payload) {
+    // SMTP_NOTES: client vanishes in DATA -> close upstream without the dot; nothing delivered.
+    note(now, "client closed the connection inside the message: upstream closed without end of data");
+  }
+  if (txn_) finish_transaction(now, outcome::aborted, std::nullopt, false);
+  end_session(now, "client_closed", "");
+}
+
+void relay_fsm::on_upstream_eof(std::uint64_t now) {
+  if (ended_ || upstream_closed_) return;
+  upstream_lost(now, "upstream_closed", "upstream closed the connection");
+}
+
+void relay_fsm::on_timeout(std::uint64_t now, leg which) {
+  if (ended_) return;
+  if (which == leg::client) {
+    note(now, "client idle timeout");
+    reply r = make_reply(421, "4.4.2", options_.name + " timeout waiting for client input");
+    send(leg::client, r.raw, now);
+    if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+    if (txn_) finish_transaction(now, outcome::aborted, std::nullopt, false);
+    end_session(now, "client_timeout", "");
+    return;
+  }
+  close(leg::upstream);
+  upstream_lost(now, "upstream_timeout", "no reply from upstream in time");
+}
+
+void relay_fsm::on_drain(std::uint64_t now) {
+  if (ended_) return;
+  draining_ = true;
+  maybe_finish_drain(now);
+}
+
+// ---------------------------------------------------------------- client input
+
+void relay_fsm::process_client_input(std::uint64_t now) {
+  if (!greeted_) return;   // early talkers wait for the banner
+  bool progress = true;
+  while (progress && !ended_ && pos_ < client_in_.size()) {
+    switch (mode_) {
+      case client_mode::command: progress = take_command_line(now); break;
+      case client_mode::data: take_data(now); progress = mode_ != client_mode::data; break;
+      case client_mode::bdat_payload:
+        take_bdat_payload(now);
+        progress = mode_ != client_mode::bdat_payload;
+        break;
+      case client_mode::auth_response: progress = take_auth_response(now); break;
+      case client_mode::awaiting_data_go:
+      case client_mode::awaiting_auth: progress = false; break;
+    }
+  }
+  record_consumed_client_input(now);
+}
+
+void relay_fsm::record_consumed_client_input(std::uint64_t now) {
+  if (pos_ == 0) return;
+  if (observer_) {
+    if (masks_.empty()) {
+      observer_->on_bytes(now, leg::client, direction::in, std::string_view(client_in_).substr(0, pos_));
+    } else {
+      std::string copy = client_in_.substr(0, pos_);
+      for (auto [from, to] : masks_)
+        for (std::size_t i = from; i < to && i < copy.size(); ++i)
+          if (copy[i] != '\r' && copy[i] != '\n') copy[i] = '*';
+      observer_->on_bytes(now, leg::client, direction::in, copy);
+    }
+  }
+  masks_.clear();
+  client_in_.erase(0, pos_);
+  pos_ = 0;
+}
+
+bool relay_fsm::take_command_line(std::uint64_t now) {
+  if (pending_.size() >= limits::pipelined_commands_cap) return false;
+  std::string_view rest = std::string_view(client_in_).substr(pos_);
+  auto lf = rest.find('\n');
+  if (lf == std::string_view::npos) {
+    if (rest.size() > limits::command_line_hard_cap) {
+      pos_ = client_in_.size();
+      ++stats_.refused_commands;
+      note(now, "command line over " + std::to_string(limits::command_line_hard_cap) + " bytes without CRLF");
+      local_reply(now, phase::other, 500, "5.5.2", "Line too long");
+      flush_replies(now);
+      end_session(now, "protocol_error", "command line too long");
+    }
+    return false;
+  }
+  std::string_view line = rest.substr(0, lf + 1);
+  std::size_t line_start = pos_;
+  pos_ += line.size();
+  if (auth_open_) masks_.emplace_back(line_start, pos_);
+  ++stats_.commands;
+  bool bare_lf = line.size() < 2 || line[line.size() - 2] != '\r';
+  if (bare_lf || line.size() > limits::command_line_accepted) {
+    ++stats_.refused_commands;
+    if (observer_) observer_->on_command(now, escape_bytes(stripped_crlf(line)));
+    note(now, bare_lf ? "command refused: bare LF" : "command refused: line too long");
+    local_reply(now, phase::other, 500, "5.5.2", bare_lf ? "Syntax error: bare LF in command" : "Line too long");
+    flush_replies(now);
+    return true;
+  }
+  std::string_view body = line.substr(0, line.size() - 2);
+  parsed_command parsed = parse_command(body);
+  if (parsed.cmd.ph == phase::auth) {
+    // Mask the initial response: everything after "AUTH MECH ".
+    auto sp = body.find(' ');
+    auto sp2 = sp == std::string_view::npos ? sp : body.find(' ', sp + 1);
+    if (sp2 != std::string_view::npos) masks_.emplace_back(line_start + sp2 + 1, pos_);
+  }
+  handle_command(now, line, parsed);
+  return true;
+}
+
+void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed) {
+  const command& cmd = parsed.cmd;
+  std::string_view body = stripped_crlf(line);
+  if (observer_) {
+    if (cmd.ph == phase::auth) {
+      auto sp = body.find(' ');
+      auto sp2 = sp == std::string_view::npos ? sp : body.find(' ', sp + 1);
+      std::string shown(body.substr(0, sp2));
+      if (sp2 != std::string_view::npos) shown += " [initial response redacted, " + std::to_string(body.size() - sp2 - 1) + " bytes]";
+      observer_->on_command(now, shown);
+    } else {
+      observer_->on_command(now, escape_bytes(body, limits::command_line_accepted));
+    }
+  }
+  // A refused command is never forwarded; its reply keeps its place in the pipeline.
+  // Only a refused RCPT keeps its phase, so the transaction records it against the address.
+  auto refuse = [&](int code, std::string_view enh, std::string_view text, std::string_view why) {
+    ++stats_.refused_commands;
+    note(now, std::string("command refused: ") + std::string(why));
+    local_reply(now, cmd.ph == phase::rcpt ? phase::rcpt : phase::other, code, enh, text);
+    flush_replies(now);
+  };
+  switch (parsed.fault) {
+    case command_fault::none: break;
+    case command_fault::nul_byte: return refuse(500, "5.5.2", "Syntax error: NUL in command", "NUL byte");
+    case command_fault::bare_cr_or_lf: return refuse(500, "5.5.2", "Syntax error: bare CR in command", "bare CR");
+    case command_fault::forbidden_verb:
+      return refuse(500, "5.5.1", "Command not recognized", "verb never forwarded: " + cmd.verb);
+    case command_fault::bad_bdat:
+      // RFC 3030: the chunk size frames the bytes that follow; without it nothing is safe.
+      refuse(501, "5.5.4", "Syntax error in BDAT parameters", "bad BDAT");
+      end_session(now, "protocol_error", "unparseable BDAT size");
+      return;
+  }
+  if (draining_ && pending_.empty() && !txn_ && cmd.ph != phase::quit) {
+    maybe_finish_drain(now);
+    return;
+  }
+  if (cmd.ph == phase::starttls) {
+    // TLS termination is not configured: never pass STARTTLS through blind (we could not
+    // see inside), and never advertise it (see edit_ehlo_reply).
+    return refuse(454, "4.7.0", "TLS not available", "STARTTLS without TLS configured");
+  }
+  if (cmd.ph == phase::rcpt) {
+    if (txn_) txn_->rec.rcpt_to.push_back(cmd.address.value_or(cmd.argument));
+    if (rcpt_count_ >= limits::recipients_cap)
+      return refuse(452, "4.5.3", "Too many recipients", "recipient limit reached");
+    ++rcpt_count_;
+  }
+
+  pending p;
+  p.ph = cmd.ph;
+  p.t_received = now;
+  switch (cmd.ph) {
+    case phase::mail: begin_transaction(now, cmd); break;
+    case phase::rset:
+    case phase::ehlo:
+    case phase::helo:
+      if (txn_) finish_transaction(now, outcome::aborted, std::nullopt, false);
+      rcpt_count_ = 0;
+      break;
+    case phase::data: mode_ = client_mode::awaiting_data_go; break;
+    case phase::bdat:
+      if (!txn_) begin_transaction(now, cmd);   // upstream will refuse; still recorded
+      bdat_remaining_ = cmd.bdat_size;
+      bdat_last_ = cmd.bdat_last;
+      p.last_chunk = cmd.bdat_last;
+      if (txn_) txn_->rec.size += cmd.bdat_size;
+      mode_ = client_mode::bdat_payload;
+      break;
+    case phase::auth:
+      auth_open_ = true;
+      mode_ = client_mode::awaiting_auth;
+      break;
+    default: break;
+  }
+  pending_.push_back(std::move(p));
+  send(leg::upstream, line, now, cmd.ph == phase::auth);
+  arm_upstream_for_head();
+}
+
+void relay_fsm::take_data(std::uint64_t now) {
+  std::string forward;
+  std::string_view rest = std::string_view(client_in_).substr(pos_);
+  pos_ += framer_->feed(rest, forward);
+  if (txn_) txn_->headers.feed(forward);
+  if (!forward.empty() && !data_failure_) send(leg::upstream, forward, now);
+  if (framer_->fault() != data_fault::none && !data_failure_) {
+    std::string why(to_string(framer_->fault()));
+    note(now, "message refused: " + why + "; upstream closed without end of data");
+    data_failure_ = make_reply(550, "5.6.0", "Message refused by " + options_.name + ": " + why);
+    close(leg::upstream);   // the only way out of DATA that delivers nothing
+  }
+  if (framer_->ended()) end_of_data(now);
+}
+
+void relay_fsm::end_of_data(std::uint64_t now) {
+  mode_ = client_mode::command;
+  stats_.normalized_line_endings += framer_->normalized();
+  if (framer_->normalized() > 0)
+    note(now, "normalized " + std::to_string(framer_->normalized()) + " bare CR/LF to spaces");
+  if (txn_) {
+    txn_->rec.size = framer_->message_bytes();
+    txn_->rec.message_id = txn_->headers.message_id();
+  }
+  if (observer_) observer_->on_stage({phase::body, data_started_us_, now - data_started_us_, 0, 0});
+  framer_.reset();
+  if (!data_failure_ && capture_failed_) {
+    // SMTP_NOTES: capture write fails in DATA -> do not send the dot; 451 4.3.0.
+    note(now, "capture cannot be written: end of data withheld, upstream closed");
+    data_failure_ = make_reply(451, "4.3.0", options_.name + " cannot record this message; try again later");
+    close(leg::upstream);
+  }
+  if (data_failure_) {
+    reply r = std::move(*data_failure_);
+    data_failure_.reset();
+    local_reply(now, phase::data_end, r.code, r.enhanced, r.text());
+    flush_replies(now);
+    return;
+  }
+  pending p;
+  p.ph = phase::data_end;
+  p.t_received = now;
+  pending_.push_back(std::move(p));
+  send(leg::upstream, ".\r\n", now);
+  arm_upstream_for_head();
+}
+
+void relay_fsm::take_bdat_payload(std::uint64_t now) {
+  std::string_view rest = std::string_view(client_in_).substr(pos_);
+  std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(bdat_remaining_, rest.size()));
+  std::string_view chunk = rest.substr(0, n);
+  pos_ += n;
+  bdat_remaining_ -= n;
+  if (txn_) txn_->headers.feed(chunk);
+  if (!upstream_closed_ && n > 0) send(leg::upstream, chunk, now);
+  if (bdat_remaining_ == 0) {
+    mode_ = client_mode::command;
+    if (bdat_last_ && txn_) txn_->rec.message_id = txn_->headers.message_id();
+  }
+}
+
+bool relay_fsm::take_auth_response(std::uint64_t now) {
+  std::string_view rest = std::string_view(client_in_).substr(pos_);
+  auto lf = rest.find('\n');
+  if (lf == std::string_view::npos) {
+    if (rest.size() > limits::auth_response_cap) {
+      pos_ = client_in_.size();
+      masks_.emplace_back(0, pos_);
+      local_reply(now, phase::auth, 500, "5.5.6", "Authentication exchange line is too long");
+      flush_replies(now);
+      end_session(now, "protocol_error", "AUTH response too long");
+    }
+    return false;
+  }
+  std::string_view line = rest.substr(0, lf + 1);
+  masks_.emplace_back(pos_, pos_ + line.size());
+  pos_ += line.size();
+  if (observer_) observer_->on_command(now, "[auth response redacted, " + std::to_string(stripped_crlf(line).size()) + " bytes]");
+  mode_ = client_mode::awaiting_auth;
+  send(leg::upstream, line, now, true);
+  arm_upstream_for_head();
+  return true;
+}
+
+// ---------------------------------------------------------------- replies
+
+void relay_fsm::take_banner(std::uint64_t now, reply r) {
+  greeted_ = true;
+  send(leg::client, r.raw, now);
+  if (observer_) observer_->on_stage({phase::banner, connected_us_, now - connected_us_, now - connected_us_, 0});
+  last_reply_sent_us_ = now;
+  arm(leg::upstream, disarmed);
+  arm(leg::client, options_.timeouts.client_idle);
+  if (r.code == 421) end_session(now, "upstream_refused", r.text());
+}
+
+void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
+  auto it = std::find_if(pending_.begin(), pending_.end(),
+                         [](const pending& p) { return !p.local && !p.ready; });
+  if (it == pending_.end()) {
+    if (r.code == 421) {   // RFC 5321 3.8: a server may close with 421 at any time
+      send(leg::client, r.raw, now);
+      if (txn_) finish_transaction(now, outcome::tempfailed, r, false);
+      end_session(now, "upstream_closed", r.text());
+    } else {
+      note(now, "unsolicited upstream reply dropped: " + std::to_string(r.code));
+    }
+    return;
+  }
+  pending& p = *it;
+  p.t_upstream_reply = now;
+  if (p.ph == phase::auth) {
+    if (r.code == 334) {       // challenge: the client's next line is an AUTH response
+      send(leg::client, r.raw, now);
+      mode_ = client_mode::auth_response;
+      arm(leg::upstream, disarmed);
+      return;
+    }
+    auth_open_ = false;
+    mode_ = client_mode::command;
+    note(now, "AUTH finished with " + std::to_string(r.code));
+  } else if (p.ph == phase::data) {
+    if (r.code == 354) {
+      mode_ = client_mode::data;
+      framer_.emplace(options_.eol);
+      data_started_us_ = now;
+    } else {
+      mode_ = client_mode::command;
+    }
+  }
+  p.bytes = p.ph == phase::ehlo ? edit_ehlo_reply(now, r) : r.raw;
+  p.answer = std::move(r);
+  p.ready = true;
+  flush_replies(now);
+  if (!ended_) arm_upstream_for_head();
+}
+
+std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r) {
+  if (r.code != 250) return r.raw;
+  capabilities caps = capabilities::from_reply(r);
+  std::string removed;
+  // STARTTLS: TLS is not terminated by this relay yet, so the client must not be offered it.
+  // XCLIENT/XFORWARD: never advertised to clients (SMTP_NOTES, command smuggling).
+  for (std::string_view kw : {"STARTTLS", "XCLIENT", "XFORWARD"})
+    if (caps.remove(kw)) removed += (removed.empty() ? "" : ", ") + std::string(kw);
+  if (removed.empty()) return r.raw;
+  note(now, "EHLO reply edited: removed " + removed);
+  std::string bytes = caps.to_reply_bytes();
+  if (observer_) {
+    reply shown = r;
+    shown.raw = bytes;
+    shown.lines.clear();
+    shown.lines.push_back(caps.greeting());
+    for (const auto& c : caps.list()) shown.lines.push_back(c.params.empty() ? c.keyword : c.keyword + " " + c.params);
+    observer_->on_reply(now, leg::client, direction::out, shown);
+  }
+  return bytes;
+}
+
+void relay_fsm::local_reply(std::uint64_t now, phase ph, int code, std::string_view enhanced,
+                            std::string_view text) {
+  pending p;
+  p.ph = ph;
+  p.t_received = now;
+  p.local = true;
+  p.ready = true;
+  p.answer = make_reply(code, enhanced, text);
+  p.bytes = p.answer->raw;
+  pending_.push_back(std::move(p));
+}
+
+void relay_fsm::flush_replies(std::uint64_t now) {
+  while (!ended_ && !pending_.empty() && pending_.front().ready) {
+    pending p = std::move(pending_.front());
+    pending_.pop_front();
+    send(leg::client, p.bytes, now);
+    if (observer_) {
+      if (p.local) observer_->on_reply(now, leg::client, direction::out, *p.answer);
+      std::uint64_t think = p.t_received > last_reply_sent_us_ ? p.t_received - last_reply_sent_us_ : 0;
+      std::uint64_t upstream = p.local ? 0 : p.t_upstream_reply - p.t_received;
+      observer_->on_stage({p.ph, p.t_received, now - p.t_received, upstream, think});
+    }
+    last_reply_sent_us_ = now;
+    after_reply(now, p);
+  }
+  if (ended_) return;
+  if (upstream_closed_ && pending_.empty() && mode_ == client_mode::command) {
+    // The upstream is gone (we aborted its transaction, or it died in DATA): nothing more
+    // can be relayed, so say so and close.
+    reply r = make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed");
+    send(leg::client, r.raw, now);
+    if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+    end_session(now, "upstream_closed", "");
+    return;
+  }
+  maybe_finish_drain(now);
+}
+
+void relay_fsm::after_reply(std::uint64_t now, const pending& p) {
+  const reply& r = *p.answer;
+  switch (p.ph) {
+    case phase::mail:
+      if (r.klass() != 2 && txn_) finish_transaction(now, outcome_of_code(r.code), r, p.local);
+      break;
+    case phase::rcpt:
+      if (txn_) txn_->rec.rcpt_codes.push_back(r.code);
+      break;
+    case phase::data:
+      if (r.code != 354 && txn_) finish_transaction(now, outcome_of_code(r.code), r, p.local);
+      break;
+    case phase::data_end:
+      if (txn_) finish_transaction(now, outcome_of_code(r.code), r, p.local);
+      break;
+    case phase::bdat:
+      if (txn_ && (r.klass() != 2 || p.last_chunk)) finish_transaction(now, outcome_of_code(r.code), r, p.local);
+      break;
+    case phase::quit: end_session(now, "client_quit", ""); break;
+    default: break;
+  }
+}
+
+// ---------------------------------------------------------------- transactions
+
+void relay_fsm::begin_transaction(std::uint64_t now, const command& cmd) {
+  if (txn_) return;   // MAIL inside a transaction: the upstream answers 503; keep the first
+  txn_.emplace();
+  txn_->rec.mail_from = cmd.ph == phase::mail ? cmd.address.value_or(cmd.argument) : std::string();
+  txn_->rec.start_us = now;
+  ++stats_.transactions;
+}
+
+void relay_fsm::finish_transaction(std::uint64_t now, outcome o, const std::optional<reply>& final_reply,
+                                   bool synthesized) {
+  if (!txn_) return;
+  transaction_record& rec = txn_->rec;
+  rec.result = o;
+  rec.final_reply = final_reply;
+  rec.synthesized = synthesized;
+  rec.end_us = now;
+  if (o == outcome::delivered) ++stats_.delivered;
+  if (observer_) observer_->on_transaction(rec);
+  txn_.reset();
+  rcpt_count_ = 0;
+}
+
+// ---------------------------------------------------------------- leaving
+
+void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail) {
+  if (!upstream_closed_) close(leg::upstream);
+  arm(leg::upstream, disarmed);
+  note(now, std::string(reason) + ": " + std::string(detail));
+  if (!greeted_) {
+    reply r = make_reply(421, "4.4.1", options_.name + " upstream did not greet: " + std::string(detail));
+    send(leg::client, r.raw, now);
+    if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+    end_session(now, reason, detail);
+    return;
+  }
+  if (mode_ == client_mode::data) {
+    // SMTP_NOTES: upstream dies in DATA -> keep reading the client's data to its end, then 451.
+    if (!data_failure_)
+      data_failure_ = make_reply(451, "4.4.2", options_.name + " lost the upstream connection during message transfer");
+    return;
+  }
+  auto it = std::find_if(pending_.begin(), pending_.end(),
+                         [](const pending& p) { return !p.local && !p.ready; });
+  if (it != pending_.end()) {
+    if (it->ph == phase::data_end || (it->ph == phase::bdat && it->last_chunk)) {
+      // The dot went out but no reply came back: the message may or may not be delivered.
+      ++stats_.ambiguous_end_of_data;
+      note(now, "ambiguous end of data: upstream lost after the message was sent");
+      it->answer = make_reply(451, "4.4.2", options_.name + " lost the upstream after end of data; delivery status unknown");
+      it->bytes = it->answer->raw;
+      it->ready = true;
+      it->local = true;
+      pending_.erase(std::next(it), pending_.end());
+      if (txn_) finish_transaction(now, outcome::unknown, it->answer, true);
+    } else {
+      it->answer = make_reply(421, "4.4.2", options_.name + " upstream connection lost");
+      it->bytes = it->answer->raw;
+      it->ready = true;
+      it->local = true;
+      pending_.erase(std::next(it), pending_.end());
+    }
+    flush_replies(now);   // ends the session: upstream_closed_ with nothing pending
+    if (!ended_) end_session(now, reason, detail);
+    return;
+  }
+  if (mode_ == client_mode::bdat_payload) {
+    if (txn_) finish_transaction(now, outcome::aborted, std::nullopt, false);
+  }
+  reply r = make_reply(421, "4.4.2", options_.name + " upstream connection lost");
+  send(leg::client, r.raw, now);
+  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+  end_session(now, reason, detail);
+}
+
+void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::string_view detail) {
+  if (ended_) return;
+  if (txn_) finish_transaction(now, outcome::aborted, std::nullopt, false);
+  ended_ = true;
+  arm(leg::client, disarmed);
+  arm(leg::upstream, disarmed);
+  if (!client_closed_) close(leg::client);
+  if (!upstream_closed_) close(leg::upstream);
+  if (observer_) observer_->on_end(now, reason, detail);
+}
+
+void relay_fsm::maybe_finish_drain(std::uint64_t now) {
+  if (!draining_ || ended_ || !pending_.empty() || txn_ || mode_ != client_mode::command) return;
+  reply r = make_reply(421, "4.3.2", options_.name + " shutting down");
+  send(leg::client, r.raw, now);
+  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+  end_session(now, "drain", "");
+}
+
+// ---------------------------------------------------------------- output helpers
+
+void relay_fsm::send(leg to, std::string_view bytes, std::uint64_t now, bool sensitive) {
+  if (bytes.empty()) return;
+  if ((to == leg::upstream && upstream_closed_) || (to == leg::client && client_closed_)) return;
+  if (observer_) {
+    if (sensitive) {
+      std::string copy(bytes);
+      for (char& c : copy)
+        if (c != '\r' && c != '\n') c = '*';
+      observer_->on_bytes(now, to, direction::out, copy);
+    } else {
+      observer_->on_bytes(now, to, direction::out, bytes);
+    }
+  }
+  if (!actions_.empty())
+    if (auto* last = std::get_if<send_bytes>(&actions_.back()); last && last->to == to && last->sensitive == sensitive) {
+      last->bytes.append(bytes);
+      return;
+    }
+  actions_.push_back(send_bytes{to, std::string(bytes), sensitive});
+}
+
+void relay_fsm::close(leg which) {
+  if (which == leg::upstream) upstream_closed_ = true;
+  else client_closed_ = true;
+  actions_.push_back(close_leg{which});
+}
+
+void relay_fsm::arm(leg which, milliseconds after) { actions_.push_back(arm_timer{which, after}); }
+
+void relay_fsm::arm_upstream_for_head() {
+  auto it = std::find_if(pending_.begin(), pending_.end(),
+                         [](const pending& p) { return !p.local && !p.ready; });
+  if (it == pending_.end() || upstream_closed_) {
+    arm(leg::upstream, disarmed);
+    return;
+  }
+  const auto& t = options_.timeouts;
+  switch (it->ph) {
+    case phase::data: arm(leg::upstream, t.upstream_data_init); break;
+    case phase::data_end: arm(leg::upstream, t.upstream_data_end); break;
+    case phase::bdat: arm(leg::upstream, it->last_chunk ? t.upstream_data_end : t.upstream_reply); break;
+    default: arm(leg::upstream, t.upstream_reply); break;
+  }
+}
+
+void relay_fsm::note(std::uint64_t now, std::string_view text) {
+  if (observer_) observer_->on_note(now, text);
+}
+
+std::string_view to_string(direction d) { return d == direction::in ? "in" : "out"; }
+
+std::string_view to_string(outcome o) {
+  switch (o) {
+    case outcome::delivered: return "delivered";
+    case outcome::rejected: return "rejected";
+    case outcome::tempfailed: return "tempfailed";
+    case outcome::aborted: return "aborted";
+    case outcome::unknown: return "unknown";
+  }
+  return "unknown";
+}
+
+outcome outcome_of_code(int code) {
+  switch (code / 100) {
+    case 2: return outcome::delivered;
+    case 4: return outcome::tempfailed;
+    case 5: return outcome::rejected;
+    default: return outcome::unknown;
+  }
+}
+
+}  // namespace mailtap::protocol

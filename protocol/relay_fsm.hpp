@@ -1,0 +1,171 @@
+// The relay session machine: both legs of one SMTP conversation, sans-I/O. Fed client and
+// upstream bytes, connection results and timer expiries (each with the caller's monotonic
+// time); returns actions (send, close, arm timer) and reports to a session_observer.
+// Pairs pipelined commands with replies (RFC 2920), frames DATA and BDAT, tracks
+// transactions and stage timings, and applies the outcome rules of SMTP_NOTES.
+// Single-threaded: one instance per session, driven from that session's strand.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "protocol/action.hpp"
+#include "protocol/command.hpp"
+#include "protocol/data_framer.hpp"
+#include "protocol/header_scanner.hpp"
+#include "protocol/observer.hpp"
+#include "protocol/reply.hpp"
+
+namespace mailtap::protocol {
+
+struct relay_timeouts {
+  // RFC 5321 4.5.3.2.7: a server waits at least 5 minutes for the next command.
+  std::chrono::milliseconds client_idle{300'000};
+  // Postfix smtp_helo_timeout 300 s.
+  std::chrono::milliseconds upstream_greeting{300'000};
+  // RFC 5321 4.5.3.2.2/3: MAIL and RCPT 5 minutes.
+  std::chrono::milliseconds upstream_reply{300'000};
+  // RFC 5321 4.5.3.2.4: DATA initiation 2 minutes.
+  std::chrono::milliseconds upstream_data_init{120'000};
+  // RFC 5321 4.5.3.2.6: DATA termination 10 minutes (shorter causes duplicate deliveries).
+  std::chrono::milliseconds upstream_data_end{600'000};
+};
+
+struct relay_options {
+  bare_eol_mode eol = bare_eol_mode::strict;
+  relay_timeouts timeouts;
+  std::string name = "mailtap";   // appears in the relay's own replies
+};
+
+// Per-session figures the shell adds to the process-wide metrics.
+struct relay_stats {
+  std::uint64_t commands = 0;
+  std::uint64_t refused_commands = 0;    // never forwarded: forbidden, NUL, bare CR/LF, too long
+  std::uint64_t ambiguous_end_of_data = 0;
+  std::uint64_t normalized_line_endings = 0;
+  std::uint64_t transactions = 0;
+  std::uint64_t delivered = 0;
+};
+
+class relay_fsm {
+ public:
+  relay_fsm(relay_options options, session_observer* observer);
+
+  // The client is connected and the shell starts connecting upstream.
+  void on_start(std::uint64_t now_us);
+  void on_upstream_connected(std::uint64_t now_us);
+  void on_upstream_unreachable(std::uint64_t now_us, std::string_view reason);
+  void on_client_bytes(std::uint64_t now_us, std::string_view bytes);
+  void on_upstream_bytes(std::uint64_t now_us, std::string_view bytes);
+  void on_client_eof(std::uint64_t now_us);
+  void on_upstream_eof(std::uint64_t now_us);
+  void on_timeout(std::uint64_t now_us, leg which);
+  // Shutdown: idle sessions get 421 now; busy ones after their transaction.
+  void on_drain(std::uint64_t now_us);
+  // The capture can no longer be written: no further end-of-data is released upstream.
+  void on_capture_failed() { capture_failed_ = true; }
+
+  std::vector<action> take_actions();
+  // True while the shell should not read more client bytes (input held above its cap).
+  bool client_paused() const;
+  bool finished() const { return ended_; }
+  const relay_stats& stats() const { return stats_; }
+
+ private:
+  enum class client_mode { command, awaiting_data_go, data, bdat_payload, awaiting_auth, auth_response };
+
+  struct pending {
+    phase ph = phase::other;
+    std::uint64_t t_received = 0;
+    std::uint64_t t_upstream_reply = 0;
+    bool local = false;             // answered by the relay itself
+    bool ready = false;
+    bool last_chunk = false;        // BDAT ... LAST
+    std::optional<reply> answer;   // parsed reply (upstream's, or the relay's own)
+    std::string bytes;             // what the client is sent (an edited EHLO reply differs)
+  };
+
+  struct transaction {
+    transaction_record rec;
+    header_scanner headers;
+  };
+
+  // Input processing.
+  void process_client_input(std::uint64_t now);
+  bool take_command_line(std::uint64_t now);
+  void take_data(std::uint64_t now);
+  void take_bdat_payload(std::uint64_t now);
+  bool take_auth_response(std::uint64_t now);
+  void handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed);
+  void end_of_data(std::uint64_t now);
+
+  // Replies.
+  void take_upstream_reply(std::uint64_t now, reply r);
+  void take_banner(std::uint64_t now, reply r);
+  void local_reply(std::uint64_t now, phase ph, int code, std::string_view enhanced,
+                   std::string_view text);
+  void flush_replies(std::uint64_t now);
+  void after_reply(std::uint64_t now, const pending& p);
+  std::string edit_ehlo_reply(std::uint64_t now, const reply& r);
+
+  // Transactions.
+  void begin_transaction(std::uint64_t now, const command& cmd);
+  void finish_transaction(std::uint64_t now, outcome o, const std::optional<reply>& final_reply,
+                          bool synthesized);
+
+  // Leaving.
+  void upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail);
+  void end_session(std::uint64_t now, std::string_view reason, std::string_view detail);
+  void maybe_finish_drain(std::uint64_t now);
+
+  // Output helpers.
+  void send(leg to, std::string_view bytes, std::uint64_t now, bool sensitive = false);
+  void close(leg which);
+  void arm(leg which, std::chrono::milliseconds after);
+  void arm_upstream_for_head();
+  void note(std::uint64_t now, std::string_view text);
+  void record_consumed_client_input(std::uint64_t now);
+
+  relay_options options_;
+  session_observer* observer_;
+  std::vector<action> actions_;
+  relay_stats stats_;
+
+  // Client leg.
+  std::string client_in_;
+  client_mode mode_ = client_mode::command;
+  std::optional<data_framer> framer_;
+  std::uint64_t bdat_remaining_ = 0;
+  bool bdat_last_ = false;
+  std::uint64_t data_started_us_ = 0;        // 354 sent (body stage start)
+  std::uint64_t data_end_received_us_ = 0;
+  bool client_closed_ = false;
+  bool auth_open_ = false;
+  std::size_t pos_ = 0;                          // parse offset into client_in_
+  std::vector<std::pair<std::size_t, std::size_t>> masks_;  // AUTH ranges in client_in_
+
+  // Upstream leg.
+  reply_parser replies_;
+  bool upstream_up_ = false;
+  bool upstream_closed_ = false;
+  bool greeted_ = false;
+  std::uint64_t started_us_ = 0;
+  std::uint64_t connected_us_ = 0;
+
+  std::deque<pending> pending_;
+  std::uint64_t last_reply_sent_us_ = 0;
+  std::optional<transaction> txn_;
+  std::size_t rcpt_count_ = 0;
+
+  bool draining_ = false;
+  bool capture_failed_ = false;
+  // The body cannot be delivered (bad line endings, upstream lost): keep reading it and
+  // answer at its end with this reply.
+  std::optional<reply> data_failure_;
+  bool ended_ = false;
+};
+
+}  // namespace mailtap::protocol

@@ -1,0 +1,30 @@
+# Debian 12 packages mailtap needs, sourced by scripts/run, scripts/test and scripts/bench.
+# BUILD_PACKAGES: compile and run the relay.  TEST_PACKAGES: the real peers the tests drive.
+# BENCH_PACKAGES: the peers the benchmark compares against.
+BUILD_PACKAGES=(
+  build-essential cmake pkg-config
+  libboost1.81-dev libboost-json1.81-dev
+  libssl-dev libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev
+)
+TEST_PACKAGES=(
+  libgtest-dev libgmock-dev
+  swaks postfix python3-aiosmtpd openssl
+)
+BENCH_PACKAGES=(haproxy postfix)
+
+# install_packages PKG...: apt-get install whatever of PKG is missing.
+# postfix is preseeded to "No configuration" so no mail daemon is set up or started.
+install_packages() {
+  local missing=()
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}" >&2
+  echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
