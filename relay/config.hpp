@@ -1,0 +1,57 @@
+// mailtap's configuration: built from embedded defaults, then a TOML file (--config), then
+// command-line flags. Immutable once the relay starts; shared read-only by all sessions.
+// Loading never throws: errors come back as one line naming the file, line and key.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "protocol/data_framer.hpp"
+#include "protocol/relay_fsm.hpp"
+
+namespace mailtap {
+
+struct endpoint {
+  std::string host;     // literal address or name; IPv6 without brackets
+  std::uint16_t port = 0;
+  std::string to_string() const;   // "127.0.0.1:2525", "[::1]:2525"
+};
+
+// Parses "HOST:PORT" or "[V6]:PORT". Port 0 is allowed (ephemeral). Empty error = ok.
+std::optional<endpoint> parse_endpoint(std::string_view text, std::string& error);
+
+struct config {
+  endpoint listen{"127.0.0.1", 2525};
+  // Upstream SMTP server; std::nullopt means the built-in sink.
+  std::optional<endpoint> upstream;
+  endpoint admin{"127.0.0.1", 8025};
+  std::filesystem::path captures_dir;          // default: default_captures_dir()
+  std::vector<std::filesystem::path> scenarios;
+  std::uint64_t seed = 0;                      // 0: chosen at start and logged
+  std::size_t max_sessions = 256;              // smtp-sink's default concurrency
+  std::size_t threads = 0;                     // 0: one per core
+  protocol::bare_eol_mode bare_eol = protocol::bare_eol_mode::strict;
+  protocol::relay_timeouts timeouts;
+  std::chrono::milliseconds upstream_connect_timeout{30'000};   // Postfix smtp_connect_timeout
+  std::chrono::milliseconds drain_timeout{30'000};              // SIGTERM: in-flight deadline
+  std::string relay_name = "mailtap";
+  std::string log_level = "info";
+};
+
+// $MAILTAP_CAPTURES if set, else $XDG_STATE_HOME/mailtap/captures, else
+// ~/.local/state/mailtap/captures, else ./mailtap-captures.
+std::filesystem::path default_captures_dir();
+
+// Reads a TOML file over `base`. On error returns std::nullopt and sets `error` to one line:
+// "FILE:LINE: key 'KEY': problem".
+std::optional<config> load_config_file(const std::filesystem::path& file, const config& base,
+                                       std::string& error);
+
+// The same, from TOML text (for tests); `source_name` stands in for the file name.
+std::optional<config> load_config_text(std::string_view toml, std::string_view source_name,
+                                       const config& base, std::string& error);
+
+}  // namespace mailtap
