@@ -1,0 +1,553 @@
+// Configuration loading: TOML (toml++) over a base config. Validates every key, reports the
+// first problem in file order as one line "FILE:LINE: key 'KEY': problem", and never throws
+// (toml::parse_error and anything else are caught at the two entry points).
+// Pure function of its inputs plus the file system (scenario existence, the config file).
+#include "relay/config.hpp"
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <toml++/toml.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include "protocol/action.hpp"
+
+namespace mailtap {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// A config file is a few hundred bytes; refuse anything absurd rather than slurp it.
+constexpr std::size_t max_config_file_bytes = 1 << 20;
+// Echoed values and keys are cut to this many characters so the error stays a short line.
+constexpr std::size_t max_echo_chars = 200;
+constexpr std::size_t max_echo_path_chars = 4096;   // PATH_MAX on Linux
+// max_sessions (smtp-sink's default is 256): each session holds two sockets and a capture
+// file, so past a few thousand the descriptor limit binds first (accept pauses on EMFILE).
+constexpr std::int64_t max_sessions_limit = 100'000;
+// threads: 0 means one per core; 256 is well past any useful I/O thread count.
+constexpr std::int64_t max_threads_limit = 256;
+// relay_name is sent in replies ("220 NAME ESMTP"); a domain name is at most 255 octets
+// (RFC 1035 2.3.4), and the reply line must fit 512 octets (RFC 5321 4.5.3.1.5).
+constexpr std::size_t max_relay_name_chars = 255;
+// Timeouts: at least 1 ms (they are stored in milliseconds) and at most one year, so that
+// now + timeout never overflows a steady_clock time point.
+constexpr double min_timeout_seconds = 0.001;
+constexpr std::int64_t max_timeout_seconds = 365 * 24 * 3600;
+
+// Keys and values echoed in an error: controls escaped (protocol::escape_bytes), so the
+// error stays one line, and cut so it stays short. Paths get room for PATH_MAX.
+std::string echo(std::string_view text) { return protocol::escape_bytes(text, max_echo_chars); }
+std::string echo_path(std::string_view p) { return protocol::escape_bytes(p, max_echo_path_chars); }
+
+// The parse error's description is one sentence from toml++; make sure it stays one line.
+std::string one_line(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) out += (c == '\n' || c == '\r') ? ' ' : c;
+  return out;
+}
+
+std::string_view type_name(toml::node_type t) {
+  switch (t) {
+    case toml::node_type::none: return "nothing";
+    case toml::node_type::table: return "table";
+    case toml::node_type::array: return "array";
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "boolean";
+    case toml::node_type::date: return "date";
+    case toml::node_type::time: return "time";
+    case toml::node_type::date_time: return "date-time";
+  }
+  return "value";
+}
+
+// Walks the parsed table and applies each key to the config. Keeps the first error in file
+// order (toml::table iterates in key order, not file order).
+class loader {
+ public:
+  loader(std::string shown_name, fs::path base_dir, config& out)
+      : shown_name_(std::move(shown_name)), base_dir_(std::move(base_dir)), out_(out) {}
+
+  void apply(const toml::table& root) {
+    for (auto&& [key, node] : root) {
+      const std::string_view k = key.str();
+      if (k == "listen") {
+        if (auto e = endpoint_value(k, node, false)) out_.listen = *e;
+      } else if (k == "upstream") {
+        upstream(node);
+      } else if (k == "admin") {
+        if (auto e = endpoint_value(k, node, false)) out_.admin = *e;
+      } else if (k == "captures") {
+        if (auto p = path_value(k, node)) out_.captures_dir = *p;
+      } else if (k == "scenarios") {
+        scenarios(node);
+      } else if (k == "seed") {
+        if (auto v = integer_value(k, node, 0, std::numeric_limits<std::int64_t>::max(),
+                                   "a non-negative integer"))
+          out_.seed = static_cast<std::uint64_t>(*v);
+      } else if (k == "max_sessions") {
+        if (auto v = integer_value(k, node, 1, max_sessions_limit,
+                                   "an integer from 1 to " + std::to_string(max_sessions_limit)))
+          out_.max_sessions = static_cast<std::size_t>(*v);
+      } else if (k == "threads") {
+        if (auto v = integer_value(k, node, 0, max_threads_limit,
+                                   "an integer from 0 (one per core) to " + std::to_string(max_threads_limit)))
+          out_.threads = static_cast<std::size_t>(*v);
+      } else if (k == "relay_name") {
+        relay_name(node);
+      } else if (k == "log_level") {
+        log_level(node);
+      } else if (k == "data") {
+        data(node);
+      } else if (k == "timeouts") {
+        timeouts(node);
+      } else {
+        fail(node, std::string(k), "unknown key");
+      }
+    }
+  }
+
+  bool failed() const { return failed_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  void fail(const toml::node& node, std::string_view key, std::string_view problem) {
+    const auto line = node.source().begin.line;
+    if (failed_ && line >= line_) return;
+    failed_ = true;
+    line_ = line;
+    error_ = shown_name_;
+    if (line > 0) error_ += ":" + std::to_string(line);
+    error_ += ": key '" + echo(key) + "': ";
+    error_ += problem;
+  }
+
+  void wrong_type(const toml::node& node, std::string_view key, std::string_view expected) {
+    fail(node, key, "expected " + std::string(expected) + ", got " + std::string(type_name(node.type())));
+  }
+
+  const std::string* string_value(std::string_view key, const toml::node& node,
+                                  std::string_view expected) {
+    const auto* s = node.as_string();
+    if (!s) {
+      wrong_type(node, key, expected);
+      return nullptr;
+    }
+    return &s->get();
+  }
+
+  std::optional<std::int64_t> integer_value(std::string_view key, const toml::node& node,
+                                            std::int64_t lo, std::int64_t hi,
+                                            const std::string& expected) {
+    const auto* i = node.as_integer();
+    if (!i) {
+      wrong_type(node, key, expected);
+      return std::nullopt;
+    }
+    const std::int64_t v = i->get();
+    if (v < lo || v > hi) {
+      fail(node, key, "expected " + expected + ", got " + std::to_string(v));
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  std::optional<endpoint> endpoint_value(std::string_view key, const toml::node& node,
+                                         bool for_upstream) {
+    static constexpr std::string_view expected_listen = "a string HOST:PORT or [V6]:PORT";
+    static constexpr std::string_view expected_upstream = "a string HOST:PORT, [V6]:PORT or \"builtin\"";
+    const auto* s = string_value(key, node, for_upstream ? expected_upstream : expected_listen);
+    if (!s) return std::nullopt;
+    std::string problem;
+    auto e = parse_endpoint(*s, problem);
+    if (!e) {
+      fail(node, key, problem);
+      return std::nullopt;
+    }
+    if (for_upstream && e->port == 0) {
+      fail(node, key, "port 0 cannot be connected to in '" + echo(*s) + "'");
+      return std::nullopt;
+    }
+    return e;
+  }
+
+  void upstream(const toml::node& node) {
+    if (const auto* s = node.as_string(); s && s->get() == "builtin") {
+      out_.upstream.reset();
+      return;
+    }
+    if (auto e = endpoint_value("upstream", node, true)) out_.upstream = *e;
+  }
+
+  fs::path resolve(const std::string& text) const {
+    fs::path p(text);
+    if (p.is_relative()) p = base_dir_ / p;
+    return p.lexically_normal();
+  }
+
+  std::optional<fs::path> path_value(std::string_view key, const toml::node& node) {
+    const auto* s = string_value(key, node, "a string (a directory path)");
+    if (!s) return std::nullopt;
+    if (s->empty()) {
+      fail(node, key, "expected a directory path, got an empty string");
+      return std::nullopt;
+    }
+    if (s->find('\0') != std::string::npos) {
+      fail(node, key, "path contains a NUL character");
+      return std::nullopt;
+    }
+    return resolve(*s);
+  }
+
+  void scenarios(const toml::node& node) {
+    const auto* arr = node.as_array();
+    if (!arr) {
+      wrong_type(node, "scenarios", "an array of file paths");
+      return;
+    }
+    std::vector<fs::path> list;
+    bool ok = true;
+    for (std::size_t i = 0; i < arr->size(); ++i) {
+      const toml::node& item = *arr->get(i);
+      const std::string key = "scenarios[" + std::to_string(i) + "]";
+      const auto* s = string_value(key, item, "a string (a scenario file path)");
+      if (!s) {
+        ok = false;
+        continue;
+      }
+      if (s->empty() || s->find('\0') != std::string::npos) {
+        fail(item, key, "expected a scenario file path, got '" + echo(*s) + "'");
+        ok = false;
+        continue;
+      }
+      fs::path p = resolve(*s);
+      std::error_code ec;
+      const auto st = fs::status(p, ec);
+      if (ec || !fs::exists(st)) {
+        fail(item, key, "scenario file not found: " + echo_path(p.native()));
+        ok = false;
+        continue;
+      }
+      if (fs::is_directory(st)) {
+        fail(item, key, "scenario path is a directory, not a file: " + echo_path(p.native()));
+        ok = false;
+        continue;
+      }
+      list.push_back(std::move(p));
+    }
+    if (ok) out_.scenarios = std::move(list);
+  }
+
+  void relay_name(const toml::node& node) {
+    static constexpr std::string_view expected =
+        "a non-empty name of printable ASCII without spaces, at most 255 characters";
+    const auto* s = string_value("relay_name", node, expected);
+    if (!s) return;
+    bool ok = !s->empty() && s->size() <= max_relay_name_chars;
+    for (unsigned char c : *s) ok = ok && c > 0x20 && c < 0x7f;
+    if (!ok) {
+      fail(node, "relay_name", "expected " + std::string(expected) + ", got '" + echo(*s) + "'");
+      return;
+    }
+    out_.relay_name = *s;
+  }
+
+  void log_level(const toml::node& node) {
+    static constexpr std::string_view levels[] = {"trace", "debug", "info", "warn", "error", "off"};
+    static constexpr std::string_view expected = "one of trace|debug|info|warn|error|off";
+    const auto* s = string_value("log_level", node, expected);
+    if (!s) return;
+    for (auto l : levels) {
+      if (*s == l) {
+        out_.log_level = *s;
+        return;
+      }
+    }
+    fail(node, "log_level", "expected " + std::string(expected) + ", got '" + echo(*s) + "'");
+  }
+
+  void data(const toml::node& node) {
+    const auto* t = node.as_table();
+    if (!t) {
+      wrong_type(node, "data", "a table");
+      return;
+    }
+    for (auto&& [key, item] : *t) {
+      const std::string full = "data." + std::string(key.str());
+      if (key.str() == "bare_line_endings") {
+        static constexpr std::string_view expected = "one of strict|normalize|raw";
+        const auto* s = string_value(full, item, expected);
+        if (!s) continue;
+        if (auto m = protocol::parse_bare_eol_mode(*s)) {
+          out_.bare_eol = *m;
+        } else {
+          fail(item, full, "expected " + std::string(expected) + ", got '" + echo(*s) + "'");
+        }
+      } else {
+        fail(item, full, "unknown key");
+      }
+    }
+  }
+
+  std::optional<std::chrono::milliseconds> seconds_value(std::string_view key, const toml::node& node) {
+    static constexpr std::string_view expected = "a number of seconds > 0";
+    double seconds = 0;
+    std::string shown;
+    if (const auto* i = node.as_integer()) {
+      seconds = static_cast<double>(i->get());
+      shown = std::to_string(i->get());
+    } else if (const auto* f = node.as_floating_point()) {
+      seconds = f->get();
+      if (std::isnan(seconds)) {
+        shown = "nan";
+      } else if (std::isinf(seconds)) {
+        shown = seconds > 0 ? "inf" : "-inf";
+      } else {
+        char buf[64];
+        const auto r = std::to_chars(buf, buf + sizeof buf, seconds);
+        shown.assign(buf, r.ptr);
+      }
+    } else {
+      wrong_type(node, key, expected);
+      return std::nullopt;
+    }
+    if (!(seconds > 0)) {
+      fail(node, key, "expected " + std::string(expected) + ", got " + shown);
+      return std::nullopt;
+    }
+    if (seconds < min_timeout_seconds) {
+      fail(node, key, "expected at least 0.001 seconds (1 ms), got " + shown);
+      return std::nullopt;
+    }
+    if (!(seconds <= static_cast<double>(max_timeout_seconds))) {
+      fail(node, key, "expected at most " + std::to_string(max_timeout_seconds) +
+                          " seconds (one year), got " + shown);
+      return std::nullopt;
+    }
+    return std::chrono::milliseconds(std::llround(seconds * 1000.0));
+  }
+
+  void timeouts(const toml::node& node) {
+    const auto* t = node.as_table();
+    if (!t) {
+      wrong_type(node, "timeouts", "a table");
+      return;
+    }
+    for (auto&& [key, item] : *t) {
+      const std::string_view k = key.str();
+      const std::string full = "timeouts." + std::string(k);
+      std::chrono::milliseconds* target = nullptr;
+      if (k == "client_idle") target = &out_.timeouts.client_idle;
+      else if (k == "upstream_connect") target = &out_.upstream_connect_timeout;
+      else if (k == "upstream_greeting") target = &out_.timeouts.upstream_greeting;
+      else if (k == "upstream_reply") target = &out_.timeouts.upstream_reply;
+      else if (k == "upstream_data_init") target = &out_.timeouts.upstream_data_init;
+      else if (k == "upstream_data_end") target = &out_.timeouts.upstream_data_end;
+      else if (k == "drain") target = &out_.drain_timeout;
+      if (!target) {
+        fail(item, full, "unknown key");
+        continue;
+      }
+      if (auto v = seconds_value(full, item)) *target = *v;
+    }
+  }
+
+  std::string shown_name_;   // the file name as given, escaped
+  fs::path base_dir_;
+  config& out_;
+  bool failed_ = false;
+  std::uint32_t line_ = 0;
+  std::string error_;
+};
+
+// The directory relative paths in the file resolve against, made absolute so the result does
+// not depend on a later change of working directory.
+fs::path base_directory(const fs::path& file) {
+  std::error_code ec;
+  fs::path dir = file.parent_path();
+  if (dir.empty()) {
+    dir = fs::current_path(ec);
+    return ec ? fs::path(".") : dir;
+  }
+  fs::path abs = fs::absolute(dir, ec);
+  return ec ? dir : abs.lexically_normal();
+}
+
+std::optional<config> load_impl(std::string_view toml_text, std::string_view source_name,
+                                const config& base, std::string& error) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, source_name);
+  } catch (const toml::parse_error& e) {
+    error = echo_path(source_name) + ":" + std::to_string(e.source().begin.line) + ": " +
+            one_line(e.description());
+    return std::nullopt;
+  }
+  config out = base;
+  loader l(echo_path(source_name), base_directory(fs::path(source_name)), out);
+  l.apply(root);
+  if (l.failed()) {
+    error = l.error();
+    return std::nullopt;
+  }
+  error.clear();
+  return out;
+}
+
+// Reads at most max_config_file_bytes + 1 bytes; errno-based reason on failure.
+bool read_file(const fs::path& file, std::string& text, std::string& reason) {
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    reason = std::generic_category().message(errno);
+    return false;
+  }
+  text.clear();
+  char buf[8192];
+  bool ok = true;
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      reason = std::generic_category().message(errno);
+      ok = false;
+      break;
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+    if (text.size() > max_config_file_bytes) {
+      reason = "file larger than " + std::to_string(max_config_file_bytes) + " bytes";
+      ok = false;
+      break;
+    }
+  }
+  ::close(fd);
+  return ok;
+}
+
+bool is_ipv6_char(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':' ||
+         c == '.';
+}
+
+bool is_host_char(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' ||
+         c == '.' || c == '_';
+}
+
+}  // namespace
+
+std::string endpoint::to_string() const {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+std::optional<endpoint> parse_endpoint(std::string_view text, std::string& error) {
+  error.clear();
+  const std::string shown = "'" + echo(text) + "'";
+  const auto bad = [&](std::string problem) -> std::optional<endpoint> {
+    error = std::move(problem) + " in " + shown + " (expected HOST:PORT or [V6]:PORT)";
+    return std::nullopt;
+  };
+  std::string_view host;
+  std::string_view rest;   // from the ':' before the port
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos) return bad("missing ']'");
+    host = text.substr(1, close - 1);
+    rest = text.substr(close + 1);
+    if (host.empty()) return bad("empty host");
+    if (host.find(':') == std::string_view::npos) return bad("brackets hold only IPv6 addresses");
+    for (char c : host)
+      if (!is_ipv6_char(c)) return bad("invalid character in IPv6 address");
+    if (rest.empty()) return bad("missing port");
+    if (rest.front() != ':') return bad("expected ':' after ']'");
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return bad("missing port");
+    host = text.substr(0, colon);
+    rest = text.substr(colon);
+    if (host.empty()) return bad("empty host");
+    if (host.find(':') != std::string_view::npos) return bad("IPv6 address must be in brackets");
+    for (char c : host)
+      if (!is_host_char(c)) return bad("invalid character in host");
+  }
+  const std::string_view digits = rest.substr(1);
+  if (digits.empty()) return bad("missing port");
+  std::uint32_t port = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return bad("port is not a number");
+    port = port * 10 + static_cast<std::uint32_t>(c - '0');
+    if (port > 65535) return bad("port greater than 65535");
+  }
+  return endpoint{std::string(host), static_cast<std::uint16_t>(port)};
+}
+
+fs::path default_captures_dir() {
+  try {
+    if (const char* v = std::getenv("MAILTAP_CAPTURES"); v && *v) return fs::path(v);
+    // XDG Base Directory spec: a relative $XDG_STATE_HOME is invalid and is ignored.
+    if (const char* v = std::getenv("XDG_STATE_HOME"); v && *v == '/')
+      return fs::path(v) / "mailtap" / "captures";
+    std::string home;
+    if (const char* v = std::getenv("HOME"); v && *v) {
+      home = v;
+    } else {
+      long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
+      std::vector<char> buf(size > 0 ? static_cast<std::size_t>(size) : 16384);
+      passwd pw{};
+      passwd* found = nullptr;
+      if (::getpwuid_r(::getuid(), &pw, buf.data(), buf.size(), &found) == 0 && found &&
+          found->pw_dir && *found->pw_dir)
+        home = found->pw_dir;
+    }
+    if (!home.empty()) return fs::path(home) / ".local" / "state" / "mailtap" / "captures";
+    return fs::path(".") / "mailtap-captures";
+  } catch (...) {
+    return fs::path(".") / "mailtap-captures";
+  }
+}
+
+std::optional<config> load_config_text(std::string_view toml_text, std::string_view source_name,
+                                       const config& base, std::string& error) {
+  try {
+    return load_impl(toml_text, source_name, base, error);
+  } catch (const std::exception& e) {
+    error = echo_path(source_name) + ": internal error: " + one_line(e.what());
+  } catch (...) {
+    error = echo_path(source_name) + ": internal error";
+  }
+  return std::nullopt;
+}
+
+std::optional<config> load_config_file(const fs::path& file, const config& base,
+                                       std::string& error) {
+  try {
+    std::string text;
+    std::string reason;
+    if (!read_file(file, text, reason)) {
+      error = echo_path(file.native()) + ": cannot read: " + reason;
+      return std::nullopt;
+    }
+    return load_impl(text, file.string(), base, error);
+  } catch (const std::exception& e) {
+    error = echo_path(file.native()) + ": internal error: " + one_line(e.what());
+  } catch (...) {
+    error = echo_path(file.native()) + ": internal error";
+  }
+  return std::nullopt;
+}
+
+}  // namespace mailtap

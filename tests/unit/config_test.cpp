@@ -1,0 +1,600 @@
+// relay/config: defaults, every key, every error kind (one line naming file, line and key),
+// path resolution against the config file's directory, and the shipped example file.
+#include "relay/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+#ifndef MAILTAP_SOURCE_DIR
+#error "MAILTAP_SOURCE_DIR must be defined"
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using mailtap::config;
+using mailtap::endpoint;
+using mailtap::load_config_file;
+using mailtap::load_config_text;
+using mailtap::parse_endpoint;
+
+// A fresh directory under the system temp dir, removed at the end of the test.
+class temp_dir {
+ public:
+  temp_dir() {
+    std::random_device rd;
+    path_ = fs::temp_directory_path() / ("mailtap_config_test_" + std::to_string(rd()) + std::to_string(rd()));
+    fs::create_directories(path_);
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+  fs::path write(const fs::path& relative, const std::string& text) const {
+    const fs::path p = path_ / relative;
+    fs::create_directories(p.parent_path());
+    std::ofstream(p, std::ios::binary) << text;
+    return p;
+  }
+
+ private:
+  fs::path path_;
+};
+
+// Loads text and expects failure; returns the error.
+std::string error_of(const std::string& text, const std::string& name = "mailtap.toml") {
+  std::string error;
+  auto c = load_config_text(text, name, config{}, error);
+  EXPECT_FALSE(c.has_value()) << text;
+  EXPECT_EQ(error.find('\n'), std::string::npos) << error;
+  return error;
+}
+
+bool same(const endpoint& a, const endpoint& b) { return a.host == b.host && a.port == b.port; }
+
+// ---- parse_endpoint / to_string -------------------------------------------------------------
+
+TEST(ParseEndpoint, HostAndPort) {
+  std::string err;
+  auto e = parse_endpoint("127.0.0.1:2525", err);
+  ASSERT_TRUE(e) << err;
+  EXPECT_TRUE(err.empty());
+  EXPECT_EQ(e->host, "127.0.0.1");
+  EXPECT_EQ(e->port, 2525);
+  EXPECT_EQ(e->to_string(), "127.0.0.1:2525");
+
+  e = parse_endpoint("mx.example.com:25", err);
+  ASSERT_TRUE(e) << err;
+  EXPECT_EQ(e->host, "mx.example.com");
+  EXPECT_EQ(e->port, 25);
+
+  e = parse_endpoint("localhost:0", err);
+  ASSERT_TRUE(e) << err;
+  EXPECT_EQ(e->port, 0);
+  e = parse_endpoint("h:65535", err);
+  ASSERT_TRUE(e) << err;
+  EXPECT_EQ(e->port, 65535);
+}
+
+TEST(ParseEndpoint, BracketedIpv6) {
+  std::string err;
+  auto e = parse_endpoint("[::1]:2525", err);
+  ASSERT_TRUE(e) << err;
+  EXPECT_EQ(e->host, "::1");
+  EXPECT_EQ(e->port, 2525);
+  EXPECT_EQ(e->to_string(), "[::1]:2525");
+
+  e = parse_endpoint("[2001:db8::25]:587", err);
+  ASSERT_TRUE(e) << err;
+  EXPECT_EQ(e->host, "2001:db8::25");
+  EXPECT_EQ(e->to_string(), "[2001:db8::25]:587");
+
+  EXPECT_EQ((endpoint{"::", 25}).to_string(), "[::]:25");
+}
+
+TEST(ParseEndpoint, RejectsWithAMessageNamingTheProblem) {
+  struct bad_case {
+    const char* text;
+    const char* problem;
+  };
+  const bad_case cases[] = {
+      {"127.0.0.1", "missing port"},
+      {"127.0.0.1:", "missing port"},
+      {"[::1]", "missing port"},
+      {"[::1]:", "missing port"},
+      {"[::1]2525", "expected ':' after ']'"},
+      {"[::1:25", "missing ']'"},
+      {"host:65536", "port greater than 65535"},
+      {"host:99999999999999999999", "port greater than 65535"},
+      {"host:25a", "port is not a number"},
+      {"host:-1", "port is not a number"},
+      {"host:+25", "port is not a number"},
+      {"host: 25", "port is not a number"},
+      {":25", "empty host"},
+      {"[]:25", "empty host"},
+      {"", "missing port"},
+      {"::1:25", "IPv6 address must be in brackets"},
+      {"[1.2.3.4]:25", "brackets hold only IPv6 addresses"},
+      {"ho st:25", "invalid character in host"},
+      {"[::1 ]:25", "invalid character in IPv6 address"},
+  };
+  for (const auto& c : cases) {
+    std::string err;
+    auto e = parse_endpoint(c.text, err);
+    EXPECT_FALSE(e) << c.text;
+    EXPECT_NE(err.find(c.problem), std::string::npos) << c.text << " -> " << err;
+    EXPECT_EQ(err.find('\n'), std::string::npos);
+  }
+}
+
+TEST(ParseEndpoint, ClearsAStaleError) {
+  std::string err = "old";
+  ASSERT_TRUE(parse_endpoint("a:1", err));
+  EXPECT_TRUE(err.empty());
+}
+
+// ---- defaults and every key --------------------------------------------------------------
+
+TEST(ConfigLoad, EmptyTextKeepsTheBase) {
+  std::string error = "stale";
+  auto c = load_config_text("", "mailtap.toml", config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_TRUE(error.empty());
+  const config d;
+  EXPECT_TRUE(same(c->listen, endpoint{"127.0.0.1", 2525}));
+  EXPECT_FALSE(c->upstream.has_value());
+  EXPECT_TRUE(same(c->admin, endpoint{"127.0.0.1", 8025}));
+  EXPECT_EQ(c->captures_dir, d.captures_dir);
+  EXPECT_TRUE(c->scenarios.empty());
+  EXPECT_EQ(c->seed, 0u);
+  EXPECT_EQ(c->max_sessions, 256u);
+  EXPECT_EQ(c->threads, 0u);
+  EXPECT_EQ(c->bare_eol, mailtap::protocol::bare_eol_mode::strict);
+  EXPECT_EQ(c->timeouts.client_idle, 300s);
+  EXPECT_EQ(c->timeouts.upstream_greeting, 300s);
+  EXPECT_EQ(c->timeouts.upstream_reply, 300s);
+  EXPECT_EQ(c->timeouts.upstream_data_init, 120s);
+  EXPECT_EQ(c->timeouts.upstream_data_end, 600s);
+  EXPECT_EQ(c->upstream_connect_timeout, 30s);
+  EXPECT_EQ(c->drain_timeout, 30s);
+  EXPECT_EQ(c->relay_name, "mailtap");
+  EXPECT_EQ(c->log_level, "info");
+}
+
+TEST(ConfigLoad, CommentsOnlyAndEmptyTablesKeepTheBase) {
+  config base;
+  base.seed = 7;
+  base.upstream = endpoint{"mx", 25};
+  std::string error;
+  auto c = load_config_text("# nothing\n\n[data]\n[timeouts]\n", "m.toml", base, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->seed, 7u);
+  ASSERT_TRUE(c->upstream);
+  EXPECT_TRUE(same(*c->upstream, endpoint{"mx", 25}));
+}
+
+TEST(ConfigLoad, EveryKeyParsed) {
+  temp_dir dir;
+  dir.write("policies/scenarios/a.toml", "# a\n");
+  dir.write("b.toml", "# b\n");
+  const std::string text = R"(
+listen = "[::1]:2626"
+upstream = "mx.example.com:25"
+admin = "0.0.0.0:9025"
+captures = "/srv/captures"
+scenarios = ["policies/scenarios/a.toml", "b.toml"]
+seed = 42
+max_sessions = 1000
+threads = 4
+relay_name = "relay.test"
+log_level = "debug"
+[data]
+bare_line_endings = "normalize"
+[timeouts]
+client_idle = 60
+upstream_connect = 1.5
+upstream_greeting = 2
+upstream_reply = 3
+upstream_data_init = 4
+upstream_data_end = 0.25
+drain = 5
+)";
+  const fs::path file = dir.write("mailtap.toml", text);
+  std::string error;
+  auto c = load_config_file(file, config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_TRUE(same(c->listen, endpoint{"::1", 2626}));
+  ASSERT_TRUE(c->upstream);
+  EXPECT_TRUE(same(*c->upstream, endpoint{"mx.example.com", 25}));
+  EXPECT_TRUE(same(c->admin, endpoint{"0.0.0.0", 9025}));
+  EXPECT_EQ(c->captures_dir, fs::path("/srv/captures"));
+  ASSERT_EQ(c->scenarios.size(), 2u);
+  EXPECT_EQ(c->scenarios[0], dir.path() / "policies/scenarios/a.toml");
+  EXPECT_EQ(c->scenarios[1], dir.path() / "b.toml");
+  EXPECT_EQ(c->seed, 42u);
+  EXPECT_EQ(c->max_sessions, 1000u);
+  EXPECT_EQ(c->threads, 4u);
+  EXPECT_EQ(c->relay_name, "relay.test");
+  EXPECT_EQ(c->log_level, "debug");
+  EXPECT_EQ(c->bare_eol, mailtap::protocol::bare_eol_mode::normalize);
+  EXPECT_EQ(c->timeouts.client_idle, 60s);
+  EXPECT_EQ(c->upstream_connect_timeout, 1500ms);
+  EXPECT_EQ(c->timeouts.upstream_greeting, 2s);
+  EXPECT_EQ(c->timeouts.upstream_reply, 3s);
+  EXPECT_EQ(c->timeouts.upstream_data_init, 4s);
+  EXPECT_EQ(c->timeouts.upstream_data_end, 250ms);
+  EXPECT_EQ(c->drain_timeout, 5s);
+}
+
+TEST(ConfigLoad, EnumValues) {
+  std::string error;
+  for (auto [name, mode] : {std::pair{"strict", mailtap::protocol::bare_eol_mode::strict},
+                            std::pair{"normalize", mailtap::protocol::bare_eol_mode::normalize},
+                            std::pair{"raw", mailtap::protocol::bare_eol_mode::raw}}) {
+    auto c = load_config_text(std::string("data.bare_line_endings = \"") + name + "\"", "m.toml",
+                              config{}, error);
+    ASSERT_TRUE(c) << error;
+    EXPECT_EQ(c->bare_eol, mode);
+  }
+  for (const char* level : {"trace", "debug", "info", "warn", "error", "off"}) {
+    auto c = load_config_text(std::string("log_level = '") + level + "'", "m.toml", config{}, error);
+    ASSERT_TRUE(c) << error;
+    EXPECT_EQ(c->log_level, level);
+  }
+}
+
+TEST(ConfigLoad, BuiltinUpstreamOverridesABaseUpstream) {
+  config base;
+  base.upstream = endpoint{"mx", 25};
+  std::string error;
+  auto c = load_config_text("upstream = \"builtin\"", "m.toml", base, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_FALSE(c->upstream.has_value());
+}
+
+TEST(ConfigLoad, RangeBoundsAccepted) {
+  std::string error;
+  auto c = load_config_text("max_sessions = 1\nthreads = 256\nseed = 9223372036854775807\n"
+                            "timeouts.drain = 0.001\ntimeouts.client_idle = 31536000",
+                            "m.toml", config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->max_sessions, 1u);
+  EXPECT_EQ(c->threads, 256u);
+  EXPECT_EQ(c->seed, 9223372036854775807u);
+  EXPECT_EQ(c->drain_timeout, 1ms);
+  c = load_config_text("max_sessions = 100000\nthreads = 0", "m.toml", config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->max_sessions, 100000u);
+}
+
+TEST(ConfigLoad, FailureClearsNothingButReturnsNullopt) {
+  std::string error;
+  EXPECT_FALSE(load_config_text("seed = -1", "m.toml", config{}, error));
+  EXPECT_FALSE(error.empty());
+  // A later success clears the error.
+  EXPECT_TRUE(load_config_text("seed = 1", "m.toml", config{}, error));
+  EXPECT_TRUE(error.empty());
+}
+
+// ---- errors: one line, file, line, key -----------------------------------------------------
+
+TEST(ConfigErrors, SyntaxError) {
+  const std::string e = error_of("seed = 1\n\nlisten = \n");
+  EXPECT_EQ(e.rfind("mailtap.toml:3: ", 0), 0u) << e;
+  EXPECT_NE(e.find("expected"), std::string::npos) << e;
+}
+
+TEST(ConfigErrors, DuplicateKeyIsASyntaxError) {
+  const std::string e = error_of("seed = 1\nseed = 2\n");
+  EXPECT_EQ(e.rfind("mailtap.toml:2: ", 0), 0u) << e;
+}
+
+TEST(ConfigErrors, UnknownKey) {
+  EXPECT_EQ(error_of("seed = 1\nlistne = \"a:1\"\n"), "mailtap.toml:2: key 'listne': unknown key");
+}
+
+TEST(ConfigErrors, UnknownKeyInsideATable) {
+  EXPECT_EQ(error_of("[timeouts]\nclient_idle = 1\nclient_idel = 2\n"),
+            "mailtap.toml:3: key 'timeouts.client_idel': unknown key");
+  EXPECT_EQ(error_of("[data]\n\nbare = 'raw'\n"), "mailtap.toml:3: key 'data.bare': unknown key");
+}
+
+TEST(ConfigErrors, UnknownTable) {
+  EXPECT_EQ(error_of("seed = 1\n\n[timeout]\nclient_idle = 3\n"),
+            "mailtap.toml:3: key 'timeout': unknown key");
+  EXPECT_EQ(error_of("seed = 1\n[[listeners]]\nport = 1\n"),
+            "mailtap.toml:2: key 'listeners': unknown key");
+  EXPECT_EQ(error_of("[data.extra]\nx = 1\n"), "mailtap.toml:1: key 'data.extra': unknown key");
+}
+
+TEST(ConfigErrors, WrongType) {
+  EXPECT_EQ(error_of("\n\n\n\n\n[timeouts]\nclient_idle = \"300\"\n"),
+            "mailtap.toml:7: key 'timeouts.client_idle': expected a number of seconds > 0, got string");
+  EXPECT_EQ(error_of("seed = 1.5"), "mailtap.toml:1: key 'seed': expected a non-negative integer, got float");
+  EXPECT_EQ(error_of("\nmax_sessions = \"256\""),
+            "mailtap.toml:2: key 'max_sessions': expected an integer from 1 to 100000, got string");
+  EXPECT_EQ(error_of("listen = 2525"),
+            "mailtap.toml:1: key 'listen': expected a string HOST:PORT or [V6]:PORT, got integer");
+  EXPECT_EQ(error_of("scenarios = \"a.toml\""),
+            "mailtap.toml:1: key 'scenarios': expected an array of file paths, got string");
+  EXPECT_EQ(error_of("timeouts = 5"), "mailtap.toml:1: key 'timeouts': expected a table, got integer");
+  EXPECT_EQ(error_of("data = 'raw'"), "mailtap.toml:1: key 'data': expected a table, got string");
+  EXPECT_EQ(error_of("timeouts.drain = true"),
+            "mailtap.toml:1: key 'timeouts.drain': expected a number of seconds > 0, got boolean");
+  const std::string e = error_of("relay_name = 1979-05-27");
+  EXPECT_EQ(e.rfind("mailtap.toml:1: key 'relay_name': expected", 0), 0u) << e;
+  EXPECT_NE(e.find("got date"), std::string::npos) << e;
+  EXPECT_NE(error_of("captures = ['a']").find("key 'captures': expected a string"), std::string::npos);
+}
+
+TEST(ConfigErrors, OutOfRange) {
+  EXPECT_EQ(error_of("seed = -1"), "mailtap.toml:1: key 'seed': expected a non-negative integer, got -1");
+  EXPECT_EQ(error_of("\n\nmax_sessions = 0"),
+            "mailtap.toml:3: key 'max_sessions': expected an integer from 1 to 100000, got 0");
+  EXPECT_EQ(error_of("max_sessions = 100001"),
+            "mailtap.toml:1: key 'max_sessions': expected an integer from 1 to 100000, got 100001");
+  EXPECT_EQ(error_of("threads = 257"),
+            "mailtap.toml:1: key 'threads': expected an integer from 0 (one per core) to 256, got 257");
+  EXPECT_EQ(error_of("threads = -1"),
+            "mailtap.toml:1: key 'threads': expected an integer from 0 (one per core) to 256, got -1");
+  EXPECT_EQ(error_of("[timeouts]\ndrain = 0"),
+            "mailtap.toml:2: key 'timeouts.drain': expected a number of seconds > 0, got 0");
+  EXPECT_EQ(error_of("[timeouts]\nupstream_reply = -2.5"),
+            "mailtap.toml:2: key 'timeouts.upstream_reply': expected a number of seconds > 0, got -2.5");
+  EXPECT_EQ(error_of("timeouts.client_idle = nan"),
+            "mailtap.toml:1: key 'timeouts.client_idle': expected a number of seconds > 0, got nan");
+  EXPECT_NE(error_of("timeouts.client_idle = inf").find("key 'timeouts.client_idle': expected at most"),
+            std::string::npos);
+  EXPECT_NE(error_of("timeouts.client_idle = 0.0001").find("key 'timeouts.client_idle': expected at least"),
+            std::string::npos);
+  EXPECT_NE(error_of("timeouts.upstream_data_end = 9223372036854775807")
+                .find("key 'timeouts.upstream_data_end': expected at most"),
+            std::string::npos);
+}
+
+TEST(ConfigErrors, BadEndpoint) {
+  EXPECT_EQ(error_of("seed = 1\nlisten = \"127.0.0.1\"\n"),
+            "mailtap.toml:2: key 'listen': missing port in '127.0.0.1' (expected HOST:PORT or [V6]:PORT)");
+  const std::string e = error_of("\n\n\nadmin = \"[::1]:70000\"");
+  EXPECT_EQ(e.rfind("mailtap.toml:4: key 'admin': port greater than 65535", 0), 0u) << e;
+  const std::string u = error_of("upstream = \"mx:smtp\"");
+  EXPECT_EQ(u.rfind("mailtap.toml:1: key 'upstream': port is not a number", 0), 0u) << u;
+  const std::string h = error_of("upstream = \":25\"");
+  EXPECT_EQ(h.rfind("mailtap.toml:1: key 'upstream': empty host", 0), 0u) << h;
+  const std::string z = error_of("upstream = \"mx:0\"");
+  EXPECT_EQ(z.rfind("mailtap.toml:1: key 'upstream': port 0", 0), 0u) << z;
+}
+
+TEST(ConfigErrors, BadEnum) {
+  EXPECT_EQ(error_of("[data]\nbare_line_endings = \"lenient\""),
+            "mailtap.toml:2: key 'data.bare_line_endings': expected one of strict|normalize|raw, got 'lenient'");
+  EXPECT_EQ(error_of("log_level = \"verbose\""),
+            "mailtap.toml:1: key 'log_level': expected one of trace|debug|info|warn|error|off, got 'verbose'");
+  EXPECT_EQ(error_of("log_level = \"INFO\""),
+            "mailtap.toml:1: key 'log_level': expected one of trace|debug|info|warn|error|off, got 'INFO'");
+}
+
+TEST(ConfigErrors, BadRelayName) {
+  for (const char* bad : {R"("")", R"("two words")", R"("tab\there")", R"("caf\u00e9")", R"("nl\nx")"}) {
+    const std::string e = error_of(std::string("relay_name = ") + bad);
+    EXPECT_EQ(e.rfind("mailtap.toml:1: key 'relay_name': expected a non-empty name", 0), 0u) << e;
+  }
+  EXPECT_NE(error_of("relay_name = '" + std::string(256, 'a') + "'").find("key 'relay_name'"),
+            std::string::npos);
+}
+
+TEST(ConfigErrors, EmptyCapturesPath) {
+  EXPECT_EQ(error_of("captures = ''"),
+            "mailtap.toml:1: key 'captures': expected a directory path, got an empty string");
+}
+
+TEST(ConfigErrors, MissingScenarioFile) {
+  temp_dir dir;
+  dir.write("present.toml", "");
+  fs::create_directories(dir.path() / "adir");
+  const fs::path file = dir.write("mailtap.toml", "seed = 1\nscenarios = [\n  \"present.toml\",\n  \"absent.toml\",\n]\n");
+  std::string error;
+  EXPECT_FALSE(load_config_file(file, config{}, error));
+  EXPECT_EQ(error, file.string() + ":4: key 'scenarios[1]': scenario file not found: " +
+                       (dir.path() / "absent.toml").string());
+
+  const fs::path file2 = dir.write("m2.toml", "scenarios = ['adir']\n");
+  EXPECT_FALSE(load_config_file(file2, config{}, error));
+  EXPECT_NE(error.find(":1: key 'scenarios[0]': scenario path is a directory"), std::string::npos) << error;
+
+  const fs::path file3 = dir.write("m3.toml", "scenarios = ['present.toml', 7]\n");
+  EXPECT_FALSE(load_config_file(file3, config{}, error));
+  EXPECT_NE(error.find(":1: key 'scenarios[1]': expected a string"), std::string::npos) << error;
+}
+
+TEST(ConfigErrors, FirstErrorInFileOrderIsReported) {
+  // Keys are visited in name order ("admin" before "threads"); the report follows the file.
+  EXPECT_EQ(error_of("threads = 999\nadmin = 5\n"),
+            "mailtap.toml:1: key 'threads': expected an integer from 0 (one per core) to 256, got 999");
+  EXPECT_EQ(error_of("[timeouts]\nupstream_reply = 0\nclient_idle = 'x'\n"),
+            "mailtap.toml:2: key 'timeouts.upstream_reply': expected a number of seconds > 0, got 0");
+}
+
+TEST(ConfigErrors, AFailedLoadLeavesNoPartialConfig) {
+  config base;
+  base.seed = 3;
+  std::string error;
+  auto c = load_config_text("seed = 5\nthreads = -4\n", "m.toml", base, error);
+  EXPECT_FALSE(c);
+  EXPECT_EQ(base.seed, 3u);
+}
+
+TEST(ConfigErrors, KeysAndValuesAreEchoedOnOneLine) {
+  const std::string e = error_of("\"evil\\nkey\" = 1\n");
+  EXPECT_EQ(e, "mailtap.toml:1: key 'evil\\nkey': unknown key");
+  const std::string v = error_of("log_level = \"a\\r\\nb\"");
+  EXPECT_EQ(v, "mailtap.toml:1: key 'log_level': expected one of trace|debug|info|warn|error|off, got 'a\\r\\nb'");
+}
+
+// ---- paths ---------------------------------------------------------------------------------
+
+TEST(ConfigPaths, RelativePathsResolveAgainstTheFilesDirectory) {
+  temp_dir dir;
+  dir.write("etc/policies/s1.toml", "");
+  const fs::path file = dir.write("etc/mailtap.toml",
+                                  "captures = \"../var/captures\"\nscenarios = [\"./policies/s1.toml\"]\n");
+  std::string error;
+  auto c = load_config_file(file, config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->captures_dir, dir.path() / "var/captures");
+  ASSERT_EQ(c->scenarios.size(), 1u);
+  EXPECT_EQ(c->scenarios[0], dir.path() / "etc/policies/s1.toml");
+  EXPECT_TRUE(c->captures_dir.is_absolute());
+}
+
+TEST(ConfigPaths, RelativeConfigFileNameStillResolvesAbsolutely) {
+  temp_dir dir;
+  dir.write("conf/s.toml", "");
+  dir.write("conf/mailtap.toml", "captures = 'cap'\nscenarios = ['s.toml']\n");
+  const fs::path old = fs::current_path();
+  fs::current_path(dir.path());
+  std::string error;
+  auto c = load_config_file("conf/mailtap.toml", config{}, error);
+  fs::current_path(old);
+  ASSERT_TRUE(c) << error;
+  const fs::path real = fs::canonical(dir.path());   // getcwd() resolves symlinks
+  EXPECT_EQ(c->captures_dir, real / "conf/cap");
+  ASSERT_EQ(c->scenarios.size(), 1u);
+  EXPECT_EQ(c->scenarios[0], real / "conf/s.toml");
+}
+
+TEST(ConfigPaths, AbsolutePathsAreKept) {
+  temp_dir dir;
+  const fs::path scenario = dir.write("x/s.toml", "");
+  const fs::path file = dir.write("m.toml", "captures = '/tmp/mailtap-caps'\nscenarios = ['" +
+                                                scenario.string() + "']\n");
+  std::string error;
+  auto c = load_config_file(file, config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->captures_dir, fs::path("/tmp/mailtap-caps"));
+  ASSERT_EQ(c->scenarios.size(), 1u);
+  EXPECT_EQ(c->scenarios[0], scenario);
+}
+
+TEST(ConfigPaths, TextSourceNameStandsInForTheFile) {
+  temp_dir dir;
+  dir.write("s.toml", "");
+  std::string error;
+  auto c = load_config_text("scenarios = ['s.toml']", (dir.path() / "virtual.toml").string(), config{}, error);
+  ASSERT_TRUE(c) << error;
+  ASSERT_EQ(c->scenarios.size(), 1u);
+  EXPECT_EQ(c->scenarios[0], dir.path() / "s.toml");
+}
+
+// ---- files ---------------------------------------------------------------------------------
+
+TEST(ConfigFile, MissingFile) {
+  temp_dir dir;
+  const fs::path file = dir.path() / "nope.toml";
+  std::string error;
+  EXPECT_FALSE(load_config_file(file, config{}, error));
+  EXPECT_EQ(error, file.string() + ": cannot read: No such file or directory");
+}
+
+TEST(ConfigFile, DirectoryIsUnreadable) {
+  temp_dir dir;
+  std::string error;
+  EXPECT_FALSE(load_config_file(dir.path(), config{}, error));
+  EXPECT_EQ(error.rfind(dir.path().string() + ": cannot read: ", 0), 0u) << error;
+}
+
+TEST(ConfigFile, ErrorsNameTheFileAsGiven) {
+  temp_dir dir;
+  const fs::path file = dir.write("bad.toml", "\nthreads = 'many'\n");
+  std::string error;
+  EXPECT_FALSE(load_config_file(file, config{}, error));
+  EXPECT_EQ(error, file.string() + ":2: key 'threads': expected an integer from 0 (one per core) to 256, got string");
+}
+
+TEST(ConfigFile, SyntaxErrorInAFile) {
+  temp_dir dir;
+  const fs::path file = dir.write("bad.toml", "seed = 1\n[timeouts\n");
+  std::string error;
+  EXPECT_FALSE(load_config_file(file, config{}, error));
+  EXPECT_EQ(error.rfind(file.string() + ":2: ", 0), 0u) << error;
+  EXPECT_EQ(error.find('\n'), std::string::npos);
+}
+
+TEST(ConfigFile, ShippedExampleLoadsAtDefaults) {
+  const fs::path example = fs::path(MAILTAP_SOURCE_DIR) / "relay" / "mailtap.example.toml";
+  std::string error;
+  auto c = load_config_file(example, config{}, error);
+  ASSERT_TRUE(c) << error;
+  const config d;
+  EXPECT_TRUE(same(c->listen, d.listen));
+  EXPECT_FALSE(c->upstream.has_value());
+  EXPECT_TRUE(same(c->admin, d.admin));
+  EXPECT_EQ(c->captures_dir, d.captures_dir);
+  EXPECT_TRUE(c->scenarios.empty());
+  EXPECT_EQ(c->seed, d.seed);
+  EXPECT_EQ(c->max_sessions, d.max_sessions);
+  EXPECT_EQ(c->threads, d.threads);
+  EXPECT_EQ(c->bare_eol, d.bare_eol);
+  EXPECT_EQ(c->timeouts.client_idle, d.timeouts.client_idle);
+  EXPECT_EQ(c->timeouts.upstream_greeting, d.timeouts.upstream_greeting);
+  EXPECT_EQ(c->timeouts.upstream_reply, d.timeouts.upstream_reply);
+  EXPECT_EQ(c->timeouts.upstream_data_init, d.timeouts.upstream_data_init);
+  EXPECT_EQ(c->timeouts.upstream_data_end, d.timeouts.upstream_data_end);
+  EXPECT_EQ(c->upstream_connect_timeout, d.upstream_connect_timeout);
+  EXPECT_EQ(c->drain_timeout, d.drain_timeout);
+  EXPECT_EQ(c->relay_name, d.relay_name);
+  EXPECT_EQ(c->log_level, d.log_level);
+}
+
+TEST(ConfigFile, ShippedExampleMentionsEveryKey) {
+  std::ifstream in(fs::path(MAILTAP_SOURCE_DIR) / "relay" / "mailtap.example.toml");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const char* key : {"listen =", "upstream =", "admin =", "captures =", "scenarios =", "seed =",
+                          "max_sessions =", "threads =", "relay_name =", "log_level =", "[data]",
+                          "bare_line_endings =", "[timeouts]", "client_idle =", "upstream_connect =",
+                          "upstream_greeting =", "upstream_reply =", "upstream_data_init =",
+                          "upstream_data_end =", "drain ="})
+    EXPECT_NE(text.find(key), std::string::npos) << key;
+}
+
+// ---- default_captures_dir ------------------------------------------------------------------
+
+class env_guard {
+ public:
+  explicit env_guard(const char* name) : name_(name) {
+    if (const char* v = std::getenv(name)) saved_ = v;
+  }
+  ~env_guard() {
+    if (saved_) ::setenv(name_, saved_->c_str(), 1);
+    else ::unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> saved_;
+};
+
+TEST(DefaultCapturesDir, FollowsTheDocumentedOrder) {
+  env_guard g1("MAILTAP_CAPTURES"), g2("XDG_STATE_HOME"), g3("HOME");
+  ::setenv("MAILTAP_CAPTURES", "/data/caps", 1);
+  ::setenv("XDG_STATE_HOME", "/state", 1);
+  ::setenv("HOME", "/home/u", 1);
+  EXPECT_EQ(mailtap::default_captures_dir(), fs::path("/data/caps"));
+  ::unsetenv("MAILTAP_CAPTURES");
+  EXPECT_EQ(mailtap::default_captures_dir(), fs::path("/state/mailtap/captures"));
+  ::setenv("XDG_STATE_HOME", "relative", 1);   // invalid per the XDG spec: ignored
+  EXPECT_EQ(mailtap::default_captures_dir(), fs::path("/home/u/.local/state/mailtap/captures"));
+  ::unsetenv("XDG_STATE_HOME");
+  EXPECT_EQ(mailtap::default_captures_dir(), fs::path("/home/u/.local/state/mailtap/captures"));
+  ::setenv("MAILTAP_CAPTURES", "", 1);   // empty counts as unset
+  EXPECT_EQ(mailtap::default_captures_dir(), fs::path("/home/u/.local/state/mailtap/captures"));
+}
+
+}  // namespace
