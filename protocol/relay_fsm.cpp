@@ -122,6 +122,12 @@ void relay_fsm::on_drain(std::uint64_t now) {
   maybe_finish_drain(now);
 }
 
+void relay_fsm::on_abort(std::uint64_t now, std::string_view reason) {
+  if (ended_) return;
+  note(now, "session aborted by the relay: " + std::string(reason));
+  end_session(now, "relay_error", reason);
+}
+
 // ---------------------------------------------------------------- client input
 
 void relay_fsm::process_client_input(std::uint64_t now) {

@@ -65,6 +65,8 @@ class relay_fsm {
   void on_timeout(std::uint64_t now_us, leg which);
   // Shutdown: idle sessions get 421 now; busy ones after their transaction.
   void on_drain(std::uint64_t now_us);
+  // The relay gives up on the session (drain deadline passed, unexpected error).
+  void on_abort(std::uint64_t now_us, std::string_view reason);
   // The capture can no longer be written: no further end-of-data is released upstream.
   void on_capture_failed() { capture_failed_ = true; }
 

@@ -1,0 +1,323 @@
+// Capture writer: sessions queue typed records; one thread turns them into JSON lines,
+// writes each batch with write(2) and so leaves complete lines behind at any crash.
+#include "captures/writer.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <variant>
+#include <vector>
+
+#include "captures/base64.hpp"
+
+namespace mailtap::captures {
+
+namespace {
+// Raw-bytes records queued but not yet written, across all sessions, above which further
+// bytes records are dropped and their captures marked incomplete (I3: bounded memory).
+constexpr std::size_t queued_bytes_cap = 64 * 1024 * 1024;
+
+std::string rfc3339(std::chrono::system_clock::time_point tp) {
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(tp.time_since_epoch()).count();
+  std::time_t secs = static_cast<std::time_t>(us / 1'000'000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(buf + n, sizeof buf - n, ".%06lldZ", static_cast<long long>(us % 1'000'000));
+  return buf;
+}
+
+boost::json::value reply_json(const protocol::reply& r) {
+  return {{"code", r.code}, {"enhanced", r.enhanced}, {"text", r.text()}};
+}
+
+struct header_rec { session_info info; };
+struct bytes_rec { std::uint64_t t; protocol::leg l; protocol::direction d; std::string bytes; };
+struct text_rec { std::uint64_t t; const char* type; std::string text; };
+struct reply_rec { std::uint64_t t; protocol::leg l; protocol::direction d; protocol::reply r; };
+struct end_rec { std::uint64_t t; std::string reason; std::string detail; std::uint64_t dropped; };
+struct barrier_rec { std::function<void()> done; };
+struct close_rec { bool ended; };
+}  // namespace
+
+struct capture_file {
+  std::filesystem::path path;
+  int fd = -1;
+  std::string pending;
+  std::shared_ptr<std::atomic<bool>> failed = std::make_shared<std::atomic<bool>>(false);
+};
+
+struct queued_record {
+  std::shared_ptr<capture_file> file;
+  std::variant<header_rec, bytes_rec, text_rec, reply_rec, protocol::stage_record,
+               protocol::transaction_record, end_rec, barrier_rec, close_rec>
+      body;
+  std::size_t weight = 0;   // bytes counted against queued_bytes_cap
+};
+
+// ---------------------------------------------------------------- serialization
+
+namespace {
+
+std::string to_line(const queued_record& q) {
+  using boost::json::object;
+  object o;
+  struct visitor {
+    object& o;
+    void operator()(const header_rec& h) {
+      o["type"] = "header";
+      o["format"] = format_name;
+      o["version"] = format_version;
+      o["session"] = h.info.id;
+      o["seed"] = h.info.seed;
+      o["client"] = h.info.client;
+      o["listen"] = h.info.listen;
+      o["upstream"] = h.info.upstream;
+      o["started_at"] = rfc3339(h.info.started_at);
+      o["started_mono_us"] = h.info.started_mono_us;
+      o["relay"] = "mailtap 0.1.0";
+      o["bare_eol"] = h.info.bare_eol;
+    }
+    void operator()(const bytes_rec& b) {
+      o["type"] = "bytes";
+      o["t_us"] = b.t;
+      o["leg"] = to_string(b.l);
+      o["dir"] = to_string(b.d);
+      o["b64"] = base64_encode(b.bytes);
+    }
+    void operator()(const text_rec& t) {
+      o["type"] = t.type;
+      o["t_us"] = t.t;
+      o["text"] = t.text;
+    }
+    void operator()(const reply_rec& r) {
+      o["type"] = "reply";
+      o["t_us"] = r.t;
+      o["leg"] = to_string(r.l);
+      o["dir"] = to_string(r.d);
+      o["code"] = r.r.code;
+      o["enhanced"] = r.r.enhanced;
+      boost::json::array lines;
+      for (const auto& l : r.r.lines) lines.emplace_back(l);
+      o["lines"] = std::move(lines);
+    }
+    void operator()(const protocol::stage_record& s) {
+      o["type"] = "stage";
+      o["name"] = to_string(s.ph);
+      o["start_us"] = s.start_us;
+      o["duration_us"] = s.duration_us;
+      o["upstream_us"] = s.upstream_us;
+      o["relay_us"] = s.duration_us - std::min(s.upstream_us, s.duration_us);
+      o["think_us"] = s.think_us;
+    }
+    void operator()(const protocol::transaction_record& t) {
+      o["type"] = "transaction";
+      o["mail_from"] = t.mail_from;
+      boost::json::array to, codes;
+      for (const auto& r : t.rcpt_to) to.emplace_back(r);
+      for (int c : t.rcpt_codes) codes.emplace_back(c);
+      o["rcpt_to"] = std::move(to);
+      o["rcpt_codes"] = std::move(codes);
+      o["message_id"] = t.message_id ? boost::json::value(*t.message_id) : boost::json::value(nullptr);
+      o["size"] = t.size;
+      o["final_reply"] = t.final_reply ? reply_json(*t.final_reply) : boost::json::value(nullptr);
+      o["outcome"] = to_string(t.result);
+      o["synthesized"] = t.synthesized;
+      o["start_us"] = t.start_us;
+      o["end_us"] = t.end_us;
+    }
+    void operator()(const end_rec& e) {
+      o["type"] = "end";
+      o["t_us"] = e.t;
+      o["reason"] = e.reason;
+      o["detail"] = e.detail;
+      o["ended_at"] = rfc3339(std::chrono::system_clock::now());
+      o["complete"] = e.dropped == 0;
+      o["dropped_records"] = e.dropped;
+    }
+    void operator()(const barrier_rec&) {}
+    void operator()(const close_rec&) {}
+  };
+  std::visit(visitor{o}, q.body);
+  std::string line = boost::json::serialize(o);
+  line += '\n';
+  return line;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- store
+
+std::unique_ptr<store> store::open(const std::filesystem::path& dir, std::string& error) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    error = dir.string() + ": cannot create capture directory: " + ec.message();
+    return nullptr;
+  }
+  if (::chmod(dir.c_str(), 0700) != 0) {
+    error = dir.string() + ": cannot set mode 0700: " + std::strerror(errno);
+    return nullptr;
+  }
+  if (::access(dir.c_str(), W_OK) != 0) {
+    error = dir.string() + ": capture directory is not writable: " + std::strerror(errno);
+    return nullptr;
+  }
+  return std::unique_ptr<store>(new store(dir));
+}
+
+store::store(std::filesystem::path dir) : dir_(std::move(dir)), thread_([this] { run(); }) {}
+
+store::~store() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  thread_.join();
+}
+
+std::unique_ptr<session_capture> store::begin(const session_info& info) {
+  auto file = std::make_shared<capture_file>();
+  file->path = dir_ / (info.id + ".jsonl");
+  ++counters_.opened;
+  std::unique_ptr<session_capture> cap(new session_capture(*this, file, info.id));
+  cap->push({file, header_rec{info}});
+  return cap;
+}
+
+void store::enqueue(queued_record&& r) {
+  bool wake;
+  {
+    std::lock_guard lock(mutex_);
+    queued_bytes_ += r.weight;
+    wake = queue_.empty();   // the writer drains the whole queue before sleeping
+    queue_.push_back(std::move(r));
+  }
+  if (wake) wake_.notify_one();
+}
+
+void store::run() {
+  std::deque<queued_record> batch;
+  std::vector<capture_file*> touched;
+  auto write_out = [this](capture_file& f) {
+    if (f.pending.empty()) return;
+    if (f.fd < 0 || f.failed->load()) {
+      f.pending.clear();
+      return;
+    }
+    std::string_view rest = f.pending;
+    while (!rest.empty()) {
+      ssize_t n = ::write(f.fd, rest.data(), rest.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        f.failed->store(true);
+        ++counters_.write_failures;
+        break;
+      }
+      rest.remove_prefix(static_cast<std::size_t>(n));
+    }
+    f.pending.clear();
+  };
+  for (;;) {
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty() && stopping_) break;
+      batch.swap(queue_);
+      queued_bytes_ = 0;
+    }
+    for (auto& q : batch) {
+      capture_file& f = *q.file;
+      if (std::holds_alternative<header_rec>(q.body)) {
+        f.fd = ::open(f.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (f.fd < 0) {
+          f.failed->store(true);
+          ++counters_.write_failures;
+        }
+      }
+      if (auto* b = std::get_if<barrier_rec>(&q.body)) {
+        for (auto* t : touched) write_out(*t);
+        touched.clear();
+        b->done();
+        continue;
+      }
+      if (std::holds_alternative<close_rec>(q.body)) {
+        write_out(f);
+        if (f.fd >= 0) ::close(f.fd);
+        f.fd = -1;
+        continue;
+      }
+      f.pending += to_line(q);
+      if (touched.empty() || touched.back() != &f) touched.push_back(&f);
+    }
+    for (auto* t : touched) write_out(*t);
+    touched.clear();
+    batch.clear();
+  }
+}
+
+// ---------------------------------------------------------------- session_capture
+
+session_capture::session_capture(store& owner, std::shared_ptr<capture_file> file, std::string id)
+    : store_(owner), file_(std::move(file)), file_failed_(file_->failed), id_(std::move(id)) {}
+
+session_capture::~session_capture() {
+  bool complete = ended_ && dropped_ == 0;
+  if (complete) ++store_.counters_.complete;
+  else ++store_.counters_.incomplete;
+  push({file_, close_rec{ended_}});
+}
+
+void session_capture::push(queued_record&& r) { store_.enqueue(std::move(r)); }
+
+void session_capture::on_bytes(std::uint64_t t, protocol::leg l, protocol::direction d, std::string_view bytes) {
+  bool over_cap;
+  {
+    std::lock_guard lock(store_.mutex_);
+    over_cap = store_.queued_bytes_ + bytes.size() > queued_bytes_cap;
+  }
+  if (over_cap) {
+    ++dropped_;
+    ++store_.counters_.dropped_records;
+    return;
+  }
+  push({file_, bytes_rec{t, l, d, std::string(bytes)}, bytes.size()});
+}
+
+void session_capture::on_command(std::uint64_t t, std::string_view text) {
+  push({file_, text_rec{t, "command", std::string(text)}});
+}
+
+void session_capture::on_reply(std::uint64_t t, protocol::leg l, protocol::direction d, const protocol::reply& r) {
+  push({file_, reply_rec{t, l, d, r}});
+}
+
+void session_capture::on_note(std::uint64_t t, std::string_view text) {
+  push({file_, text_rec{t, "note", std::string(text)}});
+}
+
+void session_capture::on_stage(const protocol::stage_record& s) { push({file_, s}); }
+
+void session_capture::on_transaction(const protocol::transaction_record& t) {
+  transaction_recorded_ = true;
+  push({file_, t});
+}
+
+void session_capture::on_end(std::uint64_t t, std::string_view reason, std::string_view detail) {
+  if (ended_) return;
+  ended_ = true;
+  push({file_, end_rec{t, std::string(reason), std::string(detail), dropped_}});
+}
+
+void session_capture::when_durable(std::function<void()> done) {
+  push({file_, barrier_rec{std::move(done)}});
+}
+
+}  // namespace mailtap::captures

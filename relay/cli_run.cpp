@@ -1,0 +1,132 @@
+// `mailtap run`: embedded defaults, then --config, then flags; open the capture store,
+// start the relay and serve until SIGINT/SIGTERM.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+#include "captures/writer.hpp"
+#include "relay/cli.hpp"
+#include "relay/config.hpp"
+#include "relay/server.hpp"
+
+namespace mailtap::cli {
+
+namespace {
+
+struct run_flags {
+  std::string config_file, listen, upstream, captures, admin, bare_eol, log_level;
+  std::optional<std::uint64_t> seed;
+  std::optional<std::size_t> max_sessions, threads;
+};
+
+// Applies command-line flags over `cfg`. One-line error naming the flag on failure.
+bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
+  auto take_endpoint = [&](const std::string& text, const char* flag, endpoint& out) {
+    std::string why;
+    auto ep = parse_endpoint(text, why);
+    if (!ep) {
+      error = std::string(flag) + " '" + text + "': " + why;
+      return false;
+    }
+    out = *ep;
+    return true;
+  };
+  if (!f.listen.empty() && !take_endpoint(f.listen, "--listen", cfg.listen)) return false;
+  if (!f.admin.empty() && !take_endpoint(f.admin, "--admin", cfg.admin)) return false;
+  if (!f.upstream.empty()) {
+    if (f.upstream == "builtin") {
+      cfg.upstream.reset();
+    } else {
+      endpoint ep;
+      if (!take_endpoint(f.upstream, "--upstream", ep)) return false;
+      cfg.upstream = ep;
+    }
+  }
+  if (!f.captures.empty()) cfg.captures_dir = f.captures;
+  if (!f.bare_eol.empty()) {
+    auto m = protocol::parse_bare_eol_mode(f.bare_eol);
+    if (!m) {
+      error = "--bare-line-endings '" + f.bare_eol + "': expected strict, normalize or raw";
+      return false;
+    }
+    cfg.bare_eol = *m;
+  }
+  if (!f.log_level.empty()) cfg.log_level = f.log_level;
+  if (f.seed) cfg.seed = *f.seed;
+  if (f.max_sessions) cfg.max_sessions = *f.max_sessions;
+  if (f.threads) cfg.threads = *f.threads;
+  return true;
+}
+
+int run(const run_flags& f) {
+  config cfg;
+  std::string error;
+  if (!f.config_file.empty()) {
+    auto loaded = load_config_file(f.config_file, cfg, error);
+    if (!loaded) {
+      std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
+      return exit_usage;
+    }
+    cfg = *loaded;
+  }
+  if (!apply_flags(f, cfg, error)) {
+    std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
+    return exit_usage;
+  }
+  if (cfg.captures_dir.empty()) cfg.captures_dir = default_captures_dir();
+
+  auto logger = spdlog::stderr_color_mt("mailtap");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(cfg.log_level));
+
+  auto store = captures::store::open(cfg.captures_dir, error);
+  if (!store) {
+    std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
+    return exit_usage;
+  }
+  int code = exit_ok;
+  {
+    server relay(cfg, store.get());
+    if (!relay.start(error)) {
+      std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
+      return exit_usage;
+    }
+    // One stable line on stdout, so scripts and tests can find a port chosen with :0.
+    std::printf("mailtap: listening on %s, upstream %s, captures in %s\n", relay.listen_endpoint().to_string().c_str(),
+                relay.upstream_label().c_str(), cfg.captures_dir.c_str());
+    std::fflush(stdout);
+    spdlog::info("seed {}; admin API address reserved at {} (control plane not in this build)", relay.seed(),
+                 cfg.admin.to_string());
+    relay.run();
+    const auto& m = relay.metrics();
+    spdlog::info("stopped: {} sessions, {} transactions, {} delivered, {} refused commands, {} ambiguous end-of-data, "
+                 "{} session errors",
+                 m.sessions_accepted.load(), m.transactions.load(), m.messages_delivered.load(),
+                 m.refused_commands.load(), m.ambiguous_end_of_data.load(), m.session_errors.load());
+  }
+  const auto& c = store->counters();
+  spdlog::info("captures: {} complete, {} incomplete, {} write failures", c.complete.load(), c.incomplete.load(),
+               c.write_failures.load());
+  return code;
+}
+
+}  // namespace
+
+void register_run(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("run", "Run the relay (defaults: SMTP on 127.0.0.1:2525, built-in sink upstream)");
+  auto f = std::make_shared<run_flags>();
+  cmd->add_option("--config", f->config_file, "TOML configuration file");
+  cmd->add_option("--listen", f->listen, "SMTP listen address HOST:PORT (default 127.0.0.1:2525; port 0 = any)");
+  cmd->add_option("--upstream", f->upstream, "Upstream HOST:PORT, or 'builtin' for the built-in sink (default)");
+  cmd->add_option("--captures", f->captures, "Capture directory (default ~/.local/state/mailtap/captures)");
+  cmd->add_option("--admin", f->admin, "Admin API address (default 127.0.0.1:8025)");
+  cmd->add_option("--seed", f->seed, "Master seed for reproducible faults (default: random, logged)");
+  cmd->add_option("--max-sessions", f->max_sessions, "Concurrent sessions before new ones get 421 (default 256)");
+  cmd->add_option("--threads", f->threads, "I/O threads (default: one per core)");
+  cmd->add_option("--bare-line-endings", f->bare_eol, "Bare CR/LF in DATA: strict (default), normalize or raw");
+  cmd->add_option("--log-level", f->log_level, "trace, debug, info (default), warn, error, off");
+  cmd->callback([f, &exit_code] { exit_code = run(*f); });
+}
+
+}  // namespace mailtap::cli

@@ -1,0 +1,23 @@
+// Process-wide counters, updated by sessions and the listener from any thread; read by
+// the shutdown summary (and the admin API when it lands). Plain atomics, relaxed order.
+#pragma once
+#include <atomic>
+#include <cstdint>
+
+namespace mailtap {
+
+struct relay_metrics {
+  std::atomic<std::uint64_t> sessions_accepted{0};
+  std::atomic<std::uint64_t> sessions_active{0};
+  std::atomic<std::uint64_t> sessions_refused_max{0};   // over max_sessions: 421 at connect
+  std::atomic<std::uint64_t> accept_errors{0};
+  std::atomic<std::uint64_t> session_errors{0};         // unexpected exceptions at a session boundary
+  std::atomic<std::uint64_t> upstream_unreachable{0};
+  std::atomic<std::uint64_t> transactions{0};
+  std::atomic<std::uint64_t> messages_delivered{0};
+  std::atomic<std::uint64_t> refused_commands{0};
+  std::atomic<std::uint64_t> ambiguous_end_of_data{0};
+  std::atomic<std::uint64_t> normalized_line_endings{0};
+};
+
+}  // namespace mailtap

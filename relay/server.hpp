@@ -1,0 +1,55 @@
+// The running relay: a pool of io_contexts (one thread each), the SMTP listener, the
+// built-in sink when no upstream is configured, the live-session registry and the
+// SIGTERM/SIGINT drain (stop accepting -> 421 to idle sessions -> let in-flight
+// transactions finish until the drain deadline -> close what is left).
+// Threading: start() and run() from the main thread; everything else on the pool.
+#pragma once
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "captures/writer.hpp"
+#include "relay/config.hpp"
+#include "relay/metrics.hpp"
+#include "relay/session.hpp"
+#include "relay/sink_server.hpp"
+
+namespace mailtap {
+
+class server {
+ public:
+  server(const config& cfg, captures::store* store);
+  ~server();
+
+  // Binds the listener (and starts the built-in sink). One-line error on failure.
+  bool start(std::string& error);
+  endpoint listen_endpoint() const;
+  const std::string& upstream_label() const { return ctx_->upstream_label; }
+  std::uint64_t seed() const { return ctx_->master_seed; }
+  // Serves until a signal's drain completes.
+  void run();
+  const relay_metrics& metrics() const { return metrics_; }
+
+ private:
+  boost::asio::awaitable<void> accept_loop();
+  boost::asio::awaitable<void> wait_for_signals();
+  boost::asio::awaitable<void> drain();
+  void stop_all();
+
+  const config& cfg_;
+  captures::store* store_;
+  relay_metrics metrics_;
+  std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;
+  std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
+  std::unique_ptr<sink_server> sink_;
+  std::unique_ptr<relay_context> ctx_;
+  std::mutex sessions_mutex_;
+  std::vector<std::weak_ptr<session>> sessions_;
+};
+
+}  // namespace mailtap

@@ -1,0 +1,375 @@
+// Session coroutines and the dispatch point. Reading order: set-up, run/connect, the leg
+// readers and writers, the watchdog, dispatch (after_fsm/execute), tear-down.
+#include "relay/session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <ctime>
+#include <random>
+
+namespace mailtap {
+
+namespace asio = boost::asio;
+using asio::as_tuple;
+using asio::use_awaitable;
+using protocol::leg;
+using namespace asio::experimental::awaitable_operators;
+using namespace std::chrono_literals;
+
+namespace {
+// Outbox bytes above which the leg feeding it stops being read (SMTP_NOTES: 64 KiB high
+// watermark per direction). Writers drain the whole outbox at once, so no low mark is needed.
+constexpr std::size_t outbox_high_watermark = 64 * 1024;
+// After our FIN, how long we keep reading so unread input does not turn the last reply into a RST.
+constexpr auto linger_after_close = 2s;
+
+std::string make_session_id(std::uint64_t number) {
+  static const std::uint32_t nonce = std::random_device{}();
+  std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+  char id[80];
+  std::snprintf(id, sizeof id, "%s-%08x-%06llu", stamp, nonce, static_cast<unsigned long long>(number));
+  return id;
+}
+
+protocol::relay_options relay_options_from(const config& cfg) {
+  protocol::relay_options o;
+  o.eol = cfg.bare_eol;
+  o.timeouts = cfg.timeouts;
+  o.name = cfg.relay_name;
+  return o;
+}
+
+std::string peer_label(const asio::ip::tcp::socket& s) {
+  boost::system::error_code ec;
+  auto ep = s.remote_endpoint(ec);
+  if (ec) return "unknown";
+  return endpoint{ep.address().to_string(), ep.port()}.to_string();
+}
+}  // namespace
+
+std::uint64_t session_seed(std::uint64_t master, std::uint64_t number) {
+  std::uint64_t z = master + 0x9e3779b97f4a7c15ull * (number + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// ---------------------------------------------------------------- set-up
+
+static std::unique_ptr<captures::session_capture> open_capture(const relay_context& ctx, const std::string& id,
+                                                               std::uint64_t number,
+                                                               const asio::ip::tcp::socket& client) {
+  if (!ctx.captures) return nullptr;
+  captures::session_info info;
+  info.id = id;
+  info.seed = session_seed(ctx.master_seed, number);
+  info.client = peer_label(client);
+  info.listen = ctx.listen_label;
+  info.upstream = ctx.upstream_label;
+  info.bare_eol = std::string(protocol::to_string(ctx.cfg.bare_eol));
+  info.started_at = std::chrono::system_clock::now();
+  info.started_mono_us = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+  return ctx.captures->begin(info);
+}
+
+session::session(tcp::socket client, const relay_context& ctx, std::uint64_t number)
+    : client_(std::move(client)),
+      upstream_(client_.get_executor()),
+      ctx_(ctx),
+      number_(number),
+      id_(make_session_id(number)),
+      start_(clock::now()),
+      capture_(open_capture(ctx, id_, number, client_)),
+      fsm_(relay_options_from(ctx.cfg), capture_.get()),
+      changed_(client_.get_executor(), clock::time_point::max()),
+      watchdog_timer_(client_.get_executor(), clock::time_point::max()) {
+  ++ctx_.metrics.sessions_active;
+}
+
+session::~session() {
+  const auto& s = fsm_.stats();
+  ctx_.metrics.transactions += s.transactions;
+  ctx_.metrics.messages_delivered += s.delivered;
+  ctx_.metrics.refused_commands += s.refused_commands;
+  ctx_.metrics.ambiguous_end_of_data += s.ambiguous_end_of_data;
+  ctx_.metrics.normalized_line_endings += s.normalized_line_endings;
+  --ctx_.metrics.sessions_active;
+  spdlog::debug("session {} closed", id_);
+}
+
+void session::start() {
+  auto self = shared_from_this();
+  asio::co_spawn(client_.get_executor(), run(), [self](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      ++self->ctx_.metrics.session_errors;
+      spdlog::warn("session {}: unexpected error: {}", self->id_, ex.what());
+      self->fsm_.on_abort(self->now_us(), ex.what());
+      self->after_fsm();
+      boost::system::error_code ig;
+      self->client_.close(ig);
+      self->upstream_.close(ig);
+    }
+  });
+}
+
+void session::drain() {
+  asio::post(client_.get_executor(), [self = shared_from_this()] {
+    self->fsm_.on_drain(self->now_us());
+    self->after_fsm();
+  });
+}
+
+void session::abort() {
+  asio::post(client_.get_executor(), [self = shared_from_this()] {
+    self->fsm_.on_abort(self->now_us(), "drain deadline passed");
+    self->after_fsm();
+    boost::system::error_code ig;
+    self->client_.close(ig);
+    self->upstream_.close(ig);
+  });
+}
+
+std::uint64_t session::now_us() const {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - start_).count());
+}
+
+// ---------------------------------------------------------------- run
+
+asio::awaitable<void> session::run() {
+  auto self = shared_from_this();
+  boost::system::error_code ig;
+  client_.set_option(tcp::no_delay(true), ig);
+  client_.non_blocking(true, ig);
+  fsm_.on_start(now_us());
+  co_await connect_upstream();
+  after_fsm();
+  auto spawn = [&](asio::awaitable<void> a) {
+    asio::co_spawn(client_.get_executor(), std::move(a), [self](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        ++self->ctx_.metrics.session_errors;
+        spdlog::warn("session {}: unexpected error: {}", self->id_, ex.what());
+        self->fsm_.on_abort(self->now_us(), ex.what());
+        self->after_fsm();
+      }
+    });
+  };
+  spawn(write_leg(leg::client));
+  if (upstream_connected_) {
+    spawn(write_leg(leg::upstream));
+    spawn(read_leg(leg::upstream));
+    spawn(read_leg(leg::client));
+  }
+  spawn(watchdog());
+}
+
+asio::awaitable<void> session::connect_upstream() {
+  auto ex = co_await asio::this_coro::executor;
+  tcp::resolver resolver(ex);
+  auto [rec, endpoints] = co_await resolver.async_resolve(ctx_.upstream.host, std::to_string(ctx_.upstream.port),
+                                                          as_tuple(use_awaitable));
+  if (rec) {
+    ++ctx_.metrics.upstream_unreachable;
+    fsm_.on_upstream_unreachable(now_us(), "cannot resolve " + ctx_.upstream.host + ": " + rec.message());
+    co_return;
+  }
+  timer deadline(ex);
+  deadline.expires_after(ctx_.cfg.upstream_connect_timeout);
+  auto result = co_await (asio::async_connect(upstream_, endpoints, as_tuple(use_awaitable)) ||
+                          deadline.async_wait(as_tuple(use_awaitable)));
+  if (result.index() == 1) {
+    ++ctx_.metrics.upstream_unreachable;
+    fsm_.on_upstream_unreachable(now_us(), "connect to " + ctx_.upstream.to_string() + " timed out");
+    co_return;
+  }
+  auto [cec, ep] = std::get<0>(result);
+  if (cec) {
+    ++ctx_.metrics.upstream_unreachable;
+    fsm_.on_upstream_unreachable(now_us(), "connect to " + ctx_.upstream.to_string() + ": " + cec.message());
+    co_return;
+  }
+  boost::system::error_code ig;
+  upstream_.set_option(tcp::no_delay(true), ig);
+  upstream_.non_blocking(true, ig);
+  upstream_connected_ = true;
+  fsm_.on_upstream_connected(now_us());
+}
+
+// ---------------------------------------------------------------- legs
+
+bool session::reading_paused(leg l) const {
+  if (fsm_.finished()) return false;   // lingering: read and discard until the peer's FIN
+  if (client_out_.size() > outbox_high_watermark) return true;
+  if (l == leg::client) return fsm_.client_paused() || upstream_out_.size() > outbox_high_watermark;
+  return false;
+}
+
+asio::awaitable<void> session::read_leg(leg l) {
+  // Wait for readability, then read into a per-thread buffer: an idle session holds no
+  // read buffer of its own (PERF W6: memory per idle session).
+  static thread_local std::array<char, 64 * 1024> buffer;
+  auto& sock = socket_of(l);
+  for (;;) {
+    while (reading_paused(l)) co_await wait_for_change(1h);
+    auto [wec] = co_await sock.async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
+    boost::system::error_code ec = wec;
+    std::size_t n = 0;
+    if (!ec) n = sock.read_some(asio::buffer(buffer), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+    if (ec) {
+      outbox_of(l).eof_seen = true;
+      if (!fsm_.finished()) {
+        if (l == leg::client) fsm_.on_client_eof(now_us());
+        else fsm_.on_upstream_eof(now_us());
+        after_fsm();
+      }
+      notify();
+      co_return;
+    }
+    if (fsm_.finished()) continue;
+    std::string_view bytes(buffer.data(), n);
+    if (l == leg::client) {
+      if (capture_ && capture_->failed()) fsm_.on_capture_failed();
+      fsm_.on_client_bytes(now_us(), bytes);
+    } else {
+      fsm_.on_upstream_bytes(now_us(), bytes);
+    }
+    after_fsm();
+  }
+}
+
+asio::awaitable<void> session::write_leg(leg l) {
+  auto& box = outbox_of(l);
+  auto& sock = socket_of(l);
+  boost::system::error_code ig;
+  for (;;) {
+    if (box.pending.empty() && !box.close_requested) {
+      co_await wait_for_change(1h);
+      continue;
+    }
+    if (!box.pending.empty()) {
+      std::swap(box.pending, box.inflight);
+      auto [ec, n] = co_await asio::async_write(sock, asio::buffer(box.inflight), as_tuple(use_awaitable));
+      box.inflight.clear();
+      if (ec) {
+        box.closed = true;
+        box.pending.clear();
+        if (!fsm_.finished()) {
+          if (l == leg::client) fsm_.on_client_eof(now_us());
+          else fsm_.on_upstream_eof(now_us());
+          after_fsm();
+        }
+        sock.close(ig);
+        notify();
+        co_return;
+      }
+      notify();   // room in the outbox: a paused reader may go on
+      continue;
+    }
+    // Everything written and a close was asked for: FIN, then linger for the peer's FIN.
+    sock.shutdown(tcp::socket::shutdown_send, ig);
+    auto until = clock::now() + linger_after_close;
+    while (!box.eof_seen && clock::now() < until && sock.is_open()) co_await wait_for_change(until - clock::now());
+    sock.close(ig);
+    box.closed = true;
+    notify();
+    co_return;
+  }
+}
+
+asio::awaitable<void> session::wait_for_change(clock::duration at_most) {
+  // changed_ never expires; notify() cancels it to wake every waiter at once.
+  timer limit(co_await asio::this_coro::executor);
+  limit.expires_after(at_most);
+  co_await (changed_.async_wait(as_tuple(use_awaitable)) || limit.async_wait(as_tuple(use_awaitable)));
+}
+
+void session::notify() { changed_.cancel(); }
+
+asio::awaitable<void> session::watchdog() {
+  auto self = shared_from_this();
+  for (;;) {
+    if (fsm_.finished()) co_return;
+    watchdog_timer_.expires_at(std::min(client_deadline_, upstream_deadline_));
+    co_await watchdog_timer_.async_wait(as_tuple(use_awaitable));
+    if (fsm_.finished()) co_return;
+    auto now = clock::now();
+    if (now >= client_deadline_) {
+      client_deadline_ = clock::time_point::max();
+      fsm_.on_timeout(now_us(), leg::client);
+      after_fsm();
+    }
+    if (now >= upstream_deadline_ && !fsm_.finished()) {
+      upstream_deadline_ = clock::time_point::max();
+      fsm_.on_timeout(now_us(), leg::upstream);
+      after_fsm();
+    }
+  }
+}
+
+// ---------------------------------------------------------------- dispatch
+
+void session::after_fsm() {
+  auto actions = fsm_.take_actions();
+  if (capture_ && capture_->take_durability_request()) {
+    // SMTP_NOTES: the client hears the end-of-data reply only once its transaction record is
+    // written. Later actions queue behind it so nothing overtakes that reply.
+    ++barriers_pending_;
+    held_.insert(held_.end(), std::make_move_iterator(actions.begin()), std::make_move_iterator(actions.end()));
+    capture_->when_durable([self = shared_from_this()] {
+      asio::post(self->client_.get_executor(), [self] {
+        if (--self->barriers_pending_ > 0) return;
+        auto held = std::move(self->held_);
+        self->held_.clear();
+        self->execute(held);
+      });
+    });
+    return;
+  }
+  if (barriers_pending_ > 0) {
+    held_.insert(held_.end(), std::make_move_iterator(actions.begin()), std::make_move_iterator(actions.end()));
+    return;
+  }
+  execute(actions);
+}
+
+void session::execute(std::vector<protocol::action>& actions) {
+  for (auto& a : actions) {
+    if (auto* s = std::get_if<protocol::send_bytes>(&a)) {
+      auto& box = outbox_of(s->to);
+      if (!box.closed && !box.close_requested) box.pending += s->bytes;
+    } else if (auto* c = std::get_if<protocol::close_leg>(&a)) {
+      outbox_of(c->which).close_requested = true;
+      if (c->which == leg::upstream && !upstream_connected_) {
+        boost::system::error_code ig;
+        upstream_.close(ig);
+      }
+    } else if (auto* t = std::get_if<protocol::arm_timer>(&a)) {
+      auto& deadline = t->which == leg::client ? client_deadline_ : upstream_deadline_;
+      deadline = t->after.count() == 0 ? clock::time_point::max() : clock::now() + t->after;
+      if (deadline < watchdog_timer_.expiry()) watchdog_timer_.cancel();
+    }
+  }
+  if (fsm_.finished()) watchdog_timer_.cancel();
+  notify();
+}
+
+}  // namespace mailtap

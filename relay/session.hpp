@@ -1,0 +1,96 @@
+// One relayed SMTP session: a coroutine tree on one io_context thread (its implicit
+// strand) that owns both sockets, their outboxes, the relay_fsm and the capture handle.
+// Coroutines: a reader per leg, a writer per leg, a watchdog for the fsm's timers. The
+// one dispatch point (execute) turns fsm actions into outbox writes, closes and deadlines.
+// Threading: everything runs on the session's executor; drain() may be called from any thread.
+#pragma once
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "captures/writer.hpp"
+#include "protocol/relay_fsm.hpp"
+#include "relay/config.hpp"
+#include "relay/metrics.hpp"
+
+namespace mailtap {
+
+// What every session shares: immutable config and process-wide services.
+struct relay_context {
+  const config& cfg;
+  captures::store* captures;           // may be null (tests)
+  relay_metrics& metrics;
+  endpoint upstream;                   // resolved target (the built-in sink's port when builtin)
+  std::string upstream_label;          // "builtin" or "host:port", for captures
+  std::string listen_label;
+  std::uint64_t master_seed = 0;
+};
+
+class session : public std::enable_shared_from_this<session> {
+ public:
+  session(boost::asio::ip::tcp::socket client, const relay_context& ctx, std::uint64_t number);
+  ~session();
+
+  void start();
+  // Stop accepting new transactions: 421 now if idle, after the current one otherwise.
+  void drain();
+  // Close both sockets at once (drain deadline passed).
+  void abort();
+
+ private:
+  using tcp = boost::asio::ip::tcp;
+  using clock = std::chrono::steady_clock;
+  using timer = boost::asio::steady_timer;
+
+  struct outbox {
+    std::string pending;
+    std::string inflight;
+    bool close_requested = false;
+    bool closed = false;
+    bool eof_seen = false;            // the peer finished sending (for lingering close)
+    std::size_t size() const { return pending.size() + inflight.size(); }
+  };
+
+  boost::asio::awaitable<void> run();
+  boost::asio::awaitable<void> connect_upstream();
+  boost::asio::awaitable<void> read_leg(protocol::leg l);
+  boost::asio::awaitable<void> write_leg(protocol::leg l);
+  boost::asio::awaitable<void> watchdog();
+  boost::asio::awaitable<void> wait_for_change(clock::duration at_most);
+
+  void after_fsm();
+  void execute(std::vector<protocol::action>& actions);
+  void notify();
+  std::uint64_t now_us() const;
+  tcp::socket& socket_of(protocol::leg l) { return l == protocol::leg::client ? client_ : upstream_; }
+  outbox& outbox_of(protocol::leg l) { return l == protocol::leg::client ? client_out_ : upstream_out_; }
+  bool reading_paused(protocol::leg l) const;
+
+  tcp::socket client_;
+  tcp::socket upstream_;
+  const relay_context& ctx_;
+  std::uint64_t number_;
+  std::string id_;
+  clock::time_point start_;
+  std::unique_ptr<captures::session_capture> capture_;
+  protocol::relay_fsm fsm_;
+  outbox client_out_;
+  outbox upstream_out_;
+  timer changed_;                       // broadcast wake-up: cancelled whenever state changes
+  timer watchdog_timer_;
+  clock::time_point client_deadline_ = clock::time_point::max();
+  clock::time_point upstream_deadline_ = clock::time_point::max();
+  std::vector<protocol::action> held_;  // actions waiting for a capture barrier
+  int barriers_pending_ = 0;
+  bool upstream_connected_ = false;
+  bool counted_active_ = true;
+};
+
+// splitmix64 of the master seed and session number: the session's seed, written to its capture.
+std::uint64_t session_seed(std::uint64_t master, std::uint64_t number);
+
+}  // namespace mailtap

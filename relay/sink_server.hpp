@@ -1,0 +1,35 @@
+// The built-in sink's network shell: listens on loopback (port chosen by the kernel) and
+// runs a protocol::sink_fsm per connection. The relay reaches it over TCP like any
+// upstream, so the upstream leg is captured and timed the same way.
+// Threading: all on the io_context given at construction.
+#pragma once
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <atomic>
+#include <string>
+
+#include "protocol/sink_fsm.hpp"
+#include "relay/config.hpp"
+
+namespace mailtap {
+
+class sink_server {
+ public:
+  sink_server(boost::asio::io_context& io, protocol::sink_options options);
+  // Binds 127.0.0.1:0 and starts accepting. Returns the bound endpoint, or nullopt + error.
+  std::optional<endpoint> start(std::string& error);
+  void stop();
+  std::uint64_t messages_accepted() const { return accepted_.load(); }
+
+ private:
+  boost::asio::awaitable<void> accept_loop();
+  boost::asio::awaitable<void> serve(boost::asio::ip::tcp::socket socket, std::uint64_t id);
+
+  boost::asio::io_context& io_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  protocol::sink_options options_;
+  std::atomic<std::uint64_t> accepted_{0};
+};
+
+}  // namespace mailtap
