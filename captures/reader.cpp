@@ -1,0 +1,498 @@
+// Capture reader: JSON Lines in, typed model out. Each line is parsed on its own (a cut
+// line costs only itself), upgraded to the current format version, then typed. Every
+// failure becomes "file:line: what", never an exception.
+#include "captures/reader.hpp"
+
+#include <array>
+#include <boost/json.hpp>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <string_view>
+
+namespace mailtap::captures {
+
+namespace {
+
+namespace json = boost::json;
+
+// Longest line accepted. The writer puts one read of relay input in a bytes record (a few
+// hundred KiB at most, base64 adds a third); 64 MiB is far above that and keeps a corrupt
+// or hostile file from growing one line without bound (HOUSE_STYLE 7).
+constexpr std::size_t line_cap = 64 * 1024 * 1024;
+
+// ---------------------------------------------------------------- base64
+
+// RFC 4648 base64 with padding, strict. Written here on purpose: Beast's decoder is in its
+// detail namespace and Beast is kept out of this target; OpenSSL's EVP_DecodeBlock would
+// drag libcrypto into every reader user and pads its output with NULs we would have to trim;
+// captures/base64.cpp belongs to the writer's target, which this one does not link.
+int base64_value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+std::optional<std::string> decode_base64(std::string_view in) {
+  if (in.size() % 4 != 0) return std::nullopt;
+  std::string out;
+  out.reserve(in.size() / 4 * 3);
+  std::uint32_t acc = 0;
+  int bits = 0;
+  bool padding = false;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '=') {
+      if (i + 2 < in.size()) return std::nullopt;   // '=' only in the last two places
+      padding = true;
+      continue;
+    }
+    int v = base64_value(in[i]);
+    if (v < 0 || padding) return std::nullopt;
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- upgrades
+
+// The upgrade chain (FORMAT.md "Upgrades", after mitmproxy's io/compat.py). Every raw record
+// of a file written in an older version, header included, goes through each step from its
+// version to the current one, oldest first, before it is typed; so the typing code below
+// only ever sees current records.
+//
+// To add version 2:
+//   1. Describe the change in FORMAT.md; bump current_capture_version (reader.hpp) and the
+//      writer's format_version together.
+//   2. Write `void upgrade_v1_to_v2(json::object& record)` here: switch on record["type"] and
+//      rename fields, fill new ones with the value a v1 writer implied, and set "version"
+//      to 2 on the header.
+//   3. Append it to upgrade_steps: entry i upgrades version i+1 to version i+2.
+//   4. Keep a v1 capture under tests/golden/ with a test that it still loads and shows.
+// If a step ever has to split, merge or drop records, widen upgrade_step to take the whole
+// list of records instead of one.
+using upgrade_step = void (*)(json::object& record);
+constexpr std::array<upgrade_step, current_capture_version - 1> upgrade_steps{};
+
+void upgrade(json::object& record, int from_version) {
+  for (int v = from_version; v < current_capture_version; ++v)
+    upgrade_steps[static_cast<std::size_t>(v - 1)](record);
+}
+
+// ---------------------------------------------------------------- typed field access
+
+// A string from the file, quoted for an error message: escaped so the error stays one line.
+std::string quote_for_error(std::string_view s) { return "\"" + protocol::escape_bytes(s, 64) + "\""; }
+
+// Reads the fields of one record; the first problem is kept as the record's error.
+class fields {
+ public:
+  fields(const json::object& o, std::string_view type) : o_(o), type_(type) {}
+
+  const std::string& error() const { return error_; }
+
+  void fail(const std::string& what) {
+    if (error_.empty()) error_ = std::string(type_) + " record: " + what;
+  }
+
+  std::string str(std::string_view key) {
+    const json::value* v = find(key);
+    if (!v) return {};
+    if (!v->is_string()) return wrong(key, "a string"), std::string();
+    return std::string(v->get_string());
+  }
+
+  std::optional<std::string> str_or_null(std::string_view key) {
+    const json::value* v = find(key);
+    if (!v || v->is_null()) return std::nullopt;
+    if (!v->is_string()) return wrong(key, "a string or null"), std::nullopt;
+    return std::string(v->get_string());
+  }
+
+  std::uint64_t u64(std::string_view key) {
+    const json::value* v = find(key);
+    if (!v) return 0;
+    return to_u64(*v, key);
+  }
+
+  int integer(std::string_view key, int lo, int hi) {
+    const json::value* v = find(key);
+    if (!v) return 0;
+    return to_int(*v, key, lo, hi);
+  }
+
+  bool boolean(std::string_view key) {
+    const json::value* v = find(key);
+    if (!v) return false;
+    if (!v->is_bool()) return wrong(key, "true or false"), false;
+    return v->get_bool();
+  }
+
+  std::vector<std::string> strings(std::string_view key) {
+    std::vector<std::string> out;
+    const json::array* a = array(key);
+    if (!a) return out;
+    for (const auto& v : *a) {
+      if (!v.is_string()) return wrong(key, "an array of strings"), out;
+      out.emplace_back(v.get_string());
+    }
+    return out;
+  }
+
+  std::vector<int> reply_codes(std::string_view key) {
+    std::vector<int> out;
+    const json::array* a = array(key);
+    if (!a) return out;
+    for (const auto& v : *a) out.push_back(to_int(v, key, 0, 999));
+    return out;
+  }
+
+  protocol::leg leg(std::string_view key) {
+    std::string s = str(key);
+    if (s == "upstream") return protocol::leg::upstream;
+    if (s != "client") wrong(key, "\"client\" or \"upstream\"");
+    return protocol::leg::client;
+  }
+
+  protocol::direction dir(std::string_view key) {
+    std::string s = str(key);
+    if (s == "out") return protocol::direction::out;
+    if (s != "in") wrong(key, "\"in\" or \"out\"");
+    return protocol::direction::in;
+  }
+
+  protocol::phase phase(std::string_view key) {
+    std::string s = str(key);
+    if (auto p = protocol::parse_phase(s)) return *p;
+    if (error_.empty()) fail("unknown stage name " + quote_for_error(s));
+    return protocol::phase::other;
+  }
+
+  protocol::outcome outcome(std::string_view key) {
+    std::string s = str(key);
+    for (auto o : {protocol::outcome::delivered, protocol::outcome::rejected, protocol::outcome::tempfailed,
+                   protocol::outcome::aborted, protocol::outcome::unknown})
+      if (protocol::to_string(o) == s) return o;
+    if (error_.empty()) fail("unknown outcome " + quote_for_error(s));
+    return protocol::outcome::unknown;
+  }
+
+  const json::value* find(std::string_view key) {
+    auto it = o_.find(key);
+    if (it == o_.end()) {
+      fail("missing field \"" + std::string(key) + "\"");
+      return nullptr;
+    }
+    return &it->value();
+  }
+
+ private:
+  void wrong(std::string_view key, std::string_view expected) {
+    fail("field \"" + std::string(key) + "\" is not " + std::string(expected));
+  }
+
+  const json::array* array(std::string_view key) {
+    const json::value* v = find(key);
+    if (!v) return nullptr;
+    if (!v->is_array()) return wrong(key, "an array"), nullptr;
+    return &v->get_array();
+  }
+
+  std::uint64_t to_u64(const json::value& v, std::string_view key) {
+    if (v.is_uint64()) return v.get_uint64();
+    if (v.is_int64() && v.get_int64() >= 0) return static_cast<std::uint64_t>(v.get_int64());
+    wrong(key, "a non-negative integer");
+    return 0;
+  }
+
+  int to_int(const json::value& v, std::string_view key, int lo, int hi) {
+    if (v.is_int64() && v.get_int64() >= lo && v.get_int64() <= hi) return static_cast<int>(v.get_int64());
+    if (v.is_uint64() && v.get_uint64() <= static_cast<std::uint64_t>(hi) && lo <= 0)
+      return static_cast<int>(v.get_uint64());
+    wrong(key, "an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
+    return 0;
+  }
+
+  const json::object& o_;
+  std::string_view type_;
+  std::string error_;
+};
+
+// ---------------------------------------------------------------- records
+
+std::string rebuild_raw(int code, const std::vector<std::string>& lines) {
+  std::string code_text = std::to_string(code);
+  if (lines.empty()) return code_text + "\r\n";
+  std::string raw;
+  for (std::size_t i = 0; i < lines.size(); ++i)
+    raw += code_text + (i + 1 < lines.size() ? "-" : " ") + lines[i] + "\r\n";
+  return raw;
+}
+
+// Types one upgraded record into `c`. Returns the error, empty on success.
+std::string take_record(const json::object& o, std::string_view type, capture& c) {
+  fields f(o, type);
+  if (type == "header") {
+    capture_header& h = c.header;
+    h.session = f.str("session");
+    h.seed = f.u64("seed");
+    h.client = f.str("client");
+    h.listen = f.str("listen");
+    h.upstream = f.str("upstream");
+    h.started_at = f.str("started_at");
+    h.started_mono_us = f.u64("started_mono_us");
+    h.relay = f.str("relay");
+    h.bare_eol = f.str("bare_eol");
+  } else if (type == "bytes") {
+    bytes_event e;
+    e.t_us = f.u64("t_us");
+    e.leg = f.leg("leg");
+    e.dir = f.dir("dir");
+    std::string b64 = f.str("b64");
+    if (auto data = decode_base64(b64)) e.data = std::move(*data);
+    else f.fail("field \"b64\" is not valid base64");
+    c.events.emplace_back(std::move(e));
+  } else if (type == "command") {
+    command_event e;
+    e.t_us = f.u64("t_us");
+    e.text = f.str("text");
+    c.events.emplace_back(std::move(e));
+  } else if (type == "reply") {
+    reply_event e;
+    e.t_us = f.u64("t_us");
+    e.leg = f.leg("leg");
+    e.dir = f.dir("dir");
+    e.reply.code = f.integer("code", 0, 999);
+    e.reply.enhanced = f.str("enhanced");
+    e.reply.lines = f.strings("lines");
+    e.reply.raw = rebuild_raw(e.reply.code, e.reply.lines);
+    c.events.emplace_back(std::move(e));
+  } else if (type == "note") {
+    note_event e;
+    e.t_us = f.u64("t_us");
+    e.text = f.str("text");
+    c.events.emplace_back(std::move(e));
+  } else if (type == "stage") {
+    stage s;
+    s.ph = f.phase("name");
+    s.start_us = f.u64("start_us");
+    s.duration_us = f.u64("duration_us");
+    s.upstream_us = f.u64("upstream_us");
+    s.relay_us = f.u64("relay_us");
+    s.think_us = f.u64("think_us");
+    c.stages.push_back(s);
+  } else if (type == "transaction") {
+    transaction t;
+    t.mail_from = f.str("mail_from");
+    t.rcpt_to = f.strings("rcpt_to");
+    t.rcpt_codes = f.reply_codes("rcpt_codes");
+    t.message_id = f.str_or_null("message_id");
+    t.size = f.u64("size");
+    if (const json::value* r = f.find("final_reply"); r && !r->is_null()) {
+      if (!r->is_object()) {
+        f.fail("field \"final_reply\" is not an object or null");
+      } else {
+        fields rf(r->get_object(), "transaction final_reply");
+        t.final_reply = reply_summary{rf.integer("code", 0, 999), rf.str("enhanced"), rf.str("text")};
+        if (!rf.error().empty()) return rf.error();
+      }
+    }
+    t.result = f.outcome("outcome");
+    t.synthesized = f.boolean("synthesized");
+    t.start_us = f.u64("start_us");
+    t.end_us = f.u64("end_us");
+    c.transactions.push_back(std::move(t));
+  } else if (type == "end") {
+    end_record e;
+    e.t_us = f.u64("t_us");
+    e.reason = f.str("reason");
+    e.detail = f.str("detail");
+    e.ended_at = f.str("ended_at");
+    e.complete = f.boolean("complete");
+    e.dropped_records = f.u64("dropped_records");
+    c.end = std::move(e);
+  } else {
+    return "unknown record type " + quote_for_error(type);
+  }
+  return f.error();
+}
+
+// Checks the header before anything is upgraded. Returns the file's version, or 0 and
+// sets `error`.
+int check_header(const json::object& o, std::string& error) {
+  auto format = o.find("format");
+  if (format == o.end() || !format->value().is_string() || format->value().get_string() != "mailtap-capture") {
+    error = "not a mailtap capture (header \"format\" is not \"mailtap-capture\")";
+    return 0;
+  }
+  auto version = o.find("version");
+  if (version == o.end() || !version->value().is_number()) {
+    error = "header has no numeric \"version\"";
+    return 0;
+  }
+  const json::value& v = version->value();
+  if (v.is_double() || (v.is_int64() && v.get_int64() < 1)) {
+    error = "unsupported capture format version " + json::serialize(v);
+    return 0;
+  }
+  if (v.is_uint64() || v.get_int64() > current_capture_version) {
+    error = "capture format version " + json::serialize(v) + " is newer than this mailtap (" +
+            std::to_string(current_capture_version) + ")";
+    return 0;
+  }
+  return static_cast<int>(v.get_int64());
+}
+
+// Yields lines without their '\n', saying whether the '\n' was there; bounded by line_cap.
+class line_source {
+ public:
+  explicit line_source(std::ifstream& in) : in_(in) {}
+
+  enum class status { line, done, too_long, read_error };
+
+  status next(std::string& line, bool& terminated) {
+    line.clear();
+    for (;;) {
+      if (pos_ == buf_.size()) {
+        buf_.resize(64 * 1024);
+        in_.read(buf_.data(), static_cast<std::streamsize>(buf_.size()));
+        buf_.resize(static_cast<std::size_t>(in_.gcount()));
+        pos_ = 0;
+        if (in_.bad()) return status::read_error;
+        if (buf_.empty()) {
+          if (line.empty()) return status::done;
+          terminated = false;
+          return status::line;
+        }
+      }
+      const char* start = buf_.data() + pos_;
+      std::size_t avail = buf_.size() - pos_;
+      const void* nl = std::memchr(start, '\n', avail);
+      std::size_t take = nl ? static_cast<std::size_t>(static_cast<const char*>(nl) - start) : avail;
+      if (line.size() + take > line_cap) return status::too_long;
+      line.append(start, take);
+      pos_ += take;
+      if (nl) {
+        ++pos_;
+        terminated = true;
+        return status::line;
+      }
+    }
+  }
+
+ private:
+  std::ifstream& in_;
+  std::string buf_;
+  std::size_t pos_ = 0;
+};
+
+bool blank(std::string_view s) { return s.find_first_not_of(" \t\r") == std::string_view::npos; }
+
+std::optional<capture> read(const std::filesystem::path& file, std::string& error) {
+  const std::string name = file.string();
+  std::error_code dir_ec;
+  if (std::filesystem::is_directory(file, dir_ec)) {
+    error = name + ": is a directory, not a capture file";
+    return std::nullopt;
+  }
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    error = name + ": cannot open: " + std::strerror(errno);
+    return std::nullopt;
+  }
+  json::parse_options options;
+  // The writer escapes control bytes but passes 8-bit bytes through, so strings from the
+  // wire (commands, reply lines, addresses) need not be valid UTF-8.
+  options.allow_invalid_utf8 = true;
+
+  capture c;
+  c.path = file;
+  bool have_header = false;
+  int version = 0;
+  std::size_t line_no = 0;
+  std::string line;
+  bool terminated = false;
+  line_source source(in);
+  auto fail = [&](const std::string& what) {
+    error = name + ":" + std::to_string(line_no) + ": " + what;
+    return std::nullopt;
+  };
+  for (;;) {
+    auto st = source.next(line, terminated);
+    if (st == line_source::status::done) break;
+    ++line_no;
+    if (st == line_source::status::read_error) return fail("read error");
+    if (st == line_source::status::too_long)
+      return fail("line longer than " + std::to_string(line_cap) + " bytes");
+    if (blank(line)) continue;
+    json::error_code ec;
+    json::value v = json::parse(line, ec, {}, options);
+    if (ec || !v.is_object()) {
+      // Only the last line can lack its newline. If it is not a whole record, the writer
+      // was stopped while writing it: keep what came before, marked incomplete.
+      auto first = line.find_first_not_of(" \t");
+      if (!terminated && first != std::string::npos && line[first] == '{') {
+        c.truncated_line = true;
+        break;
+      }
+      return fail(ec ? "not a JSON object (" + ec.message() + ")" : "not a JSON object");
+    }
+    json::object& o = v.get_object();
+    auto type_it = o.find("type");
+    if (type_it == o.end() || !type_it->value().is_string()) return fail("record has no \"type\"");
+    std::string type(type_it->value().get_string());
+    if (!have_header) {
+      if (type != "header") return fail("first record is " + quote_for_error(type) + ", not a header");
+      std::string why;
+      version = check_header(o, why);
+      if (version == 0) return fail(why);
+      c.header.version = version;
+      have_header = true;
+    } else if (type == "header") {
+      return fail("second header record");
+    }
+    if (c.end) return fail(quote_for_error(type) + " record after the end record");
+    upgrade(o, version);
+    if (std::string why = take_record(o, type, c); !why.empty()) return fail(why);
+  }
+  if (!have_header) {
+    if (c.truncated_line) return fail("header record is cut (the writer stopped mid-line)");
+    error = name + ": empty capture, no header record";
+    return std::nullopt;
+  }
+  c.complete = c.end && c.end->complete && !c.truncated_line;
+  return c;
+}
+
+}  // namespace
+
+std::uint64_t event_time(const event& e) {
+  return std::visit([](const auto& x) { return x.t_us; }, e);
+}
+
+std::optional<capture> read_capture(const std::filesystem::path& file, std::string& error) {
+  try {
+    return read(file, error);
+  } catch (const std::exception& e) {   // allocation failure, a filesystem oddity
+    error = file.string() + ": cannot read: " + e.what();
+  } catch (...) {
+    error = file.string() + ": cannot read";
+  }
+  return std::nullopt;
+}
+
+std::string session_outcome(const capture& c) {
+  if (c.transactions.empty()) return "none";
+  for (const auto& t : c.transactions)
+    if (t.result != protocol::outcome::delivered) return std::string(protocol::to_string(t.result));
+  return "delivered";
+}
+
+}  // namespace mailtap::captures

@@ -1,0 +1,349 @@
+// `mailtap show`: text and JSON renderings of a capture. Times are printed from integer
+// microseconds (no floating point), so the output is identical on every platform and the
+// golden files stay stable.
+#include "captures/show.hpp"
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <cstdio>
+#include <string_view>
+
+#include "protocol/action.hpp"
+
+namespace mailtap::captures {
+
+namespace {
+
+namespace json = boost::json;
+
+// Width of the waterfall bar, in columns between the two '|'.
+constexpr std::uint64_t bar_columns = 40;
+// Width of the "+   12.345 ms  " column, so continuation rows line up under the text.
+constexpr std::size_t time_column = 15;
+// Bytes of a bytes event shown in the JSON report (the rest is counted in `size`).
+constexpr std::size_t json_bytes_shown = 200;
+
+// "12.345" from 12345 µs.
+std::string ms(std::uint64_t us) {
+  char frac[8];
+  std::snprintf(frac, sizeof frac, ".%03u", static_cast<unsigned>(us % 1000));
+  return std::to_string(us / 1000) + frac;
+}
+
+std::string pad_left(std::string s, std::size_t width) {
+  if (s.size() < width) s.insert(0, width - s.size(), ' ');
+  return s;
+}
+
+std::string pad_right(std::string s, std::size_t width) {
+  if (s.size() < width) s.append(width - s.size(), ' ');
+  return s;
+}
+
+// Length of the well-formed UTF-8 sequence at s[i] (RFC 3629 table 3-7), or 0.
+std::size_t utf8_sequence(std::string_view s, std::size_t i) {
+  auto at = [&](std::size_t k) { return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0u; };
+  unsigned lead = at(0);
+  auto cont = [&](std::size_t k, unsigned lo = 0x80, unsigned hi = 0xbf) { return at(k) >= lo && at(k) <= hi; };
+  if (lead >= 0xc2 && lead <= 0xdf) return cont(1) ? 2 : 0;
+  if (lead == 0xe0) return cont(1, 0xa0) && cont(2) ? 3 : 0;
+  if (lead == 0xed) return cont(1, 0x80, 0x9f) && cont(2) ? 3 : 0;   // no surrogates
+  if (lead >= 0xe1 && lead <= 0xef) return cont(1) && cont(2) ? 3 : 0;
+  if (lead == 0xf0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
+  if (lead == 0xf4) return cont(1, 0x80, 0x8f) && cont(2) && cont(3) ? 4 : 0;
+  if (lead >= 0xf1 && lead <= 0xf3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
+  return 0;
+}
+
+// Wire text made safe to print: bytes that are not well-formed UTF-8 become \xNN (the
+// writer passes 8-bit bytes through, and JSON must be UTF-8), and for a terminal also C0
+// and C1 control characters, which could drive it. Backslashes are left alone, because
+// command texts arrive already escaped by the writer.
+std::string safe(std::string_view s, bool for_terminal) {
+  std::string out;
+  out.reserve(s.size());
+  auto escape = [&](unsigned char c) {
+    char buf[5];
+    std::snprintf(buf, sizeof buf, "\\x%02x", c);
+    out += buf;
+  };
+  for (std::size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if (for_terminal && (c < 0x20 || c == 0x7f)) escape(c);
+      else out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    std::size_t n = utf8_sequence(s, i);
+    bool c1_control = n == 2 && c == 0xc2 && static_cast<unsigned char>(s[i + 1]) <= 0x9f;
+    if (n == 0 || (for_terminal && c1_control)) {
+      for (std::size_t k = 0; k < std::max<std::size_t>(n, 1); ++k) escape(static_cast<unsigned char>(s[i + k]));
+      i += std::max<std::size_t>(n, 1);
+      continue;
+    }
+    out.append(s.substr(i, n));
+    i += n;
+  }
+  return out;
+}
+
+std::string printable(std::string_view s) { return safe(s, true); }
+std::string utf8(std::string_view s) { return safe(s, false); }
+
+std::string angle(const std::string& address) {
+  if (!address.empty() && address.front() == '<') return printable(address);
+  return "<" + printable(address) + ">";
+}
+
+std::string reply_line(int code, bool last, const std::string& text) {
+  return std::to_string(code) + (last ? " " : "-") + text;
+}
+
+std::string summary_text(const reply_summary& r) {
+  std::string s = std::to_string(r.code);
+  if (!r.enhanced.empty()) s += " " + r.enhanced;
+  if (!r.text.empty()) s += " " + r.text;
+  return printable(s);
+}
+
+// The message size for a body that followed the 354 at `t_us`: the recorded size of the
+// transaction open at that time, or else (no transaction record: an incomplete capture)
+// the client's bytes until the next reply, less the terminating ".\r\n" if it arrived.
+std::uint64_t body_size(const capture& c, std::size_t reply_index, std::uint64_t t_us) {
+  for (const auto& t : c.transactions)
+    if (t.start_us <= t_us && t_us <= t.end_us) return t.size;
+  std::uint64_t size = 0;
+  std::string tail;   // last bytes seen, to recognise the terminator
+  for (std::size_t i = reply_index + 1; i < c.events.size(); ++i) {
+    if (std::holds_alternative<reply_event>(c.events[i])) break;
+    const auto* b = std::get_if<bytes_event>(&c.events[i]);
+    if (!b || b->leg != protocol::leg::client || b->dir != protocol::direction::in) continue;
+    size += b->data.size();
+    tail += b->data;
+    if (tail.size() > 5) tail.erase(0, tail.size() - 5);
+  }
+  if (tail.size() == 5 && tail == "\r\n.\r\n") size -= 3;
+  return size;
+}
+
+std::string capture_status(const capture& c) {
+  if (c.complete) return "complete";
+  std::string why;
+  auto add = [&](const std::string& s) { why += (why.empty() ? "" : "; ") + s; };
+  if (!c.end) add("no end record");
+  if (c.end && c.end->dropped_records > 0) add(std::to_string(c.end->dropped_records) + " records dropped");
+  else if (c.end && !c.end->complete) add("writer marked it incomplete");
+  if (c.truncated_line) add("last line cut");
+  return "INCOMPLETE (" + why + ")";
+}
+
+void render_header(const capture& c, std::string& out) {
+  const capture_header& h = c.header;
+  auto row = [&](std::string_view label, const std::string& value) {
+    out += pad_right(std::string(label), 10) + value + "\n";
+  };
+  row("session", printable(h.session));
+  row("client", printable(h.client) + " -> " + printable(h.upstream));
+  row("started", printable(h.started_at));
+  row("seed", std::to_string(h.seed));
+  row("outcome", session_outcome(c));
+  if (c.end) row("end", printable(c.end->reason) + (c.end->detail.empty() ? "" : ": " + printable(c.end->detail)));
+  else row("end", "(none)");
+  row("capture", capture_status(c));
+}
+
+void render_transcript(const capture& c, std::string& out) {
+  out += "\ntranscript\n";
+  const std::string blank_time(time_column, ' ');
+  auto stamp = [](std::uint64_t t_us) { return "+" + pad_left(ms(t_us), 9) + " ms  "; };
+  bool last_reply_was_354 = false;
+  for (std::size_t i = 0; i < c.events.size(); ++i) {
+    const event& e = c.events[i];
+    if (const auto* cmd = std::get_if<command_event>(&e)) {
+      out += stamp(cmd->t_us) + "C> " + printable(cmd->text) + "\n";
+      last_reply_was_354 = false;
+    } else if (const auto* n = std::get_if<note_event>(&e)) {
+      out += stamp(n->t_us) + "!! " + printable(n->text) + "\n";
+    } else if (const auto* r = std::get_if<reply_event>(&e)) {
+      const char* who = r->leg == protocol::leg::upstream ? "S< " : "R> ";
+      const auto& lines = r->reply.lines;
+      if (lines.empty()) out += stamp(r->t_us) + who + std::to_string(r->reply.code) + "\n";
+      for (std::size_t l = 0; l < lines.size(); ++l)
+        out += (l == 0 ? stamp(r->t_us) : blank_time) + who +
+               printable(reply_line(r->reply.code, l + 1 == lines.size(), lines[l])) + "\n";
+      // The relay may show a 354 twice (as received, then as sent on): one summary.
+      if (r->reply.code == 354 && !last_reply_was_354)
+        out += blank_time + "   [message body: " + std::to_string(body_size(c, i, r->t_us)) + " bytes]\n";
+      last_reply_was_354 = r->reply.code == 354;
+    }
+  }
+  if (c.events.empty()) out += blank_time + "(no events)\n";
+}
+
+void render_waterfall(const capture& c, std::string& out) {
+  const std::uint64_t total = session_duration_us(c);
+  out += "\nstages (session " + ms(total) + " ms; bar: # upstream, = relay, " + std::to_string(bar_columns) +
+         " columns)\n";
+  out += pad_right("stage", 10) + pad_left("start ms", 12) + pad_left("dur ms", 12) + pad_left("upstream ms", 12) +
+         pad_left("relay ms", 12) + pad_left("think ms", 12) + "\n";
+  for (const stage& s : c.stages) {
+    std::string bar(bar_columns, ' ');
+    if (total > 0) {
+      std::uint64_t from = std::min(s.start_us * bar_columns / total, bar_columns - 1);
+      std::uint64_t to = ((s.start_us + s.duration_us) * bar_columns + total - 1) / total;   // round up
+      to = std::clamp(to, from + 1, bar_columns);
+      std::uint64_t len = to - from;
+      std::uint64_t upstream = s.duration_us == 0 ? 0
+          : (len * std::min(s.upstream_us, s.duration_us) + s.duration_us / 2) / s.duration_us;
+      for (std::uint64_t i = 0; i < len; ++i) bar[from + i] = i < upstream ? '#' : '=';
+    }
+    out += pad_right(std::string(protocol::to_string(s.ph)), 10) + pad_left(ms(s.start_us), 12) +
+           pad_left(ms(s.duration_us), 12) + pad_left(ms(s.upstream_us), 12) + pad_left(ms(s.relay_us), 12) +
+           pad_left(ms(s.think_us), 12) + "  |" + bar + "|\n";
+  }
+  if (c.stages.empty()) out += "(no stages)\n";
+}
+
+void render_transactions(const capture& c, std::string& out) {
+  out += "\ntransactions (" + std::to_string(c.transactions.size()) + ")\n";
+  std::size_t n = 0;
+  for (const transaction& t : c.transactions) {
+    auto row = [&](std::string_view label, const std::string& value) {
+      out += "   " + pad_right(std::string(label), 13) + value + "\n";
+    };
+    out += "#" + std::to_string(++n) + " " + std::string(protocol::to_string(t.result)) + "\n";
+    row("from", angle(t.mail_from));
+    std::string to;
+    for (std::size_t i = 0; i < t.rcpt_to.size(); ++i) {
+      if (i) to += ", ";
+      to += angle(t.rcpt_to[i]);
+      if (i < t.rcpt_codes.size()) to += " (" + std::to_string(t.rcpt_codes[i]) + ")";
+    }
+    row("to", to.empty() ? "(none)" : to);
+    row("message-id", t.message_id ? printable(*t.message_id) : "(none)");
+    row("size", std::to_string(t.size) + " bytes");
+    row("final reply", (t.final_reply ? summary_text(*t.final_reply) : "(none)") +
+                           (t.synthesized ? " (synthesized by relay)" : ""));
+    row("outcome", std::string(protocol::to_string(t.result)));
+  }
+}
+
+json::value or_null(const std::optional<std::string>& s) {
+  return s ? json::value(utf8(*s)) : json::value(nullptr);
+}
+
+json::object event_json(const event& e) {
+  json::object o;
+  o["t_us"] = event_time(e);
+  if (const auto* b = std::get_if<bytes_event>(&e)) {
+    o["leg"] = protocol::to_string(b->leg);
+    o["dir"] = protocol::to_string(b->dir);
+    o["kind"] = "bytes";
+    o["text"] = utf8(protocol::escape_bytes(b->data, json_bytes_shown));
+    o["size"] = b->data.size();
+  } else if (const auto* cmd = std::get_if<command_event>(&e)) {
+    o["leg"] = "client";
+    o["dir"] = "in";
+    o["kind"] = "command";
+    o["text"] = utf8(cmd->text);
+  } else if (const auto* r = std::get_if<reply_event>(&e)) {
+    o["leg"] = protocol::to_string(r->leg);
+    o["dir"] = protocol::to_string(r->dir);
+    o["kind"] = "reply";
+    std::string text;
+    const auto& lines = r->reply.lines;
+    if (lines.empty()) text = std::to_string(r->reply.code);
+    for (std::size_t l = 0; l < lines.size(); ++l)
+      text += (l ? "\n" : "") + reply_line(r->reply.code, l + 1 == lines.size(), lines[l]);
+    o["text"] = utf8(text);
+    o["code"] = r->reply.code;
+    o["enhanced"] = utf8(r->reply.enhanced);
+  } else if (const auto* n = std::get_if<note_event>(&e)) {
+    o["leg"] = nullptr;   // notes are the relay's own, on neither leg
+    o["dir"] = nullptr;
+    o["kind"] = "note";
+    o["text"] = utf8(n->text);
+  }
+  return o;
+}
+
+}  // namespace
+
+std::uint64_t session_duration_us(const capture& c) {
+  std::uint64_t t = c.end ? c.end->t_us : 0;
+  for (const auto& e : c.events) t = std::max(t, event_time(e));
+  for (const auto& s : c.stages) t = std::max(t, s.start_us + s.duration_us);
+  for (const auto& x : c.transactions) t = std::max(t, x.end_us);
+  return t;
+}
+
+std::string render_text(const capture& c) {
+  std::string out;
+  render_header(c, out);
+  render_transcript(c, out);
+  render_waterfall(c, out);
+  render_transactions(c, out);
+  return out;
+}
+
+std::string render_json(const capture& c) {
+  json::object o;
+  const capture_header& h = c.header;
+  o["id"] = utf8(h.session);
+  o["client"] = utf8(h.client);
+  o["listen"] = utf8(h.listen);
+  o["upstream"] = utf8(h.upstream);
+  o["started_at"] = utf8(h.started_at);
+  o["seed"] = h.seed;
+  o["version"] = h.version;
+  o["outcome"] = session_outcome(c);
+  o["complete"] = c.complete;
+  o["truncated_line"] = c.truncated_line;
+  o["end_reason"] = c.end ? json::value(utf8(c.end->reason)) : json::value(nullptr);
+  o["end_detail"] = c.end ? json::value(utf8(c.end->detail)) : json::value(nullptr);
+  o["dropped_records"] = c.end ? c.end->dropped_records : 0;
+  o["duration_us"] = session_duration_us(c);
+
+  json::array stages;
+  for (const stage& s : c.stages) {
+    stages.push_back(json::object{{"name", protocol::to_string(s.ph)},
+                                  {"start_us", s.start_us},
+                                  {"duration_us", s.duration_us},
+                                  {"upstream_us", s.upstream_us},
+                                  {"relay_us", s.relay_us},
+                                  {"think_us", s.think_us}});
+  }
+  o["stages"] = std::move(stages);
+
+  json::array transactions;
+  for (const transaction& t : c.transactions) {
+    json::object x;
+    x["mail_from"] = utf8(t.mail_from);
+    json::array rcpt_to;
+    for (const auto& r : t.rcpt_to) rcpt_to.emplace_back(utf8(r));
+    x["rcpt_to"] = std::move(rcpt_to);
+    x["rcpt_codes"] = json::value_from(t.rcpt_codes);
+    x["message_id"] = or_null(t.message_id);
+    x["size"] = t.size;
+    if (t.final_reply)
+      x["final_reply"] = json::object{{"code", t.final_reply->code},
+                                      {"enhanced", utf8(t.final_reply->enhanced)},
+                                      {"text", utf8(t.final_reply->text)}};
+    else
+      x["final_reply"] = nullptr;
+    x["outcome"] = protocol::to_string(t.result);
+    x["synthesized"] = t.synthesized;
+    x["start_us"] = t.start_us;
+    x["end_us"] = t.end_us;
+    transactions.push_back(std::move(x));
+  }
+  o["transactions"] = std::move(transactions);
+
+  json::array events;
+  for (const event& e : c.events) events.push_back(event_json(e));
+  o["events"] = std::move(events);
+  return json::serialize(o);
+}
+
+}  // namespace mailtap::captures

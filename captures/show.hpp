@@ -1,0 +1,27 @@
+// The `mailtap show` report for one loaded capture: a human transcript with a stage
+// waterfall and the transactions, or the same facts as one JSON document. Pure functions
+// of the capture; thread-safe. The text layout is pinned by tests/golden/show_basic.txt.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "captures/reader.hpp"
+
+namespace mailtap::captures {
+
+// Header block, transcript (one row per command, reply line and note; body bytes summed
+// up, not dumped), stage waterfall, transactions. Ends with a newline. Wire text is made
+// terminal-safe: control characters and bytes that are not UTF-8 appear as \xNN.
+std::string render_text(const capture& c);
+
+// One JSON object (not pretty-printed, no trailing newline): id, client, listen, upstream,
+// started_at, seed, version, outcome, complete, truncated_line, end_reason, end_detail,
+// dropped_records, duration_us, stages[], transactions[], events[]. Always valid UTF-8:
+// wire bytes that are not appear as the four characters \xNN.
+std::string render_json(const capture& c);
+
+// The session's length in µs: the latest time any record mentions (end, events, stages,
+// transactions). The waterfall is scaled to it.
+std::uint64_t session_duration_us(const capture& c);
+
+}  // namespace mailtap::captures

@@ -1,0 +1,434 @@
+// Capture reader and `mailtap show`: golden transcripts, incomplete and cut captures,
+// version refusal, file:line errors, the session outcome rule. Files only, no sockets.
+//
+// Golden files: tests/golden/show_basic.{txt,json} are the exact expected output for
+// tests/golden/show_basic.jsonl. After an intended change of layout, regenerate them with
+//   MAILTAP_UPDATE_GOLDEN=1 ./build/tests/unit/mailtap_capture_tests
+// and review the diff before committing.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "captures/reader.hpp"
+#include "captures/show.hpp"
+
+namespace fs = std::filesystem;
+using namespace mailtap::captures;
+
+namespace {
+
+const fs::path golden_dir = fs::path(MAILTAP_SOURCE_DIR) / "tests" / "golden";
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The golden capture's lines, each with its '\n'.
+std::vector<std::string> golden_lines() {
+  std::vector<std::string> lines;
+  std::istringstream in(slurp(golden_dir / "show_basic.jsonl"));
+  for (std::string l; std::getline(in, l);) lines.push_back(l + "\n");
+  return lines;
+}
+
+std::string join(const std::vector<std::string>& lines) {
+  std::string s;
+  for (const auto& l : lines) s += l;
+  return s;
+}
+
+// A scratch capture file named after the running test.
+fs::path scratch(const std::string& content) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  fs::path p = fs::path(::testing::TempDir()) /
+               (std::string("mailtap_") + info->test_suite_name() + "_" + info->name() + ".jsonl");
+  std::ofstream(p, std::ios::binary | std::ios::trunc) << content;
+  return p;
+}
+
+capture load(const fs::path& p) {
+  std::string error;
+  auto c = read_capture(p, error);
+  EXPECT_TRUE(c) << error;
+  return c ? *c : capture{};
+}
+
+std::string load_error(const fs::path& p) {
+  std::string error;
+  auto c = read_capture(p, error);
+  EXPECT_FALSE(c);
+  return error;
+}
+
+// Exact comparison, or rewrite when MAILTAP_UPDATE_GOLDEN=1.
+void expect_golden(const std::string& actual, const std::string& file) {
+  fs::path p = golden_dir / file;
+  if (const char* u = std::getenv("MAILTAP_UPDATE_GOLDEN"); u && std::string(u) == "1") {
+    std::ofstream(p, std::ios::binary | std::ios::trunc) << actual;
+    GTEST_SKIP() << "rewrote " << p;
+  }
+  ASSERT_TRUE(fs::exists(p)) << p << " missing; run with MAILTAP_UPDATE_GOLDEN=1";
+  EXPECT_EQ(actual, slurp(p)) << "golden mismatch for " << p;
+}
+
+std::string transaction_line(std::string_view outcome) {
+  return R"({"type":"transaction","mail_from":"a@x","rcpt_to":["b@y"],"rcpt_codes":[250],)"
+         R"("message_id":null,"size":1,"final_reply":null,"outcome":")" +
+         std::string(outcome) + R"(","synthesized":false,"start_us":1,"end_us":2})" + "\n";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- golden
+
+TEST(CaptureShow, GoldenText) {
+  capture c = load(golden_dir / "show_basic.jsonl");
+  expect_golden(render_text(c), "show_basic.txt");
+}
+
+TEST(CaptureShow, GoldenJson) {
+  capture c = load(golden_dir / "show_basic.jsonl");
+  expect_golden(render_json(c) + "\n", "show_basic.json");   // the file ends in a newline
+}
+
+TEST(CaptureReader, BasicModel) {
+  capture c = load(golden_dir / "show_basic.jsonl");
+  EXPECT_EQ(c.header.version, 1);
+  EXPECT_EQ(c.header.session, "show-basic-0001");
+  EXPECT_EQ(c.header.seed, 42u);
+  EXPECT_EQ(c.header.client, "192.0.2.10:50123");
+  EXPECT_EQ(c.header.upstream, "mx.example.net:25");
+  EXPECT_EQ(c.header.bare_eol, "strict");
+  EXPECT_TRUE(c.complete);
+  EXPECT_FALSE(c.truncated_line);
+  ASSERT_TRUE(c.end);
+  EXPECT_EQ(c.end->reason, "client_quit");
+  EXPECT_EQ(c.stages.size(), 9u);
+  EXPECT_EQ(c.stages.front().ph, mailtap::protocol::phase::connect);
+  ASSERT_EQ(c.transactions.size(), 1u);
+  EXPECT_EQ(c.transactions[0].size, 56u);
+  EXPECT_EQ(c.transactions[0].message_id, "<m1@example.org>");
+  ASSERT_TRUE(c.transactions[0].final_reply);
+  EXPECT_EQ(c.transactions[0].final_reply->code, 250);
+  EXPECT_EQ(session_outcome(c), "delivered");
+
+  // Events keep file order; bytes come back decoded and byte-exact.
+  ASSERT_FALSE(c.events.empty());
+  const auto* first = std::get_if<bytes_event>(&c.events[0]);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->data, "220 mx.example.net ESMTP\r\n");
+  EXPECT_EQ(first->leg, mailtap::protocol::leg::upstream);
+  EXPECT_EQ(first->dir, mailtap::protocol::direction::in);
+  const auto* banner = std::get_if<reply_event>(&c.events[1]);
+  ASSERT_TRUE(banner);
+  EXPECT_EQ(banner->reply.code, 220);
+  EXPECT_EQ(banner->reply.raw, "220 mx.example.net ESMTP\r\n");
+  std::size_t commands = 0, notes = 0;
+  for (const auto& e : c.events) {
+    commands += std::holds_alternative<command_event>(e);
+    notes += std::holds_alternative<note_event>(e);
+  }
+  EXPECT_EQ(commands, 5u);
+  EXPECT_EQ(notes, 1u);
+}
+
+TEST(CaptureShow, JsonShape) {
+  capture c = load(golden_dir / "show_basic.jsonl");
+  boost::json::value v = boost::json::parse(render_json(c));
+  const auto& o = v.as_object();
+  EXPECT_EQ(o.at("id").as_string(), "show-basic-0001");
+  EXPECT_EQ(o.at("outcome").as_string(), "delivered");
+  EXPECT_EQ(o.at("complete").as_bool(), true);
+  EXPECT_EQ(o.at("end_reason").as_string(), "client_quit");
+  EXPECT_EQ(o.at("seed").to_number<std::uint64_t>(), 42u);
+  EXPECT_EQ(o.at("stages").as_array().size(), 9u);
+  const auto& t = o.at("transactions").as_array().at(0).as_object();
+  EXPECT_EQ(t.at("final_reply").as_object().at("code").to_number<int>(), 250);
+  EXPECT_EQ(t.at("synthesized").as_bool(), false);
+  bool saw_ehlo_reply = false, saw_body = false;
+  for (const auto& ev : o.at("events").as_array()) {
+    const auto& e = ev.as_object();
+    if (e.at("kind") == "reply" && e.at("text").as_string().starts_with("250-mx.example.net\n250-PIPELINING")) {
+      saw_ehlo_reply = true;
+    }
+    if (e.at("kind") == "bytes" && e.at("text") == "Hello Bob\\r\\n.\\r\\n") {
+      saw_body = true;
+      EXPECT_EQ(e.at("size").to_number<int>(), 14);
+    }
+  }
+  EXPECT_TRUE(saw_ehlo_reply);
+  EXPECT_TRUE(saw_body);
+}
+
+TEST(CaptureShow, LongBytesAreCutInJson) {
+  auto lines = golden_lines();
+  lines.insert(lines.begin() + 1, R"({"type":"bytes","t_us":1,"leg":"client","dir":"in","b64":")" +
+                                      std::string(400, 'Q') + "\"}\n");   // 300 bytes
+  capture c = load(scratch(join(lines)));
+  auto v = boost::json::parse(render_json(c));
+  const auto& e = v.at("events").as_array().at(0).as_object();
+  EXPECT_EQ(e.at("size").to_number<int>(), 300);
+  EXPECT_TRUE(e.at("text").as_string().ends_with("...(300 bytes)"));
+}
+
+// ---------------------------------------------------------------- incomplete captures
+
+TEST(CaptureReader, NoEndRecordIsIncomplete) {
+  auto lines = golden_lines();
+  lines.pop_back();
+  capture c = load(scratch(join(lines)));
+  EXPECT_FALSE(c.complete);
+  EXPECT_FALSE(c.end);
+  EXPECT_FALSE(c.truncated_line);
+  std::string text = render_text(c);
+  EXPECT_NE(text.find("capture   INCOMPLETE (no end record)\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("end       (none)\n"), std::string::npos) << text;
+  auto v = boost::json::parse(render_json(c));
+  EXPECT_EQ(v.at("complete").as_bool(), false);
+  EXPECT_TRUE(v.at("end_reason").is_null());
+}
+
+TEST(CaptureReader, CutLastLineLoadsIncomplete) {
+  auto lines = golden_lines();
+  std::string end = lines.back();
+  lines.pop_back();
+  std::string content = join(lines) + end.substr(0, end.size() / 2);   // crash mid-write
+  capture c = load(scratch(content));
+  EXPECT_TRUE(c.truncated_line);
+  EXPECT_FALSE(c.complete);
+  EXPECT_FALSE(c.end);
+  EXPECT_EQ(c.transactions.size(), 1u);
+  EXPECT_NE(render_text(c).find("capture   INCOMPLETE (no end record; last line cut)\n"), std::string::npos);
+  EXPECT_EQ(boost::json::parse(render_json(c)).at("complete").as_bool(), false);
+}
+
+TEST(CaptureReader, CutInsideTheBodyStillSummarizesIt) {
+  // Crash while the message was streaming: no transaction, no data_end; the summary falls
+  // back to the client's bytes after the 354.
+  auto lines = golden_lines();
+  std::size_t keep = 0;
+  for (std::size_t i = 0; i < lines.size(); ++i)
+    if (lines[i].find("SGVsbG8gQm9i") != std::string::npos) keep = i + 1;   // "Hello Bob" bytes
+  ASSERT_GT(keep, 0u);
+  lines.resize(keep);
+  capture c = load(scratch(join(lines) + R"({"type":"bytes","t_us":7000,"leg":"up)"));
+  EXPECT_TRUE(c.transactions.empty());
+  EXPECT_TRUE(c.truncated_line);
+  EXPECT_NE(render_text(c).find("   [message body: 56 bytes]\n"), std::string::npos) << render_text(c);
+}
+
+TEST(CaptureReader, UnterminatedWholeLastLineIsKept) {
+  std::string content = join(golden_lines());
+  content.pop_back();   // the end record survived; only its newline is missing
+  capture c = load(scratch(content));
+  EXPECT_FALSE(c.truncated_line);
+  EXPECT_TRUE(c.end);
+  EXPECT_TRUE(c.complete);
+}
+
+TEST(CaptureReader, DroppedRecordsMakeItIncomplete) {
+  auto lines = golden_lines();
+  lines.back() = R"({"type":"end","t_us":11000,"reason":"client_quit","detail":"","ended_at":"x",)"
+                 R"("complete":false,"dropped_records":3})" "\n";
+  capture c = load(scratch(join(lines)));
+  EXPECT_FALSE(c.complete);
+  EXPECT_NE(render_text(c).find("capture   INCOMPLETE (3 records dropped)\n"), std::string::npos);
+}
+
+TEST(CaptureReader, CutHeaderIsAnError) {
+  fs::path p = scratch(R"({"type":"header","format":"mailtap-cap)");
+  EXPECT_EQ(load_error(p), p.string() + ":1: header record is cut (the writer stopped mid-line)");
+}
+
+// ---------------------------------------------------------------- errors and versions
+
+TEST(CaptureReader, NewerVersionIsRefused) {
+  auto lines = golden_lines();
+  auto at = lines[0].find("\"version\":1");
+  ASSERT_NE(at, std::string::npos);
+  lines[0].replace(at, 11, "\"version\":2");
+  fs::path p = scratch(join(lines));
+  EXPECT_EQ(load_error(p), p.string() + ":1: capture format version 2 is newer than this mailtap (1)");
+}
+
+TEST(CaptureReader, VersionZeroIsRefused) {
+  auto lines = golden_lines();
+  lines[0].replace(lines[0].find("\"version\":1"), 11, "\"version\":0");
+  fs::path p = scratch(join(lines));
+  EXPECT_EQ(load_error(p), p.string() + ":1: unsupported capture format version 0");
+}
+
+TEST(CaptureReader, GarbageLineNamesFileAndLine) {
+  auto lines = golden_lines();
+  lines[2] = "[1, 2, 3]\n";
+  fs::path p = scratch(join(lines));
+  EXPECT_EQ(load_error(p), p.string() + ":3: not a JSON object");
+
+  lines[2] = "this is not json\n";
+  p = scratch(join(lines));
+  std::string error = load_error(p);
+  EXPECT_EQ(error.rfind(p.string() + ":3: not a JSON object", 0), 0u) << error;
+  EXPECT_EQ(error.find('\n'), std::string::npos);
+}
+
+TEST(CaptureReader, GarbageLastLineIsNotMistakenForACut) {
+  std::string content = join(golden_lines()) + "garbage";
+  fs::path p = scratch(content);
+  std::string error = load_error(p);
+  EXPECT_EQ(error.rfind(p.string() + ":47: not a JSON object", 0), 0u) << error;
+}
+
+TEST(CaptureReader, FieldErrorsNameTheRecord) {
+  auto lines = golden_lines();
+  lines[2] = R"({"type":"bytes","t_us":1500,"leg":"upstream","dir":"in","b64":"!!!!"})" "\n";
+  fs::path p = scratch(join(lines));
+  EXPECT_EQ(load_error(p), p.string() + ":3: bytes record: field \"b64\" is not valid base64");
+
+  lines[2] = R"({"type":"command","text":"NOOP"})" "\n";
+  p = scratch(join(lines));
+  EXPECT_EQ(load_error(p), p.string() + ":3: command record: missing field \"t_us\"");
+
+  lines[2] = R"({"type":"stage","name":"teleport","start_us":0,"duration_us":0,"upstream_us":0,"relay_us":0,"think_us":0})" "\n";
+  p = scratch(join(lines));
+  EXPECT_EQ(load_error(p), p.string() + ":3: stage record: unknown stage name \"teleport\"");
+
+  lines[2] = R"({"type":"wormhole"})" "\n";
+  p = scratch(join(lines));
+  EXPECT_EQ(load_error(p), p.string() + ":3: unknown record type \"wormhole\"");
+
+  lines[2] = R"({"type":"worm\nhole"})" "\n";   // stays one line
+  p = scratch(join(lines));
+  EXPECT_EQ(load_error(p), p.string() + ":3: unknown record type \"worm\\nhole\"");
+
+  lines[2] = R"({"t_us":5})" "\n";
+  p = scratch(join(lines));
+  EXPECT_EQ(load_error(p), p.string() + ":3: record has no \"type\"");
+}
+
+TEST(CaptureReader, StructureErrors) {
+  auto lines = golden_lines();
+  fs::path p = scratch(join({lines.begin() + 1, lines.end()}));
+  EXPECT_EQ(load_error(p), p.string() + ":1: first record is \"stage\", not a header");
+
+  auto twice = lines;
+  twice.insert(twice.begin() + 1, lines[0]);
+  p = scratch(join(twice));
+  EXPECT_EQ(load_error(p), p.string() + ":2: second header record");
+
+  auto after = lines;
+  after.push_back(R"({"type":"note","t_us":12000,"text":"late"})" "\n");
+  p = scratch(join(after));
+  EXPECT_EQ(load_error(p), p.string() + ":47: \"note\" record after the end record");
+
+  p = scratch("");
+  EXPECT_EQ(load_error(p), p.string() + ": empty capture, no header record");
+
+  auto not_ours = lines;
+  not_ours[0] = R"({"type":"header","format":"something-else","version":1})" "\n";
+  p = scratch(join(not_ours));
+  EXPECT_EQ(load_error(p), p.string() + ":1: not a mailtap capture (header \"format\" is not \"mailtap-capture\")");
+}
+
+TEST(CaptureReader, MissingFileIsAnErrorNotAThrow) {
+  fs::path p = fs::path(::testing::TempDir()) / "mailtap_no_such_capture.jsonl";
+  std::string error = load_error(p);
+  EXPECT_EQ(error.rfind(p.string() + ": cannot open", 0), 0u) << error;
+}
+
+TEST(CaptureReader, DirectoryIsAnError) {
+  fs::path p = fs::path(::testing::TempDir());
+  EXPECT_EQ(load_error(p), p.string() + ": is a directory, not a capture file");
+}
+
+TEST(CaptureReader, Base64EdgeCases) {
+  auto lines = golden_lines();
+  auto bytes_line = [](const std::string& b64) {
+    return R"({"type":"bytes","t_us":1,"leg":"client","dir":"in","b64":")" + b64 + "\"}\n";
+  };
+  lines.insert(lines.begin() + 1, {bytes_line(""), bytes_line("QQ=="), bytes_line("QUI="), bytes_line("QUJD"),
+                                   bytes_line("/+8A")});
+  capture c = load(scratch(join(lines)));
+  auto data = [&](std::size_t i) { return std::get<bytes_event>(c.events.at(i)).data; };
+  EXPECT_EQ(data(0), "");
+  EXPECT_EQ(data(1), "A");
+  EXPECT_EQ(data(2), "AB");
+  EXPECT_EQ(data(3), "ABC");
+  EXPECT_EQ(data(4), std::string("\xff\xef\x00", 3));
+
+  for (std::string bad : {"QQ=", "Q===", "QQ=A", "QQ==QQ==", "QU I"}) {
+    auto broken = golden_lines();
+    broken.insert(broken.begin() + 1, bytes_line(bad));
+    load_error(scratch(join(broken)));
+  }
+}
+
+TEST(CaptureReader, InvalidUtf8FromTheWireIsAccepted) {
+  // The writer passes 8-bit bytes of commands through unescaped.
+  auto lines = golden_lines();
+  lines.insert(lines.begin() + 1, "{\"type\":\"command\",\"t_us\":1,\"text\":\"MAIL FROM:<j\xe9r\xf4me@x>\"}\n");
+  capture c = load(scratch(join(lines)));
+  EXPECT_EQ(std::get<command_event>(c.events.at(0)).text, "MAIL FROM:<j\xe9r\xf4me@x>");
+}
+
+TEST(CaptureShow, WireTextIsMadeSafe) {
+  // Not UTF-8 -> \xNN in both reports; ESC and C1 controls -> \xNN on the terminal only;
+  // well-formed UTF-8 (SMTPUTF8) passes.
+  auto lines = golden_lines();
+  lines.insert(lines.begin() + 1,
+               {"{\"type\":\"command\",\"t_us\":1,\"text\":\"MAIL FROM:<j\xe9r\xf4me@x>\"}\n",
+                "{\"type\":\"note\",\"t_us\":2,\"text\":\"esc \\u001b[31m c1 \xc2\x9b end\"}\n",
+                "{\"type\":\"reply\",\"t_us\":3,\"leg\":\"upstream\",\"dir\":\"in\",\"code\":250,"
+                "\"enhanced\":\"\",\"lines\":[\"gr\xc3\xbc\xc3\x9f dich\"]}\n"});
+  capture c = load(scratch(join(lines)));
+  std::string text = render_text(c);
+  EXPECT_NE(text.find("C> MAIL FROM:<j\\xe9r\\xf4me@x>\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("!! esc \\x1b[31m c1 \\xc2\\x9b end\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("S< 250 gr\xc3\xbc\xc3\x9f dich\n"), std::string::npos) << text;
+  std::string json = render_json(c);
+  boost::json::error_code ec;
+  auto v = boost::json::parse(json, ec);   // strict parser: rejects invalid UTF-8
+  ASSERT_FALSE(ec) << ec.message();
+  const auto& events = v.at("events").as_array();
+  EXPECT_EQ(events.at(0).at("text").as_string(), "MAIL FROM:<j\\xe9r\\xf4me@x>");
+  EXPECT_EQ(events.at(1).at("text").as_string(), "esc \x1b[31m c1 \xc2\x9b end");
+  EXPECT_EQ(events.at(2).at("text").as_string(), "250 gr\xc3\xbc\xc3\x9f dich");
+}
+
+// ---------------------------------------------------------------- session outcome
+
+TEST(CaptureReader, SessionOutcomeRules) {
+  auto header = golden_lines()[0];
+  capture none = load(scratch(header));
+  EXPECT_EQ(session_outcome(none), "none");
+
+  capture delivered = load(scratch(header + transaction_line("delivered") + transaction_line("delivered")));
+  EXPECT_EQ(session_outcome(delivered), "delivered");
+
+  capture mixed = load(scratch(header + transaction_line("delivered") + transaction_line("tempfailed") +
+                               transaction_line("rejected")));
+  EXPECT_EQ(session_outcome(mixed), "tempfailed");
+
+  capture aborted = load(scratch(header + transaction_line("aborted") + transaction_line("delivered")));
+  EXPECT_EQ(session_outcome(aborted), "aborted");
+}
+
+TEST(CaptureShow, SynthesizedReplyIsLabelled) {
+  auto lines = golden_lines();
+  for (auto& l : lines) {
+    auto at = l.find("\"synthesized\":false");
+    if (at != std::string::npos) l.replace(at, 19, "\"synthesized\":true");
+  }
+  capture c = load(scratch(join(lines)));
+  EXPECT_NE(render_text(c).find("   final reply  250 2.0.0 Ok: queued as 4ABC (synthesized by relay)\n"),
+            std::string::npos)
+      << render_text(c);
+}
