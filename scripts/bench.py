@@ -1,0 +1,176 @@
+"""Interleaved throughput benchmark: direct vs haproxy (tcp mode) vs mailtap (captures on).
+
+For each pass and workload, smtp-source runs against smtp-sink directly, then through each
+relay; medians over passes; ratio = relay msg/s / direct msg/s of the same pass. Relay CPU
+per message comes from /proc/PID/stat (utime+stime) around each run. Loopback only, every
+run bounded by a timeout.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# id, label, smtp-source args, messages (full), messages (smoke)
+WORKLOADS = [
+    ("W1", "1 KiB, -d -s 1", ["-d", "-s", "1", "-l", "1024"], 5000, 300),
+    ("W2c10", "1 KiB, -d -s 10", ["-d", "-s", "10", "-l", "1024"], 20000, 500),
+    ("W2c100", "1 KiB, -d -s 100", ["-d", "-s", "100", "-l", "1024"], 20000, 500),
+    ("W3c10", "1 KiB, one msg/conn, -s 10", ["-s", "10", "-l", "1024"], 5000, 300),
+    ("W4c1", "100 KiB, -d -s 1", ["-d", "-s", "1", "-l", "102400"], 1500, 100),
+    ("W4c10", "100 KiB, -d -s 10", ["-d", "-s", "10", "-l", "102400"], 3000, 100),
+    ("W5", "5 MiB, -d -s 10", ["-d", "-s", "10", "-l", str(5 * 1024 * 1024)], 100, 10),
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Peer:
+    def __init__(self, name, argv, port, pid_source=None):
+        self.name, self.port = name, port
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        wait_port(port)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def run_source(port, args, messages, timeout):
+    argv = ["smtp-source", *args, "-m", str(messages), f"127.0.0.1:{port}"]
+    start = time.perf_counter()
+    r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    elapsed = time.perf_counter() - start
+    if r.returncode != 0:
+        raise RuntimeError(f"smtp-source failed ({r.returncode}): {r.stderr.strip()[:300]}")
+    return messages / elapsed
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mailtap", required=True)
+    ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true", help="one short pass, to keep the bench working")
+    ap.add_argument("--json", default="bench-results.json")
+    ap.add_argument("--only", default="", help="comma-separated workload ids")
+    opts = ap.parse_args()
+    passes = 1 if opts.smoke else opts.passes
+    only = set(filter(None, opts.only.split(",")))
+    workloads = [w for w in WORKLOADS if not only or w[0] in only]
+    have_haproxy = shutil.which("haproxy") is not None
+
+    work = tempfile.mkdtemp(prefix="mailtap-bench-")
+    sink_port = free_port()
+    sink = Peer("smtp-sink", ["smtp-sink", "-u", "nobody", "-m", "1100", f"127.0.0.1:{sink_port}", "4096"], sink_port)
+    peers = {}
+    try:
+        if have_haproxy:
+            hp_port = free_port()
+            cfg = os.path.join(work, "haproxy.cfg")
+            with open(cfg, "w") as f:
+                f.write(f"""global
+  maxconn 4096
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+listen smtp
+  bind 127.0.0.1:{hp_port}
+  server sink 127.0.0.1:{sink_port}
+""")
+            peers["haproxy"] = Peer("haproxy", ["haproxy", "-f", cfg, "-db"], hp_port)
+        mt_port = free_port()
+        peers["mailtap"] = Peer("mailtap", [opts.mailtap, "run", "--listen", f"127.0.0.1:{mt_port}",
+                                            "--upstream", f"127.0.0.1:{sink_port}", "--captures",
+                                            os.path.join(work, "captures"), "--log-level", "warn",
+                                            "--max-sessions", "2000"], mt_port)
+        results = {w[0]: {"direct": [], **{p: [] for p in peers}, "cpu": {p: [] for p in peers}} for w in workloads}
+        ratios = {w[0]: {p: [] for p in peers} for w in workloads}
+        rss_before = rss_kib(peers["mailtap"].proc.pid)
+        rss_peak = rss_before
+        for n in range(passes):
+            for wid, label, args, full, smoke in workloads:
+                messages = smoke if opts.smoke else full
+                direct = run_source(sink_port, args, messages, 600)
+                results[wid]["direct"].append(direct)
+                for name, peer in peers.items():
+                    cpu0 = cpu_seconds(peer.proc.pid)
+                    rate = run_source(peer.port, args, messages, 600)
+                    cpu = cpu_seconds(peer.proc.pid) - cpu0
+                    results[wid][name].append(rate)
+                    results[wid]["cpu"][name].append(cpu * 1e6 / messages)
+                    ratios[wid][name].append(rate / direct)
+                    if name == "mailtap":
+                        rss_peak = max(rss_peak, rss_kib(peer.proc.pid))
+                print(f"pass {n + 1}/{passes} {wid}: direct {direct:.0f} msg/s, " +
+                      ", ".join(f"{p} {results[wid][p][-1]:.0f} ({ratios[wid][p][-1]:.2f})" for p in peers),
+                      file=sys.stderr, flush=True)
+        table = []
+        for wid, label, *_ in workloads:
+            row = {"id": wid, "workload": label, "direct_msgs_per_s": statistics.median(results[wid]["direct"])}
+            for p in peers:
+                row[f"{p}_ratio"] = statistics.median(ratios[wid][p])
+                row[f"{p}_cpu_us_per_msg"] = statistics.median(results[wid]["cpu"][p])
+            table.append(row)
+        names = list(peers)
+        print(f"\n{'workload':<32}{'direct msg/s':>14}" + "".join(f"{p + ' ratio':>16}{p + ' cpu us/msg':>20}" for p in names))
+        for row in table:
+            print(f"{row['id'] + ' ' + row['workload']:<32}{row['direct_msgs_per_s']:>14.0f}" +
+                  "".join(f"{row[p + '_ratio']:>16.2f}{row[p + '_cpu_us_per_msg']:>20.1f}" for p in names))
+        print(f"\nmailtap RSS: {rss_before} KiB at start, {rss_peak} KiB peak; passes: {passes}")
+        with open(opts.json, "w") as f:
+            json.dump({"passes": passes, "smoke": opts.smoke, "rows": table,
+                       "mailtap_rss_kib": {"start": rss_before, "peak": rss_peak}}, f, indent=2)
+        print(f"wrote {opts.json}")
+    finally:
+        for p in peers.values():
+            p.stop()
+        sink.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
