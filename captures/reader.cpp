@@ -3,6 +3,8 @@
 // failure becomes "file:line: what", never an exception.
 #include "captures/reader.hpp"
 
+#include "captures/base64.hpp"
+
 #include <array>
 #include <boost/json.hpp>
 #include <cerrno>
@@ -21,46 +23,6 @@ namespace json = boost::json;
 // or hostile file from growing one line without bound (HOUSE_STYLE 7).
 constexpr std::size_t line_cap = 64 * 1024 * 1024;
 
-// ---------------------------------------------------------------- base64
-
-// RFC 4648 base64 with padding, strict. Written here on purpose: Beast's decoder is in its
-// detail namespace and Beast is kept out of this target; OpenSSL's EVP_DecodeBlock would
-// drag libcrypto into every reader user and pads its output with NULs we would have to trim;
-// captures/base64.cpp belongs to the writer's target, which this one does not link.
-int base64_value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
-
-std::optional<std::string> decode_base64(std::string_view in) {
-  if (in.size() % 4 != 0) return std::nullopt;
-  std::string out;
-  out.reserve(in.size() / 4 * 3);
-  std::uint32_t acc = 0;
-  int bits = 0;
-  bool padding = false;
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == '=') {
-      if (i + 2 < in.size()) return std::nullopt;   // '=' only in the last two places
-      padding = true;
-      continue;
-    }
-    int v = base64_value(in[i]);
-    if (v < 0 || padding) return std::nullopt;
-    acc = (acc << 6) | static_cast<std::uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------- upgrades
 
 // The upgrade chain (FORMAT.md "Upgrades", after mitmproxy's io/compat.py). Every raw record
@@ -69,8 +31,8 @@ std::optional<std::string> decode_base64(std::string_view in) {
 // only ever sees current records.
 //
 // To add version 2:
-//   1. Describe the change in FORMAT.md; bump current_capture_version (reader.hpp) and the
-//      writer's format_version together.
+//   1. Describe the change in FORMAT.md; bump format_version (captures/format.hpp), which
+//      the writer stamps on every new capture.
 //   2. Write `void upgrade_v1_to_v2(json::object& record)` here: switch on record["type"] and
 //      rename fields, fill new ones with the value a v1 writer implied, and set "version"
 //      to 2 on the header.
@@ -79,10 +41,10 @@ std::optional<std::string> decode_base64(std::string_view in) {
 // If a step ever has to split, merge or drop records, widen upgrade_step to take the whole
 // list of records instead of one.
 using upgrade_step = void (*)(json::object& record);
-constexpr std::array<upgrade_step, current_capture_version - 1> upgrade_steps{};
+constexpr std::array<upgrade_step, format_version - 1> upgrade_steps{};
 
 void upgrade(json::object& record, int from_version) {
-  for (int v = from_version; v < current_capture_version; ++v)
+  for (int v = from_version; v < format_version; ++v)
     upgrade_steps[static_cast<std::size_t>(v - 1)](record);
 }
 
@@ -256,7 +218,7 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     e.leg = f.leg("leg");
     e.dir = f.dir("dir");
     std::string b64 = f.str("b64");
-    if (auto data = decode_base64(b64)) e.data = std::move(*data);
+    if (auto data = base64_decode(b64)) e.data = std::move(*data);
     else f.fail("field \"b64\" is not valid base64");
     c.events.emplace_back(std::move(e));
   } else if (type == "command") {
@@ -328,7 +290,7 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
 // sets `error`.
 int check_header(const json::object& o, std::string& error) {
   auto format = o.find("format");
-  if (format == o.end() || !format->value().is_string() || format->value().get_string() != "mailtap-capture") {
+  if (format == o.end() || !format->value().is_string() || format->value().get_string() != format_name) {
     error = "not a mailtap capture (header \"format\" is not \"mailtap-capture\")";
     return 0;
   }
@@ -342,9 +304,9 @@ int check_header(const json::object& o, std::string& error) {
     error = "unsupported capture format version " + json::serialize(v);
     return 0;
   }
-  if (v.is_uint64() || v.get_int64() > current_capture_version) {
+  if (v.is_uint64() || v.get_int64() > format_version) {
     error = "capture format version " + json::serialize(v) + " is newer than this mailtap (" +
-            std::to_string(current_capture_version) + ")";
+            std::to_string(format_version) + ")";
     return 0;
   }
   return static_cast<int>(v.get_int64());

@@ -10,6 +10,7 @@
 #include <variant>
 #include <vector>
 
+#include "captures/format.hpp"
 #include "protocol/action.hpp"
 #include "protocol/observer.hpp"
 #include "protocol/phase.hpp"
@@ -18,7 +19,6 @@
 namespace mailtap::captures {
 
 // The newest capture format this reader understands (FORMAT.md, "Upgrades").
-inline constexpr int current_capture_version = 1;
 
 struct capture_header {
   int version = 0;                    // as found in the file, before any upgrade

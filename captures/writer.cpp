@@ -21,6 +21,10 @@ namespace {
 // Raw-bytes records queued but not yet written, across all sessions, above which further
 // bytes records are dropped and their captures marked incomplete (I3: bounded memory).
 constexpr std::size_t queued_bytes_cap = 64 * 1024 * 1024;
+// The writer wakes for barriers and closes at once; other records wait for this tick or
+// for this much queued data, so a busy session costs one write(2) per batch, not per record.
+constexpr auto writer_tick = std::chrono::milliseconds(20);
+constexpr std::size_t wake_at_queued_bytes = 1024 * 1024;
 
 std::string rfc3339(std::chrono::system_clock::time_point tp) {
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(tp.time_since_epoch()).count();
@@ -193,11 +197,13 @@ std::unique_ptr<session_capture> store::begin(const session_info& info) {
 }
 
 void store::enqueue(queued_record&& r) {
+  bool urgent = std::holds_alternative<barrier_rec>(r.body) || std::holds_alternative<close_rec>(r.body);
   bool wake;
   {
     std::lock_guard lock(mutex_);
     queued_bytes_ += r.weight;
-    wake = queue_.empty();   // the writer drains the whole queue before sleeping
+    wake = urgent || queued_bytes_ >= wake_at_queued_bytes;
+    wake_requested_ = wake_requested_ || wake;
     queue_.push_back(std::move(r));
   }
   if (wake) wake_.notify_one();
@@ -228,8 +234,10 @@ void store::run() {
   for (;;) {
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      wake_.wait_for(lock, writer_tick, [&] { return stopping_ || wake_requested_; });
+      wake_requested_ = false;
       if (queue_.empty() && stopping_) break;
+      if (queue_.empty()) continue;
       batch.swap(queue_);
       queued_bytes_ = 0;
     }

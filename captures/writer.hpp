@@ -17,12 +17,11 @@
 #include <thread>
 #include <utility>
 
+#include "captures/format.hpp"
 #include "protocol/observer.hpp"
 
 namespace mailtap::captures {
 
-inline constexpr int format_version = 1;
-inline constexpr std::string_view format_name = "mailtap-capture";
 
 struct session_info {
   std::string id;
@@ -72,6 +71,7 @@ class store {
   std::deque<queued_record> queue_;
   std::size_t queued_bytes_ = 0;
   bool stopping_ = false;
+  bool wake_requested_ = false;   // a barrier, a close or a large backlog is queued
   std::thread thread_;
 };
 

@@ -1,0 +1,11 @@
+// The capture format's identity, shared by writer and reader (FORMAT.md). Bump the version
+// together with an upgrade step in reader.cpp whenever a record changes.
+#pragma once
+#include <string_view>
+
+namespace mailtap::captures {
+
+inline constexpr std::string_view format_name = "mailtap-capture";
+inline constexpr int format_version = 1;
+
+}  // namespace mailtap::captures
