@@ -59,7 +59,10 @@ void parse_path_and_params(command& cmd, std::string_view prefix) {
     bool quoted = false;
     std::size_t end = std::string_view::npos;
     for (std::size_t i = 1; i < arg.size(); ++i) {
-      if (arg[i] == '"' && arg[i - 1] != '\\') quoted = !quoted;
+      // RFC 5321 quoted-pairSMTP: inside quotes a backslash escapes the next character, so
+      // "a\\" ends at its second quote (looking only at the previous byte misread it as "\"").
+      if (quoted && arg[i] == '\\') { ++i; continue; }
+      if (arg[i] == '"') quoted = !quoted;
       if (arg[i] == '>' && !quoted) { end = i; break; }
     }
     if (end == std::string_view::npos) return;

@@ -3,6 +3,8 @@
 // dot (a '.' at line start), dot_cr ('.' CR at line start, one LF away from the end).
 #include "protocol/data_framer.hpp"
 
+#include <algorithm>
+
 #include "protocol/limits.hpp"
 
 namespace mailtap::protocol {
@@ -69,12 +71,18 @@ std::size_t data_framer::feed(std::string_view in, std::string& forward) {
         state_ = state::mid;
         continue;                                  // re-examine c as a mid-line byte
       case state::mid: {
-        auto stop = in.find_first_of("\r\n", i);
-        std::size_t end = stop == std::string_view::npos ? in.size() : stop;
+        // Two memchr scans: string_view::find_first_of runs a memchr per input byte.
+        std::size_t end = std::min(in.find('\r', i), in.find('\n', i));
+        if (end == std::string_view::npos) end = in.size();
+        // Stop the run one byte past the cap so the line_too_long check at the top of the loop
+        // falls on the same byte however the input is segmented (a whole-chunk run used to
+        // forward the entire over-long line, a byte-at-a-time feed only cap + 1 bytes of it).
+        if (line_length_ <= limits::data_line_cap)
+          end = std::min(end, i + (limits::data_line_cap + 1 - line_length_));
         emit(forward, in.substr(i, end - i));
         line_length_ += end - i;
         i = end;
-        if (i == in.size()) continue;
+        if (i == in.size() || (in[i] != '\r' && in[i] != '\n')) continue;
         if (in[i] == '\r') { state_ = state::cr; ++i; ++line_length_; continue; }
         bare(forward, "\n");                       // LF without CR
         ++i;

@@ -21,6 +21,22 @@ std::string_view stripped_crlf(std::string_view line) {
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   return line;
 }
+
+// Where an AUTH command's initial response starts ("AUTH MECH <here>"), or npos.
+std::size_t auth_initial_response_at(std::string_view text) {
+  auto sp = text.find(' ');
+  if (sp == std::string_view::npos || !iequals(text.substr(0, sp), "AUTH")) return std::string_view::npos;
+  auto sp2 = text.find(' ', sp + 1);
+  return sp2 == std::string_view::npos ? sp2 : sp2 + 1;
+}
+
+// An AUTH command line as the recorder sees it: mechanism kept, initial response replaced.
+std::string redacted_auth_command(std::string_view body) {
+  auto at = auth_initial_response_at(body);
+  if (at == std::string_view::npos) return std::string(body);
+  return std::string(body.substr(0, at - 1)) + " [initial response redacted, " + std::to_string(body.size() - at) +
+         " bytes]";
+}
 }  // namespace
 
 relay_fsm::relay_fsm(relay_options options, session_observer* observer)
@@ -173,6 +189,9 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   auto lf = rest.find('\n');
   if (lf == std::string_view::npos) {
     if (rest.size() > limits::command_line_hard_cap) {
+      // Recorded below as consumed input: an over-long AUTH line still hides its response.
+      if (auto at = auth_initial_response_at(rest); at != std::string_view::npos)
+        masks_.emplace_back(pos_ + at, client_in_.size());
       pos_ = client_in_.size();
       ++stats_.refused_commands;
       note(now, "command line over " + std::to_string(limits::command_line_hard_cap) + " bytes without CRLF");
@@ -186,11 +205,15 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   std::size_t line_start = pos_;
   pos_ += line.size();
   if (auth_open_) masks_.emplace_back(line_start, pos_);
+  // Mask an AUTH initial response before deciding anything else: lines refused below (bare
+  // LF, too long) are recorded too, and used to reach the recorder with the credentials.
+  if (auto at = auth_initial_response_at(stripped_crlf(line)); at != std::string_view::npos)
+    masks_.emplace_back(line_start + at, pos_);
   ++stats_.commands;
   bool bare_lf = line.size() < 2 || line[line.size() - 2] != '\r';
   if (bare_lf || line.size() > limits::command_line_accepted) {
     ++stats_.refused_commands;
-    if (observer_) observer_->on_command(now, escape_bytes(stripped_crlf(line)));
+    if (observer_) observer_->on_command(now, escape_bytes(redacted_auth_command(stripped_crlf(line))));
     note(now, bare_lf ? "command refused: bare LF" : "command refused: line too long");
     local_reply(now, phase::other, 500, "5.5.2", bare_lf ? "Syntax error: bare LF in command" : "Line too long");
     flush_replies(now);
@@ -198,12 +221,6 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   }
   std::string_view body = line.substr(0, line.size() - 2);
   parsed_command parsed = parse_command(body);
-  if (parsed.cmd.ph == phase::auth) {
-    // Mask the initial response: everything after "AUTH MECH ".
-    auto sp = body.find(' ');
-    auto sp2 = sp == std::string_view::npos ? sp : body.find(' ', sp + 1);
-    if (sp2 != std::string_view::npos) masks_.emplace_back(line_start + sp2 + 1, pos_);
-  }
   handle_command(now, line, parsed);
   return true;
 }
@@ -311,6 +328,10 @@ void relay_fsm::end_of_data(std::uint64_t now) {
     note(now, "normalized " + std::to_string(framer_->normalized()) + " bare CR/LF to spaces");
   if (txn_) {
     txn_->rec.size = framer_->message_bytes();
+    // The end of the message also ends its header section (RFC 5322 3.5: the body is
+    // optional). Without this a header-only message's last field, often Message-ID, was
+    // never taken: the scanner only takes a field when the next line starts.
+    txn_->headers.feed("\r\n");
     txn_->rec.message_id = txn_->headers.message_id();
   }
   if (observer_) observer_->on_stage({phase::body, data_started_us_, now - data_started_us_, 0, 0});
@@ -481,7 +502,8 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     reply r = make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed");
     send(leg::client, r.raw, now);
     if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-    end_session(now, "upstream_closed", "");
+    // The cause recorded by upstream_lost (a timeout, a protocol error), not just "closed".
+    end_session(now, upstream_lost_reason_, upstream_lost_detail_);
     return;
   }
   maybe_finish_drain(now);
@@ -539,6 +561,8 @@ void relay_fsm::finish_transaction(std::uint64_t now, outcome o, const std::opti
 void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail) {
   if (!upstream_closed_) close(leg::upstream);
   arm(leg::upstream, disarmed);
+  upstream_lost_reason_ = std::string(reason);
+  upstream_lost_detail_ = std::string(detail);
   note(now, std::string(reason) + ": " + std::string(detail));
   if (!greeted_) {
     reply r = make_reply(421, "4.4.1", options_.name + " upstream did not greet: " + std::string(detail));
@@ -620,9 +644,14 @@ void relay_fsm::send(leg to, std::string_view bytes, std::uint64_t now, bool sen
       observer_->on_bytes(now, to, direction::out, bytes);
     }
   }
-  if (!actions_.empty())
-    if (auto* last = std::get_if<send_bytes>(&actions_.back()); last && last->to == to && last->sensitive == sensitive) {
-      last->bytes.append(bytes);
+  // Coalesce with the previous send to the same leg, looking past timer actions: every
+  // forwarded command re-arms a timer, and without this a pipelined group the client sent in
+  // one write went upstream as one write per command (changing TCP segmentation, RFC 2920).
+  auto last = actions_.rbegin();
+  while (last != actions_.rend() && std::holds_alternative<arm_timer>(*last)) ++last;
+  if (last != actions_.rend())
+    if (auto* prev = std::get_if<send_bytes>(&*last); prev && prev->to == to && prev->sensitive == sensitive) {
+      prev->bytes.append(bytes);
       return;
     }
   actions_.push_back(send_bytes{to, std::string(bytes), sensitive});
@@ -634,7 +663,15 @@ void relay_fsm::close(leg which) {
   actions_.push_back(close_leg{which});
 }
 
-void relay_fsm::arm(leg which, milliseconds after) { actions_.push_back(arm_timer{which, after}); }
+void relay_fsm::arm(leg which, milliseconds after) {
+  // A re-arm of the same leg right after another supersedes it; keep one action, not one per command.
+  if (!actions_.empty())
+    if (auto* prev = std::get_if<arm_timer>(&actions_.back()); prev && prev->which == which) {
+      prev->after = after;
+      return;
+    }
+  actions_.push_back(arm_timer{which, after});
+}
 
 void relay_fsm::arm_upstream_for_head() {
   auto it = std::find_if(pending_.begin(), pending_.end(),

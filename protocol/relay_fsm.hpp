@@ -167,6 +167,9 @@ class relay_fsm {
   // The body cannot be delivered (bad line endings, upstream lost): keep reading it and
   // answer at its end with this reply.
   std::optional<reply> data_failure_;
+  // Why the upstream went away, for the on_end that follows once pending replies are flushed.
+  std::string upstream_lost_reason_ = "upstream_closed";
+  std::string upstream_lost_detail_;
   bool ended_ = false;
 };
 
