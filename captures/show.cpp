@@ -183,7 +183,7 @@ void render_transcript(const capture& c, std::string& out) {
 
 void render_waterfall(const capture& c, std::string& out) {
   const std::uint64_t total = session_duration_us(c);
-  out += "\nstages (session " + ms(total) + " ms; bar: # upstream, = relay, " + std::to_string(bar_columns) +
+  out += "\nstages (session " + ms(total) + " ms; bar: # upstream, = relay, . sender, " + std::to_string(bar_columns) +
          " columns)\n";
   out += pad_right("stage", 10) + pad_left("start ms", 12) + pad_left("dur ms", 12) + pad_left("upstream ms", 12) +
          pad_left("relay ms", 12) + pad_left("think ms", 12) + "\n";
@@ -196,7 +196,9 @@ void render_waterfall(const capture& c, std::string& out) {
       std::uint64_t len = to - from;
       std::uint64_t upstream = s.duration_us == 0 ? 0
           : (len * std::min(s.upstream_us, s.duration_us) + s.duration_us / 2) / s.duration_us;
-      for (std::uint64_t i = 0; i < len; ++i) bar[from + i] = i < upstream ? '#' : '=';
+      // What is neither upstream nor relay time is the sender's (the body stage).
+      char rest = s.ph == protocol::phase::body ? '.' : '=';
+      for (std::uint64_t i = 0; i < len; ++i) bar[from + i] = i < upstream ? '#' : rest;
     }
     out += pad_right(std::string(protocol::to_string(s.ph)), 10) + pad_left(ms(s.start_us), 12) +
            pad_left(ms(s.duration_us), 12) + pad_left(ms(s.upstream_us), 12) + pad_left(ms(s.relay_us), 12) +

@@ -69,6 +69,20 @@ struct queued_record {
 
 namespace {
 
+// Bytes records are most of a capture's volume: written directly, since base64 text and the
+// fixed field values never need JSON escaping.
+void append_bytes_line(std::string& out, const bytes_rec& b) {
+  out += R"({"type":"bytes","t_us":)";
+  out += std::to_string(b.t);
+  out += R"(,"leg":")";
+  out += to_string(b.l);
+  out += R"(","dir":")";
+  out += to_string(b.d);
+  out += R"(","b64":")";
+  out += base64_encode(b.bytes);
+  out += "\"}\n";
+}
+
 std::string to_line(const queued_record& q) {
   using boost::json::object;
   object o;
@@ -117,7 +131,8 @@ std::string to_line(const queued_record& q) {
       o["start_us"] = s.start_us;
       o["duration_us"] = s.duration_us;
       o["upstream_us"] = s.upstream_us;
-      o["relay_us"] = s.duration_us - std::min(s.upstream_us, s.duration_us);
+      // The body stage is the sender transmitting: neither upstream nor relay time.
+      o["relay_us"] = s.ph == protocol::phase::body ? 0 : s.duration_us - std::min(s.upstream_us, s.duration_us);
       o["think_us"] = s.think_us;
     }
     void operator()(const protocol::transaction_record& t) {
@@ -262,7 +277,8 @@ void store::run() {
         f.fd = -1;
         continue;
       }
-      f.pending += to_line(q);
+      if (auto* b = std::get_if<bytes_rec>(&q.body)) append_bytes_line(f.pending, *b);
+      else f.pending += to_line(q);
       if (touched.empty() || touched.back() != &f) touched.push_back(&f);
     }
     for (auto* t : touched) write_out(*t);
