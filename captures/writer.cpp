@@ -20,7 +20,10 @@ namespace mailtap::captures {
 namespace {
 // Raw-bytes records queued but not yet written, across all sessions, above which further
 // bytes records are dropped and their captures marked incomplete (I3: bounded memory).
-constexpr std::size_t queued_bytes_cap = 64 * 1024 * 1024;
+constexpr std::size_t queued_bytes_cap = 16 * 1024 * 1024;
+// A file's serialized lines are written out once they reach this, so the writer's buffer is
+// reused instead of growing (and page-faulting) with the batch.
+constexpr std::size_t write_out_at = 1024 * 1024;
 // The writer wakes for barriers and closes at once; other records wait for this tick or
 // for this much queued data, so a busy session costs one write(2) per batch, not per record.
 constexpr auto writer_tick = std::chrono::milliseconds(20);
@@ -244,7 +247,7 @@ void store::run() {
       }
       rest.remove_prefix(static_cast<std::size_t>(n));
     }
-    f.pending.clear();
+    f.pending.clear();   // keeps its capacity for the next lines
   };
   for (;;) {
     {
@@ -279,6 +282,7 @@ void store::run() {
       }
       if (auto* b = std::get_if<bytes_rec>(&q.body)) append_bytes_line(f.pending, *b);
       else f.pending += to_line(q);
+      if (f.pending.size() >= write_out_at) write_out(f);
       if (touched.empty() || touched.back() != &f) touched.push_back(&f);
     }
     for (auto* t : touched) write_out(*t);

@@ -108,6 +108,16 @@ void relay_fsm::on_client_eof(std::uint64_t now) {
     // SMTP_NOTES: client vanishes in DATA -> close upstream without the dot; nothing delivered.
     note(now, "client closed the connection inside the message: upstream closed without end of data");
   }
+  // After the dot (or BDAT LAST) went upstream the message may already be delivered, and the
+  // client, never told, will likely resend it: that is unknown, not "aborted" (nothing delivered).
+  bool end_of_data_sent = std::any_of(pending_.begin(), pending_.end(), [](const pending& p) {
+    return !p.local && !p.ready && (p.ph == phase::data_end || (p.ph == phase::bdat && p.last_chunk));
+  });
+  if (txn_ && end_of_data_sent) {
+    ++stats_.ambiguous_end_of_data;
+    note(now, "ambiguous end of data: client left after the message was sent upstream");
+    finish_transaction(now, outcome::unknown, std::nullopt, false);
+  }
   if (txn_) finish_transaction(now, outcome::aborted, std::nullopt, false);
   end_session(now, "client_closed", "");
 }
@@ -120,6 +130,14 @@ void relay_fsm::on_upstream_eof(std::uint64_t now) {
 void relay_fsm::on_timeout(std::uint64_t now, leg which) {
   if (ended_) return;
   if (which == leg::client) {
+    // The client timer is armed by client bytes; while the client waits on an upstream reply
+    // (up to 10 minutes for end of data) it is not idle, so the timer only runs again.
+    bool awaiting_upstream = std::any_of(pending_.begin(), pending_.end(),
+                                         [](const pending& p) { return !p.local && !p.ready; });
+    if (awaiting_upstream) {
+      arm(leg::client, options_.timeouts.client_idle);
+      return;
+    }
     note(now, "client idle timeout");
     reply r = make_reply(421, "4.4.2", options_.name + " timeout waiting for client input");
     send(leg::client, r.raw, now);
@@ -304,6 +322,9 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   pending_.push_back(std::move(p));
   send(leg::upstream, line, now, cmd.ph == phase::auth);
   arm_upstream_for_head();
+  // A zero-length chunk is complete now: "BDAT 0 LAST" used to leave the session in payload
+  // mode until the client sent more bytes (blocking drain, and losing the Message-ID).
+  if (mode_ == client_mode::bdat_payload && bdat_remaining_ == 0) take_bdat_payload(now);
 }
 
 void relay_fsm::take_data(std::uint64_t now) {
@@ -367,7 +388,10 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
   if (!upstream_closed_ && n > 0) send(leg::upstream, chunk, now);
   if (bdat_remaining_ == 0) {
     mode_ = client_mode::command;
-    if (bdat_last_ && txn_) txn_->rec.message_id = txn_->headers.message_id();
+    if (bdat_last_ && txn_) {
+      txn_->headers.feed("\r\n");   // the end of the message ends its header section too
+      txn_->rec.message_id = txn_->headers.message_id();
+    }
   }
 }
 

@@ -355,7 +355,9 @@ void session::execute(std::vector<protocol::action>& actions) {
   for (auto& a : actions) {
     if (auto* s = std::get_if<protocol::send_bytes>(&a)) {
       auto& box = outbox_of(s->to);
-      if (!box.closed && !box.close_requested) box.pending += s->bytes;
+      if (box.closed || box.close_requested) continue;
+      if (box.pending.empty()) box.pending = std::move(s->bytes);   // the common case: no copy
+      else box.pending += s->bytes;
     } else if (auto* c = std::get_if<protocol::close_leg>(&a)) {
       outbox_of(c->which).close_requested = true;
       if (c->which == leg::upstream && !upstream_connected_) {

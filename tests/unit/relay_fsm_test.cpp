@@ -1,0 +1,957 @@
+// relay_fsm playbook tests (HOUSE_STYLE 11): events in, actions out. A recording fake
+// session_observer captures what the recorder would see. Actions are compared in their printed
+// form (protocol::to_string), so a failure reads as a sentence; timers are left out unless a
+// test asks for them. Every test ends with exactly one on_end (checked in TearDown).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "protocol/action.hpp"
+#include "protocol/limits.hpp"
+#include "protocol/observer.hpp"
+#include "protocol/relay_fsm.hpp"
+
+namespace mailtap::protocol {
+namespace {
+
+using namespace std::string_literals;
+using std::chrono::milliseconds;
+using testing::AllOf;
+using testing::Contains;
+using testing::ElementsAre;
+using testing::HasSubstr;
+using testing::IsEmpty;
+using testing::Not;
+using testing::StartsWith;
+
+// ---------------------------------------------------------------- recording observer
+
+class recording_observer : public session_observer {
+ public:
+  struct bytes_record { leg l; direction d; std::string bytes; };
+  struct reply_record { leg l; direction d; reply r; };
+  struct end_record { std::string reason; std::string detail; };
+
+  void on_bytes(std::uint64_t, leg l, direction d, std::string_view b) override {
+    bytes.push_back({l, d, std::string(b)});
+  }
+  void on_command(std::uint64_t, std::string_view text) override { commands.emplace_back(text); }
+  void on_reply(std::uint64_t, leg l, direction d, const reply& r) override { replies.push_back({l, d, r}); }
+  void on_note(std::uint64_t, std::string_view text) override { notes.emplace_back(text); }
+  void on_stage(const stage_record& s) override { stages.push_back(s); }
+  void on_transaction(const transaction_record& t) override { transactions.push_back(t); }
+  void on_end(std::uint64_t, std::string_view reason, std::string_view detail) override {
+    ends.push_back({std::string(reason), std::string(detail)});
+  }
+
+  // Everything recorded for one leg and direction, concatenated.
+  std::string stream(leg l, direction d) const {
+    std::string out;
+    for (const auto& b : bytes)
+      if (b.l == l && b.d == d) out += b.bytes;
+    return out;
+  }
+  // Every piece of text the recorder was given, for secret-leak checks.
+  std::string everything() const {
+    std::string out;
+    for (const auto& b : bytes) out += b.bytes + "\n";
+    for (const auto& c : commands) out += c + "\n";
+    for (const auto& r : replies) {
+      out += r.r.raw + "\n";
+      for (const auto& l : r.r.lines) out += l + "\n";
+    }
+    for (const auto& n : notes) out += n + "\n";
+    for (const auto& t : transactions) {
+      out += t.mail_from + "\n";
+      for (const auto& r : t.rcpt_to) out += r + "\n";
+      if (t.message_id) out += *t.message_id + "\n";
+      if (t.final_reply) out += t.final_reply->raw + "\n";
+    }
+    for (const auto& e : ends) out += e.reason + " " + e.detail + "\n";
+    return out;
+  }
+
+  std::vector<bytes_record> bytes;
+  std::vector<std::string> commands;
+  std::vector<reply_record> replies;
+  std::vector<std::string> notes;
+  std::vector<stage_record> stages;
+  std::vector<transaction_record> transactions;
+  std::vector<end_record> ends;
+};
+
+// ---------------------------------------------------------------- printed actions
+
+std::string to_upstream(std::string_view b, bool sensitive = false) {
+  return to_string(action{send_bytes{leg::upstream, std::string(b), sensitive}});
+}
+std::string to_client(std::string_view b) { return to_string(action{send_bytes{leg::client, std::string(b)}}); }
+std::string closes(leg l) { return to_string(action{close_leg{l}}); }
+std::string timer(leg l, std::chrono::milliseconds ms) { return to_string(action{arm_timer{l, ms}}); }
+// A send to the client whose bytes start with `starts` (escaped as actions print them).
+auto client_reply(std::string_view starts) { return StartsWith("send to client: \"" + escape_bytes(starts)); }
+
+const std::string banner = "220 mx.example.org ESMTP Postfix\r\n";
+const std::string plain_ehlo_reply = "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250 8BITMIME\r\n";
+
+// ---------------------------------------------------------------- fixture
+
+class RelayFsmTest : public testing::Test {
+ protected:
+  void SetUp() override { make(); }
+
+  void TearDown() override { finish_session(); }
+
+  // Starts a fresh session (finishing and checking the previous one, if any).
+  void make(relay_options o = {}) {
+    if (fsm_) finish_session();
+    obs_ = std::make_unique<recording_observer>();
+    fsm_ = std::make_unique<relay_fsm>(std::move(o), obs_.get());
+    up_.clear();
+    cl_.clear();
+    closed_.clear();
+    show_timers_ = false;
+  }
+
+  // Every session ends in exactly one on_end, and nothing happens after it.
+  void finish_session() {
+    if (!fsm_) return;
+    if (!fsm_->finished()) fsm_->on_client_eof(tick());
+    take();
+    EXPECT_TRUE(fsm_->finished());
+    EXPECT_EQ(obs_->ends.size(), 1u) << "on_end must be reported exactly once";
+    fsm_->on_client_bytes(tick(), "NOOP\r\n");
+    fsm_->on_upstream_bytes(tick(), "250 2.0.0 Ok\r\n");
+    fsm_->on_timeout(tick(), leg::client);
+    fsm_->on_timeout(tick(), leg::upstream);
+    fsm_->on_drain(tick());
+    fsm_->on_upstream_eof(tick());
+    fsm_->on_client_eof(tick());
+    EXPECT_THAT(take(), IsEmpty()) << "no actions after the session ended";
+    EXPECT_EQ(obs_->ends.size(), 1u);
+    fsm_.reset();
+  }
+
+  std::uint64_t tick() { return now_ += 1000; }
+
+  // Renders and records the pending actions. Timers are dropped unless show_timers_ is set.
+  std::vector<std::string> take() {
+    std::vector<std::string> out;
+    for (const auto& a : fsm_->take_actions()) {
+      if (const auto* s = std::get_if<send_bytes>(&a)) {
+        EXPECT_FALSE(closed_[s->to]) << "send after close: " << to_string(a);
+        EXPECT_FALSE(s->bytes.empty()) << "empty send";
+        (s->to == leg::upstream ? up_ : cl_) += s->bytes;
+        if (s->to == leg::upstream) upstream_writes_.push_back(*s);
+      } else if (const auto* c = std::get_if<close_leg>(&a)) {
+        closed_[c->which] = true;
+      } else if (!show_timers_) {
+        continue;
+      }
+      out.push_back(to_string(a));
+    }
+    return out;
+  }
+
+  std::vector<std::string> start() { fsm_->on_start(tick()); return take(); }
+  std::vector<std::string> connected() { fsm_->on_upstream_connected(tick()); return take(); }
+  std::vector<std::string> client(std::string_view b) { fsm_->on_client_bytes(tick(), b); return take(); }
+  std::vector<std::string> upstream(std::string_view b) { fsm_->on_upstream_bytes(tick(), b); return take(); }
+  std::vector<std::string> client_eof() { fsm_->on_client_eof(tick()); return take(); }
+  std::vector<std::string> upstream_eof() { fsm_->on_upstream_eof(tick()); return take(); }
+  std::vector<std::string> timeout(leg l) { fsm_->on_timeout(tick(), l); return take(); }
+  std::vector<std::string> drain() { fsm_->on_drain(tick()); return take(); }
+
+  // Connected and greeted, nothing else.
+  void greet() {
+    start();
+    connected();
+    EXPECT_THAT(upstream(banner), ElementsAre(to_client(banner)));
+  }
+  void greet_and_ehlo() {
+    greet();
+    EXPECT_THAT(client("EHLO client.example\r\n"), ElementsAre(to_upstream("EHLO client.example\r\n")));
+    EXPECT_THAT(upstream(plain_ehlo_reply), ElementsAre(to_client(plain_ehlo_reply)));
+  }
+  // Envelope accepted and 354 received: the client is in the message body.
+  void open_data() {
+    greet_and_ehlo();
+    const std::string cmds = "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n";
+    EXPECT_THAT(client(cmds), ElementsAre(to_upstream(cmds)));
+    const std::string replies = "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n";
+    EXPECT_THAT(upstream(replies), ElementsAre(to_client(replies)));
+  }
+
+  // The on_end reason, or "(no end)" while the session is still running.
+  std::string end_reason() const { return obs_->ends.empty() ? "(no end)" : obs_->ends.front().reason; }
+
+  const transaction_record& only_transaction() {
+    EXPECT_EQ(obs_->transactions.size(), 1u);
+    static const transaction_record none{};
+    return obs_->transactions.empty() ? none : obs_->transactions.front();
+  }
+
+  std::unique_ptr<recording_observer> obs_;
+  std::unique_ptr<relay_fsm> fsm_;
+  std::uint64_t now_ = 1'000'000;
+  std::string up_;   // everything sent upstream this session
+  std::string cl_;   // everything sent to the client this session
+  std::vector<send_bytes> upstream_writes_;
+  std::map<leg, bool> closed_;
+  bool show_timers_ = false;
+};
+
+// ---------------------------------------------------------------- timers
+
+TEST_F(RelayFsmTest, TimersForGreetingCommandsAndEndOfData) {
+  show_timers_ = true;
+  EXPECT_THAT(start(), IsEmpty());
+  EXPECT_THAT(connected(), ElementsAre(timer(leg::upstream, milliseconds(300'000))));
+  EXPECT_THAT(upstream(banner), ElementsAre(to_client(banner), timer(leg::upstream, milliseconds(0)),
+                                            timer(leg::client, milliseconds(300'000))));
+  EXPECT_THAT(client("EHLO c\r\n"), ElementsAre(timer(leg::client, milliseconds(300'000)), to_upstream("EHLO c\r\n"),
+                                                timer(leg::upstream, milliseconds(300'000))));
+  EXPECT_THAT(upstream(plain_ehlo_reply), ElementsAre(to_client(plain_ehlo_reply), timer(leg::upstream, milliseconds(0))));
+  EXPECT_THAT(client("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+              Contains(timer(leg::upstream, milliseconds(300'000))));
+  // Once MAIL and RCPT are answered, the head of the queue is DATA: 2 minutes (RFC 5321 4.5.3.2.4).
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"), Contains(timer(leg::upstream, milliseconds(120'000))));
+  EXPECT_THAT(upstream("354 go\r\n"), Contains(timer(leg::upstream, milliseconds(0))));
+  // The dot: 10 minutes for the end-of-data reply (shorter causes duplicate deliveries).
+  EXPECT_THAT(client("body\r\n.\r\n"), ElementsAre(timer(leg::client, milliseconds(300'000)), to_upstream("body\r\n.\r\n"),
+                                                   timer(leg::upstream, milliseconds(600'000))));
+  EXPECT_THAT(upstream("250 2.0.0 Ok: queued as ABC\r\n"),
+              ElementsAre(to_client("250 2.0.0 Ok: queued as ABC\r\n"), timer(leg::upstream, milliseconds(0))));
+}
+
+TEST_F(RelayFsmTest, CustomTimeoutsAreUsed) {
+  relay_options o;
+  o.timeouts.upstream_greeting = milliseconds(1234);
+  o.timeouts.upstream_data_end = milliseconds(777'000);
+  make(o);
+  show_timers_ = true;
+  start();
+  EXPECT_THAT(connected(), ElementsAre(timer(leg::upstream, milliseconds(1234))));
+  upstream(banner);
+  client("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
+  upstream("250 ok\r\n250 ok\r\n354 go\r\n");
+  EXPECT_THAT(client(".\r\n"), Contains(timer(leg::upstream, milliseconds(777'000))));
+}
+
+// ---------------------------------------------------------------- greeting and EHLO
+
+TEST_F(RelayFsmTest, BannerPassedThroughByteForByte) {
+  start();
+  connected();
+  const std::string multi = "220-mx.example.org ESMTP\r\n220-  no UCE  \r\n220 ready\r\n";
+  EXPECT_THAT(upstream(multi.substr(0, 10)), IsEmpty());
+  EXPECT_THAT(upstream(multi.substr(10, 20)), IsEmpty());
+  EXPECT_THAT(upstream(multi.substr(30)), ElementsAre(to_client(multi)));
+  EXPECT_EQ(cl_, multi);
+}
+
+TEST_F(RelayFsmTest, EarlyTalkerHeldUntilBanner) {
+  start();
+  connected();
+  EXPECT_THAT(client("EHLO early\r\n"), IsEmpty());
+  EXPECT_THAT(upstream(banner), ElementsAre(to_client(banner), to_upstream("EHLO early\r\n")));
+}
+
+TEST_F(RelayFsmTest, UpstreamRefusesWith421Banner) {
+  start();
+  connected();
+  EXPECT_THAT(upstream("421 4.3.2 busy\r\n"),
+              ElementsAre(to_client("421 4.3.2 busy\r\n"), closes(leg::client), closes(leg::upstream)));
+  EXPECT_TRUE(fsm_->finished());
+}
+
+TEST_F(RelayFsmTest, EhloReplyPassedByteForByte) {
+  greet();
+  client("EHLO c\r\n");
+  const std::string odd = "250-mx.example.org  greets  c \r\n250-SIZE  10240000\r\n250-AUTH PLAIN LOGIN\r\n250 HELP\r\n";
+  EXPECT_THAT(upstream(odd), ElementsAre(to_client(odd)));
+}
+
+TEST_F(RelayFsmTest, StarttlsAndXclientRemovedFromEhloReply) {
+  greet();
+  client("EHLO c\r\n");
+  const std::string reply_in =
+      "250-mx.example.org\r\n250-PIPELINING\r\n250-STARTTLS\r\n250-XCLIENT NAME ADDR PROTO HELO\r\n"
+      "250-XFORWARD NAME ADDR\r\n250-SIZE 1000\r\n250 starttls\r\n";
+  const std::string reply_out = "250-mx.example.org\r\n250-PIPELINING\r\n250 SIZE 1000\r\n";
+  EXPECT_THAT(upstream(reply_in), ElementsAre(to_client(reply_out)));
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("STARTTLS")));
+  // The recorder sees the upstream's reply as received and the edited one as sent.
+  EXPECT_EQ(obs_->stream(leg::upstream, direction::in), banner + reply_in);
+  ASSERT_FALSE(obs_->replies.empty());
+  EXPECT_EQ(obs_->replies.back().l, leg::client);
+  EXPECT_EQ(obs_->replies.back().r.raw, reply_out);
+}
+
+TEST_F(RelayFsmTest, StarttlsCommandAnsweredLocally) {
+  greet_and_ehlo();
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(client_reply("454 4.7.0 ")));
+  EXPECT_THAT(up_, Not(HasSubstr("STARTTLS")));
+}
+
+// ---------------------------------------------------------------- pipelining
+
+TEST_F(RelayFsmTest, PipelinedGroupForwardedInOneWriteRepliesInOrder) {
+  greet_and_ehlo();
+  const std::string group =
+      "MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nRCPT TO:<carol@example.org>\r\nDATA\r\n";
+  EXPECT_THAT(client(group), ElementsAre(to_upstream(group)));
+  // Replies trickle in: each goes out as soon as it is paired.
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n"), ElementsAre(to_client("250 2.1.0 Ok\r\n")));
+  EXPECT_THAT(upstream("250 2.1.5 Ok\r\n550 5.1.1 <carol@"), ElementsAre(to_client("250 2.1.5 Ok\r\n")));
+  EXPECT_THAT(upstream("example.org>: unknown\r\n354 go\r\n"),
+              ElementsAre(to_client("550 5.1.1 <carol@example.org>: unknown\r\n354 go\r\n")));
+}
+
+TEST_F(RelayFsmTest, PipelinedRepliesInOneChunkKeepOrder) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n");
+  const std::string replies = "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n";
+  EXPECT_THAT(upstream(replies), ElementsAre(to_client(replies)));
+}
+
+TEST_F(RelayFsmTest, ForbiddenVerbAnsweredLocallyInPipelineOrder) {
+  greet_and_ehlo();
+  EXPECT_THAT(client("NOOP first\r\nXCLIENT ADDR=10.0.0.1 NAME=trusted\r\nNOOP second\r\n"),
+              ElementsAre(to_upstream("NOOP first\r\nNOOP second\r\n")));
+  // The local 500 waits for the reply before it, and goes out before the one after it.
+  EXPECT_THAT(upstream("250 2.0.0 first\r\n"),
+              ElementsAre(to_client("250 2.0.0 first\r\n500 5.5.1 Command not recognized\r\n")));
+  EXPECT_THAT(upstream("250 2.0.0 second\r\n"), ElementsAre(to_client("250 2.0.0 second\r\n")));
+  EXPECT_THAT(up_, Not(HasSubstr("XCLIENT")));
+  EXPECT_EQ(fsm_->stats().refused_commands, 1u);
+}
+
+TEST_F(RelayFsmTest, EveryForbiddenLineRefusedNeverForwarded) {
+  greet_and_ehlo();
+  const std::string before = up_;
+  for (std::string line : {"XCLIENT ADDR=1.2.3.4\r\n"s, "XFORWARD NAME=spoof\r\n"s, "PROXY TCP4 1.2.3.4 5.6.7.8 1 25\r\n"s,
+                           "GET / HTTP/1.1\r\n"s, "POST /x HTTP/1.1\r\n"s, "CONNECT a:25 HTTP/1.1\r\n"s,
+                           "xclient addr=1.2.3.4\r\n"s}) {
+    SCOPED_TRACE(line);
+    EXPECT_THAT(client(line), ElementsAre(client_reply("500 5.5.1 ")));
+  }
+  EXPECT_THAT(client("NO\0OP\r\n"s), ElementsAre(client_reply("500 5.5.2 ")));
+  EXPECT_THAT(client("NOOP\rRSET\r\n"), ElementsAre(client_reply("500 5.5.2 ")));
+  EXPECT_THAT(client("NOOP\n"), ElementsAre(client_reply("500 5.5.2 ")));
+  EXPECT_EQ(up_, before);
+  EXPECT_EQ(fsm_->stats().refused_commands, 10u);
+  // The session goes on.
+  EXPECT_THAT(client("NOOP\r\n"), ElementsAre(to_upstream("NOOP\r\n")));
+}
+
+TEST_F(RelayFsmTest, LineOver2048Refused) {
+  greet_and_ehlo();
+  std::string longline = "NOOP " + std::string(3000, 'a') + "\r\n";
+  EXPECT_THAT(client(longline), ElementsAre(client_reply("500 5.5.2 ")));
+  EXPECT_THAT(up_, Not(HasSubstr("aaaa")));
+  EXPECT_FALSE(fsm_->finished());
+  // Exactly at the accepted length (CRLF included) it is forwarded.
+  std::string ok = "NOOP " + std::string(limits::command_line_accepted - 7, 'b') + "\r\n";
+  ASSERT_EQ(ok.size(), limits::command_line_accepted);
+  EXPECT_THAT(client(ok), ElementsAre(to_upstream(ok)));
+}
+
+TEST_F(RelayFsmTest, NoCrlfWithin4096RefusedAndClosed) {
+  greet_and_ehlo();
+  EXPECT_THAT(client(std::string(limits::command_line_hard_cap, 'A')), IsEmpty());
+  EXPECT_THAT(client("A"), ElementsAre(client_reply("500 5.5.2 "), closes(leg::client), closes(leg::upstream)));
+  EXPECT_THAT(up_, Not(HasSubstr("AAAA")));
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(end_reason(), "protocol_error");
+}
+
+TEST_F(RelayFsmTest, Recipient1001RefusedLocally) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n");
+  for (std::size_t i = 0; i < limits::recipients_cap; ++i) {
+    std::string rcpt = "RCPT TO:<r" + std::to_string(i) + "@example.org>\r\n";
+    ASSERT_THAT(client(rcpt), ElementsAre(to_upstream(rcpt)));
+    ASSERT_THAT(upstream("250 2.1.5 Ok\r\n"), ElementsAre(to_client("250 2.1.5 Ok\r\n")));
+  }
+  const std::size_t forwarded = up_.size();
+  EXPECT_THAT(client("RCPT TO:<one-too-many@example.org>\r\n"), ElementsAre(client_reply("452 4.5.3 ")));
+  EXPECT_EQ(up_.size(), forwarded);
+  client("RSET\r\n");
+  upstream("250 2.0.0 Ok\r\n");
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.rcpt_to.size(), limits::recipients_cap + 1);
+  ASSERT_EQ(t.rcpt_codes.size(), limits::recipients_cap + 1);
+  EXPECT_EQ(t.rcpt_codes.back(), 452);
+  EXPECT_EQ(t.result, outcome::aborted);
+}
+
+TEST_F(RelayFsmTest, NoopFloodStopsParsingAtPendingCap) {
+  greet_and_ehlo();
+  std::string flood;
+  for (int i = 0; i < 5000; ++i) flood += "NOOP\r\n";
+  auto acts = client(flood);
+  std::string thousand;
+  for (std::size_t i = 0; i < limits::pipelined_commands_cap; ++i) thousand += "NOOP\r\n";
+  EXPECT_THAT(acts, ElementsAre(to_upstream(thousand)));   // the first 1000, in one write
+  EXPECT_FALSE(fsm_->client_paused());                      // 4000 NOOPs held: 24000 bytes
+  // Keep flooding without reading replies: held input grows until the shell must stop reading.
+  int extra = 0;
+  while (!fsm_->client_paused()) {
+    ASSERT_THAT(client("NOOP\r\n"), IsEmpty());
+    ++extra;
+    ASSERT_LT(extra, 20000);
+  }
+  EXPECT_GE((4000 + extra) * 6, 64 * 1024);
+  EXPECT_LT((4000 + extra - 1) * 6, 64 * 1024);
+  // Replies let parsing resume, still never more than 1000 awaiting replies.
+  std::string replies;
+  for (std::size_t i = 0; i < limits::pipelined_commands_cap; ++i) replies += "250 2.0.0 Ok\r\n";
+  auto after = upstream(replies);
+  ASSERT_EQ(after.size(), 2u);
+  EXPECT_EQ(after[0], to_client(replies));
+  EXPECT_EQ(after[1], to_upstream(thousand));
+  EXPECT_EQ(up_, "EHLO client.example\r\n" + thousand + thousand);
+}
+
+// ---------------------------------------------------------------- DATA
+
+TEST_F(RelayFsmTest, BodyForwardedUnchangedDotOnlyWhenCrlfDotCrlfCompletes) {
+  const std::string body =
+      "Message-ID: <split@example.org>\r\nSubject: dots\r\n\r\n..stuffed\r\n.\r\r\n"s + "line\r\n\r\n..\r\nend\r\n";
+  const std::string input = body + ".\r\n";
+  auto run = [&](const std::vector<std::string_view>& pieces, const std::string& how) {
+    SCOPED_TRACE(how);
+    make({bare_eol_mode::raw, {}, "mailtap"});   // raw, so the embedded "\r\r\n" passes too
+    open_data();
+    const std::string envelope_and_commands = up_;
+    for (std::size_t i = 0; i < pieces.size(); ++i) {
+      auto acts = client(pieces[i]);
+      std::string sent = up_.substr(envelope_and_commands.size());
+      if (i + 1 < pieces.size()) {
+        // Not yet ended: what went upstream is a prefix of the message, never the dot.
+        ASSERT_TRUE(body.compare(0, sent.size(), sent) == 0) << escape_bytes(sent);
+      } else {
+        EXPECT_EQ(sent, body + ".\r\n");
+        ASSERT_FALSE(acts.empty());
+        EXPECT_THAT(acts.back(), StartsWith("send to upstream"));
+        EXPECT_THAT(acts.back(), testing::EndsWith(".\\r\\n\""));
+      }
+    }
+    upstream("250 2.0.0 Ok: queued as Q1\r\n");
+    const auto& t = only_transaction();
+    EXPECT_EQ(t.result, outcome::delivered);
+    EXPECT_EQ(t.size, body.size());
+    EXPECT_EQ(t.message_id, "<split@example.org>");
+  };
+  run({input}, "whole");
+  for (std::size_t k = 1; k < input.size(); ++k)
+    run({std::string_view(input).substr(0, k), std::string_view(input).substr(k)}, "split at " + std::to_string(k));
+  std::vector<std::string_view> bytes;
+  for (std::size_t i = 0; i < input.size(); ++i) bytes.push_back(std::string_view(input).substr(i, 1));
+  run(bytes, "one byte at a time");
+}
+
+TEST_F(RelayFsmTest, CommandsAfterTheDotInTheSameChunk) {
+  open_data();
+  EXPECT_THAT(client("hi\r\n.\r\nQUIT\r\n"), ElementsAre(to_upstream("hi\r\n.\r\nQUIT\r\n")));
+  EXPECT_THAT(upstream("250 2.0.0 queued\r\n221 2.0.0 Bye\r\n"),
+              ElementsAre(to_client("250 2.0.0 queued\r\n221 2.0.0 Bye\r\n"), closes(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+  EXPECT_EQ(end_reason(), "client_quit");
+}
+
+TEST_F(RelayFsmTest, EmptyMessage) {
+  open_data();
+  EXPECT_THAT(client(".\r\n"), ElementsAre(to_upstream(".\r\n")));
+  upstream("250 2.0.0 Ok\r\n");
+  EXPECT_EQ(only_transaction().size, 0u);
+}
+
+TEST_F(RelayFsmTest, SmugglingSequenceNeverReleasesTheDotStrict) {
+  open_data();
+  client("Subject: x\r\n\r\nhello\n.\nMAIL FROM:<evil@example.org>\r\n");
+  EXPECT_THAT(up_, Not(HasSubstr("\n.\n")));
+  EXPECT_TRUE(closed_[leg::upstream]);
+  EXPECT_THAT(up_, Not(HasSubstr("evil")));
+}
+
+// ---------------------------------------------------------------- transaction records
+
+struct outcome_case { const char* final_reply; outcome expected; };
+
+class RelayFsmOutcomeTest : public RelayFsmTest, public testing::WithParamInterface<outcome_case> {};
+
+TEST_P(RelayFsmOutcomeTest, TransactionRecord) {
+  greet_and_ehlo();
+  client("MAIL FROM:<alice@example.org> SIZE=200 BODY=8BITMIME\r\nRCPT TO:<bob@example.org>\r\n"
+         "RCPT TO:<nobody@example.org>\r\nRCPT TO:<carol@example.org> NOTIFY=NEVER\r\nDATA\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 <nobody@example.org>: unknown\r\n250 2.1.5 Ok\r\n354 go\r\n");
+  const std::string body =
+      "From: alice@example.org\r\nmessage-id:\r\n <rec@example.org>\r\nSubject: t\r\n\r\nMessage-ID: <nope@x>\r\n";
+  client(body + ".\r\n");
+  EXPECT_THAT(obs_->transactions, IsEmpty()) << "no record before the final reply";
+  const std::string final_reply = GetParam().final_reply;
+  EXPECT_THAT(upstream(final_reply), ElementsAre(to_client(final_reply)));
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.mail_from, "alice@example.org");
+  EXPECT_THAT(t.rcpt_to, ElementsAre("bob@example.org", "nobody@example.org", "carol@example.org"));
+  EXPECT_THAT(t.rcpt_codes, ElementsAre(250, 550, 250));
+  EXPECT_EQ(t.message_id, "<rec@example.org>");
+  EXPECT_EQ(t.size, body.size());
+  ASSERT_TRUE(t.final_reply);
+  EXPECT_EQ(t.final_reply->raw, final_reply);
+  EXPECT_EQ(t.result, GetParam().expected);
+  EXPECT_FALSE(t.synthesized);
+  EXPECT_LE(t.start_us, t.end_us);
+  EXPECT_EQ(fsm_->stats().transactions, 1u);
+  EXPECT_EQ(fsm_->stats().delivered, GetParam().expected == outcome::delivered ? 1u : 0u);
+  EXPECT_FALSE(fsm_->finished());
+}
+
+INSTANTIATE_TEST_SUITE_P(Outcomes, RelayFsmOutcomeTest,
+                         testing::Values(outcome_case{"250 2.0.0 Ok: queued as 4Xyz\r\n", outcome::delivered},
+                                         outcome_case{"554 5.7.1 Rejected by policy\r\n", outcome::rejected},
+                                         outcome_case{"451 4.3.0 Try again later\r\n", outcome::tempfailed}));
+
+TEST_F(RelayFsmTest, HeaderOnlyMessageStillNamed) {
+  // RFC 5322 3.5: the body (and the blank line before it) is optional.
+  open_data();
+  client("Subject: only headers\r\nMessage-ID: <headers-only@example.org>\r\n.\r\n");
+  upstream("250 2.0.0 Ok\r\n");
+  EXPECT_EQ(only_transaction().message_id, "<headers-only@example.org>");
+}
+
+TEST_F(RelayFsmTest, MailRejectedEndsTransaction) {
+  greet_and_ehlo();
+  client("MAIL FROM:<spammer@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+  upstream("550 5.7.1 go away\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need RCPT\r\n");
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.mail_from, "spammer@example.org");
+  EXPECT_EQ(t.result, outcome::rejected);
+  ASSERT_TRUE(t.final_reply);
+  EXPECT_EQ(t.final_reply->code, 550);
+  EXPECT_FALSE(fsm_->finished());
+  EXPECT_THAT(client("QUIT\r\n"), ElementsAre(to_upstream("QUIT\r\n")));
+}
+
+TEST_F(RelayFsmTest, NullSenderRecorded) {
+  greet_and_ehlo();
+  client("MAIL FROM:<>\r\nRCPT TO:<b@example.org>\r\nRSET\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok\r\n");
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.mail_from, "");
+  EXPECT_EQ(t.result, outcome::aborted);
+}
+
+// ---------------------------------------------------------------- failures in DATA
+
+TEST_F(RelayFsmTest, UpstreamEofInDataReadsClientToEndThen451) {
+  open_data();
+  client("Subject: x\r\n\r\npart one\r\n");
+  const std::string sent_before = up_;
+  EXPECT_THAT(upstream_eof(), ElementsAre(closes(leg::upstream)));
+  // The client keeps sending its message; it is read, not forwarded, and not answered yet.
+  EXPECT_THAT(client("part two\r\n"), IsEmpty());
+  EXPECT_THAT(client("part three\r\n.\r"), IsEmpty());
+  auto acts = client("\n");
+  ASSERT_FALSE(acts.empty());
+  EXPECT_THAT(acts[0], client_reply("451 4.4.2 "));
+  EXPECT_EQ(up_, sent_before) << "nothing more forwarded, and no dot";
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::tempfailed);
+  EXPECT_TRUE(t.synthesized);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+}
+
+TEST_F(RelayFsmTest, UpstreamEofAfterDotIsAmbiguous) {
+  open_data();
+  EXPECT_THAT(client("Subject: x\r\n\r\nbody\r\n.\r\n"), ElementsAre(to_upstream("Subject: x\r\n\r\nbody\r\n.\r\n")));
+  auto acts = upstream_eof();
+  EXPECT_THAT(acts, Contains(client_reply("451 4.4.2 ")));
+  EXPECT_THAT(acts, Contains(closes(leg::upstream)));
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::unknown);
+  EXPECT_TRUE(t.synthesized);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 1u);
+}
+
+TEST_F(RelayFsmTest, UpstreamTimeoutWaitingForDataEndIsAmbiguous) {
+  open_data();
+  client("body\r\n.\r\n");
+  auto acts = timeout(leg::upstream);
+  ASSERT_FALSE(acts.empty());
+  EXPECT_EQ(acts[0], closes(leg::upstream));
+  EXPECT_THAT(acts, Contains(client_reply("451 4.4.2 ")));
+  EXPECT_EQ(only_transaction().result, outcome::unknown);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 1u);
+  EXPECT_EQ(end_reason(), "upstream_timeout");
+}
+
+TEST_F(RelayFsmTest, ClientEofInDataClosesUpstreamWithoutDot) {
+  open_data();
+  client("Subject: x\r\n\r\nhalf a mess");
+  const std::string sent_before = up_;
+  EXPECT_THAT(client_eof(), Contains(closes(leg::upstream)));
+  EXPECT_EQ(up_, sent_before);
+  EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::aborted);
+  EXPECT_FALSE(t.final_reply);
+  EXPECT_EQ(end_reason(), "client_closed");
+}
+
+TEST_F(RelayFsmTest, ClientEofAfterDotBeforeReplyIsAmbiguous) {
+  // The dot went upstream: the message may be delivered although the client never hears so
+  // (and will likely send it again). Not "aborted", which claims nothing was delivered.
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n.\r\n");
+  EXPECT_THAT(client_eof(), Contains(closes(leg::upstream)));
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::unknown);
+  EXPECT_FALSE(t.final_reply);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 1u);
+}
+
+TEST_F(RelayFsmTest, ClientEofAfterBdatLastBeforeReplyIsAmbiguous) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 3 LAST\r\nabc");
+  upstream("250 ok\r\n250 ok\r\n");
+  client_eof();
+  EXPECT_EQ(only_transaction().result, outcome::unknown);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 1u);
+}
+
+TEST_F(RelayFsmTest, StrictBareLfClosesUpstreamAndAnswers550AtEndOfData) {
+  open_data();
+  auto acts = client("Subject: x\r\n\r\nbad\nline\r\n");
+  EXPECT_THAT(acts, Contains(closes(leg::upstream)));
+  EXPECT_THAT(up_, Not(HasSubstr("bad\n")));
+  EXPECT_THAT(client("more\r\n"), IsEmpty());
+  auto end = client(".\r\n");
+  ASSERT_FALSE(end.empty());
+  EXPECT_THAT(end[0], client_reply("550 5.6.0 "));
+  EXPECT_THAT(up_, Not(testing::EndsWith(".\r\n")));
+  EXPECT_THAT(up_, Not(HasSubstr("more")));
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::rejected);
+  EXPECT_TRUE(t.synthesized);
+}
+
+TEST_F(RelayFsmTest, NormalizeModeTurnsBareLfIntoSpace) {
+  make({bare_eol_mode::normalize, {}, "mailtap"});
+  open_data();
+  EXPECT_THAT(client("Subject: x\r\n\r\nbad\nline\r\n.\r\n"), ElementsAre(to_upstream("Subject: x\r\n\r\nbad line\r\n.\r\n")));
+  upstream("250 2.0.0 Ok\r\n");
+  EXPECT_EQ(fsm_->stats().normalized_line_endings, 1u);
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+}
+
+TEST_F(RelayFsmTest, CaptureFailureWithholdsDotAndAnswers451) {
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n");
+  fsm_->on_capture_failed();
+  auto acts = client(".\r\n");
+  EXPECT_THAT(acts, Contains(closes(leg::upstream)));
+  EXPECT_THAT(acts, Contains(client_reply("451 4.3.0 ")));
+  EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+}
+
+TEST_F(RelayFsmTest, LongBodyLineFailsTransaction) {
+  open_data();
+  client("Subject: x\r\n\r\n" + std::string(limits::data_line_cap + 10, 'z') + "\r\n");
+  EXPECT_TRUE(closed_[leg::upstream]);
+  auto end = client(".\r\n");
+  ASSERT_FALSE(end.empty());
+  EXPECT_THAT(end[0], client_reply("550 5.6.0 "));
+}
+
+// ---------------------------------------------------------------- AUTH
+
+const std::string plain_secret = "AGFsaWNlAHMzY3JldC1wYXNzd29yZA==";   // "\0alice\0s3cret-password"
+
+void expect_no_secret(const recording_observer& obs, std::string_view secret) {
+  std::string all = obs.everything();
+  EXPECT_THAT(all, Not(HasSubstr(std::string(secret))));
+  EXPECT_THAT(all, Not(HasSubstr(std::string(secret.substr(0, 8)))));
+  EXPECT_THAT(all, Not(HasSubstr(std::string(secret.substr(secret.size() - 8)))));
+}
+
+TEST_F(RelayFsmTest, AuthPlainInitialResponseForwardedSensitiveAndRedacted) {
+  greet_and_ehlo();
+  const std::string line = "AUTH PLAIN " + plain_secret + "\r\n";
+  EXPECT_THAT(client(line), ElementsAre(to_upstream(line, true)));
+  EXPECT_THAT(upstream("235 2.7.0 Authentication successful\r\n"),
+              ElementsAre(to_client("235 2.7.0 Authentication successful\r\n")));
+  // After AUTH, commands are ordinary again.
+  EXPECT_THAT(client("MAIL FROM:<alice@example.org>\r\n"), ElementsAre(to_upstream("MAIL FROM:<alice@example.org>\r\n")));
+  expect_no_secret(*obs_, plain_secret);
+  EXPECT_THAT(obs_->commands, Contains("AUTH PLAIN [initial response redacted, 32 bytes]"));
+  EXPECT_THAT(obs_->stream(leg::client, direction::in), HasSubstr("AUTH PLAIN " + std::string(plain_secret.size(), '*') + "\r\n"));
+}
+
+TEST_F(RelayFsmTest, AuthLoginExchangeMasked) {
+  greet_and_ehlo();
+  const std::string user = "YWxpY2VAZXhhbXBsZS5vcmc=";   // alice@example.org
+  const std::string pass = "czNjcmV0LXBhc3N3b3JkLTI=";   // s3cret-password-2
+  EXPECT_THAT(client("AUTH LOGIN\r\n"), ElementsAre(to_upstream("AUTH LOGIN\r\n", true)));
+  EXPECT_THAT(upstream("334 VXNlcm5hbWU6\r\n"), ElementsAre(to_client("334 VXNlcm5hbWU6\r\n")));
+  EXPECT_THAT(client(user + "\r\n"), ElementsAre(to_upstream(user + "\r\n", true)));
+  EXPECT_THAT(upstream("334 UGFzc3dvcmQ6\r\n"), ElementsAre(to_client("334 UGFzc3dvcmQ6\r\n")));
+  // The password arrives in two pieces; still one sensitive line upstream.
+  EXPECT_THAT(client(pass.substr(0, 5)), IsEmpty());
+  EXPECT_THAT(client(pass.substr(5) + "\r\n"), ElementsAre(to_upstream(pass + "\r\n", true)));
+  EXPECT_THAT(upstream("235 2.7.0 Authentication successful\r\n"),
+              ElementsAre(to_client("235 2.7.0 Authentication successful\r\n")));
+  EXPECT_THAT(client("NOOP\r\n"), ElementsAre(to_upstream("NOOP\r\n")));
+  expect_no_secret(*obs_, user);
+  expect_no_secret(*obs_, pass);
+  EXPECT_THAT(obs_->commands, Contains(HasSubstr("[auth response redacted")));
+}
+
+TEST_F(RelayFsmTest, AuthResponsePipelinedBeforeChallengeStillMasked) {
+  greet_and_ehlo();
+  const std::string user = "YWxpY2VAZXhhbXBsZS5vcmc=";
+  EXPECT_THAT(client("AUTH LOGIN\r\n" + user + "\r\n"), ElementsAre(to_upstream("AUTH LOGIN\r\n", true)));
+  EXPECT_THAT(upstream("334 VXNlcm5hbWU6\r\n"),
+              ElementsAre(to_client("334 VXNlcm5hbWU6\r\n"), to_upstream(user + "\r\n", true)));
+  EXPECT_THAT(upstream("535 5.7.8 Authentication failed\r\n"),
+              ElementsAre(to_client("535 5.7.8 Authentication failed\r\n")));
+  expect_no_secret(*obs_, user);
+}
+
+TEST_F(RelayFsmTest, RefusedAuthLinesNeverRecordTheSecret) {
+  greet_and_ehlo();
+  // Bare LF and over-long lines are refused before they are parsed; the secret must still
+  // never reach the recorder (redaction by state, not by what parsed cleanly).
+  EXPECT_THAT(client("AUTH PLAIN " + plain_secret + "\n"), ElementsAre(client_reply("500 5.5.2 ")));
+  const std::string long_secret = std::string(3000, 'Q') + plain_secret;
+  EXPECT_THAT(client("AUTH PLAIN " + long_secret + "\r\n"), ElementsAre(client_reply("500 5.5.2 ")));
+  EXPECT_THAT(client("auth plain " + plain_secret + "\x00\r\n"s), ElementsAre(client_reply("500 5.5.2 ")));
+  expect_no_secret(*obs_, plain_secret);
+  EXPECT_THAT(obs_->everything(), Not(HasSubstr("QQQQQQQQ")));
+  EXPECT_THAT(up_, Not(HasSubstr(plain_secret)));
+}
+
+TEST_F(RelayFsmTest, AuthLineWithoutCrlfOverHardCapNeverRecordsTheSecret) {
+  greet_and_ehlo();
+  const std::string text = "AUTH PLAIN " + std::string(limits::command_line_hard_cap, 'Q') + plain_secret;
+  EXPECT_THAT(client(text), ElementsAre(client_reply("500 5.5.2 "), closes(leg::client), closes(leg::upstream)));
+  expect_no_secret(*obs_, plain_secret);
+  EXPECT_THAT(obs_->everything(), Not(HasSubstr("QQQQQQQQ")));
+  EXPECT_THAT(obs_->stream(leg::client, direction::in), HasSubstr("\r\nAUTH PLAIN ****"));
+}
+
+// ---------------------------------------------------------------- leaving
+
+TEST_F(RelayFsmTest, QuitRepliesThenClosesBoth) {
+  greet_and_ehlo();
+  EXPECT_THAT(client("QUIT\r\n"), ElementsAre(to_upstream("QUIT\r\n")));
+  EXPECT_THAT(upstream("221 2.0.0 Bye\r\n"),
+              ElementsAre(to_client("221 2.0.0 Bye\r\n"), closes(leg::client), closes(leg::upstream)));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_quit");
+}
+
+TEST_F(RelayFsmTest, UpstreamUnreachable) {
+  start();
+  fsm_->on_upstream_unreachable(tick(), "connection refused");
+  auto acts = take();
+  EXPECT_THAT(acts, ElementsAre(client_reply("421 4.4.1 "), closes(leg::client)));
+  EXPECT_THAT(acts[0], HasSubstr("connection refused"));
+  EXPECT_EQ(end_reason(), "upstream_unreachable");
+}
+
+TEST_F(RelayFsmTest, UpstreamSilentBeforeGreeting) {
+  start();
+  connected();
+  EXPECT_THAT(timeout(leg::upstream), ElementsAre(closes(leg::upstream), client_reply("421 4.4.1 "), closes(leg::client)));
+}
+
+TEST_F(RelayFsmTest, UpstreamEofWhileIdle) {
+  greet_and_ehlo();
+  EXPECT_THAT(upstream_eof(), ElementsAre(closes(leg::upstream), client_reply("421 4.4.2 "), closes(leg::client)));
+}
+
+TEST_F(RelayFsmTest, UpstreamEofWithCommandsPending) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
+  auto acts = upstream_eof();
+  EXPECT_THAT(acts, Contains(client_reply("421 4.4.2 ")));
+  EXPECT_TRUE(fsm_->finished());
+  // The client was told 421 for its MAIL: a temporary failure the relay made up.
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+  EXPECT_TRUE(only_transaction().synthesized);
+  EXPECT_EQ(end_reason(), "upstream_closed");
+}
+
+TEST_F(RelayFsmTest, UpstreamProtocolErrorAborts) {
+  greet_and_ehlo();
+  client("NOOP\r\n");
+  auto acts = upstream("250-ok\r\n451 mixed\r\n");
+  EXPECT_THAT(acts, Contains(closes(leg::upstream)));
+  EXPECT_THAT(acts, Contains(client_reply("421 4.4.2 ")));
+  EXPECT_EQ(end_reason(), "upstream_protocol_error");
+}
+
+TEST_F(RelayFsmTest, DrainWhenIdle) {
+  greet_and_ehlo();
+  EXPECT_THAT(drain(), ElementsAre(client_reply("421 4.3.2 "), closes(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "drain");
+}
+
+TEST_F(RelayFsmTest, DrainDuringTransactionWaitsForDataEndReply) {
+  open_data();
+  EXPECT_THAT(drain(), IsEmpty());
+  EXPECT_THAT(client("body\r\n"), ElementsAre(to_upstream("body\r\n")));
+  EXPECT_THAT(client(".\r\n"), ElementsAre(to_upstream(".\r\n")));
+  // The final reply, then the 421 in the same write.
+  EXPECT_THAT(upstream("250 2.0.0 Ok: queued as Z\r\n"),
+              ElementsAre(client_reply("250 2.0.0 Ok: queued as Z\r\n421 4.3.2 "), closes(leg::client),
+                          closes(leg::upstream)));
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+  EXPECT_EQ(end_reason(), "drain");
+}
+
+TEST_F(RelayFsmTest, DrainWithCommandsInFlight) {
+  greet_and_ehlo();
+  client("NOOP\r\n");
+  EXPECT_THAT(drain(), IsEmpty());
+  EXPECT_THAT(upstream("250 2.0.0 Ok\r\n"),
+              ElementsAre(client_reply("250 2.0.0 Ok\r\n421 4.3.2 "), closes(leg::client), closes(leg::upstream)));
+}
+
+TEST_F(RelayFsmTest, ClientTimeout) {
+  greet_and_ehlo();
+  EXPECT_THAT(timeout(leg::client), ElementsAre(client_reply("421 4.4.2 "), closes(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "client_timeout");
+}
+
+TEST_F(RelayFsmTest, ClientTimerDoesNotFireWhileWaitingOnUpstream) {
+  // RFC 5321 allows the end-of-data reply 10 minutes; the client's 5-minute idle timer,
+  // armed by its last bytes (the dot), must not end the session while the client waits on us.
+  open_data();
+  client("body\r\n.\r\n");
+  show_timers_ = true;
+  EXPECT_THAT(timeout(leg::client), ElementsAre(timer(leg::client, milliseconds(300'000))));
+  EXPECT_FALSE(fsm_->finished());
+  show_timers_ = false;
+  EXPECT_THAT(upstream("250 2.0.0 Ok: queued as SLOW\r\n"), ElementsAre(to_client("250 2.0.0 Ok: queued as SLOW\r\n")));
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+  // Once answered, an idle client does time out.
+  EXPECT_THAT(timeout(leg::client), ElementsAre(client_reply("421 4.4.2 "), closes(leg::client), closes(leg::upstream)));
+}
+
+TEST_F(RelayFsmTest, ClientTimeoutInDataAbortsWithoutDot) {
+  open_data();
+  client("partial\r\n");
+  auto acts = timeout(leg::client);
+  EXPECT_THAT(acts, ElementsAre(client_reply("421 4.4.2 "), closes(leg::client), closes(leg::upstream)));
+  EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
+  EXPECT_EQ(only_transaction().result, outcome::aborted);
+}
+
+TEST_F(RelayFsmTest, UnsolicitedUpstream421EndsSession) {
+  greet_and_ehlo();
+  EXPECT_THAT(upstream("421 4.3.2 shutting down\r\n"),
+              ElementsAre(to_client("421 4.3.2 shutting down\r\n"), closes(leg::client), closes(leg::upstream)));
+}
+
+TEST_F(RelayFsmTest, EveryEndingReportsOnEndOnce) {
+  // Several endings racing in one session: the first wins, the rest are ignored.
+  open_data();
+  client("x\r\n.\r\n");
+  upstream_eof();
+  client_eof();
+  timeout(leg::client);
+  drain();
+  EXPECT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->transactions.size(), 1u);
+}
+
+// ---------------------------------------------------------------- BDAT
+
+TEST_F(RelayFsmTest, BdatChunksForwardedWithExactCounts) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  const std::string chunk1 = "Message-ID: <bdat@example.org>\r\nSubject: chunks\r\n";   // no dot-stuffing in BDAT
+  const std::string chunk2 = "\r\n.\r\nQUIT\r\nRSET\r\n";                                // payload, not commands
+  const std::string wire = "BDAT " + std::to_string(chunk1.size()) + "\r\n" + chunk1 + "BDAT " +
+                           std::to_string(chunk2.size()) + " LAST\r\n" + chunk2;
+  EXPECT_THAT(client(wire), ElementsAre(to_upstream(wire)));
+  EXPECT_THAT(upstream("250 2.0.0 " + std::to_string(chunk1.size()) + " octets received\r\n"), testing::SizeIs(1));
+  EXPECT_THAT(obs_->transactions, IsEmpty());
+  upstream("250 2.0.0 Ok: queued as B1\r\n");
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::delivered);
+  EXPECT_EQ(t.size, chunk1.size() + chunk2.size());
+  EXPECT_EQ(t.message_id, "<bdat@example.org>");
+  EXPECT_FALSE(fsm_->finished());
+  // After the LAST chunk the client is back in command mode.
+  EXPECT_THAT(client("QUIT\r\n"), ElementsAre(to_upstream("QUIT\r\n")));
+}
+
+TEST_F(RelayFsmTest, BdatSplitAtEveryByteForwardsSameBytes) {
+  const std::string wire = "BDAT 7\r\nab\r\ncdeBDAT 3 LAST\r\nxyzNOOP\r\n";
+  for (std::size_t k = 0; k <= wire.size(); ++k) {
+    SCOPED_TRACE("split at " + std::to_string(k));
+    make();
+    greet_and_ehlo();
+    client("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
+    upstream("250 ok\r\n250 ok\r\n");
+    const std::size_t before = up_.size();
+    if (k > 0) client(std::string_view(wire).substr(0, k));
+    if (k < wire.size()) client(std::string_view(wire).substr(k));
+    EXPECT_EQ(up_.substr(before), wire);
+    upstream("250 ok\r\n250 queued\r\n250 noop\r\n");
+    EXPECT_EQ(only_transaction().size, 10u);
+  }
+}
+
+TEST_F(RelayFsmTest, BdatZeroLastCompletesAtOnce) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
+  upstream("250 ok\r\n250 ok\r\n");
+  const std::string chunk = "Subject: z\r\nMessage-ID: <zero@example.org>\r\n";   // header-only message
+  const std::string first = "BDAT " + std::to_string(chunk.size()) + "\r\n" + chunk;
+  EXPECT_THAT(client(first), ElementsAre(to_upstream(first)));
+  EXPECT_THAT(client("BDAT 0 LAST\r\n"), ElementsAre(to_upstream("BDAT 0 LAST\r\n")));
+  EXPECT_THAT(upstream("250 2.0.0 chunk\r\n250 2.0.0 queued\r\n"),
+              ElementsAre(to_client("250 2.0.0 chunk\r\n250 2.0.0 queued\r\n")));
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::delivered);
+  EXPECT_EQ(t.size, chunk.size());
+  EXPECT_EQ(t.message_id, "<zero@example.org>");
+  // Nothing is owed by the client any more: an idle session drains at once.
+  EXPECT_THAT(drain(), ElementsAre(client_reply("421 4.3.2 "), closes(leg::client), closes(leg::upstream)));
+}
+
+TEST_F(RelayFsmTest, BadBdatRefusedAndClosed) {
+  greet_and_ehlo();
+  EXPECT_THAT(client("BDAT -1\r\nxyz"), ElementsAre(client_reply("501 5.5.4 "), closes(leg::client), closes(leg::upstream)));
+  EXPECT_THAT(up_, Not(HasSubstr("BDAT")));
+}
+
+// ---------------------------------------------------------------- recorder view
+
+TEST_F(RelayFsmTest, RecorderSeesBothLegsAndCommands) {
+  greet_and_ehlo();
+  client("NOOP\r\n");
+  upstream("250 2.0.0 Ok\r\n");
+  EXPECT_EQ(obs_->stream(leg::client, direction::in), "EHLO client.example\r\nNOOP\r\n");
+  EXPECT_EQ(obs_->stream(leg::upstream, direction::out), "EHLO client.example\r\nNOOP\r\n");
+  EXPECT_EQ(obs_->stream(leg::upstream, direction::in), banner + plain_ehlo_reply + "250 2.0.0 Ok\r\n");
+  EXPECT_EQ(obs_->stream(leg::client, direction::out), banner + plain_ehlo_reply + "250 2.0.0 Ok\r\n");
+  EXPECT_THAT(obs_->commands, ElementsAre("EHLO client.example", "NOOP"));
+}
+
+}  // namespace
+}  // namespace mailtap::protocol

@@ -1,0 +1,231 @@
+// Built-in sink: greeting, EHLO capabilities, a pipelined transaction answered in order,
+// distinct queue ids, BDAT, sequencing errors and QUIT. Replies are checked by parsing them.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "protocol/capabilities.hpp"
+#include "protocol/reply.hpp"
+#include "protocol/sink_fsm.hpp"
+
+namespace mailtap::protocol {
+namespace {
+
+std::vector<reply> replies_of(const std::string& bytes) {
+  reply_parser p;
+  std::vector<reply> out;
+  EXPECT_EQ(p.feed(bytes, out), reply_parse_status::ok) << bytes;
+  EXPECT_EQ(p.pending_bytes(), 0u) << bytes;
+  return out;
+}
+
+std::vector<int> codes(const std::vector<reply>& rs) {
+  std::vector<int> out;
+  for (const auto& r : rs) out.push_back(r.code);
+  return out;
+}
+
+struct sink_session {
+  explicit sink_session(std::uint64_t id = 1, sink_options o = {}) : fsm(std::move(o), id) {}
+  // Feeds bytes; returns the replies they produced.
+  std::vector<reply> feed(std::string_view bytes) {
+    std::string out;
+    open = fsm.feed(bytes, out);
+    return replies_of(out);
+  }
+  sink_fsm fsm;
+  bool open = true;
+};
+
+std::string queue_id(const reply& r) {
+  const std::string marker = "queued as ";
+  auto at = r.raw.find(marker);
+  if (at == std::string::npos) return {};
+  std::string id = r.raw.substr(at + marker.size());
+  while (!id.empty() && (id.back() == '\r' || id.back() == '\n')) id.pop_back();
+  return id;
+}
+
+TEST(SinkFsm, Greeting) {
+  sink_fsm s({}, 1);
+  auto rs = replies_of(s.greeting());
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0].code, 220);
+  EXPECT_THAT(rs[0].raw, testing::StartsWith("220 mailtap-sink ESMTP"));
+
+  sink_options named;
+  named.hostname = "sink.test";
+  sink_fsm t(named, 1);
+  EXPECT_THAT(t.greeting(), testing::StartsWith("220 sink.test "));
+}
+
+TEST(SinkFsm, EhloListsCapabilities) {
+  sink_session s;
+  auto rs = s.feed("EHLO client.example\r\n");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0].code, 250);
+  auto caps = capabilities::from_reply(rs[0]);
+  EXPECT_EQ(caps.greeting(), "mailtap-sink");
+  for (const char* kw : {"PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "CHUNKING", "ENHANCEDSTATUSCODES", "DSN"})
+    EXPECT_TRUE(caps.has(kw)) << kw;
+  EXPECT_EQ(caps.params("SIZE"), std::to_string(100ull * 1024 * 1024));
+  EXPECT_FALSE(caps.has("STARTTLS"));
+  EXPECT_TRUE(s.open);
+}
+
+TEST(SinkFsm, HeloAnswers250) {
+  sink_session s;
+  auto rs = s.feed("HELO client.example\r\n");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0].code, 250);
+  EXPECT_EQ(rs[0].lines.size(), 1u);
+}
+
+TEST(SinkFsm, PipelinedTransactionInOneFeedRepliesInOrder) {
+  sink_session s;
+  auto rs = s.feed(
+      "EHLO c\r\n"
+      "MAIL FROM:<a@example.org> SIZE=100\r\n"
+      "RCPT TO:<b@example.org>\r\n"
+      "RCPT TO:<c@example.org> NOTIFY=NEVER\r\n"
+      "DATA\r\n"
+      "Subject: hi\r\n\r\nbody\r\n..stuffed\r\n.\r\n"
+      "NOOP\r\n"
+      "QUIT\r\n");
+  EXPECT_THAT(codes(rs), testing::ElementsAre(250, 250, 250, 250, 354, 250, 250, 221));
+  EXPECT_EQ(rs[5].enhanced, "2.0.0");
+  EXPECT_THAT(rs[5].raw, testing::StartsWith("250 2.0.0 Ok: queued as "));
+  EXPECT_FALSE(queue_id(rs[5]).empty());
+  EXPECT_EQ(s.fsm.messages_accepted(), 1u);
+  EXPECT_FALSE(s.open);   // QUIT
+}
+
+TEST(SinkFsm, SameTransactionSplitAtEveryByteGivesSameReplies) {
+  const std::string in =
+      "EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nSubject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n";
+  std::string whole;
+  {
+    sink_fsm s({}, 7);
+    s.feed(in, whole);
+  }
+  for (std::size_t k = 0; k <= in.size(); ++k) {
+    sink_fsm s({}, 7);
+    std::string out;
+    s.feed(std::string_view(in).substr(0, k), out);
+    bool open = s.feed(std::string_view(in).substr(k), out);
+    EXPECT_EQ(out, whole) << "split at " << k;
+    EXPECT_FALSE(open);
+  }
+}
+
+TEST(SinkFsm, QueueIdsAreDistinct) {
+  std::set<std::string> ids;
+  for (std::uint64_t conn : {1u, 2u, 16u, 255u}) {
+    sink_session s(conn);
+    s.feed("EHLO c\r\n");
+    for (int i = 0; i < 20; ++i) {
+      auto rs = s.feed("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
+      ASSERT_THAT(codes(rs), testing::ElementsAre(250, 250, 354));
+      auto done = s.feed("x\r\n.\r\n");
+      ASSERT_EQ(done.size(), 1u);
+      EXPECT_THAT(done[0].raw, testing::StartsWith("250 2.0.0 Ok: queued as "));
+      std::string id = queue_id(done[0]);
+      EXPECT_FALSE(id.empty());
+      EXPECT_TRUE(ids.insert(id).second) << "duplicate queue id " << id;
+    }
+    EXPECT_EQ(s.fsm.messages_accepted(), 20u);
+  }
+}
+
+TEST(SinkFsm, BdatChunksAndLast) {
+  sink_session s;
+  s.feed("EHLO c\r\n");
+  auto rs = s.feed("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 5\r\nhelloBDAT 7 LAST\r\n world\n");
+  ASSERT_THAT(codes(rs), testing::ElementsAre(250, 250, 250, 250));
+  EXPECT_THAT(rs[3].raw, testing::StartsWith("250 2.0.0 Ok: queued as "));
+  EXPECT_EQ(s.fsm.messages_accepted(), 1u);
+  // The payload is exactly N octets: what follows is a command again.
+  auto more = s.feed("NOOP\r\n");
+  EXPECT_THAT(codes(more), testing::ElementsAre(250));
+}
+
+TEST(SinkFsm, BdatPayloadSplitAcrossFeeds) {
+  sink_session s;
+  s.feed("EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
+  EXPECT_TRUE(s.feed("BDAT 10 LAST\r\nQUIT").empty());   // "QUIT" is payload, not a command
+  auto rs = s.feed("\r\n.\r\nX");   // 4 + 6 = 10 octets
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_THAT(rs[0].raw, testing::StartsWith("250 2.0.0 Ok: queued as "));
+  EXPECT_TRUE(s.open);
+}
+
+TEST(SinkFsm, BdatZeroLast) {
+  sink_session s;
+  auto rs = s.feed("EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 0 LAST\r\n");
+  ASSERT_THAT(codes(rs), testing::ElementsAre(250, 250, 250, 250));
+  EXPECT_EQ(s.fsm.messages_accepted(), 1u);
+}
+
+TEST(SinkFsm, SequencingErrors) {
+  sink_session s;
+  s.feed("EHLO c\r\n");
+  auto rcpt_first = s.feed("RCPT TO:<b@example.org>\r\n");
+  ASSERT_EQ(rcpt_first.size(), 1u);
+  EXPECT_EQ(rcpt_first[0].code, 503);
+  EXPECT_EQ(rcpt_first[0].enhanced, "5.5.1");
+
+  auto data_first = s.feed("DATA\r\n");
+  EXPECT_THAT(codes(data_first), testing::ElementsAre(503));
+
+  auto nested = s.feed("MAIL FROM:<a@b>\r\nMAIL FROM:<a@b>\r\n");
+  EXPECT_THAT(codes(nested), testing::ElementsAre(250, 503));
+
+  auto no_rcpt_data = s.feed("DATA\r\n");
+  EXPECT_THAT(codes(no_rcpt_data), testing::ElementsAre(503));
+
+  // BDAT without recipients: the chunk is still consumed by its count, then refused.
+  auto bdat = s.feed("BDAT 4 LAST\r\nNOOPNOOP\r\n");
+  EXPECT_THAT(codes(bdat), testing::ElementsAre(503, 250));
+
+  // RSET clears the envelope.
+  auto rset = s.feed("RSET\r\nRCPT TO:<b@b>\r\n");
+  EXPECT_THAT(codes(rset), testing::ElementsAre(250, 503));
+  EXPECT_EQ(s.fsm.messages_accepted(), 0u);
+  EXPECT_TRUE(s.open);
+}
+
+TEST(SinkFsm, OtherCommands) {
+  sink_session s;
+  auto rs = s.feed("NOOP\r\nVRFY x\r\nHELP\r\nFROB\r\n");
+  EXPECT_THAT(codes(rs), testing::ElementsAre(250, 252, 214, 502));
+}
+
+TEST(SinkFsm, QuitReturnsFalse) {
+  sink_fsm s({}, 1);
+  std::string out;
+  EXPECT_TRUE(s.feed("NOOP\r\n", out));
+  EXPECT_FALSE(s.feed("QUIT\r\nNOOP\r\n", out));
+  auto rs = replies_of(out);
+  EXPECT_THAT(codes(rs), testing::ElementsAre(250, 221));   // nothing after QUIT is answered
+  std::string after;
+  EXPECT_FALSE(s.feed("NOOP\r\n", after));
+  EXPECT_EQ(after, "");
+}
+
+TEST(SinkFsm, BadBdatClosesAndOverlongLineCloses) {
+  sink_session a;
+  auto rs = a.feed("BDAT -1\r\n");
+  EXPECT_THAT(codes(rs), testing::ElementsAre(501));
+  EXPECT_FALSE(a.open);
+
+  sink_session b;
+  auto big = b.feed(std::string(5000, 'A'));
+  EXPECT_THAT(codes(big), testing::ElementsAre(500));
+  EXPECT_FALSE(b.open);
+}
+
+}  // namespace
+}  // namespace mailtap::protocol
