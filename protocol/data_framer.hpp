@@ -1,6 +1,7 @@
 // DATA framing (RFC 5321 4.1.1.4, 4.5.2): only <CRLF>.<CRLF> ends the message; dot-stuffing
 // passes through untouched. Bare CR or LF is handled by mode (SMTP_NOTES "SMTP smuggling"):
 // strict (default) fails the transaction, normalize turns each into a space, raw forwards it.
+// NUL (never legal in DATA, RFC 5321 4.5.2; "\r\n\x00.\r\n" is a smuggling probe) is treated alike.
 // The terminator itself is never emitted: the caller decides whether to send ".\r\n".
 // Never holds more than 2 bytes across calls. Single-threaded.
 #pragma once
@@ -15,7 +16,7 @@ enum class bare_eol_mode { strict, normalize, raw };
 std::string_view to_string(bare_eol_mode m);
 std::optional<bare_eol_mode> parse_bare_eol_mode(std::string_view name);
 
-enum class data_fault { none, bare_cr_or_lf, line_too_long };
+enum class data_fault { none, bare_cr_or_lf, line_too_long, nul_byte };
 std::string_view to_string(data_fault f);
 
 class data_framer {
@@ -37,7 +38,7 @@ class data_framer {
  private:
   enum class state { line_start, mid, cr, dot, dot_cr, ended };
   void emit(std::string& forward, std::string_view bytes);
-  void bare(std::string& forward, std::string_view as_received);
+  void bare(std::string& forward, std::string_view as_received, data_fault kind);
 
   bare_eol_mode mode_;
   state state_ = state::line_start;

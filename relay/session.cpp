@@ -370,7 +370,13 @@ void session::execute(std::vector<protocol::action>& actions) {
       if (deadline < watchdog_timer_.expiry()) watchdog_timer_.cancel();
     }
   }
-  if (fsm_.finished()) watchdog_timer_.cancel();
+  if (fsm_.finished()) {
+    // The machine closes the legs it still considers open; a leg whose peer hung up first
+    // gets no close action, yet its writer must still finish (or the session never ends).
+    client_out_.close_requested = true;
+    upstream_out_.close_requested = true;
+    watchdog_timer_.cancel();
+  }
   notify();
 }
 

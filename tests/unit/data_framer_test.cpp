@@ -77,22 +77,33 @@ framed frame(bare_eol_mode mode, std::string_view input,
 }
 
 // A CR not followed by LF, or an LF not preceded by CR.
+// The fault a byte at i is, if any: a bare CR or LF, or a NUL (never legal in DATA).
+data_fault fault_at(std::string_view s, std::size_t i) {
+  if (s[i] == '\r' && (i + 1 == s.size() || s[i + 1] != '\n')) return data_fault::bare_cr_or_lf;
+  if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) return data_fault::bare_cr_or_lf;
+  if (s[i] == '\0') return data_fault::nul_byte;
+  return data_fault::none;
+}
+
+// Ambiguous bytes: bare CR, bare LF and NUL.
 std::size_t count_bare(std::string_view s) {
   std::size_t n = 0;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\r' && (i + 1 == s.size() || s[i + 1] != '\n')) ++n;
-    if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) ++n;
-  }
+  for (std::size_t i = 0; i < s.size(); ++i) n += fault_at(s, i) != data_fault::none;
   return n;
 }
 
-// What normalize mode should forward: each bare CR or LF replaced by a space.
+// The fault strict mode reports: the first ambiguous byte's.
+data_fault first_fault(std::string_view s) {
+  for (std::size_t i = 0; i < s.size(); ++i)
+    if (auto f = fault_at(s, i); f != data_fault::none) return f;
+  return data_fault::none;
+}
+
+// What normalize mode should forward: each bare CR or LF, and each NUL, replaced by a space.
 std::string normalized_reference(std::string_view s) {
   std::string out(s);
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\r' && (i + 1 == s.size() || s[i + 1] != '\n')) out[i] = ' ';
-    if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) out[i] = ' ';
-  }
+  for (std::size_t i = 0; i < s.size(); ++i)
+    if (fault_at(s, i) != data_fault::none) out[i] = ' ';
   return out;
 }
 
@@ -182,11 +193,25 @@ TEST(DataFramer, DotStuffedLinesForwardedUnchanged) {
   EXPECT_EQ(first.consumed, 7u);
 }
 
-TEST(DataFramer, EightBitAndNulPassUnchanged) {
-  const std::string body = "Subject: caf\xC3\xA9\r\n\r\n\x00\x01\x7f\xff\r\n"s;
+TEST(DataFramer, EightBitPassesUnchanged) {
+  const std::string body = "Subject: caf\xC3\xA9\r\n\r\n\x01\x7f\xff\r\n"s;
   auto r = frame(bare_eol_mode::strict, body + ".\r\n");
   EXPECT_TRUE(r.ended);
   EXPECT_EQ(r.forward, body);
+  EXPECT_EQ(r.fault, data_fault::none);
+}
+
+TEST(DataFramer, NulFailsStrictBecomesSpaceInNormalizePassesRaw) {
+  const std::string body = "Subject: s\r\n\r\na\x00" "b\r\n"s;
+  auto strict = frame(bare_eol_mode::strict, body + ".\r\n");
+  EXPECT_TRUE(strict.ended);
+  EXPECT_EQ(strict.fault, data_fault::nul_byte);
+  EXPECT_EQ(strict.forward.find('\0'), std::string::npos);
+  auto normalized = frame(bare_eol_mode::normalize, body + ".\r\n");
+  EXPECT_EQ(normalized.forward, "Subject: s\r\n\r\na b\r\n");
+  EXPECT_EQ(normalized.normalized, 1u);
+  auto raw = frame(bare_eol_mode::raw, body + ".\r\n");
+  EXPECT_EQ(raw.forward, body);
 }
 
 // ---------------------------------------------------------------- SMTP smuggling
@@ -216,7 +241,7 @@ TEST(DataFramer, SmugglingStrictNeverEndsEarlyAndBareEolFaults) {
       EXPECT_EQ(r.consumed, msg.size() + 3) << "ended somewhere other than the real CRLF.CRLF";
       EXPECT_EQ(r.message_bytes, msg.size());
       bool bare = count_bare(msg) > 0;
-      EXPECT_EQ(r.fault, bare ? data_fault::bare_cr_or_lf : data_fault::none);
+      EXPECT_EQ(r.fault, first_fault(msg));
       if (!bare) {
         EXPECT_EQ(r.forward, msg);
       }
