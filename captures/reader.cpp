@@ -241,6 +241,19 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     e.t_us = f.u64("t_us");
     e.text = f.str("text");
     c.events.emplace_back(std::move(e));
+  } else if (type == "tls") {
+    tls_event e;
+    e.t_us = f.u64("t_us");
+    e.leg = f.leg("leg");
+    e.tls.version = f.str("version");
+    e.tls.cipher = f.str("cipher");
+    e.tls.sni = f.str("sni");
+    e.tls.peer_subject = f.str("peer_subject");
+    e.tls.peer_sha256 = f.str("peer_sha256");
+    e.tls.verified = f.boolean("verified");
+    e.tls.insecure = f.boolean("insecure");
+    e.tls.handshake_us = f.u64("handshake_us");
+    c.events.emplace_back(std::move(e));
   } else if (type == "stage") {
     stage s;
     s.ph = f.phase("name");

@@ -57,7 +57,13 @@ struct note_event {
   std::string text;
 };
 
-using event = std::variant<bytes_event, command_event, reply_event, note_event>;
+struct tls_event {
+  std::uint64_t t_us = 0;
+  protocol::leg leg = protocol::leg::client;
+  protocol::tls_summary tls;
+};
+
+using event = std::variant<bytes_event, command_event, reply_event, note_event, tls_event>;
 std::uint64_t event_time(const event& e);
 
 struct stage {

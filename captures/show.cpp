@@ -153,6 +153,19 @@ void render_header(const capture& c, std::string& out) {
   row("capture", capture_status(c));
 }
 
+// One line per handshake: "TLS upstream: TLSv1.3 TLS_AES_256_GCM_SHA384, sni mx.example,
+// peer CN=mx.example sha256 AB:CD:..., verified, 1.234 ms".
+std::string tls_line(const tls_event& t) {
+  std::string line = "TLS " + std::string(protocol::to_string(t.leg)) + ": " + t.tls.version + " " + t.tls.cipher;
+  if (!t.tls.sni.empty()) line += ", sni " + t.tls.sni;
+  if (!t.tls.peer_subject.empty()) line += ", peer " + t.tls.peer_subject;
+  if (!t.tls.peer_sha256.empty()) line += " sha256 " + t.tls.peer_sha256;
+  if (t.leg == protocol::leg::upstream)
+    line += t.tls.insecure ? ", NOT verified (insecure by configuration)" : t.tls.verified ? ", verified" : ", not verified";
+  line += ", handshake " + ms(t.tls.handshake_us) + " ms";
+  return line;
+}
+
 void render_transcript(const capture& c, std::string& out) {
   out += "\ntranscript\n";
   const std::string blank_time(time_column, ' ');
@@ -165,6 +178,8 @@ void render_transcript(const capture& c, std::string& out) {
       last_reply_was_354 = false;
     } else if (const auto* n = std::get_if<note_event>(&e)) {
       out += stamp(n->t_us) + "!! " + printable(n->text) + "\n";
+    } else if (const auto* t = std::get_if<tls_event>(&e)) {
+      out += stamp(t->t_us) + "== " + printable(tls_line(*t)) + "\n";
     } else if (const auto* r = std::get_if<reply_event>(&e)) {
       const char* who = r->leg == protocol::leg::upstream ? "S< " : "R> ";
       const auto& lines = r->reply.lines;
@@ -261,6 +276,19 @@ json::object event_json(const event& e) {
     o["text"] = utf8(text);
     o["code"] = r->reply.code;
     o["enhanced"] = utf8(r->reply.enhanced);
+  } else if (const auto* t = std::get_if<tls_event>(&e)) {
+    o["leg"] = protocol::to_string(t->leg);
+    o["dir"] = nullptr;
+    o["kind"] = "tls";
+    o["text"] = utf8(tls_line(*t));
+    o["version"] = t->tls.version;
+    o["cipher"] = t->tls.cipher;
+    o["sni"] = utf8(t->tls.sni);
+    o["peer_subject"] = utf8(t->tls.peer_subject);
+    o["peer_sha256"] = t->tls.peer_sha256;
+    o["verified"] = t->tls.verified;
+    o["insecure"] = t->tls.insecure;
+    o["handshake_us"] = t->tls.handshake_us;
   } else if (const auto* n = std::get_if<note_event>(&e)) {
     o["leg"] = nullptr;   // notes are the relay's own, on neither leg
     o["dir"] = nullptr;

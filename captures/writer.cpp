@@ -48,6 +48,7 @@ struct header_rec { session_info info; };
 struct bytes_rec { std::uint64_t t; protocol::leg l; protocol::direction d; std::string bytes; };
 struct text_rec { std::uint64_t t; const char* type; std::string text; };
 struct reply_rec { std::uint64_t t; protocol::leg l; protocol::direction d; protocol::reply r; };
+struct tls_rec { std::uint64_t t; protocol::leg l; protocol::tls_summary tls; };
 struct end_rec { std::uint64_t t; std::string reason; std::string detail; std::uint64_t dropped; };
 struct barrier_rec { std::function<void()> done; };
 struct close_rec { bool ended; };
@@ -62,7 +63,7 @@ struct capture_file {
 
 struct queued_record {
   std::shared_ptr<capture_file> file;
-  std::variant<header_rec, bytes_rec, text_rec, reply_rec, protocol::stage_record,
+  std::variant<header_rec, bytes_rec, text_rec, reply_rec, tls_rec, protocol::stage_record,
                protocol::transaction_record, end_rec, barrier_rec, close_rec>
       body;
   std::size_t weight = 0;   // bytes counted against queued_bytes_cap
@@ -127,6 +128,19 @@ std::string to_line(const queued_record& q) {
       boost::json::array lines;
       for (const auto& l : r.r.lines) lines.emplace_back(l);
       o["lines"] = std::move(lines);
+    }
+    void operator()(const tls_rec& t) {
+      o["type"] = "tls";
+      o["t_us"] = t.t;
+      o["leg"] = to_string(t.l);
+      o["version"] = t.tls.version;
+      o["cipher"] = t.tls.cipher;
+      o["sni"] = t.tls.sni;
+      o["peer_subject"] = t.tls.peer_subject;
+      o["peer_sha256"] = t.tls.peer_sha256;
+      o["verified"] = t.tls.verified;
+      o["insecure"] = t.tls.insecure;
+      o["handshake_us"] = t.tls.handshake_us;
     }
     void operator()(const protocol::stage_record& s) {
       o["type"] = "stage";
@@ -329,6 +343,10 @@ void session_capture::on_reply(std::uint64_t t, protocol::leg l, protocol::direc
 
 void session_capture::on_note(std::uint64_t t, std::string_view text) {
   push({file_, text_rec{t, "note", std::string(text)}});
+}
+
+void session_capture::on_tls(std::uint64_t t, protocol::leg l, const protocol::tls_summary& tls) {
+  push({file_, tls_rec{t, l, tls}});
 }
 
 void session_capture::on_stage(const protocol::stage_record& s) { push({file_, s}); }

@@ -83,6 +83,7 @@ class session_capture final : public protocol::session_observer {
   void on_command(std::uint64_t t_us, std::string_view text) override;
   void on_reply(std::uint64_t t_us, protocol::leg l, protocol::direction d, const protocol::reply& r) override;
   void on_note(std::uint64_t t_us, std::string_view text) override;
+  void on_tls(std::uint64_t t_us, protocol::leg l, const protocol::tls_summary& tls) override;
   void on_stage(const protocol::stage_record& s) override;
   void on_transaction(const protocol::transaction_record& t) override;
   void on_end(std::uint64_t t_us, std::string_view reason, std::string_view detail) override;

@@ -38,6 +38,9 @@ std::string to_string(const action& a) {
     std::string operator()(const close_leg& c) const {
       return "close " + std::string(to_string(c.which));
     }
+    std::string operator()(const start_tls& t) const {
+      return "start tls on " + std::string(to_string(t.which));
+    }
     std::string operator()(const arm_timer& t) const {
       if (t.after.count() == 0) return "disarm " + std::string(to_string(t.which)) + " timer";
       return "arm " + std::string(to_string(t.which)) + " timer " + std::to_string(t.after.count()) +

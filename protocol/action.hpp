@@ -1,5 +1,5 @@
 // The closed action vocabulary the protocol machines return and relay/ carries out:
-// send bytes on a leg, close a leg, arm or disarm a leg's timer. Actions print themselves,
+// send bytes on a leg, close a leg, arm or disarm a leg's timer, start TLS on a leg. Actions print themselves,
 // so a failing playbook test reads as a sentence. Pure value types.
 #pragma once
 #include <chrono>
@@ -30,7 +30,15 @@ struct arm_timer {
   bool operator==(const arm_timer&) const = default;
 };
 
-using action = std::variant<send_bytes, close_leg, arm_timer>;
+// Start a TLS handshake on a leg once everything queued for it is written: mailtap is the
+// TLS server on the client leg and the TLS client on the upstream leg. The shell answers
+// with relay_fsm::on_tls_ready or on_tls_failed. Read buffers are empty when it is asked.
+struct start_tls {
+  leg which;
+  bool operator==(const start_tls&) const = default;
+};
+
+using action = std::variant<send_bytes, close_leg, arm_timer, start_tls>;
 
 std::string to_string(const action& a);
 // Printable form of raw bytes: CR, LF, NUL and other controls escaped.

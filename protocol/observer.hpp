@@ -43,6 +43,18 @@ struct transaction_record {
   std::uint64_t end_us = 0;
 };
 
+// What a TLS handshake established on one leg (filled in by the shell, which has OpenSSL).
+struct tls_summary {
+  std::string version;          // "TLSv1.3"
+  std::string cipher;
+  std::string sni;              // the name asked for (client leg) or sent (upstream leg)
+  std::string peer_subject;     // peer certificate subject, if any
+  std::string peer_sha256;      // its SHA-256 fingerprint
+  bool verified = false;        // upstream leg: the certificate chain and name were verified
+  bool insecure = false;        // upstream leg: verification was switched off by configuration
+  std::uint64_t handshake_us = 0;
+};
+
 class session_observer {
  public:
   virtual ~session_observer() = default;
@@ -51,6 +63,7 @@ class session_observer {
   // Replies from the upstream (leg upstream, in) and the relay's own (leg client, out).
   virtual void on_reply(std::uint64_t t_us, leg l, direction d, const reply& r) = 0;
   virtual void on_note(std::uint64_t t_us, std::string_view text) = 0;
+  virtual void on_tls(std::uint64_t t_us, leg l, const tls_summary& tls) = 0;
   virtual void on_stage(const stage_record& s) = 0;
   virtual void on_transaction(const transaction_record& t) = 0;
   // Exactly once per session.

@@ -6,14 +6,14 @@
 
 namespace mailtap::protocol {
 namespace {
-constexpr std::array<std::pair<phase, std::string_view>, 19> names{{
+constexpr std::array<std::pair<phase, std::string_view>, 20> names{{
     {phase::connect, "connect"}, {phase::banner, "banner"},   {phase::ehlo, "ehlo"},
     {phase::helo, "helo"},       {phase::starttls, "starttls"}, {phase::auth, "auth"},
     {phase::mail, "mail"},       {phase::rcpt, "rcpt"},       {phase::data, "data"},
     {phase::body, "body"},       {phase::data_end, "data_end"}, {phase::bdat, "bdat"},
     {phase::rset, "rset"},       {phase::noop, "noop"},       {phase::vrfy, "vrfy"},
     {phase::expn, "expn"},       {phase::help, "help"},       {phase::quit, "quit"},
-    {phase::other, "other"},
+    {phase::other, "other"},     {phase::tls, "tls"},
 }};
 }  // namespace
 

@@ -87,11 +87,16 @@ void relay_fsm::on_upstream_bytes(std::uint64_t now, std::string_view bytes) {
   if (observer_) observer_->on_bytes(now, leg::upstream, direction::in, bytes);
   std::vector<reply> got;
   auto status = replies_.feed(bytes, got);
-  for (auto& r : got) {
+  for (std::size_t i = 0; i < got.size(); ++i) {
     if (ended_ || upstream_closed_) break;
-    if (observer_) observer_->on_reply(now, leg::upstream, direction::in, r);
-    if (!greeted_) take_banner(now, std::move(r));
-    else take_upstream_reply(now, std::move(r));
+    if (observer_) observer_->on_reply(now, leg::upstream, direction::in, got[i]);
+    if (!greeted_) take_banner(now, std::move(got[i]));
+    else take_upstream_reply(now, std::move(got[i]));
+    if (tls_step_ == tls_step::upstream_handshake && (i + 1 < got.size() || replies_.pending_bytes() > 0)) {
+      // I4: bytes after the upstream's 220 would be read as if they came through TLS.
+      injection(now, leg::upstream, "upstream sent bytes after its 220 to STARTTLS");
+      return;
+    }
   }
   if (status != reply_parse_status::ok && !ended_ && !upstream_closed_) {
     close(leg::upstream);
@@ -165,7 +170,7 @@ void relay_fsm::on_abort(std::uint64_t now, std::string_view reason) {
 // ---------------------------------------------------------------- client input
 
 void relay_fsm::process_client_input(std::uint64_t now) {
-  if (!greeted_) return;   // early talkers wait for the banner
+  if (!greeted_ || !upstream_prepared()) return;   // early talkers wait for the banner
   bool progress = true;
   while (progress && !ended_ && pos_ < client_in_.size()) {
     switch (mode_) {
@@ -176,6 +181,11 @@ void relay_fsm::process_client_input(std::uint64_t now) {
         progress = mode_ != client_mode::bdat_payload;
         break;
       case client_mode::auth_response: progress = take_auth_response(now); break;
+      case client_mode::starttls:
+        // I4: nothing the client sends between STARTTLS and its handshake may be read as protected.
+        injection(now, leg::client, "client sent bytes before the TLS handshake");
+        progress = false;
+        break;
       case client_mode::awaiting_data_go:
       case client_mode::awaiting_auth: progress = false; break;
     }
@@ -282,9 +292,8 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     return;
   }
   if (cmd.ph == phase::starttls) {
-    // TLS termination is not configured: never pass STARTTLS through blind (we could not
-    // see inside), and never advertise it (see edit_ehlo_reply).
-    return refuse(454, "4.7.0", "TLS not available", "STARTTLS without TLS configured");
+    begin_starttls(now);   // relay_fsm_tls.cpp: never passed through blind
+    return;
   }
   if (cmd.ph == phase::rcpt) {
     if (txn_) txn_->rec.rcpt_to.push_back(cmd.address.value_or(cmd.argument));
@@ -428,6 +437,7 @@ void relay_fsm::take_banner(std::uint64_t now, reply r) {
   arm(leg::upstream, disarmed);
   arm(leg::client, options_.timeouts.client_idle);
   if (r.code == 421) end_session(now, "upstream_refused", r.text());
+  else if (upstream_needs_tls_now()) secure_upstream_first(now);
 }
 
 void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
@@ -445,6 +455,16 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   }
   pending& p = *it;
   p.t_upstream_reply = now;
+  switch (p.kind) {
+    case command_kind::relayed: break;
+    case command_kind::internal_ehlo:
+      pending_.erase(it);
+      take_internal_ehlo_reply(now, r);
+      return;
+    case command_kind::client_starttls:
+    case command_kind::internal_starttls: take_starttls_reply(now, p, r); return;
+  }
+  if (p.ph == phase::ehlo) note_upstream_capabilities(r);
   if (p.ph == phase::auth) {
     if (r.code == 334) {       // challenge: the client's next line is an AUTH response
       send(leg::client, r.raw, now);
@@ -474,13 +494,25 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
 std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r) {
   if (r.code != 250) return r.raw;
   capabilities caps = capabilities::from_reply(r);
-  std::string removed;
-  // STARTTLS: TLS is not terminated by this relay yet, so the client must not be offered it.
+  std::string changes;
+  // STARTTLS is the relay's to offer: it terminates TLS itself, and offers it only when it can
+  // also secure the upstream as the mode asks (relay_fsm_tls.cpp).
+  bool offer = options_.tls.offer_starttls && !client_tls_ &&
+               (options_.tls.upstream == upstream_tls_mode::never ||
+                options_.tls.upstream == upstream_tls_mode::opportunistic || upstream_tls_ || upstream_offers_starttls_);
+  bool had = caps.has("STARTTLS");
+  if (had && !offer) {
+    caps.remove("STARTTLS");
+    changes = "removed STARTTLS";
+  } else if (!had && offer) {
+    caps.set("STARTTLS", "");
+    changes = "added STARTTLS";
+  }
   // XCLIENT/XFORWARD: never advertised to clients (SMTP_NOTES, command smuggling).
-  for (std::string_view kw : {"STARTTLS", "XCLIENT", "XFORWARD"})
-    if (caps.remove(kw)) removed += (removed.empty() ? "" : ", ") + std::string(kw);
-  if (removed.empty()) return r.raw;
-  note(now, "EHLO reply edited: removed " + removed);
+  for (std::string_view kw : {"XCLIENT", "XFORWARD"})
+    if (caps.remove(kw)) changes += (changes.empty() ? "removed " : ", removed ") + std::string(kw);
+  if (changes.empty()) return r.raw;
+  note(now, "EHLO reply edited: " + changes);
   std::string bytes = caps.to_reply_bytes();
   if (observer_) {
     reply shown = r;
@@ -530,6 +562,7 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     end_session(now, upstream_lost_reason_, upstream_lost_detail_);
     return;
   }
+  advance_starttls(now);   // a pipelined STARTTLS proceeds once everything before it is answered
   maybe_finish_drain(now);
 }
 

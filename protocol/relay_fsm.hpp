@@ -34,10 +34,23 @@ struct relay_timeouts {
   std::chrono::milliseconds upstream_data_end{600'000};
 };
 
+// How the upstream leg is secured (issue 3): mirror = TLS upstream whenever the client leg
+// is TLS; required = always; opportunistic = when the upstream offers STARTTLS, never
+// failing the client for it; never = plaintext upstream.
+enum class upstream_tls_mode { mirror, required, opportunistic, never };
+std::string_view to_string(upstream_tls_mode m);
+std::optional<upstream_tls_mode> parse_upstream_tls_mode(std::string_view name);
+
+struct relay_tls_options {
+  bool offer_starttls = false;          // the client leg can be secured (a certificate is loaded)
+  upstream_tls_mode upstream = upstream_tls_mode::mirror;
+};
+
 struct relay_options {
   bare_eol_mode eol = bare_eol_mode::strict;
   relay_timeouts timeouts;
   std::string name = "mailtap";   // appears in the relay's own replies
+  relay_tls_options tls;
 };
 
 // Per-session figures the shell adds to the process-wide metrics.
@@ -67,6 +80,10 @@ class relay_fsm {
   void on_drain(std::uint64_t now_us);
   // The relay gives up on the session (drain deadline passed, unexpected error).
   void on_abort(std::uint64_t now_us, std::string_view reason);
+  // A handshake asked for with start_tls (or done by the shell at connect: implicit TLS)
+  // finished. Implicit TLS is reported before on_start (client) or after on_upstream_connected.
+  void on_tls_ready(std::uint64_t now_us, leg which, const tls_summary& tls);
+  void on_tls_failed(std::uint64_t now_us, leg which, std::string_view reason);
   // The capture can no longer be written: no further end-of-data is released upstream.
   void on_capture_failed() { capture_failed_ = true; }
 
@@ -77,7 +94,12 @@ class relay_fsm {
   const relay_stats& stats() const { return stats_; }
 
  private:
-  enum class client_mode { command, awaiting_data_go, data, bdat_payload, awaiting_auth, auth_response };
+  enum class client_mode { command, awaiting_data_go, data, bdat_payload, awaiting_auth, auth_response, starttls };
+  // Commands the relay itself sends upstream, and the client's STARTTLS, whose replies are
+  // consumed by the relay instead of being passed on.
+  enum class command_kind { relayed, client_starttls, internal_ehlo, internal_starttls };
+  // Where a STARTTLS (the client's, or the relay's own securing of the upstream) stands.
+  enum class tls_step { idle, upstream_starttls_sent, upstream_handshake, client_handshake };
 
   struct pending {
     phase ph = phase::other;
@@ -86,6 +108,7 @@ class relay_fsm {
     bool local = false;             // answered by the relay itself
     bool ready = false;
     bool last_chunk = false;        // BDAT ... LAST
+    command_kind kind = command_kind::relayed;
     std::optional<reply> answer;   // parsed reply (upstream's, or the relay's own)
     std::string bytes;             // what the client is sent (an edited EHLO reply differs)
   };
@@ -112,6 +135,19 @@ class relay_fsm {
   void flush_replies(std::uint64_t now);
   void after_reply(std::uint64_t now, const pending& p);
   std::string edit_ehlo_reply(std::uint64_t now, const reply& r);
+
+  // TLS (relay_fsm_tls.cpp).
+  void begin_starttls(std::uint64_t now);
+  void advance_starttls(std::uint64_t now);
+  void take_starttls_reply(std::uint64_t now, pending& p, const reply& r);
+  void take_internal_ehlo_reply(std::uint64_t now, const reply& r);
+  void grant_client_tls(std::uint64_t now);
+  void refuse_starttls(std::uint64_t now, int code, std::string_view enhanced, std::string_view text);
+  void secure_upstream_first(std::uint64_t now);
+  void injection(std::uint64_t now, leg where, std::string_view detail);
+  bool upstream_needs_tls_now() const;
+  bool upstream_prepared() const { return !securing_upstream_; }
+  void note_upstream_capabilities(const reply& r);
 
   // Transactions.
   void begin_transaction(std::uint64_t now, const command& cmd);
@@ -161,6 +197,14 @@ class relay_fsm {
   std::uint64_t last_reply_sent_us_ = 0;
   std::optional<transaction> txn_;
   std::size_t rcpt_count_ = 0;
+
+  // TLS.
+  bool client_tls_ = false;
+  bool upstream_tls_ = false;
+  bool upstream_offers_starttls_ = false;   // in the last EHLO reply the upstream sent
+  bool securing_upstream_ = false;          // internal EHLO/STARTTLS before client commands
+  tls_step tls_step_ = tls_step::idle;
+  std::uint64_t tls_started_us_ = 0;
 
   bool draining_ = false;
   bool capture_failed_ = false;

@@ -43,6 +43,7 @@ class recording_observer : public session_observer {
   void on_command(std::uint64_t, std::string_view text) override { commands.emplace_back(text); }
   void on_reply(std::uint64_t, leg l, direction d, const reply& r) override { replies.push_back({l, d, r}); }
   void on_note(std::uint64_t, std::string_view text) override { notes.emplace_back(text); }
+  void on_tls(std::uint64_t, leg l, const tls_summary& t) override { tls.emplace_back(l, t); }
   void on_stage(const stage_record& s) override { stages.push_back(s); }
   void on_transaction(const transaction_record& t) override { transactions.push_back(t); }
   void on_end(std::uint64_t, std::string_view reason, std::string_view detail) override {
@@ -80,6 +81,7 @@ class recording_observer : public session_observer {
   std::vector<std::string> commands;
   std::vector<reply_record> replies;
   std::vector<std::string> notes;
+  std::vector<std::pair<leg, tls_summary>> tls;
   std::vector<stage_record> stages;
   std::vector<transaction_record> transactions;
   std::vector<end_record> ends;
@@ -150,6 +152,8 @@ class RelayFsmTest : public testing::Test {
         if (s->to == leg::upstream) upstream_writes_.push_back(*s);
       } else if (const auto* c = std::get_if<close_leg>(&a)) {
         closed_[c->which] = true;
+      } else if (std::holds_alternative<start_tls>(a)) {
+        // always shown: the order of a 220 and its handshake is what the TLS tests check
       } else if (!show_timers_) {
         continue;
       }
@@ -951,6 +955,166 @@ TEST_F(RelayFsmTest, RecorderSeesBothLegsAndCommands) {
   EXPECT_EQ(obs_->stream(leg::upstream, direction::in), banner + plain_ehlo_reply + "250 2.0.0 Ok\r\n");
   EXPECT_EQ(obs_->stream(leg::client, direction::out), banner + plain_ehlo_reply + "250 2.0.0 Ok\r\n");
   EXPECT_THAT(obs_->commands, ElementsAre("EHLO client.example", "NOOP"));
+}
+
+
+// ---------------------------------------------------------------- STARTTLS (issue 3)
+
+namespace {
+const std::string tls_ehlo_reply = "250-mx.example.org\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n";
+std::string starts_tls(leg l) { return to_string(action{start_tls{l}}); }
+relay_options tls_options(upstream_tls_mode m = upstream_tls_mode::mirror) {
+  relay_options o;
+  o.tls.offer_starttls = true;
+  o.tls.upstream = m;
+  return o;
+}
+tls_summary handshake(std::string version = "TLSv1.3") {
+  tls_summary t;
+  t.version = std::move(version);
+  t.cipher = "TLS_AES_256_GCM_SHA384";
+  t.handshake_us = 1500;
+  return t;
+}
+}  // namespace
+
+TEST_F(RelayFsmTest, StarttlsSecuresUpstreamFirstThenAnswersClientThenHandshakes) {
+  make(tls_options());
+  greet();
+  client("EHLO c\r\n");
+  // The upstream offers STARTTLS and so does the relay: the reply passes unchanged.
+  EXPECT_THAT(upstream(tls_ehlo_reply), ElementsAre(to_client(tls_ehlo_reply)));
+  // 1-2: the relay secures the upstream first; the client hears nothing yet.
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(to_upstream("STARTTLS\r\n")));
+  EXPECT_THAT(upstream("220 2.0.0 Ready to start TLS\r\n"), ElementsAre(starts_tls(leg::upstream)));
+  // 3-4: 220 to the client only once the upstream handshake worked, then its handshake.
+  fsm_->on_tls_ready(tick(), leg::upstream, handshake());
+  EXPECT_THAT(take(), ElementsAre(client_reply("220 2.0.0 Ready to start TLS"), starts_tls(leg::client)));
+  fsm_->on_tls_ready(tick(), leg::client, handshake("TLSv1.2"));
+  EXPECT_THAT(take(), IsEmpty());
+  // 5: the client's EHLO goes upstream inside TLS; the relay no longer offers STARTTLS.
+  EXPECT_THAT(client("EHLO c\r\n"), ElementsAre(to_upstream("EHLO c\r\n")));
+  EXPECT_THAT(upstream(plain_ehlo_reply), ElementsAre(to_client(plain_ehlo_reply)));
+  ASSERT_EQ(obs_->tls.size(), 2u);
+  EXPECT_EQ(obs_->tls[0].first, leg::upstream);
+  EXPECT_EQ(obs_->tls[1].first, leg::client);
+  EXPECT_EQ(obs_->tls[1].second.version, "TLSv1.2");
+  int tls_stages = 0;
+  for (const auto& st : obs_->stages) tls_stages += st.ph == phase::tls;
+  EXPECT_EQ(tls_stages, 2);
+}
+
+TEST_F(RelayFsmTest, StarttlsInjectionByTheClientClosesWithoutAnswering) {
+  make(tls_options());
+  greet();
+  client("EHLO x\r\n");
+  upstream(tls_ehlo_reply);
+  auto acts = client("STARTTLS\r\nEHLO inj\r\n");
+  EXPECT_THAT(acts, ElementsAre(closes(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "starttls_injection");
+  EXPECT_EQ(up_.find("STARTTLS"), std::string::npos) << "nothing of the probe goes upstream";
+  EXPECT_EQ(up_.find("EHLO inj"), std::string::npos);
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("STARTTLS injection")));
+}
+
+TEST_F(RelayFsmTest, ClientBytesBeforeItsHandshakeAreInjection) {
+  make(tls_options());
+  greet();
+  client("EHLO x\r\n");
+  upstream(tls_ehlo_reply);
+  client("STARTTLS\r\n");
+  // The client sends plaintext while the relay is still securing the upstream.
+  EXPECT_THAT(client("EHLO early\r\n"), ElementsAre(closes(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "starttls_injection");
+}
+
+TEST_F(RelayFsmTest, UpstreamResponseInjectionAfter220Aborts) {
+  make(tls_options());
+  greet();
+  client("EHLO x\r\n");
+  upstream(tls_ehlo_reply);
+  client("STARTTLS\r\n");
+  auto acts = upstream("220 Ready\r\n250-fake\r\n250 AUTH LOGIN\r\n");
+  EXPECT_THAT(acts, Not(Contains(starts_tls(leg::upstream))));
+  EXPECT_THAT(cl_, HasSubstr("421 4.7.0"));
+  EXPECT_EQ(end_reason(), "upstream_starttls_injection");
+  EXPECT_TRUE(closed_[leg::upstream]);
+}
+
+TEST_F(RelayFsmTest, MirrorRefusesStarttlsWhenUpstreamDoesNotOfferIt) {
+  make(tls_options());
+  greet();
+  client("EHLO x\r\n");
+  // Not offered to the client either, since the upstream leg could not match it.
+  EXPECT_THAT(upstream(plain_ehlo_reply), ElementsAre(to_client(plain_ehlo_reply)));
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(client_reply("454 4.7.0")));
+  EXPECT_EQ(up_.find("STARTTLS"), std::string::npos);
+  EXPECT_THAT(client("NOOP\r\n"), ElementsAre(to_upstream("NOOP\r\n")));   // still in plaintext, still relaying
+}
+
+TEST_F(RelayFsmTest, UpstreamHandshakeFailureGives454AndNothingInPlaintext) {
+  make(tls_options(upstream_tls_mode::required));
+  start();
+  connected();
+  // required: the relay secures the upstream right after the banner, before client commands.
+  EXPECT_THAT(upstream(banner), ElementsAre(to_client(banner), to_upstream("EHLO mailtap\r\n")));
+  EXPECT_THAT(client("EHLO c\r\n"), IsEmpty()) << "held until the upstream is secured";
+  EXPECT_THAT(upstream(tls_ehlo_reply), ElementsAre(to_upstream("STARTTLS\r\n")));
+  EXPECT_THAT(upstream("220 go ahead\r\n"), ElementsAre(starts_tls(leg::upstream)));
+  fsm_->on_tls_failed(tick(), leg::upstream, "certificate verify failed");
+  take();
+  EXPECT_THAT(cl_, HasSubstr("421 4.7.0"));
+  EXPECT_EQ(up_, "EHLO mailtap\r\nSTARTTLS\r\n") << "the client's EHLO never went out in plaintext";
+  EXPECT_EQ(end_reason(), "upstream_tls_failed");
+}
+
+TEST_F(RelayFsmTest, ClientStarttlsWithUpstreamHandshakeFailure) {
+  make(tls_options());
+  greet();
+  client("EHLO x\r\n");
+  upstream(tls_ehlo_reply);
+  client("STARTTLS\r\n");
+  upstream("220 Ready\r\n");
+  fsm_->on_tls_failed(tick(), leg::upstream, "handshake refused");
+  auto acts = take();
+  EXPECT_THAT(acts, Contains(client_reply("454 4.7.0")));
+  EXPECT_THAT(acts, Not(Contains(starts_tls(leg::client))));
+  EXPECT_THAT(cl_, HasSubstr("421"));
+  EXPECT_EQ(end_reason(), "upstream_tls_failed");
+}
+
+TEST_F(RelayFsmTest, ImplicitClientTlsMirrorSecuresUpstreamBeforeRelaying) {
+  make(tls_options());
+  fsm_->on_start(tick());
+  fsm_->on_tls_ready(tick(), leg::client, handshake());
+  connected();
+  EXPECT_THAT(upstream(banner), ElementsAre(to_client(banner), to_upstream("EHLO mailtap\r\n")));
+  EXPECT_THAT(client("EHLO c\r\n"), IsEmpty());
+  EXPECT_THAT(upstream(tls_ehlo_reply), ElementsAre(to_upstream("STARTTLS\r\n")));
+  EXPECT_THAT(upstream("220 Ready\r\n"), ElementsAre(starts_tls(leg::upstream)));
+  fsm_->on_tls_ready(tick(), leg::upstream, handshake());
+  EXPECT_THAT(take(), ElementsAre(to_upstream("EHLO c\r\n")));
+  // The client already has TLS: STARTTLS is not offered to it.
+  EXPECT_THAT(upstream(tls_ehlo_reply), ElementsAre(client_reply("250-mx.example.org\r\n250-PIPELINING\r\n250 8BITMIME")));
+}
+
+TEST_F(RelayFsmTest, OpportunisticGrantsClientTlsWithPlainUpstream) {
+  make(tls_options(upstream_tls_mode::opportunistic));
+  greet();
+  client("EHLO x\r\n");
+  // The relay offers STARTTLS although the upstream does not.
+  EXPECT_THAT(upstream(plain_ehlo_reply), ElementsAre(client_reply("250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n250 STARTTLS")));
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(client_reply("220 2.0.0"), starts_tls(leg::client)));
+  EXPECT_EQ(up_.find("STARTTLS"), std::string::npos);
+}
+
+TEST_F(RelayFsmTest, StarttlsRefusedWhenAlreadySecure) {
+  make(tls_options(upstream_tls_mode::never));
+  greet();
+  client("STARTTLS\r\n");
+  fsm_->on_tls_ready(tick(), leg::client, handshake());
+  take();
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(client_reply("503 5.5.1")));
 }
 
 }  // namespace

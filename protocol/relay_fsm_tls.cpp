@@ -1,0 +1,223 @@
+// STARTTLS on both legs (RFC 3207), the relay_fsm members that sequence it. The order,
+// from issue 3, and why:
+//   1. client STARTTLS (nothing may follow it in the client's buffer: CVE-2011-0411);
+//   2. the relay secures the upstream leg first: STARTTLS upstream, its 220 (nothing may
+//      follow it either), then the handshake -- so the client never believes in a TLS path
+//      that the relay cannot complete;
+//   3. 220 to the client only if that worked, else 454 4.7.0;
+//   4. the client's handshake;
+//   5. the client's EHLO, forwarded upstream inside TLS, its reply relayed.
+// When the client leg is TLS from the start (implicit TLS) and the mode asks for TLS
+// upstream, or the mode is `required`, the relay secures the upstream right after the banner
+// with its own EHLO and STARTTLS, before any client command is relayed.
+#include <algorithm>
+
+#include "protocol/capabilities.hpp"
+#include "protocol/relay_fsm.hpp"
+
+namespace mailtap::protocol {
+
+std::string_view to_string(upstream_tls_mode m) {
+  switch (m) {
+    case upstream_tls_mode::mirror: return "mirror";
+    case upstream_tls_mode::required: return "required";
+    case upstream_tls_mode::opportunistic: return "opportunistic";
+    case upstream_tls_mode::never: return "never";
+  }
+  return "?";
+}
+
+std::optional<upstream_tls_mode> parse_upstream_tls_mode(std::string_view name) {
+  for (auto m : {upstream_tls_mode::mirror, upstream_tls_mode::required, upstream_tls_mode::opportunistic,
+                 upstream_tls_mode::never})
+    if (to_string(m) == name) return m;
+  return std::nullopt;
+}
+
+bool relay_fsm::upstream_needs_tls_now() const {
+  if (upstream_tls_ || upstream_closed_ || securing_upstream_) return false;
+  return options_.tls.upstream == upstream_tls_mode::required ||
+         (options_.tls.upstream == upstream_tls_mode::mirror && client_tls_);
+}
+
+void relay_fsm::note_upstream_capabilities(const reply& r) {
+  if (r.code == 250) upstream_offers_starttls_ = capabilities::from_reply(r).has("STARTTLS");
+}
+
+// ---------------------------------------------------------------- the relay's own securing
+
+void relay_fsm::secure_upstream_first(std::uint64_t now) {
+  securing_upstream_ = true;
+  note(now, "securing the upstream leg (TLS " + std::string(to_string(options_.tls.upstream)) +
+                ") before relaying client commands: EHLO, STARTTLS");
+  pending p;
+  p.ph = phase::ehlo;
+  p.t_received = now;
+  p.kind = command_kind::internal_ehlo;
+  pending_.push_back(std::move(p));
+  send(leg::upstream, "EHLO " + options_.name + "\r\n", now);
+  arm_upstream_for_head();
+}
+
+void relay_fsm::take_internal_ehlo_reply(std::uint64_t now, const reply& r) {
+  note_upstream_capabilities(r);
+  if (r.code != 250 || !upstream_offers_starttls_) {
+    on_tls_failed(now, leg::upstream, r.code != 250 ? "upstream refused EHLO with " + std::to_string(r.code)
+                                                    : "upstream does not offer STARTTLS");
+    return;
+  }
+  pending p;
+  p.ph = phase::starttls;
+  p.t_received = now;
+  p.kind = command_kind::internal_starttls;
+  pending_.push_back(std::move(p));
+  tls_step_ = tls_step::upstream_starttls_sent;
+  send(leg::upstream, "STARTTLS\r\n", now);
+  arm_upstream_for_head();
+}
+
+// ---------------------------------------------------------------- the client's STARTTLS
+
+void relay_fsm::refuse_starttls(std::uint64_t now, int code, std::string_view enhanced, std::string_view text) {
+  ++stats_.refused_commands;
+  note(now, "STARTTLS refused: " + std::string(text));
+  local_reply(now, phase::starttls, code, enhanced, text);
+  flush_replies(now);
+}
+
+void relay_fsm::begin_starttls(std::uint64_t now) {
+  if (!options_.tls.offer_starttls) return refuse_starttls(now, 454, "4.7.0", "TLS not available");
+  if (client_tls_) return refuse_starttls(now, 503, "5.5.1", "TLS already active");
+  if (txn_) return refuse_starttls(now, 503, "5.5.1", "STARTTLS not allowed inside a mail transaction");
+  if (pos_ < client_in_.size())
+    return injection(now, leg::client, std::to_string(client_in_.size() - pos_) + " bytes pipelined after STARTTLS");
+  pending p;
+  p.ph = phase::starttls;
+  p.t_received = now;
+  p.kind = command_kind::client_starttls;
+  pending_.push_back(std::move(p));
+  mode_ = client_mode::starttls;
+  advance_starttls(now);
+}
+
+void relay_fsm::advance_starttls(std::uint64_t now) {
+  if (ended_ || tls_step_ != tls_step::idle || pending_.empty() ||
+      pending_.front().kind != command_kind::client_starttls)
+    return;
+  const auto mode = options_.tls.upstream;
+  bool secure_upstream = !upstream_tls_ && mode != upstream_tls_mode::never &&
+                         (mode != upstream_tls_mode::opportunistic || upstream_offers_starttls_);
+  if (secure_upstream && !upstream_offers_starttls_) {
+    // mirror/required: the client would get TLS the upstream leg cannot match.
+    pending_.pop_front();
+    mode_ = client_mode::command;
+    return refuse_starttls(now, 454, "4.7.0", "TLS not available: the upstream does not offer STARTTLS");
+  }
+  if (!secure_upstream) return grant_client_tls(now);
+  tls_step_ = tls_step::upstream_starttls_sent;
+  send(leg::upstream, "STARTTLS\r\n", now);
+  arm_upstream_for_head();
+}
+
+void relay_fsm::take_starttls_reply(std::uint64_t now, pending& p, const reply& r) {
+  bool internal = p.kind == command_kind::internal_starttls;
+  if (internal) pending_.erase(std::find_if(pending_.begin(), pending_.end(), [&](const pending& q) { return &q == &p; }));
+  if (r.code == 220) {
+    tls_step_ = tls_step::upstream_handshake;
+    tls_started_us_ = now;
+    arm(leg::upstream, std::chrono::milliseconds{0});
+    actions_.push_back(start_tls{leg::upstream});
+    return;
+  }
+  std::string why = "upstream refused STARTTLS with " + std::to_string(r.code);
+  if (internal) return on_tls_failed(now, leg::upstream, why);
+  tls_step_ = tls_step::idle;
+  if (options_.tls.upstream == upstream_tls_mode::opportunistic) {
+    note(now, why + "; the upstream leg stays plaintext (opportunistic)");
+    return grant_client_tls(now);
+  }
+  pending_.pop_front();
+  mode_ = client_mode::command;
+  refuse_starttls(now, 454, "4.7.0", "TLS not available: " + why);
+}
+
+void relay_fsm::grant_client_tls(std::uint64_t now) {
+  pending& head = pending_.front();
+  head.local = true;
+  head.ready = true;
+  head.answer = make_reply(220, "2.0.0", "Ready to start TLS");
+  head.bytes = head.answer->raw;
+  tls_step_ = tls_step::client_handshake;
+  flush_replies(now);
+  if (ended_) return;
+  tls_started_us_ = now;
+  actions_.push_back(start_tls{leg::client});
+}
+
+// ---------------------------------------------------------------- handshake results
+
+void relay_fsm::on_tls_ready(std::uint64_t now, leg which, const tls_summary& tls) {
+  if (ended_) return;
+  if (observer_) {
+    observer_->on_tls(now, which, tls);
+    std::uint64_t start = now > tls.handshake_us ? now - tls.handshake_us : 0;
+    observer_->on_stage({phase::tls, start, tls.handshake_us, which == leg::upstream ? tls.handshake_us : 0, 0});
+  }
+  if (which == leg::client) {
+    client_tls_ = true;
+    if (tls_step_ == tls_step::client_handshake) {
+      tls_step_ = tls_step::idle;
+      mode_ = client_mode::command;   // RFC 3207 4.2: the client starts over with EHLO
+    }
+    arm(leg::client, options_.timeouts.client_idle);
+    return;
+  }
+  upstream_tls_ = true;
+  upstream_offers_starttls_ = false;
+  if (securing_upstream_) {
+    securing_upstream_ = false;
+    tls_step_ = tls_step::idle;
+    arm_upstream_for_head();
+    process_client_input(now);   // client commands held until now
+  } else if (tls_step_ == tls_step::upstream_handshake) {
+    grant_client_tls(now);
+  }
+}
+
+void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view reason) {
+  if (ended_) return;
+  note(now, "TLS on the " + std::string(to_string(which)) + " leg failed: " + std::string(reason));
+  if (which == leg::client) return end_session(now, "client_tls_failed", reason);
+  // The upstream connection is unusable after a failed handshake, and must never carry the
+  // client's conversation in plaintext instead.
+  if (!upstream_closed_) close(leg::upstream);
+  arm(leg::upstream, std::chrono::milliseconds{0});
+  upstream_lost_reason_ = "upstream_tls_failed";
+  upstream_lost_detail_ = std::string(reason);
+  tls_step_ = tls_step::idle;
+  if (!pending_.empty() && pending_.front().kind == command_kind::client_starttls) {
+    pending_.pop_front();
+    mode_ = client_mode::command;
+    refuse_starttls(now, 454, "4.7.0", "TLS not available: " + std::string(reason));   // then 421: upstream gone
+    return;
+  }
+  securing_upstream_ = false;
+  reply r = make_reply(421, "4.7.0", options_.name + " cannot secure the upstream leg: " + std::string(reason));
+  send(leg::client, r.raw, now);
+  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+  end_session(now, "upstream_tls_failed", reason);
+}
+
+void relay_fsm::injection(std::uint64_t now, leg where, std::string_view detail) {
+  note(now, "STARTTLS injection on the " + std::string(to_string(where)) + " leg: " + std::string(detail) +
+                "; session closed (CVE-2011-0411)");
+  if (where == leg::client) return end_session(now, "starttls_injection", detail);
+  // The 220 already asked for the upstream handshake: withdraw it, the leg is being closed.
+  std::erase_if(actions_, [](const action& a) { return std::holds_alternative<start_tls>(a); });
+  reply r = make_reply(421, "4.7.0", options_.name + " upstream sent unexpected bytes after STARTTLS; closing");
+  send(leg::client, r.raw, now);
+  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+  end_session(now, "upstream_starttls_injection", detail);
+}
+
+}  // namespace mailtap::protocol
