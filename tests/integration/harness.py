@@ -1,0 +1,949 @@
+"""Integration harness for mailtap: real peers on loopback, bounded waits, captures read back.
+
+Everything here binds 127.0.0.1 on ports found free at run time, bounds every loop in count
+and time, and registers a cleanup for every process, thread and socket it starts, so a
+failing test leaves nothing behind. Tests assert on SMTP replies, on what the upstream
+received, and on captures -- never on log text (mailtap's stderr is kept in the test's
+work directory only to explain a failure).
+
+Peers:
+  Mailtap          the relay under test (`mailtap run`), port parsed from its ready line
+  SmtpSink         Postfix smtp-sink (-c counters on stdout, -d per-message dumps)
+  Recorder         aiosmtpd Controller storing envelope.original_content (un-stuffed bytes)
+  ScriptedUpstream raw-socket SMTP server that logs every byte and can misbehave on purpose
+  SmtpClient       raw-socket client for pipelining / smuggling probes
+
+Environment:
+  MAILTAP_BIN      the binary (ctest passes $<TARGET_FILE:mailtap>); default
+                   ../../build-it/relay/mailtap relative to this file
+  MAILTAP_IT_KEEP  if set, work directories are kept (paths printed) for post-mortems
+"""
+
+import base64
+import json
+import os
+import re
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LOOPBACK = "127.0.0.1"
+SWAKS = "/usr/bin/swaks"
+SMTP_SINK = "/usr/sbin/smtp-sink"
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+PYTHON = "/usr/bin/python3"
+
+READY_RE = re.compile(
+    r"^mailtap: listening on 127\.0\.0\.1:(\d+), upstream (\S+), captures in (.+)$")
+
+
+def mailtap_bin():
+    path = os.environ.get("MAILTAP_BIN")
+    if not path:
+        path = os.path.normpath(os.path.join(HERE, "..", "..", "build-it", "relay", "mailtap"))
+    return path
+
+
+# ---------------------------------------------------------------- small helpers
+
+def wait_until(predicate, timeout, what="condition", interval=0.02):
+    """Polls predicate() until it returns a truthy value (returned) or timeout seconds pass
+    (AssertionError naming `what`). The poll interval grows to at most 0.2 s."""
+    deadline = time.monotonic() + timeout
+    delay = interval
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 0.2)
+
+
+def free_port():
+    """A port that was free a moment ago (for peers that cannot be told to use port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def closed_port():
+    """A loopback port with nobody listening: connecting to it is refused."""
+    return free_port()
+
+
+def port_accepts(port):
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def listening_on(port):
+    """True if some socket LISTENs on 127.0.0.1:port (from /proc/net/tcp; no connection made)."""
+    want = ":%04X" % port
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[1].endswith(want) and fields[3] == "0A":
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def crlf(text):
+    """Bytes with every line ending turned into CRLF."""
+    if isinstance(text, str):
+        text = text.encode("utf-8")
+    return re.sub(rb"\r?\n", b"\r\n", text)
+
+
+def dot_stuff(message):
+    """SMTP transparency (RFC 5321 4.5.2): a leading '.' on any line is doubled."""
+    lines = message.split(b"\r\n")
+    return b"\r\n".join(b"." + l if l.startswith(b".") else l for l in lines)
+
+
+def dot_unstuff(wire):
+    """What a receiving server stores: one leading '.' removed from every line."""
+    lines = wire.split(b"\r\n")
+    return b"\r\n".join(l[1:] if l.startswith(b".") else l for l in lines)
+
+
+def bare_cr_lf_positions(data):
+    """Offsets of CR not followed by LF and LF not preceded by CR."""
+    out = [m.start() for m in re.finditer(rb"\r(?!\n)", data)]
+    out += [m.start() for m in re.finditer(rb"(?<!\r)\n", data)]
+    return sorted(out)
+
+
+def normalize_bare(data):
+    """mailtap's `normalize` mode as documented: each bare CR or LF becomes a space."""
+    return re.sub(rb"(?<!\r)\n", b" ", re.sub(rb"\r(?!\n)", b" ", data))
+
+
+def read_vmrss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def make_message(message_id, body=b"hello\r\n", subject="integration test", extra_headers=b""):
+    """A complete RFC 5322 message with CRLF line endings and a known Message-ID."""
+    head = ("From: sender@example.test\r\nTo: rcpt@example.test\r\nSubject: %s\r\n"
+            "Message-ID: %s\r\n" % (subject, message_id)).encode("utf-8")
+    return head + extra_headers + b"\r\n" + body
+
+
+# ---------------------------------------------------------------- SMTP replies and raw client
+
+class Reply:
+    def __init__(self, lines):
+        self.lines = lines                    # raw lines without CRLF, bytes
+        self.code = int(lines[0][:3])
+        texts = [l[4:].decode("utf-8", "replace") for l in lines]
+        self.texts = texts
+        m = re.match(r"^([245]\.\d{1,3}\.\d{1,3})\b", texts[0])
+        self.enhanced = m.group(1) if m else ""
+
+    @property
+    def text(self):
+        return "\n".join(self.texts)
+
+    def __repr__(self):
+        return "Reply(%r)" % b"\r\n".join(self.lines)
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class SmtpClient:
+    """A raw SMTP client: send exact bytes, read exact replies, each read bounded in time."""
+
+    def __init__(self, port, timeout=20.0):
+        self.timeout = timeout
+        self.sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+        self.buf = b""
+        self.eof = False
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.sock.settimeout(self.timeout)
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        if self.eof:
+            raise ConnectionClosed("connection closed; unread %r" % self.buf[:200])
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no reply in time; buffered %r" % self.buf[-200:])
+        self.sock.settimeout(remaining)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            raise TimeoutError("no reply in time; buffered %r" % self.buf[-200:])
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            raise ConnectionClosed("connection closed; unread %r" % self.buf[:200])
+        self.buf += chunk
+
+    def reply(self, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                self._fill(deadline)
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            if len(line) < 3 or not line[:3].isdigit():
+                raise AssertionError("not an SMTP reply line: %r" % line)
+            lines.append(line)
+            if line[3:4] != b"-":
+                return Reply(lines)
+
+    def replies(self, n, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        return [self.reply(max(0.01, deadline - time.monotonic())) for _ in range(n)]
+
+    def command(self, line, timeout=None):
+        self.send(line + ("\r\n" if isinstance(line, str) else b"\r\n"))
+        return self.reply(timeout)
+
+    def read_to_eof(self, timeout=None):
+        """Every byte until the peer closes; AssertionError if it does not close in time."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while not self.eof:
+            try:
+                self._fill(deadline)
+            except ConnectionClosed:
+                break
+            except TimeoutError:
+                raise AssertionError("peer did not close the connection in time; got %r"
+                                     % self.buf[-300:])
+        data, self.buf = self.buf, b""
+        return data
+
+    def closed_by_peer(self, timeout=None):
+        try:
+            self.read_to_eof(timeout)
+            return True
+        except AssertionError:
+            return False
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def parse_replies(data):
+    """All complete replies in `data` (bytes)."""
+    out, lines = [], []
+    for line in data.split(b"\r\n"):
+        if len(line) < 3 or not line[:3].isdigit():
+            continue
+        lines.append(line)
+        if line[3:4] != b"-":
+            out.append(Reply(lines))
+            lines = []
+    return out
+
+
+# ---------------------------------------------------------------- captures
+
+class Capture:
+    """One capture file parsed directly from its JSON lines (format: captures/FORMAT.md).
+    Parsing is tolerant (every readable record is kept) so a test can still inspect a
+    malformed capture; problems() says what is wrong with it as a capture file."""
+
+    def __init__(self, path):
+        self.path = path
+        self.records = []
+        self.truncated = False
+        with open(path, "rb") as f:
+            raw = f.read()
+        lines = raw.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        elif lines:
+            self.truncated = True
+        for i, line in enumerate(lines):
+            try:
+                self.records.append(json.loads(line))
+            except ValueError:
+                if i == len(lines) - 1:
+                    self.truncated = True
+                else:
+                    raise
+
+    def of_type(self, t):
+        return [r for r in self.records if r.get("type") == t]
+
+    @property
+    def header(self):
+        return self.records[0] if self.records and self.records[0].get("type") == "header" else None
+
+    @property
+    def end(self):
+        """The end record, wherever it is (see problems() for where it should be)."""
+        ends = self.of_type("end")
+        return ends[0] if ends else None
+
+    def problems(self):
+        """Why this is not a complete, well-formed capture (empty list if it is)."""
+        out = []
+        if self.header is None:
+            out.append("first record is not a header")
+        ends = [i for i, r in enumerate(self.records) if r.get("type") == "end"]
+        if not ends:
+            out.append("no end record")
+        else:
+            if len(ends) > 1:
+                out.append("%d end records" % len(ends))
+            after = self.records[ends[0] + 1:]
+            if after:
+                out.append("%d record(s) after the end record, first: %s" % (
+                    len(after), json.dumps(after[0])[:300]))
+            if not self.records[ends[0]].get("complete"):
+                out.append("end record says complete=false (dropped_records=%s)"
+                           % self.records[ends[0]].get("dropped_records"))
+        if self.truncated:
+            out.append("last line is cut")
+        return out
+
+    @property
+    def complete(self):
+        return not self.problems()
+
+    @property
+    def transactions(self):
+        return self.of_type("transaction")
+
+    @property
+    def notes(self):
+        return [r["text"] for r in self.of_type("note")]
+
+    def bytes_of(self, leg, direction):
+        return b"".join(base64.b64decode(r["b64"]) for r in self.records
+                        if r.get("type") == "bytes" and r["leg"] == leg and r["dir"] == direction)
+
+    def client_replies(self):
+        return parse_replies(self.bytes_of("client", "out"))
+
+
+def capture_paths(directory):
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(os.path.join(directory, n) for n in names if n.endswith(".jsonl"))
+
+
+def capture_has_end(path):
+    """True when the file's last line is a complete `end` record (cheap: reads the tail)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 4096))
+            tail = f.read()
+    except OSError:
+        return False
+    if not tail.endswith(b"\n"):
+        return False
+    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    try:
+        return json.loads(last).get("type") == "end"
+    except ValueError:
+        return False
+
+
+def open_paths(pid):
+    """Real paths of the files process `pid` has open (empty if it has exited)."""
+    out = set()
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            out.add(os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+        except OSError:
+            pass
+    return out
+
+
+def wait_for_captures(directory, count, timeout=30.0, pid=None):
+    """Waits until `directory` holds at least `count` captures the writer is done with, and
+    returns them parsed, oldest session first.
+
+    With `pid` (the mailtap process), "done" means mailtap no longer holds the file open:
+    its writer closes a capture after the session's last record, so nothing more can be
+    appended (this also catches records written after the end record). Without `pid`,
+    "done" means the last line is an end record."""
+    def ready():
+        paths = capture_paths(directory)
+        if len(paths) < count:
+            return None
+        if pid is not None:
+            held = open_paths(pid)
+            if any(os.path.realpath(p) in held for p in paths):
+                return None
+            return paths
+        if all(capture_has_end(p) for p in paths):
+            return paths
+        return None
+    paths = wait_until(ready, timeout, "%d finished capture(s) in %s" % (count, directory))
+    return [Capture(p) for p in paths]
+
+
+def run_mailtap(args, timeout=30.0, **kw):
+    return subprocess.run([mailtap_bin()] + list(args), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=timeout, **kw)
+
+
+def show_json(path, timeout=60.0):
+    """`mailtap show CAPTURE --json`, parsed."""
+    r = run_mailtap(["show", path, "--json"], timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError("mailtap show %s exited %d: %s" % (path, r.returncode, r.stderr.decode()))
+    return json.loads(r.stdout)
+
+
+# ---------------------------------------------------------------- processes
+
+class Process:
+    """A child process whose output goes to files in the work directory; stop() always kills."""
+
+    def __init__(self, argv, workdir, name, **popen):
+        self.name = name
+        self.stdout_path = os.path.join(workdir, name + ".stdout")
+        self.stderr_path = os.path.join(workdir, name + ".stderr")
+        self._out = open(self.stdout_path, "wb")
+        self._err = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=popen.pop("stdout", self._out),
+                                     stderr=self._err, **popen)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stderr_text(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stdout_text(self):
+        try:
+            with open(self.stdout_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def signal(self, sig):
+        if self.alive():
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("%s (pid %d) still running after %.1f s" % (self.name, self.pid, timeout))
+
+    def stop(self, grace=5.0):
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for f in (self._out, self._err):
+            try:
+                f.close()
+            except OSError:
+                pass
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+class Mailtap(Process):
+    """`mailtap run --listen 127.0.0.1:0 ...`; waits for the one ready line on stdout."""
+
+    def __init__(self, workdir, upstream="builtin", captures=None, args=(), name="mailtap",
+                 ready_timeout=20.0, umask=-1):
+        self.captures = captures or os.path.join(workdir, name + "-captures")
+        argv = [mailtap_bin(), "run", "--listen", "%s:0" % LOOPBACK, "--upstream", upstream,
+                "--captures", self.captures, "--seed", "1", *args]
+        super().__init__(argv, workdir, name, stdout=subprocess.PIPE, umask=umask)
+        line = self._ready_line(ready_timeout)
+        m = READY_RE.match(line)
+        if not m:
+            self.stop()
+            raise AssertionError("unexpected ready line %r; stderr: %s" % (line, self.stderr_text()))
+        self.port = int(m.group(1))
+        self.upstream_label = m.group(2)
+
+    def _ready_line(self, timeout):
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        data = b""
+        while b"\n" not in data:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.stop()
+                raise AssertionError("mailtap printed no ready line in %.0f s; stderr: %s"
+                                     % (timeout, self.stderr_text()))
+            ready, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    self.proc.wait(timeout=5)
+                    raise AssertionError("mailtap exited %s before listening; stderr: %s"
+                                         % (self.proc.returncode, self.stderr_text()))
+                data += chunk
+        return data.split(b"\n", 1)[0].decode("utf-8", "replace")
+
+    def rss_kib(self):
+        return read_vmrss_kib(self.pid)
+
+    def captures_now(self):
+        return capture_paths(self.captures)
+
+    def wait_captures(self, count, timeout=30.0):
+        """`count` captures this mailtap has finished writing (see wait_for_captures)."""
+        return wait_for_captures(self.captures, count, timeout, pid=self.pid)
+
+
+class SmtpSink(Process):
+    """Postfix smtp-sink on a free loopback port: -c counters on stdout, optional -d dumps."""
+
+    def __init__(self, workdir, args=(), dump=True, name="smtp-sink"):
+        self.dump_dir = None
+        base = list(args)
+        if os.geteuid() == 0:
+            base = ["-u", "nobody"] + base
+        if dump:
+            # smtp-sink writes dumps as `nobody`: the path must be traversable and writable.
+            os.chmod(workdir, 0o755)
+            self.dump_dir = os.path.join(workdir, name + "-dumps")
+            os.makedirs(self.dump_dir, exist_ok=True)
+            os.chmod(self.dump_dir, 0o777)
+            base += ["-d", self.dump_dir + "/%H%M%S."]
+        last_error = ""
+        for _ in range(5):   # the free port may be taken by a parallel test in between
+            self.port = free_port()
+            argv = [SMTP_SINK, "-c", *base, "%s:%d" % (LOOPBACK, self.port), "256"]
+            super().__init__(argv, workdir, name)
+            try:
+                wait_until(lambda: listening_on(self.port) or not self.alive(), 10,
+                           "smtp-sink listening on %d" % self.port)
+            except AssertionError:
+                self.stop()
+                raise
+            if self.alive():
+                return
+            last_error = self.stderr_text()
+            self.stop()
+        raise AssertionError("smtp-sink did not start: %s" % last_error)
+
+    def messages_counted(self):
+        """The latest `mesg=N` counter smtp-sink printed (-c): messages ended with '.'."""
+        counts = re.findall(r"mesg=(\d+)", self.stdout_text())
+        return int(counts[-1]) if counts else 0
+
+    def dumps(self):
+        """Dumped transactions as (smtp-sink headers dict, message bytes), oldest first.
+        smtp-sink stores lines with LF endings and appends an empty line."""
+        if not self.dump_dir:
+            return []
+        out = []
+        for name in sorted(os.listdir(self.dump_dir)):
+            with open(os.path.join(self.dump_dir, name), "rb") as f:
+                data = f.read()
+            head, _, rest = data.partition(b"Received: ")
+            fields = {}
+            for line in head.split(b"\n"):
+                k, _, v = line.partition(b": ")
+                if k:
+                    fields.setdefault(k.decode(), []).append(v)
+            # The Received header is three lines (the 2nd and 3rd folded); the message follows.
+            rec_lines = rest.split(b"\n", 3)
+            out.append((fields, rec_lines[3] if len(rec_lines) > 3 else b""))
+        return out
+
+
+class Recorder:
+    """aiosmtpd server in this process that keeps each message's original bytes
+    (envelope.original_content: un-stuffed, CRLF line endings, terminator excluded)."""
+
+    def __init__(self, data_size_limit=64 * 1024 * 1024):
+        from aiosmtpd.controller import Controller   # Debian's python3-aiosmtpd
+
+        self.messages = []
+        self.lock = threading.Lock()
+        recorder = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                with recorder.lock:
+                    recorder.messages.append({
+                        "mail_from": envelope.mail_from,
+                        "rcpt_tos": list(envelope.rcpt_tos),
+                        "mail_options": list(envelope.mail_options),
+                        "data": bytes(envelope.original_content),
+                    })
+                    n = len(recorder.messages)
+                return "250 2.0.0 Ok: recorded as REC%06d" % n
+
+        last = None
+        for _ in range(5):
+            self.port = free_port()
+            self.controller = Controller(Handler(), hostname=LOOPBACK, port=self.port,
+                                         enable_SMTPUTF8=True, decode_data=False,
+                                         data_size_limit=data_size_limit, ready_timeout=10)
+            try:
+                self.controller.start()
+                return
+            except Exception as e:   # port taken in between: try another
+                last = e
+        raise AssertionError("aiosmtpd recorder did not start: %r" % last)
+
+    def count(self):
+        with self.lock:
+            return len(self.messages)
+
+    def wait_for(self, n, timeout=30.0):
+        wait_until(lambda: self.count() >= n, timeout, "%d message(s) at the recorder" % n)
+        with self.lock:
+            return list(self.messages)
+
+    def stop(self):
+        try:
+            self.controller.stop()
+        except Exception:
+            pass
+
+
+class ScriptedConnection:
+    def __init__(self, sock):
+        self.sock = sock
+        self.raw = bytearray()            # every byte received, in order
+        self.commands = []                # command lines (bytes, without CRLF)
+        self.messages = []                # un-stuffed message bodies that ended with CRLF.CRLF
+        self.wire_messages = []           # the same, as on the wire (still dot-stuffed)
+        self.data_bytes = bytearray()     # bytes received in DATA for the current message
+        self.closed = threading.Event()   # set once the connection is over (either side)
+        self.closed_by_us = False
+
+
+class ScriptedUpstream:
+    """A raw-socket SMTP server that logs every byte it receives and can misbehave.
+
+    behaviour:
+      "normal"          answers like a permissive MTA (EHLO advertises PIPELINING, 8BITMIME,
+                        SMTPUTF8, ENHANCEDSTATUSCODES); 250 to each complete message
+      "die_mid_data"    closes the connection once `die_after` message bytes arrived in DATA
+      "die_after_dot"   closes the connection, without replying, after a complete message
+    """
+
+    def __init__(self, behaviour="normal", die_after=1024, greeting=b"220 scripted.test ESMTP ready\r\n",
+                 ehlo_extra=()):
+        self.behaviour = behaviour
+        self.ehlo_extra = b"".join(b"250-" + k + b"\r\n" for k in ehlo_extra)
+        self.die_after = die_after
+        self.greeting = greeting
+        self.connections = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((LOOPBACK, 0))
+        self.listener.listen(64)
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.threads = []
+        self.accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self.accept_thread.start()
+
+    # -- inspection
+    def all_connections(self):
+        with self.lock:
+            return list(self.connections)
+
+    def wait_for_connections(self, n, timeout=20.0):
+        wait_until(lambda: len(self.all_connections()) >= n, timeout, "%d upstream connection(s)" % n)
+        return self.all_connections()
+
+    def raw(self):
+        return b"".join(bytes(c.raw) for c in self.all_connections())
+
+    def messages(self):
+        return [m for c in self.all_connections() for m in c.messages]
+
+    def commands(self):
+        return [cmd for c in self.all_connections() for cmd in c.commands]
+
+    # -- server
+    def _accept_loop(self):
+        while not self.stopping.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn = ScriptedConnection(sock)
+            with self.lock:
+                self.connections.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _close(self, conn):
+        conn.closed_by_us = True
+        try:
+            conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        conn.sock.close()
+
+    def _serve(self, conn):
+        sock = conn.sock
+        sock.settimeout(0.2)
+        try:
+            sock.sendall(self.greeting)
+            buf = b""
+            in_data = False
+            deadline = time.monotonic() + 600   # no connection outlives the suite's timeout
+            while not self.stopping.is_set() and time.monotonic() < deadline:
+                try:
+                    chunk = sock.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                conn.raw += chunk
+                buf += chunk
+                out = b""
+                while True:
+                    if in_data:
+                        start = len(conn.data_bytes)
+                        conn.data_bytes += buf
+                        buf = b""
+                        data = conn.data_bytes
+                        if data.startswith(b".\r\n"):
+                            cut, rest_at = 0, 3             # empty message
+                        else:
+                            i = data.find(b"\r\n.\r\n", max(0, start - 4))
+                            cut, rest_at = (i + 2, i + 5) if i >= 0 else (-1, -1)
+                        if cut < 0:
+                            if (self.behaviour == "die_mid_data"
+                                    and len(data) >= self.die_after):
+                                if out:
+                                    sock.sendall(out)
+                                self._close(conn)
+                                return
+                            break
+                        wire = bytes(data[:cut])
+                        buf = bytes(data[rest_at:])
+                        conn.data_bytes = bytearray()
+                        conn.wire_messages.append(wire)
+                        conn.messages.append(dot_unstuff(wire))
+                        in_data = False
+                        if self.behaviour in ("die_after_dot", "die_mid_data"):
+                            if out:
+                                sock.sendall(out)
+                            self._close(conn)
+                            return
+                        out += b"250 2.0.0 Ok: queued as SCRIPTED%d\r\n" % len(conn.messages)
+                        continue
+                    if b"\r\n" not in buf:
+                        break
+                    line, buf = buf.split(b"\r\n", 1)
+                    conn.commands.append(line)
+                    verb = line.split(b" ", 1)[0].upper()
+                    if verb == b"EHLO":
+                        out += (b"250-scripted.test\r\n" + self.ehlo_extra +
+                                b"250-PIPELINING\r\n250-8BITMIME\r\n"
+                                b"250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n")
+                    elif verb == b"HELO":
+                        out += b"250 scripted.test\r\n"
+                    elif verb == b"MAIL":
+                        out += b"250 2.1.0 Ok\r\n"
+                    elif verb == b"RCPT":
+                        out += b"250 2.1.5 Ok\r\n"
+                    elif verb == b"DATA":
+                        out += b"354 End data with <CR><LF>.<CR><LF>\r\n"
+                        in_data = True
+                    elif verb in (b"RSET", b"NOOP"):
+                        out += b"250 2.0.0 Ok\r\n"
+                    elif verb == b"QUIT":
+                        sock.sendall(out + b"221 2.0.0 Bye\r\n")
+                        self._close(conn)
+                        return
+                    else:
+                        out += b"502 5.5.2 Error: command not recognized\r\n"
+                if out:
+                    sock.sendall(out)
+        except OSError:
+            pass
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+            conn.closed.set()
+
+    def stop(self):
+        self.stopping.set()
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        self.accept_thread.join(timeout=5)
+        for t in list(self.threads):
+            t.join(timeout=5)
+
+
+# ---------------------------------------------------------------- test base class
+
+class IntegrationTest(unittest.TestCase):
+    """Base class: a private work directory and cleanups for everything started."""
+
+    maxDiff = 4000
+
+    def setUp(self):
+        binary = mailtap_bin()
+        if not os.access(binary, os.X_OK):
+            self.fail("mailtap binary not found at %s (set MAILTAP_BIN or build build-it)" % binary)
+        self.workdir = tempfile.mkdtemp(prefix="mailtap-it-%s-" % self._testMethodName)
+        if os.environ.get("MAILTAP_IT_KEEP"):
+            sys.stderr.write("\n[work dir kept: %s]\n" % self.workdir)
+        else:
+            self.addCleanup(shutil.rmtree, self.workdir, True)
+
+    # -- peers
+    def start_mailtap(self, upstream="builtin", args=(), name="mailtap", **kw):
+        m = Mailtap(self.workdir, upstream=upstream, args=args, name=name, **kw)
+        self.addCleanup(m.stop)
+        return m
+
+    def start_smtp_sink(self, args=(), dump=True, name="smtp-sink"):
+        s = SmtpSink(self.workdir, args=args, dump=dump, name=name)
+        self.addCleanup(s.stop)
+        return s
+
+    def start_recorder(self, **kw):
+        r = Recorder(**kw)
+        self.addCleanup(r.stop)
+        return r
+
+    def start_scripted(self, behaviour="normal", **kw):
+        s = ScriptedUpstream(behaviour, **kw)
+        self.addCleanup(s.stop)
+        return s
+
+    def connect(self, port, timeout=20.0):
+        c = SmtpClient(port, timeout)
+        self.addCleanup(c.close)
+        return c
+
+    def greeted_client(self, port, ehlo="client.test"):
+        """Connected, banner read, EHLO answered 250."""
+        c = self.connect(port)
+        banner = c.reply()
+        self.assertEqual(banner.code, 220, banner)
+        r = c.command("EHLO " + ehlo)
+        self.assertEqual(r.code, 250, r)
+        return c
+
+    def quit(self, c):
+        """QUIT -> 221, then the relay closes; we close too (so mailtap need not linger)."""
+        self.assertReply(c.command("QUIT"), 221)
+        self.assertTrue(c.closed_by_peer(20), "mailtap did not close the connection after QUIT")
+        c.close()
+
+    def write_file(self, name, data):
+        path = os.path.join(self.workdir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def swaks(self, port, *args, timeout=180.0):
+        """Runs swaks against 127.0.0.1:port; returns (exit code, transcript text)."""
+        argv = [SWAKS, "--server", "%s:%d" % (LOOPBACK, port), "--helo", "swaks.test",
+                "--timeout", "60", *args]
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=timeout)
+        return r.returncode, r.stdout.decode("utf-8", "replace")
+
+    # -- assertions
+    def assertReply(self, reply, code, enhanced=None):
+        self.assertEqual(reply.code, code, "expected %d, got %r" % (code, reply))
+        if enhanced is not None:
+            self.assertEqual(reply.enhanced, enhanced, "expected %s, got %r" % (enhanced, reply))
+
+    def assertNoBareCrLf(self, data, what="data"):
+        where = bare_cr_lf_positions(data)
+        if where:
+            i = where[0]
+            self.fail("%s contains a bare CR/LF at offset %d: %r" % (what, i, data[max(0, i - 40):i + 40]))
+
+    def assertCaptureComplete(self, cap):
+        """Complete and well formed per captures/FORMAT.md: header first, exactly one end
+        record, last, with complete=true, and no cut line."""
+        problems = cap.problems()
+        if problems:
+            self.fail("capture %s is not complete: %s" % (os.path.basename(cap.path), "; ".join(problems)))
+
+    def single_capture(self, mailtap, timeout=30.0, released=True):
+        """The one capture of `mailtap`, once finished. released=True waits until mailtap has
+        closed the file (the session is gone, nothing more can be appended); released=False
+        only waits for the end record to be the last line."""
+        if released:
+            caps = mailtap.wait_captures(1, timeout)
+        else:
+            caps = wait_for_captures(mailtap.captures, 1, timeout)
+        self.assertEqual(len(caps), 1, [c.path for c in caps])
+        return caps[0]
+
+    def assertSessionReleased(self, mailtap, cap, timeout=15.0):
+        """mailtap lets go of a finished session: its capture file is closed (the writer closes
+        it when the session object is destroyed, after at most the 2 s close linger)."""
+        try:
+            wait_until(lambda: os.path.realpath(cap.path) not in open_paths(mailtap.pid), timeout,
+                       "mailtap to close %s" % os.path.basename(cap.path))
+        except AssertionError as e:
+            self.fail("session never released (capture file still open in mailtap): %s" % e)
+
+
+def swaks_wire_message(data):
+    """What swaks 20201014 sends for `--data @FILE` (FILE ending with a newline): line endings
+    made CRLF, leading dots doubled, then one more CRLF before the terminating '.'."""
+    return dot_stuff(crlf(data)) + b"\r\n"

@@ -1,0 +1,227 @@
+"""Command line contract (issue item 9; BRIEF "Command-line contract", captures/FORMAT.md).
+
+Exit codes: 0 success, 2 usage or input error with a one-line message naming the bad input.
+"""
+
+import os
+import re
+import stat
+import subprocess
+import unittest
+
+from harness import IntegrationTest, Mailtap, mailtap_bin, run_mailtap, show_json
+
+VALID_CONFIG = """\
+# a valid configuration
+listen = "127.0.0.1:0"
+upstream = "builtin"
+max_sessions = 10
+relay_name = "mailtap-test"
+
+[data]
+bare_line_endings = "normalize"
+
+[timeouts]
+client_idle = 60
+drain = 5
+"""
+
+
+class CheckConfig(IntegrationTest):
+
+    def check(self, text, name="mailtap.toml"):
+        path = self.write_file(name, text.encode("utf-8"))
+        return path, run_mailtap(["check-config", path])
+
+    def assertOneLineError(self, r):
+        self.assertEqual(r.returncode, 2, r)
+        lines = r.stderr.decode("utf-8", "replace").splitlines()
+        self.assertEqual(len(lines), 1, "expected one line on stderr, got %r" % lines)
+        return lines[0]
+
+    def test_valid_file(self):
+        path, r = self.check(VALID_CONFIG)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr, b"")
+
+    def test_example_file_shipped_with_the_relay(self):
+        example = os.path.join(os.path.dirname(__file__), "..", "..", "relay", "mailtap.example.toml")
+        r = run_mailtap(["check-config", os.path.normpath(example)])
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_unknown_top_level_key(self):
+        path, r = self.check('listen = "127.0.0.1:0"\nupstream = "builtin"\nlisten_adress = "127.0.0.1:25"\n')
+        line = self.assertOneLineError(r)
+        self.assertTrue(line.startswith("%s:3: key 'listen_adress': " % path), line)
+
+    def test_unknown_key_in_a_table(self):
+        text = 'seed = 7\n\n[timeouts]\nclient_idle = 30\nupstream_greting = 10\n'
+        path, r = self.check(text)
+        line = self.assertOneLineError(r)
+        m = re.match(r"^(.*):(\d+): key '([^']*)': (.+)$", line)
+        self.assertIsNotNone(m, line)
+        self.assertEqual(m.group(1), path)
+        self.assertEqual(m.group(2), "5")
+        self.assertIn("upstream_greting", m.group(3))
+
+    def test_bad_value_names_file_line_and_key(self):
+        path, r = self.check('max_sessions = 10\n\n[data]\nbare_line_endings = "lenient"\n')
+        line = self.assertOneLineError(r)
+        m = re.match(r"^(.*):(\d+): key '([^']*)': (.+)$", line)
+        self.assertIsNotNone(m, line)
+        self.assertEqual((m.group(1), m.group(2)), (path, "4"))
+        self.assertIn("bare_line_endings", m.group(3))
+
+    def test_missing_file(self):
+        r = run_mailtap(["check-config", os.path.join(self.workdir, "absent.toml")])
+        line = self.assertOneLineError(r)
+        self.assertIn("absent.toml", line)
+
+
+class RunUsage(IntegrationTest):
+
+    def run_fails(self, *args):
+        r = run_mailtap(["run", "--captures", os.path.join(self.workdir, "caps"), *args], timeout=20)
+        self.assertEqual(r.returncode, 2, r)
+        self.assertEqual(r.stdout, b"", "printed a ready line although it failed")
+        lines = r.stderr.decode("utf-8", "replace").splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        return lines[0]
+
+    def test_listen_nonsense(self):
+        line = self.run_fails("--listen", "nonsense")
+        self.assertIn("nonsense", line)
+        self.assertIn("--listen", line)
+
+    def test_listen_bad_port(self):
+        self.assertIn("127.0.0.1:99999", self.run_fails("--listen", "127.0.0.1:99999"))
+
+    def test_upstream_nonsense(self):
+        self.assertIn("nonsense", self.run_fails("--listen", "127.0.0.1:0", "--upstream", "nonsense"))
+
+    def test_bare_line_endings_bad_mode(self):
+        self.assertIn("lenient", self.run_fails("--listen", "127.0.0.1:0", "--bare-line-endings", "lenient"))
+
+    def test_config_with_unknown_key(self):
+        path = self.write_file("bad.toml", b'listen = "127.0.0.1:0"\nbogus = 1\n')
+        line = self.run_fails("--config", path)
+        self.assertIn("%s:2: key 'bogus'" % path, line)
+
+    def test_unknown_flag(self):
+        self.run_fails("--listen", "127.0.0.1:0", "--no-such-flag")
+
+    def test_config_file_is_used(self):
+        path = self.write_file("ok.toml", VALID_CONFIG.encode())
+        m = Mailtap(self.workdir, args=["--config", path])
+        self.addCleanup(m.stop)
+        self.assertEqual(m.upstream_label, "builtin")
+        c = self.greeted_client(m.port)
+        self.quit(c)
+        cap = self.single_capture(m)
+        self.assertEqual(cap.header["bare_eol"], "normalize")
+
+
+class ShowAndCaptureFiles(IntegrationTest):
+
+    def one_session(self, **kw):
+        m = self.start_mailtap(**kw)
+        path = self.write_file("m.eml", b"Subject: cli\r\nMessage-ID: <cli@example.test>\r\n\r\nhi\r\n")
+        rc, out = self.swaks(m.port, "--to", "rcpt@example.test", "--data", "@" + path)
+        self.assertEqual(rc, 0, out)
+        return m, self.single_capture(m)
+
+    def test_show_json_of_a_complete_capture(self):
+        _, cap = self.one_session()
+        doc = show_json(cap.path)
+        for key in ("id", "client", "upstream", "started_at", "outcome", "complete", "end_reason",
+                    "seed", "stages", "transactions", "events"):
+            self.assertIn(key, doc)
+        self.assertTrue(doc["complete"])
+        self.assertEqual(doc["outcome"], "delivered")
+        self.assertEqual(doc["upstream"], "builtin")
+        self.assertEqual(doc["id"] + ".jsonl", os.path.basename(cap.path))
+        self.assertEqual(doc["seed"], cap.header["seed"])
+        for st in doc["stages"]:
+            for key in ("name", "start_us", "duration_us", "upstream_us", "relay_us", "think_us"):
+                self.assertIn(key, st)
+            # FORMAT.md: relay_us = duration - upstream; 0 for body (the sender's transfer time).
+            expected = 0 if st["name"] == "body" else st["duration_us"] - st["upstream_us"]
+            self.assertEqual(st["relay_us"], expected, st)
+        ev = doc["events"]
+        self.assertTrue(ev)
+        self.assertEqual(ev, sorted(ev, key=lambda e: e["t_us"]))
+        for e in ev:
+            self.assertIn(e["leg"], ("client", "upstream"))
+            self.assertIn(e["dir"], ("in", "out"))
+        # The text form works too.
+        r = run_mailtap(["show", cap.path])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout)
+
+    def test_show_by_session_id_with_dir(self):
+        m, cap = self.one_session()
+        doc_id = os.path.basename(cap.path)[:-len(".jsonl")]
+        r = run_mailtap(["show", doc_id, "--dir", m.captures, "--json"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_show_capture_without_end_line(self):
+        _, cap = self.one_session()
+        with open(cap.path, "rb") as f:
+            lines = f.read().split(b"\n")
+        self.assertEqual(lines[-1], b"")
+        cut = self.write_file("cut.jsonl", b"\n".join(lines[:-2]) + b"\n")   # end line removed
+        doc = show_json(cut)
+        self.assertFalse(doc["complete"])
+        self.assertEqual(len(doc["transactions"]), 1)   # what was recorded is still shown
+
+    def test_show_capture_cut_mid_line(self):
+        _, cap = self.one_session()
+        with open(cap.path, "rb") as f:
+            data = f.read()
+        cut = self.write_file("cut-mid.jsonl", data[:len(data) - 40])        # inside the end line
+        doc = show_json(cut)
+        self.assertFalse(doc["complete"])
+
+    def test_show_nonexistent(self):
+        r = run_mailtap(["show", os.path.join(self.workdir, "nonexistent.jsonl")])
+        self.assertEqual(r.returncode, 2)
+        lines = r.stderr.decode().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("nonexistent", lines[0])
+
+    def test_show_not_a_capture(self):
+        path = self.write_file("garbage.jsonl", b"this is not json\n")
+        r = run_mailtap(["show", path, "--json"])
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(len(r.stderr.decode().splitlines()), 1)
+
+    def test_capture_dir_0700_and_files_0600_whatever_the_umask(self):
+        captures = os.path.join(self.workdir, "new", "captures")
+        m, cap = self.one_session(captures=captures, umask=0)
+        self.assertEqual(stat.S_IMODE(os.stat(captures).st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(cap.path).st_mode), 0o600)
+        self.assertCaptureComplete(cap)
+
+    def test_existing_capture_dir_is_tightened_to_0700(self):
+        captures = os.path.join(self.workdir, "loose")
+        os.makedirs(captures)
+        os.chmod(captures, 0o755)
+        _, cap = self.one_session(captures=captures)
+        self.assertEqual(stat.S_IMODE(os.stat(captures).st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(cap.path).st_mode), 0o600)
+
+    def test_version_and_help(self):
+        r = run_mailtap(["--version"])
+        self.assertEqual(r.returncode, 0)
+        self.assertIn(b"mailtap", r.stdout)
+        for sub in ("run", "show", "check-config"):
+            r = run_mailtap([sub, "--help"])
+            self.assertEqual(r.returncode, 0, sub)
+
+    def test_no_subcommand_is_a_usage_error(self):
+        r = subprocess.run([mailtap_bin()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+        self.assertEqual(r.returncode, 2)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,123 @@
+"""SIGTERM drain and the session limit (issue items 7 and 8).
+
+Drain: idle sessions get 421 4.3.2, in-flight transactions finish, then mailtap exits 0 and
+every capture is complete. max_sessions: the connection over the limit gets 421 4.3.2.
+"""
+
+import signal
+import socket
+import unittest
+
+from harness import IntegrationTest, LOOPBACK, SmtpClient, make_message, wait_until
+
+
+class Drain(IntegrationTest):
+
+    def test_sigterm_lets_the_busy_session_finish_and_closes_the_idle_one(self):
+        rec = self.start_recorder()
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, rec.port))
+        message = make_message("<drained@example.test>", b"line of the in-flight message\r\n" * 2000)
+        half = len(message) // 2
+
+        busy = self.greeted_client(mailtap.port, "busy.test")
+        self.assertReply(busy.command("MAIL FROM:<sender@example.test>"), 250)
+        self.assertReply(busy.command("RCPT TO:<rcpt@example.test>"), 250)
+        self.assertReply(busy.command("DATA"), 354)
+        busy.send(message[:half])                      # mid-transaction: body partly sent
+
+        idle = self.greeted_client(mailtap.port, "idle.test")
+
+        mailtap.signal(signal.SIGTERM)
+
+        r = idle.reply(20)
+        self.assertReply(r, 421, "4.3.2")
+        self.assertTrue(idle.closed_by_peer(20), "the idle session was not closed")
+
+        # Draining: no new sessions are accepted.
+        with self.assertRaises(OSError):
+            socket.create_connection((LOOPBACK, mailtap.port), timeout=5).close()
+
+        busy.send(message[half:] + b".\r\n")
+        self.assertReply(busy.reply(20), 250)
+        # The transaction is over, so the drained session is told and closed.
+        r = busy.reply(20)
+        self.assertReply(r, 421, "4.3.2")
+        self.assertTrue(busy.closed_by_peer(20))
+
+        self.assertEqual(mailtap.wait(40), 0, "mailtap did not exit 0 after the drain")
+        msgs = rec.wait_for(1)
+        self.assertEqual([m["data"] for m in msgs], [message])
+
+        caps = mailtap.wait_captures(2, timeout=10)
+        by_helo = {}
+        for cap in caps:
+            self.assertCaptureComplete(cap)
+            self.assertEqual(cap.end["reason"], "drain", cap.path)
+            helo = [r["text"] for r in cap.of_type("command") if r["text"].startswith("EHLO")]
+            by_helo[helo[0]] = cap
+        self.assertEqual(sorted(by_helo), ["EHLO busy.test", "EHLO idle.test"])
+        self.assertEqual(by_helo["EHLO idle.test"].transactions, [])
+        t = by_helo["EHLO busy.test"].transactions
+        self.assertEqual(len(t), 1)
+        self.assertEqual((t[0]["outcome"], t[0]["message_id"], t[0]["size"]),
+                         ("delivered", "<drained@example.test>", len(message)))
+
+    def test_sigterm_with_no_sessions_exits_0(self):
+        mailtap = self.start_mailtap()
+        c = self.greeted_client(mailtap.port)
+        self.quit(c)
+        self.assertTrue(c.closed_by_peer(10))
+        mailtap.wait_captures(1)
+        mailtap.signal(signal.SIGTERM)
+        self.assertEqual(mailtap.wait(20), 0)
+
+
+class SessionLimits(IntegrationTest):
+
+    def first_reply(self, port):
+        """The greeting of a fresh connection; an admitted probe leaves politely with QUIT."""
+        c = SmtpClient(port, timeout=10)
+        try:
+            r = c.reply()
+            if r.code == 220:
+                c.command("QUIT")
+                c.read_to_eof(10)
+            return r
+        finally:
+            c.close()
+
+    def test_third_connection_over_max_sessions_2(self):
+        mailtap = self.start_mailtap(args=["--max-sessions", "2"])
+        a = self.greeted_client(mailtap.port, "a.test")
+        b = self.greeted_client(mailtap.port, "b.test")
+        third = self.connect(mailtap.port)
+        r = third.reply()
+        self.assertReply(r, 421, "4.3.2")
+        self.assertTrue(third.closed_by_peer(10), "the refused connection was left open")
+        # The two admitted sessions are unaffected.
+        self.assertReply(a.command("NOOP"), 250)
+        self.assertReply(b.command("NOOP"), 250)
+        # When one leaves properly, its slot is free again.
+        self.assertReply(a.command("QUIT"), 221)
+        self.assertTrue(a.closed_by_peer(10))
+        wait_until(lambda: self.first_reply(mailtap.port).code == 220, 15,
+                   "a new session to be admitted after QUIT")
+        self.quit(b)
+        # The refused connection left no capture; the admitted ones did.
+        caps = mailtap.wait_captures(3, timeout=20)
+        self.assertEqual(len(caps), 3)     # a, b and the probe; none for the refused one
+
+    def test_client_hangup_frees_its_session_slot(self):
+        # Regression test: before d050c40 a client that closed its connection without QUIT
+        # was never released -- its capture stayed open and it kept counting against
+        # max_sessions, so with --max-sessions 1 every later client got 421 4.3.2.
+        mailtap = self.start_mailtap(args=["--max-sessions", "1"])
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        c.close()
+        wait_until(lambda: self.first_reply(mailtap.port).code == 220, 15,
+                   "the hung-up session's slot to be free again (max-sessions 1)")
+
+
+if __name__ == "__main__":
+    unittest.main()
