@@ -42,6 +42,88 @@ void sink_fsm::finish_chunk(std::string& out) {
   }
 }
 
+namespace {
+// RFC 4648 base64 decoding for AUTH responses; std::nullopt on malformed input.
+std::optional<std::string> decode_base64(std::string_view in) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::string out;
+  unsigned acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    if (c == '=') break;
+    int v = value(c);
+    if (v < 0) return std::nullopt;
+    acc = (acc << 6) | static_cast<unsigned>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+}  // namespace
+
+void sink_fsm::tls_started() {
+  tls_active_ = true;
+  reset_envelope();
+  in_.clear();
+}
+
+void sink_fsm::check_credentials(std::string_view user, std::string_view password, std::string& out) {
+  mode_ = mode::command;
+  if (!options_.auth_user.empty() && (user != options_.auth_user || password != options_.auth_password)) {
+    out += format_reply(535, "5.7.8", "Error: authentication failed");
+    return;
+  }
+  authenticated_ = true;
+  out += format_reply(235, "2.7.0", "Authentication successful");
+}
+
+// One client response of an AUTH exchange (RFC 4954); "*" cancels it.
+void sink_fsm::take_auth(std::string_view line, std::string& out) {
+  if (line == "*") {
+    mode_ = mode::command;
+    out += format_reply(501, "5.7.0", "Authentication cancelled");
+    return;
+  }
+  auto decoded = decode_base64(line);
+  if (!decoded) {
+    mode_ = mode::command;
+    out += format_reply(501, "5.5.2", "Cannot decode response");
+    return;
+  }
+  switch (mode_) {
+    case mode::auth_plain: {
+      // authzid NUL authcid NUL passwd
+      auto first = decoded->find('\0');
+      auto second = first == std::string::npos ? first : decoded->find('\0', first + 1);
+      if (second == std::string::npos) {
+        mode_ = mode::command;
+        out += format_reply(501, "5.5.2", "Malformed PLAIN response");
+        return;
+      }
+      check_credentials(std::string_view(*decoded).substr(first + 1, second - first - 1),
+                        std::string_view(*decoded).substr(second + 1), out);
+      return;
+    }
+    case mode::auth_login_user:
+      login_user_ = *decoded;
+      mode_ = mode::auth_login_password;
+      out += "334 UGFzc3dvcmQ6\r\n";   // "Password:"
+      return;
+    case mode::auth_login_password: check_credentials(login_user_, *decoded, out); return;
+    default: return;
+  }
+}
+
 bool sink_fsm::feed(std::string_view bytes, std::string& out) {
   if (closing_) return false;
   in_.append(bytes);
@@ -67,7 +149,7 @@ bool sink_fsm::feed(std::string_view bytes, std::string& out) {
     }
     auto lf = rest.find('\n');
     if (lf == std::string_view::npos) {
-      if (rest.size() > limits::command_line_hard_cap) {
+      if (rest.size() > limits::command_line_hard_cap + limits::auth_response_cap) {
         out += format_reply(500, "5.5.2", "Line too long");
         closing_ = true;
       }
@@ -76,7 +158,15 @@ bool sink_fsm::feed(std::string_view bytes, std::string& out) {
     pos += lf + 1;
     std::string_view line = rest.substr(0, lf);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (mode_ == mode::auth_plain || mode_ == mode::auth_login_user || mode_ == mode::auth_login_password) {
+      take_auth(line, out);
+      continue;
+    }
     if (!take_line(line, out)) closing_ = true;
+    if (tls_requested_) {   // nothing pipelined after STARTTLS is read as protected
+      pos = in_.size();
+      break;
+    }
   }
   in_.erase(0, pos);
   return !closing_;
@@ -94,8 +184,40 @@ bool sink_fsm::take_line(std::string_view line, std::string& out) {
       reset_envelope();
       out += "250-" + options_.hostname + "\r\n250-PIPELINING\r\n250-SIZE " +
              std::to_string(options_.max_message_size) +
-             "\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n250 DSN\r\n";
+             "\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n250-AUTH PLAIN LOGIN\r\n";
+      if (options_.offer_starttls && !tls_active_) out += "250-STARTTLS\r\n";
+      out += "250 DSN\r\n";
       return true;
+    case phase::starttls:
+      if (!options_.offer_starttls || tls_active_) {
+        out += format_reply(tls_active_ ? 503 : 454, tls_active_ ? "5.5.1" : "4.7.0",
+                            tls_active_ ? "TLS already active" : "TLS not available");
+        return true;
+      }
+      out += format_reply(220, "2.0.0", "Ready to start TLS");
+      tls_requested_ = true;
+      return true;
+    case phase::auth: {
+      if (authenticated_) {
+        out += format_reply(503, "5.5.1", "Already authenticated");
+        return true;
+      }
+      auto sp = cmd.argument.find(' ');
+      std::string mech = to_upper(cmd.argument.substr(0, sp));
+      std::string initial = sp == std::string::npos ? std::string() : cmd.argument.substr(sp + 1);
+      if (mech == "PLAIN") {
+        mode_ = mode::auth_plain;
+        if (initial.empty()) out += "334 \r\n";
+        else take_auth(initial, out);
+      } else if (mech == "LOGIN") {
+        mode_ = mode::auth_login_user;
+        if (initial.empty()) out += "334 VXNlcm5hbWU6\r\n";   // "Username:"
+        else take_auth(initial, out);
+      } else {
+        out += format_reply(504, "5.5.4", "Unrecognized authentication type");
+      }
+      return true;
+    }
     case phase::helo:
       reset_envelope();
       out += format_reply(250, "", options_.hostname);

@@ -16,6 +16,8 @@ namespace {
 
 struct run_flags {
   std::string config_file, listen, upstream, captures, admin, bare_eol, log_level;
+  std::string listen_tls, upstream_tls, tls_cert, tls_key, upstream_ca;
+  bool upstream_insecure = false, upstream_implicit_tls = false;
   std::optional<std::uint64_t> seed;
   std::optional<std::size_t> max_sessions, threads;
 };
@@ -53,6 +55,30 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     cfg.bare_eol = *m;
   }
   if (!f.log_level.empty()) cfg.log_level = f.log_level;
+  if (!f.listen_tls.empty()) {
+    endpoint ep;
+    if (!take_endpoint(f.listen_tls, "--listen-tls", ep)) return false;
+    cfg.tls.listen = ep;
+  }
+  if (!f.upstream_tls.empty()) {
+    auto m = protocol::parse_upstream_tls_mode(f.upstream_tls);
+    if (!m) {
+      error = "--upstream-tls '" + f.upstream_tls + "': expected mirror, required, opportunistic or never";
+      return false;
+    }
+    cfg.tls.upstream = *m;
+  }
+  if (f.tls_cert.empty() != f.tls_key.empty()) {
+    error = "--tls-cert and --tls-key go together";
+    return false;
+  }
+  if (!f.tls_cert.empty()) {
+    cfg.tls.cert_file = f.tls_cert;
+    cfg.tls.key_file = f.tls_key;
+  }
+  if (!f.upstream_ca.empty()) cfg.tls.ca_file = f.upstream_ca;
+  if (f.upstream_insecure) cfg.tls.insecure_upstream = true;
+  if (f.upstream_implicit_tls) cfg.tls.upstream_implicit = true;
   if (f.seed) cfg.seed = *f.seed;
   if (f.max_sessions) cfg.max_sessions = *f.max_sessions;
   if (f.threads) cfg.threads = *f.threads;
@@ -93,8 +119,10 @@ int run(const run_flags& f) {
       return exit_usage;
     }
     // One stable line on stdout, so scripts and tests can find a port chosen with :0.
-    std::printf("mailtap: listening on %s, upstream %s, captures in %s\n", relay.listen_endpoint().to_string().c_str(),
-                relay.upstream_label().c_str(), cfg.captures_dir.c_str());
+    std::string tls_listen;
+    if (auto t = relay.listen_tls_endpoint()) tls_listen = ", tls on " + t->to_string();
+    std::printf("mailtap: listening on %s%s, upstream %s, captures in %s\n", relay.listen_endpoint().to_string().c_str(),
+                tls_listen.c_str(), relay.upstream_label().c_str(), cfg.captures_dir.c_str());
     std::fflush(stdout);
     spdlog::info("seed {}; admin API address reserved at {} (control plane not in this build)", relay.seed(),
                  cfg.admin.to_string());
@@ -126,6 +154,13 @@ void register_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--threads", f->threads, "I/O threads (default: one per core)");
   cmd->add_option("--bare-line-endings", f->bare_eol, "Bare CR/LF in DATA: strict (default), normalize or raw");
   cmd->add_option("--log-level", f->log_level, "trace, debug, info (default), warn, error, off");
+  cmd->add_option("--listen-tls", f->listen_tls, "Implicit TLS (SMTPS) listen address HOST:PORT");
+  cmd->add_option("--upstream-tls", f->upstream_tls, "Upstream TLS: mirror (default), required, opportunistic, never");
+  cmd->add_option("--tls-cert", f->tls_cert, "PEM certificate for the client leg (default: self-signed, generated)");
+  cmd->add_option("--tls-key", f->tls_key, "PEM private key for --tls-cert");
+  cmd->add_option("--upstream-ca", f->upstream_ca, "CA file to verify the upstream's certificate (default: system CAs)");
+  cmd->add_flag("--upstream-insecure", f->upstream_insecure, "Do not verify the upstream's certificate (recorded in captures)");
+  cmd->add_flag("--upstream-implicit-tls", f->upstream_implicit_tls, "The upstream speaks TLS from connect (SMTPS, port 465)");
   cmd->callback([f, &exit_code] { exit_code = run(*f); });
 }
 

@@ -114,6 +114,10 @@ class loader {
         data(node);
       } else if (k == "timeouts") {
         timeouts(node);
+      } else if (k == "tls") {
+        tls(node);
+      } else if (k == "sink") {
+        sink(node);
       } else {
         fail(node, std::string(k), "unknown key");
       }
@@ -365,6 +369,91 @@ class loader {
     }
   }
 
+  std::optional<bool> bool_value(std::string_view key, const toml::node& node) {
+    const auto* b = node.as_boolean();
+    if (!b) {
+      wrong_type(node, key, "true or false");
+      return std::nullopt;
+    }
+    return b->get();
+  }
+
+  std::optional<fs::path> file_value(std::string_view key, const toml::node& node, bool must_exist) {
+    const auto* s = string_value(key, node, "a string (a file path)");
+    if (!s) return std::nullopt;
+    if (s->empty() || s->find('\0') != std::string::npos) {
+      fail(node, key, "expected a file path, got '" + echo(*s) + "'");
+      return std::nullopt;
+    }
+    fs::path p = resolve(*s);
+    std::error_code ec;
+    if (must_exist && !fs::is_regular_file(p, ec)) {
+      fail(node, key, "file not found: " + echo_path(p.native()));
+      return std::nullopt;
+    }
+    return p;
+  }
+
+  void tls(const toml::node& node) {
+    const auto* t = node.as_table();
+    if (!t) {
+      wrong_type(node, "tls", "a table");
+      return;
+    }
+    auto& out = out_.tls;
+    for (auto&& [key, item] : *t) {
+      const std::string_view k = key.str();
+      const std::string full = "tls." + std::string(k);
+      if (k == "cert") {
+        if (auto p = file_value(full, item, true)) out.cert_file = *p;
+      } else if (k == "key") {
+        if (auto p = file_value(full, item, true)) out.key_file = *p;
+      } else if (k == "ca_file") {
+        if (auto p = file_value(full, item, true)) out.ca_file = *p;
+      } else if (k == "state_dir") {
+        if (auto p = path_value(full, item)) out.state_dir = *p;
+      } else if (k == "listen") {
+        if (auto e = endpoint_value(full, item, false)) out.listen = *e;
+      } else if (k == "starttls") {
+        if (auto b = bool_value(full, item)) out.offer_starttls = *b;
+      } else if (k == "upstream") {
+        static constexpr std::string_view expected = "one of mirror|required|opportunistic|never";
+        const auto* s = string_value(full, item, expected);
+        if (!s) continue;
+        if (auto m = protocol::parse_upstream_tls_mode(*s)) out.upstream = *m;
+        else fail(item, full, "expected " + std::string(expected) + ", got '" + echo(*s) + "'");
+      } else if (k == "upstream_implicit") {
+        if (auto b = bool_value(full, item)) out.upstream_implicit = *b;
+      } else if (k == "insecure_upstream") {
+        if (auto b = bool_value(full, item)) out.insecure_upstream = *b;
+      } else if (k == "handshake_timeout") {
+        if (auto v = seconds_value(full, item)) out.handshake_timeout = *v;
+      } else {
+        fail(item, full, "unknown key");
+      }
+    }
+    if ((out.cert_file.empty()) != (out.key_file.empty()))
+      fail(node, "tls", "cert and key go together: set both or neither");
+  }
+
+  void sink(const toml::node& node) {
+    const auto* t = node.as_table();
+    if (!t) {
+      wrong_type(node, "sink", "a table");
+      return;
+    }
+    for (auto&& [key, item] : *t) {
+      const std::string_view k = key.str();
+      const std::string full = "sink." + std::string(k);
+      std::string* target = k == "auth_user" ? &out_.sink.auth_user : k == "auth_password" ? &out_.sink.auth_password : nullptr;
+      if (!target) {
+        fail(item, full, "unknown key");
+        continue;
+      }
+      if (const auto* s = string_value(full, item, "a string")) *target = *s;
+    }
+  }
+
   std::string shown_name_;   // the file name as given, escaped
   fs::path base_dir_;
   config& out_;
@@ -518,6 +607,12 @@ fs::path default_captures_dir() {
   } catch (...) {
     return fs::path(".") / "mailtap-captures";
   }
+}
+
+fs::path default_state_dir() {
+  if (const char* v = std::getenv("XDG_STATE_HOME"); v && *v == '/') return fs::path(v) / "mailtap";
+  if (const char* v = std::getenv("HOME"); v && *v) return fs::path(v) / ".local" / "state" / "mailtap";
+  return fs::path(".") / "mailtap-state";
 }
 
 std::optional<config> load_config_text(std::string_view toml_text, std::string_view source_name,

@@ -23,6 +23,26 @@ struct endpoint {
 // Parses "HOST:PORT" or "[V6]:PORT". Port 0 is allowed (ephemeral). Empty error = ok.
 std::optional<endpoint> parse_endpoint(std::string_view text, std::string& error);
 
+// TLS on both legs (issue 3). With no cert/key, a self-signed pair is generated in
+// state_dir on first start and reused.
+struct tls_config {
+  std::filesystem::path cert_file, key_file;
+  std::filesystem::path ca_file;               // upstream verification; empty: system CAs
+  std::filesystem::path state_dir;             // empty: default_state_dir()
+  std::optional<endpoint> listen;              // implicit TLS (SMTPS) listener
+  bool offer_starttls = true;                  // advertise STARTTLS to clients
+  protocol::upstream_tls_mode upstream = protocol::upstream_tls_mode::mirror;
+  bool upstream_implicit = false;              // the upstream speaks TLS from connect (port 465)
+  bool insecure_upstream = false;              // skip upstream verification; recorded in captures
+  std::chrono::milliseconds handshake_timeout{30'000};
+};
+
+// The built-in sink's AUTH: empty user accepts any credentials.
+struct sink_config {
+  std::string auth_user;
+  std::string auth_password;
+};
+
 struct config {
   endpoint listen{"127.0.0.1", 2525};
   // Upstream SMTP server; std::nullopt means the built-in sink.
@@ -39,7 +59,13 @@ struct config {
   std::chrono::milliseconds drain_timeout{30'000};              // SIGTERM: in-flight deadline
   std::string relay_name = "mailtap";
   std::string log_level = "info";
+  tls_config tls;
+  sink_config sink;
 };
+
+// Where mailtap keeps state (the generated certificate): $XDG_STATE_HOME/mailtap, else
+// ~/.local/state/mailtap, else ./mailtap-state.
+std::filesystem::path default_state_dir();
 
 // $MAILTAP_CAPTURES if set, else $XDG_STATE_HOME/mailtap/captures, else
 // ~/.local/state/mailtap/captures, else ./mailtap-captures.

@@ -30,42 +30,100 @@ server::~server() {
   // Sessions hold capture handles: destroy them (with the io_contexts) before the store goes.
   sink_.reset();
   acceptor_.reset();
+  tls_acceptor_.reset();
   contexts_.clear();
 }
 
+bool server::start_tls(std::string& error) {
+  const auto& t = cfg_.tls;
+  tls_settings settings;
+  settings.cert_file = t.cert_file;
+  settings.key_file = t.key_file;
+  settings.ca_file = t.ca_file;
+  settings.state_dir = t.state_dir.empty() ? default_state_dir() : t.state_dir;
+  settings.insecure_upstream = t.insecure_upstream;
+  settings.handshake_timeout = t.handshake_timeout;
+  client_tls_ = make_server_tls(settings, error);
+  if (!client_tls_) return false;
+  spdlog::info("TLS certificate {} sha256 {}{}", client_tls_->certificate_subject, client_tls_->certificate_sha256,
+               client_tls_->generated ? " (self-signed, in " + settings.state_dir.string() + ")" : "");
+  if (cfg_.upstream) {
+    upstream_tls_ = make_client_tls(settings, error);
+    if (!upstream_tls_) return false;
+    if (t.insecure_upstream) spdlog::warn("upstream TLS certificates are NOT verified (insecure_upstream)");
+  } else {
+    // The built-in sink presents our own certificate: trust exactly that one.
+    upstream_tls_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+    boost::system::error_code ec;
+    upstream_tls_->set_options(asio::ssl::context::no_sslv2 | asio::ssl::context::no_sslv3 |
+                               asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1, ec);
+    auto cert = t.cert_file.empty() ? settings.state_dir / selfsigned_cert_name : t.cert_file;
+    upstream_tls_->load_verify_file(cert.string(), ec);
+    if (ec) {
+      error = cert.string() + ": cannot load for the built-in sink: " + ec.message();
+      return false;
+    }
+    upstream_tls_->set_verify_mode(asio::ssl::verify_peer, ec);
+  }
+  return true;
+}
+
+bool server::listen_on(tcp::acceptor& acceptor, const endpoint& where, std::string& error) {
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(where.host, ec);
+  if (ec) {
+    error = "listen address '" + where.host + "' is not an IP address";
+    return false;
+  }
+  tcp::endpoint ep(address, where.port);
+  acceptor.open(ep.protocol(), ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(ep, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    error = "cannot listen on " + where.to_string() + ": " + ec.message();
+    return false;
+  }
+  return true;
+}
+
 bool server::start(std::string& error) {
-  ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, {}, cfg_.seed});
+  if (!start_tls(error)) return false;
+  ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, {}, cfg_.seed,
+                                                          client_tls_.get(), upstream_tls_.get(), !cfg_.upstream});
   if (ctx_->master_seed == 0) ctx_->master_seed = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
   if (cfg_.upstream) {
     ctx_->upstream = *cfg_.upstream;
     ctx_->upstream_label = cfg_.upstream->to_string();
   } else {
-    sink_ = std::make_unique<sink_server>(*contexts_.front(), protocol::sink_options{});
+    protocol::sink_options sink_opts;
+    sink_opts.offer_starttls = true;
+    sink_opts.auth_user = cfg_.sink.auth_user;
+    sink_opts.auth_password = cfg_.sink.auth_password;
+    sink_ = std::make_unique<sink_server>(*contexts_.front(), sink_opts, &client_tls_->ctx);
     auto bound = sink_->start(error);
     if (!bound) return false;
     ctx_->upstream = *bound;
     ctx_->upstream_label = "builtin";
   }
-  boost::system::error_code ec;
-  auto address = asio::ip::make_address(cfg_.listen.host, ec);
-  if (ec) {
-    error = "listen address '" + cfg_.listen.host + "' is not an IP address";
-    return false;
-  }
-  tcp::endpoint ep(address, cfg_.listen.port);
   acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
-  acceptor_->open(ep.protocol(), ec);
-  if (!ec) acceptor_->set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_->bind(ep, ec);
-  if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    error = "cannot listen on " + cfg_.listen.to_string() + ": " + ec.message();
-    return false;
-  }
+  if (!listen_on(*acceptor_, cfg_.listen, error)) return false;
   ctx_->listen_label = listen_endpoint().to_string();
-  asio::co_spawn(*contexts_.front(), accept_loop(), asio::detached);
+  asio::co_spawn(*contexts_.front(), accept_loop(*acceptor_, false), asio::detached);
+  if (cfg_.tls.listen) {
+    tls_acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
+    if (!listen_on(*tls_acceptor_, *cfg_.tls.listen, error)) return false;
+    asio::co_spawn(*contexts_.front(), accept_loop(*tls_acceptor_, true), asio::detached);
+  }
   asio::co_spawn(*contexts_.front(), wait_for_signals(), asio::detached);
   return true;
+}
+
+std::optional<endpoint> server::listen_tls_endpoint() const {
+  if (!tls_acceptor_) return std::nullopt;
+  boost::system::error_code ec;
+  auto ep = tls_acceptor_->local_endpoint(ec);
+  return endpoint{ep.address().to_string(), ep.port()};
 }
 
 endpoint server::listen_endpoint() const {
@@ -92,13 +150,12 @@ void server::stop_all() {
   for (auto& io : contexts_) io->stop();
 }
 
-asio::awaitable<void> server::accept_loop() {
-  std::uint64_t number = 0;
-  std::size_t next = 0;
+asio::awaitable<void> server::accept_loop(tcp::acceptor& acceptor, bool implicit_tls) {
+  std::size_t next = implicit_tls ? 1 : 0;
   for (;;) {
     auto& target = *contexts_[next++ % contexts_.size()];
-    auto [ec, socket] = co_await acceptor_->async_accept(target, as_tuple(use_awaitable));
-    if (!acceptor_->is_open()) co_return;
+    auto [ec, socket] = co_await acceptor.async_accept(target, as_tuple(use_awaitable));
+    if (!acceptor.is_open()) co_return;
     if (ec) {
       // EMFILE and the like: count, back off, keep serving (HOUSE_STYLE: never exit on accept errors).
       ++metrics_.accept_errors;
@@ -118,7 +175,7 @@ asio::awaitable<void> server::accept_loop() {
       socket.close(ig);
       continue;
     }
-    auto s = std::make_shared<session>(std::move(socket), *ctx_, ++number);
+    auto s = std::make_shared<session>(std::move(socket), *ctx_, ++session_number_, implicit_tls);
     {
       std::lock_guard lock(sessions_mutex_);
       std::erase_if(sessions_, [](const std::weak_ptr<session>& w) { return w.expired(); });
@@ -142,6 +199,7 @@ asio::awaitable<void> server::wait_for_signals() {
 asio::awaitable<void> server::drain() {
   boost::system::error_code ig;
   acceptor_->close(ig);
+  if (tls_acceptor_) tls_acceptor_->close(ig);
   std::vector<std::shared_ptr<session>> live;
   {
     std::lock_guard lock(sessions_mutex_);

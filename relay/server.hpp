@@ -18,6 +18,7 @@
 #include "relay/metrics.hpp"
 #include "relay/session.hpp"
 #include "relay/sink_server.hpp"
+#include "relay/tls_context.hpp"
 
 namespace mailtap {
 
@@ -29,6 +30,8 @@ class server {
   // Binds the listener (and starts the built-in sink). One-line error on failure.
   bool start(std::string& error);
   endpoint listen_endpoint() const;
+  std::optional<endpoint> listen_tls_endpoint() const;
+  const server_tls* client_tls() const { return client_tls_.get(); }
   const std::string& upstream_label() const { return ctx_->upstream_label; }
   std::uint64_t seed() const { return ctx_->master_seed; }
   // Serves until a signal's drain completes.
@@ -36,7 +39,9 @@ class server {
   const relay_metrics& metrics() const { return metrics_; }
 
  private:
-  boost::asio::awaitable<void> accept_loop();
+  boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor, bool implicit_tls);
+  bool listen_on(boost::asio::ip::tcp::acceptor& acceptor, const endpoint& where, std::string& error);
+  bool start_tls(std::string& error);
   boost::asio::awaitable<void> wait_for_signals();
   boost::asio::awaitable<void> drain();
   void stop_all();
@@ -46,8 +51,12 @@ class server {
   relay_metrics metrics_;
   std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;
   std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
+  std::unique_ptr<boost::asio::ip::tcp::acceptor> tls_acceptor_;   // implicit TLS (SMTPS)
+  std::unique_ptr<server_tls> client_tls_;
+  std::unique_ptr<boost::asio::ssl::context> upstream_tls_;
   std::unique_ptr<sink_server> sink_;
   std::unique_ptr<relay_context> ctx_;
+  std::uint64_t session_number_ = 0;   // accept loops run on contexts_[0] only
   std::mutex sessions_mutex_;
   std::vector<std::weak_ptr<session>> sessions_;
 };

@@ -10,10 +10,13 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <ctime>
 #include <random>
+
+#include "relay/tls_context.hpp"
 
 namespace mailtap {
 
@@ -43,11 +46,14 @@ std::string make_session_id(std::uint64_t number) {
   return id;
 }
 
-protocol::relay_options relay_options_from(const config& cfg) {
+protocol::relay_options relay_options_from(const relay_context& ctx) {
   protocol::relay_options o;
-  o.eol = cfg.bare_eol;
-  o.timeouts = cfg.timeouts;
-  o.name = cfg.relay_name;
+  o.eol = ctx.cfg.bare_eol;
+  o.timeouts = ctx.cfg.timeouts;
+  o.name = ctx.cfg.relay_name;
+  o.tls.offer_starttls = ctx.client_tls != nullptr && ctx.cfg.tls.offer_starttls;
+  // Without an upstream TLS context nothing can be secured upstream: only `never` is honest.
+  o.tls.upstream = ctx.upstream_tls ? ctx.cfg.tls.upstream : protocol::upstream_tls_mode::never;
   return o;
 }
 
@@ -85,7 +91,9 @@ static std::unique_ptr<captures::session_capture> open_capture(const relay_conte
   return ctx.captures->begin(info);
 }
 
-session::session(tcp::socket client, const relay_context& ctx, std::uint64_t number)
+session::outbox::~outbox() = default;
+
+session::session(tcp::socket client, const relay_context& ctx, std::uint64_t number, bool implicit_tls)
     : client_(std::move(client)),
       upstream_(client_.get_executor()),
       ctx_(ctx),
@@ -93,10 +101,11 @@ session::session(tcp::socket client, const relay_context& ctx, std::uint64_t num
       id_(make_session_id(number)),
       start_(clock::now()),
       capture_(open_capture(ctx, id_, number, client_)),
-      fsm_(relay_options_from(ctx.cfg), capture_.get()),
+      fsm_(relay_options_from(ctx), capture_.get()),
       changed_(client_.get_executor(), clock::time_point::max()),
       watchdog_timer_(client_.get_executor(), clock::time_point::max()) {
   ++ctx_.metrics.sessions_active;
+  implicit_tls_ = implicit_tls && ctx.client_tls;
 }
 
 session::~session() {
@@ -157,8 +166,16 @@ asio::awaitable<void> session::run() {
   client_.set_option(tcp::no_delay(true), ig);
   client_.non_blocking(true, ig);
   fsm_.on_start(now_us());
-  co_await connect_upstream();
+  if (implicit_tls_) {
+    co_await handshake(leg::client);   // SMTPS: TLS before the banner
+    after_fsm();
+  }
+  if (!fsm_.finished()) co_await connect_upstream();
   after_fsm();
+  if (upstream_connected_ && ctx_.cfg.tls.upstream_implicit && ctx_.upstream_tls && !fsm_.finished()) {
+    co_await handshake(leg::upstream);
+    after_fsm();
+  }
   auto spawn = [&](asio::awaitable<void> a) {
     asio::co_spawn(client_.get_executor(), std::move(a), [self](std::exception_ptr e) {
       if (!e) return;
@@ -225,14 +242,27 @@ bool session::reading_paused(leg l) const {
 asio::awaitable<void> session::read_leg(leg l) {
   // Wait for readability, then read into a per-thread buffer: an idle session holds no
   // read buffer of its own (PERF W6: memory per idle session).
+  // A TLS leg reads through its stream into its own buffer instead.
   static thread_local std::array<char, 64 * 1024> buffer;
   auto& sock = socket_of(l);
+  auto& box = outbox_of(l);
   for (;;) {
-    while (reading_paused(l)) co_await wait_for_change(1h);
-    auto [wec] = co_await sock.async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
-    boost::system::error_code ec = wec;
+    while (reading_paused(l) || box.tls_requested || box.tls_busy) co_await wait_for_change(1h);
+    boost::system::error_code ec;
     std::size_t n = 0;
-    if (!ec) n = sock.read_some(asio::buffer(buffer), ec);
+    char* data = buffer.data();
+    if (box.tls) {
+      auto [rec, got] = co_await box.tls->async_read_some(asio::buffer(*box.tls_buffer), as_tuple(use_awaitable));
+      ec = rec;
+      n = got;
+      data = box.tls_buffer->data();
+    } else {
+      auto [wec] = co_await sock.async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
+      // A handshake may have begun (or finished) while we waited: its bytes are not ours.
+      if (!wec && (box.tls_requested || box.tls_busy || box.tls)) continue;
+      ec = wec;
+      if (!ec) n = sock.read_some(asio::buffer(buffer), ec);
+    }
     if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
     if (ec) {
       outbox_of(l).eof_seen = true;
@@ -245,7 +275,7 @@ asio::awaitable<void> session::read_leg(leg l) {
       co_return;
     }
     if (fsm_.finished()) continue;
-    std::string_view bytes(buffer.data(), n);
+    std::string_view bytes(data, n);
     if (l == leg::client) {
       if (capture_ && capture_->failed()) fsm_.on_capture_failed();
       fsm_.on_client_bytes(now_us(), bytes);
@@ -261,13 +291,14 @@ asio::awaitable<void> session::write_leg(leg l) {
   auto& sock = socket_of(l);
   boost::system::error_code ig;
   for (;;) {
-    if (box.pending.empty() && !box.close_requested) {
+    if (box.pending.empty() && !box.close_requested && !box.tls_requested) {
       co_await wait_for_change(1h);
       continue;
     }
     if (!box.pending.empty()) {
       std::swap(box.pending, box.inflight);
-      auto [ec, n] = co_await asio::async_write(sock, asio::buffer(box.inflight), as_tuple(use_awaitable));
+      boost::system::error_code ec;
+      co_await write_bytes(l, ec);
       box.inflight.clear();
       if (ec) {
         box.closed = true;
@@ -284,7 +315,23 @@ asio::awaitable<void> session::write_leg(leg l) {
       notify();   // room in the outbox: a paused reader may go on
       continue;
     }
-    // Everything written and a close was asked for: FIN, then linger for the peer's FIN.
+    if (box.tls_requested && !box.close_requested) {
+      // Everything queued before start_tls (the 220) is out: the handshake owns the socket now.
+      box.tls_requested = false;
+      box.tls_busy = true;
+      co_await handshake(l);
+      box.tls_busy = false;
+      after_fsm();
+      notify();
+      continue;
+    }
+    // Everything written and a close was asked for: TLS close_notify (bounded), FIN, then
+    // linger for the peer's FIN.
+    if (box.tls) {
+      timer limit(sock.get_executor());
+      limit.expires_after(1s);
+      co_await (box.tls->async_shutdown(as_tuple(use_awaitable)) || limit.async_wait(as_tuple(use_awaitable)));
+    }
     sock.shutdown(tcp::socket::shutdown_send, ig);
     auto until = clock::now() + linger_after_close;
     while (!box.eof_seen && clock::now() < until && sock.is_open()) co_await wait_for_change(until - clock::now());
@@ -293,6 +340,61 @@ asio::awaitable<void> session::write_leg(leg l) {
     notify();
     co_return;
   }
+}
+
+asio::awaitable<void> session::write_bytes(leg l, boost::system::error_code& ec) {
+  auto& box = outbox_of(l);
+  if (box.tls) {
+    auto [wec, n] = co_await asio::async_write(*box.tls, asio::buffer(box.inflight), as_tuple(use_awaitable));
+    ec = wec;
+  } else {
+    auto [wec, n] = co_await asio::async_write(socket_of(l), asio::buffer(box.inflight), as_tuple(use_awaitable));
+    ec = wec;
+  }
+}
+
+asio::awaitable<void> session::handshake(leg l) {
+  // mailtap is the TLS server on the client leg and the TLS client on the upstream leg.
+  auto& box = outbox_of(l);
+  auto& sock = socket_of(l);
+  const bool upstream = l == leg::upstream;
+  auto& context = upstream ? *ctx_.upstream_tls : const_cast<server_tls*>(ctx_.client_tls)->ctx;
+  box.tls = std::make_unique<tls_stream>(sock, context);
+  std::string error;
+  const bool verify = upstream && !ctx_.cfg.tls.insecure_upstream;
+  if (upstream && !ctx_.upstream_is_builtin &&
+      !prepare_client_ssl(box.tls->native_handle(), ctx_.upstream.host, verify, error)) {
+    box.tls.reset();
+    fsm_.on_tls_failed(now_us(), l, error);
+    co_return;
+  }
+  auto started = clock::now();
+  timer limit(sock.get_executor());
+  limit.expires_after(ctx_.cfg.tls.handshake_timeout);
+  auto kind = upstream ? asio::ssl::stream_base::client : asio::ssl::stream_base::server;
+  auto result = co_await (box.tls->async_handshake(kind, as_tuple(use_awaitable)) ||
+                          limit.async_wait(as_tuple(use_awaitable)));
+  if (result.index() == 1) {
+    box.tls.reset();
+    fsm_.on_tls_failed(now_us(), l, "TLS handshake timed out");
+    co_return;
+  }
+  if (auto [ec] = std::get<0>(result); ec) {
+    // OpenSSL's own reason says more than Asio's ("certificate verify failed" -> which check).
+    long verify_result = SSL_get_verify_result(box.tls->native_handle());
+    std::string reason = ec.message();
+    if (upstream && verify_result != X509_V_OK) reason += std::string(": ") + X509_verify_cert_error_string(verify_result);
+    box.tls.reset();
+    fsm_.on_tls_failed(now_us(), l, reason);
+    co_return;
+  }
+  box.tls_buffer = std::make_unique<std::array<char, 16 * 1024>>();
+  tls_info info = describe(box.tls->native_handle());
+  protocol::tls_summary summary{info.version, info.cipher, info.sni, info.peer_subject, info.peer_sha256,
+                                info.verified, upstream && ctx_.cfg.tls.insecure_upstream,
+                                static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                               clock::now() - started).count())};
+  fsm_.on_tls_ready(now_us(), l, summary);
 }
 
 asio::awaitable<void> session::wait_for_change(clock::duration at_most) {
@@ -364,6 +466,8 @@ void session::execute(std::vector<protocol::action>& actions) {
         boost::system::error_code ig;
         upstream_.close(ig);
       }
+    } else if (auto* st = std::get_if<protocol::start_tls>(&a)) {
+      outbox_of(st->which).tls_requested = true;
     } else if (auto* t = std::get_if<protocol::arm_timer>(&a)) {
       auto& deadline = t->which == leg::client ? client_deadline_ : upstream_deadline_;
       deadline = t->after.count() == 0 ? clock::time_point::max() : clock::now() + t->after;

@@ -7,6 +7,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <array>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -17,7 +18,15 @@
 #include "relay/config.hpp"
 #include "relay/metrics.hpp"
 
+namespace boost::asio::ssl {
+class context;
+template <typename Stream>
+class stream;
+}  // namespace boost::asio::ssl
+
 namespace mailtap {
+
+struct server_tls;
 
 // What every session shares: immutable config and process-wide services.
 struct relay_context {
@@ -28,11 +37,16 @@ struct relay_context {
   std::string upstream_label;          // "builtin" or "host:port", for captures
   std::string listen_label;
   std::uint64_t master_seed = 0;
+  const server_tls* client_tls = nullptr;                 // null: no TLS on the client leg
+  boost::asio::ssl::context* upstream_tls = nullptr;      // null: the upstream leg stays plaintext
+  bool upstream_is_builtin = false;                       // verify the chain only (our own cert)
 };
 
 class session : public std::enable_shared_from_this<session> {
  public:
-  session(boost::asio::ip::tcp::socket client, const relay_context& ctx, std::uint64_t number);
+  // `implicit_tls`: the client connected to the SMTPS listener; TLS starts before the banner.
+  session(boost::asio::ip::tcp::socket client, const relay_context& ctx, std::uint64_t number,
+          bool implicit_tls = false);
   ~session();
 
   void start();
@@ -46,13 +60,22 @@ class session : public std::enable_shared_from_this<session> {
   using clock = std::chrono::steady_clock;
   using timer = boost::asio::steady_timer;
 
+  using tls_stream = boost::asio::ssl::stream<tcp::socket&>;
+
+  // One leg's output queue and TLS state. The writer coroutine owns the socket's writes and
+  // performs a requested handshake once everything queued before it is written.
   struct outbox {
     std::string pending;
     std::string inflight;
     bool close_requested = false;
     bool closed = false;
     bool eof_seen = false;            // the peer finished sending (for lingering close)
+    bool tls_requested = false;       // start_tls executed; the writer performs it
+    bool tls_busy = false;            // a handshake owns the socket: readers stay away
+    std::unique_ptr<tls_stream> tls;
+    std::unique_ptr<std::array<char, 16 * 1024>> tls_buffer;   // only TLS legs have their own
     std::size_t size() const { return pending.size() + inflight.size(); }
+    ~outbox();
   };
 
   boost::asio::awaitable<void> run();
@@ -60,6 +83,8 @@ class session : public std::enable_shared_from_this<session> {
   boost::asio::awaitable<void> read_leg(protocol::leg l);
   boost::asio::awaitable<void> write_leg(protocol::leg l);
   boost::asio::awaitable<void> watchdog();
+  boost::asio::awaitable<void> handshake(protocol::leg l);
+  boost::asio::awaitable<void> write_bytes(protocol::leg l, boost::system::error_code& ec);
   boost::asio::awaitable<void> wait_for_change(clock::duration at_most);
 
   void after_fsm();
@@ -87,6 +112,7 @@ class session : public std::enable_shared_from_this<session> {
   std::vector<protocol::action> held_;  // actions waiting for a capture barrier
   int barriers_pending_ = 0;
   bool upstream_connected_ = false;
+  bool implicit_tls_ = false;
   bool counted_active_ = true;
 };
 

@@ -7,6 +7,8 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -18,8 +20,10 @@ using asio::as_tuple;
 using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 
-sink_server::sink_server(asio::io_context& io, protocol::sink_options options)
-    : io_(io), acceptor_(io), options_(std::move(options)) {}
+sink_server::sink_server(asio::io_context& io, protocol::sink_options options, asio::ssl::context* tls)
+    : io_(io), acceptor_(io), options_(std::move(options)), tls_(tls) {
+  options_.offer_starttls = options_.offer_starttls && tls_ != nullptr;
+}
 
 std::optional<endpoint> sink_server::start(std::string& error) {
   boost::system::error_code ec;
@@ -58,29 +62,58 @@ asio::awaitable<void> sink_server::accept_loop() {
 }
 
 asio::awaitable<void> sink_server::serve(tcp::socket socket, std::uint64_t id) {
+  using namespace asio::experimental::awaitable_operators;
   static thread_local std::array<char, 64 * 1024> buffer;
   boost::system::error_code ec;
   socket.set_option(tcp::no_delay(true), ec);
   socket.non_blocking(true, ec);
   protocol::sink_fsm fsm(options_, id);
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;
+  std::unique_ptr<std::array<char, 16 * 1024>> tls_buffer;
   std::string out = fsm.greeting();
   bool open = true;
   while (open) {
     if (!out.empty()) {
-      auto [wec, n] = co_await asio::async_write(socket, asio::buffer(out), as_tuple(use_awaitable));
+      auto [wec, n] = tls ? co_await asio::async_write(*tls, asio::buffer(out), as_tuple(use_awaitable))
+                          : co_await asio::async_write(socket, asio::buffer(out), as_tuple(use_awaitable));
       if (wec) co_return;
       out.clear();
     }
-    auto [rec] = co_await socket.async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
-    if (rec) co_return;
-    std::size_t n = socket.read_some(asio::buffer(buffer), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
-    if (ec) break;
+    if (fsm.take_tls_request()) {   // the 220 is out: handshake as the server
+      tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket, *tls_);
+      asio::steady_timer limit(io_, std::chrono::seconds(30));
+      auto r = co_await (tls->async_handshake(asio::ssl::stream_base::server, as_tuple(use_awaitable)) ||
+                         limit.async_wait(as_tuple(use_awaitable)));
+      if (r.index() == 1 || std::get<0>(std::get<0>(r))) {
+        spdlog::debug("built-in sink: TLS handshake failed");
+        co_return;
+      }
+      tls_buffer = std::make_unique<std::array<char, 16 * 1024>>();
+      fsm.tls_started();
+      continue;
+    }
+    std::size_t n = 0;
+    const char* data = buffer.data();
+    if (tls) {
+      auto [rec, got] = co_await tls->async_read_some(asio::buffer(*tls_buffer), as_tuple(use_awaitable));
+      if (rec) break;
+      n = got;
+      data = tls_buffer->data();
+    } else {
+      auto [rec] = co_await socket.async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
+      if (rec) co_return;
+      n = socket.read_some(asio::buffer(buffer), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+      if (ec) break;
+    }
     std::uint64_t before = fsm.messages_accepted();
-    open = fsm.feed(std::string_view(buffer.data(), n), out);
+    open = fsm.feed(std::string_view(data, n), out);
     accepted_ += fsm.messages_accepted() - before;
   }
-  if (!out.empty()) co_await asio::async_write(socket, asio::buffer(out), as_tuple(use_awaitable));
+  if (!out.empty()) {
+    if (tls) co_await asio::async_write(*tls, asio::buffer(out), as_tuple(use_awaitable));
+    else co_await asio::async_write(socket, asio::buffer(out), as_tuple(use_awaitable));
+  }
   socket.shutdown(tcp::socket::shutdown_send, ec);
   socket.close(ec);
 }

@@ -10,13 +10,18 @@
 #include <string>
 
 #include "protocol/sink_fsm.hpp"
+
+namespace boost::asio::ssl {
+class context;
+}
 #include "relay/config.hpp"
 
 namespace mailtap {
 
 class sink_server {
  public:
-  sink_server(boost::asio::io_context& io, protocol::sink_options options);
+  // `tls`: the server context for STARTTLS (null: STARTTLS is not offered).
+  sink_server(boost::asio::io_context& io, protocol::sink_options options, boost::asio::ssl::context* tls);
   // Binds 127.0.0.1:0 and starts accepting. Returns the bound endpoint, or nullopt + error.
   std::optional<endpoint> start(std::string& error);
   void stop();
@@ -29,6 +34,7 @@ class sink_server {
   boost::asio::io_context& io_;
   boost::asio::ip::tcp::acceptor acceptor_;
   protocol::sink_options options_;
+  boost::asio::ssl::context* tls_;
   std::atomic<std::uint64_t> accepted_{0};
 };
 

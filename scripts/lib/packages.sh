@@ -8,7 +8,7 @@ BUILD_PACKAGES=(
 )
 TEST_PACKAGES=(
   libgtest-dev libgmock-dev
-  swaks postfix python3-aiosmtpd openssl
+  swaks libnet-ssleay-perl libio-socket-ssl-perl postfix python3-aiosmtpd openssl
 )
 BENCH_PACKAGES=(haproxy postfix)
 
