@@ -18,9 +18,10 @@
 namespace mailtap::captures {
 
 namespace {
-// Raw-bytes records queued but not yet written, across all sessions, above which further
-// bytes records are dropped and their captures marked incomplete (I3: bounded memory).
-constexpr std::size_t queued_bytes_cap = 16 * 1024 * 1024;
+// Record bytes queued but not yet written, across all sessions, above which further bytes
+// records are dropped and their captures marked incomplete (I3: bounded memory). Sessions
+// stop reading well before this (store::backlog_pause_at), so it is the last resort.
+constexpr std::size_t queued_bytes_cap = 32 * 1024 * 1024;
 // A file's serialized lines are written out once they reach this, so the writer's buffer is
 // reused instead of growing (and page-faulting) with the batch.
 constexpr std::size_t write_out_at = 1024 * 1024;
@@ -63,10 +64,13 @@ struct capture_file {
 
 struct queued_record {
   std::shared_ptr<capture_file> file;
-  std::variant<header_rec, bytes_rec, text_rec, reply_rec, tls_rec, protocol::stage_record,
-               protocol::transaction_record, end_rec, barrier_rec, close_rec>
+  // Rare, large records are boxed so every queued record stays small (a flood of commands
+  // queues many records; their size is what bounds memory).
+  std::variant<std::unique_ptr<header_rec>, bytes_rec, text_rec, reply_rec, std::unique_ptr<tls_rec>,
+               protocol::stage_record, std::unique_ptr<protocol::transaction_record>, std::unique_ptr<end_rec>,
+               barrier_rec, close_rec>
       body;
-  std::size_t weight = 0;   // bytes counted against queued_bytes_cap
+  std::size_t weight = 0;   // memory this record holds, counted against queued_bytes_cap
 };
 
 // ---------------------------------------------------------------- serialization
@@ -92,6 +96,10 @@ std::string to_line(const queued_record& q) {
   object o;
   struct visitor {
     object& o;
+    void operator()(const std::unique_ptr<header_rec>& h) { (*this)(*h); }
+    void operator()(const std::unique_ptr<tls_rec>& t) { (*this)(*t); }
+    void operator()(const std::unique_ptr<protocol::transaction_record>& t) { (*this)(*t); }
+    void operator()(const std::unique_ptr<end_rec>& e) { (*this)(*e); }
     void operator()(const header_rec& h) {
       o["type"] = "header";
       o["format"] = format_name;
@@ -224,7 +232,7 @@ std::unique_ptr<session_capture> store::begin(const session_info& info) {
   file->path = dir_ / (info.id + ".jsonl");
   ++counters_.opened;
   std::unique_ptr<session_capture> cap(new session_capture(*this, file, info.id));
-  cap->push({file, header_rec{info}});
+  cap->push({file, std::make_unique<header_rec>(header_rec{info})});
   return cap;
 }
 
@@ -233,8 +241,8 @@ void store::enqueue(queued_record&& r) {
   bool wake;
   {
     std::lock_guard lock(mutex_);
-    queued_bytes_ += r.weight;
-    wake = urgent || queued_bytes_ >= wake_at_queued_bytes;
+    queued_bytes_.fetch_add(r.weight, std::memory_order_relaxed);
+    wake = urgent || queued_bytes_.load(std::memory_order_relaxed) >= wake_at_queued_bytes;
     wake_requested_ = wake_requested_ || wake;
     queue_.push_back(std::move(r));
   }
@@ -271,11 +279,11 @@ void store::run() {
       if (queue_.empty() && stopping_) break;
       if (queue_.empty()) continue;
       batch.swap(queue_);
-      queued_bytes_ = 0;
+      queued_bytes_.store(0, std::memory_order_relaxed);
     }
     for (auto& q : batch) {
       capture_file& f = *q.file;
-      if (std::holds_alternative<header_rec>(q.body)) {
+      if (std::holds_alternative<std::unique_ptr<header_rec>>(q.body)) {
         f.fd = ::open(f.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (f.fd < 0) {
           f.failed->store(true);
@@ -317,15 +325,22 @@ session_capture::~session_capture() {
   push({file_, close_rec{ended_}});
 }
 
-void session_capture::push(queued_record&& r) { store_.enqueue(std::move(r)); }
+void session_capture::push(queued_record&& r) {
+  // Every record counts, not only raw bytes: a flood of small commands is mostly records.
+  r.weight += sizeof(queued_record);
+  std::visit(
+      [&](const auto& body) {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, text_rec>) r.weight += body.text.size();
+        else if constexpr (std::is_same_v<T, reply_rec>) r.weight += 2 * body.r.raw.size();
+        else if constexpr (std::is_same_v<T, std::unique_ptr<protocol::transaction_record>>) r.weight += 512;
+      },
+      r.body);
+  store_.enqueue(std::move(r));
+}
 
 void session_capture::on_bytes(std::uint64_t t, protocol::leg l, protocol::direction d, std::string_view bytes) {
-  bool over_cap;
-  {
-    std::lock_guard lock(store_.mutex_);
-    over_cap = store_.queued_bytes_ + bytes.size() > queued_bytes_cap;
-  }
-  if (over_cap) {
+  if (store_.queued_bytes_.load(std::memory_order_relaxed) + bytes.size() > queued_bytes_cap) {
     ++dropped_;
     ++store_.counters_.dropped_records;
     return;
@@ -346,20 +361,20 @@ void session_capture::on_note(std::uint64_t t, std::string_view text) {
 }
 
 void session_capture::on_tls(std::uint64_t t, protocol::leg l, const protocol::tls_summary& tls) {
-  push({file_, tls_rec{t, l, tls}});
+  push({file_, std::make_unique<tls_rec>(tls_rec{t, l, tls})});
 }
 
 void session_capture::on_stage(const protocol::stage_record& s) { push({file_, s}); }
 
 void session_capture::on_transaction(const protocol::transaction_record& t) {
   transaction_recorded_ = true;
-  push({file_, t});
+  push({file_, std::make_unique<protocol::transaction_record>(t)});
 }
 
 void session_capture::on_end(std::uint64_t t, std::string_view reason, std::string_view detail) {
   if (ended_) return;
   ended_ = true;
-  push({file_, end_rec{t, std::string(reason), std::string(detail), dropped_}});
+  push({file_, std::make_unique<end_rec>(end_rec{t, std::string(reason), std::string(detail), dropped_})});
 }
 
 void session_capture::when_durable(std::function<void()> done) {

@@ -55,6 +55,11 @@ class store {
   store& operator=(const store&) = delete;
 
   std::unique_ptr<session_capture> begin(const session_info& info);
+  // True while the writer is behind: sessions stop reading their clients until it catches up
+  // (backpressure, so a flood costs time, not memory).
+  bool backlogged() const { return queued_bytes_.load(std::memory_order_relaxed) >= backlog_pause_at; }
+  // Queued record bytes at which sessions pause reading.
+  static constexpr std::size_t backlog_pause_at = 8 * 1024 * 1024;
   const store_counters& counters() const { return counters_; }
   const std::filesystem::path& dir() const { return dir_; }
 
@@ -69,7 +74,7 @@ class store {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<queued_record> queue_;
-  std::size_t queued_bytes_ = 0;
+  std::atomic<std::size_t> queued_bytes_{0};   // every queued record's weight
   bool stopping_ = false;
   bool wake_requested_ = false;   // a barrier, a close or a large backlog is queued
   std::thread thread_;

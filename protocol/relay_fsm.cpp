@@ -113,18 +113,7 @@ void relay_fsm::on_client_eof(std::uint64_t now) {
     // SMTP_NOTES: client vanishes in DATA -> close upstream without the dot; nothing delivered.
     note(now, "client closed the connection inside the message: upstream closed without end of data");
   }
-  // After the dot (or BDAT LAST) went upstream the message may already be delivered, and the
-  // client, never told, will likely resend it: that is unknown, not "aborted" (nothing delivered).
-  bool end_of_data_sent = std::any_of(pending_.begin(), pending_.end(), [](const pending& p) {
-    return !p.local && !p.ready && (p.ph == phase::data_end || (p.ph == phase::bdat && p.last_chunk));
-  });
-  if (txn_ && end_of_data_sent) {
-    ++stats_.ambiguous_end_of_data;
-    note(now, "ambiguous end of data: client left after the message was sent upstream");
-    finish_transaction(now, outcome::unknown, std::nullopt, false);
-  }
-  if (txn_) finish_transaction(now, outcome::aborted, std::nullopt, false);
-  end_session(now, "client_closed", "");
+  end_session(now, "client_closed", "");   // abandons transactions in flight
 }
 
 void relay_fsm::on_upstream_eof(std::uint64_t now) {
@@ -147,7 +136,6 @@ void relay_fsm::on_timeout(std::uint64_t now, leg which) {
     reply r = make_reply(421, "4.4.2", options_.name + " timeout waiting for client input");
     send(leg::client, r.raw, now);
     if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-    if (txn_) finish_transaction(now, outcome::aborted, std::nullopt, false);
     end_session(now, "client_timeout", "");
     return;
   }
@@ -161,6 +149,12 @@ void relay_fsm::on_drain(std::uint64_t now) {
   maybe_finish_drain(now);
 }
 
+void relay_fsm::hold_client_input(std::uint64_t now, bool held) {
+  if (ended_ || held == input_held_) return;
+  input_held_ = held;
+  if (!held) process_client_input(now);
+}
+
 void relay_fsm::on_abort(std::uint64_t now, std::string_view reason) {
   if (ended_) return;
   note(now, "session aborted by the relay: " + std::string(reason));
@@ -170,7 +164,7 @@ void relay_fsm::on_abort(std::uint64_t now, std::string_view reason) {
 // ---------------------------------------------------------------- client input
 
 void relay_fsm::process_client_input(std::uint64_t now) {
-  if (!greeted_ || !upstream_prepared()) return;   // early talkers wait for the banner
+  if (!greeted_ || !upstream_prepared() || input_held_) return;   // early talkers wait for the banner
   bool progress = true;
   while (progress && !ended_ && pos_ < client_in_.size()) {
     switch (mode_) {
@@ -287,7 +281,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       end_session(now, "protocol_error", "unparseable BDAT size");
       return;
   }
-  if (draining_ && pending_.empty() && !txn_ && cmd.ph != phase::quit) {
+  if (draining_ && pending_.empty() && txns_.empty() && cmd.ph != phase::quit) {
     maybe_finish_drain(now);
     return;
   }
@@ -295,31 +289,45 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     begin_starttls(now);   // relay_fsm_tls.cpp: never passed through blind
     return;
   }
-  if (cmd.ph == phase::rcpt) {
-    if (txn_) txn_->rec.rcpt_to.push_back(cmd.address.value_or(cmd.argument));
-    if (rcpt_count_ >= limits::recipients_cap)
-      return refuse(452, "4.5.3", "Too many recipients", "recipient limit reached");
-    ++rcpt_count_;
+  transaction* open = open_transaction();
+  if (cmd.ph == phase::rcpt && open) {
+    open->rec.rcpt_to.push_back(cmd.address.value_or(cmd.argument));
+    if (open->rcpts_forwarded >= limits::recipients_cap) {
+      ++stats_.refused_commands;
+      note(now, "command refused: recipient limit reached");
+      local_reply(now, phase::rcpt, 452, "4.5.3", "Too many recipients");
+      pending_.back().txn = open->id;   // its code is recorded against this transaction
+      flush_replies(now);
+      return;
+    }
+    ++open->rcpts_forwarded;
   }
 
   pending p;
   p.ph = cmd.ph;
   p.t_received = now;
+  p.txn = open ? open->id : 0;
   switch (cmd.ph) {
-    case phase::mail: begin_transaction(now, cmd); break;
+    case phase::mail:
+      // A MAIL inside an open transaction gets the upstream's 503 and must not settle it.
+      p.txn = open ? 0 : begin_transaction(now, cmd);
+      break;
     case phase::rset:
     case phase::ehlo:
     case phase::helo:
-      if (txn_) finish_transaction(now, outcome::aborted, std::nullopt, false);
-      rcpt_count_ = 0;
+      if (open) open->sealed = true;   // aborted when this command's reply arrives
       break;
     case phase::data: mode_ = client_mode::awaiting_data_go; break;
     case phase::bdat:
-      if (!txn_) begin_transaction(now, cmd);   // upstream will refuse; still recorded
+      if (!open) {   // the upstream will refuse it; still recorded
+        p.txn = begin_transaction(now, cmd);
+        open = open_transaction();
+      }
       bdat_remaining_ = cmd.bdat_size;
       bdat_last_ = cmd.bdat_last;
       p.last_chunk = cmd.bdat_last;
-      if (txn_) txn_->rec.size += cmd.bdat_size;
+      open->rec.size += cmd.bdat_size;
+      if (cmd.bdat_last) open->sealed = open->end_sent = true;
       mode_ = client_mode::bdat_payload;
       break;
     case phase::auth:
@@ -340,7 +348,7 @@ void relay_fsm::take_data(std::uint64_t now) {
   std::string forward;
   std::string_view rest = std::string_view(client_in_).substr(pos_);
   pos_ += framer_->feed(rest, forward);
-  if (txn_) txn_->headers.feed(forward);
+  if (auto* t = open_transaction()) t->headers.feed(forward);
   if (!forward.empty() && !data_failure_) send(leg::upstream, forward, now);
   if (framer_->fault() != data_fault::none && !data_failure_) {
     std::string why(to_string(framer_->fault()));
@@ -356,13 +364,15 @@ void relay_fsm::end_of_data(std::uint64_t now) {
   stats_.normalized_line_endings += framer_->normalized();
   if (framer_->normalized() > 0)
     note(now, "normalized " + std::to_string(framer_->normalized()) + " bare CR/LF to spaces");
-  if (txn_) {
-    txn_->rec.size = framer_->message_bytes();
+  transaction* t = open_transaction();
+  if (t) {
+    t->rec.size = framer_->message_bytes();
     // The end of the message also ends its header section (RFC 5322 3.5: the body is
     // optional). Without this a header-only message's last field, often Message-ID, was
     // never taken: the scanner only takes a field when the next line starts.
-    txn_->headers.feed("\r\n");
-    txn_->rec.message_id = txn_->headers.message_id();
+    t->headers.feed("\r\n");
+    t->rec.message_id = t->headers.message_id();
+    t->sealed = true;
   }
   if (observer_) observer_->on_stage({phase::body, data_started_us_, now - data_started_us_, 0, 0});
   framer_.reset();
@@ -372,16 +382,20 @@ void relay_fsm::end_of_data(std::uint64_t now) {
     data_failure_ = make_reply(451, "4.3.0", options_.name + " cannot record this message; try again later");
     close(leg::upstream);
   }
+  const std::uint64_t id = t ? t->id : 0;
   if (data_failure_) {
     reply r = std::move(*data_failure_);
     data_failure_.reset();
     local_reply(now, phase::data_end, r.code, r.enhanced, r.text());
+    pending_.back().txn = id;
     flush_replies(now);
     return;
   }
+  if (t) t->end_sent = true;
   pending p;
   p.ph = phase::data_end;
   p.t_received = now;
+  p.txn = id;
   pending_.push_back(std::move(p));
   send(leg::upstream, ".\r\n", now);
   arm_upstream_for_head();
@@ -393,13 +407,17 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
   std::string_view chunk = rest.substr(0, n);
   pos_ += n;
   bdat_remaining_ -= n;
-  if (txn_) txn_->headers.feed(chunk);
+  transaction* t = open_transaction();
+  if (!t) {   // BDAT LAST sealed it: the payload still belongs to it
+    if (!txns_.empty()) t = &txns_.back();
+  }
+  if (t) t->headers.feed(chunk);
   if (!upstream_closed_ && n > 0) send(leg::upstream, chunk, now);
   if (bdat_remaining_ == 0) {
     mode_ = client_mode::command;
-    if (bdat_last_ && txn_) {
-      txn_->headers.feed("\r\n");   // the end of the message ends its header section too
-      txn_->rec.message_id = txn_->headers.message_id();
+    if (bdat_last_ && t) {
+      t->headers.feed("\r\n");   // the end of the message ends its header section too
+      t->rec.message_id = t->headers.message_id();
     }
   }
 }
@@ -446,7 +464,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   if (it == pending_.end()) {
     if (r.code == 421) {   // RFC 5321 3.8: a server may close with 421 at any time
       send(leg::client, r.raw, now);
-      if (txn_) finish_transaction(now, outcome::tempfailed, r, false);
+      if (auto* open = open_transaction()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
       end_session(now, "upstream_closed", r.text());
     } else {
       note(now, "unsolicited upstream reply dropped: " + std::to_string(r.code));
@@ -568,21 +586,28 @@ void relay_fsm::flush_replies(std::uint64_t now) {
 
 void relay_fsm::after_reply(std::uint64_t now, const pending& p) {
   const reply& r = *p.answer;
+  transaction* t = transaction_by_id(p.txn);
+  auto settle = [&](outcome o) { finish_transaction(now, p.txn, o, r, p.local); };
   switch (p.ph) {
     case phase::mail:
-      if (r.klass() != 2 && txn_) finish_transaction(now, outcome_of_code(r.code), r, p.local);
+      if (r.klass() != 2 && t) settle(outcome_of_code(r.code));
       break;
     case phase::rcpt:
-      if (txn_) txn_->rec.rcpt_codes.push_back(r.code);
+      if (t) t->rec.rcpt_codes.push_back(r.code);
       break;
     case phase::data:
-      if (r.code != 354 && txn_) finish_transaction(now, outcome_of_code(r.code), r, p.local);
+      if (r.code != 354 && t) settle(outcome_of_code(r.code));
       break;
     case phase::data_end:
-      if (txn_) finish_transaction(now, outcome_of_code(r.code), r, p.local);
+      if (t) settle(outcome_of_code(r.code));
       break;
     case phase::bdat:
-      if (txn_ && (r.klass() != 2 || p.last_chunk)) finish_transaction(now, outcome_of_code(r.code), r, p.local);
+      if (t && (r.klass() != 2 || p.last_chunk)) settle(outcome_of_code(r.code));
+      break;
+    case phase::rset:
+    case phase::ehlo:
+    case phase::helo:
+      if (t) finish_transaction(now, p.txn, outcome::aborted, std::nullopt, false);
       break;
     case phase::quit: end_session(now, "client_quit", ""); break;
     default: break;
@@ -591,26 +616,53 @@ void relay_fsm::after_reply(std::uint64_t now, const pending& p) {
 
 // ---------------------------------------------------------------- transactions
 
-void relay_fsm::begin_transaction(std::uint64_t now, const command& cmd) {
-  if (txn_) return;   // MAIL inside a transaction: the upstream answers 503; keep the first
-  txn_.emplace();
-  txn_->rec.mail_from = cmd.ph == phase::mail ? cmd.address.value_or(cmd.argument) : std::string();
-  txn_->rec.start_us = now;
+std::uint64_t relay_fsm::begin_transaction(std::uint64_t now, const command& cmd) {
+  transaction t;
+  t.id = next_txn_id_++;
+  t.rec.mail_from = cmd.ph == phase::mail ? cmd.address.value_or(cmd.argument) : std::string();
+  t.rec.start_us = now;
+  txns_.push_back(std::move(t));
   ++stats_.transactions;
+  return txns_.back().id;
 }
 
-void relay_fsm::finish_transaction(std::uint64_t now, outcome o, const std::optional<reply>& final_reply,
-                                   bool synthesized) {
-  if (!txn_) return;
-  transaction_record& rec = txn_->rec;
+relay_fsm::transaction* relay_fsm::open_transaction() {
+  return txns_.empty() || txns_.back().sealed ? nullptr : &txns_.back();
+}
+
+relay_fsm::transaction* relay_fsm::transaction_by_id(std::uint64_t id) {
+  for (auto& t : txns_)
+    if (t.id == id) return &t;
+  return nullptr;
+}
+
+void relay_fsm::finish_transaction(std::uint64_t now, std::uint64_t id, outcome o,
+                                   const std::optional<reply>& final_reply, bool synthesized) {
+  auto it = std::find_if(txns_.begin(), txns_.end(), [&](const transaction& t) { return t.id == id; });
+  if (it == txns_.end()) return;
+  transaction_record& rec = it->rec;
   rec.result = o;
   rec.final_reply = final_reply;
   rec.synthesized = synthesized;
   rec.end_us = now;
   if (o == outcome::delivered) ++stats_.delivered;
   if (observer_) observer_->on_transaction(rec);
-  txn_.reset();
-  rcpt_count_ = 0;
+  txns_.erase(it);
+}
+
+void relay_fsm::abandon_transactions(std::uint64_t now) {
+  while (!txns_.empty()) {
+    const transaction& t = txns_.front();
+    if (t.end_sent) {
+      // The dot (or BDAT LAST) went upstream but its reply never came back: the message may
+      // already be delivered, and the client, never told, will likely resend it.
+      ++stats_.ambiguous_end_of_data;
+      note(now, "ambiguous end of data: the session ended after the message was sent upstream");
+      finish_transaction(now, t.id, outcome::unknown, std::nullopt, false);
+    } else {
+      finish_transaction(now, t.id, outcome::aborted, std::nullopt, false);
+    }
+  }
 }
 
 // ---------------------------------------------------------------- leaving
@@ -646,7 +698,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
       it->ready = true;
       it->local = true;
       pending_.erase(std::next(it), pending_.end());
-      if (txn_) finish_transaction(now, outcome::unknown, it->answer, true);
+      finish_transaction(now, it->txn, outcome::unknown, it->answer, true);
     } else {
       it->answer = make_reply(421, "4.4.2", options_.name + " upstream connection lost");
       it->bytes = it->answer->raw;
@@ -658,9 +710,6 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     if (!ended_) end_session(now, reason, detail);
     return;
   }
-  if (mode_ == client_mode::bdat_payload) {
-    if (txn_) finish_transaction(now, outcome::aborted, std::nullopt, false);
-  }
   reply r = make_reply(421, "4.4.2", options_.name + " upstream connection lost");
   send(leg::client, r.raw, now);
   if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
@@ -669,7 +718,8 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
 
 void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::string_view detail) {
   if (ended_) return;
-  if (txn_) finish_transaction(now, outcome::aborted, std::nullopt, false);
+  abandon_transactions(now);
+  record_consumed_client_input(now);   // before the end record: nothing may follow it
   ended_ = true;
   arm(leg::client, disarmed);
   arm(leg::upstream, disarmed);
@@ -679,7 +729,7 @@ void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::str
 }
 
 void relay_fsm::maybe_finish_drain(std::uint64_t now) {
-  if (!draining_ || ended_ || !pending_.empty() || txn_ || mode_ != client_mode::command) return;
+  if (!draining_ || ended_ || !pending_.empty() || !txns_.empty() || mode_ != client_mode::command) return;
   reply r = make_reply(421, "4.3.2", options_.name + " shutting down");
   send(leg::client, r.raw, now);
   if (observer_) observer_->on_reply(now, leg::client, direction::out, r);

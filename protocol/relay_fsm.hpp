@@ -87,6 +87,10 @@ class relay_fsm {
   // The capture can no longer be written: no further end-of-data is released upstream.
   void on_capture_failed() { capture_failed_ = true; }
 
+  // While held, client input already received is not parsed (the shell's backpressure when
+  // its recorder falls behind); releasing it parses what waited.
+  void hold_client_input(std::uint64_t now_us, bool held);
+
   std::vector<action> take_actions();
   // True while the shell should not read more client bytes (input held above its cap).
   bool client_paused() const;
@@ -109,13 +113,21 @@ class relay_fsm {
     bool ready = false;
     bool last_chunk = false;        // BDAT ... LAST
     command_kind kind = command_kind::relayed;
+    std::uint64_t txn = 0;          // the transaction this reply settles (0: none)
     std::optional<reply> answer;   // parsed reply (upstream's, or the relay's own)
     std::string bytes;             // what the client is sent (an edited EHLO reply differs)
   };
 
+  // Transactions in flight, oldest first. With pipelining a new MAIL can arrive while the
+  // previous message's end-of-data reply is still pending (RFC 2920 4), so there may be
+  // several; only the newest can still be unsealed (take further commands).
   struct transaction {
+    std::uint64_t id = 0;
     transaction_record rec;
     header_scanner headers;
+    std::size_t rcpts_forwarded = 0;
+    bool sealed = false;       // its end (dot, BDAT LAST, RSET, EHLO) went upstream
+    bool end_sent = false;     // the message itself went upstream: delivery may have happened
   };
 
   // Input processing.
@@ -150,9 +162,14 @@ class relay_fsm {
   void note_upstream_capabilities(const reply& r);
 
   // Transactions.
-  void begin_transaction(std::uint64_t now, const command& cmd);
-  void finish_transaction(std::uint64_t now, outcome o, const std::optional<reply>& final_reply,
+  std::uint64_t begin_transaction(std::uint64_t now, const command& cmd);
+  transaction* open_transaction();
+  transaction* transaction_by_id(std::uint64_t id);
+  void finish_transaction(std::uint64_t now, std::uint64_t id, outcome o, const std::optional<reply>& final_reply,
                           bool synthesized);
+  // The session is ending: every transaction still in flight is aborted, or unknown when its
+  // message already went upstream.
+  void abandon_transactions(std::uint64_t now);
 
   // Leaving.
   void upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail);
@@ -182,6 +199,7 @@ class relay_fsm {
   std::uint64_t data_end_received_us_ = 0;
   bool client_closed_ = false;
   bool auth_open_ = false;
+  bool input_held_ = false;
   std::size_t pos_ = 0;                          // parse offset into client_in_
   std::vector<std::pair<std::size_t, std::size_t>> masks_;  // AUTH ranges in client_in_
 
@@ -195,8 +213,8 @@ class relay_fsm {
 
   std::deque<pending> pending_;
   std::uint64_t last_reply_sent_us_ = 0;
-  std::optional<transaction> txn_;
-  std::size_t rcpt_count_ = 0;
+  std::deque<transaction> txns_;
+  std::uint64_t next_txn_id_ = 1;
 
   // TLS.
   bool client_tls_ = false;

@@ -88,7 +88,7 @@ void relay_fsm::refuse_starttls(std::uint64_t now, int code, std::string_view en
 void relay_fsm::begin_starttls(std::uint64_t now) {
   if (!options_.tls.offer_starttls) return refuse_starttls(now, 454, "4.7.0", "TLS not available");
   if (client_tls_) return refuse_starttls(now, 503, "5.5.1", "TLS already active");
-  if (txn_) return refuse_starttls(now, 503, "5.5.1", "STARTTLS not allowed inside a mail transaction");
+  if (!txns_.empty()) return refuse_starttls(now, 503, "5.5.1", "STARTTLS not allowed inside a mail transaction");
   if (pos_ < client_in_.size())
     return injection(now, leg::client, std::to_string(client_in_.size() - pos_) + " bytes pipelined after STARTTLS");
   pending p;

@@ -149,7 +149,10 @@ bool sink_fsm::feed(std::string_view bytes, std::string& out) {
     }
     auto lf = rest.find('\n');
     if (lf == std::string_view::npos) {
-      if (rest.size() > limits::command_line_hard_cap + limits::auth_response_cap) {
+      // An AUTH exchange may carry up to 12288 octets of base64 on one line (RFC 4954).
+      bool auth_line = mode_ != mode::command || (rest.size() >= 5 && iequals(rest.substr(0, 5), "AUTH "));
+      if (rest.size() > (auth_line ? limits::command_line_hard_cap + limits::auth_response_cap
+                                   : limits::command_line_hard_cap)) {
         out += format_reply(500, "5.5.2", "Line too long");
         closing_ = true;
       }

@@ -235,7 +235,9 @@ asio::awaitable<void> session::connect_upstream() {
 bool session::reading_paused(leg l) const {
   if (fsm_.finished()) return false;   // lingering: read and discard until the peer's FIN
   if (client_out_.size() > outbox_high_watermark) return true;
-  if (l == leg::client) return fsm_.client_paused() || upstream_out_.size() > outbox_high_watermark;
+  if (l == leg::client)
+    return fsm_.client_paused() || upstream_out_.size() > outbox_high_watermark ||
+           (ctx_.captures && ctx_.captures->backlogged());
   return false;
 }
 
@@ -247,7 +249,12 @@ asio::awaitable<void> session::read_leg(leg l) {
   auto& sock = socket_of(l);
   auto& box = outbox_of(l);
   for (;;) {
-    while (reading_paused(l) || box.tls_requested || box.tls_busy) co_await wait_for_change(1h);
+    // Nothing signals the capture writer catching up, so a paused reader also re-checks on a tick.
+    while (reading_paused(l) || box.tls_requested || box.tls_busy) {
+      if (l == leg::client) hold_input_while_capture_backlogged();
+      co_await wait_for_change(10ms);
+    }
+    if (l == leg::client) hold_input_while_capture_backlogged();
     boost::system::error_code ec;
     std::size_t n = 0;
     char* data = buffer.data();
@@ -340,6 +347,14 @@ asio::awaitable<void> session::write_leg(leg l) {
     notify();
     co_return;
   }
+}
+
+void session::hold_input_while_capture_backlogged() {
+  // Backpressure from the recorder: while it is behind, even input already buffered waits,
+  // because every parsed command becomes several queued records (I3).
+  bool backlogged = ctx_.captures && ctx_.captures->backlogged();
+  fsm_.hold_client_input(now_us(), backlogged);
+  after_fsm();
 }
 
 asio::awaitable<void> session::write_bytes(leg l, boost::system::error_code& ec) {

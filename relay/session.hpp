@@ -88,6 +88,7 @@ class session : public std::enable_shared_from_this<session> {
   boost::asio::awaitable<void> wait_for_change(clock::duration at_most);
 
   void after_fsm();
+  void hold_input_while_capture_backlogged();
   void execute(std::vector<protocol::action>& actions);
   void notify();
   std::uint64_t now_us() const;

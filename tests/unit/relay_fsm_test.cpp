@@ -39,6 +39,7 @@ class recording_observer : public session_observer {
 
   void on_bytes(std::uint64_t, leg l, direction d, std::string_view b) override {
     bytes.push_back({l, d, std::string(b)});
+    last_bytes_call = ++calls;
   }
   void on_command(std::uint64_t, std::string_view text) override { commands.emplace_back(text); }
   void on_reply(std::uint64_t, leg l, direction d, const reply& r) override { replies.push_back({l, d, r}); }
@@ -48,6 +49,7 @@ class recording_observer : public session_observer {
   void on_transaction(const transaction_record& t) override { transactions.push_back(t); }
   void on_end(std::uint64_t, std::string_view reason, std::string_view detail) override {
     ends.push_back({std::string(reason), std::string(detail)});
+    end_call = ++calls;
   }
 
   // Everything recorded for one leg and direction, concatenated.
@@ -85,6 +87,7 @@ class recording_observer : public session_observer {
   std::vector<stage_record> stages;
   std::vector<transaction_record> transactions;
   std::vector<end_record> ends;
+  std::size_t calls = 0, last_bytes_call = 0, end_call = 0;
 };
 
 // ---------------------------------------------------------------- printed actions
@@ -127,6 +130,7 @@ class RelayFsmTest : public testing::Test {
     take();
     EXPECT_TRUE(fsm_->finished());
     EXPECT_EQ(obs_->ends.size(), 1u) << "on_end must be reported exactly once";
+    EXPECT_LT(obs_->last_bytes_call, obs_->end_call) << "a bytes record came after the end record";
     fsm_->on_client_bytes(tick(), "NOOP\r\n");
     fsm_->on_upstream_bytes(tick(), "250 2.0.0 Ok\r\n");
     fsm_->on_timeout(tick(), leg::client);
@@ -957,6 +961,48 @@ TEST_F(RelayFsmTest, RecorderSeesBothLegsAndCommands) {
   EXPECT_THAT(obs_->commands, ElementsAre("EHLO client.example", "NOOP"));
 }
 
+
+// ---------------------------------------------------------------- pipelining across the dot
+
+TEST_F(RelayFsmTest, MailPipelinedAfterTheDotStartsASecondTransaction) {
+  open_data();
+  // RFC 2920 4: the next envelope may follow the dot in the same write.
+  client("Subject: one\r\n\r\nx\r\n.\r\nMAIL FROM:<c@example.org>\r\nRCPT TO:<d@example.org>\r\nDATA\r\n");
+  upstream("250 2.0.0 Ok: queued as A\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n");
+  client("Subject: two\r\n\r\ny\r\n.\r\n");
+  upstream("250 2.0.0 Ok: queued as B\r\n");
+  ASSERT_EQ(obs_->transactions.size(), 2u);
+  const auto& first = obs_->transactions[0];
+  const auto& second = obs_->transactions[1];
+  EXPECT_EQ(first.mail_from, "alice@example.org");
+  EXPECT_THAT(first.rcpt_to, ElementsAre("bob@example.org"));
+  EXPECT_THAT(first.rcpt_codes, ElementsAre(250));
+  EXPECT_EQ(first.result, outcome::delivered);
+  EXPECT_THAT(first.final_reply->text(), HasSubstr("queued as A"));
+  EXPECT_EQ(second.mail_from, "c@example.org");
+  EXPECT_THAT(second.rcpt_to, ElementsAre("d@example.org"));
+  EXPECT_THAT(second.rcpt_codes, ElementsAre(250));
+  EXPECT_EQ(second.result, outcome::delivered);
+  EXPECT_THAT(second.final_reply->text(), HasSubstr("queued as B"));
+  EXPECT_EQ(fsm_->stats().delivered, 2u);
+}
+
+TEST_F(RelayFsmTest, RsetPipelinedAfterTheDotLeavesTheMessageDelivered) {
+  open_data();
+  client("x\r\n.\r\nRSET\r\nQUIT\r\n");
+  upstream("250 2.0.0 Ok: queued as A\r\n250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n");
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+  EXPECT_EQ(end_reason(), "client_quit");
+}
+
+TEST_F(RelayFsmTest, PipelinedRsetAbortsOnlyAfterEarlierRepliesAreRecorded) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRSET\r\n");
+  upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n250 2.0.0 Ok\r\n");
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::aborted);
+  EXPECT_THAT(t.rcpt_codes, ElementsAre(550));
+}
 
 // ---------------------------------------------------------------- STARTTLS (issue 3)
 
