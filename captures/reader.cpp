@@ -3,7 +3,7 @@
 // failure becomes "file:line: what", never an exception.
 #include "captures/reader.hpp"
 
-#include "captures/base64.hpp"
+#include "protocol/base64.hpp"
 
 #include <array>
 #include <boost/json.hpp>
@@ -218,7 +218,7 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     e.leg = f.leg("leg");
     e.dir = f.dir("dir");
     std::string b64 = f.str("b64");
-    if (auto data = base64_decode(b64)) e.data = std::move(*data);
+    if (auto data = protocol::base64_decode(b64)) e.data = std::move(*data);
     else f.fail("field \"b64\" is not valid base64");
     c.events.emplace_back(std::move(e));
   } else if (type == "command") {

@@ -13,7 +13,7 @@
 #include <variant>
 #include <vector>
 
-#include "captures/base64.hpp"
+#include "protocol/base64.hpp"
 
 namespace mailtap::captures {
 
@@ -87,7 +87,7 @@ void append_bytes_line(std::string& out, const bytes_rec& b) {
   out += R"(","dir":")";
   out += to_string(b.d);
   out += R"(","b64":")";
-  out += base64_encode(b.bytes);
+  out += protocol::base64_encode(b.bytes);
   out += "\"}\n";
 }
 
@@ -119,7 +119,7 @@ std::string to_line(const queued_record& q) {
       o["t_us"] = b.t;
       o["leg"] = to_string(b.l);
       o["dir"] = to_string(b.d);
-      o["b64"] = base64_encode(b.bytes);
+      o["b64"] = protocol::base64_encode(b.bytes);
     }
     void operator()(const text_rec& t) {
       o["type"] = t.type;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "protocol/base64.hpp"
 #include "protocol/command.hpp"
 #include "protocol/limits.hpp"
 #include "protocol/reply.hpp"
@@ -42,34 +43,6 @@ void sink_fsm::finish_chunk(std::string& out) {
   }
 }
 
-namespace {
-// RFC 4648 base64 decoding for AUTH responses; std::nullopt on malformed input.
-std::optional<std::string> decode_base64(std::string_view in) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  std::string out;
-  unsigned acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    if (c == '=') break;
-    int v = value(c);
-    if (v < 0) return std::nullopt;
-    acc = (acc << 6) | static_cast<unsigned>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
-    }
-  }
-  return out;
-}
-}  // namespace
 
 void sink_fsm::tls_started() {
   tls_active_ = true;
@@ -94,7 +67,7 @@ void sink_fsm::take_auth(std::string_view line, std::string& out) {
     out += format_reply(501, "5.7.0", "Authentication cancelled");
     return;
   }
-  auto decoded = decode_base64(line);
+  auto decoded = base64_decode(line);
   if (!decoded) {
     mode_ = mode::command;
     out += format_reply(501, "5.5.2", "Cannot decode response");

@@ -373,7 +373,7 @@ asio::awaitable<void> session::handshake(leg l) {
   auto& box = outbox_of(l);
   auto& sock = socket_of(l);
   const bool upstream = l == leg::upstream;
-  auto& context = upstream ? *ctx_.upstream_tls : const_cast<server_tls*>(ctx_.client_tls)->ctx;
+  auto& context = upstream ? *ctx_.upstream_tls : ctx_.client_tls->ctx;
   box.tls = std::make_unique<tls_stream>(sock, context);
   std::string error;
   const bool verify = upstream && !ctx_.cfg.tls.insecure_upstream;

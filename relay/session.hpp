@@ -37,7 +37,7 @@ struct relay_context {
   std::string upstream_label;          // "builtin" or "host:port", for captures
   std::string listen_label;
   std::uint64_t master_seed = 0;
-  const server_tls* client_tls = nullptr;                 // null: no TLS on the client leg
+  server_tls* client_tls = nullptr;                       // null: no TLS on the client leg
   boost::asio::ssl::context* upstream_tls = nullptr;      // null: the upstream leg stays plaintext
   bool upstream_is_builtin = false;                       // verify the chain only (our own cert)
 };

@@ -1,9 +1,9 @@
 // Base64 encoding and decoding.
-#include "captures/base64.hpp"
+#include "protocol/base64.hpp"
 
 #include <array>
 
-namespace mailtap::captures {
+namespace mailtap::protocol {
 namespace {
 constexpr std::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -61,4 +61,4 @@ std::optional<std::string> base64_decode(std::string_view in) {
   return out;
 }
 
-}  // namespace mailtap::captures
+}  // namespace mailtap::protocol
