@@ -103,6 +103,8 @@ session::session(tcp::socket client, const relay_context& ctx, std::uint64_t num
       capture_(open_capture(ctx, id_, number, client_)),
       fsm_(relay_options_from(ctx), capture_.get()),
       changed_(client_.get_executor(), clock::time_point::max()),
+      client_writer_wake_(client_.get_executor(), clock::time_point::max()),
+      upstream_writer_wake_(client_.get_executor(), clock::time_point::max()),
       watchdog_timer_(client_.get_executor(), clock::time_point::max()) {
   ++ctx_.metrics.sessions_active;
   implicit_tls_ = implicit_tls && ctx.client_tls;
@@ -299,7 +301,8 @@ asio::awaitable<void> session::write_leg(leg l) {
   boost::system::error_code ig;
   for (;;) {
     if (box.pending.empty() && !box.close_requested && !box.tls_requested) {
-      co_await wait_for_change(1h);
+      auto& wake = l == leg::client ? client_writer_wake_ : upstream_writer_wake_;
+      co_await wake.async_wait(as_tuple(use_awaitable));   // never expires: wake_writer cancels it
       continue;
     }
     if (!box.pending.empty()) {
@@ -475,14 +478,17 @@ void session::execute(std::vector<protocol::action>& actions) {
       if (box.closed || box.close_requested) continue;
       if (box.pending.empty()) box.pending = std::move(s->bytes);   // the common case: no copy
       else box.pending += s->bytes;
+      wake_writer(s->to);
     } else if (auto* c = std::get_if<protocol::close_leg>(&a)) {
       outbox_of(c->which).close_requested = true;
+      wake_writer(c->which);
       if (c->which == leg::upstream && !upstream_connected_) {
         boost::system::error_code ig;
         upstream_.close(ig);
       }
     } else if (auto* st = std::get_if<protocol::start_tls>(&a)) {
       outbox_of(st->which).tls_requested = true;
+      wake_writer(st->which);
     } else if (auto* t = std::get_if<protocol::arm_timer>(&a)) {
       auto& deadline = t->which == leg::client ? client_deadline_ : upstream_deadline_;
       deadline = t->after.count() == 0 ? clock::time_point::max() : clock::now() + t->after;
@@ -494,6 +500,8 @@ void session::execute(std::vector<protocol::action>& actions) {
     // gets no close action, yet its writer must still finish (or the session never ends).
     client_out_.close_requested = true;
     upstream_out_.close_requested = true;
+    wake_writer(leg::client);
+    wake_writer(leg::upstream);
     watchdog_timer_.cancel();
   }
   notify();

@@ -91,6 +91,7 @@ class session : public std::enable_shared_from_this<session> {
   void hold_input_while_capture_backlogged();
   void execute(std::vector<protocol::action>& actions);
   void notify();
+  void wake_writer(protocol::leg l) { (l == protocol::leg::client ? client_writer_wake_ : upstream_writer_wake_).cancel(); }
   std::uint64_t now_us() const;
   tcp::socket& socket_of(protocol::leg l) { return l == protocol::leg::client ? client_ : upstream_; }
   outbox& outbox_of(protocol::leg l) { return l == protocol::leg::client ? client_out_ : upstream_out_; }
@@ -106,7 +107,11 @@ class session : public std::enable_shared_from_this<session> {
   protocol::relay_fsm fsm_;
   outbox client_out_;
   outbox upstream_out_;
-  timer changed_;                       // broadcast wake-up: cancelled whenever state changes
+  timer changed_;                       // broadcast wake-up for paused readers and lingering writers
+  // Each writer's own wake-up, cancelled only when its leg has bytes, a close or a handshake
+  // to do: the per-command path wakes one coroutine, not every waiter.
+  timer client_writer_wake_;
+  timer upstream_writer_wake_;
   timer watchdog_timer_;
   clock::time_point client_deadline_ = clock::time_point::max();
   clock::time_point upstream_deadline_ = clock::time_point::max();
