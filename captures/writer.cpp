@@ -28,7 +28,7 @@ constexpr std::size_t write_out_at = 1024 * 1024;
 // The writer wakes for barriers and closes at once; other records wait for this tick or
 // for this much queued data, so a busy session costs one write(2) per batch, not per record.
 constexpr auto writer_tick = std::chrono::milliseconds(20);
-constexpr std::size_t wake_at_queued_bytes = 1024 * 1024;
+constexpr std::size_t wake_at_queued_bytes = 64 * 1024;
 
 std::string rfc3339(std::chrono::system_clock::time_point tp) {
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(tp.time_since_epoch()).count();

@@ -202,13 +202,23 @@ asio::awaitable<void> session::run() {
 
 asio::awaitable<void> session::connect_upstream() {
   auto ex = co_await asio::this_coro::executor;
-  tcp::resolver resolver(ex);
-  auto [rec, endpoints] = co_await resolver.async_resolve(ctx_.upstream.host, std::to_string(ctx_.upstream.port),
-                                                          as_tuple(use_awaitable));
-  if (rec) {
-    ++ctx_.metrics.upstream_unreachable;
-    fsm_.on_upstream_unreachable(now_us(), "cannot resolve " + ctx_.upstream.host + ": " + rec.message());
-    co_return;
+  // A literal address needs no resolver (async_resolve hands every lookup to a helper thread).
+  tcp::resolver::results_type endpoints;
+  boost::system::error_code aec;
+  auto address = asio::ip::make_address(ctx_.upstream.host, aec);
+  if (!aec) {
+    endpoints = tcp::resolver::results_type::create(tcp::endpoint(address, ctx_.upstream.port), ctx_.upstream.host,
+                                                    std::to_string(ctx_.upstream.port));
+  } else {
+    tcp::resolver resolver(ex);
+    auto [rec, found] = co_await resolver.async_resolve(ctx_.upstream.host, std::to_string(ctx_.upstream.port),
+                                                        as_tuple(use_awaitable));
+    if (rec) {
+      ++ctx_.metrics.upstream_unreachable;
+      fsm_.on_upstream_unreachable(now_us(), "cannot resolve " + ctx_.upstream.host + ": " + rec.message());
+      co_return;
+    }
+    endpoints = std::move(found);
   }
   timer deadline(ex);
   deadline.expires_after(ctx_.cfg.upstream_connect_timeout);
