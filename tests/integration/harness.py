@@ -42,6 +42,9 @@ PYTHON = "/usr/bin/python3"
 
 READY_RE = re.compile(
     r"^mailtap: listening on 127\.0\.0\.1:(\d+), upstream (\S+), captures in (.+)$")
+# The same line when an implicit TLS listener is configured (--listen-tls).
+READY_TLS_RE = re.compile(
+    r"^mailtap: listening on 127\.0\.0\.1:(\d+), tls on 127\.0\.0\.1:(\d+), upstream (\S+), captures in (.+)$")
 
 
 def mailtap_bin():
@@ -491,21 +494,36 @@ class Process:
 
 
 class Mailtap(Process):
-    """`mailtap run --listen 127.0.0.1:0 ...`; waits for the one ready line on stdout."""
+    """`mailtap run --listen 127.0.0.1:0 ...`; waits for the one ready line on stdout.
+
+    env: the child's environment (None: inherited). minimal=True passes only --listen,
+    --captures and `args` (no --upstream, no --seed), as a new user would run it. With
+    --listen-tls in `args`, tls_port is the implicit TLS listener's port (else None)."""
 
     def __init__(self, workdir, upstream="builtin", captures=None, args=(), name="mailtap",
-                 ready_timeout=20.0, umask=-1):
+                 ready_timeout=20.0, umask=-1, env=None, minimal=False):
         self.captures = captures or os.path.join(workdir, name + "-captures")
-        argv = [mailtap_bin(), "run", "--listen", "%s:0" % LOOPBACK, "--upstream", upstream,
-                "--captures", self.captures, "--seed", "1", *args]
-        super().__init__(argv, workdir, name, stdout=subprocess.PIPE, umask=umask)
+        if minimal:
+            argv = [mailtap_bin(), "run", "--listen", "%s:0" % LOOPBACK,
+                    "--captures", self.captures, *args]
+        else:
+            argv = [mailtap_bin(), "run", "--listen", "%s:0" % LOOPBACK, "--upstream", upstream,
+                    "--captures", self.captures, "--seed", "1", *args]
+        super().__init__(argv, workdir, name, stdout=subprocess.PIPE, umask=umask, env=env)
         line = self._ready_line(ready_timeout)
+        self.tls_port = None
         m = READY_RE.match(line)
+        if m:
+            self.port = int(m.group(1))
+            self.upstream_label = m.group(2)
+            return
+        m = READY_TLS_RE.match(line)
         if not m:
             self.stop()
             raise AssertionError("unexpected ready line %r; stderr: %s" % (line, self.stderr_text()))
         self.port = int(m.group(1))
-        self.upstream_label = m.group(2)
+        self.tls_port = int(m.group(2))
+        self.upstream_label = m.group(3)
 
     def _ready_line(self, timeout):
         fd = self.proc.stdout.fileno()

@@ -1,0 +1,505 @@
+"""TLS on both legs, AUTH passed through and redacted (issue 3, "Tests that prove it" and
+"Done when").
+
+Peers: swaks (--tls, --tlsc, --auth PLAIN/LOGIN), openssl s_client, raw-socket probes, an
+aiosmtpd upstream that requires STARTTLS and checks credentials, and scripted upstreams that
+misbehave after STARTTLS (tls_upstream.py). Certificates are made per test run with the
+openssl CLI; every mailtap runs with XDG_STATE_HOME in its work directory, so its generated
+self-signed pair never touches the real home.
+
+Assertions are on what the client saw (replies, certificates), what the upstream received
+(commands and whether they arrived inside TLS, raw bytes after STARTTLS), and on captures
+(`mailtap show --json` events, stages, end reason; every file of the capture directory).
+"""
+
+import base64
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+import unittest
+
+from harness import (IntegrationTest, LOOPBACK, parse_replies,
+                     run_mailtap, show_json, wait_until)
+from tls_upstream import (OPENSSL, PASSWORD, USER, ScriptedTlsUpstream, TlsUpstream,
+                          cert_sha256, make_cert)
+
+CERTS = {}   # name -> (cert, key, sha256); made once per run in setUpModule
+_CERT_DIR = None
+
+FROM = "sender@example.test"
+TO = "rcpt@example.test"
+PLAIN_B64 = base64.b64encode(b"\0" + USER.encode() + b"\0" + PASSWORD.encode())
+PASSWORD_B64 = base64.b64encode(PASSWORD.encode())
+
+
+def setUpModule():
+    global _CERT_DIR
+    _CERT_DIR = tempfile.mkdtemp(prefix="mailtap-it-tls-certs-")
+    for name in ("upstream", "untrusted", "configured"):
+        cert, key = make_cert(_CERT_DIR, name)
+        CERTS[name] = (cert, key, cert_sha256(cert))
+
+
+def tearDownModule():
+    if _CERT_DIR:
+        shutil.rmtree(_CERT_DIR, True)
+
+
+def events_of(shown, kind, leg=None):
+    return [e for e in shown["events"] if e["kind"] == kind and (leg is None or e["leg"] == leg)]
+
+
+def index_of(shown, predicate, what):
+    for i, e in enumerate(shown["events"]):
+        if predicate(e):
+            return i
+    raise AssertionError("no event for %s in %s" % (what, json.dumps(shown["events"])[:3000]))
+
+
+def secret_needles(password=PASSWORD, user=USER):
+    """The secret as it could leak: plain, base64 alone, base64 of a PLAIN response."""
+    pw = password.encode()
+    return [pw, base64.b64encode(pw), base64.b64encode(b"\0" + user.encode() + b"\0" + pw)]
+
+
+class TlsTest(IntegrationTest):
+
+    def setUp(self):
+        super().setUp()
+        self.state_home = os.path.join(self.workdir, "state")
+        os.makedirs(self.state_home)
+        self.env = dict(os.environ, XDG_STATE_HOME=self.state_home)
+
+    # -- peers
+    def start_tls_mailtap(self, upstream="builtin", args=(), **kw):
+        return self.start_mailtap(upstream=upstream, args=list(args), env=self.env, **kw)
+
+    def relay_to(self, up, args=(), ca="upstream", **kw):
+        """mailtap relaying to `up` (anything with a .port), verifying against CERTS[ca]."""
+        return self.start_tls_mailtap("%s:%d" % (LOOPBACK, up.port),
+                                      ["--upstream-ca", CERTS[ca][0], *args], **kw)
+
+    def start_tls_upstream(self, cert="upstream", tls=True):
+        up = TlsUpstream(CERTS[cert][0], CERTS[cert][1], tls=tls)
+        self.addCleanup(up.stop)
+        return up
+
+    def start_scripted_tls(self, behaviour):
+        s = ScriptedTlsUpstream(behaviour)
+        self.addCleanup(s.stop)
+        return s
+
+    def swaks_mail(self, port, *args, expect_ok=True):
+        rc, out = self.swaks(port, "--from", FROM, "--to", TO, *args)
+        if expect_ok:
+            self.assertEqual(rc, 0, out[-3000:])
+            # The reply to the final '.' (inside TLS: "~>" / "<~") is a 250.
+            after_dot = re.search(r"^ [~-]> \.\n<[~-]  (\d{3})", out, re.M)
+            self.assertIsNotNone(after_dot, out[-3000:])
+            self.assertEqual(after_dot.group(1), "250", out[-3000:])
+        return rc, out
+
+    def s_client(self, port, *extra, starttls=True):
+        """openssl s_client against the relay; returns (exit code, stdout text)."""
+        argv = [OPENSSL, "s_client", "-connect", "%s:%d" % (LOOPBACK, port), "-showcerts", "-crlf",
+                *(["-starttls", "smtp"] if starttls else []), *extra]
+        r = subprocess.run(argv, input=b"QUIT\n", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=30)
+        return r.returncode, r.stdout.decode("utf-8", "replace")
+
+    def served_fingerprint(self, port, starttls=True):
+        rc, out = self.s_client(port, starttls=starttls)
+        m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", out, re.S)
+        self.assertIsNotNone(m, "s_client saw no certificate (exit %d): %s" % (rc, out[-2000:]))
+        return cert_sha256(pem=m.group(0).encode())
+
+    # -- assertions
+    def assertNoSecretsInCaptures(self, directory, needles):
+        """No needle in any file under `directory` (raw bytes), nor in any decoded b64 field
+        of a capture record, nor in `mailtap show` (text and JSON) of any capture."""
+        files = []
+        for root, _, names in os.walk(directory):
+            files += [os.path.join(root, n) for n in names]
+        self.assertTrue(files, "no files in %s" % directory)
+        for path in files:
+            with open(path, "rb") as f:
+                raw = f.read()
+            views = [("raw bytes", raw)]
+            for line in raw.splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("b64"), str):
+                    views.append(("decoded b64 of a %s record" % record.get("type"),
+                                  base64.b64decode(record["b64"])))
+            if path.endswith(".jsonl"):
+                for argv in (["show", path], ["show", path, "--json"]):
+                    r = run_mailtap(argv)
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                    views.append(("mailtap " + " ".join(argv[:1] + argv[2:]), r.stdout))
+            for what, data in views:
+                for needle in needles:
+                    self.assertNotIn(needle, data, "%r found in %s of %s" % (needle, what, path))
+
+    def assertUpstreamTlsEvent(self, shown, cert="upstream", verified=True, insecure=False):
+        ups = events_of(shown, "tls", "upstream")
+        self.assertEqual(len(ups), 1, ups)
+        u = ups[0]
+        self.assertIn(u["version"], ("TLSv1.2", "TLSv1.3"), u)
+        self.assertTrue(u["cipher"], u)
+        self.assertIn("localhost", u["peer_subject"], u)
+        self.assertEqual(u["peer_sha256"].upper(), CERTS[cert][2], u)
+        self.assertIs(u["verified"], verified, u)
+        self.assertIs(u["insecure"], insecure, u)
+        return u
+
+    def assertClientTlsEvent(self, shown):
+        cl = events_of(shown, "tls", "client")
+        self.assertEqual(len(cl), 1, cl)
+        self.assertIn(cl[0]["version"], ("TLSv1.2", "TLSv1.3"), cl[0])
+        self.assertTrue(cl[0]["cipher"], cl[0])
+        return cl[0]
+
+    def assertNothingPlainAfterStarttls(self, after):
+        """What the relay sent an upstream after its STARTTLS: nothing, or TLS records only."""
+        after = bytes(after)
+        if after:
+            self.assertEqual(after[:1], b"\x16", "not a TLS handshake record: %r" % after[:80])
+        for word in (b"EHLO", b"HELO", b"AUTH", b"MAIL FROM", b"RCPT TO", b"DATA", b"QUIT"):
+            self.assertNotIn(word, after, "plaintext %r after STARTTLS: %r" % (word, after[:200]))
+
+    # ------------------------------------------------------------ swaks, STARTTLS, AUTH
+
+    def starttls_auth_through_relay(self, mechanism):
+        up = self.start_tls_upstream()
+        mailtap = self.relay_to(up)
+        self.swaks_mail(mailtap.port, "--tls", "--auth", mechanism, "--auth-user", USER,
+                        "--auth-password", PASSWORD)
+
+        # The upstream got the message inside TLS, authenticated as USER.
+        msgs = up.wait_for(1)
+        self.assertEqual(len(msgs), 1)
+        m = msgs[0]
+        self.assertEqual((m["mail_from"], m["rcpt_tos"]), (FROM, [TO]))
+        self.assertTrue(m["tls"], "message reached the upstream outside TLS")
+        self.assertTrue(m["authenticated"])
+        self.assertEqual(m["login"], USER.encode())
+        self.assertEqual(up.auth_attempts, [(mechanism, USER.encode(), True)])
+        cmds = up.all_commands()
+        self.assertIn(("AUTH", mechanism, True), cmds)
+        plain = [c for c in cmds if not c[2]]
+        self.assertEqual([c[0] for c in plain], ["EHLO", "STARTTLS"], cmds)
+
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        shown = show_json(cap.path)
+        self.assertEqual(shown["outcome"], "delivered")
+        self.assertEqual(shown["end_reason"], "client_quit")
+        cl = self.assertClientTlsEvent(shown)
+        u = self.assertUpstreamTlsEvent(shown)
+        # The SMTP inside TLS is recorded as plaintext events, after both handshakes.
+        i_mail = index_of(shown, lambda e: e["kind"] == "command" and e["text"].startswith("MAIL FROM:"),
+                          "the MAIL FROM command")
+        self.assertEqual(shown["events"][i_mail]["text"], "MAIL FROM:<%s>" % FROM)
+        self.assertGreater(i_mail, shown["events"].index(cl))
+        self.assertGreater(i_mail, shown["events"].index(u))
+        self.assertTrue(any(e["kind"] == "bytes" and e["leg"] == "upstream" and e["dir"] == "out"
+                            and e["text"].startswith("MAIL FROM:<%s>" % FROM) for e in shown["events"]))
+        self.assertIn("tls", [s["name"] for s in shown["stages"]])
+        # The mechanism and the result are kept, the secret is not.
+        auth = [e["text"] for e in events_of(shown, "command") if e["text"].upper().startswith("AUTH")]
+        self.assertEqual(len(auth), 1, auth)
+        self.assertTrue(auth[0].startswith("AUTH " + mechanism), auth)
+        self.assertIn(235, [e["code"] for e in events_of(shown, "reply", "upstream")])
+        self.assertNoSecretsInCaptures(mailtap.captures, secret_needles())
+        # A secret-leak check (not an assertion on log wording): the log never holds it either.
+        for needle in secret_needles():
+            self.assertNotIn(needle.decode(), mailtap.stderr_text())
+
+    def test_swaks_starttls_auth_plain(self):
+        self.starttls_auth_through_relay("PLAIN")
+
+    def test_swaks_starttls_auth_login(self):
+        self.starttls_auth_through_relay("LOGIN")
+
+    def test_swaks_implicit_tls_mirror_secures_upstream_first(self):
+        up = self.start_tls_upstream()
+        mailtap = self.relay_to(up, ["--listen-tls", "%s:0" % LOOPBACK])
+        self.assertIsNotNone(mailtap.tls_port)
+        self.swaks_mail(mailtap.tls_port, "--tlsc", "--auth", "PLAIN", "--auth-user", USER,
+                        "--auth-password", PASSWORD)
+        msgs = up.wait_for(1)
+        self.assertTrue(msgs[0]["tls"] and msgs[0]["authenticated"], msgs[0])
+
+        # The upstream: the relay's own EHLO and STARTTLS in plaintext, then the client's
+        # EHLO -- only ever inside TLS.
+        cmds = up.all_commands()
+        self.assertGreaterEqual(len(cmds), 3, cmds)
+        self.assertEqual([c[0] for c in cmds[:3]], ["EHLO", "STARTTLS", "EHLO"], cmds)
+        self.assertNotEqual(cmds[0][1], "swaks.test", "the client's EHLO went upstream in plaintext")
+        self.assertEqual([c[2] for c in cmds[:3]], [False, False, True], cmds)
+        self.assertEqual(cmds[2][1], "swaks.test")
+        self.assertEqual([c for c in cmds if not c[2]], cmds[:2])
+
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        shown = show_json(cap.path)
+        self.assertEqual(shown["outcome"], "delivered")
+        cl = self.assertClientTlsEvent(shown)
+        u = self.assertUpstreamTlsEvent(shown)
+        ev = shown["events"]
+        i_client_ehlo = index_of(shown, lambda e: e["kind"] == "command" and e["text"] == "EHLO swaks.test",
+                                 "the client's EHLO")
+        i_up_starttls = index_of(shown, lambda e: e["kind"] == "bytes" and e["leg"] == "upstream"
+                                 and e["dir"] == "out" and e["text"] == "STARTTLS\\r\\n",
+                                 "the relay's STARTTLS upstream")
+        i_up_ehlo = index_of(shown, lambda e: e["kind"] == "bytes" and e["leg"] == "upstream"
+                             and e["dir"] == "out" and e["text"].startswith("EHLO "), "the relay's EHLO")
+        self.assertNotIn("swaks.test", ev[i_up_ehlo]["text"])
+        self.assertLess(ev.index(cl), i_client_ehlo)
+        self.assertLess(i_up_ehlo, i_up_starttls)
+        self.assertLess(i_up_starttls, ev.index(u))
+        self.assertLess(ev.index(u), i_client_ehlo)
+        # The client's EHLO is forwarded upstream only after the upstream handshake.
+        i_fwd = index_of(shown, lambda e: e["kind"] == "bytes" and e["leg"] == "upstream"
+                         and e["dir"] == "out" and e["text"] == "EHLO swaks.test\\r\\n",
+                         "the client's EHLO forwarded upstream")
+        self.assertGreater(i_fwd, ev.index(u))
+        self.assertNoSecretsInCaptures(mailtap.captures, secret_needles())
+
+    # ------------------------------------------------------------ certificates
+
+    def test_s_client_sees_generated_certificate(self):
+        mailtap = self.start_tls_mailtap(args=["--listen-tls", "%s:0" % LOOPBACK])
+        state = os.path.join(self.state_home, "mailtap")
+        crt = os.path.join(state, "mailtap-selfsigned.crt")
+        key = os.path.join(state, "mailtap-selfsigned.key")
+        for path in (crt, key):
+            self.assertTrue(os.path.isfile(path), path)
+            self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600, path)
+        expected = cert_sha256(crt)
+        self.assertEqual(self.served_fingerprint(mailtap.port), expected)
+        self.assertEqual(self.served_fingerprint(mailtap.tls_port, starttls=False), expected)
+
+    def test_s_client_sees_configured_certificate(self):
+        cert, key, fp = CERTS["configured"]
+        mailtap = self.start_tls_mailtap(args=["--tls-cert", cert, "--tls-key", key,
+                                               "--listen-tls", "%s:0" % LOOPBACK])
+        self.assertEqual(self.served_fingerprint(mailtap.port), fp)
+        self.assertEqual(self.served_fingerprint(mailtap.tls_port, starttls=False), fp)
+
+    def test_tls_below_1_2_is_refused(self):
+        mailtap = self.start_tls_mailtap()
+        # SECLEVEL=0 so that it is the relay, not this client, that refuses TLS 1.1.
+        rc, out = self.s_client(mailtap.port, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
+        self.assertNotEqual(rc, 0, out[-2000:])
+        self.assertNotIn("BEGIN CERTIFICATE", out)
+        # ... while TLS 1.2 works.
+        rc, out = self.s_client(mailtap.port, "-tls1_2")
+        self.assertIn("BEGIN CERTIFICATE", out, out[-2000:])
+
+    # ------------------------------------------------------------ injection (I4)
+
+    def test_client_starttls_injection(self):
+        mailtap = self.start_tls_mailtap()
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        r = c.command("EHLO x")
+        self.assertReply(r, 250)
+        self.assertIn("STARTTLS", [t.upper() for t in r.texts])
+        c.send(b"STARTTLS\r\nEHLO inj\r\n")          # one write
+        got = c.read_to_eof(15)                       # the relay closes the connection
+        codes = [x.code for x in parse_replies(got)]
+        self.assertNotIn(250, codes, "a reply to the injected EHLO arrived: %r" % got)
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        shown = show_json(cap.path)
+        self.assertEqual(shown["end_reason"], "starttls_injection")
+        self.assertTrue(any("injection" in n.lower() for n in cap.notes), cap.notes)
+        self.assertNotIn(b"EHLO inj", cap.bytes_of("upstream", "out"))
+        self.assertEqual(events_of(shown, "tls"), [])
+
+    def test_upstream_starttls_response_injection(self):
+        up = self.start_scripted_tls("injection")
+        mailtap = self.relay_to(up)
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        r = c.command("EHLO client.test")
+        self.assertReply(r, 250)
+        self.assertIn("STARTTLS", [t.upper() for t in r.texts])
+        r = c.command("STARTTLS")
+        self.assertIn(r.code, (454, 421), r)
+        rest = c.read_to_eof(15)
+        self.assertNotIn(b"fake", rest)
+        self.assertNotIn(b"AUTH LOGIN", rest)
+        conn = up.wait_for_connections(1)[0]
+        wait_until(conn.closed.is_set, 20, "the relay to close the upstream connection")
+        self.assertNothingPlainAfterStarttls(conn.after_starttls)
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        shown = show_json(cap.path)
+        self.assertEqual(shown["end_reason"], "upstream_starttls_injection")
+        self.assertTrue(any("injection" in n.lower() for n in cap.notes), cap.notes)
+        self.assertEqual(events_of(shown, "tls"), [])
+
+    # ------------------------------------------------------------ upstream TLS failures
+
+    def test_mirror_upstream_without_starttls(self):
+        """A client STARTTLS the upstream cannot match gets 454 4.7.0 (mirror mode)."""
+        up = self.start_tls_upstream(tls=False)
+        mailtap = self.relay_to(up)
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        r = c.command("EHLO client.test")
+        self.assertReply(r, 250)
+        self.assertNotIn("STARTTLS", [t.upper() for t in r.texts], "relay offers TLS it cannot match")
+        self.assertReply(c.command("STARTTLS"), 454, "4.7.0")
+        self.quit(c)
+        self.assertEqual(up.verbs(), ["EHLO", "QUIT"])
+        # swaks --tls gives up; nothing reaches the upstream in plaintext.
+        rc, out = self.swaks_mail(mailtap.port, "--tls", "--auth", "PLAIN", "--auth-user", USER,
+                                  "--auth-password", PASSWORD, expect_ok=False)
+        self.assertNotEqual(rc, 0, out[-2000:])
+        self.assertEqual(up.count(), 0)
+        self.assertFalse({"MAIL", "RCPT", "DATA", "AUTH", "STARTTLS"} & set(up.verbs()), up.all_commands())
+
+    def required_mode_refuses(self, up, name="mailtap"):
+        """--upstream-tls required: the relay secures the upstream right after the banner; when
+        that fails, the client gets 421 4.7.0 before any command of its own is relayed."""
+        mailtap = self.relay_to(up, ["--upstream-tls", "required"], name=name)
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        # No command needed: the relay says so unprompted (relay_fsm_tls.cpp on_tls_failed).
+        r = c.reply(15)
+        self.assertReply(r, 421, "4.7.0")
+        self.assertTrue(c.closed_by_peer(15))
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        shown = show_json(cap.path)
+        self.assertEqual(shown["end_reason"], "upstream_tls_failed")
+        self.assertEqual(events_of(shown, "tls"), [])
+        self.assertEqual(shown["transactions"], [])
+        return mailtap
+
+    def mirror_mode_refuses_starttls(self, up, name="mailtap"):
+        """Default mode: the client's STARTTLS gets 454 4.7.0 when the upstream leg fails."""
+        mailtap = self.relay_to(up, name=name)
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO client.test"), 250)
+        self.assertReply(c.command("STARTTLS"), 454, "4.7.0")
+        rest = c.read_to_eof(15)   # the upstream leg is gone: the relay closes (421) after the 454
+        self.assertTrue(all(x.code == 421 for x in parse_replies(rest)), rest)
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(show_json(cap.path)["end_reason"], "upstream_tls_failed")
+        return mailtap
+
+    def test_required_upstream_without_starttls(self):
+        up = self.start_tls_upstream(tls=False)
+        self.required_mode_refuses(up)
+        # Only the relay's own EHLO reached the upstream: no client command, nothing in plaintext.
+        cmds = up.all_commands()
+        self.assertEqual([c[0] for c in cmds], ["EHLO"], cmds)
+        self.assertNotEqual(cmds[0][1], "client.test")
+        self.assertEqual(up.count(), 0)
+
+    def test_required_upstream_untrusted_certificate(self):
+        up = self.start_tls_upstream(cert="untrusted")
+        self.required_mode_refuses(up)
+        wait_until(lambda: "STARTTLS" in up.verbs(), 10, "the relay's STARTTLS")
+        cmds = up.all_commands()
+        self.assertEqual([(c[0], c[2]) for c in cmds], [("EHLO", False), ("STARTTLS", False)], cmds)
+        self.assertEqual(up.count(), 0)
+
+    def test_mirror_upstream_untrusted_certificate(self):
+        up = self.start_tls_upstream(cert="untrusted")
+        self.mirror_mode_refuses_starttls(up)
+        self.assertEqual(up.all_commands(), [("EHLO", "client.test", False), ("STARTTLS", None, False)])
+        self.assertEqual(up.count(), 0)
+
+    def test_required_upstream_handshake_refused(self):
+        for behaviour in ("close", "garbage"):
+            with self.subTest(behaviour=behaviour):
+                up = self.start_scripted_tls(behaviour)
+                self.required_mode_refuses(up, name="mailtap-" + behaviour)   # own captures dir
+                conn = up.wait_for_connections(1)[0]
+                wait_until(conn.closed.is_set, 20, "the upstream connection to end")
+                self.assertEqual(len(conn.commands), 2, conn.commands)
+                self.assertTrue(conn.commands[0].startswith(b"EHLO "), conn.commands)
+                self.assertNotEqual(conn.commands[0], b"EHLO client.test")
+                self.assertEqual(conn.commands[1], b"STARTTLS")
+                self.assertNothingPlainAfterStarttls(conn.after_starttls)
+
+    def test_mirror_upstream_handshake_refused(self):
+        for behaviour in ("close", "garbage"):
+            with self.subTest(behaviour=behaviour):
+                up = self.start_scripted_tls(behaviour)
+                self.mirror_mode_refuses_starttls(up, name="mailtap-" + behaviour)   # own captures dir
+                conn = up.wait_for_connections(1)[0]
+                wait_until(conn.closed.is_set, 20, "the upstream connection to end")
+                self.assertEqual(conn.commands, [b"EHLO client.test", b"STARTTLS"])
+                self.assertNothingPlainAfterStarttls(conn.after_starttls)
+
+    def test_upstream_insecure_is_explicit_and_recorded(self):
+        up = self.start_tls_upstream(cert="untrusted")
+        mailtap = self.relay_to(up, ["--upstream-insecure"])
+        self.swaks_mail(mailtap.port, "--tls", "--auth", "PLAIN", "--auth-user", USER,
+                        "--auth-password", PASSWORD)
+        self.assertTrue(up.wait_for(1)[0]["tls"])
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        shown = show_json(cap.path)
+        self.assertEqual(shown["outcome"], "delivered")
+        self.assertUpstreamTlsEvent(shown, cert="untrusted", verified=False, insecure=True)
+        records = cap.of_type("tls")
+        self.assertEqual([r["insecure"] for r in records if r["leg"] == "upstream"], [True])
+
+    # ------------------------------------------------------------ the default setup
+
+    def test_default_setup_done_when(self):
+        """Issue 3 "Done when": only --listen and --captures; swaks --tls --auth PLAIN to the
+        built-in sink; `mailtap show` has both legs' TLS details and no password."""
+        mailtap = self.start_tls_mailtap(minimal=True)
+        self.assertEqual(mailtap.upstream_label, "builtin")
+        self.swaks_mail(mailtap.port, "--tls", "--auth", "PLAIN", "--auth-user", "u",
+                        "--auth-password", "p")
+        other_pw = "Zq7-default-setup-secret"
+        self.swaks_mail(mailtap.port, "--tls", "--auth", "LOGIN", "--auth-user", "u",
+                        "--auth-password", other_pw)
+        caps = mailtap.wait_captures(2)
+        for cap in caps:
+            self.assertCaptureComplete(cap)
+            r = run_mailtap(["show", cap.path])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            text = r.stdout.decode("utf-8", "replace")
+            self.assertRegex(text, r"(?m)TLS client: TLSv1\.[23] ")
+            self.assertRegex(text, r"(?m)TLS upstream: TLSv1\.[23] ")
+            self.assertIn("MAIL FROM:<%s>" % FROM, text)
+            self.assertEqual(show_json(cap.path)["outcome"], "delivered")
+        # AUTH PLAIN with "p" is base64 of b"\0u\0p" (AHUAcA==); "p" alone is too short to
+        # search for, hence the second session with a distinctive password.
+        self.assertNoSecretsInCaptures(mailtap.captures, [base64.b64encode(b"\0u\0p")]
+                                       + secret_needles(password=other_pw, user="u"))
+
+    def test_builtin_sink_checks_configured_credentials(self):
+        config = self.write_file("mailtap.toml", ('[sink]\nauth_user = "%s"\nauth_password = "%s"\n'
+                                                  % (USER, PASSWORD)).encode())
+        mailtap = self.start_tls_mailtap(args=["--config", config])
+        rc, out = self.swaks_mail(mailtap.port, "--tls", "--auth", "PLAIN", "--auth-user", USER,
+                                  "--auth-password", "wrong-password", expect_ok=False)
+        self.assertNotEqual(rc, 0, out[-2000:])
+        self.assertRegex(out, r"<~\*? +535 5\.7\.8")
+        self.swaks_mail(mailtap.port, "--tls", "--auth", "LOGIN", "--auth-user", USER,
+                        "--auth-password", PASSWORD)
+        self.assertNoSecretsInCaptures(mailtap.captures, secret_needles()
+                                       + secret_needles(password="wrong-password"))
+
+
+if __name__ == "__main__":
+    unittest.main()
