@@ -3,7 +3,9 @@
 #include "protocol/relay_fsm.hpp"
 
 #include <algorithm>
+#include <utility>
 
+#include "protocol/base64.hpp"
 #include "protocol/capabilities.hpp"
 #include "protocol/limits.hpp"
 
@@ -331,9 +333,16 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       mode_ = client_mode::bdat_payload;
       break;
     case phase::auth:
+    {
       auth_open_ = true;
       mode_ = client_mode::awaiting_auth;
+      auto sp = cmd.argument.find(' ');
+      auth_mechanism_ = to_upper(cmd.argument.substr(0, sp));
+      bool names_user = auth_mechanism_ == "PLAIN" || auth_mechanism_ == "LOGIN";
+      auth_username_pending_ = names_user && sp == std::string::npos;
+      if (names_user && sp != std::string::npos) note_auth_username(now, cmd.argument.substr(sp + 1));
       break;
+    }
     default: break;
   }
   pending_.push_back(std::move(p));
@@ -439,10 +448,27 @@ bool relay_fsm::take_auth_response(std::uint64_t now) {
   masks_.emplace_back(pos_, pos_ + line.size());
   pos_ += line.size();
   if (observer_) observer_->on_command(now, "[auth response redacted, " + std::to_string(stripped_crlf(line).size()) + " bytes]");
+  if (std::exchange(auth_username_pending_, false)) note_auth_username(now, stripped_crlf(line));
   mode_ = client_mode::awaiting_auth;
   send(leg::upstream, line, now, true);
   arm_upstream_for_head();
   return true;
+}
+
+// Only with record_auth_username: PLAIN's authcid (RFC 4616: authzid NUL authcid NUL passwd)
+// or LOGIN's first response. Nothing past the username is ever looked at.
+void relay_fsm::note_auth_username(std::uint64_t now, std::string_view base64_response) {
+  if (!options_.record_auth_username) return;
+  auto decoded = base64_decode(base64_response);
+  if (!decoded) return;
+  std::string_view user = *decoded;
+  if (auth_mechanism_ == "PLAIN") {
+    auto first = user.find('\0');
+    if (first == std::string_view::npos) return;
+    user.remove_prefix(first + 1);
+    user = user.substr(0, user.find('\0'));
+  }
+  note(now, "AUTH " + auth_mechanism_ + " username '" + escape_bytes(user, 256) + "'");
 }
 
 // ---------------------------------------------------------------- replies
@@ -492,7 +518,8 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     }
     auth_open_ = false;
     mode_ = client_mode::command;
-    note(now, "AUTH finished with " + std::to_string(r.code));
+    note(now, "AUTH " + auth_mechanism_ + " finished with " + std::to_string(r.code) +
+                  (r.klass() == 2 ? " (accepted)" : " (refused)"));
   } else if (p.ph == phase::data) {
     if (r.code == 354) {
       mode_ = client_mode::data;

@@ -51,6 +51,8 @@ struct relay_options {
   relay_timeouts timeouts;
   std::string name = "mailtap";   // appears in the relay's own replies
   relay_tls_options tls;
+  // Record the AUTH username (PLAIN, LOGIN) in a note; the secret is never recorded.
+  bool record_auth_username = false;
 };
 
 // Per-session figures the shell adds to the process-wide metrics.
@@ -137,6 +139,7 @@ class relay_fsm {
   void take_bdat_payload(std::uint64_t now);
   bool take_auth_response(std::uint64_t now);
   void handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed);
+  void note_auth_username(std::uint64_t now, std::string_view base64_response);
   void end_of_data(std::uint64_t now);
 
   // Replies.
@@ -199,6 +202,8 @@ class relay_fsm {
   std::uint64_t data_end_received_us_ = 0;
   bool client_closed_ = false;
   bool auth_open_ = false;
+  std::string auth_mechanism_;         // upper-cased, for notes
+  bool auth_username_pending_ = false; // the next client response carries the username
   bool input_held_ = false;
   std::size_t pos_ = 0;                          // parse offset into client_in_
   std::vector<std::pair<std::size_t, std::size_t>> masks_;  // AUTH ranges in client_in_

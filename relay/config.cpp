@@ -110,6 +110,8 @@ class loader {
         relay_name(node);
       } else if (k == "log_level") {
         log_level(node);
+      } else if (k == "record_auth_username") {
+        if (auto b = bool_value(k, node)) out_.record_auth_username = *b;
       } else if (k == "data") {
         data(node);
       } else if (k == "timeouts") {

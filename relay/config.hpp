@@ -59,6 +59,7 @@ struct config {
   std::chrono::milliseconds drain_timeout{30'000};              // SIGTERM: in-flight deadline
   std::string relay_name = "mailtap";
   std::string log_level = "info";
+  bool record_auth_username = false;           // AUTH usernames in captures (never secrets)
   tls_config tls;
   sink_config sink;
 };

@@ -51,6 +51,7 @@ protocol::relay_options relay_options_from(const relay_context& ctx) {
   o.eol = ctx.cfg.bare_eol;
   o.timeouts = ctx.cfg.timeouts;
   o.name = ctx.cfg.relay_name;
+  o.record_auth_username = ctx.cfg.record_auth_username;
   o.tls.offer_starttls = ctx.client_tls != nullptr && ctx.cfg.tls.offer_starttls;
   // Without an upstream TLS context nothing can be secured upstream: only `never` is honest.
   o.tls.upstream = ctx.upstream_tls ? ctx.cfg.tls.upstream : protocol::upstream_tls_mode::never;

@@ -705,6 +705,38 @@ TEST_F(RelayFsmTest, AuthPlainInitialResponseForwardedSensitiveAndRedacted) {
   EXPECT_THAT(obs_->stream(leg::client, direction::in), HasSubstr("AUTH PLAIN " + std::string(plain_secret.size(), '*') + "\r\n"));
 }
 
+TEST_F(RelayFsmTest, AuthUsernameRecordedOnlyWhenConfigured) {
+  // "\0alice\0s3cret-pass" in base64: the default records neither the name nor the secret.
+  const std::string secret = "AGFsaWNlAHMzY3JldC1wYXNz";
+  greet_and_ehlo();
+  client("AUTH PLAIN " + secret + "\r\n");
+  upstream("235 2.7.0 Authentication successful\r\n");
+  EXPECT_THAT(obs_->notes, Not(Contains(HasSubstr("alice"))));
+  EXPECT_THAT(obs_->notes, Contains("AUTH PLAIN finished with 235 (accepted)"));
+  relay_options o;
+  o.record_auth_username = true;
+  make(o);
+  greet_and_ehlo();
+  client("AUTH PLAIN " + secret + "\r\n");
+  upstream("535 5.7.8 Authentication credentials invalid\r\n");
+  EXPECT_THAT(obs_->notes, Contains("AUTH PLAIN username 'alice'"));
+  EXPECT_THAT(obs_->notes, Contains("AUTH PLAIN finished with 535 (refused)"));
+  expect_no_secret(*obs_, secret);
+  expect_no_secret(*obs_, "s3cret-pass");
+  // LOGIN: the first response is the username, the second never looked at.
+  make(o);
+  greet_and_ehlo();
+  client("AUTH LOGIN\r\n");
+  upstream("334 VXNlcm5hbWU6\r\n");
+  client("Ym9i\r\n");   // bob
+  upstream("334 UGFzc3dvcmQ6\r\n");
+  client("aHVudGVyMjItcGFzcw==\r\n");   // hunter22-pass
+  upstream("235 2.7.0 Ok\r\n");
+  EXPECT_THAT(obs_->notes, Contains("AUTH LOGIN username 'bob'"));
+  expect_no_secret(*obs_, "hunter22-pass");
+  expect_no_secret(*obs_, "aHVudGVyMjItcGFzcw==");
+}
+
 TEST_F(RelayFsmTest, AuthLoginExchangeMasked) {
   greet_and_ehlo();
   const std::string user = "YWxpY2VAZXhhbXBsZS5vcmc=";   // alice@example.org
