@@ -122,9 +122,10 @@ session::~session() {
   spdlog::debug("session {} closed", id_);
 }
 
-void session::start() {
-  auto self = shared_from_this();
-  asio::co_spawn(client_.get_executor(), run(), [self](std::exception_ptr e) {
+// HOUSE_STYLE 6: an unexpected error ends the session at its boundary, logged with the
+// session id and counted; the capture still gets its end record.
+void session::spawn(asio::awaitable<void> work) {
+  asio::co_spawn(client_.get_executor(), std::move(work), [self = shared_from_this()](std::exception_ptr e) {
     if (!e) return;
     try {
       std::rethrow_exception(e);
@@ -133,12 +134,11 @@ void session::start() {
       spdlog::warn("session {}: unexpected error: {}", self->id_, ex.what());
       self->fsm_.on_abort(self->now_us(), ex.what());
       self->after_fsm();
-      boost::system::error_code ig;
-      self->client_.close(ig);
-      self->upstream_.close(ig);
     }
   });
 }
+
+void session::start() { spawn(run()); }
 
 void session::drain() {
   asio::post(client_.get_executor(), [self = shared_from_this()] {
@@ -164,7 +164,6 @@ std::uint64_t session::now_us() const {
 // ---------------------------------------------------------------- run
 
 asio::awaitable<void> session::run() {
-  auto self = shared_from_this();
   boost::system::error_code ig;
   client_.set_option(tcp::no_delay(true), ig);
   client_.non_blocking(true, ig);
@@ -179,19 +178,6 @@ asio::awaitable<void> session::run() {
     co_await handshake(leg::upstream);
     after_fsm();
   }
-  auto spawn = [&](asio::awaitable<void> a) {
-    asio::co_spawn(client_.get_executor(), std::move(a), [self](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        ++self->ctx_.metrics.session_errors;
-        spdlog::warn("session {}: unexpected error: {}", self->id_, ex.what());
-        self->fsm_.on_abort(self->now_us(), ex.what());
-        self->after_fsm();
-      }
-    });
-  };
   spawn(write_leg(leg::client));
   if (upstream_connected_) {
     spawn(write_leg(leg::upstream));
@@ -436,7 +422,6 @@ asio::awaitable<void> session::wait_for_change(clock::duration at_most) {
 void session::notify() { changed_.cancel(); }
 
 asio::awaitable<void> session::watchdog() {
-  auto self = shared_from_this();
   for (;;) {
     if (fsm_.finished()) co_return;
     watchdog_timer_.expires_at(std::min(client_deadline_, upstream_deadline_));

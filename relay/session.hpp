@@ -78,6 +78,7 @@ class session : public std::enable_shared_from_this<session> {
     ~outbox();
   };
 
+  void spawn(boost::asio::awaitable<void> work);
   boost::asio::awaitable<void> run();
   boost::asio::awaitable<void> connect_upstream();
   boost::asio::awaitable<void> read_leg(protocol::leg l);
