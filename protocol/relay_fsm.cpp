@@ -60,7 +60,6 @@ void relay_fsm::on_start(std::uint64_t now) { started_us_ = now; }
 
 void relay_fsm::on_upstream_connected(std::uint64_t now) {
   if (ended_) return;
-  upstream_up_ = true;
   connected_us_ = now;
   if (observer_) observer_->on_stage({phase::connect, started_us_, now - started_us_, now - started_us_, 0});
   arm(leg::upstream, options_.timeouts.upstream_greeting);

@@ -199,7 +199,6 @@ class relay_fsm {
   std::uint64_t bdat_remaining_ = 0;
   bool bdat_last_ = false;
   std::uint64_t data_started_us_ = 0;        // 354 sent (body stage start)
-  std::uint64_t data_end_received_us_ = 0;
   bool client_closed_ = false;
   bool auth_open_ = false;
   std::string auth_mechanism_;         // upper-cased, for notes
@@ -210,7 +209,6 @@ class relay_fsm {
 
   // Upstream leg.
   reply_parser replies_;
-  bool upstream_up_ = false;
   bool upstream_closed_ = false;
   bool greeted_ = false;
   std::uint64_t started_us_ = 0;
@@ -227,7 +225,6 @@ class relay_fsm {
   bool upstream_offers_starttls_ = false;   // in the last EHLO reply the upstream sent
   bool securing_upstream_ = false;          // internal EHLO/STARTTLS before client commands
   tls_step tls_step_ = tls_step::idle;
-  std::uint64_t tls_started_us_ = 0;
 
   bool draining_ = false;
   bool capture_failed_ = false;

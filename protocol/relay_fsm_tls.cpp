@@ -124,7 +124,6 @@ void relay_fsm::take_starttls_reply(std::uint64_t now, pending& p, const reply& 
   if (internal) pending_.erase(std::find_if(pending_.begin(), pending_.end(), [&](const pending& q) { return &q == &p; }));
   if (r.code == 220) {
     tls_step_ = tls_step::upstream_handshake;
-    tls_started_us_ = now;
     arm(leg::upstream, std::chrono::milliseconds{0});
     actions_.push_back(start_tls{leg::upstream});
     return;
@@ -150,7 +149,6 @@ void relay_fsm::grant_client_tls(std::uint64_t now) {
   tls_step_ = tls_step::client_handshake;
   flush_replies(now);
   if (ended_) return;
-  tls_started_us_ = now;
   actions_.push_back(start_tls{leg::client});
 }
 

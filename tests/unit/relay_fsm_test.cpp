@@ -436,7 +436,9 @@ TEST_F(RelayFsmTest, BodyForwardedUnchangedDotOnlyWhenCrlfDotCrlfCompletes) {
   const std::string input = body + ".\r\n";
   auto run = [&](const std::vector<std::string_view>& pieces, const std::string& how) {
     SCOPED_TRACE(how);
-    make({bare_eol_mode::raw, {}, "mailtap"});   // raw, so the embedded "\r\r\n" passes too
+    relay_options raw;
+    raw.eol = bare_eol_mode::raw;   // raw, so the embedded "\r\r\n" passes too
+    make(raw);
     open_data();
     const std::string envelope_and_commands = up_;
     for (std::size_t i = 0; i < pieces.size(); ++i) {
@@ -653,7 +655,9 @@ TEST_F(RelayFsmTest, StrictBareLfClosesUpstreamAndAnswers550AtEndOfData) {
 }
 
 TEST_F(RelayFsmTest, NormalizeModeTurnsBareLfIntoSpace) {
-  make({bare_eol_mode::normalize, {}, "mailtap"});
+  relay_options o;
+  o.eol = bare_eol_mode::normalize;
+  make(o);
   open_data();
   EXPECT_THAT(client("Subject: x\r\n\r\nbad\nline\r\n.\r\n"), ElementsAre(to_upstream("Subject: x\r\n\r\nbad line\r\n.\r\n")));
   upstream("250 2.0.0 Ok\r\n");
