@@ -83,6 +83,12 @@ class fields {
     return std::string(v->get_string());
   }
 
+  // A field later writers of the same version added: absent means 0.
+  std::uint64_t optional_u64(std::string_view key) {
+    if (o_.find(key) == o_.end()) return 0;
+    return u64(key);
+  }
+
   std::uint64_t u64(std::string_view key) {
     const json::value* v = find(key);
     if (!v) return 0;
@@ -267,6 +273,7 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     s.upstream_us = f.u64("upstream_us");
     s.relay_us = f.u64("relay_us");
     s.think_us = f.u64("think_us");
+    s.client_us = f.optional_u64("client_us");
     c.stages.push_back(s);
   } else if (type == "transaction") {
     transaction t;

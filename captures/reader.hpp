@@ -73,6 +73,7 @@ struct stage {
   std::uint64_t upstream_us = 0;
   std::uint64_t relay_us = 0;
   std::uint64_t think_us = 0;
+  std::uint64_t client_us = 0;        // absent in captures written before it existed: 0
 };
 
 struct reply_summary {                // a transaction's final reply as recorded

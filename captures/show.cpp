@@ -201,7 +201,7 @@ void render_waterfall(const capture& c, std::string& out) {
   out += "\nstages (session " + ms(total) + " ms; bar: # upstream, = relay, . sender, " + std::to_string(bar_columns) +
          " columns)\n";
   out += pad_right("stage", 10) + pad_left("start ms", 12) + pad_left("dur ms", 12) + pad_left("upstream ms", 12) +
-         pad_left("relay ms", 12) + pad_left("think ms", 12) + "\n";
+         pad_left("relay ms", 12) + pad_left("client ms", 12) + pad_left("think ms", 12) + "\n";
   for (const stage& s : c.stages) {
     std::string bar(bar_columns, ' ');
     if (total > 0) {
@@ -209,15 +209,16 @@ void render_waterfall(const capture& c, std::string& out) {
       std::uint64_t to = ((s.start_us + s.duration_us) * bar_columns + total - 1) / total;   // round up
       to = std::clamp(to, from + 1, bar_columns);
       std::uint64_t len = to - from;
-      std::uint64_t upstream = s.duration_us == 0 ? 0
-          : (len * std::min(s.upstream_us, s.duration_us) + s.duration_us / 2) / s.duration_us;
-      // What is neither upstream nor relay time is the sender's (the body stage).
-      char rest = s.ph == protocol::phase::body ? '.' : '=';
-      for (std::uint64_t i = 0; i < len; ++i) bar[from + i] = i < upstream ? '#' : rest;
+      auto share = [&](std::uint64_t us) {
+        return s.duration_us == 0 ? 0 : (len * std::min(us, s.duration_us) + s.duration_us / 2) / s.duration_us;
+      };
+      std::uint64_t upstream = share(s.upstream_us);
+      std::uint64_t sender = std::min(len - std::min(upstream, len), share(s.client_us));
+      for (std::uint64_t i = 0; i < len; ++i) bar[from + i] = i < upstream ? '#' : i < upstream + sender ? '.' : '=';
     }
     out += pad_right(std::string(protocol::to_string(s.ph)), 10) + pad_left(ms(s.start_us), 12) +
            pad_left(ms(s.duration_us), 12) + pad_left(ms(s.upstream_us), 12) + pad_left(ms(s.relay_us), 12) +
-           pad_left(ms(s.think_us), 12) + "  |" + bar + "|\n";
+           pad_left(ms(s.client_us), 12) + pad_left(ms(s.think_us), 12) + "  |" + bar + "|\n";
   }
   if (c.stages.empty()) out += "(no stages)\n";
 }
@@ -342,7 +343,8 @@ std::string render_json(const capture& c) {
                                   {"duration_us", s.duration_us},
                                   {"upstream_us", s.upstream_us},
                                   {"relay_us", s.relay_us},
-                                  {"think_us", s.think_us}});
+                                  {"think_us", s.think_us},
+                                  {"client_us", s.client_us}});
   }
   o["stages"] = std::move(stages);
 

@@ -156,8 +156,9 @@ std::string to_line(const queued_record& q) {
       o["start_us"] = s.start_us;
       o["duration_us"] = s.duration_us;
       o["upstream_us"] = s.upstream_us;
-      // The body stage is the sender transmitting: neither upstream nor relay time.
-      o["relay_us"] = s.ph == protocol::phase::body ? 0 : s.duration_us - std::min(s.upstream_us, s.duration_us);
+      std::uint64_t accounted = std::min(s.duration_us, s.upstream_us + s.client_us);
+      o["relay_us"] = s.duration_us - accounted;
+      o["client_us"] = s.client_us;
       o["think_us"] = s.think_us;
     }
     void operator()(const protocol::transaction_record& t) {

@@ -28,6 +28,7 @@ struct stage_record {
   std::uint64_t duration_us = 0;   // first byte of the stage in to its reply out
   std::uint64_t upstream_us = 0;   // waiting on the upstream within that duration
   std::uint64_t think_us = 0;      // sender think time before the stage began
+  std::uint64_t client_us = 0;     // the sender busy within it (message transfer, its TLS handshake)
 };
 
 struct transaction_record {

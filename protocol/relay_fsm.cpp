@@ -382,7 +382,7 @@ void relay_fsm::end_of_data(std::uint64_t now) {
     t->rec.message_id = t->headers.message_id();
     t->sealed = true;
   }
-  if (observer_) observer_->on_stage({phase::body, data_started_us_, now - data_started_us_, 0, 0});
+  if (observer_) observer_->on_stage({phase::body, data_started_us_, now - data_started_us_, 0, 0, now - data_started_us_});
   framer_.reset();
   if (!data_failure_ && capture_failed_) {
     // SMTP_NOTES: capture write fails in DATA -> do not send the dot; 451 4.3.0.
@@ -589,7 +589,9 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     if (observer_) {
       if (p.local) observer_->on_reply(now, leg::client, direction::out, *p.answer);
       std::uint64_t think = p.t_received > last_reply_sent_us_ ? p.t_received - last_reply_sent_us_ : 0;
-      std::uint64_t upstream = p.local ? 0 : p.t_upstream_reply - p.t_received;
+      // Local replies can still have waited on the upstream (a STARTTLS answered once the
+      // upstream leg was secured).
+      std::uint64_t upstream = p.t_upstream_reply > p.t_received ? p.t_upstream_reply - p.t_received : 0;
       observer_->on_stage({p.ph, p.t_received, now - p.t_received, upstream, think});
     }
     last_reply_sent_us_ = now;

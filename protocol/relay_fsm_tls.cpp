@@ -159,7 +159,9 @@ void relay_fsm::on_tls_ready(std::uint64_t now, leg which, const tls_summary& tl
   if (observer_) {
     observer_->on_tls(now, which, tls);
     std::uint64_t start = now > tls.handshake_us ? now - tls.handshake_us : 0;
-    observer_->on_stage({phase::tls, start, tls.handshake_us, which == leg::upstream ? tls.handshake_us : 0, 0});
+    // The upstream's handshake is time spent on the upstream; the client's is the client's.
+    bool up = which == leg::upstream;
+    observer_->on_stage({phase::tls, start, tls.handshake_us, up ? tls.handshake_us : 0, 0, up ? 0 : tls.handshake_us});
   }
   if (which == leg::client) {
     client_tls_ = true;
@@ -178,6 +180,7 @@ void relay_fsm::on_tls_ready(std::uint64_t now, leg which, const tls_summary& tl
     arm_upstream_for_head();
     process_client_input(now);   // client commands held until now
   } else if (tls_step_ == tls_step::upstream_handshake) {
+    if (!pending_.empty()) pending_.front().t_upstream_reply = now;   // STARTTLS waited on the upstream until now
     grant_client_tls(now);
   }
 }

@@ -1082,7 +1082,18 @@ TEST_F(RelayFsmTest, StarttlsSecuresUpstreamFirstThenAnswersClientThenHandshakes
   EXPECT_EQ(obs_->tls[1].first, leg::client);
   EXPECT_EQ(obs_->tls[1].second.version, "TLSv1.2");
   int tls_stages = 0;
-  for (const auto& st : obs_->stages) tls_stages += st.ph == phase::tls;
+  for (const auto& st : obs_->stages) {
+    if (st.ph == phase::tls) {
+      ++tls_stages;
+      // The upstream's handshake is upstream time, the client's is the sender's.
+      EXPECT_EQ(st.upstream_us + st.client_us, st.duration_us);
+    }
+    if (st.ph == phase::starttls) {
+      // From the client's STARTTLS until the upstream leg was secured: upstream time.
+      EXPECT_GT(st.upstream_us, 0u);
+      EXPECT_LE(st.upstream_us, st.duration_us);
+    }
+  }
   EXPECT_EQ(tls_stages, 2);
 }
 
