@@ -52,7 +52,7 @@ void upgrade(json::object& record, int from_version) {
 
 // A string from the file, quoted for an error message: escaped so the error stays one line.
 std::string quote_for_error(std::string_view s) {
-  std::string out(1, '"');   // appended, not "x" + s: GCC 12 warns falsely (-Wrestrict) on that at -O3
+  std::string out(1, '"');
   out += protocol::escape_bytes(s, 64);
   out += '"';
   return out;
