@@ -614,9 +614,33 @@ class SmtpSink(Process):
         return out
 
 
-class Recorder:
+class ControllerMessages:
+    """What every in-process aiosmtpd upstream shares: `messages` under `lock`, a
+    `controller` to stop, and waiting for N messages. `label` names it in timeouts."""
+
+    label = "upstream"
+
+    def count(self):
+        with self.lock:
+            return len(self.messages)
+
+    def wait_for(self, n, timeout=30.0):
+        wait_until(lambda: self.count() >= n, timeout, "%d message(s) at the %s" % (n, self.label))
+        with self.lock:
+            return list(self.messages)
+
+    def stop(self):
+        try:
+            self.controller.stop()
+        except Exception:
+            pass
+
+
+class Recorder(ControllerMessages):
     """aiosmtpd server in this process that keeps each message's original bytes
     (envelope.original_content: un-stuffed, CRLF line endings, terminator excluded)."""
+
+    label = "recorder"
 
     def __init__(self, data_size_limit=64 * 1024 * 1024):
         from aiosmtpd.controller import Controller   # Debian's python3-aiosmtpd
@@ -650,20 +674,6 @@ class Recorder:
                 last = e
         raise AssertionError("aiosmtpd recorder did not start: %r" % last)
 
-    def count(self):
-        with self.lock:
-            return len(self.messages)
-
-    def wait_for(self, n, timeout=30.0):
-        wait_until(lambda: self.count() >= n, timeout, "%d message(s) at the recorder" % n)
-        with self.lock:
-            return list(self.messages)
-
-    def stop(self):
-        try:
-            self.controller.stop()
-        except Exception:
-            pass
 
 
 class ScriptedConnection:
@@ -678,7 +688,62 @@ class ScriptedConnection:
         self.closed_by_us = False
 
 
-class ScriptedUpstream:
+class ScriptedServer:
+    """A raw-socket server on 127.0.0.1:0: accepts connections, wraps each in
+    `connection_class`, and runs `self._serve(conn)` on a thread of its own. Subclasses set
+    their own attributes first, then call this __init__ (it starts accepting at once)."""
+
+    def __init__(self, connection_class, backlog=64, join_timeout=5):
+        self.connection_class = connection_class
+        self.join_timeout = join_timeout
+        self.connections = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((LOOPBACK, 0))
+        self.listener.listen(backlog)
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.threads = []
+        self.accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self.accept_thread.start()
+
+    def all_connections(self):
+        with self.lock:
+            return list(self.connections)
+
+    def wait_for_connections(self, n, timeout=20.0):
+        wait_until(lambda: len(self.all_connections()) >= n, timeout, "%d upstream connection(s)" % n)
+        return self.all_connections()
+
+    def _accept_loop(self):
+        while not self.stopping.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn = self.connection_class(sock)
+            with self.lock:
+                self.connections.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def stop(self):
+        self.stopping.set()
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        self.accept_thread.join(timeout=5)
+        for t in list(self.threads):
+            t.join(timeout=self.join_timeout)
+
+
+class ScriptedUpstream(ScriptedServer):
     """A raw-socket SMTP server that logs every byte it receives and can misbehave.
 
     behaviour:
@@ -694,28 +759,9 @@ class ScriptedUpstream:
         self.ehlo_extra = b"".join(b"250-" + k + b"\r\n" for k in ehlo_extra)
         self.die_after = die_after
         self.greeting = greeting
-        self.connections = []
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((LOOPBACK, 0))
-        self.listener.listen(64)
-        self.listener.settimeout(0.2)
-        self.port = self.listener.getsockname()[1]
-        self.threads = []
-        self.accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self.accept_thread.start()
+        super().__init__(ScriptedConnection)
 
     # -- inspection
-    def all_connections(self):
-        with self.lock:
-            return list(self.connections)
-
-    def wait_for_connections(self, n, timeout=20.0):
-        wait_until(lambda: len(self.all_connections()) >= n, timeout, "%d upstream connection(s)" % n)
-        return self.all_connections()
-
     def raw(self):
         return b"".join(bytes(c.raw) for c in self.all_connections())
 
@@ -726,21 +772,6 @@ class ScriptedUpstream:
         return [cmd for c in self.all_connections() for cmd in c.commands]
 
     # -- server
-    def _accept_loop(self):
-        while not self.stopping.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            conn = ScriptedConnection(sock)
-            with self.lock:
-                self.connections.append(conn)
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self.threads.append(t)
-            t.start()
-
     def _close(self, conn):
         conn.closed_by_us = True
         try:
@@ -837,16 +868,6 @@ class ScriptedUpstream:
             except OSError:
                 pass
             conn.closed.set()
-
-    def stop(self):
-        self.stopping.set()
-        try:
-            self.listener.close()
-        except OSError:
-            pass
-        self.accept_thread.join(timeout=5)
-        for t in list(self.threads):
-            t.join(timeout=5)
 
 
 # ---------------------------------------------------------------- test base class

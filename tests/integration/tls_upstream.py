@@ -31,7 +31,7 @@ import threading
 import time
 import warnings
 
-from harness import LOOPBACK, free_port, wait_until
+from harness import LOOPBACK, ControllerMessages, ScriptedServer, free_port
 
 # aiosmtpd logs every failed handshake with a traceback (the failures are the point of
 # several tests), and warns about its own deprecated Session.login_data on each AUTH.
@@ -81,11 +81,13 @@ def server_context(cert, key):
 
 # ---------------------------------------------------------------- aiosmtpd upstream
 
-class TlsUpstream:
+class TlsUpstream(ControllerMessages):
     """aiosmtpd Controller (see the module docstring). `commands` is a list of
     (VERB, argument, inside_tls) in arrival order -- AUTH arguments cut to the mechanism, so
     nothing here holds a secret; `messages` a list of dicts; `auth_attempts` a list of
     (mechanism-less) (login, accepted) pairs."""
+
+    label = "TLS upstream"
 
     def __init__(self, cert=None, key=None, tls=True, user=USER, password=PASSWORD):
         from aiosmtpd.controller import Controller
@@ -166,20 +168,6 @@ class TlsUpstream:
     def verbs(self):
         return [c[0] for c in self.all_commands()]
 
-    def count(self):
-        with self.lock:
-            return len(self.messages)
-
-    def wait_for(self, n, timeout=30.0):
-        wait_until(lambda: self.count() >= n, timeout, "%d message(s) at the TLS upstream" % n)
-        with self.lock:
-            return list(self.messages)
-
-    def stop(self):
-        try:
-            self.controller.stop()
-        except Exception:
-            pass
 
 
 # ---------------------------------------------------------------- scripted misbehaving upstream
@@ -197,47 +185,13 @@ class ScriptedTlsConnection:
         self.closed = threading.Event()
 
 
-class ScriptedTlsUpstream:
+class ScriptedTlsUpstream(ScriptedServer):
     """Offers STARTTLS, then misbehaves as `behaviour` says (module docstring)."""
 
     def __init__(self, behaviour):
         assert behaviour in ("close", "garbage", "injection"), behaviour
         self.behaviour = behaviour
-        self.lock = threading.Lock()
-        self.connections = []
-        self.threads = []
-        self.stopping = threading.Event()
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((LOOPBACK, 0))
-        self.listener.listen(16)
-        self.listener.settimeout(0.2)
-        self.port = self.listener.getsockname()[1]
-        self.accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self.accept_thread.start()
-
-    def all_connections(self):
-        with self.lock:
-            return list(self.connections)
-
-    def wait_for_connections(self, n, timeout=20.0):
-        wait_until(lambda: len(self.all_connections()) >= n, timeout, "%d upstream connection(s)" % n)
-        return self.all_connections()
-
-    def _accept_loop(self):
-        while not self.stopping.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            conn = ScriptedTlsConnection(sock)
-            with self.lock:
-                self.connections.append(conn)
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self.threads.append(t)
-            t.start()
+        super().__init__(ScriptedTlsConnection, backlog=16, join_timeout=15)
 
     def _recv(self, conn, deadline):
         """One chunk (b"" on EOF/error/deadline/stop); None if nothing arrived yet."""
@@ -325,12 +279,3 @@ class ScriptedTlsUpstream:
                 sock.sendall(b"this is not a TLS handshake at all\r\n" * 4)
             self._drain(conn, 3)
 
-    def stop(self):
-        self.stopping.set()
-        try:
-            self.listener.close()
-        except OSError:
-            pass
-        self.accept_thread.join(timeout=5)
-        for t in list(self.threads):
-            t.join(timeout=15)
