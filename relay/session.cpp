@@ -353,6 +353,8 @@ void session::hold_input_while_capture_backlogged() {
   // Backpressure from the recorder: while it is behind, even input already buffered waits,
   // because every parsed command becomes several queued records (I3).
   bool backlogged = ctx_.captures && ctx_.captures->backlogged();
+  if (backlogged == input_held_) return;   // the common case, on every read: nothing to do
+  input_held_ = backlogged;
   fsm_.hold_client_input(now_us(), backlogged);
   after_fsm();
 }

@@ -120,6 +120,7 @@ class session : public std::enable_shared_from_this<session> {
   int barriers_pending_ = 0;
   bool upstream_connected_ = false;
   bool implicit_tls_ = false;
+  bool input_held_ = false;             // the machine is holding client input for the recorder
   bool counted_active_ = true;
 };
 
