@@ -382,4 +382,7 @@ void session_capture::when_durable(std::function<void()> done) {
   push({file_, barrier_rec{std::move(done)}});
 }
 
+// TODO(fault records): written by the captures change that adds the `fault` record type.
+void session_capture::on_fault(std::uint64_t, const protocol::fault_event&) {}
+
 }  // namespace mailtap::captures

@@ -91,6 +91,7 @@ class session_capture final : public protocol::session_observer {
   void on_tls(std::uint64_t t_us, protocol::leg l, const protocol::tls_summary& tls) override;
   void on_stage(const protocol::stage_record& s) override;
   void on_transaction(const protocol::transaction_record& t) override;
+  void on_fault(std::uint64_t t_us, const protocol::fault_event& f) override;
   void on_end(std::uint64_t t_us, std::string_view reason, std::string_view detail) override;
 
   // Calls `done` (on the writer thread) once everything recorded so far is written out.

@@ -36,7 +36,19 @@ std::string to_string(const action& a) {
              ": \"" + escape_bytes(s.bytes) + "\"";
     }
     std::string operator()(const close_leg& c) const {
-      return "close " + std::string(to_string(c.which));
+      return (c.reset ? "reset " : "close ") + std::string(to_string(c.which));
+    }
+    std::string operator()(const arm_fault_timer& t) const {
+      if (t.after.count() == 0) return "disarm fault timer";
+      return "arm fault timer " + std::to_string(t.after.count()) + "us";
+    }
+    std::string operator()(const shape_leg& s) const {
+      return "shape " + std::string(to_string(s.which)) + ": " + std::to_string(s.shaping.bytes_per_second) +
+             " B/s, segments of " + std::to_string(s.shaping.segment_bytes) + " B, gap " +
+             std::to_string(s.shaping.gap_us) + "us";
+    }
+    std::string operator()(const segment_break& b) const {
+      return "segment break on " + std::string(to_string(b.which)) + ", gap " + std::to_string(b.gap.count()) + "us";
     }
     std::string operator()(const start_tls& t) const {
       return "start tls on " + std::string(to_string(t.which));

@@ -1,10 +1,13 @@
 // The closed action vocabulary the protocol machines return and relay/ carries out:
-// send bytes on a leg, close a leg, arm or disarm a leg's timer, start TLS on a leg. Actions print themselves,
+// send bytes on a leg, close (or reset) a leg, arm or disarm a leg's timer, start TLS on a leg,
+// and the fault shell's timer, write shaping and segment breaks. Actions print themselves,
 // so a failing playbook test reads as a sentence. Pure value types.
 #pragma once
 #include <chrono>
 #include <string>
 #include <variant>
+
+#include "protocol/fault.hpp"
 
 namespace mailtap::protocol {
 
@@ -18,9 +21,11 @@ struct send_bytes {
   bool sensitive = false;
   bool operator==(const send_bytes&) const = default;
 };
-// Close a leg in both directions (pending writes are flushed first).
+// Close a leg in both directions (pending writes are flushed first). `reset`: abortively
+// (SO_LINGER 0, the peer sees RST), without flushing.
 struct close_leg {
   leg which;
+  bool reset = false;
   bool operator==(const close_leg&) const = default;
 };
 // Call on_timeout(which) after `after` unless re-armed; zero disarms.
@@ -38,7 +43,29 @@ struct start_tls {
   bool operator==(const start_tls&) const = default;
 };
 
-using action = std::variant<send_bytes, close_leg, arm_timer, start_tls>;
+// Call on_fault_timer after `after` (a held reply, command or banner is due); replaces any
+// earlier request. Zero disarms.
+struct arm_fault_timer {
+  std::chrono::microseconds after;
+  bool operator==(const arm_fault_timer&) const = default;
+};
+
+// Shape every later write on a leg (throttle, slice).
+struct shape_leg {
+  leg which;
+  leg_shaping shaping;
+  bool operator==(const shape_leg&) const = default;
+};
+
+// Everything queued on the leg so far goes out as its own segment; the writer then pauses
+// `gap` before writing what follows (split_dot).
+struct segment_break {
+  leg which;
+  std::chrono::microseconds gap;
+  bool operator==(const segment_break&) const = default;
+};
+
+using action = std::variant<send_bytes, close_leg, arm_timer, start_tls, arm_fault_timer, shape_leg, segment_break>;
 
 std::string to_string(const action& a);
 // Printable form of raw bytes: CR, LF, NUL and other controls escaped.

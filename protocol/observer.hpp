@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "protocol/action.hpp"
+#include "protocol/fault.hpp"
 #include "protocol/phase.hpp"
 #include "protocol/reply.hpp"
 
@@ -67,6 +68,8 @@ class session_observer {
   virtual void on_tls(std::uint64_t t_us, leg l, const tls_summary& tls) = 0;
   virtual void on_stage(const stage_record& s) = 0;
   virtual void on_transaction(const transaction_record& t) = 0;
+  // An injected fault (policies/ decided, the machine carried it out).
+  virtual void on_fault(std::uint64_t t_us, const fault_event& f) = 0;
   // Exactly once per session.
   virtual void on_end(std::uint64_t t_us, std::string_view reason, std::string_view detail) = 0;
 };

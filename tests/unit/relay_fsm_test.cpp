@@ -47,6 +47,7 @@ class recording_observer : public session_observer {
   void on_tls(std::uint64_t, leg l, const tls_summary& t) override { tls.emplace_back(l, t); }
   void on_stage(const stage_record& s) override { stages.push_back(s); }
   void on_transaction(const transaction_record& t) override { transactions.push_back(t); }
+  void on_fault(std::uint64_t, const fault_event& f) override { faults.push_back(f); }
   void on_end(std::uint64_t, std::string_view reason, std::string_view detail) override {
     ends.push_back({std::string(reason), std::string(detail)});
     end_call = ++calls;
@@ -86,6 +87,7 @@ class recording_observer : public session_observer {
   std::vector<std::pair<leg, tls_summary>> tls;
   std::vector<stage_record> stages;
   std::vector<transaction_record> transactions;
+  std::vector<fault_event> faults;
   std::vector<end_record> ends;
   std::size_t calls = 0, last_bytes_call = 0, end_call = 0;
 };
