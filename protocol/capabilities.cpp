@@ -39,6 +39,16 @@ bool capabilities::remove(std::string_view keyword) {
   return list_.size() != before;
 }
 
+bool capabilities::rename(std::string_view keyword, std::string_view shown) {
+  bool found = false;
+  for (auto& c : list_)
+    if (iequals(c.keyword, keyword)) {
+      c.keyword = std::string(shown);
+      found = true;
+    }
+  return found;
+}
+
 void capabilities::set(std::string_view keyword, std::string_view p) {
   for (auto& c : list_)
     if (iequals(c.keyword, keyword)) {

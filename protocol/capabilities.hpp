@@ -25,6 +25,8 @@ class capabilities {
   // Returns true when something was removed.
   bool remove(std::string_view keyword);
   void set(std::string_view keyword, std::string_view params);
+  // Shows `keyword` as `shown` (parameters kept); returns true when it was there.
+  bool rename(std::string_view keyword, std::string_view shown);
 
   const std::string& greeting() const { return greeting_; }
   const std::vector<capability>& list() const { return list_; }

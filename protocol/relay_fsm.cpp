@@ -41,8 +41,8 @@ std::string redacted_auth_command(std::string_view body) {
 }
 }  // namespace
 
-relay_fsm::relay_fsm(relay_options options, session_observer* observer)
-    : options_(std::move(options)), observer_(observer) {}
+relay_fsm::relay_fsm(relay_options options, session_observer* observer, fault_advisor* faults)
+    : options_(std::move(options)), observer_(observer), faults_(faults) {}
 
 std::vector<action> relay_fsm::take_actions() {
   std::vector<action> out;
@@ -56,7 +56,10 @@ bool relay_fsm::client_paused() const {
 
 // ---------------------------------------------------------------- events
 
-void relay_fsm::on_start(std::uint64_t now) { started_us_ = now; }
+void relay_fsm::on_start(std::uint64_t now) {
+  started_us_ = now;
+  if (faults_) start_faults(now);   // relay_fsm_faults.cpp: the session plan and the connect phase
+}
 
 void relay_fsm::on_upstream_connected(std::uint64_t now) {
   if (ended_) return;
@@ -78,6 +81,11 @@ void relay_fsm::on_upstream_unreachable(std::uint64_t now, std::string_view reas
 
 void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {
   if (ended_ || client_closed_) return;
+  if (stalled_) {   // a stall reads nothing; what the client sends is still recorded, then dropped
+    if (observer_) observer_->on_bytes(now, leg::client, direction::in, bytes);
+    return;
+  }
+  newest_read_at_ = client_in_.size();
   client_in_.append(bytes);
   arm(leg::client, options_.timeouts.client_idle);
   process_client_input(now);
@@ -129,7 +137,7 @@ void relay_fsm::on_timeout(std::uint64_t now, leg which) {
     // (up to 10 minutes for end of data) it is not idle, so the timer only runs again.
     bool awaiting_upstream = std::any_of(pending_.begin(), pending_.end(),
                                          [](const pending& p) { return !p.local && !p.ready; });
-    if (awaiting_upstream) {
+    if (awaiting_upstream || fault_hold_active(now)) {   // a delayed reply is not an idle client
       arm(leg::client, options_.timeouts.client_idle);
       return;
     }
@@ -166,6 +174,11 @@ void relay_fsm::on_abort(std::uint64_t now, std::string_view reason) {
 
 void relay_fsm::process_client_input(std::uint64_t now) {
   if (!greeted_ || !upstream_prepared() || input_held_) return;   // early talkers wait for the banner
+  if (held_banner_ || stalled_ || input_stopped_ || held_dot_) return;   // faults hold the conversation
+  if (held_line_) {   // delay(when=command): the line waits where it is
+    std::uint64_t due = held_line_since_us_ + held_line_->delay_us;
+    if (now < due) return schedule_fault_wake(now, due);
+  }
   bool progress = true;
   while (progress && !ended_ && pos_ < client_in_.size()) {
     switch (mode_) {
@@ -203,6 +216,7 @@ void relay_fsm::record_consumed_client_input(std::uint64_t now) {
   }
   masks_.clear();
   client_in_.erase(0, pos_);
+  newest_read_at_ = newest_read_at_ > pos_ ? newest_read_at_ - pos_ : 0;
   pos_ = 0;
 }
 
@@ -225,6 +239,16 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     return false;
   }
   std::string_view line = rest.substr(0, lf + 1);
+  bool bare_lf = line.size() < 2 || line[line.size() - 2] != '\r';
+  bool well_formed = !bare_lf && line.size() <= limits::command_line_accepted;
+  parsed_command parsed;
+  std::optional<fault_decision> rewrites;
+  if (well_formed) {
+    parsed = parse_command(line.substr(0, line.size() - 2));
+    if (faults_ && !refusing_ && parsed.fault == command_fault::none &&
+        command_fault(now, line, parsed, rewrites) == line_fault::held)
+      return false;   // relay_fsm_faults.cpp: the line waits for its delay
+  }
   std::size_t line_start = pos_;
   pos_ += line.size();
   if (auth_open_) masks_.emplace_back(line_start, pos_);
@@ -233,8 +257,7 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   if (auto at = auth_initial_response_at(stripped_crlf(line)); at != std::string_view::npos)
     masks_.emplace_back(line_start + at, pos_);
   ++stats_.commands;
-  bool bare_lf = line.size() < 2 || line[line.size() - 2] != '\r';
-  if (bare_lf || line.size() > limits::command_line_accepted) {
+  if (!well_formed) {
     ++stats_.refused_commands;
     if (observer_) observer_->on_command(now, escape_bytes(redacted_auth_command(stripped_crlf(line))));
     note(now, bare_lf ? "command refused: bare LF" : "command refused: line too long");
@@ -242,26 +265,32 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     flush_replies(now);
     return true;
   }
-  std::string_view body = line.substr(0, line.size() - 2);
-  parsed_command parsed = parse_command(body);
+  if (refusing_) {
+    answer_refused_session(now, stripped_crlf(line), parsed.cmd);
+    return true;
+  }
+  if (rewrites && rewrites->what != verdict::proceed && rewrites->what != verdict::delay) {
+    apply_command_fault(now, stripped_crlf(line), parsed.cmd, *rewrites);
+    return true;
+  }
+  if (rewrites && rewrites->rewrites.mask_command) {
+    // PIX/ASA: the verb is not allowed, so the command goes on overwritten with X and the
+    // server answers it (500). The capture keeps what the client sent.
+    if (observer_) observer_->on_command(now, escape_bytes(stripped_crlf(line), limits::command_line_accepted));
+    std::string masked(line.size() - 2, 'X');
+    fault_event_for(now, *rewrites, parsed.cmd.ph, "command overwritten with X: " + parsed.cmd.verb);
+    masked += "\r\n";
+    handle_command(now, masked, parse_command(std::string_view(masked).substr(0, masked.size() - 2)), false);
+    return true;
+  }
   handle_command(now, line, parsed);
   return true;
 }
 
-void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed) {
+void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed, bool announce) {
   const command& cmd = parsed.cmd;
   std::string_view body = stripped_crlf(line);
-  if (observer_) {
-    if (cmd.ph == phase::auth) {
-      auto sp = body.find(' ');
-      auto sp2 = sp == std::string_view::npos ? sp : body.find(' ', sp + 1);
-      std::string shown(body.substr(0, sp2));
-      if (sp2 != std::string_view::npos) shown += " [initial response redacted, " + std::to_string(body.size() - sp2 - 1) + " bytes]";
-      observer_->on_command(now, shown);
-    } else {
-      observer_->on_command(now, escape_bytes(body, limits::command_line_accepted));
-    }
-  }
+  if (announce) announce_command(now, body, cmd);
   // A refused command is never forwarded; its reply keeps its place in the pipeline.
   // Only a refused RCPT keeps its phase, so the transaction records it against the address.
   auto refuse = [&](int code, std::string_view enh, std::string_view text, std::string_view why) {
@@ -308,6 +337,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   p.ph = cmd.ph;
   p.t_received = now;
   p.txn = open ? open->id : 0;
+  if (faults_) p.address = cmd.address.value_or("");   // for reply-stage rules
   switch (cmd.ph) {
     case phase::mail:
       // A MAIL inside an open transaction gets the upstream's 503 and must not settle it.
@@ -318,11 +348,26 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     case phase::helo:
       if (open) open->sealed = true;   // aborted when this command's reply arrives
       break;
-    case phase::data: mode_ = client_mode::awaiting_data_go; break;
+    case phase::data:
+      // A fault that answers the message itself takes it here, before any of it goes upstream.
+      if (open && faults_ && plan_end_of_data(now, *open, false)) return;
+      mode_ = client_mode::awaiting_data_go;
+      break;
     case phase::bdat:
       if (!open) {   // the upstream will refuse it; still recorded
         p.txn = begin_transaction(now, cmd);
         open = open_transaction();
+      } else if (faults_ && open->rec.size == 0 && !absorbing_ && plan_end_of_data(now, *open, true)) {
+        absorbing_ = true;   // the first chunk: the whole message is answered by the fault
+      }
+      if (absorbing_) {
+        bdat_remaining_ = cmd.bdat_size;
+        bdat_last_ = cmd.bdat_last;
+        discard_payload_ = true;
+        open->rec.size += cmd.bdat_size;
+        mode_ = client_mode::bdat_payload;
+        if (bdat_remaining_ == 0) take_bdat_payload(now);
+        return;
       }
       bdat_remaining_ = cmd.bdat_size;
       bdat_last_ = cmd.bdat_last;
@@ -352,19 +397,46 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   if (mode_ == client_mode::bdat_payload && bdat_remaining_ == 0) take_bdat_payload(now);
 }
 
+void relay_fsm::announce_command(std::uint64_t now, std::string_view body, const command& cmd) {
+  if (!observer_) return;
+  if (cmd.ph == phase::auth) {
+    auto sp = body.find(' ');
+    auto sp2 = sp == std::string_view::npos ? sp : body.find(' ', sp + 1);
+    std::string shown(body.substr(0, sp2));
+    if (sp2 != std::string_view::npos) shown += " [initial response redacted, " + std::to_string(body.size() - sp2 - 1) + " bytes]";
+    observer_->on_command(now, shown);
+  } else {
+    observer_->on_command(now, escape_bytes(body, limits::command_line_accepted));
+  }
+}
+
 void relay_fsm::take_data(std::uint64_t now) {
   std::string forward;
   std::string_view rest = std::string_view(client_in_).substr(pos_);
   pos_ += framer_->feed(rest, forward);
   if (auto* t = open_transaction()) t->headers.feed(forward);
-  if (!forward.empty() && !data_failure_) send(leg::upstream, forward, now);
+  if (!forward.empty() && !data_failure_ && !absorbing_) send(leg::upstream, forward, now);
   if (framer_->fault() != data_fault::none && !data_failure_) {
     std::string why(to_string(framer_->fault()));
     note(now, "message refused: " + why + "; upstream closed without end of data");
     data_failure_ = make_reply(550, "5.6.0", "Message refused by " + options_.name + ": " + why);
     close(leg::upstream);   // the only way out of DATA that delivers nothing
   }
-  if (framer_->ended()) end_of_data(now);
+  if (framer_->ended()) {
+    if (plan_.withhold_split_dot && dot_was_split()) {
+      // CSCds90792: the firewall never passes a '.' and CRLF that came in separate segments;
+      // the sender hears nothing and times out.
+      fault_decision d;
+      d.what = verdict::stall;
+      for (const auto& [rule, type] : plan_.rules)
+        if (type == "split_dot_withhold") d.rule = rule, d.type = type;
+      note(now, "end of data withheld: the '.' and its CRLF arrived in separate segments (CSCds90792)");
+      mode_ = client_mode::command;
+      framer_.reset();
+      return begin_stall(now, d);
+    }
+    end_of_data(now);
+  }
 }
 
 void relay_fsm::end_of_data(std::uint64_t now) {
@@ -391,6 +463,8 @@ void relay_fsm::end_of_data(std::uint64_t now) {
     close(leg::upstream);
   }
   const std::uint64_t id = t ? t->id : 0;
+  if (!data_failure_ && end_of_data_fault(now, t)) return;   // relay_fsm_faults.cpp
+  absorbing_ = false;
   if (data_failure_) {
     reply r = std::move(*data_failure_);
     data_failure_.reset();
@@ -399,13 +473,24 @@ void relay_fsm::end_of_data(std::uint64_t now) {
     flush_replies(now);
     return;
   }
-  if (t) t->end_sent = true;
+  forward_end_of_data(now, id);
+}
+
+void relay_fsm::forward_end_of_data(std::uint64_t now, std::uint64_t txn) {
+  if (transaction* t = transaction_by_id(txn)) t->end_sent = true;
   pending p;
   p.ph = phase::data_end;
   p.t_received = now;
-  p.txn = id;
+  p.txn = txn;
   pending_.push_back(std::move(p));
-  send(leg::upstream, ".\r\n", now);
+  if (plan_.split_dot_gap_us > 0) {
+    // slice split_dot: the '.' and its CRLF leave as separate segments (what trips CSCds90792).
+    send(leg::upstream, ".", now);
+    actions_.push_back(segment_break{leg::upstream, std::chrono::microseconds(plan_.split_dot_gap_us)});
+    send(leg::upstream, "\r\n", now);
+  } else {
+    send(leg::upstream, ".\r\n", now);
+  }
   arm_upstream_for_head();
 }
 
@@ -420,13 +505,14 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
     if (!txns_.empty()) t = &txns_.back();
   }
   if (t) t->headers.feed(chunk);
-  if (!upstream_closed_ && n > 0) send(leg::upstream, chunk, now);
+  if (!upstream_closed_ && n > 0 && !discard_payload_) send(leg::upstream, chunk, now);
   if (bdat_remaining_ == 0) {
     mode_ = client_mode::command;
     if (bdat_last_ && t) {
       t->headers.feed("\r\n");   // the end of the message ends its header section too
       t->rec.message_id = t->headers.message_id();
     }
+    if (std::exchange(discard_payload_, false) && absorbing_) finish_absorbed_bdat(now);
   }
 }
 
@@ -474,7 +560,13 @@ void relay_fsm::note_auth_username(std::uint64_t now, std::string_view base64_re
 
 void relay_fsm::take_banner(std::uint64_t now, reply r) {
   greeted_ = true;
-  send(leg::client, r.raw, now);
+  std::string bytes = r.raw;
+  if (faults_ && banner_fault(now, r, bytes)) return;   // answered, held or ended by a fault
+  release_banner(now, r, std::move(bytes));
+}
+
+void relay_fsm::release_banner(std::uint64_t now, const reply& r, std::string bytes) {
+  send(leg::client, bytes, now);
   if (observer_) observer_->on_stage({phase::banner, connected_us_, now - connected_us_, now - connected_us_, 0});
   last_reply_sent_us_ = now;
   arm(leg::upstream, disarmed);
@@ -504,6 +596,12 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
       pending_.erase(it);
       take_internal_ehlo_reply(now, r);
       return;
+    case command_kind::internal_rset:   // a fault took the message: the upstream's transaction is reset
+      pending_.erase(it);
+      note(now, "upstream answered the relay's RSET with " + std::to_string(r.code));
+      flush_replies(now);   // the relay's own 354 waited behind it
+      if (!ended_) arm_upstream_for_head();
+      return;
     case command_kind::client_starttls:
     case command_kind::internal_starttls: take_starttls_reply(now, p, r); return;
   }
@@ -528,14 +626,15 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
       mode_ = client_mode::command;
     }
   }
-  p.bytes = p.ph == phase::ehlo ? edit_ehlo_reply(now, r) : r.raw;
+  if (faults_) reply_stage_fault(now, p, r);   // a delay, an EHLO rewrite (relay_fsm_faults.cpp)
+  p.bytes = p.ph == phase::ehlo ? edit_ehlo_reply(now, r, p.fault ? &p.fault->rewrites : nullptr) : r.raw;
   p.answer = std::move(r);
   p.ready = true;
   flush_replies(now);
   if (!ended_) arm_upstream_for_head();
 }
 
-std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r) {
+std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const rewrite_set* rewrites) {
   if (r.code != 250) return r.raw;
   capabilities caps = capabilities::from_reply(r);
   std::string changes;
@@ -555,6 +654,9 @@ std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r) {
   // XCLIENT/XFORWARD: never advertised to clients (SMTP_NOTES, command smuggling).
   for (std::string_view kw : {"XCLIENT", "XFORWARD"})
     if (caps.remove(kw)) changes += (changes.empty() ? "removed " : ", removed ") + std::string(kw);
+  // Fault rewrites come last: they show the client what a firewall would (STARTTLS masked
+  // even when the relay itself offers it).
+  if (rewrites && !rewrites->empty()) apply_capability_rewrites(now, caps, *rewrites, changes);
   if (changes.empty()) return r.raw;
   note(now, "EHLO reply edited: " + changes);
   std::string bytes = caps.to_reply_bytes();
@@ -582,9 +684,21 @@ void relay_fsm::local_reply(std::uint64_t now, phase ph, int code, std::string_v
 }
 
 void relay_fsm::flush_replies(std::uint64_t now) {
-  while (!ended_ && !pending_.empty() && pending_.front().ready) {
+  while (!ended_ && !stalled_ && !pending_.empty() && pending_.front().ready) {
+    if (pending_.front().release_us > now) {   // a delay fault holds it (and all after it)
+      schedule_fault_wake(now, pending_.front().release_us);
+      return;
+    }
     pending p = std::move(pending_.front());
     pending_.pop_front();
+    if (!p.answer) {   // a fault marker: disconnect, reset or stall once the replies before it are out
+      last_reply_sent_us_ = now;
+      fault_then(now, p);
+      continue;
+    }
+    if (p.fault && p.fault->what == verdict::delay)
+      fault_event_for(now, *p.fault, p.ph, "reply " + std::to_string(p.answer->code) + " held",
+                      now - std::max(p.t_upstream_reply, p.t_received));
     send(leg::client, p.bytes, now);
     if (observer_) {
       if (p.local) observer_->on_reply(now, leg::client, direction::out, *p.answer);
@@ -596,9 +710,10 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     }
     last_reply_sent_us_ = now;
     after_reply(now, p);
+    if (p.then != then_do::nothing) fault_then(now, p);
   }
-  if (ended_) return;
-  if (upstream_closed_ && pending_.empty() && mode_ == client_mode::command) {
+  if (ended_ || stalled_) return;
+  if (upstream_closed_ && pending_.empty() && mode_ == client_mode::command && !refusing_ && !absorbing_) {
     // The upstream is gone (we aborted its transaction, or it died in DATA): nothing more
     // can be relayed, so say so and close.
     reply r = make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed");
@@ -696,6 +811,12 @@ void relay_fsm::abandon_transactions(std::uint64_t now) {
 // ---------------------------------------------------------------- leaving
 
 void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail) {
+  if (stalled_) {   // a stall answers nothing, not even this; the client gives up on its own
+    if (!upstream_closed_) close(leg::upstream);
+    arm(leg::upstream, disarmed);
+    note(now, std::string(reason) + " during a stall: " + std::string(detail));
+    return;
+  }
   if (!upstream_closed_) close(leg::upstream);
   arm(leg::upstream, disarmed);
   upstream_lost_reason_ = std::string(reason);
@@ -790,6 +911,12 @@ void relay_fsm::send(leg to, std::string_view bytes, std::uint64_t now, bool sen
       return;
     }
   actions_.push_back(send_bytes{to, std::string(bytes), sensitive});
+}
+
+void relay_fsm::close_with_reset(leg which) {
+  if (which == leg::upstream) upstream_closed_ = true;
+  else client_closed_ = true;
+  actions_.push_back(close_leg{which, true});
 }
 
 void relay_fsm::close(leg which) {

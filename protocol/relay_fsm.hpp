@@ -3,6 +3,8 @@
 // time); returns actions (send, close, arm timer) and reports to a session_observer.
 // Pairs pipelined commands with replies (RFC 2920), frames DATA and BDAT, tracks
 // transactions and stage timings, and applies the outcome rules of SMTP_NOTES.
+// Faults come from an optional fault_advisor (policies/) asked at each decision point;
+// relay_fsm_faults.cpp carries its decisions out.
 // Single-threaded: one instance per session, driven from that session's strand.
 #pragma once
 #include <chrono>
@@ -13,8 +15,10 @@
 #include <vector>
 
 #include "protocol/action.hpp"
+#include "protocol/capabilities.hpp"
 #include "protocol/command.hpp"
 #include "protocol/data_framer.hpp"
+#include "protocol/fault.hpp"
 #include "protocol/header_scanner.hpp"
 #include "protocol/observer.hpp"
 #include "protocol/reply.hpp"
@@ -63,11 +67,14 @@ struct relay_stats {
   std::uint64_t normalized_line_endings = 0;
   std::uint64_t transactions = 0;
   std::uint64_t delivered = 0;
+  std::uint64_t faults_injected = 0;
+  std::uint64_t blackholed = 0;          // messages a blackhole fault answered with 250 (I1)
 };
 
 class relay_fsm {
  public:
-  relay_fsm(relay_options options, session_observer* observer);
+  // `faults` may be null (no fault injection); it must outlive the machine.
+  relay_fsm(relay_options options, session_observer* observer, fault_advisor* faults = nullptr);
 
   // The client is connected and the shell starts connecting upstream.
   void on_start(std::uint64_t now_us);
@@ -86,6 +93,11 @@ class relay_fsm {
   // finished. Implicit TLS is reported before on_start (client) or after on_upstream_connected.
   void on_tls_ready(std::uint64_t now_us, leg which, const tls_summary& tls);
   void on_tls_failed(std::uint64_t now_us, leg which, std::string_view reason);
+  // The time asked for with arm_fault_timer has come (a held reply, command or banner is due).
+  void on_fault_timer(std::uint64_t now_us);
+  // False when a connect-phase fault answers the client without an upstream: the shell
+  // must not connect (but still reads the client).
+  bool wants_upstream() const { return upstream_wanted_; }
   // The capture can no longer be written: no further end-of-data is released upstream.
   void on_capture_failed() { capture_failed_ = true; }
 
@@ -103,7 +115,9 @@ class relay_fsm {
   enum class client_mode { command, awaiting_data_go, data, bdat_payload, awaiting_auth, auth_response, starttls };
   // Commands the relay itself sends upstream, and the client's STARTTLS, whose replies are
   // consumed by the relay instead of being passed on.
-  enum class command_kind { relayed, client_starttls, internal_ehlo, internal_starttls };
+  enum class command_kind { relayed, client_starttls, internal_ehlo, internal_starttls, internal_rset };
+  // What a fault does once the replies before it are out.
+  enum class then_do { nothing, close, reset, stall };
   // Where a STARTTLS (the client's, or the relay's own securing of the upstream) stands.
   enum class tls_step { idle, upstream_starttls_sent, upstream_handshake, client_handshake };
 
@@ -116,8 +130,13 @@ class relay_fsm {
     bool last_chunk = false;        // BDAT ... LAST
     command_kind kind = command_kind::relayed;
     std::uint64_t txn = 0;          // the transaction this reply settles (0: none)
-    std::optional<reply> answer;   // parsed reply (upstream's, or the relay's own)
+    std::optional<reply> answer;   // parsed reply (upstream's, or the relay's own); none: a fault marker
     std::string bytes;             // what the client is sent (an edited EHLO reply differs)
+    // Faults: when the reply may be released (a delay), and what follows it.
+    std::uint64_t release_us = 0;
+    std::optional<fault_decision> fault;
+    then_do then = then_do::nothing;
+    std::string address;           // RCPT/MAIL address, for reply-stage rules (only with an advisor)
   };
 
   // Transactions in flight, oldest first. With pipelining a new MAIL can arrive while the
@@ -130,6 +149,7 @@ class relay_fsm {
     std::size_t rcpts_forwarded = 0;
     bool sealed = false;       // its end (dot, BDAT LAST, RSET, EHLO) went upstream
     bool end_sent = false;     // the message itself went upstream: delivery may have happened
+    std::optional<fault_decision> end_plan;   // decided when DATA/BDAT arrived (relay_fsm_faults.cpp)
   };
 
   // Input processing.
@@ -138,9 +158,12 @@ class relay_fsm {
   void take_data(std::uint64_t now);
   void take_bdat_payload(std::uint64_t now);
   bool take_auth_response(std::uint64_t now);
-  void handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed);
+  // `announce`: record the command event (false when the caller recorded the client's own line).
+  void handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed, bool announce = true);
   void note_auth_username(std::uint64_t now, std::string_view base64_response);
   void end_of_data(std::uint64_t now);
+  void forward_end_of_data(std::uint64_t now, std::uint64_t txn);
+  void announce_command(std::uint64_t now, std::string_view body, const command& cmd);
 
   // Replies.
   void take_upstream_reply(std::uint64_t now, reply r);
@@ -149,7 +172,8 @@ class relay_fsm {
                    std::string_view text);
   void flush_replies(std::uint64_t now);
   void after_reply(std::uint64_t now, const pending& p);
-  std::string edit_ehlo_reply(std::uint64_t now, const reply& r);
+  std::string edit_ehlo_reply(std::uint64_t now, const reply& r, const rewrite_set* rewrites);
+  void release_banner(std::uint64_t now, const reply& r, std::string bytes);
 
   // TLS (relay_fsm_tls.cpp).
   void begin_starttls(std::uint64_t now);
@@ -163,6 +187,34 @@ class relay_fsm {
   bool upstream_needs_tls_now() const;
   bool upstream_prepared() const { return !securing_upstream_; }
   void note_upstream_capabilities(const reply& r);
+
+  // Faults (relay_fsm_faults.cpp).
+  enum class line_fault { none, held, handled };
+  fault_decision ask(const fault_query& q);
+  fault_query query_for(phase ph, fault_stage stage, const transaction* t) const;
+  bool greeting_fault(std::uint64_t now, const fault_decision& d);
+  void release_held(std::uint64_t now);
+  void fault_event_for(std::uint64_t now, const fault_decision& d, phase ph, std::string detail,
+                       std::uint64_t actual_delay_us = 0);
+  void start_faults(std::uint64_t now);
+  bool connect_fault(std::uint64_t now, const fault_decision& d);
+  bool banner_fault(std::uint64_t now, reply& r, std::string& bytes);
+  line_fault command_fault(std::uint64_t now, std::string_view line, const parsed_command& parsed,
+                           std::optional<fault_decision>& rewrites);
+  void apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd, const fault_decision& d);
+  pending& queue_fault_reply(std::uint64_t now, phase ph, std::uint64_t txn, const fault_decision& d, then_do then);
+  void fault_marker(std::uint64_t now, const fault_decision& d, then_do then);
+  void fault_then(std::uint64_t now, const pending& p);
+  bool plan_end_of_data(std::uint64_t now, transaction& t, bool chunked);
+  bool end_of_data_fault(std::uint64_t now, transaction* t);
+  void finish_absorbed_bdat(std::uint64_t now);
+  void reply_stage_fault(std::uint64_t now, pending& p, const reply& r);
+  void begin_stall(std::uint64_t now, const fault_decision& d);
+  void answer_refused_session(std::uint64_t now, std::string_view body, const command& cmd);
+  bool dot_was_split() const;
+  void schedule_fault_wake(std::uint64_t now, std::uint64_t at_us);
+  bool fault_hold_active(std::uint64_t now) const;
+  void apply_capability_rewrites(std::uint64_t now, capabilities& caps, const rewrite_set& rw, std::string& changes);
 
   // Transactions.
   std::uint64_t begin_transaction(std::uint64_t now, const command& cmd);
@@ -186,9 +238,11 @@ class relay_fsm {
   void arm_upstream_for_head();
   void note(std::uint64_t now, std::string_view text);
   void record_consumed_client_input(std::uint64_t now);
+  void close_with_reset(leg which);
 
   relay_options options_;
   session_observer* observer_;
+  fault_advisor* faults_;
   std::vector<action> actions_;
   relay_stats stats_;
 
@@ -225,6 +279,30 @@ class relay_fsm {
   bool upstream_offers_starttls_ = false;   // in the last EHLO reply the upstream sent
   bool securing_upstream_ = false;          // internal EHLO/STARTTLS before client commands
   tls_step tls_step_ = tls_step::idle;
+
+  // Faults.
+  bool upstream_wanted_ = true;
+  bool refusing_ = false;            // a 5xx greeting was given: 503 to all but QUIT (RFC 5321 3.1)
+  bool stalled_ = false;             // neither answering nor parsing until the peer gives up
+  bool input_stopped_ = false;       // a fault ends the session once the replies before it are out
+  std::uint64_t stall_until_us_ = 0;
+  std::string ehlo_name_;
+  std::optional<fault_decision> held_line_;   // delay(when=command) on the line at pos_
+  std::uint64_t held_line_since_us_ = 0;
+  std::optional<reply> held_banner_;
+  std::string held_banner_bytes_;
+  std::optional<fault_decision> banner_delay_;
+  std::uint64_t banner_arrived_us_ = 0;
+  std::uint64_t connect_delay_us_ = 0;
+  std::optional<fault_decision> connect_delay_;
+  std::optional<fault_decision> held_dot_;    // delay(when=command) at data_end
+  std::uint64_t held_dot_since_us_ = 0;
+  std::uint64_t held_dot_txn_ = 0;
+  bool absorbing_ = false;           // this message is answered by a fault: nothing goes upstream
+  bool discard_payload_ = false;     // this BDAT chunk is not forwarded
+  std::uint64_t fault_wake_us_ = 0;  // the fault timer's due time (0: not armed)
+  session_plan plan_;
+  std::size_t newest_read_at_ = 0;   // where the latest client read begins in client_in_
 
   bool draining_ = false;
   bool capture_failed_ = false;

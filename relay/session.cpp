@@ -172,7 +172,8 @@ asio::awaitable<void> session::run() {
     co_await handshake(leg::client);   // SMTPS: TLS before the banner
     after_fsm();
   }
-  if (!fsm_.finished()) co_await connect_upstream();
+  after_fsm();   // a fault decided at connect may already have answered (or shaped the legs)
+  if (!fsm_.finished() && fsm_.wants_upstream()) co_await connect_upstream();
   after_fsm();
   if (upstream_connected_ && ctx_.cfg.tls.upstream_implicit && ctx_.upstream_tls && !fsm_.finished()) {
     co_await handshake(leg::upstream);
@@ -183,6 +184,8 @@ asio::awaitable<void> session::run() {
     spawn(write_leg(leg::upstream));
     spawn(read_leg(leg::upstream));
     spawn(read_leg(leg::client));
+  } else if (!fsm_.finished()) {
+    spawn(read_leg(leg::client));   // a fault answers the client without an upstream
   }
   spawn(watchdog());
 }
@@ -304,9 +307,12 @@ asio::awaitable<void> session::write_leg(leg l) {
     }
     if (!box.pending.empty()) {
       std::swap(box.pending, box.inflight);
+      std::swap(box.breaks, box.inflight_breaks);
       boost::system::error_code ec;
-      co_await write_bytes(l, ec);
+      if (box.shaping.active() || !box.inflight_breaks.empty()) co_await write_shaped(l, ec);
+      else co_await write_bytes(l, ec);
       box.inflight.clear();
+      box.inflight_breaks.clear();
       if (ec) {
         box.closed = true;
         box.pending.clear();
@@ -370,6 +376,62 @@ asio::awaitable<void> session::write_bytes(leg l, boost::system::error_code& ec)
   }
 }
 
+// Faults: the inflight bytes in segments (slice), paced (throttle), with a pause at each
+// segment break. TCP_NODELAY is on, so each write leaves as its own segment.
+asio::awaitable<void> session::write_shaped(leg l, boost::system::error_code& ec) {
+  auto& box = outbox_of(l);
+  const auto& shaping = box.shaping;
+  timer pause(socket_of(l).get_executor());
+  std::size_t off = 0;
+  std::size_t next_break = 0;
+  const std::string& bytes = box.inflight;
+  while (off < bytes.size() || next_break < box.inflight_breaks.size()) {
+    std::size_t end = bytes.size();
+    if (next_break < box.inflight_breaks.size()) end = std::min(end, box.inflight_breaks[next_break].first);
+    std::chrono::microseconds wait{0};
+    if (off >= end) {   // at a break: pause before what follows
+      wait = box.inflight_breaks[next_break++].second;
+    } else {
+      std::size_t n = end - off;
+      if (shaping.segment_bytes > 0) n = std::min(n, shaping.segment_bytes);
+      // Throttled writes go out in slices of about 50 ms worth of bytes.
+      if (shaping.bytes_per_second > 0) n = std::min<std::size_t>(n, std::max<std::uint64_t>(1, shaping.bytes_per_second / 20));
+      asio::const_buffer chunk(bytes.data() + off, n);
+      if (box.tls) {
+        auto [wec, w] = co_await asio::async_write(*box.tls, chunk, as_tuple(use_awaitable));
+        ec = wec;
+      } else {
+        auto [wec, w] = co_await asio::async_write(socket_of(l), chunk, as_tuple(use_awaitable));
+        ec = wec;
+      }
+      if (ec) co_return;
+      off += n;
+      if (shaping.segment_bytes > 0) wait = std::chrono::microseconds(shaping.gap_us);
+      if (shaping.bytes_per_second > 0)
+        wait = std::max(wait, std::chrono::microseconds(n * 1'000'000 / shaping.bytes_per_second));
+    }
+    if (wait.count() > 0 && (off < bytes.size() || next_break < box.inflight_breaks.size())) {
+      pause.expires_after(wait);
+      co_await pause.async_wait(as_tuple(use_awaitable));
+    }
+  }
+}
+
+void session::reset_leg(leg l) {
+  // RST: SO_LINGER 0 and close, dropping whatever was queued.
+  auto& box = outbox_of(l);
+  auto& sock = socket_of(l);
+  boost::system::error_code ig;
+  sock.set_option(tcp::socket::linger(true, 0), ig);
+  sock.close(ig);
+  box.pending.clear();
+  box.breaks.clear();
+  box.closed = true;
+  box.close_requested = true;
+  box.eof_seen = true;
+  wake_writer(l);
+}
+
 asio::awaitable<void> session::handshake(leg l) {
   // mailtap is the TLS server on the client leg and the TLS client on the upstream leg.
   auto& box = outbox_of(l);
@@ -426,7 +488,7 @@ void session::notify() { changed_.cancel(); }
 asio::awaitable<void> session::watchdog() {
   for (;;) {
     if (fsm_.finished()) co_return;
-    watchdog_timer_.expires_at(std::min(client_deadline_, upstream_deadline_));
+    watchdog_timer_.expires_at(std::min({client_deadline_, upstream_deadline_, fault_deadline_}));
     co_await watchdog_timer_.async_wait(as_tuple(use_awaitable));
     if (fsm_.finished()) co_return;
     auto now = clock::now();
@@ -438,6 +500,11 @@ asio::awaitable<void> session::watchdog() {
     if (now >= upstream_deadline_ && !fsm_.finished()) {
       upstream_deadline_ = clock::time_point::max();
       fsm_.on_timeout(now_us(), leg::upstream);
+      after_fsm();
+    }
+    if (now >= fault_deadline_ && !fsm_.finished()) {
+      fault_deadline_ = clock::time_point::max();
+      fsm_.on_fault_timer(now_us());
       after_fsm();
     }
   }
@@ -478,6 +545,10 @@ void session::execute(std::vector<protocol::action>& actions) {
       else box.pending += s->bytes;
       wake_writer(s->to);
     } else if (auto* c = std::get_if<protocol::close_leg>(&a)) {
+      if (c->reset) {
+        reset_leg(c->which);
+        continue;
+      }
       outbox_of(c->which).close_requested = true;
       wake_writer(c->which);
       if (c->which == leg::upstream && !upstream_connected_) {
@@ -491,6 +562,14 @@ void session::execute(std::vector<protocol::action>& actions) {
       auto& deadline = t->which == leg::client ? client_deadline_ : upstream_deadline_;
       deadline = t->after.count() == 0 ? clock::time_point::max() : clock::now() + t->after;
       if (deadline < watchdog_timer_.expiry()) watchdog_timer_.cancel();
+    } else if (auto* f = std::get_if<protocol::arm_fault_timer>(&a)) {
+      fault_deadline_ = f->after.count() == 0 ? clock::time_point::max() : clock::now() + f->after;
+      if (fault_deadline_ < watchdog_timer_.expiry()) watchdog_timer_.cancel();
+    } else if (auto* sh = std::get_if<protocol::shape_leg>(&a)) {
+      outbox_of(sh->which).shaping = sh->shaping;
+    } else if (auto* b = std::get_if<protocol::segment_break>(&a)) {
+      auto& box = outbox_of(b->which);
+      box.breaks.emplace_back(box.pending.size(), b->gap);
     }
   }
   if (fsm_.finished()) {

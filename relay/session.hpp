@@ -74,6 +74,10 @@ class session : public std::enable_shared_from_this<session> {
     bool tls_busy = false;            // a handshake owns the socket: readers stay away
     std::unique_ptr<tls_stream> tls;
     std::unique_ptr<std::array<char, 16 * 1024>> tls_buffer;   // only TLS legs have their own
+    // Faults: write shaping (throttle, slice) and segment breaks (offset into pending, pause).
+    protocol::leg_shaping shaping;
+    std::vector<std::pair<std::size_t, std::chrono::microseconds>> breaks;
+    std::vector<std::pair<std::size_t, std::chrono::microseconds>> inflight_breaks;
     std::size_t size() const { return pending.size() + inflight.size(); }
     ~outbox();
   };
@@ -86,6 +90,8 @@ class session : public std::enable_shared_from_this<session> {
   boost::asio::awaitable<void> watchdog();
   boost::asio::awaitable<void> handshake(protocol::leg l);
   boost::asio::awaitable<void> write_bytes(protocol::leg l, boost::system::error_code& ec);
+  boost::asio::awaitable<void> write_shaped(protocol::leg l, boost::system::error_code& ec);
+  void reset_leg(protocol::leg l);
   boost::asio::awaitable<void> wait_for_change(clock::duration at_most);
 
   void after_fsm();
@@ -116,6 +122,7 @@ class session : public std::enable_shared_from_this<session> {
   timer watchdog_timer_;
   clock::time_point client_deadline_ = clock::time_point::max();
   clock::time_point upstream_deadline_ = clock::time_point::max();
+  clock::time_point fault_deadline_ = clock::time_point::max();
   std::vector<protocol::action> held_;  // actions waiting for a capture barrier
   int barriers_pending_ = 0;
   bool upstream_connected_ = false;

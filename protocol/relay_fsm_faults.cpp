@@ -1,0 +1,563 @@
+// Fault injection inside the relay session machine: the relay_fsm members that ask the
+// fault_advisor (policies/) at each decision point and carry out its one decision.
+//   connect (on_start): the session plan (shaping, split dot), then refuse, stall, delay;
+//   banner: delay, mask or replace it, or answer and close instead of it;
+//   each well-formed command, before it is forwarded: delay, reply, close, reset, stall, mask;
+//   DATA / first BDAT: the end-of-data plan, so that a fault answering the message takes it
+//     before any byte goes upstream (the upstream gets RSET and stays consistent);
+//   each upstream reply, before it is relayed: delay, EHLO capability rewrites.
+// Terminal faults (close, reset, stall) wait until the replies before them are out, so the
+// client sees exactly the conversation a real server would have had.
+#include <algorithm>
+
+#include "protocol/relay_fsm.hpp"
+
+namespace mailtap::protocol {
+
+namespace {
+using std::chrono::microseconds;
+
+std::string describe(const reply_spec& r) {
+  std::string out = std::to_string(r.code);
+  if (!r.enhanced.empty()) out += " " + r.enhanced;
+  if (!r.text.empty()) out += " " + r.text;
+  return out;
+}
+
+reply reply_from(const reply_spec& spec) {
+  return make_reply(spec.code, spec.enhanced, spec.text.empty() ? std::string("fault injected") : spec.text);
+}
+
+// PIX fixup: every banner character but '2', '0' and space becomes '*' (line ends kept).
+std::string masked_banner(std::string_view raw) {
+  std::string out(raw);
+  for (char& c : out)
+    if (c != '2' && c != '0' && c != ' ' && c != '\r' && c != '\n') c = '*';
+  return out;
+}
+
+// ASA ESMTP inspection shows a removed keyword as X's ending in its last letter (XXXXXXXA).
+std::string masked_keyword(std::string_view keyword) {
+  if (keyword.empty()) return {};
+  return std::string(keyword.size() - 1, 'X') + static_cast<char>(std::toupper(static_cast<unsigned char>(keyword.back())));
+}
+
+std::uint64_t us(std::chrono::milliseconds ms) { return static_cast<std::uint64_t>(ms.count()) * 1000; }
+}  // namespace
+
+// ---------------------------------------------------------------- asking
+
+fault_decision relay_fsm::ask(const fault_query& q) {
+  fault_decision d = faults_->decide(q);
+  if (d.what != verdict::proceed || !d.rewrites.empty()) ++stats_.faults_injected;
+  return d;
+}
+
+fault_query relay_fsm::query_for(phase ph, fault_stage stage, const transaction* t) const {
+  fault_query q;
+  q.ph = ph;
+  q.stage = stage;
+  q.ehlo_name = ehlo_name_;
+  q.client_tls = client_tls_;
+  if (t) {
+    q.mail_from = t->rec.mail_from;
+    q.recipients = &t->rec.rcpt_to;
+    q.transaction_number = t->id;
+  }
+  return q;
+}
+
+void relay_fsm::fault_event_for(std::uint64_t now, const fault_decision& d, phase ph, std::string detail,
+                                std::uint64_t actual_delay_us) {
+  if (!observer_) return;
+  fault_event e;
+  e.rule = d.rule;
+  e.type = d.type;
+  e.decision = d.what == verdict::proceed ? "rewrite" : std::string(to_string(d.what));
+  e.ph = ph;
+  e.planned_delay_us = d.what == verdict::delay ? d.delay_us : 0;
+  e.actual_delay_us = actual_delay_us;
+  e.detail = std::move(detail);
+  observer_->on_fault(now, e);
+}
+
+void relay_fsm::schedule_fault_wake(std::uint64_t now, std::uint64_t at_us) {
+  if (fault_wake_us_ != 0 && fault_wake_us_ <= at_us) return;
+  fault_wake_us_ = at_us;
+  // Never zero: a zero timer means "disarm".
+  actions_.push_back(arm_fault_timer{microseconds(at_us > now ? at_us - now : 1)});
+}
+
+bool relay_fsm::fault_hold_active(std::uint64_t now) const {
+  if (held_line_ || held_banner_ || held_dot_ || stalled_) return true;
+  return std::any_of(pending_.begin(), pending_.end(), [&](const pending& p) { return p.release_us > now; });
+}
+
+void relay_fsm::on_fault_timer(std::uint64_t now) {
+  if (ended_) return;
+  fault_wake_us_ = 0;
+  if (stalled_) {
+    if (now < stall_until_us_) return schedule_fault_wake(now, stall_until_us_);
+    note(now, "stall ended by the relay: its maximum passed");
+    return end_session(now, "fault_stall", "the relay gave up a stalled session");
+  }
+  release_held(now);
+  if (ended_) return;
+  flush_replies(now);
+  if (!ended_) process_client_input(now);
+}
+
+void relay_fsm::release_held(std::uint64_t now) {
+  if (held_banner_) {
+    std::uint64_t due = banner_arrived_us_ + connect_delay_us_ + (banner_delay_ ? banner_delay_->delay_us : 0);
+    if (now < due) {
+      schedule_fault_wake(now, due);
+    } else {
+      if (connect_delay_) fault_event_for(now, *connect_delay_, phase::connect, "greeting held", now - banner_arrived_us_);
+      if (banner_delay_) fault_event_for(now, *banner_delay_, phase::banner, "greeting held", now - banner_arrived_us_);
+      reply r = std::move(*held_banner_);
+      held_banner_.reset();
+      release_banner(now, r, std::move(held_banner_bytes_));
+    }
+  }
+  if (held_dot_ && !ended_) {
+    std::uint64_t due = held_dot_since_us_ + held_dot_->delay_us;
+    if (now < due) {
+      schedule_fault_wake(now, due);
+    } else {
+      fault_event_for(now, *held_dot_, phase::data_end, "end of data held before forwarding", now - held_dot_since_us_);
+      held_dot_.reset();
+      forward_end_of_data(now, held_dot_txn_);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- connect and banner
+
+void relay_fsm::start_faults(std::uint64_t now) {
+  plan_ = faults_->plan_session();
+  if (plan_.to_client.active()) actions_.push_back(shape_leg{leg::client, plan_.to_client});
+  if (plan_.to_upstream.active()) actions_.push_back(shape_leg{leg::upstream, plan_.to_upstream});
+  for (const auto& [rule, type] : plan_.rules) {
+    ++stats_.faults_injected;
+    fault_decision d;
+    d.rule = rule;
+    d.type = type;
+    if (observer_) {
+      fault_event e{rule, type, "plan", phase::connect, 0, 0, "session-wide " + type};
+      observer_->on_fault(now, e);
+    }
+  }
+  fault_decision d = ask(query_for(phase::connect, fault_stage::command, nullptr));
+  switch (d.what) {
+    case verdict::proceed: return;
+    case verdict::delay:
+      connect_delay_us_ = d.delay_us;
+      connect_delay_ = std::move(d);
+      return;
+    case verdict::unreachable:
+      upstream_wanted_ = false;
+      if (d.no_greeting) {
+        // As if the destination accepted and never greeted: the greeting timeout decides.
+        fault_event_for(now, d, phase::connect, "upstream accepted and never greeted");
+        arm(leg::upstream, options_.timeouts.upstream_greeting);
+        return;
+      }
+      fault_event_for(now, d, phase::connect, "upstream refused the connection");
+      on_upstream_unreachable(now, "connection refused (fault " + d.rule + ")");
+      return;
+    default: greeting_fault(now, d); return;
+  }
+}
+
+// A fault that answers (or silences) the greeting: at connect, or in place of the upstream's
+// banner. True when it took over.
+bool relay_fsm::greeting_fault(std::uint64_t now, const fault_decision& d) {
+  const phase ph = greeted_ ? phase::banner : phase::connect;
+  if (d.what == verdict::proceed || d.what == verdict::delay || d.what == verdict::blackhole ||
+      d.what == verdict::unreachable)
+    return false;
+  // The upstream is not needed any more: a connected one is told QUIT, an unconnected one never dialled.
+  if (greeted_ && !upstream_closed_) {
+    send(leg::upstream, "QUIT\r\n", now);
+    close(leg::upstream);
+  }
+  upstream_wanted_ = false;
+  upstream_closed_ = true;
+  greeted_ = true;
+  arm(leg::upstream, std::chrono::milliseconds{0});
+  bool with_reply = d.what == verdict::reply || d.what == verdict::reply_and_close ||
+                    (d.what == verdict::disconnect && d.with_reply);
+  if (with_reply) {
+    reply r = reply_from(d.reply);
+    send(leg::client, r.raw, now);
+    if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+    fault_event_for(now, d, ph, "greeting: " + describe(d.reply));
+    last_reply_sent_us_ = now;
+    if (d.what == verdict::reply && r.klass() == 5) {
+      // RFC 5321 3.1: after a 554 greeting the server waits for QUIT, answering 503 meanwhile.
+      refusing_ = true;
+      arm(leg::client, options_.timeouts.client_idle);
+      return true;
+    }
+    end_session(now, "fault", d.rule);
+    return true;
+  }
+  switch (d.what) {
+    case verdict::reset:
+      fault_event_for(now, d, ph, "connection reset");
+      close_with_reset(leg::client);
+      end_session(now, "fault", d.rule);
+      return true;
+    case verdict::stall: begin_stall(now, d); return true;
+    default:
+      fault_event_for(now, d, ph, "connection closed");
+      end_session(now, "fault", d.rule);
+      return true;
+  }
+}
+
+bool relay_fsm::banner_fault(std::uint64_t now, reply& r, std::string& bytes) {
+  fault_query q = query_for(phase::banner, fault_stage::reply, nullptr);
+  q.upstream_reply = &r;
+  fault_decision d = ask(q);
+  if (greeting_fault(now, d)) return true;
+  const rewrite_set& rw = d.rewrites;
+  if (rw.banner_text) {
+    bytes = make_reply(r.code, "", *rw.banner_text).raw;
+  }
+  if (rw.mask_banner) bytes = masked_banner(bytes);
+  if (bytes != r.raw) {
+    for (const auto& [rule, type] : rw.rules) {
+      fault_decision shown;
+      shown.rule = rule;
+      shown.type = type;
+      fault_event_for(now, shown, phase::banner, rw.mask_banner ? "greeting masked" : "greeting replaced");
+    }
+    if (observer_) {   // the greeting the client saw, as the capture's relay reply
+      reply shown = r;
+      shown.raw = bytes;
+      shown.lines.clear();
+      std::string_view rest = bytes;
+      while (!rest.empty()) {
+        auto eol = rest.find("\r\n");
+        std::string_view one = rest.substr(0, eol);
+        shown.lines.emplace_back(one.size() > 4 ? one.substr(4) : std::string_view());
+        rest.remove_prefix(eol == std::string_view::npos ? rest.size() : eol + 2);
+      }
+      observer_->on_reply(now, leg::client, direction::out, shown);
+    }
+  }
+  if (d.what == verdict::delay) banner_delay_ = std::move(d);
+  if (!banner_delay_ && !connect_delay_) return false;
+  held_banner_ = r;
+  held_banner_bytes_ = std::move(bytes);
+  banner_arrived_us_ = now;
+  arm(leg::upstream, std::chrono::milliseconds{0});
+  release_held(now);
+  return true;
+}
+
+// ---------------------------------------------------------------- commands
+
+relay_fsm::line_fault relay_fsm::command_fault(std::uint64_t now, std::string_view line, const parsed_command& parsed,
+                                               std::optional<fault_decision>& decided) {
+  const command& cmd = parsed.cmd;
+  fault_decision d;
+  if (held_line_) {   // its delay is over: carry on with what was decided then
+    d = std::move(*held_line_);
+    held_line_.reset();
+    fault_event_for(now, d, cmd.ph, "command held before forwarding", now - held_line_since_us_);
+  } else {
+    if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) ehlo_name_ = cmd.argument;
+    transaction* open = open_transaction();
+    fault_query q = query_for(cmd.ph, fault_stage::command, open);
+    q.verb = cmd.verb;
+    q.argument = cmd.argument;
+    q.line_length = line.size();
+    if (cmd.address) q.address = *cmd.address;
+    std::vector<std::string> recipients;   // at RCPT: the transaction's recipients with this one
+    if (cmd.ph == phase::mail && !open) {
+      q.mail_from = q.address;
+      q.recipients = nullptr;
+      q.transaction_number = next_txn_id_;
+    } else if (cmd.ph == phase::rcpt && open) {
+      recipients = open->rec.rcpt_to;
+      recipients.emplace_back(q.address);
+      q.recipients = &recipients;
+    }
+    d = ask(q);
+    if (d.what == verdict::delay) {
+      held_line_ = std::move(d);
+      held_line_since_us_ = now;
+      schedule_fault_wake(now, now + held_line_->delay_us);
+      return line_fault::held;
+    }
+  }
+  if (d.what == verdict::proceed && d.rewrites.empty()) return line_fault::none;
+  decided = std::move(d);
+  return line_fault::handled;
+}
+
+void relay_fsm::apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd,
+                                    const fault_decision& d) {
+  announce_command(now, body, cmd);
+  transaction* open = open_transaction();
+  std::uint64_t txn = 0;
+  phase ph = cmd.ph;
+  switch (cmd.ph) {
+    case phase::mail:
+      if (!open) txn = begin_transaction(now, cmd);
+      break;
+    case phase::rcpt:
+      if (open) {
+        open->rec.rcpt_to.push_back(cmd.address.value_or(cmd.argument));
+        txn = open->id;
+      }
+      break;
+    case phase::data: txn = open ? open->id : 0; break;
+    case phase::bdat:
+      // The chunk's payload follows the command: read it, never forward it.
+      txn = open ? open->id : 0;
+      bdat_remaining_ = cmd.bdat_size;
+      bdat_last_ = cmd.bdat_last;
+      discard_payload_ = true;
+      mode_ = client_mode::bdat_payload;
+      break;
+    case phase::ehlo:
+    case phase::helo:
+    case phase::rset: ph = phase::other; break;   // not forwarded: the transaction is untouched
+    default: break;
+  }
+  switch (d.what) {
+    case verdict::reply:
+    case verdict::blackhole: queue_fault_reply(now, ph, txn, d, then_do::nothing); break;
+    case verdict::reply_and_close: queue_fault_reply(now, ph, txn, d, then_do::close); break;
+    case verdict::disconnect:
+      if (d.with_reply) queue_fault_reply(now, ph, txn, d, then_do::close);
+      else fault_marker(now, d, then_do::close);
+      break;
+    case verdict::reset: fault_marker(now, d, then_do::reset); break;
+    case verdict::stall: fault_marker(now, d, then_do::stall); break;
+    default: break;
+  }
+  if (d.what != verdict::reply && d.what != verdict::blackhole) input_stopped_ = true;
+  flush_replies(now);
+  if (mode_ == client_mode::bdat_payload && bdat_remaining_ == 0) take_bdat_payload(now);
+}
+
+relay_fsm::pending& relay_fsm::queue_fault_reply(std::uint64_t now, phase ph, std::uint64_t txn,
+                                                 const fault_decision& d, then_do then) {
+  reply r = reply_from(d.reply);
+  local_reply(now, ph, r.code, r.enhanced, r.text());
+  pending& p = pending_.back();
+  p.txn = txn;
+  p.fault = d;
+  p.then = then;
+  fault_event_for(now, d, ph, describe(d.reply));
+  return p;
+}
+
+void relay_fsm::fault_marker(std::uint64_t now, const fault_decision& d, then_do then) {
+  pending p;
+  p.ph = phase::other;
+  p.t_received = now;
+  p.local = true;
+  p.ready = true;
+  p.fault = d;
+  p.then = then;
+  pending_.push_back(std::move(p));
+}
+
+void relay_fsm::fault_then(std::uint64_t now, const pending& p) {
+  const fault_decision& d = *p.fault;
+  switch (p.then) {
+    case then_do::nothing: return;
+    case then_do::close:
+      fault_event_for(now, d, p.ph, "connection closed");
+      end_session(now, "fault", d.rule);
+      return;
+    case then_do::reset:
+      fault_event_for(now, d, p.ph, "connection reset");
+      close_with_reset(leg::client);
+      end_session(now, "fault", d.rule);
+      return;
+    case then_do::stall: begin_stall(now, d); return;
+  }
+}
+
+void relay_fsm::answer_refused_session(std::uint64_t now, std::string_view body, const command& cmd) {
+  announce_command(now, body, cmd);
+  if (cmd.ph == phase::quit) local_reply(now, phase::quit, 221, "2.0.0", options_.name + " closing connection");
+  else local_reply(now, phase::other, 503, "5.5.1", "Bad sequence of commands: this session was refused");
+  flush_replies(now);
+}
+
+void relay_fsm::begin_stall(std::uint64_t now, const fault_decision& d) {
+  fault_event_for(now, d, mode_ == client_mode::command ? phase::other : phase::data_end,
+                  "stalled: no replies, nothing read until the client gives up");
+  stalled_ = true;
+  arm(leg::client, std::chrono::milliseconds{0});
+  arm(leg::upstream, std::chrono::milliseconds{0});
+  // What the client sent and nobody will read is still recorded.
+  record_consumed_client_input(now);
+  if (observer_ && !client_in_.empty()) observer_->on_bytes(now, leg::client, direction::in, client_in_);
+  client_in_.clear();
+  newest_read_at_ = 0;
+  stall_until_us_ = now + (d.stall_max_us > 0 ? d.stall_max_us : us(options_.timeouts.client_idle));
+  schedule_fault_wake(now, stall_until_us_);
+}
+
+// ---------------------------------------------------------------- the message
+
+bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked) {
+  fault_decision d = ask(query_for(phase::data_end, fault_stage::command, &t));
+  switch (d.what) {
+    case verdict::reply:
+    case verdict::reply_and_close:
+    case verdict::blackhole: {
+      note(now, "fault " + d.rule + " answers this message itself: the upstream gets RSET, never the message");
+      pending r;
+      r.ph = phase::rset;
+      r.t_received = now;
+      r.kind = command_kind::internal_rset;
+      pending_.push_back(std::move(r));
+      send(leg::upstream, "RSET\r\n", now);
+      arm_upstream_for_head();
+      t.end_plan = std::move(d);
+      if (!chunked) {
+        local_reply(now, phase::data, 354, "", "End data with <CR><LF>.<CR><LF>");
+        pending_.back().txn = t.id;
+        absorbing_ = true;
+        mode_ = client_mode::data;
+        framer_.emplace(options_.eol);
+        data_started_us_ = now;
+        flush_replies(now);
+      }
+      return true;
+    }
+    case verdict::disconnect:
+    case verdict::reset:
+    case verdict::stall:
+      if (chunked) {   // nothing of the message goes upstream: the fault happens at its first chunk
+        if (d.what == verdict::disconnect && d.with_reply) queue_fault_reply(now, phase::bdat, t.id, d, then_do::close);
+        else fault_marker(now, d, d.what == verdict::stall ? then_do::stall : d.what == verdict::reset ? then_do::reset : then_do::close);
+        input_stopped_ = true;
+        flush_replies(now);
+        return true;
+      }
+      t.end_plan = std::move(d);
+      return false;
+    case verdict::delay:
+      if (chunked) {
+        note(now, "fault " + d.rule + ": a command-stage delay at data_end does not apply to BDAT");
+        return false;
+      }
+      t.end_plan = std::move(d);
+      return false;
+    default: return false;
+  }
+}
+
+bool relay_fsm::end_of_data_fault(std::uint64_t now, transaction* t) {
+  if (absorbing_) {
+    absorbing_ = false;
+    if (!t || !t->end_plan) return false;
+    const fault_decision& d = *t->end_plan;
+    if (d.what == verdict::blackhole) {
+      ++stats_.blackholed;
+      note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
+    }
+    queue_fault_reply(now, phase::data_end, t->id, d, d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
+    flush_replies(now);
+    return true;
+  }
+  if (!t || !t->end_plan) return false;
+  fault_decision d = *t->end_plan;
+  switch (d.what) {
+    case verdict::delay:
+      held_dot_ = std::move(d);
+      held_dot_since_us_ = now;
+      held_dot_txn_ = t->id;
+      schedule_fault_wake(now, now + held_dot_->delay_us);
+      return true;
+    case verdict::disconnect:
+      // The dot is never sent: nothing is delivered.
+      if (d.with_reply) queue_fault_reply(now, phase::data_end, t->id, d, then_do::close);
+      else fault_marker(now, d, then_do::close);
+      break;
+    case verdict::reset: fault_marker(now, d, then_do::reset); break;
+    case verdict::stall: fault_marker(now, d, then_do::stall); break;
+    default: return false;
+  }
+  input_stopped_ = true;
+  flush_replies(now);
+  return true;
+}
+
+void relay_fsm::finish_absorbed_bdat(std::uint64_t now) {
+  transaction* t = txns_.empty() ? nullptr : &txns_.back();
+  if (!t || !t->end_plan) return;
+  if (!bdat_last_) {
+    local_reply(now, phase::bdat, 250, "2.0.0", "chunk accepted");
+    flush_replies(now);
+    return;
+  }
+  absorbing_ = false;
+  t->sealed = true;
+  const fault_decision d = *t->end_plan;
+  if (d.what == verdict::blackhole) {
+    ++stats_.blackholed;
+    note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
+  }
+  pending& p = queue_fault_reply(now, phase::bdat, t->id, d, d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
+  p.last_chunk = true;
+  flush_replies(now);
+}
+
+bool relay_fsm::dot_was_split() const {
+  // The terminator's '.' is three bytes before the parse position; it was split from its
+  // CRLF when it came in an earlier read than the newest one.
+  return pos_ >= 3 && pos_ - 3 < newest_read_at_;
+}
+
+// ---------------------------------------------------------------- replies
+
+void relay_fsm::reply_stage_fault(std::uint64_t now, pending& p, const reply& r) {
+  fault_query q = query_for(p.ph, fault_stage::reply, p.txn ? transaction_by_id(p.txn) : open_transaction());
+  q.upstream_reply = &r;
+  q.address = p.address;
+  fault_decision d = ask(q);
+  if (d.what == verdict::delay) {
+    p.release_us = now + d.delay_us;
+    p.fault = std::move(d);
+  } else if (!d.rewrites.empty()) {
+    p.fault = std::move(d);
+  }
+}
+
+void relay_fsm::apply_capability_rewrites(std::uint64_t now, capabilities& caps, const rewrite_set& rw,
+                                          std::string& changes) {
+  std::string done;
+  auto add = [&](std::string what) { done += (done.empty() ? "" : ", ") + what; };
+  for (const auto& kw : rw.strip_capabilities)
+    if (caps.remove(kw)) add("stripped " + kw);
+  for (const auto& kw : rw.mask_capabilities)
+    if (caps.rename(kw, masked_keyword(kw))) add("masked " + kw + " as " + masked_keyword(kw));
+  if (rw.size) {
+    if (caps.has("SIZE") || *rw.size > 0) {
+      caps.set("SIZE", std::to_string(*rw.size));
+      add("SIZE " + std::to_string(*rw.size));
+    }
+  }
+  if (done.empty()) return;
+  changes += (changes.empty() ? "" : ", ") + done;
+  for (const auto& [rule, type] : rw.rules) {
+    fault_decision shown;
+    shown.rule = rule;
+    shown.type = type;
+    fault_event_for(now, shown, phase::ehlo, "EHLO reply " + done);
+  }
+}
+
+}  // namespace mailtap::protocol
