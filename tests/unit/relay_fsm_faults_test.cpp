@@ -1,0 +1,1299 @@
+// relay_fsm fault-injection playbook tests (HOUSE_STYLE 11): events in, actions out, with a
+// scripted fault_advisor standing in for policies/. The advisor answers a given decision at a
+// given (phase, stage) and records every query it got; a recording observer keeps what the
+// recorder would see, fault events included. Actions are compared in their printed form;
+// arm_timer actions are left out unless a test asks for them, the fault shell's own actions
+// (fault timer, shaping, segment breaks) are always shown. Times are explicit: every event is
+// 1 ms after the previous one unless a test fires the fault timer at a chosen time.
+// Every test ends with exactly one on_end (checked in TearDown).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "protocol/action.hpp"
+#include "protocol/fault.hpp"
+#include "protocol/observer.hpp"
+#include "protocol/relay_fsm.hpp"
+
+namespace mailtap::protocol {
+namespace {
+
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+using testing::Contains;
+using testing::ElementsAre;
+using testing::EndsWith;
+using testing::HasSubstr;
+using testing::IsEmpty;
+using testing::Not;
+using testing::StartsWith;
+
+// ---------------------------------------------------------------- scripted advisor
+
+// What one decide() call was asked, copied (the query's views die with the call).
+struct seen_query {
+  phase ph = phase::other;
+  fault_stage stage = fault_stage::command;
+  std::string verb, argument, address, ehlo_name, mail_from;
+  std::vector<std::string> recipients;
+  bool has_recipients = false;
+  std::uint64_t transaction_number = 0;
+  std::size_t line_length = 0;
+  int upstream_code = 0;   // 0: no upstream reply in the query
+};
+
+class scripted_advisor : public fault_advisor {
+ public:
+  // The next query at (ph, stage) gets `d` (one-shot, in the order given); later ones proceed.
+  void on(phase ph, fault_stage stage, fault_decision d) { once_[{ph, stage}].push_back(std::move(d)); }
+  // Every query at (ph, stage) without a one-shot decision left gets `d`.
+  void always(phase ph, fault_stage stage, fault_decision d) { always_[{ph, stage}] = std::move(d); }
+
+  session_plan plan_session() override {
+    ++plans;
+    return plan;
+  }
+  fault_decision decide(const fault_query& q) override {
+    seen_query s;
+    s.ph = q.ph;
+    s.stage = q.stage;
+    s.verb = q.verb;
+    s.argument = q.argument;
+    s.address = q.address;
+    s.ehlo_name = q.ehlo_name;
+    s.mail_from = q.mail_from;
+    if (q.recipients) s.recipients = *q.recipients, s.has_recipients = true;
+    s.transaction_number = q.transaction_number;
+    s.line_length = q.line_length;
+    s.upstream_code = q.upstream_reply ? q.upstream_reply->code : 0;
+    queries.push_back(std::move(s));
+    auto& queue = once_[{q.ph, q.stage}];
+    if (!queue.empty()) {
+      fault_decision d = std::move(queue.front());
+      queue.pop_front();
+      return d;
+    }
+    if (auto it = always_.find({q.ph, q.stage}); it != always_.end()) return it->second;
+    return {};
+  }
+
+  // The queries asked at (ph, stage), in order.
+  std::vector<seen_query> asked(phase ph, fault_stage stage) const {
+    std::vector<seen_query> out;
+    for (const auto& s : queries)
+      if (s.ph == ph && s.stage == stage) out.push_back(s);
+    return out;
+  }
+
+  session_plan plan;
+  int plans = 0;
+  std::vector<seen_query> queries;
+
+ private:
+  std::map<std::pair<phase, fault_stage>, std::deque<fault_decision>> once_;
+  std::map<std::pair<phase, fault_stage>, fault_decision> always_;
+};
+
+// ---------------------------------------------------------------- decisions
+
+fault_decision decision(verdict v, std::string rule = "rule-1", std::string type = {}) {
+  fault_decision d;
+  d.what = v;
+  d.rule = std::move(rule);
+  d.type = type.empty() ? std::string(to_string(v)) : std::move(type);
+  return d;
+}
+// reply, reply_and_close, blackhole, disconnect (with its reply).
+fault_decision answer(verdict v, int code, std::string enhanced, std::string text, std::string rule = "rule-1",
+                      std::string type = {}) {
+  fault_decision d = decision(v, std::move(rule), std::move(type));
+  d.reply = {code, std::move(enhanced), std::move(text)};
+  d.with_reply = v == verdict::disconnect;
+  return d;
+}
+fault_decision delay_of(std::uint64_t us, std::string rule = "slow") {
+  fault_decision d = decision(verdict::delay, std::move(rule));
+  d.delay_us = us;
+  return d;
+}
+fault_decision stall_for(std::uint64_t max_us, std::string rule = "tarpit") {
+  fault_decision d = decision(verdict::stall, std::move(rule));
+  d.stall_max_us = max_us;
+  return d;
+}
+fault_decision rewrite(rewrite_set rw, std::string rule = "edit", std::string type = "capabilities") {
+  fault_decision d;   // proceed with rewrites
+  rw.rules.emplace_back(rule, type);
+  d.rewrites = std::move(rw);
+  return d;
+}
+
+std::string describe(const fault_event& e) {
+  return e.rule + "/" + e.type + "/" + e.decision + "/" + std::string(to_string(e.ph)) + "/planned " +
+         std::to_string(e.planned_delay_us) + "/actual " + std::to_string(e.actual_delay_us) + "/" + e.detail;
+}
+
+// ---------------------------------------------------------------- recording observer
+
+class recording_observer : public session_observer {
+ public:
+  struct bytes_record { leg l; direction d; std::string bytes; };
+  struct reply_record { leg l; direction d; reply r; };
+  struct end_record { std::string reason; std::string detail; };
+
+  void on_bytes(std::uint64_t, leg l, direction d, std::string_view b) override {
+    bytes.push_back({l, d, std::string(b)});
+    last_bytes_call = ++calls;
+  }
+  void on_command(std::uint64_t, std::string_view text) override { commands.emplace_back(text); }
+  void on_reply(std::uint64_t, leg l, direction d, const reply& r) override { replies.push_back({l, d, r}); }
+  void on_note(std::uint64_t, std::string_view text) override { notes.emplace_back(text); }
+  void on_tls(std::uint64_t, leg, const tls_summary&) override {}
+  void on_stage(const stage_record& s) override { stages.push_back(s); }
+  void on_transaction(const transaction_record& t) override { transactions.push_back(t); }
+  void on_fault(std::uint64_t t, const fault_event& f) override {
+    faults.push_back(f);
+    fault_times.push_back(t);
+  }
+  void on_end(std::uint64_t, std::string_view reason, std::string_view detail) override {
+    ends.push_back({std::string(reason), std::string(detail)});
+    end_call = ++calls;
+  }
+
+  std::string stream(leg l, direction d) const {
+    std::string out;
+    for (const auto& b : bytes)
+      if (b.l == l && b.d == d) out += b.bytes;
+    return out;
+  }
+  // The fault events with this decision ("reply", "delay", "rewrite", "plan", ...).
+  std::vector<fault_event> faults_with(std::string_view decision) const {
+    std::vector<fault_event> out;
+    for (const auto& f : faults)
+      if (f.decision == decision) out.push_back(f);
+    return out;
+  }
+  std::string all_faults() const {
+    std::string out;
+    for (const auto& f : faults) out += describe(f) + "\n";
+    return out;
+  }
+
+  std::vector<bytes_record> bytes;
+  std::vector<std::string> commands;
+  std::vector<reply_record> replies;
+  std::vector<std::string> notes;
+  std::vector<stage_record> stages;
+  std::vector<transaction_record> transactions;
+  std::vector<fault_event> faults;
+  std::vector<std::uint64_t> fault_times;
+  std::vector<end_record> ends;
+  std::size_t calls = 0, last_bytes_call = 0, end_call = 0;
+};
+
+// ---------------------------------------------------------------- printed actions
+
+std::string to_upstream(std::string_view b) { return to_string(action{send_bytes{leg::upstream, std::string(b)}}); }
+std::string to_client(std::string_view b) { return to_string(action{send_bytes{leg::client, std::string(b)}}); }
+std::string closes(leg l) { return to_string(action{close_leg{l}}); }
+std::string resets(leg l) { return to_string(action{close_leg{l, true}}); }
+std::string timer(leg l, milliseconds ms) { return to_string(action{arm_timer{l, ms}}); }
+std::string fault_timer(std::uint64_t us) { return to_string(action{arm_fault_timer{microseconds(us)}}); }
+std::string shapes(leg l, leg_shaping s) { return to_string(action{shape_leg{l, s}}); }
+std::string segment_break_on(leg l, std::uint64_t us) { return to_string(action{segment_break{l, microseconds(us)}}); }
+auto client_reply(std::string_view starts) { return StartsWith("send to client: \"" + escape_bytes(starts)); }
+auto any_client_send() { return StartsWith("send to client"); }
+auto any_upstream_send() { return StartsWith("send to upstream"); }
+
+const std::string banner = "220 mx.example.org ESMTP Postfix\r\n";
+const std::string plain_ehlo_reply = "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250 8BITMIME\r\n";
+const std::string mail_from = "MAIL FROM:<alice@example.org>\r\n";
+const std::string rcpt_bob = "RCPT TO:<bob@example.org>\r\n";
+const std::string rcpt_carol = "RCPT TO:<carol@example.org>\r\n";
+
+// ---------------------------------------------------------------- fixture
+
+class FaultFsm : public testing::Test {
+ protected:
+  void SetUp() override { make(); }
+  void TearDown() override { finish_session(); }
+
+  // A fresh session with a fresh (unscripted) advisor; script adv_ before start().
+  void make(relay_options o = {}) {
+    if (fsm_) finish_session();
+    obs_ = std::make_unique<recording_observer>();
+    adv_ = std::make_unique<scripted_advisor>();
+    fsm_ = std::make_unique<relay_fsm>(std::move(o), obs_.get(), adv_.get());
+    up_.clear();
+    cl_.clear();
+    closed_.clear();
+    transcript_.clear();
+    fault_due_ = 0;
+    show_timers_ = false;
+  }
+
+  // Every session ends in exactly one on_end, and nothing happens after it.
+  void finish_session() {
+    if (!fsm_) return;
+    if (!fsm_->finished()) fsm_->on_client_eof(tick());
+    take();
+    EXPECT_TRUE(fsm_->finished());
+    EXPECT_EQ(obs_->ends.size(), 1u) << "on_end must be reported exactly once";
+    EXPECT_LT(obs_->last_bytes_call, obs_->end_call) << "a bytes record came after the end record";
+    fsm_->on_client_bytes(tick(), "NOOP\r\n");
+    fsm_->on_upstream_bytes(tick(), "250 2.0.0 Ok\r\n");
+    fsm_->on_timeout(tick(), leg::client);
+    fsm_->on_timeout(tick(), leg::upstream);
+    fsm_->on_fault_timer(tick());
+    fsm_->on_drain(tick());
+    fsm_->on_upstream_eof(tick());
+    fsm_->on_client_eof(tick());
+    EXPECT_THAT(take(), IsEmpty()) << "no actions after the session ended";
+    EXPECT_EQ(obs_->ends.size(), 1u);
+    fsm_.reset();
+  }
+
+  std::uint64_t tick() { return now_ += 1000; }
+
+  // Renders the pending actions; arm_timer is dropped unless show_timers_. Remembers when the
+  // fault timer is due (actions are taken right after the event that made them, at now_).
+  std::vector<std::string> take() {
+    std::vector<std::string> out;
+    for (const auto& a : fsm_->take_actions()) {
+      transcript_.push_back(std::to_string(now_) + " " + to_string(a));
+      if (const auto* s = std::get_if<send_bytes>(&a)) {
+        EXPECT_FALSE(closed_[s->to]) << "send after close: " << to_string(a);
+        EXPECT_FALSE(s->bytes.empty()) << "empty send";
+        (s->to == leg::upstream ? up_ : cl_) += s->bytes;
+      } else if (const auto* c = std::get_if<close_leg>(&a)) {
+        closed_[c->which] = true;
+      } else if (const auto* f = std::get_if<arm_fault_timer>(&a)) {
+        fault_due_ = f->after.count() == 0 ? 0 : now_ + static_cast<std::uint64_t>(f->after.count());
+      } else if (std::holds_alternative<arm_timer>(a) && !show_timers_) {
+        continue;
+      }
+      out.push_back(to_string(a));
+    }
+    return out;
+  }
+
+  std::vector<std::string> start() { fsm_->on_start(tick()); return take(); }
+  std::vector<std::string> connected() { fsm_->on_upstream_connected(tick()); return take(); }
+  std::vector<std::string> client(std::string_view b) { fsm_->on_client_bytes(tick(), b); return take(); }
+  std::vector<std::string> upstream(std::string_view b) { fsm_->on_upstream_bytes(tick(), b); return take(); }
+  std::vector<std::string> timeout(leg l) { fsm_->on_timeout(tick(), l); return take(); }
+  std::vector<std::string> fault_timer_at(std::uint64_t t) {
+    now_ = t;
+    fsm_->on_fault_timer(t);
+    return take();
+  }
+  // The fault timer fires when it was asked to.
+  std::vector<std::string> fire_fault_timer() {
+    EXPECT_NE(fault_due_, 0u) << "no fault timer armed";
+    return fault_timer_at(std::max(fault_due_, now_));
+  }
+
+  void greet() {
+    start();
+    connected();
+    EXPECT_THAT(upstream(banner), ElementsAre(to_client(banner)));
+  }
+  void greet_and_ehlo() {
+    greet();
+    EXPECT_THAT(client("EHLO client.example\r\n"), ElementsAre(to_upstream("EHLO client.example\r\n")));
+    EXPECT_THAT(upstream(plain_ehlo_reply), ElementsAre(to_client(plain_ehlo_reply)));
+  }
+  // Envelope accepted by the upstream (MAIL alice, RCPT bob); DATA not sent yet.
+  void envelope() {
+    greet_and_ehlo();
+    EXPECT_THAT(client(mail_from + rcpt_bob), ElementsAre(to_upstream(mail_from + rcpt_bob)));
+    EXPECT_THAT(upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"), ElementsAre(to_client("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n")));
+  }
+  // Envelope and DATA accepted: the client is in the message body.
+  void open_data() {
+    envelope();
+    EXPECT_THAT(client("DATA\r\n"), ElementsAre(to_upstream("DATA\r\n")));
+    EXPECT_THAT(upstream("354 End data with <CR><LF>.<CR><LF>\r\n"),
+                ElementsAre(to_client("354 End data with <CR><LF>.<CR><LF>\r\n")));
+  }
+
+  std::string end_reason() const { return obs_->ends.empty() ? "(no end)" : obs_->ends.front().reason; }
+  const transaction_record& only_transaction() {
+    EXPECT_EQ(obs_->transactions.size(), 1u);
+    static const transaction_record none{};
+    return obs_->transactions.empty() ? none : obs_->transactions.front();
+  }
+  // The one fault event with this decision.
+  fault_event only_fault(std::string_view decision) {
+    auto got = obs_->faults_with(decision);
+    EXPECT_EQ(got.size(), 1u) << "fault events:\n" << obs_->all_faults();
+    return got.empty() ? fault_event{} : got.front();
+  }
+
+  std::unique_ptr<recording_observer> obs_;
+  std::unique_ptr<scripted_advisor> adv_;
+  std::unique_ptr<relay_fsm> fsm_;
+  std::uint64_t now_ = 1'000'000;
+  std::uint64_t fault_due_ = 0;   // when the last arm_fault_timer asked to be called (0: disarmed)
+  std::string up_;                 // everything sent upstream this session
+  std::string cl_;                 // everything sent to the client this session
+  std::vector<std::string> transcript_;   // every action with its time, timers included
+  std::map<leg, bool> closed_;
+  bool show_timers_ = false;
+};
+
+// ================================================================ 1. command stage: reply
+
+TEST_F(FaultFsm, ReplyAtMailIsNotForwardedAndSettlesTheTransaction) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::command,
+           answer(verdict::reply, 550, "5.7.1", "Sender blocked", "block-sender", "reply"));
+  EXPECT_THAT(client(mail_from), ElementsAre(to_client("550 5.7.1 Sender blocked\r\n")));
+  EXPECT_EQ(up_, "EHLO client.example\r\n");
+
+  const transaction_record& t = only_transaction();
+  EXPECT_EQ(t.mail_from, "alice@example.org");
+  EXPECT_EQ(t.result, outcome::rejected);
+  EXPECT_TRUE(t.synthesized);
+  ASSERT_TRUE(t.final_reply);
+  EXPECT_EQ(t.final_reply->code, 550);
+
+  fault_event e = only_fault("reply");
+  EXPECT_EQ(e.rule, "block-sender");
+  EXPECT_EQ(e.type, "reply");
+  EXPECT_EQ(e.ph, phase::mail);
+  EXPECT_EQ(e.detail, "550 5.7.1 Sender blocked");
+  EXPECT_EQ(fsm_->stats().faults_injected, 1u);
+
+  // What the policy was shown at MAIL.
+  auto at_mail = adv_->asked(phase::mail, fault_stage::command);
+  ASSERT_EQ(at_mail.size(), 1u);
+  EXPECT_EQ(at_mail[0].verb, "MAIL");
+  EXPECT_EQ(at_mail[0].address, "alice@example.org");
+  EXPECT_EQ(at_mail[0].mail_from, "alice@example.org");
+  EXPECT_EQ(at_mail[0].ehlo_name, "client.example");
+  EXPECT_EQ(at_mail[0].transaction_number, 1u);
+  EXPECT_EQ(at_mail[0].line_length, mail_from.size());
+  EXPECT_FALSE(at_mail[0].has_recipients);
+
+  // The session goes on: the next MAIL is forwarded, as transaction 2.
+  EXPECT_THAT(client("MAIL FROM:<dave@example.org>\r\n"), ElementsAre(to_upstream("MAIL FROM:<dave@example.org>\r\n")));
+  at_mail = adv_->asked(phase::mail, fault_stage::command);
+  ASSERT_EQ(at_mail.size(), 2u);
+  EXPECT_EQ(at_mail[1].transaction_number, 2u);
+}
+
+TEST_F(FaultFsm, ReplyAtRcptInAPipelinedGroupKeepsReplyOrder) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, decision(verdict::proceed, ""));
+  adv_->on(phase::rcpt, fault_stage::command,
+           answer(verdict::reply, 550, "5.1.1", "Mailbox unavailable", "no-carol", "reply"));
+  const std::string group = mail_from + rcpt_bob + rcpt_carol + "DATA\r\n";
+  // carol's RCPT never goes upstream; the rest goes as one write.
+  EXPECT_THAT(client(group), ElementsAre(to_upstream(mail_from + rcpt_bob + "DATA\r\n")));
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n"), ElementsAre(to_client("250 2.1.0 Ok\r\n")));
+  // The relay's 550 waits for bob's reply, then goes right behind it.
+  EXPECT_THAT(upstream("250 2.1.5 Ok\r\n"),
+              ElementsAre(to_client("250 2.1.5 Ok\r\n550 5.1.1 Mailbox unavailable\r\n")));
+  EXPECT_THAT(upstream("354 go ahead\r\n"), ElementsAre(to_client("354 go ahead\r\n")));
+  EXPECT_THAT(client("Subject: x\r\n\r\nhi\r\n.\r\n"), ElementsAre(to_upstream("Subject: x\r\n\r\nhi\r\n.\r\n")));
+  EXPECT_THAT(upstream("250 2.0.0 Ok: queued as ABC\r\n"), ElementsAre(to_client("250 2.0.0 Ok: queued as ABC\r\n")));
+
+  const transaction_record& t = only_transaction();
+  EXPECT_THAT(t.rcpt_to, ElementsAre("bob@example.org", "carol@example.org"));
+  EXPECT_THAT(t.rcpt_codes, ElementsAre(250, 550));
+  EXPECT_EQ(t.result, outcome::delivered);
+  EXPECT_FALSE(t.synthesized);
+
+  fault_event e = only_fault("reply");
+  EXPECT_EQ(e.rule, "no-carol");
+  EXPECT_EQ(e.ph, phase::rcpt);
+  EXPECT_EQ(e.detail, "550 5.1.1 Mailbox unavailable");
+
+  // At carol's RCPT the policy saw her address and the recipients including her.
+  auto at_rcpt = adv_->asked(phase::rcpt, fault_stage::command);
+  ASSERT_EQ(at_rcpt.size(), 2u);
+  EXPECT_EQ(at_rcpt[1].address, "carol@example.org");
+  EXPECT_EQ(at_rcpt[1].mail_from, "alice@example.org");
+  EXPECT_THAT(at_rcpt[1].recipients, ElementsAre("bob@example.org", "carol@example.org"));
+  EXPECT_EQ(at_rcpt[1].transaction_number, 1u);
+}
+
+TEST_F(FaultFsm, ReplyAtTheOnlyRcptLetsTheUpstreamRefuseData) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, answer(verdict::reply, 550, "5.1.1", "No such user", "no-bob"));
+  EXPECT_THAT(client(mail_from + rcpt_bob + "DATA\r\n"), ElementsAre(to_upstream(mail_from + "DATA\r\n")));
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n554 5.5.1 Error: no valid recipients\r\n"),
+              ElementsAre(to_client("250 2.1.0 Ok\r\n550 5.1.1 No such user\r\n554 5.5.1 Error: no valid recipients\r\n")));
+  const transaction_record& t = only_transaction();
+  EXPECT_THAT(t.rcpt_codes, ElementsAre(550));
+  EXPECT_EQ(t.result, outcome::rejected);
+  EXPECT_FALSE(t.synthesized) << "the final reply (554 to DATA) came from the upstream";
+}
+
+TEST_F(FaultFsm, ReplyAtDataIsNotForwardedAndSettlesTheTransaction) {
+  greet_and_ehlo();
+  adv_->on(phase::data, fault_stage::command, answer(verdict::reply, 451, "4.3.0", "Try again later", "flaky-data"));
+  EXPECT_THAT(client(mail_from + rcpt_bob + "DATA\r\n"), ElementsAre(to_upstream(mail_from + rcpt_bob)));
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"),
+              ElementsAre(to_client("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n451 4.3.0 Try again later\r\n")));
+  EXPECT_THAT(up_, Not(HasSubstr("DATA")));
+  const transaction_record& t = only_transaction();
+  EXPECT_THAT(t.rcpt_codes, ElementsAre(250));
+  EXPECT_EQ(t.result, outcome::tempfailed);
+  EXPECT_TRUE(t.synthesized);
+  ASSERT_TRUE(t.final_reply);
+  EXPECT_EQ(t.final_reply->code, 451);
+  EXPECT_EQ(only_fault("reply").ph, phase::data);
+  // Still in command mode: the next command is relayed.
+  EXPECT_THAT(client("RSET\r\n"), ElementsAre(to_upstream("RSET\r\n")));
+}
+
+// ================================================================ 2. terminal faults
+
+TEST_F(FaultFsm, ReplyAndCloseWaitsForEarlierReplies) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command,
+           answer(verdict::reply_and_close, 421, "4.7.0", "Too many recipients, closing", "quota", "quota"));
+  EXPECT_THAT(client(mail_from + rcpt_bob), ElementsAre(to_upstream(mail_from)));
+  EXPECT_FALSE(fsm_->finished()) << "MAIL's reply is still pending";
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n"),
+              ElementsAre(to_client("250 2.1.0 Ok\r\n421 4.7.0 Too many recipients, closing\r\n"), closes(leg::client),
+                          closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "fault");
+  EXPECT_EQ(obs_->ends.front().detail, "quota");
+  EXPECT_EQ(only_transaction().result, outcome::aborted);
+  auto e = obs_->faults_with("reply_and_close");
+  ASSERT_FALSE(e.empty()) << obs_->all_faults();
+  EXPECT_EQ(e.front().rule, "quota");
+  EXPECT_EQ(e.front().type, "quota");
+  EXPECT_EQ(e.front().ph, phase::rcpt);
+  EXPECT_EQ(e.front().detail, "421 4.7.0 Too many recipients, closing");
+}
+
+TEST_F(FaultFsm, DisconnectWithoutReplyClosesAfterEarlierReplies) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, decision(verdict::disconnect, "drop"));
+  EXPECT_THAT(client(mail_from + rcpt_bob), ElementsAre(to_upstream(mail_from)));
+  EXPECT_FALSE(fsm_->finished());
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n"),
+              ElementsAre(to_client("250 2.1.0 Ok\r\n"), closes(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "fault");
+  EXPECT_EQ(cl_, banner + plain_ehlo_reply + "250 2.1.0 Ok\r\n") << "no reply to the RCPT: just a FIN";
+}
+
+TEST_F(FaultFsm, DisconnectRecordsTheFaultAtItsPhase) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, decision(verdict::disconnect, "drop"));
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n");
+  // README: every fault record holds the phase where it was injected.
+  fault_event e = only_fault("disconnect");
+  EXPECT_EQ(e.rule, "drop");
+  EXPECT_EQ(e.ph, phase::rcpt) << describe(e);
+}
+
+TEST_F(FaultFsm, DisconnectWithReplySendsItFirst) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, answer(verdict::disconnect, 421, "4.4.2", "Connection dropped", "drop"));
+  EXPECT_THAT(client(mail_from + rcpt_bob), ElementsAre(to_upstream(mail_from)));
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n"),
+              ElementsAre(to_client("250 2.1.0 Ok\r\n421 4.4.2 Connection dropped\r\n"), closes(leg::client),
+                          closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "fault");
+}
+
+TEST_F(FaultFsm, ResetAbortsTheClientLegAfterEarlierReplies) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, decision(verdict::reset, "rst"));
+  EXPECT_THAT(client(mail_from + rcpt_bob), ElementsAre(to_upstream(mail_from)));
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n"),
+              ElementsAre(to_client("250 2.1.0 Ok\r\n"), resets(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "fault");
+  EXPECT_EQ(only_fault("reset").rule, "rst");
+}
+
+TEST_F(FaultFsm, ResetRecordsTheFaultAtItsPhase) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, decision(verdict::reset, "rst"));
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n");
+  fault_event e = only_fault("reset");
+  EXPECT_EQ(e.ph, phase::rcpt) << describe(e);
+}
+
+TEST_F(FaultFsm, StallStopsAnsweringAndTheRelayGivesUpAtItsMaximum) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, stall_for(30'000'000));
+  EXPECT_THAT(client(mail_from + rcpt_bob), ElementsAre(to_upstream(mail_from)));
+  // MAIL's reply still goes out; then silence, and the relay's own deadline is armed.
+  auto after_mail = upstream("250 2.1.0 Ok\r\n");
+  const std::uint64_t stalled_at = now_;
+  EXPECT_THAT(after_mail, ElementsAre(to_client("250 2.1.0 Ok\r\n"), fault_timer(30'000'000)));
+  EXPECT_EQ(fault_due_, stalled_at + 30'000'000);
+
+  // What the client sends now is recorded, never forwarded or answered.
+  EXPECT_THAT(client("RCPT TO:<carol@example.org>\r\nDATA\r\n"), IsEmpty());
+  EXPECT_THAT(client("NOOP\r\n"), IsEmpty());
+  EXPECT_THAT(obs_->stream(leg::client, direction::in), HasSubstr("RCPT TO:<carol@example.org>\r\nDATA\r\nNOOP\r\n"));
+  EXPECT_EQ(up_, "EHLO client.example\r\n" + mail_from);
+  // A stalled client is not idle in the relay's sense: no 421.
+  EXPECT_THAT(timeout(leg::client), IsEmpty());
+  EXPECT_FALSE(fsm_->finished());
+
+  // Before the maximum the fault timer only re-arms itself.
+  auto early = fault_timer_at(stalled_at + 10'000'000);
+  EXPECT_THAT(early, Not(Contains(any_client_send())));
+  EXPECT_FALSE(fsm_->finished());
+  EXPECT_THAT(fault_timer_at(stalled_at + 30'000'000), ElementsAre(closes(leg::client), closes(leg::upstream)));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(cl_, banner + plain_ehlo_reply + "250 2.1.0 Ok\r\n");
+  EXPECT_EQ(only_fault("stall").rule, "tarpit");
+}
+
+TEST_F(FaultFsm, StallRecordsTheFaultAtItsPhase) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, stall_for(30'000'000));
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n");
+  fault_event e = only_fault("stall");
+  EXPECT_EQ(e.ph, phase::rcpt) << describe(e);
+}
+
+TEST_F(FaultFsm, StallSurvivesTheUpstreamGoingAway) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::command, stall_for(30'000'000));
+  client(mail_from);
+  const std::uint64_t stalled_at = now_;
+  // The upstream gives up (its own idle timeout): a stall answers nothing, not even that.
+  fsm_->on_upstream_eof(tick());
+  EXPECT_THAT(take(), Not(Contains(any_client_send())));
+  EXPECT_FALSE(fsm_->finished());
+  EXPECT_THAT(fault_timer_at(stalled_at + 30'000'000), ElementsAre(closes(leg::client)));
+  EXPECT_EQ(cl_, banner + plain_ehlo_reply);
+}
+
+TEST_F(FaultFsm, StallWithoutMaximumEndsAfterTheClientIdleTimeout) {
+  relay_options o;
+  o.timeouts.client_idle = milliseconds(60'000);
+  make(o);
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::command, stall_for(0));
+  EXPECT_THAT(client(mail_from), ElementsAre(fault_timer(60'000'000)));
+  const std::uint64_t stalled_at = now_;
+  EXPECT_THAT(fault_timer_at(stalled_at + 60'000'000), ElementsAre(closes(leg::client), closes(leg::upstream)));
+}
+
+// Pipelined commands behind a command that ends the session must not reach the upstream:
+// the client would never have had them read by a server that closed (or stalled) there.
+TEST_F(FaultFsm, CommandsPipelinedAfterATerminalFaultAreNotForwarded) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, decision(verdict::disconnect, "drop"));
+  EXPECT_THAT(client(mail_from + rcpt_bob + "DATA\r\n"), ElementsAre(to_upstream(mail_from)));
+  EXPECT_THAT(up_, Not(HasSubstr("DATA")));
+}
+
+TEST_F(FaultFsm, CommandsPipelinedAfterAStallAreNotForwarded) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, stall_for(30'000'000));
+  client(mail_from + rcpt_bob + "DATA\r\n");
+  upstream("250 2.1.0 Ok\r\n");
+  EXPECT_EQ(up_, "EHLO client.example\r\n" + mail_from);
+  EXPECT_THAT(obs_->stream(leg::client, direction::in), HasSubstr("DATA\r\n"));
+}
+
+// ================================================================ 3. delay
+
+TEST_F(FaultFsm, CommandDelayHoldsTheLineUntilDue) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::command, delay_of(2'000'000, "slow-mail"));
+  // The RCPT pipelined behind it waits too (it is after the held line).
+  EXPECT_THAT(client(mail_from + rcpt_bob), ElementsAre(fault_timer(2'000'000)));
+  const std::uint64_t held_at = now_;
+  EXPECT_EQ(fault_due_, held_at + 2'000'000);
+  EXPECT_EQ(up_, "EHLO client.example\r\n");
+  // A held command is not an idle client.
+  EXPECT_THAT(timeout(leg::client), IsEmpty());
+  EXPECT_FALSE(fsm_->finished());
+  // Early: still held.
+  EXPECT_THAT(fault_timer_at(held_at + 1'000'000), Not(Contains(any_upstream_send())));
+  EXPECT_EQ(up_, "EHLO client.example\r\n");
+  EXPECT_EQ(fault_due_, held_at + 2'000'000);
+  // Due: both lines go, as one write.
+  EXPECT_THAT(fault_timer_at(held_at + 2'000'000), ElementsAre(to_upstream(mail_from + rcpt_bob)));
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"), ElementsAre(to_client("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n")));
+
+  fault_event e = only_fault("delay");
+  EXPECT_EQ(e.rule, "slow-mail");
+  EXPECT_EQ(e.ph, phase::mail);
+  EXPECT_EQ(e.planned_delay_us, 2'000'000u);
+  EXPECT_EQ(e.actual_delay_us, 2'000'000u);
+  // The held line is asked about once, not again when it is released.
+  EXPECT_EQ(adv_->asked(phase::mail, fault_stage::command).size(), 1u);
+  EXPECT_EQ(fsm_->stats().faults_injected, 1u);
+}
+
+TEST_F(FaultFsm, CommandDelayFiredLateRecordsTheActualDelay) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::command, delay_of(2'000'000));
+  client(mail_from);
+  const std::uint64_t held_at = now_;
+  EXPECT_THAT(fault_timer_at(held_at + 2'500'000), ElementsAre(to_upstream(mail_from)));
+  fault_event e = only_fault("delay");
+  EXPECT_EQ(e.planned_delay_us, 2'000'000u);
+  EXPECT_EQ(e.actual_delay_us, 2'500'000u);
+}
+
+TEST_F(FaultFsm, ReplyDelayHoldsTheUpstreamReplyAndTheClientIsNotIdle) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::reply, delay_of(5'000'000, "slow-reply"));
+  EXPECT_THAT(client(mail_from), ElementsAre(to_upstream(mail_from)));
+  auto held = upstream("250 2.1.0 Ok\r\n");
+  const std::uint64_t held_at = now_;
+  EXPECT_THAT(held, ElementsAre(fault_timer(5'000'000)));
+  // The client's idle timer expires while the reply is held: no 421, it just runs again.
+  show_timers_ = true;
+  EXPECT_THAT(timeout(leg::client), ElementsAre(timer(leg::client, milliseconds(300'000))));
+  show_timers_ = false;
+  EXPECT_FALSE(fsm_->finished());
+  EXPECT_THAT(fault_timer_at(held_at + 4'999'999), Not(Contains(any_client_send())));
+  EXPECT_THAT(fault_timer_at(held_at + 5'000'000), ElementsAre(to_client("250 2.1.0 Ok\r\n")));
+
+  fault_event e = only_fault("delay");
+  EXPECT_EQ(e.rule, "slow-reply");
+  EXPECT_EQ(e.ph, phase::mail);
+  EXPECT_EQ(e.planned_delay_us, 5'000'000u);
+  EXPECT_EQ(e.actual_delay_us, 5'000'000u);
+  auto at_reply = adv_->asked(phase::mail, fault_stage::reply);
+  ASSERT_EQ(at_reply.size(), 1u);
+  EXPECT_EQ(at_reply[0].upstream_code, 250);
+  EXPECT_EQ(at_reply[0].address, "alice@example.org");
+}
+
+// A server answers QUIT and closes at once; the relay holding that 221 must still deliver it,
+// not replace it with its own "upstream connection lost".
+TEST_F(FaultFsm, ReplyDelayKeepsAHeldReplyWhenTheUpstreamThenCloses) {
+  greet_and_ehlo();
+  adv_->on(phase::quit, fault_stage::reply, delay_of(1'000'000, "slow-bye"));
+  EXPECT_THAT(client("QUIT\r\n"), ElementsAre(to_upstream("QUIT\r\n")));
+  EXPECT_THAT(upstream("221 2.0.0 Bye\r\n"), ElementsAre(fault_timer(1'000'000)));
+  fsm_->on_upstream_eof(tick());
+  auto at_eof = take();
+  EXPECT_THAT(at_eof, Not(Contains(client_reply("421 "))));
+  if (!fsm_->finished()) fire_fault_timer();
+  EXPECT_THAT(cl_, EndsWith("221 2.0.0 Bye\r\n"));
+  EXPECT_EQ(end_reason(), "client_quit");
+}
+
+TEST_F(FaultFsm, ReplyDelayHoldsTheRepliesBehindIt) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::reply, delay_of(1'000'000));
+  client(mail_from + rcpt_bob);
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"), ElementsAre(fault_timer(1'000'000)));
+  EXPECT_THAT(fire_fault_timer(), ElementsAre(to_client("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n")));
+}
+
+// ================================================================ 4. connect
+
+TEST_F(FaultFsm, ConnectReply554RefusesTheSession) {
+  adv_->on(phase::connect, fault_stage::command, answer(verdict::reply, 554, "5.7.1", "Go away", "refuse"));
+  EXPECT_THAT(start(), ElementsAre(to_client("554 5.7.1 Go away\r\n")));
+  EXPECT_FALSE(fsm_->wants_upstream());
+  EXPECT_FALSE(fsm_->finished());
+  // RFC 5321 3.1: every command but QUIT gets 503 ...
+  EXPECT_THAT(client("EHLO client.example\r\n"), ElementsAre(client_reply("503 ")));
+  EXPECT_THAT(client(mail_from), ElementsAre(client_reply("503 ")));
+  // ... QUIT gets 221.
+  EXPECT_THAT(client("QUIT\r\n"), ElementsAre(client_reply("221 "), closes(leg::client)));
+  EXPECT_EQ(up_, "");
+  EXPECT_TRUE(fsm_->finished());
+  fault_event e = only_fault("reply");
+  EXPECT_EQ(e.rule, "refuse");
+  EXPECT_EQ(e.ph, phase::connect);
+  EXPECT_THAT(e.detail, HasSubstr("554 5.7.1 Go away"));
+  // The refused session is not shown to the policy any more.
+  EXPECT_EQ(adv_->queries.size(), 1u);
+}
+
+TEST_F(FaultFsm, ConnectReplyAndCloseSends421AndCloses) {
+  adv_->on(phase::connect, fault_stage::command,
+           answer(verdict::reply_and_close, 421, "4.7.0", "Too busy", "busy", "reply_and_close"));
+  EXPECT_THAT(start(), ElementsAre(to_client("421 4.7.0 Too busy\r\n"), closes(leg::client)));
+  EXPECT_FALSE(fsm_->wants_upstream());
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "fault");
+}
+
+TEST_F(FaultFsm, ConnectUnreachableRefusedGives421) {
+  adv_->on(phase::connect, fault_stage::command, decision(verdict::unreachable, "down", "upstream_unreachable"));
+  EXPECT_THAT(start(), ElementsAre(client_reply("421 4.4.1 "), closes(leg::client)));
+  EXPECT_FALSE(fsm_->wants_upstream());
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "upstream_unreachable");
+  fault_event e = only_fault("unreachable");
+  EXPECT_EQ(e.rule, "down");
+  EXPECT_EQ(e.type, "upstream_unreachable");
+  EXPECT_EQ(e.ph, phase::connect);
+}
+
+TEST_F(FaultFsm, ConnectUnreachableNoGreetingWaitsForTheGreetingTimeout) {
+  relay_options o;
+  o.timeouts.upstream_greeting = milliseconds(45'000);
+  make(o);
+  fault_decision d = decision(verdict::unreachable, "silent", "upstream_unreachable");
+  d.no_greeting = true;
+  adv_->on(phase::connect, fault_stage::command, d);
+  show_timers_ = true;
+  EXPECT_THAT(start(), ElementsAre(timer(leg::upstream, milliseconds(45'000))));
+  show_timers_ = false;
+  EXPECT_FALSE(fsm_->wants_upstream());
+  EXPECT_FALSE(fsm_->finished());
+  // An early talker waits for a greeting that never comes.
+  EXPECT_THAT(client("EHLO client.example\r\n"), IsEmpty());
+  auto expiry = timeout(leg::upstream);
+  EXPECT_THAT(expiry, Contains(client_reply("421 4.4.1 ")));
+  EXPECT_THAT(expiry, Contains(closes(leg::client)));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(up_, "");
+  EXPECT_EQ(only_fault("unreachable").rule, "silent");
+}
+
+TEST_F(FaultFsm, ConnectResetAbortsTheClientLeg) {
+  adv_->on(phase::connect, fault_stage::command, decision(verdict::reset, "rst-at-connect"));
+  EXPECT_THAT(start(), ElementsAre(resets(leg::client)));
+  EXPECT_FALSE(fsm_->wants_upstream());
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(only_fault("reset").ph, phase::connect);
+}
+
+TEST_F(FaultFsm, ConnectStallNeverGreetsUntilItsMaximum) {
+  adv_->on(phase::connect, fault_stage::command, stall_for(10'000'000, "tarpit-connect"));
+  auto started = start();
+  const std::uint64_t stalled_at = now_;
+  EXPECT_THAT(started, ElementsAre(fault_timer(10'000'000)));
+  EXPECT_FALSE(fsm_->wants_upstream());
+  EXPECT_THAT(client("EHLO client.example\r\n"), IsEmpty());
+  EXPECT_THAT(timeout(leg::client), IsEmpty());
+  EXPECT_THAT(obs_->stream(leg::client, direction::in), "EHLO client.example\r\n");
+  EXPECT_THAT(fault_timer_at(stalled_at + 10'000'000), ElementsAre(closes(leg::client)));
+  EXPECT_EQ(cl_, "");
+}
+
+TEST_F(FaultFsm, ConnectDelayHoldsTheBannerUntilDue) {
+  adv_->on(phase::connect, fault_stage::command, delay_of(3'000'000, "slow-connect"));
+  EXPECT_THAT(start(), IsEmpty());
+  EXPECT_TRUE(fsm_->wants_upstream());
+  connected();
+  auto held = upstream(banner);
+  const std::uint64_t banner_at = now_;
+  EXPECT_THAT(held, ElementsAre(fault_timer(3'000'000)));
+  EXPECT_EQ(cl_, "");
+  // An early talker waits behind the held banner, and is not idle meanwhile.
+  EXPECT_THAT(client("EHLO client.example\r\n"), IsEmpty());
+  EXPECT_THAT(timeout(leg::client), IsEmpty());
+  EXPECT_THAT(fault_timer_at(banner_at + 1'000'000), Not(Contains(any_client_send())));
+  EXPECT_THAT(fault_timer_at(banner_at + 3'000'000),
+              ElementsAre(to_client(banner), to_upstream("EHLO client.example\r\n")));
+  fault_event e = only_fault("delay");
+  EXPECT_EQ(e.rule, "slow-connect");
+  EXPECT_EQ(e.ph, phase::connect);
+  EXPECT_EQ(e.planned_delay_us, 3'000'000u);
+  EXPECT_EQ(e.actual_delay_us, 3'000'000u);
+}
+
+TEST_F(FaultFsm, BannerDelayHoldsTheBannerUntilDue) {
+  adv_->on(phase::banner, fault_stage::reply, delay_of(1'500'000, "slow-banner"));
+  start();
+  connected();
+  auto held = upstream(banner);
+  const std::uint64_t banner_at = now_;
+  EXPECT_THAT(held, ElementsAre(fault_timer(1'500'000)));
+  EXPECT_THAT(fault_timer_at(banner_at + 1'500'000), ElementsAre(to_client(banner)));
+  fault_event e = only_fault("delay");
+  EXPECT_EQ(e.ph, phase::banner);
+  EXPECT_EQ(e.actual_delay_us, 1'500'000u);
+  auto at_banner = adv_->asked(phase::banner, fault_stage::reply);
+  ASSERT_EQ(at_banner.size(), 1u);
+  EXPECT_EQ(at_banner[0].upstream_code, 220);
+}
+
+TEST_F(FaultFsm, BannerReplyReplacesTheGreetingAndQuitsTheUpstream) {
+  adv_->on(phase::banner, fault_stage::reply, answer(verdict::reply, 554, "5.3.2", "Not accepting mail", "closed-shop"));
+  start();
+  connected();
+  // The upstream is told QUIT and closed; the client gets the fault's greeting instead of its banner.
+  EXPECT_THAT(upstream(banner), ElementsAre(to_upstream("QUIT\r\n"), closes(leg::upstream),
+                                            to_client("554 5.3.2 Not accepting mail\r\n")));
+  EXPECT_FALSE(fsm_->finished());
+  EXPECT_THAT(client("MAIL FROM:<a@b>\r\n"), ElementsAre(client_reply("503 ")));
+  EXPECT_THAT(client("QUIT\r\n"), ElementsAre(client_reply("221 "), closes(leg::client)));
+  EXPECT_EQ(only_fault("reply").ph, phase::banner);
+}
+
+// ================================================================ 5. banner and capability rewrites
+
+TEST_F(FaultFsm, BannerMaskedLikeAPix) {
+  rewrite_set rw;
+  rw.mask_banner = true;
+  adv_->on(phase::banner, fault_stage::reply, rewrite(rw, "pix/banner", "banner"));
+  start();
+  connected();
+  // Only '2', '0' and space survive.
+  EXPECT_THAT(upstream("220 mx20.example.org ESMTP 2.0\r\n"),
+              ElementsAre(to_client("220 **20************ ***** 2*0\r\n")));
+  fault_event e = only_fault("rewrite");
+  EXPECT_EQ(e.rule, "pix/banner");
+  EXPECT_EQ(e.type, "banner");
+  EXPECT_EQ(e.ph, phase::banner);
+  // The capture keeps the upstream's greeting as received and the masked one as sent.
+  EXPECT_EQ(obs_->stream(leg::upstream, direction::in), "220 mx20.example.org ESMTP 2.0\r\n");
+  ASSERT_FALSE(obs_->replies.empty());
+  EXPECT_EQ(obs_->replies.back().l, leg::client);
+  EXPECT_EQ(obs_->replies.back().r.raw, "220 **20************ ***** 2*0\r\n");
+  EXPECT_EQ(fsm_->stats().faults_injected, 1u);
+  // The conversation goes on normally.
+  EXPECT_THAT(client("HELO c\r\n"), ElementsAre(to_upstream("HELO c\r\n")));
+}
+
+TEST_F(FaultFsm, BannerTextReplaced) {
+  rewrite_set rw;
+  rw.banner_text = "mail.example.com ESMTP ready";
+  adv_->on(phase::banner, fault_stage::reply, rewrite(rw, "rebrand", "banner"));
+  start();
+  connected();
+  EXPECT_THAT(upstream("220-mx.example.org ESMTP\r\n220 no UCE\r\n"),
+              ElementsAre(to_client("220 mail.example.com ESMTP ready\r\n")));
+  EXPECT_EQ(only_fault("rewrite").rule, "rebrand");
+}
+
+TEST_F(FaultFsm, EhloCapabilitiesStrippedAndSizeRewritten) {
+  greet();
+  rewrite_set rw;
+  rw.strip_capabilities = {"PIPELINING"};
+  rw.size = 1000;
+  adv_->on(phase::ehlo, fault_stage::reply, rewrite(rw, "caps"));
+  EXPECT_THAT(client("EHLO client.example\r\n"), ElementsAre(to_upstream("EHLO client.example\r\n")));
+  EXPECT_THAT(upstream(plain_ehlo_reply),
+              ElementsAre(to_client("250-mx.example.org\r\n250-SIZE 1000\r\n250 8BITMIME\r\n")));
+  fault_event e = only_fault("rewrite");
+  EXPECT_EQ(e.rule, "caps");
+  EXPECT_EQ(e.ph, phase::ehlo);
+  EXPECT_THAT(e.detail, HasSubstr("PIPELINING"));
+}
+
+TEST_F(FaultFsm, EhloStarttlsMaskedLikeAnAsaWhenTheRelayOffersTls) {
+  relay_options o;
+  o.tls.offer_starttls = true;
+  make(o);
+  greet();
+  rewrite_set rw;
+  rw.mask_capabilities = {"STARTTLS"};
+  adv_->on(phase::ehlo, fault_stage::reply, rewrite(rw, "asa/caps"));
+  client("EHLO client.example\r\n");
+  EXPECT_THAT(upstream("250-mx.example.org\r\n250-STARTTLS\r\n250 8BITMIME\r\n"),
+              ElementsAre(to_client("250-mx.example.org\r\n250-XXXXXXXA\r\n250 8BITMIME\r\n")));
+  EXPECT_EQ(only_fault("rewrite").rule, "asa/caps");
+}
+
+// README (cisco-asa-esmtp): the client sees "250-XXXXXXXA" where the server offered STARTTLS.
+// A relay without a certificate of its own still shows what the firewall would.
+TEST_F(FaultFsm, EhloStarttlsMaskedLikeAnAsaWhenTheRelayHasNoTls) {
+  greet();
+  rewrite_set rw;
+  rw.mask_capabilities = {"STARTTLS"};
+  adv_->on(phase::ehlo, fault_stage::reply, rewrite(rw, "asa/caps"));
+  client("EHLO client.example\r\n");
+  EXPECT_THAT(upstream("250-mx.example.org\r\n250-STARTTLS\r\n250 8BITMIME\r\n"),
+              ElementsAre(to_client("250-mx.example.org\r\n250-XXXXXXXA\r\n250 8BITMIME\r\n")));
+}
+
+// ================================================================ 6. mask_command
+
+TEST_F(FaultFsm, MaskedCommandGoesUpstreamAsXsOfTheSameLength) {
+  greet();
+  rewrite_set rw;
+  rw.mask_command = true;
+  adv_->on(phase::ehlo, fault_stage::command, rewrite(rw, "pix/verbs", "verb_filter"));
+  EXPECT_THAT(client("EHLO client.example\r\n"), ElementsAre(to_upstream("XXXXXXXXXXXXXXXXXXX\r\n")));
+  EXPECT_THAT(upstream("500 5.5.2 Error: command not recognized\r\n"),
+              ElementsAre(to_client("500 5.5.2 Error: command not recognized\r\n")));
+  // The capture keeps what the client sent.
+  EXPECT_THAT(obs_->commands, Contains("EHLO client.example"));
+  EXPECT_EQ(only_fault("rewrite").ph, phase::ehlo);
+  EXPECT_EQ(fsm_->stats().faults_injected, 1u);
+  // The sender falls back to HELO, which passes.
+  EXPECT_THAT(client("HELO client.example\r\n"), ElementsAre(to_upstream("HELO client.example\r\n")));
+  EXPECT_THAT(upstream("250 mx.example.org\r\n"), ElementsAre(to_client("250 mx.example.org\r\n")));
+}
+
+// A rewrite-only decision has no deciding rule (fault_decision::rule is empty for proceed);
+// the contributing rules are in rewrites.rules, as the banner and capability rewrites use them.
+TEST_F(FaultFsm, MaskedCommandFaultEventNamesItsRule) {
+  greet();
+  rewrite_set rw;
+  rw.mask_command = true;
+  adv_->on(phase::ehlo, fault_stage::command, rewrite(rw, "pix/verbs", "verb_filter"));
+  client("EHLO client.example\r\n");
+  fault_event e = only_fault("rewrite");
+  EXPECT_EQ(e.rule, "pix/verbs") << describe(e);
+  EXPECT_EQ(e.type, "verb_filter") << describe(e);
+}
+
+// ================================================================ 7. data_end: the relay answers the message
+
+TEST_F(FaultFsm, DataEndReplyAbsorbsTheMessage) {
+  envelope();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::reply, 552, "5.2.2", "Mailbox full", "mailbox-full", "reply"));
+  const std::string before = up_;
+  // DATA is not forwarded: the upstream's transaction is reset instead.
+  EXPECT_THAT(client("DATA\r\n"), ElementsAre(to_upstream("RSET\r\n")));
+  // The relay's 354 waits for the RSET's reply (which the client never sees).
+  EXPECT_THAT(upstream("250 2.0.0 Ok\r\n"), ElementsAre(client_reply("354 ")));
+  EXPECT_THAT(client("Subject: hi\r\nMessage-ID: <m1@example.org>\r\n\r\nbody\r\n"), IsEmpty());
+  EXPECT_THAT(client(".\r\n"), ElementsAre(to_client("552 5.2.2 Mailbox full\r\n")));
+  EXPECT_EQ(up_, before + "RSET\r\n") << "neither DATA, the body nor the dot went upstream";
+
+  const transaction_record& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::rejected);
+  EXPECT_TRUE(t.synthesized);
+  ASSERT_TRUE(t.final_reply);
+  EXPECT_EQ(t.final_reply->code, 552);
+  EXPECT_THAT(t.rcpt_codes, ElementsAre(250));
+  EXPECT_EQ(fsm_->stats().blackholed, 0u);
+  fault_event e = only_fault("reply");
+  EXPECT_EQ(e.rule, "mailbox-full");
+  EXPECT_EQ(e.ph, phase::data_end);
+  EXPECT_EQ(e.detail, "552 5.2.2 Mailbox full");
+
+  auto at_end = adv_->asked(phase::data_end, fault_stage::command);
+  ASSERT_EQ(at_end.size(), 1u);
+  EXPECT_EQ(at_end[0].mail_from, "alice@example.org");
+  EXPECT_THAT(at_end[0].recipients, ElementsAre("bob@example.org"));
+  EXPECT_EQ(at_end[0].transaction_number, 1u);
+
+  // The upstream is still in step: the session goes on.
+  EXPECT_THAT(client("QUIT\r\n"), ElementsAre(to_upstream("QUIT\r\n")));
+  EXPECT_THAT(upstream("221 2.0.0 Bye\r\n"), ElementsAre(to_client("221 2.0.0 Bye\r\n"), closes(leg::client),
+                                                         closes(leg::upstream)));
+}
+
+TEST_F(FaultFsm, DataEndBlackholeAnswers250AndDeliversNothing) {
+  envelope();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued as BLACKHOLE", "void", "blackhole"));
+  const std::string before = up_;
+  EXPECT_THAT(client("DATA\r\n"), ElementsAre(to_upstream("RSET\r\n")));
+  EXPECT_THAT(upstream("250 2.0.0 Ok\r\n"), ElementsAre(client_reply("354 ")));
+  EXPECT_THAT(client("Subject: hi\r\n\r\nbody\r\n.\r\n"), ElementsAre(to_client("250 2.0.0 Ok: queued as BLACKHOLE\r\n")));
+  EXPECT_EQ(up_, before + "RSET\r\n");
+  const transaction_record& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::delivered);
+  EXPECT_TRUE(t.synthesized);
+  EXPECT_EQ(fsm_->stats().blackholed, 1u);
+  EXPECT_EQ(only_fault("blackhole").ph, phase::data_end);
+}
+
+TEST_F(FaultFsm, DataEndReplyAndCloseAbsorbsThenCloses) {
+  envelope();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::reply_and_close, 421, "4.7.0", "Closing", "close-at-dot"));
+  client("DATA\r\n");
+  upstream("250 2.0.0 Ok\r\n");
+  EXPECT_THAT(client("body\r\n.\r\n"),
+              ElementsAre(to_client("421 4.7.0 Closing\r\n"), closes(leg::client), closes(leg::upstream)));
+  EXPECT_THAT(up_, Not(HasSubstr("body")));
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+}
+
+TEST_F(FaultFsm, DataEndReplyAbsorbsABdatMessage) {
+  envelope();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::reply, 552, "5.2.2", "Mailbox full", "mailbox-full"));
+  const std::string before = up_;
+  EXPECT_THAT(client("BDAT 10\r\n0123456789"), ElementsAre(to_upstream("RSET\r\n")));
+  EXPECT_THAT(client("BDAT 5 LAST\r\nabcde"), IsEmpty());
+  // Both chunk replies wait for the RSET's; the first chunk is accepted, the last answered by the fault.
+  const std::string client_before = cl_;
+  EXPECT_THAT(upstream("250 2.0.0 Ok\r\n"), ElementsAre(client_reply("250 ")));
+  const std::string replies = cl_.substr(client_before.size());   // one line per chunk
+  EXPECT_THAT(replies, StartsWith("250 "));
+  EXPECT_THAT(replies, EndsWith("\r\n552 5.2.2 Mailbox full\r\n"));
+  EXPECT_EQ(std::count(replies.begin(), replies.end(), '\n'), 2);
+  EXPECT_EQ(up_, before + "RSET\r\n") << "no BDAT, no chunk bytes upstream";
+  const transaction_record& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::rejected);
+  EXPECT_TRUE(t.synthesized);
+  EXPECT_EQ(t.size, 15u);
+  EXPECT_EQ(only_fault("reply").rule, "mailbox-full");
+  // Asked once for the message, at its first chunk.
+  EXPECT_EQ(adv_->asked(phase::data_end, fault_stage::command).size(), 1u);
+  // The upstream is in step: the next command is relayed.
+  EXPECT_THAT(client("NOOP\r\n"), ElementsAre(to_upstream("NOOP\r\n")));
+}
+
+TEST_F(FaultFsm, DataEndBlackholeAbsorbsABdatMessage) {
+  envelope();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  client("BDAT 3\r\nabcBDAT 0 LAST\r\n");
+  upstream("250 2.0.0 Ok\r\n");
+  EXPECT_THAT(cl_, EndsWith("250 2.0.0 Ok: queued\r\n"));
+  EXPECT_EQ(fsm_->stats().blackholed, 1u);
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+  EXPECT_TRUE(only_transaction().synthesized);
+  EXPECT_THAT(up_, Not(HasSubstr("abc")));
+}
+
+// ================================================================ 8. data_end: faults on the forwarded message
+
+TEST_F(FaultFsm, DataEndDisconnectForwardsTheBodyButNeverTheDot) {
+  adv_->on(phase::data_end, fault_stage::command, decision(verdict::disconnect, "cut"));
+  open_data();   // DATA is forwarded: the fault happens at the dot
+  EXPECT_THAT(client("Subject: x\r\n\r\nbody\r\n.\r\n"),
+              ElementsAre(to_upstream("Subject: x\r\n\r\nbody\r\n"), closes(leg::client), closes(leg::upstream)));
+  EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
+  EXPECT_EQ(only_transaction().result, outcome::aborted) << "the dot never went: nothing was delivered";
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+  EXPECT_EQ(end_reason(), "fault");
+}
+
+TEST_F(FaultFsm, DataEndDisconnectRecordsTheDataEndPhase) {
+  adv_->on(phase::data_end, fault_stage::command, decision(verdict::disconnect, "cut"));
+  open_data();
+  client("body\r\n.\r\n");
+  fault_event e = only_fault("disconnect");
+  EXPECT_EQ(e.ph, phase::data_end) << describe(e);
+}
+
+TEST_F(FaultFsm, DataEndStallForwardsTheBodyAndThenNothing) {
+  adv_->on(phase::data_end, fault_stage::command, stall_for(20'000'000, "hang-at-dot"));
+  open_data();
+  auto at_dot = client("body\r\n.\r\n");
+  const std::uint64_t stalled_at = now_;
+  EXPECT_THAT(at_dot, ElementsAre(to_upstream("body\r\n"), fault_timer(20'000'000)));
+  EXPECT_THAT(client("QUIT\r\n"), IsEmpty());
+  EXPECT_THAT(timeout(leg::client), IsEmpty());
+  EXPECT_THAT(obs_->stream(leg::client, direction::in), EndsWith("QUIT\r\n"));
+  EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
+  EXPECT_THAT(up_, Not(HasSubstr("QUIT")));
+  EXPECT_THAT(fault_timer_at(stalled_at + 20'000'000), ElementsAre(closes(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(only_transaction().result, outcome::aborted);
+  EXPECT_EQ(only_fault("stall").rule, "hang-at-dot");
+}
+
+TEST_F(FaultFsm, DataEndStallRecordsTheDataEndPhase) {
+  adv_->on(phase::data_end, fault_stage::command, stall_for(20'000'000, "hang-at-dot"));
+  open_data();
+  client("body\r\n.\r\n");
+  fault_event e = only_fault("stall");
+  EXPECT_EQ(e.ph, phase::data_end) << describe(e);
+}
+
+TEST_F(FaultFsm, DataEndCommandDelayHoldsTheDotThenSendsIt) {
+  adv_->on(phase::data_end, fault_stage::command, delay_of(4'000'000, "slow-dot"));
+  open_data();
+  auto at_dot = client("body\r\n.\r\n");
+  const std::uint64_t held_at = now_;
+  EXPECT_THAT(at_dot, ElementsAre(to_upstream("body\r\n"), fault_timer(4'000'000)));
+  EXPECT_THAT(timeout(leg::client), IsEmpty());
+  EXPECT_THAT(fault_timer_at(held_at + 3'000'000), Not(Contains(any_upstream_send())));
+  EXPECT_THAT(fault_timer_at(held_at + 4'000'000), ElementsAre(to_upstream(".\r\n")));
+  EXPECT_THAT(upstream("250 2.0.0 Ok: queued as Q1\r\n"), ElementsAre(to_client("250 2.0.0 Ok: queued as Q1\r\n")));
+  const transaction_record& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::delivered);
+  EXPECT_FALSE(t.synthesized);
+  fault_event e = only_fault("delay");
+  EXPECT_EQ(e.rule, "slow-dot");
+  EXPECT_EQ(e.ph, phase::data_end);
+  EXPECT_EQ(e.planned_delay_us, 4'000'000u);
+  EXPECT_EQ(e.actual_delay_us, 4'000'000u);
+}
+
+// A client that pipelines QUIT behind the dot: nothing may reach the upstream before the held
+// dot, or it becomes part of the message body.
+TEST_F(FaultFsm, CommandsPipelinedAfterAHeldDotWaitForIt) {
+  adv_->on(phase::data_end, fault_stage::command, delay_of(4'000'000, "slow-dot"));
+  open_data();
+  auto at_dot = client("body\r\n.\r\nQUIT\r\n");
+  EXPECT_THAT(at_dot, ElementsAre(to_upstream("body\r\n"), fault_timer(4'000'000)));
+  EXPECT_THAT(fire_fault_timer(), ElementsAre(to_upstream(".\r\nQUIT\r\n")));
+  EXPECT_THAT(up_, EndsWith("DATA\r\nbody\r\n.\r\nQUIT\r\n"));
+}
+
+TEST_F(FaultFsm, DataEndReplyDelayHoldsTheDotsReply) {
+  adv_->on(phase::data_end, fault_stage::reply, delay_of(2'000'000, "slow-queue"));
+  open_data();
+  EXPECT_THAT(client("body\r\n.\r\n"), ElementsAre(to_upstream("body\r\n.\r\n")));
+  auto held = upstream("250 2.0.0 Ok: queued\r\n");
+  const std::uint64_t held_at = now_;
+  EXPECT_THAT(held, ElementsAre(fault_timer(2'000'000)));
+  EXPECT_THAT(timeout(leg::client), IsEmpty());
+  EXPECT_THAT(fault_timer_at(held_at + 2'000'000), ElementsAre(to_client("250 2.0.0 Ok: queued\r\n")));
+  EXPECT_EQ(only_fault("delay").ph, phase::data_end);
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+}
+
+// ================================================================ 9. session plan
+
+TEST_F(FaultFsm, SessionPlanShapesBothLegsAtStart) {
+  leg_shaping slow{2000, 0, 0};
+  leg_shaping sliced{0, 64, 10'000};
+  adv_->plan.to_client = slow;
+  adv_->plan.to_upstream = sliced;
+  adv_->plan.rules = {{"slow-link", "throttle"}, {"chop", "slice"}};
+  EXPECT_THAT(start(), ElementsAre(shapes(leg::client, slow), shapes(leg::upstream, sliced)));
+  EXPECT_EQ(adv_->plans, 1);
+  auto plan_events = obs_->faults_with("plan");
+  ASSERT_EQ(plan_events.size(), 2u);
+  EXPECT_EQ(plan_events[0].rule, "slow-link");
+  EXPECT_EQ(plan_events[0].type, "throttle");
+  EXPECT_EQ(plan_events[0].ph, phase::connect);
+  EXPECT_EQ(plan_events[1].rule, "chop");
+  EXPECT_EQ(fsm_->stats().faults_injected, 2u);
+  // The connect decision point is still asked.
+  EXPECT_EQ(adv_->asked(phase::connect, fault_stage::command).size(), 1u);
+  connected();
+  EXPECT_THAT(upstream(banner), ElementsAre(to_client(banner)));
+}
+
+TEST_F(FaultFsm, NoPlanNoShaping) {
+  EXPECT_THAT(start(), IsEmpty());
+  EXPECT_THAT(obs_->faults, IsEmpty());
+  EXPECT_EQ(fsm_->stats().faults_injected, 0u);
+}
+
+TEST_F(FaultFsm, SplitDotSendsTheDotAndItsCrlfAsSeparateSegments) {
+  adv_->plan.split_dot_gap_us = 10'000;
+  adv_->plan.rules = {{"chop", "slice"}};
+  open_data();
+  EXPECT_THAT(client("body\r\n"), ElementsAre(to_upstream("body\r\n")));
+  EXPECT_THAT(client(".\r\n"),
+              ElementsAre(to_upstream("."), segment_break_on(leg::upstream, 10'000), to_upstream("\r\n")));
+  EXPECT_THAT(upstream("250 2.0.0 Ok\r\n"), ElementsAre(to_client("250 2.0.0 Ok\r\n")));
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+}
+
+TEST_F(FaultFsm, SplitDotBreaksRightAfterTheDotWhenTheBodyCameWithIt) {
+  adv_->plan.split_dot_gap_us = 10'000;
+  open_data();
+  // Everything before the break is one segment ending in the '.', then CRLF alone.
+  EXPECT_THAT(client("body\r\n.\r\n"),
+              ElementsAre(to_upstream("body\r\n."), segment_break_on(leg::upstream, 10'000), to_upstream("\r\n")));
+}
+
+TEST_F(FaultFsm, WithheldSplitDotWhenTheDotAndCrlfComeInSeparateReads) {
+  adv_->plan.withhold_split_dot = true;
+  adv_->plan.rules = {{"pix/split-dot", "split_dot_withhold"}};
+  open_data();
+  EXPECT_THAT(client("body\r\n."), ElementsAre(to_upstream("body\r\n")));
+  auto crlf = client("\r\n");
+  EXPECT_THAT(crlf, Not(Contains(any_upstream_send())));
+  EXPECT_THAT(crlf, Not(Contains(any_client_send())));
+  EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
+  EXPECT_FALSE(fsm_->finished());
+  // The sender hears nothing: a stall.
+  EXPECT_THAT(timeout(leg::client), IsEmpty());
+  auto e = obs_->faults_with("stall");
+  ASSERT_EQ(e.size(), 1u) << obs_->all_faults();
+  EXPECT_EQ(e[0].rule, "pix/split-dot");
+  EXPECT_EQ(e[0].type, "split_dot_withhold");
+}
+
+TEST_F(FaultFsm, WithheldSplitDotWhenTheDotComesWithTheBodyAndCrlfAlone) {
+  adv_->plan.withhold_split_dot = true;
+  adv_->plan.rules = {{"pix/split-dot", "split_dot_withhold"}};
+  open_data();
+  client("body\r\n");
+  client(".");
+  EXPECT_THAT(client("\r\n"), Not(Contains(any_upstream_send())));
+  EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
+}
+
+TEST_F(FaultFsm, SplitDotWithholdPassesADotThatCameWithItsCrlf) {
+  adv_->plan.withhold_split_dot = true;
+  adv_->plan.rules = {{"pix/split-dot", "split_dot_withhold"}};
+  open_data();
+  EXPECT_THAT(client("body\r\n.\r\n"), ElementsAre(to_upstream("body\r\n.\r\n")));
+  EXPECT_THAT(upstream("250 2.0.0 Ok\r\n"), ElementsAre(to_client("250 2.0.0 Ok\r\n")));
+  // The dot alone in its own read (with its CRLF) passes too.
+  EXPECT_THAT(client(mail_from + rcpt_bob + "DATA\r\n"), ElementsAre(to_upstream(mail_from + rcpt_bob + "DATA\r\n")));
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n");
+  EXPECT_THAT(client("more\r\n"), ElementsAre(to_upstream("more\r\n")));
+  EXPECT_THAT(client(".\r\n"), ElementsAre(to_upstream(".\r\n")));
+  EXPECT_THAT(obs_->faults_with("stall"), IsEmpty());
+}
+
+// ================================================================ 10. determinism
+
+TEST_F(FaultFsm, SameDecisionsAndInputsGiveTheSameTranscript) {
+  auto run = [&] {
+    show_timers_ = true;
+    adv_->plan.to_upstream = {0, 512, 5'000};
+    adv_->plan.split_dot_gap_us = 2'000;
+    adv_->plan.rules = {{"chop", "slice"}};
+    adv_->on(phase::connect, fault_stage::command, delay_of(700'000, "slow-connect"));
+    rewrite_set mask;
+    mask.mask_banner = true;
+    adv_->on(phase::banner, fault_stage::reply, rewrite(mask, "pix/banner", "banner"));
+    rewrite_set caps;
+    caps.strip_capabilities = {"PIPELINING"};
+    adv_->on(phase::ehlo, fault_stage::reply, rewrite(caps, "caps"));
+    adv_->on(phase::mail, fault_stage::reply, delay_of(250'000, "slow-mail"));
+    adv_->on(phase::rcpt, fault_stage::command, decision(verdict::proceed, ""));
+    adv_->on(phase::rcpt, fault_stage::command, answer(verdict::reply, 451, "4.7.1", "Greylisted", "grey", "greylist"));
+    adv_->on(phase::data_end, fault_stage::command, delay_of(1'000'000, "slow-dot"));
+
+    start();
+    connected();
+    upstream(banner);
+    fire_fault_timer();
+    client("EHLO client.example\r\n");
+    upstream(plain_ehlo_reply);
+    client(mail_from + rcpt_bob + rcpt_carol + "DATA\r\n");
+    upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n");
+    fire_fault_timer();
+    client("Subject: determinism\r\n\r\nbody\r\n.\r\n");
+    timeout(leg::client);
+    fire_fault_timer();
+    upstream("250 2.0.0 Ok: queued as D1\r\n");
+    client("QUIT\r\n");
+    upstream("221 2.0.0 Bye\r\n");
+    EXPECT_TRUE(fsm_->finished());
+
+    std::vector<std::string> out = transcript_;
+    for (std::size_t i = 0; i < obs_->faults.size(); ++i)
+      out.push_back(std::to_string(obs_->fault_times[i]) + " fault " + describe(obs_->faults[i]));
+    for (const auto& t : obs_->transactions) {
+      std::string codes;
+      for (int c : t.rcpt_codes) codes += std::to_string(c) + " ";
+      out.push_back("transaction " + std::string(to_string(t.result)) + " rcpt codes " + codes +
+                    (t.synthesized ? "synthesized" : "relayed"));
+    }
+    out.push_back("faults_injected " + std::to_string(fsm_->stats().faults_injected));
+    return out;
+  };
+  const std::uint64_t t0 = now_;
+  std::vector<std::string> first = run();
+  make();
+  now_ = t0;
+  std::vector<std::string> second = run();
+  EXPECT_EQ(first, second);
+  // And the transcript is the one the scripted faults call for.
+  EXPECT_THAT(first, Contains(HasSubstr("send to client: \"220 ************** ***** *******\\r\\n\"")));
+  EXPECT_THAT(first, Contains(HasSubstr("segment break on upstream, gap 2000us")));
+  EXPECT_THAT(first, Contains(HasSubstr("fault grey/greylist/reply/rcpt")));
+  EXPECT_THAT(first, Contains("transaction delivered rcpt codes 250 451 relayed"));
+}
+
+}  // namespace
+}  // namespace mailtap::protocol
