@@ -180,7 +180,9 @@ void relay_fsm::process_client_input(std::uint64_t now) {
     if (now < due) return schedule_fault_wake(now, due);
   }
   bool progress = true;
-  while (progress && !ended_ && pos_ < client_in_.size()) {
+  // A fault can hold (the dot) or stop (close, reset, stall) the conversation mid-buffer:
+  // nothing pipelined after that point may be taken.
+  while (progress && !ended_ && pos_ < client_in_.size() && !held_dot_ && !input_stopped_ && !stalled_) {
     switch (mode_) {
       case client_mode::command: progress = take_command_line(now); break;
       case client_mode::data: take_data(now); progress = mode_ != client_mode::data; break;
@@ -278,7 +280,12 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     // server answers it (500). The capture keeps what the client sent.
     if (observer_) observer_->on_command(now, escape_bytes(stripped_crlf(line), limits::command_line_accepted));
     std::string masked(line.size() - 2, 'X');
-    fault_event_for(now, *rewrites, parsed.cmd.ph, "command overwritten with X: " + parsed.cmd.verb);
+    for (const auto& [rule, type] : rewrites->rewrites.rules) {
+      fault_decision shown;
+      shown.rule = rule;
+      shown.type = type;
+      fault_event_for(now, shown, parsed.cmd.ph, "command overwritten with X: " + parsed.cmd.verb);
+    }
     masked += "\r\n";
     handle_command(now, masked, parse_command(std::string_view(masked).substr(0, masked.size() - 2)), false);
     return true;
@@ -433,7 +440,7 @@ void relay_fsm::take_data(std::uint64_t now) {
       note(now, "end of data withheld: the '.' and its CRLF arrived in separate segments (CSCds90792)");
       mode_ = client_mode::command;
       framer_.reset();
-      return begin_stall(now, d);
+      return begin_stall(now, d, phase::data_end);
     }
     end_of_data(now);
   }
@@ -638,25 +645,31 @@ std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const 
   if (r.code != 250) return r.raw;
   capabilities caps = capabilities::from_reply(r);
   std::string changes;
+  // Fault rewrites come first, in place: a firewall masks or strips what the server offered
+  // (STARTTLS too), and the relay then does not offer what a fault took away.
+  bool starttls_faulted = false;
+  if (rewrites && !rewrites->empty()) {
+    apply_capability_rewrites(now, caps, *rewrites, changes);
+    for (const auto* list : {&rewrites->mask_capabilities, &rewrites->strip_capabilities})
+      for (const auto& kw : *list) starttls_faulted = starttls_faulted || iequals(kw, "STARTTLS");
+  }
   // STARTTLS is the relay's to offer: it terminates TLS itself, and offers it only when it can
   // also secure the upstream as the mode asks (relay_fsm_tls.cpp).
   bool offer = options_.tls.offer_starttls && !client_tls_ &&
                (options_.tls.upstream == upstream_tls_mode::never ||
                 options_.tls.upstream == upstream_tls_mode::opportunistic || upstream_tls_ || upstream_offers_starttls_);
   bool had = caps.has("STARTTLS");
+  auto add_change = [&](std::string what) { changes += (changes.empty() ? "" : ", ") + what; };
   if (had && !offer) {
     caps.remove("STARTTLS");
-    changes = "removed STARTTLS";
-  } else if (!had && offer) {
+    add_change("removed STARTTLS");
+  } else if (!had && offer && !starttls_faulted) {
     caps.set("STARTTLS", "");
-    changes = "added STARTTLS";
+    add_change("added STARTTLS");
   }
   // XCLIENT/XFORWARD: never advertised to clients (SMTP_NOTES, command smuggling).
   for (std::string_view kw : {"XCLIENT", "XFORWARD"})
     if (caps.remove(kw)) changes += (changes.empty() ? "removed " : ", removed ") + std::string(kw);
-  // Fault rewrites come last: they show the client what a firewall would (STARTTLS masked
-  // even when the relay itself offers it).
-  if (rewrites && !rewrites->empty()) apply_capability_rewrites(now, caps, *rewrites, changes);
   if (changes.empty()) return r.raw;
   note(now, "EHLO reply edited: " + changes);
   std::string bytes = caps.to_reply_bytes();
@@ -788,7 +801,7 @@ void relay_fsm::finish_transaction(std::uint64_t now, std::uint64_t id, outcome 
   rec.final_reply = final_reply;
   rec.synthesized = synthesized;
   rec.end_us = now;
-  if (o == outcome::delivered) ++stats_.delivered;
+  if (o == outcome::delivered && !synthesized) ++stats_.delivered;   // a blackhole delivered nothing
   if (observer_) observer_->on_transaction(rec);
   txns_.erase(it);
 }
@@ -837,6 +850,11 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
   }
   auto it = std::find_if(pending_.begin(), pending_.end(),
                          [](const pending& p) { return !p.local && !p.ready; });
+  if (it == pending_.end() && !pending_.empty() && fault_hold_active(now)) {
+    // Replies the upstream already gave are held by a delay fault: they still go out first;
+    // flush_replies ends the session once they are (upstream_closed_).
+    return;
+  }
   if (it != pending_.end()) {
     if (it->ph == phase::data_end || (it->ph == phase::bdat && it->last_chunk)) {
       // The dot went out but no reply came back: the message may or may not be delivered.

@@ -136,6 +136,7 @@ class relay_fsm {
     std::uint64_t release_us = 0;
     std::optional<fault_decision> fault;
     then_do then = then_do::nothing;
+    phase fault_phase = phase::other;  // the phase a fault here is recorded at
     std::string address;           // RCPT/MAIL address, for reply-stage rules (only with an advisor)
   };
 
@@ -202,14 +203,16 @@ class relay_fsm {
   line_fault command_fault(std::uint64_t now, std::string_view line, const parsed_command& parsed,
                            std::optional<fault_decision>& rewrites);
   void apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd, const fault_decision& d);
-  pending& queue_fault_reply(std::uint64_t now, phase ph, std::uint64_t txn, const fault_decision& d, then_do then);
-  void fault_marker(std::uint64_t now, const fault_decision& d, then_do then);
+  // `ph` is the reply's phase (for the stage and the transaction); `shown` the fault's, for the capture.
+  pending& queue_fault_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn, const fault_decision& d,
+                             then_do then);
+  void fault_marker(std::uint64_t now, phase ph, const fault_decision& d, then_do then);
   void fault_then(std::uint64_t now, const pending& p);
   bool plan_end_of_data(std::uint64_t now, transaction& t, bool chunked);
   bool end_of_data_fault(std::uint64_t now, transaction* t);
   void finish_absorbed_bdat(std::uint64_t now);
   void reply_stage_fault(std::uint64_t now, pending& p, const reply& r);
-  void begin_stall(std::uint64_t now, const fault_decision& d);
+  void begin_stall(std::uint64_t now, const fault_decision& d, phase ph);
   void answer_refused_session(std::uint64_t now, std::string_view body, const command& cmd);
   bool dot_was_split() const;
   void schedule_fault_wake(std::uint64_t now, std::uint64_t at_us);

@@ -36,10 +36,11 @@ std::string masked_banner(std::string_view raw) {
   return out;
 }
 
-// ASA ESMTP inspection shows a removed keyword as X's ending in its last letter (XXXXXXXA).
+// ASA ESMTP inspection shows a keyword it removed as X's of the same length ending in 'A'
+// (STARTTLS -> XXXXXXXA, SMTP_NOTES).
 std::string masked_keyword(std::string_view keyword) {
   if (keyword.empty()) return {};
-  return std::string(keyword.size() - 1, 'X') + static_cast<char>(std::toupper(static_cast<unsigned char>(keyword.back())));
+  return std::string(keyword.size() - 1, 'X') + 'A';
 }
 
 std::uint64_t us(std::chrono::milliseconds ms) { return static_cast<std::uint64_t>(ms.count()) * 1000; }
@@ -109,11 +110,13 @@ void relay_fsm::on_fault_timer(std::uint64_t now) {
 
 void relay_fsm::release_held(std::uint64_t now) {
   if (held_banner_) {
-    std::uint64_t due = banner_arrived_us_ + connect_delay_us_ + (banner_delay_ ? banner_delay_->delay_us : 0);
+    // A connect delay counts from the connection, a banner delay from the upstream's greeting.
+    std::uint64_t due = std::max(started_us_ + connect_delay_us_,
+                                 banner_arrived_us_ + (banner_delay_ ? banner_delay_->delay_us : 0));
     if (now < due) {
       schedule_fault_wake(now, due);
     } else {
-      if (connect_delay_) fault_event_for(now, *connect_delay_, phase::connect, "greeting held", now - banner_arrived_us_);
+      if (connect_delay_) fault_event_for(now, *connect_delay_, phase::connect, "greeting held", now - started_us_);
       if (banner_delay_) fault_event_for(now, *banner_delay_, phase::banner, "greeting held", now - banner_arrived_us_);
       reply r = std::move(*held_banner_);
       held_banner_.reset();
@@ -209,7 +212,7 @@ bool relay_fsm::greeting_fault(std::uint64_t now, const fault_decision& d) {
       close_with_reset(leg::client);
       end_session(now, "fault", d.rule);
       return true;
-    case verdict::stall: begin_stall(now, d); return true;
+    case verdict::stall: begin_stall(now, d, ph); return true;
     default:
       fault_event_for(now, d, ph, "connection closed");
       end_session(now, "fault", d.rule);
@@ -331,14 +334,14 @@ void relay_fsm::apply_command_fault(std::uint64_t now, std::string_view body, co
   }
   switch (d.what) {
     case verdict::reply:
-    case verdict::blackhole: queue_fault_reply(now, ph, txn, d, then_do::nothing); break;
-    case verdict::reply_and_close: queue_fault_reply(now, ph, txn, d, then_do::close); break;
+    case verdict::blackhole: queue_fault_reply(now, ph, cmd.ph, txn, d, then_do::nothing); break;
+    case verdict::reply_and_close: queue_fault_reply(now, ph, cmd.ph, txn, d, then_do::close); break;
     case verdict::disconnect:
-      if (d.with_reply) queue_fault_reply(now, ph, txn, d, then_do::close);
-      else fault_marker(now, d, then_do::close);
+      if (d.with_reply) queue_fault_reply(now, ph, cmd.ph, txn, d, then_do::close);
+      else fault_marker(now, cmd.ph, d, then_do::close);
       break;
-    case verdict::reset: fault_marker(now, d, then_do::reset); break;
-    case verdict::stall: fault_marker(now, d, then_do::stall); break;
+    case verdict::reset: fault_marker(now, cmd.ph, d, then_do::reset); break;
+    case verdict::stall: fault_marker(now, cmd.ph, d, then_do::stall); break;
     default: break;
   }
   if (d.what != verdict::reply && d.what != verdict::blackhole) input_stopped_ = true;
@@ -346,7 +349,7 @@ void relay_fsm::apply_command_fault(std::uint64_t now, std::string_view body, co
   if (mode_ == client_mode::bdat_payload && bdat_remaining_ == 0) take_bdat_payload(now);
 }
 
-relay_fsm::pending& relay_fsm::queue_fault_reply(std::uint64_t now, phase ph, std::uint64_t txn,
+relay_fsm::pending& relay_fsm::queue_fault_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn,
                                                  const fault_decision& d, then_do then) {
   reply r = reply_from(d.reply);
   local_reply(now, ph, r.code, r.enhanced, r.text());
@@ -354,13 +357,15 @@ relay_fsm::pending& relay_fsm::queue_fault_reply(std::uint64_t now, phase ph, st
   p.txn = txn;
   p.fault = d;
   p.then = then;
-  fault_event_for(now, d, ph, describe(d.reply));
+  p.fault_phase = shown;
+  fault_event_for(now, d, shown, describe(d.reply));
   return p;
 }
 
-void relay_fsm::fault_marker(std::uint64_t now, const fault_decision& d, then_do then) {
+void relay_fsm::fault_marker(std::uint64_t now, phase ph, const fault_decision& d, then_do then) {
   pending p;
   p.ph = phase::other;
+  p.fault_phase = ph;
   p.t_received = now;
   p.local = true;
   p.ready = true;
@@ -374,15 +379,15 @@ void relay_fsm::fault_then(std::uint64_t now, const pending& p) {
   switch (p.then) {
     case then_do::nothing: return;
     case then_do::close:
-      fault_event_for(now, d, p.ph, "connection closed");
+      if (!p.answer) fault_event_for(now, d, p.fault_phase, "connection closed");   // with a reply: recorded with it
       end_session(now, "fault", d.rule);
       return;
     case then_do::reset:
-      fault_event_for(now, d, p.ph, "connection reset");
+      fault_event_for(now, d, p.fault_phase, "connection reset");
       close_with_reset(leg::client);
       end_session(now, "fault", d.rule);
       return;
-    case then_do::stall: begin_stall(now, d); return;
+    case then_do::stall: begin_stall(now, d, p.fault_phase); return;
   }
 }
 
@@ -393,9 +398,8 @@ void relay_fsm::answer_refused_session(std::uint64_t now, std::string_view body,
   flush_replies(now);
 }
 
-void relay_fsm::begin_stall(std::uint64_t now, const fault_decision& d) {
-  fault_event_for(now, d, mode_ == client_mode::command ? phase::other : phase::data_end,
-                  "stalled: no replies, nothing read until the client gives up");
+void relay_fsm::begin_stall(std::uint64_t now, const fault_decision& d, phase ph) {
+  fault_event_for(now, d, ph, "stalled: no replies, nothing read until the client gives up");
   stalled_ = true;
   arm(leg::client, std::chrono::milliseconds{0});
   arm(leg::upstream, std::chrono::milliseconds{0});
@@ -440,8 +444,11 @@ bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked
     case verdict::reset:
     case verdict::stall:
       if (chunked) {   // nothing of the message goes upstream: the fault happens at its first chunk
-        if (d.what == verdict::disconnect && d.with_reply) queue_fault_reply(now, phase::bdat, t.id, d, then_do::close);
-        else fault_marker(now, d, d.what == verdict::stall ? then_do::stall : d.what == verdict::reset ? then_do::reset : then_do::close);
+        if (d.what == verdict::disconnect && d.with_reply)
+          queue_fault_reply(now, phase::bdat, phase::data_end, t.id, d, then_do::close);
+        else
+          fault_marker(now, phase::data_end, d,
+                       d.what == verdict::stall ? then_do::stall : d.what == verdict::reset ? then_do::reset : then_do::close);
         input_stopped_ = true;
         flush_replies(now);
         return true;
@@ -468,7 +475,8 @@ bool relay_fsm::end_of_data_fault(std::uint64_t now, transaction* t) {
       ++stats_.blackholed;
       note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
     }
-    queue_fault_reply(now, phase::data_end, t->id, d, d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
+    queue_fault_reply(now, phase::data_end, phase::data_end, t->id, d,
+                      d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
     flush_replies(now);
     return true;
   }
@@ -483,11 +491,11 @@ bool relay_fsm::end_of_data_fault(std::uint64_t now, transaction* t) {
       return true;
     case verdict::disconnect:
       // The dot is never sent: nothing is delivered.
-      if (d.with_reply) queue_fault_reply(now, phase::data_end, t->id, d, then_do::close);
-      else fault_marker(now, d, then_do::close);
+      if (d.with_reply) queue_fault_reply(now, phase::data_end, phase::data_end, t->id, d, then_do::close);
+      else fault_marker(now, phase::data_end, d, then_do::close);
       break;
-    case verdict::reset: fault_marker(now, d, then_do::reset); break;
-    case verdict::stall: fault_marker(now, d, then_do::stall); break;
+    case verdict::reset: fault_marker(now, phase::data_end, d, then_do::reset); break;
+    case verdict::stall: fault_marker(now, phase::data_end, d, then_do::stall); break;
     default: return false;
   }
   input_stopped_ = true;
@@ -510,7 +518,8 @@ void relay_fsm::finish_absorbed_bdat(std::uint64_t now) {
     ++stats_.blackholed;
     note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
   }
-  pending& p = queue_fault_reply(now, phase::bdat, t->id, d, d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
+  pending& p = queue_fault_reply(now, phase::bdat, phase::data_end, t->id, d,
+                                 d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
   p.last_chunk = true;
   flush_replies(now);
 }
@@ -518,7 +527,7 @@ void relay_fsm::finish_absorbed_bdat(std::uint64_t now) {
 bool relay_fsm::dot_was_split() const {
   // The terminator's '.' is three bytes before the parse position; it was split from its
   // CRLF when it came in an earlier read than the newest one.
-  return pos_ >= 3 && pos_ - 3 < newest_read_at_;
+  return pos_ < 3 || pos_ - 3 < newest_read_at_;   // pos_ < 3: the '.' came in an earlier read, already consumed
 }
 
 // ---------------------------------------------------------------- replies
@@ -542,8 +551,10 @@ void relay_fsm::apply_capability_rewrites(std::uint64_t now, capabilities& caps,
   auto add = [&](std::string what) { done += (done.empty() ? "" : ", ") + what; };
   for (const auto& kw : rw.strip_capabilities)
     if (caps.remove(kw)) add("stripped " + kw);
-  for (const auto& kw : rw.mask_capabilities)
+  for (const auto& kw : rw.mask_capabilities) {
+    // A firewall masks what the server offered, even where the relay itself would not offer it.
     if (caps.rename(kw, masked_keyword(kw))) add("masked " + kw + " as " + masked_keyword(kw));
+  }
   if (rw.size) {
     if (caps.has("SIZE") || *rw.size > 0) {
       caps.set("SIZE", std::to_string(*rw.size));

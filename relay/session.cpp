@@ -118,6 +118,10 @@ session::~session() {
   ctx_.metrics.refused_commands += s.refused_commands;
   ctx_.metrics.ambiguous_end_of_data += s.ambiguous_end_of_data;
   ctx_.metrics.normalized_line_endings += s.normalized_line_endings;
+  ctx_.metrics.faults_injected += s.faults_injected;
+  ctx_.metrics.blackholed += s.blackholed;
+  if (s.blackholed > 0)
+    spdlog::warn("session {}: a blackhole fault answered {} message(s) with 250; nothing was delivered", id_, s.blackholed);
   --ctx_.metrics.sessions_active;
   spdlog::debug("session {} closed", id_);
 }

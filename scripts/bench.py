@@ -1,4 +1,5 @@
-"""Interleaved throughput benchmark: direct vs haproxy (tcp mode) vs mailtap (captures on).
+"""Interleaved throughput benchmark: direct vs haproxy (tcp mode) vs mailtap (captures on),
+then the accuracy of injected delays (workload "delay").
 
 For each pass and workload, smtp-source runs against smtp-sink directly, then through each
 relay; medians over passes; ratio = relay msg/s / direct msg/s of the same pass. Relay CPU
@@ -88,6 +89,55 @@ def run_source(port, args, messages, timeout):
     return messages / elapsed
 
 
+DELAY_SCENARIO = """
+# bench: fixed delays on the RCPT reply and the end-of-data reply
+[[fault]]
+name = "bench-rcpt-delay"
+type = "delay"
+phase = "rcpt"
+delay = "20ms"
+
+[[fault]]
+name = "bench-data-end-delay"
+type = "delay"
+phase = "data_end"
+delay = "100ms"
+"""
+
+
+def delay_accuracy(opts, sink_port, work, messages, sessions):
+    """Planned vs actual delay from the capture's fault records, under smtp-source load."""
+    scenario = os.path.join(work, "delay.toml")
+    with open(scenario, "w") as f:
+        f.write(DELAY_SCENARIO)
+    captures = os.path.join(work, "delay-captures")
+    port = free_port()
+    peer = Peer("mailtap-delay", [opts.mailtap, "run", "--listen", f"127.0.0.1:{port}", "--upstream",
+                                  f"127.0.0.1:{sink_port}", "--captures", captures, "--log-level", "warn",
+                                  "--scenario", scenario, "--seed", "1"], port)
+    try:
+        run_source(port, ["-d", "-s", str(sessions), "-l", "1024"], messages, 600)
+    finally:
+        peer.stop()
+    late = {}
+    for root, _, files in os.walk(captures):
+        for name in files:
+            with open(os.path.join(root, name)) as f:
+                for line in f:
+                    if '"fault"' not in line:
+                        continue
+                    rec = json.loads(line)
+                    if rec.get("type") == "fault" and rec.get("decision") == "delay":
+                        late.setdefault(rec["rule"], []).append(rec["actual_delay_us"] - rec["planned_delay_us"])
+    rows = []
+    for rule, values in sorted(late.items()):
+        values.sort()
+        rows.append({"rule": rule, "samples": len(values), "late_us_median": statistics.median(values),
+                     "late_us_p99": values[min(len(values) - 1, int(len(values) * 0.99))],
+                     "late_us_min": values[0], "late_us_max": values[-1]})
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mailtap", required=True)
@@ -99,6 +149,7 @@ def main():
     passes = 1 if opts.smoke else opts.passes
     only = set(filter(None, opts.only.split(",")))
     workloads = [w for w in WORKLOADS if not only or w[0] in only]
+    measure_delay = not only or "delay" in only
     have_haproxy = shutil.which("haproxy") is not None
 
     work = tempfile.mkdtemp(prefix="mailtap-bench-")
@@ -161,9 +212,21 @@ listen smtp
             print(f"{row['id'] + ' ' + row['workload']:<32}{row['direct_msgs_per_s']:>14.0f}" +
                   "".join(f"{row[p + '_ratio']:>16.2f}{row[p + '_cpu_us_per_msg']:>20.1f}" for p in names))
         print(f"\nmailtap RSS: {rss_before} KiB at start, {rss_peak} KiB peak; passes: {passes}")
+        delays = []
+        if measure_delay:
+            # Delay accuracy: how late each injected delay ends (actual - planned), under load.
+            for sessions in (1, 10):
+                for row in delay_accuracy(opts, sink_port, work, 30 if opts.smoke else 300, sessions):
+                    row["sessions"] = sessions
+                    delays.append(row)
+            print(f"\n{'delay rule':<24}{'sessions':>9}{'samples':>9}{'late median us':>16}{'p99 us':>10}{'max us':>10}")
+            for row in delays:
+                print(f"{row['rule']:<24}{row['sessions']:>9}{row['samples']:>9}{row['late_us_median']:>16.0f}"
+                      f"{row['late_us_p99']:>10}{row['late_us_max']:>10}")
         with open(opts.json, "w") as f:
             json.dump({"passes": passes, "smoke": opts.smoke, "rows": table,
-                       "mailtap_rss_kib": {"start": rss_before, "peak": rss_peak}}, f, indent=2)
+                       "mailtap_rss_kib": {"start": rss_before, "peak": rss_peak}, "delay_accuracy": delays},
+                      f, indent=2)
         print(f"wrote {opts.json}")
     finally:
         for p in peers.values():
