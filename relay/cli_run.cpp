@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "captures/writer.hpp"
+#include "policies/scenario_loader.hpp"
 #include "relay/cli.hpp"
 #include "relay/config.hpp"
 #include "relay/server.hpp"
@@ -17,6 +18,7 @@ namespace {
 struct run_flags {
   std::string config_file, listen, upstream, captures, admin, bare_eol, log_level;
   std::string listen_tls, upstream_tls, tls_cert, tls_key, upstream_ca;
+  std::vector<std::string> scenarios;
   bool upstream_insecure = false, upstream_implicit_tls = false;
   std::optional<std::uint64_t> seed;
   std::optional<std::size_t> max_sessions, threads;
@@ -79,6 +81,15 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
   if (!f.upstream_ca.empty()) cfg.tls.ca_file = f.upstream_ca;
   if (f.upstream_insecure) cfg.tls.insecure_upstream = true;
   if (f.upstream_implicit_tls) cfg.tls.upstream_implicit = true;
+  for (const auto& file : f.scenarios) {
+    auto loaded = policies::load_scenario(file);
+    if (!loaded.ok()) {
+      error = "--scenario: " + loaded.error;
+      return false;
+    }
+    cfg.scenarios.emplace_back(file);
+    for (auto& r : loaded.rules) cfg.faults.push_back(std::move(r));
+  }
   if (f.seed) cfg.seed = *f.seed;
   if (f.max_sessions) cfg.max_sessions = *f.max_sessions;
   if (f.threads) cfg.threads = *f.threads;
@@ -101,12 +112,6 @@ int run(const run_flags& f) {
     return exit_usage;
   }
   if (cfg.captures_dir.empty()) cfg.captures_dir = default_captures_dir();
-  if (!cfg.scenarios.empty()) {
-    // Relaying without the faults a scenario asks for would make a test pass for the wrong reason.
-    std::fprintf(stderr, "mailtap run: scenarios: fault injection is not in this build yet (%s)\n",
-                 cfg.scenarios.front().c_str());
-    return exit_usage;
-  }
 
   auto logger = spdlog::stderr_color_mt("mailtap");
   spdlog::set_default_logger(logger);
@@ -130,14 +135,18 @@ int run(const run_flags& f) {
     std::printf("mailtap: listening on %s%s, upstream %s, captures in %s\n", relay.listen_endpoint().to_string().c_str(),
                 tls_listen.c_str(), relay.upstream_label().c_str(), cfg.captures_dir.c_str());
     std::fflush(stdout);
-    spdlog::info("seed {}; admin API address reserved at {} (control plane not in this build)", relay.seed(),
-                 cfg.admin.to_string());
+    spdlog::info("seed {}; {} fault rule(s) armed; admin API address reserved at {} (control plane not in this build)",
+                 relay.seed(), cfg.faults.size(), cfg.admin.to_string());
     relay.run();
     const auto& m = relay.metrics();
     spdlog::info("stopped: {} sessions, {} transactions, {} delivered, {} refused commands, {} ambiguous end-of-data, "
                  "{} session errors",
                  m.sessions_accepted.load(), m.transactions.load(), m.messages_delivered.load(),
                  m.refused_commands.load(), m.ambiguous_end_of_data.load(), m.session_errors.load());
+    for (const auto& c : relay.faults().counters())
+      spdlog::info("faults_injected{{rule=\"{}\",type=\"{}\"}} {}", c.rule, c.type, c.count);
+    if (m.blackholed.load() > 0)
+      spdlog::warn("{} message(s) were answered 250 by a blackhole fault and delivered nowhere", m.blackholed.load());
   }
   const auto& c = store->counters();
   spdlog::info("captures: {} complete, {} incomplete, {} write failures", c.complete.load(), c.incomplete.load(),
@@ -155,6 +164,7 @@ void register_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--upstream", f->upstream, "Upstream HOST:PORT, or 'builtin' for the built-in sink (default)");
   cmd->add_option("--captures", f->captures, "Capture directory (default ~/.local/state/mailtap/captures)");
   cmd->add_option("--admin", f->admin, "Admin API address (default 127.0.0.1:8025)");
+  cmd->add_option("--scenario", f->scenarios, "Fault scenario file (policies/scenarios/*.toml); repeatable");
   cmd->add_option("--seed", f->seed, "Master seed for reproducible faults (default: random, logged)");
   cmd->add_option("--max-sessions", f->max_sessions, "Concurrent sessions before new ones get 421 (default 256)");
   cmd->add_option("--threads", f->threads, "I/O threads (default: one per core)");

@@ -5,6 +5,7 @@
 
 #include "captures/reader.hpp"
 #include "captures/show.hpp"
+#include "policies/engine.hpp"
 #include "relay/cli.hpp"
 #include "relay/config.hpp"
 
@@ -44,17 +45,24 @@ void register_show(CLI::App& app, int& exit_code) {
 }
 
 void register_check_config(CLI::App& app, int& exit_code) {
-  auto* cmd = app.add_subcommand("check-config", "Validate a TOML configuration file");
+  auto* cmd = app.add_subcommand("check-config", "Validate a TOML configuration file or a fault scenario file");
   auto file = std::make_shared<std::string>();
-  cmd->add_option("file", *file, "Configuration file")->required();
+  cmd->add_option("file", *file, "Configuration or scenario file")->required();
   cmd->callback([file, &exit_code] {
     std::string error;
-    if (!load_config_file(*file, config{}, error)) {
+    auto cfg = load_config_file(*file, config{}, error);
+    if (!cfg) {
       std::fprintf(stderr, "%s\n", error.c_str());
       exit_code = exit_usage;
       return;
     }
-    std::printf("%s: ok\n", file->c_str());
+    // The rules together, as the relay would arm them (names unique across files).
+    if (auto problem = policies::make_engine(1)->add_all(cfg->faults)) {
+      std::fprintf(stderr, "%s: faults: %s\n", file->c_str(), problem->c_str());
+      exit_code = exit_usage;
+      return;
+    }
+    std::printf("%s: ok (%zu fault rule%s)\n", file->c_str(), cfg->faults.size(), cfg->faults.size() == 1 ? "" : "s");
     exit_code = exit_ok;
   });
 }

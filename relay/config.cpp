@@ -4,6 +4,8 @@
 // Pure function of its inputs plus the file system (scenario existence, the config file).
 #include "relay/config.hpp"
 
+#include "policies/scenario_loader.hpp"
+
 #include <fcntl.h>
 #include <pwd.h>
 #include <unistd.h>
@@ -94,6 +96,8 @@ class loader {
         if (auto p = path_value(k, node)) out_.captures_dir = *p;
       } else if (k == "scenarios") {
         scenarios(node);
+      } else if (k == "fault") {
+        faults(root);
       } else if (k == "seed") {
         if (auto v = integer_value(k, node, 0, std::numeric_limits<std::int64_t>::max(),
                                    "a non-negative integer"))
@@ -139,6 +143,19 @@ class loader {
     if (line > 0) error_ += ":" + std::to_string(line);
     error_ += ": key '" + echo(key) + "': ";
     error_ += problem;
+  }
+
+  // An error already formatted by policies/ (it names its own file and line).
+  void fail_with(std::string message) {
+    if (failed_) return;
+    failed_ = true;
+    error_ = std::move(message);
+  }
+
+  void faults(const toml::table& root) {
+    auto loaded = policies::rules_from_toml(root, shown_name_);
+    if (!loaded.ok()) return fail_with(loaded.error);
+    for (auto& r : loaded.rules) out_.faults.push_back(std::move(r));
   }
 
   void wrong_type(const toml::node& node, std::string_view key, std::string_view expected) {
@@ -252,6 +269,13 @@ class loader {
         ok = false;
         continue;
       }
+      auto loaded = policies::load_scenario(p.native());
+      if (!loaded.ok()) {
+        fail_with(loaded.error);
+        ok = false;
+        continue;
+      }
+      for (auto& r : loaded.rules) out_.faults.push_back(std::move(r));
       list.push_back(std::move(p));
     }
     if (ok) out_.scenarios = std::move(list);

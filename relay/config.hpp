@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "policies/rule.hpp"
 #include "protocol/data_framer.hpp"
 #include "protocol/relay_fsm.hpp"
 
@@ -50,6 +51,9 @@ struct config {
   endpoint admin{"127.0.0.1", 8025};
   std::filesystem::path captures_dir;          // default: default_captures_dir()
   std::vector<std::filesystem::path> scenarios;
+  // Fault rules: [[fault]] tables of this file, then those of each scenario file, then
+  // --scenario files (policies/README.md).
+  std::vector<policies::rule> faults;
   std::uint64_t seed = 0;                      // 0: chosen at start and logged
   std::size_t max_sessions = 256;              // smtp-sink's default concurrency
   std::size_t threads = 0;                     // 0: one per core

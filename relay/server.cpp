@@ -92,6 +92,12 @@ bool server::start(std::string& error) {
   ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, {}, cfg_.seed,
                                                           client_tls_.get(), upstream_tls_.get(), !cfg_.upstream});
   if (ctx_->master_seed == 0) ctx_->master_seed = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
+  faults_ = policies::make_engine(ctx_->master_seed);
+  if (auto problem = faults_->add_all(cfg_.faults)) {
+    error = "faults: " + *problem;
+    return false;
+  }
+  ctx_->faults = faults_.get();
   if (cfg_.upstream) {
     ctx_->upstream = *cfg_.upstream;
     ctx_->upstream_label = cfg_.upstream->to_string();

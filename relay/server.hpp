@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "captures/writer.hpp"
+#include "policies/engine.hpp"
 #include "relay/config.hpp"
 #include "relay/metrics.hpp"
 #include "relay/session.hpp"
@@ -37,6 +38,8 @@ class server {
   // Serves until a signal's drain completes.
   void run();
   const relay_metrics& metrics() const { return metrics_; }
+  // The fault engine: rules may be added and removed while the relay runs (thread-safe).
+  policies::engine& faults() { return *faults_; }
 
  private:
   boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor, bool implicit_tls);
@@ -55,6 +58,7 @@ class server {
   std::unique_ptr<server_tls> client_tls_;
   std::unique_ptr<boost::asio::ssl::context> upstream_tls_;
   std::unique_ptr<sink_server> sink_;
+  std::unique_ptr<policies::engine> faults_;
   std::unique_ptr<relay_context> ctx_;
   std::uint64_t session_number_ = 0;   // accept loops run on contexts_[0] only
   std::mutex sessions_mutex_;

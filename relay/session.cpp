@@ -16,6 +16,8 @@
 #include <ctime>
 #include <random>
 
+#include "policies/engine.hpp"
+#include "policies/random.hpp"
 #include "relay/tls_context.hpp"
 
 namespace mailtap {
@@ -66,12 +68,6 @@ std::string peer_label(const asio::ip::tcp::socket& s) {
 }
 }  // namespace
 
-std::uint64_t session_seed(std::uint64_t master, std::uint64_t number) {
-  std::uint64_t z = master + 0x9e3779b97f4a7c15ull * (number + 1);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 // ---------------------------------------------------------------- set-up
 
@@ -81,7 +77,7 @@ static std::unique_ptr<captures::session_capture> open_capture(const relay_conte
   if (!ctx.captures) return nullptr;
   captures::session_info info;
   info.id = id;
-  info.seed = session_seed(ctx.master_seed, number);
+  info.seed = policies::session_seed(ctx.master_seed, number);   // the seed of the session's fault generator
   info.client = peer_label(client);
   info.listen = ctx.listen_label;
   info.upstream = ctx.upstream_label;
@@ -102,7 +98,9 @@ session::session(tcp::socket client, const relay_context& ctx, std::uint64_t num
       id_(make_session_id(number)),
       start_(clock::now()),
       capture_(open_capture(ctx, id_, number, client_)),
-      fsm_(relay_options_from(ctx), capture_.get()),
+      advisor_(ctx.faults ? ctx.faults->open_session(number, peer_label(client_), implicit_tls && ctx.client_tls)
+                          : nullptr),
+      fsm_(relay_options_from(ctx), capture_.get(), advisor_.get()),
       changed_(client_.get_executor(), clock::time_point::max()),
       client_writer_wake_(client_.get_executor(), clock::time_point::max()),
       upstream_writer_wake_(client_.get_executor(), clock::time_point::max()),

@@ -24,6 +24,10 @@ template <typename Stream>
 class stream;
 }  // namespace boost::asio::ssl
 
+namespace mailtap::policies {
+class engine;
+}  // namespace mailtap::policies
+
 namespace mailtap {
 
 struct server_tls;
@@ -40,6 +44,7 @@ struct relay_context {
   server_tls* client_tls = nullptr;                       // null: no TLS on the client leg
   boost::asio::ssl::context* upstream_tls = nullptr;      // null: the upstream leg stays plaintext
   bool upstream_is_builtin = false;                       // verify the chain only (our own cert)
+  policies::engine* faults = nullptr;                     // null: no fault injection (tests)
 };
 
 class session : public std::enable_shared_from_this<session> {
@@ -111,6 +116,7 @@ class session : public std::enable_shared_from_this<session> {
   std::string id_;
   clock::time_point start_;
   std::unique_ptr<captures::session_capture> capture_;
+  std::unique_ptr<protocol::fault_advisor> advisor_;   // before fsm_: the machine holds a pointer to it
   protocol::relay_fsm fsm_;
   outbox client_out_;
   outbox upstream_out_;
@@ -131,7 +137,5 @@ class session : public std::enable_shared_from_this<session> {
   bool counted_active_ = true;
 };
 
-// splitmix64 of the master seed and session number: the session's seed, written to its capture.
-std::uint64_t session_seed(std::uint64_t master, std::uint64_t number);
 
 }  // namespace mailtap
