@@ -1,11 +1,12 @@
 // The capture format's identity, shared by writer and reader (FORMAT.md). Bump the version
 // together with an upgrade step in reader.cpp whenever a record changes.
+// Version history (FORMAT.md "Version history"): 1 the first format; 2 adds `fault` records.
 #pragma once
 #include <string_view>
 
 namespace mailtap::captures {
 
 inline constexpr std::string_view format_name = "mailtap-capture";
-inline constexpr int format_version = 1;
+inline constexpr int format_version = 2;
 
 }  // namespace mailtap::captures

@@ -30,18 +30,25 @@ constexpr std::size_t line_cap = 64 * 1024 * 1024;
 // version to the current one, oldest first, before it is typed; so the typing code below
 // only ever sees current records.
 //
-// To add version 2:
+// To add version N+1:
 //   1. Describe the change in FORMAT.md; bump format_version (captures/format.hpp), which
 //      the writer stamps on every new capture.
-//   2. Write `void upgrade_v1_to_v2(json::object& record)` here: switch on record["type"] and
-//      rename fields, fill new ones with the value a v1 writer implied, and set "version"
-//      to 2 on the header.
+//   2. Write `void upgrade_vN_to_vN1(json::object& record)` here: switch on record["type"]
+//      and rename fields, fill new ones with the value a vN writer implied, and set
+//      "version" to N+1 on the header.
 //   3. Append it to upgrade_steps: entry i upgrades version i+1 to version i+2.
-//   4. Keep a v1 capture under tests/golden/ with a test that it still loads and shows.
+//   4. Keep a vN capture under tests/golden/ with a test that it still loads and shows.
 // If a step ever has to split, merge or drop records, widen upgrade_step to take the whole
 // list of records instead of one.
 using upgrade_step = void (*)(json::object& record);
-constexpr std::array<upgrade_step, format_version - 1> upgrade_steps{};
+
+// Version 2 adds the `fault` record; no version 1 record changes (a v1 writer had no faults).
+void upgrade_v1_to_v2(json::object& record) {
+  const json::value* type = record.if_contains("type");
+  if (type && type->is_string() && type->get_string() == "header") record["version"] = 2;
+}
+
+constexpr std::array<upgrade_step, format_version - 1> upgrade_steps{upgrade_v1_to_v2};
 
 void upgrade(json::object& record, int from_version) {
   for (int v = from_version; v < format_version; ++v)
@@ -141,11 +148,24 @@ class fields {
     return protocol::direction::in;
   }
 
-  protocol::phase phase(std::string_view key) {
+  // `what` names the field's meaning in the error: "stage name", "phase".
+  protocol::phase phase(std::string_view key, std::string_view what) {
     std::string s = str(key);
     if (auto p = protocol::parse_phase(s)) return *p;
-    if (error_.empty()) fail("unknown stage name " + quote_for_error(s));
+    if (error_.empty()) fail("unknown " + std::string(what) + " " + quote_for_error(s));
     return protocol::phase::other;
+  }
+
+  // A fault's decision: a verdict name, "rewrite" or "plan" (protocol/fault.hpp).
+  std::string decision(std::string_view key) {
+    std::string s = str(key);
+    if (s == "rewrite" || s == "plan") return s;
+    for (auto v : {protocol::verdict::proceed, protocol::verdict::delay, protocol::verdict::reply,
+                   protocol::verdict::reply_and_close, protocol::verdict::disconnect, protocol::verdict::reset,
+                   protocol::verdict::stall, protocol::verdict::blackhole, protocol::verdict::unreachable})
+      if (protocol::to_string(v) == s) return s;
+    if (error_.empty()) fail("unknown decision " + quote_for_error(s));
+    return s;
   }
 
   protocol::outcome outcome(std::string_view key) {
@@ -267,7 +287,7 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     c.events.emplace_back(std::move(e));
   } else if (type == "stage") {
     stage s;
-    s.ph = f.phase("name");
+    s.ph = f.phase("name", "stage name");
     s.start_us = f.u64("start_us");
     s.duration_us = f.u64("duration_us");
     s.upstream_us = f.u64("upstream_us");
@@ -296,6 +316,17 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     t.start_us = f.u64("start_us");
     t.end_us = f.u64("end_us");
     c.transactions.push_back(std::move(t));
+  } else if (type == "fault") {
+    fault_event e;
+    e.t_us = f.u64("t_us");
+    e.fault.rule = f.str("rule");
+    e.fault.type = f.str("fault_type");
+    e.fault.decision = f.decision("decision");
+    e.fault.ph = f.phase("phase", "phase");
+    e.fault.planned_delay_us = f.u64("planned_delay_us");
+    e.fault.actual_delay_us = f.u64("actual_delay_us");
+    e.fault.detail = f.str("detail");
+    c.events.emplace_back(std::move(e));
   } else if (type == "end") {
     end_record e;
     e.t_us = f.u64("t_us");

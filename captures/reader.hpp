@@ -18,7 +18,8 @@
 
 namespace mailtap::captures {
 
-// The newest capture format this reader understands (FORMAT.md, "Upgrades").
+// The newest capture format this reader understands is format_version (format.hpp); older
+// ones are upgraded on the way in (FORMAT.md, "Upgrades").
 
 struct capture_header {
   int version = 0;                    // as found in the file, before any upgrade
@@ -63,7 +64,13 @@ struct tls_event {
   protocol::tls_summary tls;
 };
 
-using event = std::variant<bytes_event, command_event, reply_event, note_event, tls_event>;
+// An injected fault (format version 2; none in older captures).
+struct fault_event {
+  std::uint64_t t_us = 0;
+  protocol::fault_event fault;        // rule, type, decision, ph, planned/actual delay, detail
+};
+
+using event = std::variant<bytes_event, command_event, reply_event, note_event, tls_event, fault_event>;
 std::uint64_t event_time(const event& e);
 
 struct stage {
@@ -107,7 +114,7 @@ struct end_record {
 struct capture {
   std::filesystem::path path;
   capture_header header;
-  std::vector<event> events;          // bytes, command, reply, note, in file order
+  std::vector<event> events;          // bytes, command, reply, note, tls, fault, in file order
   std::vector<stage> stages;
   std::vector<transaction> transactions;
   std::optional<end_record> end;

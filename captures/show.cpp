@@ -7,6 +7,7 @@
 #include <boost/json.hpp>
 #include <cstdio>
 #include <string_view>
+#include <vector>
 
 #include "protocol/action.hpp"
 
@@ -166,12 +167,37 @@ std::string tls_line(const tls_event& t) {
   return line;
 }
 
+// "greylist-rcpt (greylist) reply at rcpt: 451 4.7.1 Try later", with
+// " [delay planned 2.000 ms, actual 2.013 ms]" when either delay is non-zero.
+std::string fault_line(const fault_event& f) {
+  const protocol::fault_event& x = f.fault;
+  std::string line = x.rule.empty() ? "(unnamed rule)" : x.rule;
+  if (!x.type.empty()) line += " (" + x.type + ")";
+  line += " " + x.decision + " at " + std::string(protocol::to_string(x.ph));
+  if (!x.detail.empty()) line += ": " + x.detail;
+  if (x.planned_delay_us > 0 || x.actual_delay_us > 0)
+    line += " [delay planned " + ms(x.planned_delay_us) + " ms, actual " + ms(x.actual_delay_us) + " ms]";
+  return line;
+}
+
+// Indexes of c.events in time order; records of equal time keep their file order. The
+// writer records most events as they happen, but a fault can be written after what
+// followed its decision (its actual delay is known only then).
+std::vector<std::size_t> time_order(const capture& c) {
+  std::vector<std::size_t> order(c.events.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return event_time(c.events[a]) < event_time(c.events[b]);
+  });
+  return order;
+}
+
 void render_transcript(const capture& c, std::string& out) {
   out += "\ntranscript\n";
   const std::string blank_time(time_column, ' ');
   auto stamp = [](std::uint64_t t_us) { return "+" + pad_left(ms(t_us), 9) + " ms  "; };
   bool last_reply_was_354 = false;
-  for (std::size_t i = 0; i < c.events.size(); ++i) {
+  for (std::size_t i : time_order(c)) {
     const event& e = c.events[i];
     if (const auto* cmd = std::get_if<command_event>(&e)) {
       out += stamp(cmd->t_us) + "C> " + printable(cmd->text) + "\n";
@@ -180,6 +206,8 @@ void render_transcript(const capture& c, std::string& out) {
       out += stamp(n->t_us) + "!! " + printable(n->text) + "\n";
     } else if (const auto* t = std::get_if<tls_event>(&e)) {
       out += stamp(t->t_us) + "== " + printable(tls_line(*t)) + "\n";
+    } else if (const auto* f = std::get_if<fault_event>(&e)) {
+      out += stamp(f->t_us) + "F! " + printable(fault_line(*f)) + "\n";
     } else if (const auto* r = std::get_if<reply_event>(&e)) {
       const char* who = r->leg == protocol::leg::upstream ? "S< " : "R> ";
       const auto& lines = r->reply.lines;
@@ -247,6 +275,41 @@ void render_transactions(const capture& c, std::string& out) {
   }
 }
 
+// Omitted without faults (every capture before format version 2, most after). One heading
+// with the count and the delays they added, then one row per rule, type and decision, in
+// the order they first fired: "   2 x greylist-rcpt (greylist) reply".
+void render_faults(const capture& c, std::string& out) {
+  struct group {
+    const protocol::fault_event* first;
+    std::size_t count;
+  };
+  std::vector<group> groups;
+  std::size_t total = 0;
+  std::uint64_t planned = 0, actual = 0;
+  for (std::size_t i : time_order(c)) {
+    const auto* f = std::get_if<fault_event>(&c.events[i]);
+    if (!f) continue;
+    const protocol::fault_event& x = f->fault;
+    ++total;
+    planned += x.planned_delay_us;
+    actual += x.actual_delay_us;
+    auto same = [&](const group& g) {
+      return g.first->rule == x.rule && g.first->type == x.type && g.first->decision == x.decision;
+    };
+    if (auto it = std::find_if(groups.begin(), groups.end(), same); it != groups.end()) ++it->count;
+    else groups.push_back({&x, 1});
+  }
+  if (total == 0) return;
+  out += "\nfaults (" + std::to_string(total);
+  if (planned > 0 || actual > 0) out += "; delays planned " + ms(planned) + " ms, actual " + ms(actual) + " ms";
+  out += ")\n";
+  for (const group& g : groups) {
+    std::string what = g.first->rule.empty() ? "(unnamed rule)" : g.first->rule;
+    if (!g.first->type.empty()) what += " (" + g.first->type + ")";
+    out += "   " + std::to_string(g.count) + " x " + printable(what + " " + g.first->decision) + "\n";
+  }
+}
+
 json::value or_null(const std::optional<std::string>& s) {
   return s ? json::value(utf8(*s)) : json::value(nullptr);
 }
@@ -295,6 +358,19 @@ json::object event_json(const event& e) {
     o["dir"] = nullptr;
     o["kind"] = "note";
     o["text"] = utf8(n->text);
+  } else if (const auto* f = std::get_if<fault_event>(&e)) {
+    const protocol::fault_event& x = f->fault;
+    o["leg"] = nullptr;   // faults are the relay's own decisions, like notes
+    o["dir"] = nullptr;
+    o["kind"] = "fault";
+    o["text"] = utf8(fault_line(*f));
+    o["rule"] = utf8(x.rule);
+    o["fault_type"] = utf8(x.type);
+    o["decision"] = utf8(x.decision);
+    o["phase"] = protocol::to_string(x.ph);
+    o["planned_delay_us"] = x.planned_delay_us;
+    o["actual_delay_us"] = x.actual_delay_us;
+    o["detail"] = utf8(x.detail);
   }
   return o;
 }
@@ -315,6 +391,7 @@ std::string render_text(const capture& c) {
   render_transcript(c, out);
   render_waterfall(c, out);
   render_transactions(c, out);
+  render_faults(c, out);
   return out;
 }
 
@@ -373,7 +450,7 @@ std::string render_json(const capture& c) {
   o["transactions"] = std::move(transactions);
 
   json::array events;
-  for (const event& e : c.events) events.push_back(event_json(e));
+  for (std::size_t i : time_order(c)) events.push_back(event_json(c.events[i]));
   o["events"] = std::move(events);
   return json::serialize(o);
 }

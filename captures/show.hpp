@@ -1,6 +1,7 @@
 // The `mailtap show` report for one loaded capture: a human transcript with a stage
-// waterfall and the transactions, or the same facts as one JSON document. Pure functions
-// of the capture; thread-safe. The text layout is pinned by tests/golden/show_basic.txt.
+// waterfall, the transactions and the injected faults, or the same facts as one JSON
+// document. Pure functions of the capture; thread-safe. The layout is pinned by the golden
+// files tests/golden/show_basic.* (a version 1 capture) and show_faults.* (with faults).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -9,14 +10,16 @@
 
 namespace mailtap::captures {
 
-// Header block, transcript (one row per command, reply line and note; body bytes summed
-// up, not dumped), stage waterfall, transactions. Ends with a newline. Wire text is made
+// Header block, transcript in time order (one row per command, reply line, note, TLS
+// handshake and fault; body bytes summed up, not dumped), stage waterfall, transactions,
+// and a fault summary when there were faults. Ends with a newline. Wire text is made
 // terminal-safe: control characters and bytes that are not UTF-8 appear as \xNN.
 std::string render_text(const capture& c);
 
 // One JSON object (not pretty-printed, no trailing newline): id, client, listen, upstream,
 // started_at, seed, version, outcome, complete, truncated_line, end_reason, end_detail,
-// dropped_records, duration_us, stages[], transactions[], events[]. Always valid UTF-8:
+// dropped_records, duration_us, stages[], transactions[], events[] (time order, as in the
+// transcript; a fault is kind "fault" with its record's fields). Always valid UTF-8:
 // wire bytes that are not appear as the four characters \xNN.
 std::string render_json(const capture& c);
 

@@ -51,6 +51,7 @@ struct text_rec { std::uint64_t t; const char* type; std::string text; };
 struct reply_rec { std::uint64_t t; protocol::leg l; protocol::direction d; protocol::reply r; };
 struct tls_rec { std::uint64_t t; protocol::leg l; protocol::tls_summary tls; };
 struct end_rec { std::uint64_t t; std::string reason; std::string detail; std::uint64_t dropped; };
+struct fault_rec { std::uint64_t t; protocol::fault_event f; };
 struct barrier_rec { std::function<void()> done; };
 struct close_rec { bool ended; };
 }  // namespace
@@ -68,7 +69,7 @@ struct queued_record {
   // queues many records; their size is what bounds memory).
   std::variant<std::unique_ptr<header_rec>, bytes_rec, text_rec, reply_rec, std::unique_ptr<tls_rec>,
                protocol::stage_record, std::unique_ptr<protocol::transaction_record>, std::unique_ptr<end_rec>,
-               barrier_rec, close_rec>
+               std::unique_ptr<fault_rec>, barrier_rec, close_rec>
       body;
   std::size_t weight = 0;   // memory this record holds, counted against queued_bytes_cap
 };
@@ -100,6 +101,7 @@ std::string to_line(const queued_record& q) {
     void operator()(const std::unique_ptr<tls_rec>& t) { (*this)(*t); }
     void operator()(const std::unique_ptr<protocol::transaction_record>& t) { (*this)(*t); }
     void operator()(const std::unique_ptr<end_rec>& e) { (*this)(*e); }
+    void operator()(const std::unique_ptr<fault_rec>& f) { (*this)(*f); }
     void operator()(const header_rec& h) {
       o["type"] = "header";
       o["format"] = format_name;
@@ -176,6 +178,17 @@ std::string to_line(const queued_record& q) {
       o["synthesized"] = t.synthesized;
       o["start_us"] = t.start_us;
       o["end_us"] = t.end_us;
+    }
+    void operator()(const fault_rec& f) {
+      o["type"] = "fault";
+      o["t_us"] = f.t;
+      o["rule"] = f.f.rule;
+      o["fault_type"] = f.f.type;   // "type" names the record
+      o["decision"] = f.f.decision;
+      o["phase"] = to_string(f.f.ph);
+      o["planned_delay_us"] = f.f.planned_delay_us;
+      o["actual_delay_us"] = f.f.actual_delay_us;
+      o["detail"] = f.f.detail;
     }
     void operator()(const end_rec& e) {
       o["type"] = "end";
@@ -335,6 +348,9 @@ void session_capture::push(queued_record&& r) {
         if constexpr (std::is_same_v<T, text_rec>) r.weight += body.text.size();
         else if constexpr (std::is_same_v<T, reply_rec>) r.weight += 2 * body.r.raw.size();
         else if constexpr (std::is_same_v<T, std::unique_ptr<protocol::transaction_record>>) r.weight += 512;
+        else if constexpr (std::is_same_v<T, std::unique_ptr<fault_rec>>)
+          r.weight += sizeof(fault_rec) + body->f.rule.size() + body->f.type.size() + body->f.decision.size() +
+                      body->f.detail.size();
       },
       r.body);
   store_.enqueue(std::move(r));
@@ -372,6 +388,10 @@ void session_capture::on_transaction(const protocol::transaction_record& t) {
   push({file_, std::make_unique<protocol::transaction_record>(t)});
 }
 
+void session_capture::on_fault(std::uint64_t t, const protocol::fault_event& f) {
+  push({file_, std::make_unique<fault_rec>(fault_rec{t, f})});
+}
+
 void session_capture::on_end(std::uint64_t t, std::string_view reason, std::string_view detail) {
   if (ended_) return;
   ended_ = true;
@@ -381,8 +401,5 @@ void session_capture::on_end(std::uint64_t t, std::string_view reason, std::stri
 void session_capture::when_durable(std::function<void()> done) {
   push({file_, barrier_rec{std::move(done)}});
 }
-
-// TODO(fault records): written by the captures change that adds the `fault` record type.
-void session_capture::on_fault(std::uint64_t, const protocol::fault_event&) {}
 
 }  // namespace mailtap::captures

@@ -2,7 +2,9 @@
 // version refusal, file:line errors, the session outcome rule. Files only, no sockets.
 //
 // Golden files: tests/golden/show_basic.{txt,json} are the exact expected output for
-// tests/golden/show_basic.jsonl. After an intended change of layout, regenerate them with
+// tests/golden/show_basic.jsonl (a format version 1 capture, kept as it was written), and
+// show_faults.{txt,json} for show_faults.jsonl (version 2, with fault records). After an
+// intended change of layout, regenerate them with
 //   MAILTAP_UPDATE_GOLDEN=1 ./build/tests/unit/mailtap_capture_tests
 // and review the diff before committing.
 #include <gtest/gtest.h>
@@ -101,6 +103,16 @@ TEST(CaptureShow, GoldenText) {
 TEST(CaptureShow, GoldenJson) {
   capture c = load(golden_dir / "show_basic.jsonl");
   expect_golden(render_json(c) + "\n", "show_basic.json");   // the file ends in a newline
+}
+
+TEST(CaptureShow, GoldenFaultsText) {
+  capture c = load(golden_dir / "show_faults.jsonl");
+  expect_golden(render_text(c), "show_faults.txt");
+}
+
+TEST(CaptureShow, GoldenFaultsJson) {
+  capture c = load(golden_dir / "show_faults.jsonl");
+  expect_golden(render_json(c) + "\n", "show_faults.json");
 }
 
 TEST(CaptureReader, BasicModel) {
@@ -258,9 +270,11 @@ TEST(CaptureReader, NewerVersionIsRefused) {
   auto lines = golden_lines();
   auto at = lines[0].find("\"version\":1");
   ASSERT_NE(at, std::string::npos);
-  lines[0].replace(at, 11, "\"version\":2");
+  const std::string newer = std::to_string(format_version + 1);
+  lines[0].replace(at, 11, "\"version\":" + newer);
   fs::path p = scratch(join(lines));
-  EXPECT_EQ(load_error(p), p.string() + ":1: capture format version 2 is newer than this mailtap (1)");
+  EXPECT_EQ(load_error(p), p.string() + ":1: capture format version " + newer + " is newer than this mailtap (" +
+                               std::to_string(format_version) + ")");
 }
 
 TEST(CaptureReader, VersionZeroIsRefused) {
