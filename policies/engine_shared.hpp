@@ -1,0 +1,45 @@
+// Internal to policies/: what the engine and its session advisors share (through a
+// shared_ptr, so an advisor may outlive the engine object): the loaded rules with their
+// state and counts, the clocks and the master seed. Every field but the immutable ones is
+// guarded by `mutex`; decide_errors is atomic.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "policies/rule.hpp"
+#include "policies/rule_state.hpp"
+#include "policies/types/type.hpp"
+
+namespace mailtap::policies {
+
+struct loaded_rule {
+  rule r;
+  const fault_type* type = nullptr;
+  std::uint64_t loaded_us = 0;   // steady clock, for after/for
+  std::uint64_t injected = 0;    // for max_count and faults_injected
+  rule_state state;
+
+  bool exhausted() const { return r.match.max_count && injected >= *r.match.max_count; }
+  // The stage at which the rule acts at phase `p`: connect is always asked at the command
+  // stage, banner always at the reply stage; otherwise the type says.
+  protocol::fault_stage stage_at(protocol::phase p) const;
+};
+
+struct engine_shared {
+  engine_shared(std::uint64_t seed, std::function<std::uint64_t()> steady, std::function<std::int64_t()> wall)
+      : master_seed(seed), steady_now_us(std::move(steady)), wall_now_s(std::move(wall)) {}
+
+  const std::uint64_t master_seed;
+  const std::function<std::uint64_t()> steady_now_us;
+  const std::function<std::int64_t()> wall_now_s;
+
+  std::mutex mutex;
+  std::vector<std::unique_ptr<loaded_rule>> rules;   // load order
+  std::atomic<std::uint64_t> decide_errors{0};
+};
+
+}  // namespace mailtap::policies

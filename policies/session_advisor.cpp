@@ -1,0 +1,103 @@
+// One decision point: rules in load order, each matching rule draws its probability (before
+// max_count is consulted, so the draws depend only on this session's traffic) and decides (stateful types update their state here, winner or not); the verdict of highest
+// precedence wins (the first loaded on a tie), rewrites join a proceed or a delay, and only
+// the winner and the contributing rewrites count.
+#include "policies/session_advisor.hpp"
+
+#include "policies/precedence.hpp"
+
+namespace mailtap::policies {
+
+session_advisor::session_advisor(std::shared_ptr<engine_shared> shared, std::uint64_t number,
+                                 std::string client_address, bool client_tls)
+    : shared_(std::move(shared)), random_(session_seed(shared_->master_seed, number)) {
+  facts_.number = number;
+  facts_.client_ip = parse_client_address(client_address);
+  facts_.client_key = facts_.client_ip ? to_string(*facts_.client_ip) : client_address;
+  facts_.client_address = std::move(client_address);
+  facts_.client_tls = client_tls;
+  facts_.seed = session_seed(shared_->master_seed, number);
+}
+
+bool session_advisor::draw(double probability) {
+  if (probability >= 1.0) return true;
+  if (!(probability > 0.0)) return false;
+  return random_.uniform01() < probability;
+}
+
+protocol::session_plan session_advisor::plan_session() {
+  protocol::session_plan plan;
+  try {
+    const std::uint64_t now = shared_->steady_now_us();
+    const std::int64_t wall = shared_->wall_now_s();
+    std::lock_guard lock(shared_->mutex);
+    for (const auto& lr : shared_->rules) {
+      if (!lr->type->session_wide) continue;
+      const matcher& m = lr->r.match;
+      if (!m.active(lr->loaded_us, now, wall) || !m.matches_session(facts_) || !draw(m.probability)) continue;
+      if (lr->exhausted()) continue;
+      if (!lr->type->plan(lr->r.params, plan)) continue;
+      ++lr->injected;
+      plan.rules.emplace_back(lr->r.name, std::string(lr->r.type()));
+    }
+  } catch (...) {
+    shared_->decide_errors.fetch_add(1);
+    plan = {};
+  }
+  return plan;
+}
+
+protocol::fault_decision session_advisor::decide(const protocol::fault_query& q) {
+  try {
+    const std::uint64_t now = shared_->steady_now_us();
+    const std::int64_t wall = shared_->wall_now_s();
+    return evaluate(q, now, wall);
+  } catch (...) {
+    shared_->decide_errors.fetch_add(1);
+    return {};
+  }
+}
+
+protocol::fault_decision session_advisor::evaluate(const protocol::fault_query& q, std::uint64_t now_us,
+                                                   std::int64_t wall_s) {
+  struct hit {
+    loaded_rule* rule;
+    protocol::fault_decision decision;
+  };
+  std::vector<hit> hits;
+  std::lock_guard lock(shared_->mutex);
+  for (const auto& lr : shared_->rules) {
+    if (lr->type->session_wide || !lr->r.has_phase(q.ph) || lr->stage_at(q.ph) != q.stage) continue;
+    const matcher& m = lr->r.match;
+    if (!m.active(lr->loaded_us, now_us, wall_s) || !m.matches(q, facts_) || !draw(m.probability)) continue;
+    if (lr->exhausted()) continue;   // after the draw: other sessions' injections never shift this one's draws
+    decide_context c{lr->r, q, facts_, lr->state, now_us, random_};
+    protocol::fault_decision d = lr->type->decide(c);
+    if (d.what == protocol::verdict::proceed && d.rewrites.empty()) continue;   // matched, nothing to inject
+    d.rule = lr->r.name;
+    d.type = std::string(lr->r.type());
+    hits.push_back({lr.get(), std::move(d)});
+  }
+
+  const hit* winner = nullptr;
+  for (const auto& h : hits) {
+    if (h.decision.what == protocol::verdict::proceed) continue;
+    if (!winner || precedence_rank(h.decision.what) < precedence_rank(winner->decision.what)) winner = &h;
+  }
+  protocol::fault_decision out;
+  if (winner) {
+    out = winner->decision;
+    ++winner->rule->injected;
+  }
+  if (out.what == protocol::verdict::proceed || out.what == protocol::verdict::delay) {
+    for (const auto& h : hits) {
+      if (h.decision.what != protocol::verdict::proceed) continue;
+      merge_rewrites(out.rewrites, h.decision.rewrites);
+      out.rewrites.rules.emplace_back(h.decision.rule, h.decision.type);
+      ++h.rule->injected;
+    }
+  }
+  return out;
+}
+
+}  // namespace mailtap::policies

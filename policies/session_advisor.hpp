@@ -1,0 +1,34 @@
+// Internal to policies/: the fault_advisor of one session. Holds the session's facts and
+// its seeded generator (used by one session thread at a time); evaluates the engine's rules
+// under the engine's mutex. Never throws: an internal failure counts in decide_errors and
+// the decision falls back to proceed.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "policies/engine_shared.hpp"
+#include "policies/random.hpp"
+#include "protocol/fault.hpp"
+
+namespace mailtap::policies {
+
+class session_advisor final : public protocol::fault_advisor {
+ public:
+  session_advisor(std::shared_ptr<engine_shared> shared, std::uint64_t number, std::string client_address,
+                  bool client_tls);
+
+  protocol::session_plan plan_session() override;
+  protocol::fault_decision decide(const protocol::fault_query& q) override;
+
+ private:
+  // The probability draw of a rule whose matchers passed (no draw when it is 0 or 1, so a
+  // certain rule never shifts the draws of the others).
+  bool draw(double probability);
+  protocol::fault_decision evaluate(const protocol::fault_query& q, std::uint64_t now_us, std::int64_t wall_s);
+
+  std::shared_ptr<engine_shared> shared_;
+  session_facts facts_;
+  rng random_;
+};
+
+}  // namespace mailtap::policies
