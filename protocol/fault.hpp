@@ -32,7 +32,7 @@ struct fault_query {
   std::string_view address;       // MAIL FROM / RCPT TO address of this command, without <>
   std::string_view ehlo_name;     // the last EHLO/HELO argument ("" before one)
   std::string_view mail_from;     // the open transaction's sender ("" outside one)
-  const std::vector<std::string>* recipients = nullptr;   // its recipients so far (may be null)
+  const std::vector<std::string>* recipients = nullptr;   // its recipients so far; at RCPT the earlier ones (may be null)
   std::uint64_t transaction_number = 0;   // 1-based within the session; 0 outside a transaction
   const reply* upstream_reply = nullptr;  // reply stage: what the upstream answered (null at connect)
   bool client_tls = false;

@@ -279,15 +279,12 @@ relay_fsm::line_fault relay_fsm::command_fault(std::uint64_t now, std::string_vi
     q.argument = cmd.argument;
     q.line_length = line.size();
     if (cmd.address) q.address = *cmd.address;
-    std::vector<std::string> recipients;   // at RCPT: the transaction's recipients with this one
+    // At MAIL the sender and the transaction number are the ones this command opens; at RCPT
+    // `recipients` holds the earlier ones (this one is `address`).
     if (cmd.ph == phase::mail && !open) {
       q.mail_from = q.address;
       q.recipients = nullptr;
       q.transaction_number = next_txn_id_;
-    } else if (cmd.ph == phase::rcpt && open) {
-      recipients = open->rec.rcpt_to;
-      recipients.emplace_back(q.address);
-      q.recipients = &recipients;
     }
     d = ask(q);
     if (d.what == verdict::delay) {

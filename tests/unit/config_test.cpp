@@ -180,10 +180,15 @@ TEST(ConfigLoad, CommentsOnlyAndEmptyTablesKeepTheBase) {
   EXPECT_TRUE(same(*c->upstream, endpoint{"mx", 25}));
 }
 
+// A minimal valid scenario file (scenario files must hold at least one [[fault]]).
+std::string scenario_text(const std::string& name) {
+  return "# test scenario\n[[fault]]\nname = \"" + name + "\"\ntype = \"reset\"\nphase = \"rcpt\"\n";
+}
+
 TEST(ConfigLoad, EveryKeyParsed) {
   temp_dir dir;
-  dir.write("policies/scenarios/a.toml", "# a\n");
-  dir.write("b.toml", "# b\n");
+  dir.write("policies/scenarios/a.toml", scenario_text("s1"));
+  dir.write("b.toml", scenario_text("s2"));
   const std::string text = R"(
 listen = "[::1]:2626"
 upstream = "mx.example.com:25"
@@ -217,6 +222,9 @@ drain = 5
   EXPECT_EQ(c->captures_dir, fs::path("/srv/captures"));
   ASSERT_EQ(c->scenarios.size(), 2u);
   EXPECT_EQ(c->scenarios[0], dir.path() / "policies/scenarios/a.toml");
+  ASSERT_EQ(c->faults.size(), 2u);   // the scenario files' rules, in list order
+  EXPECT_EQ(c->faults[0].name, "s1");
+  EXPECT_EQ(c->faults[1].name, "s2");
   EXPECT_EQ(c->scenarios[1], dir.path() / "b.toml");
   EXPECT_EQ(c->seed, 42u);
   EXPECT_EQ(c->max_sessions, 1000u);
@@ -397,7 +405,7 @@ TEST(ConfigErrors, EmptyCapturesPath) {
 
 TEST(ConfigErrors, MissingScenarioFile) {
   temp_dir dir;
-  dir.write("present.toml", "");
+  dir.write("present.toml", scenario_text("s3"));
   fs::create_directories(dir.path() / "adir");
   const fs::path file = dir.write("mailtap.toml", "seed = 1\nscenarios = [\n  \"present.toml\",\n  \"absent.toml\",\n]\n");
   std::string error;
@@ -442,7 +450,7 @@ TEST(ConfigErrors, KeysAndValuesAreEchoedOnOneLine) {
 
 TEST(ConfigPaths, RelativePathsResolveAgainstTheFilesDirectory) {
   temp_dir dir;
-  dir.write("etc/policies/s1.toml", "");
+  dir.write("etc/policies/s1.toml", scenario_text("s4"));
   const fs::path file = dir.write("etc/mailtap.toml",
                                   "captures = \"../var/captures\"\nscenarios = [\"./policies/s1.toml\"]\n");
   std::string error;
@@ -456,7 +464,7 @@ TEST(ConfigPaths, RelativePathsResolveAgainstTheFilesDirectory) {
 
 TEST(ConfigPaths, RelativeConfigFileNameStillResolvesAbsolutely) {
   temp_dir dir;
-  dir.write("conf/s.toml", "");
+  dir.write("conf/s.toml", scenario_text("s5"));
   dir.write("conf/mailtap.toml", "captures = 'cap'\nscenarios = ['s.toml']\n");
   const fs::path old = fs::current_path();
   fs::current_path(dir.path());
@@ -472,7 +480,7 @@ TEST(ConfigPaths, RelativeConfigFileNameStillResolvesAbsolutely) {
 
 TEST(ConfigPaths, AbsolutePathsAreKept) {
   temp_dir dir;
-  const fs::path scenario = dir.write("x/s.toml", "");
+  const fs::path scenario = dir.write("x/s.toml", scenario_text("s6"));
   const fs::path file = dir.write("m.toml", "captures = '/tmp/mailtap-caps'\nscenarios = ['" +
                                                 scenario.string() + "']\n");
   std::string error;
@@ -485,7 +493,7 @@ TEST(ConfigPaths, AbsolutePathsAreKept) {
 
 TEST(ConfigPaths, TextSourceNameStandsInForTheFile) {
   temp_dir dir;
-  dir.write("s.toml", "");
+  dir.write("s.toml", scenario_text("s7"));
   std::string error;
   auto c = load_config_text("scenarios = ['s.toml']", (dir.path() / "virtual.toml").string(), config{}, error);
   ASSERT_TRUE(c) << error;
@@ -598,3 +606,35 @@ TEST(DefaultCapturesDir, FollowsTheDocumentedOrder) {
 }
 
 }  // namespace
+
+// ---- faults ------------------------------------------------------------------------------
+
+TEST(ConfigFaults, InlineFaultTablesAreRules) {
+  std::string error;
+  auto c = load_config_text("seed = 3\n[[fault]]\nname = \"full\"\ntype = \"reply\"\nphase = \"rcpt\"\n"
+                            "code = 552\nenhanced = \"5.2.2\"\n",
+                            "mailtap.toml", config{}, error);
+  ASSERT_TRUE(c) << error;
+  ASSERT_EQ(c->faults.size(), 1u);
+  EXPECT_EQ(c->faults[0].name, "full");
+  EXPECT_EQ(c->faults[0].type(), "reply");
+}
+
+TEST(ConfigFaults, AnErrorInAScenarioFileNamesThatFileAndLine) {
+  temp_dir dir;
+  const fs::path bad = dir.write("bad.toml", "# bad\n[[fault]]\nname = \"x\"\ntype = \"reply\"\nphase = \"rcpt\"\n"
+                                             "code = 552\ncolour = \"red\"\n");
+  const fs::path file = dir.write("mailtap.toml", "scenarios = ['bad.toml']\n");
+  std::string error;
+  EXPECT_FALSE(load_config_file(file, config{}, error));
+  EXPECT_NE(error.find("bad.toml:7: key 'colour'"), std::string::npos) << error;
+}
+
+TEST(ConfigFaults, AScenarioFileWithoutFaultsIsAnError) {
+  temp_dir dir;
+  dir.write("empty.toml", "# nothing\n");
+  const fs::path file = dir.write("mailtap.toml", "scenarios = ['empty.toml']\n");
+  std::string error;
+  EXPECT_FALSE(load_config_file(file, config{}, error));
+  EXPECT_NE(error.find("empty.toml: no [[fault]] tables"), std::string::npos) << error;
+}
