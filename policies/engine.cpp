@@ -52,6 +52,7 @@ std::optional<std::string> engine::add_all(std::vector<rule> rules) {
       lr->loaded_us = now;
       shared_->rules.push_back(std::move(lr));
     }
+    shared_->rule_count.store(shared_->rules.size(), std::memory_order_relaxed);
     return std::nullopt;
   } catch (const std::exception& e) {
     return std::string("cannot add rules: ") + e.what();
@@ -66,6 +67,7 @@ bool engine::remove(std::string_view name) {
   const auto it = std::find_if(rules.begin(), rules.end(), [&](const auto& lr) { return lr->r.name == name; });
   if (it == rules.end()) return false;
   rules.erase(it);
+  shared_->rule_count.store(rules.size(), std::memory_order_relaxed);
   return true;
 }
 
@@ -73,6 +75,7 @@ void engine::reset() {
   std::vector<std::unique_ptr<loaded_rule>> gone;   // freed after the lock is released
   std::lock_guard lock(shared_->mutex);
   gone.swap(shared_->rules);
+  shared_->rule_count.store(0, std::memory_order_relaxed);
   shared_->decide_errors = 0;
 }
 

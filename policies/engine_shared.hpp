@@ -39,6 +39,9 @@ struct engine_shared {
 
   std::mutex mutex;
   std::vector<std::unique_ptr<loaded_rule>> rules;   // load order
+  // rules.size(), written under `mutex`: with no rules a decision skips the clocks and the
+  // lock (the relay asks at every command of every session).
+  std::atomic<std::size_t> rule_count{0};
   std::atomic<std::uint64_t> decide_errors{0};
 };
 

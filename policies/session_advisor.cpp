@@ -27,6 +27,7 @@ bool session_advisor::draw(double probability) {
 
 protocol::session_plan session_advisor::plan_session() {
   protocol::session_plan plan;
+  if (shared_->rule_count.load(std::memory_order_relaxed) == 0) return plan;
   try {
     const std::uint64_t now = shared_->steady_now_us();
     const std::int64_t wall = shared_->wall_now_s();
@@ -48,6 +49,7 @@ protocol::session_plan session_advisor::plan_session() {
 }
 
 protocol::fault_decision session_advisor::decide(const protocol::fault_query& q) {
+  if (shared_->rule_count.load(std::memory_order_relaxed) == 0) return {};
   try {
     const std::uint64_t now = shared_->steady_now_us();
     const std::int64_t wall = shared_->wall_now_s();
