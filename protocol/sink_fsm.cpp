@@ -238,7 +238,10 @@ bool sink_fsm::take_line(std::string_view line, std::string& out) {
     case phase::vrfy: out += format_reply(252, "2.0.0", "Cannot VRFY user, but will accept message"); return true;
     case phase::help: out += format_reply(214, "2.0.0", "mailtap built-in sink accepts every message"); return true;
     case phase::quit: out += format_reply(221, "2.0.0", "Bye"); return false;
-    default: out += format_reply(502, "5.5.1", "Error: command not recognized"); return true;
+    // RFC 5321 4.2.4: 500 for a verb not recognized (what a firewall's X'd command gets),
+    // 502 for one recognized but not implemented (EXPN).
+    case phase::other: out += format_reply(500, "5.5.1", "Error: command not recognized"); return true;
+    default: out += format_reply(502, "5.5.1", "Error: command not implemented"); return true;
   }
 }
 

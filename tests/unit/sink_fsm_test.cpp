@@ -199,8 +199,8 @@ TEST(SinkFsm, SequencingErrors) {
 
 TEST(SinkFsm, OtherCommands) {
   sink_session s;
-  auto rs = s.feed("NOOP\r\nVRFY x\r\nHELP\r\nFROB\r\n");
-  EXPECT_THAT(codes(rs), testing::ElementsAre(250, 252, 214, 502));
+  auto rs = s.feed("NOOP\r\nVRFY x\r\nHELP\r\nFROB\r\nEXPN list\r\n");
+  EXPECT_THAT(codes(rs), testing::ElementsAre(250, 252, 214, 500, 502));
 }
 
 TEST(SinkFsm, QuitReturnsFalse) {
