@@ -986,3 +986,91 @@ def swaks_wire_message(data):
     """What swaks 20201014 sends for `--data @FILE` (FILE ending with a newline): line endings
     made CRLF, leading dots doubled, then one more CRLF before the terminating '.'."""
     return dot_stuff(crlf(data)) + b"\r\n"
+
+
+# ---------------------------------------------------------------- fault injection (test_faults, test_scenarios)
+
+SCENARIOS_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "policies", "scenarios"))
+
+
+def fault_records(cap):
+    """The capture's `fault` records, in file order (captures/FORMAT.md)."""
+    return cap.of_type("fault")
+
+
+def fault_summary(cap, fields=("rule", "fault_type", "decision", "phase")):
+    """The capture's fault records as tuples of `fields`, in file order."""
+    return [tuple(r.get(f) for f in fields) for r in fault_records(cap)]
+
+
+_SWAKS_SERVER_RE = re.compile(r"^<[-~*]{1,2} +(\d{3}[- ]?.*)$")
+_SWAKS_CLIENT_RE = re.compile(r"^ ?[-~*]{1,2}> ?(.*)$")
+
+
+class SwaksTranscript:
+    """swaks' transcript (its stdout) split into exchanges: (client line or None, Reply).
+
+    Server lines are `<-  `, `<** ` (an unexpected code), `<~  `/`<~* ` (inside TLS); client
+    lines are ` -> `/` ~> `. The reply to the greeting has None as its client line; a
+    message's end-of-data reply has '.' (or swaks' "N lines sent" with --suppress-data)."""
+
+    def __init__(self, text):
+        self.text = text
+        self.exchanges = []
+        last_client = None
+        lines = []
+        for line in text.splitlines():
+            m = _SWAKS_SERVER_RE.match(line)
+            if m:
+                raw = m.group(1).encode("utf-8", "replace")
+                lines.append(raw)
+                if raw[3:4] != b"-":
+                    self.exchanges.append((last_client, Reply(lines)))
+                    lines = []
+                    last_client = None
+                continue
+            m = _SWAKS_CLIENT_RE.match(line)
+            if m:
+                last_client = m.group(1)
+
+    @property
+    def greeting(self):
+        return self.exchanges[0][1] if self.exchanges and self.exchanges[0][0] is None else None
+
+    def replies_to(self, prefix):
+        """Replies to client lines starting with `prefix` (case-insensitive), in order."""
+        p = prefix.upper()
+        return [r for c, r in self.exchanges if c is not None and c.upper().startswith(p)]
+
+    def reply_to(self, prefix):
+        """The one reply to a client line starting with `prefix`; AssertionError if not one."""
+        rs = self.replies_to(prefix)
+        if len(rs) != 1:
+            raise AssertionError("expected one reply to %r in swaks transcript, got %d:\n%s"
+                                 % (prefix, len(rs), self.text[-3000:]))
+        return rs[0]
+
+    def end_of_data_replies(self):
+        return [r for c, r in self.exchanges
+                if c is not None and (c == "." or re.match(r"^\d+ lines sent$", c))]
+
+
+def recv_outcome(sock, timeout):
+    """Reads from `sock` until EOF, RST or `timeout` seconds: returns (outcome, data) with
+    outcome "eof", "reset" or "timeout" and data every byte received before it."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout", data
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return "timeout", data
+        except ConnectionResetError:
+            return "reset", data
+        if not chunk:
+            return "eof", data
+        data += chunk

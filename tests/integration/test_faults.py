@@ -1,0 +1,1497 @@
+"""Fault injection through the real relay (policies/README.md, README "Fault injection").
+
+Every fault type is armed from a scenario file written into the test's work directory
+(`mailtap run --scenario FILE`) and driven by real peers: swaks as the client where a real
+sender's behaviour matters, the raw SmtpClient where the exact bytes, their timing or the
+way the connection ends matter; the aiosmtpd Recorder (or the scripted upstream when the
+question is whether the upstream was contacted at all) as the destination. Each test
+asserts (a) the replies the client saw, (b) what the upstream received, and (c) the
+capture's `fault` records (rule, fault_type, decision, phase; captures/FORMAT.md).
+Timing is asserted only where the contract names it: a delay record's planned delay equals
+the configured one and its actual delay is at least that; a stall ends after its `max`.
+
+Classes: CommandFaults (faults at commands and the end of data), GreetingAndCapabilityFaults
+(connect, banner, EHLO rewrites), UpstreamFaults (upstream_unreachable), SessionFaults
+(throttle, slice, split_dot_withhold), StatefulFaults (greylist, quota, fail_then_pass,
+max_count, across connections), Precedence, Matchers, Determinism (--seed).
+"""
+
+import os
+import re
+import time
+import unittest
+
+from harness import (IntegrationTest, LOOPBACK, SwaksTranscript, dot_unstuff, fault_records,
+                     fault_summary, make_message, parse_replies, recv_outcome, show_json,
+                     swaks_wire_message, wait_until)
+
+FROM = "sender@example.test"
+TO = "rcpt@example.test"
+
+
+class FaultTest(IntegrationTest):
+    """A relay armed with one scenario file per test, its generated TLS key kept in the work
+    directory (XDG_STATE_HOME), and helpers to drive it."""
+
+    def setUp(self):
+        super().setUp()
+        self.state_home = os.path.join(self.workdir, "state")
+        os.makedirs(self.state_home)
+        self.env = dict(os.environ, XDG_STATE_HOME=self.state_home)
+
+    # -- peers
+    def scenario(self, text, name="scenario.toml"):
+        return self.write_file(name, text.encode("utf-8"))
+
+    def relay(self, rules, upstream=None, args=(), config=None, seed=None, name="mailtap"):
+        """mailtap with `rules` (TOML text, or a list of them: one scenario file each, loaded
+        in order), relaying to `upstream` (anything with a .port, or None for the built-in
+        sink). seed=None keeps the harness' --seed 1."""
+        argv = []
+        for i, text in enumerate([rules] if isinstance(rules, str) else rules):
+            argv += ["--scenario", self.scenario(text, "%s-scenario-%d.toml" % (name, i + 1))]
+        if config is not None:
+            argv += ["--config", self.write_file(name + "-config.toml", config.encode("utf-8"))]
+        argv += list(args)
+        up = "builtin" if upstream is None else "%s:%d" % (LOOPBACK, upstream.port)
+        if seed is None:
+            return self.start_mailtap(upstream=up, args=argv, env=self.env, name=name)
+        return self.start_mailtap(args=["--upstream", up, "--seed", str(seed), *argv],
+                                  env=self.env, name=name, minimal=True)
+
+    def send(self, port, *args, frm=FROM, to=TO):
+        """One swaks session; returns its parsed transcript (the exit code is in .rc)."""
+        rc, out = self.swaks(port, "--from", frm, "--to", to, *args)
+        t = SwaksTranscript(out)
+        t.rc = rc
+        return t
+
+    def open_transaction(self, port, frm=FROM, to=TO):
+        c = self.greeted_client(port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % frm), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % to), 250)
+        self.assertReply(c.command("DATA"), 354)
+        return c
+
+    # -- assertions
+    def assertFaults(self, cap, expected):
+        """The capture's fault records are exactly `expected` (rule, fault_type, decision, phase)."""
+        self.assertEqual(fault_summary(cap), expected, fault_records(cap))
+
+    def assertDelivered(self, t):
+        eod = t.end_of_data_replies()
+        self.assertEqual([r.code for r in eod], [250], t.text[-3000:])
+
+    def assertNothingUpstream(self, rec, cap):
+        """The session is over (its capture released): whatever the relay was going to deliver
+        has been delivered, so an empty recorder means nothing was."""
+        self.assertEqual(rec.count(), 0, rec.messages)
+        self.assertNotIn(b"\r\n.\r\n", cap.bytes_of("upstream", "out"))
+
+
+class CommandFaults(FaultTest):
+
+    def test_reply_at_mail_only_for_matching_sender(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "blocked-sender"
+type = "reply"
+phase = "mail"
+sender = "*@spam.example"
+code = 550
+enhanced = "5.7.1"
+text = "Email blocked"
+''', rec)
+        bad = self.send(m.port, frm="bulk@spam.example")
+        self.assertReply(bad.reply_to("MAIL FROM"), 550, "5.7.1")
+        self.assertEqual(bad.end_of_data_replies(), [])
+        caps = m.wait_captures(1)
+        self.assertNothingUpstream(rec, caps[0])
+        good = self.send(m.port, frm="person@ham.example")
+        self.assertReply(good.reply_to("MAIL FROM"), 250)
+        self.assertDelivered(good)
+        msgs = rec.wait_for(1)
+        self.assertEqual([(x["mail_from"], x["rcpt_tos"]) for x in msgs], [("person@ham.example", [TO])])
+        caps = m.wait_captures(2)
+        self.assertFaults(caps[0], [("blocked-sender", "reply", "reply", "mail")])
+        self.assertEqual(fault_records(caps[0])[0]["detail"], "550 5.7.1 Email blocked")
+        self.assertFaults(caps[1], [])
+
+    def test_reply_at_rcpt_only_for_matching_recipient(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "full"
+type = "reply"
+phase = "rcpt"
+recipient = "*@full.example"
+code = 552
+enhanced = "5.2.2"
+text = "Mailbox full"
+''', rec)
+        t = self.send(m.port, to="ok@example.test,over@FULL.example")   # globs are case-insensitive
+        self.assertReply(t.reply_to("RCPT TO:<ok@"), 250)
+        self.assertReply(t.reply_to("RCPT TO:<over@"), 552, "5.2.2")
+        self.assertDelivered(t)
+        msgs = rec.wait_for(1)
+        self.assertEqual(msgs[0]["rcpt_tos"], ["ok@example.test"])    # the refused RCPT never went upstream
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("full", "reply", "reply", "rcpt")])
+        self.assertEqual(cap.transactions[0]["rcpt_codes"], [250, 552])
+        self.assertNotIn(b"RCPT TO:<over@FULL.example>", cap.bytes_of("upstream", "out"))
+
+    def test_reply_and_close_at_rcpt(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "go-away"
+type = "reply_and_close"
+phase = "rcpt"
+''', rec)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        c.send("RCPT TO:<%s>\r\n" % TO)
+        outcome, data = recv_outcome(c.sock, 10)
+        self.assertEqual(outcome, "eof", data)
+        self.assertRegex(data, rb"\A421 4\.7\.0 [^\r\n]*\r\n\Z")
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("go-away", "reply_and_close", "reply_and_close", "rcpt")])
+        self.assertNothingUpstream(rec, cap)
+
+    def test_disconnect_without_reply_at_mail(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "fin"
+type = "disconnect"
+phase = "mail"
+''', rec)
+        c = self.greeted_client(m.port)
+        c.send("MAIL FROM:<%s>\r\n" % FROM)
+        outcome, data = recv_outcome(c.sock, 10)
+        self.assertEqual((outcome, data), ("eof", b""))
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("fin", "disconnect", "disconnect", "mail")])
+        self.assertNothingUpstream(rec, cap)
+        self.assertNotIn(b"MAIL FROM", cap.bytes_of("upstream", "out"))
+
+    def test_disconnect_with_reply_at_rcpt(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "fin-421"
+type = "disconnect"
+phase = "rcpt"
+code = 421
+enhanced = "4.3.2"
+text = "Service shutting down"
+''', rec)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        c.send("RCPT TO:<%s>\r\n" % TO)
+        outcome, data = recv_outcome(c.sock, 10)
+        self.assertEqual((outcome, data), ("eof", b"421 4.3.2 Service shutting down\r\n"))
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("fin-421", "disconnect", "disconnect", "rcpt")])
+        self.assertNothingUpstream(rec, cap)
+
+    def test_disconnect_at_data_end_never_sends_the_dot(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "fin-dot"
+type = "disconnect"
+phase = "data_end"
+''', rec)
+        c = self.open_transaction(m.port)
+        c.send(make_message("<fin-dot@example.test>") + b".\r\n")
+        outcome, data = recv_outcome(c.sock, 10)
+        self.assertEqual((outcome, data), ("eof", b""))
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("fin-dot", "disconnect", "disconnect", "data_end")])
+        self.assertNothingUpstream(rec, cap)
+
+    def test_reset_at_mail_gives_econnreset(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "rst"
+type = "reset"
+phase = "mail"
+''', rec)
+        c = self.greeted_client(m.port)
+        c.send("MAIL FROM:<%s>\r\n" % FROM)
+        outcome, data = recv_outcome(c.sock, 10)
+        self.assertEqual((outcome, data), ("reset", b""))
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("rst", "reset", "reset", "mail")])
+        self.assertNothingUpstream(rec, cap)
+
+    def test_stall_with_max_silent_then_session_ends(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "hang"
+type = "stall"
+phase = "mail"
+max = "1500ms"
+''', rec)
+        c = self.greeted_client(m.port)
+        start = time.monotonic()
+        c.send("MAIL FROM:<%s>\r\n" % FROM)
+        outcome, data = recv_outcome(c.sock, 20)
+        elapsed = time.monotonic() - start
+        self.assertEqual((outcome, data), ("eof", b""), "the client must get nothing, then the end")
+        self.assertGreaterEqual(elapsed, 1.4, "the stall ended before its max")
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("hang", "stall", "stall", "mail")])
+        self.assertNothingUpstream(rec, cap)
+        self.assertNotIn(b"MAIL FROM", cap.bytes_of("upstream", "out"))
+
+    def test_stall_still_records_what_the_client_sends(self):
+        m = self.relay('''
+[[fault]]
+name = "hang"
+type = "stall"
+phase = "mail"
+max = "1s"
+''')
+        c = self.greeted_client(m.port)
+        c.send("MAIL FROM:<%s>\r\n" % FROM)
+        time.sleep(0.2)
+        c.send("NOOP are-you-there\r\n")
+        outcome, data = recv_outcome(c.sock, 20)
+        self.assertEqual((outcome, data), ("eof", b""))
+        cap = self.single_capture(m)
+        self.assertIn(b"NOOP are-you-there\r\n", cap.bytes_of("client", "in"))
+        self.assertNotIn(b"NOOP", cap.bytes_of("upstream", "out"))
+
+    def test_delay_at_reply(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "slow-rcpt"
+type = "delay"
+phase = "rcpt"
+when = "reply"
+delay = "300ms"
+''', rec)
+        t = self.send(m.port)
+        self.assertReply(t.reply_to("RCPT TO"), 250)
+        self.assertDelivered(t)
+        rec.wait_for(1)
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("slow-rcpt", "delay", "delay", "rcpt")])
+        f = fault_records(cap)[0]
+        self.assertEqual(f["planned_delay_us"], 300000)
+        self.assertGreaterEqual(f["actual_delay_us"], f["planned_delay_us"])
+
+    def test_delay_at_command(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "slow-mail"
+type = "delay"
+phase = "mail"
+when = "command"
+delay = "250ms"
+''', rec)
+        t = self.send(m.port)
+        self.assertReply(t.reply_to("MAIL FROM"), 250)
+        self.assertDelivered(t)
+        rec.wait_for(1)
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("slow-mail", "delay", "delay", "mail")])
+        f = fault_records(cap)[0]
+        self.assertEqual(f["planned_delay_us"], 250000)
+        self.assertGreaterEqual(f["actual_delay_us"], f["planned_delay_us"])
+
+    def test_data_end_reply_absorbs_the_message(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "too-big"
+type = "reply"
+phase = "data_end"
+code = 552
+enhanced = "5.3.4"
+text = "Message too big"
+''', rec)
+        t = self.send(m.port, "--body", "absorbed-body-marker")
+        self.assertReply(t.reply_to("DATA"), 354)
+        eod = t.end_of_data_replies()
+        self.assertEqual(len(eod), 1, t.text)
+        self.assertReply(eod[0], 552, "5.3.4")
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("too-big", "reply", "reply", "data_end")])
+        self.assertNothingUpstream(rec, cap)
+        upstream_out = cap.bytes_of("upstream", "out")
+        self.assertNotIn(b"absorbed-body-marker", upstream_out)
+        self.assertIn(b"RSET\r\n", upstream_out)
+
+    def test_blackhole_250_synthesized_nothing_delivered(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "void"
+type = "blackhole"
+''', rec)
+        t = self.send(m.port)
+        self.assertEqual(t.rc, 0, t.text)
+        self.assertDelivered(t)    # as far as the client can tell
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("void", "blackhole", "blackhole", "data_end")])
+        self.assertNothingUpstream(rec, cap)
+        txn = cap.transactions
+        self.assertEqual(len(txn), 1, txn)
+        self.assertTrue(txn[0]["synthesized"])
+        self.assertEqual(txn[0]["final_reply"]["code"], 250)
+        doc = show_json(cap.path)
+        self.assertTrue(doc["transactions"][0]["synthesized"])
+
+    def test_verb_filter_masks_vrfy_and_upstream_answers_500(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "fixup"
+type = "verb_filter"
+phase = ["ehlo", "helo", "mail", "rcpt", "data", "rset", "noop", "quit", "vrfy", "other"]
+allow = ["HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT"]
+''', rec)
+        c = self.greeted_client(m.port)
+        r = c.command("VRFY postmaster")
+        self.assertReply(r, 500)
+        self.quit(c)
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("fixup", "verb_filter", "rewrite", "vrfy")])
+        upstream_out = cap.bytes_of("upstream", "out")
+        self.assertIn(b"\r\n" + b"X" * len("VRFY postmaster") + b"\r\n", upstream_out)
+        self.assertNotIn(b"VRFY", upstream_out)
+        # The 500 is the upstream's own answer (an upstream reply record), not the relay's.
+        ups = [x for x in cap.of_type("reply") if x["leg"] == "upstream" and x["code"] == 500]
+        self.assertEqual(len(ups), 1, cap.of_type("reply"))
+
+    def test_verb_filter_without_phase_applies_to_any_command(self):
+        # "verb_filter | any command": the phase key is not needed to filter every verb.
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "fixup"
+type = "verb_filter"
+allow = ["HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT"]
+''', rec)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("VRFY postmaster"), 500)
+        self.quit(c)
+        self.assertFaults(self.single_capture(m), [("fixup", "verb_filter", "rewrite", "vrfy")])
+
+    def test_delay_uniform_min_max(self):
+        m = self.relay('''
+[[fault]]
+name = "jittery"
+type = "delay"
+phase = ["mail", "rcpt"]
+min = "50ms"
+max = "250ms"
+''')
+        self.assertDelivered(self.send(m.port))
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("jittery", "delay", "delay", "mail"), ("jittery", "delay", "delay", "rcpt")])
+        for f in fault_records(cap):
+            self.assertTrue(50000 <= f["planned_delay_us"] <= 250000, f)
+            self.assertGreaterEqual(f["actual_delay_us"], f["planned_delay_us"])
+
+    def test_delay_at_data_end_command_holds_the_dot(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "held-dot"
+type = "delay"
+phase = "data_end"
+when = "command"
+delay = "300ms"
+''', rec)
+        t = self.send(m.port)
+        self.assertDelivered(t)
+        self.assertEqual(len(rec.wait_for(1)), 1)
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("held-dot", "delay", "delay", "data_end")])
+        f = fault_records(cap)[0]
+        self.assertEqual(f["planned_delay_us"], 300000)
+        self.assertGreaterEqual(f["actual_delay_us"], f["planned_delay_us"])
+
+    def test_delay_at_data_end_reply(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "scan"
+type = "delay"
+phase = "data_end"
+delay = "300ms"
+''', rec)
+        self.assertDelivered(self.send(m.port))
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("scan", "delay", "delay", "data_end")])
+        f = fault_records(cap)[0]
+        self.assertEqual(f["planned_delay_us"], 300000)
+        self.assertGreaterEqual(f["actual_delay_us"], f["planned_delay_us"])
+
+    def test_pipelined_commands_after_a_disconnect_are_never_forwarded(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "fin"
+type = "disconnect"
+phase = "rcpt"
+''', rec)
+        c = self.greeted_client(m.port)
+        c.send("MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (FROM, TO))
+        outcome, data = recv_outcome(c.sock, 10)
+        self.assertEqual(outcome, "eof", data)
+        self.assertEqual([r.code for r in parse_replies(data)], [250])    # MAIL's reply, then FIN
+        cap = self.single_capture(m)
+        upstream_out = cap.bytes_of("upstream", "out")
+        self.assertNotIn(b"RCPT", upstream_out)
+        self.assertNotIn(b"DATA", upstream_out)
+        self.assertFaults(cap, [("fin", "disconnect", "disconnect", "rcpt")])
+
+    def test_pipelined_commands_after_a_reset_are_never_forwarded(self):
+        m = self.relay('''
+[[fault]]
+name = "rst"
+type = "reset"
+phase = "rcpt"
+''')
+        c = self.greeted_client(m.port)
+        c.send("MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (FROM, TO))
+        outcome, data = recv_outcome(c.sock, 10)
+        self.assertEqual(outcome, "reset", data)
+        cap = self.single_capture(m)
+        upstream_out = cap.bytes_of("upstream", "out")
+        self.assertNotIn(b"RCPT", upstream_out)
+        self.assertNotIn(b"DATA", upstream_out)
+
+    def test_data_end_reply_with_bdat(self):
+        # The built-in sink offers CHUNKING; the decision is taken at the first BDAT.
+        m = self.relay('''
+[[fault]]
+name = "too-big"
+type = "reply"
+phase = "data_end"
+code = 552
+enhanced = "5.3.4"
+text = "Message too big"
+''')
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        body = make_message("<bdat@example.test>", b"bdat-body-marker\r\n")
+        c.send(b"BDAT %d LAST\r\n" % len(body) + body)
+        self.assertReply(c.reply(10), 552, "5.3.4")
+        self.quit(c)
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("too-big", "reply", "reply", "data_end")])
+        self.assertNotIn(b"bdat-body-marker", cap.bytes_of("upstream", "out"))
+        self.assertEqual(cap.transactions[0]["final_reply"]["code"], 552)
+
+    def test_data_end_reply_narrowed_by_recipient(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "scan-reject"
+type = "reply"
+phase = "data_end"
+recipient = "*@strict.example"
+code = 554
+enhanced = "5.7.1"
+text = "Message content rejected"
+''', rec)
+        t = self.send(m.port, to="a@example.test,b@strict.example")
+        self.assertReply(t.end_of_data_replies()[0], 554, "5.7.1")
+        t = self.send(m.port, to="a@example.test")
+        self.assertDelivered(t)
+        self.assertEqual([x["rcpt_tos"] for x in rec.wait_for(1)], [["a@example.test"]])
+        caps = m.wait_captures(2)
+        self.assertEqual(rec.count(), 1)
+        self.assertEqual([fault_summary(c) for c in caps], [[("scan-reject", "reply", "reply", "data_end")], []])
+
+    def test_held_quit_reply_still_reaches_the_client_after_upstream_closes(self):
+        # The built-in sink answers QUIT with 221 and closes at once; the 221 held by the
+        # delay must still go out before the relay reports the upstream gone.
+        m = self.relay('''
+[[fault]]
+name = "slow-bye"
+type = "delay"
+phase = "quit"
+delay = "300ms"
+''')
+        c = self.greeted_client(m.port)
+        c.send("QUIT\r\n")
+        outcome, data = recv_outcome(c.sock, 10)
+        self.assertEqual(outcome, "eof", data)
+        self.assertEqual([r.code for r in parse_replies(data)], [221], data)
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("slow-bye", "delay", "delay", "quit")])
+
+    def test_command_pipelined_after_a_held_dot_waits_for_it(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "held-dot"
+type = "delay"
+phase = "data_end"
+when = "command"
+delay = "300ms"
+''', rec)
+        c = self.open_transaction(m.port)
+        message = make_message("<held@example.test>")
+        c.send(message + b".\r\nMAIL FROM:<second@example.test>\r\n")
+        first, second = c.replies(2, 10)
+        self.assertReply(first, 250)
+        self.assertIn("recorded as", first.text)       # the Recorder's reply to the message ...
+        self.assertReply(second, 250)
+        self.assertNotIn("recorded as", second.text)   # ... then its reply to MAIL
+        self.assertEqual([x["data"] for x in rec.wait_for(1)], [message])
+        self.quit(c)
+        up = self.single_capture(m).bytes_of("upstream", "out")
+        self.assertLess(up.index(b"\r\n.\r\n"), up.index(b"MAIL FROM:<second@example.test>"))
+
+    def test_stall_at_data_end_nothing_delivered(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "hang-dot"
+type = "stall"
+phase = "data_end"
+max = "1s"
+''', rec)
+        c = self.open_transaction(m.port)
+        c.send(make_message("<stalled@example.test>") + b".\r\n")
+        self.assertEqual(recv_outcome(c.sock, 20), ("eof", b""))
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("hang-dot", "stall", "stall", "data_end")])
+        self.assertNothingUpstream(rec, cap)
+
+
+class GreetingAndCapabilityFaults(FaultTest):
+    """Faults at connect and banner, and the rewrites of what the client sees there and at EHLO."""
+
+    def test_capabilities_strip_mask_and_size(self):
+        m = self.relay('''
+[[fault]]
+name = "caps"
+type = "capabilities"
+strip = ["PIPELINING", "CHUNKING"]
+mask = ["STARTTLS"]
+size = 1000
+''')
+        c = self.connect(m.port)
+        self.assertReply(c.reply(), 220)
+        r = c.command("EHLO client.test")
+        self.assertReply(r, 250)
+        self.quit(c)
+        cap = self.single_capture(m)
+        upstream = [x for x in cap.of_type("reply") if x["leg"] == "upstream" and x["code"] == 250][0]
+        self.assertIn("STARTTLS", r.texts[1:] + upstream["lines"], "nothing to mask: the test needs STARTTLS offered")
+        keywords = [t.split(" ")[0].upper() for t in r.texts[1:]]
+        self.assertNotIn("PIPELINING", keywords)
+        self.assertNotIn("CHUNKING", keywords)
+        self.assertNotIn("STARTTLS", keywords)
+        self.assertIn("XXXXXXXA", r.texts[1:])
+        self.assertIn("SIZE 1000", r.texts[1:])
+        # Everything else passes unchanged.
+        for line in upstream["lines"][1:]:
+            kw = line.split(" ")[0].upper()
+            if kw not in ("PIPELINING", "CHUNKING", "STARTTLS", "SIZE"):
+                self.assertIn(line, r.texts[1:])
+        self.assertFaults(cap, [("caps", "capabilities", "rewrite", "ehlo")])
+
+    def test_capabilities_seen_by_swaks(self):
+        m = self.relay('''
+[[fault]]
+name = "caps"
+type = "capabilities"
+strip = ["PIPELINING"]
+mask = ["STARTTLS"]
+''')
+        t = self.send(m.port)
+        ehlo = t.reply_to("EHLO")
+        self.assertNotIn("PIPELINING", ehlo.texts)
+        self.assertNotIn("STARTTLS", ehlo.texts)
+        self.assertIn("XXXXXXXA", ehlo.texts)
+        self.assertDelivered(t)
+
+    def test_banner_mask(self):
+        m = self.relay('''
+[[fault]]
+name = "pix-banner"
+type = "banner"
+mask = true
+''')
+        c = self.connect(m.port)
+        banner = c.reply()
+        self.quit(c)
+        cap = self.single_capture(m)
+        original = [x for x in cap.of_type("reply") if x["leg"] == "upstream" and x["code"] == 220][0]
+        raw = b"\r\n".join(banner.lines).decode()
+        self.assertRegex(raw, r"^[20 *]+$")
+        self.assertEqual(raw, re.sub(r"[^20 ]", "*", "220 " + original["lines"][0]))
+        self.assertFaults(cap, [("pix-banner", "banner", "rewrite", "banner")])
+
+    def test_banner_text(self):
+        m = self.relay('''
+[[fault]]
+name = "other-banner"
+type = "banner"
+text = "mx.other.example ESMTP Totally Different"
+''')
+        c = self.connect(m.port)
+        banner = c.reply()
+        self.assertReply(banner, 220)
+        self.assertEqual(banner.lines, [b"220 mx.other.example ESMTP Totally Different"])
+        self.quit(c)
+        self.assertFaults(self.single_capture(m), [("other-banner", "banner", "rewrite", "banner")])
+
+    def test_reply_at_connect_554_then_503_and_221_upstream_never_contacted(self):
+        up = self.start_scripted()
+        m = self.relay('''
+[[fault]]
+name = "rdns"
+type = "reply"
+phase = "connect"
+code = 554
+enhanced = "5.7.1"
+text = "Client host rejected"
+''', up)
+        c = self.connect(m.port)
+        self.assertReply(c.reply(), 554, "5.7.1")
+        self.assertReply(c.command("EHLO client.test"), 503)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 503)
+        self.quit(c)
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("rdns", "reply", "reply", "connect")])
+        self.assertEqual(up.all_connections(), [])
+        self.assertEqual(cap.bytes_of("upstream", "out"), b"")
+        self.assertEqual(cap.bytes_of("upstream", "in"), b"")
+
+    def test_reply_at_connect_swaks_sees_554(self):
+        m = self.relay('''
+[[fault]]
+name = "rdns"
+type = "reply"
+phase = "connect"
+code = 554
+enhanced = "5.7.1"
+text = "Client host rejected"
+''')
+        t = self.send(m.port)
+        self.assertReply(t.greeting, 554, "5.7.1")
+        self.assertReply(t.reply_to("QUIT"), 221)
+        self.assertNotEqual(t.rc, 0)
+        self.assertFaults(self.single_capture(m), [("rdns", "reply", "reply", "connect")])
+
+    def test_reply_at_banner_replaces_the_greeting_upstream_gets_quit(self):
+        up = self.start_scripted()
+        m = self.relay('''
+[[fault]]
+name = "busy"
+type = "reply"
+phase = "banner"
+code = 554
+enhanced = "5.3.2"
+text = "Not accepting mail"
+''', up)
+        c = self.connect(m.port)
+        self.assertReply(c.reply(), 554, "5.3.2")
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 503)
+        self.quit(c)
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("busy", "reply", "reply", "banner")])
+        conn = up.wait_for_connections(1)[0]
+        wait_until(conn.closed.is_set, 10, "the relay to leave the upstream")
+        self.assertEqual(conn.commands, [b"QUIT"])
+
+    def test_reply_and_close_at_banner_421(self):
+        m = self.relay('''
+[[fault]]
+name = "overload"
+type = "reply_and_close"
+phase = "banner"
+text = "Too many connections"
+''')
+        c = self.connect(m.port)
+        outcome, data = recv_outcome(c.sock, 10)
+        self.assertEqual((outcome, data), ("eof", b"421 4.7.0 Too many connections\r\n"))
+        self.assertFaults(self.single_capture(m), [("overload", "reply_and_close", "reply_and_close", "banner")])
+
+    def test_stall_at_connect_no_greeting_then_closed(self):
+        m = self.relay('''
+[[fault]]
+name = "tarpit"
+type = "stall"
+phase = "connect"
+max = "1s"
+''')
+        c = self.connect(m.port)
+        outcome, data = recv_outcome(c.sock, 20)
+        self.assertEqual((outcome, data), ("eof", b""))
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("tarpit", "stall", "stall", "connect")])
+
+    def test_delay_at_banner(self):
+        m = self.relay('''
+[[fault]]
+name = "slow-banner"
+type = "delay"
+phase = "banner"
+delay = "300ms"
+''')
+        t = self.send(m.port)
+        self.assertReply(t.greeting, 220)
+        self.assertDelivered(t)
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("slow-banner", "delay", "delay", "banner")])
+        f = fault_records(cap)[0]
+        self.assertEqual(f["planned_delay_us"], 300000)
+        self.assertGreaterEqual(f["actual_delay_us"], f["planned_delay_us"])
+
+    def test_delay_at_connect(self):
+        m = self.relay('''
+[[fault]]
+name = "slow-accept"
+type = "delay"
+phase = "connect"
+delay = "300ms"
+''')
+        t = self.send(m.port)
+        self.assertReply(t.greeting, 220)
+        self.assertDelivered(t)
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("slow-accept", "delay", "delay", "connect")])
+        f = fault_records(cap)[0]
+        self.assertEqual(f["planned_delay_us"], 300000)
+        self.assertGreaterEqual(f["actual_delay_us"], f["planned_delay_us"])
+
+
+class UpstreamFaults(FaultTest):
+
+    def test_upstream_unreachable_refused(self):
+        up = self.start_scripted()
+        m = self.relay('''
+[[fault]]
+name = "down"
+type = "upstream_unreachable"
+mode = "refused"
+''', up)
+        c = self.connect(m.port)
+        self.assertReply(c.reply(), 421, "4.4.1")
+        self.assertTrue(c.closed_by_peer(10))
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("down", "upstream_unreachable", "unreachable", "connect")])
+        self.assertEqual(up.all_connections(), [])
+
+    def test_upstream_unreachable_refused_swaks(self):
+        m = self.relay('''
+[[fault]]
+name = "down"
+type = "upstream_unreachable"
+''')
+        t = self.send(m.port)
+        self.assertReply(t.greeting, 421, "4.4.1")
+        self.assertEqual(t.end_of_data_replies(), [])
+
+    def test_upstream_unreachable_no_greeting(self):
+        up = self.start_scripted()
+        m = self.relay('''
+[[fault]]
+name = "hung"
+type = "upstream_unreachable"
+mode = "no_greeting"
+''', up, config="[timeouts]\nupstream_greeting = 2\n")
+        c = self.connect(m.port)
+        outcome, data = recv_outcome(c.sock, 0.5)
+        self.assertEqual((outcome, data), ("timeout", b""), "no greeting may come before the timeout")
+        r = c.reply(15)
+        self.assertReply(r, 421)
+        self.assertTrue(c.closed_by_peer(10))
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("hung", "upstream_unreachable", "unreachable", "connect")])
+        self.assertEqual(up.all_connections(), [])
+
+
+class SessionFaults(FaultTest):
+
+    def payload(self):
+        # ~40 KiB with leading dots, long lines and 8-bit bytes: any damage on the way shows.
+        lines = []
+        for i in range(600):
+            lines.append(("%s%04d %s" % ("." if i % 7 == 0 else "", i, "abcdefghij" * 6)).encode())
+        return (b"From: s@example.test\nTo: r@example.test\nSubject: shaped\n"
+                b"Message-ID: <shaped@example.test>\n\n" + "caf\u00e9\n".encode() + b"\n".join(lines) + b"\n")
+
+    def send_payload(self, m, rec):
+        data = self.payload()
+        path = self.write_file("message.eml", data)
+        t = self.send(m.port, "--data", "@" + path)
+        self.assertDelivered(t)
+        msgs = rec.wait_for(1)
+        self.assertEqual(len(msgs), 1)
+        self.assertEqual(msgs[0]["data"], dot_unstuff(swaks_wire_message(data)))
+        return msgs[0]
+
+    def test_throttle_message_arrives_intact(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "slow-link"
+type = "throttle"
+bytes_per_second = 200000
+direction = "both"
+''', rec)
+        self.send_payload(m, rec)
+        self.assertFaults(self.single_capture(m), [("slow-link", "throttle", "plan", "connect")])
+
+    def test_slice_with_split_dot_message_arrives_intact(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "chopped"
+type = "slice"
+segment = 1024
+gap = "1ms"
+direction = "both"
+split_dot = true
+''', rec)
+        self.send_payload(m, rec)
+        self.assertFaults(self.single_capture(m), [("chopped", "slice", "plan", "connect")])
+
+    def test_split_dot_withhold_separate_sends_get_no_reply(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "cscds90792"
+type = "split_dot_withhold"
+''', rec)
+        c = self.open_transaction(m.port)
+        c.send(make_message("<split@example.test>") + b".")
+        time.sleep(0.5)
+        c.send(b"\r\n")
+        outcome, data = recv_outcome(c.sock, 3)
+        self.assertEqual((outcome, data), ("timeout", b""), "the end of data must be withheld")
+        c.close()
+        cap = self.single_capture(m)
+        self.assertEqual(fault_summary(cap)[0], ("cscds90792", "split_dot_withhold", "plan", "connect"))
+        self.assertNothingUpstream(rec, cap)
+
+    def test_split_dot_withhold_dot_sent_together_is_delivered(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "cscds90792"
+type = "split_dot_withhold"
+''', rec)
+        c = self.open_transaction(m.port)
+        message = make_message("<together@example.test>")
+        c.send(message + b".\r\n")
+        self.assertReply(c.reply(10), 250)
+        self.quit(c)
+        self.assertEqual([x["data"] for x in rec.wait_for(1)], [message])
+        self.assertFaults(self.single_capture(m), [("cscds90792", "split_dot_withhold", "plan", "connect")])
+
+    def test_session_wide_rule_with_nth_session(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "chopped"
+type = "slice"
+segment = 64
+nth_session = 2
+''', rec)
+        for _ in range(3):
+            self.assertDelivered(self.send(m.port))
+        caps = m.wait_captures(3)
+        self.assertEqual([fault_summary(c) for c in caps], [[], [("chopped", "slice", "plan", "connect")], []])
+        self.assertEqual(len(rec.wait_for(3)), 3)
+
+
+class StatefulFaults(FaultTest):
+
+    def test_greylist_refuses_until_retry_after_then_accepts(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "grey"
+type = "greylist"
+retry_after = "1s"
+''', rec)
+        first_at = time.monotonic()
+        t1 = self.send(m.port)
+        self.assertReply(t1.reply_to("RCPT TO"), 451, "4.7.1")
+        t2 = self.send(m.port)
+        retry_at = time.monotonic()
+        if retry_at - first_at >= 0.9:
+            self.fail("the early retry took %.2f s: too slow to test a 1 s window" % (retry_at - first_at))
+        self.assertReply(t2.reply_to("RCPT TO"), 451, "4.7.1")
+        time.sleep(max(0.0, first_at + 1.3 - time.monotonic()))
+        t3 = self.send(m.port)
+        self.assertReply(t3.reply_to("RCPT TO"), 250)
+        self.assertDelivered(t3)
+        msgs = rec.wait_for(1)
+        self.assertEqual(len(msgs), 1)
+        caps = m.wait_captures(3)
+        self.assertFaults(caps[0], [("grey", "greylist", "reply", "rcpt")])
+        self.assertFaults(caps[1], [("grey", "greylist", "reply", "rcpt")])
+        self.assertFaults(caps[2], [])
+
+    def test_fail_then_pass_two_failures_then_delivery(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "ftp"
+type = "fail_then_pass"
+failures = 2
+''', rec)
+        codes = []
+        for _ in range(3):
+            t = self.send(m.port)
+            eod = t.end_of_data_replies()
+            self.assertEqual(len(eod), 1, t.text)
+            codes.append((eod[0].code, eod[0].enhanced))
+        self.assertEqual(codes, [(451, "4.3.0"), (451, "4.3.0"), (250, "2.0.0")])
+        self.assertEqual(len(rec.wait_for(1)), 1)
+        caps = m.wait_captures(3)
+        self.assertEqual(rec.count(), 1)
+        self.assertFaults(caps[0], [("ftp", "fail_then_pass", "reply", "data_end")])
+        self.assertFaults(caps[1], [("ftp", "fail_then_pass", "reply", "data_end")])
+        self.assertFaults(caps[2], [])
+
+    def test_quota_third_mail_in_window_gets_452(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "quota"
+type = "quota"
+limit = 2
+window = "60s"
+''', rec)
+        replies = [self.send(m.port).reply_to("MAIL FROM") for _ in range(3)]
+        self.assertReply(replies[0], 250)
+        self.assertReply(replies[1], 250)
+        self.assertReply(replies[2], 452, "4.5.3")
+        caps = m.wait_captures(3)
+        self.assertEqual(rec.count(), 2)
+        self.assertFaults(caps[0], [])
+        self.assertFaults(caps[1], [])
+        self.assertFaults(caps[2], [("quota", "quota", "reply", "mail")])
+
+    def test_max_count_counted_across_sessions(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "twice"
+type = "reply"
+phase = "rcpt"
+code = 550
+enhanced = "5.1.1"
+text = "User unknown"
+max_count = 2
+''', rec)
+        codes = [self.send(m.port).reply_to("RCPT TO").code for _ in range(3)]
+        self.assertEqual(codes, [550, 550, 250])
+        caps = m.wait_captures(3)
+        self.assertEqual([fault_summary(c) for c in caps],
+                         [[("twice", "reply", "reply", "rcpt")]] * 2 + [[]])
+        self.assertEqual(len(rec.wait_for(1)), 1)
+
+    def test_quota_421_closes_the_connection(self):
+        m = self.relay('''
+[[fault]]
+name = "quota-close"
+type = "quota"
+limit = 1
+window = "60s"
+code = 421
+''')
+        self.assertReply(self.send(m.port).reply_to("MAIL FROM"), 250)
+        c = self.greeted_client(m.port)
+        c.send("MAIL FROM:<%s>\r\n" % FROM)
+        outcome, data = recv_outcome(c.sock, 10)
+        self.assertEqual(outcome, "eof", data)
+        [r] = parse_replies(data)
+        self.assertReply(r, 421, "4.7.0")
+        caps = m.wait_captures(2)
+        self.assertFaults(caps[1], [("quota-close", "quota", "reply_and_close", "mail")])
+
+    def test_quota_per_sender_counts_each_sender_apart(self):
+        m = self.relay('''
+[[fault]]
+name = "quota"
+type = "quota"
+limit = 1
+window = "60s"
+per = "sender"
+''')
+        self.assertReply(self.send(m.port, frm="one@example.test").reply_to("MAIL FROM"), 250)
+        self.assertReply(self.send(m.port, frm="two@example.test").reply_to("MAIL FROM"), 250)
+        self.assertReply(self.send(m.port, frm="one@example.test").reply_to("MAIL FROM"), 452, "4.5.3")
+
+    def test_greylist_triple_includes_the_recipient(self):
+        m = self.relay('''
+[[fault]]
+name = "grey"
+type = "greylist"
+retry_after = "1s"
+''')
+        first_at = time.monotonic()
+        self.assertReply(self.send(m.port, to="one@example.test").reply_to("RCPT TO"), 451, "4.7.1")
+        time.sleep(max(0.0, first_at + 1.3 - time.monotonic()))
+        # The first triple has waited long enough; a new recipient is a new triple.
+        self.assertReply(self.send(m.port, to="one@example.test").reply_to("RCPT TO"), 250)
+        self.assertReply(self.send(m.port, to="two@example.test").reply_to("RCPT TO"), 451, "4.7.1")
+
+    def test_fail_then_pass_envelope_key_is_sender_and_recipients(self):
+        m = self.relay('''
+[[fault]]
+name = "ftp"
+type = "fail_then_pass"
+failures = 1
+''')
+        codes = [self.send(m.port, to=to).end_of_data_replies()[0].code
+                 for to in ("a@example.test", "b@example.test", "a@example.test")]
+        self.assertEqual(codes, [451, 451, 250])     # b's envelope is a new key
+
+    def test_fail_then_pass_sender_key_ignores_recipients(self):
+        m = self.relay('''
+[[fault]]
+name = "ftp"
+type = "fail_then_pass"
+failures = 1
+key = "sender"
+''')
+        codes = [self.send(m.port, to=to).end_of_data_replies()[0].code
+                 for to in ("a@example.test", "b@example.test")]
+        self.assertEqual(codes, [451, 250])
+
+
+class Precedence(FaultTest):
+
+    def test_reply_beats_delay_at_the_same_rcpt(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "a-delay"
+type = "delay"
+phase = "rcpt"
+delay = "200ms"
+
+[[fault]]
+name = "b-reply"
+type = "reply"
+phase = "rcpt"
+code = 550
+enhanced = "5.1.1"
+text = "User unknown"
+''', rec)
+        t = self.send(m.port)
+        self.assertReply(t.reply_to("RCPT TO"), 550, "5.1.1")
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("b-reply", "reply", "reply", "rcpt")])
+        self.assertNothingUpstream(rec, cap)
+
+    def test_disconnect_beats_reply_at_the_same_rcpt(self):
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "a-reply"
+type = "reply"
+phase = "rcpt"
+code = 550
+enhanced = "5.1.1"
+text = "User unknown"
+
+[[fault]]
+name = "b-disconnect"
+type = "disconnect"
+phase = "rcpt"
+''', rec)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        c.send("RCPT TO:<%s>\r\n" % TO)
+        outcome, data = recv_outcome(c.sock, 10)
+        self.assertEqual((outcome, data), ("eof", b""))
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("b-disconnect", "disconnect", "disconnect", "rcpt")])
+        self.assertNothingUpstream(rec, cap)
+
+    def test_reset_beats_reply_and_close(self):
+        m = self.relay('''
+[[fault]]
+name = "a-close"
+type = "reply_and_close"
+phase = "mail"
+
+[[fault]]
+name = "b-reset"
+type = "reset"
+phase = "mail"
+''')
+        c = self.greeted_client(m.port)
+        c.send("MAIL FROM:<%s>\r\n" % FROM)
+        outcome, data = recv_outcome(c.sock, 10)
+        self.assertEqual((outcome, data), ("reset", b""))
+        self.assertFaults(self.single_capture(m), [("b-reset", "reset", "reset", "mail")])
+
+    def test_stall_beats_delay(self):
+        m = self.relay('''
+[[fault]]
+name = "a-delay"
+type = "delay"
+phase = "mail"
+delay = "100ms"
+
+[[fault]]
+name = "b-stall"
+type = "stall"
+phase = "mail"
+max = "1s"
+''')
+        c = self.greeted_client(m.port)
+        c.send("MAIL FROM:<%s>\r\n" % FROM)
+        outcome, data = recv_outcome(c.sock, 20)
+        self.assertEqual((outcome, data), ("eof", b""))
+        self.assertFaults(self.single_capture(m), [("b-stall", "stall", "stall", "mail")])
+
+    def test_equal_verdicts_first_loaded_wins(self):
+        m = self.relay('''
+[[fault]]
+name = "first"
+type = "reply"
+phase = "rcpt"
+code = 550
+enhanced = "5.1.1"
+text = "first"
+
+[[fault]]
+name = "second"
+type = "reply"
+phase = "rcpt"
+code = 551
+enhanced = "5.1.6"
+text = "second"
+''')
+        self.assertReply(self.send(m.port).reply_to("RCPT TO"), 550, "5.1.1")
+        self.assertFaults(self.single_capture(m), [("first", "reply", "reply", "rcpt")])
+
+    def test_equal_verdicts_first_scenario_file_wins(self):
+        m = self.relay(['''
+[[fault]]
+name = "from-file-1"
+type = "reply"
+phase = "rcpt"
+code = 550
+''', '''
+[[fault]]
+name = "from-file-2"
+type = "reply"
+phase = "rcpt"
+code = 551
+'''])
+        self.assertReply(self.send(m.port).reply_to("RCPT TO"), 550)
+        self.assertFaults(self.single_capture(m), [("from-file-1", "reply", "reply", "rcpt")])
+
+    def test_rewrite_adds_to_a_delay(self):
+        m = self.relay('''
+[[fault]]
+name = "slow-ehlo"
+type = "delay"
+phase = "ehlo"
+delay = "100ms"
+
+[[fault]]
+name = "caps"
+type = "capabilities"
+strip = ["PIPELINING"]
+''')
+        c = self.connect(m.port)
+        self.assertReply(c.reply(), 220)
+        r = c.command("EHLO client.test")
+        self.assertReply(r, 250)
+        self.assertNotIn("PIPELINING", r.texts)
+        self.quit(c)
+        self.assertEqual(sorted(fault_summary(self.single_capture(m))),
+                         [("caps", "capabilities", "rewrite", "ehlo"), ("slow-ehlo", "delay", "delay", "ehlo")])
+
+    def test_rewrite_not_applied_when_a_reply_wins(self):
+        m = self.relay('''
+[[fault]]
+name = "caps"
+type = "capabilities"
+strip = ["PIPELINING"]
+
+[[fault]]
+name = "no-ehlo"
+type = "reply"
+phase = "ehlo"
+code = 502
+enhanced = "5.5.1"
+text = "EHLO not supported"
+''')
+        c = self.connect(m.port)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO client.test"), 502, "5.5.1")
+        self.quit(c)
+        self.assertFaults(self.single_capture(m), [("no-ehlo", "reply", "reply", "ehlo")])
+
+    def test_only_the_winning_rule_counts_toward_max_count(self):
+        m = self.relay('''
+[[fault]]
+name = "once"
+type = "reply"
+phase = "rcpt"
+code = 550
+max_count = 1
+
+[[fault]]
+name = "first-session-fin"
+type = "disconnect"
+phase = "rcpt"
+nth_session = 1
+''')
+        # Session 1: both match, the disconnect wins, "once" is not used up.
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        c.send("RCPT TO:<%s>\r\n" % TO)
+        self.assertEqual(recv_outcome(c.sock, 10), ("eof", b""))
+        # Session 2: "once" fires; session 3: it is used up.
+        self.assertEqual(self.send(m.port).reply_to("RCPT TO").code, 550)
+        self.assertEqual(self.send(m.port).reply_to("RCPT TO").code, 250)
+        caps = m.wait_captures(3)
+        self.assertEqual([fault_summary(c) for c in caps],
+                         [[("first-session-fin", "disconnect", "disconnect", "rcpt")],
+                          [("once", "reply", "reply", "rcpt")], []])
+
+    def test_stateful_rule_counts_even_when_it_loses(self):
+        # "Stateful types update their state whenever they match": the quota counts the MAIL
+        # of session 1 although the disconnect wins there.
+        m = self.relay('''
+[[fault]]
+name = "quota"
+type = "quota"
+limit = 1
+window = "60s"
+
+[[fault]]
+name = "first-session-fin"
+type = "disconnect"
+phase = "mail"
+nth_session = 1
+''')
+        c = self.greeted_client(m.port)
+        c.send("MAIL FROM:<%s>\r\n" % FROM)
+        self.assertEqual(recv_outcome(c.sock, 10), ("eof", b""))
+        self.assertReply(self.send(m.port).reply_to("MAIL FROM"), 452, "4.5.3")
+
+
+class Matchers(FaultTest):
+
+    REFUSE_MAIL = '''
+[[fault]]
+name = "m"
+type = "reply"
+phase = "mail"
+code = 550
+enhanced = "5.7.1"
+text = "refused"
+'''
+
+    def mail_code(self, m, **kw):
+        return self.send(m.port, **kw).reply_to("MAIL FROM").code
+
+    def test_nth_session(self):
+        m = self.relay(self.REFUSE_MAIL + "nth_session = 2\n")
+        self.assertEqual([self.mail_code(m) for _ in range(3)], [250, 550, 250])
+
+    def test_nth_transaction(self):
+        m = self.relay(self.REFUSE_MAIL + "nth_transaction = 2\n")
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<first@example.test>") + b".\r\n")
+        self.assertReply(c.reply(), 250)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 550, "5.7.1")
+        self.quit(c)
+        self.assertFaults(self.single_capture(m), [("m", "reply", "reply", "mail")])
+
+    def test_client_cidr(self):
+        m = self.relay('''
+[[fault]]
+name = "elsewhere"
+type = "reply"
+phase = "mail"
+client = ["192.0.2.0/24", "::1/128"]
+code = 550
+
+[[fault]]
+name = "loopback"
+type = "reply"
+phase = "mail"
+client = "127.0.0.0/8"
+code = 551
+''')
+        self.assertEqual(self.mail_code(m), 551)
+        self.assertFaults(self.single_capture(m), [("loopback", "reply", "reply", "mail")])
+
+    def test_ehlo_glob(self):
+        m = self.relay(self.REFUSE_MAIL + 'ehlo = "app-*.example"\n')
+        for helo, code in (("APP-7.example", 550), ("web-1.example", 250)):
+            c = self.connect(m.port)
+            self.assertReply(c.reply(), 220)
+            self.assertReply(c.command("EHLO " + helo), 250)
+            self.assertEqual(c.command("MAIL FROM:<%s>" % FROM).code, code, helo)
+            self.quit(c)
+
+    def test_sender_domain_exact(self):
+        m = self.relay(self.REFUSE_MAIL + 'sender_domain = "spam.example"\n')
+        self.assertEqual(self.mail_code(m, frm="x@SPAM.example"), 550)
+        self.assertEqual(self.mail_code(m, frm="x@sub.spam.example"), 250)
+
+    def test_recipient_domain_exact(self):
+        m = self.relay('''
+[[fault]]
+name = "dom"
+type = "reply"
+phase = "rcpt"
+recipient_domain = "gone.example"
+code = 550
+enhanced = "5.1.2"
+''')
+        t = self.send(m.port, to="a@gone.example,b@sub.gone.example")
+        self.assertEqual([r.code for r in t.replies_to("RCPT TO")], [550, 250])
+
+    def test_recipients_more_than(self):
+        m = self.relay('''
+[[fault]]
+name = "too-many"
+type = "reply"
+phase = "rcpt"
+recipients_more_than = 2
+code = 452
+enhanced = "4.5.3"
+text = "Too many recipients"
+''')
+        t = self.send(m.port, to="a@example.test,b@example.test,c@example.test,d@example.test")
+        self.assertEqual([r.code for r in t.replies_to("RCPT TO")], [250, 250, 452, 452])
+
+    def test_address_longer_than(self):
+        m = self.relay(self.REFUSE_MAIL + "address_longer_than = 30\n")
+        self.assertEqual(self.mail_code(m, frm="short@example.test"), 250)
+        self.assertEqual(self.mail_code(m, frm="a-rather-long-local-part@example.test"), 550)
+
+    def test_line_longer_than(self):
+        # "MAIL FROM:<short@example.test>\r\n" is 32 bytes with its CRLF.
+        m = self.relay(self.REFUSE_MAIL + "line_longer_than = 40\n")
+        self.assertEqual(self.mail_code(m, frm="short@example.test"), 250)
+        self.assertEqual(self.mail_code(m, frm="longer-sender-name@example.test"), 550)
+
+    def test_verb_and_argument_globs_at_phase_other(self):
+        m = self.relay('''
+[[fault]]
+name = "etrn"
+type = "reply"
+phase = "other"
+verb = "ETR?"
+argument = "*.example"
+code = 458
+enhanced = "4.7.0"
+text = "Unable to queue"
+''')
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("ETRN mail.example"), 458, "4.7.0")
+        self.assertNotEqual(c.command("ETRN mail.other").code, 458)
+        self.quit(c)
+
+    def test_for_window_ends(self):
+        m = self.relay(self.REFUSE_MAIL + 'for = "1s"\n')
+        loaded_by = time.monotonic()
+        self.assertEqual(self.mail_code(m), 550)
+        time.sleep(max(0.0, loaded_by + 1.3 - time.monotonic()))
+        self.assertEqual(self.mail_code(m), 250)
+
+    def test_after_window_starts(self):
+        started = time.monotonic()
+        m = self.relay(self.REFUSE_MAIL + 'after = "2s"\n')
+        code = self.mail_code(m)
+        if time.monotonic() - started >= 1.8:
+            self.fail("the first session came too late to be before `after`")
+        self.assertEqual(code, 250)
+        time.sleep(max(0.0, started + 2.5 - time.monotonic()))
+        self.assertEqual(self.mail_code(m), 550)
+
+    def test_until_in_the_past_never_matches(self):
+        m = self.relay(self.REFUSE_MAIL + "until = 2001-01-01T00:00:00Z\n")
+        self.assertEqual(self.mail_code(m), 250)
+        self.assertFaults(self.single_capture(m), [])
+
+    def test_tls_matcher(self):
+        m = self.relay(self.REFUSE_MAIL + "tls = true\n")
+        self.assertEqual(self.mail_code(m), 250)
+        t = self.send(m.port, "--tls")
+        self.assertEqual(t.reply_to("MAIL FROM").code, 550, t.text[-2000:])
+
+    def test_probability_zero_never_fires(self):
+        m = self.relay(self.REFUSE_MAIL + "probability = 0.0\n")
+        self.assertEqual([self.mail_code(m) for _ in range(3)], [250, 250, 250])
+
+
+FLAKY = '''
+[[fault]]
+name = "flaky"
+type = "reply"
+phase = "rcpt"
+probability = 0.3
+code = 451
+enhanced = "4.3.0"
+text = "Temporary problem"
+'''
+
+
+class Determinism(FaultTest):
+    """20 sequential swaks sessions of 5 recipients each = 100 independent draws at p = 0.3.
+    Two different seeds give the same pattern of refused recipients with probability
+    (0.3^2 + 0.7^2)^100 = 0.58^100 < 1e-23, so "different" is a safe expectation."""
+
+    SESSIONS = 20
+    RCPTS = ",".join("r%d@example.test" % i for i in range(5))
+
+    def run_traffic(self, seed, name):
+        m = self.relay(FLAKY, seed=seed, name=name)
+        for _ in range(self.SESSIONS):
+            self.send(m.port, to=self.RCPTS)
+        caps = m.wait_captures(self.SESSIONS, timeout=60)
+        caps.sort(key=lambda c: c.header["started_mono_us"])
+        faults = [(i,) + f for i, c in enumerate(caps)
+                  for f in fault_summary(c, ("rule", "fault_type", "decision", "phase", "detail"))]
+        patterns = [tuple(c.transactions[0]["rcpt_codes"]) for c in caps]
+        seeds = [c.header["seed"] for c in caps]
+        m.stop()
+        return faults, patterns, seeds
+
+    def test_same_seed_gives_the_same_faults(self):
+        faults_a, patterns_a, seeds_a = self.run_traffic(4242, "run-a")
+        faults_b, patterns_b, seeds_b = self.run_traffic(4242, "run-b")
+        self.assertTrue(faults_a, "no fault fired in 100 draws at p=0.3")
+        self.assertLess(len(faults_a), 100, "every draw fired at p=0.3")
+        self.assertEqual(seeds_a, seeds_b)
+        self.assertEqual(faults_a, faults_b)
+        self.assertEqual(patterns_a, patterns_b)
+
+    def test_different_seed_gives_different_faults(self):
+        faults_a, patterns_a, seeds_a = self.run_traffic(4242, "run-a")
+        faults_c, patterns_c, seeds_c = self.run_traffic(977, "run-c")
+        self.assertNotEqual(seeds_a, seeds_c)
+        self.assertNotEqual(patterns_a, patterns_c)
+
+if __name__ == "__main__":
+    unittest.main()
