@@ -573,6 +573,37 @@ max = "1s"
         self.assertFaults(cap, [("hang-dot", "stall", "stall", "data_end")])
         self.assertNothingUpstream(rec, cap)
 
+    def test_sessions_ended_by_a_fault_have_a_documented_end_reason(self):
+        # captures/FORMAT.md lists every `end` reason; a fault that ends the session must use one.
+        # RELAY BUG (left failing on purpose): the relay writes "fault" (disconnect, reset,
+        # reply_and_close) and "fault_stall" (a stall's max passed), which FORMAT.md does not list.
+        documented = {"client_quit", "client_closed", "client_timeout", "upstream_closed",
+                      "upstream_unreachable", "upstream_refused", "upstream_timeout",
+                      "upstream_protocol_error", "protocol_error", "drain", "relay_error"}
+        m = self.relay('''
+[[fault]]
+name = "fin"
+type = "disconnect"
+phase = "mail"
+nth_session = 1
+
+[[fault]]
+name = "hang"
+type = "stall"
+phase = "mail"
+max = "500ms"
+nth_session = 2
+''')
+        for _ in range(2):
+            c = self.greeted_client(m.port)
+            c.send("MAIL FROM:<%s>\r\n" % FROM)
+            self.assertEqual(recv_outcome(c.sock, 10), ("eof", b""))
+            c.close()
+        caps = m.wait_captures(2)
+        self.assertEqual([fault_summary(c)[0][0] for c in caps], ["fin", "hang"])
+        for cap in caps:
+            self.assertIn(cap.end["reason"], documented, cap.end)
+
 
 class GreetingAndCapabilityFaults(FaultTest):
     """Faults at connect and banner, and the rewrites of what the client sees there and at EHLO."""
