@@ -60,6 +60,7 @@ struct matcher {
 
 struct rule {
   std::string name;
+  std::string origin;                    // "FILE:LINE" of its name in a scenario (empty: made in code)
   type_params params;
   std::vector<protocol::phase> phases;   // empty for session-wide types
   matcher match;

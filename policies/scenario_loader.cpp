@@ -2,6 +2,8 @@
 // the type's own keys by its read/finish (types/<name>.cpp), then registry's check_rule.
 #include "policies/scenario_loader.hpp"
 
+#include <unordered_map>
+
 #include <algorithm>
 #include <fstream>
 #include <map>
@@ -49,7 +51,7 @@ std::string phase_names() {
 // Reads one [[fault]] table into one rule (or a firewall's parts).
 class table_loader {
  public:
-  table_loader(std::string_view file, const toml::table& table) : r_(file, table), table_(table) {}
+  table_loader(std::string_view file, const toml::table& table) : r_(file, table), table_(table), file_(file) {}
 
   std::vector<rule> load() {
     const fault_type* type = read_type();
@@ -87,6 +89,7 @@ class table_loader {
       if (r_.failed() || !profile_) return {};
       std::vector<rule> parts = expand_firewall(rule_.name, *profile_, rule_.match);
       for (auto& part : parts) {
+        part.origin = rule_.origin;
         if (auto problem = check_rule(part)) {
           r_.fail_key("name", "firewall part '" + echo(part.name) + "': " + *problem);
           return {};
@@ -139,6 +142,7 @@ class table_loader {
       return r_.fail("expected 1 to " + std::to_string(limits::rule_name_chars) +
                      " printable ASCII characters without spaces or quotes, got '" + echo(s->get()) + "'");
     rule_.name = s->get();
+    rule_.origin = std::string(file_) + ":" + std::to_string(n->source().begin.line);
   }
 
   void read_profile() {
@@ -314,6 +318,7 @@ class table_loader {
 
   param_reader r_;
   const toml::table& table_;
+  std::string_view file_;
   rule rule_;
   bool firewall_ = false;
   std::optional<firewall_profile> profile_;
@@ -417,6 +422,19 @@ load_result load_scenario(const std::string& path) {
   } catch (...) {
     return {{}, shown + ": cannot load the scenario file"};
   }
+}
+
+std::optional<std::string> duplicate_rule_name(const std::vector<rule>& rules) {
+  std::unordered_map<std::string_view, const rule*> seen;
+  for (const auto& r : rules) {
+    auto [it, fresh] = seen.emplace(r.name, &r);
+    if (fresh) continue;
+    const rule& first = *it->second;
+    std::string where = first.origin.empty() ? std::string() : " (first at " + first.origin + ")";
+    if (r.origin.empty()) return "rule '" + r.name + "': duplicate rule name" + where;
+    return r.origin + ": key 'name': duplicate rule name '" + r.name + "'" + where;
+  }
+  return std::nullopt;
 }
 
 }  // namespace mailtap::policies

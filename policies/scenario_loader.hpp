@@ -4,6 +4,7 @@
 // error, reported for the first problem in file order as one line "FILE:LINE: key 'K': problem".
 // Pure apart from load_scenario reading its file. Never throws. Thread-safe.
 #pragma once
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,5 +27,9 @@ load_result rules_from_toml(const toml::table& doc, std::string_view file);
 
 // A scenario file: only [[fault]] tables, at least one, at most limits::scenario_file_bytes.
 load_result load_scenario(const std::string& path);
+
+// The first rule whose name an earlier one already has (names are unique across everything
+// loaded), as "FILE:LINE: key 'name': duplicate rule name 'N' (first at FILE:LINE)".
+std::optional<std::string> duplicate_rule_name(const std::vector<rule>& rules);
 
 }  // namespace mailtap::policies

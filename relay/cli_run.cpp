@@ -90,6 +90,10 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     cfg.scenarios.emplace_back(file);
     for (auto& r : loaded.rules) cfg.faults.push_back(std::move(r));
   }
+  if (auto duplicate = policies::duplicate_rule_name(cfg.faults)) {
+    error = *duplicate;
+    return false;
+  }
   if (f.seed) cfg.seed = *f.seed;
   if (f.max_sessions) cfg.max_sessions = *f.max_sessions;
   if (f.threads) cfg.threads = *f.threads;

@@ -518,6 +518,10 @@ std::optional<config> load_impl(std::string_view toml_text, std::string_view sou
     error = l.error();
     return std::nullopt;
   }
+  if (auto duplicate = policies::duplicate_rule_name(out.faults)) {
+    error = *duplicate;
+    return std::nullopt;
+  }
   error.clear();
   return out;
 }

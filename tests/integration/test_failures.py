@@ -64,12 +64,12 @@ class OutcomeSemantics(IntegrationTest):
         self.assertEqual(t[0]["final_reply"]["code"], 451)
         self.assertTrue(t[0]["synthesized"])
         self.assertNotIn(b"\r\n.\r\n", cap.bytes_of("upstream", "out"))
-        # RELAY BUG (left failing on purpose): the capture is not well formed -- a "bytes"
-        # record (the client's last DATA bytes) follows the "end" record, so the last line is
-        # not the end record and `mailtap show` refuses the file ('"bytes" record after the
-        # end record'). protocol/relay_fsm.cpp process_client_input(): the loop's
-        # end_of_data() -> flush_replies() -> end_session() emits on_end, and only after the
-        # loop record_consumed_client_input() emits on_bytes for the input just consumed.
+        # Regression test (fixed): the capture is not well formed -- a "bytes" record (the client's
+        # last DATA bytes) follows the "end" record, so the last line is not the end record and
+        # `mailtap show` refuses the file ('"bytes" record after the end record').
+        # protocol/relay_fsm.cpp process_client_input(): the loop's end_of_data() -> flush_replies()
+        # -> end_session() emits on_end, and only after the loop record_consumed_client_input()
+        # emits on_bytes for the input just consumed.
         self.assertCaptureComplete(cap)
         show_json(cap.path)
 

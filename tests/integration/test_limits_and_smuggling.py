@@ -116,10 +116,10 @@ class Smuggling(IntegrationTest):
                 self.assertTrue(any("normaliz" in note for note in cap.notes), (seq, cap.notes))
 
     def test_strict_refusal_leaves_a_well_formed_capture(self):
-        # RELAY BUG (left failing on purpose): after a message refused for a bare LF, the
-        # capture has a "bytes" record after its "end" record, so `mailtap show` rejects the
-        # file. Same cause as test_failures.test_upstream_dies_mid_data: relay_fsm.cpp
-        # process_client_input() records consumed client input after end_session().
+        # Regression test (fixed): after a message refused for a bare LF, the capture has a "bytes"
+        # record after its "end" record, so `mailtap show` rejects the file. Same cause as
+        # test_failures.test_upstream_dies_mid_data: relay_fsm.cpp process_client_input() records
+        # consumed client input after end_session().
         mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, self.up.port))
         final, _ = self.session(mailtap, smuggling_message(0, b"\n.\n"))
         self.assertEqual(final.code // 100, 5)
@@ -235,15 +235,14 @@ class PipeliningFlood(IntegrationTest):
     RSS_LIMIT_KIB = 64 * 1024
 
     def test_noop_flood_keeps_memory_bounded(self):
-        # RELAY BUG (left failing on purpose; SMTP_NOTES "Pipelining floods", invariant I3):
-        # the flood stalls as it should (client input capped, ~5 MB accepted before TCP
-        # back-pressure), yet VmRSS climbs from ~6 MiB to 125-370 MiB within two seconds,
-        # growing in step with the capture file, and stays there. Likely cause:
-        # captures/writer.cpp -- the queue cap (queued_bytes_cap, 16 MiB) weighs only the
-        # payload of "bytes" records (6-14 octets per NOOP), not command/reply/stage/note
-        # records nor each queued_record's own size (a std::variant of the largest record
-        # type plus a shared_ptr, and each reply's heap-allocated lines), so several records
-        # per NOOP (command, upstream-out bytes, reply, stage, ...) pile up without bound
+        # Regression test (fixed; SMTP_NOTES "Pipelining floods", invariant I3): the flood stalls as
+        # it should (client input capped, ~5 MB accepted before TCP back-pressure), yet VmRSS climbs
+        # from ~6 MiB to 125-370 MiB within two seconds, growing in step with the capture file, and
+        # stays there. Likely cause: captures/writer.cpp -- the queue cap (queued_bytes_cap, 16 MiB)
+        # weighs only the payload of "bytes" records (6-14 octets per NOOP), not
+        # command/reply/stage/note records nor each queued_record's own size (a std::variant of the
+        # largest record type plus a shared_ptr, and each reply's heap-allocated lines), so several
+        # records per NOOP (command, upstream-out bytes, reply, stage, ...) pile up without bound
         # while the single writer thread serialises them.
         mailtap = self.start_mailtap()    # built-in sink: its memory is mailtap's memory too
         c = self.greeted_client(mailtap.port)

@@ -87,14 +87,14 @@ class PipeliningInOneWrite(IntegrationTest):
         # terminator, in the same write as the body: RFC 2920 section 4's own example does
         # exactly this ("C: ." then "C: MAIL FROM:..." before the 250), and Postfix does too.
         #
-        # RELAY BUG (left failing on purpose): the replies are right, but the capture records
-        # only ONE transaction, whose rcpt_to also holds the second transaction's recipient
-        # (["b@example.test", "d@example.test"], rcpt_codes [250]); the second transaction is
-        # never recorded. protocol/relay_fsm.cpp: the pipelined MAIL is parsed while txn_ still
-        # holds the first transaction (its end-of-data reply has not arrived), so
-        # begin_transaction() returns early ("MAIL inside a transaction: keep the first"),
-        # handle_command() appends the RCPT to the first transaction, finish_transaction()
-        # then resets txn_, and the second end of data finds no transaction to record.
+        # Regression test (fixed): the replies are right, but the capture records only ONE
+        # transaction, whose rcpt_to also holds the second transaction's recipient
+        # (["b@example.test", "d@example.test"], rcpt_codes [250]); the second transaction is never
+        # recorded. protocol/relay_fsm.cpp: the pipelined MAIL is parsed while txn_ still holds the
+        # first transaction (its end-of-data reply has not arrived), so begin_transaction() returns
+        # early ("MAIL inside a transaction: keep the first"), handle_command() appends the RCPT to
+        # the first transaction, finish_transaction() then resets txn_, and the second end of data
+        # finds no transaction to record.
         mailtap = self.start_mailtap()
         m1 = make_message("<first@example.test>")
         m2 = make_message("<second@example.test>", b"second\r\n")
@@ -115,11 +115,10 @@ class PipeliningInOneWrite(IntegrationTest):
         # ".", RSET, QUIT in one write (RFC 2920: RSET need not end a group). The upstream
         # accepts the message, so the capture must say delivered.
         #
-        # RELAY BUG (left failing on purpose): the capture records the transaction as
-        # "aborted" with final_reply null although the client got the upstream's 250.
-        # protocol/relay_fsm.cpp handle_command(): case phase::rset calls
-        # finish_transaction(aborted) on txn_, which is still the transaction whose
-        # end-of-data reply is pending; when the 250 arrives, after_reply() finds no txn_.
+        # Regression test (fixed): the capture records the transaction as "aborted" with final_reply
+        # null although the client got the upstream's 250. protocol/relay_fsm.cpp handle_command():
+        # case phase::rset calls finish_transaction(aborted) on txn_, which is still the transaction
+        # whose end-of-data reply is pending; when the 250 arrives, after_reply() finds no txn_.
         mailtap = self.start_mailtap()
         m1 = make_message("<rset-after-dot@example.test>")
         c = self.greeted_client(mailtap.port)

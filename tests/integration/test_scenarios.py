@@ -433,12 +433,10 @@ class ScenarioErrors(ScenarioTest):
     def test_duplicate_rule_name_across_scenarios_is_an_error(self):
         a = self.write_scenario('[[fault]]\nname = "same"\ntype = "reply"\nphase = "rcpt"\ncode = 451\n', "a.toml")
         b = self.write_scenario('[[fault]]\nname = "same"\ntype = "reply"\nphase = "mail"\ncode = 451\n', "b.toml")
-        # RELAY BUG (left failing on purpose): README "Command line": exit 2 is "one line
-        # naming the bad input". The duplicate is found only after the TLS setup, whose info
-        # line ("[info] TLS certificate CN=mailtap sha256 ...") is on stderr first, then
-        # "mailtap run: faults: rule 'same': duplicate rule name" (no file, no line).
+        # README "Command line": exit 2 is one line naming the bad input, found before any
+        # set-up (no TLS info line first), naming the second file's line.
         line = self.one_line_error(self.run_fails("--scenario", a, "--scenario", b))
-        self.assertIn("same", line)
+        self.assertIn("%s:2: key 'name': duplicate rule name 'same'" % b, line)
 
     def test_check_config_duplicate_rule_name_across_listed_scenarios(self):
         self.write_scenario('[[fault]]\nname = "same"\ntype = "reply"\nphase = "rcpt"\ncode = 451\n', "a.toml")
@@ -450,9 +448,6 @@ class ScenarioErrors(ScenarioTest):
     def test_duplicate_rule_name_error_names_file_line_and_key(self):
         # A repeated `name` is a bad key: the error names where the second one is
         # (policies/README.md: "For the first bad key it reports FILE:LINE: key 'K': problem").
-        # RELAY BUG (left failing on purpose): check-config says only
-        # "mailtap.toml: faults: rule 'same': duplicate rule name" -- the config file, no line,
-        # not the scenario file that repeats the name.
         self.write_scenario('[[fault]]\nname = "same"\ntype = "reply"\nphase = "rcpt"\ncode = 451\n', "a.toml")
         b = self.write_scenario('# b\n[[fault]]\nname = "same"\ntype = "reply"\nphase = "mail"\ncode = 451\n',
                                 "b.toml")
