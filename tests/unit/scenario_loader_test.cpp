@@ -594,3 +594,23 @@ TEST(Firewall, AsaInTheEngine) {
 }
 
 }  // namespace
+
+TEST(ScenarioLoader, RulesRememberWhereTheirNameIs) {
+  auto res = load_text("# x\n[[fault]]\nname = \"a\"\ntype = \"reset\"\nphase = \"rcpt\"\n\n"
+                       "[[fault]]\ntype = \"firewall\"\nname = \"fw\"\nprofile = \"cisco-pix-fixup\"\n",
+                       "dir/x.toml");
+  ASSERT_TRUE(res.ok()) << res.error;
+  ASSERT_GE(res.rules.size(), 2u);
+  EXPECT_EQ(res.rules[0].origin, "dir/x.toml:3");
+  for (std::size_t i = 1; i < res.rules.size(); ++i) EXPECT_EQ(res.rules[i].origin, "dir/x.toml:9");   // firewall parts
+}
+
+TEST(ScenarioLoader, DuplicateNamesAcrossFilesNameBothPlaces) {
+  auto a = load_text("[[fault]]\nname = \"same\"\ntype = \"reset\"\nphase = \"rcpt\"\n", "a.toml");
+  auto b = load_text("# b\n\n[[fault]]\nname = \"same\"\ntype = \"reset\"\nphase = \"mail\"\n", "b.toml");
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::vector<rule> all = a.rules;
+  EXPECT_EQ(duplicate_rule_name(all), std::nullopt);
+  all.insert(all.end(), b.rules.begin(), b.rules.end());
+  EXPECT_EQ(duplicate_rule_name(all), "b.toml:4: key 'name': duplicate rule name 'same' (first at a.toml:2)");
+}
