@@ -43,6 +43,8 @@ bool valid_rule_name(std::string_view name) {
   });
 }
 
+std::optional<std::string> check_reply_code(const rule& r);
+
 std::optional<std::string> check_rule(rule& r) {
   if (!valid_rule_name(r.name))
     return "rule name must be 1 to " + std::to_string(limits::rule_name_chars) +
@@ -64,6 +66,34 @@ std::optional<std::string> check_rule(rule& r) {
   for (auto p : r.phases)
     if (std::find(t->phases.begin(), t->phases.end(), p) == t->phases.end())
       return "phase '" + std::string(protocol::to_string(p)) + "' is not allowed for type '" + std::string(t->name) + "'";
+  return check_reply_code(r);
+}
+
+// The relay answers in a fault's place, so the code must leave it in a state it can carry on
+// from. 1xx/3xx would start an exchange the fault never finishes (a 354 would turn the body
+// into commands, a 334 the credentials, a 220 to STARTTLS the TLS handshake). A 2xx is only a
+// plain acceptance of a command that was not forwarded; never at the greeting, STARTTLS, AUTH
+// or the message (I1: only `blackhole` may answer the message with 2xx). A fault on the
+// message goes at `data_end`, which covers DATA and BDAT alike; `bdat` takes no reply.
+std::optional<std::string> check_reply_code(const rule& r) {
+  const protocol::reply_spec* reply = nullptr;
+  if (const auto* rp = std::get_if<reply_params>(&r.params)) reply = &rp->reply;
+  else if (const auto* cp = std::get_if<reply_and_close_params>(&r.params)) reply = &cp->reply;
+  else if (const auto* dp = std::get_if<disconnect_params>(&r.params); dp && dp->reply) reply = &*dp->reply;
+  if (!reply) return std::nullopt;
+  const int klass = reply->code / 100;
+  if (klass != 2 && klass != 4 && klass != 5)
+    return "code " + std::to_string(reply->code) + ": a fault's reply is 2xx, 4xx or 5xx (a 1xx/3xx starts an exchange it never finishes)";
+  for (auto p : r.phases) {
+    using protocol::phase;
+    if (p == phase::bdat)
+      return "phase 'bdat' takes no reply: put a fault on the message at phase 'data_end' (it covers DATA and BDAT)";
+    if (klass == 2 && (p == phase::connect || p == phase::banner || p == phase::starttls || p == phase::auth ||
+                       p == phase::data || p == phase::data_end))
+      return "code " + std::to_string(reply->code) + " at phase '" + std::string(protocol::to_string(p)) +
+             "': a 2xx there is not a fault the relay can stand behind (use type 'banner' for a greeting, "
+             "'blackhole' for a message)";
+  }
   return std::nullopt;
 }
 

@@ -72,9 +72,11 @@ protocol::fault_decision session_advisor::evaluate(const protocol::fault_query& 
     if (lr->type->session_wide || !lr->r.has_phase(q.ph) || lr->stage_at(q.ph) != q.stage) continue;
     const matcher& m = lr->r.match;
     if (!m.active(lr->loaded_us, now_us, wall_s) || !m.matches(q, facts_) || !draw(m.probability)) continue;
-    if (lr->exhausted()) continue;   // after the draw: other sessions' injections never shift this one's draws
     decide_context c{lr->r, q, facts_, lr->state, now_us, random_};
     protocol::fault_decision d = lr->type->decide(c);
+    // After the draws (the probability's and the decision's own, e.g. a delay's jitter): other
+    // sessions using up a rule never shift this session's generator.
+    if (lr->exhausted()) continue;
     if (d.what == protocol::verdict::proceed && d.rewrites.empty()) continue;   // matched, nothing to inject
     d.rule = lr->r.name;
     d.type = std::string(lr->r.type());

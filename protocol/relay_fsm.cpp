@@ -154,6 +154,10 @@ void relay_fsm::on_timeout(std::uint64_t now, leg which) {
 
 void relay_fsm::on_drain(std::uint64_t now) {
   if (ended_) return;
+  if (stalled_) {   // a stalled session answers nothing, and would hold shutdown to its deadline
+    note(now, "stalled session closed by shutdown");
+    return end_session(now, "drain", "stalled");
+  }
   draining_ = true;
   maybe_finish_drain(now);
 }
@@ -244,11 +248,11 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   bool bare_lf = line.size() < 2 || line[line.size() - 2] != '\r';
   bool well_formed = !bare_lf && line.size() <= limits::command_line_accepted;
   parsed_command parsed;
-  std::optional<fault_decision> rewrites;
+  std::optional<fault_decision> decided;   // a fault for this line (a verdict, or rewrites only)
   if (well_formed) {
     parsed = parse_command(line.substr(0, line.size() - 2));
     if (faults_ && !refusing_ && parsed.fault == command_fault::none &&
-        command_fault(now, line, parsed, rewrites) == line_fault::held)
+        command_fault(now, line, parsed, decided) == line_fault::held)
       return false;   // relay_fsm_faults.cpp: the line waits for its delay
   }
   std::size_t line_start = pos_;
@@ -271,23 +275,25 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     answer_refused_session(now, stripped_crlf(line), parsed.cmd);
     return true;
   }
-  if (rewrites && rewrites->what != verdict::proceed && rewrites->what != verdict::delay) {
-    apply_command_fault(now, stripped_crlf(line), parsed.cmd, *rewrites);
+  if (decided && decided->what != verdict::proceed && decided->what != verdict::delay) {
+    apply_command_fault(now, stripped_crlf(line), parsed.cmd, *decided);
     return true;
   }
-  if (rewrites && rewrites->rewrites.mask_command) {
+  if (decided && decided->rewrites.mask_command) {
     // PIX/ASA: the verb is not allowed, so the command goes on overwritten with X and the
     // server answers it (500). The capture keeps what the client sent.
-    if (observer_) observer_->on_command(now, escape_bytes(stripped_crlf(line), limits::command_line_accepted));
+    announce_command(now, stripped_crlf(line), parsed.cmd);   // AUTH stays redacted
+    rewrite_events(now, decided->rewrites, parsed.cmd.ph, "command overwritten with X: " + parsed.cmd.verb);
     std::string masked(line.size() - 2, 'X');
-    for (const auto& [rule, type] : rewrites->rewrites.rules) {
-      fault_decision shown;
-      shown.rule = rule;
-      shown.type = type;
-      fault_event_for(now, shown, parsed.cmd.ph, "command overwritten with X: " + parsed.cmd.verb);
-    }
     masked += "\r\n";
     handle_command(now, masked, parse_command(std::string_view(masked).substr(0, masked.size() - 2)), false);
+    if (parsed.cmd.ph == phase::bdat) {   // the chunk still follows its (masked) command: read it, never parse it
+      bdat_remaining_ = parsed.cmd.bdat_size;
+      bdat_last_ = parsed.cmd.bdat_last;
+      discard_payload_ = true;
+      mode_ = client_mode::bdat_payload;
+      if (bdat_remaining_ == 0) take_bdat_payload(now);
+    }
     return true;
   }
   handle_command(now, line, parsed);
@@ -327,13 +333,14 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     return;
   }
   transaction* open = open_transaction();
+  bool rcpt_recorded = false;
   if (cmd.ph == phase::rcpt && open) {
-    open->rec.rcpt_to.push_back(cmd.address.value_or(cmd.argument));
+    rcpt_recorded = record_recipient(now, *open, cmd.address.value_or(cmd.argument));
     if (open->rcpts_forwarded >= limits::recipients_cap) {
       ++stats_.refused_commands;
       note(now, "command refused: recipient limit reached");
       local_reply(now, phase::rcpt, 452, "4.5.3", "Too many recipients");
-      pending_.back().txn = open->id;   // its code is recorded against this transaction
+      if (rcpt_recorded) pending_.back().txn = open->id;   // its code is recorded against this transaction
       flush_replies(now);
       return;
     }
@@ -343,7 +350,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   pending p;
   p.ph = cmd.ph;
   p.t_received = now;
-  p.txn = open ? open->id : 0;
+  p.txn = open && (cmd.ph != phase::rcpt || rcpt_recorded) ? open->id : 0;
   if (faults_) p.address = cmd.address.value_or("");   // for reply-stage rules
   switch (cmd.ph) {
     case phase::mail:
@@ -631,6 +638,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
       data_started_us_ = now;
     } else {
       mode_ = client_mode::command;
+      end_plan_.reset();   // no message follows: a fault planned for its end does not apply
     }
   }
   if (faults_) reply_stage_fault(now, p, r);   // a delay, an EHLO rewrite (relay_fsm_faults.cpp)
@@ -710,8 +718,9 @@ void relay_fsm::flush_replies(std::uint64_t now) {
       continue;
     }
     if (p.fault && p.fault->what == verdict::delay)
-      fault_event_for(now, *p.fault, p.ph, "reply " + std::to_string(p.answer->code) + " held",
+      fault_event_for(now, *p.fault, p.fault_phase, "reply " + std::to_string(p.answer->code) + " held",
                       now - std::max(p.t_upstream_reply, p.t_received));
+    if (p.absorb_go) open_absorbed_message(now, p);   // 354, or 554 when no recipient was accepted
     send(leg::client, p.bytes, now);
     if (observer_) {
       if (p.local) observer_->on_reply(now, leg::client, direction::out, *p.answer);
@@ -780,6 +789,19 @@ std::uint64_t relay_fsm::begin_transaction(std::uint64_t now, const command& cmd
   txns_.push_back(std::move(t));
   ++stats_.transactions;
   return txns_.back().id;
+}
+
+bool relay_fsm::record_recipient(std::uint64_t now, transaction& t, std::string address) {
+  if (t.rec.rcpt_to.size() >= limits::recipients_recorded_cap) {
+    if (t.rec.rcpt_to.size() == limits::recipients_recorded_cap && !t.recipients_overflowed) {
+      t.recipients_overflowed = true;
+      note(now, "more than " + std::to_string(limits::recipients_recorded_cap) +
+                    " recipients in one transaction: the rest are answered but not recorded");
+    }
+    return false;
+  }
+  t.rec.rcpt_to.push_back(std::move(address));
+  return true;
 }
 
 relay_fsm::transaction* relay_fsm::open_transaction() {
@@ -874,7 +896,8 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
       pending_.erase(std::next(it), pending_.end());
     }
     flush_replies(now);   // ends the session: upstream_closed_ with nothing pending
-    if (!ended_) end_session(now, reason, detail);
+    // Unless a delay still holds replies the upstream gave: they go out first, then the 421.
+    if (!ended_ && !fault_hold_active(now)) end_session(now, reason, detail);
     return;
   }
   reply r = make_reply(421, "4.4.2", options_.name + " upstream connection lost");

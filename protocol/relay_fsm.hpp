@@ -138,6 +138,7 @@ class relay_fsm {
     then_do then = then_do::nothing;
     phase fault_phase = phase::other;  // the phase a fault here is recorded at
     std::string address;           // RCPT/MAIL address, for reply-stage rules (only with an advisor)
+    bool absorb_go = false;        // the relay's own 354 for a message a fault answers
   };
 
   // Transactions in flight, oldest first. With pipelining a new MAIL can arrive while the
@@ -150,7 +151,7 @@ class relay_fsm {
     std::size_t rcpts_forwarded = 0;
     bool sealed = false;       // its end (dot, BDAT LAST, RSET, EHLO) went upstream
     bool end_sent = false;     // the message itself went upstream: delivery may have happened
-    std::optional<fault_decision> end_plan;   // decided when DATA/BDAT arrived (relay_fsm_faults.cpp)
+    bool recipients_overflowed = false;        // past limits::recipients_recorded_cap
   };
 
   // Input processing.
@@ -198,7 +199,6 @@ class relay_fsm {
   void fault_event_for(std::uint64_t now, const fault_decision& d, phase ph, std::string detail,
                        std::uint64_t actual_delay_us = 0);
   void start_faults(std::uint64_t now);
-  bool connect_fault(std::uint64_t now, const fault_decision& d);
   bool banner_fault(std::uint64_t now, reply& r, std::string& bytes);
   line_fault command_fault(std::uint64_t now, std::string_view line, const parsed_command& parsed,
                            std::optional<fault_decision>& rewrites);
@@ -211,12 +211,15 @@ class relay_fsm {
   bool plan_end_of_data(std::uint64_t now, transaction& t, bool chunked);
   bool end_of_data_fault(std::uint64_t now, transaction* t);
   void finish_absorbed_bdat(std::uint64_t now);
+  void open_absorbed_message(std::uint64_t now, pending& p);
   void reply_stage_fault(std::uint64_t now, pending& p, const reply& r);
   void begin_stall(std::uint64_t now, const fault_decision& d, phase ph);
   void answer_refused_session(std::uint64_t now, std::string_view body, const command& cmd);
   bool dot_was_split() const;
   void schedule_fault_wake(std::uint64_t now, std::uint64_t at_us);
   bool fault_hold_active(std::uint64_t now) const;
+  void rewrite_events(std::uint64_t now, const rewrite_set& rw, phase ph, const std::string& detail);
+  bool record_recipient(std::uint64_t now, transaction& t, std::string address);
   void apply_capability_rewrites(std::uint64_t now, capabilities& caps, const rewrite_set& rw, std::string& changes);
 
   // Transactions.
@@ -301,6 +304,8 @@ class relay_fsm {
   std::optional<fault_decision> held_dot_;    // delay(when=command) at data_end
   std::uint64_t held_dot_since_us_ = 0;
   std::uint64_t held_dot_txn_ = 0;
+  std::optional<fault_decision> end_plan_;   // decided when DATA/BDAT arrived, for that message
+  std::uint64_t end_plan_txn_ = 0;
   bool absorbing_ = false;           // this message is answered by a fault: nothing goes upstream
   bool discard_payload_ = false;     // this BDAT chunk is not forwarded
   std::uint64_t fault_wake_us_ = 0;  // the fault timer's due time (0: not armed)

@@ -143,9 +143,6 @@ void relay_fsm::start_faults(std::uint64_t now) {
   if (plan_.to_upstream.active()) actions_.push_back(shape_leg{leg::upstream, plan_.to_upstream});
   for (const auto& [rule, type] : plan_.rules) {
     ++stats_.faults_injected;
-    fault_decision d;
-    d.rule = rule;
-    d.type = type;
     if (observer_) {
       fault_event e{rule, type, "plan", phase::connect, 0, 0, "session-wide " + type};
       observer_->on_fault(now, e);
@@ -231,12 +228,7 @@ bool relay_fsm::banner_fault(std::uint64_t now, reply& r, std::string& bytes) {
   }
   if (rw.mask_banner) bytes = masked_banner(bytes);
   if (bytes != r.raw) {
-    for (const auto& [rule, type] : rw.rules) {
-      fault_decision shown;
-      shown.rule = rule;
-      shown.type = type;
-      fault_event_for(now, shown, phase::banner, rw.mask_banner ? "greeting masked" : "greeting replaced");
-    }
+    rewrite_events(now, rw, phase::banner, rw.mask_banner ? "greeting masked" : "greeting replaced");
     if (observer_) {   // the greeting the client saw, as the capture's relay reply
       reply shown = r;
       shown.raw = bytes;
@@ -310,10 +302,7 @@ void relay_fsm::apply_command_fault(std::uint64_t now, std::string_view body, co
       if (!open) txn = begin_transaction(now, cmd);
       break;
     case phase::rcpt:
-      if (open) {
-        open->rec.rcpt_to.push_back(cmd.address.value_or(cmd.argument));
-        txn = open->id;
-      }
+      if (open && record_recipient(now, *open, cmd.address.value_or(cmd.argument))) txn = open->id;
       break;
     case phase::data: txn = open ? open->id : 0; break;
     case phase::bdat:
@@ -413,6 +402,8 @@ void relay_fsm::begin_stall(std::uint64_t now, const fault_decision& d, phase ph
 
 bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked) {
   fault_decision d = ask(query_for(phase::data_end, fault_stage::command, &t));
+  end_plan_.reset();
+  end_plan_txn_ = t.id;
   switch (d.what) {
     case verdict::reply:
     case verdict::reply_and_close:
@@ -425,14 +416,15 @@ bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked
       pending_.push_back(std::move(r));
       send(leg::upstream, "RSET\r\n", now);
       arm_upstream_for_head();
-      t.end_plan = std::move(d);
+      end_plan_ = std::move(d);
       if (!chunked) {
+        // The 354 waits behind the replies to MAIL and RCPT: whether it is a 354 at all
+        // depends on them (open_absorbed_message).
         local_reply(now, phase::data, 354, "", "End data with <CR><LF>.<CR><LF>");
         pending_.back().txn = t.id;
+        pending_.back().absorb_go = true;
         absorbing_ = true;
-        mode_ = client_mode::data;
-        framer_.emplace(options_.eol);
-        data_started_us_ = now;
+        mode_ = client_mode::awaiting_data_go;
         flush_replies(now);
       }
       return true;
@@ -450,45 +442,46 @@ bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked
         flush_replies(now);
         return true;
       }
-      t.end_plan = std::move(d);
+      end_plan_ = std::move(d);
       return false;
     case verdict::delay:
       if (chunked) {
         note(now, "fault " + d.rule + ": a command-stage delay at data_end does not apply to BDAT");
         return false;
       }
-      t.end_plan = std::move(d);
+      end_plan_ = std::move(d);
       return false;
     default: return false;
   }
 }
 
 bool relay_fsm::end_of_data_fault(std::uint64_t now, transaction* t) {
-  if (absorbing_) {
+  if (!end_plan_) return false;
+  fault_decision d = std::move(*end_plan_);
+  end_plan_.reset();
+  const std::uint64_t txn = t ? t->id : 0;
+  if (absorbing_) {   // the message went nowhere: the fault's reply is the answer, whatever happened to the transaction
     absorbing_ = false;
-    if (!t || !t->end_plan) return false;
-    const fault_decision& d = *t->end_plan;
     if (d.what == verdict::blackhole) {
       ++stats_.blackholed;
       note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
     }
-    queue_fault_reply(now, phase::data_end, phase::data_end, t->id, d,
+    queue_fault_reply(now, phase::data_end, phase::data_end, txn, d,
                       d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
     flush_replies(now);
     return true;
   }
-  if (!t || !t->end_plan) return false;
-  fault_decision d = *t->end_plan;
+  if (txn != end_plan_txn_) return false;   // planned for another message
   switch (d.what) {
     case verdict::delay:
       held_dot_ = std::move(d);
       held_dot_since_us_ = now;
-      held_dot_txn_ = t->id;
+      held_dot_txn_ = txn;
       schedule_fault_wake(now, now + held_dot_->delay_us);
       return true;
     case verdict::disconnect:
       // The dot is never sent: nothing is delivered.
-      if (d.with_reply) queue_fault_reply(now, phase::data_end, phase::data_end, t->id, d, then_do::close);
+      if (d.with_reply) queue_fault_reply(now, phase::data_end, phase::data_end, txn, d, then_do::close);
       else fault_marker(now, phase::data_end, d, then_do::close);
       break;
     case verdict::reset: fault_marker(now, phase::data_end, d, then_do::reset); break;
@@ -501,8 +494,18 @@ bool relay_fsm::end_of_data_fault(std::uint64_t now, transaction* t) {
 }
 
 void relay_fsm::finish_absorbed_bdat(std::uint64_t now) {
-  transaction* t = txns_.empty() ? nullptr : &txns_.back();
-  if (!t || !t->end_plan) return;
+  transaction* t = transaction_by_id(end_plan_txn_);
+  if (!t || !end_plan_) {
+    // The transaction failed meanwhile (MAIL or every RCPT refused): what a server answers a
+    // chunk without recipients, and the fault is not applied.
+    local_reply(now, phase::bdat, 503, "5.5.1", "No valid recipients");
+    if (bdat_last_) {
+      absorbing_ = false;
+      end_plan_.reset();
+    }
+    flush_replies(now);
+    return;
+  }
   if (!bdat_last_) {
     local_reply(now, phase::bdat, 250, "2.0.0", "chunk accepted");
     flush_replies(now);
@@ -510,7 +513,8 @@ void relay_fsm::finish_absorbed_bdat(std::uint64_t now) {
   }
   absorbing_ = false;
   t->sealed = true;
-  const fault_decision d = *t->end_plan;
+  const fault_decision d = std::move(*end_plan_);
+  end_plan_.reset();
   if (d.what == verdict::blackhole) {
     ++stats_.blackholed;
     note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
@@ -519,6 +523,25 @@ void relay_fsm::finish_absorbed_bdat(std::uint64_t now) {
                                  d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
   p.last_chunk = true;
   flush_replies(now);
+}
+
+void relay_fsm::open_absorbed_message(std::uint64_t now, pending& p) {
+  transaction* t = transaction_by_id(p.txn);
+  bool accepted = t && std::any_of(t->rec.rcpt_codes.begin(), t->rec.rcpt_codes.end(),
+                                   [](int code) { return code / 100 == 2; });
+  if (accepted) {
+    mode_ = client_mode::data;
+    framer_.emplace(options_.eol);
+    data_started_us_ = now;
+    return;
+  }
+  // Like a server: no DATA without an accepted recipient. The planned fault does not apply.
+  note(now, "fault " + (end_plan_ ? end_plan_->rule : std::string()) + " not applied: no recipient was accepted");
+  absorbing_ = false;
+  end_plan_.reset();
+  mode_ = client_mode::command;
+  p.answer = make_reply(554, "5.5.1", "No valid recipients");
+  p.bytes = p.answer->raw;
 }
 
 bool relay_fsm::dot_was_split() const {
@@ -530,10 +553,13 @@ bool relay_fsm::dot_was_split() const {
 // ---------------------------------------------------------------- replies
 
 void relay_fsm::reply_stage_fault(std::uint64_t now, pending& p, const reply& r) {
-  fault_query q = query_for(p.ph, fault_stage::reply, p.txn ? transaction_by_id(p.txn) : open_transaction());
+  // The reply to BDAT LAST is the end-of-data reply: data_end rules apply to it.
+  const phase ph = p.ph == phase::bdat && p.last_chunk ? phase::data_end : p.ph;
+  fault_query q = query_for(ph, fault_stage::reply, p.txn ? transaction_by_id(p.txn) : open_transaction());
   q.upstream_reply = &r;
   q.address = p.address;
   fault_decision d = ask(q);
+  p.fault_phase = ph;
   if (d.what == verdict::delay) {
     p.release_us = now + d.delay_us;
     p.fault = std::move(d);
@@ -560,11 +586,16 @@ void relay_fsm::apply_capability_rewrites(std::uint64_t now, capabilities& caps,
   }
   if (done.empty()) return;
   changes += (changes.empty() ? "" : ", ") + done;
+  rewrite_events(now, rw, phase::ehlo, "EHLO reply " + done);
+}
+
+// One record per rule that contributed to a rewrite (a rewrite-only decision has no single rule).
+void relay_fsm::rewrite_events(std::uint64_t now, const rewrite_set& rw, phase ph, const std::string& detail) {
   for (const auto& [rule, type] : rw.rules) {
     fault_decision shown;
     shown.rule = rule;
     shown.type = type;
-    fault_event_for(now, shown, phase::ehlo, "EHLO reply " + done);
+    fault_event_for(now, shown, ph, detail);
   }
 }
 

@@ -149,6 +149,8 @@ int run(const run_flags& f) {
                  m.refused_commands.load(), m.ambiguous_end_of_data.load(), m.session_errors.load());
     for (const auto& c : relay.faults().counters())
       spdlog::info("faults_injected{{rule=\"{}\",type=\"{}\"}} {}", c.rule, c.type, c.count);
+    if (auto errors = relay.faults().decide_errors(); errors > 0)
+      spdlog::warn("fault_decide_errors {} (decisions that failed inside policies/ and fell back to proceed)", errors);
     if (m.blackholed.load() > 0)
       spdlog::warn("{} message(s) were answered 250 by a blackhole fault and delivered nowhere", m.blackholed.load());
   }

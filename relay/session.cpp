@@ -340,6 +340,14 @@ asio::awaitable<void> session::write_leg(leg l) {
       notify();
       continue;
     }
+    if (box.reset_requested) {
+      // A reset fault: the replies before it are written; now RST (SO_LINGER 0), no FIN.
+      sock.set_option(tcp::socket::linger(true, 0), ig);
+      sock.close(ig);
+      box.closed = true;
+      notify();
+      co_return;
+    }
     // Everything written and a close was asked for: TLS close_notify (bounded), FIN, then
     // linger for the peer's FIN.
     if (box.tls) {
@@ -417,21 +425,6 @@ asio::awaitable<void> session::write_shaped(leg l, boost::system::error_code& ec
       co_await pause.async_wait(as_tuple(use_awaitable));
     }
   }
-}
-
-void session::reset_leg(leg l) {
-  // RST: SO_LINGER 0 and close, dropping whatever was queued.
-  auto& box = outbox_of(l);
-  auto& sock = socket_of(l);
-  boost::system::error_code ig;
-  sock.set_option(tcp::socket::linger(true, 0), ig);
-  sock.close(ig);
-  box.pending.clear();
-  box.breaks.clear();
-  box.closed = true;
-  box.close_requested = true;
-  box.eof_seen = true;
-  wake_writer(l);
 }
 
 asio::awaitable<void> session::handshake(leg l) {
@@ -547,10 +540,7 @@ void session::execute(std::vector<protocol::action>& actions) {
       else box.pending += s->bytes;
       wake_writer(s->to);
     } else if (auto* c = std::get_if<protocol::close_leg>(&a)) {
-      if (c->reset) {
-        reset_leg(c->which);
-        continue;
-      }
+      if (c->reset) outbox_of(c->which).reset_requested = true;
       outbox_of(c->which).close_requested = true;
       wake_writer(c->which);
       if (c->which == leg::upstream && !upstream_connected_) {

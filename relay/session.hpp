@@ -73,6 +73,7 @@ class session : public std::enable_shared_from_this<session> {
     std::string pending;
     std::string inflight;
     bool close_requested = false;
+    bool reset_requested = false;     // close with RST once what is queued is written
     bool closed = false;
     bool eof_seen = false;            // the peer finished sending (for lingering close)
     bool tls_requested = false;       // start_tls executed; the writer performs it
@@ -96,7 +97,6 @@ class session : public std::enable_shared_from_this<session> {
   boost::asio::awaitable<void> handshake(protocol::leg l);
   boost::asio::awaitable<void> write_bytes(protocol::leg l, boost::system::error_code& ec);
   boost::asio::awaitable<void> write_shaped(protocol::leg l, boost::system::error_code& ec);
-  void reset_leg(protocol::leg l);
   boost::asio::awaitable<void> wait_for_change(clock::duration at_most);
 
   void after_fsm();

@@ -228,6 +228,23 @@ phase = "mail"
         self.assertFaults(cap, [("rst", "reset", "reset", "mail")])
         self.assertNothingUpstream(rec, cap)
 
+    def test_reset_comes_after_the_replies_before_it(self):
+        # Pipelined MAIL + RCPT with a reset at RCPT: the client first gets MAIL's 250, then
+        # the RST (a reset must not throw away what was already answered).
+        m = self.relay('''
+[[fault]]
+name = "rst-rcpt"
+type = "reset"
+phase = "rcpt"
+''')
+        c = self.greeted_client(m.port)
+        c.send("MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\n" % (FROM, TO))
+        outcome, data = recv_outcome(c.sock, 10)
+        self.assertEqual(outcome, "reset")
+        self.assertTrue(data.startswith(b"250 "), data)
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("rst-rcpt", "reset", "reset", "rcpt")])
+
     def test_stall_with_max_silent_then_session_ends(self):
         rec = self.start_recorder()
         m = self.relay('''

@@ -1296,5 +1296,74 @@ TEST_F(FaultFsm, SameDecisionsAndInputsGiveTheSameTranscript) {
   EXPECT_THAT(first, Contains("transaction delivered rcpt codes 250 451 relayed"));
 }
 
+// ---------------------------------------------------------------- review fixes
+
+TEST_F(FaultFsm, AbsorbedDataWithNoAcceptedRecipientGets554AndTheFaultIsNotApplied) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::reply, 451, "4.3.0", "Try later", "flaky", "fail_then_pass"));
+  // Pipelined: the upstream refuses the sender, so there is no transaction by the time DATA's turn comes.
+  EXPECT_THAT(client(mail_from + rcpt_bob + "DATA\r\n"), ElementsAre(to_upstream(mail_from + rcpt_bob + "RSET\r\n")));
+  EXPECT_THAT(upstream("550 5.7.1 Sender refused\r\n503 5.5.1 No sender\r\n250 2.0.0 Ok\r\n"),
+              ElementsAre(to_client("550 5.7.1 Sender refused\r\n503 5.5.1 No sender\r\n554 5.5.1 No valid recipients\r\n")));
+  // The client is back at the command level: nothing reads its next line as a body.
+  EXPECT_THAT(client("QUIT\r\n"), ElementsAre(to_upstream("QUIT\r\n")));
+  EXPECT_EQ(up_.find(".\r\n"), std::string::npos) << "no stray end of data went upstream";
+}
+
+TEST_F(FaultFsm, MaskedAuthCommandStaysRedactedInTheCapture) {
+  greet_and_ehlo();
+  rewrite_set rw;
+  rw.mask_command = true;
+  adv_->on(phase::auth, fault_stage::command, rewrite(rw, "pix/verb_filter", "verb_filter"));
+  const std::string line = "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n";
+  EXPECT_THAT(client(line), ElementsAre(to_upstream(std::string(line.size() - 2, 'X') + "\r\n")));
+  for (const auto& c : obs_->commands) EXPECT_EQ(c.find("AGFsaWNl"), std::string::npos) << c;
+  EXPECT_EQ(obs_->stream(leg::client, direction::in).find("AGFsaWNl"), std::string::npos);
+}
+
+TEST_F(FaultFsm, MaskedBdatChunkIsReadNotParsedAsCommands) {
+  greet_and_ehlo();
+  rewrite_set rw;
+  rw.mask_command = true;
+  adv_->on(phase::bdat, fault_stage::command, rewrite(rw, "asa/verb_filter", "verb_filter"));
+  EXPECT_THAT(client("BDAT 12 LAST\r\nRSET\r\nQUIT\r\n"), ElementsAre(to_upstream("XXXXXXXXXXXX\r\n")));
+  // The 12 octets "RSET\r\nQUIT\r\n" were the chunk: never forwarded as commands.
+  EXPECT_EQ(up_.find("RSET"), std::string::npos);
+}
+
+TEST_F(FaultFsm, ReplyDelayAtBdatLastIsTheDataEndDelay) {
+  envelope();
+  adv_->on(phase::data_end, fault_stage::reply, delay_of(2'000'000, "scan"));
+  EXPECT_THAT(client("BDAT 5 LAST\r\nhello"), ElementsAre(to_upstream("BDAT 5 LAST\r\nhello")));
+  EXPECT_THAT(upstream("250 2.0.0 Ok: queued\r\n"), Not(Contains(any_client_send())));
+  EXPECT_THAT(fire_fault_timer(), Contains(to_client("250 2.0.0 Ok: queued\r\n")));
+  EXPECT_EQ(only_fault("delay").ph, phase::data_end);
+}
+
+TEST_F(FaultFsm, DrainClosesAStalledSession) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::command, stall_for(0));
+  EXPECT_THAT(client(mail_from), Not(Contains(any_client_send())));
+  fsm_->on_drain(tick());
+  take();
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "drain");
+  EXPECT_EQ(cl_.find("421"), std::string::npos) << "a stall answers nothing, not even at shutdown";
+}
+
+TEST_F(FaultFsm, UpstreamLostWhileRepliesAreHeldStillSendsThemFirst) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::reply, delay_of(1'000'000, "slow-mail"));
+  EXPECT_THAT(client(mail_from + rcpt_bob), ElementsAre(to_upstream(mail_from + rcpt_bob)));
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n"), Not(Contains(any_client_send())));
+  fsm_->on_upstream_eof(tick());
+  take();
+  EXPECT_FALSE(fsm_->finished()) << "the held 250 must still go out";
+  fire_fault_timer();
+  EXPECT_NE(cl_.find("250 2.1.0 Ok\r\n421 "), std::string::npos) << "the held reply first, then the 421: " << cl_;
+  EXPECT_TRUE(fsm_->finished());
+}
+
 }  // namespace
 }  // namespace mailtap::protocol

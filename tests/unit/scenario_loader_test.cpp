@@ -614,3 +614,24 @@ TEST(ScenarioLoader, DuplicateNamesAcrossFilesNameBothPlaces) {
   all.insert(all.end(), b.rules.begin(), b.rules.end());
   EXPECT_EQ(duplicate_rule_name(all), "b.toml:4: key 'name': duplicate rule name 'same' (first at a.toml:2)");
 }
+
+// A fault's reply must leave the relay in a state it can carry on from (registry.cpp check_reply_code).
+TEST(ScenarioLoader, ReplyCodesTheRelayCannotStandBehindAreRefused) {
+  auto fault = [](const std::string& type, const std::string& phase, int code) {
+    return "[[fault]]\nname = \"x\"\ntype = \"" + type + "\"\nphase = \"" + phase + "\"\ncode = " +
+           std::to_string(code) + "\n";
+  };
+  EXPECT_NE(error_of(fault("reply", "data", 354)).find("1xx/3xx"), std::string::npos);
+  EXPECT_NE(error_of(fault("reply", "auth", 334)).find("1xx/3xx"), std::string::npos);
+  EXPECT_NE(error_of(fault("reply", "data_end", 250)).find("blackhole"), std::string::npos);   // I1
+  EXPECT_NE(error_of(fault("reply", "starttls", 220)).find("2xx"), std::string::npos);
+  EXPECT_NE(error_of(fault("reply", "connect", 220)).find("banner"), std::string::npos);
+  EXPECT_NE(error_of(fault("reply_and_close", "auth", 235)).find("2xx"), std::string::npos);
+  EXPECT_NE(error_of(fault("reply", "bdat", 552)).find("data_end"), std::string::npos);
+  EXPECT_NE(error_of(fault("disconnect", "data_end", 250)).find("2xx"), std::string::npos);
+  // A plain acceptance of a command that was not forwarded is a fault the relay can carry.
+  EXPECT_EQ(one(fault("reply", "rcpt", 250)).name, "x");
+  EXPECT_EQ(one(fault("reply", "data_end", 552)).name, "x");
+}
+
+
