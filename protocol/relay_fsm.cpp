@@ -280,20 +280,7 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     return true;
   }
   if (decided && decided->rewrites.mask_command) {
-    // PIX/ASA: the verb is not allowed, so the command goes on overwritten with X and the
-    // server answers it (500). The capture keeps what the client sent.
-    announce_command(now, stripped_crlf(line), parsed.cmd);   // AUTH stays redacted
-    rewrite_events(now, decided->rewrites, parsed.cmd.ph, "command overwritten with X: " + parsed.cmd.verb);
-    std::string masked(line.size() - 2, 'X');
-    masked += "\r\n";
-    handle_command(now, masked, parse_command(std::string_view(masked).substr(0, masked.size() - 2)), false);
-    if (parsed.cmd.ph == phase::bdat) {   // the chunk still follows its (masked) command: read it, never parse it
-      bdat_remaining_ = parsed.cmd.bdat_size;
-      bdat_last_ = parsed.cmd.bdat_last;
-      discard_payload_ = true;
-      mode_ = client_mode::bdat_payload;
-      if (bdat_remaining_ == 0) take_bdat_payload(now);
-    }
+    forward_masked_command(now, line, parsed.cmd, decided->rewrites);   // relay_fsm_faults.cpp
     return true;
   }
   handle_command(now, line, parsed);

@@ -47,6 +47,7 @@ std::optional<upstream_tls_mode> parse_upstream_tls_mode(std::string_view name);
 
 struct relay_tls_options {
   bool offer_starttls = false;          // the client leg can be secured (a certificate is loaded)
+  bool implicit_client_tls = false;     // the client connected to the SMTPS listener (TLS from connect)
   upstream_tls_mode upstream = upstream_tls_mode::mirror;
 };
 
@@ -203,6 +204,7 @@ class relay_fsm {
   line_fault command_fault(std::uint64_t now, std::string_view line, const parsed_command& parsed,
                            std::optional<fault_decision>& rewrites);
   void apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd, const fault_decision& d);
+  void forward_masked_command(std::uint64_t now, std::string_view line, const command& cmd, const rewrite_set& rw);
   // `ph` is the reply's phase (for the stage and the transaction); `shown` the fault's, for the capture.
   pending& queue_fault_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn, const fault_decision& d,
                              then_do then);

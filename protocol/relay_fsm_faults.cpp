@@ -59,7 +59,8 @@ fault_query relay_fsm::query_for(phase ph, fault_stage stage, const transaction*
   q.ph = ph;
   q.stage = stage;
   q.ehlo_name = ehlo_name_;
-  q.client_tls = client_tls_;
+  // An SMTPS client is TLS from connect, although its handshake is reported after on_start.
+  q.client_tls = client_tls_ || options_.tls.implicit_client_tls;
   if (t) {
     q.mail_from = t->rec.mail_from;
     q.recipients = &t->rec.rcpt_to;
@@ -333,6 +334,24 @@ void relay_fsm::apply_command_fault(std::uint64_t now, std::string_view body, co
   if (d.what != verdict::reply && d.what != verdict::blackhole) input_stopped_ = true;
   flush_replies(now);
   if (mode_ == client_mode::bdat_payload && bdat_remaining_ == 0) take_bdat_payload(now);
+}
+
+// PIX/ASA: the verb is not allowed, so the command goes on overwritten with X and the server
+// answers it (500). The capture keeps what the client sent (AUTH redacted as ever).
+void relay_fsm::forward_masked_command(std::uint64_t now, std::string_view line, const command& cmd,
+                                       const rewrite_set& rw) {
+  announce_command(now, line.substr(0, line.size() - 2), cmd);
+  rewrite_events(now, rw, cmd.ph, "command overwritten with X: " + cmd.verb);
+  std::string masked(line.size() - 2, 'X');
+  masked += "\r\n";
+  handle_command(now, masked, parse_command(std::string_view(masked).substr(0, masked.size() - 2)), false);
+  if (cmd.ph == phase::bdat) {   // the chunk still follows its (masked) command: read it, never parse it
+    bdat_remaining_ = cmd.bdat_size;
+    bdat_last_ = cmd.bdat_last;
+    discard_payload_ = true;
+    mode_ = client_mode::bdat_payload;
+    if (bdat_remaining_ == 0) take_bdat_payload(now);
+  }
 }
 
 relay_fsm::pending& relay_fsm::queue_fault_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn,

@@ -48,13 +48,14 @@ std::string make_session_id(std::uint64_t number) {
   return id;
 }
 
-protocol::relay_options relay_options_from(const relay_context& ctx) {
+protocol::relay_options relay_options_from(const relay_context& ctx, bool implicit_tls) {
   protocol::relay_options o;
   o.eol = ctx.cfg.bare_eol;
   o.timeouts = ctx.cfg.timeouts;
   o.name = ctx.cfg.relay_name;
   o.record_auth_username = ctx.cfg.record_auth_username;
   o.tls.offer_starttls = ctx.client_tls != nullptr && ctx.cfg.tls.offer_starttls;
+  o.tls.implicit_client_tls = implicit_tls;
   // Without an upstream TLS context nothing can be secured upstream: only `never` is honest.
   o.tls.upstream = ctx.upstream_tls ? ctx.cfg.tls.upstream : protocol::upstream_tls_mode::never;
   return o;
@@ -67,7 +68,6 @@ std::string peer_label(const asio::ip::tcp::socket& s) {
   return endpoint{ep.address().to_string(), ep.port()}.to_string();
 }
 }  // namespace
-
 
 // ---------------------------------------------------------------- set-up
 
@@ -100,7 +100,7 @@ session::session(tcp::socket client, const relay_context& ctx, std::uint64_t num
       capture_(open_capture(ctx, id_, number, client_)),
       advisor_(ctx.faults ? ctx.faults->open_session(number, peer_label(client_), implicit_tls && ctx.client_tls)
                           : nullptr),
-      fsm_(relay_options_from(ctx), capture_.get(), advisor_.get()),
+      fsm_(relay_options_from(ctx, implicit_tls && ctx.client_tls), capture_.get(), advisor_.get()),
       changed_(client_.get_executor(), clock::time_point::max()),
       client_writer_wake_(client_.get_executor(), clock::time_point::max()),
       upstream_writer_wake_(client_.get_executor(), clock::time_point::max()),

@@ -49,6 +49,7 @@ struct seen_query {
   std::uint64_t transaction_number = 0;
   std::size_t line_length = 0;
   int upstream_code = 0;   // 0: no upstream reply in the query
+  bool client_tls = false;
 };
 
 class scripted_advisor : public fault_advisor {
@@ -75,6 +76,7 @@ class scripted_advisor : public fault_advisor {
     s.transaction_number = q.transaction_number;
     s.line_length = q.line_length;
     s.upstream_code = q.upstream_reply ? q.upstream_reply->code : 0;
+    s.client_tls = q.client_tls;
     queries.push_back(std::move(s));
     auto& queue = once_[{q.ph, q.stage}];
     if (!queue.empty()) {
@@ -1363,6 +1365,16 @@ TEST_F(FaultFsm, UpstreamLostWhileRepliesAreHeldStillSendsThemFirst) {
   fire_fault_timer();
   EXPECT_NE(cl_.find("250 2.1.0 Ok\r\n421 "), std::string::npos) << "the held reply first, then the 421: " << cl_;
   EXPECT_TRUE(fsm_->finished());
+}
+
+TEST_F(FaultFsm, AnSmtpsClientIsTlsAtConnect) {
+  relay_options o;
+  o.tls.implicit_client_tls = true;
+  make(o);
+  start();
+  auto at_connect = adv_->asked(phase::connect, fault_stage::command);
+  ASSERT_EQ(at_connect.size(), 1u);
+  EXPECT_TRUE(at_connect[0].client_tls);
 }
 
 }  // namespace
