@@ -66,6 +66,10 @@ std::optional<std::string> check_rule(rule& r) {
   for (auto p : r.phases)
     if (std::find(t->phases.begin(), t->phases.end(), p) == t->phases.end())
       return "phase '" + std::string(protocol::to_string(p)) + "' is not allowed for type '" + std::string(t->name) + "'";
+  if (const auto* f = std::get_if<fail_then_pass_params>(&r.params);
+      f && f->key == fail_then_pass_params::key_kind::message_id &&
+      (r.phases.size() != 1 || r.phases.front() != protocol::phase::data_end))
+    return "key 'message_id' needs phase 'data_end' (the Message-ID is known once the message is in)";
   return check_reply_code(r);
 }
 

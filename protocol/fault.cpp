@@ -3,7 +3,14 @@
 
 namespace mailtap::protocol {
 
-std::string_view to_string(fault_stage s) { return s == fault_stage::command ? "command" : "reply"; }
+std::string_view to_string(fault_stage s) {
+  switch (s) {
+    case fault_stage::command: return "command";
+    case fault_stage::reply: return "reply";
+    case fault_stage::message: return "message";
+  }
+  return "command";
+}
 
 std::string_view to_string(verdict v) {
   switch (v) {

@@ -19,7 +19,9 @@ namespace mailtap::protocol {
 // connects upstream), or before it relays a reply (the banner, a reply to a command).
 // data_end is asked at the command stage when DATA (or the first BDAT) arrives, before any
 // byte of the message goes upstream, and at the reply stage when the dot's reply comes back.
-enum class fault_stage : unsigned char { command, reply };
+// `message` is data_end once more, after the whole message and before its dot goes upstream,
+// for the rules that need the message itself (fail_then_pass keyed by Message-ID); DATA only.
+enum class fault_stage : unsigned char { command, reply, message };
 std::string_view to_string(fault_stage s);
 
 // What a policy may look at. Views are valid for the duration of the call only.
@@ -35,6 +37,7 @@ struct fault_query {
   const std::vector<std::string>* recipients = nullptr;   // its recipients so far; at RCPT the earlier ones (may be null)
   std::uint64_t transaction_number = 0;   // 1-based within the session; 0 outside a transaction
   const reply* upstream_reply = nullptr;  // reply stage: what the upstream answered (null at connect)
+  std::string_view message_id;    // message stage: the message's Message-ID ("" when it has none)
   bool client_tls = false;
 };
 

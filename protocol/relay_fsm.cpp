@@ -466,6 +466,7 @@ void relay_fsm::end_of_data(std::uint64_t now) {
   const std::uint64_t id = t ? t->id : 0;
   if (!data_failure_ && end_of_data_fault(now, t)) return;   // relay_fsm_faults.cpp
   absorbing_ = false;
+  if (!data_failure_ && faults_ && message_fault(now, t)) return;
   if (data_failure_) {
     reply r = std::move(*data_failure_);
     data_failure_.reset();

@@ -212,6 +212,7 @@ class relay_fsm {
   void fault_then(std::uint64_t now, const pending& p);
   bool plan_end_of_data(std::uint64_t now, transaction& t, bool chunked);
   bool end_of_data_fault(std::uint64_t now, transaction* t);
+  bool message_fault(std::uint64_t now, transaction* t);
   void finish_absorbed_bdat(std::uint64_t now);
   void open_absorbed_message(std::uint64_t now, pending& p);
   void reply_stage_fault(std::uint64_t now, pending& p, const reply& r);

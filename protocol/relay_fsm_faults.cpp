@@ -512,6 +512,25 @@ bool relay_fsm::end_of_data_fault(std::uint64_t now, transaction* t) {
   return true;
 }
 
+// The message stage: the whole message is in and its dot not yet sent (fail_then_pass keyed by
+// Message-ID). The body already went upstream, so the only way to fail it without delivering it
+// is to withhold the dot and close the upstream leg; the client gets the reply, then FIN.
+bool relay_fsm::message_fault(std::uint64_t now, transaction* t) {
+  if (!t) return false;
+  fault_query q = query_for(phase::data_end, fault_stage::message, t);
+  q.message_id = t->rec.message_id ? std::string_view(*t->rec.message_id) : std::string_view();
+  fault_decision d = ask(q);
+  if (d.what != verdict::reply && d.what != verdict::reply_and_close && d.what != verdict::disconnect) return false;
+  note(now, "fault " + d.rule + " fails this message after its body: the dot is withheld and the upstream closed");
+  close(leg::upstream);
+  arm(leg::upstream, std::chrono::milliseconds{0});
+  if (d.what == verdict::disconnect && !d.with_reply) fault_marker(now, phase::data_end, d, then_do::close);
+  else queue_fault_reply(now, phase::data_end, phase::data_end, t->id, d, then_do::close);
+  input_stopped_ = true;
+  flush_replies(now);
+  return true;
+}
+
 void relay_fsm::finish_absorbed_bdat(std::uint64_t now) {
   transaction* t = transaction_by_id(end_plan_txn_);
   if (!t || !end_plan_) {

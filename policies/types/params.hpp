@@ -96,7 +96,7 @@ struct quota_params {
 
 struct fail_then_pass_params {
   static constexpr std::string_view type_name = "fail_then_pass";
-  enum class key_kind : unsigned char { envelope, sender, client };
+  enum class key_kind : unsigned char { envelope, sender, client, message_id };
   std::uint64_t failures = 0;
   key_kind key = key_kind::envelope;
   protocol::reply_spec reply{451, "4.3.0", "Temporary failure, please try again later"};

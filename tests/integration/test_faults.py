@@ -1028,6 +1028,35 @@ failures = 2
         self.assertFaults(caps[1], [("ftp", "fail_then_pass", "reply", "data_end")])
         self.assertFaults(caps[2], [])
 
+    def test_fail_then_pass_by_message_id_across_connections(self):
+        # Keyed by Message-ID: the same message (same id, even from another sender) fails
+        # twice, then passes; a failed attempt never reaches the upstream (its dot is withheld).
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "ftp-id"
+type = "fail_then_pass"
+key = "message_id"
+failures = 2
+''', rec)
+        header = ["--header", "Message-Id: <retry-me@example.test>"]
+        codes = []
+        for frm in (FROM, "other@example.test", FROM):
+            t = self.send(m.port, *header, frm=frm)
+            eod = t.end_of_data_replies()
+            self.assertEqual(len(eod), 1, t.text)
+            codes.append((eod[0].code, eod[0].enhanced))
+        self.assertEqual(codes, [(451, "4.3.0"), (451, "4.3.0"), (250, "2.0.0")])
+        self.assertEqual(len(rec.wait_for(1)), 1)
+        caps = m.wait_captures(3)
+        self.assertEqual(rec.count(), 1)
+        self.assertFaults(caps[0], [("ftp-id", "fail_then_pass", "reply", "data_end")])
+        self.assertFaults(caps[1], [("ftp-id", "fail_then_pass", "reply", "data_end")])
+        self.assertFaults(caps[2], [])
+        # Another message from the same envelope is a first attempt of its own.
+        t = self.send(m.port, "--header", "Message-Id: <another@example.test>")
+        self.assertEqual(t.end_of_data_replies()[0].code, 451)
+
     def test_quota_third_mail_in_window_gets_452(self):
         rec = self.start_recorder()
         m = self.relay('''

@@ -204,6 +204,7 @@ struct command_view {
   std::size_t line_length = 0;
   bool tls = false;
   std::optional<reply> upstream{};
+  std::string message_id{};
 
   fault_query query() const {
     fault_query q;
@@ -219,6 +220,7 @@ struct command_view {
     q.line_length = line_length ? line_length : (verb.empty() ? 0 : verb.size() + 1 + argument.size() + 2);
     q.upstream_reply = upstream ? &*upstream : nullptr;
     q.client_tls = tls;
+    q.message_id = message_id;
     return q;
   }
   command_view at(fault_stage s) const {
@@ -268,6 +270,14 @@ class Policies : public ::testing::Test {
     ASSERT_TRUE(res.ok()) << res.error;
     auto err = (into ? into : engine_.get())->add_all(res.rules);
     ASSERT_FALSE(err) << *err;
+  }
+
+  // The loader's one-line error for rules it must refuse.
+  std::string load_error(const std::string& toml_text) {
+    toml::table doc = toml::parse(std::string_view(toml_text), std::string_view("test.toml"));
+    auto res = rules_from_toml(doc, "test.toml");
+    EXPECT_FALSE(res.ok());
+    return res.error;
   }
 
   fault_decision decide(const command_view& c, std::uint64_t session = 1, const std::string& client = "192.0.2.1:4000") {
@@ -591,6 +601,26 @@ TEST_F(Policies, FailThenPassByClient) {
   EXPECT_EQ(d.reply.code, 421);
   EXPECT_EQ(d.reply.enhanced, "");   // the 4.3.0 default belongs to 451
   EXPECT_EQ(decide(mail_view("b@x"), 2, "192.0.2.1:2").what, verdict::proceed);
+}
+
+TEST_F(Policies, FailThenPassByMessageIdActsAtTheMessageStage) {
+  load("[[fault]]\nname='flaky'\ntype='fail_then_pass'\nkey='message_id'\nfailures=2\n");
+  command_view v = data_end_view("a@x", {"b@y"});
+  EXPECT_EQ(decide(v, 1).what, verdict::proceed) << "not asked when DATA arrives";
+  v.stage = fault_stage::message;
+  EXPECT_EQ(decide(v, 1).what, verdict::proceed) << "no Message-ID: nothing to count by";
+  v.message_id = "<m1@example.org>";
+  EXPECT_EQ(decide(v, 2).what, verdict::reply);
+  EXPECT_EQ(decide(v, 3).what, verdict::reply);
+  EXPECT_EQ(decide(v, 4).what, verdict::proceed);
+  v.message_id = "<m2@example.org>";
+  EXPECT_EQ(decide(v, 5).what, verdict::reply);   // another message: its own first attempt
+}
+
+TEST_F(Policies, FailThenPassByMessageIdNeedsDataEnd) {
+  EXPECT_NE(load_error("[[fault]]\nname='flaky'\ntype='fail_then_pass'\nkey='message_id'\nphase='rcpt'\nfailures=1\n")
+                .find("needs phase 'data_end'"),
+            std::string::npos);
 }
 
 TEST_F(Policies, BlackholeSynthesizesADeterministicQueueId) {

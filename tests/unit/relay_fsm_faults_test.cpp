@@ -50,6 +50,7 @@ struct seen_query {
   std::size_t line_length = 0;
   int upstream_code = 0;   // 0: no upstream reply in the query
   bool client_tls = false;
+  std::string message_id;
 };
 
 class scripted_advisor : public fault_advisor {
@@ -77,6 +78,7 @@ class scripted_advisor : public fault_advisor {
     s.line_length = q.line_length;
     s.upstream_code = q.upstream_reply ? q.upstream_reply->code : 0;
     s.client_tls = q.client_tls;
+    s.message_id = q.message_id;
     queries.push_back(std::move(s));
     auto& queue = once_[{q.ph, q.stage}];
     if (!queue.empty()) {
@@ -1375,6 +1377,22 @@ TEST_F(FaultFsm, AnSmtpsClientIsTlsAtConnect) {
   auto at_connect = adv_->asked(phase::connect, fault_stage::command);
   ASSERT_EQ(at_connect.size(), 1u);
   EXPECT_TRUE(at_connect[0].client_tls);
+}
+
+TEST_F(FaultFsm, MessageStageFaultWithholdsTheDotAndClosesTheUpstream) {
+  open_data();
+  adv_->on(phase::data_end, fault_stage::message,
+           answer(verdict::reply, 451, "4.3.0", "Try again later", "flaky-id", "fail_then_pass"));
+  const std::string body = "Message-ID: <m1@example.org>\r\nSubject: hi\r\n\r\nbody\r\n";
+  auto out = client(body + ".\r\n");
+  EXPECT_THAT(out, Contains(to_client("451 4.3.0 Try again later\r\n")));
+  EXPECT_THAT(out, Contains(closes(leg::upstream)));
+  EXPECT_EQ(up_.find("\r\n.\r\n"), std::string::npos) << "the dot never went upstream: nothing delivered";
+  auto asked = adv_->asked(phase::data_end, fault_stage::message);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0].message_id, "<m1@example.org>");
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
 }
 
 }  // namespace
