@@ -110,7 +110,7 @@ def delay_accuracy(opts, sink_port, work, messages, sessions):
     scenario = os.path.join(work, "delay.toml")
     with open(scenario, "w") as f:
         f.write(DELAY_SCENARIO)
-    captures = os.path.join(work, "delay-captures")
+    captures = os.path.join(work, f"delay-captures-{sessions}")   # one run each: its own records only
     port = free_port()
     peer = Peer("mailtap-delay", [opts.mailtap, "run", "--listen", f"127.0.0.1:{port}", "--upstream",
                                   f"127.0.0.1:{sink_port}", "--captures", captures, "--log-level", "warn",
