@@ -23,6 +23,7 @@
 #include "protocol/fault.hpp"
 #include "protocol/observer.hpp"
 #include "protocol/relay_fsm.hpp"
+#include "relay_playbook.hpp"
 
 namespace mailtap::protocol {
 namespace {
@@ -141,85 +142,8 @@ fault_decision rewrite(rewrite_set rw, std::string rule = "edit", std::string ty
   return d;
 }
 
-std::string describe(const fault_event& e) {
-  return e.rule + "/" + e.type + "/" + e.decision + "/" + std::string(to_string(e.ph)) + "/planned " +
-         std::to_string(e.planned_delay_us) + "/actual " + std::to_string(e.actual_delay_us) + "/" + e.detail;
-}
+using namespace playbook;
 
-// ---------------------------------------------------------------- recording observer
-
-class recording_observer : public session_observer {
- public:
-  struct bytes_record { leg l; direction d; std::string bytes; };
-  struct reply_record { leg l; direction d; reply r; };
-  struct end_record { std::string reason; std::string detail; };
-
-  void on_bytes(std::uint64_t, leg l, direction d, std::string_view b) override {
-    bytes.push_back({l, d, std::string(b)});
-    last_bytes_call = ++calls;
-  }
-  void on_command(std::uint64_t, std::string_view text) override { commands.emplace_back(text); }
-  void on_reply(std::uint64_t, leg l, direction d, const reply& r) override { replies.push_back({l, d, r}); }
-  void on_note(std::uint64_t, std::string_view text) override { notes.emplace_back(text); }
-  void on_tls(std::uint64_t, leg, const tls_summary&) override {}
-  void on_stage(const stage_record& s) override { stages.push_back(s); }
-  void on_transaction(const transaction_record& t) override { transactions.push_back(t); }
-  void on_fault(std::uint64_t t, const fault_event& f) override {
-    faults.push_back(f);
-    fault_times.push_back(t);
-  }
-  void on_end(std::uint64_t, std::string_view reason, std::string_view detail) override {
-    ends.push_back({std::string(reason), std::string(detail)});
-    end_call = ++calls;
-  }
-
-  std::string stream(leg l, direction d) const {
-    std::string out;
-    for (const auto& b : bytes)
-      if (b.l == l && b.d == d) out += b.bytes;
-    return out;
-  }
-  // The fault events with this decision ("reply", "delay", "rewrite", "plan", ...).
-  std::vector<fault_event> faults_with(std::string_view decision) const {
-    std::vector<fault_event> out;
-    for (const auto& f : faults)
-      if (f.decision == decision) out.push_back(f);
-    return out;
-  }
-  std::string all_faults() const {
-    std::string out;
-    for (const auto& f : faults) out += describe(f) + "\n";
-    return out;
-  }
-
-  std::vector<bytes_record> bytes;
-  std::vector<std::string> commands;
-  std::vector<reply_record> replies;
-  std::vector<std::string> notes;
-  std::vector<stage_record> stages;
-  std::vector<transaction_record> transactions;
-  std::vector<fault_event> faults;
-  std::vector<std::uint64_t> fault_times;
-  std::vector<end_record> ends;
-  std::size_t calls = 0, last_bytes_call = 0, end_call = 0;
-};
-
-// ---------------------------------------------------------------- printed actions
-
-std::string to_upstream(std::string_view b) { return to_string(action{send_bytes{leg::upstream, std::string(b)}}); }
-std::string to_client(std::string_view b) { return to_string(action{send_bytes{leg::client, std::string(b)}}); }
-std::string closes(leg l) { return to_string(action{close_leg{l}}); }
-std::string resets(leg l) { return to_string(action{close_leg{l, true}}); }
-std::string timer(leg l, milliseconds ms) { return to_string(action{arm_timer{l, ms}}); }
-std::string fault_timer(std::uint64_t us) { return to_string(action{arm_fault_timer{microseconds(us)}}); }
-std::string shapes(leg l, leg_shaping s) { return to_string(action{shape_leg{l, s}}); }
-std::string segment_break_on(leg l, std::uint64_t us) { return to_string(action{segment_break{l, microseconds(us)}}); }
-auto client_reply(std::string_view starts) { return StartsWith("send to client: \"" + escape_bytes(starts)); }
-auto any_client_send() { return StartsWith("send to client"); }
-auto any_upstream_send() { return StartsWith("send to upstream"); }
-
-const std::string banner = "220 mx.example.org ESMTP Postfix\r\n";
-const std::string plain_ehlo_reply = "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250 8BITMIME\r\n";
 const std::string mail_from = "MAIL FROM:<alice@example.org>\r\n";
 const std::string rcpt_bob = "RCPT TO:<bob@example.org>\r\n";
 const std::string rcpt_carol = "RCPT TO:<carol@example.org>\r\n";

@@ -15,6 +15,7 @@
 #include "protocol/limits.hpp"
 #include "protocol/observer.hpp"
 #include "protocol/relay_fsm.hpp"
+#include "relay_playbook.hpp"
 
 namespace mailtap::protocol {
 namespace {
@@ -29,82 +30,7 @@ using testing::IsEmpty;
 using testing::Not;
 using testing::StartsWith;
 
-// ---------------------------------------------------------------- recording observer
-
-class recording_observer : public session_observer {
- public:
-  struct bytes_record { leg l; direction d; std::string bytes; };
-  struct reply_record { leg l; direction d; reply r; };
-  struct end_record { std::string reason; std::string detail; };
-
-  void on_bytes(std::uint64_t, leg l, direction d, std::string_view b) override {
-    bytes.push_back({l, d, std::string(b)});
-    last_bytes_call = ++calls;
-  }
-  void on_command(std::uint64_t, std::string_view text) override { commands.emplace_back(text); }
-  void on_reply(std::uint64_t, leg l, direction d, const reply& r) override { replies.push_back({l, d, r}); }
-  void on_note(std::uint64_t, std::string_view text) override { notes.emplace_back(text); }
-  void on_tls(std::uint64_t, leg l, const tls_summary& t) override { tls.emplace_back(l, t); }
-  void on_stage(const stage_record& s) override { stages.push_back(s); }
-  void on_transaction(const transaction_record& t) override { transactions.push_back(t); }
-  void on_fault(std::uint64_t, const fault_event& f) override { faults.push_back(f); }
-  void on_end(std::uint64_t, std::string_view reason, std::string_view detail) override {
-    ends.push_back({std::string(reason), std::string(detail)});
-    end_call = ++calls;
-  }
-
-  // Everything recorded for one leg and direction, concatenated.
-  std::string stream(leg l, direction d) const {
-    std::string out;
-    for (const auto& b : bytes)
-      if (b.l == l && b.d == d) out += b.bytes;
-    return out;
-  }
-  // Every piece of text the recorder was given, for secret-leak checks.
-  std::string everything() const {
-    std::string out;
-    for (const auto& b : bytes) out += b.bytes + "\n";
-    for (const auto& c : commands) out += c + "\n";
-    for (const auto& r : replies) {
-      out += r.r.raw + "\n";
-      for (const auto& l : r.r.lines) out += l + "\n";
-    }
-    for (const auto& n : notes) out += n + "\n";
-    for (const auto& t : transactions) {
-      out += t.mail_from + "\n";
-      for (const auto& r : t.rcpt_to) out += r + "\n";
-      if (t.message_id) out += *t.message_id + "\n";
-      if (t.final_reply) out += t.final_reply->raw + "\n";
-    }
-    for (const auto& e : ends) out += e.reason + " " + e.detail + "\n";
-    return out;
-  }
-
-  std::vector<bytes_record> bytes;
-  std::vector<std::string> commands;
-  std::vector<reply_record> replies;
-  std::vector<std::string> notes;
-  std::vector<std::pair<leg, tls_summary>> tls;
-  std::vector<stage_record> stages;
-  std::vector<transaction_record> transactions;
-  std::vector<fault_event> faults;
-  std::vector<end_record> ends;
-  std::size_t calls = 0, last_bytes_call = 0, end_call = 0;
-};
-
-// ---------------------------------------------------------------- printed actions
-
-std::string to_upstream(std::string_view b, bool sensitive = false) {
-  return to_string(action{send_bytes{leg::upstream, std::string(b), sensitive}});
-}
-std::string to_client(std::string_view b) { return to_string(action{send_bytes{leg::client, std::string(b)}}); }
-std::string closes(leg l) { return to_string(action{close_leg{l}}); }
-std::string timer(leg l, std::chrono::milliseconds ms) { return to_string(action{arm_timer{l, ms}}); }
-// A send to the client whose bytes start with `starts` (escaped as actions print them).
-auto client_reply(std::string_view starts) { return StartsWith("send to client: \"" + escape_bytes(starts)); }
-
-const std::string banner = "220 mx.example.org ESMTP Postfix\r\n";
-const std::string plain_ehlo_reply = "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250 8BITMIME\r\n";
+using namespace playbook;
 
 // ---------------------------------------------------------------- fixture
 
