@@ -172,21 +172,7 @@ class FaultFsm : public testing::Test {
   // Every session ends in exactly one on_end, and nothing happens after it.
   void finish_session() {
     if (!fsm_) return;
-    if (!fsm_->finished()) fsm_->on_client_eof(tick());
-    take();
-    EXPECT_TRUE(fsm_->finished());
-    EXPECT_EQ(obs_->ends.size(), 1u) << "on_end must be reported exactly once";
-    EXPECT_LT(obs_->last_bytes_call, obs_->end_call) << "a bytes record came after the end record";
-    fsm_->on_client_bytes(tick(), "NOOP\r\n");
-    fsm_->on_upstream_bytes(tick(), "250 2.0.0 Ok\r\n");
-    fsm_->on_timeout(tick(), leg::client);
-    fsm_->on_timeout(tick(), leg::upstream);
-    fsm_->on_fault_timer(tick());
-    fsm_->on_drain(tick());
-    fsm_->on_upstream_eof(tick());
-    fsm_->on_client_eof(tick());
-    EXPECT_THAT(take(), IsEmpty()) << "no actions after the session ended";
-    EXPECT_EQ(obs_->ends.size(), 1u);
+    check_session_end(*fsm_, *obs_, [this] { return tick(); }, [this] { return take(); });
     fsm_.reset();
   }
 

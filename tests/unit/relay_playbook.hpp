@@ -14,6 +14,7 @@
 #include "protocol/action.hpp"
 #include "protocol/fault.hpp"
 #include "protocol/observer.hpp"
+#include "protocol/relay_fsm.hpp"
 
 namespace mailtap::protocol::playbook {
 
@@ -122,6 +123,28 @@ inline auto client_reply(std::string_view starts) {
 }
 inline auto any_client_send() { return testing::StartsWith("send to client"); }
 inline auto any_upstream_send() { return testing::StartsWith("send to upstream"); }
+
+// Every session ends in exactly one on_end, and nothing happens after it: ends the session (as
+// the client leaving) if it is still open, then feeds every kind of event and expects no
+// action and no second end. `tick` advances the test clock; `take` drains the actions.
+template <typename Tick, typename Take>
+void check_session_end(relay_fsm& fsm, const recording_observer& obs, Tick tick, Take take) {
+  if (!fsm.finished()) fsm.on_client_eof(tick());
+  take();
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_EQ(obs.ends.size(), 1u) << "on_end must be reported exactly once";
+  EXPECT_LT(obs.last_bytes_call, obs.end_call) << "a bytes record came after the end record";
+  fsm.on_client_bytes(tick(), "NOOP\r\n");
+  fsm.on_upstream_bytes(tick(), "250 2.0.0 Ok\r\n");
+  fsm.on_timeout(tick(), leg::client);
+  fsm.on_timeout(tick(), leg::upstream);
+  fsm.on_fault_timer(tick());
+  fsm.on_drain(tick());
+  fsm.on_upstream_eof(tick());
+  fsm.on_client_eof(tick());
+  EXPECT_TRUE(take().empty()) << "no actions after the session ended";
+  EXPECT_EQ(obs.ends.size(), 1u);
+}
 
 inline const std::string banner = "220 mx.example.org ESMTP Postfix\r\n";
 inline const std::string plain_ehlo_reply =
