@@ -1,7 +1,8 @@
 """Message lines that real MTAs accept (issue 14 item 7; protocol/data_framer.hpp).
 
 - A 100 KiB single line (an HTML part) is relayed byte for byte to Postfix's smtp-sink and
-  recorded, where it used to fail the message with 550 5.6.0 and 421.
+  recorded, where it used to fail the message with 550 5.6.0 and 421; a 32 MiB line streams
+  through without growing mailtap by its length.
 - Under bare_line_endings = "normalize" a message with Unix line endings (what curl sends
   without --crlf) is stored upstream with CRLF lines, and a bare "\\n.\\n" ends it, as older
   Postfix and Exim read it.
@@ -9,6 +10,8 @@
   commands the relay read and recorded, and never a bare CR or LF.
 """
 
+import threading
+import time
 import unittest
 
 from harness import (IntegrationTest, LOOPBACK, dot_unstuff, make_message,
@@ -73,6 +76,35 @@ class LongLines(IntegrationTest):
         self.assertEqual(len(notes), 1, cap.notes)
         self.assertIn("2 message line(s) over %d octets" % RFC_LINE_MAX, notes[0])
         self.assertIn("longest %d" % len(line), notes[0])
+
+    def test_32mib_line_streams_with_bounded_memory(self):
+        # The framer keeps only its CR/LF/dot state: a single 32 MiB line does not grow mailtap
+        # by its length (what growth there is, is the capture writer's bounded queue).
+        size = 32 * 1024 * 1024
+        mailtap = self.start_mailtap()    # built-in sink: its memory is mailtap's memory too
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<sender@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<rcpt@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        baseline = peak = mailtap.rss_kib()
+        payload = b"Subject: one long line\r\n\r\n" + b"y" * size + b"\r\n.\r\n"
+        sender = threading.Thread(target=c.sock.sendall, args=(payload,), daemon=True)
+        sender.start()
+        deadline = time.monotonic() + 120
+        while sender.is_alive() and time.monotonic() < deadline:
+            peak = max(peak, mailtap.rss_kib())
+            sender.join(0.02)
+        self.assertFalse(sender.is_alive(), "mailtap stopped reading the long line")
+        self.assertReply(c.reply(60), 250)
+        for _ in range(20):                     # whatever is still queued for the capture
+            peak = max(peak, mailtap.rss_kib())
+            time.sleep(0.05)
+        self.quit(c)
+        self.assertLess(peak - baseline, 24 * 1024,
+                        "VmRSS grew by %d KiB for one %d KiB line" % (peak - baseline, size // 1024))
+        cap = self.single_capture(mailtap, timeout=60)
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["delivered"])
+        self.assertTrue(any("longest %d" % size in n for n in cap.notes), cap.notes)
 
     def test_line_at_rfc_limit_is_not_noted(self):
         sink = self.start_smtp_sink()
