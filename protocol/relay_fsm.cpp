@@ -563,8 +563,13 @@ void relay_fsm::take_data(std::uint64_t now) {
 void relay_fsm::end_of_data(std::uint64_t now) {
   mode_ = client_mode::command;
   stats_.normalized_line_endings += framer_->normalized();
-  if (framer_->normalized() > 0)
-    note(now, "normalized " + std::to_string(framer_->normalized()) + " bare CR/LF to spaces");
+  stats_.long_data_lines += framer_->long_lines();
+  if (framer_->normalized() > 0 || framer_->nuls_replaced() > 0)
+    note(now, "normalized " + std::to_string(framer_->normalized()) + " bare CR/LF to CRLF" +
+                  (framer_->nuls_replaced() ? ", " + std::to_string(framer_->nuls_replaced()) + " NUL to spaces" : ""));
+  if (framer_->long_lines() > 0)   // forwarded unchanged, as Postfix and Exim accept them
+    note(now, std::to_string(framer_->long_lines()) + " message line(s) over " + std::to_string(limits::data_line_rfc_max) +
+                  " octets (RFC 5321 4.5.3.1.6), longest " + std::to_string(framer_->longest_line()) + ": forwarded unchanged");
   transaction* t = open_transaction();
   if (t) {
     t->rec.size = framer_->message_bytes();

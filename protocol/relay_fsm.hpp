@@ -73,6 +73,7 @@ struct relay_stats {
   std::uint64_t refused_commands = 0;    // never forwarded: forbidden, NUL, bare CR/LF, too long
   std::uint64_t ambiguous_end_of_data = 0;
   std::uint64_t normalized_line_endings = 0;
+  std::uint64_t long_data_lines = 0;     // message lines over RFC 5321's 1000 octets, forwarded unchanged
   std::uint64_t transactions = 0;
   std::uint64_t delivered = 0;
   std::uint64_t faults_injected = 0;

@@ -116,6 +116,7 @@ session::~session() {
   ctx_.metrics.refused_commands += s.refused_commands;
   ctx_.metrics.ambiguous_end_of_data += s.ambiguous_end_of_data;
   ctx_.metrics.normalized_line_endings += s.normalized_line_endings;
+  ctx_.metrics.long_data_lines += s.long_data_lines;
   ctx_.metrics.faults_injected += s.faults_injected;
   ctx_.metrics.blackholed += s.blackholed;
   ctx_.metrics.client_timeouts += s.client_timeouts;
