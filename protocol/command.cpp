@@ -25,10 +25,26 @@ bool iequals(std::string_view a, std::string_view b) {
 }
 
 bool is_forbidden_verb(std::string_view v) {
-  static constexpr std::array<std::string_view, 10> forbidden{
-      "XCLIENT", "XFORWARD", "PROXY", "GET", "POST", "CONNECT", "HEAD", "PUT", "DELETE", "OPTIONS"};
+  static constexpr std::array<std::string_view, 3> forbidden{"XCLIENT", "XFORWARD", "PROXY"};
   for (auto f : forbidden)
     if (f == v) return true;
+  return false;
+}
+
+bool is_http_verb(std::string_view v) {
+  static constexpr std::array<std::string_view, 9> methods{"GET",     "POST",    "PUT",   "HEAD", "CONNECT",
+                                                           "OPTIONS", "DELETE",  "PATCH", "TRACE"};
+  for (auto m : methods)
+    if (m == v) return true;
+  return false;
+}
+
+bool looks_like_header(std::string_view line) {
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    char c = line[i];
+    if (c == ':') return i > 0;
+    if (c < 33 || c > 126) return false;   // a space, control or 8-bit byte before any ':'
+  }
   return false;
 }
 
@@ -110,15 +126,24 @@ parsed_command parse_command(std::string_view line) {
   parsed_command out;
   for (char c : line) {
     if (c == '\0') { out.fault = command_fault::nul_byte; break; }
-    if (c == '\r' || c == '\n') { out.fault = command_fault::bare_cr_or_lf; break; }
+    if (c == '\r') { out.fault = command_fault::bare_cr; break; }
+    if (c == '\n') { out.fault = command_fault::bare_lf; break; }
   }
   auto sp = line.find(' ');
   out.cmd.verb = to_upper(line.substr(0, sp));
   if (sp != std::string_view::npos) out.cmd.argument = std::string(line.substr(sp + 1));
   out.cmd.ph = phase_of(out.cmd.verb);
   if (out.fault != command_fault::none) return out;
+  if (is_http_verb(out.cmd.verb) || looks_like_header(line)) {
+    out.fault = command_fault::http_request;
+    return out;
+  }
   if (is_forbidden_verb(out.cmd.verb)) {
     out.fault = command_fault::forbidden_verb;
+    return out;
+  }
+  if (out.cmd.ph == phase::starttls && out.cmd.argument.find_first_not_of(' ') != std::string::npos) {
+    out.fault = command_fault::starttls_parameters;
     return out;
   }
   switch (out.cmd.ph) {

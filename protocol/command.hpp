@@ -29,7 +29,13 @@ struct command {
 };
 
 // Why a line is refused by the relay itself (never forwarded). `none` means forward it.
-enum class command_fault { none, nul_byte, bare_cr_or_lf, forbidden_verb, bad_bdat };
+//   bare_cr, bare_lf     a CR or LF inside the line (only CRLF ends a line, RFC 5321 2.3.8)
+//   http_request         an HTTP request line or header: the session is closed (Postfix's
+//                        smtpd_forbidden_commands: "221 2.7.0 Error: I can break rules, too")
+//   forbidden_verb       XCLIENT, XFORWARD, PROXY: refused, the session goes on
+//   starttls_parameters  "STARTTLS x": RFC 3207 4 gives STARTTLS no parameters (501 5.5.4)
+//   bad_bdat             an unparseable chunk size (RFC 3030)
+enum class command_fault { none, nul_byte, bare_cr, bare_lf, http_request, forbidden_verb, starttls_parameters, bad_bdat };
 
 struct parsed_command {
   command cmd;
@@ -39,8 +45,15 @@ struct parsed_command {
 // `line` excludes the terminating CRLF.
 parsed_command parse_command(std::string_view line);
 
-// Verbs that must never cross the relay (SMTP_NOTES "command smuggling through the relay").
+// Verbs that must never cross the relay: they would let a client claim another identity to
+// the upstream (XCLIENT, XFORWARD, a PROXY header).
 bool is_forbidden_verb(std::string_view upper_verb);
+// HTTP request methods (RFC 9110 9.3, RFC 5789 PATCH): a browser or proxy talking to the SMTP port.
+bool is_http_verb(std::string_view upper_verb);
+// A line shaped like a header field, "Label: ..." (RFC 5322 2.2: a name of printable
+// characters other than ':' immediately followed by ':'), as an HTTP request's headers are.
+// No SMTP command has this shape: a verb is followed by a space or the line's end.
+bool looks_like_header(std::string_view line);
 
 // Upper-case copy of ASCII text.
 std::string to_upper(std::string_view text);

@@ -345,8 +345,11 @@ void relay_fsm::record_consumed_client_input(std::uint64_t now) {
 bool relay_fsm::take_command_line(std::uint64_t now) {
   if (pending_.size() >= limits::pipelined_commands_cap) return false;
   std::string_view rest = std::string_view(client_in_).substr(pos_);
-  auto lf = rest.find('\n');
-  if (lf == std::string_view::npos) {
+  // Only CRLF ends a command line (RFC 5321 2.3.8). A bare LF inside it does not: the whole
+  // line to its CRLF is refused, so nothing after a bare LF reaches the upstream as a
+  // command of its own (parse_command flags it, like a bare CR).
+  auto crlf = rest.find("\r\n");
+  if (crlf == std::string_view::npos) {
     if (rest.size() > limits::command_line_hard_cap) {
       // Recorded below as consumed input: an over-long AUTH line still hides its response.
       if (auto at = auth_initial_response_at(rest); at != std::string_view::npos)
@@ -360,9 +363,8 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     }
     return false;
   }
-  std::string_view line = rest.substr(0, lf + 1);
-  bool bare_lf = line.size() < 2 || line[line.size() - 2] != '\r';
-  bool well_formed = !bare_lf && line.size() <= limits::command_line_accepted;
+  std::string_view line = rest.substr(0, crlf + 2);
+  bool well_formed = line.size() <= limits::command_line_accepted;
   parsed_command parsed;
   std::optional<fault_decision> decided;   // a fault for this line (a verdict, or rewrites only)
   if (well_formed) {
@@ -374,20 +376,20 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   std::size_t line_start = pos_;
   pos_ += line.size();
   if (auth_open_) masks_.emplace_back(line_start, pos_);
-  // Mask an AUTH initial response before deciding anything else: lines refused below (bare
-  // LF, too long) are recorded too, and used to reach the recorder with the credentials.
+  // Mask an AUTH initial response before deciding anything else: lines refused below (too
+  // long) are recorded too, and used to reach the recorder with the credentials.
   if (auto at = auth_initial_response_at(stripped_crlf(line)); at != std::string_view::npos)
     masks_.emplace_back(line_start + at, pos_);
   ++stats_.commands;
   if (!well_formed) {
     ++stats_.refused_commands;
     if (observer_) observer_->on_command(now, escape_bytes(redacted_auth_command(stripped_crlf(line))));
-    note(now, bare_lf ? "command refused: bare LF" : "command refused: line too long");
-    local_reply(now, phase::other, 500, "5.5.2", bare_lf ? "Syntax error: bare LF in command" : "Line too long");
+    note(now, "command refused: line too long");
+    local_reply(now, phase::other, 500, "5.5.2", "Line too long");
     flush_replies(now);
     return true;
   }
-  if (refusing_) {
+  if (refusing_ && parsed.fault != command_fault::http_request) {   // HTTP closes even a refused session
     answer_refused_session(now, stripped_crlf(line), parsed.cmd);
     return true;
   }
@@ -415,12 +417,32 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     local_reply(now, cmd.ph == phase::rcpt ? phase::rcpt : phase::other, code, enh, text);
     flush_replies(now);
   };
+  // An HTTP request (a browser or proxy on the SMTP port): its headers and body would follow
+  // as commands, so a web form could send mail through the relay. Like Postfix's
+  // smtpd_forbidden_commands: 221 2.7.0 and close at once, reading and forwarding nothing more.
+  // Replies still owed to earlier pipelined commands are not sent (an HTTP client sends none).
+  auto close_for_http = [&] {
+    ++stats_.refused_commands;
+    std::string why = is_http_verb(cmd.verb) ? "HTTP request (" + cmd.verb + ")" : "HTTP header line";
+    std::size_t owed = pending_.size();
+    note(now, "command refused: " + why + "; session closed" +
+                  (owed > 0 ? ", " + std::to_string(owed) + " reply(ies) owed to earlier commands not sent" : ""));
+    pos_ = client_in_.size();   // what came with it (the request's headers, its body) is recorded, never read
+    reply r = make_reply(221, "2.7.0", options_.name + " Error: I can break rules, too. Goodbye.");
+    send(leg::client, r.raw, now);
+    if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+    end_session(now, "http_command", why);
+  };
   switch (parsed.fault) {
     case command_fault::none: break;
     case command_fault::nul_byte: return refuse(500, "5.5.2", "Syntax error: NUL in command", "NUL byte");
-    case command_fault::bare_cr_or_lf: return refuse(500, "5.5.2", "Syntax error: bare CR in command", "bare CR");
+    case command_fault::bare_cr: return refuse(500, "5.5.2", "Syntax error: bare CR in command", "bare CR");
+    case command_fault::bare_lf: return refuse(500, "5.5.2", "Syntax error: bare LF in command", "bare LF");
+    case command_fault::http_request: return close_for_http();
     case command_fault::forbidden_verb:
       return refuse(500, "5.5.1", "Command not recognized", "verb never forwarded: " + cmd.verb);
+    case command_fault::starttls_parameters:
+      return refuse(501, "5.5.4", "Syntax error (no parameters allowed)", "STARTTLS with a parameter");
     case command_fault::bad_bdat:
       // RFC 3030: the chunk size frames the bytes that follow; without it nothing is safe.
       refuse(501, "5.5.4", "Syntax error in BDAT parameters", "bad BDAT");

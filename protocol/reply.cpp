@@ -11,6 +11,8 @@ std::string_view to_string(reply_parse_status s) {
     case reply_parse_status::line_too_long: return "reply line too long";
     case reply_parse_status::too_many_lines: return "reply has too many lines";
     case reply_parse_status::malformed: return "malformed reply line";
+    case reply_parse_status::bare_lf: return "reply line ended by a bare LF";
+    case reply_parse_status::bare_cr: return "bare CR in reply line";
   }
   return "?";
 }
@@ -62,7 +64,11 @@ reply_parse_status reply_parser::feed(std::string_view bytes, std::vector<reply>
 reply_parse_status reply_parser::take_line(std::vector<reply>& out) {
   std::string_view body = line_;
   body.remove_suffix(1);                                  // LF
-  if (!body.empty() && body.back() == '\r') body.remove_suffix(1);
+  // RFC 5321 2.3.8: lines end in CRLF. The relay passes replies on byte for byte, so a bare
+  // LF (or a CR inside the line) would reach the client, which may read it as a line end.
+  if (body.empty() || body.back() != '\r') return reply_parse_status::bare_lf;
+  body.remove_suffix(1);                                  // CR
+  if (body.find('\r') != std::string_view::npos) return reply_parse_status::bare_cr;
   if (body.size() < 3 || body[0] < '2' || body[0] > '5' || body[1] < '0' || body[1] > '9' ||
       body[2] < '0' || body[2] > '9')
     return reply_parse_status::malformed;

@@ -1,6 +1,9 @@
 // SMTP reply parsing (RFC 5321 4.2, multi-line replies) with enhanced status codes (RFC 3463).
 // reply_parser is fed upstream bytes in any segmentation and yields whole replies, keeping
-// the exact bytes received. Bounded by limits::reply_line_cap and reply_lines_cap. Single-threaded.
+// the exact bytes received. Every line must end in CRLF and hold no other CR or LF: a reply
+// with a bare LF or CR is an error, never passed on (a lenient client would split
+// "250 ok\n550 x\r\n" into two replies). Bounded by limits::reply_line_cap and reply_lines_cap.
+// Single-threaded.
 #pragma once
 #include <string>
 #include <string_view>
@@ -19,7 +22,7 @@ struct reply {
   std::string text() const;
 };
 
-enum class reply_parse_status { ok, line_too_long, too_many_lines, malformed };
+enum class reply_parse_status { ok, line_too_long, too_many_lines, malformed, bare_lf, bare_cr };
 std::string_view to_string(reply_parse_status s);
 
 class reply_parser {

@@ -258,10 +258,10 @@ TEST(Command, NulByteFlagged) {
 }
 
 TEST(Command, BareCrOrLfFlagged) {
-  EXPECT_EQ(parse("NOOP\rRSET").fault, command_fault::bare_cr_or_lf);
-  EXPECT_EQ(parse("RCPT TO:<a@b>\r").fault, command_fault::bare_cr_or_lf);
-  EXPECT_EQ(parse("DATA\n.").fault, command_fault::bare_cr_or_lf);
-  EXPECT_EQ(parse("\rQUIT").fault, command_fault::bare_cr_or_lf);
+  EXPECT_EQ(parse("NOOP\rRSET").fault, command_fault::bare_cr);
+  EXPECT_EQ(parse("RCPT TO:<a@b>\r").fault, command_fault::bare_cr);
+  EXPECT_EQ(parse("DATA\n.").fault, command_fault::bare_lf);
+  EXPECT_EQ(parse("\rQUIT").fault, command_fault::bare_cr);
 }
 
 TEST(Command, ForbiddenVerbsFlagged) {
@@ -270,18 +270,14 @@ TEST(Command, ForbiddenVerbsFlagged) {
            "xclient addr=10.0.0.1",
            "XFORWARD ADDR=10.0.0.1",
            "PROXY TCP4 192.0.2.1 192.0.2.2 5000 25",
-           "GET / HTTP/1.1",
-           "POST /submit HTTP/1.1",
-           "CONNECT mail.example:25 HTTP/1.1",
-           "get /",
        }) {
     SCOPED_TRACE(std::string(line));
     EXPECT_EQ(parse(line).fault, command_fault::forbidden_verb);
   }
-  for (std::string_view verb : {"XCLIENT", "XFORWARD", "PROXY", "GET", "POST", "CONNECT"})
+  for (std::string_view verb : {"XCLIENT", "XFORWARD", "PROXY"})
     EXPECT_TRUE(is_forbidden_verb(verb)) << verb;
-  for (std::string_view verb : {"EHLO", "MAIL", "XCLIENTS", "GETS", "DATA", "AUTH"})
-    EXPECT_FALSE(is_forbidden_verb(verb)) << verb;
+  for (std::string_view verb : {"EHLO", "MAIL", "XCLIENTS", "GETS", "DATA", "AUTH", "GET"})
+    EXPECT_FALSE(is_forbidden_verb(verb)) << verb;   // HTTP verbs are http_request: the session closes
 }
 
 TEST(Command, ForbiddenVerbNotParsedFurther) {
@@ -296,6 +292,85 @@ TEST(Command, Helpers) {
   EXPECT_TRUE(iequals("Message-ID", "message-id"));
   EXPECT_FALSE(iequals("Message-ID", "Message-IDs"));
   EXPECT_FALSE(iequals("a", "b"));
+}
+
+// ---------------------------------------------------------------- hostile input (issue 14)
+
+TEST(Command, BareLfAnywhereInTheLineFlagged) {
+  // The relay takes a command line to its CRLF, so a bare LF can sit in the middle of one.
+  auto p = parse("EHLO x\nMAIL FROM:<y@x>");
+  EXPECT_EQ(p.fault, command_fault::bare_lf);
+  EXPECT_EQ(parse("EHLO x\n").fault, command_fault::bare_lf);
+  EXPECT_EQ(parse("\nQUIT").fault, command_fault::bare_lf);
+  // Whichever comes first names the fault.
+  EXPECT_EQ(parse("NOOP\r\nRSET").fault, command_fault::bare_cr);
+  EXPECT_EQ(parse("NOOP\n\rRSET").fault, command_fault::bare_lf);
+}
+
+TEST(Command, HttpRequestLinesFlagged) {
+  for (std::string_view line : {
+           "GET / HTTP/1.1",
+           "POST /submit HTTP/1.1",
+           "PUT /x HTTP/1.1",
+           "HEAD / HTTP/1.0",
+           "CONNECT mail.example:25 HTTP/1.1",
+           "OPTIONS * HTTP/1.1",
+           "DELETE /x HTTP/1.1",
+           "PATCH /x HTTP/1.1",
+           "TRACE / HTTP/1.1",
+           "get /",
+           "GET",
+       }) {
+    SCOPED_TRACE(std::string(line));
+    EXPECT_EQ(parse(line).fault, command_fault::http_request);
+  }
+  for (std::string_view verb : {"GET", "POST", "PUT", "HEAD", "CONNECT", "OPTIONS", "DELETE", "PATCH", "TRACE"})
+    EXPECT_TRUE(is_http_verb(verb)) << verb;
+  for (std::string_view verb : {"GETS", "POSTS", "EHLO", "HELP", "XCLIENT", "get"})
+    EXPECT_FALSE(is_http_verb(verb)) << verb;   // upper-cased verbs only, like is_forbidden_verb
+}
+
+TEST(Command, HeaderShapedLinesFlagged) {
+  for (std::string_view line : {
+           "Host: mailtap.example:25",
+           "Content-Type: application/x-www-form-urlencoded",
+           "User-Agent: Mozilla/5.0",
+           "Content-Length: 42",
+           "X-Anything:no-space",
+           "Label:",
+           "FROM:<a@b>",
+       }) {
+    SCOPED_TRACE(std::string(line));
+    EXPECT_TRUE(looks_like_header(line));
+    EXPECT_EQ(parse(line).fault, command_fault::http_request);
+  }
+  // SMTP commands put a space (or the line's end) after the verb, before any ':'.
+  for (std::string_view line : {
+           "MAIL FROM:<a@b>",
+           "RCPT TO:<a@b> ORCPT=rfc822;a@b",
+           "mail from: <a@b>",
+           "EHLO [IPv6:2001:db8::1]",
+           "AUTH PLAIN dGVzdA==",
+           "NOOP",
+           ":",
+           ": value",
+           " Host: x",
+           "\xC3\xA9t\xC3\xA9: x",
+           "",
+       }) {
+    SCOPED_TRACE(std::string(line));
+    EXPECT_FALSE(looks_like_header(line));
+    EXPECT_NE(parse(line).fault, command_fault::http_request);
+  }
+}
+
+TEST(Command, StarttlsWithAParameterFlagged) {
+  auto p = parse("STARTTLS x");
+  EXPECT_EQ(p.cmd.ph, phase::starttls);
+  EXPECT_EQ(p.fault, command_fault::starttls_parameters);
+  EXPECT_EQ(parse("starttls please now").fault, command_fault::starttls_parameters);
+  EXPECT_EQ(parse("STARTTLS").fault, command_fault::none);
+  EXPECT_EQ(parse("STARTTLS ").fault, command_fault::none);   // a trailing space is not a parameter
 }
 
 }  // namespace

@@ -258,17 +258,17 @@ TEST_F(RelayFsmTest, ForbiddenVerbAnsweredLocallyInPipelineOrder) {
 TEST_F(RelayFsmTest, EveryForbiddenLineRefusedNeverForwarded) {
   greet_and_ehlo();
   const std::string before = up_;
+  // HTTP verbs close the session instead (HttpRequestClosesTheSession below).
   for (std::string line : {"XCLIENT ADDR=1.2.3.4\r\n"s, "XFORWARD NAME=spoof\r\n"s, "PROXY TCP4 1.2.3.4 5.6.7.8 1 25\r\n"s,
-                           "GET / HTTP/1.1\r\n"s, "POST /x HTTP/1.1\r\n"s, "CONNECT a:25 HTTP/1.1\r\n"s,
                            "xclient addr=1.2.3.4\r\n"s}) {
     SCOPED_TRACE(line);
     EXPECT_THAT(client(line), ElementsAre(client_reply("500 5.5.1 ")));
   }
   EXPECT_THAT(client("NO\0OP\r\n"s), ElementsAre(client_reply("500 5.5.2 ")));
   EXPECT_THAT(client("NOOP\rRSET\r\n"), ElementsAre(client_reply("500 5.5.2 ")));
-  EXPECT_THAT(client("NOOP\n"), ElementsAre(client_reply("500 5.5.2 ")));
+  EXPECT_THAT(client("NOOP\nRSET\r\n"), ElementsAre(client_reply("500 5.5.2 ")));
   EXPECT_EQ(up_, before);
-  EXPECT_EQ(fsm_->stats().refused_commands, 10u);
+  EXPECT_EQ(fsm_->stats().refused_commands, 7u);
   // The session goes on.
   EXPECT_THAT(client("NOOP\r\n"), ElementsAre(to_upstream("NOOP\r\n")));
 }
@@ -704,7 +704,7 @@ TEST_F(RelayFsmTest, RefusedAuthLinesNeverRecordTheSecret) {
   greet_and_ehlo();
   // Bare LF and over-long lines are refused before they are parsed; the secret must still
   // never reach the recorder (redaction by state, not by what parsed cleanly).
-  EXPECT_THAT(client("AUTH PLAIN " + plain_secret + "\n"), ElementsAre(client_reply("500 5.5.2 ")));
+  EXPECT_THAT(client("AUTH PLAIN " + plain_secret + "\nNOOP\r\n"), ElementsAre(client_reply("500 5.5.2 ")));
   const std::string long_secret = std::string(3000, 'Q') + plain_secret;
   EXPECT_THAT(client("AUTH PLAIN " + long_secret + "\r\n"), ElementsAre(client_reply("500 5.5.2 ")));
   EXPECT_THAT(client("auth plain " + plain_secret + "\x00\r\n"s), ElementsAre(client_reply("500 5.5.2 ")));
@@ -1389,6 +1389,138 @@ TEST_F(RelayFsmTest, BdatLastChunkArrivingInPiecesIsForwardedWhole) {
   EXPECT_EQ(only_transaction().result, outcome::delivered);
 }
 
+
+
+// ---------------------------------------------------------------- hostile input (issue 14)
+
+// Where the first LF without a CR before it is, or npos.
+std::size_t bare_lf_at(std::string_view bytes) {
+  for (std::size_t i = 0; i < bytes.size(); ++i)
+    if (bytes[i] == '\n' && (i == 0 || bytes[i - 1] != '\r')) return i;
+  return std::string_view::npos;
+}
+
+TEST_F(RelayFsmTest, UpstreamReplyEndingInBareLfAbortsTheUpstream) {
+  greet_and_ehlo();
+  client("NOOP\r\n");
+  auto acts = upstream("250 ok\n");
+  EXPECT_THAT(acts, Contains(closes(leg::upstream)));
+  EXPECT_THAT(acts, Contains(client_reply("421 4.4.2 ")));
+  EXPECT_THAT(cl_, Not(HasSubstr("250 ok")));
+  EXPECT_EQ(bare_lf_at(cl_), std::string::npos) << "a bare LF reached the client";
+  EXPECT_EQ(end_reason(), "upstream_protocol_error");
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("bare LF")));
+}
+
+TEST_F(RelayFsmTest, UpstreamBareLfCannotSmuggleASecondReply) {
+  greet_and_ehlo();
+  const std::string before = cl_;
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+  auto acts = upstream("250 ok\n550 5.0.0 smuggled\r\n");
+  EXPECT_THAT(acts, Contains(closes(leg::upstream)));
+  const std::string after = cl_.substr(before.size());
+  EXPECT_THAT(after, StartsWith("421 4.4.2 "));
+  EXPECT_THAT(after, Not(HasSubstr("smuggled")));
+  EXPECT_THAT(after, Not(HasSubstr("250 ok")));
+  EXPECT_EQ(bare_lf_at(cl_), std::string::npos) << "a bare LF reached the client";
+  EXPECT_EQ(end_reason(), "upstream_protocol_error");
+  // The client was told 421 for its MAIL: recorded as the relay's temporary failure.
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+}
+
+TEST_F(RelayFsmTest, BareLfInsideACommandLineRefusesTheWholeLine) {
+  greet_and_ehlo();
+  const std::string before = up_;
+  // One line to its CRLF: one 500, none of it forwarded, no second reply.
+  EXPECT_THAT(client("EHLO x\nMAIL FROM:<y@x>\r\n"), ElementsAre(to_client("500 5.5.2 Syntax error: bare LF in command\r\n")));
+  EXPECT_EQ(up_, before);
+  EXPECT_THAT(obs_->notes, Contains("command refused: bare LF"));
+  // The same across reads: a bare LF does not end the line, so nothing is answered until its CRLF.
+  EXPECT_THAT(client("EHLO x\n"), IsEmpty());
+  EXPECT_THAT(client("MAIL FROM:<y@x>\r\n"), ElementsAre(client_reply("500 5.5.2 ")));
+  EXPECT_EQ(up_, before);
+  EXPECT_EQ(fsm_->stats().refused_commands, 2u);
+  EXPECT_TRUE(obs_->transactions.empty());
+  // The session goes on.
+  EXPECT_THAT(client("NOOP\r\n"), ElementsAre(to_upstream("NOOP\r\n")));
+  upstream("250 2.0.0 Ok\r\n");
+  EXPECT_EQ(cl_.find("250 2.0.0 Ok"), cl_.rfind("250"));
+}
+
+TEST_F(RelayFsmTest, BareLfLinesWithoutCrlfMeetTheHardCap) {
+  greet_and_ehlo();
+  std::string lines;
+  while (lines.size() <= limits::command_line_hard_cap) lines += "NOOP\n";
+  EXPECT_THAT(client(lines), ElementsAre(client_reply("500 5.5.2 Line too long"), closes(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(up_, "EHLO client.example\r\n");
+  EXPECT_EQ(end_reason(), "protocol_error");
+}
+
+TEST_F(RelayFsmTest, HttpRequestClosesTheSession) {
+  greet_and_ehlo();
+  const std::string before = up_;
+  const std::string request =
+      "POST /contact HTTP/1.1\r\nHost: relay.example:25\r\nContent-Type: text/plain\r\nContent-Length: 40\r\n\r\n"
+      "MAIL FROM:<form@example.org>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\n";
+  EXPECT_THAT(client(request),
+              ElementsAre(to_client("221 2.7.0 mailtap Error: I can break rules, too. Goodbye.\r\n"), closes(leg::client),
+                          closes(leg::upstream)));
+  EXPECT_EQ(up_, before);
+  EXPECT_EQ(end_reason(), "http_command");
+  EXPECT_EQ(obs_->ends.front().detail, "HTTP request (POST)");
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("HTTP request (POST)")));
+  EXPECT_EQ(fsm_->stats().refused_commands, 1u);
+  // The whole request is recorded as received; only its first line was read as a command.
+  EXPECT_EQ(obs_->stream(leg::client, direction::in), "EHLO client.example\r\n" + request);
+  EXPECT_EQ(obs_->commands.back(), "POST /contact HTTP/1.1");
+}
+
+TEST_F(RelayFsmTest, EveryHttpVerbClosesTheSession) {
+  for (std::string verb : {"GET", "POST", "PUT", "HEAD", "CONNECT", "OPTIONS", "DELETE", "PATCH", "TRACE", "get"}) {
+    SCOPED_TRACE(verb);
+    make();
+    greet_and_ehlo();
+    EXPECT_THAT(client(verb + " / HTTP/1.1\r\nHost: x\r\n\r\n"),
+                ElementsAre(client_reply("221 2.7.0 "), closes(leg::client), closes(leg::upstream)));
+    EXPECT_EQ(up_, "EHLO client.example\r\n");
+    EXPECT_EQ(end_reason(), "http_command");
+  }
+}
+
+TEST_F(RelayFsmTest, HeaderShapedLineClosesTheSession) {
+  greet();
+  // Headers alone (a request line lost, or a proxy's): the first one closes the session.
+  EXPECT_THAT(client("Host: relay.example\r\nEHLO x\r\n"),
+              ElementsAre(client_reply("221 2.7.0 "), closes(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(up_, "");
+  EXPECT_EQ(end_reason(), "http_command");
+  EXPECT_EQ(obs_->ends.front().detail, "HTTP header line");
+}
+
+TEST_F(RelayFsmTest, HttpAfterPipelinedCommandsClosesAtOnce) {
+  greet_and_ehlo();
+  // The NOOP before it was forwarded; its reply is owed but the session closes now.
+  EXPECT_THAT(client("NOOP\r\nGET / HTTP/1.1\r\n"),
+              ElementsAre(to_upstream("NOOP\r\n"), client_reply("221 2.7.0 "), closes(leg::client),
+                          closes(leg::upstream)));
+  EXPECT_THAT(up_, Not(HasSubstr("GET")));
+  EXPECT_EQ(end_reason(), "http_command");
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("1 reply(ies) owed")));
+}
+
+TEST_F(RelayFsmTest, StarttlsWithAParameterRefusedStaysPlaintext) {
+  make(tls_options(upstream_tls_mode::never));
+  greet();
+  client("EHLO x\r\n");
+  upstream(plain_ehlo_reply);
+  EXPECT_THAT(client("STARTTLS x\r\n"),
+              ElementsAre(to_client("501 5.5.4 Syntax error (no parameters allowed)\r\n")));
+  EXPECT_THAT(up_, Not(HasSubstr("STARTTLS")));
+  // Still plaintext: the next command is relayed as before, and a plain STARTTLS still works.
+  EXPECT_THAT(client("NOOP\r\n"), ElementsAre(to_upstream("NOOP\r\n")));
+  EXPECT_THAT(upstream("250 2.0.0 Ok\r\n"), ElementsAre(to_client("250 2.0.0 Ok\r\n")));
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(client_reply("220 2.0.0"), starts_tls(leg::client)));
+}
 
 }  // namespace
 }  // namespace mailtap::protocol

@@ -131,8 +131,8 @@ TEST(Reply, SeveralRepliesInOneChunkInOrder) {
 }
 
 TEST(Reply, RawBytesPreservedExactly) {
-  // Odd spacing, a bare LF line ending, trailing blanks, 8-bit text: kept byte for byte.
-  const std::string in = "250-mx  two  spaces \r\n250-\xC3\xA9t\xC3\xA9\n250 last\t\r\n";
+  // Odd spacing, trailing blanks, 8-bit text: kept byte for byte.
+  const std::string in = "250-mx  two  spaces \r\n250-\xC3\xA9t\xC3\xA9\r\n250 last\t\r\n";
   auto r = parse(in);
   ASSERT_EQ(r.status, reply_parse_status::ok);
   ASSERT_EQ(r.replies.size(), 1u);
@@ -295,6 +295,40 @@ TEST(Reply, FormatAndMakeReply) {
 TEST(Reply, StatusNames) {
   EXPECT_EQ(to_string(reply_parse_status::ok), "ok");
   EXPECT_NE(to_string(reply_parse_status::malformed), to_string(reply_parse_status::line_too_long));
+}
+
+// ---------------------------------------------------------------- bare line endings (issue 14)
+
+TEST(Reply, BareLfEndingIsAnError) {
+  // Passed on byte for byte, "250 ok\n" would reach the client with a bare LF.
+  auto a = parse("250 ok\n");
+  EXPECT_EQ(a.status, reply_parse_status::bare_lf);
+  EXPECT_TRUE(a.replies.empty());
+
+  // A lenient client would split this into two replies: nothing of it is yielded.
+  auto b = parse("250 ok\n550 5.0.0 smuggled\r\n");
+  EXPECT_EQ(b.status, reply_parse_status::bare_lf);
+  EXPECT_TRUE(b.replies.empty());
+
+  // Inside a multi-line reply too, and only after the replies before it.
+  auto c = parse("220 hi\r\n250-first\n250 last\r\n");
+  EXPECT_EQ(c.status, reply_parse_status::bare_lf);
+  ASSERT_EQ(c.replies.size(), 1u);
+  EXPECT_EQ(c.replies[0].code, 220);
+
+  EXPECT_EQ(parse("\n").status, reply_parse_status::bare_lf);
+}
+
+TEST(Reply, BareCrInsideALineIsAnError) {
+  auto a = parse("250 ok\r550 5.0.0 smuggled\r\n");
+  EXPECT_EQ(a.status, reply_parse_status::bare_cr);
+  EXPECT_TRUE(a.replies.empty());
+  EXPECT_EQ(parse("250 ok\r\r\n").status, reply_parse_status::bare_cr);
+}
+
+TEST(Reply, BareLineEndingStatusesNamed) {
+  EXPECT_EQ(to_string(reply_parse_status::bare_lf), "reply line ended by a bare LF");
+  EXPECT_EQ(to_string(reply_parse_status::bare_cr), "bare CR in reply line");
 }
 
 }  // namespace

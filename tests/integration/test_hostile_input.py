@@ -1,0 +1,222 @@
+"""Hostile input against scripted peers (issue 14, items 3 to 6).
+
+raw client -> mailtap -> scripted upstream that logs every byte it receives. Each case
+asserts on the bytes the client receives, the bytes the upstream receives and the capture's
+end reason and notes (captures/FORMAT.md).
+
+  3  an upstream reply ending in a bare LF: never passed on; 421 4.4.2, upstream aborted
+  4  a bare LF inside a command line: the whole line to its CRLF refused, nothing forwarded
+  5  HTTP spoken to the SMTP port: 221 2.7.0 and close, nothing more read or forwarded
+  6  STARTTLS with a parameter: 501 5.5.4, no handshake, the session stays plaintext
+"""
+
+import os
+import socket
+import time
+import unittest
+
+from harness import (IntegrationTest, LOOPBACK, ScriptedConnection, ScriptedServer, parse_replies,
+                     show_json, wait_until)
+
+
+class BadReplyUpstream(ScriptedServer):
+    """Answers like a small MTA, except that the command whose verb is `trigger` gets
+    `bad_reply` verbatim (a reply with a bare LF in it)."""
+
+    def __init__(self, bad_reply, trigger=b"MAIL"):
+        self.bad_reply = bad_reply
+        self.trigger = trigger
+        super().__init__(ScriptedConnection)
+
+    def _serve(self, conn):
+        sock = conn.sock
+        sock.settimeout(0.2)
+        try:
+            sock.sendall(b"220 scripted.test ESMTP\r\n")
+            buf = b""
+            deadline = time.monotonic() + 120   # no connection outlives the test
+            while not self.stopping.is_set() and time.monotonic() < deadline:
+                try:
+                    chunk = sock.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                conn.raw += chunk
+                buf += chunk
+                while b"\r\n" in buf:
+                    line, buf = buf.split(b"\r\n", 1)
+                    conn.commands.append(line)
+                    verb = line.split(b" ", 1)[0].upper()
+                    if verb == b"EHLO":
+                        sock.sendall(b"250-scripted.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n")
+                    elif verb == self.trigger:
+                        sock.sendall(self.bad_reply)
+                    elif verb == b"QUIT":
+                        sock.sendall(b"221 2.0.0 Bye\r\n")
+                    else:
+                        sock.sendall(b"250 2.0.0 Ok\r\n")
+        except OSError:
+            pass
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+            conn.closed.set()
+
+
+class HostileInput(IntegrationTest):
+
+    def relay_to(self, up, **kw):
+        return self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), **kw)
+
+    def upstream_conn(self, up):
+        conn = up.wait_for_connections(1)[0]
+        wait_until(conn.closed.is_set, 20, "the upstream connection to close")
+        return conn
+
+    # ------------------------------------------------------------ item 3
+
+    def test_item3_upstream_reply_ending_in_bare_lf(self):
+        for bad in (b"250 ok\n", b"250 ok\n550 5.0.0 smuggled\r\n"):
+            with self.subTest(reply=bad):
+                up = BadReplyUpstream(bad)
+                self.addCleanup(up.stop)
+                name = "mailtap-%d" % len(bad)          # a captures directory per case
+                mailtap = self.relay_to(up, name=name)
+                c = self.greeted_client(mailtap.port)
+                c.send(b"MAIL FROM:<a@x.test>\r\n")
+                got = c.read_to_eof(20)                 # the relay gives up on the session
+                # Never a bare LF, never the upstream's 250 or the smuggled 550.
+                self.assertNoBareCrLf(got, "what the client received")
+                self.assertNotIn(b"250 ok", got)
+                self.assertNotIn(b"smuggled", got)
+                replies = parse_replies(got)
+                self.assertTrue(replies, got)
+                for r in replies:
+                    self.assertReply(r, 421, "4.4.2")
+                # The upstream received the MAIL and nothing after it.
+                conn = self.upstream_conn(up)
+                self.assertEqual(conn.commands, [b"EHLO client.test", b"MAIL FROM:<a@x.test>"])
+                cap = self.single_capture(mailtap)
+                self.assertCaptureComplete(cap)
+                self.assertEqual(cap.end["reason"], "upstream_protocol_error")
+                self.assertIn("bare LF", cap.end["detail"])
+                self.assertTrue(any("bare LF" in n for n in cap.notes), cap.notes)
+                # What the upstream sent is recorded as received; the client leg has none of it.
+                self.assertIn(bad, cap.bytes_of("upstream", "in"))
+                self.assertNotIn(b"250 ok", cap.bytes_of("client", "out"))
+                self.assertEqual([t["outcome"] for t in cap.transactions], ["tempfailed"])
+
+    # ------------------------------------------------------------ item 4
+
+    def test_item4_bare_lf_inside_a_command_line(self):
+        up = self.start_scripted()
+        mailtap = self.relay_to(up)
+        c = self.greeted_client(mailtap.port)
+        c.send(b"EHLO x\nMAIL FROM:<y@x>\r\n")
+        self.assertReply(c.reply(), 500, "5.5.2")
+        # No second reply for that line: the next reply is HELP's (the scripted upstream
+        # answers an unknown verb with 502, a MAIL with 250).
+        self.assertReply(c.command("HELP"), 502)
+        self.quit(c)
+        conn = self.upstream_conn(up)
+        self.assertEqual(conn.commands, [b"EHLO client.test", b"HELP", b"QUIT"])
+        self.assertNotIn(b"MAIL", bytes(conn.raw))
+        self.assertNotIn(b"EHLO x", bytes(conn.raw))
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.end["reason"], "client_quit")
+        self.assertIn("command refused: bare LF", cap.notes)
+        self.assertEqual(cap.transactions, [])
+
+    # ------------------------------------------------------------ item 5
+
+    GOODBYE = b"221 2.7.0 mailtap Error: I can break rules, too. Goodbye.\r\n"
+
+    def test_item5_http_post_to_the_smtp_port(self):
+        # A browser form posting SMTP commands as its body.
+        up = self.start_scripted()
+        mailtap = self.relay_to(up)
+        body = (b"MAIL FROM:<form@example.test>\r\nRCPT TO:<victim@example.test>\r\nDATA\r\n"
+                b"Subject: from a web form\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+        request = (b"POST /contact HTTP/1.1\r\nHost: 127.0.0.1:25\r\n"
+                   b"Content-Type: application/x-www-form-urlencoded\r\n"
+                   b"Content-Length: %d\r\n\r\n" % len(body)) + body
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        c.send(request)
+        self.assertEqual(c.read_to_eof(20), self.GOODBYE)
+        conn = self.upstream_conn(up)
+        self.assertEqual(conn.commands, [])
+        self.assertEqual(bytes(conn.raw), b"")
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.end["reason"], "http_command")
+        self.assertEqual(cap.end["detail"], "HTTP request (POST)")
+        self.assertTrue(any("HTTP request (POST)" in n for n in cap.notes), cap.notes)
+        self.assertEqual(cap.bytes_of("upstream", "out"), b"")
+        self.assertEqual(cap.transactions, [])
+        self.assertEqual(show_json(cap.path)["end_reason"], "http_command")
+
+    def test_item5_every_http_verb_closes_the_session(self):
+        up = self.start_scripted()
+        mailtap = self.relay_to(up)
+        verbs = ("GET", "POST", "PUT", "HEAD", "CONNECT", "OPTIONS", "DELETE", "PATCH", "TRACE")
+        for verb in verbs:
+            with self.subTest(verb=verb):
+                c = self.greeted_client(mailtap.port)
+                c.send(verb.encode() + b" / HTTP/1.1\r\nHost: relay.test\r\n\r\n")
+                self.assertEqual(c.read_to_eof(20), self.GOODBYE)
+                c.close()
+        caps = mailtap.wait_captures(len(verbs))
+        self.assertEqual([cap.end["reason"] for cap in caps], ["http_command"] * len(verbs))
+        for conn in up.wait_for_connections(len(verbs)):
+            wait_until(conn.closed.is_set, 20, "the upstream connection to close")
+            self.assertEqual(conn.commands, [b"EHLO client.test"])
+
+    def test_item5_header_shaped_line_closes_the_session(self):
+        up = self.start_scripted()
+        mailtap = self.relay_to(up)
+        c = self.greeted_client(mailtap.port)
+        c.send(b"Host: relay.test\r\nMAIL FROM:<a@x.test>\r\n")
+        self.assertEqual(c.read_to_eof(20), self.GOODBYE)
+        conn = self.upstream_conn(up)
+        self.assertEqual(conn.commands, [b"EHLO client.test"])
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.end["reason"], "http_command")
+        self.assertEqual(cap.end["detail"], "HTTP header line")
+
+    # ------------------------------------------------------------ item 6
+
+    def test_item6_starttls_with_a_parameter(self):
+        # The built-in upstream, and a self-signed pair generated in the work directory: the
+        # relay offers STARTTLS, so a plain STARTTLS would start a handshake.
+        state_home = os.path.join(self.workdir, "state")
+        os.makedirs(state_home)
+        mailtap = self.start_mailtap(env=dict(os.environ, XDG_STATE_HOME=state_home))
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        ehlo = c.command("EHLO client.test")
+        self.assertReply(ehlo, 250)
+        self.assertIn("STARTTLS", [t.upper() for t in ehlo.texts])
+        r = c.command("STARTTLS x")
+        self.assertReply(r, 501, "5.5.4")
+        self.assertEqual(r.text, "5.5.4 Syntax error (no parameters allowed)")
+        # Still plaintext: a command in the clear is answered in the clear.
+        self.assertReply(c.command("NOOP"), 250)
+        self.quit(c)
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.end["reason"], "client_quit")
+        self.assertEqual(cap.of_type("tls"), [])
+        self.assertNotIn(b"STARTTLS", cap.bytes_of("upstream", "out"))
+        self.assertTrue(any("STARTTLS with a parameter" in n for n in cap.notes), cap.notes)
+
+
+if __name__ == "__main__":
+    unittest.main()
