@@ -1,6 +1,8 @@
 // DATA framing state machine. States track where the next byte stands relative to a line:
-// line_start (after CRLF), mid, cr (a CR held until we know whether LF follows),
+// line_start (after a line ending), mid, cr (a CR held until we know whether LF follows),
 // dot (a '.' at line start), dot_cr ('.' CR at line start, one LF away from the end).
+// Under normalize a bare CR or LF is a line ending like CRLF, so every state change below
+// that CRLF makes, a bare CR or LF makes too (and ".\r" or ".\n" at line start ends the data).
 #include "protocol/data_framer.hpp"
 
 #include <algorithm>
@@ -29,7 +31,6 @@ std::string_view to_string(data_fault f) {
   switch (f) {
     case data_fault::none: return "none";
     case data_fault::bare_cr_or_lf: return "bare CR or LF in message data";
-    case data_fault::line_too_long: return "message line too long";
     case data_fault::nul_byte: return "NUL in message data";
   }
   return "?";
@@ -40,22 +41,50 @@ void data_framer::emit(std::string& forward, std::string_view bytes) {
   if (fault_ == data_fault::none) forward.append(bytes);
 }
 
-// A bare CR or LF: `as_received` is what the sender sent in its place (the byte itself, or
-// a held '.' plus it), already counted by the state machine's caller.
+void data_framer::content(std::string& forward, std::string_view bytes) {
+  emit(forward, bytes);
+  line_length_ += bytes.size();
+}
+
+// A line ends (CRLF, or a bare CR or LF under normalize): CRLF goes upstream.
+void data_framer::line_end(std::string& forward) {
+  emit(forward, "\r\n");
+  if (line_length_ > limits::data_line_rfc_max) ++long_lines_;
+  longest_line_ = std::max(longest_line_, line_length_);
+  line_length_ = 0;
+  state_ = state::line_start;
+}
+
+void data_framer::end_message() {
+  line_length_ = 0;
+  state_ = state::ended;
+}
+
+// A bare CR or LF, or a NUL: `as_received` is what the sender sent (for a bare CR/LF after a
+// line-start '.', the caller has already passed the '.' on as content). A bare CR or LF ends
+// the line under normalize; otherwise the line goes on.
 void data_framer::bare(std::string& forward, std::string_view as_received, data_fault kind) {
+  const bool nul = kind == data_fault::nul_byte;
   switch (mode_) {
-    case bare_eol_mode::raw: emit(forward, as_received); break;
-    case bare_eol_mode::normalize: {
-      std::string fixed(as_received);
-      for (char& c : fixed)
-        if (c == '\r' || c == '\n' || c == '\0') c = ' ';
-      ++normalized_;
-      emit(forward, fixed);
+    case bare_eol_mode::raw:
+      content(forward, as_received);
+      state_ = state::mid;
       break;
-    }
+    case bare_eol_mode::normalize:
+      if (nul) {
+        content(forward, " ");
+        ++nuls_replaced_;
+        state_ = state::mid;
+      } else {
+        ++normalized_;
+        line_end(forward);
+      }
+      break;
     case bare_eol_mode::strict:
       message_bytes_ += as_received.size();
+      line_length_ += as_received.size();
       if (fault_ == data_fault::none) fault_ = kind;
+      state_ = state::mid;
       break;
   }
 }
@@ -83,59 +112,53 @@ class next_special {
 }  // namespace
 
 std::size_t data_framer::feed(std::string_view in, std::string& forward) {
+  static constexpr std::string_view nul_byte("\0", 1);
   std::size_t i = 0;
   next_special next(in);
   while (i < in.size() && state_ != state::ended) {
-    if (line_length_ > limits::data_line_cap && fault_ == data_fault::none)
-      fault_ = data_fault::line_too_long;
-    char c = in[i];
+    const char c = in[i];
     switch (state_) {
       case state::line_start:
-        if (c == '.') { state_ = state::dot; ++i; ++line_length_; continue; }
+        if (c == '.') { state_ = state::dot; ++i; continue; }
         state_ = state::mid;
         continue;                                  // re-examine c as a mid-line byte
       case state::mid: {
+        // The whole run up to the next CR, LF or NUL goes out at once, however long the line.
         std::size_t end = std::min({next.at(0, i), next.at(1, i), next.at(2, i)});
         if (end == std::string_view::npos) end = in.size();
-        // Stop the run one byte past the cap so the line_too_long check at the top of the loop
-        // falls on the same byte however the input is segmented (a whole-chunk run used to
-        // forward the entire over-long line, a byte-at-a-time feed only cap + 1 bytes of it).
-        if (line_length_ <= limits::data_line_cap)
-          end = std::min(end, i + (limits::data_line_cap + 1 - line_length_));
-        emit(forward, in.substr(i, end - i));
-        line_length_ += end - i;
+        content(forward, in.substr(i, end - i));
         i = end;
         if (i == in.size()) continue;
-        char special = in[i];
-        if (special == '\r') { state_ = state::cr; ++i; ++line_length_; continue; }
-        if (special == '\n') bare(forward, "\n", data_fault::bare_cr_or_lf);        // LF without CR
-        else if (special == '\0') bare(forward, std::string_view("\0", 1), data_fault::nul_byte);
-        else continue;                                                              // the line cap
-        ++i;
-        ++line_length_;
+        const char special = in[i++];
+        if (special == '\r') state_ = state::cr;                           // LF may follow
+        else if (special == '\n') bare(forward, "\n", data_fault::bare_cr_or_lf);   // LF without CR
+        else bare(forward, nul_byte, data_fault::nul_byte);
         continue;
       }
       case state::cr:
-        if (c == '\n') {
-          emit(forward, "\r\n");
-          state_ = state::line_start;
-          line_length_ = 0;
-          ++i;
-        } else {
-          bare(forward, "\r", data_fault::bare_cr_or_lf);                     // CR without LF; c is examined as mid-line
-          state_ = state::mid;
-        }
+        if (c == '\n') { ++i; line_end(forward); continue; }
+        bare(forward, "\r", data_fault::bare_cr_or_lf);   // CR without LF; c is examined next
         continue;
       case state::dot:
-        if (c == '\r') { state_ = state::dot_cr; ++i; ++line_length_; continue; }
-        emit(forward, ".");                        // a stuffed or ordinary dot line
+        if (c == '\r') { state_ = state::dot_cr; ++i; continue; }
+        if (c == '\n' && mode_ == bare_eol_mode::normalize) {   // ".\n" reads as ".\r\n"
+          ++normalized_;
+          ++i;
+          end_message();
+          continue;
+        }
+        content(forward, ".");                     // a stuffed or ordinary dot line
         state_ = state::mid;
         continue;
       case state::dot_cr:
-        if (c == '\n') { state_ = state::ended; ++i; continue; }
-        emit(forward, ".");
-        bare(forward, "\r", data_fault::bare_cr_or_lf);                       // "\r\n.\r" then not LF
-        state_ = state::mid;
+        if (c == '\n') { ++i; end_message(); continue; }
+        if (mode_ == bare_eol_mode::normalize) {   // ".\r" then not LF reads as ".\r\n"; c is
+          ++normalized_;                           // the next command's first byte
+          end_message();
+          continue;
+        }
+        content(forward, ".");
+        bare(forward, "\r", data_fault::bare_cr_or_lf);    // "\r\n.\r" then not LF
         continue;
       case state::ended: break;
     }

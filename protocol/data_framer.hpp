@@ -1,7 +1,16 @@
 // DATA framing (RFC 5321 4.1.1.4, 4.5.2): only <CRLF>.<CRLF> ends the message; dot-stuffing
-// passes through untouched. Bare CR or LF is handled by mode (SMTP_NOTES "SMTP smuggling"):
-// strict (default) fails the transaction, normalize turns each into a space, raw forwards it.
-// NUL (never legal in DATA, RFC 5321 4.5.2; "\r\n\x00.\r\n" is a smuggling probe) is treated alike.
+// passes through untouched. Bare CR or LF is handled by mode (the SMTP smuggling defence):
+//   strict (default)  fails the transaction, like Postfix with smtpd_forbid_bare_newline and
+//                     sendmail's bare-LF refusal;
+//   normalize         reads each bare CR or LF as a line ending, as older Postfix and Exim do,
+//                     and forwards it as CRLF. The end-of-data rule applies to the normalized
+//                     stream ("\n.\n" is "\r\n.\r\n" and ends the message), so the relay and the
+//                     upstream read the same message and the forwarded bytes hold no bare CR/LF;
+//   raw               forwards the bytes as received (testing an upstream's own defences).
+// NUL (never legal in DATA, RFC 5321 4.5.2; "\r\n\x00.\r\n" is a smuggling probe) fails strict,
+// becomes a space under normalize and passes raw.
+// Lines of any length stream through unchanged (Postfix and Exim accept lines past RFC 5321's
+// 1000 octets); only the CR/LF/dot state is kept, and lines past that limit are counted.
 // The terminator itself is never emitted: the caller decides whether to send ".\r\n".
 // Never holds more than 2 bytes across calls. Single-threaded.
 #pragma once
@@ -16,7 +25,7 @@ enum class bare_eol_mode { strict, normalize, raw };
 std::string_view to_string(bare_eol_mode m);
 std::optional<bare_eol_mode> parse_bare_eol_mode(std::string_view name);
 
-enum class data_fault { none, bare_cr_or_lf, line_too_long, nul_byte };
+enum class data_fault { none, bare_cr_or_lf, nul_byte };
 std::string_view to_string(data_fault f);
 
 class data_framer {
@@ -30,22 +39,34 @@ class data_framer {
 
   bool ended() const { return state_ == state::ended; }
   data_fault fault() const { return fault_; }
-  // Message bytes consumed before the terminator line (dot-stuffed, as on the wire).
+  // Message size before the terminator line: dot-stuffed as on the wire, after normalization
+  // (what the upstream is sent; after a strict-mode fault, the rest counted as received).
   std::uint64_t message_bytes() const { return message_bytes_; }
-  // Bare CR/LF replaced by a space in normalize mode.
+  // Normalize mode: bare CR or LF forwarded as CRLF, and NULs forwarded as a space.
   std::uint64_t normalized() const { return normalized_; }
+  std::uint64_t nuls_replaced() const { return nuls_replaced_; }
+  // Ended lines longer than limits::data_line_rfc_max octets before their line ending, and the
+  // longest ended line's length (octets before its line ending, as forwarded).
+  std::uint64_t long_lines() const { return long_lines_; }
+  std::uint64_t longest_line() const { return longest_line_; }
 
  private:
   enum class state { line_start, mid, cr, dot, dot_cr, ended };
   void emit(std::string& forward, std::string_view bytes);
+  void content(std::string& forward, std::string_view bytes);
   void bare(std::string& forward, std::string_view as_received, data_fault kind);
+  void line_end(std::string& forward);
+  void end_message();
 
   bare_eol_mode mode_;
   state state_ = state::line_start;
   data_fault fault_ = data_fault::none;
-  std::size_t line_length_ = 0;
+  std::uint64_t line_length_ = 0;
   std::uint64_t message_bytes_ = 0;
   std::uint64_t normalized_ = 0;
+  std::uint64_t nuls_replaced_ = 0;
+  std::uint64_t long_lines_ = 0;
+  std::uint64_t longest_line_ = 0;
 };
 
 }  // namespace mailtap::protocol

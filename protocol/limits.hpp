@@ -12,8 +12,10 @@ inline constexpr std::size_t command_line_hard_cap = 4096;
 // RFC 5321 4.5.3.1.5 says 512; we allow 4 KiB per reply line before aborting the upstream.
 inline constexpr std::size_t reply_line_cap = 4096;
 inline constexpr std::size_t reply_lines_cap = 256;
-// RFC 5321 4.5.3.1.6 says 1000; lines are forwarded unchanged up to this, then the transaction fails.
-inline constexpr std::size_t data_line_cap = 64 * 1024;
+// RFC 5321 4.5.3.1.6: a text line is at most 1000 octets including its CRLF. Longer message
+// lines are forwarded unchanged whatever their length (Postfix and Exim accept them; the DATA
+// framer keeps only its CR/LF/dot state, so no buffer grows with a line); they are counted.
+inline constexpr std::size_t data_line_rfc_max = 998;   // octets before the CRLF
 // RFC 5321 4.5.3.1.8: at least 100 must be accepted. Beyond this: 452 4.5.3, not forwarded.
 inline constexpr std::size_t recipients_cap = 1000;
 // Recipients recorded per transaction (I3): the forwarded ones plus as many refused (by the

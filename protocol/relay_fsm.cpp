@@ -115,8 +115,9 @@ void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {
   }
   newest_read_at_ = client_in_.size();
   client_in_.append(bytes);
-  arm(leg::client, options_.timeouts.client_idle);
+  if (in_message()) credit_data_rate(now, bytes.size());
   process_client_input(now);
+  arm_client_deadline(now);
 }
 
 void relay_fsm::on_upstream_bytes(std::uint64_t now, std::string_view bytes) {
@@ -144,13 +145,44 @@ void relay_fsm::on_upstream_bytes(std::uint64_t now, std::string_view bytes) {
 }
 
 void relay_fsm::on_client_eof(std::uint64_t now) {
+  if (ended_ || client_input_ended_) return;
+  client_input_ended_ = true;
+  arm(leg::client, disarmed);   // nothing more will come: only the upstream's timers matter now
+  if (stalled_) return end_session(now, "client_closed", "the client gave up during a stall");
+  process_client_input(now);    // what it sent before its FIN is still taken
+  end_if_client_done(now);
+}
+
+void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
   if (ended_) return;
-  client_closed_ = true;
-  if (mode_ == client_mode::data || mode_ == client_mode::bdat_payload) {
-    // SMTP_NOTES: client vanishes in DATA -> close upstream without the dot; nothing delivered.
+  client_input_ended_ = true;
+  client_closed_ = true;   // nothing more is sent to it
+  arm(leg::client, disarmed);
+  note(now, "client connection lost: " + std::string(reason));
+  end_if_client_done(now);
+}
+
+// A FIN ends the client's input: the session ends once every reply it is owed has gone out.
+// A client that is gone is owed nothing, but the upstream's reply to a message already sent
+// is still awaited and recorded: it says whether the message was delivered.
+void relay_fsm::end_if_client_done(std::uint64_t now) {
+  if (ended_ || !client_input_ended_) return;
+  if (held_line_ || held_dot_ || held_banner_ || input_held_) return;   // input still to be taken
+  if (in_message() && pos_ >= client_in_.size()) {
+    // Client vanishes inside the message: close upstream without the dot; nothing delivered.
     note(now, "client closed the connection inside the message: upstream closed without end of data");
+    return end_session(now, "client_closed", "inside the message");
   }
-  end_session(now, "client_closed", "");   // abandons transactions in flight
+  auto awaiting_end_of_data = [](const pending& p) {
+    return !p.local && !p.ready && (p.ph == phase::data_end || (p.ph == phase::bdat && p.last_chunk));
+  };
+  if (client_closed_) {
+    if (std::any_of(pending_.begin(), pending_.end(), awaiting_end_of_data)) return;
+    return end_session(now, "client_closed", "client connection lost");
+  }
+  if (!pending_.empty()) return;   // replies still owed
+  if (pos_ < client_in_.size() && !partial_line()) return;   // complete lines still to be taken
+  end_session(now, "client_closed", "client closed its sending side");
 }
 
 void relay_fsm::on_upstream_eof(std::uint64_t now) {
@@ -161,19 +193,16 @@ void relay_fsm::on_upstream_eof(std::uint64_t now) {
 void relay_fsm::on_timeout(std::uint64_t now, leg which) {
   if (ended_) return;
   if (which == leg::client) {
-    // The client timer is armed by client bytes; while the client waits on an upstream reply
-    // (up to 10 minutes for end of data) it is not idle, so the timer only runs again.
+    if (client_input_ended_) return;
+    // While the client waits on an upstream reply (up to 10 minutes for end of data), or on
+    // a reply a fault delays, or on the relay's own backpressure, it is not the slow one.
     bool awaiting_upstream = std::any_of(pending_.begin(), pending_.end(),
                                          [](const pending& p) { return !p.local && !p.ready; });
-    if (awaiting_upstream || fault_hold_active(now)) {   // a delayed reply is not an idle client
+    if (!in_message() && !partial_line() && (awaiting_upstream || fault_hold_active(now) || input_held_)) {
       arm(leg::client, options_.timeouts.client_idle);
       return;
     }
-    note(now, "client idle timeout");
-    reply r = make_reply(421, "4.4.2", options_.name + " timeout waiting for client input");
-    send(leg::client, r.raw, now);
-    if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-    end_session(now, "client_timeout", "");
+    client_timed_out(now);
     return;
   }
   close(leg::upstream);
@@ -202,11 +231,96 @@ void relay_fsm::on_abort(std::uint64_t now, std::string_view reason) {
   end_session(now, "relay_error", reason);
 }
 
+void relay_fsm::on_drain_deadline(std::uint64_t now) {
+  if (ended_) return;
+  // A message still in transfer is not delivered (its end never goes upstream); its bytes so
+  // far are recorded, and the client hears why, as at any other shutdown (RFC 5321 3.8: 421).
+  if (in_message()) note(now, "shutdown deadline passed inside the message: upstream closed without end of data");
+  else note(now, "shutdown deadline passed with the session still busy");
+  reply r = make_reply(421, "4.3.2", options_.name + " shutting down");
+  send(leg::client, r.raw, now);
+  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+  end_session(now, "drain", "deadline passed");
+}
+
+// ---------------------------------------------------------------- the client's pace
+
+bool relay_fsm::partial_line() const {
+  if (mode_ != client_mode::command && mode_ != client_mode::auth_response) return false;
+  if (pos_ >= client_in_.size()) return false;
+  return std::string_view(client_in_).substr(pos_).find('\n') == std::string_view::npos;
+}
+
+void relay_fsm::begin_message_input(std::uint64_t now) {
+  data_budget_us_ = static_cast<std::uint64_t>(options_.timeouts.client_idle.count()) * 1000;
+  data_last_read_us_ = now;
+}
+
+// Postfix's smtpd_min_data_rate: each read spends the time since the last one and earns
+// n / rate seconds, never more than client_idle in all.
+void relay_fsm::credit_data_rate(std::uint64_t now, std::size_t n) {
+  const std::uint64_t cap = static_cast<std::uint64_t>(options_.timeouts.client_idle.count()) * 1000;
+  if (options_.timeouts.min_data_rate == 0) {
+    data_budget_us_ = cap;
+  } else {
+    std::uint64_t spent = now - std::min(now, data_last_read_us_);
+    data_budget_us_ = data_budget_us_ > spent ? data_budget_us_ - spent : 0;
+    data_budget_us_ = std::min(cap, data_budget_us_ + n * 1'000'000 / options_.timeouts.min_data_rate);
+  }
+  data_last_read_us_ = now;
+}
+
+void relay_fsm::arm_client_deadline(std::uint64_t now) {
+  if (ended_ || client_input_ended_) return;
+  std::uint64_t due;
+  if (in_message()) {
+    due = data_last_read_us_ + data_budget_us_;
+  } else if (partial_line()) {
+    const std::uint64_t at = client_consumed_ + pos_;
+    if (at != partial_line_at_) {   // a new line began in this read
+      partial_line_at_ = at;
+      partial_line_since_us_ = now;
+    }
+    due = partial_line_since_us_ + static_cast<std::uint64_t>(options_.timeouts.client_command.count()) * 1000;
+  } else {
+    due = now + static_cast<std::uint64_t>(options_.timeouts.client_idle.count()) * 1000;
+  }
+  // Rounded up, and never zero (zero disarms).
+  const std::uint64_t left_us = due > now ? due - now : 0;
+  arm(leg::client, milliseconds(std::max<std::uint64_t>(1, (left_us + 999) / 1000)));
+}
+
+void relay_fsm::client_timed_out(std::uint64_t now) {
+  ++stats_.client_timeouts;
+  std::string detail;
+  if (in_message()) {
+    detail = options_.timeouts.min_data_rate > 0
+                 ? "message data slower than " + std::to_string(options_.timeouts.min_data_rate) + " bytes/s"
+                 : "no message data in time";
+  } else if (partial_line()) {
+    detail = "command line not completed in " + std::to_string(options_.timeouts.client_command.count() / 1000) + " s";
+  } else {
+    detail = "idle";
+  }
+  note(now, "client timeout: " + detail);
+  reply r = make_reply(421, "4.4.2", options_.name + " timeout waiting for client input");
+  send(leg::client, r.raw, now);
+  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+  end_session(now, "client_timeout", detail);
+}
+
+// The size of the message in transfer, as received so far (the session ends inside it).
+void relay_fsm::record_received_size() {
+  if (mode_ != client_mode::data || !framer_) return;
+  if (transaction* t = open_transaction()) t->rec.size = framer_->message_bytes();
+}
+
 // ---------------------------------------------------------------- client input
 
 void relay_fsm::process_client_input(std::uint64_t now) {
   if (!greeted_ || !upstream_prepared() || input_held_) return;   // early talkers wait for the banner
   if (held_banner_ || stalled_ || input_stopped_ || held_dot_) return;   // faults hold the conversation
+  if (client_closed_) return;   // gone: nothing it sent is relayed any more
   if (held_line_) {   // delay(when=command): the line waits where it is
     std::uint64_t due = held_line_since_us_ + held_line_->delay_us;
     if (now < due) return schedule_fault_wake(now, due);
@@ -233,6 +347,7 @@ void relay_fsm::process_client_input(std::uint64_t now) {
     }
   }
   record_consumed_client_input(now);
+  end_if_client_done(now);
 }
 
 void relay_fsm::record_consumed_client_input(std::uint64_t now) {
@@ -249,6 +364,7 @@ void relay_fsm::record_consumed_client_input(std::uint64_t now) {
     }
   }
   masks_.clear();
+  client_consumed_ += pos_;
   client_in_.erase(0, pos_);
   newest_read_at_ = newest_read_at_ > pos_ ? newest_read_at_ - pos_ : 0;
   pos_ = 0;
@@ -389,6 +505,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       } else if (faults_ && open->rec.size == 0 && !absorbing_ && plan_end_of_data(now, *open, true)) {
         absorbing_ = true;   // the first chunk: the whole message is answered by the fault
       }
+      begin_message_input(now);
       if (absorbing_) {
         bdat_remaining_ = cmd.bdat_size;
         bdat_last_ = cmd.bdat_last;
@@ -402,7 +519,10 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       bdat_last_ = cmd.bdat_last;
       p.last_chunk = cmd.bdat_last;
       open->rec.size += cmd.bdat_size;
-      if (cmd.bdat_last) open->sealed = open->end_sent = true;
+      // The message's end is held like the dot (end_of_bdat_message): here the chunk's last
+      // byte, or for an empty last chunk the command itself.
+      if (cmd.bdat_last) open->sealed = true;
+      if (cmd.bdat_last && cmd.bdat_size == 0) withheld_bdat_.assign(line);
       mode_ = client_mode::bdat_payload;
       break;
     case phase::auth:
@@ -419,7 +539,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     default: break;
   }
   pending_.push_back(std::move(p));
-  send(leg::upstream, line, now, cmd.ph == phase::auth);
+  if (withheld_bdat_.empty()) send(leg::upstream, line, now, cmd.ph == phase::auth);
   arm_upstream_for_head();
   // A zero-length chunk is complete now: "BDAT 0 LAST" used to leave the session in payload
   // mode until the client sent more bytes (blocking drain, and losing the Message-ID).
@@ -460,8 +580,13 @@ void relay_fsm::take_data(std::uint64_t now) {
 void relay_fsm::end_of_data(std::uint64_t now) {
   mode_ = client_mode::command;
   stats_.normalized_line_endings += framer_->normalized();
-  if (framer_->normalized() > 0)
-    note(now, "normalized " + std::to_string(framer_->normalized()) + " bare CR/LF to spaces");
+  stats_.long_data_lines += framer_->long_lines();
+  if (framer_->normalized() > 0 || framer_->nuls_replaced() > 0)
+    note(now, "normalized " + std::to_string(framer_->normalized()) + " bare CR/LF to CRLF" +
+                  (framer_->nuls_replaced() ? ", " + std::to_string(framer_->nuls_replaced()) + " NUL to spaces" : ""));
+  if (framer_->long_lines() > 0)   // forwarded unchanged, as Postfix and Exim accept them
+    note(now, std::to_string(framer_->long_lines()) + " message line(s) over " + std::to_string(limits::data_line_rfc_max) +
+                  " octets (RFC 5321 4.5.3.1.6), longest " + std::to_string(framer_->longest_line()) + ": forwarded unchanged");
   transaction* t = open_transaction();
   if (t) {
     t->rec.size = framer_->message_bytes();
@@ -489,6 +614,11 @@ void relay_fsm::end_of_data(std::uint64_t now) {
     data_failure_.reset();
     local_reply(now, phase::data_end, r.code, r.enhanced, r.text());
     pending_.back().txn = id;
+    if (std::exchange(data_failure_from_upstream_, false)) {   // the upstream's reply, as it gave it
+      pending_.back().local = false;
+      pending_.back().bytes = r.raw;
+      pending_.back().answer = std::move(r);
+    }
     flush_replies(now);
     return;
   }
@@ -524,15 +654,72 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
     if (!txns_.empty()) t = &txns_.back();
   }
   if (t) t->headers.feed(chunk);
-  if (!upstream_closed_ && n > 0 && !discard_payload_) send(leg::upstream, chunk, now);
+  if (!upstream_closed_ && n > 0 && !discard_payload_) {
+    if (bdat_last_ && bdat_remaining_ == 0) {   // the message's last byte waits (end_of_bdat_message)
+      withheld_bdat_.assign(chunk.substr(chunk.size() - 1));
+      chunk.remove_suffix(1);
+    }
+    send(leg::upstream, chunk, now);
+  }
   if (bdat_remaining_ == 0) {
     mode_ = client_mode::command;
     if (bdat_last_ && t) {
       t->headers.feed("\r\n");   // the end of the message ends its header section too
       t->rec.message_id = t->headers.message_id();
     }
-    if (std::exchange(discard_payload_, false) && absorbing_) finish_absorbed_bdat(now);
+    const bool discarded = std::exchange(discard_payload_, false);
+    if (discarded && absorbing_) finish_absorbed_bdat(now);
+    else if (!discarded && bdat_last_) end_of_bdat_message(now, t);
   }
+}
+
+// The whole message is in and the last of it not yet upstream: what the dot's release is to
+// DATA (end_of_data), this is to BDAT. A capture that cannot be written, a delay at data_end
+// and a message-stage fault (fail_then_pass by Message-ID) all act here, before the upstream
+// can complete the message.
+void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
+  if (upstream_closed_ || !t) {   // the upstream went away mid-chunk: upstream_lost answered
+    withheld_bdat_.clear();
+    return;
+  }
+  if (capture_failed_) {
+    note(now, "capture cannot be written: the last BDAT chunk is withheld, upstream closed");
+    withheld_bdat_.clear();
+    close(leg::upstream);
+    arm(leg::upstream, disarmed);
+    withdraw_bdat_last();
+    local_reply(now, phase::data_end, 451, "4.3.0", options_.name + " cannot record this message; try again later");
+    pending_.back().txn = t->id;
+    flush_replies(now);
+    return;
+  }
+  if (end_plan_ && end_plan_txn_ == t->id && end_plan_->what == verdict::delay) {
+    held_dot_ = std::move(*end_plan_);
+    end_plan_.reset();
+    held_dot_since_us_ = now;
+    held_dot_txn_ = t->id;
+    bdat_end_withheld_ = true;
+    schedule_fault_wake(now, now + held_dot_->delay_us);
+    return;
+  }
+  if (faults_ && message_fault(now, t)) return;   // relay_fsm_faults.cpp
+  release_withheld_bdat(now, t->id);
+}
+
+void relay_fsm::release_withheld_bdat(std::uint64_t now, std::uint64_t txn) {
+  bdat_end_withheld_ = false;
+  if (transaction* t = transaction_by_id(txn)) t->end_sent = true;
+  send(leg::upstream, std::exchange(withheld_bdat_, {}), now);
+  arm_upstream_for_head();
+}
+
+bool relay_fsm::withdraw_bdat_last() {
+  auto it = std::find_if(pending_.rbegin(), pending_.rend(), [](const pending& p) {
+    return p.ph == phase::bdat && p.last_chunk && !p.local && !p.ready;
+  });
+  if (it == pending_.rend()) return false;
+  pending_.erase(std::next(it).base());
+  return true;
 }
 
 bool relay_fsm::take_auth_response(std::uint64_t now) {
@@ -598,6 +785,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   auto it = std::find_if(pending_.begin(), pending_.end(),
                          [](const pending& p) { return !p.local && !p.ready; });
   if (it == pending_.end()) {
+    if (mode_ == client_mode::data && !data_failure_) return upstream_replied_in_data(now, std::move(r));
     if (r.code == 421) {   // RFC 5321 3.8: a server may close with 421 at any time
       send(leg::client, r.raw, now);
       if (auto* open = open_transaction()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
@@ -641,6 +829,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
       mode_ = client_mode::data;
       framer_.emplace(options_.eol);
       data_started_us_ = now;
+      begin_message_input(now);
     } else {
       mode_ = client_mode::command;
       end_plan_.reset();   // no message follows: a fault planned for its end does not apply
@@ -652,6 +841,26 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   p.ready = true;
   flush_replies(now);
   if (!ended_) arm_upstream_for_head();
+}
+
+// After its 354 the upstream answered before the dot: it has given up on the message and
+// reads whatever follows as commands. That reply is final for the message: nothing more is
+// forwarded (the rest of the body would be taken as commands), the client's data is read to
+// its end and answered with it, and the upstream leg, now out of step, is closed.
+void relay_fsm::upstream_replied_in_data(std::uint64_t now, reply r) {
+  ++stats_.upstream_replied_in_data;
+  note(now, "upstream replied " + std::to_string(r.code) +
+                " during the message: nothing more is forwarded, the upstream leg is closed");
+  if (r.klass() == 4 || r.klass() == 5) {
+    data_failure_ = std::move(r);
+    data_failure_from_upstream_ = true;
+  } else {   // a 2xx or 3xx before the end of the message accepts nothing (I1)
+    data_failure_ = make_reply(451, "4.4.2", options_.name + ": upstream replied before the end of the message");
+  }
+  upstream_lost_reason_ = "upstream_protocol_error";
+  upstream_lost_detail_ = "upstream replied during DATA";
+  close(leg::upstream);
+  arm(leg::upstream, disarmed);
 }
 
 std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const rewrite_set* rewrites) {
@@ -726,6 +935,12 @@ void relay_fsm::flush_replies(std::uint64_t now) {
       fault_event_for(now, *p.fault, p.fault_phase, "reply " + std::to_string(p.answer->code) + " held",
                       now - std::max(p.t_upstream_reply, p.t_received));
     if (p.absorb_go) open_absorbed_message(now, p);   // 354, or 554 when no recipient was accepted
+    if (client_closed_ && !p.local && (p.ph == phase::data_end || (p.ph == phase::bdat && p.last_chunk))) {
+      // The proof of hand-off still counts: the capture says what became of the message.
+      ++stats_.unacknowledged_end_of_data;
+      note(now, "upstream answered the end of data with " + std::to_string(p.answer->code) +
+                    " after the client left: not acknowledged to the client");
+    }
     send(leg::client, p.bytes, now);
     if (observer_) {
       if (p.local) observer_->on_reply(now, leg::client, direction::out, *p.answer);
@@ -752,6 +967,7 @@ void relay_fsm::flush_replies(std::uint64_t now) {
   }
   advance_starttls(now);   // a pipelined STARTTLS proceeds once everything before it is answered
   maybe_finish_drain(now);
+  end_if_client_done(now);
 }
 
 void relay_fsm::after_reply(std::uint64_t now, const pending& p) {
@@ -884,7 +1100,9 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     return;
   }
   if (it != pending_.end()) {
-    if (it->ph == phase::data_end || (it->ph == phase::bdat && it->last_chunk)) {
+    const transaction* owner = transaction_by_id(it->txn);
+    const bool end_went_upstream = !owner || owner->end_sent;
+    if (end_went_upstream && (it->ph == phase::data_end || (it->ph == phase::bdat && it->last_chunk))) {
       // The dot went out but no reply came back: the message may or may not be delivered.
       ++stats_.ambiguous_end_of_data;
       note(now, "ambiguous end of data: upstream lost after the message was sent");
@@ -914,6 +1132,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
 
 void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::string_view detail) {
   if (ended_) return;
+  record_received_size();   // a message cut short keeps the size of what came
   abandon_transactions(now);
   record_consumed_client_input(now);   // before the end record: nothing may follow it
   ended_ = true;

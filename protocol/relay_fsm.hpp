@@ -28,6 +28,13 @@ namespace mailtap::protocol {
 struct relay_timeouts {
   // RFC 5321 4.5.3.2.7: a server waits at least 5 minutes for the next command.
   std::chrono::milliseconds client_idle{300'000};
+  // From the first byte of a command line to its CRLF (Postfix smtpd_timeout with
+  // smtpd_per_request_deadline): a client trickling one byte at a time cannot hold a session.
+  std::chrono::milliseconds client_command{300'000};
+  // Message bytes per second a client must keep up in DATA and BDAT (Postfix
+  // smtpd_min_data_rate, 500): each read adds bytes/rate to the time left, never beyond
+  // client_idle. 0 turns it off (client_idle per read).
+  std::uint64_t min_data_rate = 500;
   // Postfix smtp_helo_timeout 300 s.
   std::chrono::milliseconds upstream_greeting{300'000};
   // RFC 5321 4.5.3.2.2/3: MAIL and RCPT 5 minutes.
@@ -69,10 +76,14 @@ struct relay_stats {
   std::uint64_t refused_commands = 0;    // never forwarded: forbidden, NUL, bare CR/LF, too long
   std::uint64_t ambiguous_end_of_data = 0;
   std::uint64_t normalized_line_endings = 0;
+  std::uint64_t long_data_lines = 0;     // message lines over RFC 5321's 1000 octets, forwarded unchanged
   std::uint64_t transactions = 0;
   std::uint64_t delivered = 0;
   std::uint64_t faults_injected = 0;
   std::uint64_t blackholed = 0;          // messages a blackhole fault answered with 250 (I1)
+  std::uint64_t client_timeouts = 0;     // idle, slow command line, data rate below the minimum
+  std::uint64_t upstream_replied_in_data = 0;   // a reply before the dot ended the message
+  std::uint64_t unacknowledged_end_of_data = 0; // the upstream answered the dot after the client left
 };
 
 class relay_fsm {
@@ -86,13 +97,22 @@ class relay_fsm {
   void on_upstream_unreachable(std::uint64_t now_us, std::string_view reason);
   void on_client_bytes(std::uint64_t now_us, std::string_view bytes);
   void on_upstream_bytes(std::uint64_t now_us, std::string_view bytes);
+  // The client shut down its sending side (FIN): its input has ended, not the session.
+  // Every reply still owed goes out; the session ends after the last one (RFC 5321 3.8 lets
+  // a client close after QUIT; Exim half-closes after pipelining BDAT LAST and QUIT).
   void on_client_eof(std::uint64_t now_us);
+  // The client is gone (reset, or a write failed): nothing more can reach it. A message whose
+  // end already went upstream keeps the upstream leg until its reply (the proof of hand-off).
+  void on_client_gone(std::uint64_t now_us, std::string_view reason);
   void on_upstream_eof(std::uint64_t now_us);
   void on_timeout(std::uint64_t now_us, leg which);
   // Shutdown: idle sessions get 421 now; busy ones after their transaction.
   void on_drain(std::uint64_t now_us);
-  // The relay gives up on the session (drain deadline passed, unexpected error).
+  // The relay gives up on the session (unexpected error).
   void on_abort(std::uint64_t now_us, std::string_view reason);
+  // Shutdown's deadline passed with the session still busy: 421 4.3.2 to the client, the
+  // message in transfer (if any) recorded with the bytes received, end reason `drain`.
+  void on_drain_deadline(std::uint64_t now_us);
   // A handshake asked for with start_tls (or done by the shell at connect: implicit TLS)
   // finished. Implicit TLS is reported before on_start (client) or after on_upstream_connected.
   void on_tls_ready(std::uint64_t now_us, leg which, const tls_summary& tls);
@@ -169,6 +189,13 @@ class relay_fsm {
   void note_auth_username(std::uint64_t now, std::string_view base64_response);
   void end_of_data(std::uint64_t now);
   void forward_end_of_data(std::uint64_t now, std::uint64_t txn);
+  // The last BDAT chunk is in: like the dot, its last byte waits for the capture and the faults.
+  void end_of_bdat_message(std::uint64_t now, transaction* t);
+  void release_withheld_bdat(std::uint64_t now, std::uint64_t txn);
+  // The message's end will not be sent: its BDAT LAST reply is no longer awaited (the
+  // caller queues the relay's own answer in its place).
+  bool withdraw_bdat_last();
+  void upstream_replied_in_data(std::uint64_t now, reply r);
   void announce_command(std::uint64_t now, std::string_view body, const command& cmd);
 
   // Replies.
@@ -240,6 +267,17 @@ class relay_fsm {
   // message already went upstream.
   void abandon_transactions(std::uint64_t now);
 
+  // The client's side.
+  bool in_message() const { return mode_ == client_mode::data || mode_ == client_mode::bdat_payload; }
+  bool partial_line() const;
+  void begin_message_input(std::uint64_t now);
+  void credit_data_rate(std::uint64_t now, std::size_t n);
+  void arm_client_deadline(std::uint64_t now);
+  void client_timed_out(std::uint64_t now);
+  // After the client's FIN (or loss): end the session once nothing more is owed.
+  void end_if_client_done(std::uint64_t now);
+  void record_received_size();
+
   // Leaving.
   void upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail);
   void end_session(std::uint64_t now, std::string_view reason, std::string_view detail);
@@ -273,6 +311,15 @@ class relay_fsm {
   bool auth_username_pending_ = false; // the next client response carries the username
   bool input_held_ = false;
   std::size_t pos_ = 0;                          // parse offset into client_in_
+  std::uint64_t client_consumed_ = 0;            // client bytes erased from client_in_ so far
+  bool client_input_ended_ = false;              // FIN seen (client_closed_: nothing can reach it either)
+  // The command line in progress: where it starts in the client's stream and when its first
+  // byte came (the per-line deadline).
+  std::uint64_t partial_line_at_ = UINT64_MAX;
+  std::uint64_t partial_line_since_us_ = 0;
+  // DATA/BDAT: time left before the client is too slow (min_data_rate), as of the last read.
+  std::uint64_t data_budget_us_ = 0;
+  std::uint64_t data_last_read_us_ = 0;
   std::vector<std::pair<std::size_t, std::size_t>> masks_;  // AUTH ranges in client_in_
 
   // Upstream leg.
@@ -310,6 +357,8 @@ class relay_fsm {
   std::uint64_t connect_delay_us_ = 0;
   std::optional<fault_decision> connect_delay_;
   std::optional<fault_decision> held_dot_;    // delay(when=command) at data_end
+  std::string withheld_bdat_;                // the last BDAT chunk's last byte (or "BDAT 0 LAST" itself)
+  bool bdat_end_withheld_ = false;           // held_dot_ holds a BDAT message, not a dot
   std::uint64_t held_dot_since_us_ = 0;
   std::uint64_t held_dot_txn_ = 0;
   std::uint64_t withheld_dot_txn_ = 0;       // split_dot_withhold: the message whose dot never went
@@ -327,6 +376,7 @@ class relay_fsm {
   // The body cannot be delivered (bad line endings, upstream lost): keep reading it and
   // answer at its end with this reply.
   std::optional<reply> data_failure_;
+  bool data_failure_from_upstream_ = false;   // the upstream's own reply, given before the dot
   // Why the upstream went away, for the on_end that follows once pending replies are flushed.
   std::string upstream_lost_reason_ = "upstream_closed";
   std::string upstream_lost_detail_;

@@ -143,7 +143,8 @@ void relay_fsm::release_held(std::uint64_t now) {
     } else {
       fault_event_for(now, *held_dot_, phase::data_end, "end of data held before forwarding", now - held_dot_since_us_);
       held_dot_.reset();
-      forward_end_of_data(now, held_dot_txn_);
+      if (bdat_end_withheld_) release_withheld_bdat(now, held_dot_txn_);
+      else forward_end_of_data(now, held_dot_txn_);
     }
   }
 }
@@ -480,11 +481,7 @@ bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked
       }
       end_plan_ = std::move(d);
       return false;
-    case verdict::delay:
-      if (chunked) {
-        note(now, "fault " + d.rule + ": a command-stage delay at data_end does not apply to BDAT");
-        return false;
-      }
+    case verdict::delay:   // DATA: the dot waits; BDAT: the last chunk's last byte (end_of_bdat_message)
       end_plan_ = std::move(d);
       return false;
     default: return false;
@@ -539,6 +536,7 @@ bool relay_fsm::message_fault(std::uint64_t now, transaction* t) {
   fault_decision d = ask(q);
   if (d.what != verdict::reply && d.what != verdict::reply_and_close && d.what != verdict::disconnect) return false;
   note(now, "fault " + d.rule + " fails this message after its body: the dot is withheld and the upstream closed");
+  if (withdraw_bdat_last()) withheld_bdat_.clear();   // BDAT: its last byte, not a dot, is withheld
   close(leg::upstream);
   arm(leg::upstream, std::chrono::milliseconds{0});
   if (d.what == verdict::disconnect && !d.with_reply) fault_marker(now, phase::data_end, d, then_do::close);
@@ -588,6 +586,7 @@ void relay_fsm::open_absorbed_message(std::uint64_t now, pending& p) {
     mode_ = client_mode::data;
     framer_.emplace(options_.eol);
     data_started_us_ = now;
+    begin_message_input(now);
     return;
   }
   // Like a server: no DATA without an accepted recipient. The planned fault does not apply.

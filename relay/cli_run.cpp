@@ -174,7 +174,9 @@ void register_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--seed", f->seed, "Master seed for reproducible faults (default: random, logged)");
   cmd->add_option("--max-sessions", f->max_sessions, "Concurrent sessions before new ones get 421 (default 256)");
   cmd->add_option("--threads", f->threads, "I/O threads (default: one per core)");
-  cmd->add_option("--bare-line-endings", f->bare_eol, "Bare CR/LF in DATA: strict (default), normalize or raw");
+  cmd->add_option("--bare-line-endings", f->bare_eol,
+                  "Bare CR/LF in DATA: strict (default; refuse, as Postfix smtpd_forbid_bare_newline "
+                  "and sendmail), normalize (read as CRLF, as older Postfix and Exim) or raw (testing only)");
   cmd->add_option("--log-level", f->log_level, "trace, debug, info (default), warn, error, off");
   cmd->add_option("--listen-tls", f->listen_tls, "Implicit TLS (SMTPS) listen address HOST:PORT");
   cmd->add_option("--upstream-tls", f->upstream_tls, "Upstream TLS: mirror (default), required, opportunistic, never");

@@ -37,6 +37,8 @@ constexpr std::size_t max_echo_path_chars = 4096;   // PATH_MAX on Linux
 // max_sessions (smtp-sink's default is 256): each session holds two sockets and a capture
 // file, so past a few thousand the descriptor limit binds first (accept pauses on EMFILE).
 constexpr std::int64_t max_sessions_limit = 100'000;
+// timeouts.min_data_rate: above 1 GB/s no real sender could keep up; a typo, not a policy.
+constexpr std::int64_t min_data_rate_limit = 1'000'000'000;
 // threads: 0 means one per core; 256 is well past any useful I/O thread count.
 constexpr std::int64_t max_threads_limit = 256;
 // relay_name is sent in replies ("220 NAME ESMTP"); a domain name is at most 255 octets
@@ -380,7 +382,15 @@ class loader {
       const std::string_view k = key.str();
       const std::string full = "timeouts." + std::string(k);
       std::chrono::milliseconds* target = nullptr;
+      if (k == "min_data_rate") {   // bytes per second, not a duration (0 turns it off)
+        if (auto v = integer_value(full, item, 0, min_data_rate_limit,
+                                   "an integer number of bytes per second from 0 to " +
+                                       std::to_string(min_data_rate_limit)))
+          out_.timeouts.min_data_rate = static_cast<std::uint64_t>(*v);
+        continue;
+      }
       if (k == "client_idle") target = &out_.timeouts.client_idle;
+      else if (k == "client_command") target = &out_.timeouts.client_command;
       else if (k == "upstream_connect") target = &out_.upstream_connect_timeout;
       else if (k == "upstream_greeting") target = &out_.timeouts.upstream_greeting;
       else if (k == "upstream_reply") target = &out_.timeouts.upstream_reply;

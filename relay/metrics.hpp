@@ -18,8 +18,12 @@ struct relay_metrics {
   std::atomic<std::uint64_t> refused_commands{0};
   std::atomic<std::uint64_t> ambiguous_end_of_data{0};
   std::atomic<std::uint64_t> normalized_line_endings{0};
+  std::atomic<std::uint64_t> long_data_lines{0};
   std::atomic<std::uint64_t> faults_injected{0};        // per rule and type: policies::engine::counters()
   std::atomic<std::uint64_t> blackholed{0};             // messages a blackhole answered with 250 (I1)
+  std::atomic<std::uint64_t> client_timeouts{0};        // idle, slow command line, data below min_data_rate
+  std::atomic<std::uint64_t> upstream_replied_in_data{0};   // a reply before the dot refused the message
+  std::atomic<std::uint64_t> unacknowledged_end_of_data{0}; // the upstream answered the dot after the client left
 };
 
 }  // namespace mailtap

@@ -117,8 +117,12 @@ session::~session() {
   ctx_.metrics.refused_commands += s.refused_commands;
   ctx_.metrics.ambiguous_end_of_data += s.ambiguous_end_of_data;
   ctx_.metrics.normalized_line_endings += s.normalized_line_endings;
+  ctx_.metrics.long_data_lines += s.long_data_lines;
   ctx_.metrics.faults_injected += s.faults_injected;
   ctx_.metrics.blackholed += s.blackholed;
+  ctx_.metrics.client_timeouts += s.client_timeouts;
+  ctx_.metrics.upstream_replied_in_data += s.upstream_replied_in_data;
+  ctx_.metrics.unacknowledged_end_of_data += s.unacknowledged_end_of_data;
   if (s.blackholed > 0)
     spdlog::warn("session {}: a blackhole fault answered {} message(s) with 250; nothing was delivered", id_, s.blackholed);
   --ctx_.metrics.sessions_active;
@@ -151,12 +155,10 @@ void session::drain() {
 }
 
 void session::abort() {
+  // The machine answers 421 4.3.2 and closes both legs; the writers flush that reply first.
   asio::post(client_.get_executor(), [self = shared_from_this()] {
-    self->fsm_.on_abort(self->now_us(), "drain deadline passed");
+    self->fsm_.on_drain_deadline(self->now_us());
     self->after_fsm();
-    boost::system::error_code ig;
-    self->client_.close(ig);
-    self->upstream_.close(ig);
   });
 }
 
@@ -279,8 +281,12 @@ asio::awaitable<void> session::read_leg(leg l) {
     if (ec) {
       outbox_of(l).eof_seen = true;
       if (!fsm_.finished()) {
-        if (l == leg::client) fsm_.on_client_eof(now_us());
-        else fsm_.on_upstream_eof(now_us());
+        // A FIN (TCP, or TLS without close_notify) ends the client's input, not its ability to
+        // read our replies; anything else means it is gone.
+        const bool fin = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
+        if (l == leg::upstream) fsm_.on_upstream_eof(now_us());
+        else if (fin) fsm_.on_client_eof(now_us());
+        else fsm_.on_client_gone(now_us(), ec.message());
         after_fsm();
       }
       notify();
@@ -320,7 +326,7 @@ asio::awaitable<void> session::write_leg(leg l) {
         box.closed = true;
         box.pending.clear();
         if (!fsm_.finished()) {
-          if (l == leg::client) fsm_.on_client_eof(now_us());
+          if (l == leg::client) fsm_.on_client_gone(now_us(), "write failed: " + ec.message());
           else fsm_.on_upstream_eof(now_us());
           after_fsm();
         }
@@ -488,7 +494,10 @@ asio::awaitable<void> session::watchdog() {
     co_await watchdog_timer_.async_wait(as_tuple(use_awaitable));
     if (fsm_.finished()) co_return;
     auto now = clock::now();
-    if (now >= client_deadline_) {
+    if (now >= client_deadline_ && reading_paused(leg::client)) {
+      // The relay is not reading the client (backpressure): its pace cannot be judged now.
+      client_deadline_ = now + 1s;
+    } else if (now >= client_deadline_) {
       client_deadline_ = clock::time_point::max();
       fsm_.on_timeout(now_us(), leg::client);
       after_fsm();

@@ -638,3 +638,21 @@ TEST(ConfigFaults, AScenarioFileWithoutFaultsIsAnError) {
   EXPECT_FALSE(load_config_file(file, config{}, error));
   EXPECT_NE(error.find("empty.toml: no [[fault]] tables"), std::string::npos) << error;
 }
+
+TEST(ConfigTimeouts, SlowSenderLimits) {
+  std::string error;
+  auto defaults = load_config_text("# nothing\n", "m.toml", config{}, error);
+  ASSERT_TRUE(defaults) << error;
+  EXPECT_EQ(defaults->timeouts.client_command, 300s);
+  EXPECT_EQ(defaults->timeouts.min_data_rate, 500u);
+  auto c = load_config_text("[timeouts]\nclient_command = 2\nmin_data_rate = 0\n", "m.toml", config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->timeouts.client_command, 2s);
+  EXPECT_EQ(c->timeouts.min_data_rate, 0u);
+  EXPECT_EQ(error_of("[timeouts]\nmin_data_rate = -1\n"),
+            "mailtap.toml:2: key 'timeouts.min_data_rate': expected an integer number of bytes per second from 0 to "
+            "1000000000, got -1");
+  EXPECT_EQ(error_of("[timeouts]\nmin_data_rate = 1.5\n"),
+            "mailtap.toml:2: key 'timeouts.min_data_rate': expected an integer number of bytes per second from 0 to "
+            "1000000000, got float");
+}

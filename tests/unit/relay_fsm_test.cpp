@@ -137,8 +137,8 @@ TEST_F(RelayFsmTest, TimersForGreetingCommandsAndEndOfData) {
   EXPECT_THAT(connected(), ElementsAre(timer(leg::upstream, milliseconds(300'000))));
   EXPECT_THAT(upstream(banner), ElementsAre(to_client(banner), timer(leg::upstream, milliseconds(0)),
                                             timer(leg::client, milliseconds(300'000))));
-  EXPECT_THAT(client("EHLO c\r\n"), ElementsAre(timer(leg::client, milliseconds(300'000)), to_upstream("EHLO c\r\n"),
-                                                timer(leg::upstream, milliseconds(300'000))));
+  EXPECT_THAT(client("EHLO c\r\n"), ElementsAre(to_upstream("EHLO c\r\n"), timer(leg::upstream, milliseconds(300'000)),
+                                                timer(leg::client, milliseconds(300'000))));
   EXPECT_THAT(upstream(plain_ehlo_reply), ElementsAre(to_client(plain_ehlo_reply), timer(leg::upstream, milliseconds(0))));
   EXPECT_THAT(client("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
               Contains(timer(leg::upstream, milliseconds(300'000))));
@@ -146,8 +146,8 @@ TEST_F(RelayFsmTest, TimersForGreetingCommandsAndEndOfData) {
   EXPECT_THAT(upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"), Contains(timer(leg::upstream, milliseconds(120'000))));
   EXPECT_THAT(upstream("354 go\r\n"), Contains(timer(leg::upstream, milliseconds(0))));
   // The dot: 10 minutes for the end-of-data reply (shorter causes duplicate deliveries).
-  EXPECT_THAT(client("body\r\n.\r\n"), ElementsAre(timer(leg::client, milliseconds(300'000)), to_upstream("body\r\n.\r\n"),
-                                                   timer(leg::upstream, milliseconds(600'000))));
+  EXPECT_THAT(client("body\r\n.\r\n"), ElementsAre(to_upstream("body\r\n.\r\n"), timer(leg::upstream, milliseconds(600'000)),
+                                                   timer(leg::client, milliseconds(300'000))));
   EXPECT_THAT(upstream("250 2.0.0 Ok: queued as ABC\r\n"),
               ElementsAre(to_client("250 2.0.0 Ok: queued as ABC\r\n"), timer(leg::upstream, milliseconds(0))));
 }
@@ -532,23 +532,24 @@ TEST_F(RelayFsmTest, ClientEofInDataClosesUpstreamWithoutDot) {
   EXPECT_EQ(end_reason(), "client_closed");
 }
 
-TEST_F(RelayFsmTest, ClientEofAfterDotBeforeReplyIsAmbiguous) {
-  // The dot went upstream: the message may be delivered although the client never hears so
-  // (and will likely send it again). Not "aborted", which claims nothing was delivered.
+TEST_F(RelayFsmTest, UpstreamLostAfterDotWhileTheClientIsGoneIsAmbiguous) {
+  // The dot went upstream: the message may be delivered although nobody hears so (and the
+  // client will likely send it again). Not "aborted", which claims nothing was delivered.
   open_data();
   client("Subject: x\r\n\r\nbody\r\n.\r\n");
-  EXPECT_THAT(client_eof(), Contains(closes(leg::upstream)));
+  EXPECT_THAT(client_eof(), IsEmpty()) << "the upstream's reply is still awaited";
+  EXPECT_THAT(upstream_eof(), Contains(closes(leg::client)));
   const auto& t = only_transaction();
   EXPECT_EQ(t.result, outcome::unknown);
-  EXPECT_FALSE(t.final_reply);
   EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 1u);
 }
 
-TEST_F(RelayFsmTest, ClientEofAfterBdatLastBeforeReplyIsAmbiguous) {
+TEST_F(RelayFsmTest, UpstreamLostAfterBdatLastWhileTheClientIsGoneIsAmbiguous) {
   greet_and_ehlo();
   client("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 3 LAST\r\nabc");
   upstream("250 ok\r\n250 ok\r\n");
-  client_eof();
+  fsm_->on_client_gone(tick(), "connection reset by peer");
+  upstream_eof();
   EXPECT_EQ(only_transaction().result, outcome::unknown);
   EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 1u);
 }
@@ -569,15 +570,18 @@ TEST_F(RelayFsmTest, StrictBareLfClosesUpstreamAndAnswers550AtEndOfData) {
   EXPECT_TRUE(t.synthesized);
 }
 
-TEST_F(RelayFsmTest, NormalizeModeTurnsBareLfIntoSpace) {
+TEST_F(RelayFsmTest, NormalizeModeReadsBareLfAsCrlf) {
+  // As Postfix and Exim read it: a bare LF ends the line, and "\n.\n" ends the message.
   relay_options o;
   o.eol = bare_eol_mode::normalize;
   make(o);
   open_data();
-  EXPECT_THAT(client("Subject: x\r\n\r\nbad\nline\r\n.\r\n"), ElementsAre(to_upstream("Subject: x\r\n\r\nbad line\r\n.\r\n")));
+  EXPECT_THAT(client("Subject: x\n\nbad\nline\r\n.\n"),
+              ElementsAre(to_upstream("Subject: x\r\n\r\nbad\r\nline\r\n.\r\n")));
   upstream("250 2.0.0 Ok\r\n");
-  EXPECT_EQ(fsm_->stats().normalized_line_endings, 1u);
+  EXPECT_EQ(fsm_->stats().normalized_line_endings, 4u);   // three line endings and the terminator's
   EXPECT_EQ(only_transaction().result, outcome::delivered);
+  EXPECT_EQ(only_transaction().size, 25u) << "the size of the message the upstream was sent";
 }
 
 TEST_F(RelayFsmTest, CaptureFailureWithholdsDotAndAnswers451) {
@@ -591,13 +595,23 @@ TEST_F(RelayFsmTest, CaptureFailureWithholdsDotAndAnswers451) {
   EXPECT_EQ(only_transaction().result, outcome::tempfailed);
 }
 
-TEST_F(RelayFsmTest, LongBodyLineFailsTransaction) {
+TEST_F(RelayFsmTest, LongBodyLineForwardedUnchangedAndRecorded) {
+  // A 100 KiB line (an HTML part sent by curl): Postfix and Exim accept it, so the relay
+  // streams it through unchanged and records it (a note and a counter).
   open_data();
-  client("Subject: x\r\n\r\n" + std::string(limits::data_line_cap + 10, 'z') + "\r\n");
-  EXPECT_TRUE(closed_[leg::upstream]);
-  auto end = client(".\r\n");
-  ASSERT_FALSE(end.empty());
-  EXPECT_THAT(end[0], client_reply("550 5.6.0 "));
+  const std::string line(100 * 1024, 'z');
+  const std::size_t before = up_.size();
+  for (std::size_t at = 0; at < line.size(); at += 4096) {
+    client(line.substr(at, 4096));
+    ASSERT_EQ(up_.size() - before, std::min(at + 4096, line.size())) << "each piece goes upstream as it arrives";
+  }
+  EXPECT_FALSE(closed_[leg::upstream]);
+  EXPECT_TRUE(up_.substr(before) == line);
+  client("\r\n.\r\n");
+  EXPECT_THAT(upstream("250 2.0.0 Ok\r\n"), ElementsAre(to_client("250 2.0.0 Ok\r\n")));
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+  EXPECT_EQ(fsm_->stats().long_data_lines, 1u);
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("longest 102400")));
 }
 
 // ---------------------------------------------------------------- AUTH
@@ -1126,6 +1140,257 @@ TEST_F(RelayFsmTest, StarttlsRefusedWhenAlreadySecure) {
   take();
   EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(client_reply("503 5.5.1")));
 }
+
+
+// ---------------------------------------------------------------- issue 14: the upstream's reply during DATA
+
+TEST_F(RelayFsmTest, UpstreamReplyDuringDataIsFinalForTheMessage) {
+  open_data();
+  client("Subject: x\r\n\r\nfirst line\r\n");
+  // The upstream gives up on the message before the dot, then would read lines as commands.
+  EXPECT_THAT(upstream("554 5.6.0 Message refused\r\n"), ElementsAre(closes(leg::upstream)));
+  const std::size_t upstream_before = up_.size();
+  EXPECT_THAT(client("MAIL FROM:<evil@x>\r\nRCPT TO:<victim@example.org>\r\n"), IsEmpty());
+  client(".\r\n");
+  EXPECT_THAT(cl_, HasSubstr("354 End data with <CR><LF>.<CR><LF>\r\n554 5.6.0 Message refused\r\n421 4.4.2"));
+  EXPECT_EQ(up_.size(), upstream_before) << "nothing after the upstream's reply may reach it";
+  EXPECT_EQ(up_.find("evil"), std::string::npos);
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::rejected);
+  ASSERT_TRUE(t.final_reply);
+  EXPECT_EQ(t.final_reply->code, 554);
+  EXPECT_FALSE(t.synthesized) << "the upstream gave this reply";
+  EXPECT_EQ(end_reason(), "upstream_protocol_error");
+  EXPECT_EQ(fsm_->stats().upstream_replied_in_data, 1u);
+}
+
+TEST_F(RelayFsmTest, UpstreamTwoHundredDuringDataIsNeverRelayedAsAcceptance) {
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n");
+  upstream("250 2.0.0 Ok\r\n");
+  client(".\r\n");
+  EXPECT_THAT(cl_, HasSubstr("354 End data with <CR><LF>.<CR><LF>\r\n451 4.4.2"));
+  EXPECT_THAT(cl_, Not(HasSubstr("250 2.0.0 Ok")));
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+}
+
+TEST_F(RelayFsmTest, UpstreamReplyDuringDataThenSilenceStillAnswersAtTheDot) {
+  open_data();
+  show_timers_ = true;
+  upstream("451 4.3.0 try later\r\n");
+  // No wait for upstream_data_end: the reply is already known.
+  auto at_dot = client("body\r\n.\r\n");
+  EXPECT_THAT(at_dot, Contains(client_reply("451 4.3.0 try later\r\n")));
+  EXPECT_THAT(at_dot, Not(Contains(timer(leg::upstream, milliseconds(600'000)))));
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+}
+
+// ---------------------------------------------------------------- issue 14: the client's FIN
+
+TEST_F(RelayFsmTest, HalfCloseAfterPipelinedBdatLastAndQuitGetsEveryReply) {
+  greet_and_ehlo();
+  const std::string body = "Subject: hi\r\n\r\nhey!\r\n";   // 21 bytes
+  ASSERT_EQ(body.size(), 21u);
+  client("MAIL FROM:<a@x.test>\r\nRCPT TO:<r1@example.test>\r\nBDAT 21 LAST\r\n" + body + "QUIT\r\n");
+  EXPECT_THAT(client_eof(), IsEmpty()) << "a FIN ends the client's input, not the session";
+  EXPECT_EQ(up_, "EHLO client.example\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<r1@example.test>\r\nBDAT 21 LAST\r\n" + body +
+                     "QUIT\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: queued as ABC\r\n221 2.0.0 Bye\r\n");
+  EXPECT_THAT(cl_, AllOf(HasSubstr("250 2.1.0"), HasSubstr("250 2.1.5"), HasSubstr("250 2.0.0 Ok: queued as ABC"),
+                         HasSubstr("221 2.0.0")));
+  EXPECT_EQ(end_reason(), "client_quit");
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+}
+
+TEST_F(RelayFsmTest, HalfCloseAfterDotAndQuitGetsEveryReply) {
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+  EXPECT_THAT(client_eof(), IsEmpty());
+  EXPECT_EQ(end_reason(), "(no end)");
+  upstream("250 2.0.0 Ok: queued as Q1\r\n221 2.0.0 Bye\r\n");
+  EXPECT_THAT(cl_, AllOf(HasSubstr("250 2.0.0 Ok: queued as Q1"), HasSubstr("221 2.0.0 Bye")));
+  EXPECT_EQ(end_reason(), "client_quit");
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+}
+
+TEST_F(RelayFsmTest, HalfCloseWithNothingOwedEndsTheSession) {
+  greet_and_ehlo();
+  EXPECT_THAT(client_eof(), ElementsAre(closes(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "client_closed");
+}
+
+TEST_F(RelayFsmTest, HalfCloseTakesRefusedLinesBeforeEnding) {
+  greet_and_ehlo();
+  // Two locally refused lines and a relayed one, then FIN: all three are answered.
+  client("XCLIENT ADDR=1.2.3.4\r\nXFORWARD NAME=x\r\nNOOP\r\n");
+  client_eof();
+  EXPECT_EQ(end_reason(), "(no end)");
+  upstream("250 2.0.0 Ok\r\n");
+  EXPECT_EQ(end_reason(), "client_closed");
+  EXPECT_THAT(cl_, HasSubstr("250 2.0.0 Ok\r\n"));
+}
+
+TEST_F(RelayFsmTest, FinInsideTheMessageDeliversNothingAndRecordsTheBytes) {
+  open_data();
+  client("Subject: x\r\n\r\nhalf a mess");
+  client_eof();
+  EXPECT_EQ(end_reason(), "client_closed");
+  EXPECT_EQ(up_.find("\r\n.\r\n"), std::string::npos);
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::aborted);
+  EXPECT_EQ(t.size, std::string("Subject: x\r\n\r\nhalf a mess").size());
+}
+
+TEST_F(RelayFsmTest, ClientGoneAfterTheDotKeepsTheUpstreamForItsReply) {
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n.\r\n");
+  const std::size_t to_client_before = cl_.size();
+  fsm_->on_client_gone(tick(), "connection reset by peer");
+  take();
+  EXPECT_EQ(end_reason(), "(no end)") << "the upstream's reply is the proof of hand-off";
+  upstream("250 2.0.0 Ok: queued as LATE1\r\n");
+  EXPECT_EQ(end_reason(), "client_closed");
+  EXPECT_EQ(cl_.size(), to_client_before) << "nothing is sent to a client that is gone";
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::delivered);
+  ASSERT_TRUE(t.final_reply);
+  EXPECT_THAT(t.final_reply->raw, HasSubstr("LATE1"));
+  EXPECT_EQ(fsm_->stats().unacknowledged_end_of_data, 1u);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+}
+
+TEST_F(RelayFsmTest, ClientGoneWithNothingInFlightEndsAtOnce) {
+  greet_and_ehlo();
+  fsm_->on_client_gone(tick(), "connection reset by peer");
+  take();
+  EXPECT_EQ(end_reason(), "client_closed");
+}
+
+// ---------------------------------------------------------------- issue 14: slow senders
+
+TEST_F(RelayFsmTest, CommandLineDeadlineRunsFromItsFirstByte) {
+  relay_options o;
+  o.timeouts.client_command = milliseconds(2'000);
+  make(o);
+  greet();
+  show_timers_ = true;
+  EXPECT_THAT(client("NO"), ElementsAre(timer(leg::client, milliseconds(2'000))));
+  now_ += 500'000;
+  // More bytes of the same line do not extend its deadline.
+  EXPECT_THAT(client("O"), ElementsAre(timer(leg::client, milliseconds(1'499))));
+  EXPECT_THAT(timeout(leg::client), ElementsAre(client_reply("421 4.4.2"), timer(leg::client, milliseconds(0)),
+                                                timer(leg::upstream, milliseconds(0)), closes(leg::client),
+                                                closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "client_timeout");
+  EXPECT_THAT(obs_->ends.front().detail, HasSubstr("command line"));
+  EXPECT_EQ(up_.find("NOO"), std::string::npos) << "a partial line is never forwarded";
+  EXPECT_EQ(fsm_->stats().client_timeouts, 1u);
+}
+
+TEST_F(RelayFsmTest, ACompletedLineStartsTheNextDeadlineAfresh) {
+  relay_options o;
+  o.timeouts.client_command = milliseconds(2'000);
+  make(o);
+  greet();
+  client("NO");
+  now_ += 1'500'000;
+  show_timers_ = true;
+  // The line completes and a new one begins in the same read: its deadline is its own.
+  EXPECT_THAT(client("OP\r\nNO"), Contains(timer(leg::client, milliseconds(2'000))));
+}
+
+TEST_F(RelayFsmTest, DataSlowerThanTheMinimumRateTimesOut) {
+  relay_options o;
+  o.timeouts.client_idle = milliseconds(10'000);
+  o.timeouts.min_data_rate = 1000;
+  make(o);
+  open_data();
+  show_timers_ = true;
+  now_ += 999'000;   // one second after the 354 (tick adds 1 ms)
+  // 100 bytes earn 100 ms; the second spent is lost: 10 s - 1 s + 0.1 s.
+  EXPECT_THAT(client(std::string(98, 'a') + "\r\n"), Contains(timer(leg::client, milliseconds(9'100))));
+  take();
+  timeout(leg::client);
+  EXPECT_EQ(end_reason(), "client_timeout");
+  EXPECT_THAT(obs_->ends.front().detail, HasSubstr("1000 bytes/s"));
+  EXPECT_THAT(cl_, HasSubstr("421 4.4.2"));
+  EXPECT_EQ(up_.find("\r\n.\r\n"), std::string::npos) << "the message is not completed upstream";
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::aborted);
+  EXPECT_EQ(t.size, 100u);
+}
+
+TEST_F(RelayFsmTest, DataRateCreditNeverExceedsTheIdleTimeout) {
+  relay_options o;
+  o.timeouts.client_idle = milliseconds(10'000);
+  o.timeouts.min_data_rate = 1;
+  make(o);
+  open_data();
+  show_timers_ = true;
+  EXPECT_THAT(client(std::string(1000, 'a')), Contains(timer(leg::client, milliseconds(10'000))));
+}
+
+TEST_F(RelayFsmTest, IdleWhileTheUpstreamIsAnsweringIsNotATimeout) {
+  open_data();
+  client("body\r\n.\r\n");
+  show_timers_ = true;
+  EXPECT_THAT(timeout(leg::client), ElementsAre(timer(leg::client, milliseconds(300'000))));
+  EXPECT_EQ(end_reason(), "(no end)");
+}
+
+// ---------------------------------------------------------------- issue 14: drain deadline
+
+TEST_F(RelayFsmTest, DrainDeadlineInsideTheMessageSays421AndRecordsWhatCame) {
+  open_data();
+  const std::string part = "Subject: x\r\n\r\nstill sending\r\n";
+  client(part);
+  fsm_->on_drain_deadline(tick());
+  auto acts = take();
+  EXPECT_THAT(acts, Contains(client_reply("421 4.3.2")));
+  EXPECT_EQ(end_reason(), "drain");
+  EXPECT_EQ(up_.find("\r\n.\r\n"), std::string::npos);
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::aborted);
+  EXPECT_EQ(t.size, part.size());
+}
+
+// ---------------------------------------------------------------- issue 14: BDAT LAST held like the dot
+
+TEST_F(RelayFsmTest, BdatLastIsWithheldWhenTheCaptureFailed) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  fsm_->on_capture_failed();
+  client("BDAT 5 LAST\r\nhello");
+  EXPECT_THAT(up_, testing::EndsWith("BDAT 5 LAST\r\nhell")) << "the message's last byte is never sent";
+  EXPECT_TRUE(closed_[leg::upstream]);
+  EXPECT_THAT(cl_, HasSubstr("451 4.3.0"));
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::tempfailed);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+}
+
+TEST_F(RelayFsmTest, EmptyBdatLastIsWithheldWhenTheCaptureFailed) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.org>\r\nBDAT 4\r\nabcd");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 chunk\r\n");
+  fsm_->on_capture_failed();
+  client("BDAT 0 LAST\r\n");
+  EXPECT_EQ(up_.find("BDAT 0 LAST"), std::string::npos);
+  EXPECT_THAT(cl_, HasSubstr("451 4.3.0"));
+}
+
+TEST_F(RelayFsmTest, BdatLastChunkArrivingInPiecesIsForwardedWhole) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.org>\r\nBDAT 10 LAST\r\nabc");
+  client("defg");
+  client("hij");
+  EXPECT_THAT(up_, testing::EndsWith("BDAT 10 LAST\r\nabcdefghij"));
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: queued\r\n");
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+}
+
 
 }  // namespace
 }  // namespace mailtap::protocol
