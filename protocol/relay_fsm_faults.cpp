@@ -610,8 +610,7 @@ void relay_fsm::withhold_split_dot(std::uint64_t now) {
   ++stats_.faults_injected;   // when it acts (start_faults does not count it)
   faults_->plan_rule_acted(d.rule);
   note(now, "end of data withheld: the '.' and its CRLF arrived in separate segments (CSCds90792)");
-  stats_.normalized_line_endings += framer_->normalized();
-  if (transaction* t = open_transaction()) {
+  if (transaction* t = open_transaction()) {   // as end_of_data records a message's end
     t->rec.size = framer_->message_bytes();
     t->headers.feed("\r\n");   // the end of the message ends its header section (end_of_data)
     t->rec.message_id = t->headers.message_id();
