@@ -4,6 +4,7 @@
 #include "captures/reader.hpp"
 
 #include "protocol/base64.hpp"
+#include "protocol/limits.hpp"
 
 #include <array>
 #include <boost/json.hpp>
@@ -48,7 +49,54 @@ void upgrade_v1_to_v2(json::object& record) {
   if (type && type->is_string() && type->get_string() == "header") record["version"] = 2;
 }
 
-constexpr std::array<upgrade_step, format_version - 1> upgrade_steps{upgrade_v1_to_v2};
+// Every recipient of a transaction record refused, when the record says so for each one.
+std::optional<protocol::outcome> recipients_refused_outcome(const json::object& record) {
+  const json::value* to = record.if_contains("rcpt_to");
+  const json::value* codes = record.if_contains("rcpt_codes");
+  if (!to || !codes || !to->is_array() || !codes->is_array()) return std::nullopt;
+  const json::array& c = codes->get_array();
+  if (c.size() != to->get_array().size() || c.size() >= protocol::limits::recipients_recorded_cap) return std::nullopt;
+  std::vector<int> list;
+  for (const auto& v : c) {
+    if (v.is_int64() && v.get_int64() >= 0 && v.get_int64() <= 999) list.push_back(static_cast<int>(v.get_int64()));
+    else if (v.is_uint64() && v.get_uint64() <= 999) list.push_back(static_cast<int>(v.get_uint64()));
+    else return std::nullopt;   // the typing step reports it
+  }
+  return protocol::outcome_of_refused_recipients(list);
+}
+
+// Version 3 records what version 2 could not tell apart:
+//   - outcome `blackholed`: a v2 writer recorded a message the relay answered 2xx itself (a
+//     blackhole, nothing delivered) as `delivered` with `synthesized` true, and only such a
+//     message, so that pair becomes `blackholed`;
+//   - a transaction whose every recipient was refused reads as the same codes at MAIL do
+//     (protocol::outcome_of_refused_recipients): v2 said `aborted` when the client then quit
+//     or reset, `rejected` when the upstream then refused DATA with 554. Recomputed from
+//     `rcpt_codes` when every recipient has its code (the list was not cut at its cap);
+//   - `command` records gain `leg` and `dir`, because the relay's own upstream commands are
+//     recorded too (upstream/out); every v2 command was the client's (client/in).
+void upgrade_v2_to_v3(json::object& record) {
+  const json::value* type = record.if_contains("type");
+  if (!type || !type->is_string()) return;
+  const json::string& name = type->get_string();
+  if (name == "header") {
+    record["version"] = 3;
+  } else if (name == "command") {
+    record["leg"] = "client";
+    record["dir"] = "in";
+  } else if (name == "transaction") {
+    const json::value* outcome = record.if_contains("outcome");
+    const json::value* synthesized = record.if_contains("synthesized");
+    if (!outcome || !outcome->is_string()) return;   // the typing step reports it
+    if (outcome->get_string() == "delivered") {
+      if (synthesized && synthesized->is_bool() && synthesized->get_bool()) record["outcome"] = "blackholed";
+      return;
+    }
+    if (auto refused = recipients_refused_outcome(record)) record["outcome"] = protocol::to_string(*refused);
+  }
+}
+
+constexpr std::array<upgrade_step, format_version - 1> upgrade_steps{upgrade_v1_to_v2, upgrade_v2_to_v3};
 
 void upgrade(json::object& record, int from_version) {
   for (int v = from_version; v < format_version; ++v)
@@ -170,9 +218,7 @@ class fields {
 
   protocol::outcome outcome(std::string_view key) {
     std::string s = str(key);
-    for (auto o : {protocol::outcome::delivered, protocol::outcome::rejected, protocol::outcome::tempfailed,
-                   protocol::outcome::aborted, protocol::outcome::unknown})
-      if (protocol::to_string(o) == s) return o;
+    if (auto o = protocol::parse_outcome(s)) return *o;
     if (error_.empty()) fail("unknown outcome " + quote_for_error(s));
     return protocol::outcome::unknown;
   }
@@ -255,6 +301,8 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
   } else if (type == "command") {
     command_event e;
     e.t_us = f.u64("t_us");
+    e.leg = f.leg("leg");
+    e.dir = f.dir("dir");
     e.text = f.str("text");
     c.events.emplace_back(std::move(e));
   } else if (type == "reply") {

@@ -41,8 +41,12 @@ struct bytes_event {
   std::string data;                   // decoded raw bytes (AUTH material masked by the writer)
 };
 
-struct command_event {                // always leg client, dir in
+// The client's command (leg client, dir in), or one the relay itself sent upstream (leg
+// upstream, dir out: securing the upstream leg, an RSET or QUIT of a fault; format version 3).
+struct command_event {
   std::uint64_t t_us = 0;
+  protocol::leg leg = protocol::leg::client;
+  protocol::direction dir = protocol::direction::in;
   std::string text;
 };
 

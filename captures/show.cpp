@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <cstdio>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -19,6 +20,8 @@ namespace json = boost::json;
 
 // Width of the waterfall bar, in columns between the two '|'.
 constexpr std::uint64_t bar_columns = 40;
+// Width of the waterfall's stage column: the longest name is "tls upstream".
+constexpr std::size_t stage_column = 14;
 // Width of the "+   12.345 ms  " column, so continuation rows line up under the text.
 constexpr std::size_t time_column = 15;
 // Bytes of a bytes event shown in the JSON report (the rest is counted in `size`).
@@ -200,7 +203,9 @@ void render_transcript(const capture& c, std::string& out) {
   for (std::size_t i : time_order(c)) {
     const event& e = c.events[i];
     if (const auto* cmd = std::get_if<command_event>(&e)) {
-      out += stamp(cmd->t_us) + "C> " + printable(cmd->text) + "\n";
+      // U>: a command the relay itself sent upstream (its own EHLO and STARTTLS, a fault's RSET).
+      const char* who = cmd->leg == protocol::leg::upstream ? "U> " : "C> ";
+      out += stamp(cmd->t_us) + who + printable(cmd->text) + "\n";
       last_reply_was_354 = false;
     } else if (const auto* n = std::get_if<note_event>(&e)) {
       out += stamp(n->t_us) + "!! " + printable(n->text) + "\n";
@@ -224,29 +229,63 @@ void render_transcript(const capture& c, std::string& out) {
   if (c.events.empty()) out += blank_time + "(no events)\n";
 }
 
+// The leg of a tls stage: the handshake whose tls record ends where the stage ends (the relay
+// writes both from the same handshake). Nullopt for other stages, or when none matches.
+std::optional<protocol::leg> tls_stage_leg(const capture& c, const stage& s) {
+  if (s.ph != protocol::phase::tls) return std::nullopt;
+  for (const auto& e : c.events)
+    if (const auto* t = std::get_if<tls_event>(&e))
+      if (t->t_us == s.start_us + s.duration_us && t->tls.handshake_us == s.duration_us) return t->leg;
+  return std::nullopt;
+}
+
+// "tls client" / "tls upstream" for a handshake, else the phase name.
+std::string stage_label(const capture& c, const stage& s) {
+  std::string name(protocol::to_string(s.ph));
+  if (auto l = tls_stage_leg(c, s)) name += " " + std::string(protocol::to_string(*l));
+  return name;
+}
+
+// The stages by start time (the relay records each when it ends: a handshake after the
+// STARTTLS that asked for it, a message's body after its DATA reply).
+std::vector<const stage*> stages_in_time_order(const capture& c) {
+  std::vector<const stage*> out;
+  for (const auto& s : c.stages) out.push_back(&s);
+  std::stable_sort(out.begin(), out.end(), [](const stage* a, const stage* b) { return a->start_us < b->start_us; });
+  return out;
+}
+
+// One stage's bar: the sender's think time before it as '-', then its duration split into
+// '#' upstream, '.' sender and '=' relay, scaled so that the session spans `bar_columns`.
+std::string stage_bar(const stage& s, std::uint64_t total) {
+  std::string bar(bar_columns, ' ');
+  if (total == 0) return bar;
+  std::uint64_t from = std::min(s.start_us * bar_columns / total, bar_columns - 1);
+  std::uint64_t to = ((s.start_us + s.duration_us) * bar_columns + total - 1) / total;   // round up
+  to = std::clamp(to, from + 1, bar_columns);
+  std::uint64_t len = to - from;
+  auto share = [&](std::uint64_t us) {
+    return s.duration_us == 0 ? 0 : (len * std::min(us, s.duration_us) + s.duration_us / 2) / s.duration_us;
+  };
+  std::uint64_t upstream = share(s.upstream_us);
+  std::uint64_t sender = std::min(len - std::min(upstream, len), share(s.client_us));
+  for (std::uint64_t i = 0; i < len; ++i) bar[from + i] = i < upstream ? '#' : i < upstream + sender ? '.' : '=';
+  std::uint64_t think_from = (s.start_us - std::min(s.think_us, s.start_us)) * bar_columns / total;
+  for (std::uint64_t i = think_from; i < from; ++i) bar[i] = '-';
+  return bar;
+}
+
 void render_waterfall(const capture& c, std::string& out) {
   const std::uint64_t total = session_duration_us(c);
-  out += "\nstages (session " + ms(total) + " ms; bar: # upstream, = relay, . sender, " + std::to_string(bar_columns) +
-         " columns)\n";
-  out += pad_right("stage", 10) + pad_left("start ms", 12) + pad_left("dur ms", 12) + pad_left("upstream ms", 12) +
-         pad_left("relay ms", 12) + pad_left("client ms", 12) + pad_left("think ms", 12) + "\n";
-  for (const stage& s : c.stages) {
-    std::string bar(bar_columns, ' ');
-    if (total > 0) {
-      std::uint64_t from = std::min(s.start_us * bar_columns / total, bar_columns - 1);
-      std::uint64_t to = ((s.start_us + s.duration_us) * bar_columns + total - 1) / total;   // round up
-      to = std::clamp(to, from + 1, bar_columns);
-      std::uint64_t len = to - from;
-      auto share = [&](std::uint64_t us) {
-        return s.duration_us == 0 ? 0 : (len * std::min(us, s.duration_us) + s.duration_us / 2) / s.duration_us;
-      };
-      std::uint64_t upstream = share(s.upstream_us);
-      std::uint64_t sender = std::min(len - std::min(upstream, len), share(s.client_us));
-      for (std::uint64_t i = 0; i < len; ++i) bar[from + i] = i < upstream ? '#' : i < upstream + sender ? '.' : '=';
-    }
-    out += pad_right(std::string(protocol::to_string(s.ph)), 10) + pad_left(ms(s.start_us), 12) +
-           pad_left(ms(s.duration_us), 12) + pad_left(ms(s.upstream_us), 12) + pad_left(ms(s.relay_us), 12) +
-           pad_left(ms(s.client_us), 12) + pad_left(ms(s.think_us), 12) + "  |" + bar + "|\n";
+  out += "\nstages (session " + ms(total) + " ms; bar: - think, # upstream, = relay, . sender, " +
+         std::to_string(bar_columns) + " columns)\n";
+  out += pad_right("stage", stage_column) + pad_left("start ms", 12) + pad_left("dur ms", 12) +
+         pad_left("upstream ms", 12) + pad_left("relay ms", 12) + pad_left("client ms", 12) + pad_left("think ms", 12) +
+         "\n";
+  for (const stage* s : stages_in_time_order(c)) {
+    out += pad_right(stage_label(c, *s), stage_column) + pad_left(ms(s->start_us), 12) +
+           pad_left(ms(s->duration_us), 12) + pad_left(ms(s->upstream_us), 12) + pad_left(ms(s->relay_us), 12) +
+           pad_left(ms(s->client_us), 12) + pad_left(ms(s->think_us), 12) + "  |" + stage_bar(*s, total) + "|\n";
   }
   if (c.stages.empty()) out += "(no stages)\n";
 }
@@ -324,8 +363,8 @@ json::object event_json(const event& e) {
     o["text"] = utf8(protocol::escape_bytes(b->data, json_bytes_shown));
     o["size"] = b->data.size();
   } else if (const auto* cmd = std::get_if<command_event>(&e)) {
-    o["leg"] = "client";
-    o["dir"] = "in";
+    o["leg"] = protocol::to_string(cmd->leg);
+    o["dir"] = protocol::to_string(cmd->dir);
     o["kind"] = "command";
     o["text"] = utf8(cmd->text);
   } else if (const auto* r = std::get_if<reply_event>(&e)) {
@@ -414,14 +453,16 @@ std::string render_json(const capture& c) {
   o["duration_us"] = session_duration_us(c);
 
   json::array stages;
-  for (const stage& s : c.stages) {
-    stages.push_back(json::object{{"name", protocol::to_string(s.ph)},
-                                  {"start_us", s.start_us},
-                                  {"duration_us", s.duration_us},
-                                  {"upstream_us", s.upstream_us},
-                                  {"relay_us", s.relay_us},
-                                  {"think_us", s.think_us},
-                                  {"client_us", s.client_us}});
+  for (const stage* s : stages_in_time_order(c)) {
+    auto leg = tls_stage_leg(c, *s);
+    stages.push_back(json::object{{"name", protocol::to_string(s->ph)},
+                                  {"leg", leg ? json::value(protocol::to_string(*leg)) : json::value(nullptr)},
+                                  {"start_us", s->start_us},
+                                  {"duration_us", s->duration_us},
+                                  {"upstream_us", s->upstream_us},
+                                  {"relay_us", s->relay_us},
+                                  {"think_us", s->think_us},
+                                  {"client_us", s->client_us}});
   }
   o["stages"] = std::move(stages);
 

@@ -47,7 +47,9 @@ boost::json::value reply_json(const protocol::reply& r) {
 
 struct header_rec { session_info info; };
 struct bytes_rec { std::uint64_t t; protocol::leg l; protocol::direction d; std::string bytes; };
-struct text_rec { std::uint64_t t; const char* type; std::string text; };
+// A command or a note. A command is the client's (leg client, dir in) or, since format
+// version 3, the relay's own sent upstream (leg upstream, dir out).
+struct text_rec { std::uint64_t t; const char* type; std::string text; bool relay_command = false; };
 struct reply_rec { std::uint64_t t; protocol::leg l; protocol::direction d; protocol::reply r; };
 struct tls_rec { std::uint64_t t; protocol::leg l; protocol::tls_summary tls; };
 struct end_rec { std::uint64_t t; std::string reason; std::string detail; std::uint64_t dropped; };
@@ -126,6 +128,10 @@ std::string to_line(const queued_record& q) {
     void operator()(const text_rec& t) {
       o["type"] = t.type;
       o["t_us"] = t.t;
+      if (std::string_view(t.type) == "command") {
+        o["leg"] = t.relay_command ? "upstream" : "client";
+        o["dir"] = t.relay_command ? "out" : "in";
+      }
       o["text"] = t.text;
     }
     void operator()(const reply_rec& r) {
@@ -367,6 +373,10 @@ void session_capture::on_bytes(std::uint64_t t, protocol::leg l, protocol::direc
 
 void session_capture::on_command(std::uint64_t t, std::string_view text) {
   push({file_, text_rec{t, "command", std::string(text)}});
+}
+
+void session_capture::on_relay_command(std::uint64_t t, std::string_view text) {
+  push({file_, text_rec{t, "command", std::string(text), true}});
 }
 
 void session_capture::on_reply(std::uint64_t t, protocol::leg l, protocol::direction d, const protocol::reply& r) {

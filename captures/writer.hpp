@@ -86,6 +86,7 @@ class session_capture final : public protocol::session_observer {
 
   void on_bytes(std::uint64_t t_us, protocol::leg l, protocol::direction d, std::string_view bytes) override;
   void on_command(std::uint64_t t_us, std::string_view text) override;
+  void on_relay_command(std::uint64_t t_us, std::string_view text) override;
   void on_reply(std::uint64_t t_us, protocol::leg l, protocol::direction d, const protocol::reply& r) override;
   void on_note(std::uint64_t t_us, std::string_view text) override;
   void on_tls(std::uint64_t t_us, protocol::leg l, const protocol::tls_summary& tls) override;

@@ -38,7 +38,7 @@ protocol::session_plan session_advisor::plan_session() {
       if (!m.active(lr->loaded_us, now, wall) || !m.matches_session(facts_) || !draw(m.probability)) continue;
       if (lr->exhausted()) continue;
       if (!lr->type->plan(lr->r.params, plan)) continue;
-      ++lr->injected;
+      if (!lr->type->counts_when_acting) ++lr->injected;
       plan.rules.emplace_back(lr->r.name, std::string(lr->r.type()));
     }
   } catch (...) {
@@ -46,6 +46,16 @@ protocol::session_plan session_advisor::plan_session() {
     plan = {};
   }
   return plan;
+}
+
+void session_advisor::plan_rule_acted(std::string_view rule) {
+  try {
+    std::lock_guard lock(shared_->mutex);
+    for (const auto& lr : shared_->rules)
+      if (lr->r.name == rule && lr->type->counts_when_acting) ++lr->injected;
+  } catch (...) {
+    shared_->decide_errors.fetch_add(1);
+  }
 }
 
 protocol::fault_decision session_advisor::decide(const protocol::fault_query& q) {

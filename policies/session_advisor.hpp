@@ -19,6 +19,7 @@ class session_advisor final : public protocol::fault_advisor {
 
   protocol::session_plan plan_session() override;
   protocol::fault_decision decide(const protocol::fault_query& q) override;
+  void plan_rule_acted(std::string_view rule) override;
 
  private:
   // The probability draw of a rule whose matchers passed (no draw when it is 0 or 1, so a

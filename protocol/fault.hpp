@@ -119,6 +119,9 @@ class fault_advisor {
   virtual ~fault_advisor() = default;
   virtual session_plan plan_session() = 0;
   virtual fault_decision decide(const fault_query& q) = 0;
+  // A session-wide rule that acts only when its moment comes (split_dot_withhold: a '.' split
+  // from its CRLF) acted now. Such a rule counts as injected here, not when the plan was made.
+  virtual void plan_rule_acted(std::string_view rule) { (void)rule; }
 };
 
 }  // namespace mailtap::protocol

@@ -19,9 +19,21 @@ namespace mailtap::protocol {
 enum class direction : unsigned char { in, out };  // relative to mailtap
 std::string_view to_string(direction d);
 
-enum class outcome { delivered, rejected, tempfailed, aborted, unknown };
+// What became of a transaction (README "Outcomes", captures/FORMAT.md):
+//   delivered   the destination accepted the message (its 2xx to the end of data);
+//   blackholed  the relay answered 2xx itself (a blackhole fault): nothing was delivered;
+//   rejected    refused with 5xx: at MAIL, at DATA, at the end of data, or every recipient;
+//   tempfailed  refused with 4xx, or every recipient refused with at least one 4xx among
+//               them (a retry may succeed);
+//   aborted     ended by the client (RSET, EHLO, QUIT, closing) or the relay before a final reply;
+//   unknown     the message went upstream and no reply came back: it may have been delivered.
+enum class outcome { delivered, blackholed, rejected, tempfailed, aborted, unknown };
 std::string_view to_string(outcome o);
+std::optional<outcome> parse_outcome(std::string_view name);
 outcome outcome_of_code(int code);
+// When every recipient was refused (`codes`: one reply code per RCPT, none 2xx, at least
+// one): tempfailed if any refusal was 4xx, else rejected. Otherwise nullopt.
+std::optional<outcome> outcome_of_refused_recipients(const std::vector<int>& codes);
 
 struct stage_record {
   phase ph = phase::other;
@@ -62,6 +74,10 @@ class session_observer {
   virtual ~session_observer() = default;
   virtual void on_bytes(std::uint64_t t_us, leg l, direction d, std::string_view bytes) = 0;
   virtual void on_command(std::uint64_t t_us, std::string_view text) = 0;
+  // A command the relay itself sent upstream, not the client's: its EHLO and STARTTLS when it
+  // secures the upstream leg first, the RSET of a message a fault answers, the QUIT of a
+  // greeting a fault replaced. Without it the upstream's reply would show with no command.
+  virtual void on_relay_command(std::uint64_t t_us, std::string_view text) = 0;
   // Replies from the upstream (leg upstream, in) and the relay's own (leg client, out).
   virtual void on_reply(std::uint64_t t_us, leg l, direction d, const reply& r) = 0;
   virtual void on_note(std::uint64_t t_us, std::string_view text) = 0;

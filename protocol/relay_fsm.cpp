@@ -32,12 +32,40 @@ std::size_t auth_initial_response_at(std::string_view text) {
   return sp2 == std::string_view::npos ? sp2 : sp2 + 1;
 }
 
+// An AUTH line sent upstream as the recorder sees it, masking the span the client leg masks
+// (record_consumed_client_input): an AUTH command keeps its verb and mechanism and masks its
+// initial response ("AUTH PLAIN ****"); a response of the exchange is masked whole. A
+// response has no space (base64, or "*"), so it never reads as "AUTH MECH". Same length and
+// line ends, as in the raw record of the client leg.
+std::string masked_auth_line(std::string_view bytes) {
+  std::string copy(bytes);
+  std::string_view line = stripped_crlf(bytes);
+  auto sp = line.find(' ');
+  bool auth_command = sp != std::string_view::npos && iequals(line.substr(0, sp), "AUTH");
+  std::size_t from = 0;
+  if (auth_command) from = std::min(auth_initial_response_at(line), line.size());
+  for (std::size_t i = from; i < copy.size(); ++i)
+    if (copy[i] != '\r' && copy[i] != '\n') copy[i] = '*';
+  return copy;
+}
+
 // An AUTH command line as the recorder sees it: mechanism kept, initial response replaced.
 std::string redacted_auth_command(std::string_view body) {
   auto at = auth_initial_response_at(body);
   if (at == std::string_view::npos) return std::string(body);
   return std::string(body.substr(0, at - 1)) + " [initial response redacted, " + std::to_string(body.size() - at) +
          " bytes]";
+}
+// What the record says became of a transaction (README "Outcomes"). A 2xx the relay made
+// itself delivered nothing: blackholed. A transaction whose every recipient was refused
+// failed at RCPT however it then ended (QUIT, RSET, the upstream's 554 to DATA), and reads
+// as the same codes at MAIL do: tempfailed when any refusal was 4xx (a retry may succeed),
+// else rejected. Unrecorded recipients (past the recording cap) may have been accepted, so
+// the rule needs every one recorded, each with its reply.
+outcome recorded_outcome(const transaction_record& rec, outcome o, bool synthesized, bool every_recipient_recorded) {
+  if (o == outcome::delivered) return synthesized ? outcome::blackholed : o;
+  if (!every_recipient_recorded || rec.rcpt_codes.size() != rec.rcpt_to.size()) return o;
+  return outcome_of_refused_recipients(rec.rcpt_codes).value_or(o);
 }
 }  // namespace
 
@@ -566,18 +594,7 @@ void relay_fsm::take_data(std::uint64_t now) {
     close(leg::upstream);   // the only way out of DATA that delivers nothing
   }
   if (framer_->ended()) {
-    if (plan_.withhold_split_dot && dot_was_split()) {
-      // CSCds90792: the firewall never passes a '.' and CRLF that came in separate segments;
-      // the sender hears nothing and times out.
-      fault_decision d;
-      d.what = verdict::stall;
-      for (const auto& [rule, type] : plan_.rules)
-        if (type == "split_dot_withhold") d.rule = rule, d.type = type;
-      note(now, "end of data withheld: the '.' and its CRLF arrived in separate segments (CSCds90792)");
-      mode_ = client_mode::command;
-      framer_.reset();
-      return begin_stall(now, d, phase::data_end);
-    }
+    if (plan_.withhold_split_dot && dot_was_split()) return withhold_split_dot(now);   // relay_fsm_faults.cpp
     end_of_data(now);
   }
 }
@@ -1045,11 +1062,12 @@ void relay_fsm::finish_transaction(std::uint64_t now, std::uint64_t id, outcome 
   auto it = std::find_if(txns_.begin(), txns_.end(), [&](const transaction& t) { return t.id == id; });
   if (it == txns_.end()) return;
   transaction_record& rec = it->rec;
-  rec.result = o;
+  rec.result = recorded_outcome(rec, o, synthesized, !it->recipients_overflowed);
   rec.final_reply = final_reply;
   rec.synthesized = synthesized;
   rec.end_us = now;
-  if (o == outcome::delivered && !synthesized) ++stats_.delivered;   // a blackhole delivered nothing
+  if (rec.result == outcome::delivered) ++stats_.delivered;
+  if (id == withheld_dot_txn_) record_withheld_dot_stage(now);   // relay_fsm_faults.cpp: the stall, as a stage
   if (observer_) observer_->on_transaction(rec);
   txns_.erase(it);
 }
@@ -1162,10 +1180,7 @@ void relay_fsm::send(leg to, std::string_view bytes, std::uint64_t now, bool sen
   if ((to == leg::upstream && upstream_closed_) || (to == leg::client && client_closed_)) return;
   if (observer_) {
     if (sensitive) {
-      std::string copy(bytes);
-      for (char& c : copy)
-        if (c != '\r' && c != '\n') c = '*';
-      observer_->on_bytes(now, to, direction::out, copy);
+      observer_->on_bytes(now, to, direction::out, masked_auth_line(bytes));
     } else {
       observer_->on_bytes(now, to, direction::out, bytes);
     }
@@ -1230,12 +1245,26 @@ std::string_view to_string(direction d) { return d == direction::in ? "in" : "ou
 std::string_view to_string(outcome o) {
   switch (o) {
     case outcome::delivered: return "delivered";
+    case outcome::blackholed: return "blackholed";
     case outcome::rejected: return "rejected";
     case outcome::tempfailed: return "tempfailed";
     case outcome::aborted: return "aborted";
     case outcome::unknown: return "unknown";
   }
   return "unknown";
+}
+
+std::optional<outcome> parse_outcome(std::string_view name) {
+  for (auto o : {outcome::delivered, outcome::blackholed, outcome::rejected, outcome::tempfailed, outcome::aborted,
+                 outcome::unknown})
+    if (to_string(o) == name) return o;
+  return std::nullopt;
+}
+
+std::optional<outcome> outcome_of_refused_recipients(const std::vector<int>& codes) {
+  if (codes.empty() || std::any_of(codes.begin(), codes.end(), [](int c) { return c / 100 == 2; })) return std::nullopt;
+  bool any_temporary = std::any_of(codes.begin(), codes.end(), [](int c) { return c / 100 == 4; });
+  return any_temporary ? outcome::tempfailed : outcome::rejected;
 }
 
 outcome outcome_of_code(int code) {

@@ -62,6 +62,9 @@ struct relay_options {
   bare_eol_mode eol = bare_eol_mode::strict;
   relay_timeouts timeouts;
   std::string name = "mailtap";   // appears in the relay's own replies
+  // The upstream as the relay's own replies name it ("host:port"), so that an injected
+  // refusal reads like a real one.
+  std::string upstream = "upstream";
   relay_tls_options tls;
   // Record the AUTH username (PLAIN, LOGIN) in a note; the secret is never recorded.
   bool record_auth_username = false;
@@ -246,6 +249,8 @@ class relay_fsm {
   void begin_stall(std::uint64_t now, const fault_decision& d, phase ph);
   void answer_refused_session(std::uint64_t now, std::string_view body, const command& cmd);
   bool dot_was_split() const;
+  void withhold_split_dot(std::uint64_t now);
+  void record_withheld_dot_stage(std::uint64_t now);
   void schedule_fault_wake(std::uint64_t now, std::uint64_t at_us);
   bool fault_hold_active(std::uint64_t now) const;
   void rewrite_events(std::uint64_t now, const rewrite_set& rw, phase ph, const std::string& detail);
@@ -356,6 +361,8 @@ class relay_fsm {
   bool bdat_end_withheld_ = false;           // held_dot_ holds a BDAT message, not a dot
   std::uint64_t held_dot_since_us_ = 0;
   std::uint64_t held_dot_txn_ = 0;
+  std::uint64_t withheld_dot_txn_ = 0;       // split_dot_withhold: the message whose dot never went
+  std::uint64_t withheld_dot_since_us_ = 0;
   std::optional<fault_decision> end_plan_;   // decided when DATA/BDAT arrived, for that message
   std::uint64_t end_plan_txn_ = 0;
   bool absorbing_ = false;           // this message is answered by a fault: nothing goes upstream

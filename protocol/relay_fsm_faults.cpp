@@ -24,8 +24,20 @@ std::string describe(const reply_spec& r) {
   return out;
 }
 
+// What a server says for a code without text (policies/ gives every reply a text; this is
+// the fallback). Never a word about faults: the client must see what a real server sends,
+// and only the capture's fault record tells an injected reply from a real one.
+std::string plain_text_for(int code) {
+  switch (code / 100) {
+    case 2: return "Ok";
+    case 3: return "Go ahead";
+    case 4: return "Temporary failure, please try again later";
+    default: return "Rejected";
+  }
+}
+
 reply reply_from(const reply_spec& spec) {
-  return make_reply(spec.code, spec.enhanced, spec.text.empty() ? std::string("fault injected") : spec.text);
+  return make_reply(spec.code, spec.enhanced, spec.text.empty() ? plain_text_for(spec.code) : spec.text);
 }
 
 // PIX fixup: every banner character but '2', '0' and space becomes '*' (line ends kept).
@@ -144,7 +156,8 @@ void relay_fsm::start_faults(std::uint64_t now) {
   if (plan_.to_client.active()) actions_.push_back(shape_leg{leg::client, plan_.to_client});
   if (plan_.to_upstream.active()) actions_.push_back(shape_leg{leg::upstream, plan_.to_upstream});
   for (const auto& [rule, type] : plan_.rules) {
-    ++stats_.faults_injected;
+    // A withheld split dot counts when it withholds one (withhold_split_dot), not per session.
+    if (type != "split_dot_withhold") ++stats_.faults_injected;
     if (observer_) {
       fault_event e{rule, type, "plan", phase::connect, 0, 0, "session-wide " + type};
       observer_->on_fault(now, e);
@@ -166,7 +179,9 @@ void relay_fsm::start_faults(std::uint64_t now) {
         return;
       }
       fault_event_for(now, d, phase::connect, "upstream refused the connection");
-      on_upstream_unreachable(now, "connection refused (fault " + d.rule + ")");
+      // Word for word what the shell reports for a real refusal (relay/session.cpp): the
+      // fault record above is what marks this one as injected.
+      on_upstream_unreachable(now, "connect to " + options_.upstream + ": Connection refused");
       return;
     default: greeting_fault(now, d); return;
   }
@@ -181,6 +196,7 @@ bool relay_fsm::greeting_fault(std::uint64_t now, const fault_decision& d) {
     return false;
   // The upstream is not needed any more: a connected one is told QUIT, an unconnected one never dialled.
   if (greeted_ && !upstream_closed_) {
+    if (observer_) observer_->on_relay_command(now, "QUIT");
     send(leg::upstream, "QUIT\r\n", now);
     close(leg::upstream);
   }
@@ -434,6 +450,7 @@ bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked
       r.t_received = now;
       r.kind = command_kind::internal_rset;
       pending_.push_back(std::move(r));
+      if (observer_) observer_->on_relay_command(now, "RSET");
       send(leg::upstream, "RSET\r\n", now);
       arm_upstream_for_head();
       end_plan_ = std::move(d);
@@ -579,6 +596,39 @@ void relay_fsm::open_absorbed_message(std::uint64_t now, pending& p) {
   mode_ = client_mode::command;
   p.answer = make_reply(554, "5.5.1", "No valid recipients");
   p.bytes = p.answer->raw;
+}
+
+// CSCds90792: the firewall never passes a '.' and CRLF that came in separate segments; the
+// sender hears nothing and times out. The body already went upstream, so it is recorded as it
+// went (size, Message-ID, the body stage), and the stall becomes the message's data_end
+// stage when its transaction ends (record_withheld_dot_stage).
+void relay_fsm::withhold_split_dot(std::uint64_t now) {
+  fault_decision d;
+  d.what = verdict::stall;
+  for (const auto& [rule, type] : plan_.rules)
+    if (type == "split_dot_withhold") d.rule = rule, d.type = type;
+  ++stats_.faults_injected;   // when it acts (start_faults does not count it)
+  faults_->plan_rule_acted(d.rule);
+  note(now, "end of data withheld: the '.' and its CRLF arrived in separate segments (CSCds90792)");
+  if (transaction* t = open_transaction()) {   // as end_of_data records a message's end
+    t->rec.size = framer_->message_bytes();
+    t->headers.feed("\r\n");   // the end of the message ends its header section (end_of_data)
+    t->rec.message_id = t->headers.message_id();
+    t->sealed = true;
+    withheld_dot_txn_ = t->id;
+    withheld_dot_since_us_ = now;
+  }
+  if (observer_) observer_->on_stage({phase::body, data_started_us_, now - data_started_us_, 0, 0, now - data_started_us_});
+  mode_ = client_mode::command;
+  framer_.reset();
+  begin_stall(now, d, phase::data_end);
+}
+
+// The withheld dot's stage runs from the dot to the end of its transaction (the client gave
+// up, the stall's maximum passed, shutdown): all of it the fault's, none the upstream's.
+void relay_fsm::record_withheld_dot_stage(std::uint64_t now) {
+  withheld_dot_txn_ = 0;
+  if (observer_) observer_->on_stage({phase::data_end, withheld_dot_since_us_, now - withheld_dot_since_us_, 0, 0, 0});
 }
 
 bool relay_fsm::dot_was_split() const {

@@ -55,6 +55,7 @@ void relay_fsm::secure_upstream_first(std::uint64_t now) {
   p.t_received = now;
   p.kind = command_kind::internal_ehlo;
   pending_.push_back(std::move(p));
+  if (observer_) observer_->on_relay_command(now, "EHLO " + options_.name);
   send(leg::upstream, "EHLO " + options_.name + "\r\n", now);
   arm_upstream_for_head();
 }
@@ -72,6 +73,7 @@ void relay_fsm::take_internal_ehlo_reply(std::uint64_t now, const reply& r) {
   p.kind = command_kind::internal_starttls;
   pending_.push_back(std::move(p));
   tls_step_ = tls_step::upstream_starttls_sent;
+  if (observer_) observer_->on_relay_command(now, "STARTTLS");
   send(leg::upstream, "STARTTLS\r\n", now);
   arm_upstream_for_head();
 }

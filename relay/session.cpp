@@ -53,6 +53,7 @@ protocol::relay_options relay_options_from(const relay_context& ctx, bool implic
   o.eol = ctx.cfg.bare_eol;
   o.timeouts = ctx.cfg.timeouts;
   o.name = ctx.cfg.relay_name;
+  o.upstream = ctx.upstream.to_string();
   o.record_auth_username = ctx.cfg.record_auth_username;
   o.tls.offer_starttls = ctx.client_tls != nullptr && ctx.cfg.tls.offer_starttls;
   o.tls.implicit_client_tls = implicit_tls;

@@ -18,6 +18,7 @@ bool plan(const type_params&, protocol::session_plan& out) {
 fault_type split_dot_withhold() {
   return {.name = params::type_name,
           .session_wide = true,
+          .counts_when_acting = true,   // most sessions never split a dot: count the ones that do
           .keys = {},
           .make = [] { return type_params{params{}}; },
           .read = [](param_reader&, type_params&) {},

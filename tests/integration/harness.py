@@ -1015,6 +1015,13 @@ def fault_summary(cap, fields=("rule", "fault_type", "decision", "phase")):
     return [tuple(r.get(f) for f in fields) for r in fault_records(cap)]
 
 
+def documented_end_reasons():
+    """The end reasons captures/FORMAT.md lists in its "End reasons" table."""
+    with open(os.path.join(HERE, "..", "..", "captures", "FORMAT.md")) as f:
+        section = f.read().split("## End reasons", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([a-z_]+)` \|", section, re.M))
+
+
 _SWAKS_SERVER_RE = re.compile(r"^<[-~*]{1,2} +(\d{3}[- ]?.*)$")
 _SWAKS_CLIENT_RE = re.compile(r"^ ?[-~*]{1,2}> ?(.*)$")
 

@@ -21,7 +21,7 @@ import re
 import time
 import unittest
 
-from harness import (IntegrationTest, LOOPBACK, SwaksTranscript, dot_unstuff, fault_records,
+from harness import (IntegrationTest, LOOPBACK, SwaksTranscript, documented_end_reasons, dot_unstuff, fault_records,
                      fault_summary, make_message, parse_replies, recv_outcome, show_json,
                      swaks_wire_message, wait_until)
 
@@ -364,6 +364,7 @@ type = "blackhole"
         self.assertEqual(len(txn), 1, txn)
         self.assertTrue(txn[0]["synthesized"])
         self.assertEqual(txn[0]["final_reply"]["code"], 250)
+        self.assertEqual(txn[0]["outcome"], "blackholed")   # issue 14 item 12: not "delivered"
         doc = show_json(cap.path)
         self.assertTrue(doc["transactions"][0]["synthesized"])
 
@@ -592,23 +593,7 @@ max = "1s"
 
     def test_sessions_ended_by_a_fault_have_a_documented_end_reason(self):
         # captures/FORMAT.md lists every `end` reason; a fault that ends the session must use one.
-        fmt = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "captures", "FORMAT.md")).read()
-        end_row = next(line for line in fmt.splitlines() if line.startswith("| `end` |"))
-        # The names at the top level of "`reason` (a, b, c (why), d)": skip nested parentheses.
-        documented, depth, word = set(), 0, ""
-        for ch in end_row.split("`reason` (", 1)[1]:
-            if depth == 0 and (ch.isalnum() or ch == "_"):
-                word += ch
-                continue
-            if depth == 0 and word:
-                documented.add(word)
-            word = ""
-            if ch == "(":
-                depth += 1
-            elif ch == ")":
-                if depth == 0:
-                    break
-                depth -= 1
+        documented = documented_end_reasons()
         self.assertTrue({"client_quit", "fault", "fault_stall"} <= documented, documented)
         m = self.relay('''
 [[fault]]

@@ -92,7 +92,11 @@ class ScenarioFailures(ScenarioTest):
         t = self.send(m.port)
         self.assertReply(t.reply_to("RCPT TO"), 552, "5.2.2")
         self.assertEqual(t.end_of_data_replies(), [])
-        self.assertOnlyFault(self.single_capture(m), "mailbox-full", "reply", "reply", "rcpt")
+        cap = self.single_capture(m)
+        self.assertOnlyFault(cap, "mailbox-full", "reply", "reply", "rcpt")
+        # Issue 14 item 12: every recipient refused with 5xx is rejected, as a 5xx at MAIL is.
+        self.assertEqual([x["outcome"] for x in cap.transactions], ["rejected"])
+        self.assertEqual(show_json(cap.path)["outcome"], "rejected")
 
     def test_sender_blocklisted(self):
         m = self.relay("sender-blocklisted")
@@ -156,6 +160,11 @@ class ScenarioFailures(ScenarioTest):
         self.assertEqual(t.end_of_data_replies(), [])
         self.assertOnlyFault(self.single_capture(m), "destination-unreachable", "upstream_unreachable",
                              "unreachable", "connect")
+        # Issue 14 item 15: what a real refusal says, with no word of a fault.
+        greeting = t.greeting.text
+        self.assertNotIn("fault", greeting.lower())
+        self.assertNotIn("destination-unreachable", greeting)
+        self.assertIn("Connection refused", greeting)
 
     def test_greylisting_451_then_250_after_retry_after(self):
         m = self.relay("greylisting")   # retry_after = "2s"
@@ -168,6 +177,8 @@ class ScenarioFailures(ScenarioTest):
         caps = m.wait_captures(2)
         self.assertEqual([fault_summary(c) for c in caps],
                          [[("greylisting", "greylist", "reply", "rcpt")], []])
+        # Issue 14 item 12: greylisted at every RCPT is tempfailed (was aborted), as a 4xx at MAIL is.
+        self.assertEqual([c.transactions[0]["outcome"] for c in caps], ["tempfailed", "delivered"])
 
     def test_blackhole_250_synthesized(self):
         m = self.relay("blackhole")
@@ -177,7 +188,12 @@ class ScenarioFailures(ScenarioTest):
         cap = self.single_capture(m)
         self.assertOnlyFault(cap, "blackhole", "blackhole", "blackhole", "data_end")
         self.assertTrue(cap.transactions[0]["synthesized"])
-        self.assertTrue(show_json(cap.path)["transactions"][0]["synthesized"])
+        shown = show_json(cap.path)
+        self.assertTrue(shown["transactions"][0]["synthesized"])
+        # Issue 14 item 12: its own outcome, not "delivered".
+        self.assertEqual(cap.transactions[0]["outcome"], "blackholed")
+        self.assertEqual(shown["transactions"][0]["outcome"], "blackholed")
+        self.assertEqual(shown["outcome"], "blackholed")
         self.assertNotIn(b"\r\n.\r\n", cap.bytes_of("upstream", "out"))
 
     def test_content_scan_delay_record(self):
@@ -295,10 +311,25 @@ class ScenarioFailures(ScenarioTest):
         self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
         self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
         self.assertReply(c.command("DATA"), 354)
-        c.send(b"Subject: t\r\n\r\nhi\r\n.")
+        body = b"Subject: t\r\n\r\nhi\r\n"
+        c.send(body + b".")
         time.sleep(0.5)
         c.send(b"\r\n")
         self.assertEqual(recv_outcome(c.sock, 3), ("timeout", b""))
+        c.close()
+        # Issue 14 item 13: the body is recorded as it went upstream, and the stall is a stage.
+        cap = self.single_capture(m)
+        self.assertEqual([x["size"] for x in cap.transactions], [len(body)])
+        self.assertEqual(cap.transactions[0]["outcome"], "aborted")
+        stages = {s["name"]: s for s in cap.of_type("stage")}
+        self.assertIn("body", stages)
+        self.assertGreaterEqual(stages["data_end"]["duration_us"], 3000000, stages)
+        self.assertEqual(stages["data_end"]["upstream_us"], 0)
+        r = run_mailtap(["show", cap.path])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        shown = r.stdout.decode()
+        self.assertIn("[message body: %d bytes]" % len(body), shown)
+        self.assertRegex(shown, r"\ndata_end .*\|[ -]*=+\|\n")
 
     def test_cisco_asa_esmtp_other_verbs_get_500(self):
         m = self.relay("cisco-asa-esmtp")

@@ -489,6 +489,30 @@ client = "10.0.0.0/8"
   EXPECT_EQ(decide(connect_view()).what, verdict::proceed);
 }
 
+// Issue 14 item 14: split_dot_withhold is planned for every session but counts (and uses up
+// max_count) only when the relay says it withheld a dot; other plan rules count at plan time.
+TEST_F(Policies, SplitDotWithholdCountsWhenItActs) {
+  load(R"(
+[[fault]]
+name = "slow-link"
+type = "throttle"
+bytes_per_second = 1200
+[[fault]]
+name = "pix-dot"
+type = "split_dot_withhold"
+)");
+  auto first = engine_->open_session(1, "192.0.2.1:1");
+  auto second = engine_->open_session(2, "192.0.2.1:2");
+  EXPECT_TRUE(first->plan_session().withhold_split_dot);
+  EXPECT_TRUE(second->plan_session().withhold_split_dot);
+  EXPECT_EQ(count_of("slow-link"), 2u);
+  EXPECT_EQ(count_of("pix-dot"), 0u) << "planned twice, withheld nothing yet";
+  second->plan_rule_acted("pix-dot");
+  EXPECT_EQ(count_of("pix-dot"), 1u);
+  second->plan_rule_acted("slow-link");   // not a type that counts when acting: ignored
+  EXPECT_EQ(count_of("slow-link"), 2u);
+}
+
 TEST_F(Policies, CapabilitiesEditTheEhloReply) {
   load(R"(
 [[fault]]

@@ -65,6 +65,7 @@ class scripted_advisor : public fault_advisor {
     ++plans;
     return plan;
   }
+  void plan_rule_acted(std::string_view rule) override { acted.emplace_back(rule); }
   fault_decision decide(const fault_query& q) override {
     seen_query s;
     s.ph = q.ph;
@@ -101,6 +102,7 @@ class scripted_advisor : public fault_advisor {
 
   session_plan plan;
   int plans = 0;
+  std::vector<std::string> acted;   // plan rules the relay said acted (plan_rule_acted)
   std::vector<seen_query> queries;
 
  private:
@@ -385,7 +387,8 @@ TEST_F(FaultFsm, ReplyAndCloseWaitsForEarlierReplies) {
                           closes(leg::upstream)));
   EXPECT_EQ(end_reason(), "fault");
   EXPECT_EQ(obs_->ends.front().detail, "quota");
-  EXPECT_EQ(only_transaction().result, outcome::aborted);
+  // Its only recipient refused with 421: tempfailed, as a 421 at MAIL would be (issue 14 item 12).
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
   auto e = obs_->faults_with("reply_and_close");
   ASSERT_FALSE(e.empty()) << obs_->all_faults();
   EXPECT_EQ(e.front().rule, "quota");
@@ -659,6 +662,33 @@ TEST_F(FaultFsm, ConnectUnreachableRefusedGives421) {
   EXPECT_EQ(e.ph, phase::connect);
 }
 
+// Issue 14 item 15: the client gets word for word what a real refusal gives (relay/session.cpp
+// reports "connect to HOST:PORT: " and the error's text); only the fault record tells.
+TEST_F(FaultFsm, ConnectUnreachableReadsLikeARealRefusal) {
+  relay_options o;
+  o.upstream = "mx.example.net:25";
+  make(o);
+  adv_->on(phase::connect, fault_stage::command, decision(verdict::unreachable, "down", "upstream_unreachable"));
+  start();
+  const std::string injected = cl_;
+  EXPECT_THAT(injected, Not(HasSubstr("fault")));
+  EXPECT_THAT(injected, Not(HasSubstr("down")));
+  EXPECT_EQ(only_fault("unreachable").rule, "down");
+
+  make(o);   // the real one, as the shell reports it
+  start();
+  fsm_->on_upstream_unreachable(tick(), "connect to mx.example.net:25: Connection refused");
+  take();
+  EXPECT_EQ(injected, cl_);
+  EXPECT_THAT(obs_->faults, IsEmpty());
+}
+
+TEST_F(FaultFsm, AReplyWithoutTextGetsAServersWordsNotTheFaults) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::command, answer(verdict::reply, 451, "4.3.0", ""));
+  EXPECT_THAT(client(mail_from), ElementsAre(to_client("451 4.3.0 Temporary failure, please try again later\r\n")));
+}
+
 TEST_F(FaultFsm, ConnectUnreachableNoGreetingWaitsForTheGreetingTimeout) {
   relay_options o;
   o.timeouts.upstream_greeting = milliseconds(45'000);
@@ -912,9 +942,10 @@ TEST_F(FaultFsm, DataEndBlackholeAnswers250AndDeliversNothing) {
   EXPECT_THAT(client("Subject: hi\r\n\r\nbody\r\n.\r\n"), ElementsAre(to_client("250 2.0.0 Ok: queued as BLACKHOLE\r\n")));
   EXPECT_EQ(up_, before + "RSET\r\n");
   const transaction_record& t = only_transaction();
-  EXPECT_EQ(t.result, outcome::delivered);
+  EXPECT_EQ(t.result, outcome::blackholed) << "a 250 the relay made delivered nothing";
   EXPECT_TRUE(t.synthesized);
   EXPECT_EQ(fsm_->stats().blackholed, 1u);
+  EXPECT_EQ(fsm_->stats().delivered, 0u);
   EXPECT_EQ(only_fault("blackhole").ph, phase::data_end);
 }
 
@@ -964,7 +995,7 @@ TEST_F(FaultFsm, DataEndBlackholeAbsorbsABdatMessage) {
   upstream("250 2.0.0 Ok\r\n");
   EXPECT_THAT(cl_, EndsWith("250 2.0.0 Ok: queued\r\n"));
   EXPECT_EQ(fsm_->stats().blackholed, 1u);
-  EXPECT_EQ(only_transaction().result, outcome::delivered);
+  EXPECT_EQ(only_transaction().result, outcome::blackholed);
   EXPECT_TRUE(only_transaction().synthesized);
   EXPECT_THAT(up_, Not(HasSubstr("abc")));
 }
@@ -1122,6 +1153,65 @@ TEST_F(FaultFsm, WithheldSplitDotWhenTheDotAndCrlfComeInSeparateReads) {
   ASSERT_EQ(e.size(), 1u) << obs_->all_faults();
   EXPECT_EQ(e[0].rule, "pix/split-dot");
   EXPECT_EQ(e[0].type, "split_dot_withhold");
+}
+
+// Issue 14 item 13: the body went upstream, so it is recorded as it went, and the stall is the
+// message's data_end stage, from the dot to the end of the session.
+TEST_F(FaultFsm, WithheldSplitDotRecordsTheBodyAndTheStallAsAStage) {
+  adv_->plan.withhold_split_dot = true;
+  adv_->plan.rules = {{"pix/split-dot", "split_dot_withhold"}};
+  open_data();
+  const std::string body = "Subject: x\r\nMessage-ID: <split@example.org>\r\n\r\nbody\r\n";
+  client(body + ".");
+  client("\r\n");
+  const std::uint64_t withheld_at = now_;
+  now_ += 8'000'000;   // the sender waits 8 s for a reply that never comes, then gives up
+  fsm_->on_client_eof(now_);
+  take();
+  const transaction_record& t = only_transaction();
+  EXPECT_EQ(t.size, body.size()) << "the body as it went upstream";
+  EXPECT_EQ(t.message_id, "<split@example.org>");
+  EXPECT_EQ(t.result, outcome::aborted) << "the dot never went: nothing was delivered";
+  auto stage_of = [&](phase ph) -> std::optional<stage_record> {
+    for (const auto& st : obs_->stages)
+      if (st.ph == ph) return st;
+    return std::nullopt;
+  };
+  auto body_stage = stage_of(phase::body);
+  ASSERT_TRUE(body_stage) << "no body stage";
+  EXPECT_GT(body_stage->duration_us, 0u);
+  auto stall = stage_of(phase::data_end);
+  ASSERT_TRUE(stall) << "the stall is not a stage";
+  EXPECT_EQ(stall->start_us, withheld_at);
+  EXPECT_EQ(stall->duration_us, 8'000'000u);
+  EXPECT_EQ(stall->upstream_us, 0u) << "the relay withheld the dot; the upstream waited";
+  EXPECT_EQ(end_reason(), "client_closed");
+}
+
+// Issue 14 item 14: planned for every session, it counts only where it withholds a dot.
+TEST_F(FaultFsm, SplitDotWithholdCountsWhenItActsNotPerSession) {
+  adv_->plan.withhold_split_dot = true;
+  adv_->plan.rules = {{"pix/split-dot", "split_dot_withhold"}};
+  open_data();
+  EXPECT_EQ(fsm_->stats().faults_injected, 0u) << "planned, not yet acted";
+  client("body\r\n.\r\n");   // the dot with its CRLF: passed
+  upstream("250 2.0.0 Ok\r\n");
+  EXPECT_EQ(fsm_->stats().faults_injected, 0u);
+  EXPECT_THAT(adv_->acted, IsEmpty());
+  client(mail_from + rcpt_bob + "DATA\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n");
+  client("body\r\n.");
+  client("\r\n");   // split: withheld
+  EXPECT_EQ(fsm_->stats().faults_injected, 1u);
+  EXPECT_THAT(adv_->acted, ElementsAre("pix/split-dot"));
+}
+
+TEST_F(FaultFsm, OtherPlanRulesStillCountAtConnect) {
+  adv_->plan.split_dot_gap_us = 10'000;
+  adv_->plan.withhold_split_dot = true;
+  adv_->plan.rules = {{"chop", "slice"}, {"pix/split-dot", "split_dot_withhold"}};
+  start();
+  EXPECT_EQ(fsm_->stats().faults_injected, 1u) << "the slice, not the withhold";
 }
 
 TEST_F(FaultFsm, WithheldSplitDotWhenTheDotComesWithTheBodyAndCrlfAlone) {
@@ -1303,6 +1393,100 @@ TEST_F(FaultFsm, MessageStageFaultWithholdsTheDotAndClosesTheUpstream) {
   EXPECT_EQ(asked[0].message_id, "<m1@example.org>");
   EXPECT_TRUE(fsm_->finished());
   EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+}
+
+// ================================================================ 11. outcomes (issue 14 item 12)
+
+// Every recipient refused: the transaction failed at RCPT however it then ended, and reads as
+// the same codes at MAIL do. Any 4xx among the refusals makes it tempfailed (a retry may succeed).
+struct refusal_case {
+  std::string rcpt_replies;   // the upstream's replies to RCPT bob, RCPT carol
+  std::string then;           // what the client does next: "QUIT", "RSET" or "DATA"
+  outcome expected;
+};
+
+class RcptRefusals : public FaultFsm, public testing::WithParamInterface<refusal_case> {};
+
+TEST_P(RcptRefusals, OutcomeFollowsTheRecipientsCodes) {
+  greet_and_ehlo();
+  client(mail_from + rcpt_bob + rcpt_carol);
+  upstream("250 2.1.0 Ok\r\n" + GetParam().rcpt_replies);
+  const std::string& then = GetParam().then;
+  client(then + "\r\n");
+  if (then == "QUIT") upstream("221 2.0.0 Bye\r\n");
+  else if (then == "RSET") upstream("250 2.0.0 Ok\r\n");
+  else upstream("554 5.5.1 Error: no valid recipients\r\n");
+  EXPECT_EQ(only_transaction().result, GetParam().expected) << to_string(only_transaction().result);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Issue14, RcptRefusals,
+    testing::Values(
+        // 451 greylisting at every RCPT, then QUIT: was aborted.
+        refusal_case{"451 4.7.1 Greylisted\r\n451 4.7.1 Greylisted\r\n", "QUIT", outcome::tempfailed},
+        // 552 mailbox full at every RCPT, then RSET: was aborted.
+        refusal_case{"552 5.2.2 Mailbox full\r\n550 5.1.1 No such user\r\n", "RSET", outcome::rejected},
+        // The upstream's 554 to DATA does not hide that the recipients were only deferred.
+        refusal_case{"451 4.7.1 Greylisted\r\n550 5.1.1 No such user\r\n", "DATA", outcome::tempfailed},
+        refusal_case{"550 5.1.1 No such user\r\n550 5.1.1 No such user\r\n", "DATA", outcome::rejected},
+        // One recipient accepted: the client chose not to send; nothing was refused outright.
+        refusal_case{"250 2.1.5 Ok\r\n451 4.7.1 Greylisted\r\n", "QUIT", outcome::aborted}));
+
+TEST_F(FaultFsm, GreylistFaultAtEveryRcptIsTempfailed) {
+  greet_and_ehlo();
+  adv_->always(phase::rcpt, fault_stage::command,
+               answer(verdict::reply, 451, "4.7.1", "Greylisted, try again later", "grey", "greylist"));
+  client(mail_from + rcpt_bob + rcpt_carol);
+  upstream("250 2.1.0 Ok\r\n");
+  client("QUIT\r\n");
+  upstream("221 2.0.0 Bye\r\n");
+  const transaction_record& t = only_transaction();
+  EXPECT_THAT(t.rcpt_codes, ElementsAre(451, 451));
+  EXPECT_EQ(t.result, outcome::tempfailed);
+}
+
+// ================================================================ 12. records on both legs (issue 14 item 16)
+
+// The upstream leg's raw record masks the span the client leg masks: verb and mechanism kept.
+TEST_F(FaultFsm, AuthIsMaskedAlikeOnBothLegs) {
+  greet_and_ehlo();
+  const std::string secret = "AGFsaWNlAHNlY3JldA==";
+  client("AUTH PLAIN " + secret + "\r\n");
+  const std::string masked = "AUTH PLAIN " + std::string(secret.size(), '*') + "\r\n";
+  EXPECT_THAT(obs_->stream(leg::client, direction::in), EndsWith(masked));
+  EXPECT_THAT(obs_->stream(leg::upstream, direction::out), EndsWith(masked));
+  EXPECT_THAT(up_, EndsWith("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n")) << "the upstream still gets the credentials";
+  upstream("535 5.7.8 Authentication failed\r\n");
+  // LOGIN: the command kept whole on both legs, each response masked whole on both.
+  client("AUTH LOGIN\r\n");
+  upstream("334 VXNlcm5hbWU6\r\n");
+  client("YWxpY2U=\r\n");
+  EXPECT_THAT(obs_->stream(leg::client, direction::in), EndsWith("AUTH LOGIN\r\n********\r\n"));
+  EXPECT_THAT(obs_->stream(leg::upstream, direction::out), EndsWith("AUTH LOGIN\r\n********\r\n"));
+  EXPECT_THAT(obs_->everything(), Not(HasSubstr("YWxpY2U")));
+  EXPECT_THAT(obs_->everything(), Not(HasSubstr("AGFsaWNl")));
+}
+
+// The relay's own upstream commands are recorded, so that no upstream reply shows without one.
+TEST_F(FaultFsm, RelaySecuringTheUpstreamRecordsItsOwnCommands) {
+  relay_options o;
+  o.tls.upstream = upstream_tls_mode::required;
+  make(o);
+  start();
+  connected();
+  EXPECT_THAT(upstream(banner), ElementsAre(to_client(banner), to_upstream("EHLO mailtap\r\n")));
+  EXPECT_THAT(obs_->relay_commands, ElementsAre("EHLO mailtap"));
+  upstream("250-mx.example.net\r\n250 STARTTLS\r\n");
+  EXPECT_THAT(obs_->relay_commands, ElementsAre("EHLO mailtap", "STARTTLS"));
+  EXPECT_THAT(obs_->commands, IsEmpty()) << "not the client's";
+}
+
+TEST_F(FaultFsm, TheRsetOfAMessageAFaultAnswersIsRecorded) {
+  envelope();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  client("DATA\r\n");
+  EXPECT_THAT(obs_->relay_commands, ElementsAre("RSET"));
 }
 
 }  // namespace

@@ -34,6 +34,7 @@ class recording_observer : public session_observer {
     last_bytes_call = ++calls;
   }
   void on_command(std::uint64_t, std::string_view text) override { commands.emplace_back(text); }
+  void on_relay_command(std::uint64_t, std::string_view text) override { relay_commands.emplace_back(text); }
   void on_reply(std::uint64_t, leg l, direction d, const reply& r) override { replies.push_back({l, d, r}); }
   void on_note(std::uint64_t, std::string_view text) override { notes.emplace_back(text); }
   void on_tls(std::uint64_t, leg l, const tls_summary& t) override { tls.emplace_back(l, t); }
@@ -72,6 +73,7 @@ class recording_observer : public session_observer {
     std::string out;
     for (const auto& b : bytes) out += b.bytes + "\n";
     for (const auto& c : commands) out += c + "\n";
+    for (const auto& c : relay_commands) out += c + "\n";
     for (const auto& r : replies) {
       out += r.r.raw + "\n";
       for (const auto& l : r.r.lines) out += l + "\n";
@@ -89,6 +91,7 @@ class recording_observer : public session_observer {
 
   std::vector<bytes_record> bytes;
   std::vector<std::string> commands;
+  std::vector<std::string> relay_commands;   // the relay's own, sent upstream
   std::vector<reply_record> replies;
   std::vector<std::string> notes;
   std::vector<std::pair<leg, tls_summary>> tls;

@@ -2,8 +2,10 @@
 // version refusal, file:line errors, the session outcome rule. Files only, no sockets.
 //
 // Golden files: tests/golden/show_basic.{txt,json} are the exact expected output for
-// tests/golden/show_basic.jsonl (a format version 1 capture, kept as it was written), and
-// show_faults.{txt,json} for show_faults.jsonl (version 2, with fault records). After an
+// tests/golden/show_basic.jsonl (a format version 1 capture, kept as it was written),
+// show_faults.{txt,json} for show_faults.jsonl (version 2, with fault records), and
+// show_records.{txt,json} for show_records.jsonl (version 3: an SMTPS client, the relay's own
+// upstream EHLO and STARTTLS, handshakes on both legs, a blackholed message). After an
 // intended change of layout, regenerate them with
 //   MAILTAP_UPDATE_GOLDEN=1 ./build/tests/unit/mailtap_capture_tests
 // and review the diff before committing.
@@ -113,6 +115,16 @@ TEST(CaptureShow, GoldenFaultsText) {
 TEST(CaptureShow, GoldenFaultsJson) {
   capture c = load(golden_dir / "show_faults.jsonl");
   expect_golden(render_json(c) + "\n", "show_faults.json");
+}
+
+TEST(CaptureShow, GoldenRecordsText) {
+  capture c = load(golden_dir / "show_records.jsonl");
+  expect_golden(render_text(c), "show_records.txt");
+}
+
+TEST(CaptureShow, GoldenRecordsJson) {
+  capture c = load(golden_dir / "show_records.jsonl");
+  expect_golden(render_json(c) + "\n", "show_records.json");
 }
 
 TEST(CaptureReader, BasicModel) {
@@ -448,4 +460,156 @@ TEST(CaptureShow, SynthesizedReplyIsLabelled) {
   EXPECT_NE(render_text(c).find("   final reply  250 2.0.0 Ok: queued as 4ABC (synthesized by relay)\n"),
             std::string::npos)
       << render_text(c);
+}
+
+// ---------------------------------------------------------------- issue 14: records that tell the truth
+
+std::size_t find_row(const std::string& text, const std::string& row) {
+  std::size_t at = text.find(row);
+  EXPECT_NE(at, std::string::npos) << "no \"" << row << "\" in\n" << text;
+  return at;
+}
+
+// A v1/v2 writer recorded a message the relay answered 250 itself as delivered+synthesized;
+// the upgrade makes it blackholed, in the model, the report and --json.
+TEST(CaptureReader, OldSynthesizedDeliveryReadsAsBlackholed) {
+  auto lines = golden_lines();
+  for (auto& l : lines) {
+    auto at = l.find("\"synthesized\":false");
+    if (at != std::string::npos) l.replace(at, 19, "\"synthesized\":true");
+  }
+  capture c = load(scratch(join(lines)));
+  ASSERT_EQ(c.transactions.size(), 1u);
+  EXPECT_EQ(c.transactions[0].result, mailtap::protocol::outcome::blackholed);
+  EXPECT_EQ(session_outcome(c), "blackholed");
+  std::string text = render_text(c);
+  find_row(text, "\noutcome   blackholed\n");
+  find_row(text, "\n#1 blackholed\n");
+  auto v = boost::json::parse(render_json(c));
+  EXPECT_EQ(v.at("outcome"), "blackholed");
+  EXPECT_EQ(v.at("transactions").at(0).at("outcome"), "blackholed");
+  // Relayed deliveries stay delivered.
+  EXPECT_EQ(load(golden_dir / "show_basic.jsonl").transactions[0].result, mailtap::protocol::outcome::delivered);
+}
+
+TEST(CaptureReader, BlackholedOutcomeReadsInVersion3) {
+  capture c = load(golden_dir / "show_records.jsonl");
+  EXPECT_EQ(c.header.version, 3);
+  ASSERT_EQ(c.transactions.size(), 1u);
+  EXPECT_EQ(c.transactions[0].result, mailtap::protocol::outcome::blackholed);
+}
+
+// Every recipient refused reads as the same codes at MAIL would: the v2 capture's two 451s
+// (greylisting) then QUIT said aborted; upgraded, it says tempfailed.
+TEST(CaptureReader, OldAllRecipientsRefusedReadsByTheirCodes) {
+  capture c = load(golden_dir / "show_faults.jsonl");
+  ASSERT_EQ(c.transactions.size(), 1u);
+  EXPECT_EQ(c.transactions[0].rcpt_codes, (std::vector<int>{451, 451}));
+  EXPECT_EQ(c.transactions[0].result, mailtap::protocol::outcome::tempfailed);
+
+  auto header = golden_lines()[0];   // version 1: the same upgrade
+  auto refused = [&](const std::string& codes, const std::string& outcome) {
+    return R"({"type":"transaction","mail_from":"a@x","rcpt_to":["b@y","c@y"],"rcpt_codes":[)" + codes +
+           R"(],"message_id":null,"size":0,"final_reply":null,"outcome":")" + outcome +
+           R"(","synthesized":false,"start_us":1,"end_us":2})" + "\n";
+  };
+  capture v = load(scratch(header + refused("552,550", "aborted") + refused("550,451", "rejected") +
+                           refused("250,451", "aborted") + refused("451", "aborted")));
+  ASSERT_EQ(v.transactions.size(), 4u);
+  EXPECT_EQ(v.transactions[0].result, mailtap::protocol::outcome::rejected);
+  EXPECT_EQ(v.transactions[1].result, mailtap::protocol::outcome::tempfailed);
+  EXPECT_EQ(v.transactions[2].result, mailtap::protocol::outcome::aborted) << "one recipient was accepted";
+  EXPECT_EQ(v.transactions[3].result, mailtap::protocol::outcome::aborted) << "a recipient without its code";
+}
+
+// The relay's own upstream commands show as U> lines before the replies they got.
+TEST(CaptureShow, RelayOwnCommandsPrecedeTheirReplies) {
+  capture c = load(golden_dir / "show_records.jsonl");
+  std::string text = render_text(c);
+  std::size_t ehlo = find_row(text, " U> EHLO mailtap\n");
+  std::size_t reply = find_row(text, " S< 250-mx.example.net\n");
+  std::size_t starttls = find_row(text, " U> STARTTLS\n");
+  std::size_t ready = find_row(text, " S< 220 2.0.0 Ready to start TLS\n");
+  EXPECT_LT(ehlo, reply);
+  EXPECT_LT(reply, starttls);
+  EXPECT_LT(starttls, ready);
+  find_row(text, " U> RSET\n");
+  bool saw = false;
+  const boost::json::value shown = boost::json::parse(render_json(c));
+  for (const auto& ev : shown.at("events").as_array()) {
+    if (ev.at("kind") == "command" && ev.at("text") == "STARTTLS") {
+      EXPECT_EQ(ev.at("leg"), "upstream");
+      EXPECT_EQ(ev.at("dir"), "out");
+      saw = true;
+    }
+    if (ev.at("kind") == "command" && ev.at("text") == "QUIT") {
+      EXPECT_EQ(ev.at("leg"), "client");
+    }
+  }
+  EXPECT_TRUE(saw);
+}
+
+TEST(CaptureReader, OldCommandsAreTheClients) {
+  capture c = load(golden_dir / "show_faults.jsonl");
+  std::size_t commands = 0;
+  for (const auto& e : c.events)
+    if (const auto* cmd = std::get_if<command_event>(&e)) {
+      ++commands;
+      EXPECT_EQ(cmd->leg, mailtap::protocol::leg::client);
+      EXPECT_EQ(cmd->dir, mailtap::protocol::direction::in);
+    }
+  EXPECT_GT(commands, 0u);
+}
+
+// The waterfall: tls rows named by leg, rows by start time, and the think time drawn.
+TEST(CaptureShow, WaterfallLabelsTlsByLegInTimeOrderWithThinkTime) {
+  capture c = load(golden_dir / "show_records.jsonl");
+  std::string text = render_text(c);
+  std::size_t connect = find_row(text, "\nconnect ");
+  std::size_t client_tls = find_row(text, "\ntls client ");
+  std::size_t banner = find_row(text, "\nbanner ");
+  std::size_t upstream_tls = find_row(text, "\ntls upstream ");
+  std::size_t ehlo = find_row(text, "\nehlo ");
+  EXPECT_LT(connect, client_tls) << "the file has the client's handshake first; it started later";
+  EXPECT_LT(client_tls, banner);
+  EXPECT_LT(banner, upstream_tls);
+  EXPECT_LT(upstream_tls, ehlo);
+  EXPECT_EQ(text.find("\ntls  "), std::string::npos) << "a tls row without its leg";
+  find_row(text, "bar: - think, # upstream, = relay, . sender");
+  // EHLO came 4 ms after the banner went out (session 13.4 ms over 40 columns): about 12
+  // columns of think time end where its bar begins.
+  std::size_t row_end = text.find('\n', ehlo + 1);
+  std::string row = text.substr(ehlo + 1, row_end - ehlo - 1);
+  std::string bar = row.substr(row.find('|') + 1);
+  EXPECT_NE(bar.find("-----------#"), std::string::npos) << row;
+  auto v = boost::json::parse(render_json(c));
+  const auto& stages = v.at("stages").as_array();
+  EXPECT_EQ(stages.at(1).at("name"), "tls");
+  EXPECT_EQ(stages.at(1).at("leg"), "client");
+  EXPECT_EQ(stages.at(3).at("leg"), "upstream");
+  EXPECT_TRUE(stages.at(0).at("leg").is_null());
+  for (std::size_t i = 1; i < stages.size(); ++i)
+    EXPECT_LE(stages.at(i - 1).at("start_us").to_number<std::uint64_t>(),
+              stages.at(i).at("start_us").to_number<std::uint64_t>());
+}
+
+// Issue 14 item 13: a split-dot session's body is the transaction's size, not 0.
+TEST(CaptureShow, WithheldDotMessageShowsItsBody) {
+  auto header = golden_lines()[0];
+  std::string body = R"({"type":"reply","t_us":10,"leg":"upstream","dir":"in","code":354,"enhanced":"","lines":["go"]})"
+                     "\n"
+                     R"({"type":"bytes","t_us":20,"leg":"client","dir":"in","b64":"Ym9keQ0KLg=="})"
+                     "\n"
+                     R"({"type":"bytes","t_us":30,"leg":"client","dir":"in","b64":"DQo="})"
+                     "\n"
+                     R"({"type":"stage","name":"body","start_us":10,"duration_us":20,"upstream_us":0,"relay_us":0,"client_us":20,"think_us":0})"
+                     "\n"
+                     R"({"type":"stage","name":"data_end","start_us":30,"duration_us":8000000,"upstream_us":0,"relay_us":8000000,"client_us":0,"think_us":0})"
+                     "\n"
+                     R"({"type":"transaction","mail_from":"a@x","rcpt_to":["b@y"],"rcpt_codes":[250],"message_id":null,"size":6,"final_reply":null,"outcome":"aborted","synthesized":false,"start_us":5,"end_us":8000030})"
+                     "\n";
+  capture c = load(scratch(header + body));
+  std::string text = render_text(c);
+  find_row(text, "[message body: 6 bytes]");
+  find_row(text, "\ndata_end ");
 }
