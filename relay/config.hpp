@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "policies/rule.hpp"
@@ -67,6 +68,11 @@ struct config {
   tls_config tls;
   sink_config sink;
 };
+
+// The log levels the config file and --log-level accept (spdlog's names): one list for both.
+inline constexpr std::string_view log_levels[] = {"trace", "debug", "info", "warn", "error", "off"};
+inline constexpr std::string_view log_levels_expected = "one of trace|debug|info|warn|error|off";
+bool is_log_level(std::string_view text);
 
 // Where mailtap keeps state (the generated certificate): $XDG_STATE_HOME/mailtap, else
 // ~/.local/state/mailtap, else ./mailtap-state.
