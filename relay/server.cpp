@@ -106,7 +106,7 @@ bool server::start(std::string& error) {
     sink_opts.offer_starttls = true;
     sink_opts.auth_user = cfg_.sink.auth_user;
     sink_opts.auth_password = cfg_.sink.auth_password;
-    sink_ = std::make_unique<sink_server>(*contexts_.front(), sink_opts, &client_tls_->ctx);
+    sink_ = std::make_unique<sink_server>(*contexts_.front(), sink_opts, &client_tls_->ctx, &metrics_);
     auto bound = sink_->start(error);
     if (!bound) return false;
     ctx_->upstream = *bound;

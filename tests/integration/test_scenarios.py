@@ -382,7 +382,7 @@ class RealRepliesReproduced(ScenarioTest):
         self.assertDelivered(t)
         cap = self.single_capture(m)
         self.assertOnlyFault(cap, "second", "reply", "reply", "rcpt")
-        self.assertEqual(cap.transactions()[0]["rcpt_codes"], [250, 452, 250])
+        self.assertEqual(cap.transactions[0]["rcpt_codes"], [250, 452, 250])
 
 
 class ScenarioErrors(ScenarioTest):
