@@ -1,4 +1,4 @@
-"""Command line contract (issue item 9; BRIEF "Command-line contract", captures/FORMAT.md).
+"""Command line contract (README.md "Command line", captures/FORMAT.md; issue 14 item 18).
 
 Exit codes: 0 success, 2 usage or input error with a one-line message naming the bad input.
 """
