@@ -6,7 +6,9 @@
 #include <charconv>
 #include <cstdio>
 #include <optional>
+#include <limits>
 #include <system_error>
+#include <type_traits>
 
 #include "captures/writer.hpp"
 #include "policies/scenario_loader.hpp"
@@ -23,10 +25,9 @@ namespace {
 struct run_flags {
   std::string config_file, listen, upstream, captures, admin, bare_eol, log_level;
   std::string listen_tls, upstream_tls, tls_cert, tls_key, upstream_ca;
-  std::string seed;   // text: CLI11 would turn "-1" into 2^64-1
+  std::string seed, max_sessions, threads;   // counts as text: see parse_count
   std::vector<std::string> scenarios;
   bool upstream_insecure = false, upstream_implicit_tls = false;
-  std::optional<std::size_t> max_sessions, threads;
 };
 
 // The shutdown summary's error line: everything that went wrong on the relay's or the
@@ -59,13 +60,27 @@ struct error_summary {
   }
 };
 
-// Decimal digits only, no sign, no more than fits in 64 bits.
-std::optional<std::uint64_t> parse_seed(const std::string& text) {
+// Decimal digits only, no sign, from lo to hi. Numeric flags are taken as text because
+// CLI11 turns "-1" into 2^64-1 for an unsigned option.
+std::optional<std::uint64_t> parse_count(const std::string& text, std::uint64_t lo, std::uint64_t hi) {
   std::uint64_t value = 0;
   if (text.empty() || text.front() < '0' || text.front() > '9') return std::nullopt;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  if (ec != std::errc() || end != text.data() + text.size() || value < lo || value > hi) return std::nullopt;
   return value;
+}
+
+// One count flag over its config value; a one-line error naming the flag otherwise.
+bool take_count(const std::string& text, const char* flag, std::uint64_t lo, std::uint64_t hi,
+                const std::string& expected, auto& out, std::string& error) {
+  if (text.empty()) return true;
+  auto v = parse_count(text, lo, hi);
+  if (!v) {
+    error = std::string(flag) + " '" + text + "': expected " + expected;
+    return false;
+  }
+  out = static_cast<std::remove_reference_t<decltype(out)>>(*v);
+  return true;
 }
 
 // Applies command-line flags over `cfg`. One-line error naming the flag on failure.
@@ -144,17 +159,13 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     error = *duplicate;
     return false;
   }
-  if (!f.seed.empty()) {
-    auto seed = parse_seed(f.seed);
-    if (!seed) {
-      error = "--seed '" + f.seed + "': expected an integer from 0 (random) to 18446744073709551615";
-      return false;
-    }
-    cfg.seed = *seed;
-  }
-  if (f.max_sessions) cfg.max_sessions = *f.max_sessions;
-  if (f.threads) cfg.threads = *f.threads;
-  return true;
+  constexpr auto any = std::numeric_limits<std::uint64_t>::max();
+  return take_count(f.seed, "--seed", 0, any, "an integer from 0 (random) to " + std::to_string(any), cfg.seed,
+                    error) &&
+         take_count(f.max_sessions, "--max-sessions", 1, max_sessions_limit,
+                    "an integer from 1 to " + std::to_string(max_sessions_limit), cfg.max_sessions, error) &&
+         take_count(f.threads, "--threads", 0, max_threads_limit,
+                    "an integer from 0 (one per core) to " + std::to_string(max_threads_limit), cfg.threads, error);
 }
 
 int run(const run_flags& f) {

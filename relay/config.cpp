@@ -36,11 +36,6 @@ constexpr std::size_t max_config_file_bytes = 1 << 20;
 // Echoed values and keys are cut to this many characters so the error stays a short line.
 constexpr std::size_t max_echo_chars = 200;
 constexpr std::size_t max_echo_path_chars = 4096;   // PATH_MAX on Linux
-// max_sessions (smtp-sink's default is 256): each session holds two sockets and a capture
-// file, so past a few thousand the descriptor limit binds first (accept pauses on EMFILE).
-constexpr std::int64_t max_sessions_limit = 100'000;
-// threads: 0 means one per core; 256 is well past any useful I/O thread count.
-constexpr std::int64_t max_threads_limit = 256;
 // relay_name is sent in replies ("220 NAME ESMTP"); a domain name is at most 255 octets
 // (RFC 1035 2.3.4), and the reply line must fit 512 octets (RFC 5321 4.5.3.1.5).
 constexpr std::size_t max_relay_name_chars = 255;

@@ -139,6 +139,13 @@ class RunUsage(IntegrationTest):
                 line = self.run_fails("--listen", "127.0.0.1:0", "--seed", seed)
                 self.assertIn("--seed", line)
 
+    def test_negative_counts_are_refused(self):
+        for flag, value in (("--max-sessions", "-1"), ("--max-sessions", "0"), ("--threads", "-1"),
+                            ("--threads", "257")):
+            with self.subTest(flag=flag, value=value):
+                line = self.run_fails("--listen", "127.0.0.1:0", flag, value)
+                self.assertIn("%s '%s'" % (flag, value), line)
+
     def test_largest_seed_is_taken(self):
         m = Mailtap(self.workdir, minimal=True, args=["--seed", "18446744073709551615"])
         self.addCleanup(m.stop)
