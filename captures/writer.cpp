@@ -115,7 +115,7 @@ std::string to_line(const queued_record& q) {
       o["upstream"] = h.info.upstream;
       o["started_at"] = rfc3339(h.info.started_at);
       o["started_mono_us"] = h.info.started_mono_us;
-      o["relay"] = "mailtap 0.1.0";
+      o["relay"] = "mailtap " MAILTAP_VERSION;
       o["bare_eol"] = h.info.bare_eol;
     }
     void operator()(const bytes_rec& b) {
@@ -272,7 +272,10 @@ void store::enqueue(queued_record&& r) {
 void store::run() {
   std::deque<queued_record> batch;
   std::vector<capture_file*> touched;
-  auto write_out = [this](capture_file& f) {
+  auto report_failure = [this](const capture_file& f, const std::string& reason) {
+    if (failure_listener_) failure_listener_(f.path.stem().string(), reason);
+  };
+  auto write_out = [this, &report_failure](capture_file& f) {
     if (f.pending.empty()) return;
     if (f.fd < 0 || f.failed->load()) {
       f.pending.clear();
@@ -285,6 +288,7 @@ void store::run() {
       if (n <= 0) {
         f.failed->store(true);
         ++counters_.write_failures;
+        report_failure(f, n < 0 ? std::strerror(errno) : "nothing written");
         break;
       }
       rest.remove_prefix(static_cast<std::size_t>(n));
@@ -308,6 +312,7 @@ void store::run() {
         if (f.fd < 0) {
           f.failed->store(true);
           ++counters_.write_failures;
+          report_failure(f, std::string("cannot create ") + f.path.filename().string() + ": " + std::strerror(errno));
         }
       }
       if (auto* b = std::get_if<barrier_rec>(&q.body)) {

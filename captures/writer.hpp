@@ -61,6 +61,10 @@ class store {
   // Queued record bytes at which sessions pause reading.
   static constexpr std::size_t backlog_pause_at = 8 * 1024 * 1024;
   const store_counters& counters() const { return counters_; }
+  // Told (on the writer thread) of each capture whose file cannot be created or written:
+  // its session id and the reason. Set it before the first begin(); the relay logs it.
+  using failure_listener = std::function<void(const std::string& session_id, const std::string& reason)>;
+  void on_write_failure(failure_listener listener) { failure_listener_ = std::move(listener); }
   const std::filesystem::path& dir() const { return dir_; }
 
  private:
@@ -77,6 +81,7 @@ class store {
   std::atomic<std::size_t> queued_bytes_{0};   // every queued record's weight
   bool stopping_ = false;
   bool wake_requested_ = false;   // a barrier, a close or a large backlog is queued
+  failure_listener failure_listener_;
   std::thread thread_;
 };
 

@@ -9,7 +9,7 @@
 namespace mailtap::policies {
 namespace {
 
-// ASA inspect esmtp default map limits (SMTP_NOTES).
+// ASA inspect esmtp default map limits (policies/README.md, "Firewall profiles").
 constexpr std::uint64_t asa_command_line_bytes = 512;
 constexpr std::uint64_t asa_max_recipients = 100;
 constexpr std::uint64_t asa_sender_address_bytes = 320;

@@ -1,5 +1,6 @@
-// Firewall profiles (SMTP_NOTES "Cisco SMTP fixup"): a `firewall` rule expands at load time
-// into primitive rules named "<name>/<part>", so the engine never sees a firewall type.
+// Firewall profiles (policies/README.md, "Firewall profiles"): a `firewall` rule expands at
+// load time into primitive rules named "<name>/<part>", so the engine never sees a
+// firewall type.
 // Owns nothing. Pure functions, thread-safe.
 #pragma once
 #include <optional>

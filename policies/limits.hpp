@@ -1,6 +1,6 @@
-// Named bounds for everything policies/ accepts from a scenario file or keeps in memory
-// (HOUSE_STYLE 7), each with the reason for its value. Shared by the loader, the types and
-// the engine. Pure constants; thread-safe.
+// Named bounds for everything policies/ accepts from a scenario file or keeps in memory,
+// each with the reason for its value. Shared by the loader, the types and the engine.
+// Pure constants; thread-safe.
 #pragma once
 #include <cstddef>
 #include <cstdint>

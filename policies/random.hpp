@@ -1,4 +1,4 @@
-// Deterministic randomness for fault decisions (HOUSE_STYLE 9): the session seed derived
+// Deterministic randomness for fault decisions: the session seed derived
 // from the master seed and the session number (written into every capture, so the relay
 // calls session_seed too), and a xoshiro256** generator with hand-written uniform and
 // normal draws, so results never depend on the standard library's distributions.

@@ -45,32 +45,49 @@ bool valid_rule_name(std::string_view name) {
 
 std::optional<std::string> check_reply_code(const rule& r);
 
-std::optional<std::string> check_rule(rule& r) {
+std::optional<rule_problem> check_rule_at_key(rule& r) {
+  auto at = [](std::string key, std::string text) { return rule_problem{std::move(key), std::move(text)}; };
   if (!valid_rule_name(r.name))
-    return "rule name must be 1 to " + std::to_string(limits::rule_name_chars) +
-           " printable characters without spaces or quotes";
+    return at("name", "rule name must be 1 to " + std::to_string(limits::rule_name_chars) +
+                          " printable characters without spaces or quotes");
   const fault_type* t = find_type(r.type());
-  if (!t) return "unknown fault type '" + std::string(r.type()) + "'";
-  if (!(r.match.probability >= 0.0 && r.match.probability <= 1.0)) return "probability must be from 0.0 to 1.0";
+  if (!t) return at("type", "unknown fault type '" + std::string(r.type()) + "'");
+  if (!(r.match.probability >= 0.0 && r.match.probability <= 1.0))
+    return at("probability", "probability must be from 0.0 to 1.0");
   if (t->session_wide) {
-    if (!r.phases.empty()) return "type '" + std::string(t->name) + "' is session-wide and takes no phase";
+    if (!r.phases.empty()) return at("phase", "type '" + std::string(t->name) + "' is session-wide and takes no phase");
     if (!r.match.session_level_only())
-      return "type '" + std::string(t->name) + "' is session-wide: it can match only client, tls, nth_session, after, "
-             "for, until, probability and max_count";
+      return at("type", "type '" + std::string(t->name) +
+                            "' is session-wide: it can match only client, tls, nth_session, after, "
+                            "for, until, probability and max_count");
     return std::nullopt;
   }
   if (r.phases.empty()) {
-    if (t->default_phases.empty()) return "type '" + std::string(t->name) + "' needs a phase";
+    if (t->default_phases.empty()) return at("phase", "type '" + std::string(t->name) + "' needs a phase");
     r.phases = t->default_phases;
   }
   for (auto p : r.phases)
     if (std::find(t->phases.begin(), t->phases.end(), p) == t->phases.end())
-      return "phase '" + std::string(protocol::to_string(p)) + "' is not allowed for type '" + std::string(t->name) + "'";
+      return at("phase", "phase '" + std::string(protocol::to_string(p)) + "' is not allowed for type '" +
+                             std::string(t->name) + "'");
   if (const auto* f = std::get_if<fail_then_pass_params>(&r.params);
       f && f->key == fail_then_pass_params::key_kind::message_id &&
       (r.phases.size() != 1 || r.phases.front() != protocol::phase::data_end))
-    return "key 'message_id' needs phase 'data_end' (the Message-ID is known once the message is in)";
-  return check_reply_code(r);
+    return at("phase", "key 'message_id' needs phase 'data_end' (the Message-ID is known once the message is in)");
+  // The Nth RCPT of a transaction exists only at `rcpt`; elsewhere the matcher would never pass.
+  if (r.match.nth_recipient && (r.phases.size() != 1 || r.phases.front() != protocol::phase::rcpt))
+    return at("nth_recipient", "nth_recipient matches only at phase 'rcpt' (set phase = \"rcpt\")");
+  if (auto problem = check_reply_code(r)) {
+    const bool about_phase = problem->starts_with("phase 'bdat'");
+    return at(about_phase ? "phase" : "code", *problem);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> check_rule(rule& r) {
+  auto problem = check_rule_at_key(r);
+  if (!problem) return std::nullopt;
+  return std::move(problem->text);
 }
 
 // The relay answers in a fault's place, so the code must leave it in a state it can carry on

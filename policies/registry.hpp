@@ -23,6 +23,14 @@ std::string type_names();
 // only session-level matchers on those. Returns the problem, or nullopt.
 std::optional<std::string> check_rule(rule& r);
 
+// The same check, with the key the problem is about ("code", "phase", ...; "type" for the
+// rule as a whole), so a loader can report it at that key's line.
+struct rule_problem {
+  std::string key;
+  std::string text;
+};
+std::optional<rule_problem> check_rule_at_key(rule& r);
+
 // Printable ASCII without spaces or quotes, 1..limits::rule_name_chars.
 bool valid_rule_name(std::string_view name);
 

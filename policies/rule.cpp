@@ -29,8 +29,9 @@ bool any_recipient(const protocol::fault_query& q, Test test) {
   return std::any_of(q.recipients->begin(), q.recipients->end(), [&](const std::string& r) { return test(r); });
 }
 
-// The transaction's recipients; at `rcpt` this command's recipient is included (the relay
-// lists only the recipients accepted before it).
+// The transaction's recipients; at `rcpt` this command's recipient is included. The relay
+// records every RCPT it is given (protocol/relay_fsm.cpp record_recipient), so at `rcpt` this
+// is also the position of this RCPT in the transaction: 2 for the second, whatever the first got.
 std::uint64_t recipient_count(const protocol::fault_query& q) {
   std::uint64_t n = q.recipients ? q.recipients->size() : 0;
   if (q.ph == phase::rcpt) ++n;
@@ -47,7 +48,7 @@ bool client_matches(const std::vector<cidr>& blocks, const session_facts& s) {
 
 bool matcher::session_level_only() const {
   return !verb && !argument && !sender && !sender_domain && !recipient && !recipient_domain && !ehlo &&
-         !nth_transaction && !line_longer_than && !address_longer_than && !recipients_more_than;
+         !nth_transaction && !nth_recipient && !line_longer_than && !address_longer_than && !recipients_more_than;
 }
 
 bool matcher::matches_session(const session_facts& s) const {
@@ -74,6 +75,7 @@ bool matcher::matches(const protocol::fault_query& q, const session_facts& s) co
   if (line_longer_than && !(q.line_length > *line_longer_than)) return false;
   if (address_longer_than && !(q.address.size() > *address_longer_than)) return false;
   if (recipients_more_than && !(recipient_count(q) > *recipients_more_than)) return false;
+  if (nth_recipient && !(q.ph == phase::rcpt && recipient_count(q) == *nth_recipient)) return false;
   return true;
 }
 

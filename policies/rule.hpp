@@ -38,6 +38,7 @@ struct matcher {
   std::optional<bool> tls;
   std::optional<std::uint64_t> nth_session;
   std::optional<std::uint64_t> nth_transaction;
+  std::optional<std::uint64_t> nth_recipient;   // at `rcpt` only: the Nth RCPT of the transaction
   std::uint64_t after_us = 0;                   // since the rule was loaded (steady clock)
   std::optional<std::uint64_t> for_us;          // active this long after `after`
   std::optional<std::int64_t> until_s;          // wall clock, Unix seconds: inactive from then on

@@ -101,8 +101,8 @@ class table_loader {
       r_.fail_key("phase", "required for type '" + std::string(type->name) + "' (one of " + phase_names() + ")");
     if (type->finish) type->finish(r_, rule_.params);
     if (r_.failed()) return {};
-    if (auto problem = check_rule(rule_)) {
-      r_.fail_at(table_, "type", *problem);
+    if (auto problem = check_rule_at_key(rule_)) {
+      r_.fail_key(problem->key, problem->text);   // at that key's line (the table's when it is absent)
       return {};
     }
     return {rule_};
@@ -154,7 +154,7 @@ class table_loader {
         "phase",     "verb",        "argument",        "sender",           "sender_domain",      "recipient",
         "recipient_domain", "ehlo", "client",          "tls",              "nth_session",        "nth_transaction",
         "after",     "for",         "until",           "probability",      "max_count",          "line_longer_than",
-        "address_longer_than",      "recipients_more_than"};
+        "address_longer_than",      "recipients_more_than", "nth_recipient"};
     return contains(keys, k);
   }
 
@@ -187,6 +187,7 @@ class table_loader {
     else if (k == "tls") m.tls = r_.boolean();
     else if (k == "nth_session") m.nth_session = count(1, limits::count_value);
     else if (k == "nth_transaction") m.nth_transaction = count(1, limits::count_value);
+    else if (k == "nth_recipient") m.nth_recipient = count(1, limits::recipients_threshold);
     else if (k == "after") {
       if (auto d = r_.duration()) m.after_us = *d;
     } else if (k == "for") {

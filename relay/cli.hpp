@@ -1,6 +1,6 @@
 // The mailtap command line (CLI11): one subcommand per file, registered by main.cpp.
 // Each register_* adds its subcommand and returns a pointer to the exit code it will set.
-// Exit codes (BRIEF): 0 success, 1 the command found a problem, 2 usage or input error.
+// Exit codes (README.md, "Command line"): 0 success, 1 the command found a problem, 2 usage or input error.
 #pragma once
 #include <CLI/CLI.hpp>
 

@@ -3,12 +3,19 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <charconv>
 #include <cstdio>
+#include <optional>
+#include <limits>
+#include <system_error>
+#include <type_traits>
 
 #include "captures/writer.hpp"
 #include "policies/scenario_loader.hpp"
 #include "relay/cli.hpp"
 #include "relay/config.hpp"
+#include "relay/log_limiter.hpp"
+#include "relay/metrics.hpp"
 #include "relay/server.hpp"
 
 namespace mailtap::cli {
@@ -18,11 +25,63 @@ namespace {
 struct run_flags {
   std::string config_file, listen, upstream, captures, admin, bare_eol, log_level;
   std::string listen_tls, upstream_tls, tls_cert, tls_key, upstream_ca;
+  std::string seed, max_sessions, threads;   // counts as text: see parse_count
   std::vector<std::string> scenarios;
   bool upstream_insecure = false, upstream_implicit_tls = false;
-  std::optional<std::uint64_t> seed;
-  std::optional<std::size_t> max_sessions, threads;
 };
+
+// The shutdown summary's error line: everything that went wrong on the relay's or the
+// upstream's side (each was logged at warn when it happened, rate-limited), in one count.
+struct error_summary {
+  std::uint64_t upstream_unreachable = 0, upstream_tls_failed = 0, refused_max_sessions = 0, accept_errors = 0,
+                session_errors = 0, capture_write_failures = 0, suppressed_warnings = 0;
+
+  static error_summary of(const relay_metrics& m) {
+    error_summary e;
+    e.upstream_unreachable = m.upstream_unreachable.load();
+    e.upstream_tls_failed = m.upstream_tls_failed.load();
+    e.refused_max_sessions = m.sessions_refused_max.load();
+    e.accept_errors = m.accept_errors.load();
+    e.session_errors = m.session_errors.load();
+    e.suppressed_warnings = m.warnings.suppressed_total();
+    return e;
+  }
+  std::uint64_t total() const {
+    return upstream_unreachable + upstream_tls_failed + refused_max_sessions + accept_errors + session_errors +
+           capture_write_failures;
+  }
+  void log() const {
+    const auto level = total() > 0 ? spdlog::level::warn : spdlog::level::info;
+    spdlog::log(level,
+                "errors: {} (upstream unreachable {}, upstream TLS failed {}, refused at max_sessions {}, "
+                "accept failed {}, session errors {}, capture write failures {}; {} repeated warning(s) suppressed)",
+                total(), upstream_unreachable, upstream_tls_failed, refused_max_sessions, accept_errors,
+                session_errors, capture_write_failures, suppressed_warnings);
+  }
+};
+
+// Decimal digits only, no sign, from lo to hi. Numeric flags are taken as text because
+// CLI11 turns "-1" into 2^64-1 for an unsigned option.
+std::optional<std::uint64_t> parse_count(const std::string& text, std::uint64_t lo, std::uint64_t hi) {
+  std::uint64_t value = 0;
+  if (text.empty() || text.front() < '0' || text.front() > '9') return std::nullopt;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value < lo || value > hi) return std::nullopt;
+  return value;
+}
+
+// One count flag over its config value; a one-line error naming the flag otherwise.
+bool take_count(const std::string& text, const char* flag, std::uint64_t lo, std::uint64_t hi,
+                const std::string& expected, auto& out, std::string& error) {
+  if (text.empty()) return true;
+  auto v = parse_count(text, lo, hi);
+  if (!v) {
+    error = std::string(flag) + " '" + text + "': expected " + expected;
+    return false;
+  }
+  out = static_cast<std::remove_reference_t<decltype(out)>>(*v);
+  return true;
+}
 
 // Applies command-line flags over `cfg`. One-line error naming the flag on failure.
 bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
@@ -56,7 +115,13 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     }
     cfg.bare_eol = *m;
   }
-  if (!f.log_level.empty()) cfg.log_level = f.log_level;
+  if (!f.log_level.empty()) {
+    if (!is_log_level(f.log_level)) {
+      error = "--log-level '" + f.log_level + "': expected " + std::string(log_levels_expected);
+      return false;
+    }
+    cfg.log_level = f.log_level;
+  }
   if (!f.listen_tls.empty()) {
     endpoint ep;
     if (!take_endpoint(f.listen_tls, "--listen-tls", ep)) return false;
@@ -94,10 +159,13 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     error = *duplicate;
     return false;
   }
-  if (f.seed) cfg.seed = *f.seed;
-  if (f.max_sessions) cfg.max_sessions = *f.max_sessions;
-  if (f.threads) cfg.threads = *f.threads;
-  return true;
+  constexpr auto any = std::numeric_limits<std::uint64_t>::max();
+  return take_count(f.seed, "--seed", 0, any, "an integer from 0 (random) to " + std::to_string(any), cfg.seed,
+                    error) &&
+         take_count(f.max_sessions, "--max-sessions", 1, max_sessions_limit,
+                    "an integer from 1 to " + std::to_string(max_sessions_limit), cfg.max_sessions, error) &&
+         take_count(f.threads, "--threads", 0, max_threads_limit,
+                    "an integer from 0 (one per core) to " + std::to_string(max_threads_limit), cfg.threads, error);
 }
 
 int run(const run_flags& f) {
@@ -121,12 +189,19 @@ int run(const run_flags& f) {
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(cfg.log_level));
 
+  // Declared before the store, which reports its write failures on its own thread until it is gone.
+  log_limiter capture_warnings;
   auto store = captures::store::open(cfg.captures_dir, error);
   if (!store) {
     std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
     return exit_usage;
   }
+  store->on_write_failure([&capture_warnings](const std::string& session_id, const std::string& reason) {
+    warn_limited(capture_warnings, warn_kind::capture_write_failed,
+                 "session " + session_id + ": capture write failed: " + reason);
+  });
   int code = exit_ok;
+  error_summary errors;
   {
     server relay(cfg, store.get());
     if (!relay.start(error)) {
@@ -143,20 +218,24 @@ int run(const run_flags& f) {
                  relay.seed(), cfg.faults.size(), cfg.admin.to_string());
     relay.run();
     const auto& m = relay.metrics();
-    spdlog::info("stopped: {} sessions, {} transactions, {} delivered, {} refused commands, {} ambiguous end-of-data, "
-                 "{} session errors",
+    spdlog::info("stopped: {} sessions, {} transactions, {} delivered, {} refused commands, {} ambiguous end-of-data",
                  m.sessions_accepted.load(), m.transactions.load(), m.messages_delivered.load(),
-                 m.refused_commands.load(), m.ambiguous_end_of_data.load(), m.session_errors.load());
+                 m.refused_commands.load(), m.ambiguous_end_of_data.load());
     for (const auto& c : relay.faults().counters())
       spdlog::info("faults_injected{{rule=\"{}\",type=\"{}\"}} {}", c.rule, c.type, c.count);
-    if (auto errors = relay.faults().decide_errors(); errors > 0)
-      spdlog::warn("fault_decide_errors {} (decisions that failed inside policies/ and fell back to proceed)", errors);
+    if (auto decide_errors = relay.faults().decide_errors(); decide_errors > 0)
+      spdlog::warn("fault_decide_errors {} (decisions that failed inside policies/ and fell back to proceed)",
+                   decide_errors);
     if (m.blackholed.load() > 0)
       spdlog::warn("{} message(s) were answered 250 by a blackhole fault and delivered nowhere", m.blackholed.load());
+    errors = error_summary::of(m);
+    errors.suppressed_warnings += capture_warnings.suppressed_total();
   }
   const auto& c = store->counters();
   spdlog::info("captures: {} complete, {} incomplete, {} write failures", c.complete.load(), c.incomplete.load(),
                c.write_failures.load());
+  errors.capture_write_failures = c.write_failures.load();
+  errors.log();
   return code;
 }
 
@@ -171,13 +250,16 @@ void register_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--captures", f->captures, "Capture directory (default ~/.local/state/mailtap/captures)");
   cmd->add_option("--admin", f->admin, "Admin API address (default 127.0.0.1:8025)");
   cmd->add_option("--scenario", f->scenarios, "Fault scenario file (policies/scenarios/*.toml); repeatable");
-  cmd->add_option("--seed", f->seed, "Master seed for reproducible faults (default: random, logged)");
+  cmd->add_option("--seed", f->seed, "Master seed for reproducible faults, 0 to 2^64-1 (default: random, logged)");
   cmd->add_option("--max-sessions", f->max_sessions, "Concurrent sessions before new ones get 421 (default 256)");
   cmd->add_option("--threads", f->threads, "I/O threads (default: one per core)");
   cmd->add_option("--bare-line-endings", f->bare_eol,
                   "Bare CR/LF in DATA: strict (default; refuse, as Postfix smtpd_forbid_bare_newline "
                   "and sendmail), normalize (read as CRLF, as older Postfix and Exim) or raw (testing only)");
-  cmd->add_option("--log-level", f->log_level, "trace, debug, info (default), warn, error, off");
+  cmd->add_option("--log-level", f->log_level,
+                  "trace, debug, info (default), warn, error, off. warn still names the session of an "
+                  "unreachable upstream, an upstream TLS failure, a capture write failure or a connection "
+                  "refused at --max-sessions (repeats rate-limited); the summary at exit counts them as errors");
   cmd->add_option("--listen-tls", f->listen_tls, "Implicit TLS (SMTPS) listen address HOST:PORT");
   cmd->add_option("--upstream-tls", f->upstream_tls, "Upstream TLS: mirror (default), required, opportunistic, never");
   cmd->add_option("--tls-cert", f->tls_cert, "PEM certificate for the client leg (default: self-signed, generated)");

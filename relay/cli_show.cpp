@@ -1,7 +1,11 @@
-// `mailtap show CAPTURE [--json]` and `mailtap check-config FILE`.
+// `mailtap show CAPTURE... [--json]` and `mailtap check-config FILE`.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <string_view>
+#include <system_error>
+#include <vector>
 
 #include "captures/reader.hpp"
 #include "captures/show.hpp"
@@ -12,35 +16,97 @@
 namespace mailtap::cli {
 
 namespace {
-// A capture is named by its path, or by its session id within --dir (default captures dir).
-std::filesystem::path resolve_capture(const std::string& name, const std::string& dir) {
-  std::filesystem::path p(name);
-  if (std::filesystem::exists(p)) return p;
-  std::filesystem::path base = dir.empty() ? default_captures_dir() : std::filesystem::path(dir);
-  for (auto candidate : {base / name, base / (name + ".jsonl")})
-    if (std::filesystem::exists(candidate)) return candidate;
-  return p;
+
+namespace fs = std::filesystem;
+
+// The word that names the newest capture in the capture directory.
+constexpr std::string_view latest_word = "latest";
+
+fs::path capture_dir(const std::string& dir) { return dir.empty() ? default_captures_dir() : fs::path(dir); }
+
+bool is_capture_file(const fs::directory_entry& e) {
+  std::error_code ec;
+  return e.is_regular_file(ec) && e.path().extension() == ".jsonl";
 }
+
+// A directory's captures in file-name order, which is start order: names begin with the
+// session's UTC start time, and within one relay run its session number (relay/session.cpp).
+std::vector<fs::path> captures_in(const fs::path& dir, std::string& error) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (is_capture_file(*it)) out.push_back(it->path());
+  if (ec) error = dir.string() + ": cannot list the directory: " + ec.message();
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// A capture is named by its path, by its session id within --dir (default captures dir), by
+// a directory (all its captures) or by "latest" (the newest in --dir). Unresolvable names
+// come back as themselves, so the reader's error names them.
+std::vector<fs::path> resolve_captures(const std::string& name, const std::string& dir, std::string& error) {
+  std::error_code ec;
+  if (name == latest_word && !fs::exists(name, ec)) {
+    auto all = captures_in(capture_dir(dir), error);
+    if (all.empty() && error.empty()) error = capture_dir(dir).string() + ": no captures to show as 'latest'";
+    if (all.empty()) return {};
+    return {all.back()};
+  }
+  fs::path p(name);
+  if (fs::is_directory(p, ec)) {
+    auto all = captures_in(p, error);
+    if (all.empty() && error.empty()) error = p.string() + ": no captures (*.jsonl) in this directory";
+    return all;
+  }
+  if (fs::exists(p, ec)) return {p};
+  const fs::path base = capture_dir(dir);
+  for (auto candidate : {base / name, base / (name + ".jsonl")})
+    if (fs::exists(candidate, ec)) return {candidate};
+  return {p};
+}
+
+// Prints one capture; false (and a line on stderr) when it cannot be read.
+bool show_one(const fs::path& path, bool json, bool separate) {
+  std::string error;
+  auto cap = captures::read_capture(path, error);
+  if (!cap) {
+    std::fprintf(stderr, "mailtap show: %s\n", error.c_str());
+    return false;
+  }
+  // Several captures: JSON Lines (one document each), or text reports with a blank line between.
+  if (json) std::cout << captures::render_json(*cap) << "\n";
+  else std::cout << (separate ? "\n" : "") << captures::render_text(*cap);
+  std::cout.flush();
+  return true;
+}
+
 }  // namespace
 
 void register_show(CLI::App& app, int& exit_code) {
-  auto* cmd = app.add_subcommand("show", "Print a capture: transcript with timestamps and a stage waterfall");
-  struct opts { std::string capture, dir; bool json = false; };
+  auto* cmd = app.add_subcommand("show", "Print captures: transcript with timestamps and a stage waterfall");
+  struct opts { std::vector<std::string> captures; std::string dir; bool json = false; };
   auto o = std::make_shared<opts>();
-  cmd->add_option("capture", o->capture, "Capture file, or a session id in --dir")->required();
-  cmd->add_option("--dir", o->dir, "Capture directory for session ids (default: the run default)");
-  cmd->add_flag("--json", o->json, "Print the capture as one JSON document");
+  cmd->add_option("capture", o->captures,
+                  "Capture files, session ids in --dir, directories (all their captures), or 'latest' "
+                  "(the newest in --dir)")
+      ->required();
+  cmd->add_option("--dir", o->dir, "Capture directory for session ids and 'latest' (default: the run default)");
+  cmd->add_flag("--json", o->json, "Print each capture as one JSON document (one per line)");
   cmd->callback([o, &exit_code] {
-    std::string error;
-    auto path = resolve_capture(o->capture, o->dir);
-    auto cap = captures::read_capture(path, error);
-    if (!cap) {
-      std::fprintf(stderr, "mailtap show: %s\n", error.c_str());
-      exit_code = exit_usage;
-      return;
-    }
-    std::cout << (o->json ? captures::render_json(*cap) + "\n" : captures::render_text(*cap));
     exit_code = exit_ok;
+    bool printed = false;
+    for (const auto& name : o->captures) {
+      std::string error;
+      auto paths = resolve_captures(name, o->dir, error);
+      if (!error.empty()) {
+        std::fprintf(stderr, "mailtap show: %s\n", error.c_str());
+        exit_code = exit_usage;
+      }
+      for (const auto& path : paths) {
+        if (show_one(path, o->json, printed)) printed = true;
+        else exit_code = exit_usage;
+      }
+    }
   });
 }
 

@@ -4,6 +4,7 @@
 // Pure function of its inputs plus the file system (scenario existence, the config file).
 #include "relay/config.hpp"
 
+#include "policies/duration.hpp"
 #include "policies/scenario_loader.hpp"
 
 #include <fcntl.h>
@@ -12,6 +13,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -34,13 +36,8 @@ constexpr std::size_t max_config_file_bytes = 1 << 20;
 // Echoed values and keys are cut to this many characters so the error stays a short line.
 constexpr std::size_t max_echo_chars = 200;
 constexpr std::size_t max_echo_path_chars = 4096;   // PATH_MAX on Linux
-// max_sessions (smtp-sink's default is 256): each session holds two sockets and a capture
-// file, so past a few thousand the descriptor limit binds first (accept pauses on EMFILE).
-constexpr std::int64_t max_sessions_limit = 100'000;
 // timeouts.min_data_rate: above 1 GB/s no real sender could keep up; a typo, not a policy.
 constexpr std::int64_t min_data_rate_limit = 1'000'000'000;
-// threads: 0 means one per core; 256 is well past any useful I/O thread count.
-constexpr std::int64_t max_threads_limit = 256;
 // relay_name is sent in replies ("220 NAME ESMTP"); a domain name is at most 255 octets
 // (RFC 1035 2.3.4), and the reply line must fit 512 octets (RFC 5321 4.5.3.1.5).
 constexpr std::size_t max_relay_name_chars = 255;
@@ -298,17 +295,13 @@ class loader {
   }
 
   void log_level(const toml::node& node) {
-    static constexpr std::string_view levels[] = {"trace", "debug", "info", "warn", "error", "off"};
-    static constexpr std::string_view expected = "one of trace|debug|info|warn|error|off";
-    const auto* s = string_value("log_level", node, expected);
+    const auto* s = string_value("log_level", node, log_levels_expected);
     if (!s) return;
-    for (auto l : levels) {
-      if (*s == l) {
-        out_.log_level = *s;
-        return;
-      }
+    if (is_log_level(*s)) {
+      out_.log_level = *s;
+      return;
     }
-    fail(node, "log_level", "expected " + std::string(expected) + ", got '" + echo(*s) + "'");
+    fail(node, "log_level", "expected " + std::string(log_levels_expected) + ", got '" + echo(*s) + "'");
   }
 
   void data(const toml::node& node) {
@@ -334,10 +327,34 @@ class loader {
     }
   }
 
+  // A duration string as scenario files take it (policies/duration.hpp: "250ms", "5s", "5m",
+  // "1h"), held to the same 1 ms .. one year range as a number of seconds (the parser
+  // refuses more than a year).
+  std::optional<std::chrono::milliseconds> duration_string_value(std::string_view key, const toml::node& node,
+                                                                 const std::string& text) {
+    std::string problem;
+    const auto us = policies::parse_duration(text, problem);
+    if (!us && problem.starts_with("expected")) {
+      fail(node, key, "expected a number of seconds or a duration like \"250ms\", \"5s\", \"5m\" or \"1h\", got '" +
+                          echo(text) + "'");
+      return std::nullopt;
+    }
+    if (!us) {
+      fail(node, key, problem + ", got '" + echo(text) + "'");
+      return std::nullopt;
+    }
+    if (*us < 1000) {
+      fail(node, key, "expected at least 1ms, got '" + echo(text) + "'");
+      return std::nullopt;
+    }
+    return std::chrono::milliseconds(*us / 1000);   // whole milliseconds: the parser has no finer unit
+  }
+
   std::optional<std::chrono::milliseconds> seconds_value(std::string_view key, const toml::node& node) {
-    static constexpr std::string_view expected = "a number of seconds > 0";
+    static constexpr std::string_view expected = "a number of seconds > 0 or a duration string like \"5m\"";
     double seconds = 0;
     std::string shown;
+    if (const auto* str = node.as_string()) return duration_string_value(key, node, str->get());
     if (const auto* i = node.as_integer()) {
       seconds = static_cast<double>(i->get());
       shown = std::to_string(i->get());
@@ -577,6 +594,10 @@ bool is_host_char(char c) {
 }
 
 }  // namespace
+
+bool is_log_level(std::string_view text) {
+  return std::find(std::begin(log_levels), std::end(log_levels), text) != std::end(log_levels);
+}
 
 std::string endpoint::to_string() const {
   if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);

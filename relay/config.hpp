@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "policies/rule.hpp"
@@ -67,6 +68,17 @@ struct config {
   tls_config tls;
   sink_config sink;
 };
+
+// max_sessions (smtp-sink's default is 256): each session holds two sockets and a capture
+// file, so past a few thousand the descriptor limit binds first (accept pauses on EMFILE).
+inline constexpr std::int64_t max_sessions_limit = 100'000;
+// threads: 0 means one per core; 256 is well past any useful I/O thread count.
+inline constexpr std::int64_t max_threads_limit = 256;
+
+// The log levels the config file and --log-level accept (spdlog's names): one list for both.
+inline constexpr std::string_view log_levels[] = {"trace", "debug", "info", "warn", "error", "off"};
+inline constexpr std::string_view log_levels_expected = "one of trace|debug|info|warn|error|off";
+bool is_log_level(std::string_view text);
 
 // Where mailtap keeps state (the generated certificate): $XDG_STATE_HOME/mailtap, else
 // ~/.local/state/mailtap, else ./mailtap-state.

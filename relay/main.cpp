@@ -1,17 +1,42 @@
 // mailtap entry point: builds the command line and maps parse errors to exit code 2
 // with a one-line message naming the bad input.
+#include <algorithm>
 #include <cstdio>
+#include <string>
+#include <string_view>
 
 #include "relay/cli.hpp"
+
+namespace {
+
+// CLI11 reports a stray word as "arguments were not expected"; a user who mistyped a
+// subcommand wants to hear which word was not one, and which ones there are.
+bool names_unknown_subcommand(const CLI::App& app, int argc, char** argv) {
+  if (argc < 2) return false;
+  const std::string_view word = argv[1];
+  if (word.empty() || word.front() == '-') return false;
+  std::string known;
+  for (const auto* sub : app.get_subcommands({})) {
+    if (sub->get_name() == word) return false;
+    known += known.empty() ? "" : ", ";
+    known += sub->get_name();
+  }
+  std::fprintf(stderr, "mailtap: unknown subcommand '%.*s' (expected one of %s; see 'mailtap --help')\n",
+               static_cast<int>(std::min<std::size_t>(word.size(), 80)), word.data(), known.c_str());
+  return true;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"mailtap: an inline SMTP relay that records, times, breaks and replays mail conversations"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "mailtap 0.1.0");
+  app.set_version_flag("--version", "mailtap " MAILTAP_VERSION);
   int exit_code = mailtap::cli::exit_ok;
   mailtap::cli::register_run(app, exit_code);
   mailtap::cli::register_show(app, exit_code);
   mailtap::cli::register_check_config(app, exit_code);
+  if (names_unknown_subcommand(app, argc, argv)) return mailtap::cli::exit_usage;
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

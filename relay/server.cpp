@@ -106,7 +106,7 @@ bool server::start(std::string& error) {
     sink_opts.offer_starttls = true;
     sink_opts.auth_user = cfg_.sink.auth_user;
     sink_opts.auth_password = cfg_.sink.auth_password;
-    sink_ = std::make_unique<sink_server>(*contexts_.front(), sink_opts, &client_tls_->ctx);
+    sink_ = std::make_unique<sink_server>(*contexts_.front(), sink_opts, &client_tls_->ctx, &metrics_);
     auto bound = sink_->start(error);
     if (!bound) return false;
     ctx_->upstream = *bound;
@@ -163,9 +163,12 @@ asio::awaitable<void> server::accept_loop(tcp::acceptor& acceptor, bool implicit
     auto [ec, socket] = co_await acceptor.async_accept(target, as_tuple(use_awaitable));
     if (!acceptor.is_open()) co_return;
     if (ec) {
-      // EMFILE and the like: count, back off, keep serving (HOUSE_STYLE: never exit on accept errors).
+      // EMFILE and the like: count, back off, keep serving (never exit on accept errors). The
+      // failure repeats every pause while it lasts, so its warning is rate-limited.
       ++metrics_.accept_errors;
-      spdlog::warn("accept failed: {}", ec.message());
+      warn_limited(metrics_.warnings, warn_kind::accept_failed,
+                   "accept failed: " + ec.message() + " (" + std::to_string(metrics_.sessions_active.load()) +
+                       " sessions open; new connections wait in the listen queue)");
       asio::steady_timer pause(*contexts_.front(), 100ms);
       co_await pause.async_wait(as_tuple(use_awaitable));
       continue;
@@ -173,6 +176,13 @@ asio::awaitable<void> server::accept_loop(tcp::acceptor& acceptor, bool implicit
     ++metrics_.sessions_accepted;
     if (metrics_.sessions_active.load() >= cfg_.max_sessions) {
       ++metrics_.sessions_refused_max;
+      // The refused connection gets the id it would have had, so the warning names it.
+      boost::system::error_code pec;
+      const auto peer = socket.remote_endpoint(pec);
+      warn_limited(metrics_.warnings, warn_kind::max_sessions,
+                   "session " + make_session_id(++session_number_) + ": connection from " +
+                       (pec ? std::string("unknown") : endpoint{peer.address().to_string(), peer.port()}.to_string()) +
+                       " refused with 421: max_sessions (" + std::to_string(cfg_.max_sessions) + ") reached");
       std::string busy = "421 4.3.2 " + cfg_.relay_name + " too many sessions, try again later\r\n";
       boost::system::error_code ig;
       socket.non_blocking(true, ig);

@@ -36,6 +36,8 @@ constexpr std::size_t outbox_high_watermark = 64 * 1024;
 // After our FIN, how long we keep reading so unread input does not turn the last reply into a RST.
 constexpr auto linger_after_close = 2s;
 
+}  // namespace
+
 std::string make_session_id(std::uint64_t number) {
   static const std::uint32_t nonce = std::random_device{}();
   std::time_t now = std::time(nullptr);
@@ -47,6 +49,8 @@ std::string make_session_id(std::uint64_t number) {
   std::snprintf(id, sizeof id, "%s-%08x-%06llu", stamp, nonce, static_cast<unsigned long long>(number));
   return id;
 }
+
+namespace {
 
 protocol::relay_options relay_options_from(const relay_context& ctx, bool implicit_tls) {
   protocol::relay_options o;
@@ -197,6 +201,13 @@ asio::awaitable<void> session::run() {
 
 asio::awaitable<void> session::connect_upstream() {
   auto ex = co_await asio::this_coro::executor;
+  // Counted, logged at warn with the session id (rate-limited: a dead upstream fails every
+  // session), and handed to the machine, which answers the client.
+  auto unreachable = [this](const std::string& why) {
+    ++ctx_.metrics.upstream_unreachable;
+    warn_limited(ctx_.metrics.warnings, warn_kind::upstream_unreachable, "session " + id_ + ": upstream " + why);
+    fsm_.on_upstream_unreachable(now_us(), why);
+  };
   // A literal address needs no resolver (async_resolve hands every lookup to a helper thread).
   tcp::resolver::results_type endpoints;
   boost::system::error_code aec;
@@ -209,8 +220,7 @@ asio::awaitable<void> session::connect_upstream() {
     auto [rec, found] = co_await resolver.async_resolve(ctx_.upstream.host, std::to_string(ctx_.upstream.port),
                                                         as_tuple(use_awaitable));
     if (rec) {
-      ++ctx_.metrics.upstream_unreachable;
-      fsm_.on_upstream_unreachable(now_us(), "cannot resolve " + ctx_.upstream.host + ": " + rec.message());
+      unreachable("cannot resolve " + ctx_.upstream.host + ": " + rec.message());
       co_return;
     }
     endpoints = std::move(found);
@@ -220,14 +230,12 @@ asio::awaitable<void> session::connect_upstream() {
   auto result = co_await (asio::async_connect(upstream_, endpoints, as_tuple(use_awaitable)) ||
                           deadline.async_wait(as_tuple(use_awaitable)));
   if (result.index() == 1) {
-    ++ctx_.metrics.upstream_unreachable;
-    fsm_.on_upstream_unreachable(now_us(), "connect to " + ctx_.upstream.to_string() + " timed out");
+    unreachable("connect to " + ctx_.upstream.to_string() + " timed out");
     co_return;
   }
   auto [cec, ep] = std::get<0>(result);
   if (cec) {
-    ++ctx_.metrics.upstream_unreachable;
-    fsm_.on_upstream_unreachable(now_us(), "connect to " + ctx_.upstream.to_string() + ": " + cec.message());
+    unreachable("connect to " + ctx_.upstream.to_string() + ": " + cec.message());
     co_return;
   }
   boost::system::error_code ig;
@@ -439,6 +447,16 @@ asio::awaitable<void> session::handshake(leg l) {
   auto& box = outbox_of(l);
   auto& sock = socket_of(l);
   const bool upstream = l == leg::upstream;
+  // A failed upstream handshake is the relay's problem (or the upstream's), not the client's:
+  // counted and logged at warn with the session id. A client's failure is the client's.
+  auto failed = [&](const std::string& why) {
+    if (upstream) {
+      ++ctx_.metrics.upstream_tls_failed;
+      warn_limited(ctx_.metrics.warnings, warn_kind::upstream_tls_failed,
+                   "session " + id_ + ": upstream TLS with " + ctx_.upstream.to_string() + " failed: " + why);
+    }
+    fsm_.on_tls_failed(now_us(), l, why);
+  };
   auto& context = upstream ? *ctx_.upstream_tls : ctx_.client_tls->ctx;
   box.tls = std::make_unique<tls_stream>(sock, context);
   std::string error;
@@ -446,7 +464,7 @@ asio::awaitable<void> session::handshake(leg l) {
   if (upstream && !ctx_.upstream_is_builtin &&
       !prepare_client_ssl(box.tls->native_handle(), ctx_.upstream.host, verify, error)) {
     box.tls.reset();
-    fsm_.on_tls_failed(now_us(), l, error);
+    failed(error);
     co_return;
   }
   auto started = clock::now();
@@ -457,7 +475,7 @@ asio::awaitable<void> session::handshake(leg l) {
                           limit.async_wait(as_tuple(use_awaitable)));
   if (result.index() == 1) {
     box.tls.reset();
-    fsm_.on_tls_failed(now_us(), l, "TLS handshake timed out");
+    failed("TLS handshake timed out");
     co_return;
   }
   if (auto [ec] = std::get<0>(result); ec) {
@@ -466,7 +484,7 @@ asio::awaitable<void> session::handshake(leg l) {
     std::string reason = ec.message();
     if (upstream && verify_result != X509_V_OK) reason += std::string(": ") + X509_verify_cert_error_string(verify_result);
     box.tls.reset();
-    fsm_.on_tls_failed(now_us(), l, reason);
+    failed(reason);
     co_return;
   }
   box.tls_buffer = std::make_unique<std::array<char, 16 * 1024>>();

@@ -32,6 +32,10 @@ namespace mailtap {
 
 struct server_tls;
 
+// "20260102-150405-1a2b3c4d-000042": UTC start time, a per-process nonce, the session number.
+// Capture files are named by it; the listener names connections it refuses by it too.
+std::string make_session_id(std::uint64_t number);
+
 // What every session shares: immutable config and process-wide services.
 struct relay_context {
   const config& cfg;

@@ -20,8 +20,9 @@ using asio::as_tuple;
 using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 
-sink_server::sink_server(asio::io_context& io, protocol::sink_options options, asio::ssl::context* tls)
-    : io_(io), acceptor_(io), options_(std::move(options)), tls_(tls) {
+sink_server::sink_server(asio::io_context& io, protocol::sink_options options, asio::ssl::context* tls,
+                         relay_metrics* metrics)
+    : io_(io), acceptor_(io), options_(std::move(options)), tls_(tls), metrics_(metrics) {
   options_.offer_starttls = options_.offer_starttls && tls_ != nullptr;
 }
 
@@ -52,7 +53,13 @@ asio::awaitable<void> sink_server::accept_loop() {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
     if (ec) {
       // EMFILE and friends: back off instead of spinning (HOUSE_STYLE: accept errors never exit).
-      spdlog::warn("built-in sink: accept failed: {}", ec.message());
+      // Out of descriptors, this repeats ten times a second: rate-limited like the listener's.
+      if (metrics_) {
+        ++metrics_->accept_errors;
+        warn_limited(metrics_->warnings, warn_kind::accept_failed, "built-in sink: accept failed: " + ec.message());
+      } else {
+        spdlog::warn("built-in sink: accept failed: {}", ec.message());
+      }
       asio::steady_timer pause(io_, std::chrono::milliseconds(100));
       co_await pause.async_wait(as_tuple(use_awaitable));
       continue;

@@ -15,13 +15,16 @@ namespace boost::asio::ssl {
 class context;
 }
 #include "relay/config.hpp"
+#include "relay/metrics.hpp"
 
 namespace mailtap {
 
 class sink_server {
  public:
-  // `tls`: the server context for STARTTLS (null: STARTTLS is not offered).
-  sink_server(boost::asio::io_context& io, protocol::sink_options options, boost::asio::ssl::context* tls);
+  // `tls`: the server context for STARTTLS (null: STARTTLS is not offered). `metrics`: where
+  // failed accepts are counted and their warnings rate-limited (null: logged every time).
+  sink_server(boost::asio::io_context& io, protocol::sink_options options, boost::asio::ssl::context* tls,
+              relay_metrics* metrics = nullptr);
   // Binds 127.0.0.1:0 and starts accepting. Returns the bound endpoint, or nullopt + error.
   std::optional<endpoint> start(std::string& error);
   void stop();
@@ -35,6 +38,7 @@ class sink_server {
   boost::asio::ip::tcp::acceptor acceptor_;
   protocol::sink_options options_;
   boost::asio::ssl::context* tls_;
+  relay_metrics* metrics_;
   std::atomic<std::uint64_t> accepted_{0};
 };
 

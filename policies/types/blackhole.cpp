@@ -1,6 +1,7 @@
 // blackhole (phase data_end): the relay answers 250 to end-of-data itself and delivers
-// nothing; the only fault that may fabricate a 2xx (I1). The queue id is derived from the
-// session seed and transaction number, so a replay shows the same id.
+// nothing; the only fault that may fabricate a 2xx (policies/README.md, "Reply codes").
+// The queue id is derived from the session seed and transaction number, so a replay shows
+// the same id.
 #include "policies/limits.hpp"
 #include "policies/types/types.hpp"
 

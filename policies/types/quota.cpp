@@ -1,6 +1,6 @@
 // quota (default phase mail): per client, sender or all, the first `limit` matches in a
-// window pass and the rest fail (452 4.5.3, or 421 4.7.0 and close) until the window,
-// which starts at its first match, ends. Windows live in the rule's state.
+// window pass and the rest fail (452 4.5.3 by default, any 4xx/5xx; a 421 also closes)
+// until the window, which starts at its first match, ends. Windows live in the rule's state.
 #include "policies/limits.hpp"
 #include "policies/types/types.hpp"
 
@@ -22,24 +22,27 @@ void read(param_reader& r, type_params& tp) {
   } else if (k == "per") {
     if (auto v = r.choice({"client", "sender", "all"}))
       p.per = *v == "client" ? params::per_kind::client : *v == "sender" ? params::per_kind::sender : params::per_kind::all;
-  } else if (k == "code") {
-    const auto* i = r.value().as_integer();
-    if (!i) r.wrong_type("452 or 421");
-    else if (i->get() != 452 && i->get() != 421) r.fail("expected 452 or 421, got " + std::to_string(i->get()));
-    else p.reply.code = static_cast<int>(i->get());
-  } else if (k == "text") {
-    if (auto t = r.text(limits::reply_text_chars)) p.reply.text = *t;
+  } else {
+    read_reply_key(r, p.reply, 400, 599);   // code, enhanced, text
   }
 }
 
+// Any 4xx or 5xx, so real limits can be reproduced (Gmail's daily sending limit is
+// "550 5.4.5"). Without `enhanced` only the defaults' own codes get one: 452 4.5.3 and
+// 421 4.7.0 (RFC 3463 3.6 and 3.8); a 421 closes the connection, as RFC 5321 3.8 says it does.
 void finish(param_reader& r, type_params& tp) {
   auto& p = std::get<params>(tp);
   if (!r.has("limit")) r.fail_key("limit", "required for type 'quota'");
   if (!r.has("window")) r.fail_key("window", "required for type 'quota'");
-  if (p.reply.code == 421) {
-    p.reply.enhanced = "4.7.0";
-    if (!r.has("text")) p.reply.text = "Quota exceeded, closing connection";
-  }
+  auto& reply = p.reply;
+  if (!r.has("enhanced")) reply.enhanced = reply.code == 452 ? "4.5.3" : reply.code == 421 ? "4.7.0" : "";
+  if (!r.has("text"))
+    reply.text = reply.code == 421  ? "Quota exceeded, closing connection"
+                 : reply.code < 500 ? "Quota exceeded, please try again later"
+                                    : "Quota exceeded";
+  if (!reply.enhanced.empty() && reply.enhanced[0] - '0' != reply.code / 100)
+    r.fail_key("enhanced", "class " + reply.enhanced.substr(0, 1) + " does not match code " +
+                               std::to_string(reply.code) + " (RFC 3463: the class is the code's first digit)");
 }
 
 std::string window_key(const decide_context& c, params::per_kind per) {
@@ -74,7 +77,7 @@ fault_type quota() {
   return {.name = params::type_name,
           .phases = rule_phases(),
           .default_phases = {protocol::phase::mail},
-          .keys = {"limit", "window", "per", "code", "text"},
+          .keys = {"limit", "window", "per", "code", "enhanced", "text"},
           .make = [] { return type_params{params{}}; },
           .read = read,
           .finish = finish,

@@ -1,4 +1,4 @@
-// The interface of one fault type (HOUSE_STYLE 8; modelled on Toxiproxy's toxics/): its
+// The interface of one fault type (modelled on Toxiproxy's toxics/): its
 // name, phases, keys, defaults, how it reads its keys, and its decision. Each lives in
 // types/<name>.cpp and is listed by name in registry.cpp. decide() runs under the engine's
 // mutex with the rule's state, so it may update that state; it never does I/O or throws.

@@ -1,8 +1,9 @@
-"""Command line contract (issue item 9; BRIEF "Command-line contract", captures/FORMAT.md).
+"""Command line contract (README.md "Command line", captures/FORMAT.md; issue 14 item 18).
 
 Exit codes: 0 success, 2 usage or input error with a one-line message naming the bad input.
 """
 
+import json
 import os
 import re
 import stat
@@ -72,6 +73,22 @@ class CheckConfig(IntegrationTest):
         self.assertEqual((m.group(1), m.group(2)), (path, "4"))
         self.assertIn("bare_line_endings", m.group(3))
 
+    # Item 19: a reply code the relay cannot stand behind is reported at the code's line.
+    def test_bad_fault_code_is_reported_at_its_line(self):
+        text = ('listen = "127.0.0.1:0"\n\n[[fault]]\nname = "full"\ntype = "reply"\nphase = "data_end"\n'
+                'code = 250\ntext = "ok"\n')
+        path, r = self.check(text)
+        line = self.assertOneLineError(r)
+        self.assertTrue(line.startswith("%s:7: key 'code': code 250 at phase 'data_end'" % path), line)
+
+    # Item 20: timeouts take duration strings; numbers of seconds still work.
+    def test_timeouts_as_duration_strings(self):
+        path, r = self.check('[timeouts]\nclient_idle = "5m"\nupstream_reply = 30\ndrain = "250ms"\n')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        path, r = self.check('[timeouts]\n\nclient_idle = "5 minutes"\n')
+        line = self.assertOneLineError(r)
+        self.assertTrue(line.startswith("%s:3: key 'timeouts.client_idle': " % path), line)
+
     def test_missing_file(self):
         r = run_mailtap(["check-config", os.path.join(self.workdir, "absent.toml")])
         line = self.assertOneLineError(r)
@@ -109,6 +126,31 @@ class RunUsage(IntegrationTest):
 
     def test_unknown_flag(self):
         self.run_fails("--listen", "127.0.0.1:0", "--no-such-flag")
+
+    # Item 18: the values the config file refuses are refused on the command line too.
+    def test_log_level_verbose_is_refused(self):
+        line = self.run_fails("--listen", "127.0.0.1:0", "--log-level", "verbose")
+        self.assertIn("--log-level", line)
+        self.assertIn("verbose", line)
+
+    def test_negative_seed_is_refused(self):
+        for seed in ("-1", "1.5", "18446744073709551616", "0x10"):
+            with self.subTest(seed=seed):
+                line = self.run_fails("--listen", "127.0.0.1:0", "--seed", seed)
+                self.assertIn("--seed", line)
+
+    def test_negative_counts_are_refused(self):
+        for flag, value in (("--max-sessions", "-1"), ("--max-sessions", "0"), ("--threads", "-1"),
+                            ("--threads", "257")):
+            with self.subTest(flag=flag, value=value):
+                line = self.run_fails("--listen", "127.0.0.1:0", flag, value)
+                self.assertIn("%s '%s'" % (flag, value), line)
+
+    def test_largest_seed_is_taken(self):
+        m = Mailtap(self.workdir, minimal=True, args=["--seed", "18446744073709551615"])
+        self.addCleanup(m.stop)
+        self.quit(self.greeted_client(m.port))
+        self.assertCaptureComplete(self.single_capture(m))
 
     def test_config_file_is_used(self):
         path = self.write_file("ok.toml", VALID_CONFIG.encode())
@@ -221,6 +263,75 @@ class ShowAndCaptureFiles(IntegrationTest):
     def test_no_subcommand_is_a_usage_error(self):
         r = subprocess.run([mailtap_bin()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
         self.assertEqual(r.returncode, 2)
+
+    def test_unknown_subcommand_is_named(self):
+        r = run_mailtap(["frobnicate", "--json"])
+        self.assertEqual(r.returncode, 2)
+        lines = r.stderr.decode().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("unknown subcommand 'frobnicate'", lines[0])
+        self.assertIn("check-config", lines[0])   # and the ones there are
+
+    def test_version_is_the_projects_in_both_places(self):
+        # One version string: project(VERSION) in CMakeLists.txt, shown by --version and
+        # written into every capture's header.
+        top = os.path.join(os.path.dirname(__file__), "..", "..", "CMakeLists.txt")
+        with open(top, encoding="utf-8") as f:
+            version = re.search(r"project\(mailtap VERSION (\S+)", f.read()).group(1)
+        r = run_mailtap(["--version"])
+        self.assertEqual(r.stdout.decode().strip(), "mailtap " + version)
+        _, cap = self.one_session()
+        self.assertEqual(cap.header["relay"], "mailtap " + version)
+
+    # Item 18: several captures, a directory, or `latest`.
+    def sessions(self, n):
+        m = self.start_mailtap()
+        for i in range(n):
+            path = self.write_file("m%d.eml" % i, b"Subject: s%d\r\nMessage-ID: <s%d@example.test>\r\n\r\nhi\r\n"
+                                   % (i, i))
+            rc, out = self.swaks(m.port, "--to", "rcpt@example.test", "--data", "@" + path)
+            self.assertEqual(rc, 0, out)
+        caps = m.wait_captures(n)
+        return m, sorted(c.path for c in caps)
+
+    def shown_ids(self, *args):
+        r = run_mailtap(["show", *args, "--json"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return [json.loads(line)["id"] for line in r.stdout.decode().splitlines()]
+
+    @staticmethod
+    def id_of(path):
+        return os.path.basename(path)[:-len(".jsonl")]
+
+    def test_show_several_files(self):
+        _, paths = self.sessions(2)
+        self.assertEqual(self.shown_ids(paths[1], paths[0]), [self.id_of(paths[1]), self.id_of(paths[0])])
+        r = run_mailtap(["show", paths[0], paths[1]])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.decode().count(self.id_of(paths[0])), 1)
+        self.assertEqual(r.stdout.decode().count(self.id_of(paths[1])), 1)
+
+    def test_show_a_directory_in_start_order(self):
+        m, paths = self.sessions(3)
+        self.assertEqual(self.shown_ids(m.captures), [self.id_of(p) for p in paths])
+
+    def test_show_latest(self):
+        m, paths = self.sessions(2)
+        self.assertEqual(self.shown_ids("latest", "--dir", m.captures), [self.id_of(paths[-1])])
+
+    def test_show_latest_in_an_empty_directory_is_a_usage_error(self):
+        empty = os.path.join(self.workdir, "empty")
+        os.makedirs(empty)
+        r = run_mailtap(["show", "latest", "--dir", empty])
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(len(r.stderr.decode().splitlines()), 1)
+
+    def test_show_several_with_one_missing_shows_the_rest_and_exits_2(self):
+        _, paths = self.sessions(1)
+        r = run_mailtap(["show", os.path.join(self.workdir, "absent.jsonl"), paths[0], "--json"])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("absent", r.stderr.decode())
+        self.assertEqual([json.loads(l)["id"] for l in r.stdout.decode().splitlines()], [self.id_of(paths[0])])
 
 
 if __name__ == "__main__":

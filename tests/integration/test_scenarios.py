@@ -382,6 +382,40 @@ txet = "Mailbox full"
 '''
 
 
+class RealRepliesReproduced(ScenarioTest):
+    """Item 21: quota with any 4xx/5xx and its enhanced code; nth_recipient."""
+
+    def relay_with(self, text, args=()):
+        path = self.write_file("rules.toml", text.encode("utf-8"))
+        return self.start_mailtap(args=["--scenario", path, *args], env=self.env)
+
+    def test_gmail_daily_limit_550_5_4_5(self):
+        m = self.relay_with('# Gmail\'s daily sending limit\n[[fault]]\nname = "daily"\ntype = "quota"\n'
+                            'limit = 1\nwindow = "24h"\ncode = 550\nenhanced = "5.4.5"\n'
+                            'text = "Daily user sending limit exceeded"\n')
+        self.assertDelivered(self.send(m.port))
+        t = self.send(m.port)
+        r = t.reply_to("MAIL FROM")
+        self.assertReply(r, 550, "5.4.5")
+        self.assertIn("Daily user sending limit exceeded", r.text)
+        self.assertEqual(t.end_of_data_replies(), [])
+        caps = m.wait_captures(2)
+        self.assertEqual([fault_summary(c) for c in caps], [[], [("daily", "quota", "reply", "mail")]])
+
+    def test_second_rcpt_gets_452_and_the_third_passes(self):
+        m = self.relay_with('# the second recipient\'s mailbox is over quota\n[[fault]]\nname = "second"\n'
+                            'type = "reply"\nphase = "rcpt"\nnth_recipient = 2\ncode = 452\n'
+                            'enhanced = "4.2.2"\ntext = "Mailbox full"\n')
+        t = self.send(m.port, to="r1@example.com,r2@example.com,r3@example.com")
+        rcpt = t.replies_to("RCPT TO")
+        self.assertEqual([r.code for r in rcpt], [250, 452, 250])
+        self.assertReply(rcpt[1], 452, "4.2.2")
+        self.assertDelivered(t)
+        cap = self.single_capture(m)
+        self.assertOnlyFault(cap, "second", "reply", "reply", "rcpt")
+        self.assertEqual(cap.transactions[0]["rcpt_codes"], [250, 452, 250])
+
+
 class ScenarioErrors(ScenarioTest):
 
     def write_scenario(self, text, name="bad.toml"):
@@ -447,6 +481,13 @@ class ScenarioErrors(ScenarioTest):
     def test_unknown_type_is_an_error(self):
         path = self.write_scenario('[[fault]]\nname = "x"\ntype = "explode"\nphase = "rcpt"\n')
         self.assertNamesKey(run_mailtap(["check-config", path]), path, 3, "type")
+
+    # Item 19: the rule as a whole is checked after its keys; a bad code is still named at its line.
+    def test_code_the_relay_cannot_stand_behind_is_reported_at_its_line(self):
+        path = self.write_scenario('[[fault]]\nname = "x"\ntype = "reply"\nphase = "data"\n\n'
+                                   'text = "ok"\ncode = 250\n')
+        line = self.assertNamesKey(run_mailtap(["check-config", path]), path, 7, "code")
+        self.assertIn("code 250 at phase 'data'", line)
 
     def test_reply_without_code_is_an_error(self):
         path = self.write_scenario('[[fault]]\nname = "x"\ntype = "reply"\nphase = "rcpt"\n')

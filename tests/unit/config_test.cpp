@@ -324,7 +324,8 @@ TEST(ConfigErrors, UnknownTable) {
 
 TEST(ConfigErrors, WrongType) {
   EXPECT_EQ(error_of("\n\n\n\n\n[timeouts]\nclient_idle = \"300\"\n"),
-            "mailtap.toml:7: key 'timeouts.client_idle': expected a number of seconds > 0, got string");
+            "mailtap.toml:7: key 'timeouts.client_idle': expected a number of seconds or a duration like \"250ms\", "
+            "\"5s\", \"5m\" or \"1h\", got '300'");
   EXPECT_EQ(error_of("seed = 1.5"), "mailtap.toml:1: key 'seed': expected a non-negative integer, got float");
   EXPECT_EQ(error_of("\nmax_sessions = \"256\""),
             "mailtap.toml:2: key 'max_sessions': expected an integer from 1 to 100000, got string");
@@ -335,7 +336,8 @@ TEST(ConfigErrors, WrongType) {
   EXPECT_EQ(error_of("timeouts = 5"), "mailtap.toml:1: key 'timeouts': expected a table, got integer");
   EXPECT_EQ(error_of("data = 'raw'"), "mailtap.toml:1: key 'data': expected a table, got string");
   EXPECT_EQ(error_of("timeouts.drain = true"),
-            "mailtap.toml:1: key 'timeouts.drain': expected a number of seconds > 0, got boolean");
+            "mailtap.toml:1: key 'timeouts.drain': expected a number of seconds > 0 or a duration string like "
+            "\"5m\", got boolean");
   const std::string e = error_of("relay_name = 1979-05-27");
   EXPECT_EQ(e.rfind("mailtap.toml:1: key 'relay_name': expected", 0), 0u) << e;
   EXPECT_NE(e.find("got date"), std::string::npos) << e;
@@ -352,12 +354,12 @@ TEST(ConfigErrors, OutOfRange) {
             "mailtap.toml:1: key 'threads': expected an integer from 0 (one per core) to 256, got 257");
   EXPECT_EQ(error_of("threads = -1"),
             "mailtap.toml:1: key 'threads': expected an integer from 0 (one per core) to 256, got -1");
-  EXPECT_EQ(error_of("[timeouts]\ndrain = 0"),
-            "mailtap.toml:2: key 'timeouts.drain': expected a number of seconds > 0, got 0");
+  constexpr std::string_view seconds = "expected a number of seconds > 0 or a duration string like \"5m\"";
+  EXPECT_EQ(error_of("[timeouts]\ndrain = 0"), "mailtap.toml:2: key 'timeouts.drain': " + std::string(seconds) + ", got 0");
   EXPECT_EQ(error_of("[timeouts]\nupstream_reply = -2.5"),
-            "mailtap.toml:2: key 'timeouts.upstream_reply': expected a number of seconds > 0, got -2.5");
+            "mailtap.toml:2: key 'timeouts.upstream_reply': " + std::string(seconds) + ", got -2.5");
   EXPECT_EQ(error_of("timeouts.client_idle = nan"),
-            "mailtap.toml:1: key 'timeouts.client_idle': expected a number of seconds > 0, got nan");
+            "mailtap.toml:1: key 'timeouts.client_idle': " + std::string(seconds) + ", got nan");
   EXPECT_NE(error_of("timeouts.client_idle = inf").find("key 'timeouts.client_idle': expected at most"),
             std::string::npos);
   EXPECT_NE(error_of("timeouts.client_idle = 0.0001").find("key 'timeouts.client_idle': expected at least"),
@@ -365,6 +367,34 @@ TEST(ConfigErrors, OutOfRange) {
   EXPECT_NE(error_of("timeouts.upstream_data_end = 9223372036854775807")
                 .find("key 'timeouts.upstream_data_end': expected at most"),
             std::string::npos);
+}
+
+// Item 20: timeouts take the duration strings scenario files take; seconds still work.
+TEST(ConfigLoad, TimeoutsTakeDurationStringsAndSeconds) {
+  std::string error;
+  auto c = load_config_text("[timeouts]\nclient_idle = \"5m\"\nupstream_connect = \"250ms\"\ndrain = \"1h\"\n"
+                            "upstream_reply = 30\nupstream_data_end = 1.5\n[tls]\nhandshake_timeout = \"10s\"\n",
+                            "mailtap.toml", config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->timeouts.client_idle, 300'000ms);
+  EXPECT_EQ(c->upstream_connect_timeout, 250ms);
+  EXPECT_EQ(c->drain_timeout, 3'600'000ms);
+  EXPECT_EQ(c->timeouts.upstream_reply, 30'000ms);
+  EXPECT_EQ(c->timeouts.upstream_data_end, 1'500ms);
+  EXPECT_EQ(c->tls.handshake_timeout, 10'000ms);
+}
+
+TEST(ConfigErrors, BadDurationStrings) {
+  const std::string expected = "expected a number of seconds or a duration like \"250ms\", \"5s\", \"5m\" or \"1h\"";
+  EXPECT_EQ(error_of("[timeouts]\n\nclient_idle = \"5 m\""),
+            "mailtap.toml:3: key 'timeouts.client_idle': " + expected + ", got '5 m'");
+  EXPECT_EQ(error_of("timeouts.drain = \"1.5s\""), "mailtap.toml:1: key 'timeouts.drain': " + expected + ", got '1.5s'");
+  EXPECT_EQ(error_of("timeouts.drain = \"-5s\""), "mailtap.toml:1: key 'timeouts.drain': " + expected + ", got '-5s'");
+  EXPECT_EQ(error_of("timeouts.drain = \"0s\""), "mailtap.toml:1: key 'timeouts.drain': expected at least 1ms, got '0s'");
+  EXPECT_EQ(error_of("timeouts.drain = \"9000h\""),
+            "mailtap.toml:1: key 'timeouts.drain': duration is longer than one year, got '9000h'");
+  EXPECT_EQ(error_of("tls.handshake_timeout = \"\""),
+            "mailtap.toml:1: key 'tls.handshake_timeout': " + expected + ", got ''");
 }
 
 TEST(ConfigErrors, BadEndpoint) {
@@ -427,7 +457,16 @@ TEST(ConfigErrors, FirstErrorInFileOrderIsReported) {
   EXPECT_EQ(error_of("threads = 999\nadmin = 5\n"),
             "mailtap.toml:1: key 'threads': expected an integer from 0 (one per core) to 256, got 999");
   EXPECT_EQ(error_of("[timeouts]\nupstream_reply = 0\nclient_idle = 'x'\n"),
-            "mailtap.toml:2: key 'timeouts.upstream_reply': expected a number of seconds > 0, got 0");
+            "mailtap.toml:2: key 'timeouts.upstream_reply': expected a number of seconds > 0 or a duration string "
+            "like \"5m\", got 0");
+}
+
+// Item 18: --log-level and log_level check against the same list.
+TEST(ConfigLoad, LogLevelsAreOneList) {
+  for (auto level : {"trace", "debug", "info", "warn", "error", "off"}) EXPECT_TRUE(mailtap::is_log_level(level));
+  for (auto level : {"verbose", "", "INFO", "warning", "critical"}) EXPECT_FALSE(mailtap::is_log_level(level));
+  EXPECT_EQ(error_of("log_level = 'verbose'"),
+            "mailtap.toml:1: key 'log_level': expected one of trace|debug|info|warn|error|off, got 'verbose'");
 }
 
 TEST(ConfigErrors, AFailedLoadLeavesNoPartialConfig) {

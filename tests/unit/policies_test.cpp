@@ -607,6 +607,35 @@ TEST_F(Policies, QuotaWith421Closes) {
   EXPECT_EQ(d.reply.enhanced, "4.7.0");
 }
 
+// Item 21: any 4xx/5xx with its enhanced code, e.g. Gmail's daily sending limit.
+TEST_F(Policies, QuotaTakesAnyFailureCodeWithItsEnhancedCode) {
+  load("[[fault]]\nname='gmail-daily'\ntype='quota'\nlimit=1\nwindow='24h'\ncode=550\nenhanced='5.4.5'\n"
+       "text='Daily user sending limit exceeded'\n");
+  EXPECT_EQ(decide(mail_view("a@x"), 1).what, verdict::proceed);
+  auto d = decide(mail_view("a@x"), 2);
+  EXPECT_EQ(d.what, verdict::reply);   // a 5xx answers the command; only a 421 closes
+  EXPECT_EQ(d.reply, (reply_spec{550, "5.4.5", "Daily user sending limit exceeded"}));
+}
+
+TEST_F(Policies, QuotaDefaultsFollowTheCode) {
+  load("[[fault]]\nname='q451'\ntype='quota'\nlimit=0\nwindow='1m'\ncode=451\n"
+       "[[fault]]\nname='q554'\ntype='quota'\nphase='rcpt'\nlimit=0\nwindow='1m'\ncode=554\n");
+  EXPECT_EQ(decide(mail_view("a@x")).reply, (reply_spec{451, "", "Quota exceeded, please try again later"}));
+  EXPECT_EQ(decide(rcpt_view("a@x", "b@y")).reply, (reply_spec{554, "", "Quota exceeded"}));
+}
+
+// Item 21: "the second RCPT gets 452" leaves the first and the third alone.
+TEST_F(Policies, NthRecipientMatchesOnlyThatRcpt) {
+  load("[[fault]]\nname='second-rcpt-full'\ntype='reply'\nphase='rcpt'\nnth_recipient=2\ncode=452\n"
+       "enhanced='4.2.2'\n");
+  EXPECT_EQ(decide(rcpt_view("a@x", "r1@y")).what, verdict::proceed);
+  auto d = decide(rcpt_view("a@x", "r2@y", {"r1@y"}));
+  EXPECT_EQ(d.what, verdict::reply);
+  EXPECT_EQ(d.reply.code, 452);
+  EXPECT_EQ(decide(rcpt_view("a@x", "r3@y", {"r1@y", "r2@y"})).what, verdict::proceed);
+  EXPECT_EQ(decide(rcpt_view("a@x", "r4@y", {"r1@y", "r2@y", "r3@y"})).what, verdict::proceed);
+}
+
 TEST_F(Policies, FailThenPassByEnvelope) {
   load("[[fault]]\nname='flaky'\ntype='fail_then_pass'\nfailures=2\n");
   auto d = decide(data_end_view("a@x", {"b@y", "c@y"}), 1);
