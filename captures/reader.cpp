@@ -284,6 +284,7 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     e.tls.verified = f.boolean("verified");
     e.tls.insecure = f.boolean("insecure");
     e.tls.handshake_us = f.u64("handshake_us");
+    e.tls.verification = f.str("verification");   // added within version 2: absent in older captures
     c.events.emplace_back(std::move(e));
   } else if (type == "stage") {
     stage s;
