@@ -5,8 +5,9 @@ there (`postfix -c DIR`), its queue and data directories inside it, an smtpd on
 127.0.0.1:PORT, and its log written by postlogd to DIR/maillog (no syslog needed). Two or
 more can run side by side; each has its own myhostname and syslog_name.
 
-  PostfixInstance(workdir, name, hostname, main_cf={...})
-      .start() / .stop()       `postfix -c DIR start|stop` (stop also runs on cleanup)
+  PostfixInstance(name, hostname, main_cf={...})   in a fresh /tmp/mtpf-NAME-XXXX
+      .start() / .stop()       `postfix -c DIR start|stop`
+      .cleanup()               stop, then remove DIR (register it with addCleanup)
       .port                    its smtpd's port
       .maillog()               the log so far (text)
       .wait_for_log(regex, count=1, timeout=...)
@@ -18,8 +19,9 @@ more can run side by side; each has its own myhostname and syslog_name.
                                = may; mail is injected over SMTP to its own smtpd (inject())
   self_signed_cert(dir, cn)    an EC P-256 self-signed pair made with the openssl CLI
 
-Postfix refuses to run a queue the `postfix` user cannot reach, so the work directory is made
-traversable (0711). Tests run as root (Postfix's master must); every wait is bounded.
+Each instance lives in a short path of its own under /tmp, mode 0755: the postfix user must
+reach its queue, and the postlog socket path must fit 108 bytes (a test's work directory is
+too long). Tests run as root (Postfix's master must); every wait is bounded.
 """
 
 import os
@@ -28,6 +30,7 @@ import re
 import shutil
 import smtplib
 import subprocess
+import tempfile
 import time
 
 from harness import LOOPBACK, free_port, port_accepts, wait_until
@@ -86,18 +89,16 @@ def cert_sha256_hex(cert):
 
 
 class PostfixInstance:
-    """One Postfix in workdir/name (see the module docstring)."""
+    """One Postfix in a directory of its own (see the module docstring)."""
 
-    def __init__(self, workdir, name, hostname, main_cf=None, port=None):
+    def __init__(self, name, hostname, main_cf=None, port=None, base=None):
         self.name = name
         self.hostname = hostname
-        self.dir = os.path.join(workdir, name)
+        # A short path of its own: the postlog socket (DIR/queue/public/postlog) must fit
+        # sun_path's 108 bytes, and the postfix user must reach the queue (0755).
+        self.dir = base or make_base(name)
         self.port = port or free_port()
         self.started = False
-        # The postfix user must reach its queue: every directory from workdir down is 0711/0755.
-        os.chmod(workdir, 0o711)
-        os.makedirs(self.dir)
-        os.chmod(self.dir, 0o755)
         for sub in ("queue", "data"):
             os.makedirs(os.path.join(self.dir, sub))
         owner = pwd.getpwnam("postfix")
@@ -168,6 +169,12 @@ class PostfixInstance:
         while os.path.exists(pid_file) and time.monotonic() < deadline:
             time.sleep(0.1)
 
+    def cleanup(self):
+        """stop(), then the instance's directory is removed (kept with MAILTAP_IT_KEEP set)."""
+        self.stop()
+        if not os.environ.get("MAILTAP_IT_KEEP"):
+            shutil.rmtree(self.dir, True)
+
     def maillog(self):
         try:
             with open(self.maillog_path, "rb") as f:
@@ -197,13 +204,13 @@ class PostfixInstance:
 class ReceivingPostfix(PostfixInstance):
     """The destination: STARTTLS with a self-signed certificate, example.test to a maildir."""
 
-    def __init__(self, workdir, name="b", hostname="b.mail.test", domain="example.test", main_cf=None):
-        os.chmod(workdir, 0o711)
-        self.cert_dir = os.path.join(workdir, name + "-tls")
+    def __init__(self, name="b", hostname="b.mail.test", domain="example.test", main_cf=None):
+        base = make_base(name)
+        self.cert_dir = os.path.join(base, "tls")
         os.makedirs(self.cert_dir)
         self.cert, self.key = self_signed_cert(self.cert_dir, name, hostname)
         owner = pwd.getpwnam("postfix")
-        self.mail_base = os.path.join(workdir, name + "-mail")
+        self.mail_base = os.path.join(base, "mail")
         os.makedirs(self.mail_base)
         os.chmod(self.mail_base, 0o755)
         os.chown(self.mail_base, owner.pw_uid, owner.pw_gid)
@@ -219,7 +226,7 @@ class ReceivingPostfix(PostfixInstance):
             "virtual_gid_maps": "static:%d" % owner.pw_gid,
         }
         settings.update(main_cf or {})
-        super().__init__(workdir, name, hostname, settings)
+        super().__init__(name, hostname, settings, base=base)
 
     def maildir_messages(self):
         """Delivered messages (bytes), oldest first by file name."""
@@ -236,7 +243,7 @@ class ReceivingPostfix(PostfixInstance):
 class SendingPostfix(PostfixInstance):
     """The sender: everything to relayhost [127.0.0.1]:relay_port with opportunistic TLS."""
 
-    def __init__(self, workdir, relay_port, name="a", hostname="a.mail.test", main_cf=None):
+    def __init__(self, relay_port, name="a", hostname="a.mail.test", main_cf=None):
         settings = {
             "relayhost": "[%s]:%d" % (LOOPBACK, relay_port),
             "smtp_tls_security_level": "may",
@@ -244,7 +251,7 @@ class SendingPostfix(PostfixInstance):
             "smtpd_relay_restrictions": "permit_mynetworks, reject",
         }
         settings.update(main_cf or {})
-        super().__init__(workdir, name, hostname, settings)
+        super().__init__(name, hostname, settings)
 
     def inject(self, mail_from, rcpt_to, message, timeout=30):
         """Submits one message over SMTP to this instance's own smtpd."""
@@ -252,5 +259,8 @@ class SendingPostfix(PostfixInstance):
             s.sendmail(mail_from, [rcpt_to], message)
 
 
-def remove_tree(path):
-    shutil.rmtree(path, True)
+def make_base(name):
+    """A fresh directory /tmp/mtpf-NAME-XXXX, 0755 (the postfix user must traverse it)."""
+    base = tempfile.mkdtemp(prefix="mtpf-%s-" % name, dir="/tmp")
+    os.chmod(base, 0o755)
+    return base
