@@ -285,7 +285,7 @@ asio::awaitable<void> session::read_leg(leg l) {
   auto& box = outbox_of(l);
   for (;;) {
     // Nothing signals the capture writer catching up, so a paused reader also re-checks on a tick.
-    while (reading_paused(l) || box.tls_requested || box.tls_busy || box.reconnect_requested) {
+    while (reading_paused(l) || box.tls_requested || box.tls_busy || (box.reconnect_requested && !box.close_requested)) {
       if (l == leg::client) hold_input_while_capture_backlogged();
       co_await wait_for_change(10ms);
     }
@@ -303,7 +303,7 @@ asio::awaitable<void> session::read_leg(leg l) {
       // A handshake may have begun (or finished) while we waited: its bytes are not ours.
       if (!wec && (box.tls_requested || box.tls_busy || box.tls)) continue;
       // A reconnect closed the socket under us: the new connection is read from the top.
-      if (wec && (box.reconnect_requested || box.tls_busy)) continue;
+      if (wec && ((box.reconnect_requested && !box.close_requested) || box.tls_busy)) continue;
       ec = wec;
       if (!ec) n = sock.read_some(asio::buffer(buffer), ec);
     }
