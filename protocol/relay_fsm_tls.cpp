@@ -4,7 +4,9 @@
 //   2. the relay secures the upstream leg first: STARTTLS upstream, its 220 (nothing may
 //      follow it either), then the handshake -- so the client never believes in a TLS path
 //      that the relay cannot complete;
-//   3. 220 to the client only if that worked, else 454 4.7.0;
+//   3. 220 to the client only if that worked, else 454 4.7.0 (after a failed handshake,
+//      unless TLS or verification is mandatory, on a new plaintext upstream connection:
+//      "plaintext fall-back" below, issue 13);
 //   4. the client's handshake;
 //   5. the client's EHLO, forwarded upstream inside TLS, its reply relayed.
 // When the client leg is TLS from the start (implicit TLS) and the mode asks for TLS
