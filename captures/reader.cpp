@@ -138,6 +138,12 @@ class fields {
     return std::string(v->get_string());
   }
 
+  // A string field later writers of the same version added: absent means "".
+  std::string optional_str(std::string_view key) {
+    if (o_.find(key) == o_.end()) return {};
+    return str(key);
+  }
+
   // A field later writers of the same version added: absent means 0.
   std::uint64_t optional_u64(std::string_view key) {
     if (o_.find(key) == o_.end()) return 0;
@@ -332,6 +338,7 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     e.tls.verified = f.boolean("verified");
     e.tls.insecure = f.boolean("insecure");
     e.tls.handshake_us = f.u64("handshake_us");
+    e.tls.verification = f.optional_str("verification");   // added within version 2; upstream leg only
     c.events.emplace_back(std::move(e));
   } else if (type == "stage") {
     stage s;

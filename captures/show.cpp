@@ -158,14 +158,20 @@ void render_header(const capture& c, std::string& out) {
 }
 
 // One line per handshake: "TLS upstream: TLSv1.3 TLS_AES_256_GCM_SHA384, sni mx.example,
-// peer CN=mx.example sha256 AB:CD:..., verified, 1.234 ms".
+// peer CN=mx.example sha256 AB:CD:..., verified, 1.234 ms"; an upstream that did not verify
+// says why: "not verified (untrusted: self-signed certificate)".
 std::string tls_line(const tls_event& t) {
   std::string line = "TLS " + std::string(protocol::to_string(t.leg)) + ": " + t.tls.version + " " + t.tls.cipher;
   if (!t.tls.sni.empty()) line += ", sni " + t.tls.sni;
   if (!t.tls.peer_subject.empty()) line += ", peer " + t.tls.peer_subject;
   if (!t.tls.peer_sha256.empty()) line += " sha256 " + t.tls.peer_sha256;
-  if (t.leg == protocol::leg::upstream)
-    line += t.tls.insecure ? ", NOT verified (insecure by configuration)" : t.tls.verified ? ", verified" : ", not verified";
+  if (t.leg == protocol::leg::upstream) {
+    // The result and, when not verified, why (Postfix: "Untrusted TLS connection established").
+    const std::string& why = t.tls.verification;
+    if (t.tls.insecure) line += ", NOT verified (insecure by configuration)";
+    else if (t.tls.verified) line += why.rfind("verified: ", 0) == 0 ? ", " + why : std::string(", verified");
+    else line += why.empty() ? std::string(", not verified") : ", not verified (" + why + ")";
+  }
   line += ", handshake " + ms(t.tls.handshake_us) + " ms";
   return line;
 }
@@ -391,6 +397,7 @@ json::object event_json(const event& e) {
     o["peer_sha256"] = t->tls.peer_sha256;
     o["verified"] = t->tls.verified;
     o["insecure"] = t->tls.insecure;
+    o["verification"] = utf8(t->tls.verification);
     o["handshake_us"] = t->tls.handshake_us;
   } else if (const auto* n = std::get_if<note_event>(&e)) {
     o["leg"] = nullptr;   // notes are the relay's own, on neither leg

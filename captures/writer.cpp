@@ -157,6 +157,7 @@ std::string to_line(const queued_record& q) {
       o["verified"] = t.tls.verified;
       o["insecure"] = t.tls.insecure;
       o["handshake_us"] = t.tls.handshake_us;
+      if (t.l == protocol::leg::upstream) o["verification"] = t.tls.verification;
     }
     void operator()(const protocol::stage_record& s) {
       o["type"] = "stage";

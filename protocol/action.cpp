@@ -50,6 +50,7 @@ std::string to_string(const action& a) {
     std::string operator()(const segment_break& b) const {
       return "segment break on " + std::string(to_string(b.which)) + ", gap " + std::to_string(b.gap.count()) + "us";
     }
+    std::string operator()(const reconnect_upstream&) const { return "reconnect upstream (plaintext)"; }
     std::string operator()(const start_tls& t) const {
       return "start tls on " + std::string(to_string(t.which));
     }

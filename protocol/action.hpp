@@ -1,7 +1,8 @@
 // The closed action vocabulary the protocol machines return and relay/ carries out:
 // send bytes on a leg, close (or reset) a leg, arm or disarm a leg's timer, start TLS on a leg,
-// and the fault shell's timer, write shaping and segment breaks. Actions print themselves,
-// so a failing playbook test reads as a sentence. Pure value types.
+// replace the upstream connection with a plaintext one, and the fault shell's timer, write
+// shaping and segment breaks. Actions print themselves, so a failing playbook test reads as
+// a sentence. Pure value types.
 #pragma once
 #include <chrono>
 #include <string>
@@ -43,6 +44,15 @@ struct start_tls {
   bool operator==(const start_tls&) const = default;
 };
 
+// Replace the upstream connection with a new plaintext one to the same upstream (RFC 7435
+// opportunistic TLS: a failed STARTTLS handshake falls back to plaintext, as Postfix does).
+// The old connection is dropped as it is, without a TLS close_notify or a QUIT: it is
+// unusable after the failed handshake. The shell answers with
+// relay_fsm::on_upstream_reconnected or on_upstream_unreachable.
+struct reconnect_upstream {
+  bool operator==(const reconnect_upstream&) const = default;
+};
+
 // Call on_fault_timer after `after` (a held reply, command or banner is due); replaces any
 // earlier request. Zero disarms.
 struct arm_fault_timer {
@@ -65,7 +75,8 @@ struct segment_break {
   bool operator==(const segment_break&) const = default;
 };
 
-using action = std::variant<send_bytes, close_leg, arm_timer, start_tls, arm_fault_timer, shape_leg, segment_break>;
+using action = std::variant<send_bytes, close_leg, arm_timer, start_tls, arm_fault_timer, shape_leg, segment_break,
+                            reconnect_upstream>;
 
 std::string to_string(const action& a);
 // Printable form of raw bytes: CR, LF, NUL and other controls escaped.

@@ -67,6 +67,10 @@ struct tls_summary {
   bool verified = false;        // upstream leg: the certificate chain and name were verified
   bool insecure = false;        // upstream leg: verification was switched off by configuration
   std::uint64_t handshake_us = 0;
+  // Upstream leg: "verified", or why not ("untrusted: self-signed certificate", "not checked:
+  // verification off by configuration"); under the default policy an unverified upstream
+  // still carries the session, as Postfix's "Untrusted TLS connection established".
+  std::string verification;
 };
 
 class session_observer {

@@ -500,6 +500,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     ++open->rcpts_forwarded;
   }
 
+  if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) hello_line_ = std::string(body);   // for a reconnect
   pending p;
   p.ph = cmd.ph;
   p.t_received = now;
@@ -833,6 +834,10 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
       return;
     case command_kind::client_starttls:
     case command_kind::internal_starttls: take_starttls_reply(now, p, r); return;
+    case command_kind::internal_greeting:   // relay_fsm_tls.cpp: the plaintext fall-back's new connection
+      pending_.erase(it);
+      take_new_upstream_greeting(now, r);
+      return;
   }
   if (p.ph == phase::ehlo) note_upstream_capabilities(r);
   if (p.ph == phase::auth) {

@@ -56,6 +56,11 @@ struct relay_tls_options {
   bool offer_starttls = false;          // the client leg can be secured (a certificate is loaded)
   bool implicit_client_tls = false;     // the client connected to the SMTPS listener (TLS from connect)
   upstream_tls_mode upstream = upstream_tls_mode::mirror;
+  // The upstream's certificate must pass its check (verify_upstream = require, or a pinned
+  // fingerprint): a failed upstream handshake then fails closed, as under `required`.
+  // Otherwise a failed handshake after the client's STARTTLS falls back to plaintext on a
+  // new upstream connection (RFC 7435; Postfix smtp_tls_security_level = may).
+  bool upstream_verification_required = false;
 };
 
 struct relay_options {
@@ -117,6 +122,10 @@ class relay_fsm {
   // finished. Implicit TLS is reported before on_start (client) or after on_upstream_connected.
   void on_tls_ready(std::uint64_t now_us, leg which, const tls_summary& tls);
   void on_tls_failed(std::uint64_t now_us, leg which, std::string_view reason);
+  // The new plaintext upstream connection asked for with reconnect_upstream is open (if it
+  // cannot be opened, the shell calls on_upstream_unreachable). Its greeting is taken by the
+  // relay, the client's EHLO (or HELO) replayed on it, then held client commands go on.
+  void on_upstream_reconnected(std::uint64_t now_us);
   // The time asked for with arm_fault_timer has come (a held reply, command or banner is due).
   void on_fault_timer(std::uint64_t now_us);
   // False when a connect-phase fault answers the client without an upstream: the shell
@@ -139,7 +148,10 @@ class relay_fsm {
   enum class client_mode { command, awaiting_data_go, data, bdat_payload, awaiting_auth, auth_response, starttls };
   // Commands the relay itself sends upstream, and the client's STARTTLS, whose replies are
   // consumed by the relay instead of being passed on.
-  enum class command_kind { relayed, client_starttls, internal_ehlo, internal_starttls, internal_rset };
+  enum class command_kind {
+    relayed, client_starttls, internal_ehlo, internal_starttls, internal_rset,
+    internal_greeting   // the banner of a new upstream connection (plaintext fall-back)
+  };
   // What a fault does once the replies before it are out.
   enum class then_do { nothing, close, reset, stall };
   // Where a STARTTLS (the client's, or the relay's own securing of the upstream) stands.
@@ -218,7 +230,13 @@ class relay_fsm {
   void secure_upstream_first(std::uint64_t now);
   void injection(std::uint64_t now, leg where, std::string_view detail);
   bool upstream_needs_tls_now() const;
-  bool upstream_prepared() const { return !securing_upstream_; }
+  bool upstream_prepared() const { return !securing_upstream_ && !reconnecting_; }
+  bool may_fall_back_to_plaintext() const;
+  void fall_back_to_plaintext(std::uint64_t now, std::string_view reason);
+  void take_new_upstream_greeting(std::uint64_t now, const reply& r);
+  void take_replayed_hello_reply(std::uint64_t now, const reply& r);
+  void finish_reconnect(std::uint64_t now);
+  void reconnect_failed(std::uint64_t now, std::string_view detail);
   void note_upstream_capabilities(const reply& r);
 
   // Faults (relay_fsm_faults.cpp).
@@ -340,6 +358,11 @@ class relay_fsm {
   bool upstream_offers_starttls_ = false;   // in the last EHLO reply the upstream sent
   bool securing_upstream_ = false;          // internal EHLO/STARTTLS before client commands
   tls_step tls_step_ = tls_step::idle;
+  // Plaintext fall-back: a new upstream connection is being opened and prepared; client
+  // commands wait. After one, the upstream's TLS is known not to work: no second attempt.
+  bool reconnecting_ = false;
+  bool upstream_tls_broken_ = false;
+  std::string hello_line_;                  // the client's last EHLO/HELO line, replayed on a new connection
 
   // Faults.
   bool upstream_wanted_ = true;

@@ -4,7 +4,9 @@
 //   2. the relay secures the upstream leg first: STARTTLS upstream, its 220 (nothing may
 //      follow it either), then the handshake -- so the client never believes in a TLS path
 //      that the relay cannot complete;
-//   3. 220 to the client only if that worked, else 454 4.7.0;
+//   3. 220 to the client only if that worked, else 454 4.7.0 (after a failed handshake,
+//      unless TLS or verification is mandatory, on a new plaintext upstream connection:
+//      "plaintext fall-back" below, issue 13);
 //   4. the client's handshake;
 //   5. the client's EHLO, forwarded upstream inside TLS, its reply relayed.
 // When the client leg is TLS from the start (implicit TLS) and the mode asks for TLS
@@ -16,6 +18,10 @@
 #include "protocol/relay_fsm.hpp"
 
 namespace mailtap::protocol {
+
+namespace {
+constexpr std::chrono::milliseconds disarmed_timer{0};
+}  // namespace
 
 std::string_view to_string(upstream_tls_mode m) {
   switch (m) {
@@ -61,6 +67,7 @@ void relay_fsm::secure_upstream_first(std::uint64_t now) {
 }
 
 void relay_fsm::take_internal_ehlo_reply(std::uint64_t now, const reply& r) {
+  if (reconnecting_) return take_replayed_hello_reply(now, r);
   note_upstream_capabilities(r);
   if (r.code != 250 || !upstream_offers_starttls_) {
     on_tls_failed(now, leg::upstream, r.code != 250 ? "upstream refused EHLO with " + std::to_string(r.code)
@@ -109,6 +116,17 @@ void relay_fsm::advance_starttls(std::uint64_t now) {
   const auto mode = options_.tls.upstream;
   bool secure_upstream = !upstream_tls_ && mode != upstream_tls_mode::never &&
                          (mode != upstream_tls_mode::opportunistic || upstream_offers_starttls_);
+  if (secure_upstream && upstream_tls_broken_) {
+    // The upstream's handshake already failed in this session (the leg fell back to
+    // plaintext): a second attempt would fail the same way.
+    if (mode == upstream_tls_mode::opportunistic) {
+      note(now, "the upstream's TLS failed earlier in this session; the upstream leg stays plaintext (opportunistic)");
+      return grant_client_tls(now);
+    }
+    pending_.pop_front();
+    mode_ = client_mode::command;
+    return refuse_starttls(now, 454, "4.7.0", "TLS not available: the upstream's TLS handshake failed");
+  }
   if (secure_upstream && !upstream_offers_starttls_) {
     // mirror/required: the client would get TLS the upstream leg cannot match.
     pending_.pop_front();
@@ -191,6 +209,7 @@ void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view rea
   if (ended_) return;
   note(now, "TLS on the " + std::string(to_string(which)) + " leg failed: " + std::string(reason));
   if (which == leg::client) return end_session(now, "client_tls_failed", reason);
+  if (may_fall_back_to_plaintext()) return fall_back_to_plaintext(now, reason);
   // The upstream connection is unusable after a failed handshake, and must never carry the
   // client's conversation in plaintext instead.
   if (!upstream_closed_) close(leg::upstream);
@@ -209,6 +228,90 @@ void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view rea
   send(leg::client, r.raw, now);
   if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
   end_session(now, "upstream_tls_failed", reason);
+}
+
+// ---------------------------------------------------------------- plaintext fall-back
+//
+// Between MTAs TLS is opportunistic (RFC 7435 3; Postfix smtp_tls_security_level = may):
+// when the upstream's handshake fails, Postfix opens a new connection and delivers in
+// plaintext. The relay does the same, unless TLS upstream is `required` or the certificate
+// must verify: the client hears 454 to its STARTTLS (RFC 3207 4: it may go on without TLS),
+// the old connection is dropped, and on the new one the relay takes the greeting and replays
+// the client's EHLO before any held client command goes upstream. The client's STARTTLS was
+// its only command in flight (nothing may follow it), so nothing else is owed.
+
+bool relay_fsm::may_fall_back_to_plaintext() const {
+  return options_.tls.upstream != upstream_tls_mode::required && !options_.tls.upstream_verification_required &&
+         !securing_upstream_ && !upstream_closed_ && !pending_.empty() &&
+         pending_.front().kind == command_kind::client_starttls;
+}
+
+void relay_fsm::fall_back_to_plaintext(std::uint64_t now, std::string_view reason) {
+  note(now, "upstream TLS handshake failed (" + std::string(reason) +
+                "); falling back to plaintext on a new upstream connection, as an MTA with opportunistic TLS "
+                "does (RFC 7435); the client is told 454 and goes on without TLS");
+  tls_step_ = tls_step::idle;
+  upstream_tls_broken_ = true;
+  upstream_offers_starttls_ = false;
+  pending_.pop_front();
+  mode_ = client_mode::command;
+  reconnecting_ = true;   // before the 454 goes out: what the client sends next waits
+  refuse_starttls(now, 454, "4.7.0", "TLS not available: " + std::string(reason));
+  if (ended_) return;
+  replies_ = reply_parser{};   // whatever the old connection left half-parsed is gone with it
+  pending p;
+  p.ph = phase::other;
+  p.t_received = now;
+  p.kind = command_kind::internal_greeting;
+  pending_.push_back(std::move(p));
+  arm(leg::upstream, disarmed_timer);   // the shell's connect has its own deadline
+  actions_.push_back(reconnect_upstream{});
+}
+
+void relay_fsm::on_upstream_reconnected(std::uint64_t now) {
+  if (ended_ || !reconnecting_) return;
+  note(now, "new plaintext upstream connection open");
+  arm(leg::upstream, options_.timeouts.upstream_greeting);
+}
+
+void relay_fsm::take_new_upstream_greeting(std::uint64_t now, const reply& r) {
+  if (r.code != 220) return reconnect_failed(now, "the new upstream connection greeted with " + std::to_string(r.code));
+  if (hello_line_.empty()) return finish_reconnect(now);   // the client has not said EHLO yet: it will
+  pending p;
+  p.ph = phase::ehlo;
+  p.t_received = now;
+  p.kind = command_kind::internal_ehlo;
+  pending_.push_back(std::move(p));
+  send(leg::upstream, hello_line_ + "\r\n", now);
+  arm_upstream_for_head();
+}
+
+void relay_fsm::take_replayed_hello_reply(std::uint64_t now, const reply& r) {
+  if (r.code != 250)
+    return reconnect_failed(now, "the new upstream connection answered the replayed hello with " +
+                                     std::to_string(r.code));
+  note_upstream_capabilities(r);
+  finish_reconnect(now);
+}
+
+void relay_fsm::finish_reconnect(std::uint64_t now) {
+  reconnecting_ = false;
+  note(now, "plaintext upstream ready" + std::string(hello_line_.empty() ? "" : " (client's hello replayed)") +
+                "; the session goes on without TLS");
+  arm_upstream_for_head();
+  process_client_input(now);   // commands the client sent after the 454
+  end_if_client_done(now);
+}
+
+void relay_fsm::reconnect_failed(std::uint64_t now, std::string_view detail) {
+  reconnecting_ = false;
+  note(now, "plaintext fall-back failed: " + std::string(detail));
+  close(leg::upstream);
+  arm(leg::upstream, disarmed_timer);
+  reply r = make_reply(421, "4.4.2", options_.name + " upstream unavailable: " + std::string(detail));
+  send(leg::client, r.raw, now);
+  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+  end_session(now, "upstream_refused", detail);
 }
 
 void relay_fsm::injection(std::uint64_t now, leg where, std::string_view detail) {

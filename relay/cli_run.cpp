@@ -24,7 +24,7 @@ namespace {
 
 struct run_flags {
   std::string config_file, listen, upstream, captures, admin, bare_eol, log_level;
-  std::string listen_tls, upstream_tls, tls_cert, tls_key, upstream_ca;
+  std::string listen_tls, upstream_tls, tls_cert, tls_key, upstream_ca, upstream_verify, upstream_fingerprint;
   std::string seed, max_sessions, threads;   // counts as text: see parse_count
   std::vector<std::string> scenarios;
   bool upstream_insecure = false, upstream_implicit_tls = false;
@@ -144,7 +144,32 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     cfg.tls.key_file = f.tls_key;
   }
   if (!f.upstream_ca.empty()) cfg.tls.ca_file = f.upstream_ca;
-  if (f.upstream_insecure) cfg.tls.insecure_upstream = true;
+  if (!f.upstream_verify.empty()) {
+    auto v = parse_upstream_verify(f.upstream_verify);
+    if (!v) {
+      error = "--upstream-verify '" + f.upstream_verify + "': expected none, record or require";
+      return false;
+    }
+    if (f.upstream_insecure && *v != upstream_verify::none) {
+      error = "--upstream-insecure contradicts --upstream-verify " + f.upstream_verify;
+      return false;
+    }
+    cfg.tls.verify_upstream = *v;
+  }
+  if (f.upstream_insecure) cfg.tls.verify_upstream = upstream_verify::none;
+  if (!f.upstream_fingerprint.empty()) {
+    std::string why;
+    auto fp = parse_sha256_fingerprint(f.upstream_fingerprint, why);
+    if (!fp) {
+      error = "--upstream-fingerprint: " + why;
+      return false;
+    }
+    cfg.tls.upstream_fingerprint = *fp;
+  }
+  if (!cfg.tls.upstream_fingerprint.empty() && cfg.tls.verify_upstream == upstream_verify::none) {
+    error = "--upstream-fingerprint: a pinned fingerprint is a verification: it cannot go with verification off";
+    return false;
+  }
   if (f.upstream_implicit_tls) cfg.tls.upstream_implicit = true;
   for (const auto& file : f.scenarios) {
     auto loaded = policies::load_scenario(file);
@@ -265,7 +290,13 @@ void register_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--tls-cert", f->tls_cert, "PEM certificate for the client leg (default: self-signed, generated)");
   cmd->add_option("--tls-key", f->tls_key, "PEM private key for --tls-cert");
   cmd->add_option("--upstream-ca", f->upstream_ca, "CA file to verify the upstream's certificate (default: system CAs)");
-  cmd->add_flag("--upstream-insecure", f->upstream_insecure, "Do not verify the upstream's certificate (recorded in captures)");
+  cmd->add_option("--upstream-verify", f->upstream_verify,
+                  "Upstream certificate check: record (default; checked and recorded, delivery goes on, as Postfix "
+                  "smtp_tls_security_level=may), require (a failed check fails TLS; the default with "
+                  "--upstream-tls required) or none");
+  cmd->add_option("--upstream-fingerprint", f->upstream_fingerprint,
+                  "Pin the upstream certificate: sha256:HEX (colons optional); a mismatch fails TLS");
+  cmd->add_flag("--upstream-insecure", f->upstream_insecure, "Same as --upstream-verify none (recorded in captures)");
   cmd->add_flag("--upstream-implicit-tls", f->upstream_implicit_tls, "The upstream speaks TLS from connect (SMTPS, port 465)");
   cmd->callback([f, &exit_code] { exit_code = run(*f); });
 }

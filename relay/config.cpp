@@ -14,6 +14,7 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -454,6 +455,9 @@ class loader {
       return;
     }
     auto& out = out_.tls;
+    bool insecure_seen = false, insecure = false;
+    const toml::node* insecure_node = nullptr;
+    const toml::node* verify_node = nullptr;
     for (auto&& [key, item] : *t) {
       const std::string_view k = key.str();
       const std::string full = "tls." + std::string(k);
@@ -477,8 +481,28 @@ class loader {
         else fail(item, full, "expected " + std::string(expected) + ", got '" + echo(*s) + "'");
       } else if (k == "upstream_implicit") {
         if (auto b = bool_value(full, item)) out.upstream_implicit = *b;
-      } else if (k == "insecure_upstream") {
-        if (auto b = bool_value(full, item)) out.insecure_upstream = *b;
+      } else if (k == "insecure_upstream") {   // the old spelling of verify_upstream = "none"
+        if (auto b = bool_value(full, item)) {
+          insecure_seen = true;
+          insecure = *b;
+          if (*b) insecure_node = &item;
+        }
+      } else if (k == "verify_upstream") {
+        static constexpr std::string_view expected = "one of none|record|require";
+        const auto* s = string_value(full, item, expected);
+        if (!s) continue;
+        if (auto v = parse_upstream_verify(*s)) {
+          out.verify_upstream = *v;
+          verify_node = &item;
+        } else {
+          fail(item, full, "expected " + std::string(expected) + ", got '" + echo(*s) + "'");
+        }
+      } else if (k == "upstream_fingerprint") {
+        const auto* s = string_value(full, item, "\"sha256:HEX\"");
+        if (!s) continue;
+        std::string why;
+        if (auto fp = parse_sha256_fingerprint(*s, why)) out.upstream_fingerprint = *fp;
+        else fail(item, full, why);
       } else if (k == "handshake_timeout") {
         if (auto v = seconds_value(full, item)) out.handshake_timeout = *v;
       } else {
@@ -487,6 +511,15 @@ class loader {
     }
     if ((out.cert_file.empty()) != (out.key_file.empty()))
       fail(node, "tls", "cert and key go together: set both or neither");
+    if (insecure_seen && verify_node && insecure != (*out.verify_upstream == upstream_verify::none))
+      fail(*verify_node, "tls.verify_upstream",
+           "contradicts insecure_upstream = " + std::string(insecure ? "true" : "false") +
+               " (insecure_upstream = true is the old spelling of verify_upstream = \"none\")");
+    else if (insecure && !verify_node)
+      out.verify_upstream = upstream_verify::none;
+    if (!out.upstream_fingerprint.empty() && out.verify_upstream == upstream_verify::none)
+      fail(verify_node ? *verify_node : insecure_node ? *insecure_node : node, "tls.upstream_fingerprint",
+           "a pinned fingerprint is a verification: it cannot go with verify_upstream = \"none\"");
   }
 
   void sink(const toml::node& node) {
@@ -704,6 +737,56 @@ std::optional<config> load_config_file(const fs::path& file, const config& base,
     error = echo_path(file.native()) + ": internal error";
   }
   return std::nullopt;
+}
+
+// ---------------------------------------------------------------- [tls] upstream verification
+
+std::string_view to_string(upstream_verify v) {
+  switch (v) {
+    case upstream_verify::none: return "none";
+    case upstream_verify::record: return "record";
+    case upstream_verify::require: return "require";
+  }
+  return "?";
+}
+
+std::optional<upstream_verify> parse_upstream_verify(std::string_view name) {
+  for (auto v : {upstream_verify::none, upstream_verify::record, upstream_verify::require})
+    if (to_string(v) == name) return v;
+  return std::nullopt;
+}
+
+upstream_verify effective_upstream_verify(const tls_config& t) {
+  if (t.verify_upstream) return *t.verify_upstream;
+  return t.upstream == protocol::upstream_tls_mode::required ? upstream_verify::require : upstream_verify::record;
+}
+
+std::optional<std::string> parse_sha256_fingerprint(std::string_view text, std::string& error) {
+  constexpr std::size_t sha256_bytes = 32;
+  std::string_view hex = text;
+  if (hex.size() >= 7 && protocol::iequals(hex.substr(0, 7), "sha256:")) hex.remove_prefix(7);
+  std::string digits;
+  for (char c : hex) {
+    if (c == ':') continue;
+    if (!std::isxdigit(static_cast<unsigned char>(c))) {
+      error = "expected \"sha256:\" and 64 hex digits (colons optional), got a '" + echo(std::string(1, c)) + "'";
+      return std::nullopt;
+    }
+    if (digits.size() == 2 * sha256_bytes) break;
+    digits += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  std::size_t count = 0;
+  for (char c : hex) count += c != ':';
+  if (count != 2 * sha256_bytes) {
+    error = "expected a SHA-256 fingerprint (64 hex digits), got " + std::to_string(count);
+    return std::nullopt;
+  }
+  std::string out;
+  for (std::size_t i = 0; i < digits.size(); i += 2) {
+    if (i != 0) out += ':';
+    out += digits.substr(i, 2);
+  }
+  return out;
 }
 
 }  // namespace mailtap

@@ -25,6 +25,18 @@ struct endpoint {
 // Parses "HOST:PORT" or "[V6]:PORT". Port 0 is allowed (ephemeral). Empty error = ok.
 std::optional<endpoint> parse_endpoint(std::string_view text, std::string& error);
 
+// How the upstream's certificate is checked (issue 13, "TLS the way MTAs do it"):
+// none = not at all (the old insecure_upstream); record = checked and the result recorded,
+// the session carries on either way (RFC 7435 opportunistic, Postfix
+// smtp_tls_security_level = may); require = a certificate that fails the check fails TLS.
+enum class upstream_verify { none, record, require };
+std::string_view to_string(upstream_verify v);
+std::optional<upstream_verify> parse_upstream_verify(std::string_view name);
+
+// "sha256:HEX" (the prefix optional; colons optional; any case; 32 bytes) as the
+// "AB:CD:..." form captures record. std::nullopt and a one-line error when malformed.
+std::optional<std::string> parse_sha256_fingerprint(std::string_view text, std::string& error);
+
 // TLS on both legs (issue 3). With no cert/key, a self-signed pair is generated in
 // state_dir on first start and reused.
 struct tls_config {
@@ -35,9 +47,19 @@ struct tls_config {
   bool offer_starttls = true;                  // advertise STARTTLS to clients
   protocol::upstream_tls_mode upstream = protocol::upstream_tls_mode::mirror;
   bool upstream_implicit = false;              // the upstream speaks TLS from connect (port 465)
-  bool insecure_upstream = false;              // skip upstream verification; recorded in captures
+  // Unset: `require` when upstream = required (TLS that must hold must be verified, as
+  // before), `record` otherwise. insecure_upstream = true (the old key) sets `none`.
+  std::optional<upstream_verify> verify_upstream;
+  std::string upstream_fingerprint;            // pinned leaf SHA-256, "AB:CD:..."; empty: none
   std::chrono::milliseconds handshake_timeout{30'000};
 };
+
+// The verification in force: the explicit setting, else by `upstream` (see verify_upstream).
+upstream_verify effective_upstream_verify(const tls_config& t);
+// True when a certificate that fails its check must fail the upstream TLS (require, or a pin).
+inline bool upstream_verification_required(const tls_config& t) {
+  return !t.upstream_fingerprint.empty() || effective_upstream_verify(t) == upstream_verify::require;
+}
 
 // The built-in sink's AUTH: empty user accepts any credentials.
 struct sink_config {

@@ -41,7 +41,7 @@ bool server::start_tls(std::string& error) {
   settings.key_file = t.key_file;
   settings.ca_file = t.ca_file;
   settings.state_dir = t.state_dir.empty() ? default_state_dir() : t.state_dir;
-  settings.insecure_upstream = t.insecure_upstream;
+  settings.insecure_upstream = effective_upstream_verify(t) == upstream_verify::none;
   settings.handshake_timeout = t.handshake_timeout;
   client_tls_ = make_server_tls(settings, error);
   if (!client_tls_) return false;
@@ -50,7 +50,7 @@ bool server::start_tls(std::string& error) {
   if (cfg_.upstream) {
     upstream_tls_ = make_client_tls(settings, error);
     if (!upstream_tls_) return false;
-    if (t.insecure_upstream) spdlog::warn("upstream TLS certificates are NOT verified (insecure_upstream)");
+    if (settings.insecure_upstream) spdlog::warn("upstream TLS certificates are NOT verified (verify_upstream = none)");
   } else {
     // The built-in sink presents our own certificate: trust exactly that one.
     upstream_tls_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);

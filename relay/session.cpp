@@ -63,7 +63,19 @@ protocol::relay_options relay_options_from(const relay_context& ctx, bool implic
   o.tls.implicit_client_tls = implicit_tls;
   // Without an upstream TLS context nothing can be secured upstream: only `never` is honest.
   o.tls.upstream = ctx.upstream_tls ? ctx.cfg.tls.upstream : protocol::upstream_tls_mode::never;
+  o.tls.upstream_verification_required = !ctx.upstream_is_builtin && upstream_verification_required(ctx.cfg.tls);
   return o;
+}
+
+// How this relay checks the upstream's certificate during the handshake (tls_context.hpp).
+peer_verification upstream_check_for(const tls_config& t) {
+  if (!t.upstream_fingerprint.empty()) return peer_verification::off;   // the pin is compared after it
+  switch (effective_upstream_verify(t)) {
+    case upstream_verify::none: return peer_verification::off;
+    case upstream_verify::record: return peer_verification::record;
+    case upstream_verify::require: return peer_verification::enforce;
+  }
+  return peer_verification::enforce;
 }
 
 std::string peer_label(const asio::ip::tcp::socket& s) {
@@ -199,15 +211,26 @@ asio::awaitable<void> session::run() {
   spawn(watchdog());
 }
 
+// Counted, logged at warn with the session id (rate-limited: a dead upstream fails every
+// session), and handed to the machine, which answers the client.
+void session::upstream_unreachable(const std::string& why) {
+  ++ctx_.metrics.upstream_unreachable;
+  warn_limited(ctx_.metrics.warnings, warn_kind::upstream_unreachable, "session " + id_ + ": upstream " + why);
+  fsm_.on_upstream_unreachable(now_us(), why);
+}
+
 asio::awaitable<void> session::connect_upstream() {
+  std::string failed = co_await dial_upstream();
+  if (!failed.empty()) {
+    upstream_unreachable(failed);
+    co_return;
+  }
+  upstream_connected_ = true;
+  fsm_.on_upstream_connected(now_us());
+}
+
+asio::awaitable<std::string> session::dial_upstream() {
   auto ex = co_await asio::this_coro::executor;
-  // Counted, logged at warn with the session id (rate-limited: a dead upstream fails every
-  // session), and handed to the machine, which answers the client.
-  auto unreachable = [this](const std::string& why) {
-    ++ctx_.metrics.upstream_unreachable;
-    warn_limited(ctx_.metrics.warnings, warn_kind::upstream_unreachable, "session " + id_ + ": upstream " + why);
-    fsm_.on_upstream_unreachable(now_us(), why);
-  };
   // A literal address needs no resolver (async_resolve hands every lookup to a helper thread).
   tcp::resolver::results_type endpoints;
   boost::system::error_code aec;
@@ -219,30 +242,38 @@ asio::awaitable<void> session::connect_upstream() {
     tcp::resolver resolver(ex);
     auto [rec, found] = co_await resolver.async_resolve(ctx_.upstream.host, std::to_string(ctx_.upstream.port),
                                                         as_tuple(use_awaitable));
-    if (rec) {
-      unreachable("cannot resolve " + ctx_.upstream.host + ": " + rec.message());
-      co_return;
-    }
+    if (rec) co_return "cannot resolve " + ctx_.upstream.host + ": " + rec.message();
     endpoints = std::move(found);
   }
   timer deadline(ex);
   deadline.expires_after(ctx_.cfg.upstream_connect_timeout);
   auto result = co_await (asio::async_connect(upstream_, endpoints, as_tuple(use_awaitable)) ||
                           deadline.async_wait(as_tuple(use_awaitable)));
-  if (result.index() == 1) {
-    unreachable("connect to " + ctx_.upstream.to_string() + " timed out");
-    co_return;
-  }
+  if (result.index() == 1) co_return "connect to " + ctx_.upstream.to_string() + " timed out";
   auto [cec, ep] = std::get<0>(result);
-  if (cec) {
-    unreachable("connect to " + ctx_.upstream.to_string() + ": " + cec.message());
-    co_return;
-  }
+  if (cec) co_return "connect to " + ctx_.upstream.to_string() + ": " + cec.message();
   boost::system::error_code ig;
   upstream_.set_option(tcp::no_delay(true), ig);
   upstream_.non_blocking(true, ig);
-  upstream_connected_ = true;
-  fsm_.on_upstream_connected(now_us());
+  co_return std::string();
+}
+
+asio::awaitable<void> session::reconnect_upstream() {
+  // The failed handshake left the connection unusable: no close_notify, no QUIT, just close.
+  auto& box = upstream_out_;
+  boost::system::error_code ig;
+  box.tls.reset();
+  box.tls_buffer.reset();
+  upstream_.close(ig);
+  box.eof_seen = false;
+  spdlog::info("session {}: upstream TLS failed; new plaintext connection to {}", id_, ctx_.upstream.to_string());
+  std::string failed = co_await dial_upstream();
+  if (fsm_.finished()) co_return;
+  if (!failed.empty()) {
+    upstream_unreachable(failed);
+    co_return;
+  }
+  fsm_.on_upstream_reconnected(now_us());
 }
 
 // ---------------------------------------------------------------- legs
@@ -265,7 +296,7 @@ asio::awaitable<void> session::read_leg(leg l) {
   auto& box = outbox_of(l);
   for (;;) {
     // Nothing signals the capture writer catching up, so a paused reader also re-checks on a tick.
-    while (reading_paused(l) || box.tls_requested || box.tls_busy) {
+    while (reading_paused(l) || box.tls_requested || box.tls_busy || (box.reconnect_requested && !box.close_requested)) {
       if (l == leg::client) hold_input_while_capture_backlogged();
       co_await wait_for_change(10ms);
     }
@@ -282,6 +313,8 @@ asio::awaitable<void> session::read_leg(leg l) {
       auto [wec] = co_await sock.async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
       // A handshake may have begun (or finished) while we waited: its bytes are not ours.
       if (!wec && (box.tls_requested || box.tls_busy || box.tls)) continue;
+      // A reconnect closed the socket under us: the new connection is read from the top.
+      if (wec && ((box.reconnect_requested && !box.close_requested) || box.tls_busy)) continue;
       ec = wec;
       if (!ec) n = sock.read_some(asio::buffer(buffer), ec);
     }
@@ -317,9 +350,20 @@ asio::awaitable<void> session::write_leg(leg l) {
   auto& sock = socket_of(l);
   boost::system::error_code ig;
   for (;;) {
-    if (box.pending.empty() && !box.close_requested && !box.tls_requested) {
+    if (box.pending.empty() && !box.close_requested && !box.tls_requested && !box.reconnect_requested) {
       auto& wake = l == leg::client ? client_writer_wake_ : upstream_writer_wake_;
       co_await wake.async_wait(as_tuple(use_awaitable));   // never expires: wake_writer cancels it
+      continue;
+    }
+    if (box.reconnect_requested && !box.close_requested) {
+      // Nothing is queued for the old connection (the machine sends nothing upstream until
+      // the new one greets); the socket is replaced while readers stay away.
+      box.reconnect_requested = false;
+      box.tls_busy = true;
+      co_await reconnect_upstream();
+      box.tls_busy = false;
+      after_fsm();
+      notify();
       continue;
     }
     if (!box.pending.empty()) {
@@ -460,9 +504,9 @@ asio::awaitable<void> session::handshake(leg l) {
   auto& context = upstream ? *ctx_.upstream_tls : ctx_.client_tls->ctx;
   box.tls = std::make_unique<tls_stream>(sock, context);
   std::string error;
-  const bool verify = upstream && !ctx_.cfg.tls.insecure_upstream;
+  const peer_verification check = upstream_check_for(ctx_.cfg.tls);
   if (upstream && !ctx_.upstream_is_builtin &&
-      !prepare_client_ssl(box.tls->native_handle(), ctx_.upstream.host, verify, error)) {
+      !prepare_client_ssl(box.tls->native_handle(), ctx_.upstream.host, check, error)) {
     box.tls.reset();
     failed(error);
     co_return;
@@ -487,12 +531,31 @@ asio::awaitable<void> session::handshake(leg l) {
     failed(reason);
     co_return;
   }
-  box.tls_buffer = std::make_unique<std::array<char, 16 * 1024>>();
   tls_info info = describe(box.tls->native_handle());
+  const bool insecure = upstream && !ctx_.upstream_is_builtin && check == peer_verification::off &&
+                        ctx_.cfg.tls.upstream_fingerprint.empty();
+  if (upstream) {
+    // The built-in sink presents our own certificate, which the context trusts exactly.
+    static const std::string no_pin;
+    assess_upstream(box.tls->native_handle(), ctx_.upstream_is_builtin ? peer_verification::enforce : check,
+                    ctx_.upstream_is_builtin ? no_pin : ctx_.cfg.tls.upstream_fingerprint, info);
+    if (!info.verified && !ctx_.upstream_is_builtin && upstream_verification_required(ctx_.cfg.tls)) {
+      // A pin is compared only now (the handshake itself checked nothing): a mismatch fails
+      // TLS before a byte of SMTP goes through it.
+      box.tls.reset();
+      fsm_.on_tls_failed(now_us(), l, "certificate not accepted: " + info.verification);
+      co_return;
+    }
+    if (!info.verified)
+      spdlog::info("session {}: untrusted TLS connection established to {}: {}", id_, ctx_.upstream.to_string(),
+                   info.verification);
+  }
+  box.tls_buffer = std::make_unique<std::array<char, 16 * 1024>>();
   protocol::tls_summary summary{info.version, info.cipher, info.sni, info.peer_subject, info.peer_sha256,
-                                info.verified, upstream && ctx_.cfg.tls.insecure_upstream,
+                                info.verified, insecure,
                                 static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                                               clock::now() - started).count())};
+                                                               clock::now() - started).count()),
+                                info.verification};
   fsm_.on_tls_ready(now_us(), l, summary);
 }
 
@@ -575,6 +638,9 @@ void session::execute(std::vector<protocol::action>& actions) {
         boost::system::error_code ig;
         upstream_.close(ig);
       }
+    } else if (std::holds_alternative<protocol::reconnect_upstream>(a)) {
+      upstream_out_.reconnect_requested = true;
+      wake_writer(leg::upstream);
     } else if (auto* st = std::get_if<protocol::start_tls>(&a)) {
       outbox_of(st->which).tls_requested = true;
       wake_writer(st->which);

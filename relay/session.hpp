@@ -81,7 +81,8 @@ class session : public std::enable_shared_from_this<session> {
     bool closed = false;
     bool eof_seen = false;            // the peer finished sending (for lingering close)
     bool tls_requested = false;       // start_tls executed; the writer performs it
-    bool tls_busy = false;            // a handshake owns the socket: readers stay away
+    bool tls_busy = false;            // a handshake (or a reconnect) owns the socket: readers stay away
+    bool reconnect_requested = false; // reconnect_upstream executed; the writer performs it
     std::unique_ptr<tls_stream> tls;
     std::unique_ptr<std::array<char, 16 * 1024>> tls_buffer;   // only TLS legs have their own
     // Faults: write shaping (throttle, slice) and segment breaks (offset into pending, pause).
@@ -95,6 +96,11 @@ class session : public std::enable_shared_from_this<session> {
   void spawn(boost::asio::awaitable<void> work);
   boost::asio::awaitable<void> run();
   boost::asio::awaitable<void> connect_upstream();
+  void upstream_unreachable(const std::string& why);
+  // Opens upstream_ to the upstream (resolve, connect, deadline). Empty on success, else why.
+  boost::asio::awaitable<std::string> dial_upstream();
+  // The plaintext fall-back after a failed upstream handshake: drop the connection, dial again.
+  boost::asio::awaitable<void> reconnect_upstream();
   boost::asio::awaitable<void> read_leg(protocol::leg l);
   boost::asio::awaitable<void> write_leg(protocol::leg l);
   boost::asio::awaitable<void> watchdog();

@@ -518,7 +518,7 @@ std::unique_ptr<boost::asio::ssl::context> make_client_tls(const tls_settings& s
   return ctx;
 }
 
-bool prepare_client_ssl(SSL* ssl, const std::string& host, bool verify, std::string& error) {
+bool prepare_client_ssl(SSL* ssl, const std::string& host, peer_verification v, std::string& error) {
   error.clear();
   if (ssl == nullptr) {
     error = "tls: no SSL handle";
@@ -537,10 +537,12 @@ bool prepare_client_ssl(SSL* ssl, const std::string& host, bool verify, std::str
     error = "tls: cannot send SNI for " + host + ": " + ossl_reason();
     return false;
   }
-  // verify decides for this stream, whatever the context says.
-  SSL_set_verify(ssl, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
-  if (!verify) return true;
+  // The policy decides for this stream, whatever the context says. Under `record` OpenSSL
+  // still checks chain and name (against the CAs the context loaded) and keeps the result.
+  SSL_set_verify(ssl, v == peer_verification::enforce ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+  if (v == peer_verification::off) return true;
   if (name.empty()) {
+    if (v == peer_verification::record) return true;   // the chain is still checked and recorded
     error = "tls: certificate verification needs the upstream's host name";
     return false;
   }
@@ -572,6 +574,37 @@ tls_info describe(SSL* ssl) {
     info.verified = (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) != 0 && SSL_get_verify_result(ssl) == X509_V_OK;
   }
   return info;
+}
+
+void assess_upstream(SSL* ssl, peer_verification v, const std::string& pin_sha256, tls_info& info) {
+  info.verified = false;
+  const bool presented = !info.peer_sha256.empty();
+  if (!pin_sha256.empty()) {
+    if (!presented) info.verification = "no certificate presented (a fingerprint is pinned)";
+    else if (info.peer_sha256 != pin_sha256)
+      info.verification = "fingerprint mismatch: the certificate is " + info.peer_sha256 + ", pinned " + pin_sha256;
+    else info.verified = true, info.verification = "verified: fingerprint matches the pin";
+    return;
+  }
+  if (v == peer_verification::off) {
+    info.verification = "not checked: verification off by configuration";
+    return;
+  }
+  if (!presented) {
+    info.verification = "no certificate presented";
+    return;
+  }
+  const long result = ssl != nullptr ? SSL_get_verify_result(ssl) : X509_V_ERR_UNSPECIFIED;
+  if (result == X509_V_OK) {
+    info.verified = true;
+    info.verification = "verified";
+    return;
+  }
+  // Postfix's words: a chain that does not lead to a trusted CA is "untrusted"; a trusted
+  // chain for another name is a name mismatch.
+  const bool name = result == X509_V_ERR_HOSTNAME_MISMATCH || result == X509_V_ERR_IP_ADDRESS_MISMATCH ||
+                    result == X509_V_ERR_EMAIL_MISMATCH;
+  info.verification = std::string(name ? "name mismatch: " : "untrusted: ") + X509_verify_cert_error_string(result);
 }
 
 }  // namespace mailtap

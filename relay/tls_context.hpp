@@ -53,12 +53,21 @@ std::unique_ptr<server_tls> make_server_tls(const tls_settings& s, std::string& 
 // or the system default paths; with insecure_upstream verify_none (nothing is loaded).
 std::unique_ptr<boost::asio::ssl::context> make_client_tls(const tls_settings& s, std::string& error);
 
+// How a client stream checks the upstream's certificate (issue 13, RFC 7435):
+//   off     nothing is checked (verify_upstream = none; also a pinned fingerprint, which is
+//           compared after the handshake instead of the chain and name);
+//   record  the chain and name are checked but the handshake goes on whatever the result
+//           (SSL_VERIFY_NONE: OpenSSL still verifies and keeps the first error for
+//           SSL_get_verify_result), as Postfix's smtp_tls_security_level = may;
+//   enforce a certificate that fails the check fails the handshake (SSL_VERIFY_PEER).
+enum class peer_verification { off, record, enforce };
+
 // Before a stream's client handshake: sets SNI (names only, not IP literals; a trailing dot
-// is dropped) and, when verify, the name the certificate must carry (SSL_set1_host for names,
-// the IP address SAN for literals; "[::1]" brackets accepted). verify also sets this stream's
-// verify mode (PEER or NONE, overriding the context's): pass !insecure_upstream. verify with an
-// empty host is an error (a chain check without a name proves nothing).
-bool prepare_client_ssl(SSL* ssl, const std::string& host, bool verify, std::string& error);
+// is dropped) and, unless off, the name the certificate must carry (SSL_set1_host for names,
+// the IP address SAN for literals; "[::1]" brackets accepted). Also sets this stream's verify
+// mode (PEER for enforce, NONE otherwise, overriding the context's). enforce with an empty
+// host is an error (a chain check without a name proves nothing).
+bool prepare_client_ssl(SSL* ssl, const std::string& host, peer_verification v, std::string& error);
 
 // What captures record per leg after a handshake.
 struct tls_info {
@@ -68,7 +77,16 @@ struct tls_info {
   std::string peer_subject;   // peer certificate (server side: a client certificate, if any)
   std::string peer_sha256;
   bool verified = false;      // peer verification was on, a certificate was presented and it passed
+  // Upstream leg (filled by assess_upstream): "verified", or why not, as Postfix tells a
+  // Verified from an Untrusted TLS connection: "untrusted: self-signed certificate",
+  // "name mismatch: hostname mismatch", "no certificate presented", "fingerprint mismatch:
+  // ...", "not checked: verification off by configuration". Empty on the client leg.
+  std::string verification;
 };
 tls_info describe(SSL* ssl);
+
+// After an upstream handshake: sets info.verified and info.verification for the stream's
+// policy. With a pin ("AB:CD:..." as describe gives peer_sha256) only the fingerprint counts.
+void assess_upstream(SSL* ssl, peer_verification v, const std::string& pin_sha256, tls_info& info);
 
 }  // namespace mailtap

@@ -156,6 +156,8 @@ class TlsTest(IntegrationTest):
         self.assertEqual(u["peer_sha256"].upper(), CERTS[cert][2], u)
         self.assertIs(u["verified"], verified, u)
         self.assertIs(u["insecure"], insecure, u)
+        if verified:
+            self.assertEqual(u["verification"], "verified", u)
         return u
 
     def assertClientTlsEvent(self, shown):
@@ -386,9 +388,11 @@ class TlsTest(IntegrationTest):
         self.assertEqual(shown["transactions"], [])
         return mailtap
 
-    def mirror_mode_refuses_starttls(self, up, name="mailtap"):
-        """Default mode: the client's STARTTLS gets 454 4.7.0 when the upstream leg fails."""
-        mailtap = self.relay_to(up, name=name)
+    def mirror_mode_refuses_starttls(self, up, name="mailtap", args=("--upstream-verify", "require")):
+        """Default mode (mirror) with verification required: the client's STARTTLS gets 454
+        4.7.0 when the upstream leg fails, then 421 (issue 13: without `require` a failed
+        handshake falls back to plaintext, see mirror_mode_falls_back_to_plaintext)."""
+        mailtap = self.relay_to(up, list(args), name=name)
         c = self.connect(mailtap.port)
         self.assertReply(c.reply(), 220)
         self.assertReply(c.command("EHLO client.test"), 250)
@@ -417,7 +421,23 @@ class TlsTest(IntegrationTest):
         self.assertEqual([(c[0], c[2]) for c in cmds], [("EHLO", False), ("STARTTLS", False)], cmds)
         self.assertEqual(up.count(), 0)
 
-    def test_mirror_upstream_untrusted_certificate(self):
+    def test_mirror_upstream_untrusted_certificate_is_recorded_and_delivered(self):
+        """Issue 13: by default the certificate is checked and the result recorded, and the
+        session goes on (RFC 7435, Postfix smtp_tls_security_level = may)."""
+        up = self.start_tls_upstream(cert="untrusted")
+        mailtap = self.relay_to(up)
+        self.swaks_mail(mailtap.port, "--tls", "--auth", "PLAIN", "--auth-user", USER,
+                        "--auth-password", PASSWORD)
+        self.assertTrue(up.wait_for(1)[0]["tls"], "the message reached the upstream outside TLS")
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        shown = show_json(cap.path)
+        self.assertEqual(shown["outcome"], "delivered")
+        u = self.assertUpstreamTlsEvent(shown, cert="untrusted", verified=False)
+        self.assertEqual(u["verification"], "untrusted: self-signed certificate", u)
+        self.assertRegex(u["text"], r"not verified \(untrusted: self-signed certificate\)")
+
+    def test_mirror_upstream_untrusted_certificate_with_verification_required(self):
         up = self.start_tls_upstream(cert="untrusted")
         self.mirror_mode_refuses_starttls(up)
         self.assertEqual(up.all_commands(), [("EHLO", "client.test", False), ("STARTTLS", None, False)])
@@ -436,7 +456,7 @@ class TlsTest(IntegrationTest):
                 self.assertEqual(conn.commands[1], b"STARTTLS")
                 self.assertNothingPlainAfterStarttls(conn.after_starttls)
 
-    def test_mirror_upstream_handshake_refused(self):
+    def test_mirror_upstream_handshake_refused_with_verification_required(self):
         for behaviour in ("close", "garbage"):
             with self.subTest(behaviour=behaviour):
                 up = self.start_scripted_tls(behaviour)
@@ -445,6 +465,41 @@ class TlsTest(IntegrationTest):
                 wait_until(conn.closed.is_set, 20, "the upstream connection to end")
                 self.assertEqual(conn.commands, [b"EHLO client.test", b"STARTTLS"])
                 self.assertNothingPlainAfterStarttls(conn.after_starttls)
+                self.assertEqual(len(up.all_connections()), 1, "no second, plaintext connection")
+
+    def test_mirror_upstream_handshake_refused_falls_back_to_plaintext(self):
+        """Issue 13: the upstream's handshake fails -> 454 to the client, a NEW plaintext
+        upstream connection with the client's EHLO replayed, and the client's plaintext
+        transaction delivered on it. The broken connection never carries plaintext."""
+        for behaviour in ("close", "garbage"):
+            with self.subTest(behaviour=behaviour):
+                up = self.start_scripted_tls(behaviour)
+                mailtap = self.relay_to(up, name="mailtap-" + behaviour)
+                c = self.connect(mailtap.port)
+                self.assertReply(c.reply(), 220)
+                self.assertReply(c.command("EHLO client.test"), 250)
+                self.assertReply(c.command("STARTTLS"), 454, "4.7.0")
+                self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+                self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+                self.assertReply(c.command("DATA"), 354)
+                self.assertReply(c.command("Subject: fallback\r\n\r\nplaintext body\r\n."), 250)
+                self.quit(c)
+                first, second = up.wait_for_connections(2)
+                wait_until(first.closed.is_set, 20, "the broken connection to end")
+                self.assertEqual(first.commands, [b"EHLO client.test", b"STARTTLS"])
+                self.assertNothingPlainAfterStarttls(first.after_starttls)
+                self.assertEqual(second.commands[:4], [b"EHLO client.test", b"MAIL FROM:<%s>" % FROM.encode(),
+                                                       b"RCPT TO:<%s>" % TO.encode(), b"DATA"], second.commands)
+                self.assertEqual(len(second.messages), 1)
+                self.assertIn(b"plaintext body", second.messages[0])
+                cap = self.single_capture(mailtap)
+                self.assertCaptureComplete(cap)
+                shown = show_json(cap.path)
+                self.assertEqual(shown["outcome"], "delivered")
+                self.assertEqual(shown["end_reason"], "client_quit")
+                self.assertEqual(events_of(shown, "tls"), [])
+                self.assertTrue(any("falling back to plaintext on a new upstream connection" in n
+                                    for n in cap.notes), cap.notes)
 
     def test_upstream_insecure_is_explicit_and_recorded(self):
         up = self.start_tls_upstream(cert="untrusted")
@@ -456,7 +511,8 @@ class TlsTest(IntegrationTest):
         self.assertCaptureComplete(cap)
         shown = show_json(cap.path)
         self.assertEqual(shown["outcome"], "delivered")
-        self.assertUpstreamTlsEvent(shown, cert="untrusted", verified=False, insecure=True)
+        u = self.assertUpstreamTlsEvent(shown, cert="untrusted", verified=False, insecure=True)
+        self.assertEqual(u["verification"], "not checked: verification off by configuration")
         records = cap.of_type("tls")
         self.assertEqual([r["insecure"] for r in records if r["leg"] == "upstream"], [True])
 

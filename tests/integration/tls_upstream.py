@@ -16,6 +16,8 @@
                                        plaintext garbage, closes
                           "injection"  `220 Ready\\r\\n250-fake\\r\\n250 AUTH LOGIN\\r\\n` in ONE send
                         Logs every byte received, and separately every byte after STARTTLS.
+                        A connection that never says STARTTLS is a plain SMTP server that
+                        accepts every command and message (a plaintext fall-back lands there).
 
 Everything binds 127.0.0.1; every wait is bounded; stop() ends every thread.
 """
@@ -181,6 +183,7 @@ class ScriptedTlsConnection:
         self.raw = bytearray()              # every byte received
         self.after_starttls = bytearray()   # every byte received after the STARTTLS line
         self.commands = []                  # command lines before STARTTLS (bytes, no CRLF)
+        self.messages = []                  # message bodies received in plaintext (still dot-stuffed)
         self.starttls_seen = threading.Event()
         self.closed = threading.Event()
 
@@ -250,6 +253,18 @@ class ScriptedTlsUpstream(ScriptedServer):
                     elif verb == b"QUIT":
                         sock.sendall(b"221 2.0.0 Bye\r\n")
                         return
+                    elif verb == b"DATA":
+                        sock.sendall(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                        while b"\r\n.\r\n" not in b"\r\n" + buf:
+                            chunk = self._recv(conn, deadline)
+                            if chunk is None:
+                                continue
+                            if not chunk:
+                                return
+                            buf += chunk
+                        body, buf = (b"\r\n" + buf).split(b"\r\n.\r\n", 1)
+                        conn.messages.append(body[2:] + b"\r\n" if body else b"")
+                        sock.sendall(b"250 2.0.0 Ok: queued on a plaintext connection\r\n")
                     else:
                         sock.sendall(b"250 2.0.0 Ok\r\n")
         except OSError:

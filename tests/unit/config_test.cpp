@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -694,4 +695,58 @@ TEST(ConfigTimeouts, SlowSenderLimits) {
   EXPECT_EQ(error_of("[timeouts]\nmin_data_rate = 1.5\n"),
             "mailtap.toml:2: key 'timeouts.min_data_rate': expected an integer number of bytes per second from 0 to "
             "1000000000, got float");
+}
+
+// ---- [tls] verify_upstream and upstream_fingerprint (issue 13) -----------------------------
+
+TEST(ConfigTlsVerification, DefaultRecordsAndRequiredRequires) {
+  std::string error;
+  auto d = load_config_text("# nothing\n", "m.toml", config{}, error);
+  ASSERT_TRUE(d) << error;
+  EXPECT_EQ(mailtap::effective_upstream_verify(d->tls), mailtap::upstream_verify::record);
+  EXPECT_FALSE(mailtap::upstream_verification_required(d->tls));
+  auto r = load_config_text("[tls]\nupstream = \"required\"\n", "m.toml", config{}, error);
+  ASSERT_TRUE(r) << error;
+  EXPECT_EQ(mailtap::effective_upstream_verify(r->tls), mailtap::upstream_verify::require);
+  auto rr = load_config_text("[tls]\nupstream = \"required\"\nverify_upstream = \"record\"\n", "m.toml", config{}, error);
+  ASSERT_TRUE(rr) << error;
+  EXPECT_EQ(mailtap::effective_upstream_verify(rr->tls), mailtap::upstream_verify::record);
+}
+
+TEST(ConfigTlsVerification, InsecureUpstreamIsTheOldSpellingOfNone) {
+  std::string error;
+  auto c = load_config_text("[tls]\ninsecure_upstream = true\n", "m.toml", config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(mailtap::effective_upstream_verify(c->tls), mailtap::upstream_verify::none);
+  auto both = load_config_text("[tls]\ninsecure_upstream = true\nverify_upstream = \"none\"\n", "m.toml", config{}, error);
+  ASSERT_TRUE(both) << error;
+  EXPECT_EQ(error_of("[tls]\ninsecure_upstream = true\nverify_upstream = \"require\"\n"),
+            "mailtap.toml:3: key 'tls.verify_upstream': contradicts insecure_upstream = true (insecure_upstream = "
+            "true is the old spelling of verify_upstream = \"none\")");
+  EXPECT_EQ(error_of("[tls]\nverify_upstream = \"may\"\n"),
+            "mailtap.toml:2: key 'tls.verify_upstream': expected one of none|record|require, got 'may'");
+}
+
+TEST(ConfigTlsVerification, FingerprintsAreNormalizedAndChecked) {
+  const std::string hex = "0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789abcdef";
+  std::string colons;
+  for (std::size_t i = 0; i < hex.size(); i += 2) colons += (i ? ":" : "") + hex.substr(i, 2);
+  std::string expected;
+  for (char ch : colons) expected += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  std::string error;
+  for (const std::string& text : {"sha256:" + hex, "SHA256:" + colons, hex}) {
+    auto fp = mailtap::parse_sha256_fingerprint(text, error);
+    ASSERT_TRUE(fp) << text << ": " << error;
+    EXPECT_EQ(*fp, expected) << text;
+  }
+  EXPECT_FALSE(mailtap::parse_sha256_fingerprint("sha256:" + hex.substr(2), error));
+  EXPECT_FALSE(mailtap::parse_sha256_fingerprint("sha256:" + hex + "00", error));
+  EXPECT_FALSE(mailtap::parse_sha256_fingerprint("sha1:" + hex, error));
+  auto c = load_config_text("[tls]\nupstream_fingerprint = \"sha256:" + hex + "\"\n", "m.toml", config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->tls.upstream_fingerprint, expected);
+  EXPECT_TRUE(mailtap::upstream_verification_required(c->tls));
+  EXPECT_EQ(error_of("[tls]\nverify_upstream = \"none\"\nupstream_fingerprint = \"sha256:" + hex + "\"\n"),
+            "mailtap.toml:2: key 'tls.upstream_fingerprint': a pinned fingerprint is a verification: it cannot go "
+            "with verify_upstream = \"none\"");
 }

@@ -1093,7 +1093,11 @@ TEST_F(RelayFsmTest, UpstreamHandshakeFailureGives454AndNothingInPlaintext) {
 }
 
 TEST_F(RelayFsmTest, ClientStarttlsWithUpstreamHandshakeFailure) {
-  make(tls_options());
+  // When the certificate must verify, a failed handshake fails closed (issue 13: otherwise
+  // it falls back to plaintext, see the plaintext fall-back tests at the end).
+  relay_options o = tls_options();
+  o.tls.upstream_verification_required = true;
+  make(o);
   greet();
   client("EHLO x\r\n");
   upstream(tls_ehlo_reply);
@@ -1391,6 +1395,120 @@ TEST_F(RelayFsmTest, BdatLastChunkArrivingInPiecesIsForwardedWhole) {
   EXPECT_EQ(only_transaction().result, outcome::delivered);
 }
 
+// ---------------------------------------------------------------- plaintext fall-back (issue 13)
+
+const std::string reconnects = to_string(action{reconnect_upstream{}});
+
+class PlaintextFallbackTest : public RelayFsmTest {
+ protected:
+  // Mirror mode, the client's STARTTLS relayed, the upstream's 220, then its handshake fails.
+  std::vector<std::string> fail_upstream_handshake(relay_options o = tls_options()) {
+    make(o);
+    greet();
+    client("EHLO client.example\r\n");
+    upstream(tls_ehlo_reply);
+    client("STARTTLS\r\n");
+    upstream("220 2.0.0 Ready to start TLS\r\n");
+    show_timers_ = true;
+    fsm_->on_tls_failed(tick(), leg::upstream, "handshake refused");
+    auto acts = take();
+    show_timers_ = false;
+    return acts;
+  }
+  // The new connection opens and greets; the client's EHLO is replayed on it.
+  void reconnect_and_replay() {
+    fsm_->on_upstream_reconnected(tick());
+    take();
+    EXPECT_THAT(upstream("220 mx.example.org ESMTP again\r\n"), ElementsAre(to_upstream("EHLO client.example\r\n")))
+        << "the new greeting is the relay's, the client already has one";
+  }
+};
+
+TEST_F(PlaintextFallbackTest, HandshakeFailureGives454AndANewPlaintextConnection) {
+  auto acts = fail_upstream_handshake();
+  EXPECT_THAT(acts, Contains(client_reply("454 4.7.0 TLS not available: handshake refused")));
+  EXPECT_THAT(acts, Contains(reconnects));
+  EXPECT_THAT(acts, Not(Contains(starts_tls(leg::client))));
+  EXPECT_FALSE(closed_[leg::client]);
+  EXPECT_THAT(cl_, Not(HasSubstr("421")));
+  EXPECT_EQ(end_reason(), "(no end)");
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("falling back to plaintext on a new upstream connection")));
+
+  // The client goes on in plaintext at once; its MAIL waits for the new connection.
+  const std::string before = up_;
+  EXPECT_THAT(client("MAIL FROM:<alice@example.org>\r\n"), IsEmpty());
+  reconnect_and_replay();
+  EXPECT_THAT(upstream(tls_ehlo_reply), ElementsAre(to_upstream("MAIL FROM:<alice@example.org>\r\n")))
+      << "the replayed EHLO's reply is the relay's; then held commands go on";
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n"), ElementsAre(to_client("250 2.1.0 Ok\r\n")));
+  EXPECT_EQ(up_.substr(before.size()), "EHLO client.example\r\nMAIL FROM:<alice@example.org>\r\n");
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("plaintext upstream ready")));
+  client("QUIT\r\n");
+  upstream("221 2.0.0 Bye\r\n");
+  EXPECT_EQ(end_reason(), "client_quit");
+}
+
+TEST_F(PlaintextFallbackTest, NoSecondTlsAttemptUpstream) {
+  fail_upstream_handshake();
+  reconnect_and_replay();
+  upstream(tls_ehlo_reply);
+  const std::string before = up_;
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(client_reply("454 4.7.0")));
+  EXPECT_EQ(up_, before) << "the upstream's TLS already failed: not tried again";
+  EXPECT_THAT(client("NOOP\r\n"), ElementsAre(to_upstream("NOOP\r\n")));
+}
+
+TEST_F(PlaintextFallbackTest, OpportunisticAlsoFallsBack) {
+  auto acts = fail_upstream_handshake(tls_options(upstream_tls_mode::opportunistic));
+  EXPECT_THAT(acts, Contains(reconnects));
+  EXPECT_THAT(acts, Contains(client_reply("454 4.7.0")));
+}
+
+TEST_F(PlaintextFallbackTest, VerificationRequiredFailsClosed) {
+  relay_options o = tls_options();
+  o.tls.upstream_verification_required = true;
+  auto acts = fail_upstream_handshake(o);
+  EXPECT_THAT(acts, Not(Contains(reconnects)));
+  EXPECT_THAT(acts, Contains(client_reply("454 4.7.0")));
+  EXPECT_THAT(cl_, HasSubstr("421"));
+  EXPECT_TRUE(closed_[leg::upstream]);
+  EXPECT_EQ(end_reason(), "upstream_tls_failed");
+}
+
+TEST_F(PlaintextFallbackTest, NewConnectionRefusingItsGreetingEndsWith421) {
+  fail_upstream_handshake();
+  fsm_->on_upstream_reconnected(tick());
+  take();
+  upstream("554 5.7.1 go away\r\n");
+  EXPECT_THAT(cl_, HasSubstr("421 4.4.2"));
+  EXPECT_EQ(up_.find("EHLO client.example\r\nEHLO"), std::string::npos);
+  EXPECT_EQ(end_reason(), "upstream_refused");
+}
+
+TEST_F(PlaintextFallbackTest, NewConnectionRefusingTheReplayedEhloEndsWith421) {
+  fail_upstream_handshake();
+  reconnect_and_replay();
+  upstream("550 5.7.1 not you\r\n");
+  EXPECT_THAT(cl_, HasSubstr("421 4.4.2"));
+  EXPECT_EQ(end_reason(), "upstream_refused");
+}
+
+TEST_F(PlaintextFallbackTest, NewConnectionUnreachableEndsWith421) {
+  fail_upstream_handshake();
+  fsm_->on_upstream_unreachable(tick(), "connection refused");
+  take();
+  EXPECT_THAT(cl_, HasSubstr("421 4.4.1"));
+  EXPECT_EQ(end_reason(), "upstream_unreachable");
+}
+
+TEST_F(PlaintextFallbackTest, NewConnectionSilentTimesOut) {
+  fail_upstream_handshake();
+  fsm_->on_upstream_reconnected(tick());
+  take();
+  timeout(leg::upstream);
+  EXPECT_THAT(cl_, HasSubstr("421 4.4.2"));
+  EXPECT_EQ(end_reason(), "upstream_timeout");
+}
 
 
 // ---------------------------------------------------------------- hostile input (issue 14)

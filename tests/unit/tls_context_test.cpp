@@ -103,7 +103,8 @@ struct handshake_result {
 // Both handshakes on one io_context over a socketpair. A side that fails closes its socket,
 // so the other side never waits for bytes that will not come.
 handshake_result handshake(ssl::context& server_ctx, ssl::context& client_ctx, const std::string& host,
-                           bool verify, int client_max_version = 0, int client_min_version = 0) {
+                           mailtap::peer_verification verify, int client_max_version = 0,
+                           int client_min_version = 0, const std::string& pin = {}) {
   asio::io_context io;
   asio::local::stream_protocol::socket a(io), b(io);
   asio::local::connect_pair(a, b);
@@ -128,7 +129,16 @@ handshake_result handshake(ssl::context& server_ctx, ssl::context& client_ctx, c
   io.run_for(10s);
   r.server_side = mailtap::describe(server.native_handle());
   r.client_side = mailtap::describe(client.native_handle());
+  if (r.client_ok) mailtap::assess_upstream(client.native_handle(), verify, pin, r.client_side);
   return r;
+}
+
+// verify: enforced (true) or off (false), as the upstream leg did before issue 13.
+handshake_result handshake(ssl::context& server_ctx, ssl::context& client_ctx, const std::string& host,
+                           bool verify, int client_max_version = 0, int client_min_version = 0) {
+  return handshake(server_ctx, client_ctx, host,
+                   verify ? mailtap::peer_verification::enforce : mailtap::peer_verification::off,
+                   client_max_version, client_min_version);
 }
 
 // --- the self-signed pair --------------------------------------------------------------
@@ -390,9 +400,11 @@ TEST(Contexts, PrepareClientSslNeedsANameToVerify) {
   ASSERT_TRUE(ctx);
   SSL* ssl = SSL_new(ctx->native_handle());
   std::string error;
-  EXPECT_FALSE(mailtap::prepare_client_ssl(ssl, "", true, error));
+  EXPECT_FALSE(mailtap::prepare_client_ssl(ssl, "", mailtap::peer_verification::enforce, error));
   EXPECT_NE(error.find("host name"), std::string::npos) << error;
-  EXPECT_TRUE(mailtap::prepare_client_ssl(ssl, "", false, error)) << error;
+  EXPECT_TRUE(mailtap::prepare_client_ssl(ssl, "", mailtap::peer_verification::off, error)) << error;
+  // Recording checks the chain even without a name (the result is only recorded).
+  EXPECT_TRUE(mailtap::prepare_client_ssl(ssl, "", mailtap::peer_verification::record, error)) << error;
   SSL_free(ssl);
 }
 
@@ -518,6 +530,74 @@ TEST_F(Handshake, InsecureUpstreamSucceedsUnverified) {
   EXPECT_EQ(r.client_side.peer_sha256, server_->certificate_sha256);
   EXPECT_FALSE(r.client_side.verified);
   EXPECT_EQ(r.server_side.sni, "mx.example.com");
+}
+
+// --- issue 13: verify and record, as MTAs do (RFC 7435) -----------------------------------
+
+using mailtap::peer_verification;
+
+TEST_F(Handshake, RecordGoesOnWithAnUntrustedCertificateAndSaysWhy) {
+  auto client = client_ctx(tls_settings{});   // system CAs: the self-signed certificate is unknown
+  ASSERT_TRUE(client);
+  auto r = handshake(server_->ctx, *client, "localhost", peer_verification::record);
+  ASSERT_TRUE(r.client_ok) << r.client_error;
+  ASSERT_TRUE(r.server_ok) << r.server_error;
+  EXPECT_FALSE(r.client_side.verified);
+  EXPECT_EQ(r.client_side.verification, "untrusted: self-signed certificate");
+  EXPECT_EQ(r.client_side.peer_sha256, server_->certificate_sha256);
+}
+
+TEST_F(Handshake, RecordGoesOnWithAnotherNameAndSaysWhy) {
+  tls_settings s;
+  s.ca_file = ca_;
+  auto client = client_ctx(s);
+  ASSERT_TRUE(client);
+  auto r = handshake(server_->ctx, *client, "mx.example.com", peer_verification::record);
+  ASSERT_TRUE(r.client_ok) << r.client_error;
+  EXPECT_FALSE(r.client_side.verified);
+  EXPECT_EQ(r.client_side.verification, "name mismatch: hostname mismatch");
+  r = handshake(server_->ctx, *client, "10.0.0.1", peer_verification::record);
+  ASSERT_TRUE(r.client_ok) << r.client_error;
+  EXPECT_EQ(r.client_side.verification, "name mismatch: IP address mismatch");
+}
+
+TEST_F(Handshake, RecordVerifiesAGoodCertificate) {
+  tls_settings s;
+  s.ca_file = ca_;
+  auto client = client_ctx(s);
+  ASSERT_TRUE(client);
+  auto r = handshake(server_->ctx, *client, "localhost", peer_verification::record);
+  ASSERT_TRUE(r.client_ok) << r.client_error;
+  EXPECT_TRUE(r.client_side.verified);
+  EXPECT_EQ(r.client_side.verification, "verified");
+}
+
+TEST_F(Handshake, OffSaysNotChecked) {
+  tls_settings s;
+  s.insecure_upstream = true;
+  auto client = client_ctx(s);
+  ASSERT_TRUE(client);
+  auto r = handshake(server_->ctx, *client, "localhost", peer_verification::off);
+  ASSERT_TRUE(r.client_ok) << r.client_error;
+  EXPECT_FALSE(r.client_side.verified);
+  EXPECT_EQ(r.client_side.verification, "not checked: verification off by configuration");
+}
+
+TEST_F(Handshake, APinnedFingerprintDecidesAlone) {
+  auto client = client_ctx(tls_settings{});   // the chain would not verify: the pin is what counts
+  ASSERT_TRUE(client);
+  auto r = handshake(server_->ctx, *client, "mx.example.com", peer_verification::off, 0, 0,
+                     server_->certificate_sha256);
+  ASSERT_TRUE(r.client_ok) << r.client_error;
+  EXPECT_TRUE(r.client_side.verified);
+  EXPECT_EQ(r.client_side.verification, "verified: fingerprint matches the pin");
+
+  const std::string other(95, 'A');
+  r = handshake(server_->ctx, *client, "localhost", peer_verification::off, 0, 0, other);
+  ASSERT_TRUE(r.client_ok) << r.client_error;
+  EXPECT_FALSE(r.client_side.verified);
+  EXPECT_EQ(r.client_side.verification,
+            "fingerprint mismatch: the certificate is " + server_->certificate_sha256 + ", pinned " + other);
 }
 
 }  // namespace
