@@ -248,7 +248,7 @@ void relay_fsm::on_drain_deadline(std::uint64_t now) {
 bool relay_fsm::partial_line() const {
   if (mode_ != client_mode::command && mode_ != client_mode::auth_response) return false;
   if (pos_ >= client_in_.size()) return false;
-  return std::string_view(client_in_).substr(pos_).find('\n') == std::string_view::npos;
+  return std::string_view(client_in_).substr(pos_).find("\r\n") == std::string_view::npos;
 }
 
 void relay_fsm::begin_message_input(std::uint64_t now) {
@@ -747,8 +747,8 @@ bool relay_fsm::withdraw_bdat_last() {
 
 bool relay_fsm::take_auth_response(std::uint64_t now) {
   std::string_view rest = std::string_view(client_in_).substr(pos_);
-  auto lf = rest.find('\n');
-  if (lf == std::string_view::npos) {
+  auto crlf = rest.find("\r\n");   // only CRLF ends it, as a command line (RFC 5321 2.3.8)
+  if (crlf == std::string_view::npos) {
     if (rest.size() > limits::auth_response_cap) {
       pos_ = client_in_.size();
       masks_.emplace_back(0, pos_);
@@ -758,13 +758,22 @@ bool relay_fsm::take_auth_response(std::uint64_t now) {
     }
     return false;
   }
-  std::string_view line = rest.substr(0, lf + 1);
+  std::string_view line = rest.substr(0, crlf + 2);
   masks_.emplace_back(pos_, pos_ + line.size());
   pos_ += line.size();
   if (observer_) observer_->on_command(now, "[auth response redacted, " + std::to_string(stripped_crlf(line).size()) + " bytes]");
-  if (std::exchange(auth_username_pending_, false)) note_auth_username(now, stripped_crlf(line));
   mode_ = client_mode::awaiting_auth;
-  send(leg::upstream, line, now, true);
+  if (stripped_crlf(line).find_first_of("\r\n") != std::string_view::npos) {
+    // A bare CR or LF would reach the upstream inside the exchange: cancel it instead (RFC
+    // 4954 4: "*" cancels; the server answers 501, which goes to the client).
+    ++stats_.refused_commands;
+    note(now, "AUTH response with a bare CR or LF: the exchange is cancelled with '*'");
+    auth_username_pending_ = false;
+    send(leg::upstream, "*\r\n", now);
+  } else {
+    if (std::exchange(auth_username_pending_, false)) note_auth_username(now, stripped_crlf(line));
+    send(leg::upstream, line, now, true);
+  }
   arm_upstream_for_head();
   return true;
 }
@@ -978,16 +987,19 @@ void relay_fsm::flush_replies(std::uint64_t now) {
       observer_->on_stage({p.ph, p.t_received, now - p.t_received, upstream, think});
     }
     last_reply_sent_us_ = now;
+    last_client_code_ = p.answer->code;
     after_reply(now, p);
     if (p.then != then_do::nothing) fault_then(now, p);
   }
   if (ended_ || stalled_) return;
   if (upstream_closed_ && pending_.empty() && mode_ == client_mode::command && !refusing_ && !absorbing_) {
     // The upstream is gone (we aborted its transaction, or it died in DATA): nothing more
-    // can be relayed, so say so and close.
-    reply r = make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed");
-    send(leg::client, r.raw, now);
-    if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+    // can be relayed, so say so and close; once is enough (RFC 5321 3.8: 421, then close).
+    if (last_client_code_ != 421) {
+      reply r = make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed");
+      send(leg::client, r.raw, now);
+      if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+    }
     // The cause recorded by upstream_lost (a timeout, a protocol error), not just "closed".
     end_session(now, upstream_lost_reason_, upstream_lost_detail_);
     return;

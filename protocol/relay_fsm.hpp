@@ -349,6 +349,7 @@ class relay_fsm {
 
   std::deque<pending> pending_;
   std::uint64_t last_reply_sent_us_ = 0;
+  int last_client_code_ = 0;          // the code of the last reply sent to the client
   std::deque<transaction> txns_;
   std::uint64_t next_txn_id_ = 1;
 

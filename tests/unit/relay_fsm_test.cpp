@@ -1642,5 +1642,29 @@ TEST_F(RelayFsmTest, StarttlsWithAParameterRefusedStaysPlaintext) {
   EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(client_reply("220 2.0.0"), starts_tls(leg::client)));
 }
 
+
+TEST_F(RelayFsmTest, UpstreamLostWithACommandPendingSays421Once) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@x.test>\r\n");
+  upstream_eof();
+  EXPECT_THAT(cl_, HasSubstr("421 4.4.2"));
+  const std::size_t first = cl_.find("421 ");
+  EXPECT_EQ(cl_.find("421 ", first + 1), std::string::npos) << "one 421, then close: " << cl_;
+  EXPECT_EQ(end_reason(), "upstream_closed");
+}
+
+
+TEST_F(RelayFsmTest, AuthResponseWithABareLfCancelsTheExchange) {
+  greet_and_ehlo();
+  client("AUTH LOGIN\r\n");
+  upstream("334 VXNlcm5hbWU6\r\n");
+  client("dXNlcg==\nMAIL FROM:<smuggled@x>\r\n");
+  EXPECT_EQ(up_.find("smuggled"), std::string::npos);
+  EXPECT_THAT(up_, testing::EndsWith("AUTH LOGIN\r\n*\r\n"));
+  upstream("501 5.7.0 Authentication aborted\r\n");
+  EXPECT_THAT(cl_, HasSubstr("501 5.7.0"));
+  EXPECT_EQ(obs_->everything().find("dXNlcg"), std::string::npos) << "the response stays redacted";
+}
+
 }  // namespace
 }  // namespace mailtap::protocol
