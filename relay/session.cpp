@@ -1,5 +1,5 @@
 // Session coroutines and the dispatch point. Reading order: set-up, run/connect, the leg
-// readers and writers, the watchdog, dispatch (after_fsm/execute), tear-down.
+// readers and writers, the watchdog, dispatch (feed/dispatch/execute), tear-down.
 #include "relay/session.hpp"
 
 #include <spdlog/spdlog.h>
@@ -155,8 +155,7 @@ void session::spawn(asio::awaitable<void> work) {
     } catch (const std::exception& ex) {
       ++self->ctx_.metrics.session_errors;
       spdlog::warn("session {}: unexpected error: {}", self->id_, ex.what());
-      self->fsm_.on_abort(self->now_us(), ex.what());
-      self->after_fsm();
+      self->feed(&protocol::relay_fsm::on_abort, std::string_view(ex.what()));
     }
   });
 }
@@ -165,16 +164,14 @@ void session::start() { spawn(run()); }
 
 void session::drain() {
   asio::post(client_.get_executor(), [self = shared_from_this()] {
-    self->fsm_.on_drain(self->now_us());
-    self->after_fsm();
+    self->feed(&protocol::relay_fsm::on_drain);
   });
 }
 
 void session::abort() {
   // The machine answers 421 4.3.2 and closes both legs; the writers flush that reply first.
   asio::post(client_.get_executor(), [self = shared_from_this()] {
-    self->fsm_.on_drain_deadline(self->now_us());
-    self->after_fsm();
+    self->feed(&protocol::relay_fsm::on_drain_deadline);
   });
 }
 
@@ -188,18 +185,11 @@ asio::awaitable<void> session::run() {
   boost::system::error_code ig;
   client_.set_option(tcp::no_delay(true), ig);
   client_.non_blocking(true, ig);
-  fsm_.on_start(now_us());
-  if (implicit_tls_) {
-    co_await handshake(leg::client);   // SMTPS: TLS before the banner
-    after_fsm();
-  }
-  after_fsm();   // a fault decided at connect may already have answered (or shaped the legs)
+  feed(&protocol::relay_fsm::on_start);   // a fault decided at connect may answer (or shape the legs) now
+  if (implicit_tls_) co_await handshake(leg::client);   // SMTPS: TLS before the banner
   if (!fsm_.finished() && fsm_.wants_upstream()) co_await connect_upstream();
-  after_fsm();
-  if (upstream_connected_ && ctx_.cfg.tls.upstream_implicit && ctx_.upstream_tls && !fsm_.finished()) {
+  if (upstream_connected_ && ctx_.cfg.tls.upstream_implicit && ctx_.upstream_tls && !fsm_.finished())
     co_await handshake(leg::upstream);
-    after_fsm();
-  }
   spawn(write_leg(leg::client));
   if (upstream_connected_) {
     spawn(write_leg(leg::upstream));
@@ -216,7 +206,7 @@ asio::awaitable<void> session::run() {
 void session::upstream_unreachable(const std::string& why) {
   ++ctx_.metrics.upstream_unreachable;
   warn_limited(ctx_.metrics.warnings, warn_kind::upstream_unreachable, "session " + id_ + ": upstream " + why);
-  fsm_.on_upstream_unreachable(now_us(), why);
+  feed(&protocol::relay_fsm::on_upstream_unreachable, std::string_view(why));
 }
 
 asio::awaitable<void> session::connect_upstream() {
@@ -226,7 +216,7 @@ asio::awaitable<void> session::connect_upstream() {
     co_return;
   }
   upstream_connected_ = true;
-  fsm_.on_upstream_connected(now_us());
+  feed(&protocol::relay_fsm::on_upstream_connected);
 }
 
 asio::awaitable<std::string> session::dial_upstream() {
@@ -273,7 +263,7 @@ asio::awaitable<void> session::reconnect_upstream() {
     upstream_unreachable(failed);
     co_return;
   }
-  fsm_.on_upstream_reconnected(now_us());
+  feed(&protocol::relay_fsm::on_upstream_reconnected);
 }
 
 // ---------------------------------------------------------------- legs
@@ -325,10 +315,9 @@ asio::awaitable<void> session::read_leg(leg l) {
         // A FIN (TCP, or TLS without close_notify) ends the client's input, not its ability to
         // read our replies; anything else means it is gone.
         const bool fin = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
-        if (l == leg::upstream) fsm_.on_upstream_eof(now_us());
-        else if (fin) fsm_.on_client_eof(now_us());
-        else fsm_.on_client_gone(now_us(), ec.message());
-        after_fsm();
+        if (l == leg::upstream) feed(&protocol::relay_fsm::on_upstream_eof);
+        else if (fin) feed(&protocol::relay_fsm::on_client_eof);
+        else feed(&protocol::relay_fsm::on_client_gone, std::string_view(ec.message()));
       }
       notify();
       co_return;
@@ -336,12 +325,11 @@ asio::awaitable<void> session::read_leg(leg l) {
     if (fsm_.finished()) continue;
     std::string_view bytes(data, n);
     if (l == leg::client) {
-      if (capture_ && capture_->failed()) fsm_.on_capture_failed();
-      fsm_.on_client_bytes(now_us(), bytes);
+      if (capture_ && capture_->failed()) fsm_.on_capture_failed();   // a flag the next end of data reads
+      feed(&protocol::relay_fsm::on_client_bytes, bytes);
     } else {
-      fsm_.on_upstream_bytes(now_us(), bytes);
+      feed(&protocol::relay_fsm::on_upstream_bytes, bytes);
     }
-    after_fsm();
   }
 }
 
@@ -362,7 +350,6 @@ asio::awaitable<void> session::write_leg(leg l) {
       box.tls_busy = true;
       co_await reconnect_upstream();
       box.tls_busy = false;
-      after_fsm();
       notify();
       continue;
     }
@@ -378,9 +365,8 @@ asio::awaitable<void> session::write_leg(leg l) {
         box.closed = true;
         box.pending.clear();
         if (!fsm_.finished()) {
-          if (l == leg::client) fsm_.on_client_gone(now_us(), "write failed: " + ec.message());
-          else fsm_.on_upstream_eof(now_us());
-          after_fsm();
+          if (l == leg::client) feed(&protocol::relay_fsm::on_client_gone, std::string_view("write failed: " + ec.message()));
+          else feed(&protocol::relay_fsm::on_upstream_eof);
         }
         sock.close(ig);
         notify();
@@ -395,7 +381,6 @@ asio::awaitable<void> session::write_leg(leg l) {
       box.tls_busy = true;
       co_await handshake(l);
       box.tls_busy = false;
-      after_fsm();
       notify();
       continue;
     }
@@ -430,8 +415,7 @@ void session::hold_input_while_capture_backlogged() {
   bool backlogged = ctx_.captures && ctx_.captures->backlogged();
   if (backlogged == input_held_) return;   // the common case, on every read: nothing to do
   input_held_ = backlogged;
-  fsm_.hold_client_input(now_us(), backlogged);
-  after_fsm();
+  feed(&protocol::relay_fsm::hold_client_input, backlogged);
 }
 
 asio::awaitable<void> session::write_bytes(leg l, boost::system::error_code& ec) {
@@ -499,7 +483,7 @@ asio::awaitable<void> session::handshake(leg l) {
       warn_limited(ctx_.metrics.warnings, warn_kind::upstream_tls_failed,
                    "session " + id_ + ": upstream TLS with " + ctx_.upstream.to_string() + " failed: " + why);
     }
-    fsm_.on_tls_failed(now_us(), l, why);
+    feed(&protocol::relay_fsm::on_tls_failed, l, std::string_view(why));
   };
   auto& context = upstream ? *ctx_.upstream_tls : ctx_.client_tls->ctx;
   box.tls = std::make_unique<tls_stream>(sock, context);
@@ -543,7 +527,7 @@ asio::awaitable<void> session::handshake(leg l) {
       // A pin is compared only now (the handshake itself checked nothing): a mismatch fails
       // TLS before a byte of SMTP goes through it.
       box.tls.reset();
-      fsm_.on_tls_failed(now_us(), l, "certificate not accepted: " + info.verification);
+      feed(&protocol::relay_fsm::on_tls_failed, l, std::string_view("certificate not accepted: " + info.verification));
       co_return;
     }
     if (!info.verified)
@@ -556,7 +540,7 @@ asio::awaitable<void> session::handshake(leg l) {
                                 static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
                                                                clock::now() - started).count()),
                                 info.verification};
-  fsm_.on_tls_ready(now_us(), l, summary);
+  feed(&protocol::relay_fsm::on_tls_ready, l, summary);
 }
 
 asio::awaitable<void> session::wait_for_change(clock::duration at_most) {
@@ -580,25 +564,22 @@ asio::awaitable<void> session::watchdog() {
       client_deadline_ = now + 1s;
     } else if (now >= client_deadline_) {
       client_deadline_ = clock::time_point::max();
-      fsm_.on_timeout(now_us(), leg::client);
-      after_fsm();
+      feed(&protocol::relay_fsm::on_timeout, leg::client);
     }
     if (now >= upstream_deadline_ && !fsm_.finished()) {
       upstream_deadline_ = clock::time_point::max();
-      fsm_.on_timeout(now_us(), leg::upstream);
-      after_fsm();
+      feed(&protocol::relay_fsm::on_timeout, leg::upstream);
     }
     if (now >= fault_deadline_ && !fsm_.finished()) {
       fault_deadline_ = clock::time_point::max();
-      fsm_.on_fault_timer(now_us());
-      after_fsm();
+      feed(&protocol::relay_fsm::on_fault_timer);
     }
   }
 }
 
 // ---------------------------------------------------------------- dispatch
 
-void session::after_fsm() {
+void session::dispatch() {
   auto actions = fsm_.take_actions();
   if (capture_ && capture_->take_durability_request()) {
     // SMTP_NOTES: the client hears the end-of-data reply only once its transaction record is

@@ -109,7 +109,17 @@ class session : public std::enable_shared_from_this<session> {
   boost::asio::awaitable<void> write_shaped(protocol::leg l, boost::system::error_code& ec);
   boost::asio::awaitable<void> wait_for_change(clock::duration at_most);
 
-  void after_fsm();
+  // The one way the shell tells the machine something: the event, stamped with the session's
+  // clock, then always the dispatch of the actions it asked for. No call of the machine is
+  // followed by a dispatch the caller has to remember.
+  template <typename... Params, typename... Args>
+  void feed(void (protocol::relay_fsm::*event)(std::uint64_t, Params...), Args&&... args) {
+    (fsm_.*event)(now_us(), std::forward<Args>(args)...);
+    dispatch();
+  }
+  // Takes the machine's actions and carries them out (execute), behind a capture barrier
+  // when the machine asked for one.
+  void dispatch();
   void hold_input_while_capture_backlogged();
   void execute(std::vector<protocol::action>& actions);
   void notify();
