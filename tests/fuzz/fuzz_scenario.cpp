@@ -14,7 +14,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string_view text(reinterpret_cast<const char*>(data), size);
   toml::table doc;
   try {
-    doc = toml::parse(text, "fuzz.toml");
+    doc = toml::parse(text, std::string_view("fuzz.toml"));
   } catch (const toml::parse_error&) {
     return 0;   // toml++'s own refusal; the loader is what is under test
   }

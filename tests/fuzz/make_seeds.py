@@ -1,13 +1,12 @@
 #!/usr/bin/python3
 """Writes the seed corpora under corpus/<target>/ (committed; run again after changing a seed).
+Files named regression-* are fuzzer findings kept after their fix; they are left alone.
 
 Each target's input format is described at the top of its .cpp file. Seeds are real SMTP
 conversations, the smuggling sequences of tests/integration/test_limits_and_smuggling.py, the
 golden captures of tests/golden, relay/mailtap.example.toml and policies/scenarios/*.toml.
 """
-import hashlib
 import pathlib
-import shutil
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -135,8 +134,6 @@ def relay_client_seeds():
 
 
 def main():
-    if CORPUS.exists():
-        shutil.rmtree(CORPUS)
     for i, c in enumerate(COMMANDS):
         write("fuzz_command", "cmd%02d" % i, c)
     for i, r in enumerate(REPLIES):
