@@ -2,6 +2,7 @@
 #include "policies/duration.hpp"
 
 #include "policies/limits.hpp"
+#include "protocol/action.hpp"
 
 namespace mailtap::policies {
 
@@ -25,7 +26,8 @@ std::optional<std::uint64_t> parse_duration(std::string_view text, std::string& 
   else if (unit == "m") scale = 60'000'000;
   else if (unit == "h") scale = 3'600'000'000;
   if (i == 0 || scale == 0) {
-    problem = std::string(expected) + ", got '" + std::string(text.substr(0, 40)) + "'";
+    // Escaped: errors are one line (scenario_loader.hpp), whatever the string held.
+    problem = std::string(expected) + ", got '" + protocol::escape_bytes(text, 40) + "'";
     return std::nullopt;
   }
   if (value > limits::duration_us / scale) {

@@ -24,6 +24,12 @@ std::string_view stripped_crlf(std::string_view line) {
   return line;
 }
 
+// A line ending in CRLF with no other CR, LF or NUL in it.
+bool clean_crlf_line(std::string_view line) {
+  if (line.size() < 2 || line.substr(line.size() - 2) != "\r\n") return false;
+  return line.substr(0, line.size() - 2).find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+}
+
 // Where an AUTH command's initial response starts ("AUTH MECH <here>"), or npos.
 std::size_t auth_initial_response_at(std::string_view text) {
   auto sp = text.find(' ');
@@ -763,17 +769,18 @@ bool relay_fsm::take_auth_response(std::uint64_t now) {
   pos_ += line.size();
   if (observer_) observer_->on_command(now, "[auth response redacted, " + std::to_string(stripped_crlf(line).size()) + " bytes]");
   mode_ = client_mode::awaiting_auth;
-  if (stripped_crlf(line).find_first_of("\r\n") != std::string_view::npos) {
-    // A bare CR or LF would reach the upstream inside the exchange: cancel it instead (RFC
-    // 4954 4: "*" cancels; the server answers 501, which goes to the client).
+  if (!clean_crlf_line(line)) {
+    // Like a command line (take_command_line), a response with a bare CR or LF or a NUL is never
+    // forwarded: the upstream could split it differently. Cancelling the exchange ("*", RFC 4954
+    // 4) keeps the replies paired: the upstream's 501 answers the client.
     ++stats_.refused_commands;
-    note(now, "AUTH response with a bare CR or LF: the exchange is cancelled with '*'");
+    note(now, "AUTH response refused: bare CR, bare LF or NUL; exchange cancelled");
     auth_username_pending_ = false;
-    send(leg::upstream, "*\r\n", now);
-  } else {
-    if (std::exchange(auth_username_pending_, false)) note_auth_username(now, stripped_crlf(line));
-    send(leg::upstream, line, now, true);
+    line = "*\r\n";
+  } else if (std::exchange(auth_username_pending_, false)) {
+    note_auth_username(now, stripped_crlf(line));
   }
+  send(leg::upstream, line, now, true);
   arm_upstream_for_head();
   return true;
 }

@@ -1,5 +1,6 @@
-# Debian 12 packages mailtap needs, sourced by scripts/run, scripts/test and scripts/bench.
-# BUILD_PACKAGES: compile and run the relay.  TEST_PACKAGES: the real peers the tests drive.
+# Debian 12 packages mailtap needs, sourced by scripts/run, scripts/test, scripts/fuzz and
+# scripts/bench. BUILD_PACKAGES: compile and run the relay.  TEST_PACKAGES: the real peers the
+# tests drive.  FUZZ_PACKAGES: clang and libFuzzer with the sanitizer runtimes (tests/fuzz/).
 # BENCH_PACKAGES: the peers the benchmark compares against.
 BUILD_PACKAGES=(
   build-essential cmake pkg-config
@@ -10,6 +11,7 @@ TEST_PACKAGES=(
   libgtest-dev libgmock-dev
   swaks libnet-ssleay-perl libio-socket-ssl-perl postfix python3-aiosmtpd openssl
 )
+FUZZ_PACKAGES=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 BENCH_PACKAGES=(haproxy postfix)
 
 # install_packages PKG...: apt-get install whatever of PKG is missing.

@@ -17,6 +17,8 @@ Environment:
   MAILTAP_BIN      the binary (ctest passes $<TARGET_FILE:mailtap>); default
                    ../../build-it/relay/mailtap relative to this file
   MAILTAP_IT_KEEP  if set, work directories are kept (paths printed) for post-mortems
+  MAILTAP_EXTRA_ARGS  extra `mailtap run` options for every relay started (shell words), e.g.
+                   "--threads 2" for the ThreadSanitizer run of scripts/test --tsan
 """
 
 import base64
@@ -24,6 +26,7 @@ import json
 import os
 import re
 import select
+import shlex
 import shutil
 import socket
 import subprocess
@@ -515,12 +518,13 @@ class Mailtap(Process):
     def __init__(self, workdir, upstream="builtin", captures=None, args=(), name="mailtap",
                  ready_timeout=20.0, umask=-1, env=None, minimal=False):
         self.captures = captures or os.path.join(workdir, name + "-captures")
+        extra = shlex.split(os.environ.get("MAILTAP_EXTRA_ARGS", ""))
         if minimal:
             argv = [mailtap_bin(), "run", "--listen", "%s:0" % LOOPBACK,
-                    "--captures", self.captures, *args]
+                    "--captures", self.captures, *extra, *args]
         else:
             argv = [mailtap_bin(), "run", "--listen", "%s:0" % LOOPBACK, "--upstream", upstream,
-                    "--captures", self.captures, "--seed", "1", *args]
+                    "--captures", self.captures, "--seed", "1", *extra, *args]
         super().__init__(argv, workdir, name, stdout=subprocess.PIPE, umask=umask, env=env)
         line = self._ready_line(ready_timeout)
         self.tls_port = None

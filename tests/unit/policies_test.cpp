@@ -124,6 +124,9 @@ TEST(Duration, Units) {
     EXPECT_FALSE(parse_duration(bad, problem)) << bad;
     EXPECT_FALSE(problem.empty());
   }
+  // Found by fuzz_scenario (tests/fuzz/): the bad string was echoed raw, so an error was several lines.
+  EXPECT_FALSE(parse_duration("many\n\r\nlines", problem));
+  EXPECT_EQ(problem.find_first_of("\r\n"), std::string::npos) << problem;
   EXPECT_EQ(format_duration(250'000), "250ms");
   EXPECT_EQ(format_duration(300 * second_us), "5m");
 }

@@ -689,6 +689,24 @@ TEST_F(RelayFsmTest, AuthLoginExchangeMasked) {
   EXPECT_THAT(obs_->commands, Contains(HasSubstr("[auth response redacted")));
 }
 
+// Found by fuzz_relay_fsm (tests/fuzz/): an AUTH response line went upstream as received, so a
+// bare LF or CR reached the upstream although the same bytes in a command are refused.
+TEST_F(RelayFsmTest, AuthResponseWithBareLineEndingsCancelsTheExchange) {
+  // Only CRLF ends a response (as a command line), so a bare LF is inside the line it cancels.
+  for (std::string bad : {"Ym9i\nMAIL FROM:<x@y>\r\n"s, "Ym9i\rMAIL FROM:<x@y>\r\n"s, "Ym9\x00i\r\n"s}) {
+    SCOPED_TRACE(escape_bytes(bad));
+    make(relay_options{});
+    greet_and_ehlo();
+    client("AUTH LOGIN\r\n");
+    upstream("334 VXNlcm5hbWU6\r\n");
+    EXPECT_THAT(client(bad), ElementsAre(to_upstream("*\r\n", true)));
+    EXPECT_THAT(upstream("501 5.7.0 Authentication aborted\r\n"),
+                ElementsAre(to_client("501 5.7.0 Authentication aborted\r\n")));
+    EXPECT_THAT(client("NOOP\r\n"), ElementsAre(to_upstream("NOOP\r\n")));
+    EXPECT_EQ(fsm_->stats().refused_commands, 1u);
+  }
+}
+
 TEST_F(RelayFsmTest, AuthResponsePipelinedBeforeChallengeStillMasked) {
   greet_and_ehlo();
   const std::string user = "YWxpY2VAZXhhbXBsZS5vcmc=";
@@ -1654,17 +1672,6 @@ TEST_F(RelayFsmTest, UpstreamLostWithACommandPendingSays421Once) {
 }
 
 
-TEST_F(RelayFsmTest, AuthResponseWithABareLfCancelsTheExchange) {
-  greet_and_ehlo();
-  client("AUTH LOGIN\r\n");
-  upstream("334 VXNlcm5hbWU6\r\n");
-  client("dXNlcg==\nMAIL FROM:<smuggled@x>\r\n");
-  EXPECT_EQ(up_.find("smuggled"), std::string::npos);
-  EXPECT_THAT(up_, testing::EndsWith("AUTH LOGIN\r\n*\r\n"));
-  upstream("501 5.7.0 Authentication aborted\r\n");
-  EXPECT_THAT(cl_, HasSubstr("501 5.7.0"));
-  EXPECT_EQ(obs_->everything().find("dXNlcg"), std::string::npos) << "the response stays redacted";
-}
 
 }  // namespace
 }  // namespace mailtap::protocol
