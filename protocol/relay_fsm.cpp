@@ -707,8 +707,15 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
 // and a message-stage fault (fail_then_pass by Message-ID) all act here, before the upstream
 // can complete the message.
 void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
-  if (upstream_closed_ || !t) {   // the upstream went away mid-chunk: upstream_lost answered
+  if (upstream_closed_) {   // the upstream went away mid-chunk: upstream_lost answered
     withheld_bdat_.clear();
+    return;
+  }
+  if (!t) {
+    // Its transaction already failed (the upstream refused an earlier chunk), so nothing can be
+    // delivered; the chunk is still completed upstream, or its count and the next command
+    // would be read out of step.
+    release_withheld_bdat(now, 0);
     return;
   }
   if (capture_failed_) {

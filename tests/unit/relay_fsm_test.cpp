@@ -1673,5 +1673,19 @@ TEST_F(RelayFsmTest, UpstreamLostWithACommandPendingSays421Once) {
 
 
 
+
+TEST_F(RelayFsmTest, BdatLastAfterARefusedChunkIsStillCompletedUpstream) {
+  // Found by fuzz_relay_client: the earlier chunk's refusal settles the transaction while the
+  // LAST chunk is still arriving; its withheld last byte must still go, or the upstream reads
+  // the next command as the rest of the chunk.
+  greet_and_ehlo();
+  client("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.org>\r\nBDAT 3\r\nabcBDAT 5 LAST\r\nde");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n554 5.6.0 chunk refused\r\n");
+  client("fgh");
+  EXPECT_THAT(up_, testing::EndsWith("BDAT 5 LAST\r\ndefgh"));
+  client("NOOP\r\n");
+  EXPECT_THAT(up_, testing::EndsWith("BDAT 5 LAST\r\ndefghNOOP\r\n"));
+}
+
 }  // namespace
 }  // namespace mailtap::protocol
