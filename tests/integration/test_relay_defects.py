@@ -102,6 +102,19 @@ class RelayDefects(IntegrationTest):
         self.addCleanup(s.stop)
         return s
 
+    def trickle(self, c, pieces):
+        """Sends `pieces` one every 0.25 s until the relay answers; that reply, or None if it
+        never did (or closed without one)."""
+        for piece in pieces:
+            try:
+                c.send(piece)
+                return c.reply(0.25)
+            except TimeoutError:
+                continue
+            except Exception:
+                return None
+        return None
+
     def envelope(self, c):
         self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
         self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
@@ -204,19 +217,8 @@ class RelayDefects(IntegrationTest):
         c = self.connect(m.port)
         self.assertReply(c.reply(), 220)
         started = time.monotonic()
-        reply = None
-        for ch in b"NOOP and then some more bytes, one at a time":   # bounded: 45 bytes
-            try:
-                c.send(bytes([ch]))
-            except OSError:
-                break
-            try:
-                reply = c.reply(0.25)
-                break
-            except TimeoutError:
-                continue
-            except Exception:
-                break
+        # One byte every 0.25 s, bounded: 45 bytes.
+        reply = self.trickle(c, [bytes([ch]) for ch in b"NOOP and then some more bytes, one at a time"])
         self.assertIsNotNone(reply, "a client trickling one byte at a time was never timed out")
         self.assertReply(reply, 421, "4.4.2")
         self.assertLess(time.monotonic() - started, 6)
@@ -231,19 +233,7 @@ class RelayDefects(IntegrationTest):
         self.envelope(c)
         self.assertReply(c.command("DATA"), 354)
         c.send(b"Subject: slow\r\n\r\n")
-        reply = None
-        for _ in range(40):   # at most 40 x 0.25 s, 20 bytes/s: far below 1000
-            try:
-                c.send(b"slow\r\n")
-            except OSError:
-                break
-            try:
-                reply = c.reply(0.25)
-                break
-            except TimeoutError:
-                continue
-            except Exception:
-                break
+        reply = self.trickle(c, [b"slow\r\n"] * 40)   # at most 40 x 0.25 s, 20 bytes/s: far below 1000
         self.assertIsNotNone(reply, "a sender far below min_data_rate was never timed out")
         self.assertReply(reply, 421, "4.4.2")
         cap = self.single_capture(m)
