@@ -904,7 +904,7 @@ void relay_fsm::upstream_replied_in_data(std::uint64_t now, reply r) {
   if (r.klass() == 4 || r.klass() == 5) {
     data_failure_ = std::move(r);
     data_failure_from_upstream_ = true;
-  } else {   // a 2xx or 3xx before the end of the message accepts nothing (I1)
+  } else {   // a 2xx or 3xx before the end of the message accepts nothing (ARCHITECTURE.md, invariants)
     data_failure_ = make_reply(451, "4.4.2", options_.name + ": upstream replied before the end of the message");
   }
   upstream_lost_reason_ = "upstream_protocol_error";
