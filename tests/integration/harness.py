@@ -733,6 +733,24 @@ class ScriptedServer:
         wait_until(lambda: len(self.all_connections()) >= n, timeout, "%d upstream connection(s)" % n)
         return self.all_connections()
 
+    def received(self, conn, lifetime):
+        """Each chunk the peer sends (also appended to conn.raw), until it closes, the server
+        stops, or `lifetime` seconds pass (no connection outlives the test)."""
+        sock = conn.sock
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + lifetime
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            conn.raw += chunk
+            yield chunk
+
     def _accept_loop(self):
         while not self.stopping.is_set():
             try:
@@ -798,22 +816,11 @@ class ScriptedUpstream(ScriptedServer):
 
     def _serve(self, conn):
         sock = conn.sock
-        sock.settimeout(0.2)
         try:
             sock.sendall(self.greeting)
             buf = b""
             in_data = False
-            deadline = time.monotonic() + 600   # no connection outlives the suite's timeout
-            while not self.stopping.is_set() and time.monotonic() < deadline:
-                try:
-                    chunk = sock.recv(65536)
-                except socket.timeout:
-                    continue
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                conn.raw += chunk
+            for chunk in self.received(conn, 600):   # no connection outlives the suite's timeout
                 buf += chunk
                 out = b""
                 while True:

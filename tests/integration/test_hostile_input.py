@@ -11,8 +11,6 @@ end reason and notes (captures/FORMAT.md).
 """
 
 import os
-import socket
-import time
 import unittest
 
 from harness import (IntegrationTest, LOOPBACK, ScriptedConnection, ScriptedServer, parse_replies,
@@ -30,21 +28,10 @@ class BadReplyUpstream(ScriptedServer):
 
     def _serve(self, conn):
         sock = conn.sock
-        sock.settimeout(0.2)
         try:
             sock.sendall(b"220 scripted.test ESMTP\r\n")
             buf = b""
-            deadline = time.monotonic() + 120   # no connection outlives the test
-            while not self.stopping.is_set() and time.monotonic() < deadline:
-                try:
-                    chunk = sock.recv(65536)
-                except socket.timeout:
-                    continue
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                conn.raw += chunk
+            for chunk in self.received(conn, 120):
                 buf += chunk
                 while b"\r\n" in buf:
                     line, buf = buf.split(b"\r\n", 1)

@@ -15,7 +15,7 @@ import time
 import unittest
 
 from harness import (IntegrationTest, LOOPBACK, ScriptedConnection, ScriptedServer, make_message,
-                     parse_replies, wait_until)
+                     parse_replies)
 
 FROM = "sender@example.test"
 TO = "rcpt@example.test"
@@ -34,20 +34,11 @@ class ScriptedMta(ScriptedServer):
 
     def _serve(self, conn):
         sock = conn.sock
-        sock.settimeout(0.2)
-        deadline = time.monotonic() + 120
         try:
             sock.sendall(b"220 scripted-mta.test ESMTP\r\n")
             buf = b""
             in_data = False
-            while not self.stopping.is_set() and time.monotonic() < deadline:
-                try:
-                    chunk = sock.recv(65536)
-                except socket.timeout:
-                    continue
-                if not chunk:
-                    break
-                conn.raw += chunk
+            for chunk in self.received(conn, 120):
                 if in_data:
                     out, over = self.in_data(conn, chunk)
                     if out:
