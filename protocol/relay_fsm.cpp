@@ -606,6 +606,29 @@ void relay_fsm::take_data(std::uint64_t now) {
   }
 }
 
+// The DATA message is in (its dot seen, or withheld by a fault): its size as framed, its
+// Message-ID, the body stage; the client is back in command mode.
+relay_fsm::transaction* relay_fsm::close_message(std::uint64_t now) {
+  mode_ = client_mode::command;
+  transaction* t = open_transaction();
+  if (t) {
+    t->rec.size = framer_->message_bytes();
+    take_message_id(*t);
+    t->sealed = true;
+  }
+  if (observer_) observer_->on_stage({phase::body, data_started_us_, now - data_started_us_, 0, 0, now - data_started_us_});
+  framer_.reset();
+  return t;
+}
+
+// The end of the message also ends its header section (RFC 5322 3.5: the body is optional).
+// Without this a header-only message's last field, often Message-ID, was never taken: the
+// scanner only takes a field when the next line starts.
+void relay_fsm::take_message_id(transaction& t) {
+  t.headers.feed("\r\n");
+  t.rec.message_id = t.headers.message_id();
+}
+
 void relay_fsm::end_of_data(std::uint64_t now) {
   mode_ = client_mode::command;
   stats_.normalized_line_endings += framer_->normalized();
@@ -616,18 +639,7 @@ void relay_fsm::end_of_data(std::uint64_t now) {
   if (framer_->long_lines() > 0)   // forwarded unchanged, as Postfix and Exim accept them
     note(now, std::to_string(framer_->long_lines()) + " message line(s) over " + std::to_string(limits::data_line_rfc_max) +
                   " octets (RFC 5321 4.5.3.1.6), longest " + std::to_string(framer_->longest_line()) + ": forwarded unchanged");
-  transaction* t = open_transaction();
-  if (t) {
-    t->rec.size = framer_->message_bytes();
-    // The end of the message also ends its header section (RFC 5322 3.5: the body is
-    // optional). Without this a header-only message's last field, often Message-ID, was
-    // never taken: the scanner only takes a field when the next line starts.
-    t->headers.feed("\r\n");
-    t->rec.message_id = t->headers.message_id();
-    t->sealed = true;
-  }
-  if (observer_) observer_->on_stage({phase::body, data_started_us_, now - data_started_us_, 0, 0, now - data_started_us_});
-  framer_.reset();
+  transaction* t = close_message(now);
   if (!data_failure_ && capture_failed_) {
     // SMTP_NOTES: capture write fails in DATA -> do not send the dot; 451 4.3.0.
     note(now, "capture cannot be written: end of data withheld, upstream closed");
@@ -692,10 +704,7 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
   }
   if (bdat_remaining_ == 0) {
     mode_ = client_mode::command;
-    if (bdat_last_ && t) {
-      t->headers.feed("\r\n");   // the end of the message ends its header section too
-      t->rec.message_id = t->headers.message_id();
-    }
+    if (bdat_last_ && t) take_message_id(*t);
     const bool discarded = std::exchange(discard_payload_, false);
     if (discarded && absorbing_) finish_absorbed_bdat(now);
     else if (!discarded && bdat_last_) end_of_bdat_message(now, t);

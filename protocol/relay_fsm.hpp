@@ -200,6 +200,8 @@ class relay_fsm {
   void handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed, bool announce = true);
   void note_auth_username(std::uint64_t now, std::string_view base64_response);
   void end_of_data(std::uint64_t now);
+  transaction* close_message(std::uint64_t now);
+  void take_message_id(transaction& t);
   void forward_end_of_data(std::uint64_t now, std::uint64_t txn);
   // The last BDAT chunk is in: like the dot, its last byte waits for the capture and the faults.
   void end_of_bdat_message(std::uint64_t now, transaction* t);

@@ -610,17 +610,10 @@ void relay_fsm::withhold_split_dot(std::uint64_t now) {
   ++stats_.faults_injected;   // when it acts (start_faults does not count it)
   faults_->plan_rule_acted(d.rule);
   note(now, "end of data withheld: the '.' and its CRLF arrived in separate segments (CSCds90792)");
-  if (transaction* t = open_transaction()) {   // as end_of_data records a message's end
-    t->rec.size = framer_->message_bytes();
-    t->headers.feed("\r\n");   // the end of the message ends its header section (end_of_data)
-    t->rec.message_id = t->headers.message_id();
-    t->sealed = true;
+  if (transaction* t = close_message(now)) {   // recorded as end_of_data records a message's end
     withheld_dot_txn_ = t->id;
     withheld_dot_since_us_ = now;
   }
-  if (observer_) observer_->on_stage({phase::body, data_started_us_, now - data_started_us_, 0, 0, now - data_started_us_});
-  mode_ = client_mode::command;
-  framer_.reset();
   begin_stall(now, d, phase::data_end);
 }
 
