@@ -28,6 +28,7 @@ struct run_flags {
   std::string seed, max_sessions, threads;   // counts as text: see parse_count
   std::vector<std::string> scenarios;
   bool upstream_insecure = false, upstream_implicit_tls = false;
+  bool transparent = false;
 };
 
 // The shutdown summary's error line: everything that went wrong on the relay's or the
@@ -107,6 +108,7 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     }
   }
   if (!f.captures.empty()) cfg.captures_dir = f.captures;
+  if (f.transparent) cfg.transparent = true;
   if (!f.bare_eol.empty()) {
     auto m = protocol::parse_bare_eol_mode(f.bare_eol);
     if (!m) {
@@ -298,6 +300,9 @@ void register_run(CLI::App& app, int& exit_code) {
                   "Pin the upstream certificate: sha256:HEX (colons optional); a mismatch fails TLS");
   cmd->add_flag("--upstream-insecure", f->upstream_insecure, "Same as --upstream-verify none (recorded in captures)");
   cmd->add_flag("--upstream-implicit-tls", f->upstream_implicit_tls, "The upstream speaks TLS from connect (SMTPS, port 465)");
+  cmd->add_flag("--transparent", f->transparent,
+                "Relay each connection to its original destination (SO_ORIGINAL_DST after an nftables/iptables "
+                "REDIRECT); connections addressed to mailtap itself go to --upstream");
   cmd->callback([f, &exit_code] { exit_code = run(*f); });
 }
 

@@ -14,6 +14,7 @@ struct relay_metrics {
   std::atomic<std::uint64_t> sessions_active{0};
   std::atomic<std::uint64_t> sessions_refused_max{0};   // over max_sessions: 421 at connect
   std::atomic<std::uint64_t> accept_errors{0};
+  std::atomic<std::uint64_t> sessions_intercepted{0};   // transparent: relayed to their original destination
   std::atomic<std::uint64_t> session_errors{0};         // unexpected exceptions at a session boundary
   std::atomic<std::uint64_t> upstream_unreachable{0};
   std::atomic<std::uint64_t> upstream_tls_failed{0};    // upstream handshakes that failed or timed out

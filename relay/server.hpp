@@ -33,7 +33,7 @@ class server {
   endpoint listen_endpoint() const;
   std::optional<endpoint> listen_tls_endpoint() const;
   const server_tls* client_tls() const { return client_tls_.get(); }
-  const std::string& upstream_label() const { return ctx_->upstream_label; }
+  const std::string& upstream_label() const { return ctx_->upstream.label; }
   std::uint64_t seed() const { return ctx_->master_seed; }
   // Serves until a signal's drain completes.
   void run();
@@ -43,6 +43,7 @@ class server {
 
  private:
   boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor, bool implicit_tls);
+  std::optional<upstream_target> intercepted_target(int fd, const boost::asio::ip::tcp::endpoint& local);
   bool listen_on(boost::asio::ip::tcp::acceptor& acceptor, const endpoint& where, std::string& error);
   bool start_tls(std::string& error);
   boost::asio::awaitable<void> wait_for_signals();

@@ -9,7 +9,8 @@ BUILD_PACKAGES=(
 )
 TEST_PACKAGES=(
   libgtest-dev libgmock-dev
-  swaks libnet-ssleay-perl libio-socket-ssl-perl postfix python3-aiosmtpd openssl
+  swaks libnet-ssleay-perl libio-socket-ssl-perl libio-socket-inet6-perl postfix python3-aiosmtpd openssl
+  iproute2 nftables
 )
 FUZZ_PACKAGES=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 BENCH_PACKAGES=(haproxy postfix)
