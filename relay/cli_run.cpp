@@ -314,6 +314,10 @@ void register_run(CLI::App& app, int& exit_code) {
                   "Pin the upstream certificate: sha256:HEX (colons optional); a mismatch fails TLS");
   cmd->add_flag("--upstream-insecure", f->upstream_insecure, "Same as --upstream-verify none (recorded in captures)");
   cmd->add_flag("--upstream-implicit-tls", f->upstream_implicit_tls, "The upstream speaks TLS from connect (SMTPS, port 465)");
+  cmd->footer("Signals: SIGTERM or SIGINT drains the sessions and stops (a second one stops at once); SIGHUP "
+              "reloads the --config and scenario files: new sessions get the new [[fault]] rules, sessions in "
+              "flight keep theirs, a bad file keeps the running rules. Under systemd (Type=notify) it reports "
+              "READY=1, RELOADING=1 and STOPPING=1.");
   cmd->callback([f, &exit_code] { exit_code = run(*f); });
 }
 
