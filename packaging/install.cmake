@@ -12,9 +12,14 @@ else()
 endif()
 set(MAILTAP_UNIT_BINARY "${CMAKE_INSTALL_PREFIX}/bin/mailtap")
 set(MAILTAP_UNIT_CONFIG "${sysconfdir}/mailtap/mailtap.toml")
-configure_file("${MAILTAP_PACKAGING_SOURCE}/mailtap.service.in" "${MAILTAP_PACKAGING_BINARY}/mailtap.service" @ONLY)
+# A directory of this install's own: two installs with different prefixes may run at once
+# (cpack and cmake --install from the same build tree).
+string(RANDOM LENGTH 12 staging)
+set(staging "${MAILTAP_PACKAGING_BINARY}/unit-${staging}")
+configure_file("${MAILTAP_PACKAGING_SOURCE}/mailtap.service.in" "${staging}/mailtap.service" @ONLY)
 # file(INSTALL) puts $DESTDIR in front of these absolute destinations.
-file(INSTALL DESTINATION "${unitdir}" TYPE FILE FILES "${MAILTAP_PACKAGING_BINARY}/mailtap.service"
+file(INSTALL DESTINATION "${unitdir}" TYPE FILE FILES "${staging}/mailtap.service"
      PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+file(REMOVE_RECURSE "${staging}")
 file(INSTALL DESTINATION "${sysconfdir}/mailtap" TYPE FILE FILES "${MAILTAP_PACKAGING_SOURCE}/mailtap.toml"
      PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)

@@ -80,6 +80,9 @@ bool reloader::reload() {
   spdlog::info("SIGHUP: reloading the configuration and scenarios");
   std::string error;
   auto fresh = source_(error);
+  // The counts of the rules a successful reload replaces, for the log (the shutdown summary
+  // lists the rules in force then).
+  const auto outgoing = faults_.counters();
   if (fresh) {
     if (auto problem = faults_.replace_all(fresh->faults)) {
       error = "faults: " + *problem;
@@ -95,6 +98,8 @@ bool reloader::reload() {
   }
   ++metrics_.reloads_ok;
   last_failure_.clear();
+  for (const auto& c : outgoing)
+    spdlog::info("replaced: faults_injected{{rule=\"{}\",type=\"{}\"}} {}", c.rule, c.type, c.count);
   rules_armed_ = fresh->faults.size();
   if (fresh->log_level != log_level_) {
     log_level_ = fresh->log_level;

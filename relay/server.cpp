@@ -1,4 +1,4 @@
-// Listener, session registry, signals (drain, reload) and drain.
+// Listener, session registry, signals (SIGTERM/SIGINT: drain; SIGHUP: reload) and the drain.
 #include "relay/server.hpp"
 
 #include <spdlog/spdlog.h>

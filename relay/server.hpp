@@ -45,7 +45,7 @@ class server {
   void run();
   const relay_metrics& metrics() const { return metrics_; }
   relay_metrics& metrics() { return metrics_; }
-  // The fault engine: rules may be added and removed while the relay runs (thread-safe).
+  // The fault engine: rules may be added, removed or replaced while the relay runs (thread-safe).
   policies::engine& faults() { return *faults_; }
 
  private:
