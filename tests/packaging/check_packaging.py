@@ -194,6 +194,13 @@ class unit_tests(PackagingTest):
     def test_systemd_analyze_verify_with_the_port25_drop_in(self):
         self.verify(with_drop_in=True)
 
+    def test_hardening_exposure_stays_low(self):
+        # systemd's own rating of the sandbox, 0 (locked down) to 10; 2.0 or better ("OK").
+        units = self.verify(with_drop_in=False)
+        rc, out, err = run(["systemd-analyze", "security", "--offline=yes", "--threshold=20",
+                            os.path.join(units, "mailtap.service")], env=self.verify_env())
+        self.assertEqual(rc, 0, out + err)
+
     def test_verify_catches_a_broken_unit(self):
         # The check above can fail: a key systemd does not know is reported.
         units = tempfile.mkdtemp(dir=self.tmp)
