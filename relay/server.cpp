@@ -1,4 +1,4 @@
-// Listener, session registry, signals and drain.
+// Listener, session registry, signals (SIGTERM/SIGINT: drain; SIGHUP: reload) and the drain.
 #include "relay/server.hpp"
 
 #include "relay/original_destination.hpp"
@@ -14,6 +14,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <random>
 #include <thread>
+
+#include "relay/notify.hpp"
 
 namespace mailtap {
 
@@ -33,6 +35,8 @@ server::~server() {
   sink_.reset();
   acceptor_.reset();
   tls_acceptor_.reset();
+  stop_signals_.reset();
+  reload_signals_.reset();
   contexts_.clear();
 }
 
@@ -121,7 +125,10 @@ bool server::start(std::string& error) {
     if (!listen_on(*tls_acceptor_, *cfg_.tls.listen, error)) return false;
     asio::co_spawn(*contexts_.front(), accept_loop(*tls_acceptor_, true), asio::detached);
   }
+  stop_signals_ = std::make_unique<asio::signal_set>(*contexts_.front(), SIGINT, SIGTERM);
+  reload_signals_ = std::make_unique<asio::signal_set>(*contexts_.front(), SIGHUP);
   asio::co_spawn(*contexts_.front(), wait_for_signals(), asio::detached);
+  asio::co_spawn(*contexts_.front(), wait_for_reloads(), asio::detached);
   return true;
 }
 
@@ -218,14 +225,26 @@ std::optional<upstream_target> server::intercepted_target(int fd, const tcp::end
 }
 
 asio::awaitable<void> server::wait_for_signals() {
-  asio::signal_set signals(*contexts_.front(), SIGINT, SIGTERM);
+  auto& signals = *stop_signals_;
   co_await signals.async_wait(as_tuple(use_awaitable));
   spdlog::info("signal received: draining {} session(s), deadline {} s", metrics_.sessions_active.load(),
                std::chrono::duration_cast<std::chrono::seconds>(cfg_.drain_timeout).count());
+  notify::stopping("draining " + std::to_string(metrics_.sessions_active.load()) + " session(s)");
+  reload_signals_->cancel();
   asio::co_spawn(*contexts_.front(), drain(), asio::detached);
   co_await signals.async_wait(as_tuple(use_awaitable));
   spdlog::warn("second signal: stopping now");
   stop_all();
+}
+
+asio::awaitable<void> server::wait_for_reloads() {
+  for (;;) {
+    auto [ec, number] = co_await reload_signals_->async_wait(as_tuple(use_awaitable));
+    if (ec) co_return;   // cancelled: the drain has begun
+    (void)number;
+    if (reload_handler_) reload_handler_();
+    else spdlog::warn("SIGHUP: no reload handler, ignored");
+  }
 }
 
 asio::awaitable<void> server::drain() {
