@@ -316,16 +316,13 @@ void register_run(CLI::App& app, int& exit_code) {
                   "Pin the upstream certificate: sha256:HEX (colons optional); a mismatch fails TLS");
   cmd->add_flag("--upstream-insecure", f->upstream_insecure, "Same as --upstream-verify none (recorded in captures)");
   cmd->add_flag("--upstream-implicit-tls", f->upstream_implicit_tls, "The upstream speaks TLS from connect (SMTPS, port 465)");
-<<<<<<< HEAD
   cmd->add_flag("--transparent", f->transparent,
                 "Relay each connection to its original destination (SO_ORIGINAL_DST after an nftables/iptables "
                 "REDIRECT); connections addressed to mailtap itself go to --upstream");
-=======
   cmd->footer("Signals: SIGTERM or SIGINT drains the sessions and stops (a second one stops at once); SIGHUP "
               "reloads the --config and scenario files: new sessions get the new [[fault]] rules, sessions in "
               "flight keep theirs, a bad file keeps the running rules. Under systemd (Type=notify) it reports "
               "READY=1, RELOADING=1 and STOPPING=1.");
->>>>>>> e-package
   cmd->callback([f, &exit_code] { exit_code = run(*f); });
 }
 

@@ -13,13 +13,9 @@ BUILD_PACKAGES=(
 )
 TEST_PACKAGES=(
   libgtest-dev libgmock-dev
-<<<<<<< HEAD
   swaks libnet-ssleay-perl libio-socket-ssl-perl libio-socket-inet6-perl postfix python3-aiosmtpd openssl
   iproute2 nftables
-=======
-  swaks libnet-ssleay-perl libio-socket-ssl-perl postfix python3-aiosmtpd openssl
   dpkg-dev file systemd man-db procps adduser
->>>>>>> e-package
 )
 FUZZ_PACKAGES=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 BENCH_PACKAGES=(haproxy postfix)
