@@ -99,6 +99,7 @@ void relay_fsm::on_upstream_connected(std::uint64_t now) {
   if (ended_) return;
   connected_us_ = now;
   if (observer_) observer_->on_stage({phase::connect, started_us_, now - started_us_, now - started_us_, 0});
+  send(leg::upstream, options_.upstream_preamble, now);
   arm(leg::upstream, options_.timeouts.upstream_greeting);
 }
 

@@ -73,6 +73,9 @@ struct relay_options {
   relay_tls_options tls;
   // Record the AUTH username (PLAIN, LOGIN) in a note; the secret is never recorded.
   bool record_auth_username = false;
+  // The first bytes of every new upstream connection (a PROXY protocol header naming the
+  // client, upstream_identity = proxy_v1/proxy_v2), recorded like all bytes; empty: none.
+  std::string upstream_preamble;
 };
 
 // Per-session figures the shell adds to the process-wide metrics.

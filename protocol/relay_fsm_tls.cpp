@@ -271,6 +271,7 @@ void relay_fsm::fall_back_to_plaintext(std::uint64_t now, std::string_view reaso
 void relay_fsm::on_upstream_reconnected(std::uint64_t now) {
   if (ended_ || !reconnecting_) return;
   note(now, "new plaintext upstream connection open");
+  send(leg::upstream, options_.upstream_preamble, now);
   arm(leg::upstream, options_.timeouts.upstream_greeting);
 }
 

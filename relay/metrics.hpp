@@ -28,6 +28,7 @@ struct relay_metrics {
   std::atomic<std::uint64_t> client_timeouts{0};        // idle, slow command line, data below min_data_rate
   std::atomic<std::uint64_t> upstream_replied_in_data{0};   // a reply before the dot refused the message
   std::atomic<std::uint64_t> unacknowledged_end_of_data{0}; // the upstream answered the dot after the client left
+  std::atomic<std::uint64_t> proxy_header_refused{0};   // listen_proxy_protocol: no valid PROXY header, 421
   // The warnings about the counters above (unreachable upstream, upstream TLS, max_sessions,
   // accept) share one limiter, a window per kind.
   log_limiter warnings;

@@ -1,6 +1,8 @@
 // Listener, session registry, signals and drain.
 #include "relay/server.hpp"
 
+#include "relay/proxy_listener.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -191,14 +193,30 @@ asio::awaitable<void> server::accept_loop(tcp::acceptor& acceptor, bool implicit
       socket.close(ig);
       continue;
     }
-    auto s = std::make_shared<session>(std::move(socket), *ctx_, ++session_number_, implicit_tls);
-    {
-      std::lock_guard lock(sessions_mutex_);
-      std::erase_if(sessions_, [](const std::weak_ptr<session>& w) { return w.expired(); });
-      sessions_.push_back(s);
+    const auto number = ++session_number_;
+    tcp::socket client(std::move(socket));
+    auto start = [this, number, implicit_tls](tcp::socket connection, client_identity who) {
+      launch(std::make_shared<session>(std::move(connection), *ctx_, number, implicit_tls, who));
+    };
+    if (cfg_.listen_proxy_protocol) {
+      // The session starts once the balancer's header has named the client (proxy_listener.hpp).
+      asio::co_spawn(target, admit_behind_proxy(std::move(client), "session " + make_session_id(number),
+                                                cfg_.relay_name, metrics_, start),
+                     asio::detached);
+      continue;
     }
-    s->start();
+    auto who = identity_of(client);
+    start(std::move(client), std::move(who));
   }
+}
+
+void server::launch(std::shared_ptr<session> s) {
+  {
+    std::lock_guard lock(sessions_mutex_);
+    std::erase_if(sessions_, [](const std::weak_ptr<session>& w) { return w.expired(); });
+    sessions_.push_back(s);
+  }
+  s->start();
 }
 
 asio::awaitable<void> server::wait_for_signals() {
