@@ -60,6 +60,7 @@ protocol::relay_options relay_options_from(const relay_context& ctx, bool implic
   o.upstream = ctx.upstream.to_string();
   o.record_auth_username = ctx.cfg.record_auth_username;
   o.upstream_preamble = upstream_preamble(ctx.cfg.identity, who);
+  o.xclient = xclient_identity_for(ctx.cfg.identity, who);
   o.tls.offer_starttls = ctx.client_tls != nullptr && ctx.cfg.tls.offer_starttls;
   o.tls.implicit_client_tls = implicit_tls;
   // Without an upstream TLS context nothing can be secured upstream: only `never` is honest.

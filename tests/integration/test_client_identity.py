@@ -204,3 +204,41 @@ class PostfixUpstreamIdentityTest(IntegrationTest):
         r = run_mailtap(["run", "--listen", "127.0.0.1:0", "--upstream-identity", "proxy_v3"])
         self.assertEqual(r.returncode, 2)
         self.assertIn(b"--upstream-identity 'proxy_v3': expected none, proxy_v1, proxy_v2 or xclient", r.stderr)
+
+    def test_xclient_names_the_balancers_client(self):
+        """B offers XCLIENT to mailtap (smtpd_authorized_xclient_hosts): mailtap sends it, B starts
+        over as the client it names, and the client never sees any of it."""
+        b = self.start_receiver({"smtpd_authorized_xclient_hosts": "127.0.0.1"})
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, b.port),
+                                     args=["--upstream-identity", "xclient", "--listen-proxy-protocol"])
+        c = self.connect(mailtap.port, timeout=60)
+        c.send(proxy_v1("192.0.2.30", 40002))
+        self.assertReply(c.reply(60), 220)
+        ehlo = c.command("EHLO client.example", 60)
+        self.assertReply(ehlo, 250)
+        self.assertNotIn("XCLIENT", ehlo.text)
+        self.quit(c)
+        self.deliver(mailtap, proxy_v1("192.0.2.30", 40003), 1)
+        received = self.delivered_received_header(b, 1)
+        self.assertRegex(received, rb"^from client\.example \(unknown \[192\.0\.2\.30\]\)")
+        caps = mailtap.wait_captures(2, 60)
+        for cap in caps:
+            self.assertCaptureComplete(cap)
+            relay_commands = [r["text"] for r in cap.of_type("command") if r["leg"] == "upstream"]
+            self.assertRegex(relay_commands[0], r"^XCLIENT ADDR=192\.0\.2\.30 PORT=4000[23] NAME=\[UNAVAILABLE\] "
+                                                r"HELO=client\.example$")
+            self.assertEqual(relay_commands[1], "EHLO client.example")
+            self.assertEqual(cap.client_replies()[0].code, 220)
+            self.assertNotIn(b"XCLIENT", cap.bytes_of("client", "out"))
+
+    def test_xclient_not_offered_sends_nothing(self):
+        """B does not authorize mailtap: no XCLIENT, delivery goes on from mailtap's address."""
+        b = self.start_receiver({})
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, b.port),
+                                     args=["--upstream-identity", "xclient", "--listen-proxy-protocol"])
+        self.deliver(mailtap, proxy_v1("192.0.2.30", 40002), 1)
+        received = self.delivered_received_header(b, 1)
+        self.assertRegex(received, rb"^from client\.example \(unknown \[127\.0\.0\.1\]\)")
+        cap = mailtap.wait_captures(1, 60)[0]
+        self.assertEqual([r for r in cap.of_type("command") if r["leg"] == "upstream"], [])
+        self.assertNotIn(b"XCLIENT", cap.bytes_of("upstream", "out"))
