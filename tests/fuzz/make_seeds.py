@@ -23,6 +23,7 @@ BANNER = b"220 mx.example.org ESMTP Postfix\r\n"
 EHLO_REPLY = (b"250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-STARTTLS\r\n"
               b"250-AUTH PLAIN LOGIN\r\n250-CHUNKING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n")
 ENVELOPE = b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n"
+XCLIENT_EHLO = b"250-mx.example.org\r\n250-PIPELINING\r\n250-XCLIENT NAME ADDR PROTO HELO PORT LOGIN\r\n250 8BITMIME\r\n"
 
 COMMANDS = [b"EHLO client.example.test", b"HELO client", b"MAIL FROM:<alice@example.test> SIZE=1000 BODY=8BITMIME",
             b"RCPT TO:<bob@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob@example.test",
@@ -95,6 +96,14 @@ def relay_fsm_seeds():
         "long_reply": upstream(BANNER) + client(b"EHLO c\r\n") + upstream(b"250-" + b"x" * 5000 + b"\r\n"),
         "unsolicited": upstream(BANNER + b"250 unsolicited\r\n") + client(b"EHLO c\r\n") + upstream(EHLO_REPLY),
         "greeting_5xx": upstream(b"554 5.3.2 go away\r\n") + client(b"EHLO c\r\nQUIT\r\n"),
+        # Options bit 7: a PROXY header first upstream and XCLIENT when offered (issue 13).
+        "xclient": (bytes([0x84, 0x00]), upstream(BANNER) + client(b"EHLO client.example.test\r\n") +
+                    upstream(XCLIENT_EHLO) + client(ENVELOPE) + upstream(b"220 mx.example.org ESMTP\r\n") +
+                    upstream(XCLIENT_EHLO) + upstream(b"250 Ok\r\n250 Ok\r\n") + client(b"QUIT\r\n") +
+                    upstream(b"221 Bye\r\n")),
+        "xclient_refused": (bytes([0x80, 0x00]), upstream(BANNER) + client(b"EHLO c\r\n") + upstream(XCLIENT_EHLO) +
+                            upstream(b"550 5.7.0 Error: insufficient authorization\r\n") + upstream(XCLIENT_EHLO) +
+                            client(b"QUIT\r\n") + upstream(b"221 Bye\r\n")),
     }
     for i, seq in enumerate(SMUGGLING):
         body = MESSAGE + b"hello" + seq + SMUGGLED_TAIL + b".\r\n"
