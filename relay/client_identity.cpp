@@ -7,8 +7,12 @@ namespace {
 
 namespace proxy = protocol::proxy;
 
+// An IPv4 client of a dual-stack listener ("[::]:2525") is named by its IPv4 address, as an
+// IPv4 listener would name it, so that `client` CIDR matchers and captures see it so.
 proxy::socket_address from_asio(const boost::asio::ip::tcp::endpoint& ep) {
-  const auto address = ep.address();
+  auto address = ep.address();
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    address = boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, address.to_v6());
   if (address.is_v4()) return {protocol::ipv4_bytes(address.to_v4().to_bytes()), ep.port()};
   return {protocol::ipv6_bytes(address.to_v6().to_bytes()), ep.port()};
 }

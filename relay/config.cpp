@@ -123,6 +123,8 @@ class loader {
         }
       } else if (k == "listen_proxy_protocol") {
         if (auto b = bool_value(k, node)) out_.listen_proxy_protocol = *b;
+      } else if (k == "transparent") {
+        if (auto b = bool_value(k, node)) out_.transparent = *b;
       } else if (k == "data") {
         data(node);
       } else if (k == "timeouts") {

@@ -100,6 +100,9 @@ struct config {
   // Every connection starts with a load balancer's PROXY header naming the real client
   // (relay/proxy_listener.hpp); one without a valid header is refused with 421.
   bool listen_proxy_protocol = false;
+  // Each connection's upstream is its original destination (SO_ORIGINAL_DST after an
+  // nftables/iptables REDIRECT); one addressed to mailtap itself goes to `upstream`.
+  bool transparent = false;
   tls_config tls;
   sink_config sink;
 };

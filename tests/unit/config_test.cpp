@@ -776,3 +776,18 @@ TEST(ConfigClientIdentity, UpstreamIdentityAndListenProxyProtocol) {
   EXPECT_FALSE(load_config_text("listen_proxy_protocol = \"yes\"\n", "m.toml", config{}, error));
   EXPECT_NE(error.find("m.toml:1: key 'listen_proxy_protocol': expected"), std::string::npos) << error;
 }
+
+namespace {
+
+TEST(ConfigLoad, TransparentInterceptionIsOffUnlessAsked) {
+  std::string error;
+  auto off = load_config_text("", "mailtap.toml", config{}, error);
+  ASSERT_TRUE(off.has_value()) << error;
+  EXPECT_FALSE(off->transparent);
+  auto on = load_config_text("transparent = true\n", "mailtap.toml", config{}, error);
+  ASSERT_TRUE(on.has_value()) << error;
+  EXPECT_TRUE(on->transparent);
+  EXPECT_NE(error_of("transparent = \"yes\"\n").find("mailtap.toml:1"), std::string::npos);
+}
+
+}  // namespace
