@@ -38,7 +38,6 @@ client_identity identity_behind_proxy(const boost::asio::ip::tcp::socket& socket
                                       const std::optional<proxy::endpoints>& named) {
   client_identity who = identity_of(socket);
   if (!named) return who;
-  if (who.known) who.proxied_by = who.client;
   who.client = named->source;
   who.destination = named->destination;
   who.known = true;

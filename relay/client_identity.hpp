@@ -18,8 +18,6 @@ namespace mailtap {
 struct client_identity {
   protocol::proxy::socket_address client;        // the original client
   protocol::proxy::socket_address destination;   // the address it connected to
-  // The load balancer's address when a PROXY header named the client; otherwise empty.
-  std::optional<protocol::proxy::socket_address> proxied_by;
   bool known = true;   // false: the socket's addresses could not be read (the peer is gone)
 
   std::string client_label() const;   // "192.0.2.10:56324", "[2001:db8::1]:25", "unknown"
