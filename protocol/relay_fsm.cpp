@@ -115,6 +115,7 @@ void relay_fsm::on_upstream_connected(std::uint64_t now) {
   if (ended_) return;
   connected_us_ = now;
   if (observer_) observer_->on_stage({phase::connect, started_us_, now - started_us_, now - started_us_, 0});
+  send(leg::upstream, options_.upstream_preamble, now);
   arm(leg::upstream, options_.timeouts.upstream_greeting);
 }
 
@@ -888,7 +889,13 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
       pending_.erase(it);
       take_new_upstream_greeting(now, r);
       return;
+    case command_kind::internal_xclient: take_xclient_reply(now, p, r); return;   // relay_fsm_xclient.cpp
+    case command_kind::xclient_hello:
+      p.kind = command_kind::relayed;
+      xclient_in_flight_ = false;   // held client commands go on after this reply
+      break;
   }
+  if (p.ph == phase::ehlo && begin_xclient(now, p, r)) return;   // relay_fsm_xclient.cpp
   if (p.ph == phase::ehlo) note_upstream_capabilities(r);
   if (p.ph == phase::auth) {
     if (r.code == 334) {       // challenge: the client's next line is an AUTH response

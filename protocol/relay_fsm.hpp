@@ -22,6 +22,7 @@
 #include "protocol/header_scanner.hpp"
 #include "protocol/observer.hpp"
 #include "protocol/reply.hpp"
+#include "protocol/xclient.hpp"
 
 namespace mailtap::protocol {
 
@@ -73,6 +74,12 @@ struct relay_options {
   relay_tls_options tls;
   // Record the AUTH username (PLAIN, LOGIN) in a note; the secret is never recorded.
   bool record_auth_username = false;
+  // The first bytes of every new upstream connection (a PROXY protocol header naming the
+  // client, upstream_identity = proxy_v1/proxy_v2), recorded like all bytes; empty: none.
+  std::string upstream_preamble;
+  // Tell an upstream that offers XCLIENT who the client is (upstream_identity = xclient,
+  // relay_fsm_xclient.cpp); its `helo` is taken from the client's EHLO. Absent: never.
+  std::optional<xclient_identity> xclient;
 };
 
 // Per-session figures the shell adds to the process-wide metrics.
@@ -148,7 +155,9 @@ class relay_fsm {
   // consumed by the relay instead of being passed on.
   enum class command_kind {
     relayed, client_starttls, internal_ehlo, internal_starttls, internal_rset,
-    internal_greeting   // the banner of a new upstream connection (plaintext fall-back)
+    internal_greeting,  // the banner of a new upstream connection (plaintext fall-back)
+    internal_xclient,   // the client's EHLO waits: the relay's XCLIENT went upstream (relay_fsm_xclient.cpp)
+    xclient_hello       // the client's EHLO said again after XCLIENT: its reply is the client's
   };
   // What a fault does once the replies before it are out.
   enum class then_do { nothing, close, reset, stall };
@@ -230,7 +239,7 @@ class relay_fsm {
   void secure_upstream_first(std::uint64_t now);
   void injection(std::uint64_t now, leg where, std::string_view detail);
   bool upstream_needs_tls_now() const;
-  bool upstream_prepared() const { return !securing_upstream_ && !reconnecting_; }
+  bool upstream_prepared() const { return !securing_upstream_ && !reconnecting_ && !xclient_in_flight_; }
   bool may_fall_back_to_plaintext() const;
   void fall_back_to_plaintext(std::uint64_t now, std::string_view reason);
   void take_new_upstream_greeting(std::uint64_t now, const reply& r);
@@ -238,6 +247,10 @@ class relay_fsm {
   void finish_reconnect(std::uint64_t now);
   void reconnect_failed(std::uint64_t now, std::string_view detail);
   void note_upstream_capabilities(const reply& r);
+
+  // XCLIENT (relay_fsm_xclient.cpp).
+  bool begin_xclient(std::uint64_t now, pending& client_ehlo, const reply& r);
+  void take_xclient_reply(std::uint64_t now, pending& client_ehlo, const reply& r);
 
   // Faults (relay_fsm_faults.cpp).
   enum class line_fault { none, held, handled };
@@ -367,6 +380,11 @@ class relay_fsm {
   bool reconnecting_ = false;
   bool upstream_tls_broken_ = false;
   std::string hello_line_;                  // the client's last EHLO/HELO line, replayed on a new connection
+
+  // XCLIENT: sent at most once per upstream connection; while its exchange runs (XCLIENT,
+  // the new 220, the client's EHLO again) client commands wait.
+  bool xclient_done_ = false;
+  bool xclient_in_flight_ = false;
 
   // Faults.
   bool upstream_wanted_ = true;

@@ -271,6 +271,8 @@ void relay_fsm::fall_back_to_plaintext(std::uint64_t now, std::string_view reaso
 void relay_fsm::on_upstream_reconnected(std::uint64_t now) {
   if (ended_ || !reconnecting_) return;
   note(now, "new plaintext upstream connection open");
+  send(leg::upstream, options_.upstream_preamble, now);
+  xclient_done_ = false;   // a new connection: XCLIENT again at the client's next EHLO
   arm(leg::upstream, options_.timeouts.upstream_greeting);
 }
 

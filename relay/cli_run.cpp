@@ -29,6 +29,8 @@ struct run_flags {
   std::string config_file, listen, upstream, captures, admin, bare_eol, log_level;
   std::string listen_tls, upstream_tls, tls_cert, tls_key, upstream_ca, upstream_verify, upstream_fingerprint;
   std::string seed, max_sessions, threads;   // counts as text: see parse_count
+  std::string upstream_identity;
+  bool listen_proxy_protocol = false;
   std::vector<std::string> scenarios;
   bool upstream_insecure = false, upstream_implicit_tls = false;
   bool transparent = false;
@@ -176,6 +178,15 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     return false;
   }
   if (f.upstream_implicit_tls) cfg.tls.upstream_implicit = true;
+  if (!f.upstream_identity.empty()) {
+    auto mode = parse_upstream_identity(f.upstream_identity);
+    if (!mode) {
+      error = "--upstream-identity '" + f.upstream_identity + "': expected none, proxy_v1, proxy_v2 or xclient";
+      return false;
+    }
+    cfg.identity = *mode;
+  }
+  if (f.listen_proxy_protocol) cfg.listen_proxy_protocol = true;
   for (const auto& file : f.scenarios) {
     auto loaded = policies::load_scenario(file);
     if (!loaded.ok()) {
@@ -209,6 +220,16 @@ std::optional<config> build_config(const run_flags& f, std::string& error) {
   }
   if (!apply_flags(f, cfg, error)) return std::nullopt;
   if (cfg.captures_dir.empty()) cfg.captures_dir = default_captures_dir();
+  if (cfg.identity == upstream_identity::proxy_v1 || cfg.identity == upstream_identity::proxy_v2) {
+    // The header goes before any TLS; with implicit upstream TLS the handshake would overtake it.
+    const char* problem = !cfg.upstream ? "needs an upstream: the built-in sink reads no PROXY header"
+                          : cfg.tls.upstream_implicit ? "cannot go with implicit upstream TLS (not supported)"
+                                                      : nullptr;
+    if (problem) {
+      error = "upstream_identity = " + std::string(to_string(cfg.identity)) + " " + problem;
+      return std::nullopt;
+    }
+  }
   return cfg;
 }
 
@@ -271,6 +292,10 @@ int run(const run_flags& f) {
                   "reloads: {} ok, {} failed", m.reloads_ok.load(), m.reloads_failed.load());
     if (m.blackholed.load() > 0)
       spdlog::warn("{} message(s) were answered 250 by a blackhole fault and delivered nowhere", m.blackholed.load());
+    if (cfg.listen_proxy_protocol)
+      spdlog::log(m.proxy_header_refused.load() > 0 ? spdlog::level::warn : spdlog::level::info,
+                  "listen_proxy_protocol: {} connection(s) refused without a valid PROXY protocol header",
+                  m.proxy_header_refused.load());
     errors = error_summary::of(m);
     errors.suppressed_warnings += capture_warnings.suppressed_total();
   }
@@ -316,6 +341,13 @@ void register_run(CLI::App& app, int& exit_code) {
                   "Pin the upstream certificate: sha256:HEX (colons optional); a mismatch fails TLS");
   cmd->add_flag("--upstream-insecure", f->upstream_insecure, "Same as --upstream-verify none (recorded in captures)");
   cmd->add_flag("--upstream-implicit-tls", f->upstream_implicit_tls, "The upstream speaks TLS from connect (SMTPS, port 465)");
+  cmd->add_option("--upstream-identity", f->upstream_identity,
+                  "Tell the upstream who the client is: none (default), proxy_v1 or proxy_v2 (a PROXY protocol "
+                  "header first on each upstream connection, for Postfix smtpd_upstream_proxy_protocol=haproxy) "
+                  "or xclient (XCLIENT when the upstream offers it, Postfix smtpd_authorized_xclient_hosts)");
+  cmd->add_flag("--listen-proxy-protocol", f->listen_proxy_protocol,
+                "Every connection starts with a load balancer's PROXY protocol header (v1 or v2) naming the "
+                "client; one without a valid header gets 421 and is closed");
   cmd->add_flag("--transparent", f->transparent,
                 "Relay each connection to its original destination (SO_ORIGINAL_DST after an nftables/iptables "
                 "REDIRECT); connections addressed to mailtap itself go to --upstream");

@@ -116,6 +116,13 @@ class loader {
         log_level(node);
       } else if (k == "record_auth_username") {
         if (auto b = bool_value(k, node)) out_.record_auth_username = *b;
+      } else if (k == "upstream_identity") {
+        if (const auto* text = string_value(k, node, upstream_identity_expected)) {
+          if (auto mode = parse_upstream_identity(*text)) out_.identity = *mode;
+          else fail(node, k, "expected " + std::string(upstream_identity_expected) + ", got '" + echo(*text) + "'");
+        }
+      } else if (k == "listen_proxy_protocol") {
+        if (auto b = bool_value(k, node)) out_.listen_proxy_protocol = *b;
       } else if (k == "transparent") {
         if (auto b = bool_value(k, node)) out_.transparent = *b;
       } else if (k == "data") {
@@ -755,6 +762,23 @@ std::string_view to_string(upstream_verify v) {
 std::optional<upstream_verify> parse_upstream_verify(std::string_view name) {
   for (auto v : {upstream_verify::none, upstream_verify::record, upstream_verify::require})
     if (to_string(v) == name) return v;
+  return std::nullopt;
+}
+
+std::string_view to_string(upstream_identity mode) {
+  switch (mode) {
+    case upstream_identity::none: return "none";
+    case upstream_identity::proxy_v1: return "proxy_v1";
+    case upstream_identity::proxy_v2: return "proxy_v2";
+    case upstream_identity::xclient: return "xclient";
+  }
+  return "?";
+}
+
+std::optional<upstream_identity> parse_upstream_identity(std::string_view name) {
+  for (auto mode : {upstream_identity::none, upstream_identity::proxy_v1, upstream_identity::proxy_v2,
+                    upstream_identity::xclient})
+    if (to_string(mode) == name) return mode;
   return std::nullopt;
 }
 

@@ -37,6 +37,15 @@ std::optional<upstream_verify> parse_upstream_verify(std::string_view name);
 // "AB:CD:..." form captures record. std::nullopt and a one-line error when malformed.
 std::optional<std::string> parse_sha256_fingerprint(std::string_view text, std::string& error);
 
+// How the upstream learns the original client (issue 13): not at all, a PROXY protocol
+// header at the start of each upstream connection (haproxy's proxy-protocol.txt; Postfix
+// smtpd_upstream_proxy_protocol = haproxy), or XCLIENT when the upstream offers it (Postfix
+// smtpd_authorized_xclient_hosts). relay/client_identity.hpp writes it.
+enum class upstream_identity { none, proxy_v1, proxy_v2, xclient };
+inline constexpr std::string_view upstream_identity_expected = "one of none|proxy_v1|proxy_v2|xclient";
+std::string_view to_string(upstream_identity mode);
+std::optional<upstream_identity> parse_upstream_identity(std::string_view name);
+
 // TLS on both legs (issue 3). With no cert/key, a self-signed pair is generated in
 // state_dir on first start and reused.
 struct tls_config {
@@ -87,6 +96,10 @@ struct config {
   std::string relay_name = "mailtap";
   std::string log_level = "info";
   bool record_auth_username = false;           // AUTH usernames in captures (never secrets)
+  upstream_identity identity = upstream_identity::none;   // key upstream_identity
+  // Every connection starts with a load balancer's PROXY header naming the real client
+  // (relay/proxy_listener.hpp); one without a valid header is refused with 421.
+  bool listen_proxy_protocol = false;
   // Each connection's upstream is its original destination (SO_ORIGINAL_DST after an
   // nftables/iptables REDIRECT); one addressed to mailtap itself goes to `upstream`.
   bool transparent = false;

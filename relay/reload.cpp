@@ -47,6 +47,8 @@ std::vector<std::string> restart_only_changes(const config& a, const config& b) 
       {"timeouts.drain", a.drain_timeout != b.drain_timeout},
       {"relay_name", a.relay_name != b.relay_name},
       {"record_auth_username", a.record_auth_username != b.record_auth_username},
+      {"upstream_identity", a.identity != b.identity},
+      {"listen_proxy_protocol", a.listen_proxy_protocol != b.listen_proxy_protocol},
       {"tls.cert", ta.cert_file != tb.cert_file},
       {"tls.key", ta.key_file != tb.key_file},
       {"tls.ca_file", ta.ca_file != tb.ca_file},

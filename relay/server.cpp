@@ -2,6 +2,7 @@
 #include "relay/server.hpp"
 
 #include "relay/original_destination.hpp"
+#include "relay/proxy_listener.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -198,20 +199,36 @@ asio::awaitable<void> server::accept_loop(tcp::acceptor& acceptor, bool implicit
       socket.close(ig);
       continue;
     }
+    const auto number = ++session_number_;
+    tcp::socket client(std::move(socket));
     std::optional<upstream_target> original;
     if (cfg_.transparent) {
       boost::system::error_code lec;
-      auto local = socket.local_endpoint(lec);
-      if (!lec) original = intercepted_target(socket.native_handle(), local);
+      auto local = client.local_endpoint(lec);
+      if (!lec) original = intercepted_target(client.native_handle(), local);
     }
-    auto s = std::make_shared<session>(std::move(socket), *ctx_, ++session_number_, implicit_tls, std::move(original));
-    {
-      std::lock_guard lock(sessions_mutex_);
-      std::erase_if(sessions_, [](const std::weak_ptr<session>& w) { return w.expired(); });
-      sessions_.push_back(s);
+    auto start = [this, number, implicit_tls, original](tcp::socket connection, client_identity who) {
+      launch(std::make_shared<session>(std::move(connection), *ctx_, number, implicit_tls, who, original));
+    };
+    if (cfg_.listen_proxy_protocol) {
+      // The session starts once the balancer's header has named the client (proxy_listener.hpp).
+      asio::co_spawn(target, admit_behind_proxy(std::move(client), "session " + make_session_id(number),
+                                                cfg_.relay_name, metrics_, start),
+                     asio::detached);
+      continue;
     }
-    s->start();
+    auto who = identity_of(client);
+    start(std::move(client), std::move(who));
   }
+}
+
+void server::launch(std::shared_ptr<session> s) {
+  {
+    std::lock_guard lock(sessions_mutex_);
+    std::erase_if(sessions_, [](const std::weak_ptr<session>& w) { return w.expired(); });
+    sessions_.push_back(s);
+  }
+  s->start();
 }
 
 // Transparent interception: a redirected connection goes where its client sent it; one

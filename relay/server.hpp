@@ -50,6 +50,8 @@ class server {
 
  private:
   boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor, bool implicit_tls);
+  // Registers a new session (for the drain) and starts it.
+  void launch(std::shared_ptr<session> s);
   std::optional<upstream_target> intercepted_target(int fd, const boost::asio::ip::tcp::endpoint& local);
   bool listen_on(boost::asio::ip::tcp::acceptor& acceptor, const endpoint& where, std::string& error);
   bool start_tls(std::string& error);

@@ -52,14 +52,16 @@ std::string make_session_id(std::uint64_t number) {
 
 namespace {
 
-protocol::relay_options relay_options_from(const relay_context& ctx, const upstream_target& target,
-                                           bool implicit_tls) {
+protocol::relay_options relay_options_from(const relay_context& ctx, const upstream_target& target, bool implicit_tls,
+                                           const client_identity& who) {
   protocol::relay_options o;
   o.eol = ctx.cfg.bare_eol;
   o.timeouts = ctx.cfg.timeouts;
   o.name = ctx.cfg.relay_name;
   o.upstream = target.where.to_string();
   o.record_auth_username = ctx.cfg.record_auth_username;
+  o.upstream_preamble = upstream_preamble(ctx.cfg.identity, who);
+  o.xclient = xclient_identity_for(ctx.cfg.identity, who);
   o.tls.offer_starttls = ctx.client_tls != nullptr && ctx.cfg.tls.offer_starttls;
   o.tls.implicit_client_tls = implicit_tls;
   // Without an upstream TLS context nothing can be secured upstream: only `never` is honest.
@@ -78,31 +80,18 @@ peer_verification upstream_check_for(const tls_config& t) {
   }
   return peer_verification::enforce;
 }
-
-// An IPv4 client of a dual-stack listener ("[::]:2525") shows as its IPv4 address, so that
-// captures name it as an IPv4 listener would and `client` CIDR matchers see it.
-std::string peer_label(const asio::ip::tcp::socket& s) {
-  boost::system::error_code ec;
-  auto ep = s.remote_endpoint(ec);
-  if (ec) return "unknown";
-  auto address = ep.address();
-  if (address.is_v6() && address.to_v6().is_v4_mapped())
-    address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
-  return endpoint{address.to_string(), ep.port()}.to_string();
-}
 }  // namespace
 
 // ---------------------------------------------------------------- set-up
 
 static std::unique_ptr<captures::session_capture> open_capture(const relay_context& ctx, const std::string& id,
-                                                               std::uint64_t number,
-                                                               const asio::ip::tcp::socket& client,
+                                                               std::uint64_t number, const client_identity& who,
                                                                const upstream_target& target) {
   if (!ctx.captures) return nullptr;
   captures::session_info info;
   info.id = id;
   info.seed = policies::session_seed(ctx.master_seed, number);   // the seed of the session's fault generator
-  info.client = peer_label(client);
+  info.client = who.client_label();
   info.listen = ctx.listen_label;
   info.upstream = target.label;
   info.bare_eol = std::string(protocol::to_string(ctx.cfg.bare_eol));
@@ -115,7 +104,7 @@ static std::unique_ptr<captures::session_capture> open_capture(const relay_conte
 session::outbox::~outbox() = default;
 
 session::session(tcp::socket client, const relay_context& ctx, std::uint64_t number, bool implicit_tls,
-                 std::optional<upstream_target> target)
+                 const client_identity& who, std::optional<upstream_target> target)
     : client_(std::move(client)),
       upstream_(client_.get_executor()),
       ctx_(ctx),
@@ -123,10 +112,10 @@ session::session(tcp::socket client, const relay_context& ctx, std::uint64_t num
       number_(number),
       id_(make_session_id(number)),
       start_(clock::now()),
-      capture_(open_capture(ctx, id_, number, client_, target_)),
-      advisor_(ctx.faults ? ctx.faults->open_session(number, peer_label(client_), implicit_tls && ctx.client_tls)
+      capture_(open_capture(ctx, id_, number, who, target_)),
+      advisor_(ctx.faults ? ctx.faults->open_session(number, who.client_label(), implicit_tls && ctx.client_tls)
                           : nullptr),
-      fsm_(relay_options_from(ctx, target_, implicit_tls && ctx.client_tls), capture_.get(), advisor_.get()),
+      fsm_(relay_options_from(ctx, target_, implicit_tls && ctx.client_tls, who), capture_.get(), advisor_.get()),
       changed_(client_.get_executor(), clock::time_point::max()),
       client_writer_wake_(client_.get_executor(), clock::time_point::max()),
       upstream_writer_wake_(client_.get_executor(), clock::time_point::max()),

@@ -16,6 +16,7 @@
 
 #include "captures/writer.hpp"
 #include "protocol/relay_fsm.hpp"
+#include "relay/client_identity.hpp"
 #include "relay/config.hpp"
 #include "relay/metrics.hpp"
 
@@ -61,9 +62,10 @@ struct relay_context {
 class session : public std::enable_shared_from_this<session> {
  public:
   // `implicit_tls`: the client connected to the SMTPS listener; TLS starts before the banner.
+  // `who`: the client as captures, fault rules and the upstream see it (client_identity.hpp).
   // `target`: where the upstream leg goes (ctx.upstream unless intercepted transparently).
-  session(boost::asio::ip::tcp::socket client, const relay_context& ctx, std::uint64_t number,
-          bool implicit_tls = false, std::optional<upstream_target> target = std::nullopt);
+  session(boost::asio::ip::tcp::socket client, const relay_context& ctx, std::uint64_t number, bool implicit_tls,
+          const client_identity& who, std::optional<upstream_target> target = std::nullopt);
   ~session();
 
   void start();

@@ -350,7 +350,7 @@ class relay_harness {
 };
 
 // Session options from one byte: bare_eol mode, TLS offers and modes, the data-rate check,
-// AUTH username recording.
+// AUTH username recording, the client's identity told upstream (a PROXY header and XCLIENT).
 inline relay_options options_from(std::uint8_t b) {
   relay_options o;
   const bare_eol_mode modes[] = {bare_eol_mode::strict, bare_eol_mode::normalize, bare_eol_mode::raw};
@@ -361,6 +361,10 @@ inline relay_options options_from(std::uint8_t b) {
   o.tls.upstream = up[(b >> 3) & 3];
   o.timeouts.min_data_rate = (b & 32) ? 0 : 500;
   o.record_auth_username = (b & 64) != 0;
+  if (b & 128) {
+    o.upstream_preamble = "PROXY TCP4 192.0.2.10 198.51.100.1 56324 25\r\n";
+    o.xclient = xclient_identity{ipv4_bytes{192, 0, 2, 10}, 56324, {}};
+  }
   return o;
 }
 

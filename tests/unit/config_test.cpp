@@ -599,6 +599,8 @@ TEST(ConfigFile, ShippedExampleLoadsAtDefaults) {
   EXPECT_EQ(c->drain_timeout, d.drain_timeout);
   EXPECT_EQ(c->relay_name, d.relay_name);
   EXPECT_EQ(c->log_level, d.log_level);
+  EXPECT_EQ(c->identity, d.identity);
+  EXPECT_EQ(c->listen_proxy_protocol, d.listen_proxy_protocol);
 }
 
 TEST(ConfigFile, ShippedExampleMentionsEveryKey) {
@@ -608,7 +610,7 @@ TEST(ConfigFile, ShippedExampleMentionsEveryKey) {
                           "max_sessions =", "threads =", "relay_name =", "log_level =", "[data]",
                           "bare_line_endings =", "[timeouts]", "client_idle =", "upstream_connect =",
                           "upstream_greeting =", "upstream_reply =", "upstream_data_init =",
-                          "upstream_data_end =", "drain ="})
+                          "upstream_data_end =", "drain =", "upstream_identity =", "listen_proxy_protocol ="})
     EXPECT_NE(text.find(key), std::string::npos) << key;
 }
 
@@ -749,6 +751,30 @@ TEST(ConfigTlsVerification, FingerprintsAreNormalizedAndChecked) {
   EXPECT_EQ(error_of("[tls]\nverify_upstream = \"none\"\nupstream_fingerprint = \"sha256:" + hex + "\"\n"),
             "mailtap.toml:2: key 'tls.upstream_fingerprint': a pinned fingerprint is a verification: it cannot go "
             "with verify_upstream = \"none\"");
+}
+
+// ---- client identity (issue 13) ---------------------------------------------------------------
+
+TEST(ConfigClientIdentity, UpstreamIdentityAndListenProxyProtocol) {
+  std::string error;
+  auto d = load_config_text("# nothing\n", "m.toml", config{}, error);
+  ASSERT_TRUE(d) << error;
+  EXPECT_EQ(d->identity, mailtap::upstream_identity::none);
+  EXPECT_FALSE(d->listen_proxy_protocol);
+  for (auto [text, mode] : {std::pair{"proxy_v1", mailtap::upstream_identity::proxy_v1},
+                            std::pair{"proxy_v2", mailtap::upstream_identity::proxy_v2},
+                            std::pair{"xclient", mailtap::upstream_identity::xclient},
+                            std::pair{"none", mailtap::upstream_identity::none}}) {
+    auto c = load_config_text("upstream_identity = \"" + std::string(text) + "\"\nlisten_proxy_protocol = true\n",
+                              "m.toml", config{}, error);
+    ASSERT_TRUE(c) << error;
+    EXPECT_EQ(c->identity, mode) << text;
+    EXPECT_TRUE(c->listen_proxy_protocol);
+  }
+  EXPECT_FALSE(load_config_text("\nupstream_identity = \"haproxy\"\n", "m.toml", config{}, error));
+  EXPECT_EQ(error, "m.toml:2: key 'upstream_identity': expected one of none|proxy_v1|proxy_v2|xclient, got 'haproxy'");
+  EXPECT_FALSE(load_config_text("listen_proxy_protocol = \"yes\"\n", "m.toml", config{}, error));
+  EXPECT_NE(error.find("m.toml:1: key 'listen_proxy_protocol': expected"), std::string::npos) << error;
 }
 
 namespace {

@@ -41,6 +41,13 @@ TEST(Reload, ListenersThreadsTimeoutsAndTlsNeedARestart) {
             (strings{"listen", "upstream", "threads", "timeouts.client_idle", "tls.cert", "tls.listen"}));
 }
 
+TEST(Reload, ClientIdentitySettingsNeedARestart) {
+  config fresh;
+  fresh.identity = mailtap::upstream_identity::proxy_v2;
+  fresh.listen_proxy_protocol = true;
+  EXPECT_EQ(restart_only_changes(config{}, fresh), (strings{"upstream_identity", "listen_proxy_protocol"}));
+}
+
 TEST(Reload, VerificationComparesWhatIsInForce) {
   // Unset verify_upstream means `record` unless upstream TLS is required: the same in force.
   config fresh;
