@@ -49,6 +49,7 @@ std::vector<std::string> restart_only_changes(const config& a, const config& b) 
       {"record_auth_username", a.record_auth_username != b.record_auth_username},
       {"upstream_identity", a.identity != b.identity},
       {"listen_proxy_protocol", a.listen_proxy_protocol != b.listen_proxy_protocol},
+      {"transparent", a.transparent != b.transparent},
       {"tls.cert", ta.cert_file != tb.cert_file},
       {"tls.key", ta.key_file != tb.key_file},
       {"tls.ca_file", ta.ca_file != tb.ca_file},

@@ -48,6 +48,12 @@ TEST(Reload, ClientIdentitySettingsNeedARestart) {
   EXPECT_EQ(restart_only_changes(config{}, fresh), (strings{"upstream_identity", "listen_proxy_protocol"}));
 }
 
+TEST(Reload, TransparentInterceptionNeedsARestart) {
+  config fresh;
+  fresh.transparent = true;
+  EXPECT_EQ(restart_only_changes(config{}, fresh), strings{"transparent"});
+}
+
 TEST(Reload, VerificationComparesWhatIsInForce) {
   // Unset verify_upstream means `record` unless upstream TLS is required: the same in force.
   config fresh;
