@@ -1,9 +1,8 @@
-// Rule management: add (checked, unique names, bounded), remove, reset, summaries.
+// Rule management: add (checked and names made unique by registry.hpp, bounded), remove, reset, summaries.
 #include "policies/engine.hpp"
 
 #include <algorithm>
 #include <chrono>
-#include <unordered_set>
 
 #include "policies/engine_shared.hpp"
 #include "policies/limits.hpp"
@@ -33,10 +32,8 @@ std::optional<std::string> engine::add(rule r) {
 std::optional<std::string> engine::add_all(std::vector<rule> rules) {
   try {
     std::vector<std::unique_ptr<loaded_rule>> fresh;
-    std::unordered_set<std::string> names;
     for (auto& r : rules) {
       if (auto problem = check_rule(r)) return "rule '" + r.name + "': " + *problem;
-      if (!names.insert(r.name).second) return "rule '" + r.name + "': duplicate rule name";
       auto lr = std::make_unique<loaded_rule>();
       lr->type = find_type(r.type());
       lr->r = std::move(r);
@@ -46,8 +43,10 @@ std::optional<std::string> engine::add_all(std::vector<rule> rules) {
     std::lock_guard lock(shared_->mutex);
     if (shared_->rules.size() + fresh.size() > limits::rules_loaded)
       return "more than " + std::to_string(limits::rules_loaded) + " rules loaded";
-    for (const auto& lr : shared_->rules)
-      if (names.count(lr->r.name)) return "rule '" + lr->r.name + "': duplicate rule name (already loaded)";
+    std::vector<const rule*> all;   // the loaded ones first: a new rule is the duplicate
+    for (const auto& lr : shared_->rules) all.push_back(&lr->r);
+    for (const auto& lr : fresh) all.push_back(&lr->r);
+    if (auto duplicate = find_duplicate_name(all)) return std::move(duplicate->message);
     for (auto& lr : fresh) {
       lr->loaded_us = now;
       shared_->rules.push_back(std::move(lr));

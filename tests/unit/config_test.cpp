@@ -670,6 +670,27 @@ TEST(ConfigFaults, AnErrorInAScenarioFileNamesThatFileAndLine) {
   EXPECT_NE(error.find("bad.toml:7: key 'colour'"), std::string::npos) << error;
 }
 
+TEST(ConfigFaults, ARuleNamedTwiceAcrossTheFileAndAScenarioNamesBothPlaces) {
+  temp_dir dir;
+  dir.write("s.toml", scenario_text("same"));
+  const fs::path file = dir.write("mailtap.toml", "scenarios = ['s.toml']\n\n[[fault]]\nname = \"same\"\n"
+                                                  "type = \"reset\"\nphase = \"mail\"\n");
+  std::string error;
+  EXPECT_FALSE(load_config_file(file, config{}, error));
+  EXPECT_EQ(error, (dir.path() / "s.toml").string() + ":3: key 'name': duplicate rule name 'same' (first at " +
+                       file.string() + ":4)");
+}
+
+// The file's own keys and its [[fault]] tables share one report: the first problem by line.
+TEST(ConfigFaults, TheFirstProblemByLineWinsAcrossKeysAndFaultTables) {
+  EXPECT_EQ(error_of("[[fault]]\nname = 'a'\ntype = 'reset'\nphase = 'mail'\ncolour = 1\n"),
+            "mailtap.toml:5: key 'colour': unknown key");
+  EXPECT_EQ(error_of("threads = -1\n[[fault]]\nname = 'a'\ntype = 'reset'\nphase = 'mail'\ncolour = 1\n"),
+            "mailtap.toml:1: key 'threads': expected an integer from 0 (one per core) to 256, got -1");
+  EXPECT_EQ(error_of("[[fault]]\nname = 'a'\ntype = 'reset'\ncolour = 1\n[sink]\nauth_user = 5\n"),
+            "mailtap.toml:4: key 'colour': unknown key");
+}
+
 TEST(ConfigFaults, AScenarioFileWithoutFaultsIsAnError) {
   temp_dir dir;
   dir.write("empty.toml", "# nothing\n");
