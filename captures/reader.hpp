@@ -10,7 +10,7 @@
 #include <variant>
 #include <vector>
 
-#include "captures/format.hpp"
+#include "captures/schema.hpp"
 #include "protocol/action.hpp"
 #include "protocol/observer.hpp"
 #include "protocol/phase.hpp"

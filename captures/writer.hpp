@@ -1,8 +1,9 @@
 // Capture writing: one JSON Lines file per session (FORMAT.md), written by one background
 // thread so the session's hot path only copies records into a queue. The store owns the
 // thread and the directory; a session_capture is a session's handle and its observer.
+// Record types and field names come from schema.hpp.
 // Threading: session_capture methods are called from its session's strand only; the store
-// may be shared by all sessions; callbacks passed to when_durable run on the writer thread.
+// may be shared by all sessions; callbacks passed to when_written run on the writer thread.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -17,11 +18,17 @@
 #include <thread>
 #include <utility>
 
-#include "captures/format.hpp"
+#include "captures/schema.hpp"
 #include "protocol/observer.hpp"
 
 namespace mailtap::captures {
 
+struct store_options {
+  // fdatasync(2) each capture before a barrier is released (`[captures] fsync`; README
+  // "Captures" gives its cost): the transaction record then survives a power failure, not
+  // only a crash of mailtap.
+  bool fsync = false;
+};
 
 struct session_info {
   std::string id;
@@ -40,6 +47,7 @@ struct store_counters {
   std::atomic<std::uint64_t> incomplete{0};       // I2: kept but not completed
   std::atomic<std::uint64_t> write_failures{0};
   std::atomic<std::uint64_t> dropped_records{0};  // queue above its cap (I3)
+  std::atomic<std::uint64_t> syncs{0};            // fdatasync calls made for barriers (store_options::fsync)
 };
 
 class session_capture;
@@ -49,7 +57,7 @@ struct capture_file;
 class store {
  public:
   // Creates `dir` with mode 0700 if needed. nullptr and a one-line error on failure.
-  static std::unique_ptr<store> open(const std::filesystem::path& dir, std::string& error);
+  static std::unique_ptr<store> open(const std::filesystem::path& dir, std::string& error, store_options options = {});
   ~store();   // writes everything queued, then joins the writer thread
   store(const store&) = delete;
   store& operator=(const store&) = delete;
@@ -69,11 +77,13 @@ class store {
 
  private:
   friend class session_capture;
-  explicit store(std::filesystem::path dir);
+  store(std::filesystem::path dir, store_options options);
   void enqueue(queued_record&& r);
   void run();
+  void sync(capture_file& f);
 
   std::filesystem::path dir_;
+  store_options options_;
   store_counters counters_;
   std::mutex mutex_;
   std::condition_variable wake_;
@@ -100,9 +110,12 @@ class session_capture final : public protocol::session_observer {
   void on_fault(std::uint64_t t_us, const protocol::fault_event& f) override;
   void on_end(std::uint64_t t_us, std::string_view reason, std::string_view detail) override;
 
-  // Calls `done` (on the writer thread) once everything recorded so far is written out.
-  void when_durable(std::function<void()> done);
-  // True once a transaction was recorded since the last call (its reply should wait).
+  // The barrier: calls `done` (on the writer thread) once everything recorded so far is
+  // written to the file with write(2), where a crash of mailtap cannot lose it, and with
+  // store_options::fsync also flushed to the disk (fdatasync), where a power failure cannot.
+  // A write or sync that fails marks the capture failed and still calls `done`.
+  void when_written(std::function<void()> done);
+  // True once a transaction was recorded since the last call (its reply waits for when_written).
   bool take_durability_request() { return std::exchange(transaction_recorded_, false); }
   // True once any write to this capture failed.
   bool failed() const { return file_failed_->load(); }
@@ -110,13 +123,14 @@ class session_capture final : public protocol::session_observer {
 
  private:
   friend class store;
-  session_capture(store& owner, std::shared_ptr<capture_file> file, std::string id);
+  session_capture(store& owner, std::shared_ptr<capture_file> file, const session_info& info);
   void push(queued_record&& r);
 
   store& store_;
   std::shared_ptr<capture_file> file_;
   std::shared_ptr<std::atomic<bool>> file_failed_;
   std::string id_;
+  std::chrono::system_clock::time_point started_at_;   // + on_end's t_us = ended_at
   bool ended_ = false;
   bool transaction_recorded_ = false;
   std::uint64_t dropped_ = 0;

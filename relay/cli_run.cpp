@@ -216,7 +216,7 @@ int run(const run_flags& f) {
 
   // Declared before the store, which reports its write failures on its own thread until it is gone.
   log_limiter capture_warnings;
-  auto store = captures::store::open(cfg.captures_dir, error);
+  auto store = captures::store::open(cfg.captures_dir, error, {.fsync = cfg.captures_fsync});
   if (!store) {
     std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
     return exit_usage;

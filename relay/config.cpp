@@ -65,7 +65,7 @@ class loader {
     } else if (k == "admin") {
       if (auto e = endpoint_value(r, false)) out_.admin = *e;
     } else if (k == "captures") {
-      if (auto p = r.directory(base_dir_)) out_.captures_dir = *p;
+      captures(r);
     } else if (k == "scenarios") {
       scenarios(r);
     } else if (k == "fault") {
@@ -96,6 +96,25 @@ class loader {
       return false;
     }
     return true;
+  }
+
+  // `captures = "DIR"`, or a [captures] table: dir, fsync.
+  void captures(table_reader& r) {
+    if (!r.value().is_table()) {
+      if (auto p = r.directory(base_dir_)) out_.captures_dir = *p;
+      return;
+    }
+    auto sub = r.section();
+    sub->each([&](std::string_view k) {
+      if (k == "dir") {
+        if (auto p = sub->directory(base_dir_)) out_.captures_dir = *p;
+      } else if (k == "fsync") {
+        if (auto b = sub->boolean()) out_.captures_fsync = *b;
+      } else {
+        return false;
+      }
+      return true;
+    });
   }
 
   std::optional<endpoint> endpoint_value(table_reader& r, bool for_upstream) {

@@ -73,6 +73,9 @@ struct config {
   std::optional<endpoint> upstream;
   endpoint admin{"127.0.0.1", 8025};
   std::filesystem::path captures_dir;          // default: default_captures_dir()
+  // fdatasync each capture before the end-of-data reply is released ([captures] fsync;
+  // README "Captures" gives the cost). Off: records survive a crash of mailtap, not of the host.
+  bool captures_fsync = false;
   std::vector<std::filesystem::path> scenarios;
   // Fault rules: [[fault]] tables of this file, then those of each scenario file, then
   // --scenario files (policies/README.md).

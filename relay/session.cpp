@@ -586,7 +586,7 @@ void session::dispatch() {
     // written. Later actions queue behind it so nothing overtakes that reply.
     ++barriers_pending_;
     held_.insert(held_.end(), std::make_move_iterator(actions.begin()), std::make_move_iterator(actions.end()));
-    capture_->when_durable([self = shared_from_this()] {
+    capture_->when_written([self = shared_from_this()] {
       asio::post(self->client_.get_executor(), [self] {
         if (--self->barriers_pending_ > 0) return;
         auto held = std::move(self->held_);

@@ -385,6 +385,25 @@ TEST(ConfigLoad, TimeoutsTakeDurationStringsAndSeconds) {
   EXPECT_EQ(c->tls.handshake_timeout, 10'000ms);
 }
 
+// `captures` is a directory, or a [captures] table with the directory and the barrier's fsync.
+TEST(ConfigLoad, CapturesTableTakesDirAndFsync) {
+  temp_dir dir;
+  const fs::path file = dir.write("mailtap.toml", "[captures]\ndir = 'caps'\nfsync = true\n");
+  std::string error;
+  auto c = load_config_file(file, config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->captures_dir, dir.path() / "caps");
+  EXPECT_TRUE(c->captures_fsync);
+  auto d = load_config_text("captures = '/srv/caps'\n", "m.toml", config{}, error);
+  ASSERT_TRUE(d) << error;
+  EXPECT_EQ(d->captures_dir, fs::path("/srv/caps"));
+  EXPECT_FALSE(d->captures_fsync);
+  EXPECT_EQ(error_of("[captures]\nfsync = 'yes'\n"), "mailtap.toml:2: key 'captures.fsync': expected true or false, got string");
+  EXPECT_EQ(error_of("[captures]\n\nfsinc = true\n"), "mailtap.toml:3: key 'captures.fsinc': unknown key");
+  EXPECT_EQ(error_of("[captures]\ndir = ''\n"),
+            "mailtap.toml:2: key 'captures.dir': expected a directory path, got an empty string");
+}
+
 TEST(ConfigErrors, BadDurationStrings) {
   const std::string expected = "expected a number of seconds or a duration like \"250ms\", \"5s\", \"5m\" or \"1h\"";
   EXPECT_EQ(error_of("[timeouts]\n\nclient_idle = \"5 m\""),
@@ -608,7 +627,7 @@ TEST(ConfigFile, ShippedExampleMentionsEveryKey) {
                           "max_sessions =", "threads =", "relay_name =", "log_level =", "[data]",
                           "bare_line_endings =", "[timeouts]", "client_idle =", "upstream_connect =",
                           "upstream_greeting =", "upstream_reply =", "upstream_data_init =",
-                          "upstream_data_end =", "drain ="})
+                          "upstream_data_end =", "drain =", "fsync ="})
     EXPECT_NE(text.find(key), std::string::npos) << key;
 }
 
