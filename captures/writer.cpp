@@ -313,6 +313,7 @@ void store::run() {
       ssize_t n = ::write(f.fd, rest.data(), rest.size());
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
+        out_of_space_ = out_of_space_ || (n < 0 && errno == ENOSPC);
         f.failed->store(true);
         ++counters_.write_failures;
         report_failure(f, n < 0 ? std::strerror(errno) : "nothing written");
@@ -323,6 +324,7 @@ void store::run() {
     f.pending.clear();   // keeps its capacity for the next lines
   };
   for (;;) {
+    prune_if_due();
     {
       std::unique_lock lock(mutex_);
       wake_.wait_for(lock, writer_tick, [&] { return stopping_ || wake_requested_; });
@@ -336,7 +338,9 @@ void store::run() {
       capture_file& f = *q.file;
       if (std::holds_alternative<std::unique_ptr<header_rec>>(q.body)) {
         f.fd = ::open(f.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        open_ids_.insert(f.path.stem().string());
         if (f.fd < 0) {
+          out_of_space_ = out_of_space_ || errno == ENOSPC;
           f.failed->store(true);
           ++counters_.write_failures;
           report_failure(f, std::string("cannot create ") + f.path.filename().string() + ": " + std::strerror(errno));
@@ -353,6 +357,7 @@ void store::run() {
         write_out(f);
         if (f.fd >= 0) ::close(f.fd);
         f.fd = -1;
+        if (auto it = open_ids_.find(f.path.stem().string()); it != open_ids_.end()) open_ids_.erase(it);
         continue;
       }
       if (auto* b = std::get_if<bytes_rec>(&q.body)) append_bytes_line(f.pending, *b);
@@ -364,6 +369,26 @@ void store::run() {
     touched.clear();
     batch.clear();
   }
+}
+
+// Runs the retention limits when they are due (or at once after ENOSPC), never touching a
+// capture this store has open.
+void store::prune_if_due() {
+  if (!options_.retain.any()) return;
+  const auto steady = std::chrono::steady_clock::now();
+  if (!out_of_space_ && steady < next_prune_) return;
+  next_prune_ = steady + options_.prune_every;
+  out_of_space_ = false;
+  prune_result r;
+  try {
+    r = prune(dir_, options_.retain, std::chrono::system_clock::now(),
+              [this](std::string_view id) { return open_ids_.find(id) != open_ids_.end(); });
+  } catch (const std::exception& e) {   // allocation failure: try again next time
+    r.errors.push_back(dir_.string() + ": cannot prune: " + e.what());
+  }
+  counters_.pruned += r.removed;
+  counters_.pruned_bytes += r.removed_bytes;
+  if (options_.on_prune && (r.removed > 0 || !r.errors.empty() || r.over_max_bytes)) options_.on_prune(r);
 }
 
 // The file's data, and the first time also the directory entry that names it, so that the

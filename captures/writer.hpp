@@ -14,10 +14,12 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
 
+#include "captures/retention.hpp"
 #include "captures/schema.hpp"
 #include "protocol/observer.hpp"
 
@@ -28,6 +30,14 @@ struct store_options {
   // "Captures" gives its cost): the transaction record then survives a power failure, not
   // only a crash of mailtap.
   bool fsync = false;
+  // Captures past these limits are removed, oldest finished ones first (retention.hpp), when
+  // the store opens, every prune_every, and soon after a write fails for lack of space.
+  retention retain;
+  std::chrono::seconds prune_every{60};
+  // Told (on the writer thread) of each prune that removed something, failed to, or left the
+  // directory above max_bytes; the relay logs it. Given here because the first prune runs as
+  // the store opens.
+  std::function<void(const prune_result&)> on_prune;
 };
 
 struct session_info {
@@ -48,6 +58,8 @@ struct store_counters {
   std::atomic<std::uint64_t> write_failures{0};
   std::atomic<std::uint64_t> dropped_records{0};  // queue above its cap (I3)
   std::atomic<std::uint64_t> syncs{0};            // fdatasync calls made for barriers (store_options::fsync)
+  std::atomic<std::uint64_t> pruned{0};           // captures removed by store_options::retain
+  std::atomic<std::uint64_t> pruned_bytes{0};
 };
 
 class session_capture;
@@ -81,6 +93,7 @@ class store {
   void enqueue(queued_record&& r);
   void run();
   void sync(capture_file& f);
+  void prune_if_due();
 
   std::filesystem::path dir_;
   store_options options_;
@@ -92,6 +105,10 @@ class store {
   bool stopping_ = false;
   bool wake_requested_ = false;   // a barrier, a close or a large backlog is queued
   failure_listener failure_listener_;
+  // Writer thread only: the captures it has open (never pruned), and when to prune next.
+  std::set<std::string, std::less<>> open_ids_;
+  std::chrono::steady_clock::time_point next_prune_{};
+  bool out_of_space_ = false;   // a write failed with ENOSPC: prune at once
   std::thread thread_;
 };
 

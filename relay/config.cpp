@@ -6,6 +6,7 @@
 #include "relay/config.hpp"
 
 #include "config_reader/document.hpp"
+#include "config_reader/duration.hpp"
 #include "config_reader/table_reader.hpp"
 #include "policies/scenario_loader.hpp"
 
@@ -98,7 +99,7 @@ class loader {
     return true;
   }
 
-  // `captures = "DIR"`, or a [captures] table: dir, fsync.
+  // `captures = "DIR"`, or a [captures] table: dir, fsync, max_age, max_bytes.
   void captures(table_reader& r) {
     if (!r.value().is_table()) {
       if (auto p = r.directory(base_dir_)) out_.captures_dir = *p;
@@ -110,6 +111,10 @@ class loader {
         if (auto p = sub->directory(base_dir_)) out_.captures_dir = *p;
       } else if (k == "fsync") {
         if (auto b = sub->boolean()) out_.captures_fsync = *b;
+      } else if (k == "max_age") {
+        if (auto v = sub->timeout()) out_.captures_max_age = std::chrono::ceil<std::chrono::seconds>(*v);
+      } else if (k == "max_bytes") {
+        if (auto v = sub->byte_size(1, std::uint64_t{1} << 62)) out_.captures_max_bytes = *v;
       } else {
         return false;
       }
@@ -454,6 +459,27 @@ std::optional<config> load_config_file(const fs::path& file, const config& base,
     error = echo_path(file.native()) + ": internal error";
   }
   return std::nullopt;
+}
+
+// ---------------------------------------------------------------- retention flags
+
+std::optional<std::chrono::seconds> parse_captures_max_age(std::string_view text, std::string& problem) {
+  auto us = config_reader::parse_duration(text, problem);
+  if (!us) return std::nullopt;
+  if (*us == 0) {
+    problem = "expected a duration > 0";
+    return std::nullopt;
+  }
+  return std::chrono::ceil<std::chrono::seconds>(std::chrono::microseconds(*us));
+}
+
+std::optional<std::uint64_t> parse_captures_max_bytes(std::string_view text, std::string& problem) {
+  auto bytes = config_reader::parse_byte_size(text, problem);
+  if (bytes && *bytes == 0) {
+    problem = "expected a size > 0";
+    return std::nullopt;
+  }
+  return bytes;
 }
 
 // ---------------------------------------------------------------- [tls] upstream verification

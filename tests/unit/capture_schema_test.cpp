@@ -258,7 +258,9 @@ TEST(CaptureBarrier, WrittenBeforeTheBarrierIsReleasedAndSyncedOnlyWhenAskedTo) 
     EXPECT_EQ(st->counters().syncs.load(), 0u);
   }
   {
-    auto st = store::open(dir.path() / "synced", error, store_options{.fsync = true});
+    store_options synced;
+    synced.fsync = true;
+    auto st = store::open(dir.path() / "synced", error, synced);
     ASSERT_TRUE(st) << error;
     const auto lines = barrier_after_a_transaction(*st, "synced-1");
     ASSERT_EQ(lines.size(), 2u);

@@ -404,6 +404,30 @@ TEST(ConfigLoad, CapturesTableTakesDirAndFsync) {
             "mailtap.toml:2: key 'captures.dir': expected a directory path, got an empty string");
 }
 
+// Retention: [captures] max_age and max_bytes, and the flags' parsers (issue 13 item 5).
+TEST(ConfigLoad, CapturesRetentionLimits) {
+  std::string error;
+  auto c = load_config_text("[captures]\nmax_age = \"168h\"\nmax_bytes = \"10GiB\"\n", "m.toml", config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->captures_max_age, std::chrono::seconds(168 * 3600));
+  EXPECT_EQ(c->captures_max_bytes, 10ull << 30);
+  auto d = load_config_text("captures.max_bytes = 1048576\n", "m.toml", config{}, error);
+  ASSERT_TRUE(d) << error;
+  EXPECT_EQ(d->captures_max_bytes, 1048576u);
+  EXPECT_FALSE(d->captures_max_age);
+  EXPECT_EQ(error_of("[captures]\nmax_bytes = 0\n").rfind("mailtap.toml:2: key 'captures.max_bytes': expected a size in bytes from 1", 0),
+            0u);
+  EXPECT_EQ(error_of("[captures]\nmax_age = \"0s\"\n"), "mailtap.toml:2: key 'captures.max_age': expected at least 1ms, got '0s'");
+  std::string problem;
+  EXPECT_EQ(mailtap::parse_captures_max_age("30m", problem), std::chrono::seconds(1800));
+  EXPECT_FALSE(mailtap::parse_captures_max_age("0h", problem));
+  EXPECT_FALSE(mailtap::parse_captures_max_age("7 days", problem));
+  EXPECT_EQ(mailtap::parse_captures_max_bytes("500MB", problem), 500'000'000u);
+  EXPECT_FALSE(mailtap::parse_captures_max_bytes("0", problem));
+  EXPECT_FALSE(mailtap::parse_captures_max_bytes("lots", problem));
+  EXPECT_EQ(problem.find('\n'), std::string::npos);
+}
+
 TEST(ConfigErrors, BadDurationStrings) {
   const std::string expected = "expected a number of seconds or a duration like \"250ms\", \"5s\", \"5m\" or \"1h\"";
   EXPECT_EQ(error_of("[timeouts]\n\nclient_idle = \"5 m\""),
@@ -627,7 +651,7 @@ TEST(ConfigFile, ShippedExampleMentionsEveryKey) {
                           "max_sessions =", "threads =", "relay_name =", "log_level =", "[data]",
                           "bare_line_endings =", "[timeouts]", "client_idle =", "upstream_connect =",
                           "upstream_greeting =", "upstream_reply =", "upstream_data_init =",
-                          "upstream_data_end =", "drain =", "fsync ="})
+                          "upstream_data_end =", "drain =", "fsync =", "max_age =", "max_bytes ="})
     EXPECT_NE(text.find(key), std::string::npos) << key;
 }
 
