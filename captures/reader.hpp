@@ -18,7 +18,7 @@
 
 namespace mailtap::captures {
 
-// The newest capture format this reader understands is format_version (format.hpp); older
+// The newest capture format this reader understands is format_version (schema.hpp); older
 // ones are upgraded on the way in (FORMAT.md, "Upgrades").
 
 struct capture_header {

@@ -54,9 +54,9 @@ struct session_info {
 struct store_counters {
   std::atomic<std::uint64_t> opened{0};
   std::atomic<std::uint64_t> complete{0};
-  std::atomic<std::uint64_t> incomplete{0};       // I2: kept but not completed
+  std::atomic<std::uint64_t> incomplete{0};       // kept but not completed (no capture silently lost)
   std::atomic<std::uint64_t> write_failures{0};
-  std::atomic<std::uint64_t> dropped_records{0};  // queue above its cap (I3)
+  std::atomic<std::uint64_t> dropped_records{0};  // queue above its cap (bounded memory)
   std::atomic<std::uint64_t> syncs{0};            // fdatasync calls made for barriers (store_options::fsync)
   std::atomic<std::uint64_t> pruned{0};           // captures removed by store_options::retain
   std::atomic<std::uint64_t> pruned_bytes{0};
@@ -132,8 +132,6 @@ class session_capture final : public protocol::session_observer {
   // store_options::fsync also flushed to the disk (fdatasync), where a power failure cannot.
   // A write or sync that fails marks the capture failed and still calls `done`.
   void when_written(std::function<void()> done);
-  // True once a transaction was recorded since the last call (its reply waits for when_written).
-  bool take_durability_request() { return std::exchange(transaction_recorded_, false); }
   // True once any write to this capture failed.
   bool failed() const { return file_failed_->load(); }
   const std::string& id() const { return id_; }
@@ -149,7 +147,6 @@ class session_capture final : public protocol::session_observer {
   std::string id_;
   std::chrono::system_clock::time_point started_at_;   // + on_end's t_us = ended_at
   bool ended_ = false;
-  bool transaction_recorded_ = false;
   std::uint64_t dropped_ = 0;
 };
 

@@ -85,6 +85,8 @@ class loader {
       if (auto v = r.choice(log_levels)) out_.log_level = *v;
     } else if (k == "record_auth_username") {
       if (auto b = r.boolean()) out_.record_auth_username = *b;
+    } else if (k == "transparent") {
+      if (auto b = r.boolean()) out_.transparent = *b;
     } else if (k == "data") {
       if (auto sub = r.section()) data(*sub);
     } else if (k == "timeouts") {

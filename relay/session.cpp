@@ -30,8 +30,8 @@ using namespace asio::experimental::awaitable_operators;
 using namespace std::chrono_literals;
 
 namespace {
-// Outbox bytes above which the leg feeding it stops being read (SMTP_NOTES: 64 KiB high
-// watermark per direction). Writers drain the whole outbox at once, so no low mark is needed.
+// Outbox bytes above which the leg feeding it stops being read (a 64 KiB high watermark
+// per direction: ARCHITECTURE.md, "Invariants", bounded memory). Writers drain the whole outbox at once, so no low mark is needed.
 constexpr std::size_t outbox_high_watermark = 64 * 1024;
 // After our FIN, how long we keep reading so unread input does not turn the last reply into a RST.
 constexpr auto linger_after_close = 2s;
@@ -52,18 +52,19 @@ std::string make_session_id(std::uint64_t number) {
 
 namespace {
 
-protocol::relay_options relay_options_from(const relay_context& ctx, bool implicit_tls) {
+protocol::relay_options relay_options_from(const relay_context& ctx, const upstream_target& target,
+                                           bool implicit_tls) {
   protocol::relay_options o;
   o.eol = ctx.cfg.bare_eol;
   o.timeouts = ctx.cfg.timeouts;
   o.name = ctx.cfg.relay_name;
-  o.upstream = ctx.upstream.to_string();
+  o.upstream = target.where.to_string();
   o.record_auth_username = ctx.cfg.record_auth_username;
   o.tls.offer_starttls = ctx.client_tls != nullptr && ctx.cfg.tls.offer_starttls;
   o.tls.implicit_client_tls = implicit_tls;
   // Without an upstream TLS context nothing can be secured upstream: only `never` is honest.
   o.tls.upstream = ctx.upstream_tls ? ctx.cfg.tls.upstream : protocol::upstream_tls_mode::never;
-  o.tls.upstream_verification_required = !ctx.upstream_is_builtin && upstream_verification_required(ctx.cfg.tls);
+  o.tls.upstream_verification_required = !target.builtin && upstream_verification_required(ctx.cfg.tls);
   return o;
 }
 
@@ -78,11 +79,16 @@ peer_verification upstream_check_for(const tls_config& t) {
   return peer_verification::enforce;
 }
 
+// An IPv4 client of a dual-stack listener ("[::]:2525") shows as its IPv4 address, so that
+// captures name it as an IPv4 listener would and `client` CIDR matchers see it.
 std::string peer_label(const asio::ip::tcp::socket& s) {
   boost::system::error_code ec;
   auto ep = s.remote_endpoint(ec);
   if (ec) return "unknown";
-  return endpoint{ep.address().to_string(), ep.port()}.to_string();
+  auto address = ep.address();
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  return endpoint{address.to_string(), ep.port()}.to_string();
 }
 }  // namespace
 
@@ -90,14 +96,15 @@ std::string peer_label(const asio::ip::tcp::socket& s) {
 
 static std::unique_ptr<captures::session_capture> open_capture(const relay_context& ctx, const std::string& id,
                                                                std::uint64_t number,
-                                                               const asio::ip::tcp::socket& client) {
+                                                               const asio::ip::tcp::socket& client,
+                                                               const upstream_target& target) {
   if (!ctx.captures) return nullptr;
   captures::session_info info;
   info.id = id;
   info.seed = policies::session_seed(ctx.master_seed, number);   // the seed of the session's fault generator
   info.client = peer_label(client);
   info.listen = ctx.listen_label;
-  info.upstream = ctx.upstream_label;
+  info.upstream = target.label;
   info.bare_eol = std::string(protocol::to_string(ctx.cfg.bare_eol));
   info.started_at = std::chrono::system_clock::now();
   info.started_mono_us = static_cast<std::uint64_t>(
@@ -107,17 +114,19 @@ static std::unique_ptr<captures::session_capture> open_capture(const relay_conte
 
 session::outbox::~outbox() = default;
 
-session::session(tcp::socket client, const relay_context& ctx, std::uint64_t number, bool implicit_tls)
+session::session(tcp::socket client, const relay_context& ctx, std::uint64_t number, bool implicit_tls,
+                 std::optional<upstream_target> target)
     : client_(std::move(client)),
       upstream_(client_.get_executor()),
       ctx_(ctx),
+      target_(target ? std::move(*target) : ctx.upstream),
       number_(number),
       id_(make_session_id(number)),
       start_(clock::now()),
-      capture_(open_capture(ctx, id_, number, client_)),
+      capture_(open_capture(ctx, id_, number, client_, target_)),
       advisor_(ctx.faults ? ctx.faults->open_session(number, peer_label(client_), implicit_tls && ctx.client_tls)
                           : nullptr),
-      fsm_(relay_options_from(ctx, implicit_tls && ctx.client_tls), capture_.get(), advisor_.get()),
+      fsm_(relay_options_from(ctx, target_, implicit_tls && ctx.client_tls), capture_.get(), advisor_.get()),
       changed_(client_.get_executor(), clock::time_point::max()),
       client_writer_wake_(client_.get_executor(), clock::time_point::max()),
       upstream_writer_wake_(client_.get_executor(), clock::time_point::max()),
@@ -145,7 +154,7 @@ session::~session() {
   spdlog::debug("session {} closed", id_);
 }
 
-// HOUSE_STYLE 6: an unexpected error ends the session at its boundary, logged with the
+// An unexpected error ends the session at its boundary, logged with the
 // session id and counted; the capture still gets its end record.
 void session::spawn(asio::awaitable<void> work) {
   asio::co_spawn(client_.get_executor(), std::move(work), [self = shared_from_this()](std::exception_ptr e) {
@@ -187,7 +196,7 @@ asio::awaitable<void> session::run() {
   client_.non_blocking(true, ig);
   feed(&protocol::relay_fsm::on_start);   // a fault decided at connect may answer (or shape the legs) now
   if (implicit_tls_) co_await handshake(leg::client);   // SMTPS: TLS before the banner
-  if (!fsm_.finished() && fsm_.wants_upstream()) co_await connect_upstream();
+  if (!fsm_.finished() && upstream_wanted_) co_await connect_upstream();
   if (upstream_connected_ && ctx_.cfg.tls.upstream_implicit && ctx_.upstream_tls && !fsm_.finished())
     co_await handshake(leg::upstream);
   spawn(write_leg(leg::client));
@@ -224,24 +233,24 @@ asio::awaitable<std::string> session::dial_upstream() {
   // A literal address needs no resolver (async_resolve hands every lookup to a helper thread).
   tcp::resolver::results_type endpoints;
   boost::system::error_code aec;
-  auto address = asio::ip::make_address(ctx_.upstream.host, aec);
+  auto address = asio::ip::make_address(target_.where.host, aec);
   if (!aec) {
-    endpoints = tcp::resolver::results_type::create(tcp::endpoint(address, ctx_.upstream.port), ctx_.upstream.host,
-                                                    std::to_string(ctx_.upstream.port));
+    endpoints = tcp::resolver::results_type::create(tcp::endpoint(address, target_.where.port), target_.where.host,
+                                                    std::to_string(target_.where.port));
   } else {
     tcp::resolver resolver(ex);
-    auto [rec, found] = co_await resolver.async_resolve(ctx_.upstream.host, std::to_string(ctx_.upstream.port),
+    auto [rec, found] = co_await resolver.async_resolve(target_.where.host, std::to_string(target_.where.port),
                                                         as_tuple(use_awaitable));
-    if (rec) co_return "cannot resolve " + ctx_.upstream.host + ": " + rec.message();
+    if (rec) co_return "cannot resolve " + target_.where.host + ": " + rec.message();
     endpoints = std::move(found);
   }
   timer deadline(ex);
   deadline.expires_after(ctx_.cfg.upstream_connect_timeout);
   auto result = co_await (asio::async_connect(upstream_, endpoints, as_tuple(use_awaitable)) ||
                           deadline.async_wait(as_tuple(use_awaitable)));
-  if (result.index() == 1) co_return "connect to " + ctx_.upstream.to_string() + " timed out";
+  if (result.index() == 1) co_return "connect to " + target_.where.to_string() + " timed out";
   auto [cec, ep] = std::get<0>(result);
-  if (cec) co_return "connect to " + ctx_.upstream.to_string() + ": " + cec.message();
+  if (cec) co_return "connect to " + target_.where.to_string() + ": " + cec.message();
   boost::system::error_code ig;
   upstream_.set_option(tcp::no_delay(true), ig);
   upstream_.non_blocking(true, ig);
@@ -256,7 +265,7 @@ asio::awaitable<void> session::reconnect_upstream() {
   box.tls_buffer.reset();
   upstream_.close(ig);
   box.eof_seen = false;
-  spdlog::info("session {}: upstream TLS failed; new plaintext connection to {}", id_, ctx_.upstream.to_string());
+  spdlog::info("session {}: upstream TLS failed; new plaintext connection to {}", id_, target_.where.to_string());
   std::string failed = co_await dial_upstream();
   if (fsm_.finished()) co_return;
   if (!failed.empty()) {
@@ -272,7 +281,7 @@ bool session::reading_paused(leg l) const {
   if (fsm_.finished()) return false;   // lingering: read and discard until the peer's FIN
   if (client_out_.size() > outbox_high_watermark) return true;
   if (l == leg::client)
-    return fsm_.client_paused() || upstream_out_.size() > outbox_high_watermark ||
+    return machine_paused_client_ || upstream_out_.size() > outbox_high_watermark ||
            (ctx_.captures && ctx_.captures->backlogged());
   return false;
 }
@@ -411,7 +420,7 @@ asio::awaitable<void> session::write_leg(leg l) {
 
 void session::hold_input_while_capture_backlogged() {
   // Backpressure from the recorder: while it is behind, even input already buffered waits,
-  // because every parsed command becomes several queued records (I3).
+  // because every parsed command becomes several queued records (bounded memory).
   bool backlogged = ctx_.captures && ctx_.captures->backlogged();
   if (backlogged == input_held_) return;   // the common case, on every read: nothing to do
   input_held_ = backlogged;
@@ -481,7 +490,7 @@ asio::awaitable<void> session::handshake(leg l) {
     if (upstream) {
       ++ctx_.metrics.upstream_tls_failed;
       warn_limited(ctx_.metrics.warnings, warn_kind::upstream_tls_failed,
-                   "session " + id_ + ": upstream TLS with " + ctx_.upstream.to_string() + " failed: " + why);
+                   "session " + id_ + ": upstream TLS with " + target_.where.to_string() + " failed: " + why);
     }
     feed(&protocol::relay_fsm::on_tls_failed, l, std::string_view(why));
   };
@@ -489,8 +498,8 @@ asio::awaitable<void> session::handshake(leg l) {
   box.tls = std::make_unique<tls_stream>(sock, context);
   std::string error;
   const peer_verification check = upstream_check_for(ctx_.cfg.tls);
-  if (upstream && !ctx_.upstream_is_builtin &&
-      !prepare_client_ssl(box.tls->native_handle(), ctx_.upstream.host, check, error)) {
+  if (upstream && !target_.builtin &&
+      !prepare_client_ssl(box.tls->native_handle(), target_.where.host, check, error)) {
     box.tls.reset();
     failed(error);
     co_return;
@@ -516,14 +525,14 @@ asio::awaitable<void> session::handshake(leg l) {
     co_return;
   }
   tls_info info = describe(box.tls->native_handle());
-  const bool insecure = upstream && !ctx_.upstream_is_builtin && check == peer_verification::off &&
+  const bool insecure = upstream && !target_.builtin && check == peer_verification::off &&
                         ctx_.cfg.tls.upstream_fingerprint.empty();
   if (upstream) {
     // The built-in sink presents our own certificate, which the context trusts exactly.
     static const std::string no_pin;
-    assess_upstream(box.tls->native_handle(), ctx_.upstream_is_builtin ? peer_verification::enforce : check,
-                    ctx_.upstream_is_builtin ? no_pin : ctx_.cfg.tls.upstream_fingerprint, info);
-    if (!info.verified && !ctx_.upstream_is_builtin && upstream_verification_required(ctx_.cfg.tls)) {
+    assess_upstream(box.tls->native_handle(), target_.builtin ? peer_verification::enforce : check,
+                    target_.builtin ? no_pin : ctx_.cfg.tls.upstream_fingerprint, info);
+    if (!info.verified && !target_.builtin && upstream_verification_required(ctx_.cfg.tls)) {
       // A pin is compared only now (the handshake itself checked nothing): a mismatch fails
       // TLS before a byte of SMTP goes through it.
       box.tls.reset();
@@ -531,7 +540,7 @@ asio::awaitable<void> session::handshake(leg l) {
       co_return;
     }
     if (!info.verified)
-      spdlog::info("session {}: untrusted TLS connection established to {}: {}", id_, ctx_.upstream.to_string(),
+      spdlog::info("session {}: untrusted TLS connection established to {}: {}", id_, target_.where.to_string(),
                    info.verification);
   }
   box.tls_buffer = std::make_unique<std::array<char, 16 * 1024>>();
@@ -581,31 +590,41 @@ asio::awaitable<void> session::watchdog() {
 
 void session::dispatch() {
   auto actions = fsm_.take_actions();
-  if (capture_ && capture_->take_durability_request()) {
-    // SMTP_NOTES: the client hears the end-of-data reply only once its transaction record is
-    // written. Later actions queue behind it so nothing overtakes that reply.
-    ++barriers_pending_;
-    held_.insert(held_.end(), std::make_move_iterator(actions.begin()), std::make_move_iterator(actions.end()));
-    capture_->when_written([self = shared_from_this()] {
-      asio::post(self->client_.get_executor(), [self] {
-        if (--self->barriers_pending_ > 0) return;
-        auto held = std::move(self->held_);
-        self->held_.clear();
-        self->execute(held);
-      });
-    });
-    return;
-  }
-  if (barriers_pending_ > 0) {
+  if (barriers_pending_ > 0) {   // everything queues behind a capture barrier still waiting
     held_.insert(held_.end(), std::make_move_iterator(actions.begin()), std::make_move_iterator(actions.end()));
     return;
   }
   execute(actions);
 }
 
+// The actions after a capture_barrier wait until the recorder has written every record
+// reported before it (ARCHITECTURE.md, "Invariants"); later dispatches queue behind them.
+void session::hold_until_recorded(std::vector<protocol::action>& actions, std::size_t from) {
+  ++barriers_pending_;
+  held_.insert(held_.end(), std::make_move_iterator(actions.begin() + static_cast<std::ptrdiff_t>(from)),
+               std::make_move_iterator(actions.end()));
+  capture_->when_written([self = shared_from_this()] {
+    asio::post(self->client_.get_executor(), [self] {
+      if (--self->barriers_pending_ > 0) return;
+      auto held = std::move(self->held_);
+      self->held_.clear();
+      self->execute(held);
+    });
+  });
+}
+
 void session::execute(std::vector<protocol::action>& actions) {
-  for (auto& a : actions) {
-    if (auto* s = std::get_if<protocol::send_bytes>(&a)) {
+  for (std::size_t i = 0; i < actions.size(); ++i) {
+    auto& a = actions[i];
+    if (std::holds_alternative<protocol::capture_barrier>(a)) {
+      if (!capture_) continue;
+      hold_until_recorded(actions, i + 1);
+      return;   // the rest, and the closing below, run once the record is written
+    } else if (std::holds_alternative<protocol::connect_upstream>(a)) {
+      upstream_wanted_ = true;   // run() dials once an implicit-TLS handshake is done
+    } else if (auto* p = std::get_if<protocol::pause_reading>(&a)) {
+      if (p->which == leg::client) machine_paused_client_ = p->paused;
+    } else if (auto* s = std::get_if<protocol::send_bytes>(&a)) {
       auto& box = outbox_of(s->to);
       if (box.closed || box.close_requested) continue;
       if (box.pending.empty()) box.pending = std::move(s->bytes);   // the common case: no copy

@@ -10,6 +10,7 @@
 #include <array>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,26 +37,33 @@ struct server_tls;
 // Capture files are named by it; the listener names connections it refuses by it too.
 std::string make_session_id(std::uint64_t number);
 
+// Where a session's upstream leg goes: the configured upstream (relay_context::default_target),
+// or, under transparent interception, the connection's original destination.
+struct upstream_target {
+  endpoint where;
+  std::string label;     // "builtin" or "host:port", for captures
+  bool builtin = false;  // the built-in sink: verify the chain only (our own cert)
+};
+
 // What every session shares: immutable config and process-wide services.
 struct relay_context {
   const config& cfg;
   captures::store* captures;           // may be null (tests)
   relay_metrics& metrics;
-  endpoint upstream;                   // resolved target (the built-in sink's port when builtin)
-  std::string upstream_label;          // "builtin" or "host:port", for captures
+  upstream_target upstream;            // the configured one (the built-in sink's port when builtin)
   std::string listen_label;
   std::uint64_t master_seed = 0;
   server_tls* client_tls = nullptr;                       // null: no TLS on the client leg
   boost::asio::ssl::context* upstream_tls = nullptr;      // null: the upstream leg stays plaintext
-  bool upstream_is_builtin = false;                       // verify the chain only (our own cert)
   policies::engine* faults = nullptr;                     // null: no fault injection (tests)
 };
 
 class session : public std::enable_shared_from_this<session> {
  public:
   // `implicit_tls`: the client connected to the SMTPS listener; TLS starts before the banner.
+  // `target`: where the upstream leg goes (ctx.upstream unless intercepted transparently).
   session(boost::asio::ip::tcp::socket client, const relay_context& ctx, std::uint64_t number,
-          bool implicit_tls = false);
+          bool implicit_tls = false, std::optional<upstream_target> target = std::nullopt);
   ~session();
 
   void start();
@@ -117,9 +125,10 @@ class session : public std::enable_shared_from_this<session> {
     (fsm_.*event)(now_us(), std::forward<Args>(args)...);
     dispatch();
   }
-  // Takes the machine's actions and carries them out (execute), behind a capture barrier
-  // when the machine asked for one.
+  // Takes the machine's actions and carries them out (execute); what follows a capture barrier
+  // waits for the recorder.
   void dispatch();
+  void hold_until_recorded(std::vector<protocol::action>& actions, std::size_t from);
   void hold_input_while_capture_backlogged();
   void execute(std::vector<protocol::action>& actions);
   void notify();
@@ -132,6 +141,7 @@ class session : public std::enable_shared_from_this<session> {
   tcp::socket client_;
   tcp::socket upstream_;
   const relay_context& ctx_;
+  upstream_target target_;
   std::uint64_t number_;
   std::string id_;
   clock::time_point start_;
@@ -152,6 +162,8 @@ class session : public std::enable_shared_from_this<session> {
   std::vector<protocol::action> held_;  // actions waiting for a capture barrier
   int barriers_pending_ = 0;
   bool upstream_connected_ = false;
+  bool upstream_wanted_ = false;        // the machine asked for connect_upstream
+  bool machine_paused_client_ = false;  // the machine's last pause_reading for the client
   bool implicit_tls_ = false;
   bool input_held_ = false;             // the machine is holding client input for the recorder
   bool counted_active_ = true;
