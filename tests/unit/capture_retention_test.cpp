@@ -12,28 +12,13 @@
 
 #include "captures/retention.hpp"
 #include "captures/writer.hpp"
+#include "scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 using namespace mailtap::captures;
 using namespace std::chrono_literals;
 
 namespace {
-
-class scratch_dir {
- public:
-  scratch_dir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::path(::testing::TempDir()) /
-            (std::string("mailtap_") + info->test_suite_name() + "_" + info->name() + "_" + std::to_string(::getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~scratch_dir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 const std::string header_line = R"({"type":"header","format":"mailtap-capture","version":3})" "\n";
 const std::string end_line = R"({"type":"end","t_us":1,"reason":"client_quit"})" "\n";

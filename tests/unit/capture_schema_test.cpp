@@ -18,6 +18,7 @@
 #include "captures/reader.hpp"
 #include "captures/schema.hpp"
 #include "captures/writer.hpp"
+#include "scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 using namespace mailtap::captures;
@@ -25,22 +26,6 @@ namespace protocol = mailtap::protocol;
 namespace json = boost::json;
 
 namespace {
-
-// A fresh directory named after the running test, removed at the end.
-class scratch_dir {
- public:
-  scratch_dir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::path(::testing::TempDir()) /
-            (std::string("mailtap_") + info->test_suite_name() + "_" + info->name() + "_" + std::to_string(::getpid()));
-    fs::remove_all(path_);
-  }
-  ~scratch_dir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 std::vector<std::string> lines_of(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
