@@ -1,10 +1,10 @@
-// Rule management: add (checked, unique names, bounded), replace (a reload), remove, reset,
-// summaries. Each change publishes a new rule_set (engine_shared.hpp).
+// Rule management: add (checked, names made unique by registry.hpp's find_duplicate_name,
+// bounded), replace (a reload), remove, reset, summaries. Each change publishes a new rule_set
+// (engine_shared.hpp).
 #include "policies/engine.hpp"
 
 #include <algorithm>
 #include <chrono>
-#include <unordered_set>
 #include <utility>
 
 #include "policies/engine_shared.hpp"
@@ -34,19 +34,28 @@ std::optional<std::string> engine::add(rule r) {
 
 namespace {
 
+// The first name `fresh` repeats, within itself or of `current` (registry.hpp: the one
+// duplicate check, naming both places).
+std::optional<std::string> repeated_name(const rule_set& current, const rule_set& fresh) {
+  std::vector<const rule*> all;   // the loaded ones first: a new rule is the duplicate
+  for (const auto& lr : current) all.push_back(&lr->r);
+  for (const auto& lr : fresh) all.push_back(&lr->r);
+  if (auto duplicate = find_duplicate_name(all)) return std::move(duplicate->message);
+  return std::nullopt;
+}
+
 // Checks every rule and makes its loaded form (names unique within `rules`); the problem
 // otherwise. Nothing is published here.
-std::optional<std::string> prepare(std::vector<rule>& rules, rule_set& fresh, std::unordered_set<std::string>& names) {
+std::optional<std::string> prepare(std::vector<rule>& rules, rule_set& fresh) {
   for (auto& r : rules) {
     if (auto problem = check_rule(r)) return "rule '" + r.name + "': " + *problem;
-    if (!names.insert(r.name).second) return "rule '" + r.name + "': duplicate rule name";
     auto lr = std::make_shared<loaded_rule>();
     lr->type = find_type(r.type());
     lr->r = std::move(r);
     fresh.push_back(std::move(lr));
   }
   if (fresh.size() > limits::rules_loaded) return "more than " + std::to_string(limits::rules_loaded) + " rules loaded";
-  return std::nullopt;
+  return repeated_name({}, fresh);
 }
 
 }  // namespace
@@ -54,15 +63,13 @@ std::optional<std::string> prepare(std::vector<rule>& rules, rule_set& fresh, st
 std::optional<std::string> engine::add_all(std::vector<rule> rules) {
   try {
     rule_set fresh;
-    std::unordered_set<std::string> names;
-    if (auto problem = prepare(rules, fresh, names)) return problem;
+    if (auto problem = prepare(rules, fresh)) return problem;
     const std::uint64_t now = shared_->steady_now_us();
     std::lock_guard lock(shared_->mutex);
     const rule_set& current = *shared_->rules;
     if (current.size() + fresh.size() > limits::rules_loaded)
       return "more than " + std::to_string(limits::rules_loaded) + " rules loaded";
-    for (const auto& lr : current)
-      if (names.count(lr->r.name)) return "rule '" + lr->r.name + "': duplicate rule name (already loaded)";
+    if (auto problem = repeated_name(current, fresh)) return problem;
     auto next = std::make_shared<rule_set>(current);
     for (auto& lr : fresh) {
       lr->loaded_us = now;
@@ -80,8 +87,7 @@ std::optional<std::string> engine::add_all(std::vector<rule> rules) {
 std::optional<std::string> engine::replace_all(std::vector<rule> rules) {
   try {
     auto fresh = std::make_shared<rule_set>();
-    std::unordered_set<std::string> names;
-    if (auto problem = prepare(rules, *fresh, names)) return problem;
+    if (auto problem = prepare(rules, *fresh)) return problem;
     const std::uint64_t now = shared_->steady_now_us();
     for (auto& lr : *fresh) lr->loaded_us = now;
     std::shared_ptr<const rule_set> gone;   // freed after the lock is released

@@ -13,5 +13,6 @@ inline constexpr int exit_usage = 2;
 void register_run(CLI::App& app, int& exit_code);
 void register_show(CLI::App& app, int& exit_code);
 void register_check_config(CLI::App& app, int& exit_code);
+void register_captures(CLI::App& app, int& exit_code);
 
 }  // namespace mailtap::cli

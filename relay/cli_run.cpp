@@ -31,6 +31,7 @@ struct run_flags {
   std::string seed, max_sessions, threads;   // counts as text: see parse_count
   std::string upstream_identity;
   bool listen_proxy_protocol = false;
+  std::string captures_max_age, captures_max_bytes;
   std::vector<std::string> scenarios;
   bool upstream_insecure = false, upstream_implicit_tls = false;
   bool transparent = false;
@@ -113,6 +114,17 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     }
   }
   if (!f.captures.empty()) cfg.captures_dir = f.captures;
+  std::string retention_problem;
+  if (!f.captures_max_age.empty() &&
+      !(cfg.captures_max_age = parse_captures_max_age(f.captures_max_age, retention_problem))) {
+    error = "--captures-max-age '" + f.captures_max_age + "': " + retention_problem;
+    return false;
+  }
+  if (!f.captures_max_bytes.empty() &&
+      !(cfg.captures_max_bytes = parse_captures_max_bytes(f.captures_max_bytes, retention_problem))) {
+    error = "--captures-max-bytes '" + f.captures_max_bytes + "': " + retention_problem;
+    return false;
+  }
   if (f.transparent) cfg.transparent = true;
   if (!f.bare_eol.empty()) {
     auto m = protocol::parse_bare_eol_mode(f.bare_eol);
@@ -248,7 +260,21 @@ int run(const run_flags& f) {
 
   // Declared before the store, which reports its write failures on its own thread until it is gone.
   log_limiter capture_warnings;
-  auto store = captures::store::open(cfg.captures_dir, error);
+  captures::store_options capture_options;
+  capture_options.fsync = cfg.captures_fsync;
+  capture_options.retain = {cfg.captures_max_age, cfg.captures_max_bytes};
+  capture_options.on_prune = [&capture_warnings](const captures::prune_result& r) {
+    if (r.removed > 0)
+      spdlog::info("captures: removed {} oldest finished capture(s), {} bytes, to stay within the retention limits; "
+                   "{} capture(s) left, {} bytes",
+                   r.removed, r.removed_bytes, r.kept, r.kept_bytes);
+    if (r.over_max_bytes)
+      warn_limited(capture_warnings, warn_kind::capture_write_failed,
+                   "captures: still above captures max_bytes: " + std::to_string(r.left_unfinished) +
+                       " capture(s) are in progress or unfinished and are never removed");
+    for (const auto& e : r.errors) warn_limited(capture_warnings, warn_kind::capture_write_failed, "captures: " + e);
+  };
+  auto store = captures::store::open(cfg.captures_dir, error, capture_options);
   if (!store) {
     std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
     return exit_usage;
@@ -300,8 +326,8 @@ int run(const run_flags& f) {
     errors.suppressed_warnings += capture_warnings.suppressed_total();
   }
   const auto& c = store->counters();
-  spdlog::info("captures: {} complete, {} incomplete, {} write failures", c.complete.load(), c.incomplete.load(),
-               c.write_failures.load());
+  spdlog::info("captures: {} complete, {} incomplete, {} write failures, {} removed by the retention limits",
+               c.complete.load(), c.incomplete.load(), c.write_failures.load(), c.pruned.load());
   errors.capture_write_failures = c.write_failures.load();
   errors.log();
   return code;
@@ -316,6 +342,10 @@ void register_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--listen", f->listen, "SMTP listen address HOST:PORT (default 127.0.0.1:2525; port 0 = any)");
   cmd->add_option("--upstream", f->upstream, "Upstream HOST:PORT, or 'builtin' for the built-in sink (default)");
   cmd->add_option("--captures", f->captures, "Capture directory (default ~/.local/state/mailtap/captures)");
+  cmd->add_option("--captures-max-age", f->captures_max_age,
+                  "Remove finished captures older than this, e.g. 168h (default: keep)");
+  cmd->add_option("--captures-max-bytes", f->captures_max_bytes,
+                  "Remove the oldest finished captures while the directory holds more, e.g. 10GiB (default: keep)");
   cmd->add_option("--admin", f->admin, "Admin API address (default 127.0.0.1:8025)");
   cmd->add_option("--scenario", f->scenarios, "Fault scenario file (policies/scenarios/*.toml); repeatable");
   cmd->add_option("--seed", f->seed, "Master seed for reproducible faults, 0 to 2^64-1 (default: random, logged)");

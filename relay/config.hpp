@@ -42,7 +42,6 @@ std::optional<std::string> parse_sha256_fingerprint(std::string_view text, std::
 // smtpd_upstream_proxy_protocol = haproxy), or XCLIENT when the upstream offers it (Postfix
 // smtpd_authorized_xclient_hosts). relay/client_identity.hpp writes it.
 enum class upstream_identity { none, proxy_v1, proxy_v2, xclient };
-inline constexpr std::string_view upstream_identity_expected = "one of none|proxy_v1|proxy_v2|xclient";
 std::string_view to_string(upstream_identity mode);
 std::optional<upstream_identity> parse_upstream_identity(std::string_view name);
 
@@ -82,6 +81,13 @@ struct config {
   std::optional<endpoint> upstream;
   endpoint admin{"127.0.0.1", 8025};
   std::filesystem::path captures_dir;          // default: default_captures_dir()
+  // fdatasync each capture before the end-of-data reply is released ([captures] fsync;
+  // README "Captures" gives the cost). Off: records survive a crash of mailtap, not of the host.
+  bool captures_fsync = false;
+  // Retention ([captures] max_age, max_bytes; --captures-max-age, --captures-max-bytes):
+  // finished captures past them are removed, oldest first (captures/retention.hpp). Unset: kept.
+  std::optional<std::chrono::seconds> captures_max_age;
+  std::optional<std::uint64_t> captures_max_bytes;
   std::vector<std::filesystem::path> scenarios;
   // Fault rules: [[fault]] tables of this file, then those of each scenario file, then
   // --scenario files (policies/README.md).
@@ -125,6 +131,12 @@ std::filesystem::path default_state_dir();
 // $MAILTAP_CAPTURES if set, else $XDG_STATE_HOME/mailtap/captures, else
 // ~/.local/state/mailtap/captures, else ./mailtap-captures.
 std::filesystem::path default_captures_dir();
+
+// The retention flags (`run --captures-max-age`, `captures prune --max-age`, and the -bytes
+// ones): a duration string ("168h", "30m") and a size ("500MB", "10GiB", or bytes). nullopt
+// and a one-line problem when malformed.
+std::optional<std::chrono::seconds> parse_captures_max_age(std::string_view text, std::string& problem);
+std::optional<std::uint64_t> parse_captures_max_bytes(std::string_view text, std::string& problem);
 
 // Reads a TOML file over `base`. On error returns std::nullopt and sets `error` to one line:
 // "FILE:LINE: key 'KEY': problem".

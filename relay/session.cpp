@@ -592,7 +592,7 @@ void session::hold_until_recorded(std::vector<protocol::action>& actions, std::s
   ++barriers_pending_;
   held_.insert(held_.end(), std::make_move_iterator(actions.begin() + static_cast<std::ptrdiff_t>(from)),
                std::make_move_iterator(actions.end()));
-  capture_->when_durable([self = shared_from_this()] {
+  capture_->when_written([self = shared_from_this()] {
     asio::post(self->client_.get_executor(), [self] {
       if (--self->barriers_pending_ > 0) return;
       auto held = std::move(self->held_);
