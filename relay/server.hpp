@@ -7,6 +7,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,6 +21,7 @@
 #include "relay/session.hpp"
 #include "relay/sink_server.hpp"
 #include "relay/tls_context.hpp"
+#include "relay/wake_signal.hpp"
 
 namespace mailtap {
 
@@ -42,7 +44,9 @@ class server {
   policies::engine& faults() { return *faults_; }
 
  private:
-  boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor, bool implicit_tls);
+  boost::asio::awaitable<void> accept_on(boost::asio::ip::tcp::acceptor& acceptor, bool implicit_tls);
+  // A new connection: a session, or a 421 when max_sessions are open.
+  void admit(boost::asio::ip::tcp::socket socket, bool implicit_tls);
   bool listen_on(boost::asio::ip::tcp::acceptor& acceptor, const endpoint& where, std::string& error);
   bool start_tls(std::string& error);
   boost::asio::awaitable<void> wait_for_signals();
@@ -63,6 +67,9 @@ class server {
   std::uint64_t session_number_ = 0;   // accept loops run on contexts_[0] only
   std::mutex sessions_mutex_;
   std::vector<std::weak_ptr<session>> sessions_;
+  std::atomic<bool> draining_{false};
+  // The last session ended during a drain (relay_context::session_closed): the drain's wait.
+  std::optional<wake_signal> sessions_closed_;
 };
 
 }  // namespace mailtap

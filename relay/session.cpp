@@ -118,7 +118,7 @@ session::session(tcp::socket client, const relay_context& ctx, std::uint64_t num
       advisor_(ctx.faults ? ctx.faults->open_session(number, peer_label(client_), implicit_tls && ctx.client_tls)
                           : nullptr),
       fsm_(relay_options_from(ctx, implicit_tls && ctx.client_tls), capture_.get(), advisor_.get()),
-      changed_(client_.get_executor(), clock::time_point::max()),
+      state_changed_(client_.get_executor()),
       client_writer_wake_(client_.get_executor(), clock::time_point::max()),
       upstream_writer_wake_(client_.get_executor(), clock::time_point::max()),
       watchdog_timer_(client_.get_executor(), clock::time_point::max()) {
@@ -143,6 +143,7 @@ session::~session() {
     spdlog::warn("session {}: a blackhole fault answered {} message(s) with 250; nothing was delivered", id_, s.blackholed);
   --ctx_.metrics.sessions_active;
   spdlog::debug("session {} closed", id_);
+  if (ctx_.session_closed) ctx_.session_closed();
 }
 
 // An unexpected error ends the session at its boundary, logged with the
@@ -187,16 +188,37 @@ asio::awaitable<void> session::run() {
   client_.non_blocking(true, ig);
   feed(&protocol::relay_fsm::on_start);   // a fault decided at connect may answer (or shape the legs) now
   if (implicit_tls_) co_await handshake(leg::client);   // SMTPS: TLS before the banner
-  if (!fsm_.finished() && upstream_wanted_) co_await connect_upstream();
+  client_ready_ = true;
+  state_changed_.notify();   // open_upstream waits for the client leg
+  if (!upstream_requested_) start_legs();   // a fault answers the client without an upstream
+}
+
+// The connect_upstream action: dial once the client leg is ready (an implicit-TLS handshake
+// is done), then start both legs.
+asio::awaitable<void> session::open_upstream() {
+  co_await state_changed_.wait_until([this] { return client_ready_; });
+  if (!fsm_.finished()) {
+    std::string failed = co_await dial_upstream();
+    if (!failed.empty()) {
+      upstream_unreachable(failed);
+    } else {
+      upstream_connected_ = true;
+      feed(&protocol::relay_fsm::on_upstream_connected);
+    }
+  }
   if (upstream_connected_ && ctx_.cfg.tls.upstream_implicit && ctx_.upstream_tls && !fsm_.finished())
     co_await handshake(leg::upstream);
+  start_legs();
+}
+
+void session::start_legs() {
   spawn(write_leg(leg::client));
   if (upstream_connected_) {
     spawn(write_leg(leg::upstream));
     spawn(read_leg(leg::upstream));
     spawn(read_leg(leg::client));
   } else if (!fsm_.finished()) {
-    spawn(read_leg(leg::client));   // a fault answers the client without an upstream
+    spawn(read_leg(leg::client));
   }
   spawn(watchdog());
 }
@@ -207,16 +229,6 @@ void session::upstream_unreachable(const std::string& why) {
   ++ctx_.metrics.upstream_unreachable;
   warn_limited(ctx_.metrics.warnings, warn_kind::upstream_unreachable, "session " + id_ + ": upstream " + why);
   feed(&protocol::relay_fsm::on_upstream_unreachable, std::string_view(why));
-}
-
-asio::awaitable<void> session::connect_upstream() {
-  std::string failed = co_await dial_upstream();
-  if (!failed.empty()) {
-    upstream_unreachable(failed);
-    co_return;
-  }
-  upstream_connected_ = true;
-  feed(&protocol::relay_fsm::on_upstream_connected);
 }
 
 asio::awaitable<std::string> session::dial_upstream() {
@@ -285,10 +297,14 @@ asio::awaitable<void> session::read_leg(leg l) {
   auto& sock = socket_of(l);
   auto& box = outbox_of(l);
   for (;;) {
-    // Nothing signals the capture writer catching up, so a paused reader also re-checks on a tick.
+    // Paused: wait for what paused the leg to change. A write drains an outbox, the machine
+    // resumes, a handshake or reconnect finishes, the recorder catches up: each notifies.
     while (reading_paused(l) || box.tls_requested || box.tls_busy || (box.reconnect_requested && !box.close_requested)) {
-      if (l == leg::client) hold_input_while_capture_backlogged();
-      co_await wait_for_change(10ms);
+      if (l == leg::client) {
+        hold_input_while_capture_backlogged();
+        wake_when_recorder_catches_up();
+      }
+      co_await state_changed_.wait();
     }
     if (l == leg::client) hold_input_while_capture_backlogged();
     boost::system::error_code ec;
@@ -319,7 +335,7 @@ asio::awaitable<void> session::read_leg(leg l) {
         else if (fin) feed(&protocol::relay_fsm::on_client_eof);
         else feed(&protocol::relay_fsm::on_client_gone, std::string_view(ec.message()));
       }
-      notify();
+      state_changed_.notify();
       co_return;
     }
     if (fsm_.finished()) continue;
@@ -350,7 +366,7 @@ asio::awaitable<void> session::write_leg(leg l) {
       box.tls_busy = true;
       co_await reconnect_upstream();
       box.tls_busy = false;
-      notify();
+      state_changed_.notify();
       continue;
     }
     if (!box.pending.empty()) {
@@ -369,10 +385,10 @@ asio::awaitable<void> session::write_leg(leg l) {
           else feed(&protocol::relay_fsm::on_upstream_eof);
         }
         sock.close(ig);
-        notify();
+        state_changed_.notify();
         co_return;
       }
-      notify();   // room in the outbox: a paused reader may go on
+      state_changed_.notify();   // room in the outbox: a paused reader may go on
       continue;
     }
     if (box.tls_requested && !box.close_requested) {
@@ -381,7 +397,7 @@ asio::awaitable<void> session::write_leg(leg l) {
       box.tls_busy = true;
       co_await handshake(l);
       box.tls_busy = false;
-      notify();
+      state_changed_.notify();
       continue;
     }
     if (box.reset_requested) {
@@ -389,7 +405,7 @@ asio::awaitable<void> session::write_leg(leg l) {
       sock.set_option(tcp::socket::linger(true, 0), ig);
       sock.close(ig);
       box.closed = true;
-      notify();
+      state_changed_.notify();
       co_return;
     }
     // Everything written and a close was asked for: TLS close_notify (bounded), FIN, then
@@ -400,13 +416,27 @@ asio::awaitable<void> session::write_leg(leg l) {
       co_await (box.tls->async_shutdown(as_tuple(use_awaitable)) || limit.async_wait(as_tuple(use_awaitable)));
     }
     sock.shutdown(tcp::socket::shutdown_send, ig);
-    auto until = clock::now() + linger_after_close;
-    while (!box.eof_seen && clock::now() < until && sock.is_open()) co_await wait_for_change(until - clock::now());
+    co_await state_changed_.wait_until([&] { return box.eof_seen || !sock.is_open(); }, clock::now() + linger_after_close);
     sock.close(ig);
     box.closed = true;
-    notify();
+    state_changed_.notify();
     co_return;
   }
+}
+
+// The recorder's backlog pauses the client reader; the store says when it has caught up
+// (once per pause: the request stays registered until then).
+void session::wake_when_recorder_catches_up() {
+  if (!ctx_.captures || recorder_wake_requested_ || !ctx_.captures->backlogged()) return;
+  recorder_wake_requested_ = true;
+  ctx_.captures->when_caught_up([weak = weak_from_this()] {
+    auto self = weak.lock();
+    if (!self) return;
+    asio::post(self->client_.get_executor(), [self] {
+      self->recorder_wake_requested_ = false;
+      self->state_changed_.notify();
+    });
+  });
 }
 
 void session::hold_input_while_capture_backlogged() {
@@ -543,15 +573,6 @@ asio::awaitable<void> session::handshake(leg l) {
   feed(&protocol::relay_fsm::on_tls_ready, l, summary);
 }
 
-asio::awaitable<void> session::wait_for_change(clock::duration at_most) {
-  // changed_ never expires; notify() cancels it to wake every waiter at once.
-  timer limit(co_await asio::this_coro::executor);
-  limit.expires_after(at_most);
-  co_await (changed_.async_wait(as_tuple(use_awaitable)) || limit.async_wait(as_tuple(use_awaitable)));
-}
-
-void session::notify() { changed_.cancel(); }
-
 asio::awaitable<void> session::watchdog() {
   for (;;) {
     if (fsm_.finished()) co_return;
@@ -590,6 +611,74 @@ void session::dispatch() {
 
 // The actions after a capture_barrier wait until the recorder has written every record
 // reported before it (ARCHITECTURE.md, "Invariants"); later dispatches queue behind them.
+// One action; false when it is a capture barrier that what follows must wait for.
+bool session::carry_out(protocol::action& action) {
+  return std::visit(
+      protocol::overloaded{
+          [&](protocol::send_bytes& s) {
+            auto& box = outbox_of(s.to);
+            if (box.closed || box.close_requested) return true;
+            if (box.pending.empty()) box.pending = std::move(s.bytes);   // the common case: no copy
+            else box.pending += s.bytes;
+            wake_writer(s.to);
+            return true;
+          },
+          [&](const protocol::close_leg& c) {
+            if (c.reset) outbox_of(c.which).reset_requested = true;
+            outbox_of(c.which).close_requested = true;
+            wake_writer(c.which);
+            if (c.which == leg::upstream && !upstream_connected_) {
+              boost::system::error_code ig;
+              upstream_.close(ig);   // a dial in progress ends now
+            }
+            return true;
+          },
+          [&](const protocol::arm_timer& t) {
+            auto& deadline = t.which == leg::client ? client_deadline_ : upstream_deadline_;
+            deadline = t.after.count() == 0 ? clock::time_point::max() : clock::now() + t.after;
+            if (deadline < watchdog_timer_.expiry()) watchdog_timer_.cancel();
+            return true;
+          },
+          [&](const protocol::start_tls& st) {
+            outbox_of(st.which).tls_requested = true;
+            wake_writer(st.which);
+            return true;
+          },
+          [&](const protocol::arm_fault_timer& f) {
+            fault_deadline_ = f.after.count() == 0 ? clock::time_point::max() : clock::now() + f.after;
+            if (fault_deadline_ < watchdog_timer_.expiry()) watchdog_timer_.cancel();
+            return true;
+          },
+          [&](const protocol::shape_leg& sh) {
+            outbox_of(sh.which).shaping = sh.shaping;
+            return true;
+          },
+          [&](const protocol::segment_break& b) {
+            auto& box = outbox_of(b.which);
+            box.breaks.emplace_back(box.pending.size(), b.gap);
+            return true;
+          },
+          [&](const protocol::reconnect_upstream&) {
+            upstream_out_.reconnect_requested = true;
+            wake_writer(leg::upstream);
+            return true;
+          },
+          [&](const protocol::connect_upstream&) {
+            upstream_requested_ = true;
+            spawn(open_upstream());
+            return true;
+          },
+          [&](const protocol::capture_barrier&) {
+            return capture_ == nullptr;   // without a recorder there is nothing to wait for
+          },
+          [&](const protocol::pause_reading& p) {
+            if (p.which == leg::client) machine_paused_client_ = p.paused;   // execute's notify wakes the reader
+            return true;
+          },
+      },
+      action);
+}
+
 void session::hold_until_recorded(std::vector<protocol::action>& actions, std::size_t from) {
   ++barriers_pending_;
   held_.insert(held_.end(), std::make_move_iterator(actions.begin() + static_cast<std::ptrdiff_t>(from)),
@@ -606,47 +695,9 @@ void session::hold_until_recorded(std::vector<protocol::action>& actions, std::s
 
 void session::execute(std::vector<protocol::action>& actions) {
   for (std::size_t i = 0; i < actions.size(); ++i) {
-    auto& a = actions[i];
-    if (std::holds_alternative<protocol::capture_barrier>(a)) {
-      if (!capture_) continue;
+    if (!carry_out(actions[i])) {
       hold_until_recorded(actions, i + 1);
       return;   // the rest, and the closing below, run once the record is written
-    } else if (std::holds_alternative<protocol::connect_upstream>(a)) {
-      upstream_wanted_ = true;   // run() dials once an implicit-TLS handshake is done
-    } else if (auto* p = std::get_if<protocol::pause_reading>(&a)) {
-      if (p->which == leg::client) machine_paused_client_ = p->paused;
-    } else if (auto* s = std::get_if<protocol::send_bytes>(&a)) {
-      auto& box = outbox_of(s->to);
-      if (box.closed || box.close_requested) continue;
-      if (box.pending.empty()) box.pending = std::move(s->bytes);   // the common case: no copy
-      else box.pending += s->bytes;
-      wake_writer(s->to);
-    } else if (auto* c = std::get_if<protocol::close_leg>(&a)) {
-      if (c->reset) outbox_of(c->which).reset_requested = true;
-      outbox_of(c->which).close_requested = true;
-      wake_writer(c->which);
-      if (c->which == leg::upstream && !upstream_connected_) {
-        boost::system::error_code ig;
-        upstream_.close(ig);
-      }
-    } else if (std::holds_alternative<protocol::reconnect_upstream>(a)) {
-      upstream_out_.reconnect_requested = true;
-      wake_writer(leg::upstream);
-    } else if (auto* st = std::get_if<protocol::start_tls>(&a)) {
-      outbox_of(st->which).tls_requested = true;
-      wake_writer(st->which);
-    } else if (auto* t = std::get_if<protocol::arm_timer>(&a)) {
-      auto& deadline = t->which == leg::client ? client_deadline_ : upstream_deadline_;
-      deadline = t->after.count() == 0 ? clock::time_point::max() : clock::now() + t->after;
-      if (deadline < watchdog_timer_.expiry()) watchdog_timer_.cancel();
-    } else if (auto* f = std::get_if<protocol::arm_fault_timer>(&a)) {
-      fault_deadline_ = f->after.count() == 0 ? clock::time_point::max() : clock::now() + f->after;
-      if (fault_deadline_ < watchdog_timer_.expiry()) watchdog_timer_.cancel();
-    } else if (auto* sh = std::get_if<protocol::shape_leg>(&a)) {
-      outbox_of(sh->which).shaping = sh->shaping;
-    } else if (auto* b = std::get_if<protocol::segment_break>(&a)) {
-      auto& box = outbox_of(b->which);
-      box.breaks.emplace_back(box.pending.size(), b->gap);
     }
   }
   if (fsm_.finished()) {
@@ -658,7 +709,7 @@ void session::execute(std::vector<protocol::action>& actions) {
     wake_writer(leg::upstream);
     watchdog_timer_.cancel();
   }
-  notify();
+  state_changed_.notify();
 }
 
 }  // namespace mailtap

@@ -9,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <array>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "protocol/relay_fsm.hpp"
 #include "relay/config.hpp"
 #include "relay/metrics.hpp"
+#include "relay/wake_signal.hpp"
 
 namespace boost::asio::ssl {
 class context;
@@ -49,6 +51,9 @@ struct relay_context {
   boost::asio::ssl::context* upstream_tls = nullptr;      // null: the upstream leg stays plaintext
   bool upstream_is_builtin = false;                       // verify the chain only (our own cert)
   policies::engine* faults = nullptr;                     // null: no fault injection (tests)
+  // Called as each session ends (its coroutines are done), after sessions_active is lowered:
+  // the server's drain waits on it. Any thread. Empty: nobody waits (tests).
+  std::function<void()> session_closed;
 };
 
 class session : public std::enable_shared_from_this<session> {
@@ -95,7 +100,10 @@ class session : public std::enable_shared_from_this<session> {
 
   void spawn(boost::asio::awaitable<void> work);
   boost::asio::awaitable<void> run();
-  boost::asio::awaitable<void> connect_upstream();
+  // The connect_upstream action: dial once the client leg is ready, then start the legs.
+  boost::asio::awaitable<void> open_upstream();
+  // Spawns the leg readers and writers and the watchdog, once the upstream is open (or not wanted).
+  void start_legs();
   void upstream_unreachable(const std::string& why);
   // Opens upstream_ to the upstream (resolve, connect, deadline). Empty on success, else why.
   boost::asio::awaitable<std::string> dial_upstream();
@@ -107,7 +115,6 @@ class session : public std::enable_shared_from_this<session> {
   boost::asio::awaitable<void> handshake(protocol::leg l);
   boost::asio::awaitable<void> write_bytes(protocol::leg l, boost::system::error_code& ec);
   boost::asio::awaitable<void> write_shaped(protocol::leg l, boost::system::error_code& ec);
-  boost::asio::awaitable<void> wait_for_change(clock::duration at_most);
 
   // The one way the shell tells the machine something: the event, stamped with the session's
   // clock, then always the dispatch of the actions it asked for. No call of the machine is
@@ -121,9 +128,10 @@ class session : public std::enable_shared_from_this<session> {
   // waits for the recorder.
   void dispatch();
   void hold_until_recorded(std::vector<protocol::action>& actions, std::size_t from);
+  bool carry_out(protocol::action& action);
   void hold_input_while_capture_backlogged();
+  void wake_when_recorder_catches_up();
   void execute(std::vector<protocol::action>& actions);
-  void notify();
   void wake_writer(protocol::leg l) { (l == protocol::leg::client ? client_writer_wake_ : upstream_writer_wake_).cancel(); }
   std::uint64_t now_us() const;
   tcp::socket& socket_of(protocol::leg l) { return l == protocol::leg::client ? client_ : upstream_; }
@@ -141,7 +149,9 @@ class session : public std::enable_shared_from_this<session> {
   protocol::relay_fsm fsm_;
   outbox client_out_;
   outbox upstream_out_;
-  timer changed_;                       // broadcast wake-up for paused readers and lingering writers
+  // A leg's state changed (an outbox drained, a pause lifted, a handshake done, the recorder
+  // caught up, the peer's FIN): paused readers, lingering writers and open_upstream re-check.
+  wake_signal state_changed_;
   // Each writer's own wake-up, cancelled only when its leg has bytes, a close or a handshake
   // to do: the per-command path wakes one coroutine, not every waiter.
   timer client_writer_wake_;
@@ -153,7 +163,9 @@ class session : public std::enable_shared_from_this<session> {
   std::vector<protocol::action> held_;  // actions waiting for a capture barrier
   int barriers_pending_ = 0;
   bool upstream_connected_ = false;
-  bool upstream_wanted_ = false;        // the machine asked for connect_upstream
+  bool upstream_requested_ = false;     // connect_upstream: open_upstream starts the legs
+  bool client_ready_ = false;           // the client leg's implicit-TLS handshake (if any) is done
+  bool recorder_wake_requested_ = false;   // the store will say when its backlog clears
   bool machine_paused_client_ = false;  // the machine's last pause_reading for the client
   bool implicit_tls_ = false;
   bool input_held_ = false;             // the machine is holding client input for the recorder

@@ -1,6 +1,8 @@
 // Built-in sink: accept loop and per-connection coroutine.
 #include "relay/sink_server.hpp"
 
+#include "relay/accept_loop.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <array>
@@ -37,7 +39,7 @@ std::optional<endpoint> sink_server::start(std::string& error) {
     return std::nullopt;
   }
   auto bound = acceptor_.local_endpoint();
-  asio::co_spawn(io_, accept_loop(), asio::detached);
+  asio::co_spawn(io_, accept_on(), asio::detached);
   return endpoint{bound.address().to_string(), bound.port()};
 }
 
@@ -46,26 +48,23 @@ void sink_server::stop() {
   acceptor_.close(ig);
 }
 
-asio::awaitable<void> sink_server::accept_loop() {
+asio::awaitable<void> sink_server::accept_on() {
   std::uint64_t next_id = 0;
-  for (;;) {
-    auto [ec, socket] = co_await acceptor_.async_accept(as_tuple(use_awaitable));
-    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
-    if (ec) {
-      // EMFILE and friends: back off instead of spinning (accept errors never end the listener).
-      // Out of descriptors, this repeats ten times a second: rate-limited like the listener's.
-      if (metrics_) {
-        ++metrics_->accept_errors;
-        warn_limited(metrics_->warnings, warn_kind::accept_failed, "built-in sink: accept failed: " + ec.message());
-      } else {
-        spdlog::warn("built-in sink: accept failed: {}", ec.message());
-      }
-      asio::steady_timer pause(io_, std::chrono::milliseconds(100));
-      co_await pause.async_wait(as_tuple(use_awaitable));
-      continue;
+  accept_handlers handlers;
+  handlers.context_for_next = [this]() -> asio::io_context& { return io_; };
+  handlers.failed = [this](const boost::system::error_code& ec) {
+    // Out of descriptors, this repeats every backoff: rate-limited like the listener's.
+    if (metrics_) {
+      ++metrics_->accept_errors;
+      warn_limited(metrics_->warnings, warn_kind::accept_failed, "built-in sink: accept failed: " + ec.message());
+    } else {
+      spdlog::warn("built-in sink: accept failed: {}", ec.message());
     }
+  };
+  handlers.serve = [this, &next_id](tcp::socket socket) {
     asio::co_spawn(io_, serve(std::move(socket), ++next_id), asio::detached);
-  }
+  };
+  co_await accept_loop(acceptor_, std::move(handlers));
 }
 
 asio::awaitable<void> sink_server::serve(tcp::socket socket, std::uint64_t id) {

@@ -31,7 +31,7 @@ class sink_server {
   std::uint64_t messages_accepted() const { return accepted_.load(); }
 
  private:
-  boost::asio::awaitable<void> accept_loop();
+  boost::asio::awaitable<void> accept_on();
   boost::asio::awaitable<void> serve(boost::asio::ip::tcp::socket socket, std::uint64_t id);
 
   boost::asio::io_context& io_;
