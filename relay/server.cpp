@@ -100,7 +100,7 @@ bool server::listen_on(tcp::acceptor& acceptor, const endpoint& where, std::stri
 bool server::start(std::string& error) {
   if (!start_tls(error)) return false;
   ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, {}, cfg_.seed,
-                                                          client_tls_.get(), upstream_tls_.get(), !cfg_.upstream, nullptr, {}});
+                                                          client_tls_.get(), upstream_tls_.get(), !cfg_.upstream, nullptr, {}, {}});
   if (ctx_->master_seed == 0) ctx_->master_seed = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
   faults_ = policies::make_engine(ctx_->master_seed);
   if (auto problem = faults_->add_all(cfg_.faults)) {
@@ -205,7 +205,9 @@ void server::admit(tcp::socket socket, bool implicit_tls) {
     socket.close(ig);
     return;
   }
-  auto s = std::make_shared<session>(std::move(socket), *ctx_, ++session_number_, implicit_tls);
+  auto executor = socket.get_executor();
+  auto s = std::make_shared<session>(executor, std::make_unique<tcp_pipe>(std::move(socket)), *ctx_,
+                                     ++session_number_, implicit_tls);
   {
     std::lock_guard lock(sessions_mutex_);
     std::erase_if(sessions_, [](const std::weak_ptr<session>& w) { return w.expired(); });

@@ -35,6 +35,8 @@ namespace {
 constexpr std::size_t outbox_high_watermark = 64 * 1024;
 // After our FIN, how long we keep reading so unread input does not turn the last reply into a RST.
 constexpr auto linger_after_close = 2s;
+// How long a TLS close_notify may take before the FIN goes anyway.
+constexpr auto tls_close_notify_limit = std::chrono::milliseconds(1000);
 
 }  // namespace
 
@@ -78,24 +80,17 @@ peer_verification upstream_check_for(const tls_config& t) {
   return peer_verification::enforce;
 }
 
-std::string peer_label(const asio::ip::tcp::socket& s) {
-  boost::system::error_code ec;
-  auto ep = s.remote_endpoint(ec);
-  if (ec) return "unknown";
-  return endpoint{ep.address().to_string(), ep.port()}.to_string();
-}
 }  // namespace
 
 // ---------------------------------------------------------------- set-up
 
 static std::unique_ptr<captures::session_capture> open_capture(const relay_context& ctx, const std::string& id,
-                                                               std::uint64_t number,
-                                                               const asio::ip::tcp::socket& client) {
+                                                               std::uint64_t number, const std::string& client) {
   if (!ctx.captures) return nullptr;
   captures::session_info info;
   info.id = id;
   info.seed = policies::session_seed(ctx.master_seed, number);   // the seed of the session's fault generator
-  info.client = peer_label(client);
+  info.client = client;
   info.listen = ctx.listen_label;
   info.upstream = ctx.upstream_label;
   info.bare_eol = std::string(protocol::to_string(ctx.cfg.bare_eol));
@@ -105,23 +100,23 @@ static std::unique_ptr<captures::session_capture> open_capture(const relay_conte
   return ctx.captures->begin(info);
 }
 
-session::outbox::~outbox() = default;
-
-session::session(tcp::socket client, const relay_context& ctx, std::uint64_t number, bool implicit_tls)
-    : client_(std::move(client)),
-      upstream_(client_.get_executor()),
+session::session(asio::any_io_executor executor, std::unique_ptr<byte_pipe> client, const relay_context& ctx,
+                 std::uint64_t number, bool implicit_tls)
+    : executor_(std::move(executor)),
+      client_(std::move(client)),
+      upstream_(std::make_unique<tcp_pipe>(tcp::socket(executor_))),
       ctx_(ctx),
       number_(number),
       id_(make_session_id(number)),
       start_(clock::now()),
-      capture_(open_capture(ctx, id_, number, client_)),
-      advisor_(ctx.faults ? ctx.faults->open_session(number, peer_label(client_), implicit_tls && ctx.client_tls)
+      capture_(open_capture(ctx, id_, number, client_.pipe().peer())),
+      advisor_(ctx.faults ? ctx.faults->open_session(number, client_.pipe().peer(), implicit_tls && ctx.client_tls)
                           : nullptr),
       fsm_(relay_options_from(ctx, implicit_tls && ctx.client_tls), capture_.get(), advisor_.get()),
-      state_changed_(client_.get_executor()),
-      client_writer_wake_(client_.get_executor(), clock::time_point::max()),
-      upstream_writer_wake_(client_.get_executor(), clock::time_point::max()),
-      watchdog_timer_(client_.get_executor(), clock::time_point::max()) {
+      state_changed_(executor_),
+      client_writer_wake_(executor_, clock::time_point::max()),
+      upstream_writer_wake_(executor_, clock::time_point::max()),
+      watchdog_timer_(executor_, clock::time_point::max()) {
   ++ctx_.metrics.sessions_active;
   implicit_tls_ = implicit_tls && ctx.client_tls;
 }
@@ -149,7 +144,7 @@ session::~session() {
 // An unexpected error ends the session at its boundary, logged with the
 // session id and counted; the capture still gets its end record.
 void session::spawn(asio::awaitable<void> work) {
-  asio::co_spawn(client_.get_executor(), std::move(work), [self = shared_from_this()](std::exception_ptr e) {
+  asio::co_spawn(executor_, std::move(work), [self = shared_from_this()](std::exception_ptr e) {
     if (!e) return;
     try {
       std::rethrow_exception(e);
@@ -164,14 +159,14 @@ void session::spawn(asio::awaitable<void> work) {
 void session::start() { spawn(run()); }
 
 void session::drain() {
-  asio::post(client_.get_executor(), [self = shared_from_this()] {
+  asio::post(executor_, [self = shared_from_this()] {
     self->feed(&protocol::relay_fsm::on_drain);
   });
 }
 
 void session::abort() {
   // The machine answers 421 4.3.2 and closes both legs; the writers flush that reply first.
-  asio::post(client_.get_executor(), [self = shared_from_this()] {
+  asio::post(executor_, [self = shared_from_this()] {
     self->feed(&protocol::relay_fsm::on_drain_deadline);
   });
 }
@@ -183,9 +178,6 @@ std::uint64_t session::now_us() const {
 // ---------------------------------------------------------------- run
 
 asio::awaitable<void> session::run() {
-  boost::system::error_code ig;
-  client_.set_option(tcp::no_delay(true), ig);
-  client_.non_blocking(true, ig);
   feed(&protocol::relay_fsm::on_start);   // a fault decided at connect may answer (or shape the legs) now
   if (implicit_tls_) co_await handshake(leg::client);   // SMTPS: TLS before the banner
   client_ready_ = true;
@@ -232,7 +224,8 @@ void session::upstream_unreachable(const std::string& why) {
 }
 
 asio::awaitable<std::string> session::dial_upstream() {
-  auto ex = co_await asio::this_coro::executor;
+  if (ctx_.dial_upstream) co_return co_await ctx_.dial_upstream(upstream_);
+  auto& socket = *upstream_.pipe().tcp_socket();   // a close_leg during the dial closes it: the dial ends
   // A literal address needs no resolver (async_resolve hands every lookup to a helper thread).
   tcp::resolver::results_type endpoints;
   boost::system::error_code aec;
@@ -241,33 +234,28 @@ asio::awaitable<std::string> session::dial_upstream() {
     endpoints = tcp::resolver::results_type::create(tcp::endpoint(address, ctx_.upstream.port), ctx_.upstream.host,
                                                     std::to_string(ctx_.upstream.port));
   } else {
-    tcp::resolver resolver(ex);
+    tcp::resolver resolver(executor_);
     auto [rec, found] = co_await resolver.async_resolve(ctx_.upstream.host, std::to_string(ctx_.upstream.port),
                                                         as_tuple(use_awaitable));
     if (rec) co_return "cannot resolve " + ctx_.upstream.host + ": " + rec.message();
     endpoints = std::move(found);
   }
-  timer deadline(ex);
+  timer deadline(executor_);
   deadline.expires_after(ctx_.cfg.upstream_connect_timeout);
-  auto result = co_await (asio::async_connect(upstream_, endpoints, as_tuple(use_awaitable)) ||
+  auto result = co_await (asio::async_connect(socket, endpoints, as_tuple(use_awaitable)) ||
                           deadline.async_wait(as_tuple(use_awaitable)));
   if (result.index() == 1) co_return "connect to " + ctx_.upstream.to_string() + " timed out";
   auto [cec, ep] = std::get<0>(result);
   if (cec) co_return "connect to " + ctx_.upstream.to_string() + ": " + cec.message();
-  boost::system::error_code ig;
-  upstream_.set_option(tcp::no_delay(true), ig);
-  upstream_.non_blocking(true, ig);
+  static_cast<tcp_pipe&>(upstream_.pipe()).connected();
   co_return std::string();
 }
 
 asio::awaitable<void> session::reconnect_upstream() {
   // The failed handshake left the connection unusable: no close_notify, no QUIT, just close.
-  auto& box = upstream_out_;
-  boost::system::error_code ig;
-  box.tls.reset();
-  box.tls_buffer.reset();
-  upstream_.close(ig);
-  box.eof_seen = false;
+  upstream_.drop_tls();
+  upstream_.close();
+  upstream_.eof_seen = false;
   spdlog::info("session {}: upstream TLS failed; new plaintext connection to {}", id_, ctx_.upstream.to_string());
   std::string failed = co_await dial_upstream();
   if (fsm_.finished()) co_return;
@@ -282,20 +270,15 @@ asio::awaitable<void> session::reconnect_upstream() {
 
 bool session::reading_paused(leg l) const {
   if (fsm_.finished()) return false;   // lingering: read and discard until the peer's FIN
-  if (client_out_.size() > outbox_high_watermark) return true;
+  if (client_.size() > outbox_high_watermark) return true;
   if (l == leg::client)
-    return machine_paused_client_ || upstream_out_.size() > outbox_high_watermark ||
+    return machine_paused_client_ || upstream_.size() > outbox_high_watermark ||
            (ctx_.captures && ctx_.captures->backlogged());
   return false;
 }
 
 asio::awaitable<void> session::read_leg(leg l) {
-  // Wait for readability, then read into a per-thread buffer: an idle session holds no
-  // read buffer of its own (PERF W6: memory per idle session).
-  // A TLS leg reads through its stream into its own buffer instead.
-  static thread_local std::array<char, 64 * 1024> buffer;
-  auto& sock = socket_of(l);
-  auto& box = outbox_of(l);
+  auto& box = leg_of(l);
   for (;;) {
     // Paused: wait for what paused the leg to change. A write drains an outbox, the machine
     // resumes, a handshake or reconnect finishes, the recorder catches up: each notifies.
@@ -307,26 +290,10 @@ asio::awaitable<void> session::read_leg(leg l) {
       co_await state_changed_.wait();
     }
     if (l == leg::client) hold_input_while_capture_backlogged();
-    boost::system::error_code ec;
-    std::size_t n = 0;
-    char* data = buffer.data();
-    if (box.tls) {
-      auto [rec, got] = co_await box.tls->async_read_some(asio::buffer(*box.tls_buffer), as_tuple(use_awaitable));
-      ec = rec;
-      n = got;
-      data = box.tls_buffer->data();
-    } else {
-      auto [wec] = co_await sock.async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
-      // A handshake may have begun (or finished) while we waited: its bytes are not ours.
-      if (!wec && (box.tls_requested || box.tls_busy || box.tls)) continue;
-      // A reconnect closed the socket under us: the new connection is read from the top.
-      if (wec && ((box.reconnect_requested && !box.close_requested) || box.tls_busy)) continue;
-      ec = wec;
-      if (!ec) n = sock.read_some(asio::buffer(buffer), ec);
-    }
-    if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+    auto [ec, bytes, again] = co_await box.read_some();
+    if (again) continue;
     if (ec) {
-      outbox_of(l).eof_seen = true;
+      box.eof_seen = true;
       if (!fsm_.finished()) {
         // A FIN (TCP, or TLS without close_notify) ends the client's input, not its ability to
         // read our replies; anything else means it is gone.
@@ -339,7 +306,6 @@ asio::awaitable<void> session::read_leg(leg l) {
       co_return;
     }
     if (fsm_.finished()) continue;
-    std::string_view bytes(data, n);
     if (l == leg::client) {
       if (capture_ && capture_->failed()) fsm_.on_capture_failed();   // a flag the next end of data reads
       feed(&protocol::relay_fsm::on_client_bytes, bytes);
@@ -350,9 +316,7 @@ asio::awaitable<void> session::read_leg(leg l) {
 }
 
 asio::awaitable<void> session::write_leg(leg l) {
-  auto& box = outbox_of(l);
-  auto& sock = socket_of(l);
-  boost::system::error_code ig;
+  auto& box = leg_of(l);
   for (;;) {
     if (box.pending.empty() && !box.close_requested && !box.tls_requested && !box.reconnect_requested) {
       auto& wake = l == leg::client ? client_writer_wake_ : upstream_writer_wake_;
@@ -361,7 +325,7 @@ asio::awaitable<void> session::write_leg(leg l) {
     }
     if (box.reconnect_requested && !box.close_requested) {
       // Nothing is queued for the old connection (the machine sends nothing upstream until
-      // the new one greets); the socket is replaced while readers stay away.
+      // the new one greets); the connection is replaced while readers stay away.
       box.reconnect_requested = false;
       box.tls_busy = true;
       co_await reconnect_upstream();
@@ -370,21 +334,14 @@ asio::awaitable<void> session::write_leg(leg l) {
       continue;
     }
     if (!box.pending.empty()) {
-      std::swap(box.pending, box.inflight);
-      std::swap(box.breaks, box.inflight_breaks);
-      boost::system::error_code ec;
-      if (box.shaping.active() || !box.inflight_breaks.empty()) co_await write_shaped(l, ec);
-      else co_await write_bytes(l, ec);
-      box.inflight.clear();
-      box.inflight_breaks.clear();
-      if (ec) {
+      if (auto ec = co_await box.flush()) {
         box.closed = true;
-        box.pending.clear();
+        box.discard_pending();
         if (!fsm_.finished()) {
           if (l == leg::client) feed(&protocol::relay_fsm::on_client_gone, std::string_view("write failed: " + ec.message()));
           else feed(&protocol::relay_fsm::on_upstream_eof);
         }
-        sock.close(ig);
+        box.close();
         state_changed_.notify();
         co_return;
       }
@@ -392,7 +349,7 @@ asio::awaitable<void> session::write_leg(leg l) {
       continue;
     }
     if (box.tls_requested && !box.close_requested) {
-      // Everything queued before start_tls (the 220) is out: the handshake owns the socket now.
+      // Everything queued before start_tls (the 220) is out: the handshake owns the connection now.
       box.tls_requested = false;
       box.tls_busy = true;
       co_await handshake(l);
@@ -402,22 +359,17 @@ asio::awaitable<void> session::write_leg(leg l) {
     }
     if (box.reset_requested) {
       // A reset fault: the replies before it are written; now RST (SO_LINGER 0), no FIN.
-      sock.set_option(tcp::socket::linger(true, 0), ig);
-      sock.close(ig);
+      box.close(true);
       box.closed = true;
       state_changed_.notify();
       co_return;
     }
     // Everything written and a close was asked for: TLS close_notify (bounded), FIN, then
     // linger for the peer's FIN.
-    if (box.tls) {
-      timer limit(sock.get_executor());
-      limit.expires_after(1s);
-      co_await (box.tls->async_shutdown(as_tuple(use_awaitable)) || limit.async_wait(as_tuple(use_awaitable)));
-    }
-    sock.shutdown(tcp::socket::shutdown_send, ig);
-    co_await state_changed_.wait_until([&] { return box.eof_seen || !sock.is_open(); }, clock::now() + linger_after_close);
-    sock.close(ig);
+    co_await box.shutdown_tls(tls_close_notify_limit);
+    box.shutdown_send();
+    co_await state_changed_.wait_until([&] { return box.eof_seen || !box.is_open(); }, clock::now() + linger_after_close);
+    box.close();
     box.closed = true;
     state_changed_.notify();
     co_return;
@@ -432,7 +384,7 @@ void session::wake_when_recorder_catches_up() {
   ctx_.captures->when_caught_up([weak = weak_from_this()] {
     auto self = weak.lock();
     if (!self) return;
-    asio::post(self->client_.get_executor(), [self] {
+    asio::post(self->executor_, [self] {
       self->recorder_wake_requested_ = false;
       self->state_changed_.notify();
     });
@@ -448,62 +400,9 @@ void session::hold_input_while_capture_backlogged() {
   feed(&protocol::relay_fsm::hold_client_input, backlogged);
 }
 
-asio::awaitable<void> session::write_bytes(leg l, boost::system::error_code& ec) {
-  auto& box = outbox_of(l);
-  if (box.tls) {
-    auto [wec, n] = co_await asio::async_write(*box.tls, asio::buffer(box.inflight), as_tuple(use_awaitable));
-    ec = wec;
-  } else {
-    auto [wec, n] = co_await asio::async_write(socket_of(l), asio::buffer(box.inflight), as_tuple(use_awaitable));
-    ec = wec;
-  }
-}
-
-// Faults: the inflight bytes in segments (slice), paced (throttle), with a pause at each
-// segment break. TCP_NODELAY is on, so each write leaves as its own segment.
-asio::awaitable<void> session::write_shaped(leg l, boost::system::error_code& ec) {
-  auto& box = outbox_of(l);
-  const auto& shaping = box.shaping;
-  timer pause(socket_of(l).get_executor());
-  std::size_t off = 0;
-  std::size_t next_break = 0;
-  const std::string& bytes = box.inflight;
-  while (off < bytes.size() || next_break < box.inflight_breaks.size()) {
-    std::size_t end = bytes.size();
-    if (next_break < box.inflight_breaks.size()) end = std::min(end, box.inflight_breaks[next_break].first);
-    std::chrono::microseconds wait{0};
-    if (off >= end) {   // at a break: pause before what follows
-      wait = box.inflight_breaks[next_break++].second;
-    } else {
-      std::size_t n = end - off;
-      if (shaping.segment_bytes > 0) n = std::min(n, shaping.segment_bytes);
-      // Throttled writes go out in slices of about 50 ms worth of bytes.
-      if (shaping.bytes_per_second > 0) n = std::min<std::size_t>(n, std::max<std::uint64_t>(1, shaping.bytes_per_second / 20));
-      asio::const_buffer chunk(bytes.data() + off, n);
-      if (box.tls) {
-        auto [wec, w] = co_await asio::async_write(*box.tls, chunk, as_tuple(use_awaitable));
-        ec = wec;
-      } else {
-        auto [wec, w] = co_await asio::async_write(socket_of(l), chunk, as_tuple(use_awaitable));
-        ec = wec;
-      }
-      if (ec) co_return;
-      off += n;
-      if (shaping.segment_bytes > 0) wait = std::chrono::microseconds(shaping.gap_us);
-      if (shaping.bytes_per_second > 0)
-        wait = std::max(wait, std::chrono::microseconds(n * 1'000'000 / shaping.bytes_per_second));
-    }
-    if (wait.count() > 0 && (off < bytes.size() || next_break < box.inflight_breaks.size())) {
-      pause.expires_after(wait);
-      co_await pause.async_wait(as_tuple(use_awaitable));
-    }
-  }
-}
-
 asio::awaitable<void> session::handshake(leg l) {
   // mailtap is the TLS server on the client leg and the TLS client on the upstream leg.
-  auto& box = outbox_of(l);
-  auto& sock = socket_of(l);
+  auto& box = leg_of(l);
   const bool upstream = l == leg::upstream;
   // A failed upstream handshake is the relay's problem (or the upstream's), not the client's:
   // counted and logged at warn with the session id. A client's failure is the client's.
@@ -516,47 +415,51 @@ asio::awaitable<void> session::handshake(leg l) {
     feed(&protocol::relay_fsm::on_tls_failed, l, std::string_view(why));
   };
   auto& context = upstream ? *ctx_.upstream_tls : ctx_.client_tls->ctx;
-  box.tls = std::make_unique<tls_stream>(sock, context);
+  auto* tls = box.begin_tls(context);
+  if (!tls) {
+    failed("TLS needs a TCP connection");
+    co_return;
+  }
   std::string error;
   const peer_verification check = upstream_check_for(ctx_.cfg.tls);
   if (upstream && !ctx_.upstream_is_builtin &&
-      !prepare_client_ssl(box.tls->native_handle(), ctx_.upstream.host, check, error)) {
-    box.tls.reset();
+      !prepare_client_ssl(tls->native_handle(), ctx_.upstream.host, check, error)) {
+    box.drop_tls();
     failed(error);
     co_return;
   }
   auto started = clock::now();
-  timer limit(sock.get_executor());
+  timer limit(executor_);
   limit.expires_after(ctx_.cfg.tls.handshake_timeout);
   auto kind = upstream ? asio::ssl::stream_base::client : asio::ssl::stream_base::server;
-  auto result = co_await (box.tls->async_handshake(kind, as_tuple(use_awaitable)) ||
+  auto result = co_await (tls->async_handshake(kind, as_tuple(use_awaitable)) ||
                           limit.async_wait(as_tuple(use_awaitable)));
   if (result.index() == 1) {
-    box.tls.reset();
+    box.drop_tls();
     failed("TLS handshake timed out");
     co_return;
   }
   if (auto [ec] = std::get<0>(result); ec) {
     // OpenSSL's own reason says more than Asio's ("certificate verify failed" -> which check).
-    long verify_result = SSL_get_verify_result(box.tls->native_handle());
+    long verify_result = SSL_get_verify_result(tls->native_handle());
     std::string reason = ec.message();
     if (upstream && verify_result != X509_V_OK) reason += std::string(": ") + X509_verify_cert_error_string(verify_result);
-    box.tls.reset();
+    box.drop_tls();
     failed(reason);
     co_return;
   }
-  tls_info info = describe(box.tls->native_handle());
+  tls_info info = describe(tls->native_handle());
   const bool insecure = upstream && !ctx_.upstream_is_builtin && check == peer_verification::off &&
                         ctx_.cfg.tls.upstream_fingerprint.empty();
   if (upstream) {
     // The built-in sink presents our own certificate, which the context trusts exactly.
     static const std::string no_pin;
-    assess_upstream(box.tls->native_handle(), ctx_.upstream_is_builtin ? peer_verification::enforce : check,
+    assess_upstream(tls->native_handle(), ctx_.upstream_is_builtin ? peer_verification::enforce : check,
                     ctx_.upstream_is_builtin ? no_pin : ctx_.cfg.tls.upstream_fingerprint, info);
     if (!info.verified && !ctx_.upstream_is_builtin && upstream_verification_required(ctx_.cfg.tls)) {
       // A pin is compared only now (the handshake itself checked nothing): a mismatch fails
       // TLS before a byte of SMTP goes through it.
-      box.tls.reset();
+      box.drop_tls();
       feed(&protocol::relay_fsm::on_tls_failed, l, std::string_view("certificate not accepted: " + info.verification));
       co_return;
     }
@@ -564,7 +467,7 @@ asio::awaitable<void> session::handshake(leg l) {
       spdlog::info("session {}: untrusted TLS connection established to {}: {}", id_, ctx_.upstream.to_string(),
                    info.verification);
   }
-  box.tls_buffer = std::make_unique<std::array<char, 16 * 1024>>();
+  box.handshake_done();
   protocol::tls_summary summary{info.version, info.cipher, info.sni, info.peer_subject, info.peer_sha256,
                                 info.verified, insecure,
                                 static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
@@ -616,7 +519,7 @@ bool session::carry_out(protocol::action& action) {
   return std::visit(
       protocol::overloaded{
           [&](protocol::send_bytes& s) {
-            auto& box = outbox_of(s.to);
+            auto& box = leg_of(s.to);
             if (box.closed || box.close_requested) return true;
             if (box.pending.empty()) box.pending = std::move(s.bytes);   // the common case: no copy
             else box.pending += s.bytes;
@@ -624,13 +527,10 @@ bool session::carry_out(protocol::action& action) {
             return true;
           },
           [&](const protocol::close_leg& c) {
-            if (c.reset) outbox_of(c.which).reset_requested = true;
-            outbox_of(c.which).close_requested = true;
+            if (c.reset) leg_of(c.which).reset_requested = true;
+            leg_of(c.which).close_requested = true;
             wake_writer(c.which);
-            if (c.which == leg::upstream && !upstream_connected_) {
-              boost::system::error_code ig;
-              upstream_.close(ig);   // a dial in progress ends now
-            }
+            if (c.which == leg::upstream && !upstream_connected_) upstream_.close();   // a dial in progress ends now
             return true;
           },
           [&](const protocol::arm_timer& t) {
@@ -640,7 +540,7 @@ bool session::carry_out(protocol::action& action) {
             return true;
           },
           [&](const protocol::start_tls& st) {
-            outbox_of(st.which).tls_requested = true;
+            leg_of(st.which).tls_requested = true;
             wake_writer(st.which);
             return true;
           },
@@ -650,16 +550,15 @@ bool session::carry_out(protocol::action& action) {
             return true;
           },
           [&](const protocol::shape_leg& sh) {
-            outbox_of(sh.which).shaping = sh.shaping;
+            leg_of(sh.which).shaping = sh.shaping;
             return true;
           },
           [&](const protocol::segment_break& b) {
-            auto& box = outbox_of(b.which);
-            box.breaks.emplace_back(box.pending.size(), b.gap);
+            leg_of(b.which).add_break(b.gap);
             return true;
           },
           [&](const protocol::reconnect_upstream&) {
-            upstream_out_.reconnect_requested = true;
+            upstream_.reconnect_requested = true;
             wake_writer(leg::upstream);
             return true;
           },
@@ -684,7 +583,7 @@ void session::hold_until_recorded(std::vector<protocol::action>& actions, std::s
   held_.insert(held_.end(), std::make_move_iterator(actions.begin() + static_cast<std::ptrdiff_t>(from)),
                std::make_move_iterator(actions.end()));
   capture_->when_durable([self = shared_from_this()] {
-    asio::post(self->client_.get_executor(), [self] {
+    asio::post(self->executor_, [self] {
       if (--self->barriers_pending_ > 0) return;
       auto held = std::move(self->held_);
       self->held_.clear();
@@ -703,8 +602,8 @@ void session::execute(std::vector<protocol::action>& actions) {
   if (fsm_.finished()) {
     // The machine closes the legs it still considers open; a leg whose peer hung up first
     // gets no close action, yet its writer must still finish (or the session never ends).
-    client_out_.close_requested = true;
-    upstream_out_.close_requested = true;
+    client_.close_requested = true;
+    upstream_.close_requested = true;
     wake_writer(leg::client);
     wake_writer(leg::upstream);
     watchdog_timer_.cancel();

@@ -17,6 +17,7 @@
 #include "captures/writer.hpp"
 #include "protocol/relay_fsm.hpp"
 #include "relay/config.hpp"
+#include "relay/leg_stream.hpp"
 #include "relay/metrics.hpp"
 #include "relay/wake_signal.hpp"
 
@@ -51,6 +52,9 @@ struct relay_context {
   boost::asio::ssl::context* upstream_tls = nullptr;      // null: the upstream leg stays plaintext
   bool upstream_is_builtin = false;                       // verify the chain only (our own cert)
   policies::engine* faults = nullptr;                     // null: no fault injection (tests)
+  // Opens the upstream leg (resolve, connect, deadline): empty on success, else why. Empty
+  // function: TCP to `upstream` (tests give an in-memory pipe to the leg instead).
+  std::function<boost::asio::awaitable<std::string>(leg_stream& upstream)> dial_upstream;
   // Called as each session ends (its coroutines are done), after sessions_active is lowered:
   // the server's drain waits on it. Any thread. Empty: nobody waits (tests).
   std::function<void()> session_closed;
@@ -59,8 +63,10 @@ struct relay_context {
 class session : public std::enable_shared_from_this<session> {
  public:
   // `implicit_tls`: the client connected to the SMTPS listener; TLS starts before the banner.
-  session(boost::asio::ip::tcp::socket client, const relay_context& ctx, std::uint64_t number,
-          bool implicit_tls = false);
+  // `client`: the accepted connection (a tcp_pipe; tests give an in-memory one), whose
+  // completions run on `executor`, the session's strand.
+  session(boost::asio::any_io_executor executor, std::unique_ptr<byte_pipe> client, const relay_context& ctx,
+          std::uint64_t number, bool implicit_tls = false);
   ~session();
 
   void start();
@@ -73,30 +79,6 @@ class session : public std::enable_shared_from_this<session> {
   using tcp = boost::asio::ip::tcp;
   using clock = std::chrono::steady_clock;
   using timer = boost::asio::steady_timer;
-
-  using tls_stream = boost::asio::ssl::stream<tcp::socket&>;
-
-  // One leg's output queue and TLS state. The writer coroutine owns the socket's writes and
-  // performs a requested handshake once everything queued before it is written.
-  struct outbox {
-    std::string pending;
-    std::string inflight;
-    bool close_requested = false;
-    bool reset_requested = false;     // close with RST once what is queued is written
-    bool closed = false;
-    bool eof_seen = false;            // the peer finished sending (for lingering close)
-    bool tls_requested = false;       // start_tls executed; the writer performs it
-    bool tls_busy = false;            // a handshake (or a reconnect) owns the socket: readers stay away
-    bool reconnect_requested = false; // reconnect_upstream executed; the writer performs it
-    std::unique_ptr<tls_stream> tls;
-    std::unique_ptr<std::array<char, 16 * 1024>> tls_buffer;   // only TLS legs have their own
-    // Faults: write shaping (throttle, slice) and segment breaks (offset into pending, pause).
-    protocol::leg_shaping shaping;
-    std::vector<std::pair<std::size_t, std::chrono::microseconds>> breaks;
-    std::vector<std::pair<std::size_t, std::chrono::microseconds>> inflight_breaks;
-    std::size_t size() const { return pending.size() + inflight.size(); }
-    ~outbox();
-  };
 
   void spawn(boost::asio::awaitable<void> work);
   boost::asio::awaitable<void> run();
@@ -113,8 +95,6 @@ class session : public std::enable_shared_from_this<session> {
   boost::asio::awaitable<void> write_leg(protocol::leg l);
   boost::asio::awaitable<void> watchdog();
   boost::asio::awaitable<void> handshake(protocol::leg l);
-  boost::asio::awaitable<void> write_bytes(protocol::leg l, boost::system::error_code& ec);
-  boost::asio::awaitable<void> write_shaped(protocol::leg l, boost::system::error_code& ec);
 
   // The one way the shell tells the machine something: the event, stamped with the session's
   // clock, then always the dispatch of the actions it asked for. No call of the machine is
@@ -134,12 +114,12 @@ class session : public std::enable_shared_from_this<session> {
   void execute(std::vector<protocol::action>& actions);
   void wake_writer(protocol::leg l) { (l == protocol::leg::client ? client_writer_wake_ : upstream_writer_wake_).cancel(); }
   std::uint64_t now_us() const;
-  tcp::socket& socket_of(protocol::leg l) { return l == protocol::leg::client ? client_ : upstream_; }
-  outbox& outbox_of(protocol::leg l) { return l == protocol::leg::client ? client_out_ : upstream_out_; }
+  leg_stream& leg_of(protocol::leg l) { return l == protocol::leg::client ? client_ : upstream_; }
   bool reading_paused(protocol::leg l) const;
 
-  tcp::socket client_;
-  tcp::socket upstream_;
+  boost::asio::any_io_executor executor_;
+  leg_stream client_;
+  leg_stream upstream_;
   const relay_context& ctx_;
   std::uint64_t number_;
   std::string id_;
@@ -147,8 +127,6 @@ class session : public std::enable_shared_from_this<session> {
   std::unique_ptr<captures::session_capture> capture_;
   std::unique_ptr<protocol::fault_advisor> advisor_;   // before fsm_: the machine holds a pointer to it
   protocol::relay_fsm fsm_;
-  outbox client_out_;
-  outbox upstream_out_;
   // A leg's state changed (an outbox drained, a pause lifted, a handshake done, the recorder
   // caught up, the peer's FIN): paused readers, lingering writers and open_upstream re-check.
   wake_signal state_changed_;
