@@ -1,7 +1,9 @@
 // One relayed SMTP session: a coroutine tree on one io_context thread (its implicit
-// strand) that owns both sockets, their outboxes, the relay_fsm and the capture handle.
-// Coroutines: a reader per leg, a writer per leg, a watchdog for the fsm's timers. The
-// one dispatch point (execute) turns fsm actions into outbox writes, closes and deadlines.
+// strand) that owns both legs (leg_stream: connection, TLS, outbox), the relay_fsm and the
+// capture handle. Coroutines: open_upstream, a reader per leg, a writer per leg, a watchdog
+// for the fsm's timers; each holds the session, so its destructor is their join. The one
+// dispatch point (carry_out, a std::visit) turns fsm actions into outbox writes, closes,
+// deadlines and waits.
 // Threading: everything runs on the session's executor; drain() may be called from any thread.
 #pragma once
 #include <boost/asio/awaitable.hpp>
