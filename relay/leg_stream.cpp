@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <tuple>
 
 #include "relay/config.hpp"
 
@@ -82,7 +83,11 @@ asio::awaitable<leg_stream::read_result> leg_stream::read_some() {
     co_return read_result{ec, std::string_view(tls_buffer_->data(), n)};
   }
   static thread_local std::array<char, plain_read_buffer_bytes> buffer;
-  auto ec = co_await pipe_->wait_readable();
+  // A TCP leg waits on its socket here, not through the pipe: one coroutine frame fewer held
+  // by every idle leg.
+  boost::system::error_code ec;
+  if (auto* socket = pipe_->tcp_socket()) std::tie(ec) = co_await socket->async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
+  else ec = co_await pipe_->wait_readable();
   // A handshake may have begun (or finished) while we waited: its bytes are not ours.
   if (!ec && (tls_requested || tls_busy || tls_)) co_return read_result{{}, {}, true};
   // A reconnect closed the connection under us: the new one is read from the top.

@@ -4,7 +4,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>

@@ -9,7 +9,6 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <array>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -22,12 +21,6 @@
 #include "relay/leg_stream.hpp"
 #include "relay/metrics.hpp"
 #include "relay/wake_signal.hpp"
-
-namespace boost::asio::ssl {
-class context;
-template <typename Stream>
-class stream;
-}  // namespace boost::asio::ssl
 
 namespace mailtap::policies {
 class engine;

@@ -251,10 +251,14 @@ TEST(SinkFsm, QuitClosesTheLegAfterItsReply) {
   EXPECT_TRUE(s.take_actions().empty());
 }
 
-TEST(SinkFsm, StarttlsAsksForTheHandshakeAfterItsReplyAndStartsOver) {
+sink_options with_starttls() {
   sink_options o;
   o.offer_starttls = true;
-  sink_fsm s(o, 1);
+  return o;
+}
+
+TEST(SinkFsm, StarttlsAsksForTheHandshakeAfterItsReplyAndStartsOver) {
+  sink_fsm s(with_starttls(), 1);
   s.on_client_bytes("EHLO c\r\nMAIL FROM:<a@b>\r\n");
   s.take_actions();
   s.on_client_bytes("STARTTLS\r\nNOOP\r\n");   // NOOP is pipelined past STARTTLS: discarded
@@ -264,7 +268,7 @@ TEST(SinkFsm, StarttlsAsksForTheHandshakeAfterItsReplyAndStartsOver) {
   EXPECT_EQ(actions[1], action(start_tls{leg::client}));
   s.on_tls_ready();
   EXPECT_TRUE(s.take_actions().empty());
-  sink_session after{1, o};
+  sink_session after{1, with_starttls()};
   after.fsm = std::move(s);
   // The envelope was reset by the handshake; STARTTLS is no longer offered or accepted.
   EXPECT_THAT(codes(after.feed("RCPT TO:<c@d>\r\nSTARTTLS\r\n")), testing::ElementsAre(503, 503));
@@ -274,9 +278,7 @@ TEST(SinkFsm, StarttlsAsksForTheHandshakeAfterItsReplyAndStartsOver) {
 }
 
 TEST(SinkFsm, FailedHandshakeClosesTheLeg) {
-  sink_options o;
-  o.offer_starttls = true;
-  sink_fsm s(o, 1);
+  sink_fsm s(with_starttls(), 1);
   s.on_client_bytes("STARTTLS\r\n");
   s.take_actions();
   s.on_tls_failed();
