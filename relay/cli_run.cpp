@@ -1,5 +1,6 @@
 // `mailtap run`: embedded defaults, then --config, then flags; open the capture store,
-// start the relay and serve until SIGINT/SIGTERM.
+// start the relay, tell the service manager (READY=1), serve until SIGINT/SIGTERM; SIGHUP
+// builds the configuration again the same way and reloads the rules (relay/reload.hpp).
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -16,6 +17,8 @@
 #include "relay/config.hpp"
 #include "relay/log_limiter.hpp"
 #include "relay/metrics.hpp"
+#include "relay/notify.hpp"
+#include "relay/reload.hpp"
 #include "relay/server.hpp"
 
 namespace mailtap::cli {
@@ -28,6 +31,7 @@ struct run_flags {
   std::string seed, max_sessions, threads;   // counts as text: see parse_count
   std::vector<std::string> scenarios;
   bool upstream_insecure = false, upstream_implicit_tls = false;
+  bool transparent = false;
 };
 
 // The shutdown summary's error line: everything that went wrong on the relay's or the
@@ -107,6 +111,7 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     }
   }
   if (!f.captures.empty()) cfg.captures_dir = f.captures;
+  if (f.transparent) cfg.transparent = true;
   if (!f.bare_eol.empty()) {
     auto m = protocol::parse_bare_eol_mode(f.bare_eol);
     if (!m) {
@@ -193,22 +198,28 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
                     "an integer from 0 (one per core) to " + std::to_string(max_threads_limit), cfg.threads, error);
 }
 
-int run(const run_flags& f) {
+// The configuration `mailtap run` serves: embedded defaults, the --config file, then the
+// flags (and --scenario files). The same at start and at each SIGHUP reload.
+std::optional<config> build_config(const run_flags& f, std::string& error) {
   config cfg;
-  std::string error;
   if (!f.config_file.empty()) {
     auto loaded = load_config_file(f.config_file, cfg, error);
-    if (!loaded) {
-      std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
-      return exit_usage;
-    }
+    if (!loaded) return std::nullopt;
     cfg = *loaded;
   }
-  if (!apply_flags(f, cfg, error)) {
+  if (!apply_flags(f, cfg, error)) return std::nullopt;
+  if (cfg.captures_dir.empty()) cfg.captures_dir = default_captures_dir();
+  return cfg;
+}
+
+int run(const run_flags& f) {
+  std::string error;
+  auto built = build_config(f, error);
+  if (!built) {
     std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
     return exit_usage;
   }
-  if (cfg.captures_dir.empty()) cfg.captures_dir = default_captures_dir();
+  const config cfg = std::move(*built);
 
   auto logger = spdlog::stderr_color_mt("mailtap");
   spdlog::set_default_logger(logger);
@@ -241,6 +252,10 @@ int run(const run_flags& f) {
     std::fflush(stdout);
     spdlog::info("seed {}; {} fault rule(s) armed; admin API address reserved at {} (control plane not in this build)",
                  relay.seed(), cfg.faults.size(), cfg.admin.to_string());
+    reloader reloads([&f](std::string& why) { return build_config(f, why); }, cfg, relay.faults(), relay.metrics());
+    relay.on_reload([&reloads] { reloads.reload(); });
+    reloads.set_listening("listening on " + relay.listen_endpoint().to_string() + tls_listen);
+    notify::ready(reloads.status());
     relay.run();
     const auto& m = relay.metrics();
     spdlog::info("stopped: {} sessions, {} transactions, {} delivered, {} refused commands, {} ambiguous end-of-data",
@@ -251,6 +266,9 @@ int run(const run_flags& f) {
     if (auto decide_errors = relay.faults().decide_errors(); decide_errors > 0)
       spdlog::warn("fault_decide_errors {} (decisions that failed inside policies/ and fell back to proceed)",
                    decide_errors);
+    if (m.reloads_ok.load() + m.reloads_failed.load() > 0)
+      spdlog::log(m.reloads_failed.load() > 0 ? spdlog::level::warn : spdlog::level::info,
+                  "reloads: {} ok, {} failed", m.reloads_ok.load(), m.reloads_failed.load());
     if (m.blackholed.load() > 0)
       spdlog::warn("{} message(s) were answered 250 by a blackhole fault and delivered nowhere", m.blackholed.load());
     errors = error_summary::of(m);
@@ -298,6 +316,13 @@ void register_run(CLI::App& app, int& exit_code) {
                   "Pin the upstream certificate: sha256:HEX (colons optional); a mismatch fails TLS");
   cmd->add_flag("--upstream-insecure", f->upstream_insecure, "Same as --upstream-verify none (recorded in captures)");
   cmd->add_flag("--upstream-implicit-tls", f->upstream_implicit_tls, "The upstream speaks TLS from connect (SMTPS, port 465)");
+  cmd->add_flag("--transparent", f->transparent,
+                "Relay each connection to its original destination (SO_ORIGINAL_DST after an nftables/iptables "
+                "REDIRECT); connections addressed to mailtap itself go to --upstream");
+  cmd->footer("Signals: SIGTERM or SIGINT drains the sessions and stops (a second one stops at once); SIGHUP "
+              "reloads the --config and scenario files: new sessions get the new [[fault]] rules, sessions in "
+              "flight keep theirs, a bad file keeps the running rules. Under systemd (Type=notify) it reports "
+              "READY=1, RELOADING=1 and STOPPING=1.");
   cmd->callback([f, &exit_code] { exit_code = run(*f); });
 }
 

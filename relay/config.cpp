@@ -116,6 +116,8 @@ class loader {
         log_level(node);
       } else if (k == "record_auth_username") {
         if (auto b = bool_value(k, node)) out_.record_auth_username = *b;
+      } else if (k == "transparent") {
+        if (auto b = bool_value(k, node)) out_.transparent = *b;
       } else if (k == "data") {
         data(node);
       } else if (k == "timeouts") {

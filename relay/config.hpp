@@ -87,6 +87,9 @@ struct config {
   std::string relay_name = "mailtap";
   std::string log_level = "info";
   bool record_auth_username = false;           // AUTH usernames in captures (never secrets)
+  // Each connection's upstream is its original destination (SO_ORIGINAL_DST after an
+  // nftables/iptables REDIRECT); one addressed to mailtap itself goes to `upstream`.
+  bool transparent = false;
   tls_config tls;
   sink_config sink;
 };

@@ -60,11 +60,16 @@ void tcp_pipe::close(bool reset) {
   socket_.close(ig);
 }
 
+// An IPv4 client of a dual-stack listener ("[::]:2525") shows as its IPv4 address, so that
+// captures name it as an IPv4 listener would and `client` CIDR matchers see it.
 std::string tcp_pipe::peer() const {
   boost::system::error_code ec;
   auto ep = socket_.remote_endpoint(ec);
   if (ec) return "unknown";
-  return endpoint{ep.address().to_string(), ep.port()}.to_string();
+  auto address = ep.address();
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  return endpoint{address.to_string(), ep.port()}.to_string();
 }
 
 // ---------------------------------------------------------------- leg_stream

@@ -1,7 +1,8 @@
-// Listener, session registry, signals and drain.
+// Listener, session registry, signals (SIGTERM/SIGINT: drain; SIGHUP: reload) and the drain.
 #include "relay/server.hpp"
 
 #include "relay/accept_loop.hpp"
+#include "relay/original_destination.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -15,6 +16,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <random>
 #include <thread>
+
+#include "relay/notify.hpp"
 
 namespace mailtap {
 
@@ -41,6 +44,8 @@ server::~server() {
   sessions_closed_.reset();
   acceptor_.reset();
   tls_acceptor_.reset();
+  stop_signals_.reset();
+  reload_signals_.reset();
   contexts_.clear();
 }
 
@@ -99,8 +104,8 @@ bool server::listen_on(tcp::acceptor& acceptor, const endpoint& where, std::stri
 
 bool server::start(std::string& error) {
   if (!start_tls(error)) return false;
-  ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, {}, cfg_.seed,
-                                                          client_tls_.get(), upstream_tls_.get(), !cfg_.upstream, nullptr, {}, {}});
+  ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, cfg_.seed,
+                                                          client_tls_.get(), upstream_tls_.get(), nullptr, {}, {}});
   if (ctx_->master_seed == 0) ctx_->master_seed = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
   faults_ = policies::make_engine(ctx_->master_seed);
   if (auto problem = faults_->add_all(cfg_.faults)) {
@@ -114,8 +119,7 @@ bool server::start(std::string& error) {
       asio::post(*contexts_.front(), [this] { sessions_closed_->notify(); });
   };
   if (cfg_.upstream) {
-    ctx_->upstream = *cfg_.upstream;
-    ctx_->upstream_label = cfg_.upstream->to_string();
+    ctx_->upstream = {*cfg_.upstream, cfg_.upstream->to_string(), false};
   } else {
     protocol::sink_options sink_opts;
     sink_opts.offer_starttls = true;
@@ -124,8 +128,7 @@ bool server::start(std::string& error) {
     sink_ = std::make_unique<sink_server>(*contexts_.front(), sink_opts, &client_tls_->ctx, &metrics_);
     auto bound = sink_->start(error);
     if (!bound) return false;
-    ctx_->upstream = *bound;
-    ctx_->upstream_label = "builtin";
+    ctx_->upstream = {*bound, "builtin", true};
   }
   acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
   if (!listen_on(*acceptor_, cfg_.listen, error)) return false;
@@ -136,7 +139,10 @@ bool server::start(std::string& error) {
     if (!listen_on(*tls_acceptor_, *cfg_.tls.listen, error)) return false;
     asio::co_spawn(*contexts_.front(), accept_on(*tls_acceptor_, true), asio::detached);
   }
+  stop_signals_ = std::make_unique<asio::signal_set>(*contexts_.front(), SIGINT, SIGTERM);
+  reload_signals_ = std::make_unique<asio::signal_set>(*contexts_.front(), SIGHUP);
   asio::co_spawn(*contexts_.front(), wait_for_signals(), asio::detached);
+  asio::co_spawn(*contexts_.front(), wait_for_reloads(), asio::detached);
   return true;
 }
 
@@ -205,9 +211,15 @@ void server::admit(tcp::socket socket, bool implicit_tls) {
     socket.close(ig);
     return;
   }
+  std::optional<upstream_target> original;
+  if (cfg_.transparent) {
+    boost::system::error_code lec;
+    auto local = socket.local_endpoint(lec);
+    if (!lec) original = intercepted_target(socket.native_handle(), local);
+  }
   auto executor = socket.get_executor();
   auto s = std::make_shared<session>(executor, std::make_unique<tcp_pipe>(std::move(socket)), *ctx_,
-                                     ++session_number_, implicit_tls);
+                                     ++session_number_, implicit_tls, std::move(original));
   {
     std::lock_guard lock(sessions_mutex_);
     std::erase_if(sessions_, [](const std::weak_ptr<session>& w) { return w.expired(); });
@@ -216,15 +228,37 @@ void server::admit(tcp::socket socket, bool implicit_tls) {
   s->start();
 }
 
+// Transparent interception: a redirected connection goes where its client sent it; one
+// addressed to mailtap itself goes to the configured upstream.
+std::optional<upstream_target> server::intercepted_target(int fd, const tcp::endpoint& local) {
+  auto original = original_destination(fd, local);
+  if (!original) return std::nullopt;
+  ++metrics_.sessions_intercepted;
+  endpoint where{original->address().to_string(), original->port()};
+  return upstream_target{where, where.to_string(), false};
+}
+
 asio::awaitable<void> server::wait_for_signals() {
-  asio::signal_set signals(*contexts_.front(), SIGINT, SIGTERM);
+  auto& signals = *stop_signals_;
   co_await signals.async_wait(as_tuple(use_awaitable));
   spdlog::info("signal received: draining {} session(s), deadline {} s", metrics_.sessions_active.load(),
                std::chrono::duration_cast<std::chrono::seconds>(cfg_.drain_timeout).count());
+  notify::stopping("draining " + std::to_string(metrics_.sessions_active.load()) + " session(s)");
+  reload_signals_->cancel();
   asio::co_spawn(*contexts_.front(), drain(), asio::detached);
   co_await signals.async_wait(as_tuple(use_awaitable));
   spdlog::warn("second signal: stopping now");
   stop_all();
+}
+
+asio::awaitable<void> server::wait_for_reloads() {
+  for (;;) {
+    auto [ec, number] = co_await reload_signals_->async_wait(as_tuple(use_awaitable));
+    if (ec) co_return;   // cancelled: the drain has begun
+    (void)number;
+    if (reload_handler_) reload_handler_();
+    else spdlog::warn("SIGHUP: no reload handler, ignored");
+  }
 }
 
 asio::awaitable<void> server::drain() {

@@ -53,18 +53,19 @@ std::string make_session_id(std::uint64_t number) {
 
 namespace {
 
-protocol::relay_options relay_options_from(const relay_context& ctx, bool implicit_tls) {
+protocol::relay_options relay_options_from(const relay_context& ctx, const upstream_target& target,
+                                           bool implicit_tls) {
   protocol::relay_options o;
   o.eol = ctx.cfg.bare_eol;
   o.timeouts = ctx.cfg.timeouts;
   o.name = ctx.cfg.relay_name;
-  o.upstream = ctx.upstream.to_string();
+  o.upstream = target.where.to_string();
   o.record_auth_username = ctx.cfg.record_auth_username;
   o.tls.offer_starttls = ctx.client_tls != nullptr && ctx.cfg.tls.offer_starttls;
   o.tls.implicit_client_tls = implicit_tls;
   // Without an upstream TLS context nothing can be secured upstream: only `never` is honest.
   o.tls.upstream = ctx.upstream_tls ? ctx.cfg.tls.upstream : protocol::upstream_tls_mode::never;
-  o.tls.upstream_verification_required = !ctx.upstream_is_builtin && upstream_verification_required(ctx.cfg.tls);
+  o.tls.upstream_verification_required = !target.builtin && upstream_verification_required(ctx.cfg.tls);
   return o;
 }
 
@@ -84,14 +85,15 @@ peer_verification upstream_check_for(const tls_config& t) {
 // ---------------------------------------------------------------- set-up
 
 static std::unique_ptr<captures::session_capture> open_capture(const relay_context& ctx, const std::string& id,
-                                                               std::uint64_t number, const std::string& client) {
+                                                               std::uint64_t number, const std::string& client,
+                                                               const upstream_target& target) {
   if (!ctx.captures) return nullptr;
   captures::session_info info;
   info.id = id;
   info.seed = policies::session_seed(ctx.master_seed, number);   // the seed of the session's fault generator
   info.client = client;
   info.listen = ctx.listen_label;
-  info.upstream = ctx.upstream_label;
+  info.upstream = target.label;
   info.bare_eol = std::string(protocol::to_string(ctx.cfg.bare_eol));
   info.started_at = std::chrono::system_clock::now();
   info.started_mono_us = static_cast<std::uint64_t>(
@@ -100,18 +102,19 @@ static std::unique_ptr<captures::session_capture> open_capture(const relay_conte
 }
 
 session::session(asio::any_io_executor executor, std::unique_ptr<byte_pipe> client, const relay_context& ctx,
-                 std::uint64_t number, bool implicit_tls)
+                 std::uint64_t number, bool implicit_tls, std::optional<upstream_target> target)
     : executor_(std::move(executor)),
       client_(std::move(client)),
       upstream_(std::make_unique<tcp_pipe>(tcp::socket(executor_))),
       ctx_(ctx),
+      target_(target ? std::move(*target) : ctx.upstream),
       number_(number),
       id_(make_session_id(number)),
       start_(clock::now()),
-      capture_(open_capture(ctx, id_, number, client_.pipe().peer())),
+      capture_(open_capture(ctx, id_, number, client_.pipe().peer(), target_)),
       advisor_(ctx.faults ? ctx.faults->open_session(number, client_.pipe().peer(), implicit_tls && ctx.client_tls)
                           : nullptr),
-      fsm_(relay_options_from(ctx, implicit_tls && ctx.client_tls), capture_.get(), advisor_.get()),
+      fsm_(relay_options_from(ctx, target_, implicit_tls && ctx.client_tls), capture_.get(), advisor_.get()),
       state_changed_(executor_),
       client_writer_wake_(executor_, clock::time_point::max()),
       upstream_writer_wake_(executor_, clock::time_point::max()),
@@ -228,24 +231,24 @@ asio::awaitable<std::string> session::dial_upstream() {
   // A literal address needs no resolver (async_resolve hands every lookup to a helper thread).
   tcp::resolver::results_type endpoints;
   boost::system::error_code aec;
-  auto address = asio::ip::make_address(ctx_.upstream.host, aec);
+  auto address = asio::ip::make_address(target_.where.host, aec);
   if (!aec) {
-    endpoints = tcp::resolver::results_type::create(tcp::endpoint(address, ctx_.upstream.port), ctx_.upstream.host,
-                                                    std::to_string(ctx_.upstream.port));
+    endpoints = tcp::resolver::results_type::create(tcp::endpoint(address, target_.where.port), target_.where.host,
+                                                    std::to_string(target_.where.port));
   } else {
     tcp::resolver resolver(executor_);
-    auto [rec, found] = co_await resolver.async_resolve(ctx_.upstream.host, std::to_string(ctx_.upstream.port),
+    auto [rec, found] = co_await resolver.async_resolve(target_.where.host, std::to_string(target_.where.port),
                                                         as_tuple(use_awaitable));
-    if (rec) co_return "cannot resolve " + ctx_.upstream.host + ": " + rec.message();
+    if (rec) co_return "cannot resolve " + target_.where.host + ": " + rec.message();
     endpoints = std::move(found);
   }
   timer deadline(executor_);
   deadline.expires_after(ctx_.cfg.upstream_connect_timeout);
   auto result = co_await (asio::async_connect(socket, endpoints, as_tuple(use_awaitable)) ||
                           deadline.async_wait(as_tuple(use_awaitable)));
-  if (result.index() == 1) co_return "connect to " + ctx_.upstream.to_string() + " timed out";
+  if (result.index() == 1) co_return "connect to " + target_.where.to_string() + " timed out";
   auto [cec, ep] = std::get<0>(result);
-  if (cec) co_return "connect to " + ctx_.upstream.to_string() + ": " + cec.message();
+  if (cec) co_return "connect to " + target_.where.to_string() + ": " + cec.message();
   static_cast<tcp_pipe&>(upstream_.pipe()).connected();
   co_return std::string();
 }
@@ -255,7 +258,7 @@ asio::awaitable<void> session::reconnect_upstream() {
   upstream_.drop_tls();
   upstream_.close();
   upstream_.eof_seen = false;
-  spdlog::info("session {}: upstream TLS failed; new plaintext connection to {}", id_, ctx_.upstream.to_string());
+  spdlog::info("session {}: upstream TLS failed; new plaintext connection to {}", id_, target_.where.to_string());
   std::string failed = co_await dial_upstream();
   if (fsm_.finished()) co_return;
   if (!failed.empty()) {
@@ -409,7 +412,7 @@ asio::awaitable<void> session::handshake(leg l) {
     if (upstream) {
       ++ctx_.metrics.upstream_tls_failed;
       warn_limited(ctx_.metrics.warnings, warn_kind::upstream_tls_failed,
-                   "session " + id_ + ": upstream TLS with " + ctx_.upstream.to_string() + " failed: " + why);
+                   "session " + id_ + ": upstream TLS with " + target_.where.to_string() + " failed: " + why);
     }
     feed(&protocol::relay_fsm::on_tls_failed, l, std::string_view(why));
   };
@@ -421,8 +424,8 @@ asio::awaitable<void> session::handshake(leg l) {
   }
   std::string error;
   const peer_verification check = upstream_check_for(ctx_.cfg.tls);
-  if (upstream && !ctx_.upstream_is_builtin &&
-      !prepare_client_ssl(tls->native_handle(), ctx_.upstream.host, check, error)) {
+  if (upstream && !target_.builtin &&
+      !prepare_client_ssl(tls->native_handle(), target_.where.host, check, error)) {
     box.drop_tls();
     failed(error);
     co_return;
@@ -448,14 +451,14 @@ asio::awaitable<void> session::handshake(leg l) {
     co_return;
   }
   tls_info info = describe(tls->native_handle());
-  const bool insecure = upstream && !ctx_.upstream_is_builtin && check == peer_verification::off &&
+  const bool insecure = upstream && !target_.builtin && check == peer_verification::off &&
                         ctx_.cfg.tls.upstream_fingerprint.empty();
   if (upstream) {
     // The built-in sink presents our own certificate, which the context trusts exactly.
     static const std::string no_pin;
-    assess_upstream(tls->native_handle(), ctx_.upstream_is_builtin ? peer_verification::enforce : check,
-                    ctx_.upstream_is_builtin ? no_pin : ctx_.cfg.tls.upstream_fingerprint, info);
-    if (!info.verified && !ctx_.upstream_is_builtin && upstream_verification_required(ctx_.cfg.tls)) {
+    assess_upstream(tls->native_handle(), target_.builtin ? peer_verification::enforce : check,
+                    target_.builtin ? no_pin : ctx_.cfg.tls.upstream_fingerprint, info);
+    if (!info.verified && !target_.builtin && upstream_verification_required(ctx_.cfg.tls)) {
       // A pin is compared only now (the handshake itself checked nothing): a mismatch fails
       // TLS before a byte of SMTP goes through it.
       box.drop_tls();
@@ -463,7 +466,7 @@ asio::awaitable<void> session::handshake(leg l) {
       co_return;
     }
     if (!info.verified)
-      spdlog::info("session {}: untrusted TLS connection established to {}: {}", id_, ctx_.upstream.to_string(),
+      spdlog::info("session {}: untrusted TLS connection established to {}: {}", id_, target_.where.to_string(),
                    info.verification);
   }
   box.handshake_done();

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,18 +35,24 @@ struct server_tls;
 // Capture files are named by it; the listener names connections it refuses by it too.
 std::string make_session_id(std::uint64_t number);
 
+// Where a session's upstream leg goes: the configured upstream (relay_context::default_target),
+// or, under transparent interception, the connection's original destination.
+struct upstream_target {
+  endpoint where;
+  std::string label;     // "builtin" or "host:port", for captures
+  bool builtin = false;  // the built-in sink: verify the chain only (our own cert)
+};
+
 // What every session shares: immutable config and process-wide services.
 struct relay_context {
   const config& cfg;
   captures::store* captures;           // may be null (tests)
   relay_metrics& metrics;
-  endpoint upstream;                   // resolved target (the built-in sink's port when builtin)
-  std::string upstream_label;          // "builtin" or "host:port", for captures
+  upstream_target upstream;            // the configured one (the built-in sink's port when builtin)
   std::string listen_label;
   std::uint64_t master_seed = 0;
   server_tls* client_tls = nullptr;                       // null: no TLS on the client leg
   boost::asio::ssl::context* upstream_tls = nullptr;      // null: the upstream leg stays plaintext
-  bool upstream_is_builtin = false;                       // verify the chain only (our own cert)
   policies::engine* faults = nullptr;                     // null: no fault injection (tests)
   // Opens the upstream leg (resolve, connect, deadline): empty on success, else why. Empty
   // function: TCP to `upstream` (tests give an in-memory pipe to the leg instead).
@@ -60,8 +67,9 @@ class session : public std::enable_shared_from_this<session> {
   // `implicit_tls`: the client connected to the SMTPS listener; TLS starts before the banner.
   // `client`: the accepted connection (a tcp_pipe; tests give an in-memory one), whose
   // completions run on `executor`, the session's strand.
+  // `target`: where the upstream leg goes (ctx.upstream unless intercepted transparently).
   session(boost::asio::any_io_executor executor, std::unique_ptr<byte_pipe> client, const relay_context& ctx,
-          std::uint64_t number, bool implicit_tls = false);
+          std::uint64_t number, bool implicit_tls = false, std::optional<upstream_target> target = std::nullopt);
   ~session();
 
   void start();
@@ -116,6 +124,7 @@ class session : public std::enable_shared_from_this<session> {
   leg_stream client_;
   leg_stream upstream_;
   const relay_context& ctx_;
+  upstream_target target_;
   std::uint64_t number_;
   std::string id_;
   clock::time_point start_;

@@ -750,3 +750,18 @@ TEST(ConfigTlsVerification, FingerprintsAreNormalizedAndChecked) {
             "mailtap.toml:2: key 'tls.upstream_fingerprint': a pinned fingerprint is a verification: it cannot go "
             "with verify_upstream = \"none\"");
 }
+
+namespace {
+
+TEST(ConfigLoad, TransparentInterceptionIsOffUnlessAsked) {
+  std::string error;
+  auto off = load_config_text("", "mailtap.toml", config{}, error);
+  ASSERT_TRUE(off.has_value()) << error;
+  EXPECT_FALSE(off->transparent);
+  auto on = load_config_text("transparent = true\n", "mailtap.toml", config{}, error);
+  ASSERT_TRUE(on.has_value()) << error;
+  EXPECT_TRUE(on->transparent);
+  EXPECT_NE(error_of("transparent = \"yes\"\n").find("mailtap.toml:1"), std::string::npos);
+}
+
+}  // namespace

@@ -1141,6 +1141,50 @@ TEST_F(Policies, AdvisorOutlivesEngine) {
   EXPECT_EQ(advisor->decide(mail_view("a@x").query()).what, verdict::reset);
 }
 
+// A reload (relay/reload.cpp) swaps the whole rule set; a session already open keeps the
+// rules it opened with, the next session gets the new ones.
+TEST_F(Policies, ReplaceAllAppliesToNewSessionsOnly) {
+  load("[[fault]]\nname='old'\ntype='reset'\nphase='mail'\n");
+  auto in_flight = engine_->open_session(1, "192.0.2.1");
+  toml::table doc = toml::parse(std::string_view("[[fault]]\nname='new'\ntype='reply'\nphase='mail'\ncode=451\n"),
+                                std::string_view("reload.toml"));
+  auto res = rules_from_toml(doc, "reload.toml");
+  ASSERT_TRUE(res.ok()) << res.error;
+  ASSERT_FALSE(engine_->replace_all(res.rules));
+  EXPECT_EQ(in_flight->decide(mail_view("a@x").query()).what, verdict::reset);
+  const auto fresh = decide(mail_view("a@x"), 2);
+  EXPECT_EQ(fresh.what, verdict::reply);
+  EXPECT_EQ(fresh.rule, "new");
+  ASSERT_EQ(engine_->list().size(), 1u);
+  EXPECT_EQ(engine_->list().front().name, "new");
+  // Emptied: new sessions get no fault, the old session still has its rule.
+  ASSERT_FALSE(engine_->replace_all({}));
+  EXPECT_EQ(decide(mail_view("a@x"), 3).what, verdict::proceed);
+  EXPECT_EQ(in_flight->decide(mail_view("a@x").query()).what, verdict::reset);
+}
+
+TEST_F(Policies, ReplaceAllWithABadRuleKeepsTheCurrentRules) {
+  load("[[fault]]\nname='old'\ntype='reset'\nphase='mail'\n");
+  rule a;
+  a.name = "twin";
+  a.params = delay_params{};
+  rule b = a;
+  auto problem = engine_->replace_all({a, b});
+  ASSERT_TRUE(problem);
+  EXPECT_NE(problem->find("twin"), std::string::npos) << *problem;
+  ASSERT_EQ(engine_->list().size(), 1u);
+  EXPECT_EQ(engine_->list().front().name, "old");
+  EXPECT_EQ(decide(mail_view("a@x")).what, verdict::reset);
+}
+
+TEST_F(Policies, RemovedRuleStaysWithTheSessionsThatOpenedWithIt) {
+  load("[[fault]]\nname='r'\ntype='reset'\nphase='mail'\n");
+  auto in_flight = engine_->open_session(1, "192.0.2.1");
+  ASSERT_TRUE(engine_->remove("r"));
+  EXPECT_EQ(in_flight->decide(mail_view("a@x").query()).what, verdict::reset);
+  EXPECT_EQ(decide(mail_view("a@x"), 2).what, verdict::proceed);
+}
+
 TEST_F(Policies, ThrowingClockFallsBackToProceedAndCounts) {
   bool fail = false;
   engine e(1, [&]() -> std::uint64_t {
