@@ -296,9 +296,21 @@ void store::enqueue(queued_record&& r) {
   if (wake) wake_.notify_one();
 }
 
+void store::when_caught_up(std::function<void()> resume) {
+  {
+    std::lock_guard lock(mutex_);   // the writer empties the queue under it: no wake-up is lost
+    if (backlogged()) {
+      caught_up_waiters_.push_back(std::move(resume));
+      return;
+    }
+  }
+  resume();
+}
+
 void store::run() {
   std::deque<queued_record> batch;
   std::vector<capture_file*> touched;
+  std::vector<std::function<void()>> caught_up;
   auto report_failure = [this](const capture_file& f, const std::string& reason) {
     if (failure_listener_) failure_listener_(f.path.stem().string(), reason);
   };
@@ -333,7 +345,10 @@ void store::run() {
       if (queue_.empty()) continue;
       batch.swap(queue_);
       queued_bytes_.store(0, std::memory_order_relaxed);
+      caught_up.swap(caught_up_waiters_);
     }
+    for (auto& resume : caught_up) resume();
+    caught_up.clear();
     for (auto& q : batch) {
       capture_file& f = *q.file;
       if (std::holds_alternative<std::unique_ptr<header_rec>>(q.body)) {

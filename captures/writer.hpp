@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "captures/retention.hpp"
 #include "captures/schema.hpp"
@@ -80,6 +81,10 @@ class store {
   bool backlogged() const { return queued_bytes_.load(std::memory_order_relaxed) >= backlog_pause_at; }
   // Queued record bytes at which sessions pause reading.
   static constexpr std::size_t backlog_pause_at = 8 * 1024 * 1024;
+  // Calls `resume` once the backlog has fallen below backlog_pause_at: on the writer thread
+  // when it takes the queue, or at once on the caller's thread if it is not backlogged now.
+  // A session paused by the backlog waits on it instead of polling backlogged().
+  void when_caught_up(std::function<void()> resume);
   const store_counters& counters() const { return counters_; }
   // Told (on the writer thread) of each capture whose file cannot be created or written:
   // its session id and the reason. Set it before the first begin(); the relay logs it.
@@ -104,6 +109,7 @@ class store {
   std::atomic<std::size_t> queued_bytes_{0};   // every queued record's weight
   bool stopping_ = false;
   bool wake_requested_ = false;   // a barrier, a close or a large backlog is queued
+  std::vector<std::function<void()>> caught_up_waiters_;   // when_caught_up, under mutex_
   failure_listener failure_listener_;
   // Writer thread only: the captures it has open (never pruned), and when to prune next.
   std::set<std::string, std::less<>> open_ids_;

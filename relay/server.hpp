@@ -9,6 +9,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -23,6 +24,7 @@
 #include "relay/session.hpp"
 #include "relay/sink_server.hpp"
 #include "relay/tls_context.hpp"
+#include "relay/wake_signal.hpp"
 
 namespace mailtap {
 
@@ -49,7 +51,10 @@ class server {
   policies::engine& faults() { return *faults_; }
 
  private:
-  boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor, bool implicit_tls);
+  boost::asio::awaitable<void> accept_on(boost::asio::ip::tcp::acceptor& acceptor, bool implicit_tls);
+  // A new connection: a session (once a PROXY header named the client, with
+  // listen_proxy_protocol), or a 421 when max_sessions are open.
+  void admit(boost::asio::ip::tcp::socket socket, bool implicit_tls);
   // Registers a new session (for the drain) and starts it.
   void launch(std::shared_ptr<session> s);
   std::optional<upstream_target> intercepted_target(int fd, const boost::asio::ip::tcp::endpoint& local);
@@ -79,6 +84,9 @@ class server {
   std::uint64_t session_number_ = 0;   // accept loops run on contexts_[0] only
   std::mutex sessions_mutex_;
   std::vector<std::weak_ptr<session>> sessions_;
+  std::atomic<bool> draining_{false};
+  // The last session ended during a drain (relay_context::session_closed): the drain's wait.
+  std::optional<wake_signal> sessions_closed_;
 };
 
 }  // namespace mailtap
