@@ -21,10 +21,15 @@ bool is_reply_decision(const std::string& d) {
   return d == "reply" || d == "reply_and_close" || d == "disconnect" || d == "blackhole" || d == "unreachable";
 }
 
-// A fault record that answered with a reply carries it in its detail: "552 5.2.2 Mailbox full".
+// A fault record that answered with a reply carries it in its detail: "552 5.2.2 Mailbox
+// full", or "greeting: 554 5.7.1 ..." at connect. It is written when the fault is done, so it
+// may follow its reply in the file at the same time; it never comes later in time.
 bool fault_made(const captures::fault_event& f, const captures::reply_event& r) {
-  if (!is_reply_decision(f.fault.decision)) return false;
-  return f.fault.detail.rfind(std::to_string(r.reply.code), 0) == 0 || f.fault.decision == "unreachable";
+  if (!is_reply_decision(f.fault.decision) || f.t_us > r.t_us) return false;
+  if (f.fault.decision == "unreachable") return true;
+  const std::string code = std::to_string(r.reply.code);
+  const std::string& d = f.fault.detail;
+  return d.rfind(code, 0) == 0 || d.find(": " + code) != std::string::npos;
 }
 
 std::string reply_lines(const captures::reply_event& r, const char* who) {
@@ -86,16 +91,15 @@ conversation read_conversation(const captures::capture& c) {
 
   std::deque<const captures::command_event*> awaiting;   // commands not answered yet, in order
   std::vector<const captures::fault_event*> faults;      // reply-making faults not matched yet
+  for (const event* e : conv.timeline)
+    if (const auto* f = std::get_if<captures::fault_event>(e))
+      if (is_reply_decision(f->fault.decision)) faults.push_back(f);
   bool greeted = false, after_354 = false;
   conv.exchanges.reserve(c.events.size());   // at most one per event: `previous` stays valid
   const exchange* previous = nullptr;
   for (const event* e : conv.timeline) {
     if (const auto* cmd = std::get_if<captures::command_event>(e)) {
       awaiting.push_back(cmd);
-      continue;
-    }
-    if (const auto* f = std::get_if<captures::fault_event>(e)) {
-      if (is_reply_decision(f->fault.decision)) faults.push_back(f);
       continue;
     }
     const auto* r = std::get_if<captures::reply_event>(e);
