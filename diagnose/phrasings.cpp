@@ -2,7 +2,8 @@
 // Proofpoint and Mimecast, then common wordings shared by many servers. Each row is a
 // lower-case substring, the vendor whose wording it is, the mode it points to, and the reply
 // classes it may refine (4, 5, or 0 for both). Rows are tried in order: the more specific
-// wordings come before the ones they contain ("relay quota exceeded" before "quota exceeded").
+// wordings come before the ones they contain ("relay quota exceeded" before "quota exceeded",
+// Microsoft's "TenantAttribution; Relay Access Denied" before Postfix's "Relay access denied").
 #include <array>
 #include <cctype>
 #include <string>
@@ -21,6 +22,15 @@ struct phrasing {
 };
 
 constexpr std::array phrasings = {
+    // Microsoft 365 / Exchange Online
+    phrasing{"recipientnotfound", "microsoft", "unknown_recipient", 0},
+    phrasing{"tenantattribution", "microsoft", "tenant_propagation", 0},
+    phrasing{"banned sending ip", "microsoft", "reverse_dns_block", 0},
+    phrasing{"traffic not accepted from this ip", "microsoft", "reverse_dns_block", 0},
+    phrasing{"authentication unsuccessful", "microsoft", "smarthost_auth", 0},
+    phrasing{"client not authenticated", "microsoft", "smarthost_auth", 0},
+    phrasing{"submission quota exceeded", "microsoft", "relay_quota", 0},
+    phrasing{"mailbox full", "microsoft", "mailbox_full", 0},
     // Postfix (smtpd access restrictions, anvil rate limits, postgrey)
     phrasing{"user unknown in", "postfix", "unknown_recipient", 0},
     phrasing{"relay access denied", "postfix", "tenant_propagation", 0},
@@ -36,15 +46,6 @@ constexpr std::array phrasings = {
     phrasing{"unrouteable address", "exim", "unknown_recipient", 0},
     phrasing{"administrative prohibition", "exim", "policy_rejection", 0},
     phrasing{"mailbox quota exceeded", "exim", "mailbox_full", 0},
-    // Microsoft 365 / Exchange Online
-    phrasing{"recipientnotfound", "microsoft", "unknown_recipient", 0},
-    phrasing{"tenantattribution", "microsoft", "tenant_propagation", 0},
-    phrasing{"banned sending ip", "microsoft", "reverse_dns_block", 0},
-    phrasing{"traffic not accepted from this ip", "microsoft", "reverse_dns_block", 0},
-    phrasing{"authentication unsuccessful", "microsoft", "smarthost_auth", 0},
-    phrasing{"client not authenticated", "microsoft", "smarthost_auth", 0},
-    phrasing{"submission quota exceeded", "microsoft", "relay_quota", 0},
-    phrasing{"mailbox full", "microsoft", "mailbox_full", 0},
     // Gmail
     phrasing{"the email account that you tried to reach does not exist", "gmail", "unknown_recipient", 0},
     phrasing{"over quota", "gmail", "mailbox_full", 0},
