@@ -30,7 +30,6 @@ constexpr std::array phrasings = {
     phrasing{"authentication unsuccessful", "microsoft", "smarthost_auth", 0},
     phrasing{"client not authenticated", "microsoft", "smarthost_auth", 0},
     phrasing{"submission quota exceeded", "microsoft", "relay_quota", 0},
-    phrasing{"mailbox full", "microsoft", "mailbox_full", 0},
     // Postfix (smtpd access restrictions, anvil rate limits, postgrey)
     phrasing{"user unknown in", "postfix", "unknown_recipient", 0},
     phrasing{"relay access denied", "postfix", "tenant_propagation", 0},
@@ -71,6 +70,7 @@ constexpr std::array phrasings = {
     phrasing{"daily limit", "", "relay_quota", 0},
     phrasing{"quota exceeded", "", "mailbox_full", 0},
     phrasing{"mailbox is full", "", "mailbox_full", 0},
+    phrasing{"mailbox full", "", "mailbox_full", 0},
     phrasing{"no such user", "", "unknown_recipient", 0},
     phrasing{"unknown user", "", "unknown_recipient", 0},
     phrasing{"user not found", "", "unknown_recipient", 0},

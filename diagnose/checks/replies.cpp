@@ -76,8 +76,9 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
     f.reply = reply_ref{r.code, r.enhanced, reply_text(*x.reply)};
     f.basic_meaning = basic_meaning(r.code);
     if (auto e = enhanced_meaning(r.enhanced)) f.enhanced_meaning = *e;
-    f.vendor = v.vendor;
-    if (v.refined && !v.vendor.empty())
+    // Whose wording it is says something about the destination only when the destination wrote it.
+    if (x.source == origin::server) f.vendor = v.vendor;
+    if (v.refined && !f.vendor.empty())
       f.explanation += " (The wording is " + v.vendor + "'s; the code alone says " +
                        classify_by_code(x.ph, r.code, r.enhanced).mode + ".)";
     if (x.source == origin::relay)
