@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,15 +20,21 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct diagnosed {
-  captures::capture cap;
-  diagnose::diagnosis result;
+// What one capture contributes to the output. Captures are read and diagnosed one at a
+// time and only their rendered text is kept, so a directory of many captures needs memory
+// for its report, not for every capture model at once.
+struct report {
+  std::string json;      // the --json document
+  std::string summary;   // the directory summary line
+  std::string text;      // the full text report
+  bool error = false;    // an error-severity finding
+  bool problem = false;  // an error or a warning
 };
 
-// The captures the names stand for; false when any name or file could not be read (each
-// problem is one line on stderr).
-bool load_all(const std::vector<std::string>& names, const std::string& dir,
-              std::vector<std::unique_ptr<diagnosed>>& out, bool& several) {
+// Reports for every capture the names stand for; false when any name or file could not be
+// read (each problem is one line on stderr, the others are still reported).
+bool diagnose_all(const std::vector<std::string>& names, const std::string& dir, bool json,
+                  std::vector<report>& out, bool& several) {
   bool ok = true;
   for (const auto& name : names) {
     std::string error;
@@ -48,10 +53,17 @@ bool load_all(const std::vector<std::string>& names, const std::string& dir,
         ok = false;
         continue;
       }
-      auto d = std::make_unique<diagnosed>();
-      d->cap = std::move(*cap);
-      d->result = diagnose::diagnose_capture(d->cap);   // refers to d->cap, which stays put
-      out.push_back(std::move(d));
+      const diagnose::diagnosis d = diagnose::diagnose_capture(*cap);
+      report r;
+      r.error = d.has_error();
+      r.problem = r.error || d.count(diagnose::severity::warning) > 0;
+      if (json) {
+        r.json = diagnose::render_json(d);
+      } else {
+        r.summary = diagnose::render_summary_line(d);
+        r.text = diagnose::render_text(d);
+      }
+      out.push_back(std::move(r));
     }
   }
   several = several || out.size() > 1;
@@ -72,20 +84,19 @@ void register_diagnose(CLI::App& app, int& exit_code) {
   cmd->add_option("--dir", o->dir, "Capture directory for session ids and 'latest' (default: the run default)");
   cmd->add_flag("--json", o->json, "One JSON document per capture (one per line); fields in diagnose/README.md");
   cmd->callback([o, &exit_code] {
-    std::vector<std::unique_ptr<diagnosed>> all;
+    std::vector<report> all;
     bool several = false;
-    const bool readable = load_all(o->captures, o->dir, all, several);
+    const bool readable = diagnose_all(o->captures, o->dir, o->json, all, several);
     bool error_found = false;
-    for (const auto& d : all) error_found = error_found || d->result.has_error();
+    for (const auto& r : all) error_found = error_found || r.error;
     if (o->json) {
-      for (const auto& d : all) std::cout << diagnose::render_json(d->result) << "\n";
+      for (const auto& r : all) std::cout << r.json << "\n";
     } else if (!several) {
-      for (const auto& d : all) std::cout << diagnose::render_text(d->result);
+      for (const auto& r : all) std::cout << r.text;
     } else {
-      for (const auto& d : all) std::cout << diagnose::render_summary_line(d->result);
-      for (const auto& d : all)
-        if (d->result.count(diagnose::severity::error) + d->result.count(diagnose::severity::warning) > 0)
-          std::cout << "\n" << diagnose::render_text(d->result);
+      for (const auto& r : all) std::cout << r.summary;
+      for (const auto& r : all)
+        if (r.problem) std::cout << "\n" << r.text;
     }
     std::cout.flush();
     exit_code = !readable ? exit_usage : error_found ? exit_problem : exit_ok;

@@ -67,6 +67,17 @@ void check_tls(const conversation& c, std::vector<finding>& out) {
     f.action = "Find what edits the EHLO reply (a firewall's SMTP inspection, a proxy) and let STARTTLS through.";
     if (offered) f.evidence.push_back(evidence_of(*offered->reply));
     f.evidence.push_back(evidence_of(*x.reply));
+    // mailtap itself takes STARTTLS out when it cannot honour it (README "Edits it makes"),
+    // and says so in a note at that time.
+    for (const auto* e : c.timeline)
+      if (const auto* n = std::get_if<captures::note_event>(e))
+        if (n->t_us == x.reply->t_us && n->text.find("removed STARTTLS") != std::string::npos) {
+          f.source = origin::relay;
+          f.explanation = "mailtap removed STARTTLS from the EHLO reply because it cannot honour it on this path "
+                          "(see the note): the client sends in plaintext.";
+          f.action = "Check mailtap's TLS settings ([tls] starttls, upstream) against what the destination offers.";
+          f.evidence.push_back(evidence_of(*e));
+        }
     finding& held = merge_finding(out, std::move(f));
     if (const auto* fe = first_fault(c, [](const protocol::fault_event& y) {
           return y.type == "capabilities" && y.detail.find("STARTTLS") != std::string::npos;

@@ -284,6 +284,15 @@ TEST(CheckTls, NotVerifiedAndStripped) {
   EXPECT_EQ(find(v, "starttls_stripped"), nullptr);
 }
 
+TEST(CheckTls, StarttlsRemovedByTheRelayItselfIsTheRelays) {
+  builder b;
+  b.opening().reply(3, 250, {"mx.example.net", "PIPELINING"}, leg::client)
+      .note(3, "EHLO reply edited: removed STARTTLS");
+  auto d = diagnose_capture(b.c);
+  ASSERT_NE(find(d, "starttls_stripped"), nullptr);
+  EXPECT_EQ(find(d, "starttls_stripped")->source, origin::relay);
+}
+
 TEST(CheckTiming, HeldEndOfDataSlowGreetingOutlierAndGap) {
   builder b;
   b.stage(phase::banner, 0, 900, 900).stage(phase::ehlo, 1000, 10, 10).stage(phase::mail, 1100, 10, 10)
