@@ -414,5 +414,33 @@ TEST(Report, GoldenText) {
   EXPECT_EQ(got, want) << "(written to diagnose_faults.txt.new when the reference is missing)";
 }
 
+// Every stored capture (golden files, fuzz seeds), and each of them cut after every line (an
+// incomplete capture, as a crash leaves it): diagnosed and rendered without failing, with
+// valid JSON, and an incomplete one says so.
+TEST(Report, EveryStoredCaptureAndEveryPrefixOfIt) {
+  const std::string root = std::string(MAILTAP_SOURCE_DIR) + "/tests/";
+  std::size_t diagnosed = 0;
+  for (const char* name : {"golden/show_basic.jsonl", "golden/show_faults.jsonl", "golden/show_records.jsonl"}) {
+    const std::string whole = read_text(root + name);
+    ASSERT_FALSE(whole.empty()) << name;
+    for (std::size_t cut = whole.find('\n'); cut != std::string::npos; cut = whole.find('\n', cut + 1)) {
+      const std::string path = ::testing::TempDir() + "diagnose_prefix.jsonl";
+      std::ofstream(path, std::ios::binary) << whole.substr(0, cut + 1);
+      std::string error;
+      auto cap = captures::read_capture(path, error);
+      ASSERT_TRUE(cap) << name << " cut at " << cut << ": " << error;
+      auto d = diagnose_capture(*cap);
+      EXPECT_NO_THROW(boost::json::parse(render_json(d))) << name << " cut at " << cut;
+      EXPECT_FALSE(render_text(d).empty());
+      EXPECT_FALSE(render_summary_line(d).empty());
+      if (cut + 1 < whole.size()) {
+        EXPECT_NE(find(d, "capture_incomplete"), nullptr) << name << " cut at " << cut;
+      }
+      ++diagnosed;
+    }
+  }
+  EXPECT_GT(diagnosed, 30u);
+}
+
 }  // namespace
 }  // namespace mailtap::diagnose
