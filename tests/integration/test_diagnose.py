@@ -32,6 +32,15 @@ def diagnose(path, *args):
     return r.returncode, json.loads(r.stdout)
 
 
+# "One screen": a terminal of 40 rows of 120 columns.
+SCREEN_ROWS, SCREEN_COLUMNS = 40, 120
+
+
+def text_report(path):
+    r = run_mailtap(["diagnose", path], timeout=60)
+    return r.returncode, r.stdout.decode("utf-8", "replace").splitlines()
+
+
 def finding(doc, fid):
     found = [f for f in doc["findings"] if f["id"] == fid]
     if not found:
@@ -83,6 +92,22 @@ class ScenarioDiagnoses(DiagnoseTest):
         self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (552, "5.2.2"))
         self.assertIn("Mailbox full", f["meaning"]["enhanced"])
         self.assertEqual(doc["summary"]["errors"], 1, ids(doc))
+
+    def assertOneScreen(self, path):
+        rc, lines = text_report(path)
+        self.assertEqual(rc, 1)
+        self.assertLessEqual(len(lines), SCREEN_ROWS, "\n".join(lines))
+        # The first line is the capture's path, as long as the user's directory makes it.
+        self.assertLessEqual(max(len(l) for l in lines[1:]), SCREEN_COLUMNS, "\n".join(lines))
+
+    def test_a_failed_delivery_fits_one_screen(self):
+        for scenario in ("mailbox-full", "unknown-recipient", "sender-blocklisted"):
+            with self.subTest(scenario=scenario):
+                m = self.start_mailtap(args=["--scenario", os.path.join(SCENARIOS_DIR, scenario + ".toml")],
+                                       env=self.env, name="mailtap-" + scenario)
+                self.send(m.port)
+                self.assertOneScreen(self.single_capture(m).path)
+                m.stop()
 
     def test_sender_blocklisted(self):
         rc, doc = self.one("sender-blocklisted")
@@ -233,6 +258,8 @@ class RealPostfixRefusals(DiagnoseTest):
         self.assertFromServer(f, "rcpt")
         self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (550, "5.1.1"))
         self.assertEqual(f["vendor"], "postfix")
+        rc, lines = text_report(self.single_capture(m).path)
+        self.assertLessEqual(len(lines), SCREEN_ROWS, "\n".join(lines))
 
     def test_message_too_large(self):
         _, m = self.postfix(message_size_limit="2000")
