@@ -506,3 +506,10 @@ std::string render_json(const capture& c) {
 }
 
 }  // namespace mailtap::captures
+
+namespace mailtap::captures {
+
+std::string terminal_safe(std::string_view s) { return printable(s); }
+std::string utf8_safe(std::string_view s) { return utf8(s); }
+
+}  // namespace mailtap::captures
