@@ -18,6 +18,7 @@ void register_show(CLI::App& app, int& exit_code);
 void register_check_config(CLI::App& app, int& exit_code);
 void register_captures(CLI::App& app, int& exit_code);
 void register_diagnose(CLI::App& app, int& exit_code);
+void register_replay(CLI::App& app, int& exit_code);
 
 // The captures a command-line name stands for (cli_show.cpp): a path, a session id within
 // `dir` (default: the run default), a directory (all its captures, in start order) or
