@@ -163,8 +163,20 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
   step_result& res = results_[at];
   const std::uint64_t asked = res.greeting ? connected_at_ : sent_at_[res.step];
   res.live_latency_us = now_us > asked ? now_us - asked : 0;
-  if (res.recorded) res.differences = differences(res.recorded->reply, r, res.ph, options_.compare_text);
-  else res.differences.push_back("the recording has no reply here");
+  if (!res.recorded) {
+    res.differences.push_back("the recording has no reply here");
+  } else if (const auto* said = res.recorded->destination_reply()) {
+    res.differences = differences(*said, r, res.ph, options_.compare_text);
+  } else {
+    // Injected or the relay's own: the destination never said it, and may well say otherwise.
+    res.differences = differences(res.recorded->reply, r, res.ph, options_.compare_text);
+    if (!res.differences.empty())
+      res.differences.insert(res.differences.begin(),
+                             res.recorded->source == reply_source::injected
+                                 ? "the recorded reply was injected by the fault rule '" + res.recorded->rule +
+                                       "', not said by the destination"
+                                 : "the recorded reply was the relay's own, not the destination's");
+  }
   res.status = res.differences.empty() ? step_status::matched : step_status::diverged;
   const bool tls_follows = !res.greeting && script_.steps[res.step].starts_tls && r.code == 220;
   res.live = std::move(r);

@@ -3,6 +3,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "captures/show.hpp"
@@ -94,6 +95,7 @@ json::object recorded_json(const recorded_reply& r) {
   o["source"] = to_string(r.source);
   o["rule"] = captures::utf8_safe(r.rule);
   o["t_us"] = r.t_us;
+  o["server_reply"] = r.server_reply ? json::value(reply_json(*r.server_reply)) : json::value(nullptr);
   return o;
 }
 
@@ -109,20 +111,34 @@ json::array faults_json(const std::vector<captures::fault_event>& faults) {
   return out;
 }
 
-}  // namespace
-
-std::string divergence_key(const client_run& r) {
-  if (r.unreadable) return "unreadable";
-  for (const auto& s : r.results) {
-    if (s.status == step_status::matched || s.status == step_status::skipped) continue;
+std::string step_key(const step_result& s) {
     std::string key = stage_name(s) + " " + (s.recorded ? std::to_string(s.recorded->reply.code) : "-") + " -> " +
                       (s.live ? std::to_string(s.live->code) : std::string(to_string(s.status)));
     // Same code: name what differs ("enhanced code", "capabilities", "text").
     if (s.recorded && s.live && s.recorded->reply.code == s.live->code && !s.differences.empty())
-      key += " (" + s.differences.front().substr(0, s.differences.front().find(':')) + ")";
+      key += " (" + s.differences.back().substr(0, s.differences.back().find(':')) + ")";
     return key;
-  }
+}
+
+bool differs(const step_result& s) { return s.status != step_status::matched && s.status != step_status::skipped; }
+
+}  // namespace
+
+std::string divergence_key(const client_run& r) {
+  if (r.unreadable) return "unreadable";
+  for (const auto& s : r.results)
+    if (differs(s)) return step_key(s);
   return r.error.empty() ? "" : "error";
+}
+
+std::vector<std::string> divergence_keys(const client_run& r) {
+  std::vector<std::string> out;
+  for (const auto& s : r.results) {
+    if (!differs(s)) continue;
+    auto key = step_key(s);
+    if (std::find(out.begin(), out.end(), key) == out.end()) out.push_back(std::move(key));
+  }
+  return out;
 }
 
 std::string render_client_text(const client_run& r) {
@@ -193,7 +209,8 @@ run_summary summarize(const std::vector<client_run>& runs) {
     if (r.unreadable) ++s.unreadable;
     else if (r.diverged) ++s.diverged;
     else ++s.matched;
-    if (!r.unreadable && r.diverged) ++s.by_divergence[divergence_key(r)];
+    if (!r.unreadable && r.diverged)
+      for (const auto& key : divergence_keys(r)) ++s.by_divergence[key];
   }
   return s;
 }

@@ -33,12 +33,15 @@ struct client_run {
 std::string render_client_text(const client_run& r);
 std::string render_client_json(const client_run& r);   // one object, no newline
 
-// The first divergence as "rcpt 550 -> 250" (stage, recorded code, live code; "-" for none).
+// The first divergence as "rcpt 550 -> 250" (stage, recorded code, live code or what
+// happened instead; with equal codes, what differs: "ehlo 250 -> 250 (capabilities)").
 std::string divergence_key(const client_run& r);
+// Every divergence of a run, each key once.
+std::vector<std::string> divergence_keys(const client_run& r);
 
 struct run_summary {
   std::size_t matched = 0, diverged = 0, unreadable = 0;
-  std::map<std::string, std::size_t> by_divergence;   // divergence_key -> captures
+  std::map<std::string, std::size_t> by_divergence;   // a divergence key -> captures that have it
 };
 run_summary summarize(const std::vector<client_run>& runs);
 std::string render_summary_text(const run_summary& s);

@@ -55,17 +55,21 @@ struct relay_made {
   int code;
   reply_source source;
   const captures::fault_event* fault;
+  const captures::reply_event* original;   // the destination's reply an edit was made from
   bool claimed = false;
 };
 
 std::vector<relay_made> relay_replies(const diagnose::conversation& conv) {
   std::vector<relay_made> out;
+  const captures::reply_event* previous = nullptr;
   for (const auto& x : conv.exchanges) {
-    if (x.reply->leg != leg::client) continue;
-    reply_source s = x.edit ? reply_source::edited
-                     : x.source == diagnose::origin::injected ? reply_source::injected
-                                                               : reply_source::relay;
-    out.push_back({x.reply->t_us, x.reply->reply.code, s, x.fault});
+    if (x.reply->leg == leg::client) {
+      reply_source s = x.edit ? reply_source::edited
+                       : x.source == diagnose::origin::injected ? reply_source::injected
+                                                                 : reply_source::relay;
+      out.push_back({x.reply->t_us, x.reply->reply.code, s, x.fault, x.edit ? previous : nullptr});
+    }
+    previous = x.reply;
   }
   return out;
 }
@@ -75,6 +79,10 @@ void attribute(recorded_reply& r, std::vector<relay_made>& made) {
     if (m.claimed || m.t_us != r.t_us || m.code != r.reply.code) continue;
     m.claimed = true;
     r.source = m.source;
+    if (m.original) {
+      r.server_reply = m.original->reply;
+      r.server_reply->raw.clear();   // rebuilt by the reader: not bytes that were on the wire
+    }
     if (m.fault) {
       r.rule = m.fault->fault.rule;
       r.fault_detail = m.fault->fault.detail;

@@ -32,6 +32,16 @@ struct recorded_reply {
   reply_source source = reply_source::server;
   std::string rule;                   // the fault rule, when injected
   std::string fault_detail;           // what the fault record says it did
+  // When edited: the destination's reply before the relay edited it (XCLIENT removed from
+  // its EHLO reply, a masked banner). A replay client talks to the destination directly and
+  // compares with this one.
+  std::optional<protocol::reply> server_reply;
+
+  // What the destination itself said, when it said anything (not injected, not the relay's own).
+  const protocol::reply* destination_reply() const {
+    if (source == reply_source::edited && server_reply) return &*server_reply;
+    return source == reply_source::server ? &reply : nullptr;
+  }
 };
 
 enum class step_kind {

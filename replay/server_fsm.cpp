@@ -31,6 +31,9 @@ namespace {
 // What the machine says where the recording has nothing more to say.
 constexpr std::string_view reply_extra_quit = "221 2.0.0 mailtap replay: bye (the recording ended before this QUIT)\r\n";
 constexpr std::string_view reply_extra = "421 4.3.0 mailtap replay: the recording has no more replies\r\n";
+// A reply due within this is sent at once: the shell's timer counts milliseconds
+// (protocol::arm_timer), and a sub-millisecond wait would cost a timer's wake-up for nothing.
+constexpr std::uint64_t timer_resolution_us = 500;
 constexpr std::string_view reply_line_too_long = "500 5.5.2 mailtap replay: line too long\r\n";
 
 // The session ended on the client's side in the recording: the server waits for it to go.
@@ -265,7 +268,7 @@ void server_fsm::queue(std::uint64_t due_us, std::string bytes, then after) {
 }
 
 void server_fsm::send_due(std::uint64_t now_us) {
-  while (!out_.empty() && out_.front().due_us <= now_us && !finished_) {
+  while (!out_.empty() && out_.front().due_us <= now_us + timer_resolution_us && !finished_) {
     outgoing o = std::move(out_.front());
     out_.pop_front();
     if (!o.bytes.empty()) actions_.push_back(protocol::send_bytes{protocol::leg::client, std::move(o.bytes)});
@@ -278,7 +281,7 @@ void server_fsm::send_due(std::uint64_t now_us) {
     }
   }
   if (!out_.empty() && !finished_) {
-    const std::uint64_t wait_us = out_.front().due_us - now_us;
+    const std::uint64_t wait_us = out_.front().due_us - now_us;   // over timer_resolution_us
     actions_.push_back(protocol::arm_timer{protocol::leg::client, std::chrono::milliseconds((wait_us + 999) / 1000)});
   }
 }
