@@ -37,6 +37,10 @@ struct server_opts {
 
 void run_server(const server_opts& o, int& exit_code) {
   std::string error;
+  std::error_code fec;
+  if (std::filesystem::is_directory(o.capture, fec))
+    return usage_error("server", o.capture + ": a directory; a replay server plays one capture (a file, a session id "
+                                             "or 'latest')", exit_code);
   auto paths = resolve_captures(o.capture, o.dir, error);
   if (!error.empty()) return usage_error("server", error, exit_code);
   if (paths.size() != 1)

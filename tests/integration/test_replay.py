@@ -295,6 +295,32 @@ class ReplayClientTest(ReplayTest):
         self.assertEqual(len(err), 1, err)
         self.assertIn("bad.jsonl", err[0])
 
+    def test_usage_errors_are_one_line_and_exit_2(self):
+        cap = self.record()[0]
+        cases = [
+            (["replay", "client", cap.path, "--to", "127.0.0.1:9", "--timing", "slow"], "--timing"),
+            (["replay", "client", cap.path, "--to", "127.0.0.1:9", "-j", "0"], "-j"),
+            (["replay", "client", cap.path, "--to", "127.0.0.1:9", "--auth-user", "u"], "--auth-password"),
+            (["replay", "server", os.path.dirname(cap.path), "--listen", "127.0.0.1:0"], "one"),
+            (["replay", "server", cap.path, "--listen", "127.0.0.1:0", "--timing", "x0"], "--timing"),
+        ]
+        for argv, named in cases:
+            r = run_mailtap(argv)
+            err = r.stderr.decode().strip().splitlines()
+            self.assertEqual((r.returncode, len(err)), (2, 1), (argv, err))
+            self.assertIn(named, err[0])
+        for sub in ("server", "client"):
+            self.assertEqual(run_mailtap(["replay", sub, "--help"]).returncode, 0)
+
+    def test_an_unreachable_server_is_an_error_in_junit(self):
+        cap = self.record()[0]
+        junit = os.path.join(self.workdir, "replay.xml")
+        r = replay_client(cap.path, "--to", "127.0.0.1:%d" % free_port(), "--junit", junit, "--json")
+        self.assertEqual(r.returncode, 1, r.stderr.decode())
+        self.assertIn("cannot connect", json.loads(r.stdout)["error"])
+        suite = ET.parse(junit).getroot().find("testsuite")
+        self.assertEqual((suite.get("tests"), suite.get("failures"), suite.get("errors")), ("1", "0", "1"))
+
     def test_starttls_is_replayed(self):
         cap = self.record(["-tls"])[0]   # the built-in sink offers STARTTLS with the relay's certificate
         server = self.replay_server(cap.path, "--timing", "fast")

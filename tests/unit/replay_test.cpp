@@ -3,6 +3,9 @@
 // memory as the reader gives them (captures/reader.hpp); no files, no sockets, no clock.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -566,4 +569,19 @@ TEST(ReplayReport, JunitHasATestcasePerCaptureAndFailuresForDivergence) {
   EXPECT_EQ(sum.diverged, 1u);
   EXPECT_EQ(sum.unreadable, 1u);
   EXPECT_EQ(sum.by_divergence.at("rcpt 250 -> 450"), 1u);
+}
+
+// replay/ stays sans-I/O like protocol/ (ARCHITECTURE.md, "Layers"): no I/O library, and
+// nothing from relay/, where the machines are driven.
+TEST(ReplaySansIo, NoIoLibraryOrShellIncluded) {
+  const std::regex forbidden(R"(#\s*include\s*[<"](boost/asio|asio|openssl|spdlog|sys/socket|unistd|relay/))");
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(MAILTAP_SOURCE_DIR) + "/replay")) {
+    if (entry.path().extension() != ".hpp" && entry.path().extension() != ".cpp") continue;
+    ++files;
+    std::ifstream in(entry.path());
+    std::string line;
+    while (std::getline(in, line)) EXPECT_FALSE(std::regex_search(line, forbidden)) << entry.path() << ": " << line;
+  }
+  EXPECT_GT(files, 5);
 }
