@@ -195,7 +195,7 @@ asio::awaitable<void> server::accept_on(tcp::acceptor& acceptor, bool implicit_t
 
 void server::admit(tcp::socket socket, bool implicit_tls) {
   ++metrics_.sessions_accepted;
-  if (metrics_.sessions_active.load() >= cfg_.max_sessions) {
+  if (metrics_.sessions_active.load() + metrics_.proxy_headers_pending.load() >= cfg_.max_sessions) {
     ++metrics_.sessions_refused_max;
     // The refused connection gets the id it would have had, so the warning names it.
     boost::system::error_code pec;
@@ -229,6 +229,7 @@ void server::admit(tcp::socket socket, bool implicit_tls) {
   if (cfg_.listen_proxy_protocol) {
     // The session starts once the balancer's header has named the client (proxy_listener.hpp).
     auto executor = socket.get_executor();
+    ++metrics_.proxy_headers_pending;   // admit_behind_proxy takes it back when it is done
     asio::co_spawn(executor, admit_behind_proxy(std::move(socket), "session " + make_session_id(number),
                                                 cfg_.relay_name, metrics_, start),
                    asio::detached);
