@@ -180,8 +180,10 @@ void server_fsm::take_input(std::uint64_t now_us) {
 void server_fsm::live_unit::append(std::string_view bytes, const script& s, std::size_t step) {
   if (step < s.steps.size()) {
     const std::string& recorded = s.steps[step].bytes;
-    if (seen + bytes.size() > recorded.size() || recorded.compare(seen, bytes.size(), bytes) != 0) {
-      if (matches) first_difference = seen;
+    if (matches && (seen + bytes.size() > recorded.size() || recorded.compare(seen, bytes.size(), bytes) != 0)) {
+      std::size_t i = 0;
+      while (i < bytes.size() && seen + i < recorded.size() && recorded[seen + i] == bytes[i]) ++i;
+      first_difference = seen + i;
       matches = false;
     }
   }

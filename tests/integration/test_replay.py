@@ -189,6 +189,24 @@ class ReplayServerTest(ReplayTest):
         self.assertEqual(t.reply_to("RCPT").code, 552)
         self.assertIn("TLS started", text)
 
+    def test_an_smtps_session_is_replayed_over_implicit_tls_both_ways(self):
+        m = self.start_mailtap(args=["--listen-tls", "%s:0" % LOOPBACK], env=self.env)
+        self.swaks(m.tls_port, "--to", TO, "--tlsc")
+        cap = m.wait_captures(1)[0]
+        m.stop()
+        server = self.replay_server(cap.path, "--timing", "fast", "--sessions", "2", "--json")
+        status, text = self.swaks(server.port, "--to", TO, "--tlsc")
+        self.assertIn("TLS started", text)
+        self.assertEqual(SwaksTranscript(text).reply_to("RCPT").code, 250)
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, server.port), "--json")
+        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+        self.assertEqual({s["status"] for s in json.loads(r.stdout)["steps"]}, {"matched"})
+        code, out = server.finish()
+        # swaks's message has its own Date: the first session diverges at the message only.
+        docs = [json.loads(l) for l in out.splitlines()]
+        self.assertEqual([[d["kind"] for d in doc["divergences"]] for doc in docs], [["message"], []])
+        self.assertEqual(code, 1)
+
     def test_several_sessions_each_from_the_start(self):
         cap = self.record(scenarios=["mailbox-full.toml"])[0]
         server = self.replay_server(cap.path, "--timing", "fast", "--sessions", "2", "--json")

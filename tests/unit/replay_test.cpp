@@ -313,6 +313,8 @@ TEST(ReplayServer, ADifferentMessageIsReported) {
   ASSERT_EQ(fsm.divergences().size(), 1u);
   EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::message);
   EXPECT_EQ(fsm.divergences()[0].step, 4u);
+  EXPECT_NE(fsm.divergences()[0].live.find("first difference at byte 9"), std::string::npos)
+      << fsm.divergences()[0].live;   // "Subject: y" against "Subject: x"
 }
 
 TEST(ReplayServer, BeyondTheRecordingQuitGets221AndAnythingElse421) {
