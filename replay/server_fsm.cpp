@@ -217,9 +217,11 @@ void server_fsm::compare(const step& recorded, step_kind kind, std::uint64_t now
 void server_fsm::take_step(step_kind kind, std::uint64_t now_us) {
   const std::string live = kind == step_kind::message ? "[message: " + std::to_string(unit_.seen) + " bytes]"
                                                       : protocol::escape_bytes(unit_.line, 1000);
-  const bool live_starttls = kind == step_kind::command && protocol::parse_command(unit_.line).cmd.ph == protocol::phase::starttls;
-  const bool live_quit = kind == step_kind::command && protocol::parse_command(unit_.line).cmd.ph == protocol::phase::quit;
-  const bool live_data = kind == step_kind::command && protocol::parse_command(unit_.line).cmd.ph == protocol::phase::data;
+  const protocol::phase live_ph =
+      kind == step_kind::command ? protocol::parse_command(unit_.line).cmd.ph : protocol::phase::other;
+  const bool live_starttls = live_ph == protocol::phase::starttls;
+  const bool live_quit = live_ph == protocol::phase::quit;
+  const bool live_data = live_ph == protocol::phase::data;
   mode_ = mode::command;
   if (next_step_ >= script_.steps.size()) {
     diverge(divergence::what::extra, next_step_, now_us, "", live);

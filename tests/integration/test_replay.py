@@ -146,6 +146,18 @@ class ReplayServerTest(ReplayTest):
             self.assertLessEqual(abs(lapse - want), DELAY_TOLERANCE_S,
                                  "reply %d to %r after %.3f s, recorded %.3f s" % (reply.code, client, lapse, want))
 
+    def test_timing_x2_plays_every_delay_twice_as_fast(self):
+        cap = self.record(scenarios=["mailbox-full.toml", "slow-upstream.toml"])[0]
+        delays = recorded_delays(cap)
+        server = self.replay_server(cap.path, "--timing", "x2")
+        status, text = self.swaks(server.port, "--to", TO, "-stl")
+        live = timed_exchanges(text)
+        self.assertEqual(server.finish()[0], 0)
+        self.assertEqual(len(live), len(delays))
+        for (client, reply, lapse), want in zip(live, delays):
+            self.assertLessEqual(abs(lapse - want / 2), DELAY_TOLERANCE_S,
+                                 "reply %d to %r after %.3f s, recorded %.3f s" % (reply.code, client, lapse, want))
+
     def test_the_injected_reply_is_reported_as_injected(self):
         cap = self.record(scenarios=["mailbox-full.toml"])[0]
         server = self.replay_server(cap.path, "--json", "--timing", "fast")

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <regex>
 #include <string>
 #include <vector>
@@ -586,4 +587,44 @@ TEST(ReplaySansIo, NoIoLibraryOrShellIncluded) {
     while (std::getline(in, line)) EXPECT_FALSE(std::regex_search(line, forbidden)) << entry.path() << ": " << line;
   }
   EXPECT_GT(files, 5);
+}
+
+// Arbitrary live input, in arbitrary pieces, at arbitrary times: both machines keep going,
+// never write more than the recording has to say for each piece, and end once closed.
+TEST(ReplayMachines, SurviveArbitraryInput) {
+  const script s = delivered().build();
+  std::mt19937_64 random(8);   // fixed seed: the same inputs every run
+  const std::string alphabet = "EHLO MAIL FROM:<a@x> RCPT DATA BDAT 3 LAST STARTTLS AUTH PLAIN QUIT\r\n.\r\n";
+  for (int round = 0; round < 300; ++round) {
+    server_fsm server(s, timing{0.5});
+    client_options o;
+    o.pace = timing{0.5};
+    client_fsm client(s, o);
+    server.on_start(0);
+    client.on_connected(0);
+    std::uint64_t now = 0;
+    for (int event = 0; event < 40; ++event) {
+      std::string piece;
+      const std::size_t n = random() % 64;
+      for (std::size_t i = 0; i < n; ++i) piece += alphabet[random() % alphabet.size()];
+      now += random() % 400000;
+      switch (random() % 4) {
+        case 0: server.on_client_bytes(piece, now); client.on_server_bytes(piece, now); break;
+        case 1: server.on_timer(now); client.on_timer(now); break;
+        case 2: server.on_tls_ready(now); client.on_tls_ready(now); break;
+        default: server.on_client_bytes(piece, now); break;
+      }
+      // Each event answers with at most the whole recording (every reply once, plus one of its own).
+      std::size_t recorded = s.banner->reply.raw.size() + 100;
+      for (const auto& st : s.steps) recorded += st.reply->reply.raw.size();
+      EXPECT_LE(sent(server.take_actions()).size(), recorded);
+      std::size_t script_bytes = 0;
+      for (const auto& st : s.steps) script_bytes += st.bytes.size();
+      EXPECT_LE(sent(client.take_actions()).size(), script_bytes);
+    }
+    server.on_client_closed(now + 1);
+    client.on_server_closed(now + 1);
+    EXPECT_TRUE(server.finished());
+    EXPECT_TRUE(client.finished());
+  }
 }
