@@ -351,6 +351,23 @@ class ReplayClientTest(ReplayTest):
         suite = ET.parse(junit).getroot().find("testsuite")
         self.assertEqual((suite.get("tests"), suite.get("failures"), suite.get("errors")), ("1", "0", "1"))
 
+    def test_pipelined_bdat_chunks_are_replayed_byte_for_byte(self):
+        m = self.start_mailtap(env=self.env)   # the built-in sink offers CHUNKING and PIPELINING
+        c = self.greeted_client(m.port, ehlo="bdat.test")
+        c.send("MAIL FROM:<a@x.test>\r\nRCPT TO:<%s>\r\nBDAT 6\r\nhello\nBDAT 7 LAST\r\n.world\r" % TO)
+        self.assertEqual([r.code for r in c.replies(4)], [250, 250, 250, 250])
+        self.quit(c)
+        cap = m.wait_captures(1)[0]
+        m.stop()
+        server = self.replay_server(cap.path, "--timing", "fast", "--json")
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, server.port), "--json")
+        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+        steps = json.loads(r.stdout)["steps"]
+        self.assertEqual([s["stage"] for s in steps], ["banner", "ehlo", "mail", "rcpt", "bdat", "bdat", "quit"])
+        code, out = server.finish()
+        self.assertEqual(code, 0, out)   # every byte as recorded, the bare LF and CR of the chunks included
+        self.assertEqual(json.loads(out)["divergences"], [])
+
     def test_starttls_is_replayed(self):
         cap = self.record(["-tls"])[0]   # the built-in sink offers STARTTLS with the relay's certificate
         server = self.replay_server(cap.path, "--timing", "fast")
