@@ -628,3 +628,45 @@ TEST(ReplayMachines, SurviveArbitraryInput) {
     EXPECT_TRUE(client.finished());
   }
 }
+
+// The live input split in two at every byte reads the same: the server hears the same steps
+// (the same replies, no divergence), the client the same replies.
+TEST(ReplayMachines, InputSplitAtEveryByteReadsTheSame) {
+  const script s = delivered().build();
+  const std::string live = "EHLO c.test\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n" + body + "QUIT\r\n";
+  const std::string heard = "220 mx.test ESMTP\r\n" + ehlo_reply +
+                            "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n250 2.0.0 Ok: queued as Q1\r\n221 2.0.0 Bye\r\n";
+  for (std::size_t cut = 0; cut <= live.size(); ++cut) {
+    server_fsm fsm(s, timing{0.0});
+    fsm.on_start(0);
+    std::string out = sent(fsm.take_actions());
+    fsm.on_client_bytes(live.substr(0, cut), 10);
+    out += sent(fsm.take_actions());
+    fsm.on_client_bytes(live.substr(cut), 20);
+    out += sent(fsm.take_actions());
+    EXPECT_EQ(out, heard) << "split at " << cut;
+    EXPECT_TRUE(fsm.divergences().empty()) << "split at " << cut;
+  }
+  // The client: each reply split at each of its bytes (a server answers what was sent).
+  const std::vector<std::string> replies = {"220 mx.test ESMTP\r\n", ehlo_reply, "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n",
+                                            "354 go ahead\r\n", "250 2.0.0 Ok: queued as Q1\r\n", "221 2.0.0 Bye\r\n"};
+  for (std::size_t split = 0; split < replies.size(); ++split) {
+    for (std::size_t cut = 0; cut <= replies[split].size(); ++cut) {
+      client_options o;
+      o.pace = timing{0.0};
+      client_fsm fsm(s, o);
+      fsm.on_connected(0);
+      std::string out = sent(fsm.take_actions());
+      std::uint64_t now = 0;
+      for (std::size_t i = 0; i < replies.size(); ++i) {
+        const std::size_t at = i == split ? cut : replies[i].size();
+        fsm.on_server_bytes(replies[i].substr(0, at), now += 10);
+        fsm.on_server_bytes(replies[i].substr(at), now += 10);
+        out += sent(fsm.take_actions());
+      }
+      EXPECT_TRUE(fsm.finished()) << "reply " << split << " split at " << cut;
+      EXPECT_FALSE(fsm.diverged()) << "reply " << split << " split at " << cut;
+      EXPECT_EQ(out, live) << "reply " << split << " split at " << cut;
+    }
+  }
+}
