@@ -285,8 +285,10 @@ void server_fsm::send_due(std::uint64_t now_us) {
     }
   }
   if (!out_.empty() && !finished_) {
-    const std::uint64_t wait_us = out_.front().due_us - now_us;   // over timer_resolution_us
-    actions_.push_back(protocol::arm_timer{protocol::leg::client, std::chrono::milliseconds((wait_us + 999) / 1000)});
+    // Over timer_resolution_us, so at least 1 ms; rounded to the nearest millisecond, so a
+    // reply is at most half a millisecond early (and sent then, see the loop above) or late.
+    const std::uint64_t wait_us = out_.front().due_us - now_us;
+    actions_.push_back(protocol::arm_timer{protocol::leg::client, std::chrono::milliseconds((wait_us + 500) / 1000)});
   }
 }
 
