@@ -62,17 +62,6 @@ std::string redacted_auth_command(std::string_view body) {
   return std::string(body.substr(0, at - 1)) + " [initial response redacted, " + std::to_string(body.size() - at) +
          " bytes]";
 }
-// What the record says became of a transaction (README "Outcomes"). A 2xx the relay made
-// itself delivered nothing: blackholed. A transaction whose every recipient was refused
-// failed at RCPT however it then ended (QUIT, RSET, the upstream's 554 to DATA), and reads
-// as the same codes at MAIL do: tempfailed when any refusal was 4xx (a retry may succeed),
-// else rejected. Unrecorded recipients (past the recording cap) may have been accepted, so
-// the rule needs every one recorded, each with its reply.
-outcome recorded_outcome(const transaction_record& rec, outcome o, bool synthesized, bool every_recipient_recorded) {
-  if (o == outcome::delivered) return synthesized ? outcome::blackholed : o;
-  if (!every_recipient_recorded || rec.rcpt_codes.size() != rec.rcpt_to.size()) return o;
-  return outcome_of_refused_recipients(rec.rcpt_codes).value_or(o);
-}
 }  // namespace
 
 relay_fsm::relay_fsm(relay_options options, session_observer* observer, fault_advisor* faults)
@@ -318,7 +307,7 @@ void relay_fsm::client_timed_out(std::uint64_t now) {
 // The size of the message in transfer, as received so far (the session ends inside it).
 void relay_fsm::record_received_size() {
   if (mode_ != client_mode::data || !framer_) return;
-  if (transaction* t = open_transaction()) t->rec.size = framer_->message_bytes();
+  if (transaction* t = txns_.open()) t->rec.size = framer_->message_bytes();
 }
 
 // ---------------------------------------------------------------- client input
@@ -491,7 +480,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     begin_starttls(now);   // relay_fsm_tls.cpp: never passed through blind
     return;
   }
-  transaction* open = open_transaction();
+  transaction* open = txns_.open();
   bool rcpt_recorded = false;
   if (cmd.ph == phase::rcpt && open) {
     rcpt_recorded = record_recipient(now, *open, cmd.address.value_or(cmd.argument));
@@ -530,7 +519,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     case phase::bdat:
       if (!open) {   // the upstream will refuse it; still recorded
         p.txn = begin_transaction(now, cmd);
-        open = open_transaction();
+        open = txns_.open();
       } else if (faults_ && open->rec.size == 0 && !absorbing_ && plan_end_of_data(now, *open, true)) {
         absorbing_ = true;   // the first chunk: the whole message is answered by the fault
       }
@@ -592,7 +581,7 @@ void relay_fsm::take_data(std::uint64_t now) {
   std::string forward;
   std::string_view rest = std::string_view(client_in_).substr(pos_);
   pos_ += framer_->feed(rest, forward);
-  if (auto* t = open_transaction()) t->headers.feed(forward);
+  if (auto* t = txns_.open()) t->headers.feed(forward);
   if (!forward.empty() && !data_failure_ && !absorbing_) send(leg::upstream, forward, now);
   if (framer_->fault() != data_fault::none && !data_failure_) {
     std::string why(to_string(framer_->fault()));
@@ -608,9 +597,9 @@ void relay_fsm::take_data(std::uint64_t now) {
 
 // The DATA message is in (its dot seen, or withheld by a fault): its size as framed, its
 // Message-ID, the body stage; the client is back in command mode.
-relay_fsm::transaction* relay_fsm::close_message(std::uint64_t now) {
+transaction* relay_fsm::close_message(std::uint64_t now) {
   mode_ = client_mode::command;
-  transaction* t = open_transaction();
+  transaction* t = txns_.open();
   if (t) {
     t->rec.size = framer_->message_bytes();
     take_message_id(*t);
@@ -667,7 +656,7 @@ void relay_fsm::end_of_data(std::uint64_t now) {
 }
 
 void relay_fsm::forward_end_of_data(std::uint64_t now, std::uint64_t txn) {
-  if (transaction* t = transaction_by_id(txn)) t->end_sent = true;
+  if (transaction* t = txns_.find(txn)) t->end_sent = true;
   pending p;
   p.ph = phase::data_end;
   p.t_received = now;
@@ -690,10 +679,7 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
   std::string_view chunk = rest.substr(0, n);
   pos_ += n;
   bdat_remaining_ -= n;
-  transaction* t = open_transaction();
-  if (!t) {   // BDAT LAST sealed it: the payload still belongs to it
-    if (!txns_.empty()) t = &txns_.back();
-  }
+  transaction* t = txns_.newest();   // BDAT LAST sealed it: the payload still belongs to it
   if (t) t->headers.feed(chunk);
   if (!upstream_closed_ && n > 0 && !discard_payload_) {
     if (bdat_last_ && bdat_remaining_ == 0) {   // the message's last byte waits (end_of_bdat_message)
@@ -753,7 +739,7 @@ void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
 
 void relay_fsm::release_withheld_bdat(std::uint64_t now, std::uint64_t txn) {
   bdat_end_withheld_ = false;
-  if (transaction* t = transaction_by_id(txn)) t->end_sent = true;
+  if (transaction* t = txns_.find(txn)) t->end_sent = true;
   send(leg::upstream, std::exchange(withheld_bdat_, {}), now);
   arm_upstream_for_head();
 }
@@ -843,7 +829,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     if (mode_ == client_mode::data && !data_failure_) return upstream_replied_in_data(now, std::move(r));
     if (r.code == 421) {   // RFC 5321 3.8: a server may close with 421 at any time
       send(leg::client, r.raw, now);
-      if (auto* open = open_transaction()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
+      if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
       end_session(now, "upstream_closed", r.text());
     } else {
       note(now, "unsolicited upstream reply dropped: " + std::to_string(r.code));
@@ -1034,7 +1020,7 @@ void relay_fsm::flush_replies(std::uint64_t now) {
 
 void relay_fsm::after_reply(std::uint64_t now, const pending& p) {
   const reply& r = *p.answer;
-  transaction* t = transaction_by_id(p.txn);
+  transaction* t = txns_.find(p.txn);
   auto settle = [&](outcome o) { finish_transaction(now, p.txn, o, r, p.local); };
   switch (p.ph) {
     case phase::mail:
@@ -1065,56 +1051,30 @@ void relay_fsm::after_reply(std::uint64_t now, const pending& p) {
 // ---------------------------------------------------------------- transactions
 
 std::uint64_t relay_fsm::begin_transaction(std::uint64_t now, const command& cmd) {
-  transaction t;
-  t.id = next_txn_id_++;
-  t.rec.mail_from = cmd.ph == phase::mail ? cmd.address.value_or(cmd.argument) : std::string();
-  t.rec.start_us = now;
-  txns_.push_back(std::move(t));
   ++stats_.transactions;
-  return txns_.back().id;
+  return txns_.begin(now, cmd.ph == phase::mail ? cmd.address.value_or(cmd.argument) : std::string());
 }
 
 bool relay_fsm::record_recipient(std::uint64_t now, transaction& t, std::string address) {
-  if (t.rec.rcpt_to.size() >= limits::recipients_recorded_cap) {
-    if (t.rec.rcpt_to.size() == limits::recipients_recorded_cap && !t.recipients_overflowed) {
-      t.recipients_overflowed = true;
-      note(now, "more than " + std::to_string(limits::recipients_recorded_cap) +
-                    " recipients in one transaction: the rest are answered but not recorded");
-    }
-    return false;
-  }
-  t.rec.rcpt_to.push_back(std::move(address));
-  return true;
-}
-
-relay_fsm::transaction* relay_fsm::open_transaction() {
-  return txns_.empty() || txns_.back().sealed ? nullptr : &txns_.back();
-}
-
-relay_fsm::transaction* relay_fsm::transaction_by_id(std::uint64_t id) {
-  for (auto& t : txns_)
-    if (t.id == id) return &t;
-  return nullptr;
+  auto recorded = txns_.record_recipient(t, std::move(address));
+  if (recorded == recipient_recording::cap_reached)
+    note(now, "more than " + std::to_string(limits::recipients_recorded_cap) +
+                  " recipients in one transaction: the rest are answered but not recorded");
+  return recorded == recipient_recording::recorded;
 }
 
 void relay_fsm::finish_transaction(std::uint64_t now, std::uint64_t id, outcome o,
                                    const std::optional<reply>& final_reply, bool synthesized) {
-  auto it = std::find_if(txns_.begin(), txns_.end(), [&](const transaction& t) { return t.id == id; });
-  if (it == txns_.end()) return;
-  transaction_record& rec = it->rec;
-  rec.result = recorded_outcome(rec, o, synthesized, !it->recipients_overflowed);
-  rec.final_reply = final_reply;
-  rec.synthesized = synthesized;
-  rec.end_us = now;
-  if (rec.result == outcome::delivered) ++stats_.delivered;
+  auto rec = txns_.settle(now, id, o, final_reply, synthesized);
+  if (!rec) return;
+  if (rec->result == outcome::delivered) ++stats_.delivered;
   if (id == withheld_dot_txn_) record_withheld_dot_stage(now);   // relay_fsm_faults.cpp: the stall, as a stage
-  if (observer_) observer_->on_transaction(rec);
-  txns_.erase(it);
+  if (observer_) observer_->on_transaction(*rec);
 }
 
 void relay_fsm::abandon_transactions(std::uint64_t now) {
-  while (!txns_.empty()) {
-    const transaction& t = txns_.front();
+  while (const transaction* oldest = txns_.oldest()) {
+    const transaction& t = *oldest;
     if (t.end_sent) {
       // The dot (or BDAT LAST) went upstream but its reply never came back: the message may
       // already be delivered, and the client, never told, will likely resend it.
@@ -1162,7 +1122,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     return;
   }
   if (it != pending_.end()) {
-    const transaction* owner = transaction_by_id(it->txn);
+    const transaction* owner = txns_.find(it->txn);
     const bool end_went_upstream = !owner || owner->end_sent;
     if (end_went_upstream && (it->ph == phase::data_end || (it->ph == phase::bdat && it->last_chunk))) {
       // The dot went out but no reply came back: the message may or may not be delivered.
@@ -1278,42 +1238,6 @@ void relay_fsm::arm_upstream_for_head() {
 
 void relay_fsm::note(std::uint64_t now, std::string_view text) {
   if (observer_) observer_->on_note(now, text);
-}
-
-std::string_view to_string(direction d) { return d == direction::in ? "in" : "out"; }
-
-std::string_view to_string(outcome o) {
-  switch (o) {
-    case outcome::delivered: return "delivered";
-    case outcome::blackholed: return "blackholed";
-    case outcome::rejected: return "rejected";
-    case outcome::tempfailed: return "tempfailed";
-    case outcome::aborted: return "aborted";
-    case outcome::unknown: return "unknown";
-  }
-  return "unknown";
-}
-
-std::optional<outcome> parse_outcome(std::string_view name) {
-  for (auto o : {outcome::delivered, outcome::blackholed, outcome::rejected, outcome::tempfailed, outcome::aborted,
-                 outcome::unknown})
-    if (to_string(o) == name) return o;
-  return std::nullopt;
-}
-
-std::optional<outcome> outcome_of_refused_recipients(const std::vector<int>& codes) {
-  if (codes.empty() || std::any_of(codes.begin(), codes.end(), [](int c) { return c / 100 == 2; })) return std::nullopt;
-  bool any_temporary = std::any_of(codes.begin(), codes.end(), [](int c) { return c / 100 == 4; });
-  return any_temporary ? outcome::tempfailed : outcome::rejected;
-}
-
-outcome outcome_of_code(int code) {
-  switch (code / 100) {
-    case 2: return outcome::delivered;
-    case 4: return outcome::tempfailed;
-    case 5: return outcome::rejected;
-    default: return outcome::unknown;
-  }
 }
 
 }  // namespace mailtap::protocol

@@ -22,6 +22,7 @@
 #include "protocol/header_scanner.hpp"
 #include "protocol/observer.hpp"
 #include "protocol/reply.hpp"
+#include "protocol/transaction_book.hpp"
 
 namespace mailtap::protocol {
 
@@ -177,19 +178,6 @@ class relay_fsm {
     bool absorb_go = false;        // the relay's own 354 for a message a fault answers
   };
 
-  // Transactions in flight, oldest first. With pipelining a new MAIL can arrive while the
-  // previous message's end-of-data reply is still pending (RFC 2920 4), so there may be
-  // several; only the newest can still be unsealed (take further commands).
-  struct transaction {
-    std::uint64_t id = 0;
-    transaction_record rec;
-    header_scanner headers;
-    std::size_t rcpts_forwarded = 0;
-    bool sealed = false;       // its end (dot, BDAT LAST, RSET, EHLO) went upstream
-    bool end_sent = false;     // the message itself went upstream: delivery may have happened
-    bool recipients_overflowed = false;        // past limits::recipients_recorded_cap
-  };
-
   // Input processing.
   void process_client_input(std::uint64_t now);
   bool take_command_line(std::uint64_t now);
@@ -279,8 +267,6 @@ class relay_fsm {
 
   // Transactions.
   std::uint64_t begin_transaction(std::uint64_t now, const command& cmd);
-  transaction* open_transaction();
-  transaction* transaction_by_id(std::uint64_t id);
   void finish_transaction(std::uint64_t now, std::uint64_t id, outcome o, const std::optional<reply>& final_reply,
                           bool synthesized);
   // The session is ending: every transaction still in flight is aborted, or unknown when its
@@ -352,8 +338,7 @@ class relay_fsm {
   std::deque<pending> pending_;
   std::uint64_t last_reply_sent_us_ = 0;
   int last_client_code_ = 0;          // the code of the last reply sent to the client
-  std::deque<transaction> txns_;
-  std::uint64_t next_txn_id_ = 1;
+  transaction_book txns_;
 
   // TLS.
   bool client_tls_ = false;

@@ -283,7 +283,7 @@ relay_fsm::line_fault relay_fsm::command_fault(std::uint64_t now, std::string_vi
     fault_event_for(now, d, cmd.ph, "command held before forwarding", now - held_line_since_us_);
   } else {
     if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) ehlo_name_ = cmd.argument;
-    transaction* open = open_transaction();
+    transaction* open = txns_.open();
     fault_query q = query_for(cmd.ph, fault_stage::command, open);
     q.verb = cmd.verb;
     q.argument = cmd.argument;
@@ -294,7 +294,7 @@ relay_fsm::line_fault relay_fsm::command_fault(std::uint64_t now, std::string_vi
     if (cmd.ph == phase::mail && !open) {
       q.mail_from = q.address;
       q.recipients = nullptr;
-      q.transaction_number = next_txn_id_;
+      q.transaction_number = txns_.next_id();
     }
     d = ask(q);
     if (d.what == verdict::delay) {
@@ -312,7 +312,7 @@ relay_fsm::line_fault relay_fsm::command_fault(std::uint64_t now, std::string_vi
 void relay_fsm::apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd,
                                     const fault_decision& d) {
   announce_command(now, body, cmd);
-  transaction* open = open_transaction();
+  transaction* open = txns_.open();
   std::uint64_t txn = 0;
   phase ph = cmd.ph;
   switch (cmd.ph) {
@@ -547,7 +547,7 @@ bool relay_fsm::message_fault(std::uint64_t now, transaction* t) {
 }
 
 void relay_fsm::finish_absorbed_bdat(std::uint64_t now) {
-  transaction* t = transaction_by_id(end_plan_txn_);
+  transaction* t = txns_.find(end_plan_txn_);
   if (!t || !end_plan_) {
     // The transaction failed meanwhile (MAIL or every RCPT refused): what a server answers a
     // chunk without recipients, and the fault is not applied.
@@ -579,7 +579,7 @@ void relay_fsm::finish_absorbed_bdat(std::uint64_t now) {
 }
 
 void relay_fsm::open_absorbed_message(std::uint64_t now, pending& p) {
-  transaction* t = transaction_by_id(p.txn);
+  transaction* t = txns_.find(p.txn);
   bool accepted = t && std::any_of(t->rec.rcpt_codes.begin(), t->rec.rcpt_codes.end(),
                                    [](int code) { return code / 100 == 2; });
   if (accepted) {
@@ -635,7 +635,7 @@ bool relay_fsm::dot_was_split() const {
 void relay_fsm::reply_stage_fault(std::uint64_t now, pending& p, const reply& r) {
   // The reply to BDAT LAST is the end-of-data reply: data_end rules apply to it.
   const phase ph = p.ph == phase::bdat && p.last_chunk ? phase::data_end : p.ph;
-  fault_query q = query_for(ph, fault_stage::reply, p.txn ? transaction_by_id(p.txn) : open_transaction());
+  fault_query q = query_for(ph, fault_stage::reply, p.txn ? txns_.find(p.txn) : txns_.open());
   q.upstream_reply = &r;
   q.address = p.address;
   fault_decision d = ask(q);
