@@ -168,14 +168,11 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
     note(now, "client closed the connection inside the message: upstream closed without end of data");
     return end_session(now, "client_closed", "inside the message");
   }
-  auto awaiting_end_of_data = [](const pending& p) {
-    return !p.local && !p.ready && (p.ph == phase::data_end || (p.ph == phase::bdat && p.last_chunk));
-  };
   if (client_closed_) {
-    if (std::any_of(pending_.begin(), pending_.end(), awaiting_end_of_data)) return;
+    if (owed_.awaiting_end_of_data()) return;
     return end_session(now, "client_closed", "client connection lost");
   }
-  if (!pending_.empty()) return;   // replies still owed
+  if (!owed_.empty()) return;   // replies still owed
   if (pos_ < client_in_.size() && !partial_line()) return;   // complete lines still to be taken
   end_session(now, "client_closed", "client closed its sending side");
 }
@@ -191,9 +188,7 @@ void relay_fsm::on_timeout(std::uint64_t now, leg which) {
     if (client_input_ended_) return;
     // While the client waits on an upstream reply (up to 10 minutes for end of data), or on
     // a reply a fault delays, or on the relay's own backpressure, it is not the slow one.
-    bool awaiting_upstream = std::any_of(pending_.begin(), pending_.end(),
-                                         [](const pending& p) { return !p.local && !p.ready; });
-    if (!in_message() && !partial_line() && (awaiting_upstream || fault_hold_active(now) || input_held_)) {
+    if (!in_message() && !partial_line() && (owed_.awaiting_upstream() || fault_hold_active(now) || input_held_)) {
       arm(leg::client, options_.timeouts.client_idle);
       return;
     }
@@ -366,7 +361,7 @@ void relay_fsm::record_consumed_client_input(std::uint64_t now) {
 }
 
 bool relay_fsm::take_command_line(std::uint64_t now) {
-  if (pending_.size() >= limits::pipelined_commands_cap) return false;
+  if (owed_.size() >= limits::pipelined_commands_cap) return false;
   std::string_view rest = std::string_view(client_in_).substr(pos_);
   // Only CRLF ends a command line (RFC 5321 2.3.8). A bare LF inside it does not: the whole
   // line to its CRLF is refused, so nothing after a bare LF reaches the upstream as a
@@ -447,7 +442,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   auto close_for_http = [&] {
     ++stats_.refused_commands;
     std::string why = is_http_verb(cmd.verb) ? "HTTP request (" + cmd.verb + ")" : "HTTP header line";
-    std::size_t owed = pending_.size();
+    std::size_t owed = owed_.size();
     note(now, "command refused: " + why + "; session closed" +
                   (owed > 0 ? ", " + std::to_string(owed) + " reply(ies) owed to earlier commands not sent" : ""));
     pos_ = client_in_.size();   // what came with it (the request's headers, its body) is recorded, never read
@@ -472,7 +467,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       end_session(now, "protocol_error", "unparseable BDAT size");
       return;
   }
-  if (draining_ && pending_.empty() && txns_.empty() && cmd.ph != phase::quit) {
+  if (draining_ && owed_.empty() && txns_.empty() && cmd.ph != phase::quit) {
     maybe_finish_drain(now);
     return;
   }
@@ -488,7 +483,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       ++stats_.refused_commands;
       note(now, "command refused: recipient limit reached");
       local_reply(now, phase::rcpt, 452, "4.5.3", "Too many recipients");
-      if (rcpt_recorded) pending_.back().txn = open->id;   // its code is recorded against this transaction
+      if (rcpt_recorded) owed_.back().asked.txn = open->id;   // its code is recorded against this transaction
       flush_replies(now);
       return;
     }
@@ -496,15 +491,15 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   }
 
   if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) hello_line_ = std::string(body);   // for a reconnect
-  pending p;
-  p.ph = cmd.ph;
-  p.t_received = now;
-  p.txn = open && (cmd.ph != phase::rcpt || rcpt_recorded) ? open->id : 0;
-  if (faults_) p.address = cmd.address.value_or("");   // for reply-stage rules
+  reply_slot p;
+  p.asked.ph = cmd.ph;
+  p.asked.t_received = now;
+  p.asked.txn = open && (cmd.ph != phase::rcpt || rcpt_recorded) ? open->id : 0;
+  if (faults_) p.asked.address = cmd.address.value_or("");   // for reply-stage rules
   switch (cmd.ph) {
     case phase::mail:
       // A MAIL inside an open transaction gets the upstream's 503 and must not settle it.
-      p.txn = open ? 0 : begin_transaction(now, cmd);
+      p.asked.txn = open ? 0 : begin_transaction(now, cmd);
       break;
     case phase::rset:
     case phase::ehlo:
@@ -518,7 +513,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       break;
     case phase::bdat:
       if (!open) {   // the upstream will refuse it; still recorded
-        p.txn = begin_transaction(now, cmd);
+        p.asked.txn = begin_transaction(now, cmd);
         open = txns_.open();
       } else if (faults_ && open->rec.size == 0 && !absorbing_ && plan_end_of_data(now, *open, true)) {
         absorbing_ = true;   // the first chunk: the whole message is answered by the fault
@@ -535,7 +530,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       }
       bdat_remaining_ = cmd.bdat_size;
       bdat_last_ = cmd.bdat_last;
-      p.last_chunk = cmd.bdat_last;
+      p.asked.last_chunk = cmd.bdat_last;
       open->rec.size += cmd.bdat_size;
       // The message's end is held like the dot (end_of_bdat_message): here the chunk's last
       // byte, or for an empty last chunk the command itself.
@@ -556,7 +551,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     }
     default: break;
   }
-  pending_.push_back(std::move(p));
+  owed_.push(std::move(p));
   if (withheld_bdat_.empty()) send(leg::upstream, line, now, cmd.ph == phase::auth);
   arm_upstream_for_head();
   // A zero-length chunk is complete now: "BDAT 0 LAST" used to leave the session in payload
@@ -643,11 +638,11 @@ void relay_fsm::end_of_data(std::uint64_t now) {
     reply r = std::move(*data_failure_);
     data_failure_.reset();
     local_reply(now, phase::data_end, r.code, r.enhanced, r.text());
-    pending_.back().txn = id;
+    owed_.back().asked.txn = id;
     if (std::exchange(data_failure_from_upstream_, false)) {   // the upstream's reply, as it gave it
-      pending_.back().local = false;
-      pending_.back().bytes = r.raw;
-      pending_.back().answer = std::move(r);
+      owed_.back().answer.local = false;
+      owed_.back().answer.bytes = r.raw;
+      owed_.back().answer.parsed = std::move(r);
     }
     flush_replies(now);
     return;
@@ -657,11 +652,7 @@ void relay_fsm::end_of_data(std::uint64_t now) {
 
 void relay_fsm::forward_end_of_data(std::uint64_t now, std::uint64_t txn) {
   if (transaction* t = txns_.find(txn)) t->end_sent = true;
-  pending p;
-  p.ph = phase::data_end;
-  p.t_received = now;
-  p.txn = txn;
-  pending_.push_back(std::move(p));
+  owed_.expect(now, phase::data_end, command_kind::relayed, txn);
   if (plan_.split_dot_gap_us > 0) {
     // slice split_dot: the '.' and its CRLF leave as separate segments (what trips CSCds90792).
     send(leg::upstream, ".", now);
@@ -718,9 +709,9 @@ void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
     withheld_bdat_.clear();
     close(leg::upstream);
     arm(leg::upstream, disarmed);
-    withdraw_bdat_last();
+    owed_.withdraw_bdat_last();
     local_reply(now, phase::data_end, 451, "4.3.0", options_.name + " cannot record this message; try again later");
-    pending_.back().txn = t->id;
+    owed_.back().asked.txn = t->id;
     flush_replies(now);
     return;
   }
@@ -742,15 +733,6 @@ void relay_fsm::release_withheld_bdat(std::uint64_t now, std::uint64_t txn) {
   if (transaction* t = txns_.find(txn)) t->end_sent = true;
   send(leg::upstream, std::exchange(withheld_bdat_, {}), now);
   arm_upstream_for_head();
-}
-
-bool relay_fsm::withdraw_bdat_last() {
-  auto it = std::find_if(pending_.rbegin(), pending_.rend(), [](const pending& p) {
-    return p.ph == phase::bdat && p.last_chunk && !p.local && !p.ready;
-  });
-  if (it == pending_.rend()) return false;
-  pending_.erase(std::next(it).base());
-  return true;
 }
 
 bool relay_fsm::take_auth_response(std::uint64_t now) {
@@ -823,9 +805,8 @@ void relay_fsm::release_banner(std::uint64_t now, const reply& r, std::string by
 }
 
 void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
-  auto it = std::find_if(pending_.begin(), pending_.end(),
-                         [](const pending& p) { return !p.local && !p.ready; });
-  if (it == pending_.end()) {
+  reply_slot* awaited = owed_.first_awaited();
+  if (!awaited) {
     if (mode_ == client_mode::data && !data_failure_) return upstream_replied_in_data(now, std::move(r));
     if (r.code == 421) {   // RFC 5321 3.8: a server may close with 421 at any time
       send(leg::client, r.raw, now);
@@ -836,16 +817,16 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     }
     return;
   }
-  pending& p = *it;
-  p.t_upstream_reply = now;
-  switch (p.kind) {
+  reply_slot& p = *awaited;
+  p.answer.t_upstream = now;
+  switch (p.asked.kind) {
     case command_kind::relayed: break;
     case command_kind::internal_ehlo:
-      pending_.erase(it);
+      owed_.erase(p);
       take_internal_ehlo_reply(now, r);
       return;
     case command_kind::internal_rset:   // a fault took the message: the upstream's transaction is reset
-      pending_.erase(it);
+      owed_.erase(p);
       note(now, "upstream answered the relay's RSET with " + std::to_string(r.code));
       flush_replies(now);   // the relay's own 354 waited behind it
       if (!ended_) arm_upstream_for_head();
@@ -853,12 +834,12 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     case command_kind::client_starttls:
     case command_kind::internal_starttls: take_starttls_reply(now, p, r); return;
     case command_kind::internal_greeting:   // relay_fsm_tls.cpp: the plaintext fall-back's new connection
-      pending_.erase(it);
+      owed_.erase(p);
       take_new_upstream_greeting(now, r);
       return;
   }
-  if (p.ph == phase::ehlo) note_upstream_capabilities(r);
-  if (p.ph == phase::auth) {
+  if (p.asked.ph == phase::ehlo) note_upstream_capabilities(r);
+  if (p.asked.ph == phase::auth) {
     if (r.code == 334) {       // challenge: the client's next line is an AUTH response
       send(leg::client, r.raw, now);
       mode_ = client_mode::auth_response;
@@ -869,7 +850,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     mode_ = client_mode::command;
     note(now, "AUTH " + auth_mechanism_ + " finished with " + std::to_string(r.code) +
                   (r.klass() == 2 ? " (accepted)" : " (refused)"));
-  } else if (p.ph == phase::data) {
+  } else if (p.asked.ph == phase::data) {
     if (r.code == 354) {
       mode_ = client_mode::data;
       framer_.emplace(options_.eol);
@@ -881,9 +862,9 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     }
   }
   if (faults_) reply_stage_fault(now, p, r);   // a delay, an EHLO rewrite (relay_fsm_faults.cpp)
-  p.bytes = p.ph == phase::ehlo ? edit_ehlo_reply(now, r, p.fault ? &p.fault->rewrites : nullptr) : r.raw;
-  p.answer = std::move(r);
-  p.ready = true;
+  p.answer.bytes = p.asked.ph == phase::ehlo ? edit_ehlo_reply(now, r, p.fault.decision ? &p.fault.decision->rewrites : nullptr) : r.raw;
+  p.answer.parsed = std::move(r);
+  p.answer.ready = true;
   flush_replies(now);
   if (!ended_) arm_upstream_for_head();
 }
@@ -953,55 +934,47 @@ std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const 
 
 void relay_fsm::local_reply(std::uint64_t now, phase ph, int code, std::string_view enhanced,
                             std::string_view text) {
-  pending p;
-  p.ph = ph;
-  p.t_received = now;
-  p.local = true;
-  p.ready = true;
-  p.answer = make_reply(code, enhanced, text);
-  p.bytes = p.answer->raw;
-  pending_.push_back(std::move(p));
+  owed_.answer_locally(now, ph, make_reply(code, enhanced, text));
 }
 
 void relay_fsm::flush_replies(std::uint64_t now) {
-  while (!ended_ && !stalled_ && !pending_.empty() && pending_.front().ready) {
-    if (pending_.front().release_us > now) {   // a delay fault holds it (and all after it)
-      schedule_fault_wake(now, pending_.front().release_us);
+  while (!ended_ && !stalled_ && owed_.ready_head()) {
+    if (owed_.front().fault.release_us > now) {   // a delay fault holds it (and all after it)
+      schedule_fault_wake(now, owed_.front().fault.release_us);
       return;
     }
-    pending p = std::move(pending_.front());
-    pending_.pop_front();
-    if (!p.answer) {   // a fault marker: disconnect, reset or stall once the replies before it are out
+    reply_slot p = owed_.pop_head();
+    if (!p.answer.parsed) {   // a fault marker: disconnect, reset or stall once the replies before it are out
       last_reply_sent_us_ = now;
       fault_then(now, p);
       continue;
     }
-    if (p.fault && p.fault->what == verdict::delay)
-      fault_event_for(now, *p.fault, p.fault_phase, "reply " + std::to_string(p.answer->code) + " held",
-                      now - std::max(p.t_upstream_reply, p.t_received));
-    if (p.absorb_go) open_absorbed_message(now, p);   // 354, or 554 when no recipient was accepted
-    if (client_closed_ && !p.local && (p.ph == phase::data_end || (p.ph == phase::bdat && p.last_chunk))) {
+    if (p.fault.decision && p.fault.decision->what == verdict::delay)
+      fault_event_for(now, *p.fault.decision, p.fault.ph, "reply " + std::to_string(p.answer.parsed->code) + " held",
+                      now - std::max(p.answer.t_upstream, p.asked.t_received));
+    if (p.fault.absorb_go) open_absorbed_message(now, p);   // 354, or 554 when no recipient was accepted
+    if (client_closed_ && !p.answer.local && p.asked.answers_end_of_data()) {
       // The proof of hand-off still counts: the capture says what became of the message.
       ++stats_.unacknowledged_end_of_data;
-      note(now, "upstream answered the end of data with " + std::to_string(p.answer->code) +
+      note(now, "upstream answered the end of data with " + std::to_string(p.answer.parsed->code) +
                     " after the client left: not acknowledged to the client");
     }
-    send(leg::client, p.bytes, now);
+    send(leg::client, p.answer.bytes, now);
     if (observer_) {
-      if (p.local) observer_->on_reply(now, leg::client, direction::out, *p.answer);
-      std::uint64_t think = p.t_received > last_reply_sent_us_ ? p.t_received - last_reply_sent_us_ : 0;
+      if (p.answer.local) observer_->on_reply(now, leg::client, direction::out, *p.answer.parsed);
+      std::uint64_t think = p.asked.t_received > last_reply_sent_us_ ? p.asked.t_received - last_reply_sent_us_ : 0;
       // Local replies can still have waited on the upstream (a STARTTLS answered once the
       // upstream leg was secured).
-      std::uint64_t upstream = p.t_upstream_reply > p.t_received ? p.t_upstream_reply - p.t_received : 0;
-      observer_->on_stage({p.ph, p.t_received, now - p.t_received, upstream, think});
+      std::uint64_t upstream = p.answer.t_upstream > p.asked.t_received ? p.answer.t_upstream - p.asked.t_received : 0;
+      observer_->on_stage({p.asked.ph, p.asked.t_received, now - p.asked.t_received, upstream, think});
     }
     last_reply_sent_us_ = now;
-    last_client_code_ = p.answer->code;
+    last_client_code_ = p.answer.parsed->code;
     after_reply(now, p);
-    if (p.then != then_do::nothing) fault_then(now, p);
+    if (p.fault.then != then_do::nothing) fault_then(now, p);
   }
   if (ended_ || stalled_) return;
-  if (upstream_closed_ && pending_.empty() && mode_ == client_mode::command && !refusing_ && !absorbing_) {
+  if (upstream_closed_ && owed_.empty() && mode_ == client_mode::command && !refusing_ && !absorbing_) {
     // The upstream is gone (we aborted its transaction, or it died in DATA): nothing more
     // can be relayed, so say so and close; once is enough (RFC 5321 3.8: 421, then close).
     if (last_client_code_ != 421) {
@@ -1018,11 +991,11 @@ void relay_fsm::flush_replies(std::uint64_t now) {
   end_if_client_done(now);
 }
 
-void relay_fsm::after_reply(std::uint64_t now, const pending& p) {
-  const reply& r = *p.answer;
-  transaction* t = txns_.find(p.txn);
-  auto settle = [&](outcome o) { finish_transaction(now, p.txn, o, r, p.local); };
-  switch (p.ph) {
+void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {
+  const reply& r = *p.answer.parsed;
+  transaction* t = txns_.find(p.asked.txn);
+  auto settle = [&](outcome o) { finish_transaction(now, p.asked.txn, o, r, p.answer.local); };
+  switch (p.asked.ph) {
     case phase::mail:
       if (r.klass() != 2 && t) settle(outcome_of_code(r.code));
       break;
@@ -1036,12 +1009,12 @@ void relay_fsm::after_reply(std::uint64_t now, const pending& p) {
       if (t) settle(outcome_of_code(r.code));
       break;
     case phase::bdat:
-      if (t && (r.klass() != 2 || p.last_chunk)) settle(outcome_of_code(r.code));
+      if (t && (r.klass() != 2 || p.asked.last_chunk)) settle(outcome_of_code(r.code));
       break;
     case phase::rset:
     case phase::ehlo:
     case phase::helo:
-      if (t) finish_transaction(now, p.txn, outcome::aborted, std::nullopt, false);
+      if (t) finish_transaction(now, p.asked.txn, outcome::aborted, std::nullopt, false);
       break;
     case phase::quit: end_session(now, "client_quit", ""); break;
     default: break;
@@ -1114,32 +1087,31 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
       data_failure_ = make_reply(451, "4.4.2", options_.name + " lost the upstream connection during message transfer");
     return;
   }
-  auto it = std::find_if(pending_.begin(), pending_.end(),
-                         [](const pending& p) { return !p.local && !p.ready; });
-  if (it == pending_.end() && !pending_.empty() && fault_hold_active(now)) {
+  reply_slot* it = owed_.first_awaited();
+  if (!it && !owed_.empty() && fault_hold_active(now)) {
     // Replies the upstream already gave are held by a delay fault: they still go out first;
     // flush_replies ends the session once they are (upstream_closed_).
     return;
   }
-  if (it != pending_.end()) {
-    const transaction* owner = txns_.find(it->txn);
+  if (it) {
+    const transaction* owner = txns_.find(it->asked.txn);
     const bool end_went_upstream = !owner || owner->end_sent;
-    if (end_went_upstream && (it->ph == phase::data_end || (it->ph == phase::bdat && it->last_chunk))) {
+    if (end_went_upstream && it->asked.answers_end_of_data()) {
       // The dot went out but no reply came back: the message may or may not be delivered.
       ++stats_.ambiguous_end_of_data;
       note(now, "ambiguous end of data: upstream lost after the message was sent");
-      it->answer = make_reply(451, "4.4.2", options_.name + " lost the upstream after end of data; delivery status unknown");
-      it->bytes = it->answer->raw;
-      it->ready = true;
-      it->local = true;
-      pending_.erase(std::next(it), pending_.end());
-      finish_transaction(now, it->txn, outcome::unknown, it->answer, true);
+      it->answer.parsed = make_reply(451, "4.4.2", options_.name + " lost the upstream after end of data; delivery status unknown");
+      it->answer.bytes = it->answer.parsed->raw;
+      it->answer.ready = true;
+      it->answer.local = true;
+      owed_.drop_after(*it);
+      finish_transaction(now, it->asked.txn, outcome::unknown, it->answer.parsed, true);
     } else {
-      it->answer = make_reply(421, "4.4.2", options_.name + " upstream connection lost");
-      it->bytes = it->answer->raw;
-      it->ready = true;
-      it->local = true;
-      pending_.erase(std::next(it), pending_.end());
+      it->answer.parsed = make_reply(421, "4.4.2", options_.name + " upstream connection lost");
+      it->answer.bytes = it->answer.parsed->raw;
+      it->answer.ready = true;
+      it->answer.local = true;
+      owed_.drop_after(*it);
     }
     flush_replies(now);   // ends the session: upstream_closed_ with nothing pending
     // Unless a delay still holds replies the upstream gave: they go out first, then the 421.
@@ -1166,7 +1138,7 @@ void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::str
 }
 
 void relay_fsm::maybe_finish_drain(std::uint64_t now) {
-  if (!draining_ || ended_ || !pending_.empty() || !txns_.empty() || mode_ != client_mode::command) return;
+  if (!draining_ || ended_ || !owed_.empty() || !txns_.empty() || mode_ != client_mode::command) return;
   reply r = make_reply(421, "4.3.2", options_.name + " shutting down");
   send(leg::client, r.raw, now);
   if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
@@ -1221,17 +1193,16 @@ void relay_fsm::arm(leg which, milliseconds after) {
 }
 
 void relay_fsm::arm_upstream_for_head() {
-  auto it = std::find_if(pending_.begin(), pending_.end(),
-                         [](const pending& p) { return !p.local && !p.ready; });
-  if (it == pending_.end() || upstream_closed_) {
+  const reply_slot* it = owed_.first_awaited();
+  if (!it || upstream_closed_) {
     arm(leg::upstream, disarmed);
     return;
   }
   const auto& t = options_.timeouts;
-  switch (it->ph) {
+  switch (it->asked.ph) {
     case phase::data: arm(leg::upstream, t.upstream_data_init); break;
     case phase::data_end: arm(leg::upstream, t.upstream_data_end); break;
-    case phase::bdat: arm(leg::upstream, it->last_chunk ? t.upstream_data_end : t.upstream_reply); break;
+    case phase::bdat: arm(leg::upstream, it->asked.last_chunk ? t.upstream_data_end : t.upstream_reply); break;
     default: arm(leg::upstream, t.upstream_reply); break;
   }
 }

@@ -22,6 +22,7 @@
 #include "protocol/header_scanner.hpp"
 #include "protocol/observer.hpp"
 #include "protocol/reply.hpp"
+#include "protocol/reply_queue.hpp"
 #include "protocol/transaction_book.hpp"
 
 namespace mailtap::protocol {
@@ -147,36 +148,8 @@ class relay_fsm {
 
  private:
   enum class client_mode { command, awaiting_data_go, data, bdat_payload, awaiting_auth, auth_response, starttls };
-  // Commands the relay itself sends upstream, and the client's STARTTLS, whose replies are
-  // consumed by the relay instead of being passed on.
-  enum class command_kind {
-    relayed, client_starttls, internal_ehlo, internal_starttls, internal_rset,
-    internal_greeting   // the banner of a new upstream connection (plaintext fall-back)
-  };
-  // What a fault does once the replies before it are out.
-  enum class then_do { nothing, close, reset, stall };
   // Where a STARTTLS (the client's, or the relay's own securing of the upstream) stands.
   enum class tls_step { idle, upstream_starttls_sent, upstream_handshake, client_handshake };
-
-  struct pending {
-    phase ph = phase::other;
-    std::uint64_t t_received = 0;
-    std::uint64_t t_upstream_reply = 0;
-    bool local = false;             // answered by the relay itself
-    bool ready = false;
-    bool last_chunk = false;        // BDAT ... LAST
-    command_kind kind = command_kind::relayed;
-    std::uint64_t txn = 0;          // the transaction this reply settles (0: none)
-    std::optional<reply> answer;   // parsed reply (upstream's, or the relay's own); none: a fault marker
-    std::string bytes;             // what the client is sent (an edited EHLO reply differs)
-    // Faults: when the reply may be released (a delay), and what follows it.
-    std::uint64_t release_us = 0;
-    std::optional<fault_decision> fault;
-    then_do then = then_do::nothing;
-    phase fault_phase = phase::other;  // the phase a fault here is recorded at
-    std::string address;           // RCPT/MAIL address, for reply-stage rules (only with an advisor)
-    bool absorb_go = false;        // the relay's own 354 for a message a fault answers
-  };
 
   // Input processing.
   void process_client_input(std::uint64_t now);
@@ -196,7 +169,6 @@ class relay_fsm {
   void release_withheld_bdat(std::uint64_t now, std::uint64_t txn);
   // The message's end will not be sent: its BDAT LAST reply is no longer awaited (the
   // caller queues the relay's own answer in its place).
-  bool withdraw_bdat_last();
   void upstream_replied_in_data(std::uint64_t now, reply r);
   void announce_command(std::uint64_t now, std::string_view body, const command& cmd);
 
@@ -206,14 +178,14 @@ class relay_fsm {
   void local_reply(std::uint64_t now, phase ph, int code, std::string_view enhanced,
                    std::string_view text);
   void flush_replies(std::uint64_t now);
-  void after_reply(std::uint64_t now, const pending& p);
+  void after_reply(std::uint64_t now, const reply_slot& p);
   std::string edit_ehlo_reply(std::uint64_t now, const reply& r, const rewrite_set* rewrites);
   void release_banner(std::uint64_t now, const reply& r, std::string bytes);
 
   // TLS (relay_fsm_tls.cpp).
   void begin_starttls(std::uint64_t now);
   void advance_starttls(std::uint64_t now);
-  void take_starttls_reply(std::uint64_t now, pending& p, const reply& r);
+  void take_starttls_reply(std::uint64_t now, reply_slot& p, const reply& r);
   void take_internal_ehlo_reply(std::uint64_t now, const reply& r);
   void grant_client_tls(std::uint64_t now);
   void refuse_starttls(std::uint64_t now, int code, std::string_view enhanced, std::string_view text);
@@ -244,16 +216,16 @@ class relay_fsm {
   void apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd, const fault_decision& d);
   void forward_masked_command(std::uint64_t now, std::string_view line, const command& cmd, const rewrite_set& rw);
   // `ph` is the reply's phase (for the stage and the transaction); `shown` the fault's, for the capture.
-  pending& queue_fault_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn, const fault_decision& d,
+  reply_slot& queue_fault_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn, const fault_decision& d,
                              then_do then);
   void fault_marker(std::uint64_t now, phase ph, const fault_decision& d, then_do then);
-  void fault_then(std::uint64_t now, const pending& p);
+  void fault_then(std::uint64_t now, const reply_slot& p);
   bool plan_end_of_data(std::uint64_t now, transaction& t, bool chunked);
   bool end_of_data_fault(std::uint64_t now, transaction* t);
   bool message_fault(std::uint64_t now, transaction* t);
   void finish_absorbed_bdat(std::uint64_t now);
-  void open_absorbed_message(std::uint64_t now, pending& p);
-  void reply_stage_fault(std::uint64_t now, pending& p, const reply& r);
+  void open_absorbed_message(std::uint64_t now, reply_slot& p);
+  void reply_stage_fault(std::uint64_t now, reply_slot& p, const reply& r);
   void begin_stall(std::uint64_t now, const fault_decision& d, phase ph);
   void answer_refused_session(std::uint64_t now, std::string_view body, const command& cmd);
   bool dot_was_split() const;
@@ -335,7 +307,7 @@ class relay_fsm {
   std::uint64_t started_us_ = 0;
   std::uint64_t connected_us_ = 0;
 
-  std::deque<pending> pending_;
+  reply_queue owed_;   // replies the client is owed, in order (RFC 2920)
   std::uint64_t last_reply_sent_us_ = 0;
   int last_client_code_ = 0;          // the code of the last reply sent to the client
   transaction_book txns_;
@@ -388,7 +360,7 @@ class relay_fsm {
   // answer at its end with this reply.
   std::optional<reply> data_failure_;
   bool data_failure_from_upstream_ = false;   // the upstream's own reply, given before the dot
-  // Why the upstream went away, for the on_end that follows once pending replies are flushed.
+  // Why the upstream went away, for the on_end that follows once reply_slot replies are flushed.
   std::string upstream_lost_reason_ = "upstream_closed";
   std::string upstream_lost_detail_;
   bool ended_ = false;

@@ -104,7 +104,7 @@ void relay_fsm::schedule_fault_wake(std::uint64_t now, std::uint64_t at_us) {
 
 bool relay_fsm::fault_hold_active(std::uint64_t now) const {
   if (held_line_ || held_banner_ || held_dot_ || stalled_) return true;
-  return std::any_of(pending_.begin(), pending_.end(), [&](const pending& p) { return p.release_us > now; });
+  return owed_.delayed_past(now);
 }
 
 void relay_fsm::on_fault_timer(std::uint64_t now) {
@@ -371,45 +371,37 @@ void relay_fsm::forward_masked_command(std::uint64_t now, std::string_view line,
   }
 }
 
-relay_fsm::pending& relay_fsm::queue_fault_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn,
+reply_slot& relay_fsm::queue_fault_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn,
                                                  const fault_decision& d, then_do then) {
   reply r = reply_from(d.reply);
   local_reply(now, ph, r.code, r.enhanced, r.text());
-  pending& p = pending_.back();
-  p.txn = txn;
-  p.fault = d;
-  p.then = then;
-  p.fault_phase = shown;
+  reply_slot& p = owed_.back();
+  p.asked.txn = txn;
+  p.fault.decision = d;
+  p.fault.then = then;
+  p.fault.ph = shown;
   fault_event_for(now, d, shown, describe(d.reply));
   return p;
 }
 
 void relay_fsm::fault_marker(std::uint64_t now, phase ph, const fault_decision& d, then_do then) {
-  pending p;
-  p.ph = phase::other;
-  p.fault_phase = ph;
-  p.t_received = now;
-  p.local = true;
-  p.ready = true;
-  p.fault = d;
-  p.then = then;
-  pending_.push_back(std::move(p));
+  owed_.fault_marker(now, ph, d, then);
 }
 
-void relay_fsm::fault_then(std::uint64_t now, const pending& p) {
-  const fault_decision& d = *p.fault;
-  switch (p.then) {
+void relay_fsm::fault_then(std::uint64_t now, const reply_slot& p) {
+  const fault_decision& d = *p.fault.decision;
+  switch (p.fault.then) {
     case then_do::nothing: return;
     case then_do::close:
-      if (!p.answer) fault_event_for(now, d, p.fault_phase, "connection closed");   // with a reply: recorded with it
+      if (!p.answer.parsed) fault_event_for(now, d, p.fault.ph, "connection closed");   // with a reply: recorded with it
       end_session(now, "fault", d.rule);
       return;
     case then_do::reset:
-      fault_event_for(now, d, p.fault_phase, "connection reset");
+      fault_event_for(now, d, p.fault.ph, "connection reset");
       close_with_reset(leg::client);
       end_session(now, "fault", d.rule);
       return;
-    case then_do::stall: begin_stall(now, d, p.fault_phase); return;
+    case then_do::stall: begin_stall(now, d, p.fault.ph); return;
   }
 }
 
@@ -445,11 +437,7 @@ bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked
     case verdict::reply_and_close:
     case verdict::blackhole: {
       note(now, "fault " + d.rule + " answers this message itself: the upstream gets RSET, never the message");
-      pending r;
-      r.ph = phase::rset;
-      r.t_received = now;
-      r.kind = command_kind::internal_rset;
-      pending_.push_back(std::move(r));
+      owed_.expect(now, phase::rset, command_kind::internal_rset);
       if (observer_) observer_->on_relay_command(now, "RSET");
       send(leg::upstream, "RSET\r\n", now);
       arm_upstream_for_head();
@@ -458,8 +446,8 @@ bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked
         // The 354 waits behind the replies to MAIL and RCPT: whether it is a 354 at all
         // depends on them (open_absorbed_message).
         local_reply(now, phase::data, 354, "", "End data with <CR><LF>.<CR><LF>");
-        pending_.back().txn = t.id;
-        pending_.back().absorb_go = true;
+        owed_.back().asked.txn = t.id;
+        owed_.back().fault.absorb_go = true;
         absorbing_ = true;
         mode_ = client_mode::awaiting_data_go;
         flush_replies(now);
@@ -536,7 +524,7 @@ bool relay_fsm::message_fault(std::uint64_t now, transaction* t) {
   fault_decision d = ask(q);
   if (d.what != verdict::reply && d.what != verdict::reply_and_close && d.what != verdict::disconnect) return false;
   note(now, "fault " + d.rule + " fails this message after its body: the dot is withheld and the upstream closed");
-  if (withdraw_bdat_last()) withheld_bdat_.clear();   // BDAT: its last byte, not a dot, is withheld
+  if (owed_.withdraw_bdat_last()) withheld_bdat_.clear();   // BDAT: its last byte, not a dot, is withheld
   close(leg::upstream);
   arm(leg::upstream, std::chrono::milliseconds{0});
   if (d.what == verdict::disconnect && !d.with_reply) fault_marker(now, phase::data_end, d, then_do::close);
@@ -572,14 +560,14 @@ void relay_fsm::finish_absorbed_bdat(std::uint64_t now) {
     ++stats_.blackholed;
     note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
   }
-  pending& p = queue_fault_reply(now, phase::bdat, phase::data_end, t->id, d,
+  reply_slot& p = queue_fault_reply(now, phase::bdat, phase::data_end, t->id, d,
                                  d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
-  p.last_chunk = true;
+  p.asked.last_chunk = true;
   flush_replies(now);
 }
 
-void relay_fsm::open_absorbed_message(std::uint64_t now, pending& p) {
-  transaction* t = txns_.find(p.txn);
+void relay_fsm::open_absorbed_message(std::uint64_t now, reply_slot& p) {
+  transaction* t = txns_.find(p.asked.txn);
   bool accepted = t && std::any_of(t->rec.rcpt_codes.begin(), t->rec.rcpt_codes.end(),
                                    [](int code) { return code / 100 == 2; });
   if (accepted) {
@@ -594,8 +582,8 @@ void relay_fsm::open_absorbed_message(std::uint64_t now, pending& p) {
   absorbing_ = false;
   end_plan_.reset();
   mode_ = client_mode::command;
-  p.answer = make_reply(554, "5.5.1", "No valid recipients");
-  p.bytes = p.answer->raw;
+  p.answer.parsed = make_reply(554, "5.5.1", "No valid recipients");
+  p.answer.bytes = p.answer.parsed->raw;
 }
 
 // CSCds90792: the firewall never passes a '.' and CRLF that came in separate segments; the
@@ -632,19 +620,19 @@ bool relay_fsm::dot_was_split() const {
 
 // ---------------------------------------------------------------- replies
 
-void relay_fsm::reply_stage_fault(std::uint64_t now, pending& p, const reply& r) {
+void relay_fsm::reply_stage_fault(std::uint64_t now, reply_slot& p, const reply& r) {
   // The reply to BDAT LAST is the end-of-data reply: data_end rules apply to it.
-  const phase ph = p.ph == phase::bdat && p.last_chunk ? phase::data_end : p.ph;
-  fault_query q = query_for(ph, fault_stage::reply, p.txn ? txns_.find(p.txn) : txns_.open());
+  const phase ph = p.asked.ph == phase::bdat && p.asked.last_chunk ? phase::data_end : p.asked.ph;
+  fault_query q = query_for(ph, fault_stage::reply, p.asked.txn ? txns_.find(p.asked.txn) : txns_.open());
   q.upstream_reply = &r;
-  q.address = p.address;
+  q.address = p.asked.address;
   fault_decision d = ask(q);
-  p.fault_phase = ph;
+  p.fault.ph = ph;
   if (d.what == verdict::delay) {
-    p.release_us = now + d.delay_us;
-    p.fault = std::move(d);
+    p.fault.release_us = now + d.delay_us;
+    p.fault.decision = std::move(d);
   } else if (!d.rewrites.empty()) {
-    p.fault = std::move(d);
+    p.fault.decision = std::move(d);
   }
 }
 

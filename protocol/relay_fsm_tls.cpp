@@ -56,11 +56,7 @@ void relay_fsm::secure_upstream_first(std::uint64_t now) {
   securing_upstream_ = true;
   note(now, "securing the upstream leg (TLS " + std::string(to_string(options_.tls.upstream)) +
                 ") before relaying client commands: EHLO, STARTTLS");
-  pending p;
-  p.ph = phase::ehlo;
-  p.t_received = now;
-  p.kind = command_kind::internal_ehlo;
-  pending_.push_back(std::move(p));
+  owed_.expect(now, phase::ehlo, command_kind::internal_ehlo);
   if (observer_) observer_->on_relay_command(now, "EHLO " + options_.name);
   send(leg::upstream, "EHLO " + options_.name + "\r\n", now);
   arm_upstream_for_head();
@@ -74,11 +70,7 @@ void relay_fsm::take_internal_ehlo_reply(std::uint64_t now, const reply& r) {
                                                     : "upstream does not offer STARTTLS");
     return;
   }
-  pending p;
-  p.ph = phase::starttls;
-  p.t_received = now;
-  p.kind = command_kind::internal_starttls;
-  pending_.push_back(std::move(p));
+  owed_.expect(now, phase::starttls, command_kind::internal_starttls);
   tls_step_ = tls_step::upstream_starttls_sent;
   if (observer_) observer_->on_relay_command(now, "STARTTLS");
   send(leg::upstream, "STARTTLS\r\n", now);
@@ -100,18 +92,14 @@ void relay_fsm::begin_starttls(std::uint64_t now) {
   if (!txns_.empty()) return refuse_starttls(now, 503, "5.5.1", "STARTTLS not allowed inside a mail transaction");
   if (pos_ < client_in_.size())
     return injection(now, leg::client, std::to_string(client_in_.size() - pos_) + " bytes pipelined after STARTTLS");
-  pending p;
-  p.ph = phase::starttls;
-  p.t_received = now;
-  p.kind = command_kind::client_starttls;
-  pending_.push_back(std::move(p));
+  owed_.expect(now, phase::starttls, command_kind::client_starttls);
   mode_ = client_mode::starttls;
   advance_starttls(now);
 }
 
 void relay_fsm::advance_starttls(std::uint64_t now) {
-  if (ended_ || tls_step_ != tls_step::idle || pending_.empty() ||
-      pending_.front().kind != command_kind::client_starttls)
+  if (ended_ || tls_step_ != tls_step::idle || owed_.empty() ||
+      owed_.front().asked.kind != command_kind::client_starttls)
     return;
   const auto mode = options_.tls.upstream;
   bool secure_upstream = !upstream_tls_ && mode != upstream_tls_mode::never &&
@@ -123,13 +111,13 @@ void relay_fsm::advance_starttls(std::uint64_t now) {
       note(now, "the upstream's TLS failed earlier in this session; the upstream leg stays plaintext (opportunistic)");
       return grant_client_tls(now);
     }
-    pending_.pop_front();
+    owed_.pop_head();
     mode_ = client_mode::command;
     return refuse_starttls(now, 454, "4.7.0", "TLS not available: the upstream's TLS handshake failed");
   }
   if (secure_upstream && !upstream_offers_starttls_) {
     // mirror/required: the client would get TLS the upstream leg cannot match.
-    pending_.pop_front();
+    owed_.pop_head();
     mode_ = client_mode::command;
     return refuse_starttls(now, 454, "4.7.0", "TLS not available: the upstream does not offer STARTTLS");
   }
@@ -139,9 +127,9 @@ void relay_fsm::advance_starttls(std::uint64_t now) {
   arm_upstream_for_head();
 }
 
-void relay_fsm::take_starttls_reply(std::uint64_t now, pending& p, const reply& r) {
-  bool internal = p.kind == command_kind::internal_starttls;
-  if (internal) pending_.erase(std::find_if(pending_.begin(), pending_.end(), [&](const pending& q) { return &q == &p; }));
+void relay_fsm::take_starttls_reply(std::uint64_t now, reply_slot& p, const reply& r) {
+  bool internal = p.asked.kind == command_kind::internal_starttls;
+  if (internal) owed_.erase(p);
   if (r.code == 220) {
     tls_step_ = tls_step::upstream_handshake;
     arm(leg::upstream, std::chrono::milliseconds{0});
@@ -155,17 +143,17 @@ void relay_fsm::take_starttls_reply(std::uint64_t now, pending& p, const reply& 
     note(now, why + "; the upstream leg stays plaintext (opportunistic)");
     return grant_client_tls(now);
   }
-  pending_.pop_front();
+  owed_.pop_head();
   mode_ = client_mode::command;
   refuse_starttls(now, 454, "4.7.0", "TLS not available: " + why);
 }
 
 void relay_fsm::grant_client_tls(std::uint64_t now) {
-  pending& head = pending_.front();
-  head.local = true;
-  head.ready = true;
-  head.answer = make_reply(220, "2.0.0", "Ready to start TLS");
-  head.bytes = head.answer->raw;
+  reply_slot& head = owed_.front();
+  head.answer.local = true;
+  head.answer.ready = true;
+  head.answer.parsed = make_reply(220, "2.0.0", "Ready to start TLS");
+  head.answer.bytes = head.answer.parsed->raw;
   tls_step_ = tls_step::client_handshake;
   flush_replies(now);
   if (ended_) return;
@@ -200,7 +188,7 @@ void relay_fsm::on_tls_ready(std::uint64_t now, leg which, const tls_summary& tl
     arm_upstream_for_head();
     process_client_input(now);   // client commands held until now
   } else if (tls_step_ == tls_step::upstream_handshake) {
-    if (!pending_.empty()) pending_.front().t_upstream_reply = now;   // STARTTLS waited on the upstream until now
+    if (!owed_.empty()) owed_.front().answer.t_upstream = now;   // STARTTLS waited on the upstream until now
     grant_client_tls(now);
   }
 }
@@ -217,8 +205,8 @@ void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view rea
   upstream_lost_reason_ = "upstream_tls_failed";
   upstream_lost_detail_ = std::string(reason);
   tls_step_ = tls_step::idle;
-  if (!pending_.empty() && pending_.front().kind == command_kind::client_starttls) {
-    pending_.pop_front();
+  if (!owed_.empty() && owed_.front().asked.kind == command_kind::client_starttls) {
+    owed_.pop_head();
     mode_ = client_mode::command;
     refuse_starttls(now, 454, "4.7.0", "TLS not available: " + std::string(reason));   // then 421: upstream gone
     return;
@@ -242,8 +230,8 @@ void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view rea
 
 bool relay_fsm::may_fall_back_to_plaintext() const {
   return options_.tls.upstream != upstream_tls_mode::required && !options_.tls.upstream_verification_required &&
-         !securing_upstream_ && !upstream_closed_ && !pending_.empty() &&
-         pending_.front().kind == command_kind::client_starttls;
+         !securing_upstream_ && !upstream_closed_ && !owed_.empty() &&
+         owed_.front().asked.kind == command_kind::client_starttls;
 }
 
 void relay_fsm::fall_back_to_plaintext(std::uint64_t now, std::string_view reason) {
@@ -253,17 +241,13 @@ void relay_fsm::fall_back_to_plaintext(std::uint64_t now, std::string_view reaso
   tls_step_ = tls_step::idle;
   upstream_tls_broken_ = true;
   upstream_offers_starttls_ = false;
-  pending_.pop_front();
+  owed_.pop_head();
   mode_ = client_mode::command;
   reconnecting_ = true;   // before the 454 goes out: what the client sends next waits
   refuse_starttls(now, 454, "4.7.0", "TLS not available: " + std::string(reason));
   if (ended_) return;
   replies_ = reply_parser{};   // whatever the old connection left half-parsed is gone with it
-  pending p;
-  p.ph = phase::other;
-  p.t_received = now;
-  p.kind = command_kind::internal_greeting;
-  pending_.push_back(std::move(p));
+  owed_.expect(now, phase::other, command_kind::internal_greeting);
   arm(leg::upstream, disarmed_timer);   // the shell's connect has its own deadline
   actions_.push_back(reconnect_upstream{});
 }
@@ -277,11 +261,7 @@ void relay_fsm::on_upstream_reconnected(std::uint64_t now) {
 void relay_fsm::take_new_upstream_greeting(std::uint64_t now, const reply& r) {
   if (r.code != 220) return reconnect_failed(now, "the new upstream connection greeted with " + std::to_string(r.code));
   if (hello_line_.empty()) return finish_reconnect(now);   // the client has not said EHLO yet: it will
-  pending p;
-  p.ph = phase::ehlo;
-  p.t_received = now;
-  p.kind = command_kind::internal_ehlo;
-  pending_.push_back(std::move(p));
+  owed_.expect(now, phase::ehlo, command_kind::internal_ehlo);
   send(leg::upstream, hello_line_ + "\r\n", now);
   arm_upstream_for_head();
 }
