@@ -92,14 +92,14 @@ void relay_fsm::on_upstream_connected(std::uint64_t now) {
 }
 
 void relay_fsm::on_upstream_unreachable(std::uint64_t now, std::string_view reason) {
-  if (ended_) return;
+  if (!ended_) upstream_unreachable(now, reason);
+}
+
+void relay_fsm::upstream_unreachable(std::uint64_t now, std::string_view reason) {
   upstream_closed_ = true;
   note(now, "upstream unreachable: " + std::string(reason));
   std::string text = options_.name + " upstream unavailable: " + std::string(reason);
-  reply r = make_reply(421, "4.4.1", text);
-  send(leg::client, r.raw, now);
-  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-  end_session(now, "upstream_unreachable", reason);
+  end_with_reply(now, make_reply(421, "4.4.1", text), "upstream_unreachable", reason);
 }
 
 void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {
@@ -227,10 +227,7 @@ void relay_fsm::on_drain_deadline(std::uint64_t now) {
   // far are recorded, and the client hears why, as at any other shutdown (RFC 5321 3.8: 421).
   if (in_message()) note(now, "shutdown deadline passed inside the message: upstream closed without end of data");
   else note(now, "shutdown deadline passed with the session still busy");
-  reply r = make_reply(421, "4.3.2", options_.name + " shutting down");
-  send(leg::client, r.raw, now);
-  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-  end_session(now, "drain", "deadline passed");
+  end_with_reply(now, make_reply(421, "4.3.2", options_.name + " shutting down"), "drain", "deadline passed");
 }
 
 // ---------------------------------------------------------------- the client's pace
@@ -293,10 +290,8 @@ void relay_fsm::client_timed_out(std::uint64_t now) {
     detail = "idle";
   }
   note(now, "client timeout: " + detail);
-  reply r = make_reply(421, "4.4.2", options_.name + " timeout waiting for client input");
-  send(leg::client, r.raw, now);
-  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-  end_session(now, "client_timeout", detail);
+  end_with_reply(now, make_reply(421, "4.4.2", options_.name + " timeout waiting for client input"), "client_timeout",
+                 detail);
 }
 
 // The size of the message in transfer, as received so far (the session ends inside it).
@@ -312,7 +307,7 @@ void relay_fsm::process_client_input(std::uint64_t now) {
   if (held_banner_ || stalled_ || input_stopped_ || held_dot_) return;   // faults hold the conversation
   if (client_closed_) return;   // gone: nothing it sent is relayed any more
   if (held_line_) {   // delay(when=command): the line waits where it is
-    std::uint64_t due = held_line_since_us_ + held_line_->delay_us;
+    std::uint64_t due = held_line_->since_us + held_line_->decision.delay_us;
     if (now < due) return schedule_fault_wake(now, due);
   }
   bool progress = true;
@@ -385,7 +380,9 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   bool well_formed = line.size() <= limits::command_line_accepted;
   parsed_command parsed;
   std::optional<fault_decision> decided;   // a fault for this line (a verdict, or rewrites only)
-  if (well_formed) {
+  if (held_line_) {
+    parsed = take_held_line(now, decided);   // relay_fsm_faults.cpp: parsed when it was held
+  } else if (well_formed) {
     parsed = parse_command(line.substr(0, line.size() - 2));
     if (faults_ && !refusing_ && parsed.fault == command_fault::none &&
         command_fault(now, line, parsed, decided) == line_fault::held)
@@ -446,10 +443,8 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     note(now, "command refused: " + why + "; session closed" +
                   (owed > 0 ? ", " + std::to_string(owed) + " reply(ies) owed to earlier commands not sent" : ""));
     pos_ = client_in_.size();   // what came with it (the request's headers, its body) is recorded, never read
-    reply r = make_reply(221, "2.7.0", options_.name + " Error: I can break rules, too. Goodbye.");
-    send(leg::client, r.raw, now);
-    if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-    end_session(now, "http_command", why);
+    end_with_reply(now, make_reply(221, "2.7.0", options_.name + " Error: I can break rules, too. Goodbye."),
+                   "http_command", why);
   };
   switch (parsed.fault) {
     case command_fault::none: break;
@@ -519,24 +514,14 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
         absorbing_ = true;   // the first chunk: the whole message is answered by the fault
       }
       begin_message_input(now);
-      if (absorbing_) {
-        bdat_remaining_ = cmd.bdat_size;
-        bdat_last_ = cmd.bdat_last;
-        discard_payload_ = true;
-        open->rec.size += cmd.bdat_size;
-        mode_ = client_mode::bdat_payload;
-        if (bdat_remaining_ == 0) take_bdat_payload(now);
-        return;
-      }
-      bdat_remaining_ = cmd.bdat_size;
-      bdat_last_ = cmd.bdat_last;
-      p.asked.last_chunk = cmd.bdat_last;
       open->rec.size += cmd.bdat_size;
+      expect_bdat_payload(cmd, !absorbing_);
+      if (absorbing_) return take_empty_bdat_chunk(now);
+      p.asked.last_chunk = cmd.bdat_last;
       // The message's end is held like the dot (end_of_bdat_message): here the chunk's last
       // byte, or for an empty last chunk the command itself.
       if (cmd.bdat_last) open->sealed = true;
       if (cmd.bdat_last && cmd.bdat_size == 0) withheld_bdat_.assign(line);
-      mode_ = client_mode::bdat_payload;
       break;
     case phase::auth:
     {
@@ -554,8 +539,19 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   owed_.push(std::move(p));
   if (withheld_bdat_.empty()) send(leg::upstream, line, now, cmd.ph == phase::auth);
   arm_upstream_for_head();
-  // A zero-length chunk is complete now: "BDAT 0 LAST" used to leave the session in payload
-  // mode until the client sent more bytes (blocking drain, and losing the Message-ID).
+  take_empty_bdat_chunk(now);
+}
+
+void relay_fsm::expect_bdat_payload(const command& cmd, bool forward) {
+  bdat_remaining_ = cmd.bdat_size;
+  bdat_last_ = cmd.bdat_last;
+  discard_payload_ = !forward;
+  mode_ = client_mode::bdat_payload;
+}
+
+// A zero-length chunk is complete now: "BDAT 0 LAST" used to leave the session in payload
+// mode until the client sent more bytes (blocking drain, and losing the Message-ID).
+void relay_fsm::take_empty_bdat_chunk(std::uint64_t now) {
   if (mode_ == client_mode::bdat_payload && bdat_remaining_ == 0) take_bdat_payload(now);
 }
 
@@ -977,11 +973,7 @@ void relay_fsm::flush_replies(std::uint64_t now) {
   if (upstream_closed_ && owed_.empty() && mode_ == client_mode::command && !refusing_ && !absorbing_) {
     // The upstream is gone (we aborted its transaction, or it died in DATA): nothing more
     // can be relayed, so say so and close; once is enough (RFC 5321 3.8: 421, then close).
-    if (last_client_code_ != 421) {
-      reply r = make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed");
-      send(leg::client, r.raw, now);
-      if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-    }
+    if (last_client_code_ != 421) say(now, make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed"));
     // The cause recorded by upstream_lost (a timeout, a protocol error), not just "closed".
     end_session(now, upstream_lost_reason_, upstream_lost_detail_);
     return;
@@ -1075,10 +1067,8 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
   upstream_lost_detail_ = std::string(detail);
   note(now, std::string(reason) + ": " + std::string(detail));
   if (!greeted_) {
-    reply r = make_reply(421, "4.4.1", options_.name + " upstream did not greet: " + std::string(detail));
-    send(leg::client, r.raw, now);
-    if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-    end_session(now, reason, detail);
+    end_with_reply(now, make_reply(421, "4.4.1", options_.name + " upstream did not greet: " + std::string(detail)), reason,
+                   detail);
     return;
   }
   if (mode_ == client_mode::data) {
@@ -1118,9 +1108,16 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     if (!ended_ && !fault_hold_active(now)) end_session(now, reason, detail);
     return;
   }
-  reply r = make_reply(421, "4.4.2", options_.name + " upstream connection lost");
+  end_with_reply(now, make_reply(421, "4.4.2", options_.name + " upstream connection lost"), reason, detail);
+}
+
+void relay_fsm::say(std::uint64_t now, const reply& r) {
   send(leg::client, r.raw, now);
   if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+}
+
+void relay_fsm::end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail) {
+  say(now, r);
   end_session(now, reason, detail);
 }
 
@@ -1139,10 +1136,7 @@ void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::str
 
 void relay_fsm::maybe_finish_drain(std::uint64_t now) {
   if (!draining_ || ended_ || !owed_.empty() || !txns_.empty() || mode_ != client_mode::command) return;
-  reply r = make_reply(421, "4.3.2", options_.name + " shutting down");
-  send(leg::client, r.raw, now);
-  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-  end_session(now, "drain", "");
+  end_with_reply(now, make_reply(421, "4.3.2", options_.name + " shutting down"), "drain", "");
 }
 
 // ---------------------------------------------------------------- output helpers

@@ -156,6 +156,10 @@ class relay_fsm {
   bool take_command_line(std::uint64_t now);
   void take_data(std::uint64_t now);
   void take_bdat_payload(std::uint64_t now);
+  // A BDAT chunk's payload follows its command: its bdat_size bytes are the chunk's, never
+  // commands. Forwarded, or (`forward` false: a fault answers the chunk) read and dropped.
+  void expect_bdat_payload(const command& cmd, bool forward);
+  void take_empty_bdat_chunk(std::uint64_t now);
   bool take_auth_response(std::uint64_t now);
   // `announce`: record the command event (false when the caller recorded the client's own line).
   void handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed, bool announce = true);
@@ -184,6 +188,7 @@ class relay_fsm {
 
   // TLS (relay_fsm_tls.cpp).
   void begin_starttls(std::uint64_t now);
+  void upstream_tls_failed(std::uint64_t now, std::string_view reason);
   void advance_starttls(std::uint64_t now);
   void take_starttls_reply(std::uint64_t now, reply_slot& p, const reply& r);
   void take_internal_ehlo_reply(std::uint64_t now, const reply& r);
@@ -211,6 +216,7 @@ class relay_fsm {
                        std::uint64_t actual_delay_us = 0);
   void start_faults(std::uint64_t now);
   bool banner_fault(std::uint64_t now, reply& r, std::string& bytes);
+  parsed_command take_held_line(std::uint64_t now, std::optional<fault_decision>& decided);
   line_fault command_fault(std::uint64_t now, std::string_view line, const parsed_command& parsed,
                            std::optional<fault_decision>& rewrites);
   void apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd, const fault_decision& d);
@@ -257,8 +263,13 @@ class relay_fsm {
   void record_received_size();
 
   // Leaving.
+  void upstream_unreachable(std::uint64_t now, std::string_view reason);
   void upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail);
   void end_session(std::uint64_t now, std::string_view reason, std::string_view detail);
+  // The relay's own reply to the client, sent and recorded.
+  void say(std::uint64_t now, const reply& r);
+  // Reply, record, end: the one way a session ends with a word to the client.
+  void end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail);
   void maybe_finish_drain(std::uint64_t now);
 
   // Output helpers.
@@ -331,8 +342,13 @@ class relay_fsm {
   bool input_stopped_ = false;       // a fault ends the session once the replies before it are out
   std::uint64_t stall_until_us_ = 0;
   std::string ehlo_name_;
-  std::optional<fault_decision> held_line_;   // delay(when=command) on the line at pos_
-  std::uint64_t held_line_since_us_ = 0;
+  // delay(when=command): the line at pos_ waits, with its command and the decision.
+  struct held_command {
+    fault_decision decision;
+    parsed_command parsed;
+    std::uint64_t since_us = 0;
+  };
+  std::optional<held_command> held_line_;
   std::optional<reply> held_banner_;
   std::string held_banner_bytes_;
   std::optional<fault_decision> banner_delay_;

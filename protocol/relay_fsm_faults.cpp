@@ -181,7 +181,7 @@ void relay_fsm::start_faults(std::uint64_t now) {
       fault_event_for(now, d, phase::connect, "upstream refused the connection");
       // Word for word what the shell reports for a real refusal (relay/session.cpp): the
       // fault record above is what marks this one as injected.
-      on_upstream_unreachable(now, "connect to " + options_.upstream + ": Connection refused");
+      upstream_unreachable(now, "connect to " + options_.upstream + ": Connection refused");
       return;
     default: greeting_fault(now, d); return;
   }
@@ -208,8 +208,7 @@ bool relay_fsm::greeting_fault(std::uint64_t now, const fault_decision& d) {
                     (d.what == verdict::disconnect && d.with_reply);
   if (with_reply) {
     reply r = reply_from(d.reply);
-    send(leg::client, r.raw, now);
-    if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+    say(now, r);
     fault_event_for(now, d, ph, "greeting: " + describe(d.reply));
     last_reply_sent_us_ = now;
     if (d.what == verdict::reply && r.klass() == 5) {
@@ -276,37 +275,39 @@ bool relay_fsm::banner_fault(std::uint64_t now, reply& r, std::string& bytes) {
 relay_fsm::line_fault relay_fsm::command_fault(std::uint64_t now, std::string_view line, const parsed_command& parsed,
                                                std::optional<fault_decision>& decided) {
   const command& cmd = parsed.cmd;
-  fault_decision d;
-  if (held_line_) {   // its delay is over: carry on with what was decided then
-    d = std::move(*held_line_);
-    held_line_.reset();
-    fault_event_for(now, d, cmd.ph, "command held before forwarding", now - held_line_since_us_);
-  } else {
-    if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) ehlo_name_ = cmd.argument;
-    transaction* open = txns_.open();
-    fault_query q = query_for(cmd.ph, fault_stage::command, open);
-    q.verb = cmd.verb;
-    q.argument = cmd.argument;
-    q.line_length = line.size();
-    if (cmd.address) q.address = *cmd.address;
-    // At MAIL the sender and the transaction number are the ones this command opens; at RCPT
-    // `recipients` holds the earlier ones (this one is `address`).
-    if (cmd.ph == phase::mail && !open) {
-      q.mail_from = q.address;
-      q.recipients = nullptr;
-      q.transaction_number = txns_.next_id();
-    }
-    d = ask(q);
-    if (d.what == verdict::delay) {
-      held_line_ = std::move(d);
-      held_line_since_us_ = now;
-      schedule_fault_wake(now, now + held_line_->delay_us);
-      return line_fault::held;
-    }
+  if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) ehlo_name_ = cmd.argument;
+  transaction* open = txns_.open();
+  fault_query q = query_for(cmd.ph, fault_stage::command, open);
+  q.verb = cmd.verb;
+  q.argument = cmd.argument;
+  q.line_length = line.size();
+  if (cmd.address) q.address = *cmd.address;
+  // At MAIL the sender and the transaction number are the ones this command opens; at RCPT
+  // `recipients` holds the earlier ones (this one is `address`).
+  if (cmd.ph == phase::mail && !open) {
+    q.mail_from = q.address;
+    q.recipients = nullptr;
+    q.transaction_number = txns_.next_id();
+  }
+  fault_decision d = ask(q);
+  if (d.what == verdict::delay) {
+    // The line waits where it is, parsed once: its command and decision are kept with it.
+    held_line_ = held_command{std::move(d), parsed, now};
+    schedule_fault_wake(now, now + held_line_->decision.delay_us);
+    return line_fault::held;
   }
   if (d.what == verdict::proceed && d.rewrites.empty()) return line_fault::none;
   decided = std::move(d);
   return line_fault::handled;
+}
+
+// The held line's delay is over: it goes on as it was parsed and decided then.
+parsed_command relay_fsm::take_held_line(std::uint64_t now, std::optional<fault_decision>& decided) {
+  held_command held = std::move(*held_line_);
+  held_line_.reset();
+  fault_event_for(now, held.decision, held.parsed.cmd.ph, "command held before forwarding", now - held.since_us);
+  decided = std::move(held.decision);
+  return std::move(held.parsed);
 }
 
 void relay_fsm::apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd,
@@ -326,10 +327,7 @@ void relay_fsm::apply_command_fault(std::uint64_t now, std::string_view body, co
     case phase::bdat:
       // The chunk's payload follows the command: read it, never forward it.
       txn = open ? open->id : 0;
-      bdat_remaining_ = cmd.bdat_size;
-      bdat_last_ = cmd.bdat_last;
-      discard_payload_ = true;
-      mode_ = client_mode::bdat_payload;
+      expect_bdat_payload(cmd, false);
       break;
     case phase::ehlo:
     case phase::helo:
@@ -350,7 +348,7 @@ void relay_fsm::apply_command_fault(std::uint64_t now, std::string_view body, co
   }
   if (d.what != verdict::reply && d.what != verdict::blackhole) input_stopped_ = true;
   flush_replies(now);
-  if (mode_ == client_mode::bdat_payload && bdat_remaining_ == 0) take_bdat_payload(now);
+  take_empty_bdat_chunk(now);
 }
 
 // PIX/ASA: the verb is not allowed, so the command goes on overwritten with X and the server
@@ -363,11 +361,8 @@ void relay_fsm::forward_masked_command(std::uint64_t now, std::string_view line,
   masked += "\r\n";
   handle_command(now, masked, parse_command(std::string_view(masked).substr(0, masked.size() - 2)), false);
   if (cmd.ph == phase::bdat) {   // the chunk still follows its (masked) command: read it, never parse it
-    bdat_remaining_ = cmd.bdat_size;
-    bdat_last_ = cmd.bdat_last;
-    discard_payload_ = true;
-    mode_ = client_mode::bdat_payload;
-    if (bdat_remaining_ == 0) take_bdat_payload(now);
+    expect_bdat_payload(cmd, false);
+    take_empty_bdat_chunk(now);
   }
 }
 

@@ -66,7 +66,7 @@ void relay_fsm::take_internal_ehlo_reply(std::uint64_t now, const reply& r) {
   if (reconnecting_) return take_replayed_hello_reply(now, r);
   note_upstream_capabilities(r);
   if (r.code != 250 || !upstream_offers_starttls_) {
-    on_tls_failed(now, leg::upstream, r.code != 250 ? "upstream refused EHLO with " + std::to_string(r.code)
+    upstream_tls_failed(now, r.code != 250 ? "upstream refused EHLO with " + std::to_string(r.code)
                                                     : "upstream does not offer STARTTLS");
     return;
   }
@@ -137,7 +137,7 @@ void relay_fsm::take_starttls_reply(std::uint64_t now, reply_slot& p, const repl
     return;
   }
   std::string why = "upstream refused STARTTLS with " + std::to_string(r.code);
-  if (internal) return on_tls_failed(now, leg::upstream, why);
+  if (internal) return upstream_tls_failed(now, why);
   tls_step_ = tls_step::idle;
   if (options_.tls.upstream == upstream_tls_mode::opportunistic) {
     note(now, why + "; the upstream leg stays plaintext (opportunistic)");
@@ -195,8 +195,13 @@ void relay_fsm::on_tls_ready(std::uint64_t now, leg which, const tls_summary& tl
 
 void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view reason) {
   if (ended_) return;
-  note(now, "TLS on the " + std::string(to_string(which)) + " leg failed: " + std::string(reason));
-  if (which == leg::client) return end_session(now, "client_tls_failed", reason);
+  if (which == leg::upstream) return upstream_tls_failed(now, reason);
+  note(now, "TLS on the client leg failed: " + std::string(reason));
+  end_session(now, "client_tls_failed", reason);
+}
+
+void relay_fsm::upstream_tls_failed(std::uint64_t now, std::string_view reason) {
+  note(now, "TLS on the upstream leg failed: " + std::string(reason));
   if (may_fall_back_to_plaintext()) return fall_back_to_plaintext(now, reason);
   // The upstream connection is unusable after a failed handshake, and must never carry the
   // client's conversation in plaintext instead.
@@ -212,10 +217,8 @@ void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view rea
     return;
   }
   securing_upstream_ = false;
-  reply r = make_reply(421, "4.7.0", options_.name + " cannot secure the upstream leg: " + std::string(reason));
-  send(leg::client, r.raw, now);
-  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-  end_session(now, "upstream_tls_failed", reason);
+  end_with_reply(now, make_reply(421, "4.7.0", options_.name + " cannot secure the upstream leg: " + std::string(reason)),
+                 "upstream_tls_failed", reason);
 }
 
 // ---------------------------------------------------------------- plaintext fall-back
@@ -288,10 +291,8 @@ void relay_fsm::reconnect_failed(std::uint64_t now, std::string_view detail) {
   note(now, "plaintext fall-back failed: " + std::string(detail));
   close(leg::upstream);
   arm(leg::upstream, disarmed_timer);
-  reply r = make_reply(421, "4.4.2", options_.name + " upstream unavailable: " + std::string(detail));
-  send(leg::client, r.raw, now);
-  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-  end_session(now, "upstream_refused", detail);
+  end_with_reply(now, make_reply(421, "4.4.2", options_.name + " upstream unavailable: " + std::string(detail)),
+                 "upstream_refused", detail);
 }
 
 void relay_fsm::injection(std::uint64_t now, leg where, std::string_view detail) {
@@ -300,10 +301,8 @@ void relay_fsm::injection(std::uint64_t now, leg where, std::string_view detail)
   if (where == leg::client) return end_session(now, "starttls_injection", detail);
   // The 220 already asked for the upstream handshake: withdraw it, the leg is being closed.
   std::erase_if(actions_, [](const action& a) { return std::holds_alternative<start_tls>(a); });
-  reply r = make_reply(421, "4.7.0", options_.name + " upstream sent unexpected bytes after STARTTLS; closing");
-  send(leg::client, r.raw, now);
-  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-  end_session(now, "upstream_starttls_injection", detail);
+  end_with_reply(now, make_reply(421, "4.7.0", options_.name + " upstream sent unexpected bytes after STARTTLS; closing"),
+                 "upstream_starttls_injection", detail);
 }
 
 }  // namespace mailtap::protocol
