@@ -21,7 +21,7 @@ namespace json = boost::json;
 
 // Longest line accepted. The writer puts one read of relay input in a bytes record (a few
 // hundred KiB at most, base64 adds a third); 64 MiB is far above that and keeps a corrupt
-// or hostile file from growing one line without bound (HOUSE_STYLE 7).
+// or hostile file from growing one line without bound (bounded memory).
 constexpr std::size_t line_cap = 64 * 1024 * 1024;
 
 // ---------------------------------------------------------------- upgrades

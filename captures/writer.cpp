@@ -19,7 +19,7 @@ namespace mailtap::captures {
 
 namespace {
 // Record bytes queued but not yet written, across all sessions, above which further bytes
-// records are dropped and their captures marked incomplete (I3: bounded memory). Sessions
+// records are dropped and their captures marked incomplete (bounded memory). Sessions
 // stop reading well before this (store::backlog_pause_at), so it is the last resort.
 constexpr std::size_t queued_bytes_cap = 32 * 1024 * 1024;
 // A file's serialized lines are written out once they reach this, so the writer's buffer is
@@ -400,7 +400,6 @@ void session_capture::on_tls(std::uint64_t t, protocol::leg l, const protocol::t
 void session_capture::on_stage(const protocol::stage_record& s) { push({file_, s}); }
 
 void session_capture::on_transaction(const protocol::transaction_record& t) {
-  transaction_recorded_ = true;
   push({file_, std::make_unique<protocol::transaction_record>(t)});
 }
 

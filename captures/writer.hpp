@@ -37,9 +37,9 @@ struct session_info {
 struct store_counters {
   std::atomic<std::uint64_t> opened{0};
   std::atomic<std::uint64_t> complete{0};
-  std::atomic<std::uint64_t> incomplete{0};       // I2: kept but not completed
+  std::atomic<std::uint64_t> incomplete{0};       // kept but not completed (no capture silently lost)
   std::atomic<std::uint64_t> write_failures{0};
-  std::atomic<std::uint64_t> dropped_records{0};  // queue above its cap (I3)
+  std::atomic<std::uint64_t> dropped_records{0};  // queue above its cap (bounded memory)
 };
 
 class session_capture;
@@ -102,8 +102,6 @@ class session_capture final : public protocol::session_observer {
 
   // Calls `done` (on the writer thread) once everything recorded so far is written out.
   void when_durable(std::function<void()> done);
-  // True once a transaction was recorded since the last call (its reply should wait).
-  bool take_durability_request() { return std::exchange(transaction_recorded_, false); }
   // True once any write to this capture failed.
   bool failed() const { return file_failed_->load(); }
   const std::string& id() const { return id_; }
@@ -118,7 +116,6 @@ class session_capture final : public protocol::session_observer {
   std::shared_ptr<std::atomic<bool>> file_failed_;
   std::string id_;
   bool ended_ = false;
-  bool transaction_recorded_ = false;
   std::uint64_t dropped_ = 0;
 };
 

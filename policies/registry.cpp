@@ -94,7 +94,7 @@ std::optional<std::string> check_rule(rule& r) {
 // from. 1xx/3xx would start an exchange the fault never finishes (a 354 would turn the body
 // into commands, a 334 the credentials, a 220 to STARTTLS the TLS handshake). A 2xx is only a
 // plain acceptance of a command that was not forwarded; never at the greeting, STARTTLS, AUTH
-// or the message (I1: only `blackhole` may answer the message with 2xx). A fault on the
+// or the message (ARCHITECTURE.md, "Invariants": only `blackhole` may answer the message with 2xx). A fault on the
 // message goes at `data_end`, which covers DATA and BDAT alike; `bdat` takes no reply.
 std::optional<std::string> check_reply_code(const rule& r) {
   const protocol::reply_spec* reply = nullptr;

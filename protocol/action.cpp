@@ -51,6 +51,11 @@ std::string to_string(const action& a) {
       return "segment break on " + std::string(to_string(b.which)) + ", gap " + std::to_string(b.gap.count()) + "us";
     }
     std::string operator()(const reconnect_upstream&) const { return "reconnect upstream (plaintext)"; }
+    std::string operator()(const connect_upstream&) const { return "connect upstream"; }
+    std::string operator()(const capture_barrier&) const { return "capture barrier"; }
+    std::string operator()(const pause_reading& p) const {
+      return (p.paused ? "pause reading " : "resume reading ") + std::string(to_string(p.which));
+    }
     std::string operator()(const start_tls& t) const {
       return "start tls on " + std::string(to_string(t.which));
     }

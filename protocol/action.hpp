@@ -1,7 +1,8 @@
 // The closed action vocabulary the protocol machines return and relay/ carries out:
 // send bytes on a leg, close (or reset) a leg, arm or disarm a leg's timer, start TLS on a leg,
-// replace the upstream connection with a plaintext one, and the fault shell's timer, write
-// shaping and segment breaks. Actions print themselves, so a failing playbook test reads as
+// connect the upstream or replace it with a plaintext one, wait for the recorder (capture
+// barrier), pause or resume reading a leg, and the fault shell's timer, write shaping and
+// segment breaks. Actions print themselves, so a failing playbook test reads as
 // a sentence. Pure value types.
 #pragma once
 #include <chrono>
@@ -53,6 +54,27 @@ struct reconnect_upstream {
   bool operator==(const reconnect_upstream&) const = default;
 };
 
+// Open the upstream connection (the machine decided at on_start that the session needs one;
+// a connect-phase fault that answers the client itself does not ask). The shell answers with
+// relay_fsm::on_upstream_connected or on_upstream_unreachable.
+struct connect_upstream {
+  bool operator==(const connect_upstream&) const = default;
+};
+
+// Actions that follow this one wait until every record reported to the observer so far is
+// written by the recorder: no reply overtakes the transaction record it settles
+// (ARCHITECTURE.md, "Invariants": a message's record is written before its end-of-data reply).
+struct capture_barrier {
+  bool operator==(const capture_barrier&) const = default;
+};
+
+// Stop (or resume) reading a leg: the machine holds more unparsed input than its cap.
+struct pause_reading {
+  leg which;
+  bool paused = true;
+  bool operator==(const pause_reading&) const = default;
+};
+
 // Call on_fault_timer after `after` (a held reply, command or banner is due); replaces any
 // earlier request. Zero disarms.
 struct arm_fault_timer {
@@ -76,7 +98,7 @@ struct segment_break {
 };
 
 using action = std::variant<send_bytes, close_leg, arm_timer, start_tls, arm_fault_timer, shape_leg, segment_break,
-                            reconnect_upstream>;
+                            reconnect_upstream, connect_upstream, capture_barrier, pause_reading>;
 
 std::string to_string(const action& a);
 // Printable form of raw bytes: CR, LF, NUL and other controls escaped.

@@ -41,7 +41,7 @@ struct fault_query {
   bool client_tls = false;
 };
 
-// The closed set of decisions (HOUSE_STYLE 8). Precedence when several rules match, highest
+// The closed set of decisions (a closed enum: every consumer handles every verdict). Precedence when several rules match, highest
 // first: unreachable, disconnect, reset, reply_and_close, reply (and blackhole), stall, delay;
 // rewrites compose with proceed and delay only. policies/README.md says why.
 enum class verdict : unsigned char {

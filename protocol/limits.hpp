@@ -1,4 +1,4 @@
-// Named input bounds for every buffer mailtap keeps (invariant I3), each with its source.
+// Named input bounds for every buffer mailtap keeps (ARCHITECTURE.md, "Invariants": bounded memory), each with its source.
 // Pure constants; shared by protocol/, relay/ and captures/.
 #pragma once
 #include <cstddef>
@@ -18,7 +18,7 @@ inline constexpr std::size_t reply_lines_cap = 256;
 inline constexpr std::size_t data_line_rfc_max = 998;   // octets before the CRLF
 // RFC 5321 4.5.3.1.8: at least 100 must be accepted. Beyond this: 452 4.5.3, not forwarded.
 inline constexpr std::size_t recipients_cap = 1000;
-// Recipients recorded per transaction (I3): the forwarded ones plus as many refused (by the
+// Recipients recorded per transaction (bounded memory): the forwarded ones plus as many refused (by the
 // cap or a fault); later RCPTs are still answered but no longer recorded, and a note says so.
 inline constexpr std::size_t recipients_recorded_cap = 2 * recipients_cap;
 // RFC 4954 section 4: 12288 octets of base64 for one AUTH response line.

@@ -14,8 +14,8 @@ namespace mailtap::protocol {
 namespace {
 using std::chrono::milliseconds;
 constexpr milliseconds disarmed{0};
-// Held client input above this stops the shell reading (per-direction high watermark,
-// SMTP_NOTES "per-connection buffers").
+// Held client input above this stops the shell reading (a per-direction high
+// watermark: ARCHITECTURE.md, "Invariants", bounded memory).
 constexpr std::size_t client_input_high_watermark = 64 * 1024;
 
 std::string_view stripped_crlf(std::string_view line) {
@@ -68,13 +68,28 @@ relay_fsm::relay_fsm(relay_options options, session_observer* observer, fault_ad
     : options_(std::move(options)), observer_(observer), faults_(faults) {}
 
 std::vector<action> relay_fsm::take_actions() {
+  report_client_pause();
   std::vector<action> out;
   out.swap(actions_);
   return out;
 }
 
-bool relay_fsm::client_paused() const {
-  return client_in_.size() - pos_ >= client_input_high_watermark;
+// The shell stops reading the client while the machine holds more unparsed input than its
+// cap (a pipelining client ahead of a slow upstream), and resumes once it is parsed.
+void relay_fsm::report_client_pause() {
+  if (ended_) return;   // the shell stops reading anyway; no action follows the end
+  bool paused = client_in_.size() - pos_ >= client_input_high_watermark;
+  if (paused == client_paused_) return;
+  client_paused_ = paused;
+  actions_.push_back(pause_reading{leg::client, paused});
+}
+
+// Nothing of this event's actions may overtake the transaction record just reported (a reply
+// settling it above all): the barrier goes first, and the shell holds what follows it until
+// the recorder has written the record.
+void relay_fsm::request_capture_barrier() {
+  if (!actions_.empty() && std::holds_alternative<capture_barrier>(actions_.front())) return;
+  actions_.insert(actions_.begin(), capture_barrier{});
 }
 
 // ---------------------------------------------------------------- events
@@ -82,6 +97,7 @@ bool relay_fsm::client_paused() const {
 void relay_fsm::on_start(std::uint64_t now) {
   started_us_ = now;
   if (faults_) start_faults(now);   // relay_fsm_faults.cpp: the session plan and the connect phase
+  if (upstream_wanted_ && !ended_) actions_.push_back(connect_upstream{});
 }
 
 void relay_fsm::on_upstream_connected(std::uint64_t now) {
@@ -126,7 +142,8 @@ void relay_fsm::on_upstream_bytes(std::uint64_t now, std::string_view bytes) {
     if (!greeted_) take_banner(now, std::move(got[i]));
     else take_upstream_reply(now, std::move(got[i]));
     if (tls_step_ == tls_step::upstream_handshake && (i + 1 < got.size() || replies_.pending_bytes() > 0)) {
-      // I4: bytes after the upstream's 220 would be read as if they came through TLS.
+      // Nothing read as protected across a STARTTLS boundary (ARCHITECTURE.md, "Invariants";
+      // RFC 3207 5): bytes after the upstream's 220 would be read as if they came through TLS.
       injection(now, leg::upstream, "upstream sent bytes after its 220 to STARTTLS");
       return;
     }
@@ -323,7 +340,7 @@ void relay_fsm::process_client_input(std::uint64_t now) {
         break;
       case client_mode::auth_response: progress = take_auth_response(now); break;
       case client_mode::starttls:
-        // I4: nothing the client sends between STARTTLS and its handshake may be read as protected.
+        // ARCHITECTURE.md, "Invariants" (RFC 3207 5): nothing the client sends between STARTTLS and its handshake may be read as protected.
         injection(now, leg::client, "client sent bytes before the TLS handshake");
         progress = false;
         break;
@@ -621,7 +638,8 @@ void relay_fsm::end_of_data(std::uint64_t now) {
                   " octets (RFC 5321 4.5.3.1.6), longest " + std::to_string(framer_->longest_line()) + ": forwarded unchanged");
   transaction* t = close_message(now);
   if (!data_failure_ && capture_failed_) {
-    // SMTP_NOTES: capture write fails in DATA -> do not send the dot; 451 4.3.0.
+    // The capture failed in DATA: the dot is not sent, the client gets 451 4.3.0 (README,
+    // "Outcomes": no message is delivered that the capture cannot show).
     note(now, "capture cannot be written: end of data withheld, upstream closed");
     data_failure_ = make_reply(451, "4.3.0", options_.name + " cannot record this message; try again later");
     close(leg::upstream);
@@ -911,7 +929,7 @@ std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const 
     caps.set("STARTTLS", "");
     add_change("added STARTTLS");
   }
-  // XCLIENT/XFORWARD: never advertised to clients (SMTP_NOTES, command smuggling).
+  // XCLIENT/XFORWARD: never advertised to clients (they would let a client forge its identity upstream).
   for (std::string_view kw : {"XCLIENT", "XFORWARD"})
     if (caps.remove(kw)) changes += (changes.empty() ? "removed " : ", removed ") + std::string(kw);
   if (changes.empty()) return r.raw;
@@ -1034,7 +1052,10 @@ void relay_fsm::finish_transaction(std::uint64_t now, std::uint64_t id, outcome 
   if (!rec) return;
   if (rec->result == outcome::delivered) ++stats_.delivered;
   if (id == withheld_dot_txn_) record_withheld_dot_stage(now);   // relay_fsm_faults.cpp: the stall, as a stage
-  if (observer_) observer_->on_transaction(*rec);
+  if (observer_) {
+    observer_->on_transaction(*rec);
+    request_capture_barrier();
+  }
 }
 
 void relay_fsm::abandon_transactions(std::uint64_t now) {
@@ -1072,7 +1093,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     return;
   }
   if (mode_ == client_mode::data) {
-    // SMTP_NOTES: upstream dies in DATA -> keep reading the client's data to its end, then 451.
+    // The upstream died in DATA: keep reading the client's data to its end, then 451.
     if (!data_failure_)
       data_failure_ = make_reply(451, "4.4.2", options_.name + " lost the upstream connection during message transfer");
     return;

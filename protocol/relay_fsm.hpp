@@ -2,7 +2,7 @@
 // upstream bytes, connection results and timer expiries (each with the caller's monotonic
 // time); returns actions (send, close, arm timer) and reports to a session_observer.
 // Pairs pipelined commands with replies (RFC 2920), frames DATA and BDAT, tracks
-// transactions and stage timings, and applies the outcome rules of SMTP_NOTES.
+// transactions and stage timings, and applies the outcome rules (README, "Outcomes").
 // Faults come from an optional fault_advisor (policies/) asked at each decision point;
 // relay_fsm_faults.cpp carries its decisions out.
 // Single-threaded: one instance per session, driven from that session's strand.
@@ -87,7 +87,8 @@ struct relay_stats {
   std::uint64_t transactions = 0;
   std::uint64_t delivered = 0;
   std::uint64_t faults_injected = 0;
-  std::uint64_t blackholed = 0;          // messages a blackhole fault answered with 250 (I1)
+  std::uint64_t blackholed = 0;          // messages a blackhole fault answered with 250 (the one exception to
+                                         // "never a 2xx the destination did not give")
   std::uint64_t client_timeouts = 0;     // idle, slow command line, data rate below the minimum
   std::uint64_t upstream_replied_in_data = 0;   // a reply before the dot ended the message
   std::uint64_t unacknowledged_end_of_data = 0; // the upstream answered the dot after the client left
@@ -130,9 +131,6 @@ class relay_fsm {
   void on_upstream_reconnected(std::uint64_t now_us);
   // The time asked for with arm_fault_timer has come (a held reply, command or banner is due).
   void on_fault_timer(std::uint64_t now_us);
-  // False when a connect-phase fault answers the client without an upstream: the shell
-  // must not connect (but still reads the client).
-  bool wants_upstream() const { return upstream_wanted_; }
   // The capture can no longer be written: no further end-of-data is released upstream.
   void on_capture_failed() { capture_failed_ = true; }
 
@@ -140,9 +138,9 @@ class relay_fsm {
   // its recorder falls behind); releasing it parses what waited.
   void hold_client_input(std::uint64_t now_us, bool held);
 
+  // The actions asked for since the last call. on_start asks for connect_upstream unless a
+  // connect-phase fault answers the client without an upstream (the shell still reads the client).
   std::vector<action> take_actions();
-  // True while the shell should not read more client bytes (input held above its cap).
-  bool client_paused() const;
   bool finished() const { return ended_; }
   const relay_stats& stats() const { return stats_; }
 
@@ -280,6 +278,8 @@ class relay_fsm {
   void note(std::uint64_t now, std::string_view text);
   void record_consumed_client_input(std::uint64_t now);
   void close_with_reset(leg which);
+  void report_client_pause();
+  void request_capture_barrier();
 
   relay_options options_;
   session_observer* observer_;
@@ -299,6 +299,7 @@ class relay_fsm {
   std::string auth_mechanism_;         // upper-cased, for notes
   bool auth_username_pending_ = false; // the next client response carries the username
   bool input_held_ = false;
+  bool client_paused_ = false;                   // pause_reading{client} was the last said
   std::size_t pos_ = 0;                          // parse offset into client_in_
   std::uint64_t client_consumed_ = 0;            // client bytes erased from client_in_ so far
   bool client_input_ended_ = false;              // FIN seen (client_closed_: nothing can reach it either)

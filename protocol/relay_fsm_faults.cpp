@@ -49,7 +49,7 @@ std::string masked_banner(std::string_view raw) {
 }
 
 // ASA ESMTP inspection shows a keyword it removed as X's of the same length ending in 'A'
-// (STARTTLS -> XXXXXXXA, SMTP_NOTES).
+// (STARTTLS -> XXXXXXXA; policies/README.md, firewall fixup).
 std::string masked_keyword(std::string_view keyword) {
   if (keyword.empty()) return {};
   return std::string(keyword.size() - 1, 'X') + 'A';

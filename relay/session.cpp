@@ -30,8 +30,8 @@ using namespace asio::experimental::awaitable_operators;
 using namespace std::chrono_literals;
 
 namespace {
-// Outbox bytes above which the leg feeding it stops being read (SMTP_NOTES: 64 KiB high
-// watermark per direction). Writers drain the whole outbox at once, so no low mark is needed.
+// Outbox bytes above which the leg feeding it stops being read (a 64 KiB high watermark
+// per direction: ARCHITECTURE.md, "Invariants", bounded memory). Writers drain the whole outbox at once, so no low mark is needed.
 constexpr std::size_t outbox_high_watermark = 64 * 1024;
 // After our FIN, how long we keep reading so unread input does not turn the last reply into a RST.
 constexpr auto linger_after_close = 2s;
@@ -145,7 +145,7 @@ session::~session() {
   spdlog::debug("session {} closed", id_);
 }
 
-// HOUSE_STYLE 6: an unexpected error ends the session at its boundary, logged with the
+// An unexpected error ends the session at its boundary, logged with the
 // session id and counted; the capture still gets its end record.
 void session::spawn(asio::awaitable<void> work) {
   asio::co_spawn(client_.get_executor(), std::move(work), [self = shared_from_this()](std::exception_ptr e) {
@@ -187,7 +187,7 @@ asio::awaitable<void> session::run() {
   client_.non_blocking(true, ig);
   feed(&protocol::relay_fsm::on_start);   // a fault decided at connect may answer (or shape the legs) now
   if (implicit_tls_) co_await handshake(leg::client);   // SMTPS: TLS before the banner
-  if (!fsm_.finished() && fsm_.wants_upstream()) co_await connect_upstream();
+  if (!fsm_.finished() && upstream_wanted_) co_await connect_upstream();
   if (upstream_connected_ && ctx_.cfg.tls.upstream_implicit && ctx_.upstream_tls && !fsm_.finished())
     co_await handshake(leg::upstream);
   spawn(write_leg(leg::client));
@@ -272,7 +272,7 @@ bool session::reading_paused(leg l) const {
   if (fsm_.finished()) return false;   // lingering: read and discard until the peer's FIN
   if (client_out_.size() > outbox_high_watermark) return true;
   if (l == leg::client)
-    return fsm_.client_paused() || upstream_out_.size() > outbox_high_watermark ||
+    return machine_paused_client_ || upstream_out_.size() > outbox_high_watermark ||
            (ctx_.captures && ctx_.captures->backlogged());
   return false;
 }
@@ -411,7 +411,7 @@ asio::awaitable<void> session::write_leg(leg l) {
 
 void session::hold_input_while_capture_backlogged() {
   // Backpressure from the recorder: while it is behind, even input already buffered waits,
-  // because every parsed command becomes several queued records (I3).
+  // because every parsed command becomes several queued records (bounded memory).
   bool backlogged = ctx_.captures && ctx_.captures->backlogged();
   if (backlogged == input_held_) return;   // the common case, on every read: nothing to do
   input_held_ = backlogged;
@@ -581,31 +581,41 @@ asio::awaitable<void> session::watchdog() {
 
 void session::dispatch() {
   auto actions = fsm_.take_actions();
-  if (capture_ && capture_->take_durability_request()) {
-    // SMTP_NOTES: the client hears the end-of-data reply only once its transaction record is
-    // written. Later actions queue behind it so nothing overtakes that reply.
-    ++barriers_pending_;
-    held_.insert(held_.end(), std::make_move_iterator(actions.begin()), std::make_move_iterator(actions.end()));
-    capture_->when_durable([self = shared_from_this()] {
-      asio::post(self->client_.get_executor(), [self] {
-        if (--self->barriers_pending_ > 0) return;
-        auto held = std::move(self->held_);
-        self->held_.clear();
-        self->execute(held);
-      });
-    });
-    return;
-  }
-  if (barriers_pending_ > 0) {
+  if (barriers_pending_ > 0) {   // everything queues behind a capture barrier still waiting
     held_.insert(held_.end(), std::make_move_iterator(actions.begin()), std::make_move_iterator(actions.end()));
     return;
   }
   execute(actions);
 }
 
+// The actions after a capture_barrier wait until the recorder has written every record
+// reported before it (ARCHITECTURE.md, "Invariants"); later dispatches queue behind them.
+void session::hold_until_recorded(std::vector<protocol::action>& actions, std::size_t from) {
+  ++barriers_pending_;
+  held_.insert(held_.end(), std::make_move_iterator(actions.begin() + static_cast<std::ptrdiff_t>(from)),
+               std::make_move_iterator(actions.end()));
+  capture_->when_durable([self = shared_from_this()] {
+    asio::post(self->client_.get_executor(), [self] {
+      if (--self->barriers_pending_ > 0) return;
+      auto held = std::move(self->held_);
+      self->held_.clear();
+      self->execute(held);
+    });
+  });
+}
+
 void session::execute(std::vector<protocol::action>& actions) {
-  for (auto& a : actions) {
-    if (auto* s = std::get_if<protocol::send_bytes>(&a)) {
+  for (std::size_t i = 0; i < actions.size(); ++i) {
+    auto& a = actions[i];
+    if (std::holds_alternative<protocol::capture_barrier>(a)) {
+      if (!capture_) continue;
+      hold_until_recorded(actions, i + 1);
+      return;   // the rest, and the closing below, run once the record is written
+    } else if (std::holds_alternative<protocol::connect_upstream>(a)) {
+      upstream_wanted_ = true;   // run() dials once an implicit-TLS handshake is done
+    } else if (auto* p = std::get_if<protocol::pause_reading>(&a)) {
+      if (p->which == leg::client) machine_paused_client_ = p->paused;
+    } else if (auto* s = std::get_if<protocol::send_bytes>(&a)) {
       auto& box = outbox_of(s->to);
       if (box.closed || box.close_requested) continue;
       if (box.pending.empty()) box.pending = std::move(s->bytes);   // the common case: no copy

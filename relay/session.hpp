@@ -117,9 +117,10 @@ class session : public std::enable_shared_from_this<session> {
     (fsm_.*event)(now_us(), std::forward<Args>(args)...);
     dispatch();
   }
-  // Takes the machine's actions and carries them out (execute), behind a capture barrier
-  // when the machine asked for one.
+  // Takes the machine's actions and carries them out (execute); what follows a capture barrier
+  // waits for the recorder.
   void dispatch();
+  void hold_until_recorded(std::vector<protocol::action>& actions, std::size_t from);
   void hold_input_while_capture_backlogged();
   void execute(std::vector<protocol::action>& actions);
   void notify();
@@ -152,6 +153,8 @@ class session : public std::enable_shared_from_this<session> {
   std::vector<protocol::action> held_;  // actions waiting for a capture barrier
   int barriers_pending_ = 0;
   bool upstream_connected_ = false;
+  bool upstream_wanted_ = false;        // the machine asked for connect_upstream
+  bool machine_paused_client_ = false;  // the machine's last pause_reading for the client
   bool implicit_tls_ = false;
   bool input_held_ = false;             // the machine is holding client input for the recorder
   bool counted_active_ = true;

@@ -52,7 +52,7 @@ asio::awaitable<void> sink_server::accept_loop() {
     auto [ec, socket] = co_await acceptor_.async_accept(as_tuple(use_awaitable));
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
     if (ec) {
-      // EMFILE and friends: back off instead of spinning (HOUSE_STYLE: accept errors never exit).
+      // EMFILE and friends: back off instead of spinning (accept errors never end the listener).
       // Out of descriptors, this repeats ten times a second: rate-limited like the listener's.
       if (metrics_) {
         ++metrics_->accept_errors;

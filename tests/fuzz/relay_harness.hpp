@@ -183,7 +183,7 @@ class relay_harness {
   std::uint64_t now() const { return now_; }
   void advance(std::uint64_t us) { now_ += us; }
 
-  bool client_readable() const { return !client_closed_ && !tls_pending_[0] && !fsm_.finished() && !fsm_.client_paused(); }
+  bool client_readable() const { return !client_closed_ && !tls_pending_[0] && !fsm_.finished() && !client_paused_; }
   bool upstream_readable() const { return connected_ && !upstream_closed_ && !tls_pending_[1] && !fsm_.finished(); }
 
   // Each step: one event, then the actions taken and every invariant checked.
@@ -196,7 +196,7 @@ class relay_harness {
   void start(bool upstream_reachable, bool implicit_client_tls) {
     if (implicit_client_tls) step(0, [&] { fsm_.on_tls_ready(now_, leg::client, summary()); });
     step(0, [&] { fsm_.on_start(now_); });
-    if (!fsm_.wants_upstream()) return;
+    if (!connect_asked_) return;
     if (upstream_reachable) {
       connected_ = true;
       step(0, [&] { fsm_.on_upstream_connected(now_); });
@@ -324,6 +324,10 @@ class relay_harness {
         fault_due_ = f->after.count() == 0 ? 0 : now_ + static_cast<std::uint64_t>(f->after.count());
       } else if (auto* s2 = std::get_if<start_tls>(&a)) {
         tls_pending_[s2->which == leg::client ? 0 : 1] = true;
+      } else if (std::holds_alternative<connect_upstream>(a)) {
+        connect_asked_ = true;
+      } else if (auto* p = std::get_if<pause_reading>(&a)) {
+        if (p->which == leg::client) client_paused_ = p->paused;
       }
     }
     FUZZ_CHECK(out <= step_output_factor * input_bytes + step_output_slack, "I-mem: a step handed out too much");
@@ -340,6 +344,8 @@ class relay_harness {
   std::uint64_t fault_due_ = 0;
   bool tls_pending_[2] = {false, false};
   bool connected_ = false;
+  bool connect_asked_ = false;
+  bool client_paused_ = false;
   bool client_closed_ = false, client_eof_ = false, upstream_closed_ = false, draining_ = false;
 };
 

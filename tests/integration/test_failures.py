@@ -1,4 +1,4 @@
-"""Outcome semantics when a leg fails (issue item 5; SMTP_NOTES "Outcome semantics").
+"""Outcome semantics when a leg fails (README, "Outcomes").
 
 - upstream refuses the connection      -> 421 4.4.1 at greeting, end reason upstream_unreachable
 - upstream dies in DATA                -> client may finish its data, then 451 4.4.2; the

@@ -1,4 +1,4 @@
-"""Limits and smuggling (issue item 6; SMTP_NOTES "Limits" and "Attacks a relay must not enable").
+"""Limits and smuggling (ARCHITECTURE.md, "Limits and their sources" and "Invariants").
 
 raw client -> mailtap -> scripted upstream that logs every byte it receives.
 """
@@ -11,7 +11,7 @@ import unittest
 from harness import (IntegrationTest, LOOPBACK, bare_cr_lf_positions, dot_unstuff, make_message,
                      normalized_message, show_json, wait_until)
 
-# SMTP_NOTES "SMTP smuggling": every sequence to test.
+# SMTP smuggling (CVE-2023-51764/5/6): every end-of-data look-alike to test.
 SMUGGLING = [
     b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r.\n", b"\n.\r", b"\r\n.\n",
     b"\r\n.\r", b"\r.\r\n", b"\r\n.\r\r\n", b"\r\r\n.\r\r\n", b"\r\n\x00.\r\n", b"\r\n.\x00\r\n",
@@ -196,7 +196,7 @@ class CommandLimits(IntegrationTest):
         self.assertTrue(all(len(cmd) <= 2048 for cmd in conn.commands))
 
     def test_command_without_crlf_over_hard_cap(self):
-        # SMTP_NOTES: hard cap 4 KiB -> 500 5.5.2 and close; a partial line is never forwarded.
+        # protocol/limits.hpp: hard cap 4 KiB -> 500 5.5.2 and close; a partial line is never forwarded.
         c = self.greeted_client(self.mailtap.port)
         c.send(b"MAIL FROM:<" + b"a" * 5000)
         r = c.reply()
@@ -244,7 +244,7 @@ class PipeliningFlood(IntegrationTest):
     RSS_LIMIT_KIB = 64 * 1024
 
     def test_noop_flood_keeps_memory_bounded(self):
-        # Regression test (fixed; SMTP_NOTES "Pipelining floods", invariant I3): the flood stalls as
+        # Regression test (fixed; pipelining floods, bounded memory): the flood stalls as
         # it should (client input capped, ~5 MB accepted before TCP back-pressure), yet VmRSS climbs
         # from ~6 MiB to 125-370 MiB within two seconds, growing in step with the capture file, and
         # stays there. Likely cause: captures/writer.cpp -- the queue cap (queued_bytes_cap, 16 MiB)

@@ -305,7 +305,7 @@ class TlsTest(IntegrationTest):
         rc, out = self.s_client(mailtap.port, "-tls1_2")
         self.assertIn("BEGIN CERTIFICATE", out, out[-2000:])
 
-    # ------------------------------------------------------------ injection (I4)
+    # ------------------------------------------------------------ injection (RFC 3207 5: nothing read as protected across STARTTLS)
 
     def test_client_starttls_injection(self):
         mailtap = self.start_tls_mailtap()

@@ -1,4 +1,4 @@
-// protocol/ stays sans-I/O: no source under it includes an I/O library (HOUSE_STYLE 1).
+// protocol/ stays sans-I/O: no source under it includes an I/O library (ARCHITECTURE.md, "Layers").
 #include <gtest/gtest.h>
 
 #include <filesystem>

@@ -1,4 +1,4 @@
-// relay_fsm playbook tests (HOUSE_STYLE 11): events in, actions out. A recording fake
+// relay_fsm playbook tests : events in, actions out. A recording fake
 // session_observer captures what the recorder would see. Actions are compared in their printed
 // form (protocol::to_string), so a failure reads as a sentence; timers are left out unless a
 // test asks for them. Every test ends with exactly one on_end (checked in TearDown).
@@ -71,6 +71,14 @@ class RelayFsmTest : public testing::Test {
         if (s->to == leg::upstream) upstream_writes_.push_back(*s);
       } else if (const auto* c = std::get_if<close_leg>(&a)) {
         closed_[c->which] = true;
+      } else if (const auto* p = std::get_if<pause_reading>(&a)) {
+        client_paused_ = p->paused;   // shell plumbing, asserted through the flags
+        continue;
+      } else if (std::holds_alternative<connect_upstream>(a)) {
+        connect_asked_ = true;
+        continue;
+      } else if (std::holds_alternative<capture_barrier>(a)) {
+        continue;
       } else if (std::holds_alternative<start_tls>(a)) {
         // always shown: the order of a 220 and its handshake is what the TLS tests check
       } else if (!show_timers_) {
@@ -127,6 +135,8 @@ class RelayFsmTest : public testing::Test {
   std::vector<send_bytes> upstream_writes_;
   std::map<leg, bool> closed_;
   bool show_timers_ = false;
+  bool client_paused_ = false;   // the last pause_reading for the client
+  bool connect_asked_ = false;   // connect_upstream was asked for
 };
 
 // ---------------------------------------------------------------- timers
@@ -323,10 +333,10 @@ TEST_F(RelayFsmTest, NoopFloodStopsParsingAtPendingCap) {
   std::string thousand;
   for (std::size_t i = 0; i < limits::pipelined_commands_cap; ++i) thousand += "NOOP\r\n";
   EXPECT_THAT(acts, ElementsAre(to_upstream(thousand)));   // the first 1000, in one write
-  EXPECT_FALSE(fsm_->client_paused());                      // 4000 NOOPs held: 24000 bytes
+  EXPECT_FALSE(client_paused_);                             // 4000 NOOPs held: 24000 bytes
   // Keep flooding without reading replies: held input grows until the shell must stop reading.
   int extra = 0;
-  while (!fsm_->client_paused()) {
+  while (!client_paused_) {
     ASSERT_THAT(client("NOOP\r\n"), IsEmpty());
     ++extra;
     ASSERT_LT(extra, 20000);
@@ -341,6 +351,28 @@ TEST_F(RelayFsmTest, NoopFloodStopsParsingAtPendingCap) {
   EXPECT_EQ(after[0], to_client(replies));
   EXPECT_EQ(after[1], to_upstream(thousand));
   EXPECT_EQ(up_, "EHLO client.example\r\n" + thousand + thousand);
+  EXPECT_FALSE(client_paused_) << "held input fell below the cap: the shell may read again";
+}
+
+// ---------------------------------------------------------------- shell plumbing
+
+TEST_F(RelayFsmTest, StartAsksTheShellToConnectUpstream) {
+  EXPECT_FALSE(connect_asked_);
+  start();
+  EXPECT_TRUE(connect_asked_);
+}
+
+TEST_F(RelayFsmTest, EndOfDataReplyWaitsBehindACaptureBarrier) {
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n.\r\n");
+  fsm_->on_upstream_bytes(tick(), "250 2.0.0 Ok: queued as 1\r\n");
+  auto raw = fsm_->take_actions();
+  ASSERT_EQ(only_transaction().result, outcome::delivered);
+  ASSERT_GE(raw.size(), 2u);
+  // The record is reported before the reply, and the barrier comes before the reply, so the
+  // client never hears 250 for a message whose record is not yet written.
+  EXPECT_EQ(to_string(raw.front()), "capture barrier");
+  EXPECT_EQ(to_string(raw[1]), to_client("250 2.0.0 Ok: queued as 1\r\n"));
 }
 
 // ---------------------------------------------------------------- DATA

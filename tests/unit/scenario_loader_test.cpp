@@ -638,7 +638,7 @@ TEST(ScenarioLoader, ReplyCodesTheRelayCannotStandBehindAreRefused) {
   };
   EXPECT_NE(error_of(fault("reply", "data", 354)).find("1xx/3xx"), std::string::npos);
   EXPECT_NE(error_of(fault("reply", "auth", 334)).find("1xx/3xx"), std::string::npos);
-  EXPECT_NE(error_of(fault("reply", "data_end", 250)).find("blackhole"), std::string::npos);   // I1
+  EXPECT_NE(error_of(fault("reply", "data_end", 250)).find("blackhole"), std::string::npos);   // only blackhole may answer 2xx
   EXPECT_NE(error_of(fault("reply", "starttls", 220)).find("2xx"), std::string::npos);
   EXPECT_NE(error_of(fault("reply", "connect", 220)).find("banner"), std::string::npos);
   EXPECT_NE(error_of(fault("reply_and_close", "auth", 235)).find("2xx"), std::string::npos);
