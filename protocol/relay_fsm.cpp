@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "protocol/auth_redaction.hpp"
 #include "protocol/base64.hpp"
 #include "protocol/capabilities.hpp"
 #include "protocol/limits.hpp"
@@ -18,60 +19,20 @@ constexpr milliseconds disarmed{0};
 // watermark: ARCHITECTURE.md, "Invariants", bounded memory).
 constexpr std::size_t client_input_high_watermark = 64 * 1024;
 
-std::string_view stripped_crlf(std::string_view line) {
-  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  return line;
-}
-
 // A line ending in CRLF with no other CR, LF or NUL in it.
 bool clean_crlf_line(std::string_view line) {
   if (line.size() < 2 || line.substr(line.size() - 2) != "\r\n") return false;
   return line.substr(0, line.size() - 2).find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
 }
 
-// Where an AUTH command's initial response starts ("AUTH MECH <here>"), or npos.
-std::size_t auth_initial_response_at(std::string_view text) {
-  auto sp = text.find(' ');
-  if (sp == std::string_view::npos || !iequals(text.substr(0, sp), "AUTH")) return std::string_view::npos;
-  auto sp2 = text.find(' ', sp + 1);
-  return sp2 == std::string_view::npos ? sp2 : sp2 + 1;
-}
-
-// An AUTH line sent upstream as the recorder sees it, masking the span the client leg masks
-// (record_consumed_client_input): an AUTH command keeps its verb and mechanism and masks its
-// initial response ("AUTH PLAIN ****"); a response of the exchange is masked whole. A
-// response has no space (base64, or "*"), so it never reads as "AUTH MECH". Same length and
-// line ends, as in the raw record of the client leg.
-std::string masked_auth_line(std::string_view bytes) {
-  std::string copy(bytes);
-  std::string_view line = stripped_crlf(bytes);
-  auto sp = line.find(' ');
-  bool auth_command = sp != std::string_view::npos && iequals(line.substr(0, sp), "AUTH");
-  std::size_t from = 0;
-  if (auth_command) from = std::min(auth_initial_response_at(line), line.size());
-  for (std::size_t i = from; i < copy.size(); ++i)
-    if (copy[i] != '\r' && copy[i] != '\n') copy[i] = '*';
-  return copy;
-}
-
-// An AUTH command line as the recorder sees it: mechanism kept, initial response replaced.
-std::string redacted_auth_command(std::string_view body) {
-  auto at = auth_initial_response_at(body);
-  if (at == std::string_view::npos) return std::string(body);
-  return std::string(body.substr(0, at - 1)) + " [initial response redacted, " + std::to_string(body.size() - at) +
-         " bytes]";
-}
 }  // namespace
 
 relay_fsm::relay_fsm(relay_options options, session_observer* observer, fault_advisor* faults)
-    : options_(std::move(options)), observer_(observer), faults_(faults) {}
+    : options_(std::move(options)), observer_(observer), faults_(faults), out_(observer) {}
 
 std::vector<action> relay_fsm::take_actions() {
   report_client_pause();
-  std::vector<action> out;
-  out.swap(actions_);
-  return out;
+  return out_.take();
 }
 
 // The shell stops reading the client while the machine holds more unparsed input than its
@@ -81,30 +42,27 @@ void relay_fsm::report_client_pause() {
   bool paused = client_in_.size() - pos_ >= client_input_high_watermark;
   if (paused == client_paused_) return;
   client_paused_ = paused;
-  actions_.push_back(pause_reading{leg::client, paused});
+  out_.push(pause_reading{leg::client, paused});
 }
 
 // Nothing of this event's actions may overtake the transaction record just reported (a reply
 // settling it above all): the barrier goes first, and the shell holds what follows it until
 // the recorder has written the record.
-void relay_fsm::request_capture_barrier() {
-  if (!actions_.empty() && std::holds_alternative<capture_barrier>(actions_.front())) return;
-  actions_.insert(actions_.begin(), capture_barrier{});
-}
+void relay_fsm::request_capture_barrier() { out_.barrier_first(); }
 
 // ---------------------------------------------------------------- events
 
 void relay_fsm::on_start(std::uint64_t now) {
   started_us_ = now;
   if (faults_) start_faults(now);   // relay_fsm_faults.cpp: the session plan and the connect phase
-  if (upstream_wanted_ && !ended_) actions_.push_back(connect_upstream{});
+  if (upstream_wanted_ && !ended_) out_.push(connect_upstream{});
 }
 
 void relay_fsm::on_upstream_connected(std::uint64_t now) {
   if (ended_) return;
   connected_us_ = now;
   if (observer_) observer_->on_stage({phase::connect, started_us_, now - started_us_, now - started_us_, 0});
-  arm(leg::upstream, options_.timeouts.upstream_greeting);
+  out_.arm(leg::upstream, options_.timeouts.upstream_greeting);
 }
 
 void relay_fsm::on_upstream_unreachable(std::uint64_t now, std::string_view reason) {
@@ -112,14 +70,14 @@ void relay_fsm::on_upstream_unreachable(std::uint64_t now, std::string_view reas
 }
 
 void relay_fsm::upstream_unreachable(std::uint64_t now, std::string_view reason) {
-  upstream_closed_ = true;
-  note(now, "upstream unreachable: " + std::string(reason));
+  out_.mark_closed(leg::upstream);
+  out_.note(now, "upstream unreachable: " + std::string(reason));
   std::string text = options_.name + " upstream unavailable: " + std::string(reason);
   end_with_reply(now, make_reply(421, "4.4.1", text), "upstream_unreachable", reason);
 }
 
 void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {
-  if (ended_ || client_closed_) return;
+  if (ended_ || out_.closed(leg::client)) return;
   if (stalled_) {   // a stall reads nothing; what the client sends is still recorded, then dropped
     if (observer_) observer_->on_bytes(now, leg::client, direction::in, bytes);
     return;
@@ -132,12 +90,12 @@ void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {
 }
 
 void relay_fsm::on_upstream_bytes(std::uint64_t now, std::string_view bytes) {
-  if (ended_ || upstream_closed_) return;
+  if (ended_ || out_.closed(leg::upstream)) return;
   if (observer_) observer_->on_bytes(now, leg::upstream, direction::in, bytes);
   std::vector<reply> got;
   auto status = replies_.feed(bytes, got);
   for (std::size_t i = 0; i < got.size(); ++i) {
-    if (ended_ || upstream_closed_) break;
+    if (ended_ || out_.closed(leg::upstream)) break;
     if (observer_) observer_->on_reply(now, leg::upstream, direction::in, got[i]);
     if (!greeted_) take_banner(now, std::move(got[i]));
     else take_upstream_reply(now, std::move(got[i]));
@@ -148,8 +106,8 @@ void relay_fsm::on_upstream_bytes(std::uint64_t now, std::string_view bytes) {
       return;
     }
   }
-  if (status != reply_parse_status::ok && !ended_ && !upstream_closed_) {
-    close(leg::upstream);
+  if (status != reply_parse_status::ok && !ended_ && !out_.closed(leg::upstream)) {
+    out_.close(leg::upstream);
     upstream_lost(now, "upstream_protocol_error", to_string(status));
     return;
   }
@@ -159,7 +117,7 @@ void relay_fsm::on_upstream_bytes(std::uint64_t now, std::string_view bytes) {
 void relay_fsm::on_client_eof(std::uint64_t now) {
   if (ended_ || client_input_ended_) return;
   client_input_ended_ = true;
-  arm(leg::client, disarmed);   // nothing more will come: only the upstream's timers matter now
+  out_.arm(leg::client, disarmed);   // nothing more will come: only the upstream's timers matter now
   if (stalled_) return end_session(now, "client_closed", "the client gave up during a stall");
   process_client_input(now);    // what it sent before its FIN is still taken
   end_if_client_done(now);
@@ -168,9 +126,9 @@ void relay_fsm::on_client_eof(std::uint64_t now) {
 void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
   if (ended_) return;
   client_input_ended_ = true;
-  client_closed_ = true;   // nothing more is sent to it
-  arm(leg::client, disarmed);
-  note(now, "client connection lost: " + std::string(reason));
+  out_.mark_closed(leg::client);   // nothing more is sent to it
+  out_.arm(leg::client, disarmed);
+  out_.note(now, "client connection lost: " + std::string(reason));
   end_if_client_done(now);
 }
 
@@ -182,10 +140,10 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
   if (held_line_ || held_dot_ || held_banner_ || input_held_) return;   // input still to be taken
   if (in_message() && pos_ >= client_in_.size()) {
     // Client vanishes inside the message: close upstream without the dot; nothing delivered.
-    note(now, "client closed the connection inside the message: upstream closed without end of data");
+    out_.note(now, "client closed the connection inside the message: upstream closed without end of data");
     return end_session(now, "client_closed", "inside the message");
   }
-  if (client_closed_) {
+  if (out_.closed(leg::client)) {
     if (owed_.awaiting_end_of_data()) return;
     return end_session(now, "client_closed", "client connection lost");
   }
@@ -195,7 +153,7 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
 }
 
 void relay_fsm::on_upstream_eof(std::uint64_t now) {
-  if (ended_ || upstream_closed_) return;
+  if (ended_ || out_.closed(leg::upstream)) return;
   upstream_lost(now, "upstream_closed", "upstream closed the connection");
 }
 
@@ -206,20 +164,20 @@ void relay_fsm::on_timeout(std::uint64_t now, leg which) {
     // While the client waits on an upstream reply (up to 10 minutes for end of data), or on
     // a reply a fault delays, or on the relay's own backpressure, it is not the slow one.
     if (!in_message() && !partial_line() && (owed_.awaiting_upstream() || fault_hold_active(now) || input_held_)) {
-      arm(leg::client, options_.timeouts.client_idle);
+      out_.arm(leg::client, options_.timeouts.client_idle);
       return;
     }
     client_timed_out(now);
     return;
   }
-  close(leg::upstream);
+  out_.close(leg::upstream);
   upstream_lost(now, "upstream_timeout", "no reply from upstream in time");
 }
 
 void relay_fsm::on_drain(std::uint64_t now) {
   if (ended_) return;
   if (stalled_) {   // a stalled session answers nothing, and would hold shutdown to its deadline
-    note(now, "stalled session closed by shutdown");
+    out_.note(now, "stalled session closed by shutdown");
     return end_session(now, "drain", "stalled");
   }
   draining_ = true;
@@ -234,7 +192,7 @@ void relay_fsm::hold_client_input(std::uint64_t now, bool held) {
 
 void relay_fsm::on_abort(std::uint64_t now, std::string_view reason) {
   if (ended_) return;
-  note(now, "session aborted by the relay: " + std::string(reason));
+  out_.note(now, "session aborted by the relay: " + std::string(reason));
   end_session(now, "relay_error", reason);
 }
 
@@ -242,8 +200,8 @@ void relay_fsm::on_drain_deadline(std::uint64_t now) {
   if (ended_) return;
   // A message still in transfer is not delivered (its end never goes upstream); its bytes so
   // far are recorded, and the client hears why, as at any other shutdown (RFC 5321 3.8: 421).
-  if (in_message()) note(now, "shutdown deadline passed inside the message: upstream closed without end of data");
-  else note(now, "shutdown deadline passed with the session still busy");
+  if (in_message()) out_.note(now, "shutdown deadline passed inside the message: upstream closed without end of data");
+  else out_.note(now, "shutdown deadline passed with the session still busy");
   end_with_reply(now, make_reply(421, "4.3.2", options_.name + " shutting down"), "drain", "deadline passed");
 }
 
@@ -291,7 +249,7 @@ void relay_fsm::arm_client_deadline(std::uint64_t now) {
   }
   // Rounded up, and never zero (zero disarms).
   const std::uint64_t left_us = due > now ? due - now : 0;
-  arm(leg::client, milliseconds(std::max<std::uint64_t>(1, (left_us + 999) / 1000)));
+  out_.arm(leg::client, milliseconds(std::max<std::uint64_t>(1, (left_us + 999) / 1000)));
 }
 
 void relay_fsm::client_timed_out(std::uint64_t now) {
@@ -306,7 +264,7 @@ void relay_fsm::client_timed_out(std::uint64_t now) {
   } else {
     detail = "idle";
   }
-  note(now, "client timeout: " + detail);
+  out_.note(now, "client timeout: " + detail);
   end_with_reply(now, make_reply(421, "4.4.2", options_.name + " timeout waiting for client input"), "client_timeout",
                  detail);
 }
@@ -322,7 +280,7 @@ void relay_fsm::record_received_size() {
 void relay_fsm::process_client_input(std::uint64_t now) {
   if (!greeted_ || !upstream_prepared() || input_held_) return;   // early talkers wait for the banner
   if (held_banner_ || stalled_ || input_stopped_ || held_dot_) return;   // faults hold the conversation
-  if (client_closed_) return;   // gone: nothing it sent is relayed any more
+  if (out_.closed(leg::client)) return;   // gone: nothing it sent is relayed any more
   if (held_line_) {   // delay(when=command): the line waits where it is
     std::uint64_t due = held_line_->since_us + held_line_->decision.delay_us;
     if (now < due) return schedule_fault_wake(now, due);
@@ -386,7 +344,7 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
         masks_.emplace_back(pos_ + at, client_in_.size());
       pos_ = client_in_.size();
       ++stats_.refused_commands;
-      note(now, "command line over " + std::to_string(limits::command_line_hard_cap) + " bytes without CRLF");
+      out_.note(now, "command line over " + std::to_string(limits::command_line_hard_cap) + " bytes without CRLF");
       local_reply(now, phase::other, 500, "5.5.2", "Line too long");
       flush_replies(now);
       end_session(now, "protocol_error", "command line too long");
@@ -416,7 +374,7 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   if (!well_formed) {
     ++stats_.refused_commands;
     if (observer_) observer_->on_command(now, escape_bytes(redacted_auth_command(stripped_crlf(line))));
-    note(now, "command refused: line too long");
+    out_.note(now, "command refused: line too long");
     local_reply(now, phase::other, 500, "5.5.2", "Line too long");
     flush_replies(now);
     return true;
@@ -445,7 +403,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   // Only a refused RCPT keeps its phase, so the transaction records it against the address.
   auto refuse = [&](int code, std::string_view enh, std::string_view text, std::string_view why) {
     ++stats_.refused_commands;
-    note(now, std::string("command refused: ") + std::string(why));
+    out_.note(now, std::string("command refused: ") + std::string(why));
     local_reply(now, cmd.ph == phase::rcpt ? phase::rcpt : phase::other, code, enh, text);
     flush_replies(now);
   };
@@ -457,7 +415,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     ++stats_.refused_commands;
     std::string why = is_http_verb(cmd.verb) ? "HTTP request (" + cmd.verb + ")" : "HTTP header line";
     std::size_t owed = owed_.size();
-    note(now, "command refused: " + why + "; session closed" +
+    out_.note(now, "command refused: " + why + "; session closed" +
                   (owed > 0 ? ", " + std::to_string(owed) + " reply(ies) owed to earlier commands not sent" : ""));
     pos_ = client_in_.size();   // what came with it (the request's headers, its body) is recorded, never read
     end_with_reply(now, make_reply(221, "2.7.0", options_.name + " Error: I can break rules, too. Goodbye."),
@@ -493,7 +451,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     rcpt_recorded = record_recipient(now, *open, cmd.address.value_or(cmd.argument));
     if (open->rcpts_forwarded >= limits::recipients_cap) {
       ++stats_.refused_commands;
-      note(now, "command refused: recipient limit reached");
+      out_.note(now, "command refused: recipient limit reached");
       local_reply(now, phase::rcpt, 452, "4.5.3", "Too many recipients");
       if (rcpt_recorded) owed_.back().asked.txn = open->id;   // its code is recorded against this transaction
       flush_replies(now);
@@ -554,7 +512,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     default: break;
   }
   owed_.push(std::move(p));
-  if (withheld_bdat_.empty()) send(leg::upstream, line, now, cmd.ph == phase::auth);
+  if (withheld_bdat_.empty()) out_.send(leg::upstream, line, now, cmd.ph == phase::auth);
   arm_upstream_for_head();
   take_empty_bdat_chunk(now);
 }
@@ -574,15 +532,8 @@ void relay_fsm::take_empty_bdat_chunk(std::uint64_t now) {
 
 void relay_fsm::announce_command(std::uint64_t now, std::string_view body, const command& cmd) {
   if (!observer_) return;
-  if (cmd.ph == phase::auth) {
-    auto sp = body.find(' ');
-    auto sp2 = sp == std::string_view::npos ? sp : body.find(' ', sp + 1);
-    std::string shown(body.substr(0, sp2));
-    if (sp2 != std::string_view::npos) shown += " [initial response redacted, " + std::to_string(body.size() - sp2 - 1) + " bytes]";
-    observer_->on_command(now, shown);
-  } else {
-    observer_->on_command(now, escape_bytes(body, limits::command_line_accepted));
-  }
+  if (cmd.ph == phase::auth) observer_->on_command(now, redacted_auth_command(body));
+  else observer_->on_command(now, escape_bytes(body, limits::command_line_accepted));
 }
 
 void relay_fsm::take_data(std::uint64_t now) {
@@ -590,12 +541,12 @@ void relay_fsm::take_data(std::uint64_t now) {
   std::string_view rest = std::string_view(client_in_).substr(pos_);
   pos_ += framer_->feed(rest, forward);
   if (auto* t = txns_.open()) t->headers.feed(forward);
-  if (!forward.empty() && !data_failure_ && !absorbing_) send(leg::upstream, forward, now);
+  if (!forward.empty() && !data_failure_ && !absorbing_) out_.send(leg::upstream, forward, now);
   if (framer_->fault() != data_fault::none && !data_failure_) {
     std::string why(to_string(framer_->fault()));
-    note(now, "message refused: " + why + "; upstream closed without end of data");
+    out_.note(now, "message refused: " + why + "; upstream closed without end of data");
     data_failure_ = make_reply(550, "5.6.0", "Message refused by " + options_.name + ": " + why);
-    close(leg::upstream);   // the only way out of DATA that delivers nothing
+    out_.close(leg::upstream);   // the only way out of DATA that delivers nothing
   }
   if (framer_->ended()) {
     if (plan_.withhold_split_dot && dot_was_split()) return withhold_split_dot(now);   // relay_fsm_faults.cpp
@@ -631,18 +582,18 @@ void relay_fsm::end_of_data(std::uint64_t now) {
   stats_.normalized_line_endings += framer_->normalized();
   stats_.long_data_lines += framer_->long_lines();
   if (framer_->normalized() > 0 || framer_->nuls_replaced() > 0)
-    note(now, "normalized " + std::to_string(framer_->normalized()) + " bare CR/LF to CRLF" +
+    out_.note(now, "normalized " + std::to_string(framer_->normalized()) + " bare CR/LF to CRLF" +
                   (framer_->nuls_replaced() ? ", " + std::to_string(framer_->nuls_replaced()) + " NUL to spaces" : ""));
   if (framer_->long_lines() > 0)   // forwarded unchanged, as Postfix and Exim accept them
-    note(now, std::to_string(framer_->long_lines()) + " message line(s) over " + std::to_string(limits::data_line_rfc_max) +
+    out_.note(now, std::to_string(framer_->long_lines()) + " message line(s) over " + std::to_string(limits::data_line_rfc_max) +
                   " octets (RFC 5321 4.5.3.1.6), longest " + std::to_string(framer_->longest_line()) + ": forwarded unchanged");
   transaction* t = close_message(now);
   if (!data_failure_ && capture_failed_) {
     // The capture failed in DATA: the dot is not sent, the client gets 451 4.3.0 (README,
     // "Outcomes": no message is delivered that the capture cannot show).
-    note(now, "capture cannot be written: end of data withheld, upstream closed");
+    out_.note(now, "capture cannot be written: end of data withheld, upstream closed");
     data_failure_ = make_reply(451, "4.3.0", options_.name + " cannot record this message; try again later");
-    close(leg::upstream);
+    out_.close(leg::upstream);
   }
   const std::uint64_t id = t ? t->id : 0;
   if (!data_failure_ && end_of_data_fault(now, t)) return;   // relay_fsm_faults.cpp
@@ -669,11 +620,11 @@ void relay_fsm::forward_end_of_data(std::uint64_t now, std::uint64_t txn) {
   owed_.expect(now, phase::data_end, command_kind::relayed, txn);
   if (plan_.split_dot_gap_us > 0) {
     // slice split_dot: the '.' and its CRLF leave as separate segments (what trips CSCds90792).
-    send(leg::upstream, ".", now);
-    actions_.push_back(segment_break{leg::upstream, std::chrono::microseconds(plan_.split_dot_gap_us)});
-    send(leg::upstream, "\r\n", now);
+    out_.send(leg::upstream, ".", now);
+    out_.push(segment_break{leg::upstream, std::chrono::microseconds(plan_.split_dot_gap_us)});
+    out_.send(leg::upstream, "\r\n", now);
   } else {
-    send(leg::upstream, ".\r\n", now);
+    out_.send(leg::upstream, ".\r\n", now);
   }
   arm_upstream_for_head();
 }
@@ -686,12 +637,12 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
   bdat_remaining_ -= n;
   transaction* t = txns_.newest();   // BDAT LAST sealed it: the payload still belongs to it
   if (t) t->headers.feed(chunk);
-  if (!upstream_closed_ && n > 0 && !discard_payload_) {
+  if (!out_.closed(leg::upstream) && n > 0 && !discard_payload_) {
     if (bdat_last_ && bdat_remaining_ == 0) {   // the message's last byte waits (end_of_bdat_message)
       withheld_bdat_.assign(chunk.substr(chunk.size() - 1));
       chunk.remove_suffix(1);
     }
-    send(leg::upstream, chunk, now);
+    out_.send(leg::upstream, chunk, now);
   }
   if (bdat_remaining_ == 0) {
     mode_ = client_mode::command;
@@ -707,7 +658,7 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
 // and a message-stage fault (fail_then_pass by Message-ID) all act here, before the upstream
 // can complete the message.
 void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
-  if (upstream_closed_) {   // the upstream went away mid-chunk: upstream_lost answered
+  if (out_.closed(leg::upstream)) {   // the upstream went away mid-chunk: upstream_lost answered
     withheld_bdat_.clear();
     return;
   }
@@ -719,10 +670,10 @@ void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
     return;
   }
   if (capture_failed_) {
-    note(now, "capture cannot be written: the last BDAT chunk is withheld, upstream closed");
+    out_.note(now, "capture cannot be written: the last BDAT chunk is withheld, upstream closed");
     withheld_bdat_.clear();
-    close(leg::upstream);
-    arm(leg::upstream, disarmed);
+    out_.close(leg::upstream);
+    out_.arm(leg::upstream, disarmed);
     owed_.withdraw_bdat_last();
     local_reply(now, phase::data_end, 451, "4.3.0", options_.name + " cannot record this message; try again later");
     owed_.back().asked.txn = t->id;
@@ -745,7 +696,7 @@ void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
 void relay_fsm::release_withheld_bdat(std::uint64_t now, std::uint64_t txn) {
   bdat_end_withheld_ = false;
   if (transaction* t = txns_.find(txn)) t->end_sent = true;
-  send(leg::upstream, std::exchange(withheld_bdat_, {}), now);
+  out_.send(leg::upstream, std::exchange(withheld_bdat_, {}), now);
   arm_upstream_for_head();
 }
 
@@ -772,13 +723,13 @@ bool relay_fsm::take_auth_response(std::uint64_t now) {
     // forwarded: the upstream could split it differently. Cancelling the exchange ("*", RFC 4954
     // 4) keeps the replies paired: the upstream's 501 answers the client.
     ++stats_.refused_commands;
-    note(now, "AUTH response refused: bare CR, bare LF or NUL; exchange cancelled");
+    out_.note(now, "AUTH response refused: bare CR, bare LF or NUL; exchange cancelled");
     auth_username_pending_ = false;
     line = "*\r\n";
   } else if (std::exchange(auth_username_pending_, false)) {
     note_auth_username(now, stripped_crlf(line));
   }
-  send(leg::upstream, line, now, true);
+  out_.send(leg::upstream, line, now, true);
   arm_upstream_for_head();
   return true;
 }
@@ -796,7 +747,7 @@ void relay_fsm::note_auth_username(std::uint64_t now, std::string_view base64_re
     user.remove_prefix(first + 1);
     user = user.substr(0, user.find('\0'));
   }
-  note(now, "AUTH " + auth_mechanism_ + " username '" + escape_bytes(user, 256) + "'");
+  out_.note(now, "AUTH " + auth_mechanism_ + " username '" + escape_bytes(user, 256) + "'");
 }
 
 // ---------------------------------------------------------------- replies
@@ -809,11 +760,11 @@ void relay_fsm::take_banner(std::uint64_t now, reply r) {
 }
 
 void relay_fsm::release_banner(std::uint64_t now, const reply& r, std::string bytes) {
-  send(leg::client, bytes, now);
+  out_.send(leg::client, bytes, now);
   if (observer_) observer_->on_stage({phase::banner, connected_us_, now - connected_us_, now - connected_us_, 0});
   last_reply_sent_us_ = now;
-  arm(leg::upstream, disarmed);
-  arm(leg::client, options_.timeouts.client_idle);
+  out_.arm(leg::upstream, disarmed);
+  out_.arm(leg::client, options_.timeouts.client_idle);
   if (r.code == 421) end_session(now, "upstream_refused", r.text());
   else if (upstream_needs_tls_now()) secure_upstream_first(now);
 }
@@ -823,11 +774,11 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   if (!awaited) {
     if (mode_ == client_mode::data && !data_failure_) return upstream_replied_in_data(now, std::move(r));
     if (r.code == 421) {   // RFC 5321 3.8: a server may close with 421 at any time
-      send(leg::client, r.raw, now);
+      out_.send(leg::client, r.raw, now);
       if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
       end_session(now, "upstream_closed", r.text());
     } else {
-      note(now, "unsolicited upstream reply dropped: " + std::to_string(r.code));
+      out_.note(now, "unsolicited upstream reply dropped: " + std::to_string(r.code));
     }
     return;
   }
@@ -841,7 +792,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
       return;
     case command_kind::internal_rset:   // a fault took the message: the upstream's transaction is reset
       owed_.erase(p);
-      note(now, "upstream answered the relay's RSET with " + std::to_string(r.code));
+      out_.note(now, "upstream answered the relay's RSET with " + std::to_string(r.code));
       flush_replies(now);   // the relay's own 354 waited behind it
       if (!ended_) arm_upstream_for_head();
       return;
@@ -855,14 +806,14 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   if (p.asked.ph == phase::ehlo) note_upstream_capabilities(r);
   if (p.asked.ph == phase::auth) {
     if (r.code == 334) {       // challenge: the client's next line is an AUTH response
-      send(leg::client, r.raw, now);
+      out_.send(leg::client, r.raw, now);
       mode_ = client_mode::auth_response;
-      arm(leg::upstream, disarmed);
+      out_.arm(leg::upstream, disarmed);
       return;
     }
     auth_open_ = false;
     mode_ = client_mode::command;
-    note(now, "AUTH " + auth_mechanism_ + " finished with " + std::to_string(r.code) +
+    out_.note(now, "AUTH " + auth_mechanism_ + " finished with " + std::to_string(r.code) +
                   (r.klass() == 2 ? " (accepted)" : " (refused)"));
   } else if (p.asked.ph == phase::data) {
     if (r.code == 354) {
@@ -889,7 +840,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
 // its end and answered with it, and the upstream leg, now out of step, is closed.
 void relay_fsm::upstream_replied_in_data(std::uint64_t now, reply r) {
   ++stats_.upstream_replied_in_data;
-  note(now, "upstream replied " + std::to_string(r.code) +
+  out_.note(now, "upstream replied " + std::to_string(r.code) +
                 " during the message: nothing more is forwarded, the upstream leg is closed");
   if (r.klass() == 4 || r.klass() == 5) {
     data_failure_ = std::move(r);
@@ -899,8 +850,8 @@ void relay_fsm::upstream_replied_in_data(std::uint64_t now, reply r) {
   }
   upstream_lost_reason_ = "upstream_protocol_error";
   upstream_lost_detail_ = "upstream replied during DATA";
-  close(leg::upstream);
-  arm(leg::upstream, disarmed);
+  out_.close(leg::upstream);
+  out_.arm(leg::upstream, disarmed);
 }
 
 std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const rewrite_set* rewrites) {
@@ -933,7 +884,7 @@ std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const 
   for (std::string_view kw : {"XCLIENT", "XFORWARD"})
     if (caps.remove(kw)) changes += (changes.empty() ? "removed " : ", removed ") + std::string(kw);
   if (changes.empty()) return r.raw;
-  note(now, "EHLO reply edited: " + changes);
+  out_.note(now, "EHLO reply edited: " + changes);
   std::string bytes = caps.to_reply_bytes();
   if (observer_) {
     reply shown = r;
@@ -967,13 +918,13 @@ void relay_fsm::flush_replies(std::uint64_t now) {
       fault_event_for(now, *p.fault.decision, p.fault.ph, "reply " + std::to_string(p.answer.parsed->code) + " held",
                       now - std::max(p.answer.t_upstream, p.asked.t_received));
     if (p.fault.absorb_go) open_absorbed_message(now, p);   // 354, or 554 when no recipient was accepted
-    if (client_closed_ && !p.answer.local && p.asked.answers_end_of_data()) {
+    if (out_.closed(leg::client) && !p.answer.local && p.asked.answers_end_of_data()) {
       // The proof of hand-off still counts: the capture says what became of the message.
       ++stats_.unacknowledged_end_of_data;
-      note(now, "upstream answered the end of data with " + std::to_string(p.answer.parsed->code) +
+      out_.note(now, "upstream answered the end of data with " + std::to_string(p.answer.parsed->code) +
                     " after the client left: not acknowledged to the client");
     }
-    send(leg::client, p.answer.bytes, now);
+    out_.send(leg::client, p.answer.bytes, now);
     if (observer_) {
       if (p.answer.local) observer_->on_reply(now, leg::client, direction::out, *p.answer.parsed);
       std::uint64_t think = p.asked.t_received > last_reply_sent_us_ ? p.asked.t_received - last_reply_sent_us_ : 0;
@@ -988,10 +939,10 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     if (p.fault.then != then_do::nothing) fault_then(now, p);
   }
   if (ended_ || stalled_) return;
-  if (upstream_closed_ && owed_.empty() && mode_ == client_mode::command && !refusing_ && !absorbing_) {
+  if (out_.closed(leg::upstream) && owed_.empty() && mode_ == client_mode::command && !refusing_ && !absorbing_) {
     // The upstream is gone (we aborted its transaction, or it died in DATA): nothing more
     // can be relayed, so say so and close; once is enough (RFC 5321 3.8: 421, then close).
-    if (last_client_code_ != 421) say(now, make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed"));
+    if (last_client_code_ != 421) out_.say(now, make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed"));
     // The cause recorded by upstream_lost (a timeout, a protocol error), not just "closed".
     end_session(now, upstream_lost_reason_, upstream_lost_detail_);
     return;
@@ -1041,7 +992,7 @@ std::uint64_t relay_fsm::begin_transaction(std::uint64_t now, const command& cmd
 bool relay_fsm::record_recipient(std::uint64_t now, transaction& t, std::string address) {
   auto recorded = txns_.record_recipient(t, std::move(address));
   if (recorded == recipient_recording::cap_reached)
-    note(now, "more than " + std::to_string(limits::recipients_recorded_cap) +
+    out_.note(now, "more than " + std::to_string(limits::recipients_recorded_cap) +
                   " recipients in one transaction: the rest are answered but not recorded");
   return recorded == recipient_recording::recorded;
 }
@@ -1065,7 +1016,7 @@ void relay_fsm::abandon_transactions(std::uint64_t now) {
       // The dot (or BDAT LAST) went upstream but its reply never came back: the message may
       // already be delivered, and the client, never told, will likely resend it.
       ++stats_.ambiguous_end_of_data;
-      note(now, "ambiguous end of data: the session ended after the message was sent upstream");
+      out_.note(now, "ambiguous end of data: the session ended after the message was sent upstream");
       finish_transaction(now, t.id, outcome::unknown, std::nullopt, false);
     } else {
       finish_transaction(now, t.id, outcome::aborted, std::nullopt, false);
@@ -1077,16 +1028,16 @@ void relay_fsm::abandon_transactions(std::uint64_t now) {
 
 void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail) {
   if (stalled_) {   // a stall answers nothing, not even this; the client gives up on its own
-    if (!upstream_closed_) close(leg::upstream);
-    arm(leg::upstream, disarmed);
-    note(now, std::string(reason) + " during a stall: " + std::string(detail));
+    if (!out_.closed(leg::upstream)) out_.close(leg::upstream);
+    out_.arm(leg::upstream, disarmed);
+    out_.note(now, std::string(reason) + " during a stall: " + std::string(detail));
     return;
   }
-  if (!upstream_closed_) close(leg::upstream);
-  arm(leg::upstream, disarmed);
+  if (!out_.closed(leg::upstream)) out_.close(leg::upstream);
+  out_.arm(leg::upstream, disarmed);
   upstream_lost_reason_ = std::string(reason);
   upstream_lost_detail_ = std::string(detail);
-  note(now, std::string(reason) + ": " + std::string(detail));
+  out_.note(now, std::string(reason) + ": " + std::string(detail));
   if (!greeted_) {
     end_with_reply(now, make_reply(421, "4.4.1", options_.name + " upstream did not greet: " + std::string(detail)), reason,
                    detail);
@@ -1101,7 +1052,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
   reply_slot* it = owed_.first_awaited();
   if (!it && !owed_.empty() && fault_hold_active(now)) {
     // Replies the upstream already gave are held by a delay fault: they still go out first;
-    // flush_replies ends the session once they are (upstream_closed_).
+    // flush_replies ends the session once they are (out_.closed(leg::upstream)).
     return;
   }
   if (it) {
@@ -1110,7 +1061,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     if (end_went_upstream && it->asked.answers_end_of_data()) {
       // The dot went out but no reply came back: the message may or may not be delivered.
       ++stats_.ambiguous_end_of_data;
-      note(now, "ambiguous end of data: upstream lost after the message was sent");
+      out_.note(now, "ambiguous end of data: upstream lost after the message was sent");
       it->answer.parsed = make_reply(451, "4.4.2", options_.name + " lost the upstream after end of data; delivery status unknown");
       it->answer.bytes = it->answer.parsed->raw;
       it->answer.ready = true;
@@ -1124,7 +1075,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
       it->answer.local = true;
       owed_.drop_after(*it);
     }
-    flush_replies(now);   // ends the session: upstream_closed_ with nothing pending
+    flush_replies(now);   // ends the session: out_.closed(leg::upstream) with nothing pending
     // Unless a delay still holds replies the upstream gave: they go out first, then the 421.
     if (!ended_ && !fault_hold_active(now)) end_session(now, reason, detail);
     return;
@@ -1132,13 +1083,8 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
   end_with_reply(now, make_reply(421, "4.4.2", options_.name + " upstream connection lost"), reason, detail);
 }
 
-void relay_fsm::say(std::uint64_t now, const reply& r) {
-  send(leg::client, r.raw, now);
-  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-}
-
 void relay_fsm::end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail) {
-  say(now, r);
+  out_.say(now, r);
   end_session(now, reason, detail);
 }
 
@@ -1148,10 +1094,10 @@ void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::str
   abandon_transactions(now);
   record_consumed_client_input(now);   // before the end record: nothing may follow it
   ended_ = true;
-  arm(leg::client, disarmed);
-  arm(leg::upstream, disarmed);
-  if (!client_closed_) close(leg::client);
-  if (!upstream_closed_) close(leg::upstream);
+  out_.arm(leg::client, disarmed);
+  out_.arm(leg::upstream, disarmed);
+  if (!out_.closed(leg::client)) out_.close(leg::client);
+  if (!out_.closed(leg::upstream)) out_.close(leg::upstream);
   if (observer_) observer_->on_end(now, reason, detail);
 }
 
@@ -1162,68 +1108,19 @@ void relay_fsm::maybe_finish_drain(std::uint64_t now) {
 
 // ---------------------------------------------------------------- output helpers
 
-void relay_fsm::send(leg to, std::string_view bytes, std::uint64_t now, bool sensitive) {
-  if (bytes.empty()) return;
-  if ((to == leg::upstream && upstream_closed_) || (to == leg::client && client_closed_)) return;
-  if (observer_) {
-    if (sensitive) {
-      observer_->on_bytes(now, to, direction::out, masked_auth_line(bytes));
-    } else {
-      observer_->on_bytes(now, to, direction::out, bytes);
-    }
-  }
-  // Coalesce with the previous send to the same leg, looking past timer actions: every
-  // forwarded command re-arms a timer, and without this a pipelined group the client sent in
-  // one write went upstream as one write per command (changing TCP segmentation, RFC 2920).
-  auto last = actions_.rbegin();
-  while (last != actions_.rend() && std::holds_alternative<arm_timer>(*last)) ++last;
-  if (last != actions_.rend())
-    if (auto* prev = std::get_if<send_bytes>(&*last); prev && prev->to == to && prev->sensitive == sensitive) {
-      prev->bytes.append(bytes);
-      return;
-    }
-  actions_.push_back(send_bytes{to, std::string(bytes), sensitive});
-}
-
-void relay_fsm::close_with_reset(leg which) {
-  if (which == leg::upstream) upstream_closed_ = true;
-  else client_closed_ = true;
-  actions_.push_back(close_leg{which, true});
-}
-
-void relay_fsm::close(leg which) {
-  if (which == leg::upstream) upstream_closed_ = true;
-  else client_closed_ = true;
-  actions_.push_back(close_leg{which});
-}
-
-void relay_fsm::arm(leg which, milliseconds after) {
-  // A re-arm of the same leg right after another supersedes it; keep one action, not one per command.
-  if (!actions_.empty())
-    if (auto* prev = std::get_if<arm_timer>(&actions_.back()); prev && prev->which == which) {
-      prev->after = after;
-      return;
-    }
-  actions_.push_back(arm_timer{which, after});
-}
-
 void relay_fsm::arm_upstream_for_head() {
   const reply_slot* it = owed_.first_awaited();
-  if (!it || upstream_closed_) {
-    arm(leg::upstream, disarmed);
+  if (!it || out_.closed(leg::upstream)) {
+    out_.arm(leg::upstream, disarmed);
     return;
   }
   const auto& t = options_.timeouts;
   switch (it->asked.ph) {
-    case phase::data: arm(leg::upstream, t.upstream_data_init); break;
-    case phase::data_end: arm(leg::upstream, t.upstream_data_end); break;
-    case phase::bdat: arm(leg::upstream, it->asked.last_chunk ? t.upstream_data_end : t.upstream_reply); break;
-    default: arm(leg::upstream, t.upstream_reply); break;
+    case phase::data: out_.arm(leg::upstream, t.upstream_data_init); break;
+    case phase::data_end: out_.arm(leg::upstream, t.upstream_data_end); break;
+    case phase::bdat: out_.arm(leg::upstream, it->asked.last_chunk ? t.upstream_data_end : t.upstream_reply); break;
+    default: out_.arm(leg::upstream, t.upstream_reply); break;
   }
-}
-
-void relay_fsm::note(std::uint64_t now, std::string_view text) {
-  if (observer_) observer_->on_note(now, text);
 }
 
 }  // namespace mailtap::protocol

@@ -22,6 +22,7 @@
 #include "protocol/header_scanner.hpp"
 #include "protocol/observer.hpp"
 #include "protocol/reply.hpp"
+#include "protocol/relay_outbox.hpp"
 #include "protocol/reply_queue.hpp"
 #include "protocol/transaction_book.hpp"
 
@@ -264,27 +265,20 @@ class relay_fsm {
   void upstream_unreachable(std::uint64_t now, std::string_view reason);
   void upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail);
   void end_session(std::uint64_t now, std::string_view reason, std::string_view detail);
-  // The relay's own reply to the client, sent and recorded.
-  void say(std::uint64_t now, const reply& r);
   // Reply, record, end: the one way a session ends with a word to the client.
   void end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail);
   void maybe_finish_drain(std::uint64_t now);
 
   // Output helpers.
-  void send(leg to, std::string_view bytes, std::uint64_t now, bool sensitive = false);
-  void close(leg which);
-  void arm(leg which, std::chrono::milliseconds after);
   void arm_upstream_for_head();
-  void note(std::uint64_t now, std::string_view text);
   void record_consumed_client_input(std::uint64_t now);
-  void close_with_reset(leg which);
   void report_client_pause();
   void request_capture_barrier();
 
   relay_options options_;
   session_observer* observer_;
   fault_advisor* faults_;
-  std::vector<action> actions_;
+  relay_outbox out_;
   relay_stats stats_;
 
   // Client leg.
@@ -294,7 +288,6 @@ class relay_fsm {
   std::uint64_t bdat_remaining_ = 0;
   bool bdat_last_ = false;
   std::uint64_t data_started_us_ = 0;        // 354 sent (body stage start)
-  bool client_closed_ = false;
   bool auth_open_ = false;
   std::string auth_mechanism_;         // upper-cased, for notes
   bool auth_username_pending_ = false; // the next client response carries the username
@@ -302,7 +295,7 @@ class relay_fsm {
   bool client_paused_ = false;                   // pause_reading{client} was the last said
   std::size_t pos_ = 0;                          // parse offset into client_in_
   std::uint64_t client_consumed_ = 0;            // client bytes erased from client_in_ so far
-  bool client_input_ended_ = false;              // FIN seen (client_closed_: nothing can reach it either)
+  bool client_input_ended_ = false;              // FIN seen (out_.closed(client): nothing can reach it either)
   // The command line in progress: where it starts in the client's stream and when its first
   // byte came (the per-line deadline).
   std::uint64_t partial_line_at_ = UINT64_MAX;
@@ -314,7 +307,6 @@ class relay_fsm {
 
   // Upstream leg.
   reply_parser replies_;
-  bool upstream_closed_ = false;
   bool greeted_ = false;
   std::uint64_t started_us_ = 0;
   std::uint64_t connected_us_ = 0;

@@ -99,7 +99,7 @@ void relay_fsm::schedule_fault_wake(std::uint64_t now, std::uint64_t at_us) {
   if (fault_wake_us_ != 0 && fault_wake_us_ <= at_us) return;
   fault_wake_us_ = at_us;
   // Never zero: a zero timer means "disarm".
-  actions_.push_back(arm_fault_timer{microseconds(at_us > now ? at_us - now : 1)});
+  out_.push(arm_fault_timer{microseconds(at_us > now ? at_us - now : 1)});
 }
 
 bool relay_fsm::fault_hold_active(std::uint64_t now) const {
@@ -112,7 +112,7 @@ void relay_fsm::on_fault_timer(std::uint64_t now) {
   fault_wake_us_ = 0;
   if (stalled_) {
     if (now < stall_until_us_) return schedule_fault_wake(now, stall_until_us_);
-    note(now, "stall ended by the relay: its maximum passed");
+    out_.note(now, "stall ended by the relay: its maximum passed");
     return end_session(now, "fault_stall", "the relay gave up a stalled session");
   }
   release_held(now);
@@ -153,8 +153,8 @@ void relay_fsm::release_held(std::uint64_t now) {
 
 void relay_fsm::start_faults(std::uint64_t now) {
   plan_ = faults_->plan_session();
-  if (plan_.to_client.active()) actions_.push_back(shape_leg{leg::client, plan_.to_client});
-  if (plan_.to_upstream.active()) actions_.push_back(shape_leg{leg::upstream, plan_.to_upstream});
+  if (plan_.to_client.active()) out_.push(shape_leg{leg::client, plan_.to_client});
+  if (plan_.to_upstream.active()) out_.push(shape_leg{leg::upstream, plan_.to_upstream});
   for (const auto& [rule, type] : plan_.rules) {
     // A withheld split dot counts when it withholds one (withhold_split_dot), not per session.
     if (type != "split_dot_withhold") ++stats_.faults_injected;
@@ -175,7 +175,7 @@ void relay_fsm::start_faults(std::uint64_t now) {
       if (d.no_greeting) {
         // As if the destination accepted and never greeted: the greeting timeout decides.
         fault_event_for(now, d, phase::connect, "upstream accepted and never greeted");
-        arm(leg::upstream, options_.timeouts.upstream_greeting);
+        out_.arm(leg::upstream, options_.timeouts.upstream_greeting);
         return;
       }
       fault_event_for(now, d, phase::connect, "upstream refused the connection");
@@ -195,26 +195,26 @@ bool relay_fsm::greeting_fault(std::uint64_t now, const fault_decision& d) {
       d.what == verdict::unreachable)
     return false;
   // The upstream is not needed any more: a connected one is told QUIT, an unconnected one never dialled.
-  if (greeted_ && !upstream_closed_) {
+  if (greeted_ && !out_.closed(leg::upstream)) {
     if (observer_) observer_->on_relay_command(now, "QUIT");
-    send(leg::upstream, "QUIT\r\n", now);
-    close(leg::upstream);
+    out_.send(leg::upstream, "QUIT\r\n", now);
+    out_.close(leg::upstream);
   }
   upstream_wanted_ = false;
-  upstream_closed_ = true;
+  out_.mark_closed(leg::upstream);
   greeted_ = true;
-  arm(leg::upstream, std::chrono::milliseconds{0});
+  out_.arm(leg::upstream, std::chrono::milliseconds{0});
   bool with_reply = d.what == verdict::reply || d.what == verdict::reply_and_close ||
                     (d.what == verdict::disconnect && d.with_reply);
   if (with_reply) {
     reply r = reply_from(d.reply);
-    say(now, r);
+    out_.say(now, r);
     fault_event_for(now, d, ph, "greeting: " + describe(d.reply));
     last_reply_sent_us_ = now;
     if (d.what == verdict::reply && r.klass() == 5) {
       // RFC 5321 3.1: after a 554 greeting the server waits for QUIT, answering 503 meanwhile.
       refusing_ = true;
-      arm(leg::client, options_.timeouts.client_idle);
+      out_.arm(leg::client, options_.timeouts.client_idle);
       return true;
     }
     end_session(now, "fault", d.rule);
@@ -223,7 +223,7 @@ bool relay_fsm::greeting_fault(std::uint64_t now, const fault_decision& d) {
   switch (d.what) {
     case verdict::reset:
       fault_event_for(now, d, ph, "connection reset");
-      close_with_reset(leg::client);
+      out_.close_with_reset(leg::client);
       end_session(now, "fault", d.rule);
       return true;
     case verdict::stall: begin_stall(now, d, ph); return true;
@@ -265,7 +265,7 @@ bool relay_fsm::banner_fault(std::uint64_t now, reply& r, std::string& bytes) {
   held_banner_ = r;
   held_banner_bytes_ = std::move(bytes);
   banner_arrived_us_ = now;
-  arm(leg::upstream, std::chrono::milliseconds{0});
+  out_.arm(leg::upstream, std::chrono::milliseconds{0});
   release_held(now);
   return true;
 }
@@ -393,7 +393,7 @@ void relay_fsm::fault_then(std::uint64_t now, const reply_slot& p) {
       return;
     case then_do::reset:
       fault_event_for(now, d, p.fault.ph, "connection reset");
-      close_with_reset(leg::client);
+      out_.close_with_reset(leg::client);
       end_session(now, "fault", d.rule);
       return;
     case then_do::stall: begin_stall(now, d, p.fault.ph); return;
@@ -410,8 +410,8 @@ void relay_fsm::answer_refused_session(std::uint64_t now, std::string_view body,
 void relay_fsm::begin_stall(std::uint64_t now, const fault_decision& d, phase ph) {
   fault_event_for(now, d, ph, "stalled: no replies, nothing read until the client gives up");
   stalled_ = true;
-  arm(leg::client, std::chrono::milliseconds{0});
-  arm(leg::upstream, std::chrono::milliseconds{0});
+  out_.arm(leg::client, std::chrono::milliseconds{0});
+  out_.arm(leg::upstream, std::chrono::milliseconds{0});
   // What the client sent and nobody will read is still recorded.
   record_consumed_client_input(now);
   if (observer_ && !client_in_.empty()) observer_->on_bytes(now, leg::client, direction::in, client_in_);
@@ -431,10 +431,10 @@ bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked
     case verdict::reply:
     case verdict::reply_and_close:
     case verdict::blackhole: {
-      note(now, "fault " + d.rule + " answers this message itself: the upstream gets RSET, never the message");
+      out_.note(now, "fault " + d.rule + " answers this message itself: the upstream gets RSET, never the message");
       owed_.expect(now, phase::rset, command_kind::internal_rset);
       if (observer_) observer_->on_relay_command(now, "RSET");
-      send(leg::upstream, "RSET\r\n", now);
+      out_.send(leg::upstream, "RSET\r\n", now);
       arm_upstream_for_head();
       end_plan_ = std::move(d);
       if (!chunked) {
@@ -480,7 +480,7 @@ bool relay_fsm::end_of_data_fault(std::uint64_t now, transaction* t) {
     absorbing_ = false;
     if (d.what == verdict::blackhole) {
       ++stats_.blackholed;
-      note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
+      out_.note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
     }
     queue_fault_reply(now, phase::data_end, phase::data_end, txn, d,
                       d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
@@ -518,10 +518,10 @@ bool relay_fsm::message_fault(std::uint64_t now, transaction* t) {
   q.message_id = t->rec.message_id ? std::string_view(*t->rec.message_id) : std::string_view();
   fault_decision d = ask(q);
   if (d.what != verdict::reply && d.what != verdict::reply_and_close && d.what != verdict::disconnect) return false;
-  note(now, "fault " + d.rule + " fails this message after its body: the dot is withheld and the upstream closed");
+  out_.note(now, "fault " + d.rule + " fails this message after its body: the dot is withheld and the upstream closed");
   if (owed_.withdraw_bdat_last()) withheld_bdat_.clear();   // BDAT: its last byte, not a dot, is withheld
-  close(leg::upstream);
-  arm(leg::upstream, std::chrono::milliseconds{0});
+  out_.close(leg::upstream);
+  out_.arm(leg::upstream, std::chrono::milliseconds{0});
   if (d.what == verdict::disconnect && !d.with_reply) fault_marker(now, phase::data_end, d, then_do::close);
   else queue_fault_reply(now, phase::data_end, phase::data_end, t->id, d, then_do::close);
   input_stopped_ = true;
@@ -553,7 +553,7 @@ void relay_fsm::finish_absorbed_bdat(std::uint64_t now) {
   end_plan_.reset();
   if (d.what == verdict::blackhole) {
     ++stats_.blackholed;
-    note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
+    out_.note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
   }
   reply_slot& p = queue_fault_reply(now, phase::bdat, phase::data_end, t->id, d,
                                  d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
@@ -573,7 +573,7 @@ void relay_fsm::open_absorbed_message(std::uint64_t now, reply_slot& p) {
     return;
   }
   // Like a server: no DATA without an accepted recipient. The planned fault does not apply.
-  note(now, "fault " + (end_plan_ ? end_plan_->rule : std::string()) + " not applied: no recipient was accepted");
+  out_.note(now, "fault " + (end_plan_ ? end_plan_->rule : std::string()) + " not applied: no recipient was accepted");
   absorbing_ = false;
   end_plan_.reset();
   mode_ = client_mode::command;
@@ -592,7 +592,7 @@ void relay_fsm::withhold_split_dot(std::uint64_t now) {
     if (type == "split_dot_withhold") d.rule = rule, d.type = type;
   ++stats_.faults_injected;   // when it acts (start_faults does not count it)
   faults_->plan_rule_acted(d.rule);
-  note(now, "end of data withheld: the '.' and its CRLF arrived in separate segments (CSCds90792)");
+  out_.note(now, "end of data withheld: the '.' and its CRLF arrived in separate segments (CSCds90792)");
   if (transaction* t = close_message(now)) {   // recorded as end_of_data records a message's end
     withheld_dot_txn_ = t->id;
     withheld_dot_since_us_ = now;

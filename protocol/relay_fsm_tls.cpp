@@ -41,7 +41,7 @@ std::optional<upstream_tls_mode> parse_upstream_tls_mode(std::string_view name) 
 }
 
 bool relay_fsm::upstream_needs_tls_now() const {
-  if (upstream_tls_ || upstream_closed_ || securing_upstream_) return false;
+  if (upstream_tls_ || out_.closed(leg::upstream) || securing_upstream_) return false;
   return options_.tls.upstream == upstream_tls_mode::required ||
          (options_.tls.upstream == upstream_tls_mode::mirror && client_tls_);
 }
@@ -54,11 +54,11 @@ void relay_fsm::note_upstream_capabilities(const reply& r) {
 
 void relay_fsm::secure_upstream_first(std::uint64_t now) {
   securing_upstream_ = true;
-  note(now, "securing the upstream leg (TLS " + std::string(to_string(options_.tls.upstream)) +
+  out_.note(now, "securing the upstream leg (TLS " + std::string(to_string(options_.tls.upstream)) +
                 ") before relaying client commands: EHLO, STARTTLS");
   owed_.expect(now, phase::ehlo, command_kind::internal_ehlo);
   if (observer_) observer_->on_relay_command(now, "EHLO " + options_.name);
-  send(leg::upstream, "EHLO " + options_.name + "\r\n", now);
+  out_.send(leg::upstream, "EHLO " + options_.name + "\r\n", now);
   arm_upstream_for_head();
 }
 
@@ -73,7 +73,7 @@ void relay_fsm::take_internal_ehlo_reply(std::uint64_t now, const reply& r) {
   owed_.expect(now, phase::starttls, command_kind::internal_starttls);
   tls_step_ = tls_step::upstream_starttls_sent;
   if (observer_) observer_->on_relay_command(now, "STARTTLS");
-  send(leg::upstream, "STARTTLS\r\n", now);
+  out_.send(leg::upstream, "STARTTLS\r\n", now);
   arm_upstream_for_head();
 }
 
@@ -81,7 +81,7 @@ void relay_fsm::take_internal_ehlo_reply(std::uint64_t now, const reply& r) {
 
 void relay_fsm::refuse_starttls(std::uint64_t now, int code, std::string_view enhanced, std::string_view text) {
   ++stats_.refused_commands;
-  note(now, "STARTTLS refused: " + std::string(text));
+  out_.note(now, "STARTTLS refused: " + std::string(text));
   local_reply(now, phase::starttls, code, enhanced, text);
   flush_replies(now);
 }
@@ -108,7 +108,7 @@ void relay_fsm::advance_starttls(std::uint64_t now) {
     // The upstream's handshake already failed in this session (the leg fell back to
     // plaintext): a second attempt would fail the same way.
     if (mode == upstream_tls_mode::opportunistic) {
-      note(now, "the upstream's TLS failed earlier in this session; the upstream leg stays plaintext (opportunistic)");
+      out_.note(now, "the upstream's TLS failed earlier in this session; the upstream leg stays plaintext (opportunistic)");
       return grant_client_tls(now);
     }
     owed_.pop_head();
@@ -123,7 +123,7 @@ void relay_fsm::advance_starttls(std::uint64_t now) {
   }
   if (!secure_upstream) return grant_client_tls(now);
   tls_step_ = tls_step::upstream_starttls_sent;
-  send(leg::upstream, "STARTTLS\r\n", now);
+  out_.send(leg::upstream, "STARTTLS\r\n", now);
   arm_upstream_for_head();
 }
 
@@ -132,15 +132,15 @@ void relay_fsm::take_starttls_reply(std::uint64_t now, reply_slot& p, const repl
   if (internal) owed_.erase(p);
   if (r.code == 220) {
     tls_step_ = tls_step::upstream_handshake;
-    arm(leg::upstream, std::chrono::milliseconds{0});
-    actions_.push_back(start_tls{leg::upstream});
+    out_.arm(leg::upstream, std::chrono::milliseconds{0});
+    out_.push(start_tls{leg::upstream});
     return;
   }
   std::string why = "upstream refused STARTTLS with " + std::to_string(r.code);
   if (internal) return upstream_tls_failed(now, why);
   tls_step_ = tls_step::idle;
   if (options_.tls.upstream == upstream_tls_mode::opportunistic) {
-    note(now, why + "; the upstream leg stays plaintext (opportunistic)");
+    out_.note(now, why + "; the upstream leg stays plaintext (opportunistic)");
     return grant_client_tls(now);
   }
   owed_.pop_head();
@@ -157,7 +157,7 @@ void relay_fsm::grant_client_tls(std::uint64_t now) {
   tls_step_ = tls_step::client_handshake;
   flush_replies(now);
   if (ended_) return;
-  actions_.push_back(start_tls{leg::client});
+  out_.push(start_tls{leg::client});
 }
 
 // ---------------------------------------------------------------- handshake results
@@ -177,7 +177,7 @@ void relay_fsm::on_tls_ready(std::uint64_t now, leg which, const tls_summary& tl
       tls_step_ = tls_step::idle;
       mode_ = client_mode::command;   // RFC 3207 4.2: the client starts over with EHLO
     }
-    arm(leg::client, options_.timeouts.client_idle);
+    out_.arm(leg::client, options_.timeouts.client_idle);
     return;
   }
   upstream_tls_ = true;
@@ -196,17 +196,17 @@ void relay_fsm::on_tls_ready(std::uint64_t now, leg which, const tls_summary& tl
 void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view reason) {
   if (ended_) return;
   if (which == leg::upstream) return upstream_tls_failed(now, reason);
-  note(now, "TLS on the client leg failed: " + std::string(reason));
+  out_.note(now, "TLS on the client leg failed: " + std::string(reason));
   end_session(now, "client_tls_failed", reason);
 }
 
 void relay_fsm::upstream_tls_failed(std::uint64_t now, std::string_view reason) {
-  note(now, "TLS on the upstream leg failed: " + std::string(reason));
+  out_.note(now, "TLS on the upstream leg failed: " + std::string(reason));
   if (may_fall_back_to_plaintext()) return fall_back_to_plaintext(now, reason);
   // The upstream connection is unusable after a failed handshake, and must never carry the
   // client's conversation in plaintext instead.
-  if (!upstream_closed_) close(leg::upstream);
-  arm(leg::upstream, std::chrono::milliseconds{0});
+  if (!out_.closed(leg::upstream)) out_.close(leg::upstream);
+  out_.arm(leg::upstream, std::chrono::milliseconds{0});
   upstream_lost_reason_ = "upstream_tls_failed";
   upstream_lost_detail_ = std::string(reason);
   tls_step_ = tls_step::idle;
@@ -233,12 +233,12 @@ void relay_fsm::upstream_tls_failed(std::uint64_t now, std::string_view reason) 
 
 bool relay_fsm::may_fall_back_to_plaintext() const {
   return options_.tls.upstream != upstream_tls_mode::required && !options_.tls.upstream_verification_required &&
-         !securing_upstream_ && !upstream_closed_ && !owed_.empty() &&
+         !securing_upstream_ && !out_.closed(leg::upstream) && !owed_.empty() &&
          owed_.front().asked.kind == command_kind::client_starttls;
 }
 
 void relay_fsm::fall_back_to_plaintext(std::uint64_t now, std::string_view reason) {
-  note(now, "upstream TLS handshake failed (" + std::string(reason) +
+  out_.note(now, "upstream TLS handshake failed (" + std::string(reason) +
                 "); falling back to plaintext on a new upstream connection, as an MTA with opportunistic TLS "
                 "does (RFC 7435); the client is told 454 and goes on without TLS");
   tls_step_ = tls_step::idle;
@@ -251,21 +251,21 @@ void relay_fsm::fall_back_to_plaintext(std::uint64_t now, std::string_view reaso
   if (ended_) return;
   replies_ = reply_parser{};   // whatever the old connection left half-parsed is gone with it
   owed_.expect(now, phase::other, command_kind::internal_greeting);
-  arm(leg::upstream, disarmed_timer);   // the shell's connect has its own deadline
-  actions_.push_back(reconnect_upstream{});
+  out_.arm(leg::upstream, disarmed_timer);   // the shell's connect has its own deadline
+  out_.push(reconnect_upstream{});
 }
 
 void relay_fsm::on_upstream_reconnected(std::uint64_t now) {
   if (ended_ || !reconnecting_) return;
-  note(now, "new plaintext upstream connection open");
-  arm(leg::upstream, options_.timeouts.upstream_greeting);
+  out_.note(now, "new plaintext upstream connection open");
+  out_.arm(leg::upstream, options_.timeouts.upstream_greeting);
 }
 
 void relay_fsm::take_new_upstream_greeting(std::uint64_t now, const reply& r) {
   if (r.code != 220) return reconnect_failed(now, "the new upstream connection greeted with " + std::to_string(r.code));
   if (hello_line_.empty()) return finish_reconnect(now);   // the client has not said EHLO yet: it will
   owed_.expect(now, phase::ehlo, command_kind::internal_ehlo);
-  send(leg::upstream, hello_line_ + "\r\n", now);
+  out_.send(leg::upstream, hello_line_ + "\r\n", now);
   arm_upstream_for_head();
 }
 
@@ -279,7 +279,7 @@ void relay_fsm::take_replayed_hello_reply(std::uint64_t now, const reply& r) {
 
 void relay_fsm::finish_reconnect(std::uint64_t now) {
   reconnecting_ = false;
-  note(now, "plaintext upstream ready" + std::string(hello_line_.empty() ? "" : " (client's hello replayed)") +
+  out_.note(now, "plaintext upstream ready" + std::string(hello_line_.empty() ? "" : " (client's hello replayed)") +
                 "; the session goes on without TLS");
   arm_upstream_for_head();
   process_client_input(now);   // commands the client sent after the 454
@@ -288,19 +288,19 @@ void relay_fsm::finish_reconnect(std::uint64_t now) {
 
 void relay_fsm::reconnect_failed(std::uint64_t now, std::string_view detail) {
   reconnecting_ = false;
-  note(now, "plaintext fall-back failed: " + std::string(detail));
-  close(leg::upstream);
-  arm(leg::upstream, disarmed_timer);
+  out_.note(now, "plaintext fall-back failed: " + std::string(detail));
+  out_.close(leg::upstream);
+  out_.arm(leg::upstream, disarmed_timer);
   end_with_reply(now, make_reply(421, "4.4.2", options_.name + " upstream unavailable: " + std::string(detail)),
                  "upstream_refused", detail);
 }
 
 void relay_fsm::injection(std::uint64_t now, leg where, std::string_view detail) {
-  note(now, "STARTTLS injection on the " + std::string(to_string(where)) + " leg: " + std::string(detail) +
+  out_.note(now, "STARTTLS injection on the " + std::string(to_string(where)) + " leg: " + std::string(detail) +
                 "; session closed (CVE-2011-0411)");
   if (where == leg::client) return end_session(now, "starttls_injection", detail);
   // The 220 already asked for the upstream handshake: withdraw it, the leg is being closed.
-  std::erase_if(actions_, [](const action& a) { return std::holds_alternative<start_tls>(a); });
+  out_.withdraw_start_tls();
   end_with_reply(now, make_reply(421, "4.7.0", options_.name + " upstream sent unexpected bytes after STARTTLS; closing"),
                  "upstream_starttls_injection", detail);
 }
