@@ -99,10 +99,10 @@ void relay_fsm::on_upstream_bytes(std::uint64_t now, std::string_view bytes) {
     if (observer_) observer_->on_reply(now, leg::upstream, direction::in, got[i]);
     if (!greeted_) take_banner(now, std::move(got[i]));
     else take_upstream_reply(now, std::move(got[i]));
-    if (tls_step_ == tls_step::upstream_handshake && (i + 1 < got.size() || replies_.pending_bytes() > 0)) {
+    if (tls_.awaiting_upstream_handshake() && (i + 1 < got.size() || replies_.pending_bytes() > 0)) {
       // Nothing read as protected across a STARTTLS boundary (ARCHITECTURE.md, "Invariants";
       // RFC 3207 5): bytes after the upstream's 220 would be read as if they came through TLS.
-      injection(now, leg::upstream, "upstream sent bytes after its 220 to STARTTLS");
+      tls_.injection(now, leg::upstream, "upstream sent bytes after its 220 to STARTTLS");
       return;
     }
   }
@@ -188,6 +188,21 @@ void relay_fsm::hold_client_input(std::uint64_t now, bool held) {
   if (ended_ || held == input_held_) return;
   input_held_ = held;
   if (!held) process_client_input(now);
+}
+
+void relay_fsm::on_tls_ready(std::uint64_t now, leg which, const tls_summary& tls) {
+  if (!ended_) tls_.tls_ready(now, which, tls);
+}
+
+void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view reason) {
+  if (ended_) return;
+  if (which == leg::upstream) return tls_.upstream_tls_failed(now, reason);
+  out_.note(now, "TLS on the client leg failed: " + std::string(reason));
+  end_session(now, "client_tls_failed", reason);
+}
+
+void relay_fsm::on_upstream_reconnected(std::uint64_t now) {
+  if (!ended_) tls_.upstream_reconnected(now);
 }
 
 void relay_fsm::on_abort(std::uint64_t now, std::string_view reason) {
@@ -278,7 +293,7 @@ void relay_fsm::record_received_size() {
 // ---------------------------------------------------------------- client input
 
 void relay_fsm::process_client_input(std::uint64_t now) {
-  if (!greeted_ || !upstream_prepared() || input_held_) return;   // early talkers wait for the banner
+  if (!greeted_ || !tls_.upstream_prepared() || input_held_) return;   // early talkers wait for the banner
   if (held_banner_ || stalled_ || input_stopped_ || held_dot_) return;   // faults hold the conversation
   if (out_.closed(leg::client)) return;   // gone: nothing it sent is relayed any more
   if (held_line_) {   // delay(when=command): the line waits where it is
@@ -299,7 +314,7 @@ void relay_fsm::process_client_input(std::uint64_t now) {
       case client_mode::auth_response: progress = take_auth_response(now); break;
       case client_mode::starttls:
         // ARCHITECTURE.md, "Invariants" (RFC 3207 5): nothing the client sends between STARTTLS and its handshake may be read as protected.
-        injection(now, leg::client, "client sent bytes before the TLS handshake");
+        tls_.injection(now, leg::client, "client sent bytes before the TLS handshake");
         progress = false;
         break;
       case client_mode::awaiting_data_go:
@@ -442,7 +457,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     return;
   }
   if (cmd.ph == phase::starttls) {
-    begin_starttls(now);   // relay_fsm_tls.cpp: never passed through blind
+    tls_.client_starttls(now);   // starttls_sequencer: never passed through blind
     return;
   }
   transaction* open = txns_.open();
@@ -460,7 +475,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     ++open->rcpts_forwarded;
   }
 
-  if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) hello_line_ = std::string(body);   // for a reconnect
+  if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) tls_.remember_hello(body);   // for a reconnect
   reply_slot p;
   p.asked.ph = cmd.ph;
   p.asked.t_received = now;
@@ -766,7 +781,7 @@ void relay_fsm::release_banner(std::uint64_t now, const reply& r, std::string by
   out_.arm(leg::upstream, disarmed);
   out_.arm(leg::client, options_.timeouts.client_idle);
   if (r.code == 421) end_session(now, "upstream_refused", r.text());
-  else if (upstream_needs_tls_now()) secure_upstream_first(now);
+  else tls_.after_banner(now);
 }
 
 void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
@@ -786,24 +801,18 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   p.answer.t_upstream = now;
   switch (p.asked.kind) {
     case command_kind::relayed: break;
-    case command_kind::internal_ehlo:
-      owed_.erase(p);
-      take_internal_ehlo_reply(now, r);
-      return;
     case command_kind::internal_rset:   // a fault took the message: the upstream's transaction is reset
       owed_.erase(p);
       out_.note(now, "upstream answered the relay's RSET with " + std::to_string(r.code));
       flush_replies(now);   // the relay's own 354 waited behind it
       if (!ended_) arm_upstream_for_head();
       return;
+    case command_kind::internal_ehlo:
     case command_kind::client_starttls:
-    case command_kind::internal_starttls: take_starttls_reply(now, p, r); return;
-    case command_kind::internal_greeting:   // relay_fsm_tls.cpp: the plaintext fall-back's new connection
-      owed_.erase(p);
-      take_new_upstream_greeting(now, r);
-      return;
+    case command_kind::internal_starttls:
+    case command_kind::internal_greeting: return tls_.take_reply(now, p, r);   // starttls_sequencer
   }
-  if (p.asked.ph == phase::ehlo) note_upstream_capabilities(r);
+  if (p.asked.ph == phase::ehlo) tls_.note_upstream_capabilities(r);
   if (p.asked.ph == phase::auth) {
     if (r.code == 334) {       // challenge: the client's next line is an AUTH response
       out_.send(leg::client, r.raw, now);
@@ -848,8 +857,7 @@ void relay_fsm::upstream_replied_in_data(std::uint64_t now, reply r) {
   } else {   // a 2xx or 3xx before the end of the message accepts nothing (ARCHITECTURE.md, invariants)
     data_failure_ = make_reply(451, "4.4.2", options_.name + ": upstream replied before the end of the message");
   }
-  upstream_lost_reason_ = "upstream_protocol_error";
-  upstream_lost_detail_ = "upstream replied during DATA";
+  remember_upstream_loss("upstream_protocol_error", "upstream replied during DATA");
   out_.close(leg::upstream);
   out_.arm(leg::upstream, disarmed);
 }
@@ -866,11 +874,7 @@ std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const 
     for (const auto* list : {&rewrites->mask_capabilities, &rewrites->strip_capabilities})
       for (const auto& kw : *list) starttls_faulted = starttls_faulted || iequals(kw, "STARTTLS");
   }
-  // STARTTLS is the relay's to offer: it terminates TLS itself, and offers it only when it can
-  // also secure the upstream as the mode asks (relay_fsm_tls.cpp).
-  bool offer = options_.tls.offer_starttls && !client_tls_ &&
-               (options_.tls.upstream == upstream_tls_mode::never ||
-                options_.tls.upstream == upstream_tls_mode::opportunistic || upstream_tls_ || upstream_offers_starttls_);
+  bool offer = tls_.offers_starttls();   // the relay terminates TLS itself (starttls_sequencer)
   bool had = caps.has("STARTTLS");
   auto add_change = [&](std::string what) { changes += (changes.empty() ? "" : ", ") + what; };
   if (had && !offer) {
@@ -947,7 +951,7 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     end_session(now, upstream_lost_reason_, upstream_lost_detail_);
     return;
   }
-  advance_starttls(now);   // a pipelined STARTTLS proceeds once everything before it is answered
+  tls_.advance(now);   // a pipelined STARTTLS proceeds once everything before it is answered
   maybe_finish_drain(now);
   end_if_client_done(now);
 }
@@ -1035,8 +1039,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
   }
   if (!out_.closed(leg::upstream)) out_.close(leg::upstream);
   out_.arm(leg::upstream, disarmed);
-  upstream_lost_reason_ = std::string(reason);
-  upstream_lost_detail_ = std::string(detail);
+  remember_upstream_loss(reason, detail);
   out_.note(now, std::string(reason) + ": " + std::string(detail));
   if (!greeted_) {
     end_with_reply(now, make_reply(421, "4.4.1", options_.name + " upstream did not greet: " + std::string(detail)), reason,
@@ -1086,6 +1089,11 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
 void relay_fsm::end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail) {
   out_.say(now, r);
   end_session(now, reason, detail);
+}
+
+void relay_fsm::remember_upstream_loss(std::string_view reason, std::string_view detail) {
+  upstream_lost_reason_ = std::string(reason);
+  upstream_lost_detail_ = std::string(detail);
 }
 
 void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::string_view detail) {

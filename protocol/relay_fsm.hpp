@@ -4,7 +4,7 @@
 // Pairs pipelined commands with replies (RFC 2920), frames DATA and BDAT, tracks
 // transactions and stage timings, and applies the outcome rules (README, "Outcomes").
 // Faults come from an optional fault_advisor (policies/) asked at each decision point;
-// relay_fsm_faults.cpp carries its decisions out.
+// relay_fsm_faults.cpp carries its decisions out. STARTTLS is starttls_sequencer's.
 // Single-threaded: one instance per session, driven from that session's strand.
 #pragma once
 #include <chrono>
@@ -23,79 +23,14 @@
 #include "protocol/observer.hpp"
 #include "protocol/reply.hpp"
 #include "protocol/relay_outbox.hpp"
+#include "protocol/relay_options.hpp"
 #include "protocol/reply_queue.hpp"
+#include "protocol/starttls_sequencer.hpp"
 #include "protocol/transaction_book.hpp"
 
 namespace mailtap::protocol {
 
-struct relay_timeouts {
-  // RFC 5321 4.5.3.2.7: a server waits at least 5 minutes for the next command.
-  std::chrono::milliseconds client_idle{300'000};
-  // From the first byte of a command line to its CRLF (Postfix smtpd_timeout with
-  // smtpd_per_request_deadline): a client trickling one byte at a time cannot hold a session.
-  std::chrono::milliseconds client_command{300'000};
-  // Message bytes per second a client must keep up in DATA and BDAT (Postfix
-  // smtpd_min_data_rate, 500): each read adds bytes/rate to the time left, never beyond
-  // client_idle. 0 turns it off (client_idle per read).
-  std::uint64_t min_data_rate = 500;
-  // Postfix smtp_helo_timeout 300 s.
-  std::chrono::milliseconds upstream_greeting{300'000};
-  // RFC 5321 4.5.3.2.2/3: MAIL and RCPT 5 minutes.
-  std::chrono::milliseconds upstream_reply{300'000};
-  // RFC 5321 4.5.3.2.4: DATA initiation 2 minutes.
-  std::chrono::milliseconds upstream_data_init{120'000};
-  // RFC 5321 4.5.3.2.6: DATA termination 10 minutes (shorter causes duplicate deliveries).
-  std::chrono::milliseconds upstream_data_end{600'000};
-};
-
-// How the upstream leg is secured (issue 3): mirror = TLS upstream whenever the client leg
-// is TLS; required = always; opportunistic = when the upstream offers STARTTLS, never
-// failing the client for it; never = plaintext upstream.
-enum class upstream_tls_mode { mirror, required, opportunistic, never };
-std::string_view to_string(upstream_tls_mode m);
-std::optional<upstream_tls_mode> parse_upstream_tls_mode(std::string_view name);
-
-struct relay_tls_options {
-  bool offer_starttls = false;          // the client leg can be secured (a certificate is loaded)
-  bool implicit_client_tls = false;     // the client connected to the SMTPS listener (TLS from connect)
-  upstream_tls_mode upstream = upstream_tls_mode::mirror;
-  // The upstream's certificate must pass its check (verify_upstream = require, or a pinned
-  // fingerprint): a failed upstream handshake then fails closed, as under `required`.
-  // Otherwise a failed handshake after the client's STARTTLS falls back to plaintext on a
-  // new upstream connection (RFC 7435; Postfix smtp_tls_security_level = may).
-  bool upstream_verification_required = false;
-};
-
-struct relay_options {
-  bare_eol_mode eol = bare_eol_mode::strict;
-  relay_timeouts timeouts;
-  std::string name = "mailtap";   // appears in the relay's own replies
-  // The upstream as the relay's own replies name it ("host:port"), so that an injected
-  // refusal reads like a real one.
-  std::string upstream = "upstream";
-  relay_tls_options tls;
-  // Record the AUTH username (PLAIN, LOGIN) in a note; the secret is never recorded.
-  bool record_auth_username = false;
-};
-
-// Per-session figures the shell adds to the process-wide metrics.
-struct relay_stats {
-  std::uint64_t commands = 0;
-  std::uint64_t refused_commands = 0;    // never forwarded: forbidden, NUL, bare CR/LF, too long
-  std::uint64_t ambiguous_end_of_data = 0;
-  std::uint64_t normalized_line_endings = 0;
-  std::uint64_t long_data_lines = 0;     // message lines over RFC 5321's 1000 octets, forwarded unchanged
-  std::uint64_t transactions = 0;
-  std::uint64_t delivered = 0;
-  std::uint64_t faults_injected = 0;
-  std::uint64_t blackholed = 0;          // messages a blackhole fault answered with 250 (the one exception to
-                                         // "never a 2xx the destination did not give")
-  std::uint64_t client_timeouts = 0;     // idle, slow command line, data rate below the minimum
-  std::uint64_t upstream_replied_in_data = 0;   // a reply before the dot ended the message
-  std::uint64_t unacknowledged_end_of_data = 0; // the upstream answered the dot after the client left
-};
-
-class relay_fsm {
+class relay_fsm : private starttls_host {
  public:
   // `faults` may be null (no fault injection); it must outlive the machine.
   relay_fsm(relay_options options, session_observer* observer, fault_advisor* faults = nullptr);
@@ -179,31 +114,22 @@ class relay_fsm {
   void take_upstream_reply(std::uint64_t now, reply r);
   void take_banner(std::uint64_t now, reply r);
   void local_reply(std::uint64_t now, phase ph, int code, std::string_view enhanced,
-                   std::string_view text);
-  void flush_replies(std::uint64_t now);
+                   std::string_view text) override;
+  void flush_replies(std::uint64_t now) override;
   void after_reply(std::uint64_t now, const reply_slot& p);
   std::string edit_ehlo_reply(std::uint64_t now, const reply& r, const rewrite_set* rewrites);
   void release_banner(std::uint64_t now, const reply& r, std::string bytes);
 
-  // TLS (relay_fsm_tls.cpp).
-  void begin_starttls(std::uint64_t now);
-  void upstream_tls_failed(std::uint64_t now, std::string_view reason);
-  void advance_starttls(std::uint64_t now);
-  void take_starttls_reply(std::uint64_t now, reply_slot& p, const reply& r);
-  void take_internal_ehlo_reply(std::uint64_t now, const reply& r);
-  void grant_client_tls(std::uint64_t now);
-  void refuse_starttls(std::uint64_t now, int code, std::string_view enhanced, std::string_view text);
-  void secure_upstream_first(std::uint64_t now);
-  void injection(std::uint64_t now, leg where, std::string_view detail);
-  bool upstream_needs_tls_now() const;
-  bool upstream_prepared() const { return !securing_upstream_ && !reconnecting_; }
-  bool may_fall_back_to_plaintext() const;
-  void fall_back_to_plaintext(std::uint64_t now, std::string_view reason);
-  void take_new_upstream_greeting(std::uint64_t now, const reply& r);
-  void take_replayed_hello_reply(std::uint64_t now, const reply& r);
-  void finish_reconnect(std::uint64_t now);
-  void reconnect_failed(std::uint64_t now, std::string_view detail);
-  void note_upstream_capabilities(const reply& r);
+  // starttls_host: what the STARTTLS sequencer asks of the machine.
+  bool ended() const override { return ended_; }
+  void count_refused_command() override { ++stats_.refused_commands; }
+  void client_awaits_handshake() override { mode_ = client_mode::starttls; }
+  void client_back_to_commands() override { mode_ = client_mode::command; }
+  std::size_t unread_client_bytes() const override { return client_in_.size() - pos_; }
+  bool in_transaction() const override { return !txns_.empty(); }
+  void resume_client_input(std::uint64_t now) override { process_client_input(now); }
+  void remember_upstream_loss(std::string_view reason, std::string_view detail) override;
+  void forget_upstream_input() override { replies_ = reply_parser{}; }
 
   // Faults (relay_fsm_faults.cpp).
   enum class line_fault { none, held, handled };
@@ -258,19 +184,19 @@ class relay_fsm {
   void arm_client_deadline(std::uint64_t now);
   void client_timed_out(std::uint64_t now);
   // After the client's FIN (or loss): end the session once nothing more is owed.
-  void end_if_client_done(std::uint64_t now);
+  void end_if_client_done(std::uint64_t now) override;
   void record_received_size();
 
   // Leaving.
   void upstream_unreachable(std::uint64_t now, std::string_view reason);
   void upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail);
-  void end_session(std::uint64_t now, std::string_view reason, std::string_view detail);
+  void end_session(std::uint64_t now, std::string_view reason, std::string_view detail) override;
   // Reply, record, end: the one way a session ends with a word to the client.
-  void end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail);
+  void end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail) override;
   void maybe_finish_drain(std::uint64_t now);
 
   // Output helpers.
-  void arm_upstream_for_head();
+  void arm_upstream_for_head() override;
   void record_consumed_client_input(std::uint64_t now);
   void report_client_pause();
   void request_capture_barrier();
@@ -315,18 +241,6 @@ class relay_fsm {
   std::uint64_t last_reply_sent_us_ = 0;
   int last_client_code_ = 0;          // the code of the last reply sent to the client
   transaction_book txns_;
-
-  // TLS.
-  bool client_tls_ = false;
-  bool upstream_tls_ = false;
-  bool upstream_offers_starttls_ = false;   // in the last EHLO reply the upstream sent
-  bool securing_upstream_ = false;          // internal EHLO/STARTTLS before client commands
-  tls_step tls_step_ = tls_step::idle;
-  // Plaintext fall-back: a new upstream connection is being opened and prepared; client
-  // commands wait. After one, the upstream's TLS is known not to work: no second attempt.
-  bool reconnecting_ = false;
-  bool upstream_tls_broken_ = false;
-  std::string hello_line_;                  // the client's last EHLO/HELO line, replayed on a new connection
 
   // Faults.
   bool upstream_wanted_ = true;
@@ -373,6 +287,7 @@ class relay_fsm {
   std::string upstream_lost_reason_ = "upstream_closed";
   std::string upstream_lost_detail_;
   bool ended_ = false;
+  starttls_sequencer tls_{options_, out_, owed_, observer_, *this};
 };
 
 }  // namespace mailtap::protocol

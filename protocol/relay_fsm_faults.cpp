@@ -72,7 +72,7 @@ fault_query relay_fsm::query_for(phase ph, fault_stage stage, const transaction*
   q.stage = stage;
   q.ehlo_name = ehlo_name_;
   // An SMTPS client is TLS from connect, although its handshake is reported after on_start.
-  q.client_tls = client_tls_ || options_.tls.implicit_client_tls;
+  q.client_tls = tls_.client_tls() || options_.tls.implicit_client_tls;
   if (t) {
     q.mail_from = t->rec.mail_from;
     q.recipients = &t->rec.rcpt_to;
