@@ -1,11 +1,13 @@
-// The relay session machine: both legs of one SMTP conversation, sans-I/O. Fed client and
-// upstream bytes, connection results and timer expiries (each with the caller's monotonic
-// time); returns actions (send, close, arm timer) and reports to a session_observer.
-// Pairs pipelined commands with replies (RFC 2920), frames DATA and BDAT, tracks
-// transactions and stage timings, and applies the outcome rules (README, "Outcomes").
-// Faults come from an optional fault_advisor (policies/) asked at each decision point;
-// relay_fsm_faults.cpp carries its decisions out. STARTTLS is starttls_sequencer's.
-// Single-threaded: one instance per session, driven from that session's strand.
+// The relay session machine: both legs of one SMTP conversation, sans-I/O, and the one
+// entry point the shell feeds. Fed client and upstream bytes, connection results and timer
+// expiries (each with the caller's monotonic time); returns actions and reports to a
+// session_observer. Composes its parts (ARCHITECTURE.md, "The relay machine"): relay_outbox
+// (what it says), reply_queue (reply pairing, RFC 2920), transaction_book (transactions and
+// outcomes, README "Outcomes"), starttls_sequencer (STARTTLS on both legs). Itself it frames
+// client input (command lines, DATA, BDAT, AUTH responses), holds the end of a message until
+// the capture and the faults allow it, and keeps the timers. Faults come from an optional
+// fault_advisor (policies/) asked at each decision point; relay_fsm_faults.cpp carries its
+// decisions out. Single-threaded: one instance per session, driven from that session's strand.
 #pragma once
 #include <chrono>
 #include <cstdint>
