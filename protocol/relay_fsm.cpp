@@ -15,9 +15,6 @@ namespace mailtap::protocol {
 namespace {
 using std::chrono::milliseconds;
 constexpr milliseconds disarmed{0};
-// Held client input above this stops the shell reading (a per-direction high
-// watermark: ARCHITECTURE.md, "Invariants", bounded memory).
-constexpr std::size_t client_input_high_watermark = 64 * 1024;
 
 // A line ending in CRLF with no other CR, LF or NUL in it.
 bool clean_crlf_line(std::string_view line) {
@@ -39,7 +36,7 @@ std::vector<action> relay_fsm::take_actions() {
 // cap (a pipelining client ahead of a slow upstream), and resumes once it is parsed.
 void relay_fsm::report_client_pause() {
   if (ended_) return;   // the shell stops reading anyway; no action follows the end
-  bool paused = client_in_.size() - pos_ >= client_input_high_watermark;
+  bool paused = in_.above_watermark();
   if (paused == client_paused_) return;
   client_paused_ = paused;
   out_.push(pause_reading{leg::client, paused});
@@ -82,8 +79,7 @@ void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {
     if (observer_) observer_->on_bytes(now, leg::client, direction::in, bytes);
     return;
   }
-  newest_read_at_ = client_in_.size();
-  client_in_.append(bytes);
+  in_.append(bytes);
   if (in_message()) credit_data_rate(now, bytes.size());
   process_client_input(now);
   arm_client_deadline(now);
@@ -138,7 +134,7 @@ void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
 void relay_fsm::end_if_client_done(std::uint64_t now) {
   if (ended_ || !client_input_ended_) return;
   if (held_line_ || held_dot_ || held_banner_ || input_held_) return;   // input still to be taken
-  if (in_message() && pos_ >= client_in_.size()) {
+  if (in_message() && in_.fully_parsed()) {
     // Client vanishes inside the message: close upstream without the dot; nothing delivered.
     out_.note(now, "client closed the connection inside the message: upstream closed without end of data");
     return end_session(now, "client_closed", "inside the message");
@@ -148,7 +144,7 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
     return end_session(now, "client_closed", "client connection lost");
   }
   if (!owed_.empty()) return;   // replies still owed
-  if (pos_ < client_in_.size() && !partial_line()) return;   // complete lines still to be taken
+  if (!in_.fully_parsed() && !partial_line()) return;   // complete lines still to be taken
   end_session(now, "client_closed", "client closed its sending side");
 }
 
@@ -224,8 +220,7 @@ void relay_fsm::on_drain_deadline(std::uint64_t now) {
 
 bool relay_fsm::partial_line() const {
   if (mode_ != client_mode::command && mode_ != client_mode::auth_response) return false;
-  if (pos_ >= client_in_.size()) return false;
-  return std::string_view(client_in_).substr(pos_).find("\r\n") == std::string_view::npos;
+  return !in_.fully_parsed() && in_.unparsed().find("\r\n") == std::string_view::npos;
 }
 
 void relay_fsm::begin_message_input(std::uint64_t now) {
@@ -253,7 +248,7 @@ void relay_fsm::arm_client_deadline(std::uint64_t now) {
   if (in_message()) {
     due = data_last_read_us_ + data_budget_us_;
   } else if (partial_line()) {
-    const std::uint64_t at = client_consumed_ + pos_;
+    const std::uint64_t at = in_.stream_offset();
     if (at != partial_line_at_) {   // a new line began in this read
       partial_line_at_ = at;
       partial_line_since_us_ = now;
@@ -303,7 +298,7 @@ void relay_fsm::process_client_input(std::uint64_t now) {
   bool progress = true;
   // A fault can hold (the dot) or stop (close, reset, stall) the conversation mid-buffer:
   // nothing pipelined after that point may be taken.
-  while (progress && !ended_ && pos_ < client_in_.size() && !held_dot_ && !input_stopped_ && !stalled_) {
+  while (progress && !ended_ && !in_.fully_parsed() && !held_dot_ && !input_stopped_ && !stalled_) {
     switch (mode_) {
       case client_mode::command: progress = take_command_line(now); break;
       case client_mode::data: take_data(now); progress = mode_ != client_mode::data; break;
@@ -325,29 +320,11 @@ void relay_fsm::process_client_input(std::uint64_t now) {
   end_if_client_done(now);
 }
 
-void relay_fsm::record_consumed_client_input(std::uint64_t now) {
-  if (pos_ == 0) return;
-  if (observer_) {
-    if (masks_.empty()) {
-      observer_->on_bytes(now, leg::client, direction::in, std::string_view(client_in_).substr(0, pos_));
-    } else {
-      std::string copy = client_in_.substr(0, pos_);
-      for (auto [from, to] : masks_)
-        for (std::size_t i = from; i < to && i < copy.size(); ++i)
-          if (copy[i] != '\r' && copy[i] != '\n') copy[i] = '*';
-      observer_->on_bytes(now, leg::client, direction::in, copy);
-    }
-  }
-  masks_.clear();
-  client_consumed_ += pos_;
-  client_in_.erase(0, pos_);
-  newest_read_at_ = newest_read_at_ > pos_ ? newest_read_at_ - pos_ : 0;
-  pos_ = 0;
-}
+void relay_fsm::record_consumed_client_input(std::uint64_t now) { in_.record_parsed(now, observer_); }
 
 bool relay_fsm::take_command_line(std::uint64_t now) {
   if (owed_.size() >= limits::pipelined_commands_cap) return false;
-  std::string_view rest = std::string_view(client_in_).substr(pos_);
+  std::string_view rest = in_.unparsed();
   // Only CRLF ends a command line (RFC 5321 2.3.8). A bare LF inside it does not: the whole
   // line to its CRLF is refused, so nothing after a bare LF reaches the upstream as a
   // command of its own (parse_command flags it, like a bare CR).
@@ -356,8 +333,8 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     if (rest.size() > limits::command_line_hard_cap) {
       // Recorded below as consumed input: an over-long AUTH line still hides its response.
       if (auto at = auth_initial_response_at(rest); at != std::string_view::npos)
-        masks_.emplace_back(pos_ + at, client_in_.size());
-      pos_ = client_in_.size();
+        in_.mask(in_.pos() + at, in_.size());
+      in_.advance_to_end();
       ++stats_.refused_commands;
       out_.note(now, "command line over " + std::to_string(limits::command_line_hard_cap) + " bytes without CRLF");
       local_reply(now, phase::other, 500, "5.5.2", "Line too long");
@@ -378,13 +355,13 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
         command_fault(now, line, parsed, decided) == line_fault::held)
       return false;   // relay_fsm_faults.cpp: the line waits for its delay
   }
-  std::size_t line_start = pos_;
-  pos_ += line.size();
-  if (auth_open_) masks_.emplace_back(line_start, pos_);
+  std::size_t line_start = in_.pos();
+  in_.advance(line.size());
+  if (auth_open_) in_.mask(line_start, in_.pos());
   // Mask an AUTH initial response before deciding anything else: lines refused below (too
   // long) are recorded too, and used to reach the recorder with the credentials.
   if (auto at = auth_initial_response_at(stripped_crlf(line)); at != std::string_view::npos)
-    masks_.emplace_back(line_start + at, pos_);
+    in_.mask(line_start + at, in_.pos());
   ++stats_.commands;
   if (!well_formed) {
     ++stats_.refused_commands;
@@ -432,7 +409,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     std::size_t owed = owed_.size();
     out_.note(now, "command refused: " + why + "; session closed" +
                   (owed > 0 ? ", " + std::to_string(owed) + " reply(ies) owed to earlier commands not sent" : ""));
-    pos_ = client_in_.size();   // what came with it (the request's headers, its body) is recorded, never read
+    in_.advance_to_end();   // what came with it (the request's headers, its body) is recorded, never read
     end_with_reply(now, make_reply(221, "2.7.0", options_.name + " Error: I can break rules, too. Goodbye."),
                    "http_command", why);
   };
@@ -553,8 +530,8 @@ void relay_fsm::announce_command(std::uint64_t now, std::string_view body, const
 
 void relay_fsm::take_data(std::uint64_t now) {
   std::string forward;
-  std::string_view rest = std::string_view(client_in_).substr(pos_);
-  pos_ += framer_->feed(rest, forward);
+  std::string_view rest = in_.unparsed();
+  in_.advance(framer_->feed(rest, forward));
   if (auto* t = txns_.open()) t->headers.feed(forward);
   if (!forward.empty() && !data_failure_ && !absorbing_) out_.send(leg::upstream, forward, now);
   if (framer_->fault() != data_fault::none && !data_failure_) {
@@ -564,7 +541,7 @@ void relay_fsm::take_data(std::uint64_t now) {
     out_.close(leg::upstream);   // the only way out of DATA that delivers nothing
   }
   if (framer_->ended()) {
-    if (plan_.withhold_split_dot && dot_was_split()) return withhold_split_dot(now);   // relay_fsm_faults.cpp
+    if (plan_.withhold_split_dot && in_.dot_was_split()) return withhold_split_dot(now);   // relay_fsm_faults.cpp
     end_of_data(now);
   }
 }
@@ -645,10 +622,10 @@ void relay_fsm::forward_end_of_data(std::uint64_t now, std::uint64_t txn) {
 }
 
 void relay_fsm::take_bdat_payload(std::uint64_t now) {
-  std::string_view rest = std::string_view(client_in_).substr(pos_);
+  std::string_view rest = in_.unparsed();
   std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(bdat_remaining_, rest.size()));
   std::string_view chunk = rest.substr(0, n);
-  pos_ += n;
+  in_.advance(n);
   bdat_remaining_ -= n;
   transaction* t = txns_.newest();   // BDAT LAST sealed it: the payload still belongs to it
   if (t) t->headers.feed(chunk);
@@ -716,12 +693,12 @@ void relay_fsm::release_withheld_bdat(std::uint64_t now, std::uint64_t txn) {
 }
 
 bool relay_fsm::take_auth_response(std::uint64_t now) {
-  std::string_view rest = std::string_view(client_in_).substr(pos_);
+  std::string_view rest = in_.unparsed();
   auto crlf = rest.find("\r\n");   // only CRLF ends it, as a command line (RFC 5321 2.3.8)
   if (crlf == std::string_view::npos) {
     if (rest.size() > limits::auth_response_cap) {
-      pos_ = client_in_.size();
-      masks_.emplace_back(0, pos_);
+      in_.advance_to_end();
+      in_.mask(0, in_.pos());
       local_reply(now, phase::auth, 500, "5.5.6", "Authentication exchange line is too long");
       flush_replies(now);
       end_session(now, "protocol_error", "AUTH response too long");
@@ -729,8 +706,8 @@ bool relay_fsm::take_auth_response(std::uint64_t now) {
     return false;
   }
   std::string_view line = rest.substr(0, crlf + 2);
-  masks_.emplace_back(pos_, pos_ + line.size());
-  pos_ += line.size();
+  in_.mask(in_.pos(), in_.pos() + line.size());
+  in_.advance(line.size());
   if (observer_) observer_->on_command(now, "[auth response redacted, " + std::to_string(stripped_crlf(line).size()) + " bytes]");
   mode_ = client_mode::awaiting_auth;
   if (!clean_crlf_line(line)) {

@@ -18,6 +18,7 @@
 
 #include "protocol/action.hpp"
 #include "protocol/capabilities.hpp"
+#include "protocol/client_input.hpp"
 #include "protocol/command.hpp"
 #include "protocol/data_framer.hpp"
 #include "protocol/fault.hpp"
@@ -127,7 +128,7 @@ class relay_fsm : private starttls_host {
   void count_refused_command() override { ++stats_.refused_commands; }
   void client_awaits_handshake() override { mode_ = client_mode::starttls; }
   void client_back_to_commands() override { mode_ = client_mode::command; }
-  std::size_t unread_client_bytes() const override { return client_in_.size() - pos_; }
+  std::size_t unread_client_bytes() const override { return in_.unparsed_size(); }
   bool in_transaction() const override { return !txns_.empty(); }
   void resume_client_input(std::uint64_t now) override { process_client_input(now); }
   void remember_upstream_loss(std::string_view reason, std::string_view detail) override;
@@ -161,7 +162,6 @@ class relay_fsm : private starttls_host {
   void reply_stage_fault(std::uint64_t now, reply_slot& p, const reply& r);
   void begin_stall(std::uint64_t now, const fault_decision& d, phase ph);
   void answer_refused_session(std::uint64_t now, std::string_view body, const command& cmd);
-  bool dot_was_split() const;
   void withhold_split_dot(std::uint64_t now);
   void record_withheld_dot_stage(std::uint64_t now);
   void schedule_fault_wake(std::uint64_t now, std::uint64_t at_us);
@@ -210,7 +210,7 @@ class relay_fsm : private starttls_host {
   relay_stats stats_;
 
   // Client leg.
-  std::string client_in_;
+  client_input in_;
   client_mode mode_ = client_mode::command;
   std::optional<data_framer> framer_;
   std::uint64_t bdat_remaining_ = 0;
@@ -221,8 +221,6 @@ class relay_fsm : private starttls_host {
   bool auth_username_pending_ = false; // the next client response carries the username
   bool input_held_ = false;
   bool client_paused_ = false;                   // pause_reading{client} was the last said
-  std::size_t pos_ = 0;                          // parse offset into client_in_
-  std::uint64_t client_consumed_ = 0;            // client bytes erased from client_in_ so far
   bool client_input_ended_ = false;              // FIN seen (out_.closed(client): nothing can reach it either)
   // The command line in progress: where it starts in the client's stream and when its first
   // byte came (the per-line deadline).
@@ -231,7 +229,6 @@ class relay_fsm : private starttls_host {
   // DATA/BDAT: time left before the client is too slow (min_data_rate), as of the last read.
   std::uint64_t data_budget_us_ = 0;
   std::uint64_t data_last_read_us_ = 0;
-  std::vector<std::pair<std::size_t, std::size_t>> masks_;  // AUTH ranges in client_in_
 
   // Upstream leg.
   reply_parser replies_;
@@ -251,7 +248,7 @@ class relay_fsm : private starttls_host {
   bool input_stopped_ = false;       // a fault ends the session once the replies before it are out
   std::uint64_t stall_until_us_ = 0;
   std::string ehlo_name_;
-  // delay(when=command): the line at pos_ waits, with its command and the decision.
+  // delay(when=command): the line at the parse position waits, with its command and the decision.
   struct held_command {
     fault_decision decision;
     parsed_command parsed;
@@ -277,7 +274,6 @@ class relay_fsm : private starttls_host {
   bool discard_payload_ = false;     // this BDAT chunk is not forwarded
   std::uint64_t fault_wake_us_ = 0;  // the fault timer's due time (0: not armed)
   session_plan plan_;
-  std::size_t newest_read_at_ = 0;   // where the latest client read begins in client_in_
 
   bool draining_ = false;
   bool capture_failed_ = false;

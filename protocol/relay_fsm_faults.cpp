@@ -413,10 +413,7 @@ void relay_fsm::begin_stall(std::uint64_t now, const fault_decision& d, phase ph
   out_.arm(leg::client, std::chrono::milliseconds{0});
   out_.arm(leg::upstream, std::chrono::milliseconds{0});
   // What the client sent and nobody will read is still recorded.
-  record_consumed_client_input(now);
-  if (observer_ && !client_in_.empty()) observer_->on_bytes(now, leg::client, direction::in, client_in_);
-  client_in_.clear();
-  newest_read_at_ = 0;
+  in_.record_and_drop_rest(now, observer_);
   stall_until_us_ = now + (d.stall_max_us > 0 ? d.stall_max_us : us(options_.timeouts.client_idle));
   schedule_fault_wake(now, stall_until_us_);
 }
@@ -607,11 +604,6 @@ void relay_fsm::record_withheld_dot_stage(std::uint64_t now) {
   if (observer_) observer_->on_stage({phase::data_end, withheld_dot_since_us_, now - withheld_dot_since_us_, 0, 0, 0});
 }
 
-bool relay_fsm::dot_was_split() const {
-  // The terminator's '.' is three bytes before the parse position; it was split from its
-  // CRLF when it came in an earlier read than the newest one.
-  return pos_ < 3 || pos_ - 3 < newest_read_at_;   // pos_ < 3: the '.' came in an earlier read, already consumed
-}
 
 // ---------------------------------------------------------------- replies
 
