@@ -2,12 +2,13 @@
 // entry point the shell feeds. Fed client and upstream bytes, connection results and timer
 // expiries (each with the caller's monotonic time); returns actions and reports to a
 // session_observer. Composes its parts (ARCHITECTURE.md, "The relay machine"): relay_outbox
-// (what it says), reply_queue (reply pairing, RFC 2920), transaction_book (transactions and
-// outcomes, README "Outcomes"), starttls_sequencer (STARTTLS on both legs). Itself it frames
-// client input (command lines, DATA, BDAT, AUTH responses), holds the end of a message until
-// the capture and the faults allow it, and keeps the timers. Faults come from an optional
-// fault_advisor (policies/) asked at each decision point; relay_fsm_faults.cpp carries its
-// decisions out. Single-threaded: one instance per session, driven from that session's strand.
+// (what it says), client_input (the client's bytes and the parse position), reply_queue
+// (reply pairing, RFC 2920), transaction_book (transactions and outcomes, README
+// "Outcomes"), starttls_sequencer (STARTTLS on both legs). Itself it frames client input
+// (command lines, DATA, BDAT, AUTH responses), holds the end of a message until the capture
+// and the faults allow it, and keeps the timers. Faults come from an optional fault_advisor
+// (policies/) asked at each decision point; relay_fsm_faults.cpp carries its decisions out.
+// Single-threaded: one instance per session, driven from that session's strand.
 #pragma once
 #include <chrono>
 #include <cstdint>
