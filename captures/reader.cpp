@@ -18,6 +18,8 @@ namespace mailtap::captures {
 namespace {
 
 namespace json = boost::json;
+namespace field = schema::field;
+namespace record = schema::record;
 
 // Longest line accepted. The writer puts one read of relay input in a bytes record (a few
 // hundred KiB at most, base64 adds a third); 64 MiB is far above that and keeps a corrupt
@@ -32,7 +34,7 @@ constexpr std::size_t line_cap = 64 * 1024 * 1024;
 // only ever sees current records.
 //
 // To add version N+1:
-//   1. Describe the change in FORMAT.md; bump format_version (captures/format.hpp), which
+//   1. Describe the change in FORMAT.md; bump format_version (captures/schema.hpp), which
 //      the writer stamps on every new capture.
 //   2. Write `void upgrade_vN_to_vN1(json::object& record)` here: switch on record["type"]
 //      and rename fields, fill new ones with the value a vN writer implied, and set
@@ -41,18 +43,18 @@ constexpr std::size_t line_cap = 64 * 1024 * 1024;
 //   4. Keep a vN capture under tests/golden/ with a test that it still loads and shows.
 // If a step ever has to split, merge or drop records, widen upgrade_step to take the whole
 // list of records instead of one.
-using upgrade_step = void (*)(json::object& record);
+using upgrade_step = void (*)(json::object& rec);
 
 // Version 2 adds the `fault` record; no version 1 record changes (a v1 writer had no faults).
-void upgrade_v1_to_v2(json::object& record) {
-  const json::value* type = record.if_contains("type");
-  if (type && type->is_string() && type->get_string() == "header") record["version"] = 2;
+void upgrade_v1_to_v2(json::object& rec) {
+  const json::value* type = rec.if_contains(field::type);
+  if (type && type->is_string() && type->get_string() == record::header) rec[field::version] = 2;
 }
 
 // Every recipient of a transaction record refused, when the record says so for each one.
-std::optional<protocol::outcome> recipients_refused_outcome(const json::object& record) {
-  const json::value* to = record.if_contains("rcpt_to");
-  const json::value* codes = record.if_contains("rcpt_codes");
+std::optional<protocol::outcome> recipients_refused_outcome(const json::object& rec) {
+  const json::value* to = rec.if_contains(field::rcpt_to);
+  const json::value* codes = rec.if_contains(field::rcpt_codes);
   if (!to || !codes || !to->is_array() || !codes->is_array()) return std::nullopt;
   const json::array& c = codes->get_array();
   if (c.size() != to->get_array().size() || c.size() >= protocol::limits::recipients_recorded_cap) return std::nullopt;
@@ -75,32 +77,33 @@ std::optional<protocol::outcome> recipients_refused_outcome(const json::object& 
 //     `rcpt_codes` when every recipient has its code (the list was not cut at its cap);
 //   - `command` records gain `leg` and `dir`, because the relay's own upstream commands are
 //     recorded too (upstream/out); every v2 command was the client's (client/in).
-void upgrade_v2_to_v3(json::object& record) {
-  const json::value* type = record.if_contains("type");
+void upgrade_v2_to_v3(json::object& rec) {
+  const json::value* type = rec.if_contains(field::type);
   if (!type || !type->is_string()) return;
   const json::string& name = type->get_string();
-  if (name == "header") {
-    record["version"] = 3;
-  } else if (name == "command") {
-    record["leg"] = "client";
-    record["dir"] = "in";
-  } else if (name == "transaction") {
-    const json::value* outcome = record.if_contains("outcome");
-    const json::value* synthesized = record.if_contains("synthesized");
+  if (name == record::header) {
+    rec[field::version] = 3;
+  } else if (name == record::command) {
+    rec[field::leg] = protocol::to_string(protocol::leg::client);
+    rec[field::dir] = protocol::to_string(protocol::direction::in);
+  } else if (name == record::transaction) {
+    const json::value* outcome = rec.if_contains(field::outcome);
+    const json::value* synthesized = rec.if_contains(field::synthesized);
     if (!outcome || !outcome->is_string()) return;   // the typing step reports it
-    if (outcome->get_string() == "delivered") {
-      if (synthesized && synthesized->is_bool() && synthesized->get_bool()) record["outcome"] = "blackholed";
+    if (outcome->get_string() == protocol::to_string(protocol::outcome::delivered)) {
+      if (synthesized && synthesized->is_bool() && synthesized->get_bool())
+        rec[field::outcome] = protocol::to_string(protocol::outcome::blackholed);
       return;
     }
-    if (auto refused = recipients_refused_outcome(record)) record["outcome"] = protocol::to_string(*refused);
+    if (auto refused = recipients_refused_outcome(rec)) rec[field::outcome] = protocol::to_string(*refused);
   }
 }
 
 constexpr std::array<upgrade_step, format_version - 1> upgrade_steps{upgrade_v1_to_v2, upgrade_v2_to_v3};
 
-void upgrade(json::object& record, int from_version) {
+void upgrade(json::object& rec, int from_version) {
   for (int v = from_version; v < format_version; ++v)
-    upgrade_steps[static_cast<std::size_t>(v - 1)](record);
+    upgrade_steps[static_cast<std::size_t>(v - 1)](rec);
 }
 
 // ---------------------------------------------------------------- typed field access
@@ -284,112 +287,113 @@ std::string rebuild_raw(int code, const std::vector<std::string>& lines) {
 // Types one upgraded record into `c`. Returns the error, empty on success.
 std::string take_record(const json::object& o, std::string_view type, capture& c) {
   fields f(o, type);
-  if (type == "header") {
+  if (type == record::header) {
     capture_header& h = c.header;
-    h.session = f.str("session");
-    h.seed = f.u64("seed");
-    h.client = f.str("client");
-    h.listen = f.str("listen");
-    h.upstream = f.str("upstream");
-    h.started_at = f.str("started_at");
-    h.started_mono_us = f.u64("started_mono_us");
-    h.relay = f.str("relay");
-    h.bare_eol = f.str("bare_eol");
-  } else if (type == "bytes") {
+    h.session = f.str(field::session);
+    h.seed = f.u64(field::seed);
+    h.client = f.str(field::client);
+    h.listen = f.str(field::listen);
+    h.upstream = f.str(field::upstream);
+    h.started_at = f.str(field::started_at);
+    h.started_mono_us = f.u64(field::started_mono_us);
+    h.relay = f.str(field::relay);
+    h.bare_eol = f.str(field::bare_eol);
+  } else if (type == record::bytes) {
     bytes_event e;
-    e.t_us = f.u64("t_us");
-    e.leg = f.leg("leg");
-    e.dir = f.dir("dir");
-    std::string b64 = f.str("b64");
+    e.t_us = f.u64(field::t_us);
+    e.leg = f.leg(field::leg);
+    e.dir = f.dir(field::dir);
+    std::string b64 = f.str(field::b64);
     if (auto data = protocol::base64_decode(b64)) e.data = std::move(*data);
     else f.fail("field \"b64\" is not valid base64");
     c.events.emplace_back(std::move(e));
-  } else if (type == "command") {
+  } else if (type == record::command) {
     command_event e;
-    e.t_us = f.u64("t_us");
-    e.leg = f.leg("leg");
-    e.dir = f.dir("dir");
-    e.text = f.str("text");
+    e.t_us = f.u64(field::t_us);
+    e.leg = f.leg(field::leg);
+    e.dir = f.dir(field::dir);
+    e.text = f.str(field::text);
     c.events.emplace_back(std::move(e));
-  } else if (type == "reply") {
+  } else if (type == record::reply) {
     reply_event e;
-    e.t_us = f.u64("t_us");
-    e.leg = f.leg("leg");
-    e.dir = f.dir("dir");
-    e.reply.code = f.integer("code", 0, 999);
-    e.reply.enhanced = f.str("enhanced");
-    e.reply.lines = f.strings("lines");
+    e.t_us = f.u64(field::t_us);
+    e.leg = f.leg(field::leg);
+    e.dir = f.dir(field::dir);
+    e.reply.code = f.integer(field::code, 0, 999);
+    e.reply.enhanced = f.str(field::enhanced);
+    e.reply.lines = f.strings(field::lines);
     e.reply.raw = rebuild_raw(e.reply.code, e.reply.lines);
     c.events.emplace_back(std::move(e));
-  } else if (type == "note") {
+  } else if (type == record::note) {
     note_event e;
-    e.t_us = f.u64("t_us");
-    e.text = f.str("text");
+    e.t_us = f.u64(field::t_us);
+    e.text = f.str(field::text);
     c.events.emplace_back(std::move(e));
-  } else if (type == "tls") {
+  } else if (type == record::tls) {
     tls_event e;
-    e.t_us = f.u64("t_us");
-    e.leg = f.leg("leg");
-    e.tls.version = f.str("version");
-    e.tls.cipher = f.str("cipher");
-    e.tls.sni = f.str("sni");
-    e.tls.peer_subject = f.str("peer_subject");
-    e.tls.peer_sha256 = f.str("peer_sha256");
-    e.tls.verified = f.boolean("verified");
-    e.tls.insecure = f.boolean("insecure");
-    e.tls.handshake_us = f.u64("handshake_us");
-    e.tls.verification = f.optional_str("verification");   // added within version 2; upstream leg only
+    e.t_us = f.u64(field::t_us);
+    e.leg = f.leg(field::leg);
+    e.tls.version = f.str(field::version);
+    e.tls.cipher = f.str(field::cipher);
+    e.tls.sni = f.str(field::sni);
+    e.tls.peer_subject = f.str(field::peer_subject);
+    e.tls.peer_sha256 = f.str(field::peer_sha256);
+    e.tls.verified = f.boolean(field::verified);
+    e.tls.insecure = f.boolean(field::insecure);
+    e.tls.handshake_us = f.u64(field::handshake_us);
+    e.tls.verification = f.optional_str(field::verification);   // added within version 2; upstream leg only
     c.events.emplace_back(std::move(e));
-  } else if (type == "stage") {
+  } else if (type == record::stage) {
     stage s;
-    s.ph = f.phase("name", "stage name");
-    s.start_us = f.u64("start_us");
-    s.duration_us = f.u64("duration_us");
-    s.upstream_us = f.u64("upstream_us");
-    s.relay_us = f.u64("relay_us");
-    s.think_us = f.u64("think_us");
-    s.client_us = f.optional_u64("client_us");
+    s.ph = f.phase(field::name, "stage name");
+    s.start_us = f.u64(field::start_us);
+    s.duration_us = f.u64(field::duration_us);
+    s.upstream_us = f.u64(field::upstream_us);
+    s.relay_us = f.u64(field::relay_us);
+    s.think_us = f.u64(field::think_us);
+    s.client_us = f.optional_u64(field::client_us);
     c.stages.push_back(s);
-  } else if (type == "transaction") {
+  } else if (type == record::transaction) {
     transaction t;
-    t.mail_from = f.str("mail_from");
-    t.rcpt_to = f.strings("rcpt_to");
-    t.rcpt_codes = f.reply_codes("rcpt_codes");
-    t.message_id = f.str_or_null("message_id");
-    t.size = f.u64("size");
-    if (const json::value* r = f.find("final_reply"); r && !r->is_null()) {
+    t.mail_from = f.str(field::mail_from);
+    t.rcpt_to = f.strings(field::rcpt_to);
+    t.rcpt_codes = f.reply_codes(field::rcpt_codes);
+    t.message_id = f.str_or_null(field::message_id);
+    t.size = f.u64(field::size);
+    if (const json::value* r = f.find(field::final_reply); r && !r->is_null()) {
       if (!r->is_object()) {
         f.fail("field \"final_reply\" is not an object or null");
       } else {
-        fields rf(r->get_object(), "transaction final_reply");
-        t.final_reply = reply_summary{rf.integer("code", 0, 999), rf.str("enhanced"), rf.str("text")};
+        const std::string what = std::string(record::transaction) + " " + std::string(field::final_reply);
+        fields rf(r->get_object(), what);
+        t.final_reply = reply_summary{rf.integer(field::code, 0, 999), rf.str(field::enhanced), rf.str(field::text)};
         if (!rf.error().empty()) return rf.error();
       }
     }
-    t.result = f.outcome("outcome");
-    t.synthesized = f.boolean("synthesized");
-    t.start_us = f.u64("start_us");
-    t.end_us = f.u64("end_us");
+    t.result = f.outcome(field::outcome);
+    t.synthesized = f.boolean(field::synthesized);
+    t.start_us = f.u64(field::start_us);
+    t.end_us = f.u64(field::end_us);
     c.transactions.push_back(std::move(t));
-  } else if (type == "fault") {
+  } else if (type == record::fault) {
     fault_event e;
-    e.t_us = f.u64("t_us");
-    e.fault.rule = f.str("rule");
-    e.fault.type = f.str("fault_type");
-    e.fault.decision = f.decision("decision");
-    e.fault.ph = f.phase("phase", "phase");
-    e.fault.planned_delay_us = f.u64("planned_delay_us");
-    e.fault.actual_delay_us = f.u64("actual_delay_us");
-    e.fault.detail = f.str("detail");
+    e.t_us = f.u64(field::t_us);
+    e.fault.rule = f.str(field::rule);
+    e.fault.type = f.str(field::fault_type);
+    e.fault.decision = f.decision(field::decision);
+    e.fault.ph = f.phase(field::phase, "phase");
+    e.fault.planned_delay_us = f.u64(field::planned_delay_us);
+    e.fault.actual_delay_us = f.u64(field::actual_delay_us);
+    e.fault.detail = f.str(field::detail);
     c.events.emplace_back(std::move(e));
-  } else if (type == "end") {
+  } else if (type == record::end) {
     end_record e;
-    e.t_us = f.u64("t_us");
-    e.reason = f.str("reason");
-    e.detail = f.str("detail");
-    e.ended_at = f.str("ended_at");
-    e.complete = f.boolean("complete");
-    e.dropped_records = f.u64("dropped_records");
+    e.t_us = f.u64(field::t_us);
+    e.reason = f.str(field::reason);
+    e.detail = f.str(field::detail);
+    e.ended_at = f.str(field::ended_at);
+    e.complete = f.boolean(field::complete);
+    e.dropped_records = f.u64(field::dropped_records);
     c.end = std::move(e);
   } else {
     return "unknown record type " + quote_for_error(type);
@@ -400,14 +404,15 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
 // Checks the header before anything is upgraded. Returns the file's version, or 0 and
 // sets `error`.
 int check_header(const json::object& o, std::string& error) {
-  auto format = o.find("format");
+  auto format = o.find(field::format);
   if (format == o.end() || !format->value().is_string() || format->value().get_string() != format_name) {
-    error = "not a mailtap capture (header \"format\" is not \"mailtap-capture\")";
+    error = "not a mailtap capture (header \"" + std::string(field::format) + "\" is not \"" + std::string(format_name) +
+            "\")";
     return 0;
   }
-  auto version = o.find("version");
+  auto version = o.find(field::version);
   if (version == o.end() || !version->value().is_number()) {
-    error = "header has no numeric \"version\"";
+    error = "header has no numeric \"" + std::string(field::version) + "\"";
     return 0;
   }
   const json::value& v = version->value();
@@ -518,17 +523,17 @@ std::optional<capture> read(const std::filesystem::path& file, std::string& erro
       return fail(ec ? "not a JSON object (" + ec.message() + ")" : "not a JSON object");
     }
     json::object& o = v.get_object();
-    auto type_it = o.find("type");
-    if (type_it == o.end() || !type_it->value().is_string()) return fail("record has no \"type\"");
+    auto type_it = o.find(field::type);
+    if (type_it == o.end() || !type_it->value().is_string()) return fail("record has no \"" + std::string(field::type) + "\"");
     std::string type(type_it->value().get_string());
     if (!have_header) {
-      if (type != "header") return fail("first record is " + quote_for_error(type) + ", not a header");
+      if (type != record::header) return fail("first record is " + quote_for_error(type) + ", not a header");
       std::string why;
       version = check_header(o, why);
       if (version == 0) return fail(why);
       c.header.version = version;
       have_header = true;
-    } else if (type == "header") {
+    } else if (type == record::header) {
       return fail("second header record");
     }
     if (c.end) return fail(quote_for_error(type) + " record after the end record");

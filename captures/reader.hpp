@@ -10,7 +10,7 @@
 #include <variant>
 #include <vector>
 
-#include "captures/format.hpp"
+#include "captures/schema.hpp"
 #include "protocol/action.hpp"
 #include "protocol/observer.hpp"
 #include "protocol/phase.hpp"
@@ -18,7 +18,7 @@
 
 namespace mailtap::captures {
 
-// The newest capture format this reader understands is format_version (format.hpp); older
+// The newest capture format this reader understands is format_version (schema.hpp); older
 // ones are upgraded on the way in (FORMAT.md, "Upgrades").
 
 struct capture_header {

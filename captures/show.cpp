@@ -14,6 +14,8 @@
 
 namespace mailtap::captures {
 
+namespace field = schema::field;
+
 namespace {
 
 namespace json = boost::json;
@@ -361,62 +363,62 @@ json::value or_null(const std::optional<std::string>& s) {
 
 json::object event_json(const event& e) {
   json::object o;
-  o["t_us"] = event_time(e);
+  o[field::t_us] = event_time(e);
   if (const auto* b = std::get_if<bytes_event>(&e)) {
-    o["leg"] = protocol::to_string(b->leg);
-    o["dir"] = protocol::to_string(b->dir);
-    o["kind"] = "bytes";
-    o["text"] = utf8(protocol::escape_bytes(b->data, json_bytes_shown));
+    o[field::leg] = protocol::to_string(b->leg);
+    o[field::dir] = protocol::to_string(b->dir);
+    o["kind"] = schema::record::bytes;
+    o[field::text] = utf8(protocol::escape_bytes(b->data, json_bytes_shown));
     o["size"] = b->data.size();
   } else if (const auto* cmd = std::get_if<command_event>(&e)) {
-    o["leg"] = protocol::to_string(cmd->leg);
-    o["dir"] = protocol::to_string(cmd->dir);
-    o["kind"] = "command";
-    o["text"] = utf8(cmd->text);
+    o[field::leg] = protocol::to_string(cmd->leg);
+    o[field::dir] = protocol::to_string(cmd->dir);
+    o["kind"] = schema::record::command;
+    o[field::text] = utf8(cmd->text);
   } else if (const auto* r = std::get_if<reply_event>(&e)) {
-    o["leg"] = protocol::to_string(r->leg);
-    o["dir"] = protocol::to_string(r->dir);
-    o["kind"] = "reply";
+    o[field::leg] = protocol::to_string(r->leg);
+    o[field::dir] = protocol::to_string(r->dir);
+    o["kind"] = schema::record::reply;
     std::string text;
     const auto& lines = r->reply.lines;
     if (lines.empty()) text = std::to_string(r->reply.code);
     for (std::size_t l = 0; l < lines.size(); ++l)
       text += (l ? "\n" : "") + reply_line(r->reply.code, l + 1 == lines.size(), lines[l]);
-    o["text"] = utf8(text);
-    o["code"] = r->reply.code;
-    o["enhanced"] = utf8(r->reply.enhanced);
+    o[field::text] = utf8(text);
+    o[field::code] = r->reply.code;
+    o[field::enhanced] = utf8(r->reply.enhanced);
   } else if (const auto* t = std::get_if<tls_event>(&e)) {
-    o["leg"] = protocol::to_string(t->leg);
-    o["dir"] = nullptr;
-    o["kind"] = "tls";
-    o["text"] = utf8(tls_line(*t));
-    o["version"] = t->tls.version;
-    o["cipher"] = t->tls.cipher;
-    o["sni"] = utf8(t->tls.sni);
-    o["peer_subject"] = utf8(t->tls.peer_subject);
-    o["peer_sha256"] = t->tls.peer_sha256;
-    o["verified"] = t->tls.verified;
-    o["insecure"] = t->tls.insecure;
-    o["verification"] = utf8(t->tls.verification);
-    o["handshake_us"] = t->tls.handshake_us;
+    o[field::leg] = protocol::to_string(t->leg);
+    o[field::dir] = nullptr;
+    o["kind"] = schema::record::tls;
+    o[field::text] = utf8(tls_line(*t));
+    o[field::version] = t->tls.version;
+    o[field::cipher] = t->tls.cipher;
+    o[field::sni] = utf8(t->tls.sni);
+    o[field::peer_subject] = utf8(t->tls.peer_subject);
+    o[field::peer_sha256] = t->tls.peer_sha256;
+    o[field::verified] = t->tls.verified;
+    o[field::insecure] = t->tls.insecure;
+    o[field::verification] = utf8(t->tls.verification);
+    o[field::handshake_us] = t->tls.handshake_us;
   } else if (const auto* n = std::get_if<note_event>(&e)) {
-    o["leg"] = nullptr;   // notes are the relay's own, on neither leg
-    o["dir"] = nullptr;
-    o["kind"] = "note";
-    o["text"] = utf8(n->text);
+    o[field::leg] = nullptr;   // notes are the relay's own, on neither leg
+    o[field::dir] = nullptr;
+    o["kind"] = schema::record::note;
+    o[field::text] = utf8(n->text);
   } else if (const auto* f = std::get_if<fault_event>(&e)) {
     const protocol::fault_event& x = f->fault;
-    o["leg"] = nullptr;   // faults are the relay's own decisions, like notes
-    o["dir"] = nullptr;
-    o["kind"] = "fault";
-    o["text"] = utf8(fault_line(*f));
-    o["rule"] = utf8(x.rule);
-    o["fault_type"] = utf8(x.type);
-    o["decision"] = utf8(x.decision);
-    o["phase"] = protocol::to_string(x.ph);
-    o["planned_delay_us"] = x.planned_delay_us;
-    o["actual_delay_us"] = x.actual_delay_us;
-    o["detail"] = utf8(x.detail);
+    o[field::leg] = nullptr;   // faults are the relay's own decisions, like notes
+    o[field::dir] = nullptr;
+    o["kind"] = schema::record::fault;
+    o[field::text] = utf8(fault_line(*f));
+    o[field::rule] = utf8(x.rule);
+    o[field::fault_type] = utf8(x.type);
+    o[field::decision] = utf8(x.decision);
+    o[field::phase] = protocol::to_string(x.ph);
+    o[field::planned_delay_us] = x.planned_delay_us;
+    o[field::actual_delay_us] = x.actual_delay_us;
+    o[field::detail] = utf8(x.detail);
   }
   return o;
 }
@@ -445,54 +447,54 @@ std::string render_json(const capture& c) {
   json::object o;
   const capture_header& h = c.header;
   o["id"] = utf8(h.session);
-  o["client"] = utf8(h.client);
-  o["listen"] = utf8(h.listen);
-  o["upstream"] = utf8(h.upstream);
-  o["started_at"] = utf8(h.started_at);
-  o["seed"] = h.seed;
-  o["version"] = h.version;
-  o["outcome"] = session_outcome(c);
-  o["complete"] = c.complete;
+  o[field::client] = utf8(h.client);
+  o[field::listen] = utf8(h.listen);
+  o[field::upstream] = utf8(h.upstream);
+  o[field::started_at] = utf8(h.started_at);
+  o[field::seed] = h.seed;
+  o[field::version] = h.version;
+  o[field::outcome] = session_outcome(c);
+  o[field::complete] = c.complete;
   o["truncated_line"] = c.truncated_line;
   o["end_reason"] = c.end ? json::value(utf8(c.end->reason)) : json::value(nullptr);
   o["end_detail"] = c.end ? json::value(utf8(c.end->detail)) : json::value(nullptr);
-  o["dropped_records"] = c.end ? c.end->dropped_records : 0;
-  o["duration_us"] = session_duration_us(c);
+  o[field::dropped_records] = c.end ? c.end->dropped_records : 0;
+  o[field::duration_us] = session_duration_us(c);
 
   json::array stages;
   for (const stage* s : stages_in_time_order(c)) {
     auto leg = tls_stage_leg(c, *s);
-    stages.push_back(json::object{{"name", protocol::to_string(s->ph)},
-                                  {"leg", leg ? json::value(protocol::to_string(*leg)) : json::value(nullptr)},
-                                  {"start_us", s->start_us},
-                                  {"duration_us", s->duration_us},
-                                  {"upstream_us", s->upstream_us},
-                                  {"relay_us", s->relay_us},
-                                  {"think_us", s->think_us},
-                                  {"client_us", s->client_us}});
+    stages.push_back(json::object{{field::name, protocol::to_string(s->ph)},
+                                  {field::leg, leg ? json::value(protocol::to_string(*leg)) : json::value(nullptr)},
+                                  {field::start_us, s->start_us},
+                                  {field::duration_us, s->duration_us},
+                                  {field::upstream_us, s->upstream_us},
+                                  {field::relay_us, s->relay_us},
+                                  {field::think_us, s->think_us},
+                                  {field::client_us, s->client_us}});
   }
   o["stages"] = std::move(stages);
 
   json::array transactions;
   for (const transaction& t : c.transactions) {
     json::object x;
-    x["mail_from"] = utf8(t.mail_from);
+    x[field::mail_from] = utf8(t.mail_from);
     json::array rcpt_to;
     for (const auto& r : t.rcpt_to) rcpt_to.emplace_back(utf8(r));
-    x["rcpt_to"] = std::move(rcpt_to);
-    x["rcpt_codes"] = json::value_from(t.rcpt_codes);
-    x["message_id"] = or_null(t.message_id);
-    x["size"] = t.size;
+    x[field::rcpt_to] = std::move(rcpt_to);
+    x[field::rcpt_codes] = json::value_from(t.rcpt_codes);
+    x[field::message_id] = or_null(t.message_id);
+    x[field::size] = t.size;
     if (t.final_reply)
-      x["final_reply"] = json::object{{"code", t.final_reply->code},
-                                      {"enhanced", utf8(t.final_reply->enhanced)},
-                                      {"text", utf8(t.final_reply->text)}};
+      x[field::final_reply] = json::object{{field::code, t.final_reply->code},
+                                      {field::enhanced, utf8(t.final_reply->enhanced)},
+                                      {field::text, utf8(t.final_reply->text)}};
     else
-      x["final_reply"] = nullptr;
-    x["outcome"] = protocol::to_string(t.result);
-    x["synthesized"] = t.synthesized;
-    x["start_us"] = t.start_us;
-    x["end_us"] = t.end_us;
+      x[field::final_reply] = nullptr;
+    x[field::outcome] = protocol::to_string(t.result);
+    x[field::synthesized] = t.synthesized;
+    x[field::start_us] = t.start_us;
+    x[field::end_us] = t.end_us;
     transactions.push_back(std::move(x));
   }
   o["transactions"] = std::move(transactions);
@@ -502,5 +504,12 @@ std::string render_json(const capture& c) {
   o["events"] = std::move(events);
   return json::serialize(o);
 }
+
+}  // namespace mailtap::captures
+
+namespace mailtap::captures {
+
+std::string terminal_safe(std::string_view s) { return printable(s); }
+std::string utf8_safe(std::string_view s) { return utf8(s); }
 
 }  // namespace mailtap::captures

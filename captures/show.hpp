@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "captures/reader.hpp"
 
@@ -30,5 +31,14 @@ std::string render_json(const capture& c);
 // The session's length in µs: the latest time any record mentions (end, events, stages,
 // transactions). The waterfall is scaled to it.
 std::uint64_t session_duration_us(const capture& c);
+
+}  // namespace mailtap::captures
+
+namespace mailtap::captures {
+
+// Wire text made safe to print as `show` prints it: for a terminal, control characters and
+// bytes that are not UTF-8 become \xNN; for JSON, only what is not UTF-8. (Used by diagnose.)
+std::string terminal_safe(std::string_view s);
+std::string utf8_safe(std::string_view s);
 
 }  // namespace mailtap::captures

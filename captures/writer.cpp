@@ -1,5 +1,6 @@
-// Capture writer: sessions queue typed records; one thread turns them into JSON lines,
-// writes each batch with write(2) and so leaves complete lines behind at any crash.
+// Capture writer: sessions queue typed records; one thread turns them into JSON lines
+// (names from schema.hpp), writes each batch with write(2) and so leaves complete lines
+// behind at any crash; a barrier may also fdatasync the file (store_options::fsync).
 #include "captures/writer.hpp"
 
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <variant>
 #include <vector>
 
+#include "mailtap/version.hpp"
 #include "protocol/base64.hpp"
 
 namespace mailtap::captures {
@@ -41,18 +43,31 @@ std::string rfc3339(std::chrono::system_clock::time_point tp) {
   return buf;
 }
 
-boost::json::value reply_json(const protocol::reply& r) {
-  return {{"code", r.code}, {"enhanced", r.enhanced}, {"text", r.text()}};
+namespace field = schema::field;
+namespace record = schema::record;
+
+boost::json::object reply_json(const protocol::reply& r) {
+  boost::json::object o;
+  o[field::code] = r.code;
+  o[field::enhanced] = r.enhanced;
+  o[field::text] = r.text();
+  return o;
 }
 
 struct header_rec { session_info info; };
 struct bytes_rec { std::uint64_t t; protocol::leg l; protocol::direction d; std::string bytes; };
 // A command or a note. A command is the client's (leg client, dir in) or, since format
 // version 3, the relay's own sent upstream (leg upstream, dir out).
-struct text_rec { std::uint64_t t; const char* type; std::string text; bool relay_command = false; };
+struct text_rec { std::uint64_t t; std::string_view type; std::string text; bool relay_command = false; };
 struct reply_rec { std::uint64_t t; protocol::leg l; protocol::direction d; protocol::reply r; };
 struct tls_rec { std::uint64_t t; protocol::leg l; protocol::tls_summary tls; };
-struct end_rec { std::uint64_t t; std::string reason; std::string detail; std::uint64_t dropped; };
+struct end_rec {
+  std::uint64_t t;
+  std::string reason;
+  std::string detail;
+  std::uint64_t dropped;
+  std::chrono::system_clock::time_point ended_at;   // when the session ended, not when this is written
+};
 struct fault_rec { std::uint64_t t; protocol::fault_event f; };
 struct barrier_rec { std::function<void()> done; };
 struct close_rec { bool ended; };
@@ -62,6 +77,7 @@ struct capture_file {
   std::filesystem::path path;
   int fd = -1;
   std::string pending;
+  bool synced_once = false;   // its directory entry was synced with it (store_options::fsync)
   std::shared_ptr<std::atomic<bool>> failed = std::make_shared<std::atomic<bool>>(false);
 };
 
@@ -82,16 +98,25 @@ namespace {
 
 // Bytes records are most of a capture's volume: written directly, since base64 text and the
 // fixed field values never need JSON escaping.
+// Field names are plain identifiers (schema.hpp) and need no escaping either.
 void append_bytes_line(std::string& out, const bytes_rec& b) {
-  out += R"({"type":"bytes","t_us":)";
-  out += std::to_string(b.t);
-  out += R"(,"leg":")";
-  out += to_string(b.l);
-  out += R"(","dir":")";
-  out += to_string(b.d);
-  out += R"(","b64":")";
-  out += protocol::base64_encode(b.bytes);
-  out += "\"}\n";
+  const auto key = [&out](std::string_view name) {
+    out += '"';
+    out += name;
+    out += "\":";
+  };
+  const auto quoted = [&out](std::string_view value) {
+    out += '"';
+    out += value;
+    out += '"';
+  };
+  out += '{';
+  key(field::type), quoted(record::bytes), out += ',';
+  key(field::t_us), out += std::to_string(b.t), out += ',';
+  key(field::leg), quoted(to_string(b.l)), out += ',';
+  key(field::dir), quoted(to_string(b.d)), out += ',';
+  key(field::b64), quoted(protocol::base64_encode(b.bytes));
+  out += "}\n";
 }
 
 std::string to_line(const queued_record& q) {
@@ -105,106 +130,106 @@ std::string to_line(const queued_record& q) {
     void operator()(const std::unique_ptr<end_rec>& e) { (*this)(*e); }
     void operator()(const std::unique_ptr<fault_rec>& f) { (*this)(*f); }
     void operator()(const header_rec& h) {
-      o["type"] = "header";
-      o["format"] = format_name;
-      o["version"] = format_version;
-      o["session"] = h.info.id;
-      o["seed"] = h.info.seed;
-      o["client"] = h.info.client;
-      o["listen"] = h.info.listen;
-      o["upstream"] = h.info.upstream;
-      o["started_at"] = rfc3339(h.info.started_at);
-      o["started_mono_us"] = h.info.started_mono_us;
-      o["relay"] = "mailtap " MAILTAP_VERSION;
-      o["bare_eol"] = h.info.bare_eol;
+      o[field::type] = record::header;
+      o[field::format] = format_name;
+      o[field::version] = format_version;
+      o[field::session] = h.info.id;
+      o[field::seed] = h.info.seed;
+      o[field::client] = h.info.client;
+      o[field::listen] = h.info.listen;
+      o[field::upstream] = h.info.upstream;
+      o[field::started_at] = rfc3339(h.info.started_at);
+      o[field::started_mono_us] = h.info.started_mono_us;
+      o[field::relay] = name_and_version;
+      o[field::bare_eol] = h.info.bare_eol;
     }
     void operator()(const bytes_rec& b) {
-      o["type"] = "bytes";
-      o["t_us"] = b.t;
-      o["leg"] = to_string(b.l);
-      o["dir"] = to_string(b.d);
-      o["b64"] = protocol::base64_encode(b.bytes);
+      o[field::type] = record::bytes;
+      o[field::t_us] = b.t;
+      o[field::leg] = to_string(b.l);
+      o[field::dir] = to_string(b.d);
+      o[field::b64] = protocol::base64_encode(b.bytes);
     }
     void operator()(const text_rec& t) {
-      o["type"] = t.type;
-      o["t_us"] = t.t;
-      if (std::string_view(t.type) == "command") {
-        o["leg"] = t.relay_command ? "upstream" : "client";
-        o["dir"] = t.relay_command ? "out" : "in";
+      o[field::type] = t.type;
+      o[field::t_us] = t.t;
+      if (t.type == record::command) {
+        o[field::leg] = to_string(t.relay_command ? protocol::leg::upstream : protocol::leg::client);
+        o[field::dir] = to_string(t.relay_command ? protocol::direction::out : protocol::direction::in);
       }
-      o["text"] = t.text;
+      o[field::text] = t.text;
     }
     void operator()(const reply_rec& r) {
-      o["type"] = "reply";
-      o["t_us"] = r.t;
-      o["leg"] = to_string(r.l);
-      o["dir"] = to_string(r.d);
-      o["code"] = r.r.code;
-      o["enhanced"] = r.r.enhanced;
+      o[field::type] = record::reply;
+      o[field::t_us] = r.t;
+      o[field::leg] = to_string(r.l);
+      o[field::dir] = to_string(r.d);
+      o[field::code] = r.r.code;
+      o[field::enhanced] = r.r.enhanced;
       boost::json::array lines;
       for (const auto& l : r.r.lines) lines.emplace_back(l);
-      o["lines"] = std::move(lines);
+      o[field::lines] = std::move(lines);
     }
     void operator()(const tls_rec& t) {
-      o["type"] = "tls";
-      o["t_us"] = t.t;
-      o["leg"] = to_string(t.l);
-      o["version"] = t.tls.version;
-      o["cipher"] = t.tls.cipher;
-      o["sni"] = t.tls.sni;
-      o["peer_subject"] = t.tls.peer_subject;
-      o["peer_sha256"] = t.tls.peer_sha256;
-      o["verified"] = t.tls.verified;
-      o["insecure"] = t.tls.insecure;
-      o["handshake_us"] = t.tls.handshake_us;
-      if (t.l == protocol::leg::upstream) o["verification"] = t.tls.verification;
+      o[field::type] = record::tls;
+      o[field::t_us] = t.t;
+      o[field::leg] = to_string(t.l);
+      o[field::version] = t.tls.version;
+      o[field::cipher] = t.tls.cipher;
+      o[field::sni] = t.tls.sni;
+      o[field::peer_subject] = t.tls.peer_subject;
+      o[field::peer_sha256] = t.tls.peer_sha256;
+      o[field::verified] = t.tls.verified;
+      o[field::insecure] = t.tls.insecure;
+      o[field::handshake_us] = t.tls.handshake_us;
+      if (t.l == protocol::leg::upstream) o[field::verification] = t.tls.verification;
     }
     void operator()(const protocol::stage_record& s) {
-      o["type"] = "stage";
-      o["name"] = to_string(s.ph);
-      o["start_us"] = s.start_us;
-      o["duration_us"] = s.duration_us;
-      o["upstream_us"] = s.upstream_us;
+      o[field::type] = record::stage;
+      o[field::name] = to_string(s.ph);
+      o[field::start_us] = s.start_us;
+      o[field::duration_us] = s.duration_us;
+      o[field::upstream_us] = s.upstream_us;
       std::uint64_t accounted = std::min(s.duration_us, s.upstream_us + s.client_us);
-      o["relay_us"] = s.duration_us - accounted;
-      o["client_us"] = s.client_us;
-      o["think_us"] = s.think_us;
+      o[field::relay_us] = s.duration_us - accounted;
+      o[field::client_us] = s.client_us;
+      o[field::think_us] = s.think_us;
     }
     void operator()(const protocol::transaction_record& t) {
-      o["type"] = "transaction";
-      o["mail_from"] = t.mail_from;
+      o[field::type] = record::transaction;
+      o[field::mail_from] = t.mail_from;
       boost::json::array to, codes;
       for (const auto& r : t.rcpt_to) to.emplace_back(r);
       for (int c : t.rcpt_codes) codes.emplace_back(c);
-      o["rcpt_to"] = std::move(to);
-      o["rcpt_codes"] = std::move(codes);
-      o["message_id"] = t.message_id ? boost::json::value(*t.message_id) : boost::json::value(nullptr);
-      o["size"] = t.size;
-      o["final_reply"] = t.final_reply ? reply_json(*t.final_reply) : boost::json::value(nullptr);
-      o["outcome"] = to_string(t.result);
-      o["synthesized"] = t.synthesized;
-      o["start_us"] = t.start_us;
-      o["end_us"] = t.end_us;
+      o[field::rcpt_to] = std::move(to);
+      o[field::rcpt_codes] = std::move(codes);
+      o[field::message_id] = t.message_id ? boost::json::value(*t.message_id) : boost::json::value(nullptr);
+      o[field::size] = t.size;
+      o[field::final_reply] = t.final_reply ? boost::json::value(reply_json(*t.final_reply)) : boost::json::value(nullptr);
+      o[field::outcome] = to_string(t.result);
+      o[field::synthesized] = t.synthesized;
+      o[field::start_us] = t.start_us;
+      o[field::end_us] = t.end_us;
     }
     void operator()(const fault_rec& f) {
-      o["type"] = "fault";
-      o["t_us"] = f.t;
-      o["rule"] = f.f.rule;
-      o["fault_type"] = f.f.type;   // "type" names the record
-      o["decision"] = f.f.decision;
-      o["phase"] = to_string(f.f.ph);
-      o["planned_delay_us"] = f.f.planned_delay_us;
-      o["actual_delay_us"] = f.f.actual_delay_us;
-      o["detail"] = f.f.detail;
+      o[field::type] = record::fault;
+      o[field::t_us] = f.t;
+      o[field::rule] = f.f.rule;
+      o[field::fault_type] = f.f.type;
+      o[field::decision] = f.f.decision;
+      o[field::phase] = to_string(f.f.ph);
+      o[field::planned_delay_us] = f.f.planned_delay_us;
+      o[field::actual_delay_us] = f.f.actual_delay_us;
+      o[field::detail] = f.f.detail;
     }
     void operator()(const end_rec& e) {
-      o["type"] = "end";
-      o["t_us"] = e.t;
-      o["reason"] = e.reason;
-      o["detail"] = e.detail;
-      o["ended_at"] = rfc3339(std::chrono::system_clock::now());
-      o["complete"] = e.dropped == 0;
-      o["dropped_records"] = e.dropped;
+      o[field::type] = record::end;
+      o[field::t_us] = e.t;
+      o[field::reason] = e.reason;
+      o[field::detail] = e.detail;
+      o[field::ended_at] = rfc3339(e.ended_at);
+      o[field::complete] = e.dropped == 0;
+      o[field::dropped_records] = e.dropped;
     }
     void operator()(const barrier_rec&) {}
     void operator()(const close_rec&) {}
@@ -219,7 +244,7 @@ std::string to_line(const queued_record& q) {
 
 // ---------------------------------------------------------------- store
 
-std::unique_ptr<store> store::open(const std::filesystem::path& dir, std::string& error) {
+std::unique_ptr<store> store::open(const std::filesystem::path& dir, std::string& error, store_options options) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
@@ -234,10 +259,11 @@ std::unique_ptr<store> store::open(const std::filesystem::path& dir, std::string
     error = dir.string() + ": capture directory is not writable: " + std::strerror(errno);
     return nullptr;
   }
-  return std::unique_ptr<store>(new store(dir));
+  return std::unique_ptr<store>(new store(dir, options));
 }
 
-store::store(std::filesystem::path dir) : dir_(std::move(dir)), thread_([this] { run(); }) {}
+store::store(std::filesystem::path dir, store_options options)
+    : dir_(std::move(dir)), options_(options), thread_([this] { run(); }) {}
 
 store::~store() {
   {
@@ -252,7 +278,7 @@ std::unique_ptr<session_capture> store::begin(const session_info& info) {
   auto file = std::make_shared<capture_file>();
   file->path = dir_ / (info.id + ".jsonl");
   ++counters_.opened;
-  std::unique_ptr<session_capture> cap(new session_capture(*this, file, info.id));
+  std::unique_ptr<session_capture> cap(new session_capture(*this, file, info));
   cap->push({file, std::make_unique<header_rec>(header_rec{info})});
   return cap;
 }
@@ -270,9 +296,21 @@ void store::enqueue(queued_record&& r) {
   if (wake) wake_.notify_one();
 }
 
+void store::when_caught_up(std::function<void()> resume) {
+  {
+    std::lock_guard lock(mutex_);   // the writer empties the queue under it: no wake-up is lost
+    if (backlogged()) {
+      caught_up_waiters_.push_back(std::move(resume));
+      return;
+    }
+  }
+  resume();
+}
+
 void store::run() {
   std::deque<queued_record> batch;
   std::vector<capture_file*> touched;
+  std::vector<std::function<void()>> caught_up;
   auto report_failure = [this](const capture_file& f, const std::string& reason) {
     if (failure_listener_) failure_listener_(f.path.stem().string(), reason);
   };
@@ -287,6 +325,7 @@ void store::run() {
       ssize_t n = ::write(f.fd, rest.data(), rest.size());
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
+        out_of_space_ = out_of_space_ || (n < 0 && errno == ENOSPC);
         f.failed->store(true);
         ++counters_.write_failures;
         report_failure(f, n < 0 ? std::strerror(errno) : "nothing written");
@@ -297,6 +336,7 @@ void store::run() {
     f.pending.clear();   // keeps its capacity for the next lines
   };
   for (;;) {
+    prune_if_due();
     {
       std::unique_lock lock(mutex_);
       wake_.wait_for(lock, writer_tick, [&] { return stopping_ || wake_requested_; });
@@ -305,12 +345,17 @@ void store::run() {
       if (queue_.empty()) continue;
       batch.swap(queue_);
       queued_bytes_.store(0, std::memory_order_relaxed);
+      caught_up.swap(caught_up_waiters_);
     }
+    for (auto& resume : caught_up) resume();
+    caught_up.clear();
     for (auto& q : batch) {
       capture_file& f = *q.file;
       if (std::holds_alternative<std::unique_ptr<header_rec>>(q.body)) {
         f.fd = ::open(f.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        open_ids_.insert(f.path.stem().string());
         if (f.fd < 0) {
+          out_of_space_ = out_of_space_ || errno == ENOSPC;
           f.failed->store(true);
           ++counters_.write_failures;
           report_failure(f, std::string("cannot create ") + f.path.filename().string() + ": " + std::strerror(errno));
@@ -319,6 +364,7 @@ void store::run() {
       if (auto* b = std::get_if<barrier_rec>(&q.body)) {
         for (auto* t : touched) write_out(*t);
         touched.clear();
+        if (options_.fsync) sync(f);
         b->done();
         continue;
       }
@@ -326,6 +372,7 @@ void store::run() {
         write_out(f);
         if (f.fd >= 0) ::close(f.fd);
         f.fd = -1;
+        if (auto it = open_ids_.find(f.path.stem().string()); it != open_ids_.end()) open_ids_.erase(it);
         continue;
       }
       if (auto* b = std::get_if<bytes_rec>(&q.body)) append_bytes_line(f.pending, *b);
@@ -339,10 +386,50 @@ void store::run() {
   }
 }
 
+// Runs the retention limits when they are due (or at once after ENOSPC), never touching a
+// capture this store has open.
+void store::prune_if_due() {
+  if (!options_.retain.any()) return;
+  const auto steady = std::chrono::steady_clock::now();
+  if (!out_of_space_ && steady < next_prune_) return;
+  next_prune_ = steady + options_.prune_every;
+  out_of_space_ = false;
+  prune_result r;
+  try {
+    r = prune(dir_, options_.retain, std::chrono::system_clock::now(),
+              [this](std::string_view id) { return open_ids_.find(id) != open_ids_.end(); });
+  } catch (const std::exception& e) {   // allocation failure: try again next time
+    r.errors.push_back(dir_.string() + ": cannot prune: " + e.what());
+  }
+  counters_.pruned += r.removed;
+  counters_.pruned_bytes += r.removed_bytes;
+  if (options_.on_prune && (r.removed > 0 || !r.errors.empty() || r.over_max_bytes)) options_.on_prune(r);
+}
+
+// The file's data, and the first time also the directory entry that names it, so that the
+// file itself survives a power failure (fsync(2): syncing a file does not sync its entry).
+void store::sync(capture_file& f) {
+  if (f.fd < 0 || f.failed->load()) return;
+  bool ok = ::fdatasync(f.fd) == 0;
+  std::string reason = ok ? std::string() : std::string("fdatasync: ") + std::strerror(errno);
+  if (ok && !f.synced_once) {
+    const int dir_fd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ok = dir_fd >= 0 && ::fsync(dir_fd) == 0;
+    if (!ok) reason = std::string("fsync of the capture directory: ") + std::strerror(errno);
+    if (dir_fd >= 0) ::close(dir_fd);
+    f.synced_once = ok;
+  }
+  ++counters_.syncs;
+  if (ok) return;
+  f.failed->store(true);
+  ++counters_.write_failures;
+  if (failure_listener_) failure_listener_(f.path.stem().string(), reason);
+}
+
 // ---------------------------------------------------------------- session_capture
 
-session_capture::session_capture(store& owner, std::shared_ptr<capture_file> file, std::string id)
-    : store_(owner), file_(std::move(file)), file_failed_(file_->failed), id_(std::move(id)) {}
+session_capture::session_capture(store& owner, std::shared_ptr<capture_file> file, const session_info& info)
+    : store_(owner), file_(std::move(file)), file_failed_(file_->failed), id_(info.id), started_at_(info.started_at) {}
 
 session_capture::~session_capture() {
   bool complete = ended_ && dropped_ == 0;
@@ -378,11 +465,11 @@ void session_capture::on_bytes(std::uint64_t t, protocol::leg l, protocol::direc
 }
 
 void session_capture::on_command(std::uint64_t t, std::string_view text) {
-  push({file_, text_rec{t, "command", std::string(text)}});
+  push({file_, text_rec{t, record::command, std::string(text)}});
 }
 
 void session_capture::on_relay_command(std::uint64_t t, std::string_view text) {
-  push({file_, text_rec{t, "command", std::string(text), true}});
+  push({file_, text_rec{t, record::command, std::string(text), true}});
 }
 
 void session_capture::on_reply(std::uint64_t t, protocol::leg l, protocol::direction d, const protocol::reply& r) {
@@ -390,7 +477,7 @@ void session_capture::on_reply(std::uint64_t t, protocol::leg l, protocol::direc
 }
 
 void session_capture::on_note(std::uint64_t t, std::string_view text) {
-  push({file_, text_rec{t, "note", std::string(text)}});
+  push({file_, text_rec{t, record::note, std::string(text)}});
 }
 
 void session_capture::on_tls(std::uint64_t t, protocol::leg l, const protocol::tls_summary& tls) {
@@ -410,10 +497,13 @@ void session_capture::on_fault(std::uint64_t t, const protocol::fault_event& f) 
 void session_capture::on_end(std::uint64_t t, std::string_view reason, std::string_view detail) {
   if (ended_) return;
   ended_ = true;
-  push({file_, std::make_unique<end_rec>(end_rec{t, std::string(reason), std::string(detail), dropped_})});
+  // t is the session's clock (µs since it started); started_at is the wall clock at that start.
+  const auto ended_at = started_at_ + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                          std::chrono::microseconds(t));
+  push({file_, std::make_unique<end_rec>(end_rec{t, std::string(reason), std::string(detail), dropped_, ended_at})});
 }
 
-void session_capture::when_durable(std::function<void()> done) {
+void session_capture::when_written(std::function<void()> done) {
   push({file_, barrier_rec{std::move(done)}});
 }
 

@@ -1,8 +1,9 @@
 // Capture writing: one JSON Lines file per session (FORMAT.md), written by one background
 // thread so the session's hot path only copies records into a queue. The store owns the
 // thread and the directory; a session_capture is a session's handle and its observer.
+// Record types and field names come from schema.hpp.
 // Threading: session_capture methods are called from its session's strand only; the store
-// may be shared by all sessions; callbacks passed to when_durable run on the writer thread.
+// may be shared by all sessions; callbacks passed to when_written run on the writer thread.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -13,15 +14,32 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
-#include "captures/format.hpp"
+#include "captures/retention.hpp"
+#include "captures/schema.hpp"
 #include "protocol/observer.hpp"
 
 namespace mailtap::captures {
 
+struct store_options {
+  // fdatasync(2) each capture before a barrier is released (`[captures] fsync`; README
+  // "Captures" gives its cost): the transaction record then survives a power failure, not
+  // only a crash of mailtap.
+  bool fsync = false;
+  // Captures past these limits are removed, oldest finished ones first (retention.hpp), when
+  // the store opens, every prune_every, and soon after a write fails for lack of space.
+  retention retain;
+  std::chrono::seconds prune_every{60};
+  // Told (on the writer thread) of each prune that removed something, failed to, or left the
+  // directory above max_bytes; the relay logs it. Given here because the first prune runs as
+  // the store opens.
+  std::function<void(const prune_result&)> on_prune;
+};
 
 struct session_info {
   std::string id;
@@ -40,6 +58,9 @@ struct store_counters {
   std::atomic<std::uint64_t> incomplete{0};       // kept but not completed (no capture silently lost)
   std::atomic<std::uint64_t> write_failures{0};
   std::atomic<std::uint64_t> dropped_records{0};  // queue above its cap (bounded memory)
+  std::atomic<std::uint64_t> syncs{0};            // fdatasync calls made for barriers (store_options::fsync)
+  std::atomic<std::uint64_t> pruned{0};           // captures removed by store_options::retain
+  std::atomic<std::uint64_t> pruned_bytes{0};
 };
 
 class session_capture;
@@ -49,7 +70,7 @@ struct capture_file;
 class store {
  public:
   // Creates `dir` with mode 0700 if needed. nullptr and a one-line error on failure.
-  static std::unique_ptr<store> open(const std::filesystem::path& dir, std::string& error);
+  static std::unique_ptr<store> open(const std::filesystem::path& dir, std::string& error, store_options options = {});
   ~store();   // writes everything queued, then joins the writer thread
   store(const store&) = delete;
   store& operator=(const store&) = delete;
@@ -60,6 +81,10 @@ class store {
   bool backlogged() const { return queued_bytes_.load(std::memory_order_relaxed) >= backlog_pause_at; }
   // Queued record bytes at which sessions pause reading.
   static constexpr std::size_t backlog_pause_at = 8 * 1024 * 1024;
+  // Calls `resume` once the backlog has fallen below backlog_pause_at: on the writer thread
+  // when it takes the queue, or at once on the caller's thread if it is not backlogged now.
+  // A session paused by the backlog waits on it instead of polling backlogged().
+  void when_caught_up(std::function<void()> resume);
   const store_counters& counters() const { return counters_; }
   // Told (on the writer thread) of each capture whose file cannot be created or written:
   // its session id and the reason. Set it before the first begin(); the relay logs it.
@@ -69,11 +94,14 @@ class store {
 
  private:
   friend class session_capture;
-  explicit store(std::filesystem::path dir);
+  store(std::filesystem::path dir, store_options options);
   void enqueue(queued_record&& r);
   void run();
+  void sync(capture_file& f);
+  void prune_if_due();
 
   std::filesystem::path dir_;
+  store_options options_;
   store_counters counters_;
   std::mutex mutex_;
   std::condition_variable wake_;
@@ -81,7 +109,12 @@ class store {
   std::atomic<std::size_t> queued_bytes_{0};   // every queued record's weight
   bool stopping_ = false;
   bool wake_requested_ = false;   // a barrier, a close or a large backlog is queued
+  std::vector<std::function<void()>> caught_up_waiters_;   // when_caught_up, under mutex_
   failure_listener failure_listener_;
+  // Writer thread only: the captures it has open (never pruned), and when to prune next.
+  std::set<std::string, std::less<>> open_ids_;
+  std::chrono::steady_clock::time_point next_prune_{};
+  bool out_of_space_ = false;   // a write failed with ENOSPC: prune at once
   std::thread thread_;
 };
 
@@ -100,21 +133,25 @@ class session_capture final : public protocol::session_observer {
   void on_fault(std::uint64_t t_us, const protocol::fault_event& f) override;
   void on_end(std::uint64_t t_us, std::string_view reason, std::string_view detail) override;
 
-  // Calls `done` (on the writer thread) once everything recorded so far is written out.
-  void when_durable(std::function<void()> done);
+  // The barrier: calls `done` (on the writer thread) once everything recorded so far is
+  // written to the file with write(2), where a crash of mailtap cannot lose it, and with
+  // store_options::fsync also flushed to the disk (fdatasync), where a power failure cannot.
+  // A write or sync that fails marks the capture failed and still calls `done`.
+  void when_written(std::function<void()> done);
   // True once any write to this capture failed.
   bool failed() const { return file_failed_->load(); }
   const std::string& id() const { return id_; }
 
  private:
   friend class store;
-  session_capture(store& owner, std::shared_ptr<capture_file> file, std::string id);
+  session_capture(store& owner, std::shared_ptr<capture_file> file, const session_info& info);
   void push(queued_record&& r);
 
   store& store_;
   std::shared_ptr<capture_file> file_;
   std::shared_ptr<std::atomic<bool>> file_failed_;
   std::string id_;
+  std::chrono::system_clock::time_point started_at_;   // + on_end's t_us = ended_at
   bool ended_ = false;
   std::uint64_t dropped_ = 0;
 };

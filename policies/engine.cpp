@@ -1,9 +1,11 @@
-// Rule management: add (checked, unique names, bounded), remove, reset, summaries.
+// Rule management: add (checked, names made unique by registry.hpp's find_duplicate_name,
+// bounded), replace (a reload), remove, reset, summaries. Each change publishes a new rule_set
+// (engine_shared.hpp).
 #include "policies/engine.hpp"
 
 #include <algorithm>
 #include <chrono>
-#include <unordered_set>
+#include <utility>
 
 #include "policies/engine_shared.hpp"
 #include "policies/limits.hpp"
@@ -30,29 +32,50 @@ std::optional<std::string> engine::add(rule r) {
   return add_all(std::move(one));
 }
 
+namespace {
+
+// The first name `fresh` repeats, within itself or of `current` (registry.hpp: the one
+// duplicate check, naming both places).
+std::optional<std::string> repeated_name(const rule_set& current, const rule_set& fresh) {
+  std::vector<const rule*> all;   // the loaded ones first: a new rule is the duplicate
+  for (const auto& lr : current) all.push_back(&lr->r);
+  for (const auto& lr : fresh) all.push_back(&lr->r);
+  if (auto duplicate = find_duplicate_name(all)) return std::move(duplicate->message);
+  return std::nullopt;
+}
+
+// Checks every rule and makes its loaded form (names unique within `rules`); the problem
+// otherwise. Nothing is published here.
+std::optional<std::string> prepare(std::vector<rule>& rules, rule_set& fresh) {
+  for (auto& r : rules) {
+    if (auto problem = check_rule(r)) return "rule '" + r.name + "': " + *problem;
+    auto lr = std::make_shared<loaded_rule>();
+    lr->type = find_type(r.type());
+    lr->r = std::move(r);
+    fresh.push_back(std::move(lr));
+  }
+  if (fresh.size() > limits::rules_loaded) return "more than " + std::to_string(limits::rules_loaded) + " rules loaded";
+  return repeated_name({}, fresh);
+}
+
+}  // namespace
+
 std::optional<std::string> engine::add_all(std::vector<rule> rules) {
   try {
-    std::vector<std::unique_ptr<loaded_rule>> fresh;
-    std::unordered_set<std::string> names;
-    for (auto& r : rules) {
-      if (auto problem = check_rule(r)) return "rule '" + r.name + "': " + *problem;
-      if (!names.insert(r.name).second) return "rule '" + r.name + "': duplicate rule name";
-      auto lr = std::make_unique<loaded_rule>();
-      lr->type = find_type(r.type());
-      lr->r = std::move(r);
-      fresh.push_back(std::move(lr));
-    }
+    rule_set fresh;
+    if (auto problem = prepare(rules, fresh)) return problem;
     const std::uint64_t now = shared_->steady_now_us();
     std::lock_guard lock(shared_->mutex);
-    if (shared_->rules.size() + fresh.size() > limits::rules_loaded)
+    const rule_set& current = *shared_->rules;
+    if (current.size() + fresh.size() > limits::rules_loaded)
       return "more than " + std::to_string(limits::rules_loaded) + " rules loaded";
-    for (const auto& lr : shared_->rules)
-      if (names.count(lr->r.name)) return "rule '" + lr->r.name + "': duplicate rule name (already loaded)";
+    if (auto problem = repeated_name(current, fresh)) return problem;
+    auto next = std::make_shared<rule_set>(current);
     for (auto& lr : fresh) {
       lr->loaded_us = now;
-      shared_->rules.push_back(std::move(lr));
+      next->push_back(std::move(lr));
     }
-    shared_->rule_count.store(shared_->rules.size(), std::memory_order_relaxed);
+    shared_->rules = std::move(next);
     return std::nullopt;
   } catch (const std::exception& e) {
     return std::string("cannot add rules: ") + e.what();
@@ -61,21 +84,40 @@ std::optional<std::string> engine::add_all(std::vector<rule> rules) {
   }
 }
 
+std::optional<std::string> engine::replace_all(std::vector<rule> rules) {
+  try {
+    auto fresh = std::make_shared<rule_set>();
+    if (auto problem = prepare(rules, *fresh)) return problem;
+    const std::uint64_t now = shared_->steady_now_us();
+    for (auto& lr : *fresh) lr->loaded_us = now;
+    std::shared_ptr<const rule_set> gone;   // freed after the lock is released
+    std::lock_guard lock(shared_->mutex);
+    gone = std::exchange(shared_->rules, std::move(fresh));
+    return std::nullopt;
+  } catch (const std::exception& e) {
+    return std::string("cannot replace rules: ") + e.what();
+  } catch (...) {
+    return "cannot replace rules";
+  }
+}
+
 bool engine::remove(std::string_view name) {
   std::lock_guard lock(shared_->mutex);
-  auto& rules = shared_->rules;
-  const auto it = std::find_if(rules.begin(), rules.end(), [&](const auto& lr) { return lr->r.name == name; });
-  if (it == rules.end()) return false;
-  rules.erase(it);
-  shared_->rule_count.store(rules.size(), std::memory_order_relaxed);
+  const rule_set& current = *shared_->rules;
+  const auto it = std::find_if(current.begin(), current.end(), [&](const auto& lr) { return lr->r.name == name; });
+  if (it == current.end()) return false;
+  auto next = std::make_shared<rule_set>();
+  for (const auto& lr : current)
+    if (lr != *it) next->push_back(lr);
+  shared_->rules = std::move(next);
   return true;
 }
 
 void engine::reset() {
-  std::vector<std::unique_ptr<loaded_rule>> gone;   // freed after the lock is released
+  auto empty = std::make_shared<const rule_set>();
+  std::shared_ptr<const rule_set> gone;   // freed after the lock is released
   std::lock_guard lock(shared_->mutex);
-  gone.swap(shared_->rules);
-  shared_->rule_count.store(0, std::memory_order_relaxed);
+  gone = std::exchange(shared_->rules, std::move(empty));
   shared_->decide_errors = 0;
 }
 
@@ -85,7 +127,7 @@ std::vector<rule_summary> engine::list() const {
     const std::uint64_t now = shared_->steady_now_us();
     const std::int64_t wall = shared_->wall_now_s();
     std::lock_guard lock(shared_->mutex);
-    for (const auto& lr : shared_->rules) {
+    for (const auto& lr : *shared_->rules) {
       out.push_back({lr->r.name, std::string(lr->r.type()), lr->r.phases, lr->injected, lr->r.match.max_count,
                      !lr->exhausted() && lr->r.match.active(lr->loaded_us, now, wall)});
     }
@@ -99,7 +141,7 @@ std::vector<fault_counter> engine::counters() const {
   std::vector<fault_counter> out;
   try {
     std::lock_guard lock(shared_->mutex);
-    for (const auto& lr : shared_->rules) out.push_back({lr->r.name, std::string(lr->r.type()), lr->injected});
+    for (const auto& lr : *shared_->rules) out.push_back({lr->r.name, std::string(lr->r.type()), lr->injected});
   } catch (...) {
     // Out of memory: what was collected so far.
   }
@@ -112,7 +154,13 @@ std::uint64_t engine::decide_errors() const { return shared_->decide_errors.load
 
 std::unique_ptr<protocol::fault_advisor> engine::open_session(std::uint64_t session_number, std::string client_address,
                                                               bool client_tls) const {
-  return std::make_unique<session_advisor>(shared_, session_number, std::move(client_address), client_tls);
+  std::shared_ptr<const rule_set> rules;
+  {
+    std::lock_guard lock(shared_->mutex);
+    rules = shared_->rules;
+  }
+  return std::make_unique<session_advisor>(shared_, std::move(rules), session_number, std::move(client_address),
+                                           client_tls);
 }
 
 std::unique_ptr<engine> make_engine(std::uint64_t master_seed) {

@@ -1,8 +1,10 @@
 // The fault engine: the loaded rules (in load order), their cross-session state
 // (greylist triples, quota windows, fail_then_pass attempts, injection counts) and the
 // factory of per-session advisors. Thread-safe: one mutex guards rules and state, so rules
-// may be added, removed or reset while sessions decide from several threads. Advisors share
-// the engine's state and may outlive the engine object. Clocks are injected. Never throws.
+// may be added, removed, replaced or reset while sessions decide from several threads. An
+// advisor decides with the rules that were loaded when its session opened (a change applies
+// to the sessions opened after it), shares their state and may outlive the engine object.
+// Clocks are injected. Never throws.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -50,6 +52,10 @@ class engine {
   std::optional<std::string> add(rule r);
   // All or none (a scenario file at once).
   std::optional<std::string> add_all(std::vector<rule> rules);
+  // A reload: `rules` become the whole rule set, all or none (on a problem the current rules
+  // stay). The new rules start afresh (state and counts); sessions already open keep the
+  // rules they opened with, and new sessions get these.
+  std::optional<std::string> replace_all(std::vector<rule> rules);
   bool remove(std::string_view name);
   // Every rule, its state and its counts.
   void reset();

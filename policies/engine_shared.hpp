@@ -2,6 +2,11 @@
 // shared_ptr, so an advisor may outlive the engine object): the loaded rules with their
 // state and counts, the clocks and the master seed. Every field but the immutable ones is
 // guarded by `mutex`; decide_errors is atomic.
+//
+// The rules are published as an immutable rule_set: every change (add, remove, reset, a
+// reload's replace_all) makes a new set, and an advisor keeps the set that was current when
+// its session opened, so a session in flight keeps its rules whatever is reloaded meanwhile.
+// The rules' state and counts (loaded_rule's mutable fields) stay under `mutex`.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -29,6 +34,9 @@ struct loaded_rule {
   protocol::fault_stage stage_at(protocol::phase p) const;
 };
 
+// Load order. The vector never changes once published; its rules' state does (under the mutex).
+using rule_set = std::vector<std::shared_ptr<loaded_rule>>;
+
 struct engine_shared {
   engine_shared(std::uint64_t seed, std::function<std::uint64_t()> steady, std::function<std::int64_t()> wall)
       : master_seed(seed), steady_now_us(std::move(steady)), wall_now_s(std::move(wall)) {}
@@ -38,10 +46,7 @@ struct engine_shared {
   const std::function<std::int64_t()> wall_now_s;
 
   std::mutex mutex;
-  std::vector<std::unique_ptr<loaded_rule>> rules;   // load order
-  // rules.size(), written under `mutex`: with no rules a decision skips the clocks and the
-  // lock (the relay asks at every command of every session).
-  std::atomic<std::size_t> rule_count{0};
+  std::shared_ptr<const rule_set> rules = std::make_shared<const rule_set>();   // never null
   std::atomic<std::uint64_t> decide_errors{0};
 };
 

@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "config_reader/duration.hpp"
+
 namespace mailtap::policies::limits {
 
 // A scenario is a few kilobytes of TOML; the same cap as the main config (relay/config.cpp).
@@ -27,8 +29,8 @@ inline constexpr std::size_t words_per_list = 64;
 inline constexpr std::size_t word_chars = 32;
 // Reply text must fit one reply line of 512 octets (RFC 5321 4.5.3.1.5) with code and enhanced code.
 inline constexpr std::size_t reply_text_chars = 480;
-// Durations: at most one year, like relay/config.cpp's timeouts, so now + d never overflows.
-inline constexpr std::uint64_t duration_us = 365ull * 24 * 3600 * 1'000'000;
+// Durations: at most one year, as the reading layer parses them (config_reader/duration.hpp).
+inline constexpr std::uint64_t duration_us = config_reader::max_duration_us;
 // Length thresholds (line_longer_than, ...): past protocol::limits::command_line_hard_cap
 // nothing can match, but allow headroom for future limits.
 inline constexpr std::int64_t length_threshold = 1 << 20;

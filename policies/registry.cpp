@@ -3,6 +3,7 @@
 #include "policies/registry.hpp"
 
 #include <algorithm>
+#include <unordered_map>
 
 #include "policies/limits.hpp"
 #include "policies/types/types.hpp"
@@ -43,52 +44,124 @@ bool valid_rule_name(std::string_view name) {
   });
 }
 
+namespace {
+
 std::optional<std::string> check_reply_code(const rule& r);
 
-std::optional<rule_problem> check_rule_at_key(rule& r) {
-  auto at = [](std::string key, std::string text) { return rule_problem{std::move(key), std::move(text)}; };
-  if (!valid_rule_name(r.name))
-    return at("name", "rule name must be 1 to " + std::to_string(limits::rule_name_chars) +
-                          " printable characters without spaces or quotes");
-  const fault_type* t = find_type(r.type());
-  if (!t) return at("type", "unknown fault type '" + std::string(r.type()) + "'");
-  if (!(r.match.probability >= 0.0 && r.match.probability <= 1.0))
-    return at("probability", "probability must be from 0.0 to 1.0");
-  if (t->session_wide) {
-    if (!r.phases.empty()) return at("phase", "type '" + std::string(t->name) + "' is session-wide and takes no phase");
-    if (!r.match.session_level_only())
-      return at("type", "type '" + std::string(t->name) +
-                            "' is session-wide: it can match only client, tls, nth_session, after, "
-                            "for, until, probability and max_count");
-    return std::nullopt;
+std::string phase_list(const std::vector<protocol::phase>& phases) {
+  std::string out;
+  for (auto p : phases) {
+    if (!out.empty()) out += '|';
+    out += protocol::to_string(p);
   }
+  return out;
+}
+
+bool allows(const fault_type& t, protocol::phase p) {
+  return std::find(t.phases.begin(), t.phases.end(), p) != t.phases.end();
+}
+
+// A session-wide type is decided once at connect: nothing of a command is known yet.
+void check_session_wide(const rule& r, const fault_type& t, std::vector<rule_problem>& out) {
+  const std::string why = "not allowed here: type '" + std::string(t.name) +
+                          "' is session-wide (decided once at connect): it can match only client, tls, "
+                          "nth_session, after, for, until, probability and max_count";
+  if (!r.phases.empty()) out.push_back({"phase", why});
+  for (auto key : r.match.query_keys()) out.push_back({std::string(key), why});
+}
+
+void check_phases(rule& r, const fault_type& t, std::vector<rule_problem>& out) {
   if (r.phases.empty()) {
-    if (t->default_phases.empty()) return at("phase", "type '" + std::string(t->name) + "' needs a phase");
-    r.phases = t->default_phases;
+    if (t.default_phases.empty()) {
+      out.push_back({"phase", "required for type '" + std::string(t.name) + "' (one of " +
+                                  phase_list(rule_phases()) + ")"});
+      return;
+    }
+    r.phases = t.default_phases;
   }
   for (auto p : r.phases)
-    if (std::find(t->phases.begin(), t->phases.end(), p) == t->phases.end())
-      return at("phase", "phase '" + std::string(protocol::to_string(p)) + "' is not allowed for type '" +
-                             std::string(t->name) + "'");
+    if (!allows(t, p))
+      out.push_back({"phase", "phase '" + std::string(protocol::to_string(p)) + "' is not allowed for type '" +
+                                  std::string(t.name) + "' (allowed: " + phase_list(t.phases) + ")"});
+}
+
+}  // namespace
+
+std::vector<rule_problem> rule_problems(rule& r) {
+  std::vector<rule_problem> out;
+  if (!valid_rule_name(r.name))
+    out.push_back({"name", "expected 1 to " + std::to_string(limits::rule_name_chars) +
+                               " printable ASCII characters without spaces or quotes, got '" + echo(r.name) + "'"});
+  const fault_type* t = find_type(r.type());
+  if (!t) {
+    out.push_back({"type", "unknown fault type '" + echo(r.type()) + "'"});
+    return out;
+  }
+  if (!(r.match.probability >= 0.0 && r.match.probability <= 1.0))
+    out.push_back({"probability", "probability must be from 0.0 to 1.0"});
+  if (t->session_wide) {
+    check_session_wide(r, *t, out);
+    return out;
+  }
+  check_phases(r, *t, out);
+  if (!out.empty()) return out;
   if (const auto* f = std::get_if<fail_then_pass_params>(&r.params);
       f && f->key == fail_then_pass_params::key_kind::message_id &&
       (r.phases.size() != 1 || r.phases.front() != protocol::phase::data_end))
-    return at("phase", "key 'message_id' needs phase 'data_end' (the Message-ID is known once the message is in)");
+    out.push_back({"phase", "key 'message_id' needs phase 'data_end' (the Message-ID is known once the message is in)"});
   // The Nth RCPT of a transaction exists only at `rcpt`; elsewhere the matcher would never pass.
   if (r.match.nth_recipient && (r.phases.size() != 1 || r.phases.front() != protocol::phase::rcpt))
-    return at("nth_recipient", "nth_recipient matches only at phase 'rcpt' (set phase = \"rcpt\")");
+    out.push_back({"nth_recipient", "nth_recipient matches only at phase 'rcpt' (set phase = \"rcpt\")"});
   if (auto problem = check_reply_code(r)) {
     const bool about_phase = problem->starts_with("phase 'bdat'");
-    return at(about_phase ? "phase" : "code", *problem);
+    out.push_back({about_phase ? "phase" : "code", *problem});
+  }
+  return out;
+}
+
+std::optional<std::string> check_rule(rule& r) {
+  auto problems = rule_problems(r);
+  if (problems.empty()) return std::nullopt;
+  return std::move(problems.front().text);
+}
+
+namespace {
+
+// "FILE" of an origin "FILE:LINE".
+std::string_view origin_file(std::string_view origin) { return origin.substr(0, origin.rfind(':')); }
+
+std::string duplicate_message(const rule& first, const rule& second) {
+  std::string where;
+  if (!first.origin.empty() && !second.origin.empty() && first.table_line > 0 &&
+      origin_file(first.origin) == origin_file(second.origin))
+    where = " (first at line " + std::to_string(first.table_line) + ")";
+  else if (!first.origin.empty())
+    where = " (first at " + first.origin + ")";
+  if (second.origin.empty()) return "rule '" + echo(second.name) + "': duplicate rule name" + where;
+  return second.origin + ": key 'name': duplicate rule name '" + echo(second.name) + "'" + where;
+}
+
+}  // namespace
+
+std::optional<duplicate_name> find_duplicate_name(std::span<const rule* const> rules) {
+  std::unordered_map<std::string_view, const rule*> seen;
+  for (const rule* r : rules) {
+    auto [it, fresh] = seen.emplace(r->name, r);
+    if (!fresh) return duplicate_name{it->second, r, duplicate_message(*it->second, *r)};
   }
   return std::nullopt;
 }
 
-std::optional<std::string> check_rule(rule& r) {
-  auto problem = check_rule_at_key(r);
-  if (!problem) return std::nullopt;
-  return std::move(problem->text);
+std::optional<std::string> duplicate_rule_name(const std::vector<rule>& rules) {
+  std::vector<const rule*> all;
+  all.reserve(rules.size());
+  for (const auto& r : rules) all.push_back(&r);
+  auto d = find_duplicate_name(all);
+  if (!d) return std::nullopt;
+  return std::move(d->message);
 }
+
+namespace {
 
 // The relay answers in a fault's place, so the code must leave it in a state it can carry on
 // from. 1xx/3xx would start an exchange the fault never finishes (a 354 would turn the body
@@ -117,5 +190,7 @@ std::optional<std::string> check_reply_code(const rule& r) {
   }
   return std::nullopt;
 }
+
+}  // namespace
 
 }  // namespace mailtap::policies

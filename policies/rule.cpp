@@ -46,9 +46,24 @@ bool client_matches(const std::vector<cidr>& blocks, const session_facts& s) {
 
 }  // namespace
 
-bool matcher::session_level_only() const {
-  return !verb && !argument && !sender && !sender_domain && !recipient && !recipient_domain && !ehlo &&
-         !nth_transaction && !nth_recipient && !line_longer_than && !address_longer_than && !recipients_more_than;
+std::vector<std::string_view> matcher::query_keys() const {
+  std::vector<std::string_view> keys;
+  const auto add = [&](bool set, std::string_view key) {
+    if (set) keys.push_back(key);
+  };
+  add(verb.has_value(), "verb");
+  add(argument.has_value(), "argument");
+  add(sender.has_value(), "sender");
+  add(sender_domain.has_value(), "sender_domain");
+  add(recipient.has_value(), "recipient");
+  add(recipient_domain.has_value(), "recipient_domain");
+  add(ehlo.has_value(), "ehlo");
+  add(nth_transaction.has_value(), "nth_transaction");
+  add(nth_recipient.has_value(), "nth_recipient");
+  add(line_longer_than.has_value(), "line_longer_than");
+  add(address_longer_than.has_value(), "address_longer_than");
+  add(recipients_more_than.has_value(), "recipients_more_than");
+  return keys;
 }
 
 bool matcher::matches_session(const session_facts& s) const {

@@ -48,9 +48,10 @@ struct matcher {
   std::optional<std::uint64_t> address_longer_than;
   std::optional<std::uint64_t> recipients_more_than;
 
-  // Only client, tls, nth_session and the time/probability/count keys are set: what a
-  // session-wide rule may use.
-  bool session_level_only() const;
+  // The keys of the query-dependent matchers that are set (everything but client, tls,
+  // nth_session and the time/probability/count keys), in the order of this struct: what a
+  // session-wide rule may not use.
+  std::vector<std::string_view> query_keys() const;
   // The query-dependent matchers (everything except the time window, probability and max_count).
   bool matches(const protocol::fault_query& q, const session_facts& s) const;
   // The session-level ones, for session-wide rules at connect.
@@ -62,6 +63,7 @@ struct matcher {
 struct rule {
   std::string name;
   std::string origin;                    // "FILE:LINE" of its name in a scenario (empty: made in code)
+  std::uint32_t table_line = 0;          // the line of its [[fault]] header (0: made in code)
   type_params params;
   std::vector<protocol::phase> phases;   // empty for session-wide types
   matcher match;

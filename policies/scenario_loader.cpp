@@ -1,29 +1,24 @@
-// [[fault]] tables to rules. Each table is read by one param_reader: the common keys here,
-// the type's own keys by its read/finish (types/<name>.cpp), then registry's check_rule.
+// [[fault]] tables to rules. Each table is read by one config_reader::table_reader: the
+// common keys here, the type's own keys by its read/finish (types/<name>.cpp); the rule as a
+// whole is then checked by registry.cpp (rule_problems), and names by find_duplicate_name.
 #include "policies/scenario_loader.hpp"
 
-#include <unordered_map>
-
 #include <algorithm>
-#include <fstream>
-#include <map>
 
-#include "policies/duration.hpp"
+#include "config_reader/document.hpp"
 #include "policies/firewall.hpp"
 #include "policies/glob.hpp"
 #include "policies/limits.hpp"
-#include "policies/param_reader.hpp"
 #include "policies/registry.hpp"
 #include "protocol/action.hpp"
 
 namespace mailtap::policies {
 namespace {
 
+using config_reader::problem_log;
 using protocol::phase;
 
-// Keys a session-wide rule (and a firewall, whose parts include one) may carry.
-constexpr std::string_view session_keys[] = {"name", "type", "client", "tls", "nth_session", "after", "for", "until",
-                                             "probability", "max_count"};
+// Keys a firewall table may carry (its parts are session-wide rules and command rules alike).
 constexpr std::string_view firewall_keys[] = {"name", "type", "profile", "client", "tls", "nth_session",
                                               "after", "for", "until"};
 
@@ -51,66 +46,59 @@ std::string phase_names() {
 // Reads one [[fault]] table into one rule (or a firewall's parts).
 class table_loader {
  public:
-  table_loader(std::string_view file, const toml::table& table) : r_(file, table), table_(table), file_(file) {}
+  table_loader(problem_log& log, const toml::table& table) : r_(log, table), table_(table) {
+    rule_.table_line = table.source().begin.line;
+  }
 
   std::vector<rule> load() {
     const fault_type* type = read_type();
     if (!type && !firewall_) {
-      read_name();   // an earlier bad name still wins in file order
+      read_name();   // an earlier name of the wrong type still wins in file order
       return {};
     }
     if (type) rule_.params = type->make();
-    for (auto&& [key, node] : table_) {
-      const std::string_view k = key.str();
-      r_.focus(k, node);
-      if (k == "type") continue;
-      if (k == "name") {
-        read_name();
-      } else if (firewall_) {
-        if (k == "profile") read_profile();
-        else if (contains(firewall_keys, k)) common_key(k, nullptr);
-        else if (is_common_key(k)) not_for("a firewall can match only client, tls, nth_session, after, for and until");
-        else other_key(k, nullptr);
-      } else if (contains(type->keys, k)) {
-        type->read(r_, rule_.params);
-      } else if (is_common_key(k)) {
-        if (type->session_wide && !contains(session_keys, k))
-          not_for("type '" + std::string(type->name) +
-                         "' is session-wide (decided once at connect): it can match only client, tls, nth_session, "
-                         "after, for, until, probability and max_count");
-        else common_key(k, type);
-      } else {
-        other_key(k, type);
-      }
-    }
+    r_.each([&](std::string_view k) {
+      if (k == "type") return true;
+      if (k == "name") return read_name(), true;
+      if (firewall_) return firewall_key(k);
+      if (contains(type->keys, k)) return type->read(r_, rule_.params), true;
+      if (is_common_key(k)) return common_key(k), true;
+      return other_key(k, type);
+    });
     if (!table_.contains("name")) r_.fail_key("name", "required");
-    if (firewall_) {
-      if (!table_.contains("profile")) r_.fail_key("profile", "required (cisco-pix-fixup or cisco-asa-esmtp)");
-      if (r_.failed() || !profile_) return {};
-      std::vector<rule> parts = expand_firewall(rule_.name, *profile_, rule_.match);
-      for (auto& part : parts) {
-        part.origin = rule_.origin;
-        if (auto problem = check_rule(part)) {
-          r_.fail_key("name", "firewall part '" + echo(part.name) + "': " + *problem);
-          return {};
-        }
-      }
-      return parts;
-    }
-    if (!type->session_wide && rule_.phases.empty() && type->default_phases.empty() && !table_.contains("phase"))
-      r_.fail_key("phase", "required for type '" + std::string(type->name) + "' (one of " + phase_names() + ")");
+    if (firewall_) return firewall_parts();
     if (type->finish) type->finish(r_, rule_.params);
     if (r_.failed()) return {};
-    if (auto problem = check_rule_at_key(rule_)) {
-      r_.fail_key(problem->key, problem->text);   // at that key's line (the table's when it is absent)
-      return {};
-    }
+    // The rule as a whole, each problem at its key's line (the table's when the key is absent).
+    for (const auto& problem : rule_problems(rule_)) r_.fail_key(problem.key, problem.text);
+    if (r_.failed()) return {};
     return {rule_};
   }
 
-  const param_reader& reader() const { return r_; }
-
  private:
+  bool firewall_key(std::string_view k) {
+    if (k == "profile") read_profile();
+    else if (contains(firewall_keys, k)) common_key(k);
+    else if (is_common_key(k)) r_.fail("not allowed here: a firewall can match only client, tls, nth_session, after, for and until");
+    else return other_key(k, nullptr);
+    return true;
+  }
+
+  std::vector<rule> firewall_parts() {
+    if (!table_.contains("profile")) r_.fail_key("profile", "required (cisco-pix-fixup or cisco-asa-esmtp)");
+    if (r_.failed() || !profile_) return {};
+    std::vector<rule> parts = expand_firewall(rule_.name, *profile_, rule_.match);
+    for (auto& part : parts) {
+      part.origin = rule_.origin;
+      part.table_line = rule_.table_line;
+      if (auto problem = check_rule(part)) {
+        r_.fail_key("name", "firewall part '" + echo(part.name) + "': " + *problem);
+        return {};
+      }
+    }
+    return parts;
+  }
+
   const fault_type* read_type() {
     const toml::node* n = table_.get("type");
     if (!n) {
@@ -136,13 +124,10 @@ class table_loader {
     const toml::node* n = table_.get("name");
     if (!n) return;
     r_.focus("name", *n);
-    const auto* s = n->as_string();
-    if (!s) return r_.wrong_type("a string");
-    if (!valid_rule_name(s->get()))
-      return r_.fail("expected 1 to " + std::to_string(limits::rule_name_chars) +
-                     " printable ASCII characters without spaces or quotes, got '" + echo(s->get()) + "'");
-    rule_.name = s->get();
-    rule_.origin = std::string(file_) + ":" + std::to_string(n->source().begin.line);
+    const std::string* s = r_.string("a string");
+    if (!s) return;
+    rule_.name = *s;   // checked with the rule (registry.cpp rule_problems)
+    rule_.origin = r_.log().file() + ":" + std::to_string(n->source().begin.line);
   }
 
   void read_profile() {
@@ -158,10 +143,9 @@ class table_loader {
     return contains(keys, k);
   }
 
-  void not_for(const std::string& why) { r_.fail("not allowed here: " + why); }
-
-  // A key that is not common and not this type's: another type's, or unknown.
-  void other_key(std::string_view k, const fault_type* type) {
+  // A key that is not common and not this type's: another type's (reported here), or unknown
+  // (false: each() reports it).
+  bool other_key(std::string_view k, const fault_type* type) {
     std::string owners;
     for (const auto& t : fault_types()) {
       if (!contains(t.keys, k)) continue;
@@ -169,13 +153,14 @@ class table_loader {
       owners += t.name;
     }
     if (k == "profile") owners = "firewall";
-    if (owners.empty()) r_.fail("unknown key");
-    else r_.fail("not a key of type '" + std::string(type ? type->name : "firewall") + "' (it belongs to " + owners + ")");
+    if (owners.empty()) return false;
+    r_.fail("not a key of type '" + std::string(type ? type->name : "firewall") + "' (it belongs to " + owners + ")");
+    return true;
   }
 
-  void common_key(std::string_view k, const fault_type* type) {
+  void common_key(std::string_view k) {
     matcher& m = rule_.match;
-    if (k == "phase") read_phases(*type);
+    if (k == "phase") read_phases();
     else if (k == "verb") m.verb = glob();
     else if (k == "argument") m.argument = glob();
     else if (k == "sender") m.sender = glob();
@@ -284,7 +269,8 @@ class table_loader {
                           static_cast<std::int64_t>(v.offset->minutes) * 60;
   }
 
-  void read_phases(const fault_type& type) {
+  // Names and no repeats; whether the type allows them is the rule's check (registry.cpp).
+  void read_phases() {
     std::vector<const toml::node*> items;
     if (r_.value().is_string()) {
       items.push_back(&r_.value());
@@ -302,140 +288,91 @@ class table_loader {
       const auto p = protocol::parse_phase(s->get());
       if (!p || !contains(rule_phases(), *p))
         return r_.fail_at(*n, "phase", "unknown phase '" + echo(s->get()) + "' (expected one of " + phase_names() + ")");
-      if (!contains(type.phases, *p)) {
-        std::string allowed;
-        for (auto a : type.phases) {
-          if (!allowed.empty()) allowed += '|';
-          allowed += protocol::to_string(a);
-        }
-        return r_.fail_at(*n, "phase", "phase '" + echo(s->get()) + "' is not allowed for type '" +
-                                           std::string(type.name) + "' (allowed: " + allowed + ")");
-      }
       if (contains(out, *p)) return r_.fail_at(*n, "phase", "phase '" + echo(s->get()) + "' is listed twice");
       out.push_back(*p);
     }
     rule_.phases = std::move(out);
   }
 
-  param_reader r_;
+  table_reader r_;
   const toml::table& table_;
-  std::string_view file_;
   rule rule_;
   bool firewall_ = false;
   std::optional<firewall_profile> profile_;
 };
 
-std::string one_line(std::string_view text) {
-  std::string out(text);
-  std::replace_if(out.begin(), out.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
-  return out;
-}
+}  // namespace
 
-load_result rules_from_toml_impl(const toml::table& doc, std::string_view file) {
-  load_result out;
+std::vector<rule> read_fault_tables(problem_log& log, const toml::table& doc) {
   const toml::node* f = doc.get("fault");
-  if (!f) return out;
-  const std::string shown = protocol::escape_bytes(file, 4096);
+  if (!f) return {};
   const auto* arr = f->as_array();
   if (!arr || arr->empty() || !arr->is_array_of_tables()) {
-    out.error = shown + ":" + std::to_string(f->source().begin.line) +
-                ": key 'fault': expected [[fault]] tables (an array of tables)";
-    return out;
+    log.at(*f, "fault", "expected [[fault]] tables (an array of tables)");
+    return {};
   }
   if (arr->size() > limits::rules_per_file) {
-    out.error = shown + ":" + std::to_string(f->source().begin.line) + ": key 'fault': more than " +
-                std::to_string(limits::rules_per_file) + " [[fault]] tables";
-    return out;
+    log.at(*f, "fault", "more than " + std::to_string(limits::rules_per_file) + " [[fault]] tables");
+    return {};
   }
-  std::map<std::string, std::uint32_t, std::less<>> first_line;   // rule name -> line of its table
+  std::vector<rule> rules;
   for (const toml::node& n : *arr) {
-    const toml::table& t = *n.as_table();
-    table_loader loader(shown, t);
-    std::vector<rule> rules = loader.load();
-    if (!loader.reader().error().empty()) {
-      out.rules.clear();
-      out.error = loader.reader().error();
-      return out;
-    }
-    const std::uint32_t line = t.source().begin.line;
-    for (auto& r : rules) {
-      if (auto it = first_line.find(r.name); it != first_line.end()) {
-        const toml::node* name_node = t.get("name");
-        out.rules.clear();
-        out.error = shown + ":" + std::to_string(name_node ? name_node->source().begin.line : line) +
-                    ": key 'name': duplicate rule name '" + echo(r.name) + "' (first at line " +
-                    std::to_string(it->second) + ")";
-        return out;
-      }
-      first_line.emplace(r.name, line);
-      out.rules.push_back(std::move(r));
-    }
+    for (auto& r : table_loader(log, *n.as_table()).load()) rules.push_back(std::move(r));
   }
-  return out;
+  std::vector<const rule*> all;
+  for (const auto& r : rules) all.push_back(&r);
+  // Ranked at the second rule's table: a problem in an earlier table still comes first.
+  if (auto duplicate = find_duplicate_name(all)) log.at_line(duplicate->second->table_line, duplicate->message);
+  if (log.failed()) rules.clear();
+  return rules;
+}
+
+namespace {
+
+load_result result_of(problem_log& log, std::vector<rule> rules) {
+  if (log.failed()) return {{}, log.first()};
+  return {std::move(rules), {}};
 }
 
 }  // namespace
 
 load_result rules_from_toml(const toml::table& doc, std::string_view file) {
+  const std::string shown = config_reader::echo_path(file);
   try {
-    return rules_from_toml_impl(doc, file);
+    problem_log log(shown);
+    auto rules = read_fault_tables(log, doc);
+    return result_of(log, std::move(rules));
   } catch (const std::exception& e) {
-    return {{}, protocol::escape_bytes(file, 4096) + ": " + one_line(e.what())};
+    return {{}, shown + ": " + config_reader::one_line(e.what())};
   } catch (...) {
-    return {{}, protocol::escape_bytes(file, 4096) + ": cannot load the [[fault]] tables"};
+    return {{}, shown + ": cannot load the [[fault]] tables"};
   }
 }
 
 load_result load_scenario(const std::string& path) {
-  const std::string shown = protocol::escape_bytes(path, 4096);
+  const std::string shown = config_reader::echo_path(path);
   try {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return {{}, shown + ": cannot open the scenario file"};
-    std::string text(limits::scenario_file_bytes + 1, '\0');
-    in.read(text.data(), static_cast<std::streamsize>(text.size()));
-    if (in.bad()) return {{}, shown + ": cannot read the scenario file"};
-    text.resize(static_cast<std::size_t>(in.gcount()));
-    if (text.size() > limits::scenario_file_bytes)
-      return {{}, shown + ": file larger than " + std::to_string(limits::scenario_file_bytes) + " bytes"};
-    toml::table doc;
-    try {
-      doc = toml::parse(text, path);
-    } catch (const toml::parse_error& e) {
-      return {{}, shown + ":" + std::to_string(e.source().begin.line) + ": " + one_line(e.description())};
-    }
-    // A scenario holds only [[fault]] tables; report the first other key in file order.
-    const toml::node* stray = nullptr;
-    std::string stray_key;
-    for (auto&& [key, node] : doc) {
-      if (key.str() == "fault") continue;
-      if (!stray || node.source().begin.line < stray->source().begin.line) {
-        stray = &node;
-        stray_key = std::string(key.str());
-      }
-    }
-    if (stray)
-      return {{}, shown + ":" + std::to_string(stray->source().begin.line) + ": key '" + echo(stray_key) +
-                      "': unknown key (a scenario file holds only [[fault]] tables)"};
-    if (!doc.contains("fault")) return {{}, shown + ": no [[fault]] tables"};
-    return rules_from_toml(doc, path);
+    auto file = config_reader::read_file(path, limits::scenario_file_bytes);
+    if (!file.ok())
+      return {{}, shown + (file.opened ? ": cannot read the scenario file: " : ": cannot open the scenario file: ") +
+                      file.problem};
+    std::string error;
+    auto doc = config_reader::parse(file.text, path, error);
+    if (!doc) return {{}, error};
+    problem_log log(shown);
+    table_reader top(log, *doc);
+    top.each([&](std::string_view k) {
+      if (k != "fault") top.fail("unknown key (a scenario file holds only [[fault]] tables)");
+      return true;
+    });
+    if (!log.failed() && !doc->contains("fault")) return {{}, shown + ": no [[fault]] tables"};
+    auto rules = read_fault_tables(log, *doc);
+    return result_of(log, std::move(rules));
   } catch (const std::exception& e) {
-    return {{}, shown + ": " + one_line(e.what())};
+    return {{}, shown + ": " + config_reader::one_line(e.what())};
   } catch (...) {
     return {{}, shown + ": cannot load the scenario file"};
   }
-}
-
-std::optional<std::string> duplicate_rule_name(const std::vector<rule>& rules) {
-  std::unordered_map<std::string_view, const rule*> seen;
-  for (const auto& r : rules) {
-    auto [it, fresh] = seen.emplace(r.name, &r);
-    if (fresh) continue;
-    const rule& first = *it->second;
-    std::string where = first.origin.empty() ? std::string() : " (first at " + first.origin + ")";
-    if (r.origin.empty()) return "rule '" + r.name + "': duplicate rule name" + where;
-    return r.origin + ": key 'name': duplicate rule name '" + r.name + "'" + where;
-  }
-  return std::nullopt;
 }
 
 }  // namespace mailtap::policies

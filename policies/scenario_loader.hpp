@@ -11,6 +11,8 @@
 
 #include <toml++/toml.h>
 
+#include "config_reader/table_reader.hpp"
+#include "policies/registry.hpp"
 #include "policies/rule.hpp"
 
 namespace mailtap::policies {
@@ -22,14 +24,17 @@ struct load_result {
 };
 
 // The document's `fault` array of tables (absent: no rules, no error; other keys are the
-// caller's, e.g. the main config's). `file` is the name shown in errors.
+// caller's, e.g. the main config's), problems reported to the document's log (so a config
+// file's own keys and its [[fault]] tables share one first-in-file-order report). Names
+// unique within the document. Empty when the log has a problem.
+std::vector<rule> read_fault_tables(config_reader::problem_log& log, const toml::table& doc);
+
+// The same with a log of its own; `file` is the name shown in errors.
 load_result rules_from_toml(const toml::table& doc, std::string_view file);
 
 // A scenario file: only [[fault]] tables, at least one, at most limits::scenario_file_bytes.
 load_result load_scenario(const std::string& path);
 
-// The first rule whose name an earlier one already has (names are unique across everything
-// loaded), as "FILE:LINE: key 'name': duplicate rule name 'N' (first at FILE:LINE)".
-std::optional<std::string> duplicate_rule_name(const std::vector<rule>& rules);
+// Names across files: registry.hpp duplicate_rule_name.
 
 }  // namespace mailtap::policies

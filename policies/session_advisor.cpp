@@ -8,9 +8,9 @@
 
 namespace mailtap::policies {
 
-session_advisor::session_advisor(std::shared_ptr<engine_shared> shared, std::uint64_t number,
-                                 std::string client_address, bool client_tls)
-    : shared_(std::move(shared)), random_(session_seed(shared_->master_seed, number)) {
+session_advisor::session_advisor(std::shared_ptr<engine_shared> shared, std::shared_ptr<const rule_set> rules,
+                                 std::uint64_t number, std::string client_address, bool client_tls)
+    : shared_(std::move(shared)), rules_(std::move(rules)), random_(session_seed(shared_->master_seed, number)) {
   facts_.number = number;
   facts_.client_ip = parse_client_address(client_address);
   facts_.client_key = facts_.client_ip ? to_string(*facts_.client_ip) : client_address;
@@ -27,12 +27,12 @@ bool session_advisor::draw(double probability) {
 
 protocol::session_plan session_advisor::plan_session() {
   protocol::session_plan plan;
-  if (shared_->rule_count.load(std::memory_order_relaxed) == 0) return plan;
+  if (rules_->empty()) return plan;
   try {
     const std::uint64_t now = shared_->steady_now_us();
     const std::int64_t wall = shared_->wall_now_s();
     std::lock_guard lock(shared_->mutex);
-    for (const auto& lr : shared_->rules) {
+    for (const auto& lr : *rules_) {
       if (!lr->type->session_wide) continue;
       const matcher& m = lr->r.match;
       if (!m.active(lr->loaded_us, now, wall) || !m.matches_session(facts_) || !draw(m.probability)) continue;
@@ -51,7 +51,7 @@ protocol::session_plan session_advisor::plan_session() {
 void session_advisor::plan_rule_acted(std::string_view rule) {
   try {
     std::lock_guard lock(shared_->mutex);
-    for (const auto& lr : shared_->rules)
+    for (const auto& lr : *rules_)
       if (lr->r.name == rule && lr->type->counts_when_acting) ++lr->injected;
   } catch (...) {
     shared_->decide_errors.fetch_add(1);
@@ -59,7 +59,7 @@ void session_advisor::plan_rule_acted(std::string_view rule) {
 }
 
 protocol::fault_decision session_advisor::decide(const protocol::fault_query& q) {
-  if (shared_->rule_count.load(std::memory_order_relaxed) == 0) return {};
+  if (rules_->empty()) return {};
   try {
     const std::uint64_t now = shared_->steady_now_us();
     const std::int64_t wall = shared_->wall_now_s();
@@ -78,7 +78,7 @@ protocol::fault_decision session_advisor::evaluate(const protocol::fault_query& 
   };
   std::vector<hit> hits;
   std::lock_guard lock(shared_->mutex);
-  for (const auto& lr : shared_->rules) {
+  for (const auto& lr : *rules_) {
     if (lr->type->session_wide || !lr->r.has_phase(q.ph) || lr->stage_at(q.ph) != q.stage) continue;
     const matcher& m = lr->r.match;
     if (!m.active(lr->loaded_us, now_us, wall_s) || !m.matches(q, facts_) || !draw(m.probability)) continue;

@@ -1,6 +1,6 @@
 // Internal to policies/: the fault_advisor of one session. Holds the session's facts and
-// its seeded generator (used by one session thread at a time); evaluates the engine's rules
-// under the engine's mutex. Never throws: an internal failure counts in decide_errors and
+// its seeded generator (used by one session thread at a time) and the rule set it opened
+// with; evaluates those rules under the engine's mutex (their state is shared). Never throws: an internal failure counts in decide_errors and
 // the decision falls back to proceed.
 #pragma once
 #include <memory>
@@ -14,8 +14,9 @@ namespace mailtap::policies {
 
 class session_advisor final : public protocol::fault_advisor {
  public:
-  session_advisor(std::shared_ptr<engine_shared> shared, std::uint64_t number, std::string client_address,
-                  bool client_tls);
+  // `rules`: the engine's rule set when the session opened; the session keeps it.
+  session_advisor(std::shared_ptr<engine_shared> shared, std::shared_ptr<const rule_set> rules, std::uint64_t number,
+                  std::string client_address, bool client_tls);
 
   protocol::session_plan plan_session() override;
   protocol::fault_decision decide(const protocol::fault_query& q) override;
@@ -28,6 +29,7 @@ class session_advisor final : public protocol::fault_advisor {
   protocol::fault_decision evaluate(const protocol::fault_query& q, std::uint64_t now_us, std::int64_t wall_s);
 
   std::shared_ptr<engine_shared> shared_;
+  std::shared_ptr<const rule_set> rules_;
   session_facts facts_;
   rng random_;
 };

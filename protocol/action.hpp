@@ -101,6 +101,15 @@ using action = std::variant<send_bytes, close_leg, arm_timer, start_tls, arm_fau
                             reconnect_upstream, connect_upstream, capture_barrier, pause_reading>;
 
 std::string to_string(const action& a);
+
+// An overload set of lambdas for std::visit over `action`: every shell dispatches with one, so
+// an action added to the variant does not compile until each shell says what it does with it.
+template <typename... Handlers>
+struct overloaded : Handlers... {
+  using Handlers::operator()...;
+};
+template <typename... Handlers>
+overloaded(Handlers...) -> overloaded<Handlers...>;
 // Printable form of raw bytes: CR, LF, NUL and other controls escaped.
 std::string escape_bytes(std::string_view bytes, std::size_t max = 200);
 

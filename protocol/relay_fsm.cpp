@@ -59,6 +59,7 @@ void relay_fsm::on_upstream_connected(std::uint64_t now) {
   if (ended_) return;
   connected_us_ = now;
   if (observer_) observer_->on_stage({phase::connect, started_us_, now - started_us_, now - started_us_, 0});
+  out_.send(leg::upstream, options_.upstream_preamble, now);
   out_.arm(leg::upstream, options_.timeouts.upstream_greeting);
 }
 
@@ -198,7 +199,8 @@ void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view rea
 }
 
 void relay_fsm::on_upstream_reconnected(std::uint64_t now) {
-  if (!ended_) tls_.upstream_reconnected(now);
+  if (ended_) return;
+  if (tls_.upstream_reconnected(now)) xclient_done_ = false;   // a new connection: XCLIENT again at the client's next EHLO
 }
 
 void relay_fsm::on_abort(std::uint64_t now, std::string_view reason) {
@@ -288,7 +290,7 @@ void relay_fsm::record_received_size() {
 // ---------------------------------------------------------------- client input
 
 void relay_fsm::process_client_input(std::uint64_t now) {
-  if (!greeted_ || !tls_.upstream_prepared() || input_held_) return;   // early talkers wait for the banner
+  if (!greeted_ || !upstream_prepared() || input_held_) return;   // early talkers wait for the banner
   if (held_banner_ || stalled_ || input_stopped_ || held_dot_) return;   // faults hold the conversation
   if (out_.closed(leg::client)) return;   // gone: nothing it sent is relayed any more
   if (held_line_) {   // delay(when=command): the line waits where it is
@@ -788,7 +790,13 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     case command_kind::client_starttls:
     case command_kind::internal_starttls:
     case command_kind::internal_greeting: return tls_.take_reply(now, p, r);   // starttls_sequencer
+    case command_kind::internal_xclient: return take_xclient_reply(now, p, r);   // relay_fsm_xclient.cpp
+    case command_kind::xclient_hello:
+      p.asked.kind = command_kind::relayed;
+      xclient_in_flight_ = false;   // held client commands go on after this reply
+      break;
   }
+  if (p.asked.ph == phase::ehlo && begin_xclient(now, p, r)) return;   // relay_fsm_xclient.cpp
   if (p.asked.ph == phase::ehlo) tls_.note_upstream_capabilities(r);
   if (p.asked.ph == phase::auth) {
     if (r.code == 334) {       // challenge: the client's next line is an AUTH response

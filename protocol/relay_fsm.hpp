@@ -134,6 +134,13 @@ class relay_fsm : private starttls_host {
   void resume_client_input(std::uint64_t now) override { process_client_input(now); }
   void remember_upstream_loss(std::string_view reason, std::string_view detail) override;
   void forget_upstream_input() override { replies_ = reply_parser{}; }
+  // No client command goes upstream while the upstream leg is prepared (TLS, a new
+  // connection) or the XCLIENT exchange runs.
+  bool upstream_prepared() const { return tls_.upstream_prepared() && !xclient_in_flight_; }
+
+  // XCLIENT (relay_fsm_xclient.cpp).
+  bool begin_xclient(std::uint64_t now, reply_slot& client_ehlo, const reply& r);
+  void take_xclient_reply(std::uint64_t now, reply_slot& client_ehlo, const reply& r);
 
   // Faults (relay_fsm_faults.cpp).
   enum class line_fault { none, held, handled };
@@ -241,6 +248,11 @@ class relay_fsm : private starttls_host {
   std::uint64_t last_reply_sent_us_ = 0;
   int last_client_code_ = 0;          // the code of the last reply sent to the client
   transaction_book txns_;
+
+  // XCLIENT: sent at most once per upstream connection; while its exchange runs (XCLIENT,
+  // the new 220, the client's EHLO again) client commands wait.
+  bool xclient_done_ = false;
+  bool xclient_in_flight_ = false;
 
   // Faults.
   bool upstream_wanted_ = true;

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "protocol/data_framer.hpp"
+#include "protocol/xclient.hpp"
 
 namespace mailtap::protocol {
 
@@ -60,6 +61,12 @@ struct relay_options {
   relay_tls_options tls;
   // Record the AUTH username (PLAIN, LOGIN) in a note; the secret is never recorded.
   bool record_auth_username = false;
+  // The first bytes of every new upstream connection (a PROXY protocol header naming the
+  // client, upstream_identity = proxy_v1/proxy_v2), recorded like all bytes; empty: none.
+  std::string upstream_preamble;
+  // Tell an upstream that offers XCLIENT who the client is (upstream_identity = xclient,
+  // relay_fsm_xclient.cpp); its `helo` is taken from the client's EHLO. Absent: never.
+  std::optional<xclient_identity> xclient;
 };
 
 // Per-session figures the shell adds to the process-wide metrics.

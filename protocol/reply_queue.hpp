@@ -22,7 +22,9 @@ namespace mailtap::protocol {
 // consumes itself (the client's STARTTLS, the relay's own commands upstream).
 enum class command_kind {
   relayed, client_starttls, internal_ehlo, internal_starttls, internal_rset,
-  internal_greeting   // the banner of a new upstream connection (plaintext fall-back)
+  internal_greeting,  // the banner of a new upstream connection (plaintext fall-back)
+  internal_xclient,   // the client's EHLO waits: the relay's XCLIENT went upstream (relay_fsm_xclient.cpp)
+  xclient_hello       // the client's EHLO said again after XCLIENT: its reply is the client's
 };
 
 // What a fault does once the replies before it are out.

@@ -43,11 +43,26 @@ void sink_fsm::finish_chunk(std::string& out) {
   }
 }
 
+void sink_fsm::on_start() { actions_.push_back(send_bytes{leg::client, greeting()}); }
 
-void sink_fsm::tls_started() {
+void sink_fsm::on_client_bytes(std::string_view bytes) {
+  if (closing_) return;
+  std::string out;
+  const bool open = feed(bytes, out);
+  if (!out.empty()) actions_.push_back(send_bytes{leg::client, std::move(out)});
+  if (std::exchange(tls_requested_, false)) actions_.push_back(start_tls{leg::client});
+  if (!open) actions_.push_back(close_leg{leg::client});
+}
+
+void sink_fsm::on_tls_ready() {
   tls_active_ = true;
   reset_envelope();
   in_.clear();
+}
+
+void sink_fsm::on_tls_failed() {
+  if (std::exchange(closing_, true)) return;
+  actions_.push_back(close_leg{leg::client});
 }
 
 void sink_fsm::check_credentials(std::string_view user, std::string_view password, std::string& out) {

@@ -1,5 +1,7 @@
-// The built-in sink: an SMTP server that accepts every message, sans-I/O. Fed client
-// bytes, it appends replies to an output string and says when to close. Advertises
+// The built-in sink: an SMTP server that accepts every message, sans-I/O, in effect a canned
+// replay server. Fed events on its one leg (the client's), it answers in the action
+// vocabulary of protocol/action.hpp, like relay_fsm: send_bytes (replies), start_tls (after
+// a 220 to STARTTLS), close_leg (after QUIT's 221, a bad BDAT or an overlong line). Advertises
 // PIPELINING, SIZE, 8BITMIME, SMTPUTF8, CHUNKING, ENHANCEDSTATUSCODES, DSN, AUTH PLAIN
 // LOGIN and (when the shell can do TLS) STARTTLS; answers end-of-data with
 // "250 2.0.0 Ok: queued as <id>". AUTH accepts any credentials unless a user is configured.
@@ -11,6 +13,9 @@
 #include <string_view>
 #include <utility>
 
+#include <vector>
+
+#include "protocol/action.hpp"
 #include "protocol/data_framer.hpp"
 
 namespace mailtap::protocol {
@@ -29,17 +34,21 @@ class sink_fsm {
   sink_fsm(sink_options options, std::uint64_t connection_id);
 
   std::string greeting() const;
-  // Consumes client bytes, appending replies to `out`. Returns false once the connection
-  // should be closed after `out` is written (QUIT, or input past the line cap).
-  bool feed(std::string_view bytes, std::string& out);
+
+  // Events from the shell.
+  void on_start();   // the connection is open: the greeting
+  // Client bytes: their replies; input after STARTTLS in the same read is discarded (RFC 3207 4.2).
+  void on_client_bytes(std::string_view bytes);
+  void on_tls_ready();    // the handshake finished: the session starts over (RFC 3207 4.2)
+  void on_tls_failed();   // the connection is closed
+  // The actions the events asked for, in order; the shell carries them out.
+  std::vector<action> take_actions() { return std::exchange(actions_, {}); }
+  // A close_leg was handed out: nothing more is read.
+  bool finished() const { return closing_; }
   std::uint64_t messages_accepted() const { return accepted_; }
-  // True once after a STARTTLS was answered with 220: the shell must now run the TLS
-  // handshake. Input after STARTTLS in the same read was discarded (RFC 3207 4.2).
-  bool take_tls_request() { return std::exchange(tls_requested_, false); }
-  // The shell's handshake finished: the session starts over (RFC 3207 4.2).
-  void tls_started();
 
  private:
+  bool feed(std::string_view bytes, std::string& out);
   enum class mode { command, data, bdat, auth_plain, auth_login_user, auth_login_password };
   bool take_line(std::string_view line, std::string& out);
   void take_auth(std::string_view line, std::string& out);
@@ -62,6 +71,7 @@ class sink_fsm {
   bool closing_ = false;
   bool tls_active_ = false;
   bool tls_requested_ = false;
+  std::vector<action> actions_;
   bool authenticated_ = false;
   std::string login_user_;
 };

@@ -266,10 +266,12 @@ void starttls_sequencer::fall_back_to_plaintext(std::uint64_t now, std::string_v
   out_.push(reconnect_upstream{});
 }
 
-void starttls_sequencer::upstream_reconnected(std::uint64_t now) {
-  if (!reconnecting_) return;
+bool starttls_sequencer::upstream_reconnected(std::uint64_t now) {
+  if (!reconnecting_) return false;
   out_.note(now, "new plaintext upstream connection open");
+  out_.send(leg::upstream, options_.upstream_preamble, now);   // a PROXY header names the client on it too
   out_.arm(leg::upstream, options_.timeouts.upstream_greeting);
+  return true;
 }
 
 void starttls_sequencer::take_new_upstream_greeting(std::uint64_t now, const reply& r) {

@@ -57,6 +57,7 @@ class starttls_sequencer {
   bool offers_starttls() const;
   // The client's EHLO/HELO line, replayed on a new upstream connection.
   void remember_hello(std::string_view line) { hello_line_ = std::string(line); }
+  const std::string& hello_line() const { return hello_line_; }
   void note_upstream_capabilities(const reply& r);
 
   // The banner went to the client: secure the upstream first when the mode asks.
@@ -68,7 +69,8 @@ class starttls_sequencer {
   void take_reply(std::uint64_t now, reply_slot& p, const reply& r);
   void tls_ready(std::uint64_t now, leg which, const tls_summary& tls);
   void upstream_tls_failed(std::uint64_t now, std::string_view reason);
-  void upstream_reconnected(std::uint64_t now);
+  // The new upstream connection of the fall-back is open; false when none was asked for.
+  bool upstream_reconnected(std::uint64_t now);
   void injection(std::uint64_t now, leg where, std::string_view detail);
 
   // A command of the relay's own goes upstream (without CRLF); its reply is the sequencer's.

@@ -3,6 +3,9 @@
 // Exit codes (README.md, "Command line"): 0 success, 1 the command found a problem, 2 usage or input error.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <filesystem>
+#include <string>
+#include <vector>
 
 namespace mailtap::cli {
 
@@ -13,5 +16,14 @@ inline constexpr int exit_usage = 2;
 void register_run(CLI::App& app, int& exit_code);
 void register_show(CLI::App& app, int& exit_code);
 void register_check_config(CLI::App& app, int& exit_code);
+void register_captures(CLI::App& app, int& exit_code);
+void register_diagnose(CLI::App& app, int& exit_code);
+
+// The captures a command-line name stands for (cli_show.cpp): a path, a session id within
+// `dir` (default: the run default), a directory (all its captures, in start order) or
+// "latest" (the newest in `dir`). A name that resolves to nothing comes back as itself, so
+// the reader's error names it; `error` is set when a directory cannot be listed or is empty.
+std::vector<std::filesystem::path> resolve_captures(const std::string& name, const std::string& dir,
+                                                    std::string& error);
 
 }  // namespace mailtap::cli

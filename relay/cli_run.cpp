@@ -1,5 +1,6 @@
 // `mailtap run`: embedded defaults, then --config, then flags; open the capture store,
-// start the relay and serve until SIGINT/SIGTERM.
+// start the relay, tell the service manager (READY=1), serve until SIGINT/SIGTERM; SIGHUP
+// builds the configuration again the same way and reloads the rules (relay/reload.hpp).
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -16,6 +17,8 @@
 #include "relay/config.hpp"
 #include "relay/log_limiter.hpp"
 #include "relay/metrics.hpp"
+#include "relay/notify.hpp"
+#include "relay/reload.hpp"
 #include "relay/server.hpp"
 
 namespace mailtap::cli {
@@ -26,8 +29,12 @@ struct run_flags {
   std::string config_file, listen, upstream, captures, admin, bare_eol, log_level;
   std::string listen_tls, upstream_tls, tls_cert, tls_key, upstream_ca, upstream_verify, upstream_fingerprint;
   std::string seed, max_sessions, threads;   // counts as text: see parse_count
+  std::string upstream_identity;
+  bool listen_proxy_protocol = false;
+  std::string captures_max_age, captures_max_bytes;
   std::vector<std::string> scenarios;
   bool upstream_insecure = false, upstream_implicit_tls = false;
+  bool transparent = false;
 };
 
 // The shutdown summary's error line: everything that went wrong on the relay's or the
@@ -107,6 +114,18 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     }
   }
   if (!f.captures.empty()) cfg.captures_dir = f.captures;
+  std::string retention_problem;
+  if (!f.captures_max_age.empty() &&
+      !(cfg.captures_max_age = parse_captures_max_age(f.captures_max_age, retention_problem))) {
+    error = "--captures-max-age '" + f.captures_max_age + "': " + retention_problem;
+    return false;
+  }
+  if (!f.captures_max_bytes.empty() &&
+      !(cfg.captures_max_bytes = parse_captures_max_bytes(f.captures_max_bytes, retention_problem))) {
+    error = "--captures-max-bytes '" + f.captures_max_bytes + "': " + retention_problem;
+    return false;
+  }
+  if (f.transparent) cfg.transparent = true;
   if (!f.bare_eol.empty()) {
     auto m = protocol::parse_bare_eol_mode(f.bare_eol);
     if (!m) {
@@ -171,6 +190,15 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     return false;
   }
   if (f.upstream_implicit_tls) cfg.tls.upstream_implicit = true;
+  if (!f.upstream_identity.empty()) {
+    auto mode = parse_upstream_identity(f.upstream_identity);
+    if (!mode) {
+      error = "--upstream-identity '" + f.upstream_identity + "': expected none, proxy_v1, proxy_v2 or xclient";
+      return false;
+    }
+    cfg.identity = *mode;
+  }
+  if (f.listen_proxy_protocol) cfg.listen_proxy_protocol = true;
   for (const auto& file : f.scenarios) {
     auto loaded = policies::load_scenario(file);
     if (!loaded.ok()) {
@@ -193,22 +221,38 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
                     "an integer from 0 (one per core) to " + std::to_string(max_threads_limit), cfg.threads, error);
 }
 
-int run(const run_flags& f) {
+// The configuration `mailtap run` serves: embedded defaults, the --config file, then the
+// flags (and --scenario files). The same at start and at each SIGHUP reload.
+std::optional<config> build_config(const run_flags& f, std::string& error) {
   config cfg;
-  std::string error;
   if (!f.config_file.empty()) {
     auto loaded = load_config_file(f.config_file, cfg, error);
-    if (!loaded) {
-      std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
-      return exit_usage;
-    }
+    if (!loaded) return std::nullopt;
     cfg = *loaded;
   }
-  if (!apply_flags(f, cfg, error)) {
+  if (!apply_flags(f, cfg, error)) return std::nullopt;
+  if (cfg.captures_dir.empty()) cfg.captures_dir = default_captures_dir();
+  if (cfg.identity == upstream_identity::proxy_v1 || cfg.identity == upstream_identity::proxy_v2) {
+    // The header goes before any TLS; with implicit upstream TLS the handshake would overtake it.
+    const char* problem = !cfg.upstream ? "needs an upstream: the built-in sink reads no PROXY header"
+                          : cfg.tls.upstream_implicit ? "cannot go with implicit upstream TLS (not supported)"
+                                                      : nullptr;
+    if (problem) {
+      error = "upstream_identity = " + std::string(to_string(cfg.identity)) + " " + problem;
+      return std::nullopt;
+    }
+  }
+  return cfg;
+}
+
+int run(const run_flags& f) {
+  std::string error;
+  auto built = build_config(f, error);
+  if (!built) {
     std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
     return exit_usage;
   }
-  if (cfg.captures_dir.empty()) cfg.captures_dir = default_captures_dir();
+  const config cfg = std::move(*built);
 
   auto logger = spdlog::stderr_color_mt("mailtap");
   spdlog::set_default_logger(logger);
@@ -216,7 +260,21 @@ int run(const run_flags& f) {
 
   // Declared before the store, which reports its write failures on its own thread until it is gone.
   log_limiter capture_warnings;
-  auto store = captures::store::open(cfg.captures_dir, error);
+  captures::store_options capture_options;
+  capture_options.fsync = cfg.captures_fsync;
+  capture_options.retain = {cfg.captures_max_age, cfg.captures_max_bytes};
+  capture_options.on_prune = [&capture_warnings](const captures::prune_result& r) {
+    if (r.removed > 0)
+      spdlog::info("captures: removed {} oldest finished capture(s), {} bytes, to stay within the retention limits; "
+                   "{} capture(s) left, {} bytes",
+                   r.removed, r.removed_bytes, r.kept, r.kept_bytes);
+    if (r.over_max_bytes)
+      warn_limited(capture_warnings, warn_kind::capture_write_failed,
+                   "captures: still above captures max_bytes: " + std::to_string(r.left_unfinished) +
+                       " capture(s) are in progress or unfinished and are never removed");
+    for (const auto& e : r.errors) warn_limited(capture_warnings, warn_kind::capture_write_failed, "captures: " + e);
+  };
+  auto store = captures::store::open(cfg.captures_dir, error, capture_options);
   if (!store) {
     std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
     return exit_usage;
@@ -241,6 +299,10 @@ int run(const run_flags& f) {
     std::fflush(stdout);
     spdlog::info("seed {}; {} fault rule(s) armed; admin API address reserved at {} (control plane not in this build)",
                  relay.seed(), cfg.faults.size(), cfg.admin.to_string());
+    reloader reloads([&f](std::string& why) { return build_config(f, why); }, cfg, relay.faults(), relay.metrics());
+    relay.on_reload([&reloads] { reloads.reload(); });
+    reloads.set_listening("listening on " + relay.listen_endpoint().to_string() + tls_listen);
+    notify::ready(reloads.status());
     relay.run();
     const auto& m = relay.metrics();
     spdlog::info("stopped: {} sessions, {} transactions, {} delivered, {} refused commands, {} ambiguous end-of-data",
@@ -251,14 +313,21 @@ int run(const run_flags& f) {
     if (auto decide_errors = relay.faults().decide_errors(); decide_errors > 0)
       spdlog::warn("fault_decide_errors {} (decisions that failed inside policies/ and fell back to proceed)",
                    decide_errors);
+    if (m.reloads_ok.load() + m.reloads_failed.load() > 0)
+      spdlog::log(m.reloads_failed.load() > 0 ? spdlog::level::warn : spdlog::level::info,
+                  "reloads: {} ok, {} failed", m.reloads_ok.load(), m.reloads_failed.load());
     if (m.blackholed.load() > 0)
       spdlog::warn("{} message(s) were answered 250 by a blackhole fault and delivered nowhere", m.blackholed.load());
+    if (cfg.listen_proxy_protocol)
+      spdlog::log(m.proxy_header_refused.load() > 0 ? spdlog::level::warn : spdlog::level::info,
+                  "listen_proxy_protocol: {} connection(s) refused without a valid PROXY protocol header",
+                  m.proxy_header_refused.load());
     errors = error_summary::of(m);
     errors.suppressed_warnings += capture_warnings.suppressed_total();
   }
   const auto& c = store->counters();
-  spdlog::info("captures: {} complete, {} incomplete, {} write failures", c.complete.load(), c.incomplete.load(),
-               c.write_failures.load());
+  spdlog::info("captures: {} complete, {} incomplete, {} write failures, {} removed by the retention limits",
+               c.complete.load(), c.incomplete.load(), c.write_failures.load(), c.pruned.load());
   errors.capture_write_failures = c.write_failures.load();
   errors.log();
   return code;
@@ -273,6 +342,10 @@ void register_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--listen", f->listen, "SMTP listen address HOST:PORT (default 127.0.0.1:2525; port 0 = any)");
   cmd->add_option("--upstream", f->upstream, "Upstream HOST:PORT, or 'builtin' for the built-in sink (default)");
   cmd->add_option("--captures", f->captures, "Capture directory (default ~/.local/state/mailtap/captures)");
+  cmd->add_option("--captures-max-age", f->captures_max_age,
+                  "Remove finished captures older than this, e.g. 168h (default: keep)");
+  cmd->add_option("--captures-max-bytes", f->captures_max_bytes,
+                  "Remove the oldest finished captures while the directory holds more, e.g. 10GiB (default: keep)");
   cmd->add_option("--admin", f->admin, "Admin API address (default 127.0.0.1:8025)");
   cmd->add_option("--scenario", f->scenarios, "Fault scenario file (policies/scenarios/*.toml); repeatable");
   cmd->add_option("--seed", f->seed, "Master seed for reproducible faults, 0 to 2^64-1 (default: random, logged)");
@@ -298,6 +371,20 @@ void register_run(CLI::App& app, int& exit_code) {
                   "Pin the upstream certificate: sha256:HEX (colons optional); a mismatch fails TLS");
   cmd->add_flag("--upstream-insecure", f->upstream_insecure, "Same as --upstream-verify none (recorded in captures)");
   cmd->add_flag("--upstream-implicit-tls", f->upstream_implicit_tls, "The upstream speaks TLS from connect (SMTPS, port 465)");
+  cmd->add_option("--upstream-identity", f->upstream_identity,
+                  "Tell the upstream who the client is: none (default), proxy_v1 or proxy_v2 (a PROXY protocol "
+                  "header first on each upstream connection, for Postfix smtpd_upstream_proxy_protocol=haproxy) "
+                  "or xclient (XCLIENT when the upstream offers it, Postfix smtpd_authorized_xclient_hosts)");
+  cmd->add_flag("--listen-proxy-protocol", f->listen_proxy_protocol,
+                "Every connection starts with a load balancer's PROXY protocol header (v1 or v2) naming the "
+                "client; one without a valid header gets 421 and is closed");
+  cmd->add_flag("--transparent", f->transparent,
+                "Relay each connection to its original destination (SO_ORIGINAL_DST after an nftables/iptables "
+                "REDIRECT); connections addressed to mailtap itself go to --upstream");
+  cmd->footer("Signals: SIGTERM or SIGINT drains the sessions and stops (a second one stops at once); SIGHUP "
+              "reloads the --config and scenario files: new sessions get the new [[fault]] rules, sessions in "
+              "flight keep theirs, a bad file keeps the running rules. Under systemd (Type=notify) it reports "
+              "READY=1, RELOADING=1 and STOPPING=1.");
   cmd->callback([f, &exit_code] { exit_code = run(*f); });
 }
 

@@ -41,6 +41,23 @@ std::vector<fs::path> captures_in(const fs::path& dir, std::string& error) {
   return out;
 }
 
+// Prints one capture; false (and a line on stderr) when it cannot be read.
+bool show_one(const fs::path& path, bool json, bool separate) {
+  std::string error;
+  auto cap = captures::read_capture(path, error);
+  if (!cap) {
+    std::fprintf(stderr, "mailtap show: %s\n", error.c_str());
+    return false;
+  }
+  // Several captures: JSON Lines (one document each), or text reports with a blank line between.
+  if (json) std::cout << captures::render_json(*cap) << "\n";
+  else std::cout << (separate ? "\n" : "") << captures::render_text(*cap);
+  std::cout.flush();
+  return true;
+}
+
+}  // namespace
+
 // A capture is named by its path, by its session id within --dir (default captures dir), by
 // a directory (all its captures) or by "latest" (the newest in --dir). Unresolvable names
 // come back as themselves, so the reader's error names them.
@@ -64,23 +81,6 @@ std::vector<fs::path> resolve_captures(const std::string& name, const std::strin
     if (fs::exists(candidate, ec)) return {candidate};
   return {p};
 }
-
-// Prints one capture; false (and a line on stderr) when it cannot be read.
-bool show_one(const fs::path& path, bool json, bool separate) {
-  std::string error;
-  auto cap = captures::read_capture(path, error);
-  if (!cap) {
-    std::fprintf(stderr, "mailtap show: %s\n", error.c_str());
-    return false;
-  }
-  // Several captures: JSON Lines (one document each), or text reports with a blank line between.
-  if (json) std::cout << captures::render_json(*cap) << "\n";
-  else std::cout << (separate ? "\n" : "") << captures::render_text(*cap);
-  std::cout.flush();
-  return true;
-}
-
-}  // namespace
 
 void register_show(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("show", "Print captures: transcript with timestamps and a stage waterfall");

@@ -37,6 +37,14 @@ std::optional<upstream_verify> parse_upstream_verify(std::string_view name);
 // "AB:CD:..." form captures record. std::nullopt and a one-line error when malformed.
 std::optional<std::string> parse_sha256_fingerprint(std::string_view text, std::string& error);
 
+// How the upstream learns the original client (issue 13): not at all, a PROXY protocol
+// header at the start of each upstream connection (haproxy's proxy-protocol.txt; Postfix
+// smtpd_upstream_proxy_protocol = haproxy), or XCLIENT when the upstream offers it (Postfix
+// smtpd_authorized_xclient_hosts). relay/client_identity.hpp writes it.
+enum class upstream_identity { none, proxy_v1, proxy_v2, xclient };
+std::string_view to_string(upstream_identity mode);
+std::optional<upstream_identity> parse_upstream_identity(std::string_view name);
+
 // TLS on both legs (issue 3). With no cert/key, a self-signed pair is generated in
 // state_dir on first start and reused.
 struct tls_config {
@@ -73,6 +81,13 @@ struct config {
   std::optional<endpoint> upstream;
   endpoint admin{"127.0.0.1", 8025};
   std::filesystem::path captures_dir;          // default: default_captures_dir()
+  // fdatasync each capture before the end-of-data reply is released ([captures] fsync;
+  // README "Captures" gives the cost). Off: records survive a crash of mailtap, not of the host.
+  bool captures_fsync = false;
+  // Retention ([captures] max_age, max_bytes; --captures-max-age, --captures-max-bytes):
+  // finished captures past them are removed, oldest first (captures/retention.hpp). Unset: kept.
+  std::optional<std::chrono::seconds> captures_max_age;
+  std::optional<std::uint64_t> captures_max_bytes;
   std::vector<std::filesystem::path> scenarios;
   // Fault rules: [[fault]] tables of this file, then those of each scenario file, then
   // --scenario files (policies/README.md).
@@ -87,6 +102,13 @@ struct config {
   std::string relay_name = "mailtap";
   std::string log_level = "info";
   bool record_auth_username = false;           // AUTH usernames in captures (never secrets)
+  upstream_identity identity = upstream_identity::none;   // key upstream_identity
+  // Every connection starts with a load balancer's PROXY header naming the real client
+  // (relay/proxy_listener.hpp); one without a valid header is refused with 421.
+  bool listen_proxy_protocol = false;
+  // Each connection's upstream is its original destination (SO_ORIGINAL_DST after an
+  // nftables/iptables REDIRECT); one addressed to mailtap itself goes to `upstream`.
+  bool transparent = false;
   tls_config tls;
   sink_config sink;
 };
@@ -109,6 +131,12 @@ std::filesystem::path default_state_dir();
 // $MAILTAP_CAPTURES if set, else $XDG_STATE_HOME/mailtap/captures, else
 // ~/.local/state/mailtap/captures, else ./mailtap-captures.
 std::filesystem::path default_captures_dir();
+
+// The retention flags (`run --captures-max-age`, `captures prune --max-age`, and the -bytes
+// ones): a duration string ("168h", "30m") and a size ("500MB", "10GiB", or bytes). nullopt
+// and a one-line problem when malformed.
+std::optional<std::chrono::seconds> parse_captures_max_age(std::string_view text, std::string& problem);
+std::optional<std::uint64_t> parse_captures_max_bytes(std::string_view text, std::string& problem);
 
 // Reads a TOML file over `base`. On error returns std::nullopt and sets `error` to one line:
 // "FILE:LINE: key 'KEY': problem".

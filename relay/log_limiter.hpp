@@ -19,8 +19,9 @@ enum class warn_kind : unsigned char {
   capture_write_failed,
   max_sessions,
   accept_failed,
+  proxy_header_refused,
 };
-inline constexpr std::size_t warn_kind_count = 5;
+inline constexpr std::size_t warn_kind_count = 6;
 
 class log_limiter {
  public:

@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "mailtap/version.hpp"
 #include "relay/cli.hpp"
 
 namespace {
@@ -31,11 +32,13 @@ bool names_unknown_subcommand(const CLI::App& app, int argc, char** argv) {
 int main(int argc, char** argv) {
   CLI::App app{"mailtap: an inline SMTP relay that records, times, breaks and replays mail conversations"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "mailtap " MAILTAP_VERSION);
+  app.set_version_flag("--version", std::string(mailtap::name_and_version));
   int exit_code = mailtap::cli::exit_ok;
   mailtap::cli::register_run(app, exit_code);
   mailtap::cli::register_show(app, exit_code);
   mailtap::cli::register_check_config(app, exit_code);
+  mailtap::cli::register_captures(app, exit_code);
+  mailtap::cli::register_diagnose(app, exit_code);
   if (names_unknown_subcommand(app, argc, argv)) return mailtap::cli::exit_usage;
   try {
     app.parse(argc, argv);

@@ -1,5 +1,9 @@
-// Listener, session registry, signals and drain.
+// Listener, session registry, signals (SIGTERM/SIGINT: drain; SIGHUP: reload) and the drain.
 #include "relay/server.hpp"
+
+#include "relay/accept_loop.hpp"
+#include "relay/original_destination.hpp"
+#include "relay/proxy_listener.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -7,11 +11,14 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <random>
 #include <thread>
+
+#include "relay/notify.hpp"
 
 namespace mailtap {
 
@@ -21,16 +28,25 @@ using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
 
+namespace {
+// After the drain deadline's 421, how long sessions get to write it and close their records.
+constexpr auto abort_grace = 200ms;
+}  // namespace
+
 server::server(const config& cfg, captures::store* store) : cfg_(cfg), store_(store) {
   std::size_t threads = cfg.threads != 0 ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
   for (std::size_t i = 0; i < threads; ++i) contexts_.push_back(std::make_unique<asio::io_context>(1));
+  sessions_closed_.emplace(contexts_.front()->get_executor());
 }
 
 server::~server() {
   // Sessions hold capture handles: destroy them (with the io_contexts) before the store goes.
   sink_.reset();
+  sessions_closed_.reset();
   acceptor_.reset();
   tls_acceptor_.reset();
+  stop_signals_.reset();
+  reload_signals_.reset();
   contexts_.clear();
 }
 
@@ -89,8 +105,8 @@ bool server::listen_on(tcp::acceptor& acceptor, const endpoint& where, std::stri
 
 bool server::start(std::string& error) {
   if (!start_tls(error)) return false;
-  ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, {}, cfg_.seed,
-                                                          client_tls_.get(), upstream_tls_.get(), !cfg_.upstream});
+  ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, cfg_.seed,
+                                                          client_tls_.get(), upstream_tls_.get(), nullptr, {}, {}});
   if (ctx_->master_seed == 0) ctx_->master_seed = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
   faults_ = policies::make_engine(ctx_->master_seed);
   if (auto problem = faults_->add_all(cfg_.faults)) {
@@ -98,9 +114,13 @@ bool server::start(std::string& error) {
     return false;
   }
   ctx_->faults = faults_.get();
+  ctx_->session_closed = [this] {
+    // Only a drain waits for sessions to end: no cross-thread wake-up otherwise.
+    if (draining_.load() && metrics_.sessions_active.load() == 0)
+      asio::post(*contexts_.front(), [this] { sessions_closed_->notify(); });
+  };
   if (cfg_.upstream) {
-    ctx_->upstream = *cfg_.upstream;
-    ctx_->upstream_label = cfg_.upstream->to_string();
+    ctx_->upstream = {*cfg_.upstream, cfg_.upstream->to_string(), false};
   } else {
     protocol::sink_options sink_opts;
     sink_opts.offer_starttls = true;
@@ -109,19 +129,21 @@ bool server::start(std::string& error) {
     sink_ = std::make_unique<sink_server>(*contexts_.front(), sink_opts, &client_tls_->ctx, &metrics_);
     auto bound = sink_->start(error);
     if (!bound) return false;
-    ctx_->upstream = *bound;
-    ctx_->upstream_label = "builtin";
+    ctx_->upstream = {*bound, "builtin", true};
   }
   acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
   if (!listen_on(*acceptor_, cfg_.listen, error)) return false;
   ctx_->listen_label = listen_endpoint().to_string();
-  asio::co_spawn(*contexts_.front(), accept_loop(*acceptor_, false), asio::detached);
+  asio::co_spawn(*contexts_.front(), accept_on(*acceptor_, false), asio::detached);
   if (cfg_.tls.listen) {
     tls_acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
     if (!listen_on(*tls_acceptor_, *cfg_.tls.listen, error)) return false;
-    asio::co_spawn(*contexts_.front(), accept_loop(*tls_acceptor_, true), asio::detached);
+    asio::co_spawn(*contexts_.front(), accept_on(*tls_acceptor_, true), asio::detached);
   }
+  stop_signals_ = std::make_unique<asio::signal_set>(*contexts_.front(), SIGINT, SIGTERM);
+  reload_signals_ = std::make_unique<asio::signal_set>(*contexts_.front(), SIGHUP);
   asio::co_spawn(*contexts_.front(), wait_for_signals(), asio::detached);
+  asio::co_spawn(*contexts_.front(), wait_for_reloads(), asio::detached);
   return true;
 }
 
@@ -156,63 +178,108 @@ void server::stop_all() {
   for (auto& io : contexts_) io->stop();
 }
 
-asio::awaitable<void> server::accept_loop(tcp::acceptor& acceptor, bool implicit_tls) {
+asio::awaitable<void> server::accept_on(tcp::acceptor& acceptor, bool implicit_tls) {
   std::size_t next = implicit_tls ? 1 : 0;
-  for (;;) {
-    auto& target = *contexts_[next++ % contexts_.size()];
-    auto [ec, socket] = co_await acceptor.async_accept(target, as_tuple(use_awaitable));
-    if (!acceptor.is_open()) co_return;
-    if (ec) {
-      // EMFILE and the like: count, back off, keep serving (never exit on accept errors). The
-      // failure repeats every pause while it lasts, so its warning is rate-limited.
-      ++metrics_.accept_errors;
-      warn_limited(metrics_.warnings, warn_kind::accept_failed,
-                   "accept failed: " + ec.message() + " (" + std::to_string(metrics_.sessions_active.load()) +
-                       " sessions open; new connections wait in the listen queue)");
-      asio::steady_timer pause(*contexts_.front(), 100ms);
-      co_await pause.async_wait(as_tuple(use_awaitable));
-      continue;
-    }
-    ++metrics_.sessions_accepted;
-    if (metrics_.sessions_active.load() >= cfg_.max_sessions) {
-      ++metrics_.sessions_refused_max;
-      // The refused connection gets the id it would have had, so the warning names it.
-      boost::system::error_code pec;
-      const auto peer = socket.remote_endpoint(pec);
-      warn_limited(metrics_.warnings, warn_kind::max_sessions,
-                   "session " + make_session_id(++session_number_) + ": connection from " +
-                       (pec ? std::string("unknown") : endpoint{peer.address().to_string(), peer.port()}.to_string()) +
-                       " refused with 421: max_sessions (" + std::to_string(cfg_.max_sessions) + ") reached");
-      std::string busy = "421 4.3.2 " + cfg_.relay_name + " too many sessions, try again later\r\n";
-      boost::system::error_code ig;
-      socket.non_blocking(true, ig);
-      socket.write_some(asio::buffer(busy), ig);
-      socket.shutdown(tcp::socket::shutdown_send, ig);
-      socket.close(ig);
-      continue;
-    }
-    auto s = std::make_shared<session>(std::move(socket), *ctx_, ++session_number_, implicit_tls);
-    {
-      std::lock_guard lock(sessions_mutex_);
-      std::erase_if(sessions_, [](const std::weak_ptr<session>& w) { return w.expired(); });
-      sessions_.push_back(s);
-    }
-    s->start();
+  accept_handlers handlers;
+  handlers.context_for_next = [this, next]() mutable -> asio::io_context& { return *contexts_[next++ % contexts_.size()]; };
+  handlers.failed = [this](const boost::system::error_code& ec) {
+    // The failure repeats every backoff while it lasts, so its warning is rate-limited.
+    ++metrics_.accept_errors;
+    warn_limited(metrics_.warnings, warn_kind::accept_failed,
+                 "accept failed: " + ec.message() + " (" + std::to_string(metrics_.sessions_active.load()) +
+                     " sessions open; new connections wait in the listen queue)");
+  };
+  handlers.serve = [this, implicit_tls](tcp::socket socket) { admit(std::move(socket), implicit_tls); };
+  co_await accept_loop(acceptor, std::move(handlers));
+}
+
+void server::admit(tcp::socket socket, bool implicit_tls) {
+  ++metrics_.sessions_accepted;
+  if (metrics_.sessions_active.load() >= cfg_.max_sessions) {
+    ++metrics_.sessions_refused_max;
+    // The refused connection gets the id it would have had, so the warning names it.
+    boost::system::error_code pec;
+    const auto peer = socket.remote_endpoint(pec);
+    warn_limited(metrics_.warnings, warn_kind::max_sessions,
+                 "session " + make_session_id(++session_number_) + ": connection from " +
+                     (pec ? std::string("unknown") : endpoint{peer.address().to_string(), peer.port()}.to_string()) +
+                     " refused with 421: max_sessions (" + std::to_string(cfg_.max_sessions) + ") reached");
+    std::string busy = "421 4.3.2 " + cfg_.relay_name + " too many sessions, try again later\r\n";
+    boost::system::error_code ig;
+    socket.non_blocking(true, ig);
+    socket.write_some(asio::buffer(busy), ig);
+    socket.shutdown(tcp::socket::shutdown_send, ig);
+    socket.close(ig);
+    return;
   }
+  const auto number = ++session_number_;
+  std::optional<upstream_target> original;
+  if (cfg_.transparent) {
+    boost::system::error_code lec;
+    auto local = socket.local_endpoint(lec);
+    if (!lec) original = intercepted_target(socket.native_handle(), local);
+  }
+  auto start = [this, number, implicit_tls, original](tcp::socket connection, client_identity who) {
+    auto executor = connection.get_executor();
+    launch(std::make_shared<session>(executor, std::make_unique<tcp_pipe>(std::move(connection)), *ctx_, number,
+                                     who, implicit_tls, original));
+  };
+  if (cfg_.listen_proxy_protocol) {
+    // The session starts once the balancer's header has named the client (proxy_listener.hpp).
+    auto executor = socket.get_executor();
+    asio::co_spawn(executor, admit_behind_proxy(std::move(socket), "session " + make_session_id(number),
+                                                cfg_.relay_name, metrics_, start),
+                   asio::detached);
+    return;
+  }
+  auto who = identity_of(socket);
+  start(std::move(socket), std::move(who));
+}
+
+void server::launch(std::shared_ptr<session> s) {
+  {
+    std::lock_guard lock(sessions_mutex_);
+    std::erase_if(sessions_, [](const std::weak_ptr<session>& w) { return w.expired(); });
+    sessions_.push_back(s);
+  }
+  s->start();
+}
+
+// Transparent interception: a redirected connection goes where its client sent it; one
+// addressed to mailtap itself goes to the configured upstream.
+std::optional<upstream_target> server::intercepted_target(int fd, const tcp::endpoint& local) {
+  auto original = original_destination(fd, local);
+  if (!original) return std::nullopt;
+  ++metrics_.sessions_intercepted;
+  endpoint where{original->address().to_string(), original->port()};
+  return upstream_target{where, where.to_string(), false};
 }
 
 asio::awaitable<void> server::wait_for_signals() {
-  asio::signal_set signals(*contexts_.front(), SIGINT, SIGTERM);
+  auto& signals = *stop_signals_;
   co_await signals.async_wait(as_tuple(use_awaitable));
   spdlog::info("signal received: draining {} session(s), deadline {} s", metrics_.sessions_active.load(),
                std::chrono::duration_cast<std::chrono::seconds>(cfg_.drain_timeout).count());
+  notify::stopping("draining " + std::to_string(metrics_.sessions_active.load()) + " session(s)");
+  reload_signals_->cancel();
   asio::co_spawn(*contexts_.front(), drain(), asio::detached);
   co_await signals.async_wait(as_tuple(use_awaitable));
   spdlog::warn("second signal: stopping now");
   stop_all();
 }
 
+asio::awaitable<void> server::wait_for_reloads() {
+  for (;;) {
+    auto [ec, number] = co_await reload_signals_->async_wait(as_tuple(use_awaitable));
+    if (ec) co_return;   // cancelled: the drain has begun
+    (void)number;
+    if (reload_handler_) reload_handler_();
+    else spdlog::warn("SIGHUP: no reload handler, ignored");
+  }
+}
+
 asio::awaitable<void> server::drain() {
+  draining_ = true;   // from now on each session's end tells sessions_closed_
   boost::system::error_code ig;
   acceptor_->close(ig);
   if (tls_acceptor_) tls_acceptor_->close(ig);
@@ -224,21 +291,17 @@ asio::awaitable<void> server::drain() {
   }
   for (auto& s : live) s->drain();
   live.clear();
-  auto deadline = std::chrono::steady_clock::now() + cfg_.drain_timeout;
-  asio::steady_timer tick(*contexts_.front());
-  while (metrics_.sessions_active.load() > 0 && std::chrono::steady_clock::now() < deadline) {
-    tick.expires_after(50ms);
-    co_await tick.async_wait(as_tuple(use_awaitable));
-  }
-  if (metrics_.sessions_active.load() > 0) {
+  auto all_closed = [this] { return metrics_.sessions_active.load() == 0; };
+  co_await sessions_closed_->wait_until(all_closed, std::chrono::steady_clock::now() + cfg_.drain_timeout);
+  if (!all_closed()) {
     spdlog::warn("drain deadline passed: closing {} session(s)", metrics_.sessions_active.load());
     {
       std::lock_guard lock(sessions_mutex_);
       for (auto& w : sessions_)
         if (auto s = w.lock()) s->abort();
     }
-    tick.expires_after(200ms);
-    co_await tick.async_wait(as_tuple(use_awaitable));
+    // Their 421 is written and their records closed within this much.
+    co_await sessions_closed_->wait_until(all_closed, std::chrono::steady_clock::now() + abort_grace);
   }
   if (sink_) sink_->stop();
   stop_all();

@@ -1,12 +1,16 @@
 // The running relay: a pool of io_contexts (one thread each), the SMTP listener, the
 // built-in sink when no upstream is configured, the live-session registry and the
 // SIGTERM/SIGINT drain (stop accepting -> 421 to idle sessions -> let in-flight
-// transactions finish until the drain deadline -> close what is left).
+// transactions finish until the drain deadline -> close what is left), and SIGHUP, handed
+// to the reload handler (relay/reload.hpp). The signals are caught from start() on.
 // Threading: start() and run() from the main thread; everything else on the pool.
 #pragma once
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,6 +24,7 @@
 #include "relay/session.hpp"
 #include "relay/sink_server.hpp"
 #include "relay/tls_context.hpp"
+#include "relay/wake_signal.hpp"
 
 namespace mailtap {
 
@@ -33,19 +38,30 @@ class server {
   endpoint listen_endpoint() const;
   std::optional<endpoint> listen_tls_endpoint() const;
   const server_tls* client_tls() const { return client_tls_.get(); }
-  const std::string& upstream_label() const { return ctx_->upstream_label; }
+  const std::string& upstream_label() const { return ctx_->upstream.label; }
   std::uint64_t seed() const { return ctx_->master_seed; }
+  // Called on the first io_context's thread at each SIGHUP; set before run(). Without one,
+  // SIGHUP is logged and ignored.
+  void on_reload(std::function<void()> handler) { reload_handler_ = std::move(handler); }
   // Serves until a signal's drain completes.
   void run();
   const relay_metrics& metrics() const { return metrics_; }
-  // The fault engine: rules may be added and removed while the relay runs (thread-safe).
+  relay_metrics& metrics() { return metrics_; }
+  // The fault engine: rules may be added, removed or replaced while the relay runs (thread-safe).
   policies::engine& faults() { return *faults_; }
 
  private:
-  boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor, bool implicit_tls);
+  boost::asio::awaitable<void> accept_on(boost::asio::ip::tcp::acceptor& acceptor, bool implicit_tls);
+  // A new connection: a session (once a PROXY header named the client, with
+  // listen_proxy_protocol), or a 421 when max_sessions are open.
+  void admit(boost::asio::ip::tcp::socket socket, bool implicit_tls);
+  // Registers a new session (for the drain) and starts it.
+  void launch(std::shared_ptr<session> s);
+  std::optional<upstream_target> intercepted_target(int fd, const boost::asio::ip::tcp::endpoint& local);
   bool listen_on(boost::asio::ip::tcp::acceptor& acceptor, const endpoint& where, std::string& error);
   bool start_tls(std::string& error);
   boost::asio::awaitable<void> wait_for_signals();
+  boost::asio::awaitable<void> wait_for_reloads();
   boost::asio::awaitable<void> drain();
   void stop_all();
 
@@ -60,9 +76,17 @@ class server {
   std::unique_ptr<sink_server> sink_;
   std::unique_ptr<policies::engine> faults_;
   std::unique_ptr<relay_context> ctx_;
+  // Registered in start(), before the listeners are announced: a SIGHUP sent by a service
+  // manager right after READY=1 is a reload, never the default action (termination).
+  std::unique_ptr<boost::asio::signal_set> stop_signals_;
+  std::unique_ptr<boost::asio::signal_set> reload_signals_;
+  std::function<void()> reload_handler_;
   std::uint64_t session_number_ = 0;   // accept loops run on contexts_[0] only
   std::mutex sessions_mutex_;
   std::vector<std::weak_ptr<session>> sessions_;
+  std::atomic<bool> draining_{false};
+  // The last session ended during a drain (relay_context::session_closed): the drain's wait.
+  std::optional<wake_signal> sessions_closed_;
 };
 
 }  // namespace mailtap

@@ -1,6 +1,9 @@
 // Built-in sink: accept loop and per-connection coroutine.
 #include "relay/sink_server.hpp"
 
+#include "relay/accept_loop.hpp"
+#include "relay/leg_stream.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <array>
@@ -20,6 +23,11 @@ using asio::as_tuple;
 using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 
+namespace {
+// A client that has not finished its TLS handshake by then is dropped.
+constexpr std::chrono::seconds handshake_limit{30};
+}  // namespace
+
 sink_server::sink_server(asio::io_context& io, protocol::sink_options options, asio::ssl::context* tls,
                          relay_metrics* metrics)
     : io_(io), acceptor_(io), options_(std::move(options)), tls_(tls), metrics_(metrics) {
@@ -37,7 +45,7 @@ std::optional<endpoint> sink_server::start(std::string& error) {
     return std::nullopt;
   }
   auto bound = acceptor_.local_endpoint();
-  asio::co_spawn(io_, accept_loop(), asio::detached);
+  asio::co_spawn(io_, accept_on(), asio::detached);
   return endpoint{bound.address().to_string(), bound.port()};
 }
 
@@ -46,83 +54,84 @@ void sink_server::stop() {
   acceptor_.close(ig);
 }
 
-asio::awaitable<void> sink_server::accept_loop() {
+asio::awaitable<void> sink_server::accept_on() {
   std::uint64_t next_id = 0;
-  for (;;) {
-    auto [ec, socket] = co_await acceptor_.async_accept(as_tuple(use_awaitable));
-    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
-    if (ec) {
-      // EMFILE and friends: back off instead of spinning (accept errors never end the listener).
-      // Out of descriptors, this repeats ten times a second: rate-limited like the listener's.
-      if (metrics_) {
-        ++metrics_->accept_errors;
-        warn_limited(metrics_->warnings, warn_kind::accept_failed, "built-in sink: accept failed: " + ec.message());
-      } else {
-        spdlog::warn("built-in sink: accept failed: {}", ec.message());
-      }
-      asio::steady_timer pause(io_, std::chrono::milliseconds(100));
-      co_await pause.async_wait(as_tuple(use_awaitable));
-      continue;
+  accept_handlers handlers;
+  handlers.context_for_next = [this]() -> asio::io_context& { return io_; };
+  handlers.failed = [this](const boost::system::error_code& ec) {
+    // Out of descriptors, this repeats every backoff: rate-limited like the listener's.
+    if (metrics_) {
+      ++metrics_->accept_errors;
+      warn_limited(metrics_->warnings, warn_kind::accept_failed, "built-in sink: accept failed: " + ec.message());
+    } else {
+      spdlog::warn("built-in sink: accept failed: {}", ec.message());
     }
+  };
+  handlers.serve = [this, &next_id](tcp::socket socket) {
     asio::co_spawn(io_, serve(std::move(socket), ++next_id), asio::detached);
-  }
+  };
+  co_await accept_loop(acceptor_, std::move(handlers));
 }
 
+// One connection: the machine's actions are carried out in order (replies queued, then a
+// handshake or a close once they are written), then the next read.
 asio::awaitable<void> sink_server::serve(tcp::socket socket, std::uint64_t id) {
-  using namespace asio::experimental::awaitable_operators;
-  static thread_local std::array<char, 64 * 1024> buffer;
-  boost::system::error_code ec;
-  socket.set_option(tcp::no_delay(true), ec);
-  socket.non_blocking(true, ec);
+  using protocol::leg;
+  leg_stream client(std::make_unique<tcp_pipe>(std::move(socket)));
   protocol::sink_fsm fsm(options_, id);
-  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;
-  std::unique_ptr<std::array<char, 16 * 1024>> tls_buffer;
-  std::string out = fsm.greeting();
-  bool open = true;
-  while (open) {
-    if (!out.empty()) {
-      auto [wec, n] = tls ? co_await asio::async_write(*tls, asio::buffer(out), as_tuple(use_awaitable))
-                          : co_await asio::async_write(socket, asio::buffer(out), as_tuple(use_awaitable));
-      if (wec) co_return;
-      out.clear();
+  fsm.on_start();
+  for (;;) {
+    for (auto& a : fsm.take_actions()) {
+      std::visit(protocol::overloaded{
+                     [&](protocol::send_bytes& b) { client.pending += b.bytes; },
+                     [&](const protocol::start_tls&) { client.tls_requested = true; },
+                     [&](const protocol::close_leg& c) {
+                       client.close_requested = true;
+                       client.reset_requested = c.reset;
+                     },
+                     // The sink has one leg, no timers, no faults and no recorder: it never asks these.
+                     [](const protocol::arm_timer&) {}, [](const protocol::arm_fault_timer&) {},
+                     [](const protocol::shape_leg&) {}, [](const protocol::segment_break&) {},
+                     [](const protocol::reconnect_upstream&) {}, [](const protocol::connect_upstream&) {},
+                     [](const protocol::capture_barrier&) {}, [](const protocol::pause_reading&) {},
+                 },
+                 a);
     }
-    if (fsm.take_tls_request()) {   // the 220 is out: handshake as the server
-      tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket, *tls_);
-      asio::steady_timer limit(io_, std::chrono::seconds(30));
-      auto r = co_await (tls->async_handshake(asio::ssl::stream_base::server, as_tuple(use_awaitable)) ||
-                         limit.async_wait(as_tuple(use_awaitable)));
-      if (r.index() == 1 || std::get<0>(std::get<0>(r))) {
+    if (!client.pending.empty() && co_await client.flush()) co_return;
+    if (client.close_requested) break;
+    if (std::exchange(client.tls_requested, false)) {   // the 220 is out: handshake as the server
+      if (co_await handshake(client)) {
+        fsm.on_tls_ready();
+      } else {
         spdlog::debug("built-in sink: TLS handshake failed");
-        co_return;
+        fsm.on_tls_failed();
       }
-      tls_buffer = std::make_unique<std::array<char, 16 * 1024>>();
-      fsm.tls_started();
       continue;
     }
-    std::size_t n = 0;
-    const char* data = buffer.data();
-    if (tls) {
-      auto [rec, got] = co_await tls->async_read_some(asio::buffer(*tls_buffer), as_tuple(use_awaitable));
-      if (rec) break;
-      n = got;
-      data = tls_buffer->data();
-    } else {
-      auto [rec] = co_await socket.async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
-      if (rec) co_return;
-      n = socket.read_some(asio::buffer(buffer), ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
-      if (ec) break;
-    }
+    auto [ec, bytes, again] = co_await client.read_some();
+    if (again) continue;
+    if (ec) break;
     std::uint64_t before = fsm.messages_accepted();
-    open = fsm.feed(std::string_view(data, n), out);
+    fsm.on_client_bytes(bytes);
     accepted_ += fsm.messages_accepted() - before;
   }
-  if (!out.empty()) {
-    if (tls) co_await asio::async_write(*tls, asio::buffer(out), as_tuple(use_awaitable));
-    else co_await asio::async_write(socket, asio::buffer(out), as_tuple(use_awaitable));
+  client.shutdown_send();
+  client.close(client.reset_requested);
+}
+
+asio::awaitable<bool> sink_server::handshake(leg_stream& client) {
+  using namespace asio::experimental::awaitable_operators;
+  auto* tls = client.begin_tls(*tls_);
+  if (!tls) co_return false;
+  asio::steady_timer limit(io_, handshake_limit);
+  auto r = co_await (tls->async_handshake(asio::ssl::stream_base::server, as_tuple(use_awaitable)) ||
+                     limit.async_wait(as_tuple(use_awaitable)));
+  if (r.index() == 1 || std::get<0>(std::get<0>(r))) {
+    client.drop_tls();
+    co_return false;
   }
-  socket.shutdown(tcp::socket::shutdown_send, ec);
-  socket.close(ec);
+  client.handshake_done();
+  co_return true;
 }
 
 }  // namespace mailtap

@@ -19,6 +19,8 @@ class context;
 
 namespace mailtap {
 
+class leg_stream;
+
 class sink_server {
  public:
   // `tls`: the server context for STARTTLS (null: STARTTLS is not offered). `metrics`: where
@@ -31,8 +33,10 @@ class sink_server {
   std::uint64_t messages_accepted() const { return accepted_.load(); }
 
  private:
-  boost::asio::awaitable<void> accept_loop();
+  boost::asio::awaitable<void> accept_on();
   boost::asio::awaitable<void> serve(boost::asio::ip::tcp::socket socket, std::uint64_t id);
+  // The server side of STARTTLS on `client`: true once it is secured.
+  boost::asio::awaitable<bool> handshake(leg_stream& client);
 
   boost::asio::io_context& io_;
   boost::asio::ip::tcp::acceptor acceptor_;

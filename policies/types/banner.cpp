@@ -8,7 +8,7 @@ namespace {
 
 using params = banner_params;
 
-void read(param_reader& r, type_params& tp) {
+void read(table_reader& r, type_params& tp) {
   auto& p = std::get<params>(tp);
   if (r.key() == "mask") {
     if (auto b = r.boolean()) p.mask = *b;
@@ -17,7 +17,7 @@ void read(param_reader& r, type_params& tp) {
   }
 }
 
-void finish(param_reader& r, type_params& tp) {
+void finish(table_reader& r, type_params& tp) {
   const auto& p = std::get<params>(tp);
   if (r.has("mask") && r.has("text")) return r.fail_key("text", "choose 'mask = true' or 'text', not both");
   if (!r.has("text") && !p.mask && !r.failed()) r.fail_key("mask", "type 'banner' needs 'mask = true' or 'text'");

@@ -13,7 +13,7 @@ using params = blackhole_params;
 // Ten upper-case hex digits, like a Postfix short queue id.
 constexpr int queue_id_digits = 10;
 
-void read(param_reader& r, type_params& tp) {
+void read(table_reader& r, type_params& tp) {
   if (auto t = r.text(limits::reply_text_chars)) std::get<params>(tp).text = *t;
 }
 

@@ -1,5 +1,6 @@
 // capabilities (phase ehlo, reply stage): the EHLO reply the client sees is edited:
 // keywords stripped, keywords masked (ASA: STARTTLS shown as XXXXXXXA), SIZE's parameter set.
+#include "policies/limits.hpp"
 #include "policies/types/types.hpp"
 
 namespace mailtap::policies::types {
@@ -10,19 +11,19 @@ using params = capabilities_params;
 // SIZE's parameter is a decimal count of octets (RFC 1870); 0 means "no fixed limit".
 constexpr std::int64_t max_size_parameter = 1'000'000'000'000'000;
 
-void read(param_reader& r, type_params& tp) {
+void read(table_reader& r, type_params& tp) {
   auto& p = std::get<params>(tp);
   const auto k = r.key();
   if (k == "strip") {
-    if (auto w = r.words()) p.strip = std::move(*w);
+    if (auto w = r.words(limits::words_per_list, limits::word_chars)) p.strip = std::move(*w);
   } else if (k == "mask") {
-    if (auto w = r.words()) p.mask = std::move(*w);
+    if (auto w = r.words(limits::words_per_list, limits::word_chars)) p.mask = std::move(*w);
   } else if (k == "size") {
     if (auto v = r.integer(0, max_size_parameter)) p.size = static_cast<std::uint64_t>(*v);
   }
 }
 
-void finish(param_reader& r, type_params&) {
+void finish(table_reader& r, type_params&) {
   if (!r.has("strip") && !r.has("mask") && !r.has("size"))
     r.fail_key("strip", "type 'capabilities' needs 'strip', 'mask' or 'size'");
 }

@@ -46,7 +46,7 @@ bool valid_enhanced(std::string_view e) {
 
 }  // namespace
 
-bool read_reply_key(param_reader& r, protocol::reply_spec& reply, int min_code, int max_code) {
+bool read_reply_key(table_reader& r, protocol::reply_spec& reply, int min_code, int max_code) {
   if (r.key() == "code") {
     if (auto v = r.integer(min_code, max_code)) reply.code = static_cast<int>(*v);
   } else if (r.key() == "enhanced") {
@@ -66,7 +66,7 @@ bool read_reply_key(param_reader& r, protocol::reply_spec& reply, int min_code, 
   return true;
 }
 
-void finish_reply(param_reader& r, protocol::reply_spec& reply, int default_code) {
+void finish_reply(table_reader& r, protocol::reply_spec& reply, int default_code) {
   if (r.has("code") && reply.code != default_code) {
     if (!r.has("enhanced")) reply.enhanced.clear();
     if (!r.has("text")) reply.text = default_reply_text(reply.code);

@@ -10,7 +10,7 @@ namespace {
 
 using params = delay_params;
 
-void read(param_reader& r, type_params& tp) {
+void read(table_reader& r, type_params& tp) {
   auto& p = std::get<params>(tp);
   const auto k = r.key();
   if (k == "when") {
@@ -27,7 +27,7 @@ void read(param_reader& r, type_params& tp) {
 }
 
 // Exactly one of: delay | min + max | mean + jitter.
-void finish(param_reader& r, type_params& tp) {
+void finish(table_reader& r, type_params& tp) {
   auto& p = std::get<params>(tp);
   const bool fixed = r.has("delay");
   const bool uniform = r.has("min") || r.has("max");

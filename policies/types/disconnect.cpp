@@ -6,13 +6,13 @@ namespace {
 
 using params = disconnect_params;
 
-void read(param_reader& r, type_params& tp) {
+void read(table_reader& r, type_params& tp) {
   auto& p = std::get<params>(tp);
   if (!p.reply) p.reply = protocol::reply_spec{};
   read_reply_key(r, *p.reply, 200, 599);
 }
 
-void finish(param_reader& r, type_params& tp) {
+void finish(table_reader& r, type_params& tp) {
   auto& p = std::get<params>(tp);
   if (!r.has("code")) {
     if (r.has("enhanced")) r.fail_key("enhanced", "needs 'code' (without it nothing is sent before the FIN)");

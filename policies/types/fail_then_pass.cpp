@@ -10,7 +10,7 @@ namespace {
 
 using params = fail_then_pass_params;
 
-void read(param_reader& r, type_params& tp) {
+void read(table_reader& r, type_params& tp) {
   auto& p = std::get<params>(tp);
   const auto k = r.key();
   if (k == "failures") {
@@ -26,7 +26,7 @@ void read(param_reader& r, type_params& tp) {
   }
 }
 
-void finish(param_reader& r, type_params& tp) {
+void finish(table_reader& r, type_params& tp) {
   if (!r.has("failures")) r.fail_key("failures", "required for type 'fail_then_pass'");
   finish_reply(r, std::get<params>(tp).reply, params{}.reply.code);
 }

@@ -8,7 +8,7 @@ namespace {
 
 using params = greylist_params;
 
-void read(param_reader& r, type_params& tp) {
+void read(table_reader& r, type_params& tp) {
   auto& p = std::get<params>(tp);
   if (r.key() == "retry_after") {
     if (auto d = r.duration()) p.retry_after_us = *d;
@@ -17,7 +17,7 @@ void read(param_reader& r, type_params& tp) {
   read_reply_key(r, p.reply, 400, 599);
 }
 
-void finish(param_reader& r, type_params& tp) { finish_reply(r, std::get<params>(tp).reply, params{}.reply.code); }
+void finish(table_reader& r, type_params& tp) { finish_reply(r, std::get<params>(tp).reply, params{}.reply.code); }
 
 // At rcpt the triple's recipient is this command's; elsewhere all recipients, sorted.
 std::string triple(const decide_context& c) {

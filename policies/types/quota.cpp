@@ -9,7 +9,7 @@ namespace {
 
 using params = quota_params;
 
-void read(param_reader& r, type_params& tp) {
+void read(table_reader& r, type_params& tp) {
   auto& p = std::get<params>(tp);
   const auto k = r.key();
   if (k == "limit") {
@@ -30,7 +30,7 @@ void read(param_reader& r, type_params& tp) {
 // Any 4xx or 5xx, so real limits can be reproduced (Gmail's daily sending limit is
 // "550 5.4.5"). Without `enhanced` only the defaults' own codes get one: 452 4.5.3 and
 // 421 4.7.0 (RFC 3463 3.6 and 3.8); a 421 closes the connection, as RFC 5321 3.8 says it does.
-void finish(param_reader& r, type_params& tp) {
+void finish(table_reader& r, type_params& tp) {
   auto& p = std::get<params>(tp);
   if (!r.has("limit")) r.fail_key("limit", "required for type 'quota'");
   if (!r.has("window")) r.fail_key("window", "required for type 'quota'");

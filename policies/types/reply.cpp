@@ -7,9 +7,9 @@ namespace {
 
 using params = reply_params;
 
-void read(param_reader& r, type_params& tp) { read_reply_key(r, std::get<params>(tp).reply, 200, 599); }
+void read(table_reader& r, type_params& tp) { read_reply_key(r, std::get<params>(tp).reply, 200, 599); }
 
-void finish(param_reader& r, type_params& tp) {
+void finish(table_reader& r, type_params& tp) {
   auto& reply = std::get<params>(tp).reply;
   if (!r.has("code")) return r.fail_key("code", "required for type 'reply'");
   if (!r.has("text")) reply.text = default_reply_text(reply.code);

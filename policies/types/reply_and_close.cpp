@@ -6,9 +6,9 @@ namespace {
 
 using params = reply_and_close_params;
 
-void read(param_reader& r, type_params& tp) { read_reply_key(r, std::get<params>(tp).reply, 200, 599); }
+void read(table_reader& r, type_params& tp) { read_reply_key(r, std::get<params>(tp).reply, 200, 599); }
 
-void finish(param_reader& r, type_params& tp) { finish_reply(r, std::get<params>(tp).reply, params{}.reply.code); }
+void finish(table_reader& r, type_params& tp) { finish_reply(r, std::get<params>(tp).reply, params{}.reply.code); }
 
 protocol::fault_decision decide(decide_context& c) {
   protocol::fault_decision d;

@@ -19,7 +19,7 @@ fault_type reset() {
           .phases = rule_phases(),
           .keys = {},
           .make = [] { return type_params{params{}}; },
-          .read = [](param_reader&, type_params&) {},
+          .read = [](table_reader&, type_params&) {},
           .decide = decide};
 }
 

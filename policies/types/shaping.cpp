@@ -3,7 +3,7 @@
 
 namespace mailtap::policies::types {
 
-std::optional<shaping_direction> read_direction(param_reader& r) {
+std::optional<shaping_direction> read_direction(table_reader& r) {
   auto v = r.choice({"to_client", "to_upstream", "both"});
   if (!v) return std::nullopt;
   if (*v == "to_client") return shaping_direction::to_client;

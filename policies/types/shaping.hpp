@@ -7,7 +7,7 @@
 
 namespace mailtap::policies::types {
 
-std::optional<shaping_direction> read_direction(param_reader& r);
+std::optional<shaping_direction> read_direction(table_reader& r);
 // Calls `edit` on each leg `d` covers; true when any call returned true.
 bool for_legs(shaping_direction d, protocol::session_plan& plan, const std::function<bool(protocol::leg_shaping&)>& edit);
 

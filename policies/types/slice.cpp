@@ -12,7 +12,7 @@ namespace {
 
 using params = slice_params;
 
-void read(param_reader& r, type_params& tp) {
+void read(table_reader& r, type_params& tp) {
   auto& p = std::get<params>(tp);
   const auto k = r.key();
   if (k == "segment") {
@@ -26,7 +26,7 @@ void read(param_reader& r, type_params& tp) {
   }
 }
 
-void finish(param_reader& r, type_params& tp) {
+void finish(table_reader& r, type_params& tp) {
   const auto& p = std::get<params>(tp);
   if (p.segment_bytes == 0 && !p.split_dot && !r.failed())
     r.fail_key("segment", "required unless split_dot = true (otherwise nothing is sliced)");

@@ -21,7 +21,7 @@ fault_type split_dot_withhold() {
           .counts_when_acting = true,   // most sessions never split a dot: count the ones that do
           .keys = {},
           .make = [] { return type_params{params{}}; },
-          .read = [](param_reader&, type_params&) {},
+          .read = [](table_reader&, type_params&) {},
           .plan = plan};
 }
 

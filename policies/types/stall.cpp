@@ -6,7 +6,7 @@ namespace {
 
 using params = stall_params;
 
-void read(param_reader& r, type_params& tp) {
+void read(table_reader& r, type_params& tp) {
   if (auto d = r.duration()) {
     if (*d == 0) r.fail("expected a duration > 0 (leave 'max' out to stall until the peer gives up)");
     else std::get<params>(tp).max_us = *d;

@@ -9,7 +9,7 @@ namespace {
 
 using params = throttle_params;
 
-void read(param_reader& r, type_params& tp) {
+void read(table_reader& r, type_params& tp) {
   auto& p = std::get<params>(tp);
   if (r.key() == "bytes_per_second") {
     if (auto v = r.integer(1, limits::bytes_per_second)) p.bytes_per_second = static_cast<std::uint64_t>(*v);
@@ -18,7 +18,7 @@ void read(param_reader& r, type_params& tp) {
   }
 }
 
-void finish(param_reader& r, type_params&) {
+void finish(table_reader& r, type_params&) {
   if (!r.has("bytes_per_second")) r.fail_key("bytes_per_second", "required for type 'throttle'");
 }
 

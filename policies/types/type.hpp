@@ -7,13 +7,18 @@
 #include <string_view>
 #include <vector>
 
-#include "policies/param_reader.hpp"
+#include "config_reader/table_reader.hpp"
 #include "policies/random.hpp"
 #include "policies/rule.hpp"
 #include "policies/rule_state.hpp"
 #include "protocol/fault.hpp"
 
 namespace mailtap::policies {
+
+// A type reads its own keys with the shared TOML reading layer (config_reader/README.md).
+using config_reader::echo;
+using config_reader::table_reader;
+using config_reader::toml_type_name;
 
 // Everything one matching rule may look at while deciding.
 struct decide_context {
@@ -35,8 +40,8 @@ struct fault_type {
   std::vector<protocol::phase> default_phases{};   // empty: `phase` is required
   std::vector<std::string_view> keys{};            // the type's own keys
   type_params (*make)() = nullptr;                 // the defaults
-  void (*read)(param_reader& r, type_params& p) = nullptr;     // one of `keys`: r.key()
-  void (*finish)(param_reader& r, type_params& p) = nullptr;   // required keys, cross-key checks (may be null)
+  void (*read)(table_reader& r, type_params& p) = nullptr;     // one of `keys`: r.key()
+  void (*finish)(table_reader& r, type_params& p) = nullptr;   // required keys, cross-key checks (may be null)
   // The stage at which it acts, for phases other than connect (always command) and banner
   // (always reply). Null: the command stage.
   protocol::fault_stage (*stage)(const type_params& p) = nullptr;
@@ -54,11 +59,11 @@ const std::vector<protocol::phase>& command_phases();
 
 // Shared reading of `code`, `enhanced` and `text` for the reply-carrying types.
 // read_reply_key returns false when r.key() is none of them.
-bool read_reply_key(param_reader& r, protocol::reply_spec& reply, int min_code, int max_code);
+bool read_reply_key(table_reader& r, protocol::reply_spec& reply, int min_code, int max_code);
 // In finish: when the scenario changed the code but not `enhanced` or `text`, the defaults
 // written for `default_code` no longer fit: the enhanced code is dropped and the text becomes
 // the class's. Then the enhanced code's class must be the code's first digit (RFC 3463).
-void finish_reply(param_reader& r, protocol::reply_spec& reply, int default_code);
+void finish_reply(table_reader& r, protocol::reply_spec& reply, int default_code);
 // A text for a reply the scenario gave only a code for.
 std::string default_reply_text(int code);
 

@@ -8,7 +8,7 @@ namespace {
 
 using params = upstream_unreachable_params;
 
-void read(param_reader& r, type_params& tp) {
+void read(table_reader& r, type_params& tp) {
   if (auto v = r.choice({"refused", "no_greeting"})) std::get<params>(tp).no_greeting = *v == "no_greeting";
 }
 

@@ -2,6 +2,7 @@
 // with 'X' (same length, CRLF kept) and forwarded, so the server answers 500 (PIX/ASA).
 #include <algorithm>
 
+#include "policies/limits.hpp"
 #include "policies/types/types.hpp"
 #include "protocol/command.hpp"
 
@@ -10,11 +11,11 @@ namespace {
 
 using params = verb_filter_params;
 
-void read(param_reader& r, type_params& tp) {
-  if (auto w = r.words()) std::get<params>(tp).allow = std::move(*w);
+void read(table_reader& r, type_params& tp) {
+  if (auto w = r.words(limits::words_per_list, limits::word_chars)) std::get<params>(tp).allow = std::move(*w);
 }
 
-void finish(param_reader& r, type_params&) {
+void finish(table_reader& r, type_params&) {
   if (!r.has("allow")) r.fail_key("allow", "required for type 'verb_filter'");
 }
 

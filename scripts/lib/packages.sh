@@ -1,15 +1,21 @@
 # Debian 12 packages mailtap needs, sourced by scripts/run, scripts/test, scripts/fuzz and
-# scripts/bench. BUILD_PACKAGES: compile and run the relay.  TEST_PACKAGES: the real peers the
-# tests drive.  FUZZ_PACKAGES: clang and libFuzzer with the sanitizer runtimes (tests/fuzz/).
+# scripts/bench. BUILD_PACKAGES: compile and run the relay (libsystemd for sd_notify, help2man
+# for the man page).  TEST_PACKAGES: the real peers the tests drive, and the packaging checks
+# (dpkg-deb and dpkg-shlibdeps from dpkg-dev, and `file`, which CPack's shlibdeps step runs;
+# systemd-analyze from systemd, with man-db for the unit's Documentation=; /bin/kill from
+# procps and adduser for the unit and the maintainer scripts: packaging/README.md).  FUZZ_PACKAGES: clang and libFuzzer with the sanitizer runtimes (tests/fuzz/).
 # BENCH_PACKAGES: the peers the benchmark compares against.
 BUILD_PACKAGES=(
   build-essential cmake pkg-config
   libboost1.81-dev libboost-json1.81-dev
-  libssl-dev libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev
+  libssl-dev libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev libsystemd-dev
+  help2man
 )
 TEST_PACKAGES=(
   libgtest-dev libgmock-dev
-  swaks libnet-ssleay-perl libio-socket-ssl-perl postfix python3-aiosmtpd openssl
+  swaks libnet-ssleay-perl libio-socket-ssl-perl libio-socket-inet6-perl postfix python3-aiosmtpd openssl
+  iproute2 nftables
+  dpkg-dev file systemd man-db procps adduser
 )
 FUZZ_PACKAGES=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 BENCH_PACKAGES=(haproxy postfix)

@@ -23,6 +23,7 @@ BANNER = b"220 mx.example.org ESMTP Postfix\r\n"
 EHLO_REPLY = (b"250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-STARTTLS\r\n"
               b"250-AUTH PLAIN LOGIN\r\n250-CHUNKING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n")
 ENVELOPE = b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n"
+XCLIENT_EHLO = b"250-mx.example.org\r\n250-PIPELINING\r\n250-XCLIENT NAME ADDR PROTO HELO PORT LOGIN\r\n250 8BITMIME\r\n"
 
 COMMANDS = [b"EHLO client.example.test", b"HELO client", b"MAIL FROM:<alice@example.test> SIZE=1000 BODY=8BITMIME",
             b"RCPT TO:<bob@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob@example.test",
@@ -95,6 +96,14 @@ def relay_fsm_seeds():
         "long_reply": upstream(BANNER) + client(b"EHLO c\r\n") + upstream(b"250-" + b"x" * 5000 + b"\r\n"),
         "unsolicited": upstream(BANNER + b"250 unsolicited\r\n") + client(b"EHLO c\r\n") + upstream(EHLO_REPLY),
         "greeting_5xx": upstream(b"554 5.3.2 go away\r\n") + client(b"EHLO c\r\nQUIT\r\n"),
+        # Options bit 7: a PROXY header first upstream and XCLIENT when offered (issue 13).
+        "xclient": (bytes([0x84, 0x00]), upstream(BANNER) + client(b"EHLO client.example.test\r\n") +
+                    upstream(XCLIENT_EHLO) + client(ENVELOPE) + upstream(b"220 mx.example.org ESMTP\r\n") +
+                    upstream(XCLIENT_EHLO) + upstream(b"250 Ok\r\n250 Ok\r\n") + client(b"QUIT\r\n") +
+                    upstream(b"221 Bye\r\n")),
+        "xclient_refused": (bytes([0x80, 0x00]), upstream(BANNER) + client(b"EHLO c\r\n") + upstream(XCLIENT_EHLO) +
+                            upstream(b"550 5.7.0 Error: insufficient authorization\r\n") + upstream(XCLIENT_EHLO) +
+                            client(b"QUIT\r\n") + upstream(b"221 Bye\r\n")),
     }
     for i, seq in enumerate(SMUGGLING):
         body = MESSAGE + b"hello" + seq + SMUGGLED_TAIL + b".\r\n"
@@ -133,7 +142,33 @@ def relay_client_seeds():
             write("fuzz_relay_client", "%s_mode%d" % (name, mode), bytes([mode]) + writes(s))
 
 
+# haproxy's proxy-protocol.txt examples (2.1), a v2 header of each family, LOCAL, TLVs, and
+# the malformed headers of tests/unit/proxy_protocol_test.cpp.
+ALL_F = b"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+V2_TCP4 = V2_SIG + b"\x21\x11\x00\x0c" + bytes([192, 0, 2, 10, 198, 51, 100, 1]) + b"\xdc\x04\x00\x19"
+PROXY_HEADERS = [
+    b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET / HTTP/1.1\r\n",
+    b"PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n",
+    b"PROXY TCP6 " + ALL_F + b" " + ALL_F + b" 65535 65535\r\n",
+    b"PROXY TCP6 ::ffff:192.0.2.10 2001:db8::1 5000 25\r\nEHLO x\r\n",
+    b"PROXY UNKNOWN\r\n",
+    b"PROXY UNKNOWN " + ALL_F + b" " + ALL_F + b" 65535 65535\r\n",
+    b"PROXY TCP4 192.0.2.300 198.51.100.1 56324 25\r\n",
+    b"PROXY UNKNOWN " + b"x" * 100 + b"\r\n",
+    V2_TCP4 + b"EHLO x\r\n",
+    V2_SIG + b"\x21\x21\x00\x24" + bytes(range(32)) + b"\x00\x19\x00\x19",
+    V2_SIG + b"\x20\x00\x00\x00",
+    V2_SIG + b"\x21\x11\x00\x13" + V2_TCP4[16:] + b"\x01\x00\x04smtp",
+    V2_SIG + b"\x21\x31\x00\xd8" + bytes(216),
+    V2_SIG + b"\x21\x11\x02\x09",
+    b"2001:db8::1", b"192.0.2.10", b"::ffff:192.0.2.1",
+]
+
+
 def main():
+    for i, h in enumerate(PROXY_HEADERS):
+        write("fuzz_proxy_header", "header%02d" % i, h)
     for i, c in enumerate(COMMANDS):
         write("fuzz_command", "cmd%02d" % i, c)
     for i, r in enumerate(REPLIES):

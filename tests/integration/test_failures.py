@@ -48,7 +48,9 @@ class OutcomeSemantics(IntegrationTest):
         wait_until(conn.closed.is_set, 20, "the scripted upstream to hang up mid-DATA")
         # Wait (bounded) until the relay has noticed, so the rest of the data surely arrives
         # after the loss; the capture records the loss as a note.
-        wait_until(lambda: any("upstream" in n for n in Capture(capture_paths(mailtap.captures)[0]).notes),
+        # (The recorder creates the file on its next batch: until then there is none to read.)
+        wait_until(lambda: any("upstream" in n for path in capture_paths(mailtap.captures)[:1]
+                               for n in Capture(path).notes),
                    20, "the relay to record the upstream loss")
         # The client can still send the rest of its message (256 KiB more) ...
         c.send(line * 4000 + b".\r\n")

@@ -385,6 +385,49 @@ TEST(ConfigLoad, TimeoutsTakeDurationStringsAndSeconds) {
   EXPECT_EQ(c->tls.handshake_timeout, 10'000ms);
 }
 
+// `captures` is a directory, or a [captures] table with the directory and the barrier's fsync.
+TEST(ConfigLoad, CapturesTableTakesDirAndFsync) {
+  temp_dir dir;
+  const fs::path file = dir.write("mailtap.toml", "[captures]\ndir = 'caps'\nfsync = true\n");
+  std::string error;
+  auto c = load_config_file(file, config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->captures_dir, dir.path() / "caps");
+  EXPECT_TRUE(c->captures_fsync);
+  auto d = load_config_text("captures = '/srv/caps'\n", "m.toml", config{}, error);
+  ASSERT_TRUE(d) << error;
+  EXPECT_EQ(d->captures_dir, fs::path("/srv/caps"));
+  EXPECT_FALSE(d->captures_fsync);
+  EXPECT_EQ(error_of("[captures]\nfsync = 'yes'\n"), "mailtap.toml:2: key 'captures.fsync': expected true or false, got string");
+  EXPECT_EQ(error_of("[captures]\n\nfsinc = true\n"), "mailtap.toml:3: key 'captures.fsinc': unknown key");
+  EXPECT_EQ(error_of("[captures]\ndir = ''\n"),
+            "mailtap.toml:2: key 'captures.dir': expected a directory path, got an empty string");
+}
+
+// Retention: [captures] max_age and max_bytes, and the flags' parsers (issue 13 item 5).
+TEST(ConfigLoad, CapturesRetentionLimits) {
+  std::string error;
+  auto c = load_config_text("[captures]\nmax_age = \"168h\"\nmax_bytes = \"10GiB\"\n", "m.toml", config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->captures_max_age, std::chrono::seconds(168 * 3600));
+  EXPECT_EQ(c->captures_max_bytes, 10ull << 30);
+  auto d = load_config_text("captures.max_bytes = 1048576\n", "m.toml", config{}, error);
+  ASSERT_TRUE(d) << error;
+  EXPECT_EQ(d->captures_max_bytes, 1048576u);
+  EXPECT_FALSE(d->captures_max_age);
+  EXPECT_EQ(error_of("[captures]\nmax_bytes = 0\n").rfind("mailtap.toml:2: key 'captures.max_bytes': expected a size in bytes from 1", 0),
+            0u);
+  EXPECT_EQ(error_of("[captures]\nmax_age = \"0s\"\n"), "mailtap.toml:2: key 'captures.max_age': expected at least 1ms, got '0s'");
+  std::string problem;
+  EXPECT_EQ(mailtap::parse_captures_max_age("30m", problem), std::chrono::seconds(1800));
+  EXPECT_FALSE(mailtap::parse_captures_max_age("0h", problem));
+  EXPECT_FALSE(mailtap::parse_captures_max_age("7 days", problem));
+  EXPECT_EQ(mailtap::parse_captures_max_bytes("500MB", problem), 500'000'000u);
+  EXPECT_FALSE(mailtap::parse_captures_max_bytes("0", problem));
+  EXPECT_FALSE(mailtap::parse_captures_max_bytes("lots", problem));
+  EXPECT_EQ(problem.find('\n'), std::string::npos);
+}
+
 TEST(ConfigErrors, BadDurationStrings) {
   const std::string expected = "expected a number of seconds or a duration like \"250ms\", \"5s\", \"5m\" or \"1h\"";
   EXPECT_EQ(error_of("[timeouts]\n\nclient_idle = \"5 m\""),
@@ -599,6 +642,8 @@ TEST(ConfigFile, ShippedExampleLoadsAtDefaults) {
   EXPECT_EQ(c->drain_timeout, d.drain_timeout);
   EXPECT_EQ(c->relay_name, d.relay_name);
   EXPECT_EQ(c->log_level, d.log_level);
+  EXPECT_EQ(c->identity, d.identity);
+  EXPECT_EQ(c->listen_proxy_protocol, d.listen_proxy_protocol);
 }
 
 TEST(ConfigFile, ShippedExampleMentionsEveryKey) {
@@ -608,7 +653,8 @@ TEST(ConfigFile, ShippedExampleMentionsEveryKey) {
                           "max_sessions =", "threads =", "relay_name =", "log_level =", "[data]",
                           "bare_line_endings =", "[timeouts]", "client_idle =", "upstream_connect =",
                           "upstream_greeting =", "upstream_reply =", "upstream_data_init =",
-                          "upstream_data_end =", "drain ="})
+                          "upstream_data_end =", "drain =", "upstream_identity =", "listen_proxy_protocol =",
+                          "fsync =", "max_age =", "max_bytes ="})
     EXPECT_NE(text.find(key), std::string::npos) << key;
 }
 
@@ -668,6 +714,27 @@ TEST(ConfigFaults, AnErrorInAScenarioFileNamesThatFileAndLine) {
   std::string error;
   EXPECT_FALSE(load_config_file(file, config{}, error));
   EXPECT_NE(error.find("bad.toml:7: key 'colour'"), std::string::npos) << error;
+}
+
+TEST(ConfigFaults, ARuleNamedTwiceAcrossTheFileAndAScenarioNamesBothPlaces) {
+  temp_dir dir;
+  dir.write("s.toml", scenario_text("same"));
+  const fs::path file = dir.write("mailtap.toml", "scenarios = ['s.toml']\n\n[[fault]]\nname = \"same\"\n"
+                                                  "type = \"reset\"\nphase = \"mail\"\n");
+  std::string error;
+  EXPECT_FALSE(load_config_file(file, config{}, error));
+  EXPECT_EQ(error, (dir.path() / "s.toml").string() + ":3: key 'name': duplicate rule name 'same' (first at " +
+                       file.string() + ":4)");
+}
+
+// The file's own keys and its [[fault]] tables share one report: the first problem by line.
+TEST(ConfigFaults, TheFirstProblemByLineWinsAcrossKeysAndFaultTables) {
+  EXPECT_EQ(error_of("[[fault]]\nname = 'a'\ntype = 'reset'\nphase = 'mail'\ncolour = 1\n"),
+            "mailtap.toml:5: key 'colour': unknown key");
+  EXPECT_EQ(error_of("threads = -1\n[[fault]]\nname = 'a'\ntype = 'reset'\nphase = 'mail'\ncolour = 1\n"),
+            "mailtap.toml:1: key 'threads': expected an integer from 0 (one per core) to 256, got -1");
+  EXPECT_EQ(error_of("[[fault]]\nname = 'a'\ntype = 'reset'\ncolour = 1\n[sink]\nauth_user = 5\n"),
+            "mailtap.toml:4: key 'colour': unknown key");
 }
 
 TEST(ConfigFaults, AScenarioFileWithoutFaultsIsAnError) {
@@ -750,3 +817,42 @@ TEST(ConfigTlsVerification, FingerprintsAreNormalizedAndChecked) {
             "mailtap.toml:2: key 'tls.upstream_fingerprint': a pinned fingerprint is a verification: it cannot go "
             "with verify_upstream = \"none\"");
 }
+
+// ---- client identity (issue 13) ---------------------------------------------------------------
+
+TEST(ConfigClientIdentity, UpstreamIdentityAndListenProxyProtocol) {
+  std::string error;
+  auto d = load_config_text("# nothing\n", "m.toml", config{}, error);
+  ASSERT_TRUE(d) << error;
+  EXPECT_EQ(d->identity, mailtap::upstream_identity::none);
+  EXPECT_FALSE(d->listen_proxy_protocol);
+  for (auto [text, mode] : {std::pair{"proxy_v1", mailtap::upstream_identity::proxy_v1},
+                            std::pair{"proxy_v2", mailtap::upstream_identity::proxy_v2},
+                            std::pair{"xclient", mailtap::upstream_identity::xclient},
+                            std::pair{"none", mailtap::upstream_identity::none}}) {
+    auto c = load_config_text("upstream_identity = \"" + std::string(text) + "\"\nlisten_proxy_protocol = true\n",
+                              "m.toml", config{}, error);
+    ASSERT_TRUE(c) << error;
+    EXPECT_EQ(c->identity, mode) << text;
+    EXPECT_TRUE(c->listen_proxy_protocol);
+  }
+  EXPECT_FALSE(load_config_text("\nupstream_identity = \"haproxy\"\n", "m.toml", config{}, error));
+  EXPECT_EQ(error, "m.toml:2: key 'upstream_identity': expected one of none|proxy_v1|proxy_v2|xclient, got 'haproxy'");
+  EXPECT_FALSE(load_config_text("listen_proxy_protocol = \"yes\"\n", "m.toml", config{}, error));
+  EXPECT_NE(error.find("m.toml:1: key 'listen_proxy_protocol': expected"), std::string::npos) << error;
+}
+
+namespace {
+
+TEST(ConfigLoad, TransparentInterceptionIsOffUnlessAsked) {
+  std::string error;
+  auto off = load_config_text("", "mailtap.toml", config{}, error);
+  ASSERT_TRUE(off.has_value()) << error;
+  EXPECT_FALSE(off->transparent);
+  auto on = load_config_text("transparent = true\n", "mailtap.toml", config{}, error);
+  ASSERT_TRUE(on.has_value()) << error;
+  EXPECT_TRUE(on->transparent);
+  EXPECT_NE(error_of("transparent = \"yes\"\n").find("mailtap.toml:1"), std::string::npos);
+}
+
+}  // namespace

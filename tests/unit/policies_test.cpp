@@ -14,7 +14,6 @@
 #include <toml++/toml.h>
 
 #include "policies/cidr.hpp"
-#include "policies/duration.hpp"
 #include "policies/engine.hpp"
 #include "policies/glob.hpp"
 #include "policies/random.hpp"
@@ -111,24 +110,6 @@ TEST(Cidr, ClientAddressForms) {
   EXPECT_EQ(to_string(*zoned), "fe80::1");
   EXPECT_FALSE(parse_client_address("not-an-address"));
   EXPECT_FALSE(parse_client_address(""));
-}
-
-TEST(Duration, Units) {
-  std::string problem;
-  EXPECT_EQ(parse_duration("250ms", problem), 250'000u);
-  EXPECT_EQ(parse_duration("5s", problem), 5 * second_us);
-  EXPECT_EQ(parse_duration("2m", problem), 120 * second_us);
-  EXPECT_EQ(parse_duration("1h", problem), 3600 * second_us);
-  EXPECT_EQ(parse_duration("0s", problem), 0u);
-  for (const char* bad : {"", "5", "s", "1.5s", "-1s", "5 s", "5sec", "1d", "9000h", "99999999999999999999ms"}) {
-    EXPECT_FALSE(parse_duration(bad, problem)) << bad;
-    EXPECT_FALSE(problem.empty());
-  }
-  // Found by fuzz_scenario (tests/fuzz/): the bad string was echoed raw, so an error was several lines.
-  EXPECT_FALSE(parse_duration("many\n\r\nlines", problem));
-  EXPECT_EQ(problem.find_first_of("\r\n"), std::string::npos) << problem;
-  EXPECT_EQ(format_duration(250'000), "250ms");
-  EXPECT_EQ(format_duration(300 * second_us), "5m");
 }
 
 TEST(Random, SessionSeedIsTheRelaysSplitmix) {
@@ -1139,6 +1120,50 @@ TEST_F(Policies, AdvisorOutlivesEngine) {
   auto advisor = engine_->open_session(1, "192.0.2.1");
   engine_.reset();
   EXPECT_EQ(advisor->decide(mail_view("a@x").query()).what, verdict::reset);
+}
+
+// A reload (relay/reload.cpp) swaps the whole rule set; a session already open keeps the
+// rules it opened with, the next session gets the new ones.
+TEST_F(Policies, ReplaceAllAppliesToNewSessionsOnly) {
+  load("[[fault]]\nname='old'\ntype='reset'\nphase='mail'\n");
+  auto in_flight = engine_->open_session(1, "192.0.2.1");
+  toml::table doc = toml::parse(std::string_view("[[fault]]\nname='new'\ntype='reply'\nphase='mail'\ncode=451\n"),
+                                std::string_view("reload.toml"));
+  auto res = rules_from_toml(doc, "reload.toml");
+  ASSERT_TRUE(res.ok()) << res.error;
+  ASSERT_FALSE(engine_->replace_all(res.rules));
+  EXPECT_EQ(in_flight->decide(mail_view("a@x").query()).what, verdict::reset);
+  const auto fresh = decide(mail_view("a@x"), 2);
+  EXPECT_EQ(fresh.what, verdict::reply);
+  EXPECT_EQ(fresh.rule, "new");
+  ASSERT_EQ(engine_->list().size(), 1u);
+  EXPECT_EQ(engine_->list().front().name, "new");
+  // Emptied: new sessions get no fault, the old session still has its rule.
+  ASSERT_FALSE(engine_->replace_all({}));
+  EXPECT_EQ(decide(mail_view("a@x"), 3).what, verdict::proceed);
+  EXPECT_EQ(in_flight->decide(mail_view("a@x").query()).what, verdict::reset);
+}
+
+TEST_F(Policies, ReplaceAllWithABadRuleKeepsTheCurrentRules) {
+  load("[[fault]]\nname='old'\ntype='reset'\nphase='mail'\n");
+  rule a;
+  a.name = "twin";
+  a.params = delay_params{};
+  rule b = a;
+  auto problem = engine_->replace_all({a, b});
+  ASSERT_TRUE(problem);
+  EXPECT_NE(problem->find("twin"), std::string::npos) << *problem;
+  ASSERT_EQ(engine_->list().size(), 1u);
+  EXPECT_EQ(engine_->list().front().name, "old");
+  EXPECT_EQ(decide(mail_view("a@x")).what, verdict::reset);
+}
+
+TEST_F(Policies, RemovedRuleStaysWithTheSessionsThatOpenedWithIt) {
+  load("[[fault]]\nname='r'\ntype='reset'\nphase='mail'\n");
+  auto in_flight = engine_->open_session(1, "192.0.2.1");
+  ASSERT_TRUE(engine_->remove("r"));
+  EXPECT_EQ(in_flight->decide(mail_view("a@x").query()).what, verdict::reset);
+  EXPECT_EQ(decide(mail_view("a@x"), 2).what, verdict::proceed);
 }
 
 TEST_F(Policies, ThrowingClockFallsBackToProceedAndCounts) {

@@ -630,6 +630,36 @@ TEST(ScenarioLoader, DuplicateNamesAcrossFilesNameBothPlaces) {
   EXPECT_EQ(duplicate_rule_name(all), "b.toml:4: key 'name': duplicate rule name 'same' (first at a.toml:2)");
 }
 
+// Duplicate names are found by one function (registry.cpp find_duplicate_name), so the engine
+// names both places exactly as the loader does.
+TEST(ScenarioLoader, TheEngineNamesDuplicatesLikeTheLoader) {
+  auto a = load_text("[[fault]]\nname = \"same\"\ntype = \"reset\"\nphase = \"rcpt\"\n", "a.toml");
+  auto b = load_text("# b\n\n[[fault]]\nname = \"same\"\ntype = \"reset\"\nphase = \"mail\"\n", "b.toml");
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto engine = make_engine(1);
+  EXPECT_EQ(engine->add_all(a.rules), std::nullopt);
+  EXPECT_EQ(engine->add_all(b.rules), "b.toml:4: key 'name': duplicate rule name 'same' (first at a.toml:2)");
+}
+
+// A rule is checked in one place (registry.cpp rule_problems): a rule made in code gets the
+// same verdict, in the same words, as one read from a file.
+TEST(ScenarioLoader, RulesMadeInCodeAreCheckedLikeLoadedOnes) {
+  EXPECT_EQ(error_of("[[fault]]\nname='a'\ntype='slice'\nsegment=1\nphase='mail'\n"),
+            "s.toml:5: key 'phase': not allowed here: type 'slice' is session-wide (decided once at connect): it can "
+            "match only client, tls, nth_session, after, for, until, probability and max_count");
+  rule r = one("[[fault]]\nname='a'\ntype='slice'\nsegment=1\n");
+  r.phases = {phase::mail};
+  EXPECT_EQ(check_rule(r), "not allowed here: type 'slice' is session-wide (decided once at connect): it can match "
+                           "only client, tls, nth_session, after, for, until, probability and max_count");
+  rule banner = one("[[fault]]\nname='b'\ntype='banner'\nmask=true\n");
+  banner.phases = {phase::mail};
+  EXPECT_EQ(check_rule(banner), "phase 'mail' is not allowed for type 'banner' (allowed: banner)");
+  // Every problem is reported at its own key; the first in file order wins.
+  EXPECT_EQ(error_of("[[fault]]\nname='a'\ntype='throttle'\nbytes_per_second=10\nrecipient='*'\nsender='*'\n"),
+            "s.toml:5: key 'recipient': not allowed here: type 'throttle' is session-wide (decided once at connect): "
+            "it can match only client, tls, nth_session, after, for, until, probability and max_count");
+}
+
 // A fault's reply must leave the relay in a state it can carry on from (registry.cpp check_reply_code).
 TEST(ScenarioLoader, ReplyCodesTheRelayCannotStandBehindAreRefused) {
   auto fault = [](const std::string& type, const std::string& phase, int code) {

@@ -28,13 +28,40 @@ std::vector<int> codes(const std::vector<reply>& rs) {
   return out;
 }
 
+// What the actions sent to the client, and whether one closed it.
+struct carried_out {
+  std::string sent;
+  bool closed = false;
+  bool tls_started = false;
+};
+carried_out carry_out(std::vector<action> actions) {
+  carried_out done;
+  for (const auto& a : actions) {
+    if (auto* s = std::get_if<send_bytes>(&a)) {
+      EXPECT_EQ(s->to, leg::client);
+      EXPECT_FALSE(done.closed) << "sent after close";
+      done.sent += s->bytes;
+    } else if (auto* c = std::get_if<close_leg>(&a)) {
+      EXPECT_EQ(c->which, leg::client);
+      done.closed = true;
+    } else if (auto* t = std::get_if<start_tls>(&a)) {
+      EXPECT_EQ(t->which, leg::client);
+      done.tls_started = true;
+    } else {
+      ADD_FAILURE() << "the sink asked for " << to_string(a);
+    }
+  }
+  return done;
+}
+
 struct sink_session {
   explicit sink_session(std::uint64_t id = 1, sink_options o = {}) : fsm(std::move(o), id) {}
   // Feeds bytes; returns the replies they produced.
   std::vector<reply> feed(std::string_view bytes) {
-    std::string out;
-    open = fsm.feed(bytes, out);
-    return replies_of(out);
+    fsm.on_client_bytes(bytes);
+    auto done = carry_out(fsm.take_actions());
+    open = open && !done.closed;
+    return replies_of(done.sent);
   }
   sink_fsm fsm;
   bool open = true;
@@ -51,7 +78,10 @@ std::string queue_id(const reply& r) {
 
 TEST(SinkFsm, Greeting) {
   sink_fsm s({}, 1);
-  auto rs = replies_of(s.greeting());
+  s.on_start();
+  auto start = carry_out(s.take_actions());
+  EXPECT_EQ(start.sent, s.greeting());
+  auto rs = replies_of(start.sent);
   ASSERT_EQ(rs.size(), 1u);
   EXPECT_EQ(rs[0].code, 220);
   EXPECT_THAT(rs[0].raw, testing::StartsWith("220 mailtap-sink ESMTP"));
@@ -109,15 +139,18 @@ TEST(SinkFsm, SameTransactionSplitAtEveryByteGivesSameReplies) {
   std::string whole;
   {
     sink_fsm s({}, 7);
-    s.feed(in, whole);
+    s.on_client_bytes(in);
+    whole = carry_out(s.take_actions()).sent;
   }
   for (std::size_t k = 0; k <= in.size(); ++k) {
     sink_fsm s({}, 7);
-    std::string out;
-    s.feed(std::string_view(in).substr(0, k), out);
-    bool open = s.feed(std::string_view(in).substr(k), out);
-    EXPECT_EQ(out, whole) << "split at " << k;
-    EXPECT_FALSE(open);
+    s.on_client_bytes(std::string_view(in).substr(0, k));
+    auto first = carry_out(s.take_actions());
+    EXPECT_EQ(first.closed, k == in.size()) << "split at " << k;   // QUIT closes, once
+    s.on_client_bytes(std::string_view(in).substr(k));
+    auto second = carry_out(s.take_actions());
+    EXPECT_EQ(first.sent + second.sent, whole) << "split at " << k;
+    EXPECT_NE(first.closed, second.closed) << "split at " << k;
   }
 }
 
@@ -203,16 +236,54 @@ TEST(SinkFsm, OtherCommands) {
   EXPECT_THAT(codes(rs), testing::ElementsAre(250, 252, 214, 500, 502));
 }
 
-TEST(SinkFsm, QuitReturnsFalse) {
+TEST(SinkFsm, QuitClosesTheLegAfterItsReply) {
   sink_fsm s({}, 1);
-  std::string out;
-  EXPECT_TRUE(s.feed("NOOP\r\n", out));
-  EXPECT_FALSE(s.feed("QUIT\r\nNOOP\r\n", out));
-  auto rs = replies_of(out);
+  s.on_client_bytes("NOOP\r\n");
+  auto noop = carry_out(s.take_actions());
+  EXPECT_FALSE(noop.closed);
+  s.on_client_bytes("QUIT\r\nNOOP\r\n");
+  auto quit = carry_out(s.take_actions());
+  EXPECT_TRUE(quit.closed);
+  EXPECT_TRUE(s.finished());
+  auto rs = replies_of(noop.sent + quit.sent);
   EXPECT_THAT(codes(rs), testing::ElementsAre(250, 221));   // nothing after QUIT is answered
-  std::string after;
-  EXPECT_FALSE(s.feed("NOOP\r\n", after));
-  EXPECT_EQ(after, "");
+  s.on_client_bytes("NOOP\r\n");
+  EXPECT_TRUE(s.take_actions().empty());
+}
+
+sink_options with_starttls() {
+  sink_options o;
+  o.offer_starttls = true;
+  return o;
+}
+
+TEST(SinkFsm, StarttlsAsksForTheHandshakeAfterItsReplyAndStartsOver) {
+  sink_fsm s(with_starttls(), 1);
+  s.on_client_bytes("EHLO c\r\nMAIL FROM:<a@b>\r\n");
+  s.take_actions();
+  s.on_client_bytes("STARTTLS\r\nNOOP\r\n");   // NOOP is pipelined past STARTTLS: discarded
+  auto actions = s.take_actions();
+  ASSERT_EQ(actions.size(), 2u);
+  EXPECT_EQ(actions[0], action(send_bytes{leg::client, "220 2.0.0 Ready to start TLS\r\n"}));
+  EXPECT_EQ(actions[1], action(start_tls{leg::client}));
+  s.on_tls_ready();
+  EXPECT_TRUE(s.take_actions().empty());
+  sink_session after{1, with_starttls()};
+  after.fsm = std::move(s);
+  // The envelope was reset by the handshake; STARTTLS is no longer offered or accepted.
+  EXPECT_THAT(codes(after.feed("RCPT TO:<c@d>\r\nSTARTTLS\r\n")), testing::ElementsAre(503, 503));
+  auto ehlo = after.feed("EHLO c\r\n");
+  ASSERT_EQ(ehlo.size(), 1u);
+  EXPECT_FALSE(capabilities::from_reply(ehlo[0]).has("STARTTLS"));
+}
+
+TEST(SinkFsm, FailedHandshakeClosesTheLeg) {
+  sink_fsm s(with_starttls(), 1);
+  s.on_client_bytes("STARTTLS\r\n");
+  s.take_actions();
+  s.on_tls_failed();
+  EXPECT_THAT(s.take_actions(), testing::ElementsAre(action(close_leg{leg::client})));
+  EXPECT_TRUE(s.finished());
 }
 
 TEST(SinkFsm, BadBdatClosesAndOverlongLineCloses) {

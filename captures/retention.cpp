@@ -1,0 +1,108 @@
+// Pruning: list the directory's captures (stat only), oldest last write first, then remove
+// while a limit is exceeded, reading only the tails of the candidates.
+#include "captures/retention.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <cerrno>
+#include <cstring>
+
+#include "captures/schema.hpp"
+
+namespace mailtap::captures {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// An end record is a few hundred bytes (its reason and detail are short); reading this much
+// of a file's tail always holds the whole last line of a finished capture.
+constexpr std::size_t tail_bytes = 16 * 1024;
+
+struct entry {
+  fs::path path;
+  std::uint64_t bytes = 0;
+  std::chrono::system_clock::time_point written;   // last modification: the session's end
+};
+
+std::vector<entry> list_captures(const fs::path& dir, std::vector<std::string>& errors) {
+  std::vector<entry> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().extension() != ".jsonl") continue;
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    const auto written = std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+    out.push_back({it->path(), static_cast<std::uint64_t>(st.st_size), written});
+  }
+  if (ec) errors.push_back(dir.string() + ": cannot list the directory: " + ec.message());
+  std::sort(out.begin(), out.end(), [](const entry& a, const entry& b) {
+    return a.written != b.written ? a.written < b.written : a.path < b.path;
+  });
+  return out;
+}
+
+}  // namespace
+
+bool is_finished_capture(const fs::path& file) {
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st {};
+  std::string tail;
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    const std::uint64_t from = size > tail_bytes ? size - tail_bytes : 0;
+    tail.resize(static_cast<std::size_t>(size - from));
+    const ssize_t n = ::pread(fd, tail.data(), tail.size(), static_cast<off_t>(from));
+    tail.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  }
+  ::close(fd);
+  // The last line, terminated: a cut line is not an end record.
+  if (tail.size() < 2 || tail.back() != '\n') return false;
+  tail.pop_back();
+  const auto start = tail.rfind('\n');
+  const std::string_view line = start == std::string::npos ? std::string_view(tail) : std::string_view(tail).substr(start + 1);
+  boost::json::error_code ec;
+  const boost::json::value v = boost::json::parse(line, ec);
+  if (ec || !v.is_object()) return false;
+  const auto* type = v.get_object().if_contains(schema::field::type);
+  return type && type->is_string() && type->get_string() == schema::record::end;
+}
+
+prune_result prune(const fs::path& dir, const retention& limits, std::chrono::system_clock::time_point now,
+                   const std::function<bool(std::string_view)>& is_open) {
+  prune_result out;
+  std::vector<entry> all = list_captures(dir, out.errors);
+  std::uint64_t total = 0;
+  for (const auto& e : all) total += e.bytes;
+  for (const auto& e : all) {   // oldest first
+    const bool too_old = limits.max_age && now - e.written > *limits.max_age;
+    const bool too_big = limits.max_bytes && total > *limits.max_bytes;
+    if (too_old || too_big) {
+      const bool open = is_open && is_open(e.path.stem().string());
+      std::error_code ec;
+      if (open || !is_finished_capture(e.path)) {
+        ++out.left_unfinished;
+      } else if (fs::remove(e.path, ec)) {
+        ++out.removed;
+        out.removed_bytes += e.bytes;
+        total -= e.bytes;
+        continue;
+      } else {
+        out.errors.push_back(e.path.string() + ": cannot remove: " + (ec ? ec.message() : "gone"));
+      }
+    }
+    ++out.kept;
+    out.kept_bytes += e.bytes;
+  }
+  out.over_max_bytes = limits.max_bytes && total > *limits.max_bytes;
+  return out;
+}
+
+}  // namespace mailtap::captures

@@ -1,0 +1,44 @@
+// Keeping the capture directory within bounds (README "Captures", "Keeping the disk"):
+// finished captures older than max_age, then the oldest finished ones while the directory
+// holds more than max_bytes, are removed. A capture is finished when its last line is the
+// `end` record; one without it is in progress, or was cut by a crash and is evidence: never
+// removed here. The caller also names the captures it has open (the relay's store), which are
+// never removed either. Pure apart from the file system; not thread-safe per directory (one
+// pruner at a time: the relay's writer thread, or `mailtap captures prune`).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mailtap::captures {
+
+struct retention {
+  std::optional<std::chrono::seconds> max_age;   // unset: no age limit
+  std::optional<std::uint64_t> max_bytes;        // unset: no size limit
+  bool any() const { return max_age.has_value() || max_bytes.has_value(); }
+};
+
+struct prune_result {
+  std::uint64_t removed = 0;         // captures removed
+  std::uint64_t removed_bytes = 0;
+  std::uint64_t kept = 0;            // captures left, finished or not
+  std::uint64_t kept_bytes = 0;
+  std::uint64_t left_unfinished = 0; // past a limit but left: open, or without an end record
+  bool over_max_bytes = false;       // still above max_bytes: only unfinished or open ones left
+  std::vector<std::string> errors;   // one line each: a file that could not be listed or removed
+};
+
+// `is_open(session_id)`: the capture is being written by this process (may be null).
+prune_result prune(const std::filesystem::path& dir, const retention& limits,
+                   std::chrono::system_clock::time_point now,
+                   const std::function<bool(std::string_view session_id)>& is_open = {});
+
+// True when the file's last line is an `end` record (schema.hpp).
+bool is_finished_capture(const std::filesystem::path& file);
+
+}  // namespace mailtap::captures

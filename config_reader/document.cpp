@@ -1,0 +1,51 @@
+// File reading with a cap (plain read(2), so a directory or a FIFO fails cleanly) and parsing.
+#include "config_reader/document.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+#include "config_reader/table_reader.hpp"
+
+namespace mailtap::config_reader {
+
+file_text read_file(const std::filesystem::path& file, std::size_t max_bytes) {
+  file_text out;
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    out.problem = std::generic_category().message(errno);
+    return out;
+  }
+  out.opened = true;
+  char buf[8192];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      out.problem = std::generic_category().message(errno);
+      break;
+    }
+    if (n == 0) break;
+    out.text.append(buf, static_cast<std::size_t>(n));
+    if (out.text.size() > max_bytes) {
+      out.problem = "file larger than " + std::to_string(max_bytes) + " bytes";
+      break;
+    }
+  }
+  ::close(fd);
+  if (!out.ok()) out.text.clear();
+  return out;
+}
+
+std::optional<toml::table> parse(std::string_view text, std::string_view source_name, std::string& error) {
+  try {
+    return toml::parse(text, source_name);
+  } catch (const toml::parse_error& e) {
+    error = echo_path(source_name) + ":" + std::to_string(e.source().begin.line) + ": " + one_line(e.description());
+  }
+  return std::nullopt;
+}
+
+}  // namespace mailtap::config_reader

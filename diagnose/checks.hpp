@@ -1,0 +1,45 @@
+// The checks diagnose runs, one per file under checks/, in the explicit order of
+// checks/list.cpp. A check reads the conversation view and appends findings; a later check
+// may add evidence to an earlier finding (merge_finding) instead of repeating it. Pure.
+#pragma once
+#include <string_view>
+#include <vector>
+
+#include "diagnose/conversation.hpp"
+#include "diagnose/finding.hpp"
+
+namespace mailtap::diagnose {
+
+using check_fn = void (*)(const conversation&, std::vector<finding>&);
+
+struct check {
+  std::string_view name;
+  check_fn run;
+};
+
+const std::vector<check>& all_checks();
+
+// Each check (checks/<name>.cpp).
+void check_replies(const conversation& c, std::vector<finding>& out);
+void check_delivery(const conversation& c, std::vector<finding>& out);
+void check_firewall(const conversation& c, std::vector<finding>& out);
+void check_tls(const conversation& c, std::vector<finding>& out);
+void check_timing(const conversation& c, std::vector<finding>& out);
+void check_session_end(const conversation& c, std::vector<finding>& out);
+void check_smuggling(const conversation& c, std::vector<finding>& out);
+void check_faults(const conversation& c, std::vector<finding>& out);
+
+// Adds `f` to `out`, or, when a finding with the same id and stage is there, its evidence
+// to that finding (keeping the worse severity). Returns the finding that holds it.
+finding& merge_finding(std::vector<finding>& out, finding f);
+
+// The first fault record in the capture matching `pred` (type, decision, phase), or null.
+const captures::fault_event* first_fault(const conversation& c, bool (*pred)(const protocol::fault_event&));
+
+// Marks `f` as made by the fault record `fe` (source injected, rule named, the record cited).
+void mark_injected(finding& f, const captures::fault_event& fe);
+
+// "1.234 s" / "12.345 ms" for explanations.
+std::string duration_text(std::uint64_t us);
+
+}  // namespace mailtap::diagnose

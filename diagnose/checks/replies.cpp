@@ -1,0 +1,106 @@
+// Every refusal (4xx, 5xx) the client got, by stage: its meaning from the basic and the
+// enhanced code, the failure mode it shows (classify.hpp), and who made it. Refusals that
+// only follow from an earlier one (503 after a refused greeting) and the relay's own
+// smuggling refusals (reported by checks/smuggling.cpp) are not repeated here.
+#include <algorithm>
+
+#include "diagnose/checks.hpp"
+#include "diagnose/classify.hpp"
+#include "diagnose/modes.hpp"
+#include "diagnose/reply_codes.hpp"
+
+namespace mailtap::diagnose {
+
+namespace {
+
+using protocol::phase;
+
+bool transaction_stage(phase ph) {
+  return ph == phase::mail || ph == phase::rcpt || ph == phase::data || ph == phase::data_end || ph == phase::bdat;
+}
+
+// The transaction open at `t_us`, if any.
+const captures::transaction* transaction_at(const captures::capture& c, std::uint64_t t_us) {
+  for (const auto& t : c.transactions)
+    if (t.start_us <= t_us && t_us <= t.end_us) return &t;
+  return nullptr;
+}
+
+// The relay's refusal of a command it would not forward (bare CR/LF, NUL, a forbidden verb):
+// 500/501 with X.5.x, made by the relay without a fault.
+bool relay_syntax_refusal(const exchange& x) {
+  return x.source == origin::relay && (x.reply->reply.code == 500 || x.reply->reply.code == 501) &&
+         x.reply->reply.enhanced.size() > 2 && x.reply->reply.enhanced[2] == '5';
+}
+
+// A refusal is an error when it stops mail: at the greeting, AUTH, or in a transaction
+// (a refused recipient of a transaction that was delivered to others is a warning).
+severity severity_of(const conversation& c, const exchange& x) {
+  const phase ph = x.ph;
+  if (ph == phase::banner || ph == phase::connect || ph == phase::auth) return severity::error;
+  if (!transaction_stage(ph)) return severity::warning;
+  if (ph == phase::rcpt) {
+    const auto* t = transaction_at(*c.cap, x.reply->t_us);
+    if (t && t->result == protocol::outcome::delivered) return severity::warning;
+  }
+  return severity::error;
+}
+
+std::string all_lines(const captures::reply_event& r) {
+  std::string out;
+  for (const auto& l : r.reply.lines) out += (out.empty() ? "" : " ") + l;
+  return out;
+}
+
+}  // namespace
+
+void check_replies(const conversation& c, std::vector<finding>& out) {
+  bool greeting_refused = false;
+  for (const exchange& x : c.exchanges) {
+    const auto& r = x.reply->reply;
+    if (x.edit || r.klass() < 4 || r.klass() > 5) continue;
+    if (x.ph == phase::banner) greeting_refused = greeting_refused || r.klass() == 5;
+    else if (greeting_refused && r.code == 503) continue;   // RFC 5321 3.1: every command after a 554 greeting
+    if (relay_syntax_refusal(x)) continue;
+
+    reply_verdict v = classify(x.ph, r.code, r.enhanced, all_lines(*x.reply));
+    const mode_text& m = mode(v.mode);
+    finding f;
+    f.id = std::string(m.id);
+    f.level = severity_of(c, x);
+    f.stage = std::string(protocol::to_string(x.ph));
+    f.title = std::string(m.title);
+    f.explanation = std::string(m.explanation);
+    f.action = std::string(m.action);
+    f.source = x.source;
+    f.reply = reply_ref{r.code, r.enhanced, reply_text(*x.reply)};
+    f.basic_meaning = basic_meaning(r.code);
+    if (auto e = enhanced_meaning(r.enhanced)) f.enhanced_meaning = *e;
+    // Whose wording it is says something about the destination only when the destination wrote it.
+    if (x.source == origin::server) f.vendor = v.vendor;
+    if (v.refined && !f.vendor.empty())
+      f.explanation += " (The wording is " + v.vendor + "'s; the code alone says " +
+                       classify_by_code(x.ph, r.code, r.enhanced).mode + ".)";
+    if (x.source == origin::relay)
+      f.explanation += " This reply was made by mailtap itself, not by the destination.";
+    f.evidence = evidence_of(x);
+    if (x.fault) {
+      f.rule = x.fault->fault.rule;
+      f.explanation = "Injected by the fault rule '" + f.rule + "' (" + x.fault->fault.type +
+                      "): the destination never saw this command. What it reproduces: " + f.explanation;
+    }
+    // One finding per mode, stage, code and origin: ten recipients refused alike are one finding.
+    auto same = [&](const finding& g) {
+      return g.id == f.id && g.stage == f.stage && g.reply && g.reply->code == r.code &&
+             g.reply->enhanced == r.enhanced && g.source == f.source && g.rule == f.rule;
+    };
+    if (auto it = std::find_if(out.begin(), out.end(), same); it != out.end()) {
+      for (auto& e : f.evidence) it->evidence.push_back(std::move(e));
+      if (static_cast<int>(f.level) < static_cast<int>(it->level)) it->level = f.level;
+      continue;
+    }
+    out.push_back(std::move(f));
+  }
+}
+
+}  // namespace mailtap::diagnose

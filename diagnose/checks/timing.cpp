@@ -1,0 +1,162 @@
+// Time: an end-of-data reply held long (content scanning), a slow destination (a late
+// greeting, slow replies), single stages far slower than the session's others, and long
+// pauses of the sender. Thresholds are named below with their reasons; a delay fault in the
+// capture names the rule that caused it.
+#include <algorithm>
+
+#include "diagnose/checks.hpp"
+#include "diagnose/modes.hpp"
+
+namespace mailtap::diagnose {
+
+namespace {
+
+using protocol::phase;
+
+// An end-of-data reply slower than this (and than slow_factor x the session's typical reply)
+// is held by the destination: scanners hold 5-15 minutes in the field, mailtap's scenario 3 s.
+constexpr std::uint64_t held_end_of_data_us = 2'000'000;
+// A greeting later than this, or a typical (median) command reply slower than
+// slow_reply_us: a loaded destination or slow lookups. Healthy MTAs greet and answer in
+// milliseconds on a LAN and in tens of milliseconds across the Internet.
+constexpr std::uint64_t slow_greeting_us = 500'000;
+constexpr std::uint64_t slow_reply_us = 200'000;
+// A stage this much slower than the session's median stage, and at least stage_outlier_us.
+constexpr std::uint64_t slow_factor = 10;
+constexpr std::uint64_t stage_outlier_us = 1'000'000;
+// A sender pause before a stage longer than this (RFC 5321 4.5.3.2.7: servers wait at least
+// 5 minutes for a command, so a long pause is legal, but worth seeing).
+constexpr std::uint64_t long_gap_us = 10'000'000;
+
+bool command_reply_stage(phase ph) {
+  return ph == phase::ehlo || ph == phase::helo || ph == phase::mail || ph == phase::rcpt || ph == phase::data ||
+         ph == phase::rset || ph == phase::noop;
+}
+
+std::uint64_t median(std::vector<std::uint64_t> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+evidence_item stage_evidence(const captures::stage& s) {
+  return {s.start_us, "stage",
+          std::string(protocol::to_string(s.ph)) + " stage: " + duration_text(s.duration_us) + " (upstream " +
+              duration_text(s.upstream_us) + ", relay " + duration_text(s.relay_us) + ")"};
+}
+
+bool delay_at(const protocol::fault_event& f, phase ph) { return f.decision == "delay" && f.ph == ph; }
+
+// Cites the delay faults at `phases` and marks the finding injected by the first.
+void cite_delays(const conversation& c, finding& f, std::initializer_list<phase> phases) {
+  for (const auto* e : c.timeline)
+    if (const auto* fe = std::get_if<captures::fault_event>(e))
+      for (phase ph : phases)
+        if (delay_at(fe->fault, ph)) {
+          std::string rule = f.rule;
+          mark_injected(f, *fe);
+          if (!rule.empty()) f.rule = rule;   // the first rule names it
+        }
+}
+
+void held_end_of_data(const conversation& c, std::uint64_t typical, std::vector<finding>& out) {
+  for (const auto& s : c.cap->stages) {
+    if (s.ph != phase::data_end || s.duration_us < held_end_of_data_us || s.duration_us < slow_factor * typical)
+      continue;
+    bool injected = std::any_of(c.timeline.begin(), c.timeline.end(), [](const captures::event* e) {
+      const auto* fe = std::get_if<captures::fault_event>(e);
+      return fe && delay_at(fe->fault, phase::data_end);
+    });
+    // Held by the destination (its wait) or by a delay fault; a withheld dot is the relay's own wait.
+    if (s.upstream_us < held_end_of_data_us && !injected) continue;
+    const mode_text& m = mode("content_scan_delay");
+    finding f;
+    f.id = std::string(m.id);
+    f.level = severity::warning;
+    f.stage = "data_end";
+    f.title = std::string(m.title) + ": " + duration_text(s.duration_us);
+    f.explanation = "The reply to the end of data took " + duration_text(s.duration_us) + ", against a typical " +
+                    duration_text(typical) + " for the other replies. " + std::string(m.explanation);
+    f.action = std::string(m.action);
+    f.source = origin::server;
+    f.evidence.push_back(stage_evidence(s));
+    for (const auto& x : c.exchanges)
+      if (x.ph == phase::data_end && x.reply->t_us >= s.start_us && x.reply->t_us <= s.start_us + s.duration_us)
+        f.evidence.push_back(evidence_of(*x.reply));
+    if (injected) cite_delays(c, f, {phase::data_end});
+    merge_finding(out, std::move(f));
+  }
+}
+
+void slow_destination(const conversation& c, std::uint64_t typical, std::vector<finding>& out) {
+  const captures::stage* banner = nullptr;
+  for (const auto& s : c.cap->stages)
+    if (s.ph == phase::banner) banner = &s;
+  bool slow_banner = banner && banner->duration_us >= slow_greeting_us;
+  bool slow_replies = typical >= slow_reply_us;
+  if (!slow_banner && !slow_replies) return;
+  const mode_text& m = mode("slow_destination");
+  finding f;
+  f.id = std::string(m.id);
+  f.level = severity::warning;
+  f.stage = slow_banner ? "banner" : "session";
+  f.title = std::string(m.title);
+  std::string seen;
+  if (slow_banner) seen = "the greeting came after " + duration_text(banner->duration_us);
+  if (slow_replies) seen += (seen.empty() ? "" : "; ") + std::string("a typical reply took ") + duration_text(typical);
+  f.explanation = "Seen here: " + seen + ". " + std::string(m.explanation);
+  f.action = std::string(m.action);
+  f.source = origin::server;
+  if (slow_banner) f.evidence.push_back(stage_evidence(*banner));
+  for (const auto& s : c.cap->stages)
+    if (slow_replies && command_reply_stage(s.ph) && s.duration_us >= slow_reply_us) f.evidence.push_back(stage_evidence(s));
+  std::stable_sort(f.evidence.begin(), f.evidence.end(), [](const evidence_item& a, const evidence_item& b) { return a.t_us < b.t_us; });
+  cite_delays(c, f, {phase::banner, phase::ehlo, phase::helo, phase::mail, phase::rcpt, phase::data});
+  merge_finding(out, std::move(f));
+}
+
+void outliers_and_gaps(const conversation& c, std::uint64_t typical, std::vector<finding>& out) {
+  for (const auto& s : c.cap->stages) {
+    if (command_reply_stage(s.ph) && s.duration_us >= stage_outlier_us && s.duration_us >= slow_factor * typical) {
+      finding f;
+      f.id = "stage_outlier";
+      f.level = severity::info;
+      f.stage = std::string(protocol::to_string(s.ph));
+      f.title = f.stage + " took " + duration_text(s.duration_us) + ", " + std::to_string(s.duration_us / std::max<std::uint64_t>(typical, 1)) + "x the typical reply";
+      f.explanation = "One step was much slower than the rest of the session: a lookup, a policy check or a "
+                      "delay at the destination (upstream " + duration_text(s.upstream_us) + ") or on the path.";
+      f.action = "Compare with other captures of the same destination; look at the destination's lookups for this stage.";
+      f.source = s.upstream_us * 2 >= s.duration_us ? origin::server : origin::relay;
+      f.evidence.push_back(stage_evidence(s));
+      merge_finding(out, std::move(f));
+    }
+    if (s.think_us >= long_gap_us) {
+      finding f;
+      f.id = "long_gap";
+      f.level = severity::info;
+      f.stage = std::string(protocol::to_string(s.ph));
+      f.title = "the sender paused " + duration_text(s.think_us) + " before " + f.stage;
+      f.explanation = "The client waited before its next command. Servers wait at least 5 minutes (RFC 5321 "
+                      "4.5.3.2.7), so this is legal, but it holds a connection and can meet a shorter server timeout.";
+      f.action = "Look at the sending application between these commands (its own lookups, a slow message build).";
+      f.source = origin::client;
+      f.evidence.push_back({s.start_us - std::min(s.think_us, s.start_us), "stage", "pause " + duration_text(s.think_us)});
+      f.evidence.push_back(stage_evidence(s));
+      merge_finding(out, std::move(f));
+    }
+  }
+}
+
+}  // namespace
+
+void check_timing(const conversation& c, std::vector<finding>& out) {
+  std::vector<std::uint64_t> replies;
+  for (const auto& s : c.cap->stages)
+    if (command_reply_stage(s.ph)) replies.push_back(s.duration_us);
+  const std::uint64_t typical = median(replies);
+  held_end_of_data(c, typical, out);
+  slow_destination(c, typical, out);
+  outliers_and_gaps(c, typical, out);
+}
+
+}  // namespace mailtap::diagnose

@@ -1,0 +1,117 @@
+// Code-based classification (RFC 5321 4.2 reply codes at each stage, RFC 3463 subjects and
+// details) and its refinement by phrasing.
+#include "diagnose/classify.hpp"
+
+#include <optional>
+
+namespace mailtap::diagnose {
+
+namespace {
+
+using protocol::phase;
+
+// "5.2.2" -> {2, 2}; {-1, -1} when not an enhanced code.
+std::pair<int, int> subject_detail(std::string_view e) {
+  if (e.size() < 5 || e[1] != '.') return {-1, -1};
+  auto dot = e.find('.', 2);
+  if (dot == std::string_view::npos) return {-1, -1};
+  auto number = [](std::string_view s) {
+    if (s.empty() || s.size() > 3) return -1;
+    int n = 0;
+    for (char c : s) {
+      if (c < '0' || c > '9') return -1;
+      n = n * 10 + (c - '0');
+    }
+    return n;
+  };
+  return {number(e.substr(2, dot - 2)), number(e.substr(dot + 1))};
+}
+
+classification generic(int code) { return {code / 100 == 4 ? "temporary_failure" : "permanent_failure", false}; }
+
+bool in_transaction(phase ph) {
+  return ph == phase::mail || ph == phase::rcpt || ph == phase::data || ph == phase::data_end || ph == phase::bdat;
+}
+
+}  // namespace
+
+classification classify_by_code(phase ph, int code, std::string_view enhanced) {
+  const int klass = code / 100;
+  if (klass != 4 && klass != 5) return {"", false};
+  auto [subject, detail] = subject_detail(enhanced);
+
+  if (ph == phase::banner || ph == phase::connect) {
+    // A refusal before any command is about the connection itself (RFC 5321 3.1: 554 "no
+    // SMTP service here"; 421 "service not available").
+    if (subject == 7) return {"reverse_dns_block", true};
+    if (subject == 4) return {"destination_unreachable", true};
+    return {klass == 5 ? "reverse_dns_block" : "destination_unreachable", false};
+  }
+  // Authentication (RFC 4954 6; X.7.8 to X.7.13).
+  if (ph == phase::auth || code == 535 || code == 534 || code == 538 || code == 530 ||
+      (subject == 7 && (detail == 8 || detail == 9 || detail == 11 || detail == 12 || detail == 13)))
+    return {"smarthost_auth", ph == phase::auth || subject == 7 || code == 535};
+  if (ph == phase::starttls) return {"tls_unavailable", true};
+  if (!in_transaction(ph)) return {"command_rejected", subject == 5};
+
+  switch (subject) {
+    case 1:
+      if (detail == 1 || detail == 2 || detail == 3 || detail == 6 || detail == 10) return {"unknown_recipient", true};
+      if (detail == 7 || detail == 8) return {"sender_blocked", false};
+      break;
+    case 2:
+      if (detail == 2) return {"mailbox_full", true};
+      if (detail == 1) return {"unknown_recipient", true};
+      if (detail == 3) return {"message_too_large", true};
+      break;
+    case 3:
+      if (detail == 4) return {"message_too_large", true};
+      break;
+    case 4:
+      if (detail == 5 && ph == phase::mail) return {"relay_quota", false};
+      break;
+    case 5:
+      if (detail == 3) return {"relay_quota", ph == phase::mail};
+      break;
+    case 6:
+      return {"policy_rejection", false};
+    case 7:
+      if (detail == 25) return {"reverse_dns_block", true};
+      if (detail == 28) return {"relay_quota", true};
+      if ((detail >= 20 && detail <= 24) || detail == 26 || detail == 29) return {"sender_authentication", true};
+      if (ph == phase::mail) return {klass == 4 ? "relay_quota" : "sender_blocked", false};
+      if (ph == phase::rcpt && klass == 4) return {"greylisting", false};
+      return {"policy_rejection", false};
+    default:
+      break;
+  }
+  // No enhanced code (or a generic one): the basic code at its stage (RFC 5321 4.2.2).
+  if (code == 552) return {ph == phase::rcpt ? "mailbox_full" : "message_too_large", false};
+  if (code == 550 && ph == phase::rcpt) return {"unknown_recipient", false};
+  if (code == 553 && ph == phase::rcpt) return {"unknown_recipient", false};
+  if (code == 452 && ph == phase::rcpt) return {"mailbox_full", false};
+  if (code == 450 && ph == phase::rcpt) return {"greylisting", false};
+  if (code == 550 && ph == phase::mail) return {"sender_blocked", false};
+  return generic(code);
+}
+
+reply_verdict classify(phase ph, int code, std::string_view enhanced, std::string_view text) {
+  classification c = classify_by_code(ph, code, enhanced);
+  reply_verdict v{c.mode, "", false};
+  if (c.mode.empty()) return v;
+  if (auto p = match_phrasing(text, code)) {
+    v.vendor = std::string(p->vendor);
+    // The phrase refines only what the code left generic, and only within the same stage's
+    // meaning: a greeting's refusal stays about the connection.
+    bool connection_stage = ph == phase::banner || ph == phase::connect;
+    bool fits = !connection_stage || p->mode == "reverse_dns_block" || p->mode == "destination_unreachable";
+    if (!c.specific && fits && p->mode != c.mode) {
+      v.mode = std::string(p->mode);
+      v.refined = true;
+    }
+  }
+  if (v.vendor.empty()) v.vendor = std::string(vendor_of(text));
+  return v;
+}
+
+}  // namespace mailtap::diagnose

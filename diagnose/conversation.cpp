@@ -1,0 +1,146 @@
+// Pairs replies with commands. Replies reach the client strictly in command order (RFC 2920;
+// protocol/relay_fsm.cpp's flush_replies), so one FIFO of commands (the client's, and the
+// relay's own upstream commands) answers "which command did this reply answer" for the
+// destination's replies and the relay's alike. Three exceptions: the greeting answers no
+// command; after a 354 the next reply answers the end of data; and a relay reply that
+// repeats the destination's reply just before it (same code, same time) is an edit of it.
+#include "diagnose/conversation.hpp"
+
+#include <algorithm>
+#include <deque>
+
+#include "protocol/command.hpp"
+
+namespace mailtap::diagnose {
+
+namespace {
+
+using captures::event;
+
+bool is_reply_decision(const std::string& d) {
+  return d == "reply" || d == "reply_and_close" || d == "disconnect" || d == "blackhole" || d == "unreachable";
+}
+
+// A fault record that answered with a reply carries it in its detail: "552 5.2.2 Mailbox
+// full", or "greeting: 554 5.7.1 ..." at connect. It is written when the fault is done, so it
+// may follow its reply in the file at the same time; it never comes later in time.
+bool fault_made(const captures::fault_event& f, const captures::reply_event& r) {
+  if (!is_reply_decision(f.fault.decision) || f.t_us > r.t_us) return false;
+  if (f.fault.decision == "unreachable") return true;
+  const std::string code = std::to_string(r.reply.code);
+  const std::string& d = f.fault.detail;
+  return d.rfind(code, 0) == 0 || d.find(": " + code) != std::string::npos;
+}
+
+std::string reply_lines(const captures::reply_event& r, const char* who) {
+  if (r.reply.lines.empty()) return std::string(who) + std::to_string(r.reply.code);
+  std::string out;
+  for (std::size_t i = 0; i < r.reply.lines.size(); ++i) {
+    if (i) out += "\n";
+    out += who + std::to_string(r.reply.code) + (i + 1 == r.reply.lines.size() ? " " : "-") + r.reply.lines[i];
+  }
+  return out;
+}
+
+std::string fault_text(const protocol::fault_event& x) {
+  std::string line = x.rule.empty() ? "(unnamed rule)" : x.rule;
+  if (!x.type.empty()) line += " (" + x.type + ")";
+  line += " " + x.decision + " at " + std::string(protocol::to_string(x.ph));
+  if (!x.detail.empty()) line += ": " + x.detail;
+  return line;
+}
+
+}  // namespace
+
+std::string reply_text(const captures::reply_event& r) { return r.reply.text(); }
+
+evidence_item evidence_of(const captures::reply_event& r) {
+  const char* who = r.leg == protocol::leg::upstream ? "S< " : "R> ";
+  return {r.t_us, "reply", reply_lines(r, who)};
+}
+
+evidence_item evidence_of(const event& e) {
+  if (const auto* r = std::get_if<captures::reply_event>(&e)) return evidence_of(*r);
+  if (const auto* c = std::get_if<captures::command_event>(&e))
+    return {c->t_us, "command", (c->leg == protocol::leg::upstream ? "U> " : "C> ") + c->text};
+  if (const auto* n = std::get_if<captures::note_event>(&e)) return {n->t_us, "note", "!! " + n->text};
+  if (const auto* f = std::get_if<captures::fault_event>(&e)) return {f->t_us, "fault", "F! " + fault_text(f->fault)};
+  if (const auto* t = std::get_if<captures::tls_event>(&e))
+    return {t->t_us, "tls", "== TLS " + std::string(protocol::to_string(t->leg)) + ": " + t->tls.version + " " +
+                                t->tls.cipher + (t->tls.verification.empty() ? "" : ", " + t->tls.verification)};
+  const auto& b = std::get<captures::bytes_event>(e);
+  return {b.t_us, "bytes", std::string(b.leg == protocol::leg::client ? "client " : "upstream ") +
+                               (b.dir == protocol::direction::in ? "in: " : "out: ") + protocol::escape_bytes(b.data, 80)};
+}
+
+std::vector<evidence_item> evidence_of(const exchange& x) {
+  std::vector<evidence_item> out;
+  if (x.command) out.push_back(evidence_of(event{*x.command}));
+  if (x.fault) out.push_back(evidence_of(event{*x.fault}));
+  out.push_back(evidence_of(*x.reply));
+  return out;
+}
+
+conversation read_conversation(const captures::capture& c) {
+  conversation conv;
+  conv.cap = &c;
+  for (const auto& e : c.events) conv.timeline.push_back(&e);
+  std::stable_sort(conv.timeline.begin(), conv.timeline.end(), [](const event* a, const event* b) {
+    return captures::event_time(*a) < captures::event_time(*b);
+  });
+
+  std::deque<const captures::command_event*> awaiting;   // commands not answered yet, in order
+  std::vector<const captures::fault_event*> faults;      // reply-making faults not matched yet
+  for (const event* e : conv.timeline)
+    if (const auto* f = std::get_if<captures::fault_event>(e))
+      if (is_reply_decision(f->fault.decision)) faults.push_back(f);
+  bool greeted = false, after_354 = false;
+  conv.exchanges.reserve(c.events.size());   // at most one per event: `previous` stays valid
+  const exchange* previous = nullptr;
+  for (const event* e : conv.timeline) {
+    if (const auto* cmd = std::get_if<captures::command_event>(e)) {
+      awaiting.push_back(cmd);
+      continue;
+    }
+    const auto* r = std::get_if<captures::reply_event>(e);
+    if (!r) continue;
+    exchange x;
+    x.reply = r;
+    x.source = r->leg == protocol::leg::upstream ? origin::server : origin::relay;
+    if (x.source == origin::relay && previous && previous->source == origin::server &&
+        previous->reply->reply.code == r->reply.code &&
+        (previous->reply->t_us == r->t_us || r->reply.code == 354)) {
+      x.edit = true;
+      x.ph = previous->ph;
+      x.command = previous->command;
+    } else if (!greeted) {
+      x.ph = protocol::phase::banner;
+      greeted = true;
+    } else if (after_354 && r->reply.code != 354) {
+      x.ph = protocol::phase::data_end;
+      after_354 = false;
+    } else if (!awaiting.empty()) {
+      x.command = awaiting.front();
+      awaiting.pop_front();
+      x.ph = protocol::parse_command(x.command->text).cmd.ph;
+    }
+    if (x.source == origin::relay && !x.edit) {
+      auto it = std::find_if(faults.begin(), faults.end(), [&](const auto* f) { return fault_made(*f, *r); });
+      if (it != faults.end()) {
+        x.source = origin::injected;
+        x.fault = *it;
+        // The fault's phase is the stage it answered (a greeting at connect, the end of data).
+        if ((*it)->fault.ph == protocol::phase::connect || (*it)->fault.ph == protocol::phase::banner)
+          x.ph = protocol::phase::banner;
+        else if ((*it)->fault.ph == protocol::phase::data_end) x.ph = protocol::phase::data_end;
+        faults.erase(it);
+      }
+    }
+    if (r->reply.code == 354 && !x.edit) after_354 = true;
+    conv.exchanges.push_back(x);
+    previous = &conv.exchanges.back();
+  }
+  return conv;
+}
+
+}  // namespace mailtap::diagnose

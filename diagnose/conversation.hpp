@@ -1,0 +1,47 @@
+// The conversation view the checks share: the capture's events in time order, and each
+// reply paired with the command it answers, its stage, and who made it (the destination,
+// the relay on its own, or a fault rule named by its fault record). Built once per capture
+// from captures/reader.hpp's model; pure, thread-safe.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "captures/reader.hpp"
+#include "diagnose/finding.hpp"
+#include "protocol/phase.hpp"
+
+namespace mailtap::diagnose {
+
+struct exchange {
+  const captures::reply_event* reply = nullptr;
+  const captures::command_event* command = nullptr;   // null for the greeting and an end of data
+  protocol::phase ph = protocol::phase::other;        // banner, ehlo, mail, rcpt, data, data_end, ...
+  origin source = origin::server;                     // server, relay or injected
+  const captures::fault_event* fault = nullptr;       // the fault record, when injected
+  // The relay's edited copy of the destination's reply (a masked banner, an EHLO reply with
+  // STARTTLS removed or masked): it answers the same command as the reply before it.
+  bool edit = false;
+};
+
+struct conversation {
+  const captures::capture* cap = nullptr;
+  std::vector<const captures::event*> timeline;   // every event, by time (file order among equals)
+  std::vector<exchange> exchanges;                // every reply, by time
+};
+
+conversation read_conversation(const captures::capture& c);
+
+// Transcript lines, as `mailtap show` writes them: "C> RCPT TO:<a@x>", "S< 552 5.2.2 Full",
+// "R> ...", "U> ...", "!! note", "F! rule (type) decision at phase: detail", "== TLS upstream ...".
+evidence_item evidence_of(const captures::event& e);
+evidence_item evidence_of(const captures::reply_event& r);
+
+// The evidence of an exchange: its command (when there is one), the fault record that
+// made it (when injected), and the reply.
+std::vector<evidence_item> evidence_of(const exchange& x);
+
+// The reply's first line without the enhanced code.
+std::string reply_text(const captures::reply_event& r);
+
+}  // namespace mailtap::diagnose

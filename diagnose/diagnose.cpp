@@ -1,0 +1,29 @@
+// Runs the checks in their listed order, then orders the findings for reading.
+#include "diagnose/diagnose.hpp"
+
+#include <algorithm>
+
+#include "diagnose/checks.hpp"
+#include "diagnose/conversation.hpp"
+
+namespace mailtap::diagnose {
+
+std::size_t diagnosis::count(severity s) const {
+  return static_cast<std::size_t>(
+      std::count_if(findings.begin(), findings.end(), [&](const finding& f) { return f.level == s; }));
+}
+
+diagnosis diagnose_capture(const captures::capture& c) {
+  const conversation conv = read_conversation(c);
+  diagnosis d;
+  d.cap = &c;
+  for (const auto& chk : all_checks()) chk.run(conv, d.findings);
+  auto first_time = [](const finding& f) { return f.evidence.empty() ? UINT64_MAX : f.evidence.front().t_us; };
+  std::stable_sort(d.findings.begin(), d.findings.end(), [&](const finding& a, const finding& b) {
+    if (a.level != b.level) return static_cast<int>(a.level) < static_cast<int>(b.level);
+    return first_time(a) < first_time(b);
+  });
+  return d;
+}
+
+}  // namespace mailtap::diagnose

@@ -1,0 +1,119 @@
+// The failure-mode texts (diagnose/README.md lists the ids). One row per mode; the
+// explanations say what the wire shows and the usual cause, the actions what to change.
+#include "diagnose/modes.hpp"
+
+#include <array>
+
+namespace mailtap::diagnose {
+
+namespace {
+
+constexpr std::array modes = {
+    mode_text{"mailbox_full", "recipient mailbox full",
+              "The destination refused the recipient because the mailbox is over its quota (enhanced code X.2.2).",
+              "The recipient (or their administrator) must free space or raise the quota; a 5xx will not succeed "
+              "on retry, a 4xx may once space is freed."},
+    mode_text{"unknown_recipient", "unknown or misspelled recipient",
+              "The destination does not know this address (X.1.1: bad mailbox; X.1.2: bad domain): a typo, a "
+              "removed user, or a stale contact or distribution list.",
+              "Check the address for typos; confirm with the recipient's administrator that the mailbox exists."},
+    mode_text{"sender_blocked", "sender refused by policy (block list)",
+              "The destination refused mail from this sender (address, domain or sending IP) by policy: a block "
+              "list entry or a sender access rule.",
+              "Ask the destination's administrator to check its block lists and sender rules for this sender; check "
+              "the sending IP on public block lists."},
+    mode_text{"tenant_propagation", "destination does not accept this domain (relay access denied)",
+              "The destination refused to accept mail for this recipient domain. A cloud gateway tenant that was just "
+              "set up answers this until its configuration has propagated (up to about 60 minutes); a wrong MX, "
+              "connector or accepted-domain setting looks the same.",
+              "If the tenant is new, wait and retry; otherwise check the MX record and the gateway's accepted domains "
+              "and connectors for this domain."},
+    mode_text{"smarthost_auth", "smart host authentication failed",
+              "The smart host refused the login (535 5.7.8: credentials invalid) or requires one: no mail leaves "
+              "through it.",
+              "Check the relay credentials configured on the sender (a changed password, a disabled account, basic "
+              "authentication turned off) and the AUTH mechanism."},
+    mode_text{"relay_quota", "sending quota or rate limit reached",
+              "The destination or smart host limits how many messages (or connections) a sender may send in a "
+              "period, and this one is over it.",
+              "Keep the mail queued and retry later (4xx); spread the sending out, or ask the provider for a higher "
+              "limit (a 5xx daily limit resets after its window)."},
+    mode_text{"message_too_large", "message too large",
+              "The destination refused the message for its size (X.3.4, X.2.3, or 552 at MAIL or end of data).",
+              "Send a smaller message (compress or link attachments), or raise the destination's size limit."},
+    mode_text{"reverse_dns_block", "sending host blocked (reverse DNS or IP reputation)",
+              "The destination refused the sending host itself, typically because its IP has no matching reverse "
+              "DNS name or its address range is on an ISP or reputation block list.",
+              "Give the sending IP a PTR record that resolves back to it, check it on block lists, or relay through "
+              "the ISP's smart host."},
+    mode_text{"greylisting", "greylisted (temporary deferral)",
+              "The destination deferred the recipient with a 4xx policy code: greylisting defers the first attempt "
+              "from an unknown (client, sender, recipient) triple and accepts a retry after a few minutes.",
+              "Nothing, if the sender retries: delivery follows the next attempt after the greylist delay (5 to 15 "
+              "minutes in the field). Check that the sender does retry."},
+    mode_text{"destination_unreachable", "destination unreachable",
+              "The destination could not be reached or did not greet: a stale MX, a firewall or NAT change, or a "
+              "mail service that is down.",
+              "Check the MX/next-hop address, the firewall and NAT rules on the path, and that the destination's SMTP "
+              "service runs and answers on its port."},
+    mode_text{"policy_rejection", "refused by the destination's policy",
+              "The destination refused this message or recipient by policy (X.7.x): content filtering, an access "
+              "rule, or a relay restriction.",
+              "Read the reply text for the rule that refused it, and ask the destination's administrator."},
+    mode_text{"sender_authentication", "sender authentication (SPF/DKIM/DMARC) failed",
+              "The destination refused the message because the sender's domain authentication failed (X.7.20 to "
+              "X.7.26).",
+              "Fix the sender domain's SPF record, DKIM signing or DMARC alignment for this sending path."},
+    mode_text{"temporary_failure", "temporary failure at the destination",
+              "The destination deferred with a 4xx: a transient condition (load, a lookup timing out, storage).",
+              "The sender should keep the mail queued and retry; if it persists, look at the destination's logs."},
+    mode_text{"permanent_failure", "permanent failure at the destination",
+              "The destination refused with a 5xx that names no more specific cause.",
+              "Read the reply text; the sender should bounce the message, not retry it as is."},
+    mode_text{"command_rejected", "command refused",
+              "A command was refused (syntax, an unsupported command or parameter, or a bad sequence).",
+              "Check the client's SMTP dialogue against what the server offers in its EHLO reply."},
+    mode_text{"tls_unavailable", "STARTTLS refused",
+              "The client asked for STARTTLS and was refused: the session either went on in plaintext or ended.",
+              "Check TLS on the destination (certificate, STARTTLS offered) and on the relay path."},
+    mode_text{"blackhole", "mail lost without a bounce (blackhole)",
+              "The end of data was answered 250, but the reply was made on the path, not by the destination: nothing "
+              "was delivered and no bounce will come back.",
+              "Find what answered instead of the destination (a filter, a quarantine, a black-holing ISP); in a "
+              "capture with a blackhole fault, the rule named here did."},
+    mode_text{"firewall_fixup", "Cisco SMTP fixup / ESMTP inspection in the path",
+              "A firewall's SMTP inspection rewrites the conversation: a greeting masked with '*', EHLO answered 500, "
+              "STARTTLS shown as XXXXXXXA, and an end of data split over two segments never passed on (the sender "
+              "times out and re-sends: duplicates).",
+              "Turn off SMTP fixup / ESMTP inspection on the Cisco PIX/ASA (no fixup protocol smtp; no inspect "
+              "esmtp), or at least allow STARTTLS through it."},
+    mode_text{"content_scan_delay", "end-of-data reply delayed (content scanning)",
+              "The destination held its reply to the end of data for a long time: content scanning or attachment "
+              "sandboxing (5 to 15 minutes in the field). A sender that gives up first re-sends, and the "
+              "recipient gets duplicates.",
+              "Expect the delay for scanned mail, or exempt the sender; keep the sender's end-of-data timeout at "
+              "least 10 minutes (RFC 5321 4.5.3.2.6)."},
+    mode_text{"slow_destination", "slow destination",
+              "The destination is slow to greet or to answer: an overloaded server, or slow DNS, block-list or "
+              "filter lookups before each reply.",
+              "Look at the destination's load and its lookups (DNS resolvers, DNSBL timeouts); senders wait up to "
+              "5 minutes per reply (RFC 5321 4.5.3.2)."},
+};
+
+}  // namespace
+
+const mode_text& mode(std::string_view id) {
+  for (const auto& m : modes)
+    if (m.id == id) return m;
+  for (const auto& m : modes)
+    if (m.id == "permanent_failure") return m;
+  return modes.front();
+}
+
+bool is_mode(std::string_view id) {
+  for (const auto& m : modes)
+    if (m.id == id) return true;
+  return false;
+}
+
+}  // namespace mailtap::diagnose

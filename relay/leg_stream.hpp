@@ -1,0 +1,133 @@
+// One leg's byte stream, the only place in relay/ that decides "TLS or plain": the
+// connection underneath (a byte_pipe: a TCP socket, or a test's in-memory pipe), TLS over it
+// once a handshake succeeded, the outbox its writer drains and the write shaping faults ask
+// for. The session (relay/session.cpp) and the built-in sink (relay/sink_server.cpp) read and
+// write their legs through it.
+// Threading: one strand (the owner's); not thread-safe.
+#pragma once
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <array>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "protocol/fault.hpp"
+
+namespace boost::asio::ssl {
+class context;
+template <typename Stream>
+class stream;
+}  // namespace boost::asio::ssl
+
+namespace mailtap {
+
+// The connection under a leg. Reads are split in two so an idle leg holds no buffer: wait
+// until bytes have arrived, then take them without blocking into the caller's buffer.
+class byte_pipe {
+ public:
+  virtual ~byte_pipe() = default;
+  virtual boost::asio::awaitable<boost::system::error_code> wait_readable() = 0;
+  // Non-blocking: would_block when nothing is there after all.
+  virtual std::size_t read_now(boost::asio::mutable_buffer into, boost::system::error_code& ec) = 0;
+  // Writes all of `bytes` (or fails).
+  virtual boost::asio::awaitable<boost::system::error_code> write(boost::asio::const_buffer bytes) = 0;
+  virtual void shutdown_send() = 0;
+  // `reset`: abortively (SO_LINGER 0: the peer sees RST, not FIN).
+  virtual void close(bool reset) = 0;
+  virtual bool is_open() const = 0;
+  // "host:port" of the peer, or "unknown".
+  virtual std::string peer() const = 0;
+  // TLS runs over TCP only: null for other pipes.
+  virtual boost::asio::ip::tcp::socket* tcp_socket() { return nullptr; }
+};
+
+// The product's pipe: a TCP socket, non-blocking, TCP_NODELAY (each write leaves as its own
+// segment, which write shaping relies on).
+class tcp_pipe final : public byte_pipe {
+ public:
+  // A connected socket gets its options now; a dialled one once connected (connected()).
+  explicit tcp_pipe(boost::asio::ip::tcp::socket socket);
+  void connected();
+  boost::asio::awaitable<boost::system::error_code> wait_readable() override;
+  std::size_t read_now(boost::asio::mutable_buffer into, boost::system::error_code& ec) override;
+  boost::asio::awaitable<boost::system::error_code> write(boost::asio::const_buffer bytes) override;
+  void shutdown_send() override;
+  void close(bool reset) override;
+  bool is_open() const override { return socket_.is_open(); }
+  std::string peer() const override;
+  boost::asio::ip::tcp::socket* tcp_socket() override { return &socket_; }
+
+ private:
+  boost::asio::ip::tcp::socket socket_;
+};
+
+class leg_stream {
+ public:
+  using tls_stream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>;
+
+  explicit leg_stream(std::unique_ptr<byte_pipe> pipe);
+  ~leg_stream();
+
+  byte_pipe& pipe() { return *pipe_; }
+  // A new connection for the leg (an upstream reconnect, a test's dial): TLS is gone with the old.
+  void replace_pipe(std::unique_ptr<byte_pipe> pipe);
+
+  // One read: what arrived, an error (eof included), or `again` when the read should be
+  // retried (nothing there after all, or the leg's TLS state changed while it waited). Plain
+  // legs read into one buffer per thread (an idle leg holds none); TLS legs into their own.
+  struct read_result {
+    boost::system::error_code error;
+    std::string_view bytes;
+    bool again = false;
+  };
+  boost::asio::awaitable<read_result> read_some();
+  boost::asio::awaitable<boost::system::error_code> write(boost::asio::const_buffer bytes);
+  // Writes `pending` (with the shaping and segment breaks asked for), then empties it.
+  boost::asio::awaitable<boost::system::error_code> flush();
+
+  // TLS: begin_tls creates the stream over the TCP connection (null when the pipe is not TCP);
+  // handshake_done gives it its read buffer; drop_tls forgets it (a failed handshake).
+  tls_stream* begin_tls(boost::asio::ssl::context& context);
+  void handshake_done();
+  void drop_tls();
+  bool secured() const { return tls_ != nullptr && tls_buffer_ != nullptr; }
+  tls_stream* tls() { return tls_.get(); }
+  // TLS close_notify, bounded by `limit`; nothing on a plain leg.
+  boost::asio::awaitable<void> shutdown_tls(std::chrono::milliseconds limit);
+
+  void shutdown_send() { pipe_->shutdown_send(); }
+  void close(bool reset = false) { pipe_->close(reset); }
+  bool is_open() const { return pipe_->is_open(); }
+
+  // The outbox and what the leg's writer has been asked to do after it.
+  std::string pending;
+  std::size_t size() const { return pending.size() + inflight_.size(); }
+  bool close_requested = false;
+  bool reset_requested = false;       // close with RST once what is queued is written
+  bool closed = false;
+  bool eof_seen = false;              // the peer finished sending (for lingering close)
+  bool tls_requested = false;         // start_tls executed; the writer performs it
+  bool tls_busy = false;              // a handshake (or a reconnect) owns the connection: readers stay away
+  bool reconnect_requested = false;   // reconnect_upstream executed; the writer performs it
+  // Faults: write shaping (throttle, slice) and segment breaks (offset into pending, pause).
+  protocol::leg_shaping shaping;
+  void add_break(std::chrono::microseconds gap) { breaks_.emplace_back(pending.size(), gap); }
+  void discard_pending() { pending.clear(); breaks_.clear(); }
+
+ private:
+  boost::asio::awaitable<boost::system::error_code> write_shaped();
+
+  std::unique_ptr<byte_pipe> pipe_;
+  std::unique_ptr<tls_stream> tls_;
+  std::unique_ptr<std::array<char, 16 * 1024>> tls_buffer_;   // only TLS legs have their own
+  std::string inflight_;
+  std::vector<std::pair<std::size_t, std::chrono::microseconds>> breaks_;
+  std::vector<std::pair<std::size_t, std::chrono::microseconds>> inflight_breaks_;
+};
+
+}  // namespace mailtap

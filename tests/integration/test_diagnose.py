@@ -1,0 +1,354 @@
+"""`mailtap diagnose` (issue 8 item 3) on captures made in the test, never on hand-written ones:
+
+- each scenario of policies/scenarios/, run through the relay (`mailtap run --scenario`
+  against the built-in sink, driven by swaks or the raw client), then `diagnose --json`: the
+  failure mode the scenario reproduces is named, at its stage, as injected by its rule;
+- real Postfix refusals (postfix_instance.py) relayed through mailtap: unknown recipient,
+  message too large, client rate limit, a sender policy rejection, each named from the
+  destination's own replies (origin "server", no rule);
+- the command line: exit codes (0 no error finding, 1 an error, 2 unreadable input with one
+  line naming the file), a directory (one summary line per capture), `latest`.
+
+Assertions are on the JSON document's fields (diagnose/README.md), never on prose.
+"""
+
+import json
+import os
+import time
+import unittest
+
+from harness import (IntegrationTest, SCENARIOS_DIR, SwaksTranscript, recv_outcome, run_mailtap)
+from postfix_instance import ReceivingPostfix
+
+FROM = "sender@example.test"
+TO = "a@example.com"
+
+
+def diagnose(path, *args):
+    """(exit code, parsed JSON document) of `mailtap diagnose PATH --json`."""
+    r = run_mailtap(["diagnose", path, "--json", *args], timeout=60)
+    if r.returncode == 2:
+        raise AssertionError("mailtap diagnose %s: %s" % (path, r.stderr.decode("utf-8", "replace")))
+    return r.returncode, json.loads(r.stdout)
+
+
+# "One screen": a terminal of 40 rows of 120 columns.
+SCREEN_ROWS, SCREEN_COLUMNS = 40, 120
+
+
+def text_report(path):
+    r = run_mailtap(["diagnose", path], timeout=60)
+    return r.returncode, r.stdout.decode("utf-8", "replace").splitlines()
+
+
+def finding(doc, fid):
+    found = [f for f in doc["findings"] if f["id"] == fid]
+    if not found:
+        raise AssertionError("no finding %r in %s" % (fid, [(f["id"], f["stage"]) for f in doc["findings"]]))
+    return found[0]
+
+
+def ids(doc):
+    return [f["id"] for f in doc["findings"]]
+
+
+class DiagnoseTest(IntegrationTest):
+
+    def setUp(self):
+        super().setUp()
+        self.env = dict(os.environ, XDG_STATE_HOME=os.path.join(self.workdir, "state"))
+
+    def relay(self, scenario, seed=None):
+        args = ["--scenario", os.path.join(SCENARIOS_DIR, scenario + ".toml")]
+        if seed is not None:
+            return self.start_mailtap(args=["--seed", str(seed), *args], env=self.env, minimal=True)
+        return self.start_mailtap(args=args, env=self.env)
+
+    def send(self, port, *args, frm=FROM, to=TO):
+        rc, out = self.swaks(port, "--from", frm, "--to", to, *args)
+        t = SwaksTranscript(out)
+        t.rc = rc
+        return t
+
+    def assertInjected(self, f, rule, stage, severity="error"):
+        self.assertEqual((f["source"], f["rule"], f["stage"], f["severity"]), ("injected", rule, stage, severity), f)
+        self.assertTrue(f["evidence"], f)
+        self.assertTrue(any(e["record"] == "fault" for e in f["evidence"]), f["evidence"])
+
+
+class ScenarioDiagnoses(DiagnoseTest):
+    """One capture per scenario, made here, named by diagnose."""
+
+    def one(self, scenario, *swaks_args, **kw):
+        m = self.relay(scenario)
+        self.send(m.port, *swaks_args, **kw)
+        return diagnose(self.single_capture(m).path)
+
+    def test_mailbox_full(self):
+        rc, doc = self.one("mailbox-full")
+        self.assertEqual(rc, 1)
+        f = finding(doc, "mailbox_full")
+        self.assertInjected(f, "mailbox-full", "rcpt")
+        self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (552, "5.2.2"))
+        self.assertIn("Mailbox full", f["meaning"]["enhanced"])
+        self.assertEqual(doc["summary"]["errors"], 1, ids(doc))
+
+    def assertOneScreen(self, path):
+        rc, lines = text_report(path)
+        self.assertEqual(rc, 1)
+        self.assertLessEqual(len(lines), SCREEN_ROWS, "\n".join(lines))
+        # The first line is the capture's path, as long as the user's directory makes it.
+        self.assertLessEqual(max(len(l) for l in lines[1:]), SCREEN_COLUMNS, "\n".join(lines))
+
+    def test_a_failed_delivery_fits_one_screen(self):
+        for scenario in ("mailbox-full", "unknown-recipient", "sender-blocklisted"):
+            with self.subTest(scenario=scenario):
+                m = self.start_mailtap(args=["--scenario", os.path.join(SCENARIOS_DIR, scenario + ".toml")],
+                                       env=self.env, name="mailtap-" + scenario)
+                self.send(m.port)
+                self.assertOneScreen(self.single_capture(m).path)
+                m.stop()
+
+    def test_sender_blocklisted(self):
+        rc, doc = self.one("sender-blocklisted")
+        self.assertEqual(rc, 1)
+        self.assertInjected(finding(doc, "sender_blocked"), "sender-blocklisted", "mail")
+
+    def test_tenant_propagation(self):
+        rc, doc = self.one("tenant-propagation")
+        self.assertEqual(rc, 1)
+        f = finding(doc, "tenant_propagation")
+        self.assertInjected(f, "tenant-propagation", "rcpt")
+        self.assertEqual(f["reply"]["enhanced"], "5.7.1")
+
+    def test_smarthost_auth_failure(self):
+        rc, doc = self.one("smarthost-auth-failure", "--auth", "PLAIN", "--auth-user", "u", "--auth-password", "p")
+        self.assertEqual(rc, 1)
+        f = finding(doc, "smarthost_auth")
+        self.assertInjected(f, "smarthost-auth-failure", "auth")
+        self.assertEqual(f["reply"]["code"], 535)
+
+    def test_unknown_recipient(self):
+        rc, doc = self.one("unknown-recipient")
+        self.assertEqual(rc, 1)
+        self.assertInjected(finding(doc, "unknown_recipient"), "unknown-recipient", "rcpt")
+
+    def test_reverse_dns_block(self):
+        rc, doc = self.one("reverse-dns-block")
+        self.assertEqual(rc, 1)
+        self.assertInjected(finding(doc, "reverse_dns_block"), "reverse-dns-block", "banner")
+        # The 503s that follow a 554 greeting are its consequence, not findings of their own.
+        self.assertNotIn("command_rejected", ids(doc))
+
+    def test_destination_unreachable(self):
+        rc, doc = self.one("destination-unreachable")
+        self.assertEqual(rc, 1)
+        self.assertInjected(finding(doc, "destination_unreachable"), "destination-unreachable", "banner")
+
+    def test_relay_quota_fourth_message(self):
+        m = self.relay("relay-quota")
+        for _ in range(4):
+            self.send(m.port)
+        caps = m.wait_captures(4)
+        docs = [diagnose(c.path) for c in caps]
+        self.assertEqual([rc for rc, _ in docs], [0, 0, 0, 1])
+        for _, doc in docs[:3]:
+            self.assertIn("handoff", ids(doc))
+        self.assertInjected(finding(docs[3][1], "relay_quota"), "relay-quota", "mail")
+
+    def test_greylisting_then_delivered(self):
+        m = self.relay("greylisting")   # retry_after = "2s"
+        first = time.monotonic()
+        self.send(m.port)
+        time.sleep(max(0.0, first + 2.4 - time.monotonic()))
+        self.send(m.port)
+        caps = m.wait_captures(2)
+        rc, doc = diagnose(caps[0].path)
+        self.assertEqual(rc, 1)
+        self.assertInjected(finding(doc, "greylisting"), "greylisting", "rcpt")
+        rc, doc = diagnose(caps[1].path)
+        self.assertEqual(rc, 0)
+        self.assertEqual(finding(doc, "handoff")["source"], "server")
+
+    def test_blackhole(self):
+        rc, doc = self.one("blackhole")
+        self.assertEqual(rc, 1)
+        f = finding(doc, "blackhole")
+        self.assertInjected(f, "blackhole", "data_end")
+        self.assertEqual(f["reply"]["code"], 250)
+        self.assertNotIn("handoff", ids(doc))
+
+    def test_content_scan_delay(self):
+        rc, doc = self.one("content-scan-delay")   # 3 s at data_end
+        self.assertEqual(rc, 0, doc)               # delivered, late: a warning
+        self.assertInjected(finding(doc, "content_scan_delay"), "content-scan-delay", "data_end", "warning")
+        self.assertIn("handoff", ids(doc))
+
+    def test_slow_upstream(self):
+        rc, doc = self.one("slow-upstream")
+        self.assertEqual(rc, 0, doc)
+        f = finding(doc, "slow_destination")
+        self.assertEqual((f["source"], f["severity"]), ("injected", "warning"), f)
+        self.assertTrue(f["rule"].startswith("slow-upstream-"), f)
+
+    def test_flaky_tempfail(self):
+        m = self.relay("flaky-tempfail", seed=7)
+        to = ",".join("r%d@example.com" % i for i in range(10))
+        self.send(m.port, to=to)
+        rc, doc = diagnose(self.single_capture(m).path)
+        f = finding(doc, "temporary_failure")
+        self.assertEqual((f["source"], f["rule"], f["stage"]), ("injected", "flaky-tempfail", "rcpt"), f)
+        self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (451, "4.3.0"))
+
+    def test_cisco_pix_fixup_with_swaks(self):
+        rc, doc = self.one("cisco-pix-fixup")
+        f = finding(doc, "firewall_fixup")
+        self.assertEqual((f["source"], f["stage"]), ("injected", "banner"), f)
+        self.assertTrue(f["rule"].startswith("cisco-pix-fixup/"), f)
+        records = [e["text"] for e in f["evidence"]]
+        self.assertTrue(any(t.startswith("C> EHLO") for t in records), records)
+        self.assertIn("handoff", ids(doc))      # HELO fallback, delivered
+        self.assertNotIn("command_rejected", ids(doc))
+
+    def test_cisco_pix_fixup_split_dot_withheld(self):
+        m = self.relay("cisco-pix-fixup")
+        c = self.connect(m.port)
+        self.assertEqual(c.reply().code, 220)
+        for line in ("HELO client.test", "MAIL FROM:<%s>" % FROM, "RCPT TO:<%s>" % TO, "DATA"):
+            c.command(line)
+        c.send(b"Subject: t\r\n\r\nhi\r\n.")
+        time.sleep(0.5)
+        c.send(b"\r\n")
+        self.assertEqual(recv_outcome(c.sock, 2), ("timeout", b""))
+        c.close()
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 1)
+        f = finding(doc, "firewall_fixup")
+        self.assertEqual((f["stage"], f["severity"], f["source"]), ("data_end", "error", "injected"), f)
+        self.assertTrue(any(e["record"] == "note" for e in f["evidence"]), f["evidence"])
+
+    def test_cisco_asa_esmtp(self):
+        rc, doc = self.one("cisco-asa-esmtp", "--tls-optional")
+        f = finding(doc, "firewall_fixup")
+        self.assertEqual(f["source"], "injected", f)
+        self.assertEqual(finding(doc, "starttls_stripped")["source"], "injected")
+        self.assertIn("handoff", ids(doc))
+
+
+class RealPostfixRefusals(DiagnoseTest):
+    """A real Postfix configured to refuse, mailtap in front of it: diagnose names each refusal
+    from the destination's own reply (source "server", no rule, Postfix recognised)."""
+
+    def postfix(self, **main_cf):
+        b = ReceivingPostfix(main_cf=main_cf)
+        self.addCleanup(b.cleanup)
+        b.start()
+        m = self.start_mailtap(upstream="127.0.0.1:%d" % b.port, env=self.env)
+        return b, m
+
+    def assertFromServer(self, f, stage, severity="error"):
+        self.assertEqual((f["source"], f["rule"], f["stage"], f["severity"]), ("server", None, stage, severity), f)
+
+    def test_unknown_recipient(self):
+        _, m = self.postfix(virtual_mailbox_maps="inline:{ known@example.test=inbox/ }")
+        self.send(m.port, to="nobody@example.test")
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 1)
+        f = finding(doc, "unknown_recipient")
+        self.assertFromServer(f, "rcpt")
+        self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (550, "5.1.1"))
+        self.assertEqual(f["vendor"], "postfix")
+        rc, lines = text_report(self.single_capture(m).path)
+        self.assertLessEqual(len(lines), SCREEN_ROWS, "\n".join(lines))
+
+    def test_message_too_large(self):
+        _, m = self.postfix(message_size_limit="2000")
+        self.send(m.port, "--body", "x" * 5000, to="rcpt@example.test")
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 1)
+        f = finding(doc, "message_too_large")
+        self.assertEqual((f["source"], f["rule"]), ("server", None), f)
+        self.assertIn(f["stage"], ("mail", "data_end"), f)
+        self.assertEqual(f["reply"]["code"], 552)
+
+    def test_client_rate_limit(self):
+        _, m = self.postfix(smtpd_client_message_rate_limit="1", smtpd_client_event_limit_exceptions="",
+                            anvil_rate_time_unit="60s")
+        self.send(m.port, to="rcpt@example.test")
+        self.send(m.port, to="rcpt@example.test")
+        caps = m.wait_captures(2)
+        rc, doc = diagnose(caps[0].path)
+        self.assertEqual(rc, 0, ids(doc))
+        self.assertEqual(finding(doc, "handoff")["source"], "server")
+        self.assertTrue(finding(doc, "handoff")["queue_id"])
+        rc, doc = diagnose(caps[1].path)
+        self.assertEqual(rc, 1)
+        f = finding(doc, "relay_quota")
+        self.assertFromServer(f, "mail")
+        self.assertEqual(f["reply"]["code"] // 100, 4)
+        self.assertEqual(f["vendor"], "postfix")
+
+    def test_sender_policy_rejection(self):
+        _, m = self.postfix(smtpd_sender_restrictions="check_sender_access inline:{ bad@example.test=REJECT }")
+        self.send(m.port, frm="bad@example.test", to="rcpt@example.test")
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 1)
+        f = finding(doc, "sender_blocked")
+        # Postfix evaluates sender restrictions at RCPT (smtpd_delay_reject = yes).
+        self.assertFromServer(f, "rcpt")
+        self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (554, "5.7.1"))
+        self.assertEqual(f["vendor"], "postfix")
+
+    def test_delivered_proof_of_handoff(self):
+        _, m = self.postfix()
+        self.send(m.port, to="rcpt@example.test")
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 0, ids(doc))
+        f = finding(doc, "handoff")
+        self.assertEqual((f["reply"]["code"], f["vendor"]), (250, "postfix"))
+        self.assertRegex(f["queue_id"], r"^[0-9A-Za-z]+$")
+        self.assertIn("queued as " + f["queue_id"], f["reply"]["text"])
+
+
+class DiagnoseCommandLine(DiagnoseTest):
+
+    def test_unreadable_capture_exit_2_one_line_naming_it(self):
+        bad = self.write_file("broken.jsonl", b"not json\n")
+        r = run_mailtap(["diagnose", bad])
+        self.assertEqual(r.returncode, 2)
+        lines = r.stderr.decode().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("broken.jsonl", lines[0])
+        missing = os.path.join(self.workdir, "missing.jsonl")
+        r = run_mailtap(["diagnose", missing])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("missing.jsonl", r.stderr.decode())
+
+    def test_directory_summary_and_latest(self):
+        m = self.relay("relay-quota")
+        for _ in range(4):
+            self.send(m.port)
+        caps = m.wait_captures(4)
+        r = run_mailtap(["diagnose", m.captures])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        lines = r.stdout.decode().splitlines()
+        for c in caps:
+            self.assertTrue(lines[caps.index(c)].startswith(os.path.basename(c.path)), lines[:4])
+        r = run_mailtap(["diagnose", m.captures, "--json"])
+        docs = [json.loads(l) for l in r.stdout.decode().splitlines()]
+        self.assertEqual([d["summary"]["errors"] > 0 for d in docs], [False, False, False, True])
+        r = run_mailtap(["diagnose", "latest", "--dir", m.captures, "--json"])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("relay_quota", ids(json.loads(r.stdout)))
+
+    def test_text_report_exit_0_for_a_delivery(self):
+        m = self.start_mailtap(env=self.env)
+        self.send(m.port)
+        r = run_mailtap(["diagnose", self.single_capture(m).path])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr, b"")
+        self.assertTrue(r.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()

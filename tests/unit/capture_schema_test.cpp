@@ -1,0 +1,259 @@
+// captures/schema.hpp: every record type the writer writes has exactly the fields the schema
+// lists, the reader requires each of them (and only tolerates the absence of the optional
+// ones), every value survives the round trip, `ended_at` is the session's end, and the
+// barrier (when_written) fdatasyncs only when store_options::fsync is set.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "captures/reader.hpp"
+#include "captures/schema.hpp"
+#include "captures/writer.hpp"
+#include "scratch_dir.hpp"
+
+namespace fs = std::filesystem;
+using namespace mailtap::captures;
+namespace protocol = mailtap::protocol;
+namespace json = boost::json;
+
+namespace {
+
+std::vector<std::string> lines_of(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  return lines;
+}
+
+session_info info_at(std::chrono::system_clock::time_point started_at) {
+  session_info info;
+  info.id = "schema";
+  info.seed = 7;
+  info.client = "192.0.2.1:1000";
+  info.listen = "127.0.0.1:2525";
+  info.upstream = "mx.example:25";
+  info.bare_eol = "normalize";
+  info.started_at = started_at;
+  info.started_mono_us = 123;
+  return info;
+}
+
+// 2020-01-01T00:00:00Z.
+const auto new_year_2020 = std::chrono::system_clock::time_point(std::chrono::seconds(1'577'836'800));
+
+// One record of every type, with values that differ from the defaults.
+fs::path write_every_record(const fs::path& dir) {
+  std::string error;
+  auto st = store::open(dir, error);
+  EXPECT_TRUE(st) << error;
+  auto cap = st->begin(info_at(new_year_2020));
+  cap->on_bytes(10, protocol::leg::client, protocol::direction::in, std::string("EHLO x\r\n\0\xff", 10));
+  cap->on_command(11, "EHLO x");
+  cap->on_relay_command(12, "STARTTLS");
+  protocol::reply r;
+  r.code = 250;
+  r.enhanced = "2.0.0";
+  r.lines = {"2.0.0 first", "second"};
+  cap->on_reply(13, protocol::leg::upstream, protocol::direction::in, r);
+  protocol::tls_summary tls{"TLSv1.3", "TLS_AES_128_GCM_SHA256", "mx.example", "CN=mx", "AB:CD", false, false, 900,
+                            "untrusted: self-signed certificate"};
+  cap->on_tls(14, protocol::leg::upstream, tls);
+  tls.verification.clear();
+  cap->on_tls(15, protocol::leg::client, tls);   // the client leg has no `verification`
+  cap->on_note(16, "a note");
+  cap->on_fault(17, protocol::fault_event{"grey", "greylist", "reply", protocol::phase::rcpt, 5, 6, "451 4.7.1 later"});
+  cap->on_stage(protocol::stage_record{protocol::phase::mail, 20, 30, 10, 4, 5});
+  protocol::transaction_record t;
+  t.mail_from = "a@x";
+  t.rcpt_to = {"b@y", "c@y"};
+  t.rcpt_codes = {250, 550};
+  t.message_id = "<id@x>";
+  t.size = 1234;
+  t.final_reply = r;
+  t.result = protocol::outcome::delivered;
+  t.synthesized = false;
+  t.start_us = 40;
+  t.end_us = 50;
+  cap->on_transaction(t);
+  cap->on_end(1'500'000, "client_quit", "bye");
+  return dir / "schema.jsonl";
+}
+
+const schema::record_fields* schema_of(std::string_view type) {
+  for (const auto& r : schema::records())
+    if (r.type == type) return &r;
+  return nullptr;
+}
+
+TEST(CaptureSchema, TheWriterWritesExactlyTheSchemasFieldsForEveryRecordType) {
+  scratch_dir dir;
+  const fs::path file = write_every_record(dir.path());
+  std::set<std::string> types_seen;
+  for (const auto& line : lines_of(file)) {
+    const json::object o = json::parse(line).as_object();
+    const std::string type(o.at(schema::field::type).as_string());
+    types_seen.insert(type);
+    const auto* s = schema_of(type);
+    ASSERT_NE(s, nullptr) << "record type not in the schema: " << type;
+    std::set<std::string> keys, expected{std::string(schema::field::type)};
+    for (const auto& kv : o) keys.insert(std::string(kv.key()));
+    for (auto f : s->fields) expected.insert(std::string(f));
+    if (type == schema::record::tls && o.at(schema::field::leg) == "client")
+      expected.erase(std::string(schema::field::verification));
+    EXPECT_EQ(keys, expected) << line;
+    if (type == schema::record::transaction) {
+      std::set<std::string> reply_keys, reply_expected;
+      for (const auto& kv : o.at(schema::field::final_reply).as_object()) reply_keys.insert(std::string(kv.key()));
+      for (auto f : schema::final_reply_fields()) reply_expected.insert(std::string(f));
+      EXPECT_EQ(reply_keys, reply_expected);
+    }
+  }
+  std::set<std::string> all_types;
+  for (const auto& r : schema::records()) all_types.insert(std::string(r.type));
+  EXPECT_EQ(types_seen, all_types);
+  const json::object header = json::parse(lines_of(file).front()).as_object();
+  EXPECT_EQ(header.at(schema::field::format).as_string(), format_name);
+  EXPECT_EQ(header.at(schema::field::version).to_number<int>(), format_version);
+}
+
+TEST(CaptureSchema, EveryValueSurvivesTheRoundTrip) {
+  scratch_dir dir;
+  std::string error;
+  auto c = read_capture(write_every_record(dir.path()), error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_TRUE(c->complete);
+  EXPECT_EQ(c->header.version, format_version);
+  EXPECT_EQ(c->header.session, "schema");
+  EXPECT_EQ(c->header.seed, 7u);
+  EXPECT_EQ(c->header.client, "192.0.2.1:1000");
+  EXPECT_EQ(c->header.listen, "127.0.0.1:2525");
+  EXPECT_EQ(c->header.upstream, "mx.example:25");
+  EXPECT_EQ(c->header.started_at, "2020-01-01T00:00:00.000000Z");
+  EXPECT_EQ(c->header.started_mono_us, 123u);
+  EXPECT_EQ(c->header.relay.rfind("mailtap ", 0), 0u);
+  EXPECT_EQ(c->header.bare_eol, "normalize");
+  ASSERT_EQ(c->events.size(), 8u);
+  const auto& b = std::get<bytes_event>(c->events[0]);
+  EXPECT_EQ(b.data, std::string("EHLO x\r\n\0\xff", 10));
+  EXPECT_EQ(std::get<command_event>(c->events[1]).leg, protocol::leg::client);
+  EXPECT_EQ(std::get<command_event>(c->events[2]).leg, protocol::leg::upstream);
+  EXPECT_EQ(std::get<command_event>(c->events[2]).dir, protocol::direction::out);
+  const auto& r = std::get<reply_event>(c->events[3]);
+  EXPECT_EQ(r.reply.code, 250);
+  EXPECT_EQ(r.reply.enhanced, "2.0.0");
+  EXPECT_EQ(r.reply.lines, (std::vector<std::string>{"2.0.0 first", "second"}));
+  const auto& tls = std::get<tls_event>(c->events[4]).tls;
+  EXPECT_EQ(tls.cipher, "TLS_AES_128_GCM_SHA256");
+  EXPECT_EQ(tls.peer_sha256, "AB:CD");
+  EXPECT_EQ(tls.handshake_us, 900u);
+  EXPECT_EQ(tls.verification, "untrusted: self-signed certificate");
+  EXPECT_EQ(std::get<note_event>(c->events[6]).text, "a note");
+  const auto& f = std::get<fault_event>(c->events[7]);
+  EXPECT_EQ(f.fault.rule, "grey");
+  EXPECT_EQ(f.fault.planned_delay_us, 5u);
+  EXPECT_EQ(f.fault.actual_delay_us, 6u);
+  ASSERT_EQ(c->stages.size(), 1u);
+  EXPECT_EQ(c->stages[0].ph, protocol::phase::mail);
+  EXPECT_EQ(c->stages[0].relay_us, 30u - 10u - 5u);
+  EXPECT_EQ(c->stages[0].client_us, 5u);
+  ASSERT_EQ(c->transactions.size(), 1u);
+  const auto& t = c->transactions[0];
+  EXPECT_EQ(t.rcpt_codes, (std::vector<int>{250, 550}));
+  EXPECT_EQ(t.message_id, "<id@x>");
+  EXPECT_EQ(t.size, 1234u);
+  ASSERT_TRUE(t.final_reply);
+  EXPECT_EQ(t.final_reply->text, "first");
+  EXPECT_EQ(t.end_us, 50u);
+  ASSERT_TRUE(c->end);
+  EXPECT_EQ(c->end->reason, "client_quit");
+  EXPECT_EQ(c->end->detail, "bye");
+}
+
+// The reader asks for the fields by the schema's names: without any required one a record
+// is an error naming it; without an optional one it still reads.
+TEST(CaptureSchema, TheReaderRequiresEveryFieldTheSchemaLists) {
+  scratch_dir dir;
+  const fs::path file = write_every_record(dir.path());
+  const auto lines = lines_of(file);
+  const fs::path edited = dir.path() / "edited.jsonl";
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const json::object o = json::parse(lines[i]).as_object();
+    const auto* s = schema_of(o.at(schema::field::type).as_string());
+    ASSERT_NE(s, nullptr);
+    for (auto f : s->fields) {
+      if (!o.contains(f)) continue;   // the client leg's tls record has no verification
+      json::object without = o;
+      without.erase(f);
+      std::ofstream out(edited, std::ios::binary | std::ios::trunc);
+      for (std::size_t j = 0; j < lines.size(); ++j) out << (j == i ? json::serialize(without) : lines[j]) << "\n";
+      out.close();
+      std::string error;
+      const bool optional = std::find(s->optional.begin(), s->optional.end(), f) != s->optional.end();
+      const bool read = read_capture(edited, error).has_value();
+      EXPECT_EQ(read, optional) << s->type << " without " << f << ": " << error;
+      if (!optional && s->type != schema::record::header) {
+        EXPECT_NE(error.find("missing field \"" + std::string(f) + "\""), std::string::npos) << error;
+      }
+    }
+  }
+}
+
+TEST(CaptureSchema, EndedAtIsWhenTheSessionEndedNotWhenTheRecordWasWritten) {
+  scratch_dir dir;
+  std::string error;
+  auto c = read_capture(write_every_record(dir.path()), error);
+  ASSERT_TRUE(c) << error;
+  ASSERT_TRUE(c->end);
+  // started 2020-01-01T00:00:00Z, ended 1.5 s later on the session's clock.
+  EXPECT_EQ(c->end->ended_at, "2020-01-01T00:00:01.500000Z");
+}
+
+// Runs one barrier after a transaction record; returns the file's lines as the barrier saw them.
+std::vector<std::string> barrier_after_a_transaction(store& st, const std::string& id) {
+  session_info info = info_at(std::chrono::system_clock::now());
+  info.id = id;
+  auto cap = st.begin(info);
+  cap->on_transaction(protocol::transaction_record{});
+  std::promise<std::vector<std::string>> seen;
+  const fs::path file = st.dir() / (id + ".jsonl");
+  cap->when_written([&] { seen.set_value(lines_of(file)); });
+  auto lines = seen.get_future().get();
+  cap->on_end(1, "client_quit", "");
+  return lines;
+}
+
+TEST(CaptureBarrier, WrittenBeforeTheBarrierIsReleasedAndSyncedOnlyWhenAskedTo) {
+  scratch_dir dir;
+  std::string error;
+  {
+    auto st = store::open(dir.path() / "plain", error);
+    ASSERT_TRUE(st) << error;
+    const auto lines = barrier_after_a_transaction(*st, "plain");
+    ASSERT_EQ(lines.size(), 2u);   // header, transaction
+    EXPECT_NE(lines[1].find("\"transaction\""), std::string::npos);
+    EXPECT_EQ(st->counters().syncs.load(), 0u);
+  }
+  {
+    store_options synced;
+    synced.fsync = true;
+    auto st = store::open(dir.path() / "synced", error, synced);
+    ASSERT_TRUE(st) << error;
+    const auto lines = barrier_after_a_transaction(*st, "synced-1");
+    ASSERT_EQ(lines.size(), 2u);
+    EXPECT_EQ(st->counters().syncs.load(), 1u);
+    barrier_after_a_transaction(*st, "synced-2");
+    EXPECT_EQ(st->counters().syncs.load(), 2u);
+    EXPECT_EQ(st->counters().write_failures.load(), 0u);
+  }
+}
+
+}  // namespace

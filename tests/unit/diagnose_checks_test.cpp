@@ -1,0 +1,446 @@
+// diagnose/: each check over capture models built by hand (no files), the pairing of replies
+// with commands, the JSON document's fields, and the text report of a golden capture.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <fstream>
+#include <sstream>
+
+#include "captures/reader.hpp"
+#include "diagnose/conversation.hpp"
+#include "diagnose/diagnose.hpp"
+#include "diagnose/report.hpp"
+
+namespace mailtap::diagnose {
+namespace {
+
+using protocol::leg;
+using protocol::phase;
+
+// A capture model, event by event, times in ms.
+struct builder {
+  captures::capture c;
+  builder() {
+    c.path = "built.jsonl";
+    c.header.session = "built-0001";
+    c.complete = true;
+    c.end = captures::end_record{};
+    c.end->reason = "client_quit";
+    c.end->complete = true;
+  }
+  static std::uint64_t us(double ms) { return static_cast<std::uint64_t>(ms * 1000); }
+  builder& cmd(double t, std::string text, leg l = leg::client) {
+    c.events.push_back(captures::command_event{us(t), l, l == leg::client ? protocol::direction::in
+                                                                          : protocol::direction::out, std::move(text)});
+    return *this;
+  }
+  builder& reply(double t, int code, std::vector<std::string> lines, leg l = leg::upstream) {
+    captures::reply_event r;
+    r.t_us = us(t);
+    r.leg = l;
+    r.dir = l == leg::upstream ? protocol::direction::in : protocol::direction::out;
+    r.reply.code = code;
+    r.reply.lines = std::move(lines);
+    if (!r.reply.lines.empty()) r.reply.enhanced = protocol::parse_enhanced_code(code, r.reply.lines.front());
+    c.events.push_back(r);
+    return *this;
+  }
+  builder& note(double t, std::string text) {
+    c.events.push_back(captures::note_event{us(t), std::move(text)});
+    return *this;
+  }
+  builder& fault(double t, std::string rule, std::string type, std::string decision, phase ph, std::string detail,
+                 std::uint64_t delay_us = 0) {
+    captures::fault_event f;
+    f.t_us = us(t);
+    f.fault.rule = std::move(rule);
+    f.fault.type = std::move(type);
+    f.fault.decision = std::move(decision);
+    f.fault.ph = ph;
+    f.fault.detail = std::move(detail);
+    f.fault.planned_delay_us = delay_us;
+    f.fault.actual_delay_us = delay_us;
+    c.events.push_back(f);
+    return *this;
+  }
+  builder& bytes(double t, std::string data) {
+    c.events.push_back(captures::bytes_event{us(t), leg::client, protocol::direction::in, std::move(data)});
+    return *this;
+  }
+  builder& tls_upstream(double t, bool verified, std::string why) {
+    captures::tls_event e;
+    e.t_us = us(t);
+    e.leg = leg::upstream;
+    e.tls.version = "TLSv1.3";
+    e.tls.verified = verified;
+    e.tls.verification = std::move(why);
+    c.events.push_back(e);
+    return *this;
+  }
+  builder& stage(phase ph, double start, double dur, double upstream, double think = 0) {
+    captures::stage s;
+    s.ph = ph;
+    s.start_us = us(start);
+    s.duration_us = us(dur);
+    s.upstream_us = us(upstream);
+    s.relay_us = s.duration_us - s.upstream_us;
+    s.think_us = us(think);
+    c.stages.push_back(s);
+    return *this;
+  }
+  builder& txn(protocol::outcome o, std::optional<captures::reply_summary> final_reply, double start, double end,
+               bool synthesized = false) {
+    captures::transaction t;
+    t.mail_from = "s@example.org";
+    t.rcpt_to = {"r@example.net"};
+    t.rcpt_codes = {250};
+    t.size = 100;
+    t.result = o;
+    t.final_reply = std::move(final_reply);
+    t.synthesized = synthesized;
+    t.start_us = us(start);
+    t.end_us = us(end);
+    c.transactions.push_back(t);
+    return *this;
+  }
+  builder& ended(std::string reason, std::string detail = "") {
+    c.end->reason = std::move(reason);
+    c.end->detail = std::move(detail);
+    return *this;
+  }
+  // A greeting, EHLO, MAIL and RCPT answered 250 by the destination.
+  builder& opening() {
+    return reply(1, 220, {"mx.example.net ESMTP Postfix"})
+        .cmd(2, "EHLO client.example")
+        .reply(3, 250, {"mx.example.net", "PIPELINING", "STARTTLS"})
+        .cmd(4, "MAIL FROM:<s@example.org>")
+        .reply(5, 250, {"2.1.0 Ok"})
+        .cmd(6, "RCPT TO:<r@example.net>");
+  }
+};
+
+const finding* find(const diagnosis& d, std::string_view id) {
+  for (const auto& f : d.findings)
+    if (f.id == id) return &f;
+  return nullptr;
+}
+
+long count_of(const diagnosis& d, const std::string& id) {
+  return std::count_if(d.findings.begin(), d.findings.end(), [&](const finding& f) { return f.id == id; });
+}
+
+std::vector<std::string> ids(const diagnosis& d) {
+  std::vector<std::string> out;
+  for (const auto& f : d.findings) out.push_back(f.id);
+  return out;
+}
+
+TEST(Conversation, PairsRepliesWithCommandsAndTheEndOfData) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"}).reply(12, 250, {"2.0.0 Ok"});
+  auto conv = read_conversation(b.c);
+  std::vector<phase> got;
+  for (const auto& x : conv.exchanges) got.push_back(x.ph);
+  EXPECT_EQ(got, (std::vector<phase>{phase::banner, phase::ehlo, phase::mail, phase::rcpt, phase::data,
+                                     phase::data_end}));
+  EXPECT_EQ(conv.exchanges[3].command->text, "RCPT TO:<r@example.net>");
+}
+
+TEST(Conversation, RelayEditOfAReplyAnswersTheSameCommand) {
+  builder b;
+  b.reply(1, 220, {"mx ESMTP"}).cmd(2, "EHLO c").reply(3, 250, {"mx", "STARTTLS"})
+      .reply(3, 250, {"mx", "XXXXXXXA"}, leg::client).cmd(4, "MAIL FROM:<a@b>").reply(5, 250, {"Ok"});
+  auto conv = read_conversation(b.c);
+  ASSERT_EQ(conv.exchanges.size(), 4u);
+  EXPECT_TRUE(conv.exchanges[2].edit);
+  EXPECT_EQ(conv.exchanges[2].ph, phase::ehlo);
+  EXPECT_EQ(conv.exchanges[3].ph, phase::mail);
+}
+
+TEST(CheckReplies, ServerRefusalNamedByCodeWithMeaning) {
+  builder b;
+  b.opening().reply(7, 550, {"5.1.1 <r@example.net>: Recipient address rejected: User unknown in virtual mailbox table"})
+      .cmd(8, "QUIT").reply(9, 221, {"Bye"}).txn(protocol::outcome::rejected, std::nullopt, 4, 7);
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "unknown_recipient");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->level, severity::error);
+  EXPECT_EQ(f->stage, "rcpt");
+  EXPECT_EQ(f->source, origin::server);
+  EXPECT_EQ(f->vendor, "postfix");
+  EXPECT_EQ(f->enhanced_meaning, "permanent failure: Bad destination mailbox address");
+  ASSERT_EQ(f->evidence.size(), 2u);
+  EXPECT_EQ(f->evidence[0].text, "C> RCPT TO:<r@example.net>");
+  EXPECT_EQ(f->evidence[1].t_us, 7000u);
+  EXPECT_TRUE(d.has_error());
+}
+
+TEST(CheckReplies, InjectedReplyNamesItsRuleEvenWhenItsRecordFollows) {
+  builder b;
+  b.opening().reply(7, 552, {"5.2.2 Mailbox full: quota exceeded"}, leg::client)
+      .fault(7, "full", "reply", "reply", phase::rcpt, "552 5.2.2 Mailbox full: quota exceeded")
+      .txn(protocol::outcome::rejected, std::nullopt, 4, 7);
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "mailbox_full");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->source, origin::injected);
+  EXPECT_EQ(f->rule, "full");
+  EXPECT_EQ(find(d, "fault_injected"), nullptr) << "the cited fault is not listed again";
+}
+
+TEST(CheckReplies, RecipientsRefusedAlikeAreOneFindingAndAPartialRefusalIsAWarning) {
+  builder b;
+  b.opening().reply(7, 550, {"5.1.1 unknown"}).cmd(8, "RCPT TO:<x@example.net>").reply(9, 550, {"5.1.1 unknown"})
+      .cmd(10, "RCPT TO:<ok@example.net>").reply(11, 250, {"Ok"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as ABC123"}, 4, 20);
+  auto d = diagnose_capture(b.c);
+  ASSERT_EQ(count_of(d, "unknown_recipient"), 1);
+  EXPECT_EQ(find(d, "unknown_recipient")->evidence.size(), 4u);
+  EXPECT_EQ(find(d, "unknown_recipient")->level, severity::warning);
+  EXPECT_FALSE(d.has_error());
+}
+
+TEST(CheckDelivery, HandoffWithQueueId) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
+      .reply(12, 250, {"2.0.0 Ok: queued as 4F2A1C"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as 4F2A1C"}, 4, 12);
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "handoff");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->queue_id, "4F2A1C");
+  EXPECT_EQ(f->level, severity::info);
+  EXPECT_FALSE(d.has_error());
+}
+
+TEST(CheckDelivery, BlackholeAndAmbiguousEndOfDataAreErrors) {
+  builder b;
+  b.opening().reply(7, 250, {"Ok"}).cmd(8, "DATA").reply(9, 354, {"go"})
+      .fault(12, "void", "blackhole", "blackhole", phase::data_end, "250 2.0.0 Ok")
+      .reply(12, 250, {"2.0.0 Ok"}, leg::client)
+      .txn(protocol::outcome::blackholed, captures::reply_summary{250, "2.0.0", "Ok"}, 4, 12, true);
+  auto d = diagnose_capture(b.c);
+  ASSERT_NE(find(d, "blackhole"), nullptr);
+  EXPECT_EQ(find(d, "blackhole")->rule, "void");
+  EXPECT_EQ(find(d, "handoff"), nullptr);
+
+  builder u;
+  u.opening().reply(7, 250, {"Ok"}).cmd(8, "DATA").reply(9, 354, {"go"})
+      .note(20, "ambiguous end of data: upstream lost after the message was sent")
+      .txn(protocol::outcome::unknown, std::nullopt, 4, 20).ended("upstream_closed");
+  auto a = diagnose_capture(u.c);
+  ASSERT_NE(find(a, "ambiguous_end_of_data"), nullptr) << ::testing::PrintToString(ids(a));
+  EXPECT_EQ(find(a, "ambiguous_end_of_data")->level, severity::error);
+}
+
+TEST(CheckFirewall, MaskedBannerAnd500ToEhlo) {
+  builder b;
+  b.reply(1, 220, {"************************0*2**0***"}).cmd(2, "EHLO client.example").reply(3, 500, {"5.5.1 Error"})
+      .cmd(4, "HELO client.example").reply(5, 250, {"mx"});
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "firewall_fixup");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "banner");
+  EXPECT_EQ(f->source, origin::server);
+  EXPECT_EQ(find(d, "command_rejected"), nullptr) << "the 500 to EHLO is the fingerprint's evidence";
+}
+
+TEST(CheckFirewall, SplitDotWithNoReply) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "HELO c").reply(3, 250, {"mx"}).cmd(4, "MAIL FROM:<a@b>").reply(5, 250, {"Ok"})
+      .cmd(6, "RCPT TO:<c@d>").reply(7, 250, {"Ok"}).cmd(8, "DATA").reply(9, 354, {"go"})
+      .bytes(10, "Subject: t\r\n\r\nhi\r\n.").bytes(11, "\r\n")
+      .txn(protocol::outcome::aborted, std::nullopt, 4, 400000).ended("client_closed");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "firewall_fixup");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "data_end");
+  EXPECT_EQ(f->level, severity::error);
+}
+
+TEST(CheckFirewall, AnOrdinaryBannerIsNotAFingerprint) {
+  builder b;
+  b.reply(1, 220, {"mx.example.net ESMTP"}).cmd(2, "EHLO c").reply(3, 500, {"5.5.1 unrecognized"});
+  auto d = diagnose_capture(b.c);
+  EXPECT_EQ(find(d, "firewall_fixup"), nullptr);
+  EXPECT_NE(find(d, "command_rejected"), nullptr);
+}
+
+TEST(CheckTls, NotVerifiedAndStripped) {
+  builder b;
+  b.tls_upstream(1, false, "untrusted: self-signed certificate").opening()
+      .reply(3, 250, {"mx.example.net", "PIPELINING"}, leg::client);
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "tls_not_verified");
+  ASSERT_NE(f, nullptr);
+  EXPECT_NE(f->title.find("self-signed"), std::string::npos);
+  EXPECT_NE(find(d, "starttls_stripped"), nullptr) << ::testing::PrintToString(ids(d));
+
+  builder ok;
+  ok.tls_upstream(1, true, "verified").opening();
+  auto v = diagnose_capture(ok.c);
+  EXPECT_EQ(find(v, "tls_not_verified"), nullptr);
+  EXPECT_EQ(find(v, "starttls_stripped"), nullptr);
+}
+
+TEST(CheckTls, StarttlsRemovedByTheRelayItselfIsTheRelays) {
+  builder b;
+  b.opening().reply(3, 250, {"mx.example.net", "PIPELINING"}, leg::client)
+      .note(3, "EHLO reply edited: removed STARTTLS");
+  auto d = diagnose_capture(b.c);
+  ASSERT_NE(find(d, "starttls_stripped"), nullptr);
+  EXPECT_EQ(find(d, "starttls_stripped")->source, origin::relay);
+}
+
+TEST(CheckTiming, HeldEndOfDataSlowGreetingOutlierAndGap) {
+  builder b;
+  b.stage(phase::banner, 0, 900, 900).stage(phase::ehlo, 1000, 10, 10).stage(phase::mail, 1100, 10, 10)
+      .stage(phase::rcpt, 1200, 3000, 3000).stage(phase::rcpt, 4300, 10, 10)
+      .stage(phase::data, 4400, 10, 10, 15000).stage(phase::data_end, 20000, 5000, 5000);
+  auto d = diagnose_capture(b.c);
+  EXPECT_NE(find(d, "content_scan_delay"), nullptr) << ::testing::PrintToString(ids(d));
+  ASSERT_NE(find(d, "slow_destination"), nullptr);
+  EXPECT_EQ(find(d, "slow_destination")->stage, "banner");
+  ASSERT_NE(find(d, "stage_outlier"), nullptr);
+  EXPECT_EQ(find(d, "stage_outlier")->stage, "rcpt");
+  ASSERT_NE(find(d, "long_gap"), nullptr);
+  EXPECT_EQ(find(d, "long_gap")->source, origin::client);
+}
+
+TEST(CheckTiming, AFastSessionHasNoTimingFindings) {
+  builder b;
+  b.stage(phase::banner, 0, 2, 2).stage(phase::ehlo, 3, 1, 1).stage(phase::mail, 5, 1, 1)
+      .stage(phase::data_end, 8, 3, 3);
+  auto d = diagnose_capture(b.c);
+  EXPECT_TRUE(d.findings.empty()) << ::testing::PrintToString(ids(d));
+}
+
+TEST(CheckTiming, AWithheldDotIsNotAContentScan) {
+  builder b;   // the relay's own wait (split_dot_withhold): no upstream time, no delay fault
+  b.stage(phase::ehlo, 0, 1, 1).stage(phase::data_end, 10, 5000, 0);
+  EXPECT_EQ(find(diagnose_capture(b.c), "content_scan_delay"), nullptr);
+}
+
+TEST(CheckSessionEnd, TimeoutsAndUnreachable) {
+  builder b;
+  b.opening().ended("upstream_timeout", "no reply to RCPT within 300 s");
+  auto d = diagnose_capture(b.c);
+  ASSERT_NE(find(d, "timeout"), nullptr);
+  EXPECT_EQ(find(d, "timeout")->stage, "rcpt");
+  EXPECT_EQ(find(d, "timeout")->level, severity::error);
+
+  builder c;
+  c.reply(1, 421, {"4.4.1 mailtap upstream unreachable: Connection refused"}, leg::client)
+      .note(1, "upstream unreachable: Connection refused").ended("upstream_unreachable", "Connection refused");
+  auto u = diagnose_capture(c.c);
+  ASSERT_NE(find(u, "destination_unreachable"), nullptr);
+  EXPECT_EQ(count_of(u, "destination_unreachable"), 1);
+  EXPECT_EQ(find(u, "destination_unreachable")->source, origin::relay);
+
+  builder s;
+  s.opening().ended("client_timeout", "idle for 300 s");
+  EXPECT_EQ(find(diagnose_capture(s.c), "timeout")->level, severity::warning);
+}
+
+TEST(CheckSmuggling, RefusedBareLineEndingsAndInjection) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO x\\nMAIL FROM:<a@b>").note(2, "command refused: bare LF")
+      .reply(2, 500, {"5.5.2 Syntax error: bare LF in command"}, leg::client);
+  auto d = diagnose_capture(b.c);
+  ASSERT_NE(find(d, "smuggling_attempt"), nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(find(d, "command_rejected"), nullptr) << "the relay's refusal is the smuggling finding";
+
+  builder i;
+  i.reply(1, 220, {"mx"}).ended("starttls_injection", "bytes after STARTTLS");
+  EXPECT_NE(find(diagnose_capture(i.c), "smuggling_attempt"), nullptr);
+}
+
+TEST(CheckFaults, UncitedFaultsAreListed) {
+  builder b;
+  b.fault(0, "slow-link", "throttle", "plan", phase::connect, "to client 1024 bytes/s").reply(1, 220, {"mx"});
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "fault_injected");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->rule, "slow-link");
+  EXPECT_EQ(f->level, severity::info);
+}
+
+TEST(CheckSessionEnd, IncompleteCapture) {
+  builder b;
+  b.c.complete = false;
+  b.c.end.reset();
+  EXPECT_NE(find(diagnose_capture(b.c), "capture_incomplete"), nullptr);
+}
+
+TEST(Report, JsonDocumentFields) {
+  builder b;
+  b.opening().reply(7, 552, {"5.2.2 Mailbox full"}).txn(protocol::outcome::rejected, std::nullopt, 4, 7);
+  auto d = diagnose_capture(b.c);
+  auto doc = boost::json::parse(render_json(d)).as_object();
+  EXPECT_EQ(doc.at("session").as_string(), "built-0001");
+  EXPECT_EQ(doc.at("summary").at("errors").as_int64(), 1);
+  const auto& f = doc.at("findings").as_array().at(0).as_object();
+  EXPECT_EQ(f.at("id").as_string(), "mailbox_full");
+  EXPECT_EQ(f.at("severity").as_string(), "error");
+  EXPECT_EQ(f.at("stage").as_string(), "rcpt");
+  EXPECT_EQ(f.at("source").as_string(), "server");
+  EXPECT_TRUE(f.at("rule").is_null());
+  EXPECT_EQ(f.at("reply").at("code").as_int64(), 552);
+  EXPECT_EQ(f.at("meaning").at("enhanced").as_string(), "permanent failure: Mailbox full");
+  EXPECT_EQ(f.at("evidence").as_array().size(), 2u);
+  for (auto key : {"title", "explanation", "action", "vendor", "queue_id", "evidence_omitted"})
+    EXPECT_TRUE(f.contains(key)) << key;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The text layout, pinned on a golden capture (tests/golden/show_faults.jsonl); the capture's
+// path in the first line is the one thing that depends on where the tree is.
+TEST(Report, GoldenText) {
+  const std::string dir = std::string(MAILTAP_SOURCE_DIR) + "/tests/golden/";
+  std::string error;
+  auto cap = captures::read_capture(dir + "show_faults.jsonl", error);
+  ASSERT_TRUE(cap) << error;
+  cap->path = "show_faults.jsonl";
+  std::string got = render_text(diagnose_capture(*cap));
+  std::string want = read_text(dir + "diagnose_faults.txt");
+  if (want.empty()) std::ofstream(dir + "diagnose_faults.txt.new", std::ios::binary) << got;
+  EXPECT_EQ(got, want) << "(written to diagnose_faults.txt.new when the reference is missing)";
+}
+
+// Every stored capture (golden files, fuzz seeds), and each of them cut after every line (an
+// incomplete capture, as a crash leaves it): diagnosed and rendered without failing, with
+// valid JSON, and an incomplete one says so.
+TEST(Report, EveryStoredCaptureAndEveryPrefixOfIt) {
+  const std::string root = std::string(MAILTAP_SOURCE_DIR) + "/tests/";
+  std::size_t diagnosed = 0;
+  for (const char* name : {"golden/show_basic.jsonl", "golden/show_faults.jsonl", "golden/show_records.jsonl"}) {
+    const std::string whole = read_text(root + name);
+    ASSERT_FALSE(whole.empty()) << name;
+    for (std::size_t cut = whole.find('\n'); cut != std::string::npos; cut = whole.find('\n', cut + 1)) {
+      const std::string path = ::testing::TempDir() + "diagnose_prefix.jsonl";
+      std::ofstream(path, std::ios::binary) << whole.substr(0, cut + 1);
+      std::string error;
+      auto cap = captures::read_capture(path, error);
+      ASSERT_TRUE(cap) << name << " cut at " << cut << ": " << error;
+      auto d = diagnose_capture(*cap);
+      EXPECT_NO_THROW(boost::json::parse(render_json(d))) << name << " cut at " << cut;
+      EXPECT_FALSE(render_text(d).empty());
+      EXPECT_FALSE(render_summary_line(d).empty());
+      if (cut + 1 < whole.size()) {
+        EXPECT_NE(find(d, "capture_incomplete"), nullptr) << name << " cut at " << cut;
+      }
+      ++diagnosed;
+    }
+  }
+  EXPECT_GT(diagnosed, 30u);
+}
+
+}  // namespace
+}  // namespace mailtap::diagnose

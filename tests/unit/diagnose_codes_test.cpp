@@ -1,0 +1,165 @@
+// diagnose/: the reply-code tables (RFC 5321 basic codes, the RFC 3463 / IANA enhanced code
+// registry), code-first classification refined by MTA phrasings, and queue-id parsing.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+
+#include "diagnose/classify.hpp"
+#include "diagnose/handoff.hpp"
+#include "diagnose/modes.hpp"
+#include "diagnose/reply_codes.hpp"
+
+namespace mailtap::diagnose {
+namespace {
+
+using protocol::phase;
+
+TEST(EnhancedCodeTable, EveryEntryIsWellFormedUniqueAndInRegistryOrder) {
+  ASSERT_GE(enhanced_table_size(), 80u);
+  std::set<std::string> seen;
+  std::pair<int, int> last{-1, -1};
+  for (std::size_t i = 0; i < enhanced_table_size(); ++i) {
+    const auto& e = enhanced_at(i);
+    std::string code(e.code);
+    ASSERT_EQ(code.rfind("X.", 0), 0u) << code;
+    auto dot = code.find('.', 2);
+    ASSERT_NE(dot, std::string::npos) << code;
+    std::pair<int, int> sd{std::stoi(code.substr(2, dot - 2)), std::stoi(code.substr(dot + 1))};
+    EXPECT_LT(last, sd) << code << " out of order";
+    last = sd;
+    EXPECT_TRUE(seen.insert(code).second) << code << " twice";
+    EXPECT_FALSE(e.title.empty()) << code;
+  }
+  // Every subject of RFC 3463 3.1-3.8 has its "other or undefined" detail 0.
+  for (int subject = 0; subject <= 7; ++subject)
+    EXPECT_NE(find_enhanced("X." + std::to_string(subject) + ".0"), nullptr) << subject;
+}
+
+TEST(EnhancedCodeTable, MeaningsCarryTheClass) {
+  EXPECT_EQ(enhanced_meaning("5.2.2"), "permanent failure: Mailbox full");
+  EXPECT_EQ(enhanced_meaning("4.7.1"), "persistent transient failure: Delivery not authorized, message refused");
+  EXPECT_EQ(enhanced_meaning("2.0.0"), "success: Other undefined status");
+  EXPECT_EQ(enhanced_meaning("5.7.8"), "permanent failure: Authentication credentials invalid");
+  EXPECT_EQ(enhanced_meaning("5.1.10"), "permanent failure: Recipient address has null MX");
+}
+
+TEST(EnhancedCodeTable, UnlistedDetailFallsBackToItsSubject) {
+  auto m = enhanced_meaning("5.7.606");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->find("Other or undefined security status"), std::string::npos) << *m;
+  EXPECT_NE(m->find("606"), std::string::npos) << *m;
+}
+
+TEST(EnhancedCodeTable, NotAnEnhancedCode) {
+  EXPECT_FALSE(enhanced_meaning(""));
+  EXPECT_FALSE(enhanced_meaning("5.1"));
+  EXPECT_FALSE(enhanced_meaning("3.1.1"));
+  EXPECT_FALSE(enhanced_meaning("5.x.1"));
+  EXPECT_FALSE(enhanced_meaning("5.1.1234"));
+}
+
+TEST(BasicCodes, Rfc5321MeaningsAndClassFallback) {
+  EXPECT_EQ(basic_meaning(552), "Requested mail action aborted: exceeded storage allocation");
+  EXPECT_EQ(basic_meaning(421), "Service not available, closing transmission channel");
+  EXPECT_EQ(basic_meaning(535), "Authentication credentials invalid");
+  EXPECT_EQ(basic_meaning(559), "permanent negative completion (do not retry as is), mail system");
+  EXPECT_EQ(basic_meaning(42), "not a reply code");
+}
+
+TEST(Classify, CodeFirst) {
+  EXPECT_EQ(classify_by_code(phase::rcpt, 552, "5.2.2").mode, "mailbox_full");
+  EXPECT_TRUE(classify_by_code(phase::rcpt, 552, "5.2.2").specific);
+  EXPECT_EQ(classify_by_code(phase::rcpt, 550, "5.1.1").mode, "unknown_recipient");
+  EXPECT_EQ(classify_by_code(phase::auth, 535, "5.7.8").mode, "smarthost_auth");
+  EXPECT_EQ(classify_by_code(phase::mail, 452, "4.5.3").mode, "relay_quota");
+  EXPECT_EQ(classify_by_code(phase::data_end, 552, "5.3.4").mode, "message_too_large");
+  EXPECT_EQ(classify_by_code(phase::banner, 554, "5.7.1").mode, "reverse_dns_block");
+  EXPECT_EQ(classify_by_code(phase::banner, 421, "4.4.1").mode, "destination_unreachable");
+  EXPECT_EQ(classify_by_code(phase::rcpt, 451, "4.7.1").mode, "greylisting");
+  EXPECT_EQ(classify_by_code(phase::mail, 550, "5.7.1").mode, "sender_blocked");
+  EXPECT_EQ(classify_by_code(phase::rcpt, 550, "5.7.23").mode, "sender_authentication");
+  EXPECT_EQ(classify_by_code(phase::rcpt, 451, "4.3.0").mode, "temporary_failure");
+  EXPECT_EQ(classify_by_code(phase::ehlo, 500, "5.5.1").mode, "command_rejected");
+  EXPECT_EQ(classify_by_code(phase::starttls, 454, "4.7.0").mode, "tls_unavailable");
+  // No enhanced code: the basic code at its stage.
+  EXPECT_EQ(classify_by_code(phase::rcpt, 550, "").mode, "unknown_recipient");
+  EXPECT_EQ(classify_by_code(phase::mail, 552, "").mode, "message_too_large");
+  EXPECT_EQ(classify_by_code(phase::rcpt, 250, "2.1.5").mode, "");
+}
+
+TEST(Classify, PhrasingsRefineGenericCodes) {
+  auto v = classify(phase::rcpt, 554, "5.7.1", "<x@example.test>: Relay access denied");
+  EXPECT_EQ(v.mode, "tenant_propagation");
+  EXPECT_EQ(v.vendor, "postfix");
+  EXPECT_TRUE(v.refined);
+  v = classify(phase::mail, 450, "4.7.1", "Error: too much mail from 127.0.0.1");
+  EXPECT_EQ(v.mode, "relay_quota");
+  v = classify(phase::rcpt, 554, "5.7.1", "<bad@example.test>: Sender address rejected: Access denied");
+  EXPECT_EQ(v.mode, "sender_blocked");
+  v = classify(phase::rcpt, 550, "5.7.64", "TenantAttribution; Relay Access Denied");
+  EXPECT_EQ(v.mode, "tenant_propagation");
+  EXPECT_EQ(v.vendor, "microsoft");
+  v = classify(phase::rcpt, 451, "", "Internal resource temporarily unavailable - https://community.mimecast.com");
+  EXPECT_EQ(v.mode, "greylisting");
+  EXPECT_EQ(v.vendor, "mimecast");
+  v = classify(phase::mail, 550, "5.7.1", "Email blocked by proofpoint");
+  EXPECT_EQ(v.mode, "sender_blocked");
+  EXPECT_EQ(v.vendor, "proofpoint");
+  v = classify(phase::mail, 550, "5.4.5", "Daily user sending limit exceeded");
+  EXPECT_EQ(v.mode, "relay_quota");
+  EXPECT_EQ(v.vendor, "gmail");
+}
+
+TEST(Classify, PhrasingNeverOverridesASpecificCode) {
+  // A 5.1.1 is an unknown recipient whatever the text says.
+  auto v = classify(phase::rcpt, 550, "5.1.1", "Mailbox full");
+  EXPECT_EQ(v.mode, "unknown_recipient");
+  EXPECT_FALSE(v.refined);
+  // A greylisting wording does not turn a permanent refusal into a deferral.
+  v = classify(phase::rcpt, 550, "5.7.1", "greylisted");
+  EXPECT_EQ(v.mode, "policy_rejection");
+  // A greeting's refusal stays about the connection.
+  v = classify(phase::banner, 554, "", "Mailbox full");
+  EXPECT_EQ(v.mode, "reverse_dns_block");
+}
+
+TEST(Classify, EveryModeClassifyCanNameHasItsText) {
+  for (auto id : {"mailbox_full", "unknown_recipient", "sender_blocked", "tenant_propagation", "smarthost_auth",
+                  "relay_quota", "message_too_large", "reverse_dns_block", "greylisting", "destination_unreachable",
+                  "policy_rejection", "sender_authentication", "temporary_failure", "permanent_failure",
+                  "command_rejected", "tls_unavailable", "blackhole", "firewall_fixup", "content_scan_delay",
+                  "slow_destination"}) {
+    EXPECT_TRUE(is_mode(id)) << id;
+    EXPECT_FALSE(mode(id).explanation.empty()) << id;
+    EXPECT_FALSE(mode(id).action.empty()) << id;
+  }
+}
+
+TEST(QueueId, CommonPhrasings) {
+  auto q = parse_queue_id("2.0.0 Ok: queued as 4F2A1C3B9");
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->id, "4F2A1C3B9");
+  EXPECT_EQ(q->vendor, "postfix");
+  q = parse_queue_id("OK id=1qAbCd-0001Xy-Ab");
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->id, "1qAbCd-0001Xy-Ab");
+  EXPECT_EQ(q->vendor, "exim");
+  q = parse_queue_id("2.6.0 <m1@example.org> [InternalId=12884901890, Hostname=AM0PR01MB1234.eurprd01.prod.outlook.com] "
+                     "Queued mail for delivery");
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->id, "12884901890");
+  EXPECT_EQ(q->vendor, "microsoft");
+  q = parse_queue_id("2.0.0 OK  1700000000 a1-20020a05600c3b0100b0040b3d3d2b1esi123456wmb.12 - gsmtp");
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->id, "a1-20020a05600c3b0100b0040b3d3d2b1esi123456wmb.12");
+  EXPECT_EQ(q->vendor, "gmail");
+  q = parse_queue_id("2.0.0 3AB1cD2e012345 Message accepted for delivery");
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->id, "3AB1cD2e012345");
+  EXPECT_FALSE(parse_queue_id("2.0.0 Ok"));
+  EXPECT_FALSE(parse_queue_id("Message accepted for delivery"));
+}
+
+}  // namespace
+}  // namespace mailtap::diagnose

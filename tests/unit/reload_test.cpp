@@ -1,0 +1,79 @@
+// relay/reload: which settings a SIGHUP reload applies and which it reports as "needs restart";
+// and the packaged default config (packaging/mailtap.toml) loads with the values
+// packaging/README.md promises.
+#include "relay/reload.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#ifndef MAILTAP_SOURCE_DIR
+#error "MAILTAP_SOURCE_DIR must be defined"
+#endif
+
+namespace {
+
+using mailtap::config;
+using mailtap::restart_only_changes;
+using strings = std::vector<std::string>;
+
+TEST(Reload, NothingChangedNeedsNoRestart) { EXPECT_EQ(restart_only_changes(config{}, config{}), strings{}); }
+
+TEST(Reload, RulesScenariosAndLogLevelNeedNoRestart) {
+  config fresh;
+  fresh.faults.emplace_back();
+  fresh.faults.back().name = "new";
+  fresh.scenarios.emplace_back("/etc/mailtap/extra.toml");
+  fresh.log_level = "debug";
+  EXPECT_EQ(restart_only_changes(config{}, fresh), strings{});
+}
+
+TEST(Reload, ListenersThreadsTimeoutsAndTlsNeedARestart) {
+  config fresh;
+  fresh.listen.port = 25;
+  fresh.threads = 4;
+  fresh.timeouts.client_idle = std::chrono::milliseconds(1000);
+  fresh.tls.cert_file = "/etc/mailtap/cert.pem";
+  fresh.tls.listen = mailtap::endpoint{"127.0.0.1", 465};
+  fresh.upstream = mailtap::endpoint{"192.0.2.1", 25};
+  EXPECT_EQ(restart_only_changes(config{}, fresh),
+            (strings{"listen", "upstream", "threads", "timeouts.client_idle", "tls.cert", "tls.listen"}));
+}
+
+TEST(Reload, ClientIdentitySettingsNeedARestart) {
+  config fresh;
+  fresh.identity = mailtap::upstream_identity::proxy_v2;
+  fresh.listen_proxy_protocol = true;
+  EXPECT_EQ(restart_only_changes(config{}, fresh), (strings{"upstream_identity", "listen_proxy_protocol"}));
+}
+
+TEST(Reload, TransparentInterceptionNeedsARestart) {
+  config fresh;
+  fresh.transparent = true;
+  EXPECT_EQ(restart_only_changes(config{}, fresh), strings{"transparent"});
+}
+
+TEST(Reload, VerificationComparesWhatIsInForce) {
+  // Unset verify_upstream means `record` unless upstream TLS is required: the same in force.
+  config fresh;
+  fresh.tls.verify_upstream = mailtap::upstream_verify::record;
+  EXPECT_EQ(restart_only_changes(config{}, fresh), strings{});
+  fresh.tls.verify_upstream = mailtap::upstream_verify::require;
+  EXPECT_EQ(restart_only_changes(config{}, fresh), strings{"tls.verify_upstream"});
+}
+
+TEST(PackagedConfig, LoadsWithServiceDefaults) {
+  std::string error;
+  auto cfg = mailtap::load_config_file(MAILTAP_SOURCE_DIR "/packaging/mailtap.toml", config{}, error);
+  ASSERT_TRUE(cfg) << error;
+  EXPECT_EQ(cfg->listen.to_string(), "127.0.0.1:2525");   // loopback, a port that needs no capability
+  EXPECT_FALSE(cfg->upstream);                            // the built-in sink until configured
+  EXPECT_EQ(cfg->captures_dir, "/var/lib/mailtap/captures");   // the unit's StateDirectory
+  EXPECT_TRUE(cfg->faults.empty());
+  EXPECT_EQ(cfg->log_level, "info");
+  // Nothing else differs from the embedded defaults.
+  EXPECT_EQ(restart_only_changes(config{}, *cfg), strings{"captures"});
+}
+
+}  // namespace
