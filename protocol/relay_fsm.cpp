@@ -200,7 +200,7 @@ void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view rea
 
 void relay_fsm::on_upstream_reconnected(std::uint64_t now) {
   if (ended_) return;
-  if (tls_.upstream_reconnected(now)) xclient_done_ = false;   // a new connection: XCLIENT again at the client's next EHLO
+  if (tls_.upstream_reconnected(now)) xclient_.new_connection();
 }
 
 void relay_fsm::on_abort(std::uint64_t now, std::string_view reason) {
@@ -790,13 +790,10 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     case command_kind::client_starttls:
     case command_kind::internal_starttls:
     case command_kind::internal_greeting: return tls_.take_reply(now, p, r);   // starttls_sequencer
-    case command_kind::internal_xclient: return take_xclient_reply(now, p, r);   // relay_fsm_xclient.cpp
-    case command_kind::xclient_hello:
-      p.asked.kind = command_kind::relayed;
-      xclient_in_flight_ = false;   // held client commands go on after this reply
-      break;
+    case command_kind::internal_xclient: return xclient_.take_reply(now, p, r, tls_.hello_line());   // xclient_exchange
+    case command_kind::xclient_hello: xclient_.hello_answered(p); break;
   }
-  if (p.asked.ph == phase::ehlo && begin_xclient(now, p, r)) return;   // relay_fsm_xclient.cpp
+  if (p.asked.ph == phase::ehlo && xclient_.begin(now, p, r, tls_.hello_line())) return;
   if (p.asked.ph == phase::ehlo) tls_.note_upstream_capabilities(r);
   if (p.asked.ph == phase::auth) {
     if (r.code == 334) {       // challenge: the client's next line is an AUTH response

@@ -31,10 +31,11 @@
 #include "protocol/reply_queue.hpp"
 #include "protocol/starttls_sequencer.hpp"
 #include "protocol/transaction_book.hpp"
+#include "protocol/xclient_exchange.hpp"
 
 namespace mailtap::protocol {
 
-class relay_fsm : private starttls_host {
+class relay_fsm : private starttls_host, private xclient_host {
  public:
   // `faults` may be null (no fault injection); it must outlive the machine.
   relay_fsm(relay_options options, session_observer* observer, fault_advisor* faults = nullptr);
@@ -136,11 +137,8 @@ class relay_fsm : private starttls_host {
   void forget_upstream_input() override { replies_ = reply_parser{}; }
   // No client command goes upstream while the upstream leg is prepared (TLS, a new
   // connection) or the XCLIENT exchange runs.
-  bool upstream_prepared() const { return tls_.upstream_prepared() && !xclient_in_flight_; }
+  bool upstream_prepared() const { return tls_.upstream_prepared() && !xclient_.in_flight(); }
 
-  // XCLIENT (relay_fsm_xclient.cpp).
-  bool begin_xclient(std::uint64_t now, reply_slot& client_ehlo, const reply& r);
-  void take_xclient_reply(std::uint64_t now, reply_slot& client_ehlo, const reply& r);
 
   // Faults (relay_fsm_faults.cpp).
   enum class line_fault { none, held, handled };
@@ -249,11 +247,6 @@ class relay_fsm : private starttls_host {
   int last_client_code_ = 0;          // the code of the last reply sent to the client
   transaction_book txns_;
 
-  // XCLIENT: sent at most once per upstream connection; while its exchange runs (XCLIENT,
-  // the new 220, the client's EHLO again) client commands wait.
-  bool xclient_done_ = false;
-  bool xclient_in_flight_ = false;
-
   // Faults.
   bool upstream_wanted_ = true;
   bool refusing_ = false;            // a 5xx greeting was given: 503 to all but QUIT (RFC 5321 3.1)
@@ -299,6 +292,7 @@ class relay_fsm : private starttls_host {
   std::string upstream_lost_detail_;
   bool ended_ = false;
   starttls_sequencer tls_{options_, out_, owed_, observer_, *this};
+  xclient_exchange xclient_{options_, out_, owed_, observer_, *this};
 };
 
 }  // namespace mailtap::protocol

@@ -65,7 +65,7 @@ struct relay_options {
   // client, upstream_identity = proxy_v1/proxy_v2), recorded like all bytes; empty: none.
   std::string upstream_preamble;
   // Tell an upstream that offers XCLIENT who the client is (upstream_identity = xclient,
-  // relay_fsm_xclient.cpp); its `helo` is taken from the client's EHLO. Absent: never.
+  // xclient_exchange.hpp); its `helo` is taken from the client's EHLO. Absent: never.
   std::optional<xclient_identity> xclient;
 };
 

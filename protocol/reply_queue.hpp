@@ -23,7 +23,7 @@ namespace mailtap::protocol {
 enum class command_kind {
   relayed, client_starttls, internal_ehlo, internal_starttls, internal_rset,
   internal_greeting,  // the banner of a new upstream connection (plaintext fall-back)
-  internal_xclient,   // the client's EHLO waits: the relay's XCLIENT went upstream (relay_fsm_xclient.cpp)
+  internal_xclient,   // the client's EHLO waits: the relay's XCLIENT went upstream (xclient_exchange)
   xclient_hello       // the client's EHLO said again after XCLIENT: its reply is the client's
 };
 
