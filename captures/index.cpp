@@ -57,6 +57,8 @@ constexpr const char* child_tables[] = {"transactions", "recipients", "replies",
 // How long the command line waits for a write lock another process holds (a relay's batch,
 // another reindex's batch): far longer than one batch takes.
 constexpr int cli_busy_timeout_ms = 30'000;
+// Negative: KiB. 64 MiB.
+constexpr const char* cli_cache_pragma = "PRAGMA cache_size=-65536";
 // A recipient whose reply code was not recorded (the code list is cut at its cap).
 constexpr int no_code = -1;
 
@@ -143,51 +145,103 @@ std::string like_pattern(std::string_view glob) {
 
 using value = std::variant<std::int64_t, std::string>;
 
-struct where_clause {
-  std::string sql;
+// A condition on the rows of another table (transactions, recipients, replies, faults):
+// "the session has such a row".
+struct row_condition {
+  std::string table;
+  std::string predicate;   // over that table's columns, with ? placeholders
   std::vector<value> values;
-  void add(std::string condition, std::vector<value> v = {}) {
-    sql += sql.empty() ? " WHERE " : " AND ";
-    sql += condition;
-    for (auto& x : v) values.push_back(std::move(x));
-  }
+  bool indexed = true;     // the predicate can use an index (a pattern cannot)
+};
+
+// What a filter asks, split into conditions on the session row and on its other rows.
+struct conditions {
+  std::vector<std::string> on_session;
+  std::vector<value> session_values;
+  std::vector<row_condition> on_rows;
 };
 
 // An address condition on a column pair (the address, its domain) of `table`.
-void add_address(where_clause& w, std::string_view table, std::string_view column, std::string_view domain_column,
-                 std::string_view wanted) {
-  const std::string in = "id IN (SELECT session_id FROM " + std::string(table) + " WHERE ";
+row_condition address_condition(std::string table, std::string_view column, std::string_view domain_column,
+                                 std::string_view wanted) {
   if (wanted == "<>") wanted = "";   // the null sender (RFC 5321 4.5.5)
   if (wanted.find('*') != std::string_view::npos)
-    w.add(in + std::string(column) + " LIKE ? ESCAPE '\\')", {like_pattern(wanted)});
-  else if (wanted.size() > 1 && wanted.front() == '@')
-    w.add(in + std::string(domain_column) + " = ?)", {lower(wanted.substr(1))});
-  else
-    w.add(in + std::string(column) + " = ? COLLATE NOCASE)", {std::string(wanted)});
+    return {std::move(table), std::string(column) + " LIKE ? ESCAPE '\\'", {like_pattern(wanted)}, false};
+  if (wanted.size() > 1 && wanted.front() == '@')
+    return {std::move(table), std::string(domain_column) + " = ?", {lower(wanted.substr(1))}};
+  return {std::move(table), std::string(column) + " = ? COLLATE NOCASE", {std::string(wanted)}};
 }
 
-where_clause where_of(const search_filter& f) {
-  where_clause w;
-  if (!f.sender.empty()) add_address(w, "transactions", "mail_from", "mail_from_domain", f.sender);
-  if (!f.recipient.empty()) add_address(w, "recipients", "address", "domain", f.recipient);
-  if (f.since_us) w.add("started_at >= ?", {*f.since_us});
-  if (f.until_us) w.add("started_at < ?", {*f.until_us});
-  if (!f.outcome.empty()) w.add("outcome = ?", {f.outcome});
+conditions conditions_of(const search_filter& f) {
+  conditions c;
+  auto on_session = [&c](std::string sql, value v) {
+    c.on_session.push_back(std::move(sql));
+    c.session_values.push_back(std::move(v));
+  };
+  if (f.since_us) on_session("started_at >= ?", *f.since_us);
+  if (f.until_us) on_session("started_at < ?", *f.until_us);
+  if (!f.outcome.empty()) on_session("outcome = ?", f.outcome);
+  if (!f.client.empty()) {
+    if (address_of_endpoint(f.client) == f.client) on_session("client_ip = ?", f.client);
+    else on_session("client = ?", f.client);
+  }
+  if (!f.sender.empty()) c.on_rows.push_back(address_condition("transactions", "mail_from", "mail_from_domain", f.sender));
+  if (!f.recipient.empty()) c.on_rows.push_back(address_condition("recipients", "address", "domain", f.recipient));
   if (is_reply_code(f.code)) {
-    w.add("id IN (SELECT session_id FROM replies WHERE code = ?)", {std::int64_t{std::stoi(f.code)}});
+    c.on_rows.push_back({"replies", "code = ?", {std::int64_t{std::stoi(f.code)}}});
   } else if (is_reply_class(f.code)) {
     const std::int64_t base = (f.code[0] - '0') * 100;
-    w.add("id IN (SELECT session_id FROM replies WHERE code BETWEEN ? AND ?)", {base, base + 99});
+    c.on_rows.push_back({"replies", "code BETWEEN ? AND ?", {base, base + 99}});
   } else if (!f.code.empty()) {
-    w.add("id IN (SELECT session_id FROM replies WHERE enhanced = ?)", {f.code});
+    c.on_rows.push_back({"replies", "enhanced = ?", {f.code}});
   }
-  if (!f.message_id.empty())
-    w.add("id IN (SELECT session_id FROM transactions WHERE message_id = ?)", {bare_message_id(f.message_id)});
-  if (!f.client.empty()) {
-    if (address_of_endpoint(f.client) == f.client) w.add("client_ip = ?", {f.client});
-    else w.add("client = ?", {f.client});
+  if (!f.message_id.empty()) c.on_rows.push_back({"transactions", "message_id = ?", {bare_message_id(f.message_id)}});
+  if (!f.rule.empty()) c.on_rows.push_back({"faults", "rule = ?", {f.rule}});
+  return c;
+}
+
+// Row conditions matching at most this many rows drive the search: their sessions are
+// looked up and sorted. Past it, sessions are walked newest first and each is checked, which
+// stops after one page: a condition that matches often finds its page soon.
+constexpr std::int64_t driving_cap = 2000;
+
+// How many rows `c` matches, counted up to driving_cap (an index range, so cheap).
+std::int64_t matches_up_to_cap(sqlite3* db, const row_condition& c) {
+  statement q(db, "SELECT count(*) FROM (SELECT 1 FROM " + c.table + " WHERE " + c.predicate + " LIMIT " +
+                      std::to_string(driving_cap) + ")");
+  int i = 1;
+  for (const auto& v : c.values) std::visit([&](const auto& x) { q.bind(i++, x); }, v);
+  return q.ok() && q.step() == SQLITE_ROW ? q.integer(0) : driving_cap;
+}
+
+struct where_clause {
+  std::string sql;
+  std::vector<value> values;
+  void add(const std::string& condition, const std::vector<value>& v) {
+    sql += sql.empty() ? " WHERE " : " AND ";
+    sql += condition;
+    values.insert(values.end(), v.begin(), v.end());
   }
-  if (!f.rule.empty()) w.add("id IN (SELECT session_id FROM faults WHERE rule = ?)", {f.rule});
+};
+
+// The WHERE clause: the most selective indexed row condition, when it matches few rows, as
+// `id IN (...)`; every other row condition as a per-session EXISTS.
+where_clause where_of(sqlite3* db, const search_filter& f) {
+  conditions c = conditions_of(f);
+  where_clause w;
+  for (std::size_t i = 0; i < c.on_session.size(); ++i) w.add(c.on_session[i], {c.session_values[i]});
+  std::size_t driver = c.on_rows.size();
+  std::int64_t fewest = driving_cap;
+  for (std::size_t i = 0; i < c.on_rows.size(); ++i) {
+    if (!c.on_rows[i].indexed) continue;
+    const auto n = matches_up_to_cap(db, c.on_rows[i]);
+    if (n < fewest) fewest = n, driver = i;
+  }
+  for (std::size_t i = 0; i < c.on_rows.size(); ++i) {
+    const auto& r = c.on_rows[i];
+    if (i == driver) w.add("id IN (SELECT session_id FROM " + r.table + " WHERE " + r.predicate + ")", r.values);
+    else w.add("EXISTS (SELECT 1 FROM " + r.table + " WHERE session_id = sessions.id AND " + r.predicate + ")", r.values);
+  }
   return w;
 }
 
@@ -232,6 +286,12 @@ std::unique_ptr<capture_index> capture_index::open(const fs::path& dir, busy on_
   }
   std::unique_ptr<capture_index> index(new capture_index(path, db, false));
   sqlite3_busy_timeout(db, on_busy == busy::wait ? cli_busy_timeout_ms : 0);
+  // Per connection: in WAL mode, NORMAL syncs at checkpoints only, not at every commit. A power
+  // failure may lose the last inserts, never the index; reindex restores them from the files.
+  sqlite3_exec(db, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr);
+  // The command line (a reindex of many captures, searches over many rows) keeps more of the
+  // index's pages in memory than SQLite's default 2 MiB; the relay's few inserts need no more.
+  if (on_busy == busy::wait) sqlite3_exec(db, cli_cache_pragma, nullptr, nullptr, nullptr);
   statement version(db, "PRAGMA user_version");
   if (!version.ok() || version.step() != SQLITE_ROW) {
     error = index->problem("not a capture index");
@@ -252,9 +312,7 @@ std::unique_ptr<capture_index> capture_index::open(const fs::path& dir, busy on_
             " (found version " + std::to_string(found) + ")";
     return nullptr;
   }
-  // A new index. WAL: searches never wait for the relay's inserts, nor it for them.
-  // synchronous NORMAL: a power failure may lose the last inserts, never the index;
-  // reindex restores them from the files.
+  // A new index. WAL (kept in the file): searches never wait for the relay's inserts, nor it for them.
   if (!index->exec("PRAGMA journal_mode=WAL", error) || !index->exec("BEGIN IMMEDIATE", error)) return nullptr;
   const std::string version_sql = "PRAGMA user_version=" + std::to_string(index_schema_version);
   if (!index->exec(schema_sql, error) || !index->exec(version_sql.c_str(), error) || !index->exec("COMMIT", error)) {
@@ -344,7 +402,7 @@ std::optional<std::vector<session_summary>> capture_index::search(const search_f
     error = *p;
     return std::nullopt;
   }
-  where_clause w = where_of(f);
+  where_clause w = where_of(db_, f);
   statement q(db_, "SELECT id, session, file, started_at, ended_at, client, client_ip, upstream, outcome, end_reason, "
                    "complete FROM sessions" + w.sql + " ORDER BY started_at DESC, session DESC LIMIT ? OFFSET ?");
   if (!q.ok()) {
