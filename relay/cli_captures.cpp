@@ -54,7 +54,7 @@ int prune(const prune_flags& f) {
 }  // namespace
 
 void register_captures(CLI::App& app, int& exit_code) {
-  auto* cmd = app.add_subcommand("captures", "Manage the capture directory");
+  auto* cmd = app.add_subcommand("captures", "Find sessions in the capture directory (list, search, reindex) and keep it within bounds (prune)");
   cmd->require_subcommand(1);
   auto* p = cmd->add_subcommand("prune",
                                 "Remove finished captures past the limits, oldest first (never one without its end "

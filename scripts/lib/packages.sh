@@ -1,6 +1,7 @@
-# Debian 12 packages mailtap needs, sourced by scripts/run, scripts/test, scripts/fuzz and
-# scripts/bench. BUILD_PACKAGES: compile and run the relay (libsystemd for sd_notify, help2man
-# for the man page, libsqlite3 for the capture index, libpcap for `mailtap export pcap`).  TEST_PACKAGES: the real peers the tests drive, and the packaging checks
+# Debian 12 packages mailtap needs, sourced by scripts/run, scripts/test, scripts/fuzz,
+# scripts/bench and scripts/bench-index. BUILD_PACKAGES: compile and run the relay (libsystemd for sd_notify, help2man
+# for the man page, libsqlite3 for the capture index, libpcap for `mailtap export pcap`).
+# TEST_PACKAGES: the real peers the tests drive, and the packaging checks
 # (dpkg-deb and dpkg-shlibdeps from dpkg-dev, and `file`, which CPack's shlibdeps step runs;
 # systemd-analyze from systemd, with man-db for the unit's Documentation=; /bin/kill from
 # procps and adduser for the unit and the maintainer scripts: packaging/README.md; tshark reads what
