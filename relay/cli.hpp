@@ -21,6 +21,7 @@ void register_captures(CLI::App& app, int& exit_code);
 void register_captures_index(CLI::App& captures_cmd, int& exit_code);
 void register_diagnose(CLI::App& app, int& exit_code);
 void register_export(CLI::App& app, int& exit_code);
+void register_replay(CLI::App& app, int& exit_code);
 
 // The captures a command-line name stands for (cli_show.cpp): a path, a session id within
 // `dir` (default: the run default), a directory (all its captures, in start order) or
