@@ -9,8 +9,7 @@ nothing sent upstream that should not be, and the session let go.
 Covered elsewhere, not repeated here: the upstream refuses the connection
 (test_failures.test_upstream_refuses_connection), dies mid-DATA
 (test_failures.test_upstream_dies_mid_data), the client vanishes mid-DATA
-(test_failures.test_client_dies_mid_data), a client trickling a command line a byte at a time
-(test_relay_defects.test_slow_command_line_is_timed_out) or data below the minimum rate
+(test_failures.test_client_dies_mid_data), data below the minimum rate
 (test_relay_defects.test_data_below_the_minimum_rate_is_timed_out).
 """
 
@@ -187,6 +186,31 @@ class FailingPeers(IntegrationTest):
         self.assertEqual(cap.end["reason"], "client_timeout")
         conn = up.wait_for_connections(1)[0]
         wait_until(conn.closed.is_set, 20, "the relay to close the upstream")
+
+    def test_one_byte_a_second_meets_the_command_timeout(self):
+        # Protection: relay_timeouts.client_command runs from a command line's first byte.
+        # Each byte here comes well within client_idle, so without it the trickle would hold
+        # the session for as long as the client likes.
+        up = self.upstream()
+        mailtap = self.relay_to(up, config="[timeouts]\nclient_idle = 2\nclient_command = 3\n")
+        c = self.greeted_client(mailtap.port)
+        started = time.monotonic()
+        reply = None
+        for byte in b"MAIL FROM:<trickle@example.test>":     # 33 bytes: 33 s if never stopped
+            c.send(bytes([byte]))
+            try:
+                reply = c.reply(1.0)
+                break
+            except TimeoutError:
+                continue
+        self.assertIsNotNone(reply, "a client sending one byte a second was never timed out")
+        self.assertReply(reply, 421, "4.4.2")
+        self.assertLess(time.monotonic() - started, 10)
+        cap = self.single_capture(mailtap)
+        self.assertEqual(cap.end["reason"], "client_timeout")
+        conn = up.wait_for_connections(1)[0]
+        wait_until(conn.closed.is_set, 20, "the relay to close the upstream")
+        self.assertEqual(conn.commands, [b"EHLO client.test"])
 
 
 class SlowReader(ScriptedServer):
