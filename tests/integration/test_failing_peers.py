@@ -272,8 +272,12 @@ class Backpressure(IntegrationTest):
 
     MESSAGE_BYTES = 24 * 1024 * 1024
     RATE = 6 * 1024 * 1024          # bytes a second the upstream takes: about 4 s for the message
-    IN_FLIGHT_KIB = 12 * 1024       # sent by the client, not yet read by the upstream (kernel buffers: ~7 MiB)
-    GROWTH_KIB = 16 * 1024          # mailtap's resident growth, capture queue included (~4 MiB measured)
+    # What the client may be ahead of the upstream: the kernel's socket buffers on the way
+    # (~7 MiB measured). A relay that buffered would be the whole message ahead.
+    IN_FLIGHT_KIB = 12 * 1024
+    # mailtap's resident growth: ~4 MiB measured, but the capture writer's queue may hold up to
+    # 32 MiB (captures/writer.cpp queued_bytes_cap) when the writer falls behind on a busy host.
+    GROWTH_KIB = 48 * 1024
 
     def test_slow_upstream_reader_holds_back_the_client(self):
         # Protection: relay/session.cpp outbox_high_watermark -- above 64 KiB waiting for the
