@@ -11,6 +11,7 @@ Peers:
   SmtpSink         Postfix smtp-sink (-c counters on stdout, -d per-message dumps)
   Recorder         aiosmtpd Controller storing envelope.original_content (un-stuffed bytes)
   ScriptedUpstream raw-socket SMTP server that logs every byte and can misbehave on purpose
+  ScriptedAnswers  raw-socket SMTP server whose every reply (or hang-up) a test scripts
   SmtpClient       raw-socket client for pipelining / smuggling probes
 
 Environment:
