@@ -73,7 +73,9 @@ struct end_rec {
 };
 struct fault_rec { std::uint64_t t; protocol::fault_event f; };
 struct barrier_rec { std::function<void()> done; };
-struct close_rec { bool ended; };
+// complete: the session ended and nothing was dropped; the writer counts the capture
+// complete only if, besides, every write of its file succeeded (known only here).
+struct close_rec { bool complete; };
 }  // namespace
 
 struct capture_file {
@@ -411,9 +413,11 @@ void store::run() {
         b->done();
         continue;
       }
-      if (std::holds_alternative<close_rec>(q.body)) {
+      if (auto* c = std::get_if<close_rec>(&q.body)) {
         write_out(f);
         index_closed(f);
+        if (c->complete && f.fd >= 0 && !f.failed->load()) ++counters_.complete;
+        else ++counters_.incomplete;
         if (f.fd >= 0) ::close(f.fd);
         f.fd = -1;
         if (auto it = open_ids_.find(f.path.stem().string()); it != open_ids_.end()) open_ids_.erase(it);
@@ -542,12 +546,9 @@ void store::sync(capture_file& f) {
 session_capture::session_capture(store& owner, std::shared_ptr<capture_file> file, const session_info& info)
     : store_(owner), file_(std::move(file)), file_failed_(file_->failed), id_(info.id), started_at_(info.started_at) {}
 
-session_capture::~session_capture() {
-  bool complete = ended_ && dropped_ == 0;
-  if (complete) ++store_.counters_.complete;
-  else ++store_.counters_.incomplete;
-  push({file_, close_rec{ended_}});
-}
+// Counted complete or incomplete by the writer when it closes the file: a write can still
+// fail after this, and a capture that failed is incomplete however its session ended.
+session_capture::~session_capture() { push({file_, close_rec{ended_ && dropped_ == 0}}); }
 
 void session_capture::push(queued_record&& r) {
   // Every record counts, not only raw bytes: a flood of small commands is mostly records.
