@@ -4,11 +4,13 @@
 // session_observer. Composes its parts (ARCHITECTURE.md, "The relay machine"): relay_outbox
 // (what it says), client_input (the client's bytes and the parse position), reply_queue
 // (reply pairing, RFC 2920), transaction_book (transactions and outcomes, README
-// "Outcomes"), starttls_sequencer (STARTTLS on both legs). Itself it frames client input
-// (command lines, DATA, BDAT, AUTH responses), holds the end of a message until the capture
-// and the faults allow it, and keeps the timers. Faults come from an optional fault_advisor
-// (policies/) asked at each decision point; relay_fsm_faults.cpp carries its decisions out.
-// Single-threaded: one instance per session, driven from that session's strand.
+// "Outcomes"), starttls_sequencer (STARTTLS on both legs, the plaintext fall-back),
+// xclient_exchange (XCLIENT upstream) and fault_holds (the optional fault_advisor of
+// policies/, asked at each decision point, and every hold a fault puts on the conversation).
+// Itself it frames client input (command lines, DATA, BDAT, AUTH responses), holds the end of
+// a message until the capture and the faults allow it, keeps the timers and ends the session
+// in one place (end_session). Single-threaded: one instance per session, driven from that
+// session's strand.
 #pragma once
 #include <chrono>
 #include <cstdint>
