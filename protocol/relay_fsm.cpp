@@ -25,7 +25,10 @@ bool clean_crlf_line(std::string_view line) {
 }  // namespace
 
 relay_fsm::relay_fsm(relay_options options, session_observer* observer, fault_advisor* faults)
-    : options_(std::move(options)), observer_(observer), faults_(faults), out_(observer) {}
+    : options_(std::move(options)),
+      observer_(observer),
+      out_(observer),
+      faults_(faults, options_, out_, owed_, txns_, stats_, observer_, *this) {}
 
 std::vector<action> relay_fsm::take_actions() {
   report_client_pause();
@@ -51,8 +54,8 @@ void relay_fsm::request_capture_barrier() { out_.barrier_first(); }
 
 void relay_fsm::on_start(std::uint64_t now) {
   started_us_ = now;
-  if (faults_) start_faults(now);   // relay_fsm_faults.cpp: the session plan and the connect phase
-  if (upstream_wanted_ && !ended_) out_.push(connect_upstream{});
+  faults_.start(now);   // the session plan and the connect phase
+  if (faults_.upstream_wanted() && !ended_) out_.push(connect_upstream{});
 }
 
 void relay_fsm::on_upstream_connected(std::uint64_t now) {
@@ -76,7 +79,7 @@ void relay_fsm::upstream_unreachable(std::uint64_t now, std::string_view reason)
 
 void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {
   if (ended_ || out_.closed(leg::client)) return;
-  if (stalled_) {   // a stall reads nothing; what the client sends is still recorded, then dropped
+  if (faults_.stalled()) {   // a stall reads nothing; what the client sends is still recorded, then dropped
     if (observer_) observer_->on_bytes(now, leg::client, direction::in, bytes);
     return;
   }
@@ -115,7 +118,7 @@ void relay_fsm::on_client_eof(std::uint64_t now) {
   if (ended_ || client_input_ended_) return;
   client_input_ended_ = true;
   out_.arm(leg::client, disarmed);   // nothing more will come: only the upstream's timers matter now
-  if (stalled_) return end_session(now, "client_closed", "the client gave up during a stall");
+  if (faults_.stalled()) return end_session(now, "client_closed", "the client gave up during a stall");
   process_client_input(now);    // what it sent before its FIN is still taken
   end_if_client_done(now);
 }
@@ -134,7 +137,7 @@ void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
 // is still awaited and recorded: it says whether the message was delivered.
 void relay_fsm::end_if_client_done(std::uint64_t now) {
   if (ended_ || !client_input_ended_) return;
-  if (held_line_ || held_dot_ || held_banner_ || input_held_) return;   // input still to be taken
+  if (faults_.input_waits() || input_held_) return;   // input still to be taken
   if (in_message() && in_.fully_parsed()) {
     // Client vanishes inside the message: close upstream without the dot; nothing delivered.
     out_.note(now, "client closed the connection inside the message: upstream closed without end of data");
@@ -160,7 +163,7 @@ void relay_fsm::on_timeout(std::uint64_t now, leg which) {
     if (client_input_ended_) return;
     // While the client waits on an upstream reply (up to 10 minutes for end of data), or on
     // a reply a fault delays, or on the relay's own backpressure, it is not the slow one.
-    if (!in_message() && !partial_line() && (owed_.awaiting_upstream() || fault_hold_active(now) || input_held_)) {
+    if (!in_message() && !partial_line() && (owed_.awaiting_upstream() || faults_.hold_active(now) || input_held_)) {
       out_.arm(leg::client, options_.timeouts.client_idle);
       return;
     }
@@ -173,7 +176,7 @@ void relay_fsm::on_timeout(std::uint64_t now, leg which) {
 
 void relay_fsm::on_drain(std::uint64_t now) {
   if (ended_) return;
-  if (stalled_) {   // a stalled session answers nothing, and would hold shutdown to its deadline
+  if (faults_.stalled()) {   // a stalled session answers nothing, and would hold shutdown to its deadline
     out_.note(now, "stalled session closed by shutdown");
     return end_session(now, "drain", "stalled");
   }
@@ -223,6 +226,13 @@ void relay_fsm::on_drain_deadline(std::uint64_t now) {
 bool relay_fsm::partial_line() const {
   if (mode_ != client_mode::command && mode_ != client_mode::auth_response) return false;
   return !in_.fully_parsed() && in_.unparsed().find("\r\n") == std::string_view::npos;
+}
+
+void relay_fsm::begin_data(std::uint64_t now) {
+  mode_ = client_mode::data;
+  framer_.emplace(options_.eol);
+  data_started_us_ = now;
+  begin_message_input(now);
 }
 
 void relay_fsm::begin_message_input(std::uint64_t now) {
@@ -291,16 +301,13 @@ void relay_fsm::record_received_size() {
 
 void relay_fsm::process_client_input(std::uint64_t now) {
   if (!greeted_ || !upstream_prepared() || input_held_) return;   // early talkers wait for the banner
-  if (held_banner_ || stalled_ || input_stopped_ || held_dot_) return;   // faults hold the conversation
+  if (faults_.holds_conversation()) return;
   if (out_.closed(leg::client)) return;   // gone: nothing it sent is relayed any more
-  if (held_line_) {   // delay(when=command): the line waits where it is
-    std::uint64_t due = held_line_->since_us + held_line_->decision.delay_us;
-    if (now < due) return schedule_fault_wake(now, due);
-  }
+  if (faults_.line_waits(now)) return;   // delay(when=command): the line waits where it is
   bool progress = true;
   // A fault can hold (the dot) or stop (close, reset, stall) the conversation mid-buffer:
   // nothing pipelined after that point may be taken.
-  while (progress && !ended_ && !in_.fully_parsed() && !held_dot_ && !input_stopped_ && !stalled_) {
+  while (progress && !ended_ && !in_.fully_parsed() && !faults_.stops_parsing()) {
     switch (mode_) {
       case client_mode::command: progress = take_command_line(now); break;
       case client_mode::data: take_data(now); progress = mode_ != client_mode::data; break;
@@ -349,13 +356,12 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   bool well_formed = line.size() <= limits::command_line_accepted;
   parsed_command parsed;
   std::optional<fault_decision> decided;   // a fault for this line (a verdict, or rewrites only)
-  if (held_line_) {
-    parsed = take_held_line(now, decided);   // relay_fsm_faults.cpp: parsed when it was held
+  if (faults_.line_held()) {
+    parsed = faults_.take_held_line(now, decided);   // parsed when it was held
   } else if (well_formed) {
     parsed = parse_command(line.substr(0, line.size() - 2));
-    if (faults_ && !refusing_ && parsed.fault == command_fault::none &&
-        command_fault(now, line, parsed, decided) == line_fault::held)
-      return false;   // relay_fsm_faults.cpp: the line waits for its delay
+    if (parsed.fault == command_fault::none && faults_.hold_line(now, line, parsed, decided))
+      return false;   // the line waits for its delay
   }
   std::size_t line_start = in_.pos();
   in_.advance(line.size());
@@ -373,18 +379,11 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     flush_replies(now);
     return true;
   }
-  if (refusing_ && parsed.fault != command_fault::http_request) {   // HTTP closes even a refused session
-    answer_refused_session(now, stripped_crlf(line), parsed.cmd);
+  if (faults_.refusing() && parsed.fault != command_fault::http_request) {   // HTTP closes even a refused session
+    faults_.answer_refused_session(now, stripped_crlf(line), parsed.cmd);
     return true;
   }
-  if (decided && decided->what != verdict::proceed && decided->what != verdict::delay) {
-    apply_command_fault(now, stripped_crlf(line), parsed.cmd, *decided);
-    return true;
-  }
-  if (decided && decided->rewrites.mask_command) {
-    forward_masked_command(now, line, parsed.cmd, decided->rewrites);   // relay_fsm_faults.cpp
-    return true;
-  }
+  if (faults_.take_decided_line(now, line, parsed, decided)) return true;   // answered, stopped or masked
   handle_command(now, line, parsed);
   return true;
 }
@@ -459,7 +458,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   p.asked.ph = cmd.ph;
   p.asked.t_received = now;
   p.asked.txn = open && (cmd.ph != phase::rcpt || rcpt_recorded) ? open->id : 0;
-  if (faults_) p.asked.address = cmd.address.value_or("");   // for reply-stage rules
+  faults_.remember_address(p, cmd);
   switch (cmd.ph) {
     case phase::mail:
       // A MAIL inside an open transaction gets the upstream's 503 and must not settle it.
@@ -472,20 +471,20 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       break;
     case phase::data:
       // A fault that answers the message itself takes it here, before any of it goes upstream.
-      if (open && faults_ && plan_end_of_data(now, *open, false)) return;
+      if (open && faults_.plan_end_of_data(now, *open, false)) return;
       mode_ = client_mode::awaiting_data_go;
       break;
     case phase::bdat:
       if (!open) {   // the upstream will refuse it; still recorded
         p.asked.txn = begin_transaction(now, cmd);
         open = txns_.open();
-      } else if (faults_ && open->rec.size == 0 && !absorbing_ && plan_end_of_data(now, *open, true)) {
-        absorbing_ = true;   // the first chunk: the whole message is answered by the fault
+      } else if (open->rec.size == 0 && !faults_.absorbing() && faults_.plan_end_of_data(now, *open, true)) {
+        faults_.absorb_message();   // the first chunk: the whole message is answered by the fault
       }
       begin_message_input(now);
       open->rec.size += cmd.bdat_size;
-      expect_bdat_payload(cmd, !absorbing_);
-      if (absorbing_) return take_empty_bdat_chunk(now);
+      expect_bdat_payload(cmd, !faults_.absorbing());
+      if (faults_.absorbing()) return take_empty_bdat_chunk(now);
       p.asked.last_chunk = cmd.bdat_last;
       // The message's end is held like the dot (end_of_bdat_message): here the chunk's last
       // byte, or for an empty last chunk the command itself.
@@ -535,7 +534,7 @@ void relay_fsm::take_data(std::uint64_t now) {
   std::string_view rest = in_.unparsed();
   in_.advance(framer_->feed(rest, forward));
   if (auto* t = txns_.open()) t->headers.feed(forward);
-  if (!forward.empty() && !data_failure_ && !absorbing_) out_.send(leg::upstream, forward, now);
+  if (!forward.empty() && !data_failure_ && !faults_.absorbing()) out_.send(leg::upstream, forward, now);
   if (framer_->fault() != data_fault::none && !data_failure_) {
     std::string why(to_string(framer_->fault()));
     out_.note(now, "message refused: " + why + "; upstream closed without end of data");
@@ -543,7 +542,7 @@ void relay_fsm::take_data(std::uint64_t now) {
     out_.close(leg::upstream);   // the only way out of DATA that delivers nothing
   }
   if (framer_->ended()) {
-    if (plan_.withhold_split_dot && in_.dot_was_split()) return withhold_split_dot(now);   // relay_fsm_faults.cpp
+    if (faults_.withholds_split_dot(in_.dot_was_split())) return faults_.withhold_split_dot(now);
     end_of_data(now);
   }
 }
@@ -590,9 +589,9 @@ void relay_fsm::end_of_data(std::uint64_t now) {
     out_.close(leg::upstream);
   }
   const std::uint64_t id = t ? t->id : 0;
-  if (!data_failure_ && end_of_data_fault(now, t)) return;   // relay_fsm_faults.cpp
-  absorbing_ = false;
-  if (!data_failure_ && faults_ && message_fault(now, t)) return;
+  if (!data_failure_ && faults_.end_of_data(now, t)) return;
+  faults_.stop_absorbing();
+  if (!data_failure_ && faults_.message(now, t)) return;
   if (data_failure_) {
     reply r = std::move(*data_failure_);
     data_failure_.reset();
@@ -612,10 +611,10 @@ void relay_fsm::end_of_data(std::uint64_t now) {
 void relay_fsm::forward_end_of_data(std::uint64_t now, std::uint64_t txn) {
   if (transaction* t = txns_.find(txn)) t->end_sent = true;
   owed_.expect(now, phase::data_end, command_kind::relayed, txn);
-  if (plan_.split_dot_gap_us > 0) {
+  if (const std::uint64_t gap_us = faults_.plan().split_dot_gap_us; gap_us > 0) {
     // slice split_dot: the '.' and its CRLF leave as separate segments (what trips CSCds90792).
     out_.send(leg::upstream, ".", now);
-    out_.push(segment_break{leg::upstream, std::chrono::microseconds(plan_.split_dot_gap_us)});
+    out_.push(segment_break{leg::upstream, std::chrono::microseconds(gap_us)});
     out_.send(leg::upstream, "\r\n", now);
   } else {
     out_.send(leg::upstream, ".\r\n", now);
@@ -642,7 +641,7 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
     mode_ = client_mode::command;
     if (bdat_last_ && t) take_message_id(*t);
     const bool discarded = std::exchange(discard_payload_, false);
-    if (discarded && absorbing_) finish_absorbed_bdat(now);
+    if (discarded && faults_.absorbing()) faults_.finish_absorbed_bdat(now, bdat_last_);
     else if (!discarded && bdat_last_) end_of_bdat_message(now, t);
   }
 }
@@ -674,21 +673,12 @@ void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
     flush_replies(now);
     return;
   }
-  if (end_plan_ && end_plan_txn_ == t->id && end_plan_->what == verdict::delay) {
-    held_dot_ = std::move(*end_plan_);
-    end_plan_.reset();
-    held_dot_since_us_ = now;
-    held_dot_txn_ = t->id;
-    bdat_end_withheld_ = true;
-    schedule_fault_wake(now, now + held_dot_->delay_us);
-    return;
-  }
-  if (faults_ && message_fault(now, t)) return;   // relay_fsm_faults.cpp
+  if (faults_.hold_bdat_end(now, *t)) return;
+  if (faults_.message(now, t)) return;
   release_withheld_bdat(now, t->id);
 }
 
 void relay_fsm::release_withheld_bdat(std::uint64_t now, std::uint64_t txn) {
-  bdat_end_withheld_ = false;
   if (transaction* t = txns_.find(txn)) t->end_sent = true;
   out_.send(leg::upstream, std::exchange(withheld_bdat_, {}), now);
   arm_upstream_for_head();
@@ -749,7 +739,7 @@ void relay_fsm::note_auth_username(std::uint64_t now, std::string_view base64_re
 void relay_fsm::take_banner(std::uint64_t now, reply r) {
   greeted_ = true;
   std::string bytes = r.raw;
-  if (faults_ && banner_fault(now, r, bytes)) return;   // answered, held or ended by a fault
+  if (faults_.banner(now, r, bytes)) return;   // answered, held or ended by a fault
   release_banner(now, r, std::move(bytes));
 }
 
@@ -808,16 +798,13 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
                   (r.klass() == 2 ? " (accepted)" : " (refused)"));
   } else if (p.asked.ph == phase::data) {
     if (r.code == 354) {
-      mode_ = client_mode::data;
-      framer_.emplace(options_.eol);
-      data_started_us_ = now;
-      begin_message_input(now);
+      begin_data(now);
     } else {
       mode_ = client_mode::command;
-      end_plan_.reset();   // no message follows: a fault planned for its end does not apply
+      faults_.forget_end_plan();   // no message follows: a fault planned for its end does not apply
     }
   }
-  if (faults_) reply_stage_fault(now, p, r);   // a delay, an EHLO rewrite (relay_fsm_faults.cpp)
+  faults_.reply_stage(now, p, r);   // a delay, an EHLO rewrite
   p.answer.bytes = p.asked.ph == phase::ehlo ? edit_ehlo_reply(now, r, p.fault.decision ? &p.fault.decision->rewrites : nullptr) : r.raw;
   p.answer.parsed = std::move(r);
   p.answer.ready = true;
@@ -852,7 +839,7 @@ std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const 
   // (STARTTLS too), and the relay then does not offer what a fault took away.
   bool starttls_faulted = false;
   if (rewrites && !rewrites->empty()) {
-    apply_capability_rewrites(now, caps, *rewrites, changes);
+    faults_.apply_capability_rewrites(now, caps, *rewrites, changes);
     for (const auto* list : {&rewrites->mask_capabilities, &rewrites->strip_capabilities})
       for (const auto& kw : *list) starttls_faulted = starttls_faulted || iequals(kw, "STARTTLS");
   }
@@ -889,21 +876,15 @@ void relay_fsm::local_reply(std::uint64_t now, phase ph, int code, std::string_v
 }
 
 void relay_fsm::flush_replies(std::uint64_t now) {
-  while (!ended_ && !stalled_ && owed_.ready_head()) {
-    if (owed_.front().fault.release_us > now) {   // a delay fault holds it (and all after it)
-      schedule_fault_wake(now, owed_.front().fault.release_us);
-      return;
-    }
+  while (!ended_ && !faults_.stalled() && owed_.ready_head()) {
+    if (faults_.reply_delayed(now, owed_.front())) return;   // a delay fault holds it (and all after it)
     reply_slot p = owed_.pop_head();
     if (!p.answer.parsed) {   // a fault marker: disconnect, reset or stall once the replies before it are out
       last_reply_sent_us_ = now;
-      fault_then(now, p);
+      faults_.then(now, p);
       continue;
     }
-    if (p.fault.decision && p.fault.decision->what == verdict::delay)
-      fault_event_for(now, *p.fault.decision, p.fault.ph, "reply " + std::to_string(p.answer.parsed->code) + " held",
-                      now - std::max(p.answer.t_upstream, p.asked.t_received));
-    if (p.fault.absorb_go) open_absorbed_message(now, p);   // 354, or 554 when no recipient was accepted
+    faults_.reply_releasing(now, p);
     if (out_.closed(leg::client) && !p.answer.local && p.asked.answers_end_of_data()) {
       // The proof of hand-off still counts: the capture says what became of the message.
       ++stats_.unacknowledged_end_of_data;
@@ -922,10 +903,11 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     last_reply_sent_us_ = now;
     last_client_code_ = p.answer.parsed->code;
     after_reply(now, p);
-    if (p.fault.then != then_do::nothing) fault_then(now, p);
+    if (p.fault.then != then_do::nothing) faults_.then(now, p);
   }
-  if (ended_ || stalled_) return;
-  if (out_.closed(leg::upstream) && owed_.empty() && mode_ == client_mode::command && !refusing_ && !absorbing_) {
+  if (ended_ || faults_.stalled()) return;
+  if (out_.closed(leg::upstream) && owed_.empty() && mode_ == client_mode::command && !faults_.refusing() &&
+      !faults_.absorbing()) {
     // The upstream is gone (we aborted its transaction, or it died in DATA): nothing more
     // can be relayed, so say so and close; once is enough (RFC 5321 3.8: 421, then close).
     if (last_client_code_ != 421) out_.say(now, make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed"));
@@ -988,7 +970,7 @@ void relay_fsm::finish_transaction(std::uint64_t now, std::uint64_t id, outcome 
   auto rec = txns_.settle(now, id, o, final_reply, synthesized);
   if (!rec) return;
   if (rec->result == outcome::delivered) ++stats_.delivered;
-  if (id == withheld_dot_txn_) record_withheld_dot_stage(now);   // relay_fsm_faults.cpp: the stall, as a stage
+  faults_.transaction_settled(now, id);   // a withheld dot's stall, as a stage
   if (observer_) {
     observer_->on_transaction(*rec);
     request_capture_barrier();
@@ -1013,7 +995,7 @@ void relay_fsm::abandon_transactions(std::uint64_t now) {
 // ---------------------------------------------------------------- leaving
 
 void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail) {
-  if (stalled_) {   // a stall answers nothing, not even this; the client gives up on its own
+  if (faults_.stalled()) {   // a stall answers nothing, not even this; the client gives up on its own
     if (!out_.closed(leg::upstream)) out_.close(leg::upstream);
     out_.arm(leg::upstream, disarmed);
     out_.note(now, std::string(reason) + " during a stall: " + std::string(detail));
@@ -1035,7 +1017,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     return;
   }
   reply_slot* it = owed_.first_awaited();
-  if (!it && !owed_.empty() && fault_hold_active(now)) {
+  if (!it && !owed_.empty() && faults_.hold_active(now)) {
     // Replies the upstream already gave are held by a delay fault: they still go out first;
     // flush_replies ends the session once they are (out_.closed(leg::upstream)).
     return;
@@ -1062,7 +1044,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     }
     flush_replies(now);   // ends the session: out_.closed(leg::upstream) with nothing pending
     // Unless a delay still holds replies the upstream gave: they go out first, then the 421.
-    if (!ended_ && !fault_hold_active(now)) end_session(now, reason, detail);
+    if (!ended_ && !faults_.hold_active(now)) end_session(now, reason, detail);
     return;
   }
   end_with_reply(now, make_reply(421, "4.4.2", options_.name + " upstream connection lost"), reason, detail);

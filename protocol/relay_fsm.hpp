@@ -4,11 +4,13 @@
 // session_observer. Composes its parts (ARCHITECTURE.md, "The relay machine"): relay_outbox
 // (what it says), client_input (the client's bytes and the parse position), reply_queue
 // (reply pairing, RFC 2920), transaction_book (transactions and outcomes, README
-// "Outcomes"), starttls_sequencer (STARTTLS on both legs). Itself it frames client input
-// (command lines, DATA, BDAT, AUTH responses), holds the end of a message until the capture
-// and the faults allow it, and keeps the timers. Faults come from an optional fault_advisor
-// (policies/) asked at each decision point; relay_fsm_faults.cpp carries its decisions out.
-// Single-threaded: one instance per session, driven from that session's strand.
+// "Outcomes"), starttls_sequencer (STARTTLS on both legs, the plaintext fall-back),
+// xclient_exchange (XCLIENT upstream) and fault_holds (the optional fault_advisor of
+// policies/, asked at each decision point, and every hold a fault puts on the conversation).
+// Itself it frames client input (command lines, DATA, BDAT, AUTH responses), holds the end of
+// a message until the capture and the faults allow it, keeps the timers and ends the session
+// in one place (end_session). Single-threaded: one instance per session, driven from that
+// session's strand.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -23,6 +25,7 @@
 #include "protocol/command.hpp"
 #include "protocol/data_framer.hpp"
 #include "protocol/fault.hpp"
+#include "protocol/fault_holds.hpp"
 #include "protocol/header_scanner.hpp"
 #include "protocol/observer.hpp"
 #include "protocol/reply.hpp"
@@ -35,7 +38,7 @@
 
 namespace mailtap::protocol {
 
-class relay_fsm : private starttls_host, private xclient_host {
+class relay_fsm : private starttls_host, private xclient_host, private fault_host {
  public:
   // `faults` may be null (no fault injection); it must outlive the machine.
   relay_fsm(relay_options options, session_observer* observer, fault_advisor* faults = nullptr);
@@ -71,7 +74,7 @@ class relay_fsm : private starttls_host, private xclient_host {
   // relay, the client's EHLO (or HELO) replayed on it, then held client commands go on.
   void on_upstream_reconnected(std::uint64_t now_us);
   // The time asked for with arm_fault_timer has come (a held reply, command or banner is due).
-  void on_fault_timer(std::uint64_t now_us);
+  void on_fault_timer(std::uint64_t now_us) { faults_.timer(now_us); }
   // The capture can no longer be written: no further end-of-data is released upstream.
   void on_capture_failed() { capture_failed_ = true; }
 
@@ -87,8 +90,6 @@ class relay_fsm : private starttls_host, private xclient_host {
 
  private:
   enum class client_mode { command, awaiting_data_go, data, bdat_payload, awaiting_auth, auth_response, starttls };
-  // Where a STARTTLS (the client's, or the relay's own securing of the upstream) stands.
-  enum class tls_step { idle, upstream_starttls_sent, upstream_handshake, client_handshake };
 
   // Input processing.
   void process_client_input(std::uint64_t now);
@@ -97,23 +98,24 @@ class relay_fsm : private starttls_host, private xclient_host {
   void take_bdat_payload(std::uint64_t now);
   // A BDAT chunk's payload follows its command: its bdat_size bytes are the chunk's, never
   // commands. Forwarded, or (`forward` false: a fault answers the chunk) read and dropped.
-  void expect_bdat_payload(const command& cmd, bool forward);
-  void take_empty_bdat_chunk(std::uint64_t now);
+  void expect_bdat_payload(const command& cmd, bool forward) override;
+  void take_empty_bdat_chunk(std::uint64_t now) override;
   bool take_auth_response(std::uint64_t now);
   // `announce`: record the command event (false when the caller recorded the client's own line).
-  void handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed, bool announce = true);
+  void handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed,
+                      bool announce = true) override;
   void note_auth_username(std::uint64_t now, std::string_view base64_response);
   void end_of_data(std::uint64_t now);
-  transaction* close_message(std::uint64_t now);
+  transaction* close_message(std::uint64_t now) override;
   void take_message_id(transaction& t);
-  void forward_end_of_data(std::uint64_t now, std::uint64_t txn);
+  void forward_end_of_data(std::uint64_t now, std::uint64_t txn) override;
   // The last BDAT chunk is in: like the dot, its last byte waits for the capture and the faults.
   void end_of_bdat_message(std::uint64_t now, transaction* t);
-  void release_withheld_bdat(std::uint64_t now, std::uint64_t txn);
+  void release_withheld_bdat(std::uint64_t now, std::uint64_t txn) override;
   // The message's end will not be sent: its BDAT LAST reply is no longer awaited (the
   // caller queues the relay's own answer in its place).
   void upstream_replied_in_data(std::uint64_t now, reply r);
-  void announce_command(std::uint64_t now, std::string_view body, const command& cmd);
+  void announce_command(std::uint64_t now, std::string_view body, const command& cmd) override;
 
   // Replies.
   void take_upstream_reply(std::uint64_t now, reply r);
@@ -123,7 +125,7 @@ class relay_fsm : private starttls_host, private xclient_host {
   void flush_replies(std::uint64_t now) override;
   void after_reply(std::uint64_t now, const reply_slot& p);
   std::string edit_ehlo_reply(std::uint64_t now, const reply& r, const rewrite_set* rewrites);
-  void release_banner(std::uint64_t now, const reply& r, std::string bytes);
+  void release_banner(std::uint64_t now, const reply& r, std::string bytes) override;
 
   // starttls_host: what the STARTTLS sequencer asks of the machine.
   bool ended() const override { return ended_; }
@@ -139,45 +141,18 @@ class relay_fsm : private starttls_host, private xclient_host {
   // connection) or the XCLIENT exchange runs.
   bool upstream_prepared() const { return tls_.upstream_prepared() && !xclient_.in_flight(); }
 
-
-  // Faults (relay_fsm_faults.cpp).
-  enum class line_fault { none, held, handled };
-  fault_decision ask(const fault_query& q);
-  fault_query query_for(phase ph, fault_stage stage, const transaction* t) const;
-  bool greeting_fault(std::uint64_t now, const fault_decision& d);
-  void release_held(std::uint64_t now);
-  void fault_event_for(std::uint64_t now, const fault_decision& d, phase ph, std::string detail,
-                       std::uint64_t actual_delay_us = 0);
-  void start_faults(std::uint64_t now);
-  bool banner_fault(std::uint64_t now, reply& r, std::string& bytes);
-  parsed_command take_held_line(std::uint64_t now, std::optional<fault_decision>& decided);
-  line_fault command_fault(std::uint64_t now, std::string_view line, const parsed_command& parsed,
-                           std::optional<fault_decision>& rewrites);
-  void apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd, const fault_decision& d);
-  void forward_masked_command(std::uint64_t now, std::string_view line, const command& cmd, const rewrite_set& rw);
-  // `ph` is the reply's phase (for the stage and the transaction); `shown` the fault's, for the capture.
-  reply_slot& queue_fault_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn, const fault_decision& d,
-                             then_do then);
-  void fault_marker(std::uint64_t now, phase ph, const fault_decision& d, then_do then);
-  void fault_then(std::uint64_t now, const reply_slot& p);
-  bool plan_end_of_data(std::uint64_t now, transaction& t, bool chunked);
-  bool end_of_data_fault(std::uint64_t now, transaction* t);
-  bool message_fault(std::uint64_t now, transaction* t);
-  void finish_absorbed_bdat(std::uint64_t now);
-  void open_absorbed_message(std::uint64_t now, reply_slot& p);
-  void reply_stage_fault(std::uint64_t now, reply_slot& p, const reply& r);
-  void begin_stall(std::uint64_t now, const fault_decision& d, phase ph);
-  void answer_refused_session(std::uint64_t now, std::string_view body, const command& cmd);
-  void withhold_split_dot(std::uint64_t now);
-  void record_withheld_dot_stage(std::uint64_t now);
-  void schedule_fault_wake(std::uint64_t now, std::uint64_t at_us);
-  bool fault_hold_active(std::uint64_t now) const;
-  void rewrite_events(std::uint64_t now, const rewrite_set& rw, phase ph, const std::string& detail);
-  bool record_recipient(std::uint64_t now, transaction& t, std::string address);
-  void apply_capability_rewrites(std::uint64_t now, capabilities& caps, const rewrite_set& rw, std::string& changes);
+  // fault_host: what the fault holds ask of the machine.
+  bool greeted() const override { return greeted_; }
+  void greeting_answered_by_fault() override { greeted_ = true; }
+  void reply_sent(std::uint64_t now) override { last_reply_sent_us_ = now; }
+  bool client_tls() const override { return tls_.client_tls(); }
+  void client_awaits_data_go() override { mode_ = client_mode::awaiting_data_go; }
+  void record_and_drop_client_input(std::uint64_t now) override { in_.record_and_drop_rest(now, observer_); }
+  void drop_withheld_bdat() override { withheld_bdat_.clear(); }
 
   // Transactions.
-  std::uint64_t begin_transaction(std::uint64_t now, const command& cmd);
+  std::uint64_t begin_transaction(std::uint64_t now, const command& cmd) override;
+  bool record_recipient(std::uint64_t now, transaction& t, std::string address) override;
   void finish_transaction(std::uint64_t now, std::uint64_t id, outcome o, const std::optional<reply>& final_reply,
                           bool synthesized);
   // The session is ending: every transaction still in flight is aborted, or unknown when its
@@ -188,6 +163,8 @@ class relay_fsm : private starttls_host, private xclient_host {
   bool in_message() const { return mode_ == client_mode::data || mode_ == client_mode::bdat_payload; }
   bool partial_line() const;
   void begin_message_input(std::uint64_t now);
+  // The 354 went out: the message's data follows.
+  void begin_data(std::uint64_t now) override;
   void credit_data_rate(std::uint64_t now, std::size_t n);
   void arm_client_deadline(std::uint64_t now);
   void client_timed_out(std::uint64_t now);
@@ -196,7 +173,7 @@ class relay_fsm : private starttls_host, private xclient_host {
   void record_received_size();
 
   // Leaving.
-  void upstream_unreachable(std::uint64_t now, std::string_view reason);
+  void upstream_unreachable(std::uint64_t now, std::string_view reason) override;
   void upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail);
   void end_session(std::uint64_t now, std::string_view reason, std::string_view detail) override;
   // Reply, record, end: the one way a session ends with a word to the client.
@@ -211,7 +188,6 @@ class relay_fsm : private starttls_host, private xclient_host {
 
   relay_options options_;
   session_observer* observer_;
-  fault_advisor* faults_;
   relay_outbox out_;
   relay_stats stats_;
 
@@ -247,39 +223,8 @@ class relay_fsm : private starttls_host, private xclient_host {
   int last_client_code_ = 0;          // the code of the last reply sent to the client
   transaction_book txns_;
 
-  // Faults.
-  bool upstream_wanted_ = true;
-  bool refusing_ = false;            // a 5xx greeting was given: 503 to all but QUIT (RFC 5321 3.1)
-  bool stalled_ = false;             // neither answering nor parsing until the peer gives up
-  bool input_stopped_ = false;       // a fault ends the session once the replies before it are out
-  std::uint64_t stall_until_us_ = 0;
-  std::string ehlo_name_;
-  // delay(when=command): the line at the parse position waits, with its command and the decision.
-  struct held_command {
-    fault_decision decision;
-    parsed_command parsed;
-    std::uint64_t since_us = 0;
-  };
-  std::optional<held_command> held_line_;
-  std::optional<reply> held_banner_;
-  std::string held_banner_bytes_;
-  std::optional<fault_decision> banner_delay_;
-  std::uint64_t banner_arrived_us_ = 0;
-  std::uint64_t connect_delay_us_ = 0;
-  std::optional<fault_decision> connect_delay_;
-  std::optional<fault_decision> held_dot_;    // delay(when=command) at data_end
   std::string withheld_bdat_;                // the last BDAT chunk's last byte (or "BDAT 0 LAST" itself)
-  bool bdat_end_withheld_ = false;           // held_dot_ holds a BDAT message, not a dot
-  std::uint64_t held_dot_since_us_ = 0;
-  std::uint64_t held_dot_txn_ = 0;
-  std::uint64_t withheld_dot_txn_ = 0;       // split_dot_withhold: the message whose dot never went
-  std::uint64_t withheld_dot_since_us_ = 0;
-  std::optional<fault_decision> end_plan_;   // decided when DATA/BDAT arrived, for that message
-  std::uint64_t end_plan_txn_ = 0;
-  bool absorbing_ = false;           // this message is answered by a fault: nothing goes upstream
-  bool discard_payload_ = false;     // this BDAT chunk is not forwarded
-  std::uint64_t fault_wake_us_ = 0;  // the fault timer's due time (0: not armed)
-  session_plan plan_;
+  bool discard_payload_ = false;             // this BDAT chunk is not forwarded
 
   bool draining_ = false;
   bool capture_failed_ = false;
@@ -293,6 +238,7 @@ class relay_fsm : private starttls_host, private xclient_host {
   bool ended_ = false;
   starttls_sequencer tls_{options_, out_, owed_, observer_, *this};
   xclient_exchange xclient_{options_, out_, owed_, observer_, *this};
+  fault_holds faults_;
 };
 
 }  // namespace mailtap::protocol

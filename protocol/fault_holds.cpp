@@ -1,16 +1,11 @@
-// Fault injection inside the relay session machine: the relay_fsm members that ask the
-// fault_advisor (policies/) at each decision point and carry out its one decision.
-//   connect (on_start): the session plan (shaping, split dot), then refuse, stall, delay;
-//   banner: delay, mask or replace it, or answer and close instead of it;
-//   each well-formed command, before it is forwarded: delay, reply, close, reset, stall, mask;
-//   DATA / first BDAT: the end-of-data plan, so that a fault answering the message takes it
-//     before any byte goes upstream (the upstream gets RSET and stays consistent);
-//   each upstream reply, before it is relayed: delay, EHLO capability rewrites.
-// Terminal faults (close, reset, stall) wait until the replies before them are out, so the
-// client sees exactly the conversation a real server would have had.
-#include <algorithm>
+// The fault holds of the relay machine (fault_holds.hpp): asking the fault advisor at each
+// decision point and carrying out its one decision.
+#include "protocol/fault_holds.hpp"
 
-#include "protocol/relay_fsm.hpp"
+#include <algorithm>
+#include <utility>
+
+#include "protocol/auth_redaction.hpp"
 
 namespace mailtap::protocol {
 
@@ -58,21 +53,26 @@ std::string masked_keyword(std::string_view keyword) {
 std::uint64_t us(std::chrono::milliseconds ms) { return static_cast<std::uint64_t>(ms.count()) * 1000; }
 }  // namespace
 
+fault_holds::fault_holds(fault_advisor* advisor, const relay_options& options, relay_outbox& out, reply_queue& owed,
+                         transaction_book& txns, relay_stats& stats, session_observer* observer, fault_host& host)
+    : advisor_(advisor), options_(options), out_(out), owed_(owed), txns_(txns), stats_(stats), observer_(observer),
+      host_(host) {}
+
 // ---------------------------------------------------------------- asking
 
-fault_decision relay_fsm::ask(const fault_query& q) {
-  fault_decision d = faults_->decide(q);
+fault_decision fault_holds::ask(const fault_query& q) {
+  fault_decision d = advisor_->decide(q);
   if (d.what != verdict::proceed || !d.rewrites.empty()) ++stats_.faults_injected;
   return d;
 }
 
-fault_query relay_fsm::query_for(phase ph, fault_stage stage, const transaction* t) const {
+fault_query fault_holds::query_for(phase ph, fault_stage stage, const transaction* t) const {
   fault_query q;
   q.ph = ph;
   q.stage = stage;
   q.ehlo_name = ehlo_name_;
   // An SMTPS client is TLS from connect, although its handshake is reported after on_start.
-  q.client_tls = tls_.client_tls() || options_.tls.implicit_client_tls;
+  q.client_tls = host_.client_tls() || options_.tls.implicit_client_tls;
   if (t) {
     q.mail_from = t->rec.mail_from;
     q.recipients = &t->rec.rcpt_to;
@@ -81,8 +81,8 @@ fault_query relay_fsm::query_for(phase ph, fault_stage stage, const transaction*
   return q;
 }
 
-void relay_fsm::fault_event_for(std::uint64_t now, const fault_decision& d, phase ph, std::string detail,
-                                std::uint64_t actual_delay_us) {
+void fault_holds::event(std::uint64_t now, const fault_decision& d, phase ph, std::string detail,
+                        std::uint64_t actual_delay_us) {
   if (!observer_) return;
   fault_event e;
   e.rule = d.rule;
@@ -95,64 +95,66 @@ void relay_fsm::fault_event_for(std::uint64_t now, const fault_decision& d, phas
   observer_->on_fault(now, e);
 }
 
-void relay_fsm::schedule_fault_wake(std::uint64_t now, std::uint64_t at_us) {
-  if (fault_wake_us_ != 0 && fault_wake_us_ <= at_us) return;
-  fault_wake_us_ = at_us;
+void fault_holds::schedule_wake(std::uint64_t now, std::uint64_t at_us) {
+  if (wake_us_ != 0 && wake_us_ <= at_us) return;
+  wake_us_ = at_us;
   // Never zero: a zero timer means "disarm".
   out_.push(arm_fault_timer{microseconds(at_us > now ? at_us - now : 1)});
 }
 
-bool relay_fsm::fault_hold_active(std::uint64_t now) const {
+bool fault_holds::hold_active(std::uint64_t now) const {
   if (held_line_ || held_banner_ || held_dot_ || stalled_) return true;
   return owed_.delayed_past(now);
 }
 
-void relay_fsm::on_fault_timer(std::uint64_t now) {
-  if (ended_) return;
-  fault_wake_us_ = 0;
+void fault_holds::timer(std::uint64_t now) {
+  if (host_.ended()) return;
+  wake_us_ = 0;
   if (stalled_) {
-    if (now < stall_until_us_) return schedule_fault_wake(now, stall_until_us_);
+    if (now < stall_until_us_) return schedule_wake(now, stall_until_us_);
     out_.note(now, "stall ended by the relay: its maximum passed");
-    return end_session(now, "fault_stall", "the relay gave up a stalled session");
+    return host_.end_session(now, "fault_stall", "the relay gave up a stalled session");
   }
   release_held(now);
-  if (ended_) return;
-  flush_replies(now);
-  if (!ended_) process_client_input(now);
+  if (host_.ended()) return;
+  host_.flush_replies(now);
+  if (!host_.ended()) host_.resume_client_input(now);
 }
 
-void relay_fsm::release_held(std::uint64_t now) {
+void fault_holds::release_held(std::uint64_t now) {
   if (held_banner_) {
     // A connect delay counts from the connection, a banner delay from the upstream's greeting.
     std::uint64_t due = std::max(started_us_ + connect_delay_us_,
                                  banner_arrived_us_ + (banner_delay_ ? banner_delay_->delay_us : 0));
     if (now < due) {
-      schedule_fault_wake(now, due);
+      schedule_wake(now, due);
     } else {
-      if (connect_delay_) fault_event_for(now, *connect_delay_, phase::connect, "greeting held", now - started_us_);
-      if (banner_delay_) fault_event_for(now, *banner_delay_, phase::banner, "greeting held", now - banner_arrived_us_);
+      if (connect_delay_) event(now, *connect_delay_, phase::connect, "greeting held", now - started_us_);
+      if (banner_delay_) event(now, *banner_delay_, phase::banner, "greeting held", now - banner_arrived_us_);
       reply r = std::move(*held_banner_);
       held_banner_.reset();
-      release_banner(now, r, std::move(held_banner_bytes_));
+      host_.release_banner(now, r, std::move(held_banner_bytes_));
     }
   }
-  if (held_dot_ && !ended_) {
+  if (held_dot_ && !host_.ended()) {
     std::uint64_t due = held_dot_since_us_ + held_dot_->delay_us;
     if (now < due) {
-      schedule_fault_wake(now, due);
+      schedule_wake(now, due);
     } else {
-      fault_event_for(now, *held_dot_, phase::data_end, "end of data held before forwarding", now - held_dot_since_us_);
+      event(now, *held_dot_, phase::data_end, "end of data held before forwarding", now - held_dot_since_us_);
       held_dot_.reset();
-      if (bdat_end_withheld_) release_withheld_bdat(now, held_dot_txn_);
-      else forward_end_of_data(now, held_dot_txn_);
+      if (std::exchange(bdat_end_withheld_, false)) host_.release_withheld_bdat(now, held_dot_txn_);
+      else host_.forward_end_of_data(now, held_dot_txn_);
     }
   }
 }
 
 // ---------------------------------------------------------------- connect and banner
 
-void relay_fsm::start_faults(std::uint64_t now) {
-  plan_ = faults_->plan_session();
+void fault_holds::start(std::uint64_t now) {
+  started_us_ = now;
+  if (!advisor_) return;
+  plan_ = advisor_->plan_session();
   if (plan_.to_client.active()) out_.push(shape_leg{leg::client, plan_.to_client});
   if (plan_.to_upstream.active()) out_.push(shape_leg{leg::upstream, plan_.to_upstream});
   for (const auto& [rule, type] : plan_.rules) {
@@ -174,71 +176,72 @@ void relay_fsm::start_faults(std::uint64_t now) {
       upstream_wanted_ = false;
       if (d.no_greeting) {
         // As if the destination accepted and never greeted: the greeting timeout decides.
-        fault_event_for(now, d, phase::connect, "upstream accepted and never greeted");
+        event(now, d, phase::connect, "upstream accepted and never greeted");
         out_.arm(leg::upstream, options_.timeouts.upstream_greeting);
         return;
       }
-      fault_event_for(now, d, phase::connect, "upstream refused the connection");
+      event(now, d, phase::connect, "upstream refused the connection");
       // Word for word what the shell reports for a real refusal (relay/session.cpp): the
       // fault record above is what marks this one as injected.
-      upstream_unreachable(now, "connect to " + options_.upstream + ": Connection refused");
+      host_.upstream_unreachable(now, "connect to " + options_.upstream + ": Connection refused");
       return;
-    default: greeting_fault(now, d); return;
+    default: greeting(now, d); return;
   }
 }
 
 // A fault that answers (or silences) the greeting: at connect, or in place of the upstream's
 // banner. True when it took over.
-bool relay_fsm::greeting_fault(std::uint64_t now, const fault_decision& d) {
-  const phase ph = greeted_ ? phase::banner : phase::connect;
+bool fault_holds::greeting(std::uint64_t now, const fault_decision& d) {
+  const phase ph = host_.greeted() ? phase::banner : phase::connect;
   if (d.what == verdict::proceed || d.what == verdict::delay || d.what == verdict::blackhole ||
       d.what == verdict::unreachable)
     return false;
   // The upstream is not needed any more: a connected one is told QUIT, an unconnected one never dialled.
-  if (greeted_ && !out_.closed(leg::upstream)) {
+  if (host_.greeted() && !out_.closed(leg::upstream)) {
     if (observer_) observer_->on_relay_command(now, "QUIT");
     out_.send(leg::upstream, "QUIT\r\n", now);
     out_.close(leg::upstream);
   }
   upstream_wanted_ = false;
   out_.mark_closed(leg::upstream);
-  greeted_ = true;
+  host_.greeting_answered_by_fault();
   out_.arm(leg::upstream, std::chrono::milliseconds{0});
   bool with_reply = d.what == verdict::reply || d.what == verdict::reply_and_close ||
                     (d.what == verdict::disconnect && d.with_reply);
   if (with_reply) {
     reply r = reply_from(d.reply);
     out_.say(now, r);
-    fault_event_for(now, d, ph, "greeting: " + describe(d.reply));
-    last_reply_sent_us_ = now;
+    event(now, d, ph, "greeting: " + describe(d.reply));
+    host_.reply_sent(now);
     if (d.what == verdict::reply && r.klass() == 5) {
       // RFC 5321 3.1: after a 554 greeting the server waits for QUIT, answering 503 meanwhile.
       refusing_ = true;
       out_.arm(leg::client, options_.timeouts.client_idle);
       return true;
     }
-    end_session(now, "fault", d.rule);
+    host_.end_session(now, "fault", d.rule);
     return true;
   }
   switch (d.what) {
     case verdict::reset:
-      fault_event_for(now, d, ph, "connection reset");
+      event(now, d, ph, "connection reset");
       out_.close_with_reset(leg::client);
-      end_session(now, "fault", d.rule);
+      host_.end_session(now, "fault", d.rule);
       return true;
     case verdict::stall: begin_stall(now, d, ph); return true;
     default:
-      fault_event_for(now, d, ph, "connection closed");
-      end_session(now, "fault", d.rule);
+      event(now, d, ph, "connection closed");
+      host_.end_session(now, "fault", d.rule);
       return true;
   }
 }
 
-bool relay_fsm::banner_fault(std::uint64_t now, reply& r, std::string& bytes) {
+bool fault_holds::banner(std::uint64_t now, reply& r, std::string& bytes) {
+  if (!advisor_) return false;
   fault_query q = query_for(phase::banner, fault_stage::reply, nullptr);
   q.upstream_reply = &r;
   fault_decision d = ask(q);
-  if (greeting_fault(now, d)) return true;
+  if (greeting(now, d)) return true;
   const rewrite_set& rw = d.rewrites;
   if (rw.banner_text) {
     bytes = make_reply(r.code, "", *rw.banner_text).raw;
@@ -272,8 +275,9 @@ bool relay_fsm::banner_fault(std::uint64_t now, reply& r, std::string& bytes) {
 
 // ---------------------------------------------------------------- commands
 
-relay_fsm::line_fault relay_fsm::command_fault(std::uint64_t now, std::string_view line, const parsed_command& parsed,
-                                               std::optional<fault_decision>& decided) {
+bool fault_holds::hold_line(std::uint64_t now, std::string_view line, const parsed_command& parsed,
+                            std::optional<fault_decision>& decided) {
+  if (!advisor_ || refusing_) return false;
   const command& cmd = parsed.cmd;
   if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) ehlo_name_ = cmd.argument;
   transaction* open = txns_.open();
@@ -293,41 +297,61 @@ relay_fsm::line_fault relay_fsm::command_fault(std::uint64_t now, std::string_vi
   if (d.what == verdict::delay) {
     // The line waits where it is, parsed once: its command and decision are kept with it.
     held_line_ = held_command{std::move(d), parsed, now};
-    schedule_fault_wake(now, now + held_line_->decision.delay_us);
-    return line_fault::held;
+    schedule_wake(now, now + held_line_->decision.delay_us);
+    return true;
   }
-  if (d.what == verdict::proceed && d.rewrites.empty()) return line_fault::none;
+  if (d.what == verdict::proceed && d.rewrites.empty()) return false;
   decided = std::move(d);
-  return line_fault::handled;
+  return false;
+}
+
+bool fault_holds::line_waits(std::uint64_t now) {
+  if (!held_line_) return false;
+  std::uint64_t due = held_line_->since_us + held_line_->decision.delay_us;
+  if (now >= due) return false;
+  schedule_wake(now, due);
+  return true;
+}
+
+bool fault_holds::take_decided_line(std::uint64_t now, std::string_view line, const parsed_command& parsed,
+                                    const std::optional<fault_decision>& decided) {
+  if (!decided) return false;
+  if (decided->what != verdict::proceed && decided->what != verdict::delay) {
+    apply_command_fault(now, stripped_crlf(line), parsed.cmd, *decided);
+    return true;
+  }
+  if (!decided->rewrites.mask_command) return false;
+  forward_masked_command(now, line, parsed.cmd, decided->rewrites);
+  return true;
 }
 
 // The held line's delay is over: it goes on as it was parsed and decided then.
-parsed_command relay_fsm::take_held_line(std::uint64_t now, std::optional<fault_decision>& decided) {
+parsed_command fault_holds::take_held_line(std::uint64_t now, std::optional<fault_decision>& decided) {
   held_command held = std::move(*held_line_);
   held_line_.reset();
-  fault_event_for(now, held.decision, held.parsed.cmd.ph, "command held before forwarding", now - held.since_us);
+  event(now, held.decision, held.parsed.cmd.ph, "command held before forwarding", now - held.since_us);
   decided = std::move(held.decision);
   return std::move(held.parsed);
 }
 
-void relay_fsm::apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd,
-                                    const fault_decision& d) {
-  announce_command(now, body, cmd);
+void fault_holds::apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd,
+                                      const fault_decision& d) {
+  host_.announce_command(now, body, cmd);
   transaction* open = txns_.open();
   std::uint64_t txn = 0;
   phase ph = cmd.ph;
   switch (cmd.ph) {
     case phase::mail:
-      if (!open) txn = begin_transaction(now, cmd);
+      if (!open) txn = host_.begin_transaction(now, cmd);
       break;
     case phase::rcpt:
-      if (open && record_recipient(now, *open, cmd.address.value_or(cmd.argument))) txn = open->id;
+      if (open && host_.record_recipient(now, *open, cmd.address.value_or(cmd.argument))) txn = open->id;
       break;
     case phase::data: txn = open ? open->id : 0; break;
     case phase::bdat:
       // The chunk's payload follows the command: read it, never forward it.
       txn = open ? open->id : 0;
-      expect_bdat_payload(cmd, false);
+      host_.expect_bdat_payload(cmd, false);
       break;
     case phase::ehlo:
     case phase::helo:
@@ -336,91 +360,88 @@ void relay_fsm::apply_command_fault(std::uint64_t now, std::string_view body, co
   }
   switch (d.what) {
     case verdict::reply:
-    case verdict::blackhole: queue_fault_reply(now, ph, cmd.ph, txn, d, then_do::nothing); break;
-    case verdict::reply_and_close: queue_fault_reply(now, ph, cmd.ph, txn, d, then_do::close); break;
+    case verdict::blackhole: queue_reply(now, ph, cmd.ph, txn, d, then_do::nothing); break;
+    case verdict::reply_and_close: queue_reply(now, ph, cmd.ph, txn, d, then_do::close); break;
     case verdict::disconnect:
-      if (d.with_reply) queue_fault_reply(now, ph, cmd.ph, txn, d, then_do::close);
-      else fault_marker(now, cmd.ph, d, then_do::close);
+      if (d.with_reply) queue_reply(now, ph, cmd.ph, txn, d, then_do::close);
+      else owed_.fault_marker(now, cmd.ph, d, then_do::close);
       break;
-    case verdict::reset: fault_marker(now, cmd.ph, d, then_do::reset); break;
-    case verdict::stall: fault_marker(now, cmd.ph, d, then_do::stall); break;
+    case verdict::reset: owed_.fault_marker(now, cmd.ph, d, then_do::reset); break;
+    case verdict::stall: owed_.fault_marker(now, cmd.ph, d, then_do::stall); break;
     default: break;
   }
   if (d.what != verdict::reply && d.what != verdict::blackhole) input_stopped_ = true;
-  flush_replies(now);
-  take_empty_bdat_chunk(now);
+  host_.flush_replies(now);
+  host_.take_empty_bdat_chunk(now);
 }
 
 // PIX/ASA: the verb is not allowed, so the command goes on overwritten with X and the server
 // answers it (500). The capture keeps what the client sent (AUTH redacted as ever).
-void relay_fsm::forward_masked_command(std::uint64_t now, std::string_view line, const command& cmd,
-                                       const rewrite_set& rw) {
-  announce_command(now, line.substr(0, line.size() - 2), cmd);
+void fault_holds::forward_masked_command(std::uint64_t now, std::string_view line, const command& cmd,
+                                         const rewrite_set& rw) {
+  host_.announce_command(now, line.substr(0, line.size() - 2), cmd);
   rewrite_events(now, rw, cmd.ph, "command overwritten with X: " + cmd.verb);
   std::string masked(line.size() - 2, 'X');
   masked += "\r\n";
-  handle_command(now, masked, parse_command(std::string_view(masked).substr(0, masked.size() - 2)), false);
+  host_.handle_command(now, masked, parse_command(std::string_view(masked).substr(0, masked.size() - 2)), false);
   if (cmd.ph == phase::bdat) {   // the chunk still follows its (masked) command: read it, never parse it
-    expect_bdat_payload(cmd, false);
-    take_empty_bdat_chunk(now);
+    host_.expect_bdat_payload(cmd, false);
+    host_.take_empty_bdat_chunk(now);
   }
 }
 
-reply_slot& relay_fsm::queue_fault_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn,
-                                                 const fault_decision& d, then_do then) {
+reply_slot& fault_holds::queue_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn,
+                                     const fault_decision& d, then_do then) {
   reply r = reply_from(d.reply);
-  local_reply(now, ph, r.code, r.enhanced, r.text());
+  host_.local_reply(now, ph, r.code, r.enhanced, r.text());
   reply_slot& p = owed_.back();
   p.asked.txn = txn;
   p.fault.decision = d;
   p.fault.then = then;
   p.fault.ph = shown;
-  fault_event_for(now, d, shown, describe(d.reply));
+  event(now, d, shown, describe(d.reply));
   return p;
 }
 
-void relay_fsm::fault_marker(std::uint64_t now, phase ph, const fault_decision& d, then_do then) {
-  owed_.fault_marker(now, ph, d, then);
-}
-
-void relay_fsm::fault_then(std::uint64_t now, const reply_slot& p) {
+void fault_holds::then(std::uint64_t now, const reply_slot& p) {
   const fault_decision& d = *p.fault.decision;
   switch (p.fault.then) {
     case then_do::nothing: return;
     case then_do::close:
-      if (!p.answer.parsed) fault_event_for(now, d, p.fault.ph, "connection closed");   // with a reply: recorded with it
-      end_session(now, "fault", d.rule);
+      if (!p.answer.parsed) event(now, d, p.fault.ph, "connection closed");   // with a reply: recorded with it
+      host_.end_session(now, "fault", d.rule);
       return;
     case then_do::reset:
-      fault_event_for(now, d, p.fault.ph, "connection reset");
+      event(now, d, p.fault.ph, "connection reset");
       out_.close_with_reset(leg::client);
-      end_session(now, "fault", d.rule);
+      host_.end_session(now, "fault", d.rule);
       return;
     case then_do::stall: begin_stall(now, d, p.fault.ph); return;
   }
 }
 
-void relay_fsm::answer_refused_session(std::uint64_t now, std::string_view body, const command& cmd) {
-  announce_command(now, body, cmd);
-  if (cmd.ph == phase::quit) local_reply(now, phase::quit, 221, "2.0.0", options_.name + " closing connection");
-  else local_reply(now, phase::other, 503, "5.5.1", "Bad sequence of commands: this session was refused");
-  flush_replies(now);
+void fault_holds::answer_refused_session(std::uint64_t now, std::string_view body, const command& cmd) {
+  host_.announce_command(now, body, cmd);
+  if (cmd.ph == phase::quit) host_.local_reply(now, phase::quit, 221, "2.0.0", options_.name + " closing connection");
+  else host_.local_reply(now, phase::other, 503, "5.5.1", "Bad sequence of commands: this session was refused");
+  host_.flush_replies(now);
 }
 
-void relay_fsm::begin_stall(std::uint64_t now, const fault_decision& d, phase ph) {
-  fault_event_for(now, d, ph, "stalled: no replies, nothing read until the client gives up");
+void fault_holds::begin_stall(std::uint64_t now, const fault_decision& d, phase ph) {
+  event(now, d, ph, "stalled: no replies, nothing read until the client gives up");
   stalled_ = true;
   out_.arm(leg::client, std::chrono::milliseconds{0});
   out_.arm(leg::upstream, std::chrono::milliseconds{0});
   // What the client sent and nobody will read is still recorded.
-  in_.record_and_drop_rest(now, observer_);
+  host_.record_and_drop_client_input(now);
   stall_until_us_ = now + (d.stall_max_us > 0 ? d.stall_max_us : us(options_.timeouts.client_idle));
-  schedule_fault_wake(now, stall_until_us_);
+  schedule_wake(now, stall_until_us_);
 }
 
 // ---------------------------------------------------------------- the message
 
-bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked) {
+bool fault_holds::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked) {
+  if (!advisor_) return false;
   fault_decision d = ask(query_for(phase::data_end, fault_stage::command, &t));
   end_plan_.reset();
   end_plan_txn_ = t.id;
@@ -432,17 +453,17 @@ bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked
       owed_.expect(now, phase::rset, command_kind::internal_rset);
       if (observer_) observer_->on_relay_command(now, "RSET");
       out_.send(leg::upstream, "RSET\r\n", now);
-      arm_upstream_for_head();
+      host_.arm_upstream_for_head();
       end_plan_ = std::move(d);
       if (!chunked) {
         // The 354 waits behind the replies to MAIL and RCPT: whether it is a 354 at all
         // depends on them (open_absorbed_message).
-        local_reply(now, phase::data, 354, "", "End data with <CR><LF>.<CR><LF>");
+        host_.local_reply(now, phase::data, 354, "", "End data with <CR><LF>.<CR><LF>");
         owed_.back().asked.txn = t.id;
         owed_.back().fault.absorb_go = true;
         absorbing_ = true;
-        mode_ = client_mode::awaiting_data_go;
-        flush_replies(now);
+        host_.client_awaits_data_go();
+        host_.flush_replies(now);
       }
       return true;
     }
@@ -451,12 +472,12 @@ bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked
     case verdict::stall:
       if (chunked) {   // nothing of the message goes upstream: the fault happens at its first chunk
         if (d.what == verdict::disconnect && d.with_reply)
-          queue_fault_reply(now, phase::bdat, phase::data_end, t.id, d, then_do::close);
+          queue_reply(now, phase::bdat, phase::data_end, t.id, d, then_do::close);
         else
-          fault_marker(now, phase::data_end, d,
+          owed_.fault_marker(now, phase::data_end, d,
                        d.what == verdict::stall ? then_do::stall : d.what == verdict::reset ? then_do::reset : then_do::close);
         input_stopped_ = true;
-        flush_replies(now);
+        host_.flush_replies(now);
         return true;
       }
       end_plan_ = std::move(d);
@@ -468,20 +489,28 @@ bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked
   }
 }
 
-bool relay_fsm::end_of_data_fault(std::uint64_t now, transaction* t) {
+bool fault_holds::hold_bdat_end(std::uint64_t now, const transaction& t) {
+  if (!end_plan_ || end_plan_txn_ != t.id || end_plan_->what != verdict::delay) return false;
+  held_dot_ = std::move(*end_plan_);
+  end_plan_.reset();
+  held_dot_since_us_ = now;
+  held_dot_txn_ = t.id;
+  bdat_end_withheld_ = true;
+  schedule_wake(now, now + held_dot_->delay_us);
+  return true;
+}
+
+bool fault_holds::end_of_data(std::uint64_t now, transaction* t) {
   if (!end_plan_) return false;
   fault_decision d = std::move(*end_plan_);
   end_plan_.reset();
   const std::uint64_t txn = t ? t->id : 0;
   if (absorbing_) {   // the message went nowhere: the fault's reply is the answer, whatever happened to the transaction
     absorbing_ = false;
-    if (d.what == verdict::blackhole) {
-      ++stats_.blackholed;
-      out_.note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
-    }
-    queue_fault_reply(now, phase::data_end, phase::data_end, txn, d,
+    count_blackhole(now, d);
+    queue_reply(now, phase::data_end, phase::data_end, txn, d,
                       d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
-    flush_replies(now);
+    host_.flush_replies(now);
     return true;
   }
   if (txn != end_plan_txn_) return false;   // planned for another message
@@ -490,90 +519,87 @@ bool relay_fsm::end_of_data_fault(std::uint64_t now, transaction* t) {
       held_dot_ = std::move(d);
       held_dot_since_us_ = now;
       held_dot_txn_ = txn;
-      schedule_fault_wake(now, now + held_dot_->delay_us);
+      schedule_wake(now, now + held_dot_->delay_us);
       return true;
     case verdict::disconnect:
       // The dot is never sent: nothing is delivered.
-      if (d.with_reply) queue_fault_reply(now, phase::data_end, phase::data_end, txn, d, then_do::close);
-      else fault_marker(now, phase::data_end, d, then_do::close);
+      if (d.with_reply) queue_reply(now, phase::data_end, phase::data_end, txn, d, then_do::close);
+      else owed_.fault_marker(now, phase::data_end, d, then_do::close);
       break;
-    case verdict::reset: fault_marker(now, phase::data_end, d, then_do::reset); break;
-    case verdict::stall: fault_marker(now, phase::data_end, d, then_do::stall); break;
+    case verdict::reset: owed_.fault_marker(now, phase::data_end, d, then_do::reset); break;
+    case verdict::stall: owed_.fault_marker(now, phase::data_end, d, then_do::stall); break;
     default: return false;
   }
   input_stopped_ = true;
-  flush_replies(now);
+  host_.flush_replies(now);
   return true;
 }
 
 // The message stage: the whole message is in and its dot not yet sent (fail_then_pass keyed by
 // Message-ID). The body already went upstream, so the only way to fail it without delivering it
 // is to withhold the dot and close the upstream leg; the client gets the reply, then FIN.
-bool relay_fsm::message_fault(std::uint64_t now, transaction* t) {
-  if (!t) return false;
+bool fault_holds::message(std::uint64_t now, transaction* t) {
+  if (!advisor_ || !t) return false;
   fault_query q = query_for(phase::data_end, fault_stage::message, t);
   q.message_id = t->rec.message_id ? std::string_view(*t->rec.message_id) : std::string_view();
   fault_decision d = ask(q);
   if (d.what != verdict::reply && d.what != verdict::reply_and_close && d.what != verdict::disconnect) return false;
   out_.note(now, "fault " + d.rule + " fails this message after its body: the dot is withheld and the upstream closed");
-  if (owed_.withdraw_bdat_last()) withheld_bdat_.clear();   // BDAT: its last byte, not a dot, is withheld
+  if (owed_.withdraw_bdat_last()) host_.drop_withheld_bdat();   // BDAT: its last byte, not a dot, is withheld
   out_.close(leg::upstream);
   out_.arm(leg::upstream, std::chrono::milliseconds{0});
-  if (d.what == verdict::disconnect && !d.with_reply) fault_marker(now, phase::data_end, d, then_do::close);
-  else queue_fault_reply(now, phase::data_end, phase::data_end, t->id, d, then_do::close);
+  if (d.what == verdict::disconnect && !d.with_reply) owed_.fault_marker(now, phase::data_end, d, then_do::close);
+  else queue_reply(now, phase::data_end, phase::data_end, t->id, d, then_do::close);
   input_stopped_ = true;
-  flush_replies(now);
+  host_.flush_replies(now);
   return true;
 }
 
-void relay_fsm::finish_absorbed_bdat(std::uint64_t now) {
+void fault_holds::finish_absorbed_bdat(std::uint64_t now, bool last_chunk) {
   transaction* t = txns_.find(end_plan_txn_);
   if (!t || !end_plan_) {
     // The transaction failed meanwhile (MAIL or every RCPT refused): what a server answers a
     // chunk without recipients, and the fault is not applied.
-    local_reply(now, phase::bdat, 503, "5.5.1", "No valid recipients");
-    if (bdat_last_) {
+    host_.local_reply(now, phase::bdat, 503, "5.5.1", "No valid recipients");
+    if (last_chunk) {
       absorbing_ = false;
       end_plan_.reset();
     }
-    flush_replies(now);
+    host_.flush_replies(now);
     return;
   }
-  if (!bdat_last_) {
-    local_reply(now, phase::bdat, 250, "2.0.0", "chunk accepted");
-    flush_replies(now);
+  if (!last_chunk) {
+    host_.local_reply(now, phase::bdat, 250, "2.0.0", "chunk accepted");
+    host_.flush_replies(now);
     return;
   }
   absorbing_ = false;
   t->sealed = true;
   const fault_decision d = std::move(*end_plan_);
   end_plan_.reset();
-  if (d.what == verdict::blackhole) {
-    ++stats_.blackholed;
-    out_.note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
-  }
-  reply_slot& p = queue_fault_reply(now, phase::bdat, phase::data_end, t->id, d,
+  count_blackhole(now, d);
+  reply_slot& p = queue_reply(now, phase::bdat, phase::data_end, t->id, d,
                                  d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
   p.asked.last_chunk = true;
-  flush_replies(now);
+  host_.flush_replies(now);
 }
 
-void relay_fsm::open_absorbed_message(std::uint64_t now, reply_slot& p) {
+void fault_holds::count_blackhole(std::uint64_t now, const fault_decision& d) {
+  if (d.what != verdict::blackhole) return;
+  ++stats_.blackholed;
+  out_.note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
+}
+
+void fault_holds::open_absorbed_message(std::uint64_t now, reply_slot& p) {
   transaction* t = txns_.find(p.asked.txn);
   bool accepted = t && std::any_of(t->rec.rcpt_codes.begin(), t->rec.rcpt_codes.end(),
                                    [](int code) { return code / 100 == 2; });
-  if (accepted) {
-    mode_ = client_mode::data;
-    framer_.emplace(options_.eol);
-    data_started_us_ = now;
-    begin_message_input(now);
-    return;
-  }
+  if (accepted) return host_.begin_data(now);
   // Like a server: no DATA without an accepted recipient. The planned fault does not apply.
   out_.note(now, "fault " + (end_plan_ ? end_plan_->rule : std::string()) + " not applied: no recipient was accepted");
   absorbing_ = false;
   end_plan_.reset();
-  mode_ = client_mode::command;
+  host_.client_back_to_commands();
   p.answer.parsed = make_reply(554, "5.5.1", "No valid recipients");
   p.answer.bytes = p.answer.parsed->raw;
 }
@@ -581,16 +607,16 @@ void relay_fsm::open_absorbed_message(std::uint64_t now, reply_slot& p) {
 // CSCds90792: the firewall never passes a '.' and CRLF that came in separate segments; the
 // sender hears nothing and times out. The body already went upstream, so it is recorded as it
 // went (size, Message-ID, the body stage), and the stall becomes the message's data_end
-// stage when its transaction ends (record_withheld_dot_stage).
-void relay_fsm::withhold_split_dot(std::uint64_t now) {
+// stage when its transaction ends (transaction_settled).
+void fault_holds::withhold_split_dot(std::uint64_t now) {
   fault_decision d;
   d.what = verdict::stall;
   for (const auto& [rule, type] : plan_.rules)
     if (type == "split_dot_withhold") d.rule = rule, d.type = type;
-  ++stats_.faults_injected;   // when it acts (start_faults does not count it)
-  faults_->plan_rule_acted(d.rule);
+  ++stats_.faults_injected;   // when it acts (start does not count it)
+  advisor_->plan_rule_acted(d.rule);
   out_.note(now, "end of data withheld: the '.' and its CRLF arrived in separate segments (CSCds90792)");
-  if (transaction* t = close_message(now)) {   // recorded as end_of_data records a message's end
+  if (transaction* t = host_.close_message(now)) {   // recorded as end_of_data records a message's end
     withheld_dot_txn_ = t->id;
     withheld_dot_since_us_ = now;
   }
@@ -599,7 +625,8 @@ void relay_fsm::withhold_split_dot(std::uint64_t now) {
 
 // The withheld dot's stage runs from the dot to the end of its transaction (the client gave
 // up, the stall's maximum passed, shutdown): all of it the fault's, none the upstream's.
-void relay_fsm::record_withheld_dot_stage(std::uint64_t now) {
+void fault_holds::transaction_settled(std::uint64_t now, std::uint64_t id) {
+  if (id != withheld_dot_txn_) return;
   withheld_dot_txn_ = 0;
   if (observer_) observer_->on_stage({phase::data_end, withheld_dot_since_us_, now - withheld_dot_since_us_, 0, 0, 0});
 }
@@ -607,7 +634,8 @@ void relay_fsm::record_withheld_dot_stage(std::uint64_t now) {
 
 // ---------------------------------------------------------------- replies
 
-void relay_fsm::reply_stage_fault(std::uint64_t now, reply_slot& p, const reply& r) {
+void fault_holds::reply_stage(std::uint64_t now, reply_slot& p, const reply& r) {
+  if (!advisor_) return;
   // The reply to BDAT LAST is the end-of-data reply: data_end rules apply to it.
   const phase ph = p.asked.ph == phase::bdat && p.asked.last_chunk ? phase::data_end : p.asked.ph;
   fault_query q = query_for(ph, fault_stage::reply, p.asked.txn ? txns_.find(p.asked.txn) : txns_.open());
@@ -623,7 +651,24 @@ void relay_fsm::reply_stage_fault(std::uint64_t now, reply_slot& p, const reply&
   }
 }
 
-void relay_fsm::apply_capability_rewrites(std::uint64_t now, capabilities& caps, const rewrite_set& rw,
+void fault_holds::remember_address(reply_slot& p, const command& cmd) const {
+  if (advisor_) p.asked.address = cmd.address.value_or("");
+}
+
+bool fault_holds::reply_delayed(std::uint64_t now, const reply_slot& head) {
+  if (head.fault.release_us <= now) return false;
+  schedule_wake(now, head.fault.release_us);
+  return true;
+}
+
+void fault_holds::reply_releasing(std::uint64_t now, reply_slot& p) {
+  if (p.fault.decision && p.fault.decision->what == verdict::delay)
+    event(now, *p.fault.decision, p.fault.ph, "reply " + std::to_string(p.answer.parsed->code) + " held",
+          now - std::max(p.answer.t_upstream, p.asked.t_received));
+  if (p.fault.absorb_go) open_absorbed_message(now, p);   // 354, or 554 when no recipient was accepted
+}
+
+void fault_holds::apply_capability_rewrites(std::uint64_t now, capabilities& caps, const rewrite_set& rw,
                                           std::string& changes) {
   std::string done;
   auto add = [&](std::string what) { done += (done.empty() ? "" : ", ") + what; };
@@ -645,12 +690,12 @@ void relay_fsm::apply_capability_rewrites(std::uint64_t now, capabilities& caps,
 }
 
 // One record per rule that contributed to a rewrite (a rewrite-only decision has no single rule).
-void relay_fsm::rewrite_events(std::uint64_t now, const rewrite_set& rw, phase ph, const std::string& detail) {
+void fault_holds::rewrite_events(std::uint64_t now, const rewrite_set& rw, phase ph, const std::string& detail) {
   for (const auto& [rule, type] : rw.rules) {
     fault_decision shown;
     shown.rule = rule;
     shown.type = type;
-    fault_event_for(now, shown, ph, detail);
+    event(now, shown, ph, detail);
   }
 }
 
