@@ -47,6 +47,11 @@ class server {
   void run();
   const relay_metrics& metrics() const { return metrics_; }
   relay_metrics& metrics() { return metrics_; }
+  // True from the first stop signal on: the relay no longer accepts sessions (/readyz).
+  bool draining() const { return draining_.load(); }
+  // The io_context the admin API runs its connections on (the last of the pool: the first
+  // runs the SMTP accept loops and the signals).
+  boost::asio::io_context& control_context() { return *contexts_.back(); }
   // The fault engine: rules may be added, removed or replaced while the relay runs (thread-safe).
   policies::engine& faults() { return *faults_; }
 

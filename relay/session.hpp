@@ -22,6 +22,7 @@
 #include "relay/config.hpp"
 #include "relay/leg_stream.hpp"
 #include "relay/metrics.hpp"
+#include "relay/session_tally.hpp"
 #include "relay/wake_signal.hpp"
 
 namespace mailtap::policies {
@@ -133,6 +134,7 @@ class session : public std::enable_shared_from_this<session> {
   clock::time_point start_;
   std::unique_ptr<captures::session_capture> capture_;
   std::unique_ptr<protocol::fault_advisor> advisor_;   // before fsm_: the machine holds a pointer to it
+  session_tally tally_;                                 // before fsm_: its observer, in front of capture_
   protocol::relay_fsm fsm_;
   // A leg's state changed (an outbox drained, a pause lifted, a handshake done, the recorder
   // caught up, the peer's FIN): paused readers, lingering writers and open_upstream re-check.
