@@ -2,8 +2,6 @@
 // state, one connection (read a request, run the handler on the worker, write), the server.
 #include "admin/http_server.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -18,6 +16,7 @@
 #include <algorithm>
 
 #include "relay/accept_loop.hpp"
+#include "relay/log_limiter.hpp"
 
 namespace mailtap::admin {
 
@@ -37,6 +36,7 @@ struct http_server::state {
   http_limits limits;
   asio::thread_pool worker{1};
   std::size_t connections = 0;   // the io_context's thread only
+  log_limiter warnings;          // accept failures repeat every backoff while descriptors run out
 };
 
 namespace {
@@ -235,7 +235,9 @@ void http_server::start() {
   auto s = state_;
   accept_handlers handlers;
   handlers.context_for_next = [s]() -> asio::io_context& { return s->io; };
-  handlers.failed = [](const boost::system::error_code& ec) { spdlog::warn("admin API: accept failed: {}", ec.message()); };
+  handlers.failed = [s](const boost::system::error_code& ec) {
+    warn_limited(s->warnings, warn_kind::accept_failed, "admin API: accept failed: " + ec.message());
+  };
   handlers.serve = [s](tcp::socket socket) {
     if (s->connections >= s->limits.max_connections) {
       // Over the cap: one short answer, written without waiting, and close.
