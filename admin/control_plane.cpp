@@ -18,13 +18,20 @@ api_context context_for(server& relay, const config& cfg, const captures::store*
   return c;
 }
 
-bool is_loopback(const std::string& host) {
+}  // namespace
+
+bool is_loopback_address(const std::string& host) {
   boost::system::error_code ec;
   auto a = boost::asio::ip::make_address(host, ec);
   return !ec && a.is_loopback();
 }
 
-}  // namespace
+std::string admin_address_problem(const config& cfg) {
+  if (cfg.admin_off || is_loopback_address(cfg.admin.host)) return "";
+  return "admin address " + cfg.admin.to_string() +
+         " is not a loopback address: the admin API has no authentication, so it listens on loopback only "
+         "(127.0.0.1 or ::1; reach it from elsewhere through an SSH tunnel)";
+}
 
 control_plane::control_plane(server& relay, const config& cfg, const captures::store* store)
     : catalog_(cfg.captures_dir),
@@ -37,12 +44,7 @@ std::unique_ptr<control_plane> control_plane::start(server& relay, const config&
     skipped = "admin API off";
     return nullptr;
   }
-  if (!is_loopback(cfg.admin.host)) {
-    error = "admin address " + cfg.admin.to_string() +
-            " is not a loopback address: the admin API has no authentication, so it listens on loopback only "
-            "(127.0.0.1 or ::1; reach it from elsewhere through an SSH tunnel)";
-    return nullptr;
-  }
+  if (error = admin_address_problem(cfg); !error.empty()) return nullptr;
   std::unique_ptr<control_plane> plane(new control_plane(relay, cfg, store));
   std::string why;
   if (!plane->http_.listen(cfg.admin, why)) {

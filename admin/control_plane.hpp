@@ -14,6 +14,11 @@
 
 namespace mailtap::admin {
 
+// The admin API's own guarantee: a literal loopback address (127.0.0.0/8, ::1).
+bool is_loopback_address(const std::string& host);
+// The one-line refusal of a non-loopback admin address ("" when it is loopback, or off).
+std::string admin_address_problem(const config& cfg);
+
 class control_plane {
  public:
   // Listening and serving (once the relay runs), or nullptr: with `error` set when it cannot

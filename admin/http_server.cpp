@@ -82,11 +82,10 @@ request to_plain(const beast_request& req, const std::string& peer) {
 }
 
 // The status for a request that could not be read, or 0 when there is nobody to answer
-// (the peer left, or reset).
+// (the peer left, or reset; or it was too slow: the stream's deadline closed the socket).
 int status_for_read_error(const boost::system::error_code& ec) {
   if (ec == http::error::body_limit) return 413;
   if (ec == http::error::header_limit) return 431;
-  if (ec == beast::error::timeout) return 408;
   if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
       ec == http::error::partial_message || ec == asio::error::operation_aborted)
     return 0;
@@ -160,11 +159,11 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
     }
     if (hec) {
       if (int status = status_for_read_error(hec)) {
-        const std::string why = status == 413 ? "request body larger than the limit of " + std::to_string(limits.max_body_bytes) + " bytes"
-                                : status == 431 ? "request headers larger than the limit of " + std::to_string(limits.max_header_bytes) + " bytes"
-                                : status == 408 ? "request not received within the time limit"
-                                                : "malformed HTTP request: " + hec.message();
-        if (!(status == 408 && served > 0 && buffer.size() == 0)) co_await refuse(stream, status, why, limits);
+        const std::string why =
+            status == 413   ? "request body larger than the limit of " + std::to_string(limits.max_body_bytes) + " bytes"
+            : status == 431 ? "request headers larger than the limit of " + std::to_string(limits.max_header_bytes) + " bytes"
+                            : "malformed HTTP request: " + hec.message();
+        co_await refuse(stream, status, why, limits);
       }
       break;
     }

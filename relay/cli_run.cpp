@@ -236,6 +236,7 @@ std::optional<config> build_config(const run_flags& f, std::string& error) {
     cfg = *loaded;
   }
   if (!apply_flags(f, cfg, error)) return std::nullopt;
+  if (error = admin::admin_address_problem(cfg); !error.empty()) return std::nullopt;
   if (cfg.captures_dir.empty()) cfg.captures_dir = default_captures_dir();
   if (cfg.identity == upstream_identity::proxy_v1 || cfg.identity == upstream_identity::proxy_v2) {
     // The header goes before any TLS; with implicit upstream TLS the handshake would overtake it.
