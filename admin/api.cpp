@@ -134,6 +134,11 @@ api::api(api_context ctx) : ctx_(std::move(ctx)) {
     r.body = std::string(openapi_document());
     return r;
   });
+  router_.add("GET", events_path, [](const call&) {
+    auto r = error_response(426, "a WebSocket endpoint: connect with Upgrade: websocket");
+    r.headers.emplace_back("Upgrade", "websocket");
+    return r;
+  });
   add_session_routes();
   add_fault_routes();
 }
@@ -252,6 +257,21 @@ void api::add_fault_routes() {
     log_mutation(c.req, "loaded scenario " + file + ": fault rule(s) " + json::serialize(names));
     return json_of(201, json::object{{"added", std::move(names)}, {"file", file}});
   });
+}
+
+std::optional<response> api::admit_events(const request& req) const {
+  if (!ctx_.allowed_hosts.contains(host_name_of(req.host)))
+    return error_response(403, "Host '" + req.host.substr(0, 100) + "' not allowed");
+  // A browser always sends Origin on a WebSocket upgrade (RFC 6455 4.1): only a page served
+  // from the admin API's own names may subscribe. Other clients send none.
+  if (!req.origin.empty()) {
+    std::string_view o = req.origin;
+    const auto scheme = o.find("://");
+    const std::string name = scheme == std::string_view::npos ? "" : host_name_of(o.substr(scheme + 3));
+    if (!ctx_.allowed_hosts.contains(name))
+      return error_response(403, "Origin '" + req.origin.substr(0, 100) + "' not allowed");
+  }
+  return std::nullopt;
 }
 
 response api::handle(const request& req) const {

@@ -6,6 +6,7 @@
 // is logged (spdlog, info) with the peer.
 #pragma once
 #include <functional>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -33,6 +34,9 @@ class api {
  public:
   explicit api(api_context ctx);
   response handle(const request& req) const;
+  // The WebSocket upgrade of GET /api/v1/events: nullopt to accept, else the refusal (a
+  // foreign Host, or a browser page of another origin: 403).
+  std::optional<response> admit_events(const request& req) const;
   const router& routes() const { return router_; }
 
  private:
@@ -46,6 +50,9 @@ class api {
 std::string host_name_of(std::string_view host_header);
 // The hosts a listener on `bind_host` answers to: the loopback names, and the address itself.
 std::set<std::string> loopback_host_allowlist(const std::string& bind_host);
+
+// The path of the live events WebSocket.
+inline constexpr const char* events_path = "/api/v1/events";
 
 // The OpenAPI 3 document (admin/openapi.json, embedded at build time).
 std::string_view openapi_document();

@@ -52,6 +52,8 @@ std::unique_ptr<control_plane> control_plane::start(server& relay, const config&
     else skipped = why + "; the admin API is not started (set --admin ADDR:PORT, or --admin off)";
     return nullptr;
   }
+  plane->http_.add_websocket({events_path, [p = plane.get()](const request& r) { return p->api_.admit_events(r); },
+                              [&relay](std::function<void()> wake) { return relay.events().subscribe(std::move(wake)); }});
   plane->http_.start();
   return plane;
 }

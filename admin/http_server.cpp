@@ -13,6 +13,10 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+#include <boost/beast/websocket/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/post.hpp>
 #include <algorithm>
 
 #include "relay/accept_loop.hpp"
@@ -37,6 +41,7 @@ struct http_server::state {
   asio::thread_pool worker{1};
   std::size_t connections = 0;   // the io_context's thread only
   log_limiter warnings;          // accept failures repeat every backoff while descriptors run out
+  std::optional<websocket_route> websocket;
 };
 
 namespace {
@@ -75,6 +80,7 @@ request to_plain(const beast_request& req, const std::string& peer) {
   r.method = std::string(req.method_string());
   r.target = std::string(req.target());
   r.host = std::string(req[http::field::host]);
+  r.origin = std::string(req[http::field::origin]);
   r.content_type = lower_media_type(req[http::field::content_type]);
   r.body = req.body();
   r.peer = peer;
@@ -114,6 +120,67 @@ std::string peer_of(const tcp::socket& socket) {
 }
 
 asio::awaitable<response> run_on_worker(http_server::state& s, request req);
+
+// A WebSocket message's limit: subscribers have nothing to say but a close.
+constexpr std::size_t max_websocket_message = 4096;
+
+// The upgraded connection: events out until the peer closes or the server stops.
+asio::awaitable<void> serve_websocket(std::shared_ptr<http_server::state> s, beast::tcp_stream stream, beast_request req,
+                                      const http_limits& limits) {
+  using ws_stream = beast::websocket::stream<beast::tcp_stream>;
+  auto executor = stream.get_executor();
+  auto wake = std::make_shared<asio::steady_timer>(executor, asio::steady_timer::time_point::max());
+  std::weak_ptr<asio::steady_timer> weak_wake = wake;
+  // Called on a publisher's thread: the timer is touched on its own executor only, if it still exists.
+  auto subscription = s->websocket->subscribe([weak_wake, executor] {
+    asio::post(executor, [weak_wake] {
+      if (auto t = weak_wake.lock()) t->cancel();
+    });
+  });
+  if (!subscription) {
+    co_await refuse(stream, 503, "too many event subscribers, try again later", limits);
+    co_return;
+  }
+  stream.expires_never();
+  auto ws = std::make_shared<ws_stream>(std::move(stream));
+  ws->set_option(beast::websocket::stream_base::timeout::suggested(beast::role_type::server));
+  ws->read_message_max(max_websocket_message);
+  auto [aec] = co_await ws->async_accept(req, as_tuple(use_awaitable));
+  if (aec) co_return;
+  auto closed = std::make_shared<bool>(false);
+  // The reader only notices the close (or the peer's loss) and wakes the writer.
+  asio::co_spawn(
+      executor,
+      [ws, wake, closed]() -> asio::awaitable<void> {
+        beast::flat_buffer incoming;
+        for (;;) {
+          auto [ec, n] = co_await ws->async_read(incoming, as_tuple(use_awaitable));
+          if (ec) break;
+          incoming.consume(n);
+        }
+        *closed = true;
+        wake->cancel();
+      },
+      asio::detached);
+  ws->text(true);
+  while (!*closed) {
+    std::uint64_t dropped = 0;
+    auto events = subscription->take(dropped);
+    if (dropped > 0) events.insert(events.begin(), "{\"type\":\"dropped\",\"count\":" + std::to_string(dropped) + "}");
+    for (const auto& e : events) {
+      auto [wec, wn] = co_await ws->async_write(asio::buffer(e), as_tuple(use_awaitable));
+      (void)wn;
+      if (wec) co_return;
+    }
+    // Nothing queued: wait for the next wake (a publish, or the reader seeing the close).
+    if (events.empty() && !*closed) {
+      wake->expires_at(asio::steady_timer::time_point::max());
+      co_await wake->async_wait(as_tuple(use_awaitable));
+    }
+  }
+  boost::system::error_code ig;
+  ws->next_layer().socket().shutdown(tcp::socket::shutdown_send, ig);
+}
 
 }  // namespace
 
@@ -168,6 +235,19 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
       break;
     }
     auto req = parser.release();
+    if (s->websocket && beast::websocket::is_upgrade(req)) {
+      parsed_target target;
+      auto plain = to_plain(req, peer);
+      if (parse_target(plain.target, target) && target.path == s->websocket->path) {
+        if (auto refusal = s->websocket->admit(plain)) {
+          bool ok = false;
+          co_await write_response(stream, to_beast(*refusal, req.version(), false), limits, ok);
+          break;
+        }
+        co_await serve_websocket(s, std::move(stream), std::move(req), limits);
+        co_return;
+      }
+    }
     const bool keep_alive = req.keep_alive() && served + 1 < limits.max_requests_per_connection;
     response res = co_await run_on_worker(*s, to_plain(req, peer));
     bool ok = false;
@@ -229,6 +309,8 @@ endpoint http_server::local_endpoint() const {
   auto ep = state_->acceptor.local_endpoint(ec);
   return endpoint{ep.address().to_string(), ep.port()};
 }
+
+void http_server::add_websocket(websocket_route route) { state_->websocket = std::move(route); }
 
 void http_server::start() {
   auto s = state_;

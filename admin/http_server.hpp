@@ -16,10 +16,12 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "admin/http_types.hpp"
 #include "relay/config.hpp"
+#include "relay/event_hub.hpp"
 
 namespace mailtap::admin {
 
@@ -31,6 +33,17 @@ struct http_limits {
   std::chrono::milliseconds request_timeout{10'000};   // to receive one whole request
   std::chrono::milliseconds write_timeout{30'000};     // to send one response (a raw capture may be large)
   std::chrono::milliseconds idle_timeout{30'000};      // a keep-alive connection between requests
+};
+
+// A WebSocket endpoint that streams events (RFC 6455): an upgrade request on `path` is
+// admitted (or refused with the response `admit` returns), then gets a subscription and is
+// sent each event as a text message, and {"type":"dropped","count":N} when N were lost
+// because it read too slowly. What it sends is ignored, but a close ends it.
+struct websocket_route {
+  std::string path;
+  std::function<std::optional<response>(const request&)> admit;
+  // Null when no subscription can be had (too many subscribers): 503.
+  std::function<std::shared_ptr<event_subscription>(std::function<void()> wake)> subscribe;
 };
 
 class http_server {
@@ -46,6 +59,8 @@ class http_server {
   endpoint local_endpoint() const;
   // Spawns the accept loop on the io_context.
   void start();
+  // Before start().
+  void add_websocket(websocket_route route);
 
   struct state;   // shared with the connections (admin/http_server.cpp)
 

@@ -14,6 +14,7 @@ struct request {
   std::string method;         // "GET", "POST", ... as sent
   std::string target;         // the request target as sent: path and query
   std::string host;           // the Host header ("" when absent)
+  std::string origin;         // the Origin header ("" when absent)
   std::string content_type;   // the Content-Type header, lower-cased, parameters dropped
   std::string body;
   std::string peer;           // "127.0.0.1:41234", for the mutation log

@@ -117,7 +117,7 @@ session::session(asio::any_io_executor executor, std::unique_ptr<byte_pipe> clie
       capture_(open_capture(ctx, id_, number, who, target_)),
       advisor_(ctx.faults ? ctx.faults->open_session(number, who.client_label(), implicit_tls && ctx.client_tls)
                           : nullptr),
-      tally_(capture_.get(), ctx.metrics),
+      tally_(capture_.get(), ctx.metrics, ctx.events, id_),
       fsm_(relay_options_from(ctx, target_, implicit_tls && ctx.client_tls, who), &tally_, advisor_.get()),
       state_changed_(executor_),
       client_writer_wake_(executor_, clock::time_point::max()),
@@ -125,6 +125,7 @@ session::session(asio::any_io_executor executor, std::unique_ptr<byte_pipe> clie
       watchdog_timer_(executor_, clock::time_point::max()) {
   ++ctx_.metrics.sessions_active;
   implicit_tls_ = implicit_tls && ctx.client_tls;
+  tally_.announce_start(who.client_label(), target_.label);
 }
 
 session::~session() {

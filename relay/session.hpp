@@ -19,6 +19,7 @@
 #include "captures/writer.hpp"
 #include "protocol/relay_fsm.hpp"
 #include "relay/client_identity.hpp"
+#include "relay/event_hub.hpp"
 #include "relay/config.hpp"
 #include "relay/leg_stream.hpp"
 #include "relay/metrics.hpp"
@@ -62,6 +63,7 @@ struct relay_context {
   // Called as each session ends (its coroutines are done), after sessions_active is lowered:
   // the server's drain waits on it. Any thread. Empty: nobody waits (tests).
   std::function<void()> session_closed;
+  event_hub* events = nullptr;                            // live events (admin API); null: none
 };
 
 class session : public std::enable_shared_from_this<session> {

@@ -1,9 +1,22 @@
 // Forward to the capture, buffer the session's stage timings and reply classes, flush them.
 #include "relay/session_tally.hpp"
 
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <chrono>
+
+#include "captures/show.hpp"
+
 namespace mailtap {
 
 namespace {
+
+// An event: its type, the session, the wall clock in Unix milliseconds, then its own fields.
+boost::json::object event_of(const char* type, const std::string& session) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch()).count();
+  return {{"type", type}, {"session", session}, {"unix_ms", ms}};
+}
 
 constexpr unsigned char no_reply = reply_class_count;
 const auto other_phase = static_cast<unsigned char>(protocol::phase::other);
@@ -42,6 +55,14 @@ void session_tally::on_note(std::uint64_t t_us, std::string_view text) {
   if (inner_) inner_->on_note(t_us, text);
 }
 
+void session_tally::announce_start(std::string_view client, std::string_view upstream) {
+  if (!events_ || !events_->has_subscribers()) return;
+  auto e = event_of("session_started", session_id_);
+  e["client"] = captures::utf8_safe(client);
+  e["upstream"] = upstream;
+  events_->publish(boost::json::serialize(e));
+}
+
 void session_tally::on_tls(std::uint64_t t_us, protocol::leg l, const protocol::tls_summary& tls) {
   metrics_.tls_handshakes[static_cast<std::size_t>(l)].fetch_add(1, std::memory_order_relaxed);
   if (inner_) inner_->on_tls(t_us, l, tls);
@@ -57,8 +78,18 @@ void session_tally::on_stage(const protocol::stage_record& s) {
   }
   settle_unpaired_reply();
   const std::uint64_t busy = s.upstream_us + s.client_us;
-  record({static_cast<unsigned char>(s.ph), reply_class, true, s.duration_us, s.upstream_us,
-          s.duration_us > busy ? s.duration_us - busy : 0});
+  const std::uint64_t relay = s.duration_us > busy ? s.duration_us - busy : 0;
+  record({static_cast<unsigned char>(s.ph), reply_class, true, s.duration_us, s.upstream_us, relay});
+  if (events_ && events_->has_subscribers()) {
+    auto e = event_of("stage", session_id_);
+    e["stage"] = protocol::to_string(s.ph);
+    e["start_us"] = s.start_us;
+    e["duration_us"] = s.duration_us;
+    e["upstream_us"] = s.upstream_us;
+    e["relay_us"] = relay;
+    e["reply_class"] = reply_class == no_reply ? boost::json::value(nullptr) : boost::json::value(reply_class);
+    events_->publish(boost::json::serialize(e));
+  }
   if (inner_) inner_->on_stage(s);
 }
 
@@ -67,11 +98,28 @@ void session_tally::on_transaction(const protocol::transaction_record& t) {
 }
 
 void session_tally::on_fault(std::uint64_t t_us, const protocol::fault_event& f) {
+  if (events_ && events_->has_subscribers()) {
+    auto e = event_of("fault", session_id_);
+    e["t_us"] = t_us;
+    e["rule"] = captures::utf8_safe(f.rule);
+    e["fault_type"] = f.type;
+    e["decision"] = f.decision;
+    e["stage"] = protocol::to_string(f.ph);
+    e["detail"] = captures::utf8_safe(f.detail);
+    events_->publish(boost::json::serialize(e));
+  }
   if (inner_) inner_->on_fault(t_us, f);
 }
 
 void session_tally::on_end(std::uint64_t t_us, std::string_view reason, std::string_view detail) {
   settle_unpaired_reply();
+  if (events_ && events_->has_subscribers()) {
+    auto e = event_of("session_ended", session_id_);
+    e["t_us"] = t_us;
+    e["reason"] = captures::utf8_safe(reason);
+    e["detail"] = captures::utf8_safe(detail);
+    events_->publish(boost::json::serialize(e));
+  }
   if (inner_) inner_->on_end(t_us, reason, detail);
 }
 

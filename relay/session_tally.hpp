@@ -3,21 +3,27 @@
 // unchanged, and keeps the stage timings and the replies the client received in a small
 // buffer of its own. The buffer goes into the shared histograms when it fills and when the
 // session ends, so the per-command path writes no shared cache line (relaxed atomics only at
-// the flush). Threading: the session's strand only, like the observer it wraps.
+// the flush). With an event hub that has subscribers, it also publishes the session's live
+// events (relay/event_hub.hpp): started, each stage, each fault, the end.
+// Threading: the session's strand only, like the observer it wraps.
 #pragma once
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "protocol/observer.hpp"
+#include "relay/event_hub.hpp"
 #include "relay/metrics.hpp"
 
 namespace mailtap {
 
 class session_tally final : public protocol::session_observer {
  public:
-  // `inner` (the capture) may be null; `metrics` must outlive the tally.
-  session_tally(protocol::session_observer* inner, relay_metrics& metrics) : inner_(inner), metrics_(metrics) {}
+  // `inner` (the capture) and `events` may be null; `metrics` and `events` must outlive the tally.
+  session_tally(protocol::session_observer* inner, relay_metrics& metrics, event_hub* events = nullptr,
+                std::string session_id = {})
+      : inner_(inner), metrics_(metrics), events_(events), session_id_(std::move(session_id)) {}
   ~session_tally() override { flush(); }
   session_tally(const session_tally&) = delete;
   session_tally& operator=(const session_tally&) = delete;
@@ -35,6 +41,8 @@ class session_tally final : public protocol::session_observer {
 
   // Adds what is buffered to the shared metrics and empties the buffer.
   void flush();
+  // The session_started event.
+  void announce_start(std::string_view client, std::string_view upstream);
 
  private:
   struct stage_sample {
@@ -56,6 +64,8 @@ class session_tally final : public protocol::session_observer {
 
   protocol::session_observer* inner_;
   relay_metrics& metrics_;
+  event_hub* events_;
+  std::string session_id_;
   std::array<stage_sample, buffered_samples> samples_{};
   std::size_t used_ = 0;
   sent_reply last_reply_;

@@ -8,9 +8,11 @@ Assertions are on HTTP statuses, JSON documents, metric values, SMTP replies and
 never on log text.
 """
 
+import base64
 import http.client
 import json
 import os
+import select
 import socket
 import subprocess
 import time
@@ -23,6 +25,66 @@ from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, mailtap_bin, wait
 PROMTOOL = "/usr/bin/promtool"
 TO = "a@example.com"
 FULL_TOML = '[[fault]]\nname = "full"\ntype = "reply"\nphase = "rcpt"\ncode = 452\nenhanced = "4.2.2"\ntext = "Mailbox full"\n'
+
+
+class EventSocket:
+    """A minimal RFC 6455 client: the upgrade, then the server's text messages (unmasked,
+    unfragmented, as mailtap sends them)."""
+
+    def __init__(self, port, origin=None, timeout=20):
+        self.sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        head = ("GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (port, key))
+        if origin:
+            head += "Origin: %s\r\n" % origin
+        self.sock.sendall((head + "\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        self.status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/1.1 ") else 0
+        self.body = self.buf
+
+    def _need(self, n, deadline):
+        while len(self.buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                raise AssertionError("no WebSocket message in time")
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise AssertionError("WebSocket closed")
+            self.buf += chunk
+
+    def message(self, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            self._need(2, deadline)
+            opcode, length = self.buf[0] & 0x0F, self.buf[1] & 0x7F
+            at = 2
+            if length == 126:
+                self._need(4, deadline)
+                length, at = int.from_bytes(self.buf[2:4], "big"), 4
+            elif length == 127:
+                self._need(10, deadline)
+                length, at = int.from_bytes(self.buf[2:10], "big"), 10
+            self._need(at + length, deadline)
+            payload, self.buf = self.buf[at:at + length], self.buf[at + length:]
+            if opcode == 1:
+                return json.loads(payload)
+
+    def messages_until(self, predicate, timeout=20.0):
+        got = []
+        deadline = time.monotonic() + timeout
+        while not got or not predicate(got[-1]):
+            got.append(self.message(max(0.1, deadline - time.monotonic())))
+        return got
+
+    def close(self):
+        self.sock.close()
 
 
 class AdminTest(IntegrationTest):
@@ -252,6 +314,41 @@ class Metrics(AdminTest):
         self.assertEqual(self.sample(text, "mailtap_tls_handshakes_total", leg="client"), 1.0)
         self.assertEqual(self.sample(text, "mailtap_tls_handshakes_total", leg="upstream"), 1.0)
         self.assertEqual(self.sample(text, "mailtap_stage_duration_seconds_count", stage="tls"), 2.0)
+
+
+class Events(AdminTest):
+
+    def test_a_subscriber_sees_a_session_start_its_stages_a_fault_and_its_end(self):
+        code, _, body = self.request("POST", "/api/v1/faults", FULL_TOML, "application/toml")
+        self.assertEqual(code, 201, body)
+        ws = EventSocket(self.admin)
+        self.addCleanup(ws.close)
+        self.assertEqual(ws.status, 101)
+        rc, out = self.swaks(self.relay.port, "--to", TO)
+        self.assertIn("452 4.2.2", out)
+        events = ws.messages_until(lambda e: e["type"] == "session_ended")
+        session = events[0]["session"]
+        self.assertEqual(events[0]["type"], "session_started")
+        self.assertTrue(events[0]["client"].startswith("127.0.0.1:"))
+        self.assertTrue(all(e["session"] == session for e in events))
+        stages = [e["stage"] for e in events if e["type"] == "stage"]
+        self.assertIn("banner", stages)
+        self.assertIn("rcpt", stages)
+        faults = [e for e in events if e["type"] == "fault"]
+        self.assertEqual([(f["rule"], f["fault_type"], f["stage"]) for f in faults], [("full", "reply", "rcpt")])
+        rcpt = [e for e in events if e["type"] == "stage" and e["stage"] == "rcpt"]
+        self.assertEqual(rcpt[0]["reply_class"], 4)
+        self.assertEqual(events[-1]["reason"], "client_quit")
+
+    def test_a_foreign_origin_is_403_and_a_plain_get_is_426(self):
+        ws = EventSocket(self.admin, origin="http://evil.example")
+        self.addCleanup(ws.close)
+        self.assertEqual(ws.status, 403)
+        ok = EventSocket(self.admin, origin="http://localhost:%d" % self.admin)
+        self.addCleanup(ok.close)
+        self.assertEqual(ok.status, 101)
+        code, _, body = self.request("GET", "/api/v1/events")
+        self.assertOneLineError(code, body, 426)
 
 
 class BadRequests(AdminTest):

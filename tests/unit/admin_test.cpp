@@ -149,6 +149,61 @@ TEST(SessionTally, FlushesWhenItsBufferFills) {
   EXPECT_GE(m.stage_latency[static_cast<std::size_t>(protocol::phase::noop)][0].count.load(), 32u);
 }
 
+// ---- live events
+
+TEST(EventHub, ASlowSubscriberLosesEventsAndIsToldHowMany) {
+  event_hub hub;
+  int wakes = 0;
+  auto slow = hub.subscribe([&wakes] { ++wakes; }, 3);
+  ASSERT_TRUE(slow);
+  EXPECT_TRUE(hub.has_subscribers());
+  for (int i = 0; i < 5; ++i) hub.publish("{\"n\":" + std::to_string(i) + "}");
+  EXPECT_EQ(wakes, 1);   // once, as its queue stopped being empty
+  std::uint64_t dropped = 0;
+  auto got = slow->take(dropped);
+  EXPECT_EQ(got, (std::vector<std::string>{"{\"n\":0}", "{\"n\":1}", "{\"n\":2}"}));
+  EXPECT_EQ(dropped, 2u);
+  got = slow->take(dropped);
+  EXPECT_TRUE(got.empty());
+  EXPECT_EQ(dropped, 0u);
+  slow.reset();
+  hub.publish("{}");   // nobody left: dropped, and the hub knows it
+  EXPECT_FALSE(hub.has_subscribers());
+}
+
+TEST(EventHub, SubscribersAreCapped) {
+  event_hub hub;
+  std::vector<std::shared_ptr<event_subscription>> subs;
+  for (std::size_t i = 0; i < event_hub::max_subscribers; ++i) subs.push_back(hub.subscribe([] {}));
+  EXPECT_FALSE(hub.subscribe([] {}));
+  subs.pop_back();
+  EXPECT_TRUE(hub.subscribe([] {}));
+}
+
+TEST(SessionTally, PublishesEventsOnlyToSubscribers) {
+  relay_metrics m;
+  event_hub hub;
+  session_tally quiet(nullptr, m, &hub, "s1");
+  quiet.announce_start("127.0.0.1:1", "builtin");   // nobody listens: nothing kept
+  auto sub = hub.subscribe([] {});
+  session_tally t(nullptr, m, &hub, "s1");
+  t.announce_start("127.0.0.1:1", "builtin");
+  t.on_bytes(100, protocol::leg::client, protocol::direction::out, "250 ok\r\n");
+  t.on_stage({protocol::phase::mail, 40, 60, 30, 0, 0});
+  t.on_end(200, "client_quit", "");
+  std::uint64_t dropped = 0;
+  auto events = sub->take(dropped);
+  ASSERT_EQ(events.size(), 3u);
+  auto started = boost::json::parse(events[0]).as_object();
+  EXPECT_EQ(started.at("type"), "session_started");
+  EXPECT_EQ(started.at("session"), "s1");
+  auto stage = boost::json::parse(events[1]).as_object();
+  EXPECT_EQ(stage.at("stage"), "mail");
+  EXPECT_EQ(stage.at("reply_class").to_number<int>(), 2);
+  EXPECT_EQ(stage.at("relay_us").to_number<int>(), 30);
+  EXPECT_EQ(boost::json::parse(events[2]).at("type"), "session_ended");
+}
+
 // ---- routing
 
 router sample_router() {
