@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import time
@@ -20,7 +21,7 @@ import unittest
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, mailtap_bin, wait_until)
+from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, SmtpClient, mailtap_bin, wait_until)
 
 PROMTOOL = "/usr/bin/promtool"
 TO = "a@example.com"
@@ -145,6 +146,19 @@ class Health(AdminTest):
     def test_healthz_and_readyz_answer_while_the_relay_listens(self):
         self.assertEqual(self.get_json("/healthz"), {"status": "ok"})
         self.assertEqual(self.get_json("/readyz"), {"status": "ready"})
+
+    def test_readyz_is_503_while_the_relay_drains(self):
+        # A transaction in progress holds the drain open (README: in-flight transactions finish).
+        c = SmtpClient(self.relay.port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply().code, 220)
+        self.assertEqual(c.command("EHLO busy.test").code, 250)
+        self.assertEqual(c.command("MAIL FROM:<a@example.test>").code, 250)
+        self.relay.signal(signal.SIGTERM)
+        wait_until(lambda: self.request("GET", "/readyz")[0] == 503, 20, "readyz 503 while draining")
+        code, _, body = self.request("GET", "/readyz")
+        self.assertOneLineError(code, body, 503)
+        self.assertEqual(self.get_json("/healthz"), {"status": "ok"})   # alive all the same
 
     def test_the_openapi_document_is_served(self):
         doc = self.get_json("/api/v1/openapi.json")
