@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "protocol/auth_redaction.hpp"
 #include "protocol/base64.hpp"
 #include "protocol/capabilities.hpp"
 #include "protocol/limits.hpp"
@@ -14,15 +15,6 @@ namespace mailtap::protocol {
 namespace {
 using std::chrono::milliseconds;
 constexpr milliseconds disarmed{0};
-// Held client input above this stops the shell reading (a per-direction high
-// watermark: ARCHITECTURE.md, "Invariants", bounded memory).
-constexpr std::size_t client_input_high_watermark = 64 * 1024;
-
-std::string_view stripped_crlf(std::string_view line) {
-  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  return line;
-}
 
 // A line ending in CRLF with no other CR, LF or NUL in it.
 bool clean_crlf_line(std::string_view line) {
@@ -30,138 +22,89 @@ bool clean_crlf_line(std::string_view line) {
   return line.substr(0, line.size() - 2).find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
 }
 
-// Where an AUTH command's initial response starts ("AUTH MECH <here>"), or npos.
-std::size_t auth_initial_response_at(std::string_view text) {
-  auto sp = text.find(' ');
-  if (sp == std::string_view::npos || !iequals(text.substr(0, sp), "AUTH")) return std::string_view::npos;
-  auto sp2 = text.find(' ', sp + 1);
-  return sp2 == std::string_view::npos ? sp2 : sp2 + 1;
-}
-
-// An AUTH line sent upstream as the recorder sees it, masking the span the client leg masks
-// (record_consumed_client_input): an AUTH command keeps its verb and mechanism and masks its
-// initial response ("AUTH PLAIN ****"); a response of the exchange is masked whole. A
-// response has no space (base64, or "*"), so it never reads as "AUTH MECH". Same length and
-// line ends, as in the raw record of the client leg.
-std::string masked_auth_line(std::string_view bytes) {
-  std::string copy(bytes);
-  std::string_view line = stripped_crlf(bytes);
-  auto sp = line.find(' ');
-  bool auth_command = sp != std::string_view::npos && iequals(line.substr(0, sp), "AUTH");
-  std::size_t from = 0;
-  if (auth_command) from = std::min(auth_initial_response_at(line), line.size());
-  for (std::size_t i = from; i < copy.size(); ++i)
-    if (copy[i] != '\r' && copy[i] != '\n') copy[i] = '*';
-  return copy;
-}
-
-// An AUTH command line as the recorder sees it: mechanism kept, initial response replaced.
-std::string redacted_auth_command(std::string_view body) {
-  auto at = auth_initial_response_at(body);
-  if (at == std::string_view::npos) return std::string(body);
-  return std::string(body.substr(0, at - 1)) + " [initial response redacted, " + std::to_string(body.size() - at) +
-         " bytes]";
-}
-// What the record says became of a transaction (README "Outcomes"). A 2xx the relay made
-// itself delivered nothing: blackholed. A transaction whose every recipient was refused
-// failed at RCPT however it then ended (QUIT, RSET, the upstream's 554 to DATA), and reads
-// as the same codes at MAIL do: tempfailed when any refusal was 4xx (a retry may succeed),
-// else rejected. Unrecorded recipients (past the recording cap) may have been accepted, so
-// the rule needs every one recorded, each with its reply.
-outcome recorded_outcome(const transaction_record& rec, outcome o, bool synthesized, bool every_recipient_recorded) {
-  if (o == outcome::delivered) return synthesized ? outcome::blackholed : o;
-  if (!every_recipient_recorded || rec.rcpt_codes.size() != rec.rcpt_to.size()) return o;
-  return outcome_of_refused_recipients(rec.rcpt_codes).value_or(o);
-}
 }  // namespace
 
 relay_fsm::relay_fsm(relay_options options, session_observer* observer, fault_advisor* faults)
-    : options_(std::move(options)), observer_(observer), faults_(faults) {}
+    : options_(std::move(options)), observer_(observer), faults_(faults), out_(observer) {}
 
 std::vector<action> relay_fsm::take_actions() {
   report_client_pause();
-  std::vector<action> out;
-  out.swap(actions_);
-  return out;
+  return out_.take();
 }
 
 // The shell stops reading the client while the machine holds more unparsed input than its
 // cap (a pipelining client ahead of a slow upstream), and resumes once it is parsed.
 void relay_fsm::report_client_pause() {
   if (ended_) return;   // the shell stops reading anyway; no action follows the end
-  bool paused = client_in_.size() - pos_ >= client_input_high_watermark;
+  bool paused = in_.above_watermark();
   if (paused == client_paused_) return;
   client_paused_ = paused;
-  actions_.push_back(pause_reading{leg::client, paused});
+  out_.push(pause_reading{leg::client, paused});
 }
 
 // Nothing of this event's actions may overtake the transaction record just reported (a reply
 // settling it above all): the barrier goes first, and the shell holds what follows it until
 // the recorder has written the record.
-void relay_fsm::request_capture_barrier() {
-  if (!actions_.empty() && std::holds_alternative<capture_barrier>(actions_.front())) return;
-  actions_.insert(actions_.begin(), capture_barrier{});
-}
+void relay_fsm::request_capture_barrier() { out_.barrier_first(); }
 
 // ---------------------------------------------------------------- events
 
 void relay_fsm::on_start(std::uint64_t now) {
   started_us_ = now;
   if (faults_) start_faults(now);   // relay_fsm_faults.cpp: the session plan and the connect phase
-  if (upstream_wanted_ && !ended_) actions_.push_back(connect_upstream{});
+  if (upstream_wanted_ && !ended_) out_.push(connect_upstream{});
 }
 
 void relay_fsm::on_upstream_connected(std::uint64_t now) {
   if (ended_) return;
   connected_us_ = now;
   if (observer_) observer_->on_stage({phase::connect, started_us_, now - started_us_, now - started_us_, 0});
-  send(leg::upstream, options_.upstream_preamble, now);
-  arm(leg::upstream, options_.timeouts.upstream_greeting);
+  out_.send(leg::upstream, options_.upstream_preamble, now);
+  out_.arm(leg::upstream, options_.timeouts.upstream_greeting);
 }
 
 void relay_fsm::on_upstream_unreachable(std::uint64_t now, std::string_view reason) {
-  if (ended_) return;
-  upstream_closed_ = true;
-  note(now, "upstream unreachable: " + std::string(reason));
+  if (!ended_) upstream_unreachable(now, reason);
+}
+
+void relay_fsm::upstream_unreachable(std::uint64_t now, std::string_view reason) {
+  out_.mark_closed(leg::upstream);
+  out_.note(now, "upstream unreachable: " + std::string(reason));
   std::string text = options_.name + " upstream unavailable: " + std::string(reason);
-  reply r = make_reply(421, "4.4.1", text);
-  send(leg::client, r.raw, now);
-  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-  end_session(now, "upstream_unreachable", reason);
+  end_with_reply(now, make_reply(421, "4.4.1", text), "upstream_unreachable", reason);
 }
 
 void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {
-  if (ended_ || client_closed_) return;
+  if (ended_ || out_.closed(leg::client)) return;
   if (stalled_) {   // a stall reads nothing; what the client sends is still recorded, then dropped
     if (observer_) observer_->on_bytes(now, leg::client, direction::in, bytes);
     return;
   }
-  newest_read_at_ = client_in_.size();
-  client_in_.append(bytes);
+  in_.append(bytes);
   if (in_message()) credit_data_rate(now, bytes.size());
   process_client_input(now);
   arm_client_deadline(now);
 }
 
 void relay_fsm::on_upstream_bytes(std::uint64_t now, std::string_view bytes) {
-  if (ended_ || upstream_closed_) return;
+  if (ended_ || out_.closed(leg::upstream)) return;
   if (observer_) observer_->on_bytes(now, leg::upstream, direction::in, bytes);
   std::vector<reply> got;
   auto status = replies_.feed(bytes, got);
   for (std::size_t i = 0; i < got.size(); ++i) {
-    if (ended_ || upstream_closed_) break;
+    if (ended_ || out_.closed(leg::upstream)) break;
     if (observer_) observer_->on_reply(now, leg::upstream, direction::in, got[i]);
     if (!greeted_) take_banner(now, std::move(got[i]));
     else take_upstream_reply(now, std::move(got[i]));
-    if (tls_step_ == tls_step::upstream_handshake && (i + 1 < got.size() || replies_.pending_bytes() > 0)) {
+    if (tls_.awaiting_upstream_handshake() && (i + 1 < got.size() || replies_.pending_bytes() > 0)) {
       // Nothing read as protected across a STARTTLS boundary (ARCHITECTURE.md, "Invariants";
       // RFC 3207 5): bytes after the upstream's 220 would be read as if they came through TLS.
-      injection(now, leg::upstream, "upstream sent bytes after its 220 to STARTTLS");
+      tls_.injection(now, leg::upstream, "upstream sent bytes after its 220 to STARTTLS");
       return;
     }
   }
-  if (status != reply_parse_status::ok && !ended_ && !upstream_closed_) {
-    close(leg::upstream);
+  if (status != reply_parse_status::ok && !ended_ && !out_.closed(leg::upstream)) {
+    out_.close(leg::upstream);
     upstream_lost(now, "upstream_protocol_error", to_string(status));
     return;
   }
@@ -171,7 +114,7 @@ void relay_fsm::on_upstream_bytes(std::uint64_t now, std::string_view bytes) {
 void relay_fsm::on_client_eof(std::uint64_t now) {
   if (ended_ || client_input_ended_) return;
   client_input_ended_ = true;
-  arm(leg::client, disarmed);   // nothing more will come: only the upstream's timers matter now
+  out_.arm(leg::client, disarmed);   // nothing more will come: only the upstream's timers matter now
   if (stalled_) return end_session(now, "client_closed", "the client gave up during a stall");
   process_client_input(now);    // what it sent before its FIN is still taken
   end_if_client_done(now);
@@ -180,9 +123,9 @@ void relay_fsm::on_client_eof(std::uint64_t now) {
 void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
   if (ended_) return;
   client_input_ended_ = true;
-  client_closed_ = true;   // nothing more is sent to it
-  arm(leg::client, disarmed);
-  note(now, "client connection lost: " + std::string(reason));
+  out_.mark_closed(leg::client);   // nothing more is sent to it
+  out_.arm(leg::client, disarmed);
+  out_.note(now, "client connection lost: " + std::string(reason));
   end_if_client_done(now);
 }
 
@@ -192,25 +135,22 @@ void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
 void relay_fsm::end_if_client_done(std::uint64_t now) {
   if (ended_ || !client_input_ended_) return;
   if (held_line_ || held_dot_ || held_banner_ || input_held_) return;   // input still to be taken
-  if (in_message() && pos_ >= client_in_.size()) {
+  if (in_message() && in_.fully_parsed()) {
     // Client vanishes inside the message: close upstream without the dot; nothing delivered.
-    note(now, "client closed the connection inside the message: upstream closed without end of data");
+    out_.note(now, "client closed the connection inside the message: upstream closed without end of data");
     return end_session(now, "client_closed", "inside the message");
   }
-  auto awaiting_end_of_data = [](const pending& p) {
-    return !p.local && !p.ready && (p.ph == phase::data_end || (p.ph == phase::bdat && p.last_chunk));
-  };
-  if (client_closed_) {
-    if (std::any_of(pending_.begin(), pending_.end(), awaiting_end_of_data)) return;
+  if (out_.closed(leg::client)) {
+    if (owed_.awaiting_end_of_data()) return;
     return end_session(now, "client_closed", "client connection lost");
   }
-  if (!pending_.empty()) return;   // replies still owed
-  if (pos_ < client_in_.size() && !partial_line()) return;   // complete lines still to be taken
+  if (!owed_.empty()) return;   // replies still owed
+  if (!in_.fully_parsed() && !partial_line()) return;   // complete lines still to be taken
   end_session(now, "client_closed", "client closed its sending side");
 }
 
 void relay_fsm::on_upstream_eof(std::uint64_t now) {
-  if (ended_ || upstream_closed_) return;
+  if (ended_ || out_.closed(leg::upstream)) return;
   upstream_lost(now, "upstream_closed", "upstream closed the connection");
 }
 
@@ -220,23 +160,21 @@ void relay_fsm::on_timeout(std::uint64_t now, leg which) {
     if (client_input_ended_) return;
     // While the client waits on an upstream reply (up to 10 minutes for end of data), or on
     // a reply a fault delays, or on the relay's own backpressure, it is not the slow one.
-    bool awaiting_upstream = std::any_of(pending_.begin(), pending_.end(),
-                                         [](const pending& p) { return !p.local && !p.ready; });
-    if (!in_message() && !partial_line() && (awaiting_upstream || fault_hold_active(now) || input_held_)) {
-      arm(leg::client, options_.timeouts.client_idle);
+    if (!in_message() && !partial_line() && (owed_.awaiting_upstream() || fault_hold_active(now) || input_held_)) {
+      out_.arm(leg::client, options_.timeouts.client_idle);
       return;
     }
     client_timed_out(now);
     return;
   }
-  close(leg::upstream);
+  out_.close(leg::upstream);
   upstream_lost(now, "upstream_timeout", "no reply from upstream in time");
 }
 
 void relay_fsm::on_drain(std::uint64_t now) {
   if (ended_) return;
   if (stalled_) {   // a stalled session answers nothing, and would hold shutdown to its deadline
-    note(now, "stalled session closed by shutdown");
+    out_.note(now, "stalled session closed by shutdown");
     return end_session(now, "drain", "stalled");
   }
   draining_ = true;
@@ -249,9 +187,25 @@ void relay_fsm::hold_client_input(std::uint64_t now, bool held) {
   if (!held) process_client_input(now);
 }
 
+void relay_fsm::on_tls_ready(std::uint64_t now, leg which, const tls_summary& tls) {
+  if (!ended_) tls_.tls_ready(now, which, tls);
+}
+
+void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view reason) {
+  if (ended_) return;
+  if (which == leg::upstream) return tls_.upstream_tls_failed(now, reason);
+  out_.note(now, "TLS on the client leg failed: " + std::string(reason));
+  end_session(now, "client_tls_failed", reason);
+}
+
+void relay_fsm::on_upstream_reconnected(std::uint64_t now) {
+  if (ended_) return;
+  if (tls_.upstream_reconnected(now)) xclient_.new_connection();
+}
+
 void relay_fsm::on_abort(std::uint64_t now, std::string_view reason) {
   if (ended_) return;
-  note(now, "session aborted by the relay: " + std::string(reason));
+  out_.note(now, "session aborted by the relay: " + std::string(reason));
   end_session(now, "relay_error", reason);
 }
 
@@ -259,20 +213,16 @@ void relay_fsm::on_drain_deadline(std::uint64_t now) {
   if (ended_) return;
   // A message still in transfer is not delivered (its end never goes upstream); its bytes so
   // far are recorded, and the client hears why, as at any other shutdown (RFC 5321 3.8: 421).
-  if (in_message()) note(now, "shutdown deadline passed inside the message: upstream closed without end of data");
-  else note(now, "shutdown deadline passed with the session still busy");
-  reply r = make_reply(421, "4.3.2", options_.name + " shutting down");
-  send(leg::client, r.raw, now);
-  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-  end_session(now, "drain", "deadline passed");
+  if (in_message()) out_.note(now, "shutdown deadline passed inside the message: upstream closed without end of data");
+  else out_.note(now, "shutdown deadline passed with the session still busy");
+  end_with_reply(now, make_reply(421, "4.3.2", options_.name + " shutting down"), "drain", "deadline passed");
 }
 
 // ---------------------------------------------------------------- the client's pace
 
 bool relay_fsm::partial_line() const {
   if (mode_ != client_mode::command && mode_ != client_mode::auth_response) return false;
-  if (pos_ >= client_in_.size()) return false;
-  return std::string_view(client_in_).substr(pos_).find("\r\n") == std::string_view::npos;
+  return !in_.fully_parsed() && in_.unparsed().find("\r\n") == std::string_view::npos;
 }
 
 void relay_fsm::begin_message_input(std::uint64_t now) {
@@ -300,7 +250,7 @@ void relay_fsm::arm_client_deadline(std::uint64_t now) {
   if (in_message()) {
     due = data_last_read_us_ + data_budget_us_;
   } else if (partial_line()) {
-    const std::uint64_t at = client_consumed_ + pos_;
+    const std::uint64_t at = in_.stream_offset();
     if (at != partial_line_at_) {   // a new line began in this read
       partial_line_at_ = at;
       partial_line_since_us_ = now;
@@ -311,7 +261,7 @@ void relay_fsm::arm_client_deadline(std::uint64_t now) {
   }
   // Rounded up, and never zero (zero disarms).
   const std::uint64_t left_us = due > now ? due - now : 0;
-  arm(leg::client, milliseconds(std::max<std::uint64_t>(1, (left_us + 999) / 1000)));
+  out_.arm(leg::client, milliseconds(std::max<std::uint64_t>(1, (left_us + 999) / 1000)));
 }
 
 void relay_fsm::client_timed_out(std::uint64_t now) {
@@ -326,17 +276,15 @@ void relay_fsm::client_timed_out(std::uint64_t now) {
   } else {
     detail = "idle";
   }
-  note(now, "client timeout: " + detail);
-  reply r = make_reply(421, "4.4.2", options_.name + " timeout waiting for client input");
-  send(leg::client, r.raw, now);
-  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-  end_session(now, "client_timeout", detail);
+  out_.note(now, "client timeout: " + detail);
+  end_with_reply(now, make_reply(421, "4.4.2", options_.name + " timeout waiting for client input"), "client_timeout",
+                 detail);
 }
 
 // The size of the message in transfer, as received so far (the session ends inside it).
 void relay_fsm::record_received_size() {
   if (mode_ != client_mode::data || !framer_) return;
-  if (transaction* t = open_transaction()) t->rec.size = framer_->message_bytes();
+  if (transaction* t = txns_.open()) t->rec.size = framer_->message_bytes();
 }
 
 // ---------------------------------------------------------------- client input
@@ -344,15 +292,15 @@ void relay_fsm::record_received_size() {
 void relay_fsm::process_client_input(std::uint64_t now) {
   if (!greeted_ || !upstream_prepared() || input_held_) return;   // early talkers wait for the banner
   if (held_banner_ || stalled_ || input_stopped_ || held_dot_) return;   // faults hold the conversation
-  if (client_closed_) return;   // gone: nothing it sent is relayed any more
+  if (out_.closed(leg::client)) return;   // gone: nothing it sent is relayed any more
   if (held_line_) {   // delay(when=command): the line waits where it is
-    std::uint64_t due = held_line_since_us_ + held_line_->delay_us;
+    std::uint64_t due = held_line_->since_us + held_line_->decision.delay_us;
     if (now < due) return schedule_fault_wake(now, due);
   }
   bool progress = true;
   // A fault can hold (the dot) or stop (close, reset, stall) the conversation mid-buffer:
   // nothing pipelined after that point may be taken.
-  while (progress && !ended_ && pos_ < client_in_.size() && !held_dot_ && !input_stopped_ && !stalled_) {
+  while (progress && !ended_ && !in_.fully_parsed() && !held_dot_ && !input_stopped_ && !stalled_) {
     switch (mode_) {
       case client_mode::command: progress = take_command_line(now); break;
       case client_mode::data: take_data(now); progress = mode_ != client_mode::data; break;
@@ -363,7 +311,7 @@ void relay_fsm::process_client_input(std::uint64_t now) {
       case client_mode::auth_response: progress = take_auth_response(now); break;
       case client_mode::starttls:
         // ARCHITECTURE.md, "Invariants" (RFC 3207 5): nothing the client sends between STARTTLS and its handshake may be read as protected.
-        injection(now, leg::client, "client sent bytes before the TLS handshake");
+        tls_.injection(now, leg::client, "client sent bytes before the TLS handshake");
         progress = false;
         break;
       case client_mode::awaiting_data_go:
@@ -374,29 +322,11 @@ void relay_fsm::process_client_input(std::uint64_t now) {
   end_if_client_done(now);
 }
 
-void relay_fsm::record_consumed_client_input(std::uint64_t now) {
-  if (pos_ == 0) return;
-  if (observer_) {
-    if (masks_.empty()) {
-      observer_->on_bytes(now, leg::client, direction::in, std::string_view(client_in_).substr(0, pos_));
-    } else {
-      std::string copy = client_in_.substr(0, pos_);
-      for (auto [from, to] : masks_)
-        for (std::size_t i = from; i < to && i < copy.size(); ++i)
-          if (copy[i] != '\r' && copy[i] != '\n') copy[i] = '*';
-      observer_->on_bytes(now, leg::client, direction::in, copy);
-    }
-  }
-  masks_.clear();
-  client_consumed_ += pos_;
-  client_in_.erase(0, pos_);
-  newest_read_at_ = newest_read_at_ > pos_ ? newest_read_at_ - pos_ : 0;
-  pos_ = 0;
-}
+void relay_fsm::record_consumed_client_input(std::uint64_t now) { in_.record_parsed(now, observer_); }
 
 bool relay_fsm::take_command_line(std::uint64_t now) {
-  if (pending_.size() >= limits::pipelined_commands_cap) return false;
-  std::string_view rest = std::string_view(client_in_).substr(pos_);
+  if (owed_.size() >= limits::pipelined_commands_cap) return false;
+  std::string_view rest = in_.unparsed();
   // Only CRLF ends a command line (RFC 5321 2.3.8). A bare LF inside it does not: the whole
   // line to its CRLF is refused, so nothing after a bare LF reaches the upstream as a
   // command of its own (parse_command flags it, like a bare CR).
@@ -405,10 +335,10 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     if (rest.size() > limits::command_line_hard_cap) {
       // Recorded below as consumed input: an over-long AUTH line still hides its response.
       if (auto at = auth_initial_response_at(rest); at != std::string_view::npos)
-        masks_.emplace_back(pos_ + at, client_in_.size());
-      pos_ = client_in_.size();
+        in_.mask(in_.pos() + at, in_.size());
+      in_.advance_to_end();
       ++stats_.refused_commands;
-      note(now, "command line over " + std::to_string(limits::command_line_hard_cap) + " bytes without CRLF");
+      out_.note(now, "command line over " + std::to_string(limits::command_line_hard_cap) + " bytes without CRLF");
       local_reply(now, phase::other, 500, "5.5.2", "Line too long");
       flush_replies(now);
       end_session(now, "protocol_error", "command line too long");
@@ -419,24 +349,26 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   bool well_formed = line.size() <= limits::command_line_accepted;
   parsed_command parsed;
   std::optional<fault_decision> decided;   // a fault for this line (a verdict, or rewrites only)
-  if (well_formed) {
+  if (held_line_) {
+    parsed = take_held_line(now, decided);   // relay_fsm_faults.cpp: parsed when it was held
+  } else if (well_formed) {
     parsed = parse_command(line.substr(0, line.size() - 2));
     if (faults_ && !refusing_ && parsed.fault == command_fault::none &&
         command_fault(now, line, parsed, decided) == line_fault::held)
       return false;   // relay_fsm_faults.cpp: the line waits for its delay
   }
-  std::size_t line_start = pos_;
-  pos_ += line.size();
-  if (auth_open_) masks_.emplace_back(line_start, pos_);
+  std::size_t line_start = in_.pos();
+  in_.advance(line.size());
+  if (auth_open_) in_.mask(line_start, in_.pos());
   // Mask an AUTH initial response before deciding anything else: lines refused below (too
   // long) are recorded too, and used to reach the recorder with the credentials.
   if (auto at = auth_initial_response_at(stripped_crlf(line)); at != std::string_view::npos)
-    masks_.emplace_back(line_start + at, pos_);
+    in_.mask(line_start + at, in_.pos());
   ++stats_.commands;
   if (!well_formed) {
     ++stats_.refused_commands;
     if (observer_) observer_->on_command(now, escape_bytes(redacted_auth_command(stripped_crlf(line))));
-    note(now, "command refused: line too long");
+    out_.note(now, "command refused: line too long");
     local_reply(now, phase::other, 500, "5.5.2", "Line too long");
     flush_replies(now);
     return true;
@@ -465,7 +397,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   // Only a refused RCPT keeps its phase, so the transaction records it against the address.
   auto refuse = [&](int code, std::string_view enh, std::string_view text, std::string_view why) {
     ++stats_.refused_commands;
-    note(now, std::string("command refused: ") + std::string(why));
+    out_.note(now, std::string("command refused: ") + std::string(why));
     local_reply(now, cmd.ph == phase::rcpt ? phase::rcpt : phase::other, code, enh, text);
     flush_replies(now);
   };
@@ -476,14 +408,12 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   auto close_for_http = [&] {
     ++stats_.refused_commands;
     std::string why = is_http_verb(cmd.verb) ? "HTTP request (" + cmd.verb + ")" : "HTTP header line";
-    std::size_t owed = pending_.size();
-    note(now, "command refused: " + why + "; session closed" +
+    std::size_t owed = owed_.size();
+    out_.note(now, "command refused: " + why + "; session closed" +
                   (owed > 0 ? ", " + std::to_string(owed) + " reply(ies) owed to earlier commands not sent" : ""));
-    pos_ = client_in_.size();   // what came with it (the request's headers, its body) is recorded, never read
-    reply r = make_reply(221, "2.7.0", options_.name + " Error: I can break rules, too. Goodbye.");
-    send(leg::client, r.raw, now);
-    if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-    end_session(now, "http_command", why);
+    in_.advance_to_end();   // what came with it (the request's headers, its body) is recorded, never read
+    end_with_reply(now, make_reply(221, "2.7.0", options_.name + " Error: I can break rules, too. Goodbye."),
+                   "http_command", why);
   };
   switch (parsed.fault) {
     case command_fault::none: break;
@@ -501,39 +431,39 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       end_session(now, "protocol_error", "unparseable BDAT size");
       return;
   }
-  if (draining_ && pending_.empty() && txns_.empty() && cmd.ph != phase::quit) {
+  if (draining_ && owed_.empty() && txns_.empty() && cmd.ph != phase::quit) {
     maybe_finish_drain(now);
     return;
   }
   if (cmd.ph == phase::starttls) {
-    begin_starttls(now);   // relay_fsm_tls.cpp: never passed through blind
+    tls_.client_starttls(now);   // starttls_sequencer: never passed through blind
     return;
   }
-  transaction* open = open_transaction();
+  transaction* open = txns_.open();
   bool rcpt_recorded = false;
   if (cmd.ph == phase::rcpt && open) {
     rcpt_recorded = record_recipient(now, *open, cmd.address.value_or(cmd.argument));
     if (open->rcpts_forwarded >= limits::recipients_cap) {
       ++stats_.refused_commands;
-      note(now, "command refused: recipient limit reached");
+      out_.note(now, "command refused: recipient limit reached");
       local_reply(now, phase::rcpt, 452, "4.5.3", "Too many recipients");
-      if (rcpt_recorded) pending_.back().txn = open->id;   // its code is recorded against this transaction
+      if (rcpt_recorded) owed_.back().asked.txn = open->id;   // its code is recorded against this transaction
       flush_replies(now);
       return;
     }
     ++open->rcpts_forwarded;
   }
 
-  if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) hello_line_ = std::string(body);   // for a reconnect
-  pending p;
-  p.ph = cmd.ph;
-  p.t_received = now;
-  p.txn = open && (cmd.ph != phase::rcpt || rcpt_recorded) ? open->id : 0;
-  if (faults_) p.address = cmd.address.value_or("");   // for reply-stage rules
+  if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) tls_.remember_hello(body);   // for a reconnect
+  reply_slot p;
+  p.asked.ph = cmd.ph;
+  p.asked.t_received = now;
+  p.asked.txn = open && (cmd.ph != phase::rcpt || rcpt_recorded) ? open->id : 0;
+  if (faults_) p.asked.address = cmd.address.value_or("");   // for reply-stage rules
   switch (cmd.ph) {
     case phase::mail:
       // A MAIL inside an open transaction gets the upstream's 503 and must not settle it.
-      p.txn = open ? 0 : begin_transaction(now, cmd);
+      p.asked.txn = open ? 0 : begin_transaction(now, cmd);
       break;
     case phase::rset:
     case phase::ehlo:
@@ -547,30 +477,20 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       break;
     case phase::bdat:
       if (!open) {   // the upstream will refuse it; still recorded
-        p.txn = begin_transaction(now, cmd);
-        open = open_transaction();
+        p.asked.txn = begin_transaction(now, cmd);
+        open = txns_.open();
       } else if (faults_ && open->rec.size == 0 && !absorbing_ && plan_end_of_data(now, *open, true)) {
         absorbing_ = true;   // the first chunk: the whole message is answered by the fault
       }
       begin_message_input(now);
-      if (absorbing_) {
-        bdat_remaining_ = cmd.bdat_size;
-        bdat_last_ = cmd.bdat_last;
-        discard_payload_ = true;
-        open->rec.size += cmd.bdat_size;
-        mode_ = client_mode::bdat_payload;
-        if (bdat_remaining_ == 0) take_bdat_payload(now);
-        return;
-      }
-      bdat_remaining_ = cmd.bdat_size;
-      bdat_last_ = cmd.bdat_last;
-      p.last_chunk = cmd.bdat_last;
       open->rec.size += cmd.bdat_size;
+      expect_bdat_payload(cmd, !absorbing_);
+      if (absorbing_) return take_empty_bdat_chunk(now);
+      p.asked.last_chunk = cmd.bdat_last;
       // The message's end is held like the dot (end_of_bdat_message): here the chunk's last
       // byte, or for an empty last chunk the command itself.
       if (cmd.bdat_last) open->sealed = true;
       if (cmd.bdat_last && cmd.bdat_size == 0) withheld_bdat_.assign(line);
-      mode_ = client_mode::bdat_payload;
       break;
     case phase::auth:
     {
@@ -585,50 +505,54 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     }
     default: break;
   }
-  pending_.push_back(std::move(p));
-  if (withheld_bdat_.empty()) send(leg::upstream, line, now, cmd.ph == phase::auth);
+  owed_.push(std::move(p));
+  if (withheld_bdat_.empty()) out_.send(leg::upstream, line, now, cmd.ph == phase::auth);
   arm_upstream_for_head();
-  // A zero-length chunk is complete now: "BDAT 0 LAST" used to leave the session in payload
-  // mode until the client sent more bytes (blocking drain, and losing the Message-ID).
+  take_empty_bdat_chunk(now);
+}
+
+void relay_fsm::expect_bdat_payload(const command& cmd, bool forward) {
+  bdat_remaining_ = cmd.bdat_size;
+  bdat_last_ = cmd.bdat_last;
+  discard_payload_ = !forward;
+  mode_ = client_mode::bdat_payload;
+}
+
+// A zero-length chunk is complete now: "BDAT 0 LAST" used to leave the session in payload
+// mode until the client sent more bytes (blocking drain, and losing the Message-ID).
+void relay_fsm::take_empty_bdat_chunk(std::uint64_t now) {
   if (mode_ == client_mode::bdat_payload && bdat_remaining_ == 0) take_bdat_payload(now);
 }
 
 void relay_fsm::announce_command(std::uint64_t now, std::string_view body, const command& cmd) {
   if (!observer_) return;
-  if (cmd.ph == phase::auth) {
-    auto sp = body.find(' ');
-    auto sp2 = sp == std::string_view::npos ? sp : body.find(' ', sp + 1);
-    std::string shown(body.substr(0, sp2));
-    if (sp2 != std::string_view::npos) shown += " [initial response redacted, " + std::to_string(body.size() - sp2 - 1) + " bytes]";
-    observer_->on_command(now, shown);
-  } else {
-    observer_->on_command(now, escape_bytes(body, limits::command_line_accepted));
-  }
+  if (cmd.ph == phase::auth) observer_->on_command(now, redacted_auth_command(body));
+  else observer_->on_command(now, escape_bytes(body, limits::command_line_accepted));
 }
 
 void relay_fsm::take_data(std::uint64_t now) {
   std::string forward;
-  std::string_view rest = std::string_view(client_in_).substr(pos_);
-  pos_ += framer_->feed(rest, forward);
-  if (auto* t = open_transaction()) t->headers.feed(forward);
-  if (!forward.empty() && !data_failure_ && !absorbing_) send(leg::upstream, forward, now);
+  std::string_view rest = in_.unparsed();
+  in_.advance(framer_->feed(rest, forward));
+  if (auto* t = txns_.open()) t->headers.feed(forward);
+  if (!forward.empty() && !data_failure_ && !absorbing_) out_.send(leg::upstream, forward, now);
   if (framer_->fault() != data_fault::none && !data_failure_) {
     std::string why(to_string(framer_->fault()));
-    note(now, "message refused: " + why + "; upstream closed without end of data");
+    out_.note(now, "message refused: " + why + "; upstream closed without end of data");
     data_failure_ = make_reply(550, "5.6.0", "Message refused by " + options_.name + ": " + why);
-    close(leg::upstream);   // the only way out of DATA that delivers nothing
+    out_.close(leg::upstream);   // the only way out of DATA that delivers nothing
   }
   if (framer_->ended()) {
-    if (plan_.withhold_split_dot && dot_was_split()) return withhold_split_dot(now);   // relay_fsm_faults.cpp
+    if (plan_.withhold_split_dot && in_.dot_was_split()) return withhold_split_dot(now);   // relay_fsm_faults.cpp
     end_of_data(now);
   }
 }
 
 // The DATA message is in (its dot seen, or withheld by a fault): its size as framed, its
 // Message-ID, the body stage; the client is back in command mode.
-relay_fsm::transaction* relay_fsm::close_message(std::uint64_t now) {
+transaction* relay_fsm::close_message(std::uint64_t now) {
   mode_ = client_mode::command;
-  transaction* t = open_transaction();
+  transaction* t = txns_.open();
   if (t) {
     t->rec.size = framer_->message_bytes();
     take_message_id(*t);
@@ -652,18 +576,18 @@ void relay_fsm::end_of_data(std::uint64_t now) {
   stats_.normalized_line_endings += framer_->normalized();
   stats_.long_data_lines += framer_->long_lines();
   if (framer_->normalized() > 0 || framer_->nuls_replaced() > 0)
-    note(now, "normalized " + std::to_string(framer_->normalized()) + " bare CR/LF to CRLF" +
+    out_.note(now, "normalized " + std::to_string(framer_->normalized()) + " bare CR/LF to CRLF" +
                   (framer_->nuls_replaced() ? ", " + std::to_string(framer_->nuls_replaced()) + " NUL to spaces" : ""));
   if (framer_->long_lines() > 0)   // forwarded unchanged, as Postfix and Exim accept them
-    note(now, std::to_string(framer_->long_lines()) + " message line(s) over " + std::to_string(limits::data_line_rfc_max) +
+    out_.note(now, std::to_string(framer_->long_lines()) + " message line(s) over " + std::to_string(limits::data_line_rfc_max) +
                   " octets (RFC 5321 4.5.3.1.6), longest " + std::to_string(framer_->longest_line()) + ": forwarded unchanged");
   transaction* t = close_message(now);
   if (!data_failure_ && capture_failed_) {
     // The capture failed in DATA: the dot is not sent, the client gets 451 4.3.0 (README,
     // "Outcomes": no message is delivered that the capture cannot show).
-    note(now, "capture cannot be written: end of data withheld, upstream closed");
+    out_.note(now, "capture cannot be written: end of data withheld, upstream closed");
     data_failure_ = make_reply(451, "4.3.0", options_.name + " cannot record this message; try again later");
-    close(leg::upstream);
+    out_.close(leg::upstream);
   }
   const std::uint64_t id = t ? t->id : 0;
   if (!data_failure_ && end_of_data_fault(now, t)) return;   // relay_fsm_faults.cpp
@@ -673,11 +597,11 @@ void relay_fsm::end_of_data(std::uint64_t now) {
     reply r = std::move(*data_failure_);
     data_failure_.reset();
     local_reply(now, phase::data_end, r.code, r.enhanced, r.text());
-    pending_.back().txn = id;
+    owed_.back().asked.txn = id;
     if (std::exchange(data_failure_from_upstream_, false)) {   // the upstream's reply, as it gave it
-      pending_.back().local = false;
-      pending_.back().bytes = r.raw;
-      pending_.back().answer = std::move(r);
+      owed_.back().answer.local = false;
+      owed_.back().answer.bytes = r.raw;
+      owed_.back().answer.parsed = std::move(r);
     }
     flush_replies(now);
     return;
@@ -686,40 +610,33 @@ void relay_fsm::end_of_data(std::uint64_t now) {
 }
 
 void relay_fsm::forward_end_of_data(std::uint64_t now, std::uint64_t txn) {
-  if (transaction* t = transaction_by_id(txn)) t->end_sent = true;
-  pending p;
-  p.ph = phase::data_end;
-  p.t_received = now;
-  p.txn = txn;
-  pending_.push_back(std::move(p));
+  if (transaction* t = txns_.find(txn)) t->end_sent = true;
+  owed_.expect(now, phase::data_end, command_kind::relayed, txn);
   if (plan_.split_dot_gap_us > 0) {
     // slice split_dot: the '.' and its CRLF leave as separate segments (what trips CSCds90792).
-    send(leg::upstream, ".", now);
-    actions_.push_back(segment_break{leg::upstream, std::chrono::microseconds(plan_.split_dot_gap_us)});
-    send(leg::upstream, "\r\n", now);
+    out_.send(leg::upstream, ".", now);
+    out_.push(segment_break{leg::upstream, std::chrono::microseconds(plan_.split_dot_gap_us)});
+    out_.send(leg::upstream, "\r\n", now);
   } else {
-    send(leg::upstream, ".\r\n", now);
+    out_.send(leg::upstream, ".\r\n", now);
   }
   arm_upstream_for_head();
 }
 
 void relay_fsm::take_bdat_payload(std::uint64_t now) {
-  std::string_view rest = std::string_view(client_in_).substr(pos_);
+  std::string_view rest = in_.unparsed();
   std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(bdat_remaining_, rest.size()));
   std::string_view chunk = rest.substr(0, n);
-  pos_ += n;
+  in_.advance(n);
   bdat_remaining_ -= n;
-  transaction* t = open_transaction();
-  if (!t) {   // BDAT LAST sealed it: the payload still belongs to it
-    if (!txns_.empty()) t = &txns_.back();
-  }
+  transaction* t = txns_.newest();   // BDAT LAST sealed it: the payload still belongs to it
   if (t) t->headers.feed(chunk);
-  if (!upstream_closed_ && n > 0 && !discard_payload_) {
+  if (!out_.closed(leg::upstream) && n > 0 && !discard_payload_) {
     if (bdat_last_ && bdat_remaining_ == 0) {   // the message's last byte waits (end_of_bdat_message)
       withheld_bdat_.assign(chunk.substr(chunk.size() - 1));
       chunk.remove_suffix(1);
     }
-    send(leg::upstream, chunk, now);
+    out_.send(leg::upstream, chunk, now);
   }
   if (bdat_remaining_ == 0) {
     mode_ = client_mode::command;
@@ -735,7 +652,7 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
 // and a message-stage fault (fail_then_pass by Message-ID) all act here, before the upstream
 // can complete the message.
 void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
-  if (upstream_closed_) {   // the upstream went away mid-chunk: upstream_lost answered
+  if (out_.closed(leg::upstream)) {   // the upstream went away mid-chunk: upstream_lost answered
     withheld_bdat_.clear();
     return;
   }
@@ -747,13 +664,13 @@ void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
     return;
   }
   if (capture_failed_) {
-    note(now, "capture cannot be written: the last BDAT chunk is withheld, upstream closed");
+    out_.note(now, "capture cannot be written: the last BDAT chunk is withheld, upstream closed");
     withheld_bdat_.clear();
-    close(leg::upstream);
-    arm(leg::upstream, disarmed);
-    withdraw_bdat_last();
+    out_.close(leg::upstream);
+    out_.arm(leg::upstream, disarmed);
+    owed_.withdraw_bdat_last();
     local_reply(now, phase::data_end, 451, "4.3.0", options_.name + " cannot record this message; try again later");
-    pending_.back().txn = t->id;
+    owed_.back().asked.txn = t->id;
     flush_replies(now);
     return;
   }
@@ -772,27 +689,18 @@ void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
 
 void relay_fsm::release_withheld_bdat(std::uint64_t now, std::uint64_t txn) {
   bdat_end_withheld_ = false;
-  if (transaction* t = transaction_by_id(txn)) t->end_sent = true;
-  send(leg::upstream, std::exchange(withheld_bdat_, {}), now);
+  if (transaction* t = txns_.find(txn)) t->end_sent = true;
+  out_.send(leg::upstream, std::exchange(withheld_bdat_, {}), now);
   arm_upstream_for_head();
 }
 
-bool relay_fsm::withdraw_bdat_last() {
-  auto it = std::find_if(pending_.rbegin(), pending_.rend(), [](const pending& p) {
-    return p.ph == phase::bdat && p.last_chunk && !p.local && !p.ready;
-  });
-  if (it == pending_.rend()) return false;
-  pending_.erase(std::next(it).base());
-  return true;
-}
-
 bool relay_fsm::take_auth_response(std::uint64_t now) {
-  std::string_view rest = std::string_view(client_in_).substr(pos_);
+  std::string_view rest = in_.unparsed();
   auto crlf = rest.find("\r\n");   // only CRLF ends it, as a command line (RFC 5321 2.3.8)
   if (crlf == std::string_view::npos) {
     if (rest.size() > limits::auth_response_cap) {
-      pos_ = client_in_.size();
-      masks_.emplace_back(0, pos_);
+      in_.advance_to_end();
+      in_.mask(0, in_.pos());
       local_reply(now, phase::auth, 500, "5.5.6", "Authentication exchange line is too long");
       flush_replies(now);
       end_session(now, "protocol_error", "AUTH response too long");
@@ -800,8 +708,8 @@ bool relay_fsm::take_auth_response(std::uint64_t now) {
     return false;
   }
   std::string_view line = rest.substr(0, crlf + 2);
-  masks_.emplace_back(pos_, pos_ + line.size());
-  pos_ += line.size();
+  in_.mask(in_.pos(), in_.pos() + line.size());
+  in_.advance(line.size());
   if (observer_) observer_->on_command(now, "[auth response redacted, " + std::to_string(stripped_crlf(line).size()) + " bytes]");
   mode_ = client_mode::awaiting_auth;
   if (!clean_crlf_line(line)) {
@@ -809,13 +717,13 @@ bool relay_fsm::take_auth_response(std::uint64_t now) {
     // forwarded: the upstream could split it differently. Cancelling the exchange ("*", RFC 4954
     // 4) keeps the replies paired: the upstream's 501 answers the client.
     ++stats_.refused_commands;
-    note(now, "AUTH response refused: bare CR, bare LF or NUL; exchange cancelled");
+    out_.note(now, "AUTH response refused: bare CR, bare LF or NUL; exchange cancelled");
     auth_username_pending_ = false;
     line = "*\r\n";
   } else if (std::exchange(auth_username_pending_, false)) {
     note_auth_username(now, stripped_crlf(line));
   }
-  send(leg::upstream, line, now, true);
+  out_.send(leg::upstream, line, now, true);
   arm_upstream_for_head();
   return true;
 }
@@ -833,7 +741,7 @@ void relay_fsm::note_auth_username(std::uint64_t now, std::string_view base64_re
     user.remove_prefix(first + 1);
     user = user.substr(0, user.find('\0'));
   }
-  note(now, "AUTH " + auth_mechanism_ + " username '" + escape_bytes(user, 256) + "'");
+  out_.note(now, "AUTH " + auth_mechanism_ + " username '" + escape_bytes(user, 256) + "'");
 }
 
 // ---------------------------------------------------------------- replies
@@ -846,69 +754,59 @@ void relay_fsm::take_banner(std::uint64_t now, reply r) {
 }
 
 void relay_fsm::release_banner(std::uint64_t now, const reply& r, std::string bytes) {
-  send(leg::client, bytes, now);
+  out_.send(leg::client, bytes, now);
   if (observer_) observer_->on_stage({phase::banner, connected_us_, now - connected_us_, now - connected_us_, 0});
   last_reply_sent_us_ = now;
-  arm(leg::upstream, disarmed);
-  arm(leg::client, options_.timeouts.client_idle);
+  out_.arm(leg::upstream, disarmed);
+  out_.arm(leg::client, options_.timeouts.client_idle);
   if (r.code == 421) end_session(now, "upstream_refused", r.text());
-  else if (upstream_needs_tls_now()) secure_upstream_first(now);
+  else tls_.after_banner(now);
 }
 
 void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
-  auto it = std::find_if(pending_.begin(), pending_.end(),
-                         [](const pending& p) { return !p.local && !p.ready; });
-  if (it == pending_.end()) {
+  reply_slot* awaited = owed_.first_awaited();
+  if (!awaited) {
     if (mode_ == client_mode::data && !data_failure_) return upstream_replied_in_data(now, std::move(r));
     if (r.code == 421) {   // RFC 5321 3.8: a server may close with 421 at any time
-      send(leg::client, r.raw, now);
-      if (auto* open = open_transaction()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
+      out_.send(leg::client, r.raw, now);
+      if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
       end_session(now, "upstream_closed", r.text());
     } else {
-      note(now, "unsolicited upstream reply dropped: " + std::to_string(r.code));
+      out_.note(now, "unsolicited upstream reply dropped: " + std::to_string(r.code));
     }
     return;
   }
-  pending& p = *it;
-  p.t_upstream_reply = now;
-  switch (p.kind) {
+  reply_slot& p = *awaited;
+  p.answer.t_upstream = now;
+  switch (p.asked.kind) {
     case command_kind::relayed: break;
-    case command_kind::internal_ehlo:
-      pending_.erase(it);
-      take_internal_ehlo_reply(now, r);
-      return;
     case command_kind::internal_rset:   // a fault took the message: the upstream's transaction is reset
-      pending_.erase(it);
-      note(now, "upstream answered the relay's RSET with " + std::to_string(r.code));
+      owed_.erase(p);
+      out_.note(now, "upstream answered the relay's RSET with " + std::to_string(r.code));
       flush_replies(now);   // the relay's own 354 waited behind it
       if (!ended_) arm_upstream_for_head();
       return;
+    case command_kind::internal_ehlo:
     case command_kind::client_starttls:
-    case command_kind::internal_starttls: take_starttls_reply(now, p, r); return;
-    case command_kind::internal_greeting:   // relay_fsm_tls.cpp: the plaintext fall-back's new connection
-      pending_.erase(it);
-      take_new_upstream_greeting(now, r);
-      return;
-    case command_kind::internal_xclient: take_xclient_reply(now, p, r); return;   // relay_fsm_xclient.cpp
-    case command_kind::xclient_hello:
-      p.kind = command_kind::relayed;
-      xclient_in_flight_ = false;   // held client commands go on after this reply
-      break;
+    case command_kind::internal_starttls:
+    case command_kind::internal_greeting: return tls_.take_reply(now, p, r);   // starttls_sequencer
+    case command_kind::internal_xclient: return xclient_.take_reply(now, p, r, tls_.hello_line());   // xclient_exchange
+    case command_kind::xclient_hello: xclient_.hello_answered(p); break;
   }
-  if (p.ph == phase::ehlo && begin_xclient(now, p, r)) return;   // relay_fsm_xclient.cpp
-  if (p.ph == phase::ehlo) note_upstream_capabilities(r);
-  if (p.ph == phase::auth) {
+  if (p.asked.ph == phase::ehlo && xclient_.begin(now, p, r, tls_.hello_line())) return;
+  if (p.asked.ph == phase::ehlo) tls_.note_upstream_capabilities(r);
+  if (p.asked.ph == phase::auth) {
     if (r.code == 334) {       // challenge: the client's next line is an AUTH response
-      send(leg::client, r.raw, now);
+      out_.send(leg::client, r.raw, now);
       mode_ = client_mode::auth_response;
-      arm(leg::upstream, disarmed);
+      out_.arm(leg::upstream, disarmed);
       return;
     }
     auth_open_ = false;
     mode_ = client_mode::command;
-    note(now, "AUTH " + auth_mechanism_ + " finished with " + std::to_string(r.code) +
+    out_.note(now, "AUTH " + auth_mechanism_ + " finished with " + std::to_string(r.code) +
                   (r.klass() == 2 ? " (accepted)" : " (refused)"));
-  } else if (p.ph == phase::data) {
+  } else if (p.asked.ph == phase::data) {
     if (r.code == 354) {
       mode_ = client_mode::data;
       framer_.emplace(options_.eol);
@@ -920,9 +818,9 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     }
   }
   if (faults_) reply_stage_fault(now, p, r);   // a delay, an EHLO rewrite (relay_fsm_faults.cpp)
-  p.bytes = p.ph == phase::ehlo ? edit_ehlo_reply(now, r, p.fault ? &p.fault->rewrites : nullptr) : r.raw;
-  p.answer = std::move(r);
-  p.ready = true;
+  p.answer.bytes = p.asked.ph == phase::ehlo ? edit_ehlo_reply(now, r, p.fault.decision ? &p.fault.decision->rewrites : nullptr) : r.raw;
+  p.answer.parsed = std::move(r);
+  p.answer.ready = true;
   flush_replies(now);
   if (!ended_) arm_upstream_for_head();
 }
@@ -933,7 +831,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
 // its end and answered with it, and the upstream leg, now out of step, is closed.
 void relay_fsm::upstream_replied_in_data(std::uint64_t now, reply r) {
   ++stats_.upstream_replied_in_data;
-  note(now, "upstream replied " + std::to_string(r.code) +
+  out_.note(now, "upstream replied " + std::to_string(r.code) +
                 " during the message: nothing more is forwarded, the upstream leg is closed");
   if (r.klass() == 4 || r.klass() == 5) {
     data_failure_ = std::move(r);
@@ -941,10 +839,9 @@ void relay_fsm::upstream_replied_in_data(std::uint64_t now, reply r) {
   } else {   // a 2xx or 3xx before the end of the message accepts nothing (ARCHITECTURE.md, invariants)
     data_failure_ = make_reply(451, "4.4.2", options_.name + ": upstream replied before the end of the message");
   }
-  upstream_lost_reason_ = "upstream_protocol_error";
-  upstream_lost_detail_ = "upstream replied during DATA";
-  close(leg::upstream);
-  arm(leg::upstream, disarmed);
+  remember_upstream_loss("upstream_protocol_error", "upstream replied during DATA");
+  out_.close(leg::upstream);
+  out_.arm(leg::upstream, disarmed);
 }
 
 std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const rewrite_set* rewrites) {
@@ -959,11 +856,7 @@ std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const 
     for (const auto* list : {&rewrites->mask_capabilities, &rewrites->strip_capabilities})
       for (const auto& kw : *list) starttls_faulted = starttls_faulted || iequals(kw, "STARTTLS");
   }
-  // STARTTLS is the relay's to offer: it terminates TLS itself, and offers it only when it can
-  // also secure the upstream as the mode asks (relay_fsm_tls.cpp).
-  bool offer = options_.tls.offer_starttls && !client_tls_ &&
-               (options_.tls.upstream == upstream_tls_mode::never ||
-                options_.tls.upstream == upstream_tls_mode::opportunistic || upstream_tls_ || upstream_offers_starttls_);
+  bool offer = tls_.offers_starttls();   // the relay terminates TLS itself (starttls_sequencer)
   bool had = caps.has("STARTTLS");
   auto add_change = [&](std::string what) { changes += (changes.empty() ? "" : ", ") + what; };
   if (had && !offer) {
@@ -977,7 +870,7 @@ std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const 
   for (std::string_view kw : {"XCLIENT", "XFORWARD"})
     if (caps.remove(kw)) changes += (changes.empty() ? "removed " : ", removed ") + std::string(kw);
   if (changes.empty()) return r.raw;
-  note(now, "EHLO reply edited: " + changes);
+  out_.note(now, "EHLO reply edited: " + changes);
   std::string bytes = caps.to_reply_bytes();
   if (observer_) {
     reply shown = r;
@@ -992,76 +885,64 @@ std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const 
 
 void relay_fsm::local_reply(std::uint64_t now, phase ph, int code, std::string_view enhanced,
                             std::string_view text) {
-  pending p;
-  p.ph = ph;
-  p.t_received = now;
-  p.local = true;
-  p.ready = true;
-  p.answer = make_reply(code, enhanced, text);
-  p.bytes = p.answer->raw;
-  pending_.push_back(std::move(p));
+  owed_.answer_locally(now, ph, make_reply(code, enhanced, text));
 }
 
 void relay_fsm::flush_replies(std::uint64_t now) {
-  while (!ended_ && !stalled_ && !pending_.empty() && pending_.front().ready) {
-    if (pending_.front().release_us > now) {   // a delay fault holds it (and all after it)
-      schedule_fault_wake(now, pending_.front().release_us);
+  while (!ended_ && !stalled_ && owed_.ready_head()) {
+    if (owed_.front().fault.release_us > now) {   // a delay fault holds it (and all after it)
+      schedule_fault_wake(now, owed_.front().fault.release_us);
       return;
     }
-    pending p = std::move(pending_.front());
-    pending_.pop_front();
-    if (!p.answer) {   // a fault marker: disconnect, reset or stall once the replies before it are out
+    reply_slot p = owed_.pop_head();
+    if (!p.answer.parsed) {   // a fault marker: disconnect, reset or stall once the replies before it are out
       last_reply_sent_us_ = now;
       fault_then(now, p);
       continue;
     }
-    if (p.fault && p.fault->what == verdict::delay)
-      fault_event_for(now, *p.fault, p.fault_phase, "reply " + std::to_string(p.answer->code) + " held",
-                      now - std::max(p.t_upstream_reply, p.t_received));
-    if (p.absorb_go) open_absorbed_message(now, p);   // 354, or 554 when no recipient was accepted
-    if (client_closed_ && !p.local && (p.ph == phase::data_end || (p.ph == phase::bdat && p.last_chunk))) {
+    if (p.fault.decision && p.fault.decision->what == verdict::delay)
+      fault_event_for(now, *p.fault.decision, p.fault.ph, "reply " + std::to_string(p.answer.parsed->code) + " held",
+                      now - std::max(p.answer.t_upstream, p.asked.t_received));
+    if (p.fault.absorb_go) open_absorbed_message(now, p);   // 354, or 554 when no recipient was accepted
+    if (out_.closed(leg::client) && !p.answer.local && p.asked.answers_end_of_data()) {
       // The proof of hand-off still counts: the capture says what became of the message.
       ++stats_.unacknowledged_end_of_data;
-      note(now, "upstream answered the end of data with " + std::to_string(p.answer->code) +
+      out_.note(now, "upstream answered the end of data with " + std::to_string(p.answer.parsed->code) +
                     " after the client left: not acknowledged to the client");
     }
-    send(leg::client, p.bytes, now);
+    out_.send(leg::client, p.answer.bytes, now);
     if (observer_) {
-      if (p.local) observer_->on_reply(now, leg::client, direction::out, *p.answer);
-      std::uint64_t think = p.t_received > last_reply_sent_us_ ? p.t_received - last_reply_sent_us_ : 0;
+      if (p.answer.local) observer_->on_reply(now, leg::client, direction::out, *p.answer.parsed);
+      std::uint64_t think = p.asked.t_received > last_reply_sent_us_ ? p.asked.t_received - last_reply_sent_us_ : 0;
       // Local replies can still have waited on the upstream (a STARTTLS answered once the
       // upstream leg was secured).
-      std::uint64_t upstream = p.t_upstream_reply > p.t_received ? p.t_upstream_reply - p.t_received : 0;
-      observer_->on_stage({p.ph, p.t_received, now - p.t_received, upstream, think});
+      std::uint64_t upstream = p.answer.t_upstream > p.asked.t_received ? p.answer.t_upstream - p.asked.t_received : 0;
+      observer_->on_stage({p.asked.ph, p.asked.t_received, now - p.asked.t_received, upstream, think});
     }
     last_reply_sent_us_ = now;
-    last_client_code_ = p.answer->code;
+    last_client_code_ = p.answer.parsed->code;
     after_reply(now, p);
-    if (p.then != then_do::nothing) fault_then(now, p);
+    if (p.fault.then != then_do::nothing) fault_then(now, p);
   }
   if (ended_ || stalled_) return;
-  if (upstream_closed_ && pending_.empty() && mode_ == client_mode::command && !refusing_ && !absorbing_) {
+  if (out_.closed(leg::upstream) && owed_.empty() && mode_ == client_mode::command && !refusing_ && !absorbing_) {
     // The upstream is gone (we aborted its transaction, or it died in DATA): nothing more
     // can be relayed, so say so and close; once is enough (RFC 5321 3.8: 421, then close).
-    if (last_client_code_ != 421) {
-      reply r = make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed");
-      send(leg::client, r.raw, now);
-      if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-    }
+    if (last_client_code_ != 421) out_.say(now, make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed"));
     // The cause recorded by upstream_lost (a timeout, a protocol error), not just "closed".
     end_session(now, upstream_lost_reason_, upstream_lost_detail_);
     return;
   }
-  advance_starttls(now);   // a pipelined STARTTLS proceeds once everything before it is answered
+  tls_.advance(now);   // a pipelined STARTTLS proceeds once everything before it is answered
   maybe_finish_drain(now);
   end_if_client_done(now);
 }
 
-void relay_fsm::after_reply(std::uint64_t now, const pending& p) {
-  const reply& r = *p.answer;
-  transaction* t = transaction_by_id(p.txn);
-  auto settle = [&](outcome o) { finish_transaction(now, p.txn, o, r, p.local); };
-  switch (p.ph) {
+void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {
+  const reply& r = *p.answer.parsed;
+  transaction* t = txns_.find(p.asked.txn);
+  auto settle = [&](outcome o) { finish_transaction(now, p.asked.txn, o, r, p.answer.local); };
+  switch (p.asked.ph) {
     case phase::mail:
       if (r.klass() != 2 && t) settle(outcome_of_code(r.code));
       break;
@@ -1075,12 +956,12 @@ void relay_fsm::after_reply(std::uint64_t now, const pending& p) {
       if (t) settle(outcome_of_code(r.code));
       break;
     case phase::bdat:
-      if (t && (r.klass() != 2 || p.last_chunk)) settle(outcome_of_code(r.code));
+      if (t && (r.klass() != 2 || p.asked.last_chunk)) settle(outcome_of_code(r.code));
       break;
     case phase::rset:
     case phase::ehlo:
     case phase::helo:
-      if (t) finish_transaction(now, p.txn, outcome::aborted, std::nullopt, false);
+      if (t) finish_transaction(now, p.asked.txn, outcome::aborted, std::nullopt, false);
       break;
     case phase::quit: end_session(now, "client_quit", ""); break;
     default: break;
@@ -1090,64 +971,38 @@ void relay_fsm::after_reply(std::uint64_t now, const pending& p) {
 // ---------------------------------------------------------------- transactions
 
 std::uint64_t relay_fsm::begin_transaction(std::uint64_t now, const command& cmd) {
-  transaction t;
-  t.id = next_txn_id_++;
-  t.rec.mail_from = cmd.ph == phase::mail ? cmd.address.value_or(cmd.argument) : std::string();
-  t.rec.start_us = now;
-  txns_.push_back(std::move(t));
   ++stats_.transactions;
-  return txns_.back().id;
+  return txns_.begin(now, cmd.ph == phase::mail ? cmd.address.value_or(cmd.argument) : std::string());
 }
 
 bool relay_fsm::record_recipient(std::uint64_t now, transaction& t, std::string address) {
-  if (t.rec.rcpt_to.size() >= limits::recipients_recorded_cap) {
-    if (t.rec.rcpt_to.size() == limits::recipients_recorded_cap && !t.recipients_overflowed) {
-      t.recipients_overflowed = true;
-      note(now, "more than " + std::to_string(limits::recipients_recorded_cap) +
-                    " recipients in one transaction: the rest are answered but not recorded");
-    }
-    return false;
-  }
-  t.rec.rcpt_to.push_back(std::move(address));
-  return true;
-}
-
-relay_fsm::transaction* relay_fsm::open_transaction() {
-  return txns_.empty() || txns_.back().sealed ? nullptr : &txns_.back();
-}
-
-relay_fsm::transaction* relay_fsm::transaction_by_id(std::uint64_t id) {
-  for (auto& t : txns_)
-    if (t.id == id) return &t;
-  return nullptr;
+  auto recorded = txns_.record_recipient(t, std::move(address));
+  if (recorded == recipient_recording::cap_reached)
+    out_.note(now, "more than " + std::to_string(limits::recipients_recorded_cap) +
+                  " recipients in one transaction: the rest are answered but not recorded");
+  return recorded == recipient_recording::recorded;
 }
 
 void relay_fsm::finish_transaction(std::uint64_t now, std::uint64_t id, outcome o,
                                    const std::optional<reply>& final_reply, bool synthesized) {
-  auto it = std::find_if(txns_.begin(), txns_.end(), [&](const transaction& t) { return t.id == id; });
-  if (it == txns_.end()) return;
-  transaction_record& rec = it->rec;
-  rec.result = recorded_outcome(rec, o, synthesized, !it->recipients_overflowed);
-  rec.final_reply = final_reply;
-  rec.synthesized = synthesized;
-  rec.end_us = now;
-  if (rec.result == outcome::delivered) ++stats_.delivered;
+  auto rec = txns_.settle(now, id, o, final_reply, synthesized);
+  if (!rec) return;
+  if (rec->result == outcome::delivered) ++stats_.delivered;
   if (id == withheld_dot_txn_) record_withheld_dot_stage(now);   // relay_fsm_faults.cpp: the stall, as a stage
   if (observer_) {
-    observer_->on_transaction(rec);
+    observer_->on_transaction(*rec);
     request_capture_barrier();
   }
-  txns_.erase(it);
 }
 
 void relay_fsm::abandon_transactions(std::uint64_t now) {
-  while (!txns_.empty()) {
-    const transaction& t = txns_.front();
+  while (const transaction* oldest = txns_.oldest()) {
+    const transaction& t = *oldest;
     if (t.end_sent) {
       // The dot (or BDAT LAST) went upstream but its reply never came back: the message may
       // already be delivered, and the client, never told, will likely resend it.
       ++stats_.ambiguous_end_of_data;
-      note(now, "ambiguous end of data: the session ended after the message was sent upstream");
+      out_.note(now, "ambiguous end of data: the session ended after the message was sent upstream");
       finish_transaction(now, t.id, outcome::unknown, std::nullopt, false);
     } else {
       finish_transaction(now, t.id, outcome::aborted, std::nullopt, false);
@@ -1159,21 +1014,18 @@ void relay_fsm::abandon_transactions(std::uint64_t now) {
 
 void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail) {
   if (stalled_) {   // a stall answers nothing, not even this; the client gives up on its own
-    if (!upstream_closed_) close(leg::upstream);
-    arm(leg::upstream, disarmed);
-    note(now, std::string(reason) + " during a stall: " + std::string(detail));
+    if (!out_.closed(leg::upstream)) out_.close(leg::upstream);
+    out_.arm(leg::upstream, disarmed);
+    out_.note(now, std::string(reason) + " during a stall: " + std::string(detail));
     return;
   }
-  if (!upstream_closed_) close(leg::upstream);
-  arm(leg::upstream, disarmed);
-  upstream_lost_reason_ = std::string(reason);
-  upstream_lost_detail_ = std::string(detail);
-  note(now, std::string(reason) + ": " + std::string(detail));
+  if (!out_.closed(leg::upstream)) out_.close(leg::upstream);
+  out_.arm(leg::upstream, disarmed);
+  remember_upstream_loss(reason, detail);
+  out_.note(now, std::string(reason) + ": " + std::string(detail));
   if (!greeted_) {
-    reply r = make_reply(421, "4.4.1", options_.name + " upstream did not greet: " + std::string(detail));
-    send(leg::client, r.raw, now);
-    if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-    end_session(now, reason, detail);
+    end_with_reply(now, make_reply(421, "4.4.1", options_.name + " upstream did not greet: " + std::string(detail)), reason,
+                   detail);
     return;
   }
   if (mode_ == client_mode::data) {
@@ -1182,42 +1034,48 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
       data_failure_ = make_reply(451, "4.4.2", options_.name + " lost the upstream connection during message transfer");
     return;
   }
-  auto it = std::find_if(pending_.begin(), pending_.end(),
-                         [](const pending& p) { return !p.local && !p.ready; });
-  if (it == pending_.end() && !pending_.empty() && fault_hold_active(now)) {
+  reply_slot* it = owed_.first_awaited();
+  if (!it && !owed_.empty() && fault_hold_active(now)) {
     // Replies the upstream already gave are held by a delay fault: they still go out first;
-    // flush_replies ends the session once they are (upstream_closed_).
+    // flush_replies ends the session once they are (out_.closed(leg::upstream)).
     return;
   }
-  if (it != pending_.end()) {
-    const transaction* owner = transaction_by_id(it->txn);
+  if (it) {
+    const transaction* owner = txns_.find(it->asked.txn);
     const bool end_went_upstream = !owner || owner->end_sent;
-    if (end_went_upstream && (it->ph == phase::data_end || (it->ph == phase::bdat && it->last_chunk))) {
+    if (end_went_upstream && it->asked.answers_end_of_data()) {
       // The dot went out but no reply came back: the message may or may not be delivered.
       ++stats_.ambiguous_end_of_data;
-      note(now, "ambiguous end of data: upstream lost after the message was sent");
-      it->answer = make_reply(451, "4.4.2", options_.name + " lost the upstream after end of data; delivery status unknown");
-      it->bytes = it->answer->raw;
-      it->ready = true;
-      it->local = true;
-      pending_.erase(std::next(it), pending_.end());
-      finish_transaction(now, it->txn, outcome::unknown, it->answer, true);
+      out_.note(now, "ambiguous end of data: upstream lost after the message was sent");
+      it->answer.parsed = make_reply(451, "4.4.2", options_.name + " lost the upstream after end of data; delivery status unknown");
+      it->answer.bytes = it->answer.parsed->raw;
+      it->answer.ready = true;
+      it->answer.local = true;
+      owed_.drop_after(*it);
+      finish_transaction(now, it->asked.txn, outcome::unknown, it->answer.parsed, true);
     } else {
-      it->answer = make_reply(421, "4.4.2", options_.name + " upstream connection lost");
-      it->bytes = it->answer->raw;
-      it->ready = true;
-      it->local = true;
-      pending_.erase(std::next(it), pending_.end());
+      it->answer.parsed = make_reply(421, "4.4.2", options_.name + " upstream connection lost");
+      it->answer.bytes = it->answer.parsed->raw;
+      it->answer.ready = true;
+      it->answer.local = true;
+      owed_.drop_after(*it);
     }
-    flush_replies(now);   // ends the session: upstream_closed_ with nothing pending
+    flush_replies(now);   // ends the session: out_.closed(leg::upstream) with nothing pending
     // Unless a delay still holds replies the upstream gave: they go out first, then the 421.
     if (!ended_ && !fault_hold_active(now)) end_session(now, reason, detail);
     return;
   }
-  reply r = make_reply(421, "4.4.2", options_.name + " upstream connection lost");
-  send(leg::client, r.raw, now);
-  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+  end_with_reply(now, make_reply(421, "4.4.2", options_.name + " upstream connection lost"), reason, detail);
+}
+
+void relay_fsm::end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail) {
+  out_.say(now, r);
   end_session(now, reason, detail);
+}
+
+void relay_fsm::remember_upstream_loss(std::string_view reason, std::string_view detail) {
+  upstream_lost_reason_ = std::string(reason);
+  upstream_lost_detail_ = std::string(detail);
 }
 
 void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::string_view detail) {
@@ -1226,121 +1084,32 @@ void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::str
   abandon_transactions(now);
   record_consumed_client_input(now);   // before the end record: nothing may follow it
   ended_ = true;
-  arm(leg::client, disarmed);
-  arm(leg::upstream, disarmed);
-  if (!client_closed_) close(leg::client);
-  if (!upstream_closed_) close(leg::upstream);
+  out_.arm(leg::client, disarmed);
+  out_.arm(leg::upstream, disarmed);
+  if (!out_.closed(leg::client)) out_.close(leg::client);
+  if (!out_.closed(leg::upstream)) out_.close(leg::upstream);
   if (observer_) observer_->on_end(now, reason, detail);
 }
 
 void relay_fsm::maybe_finish_drain(std::uint64_t now) {
-  if (!draining_ || ended_ || !pending_.empty() || !txns_.empty() || mode_ != client_mode::command) return;
-  reply r = make_reply(421, "4.3.2", options_.name + " shutting down");
-  send(leg::client, r.raw, now);
-  if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
-  end_session(now, "drain", "");
+  if (!draining_ || ended_ || !owed_.empty() || !txns_.empty() || mode_ != client_mode::command) return;
+  end_with_reply(now, make_reply(421, "4.3.2", options_.name + " shutting down"), "drain", "");
 }
 
 // ---------------------------------------------------------------- output helpers
 
-void relay_fsm::send(leg to, std::string_view bytes, std::uint64_t now, bool sensitive) {
-  if (bytes.empty()) return;
-  if ((to == leg::upstream && upstream_closed_) || (to == leg::client && client_closed_)) return;
-  if (observer_) {
-    if (sensitive) {
-      observer_->on_bytes(now, to, direction::out, masked_auth_line(bytes));
-    } else {
-      observer_->on_bytes(now, to, direction::out, bytes);
-    }
-  }
-  // Coalesce with the previous send to the same leg, looking past timer actions: every
-  // forwarded command re-arms a timer, and without this a pipelined group the client sent in
-  // one write went upstream as one write per command (changing TCP segmentation, RFC 2920).
-  auto last = actions_.rbegin();
-  while (last != actions_.rend() && std::holds_alternative<arm_timer>(*last)) ++last;
-  if (last != actions_.rend())
-    if (auto* prev = std::get_if<send_bytes>(&*last); prev && prev->to == to && prev->sensitive == sensitive) {
-      prev->bytes.append(bytes);
-      return;
-    }
-  actions_.push_back(send_bytes{to, std::string(bytes), sensitive});
-}
-
-void relay_fsm::close_with_reset(leg which) {
-  if (which == leg::upstream) upstream_closed_ = true;
-  else client_closed_ = true;
-  actions_.push_back(close_leg{which, true});
-}
-
-void relay_fsm::close(leg which) {
-  if (which == leg::upstream) upstream_closed_ = true;
-  else client_closed_ = true;
-  actions_.push_back(close_leg{which});
-}
-
-void relay_fsm::arm(leg which, milliseconds after) {
-  // A re-arm of the same leg right after another supersedes it; keep one action, not one per command.
-  if (!actions_.empty())
-    if (auto* prev = std::get_if<arm_timer>(&actions_.back()); prev && prev->which == which) {
-      prev->after = after;
-      return;
-    }
-  actions_.push_back(arm_timer{which, after});
-}
-
 void relay_fsm::arm_upstream_for_head() {
-  auto it = std::find_if(pending_.begin(), pending_.end(),
-                         [](const pending& p) { return !p.local && !p.ready; });
-  if (it == pending_.end() || upstream_closed_) {
-    arm(leg::upstream, disarmed);
+  const reply_slot* it = owed_.first_awaited();
+  if (!it || out_.closed(leg::upstream)) {
+    out_.arm(leg::upstream, disarmed);
     return;
   }
   const auto& t = options_.timeouts;
-  switch (it->ph) {
-    case phase::data: arm(leg::upstream, t.upstream_data_init); break;
-    case phase::data_end: arm(leg::upstream, t.upstream_data_end); break;
-    case phase::bdat: arm(leg::upstream, it->last_chunk ? t.upstream_data_end : t.upstream_reply); break;
-    default: arm(leg::upstream, t.upstream_reply); break;
-  }
-}
-
-void relay_fsm::note(std::uint64_t now, std::string_view text) {
-  if (observer_) observer_->on_note(now, text);
-}
-
-std::string_view to_string(direction d) { return d == direction::in ? "in" : "out"; }
-
-std::string_view to_string(outcome o) {
-  switch (o) {
-    case outcome::delivered: return "delivered";
-    case outcome::blackholed: return "blackholed";
-    case outcome::rejected: return "rejected";
-    case outcome::tempfailed: return "tempfailed";
-    case outcome::aborted: return "aborted";
-    case outcome::unknown: return "unknown";
-  }
-  return "unknown";
-}
-
-std::optional<outcome> parse_outcome(std::string_view name) {
-  for (auto o : {outcome::delivered, outcome::blackholed, outcome::rejected, outcome::tempfailed, outcome::aborted,
-                 outcome::unknown})
-    if (to_string(o) == name) return o;
-  return std::nullopt;
-}
-
-std::optional<outcome> outcome_of_refused_recipients(const std::vector<int>& codes) {
-  if (codes.empty() || std::any_of(codes.begin(), codes.end(), [](int c) { return c / 100 == 2; })) return std::nullopt;
-  bool any_temporary = std::any_of(codes.begin(), codes.end(), [](int c) { return c / 100 == 4; });
-  return any_temporary ? outcome::tempfailed : outcome::rejected;
-}
-
-outcome outcome_of_code(int code) {
-  switch (code / 100) {
-    case 2: return outcome::delivered;
-    case 4: return outcome::tempfailed;
-    case 5: return outcome::rejected;
-    default: return outcome::unknown;
+  switch (it->asked.ph) {
+    case phase::data: out_.arm(leg::upstream, t.upstream_data_init); break;
+    case phase::data_end: out_.arm(leg::upstream, t.upstream_data_end); break;
+    case phase::bdat: out_.arm(leg::upstream, it->asked.last_chunk ? t.upstream_data_end : t.upstream_reply); break;
+    default: out_.arm(leg::upstream, t.upstream_reply); break;
   }
 }
 

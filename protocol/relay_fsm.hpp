@@ -1,10 +1,13 @@
-// The relay session machine: both legs of one SMTP conversation, sans-I/O. Fed client and
-// upstream bytes, connection results and timer expiries (each with the caller's monotonic
-// time); returns actions (send, close, arm timer) and reports to a session_observer.
-// Pairs pipelined commands with replies (RFC 2920), frames DATA and BDAT, tracks
-// transactions and stage timings, and applies the outcome rules (README, "Outcomes").
-// Faults come from an optional fault_advisor (policies/) asked at each decision point;
-// relay_fsm_faults.cpp carries its decisions out.
+// The relay session machine: both legs of one SMTP conversation, sans-I/O, and the one
+// entry point the shell feeds. Fed client and upstream bytes, connection results and timer
+// expiries (each with the caller's monotonic time); returns actions and reports to a
+// session_observer. Composes its parts (ARCHITECTURE.md, "The relay machine"): relay_outbox
+// (what it says), client_input (the client's bytes and the parse position), reply_queue
+// (reply pairing, RFC 2920), transaction_book (transactions and outcomes, README
+// "Outcomes"), starttls_sequencer (STARTTLS on both legs). Itself it frames client input
+// (command lines, DATA, BDAT, AUTH responses), holds the end of a message until the capture
+// and the faults allow it, and keeps the timers. Faults come from an optional fault_advisor
+// (policies/) asked at each decision point; relay_fsm_faults.cpp carries its decisions out.
 // Single-threaded: one instance per session, driven from that session's strand.
 #pragma once
 #include <chrono>
@@ -16,90 +19,23 @@
 
 #include "protocol/action.hpp"
 #include "protocol/capabilities.hpp"
+#include "protocol/client_input.hpp"
 #include "protocol/command.hpp"
 #include "protocol/data_framer.hpp"
 #include "protocol/fault.hpp"
 #include "protocol/header_scanner.hpp"
 #include "protocol/observer.hpp"
 #include "protocol/reply.hpp"
-#include "protocol/xclient.hpp"
+#include "protocol/relay_outbox.hpp"
+#include "protocol/relay_options.hpp"
+#include "protocol/reply_queue.hpp"
+#include "protocol/starttls_sequencer.hpp"
+#include "protocol/transaction_book.hpp"
+#include "protocol/xclient_exchange.hpp"
 
 namespace mailtap::protocol {
 
-struct relay_timeouts {
-  // RFC 5321 4.5.3.2.7: a server waits at least 5 minutes for the next command.
-  std::chrono::milliseconds client_idle{300'000};
-  // From the first byte of a command line to its CRLF (Postfix smtpd_timeout with
-  // smtpd_per_request_deadline): a client trickling one byte at a time cannot hold a session.
-  std::chrono::milliseconds client_command{300'000};
-  // Message bytes per second a client must keep up in DATA and BDAT (Postfix
-  // smtpd_min_data_rate, 500): each read adds bytes/rate to the time left, never beyond
-  // client_idle. 0 turns it off (client_idle per read).
-  std::uint64_t min_data_rate = 500;
-  // Postfix smtp_helo_timeout 300 s.
-  std::chrono::milliseconds upstream_greeting{300'000};
-  // RFC 5321 4.5.3.2.2/3: MAIL and RCPT 5 minutes.
-  std::chrono::milliseconds upstream_reply{300'000};
-  // RFC 5321 4.5.3.2.4: DATA initiation 2 minutes.
-  std::chrono::milliseconds upstream_data_init{120'000};
-  // RFC 5321 4.5.3.2.6: DATA termination 10 minutes (shorter causes duplicate deliveries).
-  std::chrono::milliseconds upstream_data_end{600'000};
-};
-
-// How the upstream leg is secured (issue 3): mirror = TLS upstream whenever the client leg
-// is TLS; required = always; opportunistic = when the upstream offers STARTTLS, never
-// failing the client for it; never = plaintext upstream.
-enum class upstream_tls_mode { mirror, required, opportunistic, never };
-std::string_view to_string(upstream_tls_mode m);
-std::optional<upstream_tls_mode> parse_upstream_tls_mode(std::string_view name);
-
-struct relay_tls_options {
-  bool offer_starttls = false;          // the client leg can be secured (a certificate is loaded)
-  bool implicit_client_tls = false;     // the client connected to the SMTPS listener (TLS from connect)
-  upstream_tls_mode upstream = upstream_tls_mode::mirror;
-  // The upstream's certificate must pass its check (verify_upstream = require, or a pinned
-  // fingerprint): a failed upstream handshake then fails closed, as under `required`.
-  // Otherwise a failed handshake after the client's STARTTLS falls back to plaintext on a
-  // new upstream connection (RFC 7435; Postfix smtp_tls_security_level = may).
-  bool upstream_verification_required = false;
-};
-
-struct relay_options {
-  bare_eol_mode eol = bare_eol_mode::strict;
-  relay_timeouts timeouts;
-  std::string name = "mailtap";   // appears in the relay's own replies
-  // The upstream as the relay's own replies name it ("host:port"), so that an injected
-  // refusal reads like a real one.
-  std::string upstream = "upstream";
-  relay_tls_options tls;
-  // Record the AUTH username (PLAIN, LOGIN) in a note; the secret is never recorded.
-  bool record_auth_username = false;
-  // The first bytes of every new upstream connection (a PROXY protocol header naming the
-  // client, upstream_identity = proxy_v1/proxy_v2), recorded like all bytes; empty: none.
-  std::string upstream_preamble;
-  // Tell an upstream that offers XCLIENT who the client is (upstream_identity = xclient,
-  // relay_fsm_xclient.cpp); its `helo` is taken from the client's EHLO. Absent: never.
-  std::optional<xclient_identity> xclient;
-};
-
-// Per-session figures the shell adds to the process-wide metrics.
-struct relay_stats {
-  std::uint64_t commands = 0;
-  std::uint64_t refused_commands = 0;    // never forwarded: forbidden, NUL, bare CR/LF, too long
-  std::uint64_t ambiguous_end_of_data = 0;
-  std::uint64_t normalized_line_endings = 0;
-  std::uint64_t long_data_lines = 0;     // message lines over RFC 5321's 1000 octets, forwarded unchanged
-  std::uint64_t transactions = 0;
-  std::uint64_t delivered = 0;
-  std::uint64_t faults_injected = 0;
-  std::uint64_t blackholed = 0;          // messages a blackhole fault answered with 250 (the one exception to
-                                         // "never a 2xx the destination did not give")
-  std::uint64_t client_timeouts = 0;     // idle, slow command line, data rate below the minimum
-  std::uint64_t upstream_replied_in_data = 0;   // a reply before the dot ended the message
-  std::uint64_t unacknowledged_end_of_data = 0; // the upstream answered the dot after the client left
-};
-
-class relay_fsm {
+class relay_fsm : private starttls_host, private xclient_host {
  public:
   // `faults` may be null (no fault injection); it must outlive the machine.
   relay_fsm(relay_options options, session_observer* observer, fault_advisor* faults = nullptr);
@@ -151,57 +87,18 @@ class relay_fsm {
 
  private:
   enum class client_mode { command, awaiting_data_go, data, bdat_payload, awaiting_auth, auth_response, starttls };
-  // Commands the relay itself sends upstream, and the client's STARTTLS, whose replies are
-  // consumed by the relay instead of being passed on.
-  enum class command_kind {
-    relayed, client_starttls, internal_ehlo, internal_starttls, internal_rset,
-    internal_greeting,  // the banner of a new upstream connection (plaintext fall-back)
-    internal_xclient,   // the client's EHLO waits: the relay's XCLIENT went upstream (relay_fsm_xclient.cpp)
-    xclient_hello       // the client's EHLO said again after XCLIENT: its reply is the client's
-  };
-  // What a fault does once the replies before it are out.
-  enum class then_do { nothing, close, reset, stall };
   // Where a STARTTLS (the client's, or the relay's own securing of the upstream) stands.
   enum class tls_step { idle, upstream_starttls_sent, upstream_handshake, client_handshake };
-
-  struct pending {
-    phase ph = phase::other;
-    std::uint64_t t_received = 0;
-    std::uint64_t t_upstream_reply = 0;
-    bool local = false;             // answered by the relay itself
-    bool ready = false;
-    bool last_chunk = false;        // BDAT ... LAST
-    command_kind kind = command_kind::relayed;
-    std::uint64_t txn = 0;          // the transaction this reply settles (0: none)
-    std::optional<reply> answer;   // parsed reply (upstream's, or the relay's own); none: a fault marker
-    std::string bytes;             // what the client is sent (an edited EHLO reply differs)
-    // Faults: when the reply may be released (a delay), and what follows it.
-    std::uint64_t release_us = 0;
-    std::optional<fault_decision> fault;
-    then_do then = then_do::nothing;
-    phase fault_phase = phase::other;  // the phase a fault here is recorded at
-    std::string address;           // RCPT/MAIL address, for reply-stage rules (only with an advisor)
-    bool absorb_go = false;        // the relay's own 354 for a message a fault answers
-  };
-
-  // Transactions in flight, oldest first. With pipelining a new MAIL can arrive while the
-  // previous message's end-of-data reply is still pending (RFC 2920 4), so there may be
-  // several; only the newest can still be unsealed (take further commands).
-  struct transaction {
-    std::uint64_t id = 0;
-    transaction_record rec;
-    header_scanner headers;
-    std::size_t rcpts_forwarded = 0;
-    bool sealed = false;       // its end (dot, BDAT LAST, RSET, EHLO) went upstream
-    bool end_sent = false;     // the message itself went upstream: delivery may have happened
-    bool recipients_overflowed = false;        // past limits::recipients_recorded_cap
-  };
 
   // Input processing.
   void process_client_input(std::uint64_t now);
   bool take_command_line(std::uint64_t now);
   void take_data(std::uint64_t now);
   void take_bdat_payload(std::uint64_t now);
+  // A BDAT chunk's payload follows its command: its bdat_size bytes are the chunk's, never
+  // commands. Forwarded, or (`forward` false: a fault answers the chunk) read and dropped.
+  void expect_bdat_payload(const command& cmd, bool forward);
+  void take_empty_bdat_chunk(std::uint64_t now);
   bool take_auth_response(std::uint64_t now);
   // `announce`: record the command event (false when the caller recorded the client's own line).
   void handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed, bool announce = true);
@@ -215,7 +112,6 @@ class relay_fsm {
   void release_withheld_bdat(std::uint64_t now, std::uint64_t txn);
   // The message's end will not be sent: its BDAT LAST reply is no longer awaited (the
   // caller queues the relay's own answer in its place).
-  bool withdraw_bdat_last();
   void upstream_replied_in_data(std::uint64_t now, reply r);
   void announce_command(std::uint64_t now, std::string_view body, const command& cmd);
 
@@ -223,34 +119,26 @@ class relay_fsm {
   void take_upstream_reply(std::uint64_t now, reply r);
   void take_banner(std::uint64_t now, reply r);
   void local_reply(std::uint64_t now, phase ph, int code, std::string_view enhanced,
-                   std::string_view text);
-  void flush_replies(std::uint64_t now);
-  void after_reply(std::uint64_t now, const pending& p);
+                   std::string_view text) override;
+  void flush_replies(std::uint64_t now) override;
+  void after_reply(std::uint64_t now, const reply_slot& p);
   std::string edit_ehlo_reply(std::uint64_t now, const reply& r, const rewrite_set* rewrites);
   void release_banner(std::uint64_t now, const reply& r, std::string bytes);
 
-  // TLS (relay_fsm_tls.cpp).
-  void begin_starttls(std::uint64_t now);
-  void advance_starttls(std::uint64_t now);
-  void take_starttls_reply(std::uint64_t now, pending& p, const reply& r);
-  void take_internal_ehlo_reply(std::uint64_t now, const reply& r);
-  void grant_client_tls(std::uint64_t now);
-  void refuse_starttls(std::uint64_t now, int code, std::string_view enhanced, std::string_view text);
-  void secure_upstream_first(std::uint64_t now);
-  void injection(std::uint64_t now, leg where, std::string_view detail);
-  bool upstream_needs_tls_now() const;
-  bool upstream_prepared() const { return !securing_upstream_ && !reconnecting_ && !xclient_in_flight_; }
-  bool may_fall_back_to_plaintext() const;
-  void fall_back_to_plaintext(std::uint64_t now, std::string_view reason);
-  void take_new_upstream_greeting(std::uint64_t now, const reply& r);
-  void take_replayed_hello_reply(std::uint64_t now, const reply& r);
-  void finish_reconnect(std::uint64_t now);
-  void reconnect_failed(std::uint64_t now, std::string_view detail);
-  void note_upstream_capabilities(const reply& r);
+  // starttls_host: what the STARTTLS sequencer asks of the machine.
+  bool ended() const override { return ended_; }
+  void count_refused_command() override { ++stats_.refused_commands; }
+  void client_awaits_handshake() override { mode_ = client_mode::starttls; }
+  void client_back_to_commands() override { mode_ = client_mode::command; }
+  std::size_t unread_client_bytes() const override { return in_.unparsed_size(); }
+  bool in_transaction() const override { return !txns_.empty(); }
+  void resume_client_input(std::uint64_t now) override { process_client_input(now); }
+  void remember_upstream_loss(std::string_view reason, std::string_view detail) override;
+  void forget_upstream_input() override { replies_ = reply_parser{}; }
+  // No client command goes upstream while the upstream leg is prepared (TLS, a new
+  // connection) or the XCLIENT exchange runs.
+  bool upstream_prepared() const { return tls_.upstream_prepared() && !xclient_.in_flight(); }
 
-  // XCLIENT (relay_fsm_xclient.cpp).
-  bool begin_xclient(std::uint64_t now, pending& client_ehlo, const reply& r);
-  void take_xclient_reply(std::uint64_t now, pending& client_ehlo, const reply& r);
 
   // Faults (relay_fsm_faults.cpp).
   enum class line_fault { none, held, handled };
@@ -262,24 +150,24 @@ class relay_fsm {
                        std::uint64_t actual_delay_us = 0);
   void start_faults(std::uint64_t now);
   bool banner_fault(std::uint64_t now, reply& r, std::string& bytes);
+  parsed_command take_held_line(std::uint64_t now, std::optional<fault_decision>& decided);
   line_fault command_fault(std::uint64_t now, std::string_view line, const parsed_command& parsed,
                            std::optional<fault_decision>& rewrites);
   void apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd, const fault_decision& d);
   void forward_masked_command(std::uint64_t now, std::string_view line, const command& cmd, const rewrite_set& rw);
   // `ph` is the reply's phase (for the stage and the transaction); `shown` the fault's, for the capture.
-  pending& queue_fault_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn, const fault_decision& d,
+  reply_slot& queue_fault_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn, const fault_decision& d,
                              then_do then);
   void fault_marker(std::uint64_t now, phase ph, const fault_decision& d, then_do then);
-  void fault_then(std::uint64_t now, const pending& p);
+  void fault_then(std::uint64_t now, const reply_slot& p);
   bool plan_end_of_data(std::uint64_t now, transaction& t, bool chunked);
   bool end_of_data_fault(std::uint64_t now, transaction* t);
   bool message_fault(std::uint64_t now, transaction* t);
   void finish_absorbed_bdat(std::uint64_t now);
-  void open_absorbed_message(std::uint64_t now, pending& p);
-  void reply_stage_fault(std::uint64_t now, pending& p, const reply& r);
+  void open_absorbed_message(std::uint64_t now, reply_slot& p);
+  void reply_stage_fault(std::uint64_t now, reply_slot& p, const reply& r);
   void begin_stall(std::uint64_t now, const fault_decision& d, phase ph);
   void answer_refused_session(std::uint64_t now, std::string_view body, const command& cmd);
-  bool dot_was_split() const;
   void withhold_split_dot(std::uint64_t now);
   void record_withheld_dot_stage(std::uint64_t now);
   void schedule_fault_wake(std::uint64_t now, std::uint64_t at_us);
@@ -290,8 +178,6 @@ class relay_fsm {
 
   // Transactions.
   std::uint64_t begin_transaction(std::uint64_t now, const command& cmd);
-  transaction* open_transaction();
-  transaction* transaction_by_id(std::uint64_t id);
   void finish_transaction(std::uint64_t now, std::uint64_t id, outcome o, const std::optional<reply>& final_reply,
                           bool synthesized);
   // The session is ending: every transaction still in flight is aborted, or unknown when its
@@ -306,47 +192,42 @@ class relay_fsm {
   void arm_client_deadline(std::uint64_t now);
   void client_timed_out(std::uint64_t now);
   // After the client's FIN (or loss): end the session once nothing more is owed.
-  void end_if_client_done(std::uint64_t now);
+  void end_if_client_done(std::uint64_t now) override;
   void record_received_size();
 
   // Leaving.
+  void upstream_unreachable(std::uint64_t now, std::string_view reason);
   void upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail);
-  void end_session(std::uint64_t now, std::string_view reason, std::string_view detail);
+  void end_session(std::uint64_t now, std::string_view reason, std::string_view detail) override;
+  // Reply, record, end: the one way a session ends with a word to the client.
+  void end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail) override;
   void maybe_finish_drain(std::uint64_t now);
 
   // Output helpers.
-  void send(leg to, std::string_view bytes, std::uint64_t now, bool sensitive = false);
-  void close(leg which);
-  void arm(leg which, std::chrono::milliseconds after);
-  void arm_upstream_for_head();
-  void note(std::uint64_t now, std::string_view text);
+  void arm_upstream_for_head() override;
   void record_consumed_client_input(std::uint64_t now);
-  void close_with_reset(leg which);
   void report_client_pause();
   void request_capture_barrier();
 
   relay_options options_;
   session_observer* observer_;
   fault_advisor* faults_;
-  std::vector<action> actions_;
+  relay_outbox out_;
   relay_stats stats_;
 
   // Client leg.
-  std::string client_in_;
+  client_input in_;
   client_mode mode_ = client_mode::command;
   std::optional<data_framer> framer_;
   std::uint64_t bdat_remaining_ = 0;
   bool bdat_last_ = false;
   std::uint64_t data_started_us_ = 0;        // 354 sent (body stage start)
-  bool client_closed_ = false;
   bool auth_open_ = false;
   std::string auth_mechanism_;         // upper-cased, for notes
   bool auth_username_pending_ = false; // the next client response carries the username
   bool input_held_ = false;
   bool client_paused_ = false;                   // pause_reading{client} was the last said
-  std::size_t pos_ = 0;                          // parse offset into client_in_
-  std::uint64_t client_consumed_ = 0;            // client bytes erased from client_in_ so far
-  bool client_input_ended_ = false;              // FIN seen (client_closed_: nothing can reach it either)
+  bool client_input_ended_ = false;              // FIN seen (out_.closed(client): nothing can reach it either)
   // The command line in progress: where it starts in the client's stream and when its first
   // byte came (the per-line deadline).
   std::uint64_t partial_line_at_ = UINT64_MAX;
@@ -354,37 +235,17 @@ class relay_fsm {
   // DATA/BDAT: time left before the client is too slow (min_data_rate), as of the last read.
   std::uint64_t data_budget_us_ = 0;
   std::uint64_t data_last_read_us_ = 0;
-  std::vector<std::pair<std::size_t, std::size_t>> masks_;  // AUTH ranges in client_in_
 
   // Upstream leg.
   reply_parser replies_;
-  bool upstream_closed_ = false;
   bool greeted_ = false;
   std::uint64_t started_us_ = 0;
   std::uint64_t connected_us_ = 0;
 
-  std::deque<pending> pending_;
+  reply_queue owed_;   // replies the client is owed, in order (RFC 2920)
   std::uint64_t last_reply_sent_us_ = 0;
   int last_client_code_ = 0;          // the code of the last reply sent to the client
-  std::deque<transaction> txns_;
-  std::uint64_t next_txn_id_ = 1;
-
-  // TLS.
-  bool client_tls_ = false;
-  bool upstream_tls_ = false;
-  bool upstream_offers_starttls_ = false;   // in the last EHLO reply the upstream sent
-  bool securing_upstream_ = false;          // internal EHLO/STARTTLS before client commands
-  tls_step tls_step_ = tls_step::idle;
-  // Plaintext fall-back: a new upstream connection is being opened and prepared; client
-  // commands wait. After one, the upstream's TLS is known not to work: no second attempt.
-  bool reconnecting_ = false;
-  bool upstream_tls_broken_ = false;
-  std::string hello_line_;                  // the client's last EHLO/HELO line, replayed on a new connection
-
-  // XCLIENT: sent at most once per upstream connection; while its exchange runs (XCLIENT,
-  // the new 220, the client's EHLO again) client commands wait.
-  bool xclient_done_ = false;
-  bool xclient_in_flight_ = false;
+  transaction_book txns_;
 
   // Faults.
   bool upstream_wanted_ = true;
@@ -393,8 +254,13 @@ class relay_fsm {
   bool input_stopped_ = false;       // a fault ends the session once the replies before it are out
   std::uint64_t stall_until_us_ = 0;
   std::string ehlo_name_;
-  std::optional<fault_decision> held_line_;   // delay(when=command) on the line at pos_
-  std::uint64_t held_line_since_us_ = 0;
+  // delay(when=command): the line at the parse position waits, with its command and the decision.
+  struct held_command {
+    fault_decision decision;
+    parsed_command parsed;
+    std::uint64_t since_us = 0;
+  };
+  std::optional<held_command> held_line_;
   std::optional<reply> held_banner_;
   std::string held_banner_bytes_;
   std::optional<fault_decision> banner_delay_;
@@ -414,7 +280,6 @@ class relay_fsm {
   bool discard_payload_ = false;     // this BDAT chunk is not forwarded
   std::uint64_t fault_wake_us_ = 0;  // the fault timer's due time (0: not armed)
   session_plan plan_;
-  std::size_t newest_read_at_ = 0;   // where the latest client read begins in client_in_
 
   bool draining_ = false;
   bool capture_failed_ = false;
@@ -422,10 +287,12 @@ class relay_fsm {
   // answer at its end with this reply.
   std::optional<reply> data_failure_;
   bool data_failure_from_upstream_ = false;   // the upstream's own reply, given before the dot
-  // Why the upstream went away, for the on_end that follows once pending replies are flushed.
+  // Why the upstream went away, for the on_end that follows once reply_slot replies are flushed.
   std::string upstream_lost_reason_ = "upstream_closed";
   std::string upstream_lost_detail_;
   bool ended_ = false;
+  starttls_sequencer tls_{options_, out_, owed_, observer_, *this};
+  xclient_exchange xclient_{options_, out_, owed_, observer_, *this};
 };
 
 }  // namespace mailtap::protocol

@@ -72,7 +72,7 @@ fault_query relay_fsm::query_for(phase ph, fault_stage stage, const transaction*
   q.stage = stage;
   q.ehlo_name = ehlo_name_;
   // An SMTPS client is TLS from connect, although its handshake is reported after on_start.
-  q.client_tls = client_tls_ || options_.tls.implicit_client_tls;
+  q.client_tls = tls_.client_tls() || options_.tls.implicit_client_tls;
   if (t) {
     q.mail_from = t->rec.mail_from;
     q.recipients = &t->rec.rcpt_to;
@@ -99,12 +99,12 @@ void relay_fsm::schedule_fault_wake(std::uint64_t now, std::uint64_t at_us) {
   if (fault_wake_us_ != 0 && fault_wake_us_ <= at_us) return;
   fault_wake_us_ = at_us;
   // Never zero: a zero timer means "disarm".
-  actions_.push_back(arm_fault_timer{microseconds(at_us > now ? at_us - now : 1)});
+  out_.push(arm_fault_timer{microseconds(at_us > now ? at_us - now : 1)});
 }
 
 bool relay_fsm::fault_hold_active(std::uint64_t now) const {
   if (held_line_ || held_banner_ || held_dot_ || stalled_) return true;
-  return std::any_of(pending_.begin(), pending_.end(), [&](const pending& p) { return p.release_us > now; });
+  return owed_.delayed_past(now);
 }
 
 void relay_fsm::on_fault_timer(std::uint64_t now) {
@@ -112,7 +112,7 @@ void relay_fsm::on_fault_timer(std::uint64_t now) {
   fault_wake_us_ = 0;
   if (stalled_) {
     if (now < stall_until_us_) return schedule_fault_wake(now, stall_until_us_);
-    note(now, "stall ended by the relay: its maximum passed");
+    out_.note(now, "stall ended by the relay: its maximum passed");
     return end_session(now, "fault_stall", "the relay gave up a stalled session");
   }
   release_held(now);
@@ -153,8 +153,8 @@ void relay_fsm::release_held(std::uint64_t now) {
 
 void relay_fsm::start_faults(std::uint64_t now) {
   plan_ = faults_->plan_session();
-  if (plan_.to_client.active()) actions_.push_back(shape_leg{leg::client, plan_.to_client});
-  if (plan_.to_upstream.active()) actions_.push_back(shape_leg{leg::upstream, plan_.to_upstream});
+  if (plan_.to_client.active()) out_.push(shape_leg{leg::client, plan_.to_client});
+  if (plan_.to_upstream.active()) out_.push(shape_leg{leg::upstream, plan_.to_upstream});
   for (const auto& [rule, type] : plan_.rules) {
     // A withheld split dot counts when it withholds one (withhold_split_dot), not per session.
     if (type != "split_dot_withhold") ++stats_.faults_injected;
@@ -175,13 +175,13 @@ void relay_fsm::start_faults(std::uint64_t now) {
       if (d.no_greeting) {
         // As if the destination accepted and never greeted: the greeting timeout decides.
         fault_event_for(now, d, phase::connect, "upstream accepted and never greeted");
-        arm(leg::upstream, options_.timeouts.upstream_greeting);
+        out_.arm(leg::upstream, options_.timeouts.upstream_greeting);
         return;
       }
       fault_event_for(now, d, phase::connect, "upstream refused the connection");
       // Word for word what the shell reports for a real refusal (relay/session.cpp): the
       // fault record above is what marks this one as injected.
-      on_upstream_unreachable(now, "connect to " + options_.upstream + ": Connection refused");
+      upstream_unreachable(now, "connect to " + options_.upstream + ": Connection refused");
       return;
     default: greeting_fault(now, d); return;
   }
@@ -195,27 +195,26 @@ bool relay_fsm::greeting_fault(std::uint64_t now, const fault_decision& d) {
       d.what == verdict::unreachable)
     return false;
   // The upstream is not needed any more: a connected one is told QUIT, an unconnected one never dialled.
-  if (greeted_ && !upstream_closed_) {
+  if (greeted_ && !out_.closed(leg::upstream)) {
     if (observer_) observer_->on_relay_command(now, "QUIT");
-    send(leg::upstream, "QUIT\r\n", now);
-    close(leg::upstream);
+    out_.send(leg::upstream, "QUIT\r\n", now);
+    out_.close(leg::upstream);
   }
   upstream_wanted_ = false;
-  upstream_closed_ = true;
+  out_.mark_closed(leg::upstream);
   greeted_ = true;
-  arm(leg::upstream, std::chrono::milliseconds{0});
+  out_.arm(leg::upstream, std::chrono::milliseconds{0});
   bool with_reply = d.what == verdict::reply || d.what == verdict::reply_and_close ||
                     (d.what == verdict::disconnect && d.with_reply);
   if (with_reply) {
     reply r = reply_from(d.reply);
-    send(leg::client, r.raw, now);
-    if (observer_) observer_->on_reply(now, leg::client, direction::out, r);
+    out_.say(now, r);
     fault_event_for(now, d, ph, "greeting: " + describe(d.reply));
     last_reply_sent_us_ = now;
     if (d.what == verdict::reply && r.klass() == 5) {
       // RFC 5321 3.1: after a 554 greeting the server waits for QUIT, answering 503 meanwhile.
       refusing_ = true;
-      arm(leg::client, options_.timeouts.client_idle);
+      out_.arm(leg::client, options_.timeouts.client_idle);
       return true;
     }
     end_session(now, "fault", d.rule);
@@ -224,7 +223,7 @@ bool relay_fsm::greeting_fault(std::uint64_t now, const fault_decision& d) {
   switch (d.what) {
     case verdict::reset:
       fault_event_for(now, d, ph, "connection reset");
-      close_with_reset(leg::client);
+      out_.close_with_reset(leg::client);
       end_session(now, "fault", d.rule);
       return true;
     case verdict::stall: begin_stall(now, d, ph); return true;
@@ -266,7 +265,7 @@ bool relay_fsm::banner_fault(std::uint64_t now, reply& r, std::string& bytes) {
   held_banner_ = r;
   held_banner_bytes_ = std::move(bytes);
   banner_arrived_us_ = now;
-  arm(leg::upstream, std::chrono::milliseconds{0});
+  out_.arm(leg::upstream, std::chrono::milliseconds{0});
   release_held(now);
   return true;
 }
@@ -276,43 +275,45 @@ bool relay_fsm::banner_fault(std::uint64_t now, reply& r, std::string& bytes) {
 relay_fsm::line_fault relay_fsm::command_fault(std::uint64_t now, std::string_view line, const parsed_command& parsed,
                                                std::optional<fault_decision>& decided) {
   const command& cmd = parsed.cmd;
-  fault_decision d;
-  if (held_line_) {   // its delay is over: carry on with what was decided then
-    d = std::move(*held_line_);
-    held_line_.reset();
-    fault_event_for(now, d, cmd.ph, "command held before forwarding", now - held_line_since_us_);
-  } else {
-    if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) ehlo_name_ = cmd.argument;
-    transaction* open = open_transaction();
-    fault_query q = query_for(cmd.ph, fault_stage::command, open);
-    q.verb = cmd.verb;
-    q.argument = cmd.argument;
-    q.line_length = line.size();
-    if (cmd.address) q.address = *cmd.address;
-    // At MAIL the sender and the transaction number are the ones this command opens; at RCPT
-    // `recipients` holds the earlier ones (this one is `address`).
-    if (cmd.ph == phase::mail && !open) {
-      q.mail_from = q.address;
-      q.recipients = nullptr;
-      q.transaction_number = next_txn_id_;
-    }
-    d = ask(q);
-    if (d.what == verdict::delay) {
-      held_line_ = std::move(d);
-      held_line_since_us_ = now;
-      schedule_fault_wake(now, now + held_line_->delay_us);
-      return line_fault::held;
-    }
+  if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) ehlo_name_ = cmd.argument;
+  transaction* open = txns_.open();
+  fault_query q = query_for(cmd.ph, fault_stage::command, open);
+  q.verb = cmd.verb;
+  q.argument = cmd.argument;
+  q.line_length = line.size();
+  if (cmd.address) q.address = *cmd.address;
+  // At MAIL the sender and the transaction number are the ones this command opens; at RCPT
+  // `recipients` holds the earlier ones (this one is `address`).
+  if (cmd.ph == phase::mail && !open) {
+    q.mail_from = q.address;
+    q.recipients = nullptr;
+    q.transaction_number = txns_.next_id();
+  }
+  fault_decision d = ask(q);
+  if (d.what == verdict::delay) {
+    // The line waits where it is, parsed once: its command and decision are kept with it.
+    held_line_ = held_command{std::move(d), parsed, now};
+    schedule_fault_wake(now, now + held_line_->decision.delay_us);
+    return line_fault::held;
   }
   if (d.what == verdict::proceed && d.rewrites.empty()) return line_fault::none;
   decided = std::move(d);
   return line_fault::handled;
 }
 
+// The held line's delay is over: it goes on as it was parsed and decided then.
+parsed_command relay_fsm::take_held_line(std::uint64_t now, std::optional<fault_decision>& decided) {
+  held_command held = std::move(*held_line_);
+  held_line_.reset();
+  fault_event_for(now, held.decision, held.parsed.cmd.ph, "command held before forwarding", now - held.since_us);
+  decided = std::move(held.decision);
+  return std::move(held.parsed);
+}
+
 void relay_fsm::apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd,
                                     const fault_decision& d) {
   announce_command(now, body, cmd);
-  transaction* open = open_transaction();
+  transaction* open = txns_.open();
   std::uint64_t txn = 0;
   phase ph = cmd.ph;
   switch (cmd.ph) {
@@ -326,10 +327,7 @@ void relay_fsm::apply_command_fault(std::uint64_t now, std::string_view body, co
     case phase::bdat:
       // The chunk's payload follows the command: read it, never forward it.
       txn = open ? open->id : 0;
-      bdat_remaining_ = cmd.bdat_size;
-      bdat_last_ = cmd.bdat_last;
-      discard_payload_ = true;
-      mode_ = client_mode::bdat_payload;
+      expect_bdat_payload(cmd, false);
       break;
     case phase::ehlo:
     case phase::helo:
@@ -350,7 +348,7 @@ void relay_fsm::apply_command_fault(std::uint64_t now, std::string_view body, co
   }
   if (d.what != verdict::reply && d.what != verdict::blackhole) input_stopped_ = true;
   flush_replies(now);
-  if (mode_ == client_mode::bdat_payload && bdat_remaining_ == 0) take_bdat_payload(now);
+  take_empty_bdat_chunk(now);
 }
 
 // PIX/ASA: the verb is not allowed, so the command goes on overwritten with X and the server
@@ -363,53 +361,42 @@ void relay_fsm::forward_masked_command(std::uint64_t now, std::string_view line,
   masked += "\r\n";
   handle_command(now, masked, parse_command(std::string_view(masked).substr(0, masked.size() - 2)), false);
   if (cmd.ph == phase::bdat) {   // the chunk still follows its (masked) command: read it, never parse it
-    bdat_remaining_ = cmd.bdat_size;
-    bdat_last_ = cmd.bdat_last;
-    discard_payload_ = true;
-    mode_ = client_mode::bdat_payload;
-    if (bdat_remaining_ == 0) take_bdat_payload(now);
+    expect_bdat_payload(cmd, false);
+    take_empty_bdat_chunk(now);
   }
 }
 
-relay_fsm::pending& relay_fsm::queue_fault_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn,
+reply_slot& relay_fsm::queue_fault_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn,
                                                  const fault_decision& d, then_do then) {
   reply r = reply_from(d.reply);
   local_reply(now, ph, r.code, r.enhanced, r.text());
-  pending& p = pending_.back();
-  p.txn = txn;
-  p.fault = d;
-  p.then = then;
-  p.fault_phase = shown;
+  reply_slot& p = owed_.back();
+  p.asked.txn = txn;
+  p.fault.decision = d;
+  p.fault.then = then;
+  p.fault.ph = shown;
   fault_event_for(now, d, shown, describe(d.reply));
   return p;
 }
 
 void relay_fsm::fault_marker(std::uint64_t now, phase ph, const fault_decision& d, then_do then) {
-  pending p;
-  p.ph = phase::other;
-  p.fault_phase = ph;
-  p.t_received = now;
-  p.local = true;
-  p.ready = true;
-  p.fault = d;
-  p.then = then;
-  pending_.push_back(std::move(p));
+  owed_.fault_marker(now, ph, d, then);
 }
 
-void relay_fsm::fault_then(std::uint64_t now, const pending& p) {
-  const fault_decision& d = *p.fault;
-  switch (p.then) {
+void relay_fsm::fault_then(std::uint64_t now, const reply_slot& p) {
+  const fault_decision& d = *p.fault.decision;
+  switch (p.fault.then) {
     case then_do::nothing: return;
     case then_do::close:
-      if (!p.answer) fault_event_for(now, d, p.fault_phase, "connection closed");   // with a reply: recorded with it
+      if (!p.answer.parsed) fault_event_for(now, d, p.fault.ph, "connection closed");   // with a reply: recorded with it
       end_session(now, "fault", d.rule);
       return;
     case then_do::reset:
-      fault_event_for(now, d, p.fault_phase, "connection reset");
-      close_with_reset(leg::client);
+      fault_event_for(now, d, p.fault.ph, "connection reset");
+      out_.close_with_reset(leg::client);
       end_session(now, "fault", d.rule);
       return;
-    case then_do::stall: begin_stall(now, d, p.fault_phase); return;
+    case then_do::stall: begin_stall(now, d, p.fault.ph); return;
   }
 }
 
@@ -423,13 +410,10 @@ void relay_fsm::answer_refused_session(std::uint64_t now, std::string_view body,
 void relay_fsm::begin_stall(std::uint64_t now, const fault_decision& d, phase ph) {
   fault_event_for(now, d, ph, "stalled: no replies, nothing read until the client gives up");
   stalled_ = true;
-  arm(leg::client, std::chrono::milliseconds{0});
-  arm(leg::upstream, std::chrono::milliseconds{0});
+  out_.arm(leg::client, std::chrono::milliseconds{0});
+  out_.arm(leg::upstream, std::chrono::milliseconds{0});
   // What the client sent and nobody will read is still recorded.
-  record_consumed_client_input(now);
-  if (observer_ && !client_in_.empty()) observer_->on_bytes(now, leg::client, direction::in, client_in_);
-  client_in_.clear();
-  newest_read_at_ = 0;
+  in_.record_and_drop_rest(now, observer_);
   stall_until_us_ = now + (d.stall_max_us > 0 ? d.stall_max_us : us(options_.timeouts.client_idle));
   schedule_fault_wake(now, stall_until_us_);
 }
@@ -444,22 +428,18 @@ bool relay_fsm::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked
     case verdict::reply:
     case verdict::reply_and_close:
     case verdict::blackhole: {
-      note(now, "fault " + d.rule + " answers this message itself: the upstream gets RSET, never the message");
-      pending r;
-      r.ph = phase::rset;
-      r.t_received = now;
-      r.kind = command_kind::internal_rset;
-      pending_.push_back(std::move(r));
+      out_.note(now, "fault " + d.rule + " answers this message itself: the upstream gets RSET, never the message");
+      owed_.expect(now, phase::rset, command_kind::internal_rset);
       if (observer_) observer_->on_relay_command(now, "RSET");
-      send(leg::upstream, "RSET\r\n", now);
+      out_.send(leg::upstream, "RSET\r\n", now);
       arm_upstream_for_head();
       end_plan_ = std::move(d);
       if (!chunked) {
         // The 354 waits behind the replies to MAIL and RCPT: whether it is a 354 at all
         // depends on them (open_absorbed_message).
         local_reply(now, phase::data, 354, "", "End data with <CR><LF>.<CR><LF>");
-        pending_.back().txn = t.id;
-        pending_.back().absorb_go = true;
+        owed_.back().asked.txn = t.id;
+        owed_.back().fault.absorb_go = true;
         absorbing_ = true;
         mode_ = client_mode::awaiting_data_go;
         flush_replies(now);
@@ -497,7 +477,7 @@ bool relay_fsm::end_of_data_fault(std::uint64_t now, transaction* t) {
     absorbing_ = false;
     if (d.what == verdict::blackhole) {
       ++stats_.blackholed;
-      note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
+      out_.note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
     }
     queue_fault_reply(now, phase::data_end, phase::data_end, txn, d,
                       d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
@@ -535,10 +515,10 @@ bool relay_fsm::message_fault(std::uint64_t now, transaction* t) {
   q.message_id = t->rec.message_id ? std::string_view(*t->rec.message_id) : std::string_view();
   fault_decision d = ask(q);
   if (d.what != verdict::reply && d.what != verdict::reply_and_close && d.what != verdict::disconnect) return false;
-  note(now, "fault " + d.rule + " fails this message after its body: the dot is withheld and the upstream closed");
-  if (withdraw_bdat_last()) withheld_bdat_.clear();   // BDAT: its last byte, not a dot, is withheld
-  close(leg::upstream);
-  arm(leg::upstream, std::chrono::milliseconds{0});
+  out_.note(now, "fault " + d.rule + " fails this message after its body: the dot is withheld and the upstream closed");
+  if (owed_.withdraw_bdat_last()) withheld_bdat_.clear();   // BDAT: its last byte, not a dot, is withheld
+  out_.close(leg::upstream);
+  out_.arm(leg::upstream, std::chrono::milliseconds{0});
   if (d.what == verdict::disconnect && !d.with_reply) fault_marker(now, phase::data_end, d, then_do::close);
   else queue_fault_reply(now, phase::data_end, phase::data_end, t->id, d, then_do::close);
   input_stopped_ = true;
@@ -547,7 +527,7 @@ bool relay_fsm::message_fault(std::uint64_t now, transaction* t) {
 }
 
 void relay_fsm::finish_absorbed_bdat(std::uint64_t now) {
-  transaction* t = transaction_by_id(end_plan_txn_);
+  transaction* t = txns_.find(end_plan_txn_);
   if (!t || !end_plan_) {
     // The transaction failed meanwhile (MAIL or every RCPT refused): what a server answers a
     // chunk without recipients, and the fault is not applied.
@@ -570,16 +550,16 @@ void relay_fsm::finish_absorbed_bdat(std::uint64_t now) {
   end_plan_.reset();
   if (d.what == verdict::blackhole) {
     ++stats_.blackholed;
-    note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
+    out_.note(now, "blackhole " + d.rule + ": the relay answered 250 itself; nothing was delivered");
   }
-  pending& p = queue_fault_reply(now, phase::bdat, phase::data_end, t->id, d,
+  reply_slot& p = queue_fault_reply(now, phase::bdat, phase::data_end, t->id, d,
                                  d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
-  p.last_chunk = true;
+  p.asked.last_chunk = true;
   flush_replies(now);
 }
 
-void relay_fsm::open_absorbed_message(std::uint64_t now, pending& p) {
-  transaction* t = transaction_by_id(p.txn);
+void relay_fsm::open_absorbed_message(std::uint64_t now, reply_slot& p) {
+  transaction* t = txns_.find(p.asked.txn);
   bool accepted = t && std::any_of(t->rec.rcpt_codes.begin(), t->rec.rcpt_codes.end(),
                                    [](int code) { return code / 100 == 2; });
   if (accepted) {
@@ -590,12 +570,12 @@ void relay_fsm::open_absorbed_message(std::uint64_t now, pending& p) {
     return;
   }
   // Like a server: no DATA without an accepted recipient. The planned fault does not apply.
-  note(now, "fault " + (end_plan_ ? end_plan_->rule : std::string()) + " not applied: no recipient was accepted");
+  out_.note(now, "fault " + (end_plan_ ? end_plan_->rule : std::string()) + " not applied: no recipient was accepted");
   absorbing_ = false;
   end_plan_.reset();
   mode_ = client_mode::command;
-  p.answer = make_reply(554, "5.5.1", "No valid recipients");
-  p.bytes = p.answer->raw;
+  p.answer.parsed = make_reply(554, "5.5.1", "No valid recipients");
+  p.answer.bytes = p.answer.parsed->raw;
 }
 
 // CSCds90792: the firewall never passes a '.' and CRLF that came in separate segments; the
@@ -609,7 +589,7 @@ void relay_fsm::withhold_split_dot(std::uint64_t now) {
     if (type == "split_dot_withhold") d.rule = rule, d.type = type;
   ++stats_.faults_injected;   // when it acts (start_faults does not count it)
   faults_->plan_rule_acted(d.rule);
-  note(now, "end of data withheld: the '.' and its CRLF arrived in separate segments (CSCds90792)");
+  out_.note(now, "end of data withheld: the '.' and its CRLF arrived in separate segments (CSCds90792)");
   if (transaction* t = close_message(now)) {   // recorded as end_of_data records a message's end
     withheld_dot_txn_ = t->id;
     withheld_dot_since_us_ = now;
@@ -624,27 +604,22 @@ void relay_fsm::record_withheld_dot_stage(std::uint64_t now) {
   if (observer_) observer_->on_stage({phase::data_end, withheld_dot_since_us_, now - withheld_dot_since_us_, 0, 0, 0});
 }
 
-bool relay_fsm::dot_was_split() const {
-  // The terminator's '.' is three bytes before the parse position; it was split from its
-  // CRLF when it came in an earlier read than the newest one.
-  return pos_ < 3 || pos_ - 3 < newest_read_at_;   // pos_ < 3: the '.' came in an earlier read, already consumed
-}
 
 // ---------------------------------------------------------------- replies
 
-void relay_fsm::reply_stage_fault(std::uint64_t now, pending& p, const reply& r) {
+void relay_fsm::reply_stage_fault(std::uint64_t now, reply_slot& p, const reply& r) {
   // The reply to BDAT LAST is the end-of-data reply: data_end rules apply to it.
-  const phase ph = p.ph == phase::bdat && p.last_chunk ? phase::data_end : p.ph;
-  fault_query q = query_for(ph, fault_stage::reply, p.txn ? transaction_by_id(p.txn) : open_transaction());
+  const phase ph = p.asked.ph == phase::bdat && p.asked.last_chunk ? phase::data_end : p.asked.ph;
+  fault_query q = query_for(ph, fault_stage::reply, p.asked.txn ? txns_.find(p.asked.txn) : txns_.open());
   q.upstream_reply = &r;
-  q.address = p.address;
+  q.address = p.asked.address;
   fault_decision d = ask(q);
-  p.fault_phase = ph;
+  p.fault.ph = ph;
   if (d.what == verdict::delay) {
-    p.release_us = now + d.delay_us;
-    p.fault = std::move(d);
+    p.fault.release_us = now + d.delay_us;
+    p.fault.decision = std::move(d);
   } else if (!d.rewrites.empty()) {
-    p.fault = std::move(d);
+    p.fault.decision = std::move(d);
   }
 }
 

@@ -185,6 +185,10 @@ bool sink_fsm::take_line(std::string_view line, std::string& out) {
                             tls_active_ ? "TLS already active" : "TLS not available");
         return true;
       }
+      if (!cmd.argument.empty()) {   // RFC 3207 4: STARTTLS takes no parameters
+        out += format_reply(501, "5.5.4", "Syntax error (no parameters allowed)");
+        return true;
+      }
       out += format_reply(220, "2.0.0", "Ready to start TLS");
       tls_requested_ = true;
       return true;

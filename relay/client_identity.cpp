@@ -21,7 +21,8 @@ proxy::socket_address from_asio(const boost::asio::ip::tcp::endpoint& ep) {
 
 std::string client_identity::client_label() const { return known ? proxy::to_string(client) : "unknown"; }
 
-client_identity identity_of(const boost::asio::ip::tcp::socket& socket) {
+client_identity identity_of(const boost::asio::ip::tcp::socket& socket,
+                            const std::optional<boost::asio::ip::tcp::endpoint>& redirected_to) {
   client_identity who;
   boost::system::error_code remote_ec, local_ec;
   const auto remote = socket.remote_endpoint(remote_ec);
@@ -29,7 +30,7 @@ client_identity identity_of(const boost::asio::ip::tcp::socket& socket) {
   who.known = !remote_ec && !local_ec;
   if (who.known) {
     who.client = from_asio(remote);
-    who.destination = from_asio(local);
+    who.destination = from_asio(redirected_to ? *redirected_to : local);
   }
   return who;
 }

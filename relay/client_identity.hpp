@@ -23,8 +23,10 @@ struct client_identity {
   std::string client_label() const;   // "192.0.2.10:56324", "[2001:db8::1]:25", "unknown"
 };
 
-// The connection's own addresses.
-client_identity identity_of(const boost::asio::ip::tcp::socket& socket);
+// The connection's own addresses; with transparent interception, `redirected_to` (where the
+// client addressed it before netfilter sent it to mailtap) is the destination.
+client_identity identity_of(const boost::asio::ip::tcp::socket& socket,
+                            const std::optional<boost::asio::ip::tcp::endpoint>& redirected_to = std::nullopt);
 // As a PROXY header named it; a header without addresses (LOCAL, UNKNOWN) leaves the
 // connection's own (proxy-protocol.txt 2.1, 2.2).
 client_identity identity_behind_proxy(const boost::asio::ip::tcp::socket& socket,

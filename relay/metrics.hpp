@@ -70,6 +70,9 @@ struct relay_metrics {
   std::atomic<std::uint64_t> upstream_replied_in_data{0};   // a reply before the dot refused the message
   std::atomic<std::uint64_t> unacknowledged_end_of_data{0}; // the upstream answered the dot after the client left
   std::atomic<std::uint64_t> proxy_header_refused{0};   // listen_proxy_protocol: no valid PROXY header, 421
+  // listen_proxy_protocol: connections still sending their PROXY header; with sessions_active
+  // they count toward max_sessions, so silent connections cannot pile up for proxy_header_timeout.
+  std::atomic<std::uint64_t> proxy_headers_pending{0};
   std::atomic<std::uint64_t> reloads_ok{0};             // SIGHUP reloads whose rules are in force (relay/reload.cpp)
   std::atomic<std::uint64_t> reloads_failed{0};         // SIGHUP reloads refused: a bad file, the old rules stay
   std::atomic<std::uint64_t> client_tls_failed{0};     // client handshakes that failed or timed out

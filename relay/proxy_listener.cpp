@@ -79,6 +79,12 @@ asio::awaitable<void> refuse(tcp::socket& socket, const std::string& relay_name,
 
 asio::awaitable<void> admit_behind_proxy(tcp::socket socket, std::string connection, std::string relay_name,
                                          relay_metrics& metrics, std::function<void(tcp::socket, client_identity)> start) {
+  // Counted toward max_sessions from accept until the session is made (it counts itself from
+  // then on) or the refused connection is closed.
+  struct pending_guard {
+    std::atomic<std::uint64_t>& pending;
+    ~pending_guard() { --pending; }
+  } guard{metrics.proxy_headers_pending};
   auto read = co_await read_header(socket);
   if (read.header) {
     auto who = identity_behind_proxy(socket, read.header->addresses);

@@ -21,7 +21,8 @@ inline constexpr std::chrono::seconds proxy_header_timeout{5};
 
 // Reads the header off `socket`; on success calls `start` with the socket and the identity
 // the header names, else refuses the connection. `connection` names it in the warning
-// ("session ID"); `relay_name` goes into the 421.
+// ("session ID"); `relay_name` goes into the 421. The caller has counted the connection in
+// metrics.proxy_headers_pending; this takes it back when it returns.
 boost::asio::awaitable<void> admit_behind_proxy(
     boost::asio::ip::tcp::socket socket, std::string connection, std::string relay_name, relay_metrics& metrics,
     std::function<void(boost::asio::ip::tcp::socket, client_identity)> start);

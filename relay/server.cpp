@@ -196,7 +196,7 @@ asio::awaitable<void> server::accept_on(tcp::acceptor& acceptor, bool implicit_t
 
 void server::admit(tcp::socket socket, bool implicit_tls) {
   ++metrics_.sessions_accepted;
-  if (metrics_.sessions_active.load() >= cfg_.max_sessions) {
+  if (metrics_.sessions_active.load() + metrics_.proxy_headers_pending.load() >= cfg_.max_sessions) {
     ++metrics_.sessions_refused_max;
     // The refused connection gets the id it would have had, so the warning names it.
     boost::system::error_code pec;
@@ -214,12 +214,14 @@ void server::admit(tcp::socket socket, bool implicit_tls) {
     return;
   }
   const auto number = ++session_number_;
-  std::optional<upstream_target> original;
+  std::optional<tcp::endpoint> redirected_to;
   if (cfg_.transparent) {
     boost::system::error_code lec;
     auto local = socket.local_endpoint(lec);
-    if (!lec) original = intercepted_target(socket.native_handle(), local);
+    if (!lec) redirected_to = original_destination(socket.native_handle(), local);
   }
+  std::optional<upstream_target> original;
+  if (redirected_to) original = intercepted_target(*redirected_to);
   auto start = [this, number, implicit_tls, original](tcp::socket connection, client_identity who) {
     auto executor = connection.get_executor();
     launch(std::make_shared<session>(executor, std::make_unique<tcp_pipe>(std::move(connection)), *ctx_, number,
@@ -228,12 +230,13 @@ void server::admit(tcp::socket socket, bool implicit_tls) {
   if (cfg_.listen_proxy_protocol) {
     // The session starts once the balancer's header has named the client (proxy_listener.hpp).
     auto executor = socket.get_executor();
+    ++metrics_.proxy_headers_pending;   // admit_behind_proxy takes it back when it is done
     asio::co_spawn(executor, admit_behind_proxy(std::move(socket), "session " + make_session_id(number),
                                                 cfg_.relay_name, metrics_, start),
                    asio::detached);
     return;
   }
-  auto who = identity_of(socket);
+  auto who = identity_of(socket, redirected_to);
   start(std::move(socket), std::move(who));
 }
 
@@ -246,13 +249,11 @@ void server::launch(std::shared_ptr<session> s) {
   s->start();
 }
 
-// Transparent interception: a redirected connection goes where its client sent it; one
-// addressed to mailtap itself goes to the configured upstream.
-std::optional<upstream_target> server::intercepted_target(int fd, const tcp::endpoint& local) {
-  auto original = original_destination(fd, local);
-  if (!original) return std::nullopt;
+// Transparent interception: a redirected connection goes where its client sent it (one
+// addressed to mailtap itself has no original destination and goes to the configured upstream).
+std::optional<upstream_target> server::intercepted_target(const tcp::endpoint& original) {
   ++metrics_.sessions_intercepted;
-  endpoint where{original->address().to_string(), original->port()};
+  endpoint where{original.address().to_string(), original.port()};
   return upstream_target{where, where.to_string(), false};
 }
 

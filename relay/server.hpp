@@ -65,7 +65,7 @@ class server {
   void admit(boost::asio::ip::tcp::socket socket, bool implicit_tls);
   // Registers a new session (for the drain) and starts it.
   void launch(std::shared_ptr<session> s);
-  std::optional<upstream_target> intercepted_target(int fd, const boost::asio::ip::tcp::endpoint& local);
+  std::optional<upstream_target> intercepted_target(const boost::asio::ip::tcp::endpoint& original);
   bool listen_on(boost::asio::ip::tcp::acceptor& acceptor, const endpoint& where, std::string& error);
   bool start_tls(std::string& error);
   boost::asio::awaitable<void> wait_for_signals();

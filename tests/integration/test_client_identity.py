@@ -119,6 +119,29 @@ class ListenProxyProtocolTest(IntegrationTest):
         counts = REFUSED_SUMMARY.findall(mailtap.stderr_text())
         self.assertEqual(counts, ["5"], mailtap.stderr_text()[-2000:])
 
+    def test_connections_waiting_for_their_header_count_toward_max_sessions(self):
+        """Silent connections hold their slot while the header is awaited: beyond max_sessions
+        the next one gets 421 4.3.2 at once, not a session (nor a wait of proxy_header_timeout)."""
+        mailtap = self.start_mailtap(args=["--listen-proxy-protocol", "--max-sessions", "2"])
+        silent = [self.connect(mailtap.port, timeout=20) for _ in range(2)]
+        time.sleep(0.3)   # both accepted and waiting for a header
+        started = time.monotonic()
+        c = self.connect(mailtap.port, timeout=20)
+        c.send(proxy_v1("192.0.2.10", 40000))
+        self.assertReply(c.reply(), 421, "4.3.2")
+        self.assertLess(time.monotonic() - started, 2.0)
+        for s in silent:
+            self.assertReply(s.reply(), 421, "4.7.0")   # after proxy_header_timeout
+            self.assertTrue(s.closed_by_peer(10))
+        # Their slots are free again once they are closed.
+        def banner_code():
+            probe = self.connect(mailtap.port, timeout=20)
+            probe.send(proxy_v1("192.0.2.11", 40001))
+            code = probe.reply().code
+            probe.close()
+            return code == 220
+        wait_until(banner_code, 10, "a session after the silent connections were refused")
+
     def test_without_the_setting_a_proxy_header_is_an_unknown_command(self):
         """Off by default: the header is not read, so it never reaches the upstream as a command."""
         mailtap = self.start_mailtap()

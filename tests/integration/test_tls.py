@@ -376,7 +376,7 @@ class TlsTest(IntegrationTest):
         mailtap = self.relay_to(up, ["--upstream-tls", "required"], name=name)
         c = self.connect(mailtap.port)
         self.assertReply(c.reply(), 220)
-        # No command needed: the relay says so unprompted (relay_fsm_tls.cpp on_tls_failed).
+        # No command needed: the relay says so unprompted (protocol/starttls_sequencer.cpp, upstream_tls_failed).
         r = c.reply(15)
         self.assertReply(r, 421, "4.7.0")
         self.assertTrue(c.closed_by_peer(15))

@@ -63,12 +63,16 @@ class TransparentInterception(IntegrationTest):
         self.sink_v4 = self.start_sink(V4_DEST, "sink-v4")
         self.sink_v6 = self.start_sink("[%s]" % V6_DEST, "sink-v6")
         self.captures = os.path.join(self.workdir, "captures")
+        self.relay = self.start_relay()
+
+    def start_relay(self, *extra):
         argv = in_ns(self.ns_relay, mailtap_bin(), "run", "--listen", "[::]:%d" % RELAY_PORT, "--transparent",
-                     "--captures", self.captures, "--seed", "1")
-        self.relay = Process(argv, self.workdir, "mailtap", stdout=subprocess.PIPE)
-        self.addCleanup(self.relay.stop)
-        line = Mailtap._ready_line(self.relay, 20.0)
+                     "--captures", self.captures, "--seed", "1", *extra)
+        relay = Process(argv, self.workdir, "mailtap", stdout=subprocess.PIPE)
+        self.addCleanup(relay.stop)
+        line = Mailtap._ready_line(relay, 20.0)
         self.assertIn("listening", line)
+        return relay
 
     def start_sink(self, host, name):
         dumps = os.path.join(self.workdir, name + "-dumps")
@@ -135,6 +139,34 @@ class TransparentInterception(IntegrationTest):
         self.assertEqual(cap.header["upstream"], "builtin")
         self.assertEqual([t["outcome"] for t in cap.transactions], ["delivered"])
         self.assertEqual(self.dumps_of(self.sink_v4), [])
+
+    def test_a_proxy_header_upstream_names_the_original_destination(self):
+        # With upstream_identity = proxy_v1 the destination learns where the client connected:
+        # the address it dialled before the redirect, not mailtap's own listener.
+        self.relay.stop()
+        self.sink_v4.stop()
+        heard = os.path.join(self.workdir, "proxy-line")
+        listener = ("import socket,sys\n"
+                    "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                    "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1); s.settimeout(60)\n"
+                    "c,_=s.accept(); c.settimeout(30); data=b''\n"
+                    "while b'\\r\\n' not in data:\n"
+                    "    chunk=c.recv(256)\n"
+                    "    if not chunk: break\n"
+                    "    data+=chunk\n"
+                    "open(sys.argv[3],'wb').write(data.split(b'\\r\\n')[0])\n"
+                    "c.sendall(b'554 5.7.1 seen\\r\\n'); c.close()\n")
+        upstream = Process(in_ns(self.ns_relay, "/usr/bin/python3", "-c", listener, V4_DEST, str(DEST_PORT), heard),
+                           self.workdir, "proxy-listener")
+        self.addCleanup(upstream.stop)
+        wait_until(lambda: ns_listening(self.ns_relay, DEST_PORT) or not upstream.alive(), 10, "proxy listener")
+        self.relay = self.start_relay("--upstream-identity", "proxy_v1", "--upstream", "%s:%d" % (V4_DEST, DEST_PORT))
+        self.send_from_client("%s:%d" % (V4_DEST, DEST_PORT), "proxied@intercepted")
+        wait_until(lambda: os.path.exists(heard), 30, "the PROXY line at the destination")
+        with open(heard, "rb") as f:
+            fields = f.read().split(b" ")
+        self.assertEqual(fields[:4], [b"PROXY", b"TCP4", V4_CLIENT.encode(), V4_DEST.encode()], fields)
+        self.assertEqual(fields[5], str(DEST_PORT).encode(), fields)
 
 
 if __name__ == "__main__":

@@ -277,6 +277,17 @@ TEST(SinkFsm, StarttlsAsksForTheHandshakeAfterItsReplyAndStartsOver) {
   EXPECT_FALSE(capabilities::from_reply(ehlo[0]).has("STARTTLS"));
 }
 
+TEST(SinkFsm, StarttlsWithAParameterIsASyntaxErrorAndStartsNoHandshake) {
+  sink_fsm s(with_starttls(), 1);
+  s.on_client_bytes("EHLO c\r\n");
+  s.take_actions();
+  s.on_client_bytes("STARTTLS x\r\nNOOP\r\n");
+  auto actions = s.take_actions();
+  ASSERT_EQ(actions.size(), 1u);   // no start_tls; the NOOP after it is answered in plaintext
+  EXPECT_EQ(actions[0], action(send_bytes{leg::client, "501 5.5.4 Syntax error (no parameters allowed)\r\n"
+                                                       "250 2.0.0 Ok\r\n"}));
+}
+
 TEST(SinkFsm, FailedHandshakeClosesTheLeg) {
   sink_fsm s(with_starttls(), 1);
   s.on_client_bytes("STARTTLS\r\n");

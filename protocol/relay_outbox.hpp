@@ -1,0 +1,48 @@
+// What the relay machine says to its shell and its recorder: the actions of one event, in
+// order, and the bytes each leg is sent, recorded as they go (AUTH material masked,
+// auth_redaction.hpp). Owns the two "closed" flags: nothing is sent on a leg once it is
+// closed. A pipelined group of sends to one leg becomes one write (RFC 2920: the client's
+// segmentation is kept), and a timer re-armed at once keeps one action. Used by relay_fsm and
+// its parts; single-threaded.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "protocol/action.hpp"
+#include "protocol/observer.hpp"
+#include "protocol/reply.hpp"
+
+namespace mailtap::protocol {
+
+class relay_outbox {
+ public:
+  explicit relay_outbox(session_observer* observer) : observer_(observer) {}
+
+  // Bytes for a leg, recorded as sent (`sensitive`: an AUTH line, recorded masked).
+  void send(leg to, std::string_view bytes, std::uint64_t now, bool sensitive = false);
+  // The relay's own reply to the client, sent and recorded as a reply.
+  void say(std::uint64_t now, const reply& r);
+  void note(std::uint64_t now, std::string_view text);
+  void close(leg which);
+  void close_with_reset(leg which);
+  // The leg is gone without a close of ours (it was never connected, or the peer left).
+  void mark_closed(leg which);
+  bool closed(leg which) const { return which == leg::client ? client_closed_ : upstream_closed_; }
+  void arm(leg which, std::chrono::milliseconds after);
+  void push(action a) { actions_.push_back(std::move(a)); }
+  // What follows must wait for the recorder: the barrier goes before this event's actions.
+  void barrier_first();
+  // A handshake already asked for is withdrawn (its leg is being closed).
+  void withdraw_start_tls();
+  std::vector<action> take();
+
+ private:
+  session_observer* observer_;
+  std::vector<action> actions_;
+  bool client_closed_ = false;
+  bool upstream_closed_ = false;
+};
+
+}  // namespace mailtap::protocol

@@ -1,0 +1,107 @@
+// Reply pairing for the relay machine: the queue of replies the client is owed, in the order
+// of its commands (RFC 2920: a pipelined group is answered in order). Each slot does three
+// separate jobs, kept in three parts: what it answers (the command, its phase and transaction,
+// and whether the relay itself consumes the reply), the answer once known (the upstream's,
+// or the relay's own), and a fault riding on it (a delay before release, what follows it).
+// Upstream replies settle the oldest slot still awaited from the upstream; the relay's own
+// replies take their place in the same line. Owns the queue only: relay_fsm sends what is
+// ready and records it.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+
+#include "protocol/fault.hpp"
+#include "protocol/phase.hpp"
+#include "protocol/reply.hpp"
+
+namespace mailtap::protocol {
+
+// Whose reply a slot awaits: a relayed client command's, or a command whose reply the relay
+// consumes itself (the client's STARTTLS, the relay's own commands upstream).
+enum class command_kind {
+  relayed, client_starttls, internal_ehlo, internal_starttls, internal_rset,
+  internal_greeting,  // the banner of a new upstream connection (plaintext fall-back)
+  internal_xclient,   // the client's EHLO waits: the relay's XCLIENT went upstream (xclient_exchange)
+  xclient_hello       // the client's EHLO said again after XCLIENT: its reply is the client's
+};
+
+// What a fault does once the replies before it are out.
+enum class then_do { nothing, close, reset, stall };
+
+// What a slot answers.
+struct reply_request {
+  phase ph = phase::other;
+  std::uint64_t t_received = 0;
+  command_kind kind = command_kind::relayed;
+  std::uint64_t txn = 0;          // the transaction this reply settles (0: none)
+  bool last_chunk = false;        // BDAT ... LAST
+  std::string address;            // RCPT/MAIL address, for reply-stage fault rules
+  // The reply to the dot, or to BDAT LAST: the proof that a message was handed off.
+  bool answers_end_of_data() const { return ph == phase::data_end || (ph == phase::bdat && last_chunk); }
+};
+
+// The answer, once known.
+struct reply_answer {
+  bool ready = false;
+  bool local = false;             // made by the relay, not the upstream
+  std::optional<reply> parsed;    // none: a fault marker (nothing is sent, its follow-up acts)
+  std::string bytes;              // what the client is sent (an edited EHLO reply differs)
+  std::uint64_t t_upstream = 0;   // when the upstream answered
+};
+
+// A fault riding on the slot: when it may be released (a delay), and what follows it.
+struct reply_fault {
+  std::uint64_t release_us = 0;
+  std::optional<fault_decision> decision;
+  then_do then = then_do::nothing;
+  phase ph = phase::other;        // the phase the fault is recorded at
+  bool absorb_go = false;         // the relay's own 354 for a message a fault answers
+};
+
+struct reply_slot {
+  reply_request asked;
+  reply_answer answer;
+  reply_fault fault;
+};
+
+class reply_queue {
+ public:
+  // A command went upstream: its reply is awaited.
+  reply_slot& expect(std::uint64_t now, phase ph, command_kind kind = command_kind::relayed, std::uint64_t txn = 0);
+  // The relay answers in the command's place.
+  reply_slot& answer_locally(std::uint64_t now, phase ph, reply r);
+  // A fault's follow-up with no reply of its own (close, reset, stall once the replies before it are out).
+  reply_slot& fault_marker(std::uint64_t now, phase recorded_at, fault_decision d, then_do then);
+  reply_slot& push(reply_slot s);
+
+  // The oldest slot still awaiting the upstream's reply, or null: the one an upstream reply settles.
+  reply_slot* first_awaited();
+  bool awaiting_upstream() { return first_awaited() != nullptr; }
+  // An end of data (the dot, BDAT LAST) went upstream and its reply has not come.
+  bool awaiting_end_of_data() const;
+  // The message's end will not be sent: its BDAT LAST slot is withdrawn. False when there is none.
+  bool withdraw_bdat_last();
+  // A delay fault holds a reply past `now`.
+  bool delayed_past(std::uint64_t now) const;
+
+  // The head, when its answer is ready to go to the client.
+  reply_slot* ready_head() { return !slots_.empty() && slots_.front().answer.ready ? &slots_.front() : nullptr; }
+  reply_slot pop_head();
+  void erase(const reply_slot& s);
+  // Nothing after `s` will be answered (the upstream is gone): those slots are dropped.
+  void drop_after(const reply_slot& s);
+
+  bool empty() const { return slots_.empty(); }
+  std::size_t size() const { return slots_.size(); }
+  reply_slot& front() { return slots_.front(); }
+  const reply_slot& front() const { return slots_.front(); }
+  reply_slot& back() { return slots_.back(); }
+
+ private:
+  std::deque<reply_slot>::iterator position(const reply_slot& s);
+  std::deque<reply_slot> slots_;
+};
+
+}  // namespace mailtap::protocol

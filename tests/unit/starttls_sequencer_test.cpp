@@ -1,0 +1,155 @@
+// The STARTTLS sequencer (protocol/starttls_sequencer.hpp) on its own, with a recording host:
+// the relay's own commands await their replies in the reply queue, the upstream is secured
+// before the client hears 220, and a failed upstream handshake falls back to plaintext.
+#include "protocol/starttls_sequencer.hpp"
+
+#include <gtest/gtest.h>
+
+#include "relay_playbook.hpp"
+
+namespace mailtap::protocol {
+namespace {
+using playbook::recording_observer;
+
+class fake_host : public starttls_host {
+ public:
+  bool ended() const override { return ended_; }
+  void flush_replies(std::uint64_t) override { ++flushes; }
+  void end_session(std::uint64_t, std::string_view reason, std::string_view) override {
+    ended_ = true;
+    end_reason = reason;
+  }
+  void end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail) override {
+    last_code = r.code;
+    end_session(now, reason, detail);
+  }
+  void local_reply(std::uint64_t now, phase ph, int code, std::string_view enhanced, std::string_view text) override {
+    owed->answer_locally(now, ph, make_reply(code, enhanced, text));
+    last_code = code;
+  }
+  void count_refused_command() override { ++refused; }
+  void arm_upstream_for_head() override {}
+  void client_awaits_handshake() override { awaiting_handshake = true; }
+  void client_back_to_commands() override { awaiting_handshake = false; }
+  std::size_t unread_client_bytes() const override { return unread; }
+  bool in_transaction() const override { return transaction; }
+  void resume_client_input(std::uint64_t) override { ++resumed; }
+  void end_if_client_done(std::uint64_t) override {}
+  void remember_upstream_loss(std::string_view reason, std::string_view) override { loss = reason; }
+  void forget_upstream_input() override { ++forgotten; }
+
+  reply_queue* owed = nullptr;
+  bool ended_ = false, awaiting_handshake = false, transaction = false;
+  std::size_t unread = 0;
+  int flushes = 0, refused = 0, resumed = 0, forgotten = 0, last_code = 0;
+  std::string end_reason, loss;
+};
+
+struct StarttlsSequencer : testing::Test {
+  relay_options options;
+  recording_observer obs;
+  relay_outbox out{&obs};
+  reply_queue owed;
+  fake_host host;
+  std::unique_ptr<starttls_sequencer> seq;
+
+  void make(upstream_tls_mode mode, bool offer = true) {
+    options.tls.offer_starttls = offer;
+    options.tls.upstream = mode;
+    host.owed = &owed;
+    seq = std::make_unique<starttls_sequencer>(options, out, owed, &obs, host);
+  }
+  std::vector<std::string> actions() {
+    std::vector<std::string> printed;
+    for (const auto& a : out.take()) printed.push_back(to_string(a));
+    return printed;
+  }
+  // The upstream's reply, as raw bytes, to the oldest slot awaiting it.
+  void upstream_replies(std::uint64_t now, std::string_view raw) {
+    std::vector<reply> got;
+    reply_parser parser;
+    ASSERT_EQ(parser.feed(raw, got), reply_parse_status::ok);
+    ASSERT_EQ(got.size(), 1u);
+    reply_slot* slot = owed.first_awaited();
+    ASSERT_NE(slot, nullptr);
+    seq->take_reply(now, *slot, got[0]);
+  }
+  static reply parsed(std::string_view raw) {
+    std::vector<reply> got;
+    reply_parser().feed(raw, got);
+    return got.at(0);
+  }
+};
+
+TEST_F(StarttlsSequencer, RequiredModeSecuresTheUpstreamAfterTheBannerBeforeAnyClientCommand) {
+  make(upstream_tls_mode::required);
+  seq->after_banner(1);
+  EXPECT_FALSE(seq->upstream_prepared()) << "client commands wait";
+  EXPECT_EQ(obs.relay_commands, (std::vector<std::string>{"EHLO mailtap"}));
+  upstream_replies(2, "250-mx\r\n250 STARTTLS\r\n");
+  EXPECT_EQ(obs.relay_commands.back(), "STARTTLS");
+  upstream_replies(3, "220 go ahead\r\n");
+  EXPECT_TRUE(seq->awaiting_upstream_handshake());
+  EXPECT_THAT(actions(), testing::Contains(to_string(action{start_tls{leg::upstream}})));
+  seq->tls_ready(4, leg::upstream, tls_summary{});
+  EXPECT_TRUE(seq->upstream_prepared());
+  EXPECT_EQ(host.resumed, 1) << "held client commands go on";
+  EXPECT_TRUE(owed.empty()) << "the relay consumed its own replies";
+}
+
+TEST_F(StarttlsSequencer, TheClientHears220OnlyOnceTheUpstreamIsSecured) {
+  make(upstream_tls_mode::mirror);
+  seq->note_upstream_capabilities(parsed("250-mx\r\n250 STARTTLS\r\n"));
+  EXPECT_TRUE(seq->offers_starttls());
+  seq->client_starttls(1);
+  EXPECT_TRUE(host.awaiting_handshake);
+  EXPECT_THAT(actions(), testing::Contains(playbook::to_upstream("STARTTLS\r\n")));
+  upstream_replies(2, "220 ready\r\n");
+  EXPECT_FALSE(owed.front().answer.ready) << "no 220 to the client before the upstream handshake";
+  seq->tls_ready(3, leg::upstream, tls_summary{});
+  ASSERT_TRUE(owed.front().answer.ready);
+  EXPECT_EQ(owed.front().answer.parsed->code, 220);
+  EXPECT_THAT(actions(), testing::Contains(to_string(action{start_tls{leg::client}})));
+  seq->tls_ready(4, leg::client, tls_summary{});
+  EXPECT_TRUE(seq->client_tls());
+  EXPECT_FALSE(host.awaiting_handshake) << "RFC 3207 4.2: the client starts over with EHLO";
+  EXPECT_FALSE(seq->offers_starttls()) << "not twice";
+}
+
+TEST_F(StarttlsSequencer, BytesPipelinedAfterStarttlsEndTheSession) {
+  make(upstream_tls_mode::mirror);
+  host.unread = 6;
+  seq->client_starttls(1);
+  EXPECT_EQ(host.end_reason, "starttls_injection");
+}
+
+TEST_F(StarttlsSequencer, AFailedUpstreamHandshakeFallsBackToPlaintextAndReplaysTheHello) {
+  make(upstream_tls_mode::mirror);
+  seq->remember_hello("EHLO client.example");
+  seq->note_upstream_capabilities(parsed("250-mx\r\n250 STARTTLS\r\n"));
+  seq->client_starttls(1);
+  upstream_replies(2, "220 ready\r\n");
+  out.take();
+  seq->upstream_tls_failed(3, "handshake failure");
+  EXPECT_EQ(host.last_code, 454) << "RFC 3207 4: the client may go on without TLS";
+  EXPECT_FALSE(seq->upstream_prepared()) << "what the client sends next waits";
+  EXPECT_EQ(host.forgotten, 1);
+  EXPECT_THAT(actions(), testing::Contains(to_string(action{reconnect_upstream{}})));
+  seq->upstream_reconnected(4);
+  upstream_replies(5, "220 new connection\r\n");
+  EXPECT_THAT(actions(), testing::Contains(playbook::to_upstream("EHLO client.example\r\n")));
+  upstream_replies(6, "250 mx\r\n");
+  EXPECT_TRUE(seq->upstream_prepared());
+  EXPECT_FALSE(host.ended_);
+}
+
+TEST_F(StarttlsSequencer, StarttlsInsideATransactionIsRefused) {
+  make(upstream_tls_mode::mirror);
+  host.transaction = true;
+  seq->client_starttls(1);
+  EXPECT_EQ(host.last_code, 503);
+  EXPECT_EQ(host.refused, 1);
+}
+
+}  // namespace
+}  // namespace mailtap::protocol
