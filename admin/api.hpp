@@ -1,7 +1,7 @@
 // The admin API (admin/README.md, admin/openapi.json): /healthz, /readyz, /metrics and
 // /api/v1 — sessions from the captures, fault rules in the running engine, scenario files —
 // as routes on admin/router.hpp, behind the Host check (only the names of the address it
-// listens on: a DNS-rebinding page cannot reach it). Handlers run on the admin worker thread;
+// listens on: a DNS-rebinding page cannot reach it). Handlers run on the admin worker threads;
 // everything they touch is thread-safe (the engine, atomics, the filesystem). Every mutation
 // is logged (spdlog, info) with the peer.
 #pragma once

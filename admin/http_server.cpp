@@ -38,7 +38,8 @@ struct http_server::state {
   tcp::acceptor acceptor;
   handler run;
   http_limits limits;
-  asio::thread_pool worker{1};
+  // Two, so that /healthz and /readyz are answered while a filtered listing reads captures.
+  asio::thread_pool worker{2};
   std::size_t connections = 0;   // the io_context's thread only
   log_limiter warnings;          // accept failures repeat every backoff while descriptors run out
   std::optional<websocket_route> websocket;
@@ -259,7 +260,7 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
   stream.close();
 }
 
-// The handler on the worker thread, the result back on the connection's thread.
+// The handler on a worker thread, the result back on the connection's thread.
 asio::awaitable<response> run_on_worker(http_server::state& s, request req) {
   auto work = [&s, req = std::move(req)]() -> asio::awaitable<response> {
     try {

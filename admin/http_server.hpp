@@ -1,5 +1,5 @@
 // The admin API's HTTP/1.1 server: an acceptor on one of the relay's io_contexts, one
-// coroutine per connection, and one worker thread on which the handler runs (it reads
+// coroutine per connection, and two worker threads on which the handler runs (it reads
 // capture files: never on a thread that also serves SMTP sessions). The only file that
 // includes Boost.Beast (admin/http_server.cpp): the rest of admin/ sees plain requests and
 // responses (admin/http_types.hpp).

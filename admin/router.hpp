@@ -2,7 +2,7 @@
 // segments capture one path segment ("/api/v1/faults/{name}"). A path no route has is 404;
 // a path with routes but not for this method is 405 with an Allow header. The route table is
 // public so that a test can hold it against the OpenAPI document (admin/openapi.json).
-// Handlers run on the admin worker thread (admin/http_server.hpp); the router is read-only
+// Handlers run on the admin worker threads (admin/http_server.hpp); the router is read-only
 // once built. A handler that throws gets a 500 one-line error.
 #pragma once
 #include <functional>
