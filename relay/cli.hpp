@@ -18,6 +18,7 @@ void register_show(CLI::App& app, int& exit_code);
 void register_check_config(CLI::App& app, int& exit_code);
 void register_captures(CLI::App& app, int& exit_code);
 void register_diagnose(CLI::App& app, int& exit_code);
+void register_replay(CLI::App& app, int& exit_code);
 // `mailtap faults ...` and `mailtap sessions list`: clients of the admin API (cli_admin.cpp).
 void register_admin_clients(CLI::App& app, int& exit_code);
 

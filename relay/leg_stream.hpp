@@ -80,6 +80,9 @@ class leg_stream {
   // One read: what arrived, an error (eof included), or `again` when the read should be
   // retried (nothing there after all, or the leg's TLS state changed while it waited). Plain
   // legs read into one buffer per thread (an idle leg holds none); TLS legs into their own.
+  // So `bytes` is valid only until the coroutine next suspends: use it before any co_await
+  // (a read raced with a timer through awaitable operators `||` resumes later, after another
+  // connection on the thread may have read into the same buffer; copy the bytes out first).
   struct read_result {
     boost::system::error_code error;
     std::string_view bytes;

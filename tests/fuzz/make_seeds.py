@@ -142,6 +142,37 @@ def relay_client_seeds():
             write("fuzz_relay_client", "%s_mode%d" % (name, mode), bytes([mode]) + writes(s))
 
 
+# fuzz_replay events (see its header comment): 5 = bytes (then a length byte), 1 = timer,
+# 2 = TLS ready, 4 = the peer closed. The conversation is fuzz_replay.cpp's fixed recording.
+REPLAY_CLIENT = [b"EHLO c\r\n", b"STARTTLS\r\n", None, b"EHLO c\r\n", b"AUTH LOGIN\r\n", b"****\r\n", b"****\r\n",
+                 b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n", b"hi\r\n..\r\n.\r\n",
+                 b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 3 LAST\r\nabc", b"QUIT\r\n"]
+REPLAY_SERVER = [b"220 mx ESMTP\r\n", b"250-mx\r\n250-STARTTLS\r\n250-AUTH LOGIN\r\n250 CHUNKING\r\n",
+                 b"220 2.0.0 go\r\n", None, b"250-mx\r\n250 AUTH LOGIN\r\n", b"334 VXNlcm5hbWU6\r\n",
+                 b"334 UGFzc3dvcmQ6\r\n", b"235 2.7.0 ok\r\n", b"250 ok\r\n250 ok\r\n354 go\r\n", b"250 queued\r\n",
+                 b"250 ok\r\n250 ok\r\n250 queued\r\n", b"221 bye\r\n"]
+
+
+def replay_events(pieces, timer_between):
+    out = b""
+    for p in pieces:
+        if p is None:
+            out += b"\x02"
+            continue
+        out += b"\x05" + bytes([len(p)]) + p
+        if timer_between:
+            out += b"\x01"
+    return out
+
+
+def replay_seeds():
+    for timing in (0, 1, 2):
+        write("fuzz_replay", "server_timing%d" % timing, bytes([1 | timing << 1]) + replay_events(REPLAY_CLIENT, True))
+        write("fuzz_replay", "client_timing%d" % timing, bytes([timing << 1]) + replay_events(REPLAY_SERVER, True))
+    write("fuzz_replay", "server_diverges", b"\x01" + replay_events([b"HELO x\r\n", b"NOOP\r\n", b"RSET\r\n"], False))
+    write("fuzz_replay", "client_closed_early", b"\x00" + replay_events(REPLAY_SERVER[:2], False) + b"\x04")
+
+
 # haproxy's proxy-protocol.txt examples (2.1), a v2 header of each family, LOCAL, TLVs, and
 # the malformed headers of tests/unit/proxy_protocol_test.cpp.
 ALL_F = b"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
@@ -187,6 +218,7 @@ def main():
         write("fuzz_scenario", p.name, p.read_bytes())
     relay_fsm_seeds()
     relay_client_seeds()
+    replay_seeds()
 
 
 if __name__ == "__main__":

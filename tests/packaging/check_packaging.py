@@ -148,6 +148,18 @@ class deb_tests(PackagingTest):
                      "/etc/mailtap/mailtap.toml"):
             self.assertIn(text, page)
         self.assertNotIn(BUILD_DIR, page)
+        # Every command the binary lists, nested ones too, has its own subsection.
+        binary = os.path.join(BUILD_DIR, "relay", "mailtap")
+        for words in self.commands_of(binary, []):
+            self.assertIn('.SS "mailtap %s"' % " ".join(words), page)
+
+    def commands_of(self, binary, words):
+        text = subprocess.run([binary, *words, "--help"], stdout=subprocess.PIPE, check=True,
+                              timeout=30).stdout.decode()
+        if "\nSubcommands:\n" not in text:
+            return [words]
+        names = re.findall(r"(?m)^  ([a-z][a-z0-9-]*)", text.split("\nSubcommands:\n", 1)[1])
+        return [leaf for name in names for leaf in self.commands_of(binary, words + [name])]
 
 
 class unit_tests(PackagingTest):

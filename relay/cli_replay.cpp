@@ -1,0 +1,222 @@
+// `mailtap replay server CAPTURE --listen ADDR:PORT ...` impersonates the recorded server for
+// live clients; `mailtap replay client CAPTURE|DIR... --to HOST:PORT ...` re-drives the
+// recorded client side against a server and compares the replies (replay/README.md).
+// Exit codes (README "Command line"): 0 every session followed the recording (server) or
+// every reply matched (client), 1 something diverged, 2 usage or a capture that cannot be read.
+#include <charconv>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "captures/reader.hpp"
+#include "relay/cli.hpp"
+#include "relay/replay_shell.hpp"
+#include "replay/report.hpp"
+#include "replay/script.hpp"
+#include "replay/timing.hpp"
+
+namespace mailtap::cli {
+
+namespace {
+
+// -j: more connections at once than this is a load test, not a replay.
+constexpr std::size_t max_jobs = 1024;
+
+void usage_error(const char* command, const std::string& what, int& exit_code) {
+  std::fprintf(stderr, "mailtap replay %s: %s\n", command, what.c_str());
+  exit_code = exit_usage;
+}
+
+struct server_opts {
+  std::string capture, dir, listen, timing = "original", sessions = "1", tls_cert, tls_key;
+  bool json = false;
+};
+
+void run_server(const server_opts& o, int& exit_code) {
+  std::string error;
+  std::error_code fec;
+  if (std::filesystem::is_directory(o.capture, fec))
+    return usage_error("server", o.capture + ": a directory; a replay server plays one capture (a file, a session id "
+                                             "or 'latest')", exit_code);
+  auto paths = resolve_captures(o.capture, o.dir, error);
+  if (!error.empty()) return usage_error("server", error, exit_code);
+  if (paths.size() != 1)
+    return usage_error("server", o.capture + ": names " + std::to_string(paths.size()) +
+                                     " captures; a replay server plays one", exit_code);
+  auto cap = captures::read_capture(paths.front(), error);
+  if (!cap) return usage_error("server", error, exit_code);
+  auto script = replay::build_script(*cap, error);
+  if (!script) return usage_error("server", error, exit_code);
+  cap.reset();
+
+  replay_server_options options;
+  auto listen = parse_endpoint(o.listen, error);
+  if (!listen) return usage_error("server", "--listen '" + o.listen + "': " + error, exit_code);
+  options.listen = *listen;
+  auto pace = replay::parse_timing(o.timing, error);
+  if (!pace) return usage_error("server", "--timing " + error, exit_code);
+  options.pace = *pace;
+  std::size_t sessions = 0;
+  auto [end, ec] = std::from_chars(o.sessions.data(), o.sessions.data() + o.sessions.size(), sessions);
+  if (ec != std::errc() || end != o.sessions.data() + o.sessions.size() || o.sessions.empty())
+    return usage_error("server", "--sessions '" + o.sessions + "': expected a count (0: serve until stopped)", exit_code);
+  options.sessions = sessions;
+  if (o.tls_cert.empty() != o.tls_key.empty()) return usage_error("server", "--tls-cert and --tls-key go together", exit_code);
+  options.cert_file = o.tls_cert;
+  options.key_file = o.tls_key;
+
+  bool diverged = false;
+  const bool ok = run_replay_server(
+      *script, options,
+      [&](const std::string& bound) {
+        // One stable line on stdout, as `mailtap run` prints, so scripts find a port chosen with :0.
+        std::printf("mailtap replay: listening on %s, replaying %s (%zu steps)\n", bound.c_str(),
+                    paths.front().c_str(), script->steps.size());
+        std::fflush(stdout);
+      },
+      [&](const replay::server_session& s) {
+        diverged = diverged || !s.divergences.empty();
+        std::cout << (o.json ? replay::render_server_json(s) + "\n" : replay::render_server_text(s));
+        std::cout.flush();
+      },
+      error);
+  if (!ok) return usage_error("server", error, exit_code);
+  exit_code = diverged ? exit_problem : exit_ok;
+}
+
+struct client_opts {
+  std::vector<std::string> captures;
+  std::string dir, to, timing = "fast", jobs = "1", junit, auth_user, auth_password;
+  bool json = false, compare_text = false;
+};
+
+void print_runs(const std::vector<replay::client_run>& runs, bool json, bool several) {
+  if (json) {
+    for (const auto& r : runs) std::cout << replay::render_client_json(r) << "\n";
+    if (several) std::cout << replay::render_summary_json(replay::summarize(runs)) << "\n";
+    return;
+  }
+  if (!several) {
+    for (const auto& r : runs) std::cout << replay::render_client_text(r);
+    return;
+  }
+  for (const auto& r : runs) {
+    const std::string result = r.unreadable ? "UNREADABLE" : r.diverged ? "DIVERGED " + replay::divergence_key(r) : "matched";
+    std::cout << r.path << "  " << result << "\n";
+  }
+  for (const auto& r : runs)
+    if (r.diverged && !r.unreadable) std::cout << "\n" << replay::render_client_text(r);
+  std::cout << "\n" << replay::render_summary_text(replay::summarize(runs));
+}
+
+void run_client(const client_opts& o, int& exit_code) {
+  std::string error;
+  replay_client_options options;
+  auto target = parse_endpoint(o.to, error);
+  if (!target) return usage_error("client", "--to '" + o.to + "': " + error, exit_code);
+  options.target = *target;
+  auto pace = replay::parse_timing(o.timing, error);
+  if (!pace) return usage_error("client", "--timing " + error, exit_code);
+  options.client.pace = *pace;
+  std::size_t jobs = 0;
+  auto [end, ec] = std::from_chars(o.jobs.data(), o.jobs.data() + o.jobs.size(), jobs);
+  if (ec != std::errc() || end != o.jobs.data() + o.jobs.size() || jobs < 1 || jobs > max_jobs)
+    return usage_error("client", "-j '" + o.jobs + "': expected 1 to " + std::to_string(max_jobs), exit_code);
+  options.jobs = jobs;
+  if (o.auth_user.empty() != o.auth_password.empty())
+    return usage_error("client", "--auth-user and --auth-password go together", exit_code);
+  options.client.auth_user = o.auth_user;
+  options.client.auth_password = o.auth_password;
+  options.client.compare_text = o.compare_text;
+
+  std::vector<std::filesystem::path> paths;
+  bool several = false;
+  bool unreadable = false;
+  for (const auto& name : o.captures) {
+    auto found = resolve_captures(name, o.dir, error);
+    if (!error.empty()) {
+      std::fprintf(stderr, "mailtap replay client: %s\n", error.c_str());
+      unreadable = true;
+      error.clear();
+    }
+    std::error_code fec;
+    several = several || std::filesystem::is_directory(name, fec);
+    paths.insert(paths.end(), found.begin(), found.end());
+  }
+  several = several || paths.size() > 1;
+  const auto runs = run_replay_clients(paths, options);
+  for (const auto& r : runs) {
+    if (!r.unreadable) continue;
+    std::fprintf(stderr, "mailtap replay client: %s\n", r.error.c_str());
+    unreadable = true;
+  }
+  print_runs(runs, o.json, several);
+  std::cout.flush();
+  if (!o.junit.empty()) {
+    std::ofstream out(o.junit, std::ios::binary | std::ios::trunc);
+    out << replay::render_junit(runs);
+    out.close();
+    if (!out) {
+      std::fprintf(stderr, "mailtap replay client: --junit %s: cannot write the file\n", o.junit.c_str());
+      unreadable = true;
+    }
+  }
+  bool diverged = false;
+  for (const auto& r : runs) diverged = diverged || (r.diverged && !r.unreadable);
+  exit_code = unreadable ? exit_usage : diverged ? exit_problem : exit_ok;
+}
+
+}  // namespace
+
+void register_replay(CLI::App& app, int& exit_code) {
+  auto* replay = app.add_subcommand(
+      "replay", "Replay a capture: impersonate the recorded server, or re-drive the recorded client against a server");
+  replay->require_subcommand(1);
+
+  auto* server = replay->add_subcommand(
+      "server", "Impersonate the recorded server: play its greeting and replies (with their recorded delays) to a live "
+                "client, and report where the client's commands differ from the recorded ones");
+  auto so = std::make_shared<server_opts>();
+  server->add_option("capture", so->capture, "A capture file, a session id in --dir, or 'latest'")->required();
+  server->add_option("--listen", so->listen, "Listen address ADDR:PORT (port 0: any free port, printed when ready)")
+      ->required();
+  server->add_option("--timing", so->timing,
+                     "original (default: each reply after its recorded delay), fast (no delays) or xN (N times as fast)");
+  server->add_option("--sessions", so->sessions,
+                     "Live sessions to serve, each from the start of the recording, then exit (default 1; 0: until "
+                     "SIGINT/SIGTERM)");
+  server->add_option("--tls-cert", so->tls_cert, "PEM certificate for STARTTLS (default: the relay's self-signed one)");
+  server->add_option("--tls-key", so->tls_key, "PEM private key for --tls-cert");
+  server->add_option("--dir", so->dir, "Capture directory for session ids and 'latest' (default: the run default)");
+  server->add_flag("--json", so->json, "One JSON document per live session (one per line)");
+  server->footer("Prints 'mailtap replay: listening on ADDR:PORT, ...' when ready, then a report per session as it "
+                 "ends. Exit codes: 0 every session followed the recording, 1 a client diverged, 2 usage or an "
+                 "unreadable capture.");
+  server->callback([so, &exit_code] { run_server(*so, exit_code); });
+
+  auto* client = replay->add_subcommand(
+      "client", "Re-drive the recorded client side against a server and compare each reply with the recording");
+  auto co = std::make_shared<client_opts>();
+  client->add_option("capture", co->captures,
+                     "Capture files, session ids in --dir, directories (every capture in them), or 'latest'")
+      ->required();
+  client->add_option("--to", co->to, "The server to replay against, HOST:PORT")->required();
+  client->add_option("--timing", co->timing,
+                     "fast (default: no pauses), original (the recorded client's pauses) or xN (N times as fast)");
+  client->add_option("-j,--jobs", co->jobs, "Captures replayed at once (default 1)");
+  client->add_option("--junit", co->junit, "Also write JUnit XML here (one testcase per capture)");
+  client->add_option("--auth-user", co->auth_user, "Run recorded AUTH PLAIN/LOGIN with this user (else AUTH is skipped)");
+  client->add_option("--auth-password", co->auth_password, "The password for --auth-user");
+  client->add_flag("--compare-text", co->compare_text, "Also compare each reply's text (default: codes and EHLO keywords)");
+  client->add_option("--dir", co->dir, "Capture directory for session ids and 'latest' (default: the run default)");
+  client->add_flag("--json", co->json, "One JSON document per capture (one per line), then a summary with several");
+  client->footer("Compares each reply's basic code, enhanced code and (for EHLO) capability keywords with the "
+                 "recording, and shows each step's recorded and live latency. Exit codes: 0 every reply matched, 1 "
+                 "a replay diverged, 2 usage or an unreadable capture.");
+  client->callback([co, &exit_code] { run_client(*co, exit_code); });
+}
+
+}  // namespace mailtap::cli

@@ -1,0 +1,334 @@
+// The replay client: sends the recorded steps, settles each reply against the recording.
+#include "replay/client_fsm.hpp"
+
+#include <algorithm>
+#include <set>
+
+#include "protocol/base64.hpp"
+#include "protocol/capabilities.hpp"
+#include "protocol/command.hpp"
+
+namespace mailtap::replay {
+
+std::string_view to_string(step_status s) {
+  switch (s) {
+    case step_status::matched: return "matched";
+    case step_status::diverged: return "diverged";
+    case step_status::skipped: return "skipped";
+    case step_status::not_sent: return "not_sent";
+    case step_status::no_reply: return "no_reply";
+  }
+  return "matched";
+}
+
+namespace {
+
+std::set<std::string> keywords(const protocol::reply& r) {
+  std::set<std::string> out;
+  const auto caps = protocol::capabilities::from_reply(r);
+  for (const auto& c : caps.list()) out.insert(protocol::to_upper(c.keyword));
+  return out;
+}
+
+std::string joined(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const auto& l : lines) out += (out.empty() ? "" : " / ") + l;
+  return out;
+}
+
+// How the live reply differs from the recorded one: basic code, enhanced code, the EHLO
+// capability keywords (order and parameters aside), and the text when asked.
+std::vector<std::string> differences(const protocol::reply& recorded, const protocol::reply& live, protocol::phase ph,
+                                     bool compare_text) {
+  std::vector<std::string> out;
+  if (recorded.code != live.code)
+    out.push_back("code: recorded " + std::to_string(recorded.code) + ", live " + std::to_string(live.code));
+  if (recorded.enhanced != live.enhanced)
+    out.push_back("enhanced code: recorded " + (recorded.enhanced.empty() ? std::string("none") : recorded.enhanced) +
+                  ", live " + (live.enhanced.empty() ? std::string("none") : live.enhanced));
+  if (ph == protocol::phase::ehlo && recorded.code == 250 && live.code == 250) {
+    const auto want = keywords(recorded), got = keywords(live);
+    std::string missing, extra;
+    for (const auto& k : want)
+      if (!got.count(k)) missing += (missing.empty() ? "" : " ") + k;
+    for (const auto& k : got)
+      if (!want.count(k)) extra += (extra.empty() ? "" : " ") + k;
+    if (!missing.empty() || !extra.empty())
+      out.push_back("capabilities:" + (missing.empty() ? "" : " missing " + missing) +
+                    (missing.empty() || extra.empty() ? "" : ";") + (extra.empty() ? "" : " new " + extra));
+  }
+  if (compare_text && recorded.lines != live.lines)
+    out.push_back("text: recorded \"" + joined(recorded.lines) + "\", live \"" + joined(live.lines) + "\"");
+  return out;
+}
+
+// "AUTH PLAIN ****" -> mechanism "PLAIN", with an initial response.
+struct auth_command {
+  std::string mechanism;
+  bool initial_response = false;
+};
+auth_command read_auth(std::string_view text) {
+  auto parsed = protocol::parse_command(text);
+  auto sp = parsed.cmd.argument.find(' ');
+  return {protocol::to_upper(parsed.cmd.argument.substr(0, sp)), sp != std::string::npos};
+}
+
+}  // namespace
+
+client_fsm::client_fsm(const script& s, client_options options) : script_(s), options_(std::move(options)) {
+  step_result greeting;
+  greeting.greeting = true;
+  greeting.text = "(greeting)";
+  greeting.recorded = s.banner;
+  if (s.banner) greeting.recorded_latency_us = s.banner->t_us;
+  results_.push_back(std::move(greeting));
+  for (std::size_t i = 0; i < s.steps.size(); ++i) {
+    step_result r;
+    r.step = i;
+    r.text = s.steps[i].text;
+    r.ph = s.steps[i].ph;
+    r.recorded = s.steps[i].reply;
+    r.recorded_latency_us = s.steps[i].reply_delay_us();
+    results_.push_back(std::move(r));
+  }
+  settled_at_.assign(results_.size(), 0);
+  sent_at_.assign(s.steps.size(), 0);
+}
+
+bool client_fsm::diverged() const {
+  return std::any_of(results_.begin(), results_.end(), [](const step_result& r) {
+    return r.status == step_status::diverged || r.status == step_status::not_sent || r.status == step_status::no_reply;
+  });
+}
+
+void client_fsm::on_connected(std::uint64_t now_us) {
+  inflight_.push_back(0);   // the greeting
+  connected_at_ = now_us;
+  reply_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.reply_timeout.count()) * 1'000'000;
+  if (script_.implicit_tls) {
+    tls_pending_ = true;
+    actions_.push_back(protocol::start_tls{protocol::leg::upstream});
+    return;
+  }
+  advance(now_us);
+}
+
+void client_fsm::on_tls_ready(std::uint64_t now_us) {
+  tls_pending_ = false;
+  parser_ = {};
+  advance(now_us);
+}
+
+void client_fsm::on_tls_failed(std::uint64_t now_us) {
+  if (finished_) return;
+  finish(now_us, "the TLS handshake failed");
+}
+
+void client_fsm::on_server_closed(std::uint64_t now_us) {
+  if (finished_) return;
+  finish(now_us, "the server closed the connection");
+}
+
+void client_fsm::on_server_bytes(std::string_view bytes, std::uint64_t now_us) {
+  if (finished_) return;
+  std::vector<protocol::reply> replies;
+  const auto status = parser_.feed(bytes, replies);
+  for (auto& r : replies) {
+    if (finished_) return;
+    take_reply(std::move(r), now_us);
+  }
+  if (status != protocol::reply_parse_status::ok && !finished_) {
+    if (!inflight_.empty())
+      results_[inflight_.front()].differences.push_back("the reply cannot be parsed: " +
+                                                        std::string(protocol::to_string(status)));
+    finish(now_us, "the server's reply could not be parsed");
+    return;
+  }
+  advance(now_us);
+}
+
+void client_fsm::on_timer(std::uint64_t now_us) {
+  if (finished_) return;
+  if (!inflight_.empty() && now_us >= reply_deadline_us_) {
+    finish(now_us, "no reply within " + std::to_string(options_.reply_timeout.count()) + " s");
+    return;
+  }
+  advance(now_us);
+}
+
+void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
+  if (inflight_.empty()) return;   // a reply nobody asked for: the recording goes on without it
+  const std::size_t at = inflight_.front();
+  inflight_.pop_front();
+  step_result& res = results_[at];
+  const std::uint64_t asked = res.greeting ? connected_at_ : sent_at_[res.step];
+  res.live_latency_us = now_us > asked ? now_us - asked : 0;
+  if (!res.recorded) {
+    res.differences.push_back("the recording has no reply here");
+  } else if (const auto* said = res.recorded->destination_reply()) {
+    res.differences = differences(*said, r, res.ph, options_.compare_text);
+  } else {
+    // Injected or the relay's own: the destination never said it, and may well say otherwise.
+    res.differences = differences(res.recorded->reply, r, res.ph, options_.compare_text);
+    if (!res.differences.empty())
+      res.differences.insert(res.differences.begin(),
+                             res.recorded->source == reply_source::injected
+                                 ? "the recorded reply was injected by the fault rule '" + res.recorded->rule +
+                                       "', not said by the destination"
+                                 : "the recorded reply was the relay's own, not the destination's");
+  }
+  res.status = res.differences.empty() ? step_status::matched : step_status::diverged;
+  const bool tls_follows = !res.greeting && script_.steps[res.step].starts_tls && r.code == 220;
+  res.live = std::move(r);
+  settle(at, now_us);
+  reply_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.reply_timeout.count()) * 1'000'000;
+  if (tls_follows) {
+    tls_pending_ = true;
+    actions_.push_back(protocol::start_tls{protocol::leg::upstream});
+  }
+}
+
+void client_fsm::settle(std::size_t result, std::uint64_t now_us) {
+  settled_at_[result] = std::max<std::uint64_t>(now_us, 1);
+  while (settled_prefix_ < results_.size() && settled_at_[settled_prefix_] != 0) ++settled_prefix_;
+}
+
+// A step goes out once the replies its recorded client had waited for are in, and the
+// recorded pause since then (or since the step before, for a pipelined one) has passed.
+bool client_fsm::ready_to_send(std::size_t i, std::uint64_t now_us, std::uint64_t& due_us) const {
+  const step& st = script_.steps[i];
+  if (settled_prefix_ < st.awaits) return false;
+  std::uint64_t recorded_ref = 0, live_ref = 0;
+  if (st.awaits > 0) {
+    const std::size_t k = st.awaits - 1;
+    recorded_ref = k == 0 ? (script_.banner ? script_.banner->t_us : 0)
+                          : (script_.steps[k - 1].reply ? script_.steps[k - 1].reply->t_us : 0);
+    live_ref = settled_at_[k];
+  }
+  if (i > 0 && script_.steps[i - 1].sent_us >= recorded_ref) {
+    recorded_ref = script_.steps[i - 1].sent_us;
+    live_ref = std::max(live_ref, sent_at_[i - 1]);
+  }
+  const std::uint64_t pause = st.sent_us > recorded_ref ? st.sent_us - recorded_ref : 0;
+  due_us = live_ref + options_.pace.scale(pause);
+  return due_us <= now_us;
+}
+
+void client_fsm::advance(std::uint64_t now_us) {
+  send_due_us_ = 0;
+  while (!finished_ && !tls_pending_ && next_ < script_.steps.size()) {
+    const std::size_t i = next_;
+    const step& st = script_.steps[i];
+    step_result& res = results_[i + 1];
+    // Steps whose conversation the live server did not enter are not sent.
+    if (st.kind == step_kind::message || st.kind == step_kind::auth_response) {
+      if (settled_prefix_ < i + 1) break;   // wait for the reply to the step before
+      const auto& before = results_[i];
+      const int want = st.kind == step_kind::message ? 354 : 334;
+      if (before.status == step_status::skipped) {
+        res.status = step_status::skipped;
+        res.note = before.note;
+        settle(i + 1, now_us);
+        ++next_;
+        continue;
+      }
+      if (!before.live || before.live->code != want) {
+        res.status = step_status::not_sent;
+        res.note = "not sent: the step before was not answered " + std::to_string(want);
+        settle(i + 1, now_us);
+        ++next_;
+        continue;
+      }
+    }
+    if (st.auth && st.kind == step_kind::command) {
+      const auto cmd = read_auth(st.text);
+      auth_material_.clear();
+      auth_skipping_ = options_.auth_user.empty() && options_.auth_password.empty();
+      if (auth_skipping_) {
+        res.status = step_status::skipped;
+        res.note = "AUTH " + cmd.mechanism + " not replayed: captures hold no secrets (give --auth-user and --auth-password)";
+      } else if (cmd.mechanism == "PLAIN") {
+        auth_material_ = {protocol::base64_encode(std::string(1, '\0') + options_.auth_user + '\0' + options_.auth_password)};
+      } else if (cmd.mechanism == "LOGIN") {
+        auth_material_ = {protocol::base64_encode(options_.auth_user), protocol::base64_encode(options_.auth_password)};
+      } else {
+        auth_skipping_ = true;
+        res.status = step_status::skipped;
+        res.note = "AUTH " + cmd.mechanism + " not replayed: only PLAIN and LOGIN can be run from a user and password";
+      }
+      if (auth_skipping_) {
+        settle(i + 1, now_us);
+        ++next_;
+        continue;
+      }
+    }
+    std::uint64_t due = 0;
+    if (!ready_to_send(i, now_us, due)) {
+      if (due > now_us) send_due_us_ = due;
+      break;
+    }
+    send_step(i, now_us);
+  }
+  if (!finished_ && !tls_pending_ && next_ == script_.steps.size() && inflight_.empty()) {
+    finished_ = true;
+    actions_.push_back(protocol::close_leg{protocol::leg::upstream});
+    return;
+  }
+  arm(now_us);
+}
+
+std::string client_fsm::auth_bytes(std::size_t i) {
+  const step& st = script_.steps[i];
+  auto next_material = [this]() -> std::string {
+    if (auth_material_.empty()) return "*";   // RFC 4954 4: cancels the exchange
+    std::string m = auth_material_.front();
+    auth_material_.erase(auth_material_.begin());
+    return m;
+  };
+  if (st.kind == step_kind::auth_response) return next_material() + "\r\n";
+  const auto cmd = read_auth(st.text);
+  return "AUTH " + cmd.mechanism + (cmd.initial_response ? " " + next_material() : std::string()) + "\r\n";
+}
+
+void client_fsm::send_step(std::size_t i, std::uint64_t now_us) {
+  const step& st = script_.steps[i];
+  const std::string bytes = st.auth ? auth_bytes(i) : st.bytes;
+  actions_.push_back(protocol::send_bytes{protocol::leg::upstream, bytes, st.auth});
+  sent_at_[i] = std::max<std::uint64_t>(now_us, 1);
+  ++next_;
+  if (!st.reply) {   // the recording ended before its reply: nothing to wait for
+    results_[i + 1].note = "the recording has no reply to this step";
+    settle(i + 1, now_us);
+    return;
+  }
+  if (inflight_.empty())
+    reply_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.reply_timeout.count()) * 1'000'000;
+  inflight_.push_back(i + 1);
+}
+
+void client_fsm::finish(std::uint64_t now_us, const std::string& why_unanswered) {
+  for (auto at : inflight_) {
+    results_[at].status = step_status::no_reply;
+    results_[at].note = why_unanswered;
+    settle(at, now_us);
+  }
+  inflight_.clear();
+  for (std::size_t i = next_; i < script_.steps.size(); ++i) {
+    results_[i + 1].status = step_status::not_sent;
+    results_[i + 1].note = "not sent: " + why_unanswered;
+  }
+  next_ = script_.steps.size();
+  finished_ = true;
+  actions_.push_back(protocol::close_leg{protocol::leg::upstream});
+}
+
+void client_fsm::arm(std::uint64_t now_us) {
+  std::uint64_t wake = 0;
+  if (!inflight_.empty()) wake = reply_deadline_us_;
+  if (send_due_us_ != 0) wake = wake == 0 ? send_due_us_ : std::min(wake, send_due_us_);
+  if (wake == 0) return;
+  const std::uint64_t wait = wake > now_us ? wake - now_us : 0;
+  actions_.push_back(protocol::arm_timer{protocol::leg::upstream, std::chrono::milliseconds((wait + 999) / 1000)});
+}
+
+}  // namespace mailtap::replay

@@ -1,0 +1,105 @@
+// The replay client machine: re-drives the recorded client side of a script
+// (replay/script.hpp) against a live server and compares each reply with the recorded one.
+// It sends each step's bytes as recorded (commands, messages, BDAT chunks), waits where the
+// recorded client waited (a pipelined group goes out together, RFC 2920), pauses as the
+// recorded client paused (scaled by the timing), secures the connection where STARTTLS was
+// answered 220, and runs AUTH only with credentials it is given (captures hold no secrets).
+// A message whose DATA the live server did not answer 354 is not sent. It answers in
+// protocol/action.hpp's vocabulary on the upstream leg: send_bytes, start_tls, arm_timer,
+// close_leg. Sans-I/O: times come in with every event. Single-threaded.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "protocol/action.hpp"
+#include "protocol/reply.hpp"
+#include "replay/script.hpp"
+#include "replay/timing.hpp"
+
+namespace mailtap::replay {
+
+struct client_options {
+  timing pace;
+  std::string auth_user, auth_password;   // both empty: AUTH is skipped
+  bool compare_text = false;              // also compare each reply's text
+  // RFC 5321 4.5.3.2 gives a client 5 to 10 minutes per reply; a replay is a test, and a
+  // server that says nothing for this long has diverged.
+  std::chrono::seconds reply_timeout{120};
+};
+
+enum class step_status {
+  matched,    // the live reply agrees with the recorded one
+  diverged,   // it does not (`differences` says how)
+  skipped,    // not sent on purpose (AUTH without credentials)
+  not_sent,   // not sent: the live conversation went elsewhere (DATA not answered 354, the server left)
+  no_reply,   // sent, and no reply came (the server closed, or the reply timeout passed)
+};
+std::string_view to_string(step_status s);
+
+struct step_result {
+  bool greeting = false;            // the greeting (no step)
+  std::size_t step = 0;             // index in the script's steps
+  std::string text;                 // the step as recorded (AUTH material masked)
+  protocol::phase ph = protocol::phase::banner;
+  step_status status = step_status::matched;
+  std::optional<recorded_reply> recorded;
+  std::optional<protocol::reply> live;
+  std::uint64_t recorded_latency_us = 0;
+  std::uint64_t live_latency_us = 0;
+  std::vector<std::string> differences;   // "code: recorded 550, live 250", ...
+  std::string note;                       // why skipped, not sent or unanswered
+};
+
+class client_fsm {
+ public:
+  client_fsm(const script& s, client_options options);
+
+  void on_connected(std::uint64_t now_us);
+  void on_server_bytes(std::string_view bytes, std::uint64_t now_us);
+  void on_timer(std::uint64_t now_us);   // an arm_timer ran out
+  void on_tls_ready(std::uint64_t now_us);
+  void on_tls_failed(std::uint64_t now_us);
+  void on_server_closed(std::uint64_t now_us);   // FIN or loss
+  std::vector<protocol::action> take_actions() { return std::exchange(actions_, {}); }
+
+  bool finished() const { return finished_; }
+  // The greeting first, then one entry per step.
+  const std::vector<step_result>& results() const { return results_; }
+  bool diverged() const;
+
+ private:
+  void advance(std::uint64_t now_us);
+  bool ready_to_send(std::size_t i, std::uint64_t now_us, std::uint64_t& due_us) const;
+  void send_step(std::size_t i, std::uint64_t now_us);
+  std::string auth_bytes(std::size_t i);
+  void take_reply(protocol::reply r, std::uint64_t now_us);
+  void settle(std::size_t result, std::uint64_t now_us);
+  void finish(std::uint64_t now_us, const std::string& why_unanswered);
+  void arm(std::uint64_t now_us);
+
+  const script& script_;
+  client_options options_;
+  std::vector<step_result> results_;
+  std::vector<std::uint64_t> settled_at_;   // live time each result settled (0: not yet)
+  std::vector<std::uint64_t> sent_at_;      // live time each step went out
+  std::size_t settled_prefix_ = 0;          // leading results that are settled
+  std::size_t next_ = 0;                    // the next step to send
+  std::deque<std::size_t> inflight_;        // results waiting for a reply, in order
+  std::uint64_t connected_at_ = 0;
+  std::uint64_t reply_deadline_us_ = 0;
+  std::uint64_t send_due_us_ = 0;           // a think pause is running until then (0: none)
+  protocol::reply_parser parser_;
+  bool tls_pending_ = false;
+  bool finished_ = false;
+  bool auth_skipping_ = false;              // inside an AUTH exchange that is not replayed
+  std::vector<std::string> auth_material_;  // base64 credentials still to send
+  std::vector<protocol::action> actions_;
+};
+
+}  // namespace mailtap::replay

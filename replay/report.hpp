@@ -1,0 +1,65 @@
+// What `mailtap replay` prints: for a client replay, one capture's diff (text: a line per
+// step, recorded reply beside the live one, the latencies, and how they differ; or one JSON
+// document), the summary of a run over many captures (matched, diverged by stage and code),
+// and JUnit XML for CI systems; for a server replay, each live session's report. A recorded
+// reply made by a fault rule is shown as injected, naming the rule. Pure; thread-safe. Wire
+// text is made terminal-safe or valid UTF-8 as `mailtap show` does (captures/show.hpp).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "replay/client_fsm.hpp"
+#include "replay/script.hpp"
+#include "replay/server_fsm.hpp"
+
+namespace mailtap::replay {
+
+// One capture's client replay.
+struct client_run {
+  std::string path;                  // the capture file
+  std::string session;
+  std::string target;                // HOST:PORT
+  std::string error;                 // unreadable capture or connection failure: one line
+  bool unreadable = false;           // the capture could not be read (exit 2)
+  bool unreachable = false;          // the target could not be reached (every step unsent)
+  std::vector<step_result> results;  // the greeting first
+  std::vector<captures::fault_event> faults;
+  bool diverged = false;
+  double seconds = 0;
+};
+
+std::string render_client_text(const client_run& r);
+std::string render_client_json(const client_run& r);   // one object, no newline
+
+// The first divergence as "rcpt 550 -> 250" (stage, recorded code, live code or what
+// happened instead; with equal codes, what differs: "ehlo 250 -> 250 (capabilities)").
+std::string divergence_key(const client_run& r);
+// Every divergence of a run, each key once.
+std::vector<std::string> divergence_keys(const client_run& r);
+
+struct run_summary {
+  std::size_t matched = 0, diverged = 0, unreadable = 0;
+  std::map<std::string, std::size_t> by_divergence;   // a divergence key -> captures that have it
+};
+run_summary summarize(const std::vector<client_run>& runs);
+std::string render_summary_text(const run_summary& s);
+std::string render_summary_json(const run_summary& s);
+
+// JUnit XML (the Ant schema CI systems read): one testsuite, one testcase per capture; a
+// diverged replay is a <failure>, an unreadable capture or unreachable server an <error>.
+std::string render_junit(const std::vector<client_run>& runs);
+
+// One live session of a server replay.
+struct server_session {
+  std::string capture;
+  std::string client;                // ip:port of the live client
+  std::vector<played_step> played;
+  std::vector<divergence> divergences;
+  std::size_t recorded_steps = 0;
+};
+std::string render_server_text(const server_session& s);
+std::string render_server_json(const server_session& s);   // one object, no newline
+
+}  // namespace mailtap::replay

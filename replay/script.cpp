@@ -1,0 +1,271 @@
+// Builds a replay script from a capture. The client leg is read at the byte level, because a
+// replay must send what the client sent and play what it heard, exactly: its incoming bytes
+// are cut into steps (command lines; after a 354 the message up to CRLF.CRLF, RFC 5321
+// 4.1.1.4; a BDAT line with its counted payload, RFC 3030), and its outgoing bytes are parsed
+// into replies (protocol/reply.hpp). The n-th step gets the (n+1)-th reply (the greeting is
+// the first): replies go out strictly in command order (RFC 2920). Who made each reply comes
+// from diagnose/conversation.hpp, which matches the relay's own replies to their fault records.
+#include "replay/script.hpp"
+
+#include <algorithm>
+#include <iterator>
+
+#include "diagnose/conversation.hpp"
+#include "protocol/action.hpp"
+#include "protocol/command.hpp"
+
+namespace mailtap::replay {
+
+std::string_view to_string(reply_source s) {
+  switch (s) {
+    case reply_source::server: return "server";
+    case reply_source::edited: return "edited";
+    case reply_source::relay: return "relay";
+    case reply_source::injected: return "injected";
+  }
+  return "server";
+}
+
+namespace {
+
+using protocol::direction;
+using protocol::leg;
+
+// One direction of the client leg as one stream, with the time of the read (or write) that
+// carried each byte.
+struct timed_stream {
+  std::string bytes;
+  std::vector<std::pair<std::size_t, std::uint64_t>> chunk_ends;   // (end offset, t_us), ascending
+
+  void add(std::string_view data, std::uint64_t t_us) {
+    if (data.empty()) return;
+    bytes.append(data);
+    chunk_ends.emplace_back(bytes.size(), t_us);
+  }
+  std::uint64_t time_at(std::size_t offset) const {
+    auto it = std::upper_bound(chunk_ends.begin(), chunk_ends.end(), offset,
+                               [](std::size_t o, const auto& c) { return o < c.first; });
+    return it == chunk_ends.end() ? (chunk_ends.empty() ? 0 : chunk_ends.back().second) : it->second;
+  }
+};
+
+// A reply the relay itself wrote to the client, as diagnose/conversation.cpp attributes it.
+struct relay_made {
+  std::uint64_t t_us;
+  int code;
+  reply_source source;
+  const captures::fault_event* fault;
+  const captures::reply_event* original;   // the destination's reply an edit was made from
+  bool claimed = false;
+};
+
+std::vector<relay_made> relay_replies(const diagnose::conversation& conv) {
+  std::vector<relay_made> out;
+  const captures::reply_event* previous = nullptr;
+  for (const auto& x : conv.exchanges) {
+    if (x.reply->leg == leg::client) {
+      reply_source s = x.edit ? reply_source::edited
+                       : x.source == diagnose::origin::injected ? reply_source::injected
+                                                                 : reply_source::relay;
+      out.push_back({x.reply->t_us, x.reply->reply.code, s, x.fault, x.edit ? previous : nullptr});
+    }
+    previous = x.reply;
+  }
+  return out;
+}
+
+void attribute(recorded_reply& r, std::vector<relay_made>& made) {
+  for (auto& m : made) {
+    if (m.claimed || m.t_us != r.t_us || m.code != r.reply.code) continue;
+    m.claimed = true;
+    r.source = m.source;
+    if (m.original) {
+      r.server_reply = m.original->reply;
+      r.server_reply->raw.clear();   // rebuilt by the reader: not bytes that were on the wire
+    }
+    if (m.fault) {
+      r.rule = m.fault->fault.rule;
+      r.fault_detail = m.fault->fault.detail;
+    }
+    return;
+  }
+}
+
+// The replies the client received, in order, each with the time of the write that finished it.
+bool client_replies(const captures::capture& c, std::vector<recorded_reply>& out, std::string& error) {
+  protocol::reply_parser parser;
+  std::vector<protocol::reply> done;
+  for (const auto& e : c.events) {
+    const auto* b = std::get_if<captures::bytes_event>(&e);
+    if (!b || b->leg != leg::client || b->dir != direction::out) continue;
+    auto status = parser.feed(b->data, done);
+    for (auto& r : done) {
+      recorded_reply rec;
+      rec.reply = std::move(r);
+      rec.t_us = b->t_us;
+      out.push_back(std::move(rec));
+    }
+    done.clear();
+    if (status != protocol::reply_parse_status::ok) {
+      error = "the replies to the client cannot be parsed (" + std::string(protocol::to_string(status)) + ")";
+      return false;
+    }
+  }
+  return true;
+}
+
+// Cuts the client's bytes into steps, each with its reply.
+class splitter {
+ public:
+  splitter(const timed_stream& in, std::vector<recorded_reply>& replies) : in_(in), replies_(replies) {}
+
+  void run(script& s) {
+    std::size_t pos = 0;
+    while (pos < in_.bytes.size()) {
+      const std::size_t end = step_end(pos);
+      if (end == npos) break;
+      s.steps.push_back(make_step(pos, end));
+      pos = end;
+    }
+    s.trailing_bytes = in_.bytes.size() - pos;
+  }
+
+ private:
+  static constexpr std::size_t npos = std::string::npos;
+  enum class mode { command, auth, message };
+
+  std::size_t line_end(std::size_t pos) const {
+    auto lf = in_.bytes.find('\n', pos);
+    return lf == npos ? npos : lf + 1;
+  }
+
+  // Where the step starting at `pos` ends (one past its last byte), or npos if incomplete.
+  std::size_t step_end(std::size_t pos) {
+    if (mode_ == mode::message) {
+      if (in_.bytes.compare(pos, 3, ".\r\n") == 0) return pos + 3;   // an empty message
+      auto at = in_.bytes.find("\r\n.\r\n", pos);
+      return at == npos ? npos : at + 5;
+    }
+    const std::size_t end = line_end(pos);
+    if (end == npos || mode_ == mode::auth) return end;
+    std::string_view line(in_.bytes.data() + pos, end - pos);
+    auto parsed = protocol::parse_command(stripped(line));
+    if (parsed.cmd.ph != protocol::phase::bdat || parsed.fault != protocol::command_fault::none) return end;
+    const std::uint64_t size = parsed.cmd.bdat_size;
+    return in_.bytes.size() - end < size ? npos : end + static_cast<std::size_t>(size);
+  }
+
+  static std::string_view stripped(std::string_view line) {
+    if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    return line;
+  }
+
+  step make_step(std::size_t pos, std::size_t end) {
+    step st;
+    st.bytes = in_.bytes.substr(pos, end - pos);
+    st.sent_us = in_.time_at(pos);
+    st.done_us = in_.time_at(end - 1);
+    if (next_reply_ < replies_.size()) st.reply = replies_[next_reply_];
+    ++next_reply_;
+    const mode was = mode_;
+    mode_ = mode::command;
+    const int code = st.reply ? st.reply->reply.code : 0;
+    if (was == mode::message) {
+      st.kind = step_kind::message;
+      st.ph = protocol::phase::data_end;
+      st.text = "[message: " + std::to_string(st.bytes.size()) + " bytes]";
+      return st;
+    }
+    std::string_view line = stripped(std::string_view(st.bytes).substr(0, st.bytes.find('\n') + 1));
+    st.text = protocol::escape_bytes(line, 1000);
+    if (was == mode::auth) {
+      st.kind = step_kind::auth_response;
+      st.ph = protocol::phase::auth;
+      st.auth = true;
+      if (code == 334) mode_ = mode::auth;
+      return st;
+    }
+    auto parsed = protocol::parse_command(line);
+    st.ph = parsed.cmd.ph;
+    if (st.ph == protocol::phase::bdat && parsed.fault == protocol::command_fault::none) {
+      st.kind = step_kind::bdat;
+      st.text += " [chunk: " + std::to_string(parsed.cmd.bdat_size) + " bytes]";
+    }
+    if (st.ph == protocol::phase::auth) {
+      st.auth = true;
+      if (code == 334) mode_ = mode::auth;
+    }
+    if (st.ph == protocol::phase::data && code == 354) mode_ = mode::message;
+    if (st.ph == protocol::phase::starttls && code == 220) st.starts_tls = true;
+    return st;
+  }
+
+  const timed_stream& in_;
+  std::vector<recorded_reply>& replies_;
+  std::size_t next_reply_ = 1;   // the greeting answers no step
+  mode mode_ = mode::command;
+};
+
+// How many replies had reached the client before each step left it (pipelining, RFC 2920).
+void count_awaited(script& s) {
+  std::vector<std::uint64_t> reply_times;
+  if (s.banner) reply_times.push_back(s.banner->t_us);
+  for (const auto& st : s.steps)
+    if (st.reply) reply_times.push_back(st.reply->t_us);
+  for (std::size_t i = 0; i < s.steps.size(); ++i) {
+    auto& st = s.steps[i];
+    std::size_t before = 0;
+    for (auto t : reply_times) before += t < st.sent_us ? 1 : 0;
+    // A step cannot wait for its own reply or a later one; nor come before an earlier step's wait.
+    st.awaits = std::min(before, i + 1);
+    if (i > 0) st.awaits = std::max(st.awaits, s.steps[i - 1].awaits);
+  }
+}
+
+}  // namespace
+
+std::optional<script> build_script(const captures::capture& c, std::string& error) {
+  script s;
+  s.session = c.header.session;
+  s.path = c.path.string();
+  if (c.end) {
+    s.end_reason = c.end->reason;
+    s.end_us = c.end->t_us;
+  }
+  timed_stream in;
+  bool first_client_byte_seen = false;
+  for (const auto& e : c.events) {
+    if (const auto* b = std::get_if<captures::bytes_event>(&e)) {
+      if (b->leg == leg::client && b->dir == direction::in) {
+        in.add(b->data, b->t_us);
+        first_client_byte_seen = true;
+      }
+    } else if (const auto* t = std::get_if<captures::tls_event>(&e)) {
+      if (t->leg == leg::client && !first_client_byte_seen) s.implicit_tls = true;
+    } else if (const auto* f = std::get_if<captures::fault_event>(&e)) {
+      s.faults.push_back(*f);
+    }
+  }
+  std::vector<recorded_reply> replies;
+  if (!client_replies(c, replies, error)) {
+    error = c.path.string() + ": " + error;
+    return std::nullopt;
+  }
+  const auto conv = diagnose::read_conversation(c);
+  auto made = relay_replies(conv);
+  for (auto& r : replies) attribute(r, made);
+  if (!replies.empty()) s.banner = replies.front();
+  splitter(in, replies).run(s);
+  const std::size_t answered = 1 + s.steps.size();
+  if (replies.size() > answered)
+    s.unsolicited.assign(replies.begin() + static_cast<std::ptrdiff_t>(answered), replies.end());
+  for (const auto& st : s.steps) {
+    s.starttls = s.starttls || st.starts_tls;
+    s.auth = s.auth || st.auth;
+  }
+  count_awaited(s);
+  return s;
+}
+
+}  // namespace mailtap::replay

@@ -1,0 +1,92 @@
+// What a replay plays, built once from a capture (captures/reader.hpp's model): the client's
+// side as steps (each command line, each message body, each BDAT chunk with its payload,
+// byte for byte as the client leg received them) and, for each step, the reply the client
+// heard (the client leg's outgoing bytes), with who made it (the destination, the relay, or
+// an injected fault, from diagnose/conversation.hpp) and the recorded times. Both replay
+// machines (client_fsm, server_fsm) read it. Pure: no I/O, no clock; a plain value.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "captures/reader.hpp"
+#include "protocol/phase.hpp"
+#include "protocol/reply.hpp"
+
+namespace mailtap::replay {
+
+// Who made a recorded reply. The replay shows an injected reply as injected: it is never the
+// destination's word.
+enum class reply_source {
+  server,     // the destination said it (the relay passed it on)
+  edited,     // the destination's reply as the relay edited it (a masked banner, STARTTLS removed)
+  relay,      // the relay said it on its own (a refusal, a timeout, an unreachable upstream)
+  injected,   // a fault rule made it (`rule` names it)
+};
+std::string_view to_string(reply_source s);
+
+struct recorded_reply {
+  protocol::reply reply;              // `raw` is the bytes the client received
+  std::uint64_t t_us = 0;             // when it went to the client
+  reply_source source = reply_source::server;
+  std::string rule;                   // the fault rule, when injected
+  std::string fault_detail;           // what the fault record says it did
+  // When edited: the destination's reply before the relay edited it (XCLIENT removed from
+  // its EHLO reply, a masked banner). A replay client talks to the destination directly and
+  // compares with this one.
+  std::optional<protocol::reply> server_reply;
+
+  // What the destination itself said, when it said anything (not injected, not the relay's own).
+  const protocol::reply* destination_reply() const {
+    if (source == reply_source::edited && server_reply) return &*server_reply;
+    return source == reply_source::server ? &reply : nullptr;
+  }
+};
+
+enum class step_kind {
+  command,         // one command line
+  auth_response,   // a line of an AUTH exchange after a 334 (masked in the capture)
+  message,         // a DATA message, its terminating CRLF.CRLF included
+  bdat,            // a BDAT command line with its payload
+};
+
+struct step {
+  step_kind kind = step_kind::command;
+  std::string bytes;                  // exactly as the client sent them (AUTH material masked)
+  std::string text;                   // printable: the line without CRLF, or "[message: N bytes]"
+  protocol::phase ph = protocol::phase::other;
+  std::uint64_t sent_us = 0;          // the read that brought its first byte
+  std::uint64_t done_us = 0;          // the read that brought its last byte
+  // Replies (the greeting counts) the client had received before it sent this step: 0 for
+  // an early talker, fewer than all earlier steps' for a pipelined group (RFC 2920).
+  std::size_t awaits = 0;
+  std::optional<recorded_reply> reply;   // none: the session ended before it was answered
+  bool auth = false;                  // an AUTH command or a response of its exchange
+  bool starts_tls = false;            // STARTTLS answered 220: the handshake follows
+
+  // The recorded delay of its reply: from the step's last byte to the reply.
+  std::uint64_t reply_delay_us() const { return reply && reply->t_us > done_us ? reply->t_us - done_us : 0; }
+};
+
+struct script {
+  std::string session;
+  std::string path;
+  std::optional<recorded_reply> banner;
+  std::vector<step> steps;
+  std::vector<recorded_reply> unsolicited;   // replies after the last step's (a 421 at a timeout)
+  bool implicit_tls = false;          // the client leg was TLS from connect (SMTPS)
+  bool starttls = false;              // the client used STARTTLS
+  bool auth = false;                  // the client authenticated (AUTH)
+  std::vector<captures::fault_event> faults;   // the capture's fault records, in file order
+  std::string end_reason;             // the end record's reason ("" when incomplete)
+  std::uint64_t end_us = 0;
+  // Bytes at the end of the client's input that were not a complete step (a cut command).
+  std::size_t trailing_bytes = 0;
+};
+
+// Builds the script of a capture. A capture whose client leg cannot be read as SMTP (a
+// reply the reply parser refuses) gives std::nullopt and one line in `error` naming the file.
+std::optional<script> build_script(const captures::capture& c, std::string& error);
+
+}  // namespace mailtap::replay

@@ -1,0 +1,295 @@
+// The replay server: the live client's bytes are cut into steps the way the recording's were
+// (replay/script.cpp), by the replies this machine has played: after a 354 the message up to
+// CRLF.CRLF (protocol/data_framer.hpp, as the sink reads it), after a 334 an AUTH response,
+// a BDAT line with its counted payload. Each step is compared with the recorded one as it
+// arrives (a running comparison: nothing but the current line is held), and answered with
+// the recorded reply after the recorded delay.
+#include "replay/server_fsm.hpp"
+
+#include <algorithm>
+
+#include "protocol/command.hpp"
+#include "protocol/data_framer.hpp"
+#include "protocol/limits.hpp"
+#include "protocol/reply.hpp"
+
+namespace mailtap::replay {
+
+std::string_view to_string(divergence::what w) {
+  switch (w) {
+    case divergence::what::command: return "command";
+    case divergence::what::message: return "message";
+    case divergence::what::extra: return "extra";
+    case divergence::what::missing: return "missing";
+    case divergence::what::unexpected: return "unexpected";
+  }
+  return "command";
+}
+
+namespace {
+
+// What the machine says where the recording has nothing more to say.
+constexpr std::string_view reply_extra_quit = "221 2.0.0 mailtap replay: bye (the recording ended before this QUIT)\r\n";
+constexpr std::string_view reply_extra = "421 4.3.0 mailtap replay: the recording has no more replies\r\n";
+// A reply due within this is sent at once: the shell's timer counts milliseconds
+// (protocol::arm_timer), and a sub-millisecond wait would cost a timer's wake-up for nothing.
+constexpr std::uint64_t timer_resolution_us = 500;
+constexpr std::string_view reply_line_too_long = "500 5.5.2 mailtap replay: line too long\r\n";
+
+// The session ended on the client's side in the recording: the server waits for it to go.
+bool client_ended(const std::string& reason) { return reason == "client_quit" || reason == "client_closed"; }
+
+// "AUTH PLAIN" of "AUTH PLAIN ****": what an AUTH command shows once its material is masked.
+std::string auth_head(std::string_view line) {
+  auto first = line.find(' ');
+  auto second = first == std::string_view::npos ? first : line.find(' ', first + 1);
+  return protocol::to_upper(line.substr(0, second));
+}
+
+std::string_view without_crlf(std::string_view line) {
+  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  return line;
+}
+
+}  // namespace
+
+server_fsm::server_fsm(const script& s, timing t) : script_(s), timing_(t) {}
+
+void server_fsm::diverge(divergence::what w, std::size_t step, std::uint64_t now_us, std::string recorded,
+                         std::string live) {
+  divergences_.push_back({w, step, now_us, std::move(recorded), std::move(live)});
+}
+
+void server_fsm::on_start(std::uint64_t now_us) {
+  if (script_.implicit_tls) {
+    tls_pending_ = true;
+    actions_.push_back(protocol::start_tls{protocol::leg::client});
+    return;
+  }
+  if (!script_.banner) {
+    queue(now_us, {}, then::close);
+  } else {
+    queue(now_us + timing_.scale(script_.banner->t_us), script_.banner->reply.raw,
+          script_.banner->reply.code == 421 ? then::close : then::nothing);
+    if (script_.steps.empty()) queue_after_last(now_us);
+  }
+  send_due(now_us);
+}
+
+void server_fsm::on_tls_ready(std::uint64_t now_us) {
+  tls_pending_ = false;
+  in_.clear();
+  mode_ = mode::command;
+  if (script_.implicit_tls && next_step_ == 0 && played_.empty() && last_due_us_ == 0 && script_.banner) {
+    queue(now_us, script_.banner->reply.raw, then::nothing);   // SMTPS: the greeting follows the handshake
+    if (script_.steps.empty()) queue_after_last(now_us);
+  }
+  send_due(now_us);
+}
+
+void server_fsm::on_tls_failed(std::uint64_t now_us) {
+  if (finished_) return;
+  diverge(divergence::what::missing, next_step_, now_us, "a TLS handshake", "the handshake failed");
+  finished_ = true;
+  out_.clear();
+  actions_.push_back(protocol::close_leg{protocol::leg::client});
+}
+
+void server_fsm::on_client_closed(std::uint64_t now_us) {
+  if (finished_) return;
+  if (next_step_ < script_.steps.size())
+    diverge(divergence::what::missing, next_step_, now_us, script_.steps[next_step_].text,
+            "the client closed the connection");
+  finished_ = true;
+  out_.clear();
+  actions_.push_back(protocol::close_leg{protocol::leg::client});
+}
+
+void server_fsm::on_client_bytes(std::string_view bytes, std::uint64_t now_us) {
+  if (finished_ || closing_) return;
+  if (tls_pending_) {   // RFC 3207 4.2: nothing sent before the handshake is read as protected
+    diverge(divergence::what::unexpected, next_step_, now_us, "a TLS handshake", protocol::escape_bytes(bytes, 80));
+    return;
+  }
+  in_.append(bytes);
+  take_input(now_us);
+  send_due(now_us);
+}
+
+void server_fsm::on_timer(std::uint64_t now_us) { send_due(now_us); }
+
+void server_fsm::take_input(std::uint64_t now_us) {
+  std::size_t pos = 0;
+  while (pos < in_.size() && !closing_ && !tls_pending_) {
+    std::string_view rest = std::string_view(in_).substr(pos);
+    if (mode_ == mode::message) {
+      // The framer holds at most two bytes back; the message itself is only counted.
+      if (!framer_) framer_.emplace(protocol::bare_eol_mode::raw);
+      std::string ignored;
+      const std::size_t used = framer_->feed(rest, ignored);
+      unit_.append(rest.substr(0, used), script_, next_step_);
+      pos += used;
+      if (!framer_->ended()) break;
+      framer_.reset();
+      take_step(step_kind::message, now_us);
+      continue;
+    }
+    if (mode_ == mode::bdat_payload) {
+      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(bdat_remaining_, rest.size()));
+      unit_.append(rest.substr(0, n), script_, next_step_);
+      pos += n;
+      bdat_remaining_ -= n;
+      if (bdat_remaining_ > 0) break;
+      take_step(step_kind::bdat, now_us);
+      continue;
+    }
+    const auto lf = rest.find('\n');
+    if (lf == std::string_view::npos) {
+      if (rest.size() > protocol::limits::command_line_hard_cap + protocol::limits::auth_response_cap) {
+        diverge(divergence::what::command, next_step_, now_us,
+                next_step_ < script_.steps.size() ? script_.steps[next_step_].text : "", "a line over the cap");
+        queue(now_us, std::string(reply_line_too_long), then::close);
+      }
+      break;
+    }
+    const std::string_view line = rest.substr(0, lf + 1);
+    pos += line.size();
+    unit_.append(line, script_, next_step_);
+    unit_.line = std::string(without_crlf(line));
+    if (mode_ == mode::auth) {
+      take_step(step_kind::auth_response, now_us);
+      continue;
+    }
+    auto parsed = protocol::parse_command(unit_.line);
+    if (parsed.cmd.ph == protocol::phase::bdat && parsed.fault == protocol::command_fault::none) {
+      bdat_remaining_ = parsed.cmd.bdat_size;
+      mode_ = mode::bdat_payload;
+      if (bdat_remaining_ == 0) take_step(step_kind::bdat, now_us);
+      continue;
+    }
+    take_step(step_kind::command, now_us);
+  }
+  in_.erase(0, pos);
+  if (tls_pending_ && !in_.empty()) {
+    diverge(divergence::what::unexpected, next_step_, now_us, "a TLS handshake", protocol::escape_bytes(in_, 80));
+    in_.clear();
+  }
+}
+
+void server_fsm::live_unit::append(std::string_view bytes, const script& s, std::size_t step) {
+  if (step < s.steps.size()) {
+    const std::string& recorded = s.steps[step].bytes;
+    if (matches && (seen + bytes.size() > recorded.size() || recorded.compare(seen, bytes.size(), bytes) != 0)) {
+      std::size_t i = 0;
+      while (i < bytes.size() && seen + i < recorded.size() && recorded[seen + i] == bytes[i]) ++i;
+      first_difference = seen + i;
+      matches = false;
+    }
+  }
+  seen += bytes.size();
+}
+
+void server_fsm::compare(const step& recorded, step_kind kind, std::uint64_t now_us) {
+  const std::size_t index = next_step_;
+  const std::string live = kind == step_kind::message ? "[message: " + std::to_string(unit_.seen) + " bytes]"
+                                                      : protocol::escape_bytes(unit_.line, 1000);
+  if ((kind == step_kind::message) != (recorded.kind == step_kind::message)) {
+    diverge(divergence::what::command, index, now_us, recorded.text, live);
+    return;
+  }
+  if (kind == step_kind::auth_response) return;   // masked in the capture: nothing to compare
+  if (recorded.auth && kind == step_kind::command) {
+    const auto want = auth_head(without_crlf(recorded.bytes));
+    if (auth_head(unit_.line) != want) diverge(divergence::what::command, index, now_us, want, auth_head(unit_.line));
+    return;
+  }
+  if (unit_.matches && unit_.seen == recorded.bytes.size()) return;
+  if (kind == step_kind::message) {
+    diverge(divergence::what::message, index, now_us, recorded.text,
+            live + ", first difference at byte " +
+                std::to_string(unit_.matches ? std::min(unit_.seen, recorded.bytes.size()) : unit_.first_difference));
+    return;
+  }
+  diverge(divergence::what::command, index, now_us, recorded.text, live);
+}
+
+void server_fsm::take_step(step_kind kind, std::uint64_t now_us) {
+  const std::string live = kind == step_kind::message ? "[message: " + std::to_string(unit_.seen) + " bytes]"
+                                                      : protocol::escape_bytes(unit_.line, 1000);
+  const protocol::phase live_ph =
+      kind == step_kind::command ? protocol::parse_command(unit_.line).cmd.ph : protocol::phase::other;
+  const bool live_starttls = live_ph == protocol::phase::starttls;
+  const bool live_quit = live_ph == protocol::phase::quit;
+  const bool live_data = live_ph == protocol::phase::data;
+  mode_ = mode::command;
+  if (next_step_ >= script_.steps.size()) {
+    diverge(divergence::what::extra, next_step_, now_us, "", live);
+    played_.push_back({next_step_, live, live_quit ? 221 : 421, reply_source::server, "", now_us, 0});
+    queue(now_us, std::string(live_quit ? reply_extra_quit : reply_extra), then::close);
+    unit_ = {};
+    return;
+  }
+  const step& recorded = script_.steps[next_step_];
+  compare(recorded, kind, now_us);
+  unit_ = {};
+  const bool last = ++next_step_ == script_.steps.size();
+  if (!recorded.reply) {   // the recording ended before this step was answered
+    played_.push_back({next_step_ - 1, live, 0, reply_source::server, "", now_us, 0});
+    queue(now_us, {}, then::close);
+    return;
+  }
+  const recorded_reply& r = *recorded.reply;
+  const std::uint64_t delay = timing_.scale(recorded.reply_delay_us());
+  played_.push_back({next_step_ - 1, live, r.reply.code, r.source, r.rule, now_us, delay});
+  then after = then::nothing;
+  if (r.reply.code == 221 || r.reply.code == 421) after = then::close;
+  else if (recorded.starts_tls && live_starttls) after = then::tls;
+  queue(now_us + delay, r.reply.raw, after);
+  if (after == then::tls) tls_pending_ = true;
+  if (r.reply.code == 354 && live_data) mode_ = mode::message;
+  if (r.reply.code == 334 && (recorded.auth || kind == step_kind::auth_response)) mode_ = mode::auth;
+  if (last && after == then::nothing) queue_after_last(now_us);
+}
+
+// After the last recorded step: the replies the recording has after it (a 421 at a timeout),
+// then a close if the server's side ended the recorded session.
+void server_fsm::queue_after_last(std::uint64_t now_us) {
+  const std::uint64_t recorded_ref = script_.steps.empty() ? (script_.banner ? script_.banner->t_us : 0)
+                                                           : script_.steps.back().done_us;
+  for (const auto& u : script_.unsolicited) {
+    const std::uint64_t gap = u.t_us > recorded_ref ? u.t_us - recorded_ref : 0;
+    queue(now_us + timing_.scale(gap), u.reply.raw, then::nothing);
+  }
+  if (!client_ended(script_.end_reason)) queue(now_us, {}, then::close);
+}
+
+void server_fsm::queue(std::uint64_t due_us, std::string bytes, then after) {
+  // Replies leave in order: none overtakes an earlier one with a longer delay.
+  last_due_us_ = std::max(last_due_us_, due_us);
+  out_.push_back({last_due_us_, std::move(bytes), after});
+  if (after == then::close) closing_ = true;
+}
+
+void server_fsm::send_due(std::uint64_t now_us) {
+  while (!out_.empty() && out_.front().due_us <= now_us + timer_resolution_us && !finished_) {
+    outgoing o = std::move(out_.front());
+    out_.pop_front();
+    if (!o.bytes.empty()) actions_.push_back(protocol::send_bytes{protocol::leg::client, std::move(o.bytes)});
+    if (o.after == then::tls) {
+      actions_.push_back(protocol::start_tls{protocol::leg::client});
+    } else if (o.after == then::close) {
+      actions_.push_back(protocol::close_leg{protocol::leg::client});
+      finished_ = true;
+      out_.clear();
+    }
+  }
+  if (!out_.empty() && !finished_) {
+    // Over timer_resolution_us, so at least 1 ms; rounded to the nearest millisecond, so a
+    // reply is at most half a millisecond early (and sent then, see the loop above) or late.
+    const std::uint64_t wait_us = out_.front().due_us - now_us;
+    actions_.push_back(protocol::arm_timer{protocol::leg::client, std::chrono::milliseconds((wait_us + 500) / 1000)});
+  }
+}
+
+}  // namespace mailtap::replay

@@ -1,0 +1,113 @@
+// The replay server machine: impersonates the recorded server for one live client. It plays
+// the greeting and each reply of a script (replay/script.hpp) as the client heard it, byte
+// for byte (multi-line replies, the EHLO capabilities, STARTTLS when the recording offered
+// it), each after the recorded delay (the time from the step's last byte to its reply, scaled
+// by the timing), and notes where the live client's steps differ from the recorded ones. It
+// answers in protocol/action.hpp's vocabulary on the client leg: send_bytes, start_tls (after
+// a recorded 220 to STARTTLS), arm_timer (the next reply is due), close_leg (after a 221, or
+// where the recording ended). Sans-I/O: times come in with every event. Single-threaded.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "protocol/action.hpp"
+#include "protocol/data_framer.hpp"
+#include "replay/script.hpp"
+#include "replay/timing.hpp"
+
+namespace mailtap::replay {
+
+// Where the live client left the recording.
+struct divergence {
+  enum class what {
+    command,     // a different command line than recorded
+    message,     // a different message body
+    extra,       // a step after the recording's last (answered 221 to QUIT, else 421 and closed)
+    missing,     // the client closed while the recording went on
+    unexpected,  // bytes after STARTTLS before the handshake (discarded, RFC 3207 4.2)
+  };
+  what kind = what::command;
+  std::size_t step = 0;         // index in the script's steps (its size for an extra step)
+  std::uint64_t t_us = 0;       // live time since the connection
+  std::string recorded;         // what the recording has there
+  std::string live;             // what the client sent
+};
+std::string_view to_string(divergence::what w);
+
+// One live step and the reply played for it.
+struct played_step {
+  std::size_t step = 0;
+  std::string live;             // the live step, printable
+  int code = 0;                 // the reply played (0: none)
+  reply_source source = reply_source::server;
+  std::string rule;             // the fault rule, when the recorded reply was injected
+  std::uint64_t received_us = 0;   // its last byte arrived (live)
+  std::uint64_t delay_us = 0;      // the delay played before the reply
+};
+
+class server_fsm {
+ public:
+  server_fsm(const script& s, timing t);
+
+  void on_start(std::uint64_t now_us);
+  void on_client_bytes(std::string_view bytes, std::uint64_t now_us);
+  void on_timer(std::uint64_t now_us);   // an arm_timer ran out
+  void on_tls_ready(std::uint64_t now_us);
+  void on_tls_failed(std::uint64_t now_us);
+  void on_client_closed(std::uint64_t now_us);   // FIN or loss
+  std::vector<protocol::action> take_actions() { return std::exchange(actions_, {}); }
+
+  bool finished() const { return finished_; }
+  const std::vector<divergence>& divergences() const { return divergences_; }
+  const std::vector<played_step>& played() const { return played_; }
+
+ private:
+  enum class mode { command, auth, message, bdat_payload };
+  enum class then { nothing, tls, close };
+  struct outgoing {
+    std::uint64_t due_us;
+    std::string bytes;
+    then after;
+  };
+
+  // The live step being read, compared with the recorded one as its bytes arrive.
+  struct live_unit {
+    std::string line;             // its command line without CRLF (empty for a message)
+    std::size_t seen = 0;         // bytes so far
+    bool matches = true;          // every byte so far is the recorded step's
+    std::size_t first_difference = 0;
+    void append(std::string_view bytes, const script& s, std::size_t step);
+  };
+
+  void take_input(std::uint64_t now_us);
+  void take_step(step_kind kind, std::uint64_t now_us);
+  void compare(const step& recorded, step_kind kind, std::uint64_t now_us);
+  void queue(std::uint64_t due_us, std::string bytes, then after);
+  void queue_after_last(std::uint64_t now_us);
+  void send_due(std::uint64_t now_us);
+  void diverge(divergence::what w, std::size_t step, std::uint64_t now_us, std::string recorded, std::string live);
+
+  const script& script_;
+  timing timing_;
+  std::string in_;
+  mode mode_ = mode::command;
+  std::uint64_t bdat_remaining_ = 0;
+  std::optional<protocol::data_framer> framer_;
+  live_unit unit_;
+  std::size_t next_step_ = 0;
+  std::deque<outgoing> out_;
+  std::uint64_t last_due_us_ = 0;
+  bool tls_pending_ = false;     // a start_tls was handed out: nothing is read until it ends
+  bool closing_ = false;         // a close is queued: input is ignored
+  bool finished_ = false;
+  std::vector<protocol::action> actions_;
+  std::vector<divergence> divergences_;
+  std::vector<played_step> played_;
+};
+
+}  // namespace mailtap::replay

@@ -1,0 +1,422 @@
+"""`mailtap replay server|client` (issue 8 items 1 and 2) on captures made in the test through
+the relay, never on hand-written ones (but the malformed one):
+
+- replay server: swaks against a replay of a rejected session (policies/scenarios
+  mailbox-full + slow-upstream) hears the same replies and codes, each after the recorded
+  delay (within 10 ms, measured by swaks' own --show-time-lapse); STARTTLS is offered and
+  works where the recording had it; a client that sends another command is reported (JSON)
+  and the exit code says so; --sessions serves several clients.
+- replay client: a capture of a session with smtp-sink replays against smtp-sink with
+  every reply matching (exit 0); against `smtp-sink -r rcpt` it diverges (exit 1) and the
+  diff names the RCPT reply; a directory of 200 captures replays concurrently (-j) in
+  bounded time and the JUnit file parses; a malformed capture is one line and exit 2;
+  AUTH is skipped without credentials and run with them (aiosmtpd with an authenticator).
+
+Assertions are on replies, exit codes and the JSON documents (replay/README.md), never on prose.
+"""
+
+import json
+import os
+import re
+import select
+import subprocess
+import time
+import unittest
+import xml.etree.ElementTree as ET
+
+from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, SMTP_SOURCE, Process, SwaksTranscript,
+                     free_port, mailtap_bin, parse_replies, run_mailtap, wait_until)
+
+TO = "a@example.com"
+READY_RE = re.compile(r"^mailtap replay: listening on 127\.0\.0\.1:(\d+), replaying (.+) \((\d+) steps\)$")
+# swaks --show-time-lapse: "=== response in 0.299s" before each reply it times.
+LAPSE_RE = re.compile(r"^=== response in (\d+\.\d+)s$")
+# What the test allows between a recorded delay and the one the replay plays.
+DELAY_TOLERANCE_S = 0.010
+
+
+class ReplayServer(Process):
+    """`mailtap replay server CAPTURE --listen 127.0.0.1:0 ARGS`; the port from its ready line."""
+
+    def __init__(self, workdir, capture, args=(), env=None, name="replay-server"):
+        argv = [mailtap_bin(), "replay", "server", capture, "--listen", "%s:0" % LOOPBACK, *args]
+        super().__init__(argv, workdir, name, stdout=subprocess.PIPE, env=env)
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + 20
+        data = b""
+        while b"\n" not in data:
+            if time.monotonic() >= deadline:
+                raise AssertionError("replay server printed no ready line; stderr: %s" % self.stderr_text())
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    raise AssertionError("replay server exited: %s" % self.stderr_text())
+                data += chunk
+        line, self.rest = data.split(b"\n", 1)
+        m = READY_RE.match(line.decode())
+        if not m:
+            raise AssertionError("unexpected ready line %r" % line)
+        self.port = int(m.group(1))
+
+    def finish(self, timeout=30):
+        """(exit code, stdout after the ready line) once it has exited."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, (self.rest + out).decode("utf-8", "replace")
+
+
+def timed_exchanges(text):
+    """swaks -stl output as [(client line or None, Reply, seconds)], one per timed reply."""
+    out, lapse, lines, last_client = [], None, [], None
+    for line in text.splitlines():
+        m = LAPSE_RE.match(line)
+        if m:
+            lapse = float(m.group(1))
+            continue
+        m = re.match(r"^<[-~*]{1,2} +(\d{3}[- ]?.*)$", line)
+        if m:
+            lines.append(m.group(1).encode())
+            if m.group(1)[3:4] != "-":
+                out.append((last_client, parse_replies(b"\r\n".join(lines) + b"\r\n")[0], lapse))
+                lines, lapse, last_client = [], None, None
+            continue
+        m = re.match(r"^ ?[-~*]{1,2}> ?(.*)$", line)
+        if m:
+            last_client = m.group(1)
+    return out
+
+
+def recorded_delays(cap):
+    """The delay of each reply the client heard, in seconds, from the capture's client leg:
+    the greeting from the session's start, every other reply from the command before it."""
+    sent = [r["t_us"] for r in cap.records if r.get("type") == "bytes" and r["leg"] == "client" and r["dir"] == "in"]
+    heard = [r["t_us"] for r in cap.records if r.get("type") == "bytes" and r["leg"] == "client" and r["dir"] == "out"]
+    delays = [heard[0] / 1e6]
+    for i, t in enumerate(heard[1:]):
+        delays.append((t - sent[i]) / 1e6)
+    return delays
+
+
+def replay_client(*args, timeout=120):
+    return run_mailtap(["replay", "client", *args], timeout=timeout)
+
+
+class ReplayTest(IntegrationTest):
+
+    def setUp(self):
+        super().setUp()
+        self.env = dict(os.environ, XDG_STATE_HOME=os.path.join(self.workdir, "state"))
+
+    def record(self, swaks_args=(), upstream="builtin", scenarios=(), count=1):
+        """Runs swaks through a relay (`count` sessions) and returns the captures."""
+        args = []
+        for s in scenarios:
+            args += ["--scenario", os.path.join(SCENARIOS_DIR, s)]
+        m = self.start_mailtap(upstream=upstream, args=args, env=self.env)
+        for _ in range(count):
+            self.swaks(m.port, "--to", TO, *swaks_args)
+        caps = m.wait_captures(count)
+        m.stop()
+        return caps
+
+    def replay_server(self, capture, *args):
+        s = ReplayServer(self.workdir, capture, args, env=self.env)
+        self.addCleanup(s.stop)
+        return s
+
+
+class ReplayServerTest(ReplayTest):
+
+    def test_swaks_hears_the_recorded_replies_with_their_delays(self):
+        cap = self.record(["-stl"], scenarios=["mailbox-full.toml", "slow-upstream.toml"])[0]
+        recorded_replies = parse_replies(cap.bytes_of("client", "out"))
+        self.assertEqual([r.code for r in recorded_replies], [220, 250, 250, 552, 221])
+        delays = recorded_delays(cap)
+        self.assertGreater(delays[1], 0.15, "slow-upstream delays EHLO by 300 ms +- 100 ms")
+
+        server = self.replay_server(cap.path)
+        status, text = self.swaks(server.port, "--to", TO, "-stl")
+        live = timed_exchanges(text)
+        code, report = server.finish()
+        self.assertEqual(code, 0, report)
+        self.assertEqual([(r.code, r.texts) for _, r, _ in live], [(r.code, r.texts) for r in recorded_replies])
+        self.assertEqual(len(live), len(delays))
+        for (client, reply, lapse), want in zip(live, delays):
+            self.assertIsNotNone(lapse, "swaks timed every reply")
+            self.assertLessEqual(abs(lapse - want), DELAY_TOLERANCE_S,
+                                 "reply %d to %r after %.3f s, recorded %.3f s" % (reply.code, client, lapse, want))
+
+    def test_timing_x2_plays_every_delay_twice_as_fast(self):
+        cap = self.record(scenarios=["mailbox-full.toml", "slow-upstream.toml"])[0]
+        delays = recorded_delays(cap)
+        server = self.replay_server(cap.path, "--timing", "x2")
+        status, text = self.swaks(server.port, "--to", TO, "-stl")
+        live = timed_exchanges(text)
+        self.assertEqual(server.finish()[0], 0)
+        self.assertEqual(len(live), len(delays))
+        for (client, reply, lapse), want in zip(live, delays):
+            self.assertLessEqual(abs(lapse - want / 2), DELAY_TOLERANCE_S,
+                                 "reply %d to %r after %.3f s, recorded %.3f s" % (reply.code, client, lapse, want))
+
+    def test_the_injected_reply_is_reported_as_injected(self):
+        cap = self.record(scenarios=["mailbox-full.toml"])[0]
+        server = self.replay_server(cap.path, "--json", "--timing", "fast")
+        self.swaks(server.port, "--to", TO)
+        code, out = server.finish()
+        self.assertEqual(code, 0, out)
+        doc = json.loads(out.splitlines()[0])
+        self.assertEqual(doc["result"], "followed")
+        rcpt = [p for p in doc["played"] if p["live"].startswith("RCPT")][0]
+        self.assertEqual((rcpt["code"], rcpt["source"], rcpt["rule"]), (552, "injected", "mailbox-full"))
+        ehlo = [p for p in doc["played"] if p["live"].startswith("EHLO")][0]
+        self.assertEqual(ehlo["source"], "server")
+
+    def test_a_different_command_is_reported(self):
+        cap = self.record(scenarios=["mailbox-full.toml"])[0]
+        server = self.replay_server(cap.path, "--json", "--timing", "fast")
+        c = self.connect(server.port)
+        self.assertEqual(c.reply().code, 220)
+        self.assertEqual(c.command("EHLO swaks.test").code, 250)
+        mail = [r for r in cap.of_type("command") if r["text"].startswith("MAIL")][0]["text"]
+        self.assertEqual(c.command(mail).code, 250)
+        # The recorded reply is played whatever the command: the client hears the recording.
+        self.assertEqual(c.command("RCPT TO:<someone.else@example.com>").code, 552)
+        self.assertEqual(c.command("QUIT").code, 221)
+        code, out = server.finish()
+        self.assertEqual(code, 1, out)
+        doc = json.loads(out.splitlines()[0])
+        self.assertEqual(doc["result"], "diverged")
+        self.assertEqual([(d["kind"], d["step"], d["recorded"], d["live"]) for d in doc["divergences"]],
+                         [("command", 2, "RCPT TO:<%s>" % TO, "RCPT TO:<someone.else@example.com>")])
+
+    def test_starttls_is_offered_and_works_as_recorded(self):
+        cap = self.record(["-tls"], scenarios=["mailbox-full.toml"])[0]
+        self.assertTrue([r for r in cap.of_type("tls") if r["leg"] == "client"], "the recording used STARTTLS")
+        server = self.replay_server(cap.path, "--timing", "fast", "--json")
+        status, text = self.swaks(server.port, "--to", TO, "-tls")
+        code, out = server.finish()
+        self.assertEqual(code, 0, out)
+        t = SwaksTranscript(text)
+        self.assertEqual(t.reply_to("STARTTLS").code, 220)
+        self.assertEqual(t.reply_to("RCPT").code, 552)
+        self.assertIn("TLS started", text)
+
+    def test_an_smtps_session_is_replayed_over_implicit_tls_both_ways(self):
+        m = self.start_mailtap(args=["--listen-tls", "%s:0" % LOOPBACK], env=self.env)
+        self.swaks(m.tls_port, "--to", TO, "--tlsc")
+        cap = m.wait_captures(1)[0]
+        m.stop()
+        server = self.replay_server(cap.path, "--timing", "fast", "--sessions", "2", "--json")
+        status, text = self.swaks(server.port, "--to", TO, "--tlsc")
+        self.assertIn("TLS started", text)
+        self.assertEqual(SwaksTranscript(text).reply_to("RCPT").code, 250)
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, server.port), "--json")
+        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+        self.assertEqual({s["status"] for s in json.loads(r.stdout)["steps"]}, {"matched"})
+        code, out = server.finish()
+        # swaks's message has its own Date: the first session diverges at the message only.
+        docs = [json.loads(l) for l in out.splitlines()]
+        self.assertEqual([[d["kind"] for d in doc["divergences"]] for doc in docs], [["message"], []])
+        self.assertEqual(code, 1)
+
+    def test_several_sessions_each_from_the_start(self):
+        cap = self.record(scenarios=["mailbox-full.toml"])[0]
+        server = self.replay_server(cap.path, "--timing", "fast", "--sessions", "2", "--json")
+        for _ in range(2):
+            status, text = self.swaks(server.port, "--to", TO)
+            self.assertEqual(SwaksTranscript(text).reply_to("RCPT").code, 552)
+        code, out = server.finish()
+        self.assertEqual(code, 0, out)
+        self.assertEqual([json.loads(l)["result"] for l in out.splitlines()], ["followed", "followed"])
+
+
+class ReplayClientTest(ReplayTest):
+
+    def test_replay_against_smtp_sink_matches(self):
+        sink = self.start_smtp_sink(dump=False)
+        cap = self.record(upstream="%s:%d" % (LOOPBACK, sink.port))[0]
+        fresh = self.start_smtp_sink(dump=False, name="smtp-sink-2")
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, fresh.port), "--json")
+        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+        doc = json.loads(r.stdout)
+        self.assertEqual(doc["result"], "matched")
+        self.assertEqual([s["status"] for s in doc["steps"]], ["matched"] * 7)
+        self.assertEqual([s["live"]["code"] for s in doc["steps"]], [220, 250, 250, 250, 354, 250, 221])
+        wait_until(lambda: fresh.messages_counted() >= 1, 10, "the replayed message at smtp-sink")
+
+    def test_replay_against_a_rejecting_sink_names_the_rcpt_reply(self):
+        sink = self.start_smtp_sink(dump=False)
+        cap = self.record(upstream="%s:%d" % (LOOPBACK, sink.port))[0]
+        rejecting = self.start_smtp_sink(args=["-r", "rcpt"], dump=False, name="smtp-sink-r")
+        target = "%s:%d" % (LOOPBACK, rejecting.port)
+        r = replay_client(cap.path, "--to", target, "--json")
+        self.assertEqual(r.returncode, 1, r.stderr.decode())
+        doc = json.loads(r.stdout)
+        rcpt = [s for s in doc["steps"] if s["stage"] == "rcpt"][0]
+        self.assertEqual(rcpt["status"], "diverged")
+        self.assertEqual((rcpt["recorded"]["code"], rcpt["live"]["code"] // 100), (250, 4))
+        # The message is not sent once DATA is refused.
+        self.assertEqual([s["status"] for s in doc["steps"] if s["stage"] == "data_end"], ["not_sent"])
+        text = replay_client(cap.path, "--to", target).stdout.decode()
+        diverged = [l for l in text.splitlines() if l.startswith("! ")]
+        self.assertTrue(diverged[0].startswith("! RCPT TO:<%s>" % TO) or any(
+            l.startswith("! RCPT TO:<%s>" % TO) for l in diverged), text)
+
+    def test_a_directory_of_200_captures_replays_concurrently_with_junit(self):
+        sink = self.start_smtp_sink(dump=False)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port), env=self.env)
+        subprocess.run([SMTP_SOURCE, "-s", "20", "-m", "200", "-t", TO, "%s:%d" % (LOOPBACK, m.port)],
+                       check=True, timeout=120, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        caps = m.wait_captures(200, timeout=60)
+        m.stop()
+        self.assertEqual(len(caps), 200)
+        junit = os.path.join(self.workdir, "replay.xml")
+        fresh = self.start_smtp_sink(dump=False, name="smtp-sink-2")
+        started = time.monotonic()
+        r = replay_client(m.captures, "--to", "%s:%d" % (LOOPBACK, fresh.port), "-j", "20", "--junit", junit,
+                          "--json", timeout=120)
+        elapsed = time.monotonic() - started
+        self.assertEqual(r.returncode, 0, r.stdout.decode()[-3000:] + r.stderr.decode())
+        self.assertLess(elapsed, 60, "200 captures, 20 at a time, in bounded time")
+        lines = r.stdout.decode().splitlines()
+        self.assertEqual(json.loads(lines[-1])["summary"],
+                         {"matched": 200, "diverged": 0, "unreadable": 0, "by_divergence": {}})
+        suite = ET.parse(junit).getroot().find("testsuite")
+        self.assertEqual((suite.get("tests"), suite.get("failures"), suite.get("errors")), ("200", "0", "0"))
+        self.assertEqual(len(suite.findall("testcase")), 200)
+        wait_until(lambda: fresh.messages_counted() >= 200, 20, "200 replayed messages at smtp-sink")
+
+    def test_diverged_captures_are_failures_in_junit_and_the_summary(self):
+        sink = self.start_smtp_sink(dump=False)
+        caps = self.record(upstream="%s:%d" % (LOOPBACK, sink.port), count=3)
+        rejecting = self.start_smtp_sink(args=["-r", "rcpt"], dump=False, name="smtp-sink-r")
+        junit = os.path.join(self.workdir, "replay.xml")
+        d = os.path.dirname(caps[0].path)
+        r = replay_client(d, "--to", "%s:%d" % (LOOPBACK, rejecting.port), "-j", "3", "--junit", junit, "--json")
+        self.assertEqual(r.returncode, 1, r.stderr.decode())
+        summary = json.loads(r.stdout.decode().splitlines()[-1])["summary"]
+        self.assertEqual((summary["matched"], summary["diverged"]), (0, 3))
+        # Each divergence by stage and code, counted once per capture that has it.
+        rcpt = [k for k in summary["by_divergence"] if k.startswith("rcpt 250 -> 4")]
+        self.assertEqual([summary["by_divergence"][k] for k in rcpt], [3], summary)
+        self.assertEqual(summary["by_divergence"]["data_end 250 -> not_sent"], 3, summary)
+        suite = ET.parse(junit).getroot().find("testsuite")
+        self.assertEqual((suite.get("tests"), suite.get("failures")), ("3", "3"))
+        self.assertEqual(len(suite.findall("testcase/failure")), 3)
+
+    def test_an_injected_recorded_reply_is_shown_as_injected(self):
+        sink = self.start_smtp_sink(dump=False)
+        cap = self.record(upstream="%s:%d" % (LOOPBACK, sink.port), scenarios=["mailbox-full.toml"])[0]
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, sink.port), "--json")
+        self.assertEqual(r.returncode, 1)
+        doc = json.loads(r.stdout)
+        rcpt = [s for s in doc["steps"] if s["stage"] == "rcpt"][0]
+        self.assertEqual((rcpt["recorded"]["source"], rcpt["recorded"]["rule"], rcpt["recorded"]["code"]),
+                         ("injected", "mailbox-full", 552))
+        self.assertEqual(rcpt["live"]["code"], 250)
+        self.assertIn("injected", rcpt["differences"][0])
+        self.assertEqual([f["rule"] for f in doc["faults"]], ["mailbox-full"])
+
+    def test_a_malformed_capture_is_one_line_and_exit_2(self):
+        bad = self.write_file("bad.jsonl", b'{"type":"header"}\nnot json\n')
+        r = replay_client(bad, "--to", "127.0.0.1:9")
+        self.assertEqual(r.returncode, 2)
+        err = r.stderr.decode().strip().splitlines()
+        self.assertEqual(len(err), 1, err)
+        self.assertIn("bad.jsonl", err[0])
+
+    def test_usage_errors_are_one_line_and_exit_2(self):
+        cap = self.record()[0]
+        cases = [
+            (["replay", "client", cap.path, "--to", "127.0.0.1:9", "--timing", "slow"], "--timing"),
+            (["replay", "client", cap.path, "--to", "127.0.0.1:9", "-j", "0"], "-j"),
+            (["replay", "client", cap.path, "--to", "127.0.0.1:9", "--auth-user", "u"], "--auth-password"),
+            (["replay", "server", os.path.dirname(cap.path), "--listen", "127.0.0.1:0"], "one"),
+            (["replay", "server", cap.path, "--listen", "127.0.0.1:0", "--timing", "x0"], "--timing"),
+        ]
+        for argv, named in cases:
+            r = run_mailtap(argv)
+            err = r.stderr.decode().strip().splitlines()
+            self.assertEqual((r.returncode, len(err)), (2, 1), (argv, err))
+            self.assertIn(named, err[0])
+        for sub in ("server", "client"):
+            self.assertEqual(run_mailtap(["replay", sub, "--help"]).returncode, 0)
+
+    def test_an_unreachable_server_is_an_error_in_junit(self):
+        cap = self.record()[0]
+        junit = os.path.join(self.workdir, "replay.xml")
+        r = replay_client(cap.path, "--to", "127.0.0.1:%d" % free_port(), "--junit", junit, "--json")
+        self.assertEqual(r.returncode, 1, r.stderr.decode())
+        self.assertIn("cannot connect", json.loads(r.stdout)["error"])
+        suite = ET.parse(junit).getroot().find("testsuite")
+        self.assertEqual((suite.get("tests"), suite.get("failures"), suite.get("errors")), ("1", "0", "1"))
+
+    def test_pipelined_bdat_chunks_are_replayed_byte_for_byte(self):
+        m = self.start_mailtap(env=self.env)   # the built-in sink offers CHUNKING and PIPELINING
+        c = self.greeted_client(m.port, ehlo="bdat.test")
+        c.send("MAIL FROM:<a@x.test>\r\nRCPT TO:<%s>\r\nBDAT 6\r\nhello\nBDAT 7 LAST\r\n.world\r" % TO)
+        self.assertEqual([r.code for r in c.replies(4)], [250, 250, 250, 250])
+        self.quit(c)
+        cap = m.wait_captures(1)[0]
+        m.stop()
+        server = self.replay_server(cap.path, "--timing", "fast", "--json")
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, server.port), "--json")
+        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+        steps = json.loads(r.stdout)["steps"]
+        self.assertEqual([s["stage"] for s in steps], ["banner", "ehlo", "mail", "rcpt", "bdat", "bdat", "quit"])
+        code, out = server.finish()
+        self.assertEqual(code, 0, out)   # every byte as recorded, the bare LF and CR of the chunks included
+        self.assertEqual(json.loads(out)["divergences"], [])
+
+    def test_starttls_is_replayed(self):
+        cap = self.record(["-tls"])[0]   # the built-in sink offers STARTTLS with the relay's certificate
+        server = self.replay_server(cap.path, "--timing", "fast")
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, server.port), "--json")
+        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+        doc = json.loads(r.stdout)
+        self.assertEqual([s["text"] for s in doc["steps"]][:4], ["(greeting)", "EHLO swaks.test", "STARTTLS",
+                                                               "EHLO swaks.test"])
+        self.assertEqual({s["status"] for s in doc["steps"]}, {"matched"})
+        code, out = server.finish()
+        self.assertEqual(code, 0, out)
+
+    def test_auth_is_skipped_without_credentials_and_run_with_them(self):
+        cap = self.record(["-a", "PLAIN", "-au", "user", "-ap", "secret"])[0]
+        upstream = self.start_auth_server("user", "secret")
+        target = "%s:%d" % (LOOPBACK, upstream.port)
+        r = replay_client(cap.path, "--to", target, "--json")
+        doc = json.loads(r.stdout)
+        auth = [s for s in doc["steps"] if s["stage"] == "auth"]
+        self.assertEqual([s["status"] for s in auth], ["skipped"])
+        r = replay_client(cap.path, "--to", target, "--json", "--auth-user", "user", "--auth-password", "secret")
+        doc = json.loads(r.stdout)
+        auth = [s for s in doc["steps"] if s["stage"] == "auth"]
+        self.assertEqual([(s["status"], s["live"]["code"]) for s in auth], [("matched", 235)])
+        self.assertEqual(upstream.logins, [("user", "secret")] * 1)
+
+    def start_auth_server(self, user, password):
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        class Server:
+            logins = []
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            login = (auth_data.login.decode(), auth_data.password.decode())
+            Server.logins.append(login)
+            return AuthResult(success=login == (user, password))
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                return "250 2.0.0 Ok: queued"
+
+        Server.port = free_port()
+        c = Controller(Handler(), hostname=LOOPBACK, port=Server.port, authenticator=authenticator,
+                       auth_require_tls=False, ready_timeout=10)
+        c.start()
+        self.addCleanup(c.stop)
+        return Server
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,672 @@
+// replay/: the script a capture replays, the replay server and client machines (sans-I/O,
+// fed times and bytes, answering actions) and the JUnit report. Captures are built in
+// memory as the reader gives them (captures/reader.hpp); no files, no sockets, no clock.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "protocol/base64.hpp"
+#include "replay/client_fsm.hpp"
+#include "replay/report.hpp"
+#include "replay/script.hpp"
+#include "replay/server_fsm.hpp"
+#include "replay/timing.hpp"
+
+using namespace mailtap;
+using namespace mailtap::replay;
+using protocol::direction;
+using protocol::leg;
+
+namespace {
+
+// A capture as the reader gives it, event by event.
+struct capture_builder {
+  captures::capture c;
+
+  capture_builder() {
+    c.header.session = "s1";
+    c.path = "s1.jsonl";
+  }
+  // The client sent `bytes` (and, for a command line, the command record the relay writes).
+  capture_builder& client(std::uint64_t t, std::string bytes) {
+    c.events.push_back(captures::bytes_event{t, leg::client, direction::in, bytes});
+    if (bytes.size() < 1000 && bytes.find("\r\n") == bytes.size() - 2)
+      c.events.push_back(captures::command_event{t, leg::client, direction::in, bytes.substr(0, bytes.size() - 2)});
+    return *this;
+  }
+  capture_builder& message(std::uint64_t t, std::string bytes) {
+    c.events.push_back(captures::bytes_event{t, leg::client, direction::in, std::move(bytes)});
+    return *this;
+  }
+  // The destination said it and the relay passed it on.
+  capture_builder& server(std::uint64_t t, std::string raw) {
+    c.events.push_back(captures::reply_event{t, leg::upstream, direction::in, parsed(raw)});
+    c.events.push_back(captures::bytes_event{t, leg::client, direction::out, raw});
+    return *this;
+  }
+  // The relay said it (a fault's reply when `rule` is given).
+  capture_builder& relay(std::uint64_t t, std::string raw, std::string rule = "") {
+    if (!rule.empty()) {
+      protocol::fault_event f;
+      f.rule = rule;
+      f.type = "reply";
+      f.decision = "reply";
+      f.ph = protocol::phase::rcpt;
+      f.detail = raw.substr(0, raw.size() - 2);
+      c.events.push_back(captures::fault_event{t, f});
+    }
+    c.events.push_back(captures::bytes_event{t, leg::client, direction::out, raw});
+    c.events.push_back(captures::reply_event{t, leg::client, direction::out, parsed(raw)});
+    return *this;
+  }
+  // The destination said `original`; the relay passed `edited` on instead.
+  capture_builder& edited(std::uint64_t t, std::string original, std::string edited) {
+    c.events.push_back(captures::reply_event{t, leg::upstream, direction::in, parsed(original)});
+    c.events.push_back(captures::bytes_event{t, leg::client, direction::out, edited});
+    c.events.push_back(captures::reply_event{t, leg::client, direction::out, parsed(edited)});
+    return *this;
+  }
+  capture_builder& end(std::uint64_t t, std::string reason) {
+    c.end = captures::end_record{t, std::move(reason), "", "", true, 0};
+    return *this;
+  }
+  script build() {
+    std::string error;
+    auto s = build_script(c, error);
+    EXPECT_TRUE(s.has_value()) << error;
+    return s ? *s : script{};
+  }
+
+  static protocol::reply parsed(const std::string& raw) {
+    protocol::reply_parser p;
+    std::vector<protocol::reply> out;
+    p.feed(raw, out);
+    return out.empty() ? protocol::reply{} : out.front();
+  }
+};
+
+const std::string ehlo_reply = "250-mx.test\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n";
+const std::string body = "Subject: x\r\n\r\n..dot\r\n.\r\n";
+
+// EHLO, MAIL, RCPT, DATA, a message, QUIT, each after the reply before it; the greeting at 1 ms.
+capture_builder delivered() {
+  capture_builder b;
+  b.server(1000, "220 mx.test ESMTP\r\n")
+      .client(5000, "EHLO c.test\r\n")
+      .server(305000, ehlo_reply)
+      .client(310000, "MAIL FROM:<a@x>\r\n")
+      .server(310100, "250 2.1.0 Ok\r\n")
+      .client(311000, "RCPT TO:<b@y>\r\n")
+      .server(311200, "250 2.1.5 Ok\r\n")
+      .client(312000, "DATA\r\n")
+      .server(312050, "354 go ahead\r\n")
+      .message(313000, body)
+      .server(320000, "250 2.0.0 Ok: queued as Q1\r\n")
+      .client(321000, "QUIT\r\n")
+      .server(321100, "221 2.0.0 Bye\r\n")
+      .end(321100, "client_quit");
+  return b;
+}
+
+std::string sent(const std::vector<protocol::action>& actions) {
+  std::string out;
+  for (const auto& a : actions)
+    if (const auto* b = std::get_if<protocol::send_bytes>(&a)) out += b->bytes;
+  return out;
+}
+
+template <typename T>
+bool has(const std::vector<protocol::action>& actions) {
+  for (const auto& a : actions)
+    if (std::holds_alternative<T>(a)) return true;
+  return false;
+}
+
+std::chrono::milliseconds timer_of(const std::vector<protocol::action>& actions) {
+  for (const auto& a : actions)
+    if (const auto* t = std::get_if<protocol::arm_timer>(&a)) return t->after;
+  return std::chrono::milliseconds(-1);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- script
+
+TEST(ReplayScript, StepsAndRepliesComeFromTheClientLeg) {
+  const script s = delivered().build();
+  ASSERT_TRUE(s.banner);
+  EXPECT_EQ(s.banner->reply.code, 220);
+  ASSERT_EQ(s.steps.size(), 6u);
+  EXPECT_EQ(s.steps[0].text, "EHLO c.test");
+  EXPECT_EQ(s.steps[0].reply->reply.raw, ehlo_reply);   // the multi-line reply, byte for byte
+  EXPECT_EQ(s.steps[0].reply_delay_us(), 300000u);
+  EXPECT_EQ(s.steps[4].kind, step_kind::message);
+  EXPECT_EQ(s.steps[4].bytes, body);                    // dot-stuffed, terminator included
+  EXPECT_EQ(s.steps[4].ph, protocol::phase::data_end);
+  EXPECT_EQ(s.steps[4].reply->reply.code, 250);
+  EXPECT_EQ(s.steps[5].ph, protocol::phase::quit);
+  EXPECT_EQ(s.steps[1].awaits, 2u);   // the greeting and the EHLO reply
+  EXPECT_EQ(s.end_reason, "client_quit");
+  EXPECT_FALSE(s.starttls);
+}
+
+TEST(ReplayScript, APipelinedGroupAwaitsTheSameReplies) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "EHLO c\r\n")
+      .server(300, "250 mx\r\n")
+      .message(400, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
+      .server(500, "250 ok\r\n250 ok\r\n354 go\r\n")
+      .message(600, "hi\r\n.\r\n")
+      .server(700, "250 queued\r\n");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 5u);
+  EXPECT_EQ(s.steps[1].awaits, 2u);
+  EXPECT_EQ(s.steps[2].awaits, 2u);
+  EXPECT_EQ(s.steps[3].awaits, 2u);
+  EXPECT_EQ(s.steps[4].awaits, 5u);   // the message waited for the 354
+  EXPECT_EQ(s.steps[3].reply->reply.code, 354);
+}
+
+TEST(ReplayScript, AnInjectedReplyNamesItsRule) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "EHLO c\r\n")
+      .server(300, "250 mx\r\n")
+      .client(400, "RCPT TO:<b@y>\r\n")
+      .relay(400, "552 5.2.2 Mailbox full\r\n", "mailbox-full");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 2u);
+  EXPECT_EQ(s.steps[0].reply->source, reply_source::server);
+  EXPECT_EQ(s.steps[1].reply->source, reply_source::injected);
+  EXPECT_EQ(s.steps[1].reply->rule, "mailbox-full");
+  EXPECT_EQ(s.steps[1].reply->destination_reply(), nullptr);   // never the destination's word
+  ASSERT_EQ(s.faults.size(), 1u);
+}
+
+TEST(ReplayScript, AnEditedReplyKeepsTheDestinationsOriginal) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "EHLO c\r\n")
+      .edited(300, "250-mx\r\n250-XCLIENT NAME\r\n250 8BITMIME\r\n", "250-mx\r\n250 8BITMIME\r\n");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 1u);
+  const auto& r = *s.steps[0].reply;
+  EXPECT_EQ(r.source, reply_source::edited);
+  EXPECT_EQ(r.reply.lines.size(), 2u);                       // what the client heard
+  ASSERT_NE(r.destination_reply(), nullptr);
+  EXPECT_EQ(r.destination_reply()->lines.size(), 3u);       // what the destination said
+}
+
+TEST(ReplayScript, ABdatChunkCarriesItsPayload) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n").message(200, "BDAT 5 LAST\r\nhello").server(300, "250 ok\r\n");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 1u);
+  EXPECT_EQ(s.steps[0].kind, step_kind::bdat);
+  EXPECT_EQ(s.steps[0].bytes, "BDAT 5 LAST\r\nhello");
+}
+
+TEST(ReplayScript, AnAuthExchangeIsMarked) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "AUTH LOGIN\r\n")
+      .server(300, "334 VXNlcm5hbWU6\r\n")
+      .client(400, "********\r\n")
+      .server(500, "334 UGFzc3dvcmQ6\r\n")
+      .client(600, "********\r\n")
+      .server(700, "235 2.7.0 ok\r\n")
+      .client(800, "MAIL FROM:<a@x>\r\n")
+      .server(900, "250 ok\r\n");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 4u);
+  EXPECT_TRUE(s.auth);
+  EXPECT_EQ(s.steps[1].kind, step_kind::auth_response);
+  EXPECT_EQ(s.steps[2].kind, step_kind::auth_response);
+  EXPECT_FALSE(s.steps[3].auth);
+}
+
+TEST(ReplayScript, RepliesThatCannotBeParsedAreAnError) {
+  capture_builder b;
+  b.c.events.push_back(captures::bytes_event{100, leg::client, direction::out, "220 mx\n"});
+  std::string error;
+  EXPECT_FALSE(build_script(b.c, error));
+  EXPECT_NE(error.find("s1.jsonl"), std::string::npos) << error;
+}
+
+TEST(ReplayTiming, ParsesOriginalFastAndSpeedUps) {
+  std::string error;
+  EXPECT_EQ(parse_timing("original", error)->scale(1000), 1000u);
+  EXPECT_EQ(parse_timing("fast", error)->scale(1000), 0u);
+  EXPECT_EQ(parse_timing("x2", error)->scale(1000), 500u);
+  EXPECT_EQ(parse_timing("x0.5", error)->scale(1000), 2000u);
+  EXPECT_FALSE(parse_timing("x0", error));
+  EXPECT_FALSE(parse_timing("slow", error));
+  EXPECT_NE(error.find("slow"), std::string::npos);
+}
+
+// ---------------------------------------------------------------- server machine
+
+TEST(ReplayServer, PlaysEachReplyAfterItsRecordedDelay) {
+  const script s = delivered().build();
+  server_fsm fsm(s, timing{});
+  fsm.on_start(0);
+  auto a = fsm.take_actions();
+  EXPECT_EQ(sent(a), "");
+  EXPECT_EQ(timer_of(a), std::chrono::milliseconds(1));   // the greeting, 1 ms after connect
+  fsm.on_timer(1000);
+  EXPECT_EQ(sent(fsm.take_actions()), "220 mx.test ESMTP\r\n");
+  fsm.on_client_bytes("EHLO c.test\r\n", 2000);
+  a = fsm.take_actions();
+  EXPECT_EQ(sent(a), "");
+  EXPECT_EQ(timer_of(a), std::chrono::milliseconds(300));
+  fsm.on_timer(150000);   // early: nothing yet
+  EXPECT_EQ(sent(fsm.take_actions()), "");
+  fsm.on_timer(302000);
+  EXPECT_EQ(sent(fsm.take_actions()), ehlo_reply);
+}
+
+TEST(ReplayServer, FollowsARecordingWithItsMessageAndClosesAfterQuit) {
+  const script s = delivered().build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  std::string heard = sent(fsm.take_actions());
+  fsm.on_client_bytes("EHLO c.test\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n", 10);
+  heard += sent(fsm.take_actions());
+  fsm.on_client_bytes("Subject: x\r\n\r\n..dot\r\n", 20);   // the message in two reads
+  fsm.on_client_bytes(".\r\nQUIT\r\n", 30);
+  auto a = fsm.take_actions();
+  heard += sent(a);
+  EXPECT_EQ(heard, "220 mx.test ESMTP\r\n" + ehlo_reply +
+                       "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n250 2.0.0 Ok: queued as Q1\r\n221 2.0.0 Bye\r\n");
+  EXPECT_TRUE(has<protocol::close_leg>(a));
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_TRUE(fsm.divergences().empty());
+  EXPECT_EQ(fsm.played().size(), 6u);
+}
+
+TEST(ReplayServer, ADifferentCommandIsReportedAndTheRecordedReplyStillPlayed) {
+  const script s = delivered().build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.on_client_bytes("EHLO c.test\r\nMAIL FROM:<other@x>\r\n", 10);
+  EXPECT_EQ(sent(fsm.take_actions()), "220 mx.test ESMTP\r\n" + ehlo_reply + "250 2.1.0 Ok\r\n");
+  ASSERT_EQ(fsm.divergences().size(), 1u);
+  const auto& d = fsm.divergences()[0];
+  EXPECT_EQ(d.kind, divergence::what::command);
+  EXPECT_EQ(d.step, 1u);
+  EXPECT_EQ(d.recorded, "MAIL FROM:<a@x>");
+  EXPECT_EQ(d.live, "MAIL FROM:<other@x>");
+}
+
+TEST(ReplayServer, ADifferentMessageIsReported) {
+  const script s = delivered().build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.on_client_bytes("EHLO c.test\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n", 10);
+  fsm.on_client_bytes("Subject: y\r\n\r\n.\r\n", 20);
+  EXPECT_NE(sent(fsm.take_actions()).find("250 2.0.0 Ok: queued as Q1"), std::string::npos);
+  ASSERT_EQ(fsm.divergences().size(), 1u);
+  EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::message);
+  EXPECT_EQ(fsm.divergences()[0].step, 4u);
+  EXPECT_NE(fsm.divergences()[0].live.find("first difference at byte 9"), std::string::npos)
+      << fsm.divergences()[0].live;   // "Subject: y" against "Subject: x"
+}
+
+TEST(ReplayServer, BeyondTheRecordingQuitGets221AndAnythingElse421) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n").client(200, "NOOP\r\n").server(300, "250 ok\r\n").end(400, "client_closed");
+  const script s = b.build();
+  {
+    server_fsm fsm(s, timing{0.0});
+    fsm.on_start(0);
+    fsm.on_client_bytes("NOOP\r\nQUIT\r\n", 10);
+    auto a = fsm.take_actions();
+    EXPECT_NE(sent(a).find("221 2.0.0"), std::string::npos);
+    EXPECT_TRUE(has<protocol::close_leg>(a));
+    ASSERT_EQ(fsm.divergences().size(), 1u);
+    EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::extra);
+  }
+  {
+    server_fsm fsm(s, timing{0.0});
+    fsm.on_start(0);
+    fsm.on_client_bytes("NOOP\r\nRSET\r\n", 10);
+    EXPECT_NE(sent(fsm.take_actions()).find("421 4.3.0"), std::string::npos);
+  }
+}
+
+TEST(ReplayServer, StartsTlsAfterTheRecorded220AndReadsNothingBeforeTheHandshake) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "EHLO c\r\n")
+      .server(300, ehlo_reply)
+      .client(400, "STARTTLS\r\n")
+      .relay(500, "220 2.0.0 Ready to start TLS\r\n")
+      .client(900, "EHLO c\r\n")
+      .server(1000, "250 mx\r\n");
+  const script s = b.build();
+  EXPECT_TRUE(s.starttls);
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.on_client_bytes("EHLO c\r\nSTARTTLS\r\nEHLO early\r\n", 10);
+  auto a = fsm.take_actions();
+  EXPECT_TRUE(has<protocol::start_tls>(a));
+  EXPECT_NE(sent(a).find("220 2.0.0 Ready"), std::string::npos);
+  ASSERT_EQ(fsm.divergences().size(), 1u);   // the early EHLO is not read as protected
+  EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::unexpected);
+  fsm.on_tls_ready(20);
+  fsm.on_client_bytes("EHLO c\r\n", 30);
+  EXPECT_EQ(sent(fsm.take_actions()), "250 mx\r\n");
+}
+
+TEST(ReplayServer, AClientThatLeavesEarlyIsReported) {
+  const script s = delivered().build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.on_client_bytes("EHLO c.test\r\n", 10);
+  fsm.on_client_closed(20);
+  EXPECT_TRUE(fsm.finished());
+  ASSERT_EQ(fsm.divergences().size(), 1u);
+  EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::missing);
+  EXPECT_EQ(fsm.divergences()[0].recorded, "MAIL FROM:<a@x>");
+}
+
+// ---------------------------------------------------------------- client machine
+
+namespace {
+// Feeds the machine `replies` one at a time, collecting what it sends after each.
+std::vector<std::string> converse(client_fsm& fsm, const std::vector<std::string>& replies) {
+  std::vector<std::string> out;
+  fsm.on_connected(0);
+  out.push_back(sent(fsm.take_actions()));
+  std::uint64_t now = 10;
+  for (const auto& r : replies) {
+    fsm.on_server_bytes(r, now += 10);
+    out.push_back(sent(fsm.take_actions()));
+  }
+  return out;
+}
+}  // namespace
+
+TEST(ReplayClient, SendsTheRecordedStepsAndMatchesTheRecordedReplies) {
+  const script s = delivered().build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  auto out = converse(fsm, {"220 other ESMTP\r\n", "250-other\r\n250-8BITMIME\r\n250-STARTTLS\r\n250 PIPELINING\r\n",
+                            "250 2.1.0 Sender ok\r\n", "250 2.1.5 Recipient ok\r\n", "354 send\r\n",
+                            "250 2.0.0 queued as Z\r\n", "221 2.0.0 bye\r\n"});
+  EXPECT_EQ(out[0], "");   // the recorded client waited for the greeting
+  EXPECT_EQ(out[1], "EHLO c.test\r\n");
+  EXPECT_EQ(out[4], "DATA\r\n");
+  EXPECT_EQ(out[5], body);   // exactly as recorded, dot-stuffing included
+  EXPECT_EQ(out[6], "QUIT\r\n");
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_FALSE(fsm.diverged());
+  ASSERT_EQ(fsm.results().size(), 7u);
+  for (const auto& r : fsm.results()) EXPECT_EQ(r.status, step_status::matched) << r.text;
+}
+
+TEST(ReplayClient, ADifferentCodeOrCapabilitySetDiverges) {
+  const script s = delivered().build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  converse(fsm, {"220 mx\r\n", "250-mx\r\n250 CHUNKING\r\n", "250 2.1.0 ok\r\n", "550 5.1.1 unknown\r\n",
+                 "554 5.5.1 no valid recipients\r\n", "221 2.0.0 bye\r\n"});
+  EXPECT_TRUE(fsm.diverged());
+  const auto& r = fsm.results();
+  EXPECT_EQ(r[1].status, step_status::diverged);
+  ASSERT_FALSE(r[1].differences.empty());
+  EXPECT_EQ(r[1].differences[0], "capabilities: missing 8BITMIME PIPELINING STARTTLS; new CHUNKING");
+  EXPECT_EQ(r[3].status, step_status::diverged);
+  EXPECT_EQ(r[3].differences[0], "code: recorded 250, live 550");
+  EXPECT_EQ(r[4].live->code, 554);
+  EXPECT_EQ(r[5].status, step_status::not_sent);   // DATA was not answered 354: no message
+  EXPECT_EQ(r[6].status, step_status::matched);    // QUIT went on
+}
+
+TEST(ReplayClient, TextIsComparedOnlyWhenAsked) {
+  const script s = delivered().build();
+  for (bool text : {false, true}) {
+    client_options o;
+    o.pace = timing{0.0};
+    o.compare_text = text;
+    client_fsm fsm(s, o);
+    converse(fsm, {"220 mx.test other words\r\n", ehlo_reply, "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n",
+                   "354 go ahead\r\n", "250 2.0.0 Ok: queued as Q1\r\n", "221 2.0.0 Bye\r\n"});
+    EXPECT_EQ(fsm.diverged(), text);
+  }
+}
+
+TEST(ReplayClient, APipelinedGroupGoesOutTogether) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "EHLO c\r\n")
+      .server(300, "250 mx\r\n")
+      .message(400, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n")
+      .server(500, "250 ok\r\n250 ok\r\n");
+  const script s = b.build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  auto out = converse(fsm, {"220 mx\r\n", "250 mx\r\n"});
+  EXPECT_EQ(out[2], "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n");
+}
+
+TEST(ReplayClient, OriginalTimingWaitsTheRecordedPause) {
+  const script s = delivered().build();
+  client_options o;   // original timing
+  client_fsm fsm(s, o);
+  fsm.on_connected(0);
+  fsm.take_actions();
+  fsm.on_server_bytes("220 mx\r\n", 1000);
+  auto a = fsm.take_actions();
+  EXPECT_EQ(sent(a), "");   // the recorded client thought for 4 ms after the greeting
+  EXPECT_EQ(timer_of(a), std::chrono::milliseconds(4));
+  fsm.on_timer(5000);
+  EXPECT_EQ(sent(fsm.take_actions()), "EHLO c.test\r\n");
+}
+
+TEST(ReplayClient, AuthIsSkippedWithoutCredentialsAndRunWithThem) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "AUTH PLAIN ****************\r\n")
+      .server(300, "235 2.7.0 ok\r\n")
+      .client(400, "MAIL FROM:<a@x>\r\n")
+      .server(500, "250 ok\r\n");
+  const script s = b.build();
+  client_options o;
+  o.pace = timing{0.0};
+  {
+    client_fsm fsm(s, o);
+    auto out = converse(fsm, {"220 mx\r\n", "250 ok\r\n"});
+    EXPECT_EQ(out[1], "MAIL FROM:<a@x>\r\n");
+    EXPECT_EQ(fsm.results()[1].status, step_status::skipped);
+  }
+  o.auth_user = "u";
+  o.auth_password = "p";
+  client_fsm fsm(s, o);
+  auto out = converse(fsm, {"220 mx\r\n", "235 2.7.0 ok\r\n", "250 ok\r\n"});
+  EXPECT_EQ(out[1], "AUTH PLAIN " + protocol::base64_encode(std::string("\0u\0p", 4)) + "\r\n");
+  EXPECT_EQ(fsm.results()[1].status, step_status::matched);
+}
+
+TEST(ReplayClient, StartsTlsWhereTheRecordingDid) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "STARTTLS\r\n")
+      .server(300, "220 2.0.0 go\r\n")
+      .client(900, "EHLO c\r\n")
+      .server(1000, "250 mx\r\n");
+  const script s = b.build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  fsm.on_connected(0);
+  fsm.on_server_bytes("220 mx\r\n", 10);
+  EXPECT_EQ(sent(fsm.take_actions()), "STARTTLS\r\n");
+  fsm.on_server_bytes("220 2.0.0 go\r\n", 20);
+  auto a = fsm.take_actions();
+  EXPECT_TRUE(has<protocol::start_tls>(a));
+  EXPECT_EQ(sent(a), "");
+  fsm.on_tls_ready(30);
+  EXPECT_EQ(sent(fsm.take_actions()), "EHLO c\r\n");
+}
+
+TEST(ReplayClient, AServerThatLeavesLeavesTheRestUnsent) {
+  const script s = delivered().build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  converse(fsm, {"220 mx\r\n"});
+  fsm.on_server_closed(100);
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_EQ(fsm.results()[1].status, step_status::no_reply);
+  EXPECT_EQ(fsm.results()[2].status, step_status::not_sent);
+  EXPECT_TRUE(fsm.diverged());
+}
+
+TEST(ReplayClient, NoReplyInTimeEndsTheReplay) {
+  const script s = delivered().build();
+  client_options o;
+  o.pace = timing{0.0};
+  o.reply_timeout = std::chrono::seconds(5);
+  client_fsm fsm(s, o);
+  fsm.on_connected(0);
+  EXPECT_EQ(timer_of(fsm.take_actions()), std::chrono::milliseconds(5000));
+  fsm.on_timer(5'000'000);
+  EXPECT_TRUE(has<protocol::close_leg>(fsm.take_actions()));
+  EXPECT_EQ(fsm.results()[0].status, step_status::no_reply);
+}
+
+// ---------------------------------------------------------------- reports
+
+TEST(ReplayReport, JunitHasATestcasePerCaptureAndFailuresForDivergence) {
+  client_run ok, bad, unreadable;
+  ok.session = "a";
+  bad.session = "b<&>";
+  bad.diverged = true;
+  step_result r;
+  r.ph = protocol::phase::rcpt;
+  r.status = step_status::diverged;
+  r.recorded = recorded_reply{};
+  r.recorded->reply.code = 250;
+  r.live = protocol::reply{};
+  r.live->code = 450;
+  bad.results.push_back(r);
+  unreadable.unreadable = true;
+  unreadable.path = "x.jsonl";
+  unreadable.error = "x.jsonl:2: not a JSON object";
+  const std::string xml = render_junit({ok, bad, unreadable});
+  EXPECT_NE(xml.find("tests=\"3\" failures=\"1\" errors=\"1\""), std::string::npos) << xml;
+  EXPECT_NE(xml.find("name=\"b&lt;&amp;&gt;\""), std::string::npos) << xml;
+  EXPECT_NE(xml.find("diverged at rcpt 250 -&gt; 450"), std::string::npos) << xml;
+  const auto sum = summarize({ok, bad, unreadable});
+  EXPECT_EQ(sum.matched, 1u);
+  EXPECT_EQ(sum.diverged, 1u);
+  EXPECT_EQ(sum.unreadable, 1u);
+  EXPECT_EQ(sum.by_divergence.at("rcpt 250 -> 450"), 1u);
+}
+
+// replay/ stays sans-I/O like protocol/ (ARCHITECTURE.md, "Layers"): no I/O library, and
+// nothing from relay/, where the machines are driven.
+TEST(ReplaySansIo, NoIoLibraryOrShellIncluded) {
+  const std::regex forbidden(R"(#\s*include\s*[<"](boost/asio|asio|openssl|spdlog|sys/socket|unistd|relay/))");
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(MAILTAP_SOURCE_DIR) + "/replay")) {
+    if (entry.path().extension() != ".hpp" && entry.path().extension() != ".cpp") continue;
+    ++files;
+    std::ifstream in(entry.path());
+    std::string line;
+    while (std::getline(in, line)) EXPECT_FALSE(std::regex_search(line, forbidden)) << entry.path() << ": " << line;
+  }
+  EXPECT_GT(files, 5);
+}
+
+// Arbitrary live input, in arbitrary pieces, at arbitrary times: both machines keep going,
+// never write more than the recording has to say for each piece, and end once closed.
+TEST(ReplayMachines, SurviveArbitraryInput) {
+  const script s = delivered().build();
+  std::mt19937_64 random(8);   // fixed seed: the same inputs every run
+  const std::string alphabet = "EHLO MAIL FROM:<a@x> RCPT DATA BDAT 3 LAST STARTTLS AUTH PLAIN QUIT\r\n.\r\n";
+  for (int round = 0; round < 300; ++round) {
+    server_fsm server(s, timing{0.5});
+    client_options o;
+    o.pace = timing{0.5};
+    client_fsm client(s, o);
+    server.on_start(0);
+    client.on_connected(0);
+    std::uint64_t now = 0;
+    for (int event = 0; event < 40; ++event) {
+      std::string piece;
+      const std::size_t n = random() % 64;
+      for (std::size_t i = 0; i < n; ++i) piece += alphabet[random() % alphabet.size()];
+      now += random() % 400000;
+      switch (random() % 4) {
+        case 0: server.on_client_bytes(piece, now); client.on_server_bytes(piece, now); break;
+        case 1: server.on_timer(now); client.on_timer(now); break;
+        case 2: server.on_tls_ready(now); client.on_tls_ready(now); break;
+        default: server.on_client_bytes(piece, now); break;
+      }
+      // Each event answers with at most the whole recording (every reply once, plus one of its own).
+      std::size_t recorded = s.banner->reply.raw.size() + 100;
+      for (const auto& st : s.steps) recorded += st.reply->reply.raw.size();
+      EXPECT_LE(sent(server.take_actions()).size(), recorded);
+      std::size_t script_bytes = 0;
+      for (const auto& st : s.steps) script_bytes += st.bytes.size();
+      EXPECT_LE(sent(client.take_actions()).size(), script_bytes);
+    }
+    server.on_client_closed(now + 1);
+    client.on_server_closed(now + 1);
+    EXPECT_TRUE(server.finished());
+    EXPECT_TRUE(client.finished());
+  }
+}
+
+// The live input split in two at every byte reads the same: the server hears the same steps
+// (the same replies, no divergence), the client the same replies.
+TEST(ReplayMachines, InputSplitAtEveryByteReadsTheSame) {
+  const script s = delivered().build();
+  const std::string live = "EHLO c.test\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n" + body + "QUIT\r\n";
+  const std::string heard = "220 mx.test ESMTP\r\n" + ehlo_reply +
+                            "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n250 2.0.0 Ok: queued as Q1\r\n221 2.0.0 Bye\r\n";
+  for (std::size_t cut = 0; cut <= live.size(); ++cut) {
+    server_fsm fsm(s, timing{0.0});
+    fsm.on_start(0);
+    std::string out = sent(fsm.take_actions());
+    fsm.on_client_bytes(live.substr(0, cut), 10);
+    out += sent(fsm.take_actions());
+    fsm.on_client_bytes(live.substr(cut), 20);
+    out += sent(fsm.take_actions());
+    EXPECT_EQ(out, heard) << "split at " << cut;
+    EXPECT_TRUE(fsm.divergences().empty()) << "split at " << cut;
+  }
+  // The client: each reply split at each of its bytes (a server answers what was sent).
+  const std::vector<std::string> replies = {"220 mx.test ESMTP\r\n", ehlo_reply, "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n",
+                                            "354 go ahead\r\n", "250 2.0.0 Ok: queued as Q1\r\n", "221 2.0.0 Bye\r\n"};
+  for (std::size_t split = 0; split < replies.size(); ++split) {
+    for (std::size_t cut = 0; cut <= replies[split].size(); ++cut) {
+      client_options o;
+      o.pace = timing{0.0};
+      client_fsm fsm(s, o);
+      fsm.on_connected(0);
+      std::string out = sent(fsm.take_actions());
+      std::uint64_t now = 0;
+      for (std::size_t i = 0; i < replies.size(); ++i) {
+        const std::size_t at = i == split ? cut : replies[i].size();
+        fsm.on_server_bytes(replies[i].substr(0, at), now += 10);
+        fsm.on_server_bytes(replies[i].substr(at), now += 10);
+        out += sent(fsm.take_actions());
+      }
+      EXPECT_TRUE(fsm.finished()) << "reply " << split << " split at " << cut;
+      EXPECT_FALSE(fsm.diverged()) << "reply " << split << " split at " << cut;
+      EXPECT_EQ(out, live) << "reply " << split << " split at " << cut;
+    }
+  }
+}
