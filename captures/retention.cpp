@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "captures/index.hpp"
 #include "captures/schema.hpp"
 
 namespace mailtap::captures {
@@ -92,6 +93,7 @@ prune_result prune(const fs::path& dir, const retention& limits, std::chrono::sy
       } else if (fs::remove(e.path, ec)) {
         ++out.removed;
         out.removed_bytes += e.bytes;
+        out.removed_sessions.push_back(e.path.stem().string());
         total -= e.bytes;
         continue;
       } else {
@@ -102,6 +104,17 @@ prune_result prune(const fs::path& dir, const retention& limits, std::chrono::sy
     out.kept_bytes += e.bytes;
   }
   out.over_max_bytes = limits.max_bytes && total > *limits.max_bytes;
+  return out;
+}
+
+prune_result prune_with_index(const fs::path& dir, const retention& limits, std::chrono::system_clock::time_point now) {
+  prune_result out = prune(dir, limits, now);
+  std::error_code ec;
+  if (out.removed_sessions.empty() || !fs::exists(dir / index_file_name, ec)) return out;
+  std::string error;
+  auto index = capture_index::open(dir, capture_index::busy::wait, error);
+  if (!index || !index->remove(out.removed_sessions, error))
+    out.errors.push_back(error + " (the index still lists removed captures: run 'mailtap captures reindex')");
   return out;
 }
 

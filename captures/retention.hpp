@@ -31,12 +31,18 @@ struct prune_result {
   std::uint64_t left_unfinished = 0; // past a limit but left: open, or without an end record
   bool over_max_bytes = false;       // still above max_bytes: only unfinished or open ones left
   std::vector<std::string> errors;   // one line each: a file that could not be listed or removed
+  std::vector<std::string> removed_sessions;   // the session ids of the removed captures (for the index)
 };
 
 // `is_open(session_id)`: the capture is being written by this process (may be null).
 prune_result prune(const std::filesystem::path& dir, const retention& limits,
                    std::chrono::system_clock::time_point now,
                    const std::function<bool(std::string_view session_id)>& is_open = {});
+
+// prune(), then the index rows of what it removed (index.hpp), when DIR has an index; an
+// index that cannot be updated adds a line to `errors` (`mailtap captures reindex` repairs).
+prune_result prune_with_index(const std::filesystem::path& dir, const retention& limits,
+                              std::chrono::system_clock::time_point now);
 
 // True when the file's last line is an `end` record (schema.hpp).
 bool is_finished_capture(const std::filesystem::path& file);

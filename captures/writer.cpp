@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cerrno>
 #include <cstring>
@@ -14,6 +15,7 @@
 #include <variant>
 #include <vector>
 
+#include "captures/index.hpp"
 #include "mailtap/version.hpp"
 #include "protocol/base64.hpp"
 
@@ -32,16 +34,17 @@ constexpr std::size_t write_out_at = 1024 * 1024;
 constexpr auto writer_tick = std::chrono::milliseconds(20);
 constexpr std::size_t wake_at_queued_bytes = 64 * 1024;
 
-std::string rfc3339(std::chrono::system_clock::time_point tp) {
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(tp.time_since_epoch()).count();
-  std::time_t secs = static_cast<std::time_t>(us / 1'000'000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof buf - n, ".%06lldZ", static_cast<long long>(us % 1'000'000));
-  return buf;
+std::int64_t unix_us(std::chrono::system_clock::time_point tp) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(tp.time_since_epoch()).count();
 }
+
+std::string rfc3339(std::chrono::system_clock::time_point tp) { return format_rfc3339_us(unix_us(tp)); }
+
+// Captures closed but not yet in a failing index, beyond which the oldest are dropped from
+// it (they stay on disk; `mailtap captures reindex` adds them): bounded memory.
+constexpr std::size_t index_pending_cap = 10'000;
+// After the index failed to open, how long the writer waits before it tries again.
+constexpr auto index_retry_every = std::chrono::seconds(60);
 
 namespace field = schema::field;
 namespace record = schema::record;
@@ -70,7 +73,9 @@ struct end_rec {
 };
 struct fault_rec { std::uint64_t t; protocol::fault_event f; };
 struct barrier_rec { std::function<void()> done; };
-struct close_rec { bool ended; };
+// complete: the session ended and nothing was dropped; the writer counts the capture
+// complete only if, besides, every write of its file succeeded (known only here).
+struct close_rec { bool complete; };
 }  // namespace
 
 struct capture_file {
@@ -79,6 +84,7 @@ struct capture_file {
   std::string pending;
   bool synced_once = false;   // its directory entry was synced with it (store_options::fsync)
   std::shared_ptr<std::atomic<bool>> failed = std::make_shared<std::atomic<bool>>(false);
+  std::optional<summary_builder> summary;   // what the index will hold (store_options::index)
 };
 
 struct queued_record {
@@ -307,6 +313,41 @@ void store::when_caught_up(std::function<void()> resume) {
   resume();
 }
 
+namespace {
+
+// True when DIR holds at least one capture file (stops at the first).
+bool directory_has_capture(const std::filesystem::path& dir) {
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().extension() == ".jsonl") return true;
+  return false;
+}
+
+// What the index learns from one record (index_summary.hpp), as summarize() learns it from the file.
+void summarize_record(summary_builder& b, const capture_file& f, const queued_record& q) {
+  if (const auto* h = std::get_if<std::unique_ptr<header_rec>>(&q.body)) {
+    const session_info& info = (*h)->info;
+    b.header(info.id, f.path.filename().string(), unix_us(info.started_at), info.client, info.upstream);
+  } else if (const auto* r = std::get_if<reply_rec>(&q.body)) {
+    b.reply(r->r.code, r->r.enhanced);
+  } else if (const auto* t = std::get_if<std::unique_ptr<protocol::transaction_record>>(&q.body)) {
+    const auto& tx = **t;
+    indexed_transaction it{tx.mail_from, tx.rcpt_to, tx.rcpt_codes, tx.message_id.value_or(""),
+                           std::string(to_string(tx.result)), 0, ""};
+    if (tx.final_reply) {
+      it.final_code = tx.final_reply->code;
+      it.final_enhanced = tx.final_reply->enhanced;
+    }
+    b.transaction(std::move(it));
+  } else if (const auto* fr = std::get_if<std::unique_ptr<fault_rec>>(&q.body)) {
+    b.fault((*fr)->f.rule);
+  } else if (const auto* e = std::get_if<std::unique_ptr<end_rec>>(&q.body)) {
+    b.end((*e)->reason, unix_us((*e)->ended_at), (*e)->dropped == 0);
+  }
+}
+
+}  // namespace
+
 void store::run() {
   std::deque<queued_record> batch;
   std::vector<capture_file*> touched;
@@ -336,6 +377,8 @@ void store::run() {
     }
     f.pending.clear();   // keeps its capacity for the next lines
   };
+  // Opened before the first capture, so that a new index knows whether older captures exist.
+  if (options_.index) index_ready();
   for (;;) {
     prune_if_due();
     {
@@ -354,6 +397,7 @@ void store::run() {
       capture_file& f = *q.file;
       if (std::holds_alternative<std::unique_ptr<header_rec>>(q.body)) {
         f.fd = ::open(f.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (options_.index) f.summary.emplace();
         open_ids_.insert(f.path.stem().string());
         if (f.fd < 0) {
           out_of_space_ = out_of_space_ || errno == ENOSPC;
@@ -362,6 +406,7 @@ void store::run() {
           report_failure(f, std::string("cannot create ") + f.path.filename().string() + ": " + std::strerror(errno));
         }
       }
+      if (f.summary) summarize_record(*f.summary, f, q);
       if (auto* b = std::get_if<barrier_rec>(&q.body)) {
         for (auto* t : touched) write_out(*t);
         touched.clear();
@@ -369,8 +414,11 @@ void store::run() {
         b->done();
         continue;
       }
-      if (std::holds_alternative<close_rec>(q.body)) {
+      if (auto* c = std::get_if<close_rec>(&q.body)) {
         write_out(f);
+        index_closed(f);
+        if (c->complete && f.fd >= 0 && !f.failed->load()) ++counters_.complete;
+        else ++counters_.incomplete;
         if (f.fd >= 0) ::close(f.fd);
         f.fd = -1;
         if (auto it = open_ids_.find(f.path.stem().string()); it != open_ids_.end()) open_ids_.erase(it);
@@ -384,6 +432,7 @@ void store::run() {
     for (auto* t : touched) write_out(*t);
     touched.clear();
     batch.clear();
+    flush_index();
   }
 }
 
@@ -402,9 +451,75 @@ void store::prune_if_due() {
   } catch (const std::exception& e) {   // allocation failure: try again next time
     r.errors.push_back(dir_.string() + ": cannot prune: " + e.what());
   }
+  if (options_.index && !r.removed_sessions.empty()) {
+    // A capture waiting for the index that retention removed meanwhile stays out of it.
+    std::erase_if(index_pending_, [&r](const session_summary& s) {
+      return std::find(r.removed_sessions.begin(), r.removed_sessions.end(), s.session) != r.removed_sessions.end();
+    });
+    std::string error;
+    if (index_ready() && !index_->remove(r.removed_sessions, error)) index_failed(error);
+  }
   counters_.pruned += r.removed;
   counters_.pruned_bytes += r.removed_bytes;
   if (options_.on_prune && (r.removed > 0 || !r.errors.empty() || r.over_max_bytes)) options_.on_prune(r);
+}
+
+// ---------------------------------------------------------------- index
+
+// A closed capture joins the index at the end of this batch. One whose file could not be
+// written is left out: its file is not what its records said (reindex reads what is there).
+void store::index_closed(capture_file& f) {
+  if (!f.summary) return;
+  if (!f.failed->load()) index_pending_.push_back(std::move(*f.summary).finish());
+  f.summary.reset();
+  if (index_pending_.size() > index_pending_cap) {
+    const auto excess = index_pending_.size() - index_pending_cap;
+    index_pending_.erase(index_pending_.begin(), index_pending_.begin() + static_cast<std::ptrdiff_t>(excess));
+    counters_.index_dropped += excess;
+  }
+}
+
+void store::index_failed(const std::string& reason) {
+  ++counters_.index_failures;
+  if (index_failure_told_) return;
+  index_failure_told_ = true;
+  if (options_.on_index_failure) options_.on_index_failure(reason);
+}
+
+// The index open, and still the file in the directory (a reindex may have replaced it);
+// opened again when needed, at most every index_retry_every after a failure.
+bool store::index_ready() {
+  struct stat st {};
+  const auto path = dir_ / index_file_name;
+  const bool same_file = ::stat(path.c_str(), &st) == 0 && st.st_ino == index_inode_;
+  if (index_ && same_file) return true;
+  index_.reset();
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_index_open_) return false;
+  std::string error;
+  index_ = capture_index::open(dir_, capture_index::busy::fail, error);
+  // A new index beside older captures does not list them: list and search rebuild it first.
+  if (index_ && index_->created() && !index_->set_covers_directory(!directory_has_capture(dir_), error)) index_.reset();
+  if (!index_) {
+    next_index_open_ = now + index_retry_every;
+    index_failed(error);
+    return false;
+  }
+  index_inode_ = ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+  return true;
+}
+
+// The batch's closed captures, in one transaction. A lock held elsewhere (a reindex) or a
+// failed write keeps them for the next batch.
+void store::flush_index() {
+  if (index_pending_.empty() || !index_ready()) return;
+  std::string error;
+  if (!index_->put(index_pending_, error)) {
+    index_failed(error);
+    return;
+  }
+  counters_.indexed += index_pending_.size();
+  index_pending_.clear();
 }
 
 // The file's data, and the first time also the directory entry that names it, so that the
@@ -432,12 +547,9 @@ void store::sync(capture_file& f) {
 session_capture::session_capture(store& owner, std::shared_ptr<capture_file> file, const session_info& info)
     : store_(owner), file_(std::move(file)), file_failed_(file_->failed), id_(info.id), started_at_(info.started_at) {}
 
-session_capture::~session_capture() {
-  bool complete = ended_ && dropped_ == 0;
-  if (complete) ++store_.counters_.complete;
-  else ++store_.counters_.incomplete;
-  push({file_, close_rec{ended_}});
-}
+// Counted complete or incomplete by the writer when it closes the file: a write can still
+// fail after this, and a capture that failed is incomplete however its session ended.
+session_capture::~session_capture() { push({file_, close_rec{ended_ && dropped_ == 0}}); }
 
 void session_capture::push(queued_record&& r) {
   // Every record counts, not only raw bytes: a flood of small commands is mostly records.

@@ -39,6 +39,13 @@ struct store_options {
   // directory above max_bytes; the relay logs it. Given here because the first prune runs as
   // the store opens.
   std::function<void(const prune_result&)> on_prune;
+  // Keep the directory's index (index.hpp) up to date: each capture is added on this
+  // thread once it is closed, in one transaction per writer batch, and retention removes the
+  // rows of what it prunes. An index failure never loses or holds back a capture: it is
+  // counted (store_counters::index_failures), and `on_index_failure` is told of the first
+  // one (on the writer thread) with a one-line reason; `mailtap captures reindex` repairs.
+  bool index = false;
+  std::function<void(const std::string& reason)> on_index_failure;
 };
 
 struct session_info {
@@ -62,11 +69,16 @@ struct store_counters {
   std::atomic<std::uint64_t> syncs{0};            // fdatasync calls made for barriers (store_options::fsync)
   std::atomic<std::uint64_t> pruned{0};           // captures removed by store_options::retain
   std::atomic<std::uint64_t> pruned_bytes{0};
+  std::atomic<std::uint64_t> indexed{0};          // captures added to the index (store_options::index)
+  std::atomic<std::uint64_t> index_failures{0};   // index opens or writes that failed
+  std::atomic<std::uint64_t> index_dropped{0};    // captures never indexed: too many waited for a failing index
 };
 
 class session_capture;
+class capture_index;
 struct queued_record;
 struct capture_file;
+struct session_summary;
 
 class store {
  public:
@@ -100,6 +112,10 @@ class store {
   void run();
   void sync(capture_file& f);
   void prune_if_due();
+  void index_closed(capture_file& f);
+  void flush_index();
+  bool index_ready();
+  void index_failed(const std::string& reason);
 
   std::filesystem::path dir_;
   store_options options_;
@@ -116,6 +132,14 @@ class store {
   std::set<std::string, std::less<>> open_ids_;
   std::chrono::steady_clock::time_point next_prune_{};
   bool out_of_space_ = false;   // a write failed with ENOSPC: prune at once
+  // Writer thread only: the index (store_options::index), the inode it was opened on (a
+  // reindex may replace the file), captures closed but not yet in it, and when to try to
+  // open it again after a failure.
+  std::unique_ptr<capture_index> index_;
+  std::uint64_t index_inode_ = 0;
+  std::vector<session_summary> index_pending_;
+  std::chrono::steady_clock::time_point next_index_open_{};
+  bool index_failure_told_ = false;
   std::thread thread_;
 };
 

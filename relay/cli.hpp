@@ -17,7 +17,10 @@ void register_run(CLI::App& app, int& exit_code);
 void register_show(CLI::App& app, int& exit_code);
 void register_check_config(CLI::App& app, int& exit_code);
 void register_captures(CLI::App& app, int& exit_code);
+// `captures list|search|reindex` under the `captures` subcommand (cli_captures_index.cpp).
+void register_captures_index(CLI::App& captures_cmd, int& exit_code);
 void register_diagnose(CLI::App& app, int& exit_code);
+void register_export(CLI::App& app, int& exit_code);
 void register_replay(CLI::App& app, int& exit_code);
 // `mailtap faults ...` and `mailtap sessions list`: clients of the admin API (cli_admin.cpp).
 void register_admin_clients(CLI::App& app, int& exit_code);

@@ -1,5 +1,6 @@
 // `mailtap captures prune [--dir DIR] [--max-age DURATION] [--max-bytes SIZE]`: the retention
-// limits of `run` (README "Captures", captures/retention.hpp), applied once, on demand.
+// limits of `run` (README "Captures", captures/retention.hpp), applied once, on demand, with
+// the index rows of what it removes; list, search and reindex are in cli_captures_index.cpp.
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -37,7 +38,7 @@ int prune(const prune_flags& f) {
     std::fprintf(stderr, "mailtap captures prune: %s: not a directory\n", dir.c_str());
     return exit_usage;
   }
-  const auto r = captures::prune(dir, limits, std::chrono::system_clock::now());
+  const auto r = captures::prune_with_index(dir, limits, std::chrono::system_clock::now());
   for (const auto& e : r.errors) std::fprintf(stderr, "mailtap captures prune: %s\n", e.c_str());
   std::printf("%s: removed %llu capture(s), %llu bytes; %llu left, %llu bytes", dir.c_str(),
               static_cast<unsigned long long>(r.removed), static_cast<unsigned long long>(r.removed_bytes),
@@ -53,7 +54,7 @@ int prune(const prune_flags& f) {
 }  // namespace
 
 void register_captures(CLI::App& app, int& exit_code) {
-  auto* cmd = app.add_subcommand("captures", "Manage the capture directory");
+  auto* cmd = app.add_subcommand("captures", "Find sessions in the capture directory (list, search, reindex) and keep it within bounds (prune)");
   cmd->require_subcommand(1);
   auto* p = cmd->add_subcommand("prune",
                                 "Remove finished captures past the limits, oldest first (never one without its end "
@@ -63,6 +64,7 @@ void register_captures(CLI::App& app, int& exit_code) {
   p->add_option("--max-age", f->max_age, "Remove finished captures last written longer ago than this, e.g. 168h");
   p->add_option("--max-bytes", f->max_bytes, "Remove the oldest finished captures while the directory holds more, e.g. 10GiB");
   p->callback([f, &exit_code] { exit_code = prune(*f); });
+  register_captures_index(*cmd, exit_code);
 }
 
 }  // namespace mailtap::cli

@@ -280,6 +280,11 @@ int run(const run_flags& f) {
                        " capture(s) are in progress or unfinished and are never removed");
     for (const auto& e : r.errors) warn_limited(capture_warnings, warn_kind::capture_write_failed, "captures: " + e);
   };
+  capture_options.index = true;
+  capture_options.on_index_failure = [](const std::string& reason) {
+    spdlog::warn("captures: the index is not kept up to date (captures are still written; counted from now on; "
+                 "'mailtap captures reindex' repairs it): {}", reason);
+  };
   auto store = captures::store::open(cfg.captures_dir, error, capture_options);
   if (!store) {
     std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
@@ -343,8 +348,10 @@ int run(const run_flags& f) {
     errors.suppressed_warnings += capture_warnings.suppressed_total();
   }
   const auto& c = store->counters();
-  spdlog::info("captures: {} complete, {} incomplete, {} write failures, {} removed by the retention limits",
-               c.complete.load(), c.incomplete.load(), c.write_failures.load(), c.pruned.load());
+  spdlog::info("captures: {} complete, {} incomplete, {} write failures, {} removed by the retention limits; "
+               "{} indexed, {} index failures, {} left out of the index",
+               c.complete.load(), c.incomplete.load(), c.write_failures.load(), c.pruned.load(), c.indexed.load(),
+               c.index_failures.load(), c.index_dropped.load());
   errors.capture_write_failures = c.write_failures.load();
   errors.log();
   return code;

@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   mailtap::cli::register_check_config(app, exit_code);
   mailtap::cli::register_captures(app, exit_code);
   mailtap::cli::register_diagnose(app, exit_code);
+  mailtap::cli::register_export(app, exit_code);
   mailtap::cli::register_replay(app, exit_code);
   mailtap::cli::register_admin_clients(app, exit_code);
   if (names_unknown_subcommand(app, argc, argv)) return mailtap::cli::exit_usage;

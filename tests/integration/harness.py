@@ -11,6 +11,7 @@ Peers:
   SmtpSink         Postfix smtp-sink (-c counters on stdout, -d per-message dumps)
   Recorder         aiosmtpd Controller storing envelope.original_content (un-stuffed bytes)
   ScriptedUpstream raw-socket SMTP server that logs every byte and can misbehave on purpose
+  ScriptedAnswers  raw-socket SMTP server whose every reply (or hang-up) a test scripts
   SmtpClient       raw-socket client for pipelining / smuggling probes
 
 Environment:
@@ -19,6 +20,9 @@ Environment:
   MAILTAP_IT_KEEP  if set, work directories are kept (paths printed) for post-mortems
   MAILTAP_EXTRA_ARGS  extra `mailtap run` options for every relay started (shell words), e.g.
                    "--threads 2" for the ThreadSanitizer run of scripts/test --tsan
+  MAILTAP_MEMORY_SCALE  a factor (default 1) for every memory bound a test asserts
+                   (memory_bound_kib): scripts/test --sanitize and --tsan set it, since a
+                   sanitizer's shadow memory and quarantine multiply what the relay holds
 """
 
 import base64
@@ -28,6 +32,7 @@ import re
 import select
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -154,12 +159,35 @@ def normalized_message(wire):
     return norm[:end], rest
 
 
-def read_vmrss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+def read_status_kib(pid, field):
+    """A memory figure of process `pid` from /proc/PID/status, in KiB: "VmRSS" (resident now)
+    or "VmHWM" (the resident peak since it started). 0 once the process is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return 0
+
+
+def read_vmrss_kib(pid):
+    return read_status_kib(pid, "VmRSS")
+
+
+def memory_bound_kib(kib):
+    """A memory bound of `kib` as a test asserts it: unchanged in a normal run, multiplied by
+    MAILTAP_MEMORY_SCALE under a sanitizer (scripts/test), whose shadow memory and freed-block
+    quarantine grow the relay's resident size by a factor, not by what it buffers."""
+    return int(kib * float(os.environ.get("MAILTAP_MEMORY_SCALE", "1")))
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time process `pid` has used so far (/proc/PID/stat), in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def make_message(message_id, body=b"hello\r\n", subject="integration test", extra_headers=b""):
@@ -448,6 +476,32 @@ def show_json(path, timeout=60.0):
     return json.loads(r.stdout)
 
 
+_STOPPED_RE = re.compile(r"stopped: (?P<sessions>\d+) sessions, (?P<transactions>\d+) transactions, "
+                         r"(?P<delivered>\d+) delivered, (?P<refused_commands>\d+) refused commands, "
+                         r"(?P<ambiguous_end_of_data>\d+) ambiguous end-of-data")
+_CAPTURES_RE = re.compile(r"captures: (?P<captures_complete>\d+) complete, (?P<captures_incomplete>\d+) "
+                          r"incomplete, (?P<capture_write_failures>\d+) write failures")
+_ERRORS_RE = re.compile(r"errors: (?P<errors>\d+) \(upstream unreachable (?P<upstream_unreachable>\d+), "
+                        r"upstream TLS failed (?P<upstream_tls_failed>\d+), refused at max_sessions "
+                        r"(?P<refused_max_sessions>\d+), accept failed (?P<accept_failed>\d+)")
+
+
+def shutdown_counters(stderr_text):
+    """The counters of mailtap's shutdown summary (relay/cli_run.cpp), by name: sessions,
+    transactions, delivered, refused_commands, ambiguous_end_of_data, captures_complete,
+    captures_incomplete, capture_write_failures, and (when there were errors) errors,
+    upstream_unreachable, upstream_tls_failed, refused_max_sessions, accept_failed. Until the
+    admin API lands the summary is the only place the relay reports them."""
+    out = {}
+    for regex in (_STOPPED_RE, _CAPTURES_RE, _ERRORS_RE):
+        found = [m for m in map(regex.search, stderr_text.splitlines()) if m]
+        if found:
+            out.update({k: int(v) for k, v in found[-1].groupdict().items()})
+    if "sessions" not in out:
+        raise AssertionError("no shutdown summary in mailtap's log: %s" % stderr_text[-2000:])
+    return out
+
+
 # ---------------------------------------------------------------- processes
 
 class Process:
@@ -580,6 +634,19 @@ class Mailtap(Process):
 
     def rss_kib(self):
         return read_vmrss_kib(self.pid)
+
+    def hwm_kib(self):
+        """mailtap's resident peak since it started (VmHWM), in KiB."""
+        return read_status_kib(self.pid, "VmHWM")
+
+    def stop_with_counters(self, timeout=40.0):
+        """SIGTERM, exit 0, and the counters of the shutdown summary as a dict (see
+        shutdown_counters). The relay reports its counters nowhere else yet."""
+        self.signal(signal.SIGTERM)
+        code = self.wait(timeout)
+        if code != 0:
+            raise AssertionError("mailtap exited %d after SIGTERM: %s" % (code, self.stderr_text()[-2000:]))
+        return shutdown_counters(self.stderr_text())
 
     def captures_now(self):
         return capture_paths(self.captures)
@@ -900,6 +967,99 @@ class ScriptedUpstream(ScriptedServer):
                         out += b"502 5.5.2 Error: command not recognized\r\n"
                 if out:
                     sock.sendall(out)
+        except OSError:
+            pass
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+            conn.closed.set()
+
+
+class ScriptedAnswers(ScriptedServer):
+    """A small MTA on a raw socket whose every answer a test may replace: a hostile or broken
+    upstream (tests/integration/test_hostile_upstream.py, test_failing_peers.py).
+
+    answers: maps an upper-case verb (b"EHLO", b"MAIL", b"RCPT", b"DATA", ...; b"." for the
+      end of data) to the bytes sent for it, to CLOSE (hang up without a word, at once) or to
+      a callable(conn, line) returning either. Verbs not listed get ANSWERS' normal reply.
+      DATA enters the message only when its answer starts with "354".
+    greeting: bytes sent on connect (CLOSE: hang up at once; SILENT: never greet, only read).
+    Records like ScriptedUpstream: conn.raw, conn.commands, conn.messages (un-stuffed)."""
+
+    CLOSE = "close"
+    SILENT = "silent"
+    ANSWERS = {
+        b"EHLO": b"250-scripted.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n",
+        b"HELO": b"250 scripted.test\r\n",
+        b"MAIL": b"250 2.1.0 Ok\r\n",
+        b"RCPT": b"250 2.1.5 Ok\r\n",
+        b"DATA": b"354 End data with <CR><LF>.<CR><LF>\r\n",
+        b".": b"250 2.0.0 Ok: queued as SCRIPTED\r\n",
+        b"QUIT": b"221 2.0.0 Bye\r\n",
+    }
+
+    def __init__(self, answers=None, greeting=b"220 scripted.test ESMTP\r\n", lifetime=120):
+        self.answers = dict(answers or {})
+        self.greeting = greeting
+        self.lifetime = lifetime
+        super().__init__(ScriptedConnection)
+
+    def _answer(self, conn, verb, line):
+        answer = self.answers.get(verb, self.ANSWERS.get(verb, b"250 2.0.0 Ok\r\n"))
+        return answer(conn, line) if callable(answer) else answer
+
+    def _hang_up(self, conn):
+        conn.closed_by_us = True
+        try:
+            conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _serve(self, conn):
+        sock = conn.sock
+        try:
+            if self.greeting == self.CLOSE:
+                return self._hang_up(conn)
+            if self.greeting != self.SILENT:
+                sock.sendall(self.greeting)
+            buf, in_data = b"", False
+            for chunk in self.received(conn, self.lifetime):
+                if self.greeting == self.SILENT:
+                    continue
+                buf += chunk
+                while True:
+                    if in_data:
+                        conn.data_bytes += buf
+                        buf = b""
+                        data = bytes(conn.data_bytes)
+                        if data.startswith(b".\r\n"):
+                            cut, rest_at = 0, 3
+                        else:
+                            i = data.find(b"\r\n.\r\n")
+                            if i < 0:
+                                break
+                            cut, rest_at = i + 2, i + 5
+                        conn.wire_messages.append(data[:cut])
+                        conn.messages.append(dot_unstuff(data[:cut]))
+                        conn.data_bytes = bytearray()
+                        buf, in_data = data[rest_at:], False
+                        verb, line = b".", b"."
+                    else:
+                        if b"\r\n" not in buf:
+                            break
+                        line, buf = buf.split(b"\r\n", 1)
+                        conn.commands.append(line)
+                        verb = line.split(b" ", 1)[0].upper()
+                    answer = self._answer(conn, verb, line)
+                    if answer == self.CLOSE:
+                        return self._hang_up(conn)
+                    sock.sendall(answer)
+                    if verb == b"DATA" and answer.startswith(b"354"):
+                        in_data = True
+                    if verb == b"QUIT":
+                        return self._hang_up(conn)
         except OSError:
             pass
         finally:

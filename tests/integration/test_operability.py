@@ -11,6 +11,7 @@ captures and exit codes, as in the rest of the suite.
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,7 +105,8 @@ class WarningsNameTheSession(OperabilityTest):
     def test_capture_write_failure_is_a_warning_with_the_session_id_and_an_error(self):
         m = self.relay()
         # The directory goes away under the running relay: no capture can be created, even as root.
-        os.rmdir(m.captures)
+        # (It holds the capture index, index.sqlite3, that the relay opened as it started.)
+        shutil.rmtree(m.captures)
         c = self.greeted_client(m.port)
         self.quit(c)
         lines = []

@@ -257,3 +257,46 @@ TEST(CaptureBarrier, WrittenBeforeTheBarrierIsReleasedAndSyncedOnlyWhenAskedTo) 
 }
 
 }  // namespace
+
+namespace {
+
+// Waits until the writer has handled every record queued so far (a barrier is handled in
+// queue order, after them), then returns the store's complete and incomplete counts.
+std::pair<std::uint64_t, std::uint64_t> counted_after_the_writer(store& st, const std::string& id) {
+  session_info info = info_at(std::chrono::system_clock::now());
+  info.id = id;
+  auto probe = st.begin(info);
+  std::promise<void> done;
+  probe->when_written([&] { done.set_value(); });
+  done.get_future().get();
+  return {st.counters().complete.load(), st.counters().incomplete.load()};
+}
+
+// The shutdown summary's "captures: N complete, M incomplete" (relay/cli_run.cpp): a capture
+// whose file could not be written is incomplete even when its session ended in order.
+TEST(CaptureCounters, AFailedCaptureIsIncompleteHoweverItsSessionEnded) {
+  scratch_dir dir;
+  std::string error;
+  auto st = store::open(dir.path() / "caps", error);
+  ASSERT_TRUE(st) << error;
+  {
+    session_info info = info_at(std::chrono::system_clock::now());
+    info.id = "written";
+    auto cap = st->begin(info);
+    cap->on_end(1, "client_quit", "");
+  }
+  EXPECT_EQ(counted_after_the_writer(*st, "probe-1"), std::make_pair(std::uint64_t{1}, std::uint64_t{0}));
+  fs::remove_all(dir.path() / "caps");   // the next capture cannot even be created
+  {
+    session_info info = info_at(std::chrono::system_clock::now());
+    info.id = "failed";
+    auto cap = st->begin(info);
+    cap->on_end(1, "client_quit", "");
+  }
+  // Incomplete now: "failed", and "probe-1" (never ended). Counted when the session ended,
+  // "failed" was complete, as its session was.
+  EXPECT_EQ(counted_after_the_writer(*st, "probe-2"), std::make_pair(std::uint64_t{1}, std::uint64_t{2}));
+  EXPECT_GE(st->counters().write_failures.load(), 1u);
+}
+
+}  // namespace

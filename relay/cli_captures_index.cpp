@@ -1,0 +1,216 @@
+// `mailtap captures list|search|reindex`: finding sessions through the capture directory's
+// index (captures/index.hpp). list and search build the index from the files first when it
+// is missing or does not cover the directory yet; a corrupt one is reported in one line and
+// rebuilt by reindex. Output: one line per session, newest first, or one JSON document per
+// session with --json (README "Finding a session").
+#include <boost/json.hpp>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "captures/index.hpp"
+#include "config_reader/duration.hpp"
+#include "relay/cli.hpp"
+#include "relay/config.hpp"
+
+namespace mailtap::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::size_t default_page = 50;
+constexpr const char* rebuild_hint = " (rebuild it: mailtap captures reindex)";
+
+struct index_flags {
+  std::string dir;
+  std::string since, until;
+  captures::search_filter filter;
+  bool json = false;
+};
+
+fs::path directory_of(const std::string& dir) { return dir.empty() ? default_captures_dir() : fs::path(dir); }
+
+// A time: RFC 3339 ("2026-12-02T10:00:00Z", a date alone is midnight UTC) or a duration
+// ago ("2h": two hours before now).
+std::optional<std::int64_t> parse_time(const std::string& text, std::string& problem) {
+  if (auto t = captures::parse_rfc3339_us(text)) return t;
+  std::string why;
+  if (auto ago = config_reader::parse_duration(text, why)) {
+    const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::system_clock::now().time_since_epoch()).count();
+    return now - static_cast<std::int64_t>(*ago);
+  }
+  problem = "expected an RFC 3339 time (2026-12-02T10:00:00Z), a date (2026-12-02) or a duration ago (2h)";
+  return std::nullopt;
+}
+
+// The index of `dir`, built from the files first when it is new or does not list them all.
+std::unique_ptr<captures::capture_index> ready_index(const fs::path& dir, const char* command, std::string& error) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    error = dir.string() + ": not a directory";
+    return nullptr;
+  }
+  auto index = captures::capture_index::open(dir, captures::capture_index::busy::wait, error);
+  if (!index) {
+    error += rebuild_hint;
+    return nullptr;
+  }
+  if (index->covers_directory(error)) return index;
+  if (!error.empty()) return nullptr;
+  index.reset();
+  auto built = captures::rebuild_index(dir, error);
+  if (!built) return nullptr;
+  std::fprintf(stderr, "mailtap captures %s: indexed %llu capture(s) in %s\n", command,
+               static_cast<unsigned long long>(built->indexed), dir.c_str());
+  for (const auto& u : built->unreadable) std::fprintf(stderr, "mailtap captures %s: %s\n", command, u.c_str());
+  return captures::capture_index::open(dir, captures::capture_index::busy::wait, error);
+}
+
+boost::json::object to_json(const captures::session_summary& s, const fs::path& dir) {
+  boost::json::object o;
+  o["session"] = s.session;
+  o["path"] = (dir / s.file).string();
+  o["started_at"] = captures::format_rfc3339_us(s.started_at_us);
+  o["ended_at"] = s.ended_at_us ? boost::json::value(captures::format_rfc3339_us(s.ended_at_us)) : nullptr;
+  o["client"] = s.client;
+  o["upstream"] = s.upstream;
+  o["outcome"] = s.outcome;
+  o["end_reason"] = s.end_reason.empty() ? boost::json::value(nullptr) : boost::json::value(s.end_reason);
+  o["complete"] = s.complete;
+  boost::json::array txs;
+  for (const auto& t : s.transactions) {
+    boost::json::object j;
+    j["mail_from"] = t.mail_from;
+    j["rcpt_to"] = boost::json::value_from(t.rcpt_to);
+    j["rcpt_codes"] = boost::json::value_from(t.rcpt_codes);
+    j["message_id"] = t.message_id.empty() ? boost::json::value(nullptr) : boost::json::value(t.message_id);
+    j["outcome"] = t.outcome;
+    j["final_code"] = t.final_code ? boost::json::value(t.final_code) : nullptr;
+    j["final_enhanced"] = t.final_enhanced;
+    txs.push_back(std::move(j));
+  }
+  o["transactions"] = std::move(txs);
+  boost::json::array replies;
+  for (const auto& [code, enhanced] : s.replies) replies.push_back(boost::json::object{{"code", code}, {"enhanced", enhanced}});
+  o["reply_codes"] = std::move(replies);
+  o["rules"] = boost::json::value_from(s.rules);
+  return o;
+}
+
+// "2026-12-02 10:00:00  SESSION  CLIENT  OUTCOME  CODE  FROM -> TO[, +N]  [rules]"
+std::string text_line(const captures::session_summary& s) {
+  std::string when = captures::format_rfc3339_us(s.started_at_us).substr(0, 19);
+  when[10] = ' ';
+  std::string code = "-", envelope;
+  for (const auto& t : s.transactions) {   // the first transaction not delivered, else the last
+    code = t.final_code ? std::to_string(t.final_code) : "-";
+    envelope = "<" + t.mail_from + "> -> " + (t.rcpt_to.empty() ? "(none)" : t.rcpt_to.front());
+    if (t.rcpt_to.size() > 1) envelope += ", +" + std::to_string(t.rcpt_to.size() - 1);
+    if (t.outcome != "delivered") break;
+  }
+  if (s.transactions.size() > 1) envelope += " (" + std::to_string(s.transactions.size()) + " messages)";
+  std::string rules;
+  for (const auto& r : s.rules) rules += (rules.empty() ? "  faults: " : ",") + r;
+  char line[512];
+  std::snprintf(line, sizeof line, "%s  %s  %-21s  %-10s  %-3s  ", when.c_str(), s.session.c_str(), s.client.c_str(),
+                s.outcome.c_str(), code.c_str());
+  return line + envelope + rules + (s.complete ? "" : "  (incomplete)") + "\n";
+}
+
+int search(const index_flags& f, const char* command) {
+  captures::search_filter filter = f.filter;
+  std::string problem;
+  if (!f.since.empty() && !(filter.since_us = parse_time(f.since, problem))) {
+    std::fprintf(stderr, "mailtap captures %s: --since '%s': %s\n", command, f.since.c_str(), problem.c_str());
+    return exit_usage;
+  }
+  if (!f.until.empty() && !(filter.until_us = parse_time(f.until, problem))) {
+    std::fprintf(stderr, "mailtap captures %s: --until '%s': %s\n", command, f.until.c_str(), problem.c_str());
+    return exit_usage;
+  }
+  if (auto p = captures::filter_problem(filter)) {
+    std::fprintf(stderr, "mailtap captures %s: %s\n", command, p->c_str());
+    return exit_usage;
+  }
+  const fs::path dir = directory_of(f.dir);
+  std::string error;
+  auto index = ready_index(dir, command, error);
+  auto found = index ? index->search(filter, error) : std::nullopt;
+  if (!found) {
+    std::fprintf(stderr, "mailtap captures %s: %s\n", command, error.c_str());
+    return exit_usage;
+  }
+  for (const auto& s : *found) {
+    if (f.json) std::cout << boost::json::serialize(to_json(s, dir)) << "\n";
+    else std::cout << text_line(s);
+  }
+  if (!f.json && found->empty() && filter.offset == 0) std::cout << "no matching session\n";
+  if (!f.json && filter.limit > 0 && found->size() == filter.limit)
+    std::cout << "(more with --offset " << filter.offset + filter.limit << ")\n";
+  std::cout.flush();
+  return exit_ok;
+}
+
+int reindex(const std::string& dir_flag) {
+  const fs::path dir = directory_of(dir_flag);
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    std::fprintf(stderr, "mailtap captures reindex: %s: not a directory\n", dir.c_str());
+    return exit_usage;
+  }
+  std::string error;
+  auto built = captures::rebuild_index(dir, error);
+  if (!built) {
+    std::fprintf(stderr, "mailtap captures reindex: %s\n", error.c_str());
+    return exit_usage;
+  }
+  for (const auto& u : built->unreadable) std::fprintf(stderr, "mailtap captures reindex: %s\n", u.c_str());
+  std::printf("%s: indexed %llu capture(s), removed %llu stale row(s)\n", (dir / captures::index_file_name).c_str(),
+              static_cast<unsigned long long>(built->indexed), static_cast<unsigned long long>(built->removed));
+  return built->unreadable.empty() ? exit_ok : exit_problem;
+}
+
+void add_common(CLI::App* cmd, index_flags& f) {
+  cmd->add_option("--dir", f.dir, "Capture directory (default ~/.local/state/mailtap/captures)");
+  cmd->add_option("--limit", f.filter.limit, "Show at most this many sessions (default 50)");
+  cmd->add_option("--offset", f.filter.offset, "Skip this many sessions first (the next page)");
+  cmd->add_flag("--json", f.json, "One JSON document per session (one per line)");
+}
+
+}  // namespace
+
+void register_captures_index(CLI::App& captures_cmd, int& exit_code) {
+  auto lf = std::make_shared<index_flags>();
+  lf->filter.limit = default_page;
+  auto* list = captures_cmd.add_subcommand("list", "List the captured sessions, newest first");
+  add_common(list, *lf);
+  list->callback([lf, &exit_code] { exit_code = search(*lf, "list"); });
+
+  auto sf = std::make_shared<index_flags>();
+  sf->filter.limit = default_page;
+  auto* s = captures_cmd.add_subcommand(
+      "search", "Find sessions by sender, recipient, time, outcome, reply code, Message-ID, client or fault rule");
+  add_common(s, *sf);
+  auto& f = sf->filter;
+  s->add_option("--from", f.sender, "Sender: an address (any case), @domain, a pattern with *, or <> (null sender)");
+  s->add_option("--to", f.recipient, "Recipient: an address, @domain or a pattern with *");
+  s->add_option("--since", sf->since, "Started at or after: 2026-12-02T10:00:00Z, 2026-12-02, or a duration ago (2h)");
+  s->add_option("--until", sf->until, "Started before (same forms as --since)");
+  s->add_option("--outcome", f.outcome, "Session outcome: none, delivered, blackholed, rejected, tempfailed, aborted, unknown");
+  s->add_option("--code", f.code, "A reply seen in the session: a code (550), a class (5xx) or an enhanced code (5.1.1)");
+  s->add_option("--message-id", f.message_id, "A message's Message-ID, with or without <>");
+  s->add_option("--client", f.client, "The client's address (192.0.2.1) or address and port");
+  s->add_option("--rule", f.rule, "A fault rule that acted on the session");
+  s->callback([sf, &exit_code] { exit_code = search(*sf, "search"); });
+
+  auto dir = std::make_shared<std::string>();
+  auto* r = captures_cmd.add_subcommand(
+      "reindex", "Rebuild the directory's index (index.sqlite3) from the capture files; replaces a corrupt one");
+  r->add_option("--dir", *dir, "Capture directory (default ~/.local/state/mailtap/captures)");
+  r->callback([dir, &exit_code] { exit_code = reindex(*dir); });
+}
+
+}  // namespace mailtap::cli

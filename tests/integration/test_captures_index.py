@@ -1,0 +1,187 @@
+"""Finding sessions through the capture index (README "Finding a session"; captures/index.hpp).
+
+Real sessions from swaks through mailtap and its built-in sink, a fault rule refusing some
+recipients: the relay adds each capture to DIR/index.sqlite3 as it ends (read here with
+Python's sqlite3, before any command touches it), and `mailtap captures search --json`
+finds exactly the sessions sent with a given sender, recipient, Message-ID, outcome, reply
+code, client, rule and time. `reindex` rebuilds an index equal to the live one; a missing
+index is rebuilt by `list`; a corrupt one is reported in one line, then replaced by reindex.
+"""
+
+import json
+import os
+import sqlite3
+import time
+import unittest
+
+from harness import IntegrationTest, run_mailtap, wait_until
+
+RULES = '''
+[[fault]]
+name = "full-mailbox"
+type = "reply"
+phase = "rcpt"
+recipient = "*@full.example"
+code = 552
+enhanced = "5.2.2"
+'''
+
+SESSIONS = 12
+REFUSED = (4, 9)   # sessions whose recipient the rule refuses
+
+
+def sender(i):
+    return "s%d@%s.example" % (i % 3, "alpha" if i < 6 else "beta")
+
+
+def recipient(i):
+    return "x%d@full.example" % i if i in REFUSED else "r%d@dest.example" % i
+
+
+def message_id(i):
+    return "<idx-%d@test.example>" % i
+
+
+class CapturesIndex(IntegrationTest):
+
+    def setUp(self):
+        super().setUp()
+        self.scenario = self.write_file("rules.toml", RULES.encode())
+        self.before = time.time()
+        self.mailtap = self.start_mailtap(args=["--scenario", self.scenario])
+        self.dir = self.mailtap.captures
+        for i in range(SESSIONS):
+            code, transcript = self.swaks(self.mailtap.port, "--from", sender(i), "--to", recipient(i),
+                                          "--header", "Message-Id: " + message_id(i))
+            self.assertEqual(code, 0 if i not in REFUSED else 24, transcript)
+        caps = self.mailtap.wait_captures(SESSIONS)
+        # session number i -> its id, by the recipient each capture records
+        by_rcpt = {c.transactions[0]["rcpt_to"][0]: c.header["session"] for c in caps}
+        self.ids = [by_rcpt[recipient(i)] for i in range(SESSIONS)]
+
+    def index_rows(self):
+        db = sqlite3.connect("file:%s?mode=ro" % os.path.join(self.dir, "index.sqlite3"), uri=True)
+        try:
+            return db.execute("SELECT count(*) FROM sessions").fetchone()[0]
+        finally:
+            db.close()
+
+    def captures(self, *args):
+        r = run_mailtap(["captures", *args, "--dir", self.dir])
+        return r
+
+    def search(self, *args):
+        r = self.captures("search", "--json", "--limit", "1000", *args)
+        self.assertEqual(r.returncode, 0, r)
+        return [json.loads(line) for line in r.stdout.decode().splitlines()]
+
+    def found(self, *args):
+        return sorted(s["session"] for s in self.search(*args))
+
+    def ids_of(self, numbers):
+        return sorted(self.ids[i] for i in numbers)
+
+    def test_the_relay_indexes_each_capture_as_it_ends(self):
+        wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
+
+    def test_search_finds_the_right_sessions(self):
+        wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
+        everything = range(SESSIONS)
+        self.assertEqual(self.found("--from", "S1@ALPHA.example"), self.ids_of(i for i in everything if i < 6 and i % 3 == 1))
+        self.assertEqual(self.found("--from", "@beta.example"), self.ids_of(i for i in everything if i >= 6))
+        self.assertEqual(self.found("--to", recipient(7)), self.ids_of([7]))
+        self.assertEqual(self.found("--to", "@full.example"), self.ids_of(REFUSED))
+        self.assertEqual(self.found("--to", "r1*@dest.example"), self.ids_of([1, 10, 11]))
+        self.assertEqual(self.found("--message-id", message_id(5)), self.ids_of([5]))
+        self.assertEqual(self.found("--message-id", message_id(5).strip("<>")), self.ids_of([5]))
+        self.assertEqual(self.found("--outcome", "rejected"), self.ids_of(REFUSED))
+        self.assertEqual(self.found("--outcome", "delivered"), self.ids_of(i for i in everything if i not in REFUSED))
+        self.assertEqual(self.found("--code", "552"), self.ids_of(REFUSED))
+        self.assertEqual(self.found("--code", "5.2.2"), self.ids_of(REFUSED))
+        self.assertEqual(self.found("--code", "5xx"), self.ids_of(REFUSED))
+        self.assertEqual(self.found("--rule", "full-mailbox"), self.ids_of(REFUSED))
+        self.assertEqual(self.found("--client", "127.0.0.1"), self.ids_of(everything))
+        self.assertEqual(self.found("--client", "192.0.2.1"), [])
+        self.assertEqual(self.found("--since", "1h"), self.ids_of(everything))
+        self.assertEqual(self.found("--until", "1h"), [])
+        self.assertEqual(self.found("--from", "@beta.example", "--outcome", "rejected"), self.ids_of([9]))
+        # what a result says of the session
+        (s,) = self.search("--to", recipient(9))   # refused at RCPT: no message, no Message-ID
+        self.assertEqual(s["path"], os.path.join(self.dir, self.ids[9] + ".jsonl"))
+        self.assertEqual(s["client"].split(":")[0], "127.0.0.1")
+        self.assertEqual(s["transactions"][0]["mail_from"], sender(9))
+        self.assertEqual(s["transactions"][0]["rcpt_codes"], [552])
+        self.assertEqual(s["rules"], ["full-mailbox"])
+        self.assertIsNone(s["transactions"][0]["message_id"])
+        (d,) = self.search("--message-id", message_id(8))
+        self.assertEqual((d["outcome"], d["transactions"][0]["final_code"], d["rules"]), ("delivered", 250, []))
+        self.assertGreaterEqual(s["started_at"], time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.before - 1)))
+
+    def test_list_is_newest_first_in_pages(self):
+        wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
+        newest_first = list(reversed(self.ids))
+        r = self.captures("list", "--json", "--limit", "5", "--offset", "3")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual([json.loads(line)["session"] for line in r.stdout.decode().splitlines()], newest_first[3:8])
+        text = self.captures("list", "--limit", "2")
+        self.assertEqual(text.returncode, 0, text)
+        lines = text.stdout.decode().splitlines()
+        self.assertEqual(len(lines), 3, lines)   # two sessions and the next page's offset
+        self.assertIn(newest_first[0], lines[0])
+        self.assertIn("--offset 2", lines[2])
+
+    def test_reindex_rebuilds_an_index_equal_to_the_live_one(self):
+        wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
+        live = self.search()
+        self.assertEqual(len(live), SESSIONS)
+        self.mailtap.stop()
+        r = self.captures("reindex")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(self.search(), live)
+        for suffix in ("", "-wal", "-shm"):
+            path = os.path.join(self.dir, "index.sqlite3" + suffix)
+            if os.path.exists(path):
+                os.remove(path)
+        self.assertEqual(self.search(), live)   # a missing index is built from the files first
+
+    def test_a_corrupt_index_is_reported_in_one_line_and_replaced_by_reindex(self):
+        wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
+        self.mailtap.stop()
+        for suffix in ("-wal", "-shm"):
+            path = os.path.join(self.dir, "index.sqlite3" + suffix)
+            if os.path.exists(path):
+                os.remove(path)
+        with open(os.path.join(self.dir, "index.sqlite3"), "wb") as f:
+            f.write(b"this is not an SQLite database" * 200)
+        r = self.captures("list")
+        self.assertEqual(r.returncode, 2, r)
+        self.assertEqual(r.stdout, b"")
+        lines = r.stderr.decode().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("index.sqlite3", lines[0])
+        self.assertIn("mailtap captures reindex", lines[0])
+        r = self.captures("reindex")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(len(self.search()), SESSIONS)
+
+    def test_bad_search_values_are_one_line_errors(self):
+        for args in (["--outcome", "lost"], ["--code", "6xx"], ["--since", "last tuesday"],
+                     ["--since", "2026-01-02", "--until", "2026-01-01"]):
+            r = self.captures("search", *args)
+            self.assertEqual(r.returncode, 2, (args, r))
+            self.assertEqual(len(r.stderr.decode().splitlines()), 1, (args, r))
+            self.assertEqual(r.stdout, b"")
+
+    def test_prune_removes_the_index_rows_of_what_it_removes(self):
+        wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
+        self.mailtap.stop()
+        old = time.time() - 7200
+        for i in range(4):
+            os.utime(os.path.join(self.dir, self.ids[i] + ".jsonl"), (old, old))
+        r = self.captures("prune", "--max-age", "1h")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(self.found(), self.ids_of(range(4, SESSIONS)))
+
+
+if __name__ == "__main__":
+    unittest.main()

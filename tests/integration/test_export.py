@@ -1,0 +1,139 @@
+"""Exporting captures for other tools (README "Exporting"; captures/pcap_frames.hpp,
+captures/eml_export.hpp).
+
+Real sessions: swaks through mailtap to Postfix's smtp-sink (or the built-in sink for the
+STARTTLS one). `mailtap export pcap` is read by tshark, whose SMTP dissector must show the
+commands and replies of both legs, the decrypted conversation of a TLS session, with the
+recorded times; `mailtap export eml` writes the message Python's email parser reads with the
+Subject and Message-ID swaks sent, dot-unstuffed.
+"""
+
+import calendar
+import collections
+import email
+import email.policy
+import os
+import shutil
+import subprocess
+import unittest
+
+from harness import IntegrationTest, LOOPBACK, run_mailtap
+
+TSHARK = shutil.which("tshark") or "/usr/bin/tshark"
+SESSION_COMMANDS = ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+
+
+def tshark_smtp(pcap, *fields):
+    """One tuple of `fields` per SMTP frame tshark dissects (tab-separated, as -T fields prints)."""
+    argv = [TSHARK, "-r", pcap, "-Y", "smtp", "-T", "fields"]
+    for f in fields:
+        argv += ["-e", f]
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    if r.returncode != 0:
+        raise AssertionError("tshark exited %d: %s" % (r.returncode, r.stderr.decode()))
+    return [tuple(line.split("\t")) for line in r.stdout.decode().splitlines()]
+
+
+def by_stream(rows):
+    """tcp.stream -> (commands in order, reply codes in order)."""
+    out = collections.defaultdict(lambda: ([], []))
+    for stream, command, code in rows:
+        if command:
+            out[stream][0].append(command)
+        if code:
+            out[stream][1].extend(code.split(","))
+    return dict(out)
+
+
+def unix_time(rfc3339):
+    seconds, fraction = rfc3339.rstrip("Z").split(".")
+    return calendar.timegm(tuple(int(x) for x in seconds.replace("T", "-").replace(":", "-").split("-"))) + \
+        int(fraction) / 1e6
+
+
+class Export(IntegrationTest):
+
+    def setUp(self):
+        super().setUp()
+        self.env = dict(os.environ, XDG_STATE_HOME=os.path.join(self.workdir, "state"))
+        os.makedirs(self.env["XDG_STATE_HOME"])
+
+    def one_session(self, *swaks_args, upstream=None):
+        """One swaks session through mailtap; its capture."""
+        if upstream is None:
+            sink = self.start_smtp_sink(dump=False)
+            upstream = "%s:%d" % (LOOPBACK, sink.port)
+        m = self.start_mailtap(upstream=upstream, env=self.env)
+        code, transcript = self.swaks(m.port, "--from", "alice@example.test", "--to", "bob@example.test",
+                                      *swaks_args)
+        self.assertEqual(code, 0, transcript)
+        return self.single_capture(m)
+
+    def export(self, kind, capture, output):
+        r = run_mailtap(["export", kind, capture.path, "-o", output])
+        self.assertEqual(r.returncode, 0, r)
+        return r
+
+    def test_tshark_shows_the_commands_and_replies_of_both_legs(self):
+        cap = self.one_session("--header", "Subject: pcap export")
+        pcap = os.path.join(self.workdir, "session.pcap")
+        self.export("pcap", cap, pcap)
+        streams = by_stream(tshark_smtp(pcap, "tcp.stream", "smtp.req.command", "smtp.response.code"))
+        self.assertEqual(len(streams), 2, streams)   # client <-> mailtap, mailtap <-> smtp-sink
+        for commands, codes in streams.values():
+            self.assertEqual(commands, SESSION_COMMANDS)
+            self.assertEqual(codes[0], "220")
+            for code in ("250", "354", "221"):
+                self.assertIn(code, codes)
+        # the recorded times: the first frame at the session's start, none before it
+        started = unix_time(cap.header["started_at"])
+        times = [float(t) for (t,) in tshark_smtp(pcap, "frame.time_epoch")]
+        self.assertGreaterEqual(min(times), started - 1e-6)
+        self.assertLess(min(times), started + 5)
+        ended = unix_time(cap.end["ended_at"])
+        self.assertLessEqual(max(times), ended + 1e-3)
+
+    def test_a_starttls_session_shows_its_decrypted_conversation(self):
+        cap = self.one_session("--tls", upstream="builtin")
+        self.assertTrue(cap.of_type("tls"), "the session used TLS")
+        pcap = os.path.join(self.workdir, "tls.pcap")
+        self.export("pcap", cap, pcap)
+        rows = tshark_smtp(pcap, "tcp.srcport", "tcp.dstport", "smtp.req.command", "smtp.response.code")
+        client_port = int(cap.header["client"].rsplit(":", 1)[1])
+        client_commands = [c for (sport, _, c, _) in rows if c and int(sport) in (client_port, client_port + 1)]
+        # STARTTLS and its 220 in the first connection; the protected commands after it, decrypted.
+        # (Wireshark's smtp.req.command holds a command's first four characters.)
+        self.assertEqual(client_commands, ["EHLO", "STAR", "EHLO", "MAIL", "RCPT", "DATA", "QUIT"])
+        self.assertEqual(sum(1 for r in rows if r[2] == "MAIL"), 2, rows)   # both legs
+        tls = subprocess.run([TSHARK, "-r", pcap, "-Y", "tls"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             timeout=60)
+        self.assertEqual(tls.stdout, b"", "no frame is read as TLS records")
+
+    def test_eml_is_the_message_as_swaks_sent_it(self):
+        body = "first line\n.a line that starts with a dot\nlast line"
+        cap = self.one_session("--header", "Subject: eml export check", "--header",
+                               "Message-Id: <export-check-1@example.test>", "--body", body)
+        out = os.path.join(self.workdir, "eml")
+        r = self.export("eml", cap, out)
+        paths = r.stdout.decode().split()
+        self.assertEqual(paths, [os.path.join(out, cap.header["session"] + "-1.eml")])
+        with open(paths[0], "rb") as f:
+            msg = email.message_from_binary_file(f, policy=email.policy.default)
+        self.assertEqual(msg["Subject"], "eml export check")
+        self.assertEqual(msg["Message-ID"], "<export-check-1@example.test>")
+        self.assertEqual(msg["From"], "alice@example.test")
+        self.assertEqual(msg.get_content().replace("\r\n", "\n").strip(), body)
+        # the transaction record names the same message
+        self.assertEqual(cap.transactions[0]["message_id"], "<export-check-1@example.test>")
+
+    def test_bad_names_are_one_line_errors(self):
+        for args in (["pcap", os.path.join(self.workdir, "absent.jsonl"), "-o", os.path.join(self.workdir, "x.pcap")],
+                     ["eml", os.path.join(self.workdir, "absent.jsonl"), "-o", self.workdir]):
+            r = run_mailtap(["export", *args])
+            self.assertEqual(r.returncode, 2, r)
+            self.assertEqual(len(r.stderr.decode().splitlines()), 1, r)
+            self.assertIn("absent.jsonl", r.stderr.decode())
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,328 @@
+"""Failing peers at every stage (issue 11 item 4; SECURITY.md, "Threats and the tests that cover them").
+
+raw client -> mailtap -> ScriptedAnswers (harness.py) or a slow-reading upstream. The upstream
+never greets or hangs up at each stage; the client vanishes at each stage or never speaks; the
+upstream reads a large message slowly. Each case: the right reply to the client (a 4xx, never
+a 250 the upstream did not give), a complete capture with the right end reason and outcome,
+nothing sent upstream that should not be, and the session let go.
+
+Covered elsewhere, not repeated here: the upstream refuses the connection
+(test_failures.test_upstream_refuses_connection), dies mid-DATA
+(test_failures.test_upstream_dies_mid_data), the client vanishes mid-DATA
+(test_failures.test_client_dies_mid_data), data below the minimum rate
+(test_relay_defects.test_data_below_the_minimum_rate_is_timed_out).
+"""
+
+import socket
+import threading
+import time
+import unittest
+
+from harness import (IntegrationTest, LOOPBACK, ScriptedAnswers, ScriptedConnection, ScriptedServer,
+                     make_message, memory_bound_kib, parse_replies, wait_until)
+
+CLOSE = ScriptedAnswers.CLOSE
+
+
+class FailingPeers(IntegrationTest):
+
+    def upstream(self, answers=None, **kw):
+        up = ScriptedAnswers(answers, **kw)
+        self.addCleanup(up.stop)
+        return up
+
+    def relay_to(self, up, config=None, name="mailtap"):
+        args = []
+        if config is not None:
+            args = ["--config", self.write_file(name + ".toml", config.encode())]
+        return self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), args=args, name=name)
+
+    def new_capture(self, mailtap, seen):
+        """The one capture `mailtap` finished since the paths in `seen` (updated)."""
+        caps = mailtap.wait_captures(len(seen) + 1)
+        new = [c for c in caps if c.path not in seen]
+        self.assertEqual(len(new), 1, [c.path for c in new])
+        seen.add(new[0].path)
+        return new[0]
+
+    # ------------------------------------------------------------ the upstream
+
+    def test_upstream_never_greets_meets_the_greeting_timeout(self):
+        # Protection: relay_timeouts.upstream_greeting (protocol/relay_fsm.hpp). Without it the
+        # client waits forever for a banner that never comes.
+        up = self.upstream(greeting=ScriptedAnswers.SILENT)
+        mailtap = self.relay_to(up, config="[timeouts]\nupstream_greeting = 1\n")
+        c = self.connect(mailtap.port)
+        started = time.monotonic()
+        r = c.reply(15)
+        self.assertReply(r, 421, "4.4.1")
+        self.assertGreaterEqual(time.monotonic() - started, 0.9)
+        self.assertTrue(c.closed_by_peer(10), "the client was left connected")
+        conn = up.wait_for_connections(1)[0]
+        wait_until(conn.closed.is_set, 20, "the relay to close the silent upstream")
+        self.assertEqual(bytes(conn.raw), b"")
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.end["reason"], "upstream_timeout")
+        self.assertEqual(cap.transactions, [])
+
+    def test_upstream_hangs_up_instead_of_greeting(self):
+        up = self.upstream(greeting=CLOSE)
+        mailtap = self.relay_to(up)
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(15), 421, "4.4.1")
+        self.assertTrue(c.closed_by_peer(10), "the client was left connected")
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.end["reason"], "upstream_closed")
+
+    def test_upstream_dies_at_each_command(self):
+        # Protection: relay_fsm upstream_lost answers the command in flight 421 4.4.2 and ends
+        # the session; nothing the client sends after it goes anywhere.
+        stages = [b"EHLO", b"MAIL", b"RCPT", b"DATA", b"RSET", b"NOOP"]
+        script = [b"EHLO client.test", b"MAIL FROM:<a@example.test>", b"RCPT TO:<b@example.test>", b"DATA"]
+        for n, verb in enumerate(stages, start=1):
+            with self.subTest(dies_at=verb):
+                up = self.upstream({verb: CLOSE})
+                mailtap = self.relay_to(up, name="mailtap-%d" % n)
+                c = self.connect(mailtap.port)
+                self.assertReply(c.reply(), 220)
+                lines = script if verb in (b"EHLO", b"MAIL", b"RCPT", b"DATA") else script[:1] + [verb]
+                got = []
+                for line in lines:
+                    c.send(line + b"\r\n")
+                    r = c.reply()
+                    got.append(r)
+                    if line.startswith(verb):
+                        break
+                self.assertReply(got[-1], 421, "4.4.2")
+                self.assertTrue(all(r.code in (220, 250) for r in got[:-1]), got)
+                self.assertTrue(c.closed_by_peer(10), "the client was left connected")
+                conn = up.wait_for_connections(1)[0]
+                wait_until(conn.closed.is_set, 20, "the upstream connection to close")
+                self.assertTrue(conn.commands[-1].startswith(verb), conn.commands)
+                cap = self.single_capture(mailtap)
+                self.assertCaptureComplete(cap)
+                self.assertEqual(cap.end["reason"], "upstream_closed")
+                outcomes = [t["outcome"] for t in cap.transactions]
+                self.assertEqual(outcomes, ["tempfailed"] if verb in (b"RCPT", b"DATA") else
+                                 (["tempfailed"] if verb == b"MAIL" else []))
+
+    def test_upstream_dies_after_the_dot_is_unknown_and_counted_ambiguous(self):
+        # Protection: relay_fsm upstream_lost at data_end -- the message went upstream and no
+        # reply came back: 451 4.4.2 to the client (never 250), outcome unknown, and the
+        # ambiguous end-of-data counter moves (shown in the shutdown summary).
+        up = self.upstream({b".": CLOSE})
+        mailtap = self.relay_to(up)
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        message = make_message("<maybe@example.test>")
+        c.send(message + b".\r\n")
+        self.assertReply(c.reply(), 451, "4.4.2")
+        self.assertEqual(up.wait_for_connections(1)[0].messages, [message])
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        [t] = cap.transactions
+        self.assertEqual((t["outcome"], t["synthesized"]), ("unknown", True))
+        self.assertTrue(any(n.startswith("ambiguous end of data") for n in cap.notes), cap.notes)
+        counters = mailtap.stop_with_counters()
+        self.assertEqual((counters["ambiguous_end_of_data"], counters["delivered"]), (1, 0), counters)
+
+    # ------------------------------------------------------------ the client
+
+    def test_client_vanishes_at_each_stage(self):
+        # Protection: the relay ends the session on the client's FIN or reset at any stage
+        # (relay/session.cpp), closes the upstream without an end of data, records why, and
+        # lets go of the session (its capture file closed). After the dot the message is
+        # delivered once and its reply still recorded.
+        up = self.upstream()
+        mailtap = self.relay_to(up)
+        message = make_message("<vanishing@example.test>")
+        steps = [("EHLO client.test", 250), ("MAIL FROM:<a@example.test>", 250),
+                 ("RCPT TO:<b@example.test>", 250), ("DATA", 354)]
+        stages = ["connect", "banner", "ehlo", "mail", "rcpt", "data", "dot"]
+        seen = set()
+        for n, stage in enumerate(stages, start=1):
+            with self.subTest(stage=stage):
+                c = self.connect(mailtap.port)
+                if stage != "connect":
+                    self.assertReply(c.reply(), 220)
+                for line, code in steps[:max(0, stages.index(stage) - 1)]:
+                    self.assertReply(c.command(line), code)
+                if stage == "dot":
+                    c.send(message + b".\r\n")
+                c.close()
+                cap = self.new_capture(mailtap, seen)
+                self.assertCaptureComplete(cap)
+                self.assertIn(cap.end["reason"], ("client_closed", "client_reset"), cap.end)
+                self.assertSessionReleased(mailtap, cap)
+                conn = up.wait_for_connections(n)[n - 1]
+                wait_until(conn.closed.is_set, 20, "the relay to close upstream connection %d" % n)
+                outcomes = [t["outcome"] for t in cap.transactions]
+                if stage == "dot":
+                    self.assertEqual(conn.messages, [message])
+                    self.assertEqual(outcomes, ["delivered"])
+                else:
+                    self.assertNotIn(b"\r\n.\r\n", bytes(conn.raw))
+                    self.assertEqual(conn.messages, [])
+                    self.assertEqual(outcomes, ["aborted"] if stage in ("mail", "rcpt", "data") else [])
+        self.assertEqual(sum(len(conn.messages) for conn in up.all_connections()), 1)
+
+    def test_silent_client_meets_the_idle_timeout(self):
+        # Protection: relay_timeouts.client_idle. Without it a client that connects and says
+        # nothing holds a session (and an upstream connection) forever.
+        up = self.upstream()
+        mailtap = self.relay_to(up, config="[timeouts]\nclient_idle = 1\n")
+        c = self.greeted_client(mailtap.port)
+        started = time.monotonic()
+        r = c.reply(15)
+        self.assertReply(r, 421, "4.4.2")
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertTrue(c.closed_by_peer(10), "the idle client was left connected")
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.end["reason"], "client_timeout")
+        conn = up.wait_for_connections(1)[0]
+        wait_until(conn.closed.is_set, 20, "the relay to close the upstream")
+
+    def test_one_byte_a_second_meets_the_command_timeout(self):
+        # Protection: relay_timeouts.client_command runs from a command line's first byte.
+        # Each byte here comes well within client_idle, so without it the trickle would hold
+        # the session for as long as the client likes.
+        up = self.upstream()
+        mailtap = self.relay_to(up, config="[timeouts]\nclient_idle = 2\nclient_command = 3\n")
+        c = self.greeted_client(mailtap.port)
+        started = time.monotonic()
+        reply = None
+        for byte in b"MAIL FROM:<trickle@example.test>":     # 33 bytes: 33 s if never stopped
+            c.send(bytes([byte]))
+            try:
+                reply = c.reply(1.0)
+                break
+            except TimeoutError:
+                continue
+        self.assertIsNotNone(reply, "a client sending one byte a second was never timed out")
+        self.assertReply(reply, 421, "4.4.2")
+        self.assertLess(time.monotonic() - started, 10)
+        cap = self.single_capture(mailtap)
+        self.assertEqual(cap.end["reason"], "client_timeout")
+        conn = up.wait_for_connections(1)[0]
+        wait_until(conn.closed.is_set, 20, "the relay to close the upstream")
+        self.assertEqual(conn.commands, [b"EHLO client.test"])
+
+
+class SlowReader(ScriptedServer):
+    """An MTA whose socket takes the message at most `rate` bytes a second: the relay must
+    hold back the client (TCP back-pressure), not buffer the difference. Counts what it got."""
+
+    def __init__(self, rate):
+        self.rate = rate
+        self.received_bytes = 0
+        self.message_ended = threading.Event()
+        super().__init__(ScriptedConnection)
+        # A small receive buffer (inherited by accepted sockets) so the kernel holds little.
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+
+    def _serve(self, conn):
+        sock = conn.sock
+        try:
+            sock.sendall(b"220 slow.test ESMTP\r\n")
+            buf, answers = b"", {b"EHLO": b"250-slow.test\r\n250 PIPELINING\r\n", b"DATA": b"354 go\r\n"}
+            in_data = False
+            while not in_data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+                while b"\r\n" in buf and not in_data:
+                    line, buf = buf.split(b"\r\n", 1)
+                    verb = line.split(b" ", 1)[0].upper()
+                    sock.sendall(answers.get(verb, b"250 2.0.0 Ok\r\n"))
+                    in_data = verb == b"DATA"
+            self.received_bytes = len(buf)    # the client waits for the 354: nothing here yet
+            tail = b""
+            slice_bytes, started = 16 * 1024, time.monotonic()
+            deadline = started + 120
+            while time.monotonic() < deadline:
+                chunk = sock.recv(slice_bytes)
+                if not chunk:
+                    return
+                self.received_bytes += len(chunk)
+                tail = (tail + chunk)[-5:]
+                if tail == b"\r\n.\r\n":
+                    sock.sendall(b"250 2.0.0 Ok: queued as SLOW\r\n")
+                    self.message_ended.set()
+                    break
+                # Sleep until the bytes so far fit the rate.
+                time.sleep(max(0.0, started + self.received_bytes / self.rate - time.monotonic()))
+            for chunk in self.received(conn, 30):
+                if b"QUIT" in chunk:
+                    sock.sendall(b"221 Bye\r\n")
+                    return
+        except OSError:
+            pass
+        finally:
+            sock.close()
+            conn.closed.set()
+
+
+class Backpressure(IntegrationTest):
+
+    MESSAGE_BYTES = 24 * 1024 * 1024
+    RATE = 6 * 1024 * 1024          # bytes a second the upstream takes: about 4 s for the message
+    # What the client may be ahead of the upstream: the kernel's socket buffers on the way
+    # (~7 MiB measured). A relay that buffered would be the whole message ahead.
+    IN_FLIGHT_KIB = 12 * 1024
+    # mailtap's resident growth: ~4 MiB measured, but the capture writer's queue may hold up to
+    # 32 MiB (captures/writer.cpp queued_bytes_cap) when the writer falls behind on a busy host.
+    GROWTH_KIB = 48 * 1024
+
+    def test_slow_upstream_reader_holds_back_the_client(self):
+        # Protection: relay/session.cpp outbox_high_watermark -- above 64 KiB waiting for the
+        # upstream, the client leg is not read. Without it the relay reads the whole message
+        # at once and holds what the upstream has not taken: the client's lead over the
+        # upstream, and mailtap's memory, grow with the message.
+        up = SlowReader(self.RATE)
+        self.addCleanup(up.stop)
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port))
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        line = b"x" * 998 + b"\r\n"
+        body = line * (self.MESSAGE_BYTES // len(line))
+        payload = make_message("<slow-reader@example.test>", body) + b".\r\n"
+        baseline = mailtap.rss_kib()
+        sent = {"bytes": 0}
+
+        def send_all():
+            view = memoryview(payload)
+            c.sock.settimeout(60)
+            while sent["bytes"] < len(payload):
+                sent["bytes"] += c.sock.send(view[sent["bytes"]:sent["bytes"] + 65536])
+
+        sender = threading.Thread(target=send_all, daemon=True)
+        sender.start()
+        lead = 0
+        deadline = time.monotonic() + 90
+        while sender.is_alive() and time.monotonic() < deadline:
+            lead = max(lead, sent["bytes"] - up.received_bytes)
+            sender.join(0.02)
+        self.assertFalse(sender.is_alive(), "the message was not taken within 90 s")
+        self.assertReply(c.reply(60), 250)
+        self.assertTrue(up.message_ended.is_set())
+        self.assertEqual(up.received_bytes, len(payload))
+        self.assertLess(lead // 1024, self.IN_FLIGHT_KIB,
+                        "the client got %d KiB ahead of the upstream" % (lead // 1024))
+        grown = mailtap.hwm_kib() - baseline
+        self.assertLess(grown, memory_bound_kib(self.GROWTH_KIB),
+                        "mailtap grew by %d KiB relaying %d KiB to a slow reader" % (grown, len(payload) // 1024))
+        self.quit(c)
+        cap = self.single_capture(mailtap, timeout=60)
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["delivered"])
+
+
+if __name__ == "__main__":
+    unittest.main()

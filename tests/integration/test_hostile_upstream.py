@@ -1,0 +1,199 @@
+"""A hostile or broken upstream (issue 11 item 3; SECURITY.md, "Threats and the tests that cover them").
+
+raw client -> mailtap -> ScriptedAnswers (harness.py), an upstream whose replies each case
+scripts. Whatever the upstream says, the client gets its refusal or a 4xx -- never a 250 the
+upstream did not cleanly give -- and the relay's memory stays flat (VmHWM, its resident peak,
+compared with its resident size before the case).
+
+Covered elsewhere, not repeated here: a reply ending in a bare LF
+(test_hostile_input.test_item3_upstream_reply_ending_in_bare_lf), bytes after the upstream's
+220 to STARTTLS (test_tls.test_upstream_starttls_response_injection), a 5xx during DATA
+(test_relay_defects.test_upstream_reply_during_data_is_final_and_nothing_more_is_forwarded).
+"""
+
+import unittest
+
+from harness import (IntegrationTest, LOOPBACK, ScriptedAnswers, make_message, memory_bound_kib,
+                     parse_replies, wait_until)
+
+# What a case may grow mailtap's resident peak by: the relay keeps at most a 4 KiB reply line
+# and 256 lines (protocol/limits.hpp reply_line_cap, reply_lines_cap) whatever the upstream sends;
+# what it received is still recorded, so the capture writer's queue may briefly hold a copy of
+# it (~2 MB here). ~0.3 MiB measured.
+FLAT_KIB = 8 * 1024
+
+
+class HostileUpstream(IntegrationTest):
+
+    def upstream(self, answers=None, **kw):
+        up = ScriptedAnswers(answers, **kw)
+        self.addCleanup(up.stop)
+        return up
+
+    def relay_to(self, up, name="mailtap"):
+        return self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), name=name)
+
+    def upstream_conn(self, up, n=1):
+        conn = up.wait_for_connections(n)[n - 1]
+        wait_until(conn.closed.is_set, 20, "upstream connection %d to close" % n)
+        return conn
+
+    def assertMemoryFlat(self, mailtap, before_kib, what):
+        grown = mailtap.hwm_kib() - before_kib
+        self.assertLess(grown, memory_bound_kib(FLAT_KIB),
+                        "%s: mailtap's resident peak grew by %d KiB" % (what, grown))
+
+    def client_side_of_a_lost_upstream(self, c, command):
+        """Sends `command`; the relay answers 421 4.4.2 and closes. Everything the client got."""
+        c.send(command + b"\r\n")
+        got = c.read_to_eof(20)
+        replies = parse_replies(got)
+        self.assertEqual([(r.code, r.enhanced) for r in replies], [(421, "4.4.2")], got[:300])
+        return got
+
+    def assertProtocolError(self, cap, detail):
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.end["reason"], "upstream_protocol_error")
+        self.assertEqual(cap.end["detail"], detail)
+
+    # ------------------------------------------------------------ mixed codes
+
+    def test_mixed_code_multiline_reply_to_rcpt_is_never_passed_on(self):
+        # Protection: protocol/reply.cpp take_line refuses a multi-line reply whose lines carry
+        # different codes (RFC 5321 4.2.1). Without it the client reads the first line's 250
+        # and goes on to DATA with a recipient the upstream refused.
+        up = self.upstream({b"RCPT": b"250-2.1.5 Ok\r\n550 5.1.1 No such user\r\n"})
+        mailtap = self.relay_to(up)
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        got = self.client_side_of_a_lost_upstream(c, b"RCPT TO:<b@example.test>")
+        self.assertNotIn(b"2.1.5", got)
+        self.assertNotIn(b"No such user", got)
+        self.assertEqual(self.upstream_conn(up).commands[-1], b"RCPT TO:<b@example.test>")
+        cap = self.single_capture(mailtap)
+        self.assertProtocolError(cap, "malformed reply line")
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["tempfailed"])
+
+    def test_mixed_code_multiline_reply_to_the_dot_is_4xx_and_unknown(self):
+        # The same protection at the end of data, where a 250 would mean "delivered": the
+        # message went upstream, its reply is unreadable, so the outcome is unknown (451).
+        up = self.upstream({b".": b"250-2.0.0 Ok: queued as MIXED\r\n554 5.7.1 Rejected\r\n"})
+        mailtap = self.relay_to(up)
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<mixed-dot@example.test>") + b".\r\n")
+        r = c.reply()
+        self.assertReply(r, 451, "4.4.2")
+        self.assertNotIn(b"MIXED", c.read_to_eof(20))
+        cap = self.single_capture(mailtap)
+        self.assertProtocolError(cap, "malformed reply line")
+        [t] = cap.transactions
+        self.assertEqual((t["outcome"], t["synthesized"]), ("unknown", True))
+        self.assertTrue(any(n.startswith("ambiguous end of data") for n in cap.notes), cap.notes)
+
+    # ------------------------------------------------------------ codes outside 2xx-5xx
+
+    def test_reply_code_outside_2xx_to_5xx_is_refused(self):
+        # Protection: take_line accepts only a first digit 2 to 5 (RFC 5321 4.2.1); a 1xx, 6xx
+        # or 0xx reply is a protocol error, never relayed.
+        for n, bad in enumerate((b"199 2.1.0 Ok", b"600 2.1.0 Ok", b"099 Ok", b"2x0 Ok", b"25"), start=1):
+            with self.subTest(reply=bad):
+                up = self.upstream({b"MAIL": bad + b"\r\n"})
+                mailtap = self.relay_to(up, name="mailtap-%d" % n)
+                c = self.greeted_client(mailtap.port)
+                got = self.client_side_of_a_lost_upstream(c, b"MAIL FROM:<a@example.test>")
+                self.assertNotIn(bad, got)
+                self.assertProtocolError(self.single_capture(mailtap), "malformed reply line")
+
+    def test_reply_code_outside_2xx_to_5xx_at_the_dot_is_4xx_and_unknown(self):
+        up = self.upstream({b".": b"600 2.0.0 Ok: queued as SIXHUNDRED\r\n"})
+        mailtap = self.relay_to(up)
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<six-hundred@example.test>") + b".\r\n")
+        self.assertReply(c.reply(), 451, "4.4.2")
+        cap = self.single_capture(mailtap)
+        self.assertProtocolError(cap, "malformed reply line")
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["unknown"])
+
+    # ------------------------------------------------------------ size
+
+    def test_1mb_reply_line_is_cut_off_and_memory_stays_flat(self):
+        # Protection: reply_line_cap (protocol/limits.hpp, 4 KiB) -- past it the upstream is
+        # dropped; the line is never kept whole nor relayed.
+        line = b"250 2.1.0 " + b"x" * (1024 * 1024) + b"\r\n"
+        up = self.upstream({b"MAIL": line})
+        mailtap = self.relay_to(up)
+        c = self.greeted_client(mailtap.port)
+        before = mailtap.rss_kib()
+        got = self.client_side_of_a_lost_upstream(c, b"MAIL FROM:<a@example.test>")
+        self.assertNotIn(b"xxxx", got)
+        self.assertProtocolError(self.single_capture(mailtap), "reply line too long")
+        self.assertMemoryFlat(mailtap, before, "a 1 MB reply line")
+
+    def test_100000_line_ehlo_reply_is_cut_off_and_memory_stays_flat(self):
+        # Protection: reply_lines_cap (protocol/limits.hpp, 256 lines per reply). Without it
+        # the relay collects every line and the client's EHLO is answered 250.
+        reply = b"".join(b"250-EXTENSION%06d\r\n" % i for i in range(99_999)) + b"250 LAST\r\n"
+        up = self.upstream({b"EHLO": reply})
+        mailtap = self.relay_to(up)
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        before = mailtap.rss_kib()
+        got = self.client_side_of_a_lost_upstream(c, b"EHLO client.test")
+        self.assertNotIn(b"EXTENSION", got)
+        self.assertProtocolError(self.single_capture(mailtap), "reply has too many lines")
+        self.assertMemoryFlat(mailtap, before, "a 100,000-line EHLO reply")
+
+    # ------------------------------------------------------------ unsolicited replies
+
+    def test_unsolicited_reply_is_dropped_and_never_answers_a_later_command(self):
+        # Protection: relay_fsm take_upstream_reply pairs a reply only with a command that went
+        # upstream; one with no command waiting is dropped (a note says so). Were it queued,
+        # it would answer the client's next command, MAIL, with the upstream's "250 unasked".
+        up = self.upstream(greeting=b"220 scripted.test ESMTP\r\n250 2.0.0 unasked\r\n")
+        mailtap = self.relay_to(up)
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO client.test"), 250)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250, "2.1.0")
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250, "2.1.5")
+        self.assertReply(c.command("DATA"), 354)
+        message = make_message("<after-unsolicited@example.test>")
+        c.send(message + b".\r\n")
+        self.assertReply(c.reply(), 250)
+        self.quit(c)
+        self.assertEqual(self.upstream_conn(up).messages, [message])
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertNotIn(b"unasked", cap.bytes_of("client", "out"))
+        self.assertIn("unsolicited upstream reply dropped: 250", cap.notes)
+
+    def test_unsolicited_250_inside_data_is_never_the_messages_reply(self):
+        # Protection: relay_fsm upstream_replied_in_data -- a reply after the 354 and before
+        # the dot is final for the message, and a 2xx there accepts nothing (451 4.4.2). Were
+        # it paired with the dot, the client would hear 250 for a message the upstream refused.
+        up = self.upstream({b"DATA": b"354 go ahead\r\n250 2.0.0 Ok: queued as EARLY\r\n",
+                            b".": b"554 5.7.1 Message refused\r\n"})
+        mailtap = self.relay_to(up)
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<early-250@example.test>") + b".\r\n")
+        r = c.reply()
+        self.assertReply(r, 451, "4.4.2")
+        self.assertNotIn(b"EARLY", r.text.encode())
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.end["detail"], "upstream replied during DATA")
+        [t] = cap.transactions
+        self.assertEqual((t["outcome"], t["final_reply"]["code"]), ("tempfailed", 451))
+
+
+if __name__ == "__main__":
+    unittest.main()
