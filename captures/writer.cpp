@@ -373,6 +373,7 @@ void store::run() {
         break;
       }
       rest.remove_prefix(static_cast<std::size_t>(n));
+      counters_.bytes_written.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
     }
     f.pending.clear();   // keeps its capacity for the next lines
   };

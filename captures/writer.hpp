@@ -64,6 +64,7 @@ struct store_counters {
   std::atomic<std::uint64_t> complete{0};
   std::atomic<std::uint64_t> incomplete{0};       // kept but not completed (no capture silently lost)
   std::atomic<std::uint64_t> write_failures{0};
+  std::atomic<std::uint64_t> bytes_written{0};    // capture bytes write(2) accepted (the admin API's /metrics)
   std::atomic<std::uint64_t> dropped_records{0};  // queue above its cap (bounded memory)
   std::atomic<std::uint64_t> syncs{0};            // fdatasync calls made for barriers (store_options::fsync)
   std::atomic<std::uint64_t> pruned{0};           // captures removed by store_options::retain

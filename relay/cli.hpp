@@ -22,6 +22,8 @@ void register_captures_index(CLI::App& captures_cmd, int& exit_code);
 void register_diagnose(CLI::App& app, int& exit_code);
 void register_export(CLI::App& app, int& exit_code);
 void register_replay(CLI::App& app, int& exit_code);
+// `mailtap faults ...` and `mailtap sessions list`: clients of the admin API (cli_admin.cpp).
+void register_admin_clients(CLI::App& app, int& exit_code);
 
 // The captures a command-line name stands for (cli_show.cpp): a path, a session id within
 // `dir` (default: the run default), a directory (all its captures, in start order) or

@@ -11,6 +11,7 @@
 #include <system_error>
 #include <type_traits>
 
+#include "admin/control_plane.hpp"
 #include "captures/writer.hpp"
 #include "policies/scenario_loader.hpp"
 #include "relay/cli.hpp"
@@ -103,7 +104,11 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     return true;
   };
   if (!f.listen.empty() && !take_endpoint(f.listen, "--listen", cfg.listen)) return false;
-  if (!f.admin.empty() && !take_endpoint(f.admin, "--admin", cfg.admin)) return false;
+  if (!f.admin.empty()) {
+    cfg.admin_explicit = true;
+    cfg.admin_off = f.admin == "off";
+    if (!cfg.admin_off && !take_endpoint(f.admin, "--admin", cfg.admin)) return false;
+  }
   if (!f.upstream.empty()) {
     if (f.upstream == "builtin") {
       cfg.upstream.reset();
@@ -231,6 +236,7 @@ std::optional<config> build_config(const run_flags& f, std::string& error) {
     cfg = *loaded;
   }
   if (!apply_flags(f, cfg, error)) return std::nullopt;
+  if (error = admin::admin_address_problem(cfg); !error.empty()) return std::nullopt;
   if (cfg.captures_dir.empty()) cfg.captures_dir = default_captures_dir();
   if (cfg.identity == upstream_identity::proxy_v1 || cfg.identity == upstream_identity::proxy_v2) {
     // The header goes before any TLS; with implicit upstream TLS the handshake would overtake it.
@@ -296,14 +302,25 @@ int run(const run_flags& f) {
       std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
       return exit_usage;
     }
-    // One stable line on stdout, so scripts and tests can find a port chosen with :0.
+    std::string admin_skipped;
+    auto control = admin::control_plane::start(relay, cfg, store.get(), error, admin_skipped);
+    if (!control && !error.empty()) {
+      std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
+      return exit_usage;
+    }
+    // One stable line on stdout, so scripts and tests can find a port chosen with :0; the
+    // admin API's address on the next line.
     std::string tls_listen;
     if (auto t = relay.listen_tls_endpoint()) tls_listen = ", tls on " + t->to_string();
     std::printf("mailtap: listening on %s%s, upstream %s, captures in %s\n", relay.listen_endpoint().to_string().c_str(),
                 tls_listen.c_str(), relay.upstream_label().c_str(), cfg.captures_dir.c_str());
+    if (control) std::printf("mailtap: admin API on http://%s\n", control->address().to_string().c_str());
     std::fflush(stdout);
-    spdlog::info("seed {}; {} fault rule(s) armed; admin API address reserved at {} (control plane not in this build)",
-                 relay.seed(), cfg.faults.size(), cfg.admin.to_string());
+    spdlog::info("seed {}; {} fault rule(s) armed", relay.seed(), cfg.faults.size());
+    if (!admin_skipped.empty()) {
+      if (cfg.admin_off) spdlog::info("{}", admin_skipped);
+      else spdlog::warn("{}", admin_skipped);
+    }
     reloader reloads([&f](std::string& why) { return build_config(f, why); }, cfg, relay.faults(), relay.metrics());
     relay.on_reload([&reloads] { reloads.reload(); });
     reloads.set_listening("listening on " + relay.listen_endpoint().to_string() + tls_listen);
@@ -353,7 +370,9 @@ void register_run(CLI::App& app, int& exit_code) {
                   "Remove finished captures older than this, e.g. 168h (default: keep)");
   cmd->add_option("--captures-max-bytes", f->captures_max_bytes,
                   "Remove the oldest finished captures while the directory holds more, e.g. 10GiB (default: keep)");
-  cmd->add_option("--admin", f->admin, "Admin API address (default 127.0.0.1:8025)");
+  cmd->add_option("--admin", f->admin,
+                  "Admin API (HTTP control plane) address, loopback only (default 127.0.0.1:8025; port 0 = any), "
+                  "or 'off'");
   cmd->add_option("--scenario", f->scenarios, "Fault scenario file (policies/scenarios/*.toml); repeatable");
   cmd->add_option("--seed", f->seed, "Master seed for reproducible faults, 0 to 2^64-1 (default: random, logged)");
   cmd->add_option("--max-sessions", f->max_sessions, "Concurrent sessions before new ones get 421 (default 256)");

@@ -64,7 +64,9 @@ class loader {
     } else if (k == "upstream") {
       upstream(r);
     } else if (k == "admin") {
-      if (auto e = endpoint_value(r, false)) out_.admin = *e;
+      out_.admin_explicit = true;
+      if (const auto* off = r.value().as_string(); off && off->get() == "off") out_.admin_off = true;
+      else if (auto e = endpoint_value(r, false)) out_.admin = *e;
     } else if (k == "captures") {
       captures(r);
     } else if (k == "scenarios") {

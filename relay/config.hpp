@@ -79,7 +79,12 @@ struct config {
   endpoint listen{"127.0.0.1", 2525};
   // Upstream SMTP server; std::nullopt means the built-in sink.
   std::optional<endpoint> upstream;
+  // The admin API (admin/README.md): loopback only. "off" disables it. Unless given
+  // explicitly (config or --admin), a default address that is taken is warned about and
+  // skipped rather than stopping the relay.
   endpoint admin{"127.0.0.1", 8025};
+  bool admin_off = false;
+  bool admin_explicit = false;
   std::filesystem::path captures_dir;          // default: default_captures_dir()
   // fdatasync each capture before the end-of-data reply is released ([captures] fsync;
   // README "Captures" gives the cost). Off: records survive a crash of mailtap, not of the host.

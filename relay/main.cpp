@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   mailtap::cli::register_diagnose(app, exit_code);
   mailtap::cli::register_export(app, exit_code);
   mailtap::cli::register_replay(app, exit_code);
+  mailtap::cli::register_admin_clients(app, exit_code);
   if (names_unknown_subcommand(app, argc, argv)) return mailtap::cli::exit_usage;
   try {
     app.parse(argc, argv);

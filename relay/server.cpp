@@ -106,7 +106,8 @@ bool server::listen_on(tcp::acceptor& acceptor, const endpoint& where, std::stri
 bool server::start(std::string& error) {
   if (!start_tls(error)) return false;
   ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, cfg_.seed,
-                                                          client_tls_.get(), upstream_tls_.get(), nullptr, {}, {}});
+                                                          client_tls_.get(), upstream_tls_.get(), nullptr, {}, {},
+                                                          &events_});
   if (ctx_->master_seed == 0) ctx_->master_seed = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
   faults_ = policies::make_engine(ctx_->master_seed);
   if (auto problem = faults_->add_all(cfg_.faults)) {

@@ -20,6 +20,7 @@
 #include "captures/writer.hpp"
 #include "policies/engine.hpp"
 #include "relay/config.hpp"
+#include "relay/event_hub.hpp"
 #include "relay/metrics.hpp"
 #include "relay/session.hpp"
 #include "relay/sink_server.hpp"
@@ -47,6 +48,13 @@ class server {
   void run();
   const relay_metrics& metrics() const { return metrics_; }
   relay_metrics& metrics() { return metrics_; }
+  // Live session events (the admin API's WebSocket subscribes).
+  event_hub& events() { return events_; }
+  // True from the first stop signal on: the relay no longer accepts sessions (/readyz).
+  bool draining() const { return draining_.load(); }
+  // The io_context the admin API runs its connections on (the last of the pool: the first
+  // runs the SMTP accept loops and the signals).
+  boost::asio::io_context& control_context() { return *contexts_.back(); }
   // The fault engine: rules may be added, removed or replaced while the relay runs (thread-safe).
   policies::engine& faults() { return *faults_; }
 
@@ -68,6 +76,7 @@ class server {
   const config& cfg_;
   captures::store* store_;
   relay_metrics metrics_;
+  event_hub events_;
   std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;
   std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
   std::unique_ptr<boost::asio::ip::tcp::acceptor> tls_acceptor_;   // implicit TLS (SMTPS)

@@ -117,16 +117,19 @@ session::session(asio::any_io_executor executor, std::unique_ptr<byte_pipe> clie
       capture_(open_capture(ctx, id_, number, who, target_)),
       advisor_(ctx.faults ? ctx.faults->open_session(number, who.client_label(), implicit_tls && ctx.client_tls)
                           : nullptr),
-      fsm_(relay_options_from(ctx, target_, implicit_tls && ctx.client_tls, who), capture_.get(), advisor_.get()),
+      tally_(capture_.get(), ctx.metrics, ctx.events, id_),
+      fsm_(relay_options_from(ctx, target_, implicit_tls && ctx.client_tls, who), &tally_, advisor_.get()),
       state_changed_(executor_),
       client_writer_wake_(executor_, clock::time_point::max()),
       upstream_writer_wake_(executor_, clock::time_point::max()),
       watchdog_timer_(executor_, clock::time_point::max()) {
   ++ctx_.metrics.sessions_active;
   implicit_tls_ = implicit_tls && ctx.client_tls;
+  tally_.announce_start(who.client_label(), target_.label);
 }
 
 session::~session() {
+  tally_.flush();   // before sessions_active falls: a scrape never sees the session gone and its stages missing
   const auto& s = fsm_.stats();
   ctx_.metrics.transactions += s.transactions;
   ctx_.metrics.messages_delivered += s.delivered;
@@ -412,6 +415,7 @@ asio::awaitable<void> session::handshake(leg l) {
   // A failed upstream handshake is the relay's problem (or the upstream's), not the client's:
   // counted and logged at warn with the session id. A client's failure is the client's.
   auto failed = [&](const std::string& why) {
+    if (!upstream) ++ctx_.metrics.client_tls_failed;
     if (upstream) {
       ++ctx_.metrics.upstream_tls_failed;
       warn_limited(ctx_.metrics.warnings, warn_kind::upstream_tls_failed,
@@ -465,6 +469,7 @@ asio::awaitable<void> session::handshake(leg l) {
       // A pin is compared only now (the handshake itself checked nothing): a mismatch fails
       // TLS before a byte of SMTP goes through it.
       box.drop_tls();
+      ++ctx_.metrics.upstream_cert_refused;
       feed(&protocol::relay_fsm::on_tls_failed, l, std::string_view("certificate not accepted: " + info.verification));
       co_return;
     }

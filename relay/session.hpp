@@ -19,9 +19,11 @@
 #include "captures/writer.hpp"
 #include "protocol/relay_fsm.hpp"
 #include "relay/client_identity.hpp"
+#include "relay/event_hub.hpp"
 #include "relay/config.hpp"
 #include "relay/leg_stream.hpp"
 #include "relay/metrics.hpp"
+#include "relay/session_tally.hpp"
 #include "relay/wake_signal.hpp"
 
 namespace mailtap::policies {
@@ -61,6 +63,7 @@ struct relay_context {
   // Called as each session ends (its coroutines are done), after sessions_active is lowered:
   // the server's drain waits on it. Any thread. Empty: nobody waits (tests).
   std::function<void()> session_closed;
+  event_hub* events = nullptr;                            // live events (admin API); null: none
 };
 
 class session : public std::enable_shared_from_this<session> {
@@ -133,6 +136,7 @@ class session : public std::enable_shared_from_this<session> {
   clock::time_point start_;
   std::unique_ptr<captures::session_capture> capture_;
   std::unique_ptr<protocol::fault_advisor> advisor_;   // before fsm_: the machine holds a pointer to it
+  session_tally tally_;                                 // before fsm_: its observer, in front of capture_
   protocol::relay_fsm fsm_;
   // A leg's state changed (an outbox drained, a pause lifted, a handshake done, the recorder
   // caught up, the peer's FIN): paused readers, lingering writers and open_upstream re-check.

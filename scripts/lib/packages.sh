@@ -5,7 +5,8 @@
 # (dpkg-deb and dpkg-shlibdeps from dpkg-dev, and `file`, which CPack's shlibdeps step runs;
 # systemd-analyze from systemd, with man-db for the unit's Documentation=; /bin/kill from
 # procps and adduser for the unit and the maintainer scripts: packaging/README.md; tshark reads what
-# `mailtap export pcap` writes).  FUZZ_PACKAGES: clang and libFuzzer with the sanitizer runtimes (tests/fuzz/).
+# `mailtap export pcap` writes; promtool from prometheus and python3-prometheus-client, the two
+# checks of /metrics: admin/README.md).  FUZZ_PACKAGES: clang and libFuzzer with the sanitizer runtimes (tests/fuzz/).
 # BENCH_PACKAGES: the peers the benchmark compares against.
 BUILD_PACKAGES=(
   build-essential cmake pkg-config
@@ -20,13 +21,16 @@ TEST_PACKAGES=(
   iproute2 nftables
   dpkg-dev file systemd man-db procps adduser
   tshark
+  prometheus python3-prometheus-client
 )
 FUZZ_PACKAGES=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 BENCH_PACKAGES=(haproxy postfix)
 
 # install_packages PKG...: apt-get install whatever of PKG is missing.
 # postfix is preseeded to "No configuration" so no mail daemon is set up or started, and
-# wireshark-common (tshark's) not to install dumpcap setuid, which it would ask about.
+# wireshark-common (tshark's) not to install dumpcap setuid, which it would ask about. No
+# service starts during the install (a policy-rc.d that says no, unless one exists), and the
+# prometheus daemon, which the tests do not want (only its promtool), stays disabled.
 install_packages() {
   local missing=()
   local p
@@ -39,6 +43,18 @@ install_packages() {
   echo "installing: ${missing[*]}" >&2
   echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
   echo "wireshark-common wireshark-common/install-setuid boolean false" | $sudo debconf-set-selections
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  local policy=/usr/sbin/policy-rc.d made_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# mailtap scripts/lib/packages.sh: no service starts while packages install\nexit 101\n' |
+      $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && made_policy=1
+  fi
+  local rc=0
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+    rc=$?
+  [ -n "$made_policy" ] && $sudo rm -f "$policy"
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+  return $rc
 }

@@ -50,6 +50,8 @@ PYTHON = "/usr/bin/python3"
 
 READY_RE = re.compile(
     r"^mailtap: listening on 127\.0\.0\.1:(\d+), upstream (\S+), captures in (.+)$")
+# The line after it when the admin API listens (admin/README.md).
+ADMIN_RE = re.compile(r"^mailtap: admin API on http://127\.0\.0\.1:(\d+)$")
 # The same line when an implicit TLS listener is configured (--listen-tls).
 READY_TLS_RE = re.compile(
     r"^mailtap: listening on 127\.0\.0\.1:(\d+), tls on 127\.0\.0\.1:(\d+), upstream (\S+), captures in (.+)$")
@@ -573,12 +575,16 @@ class Mailtap(Process):
                  ready_timeout=20.0, umask=-1, env=None, minimal=False):
         self.captures = captures or os.path.join(workdir, name + "-captures")
         extra = shlex.split(os.environ.get("MAILTAP_EXTRA_ARGS", ""))
+        # The admin API on a free port of its own, so that relays started side by side never
+        # compete for its default one (127.0.0.1:8025).
+        admin = [] if any(a == "--admin" or a.startswith("--admin=") for a in (*extra, *args)) \
+            else ["--admin", "%s:0" % LOOPBACK]
         if minimal:
             argv = [mailtap_bin(), "run", "--listen", "%s:0" % LOOPBACK,
-                    "--captures", self.captures, *extra, *args]
+                    "--captures", self.captures, *admin, *extra, *args]
         else:
             argv = [mailtap_bin(), "run", "--listen", "%s:0" % LOOPBACK, "--upstream", upstream,
-                    "--captures", self.captures, "--seed", "1", *extra, *args]
+                    "--captures", self.captures, "--seed", "1", *admin, *extra, *args]
         super().__init__(argv, workdir, name, stdout=subprocess.PIPE, umask=umask, env=env)
         line = self._ready_line(ready_timeout)
         self.tls_port = None
@@ -598,7 +604,7 @@ class Mailtap(Process):
     def _ready_line(self, timeout):
         fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
-        data = b""
+        data = getattr(self, "_stdout_rest", b"")
         while b"\n" not in data:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -613,7 +619,18 @@ class Mailtap(Process):
                     raise AssertionError("mailtap exited %s before listening; stderr: %s"
                                          % (self.proc.returncode, self.stderr_text()))
                 data += chunk
-        return data.split(b"\n", 1)[0].decode("utf-8", "replace")
+        line, self._stdout_rest = data.split(b"\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def admin_port(self, timeout=5.0):
+        """The admin API's port, from the line mailtap prints after its ready line."""
+        if getattr(self, "_admin_port", None) is None:
+            line = self._ready_line(timeout)
+            m = ADMIN_RE.match(line)
+            if not m:
+                raise AssertionError("unexpected admin line %r; stderr: %s" % (line, self.stderr_text()))
+            self._admin_port = int(m.group(1))
+        return self._admin_port
 
     def rss_kib(self):
         return read_vmrss_kib(self.pid)

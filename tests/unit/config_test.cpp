@@ -259,6 +259,26 @@ TEST(ConfigLoad, EnumValues) {
   }
 }
 
+// The admin API: an address given in the file must bind (admin_explicit); "off" disables it.
+TEST(ConfigLoad, AdminAddressOrOff) {
+  std::string error;
+  auto d = load_config_text("", "m.toml", config{}, error);
+  ASSERT_TRUE(d) << error;
+  EXPECT_FALSE(d->admin_off);
+  EXPECT_FALSE(d->admin_explicit);
+  auto off = load_config_text("admin = \"off\"", "m.toml", config{}, error);
+  ASSERT_TRUE(off) << error;
+  EXPECT_TRUE(off->admin_off);
+  EXPECT_TRUE(off->admin_explicit);
+  auto set = load_config_text("admin = \"127.0.0.1:0\"", "m.toml", config{}, error);
+  ASSERT_TRUE(set) << error;
+  EXPECT_FALSE(set->admin_off);
+  EXPECT_TRUE(set->admin_explicit);
+  EXPECT_TRUE(same(set->admin, endpoint{"127.0.0.1", 0}));
+  EXPECT_FALSE(load_config_text("admin = \"nope\"", "m.toml", config{}, error));
+  EXPECT_EQ(error.rfind("m.toml:1: key 'admin': ", 0), 0u) << error;
+}
+
 TEST(ConfigLoad, BuiltinUpstreamOverridesABaseUpstream) {
   config base;
   base.upstream = endpoint{"mx", 25};

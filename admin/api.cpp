@@ -1,0 +1,286 @@
+// The admin API's routes and handlers (admin/api.hpp).
+#include "admin/api.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <sstream>
+
+#include "admin/fault_input.hpp"
+#include "admin/metrics_page.hpp"
+#include "captures/reader.hpp"
+#include "captures/show.hpp"
+#include "protocol/observer.hpp"
+
+namespace mailtap::admin {
+
+namespace json = boost::json;
+
+namespace {
+
+// A raw capture served at most this large; a larger one is read from the captures
+// directory (the response is built in memory).
+constexpr std::uintmax_t max_raw_capture_bytes = 64ull * 1024 * 1024;
+
+response json_of(int status, const json::value& v) { return json_response(status, json::serialize(v)); }
+
+// The body's format from its Content-Type; nullopt for one the route does not take.
+std::optional<body_format> format_of(const request& req) {
+  const auto& t = req.content_type;
+  if (t == "application/json") return body_format::json;
+  if (t == "application/toml" || t == "text/toml" || t == "text/x-toml") return body_format::toml;
+  return std::nullopt;
+}
+
+response unsupported_media(const request& req, std::string_view wanted) {
+  return error_response(415, "Content-Type '" + (req.content_type.empty() ? std::string("none") : req.content_type) +
+                                 "' not accepted: send " + std::string(wanted));
+}
+
+// A non-negative integer query parameter within [0, max]; false and `problem` otherwise.
+bool count_param(const std::map<std::string, std::string>& q, const char* name, std::size_t max, std::size_t& out,
+                 std::string& problem) {
+  auto it = q.find(name);
+  if (it == q.end()) return true;
+  std::size_t v = 0;
+  const auto& s = it->second;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v > max) {
+    problem = std::string("query '") + name + "': expected an integer from 0 to " + std::to_string(max) + ", got '" +
+              s.substr(0, 40) + "'";
+    return false;
+  }
+  out = v;
+  return true;
+}
+
+json::object row_json(const session_row& r) {
+  json::object o;
+  o["id"] = r.id;
+  o["started_at"] = r.started_at;
+  o["client"] = r.client;
+  o["upstream"] = r.upstream;
+  o["outcome"] = r.outcome;
+  o["end_reason"] = r.end_reason.empty() ? json::value(nullptr) : json::value(r.end_reason);
+  o["complete"] = r.complete;
+  o["transactions"] = r.transactions;
+  o["duration_us"] = r.duration_us;
+  o["size_bytes"] = r.size_bytes;
+  if (!r.error.empty()) o["error"] = r.error;
+  return o;
+}
+
+json::array names_of(const std::vector<policies::rule>& rules) {
+  json::array a;
+  for (const auto& r : rules) a.emplace_back(r.name);
+  return a;
+}
+
+void log_mutation(const request& req, const std::string& what) {
+  spdlog::info("admin: {} {} from {}: {}", req.method, req.target, req.peer.empty() ? "?" : req.peer, what);
+}
+
+const std::set<std::string, std::less<>> known_outcomes = {"none",     "delivered", "blackholed", "rejected",
+                                                           "tempfailed", "aborted", "unknown", "unreadable"};
+
+}  // namespace
+
+std::string host_name_of(std::string_view host) {
+  std::string name;
+  if (!host.empty() && host.front() == '[') {
+    auto close = host.find(']');
+    name = std::string(host.substr(0, close == std::string_view::npos ? host.size() : close + 1));
+  } else {
+    name = std::string(host.substr(0, host.find(':')));
+  }
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return name;
+}
+
+std::set<std::string> loopback_host_allowlist(const std::string& bind_host) {
+  std::set<std::string> hosts = {"localhost", "127.0.0.1", "[::1]"};
+  std::string h = bind_host;
+  if (h.find(':') != std::string::npos && (h.empty() || h.front() != '[')) h = "[" + h + "]";
+  hosts.insert(host_name_of(h));
+  return hosts;
+}
+
+api::api(api_context ctx) : ctx_(std::move(ctx)) {
+  router_.add("GET", "/healthz", [](const call&) { return json_of(200, json::object{{"status", "ok"}}); });
+  router_.add("GET", "/readyz", [this](const call&) {
+    if (ctx_.ready && ctx_.ready()) return json_of(200, json::object{{"status", "ready"}});
+    return error_response(503, "not ready: the relay is not listening or is draining");
+  });
+  router_.add("GET", "/metrics", [this](const call&) {
+    metrics_sources s;
+    s.relay = ctx_.metrics;
+    s.captures = ctx_.capture_counters;
+    if (ctx_.faults) {
+      s.faults = ctx_.faults->counters();
+      s.fault_decide_errors = ctx_.faults->decide_errors();
+    }
+    response r;
+    r.content_type = metrics_content_type;
+    r.body = render_metrics(s);
+    return r;
+  });
+  router_.add("GET", "/api/v1/openapi.json", [](const call&) {
+    response r;
+    r.body = std::string(openapi_document());
+    return r;
+  });
+  router_.add("GET", events_path, [](const call&) {
+    auto r = error_response(426, "a WebSocket endpoint: connect with Upgrade: websocket");
+    r.headers.emplace_back("Upgrade", "websocket");
+    return r;
+  });
+  add_session_routes();
+  add_fault_routes();
+}
+
+void api::add_session_routes() {
+  router_.add("GET", "/api/v1/sessions", [this](const call& c) {
+    session_filter f;
+    std::string problem;
+    if (!count_param(c.query, "limit", max_page_rows, f.limit, problem) ||
+        !count_param(c.query, "offset", std::size_t{1} << 40, f.offset, problem))
+      return error_response(400, problem);
+    for (const auto& [key, value] : c.query) {
+      if (key == "outcome") {
+        if (!known_outcomes.contains(value)) return error_response(400, "query 'outcome': unknown outcome '" + value.substr(0, 40) + "'");
+        f.outcome = value;
+      } else if (key == "client") {
+        f.client = value;
+      } else if (key != "limit" && key != "offset") {
+        return error_response(400, "unknown query parameter '" + key.substr(0, 40) + "'");
+      }
+    }
+    auto page = ctx_.sessions->list(f);
+    json::array rows;
+    for (const auto& r : page.rows) rows.emplace_back(row_json(r));
+    return json_of(200, json::object{{"sessions", std::move(rows)},
+                                     {"limit", f.limit},
+                                     {"offset", f.offset},
+                                     {"more", page.more},
+                                     {"scan_limited", page.scan_limited}});
+  });
+  router_.add("GET", "/api/v1/sessions/{id}", [this](const call& c) {
+    const auto& id = c.params.at("id");
+    auto path = ctx_.sessions->capture_path(id);
+    if (!path) return error_response(404, "no session '" + id.substr(0, 128) + "'");
+    std::string error;
+    auto cap = captures::read_capture(*path, error);
+    if (!cap) return error_response(422, error);
+    return json_response(200, captures::render_json(*cap));
+  });
+  router_.add("GET", "/api/v1/sessions/{id}/raw", [this](const call& c) {
+    const auto& id = c.params.at("id");
+    auto path = ctx_.sessions->capture_path(id);
+    if (!path) return error_response(404, "no session '" + id.substr(0, 128) + "'");
+    std::error_code ec;
+    auto size = std::filesystem::file_size(*path, ec);
+    if (!ec && size > max_raw_capture_bytes)
+      return error_response(413, "capture larger than 64 MiB: read " + path->string() + " instead");
+    std::ifstream in(*path, std::ios::binary);
+    std::ostringstream body;
+    body << in.rdbuf();
+    if (!in && !in.eof()) return error_response(500, "cannot read " + path->filename().string());
+    response r;
+    r.content_type = "application/x-ndjson";
+    r.body = body.str();
+    r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + id + ".jsonl\"");
+    return r;
+  });
+}
+
+void api::add_fault_routes() {
+  router_.add("GET", "/api/v1/faults", [this](const call&) {
+    json::array rules;
+    for (const auto& s : ctx_.faults->list()) {
+      json::array phases;
+      for (auto p : s.phases) phases.emplace_back(protocol::to_string(p));
+      rules.emplace_back(json::object{{"name", s.name},
+                                      {"type", s.type},
+                                      {"phases", std::move(phases)},
+                                      {"injected", s.injected},
+                                      {"max_count", s.max_count ? json::value(*s.max_count) : json::value(nullptr)},
+                                      {"active", s.active}});
+    }
+    return json_of(200, json::object{{"faults", std::move(rules)}});
+  });
+  router_.add("POST", "/api/v1/faults", [this](const call& c) {
+    auto format = format_of(c.req);
+    if (!format) return unsupported_media(c.req, "application/json or application/toml");
+    auto loaded = rules_from_body(c.req.body, *format);
+    if (!loaded.ok()) return error_response(400, loaded.error);
+    auto names = names_of(loaded.rules);
+    if (auto problem = ctx_.faults->add_all(std::move(loaded.rules))) return error_response(409, *problem);
+    log_mutation(c.req, "added fault rule(s) " + json::serialize(names));
+    return json_of(201, json::object{{"added", std::move(names)}});
+  });
+  router_.add("GET", "/api/v1/faults/counters", [this](const call&) {
+    json::array counters;
+    for (const auto& f : ctx_.faults->counters())
+      counters.emplace_back(json::object{{"rule", f.rule}, {"type", f.type}, {"count", f.count}});
+    return json_of(200, json::object{{"counters", std::move(counters)}, {"decide_errors", ctx_.faults->decide_errors()}});
+  });
+  router_.add("POST", "/api/v1/faults/reset", [this](const call& c) {
+    const auto rules = ctx_.faults->list().size();
+    ctx_.faults->reset();
+    log_mutation(c.req, "reset: removed " + std::to_string(rules) + " fault rule(s) with their state and counts");
+    return json_of(200, json::object{{"reset", true}, {"removed", rules}});
+  });
+  router_.add("DELETE", "/api/v1/faults/{name}", [this](const call& c) {
+    const auto& name = c.params.at("name");
+    if (!ctx_.faults->remove(name)) return error_response(404, "no fault rule named '" + name.substr(0, 128) + "'");
+    log_mutation(c.req, "removed fault rule '" + name + "'");
+    return json_of(200, json::object{{"removed", name}});
+  });
+  router_.add("POST", "/api/v1/scenarios", [this](const call& c) {
+    if (format_of(c.req) != body_format::json) return unsupported_media(c.req, "application/json: {\"path\": FILE}");
+    boost::system::error_code ec;
+    auto doc = json::parse(c.req.body, ec);
+    if (ec) return error_response(400, "request (JSON): not JSON: " + ec.message());
+    const json::value* path = doc.is_object() ? doc.get_object().if_contains("path") : nullptr;
+    if (!path || !path->is_string() || doc.get_object().size() != 1)
+      return error_response(400, "request (JSON): expected {\"path\": \"FILE\"}, the scenario file to load");
+    const std::string file(path->get_string());
+    auto loaded = policies::load_scenario(file);
+    if (!loaded.ok()) return error_response(400, loaded.error);
+    auto names = names_of(loaded.rules);
+    if (auto problem = ctx_.faults->add_all(std::move(loaded.rules))) return error_response(409, file + ": " + *problem);
+    log_mutation(c.req, "loaded scenario " + file + ": fault rule(s) " + json::serialize(names));
+    return json_of(201, json::object{{"added", std::move(names)}, {"file", file}});
+  });
+}
+
+std::optional<response> api::admit_events(const request& req) const {
+  if (!ctx_.allowed_hosts.contains(host_name_of(req.host)))
+    return error_response(403, "Host '" + req.host.substr(0, 100) + "' not allowed");
+  // A browser always sends Origin on a WebSocket upgrade (RFC 6455 4.1): only a page served
+  // from the admin API's own names may subscribe. Other clients send none.
+  if (!req.origin.empty()) {
+    std::string_view o = req.origin;
+    const auto scheme = o.find("://");
+    const std::string name = scheme == std::string_view::npos ? "" : host_name_of(o.substr(scheme + 3));
+    if (!ctx_.allowed_hosts.contains(name))
+      return error_response(403, "Origin '" + req.origin.substr(0, 100) + "' not allowed");
+  }
+  return std::nullopt;
+}
+
+response api::handle(const request& req) const {
+  // RFC 9112 3.2: an HTTP/1.1 request has a Host; without one, or with a name this
+  // listener is not, it may come from a page that rebound a DNS name to loopback.
+  if (!ctx_.allowed_hosts.contains(host_name_of(req.host)))
+    return error_response(403, "Host '" + req.host.substr(0, 100) + "' not allowed (the admin API answers to " +
+                                   "its own address and localhost only)");
+  return router_.handle(req);
+}
+
+}  // namespace mailtap::admin

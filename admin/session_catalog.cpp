@@ -1,0 +1,107 @@
+// Listing the capture directory (admin/session_catalog.hpp).
+#include "admin/session_catalog.hpp"
+
+#include <algorithm>
+#include <system_error>
+
+#include "captures/reader.hpp"
+#include "captures/show.hpp"
+
+namespace mailtap::admin {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<fs::path> newest_first(const fs::path& dir) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code fec;
+    if (it->path().extension() == ".jsonl" && it->is_regular_file(fec)) out.push_back(it->path());
+  }
+  std::sort(out.begin(), out.end(), [](const fs::path& a, const fs::path& b) { return a.filename() > b.filename(); });
+  return out;
+}
+
+session_row row_of(const fs::path& file) {
+  session_row row;
+  row.id = file.stem().string();
+  std::error_code ec;
+  auto size = fs::file_size(file, ec);
+  row.size_bytes = ec ? 0 : size;
+  std::string error;
+  auto cap = captures::read_capture(file, error);
+  if (!cap) {
+    row.outcome = "unreadable";
+    row.error = error;
+    return row;
+  }
+  row.started_at = cap->header.started_at;
+  row.client = cap->header.client;
+  row.upstream = cap->header.upstream;
+  row.outcome = captures::session_outcome(*cap);
+  row.end_reason = cap->end ? cap->end->reason : "";
+  row.complete = cap->complete;
+  row.transactions = cap->transactions.size();
+  row.duration_us = captures::session_duration_us(*cap);
+  return row;
+}
+
+bool wanted(const session_row& row, const session_filter& f) {
+  if (!f.outcome.empty() && row.outcome != f.outcome) return false;
+  if (!f.client.empty() && row.client.find(f.client) == std::string::npos) return false;
+  return true;
+}
+
+}  // namespace
+
+bool plausible_session_id(std::string_view id) {
+  if (id.empty() || id.size() > 128 || id.front() == '.') return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+           c == '.';
+  });
+}
+
+session_page directory_catalog::list(const session_filter& filter) const {
+  session_page page;
+  const auto files = newest_first(dir_);
+  const std::size_t limit = std::min(filter.limit, max_page_rows);
+  if (filter.outcome.empty() && filter.client.empty()) {
+    // No filter: the page is a slice of the names; only its captures are read.
+    for (std::size_t i = filter.offset; i < files.size() && page.rows.size() < limit; ++i)
+      page.rows.push_back(row_of(files[i]));
+    page.more = files.size() > filter.offset + page.rows.size();
+    return page;
+  }
+  std::size_t matched = 0;
+  std::size_t scanned = 0;
+  for (const auto& file : files) {
+    if (scanned == max_filter_scan) {
+      page.scan_limited = true;
+      page.more = true;
+      break;
+    }
+    ++scanned;
+    auto row = row_of(file);
+    if (!wanted(row, filter)) continue;
+    if (matched++ < filter.offset) continue;
+    if (page.rows.size() == limit) {
+      page.more = true;
+      break;
+    }
+    page.rows.push_back(std::move(row));
+  }
+  return page;
+}
+
+std::optional<fs::path> directory_catalog::capture_path(std::string_view id) const {
+  if (!plausible_session_id(id)) return std::nullopt;
+  fs::path file = dir_ / (std::string(id) + ".jsonl");
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec)) return std::nullopt;
+  return file;
+}
+
+}  // namespace mailtap::admin

@@ -1,0 +1,72 @@
+// The sessions the API lists: a small interface, so that a capture index (a database of the
+// captures' summaries) can answer it later, and its first implementation, which reads the
+// capture directory itself. Newest first; paging by limit and offset; optional filters by
+// session outcome (captures::session_outcome) and by client address. Thread-safe (no state).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mailtap::admin {
+
+struct session_filter {
+  std::size_t limit = 50;
+  std::size_t offset = 0;
+  std::string outcome;   // "" = any; else none, delivered, blackholed, rejected, tempfailed, aborted, unknown
+  std::string client;    // "" = any; else a substring of the client address ("192.0.2.7")
+};
+
+// Bounds of one listing: a page of at most this many rows, and at most this many captures
+// read to fill it when a filter is given (the directory may hold many thousands).
+inline constexpr std::size_t max_page_rows = 500;
+inline constexpr std::size_t max_filter_scan = 5000;
+
+struct session_row {
+  std::string id;
+  std::string started_at;   // RFC 3339, UTC ("" when the capture cannot be read)
+  std::string client;
+  std::string upstream;
+  std::string outcome;      // as `show --json`; "unreadable" when the capture cannot be read
+  std::string end_reason;   // "" while in progress (no end record)
+  bool complete = false;
+  std::size_t transactions = 0;
+  std::uint64_t duration_us = 0;
+  std::uint64_t size_bytes = 0;   // the capture file's size
+  std::string error;        // why it cannot be read, when it cannot
+};
+
+struct session_page {
+  std::vector<session_row> rows;
+  bool more = false;          // rows beyond this page exist (or may: scan_limited)
+  bool scan_limited = false;  // a filter stopped after max_filter_scan captures
+};
+
+class session_catalog {
+ public:
+  virtual ~session_catalog() = default;
+  virtual session_page list(const session_filter& filter) const = 0;
+  // The capture file of a session id; nullopt for an id that is not one (or not there).
+  virtual std::optional<std::filesystem::path> capture_path(std::string_view id) const = 0;
+};
+
+// Reads the capture directory: *.jsonl names sorted newest first (a name starts with the
+// session's UTC start time: relay/session.cpp make_session_id), each listed capture read.
+class directory_catalog final : public session_catalog {
+ public:
+  explicit directory_catalog(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  session_page list(const session_filter& filter) const override;
+  std::optional<std::filesystem::path> capture_path(std::string_view id) const override;
+
+ private:
+  std::filesystem::path dir_;
+};
+
+// A session id as the relay makes them: letters, digits, '-', '_', '.', not starting with
+// '.', at most 128 characters (no path can be smuggled through it).
+bool plausible_session_id(std::string_view id);
+
+}  // namespace mailtap::admin

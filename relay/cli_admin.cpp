@@ -1,0 +1,203 @@
+// `mailtap faults list|add|remove|reset` and `mailtap sessions list`: the command-line
+// clients of a running relay's admin API (admin/README.md), for shell scripts and CI.
+// Text by default, the API's JSON with --json. Exit codes: 0 done; 1 the relay refused or
+// cannot be reached (an unknown rule, a name already in use, no answer); 2 usage or input
+// error (a bad rule file: the relay's one-line error names the key and line).
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+
+#include "admin/client.hpp"
+#include "relay/cli.hpp"
+#include "relay/config.hpp"
+
+namespace mailtap::cli {
+
+namespace {
+
+namespace json = boost::json;
+
+constexpr const char* default_admin = "127.0.0.1:8025";
+
+struct admin_options {
+  std::string admin = default_admin;
+  bool json = false;
+};
+
+void add_admin_options(CLI::App* cmd, admin_options& o) {
+  cmd->add_option("--admin", o.admin, "The relay's admin API address (default 127.0.0.1:8025, or $MAILTAP_ADMIN)")
+      ->envname("MAILTAP_ADMIN");
+  cmd->add_flag("--json", o.json, "Print the API's JSON answer");
+}
+
+// One call; prints the JSON answer with --json, else lets `text` print it. Returns the exit code.
+int call(const char* what, const admin_options& o, const admin::client_request& req,
+         const std::function<void(const json::value&)>& text) {
+  std::string why;
+  auto where = parse_endpoint(o.admin, why);
+  if (!where) {
+    std::fprintf(stderr, "mailtap %s: --admin '%s': %s\n", what, o.admin.c_str(), why.c_str());
+    return exit_usage;
+  }
+  auto res = admin::http_call(*where, req);
+  if (!res.error.empty()) {
+    std::fprintf(stderr, "mailtap %s: %s\n", what, res.error.c_str());
+    return exit_problem;
+  }
+  boost::system::error_code ec;
+  auto doc = json::parse(res.body, ec);
+  if (res.status >= 300) {
+    std::string message = !ec && doc.is_object() && doc.as_object().contains("error") && doc.at("error").is_string()
+                              ? std::string(doc.at("error").as_string())
+                              : "HTTP " + std::to_string(res.status);
+    std::fprintf(stderr, "mailtap %s: %s\n", what, message.c_str());
+    // The relay read the input and refused it: an input error. Anything else: a problem.
+    return res.status == 400 || res.status == 413 || res.status == 415 ? exit_usage : exit_problem;
+  }
+  if (ec) {
+    std::fprintf(stderr, "mailtap %s: the admin API's answer is not JSON\n", what);
+    return exit_problem;
+  }
+  if (o.json) std::cout << res.body;
+  else text(doc);
+  std::cout.flush();
+  return exit_ok;
+}
+
+std::string str(const json::value& v) {
+  if (v.is_string()) return std::string(v.as_string());
+  if (v.is_null()) return "-";
+  if (v.is_bool()) return v.as_bool() ? "yes" : "no";
+  if (v.is_int64()) return std::to_string(v.as_int64());
+  if (v.is_uint64()) return std::to_string(v.as_uint64());
+  return json::serialize(v);
+}
+
+void print_faults(const json::value& doc) {
+  const auto& rules = doc.at("faults").as_array();
+  if (rules.empty()) {
+    std::printf("no fault rules\n");
+    return;
+  }
+  std::printf("%-24s %-16s %-20s %9s %6s\n", "NAME", "TYPE", "PHASES", "INJECTED", "ACTIVE");
+  for (const auto& r : rules) {
+    std::string phases;
+    for (const auto& p : r.at("phases").as_array()) phases += (phases.empty() ? "" : ",") + str(p);
+    std::printf("%-24s %-16s %-20s %9s %6s\n", str(r.at("name")).c_str(), str(r.at("type")).c_str(), phases.c_str(),
+                str(r.at("injected")).c_str(), str(r.at("active")).c_str());
+  }
+}
+
+void print_sessions(const json::value& doc) {
+  const auto& rows = doc.at("sessions").as_array();
+  if (rows.empty()) {
+    std::printf("no sessions\n");
+    return;
+  }
+  std::printf("%-34s %-28s %-22s %-11s %12s\n", "ID", "STARTED", "CLIENT", "OUTCOME", "DURATION ms");
+  for (const auto& r : rows) {
+    const auto us = r.at("duration_us").is_uint64() ? r.at("duration_us").as_uint64()
+                                                    : static_cast<std::uint64_t>(r.at("duration_us").as_int64());
+    std::printf("%-34s %-28s %-22s %-11s %12.3f\n", str(r.at("id")).c_str(), str(r.at("started_at")).c_str(),
+                str(r.at("client")).c_str(), str(r.at("outcome")).c_str(), static_cast<double>(us) / 1000.0);
+  }
+  if (doc.at("more").as_bool()) std::printf("(more: --offset %zu)\n", static_cast<std::size_t>(
+                                                                         doc.at("offset").to_number<std::uint64_t>() +
+                                                                         rows.size()));
+}
+
+// A rule file's text ("-": standard input) and its media type: JSON for *.json, else TOML.
+bool read_rules(const std::string& file, std::string& body, std::string& type) {
+  if (file == "-") {
+    body.assign(std::istreambuf_iterator<char>(std::cin), {});
+  } else {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) return false;
+    body.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const bool is_json = file.size() > 5 && file.compare(file.size() - 5, 5, ".json") == 0;
+  const bool looks_json = !body.empty() && (body.find_first_not_of(" \t\r\n") != std::string::npos) &&
+                          (body[body.find_first_not_of(" \t\r\n")] == '{');
+  type = is_json || (file == "-" && looks_json) ? "application/json" : "application/toml";
+  return true;
+}
+
+void register_faults(CLI::App& app, int& exit_code) {
+  auto* faults = app.add_subcommand("faults", "Fault rules of a running relay, through its admin API");
+  faults->require_subcommand(1);
+  auto o = std::make_shared<admin_options>();
+
+  auto* list = faults->add_subcommand("list", "List the rules in force: type, phases, injections");
+  add_admin_options(list, *o);
+  list->callback([o, &exit_code] { exit_code = call("faults list", *o, {"GET", "/api/v1/faults", "", ""}, print_faults); });
+
+  auto* add = faults->add_subcommand("add", "Add the [[fault]] rules of a TOML file (or a JSON one, *.json; - reads stdin)");
+  auto file = std::make_shared<std::string>();
+  add->add_option("file", *file, "Rule file: [[fault]] tables (TOML), or JSON; '-' for standard input")->required();
+  add_admin_options(add, *o);
+  add->callback([o, file, &exit_code] {
+    admin::client_request req{"POST", "/api/v1/faults", "", ""};
+    if (!read_rules(*file, req.body, req.content_type)) {
+      std::fprintf(stderr, "mailtap faults add: %s: cannot read the file\n", file->c_str());
+      exit_code = exit_usage;
+      return;
+    }
+    exit_code = call("faults add", *o, req, [](const json::value& doc) {
+      for (const auto& n : doc.at("added").as_array()) std::printf("added %s\n", str(n).c_str());
+    });
+  });
+
+  auto* remove = faults->add_subcommand("remove", "Remove one rule by name (sessions already open keep it)");
+  auto name = std::make_shared<std::string>();
+  remove->add_option("name", *name, "Rule name")->required();
+  add_admin_options(remove, *o);
+  remove->callback([o, name, &exit_code] {
+    exit_code = call("faults remove", *o, {"DELETE", "/api/v1/faults/" + admin::url_encode(*name), "", ""},
+                     [](const json::value& doc) { std::printf("removed %s\n", str(doc.at("removed")).c_str()); });
+  });
+
+  auto* reset = faults->add_subcommand("reset", "Remove every rule with its state and counts (between tests)");
+  add_admin_options(reset, *o);
+  reset->callback([o, &exit_code] {
+    exit_code = call("faults reset", *o, {"POST", "/api/v1/faults/reset", "", ""}, [](const json::value& doc) {
+      std::printf("reset: %s rule(s) removed\n", str(doc.at("removed")).c_str());
+    });
+  });
+}
+
+void register_sessions(CLI::App& app, int& exit_code) {
+  auto* sessions = app.add_subcommand("sessions", "Sessions a running relay recorded, through its admin API");
+  sessions->require_subcommand(1);
+  struct list_options : admin_options {
+    std::size_t limit = 20, offset = 0;
+    std::string outcome, client;
+  };
+  auto o = std::make_shared<list_options>();
+  auto* list = sessions->add_subcommand("list", "List sessions, newest first");
+  add_admin_options(list, *o);
+  list->add_option("--limit", o->limit, "At most this many (default 20, at most 500)")->check(CLI::Range(0, 500));
+  list->add_option("--offset", o->offset, "Skip this many (newest first)");
+  list->add_option("--outcome", o->outcome,
+                   "Only this outcome: none, delivered, blackholed, rejected, tempfailed, aborted, unknown");
+  list->add_option("--client", o->client, "Only clients whose address contains this");
+  list->callback([o, &exit_code] {
+    std::string target = "/api/v1/sessions?limit=" + std::to_string(o->limit) + "&offset=" + std::to_string(o->offset);
+    if (!o->outcome.empty()) target += "&outcome=" + admin::url_encode(o->outcome);
+    if (!o->client.empty()) target += "&client=" + admin::url_encode(o->client);
+    exit_code = call("sessions list", *o, {"GET", target, "", ""}, print_sessions);
+  });
+}
+
+}  // namespace
+
+void register_admin_clients(CLI::App& app, int& exit_code) {
+  register_faults(app, exit_code);
+  register_sessions(app, exit_code);
+}
+
+}  // namespace mailtap::cli

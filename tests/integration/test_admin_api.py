@@ -1,0 +1,436 @@
+"""The admin API of a running mailtap (admin/README.md): sessions appear after swaks sends
+mail, a fault added over the API hits the next message and its counter moves, reset clears it,
+/metrics moves with traffic and passes `promtool check metrics` and python3-prometheus-client's
+parser, bad requests get the right status and a one-line JSON error, and the CLI clients
+(`mailtap faults ...`, `mailtap sessions list`) drive it with their exit codes.
+
+Assertions are on HTTP statuses, JSON documents, metric values, SMTP replies and captures --
+never on log text.
+"""
+
+import base64
+import http.client
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, SmtpClient, mailtap_bin, wait_until)
+
+PROMTOOL = "/usr/bin/promtool"
+TO = "a@example.com"
+FULL_TOML = '[[fault]]\nname = "full"\ntype = "reply"\nphase = "rcpt"\ncode = 452\nenhanced = "4.2.2"\ntext = "Mailbox full"\n'
+
+
+class EventSocket:
+    """A minimal RFC 6455 client: the upgrade, then the server's text messages (unmasked,
+    unfragmented, as mailtap sends them)."""
+
+    def __init__(self, port, origin=None, timeout=20):
+        self.sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        head = ("GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (port, key))
+        if origin:
+            head += "Origin: %s\r\n" % origin
+        self.sock.sendall((head + "\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        self.status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/1.1 ") else 0
+        self.body = self.buf
+
+    def _need(self, n, deadline):
+        while len(self.buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                raise AssertionError("no WebSocket message in time")
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise AssertionError("WebSocket closed")
+            self.buf += chunk
+
+    def message(self, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            self._need(2, deadline)
+            opcode, length = self.buf[0] & 0x0F, self.buf[1] & 0x7F
+            at = 2
+            if length == 126:
+                self._need(4, deadline)
+                length, at = int.from_bytes(self.buf[2:4], "big"), 4
+            elif length == 127:
+                self._need(10, deadline)
+                length, at = int.from_bytes(self.buf[2:10], "big"), 10
+            self._need(at + length, deadline)
+            payload, self.buf = self.buf[at:at + length], self.buf[at + length:]
+            if opcode == 1:
+                return json.loads(payload)
+
+    def messages_until(self, predicate, timeout=20.0):
+        got = []
+        deadline = time.monotonic() + timeout
+        while not got or not predicate(got[-1]):
+            got.append(self.message(max(0.1, deadline - time.monotonic())))
+        return got
+
+    def close(self):
+        self.sock.close()
+
+
+class AdminTest(IntegrationTest):
+
+    def setUp(self):
+        super().setUp()
+        self.relay = self.start_mailtap()
+        self.admin = self.relay.admin_port()
+
+    def request(self, method, path, body=None, content_type=None, headers=None):
+        """(status, headers dict lower-case, body bytes) of one request."""
+        conn = http.client.HTTPConnection(LOOPBACK, self.admin, timeout=20)
+        try:
+            h = dict(headers or {})
+            if content_type:
+                h["Content-Type"] = content_type
+            conn.request(method, path, body=body, headers=h)
+            r = conn.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            conn.close()
+
+    def get_json(self, path, status=200):
+        code, _, body = self.request("GET", path)
+        self.assertEqual(code, status, body)
+        return json.loads(body)
+
+    def assertOneLineError(self, status, body, expected_status):
+        self.assertEqual(status, expected_status, body)
+        self.assertTrue(body.endswith(b"\n") and body.count(b"\n") == 1, body)
+        doc = json.loads(body)
+        self.assertEqual(doc["status"], expected_status)
+        self.assertIsInstance(doc["error"], str)
+        self.assertTrue(doc["error"])
+        return doc["error"]
+
+    def metrics(self):
+        code, headers, body = self.request("GET", "/metrics")
+        self.assertEqual(code, 200)
+        self.assertTrue(headers["content-type"].startswith("text/plain; version=0.0.4"), headers)
+        return body.decode("utf-8")
+
+    def sample(self, text, name, **labels):
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return s.value
+        return None
+
+    def cli(self, *args, stdin=None):
+        r = subprocess.run([mailtap_bin(), *args, "--admin", "%s:%d" % (LOOPBACK, self.admin)],
+                           input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+
+class Health(AdminTest):
+
+    def test_healthz_and_readyz_answer_while_the_relay_listens(self):
+        self.assertEqual(self.get_json("/healthz"), {"status": "ok"})
+        self.assertEqual(self.get_json("/readyz"), {"status": "ready"})
+
+    def test_readyz_is_503_while_the_relay_drains(self):
+        # A transaction in progress holds the drain open (README: in-flight transactions finish).
+        c = SmtpClient(self.relay.port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply().code, 220)
+        self.assertEqual(c.command("EHLO busy.test").code, 250)
+        self.assertEqual(c.command("MAIL FROM:<a@example.test>").code, 250)
+        self.relay.signal(signal.SIGTERM)
+        wait_until(lambda: self.request("GET", "/readyz")[0] == 503, 20, "readyz 503 while draining")
+        code, _, body = self.request("GET", "/readyz")
+        self.assertOneLineError(code, body, 503)
+        self.assertEqual(self.get_json("/healthz"), {"status": "ok"})   # alive all the same
+
+    def test_the_openapi_document_is_served(self):
+        doc = self.get_json("/api/v1/openapi.json")
+        self.assertEqual(doc["openapi"], "3.0.3")
+        self.assertIn("/api/v1/faults/reset", doc["paths"])
+
+
+class Sessions(AdminTest):
+
+    def test_sessions_appear_newest_first_with_show_json_and_raw_download(self):
+        code, out = self.swaks(self.relay.port, "--to", TO)
+        self.assertEqual(code, 0, out)
+        code, out = self.swaks(self.relay.port, "--to", "b@example.com", "--quit-after", "RCPT")
+        self.assertEqual(code, 0, out)
+        self.relay.wait_captures(2)
+        page = self.get_json("/api/v1/sessions")
+        self.assertEqual(len(page["sessions"]), 2, page)
+        newest, oldest = page["sessions"]
+        self.assertGreater(newest["id"], oldest["id"])
+        self.assertEqual(oldest["outcome"], "delivered")
+        self.assertEqual(newest["outcome"], "aborted")
+        self.assertTrue(oldest["client"].startswith("127.0.0.1:"))
+        # Paging and the outcome filter.
+        one = self.get_json("/api/v1/sessions?limit=1&offset=1")
+        self.assertEqual([s["id"] for s in one["sessions"]], [oldest["id"]])
+        self.assertFalse(one["more"])
+        delivered = self.get_json("/api/v1/sessions?outcome=delivered")
+        self.assertEqual([s["id"] for s in delivered["sessions"]], [oldest["id"]])
+        # One session: the `show --json` document.
+        shown = self.get_json("/api/v1/sessions/" + oldest["id"])
+        self.assertEqual(shown["id"], oldest["id"])
+        self.assertEqual(shown["transactions"][0]["rcpt_to"], [TO])
+        # The raw capture, as an attachment that is never sniffed.
+        code, headers, body = self.request("GET", "/api/v1/sessions/%s/raw" % oldest["id"])
+        self.assertEqual(code, 200)
+        self.assertIn("attachment", headers["content-disposition"])
+        self.assertEqual(headers["x-content-type-options"], "nosniff")
+        with open(os.path.join(self.relay.captures, oldest["id"] + ".jsonl"), "rb") as f:
+            self.assertEqual(body, f.read())
+        code, _, body = self.request("GET", "/api/v1/sessions/nope-000")
+        self.assertOneLineError(code, body, 404)
+
+    def test_sessions_list_cli(self):
+        self.swaks(self.relay.port, "--to", TO)
+        self.relay.wait_captures(1)
+        code, out, err = self.cli("sessions", "list", "--json")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["sessions"][0]["outcome"], "delivered")
+        code, out, err = self.cli("sessions", "list")
+        self.assertEqual(code, 0, err)
+        self.assertIn("delivered", out)
+        code, out, err = self.cli("sessions", "list", "--outcome", "bogus")
+        self.assertEqual(code, 2, (out, err))
+        self.assertEqual(len(err.splitlines()), 1, err)
+
+
+class Faults(AdminTest):
+
+    def test_a_fault_added_over_the_api_hits_the_next_message_and_reset_clears_it(self):
+        code, _, body = self.request("POST", "/api/v1/faults", FULL_TOML, "application/toml")
+        self.assertEqual(code, 201, body)
+        self.assertEqual(json.loads(body), {"added": ["full"]})
+        rc, out = self.swaks(self.relay.port, "--to", TO)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("452 4.2.2 Mailbox full", out)
+        counters = self.get_json("/api/v1/faults/counters")["counters"]
+        self.assertEqual(counters, [{"rule": "full", "type": "reply", "count": 1}])
+        self.assertEqual(self.sample(self.metrics(), "mailtap_faults_injected_total", rule="full", type="reply"), 1.0)
+        listed = self.get_json("/api/v1/faults")["faults"]
+        self.assertEqual([(f["name"], f["injected"], f["phases"]) for f in listed], [("full", 1, ["rcpt"])])
+        code, _, body = self.request("POST", "/api/v1/faults/reset")
+        self.assertEqual(code, 200, body)
+        self.assertEqual(self.get_json("/api/v1/faults")["faults"], [])
+        rc, out = self.swaks(self.relay.port, "--to", TO)
+        self.assertEqual(rc, 0, out)
+
+    def test_json_rules_and_remove(self):
+        rule = {"name": "nope", "type": "reply", "phase": "mail", "code": 550, "enhanced": "5.7.1", "text": "No"}
+        code, _, body = self.request("POST", "/api/v1/faults", json.dumps(rule), "application/json")
+        self.assertEqual(code, 201, body)
+        rc, out = self.swaks(self.relay.port, "--to", TO)
+        self.assertIn("550 5.7.1 No", out)
+        code, _, body = self.request("DELETE", "/api/v1/faults/nope")
+        self.assertEqual((code, json.loads(body)), (200, {"removed": "nope"}))
+        code, _, body = self.request("DELETE", "/api/v1/faults/nope")
+        self.assertOneLineError(code, body, 404)
+        rc, out = self.swaks(self.relay.port, "--to", TO)
+        self.assertEqual(rc, 0, out)
+
+    def test_a_scenario_file_loads_by_path(self):
+        path = os.path.join(SCENARIOS_DIR, "mailbox-full.toml")
+        code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": path}), "application/json")
+        self.assertEqual(code, 201, body)
+        self.assertEqual(json.loads(body)["added"], ["mailbox-full"])
+        rc, out = self.swaks(self.relay.port, "--to", "a@example.com")
+        self.assertIn("552 5.2.2", out)
+        code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": "/nonexistent.toml"}),
+                                     "application/json")
+        self.assertIn("/nonexistent.toml", self.assertOneLineError(code, body, 400))
+
+    def test_the_cli_adds_lists_removes_and_resets(self):
+        rules = os.path.join(self.workdir, "full.toml")
+        with open(rules, "w") as f:
+            f.write(FULL_TOML)
+        code, out, err = self.cli("faults", "add", rules)
+        self.assertEqual((code, out), (0, "added full\n"), err)
+        code, out, err = self.cli("faults", "add", rules)   # the name is taken
+        self.assertEqual(code, 1, (out, err))
+        self.assertEqual(len(err.splitlines()), 1, err)
+        rc, _ = self.swaks(self.relay.port, "--to", TO)
+        code, out, err = self.cli("faults", "list", "--json")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["faults"][0]["injected"], 1)
+        code, out, err = self.cli("faults", "remove", "full")
+        self.assertEqual((code, out), (0, "removed full\n"), err)
+        code, out, err = self.cli("faults", "remove", "full")
+        self.assertEqual(code, 1, (out, err))
+        bad = os.path.join(self.workdir, "bad.toml")
+        with open(bad, "w") as f:
+            f.write(FULL_TOML.replace("452", "999"))
+        code, out, err = self.cli("faults", "add", bad)
+        self.assertEqual(code, 2, (out, err))
+        self.assertEqual(err, "mailtap faults add: request:5: key 'code': expected an integer from 200 to 599, got 999\n")
+        code, out, err = self.cli("faults", "add", "-", stdin=json.dumps({"name": "r", "type": "reset", "phase": "mail"}).encode())
+        self.assertEqual((code, out), (0, "added r\n"), err)
+        code, out, err = self.cli("faults", "reset")
+        self.assertEqual((code, out), (0, "reset: 1 rule(s) removed\n"), err)
+
+    def test_the_cli_without_a_relay_exits_1(self):
+        r = subprocess.run([mailtap_bin(), "faults", "list", "--admin", "127.0.0.1:1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+
+
+class Metrics(AdminTest):
+
+    def test_metrics_move_with_traffic_and_pass_promtool(self):
+        before = self.metrics()
+        self.assertEqual(self.sample(before, "mailtap_sessions_total"), 0.0)
+        for _ in range(2):
+            rc, out = self.swaks(self.relay.port, "--to", TO)
+            self.assertEqual(rc, 0, out)
+        self.relay.wait_captures(2)
+        wait_until(lambda: self.sample(self.metrics(), "mailtap_sessions_active") == 0.0, 20, "sessions closed")
+        after = self.metrics()
+        self.assertEqual(self.sample(after, "mailtap_sessions_total"), 2.0)
+        self.assertEqual(self.sample(after, "mailtap_messages_delivered_total"), 2.0)
+        self.assertEqual(self.sample(after, "mailtap_replies_total", stage="rcpt", **{"class": "2xx"}), 2.0)
+        self.assertEqual(self.sample(after, "mailtap_replies_total", stage="data", **{"class": "3xx"}), 2.0)
+        self.assertEqual(self.sample(after, "mailtap_stage_duration_seconds_count", stage="data_end"), 2.0)
+        self.assertEqual(self.sample(after, "mailtap_stage_upstream_seconds_count", stage="rcpt"), 2.0)
+        self.assertEqual(self.sample(after, "mailtap_stage_relay_seconds_bucket", stage="rcpt", le="+Inf"), 2.0)
+        self.assertGreater(self.sample(after, "mailtap_capture_bytes_written_total"), 0.0)
+        self.assertEqual(self.sample(after, "mailtap_captures_total", result="complete"), 2.0)
+        r = subprocess.run([PROMTOOL, "check", "metrics"], input=after.encode(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout.decode())
+
+    def test_tls_handshakes_are_counted_by_leg(self):
+        rc, out = self.swaks(self.relay.port, "--to", TO, "--tls")
+        self.assertEqual(rc, 0, out)
+        self.relay.wait_captures(1)
+        text = self.metrics()
+        wait_until(lambda: self.sample(self.metrics(), "mailtap_sessions_active") == 0.0, 20, "session closed")
+        text = self.metrics()
+        self.assertEqual(self.sample(text, "mailtap_tls_handshakes_total", leg="client"), 1.0)
+        self.assertEqual(self.sample(text, "mailtap_tls_handshakes_total", leg="upstream"), 1.0)
+        self.assertEqual(self.sample(text, "mailtap_stage_duration_seconds_count", stage="tls"), 2.0)
+
+
+class Events(AdminTest):
+
+    def test_a_subscriber_sees_a_session_start_its_stages_a_fault_and_its_end(self):
+        code, _, body = self.request("POST", "/api/v1/faults", FULL_TOML, "application/toml")
+        self.assertEqual(code, 201, body)
+        ws = EventSocket(self.admin)
+        self.addCleanup(ws.close)
+        self.assertEqual(ws.status, 101)
+        rc, out = self.swaks(self.relay.port, "--to", TO)
+        self.assertIn("452 4.2.2", out)
+        events = ws.messages_until(lambda e: e["type"] == "session_ended")
+        session = events[0]["session"]
+        self.assertEqual(events[0]["type"], "session_started")
+        self.assertTrue(events[0]["client"].startswith("127.0.0.1:"))
+        self.assertTrue(all(e["session"] == session for e in events))
+        stages = [e["stage"] for e in events if e["type"] == "stage"]
+        self.assertIn("banner", stages)
+        self.assertIn("rcpt", stages)
+        faults = [e for e in events if e["type"] == "fault"]
+        self.assertEqual([(f["rule"], f["fault_type"], f["stage"]) for f in faults], [("full", "reply", "rcpt")])
+        rcpt = [e for e in events if e["type"] == "stage" and e["stage"] == "rcpt"]
+        self.assertEqual(rcpt[0]["reply_class"], 4)
+        self.assertEqual(events[-1]["reason"], "client_quit")
+
+    def test_a_foreign_origin_is_403_and_a_plain_get_is_426(self):
+        ws = EventSocket(self.admin, origin="http://evil.example")
+        self.addCleanup(ws.close)
+        self.assertEqual(ws.status, 403)
+        ok = EventSocket(self.admin, origin="http://localhost:%d" % self.admin)
+        self.addCleanup(ok.close)
+        self.assertEqual(ok.status, 101)
+        code, _, body = self.request("GET", "/api/v1/events")
+        self.assertOneLineError(code, body, 426)
+
+
+class BadRequests(AdminTest):
+
+    def test_unknown_route_is_404_and_a_mutation_by_get_is_405(self):
+        code, _, body = self.request("GET", "/api/v1/nothing")
+        self.assertOneLineError(code, body, 404)
+        code, headers, body = self.request("GET", "/api/v1/faults/reset")
+        self.assertOneLineError(code, body, 405)
+        self.assertIn("POST", headers["allow"])
+
+    def test_bad_json_bad_toml_and_wrong_content_type_are_refused(self):
+        code, _, body = self.request("POST", "/api/v1/faults", "{bad", "application/json")
+        self.assertIn("not JSON", self.assertOneLineError(code, body, 400))
+        code, _, body = self.request("POST", "/api/v1/faults", "[[fault]\nname = ", "application/toml")
+        self.assertTrue(self.assertOneLineError(code, body, 400).startswith("request:1:"))
+        code, _, body = self.request("POST", "/api/v1/faults", "name=x", "application/x-www-form-urlencoded")
+        self.assertOneLineError(code, body, 415)
+        self.assertEqual(self.get_json("/api/v1/faults")["faults"], [])
+
+    def test_an_oversized_body_is_413(self):
+        code, _, body = self.request("POST", "/api/v1/faults", "#" * (300 * 1024), "application/toml")
+        self.assertOneLineError(code, body, 413)
+
+    def test_oversized_headers_are_431_and_garbage_is_400(self):
+        code, _, body = self.request("GET", "/healthz", headers={"X-Big": "a" * (16 * 1024)})
+        self.assertOneLineError(code, body, 431)
+        with socket.create_connection((LOOPBACK, self.admin), timeout=20) as s:
+            s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        self.assertTrue(data.startswith(b"HTTP/1.1 400 "), data)
+        self.assertEqual(self.get_json("/healthz"), {"status": "ok"})   # still serving
+
+    def test_a_foreign_host_is_403(self):
+        code, _, body = self.request("GET", "/api/v1/faults", headers={"Host": "evil.example"})
+        self.assertOneLineError(code, body, 403)
+
+    def test_a_slow_request_is_closed_at_its_deadline_and_the_server_keeps_serving(self):
+        with socket.create_connection((LOOPBACK, self.admin), timeout=30) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")   # never finished
+            self.assertEqual(self.get_json("/healthz"), {"status": "ok"})
+            started = time.monotonic()
+            self.assertEqual(s.recv(4096), b"")   # closed by the relay (request_timeout, 10 s)
+            self.assertLess(time.monotonic() - started, 20)
+
+
+class Startup(IntegrationTest):
+
+    def test_a_non_loopback_admin_address_is_refused(self):
+        r = subprocess.run([mailtap_bin(), "run", "--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0",
+                            "--captures", os.path.join(self.workdir, "caps")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"loopback", r.stderr)
+        self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+
+    def test_admin_off_serves_smtp_without_an_admin_line(self):
+        m = self.start_mailtap(args=("--admin", "off"))
+        rc, out = self.swaks(m.port, "--to", TO)
+        self.assertEqual(rc, 0, out)
+        with self.assertRaises(AssertionError):
+            m.admin_port(timeout=1.0)
+
+
+if __name__ == "__main__":
+    unittest.main()
