@@ -1,6 +1,8 @@
-// Capture writer: sessions queue typed records; one thread turns them into JSON lines
-// (names from schema.hpp), writes each batch with write(2) and so leaves complete lines
-// behind at any crash; a barrier may also fdatasync the file (store_options::fsync).
+// Capture writer: each session serializes its records into JSON lines (names from
+// schema.hpp) in its capture's buffer and writes them with write(2) when the buffer fills,
+// at a barrier and at the close, so complete lines are left behind at any crash; the writer
+// thread writes out what idle sessions left buffered each tick, and runs the fdatasync of a
+// barrier (store_options::fsync).
 #include "captures/writer.hpp"
 
 #include <fcntl.h>
@@ -8,7 +10,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <boost/json.hpp>
+#include <array>
+#include <charconv>
+#include <optional>
+#include <type_traits>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -22,17 +27,17 @@
 namespace mailtap::captures {
 
 namespace {
-// Record bytes queued but not yet written, across all sessions, above which further bytes
+// Record bytes buffered but not yet written, across all sessions, above which further bytes
 // records are dropped and their captures marked incomplete (bounded memory). Sessions
 // stop reading well before this (store::backlog_pause_at), so it is the last resort.
-constexpr std::size_t queued_bytes_cap = 32 * 1024 * 1024;
-// A file's serialized lines are written out once they reach this, so the writer's buffer is
-// reused instead of growing (and page-faulting) with the batch.
-constexpr std::size_t write_out_at = 1024 * 1024;
-// The writer wakes for barriers and closes at once; other records wait for this tick or
-// for this much queued data, so a busy session costs one write(2) per batch, not per record.
+constexpr std::size_t buffered_bytes_cap = 32 * 1024 * 1024;
+// A capture's buffered lines are written out by its session once they reach this, so one
+// session's buffer stays small however large its message (bounded memory: 10,000 sessions).
+constexpr std::size_t write_out_at = 64 * 1024;
+// The writer writes out the buffers idle sessions left behind every tick; it wakes sooner
+// for a barrier to sync, or when this much is buffered across sessions.
 constexpr auto writer_tick = std::chrono::milliseconds(20);
-constexpr std::size_t wake_at_queued_bytes = 64 * 1024;
+constexpr std::size_t wake_at_buffered_bytes = 1024 * 1024;
 
 std::int64_t unix_us(std::chrono::system_clock::time_point tp) {
   return std::chrono::duration_cast<std::chrono::microseconds>(tp.time_since_epoch()).count();
@@ -49,201 +54,308 @@ constexpr auto index_retry_every = std::chrono::seconds(60);
 namespace field = schema::field;
 namespace record = schema::record;
 
-boost::json::object reply_json(const protocol::reply& r) {
-  boost::json::object o;
-  o[field::code] = r.code;
-  o[field::enhanced] = r.enhanced;
-  o[field::text] = r.text();
-  return o;
-}
-
-struct header_rec { session_info info; };
-struct bytes_rec { std::uint64_t t; protocol::leg l; protocol::direction d; std::string bytes; };
+// The records as the session reports them, serialized at once (views into its data).
+struct header_rec { const session_info& info; };
+struct bytes_rec { std::uint64_t t; protocol::leg l; protocol::direction d; std::string_view bytes; };
 // A command or a note. A command is the client's (leg client, dir in) or, since format
 // version 3, the relay's own sent upstream (leg upstream, dir out).
-struct text_rec { std::uint64_t t; std::string_view type; std::string text; bool relay_command = false; };
-struct reply_rec { std::uint64_t t; protocol::leg l; protocol::direction d; protocol::reply r; };
-struct tls_rec { std::uint64_t t; protocol::leg l; protocol::tls_summary tls; };
+struct text_rec { std::uint64_t t; std::string_view type; std::string_view text; bool relay_command = false; };
+struct reply_rec { std::uint64_t t; protocol::leg l; protocol::direction d; const protocol::reply& r; };
+struct tls_rec { std::uint64_t t; protocol::leg l; const protocol::tls_summary& tls; };
 struct end_rec {
   std::uint64_t t;
-  std::string reason;
-  std::string detail;
+  std::string_view reason;
+  std::string_view detail;
   std::uint64_t dropped;
   std::chrono::system_clock::time_point ended_at;   // when the session ended, not when this is written
 };
-struct fault_rec { std::uint64_t t; protocol::fault_event f; };
-struct barrier_rec { std::function<void()> done; };
-// complete: the session ended and nothing was dropped; the writer counts the capture
-// complete only if, besides, every write of its file succeeded (known only here).
-struct close_rec { bool complete; };
+struct fault_rec { std::uint64_t t; const protocol::fault_event& f; };
 }  // namespace
 
 struct capture_file {
   std::filesystem::path path;
-  int fd = -1;
-  std::string pending;
-  bool synced_once = false;   // its directory entry was synced with it (store_options::fsync)
+  std::string id;
   std::shared_ptr<std::atomic<bool>> failed = std::make_shared<std::atomic<bool>>(false);
-  std::optional<summary_builder> summary;   // what the index will hold (store_options::index)
+  // Guards what follows: the session's thread appends and writes out, the writer thread
+  // writes out what an idle session left and syncs.
+  std::mutex mutex;
+  std::string pending;          // serialized lines not yet written
+  int fd = -1;
+  bool listed = false;          // in store::buffered_files_ for the next tick
+  bool synced_once = false;     // its directory entry was synced with it (store_options::fsync)
 };
 
-struct queued_record {
+// A barrier waiting for its fdatasync (store_options::fsync).
+struct writer_job {
   std::shared_ptr<capture_file> file;
-  // Rare, large records are boxed so every queued record stays small (a flood of commands
-  // queues many records; their size is what bounds memory).
-  std::variant<std::unique_ptr<header_rec>, bytes_rec, text_rec, reply_rec, std::unique_ptr<tls_rec>,
-               protocol::stage_record, std::unique_ptr<protocol::transaction_record>, std::unique_ptr<end_rec>,
-               std::unique_ptr<fault_rec>, barrier_rec, close_rec>
-      body;
-  std::size_t weight = 0;   // memory this record holds, counted against queued_bytes_cap
+  std::function<void()> done;
 };
 
 // ---------------------------------------------------------------- serialization
 
 namespace {
 
-// Bytes records are most of a capture's volume: written directly, since base64 text and the
-// fixed field values never need JSON escaping.
-// Field names are plain identifiers (schema.hpp) and need no escaping either.
-void append_bytes_line(std::string& out, const bytes_rec& b) {
-  const auto key = [&out](std::string_view name) {
-    out += '"';
-    out += name;
-    out += "\":";
-  };
-  const auto quoted = [&out](std::string_view value) {
-    out += '"';
-    out += value;
-    out += '"';
-  };
-  out += '{';
-  key(field::type), quoted(record::bytes), out += ',';
-  key(field::t_us), out += std::to_string(b.t), out += ',';
-  key(field::leg), quoted(to_string(b.l)), out += ',';
-  key(field::dir), quoted(to_string(b.d)), out += ',';
-  key(field::b64), quoted(protocol::base64_encode(b.bytes));
-  out += "}\n";
+// One JSON object on one line, written field by field straight into the capture's buffer
+// (a JSON library's document tree cost more than the rest of the relay per message). Field
+// names are plain identifiers (schema.hpp) and need no escaping; string values are escaped
+// as RFC 8259 section 7 requires, other bytes (UTF-8 included) pass through as they are.
+class json_line {
+ public:
+  explicit json_line(std::string& out) : out_(out) { out_ += '{'; }
+  ~json_line() { out_ += "}\n"; }
+  json_line(const json_line&) = delete;
+  json_line& operator=(const json_line&) = delete;
+
+  void operator()(std::string_view name, std::string_view value) {
+    key(name);
+    quoted(value);
+  }
+  void operator()(std::string_view name, const std::string& value) { (*this)(name, std::string_view(value)); }
+  void operator()(std::string_view name, const char* value) { (*this)(name, std::string_view(value)); }
+  void operator()(std::string_view name, bool value) {
+    key(name);
+    out_ += value ? "true" : "false";
+  }
+  template <typename Number>
+    requires std::is_integral_v<Number>
+  void operator()(std::string_view name, Number value) {
+    key(name);
+    number(value);
+  }
+  // A value from schema.hpp or a to_string of an enum: a plain word, never escaped.
+  void word(std::string_view name, std::string_view value) {
+    key(name);
+    out_ += '"';
+    out_ += value;
+    out_ += '"';
+  }
+  void null(std::string_view name) {
+    key(name);
+    out_ += "null";
+  }
+  void optional_string(std::string_view name, const std::optional<std::string>& value) {
+    if (value) (*this)(name, *value);
+    else null(name);
+  }
+  template <typename Strings>
+  void strings(std::string_view name, const Strings& values) {
+    key(name);
+    out_ += '[';
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if (i > 0) out_ += ',';
+      quoted(values[i]);
+    }
+    out_ += ']';
+  }
+  template <typename Numbers>
+  void numbers(std::string_view name, const Numbers& values) {
+    key(name);
+    out_ += '[';
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if (i > 0) out_ += ',';
+      number(values[i]);
+    }
+    out_ += ']';
+  }
+  void open_object(std::string_view name) {
+    key(name);
+    out_ += '{';
+    first_ = true;
+  }
+  void close_object() {
+    out_ += '}';
+    first_ = false;
+  }
+  // Base64 text needs no escaping: encoded straight into the line.
+  void base64(std::string_view name, std::string_view bytes) {
+    key(name);
+    out_ += '"';
+    protocol::base64_encode_into(out_, bytes);
+    out_ += '"';
+  }
+
+ private:
+  // `,"name":` in one append: a line has a dozen fields, and a capture a dozen lines per message.
+  void key(std::string_view name) {
+    char text[key_text_max];
+    std::size_t n = 0;
+    if (!first_) text[n++] = ',';
+    first_ = false;
+    text[n++] = '"';
+    name = name.substr(0, key_text_max - 4);   // schema.hpp's names are far shorter
+    std::memcpy(text + n, name.data(), name.size());
+    n += name.size();
+    text[n++] = '"';
+    text[n++] = ':';
+    out_.append(text, n);
+  }
+  static constexpr std::size_t key_text_max = 64;
+  template <typename Number>
+  void number(Number value) {
+    char digits[24];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
+    out_.append(digits, end);
+  }
+  void quoted(std::string_view value) {
+    static constexpr char hex[] = "0123456789abcdef";
+    out_ += '"';
+    std::size_t plain = 0;   // the start of the run of bytes that need no escape
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      const auto c = static_cast<unsigned char>(value[i]);
+      if (!needs_escape[c]) continue;
+      out_.append(value.data() + plain, i - plain);
+      plain = i + 1;
+      char escaped[6] = {'\\', static_cast<char>(c), 0, 0, 0, 0};
+      std::size_t n = 2;
+      switch (c) {
+        case '"': case '\\': break;
+        case '\b': escaped[1] = 'b'; break;
+        case '\f': escaped[1] = 'f'; break;
+        case '\n': escaped[1] = 'n'; break;
+        case '\r': escaped[1] = 'r'; break;
+        case '\t': escaped[1] = 't'; break;
+        default:
+          escaped[1] = 'u', escaped[2] = '0', escaped[3] = '0', escaped[4] = hex[c >> 4], escaped[5] = hex[c & 15];
+          n = 6;
+      }
+      out_.append(escaped, n);
+    }
+    out_.append(value.data() + plain, value.size() - plain);
+    out_ += '"';
+  }
+  static constexpr std::array<bool, 256> needs_escape = [] {
+    std::array<bool, 256> table{};
+    for (std::size_t c = 0; c < 0x20; ++c) table[c] = true;
+    table['"'] = table['\\'] = true;
+    return table;
+  }();
+
+  std::string& out_;
+  bool first_ = true;
+};
+
+// Bytes records are most of a capture's volume.
+void append_json_line(std::string& out, const bytes_rec& b) {
+  json_line j(out);
+  j.word(field::type, record::bytes);
+  j(field::t_us, b.t);
+  j.word(field::leg, to_string(b.l));
+  j.word(field::dir, to_string(b.d));
+  j.base64(field::b64, b.bytes);
 }
 
-std::string to_line(const queued_record& q) {
-  using boost::json::object;
-  object o;
-  struct visitor {
-    object& o;
-    void operator()(const std::unique_ptr<header_rec>& h) { (*this)(*h); }
-    void operator()(const std::unique_ptr<tls_rec>& t) { (*this)(*t); }
-    void operator()(const std::unique_ptr<protocol::transaction_record>& t) { (*this)(*t); }
-    void operator()(const std::unique_ptr<end_rec>& e) { (*this)(*e); }
-    void operator()(const std::unique_ptr<fault_rec>& f) { (*this)(*f); }
-    void operator()(const header_rec& h) {
-      o[field::type] = record::header;
-      o[field::format] = format_name;
-      o[field::version] = format_version;
-      o[field::session] = h.info.id;
-      o[field::seed] = h.info.seed;
-      o[field::client] = h.info.client;
-      o[field::listen] = h.info.listen;
-      o[field::upstream] = h.info.upstream;
-      o[field::started_at] = rfc3339(h.info.started_at);
-      o[field::started_mono_us] = h.info.started_mono_us;
-      o[field::relay] = name_and_version;
-      o[field::bare_eol] = h.info.bare_eol;
-    }
-    void operator()(const bytes_rec& b) {
-      o[field::type] = record::bytes;
-      o[field::t_us] = b.t;
-      o[field::leg] = to_string(b.l);
-      o[field::dir] = to_string(b.d);
-      o[field::b64] = protocol::base64_encode(b.bytes);
-    }
-    void operator()(const text_rec& t) {
-      o[field::type] = t.type;
-      o[field::t_us] = t.t;
-      if (t.type == record::command) {
-        o[field::leg] = to_string(t.relay_command ? protocol::leg::upstream : protocol::leg::client);
-        o[field::dir] = to_string(t.relay_command ? protocol::direction::out : protocol::direction::in);
-      }
-      o[field::text] = t.text;
-    }
-    void operator()(const reply_rec& r) {
-      o[field::type] = record::reply;
-      o[field::t_us] = r.t;
-      o[field::leg] = to_string(r.l);
-      o[field::dir] = to_string(r.d);
-      o[field::code] = r.r.code;
-      o[field::enhanced] = r.r.enhanced;
-      boost::json::array lines;
-      for (const auto& l : r.r.lines) lines.emplace_back(l);
-      o[field::lines] = std::move(lines);
-    }
-    void operator()(const tls_rec& t) {
-      o[field::type] = record::tls;
-      o[field::t_us] = t.t;
-      o[field::leg] = to_string(t.l);
-      o[field::version] = t.tls.version;
-      o[field::cipher] = t.tls.cipher;
-      o[field::sni] = t.tls.sni;
-      o[field::peer_subject] = t.tls.peer_subject;
-      o[field::peer_sha256] = t.tls.peer_sha256;
-      o[field::verified] = t.tls.verified;
-      o[field::insecure] = t.tls.insecure;
-      o[field::handshake_us] = t.tls.handshake_us;
-      if (t.l == protocol::leg::upstream) o[field::verification] = t.tls.verification;
-    }
-    void operator()(const protocol::stage_record& s) {
-      o[field::type] = record::stage;
-      o[field::name] = to_string(s.ph);
-      o[field::start_us] = s.start_us;
-      o[field::duration_us] = s.duration_us;
-      o[field::upstream_us] = s.upstream_us;
-      std::uint64_t accounted = std::min(s.duration_us, s.upstream_us + s.client_us);
-      o[field::relay_us] = s.duration_us - accounted;
-      o[field::client_us] = s.client_us;
-      o[field::think_us] = s.think_us;
-    }
-    void operator()(const protocol::transaction_record& t) {
-      o[field::type] = record::transaction;
-      o[field::mail_from] = t.mail_from;
-      boost::json::array to, codes;
-      for (const auto& r : t.rcpt_to) to.emplace_back(r);
-      for (int c : t.rcpt_codes) codes.emplace_back(c);
-      o[field::rcpt_to] = std::move(to);
-      o[field::rcpt_codes] = std::move(codes);
-      o[field::message_id] = t.message_id ? boost::json::value(*t.message_id) : boost::json::value(nullptr);
-      o[field::size] = t.size;
-      o[field::final_reply] = t.final_reply ? boost::json::value(reply_json(*t.final_reply)) : boost::json::value(nullptr);
-      o[field::outcome] = to_string(t.result);
-      o[field::synthesized] = t.synthesized;
-      o[field::start_us] = t.start_us;
-      o[field::end_us] = t.end_us;
-    }
-    void operator()(const fault_rec& f) {
-      o[field::type] = record::fault;
-      o[field::t_us] = f.t;
-      o[field::rule] = f.f.rule;
-      o[field::fault_type] = f.f.type;
-      o[field::decision] = f.f.decision;
-      o[field::phase] = to_string(f.f.ph);
-      o[field::planned_delay_us] = f.f.planned_delay_us;
-      o[field::actual_delay_us] = f.f.actual_delay_us;
-      o[field::detail] = f.f.detail;
-    }
-    void operator()(const end_rec& e) {
-      o[field::type] = record::end;
-      o[field::t_us] = e.t;
-      o[field::reason] = e.reason;
-      o[field::detail] = e.detail;
-      o[field::ended_at] = rfc3339(e.ended_at);
-      o[field::complete] = e.dropped == 0;
-      o[field::dropped_records] = e.dropped;
-    }
-    void operator()(const barrier_rec&) {}
-    void operator()(const close_rec&) {}
-  };
-  std::visit(visitor{o}, q.body);
-  std::string line = boost::json::serialize(o);
-  line += '\n';
-  return line;
+void append_json_line(std::string& out, const header_rec& h) {
+  json_line j(out);
+  j.word(field::type, record::header);
+  j.word(field::format, format_name);
+  j(field::version, format_version);
+  j(field::session, h.info.id);
+  j(field::seed, h.info.seed);
+  j(field::client, h.info.client);
+  j(field::listen, h.info.listen);
+  j(field::upstream, h.info.upstream);
+  j(field::started_at, rfc3339(h.info.started_at));
+  j(field::started_mono_us, h.info.started_mono_us);
+  j(field::relay, name_and_version);
+  j(field::bare_eol, h.info.bare_eol);
+}
+
+void append_json_line(std::string& out, const text_rec& t) {
+  json_line j(out);
+  j.word(field::type, t.type);
+  j(field::t_us, t.t);
+  if (t.type == record::command) {
+    j.word(field::leg, to_string(t.relay_command ? protocol::leg::upstream : protocol::leg::client));
+    j.word(field::dir, to_string(t.relay_command ? protocol::direction::out : protocol::direction::in));
+  }
+  j(field::text, t.text);
+}
+
+void append_json_line(std::string& out, const reply_rec& r) {
+  json_line j(out);
+  j.word(field::type, record::reply);
+  j(field::t_us, r.t);
+  j.word(field::leg, to_string(r.l));
+  j.word(field::dir, to_string(r.d));
+  j(field::code, r.r.code);
+  j(field::enhanced, r.r.enhanced);
+  j.strings(field::lines, r.r.lines);
+}
+
+void append_json_line(std::string& out, const tls_rec& t) {
+  json_line j(out);
+  j.word(field::type, record::tls);
+  j(field::t_us, t.t);
+  j.word(field::leg, to_string(t.l));
+  j(field::version, t.tls.version);
+  j(field::cipher, t.tls.cipher);
+  j(field::sni, t.tls.sni);
+  j(field::peer_subject, t.tls.peer_subject);
+  j(field::peer_sha256, t.tls.peer_sha256);
+  j(field::verified, t.tls.verified);
+  j(field::insecure, t.tls.insecure);
+  j(field::handshake_us, t.tls.handshake_us);
+  if (t.l == protocol::leg::upstream) j(field::verification, t.tls.verification);
+}
+
+void append_json_line(std::string& out, const protocol::stage_record& s) {
+  json_line j(out);
+  j.word(field::type, record::stage);
+  j.word(field::name, to_string(s.ph));
+  j(field::start_us, s.start_us);
+  j(field::duration_us, s.duration_us);
+  j(field::upstream_us, s.upstream_us);
+  const std::uint64_t accounted = std::min(s.duration_us, s.upstream_us + s.client_us);
+  j(field::relay_us, s.duration_us - accounted);
+  j(field::client_us, s.client_us);
+  j(field::think_us, s.think_us);
+}
+
+void append_json_line(std::string& out, const protocol::transaction_record& t) {
+  json_line j(out);
+  j.word(field::type, record::transaction);
+  j(field::mail_from, t.mail_from);
+  j.strings(field::rcpt_to, t.rcpt_to);
+  j.numbers(field::rcpt_codes, t.rcpt_codes);
+  j.optional_string(field::message_id, t.message_id);
+  j(field::size, t.size);
+  if (t.final_reply) {
+    j.open_object(field::final_reply);
+    j(field::code, t.final_reply->code);
+    j(field::enhanced, t.final_reply->enhanced);
+    j(field::text, t.final_reply->text());
+    j.close_object();
+  } else {
+    j.null(field::final_reply);
+  }
+  j.word(field::outcome, to_string(t.result));
+  j(field::synthesized, t.synthesized);
+  j(field::start_us, t.start_us);
+  j(field::end_us, t.end_us);
+}
+
+void append_json_line(std::string& out, const fault_rec& f) {
+  json_line j(out);
+  j.word(field::type, record::fault);
+  j(field::t_us, f.t);
+  j(field::rule, f.f.rule);
+  j(field::fault_type, f.f.type);
+  j(field::decision, f.f.decision);
+  j.word(field::phase, to_string(f.f.ph));
+  j(field::planned_delay_us, f.f.planned_delay_us);
+  j(field::actual_delay_us, f.f.actual_delay_us);
+  j(field::detail, f.f.detail);
+}
+
+void append_json_line(std::string& out, const end_rec& e) {
+  json_line j(out);
+  j.word(field::type, record::end);
+  j(field::t_us, e.t);
+  j(field::reason, e.reason);
+  j(field::detail, e.detail);
+  j(field::ended_at, rfc3339(e.ended_at));
+  j(field::complete, e.dropped == 0);
+  j(field::dropped_records, e.dropped);
 }
 
 }  // namespace
@@ -268,8 +380,14 @@ std::unique_ptr<store> store::open(const std::filesystem::path& dir, std::string
   return std::unique_ptr<store>(new store(dir, options));
 }
 
-store::store(std::filesystem::path dir, store_options options)
-    : dir_(std::move(dir)), options_(options), thread_([this] { run(); }) {}
+store::store(std::filesystem::path dir, store_options options) : dir_(std::move(dir)), options_(options) {
+  // Before the first capture, on the caller's thread: the prune "as the store opens", and the
+  // index, so that a new index knows whether older captures exist. The writer thread takes
+  // both over as it starts.
+  prune_if_due();
+  if (options_.index) index_ready();
+  thread_ = std::thread([this] { run(); });
+}
 
 store::~store() {
   {
@@ -283,28 +401,100 @@ store::~store() {
 std::unique_ptr<session_capture> store::begin(const session_info& info) {
   auto file = std::make_shared<capture_file>();
   file->path = dir_ / (info.id + ".jsonl");
+  file->id = info.id;
   ++counters_.opened;
+  {
+    std::lock_guard lock(mutex_);
+    open_ids_.insert(info.id);
+  }
+  file->fd = ::open(file->path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (file->fd < 0) {
+    if (errno == ENOSPC) out_of_space_ = true;
+    file->failed->store(true);
+    ++counters_.write_failures;
+    report_failure(*file, std::string("cannot create ") + file->path.filename().string() + ": " + std::strerror(errno));
+  }
   std::unique_ptr<session_capture> cap(new session_capture(*this, file, info));
-  cap->push({file, std::make_unique<header_rec>(header_rec{info})});
+  if (options_.index) {
+    cap->summary_ = std::make_unique<summary_builder>();
+    cap->summary_->header(info.id, file->path.filename().string(), unix_us(info.started_at), info.client,
+                          info.upstream);
+  }
+  cap->record(256, [&info](std::string& out) { append_json_line(out, header_rec{info}); });
   return cap;
 }
 
-void store::enqueue(queued_record&& r) {
-  bool urgent = std::holds_alternative<barrier_rec>(r.body) || std::holds_alternative<close_rec>(r.body);
-  bool wake;
+void store::report_failure(const capture_file& f, const std::string& reason) {
+  if (failure_listener_) failure_listener_(f.id, reason);
+}
+
+void store::write_out(capture_file& f) {
+  if (f.pending.empty()) return;
+  buffered_bytes_.fetch_sub(f.pending.size(), std::memory_order_relaxed);
+  if (f.fd < 0 || f.failed->load()) {
+    f.pending.clear();
+    return;
+  }
+  std::string_view rest = f.pending;
+  while (!rest.empty()) {
+    ssize_t n = ::write(f.fd, rest.data(), rest.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n < 0 && errno == ENOSPC) out_of_space_ = true;
+      f.failed->store(true);
+      ++counters_.write_failures;
+      report_failure(f, n < 0 ? std::strerror(errno) : "nothing written");
+      break;
+    }
+    rest.remove_prefix(static_cast<std::size_t>(n));
+    counters_.bytes_written.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
+  }
+  f.pending.clear();   // keeps its capacity for the next lines
+}
+
+void store::mark_buffered(const std::shared_ptr<capture_file>& f) {
+  std::lock_guard lock(mutex_);
+  buffered_files_.push_back(f);
+}
+
+void store::buffered(std::size_t bytes) {
+  const auto now = buffered_bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  if (now < wake_at_buffered_bytes || backlog_wake_sent_.exchange(true)) return;
   {
     std::lock_guard lock(mutex_);
-    queued_bytes_.fetch_add(r.weight, std::memory_order_relaxed);
-    wake = urgent || queued_bytes_.load(std::memory_order_relaxed) >= wake_at_queued_bytes;
-    wake_requested_ = wake_requested_ || wake;
-    queue_.push_back(std::move(r));
+    wake_requested_ = true;
   }
-  if (wake) wake_.notify_one();
+  wake_.notify_one();
+}
+
+void store::enqueue(writer_job&& job) {
+  {
+    std::lock_guard lock(mutex_);
+    jobs_.push_back(std::move(job));
+    wake_requested_ = true;
+  }
+  wake_.notify_one();
+}
+
+// The session's end: the rest of its lines written, the file closed, the capture counted and
+// handed to the index (at the writer's next tick). Under f.mutex, so that a sync of the
+// writer's (store_options::fsync) never meets a closed descriptor.
+void store::close(capture_file& f, bool complete) {
+  {
+    std::lock_guard file_lock(f.mutex);
+    write_out(f);
+    if (complete && f.fd >= 0 && !f.failed->load()) ++counters_.complete;
+    else ++counters_.incomplete;
+    if (f.fd >= 0) ::close(f.fd);
+    f.fd = -1;
+  }
+  std::lock_guard lock(mutex_);
+  if (auto it = open_ids_.find(f.id); it != open_ids_.end()) open_ids_.erase(it);
 }
 
 void store::when_caught_up(std::function<void()> resume) {
   {
-    std::lock_guard lock(mutex_);   // the writer empties the queue under it: no wake-up is lost
+    std::lock_guard lock(mutex_);   // the writer resumes waiters under it: no wake-up is lost
     if (backlogged()) {
       caught_up_waiters_.push_back(std::move(resume));
       return;
@@ -323,115 +513,48 @@ bool directory_has_capture(const std::filesystem::path& dir) {
   return false;
 }
 
-// What the index learns from one record (index_summary.hpp), as summarize() learns it from the file.
-void summarize_record(summary_builder& b, const capture_file& f, const queued_record& q) {
-  if (const auto* h = std::get_if<std::unique_ptr<header_rec>>(&q.body)) {
-    const session_info& info = (*h)->info;
-    b.header(info.id, f.path.filename().string(), unix_us(info.started_at), info.client, info.upstream);
-  } else if (const auto* r = std::get_if<reply_rec>(&q.body)) {
-    b.reply(r->r.code, r->r.enhanced);
-  } else if (const auto* t = std::get_if<std::unique_ptr<protocol::transaction_record>>(&q.body)) {
-    const auto& tx = **t;
-    indexed_transaction it{tx.mail_from, tx.rcpt_to, tx.rcpt_codes, tx.message_id.value_or(""),
-                           std::string(to_string(tx.result)), 0, ""};
-    if (tx.final_reply) {
-      it.final_code = tx.final_reply->code;
-      it.final_enhanced = tx.final_reply->enhanced;
-    }
-    b.transaction(std::move(it));
-  } else if (const auto* fr = std::get_if<std::unique_ptr<fault_rec>>(&q.body)) {
-    b.fault((*fr)->f.rule);
-  } else if (const auto* e = std::get_if<std::unique_ptr<end_rec>>(&q.body)) {
-    b.end((*e)->reason, unix_us((*e)->ended_at), (*e)->dropped == 0);
-  }
-}
-
 }  // namespace
 
 void store::run() {
-  std::deque<queued_record> batch;
-  std::vector<capture_file*> touched;
+  std::vector<writer_job> jobs;
+  std::vector<std::shared_ptr<capture_file>> files;
+  std::vector<session_summary> closed;
   std::vector<std::function<void()>> caught_up;
-  auto report_failure = [this](const capture_file& f, const std::string& reason) {
-    if (failure_listener_) failure_listener_(f.path.stem().string(), reason);
-  };
-  auto write_out = [this, &report_failure](capture_file& f) {
-    if (f.pending.empty()) return;
-    if (f.fd < 0 || f.failed->load()) {
-      f.pending.clear();
-      return;
-    }
-    std::string_view rest = f.pending;
-    while (!rest.empty()) {
-      ssize_t n = ::write(f.fd, rest.data(), rest.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        out_of_space_ = out_of_space_ || (n < 0 && errno == ENOSPC);
-        f.failed->store(true);
-        ++counters_.write_failures;
-        report_failure(f, n < 0 ? std::strerror(errno) : "nothing written");
-        break;
-      }
-      rest.remove_prefix(static_cast<std::size_t>(n));
-      counters_.bytes_written.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
-    }
-    f.pending.clear();   // keeps its capacity for the next lines
-  };
-  // Opened before the first capture, so that a new index knows whether older captures exist.
-  if (options_.index) index_ready();
-  for (;;) {
-    prune_if_due();
+  for (bool last = false; !last;) {
     {
       std::unique_lock lock(mutex_);
       wake_.wait_for(lock, writer_tick, [&] { return stopping_ || wake_requested_; });
       wake_requested_ = false;
-      if (queue_.empty() && stopping_) break;
-      if (queue_.empty()) continue;
-      batch.swap(queue_);
-      queued_bytes_.store(0, std::memory_order_relaxed);
-      caught_up.swap(caught_up_waiters_);
+      last = stopping_;   // sessions are gone: this round writes out what they left
+      jobs.swap(jobs_);
+      files.swap(buffered_files_);
+      closed.swap(closed_);
+    }
+    prune_if_due();
+    backlog_wake_sent_ = false;
+    for (auto& f : files) {
+      std::lock_guard file_lock(f->mutex);
+      f->listed = false;
+      write_out(*f);
+    }
+    files.clear();
+    for (auto& job : jobs) {
+      {
+        std::lock_guard file_lock(job.file->mutex);
+        write_out(*job.file);
+        sync(*job.file);
+      }
+      job.done();
+    }
+    jobs.clear();
+    {
+      std::lock_guard lock(mutex_);
+      if (!backlogged()) caught_up.swap(caught_up_waiters_);
     }
     for (auto& resume : caught_up) resume();
     caught_up.clear();
-    for (auto& q : batch) {
-      capture_file& f = *q.file;
-      if (std::holds_alternative<std::unique_ptr<header_rec>>(q.body)) {
-        f.fd = ::open(f.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (options_.index) f.summary.emplace();
-        open_ids_.insert(f.path.stem().string());
-        if (f.fd < 0) {
-          out_of_space_ = out_of_space_ || errno == ENOSPC;
-          f.failed->store(true);
-          ++counters_.write_failures;
-          report_failure(f, std::string("cannot create ") + f.path.filename().string() + ": " + std::strerror(errno));
-        }
-      }
-      if (f.summary) summarize_record(*f.summary, f, q);
-      if (auto* b = std::get_if<barrier_rec>(&q.body)) {
-        for (auto* t : touched) write_out(*t);
-        touched.clear();
-        if (options_.fsync) sync(f);
-        b->done();
-        continue;
-      }
-      if (auto* c = std::get_if<close_rec>(&q.body)) {
-        write_out(f);
-        index_closed(f);
-        if (c->complete && f.fd >= 0 && !f.failed->load()) ++counters_.complete;
-        else ++counters_.incomplete;
-        if (f.fd >= 0) ::close(f.fd);
-        f.fd = -1;
-        if (auto it = open_ids_.find(f.path.stem().string()); it != open_ids_.end()) open_ids_.erase(it);
-        continue;
-      }
-      if (auto* b = std::get_if<bytes_rec>(&q.body)) append_bytes_line(f.pending, *b);
-      else f.pending += to_line(q);
-      if (f.pending.size() >= write_out_at) write_out(f);
-      if (touched.empty() || touched.back() != &f) touched.push_back(&f);
-    }
-    for (auto* t : touched) write_out(*t);
-    touched.clear();
-    batch.clear();
+    for (auto& s : closed) index_closed(std::move(s));
+    closed.clear();
     flush_index();
   }
 }
@@ -441,13 +564,16 @@ void store::run() {
 void store::prune_if_due() {
   if (!options_.retain.any()) return;
   const auto steady = std::chrono::steady_clock::now();
-  if (!out_of_space_ && steady < next_prune_) return;
+  if (!out_of_space_.load() && steady < next_prune_) return;
   next_prune_ = steady + options_.prune_every;
   out_of_space_ = false;
   prune_result r;
   try {
     r = prune(dir_, options_.retain, std::chrono::system_clock::now(),
-              [this](std::string_view id) { return open_ids_.find(id) != open_ids_.end(); });
+              [this](std::string_view id) {
+                std::lock_guard lock(mutex_);
+                return open_ids_.find(id) != open_ids_.end();
+              });
   } catch (const std::exception& e) {   // allocation failure: try again next time
     r.errors.push_back(dir_.string() + ": cannot prune: " + e.what());
   }
@@ -466,12 +592,11 @@ void store::prune_if_due() {
 
 // ---------------------------------------------------------------- index
 
-// A closed capture joins the index at the end of this batch. One whose file could not be
-// written is left out: its file is not what its records said (reindex reads what is there).
-void store::index_closed(capture_file& f) {
-  if (!f.summary) return;
-  if (!f.failed->load()) index_pending_.push_back(std::move(*f.summary).finish());
-  f.summary.reset();
+// A closed capture joins the index at the end of the writer's round. One whose file could
+// not be written is left out (its session says so): its file is not what its records said
+// (reindex reads what is there).
+void store::index_closed(session_summary&& s) {
+  index_pending_.push_back(std::move(s));
   if (index_pending_.size() > index_pending_cap) {
     const auto excess = index_pending_.size() - index_pending_cap;
     index_pending_.erase(index_pending_.begin(), index_pending_.begin() + static_cast<std::ptrdiff_t>(excess));
@@ -525,7 +650,7 @@ void store::flush_index() {
 // The file's data, and the first time also the directory entry that names it, so that the
 // file itself survives a power failure (fsync(2): syncing a file does not sync its entry).
 void store::sync(capture_file& f) {
-  if (f.fd < 0 || f.failed->load()) return;
+  if (!options_.fsync || f.fd < 0 || f.failed->load()) return;
   bool ok = ::fdatasync(f.fd) == 0;
   std::string reason = ok ? std::string() : std::string("fdatasync: ") + std::strerror(errno);
   if (ok && !f.synced_once) {
@@ -539,7 +664,7 @@ void store::sync(capture_file& f) {
   if (ok) return;
   f.failed->store(true);
   ++counters_.write_failures;
-  if (failure_listener_) failure_listener_(f.path.stem().string(), reason);
+  report_failure(f, reason);
 }
 
 // ---------------------------------------------------------------- session_capture
@@ -547,64 +672,86 @@ void store::sync(capture_file& f) {
 session_capture::session_capture(store& owner, std::shared_ptr<capture_file> file, const session_info& info)
     : store_(owner), file_(std::move(file)), file_failed_(file_->failed), id_(info.id), started_at_(info.started_at) {}
 
-// Counted complete or incomplete by the writer when it closes the file: a write can still
-// fail after this, and a capture that failed is incomplete however its session ended.
-session_capture::~session_capture() { push({file_, close_rec{ended_ && dropped_ == 0}}); }
+// Counted complete or incomplete as the file closes: a capture whose write failed is
+// incomplete however its session ended.
+session_capture::~session_capture() {
+  store_.close(*file_, ended_ && dropped_ == 0);
+  if (!summary_) return;
+  // A capture whose file could not be written stays out of the index.
+  if (file_failed_->load()) return;
+  {
+    std::lock_guard lock(store_.mutex_);
+    store_.closed_.push_back(std::move(*summary_).finish());
+  }
+}
 
-void session_capture::push(queued_record&& r) {
-  // Every record counts, not only raw bytes: a flood of small commands is mostly records.
-  r.weight += sizeof(queued_record);
-  std::visit(
-      [&](const auto& body) {
-        using T = std::decay_t<decltype(body)>;
-        if constexpr (std::is_same_v<T, text_rec>) r.weight += body.text.size();
-        else if constexpr (std::is_same_v<T, reply_rec>) r.weight += 2 * body.r.raw.size();
-        else if constexpr (std::is_same_v<T, std::unique_ptr<protocol::transaction_record>>) r.weight += 512;
-        else if constexpr (std::is_same_v<T, std::unique_ptr<fault_rec>>)
-          r.weight += sizeof(fault_rec) + body->f.rule.size() + body->f.type.size() + body->f.decision.size() +
-                      body->f.detail.size();
-      },
-      r.body);
-  store_.enqueue(std::move(r));
+template <typename Append>
+void session_capture::record(std::size_t size_hint, Append&& append) {
+  capture_file& f = *file_;
+  std::lock_guard lock(f.mutex);
+  const std::size_t before = f.pending.size();
+  if (before == 0 && f.pending.capacity() < size_hint) f.pending.reserve(std::max(size_hint, std::size_t{4096}));
+  append(f.pending);
+  store_.buffered(f.pending.size() - before);
+  if (f.pending.size() >= write_out_at) {
+    store_.write_out(f);
+  } else if (!f.listed) {
+    f.listed = true;
+    store_.mark_buffered(file_);
+  }
 }
 
 void session_capture::on_bytes(std::uint64_t t, protocol::leg l, protocol::direction d, std::string_view bytes) {
-  if (store_.queued_bytes_.load(std::memory_order_relaxed) + bytes.size() > queued_bytes_cap) {
+  if (store_.buffered_bytes_.load(std::memory_order_relaxed) + bytes.size() > buffered_bytes_cap) {
     ++dropped_;
     ++store_.counters_.dropped_records;
     return;
   }
-  push({file_, bytes_rec{t, l, d, std::string(bytes)}, bytes.size()});
+  record(bytes.size() * 4 / 3 + 96, [&](std::string& out) { append_json_line(out, bytes_rec{t, l, d, bytes}); });
 }
 
 void session_capture::on_command(std::uint64_t t, std::string_view text) {
-  push({file_, text_rec{t, record::command, std::string(text)}});
+  record(text.size() + 96, [&](std::string& out) { append_json_line(out, text_rec{t, record::command, text}); });
 }
 
 void session_capture::on_relay_command(std::uint64_t t, std::string_view text) {
-  push({file_, text_rec{t, record::command, std::string(text), true}});
+  record(text.size() + 96,
+         [&](std::string& out) { append_json_line(out, text_rec{t, record::command, text, true}); });
 }
 
 void session_capture::on_reply(std::uint64_t t, protocol::leg l, protocol::direction d, const protocol::reply& r) {
-  push({file_, reply_rec{t, l, d, r}});
+  if (summary_) summary_->reply(r.code, r.enhanced);
+  record(r.raw.size() + 128, [&](std::string& out) { append_json_line(out, reply_rec{t, l, d, r}); });
 }
 
 void session_capture::on_note(std::uint64_t t, std::string_view text) {
-  push({file_, text_rec{t, record::note, std::string(text)}});
+  record(text.size() + 64, [&](std::string& out) { append_json_line(out, text_rec{t, record::note, text}); });
 }
 
 void session_capture::on_tls(std::uint64_t t, protocol::leg l, const protocol::tls_summary& tls) {
-  push({file_, std::make_unique<tls_rec>(tls_rec{t, l, tls})});
+  record(512, [&](std::string& out) { append_json_line(out, tls_rec{t, l, tls}); });
 }
 
-void session_capture::on_stage(const protocol::stage_record& s) { push({file_, s}); }
+void session_capture::on_stage(const protocol::stage_record& s) {
+  record(192, [&](std::string& out) { append_json_line(out, s); });
+}
 
 void session_capture::on_transaction(const protocol::transaction_record& t) {
-  push({file_, std::make_unique<protocol::transaction_record>(t)});
+  if (summary_) {
+    indexed_transaction it{t.mail_from, t.rcpt_to, t.rcpt_codes, t.message_id.value_or(""),
+                           std::string(to_string(t.result)), 0, ""};
+    if (t.final_reply) {
+      it.final_code = t.final_reply->code;
+      it.final_enhanced = t.final_reply->enhanced;
+    }
+    summary_->transaction(std::move(it));
+  }
+  record(512, [&](std::string& out) { append_json_line(out, t); });
 }
 
 void session_capture::on_fault(std::uint64_t t, const protocol::fault_event& f) {
-  push({file_, std::make_unique<fault_rec>(fault_rec{t, f})});
+  if (summary_) summary_->fault(f.rule);
+  record(256 + f.detail.size(), [&](std::string& out) { append_json_line(out, fault_rec{t, f}); });
 }
 
 void session_capture::on_end(std::uint64_t t, std::string_view reason, std::string_view detail) {
@@ -613,11 +760,20 @@ void session_capture::on_end(std::uint64_t t, std::string_view reason, std::stri
   // t is the session's clock (µs since it started); started_at is the wall clock at that start.
   const auto ended_at = started_at_ + std::chrono::duration_cast<std::chrono::system_clock::duration>(
                                           std::chrono::microseconds(t));
-  push({file_, std::make_unique<end_rec>(end_rec{t, std::string(reason), std::string(detail), dropped_, ended_at})});
+  if (summary_) summary_->end(reason, unix_us(ended_at), dropped_ == 0);
+  record(256, [&](std::string& out) { append_json_line(out, end_rec{t, reason, detail, dropped_, ended_at}); });
 }
 
 void session_capture::when_written(std::function<void()> done) {
-  push({file_, barrier_rec{std::move(done)}});
+  if (!store_.options_.fsync) {
+    {
+      std::lock_guard lock(file_->mutex);
+      store_.write_out(*file_);
+    }
+    done();
+    return;
+  }
+  store_.enqueue(writer_job{file_, std::move(done)});
 }
 
 }  // namespace mailtap::captures

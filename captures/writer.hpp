@@ -1,15 +1,18 @@
-// Capture writing: one JSON Lines file per session (FORMAT.md), written by one background
-// thread so the session's hot path only copies records into a queue. The store owns the
-// thread and the directory; a session_capture is a session's handle and its observer.
-// Record types and field names come from schema.hpp.
+// Capture writing: one JSON Lines file per session (FORMAT.md). Each record is serialized on
+// its session's thread into the capture's own buffer, which that thread writes out with
+// write(2) when it fills, at a barrier and at the close: a barrier costs no thread hand-off.
+// One background thread writes out what idle sessions left buffered (every writer tick),
+// runs the fdatasync of barriers when store_options::fsync asks for them, keeps the index
+// and applies retention. The store owns that thread and the directory; a session_capture is
+// a session's handle and its observer. Record types and field names come from schema.hpp.
 // Threading: session_capture methods are called from its session's strand only; the store
-// may be shared by all sessions; callbacks passed to when_written run on the writer thread.
+// may be shared by all sessions; callbacks passed to when_written run on the caller's thread
+// before it returns, or (fsync) on the writer thread.
 #pragma once
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -35,15 +38,16 @@ struct store_options {
   // the store opens, every prune_every, and soon after a write fails for lack of space.
   retention retain;
   std::chrono::seconds prune_every{60};
-  // Told (on the writer thread) of each prune that removed something, failed to, or left the
-  // directory above max_bytes; the relay logs it. Given here because the first prune runs as
-  // the store opens.
+  // Told (on the writer thread; the first, as the store opens, on the thread opening it) of
+  // each prune that removed something, failed to, or left the directory above max_bytes; the
+  // relay logs it. Given here because the first prune runs as the store opens.
   std::function<void(const prune_result&)> on_prune;
-  // Keep the directory's index (index.hpp) up to date: each capture is added on this
-  // thread once it is closed, in one transaction per writer batch, and retention removes the
+  // Keep the directory's index (index.hpp) up to date: each capture is added by the writer
+  // thread once it is closed, in one transaction per writer tick, and retention removes the
   // rows of what it prunes. An index failure never loses or holds back a capture: it is
   // counted (store_counters::index_failures), and `on_index_failure` is told of the first
-  // one (on the writer thread) with a one-line reason; `mailtap captures reindex` repairs.
+  // one (on the writer thread, or on the thread opening the store) with a one-line reason;
+  // `mailtap captures reindex` repairs.
   bool index = false;
   std::function<void(const std::string& reason)> on_index_failure;
 };
@@ -65,7 +69,7 @@ struct store_counters {
   std::atomic<std::uint64_t> incomplete{0};       // kept but not completed (no capture silently lost)
   std::atomic<std::uint64_t> write_failures{0};
   std::atomic<std::uint64_t> bytes_written{0};    // capture bytes write(2) accepted (the admin API's /metrics)
-  std::atomic<std::uint64_t> dropped_records{0};  // queue above its cap (bounded memory)
+  std::atomic<std::uint64_t> dropped_records{0};  // buffers above their cap (bounded memory)
   std::atomic<std::uint64_t> syncs{0};            // fdatasync calls made for barriers (store_options::fsync)
   std::atomic<std::uint64_t> pruned{0};           // captures removed by store_options::retain
   std::atomic<std::uint64_t> pruned_bytes{0};
@@ -76,31 +80,34 @@ struct store_counters {
 
 class session_capture;
 class capture_index;
-struct queued_record;
 struct capture_file;
 struct session_summary;
+class summary_builder;
+struct writer_job;
 
 class store {
  public:
   // Creates `dir` with mode 0700 if needed. nullptr and a one-line error on failure.
   static std::unique_ptr<store> open(const std::filesystem::path& dir, std::string& error, store_options options = {});
-  ~store();   // writes everything queued, then joins the writer thread
+  ~store();   // writes out everything buffered, then joins the writer thread
   store(const store&) = delete;
   store& operator=(const store&) = delete;
 
+  // Creates the session's capture file (a failure marks the capture failed and is reported).
   std::unique_ptr<session_capture> begin(const session_info& info);
-  // True while the writer is behind: sessions stop reading their clients until it catches up
-  // (backpressure, so a flood costs time, not memory).
-  bool backlogged() const { return queued_bytes_.load(std::memory_order_relaxed) >= backlog_pause_at; }
-  // Queued record bytes at which sessions pause reading.
+  // True while records wait to be written beyond backlog_pause_at: sessions stop reading
+  // their clients until the writer catches up (backpressure, so a flood costs time, not memory).
+  bool backlogged() const { return buffered_bytes_.load(std::memory_order_relaxed) >= backlog_pause_at; }
+  // Buffered record bytes at which sessions pause reading.
   static constexpr std::size_t backlog_pause_at = 8 * 1024 * 1024;
   // Calls `resume` once the backlog has fallen below backlog_pause_at: on the writer thread
-  // when it takes the queue, or at once on the caller's thread if it is not backlogged now.
+  // after it wrote the buffers out, or at once on the caller's thread if it is not backlogged now.
   // A session paused by the backlog waits on it instead of polling backlogged().
   void when_caught_up(std::function<void()> resume);
   const store_counters& counters() const { return counters_; }
-  // Told (on the writer thread) of each capture whose file cannot be created or written:
-  // its session id and the reason. Set it before the first begin(); the relay logs it.
+  // Told (on the thread whose write failed: a session's or the writer's) of each capture
+  // whose file cannot be created or written: its session id and the reason. Set it before
+  // the first begin(); the relay logs it.
   using failure_listener = std::function<void(const std::string& session_id, const std::string& reason)>;
   void on_write_failure(failure_listener listener) { failure_listener_ = std::move(listener); }
   const std::filesystem::path& dir() const { return dir_; }
@@ -108,11 +115,19 @@ class store {
  private:
   friend class session_capture;
   store(std::filesystem::path dir, store_options options);
-  void enqueue(queued_record&& r);
   void run();
+  // Under f.mutex: write f's buffered lines with write(2).
+  void write_out(capture_file& f);
+  // A capture's buffer just became non-empty: the writer writes it out at its next tick
+  // unless its session does first.
+  void mark_buffered(const std::shared_ptr<capture_file>& f);
+  void buffered(std::size_t bytes);
+  void enqueue(writer_job&& job);
+  void close(capture_file& f, bool complete);
+  void report_failure(const capture_file& f, const std::string& reason);
   void sync(capture_file& f);
   void prune_if_due();
-  void index_closed(capture_file& f);
+  void index_closed(session_summary&& s);
   void flush_index();
   bool index_ready();
   void index_failed(const std::string& reason);
@@ -120,18 +135,23 @@ class store {
   std::filesystem::path dir_;
   store_options options_;
   store_counters counters_;
+  // Guards what follows up to thread_, except the writer-only members it names.
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<queued_record> queue_;
-  std::atomic<std::size_t> queued_bytes_{0};   // every queued record's weight
+  std::vector<writer_job> jobs_;                           // barriers to sync (store_options::fsync)
+  std::vector<std::shared_ptr<capture_file>> buffered_files_;   // for the next tick
+  std::vector<session_summary> closed_;                    // for the index, at the next tick
+  std::atomic<std::size_t> buffered_bytes_{0};             // every capture's unwritten lines
+  std::atomic<bool> backlog_wake_sent_{false};             // the writer was woken for the backlog
   bool stopping_ = false;
-  bool wake_requested_ = false;   // a barrier, a close or a large backlog is queued
-  std::vector<std::function<void()>> caught_up_waiters_;   // when_caught_up, under mutex_
-  failure_listener failure_listener_;
-  // Writer thread only: the captures it has open (never pruned), and when to prune next.
+  bool wake_requested_ = false;   // a sync or a large backlog waits
+  std::vector<std::function<void()>> caught_up_waiters_;   // when_caught_up
+  // The captures open now (never pruned).
   std::set<std::string, std::less<>> open_ids_;
+  failure_listener failure_listener_;
+  // Writer thread only: when to prune next.
   std::chrono::steady_clock::time_point next_prune_{};
-  bool out_of_space_ = false;   // a write failed with ENOSPC: prune at once
+  std::atomic<bool> out_of_space_{false};   // a write failed with ENOSPC: prune at once
   // Writer thread only: the index (store_options::index), the inode it was opened on (a
   // reindex may replace the file), captures closed but not yet in it, and when to try to
   // open it again after a failure.
@@ -158,10 +178,11 @@ class session_capture final : public protocol::session_observer {
   void on_fault(std::uint64_t t_us, const protocol::fault_event& f) override;
   void on_end(std::uint64_t t_us, std::string_view reason, std::string_view detail) override;
 
-  // The barrier: calls `done` (on the writer thread) once everything recorded so far is
-  // written to the file with write(2), where a crash of mailtap cannot lose it, and with
-  // store_options::fsync also flushed to the disk (fdatasync), where a power failure cannot.
-  // A write or sync that fails marks the capture failed and still calls `done`.
+  // The barrier: calls `done` once everything recorded so far is written to the file with
+  // write(2), where a crash of mailtap cannot lose it, and with store_options::fsync also
+  // flushed to the disk (fdatasync), where a power failure cannot. Without fsync the write
+  // is made here and `done` runs before this returns; with it, on the writer thread after
+  // the sync. A write or sync that fails marks the capture failed and still calls `done`.
   void when_written(std::function<void()> done);
   // True once any write to this capture failed.
   bool failed() const { return file_failed_->load(); }
@@ -170,7 +191,9 @@ class session_capture final : public protocol::session_observer {
  private:
   friend class store;
   session_capture(store& owner, std::shared_ptr<capture_file> file, const session_info& info);
-  void push(queued_record&& r);
+  // Serializes one record into the capture's buffer (append(std::string&) writes the line).
+  template <typename Append>
+  void record(std::size_t size_hint, Append&& append);
 
   store& store_;
   std::shared_ptr<capture_file> file_;
@@ -179,6 +202,7 @@ class session_capture final : public protocol::session_observer {
   std::chrono::system_clock::time_point started_at_;   // + on_end's t_us = ended_at
   bool ended_ = false;
   std::uint64_t dropped_ = 0;
+  std::unique_ptr<summary_builder> summary_;   // what the index will hold (store_options::index)
 };
 
 }  // namespace mailtap::captures

@@ -14,28 +14,50 @@ constexpr std::array<signed char, 256> make_reverse() {
   return r;
 }
 constexpr auto reverse = make_reverse();
+
+// Every 12-bit group as its two characters: one lookup per two output characters (captures
+// encode every relayed byte, so this is on the data path).
+constexpr std::array<char, 2 * 4096> make_pairs() {
+  std::array<char, 2 * 4096> p{};
+  for (std::size_t v = 0; v < 4096; ++v) {
+    p[2 * v] = alphabet[v >> 6];
+    p[2 * v + 1] = alphabet[v & 63];
+  }
+  return p;
+}
+constexpr auto pairs = make_pairs();
+
 }  // namespace
+
+void base64_encode_into(std::string& out, std::string_view in) {
+  const std::size_t start = out.size();
+  out.resize(start + (in.size() + 2) / 3 * 4);
+  char* o = out.data() + start;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(in.data());
+  std::size_t i = 0;
+  for (; i + 3 <= in.size(); i += 3) {
+    const unsigned v = (unsigned{bytes[i]} << 16) | (unsigned{bytes[i + 1]} << 8) | bytes[i + 2];
+    const char* hi = &pairs[2 * (v >> 12)];
+    const char* lo = &pairs[2 * (v & 4095)];
+    o[0] = hi[0];
+    o[1] = hi[1];
+    o[2] = lo[0];
+    o[3] = lo[1];
+    o += 4;
+  }
+  if (const std::size_t rest = in.size() - i; rest > 0) {
+    unsigned v = unsigned{bytes[i]} << 16;
+    if (rest == 2) v |= unsigned{bytes[i + 1]} << 8;
+    o[0] = alphabet[(v >> 18) & 63];
+    o[1] = alphabet[(v >> 12) & 63];
+    o[2] = rest == 2 ? alphabet[(v >> 6) & 63] : '=';
+    o[3] = '=';
+  }
+}
 
 std::string base64_encode(std::string_view in) {
   std::string out;
-  out.resize((in.size() + 2) / 3 * 4);
-  std::size_t o = 0, i = 0;
-  auto byte = [&](std::size_t k) { return static_cast<unsigned char>(in[k]); };
-  for (; i + 3 <= in.size(); i += 3) {
-    unsigned v = (byte(i) << 16) | (byte(i + 1) << 8) | byte(i + 2);
-    out[o++] = alphabet[(v >> 18) & 63];
-    out[o++] = alphabet[(v >> 12) & 63];
-    out[o++] = alphabet[(v >> 6) & 63];
-    out[o++] = alphabet[v & 63];
-  }
-  if (std::size_t rest = in.size() - i; rest > 0) {
-    unsigned v = byte(i) << 16;
-    if (rest == 2) v |= byte(i + 1) << 8;
-    out[o++] = alphabet[(v >> 18) & 63];
-    out[o++] = alphabet[(v >> 12) & 63];
-    out[o++] = rest == 2 ? alphabet[(v >> 6) & 63] : '=';
-    out[o++] = '=';
-  }
+  base64_encode_into(out, in);
   return out;
 }
 

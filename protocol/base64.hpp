@@ -9,6 +9,8 @@
 namespace mailtap::protocol {
 
 std::string base64_encode(std::string_view bytes);
+// Appends the encoding of `bytes` to `out` (the capture writer encodes into its line).
+void base64_encode_into(std::string& out, std::string_view bytes);
 // std::nullopt on a character outside the alphabet or a bad length.
 std::optional<std::string> base64_decode(std::string_view text);
 
