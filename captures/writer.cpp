@@ -536,6 +536,9 @@ void store::run() {
       std::lock_guard file_lock(f->mutex);
       f->listed = false;
       write_out(*f);
+      // What an idle session left: its buffer is given back, so that an idle session holds
+      // none (a busy one writes at its barriers and keeps it between them).
+      std::string().swap(f->pending);
     }
     files.clear();
     for (auto& job : jobs) {

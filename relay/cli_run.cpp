@@ -36,6 +36,7 @@ struct run_flags {
   std::vector<std::string> scenarios;
   bool upstream_insecure = false, upstream_implicit_tls = false;
   bool transparent = false;
+  bool no_captures = false;
 };
 
 // The shutdown summary's error line: everything that went wrong on the relay's or the
@@ -285,12 +286,15 @@ int run(const run_flags& f) {
     spdlog::warn("captures: the index is not kept up to date (captures are still written; counted from now on; "
                  "'mailtap captures reindex' repairs it): {}", reason);
   };
-  auto store = captures::store::open(cfg.captures_dir, error, capture_options);
-  if (!store) {
+  // --no-captures: nothing is recorded (a setting for measuring what recording costs,
+  // README "Performance"); the relay is otherwise the same.
+  std::unique_ptr<captures::store> store;
+  if (!f.no_captures) store = captures::store::open(cfg.captures_dir, error, capture_options);
+  if (!store && !f.no_captures) {
     std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
     return exit_usage;
   }
-  store->on_write_failure([&capture_warnings](const std::string& session_id, const std::string& reason) {
+  if (store) store->on_write_failure([&capture_warnings](const std::string& session_id, const std::string& reason) {
     warn_limited(capture_warnings, warn_kind::capture_write_failed,
                  "session " + session_id + ": capture write failed: " + reason);
   });
@@ -313,7 +317,8 @@ int run(const run_flags& f) {
     std::string tls_listen;
     if (auto t = relay.listen_tls_endpoint()) tls_listen = ", tls on " + t->to_string();
     std::printf("mailtap: listening on %s%s, upstream %s, captures in %s\n", relay.listen_endpoint().to_string().c_str(),
-                tls_listen.c_str(), relay.upstream_label().c_str(), cfg.captures_dir.c_str());
+                tls_listen.c_str(), relay.upstream_label().c_str(),
+                store ? cfg.captures_dir.c_str() : "(none: --no-captures)");
     if (control) std::printf("mailtap: admin API on http://%s\n", control->address().to_string().c_str());
     std::fflush(stdout);
     spdlog::info("seed {}; {} fault rule(s) armed", relay.seed(), cfg.faults.size());
@@ -347,6 +352,10 @@ int run(const run_flags& f) {
     errors = error_summary::of(m);
     errors.suppressed_warnings += capture_warnings.suppressed_total();
   }
+  if (!store) {
+    errors.log();
+    return code;
+  }
   const auto& c = store->counters();
   spdlog::info("captures: {} complete, {} incomplete, {} write failures, {} removed by the retention limits; "
                "{} indexed, {} index failures, {} left out of the index",
@@ -366,6 +375,9 @@ void register_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--listen", f->listen, "SMTP listen address HOST:PORT (default 127.0.0.1:2525; port 0 = any)");
   cmd->add_option("--upstream", f->upstream, "Upstream HOST:PORT, or 'builtin' for the built-in sink (default)");
   cmd->add_option("--captures", f->captures, "Capture directory (default ~/.local/state/mailtap/captures)");
+  cmd->add_flag("--no-captures", f->no_captures,
+                "Record nothing: the relay without its recorder, for measuring what recording costs "
+                "(scripts/bench's 'mailtap-nocap'); not for production");
   cmd->add_option("--captures-max-age", f->captures_max_age,
                   "Remove finished captures older than this, e.g. 168h (default: keep)");
   cmd->add_option("--captures-max-bytes", f->captures_max_bytes,

@@ -1,5 +1,7 @@
-"""Interleaved throughput benchmark: direct vs haproxy (tcp mode) vs mailtap (captures on),
-then the accuracy of injected delays (workload "delay").
+"""Interleaved throughput benchmark: direct vs haproxy (tcp mode) vs mailtap (captures on)
+vs mailtap-nocap (mailtap run --no-captures: the same relay recording nothing, to show what
+recording costs), then memory per idle session (W6) and the accuracy of injected delays
+(workload "delay").
 
 For each pass and workload, smtp-source runs against smtp-sink directly, then through each
 relay; medians over passes; ratio = relay msg/s / direct msg/s of the same pass. Relay CPU
@@ -9,6 +11,7 @@ run bounded by a timeout.
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -79,6 +82,78 @@ class Peer:
                 self.proc.wait()
 
 
+# W6: idle sessions held open after EHLO, and the relay's RSS growth per session.
+IDLE_SESSIONS = (1000, 10000)
+IDLE_SESSIONS_SMOKE = (100,)
+# Enough descriptors for 10,000 sessions: the bench holds one per session, a relay two.
+FILE_LIMIT = 65536
+# Descriptors a relay needs besides its sessions' (listeners, epoll, timers, logs, captures).
+RELAY_SPARE_FDS = 256
+
+
+def raise_file_limit():
+    """Raises this process's (so the peers') descriptor limit; returns the limit in force.
+    Raising the hard limit needs CAP_SYS_RESOURCE: without it, the hard limit is the cap."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, FILE_LIMIT)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+        return want
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+
+
+def relay_session_cap(file_limit):
+    """Concurrent sessions a relay can hold within the descriptor limit (two each)."""
+    return (file_limit - RELAY_SPARE_FDS) // 2
+
+
+def read_reply(sock):
+    """Reads one SMTP reply (possibly multi-line); returns its last line."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise RuntimeError("connection closed before the reply ended")
+        data += chunk
+        lines = data.split(b"\r\n")
+        for line in lines[:-1]:
+            if len(line) >= 4 and line[3:4] == b" ":
+                return line
+
+
+def idle_session_memory(peer, sessions, timeout=300):
+    """RSS growth of `peer` per session while `sessions` sit idle after EHLO; (kB per session,
+    sessions actually held)."""
+    held = []
+    before = rss_kib(peer.proc.pid)
+    end = time.time() + timeout
+    try:
+        for _ in range(sessions):
+            if time.time() > end:
+                break
+            try:
+                s = socket.create_connection(("127.0.0.1", peer.port), timeout=10)
+                held.append(s)
+                read_reply(s)                      # the banner (the upstream's, through the relay)
+                s.sendall(b"EHLO bench.example\r\n")
+                if not read_reply(s).startswith(b"250"):
+                    raise RuntimeError("EHLO refused")
+            except (OSError, RuntimeError) as e:
+                print(f"W6 {peer.name}: session {len(held)} failed: {e}", file=sys.stderr)
+                if held:
+                    held.pop().close()
+                break
+        time.sleep(0.5)
+        after = rss_kib(peer.proc.pid)
+    finally:
+        for s in held:
+            s.close()
+    count = len(held)
+    return ((after - before) * 1.024 / count if count else 0.0), count
+
+
 def run_source(port, args, messages, timeout):
     argv = ["smtp-source", *args, "-m", str(messages), f"127.0.0.1:{port}"]
     start = time.perf_counter()
@@ -146,17 +221,21 @@ def main():
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--smoke", action="store_true", help="one short pass, to keep the bench working")
     ap.add_argument("--json", default="bench-results.json")
-    ap.add_argument("--only", default="", help="comma-separated workload ids")
+    ap.add_argument("--only", default="", help="comma-separated workload ids (W1,W2c10,W2c100,W3c10,W4c1,W4c10,W5,W6,delay)")
     opts = ap.parse_args()
     passes = 1 if opts.smoke else opts.passes
     only = set(filter(None, opts.only.split(",")))
     workloads = [w for w in WORKLOADS if not only or w[0] in only]
     measure_delay = not only or "delay" in only
+    measure_idle = not only or "W6" in only
     have_haproxy = shutil.which("haproxy") is not None
+    file_limit = raise_file_limit()
+    session_cap = relay_session_cap(file_limit)
 
     work = tempfile.mkdtemp(prefix="mailtap-bench-")
     sink_port = free_port()
-    sink = Peer("smtp-sink", ["smtp-sink", "-u", "nobody", "-m", "1100", f"127.0.0.1:{sink_port}", "4096"], sink_port)
+    # -m: concurrent sessions the sink serves; W6 holds 10,000 at once.
+    sink = Peer("smtp-sink", ["smtp-sink", "-u", "nobody", "-m", "11000", f"127.0.0.1:{sink_port}", "4096"], sink_port)
     peers = {}
     try:
         if have_haproxy:
@@ -164,7 +243,7 @@ def main():
             cfg = os.path.join(work, "haproxy.cfg")
             with open(cfg, "w") as f:
                 f.write(f"""global
-  maxconn 4096
+  maxconn {session_cap}
 defaults
   mode tcp
   timeout connect 5s
@@ -175,11 +254,12 @@ listen smtp
   server sink 127.0.0.1:{sink_port}
 """)
             peers["haproxy"] = Peer("haproxy", ["haproxy", "-f", cfg, "-db"], hp_port)
-        mt_port = free_port()
-        peers["mailtap"] = Peer("mailtap", [opts.mailtap, "run", "--listen", f"127.0.0.1:{mt_port}",
-                                            "--upstream", f"127.0.0.1:{sink_port}", "--captures",
-                                            os.path.join(work, "captures"), "--log-level", "warn",
-                                            "--max-sessions", "2000"], mt_port)
+        for name, recording in (("mailtap", ["--captures", os.path.join(work, "captures")]),
+                                ("mailtap-nocap", ["--no-captures"])):
+            mt_port = free_port()
+            peers[name] = Peer(name, [opts.mailtap, "run", "--listen", f"127.0.0.1:{mt_port}", "--upstream",
+                                      f"127.0.0.1:{sink_port}", *recording, "--log-level", "warn", "--admin", "off",
+                                      "--max-sessions", str(session_cap)], mt_port)
         results = {w[0]: {"direct": [], **{p: [] for p in peers}, "cpu": {p: [] for p in peers}} for w in workloads}
         ratios = {w[0]: {p: [] for p in peers} for w in workloads}
         rss_before = rss_kib(peers["mailtap"].proc.pid)
@@ -209,11 +289,26 @@ listen smtp
                 row[f"{p}_cpu_us_per_msg"] = statistics.median(results[wid]["cpu"][p])
             table.append(row)
         names = list(peers)
-        print(f"\n{'workload':<32}{'direct msg/s':>14}" + "".join(f"{p + ' ratio':>16}{p + ' cpu us/msg':>20}" for p in names))
+        print(f"\n{'workload':<32}{'direct msg/s':>14}" + "".join(f"{p + ' ratio':>20}{p + ' cpu us/msg':>26}" for p in names))
         for row in table:
             print(f"{row['id'] + ' ' + row['workload']:<32}{row['direct_msgs_per_s']:>14.0f}" +
-                  "".join(f"{row[p + '_ratio']:>16.2f}{row[p + '_cpu_us_per_msg']:>20.1f}" for p in names))
+                  "".join(f"{row[p + '_ratio']:>20.2f}{row[p + '_cpu_us_per_msg']:>26.1f}" for p in names))
         print(f"\nmailtap RSS: {rss_before} KiB at start, {rss_peak} KiB peak; passes: {passes}")
+        idle = []
+        if measure_idle:
+            # W6 after the throughput passes; each peer in turn, on the same sink.
+            if session_cap < max(IDLE_SESSIONS):
+                print(f"W6: the descriptor limit ({file_limit}; raising it needs CAP_SYS_RESOURCE) lets a relay "
+                      f"hold {session_cap} sessions, not {max(IDLE_SESSIONS)}", file=sys.stderr)
+            for wanted in (IDLE_SESSIONS_SMOKE if opts.smoke else IDLE_SESSIONS):
+                sessions = min(wanted, session_cap)
+                for name, peer in peers.items():
+                    kb, held = idle_session_memory(peer, sessions)
+                    idle.append({"peer": name, "sessions": wanted, "held": held, "kb_per_session": kb,
+                                 "file_limit": file_limit})
+            print(f"\n{'W6 idle sessions after EHLO':<32}{'sessions':>9}{'held':>8}{'RSS kB/session':>16}")
+            for row in idle:
+                print(f"{row['peer']:<32}{row['sessions']:>9}{row['held']:>8}{row['kb_per_session']:>16.1f}")
         delays = []
         if measure_delay:
             # Delay accuracy: how late each injected delay ends (actual - planned), under load.
@@ -227,7 +322,8 @@ listen smtp
                       f"{row['late_us_p99']:>10}{row['late_us_max']:>10}")
         with open(opts.json, "w") as f:
             json.dump({"passes": passes, "smoke": opts.smoke, "rows": table,
-                       "mailtap_rss_kib": {"start": rss_before, "peak": rss_peak}, "delay_accuracy": delays},
+                       "mailtap_rss_kib": {"start": rss_before, "peak": rss_peak}, "idle_sessions": idle,
+                       "delay_accuracy": delays},
                       f, indent=2)
         print(f"wrote {opts.json}")
     finally:

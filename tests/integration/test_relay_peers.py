@@ -6,6 +6,7 @@ delivered with the size as on the wire (dot-stuffed, terminator excluded) and th
 Message-ID from the header.
 """
 
+import os
 import re
 import subprocess
 import unittest
@@ -214,6 +215,20 @@ class SmtpSourceVolume(IntegrationTest):
                 self.assertGreater(t["size"], 1024)
                 delivered += 1
         self.assertEqual(delivered, 1000)
+
+    def test_no_captures_relays_the_same_and_records_nothing(self):
+        """`run --no-captures` (the bench's capture-off comparison): every message still
+        delivered, and no capture directory, file or index is made."""
+        sink = self.start_smtp_sink(dump=False)
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port), args=["--no-captures"])
+        r = subprocess.run([SMTP_SOURCE, "-d", "-s", "5", "-m", "200", "-l", "1024",
+                            "%s:%d" % (LOOPBACK, mailtap.port)],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=240)
+        self.assertEqual(r.returncode, 0, r.stdout.decode("utf-8", "replace")[-2000:])
+        wait_until(lambda: sink.messages_counted() >= 200, 30, "200 messages counted by smtp-sink")
+        self.assertEqual(sink.messages_counted(), 200)
+        self.assertFalse(os.path.exists(mailtap.captures), "a capture directory was made: %s" % mailtap.captures)
 
 
 if __name__ == "__main__":
