@@ -767,12 +767,15 @@ void session_capture::on_end(std::uint64_t t, std::string_view reason, std::stri
   record(256, [&](std::string& out) { append_json_line(out, end_rec{t, reason, detail, dropped_, ended_at}); });
 }
 
+bool session_capture::written_now() {
+  if (store_.options_.fsync) return false;
+  std::lock_guard lock(file_->mutex);
+  store_.write_out(*file_);
+  return true;
+}
+
 void session_capture::when_written(std::function<void()> done) {
-  if (!store_.options_.fsync) {
-    {
-      std::lock_guard lock(file_->mutex);
-      store_.write_out(*file_);
-    }
+  if (written_now()) {
     done();
     return;
   }

@@ -184,6 +184,11 @@ class session_capture final : public protocol::session_observer {
   // is made here and `done` runs before this returns; with it, on the writer thread after
   // the sync. A write or sync that fails marks the capture failed and still calls `done`.
   void when_written(std::function<void()> done);
+  // The barrier, when it can be settled here and now: writes everything recorded so far with
+  // write(2) and returns true; false (nothing done) when store_options::fsync asks for a sync,
+  // which is the writer thread's: use when_written then. A failed write marks the capture
+  // failed.
+  bool written_now();
   // True once any write to this capture failed.
   bool failed() const { return file_failed_->load(); }
   const std::string& id() const { return id_; }

@@ -14,6 +14,7 @@
 #include <boost/asio/write.hpp>
 #include <ctime>
 #include <random>
+#include <utility>
 
 #include "policies/engine.hpp"
 #include "policies/random.hpp"
@@ -534,7 +535,7 @@ bool session::carry_out(protocol::action& action) {
             if (box.closed || box.close_requested) return true;
             if (box.pending.empty()) box.pending = std::move(s.bytes);   // the common case: no copy
             else box.pending += s.bytes;
-            wake_writer(s.to);
+            (s.to == leg::client ? client_write_due_ : upstream_write_due_) = true;   // woken as execute ends
             return true;
           },
           [&](const protocol::close_leg& c) {
@@ -579,7 +580,9 @@ bool session::carry_out(protocol::action& action) {
             return true;
           },
           [&](const protocol::capture_barrier&) {
-            return capture_ == nullptr;   // without a recorder there is nothing to wait for
+            // Without a recorder there is nothing to wait for; without fsync the recorder
+            // writes here and now (captures/writer.hpp, written_now).
+            return capture_ == nullptr || capture_->written_now();
           },
           [&](const protocol::await_capture&) {
             settle_capture();
@@ -615,13 +618,23 @@ void session::hold_until_recorded(std::vector<protocol::action>& actions, std::s
   });
 }
 
+// Writers with new bytes are woken once the whole batch is carried out, after what it
+// posted (a capture settle, whose reply or dot then joins the same write): one write(2)
+// per leg per batch rather than one per action.
+void session::wake_due_writers() {
+  if (std::exchange(client_write_due_, false)) wake_writer(leg::client);
+  if (std::exchange(upstream_write_due_, false)) wake_writer(leg::upstream);
+}
+
 void session::execute(std::vector<protocol::action>& actions) {
   for (std::size_t i = 0; i < actions.size(); ++i) {
     if (!carry_out(actions[i])) {
       hold_until_recorded(actions, i + 1);
+      wake_due_writers();
       return;   // the rest, and the closing below, run once the record is written
     }
   }
+  wake_due_writers();
   if (fsm_.finished()) {
     // The machine closes the legs it still considers open; a leg whose peer hung up first
     // gets no close action, yet its writer must still finish (or the session never ends).

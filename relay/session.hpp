@@ -122,6 +122,7 @@ class session : public std::enable_shared_from_this<session> {
   void hold_input_while_capture_backlogged();
   void wake_when_recorder_catches_up();
   void execute(std::vector<protocol::action>& actions);
+  void wake_due_writers();
   void wake_writer(protocol::leg l) { (l == protocol::leg::client ? client_writer_wake_ : upstream_writer_wake_).cancel(); }
   std::uint64_t now_us() const;
   leg_stream& leg_of(protocol::leg l) { return l == protocol::leg::client ? client_ : upstream_; }
@@ -152,6 +153,8 @@ class session : public std::enable_shared_from_this<session> {
   clock::time_point fault_deadline_ = clock::time_point::max();
   std::vector<protocol::action> held_;  // actions waiting for a capture barrier
   int barriers_pending_ = 0;
+  bool client_write_due_ = false;       // bytes added to the outbox in this execute
+  bool upstream_write_due_ = false;
   bool upstream_connected_ = false;
   bool upstream_requested_ = false;     // connect_upstream: open_upstream starts the legs
   bool client_ready_ = false;           // the client leg's implicit-TLS handshake (if any) is done
