@@ -533,9 +533,10 @@ void relay_fsm::announce_command(std::uint64_t now, std::string_view body, const
 void relay_fsm::take_data(std::uint64_t now) {
   std::string forward;
   std::string_view rest = in_.unparsed();
+  forward.reserve(rest.size());   // about what came (a normalized bare line end adds a byte): one allocation
   in_.advance(framer_->feed(rest, forward));
   if (auto* t = txns_.open()) t->headers.feed(forward);
-  if (!forward.empty() && !data_failure_ && !faults_.absorbing()) out_.send(leg::upstream, forward, now);
+  if (!forward.empty() && !data_failure_ && !faults_.absorbing()) out_.send_owned(leg::upstream, std::move(forward), now);
   if (framer_->fault() != data_fault::none && !data_failure_) {
     std::string why(to_string(framer_->fault()));
     out_.note(now, "message refused: " + why + "; upstream closed without end of data");

@@ -11,17 +11,32 @@ void relay_outbox::send(leg to, std::string_view bytes, std::uint64_t now, bool 
     if (sensitive) observer_->on_bytes(now, to, direction::out, masked_auth_line(bytes));
     else observer_->on_bytes(now, to, direction::out, bytes);
   }
-  // Coalesce with the previous send to the same leg, looking past timer actions: every
-  // forwarded command re-arms a timer, and without this a pipelined group the client sent in
-  // one write went upstream as one write per command (changing TCP segmentation, RFC 2920).
+  if (auto* prev = joinable_send(to, sensitive)) {
+    prev->bytes.append(bytes);
+    return;
+  }
+  actions_.push_back(send_bytes{to, std::string(bytes), sensitive});
+}
+
+void relay_outbox::send_owned(leg to, std::string&& bytes, std::uint64_t now) {
+  if (bytes.empty() || closed(to)) return;
+  if (observer_) observer_->on_bytes(now, to, direction::out, bytes);
+  if (auto* prev = joinable_send(to, false)) {
+    prev->bytes.append(bytes);
+    return;
+  }
+  actions_.push_back(send_bytes{to, std::move(bytes), false});
+}
+
+// Coalesce with the previous send to the same leg, looking past timer actions: every
+// forwarded command re-arms a timer, and without this a pipelined group the client sent in
+// one write went upstream as one write per command (changing TCP segmentation, RFC 2920).
+send_bytes* relay_outbox::joinable_send(leg to, bool sensitive) {
   auto last = actions_.rbegin();
   while (last != actions_.rend() && std::holds_alternative<arm_timer>(*last)) ++last;
-  if (last != actions_.rend())
-    if (auto* prev = std::get_if<send_bytes>(&*last); prev && prev->to == to && prev->sensitive == sensitive) {
-      prev->bytes.append(bytes);
-      return;
-    }
-  actions_.push_back(send_bytes{to, std::string(bytes), sensitive});
+  if (last == actions_.rend()) return nullptr;
+  auto* prev = std::get_if<send_bytes>(&*last);
+  return prev && prev->to == to && prev->sensitive == sensitive ? prev : nullptr;
 }
 
 void relay_outbox::say(std::uint64_t now, const reply& r) {

@@ -22,6 +22,9 @@ class relay_outbox {
 
   // Bytes for a leg, recorded as sent (`sensitive`: an AUTH line, recorded masked).
   void send(leg to, std::string_view bytes, std::uint64_t now, bool sensitive = false);
+  // The same for bytes the caller gives away (DATA as forwarded): moved into the action
+  // when there is no earlier send to join, so a message's bytes are not copied once more.
+  void send_owned(leg to, std::string&& bytes, std::uint64_t now);
   // The relay's own reply to the client, sent and recorded as a reply.
   void say(std::uint64_t now, const reply& r);
   void note(std::uint64_t now, std::string_view text);
@@ -39,6 +42,9 @@ class relay_outbox {
   std::vector<action> take();
 
  private:
+  // The last send_bytes to `to` that new bytes may join (timers looked past), or null.
+  send_bytes* joinable_send(leg to, bool sensitive);
+
   session_observer* observer_;
   std::vector<action> actions_;
   bool client_closed_ = false;
