@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "admin/auth.hpp"
 #include "admin/fault_input.hpp"
 #include "admin/metrics_page.hpp"
 #include "captures/reader.hpp"
@@ -262,6 +263,15 @@ void api::add_fault_routes() {
 std::optional<response> api::admit_events(const request& req) const {
   if (!ctx_.allowed_hosts.contains(host_name_of(req.host)))
     return error_response(403, "Host '" + req.host.substr(0, 100) + "' not allowed");
+  if (!ctx_.token.empty()) {
+    // A browser's WebSocket cannot send Authorization: it offers the token as a subprotocol,
+    // or puts it in the query (admin/README.md, "Authentication").
+    std::string token = bearer_token_of(req.authorization);
+    if (token.empty()) token = subprotocol_token_of(req.websocket_protocols);
+    if (parsed_target target; token.empty() && parse_target(req.target, target))
+      if (auto it = target.query.find("token"); it != target.query.end()) token = it->second;
+    if (!token_equal(token, ctx_.token)) return unauthorized(!token.empty());
+  }
   // A browser always sends Origin on a WebSocket upgrade (RFC 6455 4.1): only a page served
   // from the admin API's own names may subscribe. Other clients send none.
   if (!req.origin.empty()) {
@@ -280,6 +290,10 @@ response api::handle(const request& req) const {
   if (!ctx_.allowed_hosts.contains(host_name_of(req.host)))
     return error_response(403, "Host '" + req.host.substr(0, 100) + "' not allowed (the admin API answers to " +
                                    "its own address and localhost only)");
+  if (!ctx_.token.empty()) {
+    const auto token = bearer_token_of(req.authorization);
+    if (!token_equal(token, ctx_.token)) return unauthorized(!token.empty());
+  }
   return router_.handle(req);
 }
 

@@ -67,6 +67,10 @@ class loader {
       out_.admin_explicit = true;
       if (const auto* off = r.value().as_string(); off && off->get() == "off") out_.admin_off = true;
       else if (auto e = endpoint_value(r, false)) out_.admin = *e;
+    } else if (k == "admin_token") {
+      admin_token(r);
+    } else if (k == "admin_token_file") {
+      admin_token_file(r);
     } else if (k == "captures") {
       captures(r);
     } else if (k == "scenarios") {
@@ -105,6 +109,30 @@ class loader {
       return false;
     }
     return true;
+  }
+
+  // admin_token and admin_token_file: one or the other, never both in one file.
+  void admin_token(table_reader& r) {
+    const std::string* s = r.string("a string of " + std::to_string(admin_token_min_chars) + " to " +
+                                    std::to_string(admin_token_max_chars) + " characters");
+    if (!s) return;
+    if (auto problem = admin_token_problem(*s); !problem.empty()) return r.fail(problem);
+    take_admin_token(r, *s);
+  }
+
+  void admin_token_file(table_reader& r) {
+    auto p = r.file(base_dir_, true);
+    if (!p) return;
+    std::string why;
+    auto token = read_admin_token_file(*p, why);
+    if (!token) return r.fail(why);
+    take_admin_token(r, *token);
+  }
+
+  void take_admin_token(table_reader& r, std::string token) {
+    if (admin_token_seen_) return r.fail("admin_token and admin_token_file go one without the other");
+    admin_token_seen_ = true;
+    out_.admin_token = std::move(token);
   }
 
   // `captures = "DIR"`, or a [captures] table: dir, fsync, max_age, max_bytes.
@@ -317,6 +345,7 @@ class loader {
   fs::path base_dir_;
   config& out_;
   std::vector<policies::rule> scenario_rules_;   // after the file's own [[fault]] tables
+  bool admin_token_seen_ = false;
 };
 
 // The directory relative paths in the file resolve against, made absolute so the result does
@@ -467,6 +496,34 @@ std::optional<config> load_config_file(const fs::path& file, const config& base,
     error = echo_path(file.native()) + ": internal error";
   }
   return std::nullopt;
+}
+
+// ---------------------------------------------------------------- the admin token
+
+std::string admin_token_problem(std::string_view token) {
+  if (token.size() < admin_token_min_chars || token.size() > admin_token_max_chars)
+    return "expected an admin token of " + std::to_string(admin_token_min_chars) + " to " +
+           std::to_string(admin_token_max_chars) + " characters, got " + std::to_string(token.size());
+  for (unsigned char c : token)
+    if (!std::isalnum(c) && c != '-' && c != '.' && c != '_' && c != '~')
+      return "the admin token may hold only A-Z a-z 0-9 - . _ ~ (e.g. `openssl rand -hex 32`)";
+  return "";
+}
+
+std::optional<std::string> read_admin_token_file(const fs::path& file, std::string& error) {
+  // A token is at most admin_token_max_chars; a little room for a line end and blanks.
+  auto read = config_reader::read_file(file, admin_token_max_chars + 64);
+  if (!read.ok()) {
+    error = echo_path(file.native()) + ": cannot read the admin token: " + read.problem;
+    return std::nullopt;
+  }
+  std::string token = std::move(read.text);
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+  if (auto problem = admin_token_problem(token); !problem.empty()) {
+    error = echo_path(file.native()) + ": " + problem;
+    return std::nullopt;
+  }
+  return token;
 }
 
 // ---------------------------------------------------------------- retention flags

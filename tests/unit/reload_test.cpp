@@ -41,6 +41,12 @@ TEST(Reload, ListenersThreadsTimeoutsAndTlsNeedARestart) {
             (strings{"listen", "upstream", "threads", "timeouts.client_idle", "tls.cert", "tls.listen"}));
 }
 
+TEST(Reload, AnAdminTokenChangeNeedsARestart) {
+  config fresh;
+  fresh.admin_token = "0123456789abcdef";
+  EXPECT_EQ(restart_only_changes(config{}, fresh), strings{"admin_token"});
+}
+
 TEST(Reload, ClientIdentitySettingsNeedARestart) {
   config fresh;
   fresh.identity = mailtap::upstream_identity::proxy_v2;
