@@ -6,8 +6,8 @@
 # systemd-analyze from systemd, with man-db for the unit's Documentation=; /bin/kill from
 # procps and adduser for the unit and the maintainer scripts: packaging/README.md; tshark reads what
 # `mailtap export pcap` writes; promtool from prometheus and python3-prometheus-client, the two
-# checks of /metrics: admin/README.md; python3-pytest runs clients/python's tests, and
-# python3-setuptools builds that package for `pip install`).  FUZZ_PACKAGES: clang and libFuzzer with the sanitizer runtimes (tests/fuzz/).
+# checks of /metrics: admin/README.md; python3-pytest runs clients/python's tests, which
+# `pip install` that package, built by python3-setuptools, into a python3-venv).  FUZZ_PACKAGES: clang and libFuzzer with the sanitizer runtimes (tests/fuzz/).
 # BENCH_PACKAGES: the peers the benchmark compares against.
 BUILD_PACKAGES=(
   build-essential cmake pkg-config
@@ -23,7 +23,7 @@ TEST_PACKAGES=(
   dpkg-dev file systemd man-db procps adduser
   tshark
   prometheus python3-prometheus-client
-  python3-pytest python3-setuptools
+  python3-pytest python3-setuptools python3-venv
 )
 FUZZ_PACKAGES=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 BENCH_PACKAGES=(haproxy postfix)

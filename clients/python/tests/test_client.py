@@ -6,6 +6,7 @@ tests, attach to a running relay) run by pytester in a pytest of its own."""
 
 import json
 import os
+import shutil
 import smtplib
 import subprocess
 import time
@@ -202,3 +203,28 @@ def test_the_readme_example_passes(pytester, readme):
     pytester.makepyfile(blocks[0])
     result = pytester.runpytest_subprocess("-p", "mailtap_client.pytest_plugin", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_pip_installs_the_package_and_pytest_finds_the_plugin(tmp_path):
+    """`pip install ./clients/python` into a venv over Debian's packages, offline (the build
+    backend is Debian's setuptools): the module imports, and pytest loads the plugin by its
+    entry point, without -p."""
+    # A copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+    here = str(tmp_path / "python")
+    shutil.copytree(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), here,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"))
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    r = subprocess.run([python, "-m", "pip", "install", "--no-build-isolation", "--no-index", "--no-cache-dir",
+                        "--disable-pip-version-check", here], env=env, cwd=str(tmp_path),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    assert r.returncode == 0, r.stdout.decode()
+    r = subprocess.run([python, "-m", "pytest", "--help"], env=env, cwd=str(tmp_path),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    assert r.returncode == 0, r.stdout.decode()
+    assert b"--mailtap-url" in r.stdout
+    r = subprocess.run([python, "-c", "import mailtap_client, sys; print(mailtap_client.__file__)"], env=env,
+                       cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    assert r.stdout.decode().startswith(str(venv)), r.stdout
