@@ -15,6 +15,7 @@ api_context context_for(server& relay, const config& cfg, const captures::store*
   c.sessions = &catalog;
   c.ready = [&relay] { return !relay.draining(); };
   c.allowed_hosts = loopback_host_allowlist(cfg.admin.host);
+  c.allowed_hosts.insert(cfg.admin_hosts.begin(), cfg.admin_hosts.end());
   c.token = cfg.admin_token;
   return c;
 }

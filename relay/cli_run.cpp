@@ -33,6 +33,7 @@ struct run_flags {
   std::string seed, max_sessions, threads;   // counts as text: see parse_count
   std::string upstream_identity;
   std::string admin_token_file;
+  std::vector<std::string> admin_hosts;
   bool listen_proxy_protocol = false;
   std::string captures_max_age, captures_max_bytes;
   std::vector<std::string> scenarios;
@@ -134,6 +135,15 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     if (!cfg.admin_off && !take_endpoint(f.admin, "--admin", cfg.admin)) return false;
   }
   if (!take_admin_token(f, cfg, error)) return false;
+  for (const auto& h : f.admin_hosts) {
+    std::string why;
+    auto name = admin_host_name(h, why);
+    if (!name) {
+      error = "--admin-host: " + why;
+      return false;
+    }
+    cfg.admin_hosts.push_back(std::move(*name));
+  }
   if (!f.upstream.empty()) {
     if (f.upstream == "builtin") {
       cfg.upstream.reset();
@@ -403,6 +413,9 @@ void register_run(CLI::App& app, int& exit_code) {
                   "$MAILTAP_ADMIN_TOKEN, or the config's admin_token_file): every admin request must send "
                   "Authorization: Bearer TOKEN")
       ->envname("MAILTAP_ADMIN_TOKEN_FILE");
+  cmd->add_option("--admin-host", f->admin_hosts,
+                  "One more name the admin API answers to in Host (beside localhost, 127.0.0.1, [::1] and its "
+                  "address): the one clients elsewhere use; repeatable, added to the config's admin_hosts");
   cmd->add_option("--scenario", f->scenarios, "Fault scenario file (policies/scenarios/*.toml); repeatable");
   cmd->add_option("--seed", f->seed, "Master seed for reproducible faults, 0 to 2^64-1 (default: random, logged)");
   cmd->add_option("--max-sessions", f->max_sessions, "Concurrent sessions before new ones get 421 (default 256)");

@@ -71,6 +71,8 @@ class loader {
       admin_token(r);
     } else if (k == "admin_token_file") {
       admin_token_file(r);
+    } else if (k == "admin_hosts") {
+      admin_hosts(r);
     } else if (k == "captures") {
       captures(r);
     } else if (k == "scenarios") {
@@ -127,6 +129,21 @@ class loader {
     auto token = read_admin_token_file(*p, why);
     if (!token) return r.fail(why);
     take_admin_token(r, *token);
+  }
+
+  void admin_hosts(table_reader& r) {
+    const auto* arr = r.value().as_array();
+    if (!arr) return r.wrong_type("an array of host names or addresses");
+    if (arr->size() > max_admin_hosts) return r.fail("more than " + std::to_string(max_admin_hosts) + " entries");
+    std::vector<std::string> names;
+    for (const toml::node& item : *arr) {
+      const auto* s = item.as_string();
+      std::string problem;
+      auto name = s ? admin_host_name(s->get(), problem) : std::nullopt;
+      if (!name) return r.fail_at(item, "admin_hosts", s ? problem : "expected an array of host names or addresses");
+      names.push_back(std::move(*name));
+    }
+    out_.admin_hosts = std::move(names);
   }
 
   void take_admin_token(table_reader& r, std::string token) {
@@ -524,6 +541,22 @@ std::optional<std::string> read_admin_token_file(const fs::path& file, std::stri
     return std::nullopt;
   }
   return token;
+}
+
+std::optional<std::string> admin_host_name(std::string_view name, std::string& problem) {
+  constexpr std::size_t max_name_chars = 253;
+  std::string_view bare = name;
+  if (bare.size() >= 2 && bare.front() == '[' && bare.back() == ']') bare = bare.substr(1, bare.size() - 2);
+  const bool v6 = bare.find(':') != std::string_view::npos;
+  bool ok = !bare.empty() && bare.size() <= max_name_chars && (v6 || bare.size() == name.size());
+  for (char c : bare) ok = ok && (v6 ? is_ipv6_char(c) : is_host_char(c));
+  if (!ok) {
+    problem = "'" + echo(name) + "' is not a host name or an IP address (no port)";
+    return std::nullopt;
+  }
+  std::string out(bare);
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return v6 ? "[" + out + "]" : out;
 }
 
 // ---------------------------------------------------------------- retention flags

@@ -89,6 +89,10 @@ struct config {
   // carry it. Empty: none, which only a loopback admin address may have. From admin_token or
   // admin_token_file in the config, $MAILTAP_ADMIN_TOKEN, or --admin-token-file (last wins).
   std::string admin_token;
+  // More names the admin API answers to in a Host (and a browser's Origin) header, beside
+  // localhost, 127.0.0.1, [::1] and its own address: those clients elsewhere use to reach it
+  // (admin_hosts; --admin-host). Lower-case, IPv6 in brackets.
+  std::vector<std::string> admin_hosts;
   std::filesystem::path captures_dir;          // default: default_captures_dir()
   // fdatasync each capture before the end-of-data reply is released ([captures] fsync;
   // README "Captures" gives the cost). Off: records survive a crash of mailtap, not of the host.
@@ -144,6 +148,13 @@ std::string admin_token_problem(std::string_view token);
 // The token in `file`: its text less trailing blanks and line ends, checked as above.
 // nullopt and a one-line error naming the file (never the token) otherwise.
 std::optional<std::string> read_admin_token_file(const std::filesystem::path& file, std::string& error);
+
+// admin_hosts: at most this many names, each a DNS name (RFC 1035 2.3.4: 253 characters
+// written out) or an IP address.
+inline constexpr std::size_t max_admin_hosts = 64;
+// `name` as an admin_hosts entry (lower-case, IPv6 in brackets); nullopt and a one-line
+// problem when it is not a host name or an IP address.
+std::optional<std::string> admin_host_name(std::string_view name, std::string& problem);
 
 // Where mailtap keeps state (the generated certificate): $XDG_STATE_HOME/mailtap, else
 // ~/.local/state/mailtap, else ./mailtap-state.

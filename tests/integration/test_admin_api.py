@@ -544,6 +544,20 @@ class NonLoopbackAdmin(IntegrationTest):
         self.assertEqual(self.get(port, "/healthz")[0], 401)
         self.assertEqual(self.get(port, "/healthz", TOKEN), (200, b'{"status":"ok"}\n'))
 
+    def test_the_names_of_admin_hosts_are_served_and_others_are_still_403(self):
+        relay = self.start_mailtap(args=("--admin", "0.0.0.0:0", "--admin-host", "Mailtap.Example.TEST"),
+                                   env=dict(os.environ, MAILTAP_ADMIN_TOKEN=TOKEN))
+        port = self.admin_url_port(relay)
+        for host, status in (("mailtap.example.test:%d" % port, 200), ("other.example.test", 403),
+                             ("127.0.0.1:%d" % port, 200)):
+            conn = http.client.HTTPConnection(LOOPBACK, port, timeout=20)
+            try:
+                conn.request("GET", "/healthz", headers={"Host": host, "Authorization": "Bearer " + TOKEN})
+                r = conn.getresponse()
+                self.assertEqual(r.status, status, (host, r.read()))
+            finally:
+                conn.close()
+
     def test_a_reload_that_loses_the_token_fails_and_the_running_api_keeps_serving(self):
         token_file = os.path.join(self.workdir, "token")
         with open(token_file, "w") as f:

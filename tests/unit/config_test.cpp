@@ -311,6 +311,19 @@ TEST(ConfigLoad, AdminTokenInlineOrFromAFile) {
   EXPECT_NE(error.find("go one without the other"), std::string::npos) << error;
 }
 
+TEST(ConfigLoad, AdminHostsAreNamesOrAddressesLowerCased) {
+  std::string error;
+  auto c = load_config_text("admin_hosts = [\"Mailtap.Example.NET\", \"192.0.2.7\", \"2001:DB8::1\", \"[::2]\"]",
+                            "m.toml", config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->admin_hosts, (std::vector<std::string>{"mailtap.example.net", "192.0.2.7", "[2001:db8::1]", "[::2]"}));
+  EXPECT_EQ(error_of("admin_hosts = [\"ok.example\", \"bad/name\"]"),
+            "mailtap.toml:1: key 'admin_hosts': 'bad/name' is not a host name or an IP address (no port)");
+  EXPECT_NE(error_of("admin_hosts = [\"[name]\"]").find("not a host name"), std::string::npos);
+  EXPECT_NE(error_of("admin_hosts = \"one.example\"").find("key 'admin_hosts'"), std::string::npos);
+  EXPECT_NE(error_of("admin_hosts = [1]").find("key 'admin_hosts'"), std::string::npos);
+}
+
 TEST(AdminToken, FileIsTrimmedAndChecked) {
   temp_dir dir;
   std::string error;
@@ -722,7 +735,7 @@ TEST(ConfigFile, ShippedExampleMentionsEveryKey) {
                           "bare_line_endings =", "[timeouts]", "client_idle =", "upstream_connect =",
                           "upstream_greeting =", "upstream_reply =", "upstream_data_init =",
                           "upstream_data_end =", "drain =", "upstream_identity =", "listen_proxy_protocol =",
-                          "fsync =", "max_age =", "max_bytes =", "admin_token_file =", "admin_token"})
+                          "fsync =", "max_age =", "max_bytes =", "admin_token_file =", "admin_token", "admin_hosts ="})
     EXPECT_NE(text.find(key), std::string::npos) << key;
 }
 
