@@ -26,7 +26,7 @@ export function mountFaults(root, {events}) {
   const reset = el('button', {type: 'button', id: 'faults-reset'}, 'Reset all');
   const armForm = armFormElement();
   const scenarioForm = el('form', {id: 'scenario-form', class: 'inline'},
-    el('label', {}, 'Scenario file on the relay\'s host ', el('input', {name: 'path', required: true, size: 50, placeholder: '/etc/mailtap/scenarios/greylist.toml'})),
+    el('label', {}, 'Scenario file on the relay\'s host ', el('input', {name: 'path', required: true, size: 50, placeholder: '/path/to/greylisting.toml'})),
     el('button', {type: 'submit'}, 'Load'));
   root.append(
     el('h1', {}, 'Faults'),
