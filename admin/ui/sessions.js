@@ -91,11 +91,11 @@ function rowElement(row) {
   const link = `#/session/${encodeURIComponent(row.id)}`;
   const time = row.started_at ? clockTime(row.started_at) : new Date(row.started_ms).toLocaleTimeString([], {hour12: false});
   const tr = el('tr', {'data-id': row.id, 'data-outcome': row.outcome, class: 'clickable', title: row.id},
-    el('td', {}, el('a', {href: link}, time)),
-    el('td', {}, row.client || ''),
+    el('td', {class: 'nowrap'}, el('a', {href: link}, time)),
+    el('td', {class: 'nowrap'}, row.client || ''),
     el('td', {}, senderText(row)),
     el('td', {}, recipientsText(row)),
-    el('td', {class: 'outcome'}, row.outcome),
+    el('td', {class: 'outcome nowrap'}, row.outcome),
     el('td', {class: 'num'}, row.end_reason === null ? '' : duration(row.duration_us)),
     el('td', {class: 'num faults'}, faultsText(row)));
   tr.addEventListener('click', (e) => {
