@@ -38,15 +38,20 @@ const RECONNECT_FIRST_MS = 500;
 const RECONNECT_MAX_MS = 5000;
 
 // The events WebSocket (GET /api/v1/events): each parsed event goes to every listener;
-// `onState` hears 'live', 'reconnecting'. Returns {listen(fn) -> unlisten}.
+// `onState` hears 'live', 'reconnecting'. Returns {listen(fn) -> unlisten, live() -> bool}.
 export function connectEvents(onState) {
   const listeners = new Set();
   let wait = RECONNECT_FIRST_MS;
+  let live = false;
+  const setState = (state) => {
+    live = state === 'live';
+    onState(state);
+  };
   const open = () => {
     const socket = new WebSocket(`ws://${location.host}/api/v1/events`);
     socket.addEventListener('open', () => {
       wait = RECONNECT_FIRST_MS;
-      onState('live');
+      setState('live');
       // Events were missed while away: listeners refresh as after a 'dropped'.
       for (const fn of listeners) fn({type: 'connected'});
     });
@@ -56,7 +61,7 @@ export function connectEvents(onState) {
       for (const fn of listeners) fn(event);
     });
     socket.addEventListener('close', () => {
-      onState('reconnecting');
+      setState('reconnecting');
       setTimeout(open, wait);
       wait = Math.min(wait * 2, RECONNECT_MAX_MS);
     });
@@ -67,5 +72,6 @@ export function connectEvents(onState) {
       listeners.add(fn);
       return () => listeners.delete(fn);
     },
+    live: () => live,
   };
 }

@@ -1,7 +1,8 @@
 // The live sessions table (#/): the newest page of GET /api/v1/sessions, kept current by the
 // events WebSocket. A session_started event adds an "in progress" row at once; a
 // session_ended event refetches the page (again, shortly, while the capture has no end
-// record yet: the relay publishes the event before the capture's end is written).
+// record yet: the relay publishes the event before the capture's end is written). Without
+// the WebSocket (refused: too many subscribers; or lost) the page is refetched every 2 s.
 import {getJson} from './api.js';
 import {el, replaceChildren} from './dom.js';
 import {clockTime, duration} from './format.js';
@@ -12,6 +13,7 @@ const PAGE_ROWS = 100;
 const REFRESH_DELAY_MS = 30;
 const FINAL_RETRY_MS = 100;
 const FINAL_RETRIES = 30;
+const POLL_WITHOUT_EVENTS_MS = 2000;
 const COLUMNS = ['Time', 'Client', 'Sender', 'Recipients', 'Outcome', 'Total time', 'Faults'];
 
 export function mountSessions(root, {events}) {
@@ -79,10 +81,12 @@ export function mountSessions(root, {events}) {
     }
   });
 
+  const poll = setInterval(() => { if (!events.live()) refresh(); }, POLL_WITHOUT_EVENTS_MS);
   refresh();
   return () => {
     mounted = false;
     clearTimeout(timer);
+    clearInterval(poll);
     unlisten();
   };
 }

@@ -2,6 +2,7 @@
 (tests/ui/README.md), against a running mailtap whose upstream is Postfix's smtp-sink.
 
 - a message sent with swaks appears live in the sessions table, within a second of its end;
+  without the events WebSocket (every subscriber slot taken), by polling;
 - the session's page draws the stage waterfall in SVG (a bar per stage), and captured
   markup stays text;
 - a fault armed from the faults page makes the next swaks fail with its reply code;
@@ -159,6 +160,22 @@ class Browser(WebUiTest):
         listed = self.get_json("/api/v1/sessions")["sessions"]
         self.assertEqual(listed[0]["fault_rules"], ["full"])
         self.assertScreenshot(seen["screenshot"])
+
+    def test_without_the_events_socket_the_table_still_updates_by_polling(self):
+        # Every subscriber slot taken (relay/event_hub.hpp: 8): the page's upgrade gets 503.
+        held = []
+        for _ in range(8):
+            ws = EventSocket(self.admin)
+            self.addCleanup(ws.close)
+            self.assertEqual(ws.status, 101)
+            held.append(ws)
+        refused = EventSocket(self.admin)
+        refused.close()
+        self.assertEqual(refused.status, 503)
+        seen = self.scenario("without_events")
+        self.assertEqual(seen["swaks_code"], 0)
+        self.assertEqual(seen["state"], "reconnecting")
+        self.assertEqual(seen["cells"][2:5], ["alice@example.org", "bob@example.net", "delivered"])
 
     def test_the_faults_page_loads_a_scenario_disarms_resets_and_shows_errors(self):
         path = os.path.join(SCENARIOS_DIR, "slow-upstream.toml")
