@@ -109,6 +109,9 @@ class Browser(WebUiTest):
         # The row is the session the relay recorded, with its envelope and outcome.
         listed = self.get_json("/api/v1/sessions")["sessions"]
         self.assertEqual([s["id"] for s in listed], [seen["id"]])
+        self.assertEqual((listed[0]["sender"], listed[0]["recipients"], listed[0]["recipients_total"]),
+                         ("alice@example.org", ["bob@example.net"], 1))
+        self.assertEqual((listed[0]["faults"], listed[0]["fault_rules"]), (0, []))
         time, client, sender, recipients, outcome, total, faults = seen["cells"]
         self.assertRegex(time, r"^\d\d:\d\d:\d\d$")
         self.assertEqual(client, listed[0]["client"])
@@ -158,7 +161,7 @@ class Browser(WebUiTest):
         self.assertEqual([(r["name"], r["injected"]) for r in rules], [("full", 1)])
         # The session's row names the fault.
         listed = self.get_json("/api/v1/sessions")["sessions"]
-        self.assertEqual(listed[0]["fault_rules"], ["full"])
+        self.assertEqual((listed[0]["faults"], listed[0]["fault_rules"]), (1, ["full"]))
         self.assertScreenshot(seen["screenshot"])
 
     def test_without_the_events_socket_the_table_still_updates_by_polling(self):

@@ -27,7 +27,8 @@ export const WAIT_MS = 20000;
 export async function openBrowser(expected = []) {
   const require = createRequire(path.join(env('MAILTAP_UI_NODE'), 'package.json'));
   const {chromium} = require('playwright-core');
-  const args = process.getuid && process.getuid() === 0 ? ['--no-sandbox'] : [];
+  // --disable-dev-shm-usage: a container's /dev/shm is often too small for chromium.
+  const args = ['--disable-dev-shm-usage', ...(process.getuid && process.getuid() === 0 ? ['--no-sandbox'] : [])];
   const browser = await chromium.launch({executablePath: CHROMIUM, headless: true, args});
   const page = await browser.newPage({viewport: {width: 1280, height: 800}});
   const errors = [];
