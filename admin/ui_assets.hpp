@@ -25,7 +25,8 @@ std::span<const ui_file> ui_files();
 bool is_ui_target(std::string_view target);
 
 // The answer to a request for a UI path: the file (200), 404 for a name that is not one, 405
-// for a method other than GET. `host` is the request's Host header, already checked.
+// for a method other than GET. The request's Host header must have been checked already
+// (api::handle): it goes into the policy.
 response serve_ui(const request& req);
 
 // The Content-Security-Policy of the UI's pages. `host` (the checked Host header) names the
