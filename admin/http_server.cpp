@@ -52,9 +52,11 @@ using beast_request = http::request<http::string_body>;
 using beast_response = http::response<http::string_body>;
 
 // Headers every response carries: the API's data is never to be sniffed or rendered as a page.
+// A response with a policy of its own keeps it (the web UI's pages: admin/ui_assets.hpp).
 void harden(beast_response& res) {
   res.set("X-Content-Type-Options", "nosniff");
-  res.set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'; sandbox");
+  if (res.find("Content-Security-Policy") == res.end())
+    res.set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'; sandbox");
   res.set(http::field::cache_control, "no-store");
 }
 

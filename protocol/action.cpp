@@ -53,6 +53,7 @@ std::string to_string(const action& a) {
     std::string operator()(const reconnect_upstream&) const { return "reconnect upstream (plaintext)"; }
     std::string operator()(const connect_upstream&) const { return "connect upstream"; }
     std::string operator()(const capture_barrier&) const { return "capture barrier"; }
+    std::string operator()(const await_capture&) const { return "await capture"; }
     std::string operator()(const pause_reading& p) const {
       return (p.paused ? "pause reading " : "resume reading ") + std::string(to_string(p.which));
     }

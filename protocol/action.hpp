@@ -68,6 +68,15 @@ struct capture_barrier {
   bool operator==(const capture_barrier&) const = default;
 };
 
+// The end of a message (the dot, or the last BDAT chunk's last byte) waits here until the
+// recorder has handled every record reported so far; the shell answers with
+// relay_fsm::on_capture_settled, saying whether the capture failed. A capture that cannot be
+// written thus stops the message before the upstream can accept it (README.md, "Captures").
+// Asked only with relay_options::end_waits_for_capture.
+struct await_capture {
+  bool operator==(const await_capture&) const = default;
+};
+
 // Stop (or resume) reading a leg: the machine holds more unparsed input than its cap.
 struct pause_reading {
   leg which;
@@ -98,7 +107,8 @@ struct segment_break {
 };
 
 using action = std::variant<send_bytes, close_leg, arm_timer, start_tls, arm_fault_timer, shape_leg, segment_break,
-                            reconnect_upstream, connect_upstream, capture_barrier, pause_reading>;
+                            reconnect_upstream, connect_upstream, capture_barrier, pause_reading,
+                            await_capture>;
 
 std::string to_string(const action& a);
 

@@ -137,7 +137,7 @@ void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
 // is still awaited and recorded: it says whether the message was delivered.
 void relay_fsm::end_if_client_done(std::uint64_t now) {
   if (ended_ || !client_input_ended_) return;
-  if (faults_.input_waits() || input_held_) return;   // input still to be taken
+  if (faults_.input_waits() || input_held_ || awaiting_capture_) return;   // input still to be taken
   if (in_message() && in_.fully_parsed()) {
     // Client vanishes inside the message: close upstream without the dot; nothing delivered.
     out_.note(now, "client closed the connection inside the message: upstream closed without end of data");
@@ -163,7 +163,7 @@ void relay_fsm::on_timeout(std::uint64_t now, leg which) {
     if (client_input_ended_) return;
     // While the client waits on an upstream reply (up to 10 minutes for end of data), or on
     // a reply a fault delays, or on the relay's own backpressure, it is not the slow one.
-    if (!in_message() && !partial_line() && (owed_.awaiting_upstream() || faults_.hold_active(now) || input_held_)) {
+    if (!in_message() && !partial_line() && (owed_.awaiting_upstream() || faults_.hold_active(now) || input_held_ || awaiting_capture_)) {
       out_.arm(leg::client, options_.timeouts.client_idle);
       return;
     }
@@ -301,13 +301,14 @@ void relay_fsm::record_received_size() {
 
 void relay_fsm::process_client_input(std::uint64_t now) {
   if (!greeted_ || !upstream_prepared() || input_held_) return;   // early talkers wait for the banner
+  if (awaiting_capture_) return;   // a message's end waits for the recorder: nothing after it is taken yet
   if (faults_.holds_conversation()) return;
   if (out_.closed(leg::client)) return;   // gone: nothing it sent is relayed any more
   if (faults_.line_waits(now)) return;   // delay(when=command): the line waits where it is
   bool progress = true;
   // A fault can hold (the dot) or stop (close, reset, stall) the conversation mid-buffer:
   // nothing pipelined after that point may be taken.
-  while (progress && !ended_ && !in_.fully_parsed() && !faults_.stops_parsing()) {
+  while (progress && !ended_ && !in_.fully_parsed() && !faults_.stops_parsing() && !awaiting_capture_) {
     switch (mode_) {
       case client_mode::command: progress = take_command_line(now); break;
       case client_mode::data: take_data(now); progress = mode_ != client_mode::data; break;
@@ -581,6 +582,29 @@ void relay_fsm::end_of_data(std::uint64_t now) {
     out_.note(now, std::to_string(framer_->long_lines()) + " message line(s) over " + std::to_string(limits::data_line_rfc_max) +
                   " octets (RFC 5321 4.5.3.1.6), longest " + std::to_string(framer_->longest_line()) + ": forwarded unchanged");
   transaction* t = close_message(now);
+  const std::uint64_t id = t ? t->id : 0;
+  if (wait_for_capture(message_end::data, id)) return;
+  release_end_of_data(now, id);
+}
+
+bool relay_fsm::wait_for_capture(message_end kind, std::uint64_t txn) {
+  if (!options_.end_waits_for_capture || capture_failed_ || (kind == message_end::data && data_failure_)) return false;
+  awaiting_capture_ = capture_wait{kind, txn};
+  out_.push(await_capture{});
+  return true;
+}
+
+void relay_fsm::on_capture_settled(std::uint64_t now, bool capture_failed) {
+  if (ended_ || !awaiting_capture_) return;
+  const capture_wait waited = *std::exchange(awaiting_capture_, std::nullopt);
+  if (capture_failed) capture_failed_ = true;
+  if (waited.kind == message_end::data) release_end_of_data(now, waited.txn);
+  else release_bdat_message(now, txns_.find(waited.txn));
+  process_client_input(now);   // what the client pipelined after the message waited too
+}
+
+void relay_fsm::release_end_of_data(std::uint64_t now, std::uint64_t id) {
+  transaction* t = txns_.find(id);
   if (!data_failure_ && capture_failed_) {
     // The capture failed in DATA: the dot is not sent, the client gets 451 4.3.0 (README,
     // "Outcomes": no message is delivered that the capture cannot show).
@@ -588,7 +612,6 @@ void relay_fsm::end_of_data(std::uint64_t now) {
     data_failure_ = make_reply(451, "4.3.0", options_.name + " cannot record this message; try again later");
     out_.close(leg::upstream);
   }
-  const std::uint64_t id = t ? t->id : 0;
   if (!data_failure_ && faults_.end_of_data(now, t)) return;
   faults_.stop_absorbing();
   if (!data_failure_ && faults_.message(now, t)) return;
@@ -651,6 +674,11 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
 // and a message-stage fault (fail_then_pass by Message-ID) all act here, before the upstream
 // can complete the message.
 void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
+  if (t && !out_.closed(leg::upstream) && wait_for_capture(message_end::bdat, t->id)) return;
+  release_bdat_message(now, t);
+}
+
+void relay_fsm::release_bdat_message(std::uint64_t now, transaction* t) {
   if (out_.closed(leg::upstream)) {   // the upstream went away mid-chunk: upstream_lost answered
     withheld_bdat_.clear();
     return;
@@ -1010,8 +1038,9 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
                    detail);
     return;
   }
-  if (mode_ == client_mode::data) {
-    // The upstream died in DATA: keep reading the client's data to its end, then 451.
+  if (mode_ == client_mode::data || (awaiting_capture_ && awaiting_capture_->kind == message_end::data)) {
+    // The upstream died in DATA (or before its dot went, the capture settling): keep reading
+    // the client's data to its end, then 451.
     if (!data_failure_)
       data_failure_ = make_reply(451, "4.4.2", options_.name + " lost the upstream connection during message transfer");
     return;

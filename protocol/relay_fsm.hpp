@@ -77,6 +77,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void on_fault_timer(std::uint64_t now_us) { faults_.timer(now_us); }
   // The capture can no longer be written: no further end-of-data is released upstream.
   void on_capture_failed() { capture_failed_ = true; }
+  // The recorder has handled every record reported before await_capture: the message's end
+  // goes upstream, or, if the capture failed, the client gets 451 4.3.0 and it never does.
+  void on_capture_settled(std::uint64_t now_us, bool capture_failed);
 
   // While held, client input already received is not parsed (the shell's backpressure when
   // its recorder falls behind); releasing it parses what waited.
@@ -106,11 +109,18 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
                       bool announce = true) override;
   void note_auth_username(std::uint64_t now, std::string_view base64_response);
   void end_of_data(std::uint64_t now);
+  // What follows the dot once the capture has settled: 451 4.3.0 if it failed, a fault's
+  // hold, or the dot upstream.
+  void release_end_of_data(std::uint64_t now, std::uint64_t txn);
+  // With a recorder attached, the message's end waits for it (await_capture): true if it does.
+  enum class message_end { data, bdat };
+  bool wait_for_capture(message_end kind, std::uint64_t txn);
   transaction* close_message(std::uint64_t now) override;
   void take_message_id(transaction& t);
   void forward_end_of_data(std::uint64_t now, std::uint64_t txn) override;
   // The last BDAT chunk is in: like the dot, its last byte waits for the capture and the faults.
   void end_of_bdat_message(std::uint64_t now, transaction* t);
+  void release_bdat_message(std::uint64_t now, transaction* t);
   void release_withheld_bdat(std::uint64_t now, std::uint64_t txn) override;
   // The message's end will not be sent: its BDAT LAST reply is no longer awaited (the
   // caller queues the relay's own answer in its place).
@@ -228,6 +238,12 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
 
   bool draining_ = false;
   bool capture_failed_ = false;
+  // A message's end waiting for the recorder (await_capture): which kind, and its transaction.
+  struct capture_wait {
+    message_end kind;
+    std::uint64_t txn;
+  };
+  std::optional<capture_wait> awaiting_capture_;
   // The body cannot be delivered (bad line endings, upstream lost): keep reading it and
   // answer at its end with this reply.
   std::optional<reply> data_failure_;

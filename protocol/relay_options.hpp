@@ -67,6 +67,10 @@ struct relay_options {
   // Tell an upstream that offers XCLIENT who the client is (upstream_identity = xclient,
   // xclient_exchange.hpp); its `helo` is taken from the client's EHLO. Absent: never.
   std::optional<xclient_identity> xclient;
+  // A recorder writes this session's records (the shell has a capture): each message's end
+  // waits for them to be written (await_capture), so a message whose capture failed is
+  // answered 451 4.3.0 and never completed upstream.
+  bool end_waits_for_capture = false;
 };
 
 // Per-session figures the shell adds to the process-wide metrics.

@@ -98,6 +98,7 @@ asio::awaitable<void> drive(leg_stream& leg, Machine& fsm, asio::ssl::context* t
                      [](const protocol::arm_fault_timer&) {}, [](const protocol::shape_leg&) {},
                      [](const protocol::segment_break&) {}, [](const protocol::reconnect_upstream&) {},
                      [](const protocol::connect_upstream&) {}, [](const protocol::capture_barrier&) {},
+                     [](const protocol::await_capture&) {},
                      [](const protocol::pause_reading&) {},
                  },
                  a);

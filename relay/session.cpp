@@ -63,6 +63,7 @@ protocol::relay_options relay_options_from(const relay_context& ctx, const upstr
   o.record_auth_username = ctx.cfg.record_auth_username;
   o.upstream_preamble = upstream_preamble(ctx.cfg.identity, who);
   o.xclient = xclient_identity_for(ctx.cfg.identity, who);
+  o.end_waits_for_capture = ctx.captures != nullptr;   // open_capture records every session then
   o.tls.offer_starttls = ctx.client_tls != nullptr && ctx.cfg.tls.offer_starttls;
   o.tls.implicit_client_tls = implicit_tls;
   // Without an upstream TLS context nothing can be secured upstream: only `never` is honest.
@@ -580,12 +581,24 @@ bool session::carry_out(protocol::action& action) {
           [&](const protocol::capture_barrier&) {
             return capture_ == nullptr;   // without a recorder there is nothing to wait for
           },
+          [&](const protocol::await_capture&) {
+            settle_capture();
+            return true;
+          },
           [&](const protocol::pause_reading& p) {
             if (p.which == leg::client) machine_paused_client_ = p.paused;   // execute's notify wakes the reader
             return true;
           },
       },
       action);
+}
+
+// The recorder's answer to await_capture: every record queued so far handled, written or
+// failed (captures/writer.hpp, when_written). The machine reads the failure on its own thread.
+void session::settle_capture() {
+  capture_->when_written([self = shared_from_this()] {
+    asio::post(self->executor_, [self] { self->feed(&protocol::relay_fsm::on_capture_settled, self->capture_->failed()); });
+  });
 }
 
 void session::hold_until_recorded(std::vector<protocol::action>& actions, std::size_t from) {

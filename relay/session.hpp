@@ -116,6 +116,7 @@ class session : public std::enable_shared_from_this<session> {
   // Takes the machine's actions and carries them out (execute); what follows a capture barrier
   // waits for the recorder.
   void dispatch();
+  void settle_capture();
   void hold_until_recorded(std::vector<protocol::action>& actions, std::size_t from);
   bool carry_out(protocol::action& action);
   void hold_input_while_capture_backlogged();

@@ -93,7 +93,8 @@ asio::awaitable<void> sink_server::serve(tcp::socket socket, std::uint64_t id) {
                      [](const protocol::arm_timer&) {}, [](const protocol::arm_fault_timer&) {},
                      [](const protocol::shape_leg&) {}, [](const protocol::segment_break&) {},
                      [](const protocol::reconnect_upstream&) {}, [](const protocol::connect_upstream&) {},
-                     [](const protocol::capture_barrier&) {}, [](const protocol::pause_reading&) {},
+                     [](const protocol::capture_barrier&) {}, [](const protocol::await_capture&) {},
+                     [](const protocol::pause_reading&) {},
                  },
                  a);
     }

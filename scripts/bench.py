@@ -122,6 +122,8 @@ def delay_accuracy(opts, sink_port, work, messages, sessions):
     late = {}
     for root, _, files in os.walk(captures):
         for name in files:
+            if not name.endswith(".jsonl"):   # the capture index (index.sqlite3) lives beside them
+                continue
             with open(os.path.join(root, name)) as f:
                 for line in f:
                     if '"fault"' not in line:

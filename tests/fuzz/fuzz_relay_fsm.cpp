@@ -1,7 +1,8 @@
 // The whole relay machine (protocol/relay_fsm.hpp), fed an interleaved sequence of events
 // decoded from the input, with the invariants of relay_harness.hpp checked after every step.
 // Input: one options byte (options_from), one byte for the connection (bit 0: upstream
-// unreachable when all of bits 0-2 are set; bit 3: implicit client TLS), then events. Each event
+// unreachable when all of bits 0-2 are set; bit 3: implicit client TLS; bit 4: a recorder is
+// attached, so each message's end awaits the capture), then events. Each event
 // is one byte: the low 4 bits the kind, the high 4 bits how far the clock moves first; bytes
 // events take a length byte (255: two more bytes, big-endian) and that many bytes.
 #include <cstddef>
@@ -46,6 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   relay_options options = options_from(in.byte());
   std::uint8_t connection = in.byte();
   options.tls.implicit_client_tls = (connection & 8) != 0;
+  options.end_waits_for_capture = (connection & 16) != 0;
   relay_harness h(options);
   h.start((connection & 7) != 7, options.tls.implicit_client_tls);
   for (int steps = 0; !in.empty() && steps < 4096 && !h.fsm().finished(); ++steps) {
@@ -61,8 +63,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       case 11: h.timeout(leg::upstream); break;
       case 12: h.fault_timer(); break;
       case 13: {
-        std::uint8_t how = in.byte();
-        h.tls_result((how & 1) ? leg::upstream : leg::client, (how & 2) == 0);
+        std::uint8_t how = in.byte();   // bit 2: the capture settles (bit 3: failed); else a handshake ends
+        if (how & 4) h.capture_settled((how & 8) != 0);
+        else h.tls_result((how & 1) ? leg::upstream : leg::client, (how & 2) == 0);
         break;
       }
       case 14: h.drain(); break;

@@ -252,6 +252,12 @@ class relay_harness {
     if (ok) step(0, [&] { fsm_.on_tls_ready(now_, which, summary()); });
     else step(0, [&] { fsm_.on_tls_failed(now_, which, "handshake failure"); });
   }
+  // Answers an await_capture, if one is outstanding: the recorder wrote everything, or failed.
+  void capture_settled(bool failed) {
+    if (!capture_pending_ || fsm_.finished()) return;
+    capture_pending_ = false;
+    step(0, [&] { fsm_.on_capture_settled(now_, failed); });
+  }
   void drain() {
     if (draining_ || fsm_.finished()) return;
     draining_ = true;
@@ -333,6 +339,7 @@ class relay_harness {
                      // The harness has no recorder to wait for and writes without pacing; the
                      // plaintext fall-back's new connection never comes (the machine waits, as
                      // for a dial that hangs).
+                     [&](const await_capture&) { capture_pending_ = true; },
                      [](const capture_barrier&) {}, [](const shape_leg&) {}, [](const segment_break&) {},
                      [](const reconnect_upstream&) {},
                  },
@@ -354,6 +361,7 @@ class relay_harness {
   bool connected_ = false;
   bool connect_asked_ = false;
   bool client_paused_ = false;
+  bool capture_pending_ = false;
   bool client_closed_ = false, client_eof_ = false, upstream_closed_ = false, draining_ = false;
 };
 

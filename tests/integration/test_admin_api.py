@@ -457,6 +457,16 @@ class Token(AdminTest):
         rc, out = self.swaks(self.relay.port, "--to", TO)
         self.assertIn("452 4.2.2", out)
 
+    def test_the_web_uis_files_need_no_token_and_what_they_fetch_does(self):
+        # The page and its scripts hold no data and a browser's navigation sends no header.
+        for path in ("/", "/ui/api.js"):
+            code, _, body = self.request("GET", path)
+            self.assertEqual(code, 200, body)
+        code, _, body = self.request("GET", "/api/v1/sessions")
+        self.assertOneLineError(code, body, 401)
+        code, _, body = self.request("GET", "/", headers={"Host": "evil.example"})
+        self.assertOneLineError(code, body, 403)
+
     def test_the_events_websocket_takes_the_token_as_header_subprotocol_or_query(self):
         refused = EventSocket(self.admin)
         self.addCleanup(refused.close)

@@ -103,6 +103,18 @@ class DiskFull(CaptureDisk):
         self.assertNothingDeliveredAndTheCaptureKept(*self.send_into_a_full_disk(wait_for_the_failure=True))
 
 
+class DiskFillsAfterTheDot(CaptureDisk):
+
+    TMPFS_BYTES = 1536 * 1024   # full near the message's end: after the relay has read the dot
+
+    def test_capture_disk_fills_with_the_message_sent_at_once(self):
+        # The whole message and its dot arrive in one burst, so the writer meets ENOSPC only
+        # after the relay has read the dot. Protection: the dot waits for the capture to settle
+        # (relay_fsm emits await_capture; relay/session.cpp answers on_capture_settled once the
+        # writer has handled every record queued before it, with its failure), then 451 4.3.0.
+        self.assertNothingDeliveredAndTheCaptureKept(*self.send_into_a_full_disk(wait_for_the_failure=False))
+
+
 class OutOfDescriptors(IntegrationTest):
     """The relay with RLIMIT_NOFILE so low that a few connections use every descriptor."""
 

@@ -49,6 +49,7 @@ class RelayFsmTest : public testing::Test {
     cl_.clear();
     closed_.clear();
     show_timers_ = false;
+    capture_awaited_ = false;
   }
 
   // Every session ends in exactly one on_end, and nothing happens after it.
@@ -78,6 +79,9 @@ class RelayFsmTest : public testing::Test {
         connect_asked_ = true;
         continue;
       } else if (std::holds_alternative<capture_barrier>(a)) {
+        continue;
+      } else if (std::holds_alternative<await_capture>(a)) {
+        capture_awaited_ = true;   // answered by the test with on_capture_settled
         continue;
       } else if (std::holds_alternative<start_tls>(a)) {
         // always shown: the order of a 220 and its handshake is what the TLS tests check
@@ -137,6 +141,7 @@ class RelayFsmTest : public testing::Test {
   bool show_timers_ = false;
   bool client_paused_ = false;   // the last pause_reading for the client
   bool connect_asked_ = false;   // connect_upstream was asked for
+  bool capture_awaited_ = false;  // await_capture was asked for
 };
 
 // ---------------------------------------------------------------- timers
@@ -625,6 +630,96 @@ TEST_F(RelayFsmTest, CaptureFailureWithholdsDotAndAnswers451) {
   EXPECT_THAT(acts, Contains(client_reply("451 4.3.0 ")));
   EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
   EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+}
+
+// ---------------------------------------------------------------- the message's end waits for the recorder
+
+relay_options recorded_session() {
+  relay_options o;
+  o.end_waits_for_capture = true;
+  return o;
+}
+
+TEST_F(RelayFsmTest, TheDotWaitsUntilTheCaptureSettles) {
+  make(recorded_session());
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+  EXPECT_TRUE(capture_awaited_);
+  EXPECT_THAT(up_, testing::EndsWith("body\r\n")) << "neither the dot nor what follows it goes before the capture settles";
+  fsm_->on_capture_settled(tick(), false);
+  take();
+  EXPECT_THAT(up_, testing::EndsWith("body\r\n.\r\nQUIT\r\n"));
+  upstream("250 2.0.0 Ok: queued\r\n221 2.0.0 Bye\r\n");
+  EXPECT_THAT(cl_, HasSubstr("250 2.0.0 Ok: queued\r\n221 2.0.0 Bye\r\n"));
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+}
+
+TEST_F(RelayFsmTest, ACaptureThatFailedBeforeTheDotWasWrittenWithholdsIt) {
+  // The whole message and its dot came in one read; the recorder failed writing it (a full
+  // disk) after the machine had read the dot: the settle says so, and the dot never goes.
+  make(recorded_session());
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n.\r\n");
+  ASSERT_TRUE(capture_awaited_);
+  fsm_->on_capture_settled(tick(), true);
+  take();
+  EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
+  EXPECT_TRUE(closed_[leg::upstream]);
+  EXPECT_THAT(cl_, HasSubstr("451 4.3.0 "));
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+}
+
+TEST_F(RelayFsmTest, UpstreamLostWhileTheDotAwaitsTheCaptureAnswers451) {
+  make(recorded_session());
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n.\r\n");
+  upstream_eof();
+  EXPECT_THAT(cl_, Not(HasSubstr("421"))) << "the message's own reply comes once the capture settles";
+  fsm_->on_capture_settled(tick(), false);
+  take();
+  EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
+  EXPECT_THAT(cl_, HasSubstr("451 4.4.2 "));
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+}
+
+TEST_F(RelayFsmTest, TheLastBdatByteWaitsUntilTheCaptureSettles) {
+  make(recorded_session());
+  greet_and_ehlo();
+  client("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  client("BDAT 5 LAST\r\nhello");
+  EXPECT_TRUE(capture_awaited_);
+  EXPECT_THAT(up_, testing::EndsWith("BDAT 5 LAST\r\nhell"));
+  fsm_->on_capture_settled(tick(), false);
+  take();
+  EXPECT_THAT(up_, testing::EndsWith("BDAT 5 LAST\r\nhello"));
+  upstream("250 2.0.0 Ok: queued\r\n");
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+}
+
+TEST_F(RelayFsmTest, TheLastBdatByteIsWithheldWhenTheCaptureFailedMeanwhile) {
+  make(recorded_session());
+  greet_and_ehlo();
+  client("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  client("BDAT 5 LAST\r\nhello");
+  ASSERT_TRUE(capture_awaited_);
+  fsm_->on_capture_settled(tick(), true);
+  take();
+  EXPECT_THAT(up_, testing::EndsWith("BDAT 5 LAST\r\nhell")) << "the message's last byte is never sent";
+  EXPECT_TRUE(closed_[leg::upstream]);
+  EXPECT_THAT(cl_, HasSubstr("451 4.3.0"));
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+}
+
+TEST_F(RelayFsmTest, WithoutARecorderTheDotGoesAtOnce) {
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n.\r\n");
+  EXPECT_FALSE(capture_awaited_);
+  EXPECT_THAT(up_, testing::EndsWith("body\r\n.\r\n"));
+  upstream("250 2.0.0 Ok\r\n");
 }
 
 TEST_F(RelayFsmTest, LongBodyLineForwardedUnchangedAndRecorded) {

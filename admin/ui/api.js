@@ -1,0 +1,77 @@
+// The admin API as the page uses it: JSON requests (admin/README.md, "Endpoints"), the
+// Prometheus text of /metrics, and the live events WebSocket, reconnected after a loss.
+// An error from the API is thrown as an Error whose message is the API's one-line error.
+
+async function errorOf(response) {
+  try {
+    const doc = await response.json();
+    if (doc && typeof doc.error === 'string') return new Error(doc.error);
+  } catch (_) { /* not JSON: the status says it */ }
+  return new Error(`HTTP ${response.status}`);
+}
+
+export async function getJson(path) {
+  const response = await fetch(path, {headers: {Accept: 'application/json'}, cache: 'no-store'});
+  if (!response.ok) throw await errorOf(response);
+  return response.json();
+}
+
+// POST or DELETE with a JSON body (the API takes mutations only with a JSON or TOML body).
+export async function sendJson(method, path, doc = {}) {
+  const response = await fetch(path, {
+    method,
+    headers: {'Content-Type': 'application/json', Accept: 'application/json'},
+    body: JSON.stringify(doc),
+  });
+  if (!response.ok) throw await errorOf(response);
+  return response.json();
+}
+
+export async function getText(path) {
+  const response = await fetch(path, {cache: 'no-store'});
+  if (!response.ok) throw await errorOf(response);
+  return response.text();
+}
+
+// Reconnection waits: from 0.5 s, doubled, at most 5 s.
+const RECONNECT_FIRST_MS = 500;
+const RECONNECT_MAX_MS = 5000;
+
+// The events WebSocket (GET /api/v1/events): each parsed event goes to every listener;
+// `onState` hears 'live', 'reconnecting'. Returns {listen(fn) -> unlisten, live() -> bool}.
+export function connectEvents(onState) {
+  const listeners = new Set();
+  let wait = RECONNECT_FIRST_MS;
+  let live = false;
+  const setState = (state) => {
+    live = state === 'live';
+    onState(state);
+  };
+  const open = () => {
+    const socket = new WebSocket(`ws://${location.host}/api/v1/events`);
+    socket.addEventListener('open', () => {
+      wait = RECONNECT_FIRST_MS;
+      setState('live');
+      // Events were missed while away: listeners refresh as after a 'dropped'.
+      for (const fn of listeners) fn({type: 'connected'});
+    });
+    socket.addEventListener('message', (message) => {
+      let event;
+      try { event = JSON.parse(message.data); } catch (_) { return; }
+      for (const fn of listeners) fn(event);
+    });
+    socket.addEventListener('close', () => {
+      setState('reconnecting');
+      setTimeout(open, wait);
+      wait = Math.min(wait * 2, RECONNECT_MAX_MS);
+    });
+  };
+  open();
+  return {
+    listen(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
+    live: () => live,
+  };
+}
