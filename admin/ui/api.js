@@ -1,6 +1,30 @@
 // The admin API as the page uses it: JSON requests (admin/README.md, "Endpoints"), the
 // Prometheus text of /metrics, and the live events WebSocket, reconnected after a loss.
 // An error from the API is thrown as an Error whose message is the API's one-line error.
+// When the API has a token (admin/README.md, "Authentication"), the first 401 asks for it;
+// it is kept for this tab only (sessionStorage) and sent as Authorization: Bearer, and
+// offered to the WebSocket as the subprotocol bearer.TOKEN beside mailtap.events.
+
+const TOKEN_KEY = 'mailtap-admin-token';
+const storedToken = () => sessionStorage.getItem(TOKEN_KEY) || '';
+
+function withToken(headers, token) {
+  return token ? {...headers, Authorization: `Bearer ${token}`} : headers;
+}
+
+// fetch with the token. A 401 for the token it sent asks for one (a 401 for an older token
+// retries with the one given meanwhile: prompt() blocks, so parallel requests ask once).
+async function authorizedFetch(path, init = {}) {
+  const sent = storedToken();
+  const response = await fetch(path, {...init, headers: withToken(init.headers || {}, sent)});
+  if (response.status !== 401) return response;
+  if (storedToken() === sent) {
+    const given = (window.prompt('This mailtap admin API needs its token (admin_token_file):') || '').trim();
+    if (given) sessionStorage.setItem(TOKEN_KEY, given);
+  }
+  const now = storedToken();
+  return now && now !== sent ? fetch(path, {...init, headers: withToken(init.headers || {}, now)}) : response;
+}
 
 async function errorOf(response) {
   try {
@@ -11,14 +35,14 @@ async function errorOf(response) {
 }
 
 export async function getJson(path) {
-  const response = await fetch(path, {headers: {Accept: 'application/json'}, cache: 'no-store'});
+  const response = await authorizedFetch(path, {headers: {Accept: 'application/json'}, cache: 'no-store'});
   if (!response.ok) throw await errorOf(response);
   return response.json();
 }
 
 // POST or DELETE with a JSON body (the API takes mutations only with a JSON or TOML body).
 export async function sendJson(method, path, doc = {}) {
-  const response = await fetch(path, {
+  const response = await authorizedFetch(path, {
     method,
     headers: {'Content-Type': 'application/json', Accept: 'application/json'},
     body: JSON.stringify(doc),
@@ -28,7 +52,7 @@ export async function sendJson(method, path, doc = {}) {
 }
 
 export async function getText(path) {
-  const response = await fetch(path, {cache: 'no-store'});
+  const response = await authorizedFetch(path, {cache: 'no-store'});
   if (!response.ok) throw await errorOf(response);
   return response.text();
 }
@@ -48,7 +72,13 @@ export function connectEvents(onState) {
     onState(state);
   };
   const open = () => {
-    const socket = new WebSocket(`ws://${location.host}/api/v1/events`);
+    const token = storedToken();
+    let socket;
+    try {
+      socket = new WebSocket(`ws://${location.host}/api/v1/events`, token ? ['mailtap.events', `bearer.${token}`] : []);
+    } catch (_) {   // a token that is not a valid subprotocol name: refused like a wrong one
+      socket = new WebSocket(`ws://${location.host}/api/v1/events`);
+    }
     socket.addEventListener('open', () => {
       wait = RECONNECT_FIRST_MS;
       setState('live');

@@ -7,6 +7,7 @@
   markup stays text;
 - a fault armed from the faults page makes the next swaks fail with its reply code;
 - the faults page loads a scenario, disarms a rule, resets, and shows the loader's error;
+- with an admin token, the page asks for it once, then lists and goes live;
 - over plain HTTP: the UI's pages carry their own Content-Security-Policy, the API keeps
   its own, the Host check covers the UI, and the events WebSocket admits the UI's origin.
 
@@ -96,6 +97,28 @@ class WebUiTest(IntegrationTest):
             head = f.read(8)
         self.assertEqual(head, b"\x89PNG\r\n\x1a\n", path)
         self.assertGreater(os.path.getsize(path), 5000, path)
+
+
+class TokenBrowser(WebUiTest):
+    """The page against a relay whose admin API has a token."""
+
+    TOKEN = "ui0123456789abcdef0123456789abcdef"
+
+    def setUp(self):
+        IntegrationTest.setUp(self)
+        self.sink = self.start_smtp_sink(dump=False)
+        self.relay = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, self.sink.port),
+                                        env=dict(os.environ, MAILTAP_ADMIN_TOKEN=self.TOKEN))
+        self.admin = self.relay.admin_port()
+
+    def test_the_page_asks_for_the_token_once_then_lists_and_goes_live(self):
+        self.assertEqual(self.request("GET", "/api/v1/sessions")[0], 401)
+        seen = self.scenario("token", MAILTAP_UI_TOKEN=self.TOKEN)
+        self.assertEqual(seen["prompts"], ["prompt"])
+        self.assertEqual(seen["swaks_code"], 0)
+        self.assertEqual(seen["cells"][2:5], ["alice@example.org", "bob@example.net", "delivered"])
+        self.assertTrue(seen["kept_token"])
+        self.assertScreenshot(seen["screenshot"])
 
 
 class Browser(WebUiTest):
