@@ -12,6 +12,7 @@ gives both as fixtures.
 """
 
 from mailtap_client.client import Mailtap, MailtapError, MailtapTimeout, Session
+from mailtap_client.events import EventStream
 from mailtap_client.process import MailtapProcess, find_binary
 
-__all__ = ["Mailtap", "MailtapError", "MailtapTimeout", "MailtapProcess", "Session", "find_binary"]
+__all__ = ["EventStream", "Mailtap", "MailtapError", "MailtapTimeout", "MailtapProcess", "Session", "find_binary"]

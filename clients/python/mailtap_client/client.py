@@ -197,6 +197,14 @@ class Mailtap:
         """The next RCPT to `recipient` (a glob: "*@full.example") gets `code`."""
         return self.reply("rcpt", code, enhanced, text, count, name, recipient=recipient)
 
+    # ------------------------------------------------------------------ live events
+
+    def events(self, timeout=10.0):
+        """A subscription to the live events (an EventStream: next(), wait_for(predicate),
+        close(); a context manager). Only events after it opens are seen."""
+        from mailtap_client.events import EventStream
+        return EventStream(self.url, self.token, timeout)
+
     # ------------------------------------------------------------------ sessions
 
     def sessions(self, limit=50, offset=0, outcome=None, client=None):

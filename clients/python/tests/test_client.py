@@ -1,8 +1,9 @@
 """The Python client and pytest plugin against a real mailtap relaying to a real upstream
 (aiosmtpd, conftest.py), with smtplib and swaks as the application under test: faults armed,
 hit, counted, removed and reset; sessions listed, read and downloaded; waits that succeed and
-waits that run out; metrics; a token-protected relay; and the plugin itself (reset between
-tests, attach to a running relay) run by pytester in a pytest of its own."""
+waits that run out; live events; metrics; a token-protected relay; the plugin itself (reset
+between tests, attach to a running relay) run by pytester in a pytest of its own; the READMEs'
+example test; and `pip install` of the package."""
 
 import json
 import os
@@ -228,3 +229,31 @@ def test_pip_installs_the_package_and_pytest_finds_the_plugin(tmp_path):
     r = subprocess.run([python, "-c", "import mailtap_client, sys; print(mailtap_client.__file__)"], env=env,
                        cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
     assert r.stdout.decode().startswith(str(venv)), r.stdout
+
+
+def test_live_events_follow_a_session_and_its_fault(mailtap):
+    mailtap.next_rcpt("*@full.example", 452, name="full")
+    with mailtap.events() as events:
+        refused = send(mailtap, "a@example.test", ["b@example.test", "c@full.example"])
+        assert list(refused) == ["c@full.example"] and refused["c@full.example"][0] == 452
+        started = events.wait_for(lambda e: e["type"] == "session_started")
+        fault = events.wait_for(lambda e: e["type"] == "fault")
+        ended = events.wait_for(lambda e: e["type"] == "session_ended")
+    assert fault["session"] == started["session"] == ended["session"]
+    assert (fault["rule"], fault["fault_type"], fault["stage"]) == ("full", "reply", "rcpt")
+    assert ended["reason"] == "client_quit"
+
+
+def test_live_events_want_the_token_of_a_protected_relay(tmp_path):
+    token = "e0e1e2e3e4e5e6e7e8e9eaebecedeeef"
+    with MailtapProcess(token=token, workdir=str(tmp_path)) as relay:
+        with pytest.raises(MailtapError) as refused:
+            Mailtap(relay.admin_url, token="").events()
+        assert refused.value.status == 401
+        with relay.client.events() as events:
+            with smtplib.SMTP(*relay.smtp, timeout=30) as smtp:
+                smtp.noop()
+            assert events.wait_for(lambda e: e["type"] == "session_ended")["reason"] == "client_quit"
+        with pytest.raises(TimeoutError):
+            with relay.client.events() as quiet:
+                quiet.next(timeout=0.3)
