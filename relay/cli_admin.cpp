@@ -42,7 +42,7 @@ void add_admin_options(CLI::App* cmd, admin_options& o) {
 }
 
 // The token to send: --admin-token-file's, else $MAILTAP_ADMIN_TOKEN, else none. False and a
-// one-line error when the file cannot be read or holds no valid token.
+// one-line error (naming the file or the variable, never the token) when it is not a valid one.
 bool admin_token(const admin_options& o, std::string& token, std::string& error) {
   if (!o.token_file.empty()) {
     auto read = read_admin_token_file(o.token_file, error);
@@ -50,7 +50,14 @@ bool admin_token(const admin_options& o, std::string& token, std::string& error)
     token = std::move(*read);
     return true;
   }
-  if (const char* env = std::getenv("MAILTAP_ADMIN_TOKEN"); env && *env) token = env;
+  if (const char* env = std::getenv("MAILTAP_ADMIN_TOKEN"); env && *env) {
+    // Checked before it goes into a header line: no control character can ride along.
+    if (auto problem = admin_token_problem(env); !problem.empty()) {
+      error = "$MAILTAP_ADMIN_TOKEN: " + problem;
+      return false;
+    }
+    token = env;
+  }
   return true;
 }
 
@@ -65,7 +72,7 @@ int call(const char* what, const admin_options& o, const admin::client_request& 
   }
   auto authorized = req;
   if (!admin_token(o, authorized.token, why)) {
-    std::fprintf(stderr, "mailtap %s: --admin-token-file: %s\n", what, why.c_str());
+    std::fprintf(stderr, "mailtap %s: %s\n", what, why.c_str());
     return exit_usage;
   }
   auto res = admin::http_call(*where, authorized);

@@ -440,6 +440,11 @@ class Token(AdminTest):
         self.relay = self.start_mailtap(args=("--admin-token-file", self.token_file, "--admin", "127.0.0.1:0"))
         self.admin = self.relay.admin_port()
 
+    def get_json_with_token(self, path):
+        code, _, body = self.request("GET", path, headers={"Authorization": "Bearer " + TOKEN})
+        self.assertEqual(code, 200, body)
+        return json.loads(body)
+
     def test_a_request_without_the_token_is_401_and_with_it_is_served(self):
         for path in ("/healthz", "/metrics", "/api/v1/faults", "/api/v1/sessions"):
             code, headers, body = self.request("GET", path)
@@ -506,6 +511,14 @@ class Token(AdminTest):
                            env=dict(os.environ, MAILTAP_ADMIN_TOKEN_FILE=self.token_file),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
+        # A token that could not be a header value is refused before anything is sent.
+        r = subprocess.run([mailtap_bin(), "faults", "reset", "--admin", "%s:%d" % (LOOPBACK, self.admin)],
+                           env=dict(os.environ, MAILTAP_ADMIN_TOKEN=TOKEN + "\r\nX-Injected: 1"),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+        self.assertNotIn(TOKEN.encode(), r.stderr)
+        self.assertEqual([f["name"] for f in self.get_json_with_token("/api/v1/faults")["faults"]], ["full"])
 
 
 class NonLoopbackAdmin(IntegrationTest):
