@@ -57,6 +57,21 @@ export async function getText(path) {
   return response.text();
 }
 
+// Saves what `path` serves as a file named `filename`: fetched with the token (a plain link
+// cannot send one), handed to the browser as a blob.
+export async function download(path, filename) {
+  const response = await authorizedFetch(path, {cache: 'no-store'});
+  if (!response.ok) throw await errorOf(response);
+  const url = URL.createObjectURL(await response.blob());
+  const link = document.createElement('a');
+  link.href = url;
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
 // Reconnection waits: from 0.5 s, doubled, at most 5 s.
 const RECONNECT_FIRST_MS = 500;
 const RECONNECT_MAX_MS = 5000;

@@ -45,7 +45,7 @@ function total(samples, name, filter) {
 
 export function mountMetrics(root) {
   const cards = el('div', {class: 'cards', id: 'metrics'});
-  const status = el('p', {class: 'muted'}, 'from ', el('a', {href: '/metrics'}, '/metrics'), ', every 2 s');
+  const status = el('p', {class: 'muted'}, 'from ', el('code', {}, '/metrics'), ', every 2 s');
   root.append(el('h1', {}, 'Metrics'), status, cards);
   let mounted = true;
   const load = async () => {

@@ -3,7 +3,7 @@
 // time order with `mailtap show`'s markers (C> client command, U> the relay's own command
 // upstream, S< upstream reply, R> reply to the client, F! fault, == TLS, !! note). Body
 // bytes are summed, not shown; the raw capture is a download.
-import {getJson} from './api.js';
+import {download, getJson} from './api.js';
 import {el, replaceChildren} from './dom.js';
 import {bytes, duration} from './format.js';
 import {drawWaterfall} from './waterfall.js';
@@ -18,11 +18,29 @@ export function mountSession(root, {param: id}) {
   return () => { mounted = false; };
 }
 
+// The raw capture as a download. The link works by itself where the API has no token; the
+// click fetches it with the token (api.js download), which a plain link cannot send.
+function rawDownload(id) {
+  const path = `/api/v1/sessions/${encodeURIComponent(id)}/raw`;
+  const problem = el('span', {class: 'error', role: 'alert'});
+  const link = el('a', {
+    href: path,
+    download: `${id}.jsonl`,
+    id: 'raw-download',
+    onclick: (event) => {
+      event.preventDefault();
+      replaceChildren(problem);
+      download(path, `${id}.jsonl`).catch((err) => replaceChildren(problem, ` cannot download: ${err.message}`));
+    },
+  }, 'download the raw capture');
+  return el('p', {}, link, problem);
+}
+
 function sessionParts(doc) {
   return [
     el('h1', {}, 'Session ', el('code', {}, doc.id)),
     summary(doc),
-    el('p', {}, el('a', {href: `/api/v1/sessions/${encodeURIComponent(doc.id)}/raw`, download: `${doc.id}.jsonl`}, 'download the raw capture')),
+    rawDownload(doc.id),
     el('h2', {}, 'Stages'),
     el('p', {class: 'legend'},
       el('span', {class: 'key wf-key-bar'}), ' relay ',

@@ -87,8 +87,8 @@ class WebUiTest(IntegrationTest):
         finally:
             conn.close()
 
-    def get_json(self, path):
-        code, _, body = self.request("GET", path)
+    def get_json(self, path, token=None):
+        code, _, body = self.request("GET", path, headers={"Authorization": "Bearer " + token} if token else None)
         self.assertEqual(code, 200, body)
         return json.loads(body)
 
@@ -119,6 +119,10 @@ class TokenBrowser(WebUiTest):
         self.assertEqual(seen["cells"][2:5], ["alice@example.org", "bob@example.net", "delivered"])
         self.assertTrue(seen["kept_token"])
         self.assertScreenshot(seen["screenshot"])
+        # The raw capture, downloaded through the token: the capture of the session listed.
+        listed = self.get_json("/api/v1/sessions", token=self.TOKEN)["sessions"]
+        self.assertEqual(seen["download_name"], listed[0]["id"] + ".jsonl")
+        self.assertEqual((seen["download_first_type"], seen["download_session"]), ("header", listed[0]["id"]))
 
 
 class Browser(WebUiTest):

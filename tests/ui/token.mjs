@@ -2,7 +2,9 @@
 // loads without it, asks for it once (a prompt, answered with MAILTAP_UI_TOKEN), then lists
 // the sessions and goes live: the events WebSocket offers the token as a subprotocol. A
 // message sent with swaks appears in the table. Observes: the prompts, the row, whether the
-// token was kept for the tab.
+// token was kept for the tab, and the session's raw capture downloaded with the token.
+import {readFileSync} from 'node:fs';
+
 import {adminUrl, runScenario, screenshot, swaks} from './lib.mjs';
 
 const token = process.env.MAILTAP_UI_TOKEN;
@@ -22,5 +24,12 @@ await runScenario('token', async (page) => {
   const cells = await row.locator('td').allTextContents();
   const file = await screenshot(page, 'token');
   const kept = await page.evaluate(() => sessionStorage.getItem('mailtap-admin-token'));
-  return {swaks_code: sent.code, prompts, cells, kept_token: kept === token, screenshot: file};
+  // The session page's raw capture: a plain link could not send the token; the download can.
+  await row.locator('a').first().click();
+  await page.waitForSelector('#raw-download');
+  const [saved] = await Promise.all([page.waitForEvent('download'), page.click('#raw-download')]);
+  const raw = readFileSync(await saved.path(), 'utf8');
+  const first = JSON.parse(raw.split('\n')[0]);
+  return {swaks_code: sent.code, prompts, cells, kept_token: kept === token, screenshot: file,
+          download_name: saved.suggestedFilename(), download_first_type: first.type, download_session: first.session};
 }, [/401/, /WebSocket connection to .* failed: HTTP Authentication failed/]);
