@@ -339,7 +339,7 @@ int run(const run_flags& f) {
     }
     std::string admin_skipped;
     auto control = admin::control_plane::start(relay, cfg, store.get(), error, admin_skipped);
-    if (!control && !error.empty()) {
+    if ((!control && !error.empty()) || (control && !relay.refuse_as_upstream(control->address(), error))) {
       std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
       return exit_usage;
     }

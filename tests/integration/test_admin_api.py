@@ -24,7 +24,8 @@ import unittest
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, SmtpClient, mailtap_bin, wait_until)
+from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, Capture, SmtpClient, capture_paths, free_port,
+                     mailtap_bin, wait_until)
 
 PROMTOOL = "/usr/bin/promtool"
 TO = "a@example.com"
@@ -612,6 +613,35 @@ class Startup(IntegrationTest):
         self.assertEqual(r.returncode, 2)
         self.assertIn(b"loopback", r.stderr)
         self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+
+    def test_the_admin_address_is_refused_as_the_upstream(self):
+        # Protection: server::refuse_as_upstream (a literal upstream equal to --admin).
+        port = free_port()
+        r = subprocess.run([mailtap_bin(), "run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:%d" % port,
+                            "--upstream", "127.0.0.1:%d" % port, "--captures", os.path.join(self.workdir, "caps")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        errors = [line for line in r.stderr.splitlines() if line.startswith(b"mailtap run:")]
+        self.assertEqual(len(errors), 1, r.stderr)
+        self.assertIn(b"is the admin API's own address", errors[0])
+
+    def test_the_admin_api_is_never_dialled_by_a_name_either(self):
+        # Protection: relay_context::refuses_upstream in session::dial_upstream. "localhost"
+        # passes the start-up check (a name, not an address) and resolves to the admin API.
+        port = free_port()
+        m = self.start_mailtap(upstream="localhost:%d" % port, args=("--admin", "127.0.0.1:%d" % port))
+        self.assertEqual(m.admin_port(), port)
+        c = SmtpClient(m.port)
+        greeting = c.reply()
+        self.assertEqual(greeting.code, 421, greeting)
+        self.assertIn("admin API", greeting.text)
+        c.close()
+        wait_until(lambda: capture_paths(m.captures) and Capture(capture_paths(m.captures)[-1]).end, 10,
+                   "the session's end record")
+        cap = Capture(capture_paths(m.captures)[-1])
+        self.assertEqual(cap.end["reason"], "upstream_unreachable")
+        self.assertEqual([b for b in cap.records if b.get("type") == "bytes" and b.get("leg") == "upstream"], [],
+                         "nothing was sent to the admin API")
 
     def test_admin_off_serves_smtp_without_an_admin_line(self):
         m = self.start_mailtap(args=("--admin", "off"))
