@@ -11,8 +11,10 @@
 #include <fstream>
 #include <sstream>
 
+#include "admin/auth.hpp"
 #include "admin/fault_input.hpp"
 #include "admin/metrics_page.hpp"
+#include "admin/ui_assets.hpp"
 #include "captures/reader.hpp"
 #include "captures/show.hpp"
 #include "protocol/observer.hpp"
@@ -71,6 +73,15 @@ json::object row_json(const session_row& r) {
   o["transactions"] = r.transactions;
   o["duration_us"] = r.duration_us;
   o["size_bytes"] = r.size_bytes;
+  o["sender"] = r.sender ? json::value(captures::utf8_safe(*r.sender)) : json::value(nullptr);
+  json::array recipients;
+  for (const auto& rcpt : r.recipients) recipients.emplace_back(captures::utf8_safe(rcpt));
+  o["recipients"] = std::move(recipients);
+  o["recipients_total"] = r.recipients_total;
+  o["faults"] = r.faults;
+  json::array rules;
+  for (const auto& rule : r.fault_rules) rules.emplace_back(captures::utf8_safe(rule));
+  o["fault_rules"] = std::move(rules);
   if (!r.error.empty()) o["error"] = r.error;
   return o;
 }
@@ -262,6 +273,15 @@ void api::add_fault_routes() {
 std::optional<response> api::admit_events(const request& req) const {
   if (!ctx_.allowed_hosts.contains(host_name_of(req.host)))
     return error_response(403, "Host '" + req.host.substr(0, 100) + "' not allowed");
+  if (!ctx_.token.empty()) {
+    // A browser's WebSocket cannot send Authorization: it offers the token as a subprotocol,
+    // or puts it in the query (admin/README.md, "Authentication").
+    std::string token = bearer_token_of(req.authorization);
+    if (token.empty()) token = subprotocol_token_of(req.websocket_protocols);
+    if (parsed_target target; token.empty() && parse_target(req.target, target))
+      if (auto it = target.query.find("token"); it != target.query.end()) token = it->second;
+    if (!token_equal(token, ctx_.token)) return unauthorized(!token.empty());
+  }
   // A browser always sends Origin on a WebSocket upgrade (RFC 6455 4.1): only a page served
   // from the admin API's own names may subscribe. Other clients send none.
   if (!req.origin.empty()) {
@@ -280,6 +300,14 @@ response api::handle(const request& req) const {
   if (!ctx_.allowed_hosts.contains(host_name_of(req.host)))
     return error_response(403, "Host '" + req.host.substr(0, 100) + "' not allowed (the admin API answers to " +
                                    "its own address and localhost only)");
+  // The web UI's pages are not API routes (nor in its OpenAPI document). They hold no data
+  // (the same files in every binary) and a browser's navigation cannot send a token, so they
+  // come before the token check; everything they fetch comes after it.
+  if (is_ui_target(req.target)) return serve_ui(req);
+  if (!ctx_.token.empty()) {
+    const auto token = bearer_token_of(req.authorization);
+    if (!token_equal(token, ctx_.token)) return unauthorized(!token.empty());
+  }
   return router_.handle(req);
 }
 

@@ -1,7 +1,8 @@
 // The admin API (admin/README.md, admin/openapi.json): /healthz, /readyz, /metrics and
 // /api/v1 — sessions from the captures, fault rules in the running engine, scenario files —
 // as routes on admin/router.hpp, behind the Host check (only the names of the address it
-// listens on: a DNS-rebinding page cannot reach it). Handlers run on the admin worker threads;
+// listens on: a DNS-rebinding page cannot reach it) and, when one is set, the bearer token
+// (admin/auth.hpp). Handlers run on the admin worker threads;
 // everything they touch is thread-safe (the engine, atomics, the filesystem). Every mutation
 // is logged (spdlog, info) with the peer.
 #pragma once
@@ -28,6 +29,8 @@ struct api_context {
   std::function<bool()> ready;
   // The Host header values allowed, lower-case, without port ("localhost", "127.0.0.1", "[::1]").
   std::set<std::string> allowed_hosts;
+  // The bearer token every request needs (admin/auth.hpp); empty: none.
+  std::string token;
 };
 
 class api {
@@ -35,7 +38,7 @@ class api {
   explicit api(api_context ctx);
   response handle(const request& req) const;
   // The WebSocket upgrade of GET /api/v1/events: nullopt to accept, else the refusal (a
-  // foreign Host, or a browser page of another origin: 403).
+  // foreign Host, or a browser page of another origin: 403; no token: 401).
   std::optional<response> admit_events(const request& req) const;
   const router& routes() const { return router_; }
 

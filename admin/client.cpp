@@ -52,6 +52,7 @@ client_response http_call(const endpoint& server, const client_request& req, std
   tcp::socket socket(io);
   std::string wire = req.method + " " + req.target + " HTTP/1.1\r\nHost: " + server.to_string() +
                      "\r\nConnection: close\r\nAccept: application/json\r\nUser-Agent: mailtap-cli\r\n";
+  if (!req.token.empty()) wire += "Authorization: Bearer " + req.token + "\r\n";
   if (!req.body.empty() || req.method == "POST") {
     if (!req.content_type.empty()) wire += "Content-Type: " + req.content_type + "\r\n";
     wire += "Content-Length: " + std::to_string(req.body.size()) + "\r\n";

@@ -16,6 +16,7 @@ struct client_request {
   std::string target;               // "/api/v1/faults"
   std::string content_type;         // with a body
   std::string body;
+  std::string token;                // sent as Authorization: Bearer when set (admin/auth.hpp)
 };
 
 struct client_response {

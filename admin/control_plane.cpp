@@ -15,6 +15,8 @@ api_context context_for(server& relay, const config& cfg, const captures::store*
   c.sessions = &catalog;
   c.ready = [&relay] { return !relay.draining(); };
   c.allowed_hosts = loopback_host_allowlist(cfg.admin.host);
+  c.allowed_hosts.insert(cfg.admin_hosts.begin(), cfg.admin_hosts.end());
+  c.token = cfg.admin_token;
   return c;
 }
 
@@ -27,10 +29,10 @@ bool is_loopback_address(const std::string& host) {
 }
 
 std::string admin_address_problem(const config& cfg) {
-  if (cfg.admin_off || is_loopback_address(cfg.admin.host)) return "";
+  if (cfg.admin_off || is_loopback_address(cfg.admin.host) || !cfg.admin_token.empty()) return "";
   return "admin address " + cfg.admin.to_string() +
-         " is not a loopback address: the admin API has no authentication, so it listens on loopback only "
-         "(127.0.0.1 or ::1; reach it from elsewhere through an SSH tunnel)";
+         " is not a loopback address and no admin token is set: set admin_token_file (or --admin-token-file, "
+         "or $MAILTAP_ADMIN_TOKEN), or listen on loopback (127.0.0.1 or ::1)";
 }
 
 control_plane::control_plane(server& relay, const config& cfg, const captures::store* store)

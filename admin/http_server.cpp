@@ -19,6 +19,7 @@
 #include <boost/asio/post.hpp>
 #include <algorithm>
 
+#include "admin/auth.hpp"
 #include "relay/accept_loop.hpp"
 #include "relay/log_limiter.hpp"
 
@@ -51,9 +52,11 @@ using beast_request = http::request<http::string_body>;
 using beast_response = http::response<http::string_body>;
 
 // Headers every response carries: the API's data is never to be sniffed or rendered as a page.
+// A response with a policy of its own keeps it (the web UI's pages: admin/ui_assets.hpp).
 void harden(beast_response& res) {
   res.set("X-Content-Type-Options", "nosniff");
-  res.set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'; sandbox");
+  if (res.find("Content-Security-Policy") == res.end())
+    res.set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'; sandbox");
   res.set(http::field::cache_control, "no-store");
 }
 
@@ -83,6 +86,8 @@ request to_plain(const beast_request& req, const std::string& peer) {
   r.host = std::string(req[http::field::host]);
   r.origin = std::string(req[http::field::origin]);
   r.content_type = lower_media_type(req[http::field::content_type]);
+  r.authorization = std::string(req[http::field::authorization]);
+  r.websocket_protocols = std::string(req[http::field::sec_websocket_protocol]);
   r.body = req.body();
   r.peer = peer;
   return r;
@@ -146,6 +151,11 @@ asio::awaitable<void> serve_websocket(std::shared_ptr<http_server::state> s, bea
   auto ws = std::make_shared<ws_stream>(std::move(stream));
   ws->set_option(beast::websocket::stream_base::timeout::suggested(beast::role_type::server));
   ws->read_message_max(max_websocket_message);
+  // A browser that offered subprotocols fails the connection unless one is selected.
+  if (subprotocol_offered(req[http::field::sec_websocket_protocol], events_subprotocol))
+    ws->set_option(beast::websocket::stream_base::decorator([](beast::websocket::response_type& res) {
+      res.set(http::field::sec_websocket_protocol, events_subprotocol);
+    }));
   auto [aec] = co_await ws->async_accept(req, as_tuple(use_awaitable));
   if (aec) co_return;
   auto closed = std::make_shared<bool>(false);

@@ -7,8 +7,8 @@
 // within request_timeout (else the connection is closed), at most max_connections at once (more get 503
 // and are closed), at most max_requests_per_connection on one keep-alive connection. A
 // request Beast cannot parse gets 400. Every response carries X-Content-Type-Options:
-// nosniff and a Content-Security-Policy that allows nothing (the API serves data, never
-// pages). Threading: construct, listen and start on any thread before the io_context runs;
+// nosniff and a Content-Security-Policy that allows nothing (the API serves data), unless it
+// brings its own (the web UI's files: admin/ui_assets.hpp). Threading: construct, listen and start on any thread before the io_context runs;
 // the destructor after it stopped.
 #pragma once
 #include <boost/asio/io_context.hpp>

@@ -16,6 +16,8 @@ struct request {
   std::string host;           // the Host header ("" when absent)
   std::string origin;         // the Origin header ("" when absent)
   std::string content_type;   // the Content-Type header, lower-cased, parameters dropped
+  std::string authorization;  // the Authorization header ("" when absent; admin/auth.hpp)
+  std::string websocket_protocols;   // Sec-WebSocket-Protocol, as sent
   std::string body;
   std::string peer;           // "127.0.0.1:41234", for the mutation log
 };

@@ -2,6 +2,7 @@
 #include "admin/session_catalog.hpp"
 
 #include <algorithm>
+#include <set>
 #include <system_error>
 
 #include "captures/reader.hpp"
@@ -22,6 +23,28 @@ std::vector<fs::path> newest_first(const fs::path& dir) {
   }
   std::sort(out.begin(), out.end(), [](const fs::path& a, const fs::path& b) { return a.filename() > b.filename(); });
   return out;
+}
+
+// Who the session's mail was from and to, and which faults it met.
+void add_envelope_and_faults(const captures::capture& cap, session_row& row) {
+  std::set<std::string> seen;
+  for (const auto& t : cap.transactions) {
+    if (!row.sender) row.sender = t.mail_from;
+    for (const auto& r : t.rcpt_to) {
+      if (!seen.insert(r).second) continue;
+      if (row.recipients.size() < max_row_recipients) row.recipients.push_back(r);
+    }
+  }
+  row.recipients_total = seen.size();
+  for (const auto& e : cap.events) {
+    const auto* f = std::get_if<captures::fault_event>(&e);
+    if (!f) continue;
+    ++row.faults;
+    const auto& rule = f->fault.rule;
+    if (row.fault_rules.size() < max_row_fault_rules &&
+        std::find(row.fault_rules.begin(), row.fault_rules.end(), rule) == row.fault_rules.end())
+      row.fault_rules.push_back(rule);
+  }
 }
 
 session_row row_of(const fs::path& file) {
@@ -45,6 +68,7 @@ session_row row_of(const fs::path& file) {
   row.complete = cap->complete;
   row.transactions = cap->transactions.size();
   row.duration_us = captures::session_duration_us(*cap);
+  add_envelope_and_faults(*cap, row);
   return row;
 }
 

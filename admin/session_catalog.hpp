@@ -24,6 +24,10 @@ struct session_filter {
 // read to fill it when a filter is given (the directory may hold many thousands).
 inline constexpr std::size_t max_page_rows = 500;
 inline constexpr std::size_t max_filter_scan = 5000;
+// A row names at most this many recipients and fault rules (a session may have thousands of
+// RCPTs; the totals are counted in full).
+inline constexpr std::size_t max_row_recipients = 20;
+inline constexpr std::size_t max_row_fault_rules = 10;
 
 struct session_row {
   std::string id;
@@ -36,6 +40,11 @@ struct session_row {
   std::size_t transactions = 0;
   std::uint64_t duration_us = 0;
   std::uint64_t size_bytes = 0;   // the capture file's size
+  std::optional<std::string> sender;   // the first transaction's MAIL FROM ("" for <>); none without one
+  std::vector<std::string> recipients; // distinct, in order, over every transaction: the first max_row_recipients
+  std::size_t recipients_total = 0;    // distinct recipients in all
+  std::size_t faults = 0;              // fault records in the capture
+  std::vector<std::string> fault_rules;   // their distinct rule names, the first max_row_fault_rules
   std::string error;        // why it cannot be read, when it cannot
 };
 

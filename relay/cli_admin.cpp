@@ -7,6 +7,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -26,13 +27,38 @@ constexpr const char* default_admin = "127.0.0.1:8025";
 
 struct admin_options {
   std::string admin = default_admin;
+  std::string token_file;
   bool json = false;
 };
 
 void add_admin_options(CLI::App* cmd, admin_options& o) {
   cmd->add_option("--admin", o.admin, "The relay's admin API address (default 127.0.0.1:8025, or $MAILTAP_ADMIN)")
       ->envname("MAILTAP_ADMIN");
+  cmd->add_option("--admin-token-file", o.token_file,
+                  "File holding the admin API's token, when it has one (default $MAILTAP_ADMIN_TOKEN_FILE, "
+                  "else the token in $MAILTAP_ADMIN_TOKEN)")
+      ->envname("MAILTAP_ADMIN_TOKEN_FILE");
   cmd->add_flag("--json", o.json, "Print the API's JSON answer");
+}
+
+// The token to send: --admin-token-file's, else $MAILTAP_ADMIN_TOKEN, else none. False and a
+// one-line error (naming the file or the variable, never the token) when it is not a valid one.
+bool admin_token(const admin_options& o, std::string& token, std::string& error) {
+  if (!o.token_file.empty()) {
+    auto read = read_admin_token_file(o.token_file, error);
+    if (!read) return false;
+    token = std::move(*read);
+    return true;
+  }
+  if (const char* env = std::getenv("MAILTAP_ADMIN_TOKEN"); env && *env) {
+    // Checked before it goes into a header line: no control character can ride along.
+    if (auto problem = admin_token_problem(env); !problem.empty()) {
+      error = "$MAILTAP_ADMIN_TOKEN: " + problem;
+      return false;
+    }
+    token = env;
+  }
+  return true;
 }
 
 // One call; prints the JSON answer with --json, else lets `text` print it. Returns the exit code.
@@ -44,7 +70,12 @@ int call(const char* what, const admin_options& o, const admin::client_request& 
     std::fprintf(stderr, "mailtap %s: --admin '%s': %s\n", what, o.admin.c_str(), why.c_str());
     return exit_usage;
   }
-  auto res = admin::http_call(*where, req);
+  auto authorized = req;
+  if (!admin_token(o, authorized.token, why)) {
+    std::fprintf(stderr, "mailtap %s: %s\n", what, why.c_str());
+    return exit_usage;
+  }
+  auto res = admin::http_call(*where, authorized);
   if (!res.error.empty()) {
     std::fprintf(stderr, "mailtap %s: %s\n", what, res.error.c_str());
     return exit_problem;
@@ -55,6 +86,7 @@ int call(const char* what, const admin_options& o, const admin::client_request& 
     std::string message = !ec && doc.is_object() && doc.as_object().contains("error") && doc.at("error").is_string()
                               ? std::string(doc.at("error").as_string())
                               : "HTTP " + std::to_string(res.status);
+    if (res.status == 401) message += " (the token: --admin-token-file FILE or $MAILTAP_ADMIN_TOKEN)";
     std::fprintf(stderr, "mailtap %s: %s\n", what, message.c_str());
     // The relay read the input and refused it: an input error. Anything else: a problem.
     return res.status == 400 || res.status == 413 || res.status == 415 ? exit_usage : exit_problem;
@@ -134,14 +166,14 @@ void register_faults(CLI::App& app, int& exit_code) {
 
   auto* list = faults->add_subcommand("list", "List the rules in force: type, phases, injections");
   add_admin_options(list, *o);
-  list->callback([o, &exit_code] { exit_code = call("faults list", *o, {"GET", "/api/v1/faults", "", ""}, print_faults); });
+  list->callback([o, &exit_code] { exit_code = call("faults list", *o, {"GET", "/api/v1/faults", "", "", ""}, print_faults); });
 
   auto* add = faults->add_subcommand("add", "Add the [[fault]] rules of a TOML file (or a JSON one, *.json; - reads stdin)");
   auto file = std::make_shared<std::string>();
   add->add_option("file", *file, "Rule file: [[fault]] tables (TOML), or JSON; '-' for standard input")->required();
   add_admin_options(add, *o);
   add->callback([o, file, &exit_code] {
-    admin::client_request req{"POST", "/api/v1/faults", "", ""};
+    admin::client_request req{"POST", "/api/v1/faults", "", "", ""};
     if (!read_rules(*file, req.body, req.content_type)) {
       std::fprintf(stderr, "mailtap faults add: %s: cannot read the file\n", file->c_str());
       exit_code = exit_usage;
@@ -157,14 +189,14 @@ void register_faults(CLI::App& app, int& exit_code) {
   remove->add_option("name", *name, "Rule name")->required();
   add_admin_options(remove, *o);
   remove->callback([o, name, &exit_code] {
-    exit_code = call("faults remove", *o, {"DELETE", "/api/v1/faults/" + admin::url_encode(*name), "", ""},
+    exit_code = call("faults remove", *o, {"DELETE", "/api/v1/faults/" + admin::url_encode(*name), "", "", ""},
                      [](const json::value& doc) { std::printf("removed %s\n", str(doc.at("removed")).c_str()); });
   });
 
   auto* reset = faults->add_subcommand("reset", "Remove every rule with its state and counts (between tests)");
   add_admin_options(reset, *o);
   reset->callback([o, &exit_code] {
-    exit_code = call("faults reset", *o, {"POST", "/api/v1/faults/reset", "", ""}, [](const json::value& doc) {
+    exit_code = call("faults reset", *o, {"POST", "/api/v1/faults/reset", "", "", ""}, [](const json::value& doc) {
       std::printf("reset: %s rule(s) removed\n", str(doc.at("removed")).c_str());
     });
   });
@@ -189,7 +221,7 @@ void register_sessions(CLI::App& app, int& exit_code) {
     std::string target = "/api/v1/sessions?limit=" + std::to_string(o->limit) + "&offset=" + std::to_string(o->offset);
     if (!o->outcome.empty()) target += "&outcome=" + admin::url_encode(o->outcome);
     if (!o->client.empty()) target += "&client=" + admin::url_encode(o->client);
-    exit_code = call("sessions list", *o, {"GET", target, "", ""}, print_sessions);
+    exit_code = call("sessions list", *o, {"GET", target, "", "", ""}, print_sessions);
   });
 }
 

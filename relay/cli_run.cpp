@@ -6,6 +6,7 @@
 
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <limits>
 #include <system_error>
@@ -31,6 +32,8 @@ struct run_flags {
   std::string listen_tls, upstream_tls, tls_cert, tls_key, upstream_ca, upstream_verify, upstream_fingerprint;
   std::string seed, max_sessions, threads;   // counts as text: see parse_count
   std::string upstream_identity;
+  std::string admin_token_file;
+  std::vector<std::string> admin_hosts;
   bool listen_proxy_protocol = false;
   std::string captures_max_age, captures_max_bytes;
   std::vector<std::string> scenarios;
@@ -92,6 +95,28 @@ bool take_count(const std::string& text, const char* flag, std::uint64_t lo, std
   return true;
 }
 
+// The admin token of $MAILTAP_ADMIN_TOKEN, then --admin-token-file (or
+// $MAILTAP_ADMIN_TOKEN_FILE), over the config file's: never on the command line itself,
+// where every local user could read it (/proc/PID/cmdline).
+bool take_admin_token(const run_flags& f, config& cfg, std::string& error) {
+  if (const char* env = std::getenv("MAILTAP_ADMIN_TOKEN"); env && *env) {
+    if (auto problem = admin_token_problem(env); !problem.empty()) {
+      error = "$MAILTAP_ADMIN_TOKEN: " + problem;
+      return false;
+    }
+    cfg.admin_token = env;
+  }
+  if (f.admin_token_file.empty()) return true;
+  std::string why;
+  auto token = read_admin_token_file(f.admin_token_file, why);
+  if (!token) {
+    error = "--admin-token-file: " + why;
+    return false;
+  }
+  cfg.admin_token = std::move(*token);
+  return true;
+}
+
 // Applies command-line flags over `cfg`. One-line error naming the flag on failure.
 bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
   auto take_endpoint = [&](const std::string& text, const char* flag, endpoint& out) {
@@ -109,6 +134,16 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     cfg.admin_explicit = true;
     cfg.admin_off = f.admin == "off";
     if (!cfg.admin_off && !take_endpoint(f.admin, "--admin", cfg.admin)) return false;
+  }
+  if (!take_admin_token(f, cfg, error)) return false;
+  for (const auto& h : f.admin_hosts) {
+    std::string why;
+    auto name = admin_host_name(h, why);
+    if (!name) {
+      error = "--admin-host: " + why;
+      return false;
+    }
+    cfg.admin_hosts.push_back(std::move(*name));
   }
   if (!f.upstream.empty()) {
     if (f.upstream == "builtin") {
@@ -308,7 +343,7 @@ int run(const run_flags& f) {
     }
     std::string admin_skipped;
     auto control = admin::control_plane::start(relay, cfg, store.get(), error, admin_skipped);
-    if (!control && !error.empty()) {
+    if ((!control && !error.empty()) || (control && !relay.refuse_as_upstream(control->address(), error))) {
       std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
       return exit_usage;
     }
@@ -383,8 +418,16 @@ void register_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--captures-max-bytes", f->captures_max_bytes,
                   "Remove the oldest finished captures while the directory holds more, e.g. 10GiB (default: keep)");
   cmd->add_option("--admin", f->admin,
-                  "Admin API (HTTP control plane) address, loopback only (default 127.0.0.1:8025; port 0 = any), "
-                  "or 'off'");
+                  "Admin API (HTTP control plane) address (default 127.0.0.1:8025; port 0 = any), or 'off'. "
+                  "Any address but loopback needs an admin token");
+  cmd->add_option("--admin-token-file", f->admin_token_file,
+                  "File holding the admin API's bearer token (16 to 256 of A-Z a-z 0-9 - . _ ~; default "
+                  "$MAILTAP_ADMIN_TOKEN, or the config's admin_token_file): every admin request must send "
+                  "Authorization: Bearer TOKEN")
+      ->envname("MAILTAP_ADMIN_TOKEN_FILE");
+  cmd->add_option("--admin-host", f->admin_hosts,
+                  "One more name the admin API answers to in Host (beside localhost, 127.0.0.1, [::1] and its "
+                  "address): the one clients elsewhere use; repeatable, added to the config's admin_hosts");
   cmd->add_option("--scenario", f->scenarios, "Fault scenario file (policies/scenarios/*.toml); repeatable");
   cmd->add_option("--seed", f->seed, "Master seed for reproducible faults, 0 to 2^64-1 (default: random, logged)");
   cmd->add_option("--max-sessions", f->max_sessions, "Concurrent sessions before new ones get 421 (default 256)");

@@ -67,6 +67,12 @@ class loader {
       out_.admin_explicit = true;
       if (const auto* off = r.value().as_string(); off && off->get() == "off") out_.admin_off = true;
       else if (auto e = endpoint_value(r, false)) out_.admin = *e;
+    } else if (k == "admin_token") {
+      admin_token(r);
+    } else if (k == "admin_token_file") {
+      admin_token_file(r);
+    } else if (k == "admin_hosts") {
+      admin_hosts(r);
     } else if (k == "captures") {
       captures(r);
     } else if (k == "scenarios") {
@@ -105,6 +111,45 @@ class loader {
       return false;
     }
     return true;
+  }
+
+  // admin_token and admin_token_file: one or the other, never both in one file.
+  void admin_token(table_reader& r) {
+    const std::string* s = r.string("a string of " + std::to_string(admin_token_min_chars) + " to " +
+                                    std::to_string(admin_token_max_chars) + " characters");
+    if (!s) return;
+    if (auto problem = admin_token_problem(*s); !problem.empty()) return r.fail(problem);
+    take_admin_token(r, *s);
+  }
+
+  void admin_token_file(table_reader& r) {
+    auto p = r.file(base_dir_, true);
+    if (!p) return;
+    std::string why;
+    auto token = read_admin_token_file(*p, why);
+    if (!token) return r.fail(why);
+    take_admin_token(r, *token);
+  }
+
+  void admin_hosts(table_reader& r) {
+    const auto* arr = r.value().as_array();
+    if (!arr) return r.wrong_type("an array of host names or addresses");
+    if (arr->size() > max_admin_hosts) return r.fail("more than " + std::to_string(max_admin_hosts) + " entries");
+    std::vector<std::string> names;
+    for (const toml::node& item : *arr) {
+      const auto* s = item.as_string();
+      std::string problem;
+      auto name = s ? admin_host_name(s->get(), problem) : std::nullopt;
+      if (!name) return r.fail_at(item, "admin_hosts", s ? problem : "expected an array of host names or addresses");
+      names.push_back(std::move(*name));
+    }
+    out_.admin_hosts = std::move(names);
+  }
+
+  void take_admin_token(table_reader& r, std::string token) {
+    if (admin_token_seen_) return r.fail("admin_token and admin_token_file go one without the other");
+    admin_token_seen_ = true;
+    out_.admin_token = std::move(token);
   }
 
   // `captures = "DIR"`, or a [captures] table: dir, fsync, max_age, max_bytes.
@@ -317,6 +362,7 @@ class loader {
   fs::path base_dir_;
   config& out_;
   std::vector<policies::rule> scenario_rules_;   // after the file's own [[fault]] tables
+  bool admin_token_seen_ = false;
 };
 
 // The directory relative paths in the file resolve against, made absolute so the result does
@@ -467,6 +513,50 @@ std::optional<config> load_config_file(const fs::path& file, const config& base,
     error = echo_path(file.native()) + ": internal error";
   }
   return std::nullopt;
+}
+
+// ---------------------------------------------------------------- the admin token
+
+std::string admin_token_problem(std::string_view token) {
+  if (token.size() < admin_token_min_chars || token.size() > admin_token_max_chars)
+    return "expected an admin token of " + std::to_string(admin_token_min_chars) + " to " +
+           std::to_string(admin_token_max_chars) + " characters, got " + std::to_string(token.size());
+  for (unsigned char c : token)
+    if (!std::isalnum(c) && c != '-' && c != '.' && c != '_' && c != '~')
+      return "the admin token may hold only A-Z a-z 0-9 - . _ ~ (e.g. `openssl rand -hex 32`)";
+  return "";
+}
+
+std::optional<std::string> read_admin_token_file(const fs::path& file, std::string& error) {
+  // A token is at most admin_token_max_chars; a little room for a line end and blanks.
+  auto read = config_reader::read_file(file, admin_token_max_chars + 64);
+  if (!read.ok()) {
+    error = echo_path(file.native()) + ": cannot read the admin token: " + read.problem;
+    return std::nullopt;
+  }
+  std::string token = std::move(read.text);
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+  if (auto problem = admin_token_problem(token); !problem.empty()) {
+    error = echo_path(file.native()) + ": " + problem;
+    return std::nullopt;
+  }
+  return token;
+}
+
+std::optional<std::string> admin_host_name(std::string_view name, std::string& problem) {
+  constexpr std::size_t max_name_chars = 253;
+  std::string_view bare = name;
+  if (bare.size() >= 2 && bare.front() == '[' && bare.back() == ']') bare = bare.substr(1, bare.size() - 2);
+  const bool v6 = bare.find(':') != std::string_view::npos;
+  bool ok = !bare.empty() && bare.size() <= max_name_chars && (v6 || bare.size() == name.size());
+  for (char c : bare) ok = ok && (v6 ? is_ipv6_char(c) : is_host_char(c));
+  if (!ok) {
+    problem = "'" + echo(name) + "' is not a host name or an IP address (no port)";
+    return std::nullopt;
+  }
+  std::string out(bare);
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return v6 ? "[" + out + "]" : out;
 }
 
 // ---------------------------------------------------------------- retention flags

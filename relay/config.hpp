@@ -85,6 +85,14 @@ struct config {
   endpoint admin{"127.0.0.1", 8025};
   bool admin_off = false;
   bool admin_explicit = false;
+  // The admin API's bearer token (admin/README.md, "Authentication"): every request must
+  // carry it. Empty: none, which only a loopback admin address may have. From admin_token or
+  // admin_token_file in the config, $MAILTAP_ADMIN_TOKEN, or --admin-token-file (last wins).
+  std::string admin_token;
+  // More names the admin API answers to in a Host (and a browser's Origin) header, beside
+  // localhost, 127.0.0.1, [::1] and its own address: those clients elsewhere use to reach it
+  // (admin_hosts; --admin-host). Lower-case, IPv6 in brackets.
+  std::vector<std::string> admin_hosts;
   std::filesystem::path captures_dir;          // default: default_captures_dir()
   // fdatasync each capture before the end-of-data reply is released ([captures] fsync;
   // README "Captures" gives the cost). Off: records survive a crash of mailtap, not of the host.
@@ -128,6 +136,25 @@ inline constexpr std::int64_t max_threads_limit = 256;
 inline constexpr std::string_view log_levels[] = {"trace", "debug", "info", "warn", "error", "off"};
 inline constexpr std::string_view log_levels_expected = "one of trace|debug|info|warn|error|off";
 bool is_log_level(std::string_view text);
+
+// An admin token: 16 to 256 characters from A-Z a-z 0-9 - . _ ~ (RFC 3986 unreserved: it
+// travels unescaped in a header, a WebSocket subprotocol and a query). 32 random bytes as hex
+// (`openssl rand -hex 32`) fit.
+inline constexpr std::size_t admin_token_min_chars = 16;
+inline constexpr std::size_t admin_token_max_chars = 256;
+// What is wrong with `token` as an admin token, in one line that does not repeat it; "" when
+// nothing is.
+std::string admin_token_problem(std::string_view token);
+// The token in `file`: its text less trailing blanks and line ends, checked as above.
+// nullopt and a one-line error naming the file (never the token) otherwise.
+std::optional<std::string> read_admin_token_file(const std::filesystem::path& file, std::string& error);
+
+// admin_hosts: at most this many names, each a DNS name (RFC 1035 2.3.4: 253 characters
+// written out) or an IP address.
+inline constexpr std::size_t max_admin_hosts = 64;
+// `name` as an admin_hosts entry (lower-case, IPv6 in brackets); nullopt and a one-line
+// problem when it is not a host name or an IP address.
+std::optional<std::string> admin_host_name(std::string_view name, std::string& problem);
 
 // Where mailtap keeps state (the generated certificate): $XDG_STATE_HOME/mailtap, else
 // ~/.local/state/mailtap, else ./mailtap-state.

@@ -31,6 +31,8 @@ std::vector<std::string> restart_only_changes(const config& a, const config& b) 
       {"listen", a.listen.to_string() != b.listen.to_string()},
       {"upstream", optional_endpoint(a.upstream) != optional_endpoint(b.upstream)},
       {"admin", a.admin.to_string() != b.admin.to_string() || a.admin_off != b.admin_off},
+      {"admin_token", a.admin_token != b.admin_token},
+      {"admin_hosts", a.admin_hosts != b.admin_hosts},
       {"captures", a.captures_dir != b.captures_dir},
       {"seed", a.seed != b.seed},
       {"max_sessions", a.max_sessions != b.max_sessions},

@@ -107,7 +107,7 @@ bool server::start(std::string& error) {
   if (!start_tls(error)) return false;
   ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, cfg_.seed,
                                                           client_tls_.get(), upstream_tls_.get(), nullptr, {}, {},
-                                                          &events_});
+                                                          &events_, {}});
   if (ctx_->master_seed == 0) ctx_->master_seed = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
   faults_ = policies::make_engine(ctx_->master_seed);
   if (auto problem = faults_->add_all(cfg_.faults)) {
@@ -159,6 +159,20 @@ endpoint server::listen_endpoint() const {
   boost::system::error_code ec;
   auto ep = acceptor_->local_endpoint(ec);
   return endpoint{ep.address().to_string(), ep.port()};
+}
+
+bool server::refuse_as_upstream(const endpoint& admin, std::string& error) {
+  using boost::asio::ip::tcp;
+  boost::system::error_code ec;
+  const auto admin_address = boost::asio::ip::make_address(admin.host, ec);
+  if (ec) return true;   // the admin API binds literal addresses only (admin/README.md)
+  ctx_->refused_upstreams.emplace_back(admin_address, admin.port);
+  const auto& where = ctx_->upstream;
+  if (where.builtin) return true;
+  const auto address = boost::asio::ip::make_address(where.where.host, ec);
+  if (ec || !ctx_->refuses_upstream(tcp::endpoint(address, where.where.port))) return true;
+  error = "upstream " + where.where.to_string() + " is the admin API's own address (--admin): choose another for one of them";
+  return false;
 }
 
 void server::run() {

@@ -44,6 +44,10 @@ class server {
   // Called on the first io_context's thread at each SIGHUP; set before run(). Without one,
   // SIGHUP is logged and ignored.
   void on_reload(std::function<void()> handler) { reload_handler_ = std::move(handler); }
+  // The admin API listens at `admin`: no session dials it as its upstream (relay_context::
+  // refused_upstreams). False, with a one-line error, when the configured upstream is that
+  // address. Before run().
+  bool refuse_as_upstream(const endpoint& admin, std::string& error);
   // Serves until a signal's drain completes.
   void run();
   const relay_metrics& metrics() const { return metrics_; }

@@ -233,6 +233,15 @@ void session::upstream_unreachable(const std::string& why) {
   feed(&protocol::relay_fsm::on_upstream_unreachable, std::string_view(why));
 }
 
+bool relay_context::refuses_upstream(const asio::ip::tcp::endpoint& e) const {
+  for (const auto& r : refused_upstreams) {
+    if (r.port() != e.port()) continue;
+    if (r.address() == e.address()) return true;
+    if (r.address().is_unspecified() && e.address().is_loopback()) return true;
+  }
+  return false;
+}
+
 asio::awaitable<std::string> session::dial_upstream() {
   if (ctx_.dial_upstream) co_return co_await ctx_.dial_upstream(upstream_);
   auto& socket = *upstream_.pipe().tcp_socket();   // a close_leg during the dial closes it: the dial ends
@@ -250,9 +259,13 @@ asio::awaitable<std::string> session::dial_upstream() {
     if (rec) co_return "cannot resolve " + target_.where.host + ": " + rec.message();
     endpoints = std::move(found);
   }
+  std::vector<tcp::endpoint> allowed;
+  for (const auto& entry : endpoints)
+    if (!ctx_.refuses_upstream(entry.endpoint())) allowed.push_back(entry.endpoint());
+  if (allowed.empty()) co_return target_.where.to_string() + " is mailtap's own admin API, never an upstream";
   timer deadline(executor_);
   deadline.expires_after(ctx_.cfg.upstream_connect_timeout);
-  auto result = co_await (asio::async_connect(socket, endpoints, as_tuple(use_awaitable)) ||
+  auto result = co_await (asio::async_connect(socket, allowed, as_tuple(use_awaitable)) ||
                           deadline.async_wait(as_tuple(use_awaitable)));
   if (result.index() == 1) co_return "connect to " + target_.where.to_string() + " timed out";
   auto [cec, ep] = std::get<0>(result);

@@ -64,6 +64,12 @@ struct relay_context {
   // the server's drain waits on it. Any thread. Empty: nobody waits (tests).
   std::function<void()> session_closed;
   event_hub* events = nullptr;                            // live events (admin API); null: none
+  // The admin API's own address (admin/README.md, "Trust boundary"): never dialled as an
+  // upstream, whatever names it (a config, a transparent redirect), so SMTP bytes never reach
+  // the control plane. Set before the server runs.
+  std::vector<boost::asio::ip::tcp::endpoint> refused_upstreams;
+  // An endpoint in refused_upstreams, or the same port of a refused wildcard address on loopback.
+  bool refuses_upstream(const boost::asio::ip::tcp::endpoint& e) const;
 };
 
 class session : public std::enable_shared_from_this<session> {

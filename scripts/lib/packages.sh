@@ -6,7 +6,9 @@
 # systemd-analyze from systemd, with man-db for the unit's Documentation=; /bin/kill from
 # procps and adduser for the unit and the maintainer scripts: packaging/README.md; tshark reads what
 # `mailtap export pcap` writes; promtool from prometheus and python3-prometheus-client, the two
-# checks of /metrics: admin/README.md).  FUZZ_PACKAGES: clang and libFuzzer with the sanitizer runtimes (tests/fuzz/).
+# checks of /metrics: admin/README.md; chromium, and node with npm, for the web UI's browser
+# tests: tests/ui/README.md; python3-pytest runs clients/python's tests, which `pip install`
+# that package, built by python3-setuptools, into a python3-venv).  FUZZ_PACKAGES: clang and libFuzzer with the sanitizer runtimes (tests/fuzz/).
 # BENCH_PACKAGES: the peers the benchmark compares against.
 BUILD_PACKAGES=(
   build-essential cmake pkg-config
@@ -22,7 +24,12 @@ TEST_PACKAGES=(
   dpkg-dev file systemd man-db procps adduser
   tshark
   prometheus python3-prometheus-client
+  chromium
+  python3-pytest python3-setuptools python3-venv
 )
+# Debian's nodejs and npm, unless a node with its own npm is there already (a nodejs package
+# from elsewhere bundles npm, and Debian's npm package would conflict with it).
+command -v npm >/dev/null 2>&1 || TEST_PACKAGES+=(nodejs npm)
 FUZZ_PACKAGES=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 BENCH_PACKAGES=(haproxy postfix)
 

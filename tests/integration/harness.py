@@ -20,6 +20,8 @@ Environment:
   MAILTAP_IT_KEEP  if set, work directories are kept (paths printed) for post-mortems
   MAILTAP_EXTRA_ARGS  extra `mailtap run` options for every relay started (shell words), e.g.
                    "--threads 2" for the ThreadSanitizer run of scripts/test --tsan
+  MAILTAP_ADMIN_TOKEN, MAILTAP_ADMIN_TOKEN_FILE  not passed to the relays started (env=None):
+                   an admin token exported for the CLI would make every admin request want it
   MAILTAP_MEMORY_SCALE  a factor (default 1) for every memory bound a test asserts
                    (memory_bound_kib): scripts/test --sanitize and --tsan set it, since a
                    sanitizer's shadow memory and quarantine multiply what the relay holds
@@ -585,6 +587,9 @@ class Mailtap(Process):
         else:
             argv = [mailtap_bin(), "run", "--listen", "%s:0" % LOOPBACK, "--upstream", upstream,
                     "--captures", self.captures, "--seed", "1", *admin, *extra, *args]
+        if env is None:
+            # An admin token exported for the CLI clients would make every relay here want it.
+            env = {k: v for k, v in os.environ.items() if k not in ("MAILTAP_ADMIN_TOKEN", "MAILTAP_ADMIN_TOKEN_FILE")}
         super().__init__(argv, workdir, name, stdout=subprocess.PIPE, umask=umask, env=env)
         line = self._ready_line(ready_timeout)
         self.tls_port = None

@@ -2,7 +2,9 @@
 mail, a fault added over the API hits the next message and its counter moves, reset clears it,
 /metrics moves with traffic and passes `promtool check metrics` and python3-prometheus-client's
 parser, bad requests get the right status and a one-line JSON error, and the CLI clients
-(`mailtap faults ...`, `mailtap sessions list`) drive it with their exit codes.
+(`mailtap faults ...`, `mailtap sessions list`) drive it with their exit codes. With a token,
+every request needs it (401 without), the CLI sends it, and an admin address other than
+loopback needs one, at start and at reload.
 
 Assertions are on HTTP statuses, JSON documents, metric values, SMTP replies and captures --
 never on log text.
@@ -12,6 +14,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -21,7 +24,8 @@ import unittest
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, SmtpClient, mailtap_bin, wait_until)
+from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, Capture, SmtpClient, capture_paths, free_port,
+                     mailtap_bin, wait_until)
 
 PROMTOOL = "/usr/bin/promtool"
 TO = "a@example.com"
@@ -32,13 +36,16 @@ class EventSocket:
     """A minimal RFC 6455 client: the upgrade, then the server's text messages (unmasked,
     unfragmented, as mailtap sends them)."""
 
-    def __init__(self, port, origin=None, timeout=20):
+    def __init__(self, port, origin=None, timeout=20, target="/api/v1/events", headers=None):
         self.sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
-        head = ("GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (port, key))
+        head = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+                % (target, port, key))
         if origin:
             head += "Origin: %s\r\n" % origin
+        for name, value in (headers or {}).items():
+            head += "%s: %s\r\n" % (name, value)
         self.sock.sendall((head + "\r\n").encode())
         self.buf = b""
         while b"\r\n\r\n" not in self.buf:
@@ -48,6 +55,10 @@ class EventSocket:
             self.buf += chunk
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
         self.status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/1.1 ") else 0
+        self.headers = {}
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.decode("latin-1").partition(":")
+            self.headers[name.strip().lower()] = value.strip()
         self.body = self.buf
 
     def _need(self, n, deadline):
@@ -414,6 +425,185 @@ class BadRequests(AdminTest):
             self.assertLess(time.monotonic() - started, 20)
 
 
+TOKEN = "7f3a9c0e5b2d4f6a8c1e3b5d7f9a0c2e"
+
+
+class Token(AdminTest):
+    """A token-protected admin API: every request needs `Authorization: Bearer TOKEN`, the
+    events WebSocket takes it as a subprotocol or a query parameter too, and the CLI clients
+    send it from --admin-token-file or $MAILTAP_ADMIN_TOKEN."""
+
+    def setUp(self):
+        IntegrationTest.setUp(self)
+        self.token_file = os.path.join(self.workdir, "admin-token")
+        with open(self.token_file, "w") as f:
+            f.write(TOKEN + "\n")
+        self.relay = self.start_mailtap(args=("--admin-token-file", self.token_file, "--admin", "127.0.0.1:0"))
+        self.admin = self.relay.admin_port()
+
+    def get_json_with_token(self, path):
+        code, _, body = self.request("GET", path, headers={"Authorization": "Bearer " + TOKEN})
+        self.assertEqual(code, 200, body)
+        return json.loads(body)
+
+    def test_a_request_without_the_token_is_401_and_with_it_is_served(self):
+        for path in ("/healthz", "/metrics", "/api/v1/faults", "/api/v1/sessions"):
+            code, headers, body = self.request("GET", path)
+            self.assertOneLineError(code, body, 401)
+            self.assertTrue(headers["www-authenticate"].startswith("Bearer"), headers)
+            code, _, body = self.request("GET", path, headers={"Authorization": "Bearer " + TOKEN[:-1] + "0"})
+            self.assertOneLineError(code, body, 401)
+            code, _, body = self.request("GET", path, headers={"Authorization": "Bearer " + TOKEN})
+            self.assertEqual(code, 200, body)
+        code, _, body = self.request("POST", "/api/v1/faults", FULL_TOML, "application/toml")
+        self.assertOneLineError(code, body, 401)
+        code, _, body = self.request("POST", "/api/v1/faults", FULL_TOML, "application/toml",
+                                     headers={"Authorization": "Bearer " + TOKEN})
+        self.assertEqual(code, 201, body)
+        rc, out = self.swaks(self.relay.port, "--to", TO)
+        self.assertIn("452 4.2.2", out)
+
+    def test_the_web_uis_files_need_no_token_and_what_they_fetch_does(self):
+        # The page and its scripts hold no data and a browser's navigation sends no header.
+        for path in ("/", "/ui/api.js"):
+            code, _, body = self.request("GET", path)
+            self.assertEqual(code, 200, body)
+        code, _, body = self.request("GET", "/api/v1/sessions")
+        self.assertOneLineError(code, body, 401)
+        code, _, body = self.request("GET", "/", headers={"Host": "evil.example"})
+        self.assertOneLineError(code, body, 403)
+
+    def test_the_events_websocket_takes_the_token_as_header_subprotocol_or_query(self):
+        refused = EventSocket(self.admin)
+        self.addCleanup(refused.close)
+        self.assertEqual(refused.status, 401)
+        wrong = EventSocket(self.admin, target="/api/v1/events?token=wrong-token-0123456789")
+        self.addCleanup(wrong.close)
+        self.assertEqual(wrong.status, 401)
+        by_header = EventSocket(self.admin, headers={"Authorization": "Bearer " + TOKEN})
+        self.addCleanup(by_header.close)
+        self.assertEqual(by_header.status, 101)
+        # As a browser does it: the token offered as a subprotocol beside mailtap.events, which
+        # the handshake selects (never the token).
+        by_protocol = EventSocket(self.admin, origin="http://127.0.0.1:%d" % self.admin,
+                                  headers={"Sec-WebSocket-Protocol": "mailtap.events, bearer." + TOKEN})
+        self.addCleanup(by_protocol.close)
+        self.assertEqual(by_protocol.status, 101)
+        self.assertEqual(by_protocol.headers.get("sec-websocket-protocol"), "mailtap.events")
+        by_query = EventSocket(self.admin, target="/api/v1/events?token=" + TOKEN)
+        self.addCleanup(by_query.close)
+        self.assertEqual(by_query.status, 101)
+        self.swaks(self.relay.port, "--to", TO)
+        for ws in (by_header, by_protocol, by_query):
+            self.assertEqual(ws.messages_until(lambda e: e["type"] == "session_ended")[0]["type"], "session_started")
+
+    def test_the_cli_sends_the_token_from_a_file_or_the_environment(self):
+        rc, out, err = self.cli("faults", "list")
+        self.assertEqual(rc, 1, out)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        rc, out, err = self.cli("faults", "add", "-", "--admin-token-file", self.token_file, stdin=FULL_TOML.encode())
+        self.assertEqual((rc, out), (0, "added full\n"), err)
+        r = subprocess.run([mailtap_bin(), "faults", "list", "--json", "--admin", "%s:%d" % (LOOPBACK, self.admin)],
+                           env=dict(os.environ, MAILTAP_ADMIN_TOKEN=TOKEN),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([f["name"] for f in json.loads(r.stdout)["faults"]], ["full"])
+        r = subprocess.run([mailtap_bin(), "sessions", "list", "--admin", "%s:%d" % (LOOPBACK, self.admin)],
+                           env=dict(os.environ, MAILTAP_ADMIN_TOKEN_FILE=self.token_file),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # A token that could not be a header value is refused before anything is sent.
+        r = subprocess.run([mailtap_bin(), "faults", "reset", "--admin", "%s:%d" % (LOOPBACK, self.admin)],
+                           env=dict(os.environ, MAILTAP_ADMIN_TOKEN=TOKEN + "\r\nX-Injected: 1"),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+        self.assertNotIn(TOKEN.encode(), r.stderr)
+        self.assertEqual([f["name"] for f in self.get_json_with_token("/api/v1/faults")["faults"]], ["full"])
+
+
+class NonLoopbackAdmin(IntegrationTest):
+    """Bound on another address than loopback the admin API needs a token: at start, and at
+    each SIGHUP reload (which otherwise keeps running, as with any bad configuration)."""
+
+    def admin_url_port(self, relay):
+        line = relay._ready_line(5.0)
+        m = re.match(r"^mailtap: admin API on http://0\.0\.0\.0:(\d+)$", line)
+        self.assertTrue(m, line)
+        return int(m.group(1))
+
+    def get(self, port, path, token=None):
+        conn = http.client.HTTPConnection(LOOPBACK, port, timeout=20)
+        try:
+            conn.request("GET", path, headers={"Authorization": "Bearer " + token} if token else {})
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def test_without_a_token_it_refuses_to_start_in_one_line(self):
+        for env in ({}, {"MAILTAP_ADMIN_TOKEN": ""}):
+            r = subprocess.run([mailtap_bin(), "run", "--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0",
+                                "--captures", os.path.join(self.workdir, "caps")],
+                               env=dict(os.environ, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=30)
+            self.assertEqual(r.returncode, 2)
+            self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+            self.assertIn(b"no admin token", r.stderr)
+            self.assertEqual(r.stdout, b"")
+
+    def test_a_bad_token_refuses_to_start_in_one_line_without_repeating_it(self):
+        r = subprocess.run([mailtap_bin(), "run", "--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0",
+                            "--captures", os.path.join(self.workdir, "caps")],
+                           env=dict(os.environ, MAILTAP_ADMIN_TOKEN="short-secret"),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+        self.assertIn(b"$MAILTAP_ADMIN_TOKEN", r.stderr)
+        self.assertNotIn(b"short-secret", r.stderr)
+
+    def test_with_a_token_from_the_environment_it_serves_every_address(self):
+        relay = self.start_mailtap(args=("--admin", "0.0.0.0:0"), env=dict(os.environ, MAILTAP_ADMIN_TOKEN=TOKEN))
+        port = self.admin_url_port(relay)
+        self.assertEqual(self.get(port, "/healthz")[0], 401)
+        self.assertEqual(self.get(port, "/healthz", TOKEN), (200, b'{"status":"ok"}\n'))
+
+    def test_the_names_of_admin_hosts_are_served_and_others_are_still_403(self):
+        relay = self.start_mailtap(args=("--admin", "0.0.0.0:0", "--admin-host", "Mailtap.Example.TEST"),
+                                   env=dict(os.environ, MAILTAP_ADMIN_TOKEN=TOKEN))
+        port = self.admin_url_port(relay)
+        for host, status in (("mailtap.example.test:%d" % port, 200), ("other.example.test", 403),
+                             ("127.0.0.1:%d" % port, 200)):
+            conn = http.client.HTTPConnection(LOOPBACK, port, timeout=20)
+            try:
+                conn.request("GET", "/healthz", headers={"Host": host, "Authorization": "Bearer " + TOKEN})
+                r = conn.getresponse()
+                self.assertEqual(r.status, status, (host, r.read()))
+            finally:
+                conn.close()
+
+    def test_a_reload_that_loses_the_token_fails_and_the_running_api_keeps_serving(self):
+        token_file = os.path.join(self.workdir, "token")
+        with open(token_file, "w") as f:
+            f.write(TOKEN)
+        conf = os.path.join(self.workdir, "mailtap.toml")
+        with open(conf, "w") as f:
+            f.write('admin_token_file = "%s"\n' % token_file)
+        relay = self.start_mailtap(args=("--config", conf, "--admin", "0.0.0.0:0"))
+        port = self.admin_url_port(relay)
+        with open(conf, "w") as f:
+            f.write("# the token is gone\n")
+        relay.signal(signal.SIGHUP)
+
+        def failed_reloads():
+            code, body = self.get(port, "/metrics", TOKEN)
+            self.assertEqual(code, 200, body)
+            m = re.search(rb'^mailtap_reloads_total\{result="failed"\} (\d+)', body, re.M)
+            return m and int(m.group(1)) == 1
+        wait_until(failed_reloads, 20, "the reload without a token counted as failed")
+        self.assertEqual(self.get(port, "/healthz")[0], 401)   # the running token stays in force
+
+
 class Startup(IntegrationTest):
 
     def test_a_non_loopback_admin_address_is_refused(self):
@@ -423,6 +613,35 @@ class Startup(IntegrationTest):
         self.assertEqual(r.returncode, 2)
         self.assertIn(b"loopback", r.stderr)
         self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+
+    def test_the_admin_address_is_refused_as_the_upstream(self):
+        # Protection: server::refuse_as_upstream (a literal upstream equal to --admin).
+        port = free_port()
+        r = subprocess.run([mailtap_bin(), "run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:%d" % port,
+                            "--upstream", "127.0.0.1:%d" % port, "--captures", os.path.join(self.workdir, "caps")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        errors = [line for line in r.stderr.splitlines() if line.startswith(b"mailtap run:")]
+        self.assertEqual(len(errors), 1, r.stderr)
+        self.assertIn(b"is the admin API's own address", errors[0])
+
+    def test_the_admin_api_is_never_dialled_by_a_name_either(self):
+        # Protection: relay_context::refuses_upstream in session::dial_upstream. "localhost"
+        # passes the start-up check (a name, not an address) and resolves to the admin API.
+        port = free_port()
+        m = self.start_mailtap(upstream="localhost:%d" % port, args=("--admin", "127.0.0.1:%d" % port))
+        self.assertEqual(m.admin_port(), port)
+        c = SmtpClient(m.port)
+        greeting = c.reply()
+        self.assertEqual(greeting.code, 421, greeting)
+        self.assertIn("admin API", greeting.text)
+        c.close()
+        wait_until(lambda: capture_paths(m.captures) and Capture(capture_paths(m.captures)[-1]).end, 10,
+                   "the session's end record")
+        cap = Capture(capture_paths(m.captures)[-1])
+        self.assertEqual(cap.end["reason"], "upstream_unreachable")
+        self.assertEqual([b for b in cap.records if b.get("type") == "bytes" and b.get("leg") == "upstream"], [],
+                         "nothing was sent to the admin API")
 
     def test_admin_off_serves_smtp_without_an_admin_line(self):
         m = self.start_mailtap(args=("--admin", "off"))

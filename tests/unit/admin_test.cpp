@@ -1,7 +1,7 @@
 // admin/: the Prometheus exposition (golden file tests/golden/metrics.prom, checked with
 // promtool by ctest too), request routing and its errors, the OpenAPI document against the
-// routes the API has, fault rules from request bodies, the Host allowlist, and the session
-// tally that feeds the stage histograms and reply counts.
+// routes the API has, fault rules from request bodies, the Host allowlist, the bearer token,
+// and the session tally that feeds the stage histograms and reply counts.
 // Regenerate the golden file after an intended change:
 //   MAILTAP_UPDATE_GOLDEN=1 ./build/tests/unit/mailtap_admin_tests
 #include <gtest/gtest.h>
@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "admin/api.hpp"
+#include "admin/auth.hpp"
 #include "admin/fault_input.hpp"
 #include "admin/metrics_page.hpp"
 #include "admin/prometheus.hpp"
@@ -306,6 +307,80 @@ TEST(Api, RefusesForeignHostsAndServesLoopbackNames) {
   EXPECT_EQ(a.handle(q).status, 403);
   EXPECT_EQ(host_name_of("127.0.0.1"), "127.0.0.1");
   EXPECT_TRUE(loopback_host_allowlist("::1").contains("[::1]"));
+}
+
+// ---- the bearer token
+
+TEST(Auth, EveryRequestNeedsTheTokenOnceOneIsSet) {
+  auto engine = policies::make_engine(1);
+  relay_metrics metrics;
+  directory_catalog catalog("/nonexistent");
+  auto ctx = bare_context(*engine, metrics, catalog);
+  ctx.token = "0123456789abcdef";
+  api a(ctx);
+  for (const char* target : {"/healthz", "/metrics", "/api/v1/faults", "/api/v1/nothing"}) {
+    auto q = get(target);
+    auto r = a.handle(q);
+    EXPECT_EQ(r.status, 401) << target;
+    ASSERT_EQ(r.headers.size(), 1u);
+    EXPECT_EQ(r.headers[0].first, "WWW-Authenticate");
+    EXPECT_EQ(r.headers[0].second.rfind("Bearer", 0), 0u);
+    q.authorization = "Bearer 0123456789abcdeF";
+    EXPECT_EQ(a.handle(q).status, 401) << target;
+    q.authorization = "bearer  0123456789abcdef ";
+    EXPECT_NE(a.handle(q).status, 401) << target;
+  }
+  auto q = get("/healthz");
+  q.authorization = "Basic 0123456789abcdef";
+  EXPECT_EQ(a.handle(q).status, 401);
+  q.authorization = "Bearer 0123456789abcdef";
+  q.host = "evil.example";
+  EXPECT_EQ(a.handle(q).status, 403);   // the Host check still comes first
+  // Without a token set, no header is needed.
+  api open(bare_context(*engine, metrics, catalog));
+  EXPECT_EQ(open.handle(get("/healthz")).status, 200);
+}
+
+TEST(Auth, TheEventsWebSocketTakesTheTokenAsHeaderSubprotocolOrQuery) {
+  auto engine = policies::make_engine(1);
+  relay_metrics metrics;
+  directory_catalog catalog("/nonexistent");
+  auto ctx = bare_context(*engine, metrics, catalog);
+  ctx.token = "0123456789abcdef";
+  api a(ctx);
+  auto q = get(events_path);
+  ASSERT_TRUE(a.admit_events(q));
+  EXPECT_EQ(a.admit_events(q)->status, 401);
+  q.authorization = "Bearer 0123456789abcdef";
+  EXPECT_FALSE(a.admit_events(q));
+  q.authorization.clear();
+  q.websocket_protocols = "mailtap.events, bearer.0123456789abcdef";
+  EXPECT_FALSE(a.admit_events(q));
+  q.websocket_protocols = "mailtap.events, bearer.0123456789abcdeX";
+  EXPECT_EQ(a.admit_events(q)->status, 401);
+  q.websocket_protocols.clear();
+  q.target = std::string(events_path) + "?token=0123456789abcdef";
+  EXPECT_FALSE(a.admit_events(q));
+  q.target = std::string(events_path) + "?token=nope";
+  EXPECT_EQ(a.admit_events(q)->status, 401);
+  // The query is for the WebSocket only: other routes want the header.
+  EXPECT_EQ(a.handle(get("/healthz?token=0123456789abcdef")).status, 401);
+}
+
+TEST(Auth, ComparesWholeTokensAndParsesHeaders) {
+  EXPECT_TRUE(token_equal("abc", "abc"));
+  EXPECT_FALSE(token_equal("ab", "abc"));
+  EXPECT_FALSE(token_equal("abcd", "abc"));
+  EXPECT_FALSE(token_equal("abd", "abc"));
+  EXPECT_FALSE(token_equal("", ""));   // no token set is never a match
+  EXPECT_EQ(bearer_token_of("Bearer xyz"), "xyz");
+  EXPECT_EQ(bearer_token_of("BEARER xyz"), "xyz");
+  EXPECT_EQ(bearer_token_of("Bearerxyz"), "");
+  EXPECT_EQ(bearer_token_of(""), "");
+  EXPECT_EQ(subprotocol_token_of("mailtap.events,bearer.t0k"), "t0k");
+  EXPECT_EQ(subprotocol_token_of("bearer."), "");
+  EXPECT_TRUE(subprotocol_offered("bearer.x , mailtap.events", events_subprotocol));
+  EXPECT_FALSE(subprotocol_offered("mailtap.eventsx", events_subprotocol));
 }
 
 TEST(Api, AddsListsAndRemovesFaultsThroughTheEngine) {

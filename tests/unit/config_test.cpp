@@ -279,6 +279,67 @@ TEST(ConfigLoad, AdminAddressOrOff) {
   EXPECT_EQ(error.rfind("m.toml:1: key 'admin': ", 0), 0u) << error;
 }
 
+// The admin token: inline or from a file (relative to the config's directory, trailing line
+// end dropped), one or the other; a bad token is refused without being repeated.
+TEST(ConfigLoad, AdminTokenInlineOrFromAFile) {
+  const std::string token = "0123456789abcdef0123456789ABCDEF";
+  std::string error;
+  auto inline_token = load_config_text("admin_token = \"" + token + "\"", "m.toml", config{}, error);
+  ASSERT_TRUE(inline_token) << error;
+  EXPECT_EQ(inline_token->admin_token, token);
+  EXPECT_TRUE(load_config_text("", "m.toml", config{}, error)->admin_token.empty());
+
+  temp_dir dir;
+  dir.write("secret/token", token + "\n");
+  const auto conf = dir.write("mailtap.toml", "admin = \"0.0.0.0:0\"\nadmin_token_file = \"secret/token\"\n");
+  auto from_file = load_config_file(conf, config{}, error);
+  ASSERT_TRUE(from_file) << error;
+  EXPECT_EQ(from_file->admin_token, token);
+
+  EXPECT_NE(error_of("admin_token = \"short\"").find("key 'admin_token': expected an admin token of 16 to 256"),
+            std::string::npos);
+  const std::string spaced = error_of("admin_token = \"has spaces in it, sixteen+\"");
+  EXPECT_NE(spaced.find("may hold only"), std::string::npos) << spaced;
+  EXPECT_EQ(spaced.find("has spaces"), std::string::npos) << "the token is repeated: " << spaced;
+  dir.write("bad", "not a token at all\n");
+  EXPECT_FALSE(load_config_file(dir.write("b.toml", "admin_token_file = \"bad\"\n"), config{}, error));
+  EXPECT_NE(error.find("b.toml:1: key 'admin_token_file': "), std::string::npos) << error;
+  EXPECT_FALSE(load_config_file(dir.write("c.toml", "admin_token_file = \"missing\"\n"), config{}, error));
+  EXPECT_NE(error.find("key 'admin_token_file'"), std::string::npos) << error;
+  EXPECT_FALSE(load_config_file(
+      dir.write("d.toml", "admin_token = \"" + token + "\"\nadmin_token_file = \"secret/token\"\n"), config{}, error));
+  EXPECT_NE(error.find("go one without the other"), std::string::npos) << error;
+}
+
+TEST(ConfigLoad, AdminHostsAreNamesOrAddressesLowerCased) {
+  std::string error;
+  auto c = load_config_text("admin_hosts = [\"Mailtap.Example.NET\", \"192.0.2.7\", \"2001:DB8::1\", \"[::2]\"]",
+                            "m.toml", config{}, error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->admin_hosts, (std::vector<std::string>{"mailtap.example.net", "192.0.2.7", "[2001:db8::1]", "[::2]"}));
+  EXPECT_EQ(error_of("admin_hosts = [\"ok.example\", \"bad/name\"]"),
+            "mailtap.toml:1: key 'admin_hosts': 'bad/name' is not a host name or an IP address (no port)");
+  EXPECT_NE(error_of("admin_hosts = [\"[name]\"]").find("not a host name"), std::string::npos);
+  EXPECT_NE(error_of("admin_hosts = \"one.example\"").find("key 'admin_hosts'"), std::string::npos);
+  EXPECT_NE(error_of("admin_hosts = [1]").find("key 'admin_hosts'"), std::string::npos);
+}
+
+TEST(AdminToken, FileIsTrimmedAndChecked) {
+  temp_dir dir;
+  std::string error;
+  auto t = mailtap::read_admin_token_file(dir.write("t", "abcdefghijklmnopq \r\n\n"), error);
+  ASSERT_TRUE(t) << error;
+  EXPECT_EQ(*t, "abcdefghijklmnopq");
+  EXPECT_FALSE(mailtap::read_admin_token_file(dir.write("empty", ""), error));
+  EXPECT_NE(error.find("got 0"), std::string::npos) << error;
+  EXPECT_FALSE(mailtap::read_admin_token_file(dir.write("big", std::string(400, 'a')), error));
+  EXPECT_FALSE(mailtap::read_admin_token_file(dir.path() / "none", error));
+  EXPECT_NE(error.find("cannot read the admin token"), std::string::npos) << error;
+  EXPECT_EQ(mailtap::admin_token_problem(std::string(256, 'a')), "");
+  EXPECT_NE(mailtap::admin_token_problem(std::string(257, 'a')), "");
+  EXPECT_NE(mailtap::admin_token_problem("abcdefghijklmnop/"), "");
+}
+
 TEST(ConfigLoad, BuiltinUpstreamOverridesABaseUpstream) {
   config base;
   base.upstream = endpoint{"mx", 25};
@@ -674,7 +735,7 @@ TEST(ConfigFile, ShippedExampleMentionsEveryKey) {
                           "bare_line_endings =", "[timeouts]", "client_idle =", "upstream_connect =",
                           "upstream_greeting =", "upstream_reply =", "upstream_data_init =",
                           "upstream_data_end =", "drain =", "upstream_identity =", "listen_proxy_protocol =",
-                          "fsync =", "max_age =", "max_bytes ="})
+                          "fsync =", "max_age =", "max_bytes =", "admin_token_file =", "admin_token", "admin_hosts ="})
     EXPECT_NE(text.find(key), std::string::npos) << key;
 }
 

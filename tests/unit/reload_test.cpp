@@ -41,6 +41,14 @@ TEST(Reload, ListenersThreadsTimeoutsAndTlsNeedARestart) {
             (strings{"listen", "upstream", "threads", "timeouts.client_idle", "tls.cert", "tls.listen"}));
 }
 
+TEST(Reload, AdminTokenAndHostsNeedARestart) {
+  config fresh;
+  fresh.admin_token = "0123456789abcdef";
+  EXPECT_EQ(restart_only_changes(config{}, fresh), strings{"admin_token"});
+  fresh.admin_hosts = {"mailtap.example"};
+  EXPECT_EQ(restart_only_changes(config{}, fresh), (strings{"admin_token", "admin_hosts"}));
+}
+
 TEST(Reload, ClientIdentitySettingsNeedARestart) {
   config fresh;
   fresh.identity = mailtap::upstream_identity::proxy_v2;

@@ -1,0 +1,274 @@
+"""The admin API of a running mailtap, over HTTP (urllib, no proxies): fault rules, sessions
+and their captures, health and metrics. Errors are MailtapError with the API's one-line
+message and HTTP status; waits that run out are MailtapTimeout."""
+
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+DEFAULT_URL = "http://127.0.0.1:8025"
+# The API's page size limit (admin/README.md, GET /api/v1/sessions).
+MAX_PAGE = 500
+
+
+class MailtapError(Exception):
+    """The admin API refused a request (status is its HTTP status), or cannot be reached
+    (status 0)."""
+
+    def __init__(self, message, status=0):
+        super().__init__(message if not status else "%s (HTTP %d)" % (message, status))
+        self.message = message
+        self.status = status
+
+
+class MailtapTimeout(AssertionError):
+    """A wait ran out. An AssertionError, so that pytest shows it as a failed expectation."""
+
+
+class Session(dict):
+    """One session: the `mailtap show --json` document (captures/FORMAT.md), with shortcuts."""
+
+    @property
+    def id(self):
+        return self["id"]
+
+    @property
+    def outcome(self):
+        return self["outcome"]
+
+    @property
+    def transactions(self):
+        return self["transactions"]
+
+    @property
+    def senders(self):
+        return [t["mail_from"] for t in self["transactions"]]
+
+    @property
+    def recipients(self):
+        """Every recipient the client named, over all its transactions, accepted or not."""
+        return [r for t in self["transactions"] for r in t["rcpt_to"]]
+
+    @property
+    def rcpt_codes(self):
+        """The reply code the client heard to each RCPT, over all transactions, in order."""
+        return [c for t in self["transactions"] for c in t["rcpt_codes"]]
+
+    @property
+    def faults(self):
+        """The fault records: [{rule, fault_type, decision, phase, detail, ...}]."""
+        return [e for e in self["events"] if e["kind"] == "fault"]
+
+    @property
+    def final_replies(self):
+        """Each transaction's reply to its end of data: [(code, text)], (None, None) for none."""
+        return [(t["final_reply"]["code"], t["final_reply"]["text"]) if t["final_reply"] else (None, None)
+                for t in self["transactions"]]
+
+
+def _token_from_environment():
+    path = os.environ.get("MAILTAP_ADMIN_TOKEN_FILE")
+    if path:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    return os.environ.get("MAILTAP_ADMIN_TOKEN") or None
+
+
+class Mailtap:
+    """A client of one mailtap's admin API.
+
+    url: the API ("http://127.0.0.1:8025"). token: its bearer token, when it has one (default:
+    the file in $MAILTAP_ADMIN_TOKEN_FILE, else $MAILTAP_ADMIN_TOKEN). smtp: (host, port) of
+    the relay's SMTP listener when known (MailtapProcess sets it), for the application under
+    test to send through."""
+
+    def __init__(self, url=DEFAULT_URL, token=None, timeout=30.0, smtp=None):
+        self.url = url.rstrip("/")
+        self.token = token if token is not None else _token_from_environment()
+        self.timeout = timeout
+        self.smtp = smtp
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._before = set()
+
+    # ------------------------------------------------------------------ HTTP
+
+    def request(self, method, path, body=None, content_type=None, raw=False):
+        """One request; the decoded JSON answer (the bytes with raw=True). MailtapError on a
+        refusal, with the API's message."""
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = "Bearer " + self.token
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else body.encode("utf-8")
+            headers["Content-Type"] = content_type or "application/json"
+        elif method in ("POST", "PUT"):
+            data = b""
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        try:
+            with self._opener.open(req, timeout=self.timeout) as r:
+                payload = r.read()
+        except urllib.error.HTTPError as e:
+            payload = e.read()
+            try:
+                message = json.loads(payload)["error"]
+            except (ValueError, KeyError, TypeError):
+                message = payload.decode("utf-8", "replace").strip() or e.reason
+            raise MailtapError(message, e.code) from None
+        except (urllib.error.URLError, OSError) as e:
+            raise MailtapError("cannot reach the admin API at %s: %s" % (self.url, getattr(e, "reason", e))) from None
+        return payload if raw else json.loads(payload)
+
+    # ------------------------------------------------------------------ health and metrics
+
+    def healthy(self):
+        try:
+            return self.request("GET", "/healthz") == {"status": "ok"}
+        except MailtapError:
+            return False
+
+    def ready(self):
+        try:
+            return self.request("GET", "/readyz") == {"status": "ready"}
+        except MailtapError:
+            return False
+
+    def metrics_text(self):
+        return self.request("GET", "/metrics", raw=True).decode("utf-8")
+
+    def metric(self, name, **labels):
+        """The value of one sample of /metrics (name and the labels given must match), or None."""
+        for line in self.metrics_text().splitlines():
+            sample = _parse_sample(line)
+            if sample and sample[0] == name and all(sample[1].get(k) == v for k, v in labels.items()):
+                return sample[2]
+        return None
+
+    # ------------------------------------------------------------------ faults
+
+    def faults(self):
+        """The rules in force: [{name, type, phases, injected, max_count, active}]."""
+        return self.request("GET", "/api/v1/faults")["faults"]
+
+    def add_faults(self, rules):
+        """Adds rules: a dict with the keys of a [[fault]] table (policies/README.md), a list of
+        them, or TOML text. All of them or none; returns their names."""
+        if isinstance(rules, str):
+            return self.request("POST", "/api/v1/faults", rules, "application/toml")["added"]
+        return self.request("POST", "/api/v1/faults", json.dumps(rules), "application/json")["added"]
+
+    add_fault = add_faults
+
+    def remove_fault(self, name):
+        self.request("DELETE", "/api/v1/faults/" + urllib.parse.quote(name, safe=""))
+
+    def reset_faults(self):
+        """Removes every rule with its state and counts; returns how many there were."""
+        return self.request("POST", "/api/v1/faults/reset")["removed"]
+
+    def counters(self):
+        """{rule name: injections} of the rules in force."""
+        return {c["rule"]: c["count"] for c in self.request("GET", "/api/v1/faults/counters")["counters"]}
+
+    def load_scenario(self, path):
+        """Loads a scenario file from the relay's filesystem; returns the rule names."""
+        return self.request("POST", "/api/v1/scenarios", json.dumps({"path": os.path.abspath(path)}))["added"]
+
+    def reply(self, phase, code, enhanced=None, text=None, count=1, name=None, **match):
+        """Arms a `reply` fault: the next `count` commands of `phase` that match (the keys of
+        policies/README.md: recipient="x@y", sender="*@z", ...) get `code` instead of reaching
+        the upstream. count=None: every one, until removed. Returns the rule's name."""
+        rule = {"name": name or "%s-%d-%d" % (phase, code, next(_serial)), "type": "reply", "phase": phase,
+                "code": code}
+        if enhanced:
+            rule["enhanced"] = enhanced
+        if text:
+            rule["text"] = text
+        if count is not None:
+            rule["max_count"] = count
+        rule.update(match)
+        return self.add_faults(rule)[0]
+
+    def next_rcpt(self, recipient, code, enhanced=None, text=None, count=1, name=None):
+        """The next RCPT to `recipient` (a glob: "*@full.example") gets `code`."""
+        return self.reply("rcpt", code, enhanced, text, count, name, recipient=recipient)
+
+    # ------------------------------------------------------------------ live events
+
+    def events(self, timeout=10.0):
+        """A subscription to the live events (an EventStream: next(), wait_for(predicate),
+        close(); a context manager). Only events after it opens are seen."""
+        from mailtap_client.events import EventStream
+        return EventStream(self.url, self.token, timeout)
+
+    # ------------------------------------------------------------------ sessions
+
+    def sessions(self, limit=50, offset=0, outcome=None, client=None):
+        """Rows of the session list, newest first: [{id, started_at, client, outcome, complete, ...}]."""
+        query = {"limit": limit, "offset": offset}
+        if outcome:
+            query["outcome"] = outcome
+        if client:
+            query["client"] = client
+        return self.request("GET", "/api/v1/sessions?" + urllib.parse.urlencode(query))["sessions"]
+
+    def session(self, session_id):
+        """One session as the `mailtap show --json` document."""
+        return Session(self.request("GET", "/api/v1/sessions/" + urllib.parse.quote(session_id, safe="")))
+
+    def raw(self, session_id):
+        """The capture file (JSON Lines, captures/FORMAT.md) as bytes."""
+        return self.request("GET", "/api/v1/sessions/%s/raw" % urllib.parse.quote(session_id, safe=""), raw=True)
+
+    def mark(self):
+        """Remembers the sessions recorded so far: wait_for_session looks only at later ones.
+        The pytest fixture marks before each test."""
+        self._before = {row["id"] for row in self.sessions(limit=MAX_PAGE)}
+
+    def wait_for_session(self, predicate=None, timeout=10.0, interval=0.05):
+        """The first finished session since mark() (oldest first) for which predicate(Session)
+        is true (any, without one). MailtapTimeout when none comes within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        rejected = set()
+        while True:
+            rows = [r for r in reversed(self.sessions(limit=MAX_PAGE))
+                    if r["id"] not in self._before and r["id"] not in rejected and r["complete"]]
+            for row in rows:
+                s = self.session(row["id"])
+                if predicate is None or predicate(s):
+                    return s
+                rejected.add(row["id"])
+            if time.monotonic() >= deadline:
+                raise MailtapTimeout("no session %sin %.1f s (%d finished since the mark did not match)"
+                                     % ("matching the predicate " if predicate else "", timeout, len(rejected)))
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            interval = min(interval * 2, 0.5)
+
+
+def _counter():
+    n = 0
+    while True:
+        n += 1
+        yield n
+
+
+_serial = _counter()
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def _parse_sample(line):
+    """(name, labels, value) of a Prometheus text-format sample line; None for others."""
+    if not line or line.startswith("#"):
+        return None
+    m = _SAMPLE.match(line)
+    if not m:
+        return None
+    labels = {k: v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+              for k, v in _LABEL.findall(m.group(2) or "")}
+    return m.group(1), labels, float(m.group(3))
