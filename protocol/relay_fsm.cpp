@@ -301,13 +301,13 @@ void relay_fsm::record_received_size() {
 
 void relay_fsm::process_client_input(std::uint64_t now) {
   if (!greeted_ || !upstream_prepared() || input_held_) return;   // early talkers wait for the banner
-  if (awaiting_capture_) return;   // a message's end waits for the recorder: nothing after it is taken yet
   if (faults_.holds_conversation()) return;
   if (out_.closed(leg::client)) return;   // gone: nothing it sent is relayed any more
   if (faults_.line_waits(now)) return;   // delay(when=command): the line waits where it is
   bool progress = true;
   // A fault can hold (the dot) or stop (close, reset, stall) the conversation mid-buffer:
   // nothing pipelined after that point may be taken.
+  // A message's end waiting for the recorder (await_capture) holds everything after it.
   while (progress && !ended_ && !in_.fully_parsed() && !faults_.stops_parsing() && !awaiting_capture_) {
     switch (mode_) {
       case client_mode::command: progress = take_command_line(now); break;

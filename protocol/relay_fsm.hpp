@@ -75,8 +75,6 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void on_upstream_reconnected(std::uint64_t now_us);
   // The time asked for with arm_fault_timer has come (a held reply, command or banner is due).
   void on_fault_timer(std::uint64_t now_us) { faults_.timer(now_us); }
-  // The capture can no longer be written: no further end-of-data is released upstream.
-  void on_capture_failed() { capture_failed_ = true; }
   // The recorder has handled every record reported before await_capture: the message's end
   // goes upstream, or, if the capture failed, the client gets 451 4.3.0 and it never does.
   void on_capture_settled(std::uint64_t now_us, bool capture_failed);

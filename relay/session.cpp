@@ -329,12 +329,8 @@ asio::awaitable<void> session::read_leg(leg l) {
       co_return;
     }
     if (fsm_.finished()) continue;
-    if (l == leg::client) {
-      if (capture_ && capture_->failed()) fsm_.on_capture_failed();   // a flag the next end of data reads
-      feed(&protocol::relay_fsm::on_client_bytes, bytes);
-    } else {
-      feed(&protocol::relay_fsm::on_upstream_bytes, bytes);
-    }
+    if (l == leg::client) feed(&protocol::relay_fsm::on_client_bytes, bytes);
+    else feed(&protocol::relay_fsm::on_upstream_bytes, bytes);
   }
 }
 

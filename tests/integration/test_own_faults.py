@@ -95,8 +95,8 @@ class CaptureDisk(IntegrationTest):
 class DiskFull(CaptureDisk):
 
     def test_capture_disk_fills_mid_data(self):
-        # Protection: relay_fsm end_of_data reads capture_failed_ (relay/session.cpp passes the
-        # writer's failure on at each client read): 451 4.3.0, the dot withheld and the
+        # Protection: the dot waits for the capture to settle (relay_fsm await_capture, answered
+        # by relay/session.cpp with the writer's failure): 451 4.3.0, the dot withheld and the
         # upstream closed, so no message is delivered that its capture cannot show. The
         # capture is kept, without its end record; the write failure is counted, and the
         # capture counted incomplete (captures/writer.cpp counts it when it closes the file).

@@ -101,6 +101,7 @@ class RelayFsmTest : public testing::Test {
   std::vector<std::string> upstream_eof() { fsm_->on_upstream_eof(tick()); return take(); }
   std::vector<std::string> timeout(leg l) { fsm_->on_timeout(tick(), l); return take(); }
   std::vector<std::string> drain() { fsm_->on_drain(tick()); return take(); }
+  std::vector<std::string> settle_capture(bool failed) { fsm_->on_capture_settled(tick(), failed); return take(); }
 
   // Connected and greeted, nothing else.
   void greet() {
@@ -621,24 +622,29 @@ TEST_F(RelayFsmTest, NormalizeModeReadsBareLfAsCrlf) {
   EXPECT_EQ(only_transaction().size, 25u) << "the size of the message the upstream was sent";
 }
 
-TEST_F(RelayFsmTest, CaptureFailureWithholdsDotAndAnswers451) {
-  open_data();
-  client("Subject: x\r\n\r\nbody\r\n");
-  fsm_->on_capture_failed();
-  auto acts = client(".\r\n");
-  EXPECT_THAT(acts, Contains(closes(leg::upstream)));
-  EXPECT_THAT(acts, Contains(client_reply("451 4.3.0 ")));
-  EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
-  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
-}
-
-// ---------------------------------------------------------------- the message's end waits for the recorder
-
+// A session with a recorder: each message's end waits for it (await_capture).
 relay_options recorded_session() {
   relay_options o;
   o.end_waits_for_capture = true;
   return o;
 }
+
+TEST_F(RelayFsmTest, CaptureFailureWithholdsDotAndAnswers451) {
+  // The whole message and its dot came in one read; the recorder failed writing it (a full
+  // disk) after the machine had read the dot: the settle says so, and the dot never goes.
+  make(recorded_session());
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n.\r\n");
+  ASSERT_TRUE(capture_awaited_);
+  auto acts = settle_capture(true);
+  EXPECT_THAT(acts, Contains(closes(leg::upstream)));
+  EXPECT_THAT(acts, Contains(client_reply("451 4.3.0 ")));
+  EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+}
+
+// ---------------------------------------------------------------- the message's end waits for the recorder
 
 TEST_F(RelayFsmTest, TheDotWaitsUntilTheCaptureSettles) {
   make(recorded_session());
@@ -646,28 +652,11 @@ TEST_F(RelayFsmTest, TheDotWaitsUntilTheCaptureSettles) {
   client("Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n");
   EXPECT_TRUE(capture_awaited_);
   EXPECT_THAT(up_, testing::EndsWith("body\r\n")) << "neither the dot nor what follows it goes before the capture settles";
-  fsm_->on_capture_settled(tick(), false);
-  take();
+  settle_capture(false);
   EXPECT_THAT(up_, testing::EndsWith("body\r\n.\r\nQUIT\r\n"));
   upstream("250 2.0.0 Ok: queued\r\n221 2.0.0 Bye\r\n");
   EXPECT_THAT(cl_, HasSubstr("250 2.0.0 Ok: queued\r\n221 2.0.0 Bye\r\n"));
   EXPECT_EQ(only_transaction().result, outcome::delivered);
-}
-
-TEST_F(RelayFsmTest, ACaptureThatFailedBeforeTheDotWasWrittenWithholdsIt) {
-  // The whole message and its dot came in one read; the recorder failed writing it (a full
-  // disk) after the machine had read the dot: the settle says so, and the dot never goes.
-  make(recorded_session());
-  open_data();
-  client("Subject: x\r\n\r\nbody\r\n.\r\n");
-  ASSERT_TRUE(capture_awaited_);
-  fsm_->on_capture_settled(tick(), true);
-  take();
-  EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
-  EXPECT_TRUE(closed_[leg::upstream]);
-  EXPECT_THAT(cl_, HasSubstr("451 4.3.0 "));
-  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
-  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
 }
 
 TEST_F(RelayFsmTest, UpstreamLostWhileTheDotAwaitsTheCaptureAnswers451) {
@@ -676,8 +665,7 @@ TEST_F(RelayFsmTest, UpstreamLostWhileTheDotAwaitsTheCaptureAnswers451) {
   client("Subject: x\r\n\r\nbody\r\n.\r\n");
   upstream_eof();
   EXPECT_THAT(cl_, Not(HasSubstr("421"))) << "the message's own reply comes once the capture settles";
-  fsm_->on_capture_settled(tick(), false);
-  take();
+  settle_capture(false);
   EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
   EXPECT_THAT(cl_, HasSubstr("451 4.4.2 "));
   EXPECT_EQ(only_transaction().result, outcome::tempfailed);
@@ -692,26 +680,10 @@ TEST_F(RelayFsmTest, TheLastBdatByteWaitsUntilTheCaptureSettles) {
   client("BDAT 5 LAST\r\nhello");
   EXPECT_TRUE(capture_awaited_);
   EXPECT_THAT(up_, testing::EndsWith("BDAT 5 LAST\r\nhell"));
-  fsm_->on_capture_settled(tick(), false);
-  take();
+  settle_capture(false);
   EXPECT_THAT(up_, testing::EndsWith("BDAT 5 LAST\r\nhello"));
   upstream("250 2.0.0 Ok: queued\r\n");
   EXPECT_EQ(only_transaction().result, outcome::delivered);
-}
-
-TEST_F(RelayFsmTest, TheLastBdatByteIsWithheldWhenTheCaptureFailedMeanwhile) {
-  make(recorded_session());
-  greet_and_ehlo();
-  client("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.org>\r\n");
-  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
-  client("BDAT 5 LAST\r\nhello");
-  ASSERT_TRUE(capture_awaited_);
-  fsm_->on_capture_settled(tick(), true);
-  take();
-  EXPECT_THAT(up_, testing::EndsWith("BDAT 5 LAST\r\nhell")) << "the message's last byte is never sent";
-  EXPECT_TRUE(closed_[leg::upstream]);
-  EXPECT_THAT(cl_, HasSubstr("451 4.3.0"));
-  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
 }
 
 TEST_F(RelayFsmTest, WithoutARecorderTheDotGoesAtOnce) {
@@ -1507,11 +1479,13 @@ TEST_F(RelayFsmTest, DrainDeadlineInsideTheMessageSays421AndRecordsWhatCame) {
 // ---------------------------------------------------------------- issue 14: BDAT LAST held like the dot
 
 TEST_F(RelayFsmTest, BdatLastIsWithheldWhenTheCaptureFailed) {
+  make(recorded_session());
   greet_and_ehlo();
   client("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.org>\r\n");
   upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
-  fsm_->on_capture_failed();
   client("BDAT 5 LAST\r\nhello");
+  ASSERT_TRUE(capture_awaited_);
+  settle_capture(true);
   EXPECT_THAT(up_, testing::EndsWith("BDAT 5 LAST\r\nhell")) << "the message's last byte is never sent";
   EXPECT_TRUE(closed_[leg::upstream]);
   EXPECT_THAT(cl_, HasSubstr("451 4.3.0"));
@@ -1521,11 +1495,13 @@ TEST_F(RelayFsmTest, BdatLastIsWithheldWhenTheCaptureFailed) {
 }
 
 TEST_F(RelayFsmTest, EmptyBdatLastIsWithheldWhenTheCaptureFailed) {
+  make(recorded_session());
   greet_and_ehlo();
   client("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.org>\r\nBDAT 4\r\nabcd");
   upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 chunk\r\n");
-  fsm_->on_capture_failed();
   client("BDAT 0 LAST\r\n");
+  ASSERT_TRUE(capture_awaited_);
+  settle_capture(true);
   EXPECT_EQ(up_.find("BDAT 0 LAST"), std::string::npos);
   EXPECT_THAT(cl_, HasSubstr("451 4.3.0"));
 }
