@@ -3,6 +3,10 @@
 
 #include <array>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace mailtap::protocol {
 namespace {
 constexpr std::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -27,6 +31,38 @@ constexpr std::array<char, 2 * 4096> make_pairs() {
 }
 constexpr auto pairs = make_pairs();
 
+#if defined(__x86_64__)
+// 12 input bytes to 16 characters per step with SSSE3 (W. Mula's and D. Lemire's method,
+// "Faster Base64 Encoding and Decoding Using AVX2 Instructions", ACM TOPS 2018): a shuffle
+// puts each 3-byte group's four 6-bit fields into their own bytes, two multiplies move them
+// into place, and a 16-entry shuffle table adds each field's offset into the alphabet.
+// Captures encode every relayed byte twice (both legs), so the scalar loop below was 40 % of
+// the relay's instructions for 100 KiB messages. Reads 16 bytes for the 12 it encodes: stops
+// while 16 remain. Returns how many input bytes it encoded (a multiple of 3).
+__attribute__((target("ssse3"))) std::size_t encode_ssse3(char* o, const unsigned char* in, std::size_t n) {
+  const __m128i group = _mm_set_epi8(10, 11, 9, 10, 7, 8, 6, 7, 4, 5, 3, 4, 1, 2, 0, 1);
+  const __m128i shift_lut = _mm_setr_epi8('a' - 26, '0' - 52, '0' - 52, '0' - 52, '0' - 52, '0' - 52, '0' - 52,
+                                          '0' - 52, '0' - 52, '0' - 52, '0' - 52, '+' - 62, '/' - 63, 'A', 0, 0);
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 12, o += 16) {
+    const __m128i v = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i)), group);
+    const __m128i hi = _mm_mulhi_epu16(_mm_and_si128(v, _mm_set1_epi32(0x0fc0fc00)), _mm_set1_epi32(0x04000040));
+    const __m128i lo = _mm_mullo_epi16(_mm_and_si128(v, _mm_set1_epi32(0x003f03f0)), _mm_set1_epi32(0x01000010));
+    const __m128i fields = _mm_or_si128(hi, lo);   // one 6-bit value per byte
+    // 0..25 -> 13 ('A'), 26..51 -> 0 ('a' - 26), 52..61 -> 1..10 ('0' - 52), 62 -> 11, 63 -> 12.
+    __m128i which = _mm_subs_epu8(fields, _mm_set1_epi8(51));
+    const __m128i upper = _mm_cmpgt_epi8(_mm_set1_epi8(26), fields);
+    which = _mm_or_si128(which, _mm_and_si128(upper, _mm_set1_epi8(13)));
+    const __m128i text = _mm_add_epi8(_mm_shuffle_epi8(shift_lut, which), fields);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(o), text);
+  }
+  return i;
+}
+
+// __builtin_cpu_init first: this initializer may run before libgcc's own.
+const bool has_ssse3 = (__builtin_cpu_init(), __builtin_cpu_supports("ssse3"));
+#endif
+
 }  // namespace
 
 void base64_encode_into(std::string& out, std::string_view in) {
@@ -35,6 +71,12 @@ void base64_encode_into(std::string& out, std::string_view in) {
   char* o = out.data() + start;
   const auto* bytes = reinterpret_cast<const unsigned char*>(in.data());
   std::size_t i = 0;
+#if defined(__x86_64__)
+  if (has_ssse3) {
+    i = encode_ssse3(o, bytes, in.size());
+    o += i / 3 * 4;
+  }
+#endif
   for (; i + 3 <= in.size(); i += 3) {
     const unsigned v = (unsigned{bytes[i]} << 16) | (unsigned{bytes[i + 1]} << 8) | bytes[i + 2];
     const char* hi = &pairs[2 * (v >> 12)];
