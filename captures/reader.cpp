@@ -6,12 +6,14 @@
 #include "protocol/base64.hpp"
 #include "protocol/limits.hpp"
 
+#include <algorithm>
 #include <array>
 #include <boost/json.hpp>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <string_view>
+#include <vector>
 
 namespace mailtap::captures {
 
@@ -99,7 +101,15 @@ void upgrade_v2_to_v3(json::object& rec) {
   }
 }
 
-constexpr std::array<upgrade_step, format_version - 1> upgrade_steps{upgrade_v1_to_v2, upgrade_v2_to_v3};
+// Version 4 adds the `bytes_ref` record (the relay's copy of the client's bytes, recorded by
+// reference); no version 3 record changes.
+void upgrade_v3_to_v4(json::object& rec) {
+  const json::value* type = rec.if_contains(field::type);
+  if (type && type->is_string() && type->get_string() == record::header) rec[field::version] = 4;
+}
+
+constexpr std::array<upgrade_step, format_version - 1> upgrade_steps{upgrade_v1_to_v2, upgrade_v2_to_v3,
+                                                                     upgrade_v3_to_v4};
 
 void upgrade(json::object& rec, int from_version) {
   for (int v = from_version; v < format_version; ++v)
@@ -284,8 +294,36 @@ std::string rebuild_raw(int code, const std::vector<std::string>& lines) {
   return raw;
 }
 
+// The client's incoming bytes as the records read so far hold them, for a bytes_ref
+// (FORMAT.md): where each client/in bytes record starts in that stream, and its event.
+struct client_in_stream {
+  std::vector<std::pair<std::uint64_t, std::size_t>> starts;   // stream offset, index in capture::events
+  std::uint64_t size = 0;
+
+  void add(const capture& c, std::size_t event_index) {
+    const auto& data = std::get<bytes_event>(c.events[event_index]).data;
+    if (data.empty()) return;
+    starts.emplace_back(size, event_index);
+    size += data.size();
+  }
+  // The `length` bytes at `at`, which the caller has checked lie within the stream.
+  std::string copy(const capture& c, std::uint64_t at, std::uint64_t length) const {
+    std::string out;
+    if (length == 0) return out;
+    out.reserve(static_cast<std::size_t>(length));
+    auto it = std::upper_bound(starts.begin(), starts.end(), at,
+                               [](std::uint64_t offset, const auto& start) { return offset < start.first; });
+    for (--it; out.size() < length; ++it) {
+      const auto& data = std::get<bytes_event>(c.events[it->second]).data;
+      const std::size_t skip = static_cast<std::size_t>(at > it->first ? at - it->first : 0);
+      out.append(data, skip, static_cast<std::size_t>(length) - out.size());
+    }
+    return out;
+  }
+};
+
 // Types one upgraded record into `c`. Returns the error, empty on success.
-std::string take_record(const json::object& o, std::string_view type, capture& c) {
+std::string take_record(const json::object& o, std::string_view type, capture& c, client_in_stream& client_in) {
   fields f(o, type);
   if (type == record::header) {
     capture_header& h = c.header;
@@ -306,6 +344,22 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     std::string b64 = f.str(field::b64);
     if (auto data = protocol::base64_decode(b64)) e.data = std::move(*data);
     else f.fail("field \"b64\" is not valid base64");
+    const bool from_client = e.leg == protocol::leg::client && e.dir == protocol::direction::in;
+    c.events.emplace_back(std::move(e));
+    if (from_client) client_in.add(c, c.events.size() - 1);
+  } else if (type == record::bytes_ref) {
+    bytes_event e;
+    e.t_us = f.u64(field::t_us);
+    e.leg = f.leg(field::leg);
+    e.dir = f.dir(field::dir);
+    const std::uint64_t at = f.u64(field::client_in_at);
+    const std::uint64_t length = f.u64(field::length);
+    if (!f.error().empty()) return f.error();
+    if (at > client_in.size || length > client_in.size - at)
+      f.fail(std::to_string(length) + " bytes at " + std::to_string(at) + " are past the client's " +
+             std::to_string(client_in.size) + " bytes recorded before it");
+    else
+      e.data = client_in.copy(c, at, length);
     c.events.emplace_back(std::move(e));
   } else if (type == record::command) {
     command_event e;
@@ -492,6 +546,7 @@ std::optional<capture> read(const std::filesystem::path& file, std::string& erro
 
   capture c;
   c.path = file;
+  client_in_stream client_in;
   bool have_header = false;
   int version = 0;
   std::size_t line_no = 0;
@@ -538,7 +593,7 @@ std::optional<capture> read(const std::filesystem::path& file, std::string& erro
     }
     if (c.end) return fail(quote_for_error(type) + " record after the end record");
     upgrade(o, version);
-    if (std::string why = take_record(o, type, c); !why.empty()) return fail(why);
+    if (std::string why = take_record(o, type, c, client_in); !why.empty()) return fail(why);
   }
   if (!have_header) {
     if (c.truncated_line) return fail("header record is cut (the writer stopped mid-line)");

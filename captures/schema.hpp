@@ -5,7 +5,8 @@
 // the writer writes and the reader requires is exactly records() below.
 // Bump format_version together with an upgrade step in reader.cpp whenever a record changes.
 // Version history (FORMAT.md "Version history"): 1 the first format; 2 adds `fault` records;
-// 3 adds the `blackholed` outcome and the relay's own upstream commands (`command` leg/dir).
+// 3 adds the `blackholed` outcome and the relay's own upstream commands (`command` leg/dir);
+// 4 adds `bytes_ref`, the relay's copy of the client's bytes recorded by reference.
 #pragma once
 #include <span>
 #include <string_view>
@@ -13,7 +14,7 @@
 namespace mailtap::captures {
 
 inline constexpr std::string_view format_name = "mailtap-capture";
-inline constexpr int format_version = 3;
+inline constexpr int format_version = 4;
 
 namespace schema {
 
@@ -21,6 +22,7 @@ namespace schema {
 namespace record {
 inline constexpr std::string_view header = "header";
 inline constexpr std::string_view bytes = "bytes";
+inline constexpr std::string_view bytes_ref = "bytes_ref";   // since version 4
 inline constexpr std::string_view command = "command";
 inline constexpr std::string_view reply = "reply";
 inline constexpr std::string_view tls = "tls";
@@ -51,6 +53,9 @@ inline constexpr std::string_view t_us = "t_us";
 inline constexpr std::string_view leg = "leg";
 inline constexpr std::string_view dir = "dir";
 inline constexpr std::string_view b64 = "b64";
+// bytes_ref: where its bytes lie in the client's incoming bytes, and how many
+inline constexpr std::string_view client_in_at = "client_in_at";
+inline constexpr std::string_view length = "length";
 inline constexpr std::string_view text = "text";
 inline constexpr std::string_view code = "code";
 inline constexpr std::string_view enhanced = "enhanced";
@@ -110,6 +115,7 @@ using namespace field;
 inline constexpr std::string_view header_fields[] = {format,     version,         session, seed,    client,  listen,
                                                      upstream,   started_at,      started_mono_us, relay, bare_eol};
 inline constexpr std::string_view bytes_fields[] = {t_us, leg, dir, b64};
+inline constexpr std::string_view bytes_ref_fields[] = {t_us, leg, dir, client_in_at, length};
 inline constexpr std::string_view command_fields[] = {t_us, leg, dir, text};
 inline constexpr std::string_view reply_fields[] = {t_us, leg, dir, code, enhanced, lines};
 inline constexpr std::string_view tls_fields[] = {t_us,     leg,      version,  cipher,       sni,         peer_subject,
@@ -127,6 +133,7 @@ inline constexpr std::string_view final_reply_fields[] = {code, enhanced, text};
 inline constexpr record_fields all[] = {
     {record::header, header_fields},
     {record::bytes, bytes_fields},
+    {record::bytes_ref, bytes_ref_fields},
     {record::command, command_fields},
     {record::reply, reply_fields},
     {record::tls, tls_fields, tls_optional},

@@ -57,6 +57,8 @@ namespace record = schema::record;
 // The records as the session reports them, serialized at once (views into its data).
 struct header_rec { const session_info& info; };
 struct bytes_rec { std::uint64_t t; protocol::leg l; protocol::direction d; std::string_view bytes; };
+// Bytes that repeat the client's incoming bytes at `at` (FORMAT.md `bytes_ref`).
+struct bytes_ref_rec { std::uint64_t t; protocol::leg l; protocol::direction d; std::uint64_t at; std::size_t length; };
 // A command or a note. A command is the client's (leg client, dir in) or, since format
 // version 3, the relay's own sent upstream (leg upstream, dir out).
 struct text_rec { std::uint64_t t; std::string_view type; std::string_view text; bool relay_command = false; };
@@ -242,6 +244,16 @@ void append_json_line(std::string& out, const bytes_rec& b) {
   j.word(field::leg, to_string(b.l));
   j.word(field::dir, to_string(b.d));
   j.base64(field::b64, b.bytes);
+}
+
+void append_json_line(std::string& out, const bytes_ref_rec& b) {
+  json_line j(out);
+  j.word(field::type, record::bytes_ref);
+  j(field::t_us, b.t);
+  j.word(field::leg, to_string(b.l));
+  j.word(field::dir, to_string(b.d));
+  j(field::client_in_at, b.at);
+  j(field::length, b.length);
 }
 
 void append_json_line(std::string& out, const header_rec& h) {
@@ -710,7 +722,16 @@ void session_capture::on_bytes(std::uint64_t t, protocol::leg l, protocol::direc
     ++store_.counters_.dropped_records;
     return;
   }
+  // The relay's copy of the client's bytes (a message's body, mostly) is recorded once: the
+  // upstream leg's record refers to the client's (FORMAT.md `bytes_ref`).
+  if (l == protocol::leg::upstream && d == protocol::direction::out && bytes.size() >= bytes_ref_min) {
+    if (auto at = client_in_.find(bytes)) {
+      record(128, [&](std::string& out) { append_json_line(out, bytes_ref_rec{t, l, d, *at, bytes.size()}); });
+      return;
+    }
+  }
   record(bytes.size() * 4 / 3 + 96, [&](std::string& out) { append_json_line(out, bytes_rec{t, l, d, bytes}); });
+  if (l == protocol::leg::client && d == protocol::direction::in) client_in_.recorded(bytes);
 }
 
 void session_capture::on_command(std::uint64_t t, std::string_view text) {

@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "captures/client_bytes_window.hpp"
 #include "captures/retention.hpp"
 #include "captures/schema.hpp"
 #include "protocol/observer.hpp"
@@ -208,6 +209,10 @@ class session_capture final : public protocol::session_observer {
   bool ended_ = false;
   std::uint64_t dropped_ = 0;
   std::unique_ptr<summary_builder> summary_;   // what the index will hold (store_options::index)
+  // The client's recorded bytes, for finding the relay's copies of them; a copy shorter than
+  // bytes_ref_min is recorded whole (its base64 is about as short as the reference).
+  client_bytes_window client_in_;
+  static constexpr std::size_t bytes_ref_min = 256;
 };
 
 }  // namespace mailtap::captures

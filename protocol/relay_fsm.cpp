@@ -535,6 +535,10 @@ void relay_fsm::take_data(std::uint64_t now) {
   std::string_view rest = in_.unparsed();
   forward.reserve(rest.size());   // about what came (a normalized bare line end adds a byte): one allocation
   in_.advance(framer_->feed(rest, forward));
+  const bool dot_split = framer_->ended() && in_.dot_was_split();
+  // The client's bytes are recorded before the relay's copy of them: the capture then
+  // records that copy by reference to them (captures/FORMAT.md `bytes_ref`).
+  record_consumed_client_input(now);
   if (auto* t = txns_.open()) t->headers.feed(forward);
   if (!forward.empty() && !data_failure_ && !faults_.absorbing()) out_.send_owned(leg::upstream, std::move(forward), now);
   if (framer_->fault() != data_fault::none && !data_failure_) {
@@ -544,7 +548,7 @@ void relay_fsm::take_data(std::uint64_t now) {
     out_.close(leg::upstream);   // the only way out of DATA that delivers nothing
   }
   if (framer_->ended()) {
-    if (faults_.withholds_split_dot(in_.dot_was_split())) return faults_.withhold_split_dot(now);
+    if (faults_.withholds_split_dot(dot_split)) return faults_.withhold_split_dot(now);
     end_of_data(now);
   }
 }

@@ -24,7 +24,12 @@ Environment:
                    an admin token exported for the CLI would make every admin request want it
   MAILTAP_MEMORY_SCALE  a factor (default 1) for every memory bound a test asserts
                    (memory_bound_kib): scripts/test --sanitize and --tsan set it, since a
-                   sanitizer's shadow memory and quarantine multiply what the relay holds
+                   sanitizer's shadow memory multiplies what the relay holds
+  MAILTAP_MEMORY_SLACK_KIB  KiB added to every such bound (default 0): under AddressSanitizer
+                   the freed-block quarantine (ASAN_OPTIONS quarantine_size_mb) keeps that much
+                   freed memory resident whatever the relay buffers
+  MAILTAP_TIME_SCALE  a factor (default 1) for start-up waits and timing tolerances (scaled):
+                   a relay under a sanitizer starts and answers several times slower
 """
 
 import base64
@@ -179,10 +184,20 @@ def read_vmrss_kib(pid):
 
 
 def memory_bound_kib(kib):
-    """A memory bound of `kib` as a test asserts it: unchanged in a normal run, multiplied by
-    MAILTAP_MEMORY_SCALE under a sanitizer (scripts/test), whose shadow memory and freed-block
-    quarantine grow the relay's resident size by a factor, not by what it buffers."""
-    return int(kib * float(os.environ.get("MAILTAP_MEMORY_SCALE", "1")))
+    """A memory bound of `kib` as a test asserts it: unchanged in a normal run. Under a
+    sanitizer (scripts/test) it is multiplied by MAILTAP_MEMORY_SCALE, for the shadow memory
+    that grows the relay's resident size by a factor, and MAILTAP_MEMORY_SLACK_KIB is added,
+    for the freed blocks AddressSanitizer keeps resident in its quarantine."""
+    return int(kib * float(os.environ.get("MAILTAP_MEMORY_SCALE", "1"))
+               + float(os.environ.get("MAILTAP_MEMORY_SLACK_KIB", "0")))
+
+
+def scaled(seconds):
+    """A start-up wait or a timing tolerance of `seconds` as a test uses it: unchanged in a
+    normal run, multiplied by MAILTAP_TIME_SCALE under a sanitizer (scripts/test), where the
+    relay starts and answers several times slower. Not for the delays a test asserts: those
+    are what mailtap was asked for, whatever it runs under."""
+    return seconds * float(os.environ.get("MAILTAP_TIME_SCALE", "1"))
 
 
 def cpu_seconds(pid):
@@ -392,8 +407,26 @@ class Capture:
         return [r["text"] for r in self.of_type("note")]
 
     def bytes_of(self, leg, direction):
-        return b"".join(base64.b64decode(r["b64"]) for r in self.records
-                        if r.get("type") == "bytes" and r["leg"] == leg and r["dir"] == direction)
+        """Every byte recorded for one leg and direction, in order. A `bytes_ref` (format 4,
+        captures/FORMAT.md: the relay's copy of the client's bytes) is resolved against the
+        client's incoming bytes recorded before it."""
+        client_in, out = bytearray(), []
+        for r in self.records:
+            kind = r.get("type")
+            if kind == "bytes":
+                data = base64.b64decode(r["b64"])
+                if r["leg"] == "client" and r["dir"] == "in":
+                    client_in += data
+            elif kind == "bytes_ref":
+                at, length = r["client_in_at"], r["length"]
+                if at + length > len(client_in):
+                    raise AssertionError("bytes_ref past the client's bytes: %r" % r)
+                data = bytes(client_in[at:at + length])
+            else:
+                continue
+            if r["leg"] == leg and r["dir"] == direction:
+                out.append(data)
+        return b"".join(out)
 
     def client_replies(self):
         return parse_replies(self.bytes_of("client", "out"))
@@ -467,7 +500,7 @@ def wait_for_captures(directory, count, timeout=30.0, pid=None):
 
 def run_mailtap(args, timeout=30.0, **kw):
     return subprocess.run([mailtap_bin()] + list(args), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, timeout=timeout, **kw)
+                          stderr=subprocess.PIPE, timeout=scaled(timeout), **kw)
 
 
 def show_json(path, timeout=60.0):
@@ -574,7 +607,7 @@ class Mailtap(Process):
     --listen-tls in `args`, tls_port is the implicit TLS listener's port (else None)."""
 
     def __init__(self, workdir, upstream="builtin", captures=None, args=(), name="mailtap",
-                 ready_timeout=20.0, umask=-1, env=None, minimal=False):
+                 ready_timeout=None, umask=-1, env=None, minimal=False):
         self.captures = captures or os.path.join(workdir, name + "-captures")
         extra = shlex.split(os.environ.get("MAILTAP_EXTRA_ARGS", ""))
         # The admin API on a free port of its own, so that relays started side by side never
@@ -591,7 +624,7 @@ class Mailtap(Process):
             # An admin token exported for the CLI clients would make every relay here want it.
             env = {k: v for k, v in os.environ.items() if k not in ("MAILTAP_ADMIN_TOKEN", "MAILTAP_ADMIN_TOKEN_FILE")}
         super().__init__(argv, workdir, name, stdout=subprocess.PIPE, umask=umask, env=env)
-        line = self._ready_line(ready_timeout)
+        line = self._ready_line(scaled(ready_timeout or 20.0))
         self.tls_port = None
         m = READY_RE.match(line)
         if m:

@@ -50,6 +50,9 @@ session_info info_at(std::chrono::system_clock::time_point started_at) {
 // 2020-01-01T00:00:00Z.
 const auto new_year_2020 = std::chrono::system_clock::time_point(std::chrono::seconds(1'577'836'800));
 
+// Long enough to be recorded by reference when the relay copies it upstream.
+const std::string body_of_copy = "DATA\r\n" + std::string(400, 'b') + "\r\n.\r\n";
+
 // One record of every type, with values that differ from the defaults.
 fs::path write_every_record(const fs::path& dir) {
   std::string error;
@@ -71,6 +74,9 @@ fs::path write_every_record(const fs::path& dir) {
   cap->on_tls(15, protocol::leg::client, tls);   // the client leg has no `verification`
   cap->on_note(16, "a note");
   cap->on_fault(17, protocol::fault_event{"grey", "greylist", "reply", protocol::phase::rcpt, 5, 6, "451 4.7.1 later"});
+  // A message body, and the relay's copy of it upstream: recorded as a bytes_ref to it.
+  cap->on_bytes(18, protocol::leg::client, protocol::direction::in, body_of_copy);
+  cap->on_bytes(19, protocol::leg::upstream, protocol::direction::out, body_of_copy.substr(6));
   cap->on_stage(protocol::stage_record{protocol::phase::mail, 20, 30, 10, 4, 5});
   protocol::transaction_record t;
   t.mail_from = "a@x";
@@ -141,7 +147,7 @@ TEST(CaptureSchema, EveryValueSurvivesTheRoundTrip) {
   EXPECT_EQ(c->header.started_mono_us, 123u);
   EXPECT_EQ(c->header.relay.rfind("mailtap ", 0), 0u);
   EXPECT_EQ(c->header.bare_eol, "normalize");
-  ASSERT_EQ(c->events.size(), 8u);
+  ASSERT_EQ(c->events.size(), 10u);
   const auto& b = std::get<bytes_event>(c->events[0]);
   EXPECT_EQ(b.data, std::string("EHLO x\r\n\0\xff", 10));
   EXPECT_EQ(std::get<command_event>(c->events[1]).leg, protocol::leg::client);
@@ -161,6 +167,11 @@ TEST(CaptureSchema, EveryValueSurvivesTheRoundTrip) {
   EXPECT_EQ(f.fault.rule, "grey");
   EXPECT_EQ(f.fault.planned_delay_us, 5u);
   EXPECT_EQ(f.fault.actual_delay_us, 6u);
+  const auto& copy = std::get<bytes_event>(c->events[9]);
+  EXPECT_EQ(copy.t_us, 19u);
+  EXPECT_EQ(copy.leg, protocol::leg::upstream);
+  EXPECT_EQ(copy.dir, protocol::direction::out);
+  EXPECT_EQ(copy.data, body_of_copy.substr(6));
   ASSERT_EQ(c->stages.size(), 1u);
   EXPECT_EQ(c->stages[0].ph, protocol::phase::mail);
   EXPECT_EQ(c->stages[0].relay_us, 30u - 10u - 5u);

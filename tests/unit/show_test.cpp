@@ -3,12 +3,14 @@
 //
 // Golden files: tests/golden/show_basic.{txt,json} are the exact expected output for
 // tests/golden/show_basic.jsonl (a format version 1 capture, kept as it was written),
-// show_faults.{txt,json} for show_faults.jsonl (version 2, with fault records), and
+// show_faults.{txt,json} for show_faults.jsonl (version 2, with fault records),
 // show_records.{txt,json} for show_records.jsonl (version 3: an SMTPS client, the relay's own
-// upstream EHLO and STARTTLS, handshakes on both legs, a blackholed message). After an
+// upstream EHLO and STARTTLS, handshakes on both legs, a blackholed message), and
+// show_copies.{txt,json} for show_copies.jsonl (version 4: the relay's copy as a bytes_ref). After an
 // intended change of layout, regenerate them with
 //   MAILTAP_UPDATE_GOLDEN=1 ./build/tests/unit/mailtap_capture_tests
 // and review the diff before committing.
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -125,6 +127,36 @@ TEST(CaptureShow, GoldenRecordsText) {
 TEST(CaptureShow, GoldenRecordsJson) {
   capture c = load(golden_dir / "show_records.jsonl");
   expect_golden(render_json(c) + "\n", "show_records.json");
+}
+
+// Version 4: the relay's copy of the message upstream is a bytes_ref (recorded by mailtap
+// with swaks as the client and the built-in sink); show prints it as the bytes it refers to.
+TEST(CaptureShow, GoldenCopiesText) {
+  capture c = load(golden_dir / "show_copies.jsonl");
+  expect_golden(render_text(c), "show_copies.txt");
+}
+
+TEST(CaptureShow, GoldenCopiesJson) {
+  capture c = load(golden_dir / "show_copies.jsonl");
+  expect_golden(render_json(c) + "\n", "show_copies.json");
+}
+
+TEST(CaptureReader, TheRelaysCopyReadsAsTheClientsMessage) {
+  capture c = load(golden_dir / "show_copies.jsonl");
+  EXPECT_EQ(c.header.version, 4);
+  std::string client_in, upstream_out;
+  for (const auto& e : c.events)
+    if (const auto* b = std::get_if<bytes_event>(&e)) {
+      if (b->leg == mailtap::protocol::leg::client && b->dir == mailtap::protocol::direction::in) client_in += b->data;
+      if (b->leg == mailtap::protocol::leg::upstream && b->dir == mailtap::protocol::direction::out) upstream_out += b->data;
+    }
+  // The message as the client sent it (from its Subject to the dot) went upstream unchanged.
+  const auto body = client_in.find("Subject: v4");
+  const auto dot = client_in.find("\r\n.\r\n", body);
+  ASSERT_NE(body, std::string::npos);
+  ASSERT_NE(dot, std::string::npos);
+  EXPECT_NE(upstream_out.find(client_in.substr(body, dot + 5 - body)), std::string::npos);
+  EXPECT_EQ(std::count(upstream_out.begin(), upstream_out.end(), '.'), std::count(client_in.begin(), client_in.end(), '.'));
 }
 
 TEST(CaptureReader, BasicModel) {

@@ -1,0 +1,54 @@
+// The client's recorded bytes, kept for finding the relay's copies of them (see the header).
+#include "captures/client_bytes_window.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace mailtap::captures {
+namespace {
+// How much of a copy's start is searched for when it is not where the last one ended; the
+// rest is then compared. memmem (two-way) keeps the search linear whatever the bytes are.
+constexpr std::size_t probe_size = 64;
+// A window this large that the copies have left behind is freed rather than kept.
+constexpr std::size_t spare_capacity_max = 64 * 1024;
+}  // namespace
+
+void client_bytes_window::recorded(std::string_view bytes) {
+  // What the copies have passed is not looked at again.
+  if (cursor_ > kept_at_) {
+    const std::size_t passed = static_cast<std::size_t>(std::min<std::uint64_t>(cursor_ - kept_at_, kept_.size()));
+    kept_.erase(0, passed);
+    kept_at_ += passed;
+  }
+  kept_.append(bytes);
+  if (kept_.size() > kept_max) {
+    const std::size_t drop = kept_.size() - kept_max / 2;
+    kept_.erase(0, drop);
+    kept_at_ += drop;
+  }
+}
+
+std::optional<std::uint64_t> client_bytes_window::find(std::string_view bytes) {
+  if (bytes.empty()) return std::nullopt;
+  const std::size_t from =
+      cursor_ > kept_at_ ? static_cast<std::size_t>(std::min<std::uint64_t>(cursor_ - kept_at_, kept_.size())) : 0;
+  const std::string_view rest = std::string_view(kept_).substr(from);
+  std::size_t pos = 0;
+  if (rest.substr(0, bytes.size()) != bytes) {
+    const std::size_t probe = std::min(bytes.size(), probe_size);
+    const void* hit = ::memmem(rest.data(), rest.size(), bytes.data(), probe);
+    if (!hit) return std::nullopt;
+    pos = static_cast<std::size_t>(static_cast<const char*>(hit) - rest.data());
+    if (rest.substr(pos, bytes.size()) != bytes) return std::nullopt;
+  }
+  const std::uint64_t at = kept_at_ + from + pos;
+  cursor_ = at + bytes.size();
+  if (cursor_ == kept_at_ + kept_.size()) {   // every kept byte passed: let them go now
+    kept_at_ = cursor_;
+    if (kept_.capacity() > spare_capacity_max) kept_ = std::string();
+    else kept_.clear();
+  }
+  return at;
+}
+
+}  // namespace mailtap::captures
