@@ -13,7 +13,7 @@ import socket
 import unittest
 
 import test_tls
-from harness import LOOPBACK, IntegrationTest, run_mailtap, show_json
+from harness import LOOPBACK, IntegrationTest, dot_unstuff, run_mailtap, show_json
 from tls_upstream import PASSWORD, USER
 
 FROM = "sender@example.test"
@@ -145,3 +145,57 @@ class Records(IntegrationTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RecordedOnce(IntegrationTest):
+    """Capture format 4 (captures/FORMAT.md `bytes_ref`): the relay's copy of a message is
+    recorded by reference to the client's bytes, so a capture holds the body's base64 once;
+    a copy the relay changed (normalized line endings) is recorded whole, as it was sent."""
+
+    def send_message(self, port, wire):
+        c = self.greeted_client(port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(wire)
+        self.assertReply(c.reply(60), 250)
+        self.quit(c)
+
+    def test_the_body_is_recorded_once_and_reads_back_whole(self):
+        rec = self.start_recorder()
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, rec.port))
+        # 300 KiB of lines, some dot-stuffed: the relay forwards them as they came.
+        lines = [(b"." if i % 7 == 0 else b"") + (b"line %06d " % i) + b"x" * 60 for i in range(4400)]
+        body = b"Subject: once\r\nMessage-ID: <once@example.test>\r\n\r\n" + b"\r\n".join(lines) + b"\r\n"
+        self.send_message(mailtap.port, body + b".\r\n")
+        (stored,) = rec.wait_for(1)
+        self.assertEqual(stored["data"], dot_unstuff(body))
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        sent_upstream = cap.bytes_of("upstream", "out")
+        self.assertIn(body + b".\r\n", sent_upstream, "the upstream copy reads back as the client's bytes")
+        refs = cap.of_type("bytes_ref")
+        self.assertTrue(refs, "no bytes_ref: the body was recorded twice")
+        self.assertGreaterEqual(sum(r["length"] for r in refs), len(body))
+        size = os.path.getsize(cap.path)
+        self.assertLess(size, 1.6 * len(body), "capture of %d bytes for a %d-byte body" % (size, len(body)))
+        # `mailtap show` reads the references back as bytes of their own leg.
+        shown = show_json(cap.path)
+        self.assertEqual(sum(e["size"] for e in shown["events"]
+                             if e["kind"] == "bytes" and e["leg"] == "upstream" and e["dir"] == "out"),
+                         len(sent_upstream))
+
+    def test_a_normalized_copy_is_recorded_as_sent(self):
+        rec = self.start_recorder()
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, rec.port),
+                                     args=["--bare-line-endings", "normalize"])
+        body = b"Subject: unix\r\n\r\n" + b"".join(b"unix line %04d\n" % i for i in range(200))
+        self.send_message(mailtap.port, body + b"\r\n.\r\n")
+        (stored,) = rec.wait_for(1)
+        self.assertEqual(stored["data"], body.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n") + b"\r\n")
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        sent_upstream = cap.bytes_of("upstream", "out")
+        self.assertIn(body.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n"), sent_upstream)
+        self.assertNotIn(b"unix line 0001\n", sent_upstream.replace(b"\r\n", b""),
+                         "a bare LF recorded as sent upstream")
