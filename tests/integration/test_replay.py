@@ -25,14 +25,14 @@ import unittest
 import xml.etree.ElementTree as ET
 
 from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, SMTP_SOURCE, Process, SwaksTranscript,
-                     free_port, mailtap_bin, parse_replies, run_mailtap, wait_until)
+                     free_port, mailtap_bin, parse_replies, run_mailtap, scaled, wait_until)
 
 TO = "a@example.com"
 READY_RE = re.compile(r"^mailtap replay: listening on 127\.0\.0\.1:(\d+), replaying (.+) \((\d+) steps\)$")
 # swaks --show-time-lapse: "=== response in 0.299s" before each reply it times.
 LAPSE_RE = re.compile(r"^=== response in (\d+\.\d+)s$")
 # What the test allows between a recorded delay and the one the replay plays.
-DELAY_TOLERANCE_S = 0.010
+DELAY_TOLERANCE_S = scaled(0.010)
 
 
 class ReplayServer(Process):
@@ -42,7 +42,7 @@ class ReplayServer(Process):
         argv = [mailtap_bin(), "replay", "server", capture, "--listen", "%s:0" % LOOPBACK, *args]
         super().__init__(argv, workdir, name, stdout=subprocess.PIPE, env=env)
         fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + scaled(20)
         data = b""
         while b"\n" not in data:
             if time.monotonic() >= deadline:
