@@ -13,8 +13,9 @@ namespace mailtap::captures {
 class client_bytes_window {
  public:
   // Bytes not yet passed by a copy are kept up to this much; older ones are let go (a copy
-  // of them is then recorded whole).
-  static constexpr std::size_t kept_max = 1024 * 1024;
+  // of them is then recorded whole). A read is at most 64 KiB and its copy is sent as it is
+  // parsed, so this only bounds what copies that differ (normalized, edited) leave behind.
+  static constexpr std::size_t kept_max = 256 * 1024;
 
   // The client's incoming bytes just recorded, in record order: the stream a `bytes_ref`
   // offset counts in is exactly these bytes, concatenated.
