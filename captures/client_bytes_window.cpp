@@ -9,8 +9,9 @@ namespace {
 // How much of a copy's start is searched for when it is not where the last one ended; the
 // rest is then compared. memmem (two-way) keeps the search linear whatever the bytes are.
 constexpr std::size_t probe_size = 64;
-// A window this large that the copies have left behind is freed rather than kept.
-constexpr std::size_t spare_capacity_max = 64 * 1024;
+// After a copy, what is left of the kept bytes (a message's ".\r\n", pipelined commands) up
+// to this much is moved out of the buffer that held the message, which is freed.
+constexpr std::size_t left_after_copy_max = 4 * 1024;
 }  // namespace
 
 void client_bytes_window::recorded(std::string_view bytes) {
@@ -28,6 +29,12 @@ void client_bytes_window::recorded(std::string_view bytes) {
   }
 }
 
+void client_bytes_window::let_go() {
+  kept_at_ += kept_.size();
+  cursor_ = std::max(cursor_, kept_at_);
+  std::string().swap(kept_);
+}
+
 std::optional<std::uint64_t> client_bytes_window::find(std::string_view bytes) {
   if (bytes.empty()) return std::nullopt;
   const std::size_t from =
@@ -43,10 +50,13 @@ std::optional<std::uint64_t> client_bytes_window::find(std::string_view bytes) {
   }
   const std::uint64_t at = kept_at_ + from + pos;
   cursor_ = at + bytes.size();
-  if (cursor_ == kept_at_ + kept_.size()) {   // every kept byte passed: let them go now
+  // What is left after the copy (a message's ".\r\n", pipelined commands) is kept without
+  // the large buffer that held the message.
+  const std::size_t passed = static_cast<std::size_t>(cursor_ - kept_at_);
+  if (kept_.size() - passed <= left_after_copy_max) {
+    std::string left(kept_, passed);
+    kept_.swap(left);   // swap, not assign: assigning a short string keeps the large buffer
     kept_at_ = cursor_;
-    if (kept_.capacity() > spare_capacity_max) kept_ = std::string();
-    else kept_.clear();
   }
   return at;
 }

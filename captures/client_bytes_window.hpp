@@ -13,8 +13,9 @@ namespace mailtap::captures {
 class client_bytes_window {
  public:
   // Bytes not yet passed by a copy are kept up to this much; older ones are let go (a copy
-  // of them is then recorded whole). A read is at most 64 KiB and its copy is sent as it is
-  // parsed, so this only bounds what copies that differ (normalized, edited) leave behind.
+  // of them is then recorded whole). A read is at most 64 KiB and its copy (DATA or BDAT) is
+  // sent as it is parsed, so this only bounds what copies that differ (normalized, edited)
+  // leave behind within a message; let_go frees the rest when a transaction ends.
   static constexpr std::size_t kept_max = 256 * 1024;
 
   // The client's incoming bytes just recorded, in record order: the stream a `bytes_ref`
@@ -26,7 +27,12 @@ class client_bytes_window {
   // are not there (edited, normalized, or no longer kept).
   std::optional<std::uint64_t> find(std::string_view bytes);
 
+  // Nothing kept so far will be copied again (a transaction has ended): let it all go, so a
+  // session idle after a message holds none of it.
+  void let_go();
+
   std::size_t kept() const { return kept_.size(); }
+  std::size_t kept_capacity() const { return kept_.capacity(); }
 
  private:
   std::string kept_;

@@ -299,6 +299,10 @@ std::string rebuild_raw(int code, const std::vector<std::string>& lines) {
 struct client_in_stream {
   std::vector<std::pair<std::uint64_t, std::size_t>> starts;   // stream offset, index in capture::events
   std::uint64_t size = 0;
+  // Where the last bytes_ref ended: the writer's copies follow one another through the
+  // stream, so a file whose references overlap or go back was not written by mailtap (and
+  // could otherwise make a small file expand without bound).
+  std::uint64_t copied_to = 0;
 
   void add(const capture& c, std::size_t event_index) {
     const auto& data = std::get<bytes_event>(c.events[event_index]).data;
@@ -355,11 +359,16 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     const std::uint64_t at = f.u64(field::client_in_at);
     const std::uint64_t length = f.u64(field::length);
     if (!f.error().empty()) return f.error();
-    if (at > client_in.size || length > client_in.size - at)
+    if (at > client_in.size || length > client_in.size - at) {
       f.fail(std::to_string(length) + " bytes at " + std::to_string(at) + " are past the client's " +
              std::to_string(client_in.size) + " bytes recorded before it");
-    else
+    } else if (at < client_in.copied_to) {
+      f.fail("bytes at " + std::to_string(at) + " go back before the end of the previous copy (" +
+             std::to_string(client_in.copied_to) + ")");
+    } else {
       e.data = client_in.copy(c, at, length);
+      client_in.copied_to = at + length;
+    }
     c.events.emplace_back(std::move(e));
   } else if (type == record::command) {
     command_event e;

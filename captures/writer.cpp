@@ -717,11 +717,6 @@ void session_capture::record(std::size_t size_hint, Append&& append) {
 }
 
 void session_capture::on_bytes(std::uint64_t t, protocol::leg l, protocol::direction d, std::string_view bytes) {
-  if (store_.buffered_bytes_.load(std::memory_order_relaxed) + bytes.size() > buffered_bytes_cap) {
-    ++dropped_;
-    ++store_.counters_.dropped_records;
-    return;
-  }
   // The relay's copy of the client's bytes (a message's body, mostly) is recorded once: the
   // upstream leg's record refers to the client's (FORMAT.md `bytes_ref`).
   if (l == protocol::leg::upstream && d == protocol::direction::out && bytes.size() >= bytes_ref_min) {
@@ -729,6 +724,11 @@ void session_capture::on_bytes(std::uint64_t t, protocol::leg l, protocol::direc
       record(128, [&](std::string& out) { append_json_line(out, bytes_ref_rec{t, l, d, *at, bytes.size()}); });
       return;
     }
+  }
+  if (store_.buffered_bytes_.load(std::memory_order_relaxed) + bytes.size() > buffered_bytes_cap) {
+    ++dropped_;
+    ++store_.counters_.dropped_records;
+    return;
   }
   record(bytes.size() * 4 / 3 + 96, [&](std::string& out) { append_json_line(out, bytes_rec{t, l, d, bytes}); });
   if (l == protocol::leg::client && d == protocol::direction::in) client_in_.recorded(bytes);
@@ -761,6 +761,7 @@ void session_capture::on_stage(const protocol::stage_record& s) {
 }
 
 void session_capture::on_transaction(const protocol::transaction_record& t) {
+  client_in_.let_go();   // its message's copies are recorded
   if (summary_) {
     indexed_transaction it{t.mail_from, t.rcpt_to, t.rcpt_codes, t.message_id.value_or(""),
                            std::string(to_string(t.result)), 0, ""};

@@ -653,17 +653,20 @@ void relay_fsm::forward_end_of_data(std::uint64_t now, std::uint64_t txn) {
 void relay_fsm::take_bdat_payload(std::uint64_t now) {
   std::string_view rest = in_.unparsed();
   std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(bdat_remaining_, rest.size()));
-  std::string_view chunk = rest.substr(0, n);
+  // Owned: the client's bytes are recorded before the relay's copy of them (as in take_data),
+  // and recording lets go of the input buffer `rest` views.
+  std::string chunk(rest.substr(0, n));
   in_.advance(n);
+  record_consumed_client_input(now);
   bdat_remaining_ -= n;
   transaction* t = txns_.newest();   // BDAT LAST sealed it: the payload still belongs to it
   if (t) t->headers.feed(chunk);
   if (!out_.closed(leg::upstream) && n > 0 && !discard_payload_) {
     if (bdat_last_ && bdat_remaining_ == 0) {   // the message's last byte waits (end_of_bdat_message)
-      withheld_bdat_.assign(chunk.substr(chunk.size() - 1));
-      chunk.remove_suffix(1);
+      withheld_bdat_.assign(chunk, chunk.size() - 1);
+      chunk.pop_back();
     }
-    out_.send(leg::upstream, chunk, now);
+    out_.send_owned(leg::upstream, std::move(chunk), now);
   }
   if (bdat_remaining_ == 0) {
     mode_ = client_mode::command;

@@ -199,3 +199,22 @@ class RecordedOnce(IntegrationTest):
         self.assertIn(body.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n"), sent_upstream)
         self.assertNotIn(b"unix line 0001\n", sent_upstream.replace(b"\r\n", b""),
                          "a bare LF recorded as sent upstream")
+
+    def test_a_bdat_body_is_recorded_once(self):
+        mailtap = self.start_mailtap()    # the built-in sink takes BDAT (CHUNKING)
+        payload = b"Subject: chunks\r\n\r\n" + b"".join(b"bdat line %05d %s\r\n" % (i, b"y" * 50)
+                                                          for i in range(3000))
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        half = len(payload) // 2
+        c.send(b"BDAT %d\r\n" % half + payload[:half])
+        self.assertReply(c.reply(60), 250)
+        c.send(b"BDAT %d LAST\r\n" % (len(payload) - half) + payload[half:])
+        self.assertReply(c.reply(60), 250)
+        self.quit(c)
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertIn(payload, cap.bytes_of("upstream", "out").replace(b"BDAT %d LAST\r\n" % (len(payload) - half), b""))
+        self.assertTrue(cap.of_type("bytes_ref"), "no bytes_ref: the BDAT payload was recorded twice")
+        self.assertLess(os.path.getsize(cap.path), 1.6 * len(payload))

@@ -57,6 +57,26 @@ TEST(ClientBytesWindow, KeepsAtMostItsBound) {
   EXPECT_NE(w.find(recent), std::nullopt) << "the newest bytes are still kept";
 }
 
+TEST(ClientBytesWindow, LetGoFreesWhatIsKeptAndOffsetsGoOn) {
+  client_bytes_window w;
+  w.recorded(commands + body('f', 100'000));   // never copied: normalized, say
+  EXPECT_GT(w.kept_capacity(), 100'000u);
+  w.let_go();   // the transaction ended
+  EXPECT_EQ(w.kept(), 0u);
+  EXPECT_EQ(w.kept_capacity(), std::string().capacity()) << "an idle session holds none of it";
+  w.recorded(body('g'));
+  EXPECT_EQ(w.find(body('g')), commands.size() + body('f', 100'000).size());
+}
+
+TEST(ClientBytesWindow, TheMessagesBufferGoesWithItsCopy) {
+  client_bytes_window w;
+  const std::string b = body('h', 200'000);
+  w.recorded(commands + b + ".\r\n");
+  EXPECT_EQ(w.find(b), commands.size());
+  EXPECT_EQ(w.kept(), 3u) << "only the dot line is left";
+  EXPECT_LT(w.kept_capacity(), 64u * 1024) << "without the buffer that held the message";
+}
+
 // ---------------------------------------------------------------- the reader
 
 std::string header() {
@@ -104,6 +124,16 @@ TEST(CaptureBytesRef, PastTheClientsBytesIsAnErrorNamingTheLine) {
   const auto huge = write(dir, header() + bytes_line("client", "in", "0123456789") + ref_line(18446744073709551615u, 2));
   EXPECT_FALSE(read_capture(huge, error));
   EXPECT_NE(error.find("are past the client's 10 bytes"), std::string::npos) << error;
+}
+
+TEST(CaptureBytesRef, ACopyThatGoesBackIsRefused) {
+  // mailtap's copies follow one another through the client's bytes; overlapping ones would let
+  // a small file expand without bound.
+  scratch_dir dir;
+  const auto p = write(dir, header() + bytes_line("client", "in", "0123456789") + ref_line(0, 8) + ref_line(4, 4));
+  std::string error;
+  EXPECT_FALSE(read_capture(p, error));
+  EXPECT_EQ(error, p.string() + ":4: bytes_ref record: bytes at 4 go back before the end of the previous copy (8)");
 }
 
 }  // namespace
