@@ -14,13 +14,15 @@ constexpr std::size_t probe_size = 64;
 constexpr std::size_t left_after_copy_max = 4 * 1024;
 }  // namespace
 
+std::size_t client_bytes_window::passed() const {
+  return cursor_ > kept_at_ ? static_cast<std::size_t>(std::min<std::uint64_t>(cursor_ - kept_at_, kept_.size())) : 0;
+}
+
 void client_bytes_window::recorded(std::string_view bytes) {
   // What the copies have passed is not looked at again.
-  if (cursor_ > kept_at_) {
-    const std::size_t passed = static_cast<std::size_t>(std::min<std::uint64_t>(cursor_ - kept_at_, kept_.size()));
-    kept_.erase(0, passed);
-    kept_at_ += passed;
-  }
+  const std::size_t gone = passed();
+  kept_.erase(0, gone);
+  kept_at_ += gone;
   kept_.append(bytes);
   if (kept_.size() > kept_max) {
     const std::size_t drop = kept_.size() - kept_max / 2;
@@ -37,8 +39,7 @@ void client_bytes_window::let_go() {
 
 std::optional<std::uint64_t> client_bytes_window::find(std::string_view bytes) {
   if (bytes.empty()) return std::nullopt;
-  const std::size_t from =
-      cursor_ > kept_at_ ? static_cast<std::size_t>(std::min<std::uint64_t>(cursor_ - kept_at_, kept_.size())) : 0;
+  const std::size_t from = passed();
   const std::string_view rest = std::string_view(kept_).substr(from);
   std::size_t pos = 0;
   if (rest.substr(0, bytes.size()) != bytes) {
@@ -52,9 +53,9 @@ std::optional<std::uint64_t> client_bytes_window::find(std::string_view bytes) {
   cursor_ = at + bytes.size();
   // What is left after the copy (a message's ".\r\n", pipelined commands) is kept without
   // the large buffer that held the message.
-  const std::size_t passed = static_cast<std::size_t>(cursor_ - kept_at_);
-  if (kept_.size() - passed <= left_after_copy_max) {
-    std::string left(kept_, passed);
+  const std::size_t copied_to = passed();
+  if (kept_.size() - copied_to <= left_after_copy_max) {
+    std::string left(kept_, copied_to);
     kept_.swap(left);   // swap, not assign: assigning a short string keeps the large buffer
     kept_at_ = cursor_;
   }

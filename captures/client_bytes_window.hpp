@@ -35,6 +35,9 @@ class client_bytes_window {
   std::size_t kept_capacity() const { return kept_.capacity(); }
 
  private:
+  // How many of the kept bytes lie before where the last copy ended.
+  std::size_t passed() const;
+
   std::string kept_;
   std::uint64_t kept_at_ = 0;   // stream offset of kept_[0]
   std::uint64_t cursor_ = 0;    // stream offset where the last copy found ended
