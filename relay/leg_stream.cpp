@@ -120,6 +120,17 @@ asio::awaitable<boost::system::error_code> leg_stream::flush() {
   co_return ec;
 }
 
+void leg_stream::write_now() {
+  if (!writer_idle || pending.empty() || tls_ || tls_requested || tls_busy || reconnect_requested || close_requested ||
+      shaping.active() || !breaks_.empty())
+    return;
+  auto* socket = pipe_->tcp_socket();
+  if (socket == nullptr) return;
+  boost::system::error_code ec;
+  const std::size_t n = socket->write_some(asio::buffer(pending), ec);   // non-blocking: would_block when full
+  if (!ec) pending.erase(0, n);
+}
+
 // Faults: the inflight bytes in segments (slice), paced (throttle), with a pause at each
 // segment break. TCP_NODELAY is on, so each write leaves as its own segment.
 asio::awaitable<boost::system::error_code> leg_stream::write_shaped() {

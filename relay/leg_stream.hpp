@@ -92,6 +92,12 @@ class leg_stream {
   boost::asio::awaitable<boost::system::error_code> write(boost::asio::const_buffer bytes);
   // Writes `pending` (with the shaping and segment breaks asked for), then empties it.
   boost::asio::awaitable<boost::system::error_code> flush();
+  // Writes what the socket takes of `pending` now, without suspending, when nothing but the
+  // bytes stands in the way: a plain TCP leg, no shaping or breaks, no handshake, reconnect or
+  // close asked for, and its writer idle (writer_idle). The rest stays for the writer, which
+  // also reports any error. Saves the writer's wake-up, one scheduler round and its
+  // epoll_wait per hop on the steady path (ARCHITECTURE.md, "Path 1", step 6).
+  void write_now();
 
   // TLS: begin_tls creates the stream over the TCP connection (null when the pipe is not TCP);
   // handshake_done gives it its read buffer; drop_tls forgets it (a failed handshake).
@@ -117,6 +123,7 @@ class leg_stream {
   bool tls_requested = false;         // start_tls executed; the writer performs it
   bool tls_busy = false;              // a handshake (or a reconnect) owns the connection: readers stay away
   bool reconnect_requested = false;   // reconnect_upstream executed; the writer performs it
+  bool writer_idle = false;           // the leg's writer waits for its wake-up, nothing in flight
   // Faults: write shaping (throttle, slice) and segment breaks (offset into pending, pause).
   protocol::leg_shaping shaping;
   void add_break(std::chrono::microseconds gap) { breaks_.emplace_back(pending.size(), gap); }

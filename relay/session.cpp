@@ -339,7 +339,9 @@ asio::awaitable<void> session::write_leg(leg l) {
   for (;;) {
     if (box.pending.empty() && !box.close_requested && !box.tls_requested && !box.reconnect_requested) {
       auto& wake = l == leg::client ? client_writer_wake_ : upstream_writer_wake_;
+      box.writer_idle = true;
       co_await wake.async_wait(as_tuple(use_awaitable));   // never expires: wake_writer cancels it
+      box.writer_idle = false;
       continue;
     }
     if (box.reconnect_requested && !box.close_requested) {
@@ -627,12 +629,16 @@ void session::hold_until_recorded(std::vector<protocol::action>& actions, std::s
   });
 }
 
-// Writers with new bytes are woken once the whole batch is carried out, after what it
-// posted (a capture settle, whose reply or dot then joins the same write): one write(2)
-// per leg per batch rather than one per action.
+// A leg with new bytes gets them once the whole batch is carried out: one write(2) per leg
+// per batch rather than one per action. An idle writer's leg is written here and now
+// (leg_stream::write_now); its writer is woken only for what is left.
 void session::wake_due_writers() {
-  if (std::exchange(client_write_due_, false)) wake_writer(leg::client);
-  if (std::exchange(upstream_write_due_, false)) wake_writer(leg::upstream);
+  for (leg l : {leg::client, leg::upstream}) {
+    if (!std::exchange(l == leg::client ? client_write_due_ : upstream_write_due_, false)) continue;
+    auto& box = leg_of(l);
+    box.write_now();
+    if (!box.pending.empty()) wake_writer(l);
+  }
 }
 
 void session::execute(std::vector<protocol::action>& actions) {
@@ -640,6 +646,7 @@ void session::execute(std::vector<protocol::action>& actions) {
     if (!carry_out(actions[i])) {
       hold_until_recorded(actions, i + 1);
       wake_due_writers();
+      state_changed_.notify();   // an outbox written now: a reader paused on it may go on
       return;   // the rest, and the closing below, run once the record is written
     }
   }
