@@ -278,6 +278,9 @@ listen smtp
                     ratios[wid][name].append(rate / direct)
                     if name == "mailtap":
                         rss_peak = max(rss_peak, rss_kib(peer.proc.pid))
+                        # Its captures (hundreds of MB in W4 and W5) reach the disk now, not
+                        # during the next peer's run.
+                        os.sync()
                 print(f"pass {n + 1}/{passes} {wid}: direct {direct:.0f} msg/s, " +
                       ", ".join(f"{p} {results[wid][p][-1]:.0f} ({ratios[wid][p][-1]:.2f})" for p in peers),
                       file=sys.stderr, flush=True)
