@@ -8,9 +8,13 @@
   exactly the bytes of both legs.
 """
 
+import re
+import socket
+import threading
+import time
 import unittest
 
-from harness import (IntegrationTest, LOOPBACK, dot_stuff, dot_unstuff, make_message,
+from harness import (IntegrationTest, LOOPBACK, dot_stuff, dot_unstuff, make_message, scaled,
                      swaks_wire_message, wait_until)
 
 
@@ -237,3 +241,61 @@ class ByteForByte(IntegrationTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ClientSlowToRead(IntegrationTest):
+    """A client that pipelines far more than it reads: the relay's replies fill the client's
+    tiny receive buffer, so its writes to the client are partial or refused (would block) and
+    what is left waits in the outbox for the leg's writer (relay/leg_stream.cpp write_now). Every
+    reply still arrives, once, in order, and the capture holds exactly the bytes the client
+    received."""
+
+    # EHLO: a 100-byte reply for an 18-byte command, so that the replies outgrow the relay's
+    # socket buffer (4 MB at most with Linux's default tcp_wmem) and its writes would block.
+    COMMANDS = 45_000
+    COMMAND = b"EHLO again.test\r\n"
+
+    def test_every_reply_arrives_once_in_order(self):
+        sink = self.start_smtp_sink()
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # before connect: a small window
+        sock.settimeout(scaled(60.0))
+        sock.connect((LOOPBACK, mailtap.port))
+        received = bytearray()
+
+        def read_lines(count):
+            deadline = time.monotonic() + scaled(60.0)
+            while received.count(b"\r\n") < count and time.monotonic() < deadline:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received.extend(chunk)
+
+        read_lines(1)                                   # the banner
+        sock.sendall(b"EHLO client.test\r\n")
+        while not re.search(rb"(^|\r\n)250 [^\r\n]*\r\n$", bytes(received)) and len(received) < 65536:
+            received.extend(sock.recv(65536))
+        before = received.count(b"\r\n")
+        lines_per_reply = before - 1                    # the EHLO reply's lines, after the banner
+        # Another thread sends, because the relay stops reading once its outbox to us is full
+        # (as it should): a blocked sendall here would wait for a read that never comes.
+        sender = threading.Thread(target=sock.sendall, args=(self.COMMAND * self.COMMANDS,), daemon=True)
+        sender.start()
+        time.sleep(1.0)                                 # replies pile up: the relay's writes would block
+        read_lines(before + self.COMMANDS * lines_per_reply)
+        sender.join(scaled(60.0))
+        self.assertFalse(sender.is_alive(), "the relay stopped reading the client for good")
+        first_ehlo_reply = bytes(received).split(b"\r\n")[1:before]
+        replies = bytes(received).split(b"\r\n")[before:before + self.COMMANDS * lines_per_reply]
+        self.assertEqual(replies, first_ehlo_reply * self.COMMANDS)
+        sock.sendall(b"QUIT\r\n")
+        read_lines(before + self.COMMANDS * lines_per_reply + 1)
+        self.assertTrue(bytes(received).endswith(b"\r\n") and bytes(received).split(b"\r\n")[-2].startswith(b"221"),
+                        bytes(received[-80:]))
+        sock.close()
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.bytes_of("client", "out"), bytes(received))
+        self.assertEqual(cap.bytes_of("client", "in"), b"EHLO client.test\r\n" + self.COMMAND * self.COMMANDS + b"QUIT\r\n")
