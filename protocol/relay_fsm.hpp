@@ -87,6 +87,8 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // connect-phase fault answers the client without an upstream (the shell still reads the client).
   std::vector<action> take_actions();
   bool finished() const { return ended_; }
+  // A message's end waits for the recorder (await_capture asked, on_capture_settled not yet fed).
+  bool awaiting_capture() const { return awaiting_capture_.has_value(); }
   const relay_stats& stats() const { return stats_; }
 
  private:

@@ -610,12 +610,8 @@ bool session::carry_out(protocol::action& action) {
 // The recorder's answer to await_capture: every record queued so far handled, written or
 // failed (captures/writer.hpp, when_written). The machine reads the failure on its own thread.
 void session::settle_capture() {
-  capture_settling_ = true;
   capture_->when_written([self = shared_from_this()] {
-    asio::post(self->executor_, [self] {
-      self->capture_settling_ = false;
-      self->feed(&protocol::relay_fsm::on_capture_settled, self->capture_->failed());
-    });
+    asio::post(self->executor_, [self] { self->feed(&protocol::relay_fsm::on_capture_settled, self->capture_->failed()); });
   });
 }
 
@@ -636,14 +632,14 @@ void session::hold_until_recorded(std::vector<protocol::action>& actions, std::s
 // A leg with new bytes gets them once the whole batch is carried out: one write(2) per leg
 // per batch rather than one per action. An idle writer's leg is written here and now
 // (leg_stream::write_now); its writer is woken only for what is left. While a message's end
-// waits for the recorder (settle_capture), the upstream's bytes (the body's last part) wait
-// too: the settle, posted first, adds the end, and both leave in one write (one segment, not
-// two, for every message).
+// waits for the recorder (relay_fsm::awaiting_capture, settle_capture), the upstream's bytes
+// (the body's last part) wait too: the settle, posted first, adds the end, and both leave in
+// one write (one segment, not two, for every message).
 void session::wake_due_writers() {
   for (leg l : {leg::client, leg::upstream}) {
     if (!std::exchange(l == leg::client ? client_write_due_ : upstream_write_due_, false)) continue;
     auto& box = leg_of(l);
-    if (!(l == leg::upstream && capture_settling_)) box.write_now();
+    if (!(l == leg::upstream && fsm_.awaiting_capture())) box.write_now();
     if (!box.pending.empty()) wake_writer(l);
   }
 }

@@ -123,7 +123,6 @@ class session : public std::enable_shared_from_this<session> {
   // waits for the recorder.
   void dispatch();
   void settle_capture();
-  bool capture_settling_ = false;   // settle_capture asked, its answer not yet fed
   void hold_until_recorded(std::vector<protocol::action>& actions, std::size_t from);
   bool carry_out(protocol::action& action);
   void hold_input_while_capture_backlogged();

@@ -239,9 +239,6 @@ class ByteForByte(IntegrationTest):
         self.assertEqual(cap.transactions[0]["size"], len(swaks_wire_message(content)))
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 class ClientSlowToRead(IntegrationTest):
     """A client that pipelines far more than it reads: the relay's replies fill the client's
@@ -264,20 +261,25 @@ class ClientSlowToRead(IntegrationTest):
         sock.settimeout(scaled(60.0))
         sock.connect((LOOPBACK, mailtap.port))
         received = bytearray()
+        lines = 0   # every line the relay sends ends in CRLF: one LF each, counted chunk by chunk
 
-        def read_lines(count):
+        def read_until(done):
+            nonlocal lines
             deadline = time.monotonic() + scaled(60.0)
-            while received.count(b"\r\n") < count and time.monotonic() < deadline:
+            while not done() and time.monotonic() < deadline:
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
                 received.extend(chunk)
+                lines += chunk.count(b"\n")
+
+        def read_lines(count):
+            read_until(lambda: lines >= count)
 
         read_lines(1)                                   # the banner
         sock.sendall(b"EHLO client.test\r\n")
-        while not re.search(rb"(^|\r\n)250 [^\r\n]*\r\n$", bytes(received)) and len(received) < 65536:
-            received.extend(sock.recv(65536))
-        before = received.count(b"\r\n")
+        read_until(lambda: re.search(rb"(^|\r\n)250 [^\r\n]*\r\n$", bytes(received)) is not None)
+        before = lines
         lines_per_reply = before - 1                    # the EHLO reply's lines, after the banner
         # Another thread sends, because the relay stops reading once its outbox to us is full
         # (as it should): a blocked sendall here would wait for a read that never comes.
@@ -299,3 +301,7 @@ class ClientSlowToRead(IntegrationTest):
         self.assertCaptureComplete(cap)
         self.assertEqual(cap.bytes_of("client", "out"), bytes(received))
         self.assertEqual(cap.bytes_of("client", "in"), b"EHLO client.test\r\n" + self.COMMAND * self.COMMANDS + b"QUIT\r\n")
+
+
+if __name__ == "__main__":
+    unittest.main()
