@@ -1,6 +1,6 @@
 // The client's incoming bytes as the capture recorded them, kept until the relay's copy of
 // them to the upstream is recorded: the writer then records that copy as a `bytes_ref` to
-// them (FORMAT.md, format version 4) instead of a second base64 of the same message.
+// them (FORMAT.md, since format version 4) instead of a second copy of the same message.
 // Pure: no I/O, no locking (one session's writer calls it from the session's thread).
 #pragma once
 #include <cstdint>

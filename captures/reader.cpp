@@ -3,6 +3,7 @@
 // failure becomes "file:line: what", never an exception.
 #include "captures/reader.hpp"
 
+#include "captures/latin1_text.hpp"
 #include "protocol/base64.hpp"
 #include "protocol/limits.hpp"
 
@@ -108,8 +109,15 @@ void upgrade_v3_to_v4(json::object& rec) {
   if (type && type->is_string() && type->get_string() == record::header) rec[field::version] = 4;
 }
 
+// Version 5 lets a bytes record carry its bytes as text (`latin1`) instead of base64 (`b64`);
+// a version 4 bytes record, always base64, reads as it is.
+void upgrade_v4_to_v5(json::object& rec) {
+  const json::value* type = rec.if_contains(field::type);
+  if (type && type->is_string() && type->get_string() == record::header) rec[field::version] = 5;
+}
+
 constexpr std::array<upgrade_step, format_version - 1> upgrade_steps{upgrade_v1_to_v2, upgrade_v2_to_v3,
-                                                                     upgrade_v3_to_v4};
+                                                                     upgrade_v3_to_v4, upgrade_v4_to_v5};
 
 void upgrade(json::object& rec, int from_version) {
   for (int v = from_version; v < format_version; ++v)
@@ -150,6 +158,8 @@ class fields {
     if (!v->is_string()) return wrong(key, "a string or null"), std::nullopt;
     return std::string(v->get_string());
   }
+
+  bool has(std::string_view key) const { return o_.find(key) != o_.end(); }
 
   // A string field later writers of the same version added: absent means "".
   std::string optional_str(std::string_view key) {
@@ -345,9 +355,19 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     e.t_us = f.u64(field::t_us);
     e.leg = f.leg(field::leg);
     e.dir = f.dir(field::dir);
-    std::string b64 = f.str(field::b64);
-    if (auto data = protocol::base64_decode(b64)) e.data = std::move(*data);
-    else f.fail("field \"b64\" is not valid base64");
+    // Exactly one of latin1 (text, one character per byte) and b64 (version 5; before, b64).
+    const bool has_latin1 = f.has(field::latin1), has_b64 = f.has(field::b64);
+    if (has_latin1 && has_b64) {
+      f.fail("both \"latin1\" and \"b64\": a bytes record has one");
+    } else if (has_latin1) {
+      if (auto data = latin1_bytes(f.str(field::latin1))) e.data = std::move(*data);
+      else f.fail("field \"latin1\" has a character past U+00FF, which is no byte");
+    } else if (has_b64) {
+      if (auto data = protocol::base64_decode(f.str(field::b64))) e.data = std::move(*data);
+      else f.fail("field \"b64\" is not valid base64");
+    } else {
+      f.fail("missing field \"latin1\" (or \"b64\")");
+    }
     const bool from_client = e.leg == protocol::leg::client && e.dir == protocol::direction::in;
     c.events.emplace_back(std::move(e));
     if (from_client) client_in.add(c, c.events.size() - 1);

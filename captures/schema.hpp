@@ -6,7 +6,8 @@
 // Bump format_version together with an upgrade step in reader.cpp whenever a record changes.
 // Version history (FORMAT.md "Version history"): 1 the first format; 2 adds `fault` records;
 // 3 adds the `blackholed` outcome and the relay's own upstream commands (`command` leg/dir);
-// 4 adds `bytes_ref`, the relay's copy of the client's bytes recorded by reference.
+// 4 adds `bytes_ref`, the relay's copy of the client's bytes recorded by reference;
+// 5 adds `latin1`, a bytes record's bytes as text rather than base64.
 #pragma once
 #include <span>
 #include <string_view>
@@ -14,7 +15,7 @@
 namespace mailtap::captures {
 
 inline constexpr std::string_view format_name = "mailtap-capture";
-inline constexpr int format_version = 4;
+inline constexpr int format_version = 5;
 
 namespace schema {
 
@@ -52,6 +53,8 @@ inline constexpr std::string_view bare_eol = "bare_eol";
 inline constexpr std::string_view t_us = "t_us";
 inline constexpr std::string_view leg = "leg";
 inline constexpr std::string_view dir = "dir";
+// bytes: its bytes, in exactly one of these (since version 5; before, always b64)
+inline constexpr std::string_view latin1 = "latin1";
 inline constexpr std::string_view b64 = "b64";
 // bytes_ref: where its bytes lie in the client's incoming bytes, and how many
 inline constexpr std::string_view client_in_at = "client_in_at";
@@ -103,18 +106,21 @@ inline constexpr std::string_view dropped_records = "dropped_records";
 }  // namespace field
 
 // One record type and the fields the current version writes (besides `type`), in the order
-// the writer writes them. Fields a reader takes as absent-means-default are in `optional`.
+// the writer writes them. Fields a reader takes as absent-means-default are in `optional`;
+// a record has exactly one of `one_of` (after `fields`), which the writer chooses.
 struct record_fields {
   std::string_view type;
   std::span<const std::string_view> fields;
   std::span<const std::string_view> optional = {};
+  std::span<const std::string_view> one_of = {};
 };
 
 namespace lists {
 using namespace field;
 inline constexpr std::string_view header_fields[] = {format,     version,         session, seed,    client,  listen,
                                                      upstream,   started_at,      started_mono_us, relay, bare_eol};
-inline constexpr std::string_view bytes_fields[] = {t_us, leg, dir, b64};
+inline constexpr std::string_view bytes_fields[] = {t_us, leg, dir};
+inline constexpr std::string_view bytes_one_of[] = {latin1, b64};
 inline constexpr std::string_view bytes_ref_fields[] = {t_us, leg, dir, client_in_at, length};
 inline constexpr std::string_view command_fields[] = {t_us, leg, dir, text};
 inline constexpr std::string_view reply_fields[] = {t_us, leg, dir, code, enhanced, lines};
@@ -132,7 +138,7 @@ inline constexpr std::string_view end_fields[] = {t_us, reason, detail, ended_at
 inline constexpr std::string_view final_reply_fields[] = {code, enhanced, text};
 inline constexpr record_fields all[] = {
     {record::header, header_fields},
-    {record::bytes, bytes_fields},
+    {record::bytes, bytes_fields, {}, bytes_one_of},
     {record::bytes_ref, bytes_ref_fields},
     {record::command, command_fields},
     {record::reply, reply_fields},

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "captures/index.hpp"
+#include "captures/latin1_text.hpp"
 #include "mailtap/version.hpp"
 #include "protocol/base64.hpp"
 
@@ -38,6 +39,8 @@ constexpr std::size_t write_out_at = 64 * 1024;
 // for a barrier to sync, or when this much is buffered across sessions.
 constexpr auto writer_tick = std::chrono::milliseconds(20);
 constexpr std::size_t wake_at_buffered_bytes = 1024 * 1024;
+// How many characters more than base64 a bytes record's text may take (FORMAT.md `bytes`).
+constexpr std::size_t latin1_slack = 8;
 
 std::int64_t unix_us(std::chrono::system_clock::time_point tp) {
   return std::chrono::duration_cast<std::chrono::microseconds>(tp.time_since_epoch()).count();
@@ -168,11 +171,22 @@ class json_line {
     out_ += '}';
     first_ = false;
   }
-  // Base64 text needs no escaping: encoded straight into the line.
-  void base64(std::string_view name, std::string_view bytes) {
-    key(name);
+  // A bytes record's bytes: as Latin-1 text (`latin1`) when that is at most 8 characters
+  // longer than their base64 (`b64`), which SMTP's text always is (the slack keeps a lone
+  // ".\r\n" readable); binary bytes as base64 (FORMAT.md).
+  void raw_bytes(std::string_view bytes) {
+    const std::size_t before = out_.size();
+    const bool was_first = first_;
+    const std::size_t base64_size = (bytes.size() + 2) / 3 * 4;
+    key(field::latin1);
     out_ += '"';
-    protocol::base64_encode_into(out_, bytes);
+    if (!append_latin1_json(out_, bytes, base64_size + latin1_slack)) {
+      out_.resize(before);
+      first_ = was_first;
+      key(field::b64);
+      out_ += '"';
+      protocol::base64_encode_into(out_, bytes);
+    }
     out_ += '"';
   }
 
@@ -243,7 +257,7 @@ void append_json_line(std::string& out, const bytes_rec& b) {
   j(field::t_us, b.t);
   j.word(field::leg, to_string(b.l));
   j.word(field::dir, to_string(b.d));
-  j.base64(field::b64, b.bytes);
+  j.raw_bytes(b.bytes);
 }
 
 void append_json_line(std::string& out, const bytes_ref_rec& b) {

@@ -334,6 +334,16 @@ def parse_replies(data):
 
 # ---------------------------------------------------------------- captures
 
+def record_bytes(record):
+    """A `bytes` record's bytes: its `latin1` text (format 5, one character per byte) or its
+    `b64` (captures/FORMAT.md); exactly one of them."""
+    if ("latin1" in record) == ("b64" in record):
+        raise AssertionError("a bytes record has exactly one of latin1 and b64: %r" % record)
+    if "latin1" in record:
+        return record["latin1"].encode("latin-1")
+    return base64.b64decode(record["b64"], validate=True)
+
+
 class Capture:
     """One capture file parsed directly from its JSON lines (format: captures/FORMAT.md).
     Parsing is tolerant (every readable record is kept) so a test can still inspect a
@@ -414,7 +424,7 @@ class Capture:
         for r in self.records:
             kind = r.get("type")
             if kind == "bytes":
-                data = base64.b64decode(r["b64"])
+                data = record_bytes(r)
                 if r["leg"] == "client" and r["dir"] == "in":
                     client_in += data
             elif kind == "bytes_ref":

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import (IntegrationTest, LOOPBACK, parse_replies,
+from harness import (IntegrationTest, LOOPBACK, parse_replies, record_bytes,
                      run_mailtap, show_json, wait_until)
 from tls_upstream import (OPENSSL, PASSWORD, USER, ScriptedTlsUpstream, TlsUpstream,
                           cert_sha256, make_cert)
@@ -119,8 +119,8 @@ class TlsTest(IntegrationTest):
 
     # -- assertions
     def assertNoSecretsInCaptures(self, directory, needles):
-        """No needle in any file under `directory` (raw bytes), nor in any decoded b64 field
-        of a capture record, nor in `mailtap show` (text and JSON) of any capture."""
+        """No needle in any file under `directory` (raw bytes), nor in the decoded bytes of
+        any capture's bytes record, nor in `mailtap show` (text and JSON) of any capture."""
         files = []
         for root, _, names in os.walk(directory):
             files += [os.path.join(root, n) for n in names]
@@ -134,9 +134,8 @@ class TlsTest(IntegrationTest):
                     record = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(record, dict) and isinstance(record.get("b64"), str):
-                    views.append(("decoded b64 of a %s record" % record.get("type"),
-                                  base64.b64decode(record["b64"])))
+                if isinstance(record, dict) and record.get("type") == "bytes":
+                    views.append(("the bytes of a bytes record", record_bytes(record)))
             if path.endswith(".jsonl"):
                 for argv in (["show", path], ["show", path, "--json"]):
                     r = run_mailtap(argv)

@@ -158,7 +158,7 @@ TEST(CaptureFaults, WriterRoundTrip) {
 
   capture c = load(file);
   EXPECT_EQ(c.header.version, format_version);
-  EXPECT_EQ(format_version, 4);
+  EXPECT_EQ(format_version, 5);
   EXPECT_TRUE(c.complete);
   auto faults = faults_of(c);
   ASSERT_EQ(faults.size(), written.size());

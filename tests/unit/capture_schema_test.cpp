@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "captures/reader.hpp"
@@ -59,7 +60,8 @@ fs::path write_every_record(const fs::path& dir) {
   auto st = store::open(dir, error);
   EXPECT_TRUE(st) << error;
   auto cap = st->begin(info_at(new_year_2020));
-  cap->on_bytes(10, protocol::leg::client, protocol::direction::in, std::string("EHLO x\r\n\0\xff", 10));
+  // Binary enough for base64: as text it would be 30 characters, as base64 16 (+8 allowed).
+  cap->on_bytes(10, protocol::leg::client, protocol::direction::in, std::string("EHLO x\r\n\0\0\0\xff", 12));
   cap->on_command(11, "EHLO x");
   cap->on_relay_command(12, "STARTTLS");
   protocol::reply r;
@@ -103,7 +105,7 @@ const schema::record_fields* schema_of(std::string_view type) {
 TEST(CaptureSchema, TheWriterWritesExactlyTheSchemasFieldsForEveryRecordType) {
   scratch_dir dir;
   const fs::path file = write_every_record(dir.path());
-  std::set<std::string> types_seen;
+  std::set<std::string> types_seen, one_of_seen;
   for (const auto& line : lines_of(file)) {
     const json::object o = json::parse(line).as_object();
     const std::string type(o.at(schema::field::type).as_string());
@@ -113,6 +115,15 @@ TEST(CaptureSchema, TheWriterWritesExactlyTheSchemasFieldsForEveryRecordType) {
     std::set<std::string> keys, expected{std::string(schema::field::type)};
     for (const auto& kv : o) keys.insert(std::string(kv.key()));
     for (auto f : s->fields) expected.insert(std::string(f));
+    // Exactly one of one_of: which one the writer chose is counted below.
+    std::size_t chosen = 0;
+    for (auto f : s->one_of) {
+      if (!o.contains(f)) continue;
+      ++chosen;
+      expected.insert(std::string(f));
+      one_of_seen.insert(std::string(f));
+    }
+    EXPECT_EQ(chosen, s->one_of.empty() ? 0u : 1u) << line;
     if (type == schema::record::tls && o.at(schema::field::leg) == "client")
       expected.erase(std::string(schema::field::verification));
     EXPECT_EQ(keys, expected) << line;
@@ -126,6 +137,11 @@ TEST(CaptureSchema, TheWriterWritesExactlyTheSchemasFieldsForEveryRecordType) {
   std::set<std::string> all_types;
   for (const auto& r : schema::records()) all_types.insert(std::string(r.type));
   EXPECT_EQ(types_seen, all_types);
+  // The text bytes were written as latin1, the binary ones (a NUL, a 0xff) as b64.
+  std::set<std::string> all_one_of;
+  for (const auto& r : schema::records())
+    for (auto f : r.one_of) all_one_of.insert(std::string(f));
+  EXPECT_EQ(one_of_seen, all_one_of);
   const json::object header = json::parse(lines_of(file).front()).as_object();
   EXPECT_EQ(header.at(schema::field::format).as_string(), format_name);
   EXPECT_EQ(header.at(schema::field::version).to_number<int>(), format_version);
@@ -149,7 +165,7 @@ TEST(CaptureSchema, EveryValueSurvivesTheRoundTrip) {
   EXPECT_EQ(c->header.bare_eol, "normalize");
   ASSERT_EQ(c->events.size(), 10u);
   const auto& b = std::get<bytes_event>(c->events[0]);
-  EXPECT_EQ(b.data, std::string("EHLO x\r\n\0\xff", 10));
+  EXPECT_EQ(b.data, std::string("EHLO x\r\n\0\0\0\xff", 12));
   EXPECT_EQ(std::get<command_event>(c->events[1]).leg, protocol::leg::client);
   EXPECT_EQ(std::get<command_event>(c->events[2]).leg, protocol::leg::upstream);
   EXPECT_EQ(std::get<command_event>(c->events[2]).dir, protocol::direction::out);
@@ -216,6 +232,37 @@ TEST(CaptureSchema, TheReaderRequiresEveryFieldTheSchemaLists) {
       }
     }
   }
+}
+
+// A record with one_of fields has exactly one: without any, or with two, it is an error.
+TEST(CaptureSchema, TheReaderRequiresExactlyOneOfTheAlternatives) {
+  scratch_dir dir;
+  const auto lines = lines_of(write_every_record(dir.path()));
+  const fs::path edited = dir.path() / "edited.jsonl";
+  std::size_t tried = 0;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const json::object o = json::parse(lines[i]).as_object();
+    const auto* s = schema_of(o.at(schema::field::type).as_string());
+    ASSERT_NE(s, nullptr);
+    for (auto f : s->one_of) {
+      if (!o.contains(f)) continue;
+      json::object without = o, with_both = o;
+      without.erase(f);
+      for (auto other : s->one_of)
+        if (other != f) with_both[other] = other == schema::field::b64 ? "YQ==" : "a";
+      for (const auto& [variant, says] : {std::pair{without, std::string("missing field")},
+                                          std::pair{with_both, std::string("both")}}) {
+        std::ofstream out(edited, std::ios::binary | std::ios::trunc);
+        for (std::size_t j = 0; j < lines.size(); ++j) out << (j == i ? json::serialize(variant) : lines[j]) << "\n";
+        out.close();
+        std::string error;
+        EXPECT_FALSE(read_capture(edited, error).has_value()) << json::serialize(variant);
+        EXPECT_NE(error.find(says), std::string::npos) << error;
+        ++tried;
+      }
+    }
+  }
+  EXPECT_EQ(tried, 4u);   // one latin1 and one b64 bytes record, each without and with both
 }
 
 TEST(CaptureSchema, EndedAtIsWhenTheSessionEndedNotWhenTheRecordWasWritten) {

@@ -5,9 +5,10 @@
 // tests/golden/show_basic.jsonl (a format version 1 capture, kept as it was written),
 // show_faults.{txt,json} for show_faults.jsonl (version 2, with fault records),
 // show_records.{txt,json} for show_records.jsonl (version 3: an SMTPS client, the relay's own
-// upstream EHLO and STARTTLS, handshakes on both legs, a blackholed message), and
-// show_copies.{txt,json} for show_copies.jsonl (version 4: the relay's copy as a bytes_ref). After an
-// intended change of layout, regenerate them with
+// upstream EHLO and STARTTLS, handshakes on both legs, a blackholed message),
+// show_copies.{txt,json} for show_copies.jsonl (version 4: the relay's copy as a bytes_ref) and
+// show_text.{txt,json} for show_text.jsonl (version 5: bytes as text). After an intended
+// change of layout, regenerate them with
 //   MAILTAP_UPDATE_GOLDEN=1 ./build/tests/unit/mailtap_capture_tests
 // and review the diff before committing.
 #include <algorithm>
@@ -157,6 +158,38 @@ TEST(CaptureReader, TheRelaysCopyReadsAsTheClientsMessage) {
   ASSERT_NE(dot, std::string::npos);
   EXPECT_NE(upstream_out.find(client_in.substr(body, dot + 5 - body)), std::string::npos);
   EXPECT_EQ(std::count(upstream_out.begin(), upstream_out.end(), '.'), std::count(client_in.begin(), client_in.end(), '.'));
+}
+
+// Version 5: bytes as text (`latin1`), recorded by mailtap with swaks as the client and the
+// built-in sink; the message has UTF-8, quotes, backslashes, a tab, control bytes and DEL.
+TEST(CaptureShow, GoldenTextText) {
+  capture c = load(golden_dir / "show_text.jsonl");
+  expect_golden(render_text(c), "show_text.txt");
+}
+
+TEST(CaptureShow, GoldenTextJson) {
+  capture c = load(golden_dir / "show_text.jsonl");
+  expect_golden(render_json(c) + "\n", "show_text.json");
+}
+
+TEST(CaptureReader, TextBytesReadAsTheBytesTheClientSent) {
+  capture c = load(golden_dir / "show_text.jsonl");
+  EXPECT_EQ(c.header.version, 5);
+  std::string client_in, upstream_out;
+  for (const auto& e : c.events)
+    if (const auto* b = std::get_if<bytes_event>(&e)) {
+      if (b->leg == mailtap::protocol::leg::client && b->dir == mailtap::protocol::direction::in) client_in += b->data;
+      if (b->leg == mailtap::protocol::leg::upstream && b->dir == mailtap::protocol::direction::out) upstream_out += b->data;
+    }
+  // UTF-8 in the message is its bytes (ü is C3 BC), and so are the control bytes and DEL.
+  EXPECT_NE(client_in.find("Gr\xc3\xbc\xc3\x9f" "e aus K\xc3\xb6ln, \"quoted\" and \\back\\slashed\ttabbed.\r\n"),
+            std::string::npos);
+  EXPECT_NE(client_in.find("control bytes \x01\x1b[0m and DEL \x7f\r\n"), std::string::npos);
+  const auto body = client_in.find("Subject: v5");
+  const auto dot = client_in.find("\r\n.\r\n", body);
+  ASSERT_NE(body, std::string::npos);
+  ASSERT_NE(dot, std::string::npos);
+  EXPECT_NE(upstream_out.find(client_in.substr(body, dot + 5 - body)), std::string::npos);
 }
 
 TEST(CaptureReader, BasicModel) {
