@@ -154,6 +154,30 @@ def idle_session_memory(peer, sessions, timeout=300):
     return ((after - before) * 1.024 / count if count else 0.0), count
 
 
+def file_write_rates(directory, size=1024 * 1024 * 1024, chunk=64 * 1024):
+    """MB/s of writing `size` bytes of new file data into the page cache, then of writing them
+    again over the same (cached) pages. Captures are new file data: on a VM that hands freed
+    memory back to its host (virtio-balloon free page reporting), every new page costs a fault
+    in the host, and the first rate is several times below the second (README Performance).
+    A GiB, because the first few hundred MB can land on pages freed but not yet handed back.
+    The file is deleted before its dirty pages are written back, so it costs no disk I/O."""
+    block = b"x" * chunk
+    path = os.path.join(directory, "write-rate.probe")
+    rates = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(2):
+            os.lseek(fd, 0, os.SEEK_SET)
+            start = time.perf_counter()
+            for _ in range(size // chunk):
+                os.write(fd, block)
+            rates.append(size / (time.perf_counter() - start) / 1e6)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return {"new_data_mb_per_s": round(rates[0]), "cached_rewrite_mb_per_s": round(rates[1])}
+
+
 def run_source(port, args, messages, timeout):
     argv = ["smtp-source", *args, "-m", str(messages), f"127.0.0.1:{port}"]
     start = time.perf_counter()
@@ -233,6 +257,10 @@ def main():
     session_cap = relay_session_cap(file_limit)
 
     work = tempfile.mkdtemp(prefix="mailtap-bench-")
+    writes = file_write_rates(work)
+    print(f"file writes here: new data {writes['new_data_mb_per_s']} MB/s, the same pages again "
+          f"{writes['cached_rewrite_mb_per_s']} MB/s (what a capture's bytes cost: README Performance)",
+          file=sys.stderr, flush=True)
     sink_port = free_port()
     # -m: concurrent sessions the sink serves; W6 holds 10,000 at once.
     sink = Peer("smtp-sink", ["smtp-sink", "-u", "nobody", "-m", "11000", f"127.0.0.1:{sink_port}", "4096"], sink_port)
@@ -296,7 +324,8 @@ listen smtp
         for row in table:
             print(f"{row['id'] + ' ' + row['workload']:<32}{row['direct_msgs_per_s']:>14.0f}" +
                   "".join(f"{row[p + '_ratio']:>20.2f}{row[p + '_cpu_us_per_msg']:>26.1f}" for p in names))
-        print(f"\nmailtap RSS: {rss_before} KiB at start, {rss_peak} KiB peak; passes: {passes}")
+        print(f"\nmailtap RSS: {rss_before} KiB at start, {rss_peak} KiB peak; passes: {passes}; file writes: "
+              f"new data {writes['new_data_mb_per_s']} MB/s, cached {writes['cached_rewrite_mb_per_s']} MB/s")
         idle = []
         if measure_idle:
             # W6 after the throughput passes; each peer in turn, on the same sink.
@@ -324,7 +353,7 @@ listen smtp
                 print(f"{row['rule']:<24}{row['sessions']:>9}{row['samples']:>9}{row['late_us_median']:>16.0f}"
                       f"{row['late_us_p99']:>10}{row['late_us_max']:>10}")
         with open(opts.json, "w") as f:
-            json.dump({"passes": passes, "smoke": opts.smoke, "rows": table,
+            json.dump({"passes": passes, "smoke": opts.smoke, "file_writes": writes, "rows": table,
                        "mailtap_rss_kib": {"start": rss_before, "peak": rss_peak}, "idle_sessions": idle,
                        "delay_accuracy": delays},
                       f, indent=2)
