@@ -1,7 +1,7 @@
 """Interleaved throughput benchmark: direct vs haproxy (tcp mode) vs mailtap (captures on)
 vs mailtap-nocap (mailtap run --no-captures: the same relay recording nothing, to show what
-recording costs), then memory per idle session (W6) and the accuracy of injected delays
-(workload "delay").
+recording costs), then the relay's memory while ten large messages are in flight (W5's RSS
+target), memory per idle session (W6) and the accuracy of injected delays (workload "delay").
 
 For each pass and workload, smtp-source runs against smtp-sink directly, then through each
 relay; medians over passes; ratio = relay msg/s / direct msg/s of the same pass. Relay CPU
@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -154,12 +155,13 @@ def idle_session_memory(peer, sessions, timeout=300):
     return ((after - before) * 1.024 / count if count else 0.0), count
 
 
-def file_write_rates(directory, size=1024 * 1024 * 1024, chunk=64 * 1024):
+def file_write_rates(directory, size, chunk=64 * 1024):
     """MB/s of writing `size` bytes of new file data into the page cache, then of writing them
     again over the same (cached) pages. Captures are new file data: on a VM that hands freed
     memory back to its host (virtio-balloon free page reporting), every new page costs a fault
     in the host, and the first rate is several times below the second (README Performance).
-    A GiB, because the first few hundred MB can land on pages freed but not yet handed back.
+    The full run writes a GiB, because the first few hundred MB can land on pages freed but
+    not yet handed back.
     The file is deleted before its dirty pages are written back, so it costs no disk I/O."""
     block = b"x" * chunk
     path = os.path.join(directory, "write-rate.probe")
@@ -186,6 +188,27 @@ def run_source(port, args, messages, timeout):
     if r.returncode != 0:
         raise RuntimeError(f"smtp-source failed ({r.returncode}): {r.stderr.strip()[:300]}")
     return messages / elapsed
+
+
+def rss_growth_in_flight(peer, started_kib, size, sessions=10, timeout=600):
+    """KiB the relay's RSS was above `started_kib` (its RSS when it had started) at its peak
+    while `sessions` messages of `size` bytes passed through it at once (W5's memory target:
+    ten 50 MiB messages, growth under 16 MiB)."""
+    peak = [rss_kib(peer.proc.pid)]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], rss_kib(peer.proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        run_source(peer.port, ["-d", "-s", str(sessions), "-l", str(size)], sessions, timeout)
+    finally:
+        done.set()
+        sampler.join()
+    return peak[0] - started_kib
 
 
 DELAY_SCENARIO = """
@@ -252,12 +275,13 @@ def main():
     workloads = [w for w in WORKLOADS if not only or w[0] in only]
     measure_delay = not only or "delay" in only
     measure_idle = not only or "W6" in only
+    measure_in_flight = not only or "W5" in only
     have_haproxy = shutil.which("haproxy") is not None
     file_limit = raise_file_limit()
     session_cap = relay_session_cap(file_limit)
 
     work = tempfile.mkdtemp(prefix="mailtap-bench-")
-    writes = file_write_rates(work)
+    writes = file_write_rates(work, size=(64 if opts.smoke else 1024) * 1024 * 1024)
     print(f"file writes here: new data {writes['new_data_mb_per_s']} MB/s, the same pages again "
           f"{writes['cached_rewrite_mb_per_s']} MB/s (what a capture's bytes cost: README Performance)",
           file=sys.stderr, flush=True)
@@ -290,7 +314,8 @@ listen smtp
                                       "--max-sessions", str(session_cap)], mt_port)
         results = {w[0]: {"direct": [], **{p: [] for p in peers}, "cpu": {p: [] for p in peers}} for w in workloads}
         ratios = {w[0]: {p: [] for p in peers} for w in workloads}
-        rss_before = rss_kib(peers["mailtap"].proc.pid)
+        started_rss = {name: rss_kib(peer.proc.pid) for name, peer in peers.items()}
+        rss_before = started_rss["mailtap"]
         rss_peak = rss_before
         for n in range(passes):
             for wid, label, args, full, smoke in workloads:
@@ -326,6 +351,18 @@ listen smtp
                   "".join(f"{row[p + '_ratio']:>20.2f}{row[p + '_cpu_us_per_msg']:>26.1f}" for p in names))
         print(f"\nmailtap RSS: {rss_before} KiB at start, {rss_peak} KiB peak; passes: {passes}; file writes: "
               f"new data {writes['new_data_mb_per_s']} MB/s, cached {writes['cached_rewrite_mb_per_s']} MB/s")
+        in_flight = []
+        if measure_in_flight:
+            # W5's memory: ten large messages in flight at once, each peer in turn; the growth is
+            # counted from the peer's RSS when it had started, before any workload.
+            size = (1 if opts.smoke else 50) * 1024 * 1024
+            for name, peer in peers.items():
+                in_flight.append({"peer": name, "messages": 10, "message_bytes": size,
+                                  "rss_growth_kib": rss_growth_in_flight(peer, started_rss[name], size)})
+                if name == "mailtap":
+                    os.sync()
+            print(f"\nW5 memory, 10 messages of {size >> 20} MiB in flight: " +
+                  ", ".join(f"{row['peer']} +{row['rss_growth_kib'] / 1024:.1f} MiB" for row in in_flight))
         idle = []
         if measure_idle:
             # W6 after the throughput passes; each peer in turn, on the same sink.
@@ -354,6 +391,7 @@ listen smtp
                       f"{row['late_us_p99']:>10}{row['late_us_max']:>10}")
         with open(opts.json, "w") as f:
             json.dump({"passes": passes, "smoke": opts.smoke, "file_writes": writes, "rows": table,
+                       "w5_in_flight": in_flight,
                        "mailtap_rss_kib": {"start": rss_before, "peak": rss_peak}, "idle_sessions": idle,
                        "delay_accuracy": delays},
                       f, indent=2)

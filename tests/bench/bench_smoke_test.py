@@ -1,7 +1,7 @@
 """The benchmark's smoke run as a test (scripts/bench --smoke, untimed): keeps scripts/bench.py
 working on every commit. Runs every workload once with few messages against direct, haproxy
-(when installed), mailtap with captures and mailtap --no-captures, then the idle sessions and
-the delay accuracy, and checks the JSON it writes holds a measured row for each. Nothing here
+(when installed), mailtap with captures and mailtap --no-captures, then ten messages in flight
+at once, the idle sessions and the delay accuracy, and checks the JSON it writes holds a measured row for each. Nothing here
 asserts a speed: the figures of a shared machine are not a test (README "Performance")."""
 
 import json
@@ -36,6 +36,12 @@ class BenchSmoke(unittest.TestCase):
             for peer in peers:
                 self.assertGreater(row[f"{peer}_ratio"], 0, (peer, row))
                 self.assertGreaterEqual(row[f"{peer}_cpu_us_per_msg"], 0, (peer, row))
+        in_flight = {row["peer"]: row for row in result["w5_in_flight"]}
+        self.assertEqual(sorted(in_flight), sorted(peers))
+        for row in in_flight.values():
+            self.assertEqual((row["messages"], row["message_bytes"]), (10, 1024 * 1024), row)   # the smoke's size
+            self.assertIn("rss_growth_kib", row)
+        self.assertGreater(result["file_writes"]["new_data_mb_per_s"], 0)
         held = {(i["peer"], i["sessions"]): i["held"] for i in result["idle_sessions"]}
         for peer in peers:
             self.assertEqual(held.get((peer, 100)), 100, held)   # bench.py IDLE_SESSIONS_SMOKE
