@@ -3,7 +3,8 @@
 // below 0x80 is itself (JSON escapes `"`, `\` and the control characters) and a byte from
 // 0x80 is two bytes of UTF-8. SMTP is mostly printable ASCII, so this costs about 2 % over
 // the bytes (a line's CRLF is `\r\n`) where base64 costs 33 %, and a capture stays readable
-// and greppable; binary bytes would cost more, and the writer then keeps base64.
+// and greppable; binary bytes, or text mostly of bytes from 0x80, would cost more, and the
+// writer then keeps base64.
 // Any JSON reader gets the bytes back by encoding the string as Latin-1 (Python:
 // `s.encode("latin-1")`). Pure, thread-safe.
 #pragma once

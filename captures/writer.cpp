@@ -172,8 +172,8 @@ class json_line {
     first_ = false;
   }
   // A bytes record's bytes: as Latin-1 text (`latin1`) when that is at most 8 characters
-  // longer than their base64 (`b64`), which SMTP's text always is (the slack keeps a lone
-  // ".\r\n" readable); binary bytes as base64 (FORMAT.md).
+  // longer than their base64 (`b64`), which ASCII text is (the slack keeps a lone ".\r\n"
+  // readable); binary bytes, or text mostly of bytes from 0x80, as base64 (FORMAT.md).
   void raw_bytes(std::string_view bytes) {
     const std::size_t before = out_.size();
     const bool was_first = first_;
