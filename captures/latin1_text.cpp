@@ -21,31 +21,16 @@ constexpr std::array<unsigned char, 256> width = [] {
 
 // Writes byte c's characters at o; returns how many.
 std::size_t put(char* o, unsigned char c) {
-  static constexpr char hex[] = "0123456789abcdef";
   if (c >= 0x80) {
     o[0] = static_cast<char>(0xC0 | (c >> 6));
     o[1] = static_cast<char>(0x80 | (c & 0x3F));
     return 2;
   }
-  char short_form = 0;
-  switch (c) {
-    case '"': short_form = '"'; break;
-    case '\\': short_form = '\\'; break;
-    case '\b': short_form = 'b'; break;
-    case '\f': short_form = 'f'; break;
-    case '\n': short_form = 'n'; break;
-    case '\r': short_form = 'r'; break;
-    case '\t': short_form = 't'; break;
-    default:
-      if (c >= 0x20) {
-        o[0] = static_cast<char>(c);
-        return 1;
-      }
-      o[0] = '\\', o[1] = 'u', o[2] = '0', o[3] = '0', o[4] = hex[c >> 4], o[5] = hex[c & 15];
-      return 6;
+  if (c >= 0x20 && c != '"' && c != '\\') {
+    o[0] = static_cast<char>(c);
+    return 1;
   }
-  o[0] = '\\', o[1] = short_form;
-  return 2;
+  return write_json_escape(o, c);
 }
 
 #if defined(__x86_64__)
@@ -62,6 +47,25 @@ unsigned special_in_16(const char* p) {
 #endif
 
 }  // namespace
+
+std::size_t write_json_escape(char* out, unsigned char c) {
+  static constexpr char hex[] = "0123456789abcdef";
+  char short_form = 0;
+  switch (c) {
+    case '"': short_form = '"'; break;
+    case '\\': short_form = '\\'; break;
+    case '\b': short_form = 'b'; break;
+    case '\f': short_form = 'f'; break;
+    case '\n': short_form = 'n'; break;
+    case '\r': short_form = 'r'; break;
+    case '\t': short_form = 't'; break;
+    default:
+      out[0] = '\\', out[1] = 'u', out[2] = '0', out[3] = '0', out[4] = hex[c >> 4], out[5] = hex[c & 15];
+      return 6;
+  }
+  out[0] = '\\', out[1] = short_form;
+  return 2;
+}
 
 bool append_latin1_json(std::string& out, std::string_view bytes, std::size_t budget) {
   const std::size_t start = out.size();

@@ -20,6 +20,11 @@ namespace mailtap::captures {
 // returns false.
 bool append_latin1_json(std::string& out, std::string_view bytes, std::size_t budget);
 
+// Writes the JSON escape of `c` (a byte below 0x20, `"` or `\`: `\b \f \n \r \t \" \\` or
+// `\u00XX`) at `out`, which has room for 6; returns its length. The writer's text fields
+// (commands, notes, reply lines) escape with it too.
+std::size_t write_json_escape(char* out, unsigned char c);
+
 // The bytes of a JSON string's decoded (UTF-8) text; std::nullopt when it has a character
 // past U+00FF, which no byte is.
 std::optional<std::string> latin1_bytes(std::string_view utf8);

@@ -163,13 +163,13 @@ class fields {
 
   // A string field later writers of the same version added: absent means "".
   std::string optional_str(std::string_view key) {
-    if (o_.find(key) == o_.end()) return {};
+    if (!has(key)) return {};
     return str(key);
   }
 
   // A field later writers of the same version added: absent means 0.
   std::uint64_t optional_u64(std::string_view key) {
-    if (o_.find(key) == o_.end()) return 0;
+    if (!has(key)) return 0;
     return u64(key);
   }
 

@@ -213,7 +213,6 @@ class json_line {
     out_.append(digits, end);
   }
   void quoted(std::string_view value) {
-    static constexpr char hex[] = "0123456789abcdef";
     out_ += '"';
     std::size_t plain = 0;   // the start of the run of bytes that need no escape
     for (std::size_t i = 0; i < value.size(); ++i) {
@@ -221,20 +220,8 @@ class json_line {
       if (!needs_escape[c]) continue;
       out_.append(value.data() + plain, i - plain);
       plain = i + 1;
-      char escaped[6] = {'\\', static_cast<char>(c), 0, 0, 0, 0};
-      std::size_t n = 2;
-      switch (c) {
-        case '"': case '\\': break;
-        case '\b': escaped[1] = 'b'; break;
-        case '\f': escaped[1] = 'f'; break;
-        case '\n': escaped[1] = 'n'; break;
-        case '\r': escaped[1] = 'r'; break;
-        case '\t': escaped[1] = 't'; break;
-        default:
-          escaped[1] = 'u', escaped[2] = '0', escaped[3] = '0', escaped[4] = hex[c >> 4], escaped[5] = hex[c & 15];
-          n = 6;
-      }
-      out_.append(escaped, n);
+      char escaped[6];
+      out_.append(escaped, write_json_escape(escaped, c));
     }
     out_.append(value.data() + plain, value.size() - plain);
     out_ += '"';

@@ -22,6 +22,8 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "captures/reader.hpp"
@@ -142,21 +144,36 @@ TEST(CaptureShow, GoldenCopiesJson) {
   expect_golden(render_json(c) + "\n", "show_copies.json");
 }
 
-TEST(CaptureReader, TheRelaysCopyReadsAsTheClientsMessage) {
-  capture c = load(golden_dir / "show_copies.jsonl");
-  EXPECT_EQ(c.header.version, 4);
+namespace {
+
+// Every byte the client sent, and every byte the relay sent upstream, bytes_refs resolved.
+std::pair<std::string, std::string> client_in_and_upstream_out(const capture& c) {
   std::string client_in, upstream_out;
   for (const auto& e : c.events)
     if (const auto* b = std::get_if<bytes_event>(&e)) {
       if (b->leg == mailtap::protocol::leg::client && b->dir == mailtap::protocol::direction::in) client_in += b->data;
       if (b->leg == mailtap::protocol::leg::upstream && b->dir == mailtap::protocol::direction::out) upstream_out += b->data;
     }
-  // The message as the client sent it (from its Subject to the dot) went upstream unchanged.
-  const auto body = client_in.find("Subject: v4");
-  const auto dot = client_in.find("\r\n.\r\n", body);
+  return {client_in, upstream_out};
+}
+
+// The message as the client sent it (from its `first_line` to the dot) went upstream unchanged.
+void expect_message_went_upstream_unchanged(const std::string& client_in, const std::string& upstream_out,
+                                            std::string_view first_line) {
+  const auto body = client_in.find(first_line);
   ASSERT_NE(body, std::string::npos);
+  const auto dot = client_in.find("\r\n.\r\n", body);
   ASSERT_NE(dot, std::string::npos);
   EXPECT_NE(upstream_out.find(client_in.substr(body, dot + 5 - body)), std::string::npos);
+}
+
+}  // namespace
+
+TEST(CaptureReader, TheRelaysCopyReadsAsTheClientsMessage) {
+  capture c = load(golden_dir / "show_copies.jsonl");
+  EXPECT_EQ(c.header.version, 4);
+  const auto [client_in, upstream_out] = client_in_and_upstream_out(c);
+  expect_message_went_upstream_unchanged(client_in, upstream_out, "Subject: v4");
   EXPECT_EQ(std::count(upstream_out.begin(), upstream_out.end(), '.'), std::count(client_in.begin(), client_in.end(), '.'));
 }
 
@@ -175,21 +192,12 @@ TEST(CaptureShow, GoldenTextJson) {
 TEST(CaptureReader, TextBytesReadAsTheBytesTheClientSent) {
   capture c = load(golden_dir / "show_text.jsonl");
   EXPECT_EQ(c.header.version, 5);
-  std::string client_in, upstream_out;
-  for (const auto& e : c.events)
-    if (const auto* b = std::get_if<bytes_event>(&e)) {
-      if (b->leg == mailtap::protocol::leg::client && b->dir == mailtap::protocol::direction::in) client_in += b->data;
-      if (b->leg == mailtap::protocol::leg::upstream && b->dir == mailtap::protocol::direction::out) upstream_out += b->data;
-    }
+  const auto [client_in, upstream_out] = client_in_and_upstream_out(c);
   // UTF-8 in the message is its bytes (ü is C3 BC), and so are the control bytes and DEL.
   EXPECT_NE(client_in.find("Gr\xc3\xbc\xc3\x9f" "e aus K\xc3\xb6ln, \"quoted\" and \\back\\slashed\ttabbed.\r\n"),
             std::string::npos);
   EXPECT_NE(client_in.find("control bytes \x01\x1b[0m and DEL \x7f\r\n"), std::string::npos);
-  const auto body = client_in.find("Subject: v5");
-  const auto dot = client_in.find("\r\n.\r\n", body);
-  ASSERT_NE(body, std::string::npos);
-  ASSERT_NE(dot, std::string::npos);
-  EXPECT_NE(upstream_out.find(client_in.substr(body, dot + 5 - body)), std::string::npos);
+  expect_message_went_upstream_unchanged(client_in, upstream_out, "Subject: v5");
 }
 
 TEST(CaptureReader, BasicModel) {
