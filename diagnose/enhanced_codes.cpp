@@ -68,6 +68,8 @@ constexpr std::array registry = {
     enhanced_entry{"X.6.7", "Non-ASCII addresses not permitted for that sender/recipient"},   // RFC 6531
     enhanced_entry{"X.6.8", "UTF-8 string reply is required, but not permitted by the SMTP client"},  // RFC 6531
     enhanced_entry{"X.6.9", "UTF-8 header message cannot be transferred to one or more recipients"},  // RFC 6531
+    // RFC 6531 registered X.6.10 with X.6.8's meaning; the registry keeps it, marked a duplicate.
+    enhanced_entry{"X.6.10", "UTF-8 string reply is required, but not permitted by the SMTP client (a duplicate of X.6.8)"},
     // X.7 Security or policy status (RFC 3463 3.8)
     enhanced_entry{"X.7.0", "Other or undefined security status"},
     enhanced_entry{"X.7.1", "Delivery not authorized, message refused"},

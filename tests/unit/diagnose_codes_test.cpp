@@ -42,6 +42,9 @@ TEST(EnhancedCodeTable, MeaningsCarryTheClass) {
   EXPECT_EQ(enhanced_meaning("2.0.0"), "success: Other undefined status");
   EXPECT_EQ(enhanced_meaning("5.7.8"), "permanent failure: Authentication credentials invalid");
   EXPECT_EQ(enhanced_meaning("5.1.10"), "permanent failure: Recipient address has null MX");
+  EXPECT_EQ(enhanced_meaning("5.6.10"),
+            "permanent failure: UTF-8 string reply is required, but not permitted by the SMTP client (a duplicate of "
+            "X.6.8)");
 }
 
 TEST(EnhancedCodeTable, UnlistedDetailFallsBackToItsSubject) {
