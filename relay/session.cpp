@@ -18,6 +18,7 @@
 
 #include "policies/engine.hpp"
 #include "policies/random.hpp"
+#include "relay/own_addresses.hpp"
 #include "relay/tls_context.hpp"
 
 namespace mailtap {
@@ -237,7 +238,7 @@ bool relay_context::refuses_upstream(const asio::ip::tcp::endpoint& e) const {
   for (const auto& r : refused_upstreams) {
     if (r.port() != e.port()) continue;
     if (r.address() == e.address()) return true;
-    if (r.address().is_unspecified() && e.address().is_loopback()) return true;
+    if (r.address().is_unspecified() && is_own_address(e.address())) return true;
   }
   return false;
 }

@@ -68,7 +68,8 @@ struct relay_context {
   // upstream, whatever names it (a config, a transparent redirect), so SMTP bytes never reach
   // the control plane. Set before the server runs.
   std::vector<boost::asio::ip::tcp::endpoint> refused_upstreams;
-  // An endpoint in refused_upstreams, or the same port of a refused wildcard address on loopback.
+  // An endpoint in refused_upstreams, or the same port of a refused wildcard address on any of
+  // this machine's own addresses (loopback or an interface's: is_own_address).
   bool refuses_upstream(const boost::asio::ip::tcp::endpoint& e) const;
 };
 

@@ -625,6 +625,27 @@ class Startup(IntegrationTest):
         self.assertEqual(len(errors), 1, r.stderr)
         self.assertIn(b"is the admin API's own address", errors[0])
 
+    def test_a_wildcard_admin_address_is_refused_as_the_upstream_by_an_interface_address(self):
+        # Protection: relay_context::refuses_upstream asks is_own_address. On 0.0.0.0 the
+        # admin API answers on every address of the machine, not only on loopback.
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.connect(("198.51.100.1", 9))   # sends nothing: the kernel picks the source address
+            own = probe.getsockname()[0]
+        except OSError:
+            own = "127.0.0.1"                    # no route: loopback is the only own address to try
+        finally:
+            probe.close()
+        port = free_port()
+        r = subprocess.run([mailtap_bin(), "run", "--listen", "127.0.0.1:0", "--admin", "0.0.0.0:%d" % port,
+                            "--upstream", "%s:%d" % (own, port), "--captures", os.path.join(self.workdir, "caps")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30,
+                           env=dict(os.environ, MAILTAP_ADMIN_TOKEN=TOKEN))
+        self.assertEqual(r.returncode, 2, r.stderr)
+        errors = [line for line in r.stderr.splitlines() if line.startswith(b"mailtap run:")]
+        self.assertEqual(len(errors), 1, r.stderr)
+        self.assertIn(b"is the admin API's own address", errors[0])
+
     def test_the_admin_api_is_never_dialled_by_a_name_either(self):
         # Protection: relay_context::refuses_upstream in session::dial_upstream. "localhost"
         # passes the start-up check (a name, not an address) and resolves to the admin API.

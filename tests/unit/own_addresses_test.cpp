@@ -1,0 +1,94 @@
+// relay/own_addresses and relay_context::refuses_upstream: the admin API on a wildcard
+// address is never dialled as an upstream by any of this machine's own addresses, and an
+// address that is not the machine's own on that port is dialled as usual.
+#include <gtest/gtest.h>
+
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <boost/asio/ip/tcp.hpp>
+
+#include "relay/config.hpp"
+#include "relay/metrics.hpp"
+#include "relay/own_addresses.hpp"
+#include "relay/session.hpp"
+
+namespace mailtap {
+namespace {
+
+using boost::asio::ip::make_address;
+using boost::asio::ip::tcp;
+
+// An IPv4 address of one of this machine's interfaces, listed without getifaddrs (the
+// SIOCGIFCONF ioctl, netdevice(7)): the first that is not loopback, or 127.0.0.1 on a machine
+// that has no other.
+boost::asio::ip::address interface_address() {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  std::array<ifreq, 64> entries{};
+  ifconf conf{};
+  conf.ifc_len = static_cast<int>(sizeof entries);
+  conf.ifc_req = entries.data();
+  boost::asio::ip::address found = make_address("127.0.0.1");
+  if (fd >= 0 && ::ioctl(fd, SIOCGIFCONF, &conf) == 0) {
+    for (std::size_t i = 0; i < conf.ifc_len / sizeof(ifreq); ++i) {
+      const auto& in = reinterpret_cast<const sockaddr_in&>(entries[i].ifr_addr);
+      const boost::asio::ip::address_v4 a(ntohl(in.sin_addr.s_addr));
+      if (in.sin_family == AF_INET && !a.is_loopback()) {
+        found = a;
+        break;
+      }
+    }
+  }
+  if (fd >= 0) ::close(fd);
+  return found;
+}
+
+TEST(OwnAddresses, LoopbackInEitherFamilyIsOwn) {
+  EXPECT_TRUE(is_own_address(make_address("127.0.0.1")));
+  EXPECT_TRUE(is_own_address(make_address("127.4.5.6")));
+  EXPECT_TRUE(is_own_address(make_address("::1")));
+  EXPECT_TRUE(is_own_address(make_address("::ffff:127.0.0.1")));
+}
+
+TEST(OwnAddresses, AnInterfaceAddressIsOwnAndAForeignOneIsNot) {
+  // TEST-NET-3 (RFC 5737): no machine this runs on has it.
+  EXPECT_FALSE(is_own_address(make_address("203.0.113.77")));
+  EXPECT_FALSE(is_own_address(make_address("2001:db8::77")));
+  const auto own = interface_address();
+  EXPECT_TRUE(is_own_address(own)) << own;
+  EXPECT_TRUE(is_own_address(make_address("::ffff:" + own.to_string()))) << own;
+}
+
+class RefusedUpstream : public ::testing::Test {
+ protected:
+  config cfg;
+  relay_metrics metrics;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"   // the rest stay as they default
+  relay_context ctx{.cfg = cfg, .captures = nullptr, .metrics = metrics};
+#pragma GCC diagnostic pop
+};
+
+TEST_F(RefusedUpstream, AWildcardAdminAddressIsRefusedOnEveryOwnAddressOfItsPortOnly) {
+  ctx.refused_upstreams.emplace_back(make_address("0.0.0.0"), 8025);
+  const auto own = interface_address();
+  EXPECT_TRUE(ctx.refuses_upstream(tcp::endpoint(own, 8025))) << own;
+  EXPECT_TRUE(ctx.refuses_upstream(tcp::endpoint(make_address("127.0.0.1"), 8025)));
+  EXPECT_TRUE(ctx.refuses_upstream(tcp::endpoint(make_address("::1"), 8025)));
+  EXPECT_FALSE(ctx.refuses_upstream(tcp::endpoint(own, 8026)));
+  EXPECT_FALSE(ctx.refuses_upstream(tcp::endpoint(make_address("203.0.113.77"), 8025)));
+}
+
+TEST_F(RefusedUpstream, ALiteralAdminAddressIsRefusedAsItselfOnly) {
+  ctx.refused_upstreams.emplace_back(make_address("127.0.0.1"), 8025);
+  EXPECT_TRUE(ctx.refuses_upstream(tcp::endpoint(make_address("127.0.0.1"), 8025)));
+  EXPECT_FALSE(ctx.refuses_upstream(tcp::endpoint(make_address("127.0.0.2"), 8025)));
+  EXPECT_FALSE(ctx.refuses_upstream(tcp::endpoint(make_address("127.0.0.3"), 8025)));
+}
+
+}  // namespace
+}  // namespace mailtap
