@@ -103,6 +103,10 @@ bool server::listen_on(tcp::acceptor& acceptor, const endpoint& where, std::stri
   return true;
 }
 
+namespace {
+constexpr const char* smtps_listener = "SMTPS listener";
+}  // namespace
+
 bool server::start(std::string& error) {
   if (!start_tls(error)) return false;
   ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, cfg_.seed,
@@ -135,12 +139,20 @@ bool server::start(std::string& error) {
   acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
   if (!listen_on(*acceptor_, cfg_.listen, error)) return false;
   ctx_->listen_label = listen_endpoint().to_string();
-  asio::co_spawn(*contexts_.front(), accept_on(*acceptor_, false), asio::detached);
+  ctx_->refused_upstreams.push_back({acceptor_->local_endpoint(), "SMTP listener"});
   if (cfg_.tls.listen) {
     tls_acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
     if (!listen_on(*tls_acceptor_, *cfg_.tls.listen, error)) return false;
-    asio::co_spawn(*contexts_.front(), accept_on(*tls_acceptor_, true), asio::detached);
+    ctx_->refused_upstreams.push_back({tls_acceptor_->local_endpoint(), smtps_listener});
   }
+  if (const auto* own = configured_upstream_refusal()) {
+    error = "upstream " + ctx_->upstream.where.to_string() + " is mailtap's own " + own->what + " (" +
+            (own->what == smtps_listener ? "--listen-tls" : "--listen") +
+            "): every session would be relayed to mailtap itself";
+    return false;
+  }
+  asio::co_spawn(*contexts_.front(), accept_on(*acceptor_, false), asio::detached);
+  if (tls_acceptor_) asio::co_spawn(*contexts_.front(), accept_on(*tls_acceptor_, true), asio::detached);
   stop_signals_ = std::make_unique<asio::signal_set>(*contexts_.front(), SIGINT, SIGTERM);
   reload_signals_ = std::make_unique<asio::signal_set>(*contexts_.front(), SIGHUP);
   asio::co_spawn(*contexts_.front(), wait_for_signals(), asio::detached);
@@ -162,17 +174,21 @@ endpoint server::listen_endpoint() const {
 }
 
 bool server::refuse_as_upstream(const endpoint& admin, std::string& error) {
-  using boost::asio::ip::tcp;
   boost::system::error_code ec;
   const auto admin_address = boost::asio::ip::make_address(admin.host, ec);
   if (ec) return true;   // the admin API binds literal addresses only (admin/README.md)
-  ctx_->refused_upstreams.emplace_back(admin_address, admin.port);
-  const auto& where = ctx_->upstream;
-  if (where.builtin) return true;
-  const auto address = boost::asio::ip::make_address(where.where.host, ec);
-  if (ec || !ctx_->refuses_upstream(tcp::endpoint(address, where.where.port))) return true;
-  error = "upstream " + where.where.to_string() + " is the admin API's own address (--admin): choose another for one of them";
+  ctx_->refused_upstreams.push_back({tcp::endpoint(admin_address, admin.port), "admin API"});
+  if (!configured_upstream_refusal()) return true;
+  error = "upstream " + ctx_->upstream.where.to_string() + " is the admin API's own address (--admin): choose another for one of them";
   return false;
+}
+
+const relay_context::refused_upstream* server::configured_upstream_refusal() const {
+  const auto& where = ctx_->upstream;
+  if (where.builtin) return nullptr;
+  boost::system::error_code ec;
+  const auto address = boost::asio::ip::make_address(where.where.host, ec);
+  return ec ? nullptr : ctx_->refusal_of(tcp::endpoint(address, where.where.port));
 }
 
 void server::run() {

@@ -45,8 +45,8 @@ class server {
   // SIGHUP is logged and ignored.
   void on_reload(std::function<void()> handler) { reload_handler_ = std::move(handler); }
   // The admin API listens at `admin`: no session dials it as its upstream (relay_context::
-  // refused_upstreams). False, with a one-line error, when the configured upstream is that
-  // address. Before run().
+  // refused_upstreams, which start() fills with the SMTP listeners' addresses). False, with a
+  // one-line error, when the configured upstream is that address. Before run().
   bool refuse_as_upstream(const endpoint& admin, std::string& error);
   // Serves until a signal's drain completes.
   void run();
@@ -71,6 +71,9 @@ class server {
   void launch(std::shared_ptr<session> s);
   std::optional<upstream_target> intercepted_target(const boost::asio::ip::tcp::endpoint& original);
   bool listen_on(boost::asio::ip::tcp::acceptor& acceptor, const endpoint& where, std::string& error);
+  // What refuses the configured upstream (a literal address that is mailtap's own: its admin
+  // API or a listener), or null.
+  const relay_context::refused_upstream* configured_upstream_refusal() const;
   bool start_tls(std::string& error);
   boost::asio::awaitable<void> wait_for_signals();
   boost::asio::awaitable<void> wait_for_reloads();

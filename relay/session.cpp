@@ -234,13 +234,13 @@ void session::upstream_unreachable(const std::string& why) {
   feed(&protocol::relay_fsm::on_upstream_unreachable, std::string_view(why));
 }
 
-bool relay_context::refuses_upstream(const asio::ip::tcp::endpoint& e) const {
+const relay_context::refused_upstream* relay_context::refusal_of(const asio::ip::tcp::endpoint& e) const {
   for (const auto& r : refused_upstreams) {
-    if (r.port() != e.port()) continue;
-    if (r.address() == e.address()) return true;
-    if (r.address().is_unspecified() && is_own_address(e.address())) return true;
+    if (r.at.port() != e.port()) continue;
+    if (r.at.address() == e.address()) return &r;
+    if (r.at.address().is_unspecified() && is_own_address(e.address())) return &r;
   }
-  return false;
+  return nullptr;
 }
 
 asio::awaitable<std::string> session::dial_upstream() {
@@ -261,9 +261,13 @@ asio::awaitable<std::string> session::dial_upstream() {
     endpoints = std::move(found);
   }
   std::vector<tcp::endpoint> allowed;
-  for (const auto& entry : endpoints)
-    if (!ctx_.refuses_upstream(entry.endpoint())) allowed.push_back(entry.endpoint());
-  if (allowed.empty()) co_return target_.where.to_string() + " is mailtap's own admin API, never an upstream";
+  const relay_context::refused_upstream* refused = nullptr;
+  for (const auto& entry : endpoints) {
+    if (const auto* r = ctx_.refusal_of(entry.endpoint())) refused = r;
+    else allowed.push_back(entry.endpoint());
+  }
+  if (allowed.empty() && refused) co_return target_.where.to_string() + " is mailtap's own " + refused->what + ", never an upstream";
+  if (allowed.empty()) co_return "cannot resolve " + target_.where.host + ": no address";
   timer deadline(executor_);
   deadline.expires_after(ctx_.cfg.upstream_connect_timeout);
   auto result = co_await (asio::async_connect(socket, allowed, as_tuple(use_awaitable)) ||

@@ -64,13 +64,21 @@ struct relay_context {
   // the server's drain waits on it. Any thread. Empty: nobody waits (tests).
   std::function<void()> session_closed;
   event_hub* events = nullptr;                            // live events (admin API); null: none
-  // The admin API's own address (admin/README.md, "Trust boundary"): never dialled as an
-  // upstream, whatever names it (a config, a transparent redirect), so SMTP bytes never reach
-  // the control plane. Set before the server runs.
-  std::vector<boost::asio::ip::tcp::endpoint> refused_upstreams;
-  // An endpoint in refused_upstreams, or the same port of a refused wildcard address on any of
-  // this machine's own addresses (loopback or an interface's: is_own_address).
-  bool refuses_upstream(const boost::asio::ip::tcp::endpoint& e) const;
+  // mailtap's own addresses, never dialled as an upstream whatever names them (a config, a name
+  // that resolves to one, a transparent redirect): the admin API's (admin/README.md, "Trust
+  // boundary"), so SMTP bytes never reach the control plane, and its SMTP listeners', so a
+  // session never relays to mailtap itself, which would open sessions until max_sessions.
+  // Set before the server runs.
+  struct refused_upstream {
+    boost::asio::ip::tcp::endpoint at;
+    std::string what;   // "admin API", "SMTP listener": for the session's 421 and the start-up error
+  };
+  std::vector<refused_upstream> refused_upstreams;
+  // The entry that refuses e: its endpoint, or the same port of a refused wildcard address on
+  // any of this machine's own addresses (loopback or an interface's: is_own_address). Null
+  // when e may be dialled.
+  const refused_upstream* refusal_of(const boost::asio::ip::tcp::endpoint& e) const;
+  bool refuses_upstream(const boost::asio::ip::tcp::endpoint& e) const { return refusal_of(e) != nullptr; }
 };
 
 class session : public std::enable_shared_from_this<session> {

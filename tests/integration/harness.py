@@ -612,23 +612,25 @@ class Process:
 class Mailtap(Process):
     """`mailtap run --listen 127.0.0.1:0 ...`; waits for the one ready line on stdout.
 
-    env: the child's environment (None: inherited). minimal=True passes only --listen,
+    env: the child's environment (None: inherited). listen: its --listen (default: a free
+    loopback port). minimal=True passes only --listen,
     --captures and `args` (no --upstream, no --seed), as a new user would run it. With
     --listen-tls in `args`, tls_port is the implicit TLS listener's port (else None)."""
 
     def __init__(self, workdir, upstream="builtin", captures=None, args=(), name="mailtap",
-                 ready_timeout=None, umask=-1, env=None, minimal=False):
+                 ready_timeout=None, umask=-1, env=None, minimal=False, listen=None):
         self.captures = captures or os.path.join(workdir, name + "-captures")
         extra = shlex.split(os.environ.get("MAILTAP_EXTRA_ARGS", ""))
         # The admin API on a free port of its own, so that relays started side by side never
         # compete for its default one (127.0.0.1:8025).
         admin = [] if any(a == "--admin" or a.startswith("--admin=") for a in (*extra, *args)) \
             else ["--admin", "%s:0" % LOOPBACK]
+        listen = listen or "%s:0" % LOOPBACK
         if minimal:
-            argv = [mailtap_bin(), "run", "--listen", "%s:0" % LOOPBACK,
+            argv = [mailtap_bin(), "run", "--listen", listen,
                     "--captures", self.captures, *admin, *extra, *args]
         else:
-            argv = [mailtap_bin(), "run", "--listen", "%s:0" % LOOPBACK, "--upstream", upstream,
+            argv = [mailtap_bin(), "run", "--listen", listen, "--upstream", upstream,
                     "--captures", self.captures, "--seed", "1", *admin, *extra, *args]
         if env is None:
             # An admin token exported for the CLI clients would make every relay here want it.

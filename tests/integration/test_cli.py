@@ -6,11 +6,14 @@ Exit codes: 0 success, 2 usage or input error with a one-line message naming the
 import json
 import os
 import re
+import socket
 import stat
 import subprocess
+import time
 import unittest
 
-from harness import IntegrationTest, Mailtap, mailtap_bin, run_mailtap, show_json
+from harness import (Capture, IntegrationTest, Mailtap, capture_paths, free_port, mailtap_bin, run_mailtap,
+                     show_json, wait_until)
 
 VALID_CONFIG = """\
 # a valid configuration
@@ -161,6 +164,62 @@ class RunUsage(IntegrationTest):
         self.quit(c)
         cap = self.single_capture(m)
         self.assertEqual(cap.header["bare_eol"], "normalize")
+
+
+class SelfAsUpstream(IntegrationTest):
+    """mailtap never relays to itself: an upstream that is one of its own listeners is refused at
+    start when it is an address, and answered 421 when a name resolves to it, instead of each
+    session opening another until max_sessions are taken."""
+
+    def start_fails(self, *args):
+        r = run_mailtap(["run", "--captures", os.path.join(self.workdir, "caps"), "--admin", "off", *args], timeout=20)
+        self.assertEqual(r.returncode, 2, r)
+        self.assertEqual(r.stdout, b"", "printed a ready line although it failed")
+        errors = [line for line in r.stderr.decode("utf-8", "replace").splitlines() if line.startswith("mailtap run:")]
+        self.assertEqual(len(errors), 1, r.stderr)
+        return errors[0]
+
+    def test_its_own_listening_address_is_refused_at_start(self):
+        port = free_port()
+        line = self.start_fails("--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % port)
+        self.assertIn("own SMTP listener (--listen)", line)
+
+    def test_its_own_smtps_listener_is_refused_at_start(self):
+        port = free_port()
+        line = self.start_fails("--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:%d" % port,
+                                "--upstream", "127.0.0.1:%d" % port)
+        self.assertIn("own SMTPS listener (--listen-tls)", line)
+
+    def test_a_wildcard_listener_is_refused_on_an_interface_address(self):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.connect(("198.51.100.1", 9))   # sends nothing: the kernel picks the source address
+            own = probe.getsockname()[0]
+        except OSError:
+            own = "127.0.0.1"                    # no route: loopback is the only own address to try
+        finally:
+            probe.close()
+        port = free_port()
+        line = self.start_fails("--listen", "0.0.0.0:%d" % port, "--upstream", "%s:%d" % (own, port))
+        self.assertIn("own SMTP listener", line)
+
+    def test_a_name_that_resolves_to_it_gets_421_and_opens_no_second_session(self):
+        port = free_port()
+        m = self.start_mailtap(upstream="localhost:%d" % port, listen="127.0.0.1:%d" % port)
+        c = self.connect(m.port)
+        greeting = c.reply()
+        self.assertEqual(greeting.code, 421, greeting)
+        self.assertIn("own SMTP listener", greeting.text)
+        c.close()
+        wait_until(lambda: capture_paths(m.captures) and Capture(capture_paths(m.captures)[-1]).end, 10,
+                   "the session's end record")
+        time.sleep(0.5)   # a session it had opened to itself would have its capture by now
+        paths = capture_paths(m.captures)
+        self.assertEqual(len(paths), 1, paths)
+        cap = Capture(paths[0])
+        self.assertEqual(cap.end["reason"], "upstream_unreachable")
+        self.assertEqual([r for r in cap.records if r.get("type") in ("bytes", "bytes_ref") and r.get("leg") == "upstream"],
+                         [], "nothing was sent upstream")
 
 
 class ShowAndCaptureFiles(IntegrationTest):

@@ -74,7 +74,7 @@ class RefusedUpstream : public ::testing::Test {
 };
 
 TEST_F(RefusedUpstream, AWildcardAdminAddressIsRefusedOnEveryOwnAddressOfItsPortOnly) {
-  ctx.refused_upstreams.emplace_back(make_address("0.0.0.0"), 8025);
+  ctx.refused_upstreams.push_back({tcp::endpoint(make_address("0.0.0.0"), 8025), "admin API"});
   const auto own = interface_address();
   EXPECT_TRUE(ctx.refuses_upstream(tcp::endpoint(own, 8025))) << own;
   EXPECT_TRUE(ctx.refuses_upstream(tcp::endpoint(make_address("127.0.0.1"), 8025)));
@@ -84,7 +84,7 @@ TEST_F(RefusedUpstream, AWildcardAdminAddressIsRefusedOnEveryOwnAddressOfItsPort
 }
 
 TEST_F(RefusedUpstream, ALiteralAdminAddressIsRefusedAsItselfOnly) {
-  ctx.refused_upstreams.emplace_back(make_address("127.0.0.1"), 8025);
+  ctx.refused_upstreams.push_back({tcp::endpoint(make_address("127.0.0.1"), 8025), "admin API"});
   EXPECT_TRUE(ctx.refuses_upstream(tcp::endpoint(make_address("127.0.0.1"), 8025)));
   EXPECT_FALSE(ctx.refuses_upstream(tcp::endpoint(make_address("127.0.0.2"), 8025)));
   EXPECT_FALSE(ctx.refuses_upstream(tcp::endpoint(make_address("127.0.0.3"), 8025)));
