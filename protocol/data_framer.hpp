@@ -12,7 +12,9 @@
 // Lines of any length stream through unchanged (Postfix and Exim accept lines past RFC 5321's
 // 1000 octets); only the CR/LF/dot state is kept, and lines past that limit are counted.
 // The terminator itself is never emitted: the caller decides whether to send ".\r\n".
-// Never holds more than 2 bytes across calls. Single-threaded.
+// Never holds more than 2 bytes across calls. Single-threaded. Well-formed lines are checked
+// and forwarded 16 bytes at a time (data_framer.cpp, clean_blocks); only blocks holding
+// something else take the byte-by-byte state machine.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -57,6 +59,8 @@ class data_framer {
   void bare(std::string& forward, std::string_view as_received, data_fault kind);
   void line_end(std::string& forward);
   void end_message();
+  // Forwards the whole 16-byte blocks of well-formed lines from `from` on; where it stopped.
+  std::size_t clean_blocks(std::string_view in, std::size_t from, std::string& forward);
 
   bare_eol_mode mode_;
   state state_ = state::line_start;

@@ -1,6 +1,7 @@
 // The DATA framer (protocol/data_framer.hpp). The first byte picks the bare_eol_mode and a
-// split point; the rest is the message as the client sends it. Checked: the same output
-// whatever the segmentation; in strict and normalize modes the forwarded bytes hold no bare
+// split point; the rest is the message as the client sends it. Checked: the same output and
+// counts whatever the segmentation (fed one byte at a time, the framer never takes its
+// 16-byte clean-block path, so this compares that path with the byte-by-byte one); in strict and normalize modes the forwarded bytes hold no bare
 // CR or LF and no NUL (so the upstream cannot find an end of data the relay did not, e.g.
 // "\n.\n"), and never "\r\n.\r\n" (the terminator is never emitted); only "\r\n.\r\n" (or, under
 // normalize, its normalized forms) ends the message; it holds at most 2 bytes across calls.
@@ -23,6 +24,8 @@ struct framed {
   bool ended = false;
   data_fault fault = data_fault::none;
   std::uint64_t message_bytes = 0;
+  std::uint64_t long_lines = 0;
+  std::uint64_t longest_line = 0;
 };
 
 framed frame(bare_eol_mode mode, const std::vector<std::string_view>& pieces) {
@@ -41,6 +44,8 @@ framed frame(bare_eol_mode mode, const std::vector<std::string_view>& pieces) {
   f.ended = framer.ended();
   f.fault = framer.fault();
   f.message_bytes = framer.message_bytes();
+  f.long_lines = framer.long_lines();
+  f.longest_line = framer.longest_line();
   return f;
 }
 
@@ -72,6 +77,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(other->consumed == whole.consumed, "segmentation changed where the message ends");
     FUZZ_CHECK(other->ended == whole.ended && other->fault == whole.fault, "segmentation changed the outcome");
     FUZZ_CHECK(other->message_bytes == whole.message_bytes, "segmentation changed the size");
+    FUZZ_CHECK(other->long_lines == whole.long_lines && other->longest_line == whole.longest_line,
+               "segmentation changed the line lengths");
   }
 
   std::string_view consumed = in.substr(0, whole.consumed);

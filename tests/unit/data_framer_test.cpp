@@ -505,6 +505,57 @@ TEST(DataFramer, UnendingLineIsForwardedAsItArrives) {
   }
 }
 
+// ---------------------------------------------------------------- 16-byte clean blocks
+
+// Messages of well-formed lines, each with at most one oddity placed at a random byte (a bare
+// CR or LF, a NUL, a dot opening a line, CRLF split across a block edge by the line's length),
+// and a terminator. Fed whole, well-formed lines take the 16-byte path; fed one byte at a time
+// and at random splits, they take the byte-by-byte one; every run must agree, in every mode.
+TEST(DataFramer, CleanBlocksAgreeWithTheByteByByteFraming) {
+  std::uint64_t state = 0x9e3779b97f4a7c15u;
+  const auto next = [&state](std::uint64_t bound) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state % bound;
+  };
+  const std::string oddities[] = {"\r", "\n", std::string(1, '\0'), "\r\n.", "\r\n..", "x\r"};
+  for (int round = 0; round < 300; ++round) {
+    std::string msg;
+    const std::size_t lines = 1 + next(60);
+    for (std::size_t l = 0; l < lines; ++l) {
+      const std::size_t length = next(8) == 0 ? next(1100) : next(100);
+      for (std::size_t b = 0; b < length; ++b) msg += static_cast<char>(' ' + next(95));
+      msg += "\r\n";
+    }
+    if (round % 3 != 0) {
+      const std::size_t at = next(msg.size() + 1);
+      msg.insert(at, oddities[next(std::size(oddities))]);
+    }
+    const std::string input = msg + (msg.ends_with("\r\n") ? "" : "\r\n") + ".\r\nQUIT\r\n";
+    for (auto mode : all_modes) {
+      SCOPED_TRACE(std::string(to_string(mode)) + " round " + std::to_string(round));
+      const framed whole = run(mode, {input});
+      std::vector<std::string_view> bytes;
+      for (std::size_t i = 0; i < input.size(); ++i) bytes.push_back(std::string_view(input).substr(i, 1));
+      expect_same(whole, run(mode, bytes), "one byte at a time");
+      std::vector<std::string_view> pieces;
+      for (std::size_t from = 0; from < input.size();) {
+        const std::size_t size = std::min<std::size_t>(1 + next(40), input.size() - from);
+        pieces.push_back(std::string_view(input).substr(from, size));
+        from += size;
+      }
+      expect_same(whole, run(mode, pieces), "random pieces");
+      if (round % 3 == 0) {   // no oddity: the lines go out as they came, the terminator stays
+        EXPECT_TRUE(whole.ended);
+        EXPECT_EQ(whole.fault, data_fault::none);
+        EXPECT_TRUE(whole.forward == msg);
+      }
+      if (testing::Test::HasFailure()) return;
+    }
+  }
+}
+
 // ---------------------------------------------------------------- names
 
 TEST(DataFramer, ModeNames) {
