@@ -198,7 +198,7 @@ std::size_t data_framer::feed(std::string_view in, std::string& forward) {
           end_message();
           continue;
         }
-        content(forward, ".");                     // a stuffed or ordinary dot line
+        emit(forward, ".");   // a stuffed or ordinary dot line; the dot is transparency, not the line's
         state_ = state::mid;
         continue;
       case state::dot_cr:
@@ -208,7 +208,7 @@ std::size_t data_framer::feed(std::string_view in, std::string& forward) {
           end_message();
           continue;
         }
-        content(forward, ".");
+        emit(forward, ".");
         bare(forward, "\r", data_fault::bare_cr_or_lf);    // "\r\n.\r" then not LF
         continue;
       case state::ended: break;

@@ -48,7 +48,9 @@ class data_framer {
   std::uint64_t normalized() const { return normalized_; }
   std::uint64_t nuls_replaced() const { return nuls_replaced_; }
   // Ended lines longer than limits::data_line_rfc_max octets before their line ending, and the
-  // longest ended line's length (octets before its line ending, as forwarded).
+  // longest ended line's length (octets before its line ending, as forwarded), a dot opening a
+  // line not counted: the receiver removes it (RFC 5321 4.5.2), and 4.5.3.1.6's limit does
+  // not count "the leading dot duplicated for transparency".
   std::uint64_t long_lines() const { return long_lines_; }
   std::uint64_t longest_line() const { return longest_line_; }
 

@@ -461,6 +461,22 @@ TEST(DataFramer, LinesAtRfcLimitAreNotCounted) {
   }
 }
 
+TEST(DataFramer, TheDotOpeningALineIsNotCountedInItsLength) {
+  // A 998-octet line of the message that starts with '.' is 999 octets on the wire, stuffed;
+  // RFC 5321 4.5.3.1.6 does not count the duplicated dot, so it is not a long line.
+  for (auto mode : all_modes) {
+    SCOPED_TRACE(std::string(to_string(mode)));
+    const std::string stuffed = "." + ("." + std::string(limits::data_line_rfc_max - 1, 'x'));
+    auto r = frame(mode, "first\r\n" + stuffed + "\r\n.\r\n", near_edges);
+    EXPECT_TRUE(r.ended);
+    EXPECT_EQ(r.long_lines, 0u);
+    EXPECT_EQ(r.longest_line, limits::data_line_rfc_max);
+    auto over = frame(mode, "first\r\n" + stuffed + "x\r\n.\r\n", near_edges);
+    EXPECT_EQ(over.long_lines, 1u);
+    EXPECT_EQ(over.longest_line, limits::data_line_rfc_max + 1);
+  }
+}
+
 TEST(DataFramer, LongLinesStreamThroughUnchanged) {
   // A 100 KiB HTML line (curl) and one just past the former 64 KiB cap: forwarded byte for
   // byte in every mode, the message ends where it should, and the lines are counted.
