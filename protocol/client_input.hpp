@@ -42,12 +42,17 @@ class client_input {
 
   // What is parsed goes to the recorder (masked where asked) and leaves the buffer.
   void record_parsed(std::uint64_t now, session_observer* observer);
+  // What is parsed and not yet recorded goes to the recorder; the buffer keeps it (views
+  // into it stay valid) until record_parsed. Before the relay sends the client anything, so
+  // that the capture has a command's bytes before the reply to it (relay_outbox).
+  void record_parsed_so_far(std::uint64_t now, session_observer* observer);
   // Nothing more will be parsed (a stall): the rest is recorded as it came, and dropped.
   void record_and_drop_rest(std::uint64_t now, session_observer* observer);
 
  private:
   std::string buf_;
   std::size_t pos_ = 0;               // parse offset into buf_
+  std::size_t recorded_in_buf_ = 0;   // buf_ before this is recorded (record_parsed_so_far)
   std::uint64_t recorded_ = 0;        // bytes recorded and erased from buf_ so far
   std::size_t newest_read_at_ = 0;    // where the latest read begins in buf_
   std::vector<std::pair<std::size_t, std::size_t>> masks_;

@@ -28,7 +28,9 @@ relay_fsm::relay_fsm(relay_options options, session_observer* observer, fault_ad
     : options_(std::move(options)),
       observer_(observer),
       out_(observer),
-      faults_(faults, options_, out_, owed_, txns_, stats_, observer_, *this) {}
+      faults_(faults, options_, out_, owed_, txns_, stats_, observer_, *this) {
+  out_.record_client_input_first(&in_);
+}
 
 std::vector<action> relay_fsm::take_actions() {
   report_client_pause();

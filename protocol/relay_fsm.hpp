@@ -42,6 +42,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
  public:
   // `faults` may be null (no fault injection); it must outlive the machine.
   relay_fsm(relay_options options, session_observer* observer, fault_advisor* faults = nullptr);
+  // Its parts refer to each other (the outbox to the input, the fault holds to the outbox).
+  relay_fsm(const relay_fsm&) = delete;
+  relay_fsm& operator=(const relay_fsm&) = delete;
 
   // The client is connected and the shell starts connecting upstream.
   void on_start(std::uint64_t now_us);

@@ -7,6 +7,7 @@ namespace mailtap::protocol {
 
 void relay_outbox::send(leg to, std::string_view bytes, std::uint64_t now, bool sensitive) {
   if (bytes.empty() || closed(to)) return;
+  client_input_recorded(to, now);
   if (observer_) {
     if (sensitive) observer_->on_bytes(now, to, direction::out, masked_auth_line(bytes));
     else observer_->on_bytes(now, to, direction::out, bytes);
@@ -20,6 +21,7 @@ void relay_outbox::send(leg to, std::string_view bytes, std::uint64_t now, bool 
 
 void relay_outbox::send_owned(leg to, std::string&& bytes, std::uint64_t now) {
   if (bytes.empty() || closed(to)) return;
+  client_input_recorded(to, now);
   if (observer_) observer_->on_bytes(now, to, direction::out, bytes);
   if (auto* prev = joinable_send(to, false)) {
     prev->bytes.append(bytes);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "protocol/action.hpp"
+#include "protocol/client_input.hpp"
 #include "protocol/observer.hpp"
 #include "protocol/reply.hpp"
 
@@ -19,6 +20,10 @@ namespace mailtap::protocol {
 class relay_outbox {
  public:
   explicit relay_outbox(session_observer* observer) : observer_(observer) {}
+  // The client input whose parsed bytes are recorded before anything is sent to the client,
+  // so that a capture never has a reply before the command it answers (the relay's own
+  // replies are sent while it is still parsing the input that asked for them).
+  void record_client_input_first(client_input* in) { client_in_ = in; }
 
   // Bytes for a leg, recorded as sent (`sensitive`: an AUTH line, recorded masked).
   void send(leg to, std::string_view bytes, std::uint64_t now, bool sensitive = false);
@@ -45,7 +50,13 @@ class relay_outbox {
   // The last send_bytes to `to` that new bytes may join (timers looked past), or null.
   send_bytes* joinable_send(leg to, bool sensitive);
 
+  // Before bytes to the client are recorded: the client's parsed input is recorded first.
+  void client_input_recorded(leg to, std::uint64_t now) {
+    if (to == leg::client && client_in_) client_in_->record_parsed_so_far(now, observer_);
+  }
+
   session_observer* observer_;
+  client_input* client_in_ = nullptr;
   std::vector<action> actions_;
   bool client_closed_ = false;
   bool upstream_closed_ = false;

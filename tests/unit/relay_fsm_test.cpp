@@ -238,6 +238,22 @@ TEST_F(RelayFsmTest, StarttlsCommandAnsweredLocally) {
   EXPECT_THAT(up_, Not(HasSubstr("STARTTLS")));
 }
 
+// A reply the relay makes itself goes out while it is still parsing the input that asked for
+// it: the capture must have that input first (captures/FORMAT.md: each leg's bytes in order),
+// or a reader pairing commands with replies (export eml) is off by one from there on.
+TEST_F(RelayFsmTest, ACommandAnsweredLocallyIsRecordedBeforeItsReply) {
+  greet_and_ehlo();
+  obs_->bytes.clear();
+  client("STARTTLS\r\nNOOP\r\n");
+  std::vector<std::string> client_leg;
+  for (const auto& b : obs_->bytes)
+    if (b.l == leg::client) client_leg.push_back((b.d == direction::in ? "in " : "out ") + b.bytes.substr(0, 8));
+  ASSERT_GE(client_leg.size(), 2u);
+  EXPECT_EQ(client_leg[0], "in STARTTLS") << testing::PrintToString(client_leg);
+  EXPECT_EQ(client_leg[1].substr(0, 7), "out 454") << testing::PrintToString(client_leg);
+  EXPECT_EQ(obs_->stream(leg::client, direction::in), "STARTTLS\r\nNOOP\r\n");
+}
+
 // ---------------------------------------------------------------- pipelining
 
 TEST_F(RelayFsmTest, PipelinedGroupForwardedInOneWriteRepliesInOrder) {
