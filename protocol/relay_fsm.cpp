@@ -145,6 +145,11 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
     out_.note(now, "client closed the connection inside the message: upstream closed without end of data");
     return end_session(now, "client_closed", "inside the message");
   }
+  if (mode_ == client_mode::auth_response) {
+    // The upstream waits for a response that cannot come: the exchange is over unfinished.
+    out_.note(now, "client closed the connection inside an AUTH exchange");
+    return end_session(now, "client_closed", "inside an AUTH exchange");
+  }
   if (out_.closed(leg::client)) {
     if (owed_.awaiting_end_of_data()) return;
     return end_session(now, "client_closed", "client connection lost");
@@ -165,7 +170,9 @@ void relay_fsm::on_timeout(std::uint64_t now, leg which) {
     if (client_input_ended_) return;
     // While the client waits on an upstream reply (up to 10 minutes for end of data), or on
     // a reply a fault delays, or on the relay's own backpressure, it is not the slow one.
-    if (!in_message() && !partial_line() && (owed_.awaiting_upstream() || faults_.hold_active(now) || input_held_ || awaiting_capture_)) {
+    // Inside an AUTH exchange the upstream waits on the client's response, not the reverse.
+    if (!in_message() && !partial_line() && mode_ != client_mode::auth_response &&
+        (owed_.awaiting_upstream() || faults_.hold_active(now) || input_held_ || awaiting_capture_)) {
       out_.arm(leg::client, options_.timeouts.client_idle);
       return;
     }
@@ -828,6 +835,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
       out_.send(leg::client, r.raw, now);
       mode_ = client_mode::auth_response;
       out_.arm(leg::upstream, disarmed);
+      out_.arm(leg::client, options_.timeouts.client_idle);   // its response is now awaited
       return;
     }
     auth_open_ = false;

@@ -785,6 +785,31 @@ TEST_F(RelayFsmTest, AuthUsernameRecordedOnlyWhenConfigured) {
   expect_no_secret(*obs_, "aHVudGVyMjItcGFzcw==");
 }
 
+// A client that leaves, or falls silent, after a 334 challenge: the upstream waits for its
+// response, so nothing else would end the session (a trial held every session this way).
+TEST_F(RelayFsmTest, ClientLeavingInsideAnAuthExchangeEndsTheSession) {
+  greet_and_ehlo();
+  client("AUTH LOGIN\r\n");
+  upstream("334 VXNlcm5hbWU6\r\n");
+  client_eof();
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->ends[0].reason, "client_closed");
+  EXPECT_TRUE(closed_[leg::upstream]);
+  EXPECT_THAT(obs_->notes, Contains("client closed the connection inside an AUTH exchange"));
+}
+
+TEST_F(RelayFsmTest, ClientSilentInsideAnAuthExchangeTimesOut) {
+  greet_and_ehlo();
+  client("AUTH LOGIN\r\n");
+  show_timers_ = true;
+  EXPECT_THAT(upstream("334 VXNlcm5hbWU6\r\n"), Contains(timer(leg::client, milliseconds(300'000))));
+  show_timers_ = false;
+  timeout(leg::client);
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->ends[0].reason, "client_timeout");
+  EXPECT_THAT(cl_, HasSubstr("421 4.4.2"));
+}
+
 TEST_F(RelayFsmTest, AuthLoginExchangeMasked) {
   greet_and_ehlo();
   const std::string user = "YWxpY2VAZXhhbXBsZS5vcmc=";   // alice@example.org
