@@ -149,6 +149,14 @@ void fault_holds::release_held(std::uint64_t now) {
   }
 }
 
+void fault_holds::drop_held_end_of_data(std::uint64_t now) {
+  if (!held_dot_) return;
+  event(now, *held_dot_, phase::data_end, "end of data held; the client left before it was forwarded",
+        now - held_dot_since_us_);
+  held_dot_.reset();
+  if (std::exchange(bdat_end_withheld_, false)) host_.drop_withheld_bdat();
+}
+
 // ---------------------------------------------------------------- connect and banner
 
 void fault_holds::start(std::uint64_t now) {

@@ -85,6 +85,10 @@ class fault_holds {
   bool stops_parsing() const { return held_dot_ || input_stopped_ || stalled_; }
   // Client input waits for a fault's timer (a held line, end of message or greeting).
   bool input_waits() const { return held_line_ || held_dot_ || held_banner_; }
+  // A delay fault holds a message's end (the dot, or BDAT's last byte) before forwarding it.
+  bool holds_end_of_data() const { return held_dot_.has_value(); }
+  // The client is gone: the held end is never forwarded (recorded as the fault's event).
+  void drop_held_end_of_data(std::uint64_t now);
   // Something a fault holds is still due (the client is not the slow one).
   bool hold_active(std::uint64_t now) const;
   // A stall reads nothing, answers nothing, and ends only when the client gives up.

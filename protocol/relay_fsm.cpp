@@ -139,6 +139,13 @@ void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
 // is still awaited and recorded: it says whether the message was delivered.
 void relay_fsm::end_if_client_done(std::uint64_t now) {
   if (ended_ || !client_input_ended_) return;
+  if (out_.closed(leg::client) && faults_.holds_end_of_data()) {
+    // Gone before its message was handed off (a delay fault holds the end): the end is never
+    // sent, so nothing is delivered that the client could not be told of.
+    faults_.drop_held_end_of_data(now);
+    out_.note(now, "client connection lost while a fault held the end of data: upstream closed without it; nothing delivered");
+    return end_session(now, "client_closed", "while the end of data was held");
+  }
   if (faults_.input_waits() || input_held_ || awaiting_capture_) return;   // input still to be taken
   if (in_message() && in_.fully_parsed()) {
     // Client vanishes inside the message: close upstream without the dot; nothing delivered.
@@ -181,6 +188,21 @@ void relay_fsm::on_timeout(std::uint64_t now, leg which) {
   }
   out_.close(leg::upstream);
   upstream_lost(now, "upstream_timeout", "no reply from upstream in time");
+}
+
+void relay_fsm::on_write_stalled(std::uint64_t now, leg which, std::chrono::milliseconds waited) {
+  if (ended_) return;
+  const std::string detail = std::string(which == leg::upstream ? "the upstream" : "the client") + " took no data for " +
+                             std::to_string(waited.count() / 1000) + " s";
+  if (which == leg::upstream) {
+    out_.close_with_reset(leg::upstream);
+    upstream_lost(now, "upstream_timeout", detail);
+    return;
+  }
+  ++stats_.client_timeouts;
+  out_.note(now, "client timeout: " + detail);
+  out_.close_with_reset(leg::client);
+  end_session(now, "client_timeout", detail);
 }
 
 void relay_fsm::on_drain(std::uint64_t now) {

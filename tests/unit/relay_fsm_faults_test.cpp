@@ -1082,6 +1082,24 @@ TEST_F(FaultFsm, CommandsPipelinedAfterAHeldDotWaitForIt) {
   EXPECT_THAT(up_, EndsWith("DATA\r\nbody\r\n.\r\nQUIT\r\n"));
 }
 
+// A client lost (a reset) while a fault holds its dot: the dot never goes, so nothing is
+// delivered that the client could not be told of. Before, the dot went when the hold ended
+// and the message was delivered; the sender, never answered, sent it again (a trial with
+// real Postfix on both sides).
+TEST_F(FaultFsm, AClientLostWhileTheDotIsHeldGetsNothingDelivered) {
+  adv_->on(phase::data_end, fault_stage::command, delay_of(4'000'000, "slow-dot"));
+  open_data();
+  EXPECT_THAT(client("body\r\n.\r\nQUIT\r\n"), ElementsAre(to_upstream("body\r\n"), fault_timer(4'000'000)));
+  fsm_->on_client_gone(tick(), "Connection reset by peer");
+  take();
+  EXPECT_THAT(up_, Not(HasSubstr("body\r\n.\r\n")));
+  EXPECT_TRUE(closed_[leg::upstream]);
+  EXPECT_EQ(only_transaction().result, outcome::aborted);
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->ends[0].reason, "client_closed");
+  EXPECT_EQ(only_fault("delay").detail, "end of data held; the client left before it was forwarded");
+}
+
 TEST_F(FaultFsm, DataEndReplyDelayHoldsTheDotsReply) {
   adv_->on(phase::data_end, fault_stage::reply, delay_of(2'000'000, "slow-queue"));
   open_data();
