@@ -61,6 +61,10 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void on_client_gone(std::uint64_t now_us, std::string_view reason);
   void on_upstream_eof(std::uint64_t now_us);
   void on_timeout(std::uint64_t now_us, leg which);
+  // The leg's peer has taken none of what was written to it for `waited` (it stopped reading):
+  // an upstream is lost (in DATA the client gets 451); a client that reads none of its replies
+  // is closed with a reset, since a reply could not reach it either.
+  void on_write_stalled(std::uint64_t now_us, leg which, std::chrono::milliseconds waited);
   // Shutdown: idle sessions get 421 now; busy ones after their transaction.
   void on_drain(std::uint64_t now_us);
   // The relay gives up on the session (unexpected error).

@@ -31,6 +31,9 @@ struct relay_timeouts {
   std::chrono::milliseconds upstream_data_init{120'000};
   // RFC 5321 4.5.3.2.6: DATA termination 10 minutes (shorter causes duplicate deliveries).
   std::chrono::milliseconds upstream_data_end{600'000};
+  // RFC 5321 4.5.3.2.5: each send of message data to the upstream, 3 minutes. An upstream
+  // that takes nothing for this long (it stopped reading) is timed out like a silent one.
+  std::chrono::milliseconds upstream_data_block{180'000};
 };
 
 // How the upstream leg is secured (issue 3): mirror = TLS upstream whenever the client leg

@@ -281,6 +281,7 @@ class loader {
       else if (k == "upstream_reply") target = &out_.timeouts.upstream_reply;
       else if (k == "upstream_data_init") target = &out_.timeouts.upstream_data_init;
       else if (k == "upstream_data_end") target = &out_.timeouts.upstream_data_end;
+      else if (k == "upstream_data_block") target = &out_.timeouts.upstream_data_block;
       else if (k == "drain") target = &out_.drain_timeout;
       if (!target) return false;
       if (auto v = r.timeout()) *target = *v;

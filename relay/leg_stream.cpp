@@ -113,8 +113,10 @@ asio::awaitable<boost::system::error_code> leg_stream::flush() {
   std::swap(pending, inflight_);
   std::swap(breaks_, inflight_breaks_);
   boost::system::error_code ec;
+  write_started = std::chrono::steady_clock::now();
   if (shaping.active() || !inflight_breaks_.empty()) ec = co_await write_shaped();
   else ec = co_await write(asio::buffer(inflight_));
+  write_started.reset();
   inflight_.clear();
   inflight_breaks_.clear();
   co_return ec;

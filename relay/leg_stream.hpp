@@ -11,6 +11,7 @@
 #include <array>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -124,6 +125,9 @@ class leg_stream {
   bool tls_busy = false;              // a handshake (or a reconnect) owns the connection: readers stay away
   bool reconnect_requested = false;   // reconnect_upstream executed; the writer performs it
   bool writer_idle = false;           // the leg's writer waits for its wake-up, nothing in flight
+  // When the write in flight began (a flush that has not returned); unset between writes. A
+  // peer that stops reading leaves it set: the session's watchdog times that out.
+  std::optional<std::chrono::steady_clock::time_point> write_started;
   // Faults: write shaping (throttle, slice) and segment breaks (offset into pending, pause).
   protocol::leg_shaping shaping;
   void add_break(std::chrono::microseconds gap) { breaks_.emplace_back(pending.size(), gap); }

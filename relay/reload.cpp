@@ -45,6 +45,7 @@ std::vector<std::string> restart_only_changes(const config& a, const config& b) 
       {"timeouts.upstream_reply", ma.upstream_reply != mb.upstream_reply},
       {"timeouts.upstream_data_init", ma.upstream_data_init != mb.upstream_data_init},
       {"timeouts.upstream_data_end", ma.upstream_data_end != mb.upstream_data_end},
+      {"timeouts.upstream_data_block", ma.upstream_data_block != mb.upstream_data_block},
       {"timeouts.upstream_connect", a.upstream_connect_timeout != b.upstream_connect_timeout},
       {"timeouts.drain", a.drain_timeout != b.drain_timeout},
       {"relay_name", a.relay_name != b.relay_name},

@@ -296,6 +296,10 @@ asio::awaitable<void> session::reconnect_upstream() {
 
 // ---------------------------------------------------------------- legs
 
+bool session::outbox_full() const {
+  return client_.size() > outbox_high_watermark || upstream_.size() > outbox_high_watermark;
+}
+
 bool session::reading_paused(leg l) const {
   if (fsm_.finished()) return false;   // lingering: read and discard until the peer's FIN
   if (client_.size() > outbox_high_watermark) return true;
@@ -315,6 +319,8 @@ asio::awaitable<void> session::read_leg(leg l) {
         hold_input_while_capture_backlogged();
         wake_when_recorder_catches_up();
       }
+      // An outbox is full: the watchdog looks for a peer that stopped reading (every second).
+      if (outbox_full() && watchdog_timer_.expiry() > clock::now() + 1s) watchdog_timer_.cancel();
       co_await state_changed_.wait();
     }
     if (l == leg::client) hold_input_while_capture_backlogged();
@@ -504,13 +510,32 @@ asio::awaitable<void> session::handshake(leg l) {
   feed(&protocol::relay_fsm::on_tls_ready, l, summary);
 }
 
+// A write to l that has not finished in `limit`: its peer stopped reading. The machine is told
+// (it ends that leg, or the session), and the connection is closed at once with a reset: its
+// writer waits on a write that would never finish, and the close it was asked for waits on
+// that writer.
+void session::abort_stalled_write(leg l, clock::time_point now, std::chrono::milliseconds limit) {
+  auto& box = leg_of(l);
+  if (fsm_.finished() || !box.write_started || now - *box.write_started < limit) return;
+  feed(&protocol::relay_fsm::on_write_stalled, l, limit);
+  box.close(true);
+}
+
 asio::awaitable<void> session::watchdog() {
   for (;;) {
     if (fsm_.finished()) co_return;
-    watchdog_timer_.expires_at(std::min({client_deadline_, upstream_deadline_, fault_deadline_}));
+    auto next = std::min({client_deadline_, upstream_deadline_, fault_deadline_});
+    // Under backpressure, a peer that takes nothing is looked for every second.
+    if (outbox_full()) next = std::min(next, clock::now() + 1s);
+    watchdog_timer_.expires_at(next);
     co_await watchdog_timer_.async_wait(as_tuple(use_awaitable));
     if (fsm_.finished()) co_return;
     auto now = clock::now();
+    // A write that has not finished in its time: the upstream stopped reading the message
+    // (RFC 5321 4.5.3.2.5), or the client stopped reading its replies.
+    if (upstream_.size() > outbox_high_watermark) abort_stalled_write(leg::upstream, now, ctx_.cfg.timeouts.upstream_data_block);
+    if (client_.size() > outbox_high_watermark) abort_stalled_write(leg::client, now, ctx_.cfg.timeouts.client_idle);
+    if (fsm_.finished()) co_return;
     if (now >= client_deadline_ && reading_paused(leg::client)) {
       // The relay is not reading the client (backpressure): its pace cannot be judged now.
       client_deadline_ = now + 1s;
@@ -518,7 +543,10 @@ asio::awaitable<void> session::watchdog() {
       client_deadline_ = clock::time_point::max();
       feed(&protocol::relay_fsm::on_timeout, leg::client);
     }
-    if (now >= upstream_deadline_ && !fsm_.finished()) {
+    if (now >= upstream_deadline_ && !fsm_.finished() && reading_paused(leg::upstream)) {
+      // The upstream's reply may be here, unread: the client reads none of what it is sent.
+      upstream_deadline_ = now + 1s;
+    } else if (now >= upstream_deadline_ && !fsm_.finished()) {
       upstream_deadline_ = clock::time_point::max();
       feed(&protocol::relay_fsm::on_timeout, leg::upstream);
     }

@@ -118,6 +118,9 @@ class session : public std::enable_shared_from_this<session> {
   boost::asio::awaitable<void> read_leg(protocol::leg l);
   boost::asio::awaitable<void> write_leg(protocol::leg l);
   boost::asio::awaitable<void> watchdog();
+  void abort_stalled_write(protocol::leg l, clock::time_point now, std::chrono::milliseconds limit);
+  // A leg's outbox is above its high watermark (its peer is slow, or stopped reading).
+  bool outbox_full() const;
   boost::asio::awaitable<void> handshake(protocol::leg l);
 
   // The one way the shell tells the machine something: the event, stamped with the session's

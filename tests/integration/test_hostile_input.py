@@ -11,10 +11,12 @@ end reason and notes (captures/FORMAT.md).
 """
 
 import os
+import socket
+import time
 import unittest
 
-from harness import (IntegrationTest, LOOPBACK, ScriptedConnection, ScriptedServer, parse_replies,
-                     show_json, wait_until)
+from harness import (Capture, IntegrationTest, LOOPBACK, ScriptedAnswers, ScriptedConnection, ScriptedServer,
+                     capture_paths, parse_replies, show_json, wait_until)
 
 
 class BadReplyUpstream(ScriptedServer):
@@ -203,6 +205,40 @@ class HostileInput(IntegrationTest):
         self.assertEqual(cap.of_type("tls"), [])
         self.assertNotIn(b"STARTTLS", cap.bytes_of("upstream", "out"))
         self.assertTrue(any("STARTTLS with a parameter" in n for n in cap.notes), cap.notes)
+
+
+class ClientThatNeverReads(IntegrationTest):
+    """A client that pipelines commands and reads none of the replies (issue 10's trial): the
+    relay's outbox to it fills, so it stops reading the upstream, whose replies wait unread.
+    The client is the one timed out, after client_idle, not the upstream."""
+
+    def test_the_client_is_timed_out_not_the_upstream(self):
+        # Each NOOP's reply is 5 KB, so a few thousand fill every buffer on the way back.
+        big = b"".join(b"250-%s\r\n" % (b"x" * 96) for _ in range(50)) + b"250 2.0.0 Ok\r\n"
+        up = ScriptedAnswers({b"NOOP": big})
+        self.addCleanup(up.stop)
+        config = os.path.join(self.workdir, "timeouts.toml")
+        with open(config, "w") as f:
+            f.write('[timeouts]\nclient_idle = "2s"\nupstream_reply = "2s"\n')
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), args=("--config", config))
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((LOOPBACK, mailtap.port))
+        self.addCleanup(s.close)
+        s.settimeout(5.0)
+        sent = 0
+        try:
+            for _ in range(3):   # 3,000 NOOPs: 15 MB of replies
+                sent += s.send(b"NOOP\r\n" * 1000)
+        except OSError:
+            pass                 # the relay stopped reading, or already reset us
+        self.assertGreater(sent, 0)
+        wait_until(lambda: capture_paths(mailtap.captures) and Capture(capture_paths(mailtap.captures)[-1]).end, 30,
+                   "the session's end record")
+        cap = Capture(capture_paths(mailtap.captures)[-1])
+        self.assertEqual(cap.end["reason"], "client_timeout", (cap.end, cap.notes))
+        self.assertEqual(cap.end["detail"], "the client took no data for 2 s")
+        self.assertNotIn("upstream_timeout", " ".join(cap.notes))
 
 
 if __name__ == "__main__":

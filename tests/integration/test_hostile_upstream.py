@@ -11,6 +11,8 @@ Covered elsewhere, not repeated here: a reply ending in a bare LF
 (test_relay_defects.test_upstream_reply_during_data_is_final_and_nothing_more_is_forwarded).
 """
 
+import os
+import time
 import unittest
 
 from harness import (IntegrationTest, LOOPBACK, ScriptedAnswers, make_message, memory_bound_kib,
@@ -172,6 +174,35 @@ class HostileUpstream(IntegrationTest):
         self.assertCaptureComplete(cap)
         self.assertNotIn(b"unasked", cap.bytes_of("client", "out"))
         self.assertIn("unsolicited upstream reply dropped: 250", cap.notes)
+
+    def test_an_upstream_that_stops_reading_in_data_is_timed_out_and_the_client_gets_451(self):
+        # Protection: the session's watchdog (abort_stalled_write) and relay_fsm::on_write_stalled.
+        # The upstream answers 354 and reads nothing more; the relay's outbox fills, it stops
+        # reading the client, and before this nothing timed out (RFC 5321 4.5.3.2.5: 3 minutes
+        # per send of message data; here upstream_data_block is 2 s).
+        def stop_reading(conn, line):
+            conn.sock.sendall(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+            time.sleep(30)   # reads nothing meanwhile; the relay resets the connection first
+            return b""
+        up = self.upstream({b"DATA": stop_reading})
+        config = os.path.join(self.workdir, "timeouts.toml")
+        with open(config, "w") as f:
+            f.write('[timeouts]\nupstream_data_block = "2s"\n')
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), args=("--config", config))
+        c = self.connect(mailtap.port, timeout=60)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO client.test"), 250)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250, "2.1.0")
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250, "2.1.5")
+        self.assertReply(c.command("DATA"), 354)
+        line = b"x" * 998 + b"\r\n"
+        c.send(line * 20000 + b".\r\n")   # 20 MB: more than the sockets and the outbox hold
+        self.assertReply(c.reply(), 451, "4.4.2")
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.end["reason"], "upstream_timeout", (cap.end, cap.notes))
+        self.assertIn("the upstream took no data for 2 s", cap.end["detail"])
+        self.assertEqual(cap.transactions[-1]["outcome"], "tempfailed", cap.transactions)
 
     def test_unsolicited_250_inside_data_is_never_the_messages_reply(self):
         # Protection: relay_fsm upstream_replied_in_data -- a reply after the 354 and before

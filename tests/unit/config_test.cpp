@@ -734,7 +734,7 @@ TEST(ConfigFile, ShippedExampleMentionsEveryKey) {
                           "max_sessions =", "threads =", "relay_name =", "log_level =", "[data]",
                           "bare_line_endings =", "[timeouts]", "client_idle =", "upstream_connect =",
                           "upstream_greeting =", "upstream_reply =", "upstream_data_init =",
-                          "upstream_data_end =", "drain =", "upstream_identity =", "listen_proxy_protocol =",
+                          "upstream_data_end =", "upstream_data_block =", "drain =", "upstream_identity =", "listen_proxy_protocol =",
                           "fsync =", "max_age =", "max_bytes =", "admin_token_file =", "admin_token", "admin_hosts ="})
     EXPECT_NE(text.find(key), std::string::npos) << key;
 }
