@@ -754,16 +754,13 @@ void relay_fsm::release_withheld_bdat(std::uint64_t now, std::uint64_t txn) {
 bool relay_fsm::take_auth_response(std::uint64_t now) {
   std::string_view rest = in_.unparsed();
   auto crlf = rest.find("\r\n");   // only CRLF ends it, as a command line (RFC 5321 2.3.8)
-  if (crlf == std::string_view::npos) {
-    if (rest.size() > limits::auth_response_cap) {
-      in_.advance_to_end();
-      in_.mask(0, in_.pos());
-      local_reply(now, phase::auth, 500, "5.5.6", "Authentication exchange line is too long");
-      flush_replies(now);
-      end_session(now, "protocol_error", "AUTH response too long");
-    }
+  // Over the cap, whether its CRLF came in the same read or not (RFC 4954 4: 12288 octets of
+  // base64 and its CRLF).
+  if ((crlf == std::string_view::npos ? rest.size() : crlf + 2) > limits::auth_response_cap) {
+    refuse_auth_response(now);
     return false;
   }
+  if (crlf == std::string_view::npos) return false;
   std::string_view line = rest.substr(0, crlf + 2);
   in_.mask(in_.pos(), in_.pos() + line.size());
   in_.advance(line.size());
@@ -783,6 +780,24 @@ bool relay_fsm::take_auth_response(std::uint64_t now) {
   out_.send(leg::upstream, line, now, true);
   arm_upstream_for_head();
   return true;
+}
+
+// An AUTH response over its cap: 500 5.5.6 (RFC 4954 4), then the session ends, since what
+// follows in the client's stream cannot be told apart from the rest of it. The 500 answers the
+// AUTH command, whose reply the upstream, still waiting for a response, would never give.
+void relay_fsm::refuse_auth_response(std::uint64_t now) {
+  in_.advance_to_end();
+  in_.mask(0, in_.pos());
+  ++stats_.refused_commands;
+  out_.note(now, "AUTH response over " + std::to_string(limits::auth_response_cap) + " bytes refused");
+  if (reply_slot* p = owed_.first_awaited(); p && p->asked.ph == phase::auth) {
+    p->answer.parsed = make_reply(500, "5.5.6", "Authentication exchange line is too long");
+    p->answer.bytes = p->answer.parsed->raw;
+    p->answer.local = true;
+    p->answer.ready = true;
+  }
+  flush_replies(now);
+  end_session(now, "protocol_error", "AUTH response too long");
 }
 
 // Only with record_auth_username: PLAIN's authcid (RFC 4616: authzid NUL authcid NUL passwd)
@@ -835,6 +850,13 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   }
   reply_slot& p = *awaited;
   p.answer.t_upstream = now;
+  if (p.asked.kind == command_kind::relayed) {
+    if (const char* why = not_a_reply_to(p.asked, r)) {
+      out_.close(leg::upstream);
+      return upstream_lost(now, "upstream_protocol_error",
+                           "upstream answered " + std::string(to_string(p.asked.ph)) + " with " + std::to_string(r.code) + ": " + why);
+    }
+  }
   switch (p.asked.kind) {
     case command_kind::relayed: break;
     case command_kind::internal_rset:   // a fault took the message: the upstream's transaction is reset
@@ -874,10 +896,32 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   }
   faults_.reply_stage(now, p, r);   // a delay, an EHLO rewrite
   p.answer.bytes = p.asked.ph == phase::ehlo ? edit_ehlo_reply(now, r, p.fault.decision ? &p.fault.decision->rewrites : nullptr) : r.raw;
+  const bool closing = r.code == 421;
   p.answer.parsed = std::move(r);
   p.answer.ready = true;
   flush_replies(now);
+  if (closing && !ended_) {
+    // RFC 5321 3.8 and 4.2.2: 421 is the server closing the channel, whatever it answered.
+    // The client has it; nothing more goes to a server that is leaving.
+    if (owed_.empty()) {
+      if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, std::nullopt, false);
+      return end_session(now, "upstream_closed", "upstream said 421");
+    }
+    out_.close(leg::upstream);
+    return upstream_lost(now, "upstream_closed", "upstream said 421");   // the commands still owed get 421 too
+  }
   if (!ended_) arm_upstream_for_head();
+}
+
+// Replies RFC 5321 4.3.2 does not allow for the command (and RFC 4954 for AUTH): a 3xx other
+// than DATA's 354 or AUTH's 334, or a 2xx to DATA. Passed on, a 250 to DATA would make the
+// client's message "delivered" with nothing sent, a 354 to MAIL would open a message no one
+// asked for. Null when the reply may answer it.
+const char* relay_fsm::not_a_reply_to(const reply_request& asked, const reply& r) {
+  if (r.klass() == 3 && !(asked.ph == phase::data && r.code == 354) && !(asked.ph == phase::auth && r.code == 334))
+    return "no such intermediate reply to that command (RFC 5321 4.3.2)";
+  if (asked.ph == phase::data && r.klass() == 2) return "DATA is answered with 354 or a failure (RFC 5321 4.3.2)";
+  return nullptr;
 }
 
 // After its 354 the upstream answered before the dot: it has given up on the message and

@@ -132,6 +132,8 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // The message's end will not be sent: its BDAT LAST reply is no longer awaited (the
   // caller queues the relay's own answer in its place).
   void upstream_replied_in_data(std::uint64_t now, reply r);
+  static const char* not_a_reply_to(const reply_request& asked, const reply& r);
+  void refuse_auth_response(std::uint64_t now);
   void announce_command(std::uint64_t now, std::string_view body, const command& cmd) override;
 
   // Replies.

@@ -254,6 +254,41 @@ TEST_F(RelayFsmTest, ACommandAnsweredLocallyIsRecordedBeforeItsReply) {
   EXPECT_EQ(obs_->stream(leg::client, direction::in), "STARTTLS\r\nNOOP\r\n");
 }
 
+// RFC 5321 3.8, 4.2.2: 421 is the server closing the channel. Before, the relay passed it on
+// and went on forwarding the client's commands to a server that had said it was leaving.
+TEST_F(RelayFsmTest, A421ToACommandEndsTheSession) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@b>\r\n");
+  EXPECT_THAT(upstream("421 4.3.2 shutting down\r\n"), Contains(to_client("421 4.3.2 shutting down\r\n")));
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->ends[0].reason, "upstream_closed");
+  EXPECT_TRUE(closed_[leg::upstream]);
+  EXPECT_TRUE(closed_[leg::client]);
+}
+
+// RFC 5321 4.3.2: DATA is answered with 354 or a failure; MAIL never with a 3xx. Passed on,
+// a 250 to DATA made the message "delivered" with nothing sent (a hostile-upstream trial).
+TEST_F(RelayFsmTest, ARepliesTheCommandCannotHaveIsAProtocolError) {
+  struct bad { std::string commands; std::string wrong; };
+  for (const bad& b : {bad{"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n", "250 2.0.0 Ok\r\n"},
+                       bad{"MAIL FROM:<a@b>\r\n", "354 go ahead\r\n"},
+                       bad{"MAIL FROM:<a@b>\r\n", "334 VXNlcm5hbWU6\r\n"}}) {
+    SCOPED_TRACE(b.commands + " answered " + b.wrong);
+    make();
+    greet_and_ehlo();
+    client(b.commands);
+    if (b.commands.find("DATA") != std::string::npos) upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    const std::size_t before = cl_.size();
+    upstream(b.wrong);
+    const std::string answered = cl_.substr(before);
+    EXPECT_THAT(answered, StartsWith("421 4.4.2")) << answered;
+    EXPECT_THAT(answered, Not(HasSubstr(b.wrong)));
+    ASSERT_EQ(obs_->ends.size(), 1u);
+    EXPECT_EQ(obs_->ends[0].reason, "upstream_protocol_error");
+    for (const auto& t : obs_->transactions) EXPECT_NE(t.result, outcome::delivered);
+  }
+}
+
 // ---------------------------------------------------------------- pipelining
 
 TEST_F(RelayFsmTest, PipelinedGroupForwardedInOneWriteRepliesInOrder) {
@@ -808,6 +843,33 @@ TEST_F(RelayFsmTest, ClientSilentInsideAnAuthExchangeTimesOut) {
   ASSERT_EQ(obs_->ends.size(), 1u);
   EXPECT_EQ(obs_->ends[0].reason, "client_timeout");
   EXPECT_THAT(cl_, HasSubstr("421 4.4.2"));
+}
+
+// RFC 4954 4: a response is at most 12288 octets of base64. Over it, the client gets 500 5.5.6
+// and the session ends, however TCP cut the line: before, a line that came whole went
+// upstream in full, and one cut in two ended the session without a reply.
+TEST_F(RelayFsmTest, AnAuthResponseOverItsCapIsRefusedHoweverItArrives) {
+  const std::string response(30000, 'A');
+  for (bool whole : {true, false}) {
+    SCOPED_TRACE(whole ? "in one piece" : "in two pieces");
+    make();
+    greet_and_ehlo();
+    client("AUTH LOGIN\r\n");
+    upstream("334 VXNlcm5hbWU6\r\n");
+    const std::size_t sent_upstream = up_.size();
+    if (whole) {
+      client(response + "\r\n");
+    } else {
+      client(response.substr(0, 10000));
+      client(response.substr(10000) + "\r\n");
+    }
+    EXPECT_THAT(cl_, HasSubstr("500 5.5.6 Authentication exchange line is too long"));
+    EXPECT_EQ(up_.size(), sent_upstream) << "nothing of the response went upstream";
+    ASSERT_EQ(obs_->ends.size(), 1u);
+    EXPECT_EQ(obs_->ends[0].reason, "protocol_error");
+    EXPECT_EQ(obs_->stream(leg::client, direction::in).find(response.substr(0, 100)), std::string::npos)
+        << "the response is recorded masked";
+  }
 }
 
 TEST_F(RelayFsmTest, AuthLoginExchangeMasked) {
