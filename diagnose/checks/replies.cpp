@@ -46,6 +46,17 @@ severity severity_of(const conversation& c, const exchange& x) {
   return severity::error;
 }
 
+// DATA refused because no recipient was accepted (Postfix's "554 5.5.1 Error: no valid
+// recipients", 503 elsewhere): the client pipelined DATA behind its RCPTs (RFC 2920 3.1), and
+// the refusals of those RCPTs, reported on their own, say what happened. A permanent failure
+// here would contradict a transaction whose recipients were only deferred.
+bool follows_refused_recipients(const conversation& c, const exchange& x) {
+  if (x.ph != phase::data || x.reply->reply.klass() != 5) return false;
+  const auto* t = transaction_at(*c.cap, x.reply->t_us);
+  if (!t || t->rcpt_codes.empty()) return false;
+  return std::none_of(t->rcpt_codes.begin(), t->rcpt_codes.end(), [](int code) { return code / 100 == 2; });
+}
+
 std::string all_lines(const captures::reply_event& r) {
   std::string out;
   for (const auto& l : r.reply.lines) out += (out.empty() ? "" : " ") + l;
@@ -61,7 +72,7 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
     if (x.edit || r.klass() < 4 || r.klass() > 5) continue;
     if (x.ph == phase::banner) greeting_refused = greeting_refused || r.klass() == 5;
     else if (greeting_refused && r.code == 503) continue;   // RFC 5321 3.1: every command after a 554 greeting
-    if (relay_syntax_refusal(x)) continue;
+    if (relay_syntax_refusal(x) || follows_refused_recipients(c, x)) continue;
 
     reply_verdict v = classify(x.ph, r.code, r.enhanced, all_lines(*x.reply));
     const mode_text& m = mode(v.mode);

@@ -201,6 +201,22 @@ TEST(CheckReplies, RecipientsRefusedAlikeAreOneFindingAndAPartialRefusalIsAWarni
   EXPECT_FALSE(d.has_error());
 }
 
+// Every recipient deferred, DATA pipelined behind them and refused for want of one (a trial
+// with real Postfix on both sides): the deferral is the finding, not a permanent failure that
+// would tell the sender to bounce what it rightly retries.
+TEST(CheckReplies, DataRefusedForWantOfRecipientsIsNotAPermanentFailure) {
+  builder b;
+  b.opening().reply(7, 450, {"4.2.0 <r@example.net>: Recipient address rejected: try later"})
+      .cmd(8, "DATA").reply(9, 554, {"5.5.1 Error: no valid recipients"})
+      .txn(protocol::outcome::tempfailed, captures::reply_summary{554, "5.5.1", "Error: no valid recipients"}, 4, 10);
+  b.c.transactions.back().rcpt_codes = {450};
+  auto d = diagnose_capture(b.c);
+  for (const auto& f : d.findings) EXPECT_NE(f.stage, "data") << f.id << ": " << f.title;
+  EXPECT_EQ(find(d, "permanent_failure"), nullptr);
+  EXPECT_TRUE(std::any_of(d.findings.begin(), d.findings.end(), [](const finding& f) { return f.stage == "rcpt"; }))
+      << "the deferral of the recipient is still reported";
+}
+
 TEST(CheckDelivery, HandoffWithQueueId) {
   builder b;
   b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
