@@ -13,6 +13,7 @@ std::string_view to_string(reply_parse_status s) {
     case reply_parse_status::malformed: return "malformed reply line";
     case reply_parse_status::bare_lf: return "reply line ended by a bare LF";
     case reply_parse_status::bare_cr: return "bare CR in reply line";
+    case reply_parse_status::nul: return "NUL in reply line";
   }
   return "?";
 }
@@ -69,6 +70,9 @@ reply_parse_status reply_parser::take_line(std::vector<reply>& out) {
   if (body.empty() || body.back() != '\r') return reply_parse_status::bare_lf;
   body.remove_suffix(1);                                  // CR
   if (body.find('\r') != std::string_view::npos) return reply_parse_status::bare_cr;
+  // RFC 5321 4.2: reply text is HT and printable characters. A NUL passed on would cut the
+  // line short for a client that reads C strings, and the capture would say otherwise.
+  if (body.find('\0') != std::string_view::npos) return reply_parse_status::nul;
   if (body.size() < 3 || body[0] < '2' || body[0] > '5' || body[1] < '0' || body[1] > '9' ||
       body[2] < '0' || body[2] > '9')
     return reply_parse_status::malformed;

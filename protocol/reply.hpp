@@ -22,7 +22,7 @@ struct reply {
   std::string text() const;
 };
 
-enum class reply_parse_status { ok, line_too_long, too_many_lines, malformed, bare_lf, bare_cr };
+enum class reply_parse_status { ok, line_too_long, too_many_lines, malformed, bare_lf, bare_cr, nul };
 std::string_view to_string(reply_parse_status s);
 
 class reply_parser {

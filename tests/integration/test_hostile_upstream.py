@@ -175,6 +175,18 @@ class HostileUpstream(IntegrationTest):
         self.assertNotIn(b"unasked", cap.bytes_of("client", "out"))
         self.assertIn("unsolicited upstream reply dropped: 250", cap.notes)
 
+    def test_a_nul_in_a_reply_is_never_passed_on(self):
+        # Protection: reply_parser (protocol/reply.cpp): RFC 5321 4.2 reply text has no NUL; a
+        # client reading C strings would have read "250 o" (a hostile-peer trial).
+        up = self.upstream({b"MAIL": b"250 o\x00k\r\n"})
+        mailtap = self.relay_to(up)
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO client.test"), 250)
+        got = self.client_side_of_a_lost_upstream(c, b"MAIL FROM:<a@example.test>")
+        self.assertNotIn(b"\x00", got)
+        self.assertProtocolError(self.single_capture(mailtap), "NUL in reply line")
+
     def test_an_upstream_that_stops_reading_in_data_is_timed_out_and_the_client_gets_451(self):
         # Protection: the session's watchdog (abort_stalled_write) and relay_fsm::on_write_stalled.
         # The upstream answers 354 and reads nothing more; the relay's outbox fills, it stops

@@ -326,6 +326,16 @@ TEST(Reply, BareCrInsideALineIsAnError) {
   EXPECT_EQ(parse("250 ok\r\r\n").status, reply_parse_status::bare_cr);
 }
 
+// RFC 5321 4.2: a NUL is not reply text. Passed on, "250 o\0k" reached the client unchanged
+// (a hostile-upstream trial); a client reading C strings would see "250 o".
+TEST(Reply, NulInsideALineIsAnError) {
+  auto a = parse(std::string("250 o\0k\r\n", 9));
+  EXPECT_EQ(a.status, reply_parse_status::nul);
+  EXPECT_TRUE(a.replies.empty());
+  EXPECT_EQ(parse(std::string("250-first\r\n250 \0\r\n", 18)).status, reply_parse_status::nul);
+  EXPECT_EQ(to_string(reply_parse_status::nul), "NUL in reply line");
+}
+
 TEST(Reply, BareLineEndingStatusesNamed) {
   EXPECT_EQ(to_string(reply_parse_status::bare_lf), "reply line ended by a bare LF");
   EXPECT_EQ(to_string(reply_parse_status::bare_cr), "bare CR in reply line");
