@@ -5,9 +5,11 @@
 // that CRLF makes, a bare CR or LF makes too (and ".\r" or ".\n" at line start ends the data).
 #include "protocol/data_framer.hpp"
 
-#include <emmintrin.h>
-
 #include <algorithm>
+
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 
 #include "protocol/limits.hpp"
 
@@ -120,6 +122,10 @@ class next_special {
 // forwarded with one append, only their line endings visited (for the line-length counts).
 // The first unclean block, and what is left under 16 bytes, go the byte-by-byte way.
 std::size_t data_framer::clean_blocks(std::string_view in, std::size_t from, std::string& forward) {
+#if !defined(__x86_64__)
+  (void)in, (void)forward;
+  return from;   // elsewhere every byte takes the state machine
+#else
   constexpr std::size_t block = 16;
   if (in.size() - from < block) return from;
   const __m128i cr_byte = _mm_set1_epi8('\r'), lf_byte = _mm_set1_epi8('\n');
@@ -156,6 +162,7 @@ std::size_t data_framer::clean_blocks(std::string_view in, std::size_t from, std
   line_length_ = carried + (to - line_from);
   state_ = cr_before ? state::cr : lf_before ? state::line_start : state::mid;
   return at;
+#endif
 }
 
 std::size_t data_framer::feed(std::string_view in, std::string& forward) {
