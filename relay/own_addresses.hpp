@@ -1,6 +1,6 @@
 // Whether an address is one of this machine's own: what a wildcard listener (0.0.0.0, [::])
 // accepts on, besides loopback. The admin API's guard against being dialled as an upstream
-// asks it (relay_context::refuses_upstream).
+// asks it (relay_context::refusal_of).
 #pragma once
 
 #include <boost/asio/ip/address.hpp>

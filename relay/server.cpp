@@ -103,10 +103,6 @@ bool server::listen_on(tcp::acceptor& acceptor, const endpoint& where, std::stri
   return true;
 }
 
-namespace {
-constexpr const char* smtps_listener = "SMTPS listener";
-}  // namespace
-
 bool server::start(std::string& error) {
   if (!start_tls(error)) return false;
   ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, cfg_.seed,
@@ -139,15 +135,14 @@ bool server::start(std::string& error) {
   acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
   if (!listen_on(*acceptor_, cfg_.listen, error)) return false;
   ctx_->listen_label = listen_endpoint().to_string();
-  ctx_->refused_upstreams.push_back({acceptor_->local_endpoint(), "SMTP listener"});
+  ctx_->refused_upstreams.push_back({acceptor_->local_endpoint(), "SMTP listener", "--listen"});
   if (cfg_.tls.listen) {
     tls_acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
     if (!listen_on(*tls_acceptor_, *cfg_.tls.listen, error)) return false;
-    ctx_->refused_upstreams.push_back({tls_acceptor_->local_endpoint(), smtps_listener});
+    ctx_->refused_upstreams.push_back({tls_acceptor_->local_endpoint(), "SMTPS listener", "--listen-tls"});
   }
   if (const auto* own = configured_upstream_refusal()) {
-    error = "upstream " + ctx_->upstream.where.to_string() + " is mailtap's own " + own->what + " (" +
-            (own->what == smtps_listener ? "--listen-tls" : "--listen") +
+    error = "upstream " + ctx_->upstream.where.to_string() + " is mailtap's own " + own->what + " (" + own->flag +
             "): every session would be relayed to mailtap itself";
     return false;
   }
@@ -177,7 +172,7 @@ bool server::refuse_as_upstream(const endpoint& admin, std::string& error) {
   boost::system::error_code ec;
   const auto admin_address = boost::asio::ip::make_address(admin.host, ec);
   if (ec) return true;   // the admin API binds literal addresses only (admin/README.md)
-  ctx_->refused_upstreams.push_back({tcp::endpoint(admin_address, admin.port), "admin API"});
+  ctx_->refused_upstreams.push_back({tcp::endpoint(admin_address, admin.port), "admin API", "--admin"});
   if (!configured_upstream_refusal()) return true;
   error = "upstream " + ctx_->upstream.where.to_string() + " is the admin API's own address (--admin): choose another for one of them";
   return false;

@@ -72,13 +72,13 @@ struct relay_context {
   struct refused_upstream {
     boost::asio::ip::tcp::endpoint at;
     std::string what;   // "admin API", "SMTP listener": for the session's 421 and the start-up error
+    std::string flag;   // the option that set that address ("--admin", "--listen", "--listen-tls")
   };
   std::vector<refused_upstream> refused_upstreams;
   // The entry that refuses e: its endpoint, or the same port of a refused wildcard address on
   // any of this machine's own addresses (loopback or an interface's: is_own_address). Null
   // when e may be dialled.
   const refused_upstream* refusal_of(const boost::asio::ip::tcp::endpoint& e) const;
-  bool refuses_upstream(const boost::asio::ip::tcp::endpoint& e) const { return refusal_of(e) != nullptr; }
 };
 
 class session : public std::enable_shared_from_this<session> {

@@ -95,6 +95,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def own_interface_address():
+    """An IPv4 address of this machine's own, other than loopback when it has a route: the
+    source address the kernel picks toward a documentation address (connecting a UDP socket
+    sends nothing). 127.0.0.1 on a machine without a route."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("198.51.100.1", 9))
+        return probe.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        probe.close()
+
+
 def closed_port():
     """A loopback port with nobody listening: connecting to it is refused."""
     return free_port()
@@ -415,6 +429,10 @@ class Capture:
     @property
     def notes(self):
         return [r["text"] for r in self.of_type("note")]
+
+    def byte_records_on(self, leg):
+        """The `bytes` and `bytes_ref` records of one leg, both directions."""
+        return [r for r in self.records if r.get("type") in ("bytes", "bytes_ref") and r.get("leg") == leg]
 
     def bytes_of(self, leg, direction):
         """Every byte recorded for one leg and direction, in order. A `bytes_ref` (format 4,

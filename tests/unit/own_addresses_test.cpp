@@ -1,4 +1,4 @@
-// relay/own_addresses and relay_context::refuses_upstream: the admin API on a wildcard
+// relay/own_addresses and relay_context::refusal_of: the admin API on a wildcard
 // address is never dialled as an upstream by any of this machine's own addresses, and an
 // address that is not the machine's own on that port is dialled as usual.
 #include <gtest/gtest.h>
@@ -74,20 +74,20 @@ class RefusedUpstream : public ::testing::Test {
 };
 
 TEST_F(RefusedUpstream, AWildcardAdminAddressIsRefusedOnEveryOwnAddressOfItsPortOnly) {
-  ctx.refused_upstreams.push_back({tcp::endpoint(make_address("0.0.0.0"), 8025), "admin API"});
+  ctx.refused_upstreams.push_back({tcp::endpoint(make_address("0.0.0.0"), 8025), "admin API", "--admin"});
   const auto own = interface_address();
-  EXPECT_TRUE(ctx.refuses_upstream(tcp::endpoint(own, 8025))) << own;
-  EXPECT_TRUE(ctx.refuses_upstream(tcp::endpoint(make_address("127.0.0.1"), 8025)));
-  EXPECT_TRUE(ctx.refuses_upstream(tcp::endpoint(make_address("::1"), 8025)));
-  EXPECT_FALSE(ctx.refuses_upstream(tcp::endpoint(own, 8026)));
-  EXPECT_FALSE(ctx.refuses_upstream(tcp::endpoint(make_address("203.0.113.77"), 8025)));
+  EXPECT_NE(ctx.refusal_of(tcp::endpoint(own, 8025)), nullptr) << own;
+  EXPECT_NE(ctx.refusal_of(tcp::endpoint(make_address("127.0.0.1"), 8025)), nullptr);
+  EXPECT_NE(ctx.refusal_of(tcp::endpoint(make_address("::1"), 8025)), nullptr);
+  EXPECT_EQ(ctx.refusal_of(tcp::endpoint(own, 8026)), nullptr);
+  EXPECT_EQ(ctx.refusal_of(tcp::endpoint(make_address("203.0.113.77"), 8025)), nullptr);
 }
 
 TEST_F(RefusedUpstream, ALiteralAdminAddressIsRefusedAsItselfOnly) {
-  ctx.refused_upstreams.push_back({tcp::endpoint(make_address("127.0.0.1"), 8025), "admin API"});
-  EXPECT_TRUE(ctx.refuses_upstream(tcp::endpoint(make_address("127.0.0.1"), 8025)));
-  EXPECT_FALSE(ctx.refuses_upstream(tcp::endpoint(make_address("127.0.0.2"), 8025)));
-  EXPECT_FALSE(ctx.refuses_upstream(tcp::endpoint(make_address("127.0.0.3"), 8025)));
+  ctx.refused_upstreams.push_back({tcp::endpoint(make_address("127.0.0.1"), 8025), "admin API", "--admin"});
+  EXPECT_NE(ctx.refusal_of(tcp::endpoint(make_address("127.0.0.1"), 8025)), nullptr);
+  EXPECT_EQ(ctx.refusal_of(tcp::endpoint(make_address("127.0.0.2"), 8025)), nullptr);
+  EXPECT_EQ(ctx.refusal_of(tcp::endpoint(make_address("127.0.0.3"), 8025)), nullptr);
 }
 
 }  // namespace
