@@ -36,9 +36,11 @@ void sessions(writer& w, const relay_metrics& m) {
   one_counter(w, "mailtap_sessions_total", "SMTP connections accepted (including those refused at once).",
               get(m.sessions_accepted));
   w.family("mailtap_sessions_refused_total", metric_type::counter,
-           "Connections answered 421 and closed: max_sessions open, or no valid PROXY protocol header.");
+           "Connections answered 421 and closed: max_sessions open, no valid PROXY protocol header, or mailtap's "
+           "own upstream connection sent back to it (a mail loop).");
   w.sample("mailtap_sessions_refused_total", {{"reason", "max_sessions"}}, get(m.sessions_refused_max));
   w.sample("mailtap_sessions_refused_total", {{"reason", "proxy_header"}}, get(m.proxy_header_refused));
+  w.sample("mailtap_sessions_refused_total", {{"reason", "loop"}}, get(m.sessions_refused_loop));
   one_counter(w, "mailtap_session_errors_total", "Sessions ended by an unexpected error.", get(m.session_errors));
   one_counter(w, "mailtap_transactions_total", "Mail transactions (MAIL FROM) relayed.", get(m.transactions));
   one_counter(w, "mailtap_messages_delivered_total", "Messages the destination accepted.", get(m.messages_delivered));

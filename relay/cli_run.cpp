@@ -400,6 +400,10 @@ int run(const run_flags& f) {
       spdlog::log(m.proxy_header_refused.load() > 0 ? spdlog::level::warn : spdlog::level::info,
                   "listen_proxy_protocol: {} connection(s) refused without a valid PROXY protocol header",
                   m.proxy_header_refused.load());
+    if (m.sessions_refused_loop.load() > 0)
+      spdlog::warn("{} connection(s) refused with 421 4.4.6: mailtap's own upstream connections, sent back to it "
+                   "(a mail loop; README, \"Transparent interception\")",
+                   m.sessions_refused_loop.load());
     errors = error_summary::of(m);
     errors.suppressed_warnings += capture_warnings.suppressed_total();
   }

@@ -20,8 +20,9 @@ enum class warn_kind : unsigned char {
   max_sessions,
   accept_failed,
   proxy_header_refused,
+  connection_loop,
 };
-inline constexpr std::size_t warn_kind_count = 6;
+inline constexpr std::size_t warn_kind_count = 7;
 
 class log_limiter {
  public:

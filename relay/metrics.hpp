@@ -53,6 +53,7 @@ struct relay_metrics {
   std::atomic<std::uint64_t> sessions_accepted{0};
   std::atomic<std::uint64_t> sessions_active{0};
   std::atomic<std::uint64_t> sessions_refused_max{0};   // over max_sessions: 421 at connect
+  std::atomic<std::uint64_t> sessions_refused_loop{0};  // mailtap's own upstream connection come back: 421 at connect
   std::atomic<std::uint64_t> accept_errors{0};
   std::atomic<std::uint64_t> sessions_intercepted{0};   // transparent: relayed to their original destination
   std::atomic<std::uint64_t> session_errors{0};         // unexpected exceptions at a session boundary

@@ -134,6 +134,7 @@ bool server::start(std::string& error) {
   }
   acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
   if (!listen_on(*acceptor_, cfg_.listen, error)) return false;
+  ctx_->own_upstream_connections = &own_upstream_connections_;
   ctx_->listen_label = listen_endpoint().to_string();
   ctx_->refused_upstreams.push_back({acceptor_->local_endpoint(), "SMTP listener", "--listen"});
   if (cfg_.tls.listen) {
@@ -219,23 +220,50 @@ asio::awaitable<void> server::accept_on(tcp::acceptor& acceptor, bool implicit_t
   co_await accept_loop(acceptor, std::move(handlers));
 }
 
+// Whether an accepted connection is one of mailtap's own upstream connections, redirected back
+// to it: from the local endpoint of one of them, and redirected from the destination that one
+// dialled (own_connections.hpp). Connection tracking is asked only for a peer that could be
+// ours, whether or not `transparent` is set: a redirect rule loops a configured upstream too.
+bool server::comes_back(tcp::socket& socket) const {
+  boost::system::error_code pec, lec;
+  const auto peer = socket.remote_endpoint(pec);
+  if (pec || !own_upstream_connections_.left_from(peer)) return false;
+  const auto local = socket.local_endpoint(lec);
+  if (lec) return false;
+  const auto original = original_destination(socket.native_handle(), local);
+  return original && own_upstream_connections_.is_ours(peer, *original);
+}
+
+// A connection is refused at once, 421 and closed, with `reply` (its warning names it by the
+// session id it would have had).
+void server::refuse(tcp::socket& socket, warn_kind kind, const std::string& why, const std::string& reply) {
+  boost::system::error_code pec;
+  const auto peer = socket.remote_endpoint(pec);
+  warn_limited(metrics_.warnings, kind,
+               "session " + make_session_id(++session_number_) + ": connection from " +
+                   (pec ? std::string("unknown") : endpoint{peer.address().to_string(), peer.port()}.to_string()) +
+                   " refused with 421: " + why);
+  boost::system::error_code ig;
+  socket.non_blocking(true, ig);
+  socket.write_some(asio::buffer(reply), ig);
+  socket.shutdown(tcp::socket::shutdown_send, ig);
+  socket.close(ig);
+}
+
 void server::admit(tcp::socket socket, bool implicit_tls) {
   ++metrics_.sessions_accepted;
+  if (comes_back(socket)) {
+    ++metrics_.sessions_refused_loop;
+    refuse(socket, warn_kind::connection_loop,
+           "it is mailtap's own upstream connection, sent back to it (a firewall redirect that catches mailtap's "
+           "own connections? README, \"Transparent interception\")",
+           "421 4.4.6 " + cfg_.relay_name + " mail loop: this connection is mailtap's own upstream connection\r\n");
+    return;
+  }
   if (metrics_.sessions_active.load() + metrics_.proxy_headers_pending.load() >= cfg_.max_sessions) {
     ++metrics_.sessions_refused_max;
-    // The refused connection gets the id it would have had, so the warning names it.
-    boost::system::error_code pec;
-    const auto peer = socket.remote_endpoint(pec);
-    warn_limited(metrics_.warnings, warn_kind::max_sessions,
-                 "session " + make_session_id(++session_number_) + ": connection from " +
-                     (pec ? std::string("unknown") : endpoint{peer.address().to_string(), peer.port()}.to_string()) +
-                     " refused with 421: max_sessions (" + std::to_string(cfg_.max_sessions) + ") reached");
-    std::string busy = "421 4.3.2 " + cfg_.relay_name + " too many sessions, try again later\r\n";
-    boost::system::error_code ig;
-    socket.non_blocking(true, ig);
-    socket.write_some(asio::buffer(busy), ig);
-    socket.shutdown(tcp::socket::shutdown_send, ig);
-    socket.close(ig);
+    refuse(socket, warn_kind::max_sessions, "max_sessions (" + std::to_string(cfg_.max_sessions) + ") reached",
+           "421 4.3.2 " + cfg_.relay_name + " too many sessions, try again later\r\n");
     return;
   }
   const auto number = ++session_number_;

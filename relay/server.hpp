@@ -65,8 +65,12 @@ class server {
  private:
   boost::asio::awaitable<void> accept_on(boost::asio::ip::tcp::acceptor& acceptor, bool implicit_tls);
   // A new connection: a session (once a PROXY header named the client, with
-  // listen_proxy_protocol), or a 421 when max_sessions are open.
+  // listen_proxy_protocol), or a 421 when max_sessions are open or it is mailtap's own
+  // upstream connection come back (own_connections.hpp).
   void admit(boost::asio::ip::tcp::socket socket, bool implicit_tls);
+  bool comes_back(boost::asio::ip::tcp::socket& socket) const;
+  // Answers `reply` (a 421) and closes; the rate-limited warning says `why`.
+  void refuse(boost::asio::ip::tcp::socket& socket, warn_kind kind, const std::string& why, const std::string& reply);
   // Registers a new session (for the drain) and starts it.
   void launch(std::shared_ptr<session> s);
   std::optional<upstream_target> intercepted_target(const boost::asio::ip::tcp::endpoint& original);
@@ -83,6 +87,7 @@ class server {
   const config& cfg_;
   captures::store* store_;
   relay_metrics metrics_;
+  own_connections own_upstream_connections_;
   event_hub events_;
   std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;
   std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;

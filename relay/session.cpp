@@ -6,12 +6,14 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <ctime>
 #include <random>
 #include <utility>
@@ -132,6 +134,7 @@ session::session(asio::any_io_executor executor, std::unique_ptr<byte_pipe> clie
 }
 
 session::~session() {
+  forget_own_connection();
   tally_.flush();   // before sessions_active falls: a scrape never sees the session gone and its stages missing
   const auto& s = fsm_.stats();
   ctx_.metrics.transactions += s.transactions;
@@ -270,13 +273,63 @@ asio::awaitable<std::string> session::dial_upstream() {
   if (allowed.empty()) co_return "cannot resolve " + target_.where.host + ": no address";
   timer deadline(executor_);
   deadline.expires_after(ctx_.cfg.upstream_connect_timeout);
-  auto result = co_await (asio::async_connect(socket, allowed, as_tuple(use_awaitable)) ||
-                          deadline.async_wait(as_tuple(use_awaitable)));
-  if (result.index() == 1) co_return "connect to " + target_.where.to_string() + " timed out";
-  auto [cec, ep] = std::get<0>(result);
-  if (cec) co_return "connect to " + target_.where.to_string() + ": " + cec.message();
+  auto result = co_await (connect_first(socket, allowed) || deadline.async_wait(as_tuple(use_awaitable)));
+  if (result.index() == 1) {
+    forget_own_connection();
+    co_return "connect to " + target_.where.to_string() + " timed out";
+  }
+  if (auto cec = std::get<0>(result)) co_return "connect to " + target_.where.to_string() + ": " + cec.message();
   static_cast<tcp_pipe&>(upstream_.pipe()).connected();
   co_return std::string();
+}
+
+// asio::async_connect over a range, with the connection recorded as mailtap's own between its
+// connect(2) and its completion: on loopback the handshake is done inside connect(2), and the
+// listener may accept a redirected connection before this coroutine resumes.
+asio::awaitable<boost::system::error_code> session::connect_first(tcp::socket& socket,
+                                                                  const std::vector<tcp::endpoint>& to) {
+  boost::system::error_code last = asio::error::host_not_found;
+  for (const auto& ep : to) {
+    boost::system::error_code ec;
+    forget_own_connection();
+    socket.close(ec);
+    socket.open(ep.protocol(), ec);
+    if (!ec) socket.non_blocking(true, ec);
+    if (ec) {
+      last = ec;
+      continue;
+    }
+    const int r = ::connect(socket.native_handle(), ep.data(), static_cast<socklen_t>(ep.size()));
+    if (r != 0 && errno != EINPROGRESS) {
+      last = boost::system::error_code(errno, boost::system::system_category());
+      continue;
+    }
+    const auto local = socket.local_endpoint(ec);
+    if (!ec && ctx_.own_upstream_connections) {
+      ctx_.own_upstream_connections->add(local, ep);
+      own_local_ = local;
+    }
+    if (r != 0) {
+      auto [wec] = co_await socket.async_wait(tcp::socket::wait_write, as_tuple(use_awaitable));
+      // Closed under the dial (close_leg) or cancelled (the deadline): no other address is tried.
+      if (wec || !socket.is_open()) co_return wec ? wec : asio::error::operation_aborted;
+      int error = 0;
+      socklen_t size = sizeof error;
+      if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_ERROR, &error, &size) != 0) error = errno;
+      if (error != 0) {
+        last = boost::system::error_code(error, boost::system::system_category());
+        continue;
+      }
+    }
+    co_return boost::system::error_code{};
+  }
+  forget_own_connection();
+  co_return last;
+}
+
+void session::forget_own_connection() {
+  if (own_local_ && ctx_.own_upstream_connections) ctx_.own_upstream_connections->remove(*own_local_);
+  own_local_.reset();
 }
 
 asio::awaitable<void> session::reconnect_upstream() {

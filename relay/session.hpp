@@ -23,6 +23,7 @@
 #include "relay/config.hpp"
 #include "relay/leg_stream.hpp"
 #include "relay/metrics.hpp"
+#include "relay/own_connections.hpp"
 #include "relay/session_tally.hpp"
 #include "relay/wake_signal.hpp"
 
@@ -75,6 +76,9 @@ struct relay_context {
     std::string flag;   // the option that set that address ("--admin", "--listen", "--listen-tls")
   };
   std::vector<refused_upstream> refused_upstreams;
+  // mailtap's own upstream connections by local endpoint, for the listeners to know one that
+  // comes back (own_connections.hpp). Null: not tracked (tests).
+  own_connections* own_upstream_connections = nullptr;
   // The entry that refuses e: its endpoint, or the same port of a refused wildcard address on
   // any of this machine's own addresses (loopback or an interface's: is_own_address). Null
   // when e may be dialled.
@@ -113,6 +117,12 @@ class session : public std::enable_shared_from_this<session> {
   void upstream_unreachable(const std::string& why);
   // Opens upstream_ to the upstream (resolve, connect, deadline). Empty on success, else why.
   boost::asio::awaitable<std::string> dial_upstream();
+  // Connects `socket` to the first of `to` that answers; the last error when none does. Each
+  // connection is in ctx_.own_upstream_connections from its connect(2) on, before the
+  // handshake can complete: a listener that accepts it back knows it (own_connections.hpp).
+  boost::asio::awaitable<boost::system::error_code> connect_first(boost::asio::ip::tcp::socket& socket,
+                                                                  const std::vector<boost::asio::ip::tcp::endpoint>& to);
+  void forget_own_connection();
   // The plaintext fall-back after a failed upstream handshake: drop the connection, dial again.
   boost::asio::awaitable<void> reconnect_upstream();
   boost::asio::awaitable<void> read_leg(protocol::leg l);
@@ -174,6 +184,8 @@ class session : public std::enable_shared_from_this<session> {
   bool client_write_due_ = false;       // bytes added to the outbox in this execute
   bool upstream_write_due_ = false;
   bool upstream_connected_ = false;
+  // The upstream connection's local endpoint while it is in ctx_.own_upstream_connections.
+  std::optional<boost::asio::ip::tcp::endpoint> own_local_;
   bool upstream_requested_ = false;     // connect_upstream: open_upstream starts the legs
   bool client_ready_ = false;           // the client leg's implicit-TLS handshake (if any) is done
   bool recorder_wake_requested_ = false;   // the store will say when its backlog clears

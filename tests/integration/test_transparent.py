@@ -140,6 +140,33 @@ class TransparentInterception(IntegrationTest):
         self.assertEqual([t["outcome"] for t in cap.transactions], ["delivered"])
         self.assertEqual(self.dumps_of(self.sink_v4), [])
 
+    def test_a_redirect_that_catches_mailtaps_own_connections_is_a_loop_refused_at_once(self):
+        # The README's output-chain rule without `meta skuid != mailtap`: mailtap's own
+        # connection to the destination is redirected back to it. The listener knows it as
+        # mailtap's own upstream connection and answers it 421 4.4.6, which the first session
+        # relays to the client: one session, one capture, no message, where the loop used to
+        # open sessions until max_sessions (each a capture) before a 421 4.3.2 unwound it.
+        rules = ("table inet mailtap_loop {\n"
+                 "  chain output {\n"
+                 "    type nat hook output priority -100; policy accept;\n"
+                 "    tcp dport %d redirect to :%d\n"
+                 "  }\n"
+                 "}\n" % (DEST_PORT, RELAY_PORT))
+        subprocess.run(in_ns(self.ns_relay, "nft", "-f", "-"), input=rules.encode(), check=True, timeout=30)
+        code, out = self.send_from_client("%s:%d" % (V4_DEST, DEST_PORT), "loop@intercepted")
+        self.assertNotEqual(code, 0, out)
+        self.assertIn("421 4.4.6", out)
+        time.sleep(1.0)   # a loop, were there one, would go on opening sessions meanwhile
+        self.relay.stop()
+        caps = wait_for_captures(self.captures, 1, 30)
+        self.assertEqual(len(caps), 1, [c.path for c in caps])
+        cap = caps[0]
+        self.assertEqual(cap.header["upstream"], "%s:%d" % (V4_DEST, DEST_PORT))
+        banner = [r for r in cap.of_type("reply") if r["leg"] == "upstream"][0]
+        self.assertEqual((banner["code"], banner["enhanced"]), (421, "4.4.6"), banner)
+        self.assertEqual(cap.transactions, [])
+        self.assertEqual(self.dumps_of(self.sink_v4), [])
+
     def test_a_proxy_header_upstream_names_the_original_destination(self):
         # With upstream_identity = proxy_v1 the destination learns where the client connected:
         # the address it dialled before the redirect, not mailtap's own listener.
