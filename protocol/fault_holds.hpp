@@ -87,6 +87,7 @@ class fault_holds {
   bool input_waits() const { return held_line_ || held_dot_ || held_banner_; }
   // A delay fault holds a message's end (the dot, or BDAT's last byte) before forwarding it.
   bool holds_end_of_data() const { return held_dot_.has_value(); }
+  bool holds_dot() const { return held_dot_.has_value() && !bdat_end_withheld_; }   // DATA's, not BDAT's
   // The client is gone: the held end is never forwarded (recorded as the fault's event).
   void drop_held_end_of_data(std::uint64_t now);
   // Something a fault holds is still due (the client is not the slow one).

@@ -651,23 +651,27 @@ void relay_fsm::release_end_of_data(std::uint64_t now, std::uint64_t id) {
   if (!data_failure_ && faults_.end_of_data(now, t)) return;
   faults_.stop_absorbing();
   if (!data_failure_ && faults_.message(now, t)) return;
-  if (data_failure_) {
-    reply r = std::move(*data_failure_);
-    data_failure_.reset();
-    local_reply(now, phase::data_end, r.code, r.enhanced, r.text());
-    owed_.back().asked.txn = id;
-    if (std::exchange(data_failure_from_upstream_, false)) {   // the upstream's reply, as it gave it
-      owed_.back().answer.local = false;
-      owed_.back().answer.bytes = r.raw;
-      owed_.back().answer.parsed = std::move(r);
-    }
-    flush_replies(now);
-    return;
-  }
   forward_end_of_data(now, id);
 }
 
+// The message failed before its end went upstream (data_failure_): the dot is answered with
+// that failure, the upstream's own reply as it gave it when it was the upstream's.
+void relay_fsm::answer_failed_message(std::uint64_t now, std::uint64_t id) {
+  reply r = std::move(*data_failure_);
+  data_failure_.reset();
+  local_reply(now, phase::data_end, r.code, r.enhanced, r.text());
+  owed_.back().asked.txn = id;
+  if (std::exchange(data_failure_from_upstream_, false)) {
+    owed_.back().answer.local = false;
+    owed_.back().answer.bytes = r.raw;
+    owed_.back().answer.parsed = std::move(r);
+  }
+  flush_replies(now);
+}
+
 void relay_fsm::forward_end_of_data(std::uint64_t now, std::uint64_t txn) {
+  // Failed while a fault held the dot (the upstream replied, or was lost): never sent.
+  if (data_failure_) return answer_failed_message(now, txn);
   if (transaction* t = txns_.find(txn)) t->end_sent = true;
   owed_.expect(now, phase::data_end, command_kind::relayed, txn);
   if (const std::uint64_t gap_us = faults_.plan().split_dot_gap_us; gap_us > 0) {
@@ -838,7 +842,7 @@ void relay_fsm::release_banner(std::uint64_t now, const reply& r, std::string by
 void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   reply_slot* awaited = owed_.first_awaited();
   if (!awaited) {
-    if (mode_ == client_mode::data && !data_failure_) return upstream_replied_in_data(now, std::move(r));
+    if (upstream_in_data() && !data_failure_) return upstream_replied_in_data(now, std::move(r));
     if (r.code == 421) {   // RFC 5321 3.8: a server may close with 421 at any time
       out_.send(leg::client, r.raw, now);
       if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
@@ -922,6 +926,11 @@ const char* relay_fsm::not_a_reply_to(const reply_request& asked, const reply& r
     return "no such intermediate reply to that command (RFC 5321 4.3.2)";
   if (asked.ph == phase::data && r.klass() == 2) return "DATA is answered with 354 or a failure (RFC 5321 4.3.2)";
   return nullptr;
+}
+
+bool relay_fsm::upstream_in_data() const {
+  return mode_ == client_mode::data || (awaiting_capture_ && awaiting_capture_->kind == message_end::data) ||
+         faults_.holds_dot();
 }
 
 // After its 354 the upstream answered before the dot: it has given up on the message and
@@ -1122,9 +1131,9 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
                    detail);
     return;
   }
-  if (mode_ == client_mode::data || (awaiting_capture_ && awaiting_capture_->kind == message_end::data)) {
-    // The upstream died in DATA (or before its dot went, the capture settling): keep reading
-    // the client's data to its end, then 451.
+  if (upstream_in_data()) {
+    // The upstream died in DATA (or before its dot went: the capture settling, a delay fault
+    // holding it): keep reading the client's data to its end, then 451.
     if (!data_failure_)
       data_failure_ = make_reply(451, "4.4.2", options_.name + " lost the upstream connection during message transfer");
     return;

@@ -125,6 +125,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   transaction* close_message(std::uint64_t now) override;
   void take_message_id(transaction& t);
   void forward_end_of_data(std::uint64_t now, std::uint64_t txn) override;
+  void answer_failed_message(std::uint64_t now, std::uint64_t txn);
   // The last BDAT chunk is in: like the dot, its last byte waits for the capture and the faults.
   void end_of_bdat_message(std::uint64_t now, transaction* t);
   void release_bdat_message(std::uint64_t now, transaction* t);
@@ -180,6 +181,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
 
   // The client's side.
   bool in_message() const { return mode_ == client_mode::data || mode_ == client_mode::bdat_payload; }
+  // The upstream is in DATA: after its 354 and before the dot reached it. The client's dot may
+  // be in already, held while the capture settles or by a delay fault.
+  bool upstream_in_data() const;
   bool partial_line() const;
   void begin_message_input(std::uint64_t now);
   // The 354 went out: the message's data follows.

@@ -18,10 +18,12 @@ max_count, across connections), Precedence, Matchers, Determinism (--seed).
 
 import os
 import re
+import socket
+import threading
 import time
 import unittest
 
-from harness import (IntegrationTest, LOOPBACK, SwaksTranscript, documented_end_reasons, dot_unstuff, fault_records,
+from harness import (IntegrationTest, LOOPBACK, ScriptedAnswers, SwaksTranscript, documented_end_reasons, dot_unstuff, fault_records,
                      fault_summary, make_message, parse_replies, recv_outcome, show_json,
                      scaled, swaks_wire_message, wait_until)
 
@@ -438,6 +440,49 @@ delay = "300ms"
         f = fault_records(cap)[0]
         self.assertEqual(f["planned_delay_us"], 300000)
         self.assertGreaterEqual(f["actual_delay_us"], f["planned_delay_us"])
+
+    def test_an_upstream_rejection_during_data_answers_a_held_dot(self):
+        # The destination gives up on the message after its 354 (552, as a size or content
+        # filter does) while the fault holds the client's dot in mailtap. The upstream never
+        # saw a dot, so its 552 is final for the message: the client gets it for its dot, the
+        # dot never goes, and the transaction is rejected. Before, the 552 was dropped as
+        # "unsolicited", the dot went, and the client got 451 "delivery status unknown" (a
+        # permanent refusal turned into a retry) when the upstream hung up.
+        def refuse_mid_data(conn, line):
+            def later():
+                time.sleep(0.3)
+                try:
+                    conn.sock.sendall(b"552 5.3.4 Message too big for system\r\n")
+                    time.sleep(1.5)
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            threading.Thread(target=later, daemon=True).start()
+            return b"354 End data with <CR><LF>.<CR><LF>\r\n"
+        up = ScriptedAnswers({b"DATA": refuse_mid_data})
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "held-dot"
+type = "delay"
+phase = "data_end"
+when = "command"
+delay = "1s"
+''', up)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<refused-mid-data@example.test>") + b".\r\n")
+        self.assertReply(c.reply(20), 552, "5.3.4")
+        conn = up.wait_for_connections(1)[0]
+        wait_until(conn.closed.is_set, 20, "the upstream connection to close")
+        self.assertEqual(conn.messages, [], "the upstream received an end of data")
+        cap = self.single_capture(m)
+        [t] = cap.transactions
+        self.assertEqual(t["outcome"], "rejected", t)
+        self.assertEqual(t["final_reply"]["code"], 552, t)
+        self.assertFalse(any("unsolicited" in n for n in cap.notes), cap.notes)
 
     def test_delay_at_data_end_reply(self):
         rec = self.start_recorder()

@@ -1100,6 +1100,44 @@ TEST_F(FaultFsm, AClientLostWhileTheDotIsHeldGetsNothingDelivered) {
   EXPECT_EQ(only_fault("delay").detail, "end of data held; the client left before it was forwarded");
 }
 
+// The upstream gives up on the message (a 552 during DATA) while a fault holds the client's
+// dot: the upstream is still in DATA, so that reply is final for the message and answers the
+// dot when the hold ends; the dot never goes. Before, it was dropped as unsolicited, the dot
+// went, and when the upstream closed the client got 451 "delivery status unknown" for a
+// message the destination had refused for good (a trial with a real 552 upstream).
+TEST_F(FaultFsm, AnUpstreamReplyWhileTheDotIsHeldAnswersTheDot) {
+  adv_->on(phase::data_end, fault_stage::command, delay_of(1'000'000, "slow-dot"));
+  open_data();
+  EXPECT_THAT(client("body\r\n.\r\n"), ElementsAre(to_upstream("body\r\n"), fault_timer(1'000'000)));
+  const std::uint64_t held_at = now_;
+  EXPECT_THAT(upstream("552 5.3.4 Message too big for system\r\n"), Contains(closes(leg::upstream)));
+  EXPECT_THAT(fault_timer_at(held_at + 1'000'000), Contains(client_reply("552 5.3.4 Message too big for system\r\n421 4.4.2")));
+  EXPECT_THAT(up_, Not(HasSubstr("body\r\n.\r\n")));
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::rejected);
+  ASSERT_TRUE(t.final_reply);
+  EXPECT_EQ(t.final_reply->code, 552);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+  EXPECT_EQ(fsm_->stats().upstream_replied_in_data, 1u);
+}
+
+// The upstream is lost while a fault holds the dot: the dot never went, so the message is not
+// delivered and the client is told so (451), never "delivery status unknown".
+TEST_F(FaultFsm, AnUpstreamLostWhileTheDotIsHeldIsAFailedMessageNotAnAmbiguousOne) {
+  adv_->on(phase::data_end, fault_stage::command, delay_of(1'000'000, "slow-dot"));
+  open_data();
+  client("body\r\n.\r\n");
+  const std::uint64_t held_at = now_;
+  fsm_->on_upstream_eof(tick());
+  take();
+  EXPECT_THAT(cl_, Not(HasSubstr("421"))) << "the message's own reply comes when the hold ends";
+  EXPECT_THAT(fault_timer_at(held_at + 1'000'000), Contains(client_reply("451 4.4.2")));
+  EXPECT_THAT(cl_, Not(HasSubstr("delivery status unknown")));
+  EXPECT_THAT(up_, Not(HasSubstr("body\r\n.\r\n")));
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+}
+
 TEST_F(FaultFsm, DataEndReplyDelayHoldsTheDotsReply) {
   adv_->on(phase::data_end, fault_stage::reply, delay_of(2'000'000, "slow-queue"));
   open_data();
