@@ -17,6 +17,7 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "protocol/action.hpp"
@@ -37,6 +38,12 @@
 #include "protocol/xclient_exchange.hpp"
 
 namespace mailtap::protocol {
+
+// The note a session's capture gets when the client closes its connection (a FIN) while the
+// reply to its end of data is still owed, without a QUIT: what a sender that gave up waiting
+// does, and it then sends the message again (RFC 1047). diagnose reads it (a duplicate).
+inline constexpr std::string_view note_closed_before_end_of_data_reply =
+    "client closed its connection before the reply to its end of data, without QUIT";
 
 class relay_fsm : private starttls_host, private xclient_host, private fault_host {
  public:

@@ -57,6 +57,14 @@ bool reply_queue::awaiting_end_of_data() const {
                      [](const reply_slot& s) { return awaited(s) && s.asked.answers_end_of_data(); });
 }
 
+bool reply_queue::owes_end_of_data() const {
+  return std::any_of(slots_.begin(), slots_.end(), [](const reply_slot& s) { return s.asked.answers_end_of_data(); });
+}
+
+bool reply_queue::owes(phase ph) const {
+  return std::any_of(slots_.begin(), slots_.end(), [ph](const reply_slot& s) { return s.asked.ph == ph; });
+}
+
 bool reply_queue::withdraw_bdat_last() {
   auto it = std::find_if(slots_.rbegin(), slots_.rend(), [](const reply_slot& s) {
     return s.asked.ph == phase::bdat && s.asked.last_chunk && awaited(s);

@@ -81,6 +81,9 @@ class reply_queue {
   bool awaiting_upstream() { return first_awaited() != nullptr; }
   // An end of data (the dot, BDAT LAST) went upstream and its reply has not come.
   bool awaiting_end_of_data() const;
+  // A reply to an end of data, or to a command of phase `ph`, is still owed (awaited or not yet sent).
+  bool owes_end_of_data() const;
+  bool owes(phase ph) const;
   // The message's end will not be sent: its BDAT LAST slot is withdrawn. False when there is none.
   bool withdraw_bdat_last();
   // A delay fault holds a reply past `now`.

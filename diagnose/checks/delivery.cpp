@@ -1,12 +1,14 @@
 // What became of each message: proof of hand-off (the destination's 2xx to the end of data
 // and its queue id), mail lost without a bounce (a 2xx the destination never gave), and an
 // ambiguous end of data (the message went upstream, its reply never came: delivered or not,
-// nobody knows, and a retry may deliver it twice).
+// nobody knows, and a retry may deliver it twice), and a message the destination accepted
+// after its sender had closed the connection (a retry delivers it twice).
 #include <algorithm>
 
 #include "diagnose/checks.hpp"
 #include "diagnose/handoff.hpp"
 #include "diagnose/modes.hpp"
+#include "protocol/relay_fsm.hpp"
 
 namespace mailtap::diagnose {
 
@@ -105,6 +107,50 @@ void ambiguous(const conversation& c, const captures::transaction& t, std::vecto
   merge_finding(out, std::move(f));
 }
 
+// The relay's note that the client closed before the reply to its end of data, without QUIT,
+// within the transaction: null when it did not.
+const captures::event* closed_before_reply(const conversation& c, const captures::transaction& t) {
+  for (const auto* e : c.timeline)
+    if (const auto* n = std::get_if<captures::note_event>(e))
+      if (n->t_us >= t.start_us && n->t_us <= t.end_us && n->text == protocol::note_closed_before_end_of_data_reply)
+        return e;
+  return nullptr;
+}
+
+// RFC 1047: the sender stopped waiting for the reply to its end of data and closed; the
+// destination accepted the message after that. The sender never saw the 2xx, so it holds the
+// message as not sent and sends it again: delivered twice.
+void delivered_after_sender_left(const conversation& c, const captures::transaction& t, const captures::event& closed,
+                                 std::vector<finding>& out) {
+  finding f;
+  f.id = "duplicate_delivery";
+  f.level = severity::error;
+  f.stage = "data_end";
+  f.source = origin::client;
+  const auto& fr = *t.final_reply;
+  f.reply = reply_ref{fr.code, fr.enhanced, fr.text};
+  const exchange* x = end_reply(c, t);
+  const std::uint64_t sent_end_us = x && x->command ? x->command->t_us : t.start_us;
+  const std::uint64_t closed_us = captures::event_time(closed);
+  const auto seconds = [](std::uint64_t us) { return std::to_string((us + 500'000) / 1'000'000) + " s"; };
+  f.title = "delivered after the sender gave up: it will send the message again";
+  f.explanation = "The sender closed its connection before the destination answered its end of data" +
+                  std::string(closed_us > sent_end_us ? " (" + seconds(closed_us - sent_end_us) + " after the message)" : "") +
+                  ", without QUIT. The destination then accepted the message (" + std::to_string(fr.code) +
+                  (fr.enhanced.empty() ? "" : " " + fr.enhanced) +
+                  "), but the sender never saw that reply, so it holds the message as not sent and will send it "
+                  "again: the recipients get it twice (RFC 1047).";
+  f.action = "Make the sender wait for the reply to the end of data (RFC 5321 4.5.3.2.6: 10 minutes), or find why "
+             "the destination took so long to answer (a content scan, a slow queue).";
+  f.evidence.push_back(evidence_of(closed));
+  if (x) {
+    auto more = evidence_of(*x);
+    f.evidence.insert(f.evidence.end(), more.begin(), more.end());
+  }
+  f.evidence.push_back(transaction_evidence(t));
+  merge_finding(out, std::move(f));
+}
+
 }  // namespace
 
 void check_delivery(const conversation& c, std::vector<finding>& out) {
@@ -113,7 +159,10 @@ void check_delivery(const conversation& c, std::vector<finding>& out) {
         (t.synthesized && t.final_reply && t.final_reply->code / 100 == 2))
       blackholed(c, t, out);
     else if (t.result == protocol::outcome::unknown) ambiguous(c, t, out);
-    else if (t.result == protocol::outcome::delivered && t.final_reply) handed_off(c, t, out);
+    else if (t.result == protocol::outcome::delivered && t.final_reply) {
+      handed_off(c, t, out);
+      if (const auto* closed = closed_before_reply(c, t)) delivered_after_sender_left(c, t, *closed, out);
+    }
   }
 }
 

@@ -17,7 +17,8 @@ import os
 import time
 import unittest
 
-from harness import (IntegrationTest, SCENARIOS_DIR, SwaksTranscript, recv_outcome, run_mailtap)
+from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, ScriptedAnswers, SwaksTranscript, make_message,
+                     recv_outcome, run_mailtap, wait_until)
 from postfix_instance import ReceivingPostfix
 
 FROM = "sender@example.test"
@@ -176,6 +177,7 @@ class ScenarioDiagnoses(DiagnoseTest):
         f = finding(doc, "blackhole")
         self.assertInjected(f, "blackhole", "data_end")
         self.assertEqual(f["reply"]["code"], 250)
+        self.assertEqual(finding(doc, "handoff")["reply"]["code"], 250)
         self.assertNotIn("handoff", ids(doc))
 
     def test_content_scan_delay(self):
@@ -308,6 +310,51 @@ class RealPostfixRefusals(DiagnoseTest):
         self.assertEqual((f["reply"]["code"], f["vendor"]), (250, "postfix"))
         self.assertRegex(f["queue_id"], r"^[0-9A-Za-z]+$")
         self.assertIn("queued as " + f["queue_id"], f["reply"]["text"])
+
+
+class SenderGaveUp(DiagnoseTest):
+    """RFC 1047: the sender stops waiting for the reply to its dot and closes; the destination
+    accepts after that; the sender, which never saw the 250, sends the message again."""
+
+    def test_a_message_accepted_after_the_sender_closed_is_a_duplicate(self):
+        def slow_queue(conn, line):
+            time.sleep(1.5)
+            return b"250 2.0.0 Ok: queued as SLOW1\r\n"
+        up = ScriptedAnswers({b".": slow_queue})
+        self.addCleanup(up.stop)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), env=self.env)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<gave-up@example.test>") + b".\r\n")
+        time.sleep(0.3)
+        c.sock.close()            # the sender's own timeout: a FIN, no QUIT, no reply read
+        conn = up.wait_for_connections(1)[0]
+        wait_until(lambda: len(conn.messages) == 1, 20, "the message at the destination")
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 1, ids(doc))
+        f = finding(doc, "duplicate_delivery")
+        self.assertEqual((f["stage"], f["severity"], f["source"]), ("data_end", "error", "client"), f)
+        self.assertEqual(f["reply"]["code"], 250)
+
+    def test_a_sender_that_waits_for_its_reply_is_no_duplicate(self):
+        def slow_queue(conn, line):
+            time.sleep(0.5)
+            return b"250 2.0.0 Ok: queued as SLOW2\r\n"
+        up = ScriptedAnswers({b".": slow_queue})
+        self.addCleanup(up.stop)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), env=self.env)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<waited@example.test>") + b".\r\n")
+        self.assertReply(c.reply(20), 250)
+        self.assertReply(c.command("QUIT"), 221)
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 0, ids(doc))
+        self.assertNotIn("duplicate_delivery", ids(doc))
 
 
 class DiagnoseCommandLine(DiagnoseTest):

@@ -11,6 +11,7 @@
 #include "diagnose/conversation.hpp"
 #include "diagnose/diagnose.hpp"
 #include "diagnose/report.hpp"
+#include "protocol/relay_fsm.hpp"
 
 namespace mailtap::diagnose {
 namespace {
@@ -248,6 +249,31 @@ TEST(CheckDelivery, BlackholeAndAmbiguousEndOfDataAreErrors) {
   auto a = diagnose_capture(u.c);
   ASSERT_NE(find(a, "ambiguous_end_of_data"), nullptr) << ::testing::PrintToString(ids(a));
   EXPECT_EQ(find(a, "ambiguous_end_of_data")->level, severity::error);
+}
+
+// RFC 1047: the sender closed (a FIN, no QUIT) before the reply to its dot; the destination
+// accepted after that. The sender retries what it never saw accepted: a duplicate (a trial:
+// a sender giving up after 3 s, a destination answering after 15 s, two deliveries).
+TEST(CheckDelivery, AMessageAcceptedAfterTheSenderLeftIsADuplicate) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
+      .note(13, std::string(protocol::note_closed_before_end_of_data_reply))
+      .reply(25, 250, {"2.0.0 Ok: queued as Q0002"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q0002"}, 4, 25)
+      .ended("client_closed");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "duplicate_delivery");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->level, severity::error);
+  EXPECT_EQ(f->stage, "data_end");
+  EXPECT_TRUE(d.has_error());
+  ASSERT_NE(find(d, "handoff"), nullptr) << "the destination did take the message";
+
+  builder quit;   // the same, without the note: the sender waited (or pipelined QUIT)
+  quit.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
+      .reply(25, 250, {"2.0.0 Ok: queued as Q0002"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q0002"}, 4, 25);
+  EXPECT_EQ(find(diagnose_capture(quit.c), "duplicate_delivery"), nullptr);
 }
 
 TEST(CheckFirewall, MaskedBannerAnd500ToEhlo) {

@@ -633,6 +633,27 @@ TEST_F(RelayFsmTest, UpstreamLostAfterDotWhileTheClientIsGoneIsAmbiguous) {
   EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 1u);
 }
 
+// A FIN while the reply to the dot is owed, without QUIT, is a sender that gave up waiting:
+// the capture says so (diagnose: duplicate_delivery when the destination then accepts).
+TEST_F(RelayFsmTest, AClientThatClosesBeforeTheReplyToItsDotIsNoted) {
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n.\r\n");
+  client_eof();
+  upstream("250 2.0.0 Ok: queued as Q1\r\n");
+  EXPECT_THAT(obs_->notes, Contains(std::string(note_closed_before_end_of_data_reply)));
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+}
+
+TEST_F(RelayFsmTest, AClientThatPipelinesQuitBeforeItsFinIsNotNoted) {
+  // RFC 2920: DATA's end and QUIT in one go, then shutdown(SHUT_WR): it waits for its replies.
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+  client_eof();
+  upstream("250 2.0.0 Ok: queued as Q1\r\n221 2.0.0 Bye\r\n");
+  EXPECT_THAT(obs_->notes, Not(Contains(std::string(note_closed_before_end_of_data_reply))));
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+}
+
 TEST_F(RelayFsmTest, UpstreamLostAfterBdatLastWhileTheClientIsGoneIsAmbiguous) {
   greet_and_ehlo();
   client("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 3 LAST\r\nabc");
