@@ -26,6 +26,19 @@ const captures::transaction* transaction_at(const captures::capture& c, std::uin
   return nullptr;
 }
 
+// The relay's own 421/451 X.4.x to the client because it lost the upstream leg mid-session (a
+// timeout, a hang-up, a protocol error): checks/session_end.cpp reports the cause, at the
+// destination. Classified as a refusal, it would read as the destination's 4xx or as a
+// command the client got wrong. (An unreachable destination's 421 4.4.1 is that finding's own
+// reply, made by the relay: kept.)
+bool relay_upstream_loss_reply(const conversation& c, const exchange& x) {
+  if (x.source != origin::relay || x.fault || !c.cap->end) return false;
+  const auto& reason = c.cap->end->reason;
+  const auto& r = x.reply->reply;
+  return (reason == "upstream_closed" || reason == "upstream_protocol_error" || reason == "upstream_timeout") &&
+         (r.code == 421 || r.code == 451) && r.enhanced.rfind("4.4.", 0) == 0;
+}
+
 // The relay's refusal of a command it would not forward (bare CR/LF, NUL, a forbidden verb):
 // 500/501 with X.5.x, made by the relay without a fault.
 bool relay_syntax_refusal(const exchange& x) {
@@ -72,7 +85,7 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
     if (x.edit || r.klass() < 4 || r.klass() > 5) continue;
     if (x.ph == phase::banner) greeting_refused = greeting_refused || r.klass() == 5;
     else if (greeting_refused && r.code == 503) continue;   // RFC 5321 3.1: every command after a 554 greeting
-    if (relay_syntax_refusal(x) || follows_refused_recipients(c, x)) continue;
+    if (relay_syntax_refusal(x) || follows_refused_recipients(c, x) || relay_upstream_loss_reply(c, x)) continue;
 
     reply_verdict v = classify(x.ph, r.code, r.enhanced, all_lines(*x.reply));
     const mode_text& m = mode(v.mode);

@@ -1,6 +1,9 @@
 // How the session ended (captures/FORMAT.md "End reasons"): timeouts on either side, a
-// destination that could not be reached or refused the connection, a failed upstream TLS,
-// a stall fault, and a capture that is incomplete (what it says may be partial).
+// destination that could not be reached or refused the connection, a failed upstream TLS, a
+// destination that broke the protocol or hung up mid-session, a stall fault, and a capture
+// that is incomplete (what it says may be partial).
+#include <algorithm>
+
 #include "diagnose/checks.hpp"
 #include "diagnose/modes.hpp"
 #include "protocol/command.hpp"
@@ -79,6 +82,60 @@ void unreachable(const conversation& c, const captures::end_record& e, std::vect
     mark_injected(held, *fe);
 }
 
+// The destination answered what SMTP does not allow (captures/FORMAT.md, upstream_protocol_error):
+// the relay closed its leg, the client got a 4xx from the relay. The destination's fault, never
+// the client's.
+void protocol_error(const conversation& c, const captures::end_record& e, std::vector<finding>& out) {
+  finding f;
+  f.id = "upstream_protocol_error";
+  f.level = severity::error;
+  f.source = origin::server;
+  f.stage = last_stage(c);
+  const bool early = e.detail == "upstream replied during DATA";
+  f.title = early ? "the destination replied before the end of the message" : "the destination broke the SMTP protocol";
+  f.explanation =
+      early ? "After its 354 the destination answered before the client's final dot: it gave up on the message and "
+              "read the rest as commands. That reply is final for the message (reported on its own); the relay "
+              "closed the connection to the destination, now out of step, and the client got 421 4.4.2."
+            : "The destination's reply (" + e.detail + ") is not one SMTP allows there (RFC 5321 4.2, 4.3.2), so the "
+              "relay could not pass it on or pair what followed, and closed the connection to it. The client got a "
+              "4xx from the relay (temporary): nothing in flight was delivered, and the sender will retry.";
+  f.action = early ? "Look at the destination's reason in its reply (size, content, policy)."
+                   : "Look at the destination's software or what stands in front of it (a proxy, a firewall's SMTP "
+                     "inspection); its reply is in the evidence.";
+  for (const auto* ev : c.timeline)
+    if (const auto* n = std::get_if<captures::note_event>(ev))
+      if (n->text.rfind("upstream_protocol_error", 0) == 0) f.evidence.push_back(evidence_of(*ev));
+  f.evidence.push_back(end_evidence(e));
+  merge_finding(out, std::move(f));
+}
+
+// The destination closed the connection mid-session, without a 421 (a 421 is its own reply,
+// reported by the replies check) and not after QUIT. After a dot the ambiguous end of data
+// says it all (checks/delivery.cpp).
+void destination_hung_up(const conversation& c, const captures::end_record& e, std::vector<finding>& out) {
+  if (e.detail != "upstream closed the connection") return;
+  if (std::any_of(c.cap->transactions.begin(), c.cap->transactions.end(),
+                  [](const captures::transaction& t) { return t.result == protocol::outcome::unknown; }))
+    return;
+  finding f;
+  f.id = "destination_closed";
+  f.source = origin::server;
+  f.stage = last_stage(c);
+  const bool lost_mail = std::any_of(c.cap->transactions.begin(), c.cap->transactions.end(), [](const captures::transaction& t) {
+    return t.result == protocol::outcome::tempfailed || t.result == protocol::outcome::aborted;
+  });
+  f.level = lost_mail ? severity::error : severity::warning;
+  f.title = "the destination closed the connection (" + f.stage + ")";
+  f.explanation = "The destination hung up without a reply (no 421, no QUIT asked), so the relay told the client "
+                  "421 4.4.2 or 451 4.4.2 (temporary) for what was in flight: nothing of it was delivered, and the "
+                  "sender will retry.";
+  f.action = "Look at the destination's log at that time: a crash, a restart, a connection limit, an idle timeout "
+             "shorter than the client's pauses.";
+  f.evidence.push_back(end_evidence(e));
+  merge_finding(out, std::move(f));
+}
+
 }  // namespace
 
 void check_session_end(const conversation& c, std::vector<finding>& out) {
@@ -99,6 +156,8 @@ void check_session_end(const conversation& c, std::vector<finding>& out) {
   const auto& e = *c.cap->end;
   if (e.reason == "upstream_timeout" || e.reason == "client_timeout" || e.reason == "fault_stall") timeout(c, e, out);
   else if (e.reason == "upstream_unreachable" || e.reason == "upstream_refused") unreachable(c, e, out);
+  else if (e.reason == "upstream_protocol_error") protocol_error(c, e, out);
+  else if (e.reason == "upstream_closed") destination_hung_up(c, e, out);
   else if (e.reason == "upstream_tls_failed") {
     finding f;
     f.id = "tls_unavailable";

@@ -357,6 +357,32 @@ class SenderGaveUp(DiagnoseTest):
         self.assertNotIn("duplicate_delivery", ids(doc))
 
 
+class BrokenDestination(DiagnoseTest):
+    """A destination that breaks the protocol or hangs up: the finding is the destination's,
+    and the relay's own 421/451 4.4.2 is not read as a command the client got wrong."""
+
+    def session_with(self, answers):
+        up = ScriptedAnswers(answers)
+        self.addCleanup(up.stop)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), env=self.env)
+        self.send(m.port)
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertNotIn("command_rejected", ids(doc))
+        self.assertNotIn("temporary_failure", ids(doc))
+        return rc, doc
+
+    def test_a_250_to_data_is_the_destinations_protocol_error(self):
+        rc, doc = self.session_with({b"DATA": b"250 2.0.0 Ok\r\n"})
+        self.assertEqual(rc, 1, ids(doc))
+        f = finding(doc, "upstream_protocol_error")
+        self.assertEqual((f["stage"], f["severity"], f["source"]), ("data", "error", "server"), f)
+
+    def test_a_hang_up_at_mail_is_the_destinations(self):
+        rc, doc = self.session_with({b"MAIL": ScriptedAnswers.CLOSE})
+        f = finding(doc, "destination_closed")
+        self.assertEqual((f["stage"], f["source"]), ("mail", "server"), f)
+
+
 class DiagnoseCommandLine(DiagnoseTest):
 
     def test_unreadable_capture_exit_2_one_line_naming_it(self):

@@ -385,6 +385,35 @@ TEST(CheckSessionEnd, TimeoutsAndUnreachable) {
   EXPECT_EQ(find(diagnose_capture(s.c), "timeout")->level, severity::warning);
 }
 
+// The destination broke the protocol (a 250 to DATA) or hung up mid-session: the finding is the
+// destination's, and the relay's own 421/451 4.4.2 to the client is not read as the client's
+// refused command or as the destination's 4xx (a newcomer's trial: "check the client's SMTP
+// dialogue", exit 0).
+TEST(CheckSessionEnd, UpstreamProtocolErrorAndHangUpAreTheDestinations) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA")
+      .note(9, "upstream_protocol_error: upstream answered data with 250: DATA is answered with 354 or a failure")
+      .reply(9, 421, {"4.4.2 mailtap upstream connection lost"}, leg::client)
+      .ended("upstream_protocol_error", "upstream answered data with 250: DATA is answered with 354 or a failure");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "upstream_protocol_error");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->level, severity::error);
+  EXPECT_EQ(f->source, origin::server);
+  EXPECT_EQ(f->stage, "data");
+  EXPECT_EQ(find(d, "command_rejected"), nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(find(d, "temporary_failure"), nullptr) << ::testing::PrintToString(ids(d));
+
+  builder h;
+  h.opening().cmd(8, "MAIL FROM:<a@b>").reply(9, 421, {"4.4.2 mailtap upstream connection lost"}, leg::client)
+      .ended("upstream_closed", "upstream closed the connection");
+  auto hd = diagnose_capture(h.c);
+  ASSERT_NE(find(hd, "destination_closed"), nullptr) << ::testing::PrintToString(ids(hd));
+  EXPECT_EQ(find(hd, "destination_closed")->source, origin::server);
+  EXPECT_EQ(find(hd, "temporary_failure"), nullptr) << ::testing::PrintToString(ids(hd));
+  EXPECT_EQ(find(hd, "command_rejected"), nullptr) << ::testing::PrintToString(ids(hd));
+}
+
 TEST(CheckSmuggling, RefusedBareLineEndingsAndInjection) {
   builder b;
   b.reply(1, 220, {"mx"}).cmd(2, "EHLO x\\nMAIL FROM:<a@b>").note(2, "command refused: bare LF")
