@@ -29,6 +29,10 @@ void check_session_end(const conversation& c, std::vector<finding>& out);
 void check_smuggling(const conversation& c, std::vector<finding>& out);
 void check_faults(const conversation& c, std::vector<finding>& out);
 
+// The relay's note that the upstream's TLS handshake failed and the session went on in
+// plaintext (checks/tls.cpp), or null.
+const captures::event* upstream_tls_fallback(const conversation& c);
+
 // Adds `f` to `out`, or, when a finding with the same id and stage is there, its evidence
 // to that finding (keeping the worse severity). Returns the finding that holds it.
 finding& merge_finding(std::vector<finding>& out, finding f);

@@ -2,6 +2,8 @@
 // details) and its refinement by phrasing.
 #include "diagnose/classify.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <optional>
 
 namespace mailtap::diagnose {
@@ -28,6 +30,12 @@ std::pair<int, int> subject_detail(std::string_view e) {
 }
 
 classification generic(int code) { return {code / 100 == 4 ? "temporary_failure" : "permanent_failure", false}; }
+
+bool contains_ignoring_case(std::string_view text, std::string_view word) {
+  return std::search(text.begin(), text.end(), word.begin(), word.end(), [](char a, char b) {
+           return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+         }) != text.end();
+}
 
 bool in_transaction(phase ph) {
   return ph == phase::mail || ph == phase::rcpt || ph == phase::data || ph == phase::data_end || ph == phase::bdat;
@@ -96,6 +104,10 @@ classification classify_by_code(phase ph, int code, std::string_view enhanced) {
 }
 
 reply_verdict classify(phase ph, int code, std::string_view enhanced, std::string_view text) {
+  // RFC 3207 4: "530 Must issue a STARTTLS command first" shares 530 5.7.0 with RFC 4954's
+  // "Authentication required"; only the text tells TLS policy from a login.
+  if (code == 530 && contains_ignoring_case(text, "STARTTLS"))
+    return {"tls_unavailable", std::string(vendor_of(text)), false};
   classification c = classify_by_code(ph, code, enhanced);
   reply_verdict v{c.mode, "", false};
   if (c.mode.empty()) return v;

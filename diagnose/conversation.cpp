@@ -4,6 +4,7 @@
 // destination's replies and the relay's alike. Three exceptions: the greeting answers no
 // command; after a 354 the next reply answers the end of data; and a relay reply that
 // repeats the destination's reply just before it (same code, same time) is an edit of it.
+// A line the client sends after a 334 is part of its AUTH exchange: its reply is at `auth`.
 #include "diagnose/conversation.hpp"
 
 #include <algorithm>
@@ -95,6 +96,7 @@ conversation read_conversation(const captures::capture& c) {
     if (const auto* f = std::get_if<captures::fault_event>(e))
       if (is_reply_decision(f->fault.decision)) faults.push_back(f);
   bool greeted = false, after_354 = false;
+  bool in_auth = false;   // a 334 answered AUTH: the client's next line is part of the exchange (RFC 4954 4)
   conv.exchanges.reserve(c.events.size());   // at most one per event: `previous` stays valid
   const exchange* previous = nullptr;
   for (const event* e : conv.timeline) {
@@ -122,8 +124,9 @@ conversation read_conversation(const captures::capture& c) {
     } else if (!awaiting.empty()) {
       x.command = awaiting.front();
       awaiting.pop_front();
-      x.ph = protocol::parse_command(x.command->text).cmd.ph;
+      x.ph = in_auth ? protocol::phase::auth : protocol::parse_command(x.command->text).cmd.ph;
     }
+    if (!x.edit) in_auth = x.ph == protocol::phase::auth && r->reply.code == 334;
     if (x.source == origin::relay && !x.edit) {
       auto it = std::find_if(faults.begin(), faults.end(), [&](const auto* f) { return fault_made(*f, *r); });
       if (it != faults.end()) {

@@ -249,9 +249,9 @@ bool starttls_sequencer::may_fall_back_to_plaintext() const {
 }
 
 void starttls_sequencer::fall_back_to_plaintext(std::uint64_t now, std::string_view reason) {
-  out_.note(now, "upstream TLS handshake failed (" + std::string(reason) +
-                "); falling back to plaintext on a new upstream connection, as an MTA with opportunistic TLS "
-                "does (RFC 7435); the client is told 454 and goes on without TLS");
+  out_.note(now, "upstream TLS handshake failed (" + std::string(reason) + "); " +
+                std::string(note_upstream_tls_fallback) +
+                ", as an MTA with opportunistic TLS does (RFC 7435); the client is told 454 and goes on without TLS");
   tls_step_ = tls_step::idle;
   upstream_tls_broken_ = true;
   upstream_offers_starttls_ = false;

@@ -1,10 +1,12 @@
 // TLS on the path: an upstream certificate that was not verified (the tls record's
-// `verification`, captures/FORMAT.md), and STARTTLS taken away from the client: removed
-// from or masked in the EHLO reply it got while the destination offered it.
+// `verification`, captures/FORMAT.md), STARTTLS taken away from the client: removed from or
+// masked in the EHLO reply it got while the destination offered it, and a failed upstream
+// handshake after which the session went on in plaintext (the relay's fall-back).
 #include <algorithm>
 
 #include "diagnose/checks.hpp"
 #include "protocol/command.hpp"
+#include "protocol/starttls_sequencer.hpp"
 
 namespace mailtap::diagnose {
 
@@ -41,9 +43,40 @@ void not_verified(const captures::tls_event& t, std::vector<finding>& out) {
   merge_finding(out, std::move(f));
 }
 
+// The client asked for STARTTLS, the destination agreed and then broke the handshake; the relay
+// told the client 454 and went on in plaintext on a new connection (RFC 7435). The mail that
+// followed crossed both legs unencrypted.
+void fell_back_to_plaintext(const conversation& c, const captures::event& note, std::vector<finding>& out) {
+  finding f;
+  f.id = "tls_unavailable";
+  f.level = severity::warning;
+  f.stage = "starttls";
+  f.source = origin::server;
+  f.title = "the destination's TLS handshake failed: the session went on without TLS";
+  f.explanation = "The client asked for STARTTLS and the destination answered 220, but its TLS handshake failed, so "
+                  "the relay told the client 454 (RFC 3207 4) and went on in plaintext on a new connection, as an MTA "
+                  "with opportunistic TLS does (RFC 7435). What the client sent after that crossed both legs "
+                  "unencrypted.";
+  f.action = "Look at the destination's TLS set-up (certificate, versions, a middlebox that breaks the handshake); "
+             "set upstream_tls = \"required\" where plaintext is not acceptable.";
+  f.evidence.push_back(evidence_of(note));
+  for (const exchange& x : c.exchanges)
+    if (x.source == origin::relay && x.reply->reply.code == 454 && x.reply->t_us >= captures::event_time(note))
+      f.evidence.push_back(evidence_of(*x.reply));
+  merge_finding(out, std::move(f));
+}
+
 }  // namespace
 
+const captures::event* upstream_tls_fallback(const conversation& c) {
+  for (const auto* e : c.timeline)
+    if (const auto* n = std::get_if<captures::note_event>(e))
+      if (n->text.find(protocol::note_upstream_tls_fallback) != std::string::npos) return e;
+  return nullptr;
+}
+
 void check_tls(const conversation& c, std::vector<finding>& out) {
+  if (const auto* fallback = upstream_tls_fallback(c)) fell_back_to_plaintext(c, *fallback, out);
   for (const auto* e : c.timeline)
     if (const auto* t = std::get_if<captures::tls_event>(e))
       if (t->leg == protocol::leg::upstream && (!t->tls.verified || t->tls.insecure)) not_verified(*t, out);

@@ -12,6 +12,7 @@
 #include "diagnose/diagnose.hpp"
 #include "diagnose/report.hpp"
 #include "protocol/relay_fsm.hpp"
+#include "protocol/starttls_sequencer.hpp"
 
 namespace mailtap::diagnose {
 namespace {
@@ -412,6 +413,49 @@ TEST(CheckSessionEnd, UpstreamProtocolErrorAndHangUpAreTheDestinations) {
   EXPECT_EQ(find(hd, "destination_closed")->source, origin::server);
   EXPECT_EQ(find(hd, "temporary_failure"), nullptr) << ::testing::PrintToString(ids(hd));
   EXPECT_EQ(find(hd, "command_rejected"), nullptr) << ::testing::PrintToString(ids(hd));
+}
+
+// Findings of a trial with hostile and misconfigured destinations.
+// AUTH LOGIN: the 535 answers the password line, a continuation after 334, not a command of
+// its own; it is the same refusal at `auth` as AUTH PLAIN's (it was a warning at "other").
+TEST(CheckReplies, AnAuthLoginRefusalIsAtAuth) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO c").reply(3, 250, {"mx", "AUTH LOGIN PLAIN"}).cmd(4, "AUTH LOGIN")
+      .reply(5, 334, {"VXNlcm5hbWU6"}).cmd(6, "[auth response redacted, 8 bytes]").reply(7, 334, {"UGFzc3dvcmQ6"})
+      .cmd(8, "[auth response redacted, 12 bytes]").reply(9, 535, {"5.7.8 Error: authentication failed"});
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "smarthost_auth");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "auth");
+  EXPECT_EQ(f->level, severity::error);
+}
+
+// RFC 3207 4's "530 Must issue a STARTTLS command first" is TLS policy, not a login.
+TEST(CheckReplies, MustIssueStarttlsFirstIsTlsNotALogin) {
+  builder s;
+  s.reply(1, 220, {"mx"}).cmd(2, "EHLO c").reply(3, 250, {"mx"}).cmd(4, "MAIL FROM:<a@b>")
+      .reply(5, 530, {"5.7.0 Must issue a STARTTLS command first"});
+  auto d = diagnose_capture(s.c);
+  ASSERT_NE(find(d, "tls_unavailable"), nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(find(d, "tls_unavailable")->stage, "mail");
+  EXPECT_EQ(find(d, "smarthost_auth"), nullptr);
+}
+
+// The destination broke its TLS handshake and the relay fell back to plaintext: a TLS finding
+// at starttls from the destination, never the relay's 454 read as a refused command.
+TEST(CheckTls, APlaintextFallBackIsReported) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO c").reply(3, 250, {"mx", "STARTTLS"}).cmd(4, "STARTTLS")
+      .reply(5, 220, {"2.0.0 Ready to start TLS"})
+      .note(200, "upstream TLS handshake failed (packet length too long); " +
+                     std::string(protocol::note_upstream_tls_fallback) + ", as an MTA with opportunistic TLS does")
+      .reply(200, 454, {"4.7.0 TLS not available: packet length too long"}, leg::client);
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "tls_unavailable");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "starttls");
+  EXPECT_EQ(f->source, origin::server);
+  EXPECT_EQ(find(d, "command_rejected"), nullptr) << ::testing::PrintToString(ids(d));
 }
 
 TEST(CheckSmuggling, RefusedBareLineEndingsAndInjection) {
