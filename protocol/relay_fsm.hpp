@@ -247,6 +247,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   bool greeted_ = false;
   std::uint64_t started_us_ = 0;
   std::uint64_t connected_us_ = 0;
+  std::uint64_t banner_arrived_us_ = 0;   // when the upstream's greeting came (a fault may hold it longer)
 
   reply_queue owed_;   // replies the client is owed, in order (RFC 2920)
   std::uint64_t last_reply_sent_us_ = 0;

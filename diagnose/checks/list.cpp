@@ -47,6 +47,10 @@ const captures::fault_event* first_fault(const conversation& c, bool (*pred)(con
 }
 
 void mark_injected(finding& f, const captures::fault_event& fe) {
+  // The mode's text says what the destination would have done; here a rule did it.
+  if (f.source != origin::injected && f.explanation.rfind("Injected by the fault rule", 0) != 0)
+    f.explanation = "Injected by the fault rule '" + fe.fault.rule + "' (" + fe.fault.type +
+                    "): the destination did not do this. What it reproduces: " + f.explanation;
   f.source = origin::injected;
   f.rule = fe.fault.rule;
   evidence_item e = evidence_of(captures::event{fe});

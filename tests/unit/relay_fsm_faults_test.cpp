@@ -775,6 +775,13 @@ TEST_F(FaultFsm, BannerDelayHoldsTheBannerUntilDue) {
   auto at_banner = adv_->asked(phase::banner, fault_stage::reply);
   ASSERT_EQ(at_banner.size(), 1u);
   EXPECT_EQ(at_banner[0].upstream_code, 220);
+  // The hold is the relay's time, not the destination's: it greeted when its banner came (a
+  // trial: the waterfall and diagnose said "the destination is slow to greet").
+  auto banner_stage = std::find_if(obs_->stages.begin(), obs_->stages.end(),
+                                   [](const stage_record& s) { return s.ph == phase::banner; });
+  ASSERT_NE(banner_stage, obs_->stages.end());
+  EXPECT_GE(banner_stage->duration_us, 1'500'000u);
+  EXPECT_LT(banner_stage->upstream_us, 1'500'000u);
 }
 
 TEST_F(FaultFsm, BannerReplyReplacesTheGreetingAndQuitsTheUpstream) {
