@@ -38,6 +38,7 @@ std::string words(const protocol::reply& r) {
 std::string recorded_words(const recorded_reply& r) {
   std::string out = words(r.reply);
   if (r.source == reply_source::injected) out += " [injected" + (r.rule.empty() ? "" : ": " + r.rule) + "]";
+  else if (r.source == reply_source::relay && r.server_reply) out += " [relay; destination " + words(*r.server_reply) + "]";
   else if (r.source == reply_source::relay) out += " [relay]";
   else if (r.source == reply_source::edited) out += " [edited by relay]";
   return out;

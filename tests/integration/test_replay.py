@@ -107,9 +107,9 @@ class ReplayTest(IntegrationTest):
         super().setUp()
         self.env = dict(os.environ, XDG_STATE_HOME=os.path.join(self.workdir, "state"))
 
-    def record(self, swaks_args=(), upstream="builtin", scenarios=(), count=1):
+    def record(self, swaks_args=(), upstream="builtin", scenarios=(), count=1, relay_args=()):
         """Runs swaks through a relay (`count` sessions) and returns the captures."""
-        args = []
+        args = list(relay_args)
         for s in scenarios:
             args += ["--scenario", os.path.join(SCENARIOS_DIR, s)]
         m = self.start_mailtap(upstream=upstream, args=args, env=self.env)
@@ -393,6 +393,43 @@ class ReplayClientTest(ReplayTest):
         auth = [s for s in doc["steps"] if s["stage"] == "auth"]
         self.assertEqual([(s["status"], s["live"]["code"]) for s in auth], [("matched", 235)])
         self.assertEqual(upstream.logins, [("user", "secret")] * 1)
+
+    def test_starttls_is_compared_with_the_destinations_reply(self):
+        # aiosmtpd answers STARTTLS "220 Ready to start TLS", without an enhanced code; the
+        # client heard the relay's own "220 2.0.0" once the relay had secured the upstream leg.
+        up = self.start_starttls_server()
+        cap = self.record(["-tls"], upstream="%s:%d" % (LOOPBACK, up.port), relay_args=["--upstream-ca", up.cert])[0]
+        starttls = [r for r in cap.of_type("reply") if r["code"] == 220 and r["lines"][0].endswith("TLS")]
+        self.assertEqual([(r["leg"], r["enhanced"]) for r in starttls], [("upstream", ""), ("client", "2.0.0")])
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, up.port), "--json")
+        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+        doc = json.loads(r.stdout)
+        step = [s for s in doc["steps"] if s["text"] == "STARTTLS"][0]
+        self.assertEqual((step["status"], step["differences"]), ("matched", []))
+        self.assertEqual((step["recorded"]["source"], step["recorded"]["enhanced"]), ("relay", "2.0.0"))
+        self.assertEqual((step["recorded"]["server_reply"]["code"], step["recorded"]["server_reply"]["enhanced"]),
+                         (220, ""))
+        self.assertEqual((step["live"]["code"], step["live"]["enhanced"]), (220, ""))
+        self.assertEqual({s["status"] for s in doc["steps"]}, {"matched"})
+
+    def start_starttls_server(self):
+        """aiosmtpd offering STARTTLS (a certificate made for the test), no AUTH; `.cert` is
+        the certificate for the relay's --upstream-ca."""
+        from aiosmtpd.controller import Controller
+        from tls_upstream import make_cert, server_context
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                return "250 2.0.0 Ok: queued"
+
+        cert, key = make_cert(self.workdir, "starttls-server")
+        port = free_port()
+        c = Controller(Handler(), hostname=LOOPBACK, port=port, tls_context=server_context(cert, key),
+                       ready_timeout=10)
+        c.start()
+        self.addCleanup(c.stop)
+        c.cert = cert
+        return c
 
     def start_auth_server(self, user, password):
         from aiosmtpd.controller import Controller

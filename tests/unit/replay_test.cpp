@@ -49,6 +49,12 @@ struct capture_builder {
     c.events.push_back(captures::bytes_event{t, leg::client, direction::out, raw});
     return *this;
   }
+  // The destination said it, and the relay did not pass it on (it answers the client itself).
+  capture_builder& upstream(std::uint64_t t, std::string raw) {
+    c.events.push_back(captures::bytes_event{t, leg::upstream, direction::in, raw});
+    c.events.push_back(captures::reply_event{t, leg::upstream, direction::in, parsed(raw)});
+    return *this;
+  }
   // The relay said it (a fault's reply when `rule` is given).
   capture_builder& relay(std::uint64_t t, std::string raw, std::string rule = "") {
     if (!rule.empty()) {
@@ -201,6 +207,33 @@ TEST(ReplayScript, AnEditedReplyKeepsTheDestinationsOriginal) {
   EXPECT_EQ(r.reply.lines.size(), 2u);                       // what the client heard
   ASSERT_NE(r.destination_reply(), nullptr);
   EXPECT_EQ(r.destination_reply()->lines.size(), 3u);       // what the destination said
+}
+
+// The relay secured the upstream leg itself: the destination's 220 is an S< line, the client
+// heard the relay's own R> 220 after the upstream handshake (README "Captures").
+capture_builder upstream_starttls(const std::string& destination, const std::string& heard) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "EHLO c\r\n")
+      .server(300, ehlo_reply)
+      .client(400, "STARTTLS\r\n")
+      .upstream(500, destination)
+      .relay(6000, heard)
+      .client(6100, "EHLO c\r\n")
+      .server(6200, "250 mx\r\n");
+  return b;
+}
+
+TEST(ReplayScript, TheRelaysStarttlsReplyKeepsTheDestinations) {
+  const script s = upstream_starttls("220 Ready to start TLS\r\n", "220 2.0.0 Ready to start TLS\r\n").build();
+  ASSERT_EQ(s.steps.size(), 3u);
+  const auto& r = *s.steps[1].reply;
+  EXPECT_EQ(r.source, reply_source::relay);
+  EXPECT_EQ(r.reply.enhanced, "2.0.0");                 // what the client heard
+  ASSERT_NE(r.destination_reply(), nullptr);
+  EXPECT_EQ(r.destination_reply()->code, 220);           // what the destination said
+  EXPECT_EQ(r.destination_reply()->enhanced, "");
+  EXPECT_TRUE(s.steps[1].starts_tls);
 }
 
 TEST(ReplayScript, ABdatChunkCarriesItsPayload) {
@@ -517,6 +550,28 @@ TEST(ReplayClient, StartsTlsWhereTheRecordingDid) {
   EXPECT_EQ(sent(a), "");
   fsm.on_tls_ready(30);
   EXPECT_EQ(sent(fsm.take_actions()), "EHLO c\r\n");
+}
+
+// Replayed against the server that was recorded, whose STARTTLS reply has no enhanced code:
+// compared with its own recorded reply, not with the relay's "220 2.0.0".
+TEST(ReplayClient, StarttlsIsComparedWithTheDestinationsReply) {
+  const script s = upstream_starttls("220 Ready to start TLS\r\n", "220 2.0.0 Ready to start TLS\r\n").build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  fsm.on_connected(0);
+  fsm.on_server_bytes("220 mx\r\n", 10);
+  fsm.on_server_bytes(ehlo_reply, 20);
+  EXPECT_EQ(sent(fsm.take_actions()), "EHLO c\r\nSTARTTLS\r\n");
+  fsm.on_server_bytes("220 Ready to start TLS\r\n", 30);
+  EXPECT_TRUE(has<protocol::start_tls>(fsm.take_actions()));
+  fsm.on_tls_ready(40);
+  EXPECT_EQ(sent(fsm.take_actions()), "EHLO c\r\n");
+  fsm.on_server_bytes("250 mx\r\n", 50);
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_EQ(fsm.results()[2].status, step_status::matched);
+  EXPECT_TRUE(fsm.results()[2].differences.empty());
+  EXPECT_FALSE(fsm.diverged());
 }
 
 TEST(ReplayClient, AServerThatLeavesLeavesTheRestUnsent) {
