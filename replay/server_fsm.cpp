@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "protocol/auth_redaction.hpp"
 #include "protocol/command.hpp"
 #include "protocol/data_framer.hpp"
 #include "protocol/limits.hpp"
@@ -50,6 +51,37 @@ std::string_view without_crlf(std::string_view line) {
   if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   return line;
+}
+
+bool is_auth_command(std::string_view line) { return protocol::iequals(line.substr(0, line.find(' ')), "AUTH"); }
+
+// A live line as the reports show it, AUTH material masked as captures mask it
+// (captures/FORMAT.md, protocol/auth_redaction.hpp): an AUTH command keeps its verb and
+// mechanism ("AUTH PLAIN ****"), a line of the exchange after a 334 is masked whole.
+std::string shown_line(std::string_view line, bool auth_response) {
+  if (auth_response) return std::string(line.size(), '*');
+  if (is_auth_command(line)) return protocol::escape_bytes(protocol::masked_auth_line(line), 1000);
+  return protocol::escape_bytes(line, 1000);
+}
+
+// Bytes read outside any step (before a TLS handshake), shown the same way: an AUTH line's
+// initial response and every line after it masked, since they may be its exchange.
+std::string shown_bytes(std::string_view bytes) {
+  std::string out;
+  bool masking = false;
+  for (std::size_t pos = 0; pos < bytes.size();) {
+    std::size_t lf = bytes.find('\n', pos);
+    const std::size_t end = lf == std::string_view::npos ? bytes.size() : lf + 1;
+    const std::string_view line = bytes.substr(pos, end - pos);
+    if (!masking && is_auth_command(protocol::stripped_crlf(line))) {
+      out += protocol::masked_auth_line(line);
+      masking = true;
+    } else {
+      out += masking ? protocol::masked_auth_line(line) : std::string(line);
+    }
+    pos = end;
+  }
+  return protocol::escape_bytes(out, 80);
 }
 
 }  // namespace
@@ -109,7 +141,7 @@ void server_fsm::on_client_closed(std::uint64_t now_us) {
 void server_fsm::on_client_bytes(std::string_view bytes, std::uint64_t now_us) {
   if (finished_ || closing_) return;
   if (tls_pending_) {   // RFC 3207 4.2: nothing sent before the handshake is read as protected
-    diverge(divergence::what::unexpected, next_step_, now_us, "a TLS handshake", protocol::escape_bytes(bytes, 80));
+    diverge(divergence::what::unexpected, next_step_, now_us, "a TLS handshake", shown_bytes(bytes));
     return;
   }
   in_.append(bytes);
@@ -157,6 +189,7 @@ void server_fsm::take_input(std::uint64_t now_us) {
     pos += line.size();
     unit_.append(line, script_, next_step_);
     unit_.line = std::string(without_crlf(line));
+    unit_.shown = shown_line(unit_.line, mode_ == mode::auth);
     if (mode_ == mode::auth) {
       take_step(step_kind::auth_response, now_us);
       continue;
@@ -172,7 +205,7 @@ void server_fsm::take_input(std::uint64_t now_us) {
   }
   in_.erase(0, pos);
   if (tls_pending_ && !in_.empty()) {
-    diverge(divergence::what::unexpected, next_step_, now_us, "a TLS handshake", protocol::escape_bytes(in_, 80));
+    diverge(divergence::what::unexpected, next_step_, now_us, "a TLS handshake", shown_bytes(in_));
     in_.clear();
   }
 }
@@ -193,7 +226,7 @@ void server_fsm::live_unit::append(std::string_view bytes, const script& s, std:
 void server_fsm::compare(const step& recorded, step_kind kind, std::uint64_t now_us) {
   const std::size_t index = next_step_;
   const std::string live = kind == step_kind::message ? "[message: " + std::to_string(unit_.seen) + " bytes]"
-                                                      : protocol::escape_bytes(unit_.line, 1000);
+                                                      : unit_.shown;
   if ((kind == step_kind::message) != (recorded.kind == step_kind::message)) {
     diverge(divergence::what::command, index, now_us, recorded.text, live);
     return;
@@ -216,12 +249,13 @@ void server_fsm::compare(const step& recorded, step_kind kind, std::uint64_t now
 
 void server_fsm::take_step(step_kind kind, std::uint64_t now_us) {
   const std::string live = kind == step_kind::message ? "[message: " + std::to_string(unit_.seen) + " bytes]"
-                                                      : protocol::escape_bytes(unit_.line, 1000);
+                                                      : unit_.shown;
   const protocol::phase live_ph =
       kind == step_kind::command ? protocol::parse_command(unit_.line).cmd.ph : protocol::phase::other;
   const bool live_starttls = live_ph == protocol::phase::starttls;
   const bool live_quit = live_ph == protocol::phase::quit;
   const bool live_data = live_ph == protocol::phase::data;
+  const bool live_auth = live_ph == protocol::phase::auth;
   mode_ = mode::command;
   if (next_step_ >= script_.steps.size()) {
     diverge(divergence::what::extra, next_step_, now_us, "", live);
@@ -248,7 +282,7 @@ void server_fsm::take_step(step_kind kind, std::uint64_t now_us) {
   queue(now_us + delay, r.reply.raw, after);
   if (after == then::tls) tls_pending_ = true;
   if (r.reply.code == 354 && live_data) mode_ = mode::message;
-  if (r.reply.code == 334 && (recorded.auth || kind == step_kind::auth_response)) mode_ = mode::auth;
+  if (r.reply.code == 334 && (recorded.auth || live_auth || kind == step_kind::auth_response)) mode_ = mode::auth;
   if (last && after == then::nothing) queue_after_last(now_us);
 }
 

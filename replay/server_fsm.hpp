@@ -35,14 +35,14 @@ struct divergence {
   std::size_t step = 0;         // index in the script's steps (its size for an extra step)
   std::uint64_t t_us = 0;       // live time since the connection
   std::string recorded;         // what the recording has there
-  std::string live;             // what the client sent
+  std::string live;             // what the client sent (AUTH material masked, as captures mask it)
 };
 std::string_view to_string(divergence::what w);
 
 // One live step and the reply played for it.
 struct played_step {
   std::size_t step = 0;
-  std::string live;             // the live step, printable
+  std::string live;             // the live step, printable (AUTH material masked, as captures mask it)
   int code = 0;                 // the reply played (0: none)
   reply_source source = reply_source::server;
   std::string rule;             // the fault rule, when the recorded reply was injected
@@ -78,6 +78,7 @@ class server_fsm {
   // The live step being read, compared with the recorded one as its bytes arrive.
   struct live_unit {
     std::string line;             // its command line without CRLF (empty for a message)
+    std::string shown;            // the line as reports show it: printable, AUTH material masked
     std::size_t seen = 0;         // bytes so far
     bool matches = true;          // every byte so far is the recorded step's
     std::size_t first_difference = 0;

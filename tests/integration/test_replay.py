@@ -15,6 +15,7 @@ the relay, never on hand-written ones (but the malformed one):
 Assertions are on replies, exit codes and the JSON documents (replay/README.md), never on prose.
 """
 
+import base64
 import json
 import os
 import re
@@ -107,12 +108,13 @@ class ReplayTest(IntegrationTest):
         super().setUp()
         self.env = dict(os.environ, XDG_STATE_HOME=os.path.join(self.workdir, "state"))
 
-    def record(self, swaks_args=(), upstream="builtin", scenarios=(), count=1, relay_args=()):
-        """Runs swaks through a relay (`count` sessions) and returns the captures."""
+    def record(self, swaks_args=(), upstream="builtin", scenarios=(), count=1, relay_args=(), name="mailtap"):
+        """Runs swaks through a relay (`count` sessions) and returns the captures (of its own
+        directory, named after `name`)."""
         args = list(relay_args)
         for s in scenarios:
             args += ["--scenario", os.path.join(SCENARIOS_DIR, s)]
-        m = self.start_mailtap(upstream=upstream, args=args, env=self.env)
+        m = self.start_mailtap(upstream=upstream, args=args, env=self.env, name=name)
         for _ in range(count):
             self.swaks(m.port, "--to", TO, *swaks_args)
         caps = m.wait_captures(count)
@@ -218,6 +220,28 @@ class ReplayServerTest(ReplayTest):
         docs = [json.loads(l) for l in out.splitlines()]
         self.assertEqual([[d["kind"] for d in doc["divergences"]] for doc in docs], [["message"], []])
         self.assertEqual(code, 1)
+
+    def test_the_live_clients_auth_material_is_masked_in_the_report(self):
+        user, password = "alice", "S3cret!"
+        plain = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
+        needles = [password, plain, base64.b64encode(user.encode()).decode(),
+                   base64.b64encode(password.encode()).decode()]
+        for mechanism, live in (("PLAIN", ["AUTH PLAIN " + "*" * len(plain)]),
+                                ("LOGIN", ["AUTH LOGIN", "*" * len(needles[2]), "*" * len(needles[3])])):
+            auth = ["-a", mechanism, "-au", user, "-ap", password]
+            cap = self.record(auth, name="mailtap-" + mechanism)[0]
+            server = self.replay_server(cap.path, "--json", "--timing", "fast")
+            status, text = self.swaks(server.port, "--to", TO, *auth)
+            self.assertEqual(SwaksTranscript(text).reply_to("AUTH").code // 100, 3 if mechanism == "LOGIN" else 2)
+            code, out = server.finish()
+            doc = json.loads(out.splitlines()[0])
+            # swaks's message has its own Date: the commands, AUTH included, are as recorded.
+            self.assertEqual([d for d in doc["divergences"] if d["kind"] != "message"], [], out)
+            played = [p["live"] for p in doc["played"]]
+            start = played.index(live[0])
+            self.assertEqual(played[start:start + len(live)], live, mechanism)
+            for needle in needles:
+                self.assertNotIn(needle, out, mechanism)
 
     def test_several_sessions_each_from_the_start(self):
         cap = self.record(scenarios=["mailbox-full.toml"])[0]

@@ -409,6 +409,62 @@ TEST(ReplayServer, AClientThatLeavesEarlyIsReported) {
   EXPECT_EQ(fsm.divergences()[0].recorded, "MAIL FROM:<a@x>");
 }
 
+// The live client's AUTH material never reaches a report: masked as captures mask it
+// (captures/FORMAT.md): "AUTH PLAIN ****", each line of the exchange masked whole.
+TEST(ReplayServer, TheLiveClientsAuthMaterialIsMaskedInTheReports) {
+  const std::string plain = protocol::base64_encode(std::string("\0alice\0S3cret!", 14));
+  const std::string user = protocol::base64_encode("alice"), password = protocol::base64_encode("S3cret!");
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "AUTH PLAIN " + std::string(plain.size(), '*') + "\r\n")
+      .server(300, "235 2.7.0 ok\r\n")
+      .client(400, "AUTH LOGIN\r\n")
+      .server(500, "334 VXNlcm5hbWU6\r\n")
+      .client(600, std::string(user.size(), '*') + "\r\n")
+      .server(700, "334 UGFzc3dvcmQ6\r\n")
+      .client(800, std::string(password.size(), '*') + "\r\n")
+      .server(900, "235 2.7.0 ok\r\n")
+      .client(1000, "MAIL FROM:<a@x>\r\n")
+      .server(1100, "250 ok\r\n");
+  const script s = b.build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  // The last AUTH comes where the recording has MAIL: a divergence, its material masked too.
+  fsm.on_client_bytes("AUTH PLAIN " + plain + "\r\nAUTH LOGIN\r\n" + user + "\r\n" + password + "\r\nAUTH PLAIN " +
+                          plain + "\r\n",
+                      10);
+  fsm.on_client_closed(20);
+  ASSERT_EQ(fsm.played().size(), 5u);
+  EXPECT_EQ(fsm.played()[0].live, "AUTH PLAIN " + std::string(plain.size(), '*'));
+  EXPECT_EQ(fsm.played()[1].live, "AUTH LOGIN");
+  EXPECT_EQ(fsm.played()[2].live, std::string(user.size(), '*'));
+  EXPECT_EQ(fsm.played()[3].live, std::string(password.size(), '*'));
+  EXPECT_EQ(fsm.played()[4].live, "AUTH PLAIN " + std::string(plain.size(), '*'));
+  ASSERT_EQ(fsm.divergences().size(), 1u);
+  EXPECT_EQ(fsm.divergences()[0].live, "AUTH PLAIN " + std::string(plain.size(), '*'));
+  const server_session session{"s1.jsonl", "127.0.0.1:1", fsm.played(), fsm.divergences(), s.steps.size()};
+  for (const std::string& report : {render_server_text(session), render_server_json(session)})
+    for (const std::string& secret : {plain, user, password}) EXPECT_EQ(report.find(secret), std::string::npos) << report;
+}
+
+// Bytes before a STARTTLS handshake are reported, AUTH material masked.
+TEST(ReplayServer, AuthBeforeTheHandshakeIsMaskedToo) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "STARTTLS\r\n")
+      .relay(300, "220 2.0.0 Ready to start TLS\r\n")
+      .client(900, "EHLO c\r\n")
+      .server(1000, "250 mx\r\n");
+  const script s = b.build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.on_client_bytes("STARTTLS\r\nAUTH LOGIN\r\nYWxpY2U=\r\n", 10);
+  ASSERT_EQ(fsm.divergences().size(), 1u);
+  EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::unexpected);
+  EXPECT_EQ(fsm.divergences()[0].live.find("YWxpY2U="), std::string::npos) << fsm.divergences()[0].live;
+  EXPECT_NE(fsm.divergences()[0].live.find("AUTH LOGIN"), std::string::npos) << fsm.divergences()[0].live;
+}
+
 // ---------------------------------------------------------------- client machine
 
 namespace {
