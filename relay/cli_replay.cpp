@@ -32,7 +32,7 @@ void usage_error(const char* command, const std::string& what, int& exit_code) {
 
 struct server_opts {
   std::string capture, dir, listen, timing = "original", sessions = "1", tls_cert, tls_key;
-  bool json = false;
+  bool json = false, compare_message = false;
 };
 
 void run_server(const server_opts& o, int& exit_code) {
@@ -59,6 +59,7 @@ void run_server(const server_opts& o, int& exit_code) {
   auto pace = replay::parse_timing(o.timing, error);
   if (!pace) return usage_error("server", "--timing " + error, exit_code);
   options.pace = *pace;
+  options.server.compare_message = o.compare_message;
   std::size_t sessions = 0;
   auto [end, ec] = std::from_chars(o.sessions.data(), o.sessions.data() + o.sessions.size(), sessions);
   if (ec != std::errc() || end != o.sessions.data() + o.sessions.size() || o.sessions.empty())
@@ -191,6 +192,9 @@ void register_replay(CLI::App& app, int& exit_code) {
   server->add_option("--tls-cert", so->tls_cert, "PEM certificate for STARTTLS (default: the relay's self-signed one)");
   server->add_option("--tls-key", so->tls_key, "PEM private key for --tls-cert");
   server->add_option("--dir", so->dir, "Capture directory for session ids and 'latest' (default: the run default)");
+  server->add_flag("--compare-message", so->compare_message,
+                   "Count a message that differs from the recorded one as a divergence (default: reported, not "
+                   "counted; a live client writes its own Date and Message-ID)");
   server->add_flag("--json", so->json, "One JSON document per live session (one per line)");
   server->footer("Prints 'mailtap replay: listening on ADDR:PORT, ...' when ready, then a report per session as it "
                  "ends. Exit codes: 0 every session followed the recording, 1 a client diverged, 2 usage or an "

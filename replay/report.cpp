@@ -285,11 +285,16 @@ std::string render_server_text(const server_session& s) {
            (d.recorded.empty() ? std::string("nothing") : captures::terminal_safe(d.recorded)) + ", live " +
            captures::terminal_safe(d.live) + "\n";
   }
+  for (const auto& d : s.noted) {
+    out += "  ~ " + std::string(to_string(d.kind)) + " at step " + std::to_string(d.step + 1) + ": recorded " +
+           captures::terminal_safe(d.recorded) + ", live " + captures::terminal_safe(d.live) +
+           " (noted, not a divergence: --compare-message counts it)\n";
+  }
   return out;
 }
 
 std::string render_server_json(const server_session& s) {
-  json::array played, divergences;
+  json::array played, divergences, noted;
   for (const auto& p : s.played)
     played.push_back(json::object{{"step", p.step},
                                   {"live", captures::utf8_safe(p.live)},
@@ -298,18 +303,22 @@ std::string render_server_json(const server_session& s) {
                                   {"rule", captures::utf8_safe(p.rule)},
                                   {"received_us", p.received_us},
                                   {"delay_us", p.delay_us}});
-  for (const auto& d : s.divergences)
-    divergences.push_back(json::object{{"kind", to_string(d.kind)},
-                                       {"step", d.step},
-                                       {"t_us", d.t_us},
-                                       {"recorded", captures::utf8_safe(d.recorded)},
-                                       {"live", captures::utf8_safe(d.live)}});
+  auto divergence_json = [](const divergence& d) {
+    return json::object{{"kind", to_string(d.kind)},
+                        {"step", d.step},
+                        {"t_us", d.t_us},
+                        {"recorded", captures::utf8_safe(d.recorded)},
+                        {"live", captures::utf8_safe(d.live)}};
+  };
+  for (const auto& d : s.divergences) divergences.push_back(divergence_json(d));
+  for (const auto& d : s.noted) noted.push_back(divergence_json(d));
   return json::serialize(json::object{{"capture", captures::utf8_safe(s.capture)},
                                       {"client", s.client},
                                       {"result", s.divergences.empty() ? "followed" : "diverged"},
                                       {"recorded_steps", s.recorded_steps},
                                       {"played", std::move(played)},
-                                      {"divergences", std::move(divergences)}});
+                                      {"divergences", std::move(divergences)},
+                                      {"noted", std::move(noted)}});
 }
 
 }  // namespace mailtap::replay

@@ -58,6 +58,7 @@ struct server_session {
   std::vector<played_step> played;
   std::vector<divergence> divergences;
   std::size_t recorded_steps = 0;
+  std::vector<divergence> noted;     // reported, not counted (a message, without --compare-message)
 };
 std::string render_server_text(const server_session& s);
 std::string render_server_json(const server_session& s);   // one object, no newline

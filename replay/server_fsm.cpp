@@ -64,6 +64,32 @@ std::string shown_line(std::string_view line, bool auth_response) {
   return protocol::escape_bytes(line, 1000);
 }
 
+// Where a command line's case-insensitive words end (RFC 5321 2.4: verbs and argument
+// keywords such as "FROM:" and "TO:" are not case sensitive; a mailbox's local part is): the
+// verb, and for MAIL and RCPT the keyword after it.
+std::size_t keywords_end(std::string_view line) {
+  std::size_t end = std::min(line.find_first_of(" \r\n"), line.size());
+  const std::string_view verb = line.substr(0, end);
+  if ((protocol::iequals(verb, "MAIL") || protocol::iequals(verb, "RCPT")) && end < line.size() && line[end] == ' ') {
+    const std::size_t colon = line.find(':', end + 1);
+    if (colon != std::string_view::npos) {
+      const std::string_view keyword = line.substr(end + 1, colon + 1 - (end + 1));
+      if (protocol::iequals(keyword, "FROM:") || protocol::iequals(keyword, "TO:")) end = colon + 1;
+    }
+  }
+  return end;
+}
+
+// The live command line with its verb (and MAIL/RCPT keyword) spelled as the recording spells
+// them, where they are the same words in another case: "mail FROM:" reads as "MAIL FROM:".
+std::string as_recorded_case(std::string_view live, std::string_view recorded) {
+  std::string out(live);
+  const std::size_t n = keywords_end(live);
+  if (n > 0 && n <= recorded.size() && keywords_end(recorded) == n && protocol::iequals(live.substr(0, n), recorded.substr(0, n)))
+    out.replace(0, n, recorded.substr(0, n));
+  return out;
+}
+
 // Bytes read outside any step (before a TLS handshake), shown the same way: an AUTH line's
 // initial response and every line after it masked, since they may be its exchange.
 std::string shown_bytes(std::string_view bytes) {
@@ -86,11 +112,18 @@ std::string shown_bytes(std::string_view bytes) {
 
 }  // namespace
 
-server_fsm::server_fsm(const script& s, timing t) : script_(s), timing_(t) {}
+server_fsm::server_fsm(const script& s, timing t, server_options o) : script_(s), timing_(t), options_(o) {}
 
 void server_fsm::diverge(divergence::what w, std::size_t step, std::uint64_t now_us, std::string recorded,
                          std::string live) {
   divergences_.push_back({w, step, now_us, std::move(recorded), std::move(live)});
+}
+
+// A live client writes its own message (its Date, Message-ID, Received): a message that
+// differs is reported, and counts as a divergence only with --compare-message.
+void server_fsm::message_differs(std::size_t step, std::uint64_t now_us, std::string recorded, std::string live) {
+  if (options_.compare_message) diverge(divergence::what::message, step, now_us, std::move(recorded), std::move(live));
+  else noted_.push_back({divergence::what::message, step, now_us, std::move(recorded), std::move(live)});
 }
 
 void server_fsm::on_start(std::uint64_t now_us) {
@@ -187,7 +220,10 @@ void server_fsm::take_input(std::uint64_t now_us) {
     }
     const std::string_view line = rest.substr(0, lf + 1);
     pos += line.size();
-    unit_.append(line, script_, next_step_);
+    if (mode_ == mode::command && next_step_ < script_.steps.size())
+      unit_.append(as_recorded_case(line, script_.steps[next_step_].bytes), script_, next_step_);
+    else
+      unit_.append(line, script_, next_step_);
     unit_.line = std::string(without_crlf(line));
     unit_.shown = shown_line(unit_.line, mode_ == mode::auth);
     if (mode_ == mode::auth) {
@@ -238,10 +274,18 @@ void server_fsm::compare(const step& recorded, step_kind kind, std::uint64_t now
     return;
   }
   if (unit_.matches && unit_.seen == recorded.bytes.size()) return;
+  const std::string at = ", first difference at byte " +
+                         std::to_string(unit_.matches ? std::min(unit_.seen, recorded.bytes.size()) : unit_.first_difference);
   if (kind == step_kind::message) {
-    diverge(divergence::what::message, index, now_us, recorded.text,
-            live + ", first difference at byte " +
-                std::to_string(unit_.matches ? std::min(unit_.seen, recorded.bytes.size()) : unit_.first_difference));
+    message_differs(index, now_us, recorded.text, live + at);
+    return;
+  }
+  // A BDAT chunk of another size or content is the message differing, not the conversation,
+  // as long as it is the last chunk where the recorded one was (RFC 3030 2).
+  if (kind == step_kind::bdat && recorded.kind == step_kind::bdat &&
+      protocol::parse_command(unit_.line).cmd.bdat_last ==
+          protocol::parse_command(without_crlf(recorded.bytes.substr(0, recorded.bytes.find('\n') + 1))).cmd.bdat_last) {
+    message_differs(index, now_us, recorded.text, live + at);
     return;
   }
   diverge(divergence::what::command, index, now_us, recorded.text, live);

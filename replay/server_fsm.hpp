@@ -26,7 +26,7 @@ namespace mailtap::replay {
 struct divergence {
   enum class what {
     command,     // a different command line than recorded
-    message,     // a different message body
+    message,     // a different message body (a divergence only with compare_message, else noted)
     extra,       // a step after the recording's last (answered 221 to QUIT, else 421 and closed)
     missing,     // the client closed while the recording went on
     unexpected,  // bytes after STARTTLS before the handshake (discarded, RFC 3207 4.2)
@@ -38,6 +38,14 @@ struct divergence {
   std::string live;             // what the client sent (AUTH material masked, as captures mask it)
 };
 std::string_view to_string(divergence::what w);
+
+// What the replay server counts as the live client leaving the recording.
+struct server_options {
+  // A message (DATA, or BDAT chunks) that differs from the recorded one is a divergence.
+  // Off by default: a live client writes its own Date, Message-ID and Received headers, so
+  // its message is reported (noted) without making the session diverge.
+  bool compare_message = false;
+};
 
 // One live step and the reply played for it.
 struct played_step {
@@ -52,7 +60,7 @@ struct played_step {
 
 class server_fsm {
  public:
-  server_fsm(const script& s, timing t);
+  server_fsm(const script& s, timing t, server_options o = {});
 
   void on_start(std::uint64_t now_us);
   void on_client_bytes(std::string_view bytes, std::uint64_t now_us);
@@ -64,6 +72,8 @@ class server_fsm {
 
   bool finished() const { return finished_; }
   const std::vector<divergence>& divergences() const { return divergences_; }
+  // Differences reported without counting as a divergence (a message, without compare_message).
+  const std::vector<divergence>& noted() const { return noted_; }
   const std::vector<played_step>& played() const { return played_; }
 
  private:
@@ -92,9 +102,11 @@ class server_fsm {
   void queue_after_last(std::uint64_t now_us);
   void send_due(std::uint64_t now_us);
   void diverge(divergence::what w, std::size_t step, std::uint64_t now_us, std::string recorded, std::string live);
+  void message_differs(std::size_t step, std::uint64_t now_us, std::string recorded, std::string live);
 
   const script& script_;
   timing timing_;
+  server_options options_;
   std::string in_;
   mode mode_ = mode::command;
   std::uint64_t bdat_remaining_ = 0;
@@ -108,6 +120,7 @@ class server_fsm {
   bool finished_ = false;
   std::vector<protocol::action> actions_;
   std::vector<divergence> divergences_;
+  std::vector<divergence> noted_;
   std::vector<played_step> played_;
 };
 

@@ -337,18 +337,60 @@ TEST(ReplayServer, ADifferentCommandIsReportedAndTheRecordedReplyStillPlayed) {
   EXPECT_EQ(d.live, "MAIL FROM:<other@x>");
 }
 
-TEST(ReplayServer, ADifferentMessageIsReported) {
+// A live client writes its own message (Date, Message-ID): a message that differs is noted,
+// and a divergence only with compare_message.
+TEST(ReplayServer, ADifferentMessageIsNotedAndCountedOnlyWhenAsked) {
+  const script s = delivered().build();
+  for (bool compare : {false, true}) {
+    server_fsm fsm(s, timing{0.0}, server_options{compare});
+    fsm.on_start(0);
+    fsm.on_client_bytes("EHLO c.test\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n", 10);
+    fsm.on_client_bytes("Subject: y\r\n\r\n.\r\n", 20);
+    EXPECT_NE(sent(fsm.take_actions()).find("250 2.0.0 Ok: queued as Q1"), std::string::npos);
+    const auto& reported = compare ? fsm.divergences() : fsm.noted();
+    EXPECT_EQ((compare ? fsm.noted() : fsm.divergences()).size(), 0u) << compare;
+    ASSERT_EQ(reported.size(), 1u) << compare;
+    EXPECT_EQ(reported[0].kind, divergence::what::message);
+    EXPECT_EQ(reported[0].step, 4u);
+    EXPECT_NE(reported[0].live.find("first difference at byte 9"), std::string::npos)
+        << reported[0].live;   // "Subject: y" against "Subject: x"
+  }
+}
+
+// RFC 5321 2.4: verbs and the MAIL/RCPT keywords are not case sensitive, a local part is.
+TEST(ReplayServer, VerbsAreComparedWithoutCaseAndLocalPartsWithIt) {
   const script s = delivered().build();
   server_fsm fsm(s, timing{0.0});
   fsm.on_start(0);
-  fsm.on_client_bytes("EHLO c.test\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n", 10);
-  fsm.on_client_bytes("Subject: y\r\n\r\n.\r\n", 20);
-  EXPECT_NE(sent(fsm.take_actions()).find("250 2.0.0 Ok: queued as Q1"), std::string::npos);
-  ASSERT_EQ(fsm.divergences().size(), 1u);
-  EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::message);
-  EXPECT_EQ(fsm.divergences()[0].step, 4u);
-  EXPECT_NE(fsm.divergences()[0].live.find("first difference at byte 9"), std::string::npos)
-      << fsm.divergences()[0].live;   // "Subject: y" against "Subject: x"
+  fsm.on_client_bytes("ehlo c.test\r\nmail from:<a@x>\r\nRcpt To:<b@y>\r\ndata\r\n" + body + "quit\r\n", 10);
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_TRUE(fsm.divergences().empty());
+  EXPECT_EQ(fsm.played()[1].live, "mail from:<a@x>");   // reported as the client sent it
+
+  server_fsm other(s, timing{0.0});
+  other.on_start(0);
+  other.on_client_bytes("EHLO c.test\r\nMAIL FROM:<A@x>\r\nrcpt to: <b@y>\r\n", 10);
+  ASSERT_EQ(other.divergences().size(), 2u);
+  EXPECT_EQ(other.divergences()[0].live, "MAIL FROM:<A@x>");
+  EXPECT_EQ(other.divergences()[1].live, "rcpt to: <b@y>");   // a space the recording did not have
+}
+
+// A BDAT chunk of another size is the message differing; another LAST is the conversation.
+TEST(ReplayServer, ABdatChunkThatDiffersIsAMessageDifference) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n").message(200, "BDAT 5 LAST\r\nhello").server(300, "250 ok\r\n");
+  const script s = b.build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.on_client_bytes("bdat 6 LAST\r\nhello!", 10);
+  EXPECT_TRUE(fsm.divergences().empty());
+  ASSERT_EQ(fsm.noted().size(), 1u);
+  EXPECT_EQ(fsm.noted()[0].kind, divergence::what::message);
+  server_fsm other(s, timing{0.0});
+  other.on_start(0);
+  other.on_client_bytes("BDAT 5\r\nhello", 10);
+  ASSERT_EQ(other.divergences().size(), 1u);
+  EXPECT_EQ(other.divergences()[0].kind, divergence::what::command);
 }
 
 TEST(ReplayServer, BeyondTheRecordingQuitGets221AndAnythingElse421) {
