@@ -125,6 +125,15 @@ bool differs(const step_result& s) { return s.status != step_status::matched && 
 
 }  // namespace
 
+std::map<std::string, std::size_t> count_statuses(const client_run& r) {
+  std::map<std::string, std::size_t> out;
+  for (auto s : {step_status::matched, step_status::diverged, step_status::skipped, step_status::not_sent,
+                 step_status::no_reply})
+    out[std::string(to_string(s))] = 0;
+  for (const auto& s : r.results) ++out[std::string(to_string(s.status))];
+  return out;
+}
+
 std::string divergence_key(const client_run& r) {
   if (r.unreadable) return "unreadable";
   for (const auto& s : r.results)
@@ -147,12 +156,13 @@ std::string render_client_text(const client_run& r) {
   if (r.unreadable || (!r.error.empty() && r.results.empty())) {
     return out + "error     " + captures::terminal_safe(r.error) + "\n";
   }
-  std::size_t differing = 0;
-  for (const auto& s : r.results) differing += s.status == step_status::matched || s.status == step_status::skipped ? 0 : 1;
+  const auto n = count_statuses(r);
+  const std::size_t skipped = n.at("skipped"), compared = r.results.size() - skipped;
   out += "session   " + captures::terminal_safe(r.session) + ", replayed against " + r.target + "\n";
-  out += "result    " + std::string(r.diverged ? "DIVERGED" : "matched") + " (" +
-         std::to_string(r.results.size() - differing) + " of " + std::to_string(r.results.size()) +
-         " replies as recorded)\n";
+  // A skipped step was not replayed: it is neither matched nor compared.
+  out += "result    " + std::string(r.diverged ? "DIVERGED" : "matched") + " (" + std::to_string(n.at("matched")) +
+         " of " + std::to_string(compared) + " replies as recorded" +
+         (skipped ? ", " + std::to_string(skipped) + " skipped" : std::string()) + ")\n";
   if (!r.error.empty()) out += "error     " + captures::terminal_safe(r.error) + "\n";
   for (const auto& f : r.faults) out += "fault     " + captures::terminal_safe(fault_line(f)) + " (injected when recorded)\n";
   out += "\n  " + pad("step", 34) + pad("recorded", 30) + pad("live", 16) + "ms recorded / live\n";
@@ -202,6 +212,9 @@ std::string render_client_json(const client_run& r) {
     steps.push_back(std::move(j));
   }
   o["steps"] = std::move(steps);
+  json::object counts;
+  for (const auto& [status, n] : count_statuses(r)) counts[status] = n;
+  o["counts"] = std::move(counts);
   o["faults"] = faults_json(r.faults);
   return json::serialize(o);
 }

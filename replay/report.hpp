@@ -30,6 +30,10 @@ struct client_run {
   double seconds = 0;
 };
 
+// The greeting and steps of a run by status ("matched", "diverged", "skipped", "not_sent",
+// "no_reply"; each present, 0 when none). A skipped step was not replayed: never matched.
+std::map<std::string, std::size_t> count_statuses(const client_run& r);
+
 std::string render_client_text(const client_run& r);
 std::string render_client_json(const client_run& r);   // one object, no newline
 

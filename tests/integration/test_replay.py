@@ -441,10 +441,17 @@ class ReplayClientTest(ReplayTest):
         doc = json.loads(r.stdout)
         auth = [s for s in doc["steps"] if s["stage"] == "auth"]
         self.assertEqual([s["status"] for s in auth], ["skipped"])
+        # Not replayed, so not matched: counted apart (the steps by status, each once).
+        by_status = {k: 0 for k in ("matched", "diverged", "skipped", "not_sent", "no_reply")}
+        for s in doc["steps"]:
+            by_status[s["status"]] += 1
+        self.assertEqual(doc["counts"], by_status)
+        self.assertEqual(doc["counts"]["skipped"], 1)
         r = replay_client(cap.path, "--to", target, "--json", "--auth-user", "user", "--auth-password", "secret")
         doc = json.loads(r.stdout)
         auth = [s for s in doc["steps"] if s["stage"] == "auth"]
         self.assertEqual([(s["status"], s["live"]["code"]) for s in auth], [("matched", 235)])
+        self.assertEqual(doc["counts"]["skipped"], 0)
         self.assertEqual(upstream.logins, [("user", "secret")] * 1)
 
     def test_starttls_is_compared_with_the_destinations_reply(self):

@@ -727,6 +727,34 @@ TEST(ReplayReport, JunitHasATestcasePerCaptureAndFailuresForDivergence) {
   EXPECT_EQ(sum.by_divergence.at("rcpt 250 -> 450"), 1u);
 }
 
+// A skipped step (AUTH without credentials) was not replayed: it is not counted as matched.
+TEST(ReplayReport, SkippedStepsAreNotCountedAsMatched) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "AUTH PLAIN ****************\r\n")
+      .server(300, "235 2.7.0 ok\r\n")
+      .client(400, "MAIL FROM:<a@x>\r\n")
+      .server(500, "250 ok\r\n");
+  const script s = b.build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  converse(fsm, {"220 mx\r\n", "250 ok\r\n"});
+  client_run run;
+  run.results = fsm.results();
+  run.diverged = fsm.diverged();
+  const auto counts = count_statuses(run);
+  EXPECT_EQ(counts.at("matched"), 2u);
+  EXPECT_EQ(counts.at("skipped"), 1u);
+  EXPECT_EQ(counts.at("diverged"), 0u);
+  EXPECT_NE(render_client_text(run).find("result    matched (2 of 2 replies as recorded, 1 skipped)\n"), std::string::npos)
+      << render_client_text(run);
+  const auto doc = render_client_json(run);
+  EXPECT_NE(doc.find("\"counts\":{\"diverged\":0,\"matched\":2,\"no_reply\":0,\"not_sent\":0,\"skipped\":1}"),
+            std::string::npos)
+      << doc;
+}
+
 // replay/ stays sans-I/O like protocol/ (ARCHITECTURE.md, "Layers"): no I/O library, and
 // nothing from relay/, where the machines are driven.
 TEST(ReplaySansIo, NoIoLibraryOrShellIncluded) {
