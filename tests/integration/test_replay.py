@@ -26,8 +26,8 @@ import time
 import unittest
 import xml.etree.ElementTree as ET
 
-from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, SMTP_SOURCE, Process, SwaksTranscript,
-                     free_port, mailtap_bin, parse_replies, run_mailtap, scaled, wait_until)
+from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, SMTP_SOURCE, Process, ScriptedAnswers,
+                     SwaksTranscript, free_port, mailtap_bin, parse_replies, run_mailtap, scaled, wait_until)
 
 TO = "a@example.com"
 READY_RE = re.compile(r"^mailtap replay: listening on 127\.0\.0\.1:(\d+), replaying (.+) \((\d+) steps\)$")
@@ -471,6 +471,30 @@ class ReplayClientTest(ReplayTest):
                          (220, ""))
         self.assertEqual((step["live"]["code"], step["live"]["enhanced"]), (220, ""))
         self.assertEqual({s["status"] for s in doc["steps"]}, {"matched"})
+
+    def test_a_live_220_to_a_recorded_454_starts_tls(self):
+        # Recorded: the destination refused STARTTLS (454) and swaks went on in plaintext.
+        refusing = ScriptedAnswers({
+            b"EHLO": b"250-scripted.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
+            b"STARTTLS": b"454 4.7.0 TLS not available\r\n"})
+        self.addCleanup(refusing.stop)
+        cap = self.record(["--tls-optional"], upstream="%s:%d" % (LOOPBACK, refusing.port))[0]
+        self.assertIn(b"454 4.7.0", cap.bytes_of("client", "out"))
+        # Live: a server that answers 220 and does the handshake.
+        up = self.start_starttls_server()
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, up.port), "--json")
+        self.assertEqual(r.returncode, 1, r.stdout.decode() + r.stderr.decode())
+        doc = json.loads(r.stdout)
+        starttls = [s for s in doc["steps"] if s["text"] == "STARTTLS"][0]
+        self.assertEqual((starttls["status"], starttls["recorded"]["code"], starttls["live"]["code"]),
+                         ("diverged", 454, 220))
+        # The rest went on inside TLS: every step sent was answered, down to QUIT (the server
+        # never saw plaintext in its handshake; swaks sent no EHLO after its 454, so aiosmtpd
+        # refuses MAIL with 503 and the message is not sent).
+        after = doc["steps"][doc["steps"].index(starttls) + 1:]
+        self.assertEqual([s["status"] for s in after if s["status"] == "no_reply"], [], r.stdout.decode())
+        self.assertTrue(all(s["live"] for s in after if s["status"] != "not_sent"), r.stdout.decode())
+        self.assertEqual((after[-1]["text"], after[-1]["live"]["code"]), ("QUIT", 221))
 
     def start_starttls_server(self):
         """aiosmtpd offering STARTTLS (a certificate made for the test), no AUTH; `.cert` is

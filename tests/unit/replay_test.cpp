@@ -672,6 +672,39 @@ TEST(ReplayClient, StarttlsIsComparedWithTheDestinationsReply) {
   EXPECT_FALSE(fsm.diverged());
 }
 
+// The recorded client heard 454 and went on in plaintext; the live server answers 220: the
+// replay reports the divergence and secures the connection (RFC 3207 4.2) before the next
+// step, never sending plaintext into the handshake.
+TEST(ReplayClient, ALive220ToARefusedStarttlsStartsTls) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "STARTTLS\r\n")
+      .server(300, "454 4.7.0 TLS not available\r\n")
+      .client(400, "EHLO c\r\n")
+      .server(500, "250 mx\r\n");
+  const script s = b.build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  fsm.on_connected(0);
+  fsm.on_server_bytes("220 mx\r\n", 10);
+  EXPECT_EQ(sent(fsm.take_actions()), "STARTTLS\r\n");
+  fsm.on_server_bytes("220 2.0.0 go ahead\r\n", 20);
+  auto a = fsm.take_actions();
+  EXPECT_TRUE(has<protocol::start_tls>(a));
+  EXPECT_EQ(sent(a), "");
+  const auto& r = fsm.results()[1];
+  EXPECT_EQ(r.status, step_status::diverged);
+  ASSERT_FALSE(r.differences.empty());
+  EXPECT_EQ(r.differences[0], "code: recorded 454, live 220");
+  EXPECT_FALSE(r.note.empty());
+  fsm.on_tls_ready(30);
+  EXPECT_EQ(sent(fsm.take_actions()), "EHLO c\r\n");
+  fsm.on_server_bytes("250 mx\r\n", 40);
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_EQ(fsm.results()[2].status, step_status::matched);
+}
+
 TEST(ReplayClient, AServerThatLeavesLeavesTheRestUnsent) {
   const script s = delivered().build();
   client_options o;
