@@ -23,6 +23,7 @@ std::string_view to_string(divergence::what w) {
     case divergence::what::extra: return "extra";
     case divergence::what::missing: return "missing";
     case divergence::what::unexpected: return "unexpected";
+    case divergence::what::timeout: return "timeout";
   }
   return "command";
 }
@@ -36,6 +37,8 @@ constexpr std::string_view reply_extra = "421 4.3.0 mailtap replay: the recordin
 // (protocol::arm_timer), and a sub-millisecond wait would cost a timer's wake-up for nothing.
 constexpr std::uint64_t timer_resolution_us = 500;
 constexpr std::string_view reply_line_too_long = "500 5.5.2 mailtap replay: line too long\r\n";
+// The relay's answer to a client idle for client_idle (protocol/relay_fsm.cpp, client_timed_out).
+constexpr std::string_view reply_idle = "421 4.4.2 mailtap replay: timeout waiting for client input\r\n";
 
 // The session ended on the client's side in the recording: the server waits for it to go.
 bool client_ended(const std::string& reason) { return reason == "client_quit" || reason == "client_closed"; }
@@ -126,7 +129,22 @@ void server_fsm::message_differs(std::size_t step, std::uint64_t now_us, std::st
   else noted_.push_back({divergence::what::message, step, now_us, std::move(recorded), std::move(live)});
 }
 
+// The machine is waiting for the client: nothing of its own to send, no handshake running.
+bool server_fsm::waiting_for_client() const {
+  return !finished_ && !closing_ && !tls_pending_ && out_.empty() && options_.client_idle.count() > 0;
+}
+
+void server_fsm::time_out(std::uint64_t now_us) {
+  const std::uint64_t idle_s = static_cast<std::uint64_t>(options_.client_idle.count()) / 1000;
+  diverge(divergence::what::timeout, next_step_, now_us,
+          next_step_ < script_.steps.size() ? script_.steps[next_step_].text : "",
+          "nothing for " + (idle_s > 0 ? std::to_string(idle_s) + " s" : std::to_string(options_.client_idle.count()) + " ms") +
+              ": 421 4.4.2, closed");
+  queue(now_us, std::string(reply_idle), then::close);
+}
+
 void server_fsm::on_start(std::uint64_t now_us) {
+  idle_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.client_idle.count()) * 1000;
   if (script_.implicit_tls) {
     tls_pending_ = true;
     actions_.push_back(protocol::start_tls{protocol::leg::client});
@@ -144,6 +162,7 @@ void server_fsm::on_start(std::uint64_t now_us) {
 
 void server_fsm::on_tls_ready(std::uint64_t now_us) {
   tls_pending_ = false;
+  idle_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.client_idle.count()) * 1000;
   in_.clear();
   mode_ = mode::command;
   if (script_.implicit_tls && next_step_ == 0 && played_.empty() && last_due_us_ == 0 && script_.banner) {
@@ -177,12 +196,16 @@ void server_fsm::on_client_bytes(std::string_view bytes, std::uint64_t now_us) {
     diverge(divergence::what::unexpected, next_step_, now_us, "a TLS handshake", shown_bytes(bytes));
     return;
   }
+  idle_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.client_idle.count()) * 1000;
   in_.append(bytes);
   take_input(now_us);
   send_due(now_us);
 }
 
-void server_fsm::on_timer(std::uint64_t now_us) { send_due(now_us); }
+void server_fsm::on_timer(std::uint64_t now_us) {
+  if (waiting_for_client() && now_us + timer_resolution_us >= idle_deadline_us_) time_out(now_us);
+  send_due(now_us);
+}
 
 void server_fsm::take_input(std::uint64_t now_us) {
   std::size_t pos = 0;
@@ -353,7 +376,11 @@ void server_fsm::send_due(std::uint64_t now_us) {
   while (!out_.empty() && out_.front().due_us <= now_us + timer_resolution_us && !finished_) {
     outgoing o = std::move(out_.front());
     out_.pop_front();
-    if (!o.bytes.empty()) actions_.push_back(protocol::send_bytes{protocol::leg::client, std::move(o.bytes)});
+    if (!o.bytes.empty()) {
+      actions_.push_back(protocol::send_bytes{protocol::leg::client, std::move(o.bytes)});
+      // The client's turn from here: its idle time counts from the last reply it was sent.
+      idle_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.client_idle.count()) * 1000;
+    }
     if (o.after == then::tls) {
       actions_.push_back(protocol::start_tls{protocol::leg::client});
     } else if (o.after == then::close) {
@@ -367,6 +394,11 @@ void server_fsm::send_due(std::uint64_t now_us) {
     // reply is at most half a millisecond early (and sent then, see the loop above) or late.
     const std::uint64_t wait_us = out_.front().due_us - now_us;
     actions_.push_back(protocol::arm_timer{protocol::leg::client, std::chrono::milliseconds((wait_us + 500) / 1000)});
+  } else if (waiting_for_client()) {
+    // Rounded up, and never zero (zero disarms).
+    const std::uint64_t wait_us = idle_deadline_us_ > now_us ? idle_deadline_us_ - now_us : 0;
+    actions_.push_back(protocol::arm_timer{protocol::leg::client,
+                                           std::chrono::milliseconds(std::max<std::uint64_t>(1, (wait_us + 999) / 1000))});
   }
 }
 

@@ -4,9 +4,11 @@
 // it), each after the recorded delay (the time from the step's last byte to its reply, scaled
 // by the timing), and notes where the live client's steps differ from the recorded ones. It
 // answers in protocol/action.hpp's vocabulary on the client leg: send_bytes, start_tls (after
-// a recorded 220 to STARTTLS), arm_timer (the next reply is due), close_leg (after a 221, or
-// where the recording ended). Sans-I/O: times come in with every event. Single-threaded.
+// a recorded 220 to STARTTLS), arm_timer (the next reply is due, or the client's idle time
+// ends), close_leg (after a 221, where the recording ended, or after a client idle for
+// client_idle, answered 421 4.4.2 as the relay answers it). Sans-I/O: times come in with every event. Single-threaded.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <optional>
@@ -30,6 +32,7 @@ struct divergence {
     extra,       // a step after the recording's last (answered 221 to QUIT, else 421 and closed)
     missing,     // the client closed while the recording went on
     unexpected,  // bytes after STARTTLS before the handshake (discarded, RFC 3207 4.2)
+    timeout,     // the client sent nothing for client_idle (answered 421 4.4.2 and closed)
   };
   what kind = what::command;
   std::size_t step = 0;         // index in the script's steps (its size for an extra step)
@@ -45,6 +48,9 @@ struct server_options {
   // Off by default: a live client writes its own Date, Message-ID and Received headers, so
   // its message is reported (noted) without making the session diverge.
   bool compare_message = false;
+  // A client that sends nothing for this long while the machine waits for it is answered
+  // 421 4.4.2 and closed, as the relay does (README "timeouts", client_idle, 300 s).
+  std::chrono::milliseconds client_idle{300'000};
 };
 
 // One live step and the reply played for it.
@@ -103,6 +109,8 @@ class server_fsm {
   void send_due(std::uint64_t now_us);
   void diverge(divergence::what w, std::size_t step, std::uint64_t now_us, std::string recorded, std::string live);
   void message_differs(std::size_t step, std::uint64_t now_us, std::string recorded, std::string live);
+  bool waiting_for_client() const;
+  void time_out(std::uint64_t now_us);
 
   const script& script_;
   timing timing_;
@@ -115,6 +123,7 @@ class server_fsm {
   std::size_t next_step_ = 0;
   std::deque<outgoing> out_;
   std::uint64_t last_due_us_ = 0;
+  std::uint64_t idle_deadline_us_ = 0;   // the client's silence ends the session then (waiting for it)
   bool tls_pending_ = false;     // a start_tls was handed out: nothing is read until it ends
   bool closing_ = false;         // a close is queued: input is ignored
   bool finished_ = false;

@@ -272,6 +272,22 @@ class ReplayServerTest(ReplayTest):
             self.assertEqual([d["kind"] for d in doc["noted"]], [] if counted else ["message"], out)
             self.assertEqual((code, doc["result"]), (want_code, "diverged" if counted else "followed"), out)
 
+    def test_an_idle_client_is_closed_with_421_after_client_idle(self):
+        cap = self.record(scenarios=["mailbox-full.toml"])[0]
+        server = self.replay_server(cap.path, "--json", "--timing", "fast", "--client-idle", "1s")
+        c = self.connect(server.port)
+        self.assertEqual(c.reply().code, 220)
+        started = time.monotonic()
+        self.assertEqual(c.command("EHLO swaks.test").code, 250)
+        # Then silence: the relay's client_idle answer, and the connection closed.
+        self.assertReply(c.reply(timeout=scaled(10)), 421, "4.4.2")
+        self.assertTrue(c.closed_by_peer(scaled(5)))
+        self.assertGreaterEqual(time.monotonic() - started, 0.9)
+        code, out = server.finish()
+        doc = json.loads(out.splitlines()[0])
+        self.assertEqual((code, doc["result"]), (1, "diverged"), out)
+        self.assertEqual([(d["kind"], d["step"]) for d in doc["divergences"]], [("timeout", 1)])
+
     def test_several_sessions_each_from_the_start(self):
         cap = self.record(scenarios=["mailbox-full.toml"])[0]
         server = self.replay_server(cap.path, "--timing", "fast", "--sessions", "2", "--json")
@@ -386,6 +402,7 @@ class ReplayClientTest(ReplayTest):
             (["replay", "client", cap.path, "--to", "127.0.0.1:9", "--auth-user", "u"], "--auth-password"),
             (["replay", "server", os.path.dirname(cap.path), "--listen", "127.0.0.1:0"], "one"),
             (["replay", "server", cap.path, "--listen", "127.0.0.1:0", "--timing", "x0"], "--timing"),
+            (["replay", "server", cap.path, "--listen", "127.0.0.1:0", "--client-idle", "0"], "--client-idle"),
         ]
         for argv, named in cases:
             r = run_mailtap(argv)

@@ -507,6 +507,51 @@ TEST(ReplayServer, AuthBeforeTheHandshakeIsMaskedToo) {
   EXPECT_NE(fsm.divergences()[0].live.find("AUTH LOGIN"), std::string::npos) << fsm.divergences()[0].live;
 }
 
+// A client that says nothing for client_idle is answered 421 4.4.2 and closed, as the relay
+// does (README "timeouts"); its idle time counts from the last reply it was sent.
+TEST(ReplayServer, AnIdleClientIsClosedWith421AfterClientIdle) {
+  const script s = delivered().build();
+  server_options o;
+  o.client_idle = std::chrono::milliseconds(2000);
+  server_fsm fsm(s, timing{0.0}, o);
+  fsm.on_start(0);
+  auto a = fsm.take_actions();
+  EXPECT_EQ(sent(a), "220 mx.test ESMTP\r\n");
+  EXPECT_EQ(timer_of(a), std::chrono::milliseconds(2000));   // waiting for the client
+  fsm.on_client_bytes("EHLO c.test\r\n", 1'000'000);
+  a = fsm.take_actions();
+  EXPECT_EQ(sent(a), ehlo_reply);
+  EXPECT_EQ(timer_of(a), std::chrono::milliseconds(2000));   // from the reply it was sent
+  fsm.on_timer(2'500'000);                                    // early: nothing
+  EXPECT_EQ(sent(fsm.take_actions()), "");
+  EXPECT_FALSE(fsm.finished());
+  fsm.on_timer(3'000'000);
+  a = fsm.take_actions();
+  EXPECT_EQ(sent(a).substr(0, 10), "421 4.4.2 ");
+  EXPECT_TRUE(has<protocol::close_leg>(a));
+  EXPECT_TRUE(fsm.finished());
+  ASSERT_EQ(fsm.divergences().size(), 1u);
+  EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::timeout);
+  EXPECT_EQ(fsm.divergences()[0].step, 1u);
+  EXPECT_EQ(fsm.divergences()[0].recorded, "MAIL FROM:<a@x>");
+}
+
+// A reply still to be played is the server's turn: a long recorded delay is no idle client.
+TEST(ReplayServer, ARecordedDelayLongerThanClientIdleIsNotATimeout) {
+  const script s = delivered().build();   // the EHLO reply after 300 ms
+  server_options o;
+  o.client_idle = std::chrono::milliseconds(100);
+  server_fsm fsm(s, timing{}, o);
+  fsm.on_start(0);
+  fsm.on_timer(1000);
+  fsm.on_client_bytes("EHLO c.test\r\n", 2000);
+  fsm.take_actions();
+  fsm.on_timer(150'000);
+  fsm.on_timer(302'000);
+  EXPECT_EQ(sent(fsm.take_actions()), ehlo_reply);
+  EXPECT_TRUE(fsm.divergences().empty());
+}
+
 // ---------------------------------------------------------------- client machine
 
 namespace {
