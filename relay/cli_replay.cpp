@@ -4,6 +4,7 @@
 // Exit codes (README "Command line"): 0 every session followed the recording (server) or
 // every reply matched (client), 1 something diverged, 2 usage or a capture that cannot be read.
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "captures/reader.hpp"
+#include "config_reader/duration.hpp"
 #include "relay/cli.hpp"
 #include "relay/replay_shell.hpp"
 #include "replay/report.hpp"
@@ -31,8 +33,8 @@ void usage_error(const char* command, const std::string& what, int& exit_code) {
 }
 
 struct server_opts {
-  std::string capture, dir, listen, timing = "original", sessions = "1", tls_cert, tls_key;
-  bool json = false;
+  std::string capture, dir, listen, timing = "original", sessions = "1", tls_cert, tls_key, client_idle = "300";
+  bool json = false, compare_message = false;
 };
 
 void run_server(const server_opts& o, int& exit_code) {
@@ -59,6 +61,21 @@ void run_server(const server_opts& o, int& exit_code) {
   auto pace = replay::parse_timing(o.timing, error);
   if (!pace) return usage_error("server", "--timing " + error, exit_code);
   options.pace = *pace;
+  options.server.compare_message = o.compare_message;
+  // As the config's timeouts.client_idle is written (README "Configuration file"): seconds,
+  // or a duration string; 1 ms to one year.
+  std::uint64_t idle_us = 0;
+  if (!o.client_idle.empty() && o.client_idle.find_first_not_of("0123456789") == std::string::npos) {
+    auto [e, iec] = std::from_chars(o.client_idle.data(), o.client_idle.data() + o.client_idle.size(), idle_us);
+    idle_us = iec == std::errc() && idle_us <= config_reader::max_duration_us / 1'000'000 ? idle_us * 1'000'000 : 0;
+  } else if (auto us = config_reader::parse_duration(o.client_idle, error)) {
+    idle_us = *us;
+  }
+  if (idle_us < 1000 || idle_us > config_reader::max_duration_us)
+    return usage_error("server", "--client-idle '" + o.client_idle + "': expected seconds or a duration like \"5s\", 1 ms to one year",
+                       exit_code);
+  error.clear();
+  options.server.client_idle = std::chrono::milliseconds(idle_us / 1000);
   std::size_t sessions = 0;
   auto [end, ec] = std::from_chars(o.sessions.data(), o.sessions.data() + o.sessions.size(), sessions);
   if (ec != std::errc() || end != o.sessions.data() + o.sessions.size() || o.sessions.empty())
@@ -191,6 +208,12 @@ void register_replay(CLI::App& app, int& exit_code) {
   server->add_option("--tls-cert", so->tls_cert, "PEM certificate for STARTTLS (default: the relay's self-signed one)");
   server->add_option("--tls-key", so->tls_key, "PEM private key for --tls-cert");
   server->add_option("--dir", so->dir, "Capture directory for session ids and 'latest' (default: the run default)");
+  server->add_option("--client-idle", so->client_idle,
+                     "Close a client that sends nothing for this long with 421 4.4.2, as the relay's "
+                     "timeouts.client_idle does (seconds or \"250ms\", \"5s\", \"5m\"; default 300)");
+  server->add_flag("--compare-message", so->compare_message,
+                   "Count a message that differs from the recorded one as a divergence (default: reported, not "
+                   "counted; a live client writes its own Date and Message-ID)");
   server->add_flag("--json", so->json, "One JSON document per live session (one per line)");
   server->footer("Prints 'mailtap replay: listening on ADDR:PORT, ...' when ready, then a report per session as it "
                  "ends. Exit codes: 0 every session followed the recording, 1 a client diverged, 2 usage or an "

@@ -180,7 +180,7 @@ bool run_replay_server(const replay::script& s, const replay_server_options& o,
   std::size_t started = 0, active = 0;
   auto serve = [&](tcp::socket socket) -> asio::awaitable<void> {
     leg_stream leg(std::make_unique<tcp_pipe>(std::move(socket)));
-    replay::server_fsm fsm(s, o.pace);
+    replay::server_fsm fsm(s, o.pace, o.server);
     const auto t0 = clock::now();
     const std::string peer = leg.pipe().peer();
     fsm.on_start(0);
@@ -188,7 +188,7 @@ bool run_replay_server(const replay::script& s, const replay_server_options& o,
         leg, fsm, tls ? &tls->ctx : nullptr, false, std::string(), t0,
         [&](std::string_view bytes, std::uint64_t now) { fsm.on_client_bytes(bytes, now); },
         [&](std::uint64_t now) { fsm.on_client_closed(now); });
-    session_done(replay::server_session{s.path, peer, fsm.played(), fsm.divergences(), s.steps.size()});
+    session_done(replay::server_session{s.path, peer, fsm.played(), fsm.divergences(), s.steps.size(), fsm.noted()});
   };
   accept_handlers handlers;
   handlers.context_for_next = [&io]() -> asio::io_context& { return io; };

@@ -24,6 +24,7 @@ namespace mailtap {
 struct replay_server_options {
   endpoint listen;
   replay::timing pace;
+  replay::server_options server;                 // what counts as a divergence (--compare-message)
   std::size_t sessions = 1;                      // sessions to serve, then exit; 0: until SIGINT/SIGTERM
   std::filesystem::path cert_file, key_file;     // empty: the generated pair in state_dir
   std::filesystem::path state_dir;

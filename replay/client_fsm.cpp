@@ -178,7 +178,16 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
                                  : "the recorded reply was the relay's own, not the destination's");
   }
   res.status = res.differences.empty() ? step_status::matched : step_status::diverged;
-  const bool tls_follows = !res.greeting && script_.steps[res.step].starts_tls && r.code == 220;
+  // RFC 3207 4.2: after a 220 to STARTTLS the client starts the handshake, whatever the
+  // recorded client heard; anything else said then would be read as a broken handshake.
+  const bool starttls_step = !res.greeting && script_.steps[res.step].ph == protocol::phase::starttls;
+  const bool tls_follows = starttls_step && r.code == 220;
+  if (starttls_step && tls_follows != script_.steps[res.step].starts_tls)
+    res.note = tls_follows ? "the recorded client heard " + std::to_string(res.recorded ? res.recorded->reply.code : 0) +
+                                 " and went on without TLS; the live server answered 220, so the replay starts TLS "
+                                 "and goes on inside it"
+                           : "the recorded client started TLS here; the live server did not answer 220, so the "
+                             "replay goes on without TLS";
   res.live = std::move(r);
   settle(at, now_us);
   reply_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.reply_timeout.count()) * 1'000'000;

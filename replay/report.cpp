@@ -38,6 +38,7 @@ std::string words(const protocol::reply& r) {
 std::string recorded_words(const recorded_reply& r) {
   std::string out = words(r.reply);
   if (r.source == reply_source::injected) out += " [injected" + (r.rule.empty() ? "" : ": " + r.rule) + "]";
+  else if (r.source == reply_source::relay && r.server_reply) out += " [relay; destination " + words(*r.server_reply) + "]";
   else if (r.source == reply_source::relay) out += " [relay]";
   else if (r.source == reply_source::edited) out += " [edited by relay]";
   return out;
@@ -124,6 +125,15 @@ bool differs(const step_result& s) { return s.status != step_status::matched && 
 
 }  // namespace
 
+std::map<std::string, std::size_t> count_statuses(const client_run& r) {
+  std::map<std::string, std::size_t> out;
+  for (auto s : {step_status::matched, step_status::diverged, step_status::skipped, step_status::not_sent,
+                 step_status::no_reply})
+    out[std::string(to_string(s))] = 0;
+  for (const auto& s : r.results) ++out[std::string(to_string(s.status))];
+  return out;
+}
+
 std::string divergence_key(const client_run& r) {
   if (r.unreadable) return "unreadable";
   for (const auto& s : r.results)
@@ -146,12 +156,13 @@ std::string render_client_text(const client_run& r) {
   if (r.unreadable || (!r.error.empty() && r.results.empty())) {
     return out + "error     " + captures::terminal_safe(r.error) + "\n";
   }
-  std::size_t differing = 0;
-  for (const auto& s : r.results) differing += s.status == step_status::matched || s.status == step_status::skipped ? 0 : 1;
+  const auto n = count_statuses(r);
+  const std::size_t skipped = n.at("skipped"), compared = r.results.size() - skipped;
   out += "session   " + captures::terminal_safe(r.session) + ", replayed against " + r.target + "\n";
-  out += "result    " + std::string(r.diverged ? "DIVERGED" : "matched") + " (" +
-         std::to_string(r.results.size() - differing) + " of " + std::to_string(r.results.size()) +
-         " replies as recorded)\n";
+  // A skipped step was not replayed: it is neither matched nor compared.
+  out += "result    " + std::string(r.diverged ? "DIVERGED" : "matched") + " (" + std::to_string(n.at("matched")) +
+         " of " + std::to_string(compared) + " replies as recorded" +
+         (skipped ? ", " + std::to_string(skipped) + " skipped" : std::string()) + ")\n";
   if (!r.error.empty()) out += "error     " + captures::terminal_safe(r.error) + "\n";
   for (const auto& f : r.faults) out += "fault     " + captures::terminal_safe(fault_line(f)) + " (injected when recorded)\n";
   out += "\n  " + pad("step", 34) + pad("recorded", 30) + pad("live", 16) + "ms recorded / live\n";
@@ -201,6 +212,9 @@ std::string render_client_json(const client_run& r) {
     steps.push_back(std::move(j));
   }
   o["steps"] = std::move(steps);
+  json::object counts;
+  for (const auto& [status, n] : count_statuses(r)) counts[status] = n;
+  o["counts"] = std::move(counts);
   o["faults"] = faults_json(r.faults);
   return json::serialize(o);
 }
@@ -284,11 +298,16 @@ std::string render_server_text(const server_session& s) {
            (d.recorded.empty() ? std::string("nothing") : captures::terminal_safe(d.recorded)) + ", live " +
            captures::terminal_safe(d.live) + "\n";
   }
+  for (const auto& d : s.noted) {
+    out += "  ~ " + std::string(to_string(d.kind)) + " at step " + std::to_string(d.step + 1) + ": recorded " +
+           captures::terminal_safe(d.recorded) + ", live " + captures::terminal_safe(d.live) +
+           " (noted, not a divergence: --compare-message counts it)\n";
+  }
   return out;
 }
 
 std::string render_server_json(const server_session& s) {
-  json::array played, divergences;
+  json::array played, divergences, noted;
   for (const auto& p : s.played)
     played.push_back(json::object{{"step", p.step},
                                   {"live", captures::utf8_safe(p.live)},
@@ -297,18 +316,22 @@ std::string render_server_json(const server_session& s) {
                                   {"rule", captures::utf8_safe(p.rule)},
                                   {"received_us", p.received_us},
                                   {"delay_us", p.delay_us}});
-  for (const auto& d : s.divergences)
-    divergences.push_back(json::object{{"kind", to_string(d.kind)},
-                                       {"step", d.step},
-                                       {"t_us", d.t_us},
-                                       {"recorded", captures::utf8_safe(d.recorded)},
-                                       {"live", captures::utf8_safe(d.live)}});
+  auto divergence_json = [](const divergence& d) {
+    return json::object{{"kind", to_string(d.kind)},
+                        {"step", d.step},
+                        {"t_us", d.t_us},
+                        {"recorded", captures::utf8_safe(d.recorded)},
+                        {"live", captures::utf8_safe(d.live)}};
+  };
+  for (const auto& d : s.divergences) divergences.push_back(divergence_json(d));
+  for (const auto& d : s.noted) noted.push_back(divergence_json(d));
   return json::serialize(json::object{{"capture", captures::utf8_safe(s.capture)},
                                       {"client", s.client},
                                       {"result", s.divergences.empty() ? "followed" : "diverged"},
                                       {"recorded_steps", s.recorded_steps},
                                       {"played", std::move(played)},
-                                      {"divergences", std::move(divergences)}});
+                                      {"divergences", std::move(divergences)},
+                                      {"noted", std::move(noted)}});
 }
 
 }  // namespace mailtap::replay

@@ -30,6 +30,10 @@ struct client_run {
   double seconds = 0;
 };
 
+// The greeting and steps of a run by status ("matched", "diverged", "skipped", "not_sent",
+// "no_reply"; each present, 0 when none). A skipped step was not replayed: never matched.
+std::map<std::string, std::size_t> count_statuses(const client_run& r);
+
 std::string render_client_text(const client_run& r);
 std::string render_client_json(const client_run& r);   // one object, no newline
 
@@ -58,6 +62,7 @@ struct server_session {
   std::vector<played_step> played;
   std::vector<divergence> divergences;
   std::size_t recorded_steps = 0;
+  std::vector<divergence> noted;     // reported, not counted (a message, without --compare-message)
 };
 std::string render_server_text(const server_session& s);
 std::string render_server_json(const server_session& s);   // one object, no newline

@@ -55,21 +55,32 @@ struct relay_made {
   int code;
   reply_source source;
   const captures::fault_event* fault;
-  const captures::reply_event* original;   // the destination's reply an edit was made from
+  // The destination's reply an edit was made from, or the one it gave the relay's STARTTLS.
+  const captures::reply_event* original;
   bool claimed = false;
 };
 
+// The relay's own answer to the client's STARTTLS when it secured the upstream leg first
+// (README "Captures": it sends the client's STARTTLS on, and answers the client itself once
+// its own handshake ended): the destination's reply to that STARTTLS is the exchange just
+// before it (S< 220, or the 454 the relay then passed on as its own words).
+bool answers_upstream_starttls(const diagnose::exchange& x, const diagnose::exchange* previous) {
+  return x.source == diagnose::origin::relay && previous && previous->reply->leg == leg::upstream &&
+         previous->ph == protocol::phase::starttls;
+}
+
 std::vector<relay_made> relay_replies(const diagnose::conversation& conv) {
   std::vector<relay_made> out;
-  const captures::reply_event* previous = nullptr;
+  const diagnose::exchange* previous = nullptr;
   for (const auto& x : conv.exchanges) {
     if (x.reply->leg == leg::client) {
       reply_source s = x.edit ? reply_source::edited
                        : x.source == diagnose::origin::injected ? reply_source::injected
                                                                  : reply_source::relay;
-      out.push_back({x.reply->t_us, x.reply->reply.code, s, x.fault, x.edit ? previous : nullptr});
+      const bool keeps_original = x.edit || answers_upstream_starttls(x, previous);
+      out.push_back({x.reply->t_us, x.reply->reply.code, s, x.fault, keeps_original ? previous->reply : nullptr});
     }
-    previous = x.reply;
+    previous = &x;
   }
   return out;
 }

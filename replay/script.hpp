@@ -32,14 +32,19 @@ struct recorded_reply {
   reply_source source = reply_source::server;
   std::string rule;                   // the fault rule, when injected
   std::string fault_detail;           // what the fault record says it did
-  // When edited: the destination's reply before the relay edited it (XCLIENT removed from
-  // its EHLO reply, a masked banner). A replay client talks to the destination directly and
-  // compares with this one.
+  // The destination's own reply where the client heard another: when edited, the reply
+  // before the relay edited it (XCLIENT removed from its EHLO reply, a masked banner); when
+  // the relay answered STARTTLS itself after securing the upstream leg, the destination's
+  // reply to that STARTTLS (its 220, where the client heard the relay's 220 or, after a
+  // failed upstream handshake, its 454). A replay client talks to the destination directly
+  // and compares with this one.
   std::optional<protocol::reply> server_reply;
 
-  // What the destination itself said, when it said anything (not injected, not the relay's own).
+  // What the destination itself said, when it said anything (not injected, not the relay's
+  // own words alone).
   const protocol::reply* destination_reply() const {
-    if (source == reply_source::edited && server_reply) return &*server_reply;
+    if (source == reply_source::injected) return nullptr;
+    if (server_reply) return &*server_reply;
     return source == reply_source::server ? &reply : nullptr;
   }
 };

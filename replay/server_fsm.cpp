@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "protocol/auth_redaction.hpp"
 #include "protocol/command.hpp"
 #include "protocol/data_framer.hpp"
 #include "protocol/limits.hpp"
@@ -22,6 +23,7 @@ std::string_view to_string(divergence::what w) {
     case divergence::what::extra: return "extra";
     case divergence::what::missing: return "missing";
     case divergence::what::unexpected: return "unexpected";
+    case divergence::what::timeout: return "timeout";
   }
   return "command";
 }
@@ -35,6 +37,8 @@ constexpr std::string_view reply_extra = "421 4.3.0 mailtap replay: the recordin
 // (protocol::arm_timer), and a sub-millisecond wait would cost a timer's wake-up for nothing.
 constexpr std::uint64_t timer_resolution_us = 500;
 constexpr std::string_view reply_line_too_long = "500 5.5.2 mailtap replay: line too long\r\n";
+// The relay's answer to a client idle for client_idle (protocol/relay_fsm.cpp, client_timed_out).
+constexpr std::string_view reply_idle = "421 4.4.2 mailtap replay: timeout waiting for client input\r\n";
 
 // The session ended on the client's side in the recording: the server waits for it to go.
 bool client_ended(const std::string& reason) { return reason == "client_quit" || reason == "client_closed"; }
@@ -52,16 +56,95 @@ std::string_view without_crlf(std::string_view line) {
   return line;
 }
 
+bool is_auth_command(std::string_view line) { return protocol::iequals(line.substr(0, line.find(' ')), "AUTH"); }
+
+// A live line as the reports show it, AUTH material masked as captures mask it
+// (captures/FORMAT.md, protocol/auth_redaction.hpp): an AUTH command keeps its verb and
+// mechanism ("AUTH PLAIN ****"), a line of the exchange after a 334 is masked whole.
+std::string shown_line(std::string_view line, bool auth_response) {
+  if (auth_response) return std::string(line.size(), '*');
+  if (is_auth_command(line)) return protocol::escape_bytes(protocol::masked_auth_line(line), 1000);
+  return protocol::escape_bytes(line, 1000);
+}
+
+// Where a command line's case-insensitive words end (RFC 5321 2.4: verbs and argument
+// keywords such as "FROM:" and "TO:" are not case sensitive; a mailbox's local part is): the
+// verb, and for MAIL and RCPT the keyword after it.
+std::size_t keywords_end(std::string_view line) {
+  std::size_t end = std::min(line.find_first_of(" \r\n"), line.size());
+  const std::string_view verb = line.substr(0, end);
+  if ((protocol::iequals(verb, "MAIL") || protocol::iequals(verb, "RCPT")) && end < line.size() && line[end] == ' ') {
+    const std::size_t colon = line.find(':', end + 1);
+    if (colon != std::string_view::npos) {
+      const std::string_view keyword = line.substr(end + 1, colon + 1 - (end + 1));
+      if (protocol::iequals(keyword, "FROM:") || protocol::iequals(keyword, "TO:")) end = colon + 1;
+    }
+  }
+  return end;
+}
+
+// The live command line with its verb (and MAIL/RCPT keyword) spelled as the recording spells
+// them, where they are the same words in another case: "mail FROM:" reads as "MAIL FROM:".
+std::string as_recorded_case(std::string_view live, std::string_view recorded) {
+  std::string out(live);
+  const std::size_t n = keywords_end(live);
+  if (n > 0 && n <= recorded.size() && keywords_end(recorded) == n && protocol::iequals(live.substr(0, n), recorded.substr(0, n)))
+    out.replace(0, n, recorded.substr(0, n));
+  return out;
+}
+
+// Bytes read outside any step (before a TLS handshake), shown the same way: an AUTH line's
+// initial response and every line after it masked, since they may be its exchange.
+std::string shown_bytes(std::string_view bytes) {
+  std::string out;
+  bool masking = false;
+  for (std::size_t pos = 0; pos < bytes.size();) {
+    std::size_t lf = bytes.find('\n', pos);
+    const std::size_t end = lf == std::string_view::npos ? bytes.size() : lf + 1;
+    const std::string_view line = bytes.substr(pos, end - pos);
+    if (!masking && is_auth_command(protocol::stripped_crlf(line))) {
+      out += protocol::masked_auth_line(line);
+      masking = true;
+    } else {
+      out += masking ? protocol::masked_auth_line(line) : std::string(line);
+    }
+    pos = end;
+  }
+  return protocol::escape_bytes(out, 80);
+}
+
 }  // namespace
 
-server_fsm::server_fsm(const script& s, timing t) : script_(s), timing_(t) {}
+server_fsm::server_fsm(const script& s, timing t, server_options o) : script_(s), timing_(t), options_(o) {}
 
 void server_fsm::diverge(divergence::what w, std::size_t step, std::uint64_t now_us, std::string recorded,
                          std::string live) {
   divergences_.push_back({w, step, now_us, std::move(recorded), std::move(live)});
 }
 
+// A live client writes its own message (its Date, Message-ID, Received): a message that
+// differs is reported, and counts as a divergence only with --compare-message.
+void server_fsm::message_differs(std::size_t step, std::uint64_t now_us, std::string recorded, std::string live) {
+  if (options_.compare_message) diverge(divergence::what::message, step, now_us, std::move(recorded), std::move(live));
+  else noted_.push_back({divergence::what::message, step, now_us, std::move(recorded), std::move(live)});
+}
+
+// The machine is waiting for the client: nothing of its own to send, no handshake running.
+bool server_fsm::waiting_for_client() const {
+  return !finished_ && !closing_ && !tls_pending_ && out_.empty() && options_.client_idle.count() > 0;
+}
+
+void server_fsm::time_out(std::uint64_t now_us) {
+  const std::uint64_t idle_s = static_cast<std::uint64_t>(options_.client_idle.count()) / 1000;
+  diverge(divergence::what::timeout, next_step_, now_us,
+          next_step_ < script_.steps.size() ? script_.steps[next_step_].text : "",
+          "nothing for " + (idle_s > 0 ? std::to_string(idle_s) + " s" : std::to_string(options_.client_idle.count()) + " ms") +
+              ": 421 4.4.2, closed");
+  queue(now_us, std::string(reply_idle), then::close);
+}
+
 void server_fsm::on_start(std::uint64_t now_us) {
+  idle_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.client_idle.count()) * 1000;
   if (script_.implicit_tls) {
     tls_pending_ = true;
     actions_.push_back(protocol::start_tls{protocol::leg::client});
@@ -79,6 +162,7 @@ void server_fsm::on_start(std::uint64_t now_us) {
 
 void server_fsm::on_tls_ready(std::uint64_t now_us) {
   tls_pending_ = false;
+  idle_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.client_idle.count()) * 1000;
   in_.clear();
   mode_ = mode::command;
   if (script_.implicit_tls && next_step_ == 0 && played_.empty() && last_due_us_ == 0 && script_.banner) {
@@ -109,15 +193,19 @@ void server_fsm::on_client_closed(std::uint64_t now_us) {
 void server_fsm::on_client_bytes(std::string_view bytes, std::uint64_t now_us) {
   if (finished_ || closing_) return;
   if (tls_pending_) {   // RFC 3207 4.2: nothing sent before the handshake is read as protected
-    diverge(divergence::what::unexpected, next_step_, now_us, "a TLS handshake", protocol::escape_bytes(bytes, 80));
+    diverge(divergence::what::unexpected, next_step_, now_us, "a TLS handshake", shown_bytes(bytes));
     return;
   }
+  idle_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.client_idle.count()) * 1000;
   in_.append(bytes);
   take_input(now_us);
   send_due(now_us);
 }
 
-void server_fsm::on_timer(std::uint64_t now_us) { send_due(now_us); }
+void server_fsm::on_timer(std::uint64_t now_us) {
+  if (waiting_for_client() && now_us + timer_resolution_us >= idle_deadline_us_) time_out(now_us);
+  send_due(now_us);
+}
 
 void server_fsm::take_input(std::uint64_t now_us) {
   std::size_t pos = 0;
@@ -155,8 +243,12 @@ void server_fsm::take_input(std::uint64_t now_us) {
     }
     const std::string_view line = rest.substr(0, lf + 1);
     pos += line.size();
-    unit_.append(line, script_, next_step_);
+    if (mode_ == mode::command && next_step_ < script_.steps.size())
+      unit_.append(as_recorded_case(line, script_.steps[next_step_].bytes), script_, next_step_);
+    else
+      unit_.append(line, script_, next_step_);
     unit_.line = std::string(without_crlf(line));
+    unit_.shown = shown_line(unit_.line, mode_ == mode::auth);
     if (mode_ == mode::auth) {
       take_step(step_kind::auth_response, now_us);
       continue;
@@ -172,7 +264,7 @@ void server_fsm::take_input(std::uint64_t now_us) {
   }
   in_.erase(0, pos);
   if (tls_pending_ && !in_.empty()) {
-    diverge(divergence::what::unexpected, next_step_, now_us, "a TLS handshake", protocol::escape_bytes(in_, 80));
+    diverge(divergence::what::unexpected, next_step_, now_us, "a TLS handshake", shown_bytes(in_));
     in_.clear();
   }
 }
@@ -193,7 +285,7 @@ void server_fsm::live_unit::append(std::string_view bytes, const script& s, std:
 void server_fsm::compare(const step& recorded, step_kind kind, std::uint64_t now_us) {
   const std::size_t index = next_step_;
   const std::string live = kind == step_kind::message ? "[message: " + std::to_string(unit_.seen) + " bytes]"
-                                                      : protocol::escape_bytes(unit_.line, 1000);
+                                                      : unit_.shown;
   if ((kind == step_kind::message) != (recorded.kind == step_kind::message)) {
     diverge(divergence::what::command, index, now_us, recorded.text, live);
     return;
@@ -205,10 +297,18 @@ void server_fsm::compare(const step& recorded, step_kind kind, std::uint64_t now
     return;
   }
   if (unit_.matches && unit_.seen == recorded.bytes.size()) return;
+  const std::string at = ", first difference at byte " +
+                         std::to_string(unit_.matches ? std::min(unit_.seen, recorded.bytes.size()) : unit_.first_difference);
   if (kind == step_kind::message) {
-    diverge(divergence::what::message, index, now_us, recorded.text,
-            live + ", first difference at byte " +
-                std::to_string(unit_.matches ? std::min(unit_.seen, recorded.bytes.size()) : unit_.first_difference));
+    message_differs(index, now_us, recorded.text, live + at);
+    return;
+  }
+  // A BDAT chunk of another size or content is the message differing, not the conversation,
+  // as long as it is the last chunk where the recorded one was (RFC 3030 2).
+  if (kind == step_kind::bdat && recorded.kind == step_kind::bdat &&
+      protocol::parse_command(unit_.line).cmd.bdat_last ==
+          protocol::parse_command(without_crlf(recorded.bytes.substr(0, recorded.bytes.find('\n') + 1))).cmd.bdat_last) {
+    message_differs(index, now_us, recorded.text, live + at);
     return;
   }
   diverge(divergence::what::command, index, now_us, recorded.text, live);
@@ -216,12 +316,13 @@ void server_fsm::compare(const step& recorded, step_kind kind, std::uint64_t now
 
 void server_fsm::take_step(step_kind kind, std::uint64_t now_us) {
   const std::string live = kind == step_kind::message ? "[message: " + std::to_string(unit_.seen) + " bytes]"
-                                                      : protocol::escape_bytes(unit_.line, 1000);
+                                                      : unit_.shown;
   const protocol::phase live_ph =
       kind == step_kind::command ? protocol::parse_command(unit_.line).cmd.ph : protocol::phase::other;
   const bool live_starttls = live_ph == protocol::phase::starttls;
   const bool live_quit = live_ph == protocol::phase::quit;
   const bool live_data = live_ph == protocol::phase::data;
+  const bool live_auth = live_ph == protocol::phase::auth;
   mode_ = mode::command;
   if (next_step_ >= script_.steps.size()) {
     diverge(divergence::what::extra, next_step_, now_us, "", live);
@@ -248,7 +349,7 @@ void server_fsm::take_step(step_kind kind, std::uint64_t now_us) {
   queue(now_us + delay, r.reply.raw, after);
   if (after == then::tls) tls_pending_ = true;
   if (r.reply.code == 354 && live_data) mode_ = mode::message;
-  if (r.reply.code == 334 && (recorded.auth || kind == step_kind::auth_response)) mode_ = mode::auth;
+  if (r.reply.code == 334 && (recorded.auth || live_auth || kind == step_kind::auth_response)) mode_ = mode::auth;
   if (last && after == then::nothing) queue_after_last(now_us);
 }
 
@@ -275,7 +376,11 @@ void server_fsm::send_due(std::uint64_t now_us) {
   while (!out_.empty() && out_.front().due_us <= now_us + timer_resolution_us && !finished_) {
     outgoing o = std::move(out_.front());
     out_.pop_front();
-    if (!o.bytes.empty()) actions_.push_back(protocol::send_bytes{protocol::leg::client, std::move(o.bytes)});
+    if (!o.bytes.empty()) {
+      actions_.push_back(protocol::send_bytes{protocol::leg::client, std::move(o.bytes)});
+      // The client's turn from here: its idle time counts from the last reply it was sent.
+      idle_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.client_idle.count()) * 1000;
+    }
     if (o.after == then::tls) {
       actions_.push_back(protocol::start_tls{protocol::leg::client});
     } else if (o.after == then::close) {
@@ -289,6 +394,11 @@ void server_fsm::send_due(std::uint64_t now_us) {
     // reply is at most half a millisecond early (and sent then, see the loop above) or late.
     const std::uint64_t wait_us = out_.front().due_us - now_us;
     actions_.push_back(protocol::arm_timer{protocol::leg::client, std::chrono::milliseconds((wait_us + 500) / 1000)});
+  } else if (waiting_for_client()) {
+    // Rounded up, and never zero (zero disarms).
+    const std::uint64_t wait_us = idle_deadline_us_ > now_us ? idle_deadline_us_ - now_us : 0;
+    actions_.push_back(protocol::arm_timer{protocol::leg::client,
+                                           std::chrono::milliseconds(std::max<std::uint64_t>(1, (wait_us + 999) / 1000))});
   }
 }
 

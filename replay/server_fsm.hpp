@@ -4,9 +4,11 @@
 // it), each after the recorded delay (the time from the step's last byte to its reply, scaled
 // by the timing), and notes where the live client's steps differ from the recorded ones. It
 // answers in protocol/action.hpp's vocabulary on the client leg: send_bytes, start_tls (after
-// a recorded 220 to STARTTLS), arm_timer (the next reply is due), close_leg (after a 221, or
-// where the recording ended). Sans-I/O: times come in with every event. Single-threaded.
+// a recorded 220 to STARTTLS), arm_timer (the next reply is due, or the client's idle time
+// ends), close_leg (after a 221, where the recording ended, or after a client idle for
+// client_idle, answered 421 4.4.2 as the relay answers it). Sans-I/O: times come in with every event. Single-threaded.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <optional>
@@ -26,23 +28,35 @@ namespace mailtap::replay {
 struct divergence {
   enum class what {
     command,     // a different command line than recorded
-    message,     // a different message body
+    message,     // a different message body (a divergence only with compare_message, else noted)
     extra,       // a step after the recording's last (answered 221 to QUIT, else 421 and closed)
     missing,     // the client closed while the recording went on
     unexpected,  // bytes after STARTTLS before the handshake (discarded, RFC 3207 4.2)
+    timeout,     // the client sent nothing for client_idle (answered 421 4.4.2 and closed)
   };
   what kind = what::command;
   std::size_t step = 0;         // index in the script's steps (its size for an extra step)
   std::uint64_t t_us = 0;       // live time since the connection
   std::string recorded;         // what the recording has there
-  std::string live;             // what the client sent
+  std::string live;             // what the client sent (AUTH material masked, as captures mask it)
 };
 std::string_view to_string(divergence::what w);
+
+// What the replay server counts as the live client leaving the recording.
+struct server_options {
+  // A message (DATA, or BDAT chunks) that differs from the recorded one is a divergence.
+  // Off by default: a live client writes its own Date, Message-ID and Received headers, so
+  // its message is reported (noted) without making the session diverge.
+  bool compare_message = false;
+  // A client that sends nothing for this long while the machine waits for it is answered
+  // 421 4.4.2 and closed, as the relay does (README "timeouts", client_idle, 300 s).
+  std::chrono::milliseconds client_idle{300'000};
+};
 
 // One live step and the reply played for it.
 struct played_step {
   std::size_t step = 0;
-  std::string live;             // the live step, printable
+  std::string live;             // the live step, printable (AUTH material masked, as captures mask it)
   int code = 0;                 // the reply played (0: none)
   reply_source source = reply_source::server;
   std::string rule;             // the fault rule, when the recorded reply was injected
@@ -52,7 +66,7 @@ struct played_step {
 
 class server_fsm {
  public:
-  server_fsm(const script& s, timing t);
+  server_fsm(const script& s, timing t, server_options o = {});
 
   void on_start(std::uint64_t now_us);
   void on_client_bytes(std::string_view bytes, std::uint64_t now_us);
@@ -64,6 +78,8 @@ class server_fsm {
 
   bool finished() const { return finished_; }
   const std::vector<divergence>& divergences() const { return divergences_; }
+  // Differences reported without counting as a divergence (a message, without compare_message).
+  const std::vector<divergence>& noted() const { return noted_; }
   const std::vector<played_step>& played() const { return played_; }
 
  private:
@@ -78,6 +94,7 @@ class server_fsm {
   // The live step being read, compared with the recorded one as its bytes arrive.
   struct live_unit {
     std::string line;             // its command line without CRLF (empty for a message)
+    std::string shown;            // the line as reports show it: printable, AUTH material masked
     std::size_t seen = 0;         // bytes so far
     bool matches = true;          // every byte so far is the recorded step's
     std::size_t first_difference = 0;
@@ -91,9 +108,13 @@ class server_fsm {
   void queue_after_last(std::uint64_t now_us);
   void send_due(std::uint64_t now_us);
   void diverge(divergence::what w, std::size_t step, std::uint64_t now_us, std::string recorded, std::string live);
+  void message_differs(std::size_t step, std::uint64_t now_us, std::string recorded, std::string live);
+  bool waiting_for_client() const;
+  void time_out(std::uint64_t now_us);
 
   const script& script_;
   timing timing_;
+  server_options options_;
   std::string in_;
   mode mode_ = mode::command;
   std::uint64_t bdat_remaining_ = 0;
@@ -102,11 +123,13 @@ class server_fsm {
   std::size_t next_step_ = 0;
   std::deque<outgoing> out_;
   std::uint64_t last_due_us_ = 0;
+  std::uint64_t idle_deadline_us_ = 0;   // the client's silence ends the session then (waiting for it)
   bool tls_pending_ = false;     // a start_tls was handed out: nothing is read until it ends
   bool closing_ = false;         // a close is queued: input is ignored
   bool finished_ = false;
   std::vector<protocol::action> actions_;
   std::vector<divergence> divergences_;
+  std::vector<divergence> noted_;
   std::vector<played_step> played_;
 };
 

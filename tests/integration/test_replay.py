@@ -15,17 +15,19 @@ the relay, never on hand-written ones (but the malformed one):
 Assertions are on replies, exit codes and the JSON documents (replay/README.md), never on prose.
 """
 
+import base64
 import json
 import os
 import re
 import select
+import smtplib
 import subprocess
 import time
 import unittest
 import xml.etree.ElementTree as ET
 
-from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, SMTP_SOURCE, Process, SwaksTranscript,
-                     free_port, mailtap_bin, parse_replies, run_mailtap, scaled, wait_until)
+from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, SMTP_SOURCE, Process, ScriptedAnswers,
+                     SwaksTranscript, free_port, mailtap_bin, parse_replies, run_mailtap, scaled, wait_until)
 
 TO = "a@example.com"
 READY_RE = re.compile(r"^mailtap replay: listening on 127\.0\.0\.1:(\d+), replaying (.+) \((\d+) steps\)$")
@@ -107,12 +109,13 @@ class ReplayTest(IntegrationTest):
         super().setUp()
         self.env = dict(os.environ, XDG_STATE_HOME=os.path.join(self.workdir, "state"))
 
-    def record(self, swaks_args=(), upstream="builtin", scenarios=(), count=1):
-        """Runs swaks through a relay (`count` sessions) and returns the captures."""
-        args = []
+    def record(self, swaks_args=(), upstream="builtin", scenarios=(), count=1, relay_args=(), name="mailtap"):
+        """Runs swaks through a relay (`count` sessions) and returns the captures (of its own
+        directory, named after `name`)."""
+        args = list(relay_args)
         for s in scenarios:
             args += ["--scenario", os.path.join(SCENARIOS_DIR, s)]
-        m = self.start_mailtap(upstream=upstream, args=args, env=self.env)
+        m = self.start_mailtap(upstream=upstream, args=args, env=self.env, name=name)
         for _ in range(count):
             self.swaks(m.port, "--to", TO, *swaks_args)
         caps = m.wait_captures(count)
@@ -214,10 +217,76 @@ class ReplayServerTest(ReplayTest):
         self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
         self.assertEqual({s["status"] for s in json.loads(r.stdout)["steps"]}, {"matched"})
         code, out = server.finish()
-        # swaks's message has its own Date: the first session diverges at the message only.
+        # swaks's message has its own Date: noted for the first session, not a divergence.
         docs = [json.loads(l) for l in out.splitlines()]
-        self.assertEqual([[d["kind"] for d in doc["divergences"]] for doc in docs], [["message"], []])
-        self.assertEqual(code, 1)
+        self.assertEqual([[d["kind"] for d in doc["divergences"]] for doc in docs], [[], []])
+        self.assertEqual([[d["kind"] for d in doc["noted"]] for doc in docs], [["message"], []])
+        self.assertEqual(code, 0)
+
+    def test_the_live_clients_auth_material_is_masked_in_the_report(self):
+        user, password = "alice", "S3cret!"
+        plain = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
+        needles = [password, plain, base64.b64encode(user.encode()).decode(),
+                   base64.b64encode(password.encode()).decode()]
+        for mechanism, live in (("PLAIN", ["AUTH PLAIN " + "*" * len(plain)]),
+                                ("LOGIN", ["AUTH LOGIN", "*" * len(needles[2]), "*" * len(needles[3])])):
+            auth = ["-a", mechanism, "-au", user, "-ap", password]
+            cap = self.record(auth, name="mailtap-" + mechanism)[0]
+            server = self.replay_server(cap.path, "--json", "--timing", "fast")
+            status, text = self.swaks(server.port, "--to", TO, *auth)
+            self.assertEqual(SwaksTranscript(text).reply_to("AUTH").code // 100, 3 if mechanism == "LOGIN" else 2)
+            code, out = server.finish()
+            doc = json.loads(out.splitlines()[0])
+            # swaks's message has its own Date: the commands, AUTH included, are as recorded.
+            self.assertEqual([d for d in doc["divergences"] if d["kind"] != "message"], [], out)
+            played = [p["live"] for p in doc["played"]]
+            start = played.index(live[0])
+            self.assertEqual(played[start:start + len(live)], live, mechanism)
+            for needle in needles:
+                self.assertNotIn(needle, out, mechanism)
+
+    def test_lowercase_verbs_follow_the_recording(self):
+        # Python's smtplib sends "mail FROM:" and "rcpt TO:" (RFC 5321 2.4: verbs are not case sensitive).
+        cap = self.record(scenarios=["mailbox-full.toml"])[0]
+        server = self.replay_server(cap.path, "--json", "--timing", "fast")
+        client = smtplib.SMTP(LOOPBACK, server.port, local_hostname="swaks.test", timeout=20)
+        self.assertEqual(client.ehlo()[0], 250)
+        mail = [r for r in cap.of_type("command") if r["text"].startswith("MAIL")][0]["text"]
+        self.assertEqual(client.mail(mail.split(":", 1)[1].strip("<>"))[0], 250)
+        self.assertEqual(client.rcpt(TO)[0], 552)
+        client.quit()
+        code, out = server.finish()
+        doc = json.loads(out.splitlines()[0])
+        self.assertEqual([p["live"].split(" ")[0] for p in doc["played"]], ["ehlo", "mail", "rcpt", "quit"])
+        self.assertEqual((code, doc["result"], doc["divergences"]), (0, "followed", []), out)
+
+    def test_a_new_message_is_noted_and_counted_only_with_compare_message(self):
+        cap = self.record()[0]
+        for args, want_code, counted in (((), 0, []), (("--compare-message",), 1, ["message"])):
+            server = self.replay_server(cap.path, "--json", "--timing", "fast", *args)
+            status, text = self.swaks(server.port, "--to", TO)
+            self.assertEqual(SwaksTranscript(text).end_of_data_replies()[0].code, 250)
+            code, out = server.finish()
+            doc = json.loads(out.splitlines()[0])
+            self.assertEqual([d["kind"] for d in doc["divergences"]], counted, out)
+            self.assertEqual([d["kind"] for d in doc["noted"]], [] if counted else ["message"], out)
+            self.assertEqual((code, doc["result"]), (want_code, "diverged" if counted else "followed"), out)
+
+    def test_an_idle_client_is_closed_with_421_after_client_idle(self):
+        cap = self.record(scenarios=["mailbox-full.toml"])[0]
+        server = self.replay_server(cap.path, "--json", "--timing", "fast", "--client-idle", "1s")
+        c = self.connect(server.port)
+        self.assertEqual(c.reply().code, 220)
+        started = time.monotonic()
+        self.assertEqual(c.command("EHLO swaks.test").code, 250)
+        # Then silence: the relay's client_idle answer, and the connection closed.
+        self.assertReply(c.reply(timeout=scaled(10)), 421, "4.4.2")
+        self.assertTrue(c.closed_by_peer(scaled(5)))
+        self.assertGreaterEqual(time.monotonic() - started, 0.9)
+        code, out = server.finish()
+        doc = json.loads(out.splitlines()[0])
+        self.assertEqual((code, doc["result"]), (1, "diverged"), out)
+        self.assertEqual([(d["kind"], d["step"]) for d in doc["divergences"]], [("timeout", 1)])
 
     def test_several_sessions_each_from_the_start(self):
         cap = self.record(scenarios=["mailbox-full.toml"])[0]
@@ -333,6 +402,7 @@ class ReplayClientTest(ReplayTest):
             (["replay", "client", cap.path, "--to", "127.0.0.1:9", "--auth-user", "u"], "--auth-password"),
             (["replay", "server", os.path.dirname(cap.path), "--listen", "127.0.0.1:0"], "one"),
             (["replay", "server", cap.path, "--listen", "127.0.0.1:0", "--timing", "x0"], "--timing"),
+            (["replay", "server", cap.path, "--listen", "127.0.0.1:0", "--client-idle", "0"], "--client-idle"),
         ]
         for argv, named in cases:
             r = run_mailtap(argv)
@@ -388,11 +458,79 @@ class ReplayClientTest(ReplayTest):
         doc = json.loads(r.stdout)
         auth = [s for s in doc["steps"] if s["stage"] == "auth"]
         self.assertEqual([s["status"] for s in auth], ["skipped"])
+        # Not replayed, so not matched: counted apart (the steps by status, each once).
+        by_status = {k: 0 for k in ("matched", "diverged", "skipped", "not_sent", "no_reply")}
+        for s in doc["steps"]:
+            by_status[s["status"]] += 1
+        self.assertEqual(doc["counts"], by_status)
+        self.assertEqual(doc["counts"]["skipped"], 1)
         r = replay_client(cap.path, "--to", target, "--json", "--auth-user", "user", "--auth-password", "secret")
         doc = json.loads(r.stdout)
         auth = [s for s in doc["steps"] if s["stage"] == "auth"]
         self.assertEqual([(s["status"], s["live"]["code"]) for s in auth], [("matched", 235)])
+        self.assertEqual(doc["counts"]["skipped"], 0)
         self.assertEqual(upstream.logins, [("user", "secret")] * 1)
+
+    def test_starttls_is_compared_with_the_destinations_reply(self):
+        # aiosmtpd answers STARTTLS "220 Ready to start TLS", without an enhanced code; the
+        # client heard the relay's own "220 2.0.0" once the relay had secured the upstream leg.
+        up = self.start_starttls_server()
+        cap = self.record(["-tls"], upstream="%s:%d" % (LOOPBACK, up.port), relay_args=["--upstream-ca", up.cert])[0]
+        starttls = [r for r in cap.of_type("reply") if r["code"] == 220 and r["lines"][0].endswith("TLS")]
+        self.assertEqual([(r["leg"], r["enhanced"]) for r in starttls], [("upstream", ""), ("client", "2.0.0")])
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, up.port), "--json")
+        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+        doc = json.loads(r.stdout)
+        step = [s for s in doc["steps"] if s["text"] == "STARTTLS"][0]
+        self.assertEqual((step["status"], step["differences"]), ("matched", []))
+        self.assertEqual((step["recorded"]["source"], step["recorded"]["enhanced"]), ("relay", "2.0.0"))
+        self.assertEqual((step["recorded"]["server_reply"]["code"], step["recorded"]["server_reply"]["enhanced"]),
+                         (220, ""))
+        self.assertEqual((step["live"]["code"], step["live"]["enhanced"]), (220, ""))
+        self.assertEqual({s["status"] for s in doc["steps"]}, {"matched"})
+
+    def test_a_live_220_to_a_recorded_454_starts_tls(self):
+        # Recorded: the destination refused STARTTLS (454) and swaks went on in plaintext.
+        refusing = ScriptedAnswers({
+            b"EHLO": b"250-scripted.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
+            b"STARTTLS": b"454 4.7.0 TLS not available\r\n"})
+        self.addCleanup(refusing.stop)
+        cap = self.record(["--tls-optional"], upstream="%s:%d" % (LOOPBACK, refusing.port))[0]
+        self.assertIn(b"454 4.7.0", cap.bytes_of("client", "out"))
+        # Live: a server that answers 220 and does the handshake.
+        up = self.start_starttls_server()
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, up.port), "--json")
+        self.assertEqual(r.returncode, 1, r.stdout.decode() + r.stderr.decode())
+        doc = json.loads(r.stdout)
+        starttls = [s for s in doc["steps"] if s["text"] == "STARTTLS"][0]
+        self.assertEqual((starttls["status"], starttls["recorded"]["code"], starttls["live"]["code"]),
+                         ("diverged", 454, 220))
+        # The rest went on inside TLS: every step sent was answered, down to QUIT (the server
+        # never saw plaintext in its handshake; swaks sent no EHLO after its 454, so aiosmtpd
+        # refuses MAIL with 503 and the message is not sent).
+        after = doc["steps"][doc["steps"].index(starttls) + 1:]
+        self.assertEqual([s["status"] for s in after if s["status"] == "no_reply"], [], r.stdout.decode())
+        self.assertTrue(all(s["live"] for s in after if s["status"] != "not_sent"), r.stdout.decode())
+        self.assertEqual((after[-1]["text"], after[-1]["live"]["code"]), ("QUIT", 221))
+
+    def start_starttls_server(self):
+        """aiosmtpd offering STARTTLS (a certificate made for the test), no AUTH; `.cert` is
+        the certificate for the relay's --upstream-ca."""
+        from aiosmtpd.controller import Controller
+        from tls_upstream import make_cert, server_context
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                return "250 2.0.0 Ok: queued"
+
+        cert, key = make_cert(self.workdir, "starttls-server")
+        port = free_port()
+        c = Controller(Handler(), hostname=LOOPBACK, port=port, tls_context=server_context(cert, key),
+                       ready_timeout=10)
+        c.start()
+        self.addCleanup(c.stop)
+        c.cert = cert
+        return c
 
     def start_auth_server(self, user, password):
         from aiosmtpd.controller import Controller

@@ -49,6 +49,12 @@ struct capture_builder {
     c.events.push_back(captures::bytes_event{t, leg::client, direction::out, raw});
     return *this;
   }
+  // The destination said it, and the relay did not pass it on (it answers the client itself).
+  capture_builder& upstream(std::uint64_t t, std::string raw) {
+    c.events.push_back(captures::bytes_event{t, leg::upstream, direction::in, raw});
+    c.events.push_back(captures::reply_event{t, leg::upstream, direction::in, parsed(raw)});
+    return *this;
+  }
   // The relay said it (a fault's reply when `rule` is given).
   capture_builder& relay(std::uint64_t t, std::string raw, std::string rule = "") {
     if (!rule.empty()) {
@@ -203,6 +209,33 @@ TEST(ReplayScript, AnEditedReplyKeepsTheDestinationsOriginal) {
   EXPECT_EQ(r.destination_reply()->lines.size(), 3u);       // what the destination said
 }
 
+// The relay secured the upstream leg itself: the destination's 220 is an S< line, the client
+// heard the relay's own R> 220 after the upstream handshake (README "Captures").
+capture_builder upstream_starttls(const std::string& destination, const std::string& heard) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "EHLO c\r\n")
+      .server(300, ehlo_reply)
+      .client(400, "STARTTLS\r\n")
+      .upstream(500, destination)
+      .relay(6000, heard)
+      .client(6100, "EHLO c\r\n")
+      .server(6200, "250 mx\r\n");
+  return b;
+}
+
+TEST(ReplayScript, TheRelaysStarttlsReplyKeepsTheDestinations) {
+  const script s = upstream_starttls("220 Ready to start TLS\r\n", "220 2.0.0 Ready to start TLS\r\n").build();
+  ASSERT_EQ(s.steps.size(), 3u);
+  const auto& r = *s.steps[1].reply;
+  EXPECT_EQ(r.source, reply_source::relay);
+  EXPECT_EQ(r.reply.enhanced, "2.0.0");                 // what the client heard
+  ASSERT_NE(r.destination_reply(), nullptr);
+  EXPECT_EQ(r.destination_reply()->code, 220);           // what the destination said
+  EXPECT_EQ(r.destination_reply()->enhanced, "");
+  EXPECT_TRUE(s.steps[1].starts_tls);
+}
+
 TEST(ReplayScript, ABdatChunkCarriesItsPayload) {
   capture_builder b;
   b.server(100, "220 mx\r\n").message(200, "BDAT 5 LAST\r\nhello").server(300, "250 ok\r\n");
@@ -304,18 +337,60 @@ TEST(ReplayServer, ADifferentCommandIsReportedAndTheRecordedReplyStillPlayed) {
   EXPECT_EQ(d.live, "MAIL FROM:<other@x>");
 }
 
-TEST(ReplayServer, ADifferentMessageIsReported) {
+// A live client writes its own message (Date, Message-ID): a message that differs is noted,
+// and a divergence only with compare_message.
+TEST(ReplayServer, ADifferentMessageIsNotedAndCountedOnlyWhenAsked) {
+  const script s = delivered().build();
+  for (bool compare : {false, true}) {
+    server_fsm fsm(s, timing{0.0}, server_options{compare});
+    fsm.on_start(0);
+    fsm.on_client_bytes("EHLO c.test\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n", 10);
+    fsm.on_client_bytes("Subject: y\r\n\r\n.\r\n", 20);
+    EXPECT_NE(sent(fsm.take_actions()).find("250 2.0.0 Ok: queued as Q1"), std::string::npos);
+    const auto& reported = compare ? fsm.divergences() : fsm.noted();
+    EXPECT_EQ((compare ? fsm.noted() : fsm.divergences()).size(), 0u) << compare;
+    ASSERT_EQ(reported.size(), 1u) << compare;
+    EXPECT_EQ(reported[0].kind, divergence::what::message);
+    EXPECT_EQ(reported[0].step, 4u);
+    EXPECT_NE(reported[0].live.find("first difference at byte 9"), std::string::npos)
+        << reported[0].live;   // "Subject: y" against "Subject: x"
+  }
+}
+
+// RFC 5321 2.4: verbs and the MAIL/RCPT keywords are not case sensitive, a local part is.
+TEST(ReplayServer, VerbsAreComparedWithoutCaseAndLocalPartsWithIt) {
   const script s = delivered().build();
   server_fsm fsm(s, timing{0.0});
   fsm.on_start(0);
-  fsm.on_client_bytes("EHLO c.test\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n", 10);
-  fsm.on_client_bytes("Subject: y\r\n\r\n.\r\n", 20);
-  EXPECT_NE(sent(fsm.take_actions()).find("250 2.0.0 Ok: queued as Q1"), std::string::npos);
-  ASSERT_EQ(fsm.divergences().size(), 1u);
-  EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::message);
-  EXPECT_EQ(fsm.divergences()[0].step, 4u);
-  EXPECT_NE(fsm.divergences()[0].live.find("first difference at byte 9"), std::string::npos)
-      << fsm.divergences()[0].live;   // "Subject: y" against "Subject: x"
+  fsm.on_client_bytes("ehlo c.test\r\nmail from:<a@x>\r\nRcpt To:<b@y>\r\ndata\r\n" + body + "quit\r\n", 10);
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_TRUE(fsm.divergences().empty());
+  EXPECT_EQ(fsm.played()[1].live, "mail from:<a@x>");   // reported as the client sent it
+
+  server_fsm other(s, timing{0.0});
+  other.on_start(0);
+  other.on_client_bytes("EHLO c.test\r\nMAIL FROM:<A@x>\r\nrcpt to: <b@y>\r\n", 10);
+  ASSERT_EQ(other.divergences().size(), 2u);
+  EXPECT_EQ(other.divergences()[0].live, "MAIL FROM:<A@x>");
+  EXPECT_EQ(other.divergences()[1].live, "rcpt to: <b@y>");   // a space the recording did not have
+}
+
+// A BDAT chunk of another size is the message differing; another LAST is the conversation.
+TEST(ReplayServer, ABdatChunkThatDiffersIsAMessageDifference) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n").message(200, "BDAT 5 LAST\r\nhello").server(300, "250 ok\r\n");
+  const script s = b.build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.on_client_bytes("bdat 6 LAST\r\nhello!", 10);
+  EXPECT_TRUE(fsm.divergences().empty());
+  ASSERT_EQ(fsm.noted().size(), 1u);
+  EXPECT_EQ(fsm.noted()[0].kind, divergence::what::message);
+  server_fsm other(s, timing{0.0});
+  other.on_start(0);
+  other.on_client_bytes("BDAT 5\r\nhello", 10);
+  ASSERT_EQ(other.divergences().size(), 1u);
+  EXPECT_EQ(other.divergences()[0].kind, divergence::what::command);
 }
 
 TEST(ReplayServer, BeyondTheRecordingQuitGets221AndAnythingElse421) {
@@ -374,6 +449,107 @@ TEST(ReplayServer, AClientThatLeavesEarlyIsReported) {
   ASSERT_EQ(fsm.divergences().size(), 1u);
   EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::missing);
   EXPECT_EQ(fsm.divergences()[0].recorded, "MAIL FROM:<a@x>");
+}
+
+// The live client's AUTH material never reaches a report: masked as captures mask it
+// (captures/FORMAT.md): "AUTH PLAIN ****", each line of the exchange masked whole.
+TEST(ReplayServer, TheLiveClientsAuthMaterialIsMaskedInTheReports) {
+  const std::string plain = protocol::base64_encode(std::string("\0alice\0S3cret!", 14));
+  const std::string user = protocol::base64_encode("alice"), password = protocol::base64_encode("S3cret!");
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "AUTH PLAIN " + std::string(plain.size(), '*') + "\r\n")
+      .server(300, "235 2.7.0 ok\r\n")
+      .client(400, "AUTH LOGIN\r\n")
+      .server(500, "334 VXNlcm5hbWU6\r\n")
+      .client(600, std::string(user.size(), '*') + "\r\n")
+      .server(700, "334 UGFzc3dvcmQ6\r\n")
+      .client(800, std::string(password.size(), '*') + "\r\n")
+      .server(900, "235 2.7.0 ok\r\n")
+      .client(1000, "MAIL FROM:<a@x>\r\n")
+      .server(1100, "250 ok\r\n");
+  const script s = b.build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  // The last AUTH comes where the recording has MAIL: a divergence, its material masked too.
+  fsm.on_client_bytes("AUTH PLAIN " + plain + "\r\nAUTH LOGIN\r\n" + user + "\r\n" + password + "\r\nAUTH PLAIN " +
+                          plain + "\r\n",
+                      10);
+  fsm.on_client_closed(20);
+  ASSERT_EQ(fsm.played().size(), 5u);
+  EXPECT_EQ(fsm.played()[0].live, "AUTH PLAIN " + std::string(plain.size(), '*'));
+  EXPECT_EQ(fsm.played()[1].live, "AUTH LOGIN");
+  EXPECT_EQ(fsm.played()[2].live, std::string(user.size(), '*'));
+  EXPECT_EQ(fsm.played()[3].live, std::string(password.size(), '*'));
+  EXPECT_EQ(fsm.played()[4].live, "AUTH PLAIN " + std::string(plain.size(), '*'));
+  ASSERT_EQ(fsm.divergences().size(), 1u);
+  EXPECT_EQ(fsm.divergences()[0].live, "AUTH PLAIN " + std::string(plain.size(), '*'));
+  const server_session session{"s1.jsonl", "127.0.0.1:1", fsm.played(), fsm.divergences(), s.steps.size()};
+  for (const std::string& report : {render_server_text(session), render_server_json(session)})
+    for (const std::string& secret : {plain, user, password}) EXPECT_EQ(report.find(secret), std::string::npos) << report;
+}
+
+// Bytes before a STARTTLS handshake are reported, AUTH material masked.
+TEST(ReplayServer, AuthBeforeTheHandshakeIsMaskedToo) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "STARTTLS\r\n")
+      .relay(300, "220 2.0.0 Ready to start TLS\r\n")
+      .client(900, "EHLO c\r\n")
+      .server(1000, "250 mx\r\n");
+  const script s = b.build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.on_client_bytes("STARTTLS\r\nAUTH LOGIN\r\nYWxpY2U=\r\n", 10);
+  ASSERT_EQ(fsm.divergences().size(), 1u);
+  EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::unexpected);
+  EXPECT_EQ(fsm.divergences()[0].live.find("YWxpY2U="), std::string::npos) << fsm.divergences()[0].live;
+  EXPECT_NE(fsm.divergences()[0].live.find("AUTH LOGIN"), std::string::npos) << fsm.divergences()[0].live;
+}
+
+// A client that says nothing for client_idle is answered 421 4.4.2 and closed, as the relay
+// does (README "timeouts"); its idle time counts from the last reply it was sent.
+TEST(ReplayServer, AnIdleClientIsClosedWith421AfterClientIdle) {
+  const script s = delivered().build();
+  server_options o;
+  o.client_idle = std::chrono::milliseconds(2000);
+  server_fsm fsm(s, timing{0.0}, o);
+  fsm.on_start(0);
+  auto a = fsm.take_actions();
+  EXPECT_EQ(sent(a), "220 mx.test ESMTP\r\n");
+  EXPECT_EQ(timer_of(a), std::chrono::milliseconds(2000));   // waiting for the client
+  fsm.on_client_bytes("EHLO c.test\r\n", 1'000'000);
+  a = fsm.take_actions();
+  EXPECT_EQ(sent(a), ehlo_reply);
+  EXPECT_EQ(timer_of(a), std::chrono::milliseconds(2000));   // from the reply it was sent
+  fsm.on_timer(2'500'000);                                    // early: nothing
+  EXPECT_EQ(sent(fsm.take_actions()), "");
+  EXPECT_FALSE(fsm.finished());
+  fsm.on_timer(3'000'000);
+  a = fsm.take_actions();
+  EXPECT_EQ(sent(a).substr(0, 10), "421 4.4.2 ");
+  EXPECT_TRUE(has<protocol::close_leg>(a));
+  EXPECT_TRUE(fsm.finished());
+  ASSERT_EQ(fsm.divergences().size(), 1u);
+  EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::timeout);
+  EXPECT_EQ(fsm.divergences()[0].step, 1u);
+  EXPECT_EQ(fsm.divergences()[0].recorded, "MAIL FROM:<a@x>");
+}
+
+// A reply still to be played is the server's turn: a long recorded delay is no idle client.
+TEST(ReplayServer, ARecordedDelayLongerThanClientIdleIsNotATimeout) {
+  const script s = delivered().build();   // the EHLO reply after 300 ms
+  server_options o;
+  o.client_idle = std::chrono::milliseconds(100);
+  server_fsm fsm(s, timing{}, o);
+  fsm.on_start(0);
+  fsm.on_timer(1000);
+  fsm.on_client_bytes("EHLO c.test\r\n", 2000);
+  fsm.take_actions();
+  fsm.on_timer(150'000);
+  fsm.on_timer(302'000);
+  EXPECT_EQ(sent(fsm.take_actions()), ehlo_reply);
+  EXPECT_TRUE(fsm.divergences().empty());
 }
 
 // ---------------------------------------------------------------- client machine
@@ -519,6 +695,61 @@ TEST(ReplayClient, StartsTlsWhereTheRecordingDid) {
   EXPECT_EQ(sent(fsm.take_actions()), "EHLO c\r\n");
 }
 
+// Replayed against the server that was recorded, whose STARTTLS reply has no enhanced code:
+// compared with its own recorded reply, not with the relay's "220 2.0.0".
+TEST(ReplayClient, StarttlsIsComparedWithTheDestinationsReply) {
+  const script s = upstream_starttls("220 Ready to start TLS\r\n", "220 2.0.0 Ready to start TLS\r\n").build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  fsm.on_connected(0);
+  fsm.on_server_bytes("220 mx\r\n", 10);
+  fsm.on_server_bytes(ehlo_reply, 20);
+  EXPECT_EQ(sent(fsm.take_actions()), "EHLO c\r\nSTARTTLS\r\n");
+  fsm.on_server_bytes("220 Ready to start TLS\r\n", 30);
+  EXPECT_TRUE(has<protocol::start_tls>(fsm.take_actions()));
+  fsm.on_tls_ready(40);
+  EXPECT_EQ(sent(fsm.take_actions()), "EHLO c\r\n");
+  fsm.on_server_bytes("250 mx\r\n", 50);
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_EQ(fsm.results()[2].status, step_status::matched);
+  EXPECT_TRUE(fsm.results()[2].differences.empty());
+  EXPECT_FALSE(fsm.diverged());
+}
+
+// The recorded client heard 454 and went on in plaintext; the live server answers 220: the
+// replay reports the divergence and secures the connection (RFC 3207 4.2) before the next
+// step, never sending plaintext into the handshake.
+TEST(ReplayClient, ALive220ToARefusedStarttlsStartsTls) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "STARTTLS\r\n")
+      .server(300, "454 4.7.0 TLS not available\r\n")
+      .client(400, "EHLO c\r\n")
+      .server(500, "250 mx\r\n");
+  const script s = b.build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  fsm.on_connected(0);
+  fsm.on_server_bytes("220 mx\r\n", 10);
+  EXPECT_EQ(sent(fsm.take_actions()), "STARTTLS\r\n");
+  fsm.on_server_bytes("220 2.0.0 go ahead\r\n", 20);
+  auto a = fsm.take_actions();
+  EXPECT_TRUE(has<protocol::start_tls>(a));
+  EXPECT_EQ(sent(a), "");
+  const auto& r = fsm.results()[1];
+  EXPECT_EQ(r.status, step_status::diverged);
+  ASSERT_FALSE(r.differences.empty());
+  EXPECT_EQ(r.differences[0], "code: recorded 454, live 220");
+  EXPECT_FALSE(r.note.empty());
+  fsm.on_tls_ready(30);
+  EXPECT_EQ(sent(fsm.take_actions()), "EHLO c\r\n");
+  fsm.on_server_bytes("250 mx\r\n", 40);
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_EQ(fsm.results()[2].status, step_status::matched);
+}
+
 TEST(ReplayClient, AServerThatLeavesLeavesTheRestUnsent) {
   const script s = delivered().build();
   client_options o;
@@ -572,6 +803,34 @@ TEST(ReplayReport, JunitHasATestcasePerCaptureAndFailuresForDivergence) {
   EXPECT_EQ(sum.diverged, 1u);
   EXPECT_EQ(sum.unreadable, 1u);
   EXPECT_EQ(sum.by_divergence.at("rcpt 250 -> 450"), 1u);
+}
+
+// A skipped step (AUTH without credentials) was not replayed: it is not counted as matched.
+TEST(ReplayReport, SkippedStepsAreNotCountedAsMatched) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "AUTH PLAIN ****************\r\n")
+      .server(300, "235 2.7.0 ok\r\n")
+      .client(400, "MAIL FROM:<a@x>\r\n")
+      .server(500, "250 ok\r\n");
+  const script s = b.build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  converse(fsm, {"220 mx\r\n", "250 ok\r\n"});
+  client_run run;
+  run.results = fsm.results();
+  run.diverged = fsm.diverged();
+  const auto counts = count_statuses(run);
+  EXPECT_EQ(counts.at("matched"), 2u);
+  EXPECT_EQ(counts.at("skipped"), 1u);
+  EXPECT_EQ(counts.at("diverged"), 0u);
+  EXPECT_NE(render_client_text(run).find("result    matched (2 of 2 replies as recorded, 1 skipped)\n"), std::string::npos)
+      << render_client_text(run);
+  const auto doc = render_client_json(run);
+  EXPECT_NE(doc.find("\"counts\":{\"diverged\":0,\"matched\":2,\"no_reply\":0,\"not_sent\":0,\"skipped\":1}"),
+            std::string::npos)
+      << doc;
 }
 
 // replay/ stays sans-I/O like protocol/ (ARCHITECTURE.md, "Layers"): no I/O library, and
