@@ -107,6 +107,13 @@ std::string text_line(const captures::session_summary& s) {
   std::string code = "-", envelope;
   for (const auto& t : s.transactions) {   // the first transaction not delivered, else the last
     code = t.final_code ? std::to_string(t.final_code) : "-";
+    // Every recipient refused (no DATA, so no final reply): the first refusal is what made the outcome.
+    if (!t.final_code)
+      for (int rc : t.rcpt_codes)
+        if (rc >= 400) {
+          code = std::to_string(rc);
+          break;
+        }
     envelope = "<" + t.mail_from + "> -> " + (t.rcpt_to.empty() ? "(none)" : t.rcpt_to.front());
     if (t.rcpt_to.size() > 1) envelope += ", +" + std::to_string(t.rcpt_to.size() - 1);
     if (t.outcome != "delivered") break;

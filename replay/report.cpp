@@ -176,9 +176,9 @@ std::string render_client_text(const client_run& r) {
     for (const auto& d : s.differences) out += "      " + captures::terminal_safe(d) + "\n";
     if (s.status != step_status::matched && s.recorded && s.live && !s.differences.empty()) {
       // The reply it was compared with: the destination's own, before any edit of the relay.
-      const auto* compared = s.recorded->destination_reply() ? s.recorded->destination_reply() : &s.recorded->reply;
-      out += "      recorded: " + captures::terminal_safe(std::to_string(compared->code) + " " +
-                                                      (compared->lines.empty() ? "" : compared->lines[0])) + "\n";
+      const auto* against = s.recorded->destination_reply() ? s.recorded->destination_reply() : &s.recorded->reply;
+      out += "      recorded: " + captures::terminal_safe(std::to_string(against->code) + " " +
+                                                      (against->lines.empty() ? "" : against->lines[0])) + "\n";
       out += "      live:     " + captures::terminal_safe(std::to_string(s.live->code) + " " +
                                                       (s.live->lines.empty() ? "" : s.live->lines[0])) + "\n";
     }

@@ -129,6 +129,11 @@ class CapturesIndex(IntegrationTest):
         self.assertEqual(len(lines), 3, lines)   # two sessions and the next page's offset
         self.assertIn(newest_first[0], lines[0])
         self.assertIn("--offset 2", lines[2])
+        # A session whose every recipient was refused (no DATA, no final reply) shows the
+        # refusal's code, not "-" (a newcomer's trial: the commonest refusal showed no code).
+        (refused,) = [l for l in self.captures("search", "--to", recipient(9)).stdout.decode().splitlines()
+                      if self.ids[9] in l]
+        self.assertRegex(refused, r"\brejected\s+552\s+<")
 
     def test_reindex_rebuilds_an_index_equal_to_the_live_one(self):
         wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")

@@ -484,7 +484,7 @@ TEST(ReplayServer, TheLiveClientsAuthMaterialIsMaskedInTheReports) {
   EXPECT_EQ(fsm.played()[4].live, "AUTH PLAIN " + std::string(plain.size(), '*'));
   ASSERT_EQ(fsm.divergences().size(), 1u);
   EXPECT_EQ(fsm.divergences()[0].live, "AUTH PLAIN " + std::string(plain.size(), '*'));
-  const server_session session{"s1.jsonl", "127.0.0.1:1", fsm.played(), fsm.divergences(), s.steps.size()};
+  const server_session session{"s1.jsonl", "127.0.0.1:1", fsm.played(), fsm.divergences(), s.steps.size(), {}};
   for (const std::string& report : {render_server_text(session), render_server_json(session)})
     for (const std::string& secret : {plain, user, password}) EXPECT_EQ(report.find(secret), std::string::npos) << report;
 }
