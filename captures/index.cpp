@@ -63,6 +63,7 @@ constexpr const char* cli_cache_pragma = "PRAGMA cache_size=-65536";
 constexpr int no_code = -1;
 
 constexpr std::string_view covers_key = "covers_directory";
+constexpr std::string_view running_key = "relay_running";
 
 // A prepared statement, finalized on scope exit.
 class statement {
@@ -476,22 +477,27 @@ std::optional<std::vector<std::pair<std::string, std::string>>> capture_index::f
   return out;
 }
 
-bool capture_index::covers_directory(std::string& error) {
+bool capture_index::meta_flag(std::string_view key, std::string& error) {
   statement q(db_, "SELECT value FROM meta WHERE key = ?");
   if (!q.ok()) {
     error = problem("cannot read the index");
     return false;
   }
-  q.bind(1, covers_key);
+  q.bind(1, key);
   return q.step() == SQLITE_ROW && q.text(0) == "1";
 }
 
-bool capture_index::set_covers_directory(bool covers, std::string& error) {
+bool capture_index::set_meta_flag(std::string_view key, bool value, std::string& error) {
   statement q(db_, "INSERT OR REPLACE INTO meta VALUES(?, ?)");
-  if (q.ok() && q.bind(1, covers_key).bind(2, covers ? "1" : "0").run()) return true;
+  if (q.ok() && q.bind(1, key).bind(2, value ? "1" : "0").run()) return true;
   error = problem("cannot write the index");
   return false;
 }
+
+bool capture_index::covers_directory(std::string& error) { return meta_flag(covers_key, error); }
+bool capture_index::set_covers_directory(bool covers, std::string& error) { return set_meta_flag(covers_key, covers, error); }
+bool capture_index::relay_running(std::string& error) { return meta_flag(running_key, error); }
+bool capture_index::set_relay_running(bool running, std::string& error) { return set_meta_flag(running_key, running, error); }
 
 void remove_index_files(const fs::path& dir) {
   std::error_code ec;

@@ -72,12 +72,19 @@ class capture_index {
   // older captures is not, and list/search rebuild it first.
   bool covers_directory(std::string& error);
   bool set_covers_directory(bool covers, std::string& error);
+  // Set while a relay records into the directory, cleared when it stops: found set as a relay
+  // starts, the one before it did not stop (killed, a crash), and the captures it left open
+  // were never indexed (store: the next list or search rebuilds).
+  bool relay_running(std::string& error);
+  bool set_relay_running(bool running, std::string& error);
 
   const std::filesystem::path& path() const { return path_; }
 
  private:
   capture_index(std::filesystem::path path, sqlite3* db, bool created) : path_(std::move(path)), db_(db), created_(created) {}
   bool exec(const char* sql, std::string& error);
+  bool meta_flag(std::string_view key, std::string& error);
+  bool set_meta_flag(std::string_view key, bool value, std::string& error);
   std::string problem(std::string_view what) const;
 
   std::filesystem::path path_;

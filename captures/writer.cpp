@@ -398,7 +398,13 @@ store::store(std::filesystem::path dir, store_options options) : dir_(std::move(
   // index, so that a new index knows whether older captures exist. The writer thread takes
   // both over as it starts.
   prune_if_due();
-  if (options_.index) index_ready();
+  if (options_.index && index_ready()) {
+    // The relay before this one was killed: the captures it had open (the sessions most worth
+    // finding) never got their rows, so the next list or search rebuilds from the files.
+    std::string error;
+    if (index_->relay_running(error)) index_->set_covers_directory(false, error);
+    index_->set_relay_running(true, error);
+  }
   thread_ = std::thread([this] { run(); });
 }
 
@@ -409,6 +415,8 @@ store::~store() {
   }
   wake_.notify_one();
   thread_.join();
+  std::string error;
+  if (index_) index_->set_relay_running(false, error);   // stopped in order: every capture closed and indexed
 }
 
 std::unique_ptr<session_capture> store::begin(const session_info& info) {

@@ -221,6 +221,15 @@ class KilledMidSession(IntegrationTest):
         self.quit(self.greeted_client(second.port, "after.test"))
         wait_until(lambda: len(capture_paths(caps)) == 2, 20, "the new session's capture")
         self.assertIn(killed, capture_paths(caps))
+        # The interrupted session is listed without a reindex by hand: the relay killed never
+        # indexed it, and the restarted one knows it was killed (a newcomer's trial: list
+        # omitted it until `captures reindex`).
+        session = os.path.basename(killed)[:-len(".jsonl")]
+        r = run_mailtap(["captures", "list", "--json", "--dir", caps])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        listed = {s["session"]: s for s in map(json.loads, r.stdout.decode().splitlines())}
+        self.assertIn(session, listed)
+        self.assertFalse(listed[session]["complete"])
 
 
 class MalformedCaptures(IntegrationTest):
