@@ -152,6 +152,10 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
     } else {
       endpoint ep;
       if (!take_endpoint(f.upstream, "--upstream", ep)) return false;
+      if (ep.port == 0) {   // as the config file's upstream (relay/config.cpp)
+        error = "--upstream '" + f.upstream + "': port 0 cannot be connected to";
+        return false;
+      }
       cfg.upstream = ep;
     }
   }

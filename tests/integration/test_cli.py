@@ -118,6 +118,11 @@ class RunUsage(IntegrationTest):
     def test_upstream_nonsense(self):
         self.assertIn("nonsense", self.run_fails("--listen", "127.0.0.1:0", "--upstream", "nonsense"))
 
+    def test_upstream_port_0(self):
+        # Accepted before, and every session then failed (a newcomer's trial); the config
+        # file's upstream already refused it.
+        self.assertIn("port 0", self.run_fails("--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:0"))
+
     def test_bare_line_endings_bad_mode(self):
         self.assertIn("lenient", self.run_fails("--listen", "127.0.0.1:0", "--bare-line-endings", "lenient"))
 
