@@ -36,10 +36,12 @@ starttls_sequencer::starttls_sequencer(const relay_options& options, relay_outbo
 
 bool starttls_sequencer::offers_starttls() const {
   // STARTTLS is the relay's to offer: it terminates TLS itself, and offers it only when it can
-  // also secure the upstream as the mode asks.
+  // also secure the upstream as the mode asks. After a failed upstream handshake (the leg fell
+  // back to plaintext) mirror and required would refuse it (advance): not offered, though the
+  // destination still lists it.
   return options_.tls.offer_starttls && !client_tls_ &&
          (options_.tls.upstream == upstream_tls_mode::never || options_.tls.upstream == upstream_tls_mode::opportunistic ||
-          upstream_tls_ || upstream_offers_starttls_);
+          upstream_tls_ || (upstream_offers_starttls_ && !upstream_tls_broken_));
 }
 
 void starttls_sequencer::after_banner(std::uint64_t now) {

@@ -1719,6 +1719,20 @@ TEST_F(PlaintextFallbackTest, NoSecondTlsAttemptUpstream) {
   EXPECT_THAT(client("NOOP\r\n"), ElementsAre(to_upstream("NOOP\r\n")));
 }
 
+// After the fall-back, STARTTLS is not offered where it would be refused (mirror): the
+// destination still lists it, the client's EHLO reply does not (a trial: every EHLO offered
+// it and every STARTTLS got 454; a client that insists on an offered STARTTLS loops).
+TEST_F(PlaintextFallbackTest, StarttlsIsNotOfferedAfterTheFallBack) {
+  fail_upstream_handshake();
+  reconnect_and_replay();
+  upstream(tls_ehlo_reply);
+  client("EHLO client.example\r\n");
+  upstream(tls_ehlo_reply);
+  EXPECT_THAT(tls_ehlo_reply, HasSubstr("STARTTLS"));
+  const std::string last_ehlo_reply = cl_.substr(cl_.rfind("250-mx.example.org"));
+  EXPECT_THAT(last_ehlo_reply, Not(HasSubstr("STARTTLS")));
+}
+
 TEST_F(PlaintextFallbackTest, OpportunisticAlsoFallsBack) {
   auto acts = fail_upstream_handshake(tls_options(upstream_tls_mode::opportunistic));
   EXPECT_THAT(acts, Contains(reconnects));
