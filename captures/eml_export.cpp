@@ -1,6 +1,7 @@
 // Following the client leg to find its messages (eml_export.hpp): commands and message data
 // from the client's bytes, replies from mailtap's bytes to it, paired in order.
 #include "captures/eml_export.hpp"
+#include "captures/private_file.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -199,6 +200,7 @@ std::optional<std::vector<std::filesystem::path>> write_eml_files(const capture&
   const auto messages = sent_messages(c);
   for (std::size_t i = 0; i < messages.size(); ++i) {
     const auto path = dir / (c.header.session + "-" + std::to_string(i + 1) + ".eml");
+    if (!make_private_file(path, error)) return std::nullopt;
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out << messages[i].content;
     out.close();

@@ -1,6 +1,7 @@
 // The pcap file through libpcap: pcap_open_dead for the link type and snapshot length,
 // pcap_dump for each frame (pcap_export.hpp).
 #include "captures/pcap_export.hpp"
+#include "captures/private_file.hpp"
 
 #include <pcap/pcap.h>
 
@@ -18,6 +19,10 @@ bool write_pcap(const capture& c, const std::filesystem::path& file, const pcap_
   pcap_t* dead = pcap_open_dead_with_tstamp_precision(DLT_EN10MB, snapshot_length, PCAP_TSTAMP_PRECISION_MICRO);
   if (!dead) {
     error = file.string() + ": cannot start a pcap file (libpcap)";
+    return false;
+  }
+  if (!make_private_file(file, error)) {
+    pcap_close(dead);
     return false;
   }
   pcap_dumper_t* out = pcap_dump_open(dead, file.c_str());

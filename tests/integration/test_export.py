@@ -13,6 +13,7 @@ import collections
 import email
 import email.policy
 import os
+import stat
 import shutil
 import subprocess
 import unittest
@@ -117,6 +118,15 @@ class Export(IntegrationTest):
         r = self.export("eml", cap, out)
         paths = r.stdout.decode().split()
         self.assertEqual(paths, [os.path.join(out, cap.header["session"] + "-1.eml")])
+        # As private as the capture it came from (0600), whatever the umask (a newcomer's
+        # trial: 0644). A pcap of it too, written over an older file of mode 0644.
+        self.assertEqual(stat.S_IMODE(os.stat(paths[0]).st_mode), 0o600)
+        pcap = os.path.join(self.workdir, "session.pcap")
+        with open(pcap, "wb"):
+            pass
+        os.chmod(pcap, 0o644)
+        self.export("pcap", cap, pcap)
+        self.assertEqual(stat.S_IMODE(os.stat(pcap).st_mode), 0o600)
         with open(paths[0], "rb") as f:
             msg = email.message_from_binary_file(f, policy=email.policy.default)
         self.assertEqual(msg["Subject"], "eml export check")
