@@ -122,6 +122,7 @@ void relay_fsm::on_client_eof(std::uint64_t now) {
   out_.arm(leg::client, disarmed);   // nothing more will come: only the upstream's timers matter now
   if (faults_.stalled()) return end_session(now, "client_closed", "the client gave up during a stall");
   process_client_input(now);    // what it sent before its FIN is still taken
+  if (ended_) return;   // what it sent before its FIN may have ended the session
   if ((owed_.owes_end_of_data() || faults_.holds_end_of_data() || awaiting_capture_) && !owed_.owes(phase::quit))
     out_.note(now, std::string(note_closed_before_end_of_data_reply));
   end_if_client_done(now);
