@@ -18,6 +18,10 @@ diagnosis diagnose_capture(const captures::capture& c) {
   diagnosis d;
   d.cap = &c;
   for (const auto& chk : all_checks()) chk.run(conv, d.findings);
+  // The built-in sink words its replies as Postfix does ("queued as"): the server is mailtap's own.
+  if (c.header.upstream == "builtin")
+    for (auto& f : d.findings)
+      if (!f.vendor.empty()) f.vendor = "mailtap built-in sink";
   auto first_time = [](const finding& f) { return f.evidence.empty() ? UINT64_MAX : f.evidence.front().t_us; };
   std::stable_sort(d.findings.begin(), d.findings.end(), [&](const finding& a, const finding& b) {
     if (a.level != b.level) return static_cast<int>(a.level) < static_cast<int>(b.level);

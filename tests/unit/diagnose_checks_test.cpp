@@ -277,6 +277,18 @@ TEST(CheckDelivery, AMessageAcceptedAfterTheSenderLeftIsADuplicate) {
   EXPECT_EQ(find(diagnose_capture(quit.c), "duplicate_delivery"), nullptr);
 }
 
+// The built-in sink answers as Postfix words it; diagnose does not name Postfix as the server
+// of a session whose upstream was the sink (a newcomer's trial).
+TEST(CheckDelivery, TheBuiltInSinkIsNotPostfix) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
+      .reply(12, 250, {"2.0.0 Ok: queued as 4F2A1C"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as 4F2A1C"}, 4, 12);
+  EXPECT_EQ(find(diagnose_capture(b.c), "handoff")->vendor, "postfix");
+  b.c.header.upstream = "builtin";
+  EXPECT_EQ(find(diagnose_capture(b.c), "handoff")->vendor, "mailtap built-in sink");
+}
+
 TEST(CheckFirewall, MaskedBannerAnd500ToEhlo) {
   builder b;
   b.reply(1, 220, {"************************0*2**0***"}).cmd(2, "EHLO client.example").reply(3, 500, {"5.5.1 Error"})
