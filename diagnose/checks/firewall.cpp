@@ -115,8 +115,11 @@ void check_firewall(const conversation& c, std::vector<finding>& out) {
   std::stable_sort(seen.begin(), seen.end(), [](const evidence_item& a, const evidence_item& b) { return a.t_us < b.t_us; });
   f.evidence = std::move(seen);
   finding& held = merge_finding(out, std::move(f));
-  if (const auto* fe = first_fault(c, [](const protocol::fault_event& x) { return firewall_fault(x); }))
-    mark_injected(held, *fe);
+  // The rule that acted (masked the banner, answered EHLO 500), before a session-wide plan that
+  // may never have (split_dot_withhold on a session whose dot came in one segment).
+  const auto* fe = first_fault(c, [](const protocol::fault_event& x) { return firewall_fault(x) && x.decision != "plan"; });
+  if (!fe) fe = first_fault(c, [](const protocol::fault_event& x) { return firewall_fault(x); });
+  if (fe) mark_injected(held, *fe);
 }
 
 }  // namespace mailtap::diagnose
