@@ -318,9 +318,11 @@ class SenderGaveUp(DiagnoseTest):
     """RFC 1047: the sender stops waiting for the reply to its dot and closes; the destination
     accepts after that; the sender, which never saw the 250, sends the message again."""
 
-    def test_a_message_accepted_after_the_sender_closed_is_a_duplicate(self):
+    def message_to_a_slow_queue(self, seconds, message_id):
+        """A session whose destination answers the dot after `seconds`; the client has sent
+        its message and dot. Returns (relay, upstream, client)."""
         def slow_queue(conn, line):
-            time.sleep(1.5)
+            time.sleep(seconds)
             return b"250 2.0.0 Ok: queued as SLOW1\r\n"
         up = ScriptedAnswers({b".": slow_queue})
         self.addCleanup(up.stop)
@@ -329,7 +331,11 @@ class SenderGaveUp(DiagnoseTest):
         self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
         self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
         self.assertReply(c.command("DATA"), 354)
-        c.send(make_message("<gave-up@example.test>") + b".\r\n")
+        c.send(make_message(message_id) + b".\r\n")
+        return m, up, c
+
+    def test_a_message_accepted_after_the_sender_closed_is_a_duplicate(self):
+        m, up, c = self.message_to_a_slow_queue(1.5, "<gave-up@example.test>")
         time.sleep(0.3)
         c.sock.close()            # the sender's own timeout: a FIN, no QUIT, no reply read
         conn = up.wait_for_connections(1)[0]
@@ -342,17 +348,7 @@ class SenderGaveUp(DiagnoseTest):
         self.assertEqual(finding(doc, "handoff")["reply"]["code"], 250)
 
     def test_a_sender_that_waits_for_its_reply_is_no_duplicate(self):
-        def slow_queue(conn, line):
-            time.sleep(0.5)
-            return b"250 2.0.0 Ok: queued as SLOW2\r\n"
-        up = ScriptedAnswers({b".": slow_queue})
-        self.addCleanup(up.stop)
-        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), env=self.env)
-        c = self.greeted_client(m.port)
-        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
-        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
-        self.assertReply(c.command("DATA"), 354)
-        c.send(make_message("<waited@example.test>") + b".\r\n")
+        m, _, c = self.message_to_a_slow_queue(0.5, "<waited@example.test>")
         self.assertReply(c.reply(20), 250)
         self.assertReply(c.command("QUIT"), 221)
         rc, doc = diagnose(self.single_capture(m).path)
