@@ -133,7 +133,7 @@ void fault_holds::release_held(std::uint64_t now) {
       if (banner_delay_) event(now, *banner_delay_, phase::banner, "greeting held", now - banner_arrived_us_);
       reply r = std::move(*held_banner_);
       held_banner_.reset();
-      host_.release_banner(now, r, std::move(held_banner_bytes_));
+      host_.release_banner(now, banner_arrived_us_, r, std::move(held_banner_bytes_));
     }
   }
   if (held_dot_ && !host_.ended()) {

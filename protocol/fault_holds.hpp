@@ -44,7 +44,8 @@ class fault_host {
   // The greeting: whether the upstream's came; a fault's took its place; it went to the client.
   virtual bool greeted() const = 0;
   virtual void greeting_answered_by_fault() = 0;
-  virtual void release_banner(std::uint64_t now, const reply& r, std::string bytes) = 0;
+  // `arrived_us`: when the upstream's greeting came (the stage's upstream part ends there).
+  virtual void release_banner(std::uint64_t now, std::uint64_t arrived_us, const reply& r, std::string bytes) = 0;
   virtual void reply_sent(std::uint64_t now) = 0;
   virtual bool client_tls() const = 0;
   // Commands, as the machine records and forwards them.

@@ -827,16 +827,15 @@ void relay_fsm::note_auth_username(std::uint64_t now, std::string_view base64_re
 
 void relay_fsm::take_banner(std::uint64_t now, reply r) {
   greeted_ = true;
-  banner_arrived_us_ = now;
   std::string bytes = r.raw;
   if (faults_.banner(now, r, bytes)) return;   // answered, held or ended by a fault
-  release_banner(now, r, std::move(bytes));
+  release_banner(now, now, r, std::move(bytes));
 }
 
-void relay_fsm::release_banner(std::uint64_t now, const reply& r, std::string bytes) {
+void relay_fsm::release_banner(std::uint64_t now, std::uint64_t arrived_us, const reply& r, std::string bytes) {
   out_.send(leg::client, bytes, now);
   // The upstream's part ends when its greeting came; a fault that held it after that is the relay's.
-  const std::uint64_t upstream_us = banner_arrived_us_ > connected_us_ ? banner_arrived_us_ - connected_us_ : 0;
+  const std::uint64_t upstream_us = arrived_us > connected_us_ ? arrived_us - connected_us_ : 0;
   if (observer_) observer_->on_stage({phase::banner, connected_us_, now - connected_us_, upstream_us, 0});
   last_reply_sent_us_ = now;
   out_.arm(leg::upstream, disarmed);

@@ -152,7 +152,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void flush_replies(std::uint64_t now) override;
   void after_reply(std::uint64_t now, const reply_slot& p);
   std::string edit_ehlo_reply(std::uint64_t now, const reply& r, const rewrite_set* rewrites);
-  void release_banner(std::uint64_t now, const reply& r, std::string bytes) override;
+  void release_banner(std::uint64_t now, std::uint64_t arrived_us, const reply& r, std::string bytes) override;
 
   // starttls_host: what the STARTTLS sequencer asks of the machine.
   bool ended() const override { return ended_; }
@@ -247,7 +247,6 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   bool greeted_ = false;
   std::uint64_t started_us_ = 0;
   std::uint64_t connected_us_ = 0;
-  std::uint64_t banner_arrived_us_ = 0;   // when the upstream's greeting came (a fault may hold it longer)
 
   reply_queue owed_;   // replies the client is owed, in order (RFC 2920)
   std::uint64_t last_reply_sent_us_ = 0;

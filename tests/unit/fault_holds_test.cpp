@@ -45,7 +45,7 @@ class fake_host : public fault_host {
   void arm_upstream_for_head() override {}
   bool greeted() const override { return greeted_; }
   void greeting_answered_by_fault() override { greeted_ = true; }
-  void release_banner(std::uint64_t, const reply& r, std::string) override { released_banner = r.code; }
+  void release_banner(std::uint64_t, std::uint64_t, const reply& r, std::string) override { released_banner = r.code; }
   void reply_sent(std::uint64_t) override {}
   bool client_tls() const override { return false; }
   void announce_command(std::uint64_t, std::string_view body, const command&) override { announced.emplace_back(body); }
