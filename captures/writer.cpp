@@ -20,6 +20,7 @@
 #include <variant>
 #include <vector>
 
+#include "captures/cache_release.hpp"
 #include "captures/index.hpp"
 #include "captures/latin1_text.hpp"
 #include "mailtap/version.hpp"
@@ -88,6 +89,8 @@ struct capture_file {
   int fd = -1;
   bool listed = false;          // in store::buffered_files_ for the next tick
   bool synced_once = false;     // its directory entry was synced with it (store_options::fsync)
+  std::uint64_t written = 0;    // bytes write(2) accepted
+  cache_release cache;          // what is written leaves the page cache behind the writer
 };
 
 // A barrier waiting for its fdatasync (store_options::fsync).
@@ -468,8 +471,10 @@ void store::write_out(capture_file& f) {
       break;
     }
     rest.remove_prefix(static_cast<std::size_t>(n));
+    f.written += static_cast<std::uint64_t>(n);
     counters_.bytes_written.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
   }
+  if (!f.failed->load()) f.cache.written(f.fd, f.written);
   f.pending.clear();   // keeps its capacity for the next lines
 }
 
