@@ -270,9 +270,14 @@ void api::add_fault_routes() {
   });
 }
 
+bool api::host_allowed(std::string_view host, const request& req) const {
+  const std::string name = host_name_of(host);
+  if (ctx_.allowed_hosts.contains(name)) return true;
+  return ctx_.allow_local_address && !name.empty() && name == req.local;
+}
+
 std::optional<response> api::admit_events(const request& req) const {
-  if (!ctx_.allowed_hosts.contains(host_name_of(req.host)))
-    return error_response(403, "Host '" + req.host.substr(0, 100) + "' not allowed");
+  if (!host_allowed(req.host, req)) return error_response(403, "Host '" + req.host.substr(0, 100) + "' not allowed");
   if (!ctx_.token.empty()) {
     // A browser's WebSocket cannot send Authorization: it offers the token as a subprotocol,
     // or puts it in the query (admin/README.md, "Authentication").
@@ -287,8 +292,7 @@ std::optional<response> api::admit_events(const request& req) const {
   if (!req.origin.empty()) {
     std::string_view o = req.origin;
     const auto scheme = o.find("://");
-    const std::string name = scheme == std::string_view::npos ? "" : host_name_of(o.substr(scheme + 3));
-    if (!ctx_.allowed_hosts.contains(name))
+    if (scheme == std::string_view::npos || !host_allowed(o.substr(scheme + 3), req))
       return error_response(403, "Origin '" + req.origin.substr(0, 100) + "' not allowed");
   }
   return std::nullopt;
@@ -297,9 +301,10 @@ std::optional<response> api::admit_events(const request& req) const {
 response api::handle(const request& req) const {
   // RFC 9112 3.2: an HTTP/1.1 request has a Host; without one, or with a name this
   // listener is not, it may come from a page that rebound a DNS name to loopback.
-  if (!ctx_.allowed_hosts.contains(host_name_of(req.host)))
+  if (!host_allowed(req.host, req))
     return error_response(403, "Host '" + req.host.substr(0, 100) + "' not allowed (the admin API answers to " +
-                                   "its own address and localhost only)");
+                                   "localhost, its own address and the names given to it: add this one with " +
+                                   "--admin-host NAME or admin_hosts)");
   // The web UI's pages are not API routes (nor in its OpenAPI document). They hold no data
   // (the same files in every binary) and a browser's navigation cannot send a token, so they
   // come before the token check; everything they fetch comes after it.

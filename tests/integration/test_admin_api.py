@@ -582,6 +582,39 @@ class NonLoopbackAdmin(IntegrationTest):
             finally:
                 conn.close()
 
+    def test_bound_to_the_wildcard_it_answers_to_the_address_a_request_arrived_on(self):
+        # A newcomer's trial: on 0.0.0.0 the host's own IP was 403. 127.0.0.2 is one of this
+        # host's addresses that is not among the loopback names, like an interface address.
+        relay = self.start_mailtap(args=("--admin", "0.0.0.0:0"), env=dict(os.environ, MAILTAP_ADMIN_TOKEN=TOKEN))
+        port = self.admin_url_port(relay)
+        arrivals = ["127.0.0.2"]
+        if own_interface_address() != LOOPBACK:
+            arrivals.append(own_interface_address())
+        for address in arrivals:
+            for host, status in ((address, 200), ("%s:%d" % (address, port), 200),
+                                 ("127.0.0.3:%d" % port, 403), ("rebound.example.test", 403)):
+                conn = http.client.HTTPConnection(address, port, timeout=20)
+                try:
+                    conn.request("GET", "/api/v1/faults", headers={"Host": host, "Authorization": "Bearer " + TOKEN})
+                    r = conn.getresponse()
+                    body = r.read()
+                    self.assertEqual(r.status, status, (address, host, body))
+                    if status == 403:   # the refusal says how to add a name
+                        self.assertIn("--admin-host", json.loads(body)["error"])
+                finally:
+                    conn.close()
+
+    def test_bound_to_loopback_another_local_address_in_host_is_still_403(self):
+        relay = self.start_mailtap(args=("--admin", "127.0.0.1:0"))
+        port = relay.admin_port()
+        conn = http.client.HTTPConnection(LOOPBACK, port, timeout=20)
+        try:
+            conn.request("GET", "/healthz", headers={"Host": "127.0.0.2:%d" % port})
+            r = conn.getresponse()
+            self.assertEqual(r.status, 403, r.read())
+        finally:
+            conn.close()
+
     def test_a_reload_that_loses_the_token_fails_and_the_running_api_keeps_serving(self):
         token_file = os.path.join(self.workdir, "token")
         with open(token_file, "w") as f:
