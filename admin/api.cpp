@@ -92,6 +92,14 @@ json::array names_of(const std::vector<policies::rule>& rules) {
   return a;
 }
 
+// The 409 of a rule named as one in force: a duplicate within the request keeps the
+// loader's message (400), naming both lines.
+std::string already_armed(const std::string& name) {
+  const std::string n = name.substr(0, 128);
+  return "rule '" + n + "' is already armed (remove it first: DELETE /api/v1/faults/" + n + ", or mailtap faults remove " +
+         n + ")";
+}
+
 void log_mutation(const request& req, const std::string& what) {
   spdlog::info("admin: {} {} from {}: {}", req.method, req.target, req.peer.empty() ? "?" : req.peer, what);
 }
@@ -230,7 +238,9 @@ void api::add_fault_routes() {
     auto loaded = rules_from_body(c.req.body, *format);
     if (!loaded.ok()) return error_response(400, loaded.error);
     auto names = names_of(loaded.rules);
-    if (auto problem = ctx_.faults->add_all(std::move(loaded.rules))) return error_response(409, *problem);
+    std::string armed;
+    if (auto problem = ctx_.faults->add_all(std::move(loaded.rules), &armed))
+      return error_response(409, armed.empty() ? *problem : already_armed(armed));
     log_mutation(c.req, "added fault rule(s) " + json::serialize(names));
     return json_of(201, json::object{{"added", std::move(names)}});
   });
@@ -264,7 +274,9 @@ void api::add_fault_routes() {
     auto loaded = policies::load_scenario(file);
     if (!loaded.ok()) return error_response(400, loaded.error);
     auto names = names_of(loaded.rules);
-    if (auto problem = ctx_.faults->add_all(std::move(loaded.rules))) return error_response(409, file + ": " + *problem);
+    std::string armed;
+    if (auto problem = ctx_.faults->add_all(std::move(loaded.rules), &armed))
+      return error_response(409, file + ": " + (armed.empty() ? *problem : already_armed(armed)));
     log_mutation(c.req, "loaded scenario " + file + ": fault rule(s) " + json::serialize(names));
     return json_of(201, json::object{{"added", std::move(names)}, {"file", file}});
   });

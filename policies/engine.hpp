@@ -50,8 +50,10 @@ class engine {
   // Checks the rule (registry.hpp check_rule: defaults its phases) and appends it; the
   // problem on a duplicate name, a bad rule or past limits::rules_loaded.
   std::optional<std::string> add(rule r);
-  // All or none (a scenario file at once).
-  std::optional<std::string> add_all(std::vector<rule> rules);
+  // All or none (a scenario file at once). When the problem is a new rule named as one
+  // already loaded, `already_loaded` (if given) gets that name, so that a caller can say how to
+  // free it (the admin API: remove it first).
+  std::optional<std::string> add_all(std::vector<rule> rules, std::string* already_loaded = nullptr);
   // A reload: `rules` become the whole rule set, all or none (on a problem the current rules
   // stay). The new rules start afresh (state and counts); sessions already open keep the
   // rules they opened with, and new sessions get these.

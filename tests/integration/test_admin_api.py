@@ -259,6 +259,30 @@ class Faults(AdminTest):
         rc, out = self.swaks(self.relay.port, "--to", TO)
         self.assertEqual(rc, 0, out)
 
+    def test_a_name_already_armed_is_409_saying_so_and_how_to_remove_it(self):
+        # A newcomer's trial: the 409 read "request:21: key 'name': duplicate rule name
+        # 'mailbox-full' (first at line 20)", as if the request held the name twice.
+        path = os.path.join(SCENARIOS_DIR, "mailbox-full.toml")
+        with open(path, "rb") as f:
+            scenario = f.read()
+        code, _, body = self.request("POST", "/api/v1/faults", scenario, "application/toml")
+        self.assertEqual(code, 201, body)
+        code, _, body = self.request("POST", "/api/v1/faults", scenario, "application/toml")
+        self.assertEqual(self.assertOneLineError(code, body, 409),
+                         "rule 'mailbox-full' is already armed (remove it first: DELETE /api/v1/faults/mailbox-full, "
+                         "or mailtap faults remove mailbox-full)")
+        code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": path}), "application/json")
+        self.assertIn("rule 'mailbox-full' is already armed", self.assertOneLineError(code, body, 409))
+        code, out, err = self.cli("faults", "add", path)
+        self.assertEqual(code, 1, (out, err))
+        self.assertEqual(err, "mailtap faults add: rule 'mailbox-full' is already armed (remove it first: "
+                              "DELETE /api/v1/faults/mailbox-full, or mailtap faults remove mailbox-full)\n")
+        # A name twice within one request keeps the loader's message, naming both lines.
+        code, _, body = self.request("POST", "/api/v1/faults", FULL_TOML + FULL_TOML, "application/toml")
+        self.assertEqual(self.assertOneLineError(code, body, 400),
+                         "request:9: key 'name': duplicate rule name 'full' (first at line 1)")
+        self.assertEqual([f["name"] for f in self.get_json("/api/v1/faults")["faults"]], ["mailbox-full"])
+
     def test_a_scenario_file_loads_by_path(self):
         path = os.path.join(SCENARIOS_DIR, "mailbox-full.toml")
         code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": path}), "application/json")
