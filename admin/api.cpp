@@ -228,7 +228,8 @@ void api::add_fault_routes() {
                                       {"phases", std::move(phases)},
                                       {"injected", s.injected},
                                       {"max_count", s.max_count ? json::value(*s.max_count) : json::value(nullptr)},
-                                      {"active", s.active}});
+                                      {"active", s.active},
+                                      {"source", s.added_at_runtime ? "api" : "config"}});
     }
     return json_of(200, json::object{{"faults", std::move(rules)}});
   });
@@ -238,6 +239,7 @@ void api::add_fault_routes() {
     auto loaded = rules_from_body(c.req.body, *format);
     if (!loaded.ok()) return error_response(400, loaded.error);
     auto names = names_of(loaded.rules);
+    for (auto& r : loaded.rules) r.added_at_runtime = true;
     std::string armed;
     if (auto problem = ctx_.faults->add_all(std::move(loaded.rules), &armed))
       return error_response(409, armed.empty() ? *problem : already_armed(armed));
@@ -274,6 +276,7 @@ void api::add_fault_routes() {
     auto loaded = policies::load_scenario(file);
     if (!loaded.ok()) return error_response(400, loaded.error);
     auto names = names_of(loaded.rules);
+    for (auto& r : loaded.rules) r.added_at_runtime = true;
     std::string armed;
     if (auto problem = ctx_.faults->add_all(std::move(loaded.rules), &armed))
       return error_response(409, file + ": " + (armed.empty() ? *problem : already_armed(armed)));

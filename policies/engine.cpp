@@ -89,15 +89,20 @@ std::optional<std::string> engine::add_all(std::vector<rule> rules, std::string*
   }
 }
 
-std::optional<std::string> engine::replace_all(std::vector<rule> rules) {
+std::optional<std::string> engine::replace_all(std::vector<rule> rules, std::vector<std::string>* removed_runtime) {
   try {
     auto fresh = std::make_shared<rule_set>();
     if (auto problem = prepare(rules, *fresh)) return problem;
     const std::uint64_t now = shared_->steady_now_us();
     for (auto& lr : *fresh) lr->loaded_us = now;
     std::shared_ptr<const rule_set> gone;   // freed after the lock is released
-    std::lock_guard lock(shared_->mutex);
-    gone = std::exchange(shared_->rules, std::move(fresh));
+    {
+      std::lock_guard lock(shared_->mutex);
+      gone = std::exchange(shared_->rules, std::move(fresh));
+    }
+    if (removed_runtime)
+      for (const auto& lr : *gone)
+        if (lr->r.added_at_runtime) removed_runtime->push_back(lr->r.name);
     return std::nullopt;
   } catch (const std::exception& e) {
     return std::string("cannot replace rules: ") + e.what();
@@ -134,7 +139,7 @@ std::vector<rule_summary> engine::list() const {
     std::lock_guard lock(shared_->mutex);
     for (const auto& lr : *shared_->rules) {
       out.push_back({lr->r.name, std::string(lr->r.type()), lr->r.phases, lr->injected, lr->r.match.max_count,
-                     !lr->exhausted() && lr->r.match.active(lr->loaded_us, now, wall)});
+                     !lr->exhausted() && lr->r.match.active(lr->loaded_us, now, wall), lr->r.added_at_runtime});
     }
   } catch (...) {
     // Out of memory: what was collected so far.

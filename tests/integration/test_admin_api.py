@@ -283,6 +283,46 @@ class Faults(AdminTest):
                          "request:9: key 'name': duplicate rule name 'full' (first at line 1)")
         self.assertEqual([f["name"] for f in self.get_json("/api/v1/faults")["faults"]], ["mailbox-full"])
 
+    def test_a_reload_removes_the_rules_armed_over_the_api_and_counts_them(self):
+        # A newcomer's trial: SIGHUP dropped API-armed rules and said nothing of it.
+        relay = self.start_mailtap(args=("--scenario", os.path.join(SCENARIOS_DIR, "mailbox-full.toml")),
+                                   name="scenario-relay")
+        admin = relay.admin_port()
+
+        def call(method, path, body=None, content_type=None):
+            conn = http.client.HTTPConnection(LOOPBACK, admin, timeout=20)
+            try:
+                conn.request(method, path, body=body, headers={"Content-Type": content_type} if content_type else {})
+                r = conn.getresponse()
+                return r.status, r.read()
+            finally:
+                conn.close()
+
+        def faults():
+            code, body = call("GET", "/api/v1/faults")
+            self.assertEqual(code, 200, body)
+            return [(f["name"], f["source"]) for f in json.loads(body)["faults"]]
+
+        def metric(name, **labels):
+            code, body = call("GET", "/metrics")
+            self.assertEqual(code, 200, body)
+            return self.sample(body.decode(), name, **labels)
+
+        code, body = call("POST", "/api/v1/faults", json.dumps([
+            {"name": "api-rule", "type": "reply", "phase": "mail", "code": 451},
+            {"name": "api-rule-2", "type": "reply", "phase": "rcpt", "code": 451}]), "application/json")
+        self.assertEqual(code, 201, body)
+        self.assertEqual(faults(), [("mailbox-full", "config"), ("api-rule", "api"), ("api-rule-2", "api")])
+        self.assertEqual(metric("mailtap_reload_removed_api_rules_total"), 0.0)
+        for reloads in (1, 2):   # the second reload has nothing armed over the API to remove
+            relay.signal(signal.SIGHUP)
+            wait_until(lambda: metric("mailtap_reloads_total", result="ok") == reloads, 20, "reload %d" % reloads)
+            self.assertEqual(faults(), [("mailbox-full", "config")])
+            self.assertEqual(metric("mailtap_reload_removed_api_rules_total"), 2.0)
+        rc, out = self.swaks(relay.port, "--to", TO)   # api-rule is gone: MAIL is not answered 451
+        self.assertIn("552 5.2.2", out)
+        self.assertNotIn("** 451", out)
+
     def test_a_scenario_file_loads_by_path(self):
         path = os.path.join(SCENARIOS_DIR, "mailbox-full.toml")
         code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": path}), "application/json")
