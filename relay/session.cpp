@@ -63,7 +63,7 @@ protocol::relay_options relay_options_from(const relay_context& ctx, const upstr
   o.eol = ctx.cfg.bare_eol;
   o.timeouts = ctx.cfg.timeouts;
   o.name = ctx.cfg.relay_name;
-  o.upstream = target.where.to_string();
+  o.upstream = target.label;
   o.record_auth_username = ctx.cfg.record_auth_username;
   o.upstream_preamble = upstream_preamble(ctx.cfg.identity, who);
   o.xclient = xclient_identity_for(ctx.cfg.identity, who);
