@@ -223,7 +223,9 @@ void session::start_legs() {
     spawn(write_leg(leg::upstream));
     spawn(read_leg(leg::upstream));
     spawn(read_leg(leg::client));
-  } else if (!fsm_.finished()) {
+  } else {
+    // Also when a fault or an unreachable upstream already ended the session: the client
+    // leg's lingering close waits for the client's FIN, and only a reader sees it.
     spawn(read_leg(leg::client));
   }
   spawn(watchdog());
