@@ -92,6 +92,14 @@ json::array names_of(const std::vector<policies::rule>& rules) {
   return a;
 }
 
+// The 409 of a rule named as one in force: a duplicate within the request keeps the
+// loader's message (400), naming both lines.
+std::string already_armed(const std::string& name) {
+  const std::string n = name.substr(0, 128);
+  return "rule '" + n + "' is already armed (remove it first: DELETE /api/v1/faults/" + n + ", or mailtap faults remove " +
+         n + ")";
+}
+
 void log_mutation(const request& req, const std::string& what) {
   spdlog::info("admin: {} {} from {}: {}", req.method, req.target, req.peer.empty() ? "?" : req.peer, what);
 }
@@ -220,7 +228,8 @@ void api::add_fault_routes() {
                                       {"phases", std::move(phases)},
                                       {"injected", s.injected},
                                       {"max_count", s.max_count ? json::value(*s.max_count) : json::value(nullptr)},
-                                      {"active", s.active}});
+                                      {"active", s.active},
+                                      {"source", s.added_at_runtime ? "api" : "config"}});
     }
     return json_of(200, json::object{{"faults", std::move(rules)}});
   });
@@ -230,7 +239,10 @@ void api::add_fault_routes() {
     auto loaded = rules_from_body(c.req.body, *format);
     if (!loaded.ok()) return error_response(400, loaded.error);
     auto names = names_of(loaded.rules);
-    if (auto problem = ctx_.faults->add_all(std::move(loaded.rules))) return error_response(409, *problem);
+    for (auto& r : loaded.rules) r.added_at_runtime = true;
+    std::string armed;
+    if (auto problem = ctx_.faults->add_all(std::move(loaded.rules), &armed))
+      return error_response(409, armed.empty() ? *problem : already_armed(armed));
     log_mutation(c.req, "added fault rule(s) " + json::serialize(names));
     return json_of(201, json::object{{"added", std::move(names)}});
   });
@@ -264,15 +276,23 @@ void api::add_fault_routes() {
     auto loaded = policies::load_scenario(file);
     if (!loaded.ok()) return error_response(400, loaded.error);
     auto names = names_of(loaded.rules);
-    if (auto problem = ctx_.faults->add_all(std::move(loaded.rules))) return error_response(409, file + ": " + *problem);
+    for (auto& r : loaded.rules) r.added_at_runtime = true;
+    std::string armed;
+    if (auto problem = ctx_.faults->add_all(std::move(loaded.rules), &armed))
+      return error_response(409, file + ": " + (armed.empty() ? *problem : already_armed(armed)));
     log_mutation(c.req, "loaded scenario " + file + ": fault rule(s) " + json::serialize(names));
     return json_of(201, json::object{{"added", std::move(names)}, {"file", file}});
   });
 }
 
+bool api::host_allowed(std::string_view host, const request& req) const {
+  const std::string name = host_name_of(host);
+  if (ctx_.allowed_hosts.contains(name)) return true;
+  return ctx_.allow_local_address && !name.empty() && name == req.local;
+}
+
 std::optional<response> api::admit_events(const request& req) const {
-  if (!ctx_.allowed_hosts.contains(host_name_of(req.host)))
-    return error_response(403, "Host '" + req.host.substr(0, 100) + "' not allowed");
+  if (!host_allowed(req.host, req)) return error_response(403, "Host '" + req.host.substr(0, 100) + "' not allowed");
   if (!ctx_.token.empty()) {
     // A browser's WebSocket cannot send Authorization: it offers the token as a subprotocol,
     // or puts it in the query (admin/README.md, "Authentication").
@@ -287,8 +307,7 @@ std::optional<response> api::admit_events(const request& req) const {
   if (!req.origin.empty()) {
     std::string_view o = req.origin;
     const auto scheme = o.find("://");
-    const std::string name = scheme == std::string_view::npos ? "" : host_name_of(o.substr(scheme + 3));
-    if (!ctx_.allowed_hosts.contains(name))
+    if (scheme == std::string_view::npos || !host_allowed(o.substr(scheme + 3), req))
       return error_response(403, "Origin '" + req.origin.substr(0, 100) + "' not allowed");
   }
   return std::nullopt;
@@ -297,9 +316,10 @@ std::optional<response> api::admit_events(const request& req) const {
 response api::handle(const request& req) const {
   // RFC 9112 3.2: an HTTP/1.1 request has a Host; without one, or with a name this
   // listener is not, it may come from a page that rebound a DNS name to loopback.
-  if (!ctx_.allowed_hosts.contains(host_name_of(req.host)))
+  if (!host_allowed(req.host, req))
     return error_response(403, "Host '" + req.host.substr(0, 100) + "' not allowed (the admin API answers to " +
-                                   "its own address and localhost only)");
+                                   "localhost, its own address and the names given to it: add this one with " +
+                                   "--admin-host NAME or admin_hosts)");
   // The web UI's pages are not API routes (nor in its OpenAPI document). They hold no data
   // (the same files in every binary) and a browser's navigation cannot send a token, so they
   // come before the token check; everything they fetch comes after it.

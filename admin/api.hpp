@@ -1,7 +1,8 @@
 // The admin API (admin/README.md, admin/openapi.json): /healthz, /readyz, /metrics and
 // /api/v1 — sessions from the captures, fault rules in the running engine, scenario files —
 // as routes on admin/router.hpp, behind the Host check (only the names of the address it
-// listens on: a DNS-rebinding page cannot reach it) and, when one is set, the bearer token
+// listens on, and bound to a wildcard the address each connection arrived on: a
+// DNS-rebinding page cannot reach it) and, when one is set, the bearer token
 // (admin/auth.hpp). Handlers run on the admin worker threads;
 // everything they touch is thread-safe (the engine, atomics, the filesystem). Every mutation
 // is logged (spdlog, info) with the peer.
@@ -29,6 +30,9 @@ struct api_context {
   std::function<bool()> ready;
   // The Host header values allowed, lower-case, without port ("localhost", "127.0.0.1", "[::1]").
   std::set<std::string> allowed_hosts;
+  // Bound to a wildcard (0.0.0.0, ::): each request's own local address (request::local) is
+  // allowed too, since that address is the listener's.
+  bool allow_local_address = false;
   // The bearer token every request needs (admin/auth.hpp); empty: none.
   std::string token;
 };
@@ -45,6 +49,8 @@ class api {
  private:
   void add_session_routes();
   void add_fault_routes();
+  // The name part of a Host (or an Origin's authority) names this listener.
+  bool host_allowed(std::string_view host, const request& req) const;
   api_context ctx_;
   router router_;
 };

@@ -16,6 +16,7 @@ api_context context_for(server& relay, const config& cfg, const captures::store*
   c.ready = [&relay] { return !relay.draining(); };
   c.allowed_hosts = loopback_host_allowlist(cfg.admin.host);
   c.allowed_hosts.insert(cfg.admin_hosts.begin(), cfg.admin_hosts.end());
+  c.allow_local_address = is_wildcard_address(cfg.admin.host);
   c.token = cfg.admin_token;
   return c;
 }
@@ -26,6 +27,12 @@ bool is_loopback_address(const std::string& host) {
   boost::system::error_code ec;
   auto a = boost::asio::ip::make_address(host, ec);
   return !ec && a.is_loopback();
+}
+
+bool is_wildcard_address(const std::string& host) {
+  boost::system::error_code ec;
+  auto a = boost::asio::ip::make_address(host, ec);
+  return !ec && a.is_unspecified();
 }
 
 std::string admin_address_problem(const config& cfg) {

@@ -16,6 +16,9 @@ namespace mailtap::admin {
 
 // A literal loopback address (127.0.0.0/8, ::1).
 bool is_loopback_address(const std::string& host);
+// True for 0.0.0.0 and :: (any spelling): a listener there answers on every address of the
+// host, so the Host check also takes the address each connection arrived on.
+bool is_wildcard_address(const std::string& host);
 // The one-line refusal of a non-loopback admin address without a token ("" when it is
 // loopback, or has a token, or the API is off).
 std::string admin_address_problem(const config& cfg);

@@ -79,7 +79,7 @@ std::string lower_media_type(std::string_view content_type) {
   return t;
 }
 
-request to_plain(const beast_request& req, const std::string& peer) {
+request to_plain(const beast_request& req, const std::string& peer, const std::string& local) {
   request r;
   r.method = std::string(req.method_string());
   r.target = std::string(req.target());
@@ -90,6 +90,7 @@ request to_plain(const beast_request& req, const std::string& peer) {
   r.websocket_protocols = std::string(req[http::field::sec_websocket_protocol]);
   r.body = req.body();
   r.peer = peer;
+  r.local = local;
   return r;
 }
 
@@ -123,6 +124,16 @@ std::string peer_of(const tcp::socket& socket) {
   boost::system::error_code ec;
   auto ep = socket.remote_endpoint(ec);
   return ec ? std::string("?") : endpoint{ep.address().to_string(), ep.port()}.to_string();
+}
+
+// The socket's local address as a Host header names it (request::local).
+std::string local_of(const tcp::socket& socket) {
+  boost::system::error_code ec;
+  auto ep = socket.local_endpoint(ec);
+  if (ec) return "";
+  auto a = ep.address();
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  return a.is_v6() ? "[" + a.to_string() + "]" : a.to_string();
 }
 
 asio::awaitable<response> run_on_worker(http_server::state& s, request req);
@@ -204,6 +215,7 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
   } count{*s};
   const auto& limits = s->limits;
   const std::string peer = peer_of(socket);
+  const std::string local = local_of(socket);
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
   for (std::size_t served = 0; served < limits.max_requests_per_connection; ++served) {
@@ -248,7 +260,7 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
     auto req = parser.release();
     if (s->websocket && beast::websocket::is_upgrade(req)) {
       parsed_target target;
-      auto plain = to_plain(req, peer);
+      auto plain = to_plain(req, peer, local);
       if (parse_target(plain.target, target) && target.path == s->websocket->path) {
         if (auto refusal = s->websocket->admit(plain)) {
           bool ok = false;
@@ -260,7 +272,7 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
       }
     }
     const bool keep_alive = req.keep_alive() && served + 1 < limits.max_requests_per_connection;
-    response res = co_await run_on_worker(*s, to_plain(req, peer));
+    response res = co_await run_on_worker(*s, to_plain(req, peer, local));
     bool ok = false;
     co_await write_response(stream, to_beast(res, req.version(), keep_alive), limits, ok);
     if (!ok || !keep_alive) break;

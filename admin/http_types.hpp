@@ -20,6 +20,10 @@ struct request {
   std::string websocket_protocols;   // Sec-WebSocket-Protocol, as sent
   std::string body;
   std::string peer;           // "127.0.0.1:41234", for the mutation log
+  // The address the connection arrived on, as a Host header names it ("192.0.2.2",
+  // "[2001:db8::1]"; an IPv4-mapped IPv6 address as IPv4; "" when unknown): the Host check
+  // of a listener bound to a wildcard address (admin/api.hpp).
+  std::string local;
 };
 
 struct response {

@@ -118,6 +118,9 @@ void reloads(writer& w, const relay_metrics& m) {
   w.family("mailtap_reloads_total", metric_type::counter, "SIGHUP reloads, by result.");
   w.sample("mailtap_reloads_total", {{"result", "ok"}}, get(m.reloads_ok));
   w.sample("mailtap_reloads_total", {{"result", "failed"}}, get(m.reloads_failed));
+  one_counter(w, "mailtap_reload_removed_api_rules_total",
+              "Fault rules armed over the admin API that a SIGHUP reload removed (a reload arms the files' rules only).",
+              get(m.reload_removed_api_rules));
 }
 
 }  // namespace

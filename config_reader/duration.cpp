@@ -1,4 +1,4 @@
-// Duration strings: digits then one of ms, s, m, h; byte sizes: digits then an optional
+// Duration strings: digits then one of ms, s, m, h, d; byte sizes: digits then an optional
 // SI or IEC unit. No fractions, no spaces, no sign.
 #include "config_reader/duration.hpp"
 
@@ -27,6 +27,7 @@ std::optional<std::uint64_t> parse_duration(std::string_view text, std::string& 
   else if (unit == "s") scale = 1'000'000;
   else if (unit == "m") scale = 60'000'000;
   else if (unit == "h") scale = 3'600'000'000;
+  else if (unit == "d") scale = 86'400'000'000;   // retention ages: "7d"
   if (i == 0 || scale == 0) {
     // Escaped: errors are one line, whatever the string held.
     problem = std::string(expected) + ", got '" + protocol::escape_bytes(text, 40) + "'";

@@ -1,6 +1,6 @@
 // Duration and byte-size strings, as config files and scenario files write them. Durations:
-// a non-negative integer and a unit, "250ms", "5s", "2m", "1h", at most max_duration_us (one
-// year), held as microseconds. Byte sizes: an integer and an optional unit, "512", "64KiB",
+// a non-negative integer and a unit, "250ms", "5s", "2m", "1h", "7d" (a day is 24 h), at most
+// max_duration_us (one year), held as microseconds. Byte sizes: an integer and an optional unit, "512", "64KiB",
 // "10MB", "2GiB". Owns nothing. Pure functions, thread-safe.
 #pragma once
 #include <cstdint>

@@ -35,13 +35,18 @@ std::optional<std::string> engine::add(rule r) {
 namespace {
 
 // The first name `fresh` repeats, within itself or of `current` (registry.hpp: the one
-// duplicate check, naming both places).
-std::optional<std::string> repeated_name(const rule_set& current, const rule_set& fresh) {
+// duplicate check, naming both places); `already_loaded` gets the name when the first of the
+// two is in `current`.
+std::optional<std::string> repeated_name(const rule_set& current, const rule_set& fresh,
+                                         std::string* already_loaded = nullptr) {
   std::vector<const rule*> all;   // the loaded ones first: a new rule is the duplicate
   for (const auto& lr : current) all.push_back(&lr->r);
   for (const auto& lr : fresh) all.push_back(&lr->r);
-  if (auto duplicate = find_duplicate_name(all)) return std::move(duplicate->message);
-  return std::nullopt;
+  auto duplicate = find_duplicate_name(all);
+  if (!duplicate) return std::nullopt;
+  if (already_loaded && std::any_of(current.begin(), current.end(), [&](const auto& lr) { return &lr->r == duplicate->first; }))
+    *already_loaded = duplicate->first->name;
+  return std::move(duplicate->message);
 }
 
 // Checks every rule and makes its loaded form (names unique within `rules`); the problem
@@ -60,7 +65,7 @@ std::optional<std::string> prepare(std::vector<rule>& rules, rule_set& fresh) {
 
 }  // namespace
 
-std::optional<std::string> engine::add_all(std::vector<rule> rules) {
+std::optional<std::string> engine::add_all(std::vector<rule> rules, std::string* already_loaded) {
   try {
     rule_set fresh;
     if (auto problem = prepare(rules, fresh)) return problem;
@@ -69,7 +74,7 @@ std::optional<std::string> engine::add_all(std::vector<rule> rules) {
     const rule_set& current = *shared_->rules;
     if (current.size() + fresh.size() > limits::rules_loaded)
       return "more than " + std::to_string(limits::rules_loaded) + " rules loaded";
-    if (auto problem = repeated_name(current, fresh)) return problem;
+    if (auto problem = repeated_name(current, fresh, already_loaded)) return problem;
     auto next = std::make_shared<rule_set>(current);
     for (auto& lr : fresh) {
       lr->loaded_us = now;
@@ -84,15 +89,20 @@ std::optional<std::string> engine::add_all(std::vector<rule> rules) {
   }
 }
 
-std::optional<std::string> engine::replace_all(std::vector<rule> rules) {
+std::optional<std::string> engine::replace_all(std::vector<rule> rules, std::vector<std::string>* removed_runtime) {
   try {
     auto fresh = std::make_shared<rule_set>();
     if (auto problem = prepare(rules, *fresh)) return problem;
     const std::uint64_t now = shared_->steady_now_us();
     for (auto& lr : *fresh) lr->loaded_us = now;
     std::shared_ptr<const rule_set> gone;   // freed after the lock is released
-    std::lock_guard lock(shared_->mutex);
-    gone = std::exchange(shared_->rules, std::move(fresh));
+    {
+      std::lock_guard lock(shared_->mutex);
+      gone = std::exchange(shared_->rules, std::move(fresh));
+    }
+    if (removed_runtime)
+      for (const auto& lr : *gone)
+        if (lr->r.added_at_runtime) removed_runtime->push_back(lr->r.name);
     return std::nullopt;
   } catch (const std::exception& e) {
     return std::string("cannot replace rules: ") + e.what();
@@ -129,7 +139,7 @@ std::vector<rule_summary> engine::list() const {
     std::lock_guard lock(shared_->mutex);
     for (const auto& lr : *shared_->rules) {
       out.push_back({lr->r.name, std::string(lr->r.type()), lr->r.phases, lr->injected, lr->r.match.max_count,
-                     !lr->exhausted() && lr->r.match.active(lr->loaded_us, now, wall)});
+                     !lr->exhausted() && lr->r.match.active(lr->loaded_us, now, wall), lr->r.added_at_runtime});
     }
   } catch (...) {
     // Out of memory: what was collected so far.

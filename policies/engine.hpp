@@ -28,6 +28,7 @@ struct rule_summary {
   std::uint64_t injected = 0;                 // times it won (or contributed a rewrite or plan)
   std::optional<std::uint64_t> max_count;
   bool active = false;                        // inside its after/for/until window and under max_count
+  bool added_at_runtime = false;              // rule::added_at_runtime: a reload removes it
 };
 
 // faults_injected{rule,type}
@@ -50,12 +51,15 @@ class engine {
   // Checks the rule (registry.hpp check_rule: defaults its phases) and appends it; the
   // problem on a duplicate name, a bad rule or past limits::rules_loaded.
   std::optional<std::string> add(rule r);
-  // All or none (a scenario file at once).
-  std::optional<std::string> add_all(std::vector<rule> rules);
+  // All or none (a scenario file at once). When the problem is a new rule named as one
+  // already loaded, `already_loaded` (if given) gets that name, so that a caller can say how to
+  // free it (the admin API: remove it first).
+  std::optional<std::string> add_all(std::vector<rule> rules, std::string* already_loaded = nullptr);
   // A reload: `rules` become the whole rule set, all or none (on a problem the current rules
   // stay). The new rules start afresh (state and counts); sessions already open keep the
-  // rules they opened with, and new sessions get these.
-  std::optional<std::string> replace_all(std::vector<rule> rules);
+  // rules they opened with, and new sessions get these. `removed_runtime` (if given) gets the
+  // names of the rules added at runtime (rule::added_at_runtime) that were in force.
+  std::optional<std::string> replace_all(std::vector<rule> rules, std::vector<std::string>* removed_runtime = nullptr);
   bool remove(std::string_view name);
   // Every rule, its state and its counts.
   void reset();

@@ -64,6 +64,9 @@ struct rule {
   std::string name;
   std::string origin;                    // "FILE:LINE" of its name in a scenario (empty: made in code)
   std::uint32_t table_line = 0;          // the line of its [[fault]] header (0: made in code)
+  // Added while the relay runs (the admin API), not from its configuration: a reload, which
+  // replaces every rule with the files' rules, removes it and says so (relay/reload.hpp).
+  bool added_at_runtime = false;
   type_params params;
   std::vector<protocol::phase> phases;   // empty for session-wide types
   matcher match;

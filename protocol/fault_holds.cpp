@@ -189,9 +189,14 @@ void fault_holds::start(std::uint64_t now) {
         return;
       }
       event(now, d, phase::connect, "upstream refused the connection");
-      // Word for word what the shell reports for a real refusal (relay/session.cpp): the
-      // fault record above is what marks this one as injected.
-      host_.upstream_unreachable(now, "connect to " + options_.upstream + ": Connection refused");
+      // The client hears word for word what the shell reports for a real refusal
+      // (relay/session.cpp), naming the upstream as configured (`builtin`, never the built-in
+      // sink's own port); the capture's note and end detail say it was injected.
+      {
+        const std::string reason = "connect to " + options_.upstream + ": Connection refused";
+        host_.upstream_unreachable(now, reason,
+                                   reason + " (injected by fault rule '" + d.rule + "': no connection was attempted)");
+      }
       return;
     default: greeting(now, d); return;
   }

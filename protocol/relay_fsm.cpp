@@ -72,11 +72,12 @@ void relay_fsm::on_upstream_unreachable(std::uint64_t now, std::string_view reas
   if (!ended_) upstream_unreachable(now, reason);
 }
 
-void relay_fsm::upstream_unreachable(std::uint64_t now, std::string_view reason) {
+void relay_fsm::upstream_unreachable(std::uint64_t now, std::string_view reason, std::string_view detail) {
+  if (detail.empty()) detail = reason;
   out_.mark_closed(leg::upstream);
-  out_.note(now, "upstream unreachable: " + std::string(reason));
+  out_.note(now, "upstream unreachable: " + std::string(detail));
   std::string text = options_.name + " upstream unavailable: " + std::string(reason);
-  end_with_reply(now, make_reply(421, "4.4.1", text), "upstream_unreachable", reason);
+  end_with_reply(now, make_reply(421, "4.4.1", text), "upstream_unreachable", detail);
 }
 
 void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {

@@ -58,8 +58,9 @@ struct relay_options {
   bare_eol_mode eol = bare_eol_mode::strict;
   relay_timeouts timeouts;
   std::string name = "mailtap";   // appears in the relay's own replies
-  // The upstream as the relay's own replies name it ("host:port"), so that an injected
-  // refusal reads like a real one.
+  // The upstream as the relay's own replies name it: "host:port" as configured, so that an
+  // injected refusal reads like a real one, or "builtin" (the built-in sink's internal port is
+  // no address of the mail path's).
   std::string upstream = "upstream";
   relay_tls_options tls;
   // Record the AUTH username (PLAIN, LOGIN) in a note; the secret is never recorded.

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "captures/index.hpp"
 #include "captures/retention.hpp"
 #include "relay/cli.hpp"
 #include "relay/config.hpp"
@@ -40,12 +41,19 @@ int prune(const prune_flags& f) {
   }
   const auto r = captures::prune_with_index(dir, limits, std::chrono::system_clock::now());
   for (const auto& e : r.errors) std::fprintf(stderr, "mailtap captures prune: %s\n", e.c_str());
+  // What it removed, oldest first, by session id (what show, diagnose and export take).
+  for (const auto& id : r.removed_sessions) std::printf("removed %s\n", id.c_str());
   std::printf("%s: removed %llu capture(s), %llu bytes; %llu left, %llu bytes", dir.c_str(),
               static_cast<unsigned long long>(r.removed), static_cast<unsigned long long>(r.removed_bytes),
               static_cast<unsigned long long>(r.kept), static_cast<unsigned long long>(r.kept_bytes));
   if (r.left_unfinished > 0)
     std::printf(" (%llu past a limit but unfinished or in progress, kept)",
                 static_cast<unsigned long long>(r.left_unfinished));
+  // max_bytes counts the captures only: removing rows does not shrink the index's file
+  // (README "Keeping the disk"), so it is named apart.
+  if (auto index_bytes = std::filesystem::file_size(dir / captures::index_file_name, ec); !ec)
+    std::printf("; %s %llu bytes, not counted", std::string(captures::index_file_name).c_str(),
+                static_cast<unsigned long long>(index_bytes));
   std::printf("\n");
   if (!r.errors.empty()) return exit_problem;
   return r.over_max_bytes ? exit_problem : exit_ok;
@@ -61,7 +69,7 @@ void register_captures(CLI::App& app, int& exit_code) {
                                 "record: in progress or cut by a crash)");
   auto f = std::make_shared<prune_flags>();
   p->add_option("--dir", f->dir, "Capture directory (default ~/.local/state/mailtap/captures)");
-  p->add_option("--max-age", f->max_age, "Remove finished captures last written longer ago than this, e.g. 168h");
+  p->add_option("--max-age", f->max_age, "Remove finished captures last written longer ago than this, e.g. 7d, 12h, 30m");
   p->add_option("--max-bytes", f->max_bytes, "Remove the oldest finished captures while the directory holds more, e.g. 10GiB");
   p->callback([f, &exit_code] { exit_code = prune(*f); });
   register_captures_index(*cmd, exit_code);

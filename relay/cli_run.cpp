@@ -6,11 +6,13 @@
 #include <malloc.h>
 
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
 #include <limits>
 #include <system_error>
+#include <thread>
 #include <type_traits>
 
 #include "admin/control_plane.hpp"
@@ -306,6 +308,22 @@ void keep_large_blocks_in_the_arenas() {
   ::mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
 }
 
+// The relay has stopped, so every capture is closed; the store's writer thread puts the last
+// ones in the index at its next tick (every 20 ms, captures/writer.hpp). The summary waits for
+// that batch, so that "N indexed" counts it: until every closed capture is indexed or left out,
+// a write of the index fails, or a bound passes. An index that already failed is not waited
+// for (it is retried once a minute). Returns the captures closed.
+std::uint64_t wait_for_the_last_index_batch(const captures::store_counters& c) {
+  const auto closed = c.complete.load() + c.incomplete.load();
+  const auto failures = c.index_failures.load();
+  if (failures > 0) return closed;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (c.indexed.load() + c.index_dropped.load() < closed && c.index_failures.load() == failures &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  return closed;
+}
+
 int run(const run_flags& f) {
   keep_large_blocks_in_the_arenas();
   std::string error;
@@ -416,10 +434,12 @@ int run(const run_flags& f) {
     return code;
   }
   const auto& c = store->counters();
+  const std::uint64_t closed = wait_for_the_last_index_batch(c);
+  const std::uint64_t indexed = c.indexed.load();
   spdlog::info("captures: {} complete, {} incomplete, {} write failures, {} removed by the retention limits; "
                "{} indexed, {} index failures, {} left out of the index",
-               c.complete.load(), c.incomplete.load(), c.write_failures.load(), c.pruned.load(), c.indexed.load(),
-               c.index_failures.load(), c.index_dropped.load());
+               c.complete.load(), c.incomplete.load(), c.write_failures.load(), c.pruned.load(), indexed,
+               c.index_failures.load(), closed > indexed ? closed - indexed : 0);
   errors.capture_write_failures = c.write_failures.load();
   errors.log();
   return code;

@@ -76,6 +76,7 @@ struct relay_metrics {
   std::atomic<std::uint64_t> proxy_headers_pending{0};
   std::atomic<std::uint64_t> reloads_ok{0};             // SIGHUP reloads whose rules are in force (relay/reload.cpp)
   std::atomic<std::uint64_t> reloads_failed{0};         // SIGHUP reloads refused: a bad file, the old rules stay
+  std::atomic<std::uint64_t> reload_removed_api_rules{0};   // rules armed over the admin API that a reload replaced
   std::atomic<std::uint64_t> client_tls_failed{0};     // client handshakes that failed or timed out
   std::atomic<std::uint64_t> upstream_cert_refused{0}; // upstream handshakes done, certificate not accepted
   std::array<std::atomic<std::uint64_t>, 2> tls_handshakes{};   // completed, by protocol::leg (client, upstream)

@@ -89,8 +89,9 @@ bool reloader::reload() {
   // The counts of the rules a successful reload replaces, for the log (the shutdown summary
   // lists the rules in force then).
   const auto outgoing = faults_.counters();
+  std::vector<std::string> api_rules_removed;   // armed over the admin API: the files' rules replace them
   if (fresh) {
-    if (auto problem = faults_.replace_all(fresh->faults)) {
+    if (auto problem = faults_.replace_all(fresh->faults, &api_rules_removed)) {
       error = "faults: " + *problem;
       fresh.reset();
     }
@@ -107,6 +108,12 @@ bool reloader::reload() {
   for (const auto& c : outgoing)
     spdlog::info("replaced: faults_injected{{rule=\"{}\",type=\"{}\"}} {}", c.rule, c.type, c.count);
   rules_armed_ = fresh->faults.size();
+  if (!api_rules_removed.empty()) {
+    metrics_.reload_removed_api_rules += api_rules_removed.size();
+    spdlog::warn("reload: removed {} fault rule(s) armed over the admin API: {} (a reload arms the files' rules "
+                 "only; add them again over the API)",
+                 api_rules_removed.size(), join(api_rules_removed));
+  }
   if (fresh->log_level != log_level_) {
     log_level_ = fresh->log_level;
     spdlog::set_level(spdlog::level::from_str(log_level_));

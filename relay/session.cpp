@@ -63,7 +63,7 @@ protocol::relay_options relay_options_from(const relay_context& ctx, const upstr
   o.eol = ctx.cfg.bare_eol;
   o.timeouts = ctx.cfg.timeouts;
   o.name = ctx.cfg.relay_name;
-  o.upstream = target.where.to_string();
+  o.upstream = target.label;
   o.record_auth_username = ctx.cfg.record_auth_username;
   o.upstream_preamble = upstream_preamble(ctx.cfg.identity, who);
   o.xclient = xclient_identity_for(ctx.cfg.identity, who);
@@ -223,7 +223,9 @@ void session::start_legs() {
     spawn(write_leg(leg::upstream));
     spawn(read_leg(leg::upstream));
     spawn(read_leg(leg::client));
-  } else if (!fsm_.finished()) {
+  } else {
+    // Also when a fault or an unreachable upstream already ended the session: the client
+    // leg's lingering close waits for the client's FIN, and only a reader sees it.
     spawn(read_leg(leg::client));
   }
   spawn(watchdog());

@@ -543,7 +543,9 @@ _STOPPED_RE = re.compile(r"stopped: (?P<sessions>\d+) sessions, (?P<transactions
                          r"(?P<delivered>\d+) delivered, (?P<refused_commands>\d+) refused commands, "
                          r"(?P<ambiguous_end_of_data>\d+) ambiguous end-of-data")
 _CAPTURES_RE = re.compile(r"captures: (?P<captures_complete>\d+) complete, (?P<captures_incomplete>\d+) "
-                          r"incomplete, (?P<capture_write_failures>\d+) write failures")
+                          r"incomplete, (?P<capture_write_failures>\d+) write failures, (?P<captures_pruned>\d+) "
+                          r"removed by the retention limits; (?P<indexed>\d+) indexed, (?P<index_failures>\d+) "
+                          r"index failures, (?P<index_left_out>\d+) left out of the index")
 _ERRORS_RE = re.compile(r"errors: (?P<errors>\d+) \(upstream unreachable (?P<upstream_unreachable>\d+), "
                         r"upstream TLS failed (?P<upstream_tls_failed>\d+), refused at max_sessions "
                         r"(?P<refused_max_sessions>\d+), accept failed (?P<accept_failed>\d+)")
@@ -552,7 +554,8 @@ _ERRORS_RE = re.compile(r"errors: (?P<errors>\d+) \(upstream unreachable (?P<ups
 def shutdown_counters(stderr_text):
     """The counters of mailtap's shutdown summary (relay/cli_run.cpp), by name: sessions,
     transactions, delivered, refused_commands, ambiguous_end_of_data, captures_complete,
-    captures_incomplete, capture_write_failures, and (when there were errors) errors,
+    captures_incomplete, capture_write_failures, captures_pruned, indexed, index_failures,
+    index_left_out, and (when there were errors) errors,
     upstream_unreachable, upstream_tls_failed, refused_max_sessions, accept_failed. Until the
     admin API lands the summary is the only place the relay reports them."""
     out = {}

@@ -259,6 +259,70 @@ class Faults(AdminTest):
         rc, out = self.swaks(self.relay.port, "--to", TO)
         self.assertEqual(rc, 0, out)
 
+    def test_a_name_already_armed_is_409_saying_so_and_how_to_remove_it(self):
+        # A newcomer's trial: the 409 read "request:21: key 'name': duplicate rule name
+        # 'mailbox-full' (first at line 20)", as if the request held the name twice.
+        path = os.path.join(SCENARIOS_DIR, "mailbox-full.toml")
+        with open(path, "rb") as f:
+            scenario = f.read()
+        code, _, body = self.request("POST", "/api/v1/faults", scenario, "application/toml")
+        self.assertEqual(code, 201, body)
+        code, _, body = self.request("POST", "/api/v1/faults", scenario, "application/toml")
+        self.assertEqual(self.assertOneLineError(code, body, 409),
+                         "rule 'mailbox-full' is already armed (remove it first: DELETE /api/v1/faults/mailbox-full, "
+                         "or mailtap faults remove mailbox-full)")
+        code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": path}), "application/json")
+        self.assertIn("rule 'mailbox-full' is already armed", self.assertOneLineError(code, body, 409))
+        code, out, err = self.cli("faults", "add", path)
+        self.assertEqual(code, 1, (out, err))
+        self.assertEqual(err, "mailtap faults add: rule 'mailbox-full' is already armed (remove it first: "
+                              "DELETE /api/v1/faults/mailbox-full, or mailtap faults remove mailbox-full)\n")
+        # A name twice within one request keeps the loader's message, naming both lines.
+        code, _, body = self.request("POST", "/api/v1/faults", FULL_TOML + FULL_TOML, "application/toml")
+        self.assertEqual(self.assertOneLineError(code, body, 400),
+                         "request:9: key 'name': duplicate rule name 'full' (first at line 1)")
+        self.assertEqual([f["name"] for f in self.get_json("/api/v1/faults")["faults"]], ["mailbox-full"])
+
+    def test_a_reload_removes_the_rules_armed_over_the_api_and_counts_them(self):
+        # A newcomer's trial: SIGHUP dropped API-armed rules and said nothing of it.
+        relay = self.start_mailtap(args=("--scenario", os.path.join(SCENARIOS_DIR, "mailbox-full.toml")),
+                                   name="scenario-relay")
+        admin = relay.admin_port()
+
+        def call(method, path, body=None, content_type=None):
+            conn = http.client.HTTPConnection(LOOPBACK, admin, timeout=20)
+            try:
+                conn.request(method, path, body=body, headers={"Content-Type": content_type} if content_type else {})
+                r = conn.getresponse()
+                return r.status, r.read()
+            finally:
+                conn.close()
+
+        def faults():
+            code, body = call("GET", "/api/v1/faults")
+            self.assertEqual(code, 200, body)
+            return [(f["name"], f["source"]) for f in json.loads(body)["faults"]]
+
+        def metric(name, **labels):
+            code, body = call("GET", "/metrics")
+            self.assertEqual(code, 200, body)
+            return self.sample(body.decode(), name, **labels)
+
+        code, body = call("POST", "/api/v1/faults", json.dumps([
+            {"name": "api-rule", "type": "reply", "phase": "mail", "code": 451},
+            {"name": "api-rule-2", "type": "reply", "phase": "rcpt", "code": 451}]), "application/json")
+        self.assertEqual(code, 201, body)
+        self.assertEqual(faults(), [("mailbox-full", "config"), ("api-rule", "api"), ("api-rule-2", "api")])
+        self.assertEqual(metric("mailtap_reload_removed_api_rules_total"), 0.0)
+        for reloads in (1, 2):   # the second reload has nothing armed over the API to remove
+            relay.signal(signal.SIGHUP)
+            wait_until(lambda: metric("mailtap_reloads_total", result="ok") == reloads, 20, "reload %d" % reloads)
+            self.assertEqual(faults(), [("mailbox-full", "config")])
+            self.assertEqual(metric("mailtap_reload_removed_api_rules_total"), 2.0)
+        rc, out = self.swaks(relay.port, "--to", TO)   # api-rule is gone: MAIL is not answered 451
+        self.assertIn("552 5.2.2", out)
+        self.assertNotIn("** 451", out)
+
     def test_a_scenario_file_loads_by_path(self):
         path = os.path.join(SCENARIOS_DIR, "mailbox-full.toml")
         code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": path}), "application/json")
@@ -581,6 +645,39 @@ class NonLoopbackAdmin(IntegrationTest):
                 self.assertEqual(r.status, status, (host, r.read()))
             finally:
                 conn.close()
+
+    def test_bound_to_the_wildcard_it_answers_to_the_address_a_request_arrived_on(self):
+        # A newcomer's trial: on 0.0.0.0 the host's own IP was 403. 127.0.0.2 is one of this
+        # host's addresses that is not among the loopback names, like an interface address.
+        relay = self.start_mailtap(args=("--admin", "0.0.0.0:0"), env=dict(os.environ, MAILTAP_ADMIN_TOKEN=TOKEN))
+        port = self.admin_url_port(relay)
+        arrivals = ["127.0.0.2"]
+        if own_interface_address() != LOOPBACK:
+            arrivals.append(own_interface_address())
+        for address in arrivals:
+            for host, status in ((address, 200), ("%s:%d" % (address, port), 200),
+                                 ("127.0.0.3:%d" % port, 403), ("rebound.example.test", 403)):
+                conn = http.client.HTTPConnection(address, port, timeout=20)
+                try:
+                    conn.request("GET", "/api/v1/faults", headers={"Host": host, "Authorization": "Bearer " + TOKEN})
+                    r = conn.getresponse()
+                    body = r.read()
+                    self.assertEqual(r.status, status, (address, host, body))
+                    if status == 403:   # the refusal says how to add a name
+                        self.assertIn("--admin-host", json.loads(body)["error"])
+                finally:
+                    conn.close()
+
+    def test_bound_to_loopback_another_local_address_in_host_is_still_403(self):
+        relay = self.start_mailtap(args=("--admin", "127.0.0.1:0"))
+        port = relay.admin_port()
+        conn = http.client.HTTPConnection(LOOPBACK, port, timeout=20)
+        try:
+            conn.request("GET", "/healthz", headers={"Host": "127.0.0.2:%d" % port})
+            r = conn.getresponse()
+            self.assertEqual(r.status, 403, r.read())
+        finally:
+            conn.close()
 
     def test_a_reload_that_loses_the_token_fails_and_the_running_api_keeps_serving(self):
         token_file = os.path.join(self.workdir, "token")

@@ -188,5 +188,26 @@ class CapturesIndex(IntegrationTest):
         self.assertEqual(self.found(), self.ids_of(range(4, SESSIONS)))
 
 
+class ShutdownSummary(IntegrationTest):
+
+    def test_the_summary_counts_the_last_index_batch(self):
+        # A newcomer's trial: a delivered session and an idle one that the drain closes; the
+        # summary said "1 indexed, 0 left out" (logged before the last batch), the index had 2.
+        m = self.start_mailtap()
+        code, transcript = self.swaks(m.port, "--to", "a@example.com")
+        self.assertEqual(code, 0, transcript)
+        m.wait_captures(1)
+        idle = self.connect(m.port)
+        self.assertEqual(idle.reply().code, 220)
+        counters = m.stop_with_counters()
+        self.assertEqual((counters["captures_complete"], counters["captures_incomplete"]), (2, 0))
+        self.assertEqual((counters["indexed"], counters["index_failures"], counters["index_left_out"]), (2, 0, 0))
+        db = sqlite3.connect(os.path.join(m.captures, "index.sqlite3"))
+        try:
+            self.assertEqual(db.execute("SELECT count(*) FROM sessions").fetchone()[0], 2)
+        finally:
+            db.close()
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -53,6 +53,23 @@ class CapturesRetention(IntegrationTest):
         self.assertEqual(capture_paths(directory), sorted([paths[2], cut]))
         self.assertIn(b"removed 2 capture(s)", r.stdout)
 
+    def test_prune_takes_days_and_names_each_capture_it_removes(self):
+        # A newcomer's trial: `--max-age 7d` was refused, and prune printed only counts.
+        directory, paths = self.record_sessions(3)
+        self.age(paths[0], 9 * 24 * HOUR)
+        self.age(paths[1], 8 * 24 * HOUR)
+        r = self.prune("--dir", directory, "--max-age", "7d")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(capture_paths(directory), paths[2:])
+        lines = r.stdout.decode().splitlines()
+        ids = [os.path.basename(p)[:-len(".jsonl")] for p in paths]
+        self.assertEqual(lines[:2], ["removed " + ids[0], "removed " + ids[1]])   # oldest first
+        self.assertEqual(len(lines), 3, lines)
+        self.assertTrue(lines[2].startswith("%s: removed 2 capture(s)" % directory), lines)
+        # max_bytes counts the captures only; the index is named apart with its size.
+        index_bytes = os.path.getsize(os.path.join(directory, "index.sqlite3"))
+        self.assertTrue(lines[2].endswith("; index.sqlite3 %d bytes, not counted" % index_bytes), lines)
+
     def test_prune_by_size_removes_the_oldest_finished_first(self):
         directory, paths = self.record_sessions(3)
         for i, p in enumerate(paths):   # oldest first in session order

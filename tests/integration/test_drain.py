@@ -4,11 +4,14 @@ Drain: idle sessions get 421 4.3.2, in-flight transactions finish, then mailtap 
 every capture is complete. max_sessions: the connection over the limit gets 421 4.3.2.
 """
 
+import os
 import signal
 import socket
+import time
 import unittest
 
-from harness import IntegrationTest, LOOPBACK, SmtpClient, make_message, wait_until
+from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, SmtpClient, closed_port, make_message, scaled,
+                     wait_until)
 
 
 class Drain(IntegrationTest):
@@ -70,6 +73,30 @@ class Drain(IntegrationTest):
         mailtap.wait_captures(1)
         mailtap.signal(signal.SIGTERM)
         self.assertEqual(mailtap.wait(20), 0)
+
+
+class RefusedAtTheGreeting(IntegrationTest):
+
+    def test_a_session_refused_at_its_greeting_ends_once_the_client_has_gone(self):
+        # A newcomer's trial: after a 421 greeting (an injected refusal or a real one) nothing
+        # read the client's FIN, so the session waited out its whole 2 s linger, and a SIGTERM
+        # then waited for that session although it was over.
+        for how in ("injected", "real"):
+            with self.subTest(how):
+                if how == "injected":
+                    m = self.start_mailtap(args=["--scenario", os.path.join(SCENARIOS_DIR, "destination-unreachable.toml")],
+                                           name="injected")
+                else:
+                    m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, closed_port()), name="real")
+                c = self.connect(m.port)
+                self.assertReply(c.reply(), 421, "4.4.1")
+                self.assertTrue(c.closed_by_peer(20), "the relay did not close after its 421")
+                c.close()
+                time.sleep(0.1)   # the FIN is on its way
+                stopping = time.monotonic()
+                counters = m.stop_with_counters()
+                self.assertLess(time.monotonic() - stopping, scaled(1.2), "the drain waited for a session that was over")
+                self.assertEqual(counters["sessions"], 1)
 
 
 class SessionLimits(IntegrationTest):

@@ -165,6 +165,15 @@ class ScenarioFailures(ScenarioTest):
         self.assertNotIn("fault", greeting.lower())
         self.assertNotIn("destination-unreachable", greeting)
         self.assertIn("Connection refused", greeting)
+        # A newcomer's trial: it named the built-in sink's internal address ("connect to
+        # 127.0.0.1:48999"), where no connection was attempted. The upstream as configured, and
+        # the capture says the refusal was injected.
+        self.assertIn("connect to builtin: Connection refused", greeting)
+        self.assertNotIn("127.0.0.1", greeting)
+        end = self.single_capture(m).end
+        self.assertEqual(end["reason"], "upstream_unreachable")
+        self.assertIn("injected by fault rule 'destination-unreachable'", end["detail"])
+        self.assertNotIn("127.0.0.1", end["detail"])
 
     def test_greylisting_451_then_250_after_retry_after(self):
         m = self.relay("greylisting")   # retry_after = "2s"

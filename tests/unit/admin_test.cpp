@@ -57,6 +57,7 @@ TEST(MetricsPage, GoldenExposition) {
   m.upstream_cert_refused = 1;
   m.client_tls_failed = 2;
   m.reloads_ok = 1;
+  m.reload_removed_api_rules = 2;
   {
     session_tally t(nullptr, m);
     t.on_bytes(1'000, protocol::leg::client, protocol::direction::out, "220 hi\r\n");

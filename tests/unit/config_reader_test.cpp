@@ -31,7 +31,10 @@ TEST(Duration, Units) {
   EXPECT_EQ(parse_duration("2m", problem), 120 * second_us);
   EXPECT_EQ(parse_duration("1h", problem), 3600 * second_us);
   EXPECT_EQ(parse_duration("0s", problem), 0u);
-  for (const char* bad : {"", "5", "s", "1.5s", "-1s", "5 s", "5sec", "1d", "9000h", "99999999999999999999ms"}) {
+  // Days, for retention (a newcomer's trial: `captures prune --max-age 7d` was refused).
+  EXPECT_EQ(parse_duration("7d", problem), 7 * 24 * 3600 * second_us);
+  EXPECT_EQ(parse_duration("365d", problem), 365 * 24 * 3600 * second_us);
+  for (const char* bad : {"", "5", "s", "1.5s", "-1s", "5 s", "5sec", "1w", "1D", "366d", "9000h", "99999999999999999999ms"}) {
     EXPECT_FALSE(parse_duration(bad, problem)) << bad;
     EXPECT_FALSE(problem.empty());
   }

@@ -1060,6 +1060,28 @@ recipients_more_than = 2
 
 // ---- engine management -----------------------------------------------------------------
 
+// A name already loaded is told apart from a name twice among the new rules, so that the
+// admin API can say the rule is armed (a newcomer's trial: its 409 read as a duplicate
+// within the request).
+TEST_F(Policies, AddAllNamesTheRuleAlreadyLoaded) {
+  rule r;
+  r.name = "armed";
+  r.params = reply_params{reply_spec{550, "5.7.1", "No"}};
+  r.phases = {phase::mail};
+  ASSERT_FALSE(engine_->add(r));
+  std::string loaded;
+  rule other = r;
+  other.name = "other";
+  EXPECT_TRUE(engine_->add_all({other, r}, &loaded));
+  EXPECT_EQ(loaded, "armed");
+  loaded.clear();
+  rule twice = r;
+  twice.name = "twice";
+  EXPECT_TRUE(engine_->add_all({twice, twice}, &loaded));
+  EXPECT_EQ(loaded, "");
+  EXPECT_EQ(engine_->list().size(), 1u);
+}
+
 TEST_F(Policies, AddRemoveResetList) {
   rule r;
   r.name = "prog";

@@ -680,6 +680,10 @@ TEST_F(FaultFsm, ConnectUnreachableReadsLikeARealRefusal) {
   EXPECT_THAT(injected, Not(HasSubstr("fault")));
   EXPECT_THAT(injected, Not(HasSubstr("down")));
   EXPECT_EQ(only_fault("unreachable").rule, "down");
+  // The capture tells (a newcomer's trial: its end detail read as a real refusal).
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->ends.front().detail,
+            "connect to mx.example.net:25: Connection refused (injected by fault rule 'down': no connection was attempted)");
 
   make(o);   // the real one, as the shell reports it
   start();
@@ -687,6 +691,19 @@ TEST_F(FaultFsm, ConnectUnreachableReadsLikeARealRefusal) {
   take();
   EXPECT_EQ(injected, cl_);
   EXPECT_THAT(obs_->faults, IsEmpty());
+}
+
+// With the built-in sink the upstream is named as configured, `builtin`, not by the sink's
+// internal address (a newcomer's trial: "connect to 127.0.0.1:48999").
+TEST_F(FaultFsm, ConnectUnreachableNamesTheBuiltinUpstreamAsConfigured) {
+  relay_options o;
+  o.upstream = "builtin";
+  make(o);
+  adv_->on(phase::connect, fault_stage::command, decision(verdict::unreachable, "down", "upstream_unreachable"));
+  start();
+  EXPECT_THAT(cl_, HasSubstr("421 4.4.1 mailtap upstream unavailable: connect to builtin: Connection refused\r\n"));
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_THAT(std::string(obs_->ends.front().detail), HasSubstr("injected by fault rule 'down'"));
 }
 
 TEST_F(FaultFsm, AReplyWithoutTextGetsAServersWordsNotTheFaults) {

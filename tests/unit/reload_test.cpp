@@ -71,6 +71,34 @@ TEST(Reload, VerificationComparesWhatIsInForce) {
   EXPECT_EQ(restart_only_changes(config{}, fresh), strings{"tls.verify_upstream"});
 }
 
+// A reload arms the files' rules only: those added over the admin API are removed, and counted
+// (a newcomer's trial: they went silently).
+TEST(Reload, CountsTheRulesAddedAtRuntimeThatItRemoves) {
+  config running;
+  mailtap::policies::rule from_file;
+  from_file.name = "from-file";
+  from_file.params = mailtap::policies::reply_params{mailtap::protocol::reply_spec{451, "4.3.0", "later"}};
+  from_file.phases = {mailtap::protocol::phase::mail};
+  running.faults = {from_file};
+  auto engine = mailtap::policies::make_engine(1);
+  ASSERT_FALSE(engine->add_all(running.faults));
+  auto api_rule = from_file;
+  api_rule.name = "over-the-api";
+  api_rule.added_at_runtime = true;
+  ASSERT_FALSE(engine->add(api_rule));
+  mailtap::relay_metrics metrics;
+  mailtap::reloader reloads([&running](std::string&) { return std::optional<config>(running); }, running, *engine,
+                            metrics);
+  ASSERT_TRUE(reloads.reload());
+  const auto rules = engine->list();
+  ASSERT_EQ(rules.size(), 1u);
+  EXPECT_EQ(rules[0].name, "from-file");
+  EXPECT_FALSE(rules[0].added_at_runtime);
+  EXPECT_EQ(metrics.reload_removed_api_rules.load(), 1u);
+  ASSERT_TRUE(reloads.reload());   // nothing added at runtime any more
+  EXPECT_EQ(metrics.reload_removed_api_rules.load(), 1u);
+}
+
 TEST(PackagedConfig, LoadsWithServiceDefaults) {
   std::string error;
   auto cfg = mailtap::load_config_file(MAILTAP_SOURCE_DIR "/packaging/mailtap.toml", config{}, error);
