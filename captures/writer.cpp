@@ -89,6 +89,8 @@ struct capture_file {
   int fd = -1;
   bool listed = false;          // in store::buffered_files_ for the next tick
   bool synced_once = false;     // its directory entry was synced with it (store_options::fsync)
+  bool parked = false;          // its descriptor given back while idle (store::park)
+  bool recorded = false;        // a record came since the writer last looked (store::park_idle)
   std::uint64_t written = 0;    // bytes write(2) accepted
   cache_release cache;          // what is written leaves the page cache behind the writer
 };
@@ -411,15 +413,20 @@ store::store(std::filesystem::path dir, store_options options) : dir_(std::move(
   thread_ = std::thread([this] { run(); });
 }
 
-store::~store() {
+store::~store() { stop(); }
+
+void store::stop() {
+  if (!thread_.joinable()) return;
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
   }
   wake_.notify_one();
   thread_.join();
+  // Stopped in order, every capture closed and indexed: the next relay need not rebuild. Not
+  // when the last batch failed (another process held the index): those captures are missing.
   std::string error;
-  if (index_) index_->set_relay_running(false, error);   // stopped in order: every capture closed and indexed
+  if (index_ && index_pending_.empty()) index_->set_relay_running(false, error);
 }
 
 std::unique_ptr<session_capture> store::begin(const session_info& info) {
@@ -429,7 +436,7 @@ std::unique_ptr<session_capture> store::begin(const session_info& info) {
   ++counters_.opened;
   {
     std::lock_guard lock(mutex_);
-    open_ids_.insert(info.id);
+    open_.emplace(info.id, file);
   }
   file->fd = ::open(file->path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (file->fd < 0) {
@@ -455,6 +462,7 @@ void store::report_failure(const capture_file& f, const std::string& reason) {
 void store::write_out(capture_file& f) {
   if (f.pending.empty()) return;
   buffered_bytes_.fetch_sub(f.pending.size(), std::memory_order_relaxed);
+  if (f.parked) unpark(f);
   if (f.fd < 0 || f.failed->load()) {
     f.pending.clear();
     return;
@@ -476,6 +484,38 @@ void store::write_out(capture_file& f) {
   }
   if (!f.failed->load()) f.cache.written(f.fd, f.written);
   f.pending.clear();   // keeps its capacity for the next lines
+}
+
+void store::park(capture_file& f) {
+  // With fsync a barrier syncs the descriptor its records were written with.
+  if (options_.fsync || f.fd < 0 || f.failed->load() || !f.pending.empty()) return;
+  ::close(f.fd);
+  f.fd = -1;
+  f.parked = true;
+}
+
+void store::unpark(capture_file& f) {
+  f.parked = false;
+  if (f.failed->load()) return;
+  f.fd = ::open(f.path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (f.fd >= 0) return;
+  f.failed->store(true);
+  ++counters_.write_failures;
+  report_failure(f, std::string("cannot open ") + f.path.filename().string() + " again to append: " + std::strerror(errno));
+}
+
+void store::park_idle() {
+  std::vector<std::shared_ptr<capture_file>> open;
+  {
+    std::lock_guard lock(mutex_);
+    if (open_.size() <= options_.park_idle_above) return;
+    open.reserve(open_.size());
+    for (const auto& [id, f] : open_) open.push_back(f);
+  }
+  for (const auto& f : open) {
+    std::lock_guard file_lock(f->mutex);   // after mutex_, never under it: record() takes them the other way
+    if (!std::exchange(f->recorded, false)) park(*f);
+  }
 }
 
 void store::mark_buffered(const std::shared_ptr<capture_file>& f) {
@@ -509,13 +549,14 @@ void store::close(capture_file& f, bool complete) {
   {
     std::lock_guard file_lock(f.mutex);
     write_out(f);
-    if (complete && f.fd >= 0 && !f.failed->load()) ++counters_.complete;
+    if (complete && (f.fd >= 0 || f.parked) && !f.failed->load()) ++counters_.complete;
     else ++counters_.incomplete;
     if (f.fd >= 0) ::close(f.fd);
     f.fd = -1;
+    f.parked = false;
   }
   std::lock_guard lock(mutex_);
-  if (auto it = open_ids_.find(f.id); it != open_ids_.end()) open_ids_.erase(it);
+  if (auto it = open_.find(f.id); it != open_.end()) open_.erase(it);
 }
 
 void store::when_caught_up(std::function<void()> resume) {
@@ -567,6 +608,7 @@ void store::run() {
       std::string().swap(f->pending);
     }
     files.clear();
+    park_idle();
     for (auto& job : jobs) {
       {
         std::lock_guard file_lock(job.file->mutex);
@@ -601,7 +643,7 @@ void store::prune_if_due() {
     r = prune(dir_, options_.retain, std::chrono::system_clock::now(),
               [this](std::string_view id) {
                 std::lock_guard lock(mutex_);
-                return open_ids_.find(id) != open_ids_.end();
+                return open_.find(id) != open_.end();
               });
   } catch (const std::exception& e) {   // allocation failure: try again next time
     r.errors.push_back(dir_.string() + ": cannot prune: " + e.what());
@@ -721,6 +763,7 @@ void session_capture::record(std::size_t size_hint, Append&& append) {
   const std::size_t before = f.pending.size();
   if (before == 0 && f.pending.capacity() < size_hint) f.pending.reserve(std::max(size_hint, std::size_t{4096}));
   append(f.pending);
+  f.recorded = true;
   store_.buffered(f.pending.size() - before);
   if (f.pending.size() >= write_out_at) {
     store_.write_out(f);

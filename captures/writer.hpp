@@ -15,9 +15,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -51,6 +52,11 @@ struct store_options {
   // `mailtap captures reindex` repairs.
   bool index = false;
   std::function<void(const std::string& reason)> on_index_failure;
+  // While more captures than this are open, an idle one (its session recorded nothing for a
+  // writer tick) gives its descriptor back until its next write, so that an idle session holds
+  // two descriptors (its legs), not three. Descriptors are scarce then (the relay sets it from
+  // its RLIMIT_NOFILE); otherwise a capture stays open until its session ends.
+  std::size_t park_idle_above = std::numeric_limits<std::size_t>::max();
 };
 
 struct session_info {
@@ -90,7 +96,10 @@ class store {
  public:
   // Creates `dir` with mode 0700 if needed. nullptr and a one-line error on failure.
   static std::unique_ptr<store> open(const std::filesystem::path& dir, std::string& error, store_options options = {});
-  ~store();   // writes out everything buffered, then joins the writer thread
+  ~store();   // stop()
+  // Writes out everything buffered, puts the closed captures in the index, then joins the
+  // writer thread; once every session is gone. counters() are final after it. Idempotent.
+  void stop();
   store(const store&) = delete;
   store& operator=(const store&) = delete;
 
@@ -125,6 +134,13 @@ class store {
   void buffered(std::size_t bytes);
   void enqueue(writer_job&& job);
   void close(capture_file& f, bool complete);
+  // Under f.mutex: an idle capture gives its descriptor back (so an idle session holds two,
+  // its legs', not three), and the next write_out opens the file again, to append.
+  void park(capture_file& f);
+  void unpark(capture_file& f);
+  // Writer thread: while descriptors are scarce, parks each open capture whose session
+  // recorded nothing since the last tick.
+  void park_idle();
   void report_failure(const capture_file& f, const std::string& reason);
   void sync(capture_file& f);
   void prune_if_due();
@@ -147,8 +163,8 @@ class store {
   bool stopping_ = false;
   bool wake_requested_ = false;   // a sync or a large backlog waits
   std::vector<std::function<void()>> caught_up_waiters_;   // when_caught_up
-  // The captures open now (never pruned).
-  std::set<std::string, std::less<>> open_ids_;
+  // The captures open now, by session id (never pruned; parked when descriptors are scarce).
+  std::map<std::string, std::shared_ptr<capture_file>, std::less<>> open_;
   failure_listener failure_listener_;
   // Writer thread only: when to prune next.
   std::chrono::steady_clock::time_point next_prune_{};

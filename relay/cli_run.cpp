@@ -4,15 +4,14 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <malloc.h>
+#include <sys/resource.h>
 
 #include <charconv>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
 #include <limits>
 #include <system_error>
-#include <thread>
 #include <type_traits>
 
 #include "admin/control_plane.hpp"
@@ -308,20 +307,14 @@ void keep_large_blocks_in_the_arenas() {
   ::mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
 }
 
-// The relay has stopped, so every capture is closed; the store's writer thread puts the last
-// ones in the index at its next tick (every 20 ms, captures/writer.hpp). The summary waits for
-// that batch, so that "N indexed" counts it: until every closed capture is indexed or left out,
-// a write of the index fails, or a bound passes. An index that already failed is not waited
-// for (it is retried once a minute). Returns the captures closed.
-std::uint64_t wait_for_the_last_index_batch(const captures::store_counters& c) {
-  const auto closed = c.complete.load() + c.incomplete.load();
-  const auto failures = c.index_failures.load();
-  if (failures > 0) return closed;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (c.indexed.load() + c.index_dropped.load() < closed && c.index_failures.load() == failures &&
-         std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  return closed;
+// How many captures may be open before idle ones give their descriptors back
+// (captures::store_options::park_idle_above): an eighth of the descriptor limit, when each
+// session's two legs and its capture would use three eighths of it.
+std::size_t idle_captures_kept_open() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY)
+    return std::numeric_limits<std::size_t>::max();
+  return static_cast<std::size_t>(limit.rlim_cur / 8);
 }
 
 int run(const run_flags& f) {
@@ -355,6 +348,7 @@ int run(const run_flags& f) {
     for (const auto& e : r.errors) warn_limited(capture_warnings, warn_kind::capture_write_failed, "captures: " + e);
   };
   capture_options.index = true;
+  capture_options.park_idle_above = idle_captures_kept_open();
   capture_options.on_index_failure = [](const std::string& reason) {
     spdlog::warn("captures: the index is not kept up to date (captures are still written; counted from now on; "
                  "'mailtap captures reindex' repairs it): {}", reason);
@@ -433,8 +427,11 @@ int run(const run_flags& f) {
     errors.log();
     return code;
   }
+  // Every session is gone: the store writes out the rest and puts the last captures in the
+  // index, so that the summary counts them.
+  store->stop();
   const auto& c = store->counters();
-  const std::uint64_t closed = wait_for_the_last_index_batch(c);
+  const std::uint64_t closed = c.complete.load() + c.incomplete.load();
   const std::uint64_t indexed = c.indexed.load();
   spdlog::info("captures: {} complete, {} incomplete, {} write failures, {} removed by the retention limits; "
                "{} indexed, {} index failures, {} left out of the index",

@@ -18,7 +18,7 @@ import threading
 import time
 import unittest
 
-from harness import IntegrationTest, LOOPBACK, make_message, memory_bound_kib, parse_replies, wait_until
+from harness import IntegrationTest, LOOPBACK, make_message, memory_bound_kib, open_paths, parse_replies, wait_until
 
 
 def raise_nofile(wanted):
@@ -192,6 +192,46 @@ class RecipientFlood(IntegrationTest):
         self.assertEqual(t["rcpt_codes"], [250] * self.CAP + [452] * (self.RECORDED - self.CAP))
         self.assertLess(grown, memory_bound_kib(self.GROWTH_KIB),
                         "mailtap grew by %d KiB for %d recipients" % (grown, self.RECIPIENTS))
+
+
+class IdleSessionsUnderADescriptorLimit(IntegrationTest):
+    """Idle sessions under a low descriptor limit (the bench's W6, README "Performance"):
+    while more captures are open than an eighth of RLIMIT_NOFILE, an idle session's capture
+    gives its descriptor back until its next write (captures/writer.hpp, park_idle_above), so
+    that such a session holds two descriptors, its legs, and a relay holds half as many again.
+    Under 400 descriptors a relay holding three per session cannot hold 150 (the previous
+    binary refused the 129th with 421 4.4.1 "Too many open files")."""
+
+    LIMIT = 400
+    SESSIONS = 150
+
+    def test_idle_sessions_hold_two_descriptors_and_their_captures_go_on(self):
+        sink = self.start_smtp_sink(dump=False)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.LIMIT, hard))   # the relay's, inherited
+        try:
+            mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port))
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        before = len(open_paths(mailtap.pid))
+        clients = []
+        for i in range(self.SESSIONS):
+            clients.append(self.greeted_client(mailtap.port, ehlo="idle%d.test" % i))
+            if i % 20 == 19:
+                time.sleep(0.1)   # a few writer ticks: idle captures give their descriptors back
+        wait_until(lambda: len(open_paths(mailtap.pid)) - before <= 2 * self.SESSIONS + 10, 10,
+                   "idle sessions to hold two descriptors each")
+        # Each session goes on: its capture opens again and records the rest.
+        for i, c in enumerate(clients):
+            self.assertReply(c.command("MAIL FROM:<s%d@example.test>" % i), 250)
+            self.quit(c)
+        caps = mailtap.wait_captures(self.SESSIONS, timeout=60)
+        self.assertEqual(len(caps), self.SESSIONS)
+        for cap in caps:
+            self.assertCaptureComplete(cap)
+        commands = sorted(r["text"] for cap in caps for r in cap.records
+                          if r.get("type") == "command" and r["text"].startswith("MAIL FROM:"))
+        self.assertEqual(commands, sorted("MAIL FROM:<s%d@example.test>" % i for i in range(self.SESSIONS)))
 
 
 if __name__ == "__main__":
