@@ -508,7 +508,10 @@ def wait_for_captures(directory, count, timeout=30.0, pid=None):
 
     With `pid` (the mailtap process), "done" means mailtap no longer holds the file open:
     its writer closes a capture after the session's last record, so nothing more can be
-    appended (this also catches records written after the end record). Without `pid`,
+    appended (this also catches records written after the end record). That holds while
+    fewer captures are open than an eighth of mailtap's descriptor limit: above that, an idle
+    session's capture is closed until its next write (captures/writer.hpp, park_idle_above),
+    and a test with that many sessions must not use `pid`. Without `pid`,
     "done" means the last line is an end record."""
     def ready():
         paths = capture_paths(directory)
