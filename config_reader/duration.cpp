@@ -9,7 +9,7 @@
 namespace mailtap::config_reader {
 
 std::optional<std::uint64_t> parse_duration(std::string_view text, std::string& problem) {
-  static constexpr std::string_view expected = "expected a duration like \"250ms\", \"5s\", \"2m\" or \"1h\"";
+  static constexpr std::string_view expected = "expected a duration like \"250ms\", \"5s\", \"2m\", \"1h\" or \"7d\"";
   std::size_t i = 0;
   std::uint64_t value = 0;
   // 19 digits fit in 64 bits; the one-year cap is checked after scaling.

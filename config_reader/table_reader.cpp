@@ -200,7 +200,7 @@ std::optional<std::string> table_reader::choice(std::span<const std::string_view
 }
 
 std::optional<std::uint64_t> table_reader::duration() {
-  const std::string* s = string("a duration string like \"250ms\", \"5s\", \"2m\" or \"1h\"");
+  const std::string* s = string("a duration string like \"250ms\", \"5s\", \"2m\", \"1h\" or \"7d\"");
   if (!s) return std::nullopt;
   std::string problem;
   auto d = parse_duration(*s, problem);
@@ -215,7 +215,7 @@ std::optional<std::chrono::milliseconds> table_reader::timeout() {
     std::string problem;
     const auto us = parse_duration(text, problem);
     if (!us && problem.starts_with("expected")) {
-      fail("expected a number of seconds or a duration like \"250ms\", \"5s\", \"5m\" or \"1h\", got '" + echo(text) +
+      fail("expected a number of seconds or a duration like \"250ms\", \"5s\", \"5m\", \"1h\" or \"7d\", got '" + echo(text) +
            "'");
       return std::nullopt;
     }

@@ -109,7 +109,7 @@ TEST(TableReader, TypedGettersAndTheirMessages) {
   EXPECT_EQ(one("k = 'b'", [](table_reader& r) { r.choice({"a", "c"}); }),
             "c.toml:1: key 'k': expected one of a|c, got 'b'");
   EXPECT_EQ(one("k = 5", [](table_reader& r) { r.duration(); }),
-            "c.toml:1: key 'k': expected a duration string like \"250ms\", \"5s\", \"2m\" or \"1h\", got integer");
+            "c.toml:1: key 'k': expected a duration string like \"250ms\", \"5s\", \"2m\", \"1h\" or \"7d\", got integer");
   EXPECT_EQ(one("k = '0s'", [](table_reader& r) { r.timeout(); }), "c.toml:1: key 'k': expected at least 1ms, got '0s'");
   EXPECT_EQ(one("k = -1", [](table_reader& r) { r.byte_size(0, 100); }),
             "c.toml:1: key 'k': expected a size in bytes from 0 to 100 (an integer, or a string like \"512KiB\", "

@@ -407,7 +407,7 @@ TEST(ConfigErrors, UnknownTable) {
 TEST(ConfigErrors, WrongType) {
   EXPECT_EQ(error_of("\n\n\n\n\n[timeouts]\nclient_idle = \"300\"\n"),
             "mailtap.toml:7: key 'timeouts.client_idle': expected a number of seconds or a duration like \"250ms\", "
-            "\"5s\", \"5m\" or \"1h\", got '300'");
+            "\"5s\", \"5m\", \"1h\" or \"7d\", got '300'");
   EXPECT_EQ(error_of("seed = 1.5"), "mailtap.toml:1: key 'seed': expected a non-negative integer, got float");
   EXPECT_EQ(error_of("\nmax_sessions = \"256\""),
             "mailtap.toml:2: key 'max_sessions': expected an integer from 1 to 100000, got string");
@@ -510,7 +510,7 @@ TEST(ConfigLoad, CapturesRetentionLimits) {
 }
 
 TEST(ConfigErrors, BadDurationStrings) {
-  const std::string expected = "expected a number of seconds or a duration like \"250ms\", \"5s\", \"5m\" or \"1h\"";
+  const std::string expected = "expected a number of seconds or a duration like \"250ms\", \"5s\", \"5m\", \"1h\" or \"7d\"";
   EXPECT_EQ(error_of("[timeouts]\n\nclient_idle = \"5 m\""),
             "mailtap.toml:3: key 'timeouts.client_idle': " + expected + ", got '5 m'");
   EXPECT_EQ(error_of("timeouts.drain = \"1.5s\""), "mailtap.toml:1: key 'timeouts.drain': " + expected + ", got '1.5s'");
