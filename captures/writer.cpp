@@ -434,16 +434,19 @@ std::unique_ptr<session_capture> store::begin(const session_info& info) {
   file->path = dir_ / (info.id + ".jsonl");
   file->id = info.id;
   ++counters_.opened;
-  {
-    std::lock_guard lock(mutex_);
-    open_.emplace(info.id, file);
-  }
+  // The file is complete before the writer thread can see it in open_ (store::park_idle reads
+  // its descriptor), and counts as just recorded so that it is not parked before its header.
+  file->recorded = true;
   file->fd = ::open(file->path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (file->fd < 0) {
     if (errno == ENOSPC) out_of_space_ = true;
     file->failed->store(true);
     ++counters_.write_failures;
     report_failure(*file, std::string("cannot create ") + file->path.filename().string() + ": " + std::strerror(errno));
+  }
+  {
+    std::lock_guard lock(mutex_);
+    open_.emplace(info.id, file);
   }
   std::unique_ptr<session_capture> cap(new session_capture(*this, file, info));
   if (options_.index) {
