@@ -38,7 +38,7 @@ class fault_host {
   virtual void end_session(std::uint64_t now, std::string_view reason, std::string_view detail) = 0;
   // `reason` goes in the client's reply; `detail` (when not empty) in place of it in the
   // capture's note and end detail.
-  virtual void upstream_unreachable(std::uint64_t now, std::string_view reason, std::string_view detail = {}) = 0;
+  virtual void upstream_unreachable(std::uint64_t now, std::string_view reason, std::string_view detail) = 0;
   virtual void local_reply(std::uint64_t now, phase ph, int code, std::string_view enhanced, std::string_view text) = 0;
   virtual void flush_replies(std::uint64_t now) = 0;
   virtual void resume_client_input(std::uint64_t now) = 0;

@@ -69,7 +69,7 @@ void relay_fsm::on_upstream_connected(std::uint64_t now) {
 }
 
 void relay_fsm::on_upstream_unreachable(std::uint64_t now, std::string_view reason) {
-  if (!ended_) upstream_unreachable(now, reason);
+  if (!ended_) upstream_unreachable(now, reason, {});
 }
 
 void relay_fsm::upstream_unreachable(std::uint64_t now, std::string_view reason, std::string_view detail) {

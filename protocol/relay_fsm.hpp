@@ -203,7 +203,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void record_received_size();
 
   // Leaving.
-  void upstream_unreachable(std::uint64_t now, std::string_view reason, std::string_view detail = {}) override;
+  void upstream_unreachable(std::uint64_t now, std::string_view reason, std::string_view detail) override;
   void upstream_lost(std::uint64_t now, std::string_view reason, std::string_view detail);
   void end_session(std::uint64_t now, std::string_view reason, std::string_view detail) override;
   // Reply, record, end: the one way a session ends with a word to the client.

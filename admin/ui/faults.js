@@ -18,7 +18,13 @@ const TYPES = {
   reset: [],
   delay: ['delay'],
 };
-const COLUMNS = ['Name', 'Type', 'Phases', 'Injected', 'Max', 'Active', ''];
+const COLUMNS = ['Name', 'Type', 'Phases', 'Injected', 'Max', 'Active', 'Source', ''];
+// Where a rule came from (the API's `source`): a reload (SIGHUP) keeps the configuration's
+// rules and removes those armed over the API (README "Reloading").
+const SOURCES = {
+  config: ['config', 'from the configuration: kept by a reload'],
+  api: ['API', 'armed over the API or this page: a reload (SIGHUP) removes it'],
+};
 
 export function mountFaults(root, {events}) {
   const status = el('p', {id: 'faults-status', role: 'status', class: 'muted'});
@@ -99,7 +105,13 @@ function ruleRow(rule, disarm) {
     el('td', {class: 'num injected'}, String(rule.injected)),
     el('td', {class: 'num'}, rule.max_count === null ? '' : String(rule.max_count)),
     el('td', {}, rule.active ? 'yes' : 'no'),
+    sourceCell(rule.source),
     el('td', {}, el('button', {type: 'button', class: 'disarm', onclick: () => disarm(rule.name)}, 'Disarm')));
+}
+
+function sourceCell(source) {
+  const [text, title] = SOURCES[source] || [String(source), ''];
+  return el('td', {class: 'source', title}, text);
 }
 
 function field(label, input) {

@@ -36,12 +36,12 @@ class EventSocket:
     """A minimal RFC 6455 client: the upgrade, then the server's text messages (unmasked,
     unfragmented, as mailtap sends them)."""
 
-    def __init__(self, port, origin=None, timeout=20, target="/api/v1/events", headers=None):
-        self.sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+    def __init__(self, port, origin=None, timeout=20, target="/api/v1/events", headers=None, address=LOOPBACK):
+        self.sock = socket.create_connection((address, port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
-        head = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+        head = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-                % (target, port, key))
+                % (target, address, port, key))
         if origin:
             head += "Origin: %s\r\n" % origin
         for name, value in (headers or {}).items():
@@ -667,6 +667,14 @@ class NonLoopbackAdmin(IntegrationTest):
                         self.assertIn("--admin-host", json.loads(body)["error"])
                 finally:
                     conn.close()
+            # A browser's page served from that address opens the events socket with it as
+            # its Origin; another origin is still refused (cross-site WebSocket hijacking).
+            auth = {"Authorization": "Bearer " + TOKEN}
+            for origin, status in (("http://%s:%d" % (address, port), 101),
+                                   ("http://127.0.0.3:%d" % port, 403), ("http://rebound.example.test", 403)):
+                ws = EventSocket(port, origin=origin, headers=auth, address=address)
+                ws.close()
+                self.assertEqual(ws.status, status, (address, origin, ws.body))
 
     def test_bound_to_loopback_another_local_address_in_host_is_still_403(self):
         relay = self.start_mailtap(args=("--admin", "127.0.0.1:0"))

@@ -180,6 +180,9 @@ class Browser(WebUiTest):
         seen = self.scenario("arm_fault")
         self.assertEqual(seen["status"], "armed full")
         self.assertEqual(seen["rule_cells"][:3], ["full", "reply", "rcpt"])
+        # Armed from the page, so over the API: a reload removes it, and the row says so.
+        self.assertEqual(seen["rule_cells"][6], "API")
+        self.assertIn("SIGHUP", seen["source_title"])
         # swaks got the armed reply to its RCPT, and gave up.
         self.assertNotEqual(seen["swaks_code"], 0, seen["swaks_output"])
         self.assertRegex(seen["swaks_output"], r"(?m)^<\*\* +452 4\.2\.2 Mailbox full")

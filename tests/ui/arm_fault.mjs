@@ -27,6 +27,7 @@ await runScenario('arm_fault', async (page) => {
   return {
     status,
     rule_cells: await rule.locator('td').allTextContents(),
+    source_title: await rule.locator('td.source').getAttribute('title'),
     swaks_code: sent.code,
     swaks_output: sent.output,
     screenshot: file,

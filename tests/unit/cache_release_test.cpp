@@ -71,7 +71,9 @@ std::size_t resident_pages(int fd, std::uint64_t from, std::uint64_t length) {
 }
 
 TEST(CacheRelease, OnAFileTheDroppedStretchLeavesTheCacheAndEveryByteStays) {
-  scratch_dir dir;
+  // Under the working directory (ctest's is the build directory), not the temp dir: a tmpfs
+  // /tmp keeps a file's pages as the file itself, and dropping them from the cache does nothing.
+  scratch_dir dir(std::filesystem::current_path());
   const auto path = dir.path() / "capture.jsonl";
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
   ASSERT_GE(fd, 0);

@@ -36,7 +36,7 @@ class fake_host : public fault_host {
  public:
   bool ended() const override { return !end_reason.empty(); }
   void end_session(std::uint64_t, std::string_view reason, std::string_view) override { end_reason = reason; }
-  void upstream_unreachable(std::uint64_t, std::string_view reason, std::string_view = {}) override { unreachable = reason; }
+  void upstream_unreachable(std::uint64_t, std::string_view reason, std::string_view) override { unreachable = reason; }
   void local_reply(std::uint64_t now, phase ph, int code, std::string_view enhanced, std::string_view text) override {
     owed->answer_locally(now, ph, make_reply(code, enhanced, text));
   }

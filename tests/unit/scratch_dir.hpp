@@ -1,4 +1,5 @@
-// A fresh directory under the test temp dir, named after the running test, removed at the end.
+// A fresh directory under the test temp dir (or another base), named after the running test,
+// removed at the end.
 #pragma once
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -8,9 +9,9 @@
 
 class scratch_dir {
  public:
-  scratch_dir() {
+  explicit scratch_dir(const std::filesystem::path& base = ::testing::TempDir()) {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = std::filesystem::path(::testing::TempDir()) /
+    path_ = base /
             (std::string("mailtap_") + info->test_suite_name() + "_" + info->name() + "_" + std::to_string(::getpid()));
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
