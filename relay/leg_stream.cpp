@@ -44,9 +44,9 @@ std::size_t tcp_pipe::read_now(asio::mutable_buffer into, boost::system::error_c
   return socket_.read_some(into, ec);
 }
 
-asio::awaitable<boost::system::error_code> tcp_pipe::write(asio::const_buffer bytes) {
+asio::awaitable<write_outcome> tcp_pipe::write(asio::const_buffer bytes) {
   auto [ec, n] = co_await asio::async_write(socket_, bytes, as_tuple(use_awaitable));
-  co_return ec;
+  co_return write_outcome{ec, n};
 }
 
 void tcp_pipe::shutdown_send() {
@@ -103,23 +103,24 @@ asio::awaitable<leg_stream::read_result> leg_stream::read_some() {
   co_return read_result{ec, std::string_view(buffer.data(), ec ? 0 : n)};
 }
 
-asio::awaitable<boost::system::error_code> leg_stream::write(asio::const_buffer bytes) {
+asio::awaitable<write_outcome> leg_stream::write(asio::const_buffer bytes) {
   if (!tls_) co_return co_await pipe_->write(bytes);
   auto [ec, n] = co_await asio::async_write(*tls_, bytes, as_tuple(use_awaitable));
-  co_return ec;
+  co_return write_outcome{ec, n};
 }
 
 asio::awaitable<boost::system::error_code> leg_stream::flush() {
   std::swap(pending, inflight_);
   std::swap(breaks_, inflight_breaks_);
-  boost::system::error_code ec;
+  write_outcome out;
   write_started = std::chrono::steady_clock::now();
-  if (shaping.active() || !inflight_breaks_.empty()) ec = co_await write_shaped();
-  else ec = co_await write(asio::buffer(inflight_));
+  if (shaping.active() || !inflight_breaks_.empty()) out = co_await write_shaped();
+  else out = co_await write(asio::buffer(inflight_));
   write_started.reset();
+  unwritten_ = out.ec ? inflight_.size() - std::min(out.written, inflight_.size()) : 0;
   inflight_.clear();
   inflight_breaks_.clear();
-  co_return ec;
+  co_return out.ec;
 }
 
 void leg_stream::write_now() {
@@ -135,7 +136,7 @@ void leg_stream::write_now() {
 
 // Faults: the inflight bytes in segments (slice), paced (throttle), with a pause at each
 // segment break. TCP_NODELAY is on, so each write leaves as its own segment.
-asio::awaitable<boost::system::error_code> leg_stream::write_shaped() {
+asio::awaitable<write_outcome> leg_stream::write_shaped() {
   asio::steady_timer pause(co_await asio::this_coro::executor);
   std::size_t off = 0;
   std::size_t next_break = 0;
@@ -151,7 +152,8 @@ asio::awaitable<boost::system::error_code> leg_stream::write_shaped() {
       if (shaping.segment_bytes > 0) n = std::min(n, shaping.segment_bytes);
       // Throttled writes go out in slices of about 50 ms worth of bytes.
       if (shaping.bytes_per_second > 0) n = std::min<std::size_t>(n, std::max<std::uint64_t>(1, shaping.bytes_per_second / 20));
-      if (auto ec = co_await write(asio::const_buffer(bytes.data() + off, n))) co_return ec;
+      if (auto out = co_await write(asio::const_buffer(bytes.data() + off, n)); out.ec)
+        co_return write_outcome{out.ec, off + out.written};
       off += n;
       if (shaping.segment_bytes > 0) wait = std::chrono::microseconds(shaping.gap_us);
       if (shaping.bytes_per_second > 0)
@@ -162,7 +164,7 @@ asio::awaitable<boost::system::error_code> leg_stream::write_shaped() {
       co_await pause.async_wait(as_tuple(use_awaitable));
     }
   }
-  co_return boost::system::error_code{};
+  co_return write_outcome{{}, bytes.size()};
 }
 
 leg_stream::tls_stream* leg_stream::begin_tls(asio::ssl::context& context) {

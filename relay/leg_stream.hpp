@@ -27,6 +27,12 @@ class stream;
 
 namespace mailtap {
 
+// What a write did: its error, and how many of its bytes the connection took before it.
+struct write_outcome {
+  boost::system::error_code ec;
+  std::size_t written = 0;
+};
+
 // The connection under a leg. Reads are split in two so an idle leg holds no buffer: wait
 // until bytes have arrived, then take them without blocking into the caller's buffer.
 class byte_pipe {
@@ -35,8 +41,8 @@ class byte_pipe {
   virtual boost::asio::awaitable<boost::system::error_code> wait_readable() = 0;
   // Non-blocking: would_block when nothing is there after all.
   virtual std::size_t read_now(boost::asio::mutable_buffer into, boost::system::error_code& ec) = 0;
-  // Writes all of `bytes` (or fails).
-  virtual boost::asio::awaitable<boost::system::error_code> write(boost::asio::const_buffer bytes) = 0;
+  // Writes all of `bytes` (or fails, saying how many were taken first).
+  virtual boost::asio::awaitable<write_outcome> write(boost::asio::const_buffer bytes) = 0;
   virtual void shutdown_send() = 0;
   // `reset`: abortively (SO_LINGER 0: the peer sees RST, not FIN).
   virtual void close(bool reset) = 0;
@@ -56,7 +62,7 @@ class tcp_pipe final : public byte_pipe {
   void connected();
   boost::asio::awaitable<boost::system::error_code> wait_readable() override;
   std::size_t read_now(boost::asio::mutable_buffer into, boost::system::error_code& ec) override;
-  boost::asio::awaitable<boost::system::error_code> write(boost::asio::const_buffer bytes) override;
+  boost::asio::awaitable<write_outcome> write(boost::asio::const_buffer bytes) override;
   void shutdown_send() override;
   void close(bool reset) override;
   bool is_open() const override { return socket_.is_open(); }
@@ -90,9 +96,11 @@ class leg_stream {
     bool again = false;
   };
   boost::asio::awaitable<read_result> read_some();
-  boost::asio::awaitable<boost::system::error_code> write(boost::asio::const_buffer bytes);
-  // Writes `pending` (with the shaping and segment breaks asked for), then empties it.
+  boost::asio::awaitable<write_outcome> write(boost::asio::const_buffer bytes);
+  // Writes `pending` (with the shaping and segment breaks asked for), then empties it. On a
+  // failure, unwritten() is how many of those bytes the connection never took.
   boost::asio::awaitable<boost::system::error_code> flush();
+  std::size_t unwritten() const { return unwritten_; }
   // Writes what the socket takes of `pending` now, without suspending, when nothing but the
   // bytes stands in the way: a plain TCP leg, no shaping or breaks, no handshake, reconnect or
   // close asked for, and its writer idle (writer_idle). The rest stays for the writer, which
@@ -134,7 +142,8 @@ class leg_stream {
   void discard_pending() { pending.clear(); breaks_.clear(); }
 
  private:
-  boost::asio::awaitable<boost::system::error_code> write_shaped();
+  boost::asio::awaitable<write_outcome> write_shaped();
+  std::size_t unwritten_ = 0;
 
   std::unique_ptr<byte_pipe> pipe_;
   std::unique_ptr<tls_stream> tls_;

@@ -41,6 +41,12 @@ constexpr auto linger_after_close = 2s;
 // How long a TLS close_notify may take before the FIN goes anyway.
 constexpr auto tls_close_notify_limit = std::chrono::milliseconds(1000);
 
+// After a failed write's error: how many of the bytes recorded as sent never left.
+std::string unwritten_text(std::size_t n) {
+  if (n == 0) return {};
+  return "; the last " + std::to_string(n) + (n == 1 ? " byte" : " bytes") + " recorded as sent were never written";
+}
+
 }  // namespace
 
 std::string make_session_id(std::uint64_t number) {
@@ -423,10 +429,18 @@ asio::awaitable<void> session::write_leg(leg l) {
     if (!box.pending.empty()) {
       if (auto ec = co_await box.flush()) {
         box.closed = true;
+        // Bytes are recorded as they are queued (relay_outbox::send): the capture says which of
+        // the last ones the peer never got, or `show` would read them as delivered.
+        const std::size_t unwritten = box.unwritten() + box.pending.size();
         box.discard_pending();
+        const std::string failure = "write failed: " + ec.message() + unwritten_text(unwritten);
         if (!fsm_.finished()) {
-          if (l == leg::client) feed(&protocol::relay_fsm::on_client_gone, std::string_view("write failed: " + ec.message()));
-          else feed(&protocol::relay_fsm::on_upstream_eof);
+          if (l == leg::client) {
+            feed(&protocol::relay_fsm::on_client_gone, std::string_view(failure));
+          } else {
+            tally_.on_note(now_us(), "upstream connection lost: " + failure);
+            feed(&protocol::relay_fsm::on_upstream_eof);
+          }
         }
         box.close();
         state_changed_.notify();

@@ -8,6 +8,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -85,13 +86,13 @@ class memory_pipe final : public byte_pipe {
     ec = {};
     return n;
   }
-  asio::awaitable<error_code> write(asio::const_buffer bytes) override {
-    if (peer_->closed) co_return asio::error::bad_descriptor;
+  asio::awaitable<write_outcome> write(asio::const_buffer bytes) override {
+    if (peer_->closed) co_return write_outcome{asio::error::bad_descriptor, 0};
     std::size_t n = std::min(bytes.size(), peer_->write_budget);
     peer_->received.append(static_cast<const char*>(bytes.data()), n);
     if (peer_->write_budget != std::string::npos) peer_->write_budget -= n;
-    if (n < bytes.size()) co_return asio::error::connection_reset;
-    co_return error_code();
+    if (n < bytes.size()) co_return write_outcome{asio::error::connection_reset, n};
+    co_return write_outcome{{}, n};
   }
   void shutdown_send() override {
     peer_->fin_received = true;
@@ -347,6 +348,43 @@ TEST_F(SessionShell, EveryFailureAtEveryStepEndsTheSessionCleanly) {
       }
     }
   }
+}
+
+}  // namespace
+}  // namespace mailtap
+
+namespace mailtap {
+namespace {
+
+// The notes of a capture, in order.
+std::vector<std::string> notes_of(const captures::capture& c) {
+  std::vector<std::string> notes;
+  for (const auto& e : c.events)
+    if (const auto* n = std::get_if<captures::note_event>(&e)) notes.push_back(n->text);
+  return notes;
+}
+
+// Bytes are recorded as sent when they are queued: a write that then fails says, in the
+// capture, how many of them never left, so that `show` does not read them as delivered.
+TEST_F(SessionShell, AFailedWriteSaysWhichRecordedBytesNeverLeft) {
+  const std::size_t mail = 2;   // the client can take nothing from the MAIL step on: its 250 fails
+  auto o = run(failure::client_write, mail);
+  ASSERT_TRUE(o.capture);
+  const std::string never = "; the last " + std::to_string(transaction[mail].upstream_answers.size()) +
+                            " bytes recorded as sent were never written";
+  const auto notes = notes_of(*o.capture);
+  EXPECT_TRUE(std::any_of(notes.begin(), notes.end(), [&](const std::string& n) {
+    return n.starts_with("client connection lost: write failed: ") && n.ends_with(never);
+  })) << testing::PrintToString(notes);
+
+  o = run(failure::upstream_write, mail);   // the MAIL command itself fails to go up
+  ASSERT_TRUE(o.capture);
+  const std::string never_up = "; the last " + std::to_string(transaction[mail].upstream_gets.size()) +
+                               " bytes recorded as sent were never written";
+  const auto up_notes = notes_of(*o.capture);
+  EXPECT_TRUE(std::any_of(up_notes.begin(), up_notes.end(), [&](const std::string& n) {
+    return n.starts_with("upstream connection lost: write failed: ") && n.ends_with(never_up);
+  })) << testing::PrintToString(up_notes);
 }
 
 }  // namespace
