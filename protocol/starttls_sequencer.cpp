@@ -70,10 +70,9 @@ void starttls_sequencer::note_upstream_capabilities(const reply& r) {
 
 // ---------------------------------------------------------------- the relay's own commands
 
-void starttls_sequencer::send_own_command(std::uint64_t now, phase ph, command_kind kind, std::string_view line,
-                                          bool recorded_as_relay_command) {
+void starttls_sequencer::send_own_command(std::uint64_t now, phase ph, command_kind kind, std::string_view line) {
   owed_.expect(now, ph, kind);
-  if (observer_ && recorded_as_relay_command) observer_->on_relay_command(now, line);
+  if (observer_) observer_->on_relay_command(now, line);
   out_.send(leg::upstream, std::string(line) + "\r\n", now);
   host_.arm_upstream_for_head();
 }
@@ -279,8 +278,9 @@ bool starttls_sequencer::upstream_reconnected(std::uint64_t now) {
 void starttls_sequencer::take_new_upstream_greeting(std::uint64_t now, const reply& r) {
   if (r.code != 220) return reconnect_failed(now, "the new upstream connection greeted with " + std::to_string(r.code));
   if (hello_line_.empty()) return finish_reconnect(now);   // the client has not said EHLO yet: it will
-  // The client's own hello, replayed: recorded as bytes, not as a command of the relay's.
-  send_own_command(now, phase::ehlo, command_kind::internal_ehlo, hello_line_, false);
+  // The client's own hello, replayed on the new connection: the relay sends it, so it is
+  // recorded as the relay's command (show's `U>`), with the reply that answers it.
+  send_own_command(now, phase::ehlo, command_kind::internal_ehlo, hello_line_);
 }
 
 void starttls_sequencer::take_replayed_hello_reply(std::uint64_t now, const reply& r) {

@@ -77,10 +77,9 @@ class starttls_sequencer {
   bool upstream_reconnected(std::uint64_t now);
   void injection(std::uint64_t now, leg where, std::string_view detail);
 
-  // A command of the relay's own goes upstream (without CRLF); its reply is the sequencer's.
-  // `recorded_as_relay_command` false: the client's own line, replayed.
-  void send_own_command(std::uint64_t now, phase ph, command_kind kind, std::string_view line,
-                        bool recorded_as_relay_command = true);
+  // A command of the relay's own goes upstream (without CRLF), recorded as the relay's; its
+  // reply is the sequencer's.
+  void send_own_command(std::uint64_t now, phase ph, command_kind kind, std::string_view line);
 
  private:
   // Where a STARTTLS (the client's, or the relay's own securing of the upstream) stands.

@@ -499,6 +499,9 @@ class TlsTest(IntegrationTest):
                 self.assertEqual(events_of(shown, "tls"), [])
                 self.assertTrue(any("falling back to plaintext on a new upstream connection" in n
                                     for n in cap.notes), cap.notes)
+                # The replayed hello is the relay's command on the new connection (show's U>).
+                relay_commands = [e["text"] for e in events_of(shown, "command", "upstream")]
+                self.assertEqual(relay_commands, ["EHLO client.test"], relay_commands)
 
     def test_upstream_insecure_is_explicit_and_recorded(self):
         up = self.start_tls_upstream(cert="untrusted")

@@ -138,6 +138,9 @@ TEST_F(StarttlsSequencer, AFailedUpstreamHandshakeFallsBackToPlaintextAndReplays
   seq->upstream_reconnected(4);
   upstream_replies(5, "220 new connection\r\n");
   EXPECT_THAT(actions(), testing::Contains(playbook::to_upstream("EHLO client.example\r\n")));
+  // The relay sent it on the new connection: the capture shows it as the relay's (`U>`).
+  ASSERT_FALSE(obs.relay_commands.empty());
+  EXPECT_EQ(obs.relay_commands.back(), "EHLO client.example");
   upstream_replies(6, "250 mx\r\n");
   EXPECT_TRUE(seq->upstream_prepared());
   EXPECT_FALSE(host.ended_);
