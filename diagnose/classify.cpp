@@ -51,8 +51,13 @@ classification classify_by_code(phase ph, int code, std::string_view enhanced) {
   if (ph == phase::banner || ph == phase::connect) {
     // A refusal before any command is about the connection itself (RFC 5321 3.1: 554 "no
     // SMTP service here"; 421 "service not available").
-    if (subject == 7) return {"reverse_dns_block", true};
+    // 421 from a destination that was reached is a refusal of service (load, a connection
+    // limit, a shutdown), not an unreachable one; X.4.x (network, routing) is the relay's own
+    // 421 4.4.1 for a destination it could not reach. 4.7.x is a connection limit as often as
+    // a reverse-DNS policy: the phrasing decides.
     if (subject == 4) return {"destination_unreachable", true};
+    if (code == 421) return {"service_unavailable", subject == 3};
+    if (subject == 7) return {"reverse_dns_block", true};
     return {klass == 5 ? "reverse_dns_block" : "destination_unreachable", false};
   }
   // Authentication (RFC 4954 6; X.7.8 to X.7.13).
@@ -116,7 +121,8 @@ reply_verdict classify(phase ph, int code, std::string_view enhanced, std::strin
     // The phrase refines only what the code left generic, and only within the same stage's
     // meaning: a greeting's refusal stays about the connection.
     bool connection_stage = ph == phase::banner || ph == phase::connect;
-    bool fits = !connection_stage || p->mode == "reverse_dns_block" || p->mode == "destination_unreachable";
+    bool fits = !connection_stage || p->mode == "reverse_dns_block" || p->mode == "destination_unreachable" ||
+                p->mode == "service_unavailable";
     if (!c.specific && fits && p->mode != c.mode) {
       v.mode = std::string(p->mode);
       v.refined = true;

@@ -56,6 +56,12 @@ constexpr std::array modes = {
               "mail service that is down.",
               "Check the MX/next-hop address, the firewall and NAT rules on the path, and that the destination's SMTP "
               "service runs and answers on its port."},
+    mode_text{"service_unavailable", "destination refused service at its greeting",
+              "The destination was reached, and answered the connection with 421 instead of 220 (RFC 5321 4.2.3): "
+              "it takes no mail now. It is overloaded, limits connections from this client, or is shutting down; "
+              "a sender keeps the message queued and tries again later.",
+              "Read the greeting's text for the reason, then check the destination's load and its per-client "
+              "connection limits (Postfix: smtpd_client_connection_count_limit, postscreen)."},
     mode_text{"policy_rejection", "refused by the destination's policy",
               "The destination refused this message or recipient by policy (X.7.x): content filtering, an access "
               "rule, or a relay restriction.",

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "diagnose/checks.hpp"
+#include "diagnose/classify.hpp"
 #include "diagnose/modes.hpp"
 #include "protocol/command.hpp"
 
@@ -82,6 +83,30 @@ void unreachable(const conversation& c, const captures::end_record& e, std::vect
     mark_injected(held, *fe);
 }
 
+// The destination greeted with 421 (end reason upstream_refused): reached, but refusing
+// service. The finding is the one the greeting's reply gets (checks/replies.cpp classifies it
+// by its code, and an X.4.x keeps it "unreachable"), with the end cited beside the reply.
+void refused_service(const conversation& c, const captures::end_record& e, std::vector<finding>& out) {
+  const captures::reply_event* greeting = nullptr;
+  for (const auto* ev : c.timeline)
+    if (const auto* r = std::get_if<captures::reply_event>(ev); r && r->leg == protocol::leg::upstream && r->reply.code == 421)
+      greeting = r;
+  const std::string id = classify_by_code(protocol::phase::banner, 421, greeting ? greeting->reply.enhanced : "").mode;
+  if (id == "destination_unreachable") return unreachable(c, e, out);
+  const mode_text& m = mode(id);
+  finding f;
+  f.id = id;
+  f.level = severity::error;
+  f.stage = "banner";
+  f.title = std::string(m.title);
+  f.explanation = std::string(m.explanation);
+  f.action = std::string(m.action);
+  f.source = origin::server;
+  if (greeting) f.evidence.push_back(evidence_of(*greeting));
+  f.evidence.push_back(end_evidence(e));
+  merge_finding(out, std::move(f));
+}
+
 // The destination answered what SMTP does not allow (captures/FORMAT.md, upstream_protocol_error):
 // the relay closed its leg, the client got a 4xx from the relay. The destination's fault, never
 // the client's.
@@ -155,7 +180,8 @@ void check_session_end(const conversation& c, std::vector<finding>& out) {
   if (!c.cap->end) return;
   const auto& e = *c.cap->end;
   if (e.reason == "upstream_timeout" || e.reason == "client_timeout" || e.reason == "fault_stall") timeout(c, e, out);
-  else if (e.reason == "upstream_unreachable" || e.reason == "upstream_refused") unreachable(c, e, out);
+  else if (e.reason == "upstream_unreachable") unreachable(c, e, out);
+  else if (e.reason == "upstream_refused") refused_service(c, e, out);
   else if (e.reason == "upstream_protocol_error") protocol_error(c, e, out);
   else if (e.reason == "upstream_closed") destination_hung_up(c, e, out);
   else if (e.reason == "upstream_tls_failed") {

@@ -398,6 +398,26 @@ TEST(CheckSessionEnd, TimeoutsAndUnreachable) {
   EXPECT_EQ(find(diagnose_capture(s.c), "timeout")->level, severity::warning);
 }
 
+// A destination that greets with 421 was reached and refused service: one finding, the
+// destination's, citing its greeting and the end; never "unreachable".
+TEST(CheckSessionEnd, AGreetingOf421IsARefusalOfServiceNotAnUnreachableDestination) {
+  builder b;
+  b.reply(1, 421, {"4.3.2 mx.example.net Service shutting down"})
+      .reply(1, 421, {"4.3.2 mx.example.net Service shutting down"}, leg::client)
+      .ended("upstream_refused", "mx.example.net Service shutting down");
+  auto d = diagnose_capture(b.c);
+  EXPECT_EQ(find(d, "destination_unreachable"), nullptr);
+  ASSERT_EQ(count_of(d, "service_unavailable"), 1);
+  const finding& f = *find(d, "service_unavailable");
+  EXPECT_EQ(f.stage, "banner");
+  EXPECT_EQ(f.level, severity::error);
+  EXPECT_EQ(f.source, origin::server);
+  EXPECT_TRUE(std::any_of(f.evidence.begin(), f.evidence.end(),
+                          [](const evidence_item& e) { return e.text.starts_with("end: upstream_refused"); }));
+  EXPECT_TRUE(std::any_of(f.evidence.begin(), f.evidence.end(),
+                          [](const evidence_item& e) { return e.text.find("S< 421 4.3.2") != std::string::npos; }));
+}
+
 // The destination broke the protocol (a 250 to DATA) or hung up mid-session: the finding is the
 // destination's, and the relay's own 421/451 4.4.2 to the client is not read as the client's
 // refused command or as the destination's 4xx (a newcomer's trial: "check the client's SMTP

@@ -79,6 +79,14 @@ TEST(Classify, CodeFirst) {
   EXPECT_EQ(classify_by_code(phase::data_end, 552, "5.3.4").mode, "message_too_large");
   EXPECT_EQ(classify_by_code(phase::banner, 554, "5.7.1").mode, "reverse_dns_block");
   EXPECT_EQ(classify_by_code(phase::banner, 421, "4.4.1").mode, "destination_unreachable");
+  // A destination that greets with 421 was reached: it refuses service (load, a connection
+  // limit, a shutdown). Postfix's "421 4.3.2 Service shutting down", its anvil's "421 4.7.0
+  // Error: too many connections", and a bare 421.
+  EXPECT_EQ(classify_by_code(phase::banner, 421, "4.3.2").mode, "service_unavailable");
+  EXPECT_TRUE(classify_by_code(phase::banner, 421, "4.3.2").specific);
+  EXPECT_EQ(classify_by_code(phase::banner, 421, "4.7.0").mode, "service_unavailable");
+  EXPECT_EQ(classify_by_code(phase::banner, 421, "").mode, "service_unavailable");
+  EXPECT_EQ(classify_by_code(phase::banner, 554, "5.7.1").mode, "reverse_dns_block");
   EXPECT_EQ(classify_by_code(phase::rcpt, 451, "4.7.1").mode, "greylisting");
   EXPECT_EQ(classify_by_code(phase::mail, 550, "5.7.1").mode, "sender_blocked");
   EXPECT_EQ(classify_by_code(phase::rcpt, 550, "5.7.23").mode, "sender_authentication");
@@ -130,7 +138,7 @@ TEST(Classify, PhrasingNeverOverridesASpecificCode) {
 TEST(Classify, EveryModeClassifyCanNameHasItsText) {
   for (auto id : {"mailbox_full", "unknown_recipient", "sender_blocked", "tenant_propagation", "smarthost_auth",
                   "relay_quota", "message_too_large", "reverse_dns_block", "greylisting", "destination_unreachable",
-                  "policy_rejection", "sender_authentication", "temporary_failure", "permanent_failure",
+                  "service_unavailable", "policy_rejection", "sender_authentication", "temporary_failure", "permanent_failure",
                   "command_rejected", "tls_unavailable", "blackhole", "firewall_fixup", "content_scan_delay",
                   "slow_destination"}) {
     EXPECT_TRUE(is_mode(id)) << id;
