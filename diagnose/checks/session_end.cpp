@@ -107,6 +107,25 @@ void refused_service(const conversation& c, const captures::end_record& e, std::
   merge_finding(out, std::move(f));
 }
 
+// The client's handshake with the relay failed (after STARTTLS, or on the SMTPS listener). The
+// client negotiates with the relay, not the destination: the certificate it refused is the
+// relay's own.
+void client_tls_failed(const captures::end_record& e, std::vector<finding>& out) {
+  finding f;
+  f.id = "client_tls_failed";
+  f.level = severity::error;
+  f.stage = "starttls";
+  f.source = origin::client;
+  f.title = "the client's TLS handshake with the relay failed";
+  f.explanation = "The client and the relay could not set up TLS, so the session ended before any mail: " + e.detail +
+                  ". Behind an inline relay the client checks the relay's certificate, not the destination's "
+                  "(a generated one is self-signed), and the two must share a TLS version and a cipher.";
+  f.action = "Give the relay a certificate the client trusts ([tls] cert and key, or --tls-cert and --tls-key), or "
+             "check the client's TLS versions and ciphers against the relay's.";
+  f.evidence.push_back(end_evidence(e));
+  merge_finding(out, std::move(f));
+}
+
 // The destination answered what SMTP does not allow (captures/FORMAT.md, upstream_protocol_error):
 // the relay closed its leg, the client got a 4xx from the relay. The destination's fault, never
 // the client's.
@@ -182,6 +201,7 @@ void check_session_end(const conversation& c, std::vector<finding>& out) {
   if (e.reason == "upstream_timeout" || e.reason == "client_timeout" || e.reason == "fault_stall") timeout(c, e, out);
   else if (e.reason == "upstream_unreachable") unreachable(c, e, out);
   else if (e.reason == "upstream_refused") refused_service(c, e, out);
+  else if (e.reason == "client_tls_failed") client_tls_failed(e, out);
   else if (e.reason == "upstream_protocol_error") protocol_error(c, e, out);
   else if (e.reason == "upstream_closed") destination_hung_up(c, e, out);
   else if (e.reason == "upstream_tls_failed") {

@@ -304,6 +304,22 @@ class TlsTest(IntegrationTest):
         rc, out = self.s_client(mailtap.port, "-tls1_2")
         self.assertIn("BEGIN CERTIFICATE", out, out[-2000:])
 
+    def test_a_client_that_refuses_the_relays_certificate_is_diagnosed(self):
+        """The client checks the relay's certificate (here the generated, self-signed one) and
+        gives up: diagnose names the failed handshake, the client's side, and whose
+        certificate it was."""
+        mailtap = self.start_tls_mailtap()
+        rc, out = self.s_client(mailtap.port, "-verify_return_error")
+        self.assertNotEqual(rc, 0, out[-2000:])
+        cap = self.single_capture(mailtap)
+        self.assertEqual(cap.end["reason"], "client_tls_failed", cap.end)
+        r = run_mailtap(["diagnose", cap.path, "--json"], timeout=60)
+        doc = json.loads(r.stdout)
+        found = [f for f in doc["findings"] if f["id"] == "client_tls_failed"]
+        self.assertEqual(len(found), 1, doc["findings"])
+        self.assertEqual((found[0]["severity"], found[0]["source"]), ("error", "client"), found[0])
+        self.assertIn("relay's certificate", found[0]["explanation"])
+
     # ------------------------------------------------------------ injection (RFC 3207 5: nothing read as protected across STARTTLS)
 
     def test_client_starttls_injection(self):

@@ -398,6 +398,23 @@ TEST(CheckSessionEnd, TimeoutsAndUnreachable) {
   EXPECT_EQ(find(diagnose_capture(s.c), "timeout")->level, severity::warning);
 }
 
+// The client's handshake with the relay failed: a finding that says so, and whose certificate.
+TEST(CheckSessionEnd, AFailedClientHandshakeIsAFinding) {
+  builder b;
+  b.reply(1, 220, {"mx.example.net ESMTP"}, leg::client)
+      .cmd(2, "EHLO client.example")
+      .cmd(3, "STARTTLS")
+      .reply(3, 220, {"2.0.0 Ready to start TLS"}, leg::client)
+      .ended("client_tls_failed", "tlsv1 alert unknown ca");
+  auto d = diagnose_capture(b.c);
+  ASSERT_EQ(count_of(d, "client_tls_failed"), 1);
+  const finding& f = *find(d, "client_tls_failed");
+  EXPECT_EQ(f.level, severity::error);
+  EXPECT_EQ(f.source, origin::client);
+  EXPECT_NE(f.explanation.find("tlsv1 alert unknown ca"), std::string::npos);
+  EXPECT_NE(f.explanation.find("relay's certificate"), std::string::npos);
+}
+
 // A destination that greets with 421 was reached and refused service: one finding, the
 // destination's, citing its greeting and the end; never "unreachable".
 TEST(CheckSessionEnd, AGreetingOf421IsARefusalOfServiceNotAnUnreachableDestination) {
