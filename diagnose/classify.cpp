@@ -64,7 +64,10 @@ classification classify_by_code(phase ph, int code, std::string_view enhanced) {
   if (ph == phase::auth || code == 535 || code == 534 || code == 538 || code == 530 ||
       (subject == 7 && (detail == 8 || detail == 9 || detail == 11 || detail == 12 || detail == 13)))
     return {"smarthost_auth", ph == phase::auth || subject == 7 || code == 535};
-  if (ph == phase::starttls) return {"tls_unavailable", true};
+  // STARTTLS out of sequence (503: TLS already active, inside a transaction) or with
+  // arguments (501) is the client's mistake; any other refusal means no TLS (RFC 3207 4).
+  if (ph == phase::starttls) return code == 503 || code == 501 ? classification{"command_rejected", true}
+                                                                : classification{"tls_unavailable", true};
   if (!in_transaction(ph)) return {"command_rejected", subject == 5};
 
   switch (subject) {

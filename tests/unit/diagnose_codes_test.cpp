@@ -93,6 +93,10 @@ TEST(Classify, CodeFirst) {
   EXPECT_EQ(classify_by_code(phase::rcpt, 451, "4.3.0").mode, "temporary_failure");
   EXPECT_EQ(classify_by_code(phase::ehlo, 500, "5.5.1").mode, "command_rejected");
   EXPECT_EQ(classify_by_code(phase::starttls, 454, "4.7.0").mode, "tls_unavailable");
+  EXPECT_EQ(classify_by_code(phase::starttls, 502, "5.5.1").mode, "tls_unavailable");   // not offered
+  // A second STARTTLS (503 5.5.1 TLS already active) is the client's mistake, not a lack of TLS.
+  EXPECT_EQ(classify_by_code(phase::starttls, 503, "5.5.1").mode, "command_rejected");
+  EXPECT_EQ(classify_by_code(phase::starttls, 501, "5.5.4").mode, "command_rejected");
   // No enhanced code: the basic code at its stage.
   EXPECT_EQ(classify_by_code(phase::rcpt, 550, "").mode, "unknown_recipient");
   EXPECT_EQ(classify_by_code(phase::mail, 552, "").mode, "message_too_large");
