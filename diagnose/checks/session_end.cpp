@@ -107,6 +107,36 @@ void refused_service(const conversation& c, const captures::end_record& e, std::
   merge_finding(out, std::move(f));
 }
 
+// A disconnect or reset fault cut the client off (end reason `fault`). After the end of data
+// this is the failure that costs most: the client never hears whether its message went
+// through. The relay never sends that end upstream (policies/README.md), so nothing was
+// delivered, and a sender that gets no reply queues the message and tries again.
+void dropped_by_fault(const conversation& c, const captures::end_record& e, std::vector<finding>& out) {
+  const auto* fe = first_fault(
+      c, [](const protocol::fault_event& x) { return x.decision == "disconnect" || x.decision == "reset"; });
+  if (!fe) return;
+  const bool after_end_of_data = fe->fault.ph == protocol::phase::data_end || fe->fault.ph == protocol::phase::bdat;
+  const std::string how = fe->fault.decision == "reset" ? "reset (RST)" : "closed";
+  finding f;
+  f.id = "connection_dropped";
+  f.level = after_end_of_data ? severity::error : severity::warning;
+  f.stage = std::string(protocol::to_string(fe->fault.ph));
+  f.source = origin::none;
+  f.title = after_end_of_data ? "the connection was " + how + " after the end of data, without a reply"
+                              : "the connection was " + how + " at " + f.stage;
+  f.explanation =
+      after_end_of_data
+          ? "The client sent its message's end and got no reply: the end never went to the destination, so nothing "
+            "was delivered, and a sender treats the silence as a temporary failure and sends the message again "
+            "later (RFC 5321 4.5.4.1). A firewall or load balancer that drops connections mid-session looks the same."
+          : "The connection ended without a reply at " + f.stage + ": a sender treats that as a temporary failure and "
+            "tries again later (RFC 5321 4.5.4.1).";
+  f.action = "A fault rule did this; remove or narrow it to deliver.";
+  f.evidence.push_back(end_evidence(e));
+  finding& held = merge_finding(out, std::move(f));
+  mark_injected(held, *fe);
+}
+
 // The client's handshake with the relay failed (after STARTTLS, or on the SMTPS listener). The
 // client negotiates with the relay, not the destination: the certificate it refused is the
 // relay's own.
@@ -202,6 +232,7 @@ void check_session_end(const conversation& c, std::vector<finding>& out) {
   else if (e.reason == "upstream_unreachable") unreachable(c, e, out);
   else if (e.reason == "upstream_refused") refused_service(c, e, out);
   else if (e.reason == "client_tls_failed") client_tls_failed(e, out);
+  else if (e.reason == "fault") dropped_by_fault(c, e, out);
   else if (e.reason == "upstream_protocol_error") protocol_error(c, e, out);
   else if (e.reason == "upstream_closed") destination_hung_up(c, e, out);
   else if (e.reason == "upstream_tls_failed") {

@@ -146,6 +146,19 @@ class ScenarioDiagnoses(DiagnoseTest):
         self.assertEqual(rc, 1)
         self.assertInjected(finding(doc, "destination_unreachable"), "destination-unreachable", "banner")
 
+    def test_a_disconnect_after_the_dot_is_an_error_not_only_a_fault_record(self):
+        scenario = os.path.join(self.workdir, "cut.toml")
+        with open(scenario, "w") as f:
+            f.write('[[fault]]\nname = "cut"\ntype = "disconnect"\nphase = "data_end"\n')
+        m = self.start_mailtap(args=["--scenario", scenario], env=self.env)
+        t = self.send(m.port)
+        self.assertNotEqual(t.rc, 0)
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 1)
+        f = finding(doc, "connection_dropped")
+        self.assertInjected(f, "cut", "data_end")
+        self.assertIn("nothing was delivered", f["explanation"])
+
     def test_relay_quota_fourth_message(self):
         m = self.relay("relay-quota")
         for _ in range(4):

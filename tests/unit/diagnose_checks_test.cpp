@@ -398,6 +398,28 @@ TEST(CheckSessionEnd, TimeoutsAndUnreachable) {
   EXPECT_EQ(find(diagnose_capture(s.c), "timeout")->level, severity::warning);
 }
 
+// A disconnect fault after the dot: an error that says nothing was delivered and the sender
+// will send again, made by the rule (it was only the fault's info record).
+TEST(CheckSessionEnd, ADisconnectAfterTheDotIsAnErrorMadeByItsRule) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"});
+  b.fault(12, "cut", "disconnect", "disconnect", phase::data_end, "connection closed").ended("fault", "cut");
+  auto d = diagnose_capture(b.c);
+  ASSERT_EQ(count_of(d, "connection_dropped"), 1);
+  const finding& f = *find(d, "connection_dropped");
+  EXPECT_EQ(f.level, severity::error);
+  EXPECT_EQ(f.stage, "data_end");
+  EXPECT_EQ(f.source, origin::injected);
+  EXPECT_EQ(f.rule, "cut");
+  EXPECT_NE(f.explanation.find("nothing was delivered"), std::string::npos);
+
+  builder early;   // at RCPT: a warning, the sender retries
+  early.opening().fault(7, "cut", "disconnect", "disconnect", phase::rcpt, "connection closed").ended("fault", "cut");
+  auto e = diagnose_capture(early.c);
+  ASSERT_EQ(count_of(e, "connection_dropped"), 1);
+  EXPECT_EQ(find(e, "connection_dropped")->level, severity::warning);
+}
+
 // The client's handshake with the relay failed: a finding that says so, and whose certificate.
 TEST(CheckSessionEnd, AFailedClientHandshakeIsAFinding) {
   builder b;
