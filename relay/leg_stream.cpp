@@ -174,7 +174,31 @@ leg_stream::tls_stream* leg_stream::begin_tls(asio::ssl::context& context) {
   return tls_.get();
 }
 
-void leg_stream::handshake_done() { tls_buffer_ = std::make_unique<std::array<char, 16 * 1024>>(); }
+namespace {
+
+// Where an SSL object keeps its leg's renegotiation flag (Asio keeps its verify callback in the
+// SSL's app data, so the flag has an index of its own).
+int renegotiation_flag_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+// OpenSSL's info callback: the relay answers a peer's renegotiation (a TLS 1.2 ClientHello or
+// HelloRequest after the handshake) with a no_renegotiation alert (RFC 5246 7.2.2). Runs
+// inside SSL_read, on the leg's thread.
+void note_refused_renegotiation(const SSL* ssl, int where, int alert) {
+  if ((where & SSL_CB_WRITE_ALERT) == 0 || (alert & 0xff) != SSL_AD_NO_RENEGOTIATION) return;
+  if (auto* flag = static_cast<bool*>(SSL_get_ex_data(ssl, renegotiation_flag_index()))) *flag = true;
+}
+
+}  // namespace
+
+void leg_stream::handshake_done() {
+  tls_buffer_ = std::make_unique<std::array<char, 16 * 1024>>();
+  SSL* ssl = tls_->native_handle();
+  SSL_set_ex_data(ssl, renegotiation_flag_index(), &renegotiation_refused_);
+  SSL_set_info_callback(ssl, note_refused_renegotiation);
+}
 
 void leg_stream::drop_tls() {
   tls_.reset();

@@ -109,11 +109,15 @@ class leg_stream {
   void write_now();
 
   // TLS: begin_tls creates the stream over the TCP connection (null when the pipe is not TCP);
-  // handshake_done gives it its read buffer; drop_tls forgets it (a failed handshake).
+  // handshake_done gives it its read buffer and watches for renegotiation; drop_tls forgets it
+  // (a failed handshake).
   tls_stream* begin_tls(boost::asio::ssl::context& context);
   void handshake_done();
   void drop_tls();
   bool secured() const { return tls_ != nullptr && tls_buffer_ != nullptr; }
+  // The peer asked to renegotiate TLS and OpenSSL refused it for the relay (tls_context:
+  // SSL_OP_NO_RENEGOTIATION, a no_renegotiation alert) since the session last asked.
+  bool take_renegotiation_refused() { return std::exchange(renegotiation_refused_, false); }
   tls_stream* tls() { return tls_.get(); }
   // TLS close_notify, bounded by `limit`; nothing on a plain leg.
   boost::asio::awaitable<void> shutdown_tls(std::chrono::milliseconds limit);
@@ -148,6 +152,7 @@ class leg_stream {
   std::unique_ptr<byte_pipe> pipe_;
   std::unique_ptr<tls_stream> tls_;
   std::unique_ptr<std::array<char, 16 * 1024>> tls_buffer_;   // only TLS legs have their own
+  bool renegotiation_refused_ = false;   // set by OpenSSL's info callback, on this leg's thread
   std::string inflight_;
   std::vector<std::pair<std::size_t, std::chrono::microseconds>> breaks_;
   std::vector<std::pair<std::size_t, std::chrono::microseconds>> inflight_breaks_;

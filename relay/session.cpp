@@ -386,6 +386,9 @@ asio::awaitable<void> session::read_leg(leg l) {
     }
     if (l == leg::client) hold_input_while_capture_backlogged();
     auto [ec, bytes, again] = co_await box.read_some();
+    if (box.take_renegotiation_refused())
+      tally_.on_note(now_us(), std::string(l == leg::client ? "the client" : "the upstream") +
+                                   " asked to renegotiate TLS; the relay refuses renegotiation (no_renegotiation alert)");
     if (again) continue;
     if (ec) {
       box.eof_seen = true;

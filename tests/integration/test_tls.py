@@ -20,6 +20,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 import unittest
 
 from harness import (IntegrationTest, LOOPBACK, parse_replies, record_bytes,
@@ -319,6 +320,32 @@ class TlsTest(IntegrationTest):
         self.assertEqual(len(found), 1, doc["findings"])
         self.assertEqual((found[0]["severity"], found[0]["source"]), ("error", "client"), found[0])
         self.assertIn("relay's certificate", found[0]["explanation"])
+
+    def test_a_refused_renegotiation_is_named_in_the_capture(self):
+        """The relay refuses TLS renegotiation (a no_renegotiation alert): a client that asks
+        for it (openssl s_client's R, TLS 1.2) fails, and the capture says why, before the
+        loss of the client."""
+        mailtap = self.start_tls_mailtap()
+        p = subprocess.Popen([OPENSSL, "s_client", "-connect", "%s:%d" % (LOOPBACK, mailtap.port), "-tls1_2",
+                              "-starttls", "smtp", "-crlf"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        try:
+            p.stdin.write(b"EHLO client.test\n")
+            p.stdin.flush()
+            time.sleep(0.5)
+            p.stdin.write(b"R\n")   # s_client: renegotiate
+            p.stdin.flush()
+            out, _ = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.assertIn(b"RENEGOTIATING", out, out[-2000:])
+        cap = self.single_capture(mailtap)
+        asked = [n for n in cap.notes if "asked to renegotiate TLS" in n]
+        self.assertEqual(asked, ["the client asked to renegotiate TLS; the relay refuses renegotiation "
+                                 "(no_renegotiation alert)"], cap.notes)
+        self.assertEqual(cap.end["reason"], "client_closed", cap.end)
 
     # ------------------------------------------------------------ injection (RFC 3207 5: nothing read as protected across STARTTLS)
 
