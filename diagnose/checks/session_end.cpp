@@ -115,6 +115,10 @@ void dropped_by_fault(const conversation& c, const captures::end_record& e, std:
   const auto* fe = first_fault(
       c, [](const protocol::fault_event& x) { return x.decision == "disconnect" || x.decision == "reset"; });
   if (!fe) return;
+  // A disconnect with a code says it first: that reply is the finding (checks/replies.cpp).
+  for (const auto* ev : c.timeline)
+    if (const auto* r = std::get_if<captures::reply_event>(ev); r && r->leg == protocol::leg::client && r->t_us >= fe->t_us)
+      return;
   const bool after_end_of_data = fe->fault.ph == protocol::phase::data_end || fe->fault.ph == protocol::phase::bdat;
   const std::string how = fe->fault.decision == "reset" ? "reset (RST)" : "closed";
   finding f;

@@ -418,6 +418,13 @@ TEST(CheckSessionEnd, ADisconnectAfterTheDotIsAnErrorMadeByItsRule) {
   auto e = diagnose_capture(early.c);
   ASSERT_EQ(count_of(e, "connection_dropped"), 1);
   EXPECT_EQ(find(e, "connection_dropped")->level, severity::warning);
+
+  builder told;   // a disconnect with a code: the client got that reply, which is the finding
+  told.opening()
+      .reply(7, 421, {"4.7.0 closing"}, leg::client)
+      .fault(7, "cut", "disconnect", "disconnect", phase::rcpt, "421 4.7.0 closing")
+      .ended("fault", "cut");
+  EXPECT_EQ(count_of(diagnose_capture(told.c), "connection_dropped"), 0);
 }
 
 // The client's handshake with the relay failed: a finding that says so, and whose certificate.
