@@ -63,8 +63,9 @@ void timeout(const conversation& c, const captures::end_record& e, std::vector<f
   merge_finding(out, std::move(f));
 }
 
-void unreachable(const conversation& c, const captures::end_record& e, std::vector<finding>& out) {
-  const mode_text& m = mode("destination_unreachable");
+// An error at the greeting, the destination's, in a failure mode's words (modes.cpp).
+finding greeting_finding(std::string_view mode_id) {
+  const mode_text& m = mode(mode_id);
   finding f;
   f.id = std::string(m.id);
   f.level = severity::error;
@@ -73,6 +74,11 @@ void unreachable(const conversation& c, const captures::end_record& e, std::vect
   f.explanation = std::string(m.explanation);
   f.action = std::string(m.action);
   f.source = origin::server;
+  return f;
+}
+
+void unreachable(const conversation& c, const captures::end_record& e, std::vector<finding>& out) {
+  finding f = greeting_finding("destination_unreachable");
   for (const auto* ev : c.timeline)
     if (const auto* n = std::get_if<captures::note_event>(ev))
       if (n->text.rfind("upstream unreachable", 0) == 0 || n->text.rfind("upstream_", 0) == 0)
@@ -93,15 +99,7 @@ void refused_service(const conversation& c, const captures::end_record& e, std::
       greeting = r;
   const std::string id = classify_by_code(protocol::phase::banner, 421, greeting ? greeting->reply.enhanced : "").mode;
   if (id == "destination_unreachable") return unreachable(c, e, out);
-  const mode_text& m = mode(id);
-  finding f;
-  f.id = id;
-  f.level = severity::error;
-  f.stage = "banner";
-  f.title = std::string(m.title);
-  f.explanation = std::string(m.explanation);
-  f.action = std::string(m.action);
-  f.source = origin::server;
+  finding f = greeting_finding(id);
   if (greeting) f.evidence.push_back(evidence_of(*greeting));
   f.evidence.push_back(end_evidence(e));
   merge_finding(out, std::move(f));
