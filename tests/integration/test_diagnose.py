@@ -159,6 +159,18 @@ class ScenarioDiagnoses(DiagnoseTest):
         self.assertInjected(f, "cut", "data_end")
         self.assertIn("nothing was delivered", f["explanation"])
 
+    def test_a_destination_that_greets_with_421_refused_service_and_is_not_unreachable(self):
+        up = self.start_scripted(greeting=b"421 4.3.2 mx.example.net Service shutting down\r\n")
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), env=self.env)
+        t = self.send(m.port)
+        self.assertNotEqual(t.rc, 0)
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 1)
+        self.assertNotIn("destination_unreachable", ids(doc))
+        f = finding(doc, "service_unavailable")
+        self.assertEqual((f["source"], f["stage"], f["severity"]), ("server", "banner", "error"), f)
+        self.assertEqual(f["reply"]["code"], 421)
+
     def test_relay_quota_fourth_message(self):
         m = self.relay("relay-quota")
         for _ in range(4):
