@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "captures/reader.hpp"
@@ -350,18 +351,14 @@ TEST_F(SessionShell, EveryFailureAtEveryStepEndsTheSessionCleanly) {
   }
 }
 
-}  // namespace
-}  // namespace mailtap
-
-namespace mailtap {
-namespace {
-
-// The notes of a capture, in order.
-std::vector<std::string> notes_of(const captures::capture& c) {
-  std::vector<std::string> notes;
-  for (const auto& e : c.events)
-    if (const auto* n = std::get_if<captures::note_event>(&e)) notes.push_back(n->text);
-  return notes;
+// Whether the capture has a note that starts with `lost` and ends by naming `never` bytes
+// recorded as sent but never written.
+bool notes_unwritten(const captures::capture& c, std::string_view lost, std::size_t never) {
+  const std::string ending = "; the last " + std::to_string(never) + " bytes recorded as sent were never written";
+  return std::any_of(c.events.begin(), c.events.end(), [&](const captures::event& e) {
+    const auto* n = std::get_if<captures::note_event>(&e);
+    return n && n->text.starts_with(lost) && n->text.ends_with(ending);
+  });
 }
 
 // Bytes are recorded as sent when they are queued: a write that then fails says, in the
@@ -370,21 +367,13 @@ TEST_F(SessionShell, AFailedWriteSaysWhichRecordedBytesNeverLeft) {
   const std::size_t mail = 2;   // the client can take nothing from the MAIL step on: its 250 fails
   auto o = run(failure::client_write, mail);
   ASSERT_TRUE(o.capture);
-  const std::string never = "; the last " + std::to_string(transaction[mail].upstream_answers.size()) +
-                            " bytes recorded as sent were never written";
-  const auto notes = notes_of(*o.capture);
-  EXPECT_TRUE(std::any_of(notes.begin(), notes.end(), [&](const std::string& n) {
-    return n.starts_with("client connection lost: write failed: ") && n.ends_with(never);
-  })) << testing::PrintToString(notes);
+  EXPECT_TRUE(notes_unwritten(*o.capture, "client connection lost: write failed: ",
+                              transaction[mail].upstream_answers.size()));
 
   o = run(failure::upstream_write, mail);   // the MAIL command itself fails to go up
   ASSERT_TRUE(o.capture);
-  const std::string never_up = "; the last " + std::to_string(transaction[mail].upstream_gets.size()) +
-                               " bytes recorded as sent were never written";
-  const auto up_notes = notes_of(*o.capture);
-  EXPECT_TRUE(std::any_of(up_notes.begin(), up_notes.end(), [&](const std::string& n) {
-    return n.starts_with("upstream connection lost: write failed: ") && n.ends_with(never_up);
-  })) << testing::PrintToString(up_notes);
+  EXPECT_TRUE(notes_unwritten(*o.capture, "upstream connection lost: write failed: ",
+                              transaction[mail].upstream_gets.size()));
 }
 
 }  // namespace
