@@ -343,6 +343,8 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     capture_header& h = c.header;
     h.session = f.str(field::session);
     h.seed = f.u64(field::seed);
+    h.master_seed = f.optional_u64(field::master_seed);         // added within version 5
+    h.session_number = f.optional_u64(field::session_number);
     h.client = f.str(field::client);
     h.listen = f.str(field::listen);
     h.upstream = f.str(field::upstream);

@@ -25,6 +25,8 @@ struct capture_header {
   int version = 0;                    // as found in the file, before any upgrade
   std::string session;
   std::uint64_t seed = 0;
+  std::uint64_t master_seed = 0;      // the run's --seed; 0: not recorded (before it was added)
+  std::uint64_t session_number = 0;   // the session's number in its run; 0: not recorded
   std::string client;                 // "ip:port"
   std::string listen;                 // "ip:port"
   std::string upstream;               // "host:port" or "builtin"

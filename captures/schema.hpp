@@ -42,6 +42,8 @@ inline constexpr std::string_view format = "format";
 inline constexpr std::string_view version = "version";   // also the tls record's protocol version
 inline constexpr std::string_view session = "session";
 inline constexpr std::string_view seed = "seed";
+inline constexpr std::string_view master_seed = "master_seed";
+inline constexpr std::string_view session_number = "session_number";
 inline constexpr std::string_view client = "client";
 inline constexpr std::string_view listen = "listen";
 inline constexpr std::string_view upstream = "upstream";
@@ -119,6 +121,9 @@ namespace lists {
 using namespace field;
 inline constexpr std::string_view header_fields[] = {format,     version,         session, seed,    client,  listen,
                                                      upstream,   started_at,      started_mono_us, relay, bare_eol};
+// Added within version 5: what reproduces the session's faults (`mailtap run --seed M
+// --first-session N`); absent in older captures: 0, unknown.
+inline constexpr std::string_view header_optional[] = {master_seed, session_number};
 inline constexpr std::string_view bytes_fields[] = {t_us, leg, dir};
 inline constexpr std::string_view bytes_one_of[] = {latin1, b64};
 inline constexpr std::string_view bytes_ref_fields[] = {t_us, leg, dir, client_in_at, length};
@@ -137,7 +142,7 @@ inline constexpr std::string_view transaction_fields[] = {mail_from, rcpt_to,   
 inline constexpr std::string_view end_fields[] = {t_us, reason, detail, ended_at, complete, dropped_records};
 inline constexpr std::string_view final_reply_fields[] = {code, enhanced, text};
 inline constexpr record_fields all[] = {
-    {record::header, header_fields},
+    {record::header, header_fields, header_optional},
     {record::bytes, bytes_fields, {}, bytes_one_of},
     {record::bytes_ref, bytes_ref_fields},
     {record::command, command_fields},

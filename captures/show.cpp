@@ -152,7 +152,15 @@ void render_header(const capture& c, std::string& out) {
   row("session", printable(h.session));
   row("client", printable(h.client) + " -> " + printable(h.upstream));
   row("started", printable(h.started_at));
-  row("seed", std::to_string(h.seed));
+  // With the run's seed and the session's number (captures since they were recorded), the row
+  // says how to get this session's faults again: the same rule matches and random draws need both.
+  if (h.master_seed != 0 && h.session_number != 0) {
+    const std::string m = std::to_string(h.master_seed), n = std::to_string(h.session_number);
+    row("seed", std::to_string(h.seed) + " (session " + n + " of a run with --seed " + m + "; `mailtap run --seed " +
+                    m + " --first-session " + n + "` gives its first session these faults again)");
+  } else {
+    row("seed", std::to_string(h.seed));
+  }
   row("outcome", session_outcome(c));
   if (c.end) row("end", printable(c.end->reason) + (c.end->detail.empty() ? "" : ": " + printable(c.end->detail)));
   else row("end", "(none)");
@@ -452,6 +460,9 @@ std::string render_json(const capture& c) {
   o[field::upstream] = utf8(h.upstream);
   o[field::started_at] = utf8(h.started_at);
   o[field::seed] = h.seed;
+  // null: a capture from before they were recorded.
+  o[field::master_seed] = h.master_seed != 0 ? json::value(h.master_seed) : json::value(nullptr);
+  o[field::session_number] = h.session_number != 0 ? json::value(h.session_number) : json::value(nullptr);
   o[field::version] = h.version;
   o[field::outcome] = session_outcome(c);
   o[field::complete] = c.complete;

@@ -269,6 +269,8 @@ void append_json_line(std::string& out, const header_rec& h) {
   j(field::version, format_version);
   j(field::session, h.info.id);
   j(field::seed, h.info.seed);
+  j(field::master_seed, h.info.master_seed);
+  j(field::session_number, h.info.number);
   j(field::client, h.info.client);
   j(field::listen, h.info.listen);
   j(field::upstream, h.info.upstream);

@@ -61,7 +61,9 @@ struct store_options {
 
 struct session_info {
   std::string id;
-  std::uint64_t seed = 0;
+  std::uint64_t seed = 0;          // the session's fault generator's, from these two:
+  std::uint64_t master_seed = 0;   // the run's (--seed, or the one chosen at start)
+  std::uint64_t number = 0;        // the session's number in its run (its id's last part)
   std::string client;
   std::string listen;
   std::string upstream;      // "host:port" or "builtin"

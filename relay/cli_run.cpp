@@ -32,7 +32,7 @@ namespace {
 struct run_flags {
   std::string config_file, listen, upstream, captures, admin, bare_eol, log_level;
   std::string listen_tls, upstream_tls, tls_cert, tls_key, upstream_ca, upstream_verify, upstream_fingerprint;
-  std::string seed, max_sessions, threads;   // counts as text: see parse_count
+  std::string seed, first_session, max_sessions, threads;   // counts as text: see parse_count
   std::string upstream_identity;
   std::string admin_token_file;
   std::vector<std::string> admin_hosts;
@@ -262,6 +262,9 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
   constexpr auto any = std::numeric_limits<std::uint64_t>::max();
   return take_count(f.seed, "--seed", 0, any, "an integer from 0 (random) to " + std::to_string(any), cfg.seed,
                     error) &&
+         take_count(f.first_session, "--first-session", 1, std::numeric_limits<std::int64_t>::max(),
+                    "an integer from 1 to " + std::to_string(std::numeric_limits<std::int64_t>::max()),
+                    cfg.first_session, error) &&
          take_count(f.max_sessions, "--max-sessions", 1, max_sessions_limit,
                     "an integer from 1 to " + std::to_string(max_sessions_limit), cfg.max_sessions, error) &&
          take_count(f.threads, "--threads", 0, max_threads_limit,
@@ -471,6 +474,9 @@ void register_run(CLI::App& app, int& exit_code) {
                   "address): the one clients elsewhere use; repeatable, added to the config's admin_hosts");
   cmd->add_option("--scenario", f->scenarios, "Fault scenario file (policies/scenarios/*.toml); repeatable");
   cmd->add_option("--seed", f->seed, "Master seed for reproducible faults, 0 to 2^64-1 (default: random, logged)");
+  cmd->add_option("--first-session", f->first_session,
+                  "Number of the first session (default 1): with --seed, `mailtap show` of a capture gives both, "
+                  "and the run's first session gets that session's faults again");
   cmd->add_option("--max-sessions", f->max_sessions, "Concurrent sessions before new ones get 421 (default 256)");
   cmd->add_option("--threads", f->threads, "I/O threads (default: one per core)");
   cmd->add_option("--bare-line-endings", f->bare_eol,

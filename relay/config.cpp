@@ -82,6 +82,9 @@ class loader {
     } else if (k == "seed") {
       if (auto v = r.integer(0, std::numeric_limits<std::int64_t>::max(), "a non-negative integer"))
         out_.seed = static_cast<std::uint64_t>(*v);
+    } else if (k == "first_session") {
+      if (auto v = r.integer(1, std::numeric_limits<std::int64_t>::max(), "a positive integer"))
+        out_.first_session = static_cast<std::uint64_t>(*v);
     } else if (k == "max_sessions") {
       if (auto v = r.integer(1, max_sessions_limit)) out_.max_sessions = static_cast<std::size_t>(*v);
     } else if (k == "threads") {

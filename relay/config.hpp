@@ -106,6 +106,9 @@ struct config {
   // --scenario files (policies/README.md).
   std::vector<policies::rule> faults;
   std::uint64_t seed = 0;                      // 0: chosen at start and logged
+  // The first session's number (its id's last part, and what nth_session and each session's
+  // seed are made from): a capture's `show` gives it, with the seed, to get its faults again.
+  std::uint64_t first_session = 1;
   std::size_t max_sessions = 256;              // smtp-sink's default concurrency
   std::size_t threads = 0;                     // 0: one per core
   protocol::bare_eol_mode bare_eol = protocol::bare_eol_mode::strict;

@@ -35,6 +35,7 @@ std::vector<std::string> restart_only_changes(const config& a, const config& b) 
       {"admin_hosts", a.admin_hosts != b.admin_hosts},
       {"captures", a.captures_dir != b.captures_dir},
       {"seed", a.seed != b.seed},
+      {"first_session", a.first_session != b.first_session},
       {"max_sessions", a.max_sessions != b.max_sessions},
       {"threads", a.threads != b.threads},
       {"data.bare_line_endings", a.bare_eol != b.bare_eol},

@@ -105,6 +105,7 @@ bool server::listen_on(tcp::acceptor& acceptor, const endpoint& where, std::stri
 
 bool server::start(std::string& error) {
   if (!start_tls(error)) return false;
+  session_number_ = cfg_.first_session - 1;
   ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, cfg_.seed,
                                                           client_tls_.get(), upstream_tls_.get(), nullptr, {}, {},
                                                           &events_, {}});

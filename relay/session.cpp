@@ -104,6 +104,8 @@ static std::unique_ptr<captures::session_capture> open_capture(const relay_conte
   captures::session_info info;
   info.id = id;
   info.seed = policies::session_seed(ctx.master_seed, number);   // the seed of the session's fault generator
+  info.master_seed = ctx.master_seed;
+  info.number = number;
   info.client = who.client_label();
   info.listen = ctx.listen_label;
   info.upstream = target.label;

@@ -25,7 +25,7 @@ import unittest
 
 from harness import (IntegrationTest, LOOPBACK, ScriptedAnswers, SwaksTranscript, documented_end_reasons, dot_unstuff, fault_records,
                      fault_summary, make_message, parse_replies, recv_outcome, show_json,
-                     scaled, swaks_wire_message, wait_until)
+                     run_mailtap, scaled, swaks_wire_message, wait_until)
 
 FROM = "sender@example.test"
 TO = "rcpt@example.test"
@@ -1581,6 +1581,17 @@ enhanced = "4.3.0"
 text = "Temporary problem"
 '''
 
+NTH_SESSION_DATA = '''
+[[fault]]
+name = "fourth"
+type = "reply"
+phase = "data"
+nth_session = 4
+code = 554
+enhanced = "5.7.1"
+text = "the fourth session"
+'''
+
 
 class Determinism(FaultTest):
     """20 sequential swaks sessions of 5 recipients each = 100 independent draws at p = 0.3.
@@ -1611,6 +1622,41 @@ class Determinism(FaultTest):
         self.assertEqual(seeds_a, seeds_b)
         self.assertEqual(faults_a, faults_b)
         self.assertEqual(patterns_a, patterns_b)
+
+    def test_a_capture_alone_gives_its_session_faults_again(self):
+        """A relay with a random seed (newcomer trial: the capture held only the session's own
+        seed, which no flag takes). Its fourth session's capture names the run's seed and the
+        session's number, `show` says the command, and a relay started with them gives its one
+        session the same draws and the same nth_session rule."""
+        nth = NTH_SESSION_DATA
+        m = self.relay([FLAKY, nth], seed=0, name="random-seed")
+        for _ in range(5):
+            self.send(m.port, to=self.RCPTS)
+        caps = m.wait_captures(5, timeout=60)
+        m.stop()
+        fourth = [c for c in caps if c.header.get("session_number") == 4]
+        self.assertEqual(len(fourth), 1, [c.header for c in caps])
+        header = fourth[0].header
+        master = header["master_seed"]
+        self.assertNotEqual(master, 0)
+        self.assertEqual({c.header["master_seed"] for c in caps}, {master})
+        command = "mailtap run --seed %d --first-session 4" % master
+        shown = run_mailtap(["show", fourth[0].path])
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertIn(command, shown.stdout.decode())
+        doc = show_json(fourth[0].path)
+        self.assertEqual((doc["master_seed"], doc["session_number"]), (master, 4))
+        expected = fault_summary(fourth[0], ("rule", "fault_type", "decision", "phase", "detail"))
+        self.assertIn(("fourth", "reply", "reply", "data", "554 5.7.1 the fourth session"), expected)
+
+        again = self.relay([FLAKY, nth], seed=master, args=["--first-session", "4"], name="again")
+        self.send(again.port, to=self.RCPTS)
+        [cap] = again.wait_captures(1, timeout=60)
+        again.stop()
+        self.assertEqual(cap.header["seed"], header["seed"])
+        self.assertEqual(cap.header["session_number"], 4)
+        self.assertEqual(fault_summary(cap, ("rule", "fault_type", "decision", "phase", "detail")), expected)
+        self.assertEqual(cap.transactions[0]["rcpt_codes"], fourth[0].transactions[0]["rcpt_codes"])
 
     def test_different_seed_gives_different_faults(self):
         faults_a, patterns_a, seeds_a = self.run_traffic(4242, "run-a")
