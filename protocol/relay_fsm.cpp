@@ -599,6 +599,7 @@ transaction* relay_fsm::close_message(std::uint64_t now) {
     t->sealed = true;
   }
   if (observer_) observer_->on_stage({phase::body, data_started_us_, now - data_started_us_, 0, 0, now - data_started_us_});
+  think_from_us_ = std::max(think_from_us_, now);   // the body stage counted the sender's time up to here
   framer_.reset();
   return t;
 }
@@ -838,7 +839,7 @@ void relay_fsm::release_banner(std::uint64_t now, std::uint64_t arrived_us, cons
   // The upstream's part ends when its greeting came; a fault that held it after that is the relay's.
   const std::uint64_t upstream_us = arrived_us > connected_us_ ? arrived_us - connected_us_ : 0;
   if (observer_) observer_->on_stage({phase::banner, connected_us_, now - connected_us_, upstream_us, 0});
-  last_reply_sent_us_ = now;
+  think_from_us_ = now;
   out_.arm(leg::upstream, disarmed);
   out_.arm(leg::client, options_.timeouts.client_idle);
   if (r.code == 421) end_session(now, "upstream_refused", r.text());
@@ -1007,7 +1008,7 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     if (faults_.reply_delayed(now, owed_.front())) return;   // a delay fault holds it (and all after it)
     reply_slot p = owed_.pop_head();
     if (!p.answer.parsed) {   // a fault marker: disconnect, reset or stall once the replies before it are out
-      last_reply_sent_us_ = now;
+      think_from_us_ = now;
       faults_.then(now, p);
       continue;
     }
@@ -1021,13 +1022,13 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     out_.send(leg::client, p.answer.bytes, now);
     if (observer_) {
       if (p.answer.local) observer_->on_reply(now, leg::client, direction::out, *p.answer.parsed);
-      std::uint64_t think = p.asked.t_received > last_reply_sent_us_ ? p.asked.t_received - last_reply_sent_us_ : 0;
+      std::uint64_t think = p.asked.t_received > think_from_us_ ? p.asked.t_received - think_from_us_ : 0;
       // Local replies can still have waited on the upstream (a STARTTLS answered once the
       // upstream leg was secured).
       std::uint64_t upstream = p.answer.t_upstream > p.asked.t_received ? p.answer.t_upstream - p.asked.t_received : 0;
       observer_->on_stage({p.asked.ph, p.asked.t_received, now - p.asked.t_received, upstream, think});
     }
-    last_reply_sent_us_ = now;
+    think_from_us_ = now;
     last_client_code_ = p.answer.parsed->code;
     after_reply(now, p);
     if (p.fault.then != then_do::nothing) faults_.then(now, p);

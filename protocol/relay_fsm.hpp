@@ -171,7 +171,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // fault_host: what the fault holds ask of the machine.
   bool greeted() const override { return greeted_; }
   void greeting_answered_by_fault() override { greeted_ = true; }
-  void reply_sent(std::uint64_t now) override { last_reply_sent_us_ = now; }
+  void reply_sent(std::uint64_t now) override { think_from_us_ = now; }
   bool client_tls() const override { return tls_.client_tls(); }
   void client_awaits_data_go() override { mode_ = client_mode::awaiting_data_go; }
   void record_and_drop_client_input(std::uint64_t now) override { in_.record_and_drop_rest(now, observer_); }
@@ -249,7 +249,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   std::uint64_t connected_us_ = 0;
 
   reply_queue owed_;   // replies the client is owed, in order (RFC 2920)
-  std::uint64_t last_reply_sent_us_ = 0;
+  // Where the sender's think time before its next command starts: the last reply it was sent,
+  // or the end of a message it sent (that transfer is the body stage's client time, not think).
+  std::uint64_t think_from_us_ = 0;
   int last_client_code_ = 0;          // the code of the last reply sent to the client
   transaction_book txns_;
 

@@ -481,6 +481,33 @@ TEST_F(RelayFsmTest, CommandsAfterTheDotInTheSameChunk) {
   EXPECT_EQ(end_reason(), "client_quit");
 }
 
+// The sender's time from the 354 to its dot is the body stage's (client_us); the end of data's
+// think time starts where that ends, so the two never count the same microseconds (newcomer
+// trial 14: data_end's think time ran from the 354 and repeated the whole transfer).
+TEST_F(RelayFsmTest, ThinkTimeAfterAMessageStartsAtItsEnd) {
+  open_data();
+  client("Subject: think\r\n\r\n");
+  client("the body\r\n");
+  client(".\r\n");
+  upstream("250 2.0.0 Ok\r\n");
+  tick();
+  client("QUIT\r\n");
+  auto stage = [&](phase ph) {
+    auto it = std::find_if(obs_->stages.begin(), obs_->stages.end(), [&](const stage_record& s) { return s.ph == ph; });
+    EXPECT_NE(it, obs_->stages.end()) << to_string(ph);
+    return it == obs_->stages.end() ? stage_record{} : *it;
+  };
+  const stage_record body = stage(phase::body), data_end = stage(phase::data_end);
+  EXPECT_EQ(body.client_us, body.duration_us);
+  EXPECT_GE(body.duration_us, 2000u);   // three reads 1 ms apart
+  EXPECT_LE(body.start_us + body.duration_us + data_end.think_us, data_end.start_us);
+  EXPECT_EQ(data_end.think_us, 0u);     // the dot ends the transfer it belongs to
+  upstream("221 2.0.0 Bye\r\n");
+  const stage_record quit = stage(phase::quit);
+  EXPECT_EQ(quit.think_us, quit.start_us - (data_end.start_us + data_end.duration_us));
+  EXPECT_GT(quit.think_us, 0u);
+}
+
 TEST_F(RelayFsmTest, EmptyMessage) {
   open_data();
   EXPECT_THAT(client(".\r\n"), ElementsAre(to_upstream(".\r\n")));
