@@ -172,7 +172,12 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
 
 void relay_fsm::on_upstream_eof(std::uint64_t now) {
   if (ended_ || out_.closed(leg::upstream)) return;
-  upstream_lost(now, "upstream_closed", "upstream closed the connection");
+  upstream_lost(now, "upstream_closed", upstream_closed_detail);
+}
+
+void relay_fsm::on_upstream_gone(std::uint64_t now, std::string_view reason) {
+  if (ended_ || out_.closed(leg::upstream)) return;
+  upstream_lost(now, "upstream_closed", std::string(upstream_lost_detail) + ": " + std::string(reason));
 }
 
 void relay_fsm::on_timeout(std::uint64_t now, leg which) {

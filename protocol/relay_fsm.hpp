@@ -45,6 +45,12 @@ namespace mailtap::protocol {
 inline constexpr std::string_view note_closed_before_end_of_data_reply =
     "client closed its connection before the reply to its end of data, without QUIT";
 
+// The `upstream_closed` end's detail when the upstream closed the connection (a FIN), and the
+// start of it when the connection was lost otherwise (a reset, a failed write: the reason
+// follows). diagnose reads both (destination_closed).
+inline constexpr std::string_view upstream_closed_detail = "upstream closed the connection";
+inline constexpr std::string_view upstream_lost_detail = "upstream connection lost";
+
 class relay_fsm : private starttls_host, private xclient_host, private fault_host {
  public:
   // `faults` may be null (no fault injection); it must outlive the machine.
@@ -66,7 +72,10 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // The client is gone (reset, or a write failed): nothing more can reach it. A message whose
   // end already went upstream keeps the upstream leg until its reply (the proof of hand-off).
   void on_client_gone(std::uint64_t now_us, std::string_view reason);
+  // The upstream closed the connection (a FIN), or it is gone otherwise (`reason`: a reset, a
+  // failed write). The same for the session: the upstream leg is lost (upstream_lost).
   void on_upstream_eof(std::uint64_t now_us);
+  void on_upstream_gone(std::uint64_t now_us, std::string_view reason);
   void on_timeout(std::uint64_t now_us, leg which);
   // The leg's peer has taken none of what was written to it for `waited` (it stopped reading):
   // an upstream is lost (in DATA the client gets 451); a client that reads none of its replies

@@ -398,7 +398,8 @@ asio::awaitable<void> session::read_leg(leg l) {
         // A FIN (TCP, or TLS without close_notify) ends the client's input, not its ability to
         // read our replies; anything else means it is gone.
         const bool fin = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
-        if (l == leg::upstream) feed(&protocol::relay_fsm::on_upstream_eof);
+        if (l == leg::upstream && fin) feed(&protocol::relay_fsm::on_upstream_eof);
+        else if (l == leg::upstream) feed(&protocol::relay_fsm::on_upstream_gone, std::string_view(ec.message()));
         else if (fin) feed(&protocol::relay_fsm::on_client_eof);
         else feed(&protocol::relay_fsm::on_client_gone, std::string_view(ec.message()));
       }
@@ -440,12 +441,8 @@ asio::awaitable<void> session::write_leg(leg l) {
         box.discard_pending();
         const std::string failure = "write failed: " + ec.message() + unwritten_text(unwritten);
         if (!fsm_.finished()) {
-          if (l == leg::client) {
-            feed(&protocol::relay_fsm::on_client_gone, std::string_view(failure));
-          } else {
-            tally_.on_note(now_us(), "upstream connection lost: " + failure);
-            feed(&protocol::relay_fsm::on_upstream_eof);
-          }
+          if (l == leg::client) feed(&protocol::relay_fsm::on_client_gone, std::string_view(failure));
+          else feed(&protocol::relay_fsm::on_upstream_gone, std::string_view(failure));
         }
         box.close();
         state_changed_.notify();

@@ -8,6 +8,7 @@
 #include "diagnose/classify.hpp"
 #include "diagnose/modes.hpp"
 #include "protocol/command.hpp"
+#include "protocol/relay_fsm.hpp"
 
 namespace mailtap::diagnose {
 
@@ -190,7 +191,7 @@ void protocol_error(const conversation& c, const captures::end_record& e, std::v
 // reported by the replies check) and not after QUIT. After a dot the ambiguous end of data
 // says it all (checks/delivery.cpp).
 void destination_hung_up(const conversation& c, const captures::end_record& e, std::vector<finding>& out) {
-  if (e.detail != "upstream closed the connection") return;
+  if (e.detail != protocol::upstream_closed_detail && !e.detail.starts_with(protocol::upstream_lost_detail)) return;
   if (std::any_of(c.cap->transactions.begin(), c.cap->transactions.end(),
                   [](const captures::transaction& t) { return t.result == protocol::outcome::unknown; }))
     return;

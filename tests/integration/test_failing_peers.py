@@ -13,13 +13,15 @@ Covered elsewhere, not repeated here: the upstream refuses the connection
 (test_relay_defects.test_data_below_the_minimum_rate_is_timed_out).
 """
 
+import json
 import socket
+import struct
 import threading
 import time
 import unittest
 
 from harness import (IntegrationTest, LOOPBACK, ScriptedAnswers, ScriptedConnection, ScriptedServer,
-                     make_message, memory_bound_kib, parse_replies, wait_until)
+                     make_message, memory_bound_kib, parse_replies, run_mailtap, wait_until)
 
 CLOSE = ScriptedAnswers.CLOSE
 
@@ -107,6 +109,28 @@ class FailingPeers(IntegrationTest):
                 outcomes = [t["outcome"] for t in cap.transactions]
                 self.assertEqual(outcomes, ["tempfailed"] if verb in (b"RCPT", b"DATA") else
                                  (["tempfailed"] if verb == b"MAIL" else []))
+
+    def test_upstream_reset_is_recorded_as_a_reset(self):
+        # An upstream that resets the connection (RST) at MAIL: the capture's end says the
+        # connection was lost and why, not that the upstream closed it, and diagnose still
+        # reports the destination hanging up (relay_fsm::on_upstream_gone).
+        def reset(conn, line):
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.sock.close()
+            return CLOSE
+
+        up = self.upstream({b"MAIL": reset})
+        mailtap = self.relay_to(up)
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 421, "4.4.2")
+        self.assertTrue(c.closed_by_peer(10), "the client was left connected")
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.end["reason"], "upstream_closed")
+        self.assertEqual(cap.end["detail"], "upstream connection lost: Connection reset by peer")
+        r = run_mailtap(["diagnose", cap.path, "--json"], timeout=60)
+        ids = [(f["id"], f["stage"]) for f in json.loads(r.stdout)["findings"]]
+        self.assertIn(("destination_closed", "mail"), ids)
 
     def test_upstream_dies_after_the_dot_is_unknown_and_counted_ambiguous(self):
         # Protection: relay_fsm upstream_lost at data_end -- the message went upstream and no

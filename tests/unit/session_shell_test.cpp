@@ -372,7 +372,7 @@ TEST_F(SessionShell, AFailedWriteSaysWhichRecordedBytesNeverLeft) {
 
   o = run(failure::upstream_write, mail);   // the MAIL command itself fails to go up
   ASSERT_TRUE(o.capture);
-  EXPECT_TRUE(notes_unwritten(*o.capture, "upstream connection lost: write failed: ",
+  EXPECT_TRUE(notes_unwritten(*o.capture, "upstream_closed: upstream connection lost: write failed: ",
                               transaction[mail].upstream_gets.size()));
 }
 
