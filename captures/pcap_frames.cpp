@@ -9,6 +9,7 @@
 
 #include "captures/index_summary.hpp"
 #include "protocol/ip_address.hpp"
+#include "protocol/starttls_sequencer.hpp"
 
 namespace mailtap::captures {
 
@@ -202,8 +203,10 @@ class leg_writer {
     current_->data(at, from_server, data);
     last_ = at;
   }
-  // A handshake secured the leg: what follows goes in a new connection from a new port.
-  void secured(std::int64_t at) {
+  // What follows goes in a new connection from a new port: a handshake secured the leg (its
+  // decrypted bytes follow), or the relay replaced the upstream connection (a plaintext
+  // fall-back after a failed handshake).
+  void new_connection(std::int64_t at) {
     if (!open_) return;   // implicit TLS: nothing went before it
     current_->close(at);
     open_ = false;
@@ -247,7 +250,9 @@ std::vector<frame> synthesize_frames(const capture& c, const pcap_options& optio
       last = start + static_cast<std::int64_t>(b->t_us);
       leg_of(b->leg).bytes(last, from_server, b->data);
     } else if (const auto* t = std::get_if<tls_event>(&e)) {
-      leg_of(t->leg).secured(start + static_cast<std::int64_t>(t->t_us));
+      leg_of(t->leg).new_connection(start + static_cast<std::int64_t>(t->t_us));
+    } else if (const auto* n = std::get_if<note_event>(&e); n && n->text == protocol::note_new_plaintext_upstream) {
+      upstream_leg.new_connection(start + static_cast<std::int64_t>(n->t_us));
     }
   }
   const std::int64_t end = c.end ? start + static_cast<std::int64_t>(c.end->t_us) : last;

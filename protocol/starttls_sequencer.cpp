@@ -269,7 +269,7 @@ void starttls_sequencer::fall_back_to_plaintext(std::uint64_t now, std::string_v
 
 bool starttls_sequencer::upstream_reconnected(std::uint64_t now) {
   if (!reconnecting_) return false;
-  out_.note(now, "new plaintext upstream connection open");
+  out_.note(now, note_new_plaintext_upstream);
   out_.send(leg::upstream, options_.upstream_preamble, now);   // a PROXY header names the client on it too
   out_.arm(leg::upstream, options_.timeouts.upstream_greeting);
   return true;

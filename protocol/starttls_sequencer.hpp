@@ -20,6 +20,8 @@ namespace mailtap::protocol {
 // In the note a session's capture gets when the upstream's handshake failed and the relay went
 // on in plaintext on a new connection (fall_back_to_plaintext): diagnose reads it.
 inline constexpr std::string_view note_upstream_tls_fallback = "falling back to plaintext on a new upstream connection";
+// The note at the moment that new connection is open: `export pcap` starts a new TCP stream there.
+inline constexpr std::string_view note_new_plaintext_upstream = "new plaintext upstream connection open";
 
 // What the sequencer needs of the machine around it.
 class starttls_host {

@@ -545,6 +545,21 @@ class TlsTest(IntegrationTest):
                 # The replayed hello is the relay's command on the new connection (show's U>).
                 relay_commands = [e["text"] for e in events_of(shown, "command", "upstream")]
                 self.assertEqual(relay_commands, ["EHLO client.test"], relay_commands)
+                # Exported, the two upstream connections are two TCP streams (mailtap's side of
+                # the upstream leg is port 49152, then 49153: captures/pcap_frames.cpp).
+                pcap = os.path.join(self.workdir, "fallback-%s.pcap" % behaviour)
+                r = run_mailtap(["export", "pcap", cap.path, "-o", pcap])
+                self.assertEqual(r.returncode, 0, r.stderr)
+                t = subprocess.run([shutil.which("tshark") or "/usr/bin/tshark", "-r", pcap, "-Y", "smtp.req", "-T",
+                                    "fields", "-e", "tcp.srcport", "-e", "smtp.req.command"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+                self.assertEqual(t.returncode, 0, t.stderr)
+                by_port = {}
+                for line in t.stdout.decode().splitlines():
+                    port, command = line.split("\t")
+                    by_port.setdefault(port, []).append(command[:4])   # tshark 4.0 gives "STAR"
+                self.assertEqual(by_port.get("49152"), ["EHLO", "STAR"], by_port)
+                self.assertEqual(by_port.get("49153"), ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"], by_port)
 
     def test_upstream_insecure_is_explicit_and_recorded(self):
         up = self.start_tls_upstream(cert="untrusted")

@@ -15,6 +15,7 @@
 #include "captures/eml_export.hpp"
 #include "captures/index_summary.hpp"
 #include "captures/pcap_export.hpp"
+#include "protocol/starttls_sequencer.hpp"
 #include "scratch_dir.hpp"
 
 using namespace mailtap;
@@ -191,6 +192,27 @@ TEST(PcapFrames, StarttlsMovesTheRestOfTheLegToASecondConnection) {
   }
   EXPECT_EQ(by_client_port[40000], "STARTTLS\r\n");
   EXPECT_EQ(by_client_port[40001], "EHLO after\r\n");
+}
+
+// A failed upstream handshake, then the relay's plaintext fall-back on a new connection: the
+// second connection is a TCP stream of its own, not more of the first.
+TEST(PcapFrames, APlaintextFallBackIsASecondUpstreamConnection) {
+  builder b;
+  b.from_upstream("220 mx\r\n").to_upstream("STARTTLS\r\n").from_upstream("220 go ahead\r\n");
+  b.c.events.push_back(note_event{b.t += 1000, std::string(protocol::note_upstream_tls_fallback)});
+  b.c.events.push_back(note_event{b.t += 1000, std::string(protocol::note_new_plaintext_upstream)});
+  b.from_upstream("220 mx again\r\n").to_upstream("EHLO relay\r\n").end();
+  std::map<std::uint16_t, std::string> by_relay_port;
+  std::map<std::uint16_t, int> syns;
+  for (const auto& f : synthesize_frames(b.c)) {
+    const auto v = parse(f);
+    if (v.dst_port != 25) continue;
+    by_relay_port[v.src_port] += v.payload;
+    if (v.flags == syn) ++syns[v.src_port];
+  }
+  EXPECT_EQ(by_relay_port[49152], "STARTTLS\r\n");
+  EXPECT_EQ(by_relay_port[49153], "EHLO relay\r\n");
+  EXPECT_EQ(syns, (std::map<std::uint16_t, int>{{49152, 1}, {49153, 1}}));
 }
 
 TEST(PcapFrames, ImplicitTlsStaysOneConnection) {
