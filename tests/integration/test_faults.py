@@ -1628,8 +1628,7 @@ class Determinism(FaultTest):
         seed, which no flag takes). Its fourth session's capture names the run's seed and the
         session's number, `show` says the command, and a relay started with them gives its one
         session the same draws and the same nth_session rule."""
-        nth = NTH_SESSION_DATA
-        m = self.relay([FLAKY, nth], seed=0, name="random-seed")
+        m = self.relay([FLAKY, NTH_SESSION_DATA], seed=0, name="random-seed")
         for _ in range(5):
             self.send(m.port, to=self.RCPTS)
         caps = m.wait_captures(5, timeout=60)
@@ -1649,7 +1648,7 @@ class Determinism(FaultTest):
         expected = fault_summary(fourth[0], ("rule", "fault_type", "decision", "phase", "detail"))
         self.assertIn(("fourth", "reply", "reply", "data", "554 5.7.1 the fourth session"), expected)
 
-        again = self.relay([FLAKY, nth], seed=master, args=["--first-session", "4"], name="again")
+        again = self.relay([FLAKY, NTH_SESSION_DATA], seed=master, args=["--first-session", "4"], name="again")
         self.send(again.port, to=self.RCPTS)
         [cap] = again.wait_captures(1, timeout=60)
         again.stop()
