@@ -4,6 +4,7 @@
 #include "captures/reader.hpp"
 
 #include "captures/latin1_text.hpp"
+#include "captures/open_transaction.hpp"
 #include "protocol/base64.hpp"
 #include "protocol/limits.hpp"
 
@@ -632,6 +633,7 @@ std::optional<capture> read(const std::filesystem::path& file, std::string& erro
     return std::nullopt;
   }
   c.complete = c.end && c.end->complete && !c.truncated_line;
+  if (auto open = rebuild_open_transaction(c)) c.transactions.push_back(std::move(*open));
   return c;
 }
 

@@ -106,6 +106,9 @@ struct transaction {
   bool synthesized = false;           // final reply made by the relay
   std::uint64_t start_us = 0;
   std::uint64_t end_us = 0;
+  // Not a record: the transaction an incomplete capture ends inside, rebuilt by the reader
+  // from its transcript (open_transaction.hpp). Always the last.
+  bool rebuilt = false;
 };
 
 struct end_record {
@@ -133,6 +136,7 @@ struct capture {
 
 // Loads a capture. On failure returns std::nullopt and sets `error` to one line such as
 // "x.jsonl:3: not a JSON object". A cut last line is tolerated (the capture is incomplete).
+// A capture without an end record gets the transaction it ends inside, if any, rebuilt.
 std::optional<capture> read_capture(const std::filesystem::path& file, std::string& error);
 
 // FORMAT.md "Session outcome": "none" without transactions, "delivered" when every one was

@@ -313,7 +313,9 @@ void render_transactions(const capture& c, std::string& out) {
     auto row = [&](std::string_view label, const std::string& value) {
       out += "   " + pad_right(std::string(label), 13) + value + "\n";
     };
-    out += "#" + std::to_string(++n) + " " + std::string(protocol::to_string(t.result)) + "\n";
+    out += "#" + std::to_string(++n) + " " + std::string(protocol::to_string(t.result)) +
+           (t.rebuilt ? " (no record: the capture ends inside this transaction; rebuilt from the transcript)" : "") +
+           "\n";
     row("from", angle(t.mail_from));
     std::string to;
     for (std::size_t i = 0; i < t.rcpt_to.size(); ++i) {
@@ -506,6 +508,7 @@ std::string render_json(const capture& c) {
     x[field::synthesized] = t.synthesized;
     x[field::start_us] = t.start_us;
     x[field::end_us] = t.end_us;
+    x["rebuilt"] = t.rebuilt;   // not a record: an incomplete capture's open transaction
     transactions.push_back(std::move(x));
   }
   o["transactions"] = std::move(transactions);

@@ -43,6 +43,9 @@ const captures::fault_event* first_fault(const conversation& c, bool (*pred)(con
 // Marks `f` as made by the fault record `fe` (source injected, rule named, the record cited).
 void mark_injected(finding& f, const captures::fault_event& fe);
 
+// A transaction as evidence: sender, recipients, outcome, final reply (checks/delivery.cpp).
+evidence_item transaction_evidence(const captures::transaction& t);
+
 // "1.234 s" / "12.345 ms" for explanations.
 std::string duration_text(std::uint64_t us);
 

@@ -1,16 +1,10 @@
-// Pairs replies with commands. Replies reach the client strictly in command order (RFC 2920;
-// protocol/relay_fsm.cpp's flush_replies), so one FIFO of commands (the client's, and the
-// relay's own upstream commands) answers "which command did this reply answer" for the
-// destination's replies and the relay's alike. Three exceptions: the greeting answers no
-// command; after a 354 the next reply answers the end of data; and a relay reply that
-// repeats the destination's reply just before it (same code, same time) is an edit of it.
-// A line the client sends after a 334 is part of its AUTH exchange: its reply is at `auth`.
+// The conversation view: replies paired with their commands (captures/reply_pairing.hpp),
+// each attributed to the destination, the relay, or the fault rule whose record made it.
 #include "diagnose/conversation.hpp"
 
 #include <algorithm>
-#include <deque>
 
-#include "protocol/command.hpp"
+#include "captures/reply_pairing.hpp"
 
 namespace mailtap::diagnose {
 
@@ -85,50 +79,22 @@ std::vector<evidence_item> evidence_of(const exchange& x) {
 conversation read_conversation(const captures::capture& c) {
   conversation conv;
   conv.cap = &c;
-  for (const auto& e : c.events) conv.timeline.push_back(&e);
-  std::stable_sort(conv.timeline.begin(), conv.timeline.end(), [](const event* a, const event* b) {
-    return captures::event_time(*a) < captures::event_time(*b);
-  });
-
-  std::deque<const captures::command_event*> awaiting;   // commands not answered yet, in order
-  std::vector<const captures::fault_event*> faults;      // reply-making faults not matched yet
+  conv.timeline = captures::timeline_of(c);
+  std::vector<const captures::fault_event*> faults;   // reply-making faults not matched yet
   for (const event* e : conv.timeline)
     if (const auto* f = std::get_if<captures::fault_event>(e))
       if (is_reply_decision(f->fault.decision)) faults.push_back(f);
-  bool greeted = false, after_354 = false;
-  bool in_auth = false;   // a 334 answered AUTH: the client's next line is part of the exchange (RFC 4954 4)
-  conv.exchanges.reserve(c.events.size());   // at most one per event: `previous` stays valid
-  const exchange* previous = nullptr;
-  for (const event* e : conv.timeline) {
-    if (const auto* cmd = std::get_if<captures::command_event>(e)) {
-      awaiting.push_back(cmd);
-      continue;
-    }
-    const auto* r = std::get_if<captures::reply_event>(e);
-    if (!r) continue;
+  const auto paired = captures::pair_replies(conv.timeline);
+  conv.exchanges.reserve(paired.size());
+  for (const auto& p : paired) {
     exchange x;
-    x.reply = r;
-    x.source = r->leg == protocol::leg::upstream ? origin::server : origin::relay;
-    if (x.source == origin::relay && previous && previous->source == origin::server &&
-        previous->reply->reply.code == r->reply.code &&
-        (previous->reply->t_us == r->t_us || r->reply.code == 354)) {
-      x.edit = true;
-      x.ph = previous->ph;
-      x.command = previous->command;
-    } else if (!greeted) {
-      x.ph = protocol::phase::banner;
-      greeted = true;
-    } else if (after_354 && r->reply.code != 354) {
-      x.ph = protocol::phase::data_end;
-      after_354 = false;
-    } else if (!awaiting.empty()) {
-      x.command = awaiting.front();
-      awaiting.pop_front();
-      x.ph = in_auth ? protocol::phase::auth : protocol::parse_command(x.command->text).cmd.ph;
-    }
-    if (!x.edit) in_auth = x.ph == protocol::phase::auth && r->reply.code == 334;
+    x.reply = p.reply;
+    x.command = p.command;
+    x.ph = p.ph;
+    x.edit = p.edit;
+    x.source = p.reply->leg == protocol::leg::upstream ? origin::server : origin::relay;
     if (x.source == origin::relay && !x.edit) {
-      auto it = std::find_if(faults.begin(), faults.end(), [&](const auto* f) { return fault_made(*f, *r); });
+      auto it = std::find_if(faults.begin(), faults.end(), [&](const auto* f) { return fault_made(*f, *p.reply); });
       if (it != faults.end()) {
         x.source = origin::injected;
         x.fault = *it;
@@ -139,9 +105,7 @@ conversation read_conversation(const captures::capture& c) {
         faults.erase(it);
       }
     }
-    if (r->reply.code == 354 && !x.edit) after_354 = true;
     conv.exchanges.push_back(x);
-    previous = &conv.exchanges.back();
   }
   return conv;
 }

@@ -12,8 +12,6 @@
 
 namespace mailtap::diagnose {
 
-namespace {
-
 evidence_item transaction_evidence(const captures::transaction& t) {
   std::string text = "transaction <" + t.mail_from + "> to";
   for (const auto& r : t.rcpt_to) text += " <" + r + ">";
@@ -24,8 +22,11 @@ evidence_item transaction_evidence(const captures::transaction& t) {
     if (!t.final_reply->text.empty()) text += " " + t.final_reply->text;
   }
   if (t.synthesized) text += " (synthesized by the relay)";
+  if (t.rebuilt) text += " (no record: rebuilt from the transcript of an incomplete capture)";
   return {t.end_us, "transaction", text};
 }
+
+namespace {
 
 // The end-of-data exchange that closed `t` (its final reply, at the transaction's end).
 const exchange* end_reply(const conversation& c, const captures::transaction& t) {
@@ -158,7 +159,7 @@ void check_delivery(const conversation& c, std::vector<finding>& out) {
     if (t.result == protocol::outcome::blackholed ||
         (t.synthesized && t.final_reply && t.final_reply->code / 100 == 2))
       blackholed(c, t, out);
-    else if (t.result == protocol::outcome::unknown) ambiguous(c, t, out);
+    else if (t.result == protocol::outcome::unknown && !t.rebuilt) ambiguous(c, t, out);   // else capture_incomplete
     else if (t.result == protocol::outcome::delivered && t.final_reply) {
       handed_off(c, t, out);
       if (const auto* closed = closed_before_reply(c, t)) delivered_after_sender_left(c, t, *closed, out);

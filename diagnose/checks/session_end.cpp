@@ -213,6 +213,31 @@ void destination_hung_up(const conversation& c, const captures::end_record& e, s
   merge_finding(out, std::move(f));
 }
 
+// An incomplete capture that ends inside a transaction: the relay stopped (killed, crashed,
+// the machine lost) with a message in flight. What became of the message depends on where it
+// was: its end had gone upstream (it may have been delivered) or not (nothing was delivered).
+void in_transaction(const captures::transaction& t, finding& f) {
+  f.level = severity::error;
+  f.stage = t.result == protocol::outcome::unknown ? "data_end" : t.size > 0 ? "data" : "rcpt";
+  f.title = "capture incomplete: the relay stopped inside a mail transaction";
+  f.explanation = "The capture has no end record and ends inside the transaction from <" + t.mail_from + "> (" +
+                  std::to_string(t.rcpt_to.size()) + (t.rcpt_to.size() == 1 ? " recipient" : " recipients") +
+                  (t.size > 0 ? ", " + std::to_string(t.size) + " bytes of its message received" : "") +
+                  "): the relay stopped (killed, crashed, or its machine went down) before the transaction ended, "
+                  "so the client got no final reply through it. ";
+  if (t.result == protocol::outcome::unknown)
+    f.explanation += "The message's end had gone to the destination, and no reply to it was recorded: it may have "
+                     "been delivered, and the sender, told nothing, will send it again (a duplicate).";
+  else
+    f.explanation += "The message's end had not gone to the destination, so nothing of it was delivered; the sender "
+                     "will send it again.";
+  f.action = "Find why the relay stopped at that time (its log, the service manager's, the kernel's OOM killer)" +
+             std::string(t.result == protocol::outcome::unknown
+                             ? "; check at the destination whether the message arrived."
+                             : ".");
+  f.evidence.push_back(transaction_evidence(t));
+}
+
 }  // namespace
 
 void check_session_end(const conversation& c, std::vector<finding>& out) {
@@ -227,6 +252,7 @@ void check_session_end(const conversation& c, std::vector<finding>& out) {
     f.action = "Check the relay's log for capture write failures at that time.";
     f.source = origin::relay;
     if (c.cap->end) f.evidence.push_back(end_evidence(*c.cap->end));
+    if (!c.cap->transactions.empty() && c.cap->transactions.back().rebuilt) in_transaction(c.cap->transactions.back(), f);
     out.push_back(std::move(f));
   }
   if (!c.cap->end) return;

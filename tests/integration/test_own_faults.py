@@ -214,9 +214,20 @@ class KilledMidSession(IntegrationTest):
         doc = show_json(killed)
         self.assertFalse(doc["complete"])
         self.assertIsNone(doc["end_reason"])
+        # The transaction it was killed in has no record; the reader rebuilds it from the
+        # transcript (a newcomer's trial: "transactions (0)", outcome none, although MAIL,
+        # RCPT and DATA were answered). Its end never went upstream: aborted.
+        [t] = doc["transactions"]
+        self.assertTrue(t["rebuilt"])
+        self.assertEqual((t["mail_from"], t["rcpt_to"], t["rcpt_codes"], t["message_id"]),
+                         ("a@example.test", ["b@example.test"], [250], "<killed@example.test>"))
+        self.assertGreater(t["size"], 0)
+        self.assertIsNone(t["final_reply"])
+        self.assertEqual((t["outcome"], doc["outcome"]), ("aborted", "aborted"))
         r = run_mailtap(["diagnose", killed, "--json"])
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertIn("capture_incomplete", r.stdout.decode())
+        self.assertEqual(r.returncode, 1, r.stderr)   # an error finding
+        [f] = [f for f in json.loads(r.stdout)["findings"] if f["id"] == "capture_incomplete"]
+        self.assertEqual((f["severity"], f["stage"]), ("error", "data"), f)
         # The restarted relay serves as before, next to the kept capture.
         self.quit(self.greeted_client(second.port, "after.test"))
         wait_until(lambda: len(capture_paths(caps)) == 2, 20, "the new session's capture")
@@ -230,6 +241,44 @@ class KilledMidSession(IntegrationTest):
         listed = {s["session"]: s for s in map(json.loads, r.stdout.decode().splitlines())}
         self.assertIn(session, listed)
         self.assertFalse(listed[session]["complete"])
+        self.assertEqual(listed[session]["outcome"], "aborted")
+
+    def test_sigkill_after_the_dot_went_upstream_reads_as_unknown(self):
+        # The upstream has the whole message and has not answered it when the relay dies: the
+        # message may have been delivered, and the capture says so.
+        up = ScriptedAnswers({b".": b""})   # never answers the end of data
+        self.addCleanup(up.stop)
+        caps = os.path.join(self.workdir, "caps")
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), captures=caps)
+        c = self.greeted_client(m.port, "killed.test")
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<c@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<sent@example.test>") + b".\r\n")
+        wait_until(lambda: any(c.messages for c in up.all_connections()), 20, "the upstream to receive the whole message")
+        def dot_recorded():
+            paths = capture_paths(caps)
+            return paths and Capture(paths[0]).bytes_of("upstream", "out").endswith(b"\r\n.\r\n")
+        wait_until(dot_recorded, 20, "the relay to record the dot it sent")
+        m.signal(signal.SIGKILL)
+        m.wait(10)
+        c.close()
+        [path] = capture_paths(caps)
+        doc = show_json(path)
+        [t] = doc["transactions"]
+        self.assertTrue(t["rebuilt"])
+        self.assertEqual((t["rcpt_to"], t["rcpt_codes"], t["message_id"]),
+                         (["b@example.test", "c@example.test"], [250, 250], "<sent@example.test>"))
+        [conn] = up.all_connections()
+        self.assertEqual(t["size"], len(conn.wire_messages[0]))   # as on the wire, without the terminator
+        self.assertEqual((t["outcome"], doc["outcome"]), ("unknown", "unknown"))
+        r = run_mailtap(["diagnose", path, "--json"])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        findings = json.loads(r.stdout)["findings"]
+        [f] = [f for f in findings if f["id"] == "capture_incomplete"]
+        self.assertEqual((f["severity"], f["stage"]), ("error", "data_end"), f)
+        self.assertNotIn("ambiguous_end_of_data", [f["id"] for f in findings])
 
 
 class MalformedCaptures(IntegrationTest):

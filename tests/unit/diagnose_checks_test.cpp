@@ -566,6 +566,32 @@ TEST(CheckSessionEnd, IncompleteCapture) {
   EXPECT_NE(find(diagnose_capture(b.c), "capture_incomplete"), nullptr);
 }
 
+// A relay killed inside a transaction: the reader rebuilt it (captures/open_transaction.hpp).
+// capture_incomplete says where the message stood, as an error; the ambiguous end of data
+// is not claimed of the destination, which was not what stopped.
+TEST(CheckSessionEnd, IncompleteCaptureInsideATransactionSaysWhereTheMessageStood) {
+  for (auto o : {protocol::outcome::unknown, protocol::outcome::aborted}) {
+    builder b;
+    b.opening().reply(7, 250, {"2.1.5 Ok"}).txn(o, std::nullopt, 4, 9);
+    b.c.transactions.back().rebuilt = true;
+    b.c.complete = false;
+    b.c.end.reset();
+    auto d = diagnose_capture(b.c);
+    const finding* f = find(d, "capture_incomplete");
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f->level, severity::error);
+    EXPECT_EQ(f->title, "capture incomplete: the relay stopped inside a mail transaction");
+    EXPECT_EQ(f->stage, o == protocol::outcome::unknown ? "data_end" : "data");
+    EXPECT_NE(f->explanation.find(o == protocol::outcome::unknown ? "it may have been delivered"
+                                                                 : "nothing of it was delivered"),
+              std::string::npos)
+        << f->explanation;
+    ASSERT_FALSE(f->evidence.empty());
+    EXPECT_NE(f->evidence.back().text.find("rebuilt from the transcript"), std::string::npos);
+    EXPECT_EQ(find(d, "ambiguous_end_of_data"), nullptr);
+  }
+}
+
 TEST(Report, JsonDocumentFields) {
   builder b;
   b.opening().reply(7, 552, {"5.2.2 Mailbox full"}).txn(protocol::outcome::rejected, std::nullopt, 4, 7);

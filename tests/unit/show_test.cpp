@@ -311,19 +311,96 @@ TEST(CaptureReader, CutLastLineLoadsIncomplete) {
   EXPECT_EQ(boost::json::parse(render_json(c)).at("complete").as_bool(), false);
 }
 
-TEST(CaptureReader, CutInsideTheBodyStillSummarizesIt) {
-  // Crash while the message was streaming: no transaction, no data_end; the summary falls
-  // back to the client's bytes after the 354.
+// The golden capture (show_basic.jsonl) cut after its last line that holds `marker`, then
+// a cut line: a relay killed there.
+capture cut_after(std::string_view marker, std::size_t which = 0) {
   auto lines = golden_lines();
-  std::size_t keep = 0;
+  std::vector<std::size_t> found;
   for (std::size_t i = 0; i < lines.size(); ++i)
-    if (lines[i].find("SGVsbG8gQm9i") != std::string::npos) keep = i + 1;   // "Hello Bob" bytes
-  ASSERT_GT(keep, 0u);
-  lines.resize(keep);
-  capture c = load(scratch(join(lines) + R"({"type":"bytes","t_us":7000,"leg":"up)"));
-  EXPECT_TRUE(c.transactions.empty());
+    if (lines[i].find(marker) != std::string::npos) found.push_back(i);
+  EXPECT_GT(found.size(), which) << marker;
+  if (found.size() <= which) return {};
+  lines.resize(found[which] + 1);
+  return load(scratch(join(lines) + R"({"type":"bytes","t_us":7000,"leg":"up)"));
+}
+
+TEST(CaptureReader, CutAfterTheDotWentUpstreamRebuildsAnUnknownTransaction) {
+  // Killed after the message's end went upstream, before its reply: no transaction record,
+  // no data_end stage. The reader rebuilds the transaction from the transcript, and the
+  // body's summary gives its size.
+  capture c = cut_after("SGVsbG8gQm9i", 1);   // "Hello Bob\r\n.\r\n", the relay's copy upstream
   EXPECT_TRUE(c.truncated_line);
-  EXPECT_NE(render_text(c).find("   [message body: 56 bytes]\n"), std::string::npos) << render_text(c);
+  ASSERT_EQ(c.transactions.size(), 1u);
+  const transaction& t = c.transactions[0];
+  EXPECT_TRUE(t.rebuilt);
+  EXPECT_EQ(t.mail_from, "alice@example.org");
+  EXPECT_EQ(t.rcpt_to, std::vector<std::string>{"bob@example.net"});
+  EXPECT_EQ(t.rcpt_codes, std::vector<int>{250});
+  EXPECT_EQ(t.message_id, "<m1@example.org>");
+  EXPECT_EQ(t.size, 56u);   // as a record would say: the terminator excluded
+  EXPECT_FALSE(t.final_reply);
+  EXPECT_EQ(t.result, mailtap::protocol::outcome::unknown);   // it may have been delivered
+  EXPECT_EQ(t.start_us, 4000u);
+  EXPECT_EQ(t.end_us, 6500u);
+  EXPECT_EQ(session_outcome(c), "unknown");
+  const std::string text = render_text(c);
+  EXPECT_NE(text.find("   [message body: 56 bytes]\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("transactions (1)\n#1 unknown (no record: the capture ends inside this transaction; "
+                      "rebuilt from the transcript)\n"),
+            std::string::npos)
+      << text;
+  auto v = boost::json::parse(render_json(c));
+  EXPECT_EQ(v.at("outcome").as_string(), "unknown");
+  EXPECT_EQ(v.at("transactions").at(0).at("rebuilt").as_bool(), true);
+}
+
+TEST(CaptureReader, CutBeforeTheDotWentUpstreamRebuildsAnAbortedTransaction) {
+  capture c = cut_after("SGVsbG8gQm9i", 0);   // the client's dot arrived; the relay had not sent it on
+  ASSERT_EQ(c.transactions.size(), 1u);
+  EXPECT_TRUE(c.transactions[0].rebuilt);
+  EXPECT_EQ(c.transactions[0].size, 56u);
+  EXPECT_EQ(c.transactions[0].result, mailtap::protocol::outcome::aborted);   // nothing was delivered
+}
+
+TEST(CaptureReader, CutBeforeTheRecipientsAnsweredRebuildsThemWithoutCodes) {
+  capture c = cut_after(R"("code":250,"enhanced":"2.1.0")");   // MAIL answered, RCPT and DATA not yet
+  ASSERT_EQ(c.transactions.size(), 1u);
+  EXPECT_EQ(c.transactions[0].rcpt_to, std::vector<std::string>{"bob@example.net"});
+  EXPECT_TRUE(c.transactions[0].rcpt_codes.empty());
+  EXPECT_EQ(c.transactions[0].size, 0u);
+  EXPECT_EQ(c.transactions[0].result, mailtap::protocol::outcome::aborted);
+}
+
+TEST(CaptureReader, NoTransactionIsRebuiltBeforeMailIsAnsweredOrAfterItsRecord) {
+  EXPECT_TRUE(cut_after(R"("text":"MAIL FROM:<alice@example.org>")").transactions.empty());
+  // Cut after the transaction's record: it is there once, as recorded.
+  capture c = cut_after(R"("type":"transaction")");
+  ASSERT_EQ(c.transactions.size(), 1u);
+  EXPECT_FALSE(c.transactions[0].rebuilt);
+  EXPECT_EQ(c.transactions[0].result, mailtap::protocol::outcome::delivered);
+}
+
+TEST(CaptureReader, EveryRecipientRefusedGivesTheRuleIsOutcome) {
+  // A second transaction, open when the relay stopped, whose only recipient was refused 550.
+  auto lines = golden_lines();
+  lines.pop_back();   // the end record
+  for (const char* line : {
+           R"({"type":"command","t_us":10000,"leg":"client","dir":"in","text":"MAIL FROM:<carol@example.org>"})",
+           R"({"type":"command","t_us":10000,"leg":"client","dir":"in","text":"RCPT TO:<dave@example.net>"})",
+           R"({"type":"reply","t_us":10500,"leg":"upstream","dir":"in","code":250,"enhanced":"2.1.0","lines":["2.1.0 Ok"]})",
+           R"({"type":"reply","t_us":10500,"leg":"upstream","dir":"in","code":550,"enhanced":"5.1.1","lines":["5.1.1 No such user"]})"})
+    lines.push_back(std::string(line) + "\n");
+  // Without its QUIT, which ended the session in the golden file.
+  std::erase_if(lines, [](const std::string& l) { return l.find("UVVJVA0K") != std::string::npos ||
+                                                         l.find(R"("text":"QUIT")") != std::string::npos ||
+                                                         l.find("221") != std::string::npos; });
+  capture c = load(scratch(join(lines)));
+  ASSERT_EQ(c.transactions.size(), 2u);
+  EXPECT_FALSE(c.transactions[0].rebuilt);
+  EXPECT_TRUE(c.transactions[1].rebuilt);
+  EXPECT_EQ(c.transactions[1].mail_from, "carol@example.org");
+  EXPECT_EQ(c.transactions[1].rcpt_codes, std::vector<int>{550});
+  EXPECT_EQ(c.transactions[1].result, mailtap::protocol::outcome::rejected);
 }
 
 TEST(CaptureReader, UnterminatedWholeLastLineIsKept) {

@@ -1,0 +1,58 @@
+// Pairs replies with commands (reply_pairing.hpp).
+#include "captures/reply_pairing.hpp"
+
+#include <algorithm>
+#include <deque>
+
+#include "protocol/command.hpp"
+
+namespace mailtap::captures {
+
+std::vector<const event*> timeline_of(const capture& c) {
+  std::vector<const event*> timeline;
+  timeline.reserve(c.events.size());
+  for (const auto& e : c.events) timeline.push_back(&e);
+  std::stable_sort(timeline.begin(), timeline.end(),
+                   [](const event* a, const event* b) { return event_time(*a) < event_time(*b); });
+  return timeline;
+}
+
+std::vector<paired_reply> pair_replies(const std::vector<const event*>& timeline) {
+  std::vector<paired_reply> out;
+  std::deque<const command_event*> awaiting;   // commands not answered yet, in order
+  bool greeted = false, after_354 = false;
+  bool in_auth = false;   // a 334 answered AUTH: the client's next line is part of the exchange (RFC 4954 4)
+  for (const event* e : timeline) {
+    if (const auto* cmd = std::get_if<command_event>(e)) {
+      awaiting.push_back(cmd);
+      continue;
+    }
+    const auto* r = std::get_if<reply_event>(e);
+    if (!r) continue;
+    paired_reply x;
+    x.reply = r;
+    const paired_reply* previous = out.empty() ? nullptr : &out.back();
+    if (r->leg == protocol::leg::client && previous && previous->reply->leg == protocol::leg::upstream &&
+        previous->reply->reply.code == r->reply.code && (previous->reply->t_us == r->t_us || r->reply.code == 354)) {
+      x.edit = true;
+      x.ph = previous->ph;
+      x.command = previous->command;
+    } else if (!greeted) {
+      x.ph = protocol::phase::banner;
+      greeted = true;
+    } else if (after_354 && r->reply.code != 354) {
+      x.ph = protocol::phase::data_end;
+      after_354 = false;
+    } else if (!awaiting.empty()) {
+      x.command = awaiting.front();
+      awaiting.pop_front();
+      x.ph = in_auth ? protocol::phase::auth : protocol::parse_command(x.command->text).cmd.ph;
+    }
+    if (!x.edit) in_auth = x.ph == protocol::phase::auth && r->reply.code == 334;
+    if (r->reply.code == 354 && !x.edit) after_354 = true;
+    out.push_back(x);
+  }
+  return out;
+}
+
+}  // namespace mailtap::captures

@@ -1,0 +1,30 @@
+// Which command each recorded reply answers. Replies reach the client strictly in command
+// order (RFC 2920; protocol/relay_fsm.cpp's flush_replies), so one FIFO of commands (the
+// client's, and the relay's own upstream commands) pairs the destination's replies and the
+// relay's alike. Three exceptions: the greeting answers no command; after a 354 the next
+// reply answers the end of data; and a relay reply that repeats the destination's reply just
+// before it (same code, same time, or a 354) is the relay's edit of it. A line the client
+// sends after a 334 is part of its AUTH exchange: its reply is at `auth`. Used by diagnose's
+// conversation view and by the reader's rebuilt open transaction; pure.
+#pragma once
+#include <vector>
+
+#include "captures/reader.hpp"
+#include "protocol/phase.hpp"
+
+namespace mailtap::captures {
+
+struct paired_reply {
+  const reply_event* reply = nullptr;
+  const command_event* command = nullptr;   // null for the greeting and an end of data
+  protocol::phase ph = protocol::phase::other;
+  bool edit = false;                        // the relay's edited copy of the reply before it
+};
+
+// Every event of `c`, by time (file order among equals). The pointers point into c.events.
+std::vector<const event*> timeline_of(const capture& c);
+
+// One entry per reply event of `timeline`, in its order.
+std::vector<paired_reply> pair_replies(const std::vector<const event*>& timeline);
+
+}  // namespace mailtap::captures
