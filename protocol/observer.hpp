@@ -57,6 +57,11 @@ struct transaction_record {
   std::uint64_t end_us = 0;
 };
 
+// The note a session writes, after "the client" or "the upstream", when that peer asked to
+// renegotiate TLS and the relay refused (relay/session.cpp); diagnose's tls check reads it.
+inline constexpr std::string_view note_renegotiation_refused =
+    " asked to renegotiate TLS; the relay refuses renegotiation (no_renegotiation alert)";
+
 // What a TLS handshake established on one leg (filled in by the shell, which has OpenSSL).
 struct tls_summary {
   std::string version;          // "TLSv1.3"

@@ -390,7 +390,7 @@ asio::awaitable<void> session::read_leg(leg l) {
     auto [ec, bytes, again] = co_await box.read_some();
     if (box.take_renegotiation_refused())
       tally_.on_note(now_us(), std::string(l == leg::client ? "the client" : "the upstream") +
-                                   " asked to renegotiate TLS; the relay refuses renegotiation (no_renegotiation alert)");
+                                   std::string(protocol::note_renegotiation_refused));
     if (again) continue;
     if (ec) {
       box.eof_seen = true;

@@ -192,6 +192,11 @@ void protocol_error(const conversation& c, const captures::end_record& e, std::v
 // says it all (checks/delivery.cpp).
 void destination_hung_up(const conversation& c, const captures::end_record& e, std::vector<finding>& out) {
   if (e.detail != protocol::upstream_closed_detail && !e.detail.starts_with(protocol::upstream_lost_detail)) return;
+  // The destination asked to renegotiate TLS and hung up when refused: that finding says so.
+  if (std::any_of(out.begin(), out.end(), [](const finding& g) {
+        return g.id == "tls_renegotiation_refused" && g.source == origin::server && g.level == severity::error;
+      }))
+    return;
   if (std::any_of(c.cap->transactions.begin(), c.cap->transactions.end(),
                   [](const captures::transaction& t) { return t.result == protocol::outcome::unknown; }))
     return;

@@ -1,7 +1,8 @@
 // TLS on the path: an upstream certificate that was not verified (the tls record's
 // `verification`, captures/FORMAT.md), STARTTLS taken away from the client: removed from or
 // masked in the EHLO reply it got while the destination offered it, and a failed upstream
-// handshake after which the session went on in plaintext (the relay's fall-back).
+// handshake after which the session went on in plaintext (the relay's fall-back), and a
+// renegotiation a peer asked for, which the relay refused.
 #include <algorithm>
 
 #include "diagnose/checks.hpp"
@@ -66,6 +67,32 @@ void fell_back_to_plaintext(const conversation& c, const captures::event& note, 
   merge_finding(out, std::move(f));
 }
 
+// A peer asked to renegotiate TLS mid-session (a TLS 1.2 HelloRequest from the destination, a
+// ClientHello from the client) and the relay refused with a no_renegotiation alert: mailtap
+// never renegotiates (README "What the relay does on the wire", STARTTLS). A peer that insists then gives up,
+// which is what the session's end shows; the other findings name that end, this one its cause.
+void renegotiation_refused(const conversation& c, const captures::note_event& n, std::vector<finding>& out) {
+  const bool upstream = n.text.starts_with("the upstream");
+  finding f;
+  f.id = "tls_renegotiation_refused";
+  f.stage = "tls";
+  f.source = upstream ? origin::server : origin::client;
+  const char* who = upstream ? "destination" : "client";
+  const bool gave_up = c.cap->end && c.cap->end->reason == (upstream ? "upstream_closed" : "client_closed");
+  f.level = gave_up ? severity::error : severity::warning;
+  f.title = std::string("the ") + who + " asked to renegotiate TLS, and mailtap refused";
+  f.explanation = std::string("Mid-session the ") + who +
+                  " asked for a new TLS handshake on its leg (TLS 1.2 renegotiation). mailtap refuses "
+                  "renegotiation on both legs (a no_renegotiation alert; TLS 1.3 has none at all)" +
+                  (gave_up ? std::string(", and the ") + who + " then ended the connection." : ".");
+  f.action = upstream ? "Stop the destination from renegotiating (OpenSSL's SSL_OP_NO_RENEGOTIATION, a TLS 1.3 "
+                        "minimum), or let the upstream leg use TLS 1.3."
+                      : "Stop the client from renegotiating, or let it use TLS 1.3 with the relay.";
+  f.evidence.push_back(evidence_of(captures::event{n}));
+  if (gave_up) f.evidence.push_back({c.cap->end->t_us, "end", "end: " + c.cap->end->reason + " (" + c.cap->end->detail + ")"});
+  merge_finding(out, std::move(f));
+}
+
 }  // namespace
 
 const captures::event* upstream_tls_fallback(const conversation& c) {
@@ -77,6 +104,9 @@ const captures::event* upstream_tls_fallback(const conversation& c) {
 
 void check_tls(const conversation& c, std::vector<finding>& out) {
   if (const auto* fallback = upstream_tls_fallback(c)) fell_back_to_plaintext(c, *fallback, out);
+  for (const auto* e : c.timeline)
+    if (const auto* n = std::get_if<captures::note_event>(e))
+      if (n->text.ends_with(protocol::note_renegotiation_refused)) renegotiation_refused(c, *n, out);
   for (const auto* e : c.timeline)
     if (const auto* t = std::get_if<captures::tls_event>(e))
       if (t->leg == protocol::leg::upstream && (!t->tls.verified || t->tls.insecure)) not_verified(*t, out);

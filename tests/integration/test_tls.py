@@ -20,10 +20,11 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
-from harness import (IntegrationTest, LOOPBACK, parse_replies, record_bytes,
+from harness import (IntegrationTest, LOOPBACK, free_port, parse_replies, record_bytes,
                      run_mailtap, show_json, wait_until)
 from test_export import tshark_smtp
 from tls_upstream import (OPENSSL, PASSWORD, USER, ScriptedTlsUpstream, TlsUpstream,
@@ -347,6 +348,48 @@ class TlsTest(IntegrationTest):
         self.assertEqual(asked, ["the client asked to renegotiate TLS; the relay refuses renegotiation "
                                  "(no_renegotiation alert)"], cap.notes)
         self.assertEqual(cap.end["reason"], "client_closed", cap.end)
+        [f] = [f for f in self.diagnosis(cap.path)["findings"] if f["id"] == "tls_renegotiation_refused"]
+        self.assertEqual((f["source"], f["severity"]), ("client", "error"), f)
+
+    def test_an_upstream_that_asks_to_renegotiate_is_refused_and_diagnosed(self):
+        """The upstream leg refuses renegotiation as the client's does: an implicit-TLS upstream
+        (openssl s_server, TLS 1.2) asks for it after its greeting (s_server's r), gets the
+        no_renegotiation alert and gives up. The client hears 421 4.4.2, the capture names the
+        upstream as the one who asked, and diagnose names the refusal as the cause of the end."""
+        port = free_port()
+        cert, key, _ = CERTS["upstream"]
+        srv = subprocess.Popen([OPENSSL, "s_server", "-accept", "%s:%d" % (LOOPBACK, port), "-tls1_2",
+                                "-cert", cert, "-key", key, "-crlf"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.addCleanup(lambda: (srv.kill(), srv.wait()))
+        printed = bytearray()
+        reader = threading.Thread(target=lambda: [printed.extend(b) for b in iter(lambda: srv.stdout.read1(4096), b"")],
+                                  daemon=True)
+        reader.start()
+        wait_until(lambda: b"ACCEPT" in printed, 20, "s_server to listen")
+        mailtap = self.start_tls_mailtap("%s:%d" % (LOOPBACK, port), ["--upstream-ca", cert, "--upstream-implicit-tls"])
+        c = self.connect(mailtap.port)
+        wait_until(lambda: b"CIPHER is" in printed, 20, "the relay's handshake with s_server")
+        srv.stdin.write(b"220 s_server.test ESMTP\n")   # -crlf: sent as CRLF
+        srv.stdin.flush()
+        self.assertReply(c.reply(), 220)
+        srv.stdin.write(b"r\n")                          # s_server: renegotiate (HelloRequest)
+        srv.stdin.flush()
+        self.assertReply(c.reply(), 421)
+        cap = self.single_capture(mailtap)
+        asked = [n for n in cap.notes if "asked to renegotiate TLS" in n]
+        self.assertEqual(asked, ["the upstream asked to renegotiate TLS; the relay refuses renegotiation "
+                                 "(no_renegotiation alert)"], cap.notes)
+        self.assertEqual(cap.end["reason"], "upstream_closed", cap.end)
+        findings = self.diagnosis(cap.path)["findings"]
+        [f] = [f for f in findings if f["id"] == "tls_renegotiation_refused"]
+        self.assertEqual((f["source"], f["severity"]), ("server", "error"), f)
+        self.assertNotIn("destination_closed", [f["id"] for f in findings])
+
+    def diagnosis(self, path):
+        r = run_mailtap(["diagnose", path, "--json"], timeout=60)
+        self.assertIn(r.returncode, (0, 1), r.stderr)
+        return json.loads(r.stdout)
 
     # ------------------------------------------------------------ injection (RFC 3207 5: nothing read as protected across STARTTLS)
 
