@@ -14,16 +14,16 @@ std::string_view stripped_crlf(std::string_view line) {
 }
 
 std::size_t auth_initial_response_at(std::string_view text) {
-  auto sp = text.find(' ');
+  auto sp = find_separator(text);
   if (sp == std::string_view::npos || !iequals(text.substr(0, sp), "AUTH")) return std::string_view::npos;
-  auto sp2 = text.find(' ', sp + 1);
+  auto sp2 = find_separator(text, sp + 1);
   return sp2 == std::string_view::npos ? sp2 : sp2 + 1;
 }
 
 std::string masked_auth_line(std::string_view bytes) {
   std::string copy(bytes);
   std::string_view line = stripped_crlf(bytes);
-  auto sp = line.find(' ');
+  auto sp = find_separator(line);
   bool auth_command = sp != std::string_view::npos && iequals(line.substr(0, sp), "AUTH");
   std::size_t from = 0;
   if (auth_command) from = std::min(auth_initial_response_at(line), line.size());

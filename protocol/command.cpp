@@ -6,6 +6,15 @@
 
 namespace mailtap::protocol {
 
+std::size_t find_separator(std::string_view text, std::size_t from) {
+  return text.find_first_of(" \t", from);
+}
+
+std::string_view skip_separators(std::string_view text) {
+  auto at = text.find_first_not_of(" \t");
+  return at == std::string_view::npos ? std::string_view{} : text.substr(at);
+}
+
 std::string to_upper(std::string_view text) {
   std::string out(text);
   for (char& c : out)
@@ -69,7 +78,7 @@ void parse_path_and_params(command& cmd, std::string_view prefix) {
   std::string_view arg = cmd.argument;
   if (arg.size() < prefix.size() || !iequals(arg.substr(0, prefix.size()), prefix)) return;
   arg.remove_prefix(prefix.size());
-  while (!arg.empty() && arg.front() == ' ') arg.remove_prefix(1);  // tolerate "FROM: <x>"
+  arg = skip_separators(arg);   // tolerate "FROM: <x>"
   std::string_view rest;
   if (!arg.empty() && arg.front() == '<') {
     bool quoted = false;
@@ -85,14 +94,14 @@ void parse_path_and_params(command& cmd, std::string_view prefix) {
     cmd.address = std::string(arg.substr(1, end - 1));
     rest = arg.substr(end + 1);
   } else {
-    auto sp = arg.find(' ');
+    auto sp = find_separator(arg);
     cmd.address = std::string(arg.substr(0, sp));
     rest = sp == std::string_view::npos ? std::string_view{} : arg.substr(sp);
   }
   while (!rest.empty()) {
-    while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+    rest = skip_separators(rest);
     if (rest.empty()) break;
-    auto sp = rest.find(' ');
+    auto sp = find_separator(rest);
     std::string_view token = rest.substr(0, sp);
     rest = sp == std::string_view::npos ? std::string_view{} : rest.substr(sp);
     auto eq = token.find('=');
@@ -106,7 +115,7 @@ void parse_path_and_params(command& cmd, std::string_view prefix) {
 // RFC 3030: "BDAT" SP chunk-size [ SP end-marker ]; chunk-size is 1*DIGIT.
 bool parse_bdat(command& cmd) {
   std::string_view arg = cmd.argument;
-  auto sp = arg.find(' ');
+  auto sp = find_separator(arg);
   std::string_view size = arg.substr(0, sp);
   if (size.empty() || size.size() > 18) return false;
   for (char c : size)
@@ -129,7 +138,7 @@ parsed_command parse_command(std::string_view line) {
     if (c == '\r') { out.fault = command_fault::bare_cr; break; }
     if (c == '\n') { out.fault = command_fault::bare_lf; break; }
   }
-  auto sp = line.find(' ');
+  auto sp = find_separator(line);
   out.cmd.verb = to_upper(line.substr(0, sp));
   if (sp != std::string_view::npos) out.cmd.argument = std::string(line.substr(sp + 1));
   out.cmd.ph = phase_of(out.cmd.verb);
@@ -142,7 +151,7 @@ parsed_command parse_command(std::string_view line) {
     out.fault = command_fault::forbidden_verb;
     return out;
   }
-  if (out.cmd.ph == phase::starttls && out.cmd.argument.find_first_not_of(' ') != std::string::npos) {
+  if (out.cmd.ph == phase::starttls && !skip_separators(out.cmd.argument).empty()) {
     out.fault = command_fault::starttls_parameters;
     return out;
   }

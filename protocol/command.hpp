@@ -52,8 +52,16 @@ bool is_forbidden_verb(std::string_view upper_verb);
 bool is_http_verb(std::string_view upper_verb);
 // A line shaped like a header field, "Label: ..." (RFC 5322 2.2: a name of printable
 // characters other than ':' immediately followed by ':'), as an HTTP request's headers are.
-// No SMTP command has this shape: a verb is followed by a space or the line's end.
+// No SMTP command has this shape: a verb is followed by a separator or the line's end.
 bool looks_like_header(std::string_view line);
+
+// Where the first word separator (SP or HTAB) at or after `from` is, or npos. The words of a
+// command line are split at either: RFC 5321 writes SP, but Postfix's smtpd (and others)
+// split at any white space, so a relay that read "AUTH<TAB>PLAIN x" as one word would pass on,
+// unrecognised, what the upstream takes as AUTH (and record its secret).
+std::size_t find_separator(std::string_view text, std::size_t from = 0);
+// `text` without its leading separators.
+std::string_view skip_separators(std::string_view text);
 
 // Upper-case copy of ASCII text.
 std::string to_upper(std::string_view text);

@@ -536,7 +536,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     {
       auth_open_ = true;
       mode_ = client_mode::awaiting_auth;
-      auto sp = cmd.argument.find(' ');
+      auto sp = find_separator(cmd.argument);
       auth_mechanism_ = to_upper(cmd.argument.substr(0, sp));
       bool names_user = auth_mechanism_ == "PLAIN" || auth_mechanism_ == "LOGIN";
       auth_username_pending_ = names_user && sp == std::string::npos;

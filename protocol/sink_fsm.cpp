@@ -197,7 +197,7 @@ bool sink_fsm::take_line(std::string_view line, std::string& out) {
         out += format_reply(503, "5.5.1", "Already authenticated");
         return true;
       }
-      auto sp = cmd.argument.find(' ');
+      auto sp = find_separator(cmd.argument);
       std::string mech = to_upper(cmd.argument.substr(0, sp));
       std::string initial = sp == std::string::npos ? std::string() : cmd.argument.substr(sp + 1);
       if (mech == "PLAIN") {

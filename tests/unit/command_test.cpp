@@ -68,6 +68,20 @@ TEST(Command, VerbIsCaseInsensitiveAndArgumentKeptAsSent) {
 
 // ---------------------------------------------------------------- MAIL / RCPT
 
+TEST(Command, ATabSeparatesWordsAsPostfixReadsThem) {
+  auto p = parse_command("MAIL\tFROM:<a@x>\tSIZE=10");
+  EXPECT_EQ(p.cmd.verb, "MAIL");
+  EXPECT_EQ(p.cmd.ph, phase::mail);
+  EXPECT_EQ(p.cmd.address, "a@x");
+  ASSERT_EQ(p.cmd.params.size(), 1u);
+  EXPECT_EQ(p.cmd.params[0].keyword, "SIZE");
+  auto b = parse_command("BDAT\t10\tLAST");
+  EXPECT_EQ(b.fault, command_fault::none);
+  EXPECT_EQ(b.cmd.bdat_size, 10u);
+  EXPECT_TRUE(b.cmd.bdat_last);
+  EXPECT_EQ(parse_command("STARTTLS\tx").fault, command_fault::starttls_parameters);
+}
+
 TEST(Command, MailFromPathWithoutParams) {
   auto p = parse("MAIL FROM:<alice@example.org>");
   EXPECT_EQ(p.fault, command_fault::none);

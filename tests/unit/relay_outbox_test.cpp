@@ -81,5 +81,15 @@ TEST(AuthRedaction, TheMechanismStaysAndTheResponseGoes) {
   EXPECT_EQ(stripped_crlf("NOOP\n"), "NOOP");
 }
 
+// Postfix's smtpd splits a command at any white space, so "AUTH<TAB>PLAIN x" is AUTH to it:
+// the relay must read it so too, or it would record the secret (a hostile client's trial).
+TEST(AuthRedaction, ATabSeparatesTheWordsAsASpaceDoes) {
+  EXPECT_EQ(auth_initial_response_at("AUTH\tPLAIN abc"), 11u);
+  EXPECT_EQ(auth_initial_response_at("AUTH PLAIN\tabc"), 11u);
+  EXPECT_EQ(redacted_auth_command("AUTH\tPLAIN\tabc"), "AUTH\tPLAIN [initial response redacted, 3 bytes]");
+  EXPECT_EQ(masked_auth_line("AUTH\tPLAIN AHVzZXIAcHc=\r\n"), "AUTH\tPLAIN ************\r\n");
+  EXPECT_EQ(parse_command("AUTH\tLOGIN").cmd.ph, phase::auth);
+}
+
 }  // namespace
 }  // namespace mailtap::protocol
