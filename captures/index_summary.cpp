@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "captures/reader.hpp"
+#include "captures/utf8_text.hpp"
 
 namespace mailtap::captures {
 
@@ -24,7 +25,11 @@ void summary_builder::header(std::string_view session, std::string_view file, st
 void summary_builder::reply(int code, std::string_view enhanced) { s_.replies.emplace_back(code, std::string(enhanced)); }
 
 void summary_builder::transaction(indexed_transaction t) {
-  t.message_id = bare_message_id(t.message_id);
+  // As the capture's transaction record has them (utf8_text.hpp), so that a live index and
+  // one rebuilt from the files agree, and list --json is JSON.
+  t.mail_from = utf8_or_escaped(t.mail_from);
+  for (auto& r : t.rcpt_to) r = utf8_or_escaped(r);
+  t.message_id = bare_message_id(utf8_or_escaped(t.message_id));
   s_.transactions.push_back(std::move(t));
 }
 

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "captures/utf8_text.hpp"
 #include "protocol/action.hpp"
 
 namespace mailtap::captures {
@@ -46,26 +47,10 @@ std::string pad_right(std::string s, std::size_t width) {
   return s;
 }
 
-// Length of the well-formed UTF-8 sequence at s[i] (RFC 3629 table 3-7), or 0.
-std::size_t utf8_sequence(std::string_view s, std::size_t i) {
-  auto at = [&](std::size_t k) { return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0u; };
-  unsigned lead = at(0);
-  auto cont = [&](std::size_t k, unsigned lo = 0x80, unsigned hi = 0xbf) { return at(k) >= lo && at(k) <= hi; };
-  if (lead >= 0xc2 && lead <= 0xdf) return cont(1) ? 2 : 0;
-  if (lead == 0xe0) return cont(1, 0xa0) && cont(2) ? 3 : 0;
-  if (lead == 0xed) return cont(1, 0x80, 0x9f) && cont(2) ? 3 : 0;   // no surrogates
-  if (lead >= 0xe1 && lead <= 0xef) return cont(1) && cont(2) ? 3 : 0;
-  if (lead == 0xf0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
-  if (lead == 0xf4) return cont(1, 0x80, 0x8f) && cont(2) && cont(3) ? 4 : 0;
-  if (lead >= 0xf1 && lead <= 0xf3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
-  return 0;
-}
-
-// Wire text made safe to print: bytes that are not well-formed UTF-8 become \xNN (the
-// writer passes 8-bit bytes through, and JSON must be UTF-8), and for a terminal also C0
-// and C1 control characters, which could drive it. Backslashes are left alone, because
-// command texts arrive already escaped by the writer.
-std::string safe(std::string_view s, bool for_terminal) {
+// Wire text made safe to print on a terminal: bytes that are not well-formed UTF-8, and C0
+// and C1 control characters, which could drive it, become \xNN. Backslashes are left alone,
+// because command texts arrive already escaped by the writer.
+std::string printable(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   auto escape = [&](unsigned char c) {
@@ -76,14 +61,14 @@ std::string safe(std::string_view s, bool for_terminal) {
   for (std::size_t i = 0; i < s.size();) {
     auto c = static_cast<unsigned char>(s[i]);
     if (c < 0x80) {
-      if (for_terminal && (c < 0x20 || c == 0x7f)) escape(c);
+      if (c < 0x20 || c == 0x7f) escape(c);
       else out += static_cast<char>(c);
       ++i;
       continue;
     }
-    std::size_t n = utf8_sequence(s, i);
+    std::size_t n = utf8_sequence_length(s, i);
     bool c1_control = n == 2 && c == 0xc2 && static_cast<unsigned char>(s[i + 1]) <= 0x9f;
-    if (n == 0 || (for_terminal && c1_control)) {
+    if (n == 0 || c1_control) {
       for (std::size_t k = 0; k < std::max<std::size_t>(n, 1); ++k) escape(static_cast<unsigned char>(s[i + k]));
       i += std::max<std::size_t>(n, 1);
       continue;
@@ -94,8 +79,8 @@ std::string safe(std::string_view s, bool for_terminal) {
   return out;
 }
 
-std::string printable(std::string_view s) { return safe(s, true); }
-std::string utf8(std::string_view s) { return safe(s, false); }
+// For JSON, which must be UTF-8 (captures written before the writer made it so hold raw bytes).
+std::string utf8(std::string_view s) { return utf8_or_escaped(s); }
 
 std::string angle(const std::string& address) {
   if (!address.empty() && address.front() == '<') return printable(address);

@@ -23,6 +23,7 @@
 #include "captures/cache_release.hpp"
 #include "captures/index.hpp"
 #include "captures/latin1_text.hpp"
+#include "captures/utf8_text.hpp"
 #include "mailtap/version.hpp"
 #include "protocol/base64.hpp"
 
@@ -217,14 +218,28 @@ class json_line {
     auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
     out_.append(digits, end);
   }
+  // A text field: JSON-escaped, and UTF-8 whatever the peer sent (utf8_text.hpp): a byte that
+  // is not part of a well-formed sequence is written as \xNN (its backslash escaped).
   void quoted(std::string_view value) {
     out_ += '"';
     std::size_t plain = 0;   // the start of the run of bytes that need no escape
     for (std::size_t i = 0; i < value.size(); ++i) {
       const auto c = static_cast<unsigned char>(value[i]);
       if (!needs_escape[c]) continue;
+      if (c >= 0x80) {
+        if (const std::size_t n = utf8_sequence_length(value, i); n > 0) {
+          i += n - 1;   // kept as it is
+          continue;
+        }
+      }
       out_.append(value.data() + plain, i - plain);
       plain = i + 1;
+      if (c >= 0x80) {
+        static constexpr char hex[] = "0123456789abcdef";
+        const char escaped[] = {'\\', '\\', 'x', hex[c >> 4], hex[c & 0xf]};
+        out_.append(escaped, sizeof escaped);
+        continue;
+      }
       char escaped[6];
       out_.append(escaped, write_json_escape(escaped, c));
     }
@@ -234,6 +249,7 @@ class json_line {
   static constexpr std::array<bool, 256> needs_escape = [] {
     std::array<bool, 256> table{};
     for (std::size_t c = 0; c < 0x20; ++c) table[c] = true;
+    for (std::size_t c = 0x80; c < 0x100; ++c) table[c] = true;   // checked for UTF-8
     table['"'] = table['\\'] = true;
     return table;
   }();

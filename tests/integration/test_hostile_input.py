@@ -11,13 +11,14 @@ end reason and notes (captures/FORMAT.md).
 """
 
 import base64
+import json
 import os
 import socket
 import time
 import unittest
 
 from harness import (Capture, IntegrationTest, LOOPBACK, ScriptedAnswers, ScriptedConnection, ScriptedServer,
-                     capture_paths, parse_replies, show_json, wait_until)
+                     capture_paths, parse_replies, run_mailtap, show_json, wait_until)
 
 
 class BadReplyUpstream(ScriptedServer):
@@ -238,6 +239,42 @@ class HostileInput(IntegrationTest):
             caps.append(cap)
         commands = [r["text"] for r in caps[0].of_type("command")]
         self.assertIn("AUTH\tPLAIN [initial response redacted, %d bytes]" % len(plain), commands)
+
+
+    # ------------------------------------------------------------ 8-bit envelopes
+
+    def test_8bit_addresses_leave_every_capture_line_and_listing_valid_json(self):
+        # Bytes that are not UTF-8 in an address were written raw into the command and
+        # transaction records, and so into the index: a strict JSON reader (Python's, jq)
+        # refused the capture's lines and `captures list --json`. An SMTPUTF8 address, which
+        # is UTF-8, stays itself.
+        caps = os.path.join(self.workdir, "caps")
+        mailtap = self.start_mailtap(captures=caps)
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO client.test"), 250)
+        c.send(b"MAIL FROM:<caf\xe9@example.test>\r\n")
+        self.assertReply(c.reply(), 250)
+        c.send(b"RCPT TO:<\xff\xfe@example.test>\r\n")
+        self.assertReply(c.reply(), 250)
+        c.send("RCPT TO:<jürgen@example.test>\r\n".encode())
+        self.assertReply(c.reply(), 250)
+        self.assertReply(c.command("RSET"), 250)
+        self.quit(c)
+        cap = self.single_capture(mailtap)
+        with open(cap.path, "rb") as f:
+            lines = f.read().decode("utf-8").splitlines()   # strict: fails on a byte that is not UTF-8
+        records = [json.loads(line) for line in lines]
+        [t] = [r for r in records if r["type"] == "transaction"]
+        self.assertEqual((t["mail_from"], t["rcpt_to"]),
+                         ("caf\\xe9@example.test", ["\\xff\\xfe@example.test", "jürgen@example.test"]))
+        # The exact bytes are in the bytes records.
+        self.assertIn(b"MAIL FROM:<caf\xe9@example.test>\r\n", cap.bytes_of("client", "in"))
+        mailtap.stop()
+        r = run_mailtap(["captures", "list", "--json", "--dir", caps])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        [listed] = [json.loads(line) for line in r.stdout.decode("utf-8").splitlines()]
+        self.assertEqual(listed["transactions"][0]["mail_from"], "caf\\xe9@example.test")
 
 
 class ClientThatNeverReads(IntegrationTest):

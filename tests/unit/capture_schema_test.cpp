@@ -291,6 +291,46 @@ std::vector<std::string> barrier_after_a_transaction(store& st, const std::strin
   return lines;
 }
 
+// A hostile client's trial: 8-bit bytes in an address were written raw into the command and
+// transaction records, so the lines were not JSON (which must be UTF-8) for any strict reader.
+// Well-formed UTF-8 (an SMTPUTF8 address) stays itself; any other byte is written as \xNN.
+TEST(CaptureSchema, TextFieldsAreUtf8WhateverThePeerSent) {
+  scratch_dir dir;
+  std::string error;
+  {
+    auto st = store::open(dir.path(), error);
+    ASSERT_TRUE(st) << error;
+    auto cap = st->begin(info_at(new_year_2020));
+    cap->on_command(1, "MAIL FROM:<caf\xe9@x> J\xc3\xbcrgen \xed\xa0\x80 \xc3");
+    protocol::transaction_record t;
+    t.mail_from = "caf\xe9@x";
+    t.rcpt_to = {"\xff\xfe@d", "j\xc3\xbcrgen@d"};
+    t.rcpt_codes = {250, 250};
+    t.message_id = "<\x80@x>";
+    t.result = protocol::outcome::aborted;
+    cap->on_transaction(t);
+    cap->on_end(10, "client_quit", "");
+  }
+  const auto lines = lines_of(dir.path() / "schema.jsonl");
+  ASSERT_EQ(lines.size(), 4u);
+  for (const auto& line : lines) {
+    boost::json::error_code ec;
+    boost::json::parse(line, ec);   // strict: invalid UTF-8 is an error
+    EXPECT_FALSE(ec) << ec.message() << ": " << line;
+  }
+  const auto command = boost::json::parse(lines[1]).as_object();
+  EXPECT_EQ(command.at("text").as_string(), "MAIL FROM:<caf\\xe9@x> J\xc3\xbcrgen \\xed\\xa0\\x80 \\xc3");
+  const auto txn = boost::json::parse(lines[2]).as_object();
+  EXPECT_EQ(txn.at("mail_from").as_string(), "caf\\xe9@x");
+  EXPECT_EQ(txn.at("rcpt_to").as_array().at(0).as_string(), "\\xff\\xfe@d");
+  EXPECT_EQ(txn.at("rcpt_to").as_array().at(1).as_string(), "j\xc3\xbcrgen@d");
+  EXPECT_EQ(txn.at("message_id").as_string(), "<\\x80@x>");
+  // The index has them as the file does, and as a rebuild from the file would.
+  auto c = read_capture(dir.path() / "schema.jsonl", error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->transactions.at(0).mail_from, "caf\\xe9@x");
+}
+
 TEST(CaptureBarrier, WrittenBeforeTheBarrierIsReleasedAndSyncedOnlyWhenAskedTo) {
   scratch_dir dir;
   std::string error;
