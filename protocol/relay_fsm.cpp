@@ -717,7 +717,8 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
     mode_ = client_mode::command;
     if (bdat_last_ && t) take_message_id(*t);
     const bool discarded = std::exchange(discard_payload_, false);
-    if (discarded && faults_.absorbing()) faults_.finish_absorbed_bdat(now, bdat_last_);
+    if (discarded && data_failure_) answer_failed_chunk(now);
+    else if (discarded && faults_.absorbing()) faults_.finish_absorbed_bdat(now, bdat_last_);
     else if (!discarded && bdat_last_) end_of_bdat_message(now, t);
   }
 }
@@ -864,6 +865,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     }
     return;
   }
+  if (early_chunk_reply(*awaited)) return upstream_replied_in_chunk(now, std::move(r));
   reply_slot& p = *awaited;
   p.answer.t_upstream = now;
   if (p.asked.kind == command_kind::relayed) {
@@ -962,6 +964,52 @@ void relay_fsm::upstream_replied_in_data(std::uint64_t now, reply r) {
   remember_upstream_loss("upstream_protocol_error", "upstream replied during DATA");
   out_.close(leg::upstream);
   out_.arm(leg::upstream, disarmed);
+}
+
+bool relay_fsm::early_chunk_reply(const reply_slot& awaited) const {
+  if (awaited.asked.ph != phase::bdat || awaited.asked.kind != command_kind::relayed || !owed_.is_newest(awaited))
+    return false;
+  // Its chunk still streams, or its last byte (or a "BDAT 0 LAST" itself) is withheld.
+  return (mode_ == client_mode::bdat_payload && !discard_payload_) || !withheld_bdat_.empty();
+}
+
+void relay_fsm::upstream_replied_in_chunk(std::uint64_t now, reply r) {
+  ++stats_.upstream_replied_in_data;
+  out_.note(now, "upstream replied " + std::to_string(r.code) +
+                " to BDAT before its chunk was all sent: nothing more is forwarded, the upstream leg is closed");
+  if (r.klass() == 4 || r.klass() == 5) {
+    data_failure_ = std::move(r);
+    data_failure_from_upstream_ = true;
+  } else {   // a 2xx before the whole chunk arrived accepts nothing (ARCHITECTURE.md, invariants)
+    data_failure_ = make_reply(451, "4.4.2", options_.name + ": upstream replied before the end of the message");
+  }
+  remember_upstream_loss("upstream_protocol_error", "upstream replied during BDAT");
+  out_.close(leg::upstream);
+  out_.arm(leg::upstream, disarmed);
+  withheld_bdat_.clear();
+  if (mode_ == client_mode::bdat_payload) {
+    discard_payload_ = true;   // take_bdat_payload answers at the chunk's end
+    return;
+  }
+  answer_failed_chunk(now);
+}
+
+void relay_fsm::answer_failed_chunk(std::uint64_t now) {
+  reply r = std::move(*data_failure_);
+  data_failure_.reset();
+  const bool local = !std::exchange(data_failure_from_upstream_, false);
+  reply_slot* p = owed_.first_awaited();
+  if (!p) return;
+  p->answer.t_upstream = now;
+  p->answer.bytes = r.raw;
+  p->answer.local = local;
+  p->answer.ready = true;
+  owed_.drop_after(*p);
+  const transaction* t = p->asked.txn ? txns_.find(p->asked.txn) : txns_.newest();
+  if (t) finish_transaction(now, t->id, outcome_of_code(r.code), r, local);
+  p->answer.parsed = std::move(r);
+  flush_replies(now);
+  if (!ended_) end_session(now, upstream_lost_reason_, upstream_lost_detail_);
 }
 
 std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const rewrite_set* rewrites) {

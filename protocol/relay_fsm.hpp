@@ -149,6 +149,12 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // The message's end will not be sent: its BDAT LAST reply is no longer awaited (the
   // caller queues the relay's own answer in its place).
   void upstream_replied_in_data(std::uint64_t now, reply r);
+  // The upstream answered a BDAT before its chunk was all sent (RFC 3030 2: a chunk is
+  // answered once it is in): as a reply during DATA, final for the message. The rest of the
+  // chunk is read, never forwarded, and answered at its end (answer_failed_chunk).
+  bool early_chunk_reply(const reply_slot& awaited) const;
+  void upstream_replied_in_chunk(std::uint64_t now, reply r);
+  void answer_failed_chunk(std::uint64_t now);
   static const char* not_a_reply_to(const reply_request& asked, const reply& r);
   void refuse_auth_response(std::uint64_t now);
   void announce_command(std::uint64_t now, std::string_view body, const command& cmd) override;

@@ -97,6 +97,7 @@ class reply_queue {
   void drop_after(const reply_slot& s);
 
   bool empty() const { return slots_.empty(); }
+  bool is_newest(const reply_slot& s) const { return !slots_.empty() && &slots_.back() == &s; }
   std::size_t size() const { return slots_.size(); }
   reply_slot& front() { return slots_.front(); }
   const reply_slot& front() const { return slots_.front(); }

@@ -237,6 +237,35 @@ class HostileUpstream(IntegrationTest):
         [t] = cap.transactions
         self.assertEqual((t["outcome"], t["final_reply"]["code"]), ("tempfailed", 451))
 
+    def test_a_reply_to_bdat_before_its_chunk_is_in_is_final_and_nothing_more_goes_up(self):
+        # Protection: relay_fsm upstream_replied_in_chunk -- a hostile trial found a reply to
+        # BDAT taken as its chunk's reply however little of the chunk had gone: an early 250
+        # reached the client (the record said delivered), and after an early 552 the rest of
+        # the chunk went on, which an upstream that did not read it took as commands.
+        ehlo = b"250-scripted.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n"
+        for early, code in ((b"250 2.0.0 Ok: queued as EARLY\r\n", 451), (b"552 5.3.4 Message too big\r\n", 552)):
+            up = self.upstream({b"EHLO": ehlo, b"BDAT": early})
+            mailtap = self.relay_to(up, name="bdat-%d" % code)
+            c = self.greeted_client(mailtap.port)
+            self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+            self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
+            chunk = b"RSET\r\nMAIL FROM:<smuggled@evil.test>\r\nRCPT TO:<victim@example.test>\r\n"
+            c.send(b"BDAT %d LAST\r\n" % len(chunk))
+            commands = lambda: [cmd for conn in up.all_connections() for cmd in conn.commands]
+            wait_until(lambda: any(cmd.startswith(b"BDAT") for cmd in commands()), 20, "the BDAT upstream")
+            time.sleep(0.2)   # the early reply reaches the relay before the chunk does
+            c.send(chunk)
+            r = c.reply()
+            self.assertEqual(r.code, code, r)
+            self.assertNotIn(b"EARLY", r.text.encode())
+            cap = self.single_capture(mailtap)
+            self.assertCaptureComplete(cap)
+            self.assertEqual((cap.end["reason"], cap.end["detail"]), ("upstream_protocol_error", "upstream replied during BDAT"))
+            [t] = cap.transactions
+            self.assertEqual((t["outcome"], t["final_reply"]["code"]), ("tempfailed" if code == 451 else "rejected", code))
+            self.assertFalse([cmd for cmd in commands() if b"smuggled" in cmd], commands())
+            self.assertNotIn(b"smuggled", cap.bytes_of("upstream", "out"))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1462,6 +1462,53 @@ TEST_F(RelayFsmTest, UpstreamTwoHundredDuringDataIsNeverRelayedAsAcceptance) {
   EXPECT_EQ(only_transaction().result, outcome::tempfailed);
 }
 
+// A hostile upstream's trial: a reply to BDAT before its chunk was all sent was taken as the
+// chunk's reply. A 250 reached the client after 10 of 100 bytes (and the record said
+// delivered); after a 552 the rest of the chunk went on and the upstream read it as commands.
+TEST_F(RelayFsmTest, AnUpstreamReplyToBdatBeforeItsChunkIsInIsFinalForTheMessage) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  client("BDAT 100 LAST\r\n" + std::string(10, 'a'));
+  EXPECT_THAT(upstream("250 2.0.0 Ok: queued as EARLY\r\n"), Contains(closes(leg::upstream)));
+  EXPECT_THAT(cl_, Not(HasSubstr("EARLY")));
+  const std::size_t upstream_before = up_.size();
+  client(std::string(90, 'b'));
+  EXPECT_EQ(up_.size(), upstream_before) << "nothing after the upstream's reply may reach it";
+  EXPECT_THAT(cl_, HasSubstr("451 4.4.2"));
+  EXPECT_THAT(cl_, Not(HasSubstr("EARLY")));
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::tempfailed);
+  EXPECT_TRUE(t.synthesized);
+  EXPECT_EQ(end_reason(), "upstream_protocol_error");
+  EXPECT_EQ(fsm_->stats().upstream_replied_in_data, 1u);
+}
+
+TEST_F(RelayFsmTest, AnUpstreamRefusalOfABdatChunkStopsTheChunkGoingOnAsCommands) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  const std::string chunk = "RSET\r\nMAIL FROM:<smuggled@evil>\r\nRCPT TO:<victim@d>\r\n";
+  client("BDAT " + std::to_string(chunk.size()) + " LAST\r\n");
+  upstream("552 5.3.4 Message too big\r\n");
+  client(chunk);
+  EXPECT_EQ(up_.find("smuggled"), std::string::npos);
+  EXPECT_THAT(cl_, HasSubstr("552 5.3.4 Message too big\r\n"));
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::rejected);
+  EXPECT_FALSE(t.synthesized) << "the upstream gave this reply";
+  EXPECT_EQ(end_reason(), "upstream_protocol_error");
+}
+
+// A chunk answered after it is all in stays the chunk's reply, pipelined or not.
+TEST_F(RelayFsmTest, AReplyAfterTheWholeChunkIsTheChunksReply) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nBDAT 3\r\nabcBDAT 2 LAST\r\nde");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 3 octets\r\n250 2.0.0 Ok: queued as B2\r\n");
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+  EXPECT_EQ(fsm_->stats().upstream_replied_in_data, 0u);
+}
+
 TEST_F(RelayFsmTest, UpstreamReplyDuringDataThenSilenceStillAnswersAtTheDot) {
   open_data();
   show_timers_ = true;
