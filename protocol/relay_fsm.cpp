@@ -333,6 +333,10 @@ void relay_fsm::client_timed_out(std::uint64_t now) {
 
 // The size of the message in transfer, as received so far (the session ends inside it).
 void relay_fsm::record_received_size() {
+  if (mode_ == client_mode::bdat_payload) {   // counted as declared at its command: less what never came
+    if (transaction* t = txns_.newest()) t->rec.size -= std::min(t->rec.size, std::exchange(bdat_remaining_, 0));
+    return;
+  }
   if (mode_ != client_mode::data || !framer_) return;
   if (transaction* t = txns_.open()) t->rec.size = framer_->message_bytes();
 }
@@ -372,7 +376,18 @@ void relay_fsm::process_client_input(std::uint64_t now) {
 
 void relay_fsm::record_consumed_client_input(std::uint64_t now) { in_.record_parsed(now, observer_); }
 
+// QUIT ends the session (RFC 5321 4.1.1.10) and a pipelined group (RFC 2920 3.1): what the
+// client sends after it is recorded as it came, never relayed or taken as commands, as
+// Postfix's smtpd never reads it.
+bool relay_fsm::ignore_after_quit(std::uint64_t now) {
+  in_.advance(in_.unparsed().size());
+  if (!std::exchange(after_quit_noted_, true))
+    out_.note(now, "the client sent bytes after QUIT: recorded, not relayed (QUIT ends the session)");
+  return false;
+}
+
 bool relay_fsm::take_command_line(std::uint64_t now) {
+  if (quit_taken_) return ignore_after_quit(now);
   if (owed_.size() >= limits::pipelined_commands_cap) return false;
   std::string_view rest = in_.unparsed();
   // Only CRLF ends a command line (RFC 5321 2.3.8). A bare LF inside it does not: the whole
@@ -433,6 +448,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   const command& cmd = parsed.cmd;
   std::string_view body = stripped_crlf(line);
   if (announce) announce_command(now, body, cmd);
+  if (cmd.ph == phase::quit && parsed.fault == command_fault::none) quit_taken_ = true;
   // A refused command is never forwarded; its reply keeps its place in the pipeline.
   // Only a refused RCPT keeps its phase, so the transaction records it against the address.
   auto refuse = [&](int code, std::string_view enh, std::string_view text, std::string_view why) {
@@ -586,6 +602,8 @@ void relay_fsm::take_data(std::uint64_t now) {
     out_.note(now, "message refused: " + why + "; upstream closed without end of data");
     data_failure_ = make_reply(550, "5.6.0", "Message refused by " + options_.name + ": " + why);
     out_.close(leg::upstream);   // the only way out of DATA that delivers nothing
+    // The session ends once the 550 is out (nothing more can be relayed): the client's doing.
+    remember_upstream_loss("protocol_error", "message refused: " + why);
   }
   if (framer_->ended()) {
     if (faults_.withholds_split_dot(dot_split)) return faults_.withhold_split_dot(now);
@@ -932,13 +950,16 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
 }
 
 // Replies RFC 5321 4.3.2 does not allow for the command (and RFC 4954 for AUTH): a 3xx other
-// than DATA's 354 or AUTH's 334, or a 2xx to DATA. Passed on, a 250 to DATA would make the
-// client's message "delivered" with nothing sent, a 354 to MAIL would open a message no one
-// asked for. Null when the reply may answer it.
+// than DATA's 354 or AUTH's 334, a 2xx to DATA, or a 2xx other than 250 to EHLO or HELO.
+// Passed on, a 250 to DATA would make the client's message "delivered" with nothing sent, a
+// 354 to MAIL would open a message no one asked for. Null when the reply may answer it.
 const char* relay_fsm::not_a_reply_to(const reply_request& asked, const reply& r) {
   if (r.klass() == 3 && !(asked.ph == phase::data && r.code == 354) && !(asked.ph == phase::auth && r.code == 334))
     return "no such intermediate reply to that command (RFC 5321 4.3.2)";
   if (asked.ph == phase::data && r.klass() == 2) return "DATA is answered with 354 or a failure (RFC 5321 4.3.2)";
+  // A 220 to EHLO (a greeting said again) would read to the client as a hello accepted.
+  if ((asked.ph == phase::ehlo || asked.ph == phase::helo) && r.klass() == 2 && r.code != 250)
+    return "EHLO and HELO succeed only with 250 (RFC 5321 4.3.2)";
   return nullptr;
 }
 

@@ -127,6 +127,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void expect_bdat_payload(const command& cmd, bool forward) override;
   void take_empty_bdat_chunk(std::uint64_t now) override;
   bool take_auth_response(std::uint64_t now);
+  bool ignore_after_quit(std::uint64_t now);
   // `announce`: record the command event (false when the caller recorded the client's own line).
   void handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed,
                       bool announce = true) override;
@@ -272,6 +273,8 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
 
   std::string withheld_bdat_;                // the last BDAT chunk's last byte (or "BDAT 0 LAST" itself)
   bool discard_payload_ = false;             // this BDAT chunk is not forwarded
+  bool quit_taken_ = false;                  // the client's QUIT is in: nothing after it is a command
+  bool after_quit_noted_ = false;
 
   bool draining_ = false;
   bool capture_failed_ = false;

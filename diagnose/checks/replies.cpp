@@ -27,15 +27,16 @@ const captures::transaction* transaction_at(const captures::capture& c, std::uin
 }
 
 // The relay's own 421/451 X.4.x to the client because it lost the upstream leg mid-session (a
-// timeout, a hang-up, a protocol error): checks/session_end.cpp reports the cause, at the
-// destination. Classified as a refusal, it would read as the destination's 4xx or as a
+// timeout, a hang-up, a protocol error), or timed the client out: checks/session_end.cpp
+// reports the cause (the destination, or the client's `timeout`). Classified as a refusal, it would read as the destination's 4xx or as a
 // command the client got wrong. (An unreachable destination's 421 4.4.1 is that finding's own
 // reply, made by the relay: kept.)
 bool relay_upstream_loss_reply(const conversation& c, const exchange& x) {
   if (x.source != origin::relay || x.fault || !c.cap->end) return false;
   const auto& reason = c.cap->end->reason;
   const auto& r = x.reply->reply;
-  return (reason == "upstream_closed" || reason == "upstream_protocol_error" || reason == "upstream_timeout") &&
+  return (reason == "upstream_closed" || reason == "upstream_protocol_error" || reason == "upstream_timeout" ||
+          reason == "client_timeout") &&
          (r.code == 421 || r.code == 451) && r.enhanced.rfind("4.4.", 0) == 0;
 }
 

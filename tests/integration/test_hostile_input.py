@@ -277,6 +277,29 @@ class HostileInput(IntegrationTest):
         self.assertEqual(listed["transactions"][0]["mail_from"], "caf\\xe9@example.test")
 
 
+    # ------------------------------------------------------------ after QUIT
+
+    def test_nothing_pipelined_after_quit_reaches_the_upstream(self):
+        # QUIT ends the session (RFC 5321 4.1.1.10) and a pipelined group (RFC 2920 3.1). A
+        # hostile trial found MAIL and RCPT after it relayed, and a transaction recorded that
+        # never happened.
+        up = ScriptedAnswers()
+        self.addCleanup(up.stop)
+        mailtap = self.relay_to(up)
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO client.test"), 250)
+        c.send(b"QUIT\r\nMAIL FROM:<ghost@example.test>\r\nRCPT TO:<nobody@example.test>\r\n")
+        self.assertReply(c.reply(), 221)
+        cap = self.single_capture(mailtap)
+        conn = self.upstream_conn(up)
+        self.assertEqual(conn.commands, [b"EHLO client.test", b"QUIT"])
+        self.assertEqual(cap.transactions, [])
+        self.assertEqual(cap.end["reason"], "client_quit")
+        self.assertIn(b"MAIL FROM:<ghost@example.test>", cap.bytes_of("client", "in"))   # recorded as it came
+        self.assertTrue(any("after QUIT" in n for n in cap.notes), cap.notes)
+
+
 class ClientThatNeverReads(IntegrationTest):
     """A client that pipelines commands and reads none of the replies (issue 10's trial): the
     relay's outbox to it fills, so it stops reading the upstream, whose replies wait unread.

@@ -396,6 +396,16 @@ TEST(CheckSessionEnd, TimeoutsAndUnreachable) {
   builder s;
   s.opening().ended("client_timeout", "idle for 300 s");
   EXPECT_EQ(find(diagnose_capture(s.c), "timeout")->level, severity::warning);
+
+  // The relay's 421 to the idle client is the timeout's reply, not a command refused (a
+  // hostile trial: it was also reported as command_rejected).
+  builder i;
+  i.reply(1, 220, {"mx.example.net ESMTP"}).cmd(2, "EHLO client.example").reply(3, 250, {"mx.example.net"})
+      .reply(400, 421, {"4.4.2 mailtap timeout waiting for client input"}, leg::client)
+      .ended("client_timeout", "idle for 300 s");
+  auto idle = diagnose_capture(i.c);
+  EXPECT_NE(find(idle, "timeout"), nullptr);
+  EXPECT_EQ(idle.findings.size(), 1u) << render_text(idle);
 }
 
 // A disconnect fault after the dot: an error that says nothing was delivered and the sender

@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <string>
@@ -272,7 +273,8 @@ TEST_F(RelayFsmTest, ARepliesTheCommandCannotHaveIsAProtocolError) {
   struct bad { std::string commands; std::string wrong; };
   for (const bad& b : {bad{"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n", "250 2.0.0 Ok\r\n"},
                        bad{"MAIL FROM:<a@b>\r\n", "354 go ahead\r\n"},
-                       bad{"MAIL FROM:<a@b>\r\n", "334 VXNlcm5hbWU6\r\n"}}) {
+                       bad{"MAIL FROM:<a@b>\r\n", "334 VXNlcm5hbWU6\r\n"},
+                       bad{"EHLO again.test\r\n", "220 mx.example ESMTP\r\n"}}) {
     SCOPED_TRACE(b.commands + " answered " + b.wrong);
     make();
     greet_and_ehlo();
@@ -705,6 +707,10 @@ TEST_F(RelayFsmTest, StrictBareLfClosesUpstreamAndAnswers550AtEndOfData) {
   const auto& t = only_transaction();
   EXPECT_EQ(t.result, outcome::rejected);
   EXPECT_TRUE(t.synthesized);
+  // The client's doing, not the upstream's (a hostile trial: it read upstream_closed, no detail).
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->ends[0].reason, "protocol_error");
+  EXPECT_EQ(obs_->ends[0].detail, "message refused: bare CR or LF in message data");
 }
 
 TEST_F(RelayFsmTest, NormalizeModeReadsBareLfAsCrlf) {
@@ -1507,6 +1513,37 @@ TEST_F(RelayFsmTest, AReplyAfterTheWholeChunkIsTheChunksReply) {
   upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 3 octets\r\n250 2.0.0 Ok: queued as B2\r\n");
   EXPECT_EQ(only_transaction().result, outcome::delivered);
   EXPECT_EQ(fsm_->stats().upstream_replied_in_data, 0u);
+}
+
+// A hostile client's trial: commands pipelined after QUIT went upstream, and the capture held
+// a transaction (from <ghost@x>, aborted) that never happened.
+TEST_F(RelayFsmTest, NothingAfterQuitIsACommand) {
+  greet_and_ehlo();
+  const std::size_t before = up_.size();
+  client("QUIT\r\nMAIL FROM:<ghost@x>\r\nRCPT TO:<nobody@d>\r\n");
+  client("RSET\r\n");
+  EXPECT_EQ(up_.substr(before), "QUIT\r\n");
+  upstream("221 2.0.0 Bye\r\n");
+  EXPECT_THAT(cl_, testing::EndsWith("221 2.0.0 Bye\r\n"));
+  EXPECT_THAT(obs_->transactions, IsEmpty());
+  EXPECT_EQ(end_reason(), "client_quit");
+  EXPECT_EQ(std::count_if(obs_->notes.begin(), obs_->notes.end(),
+                          [](const std::string& n) { return n.find("after QUIT") != std::string::npos; }),
+            1);
+}
+
+// A hostile client's trial: a BDAT chunk cut short recorded its declared size, where DATA
+// records what came.
+TEST_F(RelayFsmTest, ABdatChunkCutShortRecordsTheBytesThatCame) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  client("BDAT 5\r\nabcdeBDAT 100 LAST\r\n" + std::string(10, 'x'));
+  upstream("250 2.0.0 5 octets\r\n");
+  client_eof();
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.size, 15u);
+  EXPECT_EQ(end_reason(), "client_closed");
 }
 
 TEST_F(RelayFsmTest, UpstreamReplyDuringDataThenSilenceStillAnswersAtTheDot) {
