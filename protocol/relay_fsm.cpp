@@ -973,16 +973,24 @@ bool relay_fsm::upstream_in_data() const {
 // forwarded (the rest of the body would be taken as commands), the client's data is read to
 // its end and answered with it, and the upstream leg, now out of step, is closed.
 void relay_fsm::upstream_replied_in_data(std::uint64_t now, reply r) {
+  fail_message_on_early_reply(now, std::move(r), "during the message", "DATA");
+}
+
+// `r` came before the message's end reached the upstream (`when`): the message's answer, the
+// upstream's 4xx or 5xx as it gave it, a 2xx or 3xx turned into 451 4.4.2 (it accepts
+// nothing: ARCHITECTURE.md, invariants); the upstream leg is closed.
+void relay_fsm::fail_message_on_early_reply(std::uint64_t now, reply r, std::string_view when,
+                                            std::string_view command) {
   ++stats_.upstream_replied_in_data;
-  out_.note(now, "upstream replied " + std::to_string(r.code) +
-                " during the message: nothing more is forwarded, the upstream leg is closed");
+  out_.note(now, "upstream replied " + std::to_string(r.code) + " " + std::string(when) +
+                ": nothing more is forwarded, the upstream leg is closed");
   if (r.klass() == 4 || r.klass() == 5) {
     data_failure_ = std::move(r);
     data_failure_from_upstream_ = true;
-  } else {   // a 2xx or 3xx before the end of the message accepts nothing (ARCHITECTURE.md, invariants)
+  } else {
     data_failure_ = make_reply(451, "4.4.2", options_.name + ": upstream replied before the end of the message");
   }
-  remember_upstream_loss("upstream_protocol_error", "upstream replied during DATA");
+  remember_upstream_loss("upstream_protocol_error", "upstream replied during " + std::string(command));
   out_.close(leg::upstream);
   out_.arm(leg::upstream, disarmed);
 }
@@ -995,18 +1003,7 @@ bool relay_fsm::early_chunk_reply(const reply_slot& awaited) const {
 }
 
 void relay_fsm::upstream_replied_in_chunk(std::uint64_t now, reply r) {
-  ++stats_.upstream_replied_in_data;
-  out_.note(now, "upstream replied " + std::to_string(r.code) +
-                " to BDAT before its chunk was all sent: nothing more is forwarded, the upstream leg is closed");
-  if (r.klass() == 4 || r.klass() == 5) {
-    data_failure_ = std::move(r);
-    data_failure_from_upstream_ = true;
-  } else {   // a 2xx before the whole chunk arrived accepts nothing (ARCHITECTURE.md, invariants)
-    data_failure_ = make_reply(451, "4.4.2", options_.name + ": upstream replied before the end of the message");
-  }
-  remember_upstream_loss("upstream_protocol_error", "upstream replied during BDAT");
-  out_.close(leg::upstream);
-  out_.arm(leg::upstream, disarmed);
+  fail_message_on_early_reply(now, std::move(r), "to BDAT before its chunk was all sent", "BDAT");
   withheld_bdat_.clear();
   if (mode_ == client_mode::bdat_payload) {
     discard_payload_ = true;   // take_bdat_payload answers at the chunk's end
