@@ -63,7 +63,9 @@ session_row row_of(const fs::path& file) {
   row.started_at = cap->header.started_at;
   row.client = cap->header.client;
   row.upstream = cap->header.upstream;
-  row.outcome = captures::session_outcome(*cap);
+  // Without its end record a session is in progress to the API (its end_reason is ""): the
+  // transaction it is inside, rebuilt by the reader, has no outcome yet.
+  row.outcome = captures::session_outcome(*cap, !cap->end);
   row.end_reason = cap->end ? cap->end->reason : "";
   row.complete = cap->complete;
   row.transactions = cap->transactions.size();

@@ -654,11 +654,14 @@ std::optional<capture> read_capture(const std::filesystem::path& file, std::stri
   return std::nullopt;
 }
 
-std::string session_outcome(const capture& c) {
-  if (c.transactions.empty()) return "none";
-  for (const auto& t : c.transactions)
+std::string session_outcome(const capture& c, bool settled_only) {
+  bool any = false;
+  for (const auto& t : c.transactions) {
+    if (settled_only && t.rebuilt) continue;
     if (t.result != protocol::outcome::delivered) return std::string(protocol::to_string(t.result));
-  return "delivered";
+    any = true;
+  }
+  return any ? "delivered" : "none";
 }
 
 }  // namespace mailtap::captures

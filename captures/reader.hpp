@@ -140,7 +140,8 @@ struct capture {
 std::optional<capture> read_capture(const std::filesystem::path& file, std::string& error);
 
 // FORMAT.md "Session outcome": "none" without transactions, "delivered" when every one was
-// delivered, otherwise the outcome of the first that was not.
-std::string session_outcome(const capture& c);
+// delivered, otherwise the outcome of the first that was not. `settled_only`: leave out a
+// rebuilt open transaction (a session still in progress has no outcome for it yet).
+std::string session_outcome(const capture& c, bool settled_only = false);
 
 }  // namespace mailtap::captures

@@ -224,12 +224,12 @@ void destination_hung_up(const conversation& c, const captures::end_record& e, s
 void in_transaction(const captures::transaction& t, finding& f) {
   f.level = severity::error;
   f.stage = t.result == protocol::outcome::unknown ? "data_end" : t.size > 0 ? "data" : "rcpt";
-  f.title = "capture incomplete: the relay stopped inside a mail transaction";
+  f.title = "capture incomplete: it ends inside a mail transaction";
   f.explanation = "The capture has no end record and ends inside the transaction from <" + t.mail_from + "> (" +
                   std::to_string(t.rcpt_to.size()) + (t.rcpt_to.size() == 1 ? " recipient" : " recipients") +
                   (t.size > 0 ? ", " + std::to_string(t.size) + " bytes of its message received" : "") +
-                  "): the relay stopped (killed, crashed, or its machine went down) before the transaction ended, "
-                  "so the client got no final reply through it. ";
+                  "). Unless the session is still going on, the relay stopped (killed, crashed, or its machine went "
+                  "down) before the transaction ended, so the client got no final reply through it. ";
   if (t.result == protocol::outcome::unknown)
     f.explanation += "The message's end had gone to the destination, and no reply to it was recorded: it may have "
                      "been delivered, and the sender, told nothing, will send it again (a duplicate).";

@@ -590,7 +590,7 @@ TEST(CheckSessionEnd, IncompleteCaptureInsideATransactionSaysWhereTheMessageStoo
     const finding* f = find(d, "capture_incomplete");
     ASSERT_NE(f, nullptr);
     EXPECT_EQ(f->level, severity::error);
-    EXPECT_EQ(f->title, "capture incomplete: the relay stopped inside a mail transaction");
+    EXPECT_EQ(f->title, "capture incomplete: it ends inside a mail transaction");
     EXPECT_EQ(f->stage, o == protocol::outcome::unknown ? "data_end" : "data");
     EXPECT_NE(f->explanation.find(o == protocol::outcome::unknown ? "it may have been delivered"
                                                                  : "nothing of it was delivered"),

@@ -343,6 +343,7 @@ TEST(CaptureReader, CutAfterTheDotWentUpstreamRebuildsAnUnknownTransaction) {
   EXPECT_EQ(t.start_us, 4000u);
   EXPECT_EQ(t.end_us, 6500u);
   EXPECT_EQ(session_outcome(c), "unknown");
+  EXPECT_EQ(session_outcome(c, true), "none") << "a session in progress: its open transaction has no outcome yet";
   const std::string text = render_text(c);
   EXPECT_NE(text.find("   [message body: 56 bytes]\n"), std::string::npos) << text;
   EXPECT_NE(text.find("transactions (1)\n#1 unknown (no record: the capture ends inside this transaction; "
