@@ -60,6 +60,9 @@ classification classify_by_code(phase ph, int code, std::string_view enhanced) {
     if (subject == 7) return {"reverse_dns_block", true};
     return {klass == 5 ? "reverse_dns_block" : "destination_unreachable", false};
   }
+  // 421 after the greeting closes the session, whatever the command (RFC 5321 3.8): not a
+  // refusal of that command. Its text may still say why (a rate limit), so not specific.
+  if (code == 421 && ph != phase::auth) return {"service_closing", false};
   // Authentication (RFC 4954 6; X.7.8 to X.7.13).
   if (ph == phase::auth || code == 535 || code == 534 || code == 538 || code == 530 ||
       (subject == 7 && (detail == 8 || detail == 9 || detail == 11 || detail == 12 || detail == 13)))
@@ -87,7 +90,10 @@ classification classify_by_code(phase ph, int code, std::string_view enhanced) {
       if (detail == 5 && ph == phase::mail) return {"relay_quota", false};
       break;
     case 5:
-      if (detail == 3) return {"relay_quota", ph == phase::mail};
+      // X.5.3 to RCPT: too many recipients (RFC 3463 3.6; RFC 5321 4.5.3.1.10); to MAIL, a
+      // message count.
+      if (detail == 3) return ph == phase::rcpt ? classification{"too_many_recipients", true}
+                                                : classification{"relay_quota", ph == phase::mail};
       break;
     case 6:
       return {"policy_rejection", false};

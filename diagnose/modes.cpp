@@ -62,6 +62,25 @@ constexpr std::array modes = {
               "a sender keeps the message queued and tries again later.",
               "Read the greeting's text for the reason, then check the destination's load and its per-client "
               "connection limits (Postfix: smtpd_client_connection_count_limit, postscreen)."},
+    mode_text{"service_closing", "destination closed the session with 421",
+              "The destination answered 421 and closed the connection (RFC 5321 3.8): it is shutting down, timed "
+              "the session out while it waited for a command, or hit a limit (errors, connections, messages). "
+              "Nothing more reaches it in this session; a sender keeps any message not yet accepted queued and "
+              "tries again later.",
+              "Read the reply's text for the reason, then the destination's logs; a 421 after the client sat idle is "
+              "the destination's command timeout (Postfix: smtpd_timeout, 300 s)."},
+    mode_text{"too_many_recipients", "too many recipients in one transaction",
+              "The server takes no more recipients in this transaction (X.5.3). RFC 5321 4.5.3.1.10: a server may "
+              "limit the recipients of a message (to no fewer than 100, 4.5.3.1.8), and answers those past its "
+              "limit with 452, asking the client to send them in a further transaction.",
+              "Send the remaining recipients in another transaction (after this one), or raise the server's limit "
+              "(Postfix: smtpd_recipient_limit); mailtap itself takes at most 1,000 per transaction."},
+    mode_text{"auth_cancelled", "the client cancelled authentication",
+              "The client answered the server's AUTH challenge with '*', which cancels the exchange, and the "
+              "server refused the AUTH command with 501 as it must (RFC 4954 4). Nothing was refused by the "
+              "server's choice: the client gave up the login, and the session goes on unauthenticated.",
+              "Look at the client's AUTH configuration: it cancels when it has no credentials for the offered "
+              "mechanism, or when it cannot continue the exchange."},
     mode_text{"policy_rejection", "refused by the destination's policy",
               "The destination refused this message or recipient by policy (X.7.x): content filtering, an access "
               "rule, or a relay restriction.",

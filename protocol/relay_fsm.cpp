@@ -795,9 +795,14 @@ bool relay_fsm::take_auth_response(std::uint64_t now) {
   }
   if (crlf == std::string_view::npos) return false;
   std::string_view line = rest.substr(0, crlf + 2);
-  in_.mask(in_.pos(), in_.pos() + line.size());
+  // "*" cancels the exchange (RFC 4954 4): no secret, and recorded as itself so that the
+  // server's 501 reads as the client's doing.
+  const bool cancel = stripped_crlf(line) == "*";
+  if (!cancel) in_.mask(in_.pos(), in_.pos() + line.size());
   in_.advance(line.size());
-  if (observer_) observer_->on_command(now, "[auth response redacted, " + std::to_string(stripped_crlf(line).size()) + " bytes]");
+  if (observer_)
+    observer_->on_command(now, cancel ? std::string("*")
+                                      : "[auth response redacted, " + std::to_string(stripped_crlf(line).size()) + " bytes]");
   mode_ = client_mode::awaiting_auth;
   if (!clean_crlf_line(line)) {
     // Like a command line (take_command_line), a response with a bare CR or LF or a NUL is never

@@ -71,6 +71,13 @@ bool follows_refused_recipients(const conversation& c, const exchange& x) {
   return std::none_of(t->rcpt_codes.begin(), t->rcpt_codes.end(), [](int code) { return code / 100 == 2; });
 }
 
+// The 501 that answers the client's "*" to an AUTH challenge: RFC 4954 4 obliges the server
+// to refuse AUTH so, and the client chose it (the relay records "*" as itself).
+bool client_cancelled_auth(const exchange& x) {
+  return x.ph == phase::auth && x.reply->reply.code == 501 && x.command && x.command->text == "*" &&
+         x.source == origin::server;
+}
+
 std::string all_lines(const captures::reply_event& r) {
   std::string out;
   for (const auto& l : r.reply.lines) out += (out.empty() ? "" : " ") + l;
@@ -91,10 +98,12 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
     if (x.source == origin::relay && r.code == 454 && upstream_tls_fallback(c)) continue;
 
     reply_verdict v = classify(x.ph, r.code, r.enhanced, all_lines(*x.reply));
+    const bool cancelled = client_cancelled_auth(x);
+    if (cancelled) v = reply_verdict{"auth_cancelled", "", false};
     const mode_text& m = mode(v.mode);
     finding f;
     f.id = std::string(m.id);
-    f.level = severity_of(c, x);
+    f.level = cancelled ? severity::warning : severity_of(c, x);
     f.stage = std::string(protocol::to_string(x.ph));
     f.title = std::string(m.title);
     f.explanation = std::string(m.explanation);

@@ -240,6 +240,25 @@ class HostileInput(IntegrationTest):
         commands = [r["text"] for r in caps[0].of_type("command")]
         self.assertIn("AUTH\tPLAIN [initial response redacted, %d bytes]" % len(plain), commands)
 
+    def test_an_auth_cancelled_by_the_client_is_recorded_and_diagnosed_as_the_clients(self):
+        # "*" cancels an AUTH exchange and the server must answer 501 (RFC 4954 4). It was
+        # recorded redacted, and diagnose blamed the smart host's login ("smarthost_auth").
+        mailtap = self.start_mailtap(name="auth-cancel")
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO client.test"), 250)
+        self.assertReply(c.command("AUTH LOGIN"), 334)
+        self.assertReply(c.command("*"), 501)
+        self.assertReply(c.command("NOOP"), 250)
+        self.quit(c)
+        cap = self.single_capture(mailtap)
+        self.assertEqual(cap.end["reason"], "client_quit", cap.end)
+        self.assertIn("*", [r["text"] for r in cap.of_type("command")])
+        r = run_mailtap(["diagnose", cap.path, "--json"], timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        found = {f["id"]: f for f in json.loads(r.stdout)["findings"]}
+        self.assertNotIn("smarthost_auth", found)
+        self.assertEqual((found["auth_cancelled"]["stage"], found["auth_cancelled"]["severity"]), ("auth", "warning"))
 
     # ------------------------------------------------------------ 8-bit envelopes
 

@@ -518,6 +518,40 @@ TEST(CheckReplies, AnAuthLoginRefusalIsAtAuth) {
   EXPECT_EQ(f->level, severity::error);
 }
 
+// The client's own "*" cancels AUTH (RFC 4954 4) and the server must answer 501: the client's
+// choice, a warning, not the smart host refusing a login (a hostile trial).
+TEST(CheckReplies, AnAuthCancelledByTheClientIsNotAFailedLogin) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO c").reply(3, 250, {"mx", "AUTH LOGIN PLAIN"}).cmd(4, "AUTH LOGIN")
+      .reply(5, 334, {"VXNlcm5hbWU6"}).cmd(6, "*").reply(7, 501, {"5.7.0 Authentication cancelled"});
+  auto d = diagnose_capture(b.c);
+  EXPECT_EQ(find(d, "smarthost_auth"), nullptr) << ::testing::PrintToString(ids(d));
+  const finding* f = find(d, "auth_cancelled");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "auth");
+  EXPECT_EQ(f->level, severity::warning);
+  // A 501 to a response that was not "*" is still the server's refusal.
+  builder r;
+  r.reply(1, 220, {"mx"}).cmd(2, "EHLO c").reply(3, 250, {"mx", "AUTH LOGIN PLAIN"}).cmd(4, "AUTH LOGIN")
+      .reply(5, 334, {"VXNlcm5hbWU6"}).cmd(6, "[auth response redacted, 3 bytes]")
+      .reply(7, 501, {"5.5.2 Cannot decode response"});
+  auto d2 = diagnose_capture(r.c);
+  EXPECT_NE(find(d2, "smarthost_auth"), nullptr) << ::testing::PrintToString(ids(d2));
+  EXPECT_EQ(find(d2, "auth_cancelled"), nullptr);
+}
+
+// A destination that closes an idle session with 421 closed it; it refused no command.
+TEST(CheckReplies, AnUnsolicited421WhileIdleIsTheDestinationClosing) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO c").reply(3, 250, {"mx"}).reply(300000, 421, {"4.3.2 idle shutdown"})
+      .ended("upstream_closed", "idle shutdown");
+  auto d = diagnose_capture(b.c);
+  EXPECT_EQ(find(d, "command_rejected"), nullptr) << ::testing::PrintToString(ids(d));
+  const finding* f = find(d, "service_closing");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->source, origin::server);
+}
+
 // RFC 3207 4's "530 Must issue a STARTTLS command first" is TLS policy, not a login.
 TEST(CheckReplies, MustIssueStarttlsFirstIsTlsNotALogin) {
   builder s;

@@ -76,6 +76,16 @@ TEST(Classify, CodeFirst) {
   EXPECT_EQ(classify_by_code(phase::rcpt, 550, "5.1.1").mode, "unknown_recipient");
   EXPECT_EQ(classify_by_code(phase::auth, 535, "5.7.8").mode, "smarthost_auth");
   EXPECT_EQ(classify_by_code(phase::mail, 452, "4.5.3").mode, "relay_quota");
+  // X.5.3 to RCPT is too many recipients, not a quota (a hostile trial: mailtap's own 452 4.5.3
+  // past 1,000 recipients read as "sending quota or rate limit reached").
+  EXPECT_EQ(classify_by_code(phase::rcpt, 452, "4.5.3").mode, "too_many_recipients");
+  EXPECT_TRUE(classify_by_code(phase::rcpt, 452, "4.5.3").specific);
+  // 421 after the greeting closes the session (RFC 5321 3.8), whatever the command: an
+  // unsolicited "421 4.3.2 idle shutdown" read as "command refused".
+  EXPECT_EQ(classify_by_code(phase::other, 421, "4.3.2").mode, "service_closing");
+  EXPECT_EQ(classify_by_code(phase::mail, 421, "4.3.2").mode, "service_closing");
+  EXPECT_EQ(classify_by_code(phase::data_end, 421, "").mode, "service_closing");
+  EXPECT_FALSE(classify_by_code(phase::mail, 421, "4.7.0").specific);   // its text may say more
   EXPECT_EQ(classify_by_code(phase::data_end, 552, "5.3.4").mode, "message_too_large");
   EXPECT_EQ(classify_by_code(phase::banner, 554, "5.7.1").mode, "reverse_dns_block");
   EXPECT_EQ(classify_by_code(phase::banner, 421, "4.4.1").mode, "destination_unreachable");
@@ -144,7 +154,7 @@ TEST(Classify, EveryModeClassifyCanNameHasItsText) {
                   "relay_quota", "message_too_large", "reverse_dns_block", "greylisting", "destination_unreachable",
                   "service_unavailable", "policy_rejection", "sender_authentication", "temporary_failure", "permanent_failure",
                   "command_rejected", "tls_unavailable", "blackhole", "firewall_fixup", "content_scan_delay",
-                  "slow_destination"}) {
+                  "slow_destination", "service_closing", "too_many_recipients", "auth_cancelled"}) {
     EXPECT_TRUE(is_mode(id)) << id;
     EXPECT_FALSE(mode(id).explanation.empty()) << id;
     EXPECT_FALSE(mode(id).action.empty()) << id;

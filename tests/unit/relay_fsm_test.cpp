@@ -961,6 +961,20 @@ TEST_F(RelayFsmTest, AuthLoginExchangeMasked) {
   EXPECT_THAT(obs_->commands, Contains(HasSubstr("[auth response redacted")));
 }
 
+// "*" cancels AUTH (RFC 4954 4): no secret, recorded as itself (diagnose reads the server's
+// 501 as the client's cancellation by it).
+TEST_F(RelayFsmTest, AuthCancelIsRecordedAsItself) {
+  greet_and_ehlo();
+  client("AUTH LOGIN\r\n");
+  upstream("334 VXNlcm5hbWU6\r\n");
+  EXPECT_THAT(client("*\r\n"), ElementsAre(to_upstream("*\r\n", true)));
+  EXPECT_THAT(upstream("501 5.7.0 Authentication cancelled\r\n"),
+              ElementsAre(to_client("501 5.7.0 Authentication cancelled\r\n")));
+  EXPECT_THAT(obs_->commands, Contains(std::string("*")));
+  EXPECT_THAT(obs_->commands, Not(Contains(HasSubstr("[auth response redacted"))));
+  EXPECT_THAT(client("NOOP\r\n"), ElementsAre(to_upstream("NOOP\r\n")));
+}
+
 // Found by fuzz_relay_fsm (tests/fuzz/): an AUTH response line went upstream as received, so a
 // bare LF or CR reached the upstream although the same bytes in a command are refused.
 TEST_F(RelayFsmTest, AuthResponseWithBareLineEndingsCancelsTheExchange) {
