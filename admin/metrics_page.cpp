@@ -33,6 +33,10 @@ std::array<double, stage_bucket_bounds_us.size()> bounds_in_seconds() {
 void sessions(writer& w, const relay_metrics& m) {
   w.family("mailtap_sessions_active", metric_type::gauge, "SMTP sessions open now.");
   w.sample("mailtap_sessions_active", {}, get(m.sessions_active));
+  w.family("mailtap_proxy_headers_pending", metric_type::gauge,
+           "Connections accepted with listen_proxy_protocol that have not sent their PROXY header yet (they count "
+           "toward max_sessions).");
+  w.sample("mailtap_proxy_headers_pending", {}, get(m.proxy_headers_pending));
   one_counter(w, "mailtap_sessions_total", "SMTP connections accepted (including those refused at once).",
               get(m.sessions_accepted));
   w.family("mailtap_sessions_refused_total", metric_type::counter,

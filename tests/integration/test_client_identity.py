@@ -20,6 +20,7 @@ import signal
 import socket
 import struct
 import time
+import urllib.request
 
 from harness import IntegrationTest, LOOPBACK, wait_until
 from postfix_instance import ReceivingPostfix
@@ -41,6 +42,13 @@ def proxy_v2(src, sport, dst="198.51.100.1", dport=25):
 
 PROXY_V2_LOCAL = V2_SIGNATURE + bytes([0x20, 0x00, 0x00, 0x00])
 REFUSED_SUMMARY = re.compile(r"listen_proxy_protocol: (\d+) connection\(s\) refused without a valid PROXY")
+
+
+def proxy_headers_pending(mailtap):
+    """The relay's gauge of connections still to send their PROXY header (admin/README.md)."""
+    with urllib.request.urlopen("http://%s:%d/metrics" % (LOOPBACK, mailtap.admin_port()), timeout=10) as r:
+        m = re.search(r"^mailtap_proxy_headers_pending (\d+)", r.read().decode(), re.M)
+    return int(m.group(1)) if m else None
 
 
 class ListenProxyProtocolTest(IntegrationTest):
@@ -124,7 +132,8 @@ class ListenProxyProtocolTest(IntegrationTest):
         the next one gets 421 4.3.2 at once, not a session (nor a wait of proxy_header_timeout)."""
         mailtap = self.start_mailtap(args=["--listen-proxy-protocol", "--max-sessions", "2"])
         silent = [self.connect(mailtap.port, timeout=20) for _ in range(2)]
-        time.sleep(0.3)   # both accepted and waiting for a header
+        # Both accepted and waiting for a header (a fixed pause was too short on a loaded machine).
+        wait_until(lambda: proxy_headers_pending(mailtap) == 2, 10, "both silent connections waiting for a header")
         started = time.monotonic()
         c = self.connect(mailtap.port, timeout=20)
         c.send(proxy_v1("192.0.2.10", 40000))
