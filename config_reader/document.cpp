@@ -1,7 +1,9 @@
-// File reading with a cap (plain read(2), so a directory or a FIFO fails cleanly) and parsing.
+// File reading with a cap and parsing. Regular files only: a FIFO without a writer would block
+// open(2) (and with it a SIGHUP reload, or an admin request), a device never ends.
 #include "config_reader/document.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,12 +15,19 @@ namespace mailtap::config_reader {
 
 file_text read_file(const std::filesystem::path& file, std::size_t max_bytes) {
   file_text out;
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO returns at once; fstat then refuses it.
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     out.problem = std::generic_category().message(errno);
     return out;
   }
   out.opened = true;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    out.problem = S_ISDIR(st.st_mode) ? std::generic_category().message(EISDIR) : "not a regular file";
+    ::close(fd);
+    return out;
+  }
   char buf[8192];
   for (;;) {
     const ssize_t n = ::read(fd, buf, sizeof buf);

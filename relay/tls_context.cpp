@@ -80,9 +80,16 @@ int no_passphrase(char*, int, int, void* asked) {
 std::string errno_text(int e) { return std::error_code(e, std::generic_category()).message(); }
 
 bool read_file(const fs::path& path, std::string& out, std::string& why) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Regular files only (O_NONBLOCK: a FIFO without a writer does not block the open).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     why = errno_text(errno);
+    return false;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    why = S_ISDIR(st.st_mode) ? errno_text(EISDIR) : "not a regular file";
+    ::close(fd);
     return false;
   }
   out.clear();

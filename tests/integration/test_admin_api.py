@@ -333,6 +333,12 @@ class Faults(AdminTest):
         code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": "/nonexistent.toml"}),
                                      "application/json")
         self.assertIn("/nonexistent.toml", self.assertOneLineError(code, body, 400))
+        # A named pipe (a hostile trial): open(2) waited for a writer and held an admin worker,
+        # two of them the whole API, and SIGTERM waited on them. Refused at once.
+        fifo = os.path.join(self.workdir, "fifo.toml")
+        os.mkfifo(fifo)
+        code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": fifo}), "application/json")
+        self.assertIn("not a regular file", self.assertOneLineError(code, body, 400))
 
     def test_the_cli_adds_lists_removes_and_resets(self):
         rules = os.path.join(self.workdir, "full.toml")

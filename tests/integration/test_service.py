@@ -162,17 +162,28 @@ class Reload(ServiceTest):
         self.assertRegex(done["STATUS"], r"last reload failed: .*scenario\.toml:\d+: ")
         self.assertReply(self.rcpt_reply(m.port), 451, "4.7.1")
 
+        # A named pipe in the file's place (a hostile trial): opening it for reading waited for
+        # a writer, and every session on the reload's thread froze with it. Now the reload
+        # fails at once ("not a regular file") and mail keeps flowing.
+        os.remove(scenario)
+        os.mkfifo(scenario)
+        done = self.reload(m)
+        self.assertEqual(reload_counts(done), (1, 2))
+        self.assertRegex(done["STATUS"], r"last reload failed: .*scenario\.toml.*not a regular file")
+        self.assertReply(self.rcpt_reply(m.port), 451, "4.7.1")
+        os.remove(scenario)
+
         # Fixed again: the failure is gone from the status, the quiet rule is back.
         self.write_file("scenario.toml", QUIET_RULE)
         done = self.reload(m)
-        self.assertEqual(reload_counts(done), (2, 1))
+        self.assertEqual(reload_counts(done), (2, 2))
         self.assertNotIn("last reload failed", done["STATUS"])
         self.assertReply(self.rcpt_reply(m.port), 250)
 
         m.stop()
         # The captures agree: only the sessions opened while "armed" was loaded met it.
         armed = [p for p in m.captures_now() if fault_summary(Capture(p))]
-        self.assertEqual(len(armed), 2, [fault_summary(Capture(p)) for p in m.captures_now()])
+        self.assertEqual(len(armed), 3, [fault_summary(Capture(p)) for p in m.captures_now()])
         for p in armed:
             self.assertEqual(fault_summary(Capture(p)), [("armed", "reply", "reply", "rcpt")])
 

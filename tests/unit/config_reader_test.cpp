@@ -1,6 +1,7 @@
 // config_reader/: durations and byte sizes, the typed getters and their messages, unknown
 // keys, section prefixes, the first problem in file order across tables, documents and files.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -178,6 +179,13 @@ TEST(Document, FilesAreReadUpToTheirCap) {
   EXPECT_FALSE(missing.opened);
   EXPECT_EQ(missing.problem, "No such file or directory");
   EXPECT_FALSE(read_file(dir, 64).ok());   // a directory
+  // A named pipe without a writer blocked open(2), and a SIGHUP reload with it (a hostile
+  // trial); a device never ends. Regular files only, refused at once.
+  ASSERT_EQ(::mkfifo((dir / "fifo.toml").c_str(), 0600), 0);
+  auto fifo = read_file(dir / "fifo.toml", 64);
+  EXPECT_FALSE(fifo.ok());
+  EXPECT_EQ(fifo.problem, "not a regular file");
+  EXPECT_EQ(read_file("/dev/zero", 64).problem, "not a regular file");
   fs::remove_all(dir);
 }
 
