@@ -190,6 +190,12 @@ std::vector<sent_message> sent_messages(const capture& c) {
 
 std::optional<std::vector<std::filesystem::path>> write_eml_files(const capture& c, const std::filesystem::path& dir,
                                                                   std::string& error) {
+  // The reader takes only a plain session id; a capture model built elsewhere is checked again,
+  // since the id becomes a file name inside `dir`.
+  if (!is_session_id(c.header.session)) {
+    error = "the capture's session id is not a plain name: refusing to make a file name of it";
+    return std::nullopt;
+  }
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {

@@ -29,6 +29,8 @@ namespace record = schema::record;
 // hundred KiB at most, base64 adds a third); 64 MiB is far above that and keeps a corrupt
 // or hostile file from growing one line without bound (bounded memory).
 constexpr std::size_t line_cap = 64 * 1024 * 1024;
+// Times and durations in microseconds: 10^15 is 31 years (FORMAT.md).
+constexpr std::uint64_t max_micros = 1'000'000'000'000'000;
 
 // ---------------------------------------------------------------- upgrades
 
@@ -125,6 +127,18 @@ void upgrade(json::object& rec, int from_version) {
     upgrade_steps[static_cast<std::size_t>(v - 1)](rec);
 }
 
+}  // namespace
+
+bool is_session_id(std::string_view id) {
+  if (id.empty() || id.size() > 128 || id.front() == '.') return false;
+  return std::all_of(id.begin(), id.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' ||
+           ch == '.';
+  });
+}
+
+namespace {
+
 // ---------------------------------------------------------------- typed field access
 
 // A string from the file, quoted for an error message: escaped so the error stays one line.
@@ -178,6 +192,14 @@ class fields {
     const json::value* v = find(key);
     if (!v) return 0;
     return to_u64(*v, key);
+  }
+
+  // A time or duration in microseconds: at most max_micros, so that a reader adding it to a
+  // start (show, export pcap, replay) never overflows or wraps.
+  std::uint64_t micros(std::string_view key) {
+    const std::uint64_t us = u64(key);
+    if (us > max_micros) return wrong(key, "a time in microseconds up to 10^15 (31 years)"), 0;
+    return us;
   }
 
   int integer(std::string_view key, int lo, int hi) {
@@ -343,6 +365,11 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
   if (type == record::header) {
     capture_header& h = c.header;
     h.session = f.str(field::session);
+    // It names files (export eml: DIR/<session>-<n>.eml) and index rows: a path in it would
+    // write outside the directory asked for (a hostile trial).
+    if (!h.session.empty() && !is_session_id(h.session))
+      f.fail("field \"session\" is not a session id (letters, digits, '-', '_' and '.', not first): " +
+             quote_for_error(h.session));
     h.seed = f.u64(field::seed);
     h.master_seed = f.optional_u64(field::master_seed);         // added within version 5
     h.session_number = f.optional_u64(field::session_number);
@@ -355,7 +382,7 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     h.bare_eol = f.str(field::bare_eol);
   } else if (type == record::bytes) {
     bytes_event e;
-    e.t_us = f.u64(field::t_us);
+    e.t_us = f.micros(field::t_us);
     e.leg = f.leg(field::leg);
     e.dir = f.dir(field::dir);
     // Exactly one of latin1 (text, one character per byte) and b64 (version 5; before, b64).
@@ -376,7 +403,7 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     if (from_client) client_in.add(c, c.events.size() - 1);
   } else if (type == record::bytes_ref) {
     bytes_event e;
-    e.t_us = f.u64(field::t_us);
+    e.t_us = f.micros(field::t_us);
     e.leg = f.leg(field::leg);
     e.dir = f.dir(field::dir);
     const std::uint64_t at = f.u64(field::client_in_at);
@@ -395,14 +422,14 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     c.events.emplace_back(std::move(e));
   } else if (type == record::command) {
     command_event e;
-    e.t_us = f.u64(field::t_us);
+    e.t_us = f.micros(field::t_us);
     e.leg = f.leg(field::leg);
     e.dir = f.dir(field::dir);
     e.text = f.str(field::text);
     c.events.emplace_back(std::move(e));
   } else if (type == record::reply) {
     reply_event e;
-    e.t_us = f.u64(field::t_us);
+    e.t_us = f.micros(field::t_us);
     e.leg = f.leg(field::leg);
     e.dir = f.dir(field::dir);
     e.reply.code = f.integer(field::code, 0, 999);
@@ -412,12 +439,12 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     c.events.emplace_back(std::move(e));
   } else if (type == record::note) {
     note_event e;
-    e.t_us = f.u64(field::t_us);
+    e.t_us = f.micros(field::t_us);
     e.text = f.str(field::text);
     c.events.emplace_back(std::move(e));
   } else if (type == record::tls) {
     tls_event e;
-    e.t_us = f.u64(field::t_us);
+    e.t_us = f.micros(field::t_us);
     e.leg = f.leg(field::leg);
     e.tls.version = f.str(field::version);
     e.tls.cipher = f.str(field::cipher);
@@ -426,18 +453,18 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     e.tls.peer_sha256 = f.str(field::peer_sha256);
     e.tls.verified = f.boolean(field::verified);
     e.tls.insecure = f.boolean(field::insecure);
-    e.tls.handshake_us = f.u64(field::handshake_us);
+    e.tls.handshake_us = f.micros(field::handshake_us);
     e.tls.verification = f.optional_str(field::verification);   // added within version 2; upstream leg only
     c.events.emplace_back(std::move(e));
   } else if (type == record::stage) {
     stage s;
     s.ph = f.phase(field::name, "stage name");
-    s.start_us = f.u64(field::start_us);
-    s.duration_us = f.u64(field::duration_us);
-    s.upstream_us = f.u64(field::upstream_us);
-    s.relay_us = f.u64(field::relay_us);
-    s.think_us = f.u64(field::think_us);
-    s.client_us = f.optional_u64(field::client_us);
+    s.start_us = f.micros(field::start_us);
+    s.duration_us = f.micros(field::duration_us);
+    s.upstream_us = f.micros(field::upstream_us);
+    s.relay_us = f.micros(field::relay_us);
+    s.think_us = f.micros(field::think_us);
+    s.client_us = f.has(field::client_us) ? f.micros(field::client_us) : 0;   // optional
     c.stages.push_back(s);
   } else if (type == record::transaction) {
     transaction t;
@@ -458,23 +485,23 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     }
     t.result = f.outcome(field::outcome);
     t.synthesized = f.boolean(field::synthesized);
-    t.start_us = f.u64(field::start_us);
-    t.end_us = f.u64(field::end_us);
+    t.start_us = f.micros(field::start_us);
+    t.end_us = f.micros(field::end_us);
     c.transactions.push_back(std::move(t));
   } else if (type == record::fault) {
     fault_event e;
-    e.t_us = f.u64(field::t_us);
+    e.t_us = f.micros(field::t_us);
     e.fault.rule = f.str(field::rule);
     e.fault.type = f.str(field::fault_type);
     e.fault.decision = f.decision(field::decision);
     e.fault.ph = f.phase(field::phase, "phase");
-    e.fault.planned_delay_us = f.u64(field::planned_delay_us);
-    e.fault.actual_delay_us = f.u64(field::actual_delay_us);
+    e.fault.planned_delay_us = f.micros(field::planned_delay_us);
+    e.fault.actual_delay_us = f.micros(field::actual_delay_us);
     e.fault.detail = f.str(field::detail);
     c.events.emplace_back(std::move(e));
   } else if (type == record::end) {
     end_record e;
-    e.t_us = f.u64(field::t_us);
+    e.t_us = f.micros(field::t_us);
     e.reason = f.str(field::reason);
     e.detail = f.str(field::detail);
     e.ended_at = f.str(field::ended_at);

@@ -139,6 +139,10 @@ struct capture {
 // A capture without an end record gets the transaction it ends inside, if any, rebuilt.
 std::optional<capture> read_capture(const std::filesystem::path& file, std::string& error);
 
+// What a header's "session" may be (FORMAT.md): 1 to 128 letters, digits, '-', '_' and '.',
+// not '.' first, so that it is a file name of its own and never a path.
+bool is_session_id(std::string_view id);
+
 // FORMAT.md "Session outcome": "none" without transactions, "delivered" when every one was
 // delivered, otherwise the outcome of the first that was not. `settled_only`: leave out a
 // rebuilt open transaction (a session still in progress has no outcome for it yet).

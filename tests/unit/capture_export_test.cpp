@@ -325,4 +325,20 @@ TEST(EmlExport, AMessageCutBeforeItsEndIsLeftOutAndFilesAreNamedBySession) {
   EXPECT_EQ(content.str(), "Subject: a\r\n\r\nx\r\n");
 }
 
+// A session id that is a path wrote outside -o DIR (a hostile trial: "../victim/x" and an
+// absolute path). The reader refuses such a header; the exporter checks again.
+TEST(EmlExport, ASessionIdThatIsAPathWritesNothing) {
+  for (std::string id : {"../victim/traversal", "/tmp/absolute", "a/b", ".hidden", ""}) {
+    SCOPED_TRACE(id);
+    builder b;
+    b.c.header.session = id;
+    b.to_client("220 mx\r\n").from_client("DATA\r\n").to_client("354 go\r\n").from_client("Subject: a\r\n\r\nx\r\n.\r\n");
+    scratch_dir dir;
+    std::string error;
+    EXPECT_FALSE(write_eml_files(b.c, dir.path() / "out", error));
+    EXPECT_NE(error.find("not a plain name"), std::string::npos) << error;
+    EXPECT_FALSE(std::filesystem::exists(dir.path() / "out"));
+  }
+}
+
 }  // namespace

@@ -460,6 +460,29 @@ TEST(CaptureReader, GarbageLineNamesFileAndLine) {
   EXPECT_EQ(error.find('\n'), std::string::npos);
 }
 
+// A session id is a plain name (it names export eml's files and index rows), and a time fits
+// in 10^15 µs (2^63 printed as +9223372036854775.808 ms, stamped pcap frames in 1970 and
+// kept replay server from greeting): both refused with the record and field named.
+TEST(CaptureReader, ASessionIdThatIsAPathAndAnOverlongTimeAreRefused) {
+  auto lines = golden_lines();
+  const std::string good = "\"session\":\"show-basic-0001\"";
+  for (std::string id : {"../victim/traversal", "/tmp/absolute", ".x"}) {
+    auto bad = lines;
+    bad[0].replace(bad[0].find(good), good.size(), "\"session\":\"" + id + "\"");
+    fs::path p = scratch(join(bad));
+    const std::string error = load_error(p);
+    EXPECT_EQ(error.rfind(p.string() + ":1: header record: field \"session\" is not a session id", 0), 0u) << error;
+  }
+  auto bad = lines;
+  bad[2] = R"({"type":"command","t_us":9223372036854775808,"leg":"client","dir":"in","text":"NOOP"})" "\n";
+  fs::path p = scratch(join(bad));
+  EXPECT_EQ(load_error(p), p.string() + ":3: command record: field \"t_us\" is not a time in microseconds up to 10^15 (31 years)");
+  bad[2] = R"({"type":"command","t_us":1000000000000000,"leg":"client","dir":"in","text":"NOOP"})" "\n";
+  p = scratch(join(bad));
+  std::string error;
+  EXPECT_TRUE(read_capture(p, error)) << error;   // 10^15 itself is taken
+}
+
 TEST(CaptureReader, GarbageLastLineIsNotMistakenForACut) {
   std::string content = join(golden_lines()) + "garbage";
   fs::path p = scratch(content);
