@@ -253,6 +253,9 @@ void api::add_fault_routes() {
     return json_of(200, json::object{{"counters", std::move(counters)}, {"decide_errors", ctx_.faults->decide_errors()}});
   });
   router_.add("POST", "/api/v1/faults/reset", [this](const call& c) {
+    // No body is needed; one an HTML form could send is refused, as on every mutation.
+    if (!c.req.content_type.empty() && !format_of(c.req))
+      return unsupported_media(c.req, "no body, or application/json");
     const auto rules = ctx_.faults->list().size();
     ctx_.faults->reset();
     log_mutation(c.req, "reset: removed " + std::to_string(rules) + " fault rule(s) with their state and counts");
@@ -304,13 +307,15 @@ std::optional<response> api::admit_events(const request& req) const {
   }
   // A browser always sends Origin on a WebSocket upgrade (RFC 6455 4.1): only a page served
   // from the admin API's own names may subscribe. Other clients send none.
-  if (!req.origin.empty()) {
-    std::string_view o = req.origin;
-    const auto scheme = o.find("://");
-    if (scheme == std::string_view::npos || !host_allowed(o.substr(scheme + 3), req))
-      return error_response(403, "Origin '" + req.origin.substr(0, 100) + "' not allowed");
-  }
+  if (!origin_allowed(req)) return error_response(403, "Origin '" + req.origin.substr(0, 100) + "' not allowed");
   return std::nullopt;
+}
+
+bool api::origin_allowed(const request& req) const {
+  if (req.origin.empty()) return true;
+  std::string_view o = req.origin;
+  const auto scheme = o.find("://");
+  return scheme != std::string_view::npos && host_allowed(o.substr(scheme + 3), req);
 }
 
 response api::handle(const request& req) const {
@@ -328,6 +333,11 @@ response api::handle(const request& req) const {
     const auto token = bearer_token_of(req.authorization);
     if (!token_equal(token, ctx_.token)) return unauthorized(!token.empty());
   }
+  // A mutation from a page elsewhere (a form posts text/plain or a urlencoded body with no
+  // preflight; a browser names the page in Origin, RFC 6454 7.3): only the API's own pages
+  // may change it (a hostile trial reset every fault rule from http://evil.example).
+  if (req.method != "GET" && req.method != "HEAD" && !origin_allowed(req))
+    return error_response(403, "Origin '" + req.origin.substr(0, 100) + "' not allowed to change this relay");
   return router_.handle(req);
 }
 

@@ -51,6 +51,8 @@ class api {
   void add_fault_routes();
   // The name part of a Host (or an Origin's authority) names this listener.
   bool host_allowed(std::string_view host, const request& req) const;
+  // No Origin (a client that is not a browser), or one whose host the API answers to.
+  bool origin_allowed(const request& req) const;
   api_context ctx_;
   router router_;
 };

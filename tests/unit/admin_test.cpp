@@ -406,6 +406,47 @@ TEST(Api, AddsListsAndRemovesFaultsThroughTheEngine) {
   EXPECT_EQ(a.handle(get("/api/v1/sessions/..%2Fetc")).status, 404);
 }
 
+// A page elsewhere could reset every fault rule: a form posts text/plain or a urlencoded body
+// without a preflight (a hostile trial). A mutation is refused when its Origin is not the
+// API's, and reset takes no body or JSON only.
+TEST(Api, AMutationFromAnotherOriginOrAFormIsRefused) {
+  auto engine = policies::make_engine(1);
+  relay_metrics metrics;
+  directory_catalog catalog("/nonexistent");
+  api a(bare_context(*engine, metrics, catalog));
+  auto add = get("/api/v1/faults", "POST");
+  add.content_type = "application/json";
+  add.body = R"({"name":"full","type":"reply","phase":"rcpt","code":452})";
+  ASSERT_EQ(a.handle(add).status, 201);
+
+  auto reset = get("/api/v1/faults/reset", "POST");
+  for (std::string type : {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}) {
+    reset.content_type = type;
+    EXPECT_EQ(a.handle(reset).status, 415) << type;
+  }
+  reset.content_type.clear();
+  reset.origin = "http://evil.example";
+  EXPECT_EQ(a.handle(reset).status, 403);
+  auto remove = get("/api/v1/faults/full", "DELETE");
+  remove.origin = "null";   // a sandboxed or file: page
+  EXPECT_EQ(a.handle(remove).status, 403);
+  add.origin = "http://127.0.0.1.evil.example:8025";
+  EXPECT_EQ(a.handle(add).status, 403);
+  EXPECT_EQ(engine->list().size(), 1u) << "nothing changed";
+  auto list = get("/api/v1/faults");
+  list.origin = "http://evil.example";   // reading is the Host and token checks' business
+  EXPECT_EQ(a.handle(list).status, 200);
+
+  reset.origin = "http://127.0.0.1:8025";   // the API's own page (the web UI)
+  EXPECT_EQ(a.handle(reset).status, 200);
+  EXPECT_TRUE(engine->list().empty());
+  add.origin.clear();
+  ASSERT_EQ(a.handle(add).status, 201);
+  reset.origin.clear();   // the CLI: no Origin, no body
+  EXPECT_EQ(a.handle(reset).status, 200);
+  EXPECT_TRUE(engine->list().empty());
+}
+
 // ---- fault rules from request bodies
 
 TEST(FaultInput, JsonObjectArrayAndFaultKeyGoThroughTheLoader) {
