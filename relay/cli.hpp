@@ -25,6 +25,19 @@ void register_replay(CLI::App& app, int& exit_code);
 // `mailtap faults ...` and `mailtap sessions list`: clients of the admin API (cli_admin.cpp).
 void register_admin_clients(CLI::App& app, int& exit_code);
 
+// A count option (--limit, --offset): digits only, at most `max`. CLI11 would read "-5" into a
+// size_t as a huge number; this says "--limit: -5 is not a whole number from 0 to 500".
+inline CLI::Validator count_up_to(std::size_t max) {
+  return CLI::Validator(
+      [max](const std::string& text) -> std::string {
+        const bool digits = !text.empty() && text.size() <= 19 &&
+                            text.find_first_not_of("0123456789") == std::string::npos;
+        if (digits && std::stoull(text) <= max) return {};
+        return text + " is not a whole number from 0 to " + std::to_string(max);
+      },
+      "0.." + std::to_string(max));
+}
+
 // The captures a command-line name stands for (cli_show.cpp): a path, a session id within
 // `dir` (default: the run default), a directory (all its captures, in start order) or
 // "latest" (the newest in `dir`). A name that resolves to nothing comes back as itself, so

@@ -212,8 +212,8 @@ void register_sessions(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<list_options>();
   auto* list = sessions->add_subcommand("list", "List sessions, newest first");
   add_admin_options(list, *o);
-  list->add_option("--limit", o->limit, "At most this many (default 20, at most 500)")->check(CLI::Range(0, 500));
-  list->add_option("--offset", o->offset, "Skip this many (newest first)");
+  list->add_option("--limit", o->limit, "At most this many (default 20, at most 500)")->check(count_up_to(500));
+  list->add_option("--offset", o->offset, "Skip this many (newest first)")->check(count_up_to(1'000'000'000));
   list->add_option("--outcome", o->outcome,
                    "Only this outcome: none, delivered, blackholed, rejected, tempfailed, aborted, unknown");
   list->add_option("--client", o->client, "Only clients whose address contains this");

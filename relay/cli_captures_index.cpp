@@ -180,10 +180,16 @@ int reindex(const std::string& dir_flag) {
   return built->unreadable.empty() ? exit_ok : exit_problem;
 }
 
+// --limit and --offset: far above any index, far below what would overflow SQLite's int64.
+constexpr std::size_t max_page_option = 1'000'000'000;
+
 void add_common(CLI::App* cmd, index_flags& f) {
   cmd->add_option("--dir", f.dir, "Capture directory (default ~/.local/state/mailtap/captures)");
-  cmd->add_option("--limit", f.filter.limit, "Show at most this many sessions (default 50)");
-  cmd->add_option("--offset", f.filter.offset, "Skip this many sessions first (the next page)");
+  // A hostile trial: "--limit -5" listed everything.
+  cmd->add_option("--limit", f.filter.limit, "Show at most this many sessions (default 50)")
+      ->check(count_up_to(max_page_option));
+  cmd->add_option("--offset", f.filter.offset, "Skip this many sessions first (the next page)")
+      ->check(count_up_to(max_page_option));
   cmd->add_flag("--json", f.json, "One JSON document per session (one per line)");
 }
 

@@ -171,7 +171,9 @@ class CapturesIndex(IntegrationTest):
 
     def test_bad_search_values_are_one_line_errors(self):
         for args in (["--outcome", "lost"], ["--code", "6xx"], ["--since", "last tuesday"],
-                     ["--since", "2026-01-02", "--until", "2026-01-01"]):
+                     ["--since", "2026-01-02", "--until", "2026-01-01"],
+                     # A hostile trial: "--limit -5" listed everything, a huge offset printed nothing.
+                     ["--limit", "-5"], ["--offset", "99999999999999999999"], ["--limit", "ten"]):
             r = self.captures("search", *args)
             self.assertEqual(r.returncode, 2, (args, r))
             self.assertEqual(len(r.stderr.decode().splitlines()), 1, (args, r))
