@@ -32,6 +32,7 @@ namespace {
 
 // What the machine says where the recording has nothing more to say.
 constexpr std::string_view reply_extra_quit = "221 2.0.0 mailtap replay: bye (the recording ended before this QUIT)\r\n";
+constexpr std::string_view reply_early_quit = "221 2.0.0 mailtap replay: bye (the recording goes on after this QUIT)\r\n";
 constexpr std::string_view reply_extra = "421 4.3.0 mailtap replay: the recording has no more replies\r\n";
 // A reply due within this is sent at once: the shell's timer counts milliseconds
 // (protocol::arm_timer), and a sub-millisecond wait would cost a timer's wake-up for nothing.
@@ -334,6 +335,13 @@ void server_fsm::take_step(step_kind kind, std::uint64_t now_us) {
   const step& recorded = script_.steps[next_step_];
   compare(recorded, kind, now_us);
   unit_ = {};
+  if (live_quit && protocol::parse_command(recorded.text).cmd.ph != protocol::phase::quit) {
+    // RFC 5321 4.1.1.10: the receiver of QUIT MUST send 221 and close, whatever the recorded
+    // server said to the command recorded here (reported above as a divergence).
+    played_.push_back({next_step_, live, 221, reply_source::server, "", now_us, 0});
+    queue(now_us, std::string(reply_early_quit), then::close);
+    return;
+  }
   const bool last = ++next_step_ == script_.steps.size();
   if (!recorded.reply) {   // the recording ended before this step was answered
     played_.push_back({next_step_ - 1, live, 0, reply_source::server, "", now_us, 0});

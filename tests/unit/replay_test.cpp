@@ -415,6 +415,23 @@ TEST(ReplayServer, BeyondTheRecordingQuitGets221AndAnythingElse421) {
   }
 }
 
+// A QUIT where the recording has another command: 221 and close (RFC 5321 4.1.1.10), not the
+// recorded reply with the connection left open until client_idle (a hostile trial).
+TEST(ReplayServer, AnEarlyQuitGets221AndTheConnectionCloses) {
+  const script s = delivered().build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.on_client_bytes("EHLO c.test\r\nQUIT\r\n", 10);
+  auto a = fsm.take_actions();
+  EXPECT_EQ(sent(a), "220 mx.test ESMTP\r\n" + ehlo_reply +
+                         "221 2.0.0 mailtap replay: bye (the recording goes on after this QUIT)\r\n");
+  EXPECT_TRUE(has<protocol::close_leg>(a));
+  EXPECT_TRUE(fsm.finished());
+  ASSERT_EQ(fsm.divergences().size(), 1u);
+  EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::command);
+  EXPECT_EQ(fsm.divergences()[0].live, "QUIT");
+}
+
 TEST(ReplayServer, StartsTlsAfterTheRecorded220AndReadsNothingBeforeTheHandshake) {
   capture_builder b;
   b.server(100, "220 mx\r\n")
