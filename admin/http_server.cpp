@@ -258,6 +258,12 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
       break;
     }
     auto req = parser.release();
+    // RFC 9112 3.2: a request with more than one Host is refused with 400 (the Host check
+    // would read only the first).
+    if (req.count(http::field::host) > 1) {
+      co_await refuse(stream, 400, "more than one Host header", limits);
+      break;
+    }
     if (s->websocket && beast::websocket::is_upgrade(req)) {
       parsed_target target;
       auto plain = to_plain(req, peer, local);

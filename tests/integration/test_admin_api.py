@@ -486,6 +486,18 @@ class BadRequests(AdminTest):
         code, _, body = self.request("GET", "/api/v1/faults", headers={"Host": "evil.example"})
         self.assertOneLineError(code, body, 403)
 
+    def test_two_host_headers_are_400(self):
+        # RFC 9112 3.2. The Host check read the first only: an allowed one first was served
+        # (a hostile trial).
+        with socket.create_connection((LOOPBACK, self.admin), timeout=30) as s:
+            s.sendall(b"GET /api/v1/faults HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n"
+                      b"Connection: close\r\n\r\n")
+            reply = b""
+            while chunk := s.recv(4096):
+                reply += chunk
+        self.assertTrue(reply.startswith(b"HTTP/1.1 400 "), reply[:200])
+        self.assertIn(b"more than one Host header", reply)
+
     def test_a_slow_request_is_closed_at_its_deadline_and_the_server_keeps_serving(self):
         with socket.create_connection((LOOPBACK, self.admin), timeout=30) as s:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")   # never finished
