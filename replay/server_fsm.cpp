@@ -249,7 +249,9 @@ void server_fsm::take_input(std::uint64_t now_us) {
     else
       unit_.append(line, script_, next_step_);
     unit_.line = std::string(without_crlf(line));
-    unit_.shown = shown_line(unit_.line, mode_ == mode::auth);
+    // A line ended by a bare LF shows it ("EHLO vm\n"): the report would otherwise print the
+    // same text on both sides of a difference that is only the line ending.
+    unit_.shown = shown_line(line.ends_with("\r\n") ? unit_.line : std::string(line), mode_ == mode::auth);
     if (mode_ == mode::auth) {
       take_step(step_kind::auth_response, now_us);
       continue;

@@ -415,6 +415,18 @@ TEST(ReplayServer, BeyondTheRecordingQuitGets221AndAnythingElse421) {
   }
 }
 
+// A command ended by a bare LF differs from the recorded CRLF one only by its ending: the
+// report shows it (it read "recorded EHLO vm, live EHLO vm": a hostile trial).
+TEST(ReplayServer, ALineEndedByABareLfShowsItsEnding) {
+  const script s = delivered().build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.on_client_bytes("EHLO c.test\n", 10);
+  ASSERT_EQ(fsm.divergences().size(), 1u);
+  EXPECT_EQ(fsm.divergences()[0].recorded, "EHLO c.test");
+  EXPECT_EQ(fsm.divergences()[0].live, "EHLO c.test\\n");
+}
+
 // A QUIT where the recording has another command: 221 and close (RFC 5321 4.1.1.10), not the
 // recorded reply with the connection left open until client_idle (a hostile trial).
 TEST(ReplayServer, AnEarlyQuitGets221AndTheConnectionCloses) {
