@@ -82,14 +82,6 @@ bool wanted(const session_row& row, const session_filter& f) {
 
 }  // namespace
 
-bool plausible_session_id(std::string_view id) {
-  if (id.empty() || id.size() > 128 || id.front() == '.') return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-           c == '.';
-  });
-}
-
 session_page directory_catalog::list(const session_filter& filter) const {
   session_page page;
   const auto files = newest_first(dir_);
@@ -123,7 +115,7 @@ session_page directory_catalog::list(const session_filter& filter) const {
 }
 
 std::optional<fs::path> directory_catalog::capture_path(std::string_view id) const {
-  if (!plausible_session_id(id)) return std::nullopt;
+  if (!captures::is_session_id(id)) return std::nullopt;   // no path can be smuggled through it
   fs::path file = dir_ / (std::string(id) + ".jsonl");
   std::error_code ec;
   if (!fs::is_regular_file(file, ec)) return std::nullopt;

@@ -74,8 +74,4 @@ class directory_catalog final : public session_catalog {
   std::filesystem::path dir_;
 };
 
-// A session id as the relay makes them: letters, digits, '-', '_', '.', not starting with
-// '.', at most 128 characters (no path can be smuggled through it).
-bool plausible_session_id(std::string_view id);
-
 }  // namespace mailtap::admin
