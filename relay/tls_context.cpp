@@ -22,6 +22,8 @@
 #include <system_error>
 #include <vector>
 
+#include "config_reader/document.hpp"
+
 namespace mailtap {
 namespace {
 
@@ -79,38 +81,14 @@ int no_passphrase(char*, int, int, void* asked) {
 
 std::string errno_text(int e) { return std::error_code(e, std::generic_category()).message(); }
 
+// PEM files are read as config files are (regular files only, capped): config_reader::read_file.
 bool read_file(const fs::path& path, std::string& out, std::string& why) {
-  // Regular files only (O_NONBLOCK: a FIFO without a writer does not block the open).
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
-    why = errno_text(errno);
+  auto read = config_reader::read_file(path, max_pem_bytes);
+  if (!read.ok()) {
+    why = read.problem;
     return false;
   }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    why = S_ISDIR(st.st_mode) ? errno_text(EISDIR) : "not a regular file";
-    ::close(fd);
-    return false;
-  }
-  out.clear();
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      why = errno_text(errno);
-      ::close(fd);
-      return false;
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-    if (out.size() > max_pem_bytes) {
-      why = "file larger than 16 MiB";
-      ::close(fd);
-      return false;
-    }
-  }
-  ::close(fd);
+  out = std::move(read.text);
   return true;
 }
 

@@ -97,9 +97,9 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
     // The relay's 454 after a failed upstream handshake: checks/tls.cpp reports the fall-back.
     if (x.source == origin::relay && r.code == 454 && upstream_tls_fallback(c)) continue;
 
-    reply_verdict v = classify(x.ph, r.code, r.enhanced, all_lines(*x.reply));
     const bool cancelled = client_cancelled_auth(x);
-    if (cancelled) v = reply_verdict{"auth_cancelled", "", false};
+    const reply_verdict v = cancelled ? reply_verdict{"auth_cancelled", "", false}
+                                      : classify(x.ph, r.code, r.enhanced, all_lines(*x.reply));
     const mode_text& m = mode(v.mode);
     finding f;
     f.id = std::string(m.id);
