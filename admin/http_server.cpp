@@ -11,6 +11,8 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/rfc7230.hpp>
+#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
@@ -18,6 +20,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/post.hpp>
 #include <algorithm>
+#include <optional>
 
 #include "admin/auth.hpp"
 #include "relay/accept_loop.hpp"
@@ -96,9 +99,11 @@ request to_plain(const beast_request& req, const std::string& peer, const std::s
 
 // The status for a request that could not be read, or 0 when there is nobody to answer
 // (the peer left, or reset; or it was too slow: the stream's deadline closed the socket).
-int status_for_read_error(const boost::system::error_code& ec) {
+// Past the header limit before the request line was whole, the line alone is too long:
+// RFC 9112 3 answers a target too long with 414 (the parser names the target once it has the line).
+int status_for_read_error(const boost::system::error_code& ec, const http::request_parser<http::string_body>& parser) {
   if (ec == http::error::body_limit) return 413;
-  if (ec == http::error::header_limit) return 431;
+  if (ec == http::error::header_limit) return parser.get().target().empty() ? 414 : 431;
   if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
       ec == http::error::partial_message || ec == asio::error::operation_aborted)
     return 0;
@@ -106,12 +111,30 @@ int status_for_read_error(const boost::system::error_code& ec) {
   return 0;
 }
 
-asio::awaitable<void> write_response(beast::tcp_stream& stream, beast_response res, const http_limits& limits,
-                                     bool& ok) {
+// RFC 9110 9.3.2: the answer to HEAD is GET's header (its Content-Length too) without the body.
+asio::awaitable<void> write_response(beast::tcp_stream& stream, beast_response res, const http_limits& limits, bool& ok,
+                                     bool header_only = false) {
   stream.expires_after(limits.write_timeout);
+  if (header_only) {
+    http::response_serializer<http::string_body> serializer{res};
+    auto [ec, n] = co_await http::async_write_header(stream, serializer, as_tuple(use_awaitable));
+    (void)n;
+    ok = !ec;
+    co_return;
+  }
   auto [ec, n] = co_await http::async_write(stream, res, as_tuple(use_awaitable));
   (void)n;
   ok = !ec;
+}
+
+// RFC 9112 6.1: a server that receives a transfer coding it does not understand answers 501.
+// Beast decodes chunked only (and refuses a request whose last coding is not chunked).
+std::optional<std::string> unknown_transfer_coding(std::string_view field) {
+  for (auto coding : http::token_list{field}) {
+    std::string_view name(coding.data(), coding.size());
+    if (!beast::iequals(name, "chunked")) return std::string(name.substr(0, 64));
+  }
+  return std::nullopt;
 }
 
 // One error response, then the connection closes.
@@ -162,11 +185,21 @@ asio::awaitable<void> serve_websocket(std::shared_ptr<http_server::state> s, bea
   auto ws = std::make_shared<ws_stream>(std::move(stream));
   ws->set_option(beast::websocket::stream_base::timeout::suggested(beast::role_type::server));
   ws->read_message_max(max_websocket_message);
-  // A browser that offered subprotocols fails the connection unless one is selected.
-  if (subprotocol_offered(req[http::field::sec_websocket_protocol], events_subprotocol))
-    ws->set_option(beast::websocket::stream_base::decorator([](beast::websocket::response_type& res) {
-      res.set(http::field::sec_websocket_protocol, events_subprotocol);
-    }));
+  // A browser that offered subprotocols fails the connection unless one is selected. A
+  // handshake Beast refuses (no key, version not 13) gets the API's JSON error body.
+  const bool name_subprotocol = subprotocol_offered(req[http::field::sec_websocket_protocol], events_subprotocol);
+  ws->set_option(beast::websocket::stream_base::decorator([name_subprotocol](beast::websocket::response_type& res) {
+    if (res.result() == http::status::switching_protocols) {
+      if (name_subprotocol) res.set(http::field::sec_websocket_protocol, events_subprotocol);
+      return;
+    }
+    const auto error = error_response(static_cast<int>(res.result_int()), "WebSocket handshake refused: " + res.body());
+    res.set(http::field::server, "mailtap");
+    res.set(http::field::content_type, error.content_type);
+    harden(res);
+    res.body() = error.body;
+    res.prepare_payload();
+  }));
   auto [aec] = co_await ws->async_accept(req, as_tuple(use_awaitable));
   if (aec) co_return;
   auto closed = std::make_shared<bool>(false);
@@ -234,6 +267,10 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
                                          std::to_string(limits.max_body_bytes), limits);
         break;
       }
+      if (auto coding = unknown_transfer_coding(head[http::field::transfer_encoding])) {
+        co_await refuse(stream, 501, "transfer coding '" + *coding + "' is not supported (only chunked)", limits);
+        break;
+      }
       // RFC 9110 10.1.1: a client waiting to send its body hears 100 Continue first.
       if (beast::iequals(head[http::field::expect], "100-continue")) {
         http::response<http::empty_body> go{http::status::continue_, head.version()};
@@ -248,10 +285,11 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
       }
     }
     if (hec) {
-      if (int status = status_for_read_error(hec)) {
+      if (int status = status_for_read_error(hec, parser)) {
         const std::string why =
             status == 413   ? "request body larger than the limit of " + std::to_string(limits.max_body_bytes) + " bytes"
             : status == 431 ? "request headers larger than the limit of " + std::to_string(limits.max_header_bytes) + " bytes"
+            : status == 414 ? "request line longer than the limit of " + std::to_string(limits.max_header_bytes) + " bytes"
                             : "malformed HTTP request: " + hec.message();
         co_await refuse(stream, status, why, limits);
       }
@@ -280,7 +318,8 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
     const bool keep_alive = req.keep_alive() && served + 1 < limits.max_requests_per_connection;
     response res = co_await run_on_worker(*s, to_plain(req, peer, local));
     bool ok = false;
-    co_await write_response(stream, to_beast(res, req.version(), keep_alive), limits, ok);
+    co_await write_response(stream, to_beast(res, req.version(), keep_alive), limits, ok,
+                            req.method() == http::verb::head);
     if (!ok || !keep_alive) break;
   }
   boost::system::error_code ig;

@@ -50,9 +50,10 @@ response router::handle(const request& req) const {
   for (const auto& r : routes_) {
     std::map<std::string, std::string> params;
     if (!matches(r.pattern, target.raw_path, params)) continue;
-    // HEAD is not offered: every route answers its method only.
-    if (r.method != req.method) {
-      allowed += (allowed.empty() ? "" : ", ") + r.method;
+    // RFC 9110 9.3.2: a GET route answers HEAD too; the server sends its header only.
+    const bool head_of_get = req.method == "HEAD" && r.method == "GET";
+    if (r.method != req.method && !head_of_get) {
+      allowed += (allowed.empty() ? "" : ", ") + r.method + (r.method == "GET" ? ", HEAD" : "");
       continue;
     }
     try {

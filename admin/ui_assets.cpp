@@ -58,9 +58,9 @@ std::string ui_content_security_policy(std::string_view host) {
 response serve_ui(const request& req) {
   const auto path = path_of(req.target);
   const std::string_view name = path == "/" ? index_name : path.substr(ui_prefix.size());
-  if (req.method != "GET") {
-    auto r = error_response(405, "method " + req.method + " not allowed on " + std::string(path) + " (allowed: GET)");
-    r.headers.emplace_back("Allow", "GET");
+  if (req.method != "GET" && req.method != "HEAD") {
+    auto r = error_response(405, "method " + req.method + " not allowed on " + std::string(path) + " (allowed: GET, HEAD)");
+    r.headers.emplace_back("Allow", "GET, HEAD");
     return r;
   }
   const auto files = ui_files();

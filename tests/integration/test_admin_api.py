@@ -486,6 +486,66 @@ class BadRequests(AdminTest):
         code, _, body = self.request("GET", "/api/v1/faults", headers={"Host": "evil.example"})
         self.assertOneLineError(code, body, 403)
 
+    def raw_exchange(self, request):
+        with socket.create_connection((LOOPBACK, self.admin), timeout=30) as s:
+            s.sendall(request)
+            reply = b""
+            while chunk := s.recv(4096):
+                reply += chunk
+        return reply
+
+    def test_head_answers_with_gets_header_and_no_body(self):
+        # RFC 9110 9.3.2: a hostile trial's HEAD /healthz got 405.
+        for path in ("/healthz", "/api/v1/faults", "/"):
+            get = self.raw_exchange(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                                    % path.encode())
+            head = self.raw_exchange(b"HEAD %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                                     % path.encode())
+            get_header, get_body = get.split(b"\r\n\r\n", 1)
+            self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head[:200])
+            self.assertTrue(head.endswith(b"\r\n\r\n"), head[-200:])   # the header, nothing after it
+            self.assertIn(b"Content-Length: %d\r\n" % len(get_body), head)
+            self.assertGreater(len(get_body), 0)
+        code, headers, body = self.request("HEAD", "/api/v1/faults/reset")
+        self.assertEqual(code, 405)
+        self.assertIn("POST", headers["allow"])
+        self.assertNotIn("HEAD", headers["allow"])
+        code, headers, body = self.request("DELETE", "/api/v1/faults")
+        self.assertIn("HEAD", headers["allow"])
+
+    def test_a_request_line_past_the_limit_is_414(self):
+        code, _, body = self.request("GET", "/healthz?x=" + "a" * 9000)
+        self.assertIn("request line longer", self.assertOneLineError(code, body, 414))
+
+    def test_a_transfer_coding_other_than_chunked_is_501(self):
+        # RFC 9112 6.1. Beast decodes chunked only: gzip-then-chunked was read as a body of
+        # gzip bytes and refused as bad JSON (400).
+        reply = self.raw_exchange(b"POST /api/v1/faults HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                  b"Content-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n"
+                                  b"Connection: close\r\n\r\n0\r\n\r\n")
+        self.assertTrue(reply.startswith(b"HTTP/1.1 501 "), reply[:200])
+        error = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+        self.assertEqual(error["status"], 501)
+        self.assertIn("gzip", error["error"])
+        self.assertEqual(self.get_json("/api/v1/faults")["faults"], [])
+
+    def test_a_websocket_handshake_beast_refuses_gets_a_json_error(self):
+        reply = self.raw_exchange(b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+                                  b"Upgrade: websocket\r\nSec-WebSocket-Version: 12\r\n"
+                                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        header, body = reply.split(b"\r\n\r\n", 1)
+        self.assertTrue(header.startswith(b"HTTP/1.1 426 "), header)
+        self.assertIn(b"Sec-WebSocket-Version: 13", header)
+        self.assertIn(b"Content-Type: application/json", header)
+        error = json.loads(body)
+        self.assertEqual(error["status"], 426)
+        self.assertIn("Sec-WebSocket-Version", error["error"])
+        reply = self.raw_exchange(b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+                                  b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        header, body = reply.split(b"\r\n\r\n", 1)
+        self.assertTrue(header.startswith(b"HTTP/1.1 400 "), header)
+        self.assertEqual(json.loads(body)["status"], 400)
+
     def test_two_host_headers_are_400(self):
         # RFC 9112 3.2. The Host check read the first only: an allowed one first was served
         # (a hostile trial).

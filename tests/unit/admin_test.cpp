@@ -238,7 +238,17 @@ TEST(Router, UnknownPathIs404AndWrongMethodIs405WithAllow) {
   auto wrong = r.handle(get("/a/1", "DELETE"));
   EXPECT_EQ(wrong.status, 405);
   ASSERT_EQ(wrong.headers.size(), 1u);
-  EXPECT_EQ(wrong.headers[0], (std::pair<std::string, std::string>{"Allow", "GET, POST"}));
+  EXPECT_EQ(wrong.headers[0], (std::pair<std::string, std::string>{"Allow", "GET, HEAD, POST"}));
+}
+
+TEST(Router, AGetRouteAnswersHeadAndAllowNamesIt) {
+  auto r = sample_router();
+  auto head = r.handle(get("/a/1", "HEAD"));
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.body, r.handle(get("/a/1")).body);   // the server sends the header only
+  auto wrong = r.handle(get("/a/1", "DELETE"));
+  ASSERT_EQ(wrong.headers.size(), 1u);
+  EXPECT_EQ(wrong.headers[0].second, "GET, HEAD, POST");
 }
 
 TEST(Router, AThrowingHandlerIs500AndBadTargetsAre400) {

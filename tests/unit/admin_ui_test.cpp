@@ -79,7 +79,7 @@ TEST(AdminUi, FilesUnderUiWithTheirMediaTypes) {
   EXPECT_EQ(f.a.handle(ui_get("/ui/../openapi.json")).status, 404);
   auto post = f.a.handle(ui_get("/ui/app.js", "POST"));
   EXPECT_EQ(post.status, 405);
-  EXPECT_EQ(header(post, "Allow"), "GET");
+  EXPECT_EQ(header(post, "Allow"), "GET, HEAD");
   // The API's routes are untouched: JSON without the UI's policy (http_server adds its own).
   auto health = f.a.handle(ui_get("/healthz"));
   EXPECT_EQ(health.status, 200);
