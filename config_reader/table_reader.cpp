@@ -341,9 +341,16 @@ std::optional<fs::path> table_reader::file(const fs::path& base, bool must_exist
   }
   fs::path p = resolve(base, *s);
   std::error_code ec;
-  if (must_exist && !fs::is_regular_file(p, ec)) {
-    fail("file not found: " + echo_path(p.native()));
-    return std::nullopt;
+  if (must_exist) {
+    const auto st = fs::status(p, ec);
+    if (ec || !fs::exists(st)) {
+      fail("file not found: " + echo_path(p.native()));
+      return std::nullopt;
+    }
+    if (!fs::is_regular_file(st)) {
+      fail("not a regular file: " + echo_path(p.native()));
+      return std::nullopt;
+    }
   }
   return p;
 }

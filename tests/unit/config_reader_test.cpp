@@ -95,6 +95,23 @@ TEST(TableReader, SectionsPrefixTheirKeys) {
             "c.toml:1: key 't': expected a table, got integer");
 }
 
+TEST(TableReader, AFileThatMustExistIsARegularOne) {
+  // A TLS certificate given as a named pipe read "file not found" (a hostile trial).
+  const auto dir = fs::temp_directory_path() / ("mailtap-table-file-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  ASSERT_EQ(::mkfifo((dir / "cert.pem").c_str(), 0600), 0);
+  const auto problem_with = [&](const std::string& name) {
+    return first_problem("k = '" + name + "'", [&](table_reader& r, std::string_view) {
+      r.file(dir, true);
+      return true;
+    });
+  };
+  EXPECT_EQ(problem_with("cert.pem"), "c.toml:1: key 'k': not a regular file: " + (dir / "cert.pem").string());
+  EXPECT_EQ(problem_with("absent.pem"), "c.toml:1: key 'k': file not found: " + (dir / "absent.pem").string());
+  EXPECT_EQ(problem_with("."), "c.toml:1: key 'k': not a regular file: " + dir.string() + "/");   // a directory
+  fs::remove_all(dir);
+}
+
 TEST(TableReader, TypedGettersAndTheirMessages) {
   const auto one = [](const std::string& text, auto read) {
     return first_problem(text, [&](table_reader& r, std::string_view) {
