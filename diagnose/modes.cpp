@@ -81,6 +81,13 @@ constexpr std::array modes = {
               "server's choice: the client gave up the login, and the session goes on unauthenticated.",
               "Look at the client's AUTH configuration: it cancels when it has no credentials for the offered "
               "mechanism, or when it cannot continue the exchange."},
+    mode_text{"auth_response_refused", "the client's AUTH response was malformed",
+              "The client's answer to the server's AUTH challenge held a bare CR, a bare LF or a NUL, which no "
+              "base64 response may (RFC 4954 4). mailtap never forwards such a line, since the destination could "
+              "split it differently: it cancelled the exchange with '*' in the client's place, and the server "
+              "refused the AUTH command with 501 as it must. The login failed because of the client's bytes.",
+              "Look at the client's AUTH code: each response must be one line of base64 ending in CRLF. The "
+              "capture's note and the client's bytes show what it sent."},
     mode_text{"policy_rejection", "refused by the destination's policy",
               "The destination refused this message or recipient by policy (X.7.x): content filtering, an access "
               "rule, or a relay restriction.",

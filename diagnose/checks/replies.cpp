@@ -3,6 +3,7 @@
 // only follow from an earlier one (503 after a refused greeting) and the relay's own
 // smuggling refusals (reported by checks/smuggling.cpp) are not repeated here.
 #include <algorithm>
+#include <variant>
 
 #include "diagnose/checks.hpp"
 #include "diagnose/classify.hpp"
@@ -78,6 +79,18 @@ bool client_cancelled_auth(const exchange& x) {
          x.source == origin::server;
 }
 
+// The 501 that answers mailtap's own "*": the client's AUTH response held a bare CR, bare LF
+// or NUL, so the relay cancelled the exchange in its place (protocol/relay_fsm.cpp,
+// take_auth_response) and noted why between the response and the reply.
+bool relay_cancelled_auth(const conversation& c, const exchange& x) {
+  if (x.ph != phase::auth || x.reply->reply.code != 501 || !x.command || x.source != origin::server) return false;
+  return std::any_of(c.timeline.begin(), c.timeline.end(), [&](const captures::event* e) {
+    const auto* n = std::get_if<captures::note_event>(e);
+    return n && n->t_us >= x.command->t_us && n->t_us <= x.reply->t_us &&
+           n->text.starts_with("AUTH response refused");
+  });
+}
+
 std::string all_lines(const captures::reply_event& r) {
   std::string out;
   for (const auto& l : r.reply.lines) out += (out.empty() ? "" : " ") + l;
@@ -98,12 +111,14 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
     if (x.source == origin::relay && r.code == 454 && upstream_tls_fallback(c)) continue;
 
     const bool cancelled = client_cancelled_auth(x);
-    const reply_verdict v = cancelled ? reply_verdict{"auth_cancelled", "", false}
-                                      : classify(x.ph, r.code, r.enhanced, all_lines(*x.reply));
+    const bool refused_response = !cancelled && relay_cancelled_auth(c, x);
+    const reply_verdict v = cancelled          ? reply_verdict{"auth_cancelled", "", false}
+                            : refused_response ? reply_verdict{"auth_response_refused", "", false}
+                                               : classify(x.ph, r.code, r.enhanced, all_lines(*x.reply));
     const mode_text& m = mode(v.mode);
     finding f;
     f.id = std::string(m.id);
-    f.level = cancelled ? severity::warning : severity_of(c, x);
+    f.level = cancelled ? severity::warning : refused_response ? severity::error : severity_of(c, x);
     f.stage = std::string(protocol::to_string(x.ph));
     f.title = std::string(m.title);
     f.explanation = std::string(m.explanation);

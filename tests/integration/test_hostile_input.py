@@ -260,6 +260,30 @@ class HostileInput(IntegrationTest):
         self.assertNotIn("smarthost_auth", found)
         self.assertEqual((found["auth_cancelled"]["stage"], found["auth_cancelled"]["severity"]), ("auth", "warning"))
 
+    def test_the_relays_own_cancel_of_a_malformed_auth_response_is_diagnosed_as_the_clients(self):
+        # A response with a bare LF is never forwarded: the relay sends "*" in its place and
+        # the server's 501 answers it. diagnose read that 501 as the smart host refusing the
+        # login ("smarthost_auth").
+        mailtap = self.start_mailtap(name="auth-bare-lf")
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO client.test"), 250)
+        self.assertReply(c.command("AUTH LOGIN"), 334)
+        c.send(b"dXNl\ncg==\r\n")
+        self.assertReply(c.reply(), 501)
+        self.assertReply(c.command("NOOP"), 250)
+        self.quit(c)
+        cap = self.single_capture(mailtap)
+        self.assertEqual(cap.end["reason"], "client_quit", cap.end)
+        self.assertIn(b"*\r\n", cap.bytes_of("upstream", "out"))
+        r = run_mailtap(["diagnose", cap.path, "--json"], timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        found = {f["id"]: f for f in json.loads(r.stdout)["findings"]}
+        self.assertNotIn("smarthost_auth", found)
+        self.assertNotIn("auth_cancelled", found)
+        self.assertEqual((found["auth_response_refused"]["stage"], found["auth_response_refused"]["severity"]),
+                         ("auth", "error"))
+
     # ------------------------------------------------------------ 8-bit envelopes
 
     def test_8bit_addresses_leave_every_capture_line_and_listing_valid_json(self):

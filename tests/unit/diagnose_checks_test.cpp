@@ -540,6 +540,23 @@ TEST(CheckReplies, AnAuthCancelledByTheClientIsNotAFailedLogin) {
   EXPECT_EQ(find(d2, "auth_cancelled"), nullptr);
 }
 
+// A response with a bare LF is never forwarded: mailtap sends "*" in its place (relay_fsm) and
+// notes it; the server's 501 is the client's malformed response, not a refused login.
+TEST(CheckReplies, The501ToTheRelaysOwnCancelIsTheClientsMalformedResponse) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO c").reply(3, 250, {"mx", "AUTH LOGIN PLAIN"}).cmd(4, "AUTH LOGIN")
+      .reply(5, 334, {"VXNlcm5hbWU6"}).cmd(6, "[auth response redacted, 9 bytes]")
+      .note(6, "AUTH response refused: bare CR, bare LF or NUL; exchange cancelled")
+      .reply(7, 501, {"5.7.0 Authentication cancelled"});
+  auto d = diagnose_capture(b.c);
+  EXPECT_EQ(find(d, "smarthost_auth"), nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(find(d, "auth_cancelled"), nullptr);
+  const finding* f = find(d, "auth_response_refused");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "auth");
+  EXPECT_EQ(f->level, severity::error);
+}
+
 // A destination that closes an idle session with 421 closed it; it refused no command.
 TEST(CheckReplies, AnUnsolicited421WhileIdleIsTheDestinationClosing) {
   builder b;

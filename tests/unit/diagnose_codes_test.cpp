@@ -154,7 +154,8 @@ TEST(Classify, EveryModeClassifyCanNameHasItsText) {
                   "relay_quota", "message_too_large", "reverse_dns_block", "greylisting", "destination_unreachable",
                   "service_unavailable", "policy_rejection", "sender_authentication", "temporary_failure", "permanent_failure",
                   "command_rejected", "tls_unavailable", "blackhole", "firewall_fixup", "content_scan_delay",
-                  "slow_destination", "service_closing", "too_many_recipients", "auth_cancelled"}) {
+                  "slow_destination", "service_closing", "too_many_recipients", "auth_cancelled",
+                  "auth_response_refused"}) {
     EXPECT_TRUE(is_mode(id)) << id;
     EXPECT_FALSE(mode(id).explanation.empty()) << id;
     EXPECT_FALSE(mode(id).action.empty()) << id;
