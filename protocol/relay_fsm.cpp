@@ -1241,7 +1241,11 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
       owed_.drop_after(*it);
       finish_transaction(now, it->asked.txn, outcome::unknown, it->answer.parsed, true);
     } else {
-      it->answer.parsed = make_reply(421, "4.4.2", options_.name + " upstream connection lost");
+      // A QUIT owed its reply has what it asked for, the session's end (a destination that
+      // closes after an accepted message, without its 221): 221, not a failure.
+      it->answer.parsed = it->asked.ph == phase::quit
+                              ? make_reply(221, "2.0.0", options_.name + " closing connection")
+                              : make_reply(421, "4.4.2", options_.name + " upstream connection lost");
       it->answer.bytes = it->answer.parsed->raw;
       it->answer.ready = true;
       it->answer.local = true;

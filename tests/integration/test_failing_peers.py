@@ -154,6 +154,25 @@ class FailingPeers(IntegrationTest):
         counters = mailtap.stop_with_counters()
         self.assertEqual((counters["ambiguous_end_of_data"], counters["delivered"]), (1, 0), counters)
 
+    def test_upstream_that_hangs_up_on_quit_still_gives_the_client_221(self):
+        # A destination that closes on QUIT (or just after an accepted message) without its
+        # 221: the client asked for the end and gets it. It heard 421 4.4.2 before, which
+        # clients log as a failure after a delivered message.
+        up = self.upstream({b"QUIT": CLOSE})
+        mailtap = self.relay_to(up)
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<bye@example.test>") + b".\r\n")
+        self.assertReply(c.reply(), 250)
+        self.assertReply(c.command("QUIT"), 221, "2.0.0")
+        self.assertTrue(c.closed_by_peer(10), "the client was left connected")
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["delivered"])
+        self.assertEqual(cap.end["reason"], "client_quit")
+
     # ------------------------------------------------------------ the client
 
     def test_client_vanishes_at_each_stage(self):

@@ -1057,6 +1057,27 @@ TEST_F(RelayFsmTest, UpstreamEofWhileIdle) {
   EXPECT_THAT(upstream_eof(), ElementsAre(closes(leg::upstream), client_reply("421 4.4.2 "), closes(leg::client)));
 }
 
+// A destination that closes after an accepted message without answering the QUIT already on
+// its way: the client's QUIT asked for the end it gets, so 221 (it heard 421 before).
+TEST_F(RelayFsmTest, UpstreamEofWithOnlyQuitPendingAnswersIt221) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@b>\r\n");
+  upstream("250 2.1.0 Ok\r\n");
+  client("QUIT\r\n");
+  auto acts = upstream_eof();
+  EXPECT_THAT(acts, Contains(client_reply("221 2.0.0 ")));
+  EXPECT_THAT(acts, Not(Contains(client_reply("421"))));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_quit");   // the session ended as the client asked; a note says the upstream left
+  // Behind a command still owed its reply, the QUIT is not reached: that command gets 421.
+  make();
+  greet_and_ehlo();
+  client("MAIL FROM:<a@b>\r\nQUIT\r\n");
+  acts = upstream_eof();
+  EXPECT_THAT(acts, Contains(client_reply("421 4.4.2 ")));
+  EXPECT_THAT(acts, Not(Contains(client_reply("221"))));
+}
+
 TEST_F(RelayFsmTest, UpstreamEofWithCommandsPending) {
   greet_and_ehlo();
   client("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
