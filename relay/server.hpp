@@ -106,6 +106,9 @@ class server {
   std::mutex sessions_mutex_;
   std::vector<std::weak_ptr<session>> sessions_;
   std::atomic<bool> draining_{false};
+  // Accepted connections whose session is still to be built on its own thread (admit): they
+  // count toward max_sessions, and a drain waits for them.
+  std::atomic<std::size_t> launches_pending_{0};
   // The last session ended during a drain (relay_context::session_closed): the drain's wait.
   std::optional<wake_signal> sessions_closed_;
 };
