@@ -46,11 +46,8 @@ void client_input::record_parsed(std::uint64_t now, session_observer* observer) 
 }
 
 void client_input::record_and_drop_rest(std::uint64_t now, session_observer* observer) {
+  pos_ = buf_.size();   // the rest counts as taken: recorded with its masks, then dropped
   record_parsed(now, observer);
-  if (observer && !buf_.empty()) observer->on_bytes(now, leg::client, direction::in, buf_);
-  recorded_ += buf_.size();
-  buf_.clear();
-  newest_read_at_ = 0;
 }
 
 }  // namespace mailtap::protocol

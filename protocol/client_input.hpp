@@ -46,7 +46,8 @@ class client_input {
   // into it stay valid) until record_parsed. Before the relay sends the client anything, so
   // that the capture has a command's bytes before the reply to it (relay_outbox).
   void record_parsed_so_far(std::uint64_t now, session_observer* observer);
-  // Nothing more will be parsed (a stall): the rest is recorded as it came, and dropped.
+  // Nothing more will be parsed (a stall, the session's end): the rest is recorded, masked
+  // where asked, and dropped.
   void record_and_drop_rest(std::uint64_t now, session_observer* observer);
 
  private:

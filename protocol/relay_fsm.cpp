@@ -376,6 +376,30 @@ void relay_fsm::process_client_input(std::uint64_t now) {
 
 void relay_fsm::record_consumed_client_input(std::uint64_t now) { in_.record_parsed(now, observer_); }
 
+void relay_fsm::record_rest_of_client_input(std::uint64_t now) {
+  // In a message the rest is message data. Otherwise it is command lines: an AUTH command's
+  // initial response is masked, and so is every line after an AUTH command or inside an AUTH
+  // exchange (its responses), to the end.
+  if (!in_message() && mode_ != client_mode::awaiting_data_go) {
+    const std::string_view rest = in_.unparsed();
+    const std::size_t base = in_.pos();
+    bool secret = mode_ == client_mode::awaiting_auth || mode_ == client_mode::auth_response;
+    for (std::size_t at = 0; at < rest.size();) {
+      const std::size_t lf = rest.find('\n', at);
+      const std::size_t end = lf == std::string_view::npos ? rest.size() : lf + 1;
+      const std::string_view line = stripped_crlf(rest.substr(at, end - at));
+      if (secret) {
+        in_.mask(base + at, base + end);
+      } else if (const auto sp = find_separator(line); sp != std::string_view::npos && iequals(line.substr(0, sp), "AUTH")) {
+        secret = true;
+        if (const auto ir = auth_initial_response_at(line); ir != std::string_view::npos) in_.mask(base + at + ir, base + end);
+      }
+      at = end;
+    }
+  }
+  in_.record_and_drop_rest(now, observer_);
+}
+
 // QUIT ends the session (RFC 5321 4.1.1.10) and a pipelined group (RFC 2920 3.1): what the
 // client sends after it is recorded as it came, never relayed or taken as commands, as
 // Postfix's smtpd never reads it.
@@ -1273,7 +1297,8 @@ void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::str
   if (ended_) return;
   record_received_size();   // a message cut short keeps the size of what came
   abandon_transactions(now);
-  record_consumed_client_input(now);   // before the end record: nothing may follow it
+  // Every byte the client sent, a line the end cut off too, before the end record: nothing may follow it.
+  record_rest_of_client_input(now);
   ended_ = true;
   out_.arm(leg::client, disarmed);
   out_.arm(leg::upstream, disarmed);

@@ -191,7 +191,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void reply_sent(std::uint64_t now) override { think_from_us_ = now; }
   bool client_tls() const override { return tls_.client_tls(); }
   void client_awaits_data_go() override { mode_ = client_mode::awaiting_data_go; }
-  void record_and_drop_client_input(std::uint64_t now) override { in_.record_and_drop_rest(now, observer_); }
+  void record_and_drop_client_input(std::uint64_t now) override { record_rest_of_client_input(now); }
   void drop_withheld_bdat() override { withheld_bdat_.clear(); }
 
   // Transactions.
@@ -230,6 +230,10 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // Output helpers.
   void arm_upstream_for_head() override;
   void record_consumed_client_input(std::uint64_t now);
+  // What nothing will parse any more (the session ends, or a stall holds it), recorded and
+  // dropped: a line cut off by the end, lines behind what ended the session. AUTH material
+  // among it is masked as a parsed AUTH line's would be.
+  void record_rest_of_client_input(std::uint64_t now);
   void report_client_pause();
   void request_capture_barrier();
 

@@ -260,6 +260,28 @@ class HostileInput(IntegrationTest):
         self.assertNotIn("smarthost_auth", found)
         self.assertEqual((found["auth_cancelled"]["stage"], found["auth_cancelled"]["severity"]), ("auth", "warning"))
 
+    def test_a_line_the_end_cut_off_is_in_the_capture(self):
+        # Every byte of both legs is recorded: a trailing line without its CRLF was dropped
+        # when the session ended (a hostile trial: "QUIT" then a FIN, a TLS ClientHello sent
+        # to the plain port, a password cut off). AUTH material in it stays masked.
+        hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32))
+        secret = b"AHVzZXIAVDRpbFNlY3JldA=="
+        for name, tail, recorded in (("quit", b"QUIT", b"QUIT"), ("tls", hello, hello),
+                                     ("auth", b"AUTH PLAIN " + secret, b"AUTH PLAIN " + b"*" * len(secret))):
+            with self.subTest(tail=name):
+                mailtap = self.start_mailtap(name="cut-" + name)
+                c = self.connect(mailtap.port)
+                self.assertReply(c.reply(), 220)
+                self.assertReply(c.command("EHLO client.test"), 250)
+                c.send(tail)
+                c.sock.shutdown(socket.SHUT_WR)
+                c.read_to_eof(20)
+                cap = self.single_capture(mailtap)
+                self.assertCaptureComplete(cap)
+                self.assertEqual(cap.bytes_of("client", "in"), b"EHLO client.test\r\n" + recorded)
+                with open(cap.path, "rb") as f:
+                    self.assertNotIn(secret, f.read())
+
     def test_the_relays_own_cancel_of_a_malformed_auth_response_is_diagnosed_as_the_clients(self):
         # A response with a bare LF is never forwarded: the relay sends "*" in its place and
         # the server's 501 answers it. diagnose read that 501 as the smart host refusing the

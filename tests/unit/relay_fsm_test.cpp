@@ -1240,6 +1240,47 @@ TEST_F(RelayFsmTest, BadBdatRefusedAndClosed) {
 
 // ---------------------------------------------------------------- recorder view
 
+// Every byte of the client leg is recorded, a line the session's end cut off too (a hostile
+// trial: "QUIT" without CRLF then a FIN, a TLS ClientHello sent to the plain port, a command
+// line left unfinished until the timeout all left the capture without those bytes).
+TEST_F(RelayFsmTest, ALineTheEndCutOffIsRecorded) {
+  greet_and_ehlo();
+  client("MAIL FROM:<slow@a.te");
+  client_eof();
+  ASSERT_TRUE(fsm_->finished());
+  EXPECT_EQ(obs_->stream(leg::client, direction::in), "EHLO client.example\r\nMAIL FROM:<slow@a.te");
+  EXPECT_EQ(obs_->stream(leg::upstream, direction::out), "EHLO client.example\r\n");   // never relayed
+  make();
+  greet_and_ehlo();
+  client("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"s);
+  timeout(leg::client);
+  ASSERT_TRUE(fsm_->finished());
+  EXPECT_EQ(obs_->stream(leg::client, direction::in), "EHLO client.example\r\n\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"s);
+}
+
+// AUTH material in bytes nothing parsed is masked as a parsed AUTH line's is: an initial
+// response cut off, and every line after an AUTH command.
+TEST_F(RelayFsmTest, AnAuthLineTheEndCutOffIsRecordedMasked) {
+  greet_and_ehlo();
+  const std::string initial = "AHVzZXIAc2VjcmV0";
+  client("AUTH PLAIN " + initial);
+  client_eof();
+  ASSERT_TRUE(fsm_->finished());
+  EXPECT_EQ(obs_->stream(leg::client, direction::in), "EHLO client.example\r\nAUTH PLAIN " + std::string(initial.size(), '*'));
+  make();
+  greet_and_ehlo();
+  client("AUTH LOGIN\r\n");
+  upstream("334 VXNlcm5hbWU6\r\n");
+  client("dXNlcg==\r\nc2VjcmV0");   // the username, then a password cut off
+  client_eof();
+  upstream("334 UGFzc3dvcmQ6\r\n");
+  ASSERT_TRUE(fsm_->finished());
+  const auto recorded = obs_->stream(leg::client, direction::in);
+  EXPECT_EQ(recorded.find("dXNlcg=="), std::string::npos) << recorded;
+  EXPECT_EQ(recorded.find("c2VjcmV0"), std::string::npos) << recorded;
+  EXPECT_EQ(recorded.size(), std::string("EHLO client.example\r\nAUTH LOGIN\r\ndXNlcg==\r\nc2VjcmV0").size());
+}
+
 TEST_F(RelayFsmTest, RecorderSeesBothLegsAndCommands) {
   greet_and_ehlo();
   client("NOOP\r\n");
