@@ -53,7 +53,7 @@ struct error_summary {
   static error_summary of(const relay_metrics& m) {
     error_summary e;
     e.upstream_unreachable = m.upstream_unreachable.load();
-    e.upstream_tls_failed = m.upstream_tls_failed.load();
+    e.upstream_tls_failed = m.upstream_tls_failed.load() + m.upstream_cert_refused.load();   // a refused pin too
     e.refused_max_sessions = m.sessions_refused_max.load();
     e.accept_errors = m.accept_errors.load();
     e.session_errors = m.session_errors.load();

@@ -564,7 +564,10 @@ asio::awaitable<void> session::handshake(leg l) {
       // A pin is compared only now (the handshake itself checked nothing): a mismatch fails
       // TLS before a byte of SMTP goes through it.
       box.drop_tls();
-      ++ctx_.metrics.upstream_cert_refused;
+      ++ctx_.metrics.upstream_cert_refused;   // counted apart from failed handshakes; logged as one
+      warn_limited(ctx_.metrics.warnings, warn_kind::upstream_tls_failed,
+                   "session " + id_ + ": upstream TLS with " + target_.where.to_string() +
+                       " failed: certificate not accepted: " + info.verification);
       feed(&protocol::relay_fsm::on_tls_failed, l, std::string_view("certificate not accepted: " + info.verification));
       co_return;
     }

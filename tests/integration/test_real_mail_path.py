@@ -164,6 +164,10 @@ class RealMailPathTest(IntegrationTest):
         self.assertTrue(any("fingerprint mismatch" in e["text"] for e in events_of(shown, "note")),
                         events_of(shown, "note"))
         self.assertEqual(len(b.maildir_messages()), 1)
+        # A refused pin is an upstream TLS failure in the summary, as a refused chain is (it
+        # was counted on /metrics only).
+        counters = mailtap.stop_with_counters()
+        self.assertEqual(counters["upstream_tls_failed"], 1, counters)
 
     # ------------------------------------------------------------ handshake failure
 
