@@ -294,6 +294,9 @@ bool fault_holds::hold_line(std::uint64_t now, std::string_view line, const pars
   const command& cmd = parsed.cmd;
   if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) ehlo_name_ = cmd.argument;
   transaction* open = txns_.open();
+  // RCPT or DATA outside a transaction (no MAIL, or after RSET) is the destination's to refuse
+  // (503, RFC 5321 4.1.4): no rule answers it, and no greylist learns its address.
+  if ((cmd.ph == phase::rcpt || cmd.ph == phase::data) && !open) return false;
   fault_query q = query_for(cmd.ph, fault_stage::command, open);
   q.verb = cmd.verb;
   q.argument = cmd.argument;

@@ -189,6 +189,23 @@ class ScenarioFailures(ScenarioTest):
         # Issue 14 item 12: greylisted at every RCPT is tempfailed (was aborted), as a 4xx at MAIL is.
         self.assertEqual([c.transactions[0]["outcome"] for c in caps], ["tempfailed", "delivered"])
 
+    def test_greylisting_leaves_a_rcpt_without_mail_to_the_destination(self):
+        # RCPT outside a transaction (no MAIL, or after RSET) is the destination's 503: the
+        # greylist answered it 451 and learnt the address (a hostile trial).
+        m = self.relay("greylisting")
+        c = self.connect(m.port)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO client.test"), 250)
+        self.assertReply(c.command("RCPT TO:<nomail@example.test>"), 503, "5.5.1")
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RSET"), 250)
+        self.assertReply(c.command("RCPT TO:<after-rset@example.test>"), 503, "5.5.1")
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<in-mail@example.test>"), 451, "4.7.1")
+        self.quit(c)
+        [cap] = m.wait_captures(1)
+        self.assertEqual(fault_summary(cap), [("greylisting", "greylist", "reply", "rcpt")])
+
     def test_blackhole_250_synthesized(self):
         m = self.relay("blackhole")
         t = self.send(m.port)

@@ -362,6 +362,26 @@ TEST_F(FaultFsm, ReplyAtTheOnlyRcptLetsTheUpstreamRefuseData) {
   EXPECT_FALSE(t.synthesized) << "the final reply (554 to DATA) came from the upstream";
 }
 
+// RCPT and DATA without MAIL (or after RSET) are the destination's to refuse with 503: a rule
+// at RCPT answered them "451 Greylisted" (a hostile trial), and a greylist learnt the address.
+TEST_F(FaultFsm, NoRuleAnswersRcptOrDataOutsideATransaction) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, answer(verdict::reply, 451, "4.7.1", "Greylisted", "grey"));
+  adv_->on(phase::data, fault_stage::command, answer(verdict::reply, 554, "5.7.1", "No", "no-data"));
+  EXPECT_THAT(client(rcpt_bob), ElementsAre(to_upstream(rcpt_bob)));
+  EXPECT_THAT(upstream("503 5.5.1 Error: need MAIL command\r\n"),
+              ElementsAre(to_client("503 5.5.1 Error: need MAIL command\r\n")));
+  EXPECT_THAT(client("DATA\r\n"), ElementsAre(to_upstream("DATA\r\n")));
+  EXPECT_THAT(upstream("503 5.5.1 Error: need RCPT command\r\n"),
+              ElementsAre(to_client("503 5.5.1 Error: need RCPT command\r\n")));
+  EXPECT_TRUE(adv_->asked(phase::rcpt, fault_stage::command).empty());
+  EXPECT_TRUE(adv_->asked(phase::data, fault_stage::command).empty());
+  // Inside a transaction the rule answers.
+  client(mail_from);
+  upstream("250 2.1.0 Ok\r\n");
+  EXPECT_THAT(client(rcpt_bob), ElementsAre(to_client("451 4.7.1 Greylisted\r\n")));
+}
+
 TEST_F(FaultFsm, ReplyAtDataIsNotForwardedAndSettlesTheTransaction) {
   greet_and_ehlo();
   adv_->on(phase::data, fault_stage::command, answer(verdict::reply, 451, "4.3.0", "Try again later", "flaky-data"));
