@@ -21,9 +21,27 @@ std::string sink_fsm::greeting() const {
 void sink_fsm::reset_envelope() {
   have_mail_ = false;
   rcpts_ = 0;
+  message_bytes_ = 0;
 }
 
+namespace {
+// RFC 1870 3: SIZE=<digits>, at most 20 of them.
+std::optional<std::uint64_t> declared_size(const std::string& value) {
+  if (value.empty() || value.size() > 20 || value.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  if (value.size() == 20 && value > "18446744073709551615") return UINT64_MAX;
+  return std::stoull(value);
+}
+
+std::string size_refusal() { return format_reply(552, "5.3.4", "Message size exceeds fixed limit"); }
+}  // namespace
+
 void sink_fsm::accept_message(std::string& out) {
+  // RFC 1870 6.3: a message past the advertised SIZE is refused at its end.
+  if (message_bytes_ > options_.max_message_size) {
+    out += size_refusal();
+    reset_envelope();
+    return;
+  }
   ++accepted_;
   char id[40];
   std::snprintf(id, sizeof id, "%llX%06llX", static_cast<unsigned long long>(connection_id_),
@@ -120,7 +138,9 @@ bool sink_fsm::feed(std::string_view bytes, std::string& out) {
     std::string_view rest = std::string_view(in_).substr(pos);
     if (mode_ == mode::data) {
       std::string ignored;
-      pos += framer_->feed(rest, ignored);
+      const std::size_t taken = framer_->feed(rest, ignored);
+      pos += taken;
+      message_bytes_ += taken;
       if (framer_->ended()) {
         framer_.reset();
         mode_ = mode::command;
@@ -217,14 +237,26 @@ bool sink_fsm::take_line(std::string_view line, std::string& out) {
       reset_envelope();
       out += format_reply(250, "", options_.hostname);
       return true;
-    case phase::mail:
+    case phase::mail: {
+      // RFC 1870 6: a declared size past the limit is refused at MAIL (552), and one that is
+      // not a number is a syntax error (501).
+      std::optional<std::uint64_t> size;
+      bool bad_size = false;
+      for (const auto& p : cmd.params)
+        if (p.keyword == "SIZE") bad_size = !p.value || !(size = declared_size(*p.value));
       if (have_mail_) {
         out += format_reply(503, "5.5.1", "Error: nested MAIL command");
+      } else if (bad_size) {
+        out += format_reply(501, "5.5.4", "Bad message size syntax");
+      } else if (size && *size > options_.max_message_size) {
+        out += size_refusal();
       } else {
         have_mail_ = true;
+        message_bytes_ = 0;
         out += format_reply(250, "2.1.0", "Ok");
       }
       return true;
+    }
     case phase::rcpt:
       if (!have_mail_) {
         out += format_reply(503, "5.5.1", "Error: need MAIL command");
@@ -245,6 +277,7 @@ bool sink_fsm::take_line(std::string_view line, std::string& out) {
     case phase::bdat:
       mode_ = mode::bdat;
       bdat_remaining_ = cmd.bdat_size;
+      message_bytes_ += std::min(cmd.bdat_size, UINT64_MAX - message_bytes_);
       bdat_last_ = cmd.bdat_last;
       bdat_failed_ = rcpts_ == 0;
       if (bdat_remaining_ == 0) finish_chunk(out);   // a zero-length chunk completes at once

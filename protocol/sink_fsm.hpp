@@ -4,7 +4,8 @@
 // a 220 to STARTTLS), close_leg (after QUIT's 221, a bad BDAT or an overlong line). Advertises
 // PIPELINING, SIZE, 8BITMIME, SMTPUTF8, CHUNKING, ENHANCEDSTATUSCODES, DSN, AUTH PLAIN
 // LOGIN and (when the shell can do TLS) STARTTLS; answers end-of-data with
-// "250 2.0.0 Ok: queued as <id>". AUTH accepts any credentials unless a user is configured.
+// "250 2.0.0 Ok: queued as <id>", or 552 5.3.4 past the advertised SIZE (declared at MAIL, or
+// sent: RFC 1870). AUTH accepts any credentials unless a user is configured.
 // Single-threaded, one per connection.
 #pragma once
 #include <cstdint>
@@ -67,6 +68,7 @@ class sink_fsm {
   bool bdat_failed_ = false;
   bool have_mail_ = false;
   std::uint64_t rcpts_ = 0;
+  std::uint64_t message_bytes_ = 0;   // of the message in transfer (DATA as sent, BDAT chunk sizes)
   std::uint64_t accepted_ = 0;
   bool closing_ = false;
   bool tls_active_ = false;

@@ -260,6 +260,21 @@ class HostileInput(IntegrationTest):
         self.assertNotIn("smarthost_auth", found)
         self.assertEqual((found["auth_cancelled"]["stage"], found["auth_cancelled"]["severity"]), ("auth", "warning"))
 
+    def test_the_built_in_sink_holds_to_the_size_it_advertises(self):
+        # RFC 1870: it advertised SIZE 104857600 and answered 250 to any declaration (a
+        # hostile trial queued 107 MB).
+        mailtap = self.start_mailtap(name="sink-size")
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        ehlo = c.command("EHLO client.test")
+        self.assertIn("SIZE 104857600", ehlo.texts)
+        self.assertReply(c.command("MAIL FROM:<a@example.test> SIZE=104857601"), 552, "5.3.4")
+        self.assertReply(c.command("MAIL FROM:<a@example.test> SIZE=abc"), 501, "5.5.4")
+        self.assertReply(c.command("MAIL FROM:<a@example.test> SIZE=104857600"), 250)
+        self.quit(c)
+        cap = self.single_capture(mailtap)
+        self.assertEqual([t["outcome"] for t in cap.transactions][:2], ["rejected", "rejected"])
+
     def test_a_line_the_end_cut_off_is_in_the_capture(self):
         # Every byte of both legs is recorded: a trailing line without its CRLF was dropped
         # when the session ended (a hostile trial: "QUIT" then a FIN, a TLS ClientHello sent

@@ -185,6 +185,28 @@ TEST(SinkFsm, BdatChunksAndLast) {
   EXPECT_THAT(codes(more), testing::ElementsAre(250));
 }
 
+// RFC 1870: the sink advertised SIZE and answered 250 to any declaration and any message (a
+// hostile trial queued 107 MB past a SIZE of 100 MiB).
+TEST(SinkFsm, TheAdvertisedSizeIsEnforced) {
+  sink_options o;
+  o.max_message_size = 100;
+  sink_session s(1, o);
+  s.feed("EHLO c\r\n");
+  auto rs = s.feed("MAIL FROM:<a@b> SIZE=101\r\nMAIL FROM:<a@b> SIZE=abc\r\nMAIL FROM:<a@b> SIZE=-1\r\n"
+                   "MAIL FROM:<a@b> SIZE=99999999999999999999999\r\nMAIL FROM:<a@b> SIZE=100\r\n");
+  EXPECT_THAT(codes(rs), testing::ElementsAre(552, 501, 501, 501, 250));
+  EXPECT_EQ(rs[0].enhanced, "5.3.4");
+  // Sent past the limit without a declaration: refused at its end, by DATA or by BDAT.
+  rs = s.feed("RCPT TO:<c@d>\r\nDATA\r\n" + std::string(120, 'x') + "\r\n.\r\n");
+  EXPECT_THAT(codes(rs), testing::ElementsAre(250, 354, 552));
+  rs = s.feed("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 60\r\n" + std::string(60, 'y') + "BDAT 60 LAST\r\n" +
+              std::string(60, 'z'));
+  EXPECT_THAT(codes(rs), testing::ElementsAre(250, 250, 250, 552));
+  rs = s.feed("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nsmall\r\n.\r\n");
+  EXPECT_THAT(codes(rs), testing::ElementsAre(250, 250, 354, 250));
+  EXPECT_EQ(s.fsm.messages_accepted(), 1u);
+}
+
 TEST(SinkFsm, BdatPayloadSplitAcrossFeeds) {
   sink_session s;
   s.feed("EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
