@@ -36,6 +36,9 @@ bool relay_upstream_loss_reply(const conversation& c, const exchange& x) {
   if (x.source != origin::relay || x.fault || !c.cap->end) return false;
   const auto& reason = c.cap->end->reason;
   const auto& r = x.reply->reply;
+  // The relay's 421 that closes a session for STARTTLS injection on either leg: the smuggling
+  // check reports it (it read as the destination closing the session).
+  if ((reason == "upstream_starttls_injection" || reason == "starttls_injection") && r.code == 421) return true;
   return (reason == "upstream_closed" || reason == "upstream_protocol_error" || reason == "upstream_timeout" ||
           reason == "client_timeout") &&
          (r.code == 421 || r.code == 451) && r.enhanced.rfind("4.4.", 0) == 0;

@@ -180,9 +180,19 @@ void protocol_error(const conversation& c, const captures::end_record& e, std::v
   f.action = early ? "Look at the destination's reason in its reply (size, content, policy)."
                    : "Look at the destination's software or what stands in front of it (a proxy, a firewall's SMTP "
                      "inspection); its reply is in the evidence.";
-  for (const auto* ev : c.timeline)
-    if (const auto* n = std::get_if<captures::note_event>(ev))
-      if (n->text.rfind("upstream_protocol_error", 0) == 0) f.evidence.push_back(evidence_of(*ev));
+  // The destination's bytes the relay refused (the last it received before its note: a reply
+  // is never recorded as one when it is malformed), then the note.
+  const captures::bytes_event* received = nullptr;
+  for (const auto* ev : c.timeline) {
+    if (const auto* b = std::get_if<captures::bytes_event>(ev)) {
+      if (b->leg == protocol::leg::upstream && b->dir == protocol::direction::in) received = b;
+    } else if (const auto* n = std::get_if<captures::note_event>(ev); n && n->text.rfind("upstream_protocol_error", 0) == 0) {
+      if (received)
+        f.evidence.push_back({received->t_us, "bytes", "upstream in: " + protocol::escape_bytes(received->data, 400)});
+      received = nullptr;
+      f.evidence.push_back(evidence_of(*ev));
+    }
+  }
   f.evidence.push_back(end_evidence(e));
   merge_finding(out, std::move(f));
 }

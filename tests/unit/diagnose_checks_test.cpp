@@ -66,8 +66,8 @@ struct builder {
     c.events.push_back(f);
     return *this;
   }
-  builder& bytes(double t, std::string data) {
-    c.events.push_back(captures::bytes_event{us(t), leg::client, protocol::direction::in, std::move(data)});
+  builder& bytes(double t, std::string data, leg l = leg::client) {
+    c.events.push_back(captures::bytes_event{us(t), l, protocol::direction::in, std::move(data)});
     return *this;
   }
   builder& tls_upstream(double t, bool verified, std::string why) {
@@ -478,6 +478,21 @@ TEST(CheckSessionEnd, AGreetingOf421IsARefusalOfServiceNotAnUnreachableDestinati
 // destination's, and the relay's own 421/451 4.4.2 to the client is not read as the client's
 // refused command or as the destination's 4xx (a newcomer's trial: "check the client's SMTP
 // dialogue", exit 0).
+// A malformed reply is never recorded as a reply: the finding said "its reply is in the
+// evidence" and showed only the note (a hostile trial). The bytes it refused are shown.
+TEST(CheckSessionEnd, AMalformedReplysBytesAreInTheEvidence) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").bytes(3, "250-mx\r\n550 SIZE 1\r\n", leg::upstream)
+      .note(3, "upstream_protocol_error: malformed reply line")
+      .ended("upstream_protocol_error", "malformed reply line");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "upstream_protocol_error");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  ASSERT_GE(f->evidence.size(), 2u);
+  EXPECT_EQ(f->evidence[0].text, "upstream in: 250-mx\\r\\n550 SIZE 1\\r\\n");
+  EXPECT_EQ(f->evidence[1].text, "!! upstream_protocol_error: malformed reply line");
+}
+
 TEST(CheckSessionEnd, UpstreamProtocolErrorAndHangUpAreTheDestinations) {
   builder b;
   b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA")
@@ -608,6 +623,24 @@ TEST(CheckSmuggling, RefusedBareLineEndingsAndInjection) {
   builder i;
   i.reply(1, 220, {"mx"}).ended("starttls_injection", "bytes after STARTTLS");
   EXPECT_NE(find(diagnose_capture(i.c), "smuggling_attempt"), nullptr);
+}
+
+// The destination's bytes after its 220 to STARTTLS: its finding speaks of the destination (it
+// advised fixing a sender's line endings), and the relay's closing 421 is not the destination
+// closing the session (a hostile trial read "service_closing ... destination closed").
+TEST(CheckSmuggling, TheDestinationsStarttlsInjectionIsTheDestinations) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").reply(3, 250, {"mx", "STARTTLS"}).cmd(4, "STARTTLS")
+      .reply(5, 220, {"2.0.0 go"})
+      .note(5, "STARTTLS injection on the upstream leg: upstream sent bytes after its 220 to STARTTLS; session closed")
+      .reply(5, 421, {"4.7.0 mailtap upstream sent unexpected bytes after STARTTLS; closing"}, leg::client)
+      .ended("upstream_starttls_injection", "upstream sent bytes after its 220 to STARTTLS");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "smuggling_attempt");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->source, origin::server);
+  EXPECT_NE(f->action.find("between mailtap and the destination"), std::string::npos) << f->action;
+  EXPECT_EQ(find(d, "service_closing"), nullptr) << ::testing::PrintToString(ids(d));
 }
 
 TEST(CheckFaults, UncitedFaultsAreListed) {
