@@ -99,6 +99,9 @@ struct rebuild_result {
   std::uint64_t indexed = 0;              // captures read and put in the index
   std::uint64_t removed = 0;              // rows whose file is gone or unreadable
   std::vector<std::string> unreadable;    // one line each: a capture that could not be read
+  // One line each: a capture whose session id another file has too (a copy). The index holds
+  // one row per session: the file named after it when there is one, else the first read.
+  std::vector<std::string> duplicates;
 };
 // Makes the index of DIR agree with its capture files: every readable capture is put (in
 // batches, so a running relay's own inserts wait only for one batch), and rows of files

@@ -1,6 +1,7 @@
 // Rebuilding the capture index from the files (index.hpp rebuild_index): the files are the
 // truth, the index only a way to find them.
 #include <algorithm>
+#include <map>
 #include <system_error>
 
 #include "captures/index.hpp"
@@ -37,6 +38,7 @@ std::optional<rebuild_result> rebuild_index(const fs::path& dir, std::string& er
     batch.clear();
     return ok;
   };
+  std::map<std::string, std::string> file_of;   // session id -> the file indexed for it
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     if (it->path().extension() != ".jsonl" || !it->is_regular_file(ec)) continue;
@@ -46,6 +48,19 @@ std::optional<rebuild_result> rebuild_index(const fs::path& dir, std::string& er
       out.unreadable.push_back(why);
       gone.push_back(it->path().stem().string());
       continue;
+    }
+    const std::string file = it->path().filename().string();
+    auto [known, first] = file_of.try_emplace(cap->header.session, file);
+    if (!first) {
+      // A copy (or the original, found after its copy): the file named after the session wins.
+      const bool canonical = it->path().stem() == cap->header.session;
+      const std::string& skipped = canonical ? known->second : file;
+      const std::string& kept = canonical ? file : known->second;
+      out.duplicates.push_back(skipped + ": session " + cap->header.session + " is " + kept +
+                               "'s too; the index holds " + kept + " (show or export the other by its path)");
+      if (!canonical) continue;
+      known->second = file;
+      --out.indexed;   // counted once, for the file that replaces the other's row
     }
     batch.push_back(summarize(*cap));
     ++out.indexed;

@@ -175,8 +175,13 @@ int reindex(const std::string& dir_flag) {
     return exit_usage;
   }
   for (const auto& u : built->unreadable) std::fprintf(stderr, "mailtap captures reindex: %s\n", u.c_str());
-  std::printf("%s: indexed %llu capture(s), removed %llu stale row(s)\n", (dir / captures::index_file_name).c_str(),
-              static_cast<unsigned long long>(built->indexed), static_cast<unsigned long long>(built->removed));
+  for (const auto& d : built->duplicates) std::fprintf(stderr, "mailtap captures reindex: %s\n", d.c_str());
+  std::printf("%s: indexed %llu capture(s), removed %llu stale row(s)%s\n", (dir / captures::index_file_name).c_str(),
+              static_cast<unsigned long long>(built->indexed), static_cast<unsigned long long>(built->removed),
+              built->duplicates.empty()
+                  ? ""
+                  : (", " + std::to_string(built->duplicates.size()) + " copy(ies) of another capture's session not indexed")
+                        .c_str());
   return built->unreadable.empty() ? exit_ok : exit_problem;
 }
 

@@ -10,6 +10,7 @@ index is rebuilt by `list`; a corrupt one is reported in one line, then replaced
 
 import json
 import os
+import shutil
 import sqlite3
 import time
 import unittest
@@ -148,6 +149,24 @@ class CapturesIndex(IntegrationTest):
             if os.path.exists(path):
                 os.remove(path)
         self.assertEqual(self.search(), live)   # a missing index is built from the files first
+
+    def test_reindex_names_a_copy_that_shares_a_session_id(self):
+        # Copies of a capture have its session id, and the index one row per session: reindex
+        # collapsed them silently (a hostile trial). It names each copy and keeps the file
+        # named after the session.
+        wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
+        live = self.search()
+        self.mailtap.stop()
+        original = os.path.join(self.dir, self.ids[0] + ".jsonl")
+        shutil.copyfile(original, os.path.join(self.dir, "a-copy.jsonl"))
+        shutil.copyfile(original, os.path.join(self.dir, "zz-copy.jsonl"))
+        r = self.captures("reindex")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn(b"indexed %d capture(s), removed 0 stale row(s), 2 copy(ies)" % SESSIONS, r.stdout)
+        lines = r.stderr.decode().splitlines()
+        self.assertEqual(sorted(l.split(":")[1].strip() for l in lines), ["a-copy.jsonl", "zz-copy.jsonl"], lines)
+        self.assertTrue(all("the index holds %s.jsonl" % self.ids[0] in l for l in lines), lines)
+        self.assertEqual(self.search(), live)
 
     def test_a_corrupt_index_is_reported_in_one_line_and_replaced_by_reindex(self):
         wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
