@@ -1195,6 +1195,9 @@ bool relay_fsm::record_recipient(std::uint64_t now, transaction& t, std::string 
 
 void relay_fsm::finish_transaction(std::uint64_t now, std::uint64_t id, outcome o,
                                    const std::optional<reply>& final_reply, bool synthesized) {
+  // Settled before its end (a BDAT chunk refused, a session cut short): the Message-ID of the
+  // header fields complete so far, as a message refused at its end has it.
+  if (transaction* t = txns_.find(id); t && !t->rec.message_id) t->rec.message_id = t->headers.message_id();
   auto rec = txns_.settle(now, id, o, final_reply, synthesized);
   if (!rec) return;
   if (rec->result == outcome::delivered) ++stats_.delivered;

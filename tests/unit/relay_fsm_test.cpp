@@ -1197,6 +1197,20 @@ TEST_F(RelayFsmTest, BdatChunksForwardedWithExactCounts) {
   EXPECT_THAT(client("QUIT\r\n"), ElementsAre(to_upstream("QUIT\r\n")));
 }
 
+// A chunk the destination refuses settles the message before its end: it keeps the Message-ID
+// of its first chunk, as a DATA message refused at its end does (a third hostile trial: none).
+TEST_F(RelayFsmTest, ABdatMessageRefusedAtAChunkKeepsItsMessageId) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  const std::string chunk1 = "Message-Id: <bdat2@example.org>\r\nSubject: big\r\n\r\nbody\r\n";
+  client("BDAT " + std::to_string(chunk1.size()) + "\r\n" + chunk1);
+  upstream("552 5.3.4 Message size exceeds fixed limit\r\n");
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::rejected);
+  EXPECT_EQ(t.message_id, "<bdat2@example.org>");
+}
+
 TEST_F(RelayFsmTest, BdatSplitAtEveryByteForwardsSameBytes) {
   const std::string wire = "BDAT 7\r\nab\r\ncdeBDAT 3 LAST\r\nxyzNOOP\r\n";
   for (std::size_t k = 0; k <= wire.size(); ++k) {
