@@ -155,6 +155,7 @@ TEST_F(FaultHolds, AReplyVerdictTakesTheCommandsPlaceInTheReplyQueue) {
   advisor.on(phase::rcpt, fault_stage::command, decision(verdict::reply, 550));
   make();
   holds->start(1);
+  txns.begin(1, "a@example.org");   // RCPT outside a transaction is never a rule's to answer
   const std::string line = "RCPT TO:<b@example.org>\r\n";
   parsed_command cmd = parse_command("RCPT TO:<b@example.org>");
   std::optional<fault_decision> decided;
