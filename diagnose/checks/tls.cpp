@@ -102,7 +102,35 @@ const captures::event* upstream_tls_fallback(const conversation& c) {
   return nullptr;
 }
 
+// The client's first bytes on a connection where SMTP begins in plaintext are a TLS handshake
+// record (RFC 8446 5.1: content type 22, version 3.x): it expects implicit TLS (SMTPS, RFC
+// 8314 3.3), as `swaks --tls-on-connect` or a client set to port 465 does, and reads the
+// relay's 220 as a broken handshake.
+void tls_on_plaintext_port(const conversation& c, std::vector<finding>& out) {
+  for (const auto* e : c.timeline) {
+    if (std::get_if<captures::tls_event>(e)) return;   // an SMTPS listener (or STARTTLS) set up TLS
+    const auto* b = std::get_if<captures::bytes_event>(e);
+    if (!b || b->leg != protocol::leg::client || b->dir != protocol::direction::in) continue;
+    if (b->data.size() < 3 || b->data[0] != '\x16' || b->data[1] != '\x03') return;
+    finding f;
+    f.id = "client_tls_on_plaintext_port";
+    f.level = severity::error;
+    f.stage = "banner";
+    f.source = origin::client;
+    f.title = "the client began a TLS handshake where SMTP starts in plaintext";
+    f.explanation = "The client's first bytes are a TLS ClientHello, not an SMTP command: it expects TLS from the "
+                    "start (SMTPS, \"implicit TLS\", RFC 8314 3.3), while this listener speaks plaintext SMTP and "
+                    "offers STARTTLS. The client reads the greeting as a failed handshake and no mail is sent.";
+    f.action = "Point the client at mailtap's implicit-TLS listener (--listen-tls, [tls] listen), or configure it "
+               "for STARTTLS on this port (swaks: --tls instead of --tls-on-connect).";
+    f.evidence.push_back(evidence_of(*e));
+    out.push_back(std::move(f));
+    return;
+  }
+}
+
 void check_tls(const conversation& c, std::vector<finding>& out) {
+  tls_on_plaintext_port(c, out);
   if (const auto* fallback = upstream_tls_fallback(c)) fell_back_to_plaintext(c, *fallback, out);
   for (const auto* e : c.timeline)
     if (const auto* n = std::get_if<captures::note_event>(e))

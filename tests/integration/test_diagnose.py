@@ -101,6 +101,19 @@ class ScenarioDiagnoses(DiagnoseTest):
         # The first line is the capture's path, as long as the user's directory makes it.
         self.assertLessEqual(max(len(l) for l in lines[1:]), SCREEN_COLUMNS, "\n".join(lines))
 
+    def test_swaks_tls_on_connect_against_the_plain_port_is_named(self):
+        # A third hostile trial: the capture held no client byte and "connection reset", so
+        # neither show nor diagnose could tell TLS had been sent to a plaintext port.
+        m = self.start_mailtap(env=self.env)
+        rc, out = self.swaks(m.port, "--from", FROM, "--to", TO, "--tls-on-connect", timeout=120)
+        self.assertNotEqual(rc, 0, out[-2000:])
+        cap = self.single_capture(m)
+        self.assertTrue(cap.bytes_of("client", "in").startswith(b"\x16\x03"), cap.bytes_of("client", "in")[:20])
+        rc, doc = diagnose(cap.path)
+        self.assertEqual(rc, 1)
+        f = finding(doc, "client_tls_on_plaintext_port")
+        self.assertEqual((f["source"], f["severity"]), ("client", "error"), f)
+
     def test_a_failed_delivery_fits_one_screen(self):
         for scenario in ("mailbox-full", "unknown-recipient", "sender-blocklisted"):
             with self.subTest(scenario=scenario):

@@ -19,6 +19,7 @@ namespace {
 
 using protocol::leg;
 using protocol::phase;
+using namespace std::string_literals;
 
 // A capture model, event by event, times in ms.
 struct builder {
@@ -480,6 +481,22 @@ TEST(CheckSessionEnd, AGreetingOf421IsARefusalOfServiceNotAnUnreachableDestinati
 // dialogue", exit 0).
 // A malformed reply is never recorded as a reply: the finding said "its reply is in the
 // evidence" and showed only the note (a hostile trial). The bytes it refused are shown.
+// swaks --tls-on-connect against the plain port: the capture holds its ClientHello (a third
+// hostile trial; before d0cf056 it held nothing) and diagnose names the mistake.
+TEST(CheckTls, AClientHelloOnThePlaintextPortIsNamed) {
+  builder b;
+  b.reply(1, 220, {"mx"}).bytes(2, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"s)
+      .ended("client_closed", "client connection lost: Connection reset by peer");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "client_tls_on_plaintext_port");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->level, severity::error);
+  EXPECT_EQ(f->source, origin::client);
+  builder plain;
+  plain.reply(1, 220, {"mx"}).bytes(2, "EHLO x\r\n").cmd(2, "EHLO x").reply(3, 250, {"mx"});
+  EXPECT_EQ(find(diagnose_capture(plain.c), "client_tls_on_plaintext_port"), nullptr);
+}
+
 TEST(CheckSessionEnd, AMalformedReplysBytesAreInTheEvidence) {
   builder b;
   b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").bytes(3, "250-mx\r\n550 SIZE 1\r\n", leg::upstream)
