@@ -14,8 +14,11 @@ std::string_view stripped_crlf(std::string_view line) {
 }
 
 std::size_t auth_initial_response_at(std::string_view text) {
-  auto sp = find_separator(text);
-  if (sp == std::string_view::npos || !iequals(text.substr(0, sp), "AUTH")) return std::string_view::npos;
+  // White space before the verb (refused by the relay, taken by some servers) hides nothing.
+  const std::size_t verb = text.find_first_not_of(" \t");
+  if (verb == std::string_view::npos) return std::string_view::npos;
+  auto sp = find_separator(text, verb);
+  if (sp == std::string_view::npos || !iequals(text.substr(verb, sp - verb), "AUTH")) return std::string_view::npos;
   auto sp2 = find_separator(text, sp + 1);
   return sp2 == std::string_view::npos ? sp2 : sp2 + 1;
 }

@@ -143,6 +143,10 @@ parsed_command parse_command(std::string_view line) {
   if (sp != std::string_view::npos) out.cmd.argument = std::string(line.substr(sp + 1));
   out.cmd.ph = phase_of(out.cmd.verb);
   if (out.fault != command_fault::none) return out;
+  if (!line.empty() && (line.front() == ' ' || line.front() == '\t')) {
+    out.fault = command_fault::leading_space;
+    return out;
+  }
   if (is_http_verb(out.cmd.verb) || looks_like_header(line)) {
     out.fault = command_fault::http_request;
     return out;

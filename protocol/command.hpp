@@ -35,7 +35,12 @@ struct command {
 //   forbidden_verb       XCLIENT, XFORWARD, PROXY: refused, the session goes on
 //   starttls_parameters  "STARTTLS x": RFC 3207 4 gives STARTTLS no parameters (501 5.5.4)
 //   bad_bdat             an unparseable chunk size (RFC 3030)
-enum class command_fault { none, nul_byte, bare_cr, bare_lf, http_request, forbidden_verb, starttls_parameters, bad_bdat };
+//   leading_space        white space before the verb: RFC 5321 4.1.1 has none, and a server that
+//                        skips it (Postfix's tokenizer) would run a command the relay never read
+//                        as one (" AUTH PLAIN ...", " STARTTLS")
+enum class command_fault {
+  none, nul_byte, bare_cr, bare_lf, http_request, forbidden_verb, starttls_parameters, bad_bdat, leading_space
+};
 
 struct parsed_command {
   command cmd;

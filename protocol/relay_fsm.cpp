@@ -82,8 +82,9 @@ void relay_fsm::upstream_unreachable(std::uint64_t now, std::string_view reason,
 
 void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {
   if (ended_ || out_.closed(leg::client)) return;
-  if (faults_.stalled()) {   // a stall reads nothing; what the client sends is still recorded, then dropped
-    if (observer_) observer_->on_bytes(now, leg::client, direction::in, bytes);
+  if (faults_.stalled()) {   // a stall reads nothing; what the client sends is still recorded (AUTH masked), then dropped
+    in_.append(bytes);
+    record_rest_of_client_input(now);
     return;
   }
   in_.append(bytes);
@@ -376,27 +377,30 @@ void relay_fsm::process_client_input(std::uint64_t now) {
 
 void relay_fsm::record_consumed_client_input(std::uint64_t now) { in_.record_parsed(now, observer_); }
 
-void relay_fsm::record_rest_of_client_input(std::uint64_t now) {
+void relay_fsm::mask_unparsed_auth() {
   // In a message the rest is message data. Otherwise it is command lines: an AUTH command's
-  // initial response is masked, and so is every line after an AUTH command or inside an AUTH
-  // exchange (its responses), to the end.
-  if (!in_message() && mode_ != client_mode::awaiting_data_go) {
-    const std::string_view rest = in_.unparsed();
-    const std::size_t base = in_.pos();
-    bool secret = mode_ == client_mode::awaiting_auth || mode_ == client_mode::auth_response;
-    for (std::size_t at = 0; at < rest.size();) {
-      const std::size_t lf = rest.find('\n', at);
-      const std::size_t end = lf == std::string_view::npos ? rest.size() : lf + 1;
-      const std::string_view line = stripped_crlf(rest.substr(at, end - at));
-      if (secret) {
-        in_.mask(base + at, base + end);
-      } else if (const auto sp = find_separator(line); sp != std::string_view::npos && iequals(line.substr(0, sp), "AUTH")) {
-        secret = true;
-        if (const auto ir = auth_initial_response_at(line); ir != std::string_view::npos) in_.mask(base + at + ir, base + end);
-      }
-      at = end;
+  // initial response is masked, and so is everything after an AUTH command or inside an AUTH
+  // exchange (its responses), to the end of what is recorded unparsed.
+  if (in_message() || mode_ == client_mode::awaiting_data_go) return;
+  const std::string_view rest = in_.unparsed();
+  const std::size_t base = in_.pos();
+  unparsed_secret_ = unparsed_secret_ || mode_ == client_mode::awaiting_auth || mode_ == client_mode::auth_response;
+  for (std::size_t at = 0; at < rest.size();) {
+    const std::size_t lf = rest.find('\n', at);
+    const std::size_t end = lf == std::string_view::npos ? rest.size() : lf + 1;
+    const std::string_view line = stripped_crlf(rest.substr(at, end - at));
+    if (unparsed_secret_) {
+      in_.mask(base + at, base + end);
+    } else if (const auto sp = find_separator(line); sp != std::string_view::npos && iequals(line.substr(0, sp), "AUTH")) {
+      unparsed_secret_ = true;
+      if (const auto ir = auth_initial_response_at(line); ir != std::string_view::npos) in_.mask(base + at + ir, base + end);
     }
+    at = end;
   }
+}
+
+void relay_fsm::record_rest_of_client_input(std::uint64_t now) {
+  mask_unparsed_auth();
   in_.record_and_drop_rest(now, observer_);
 }
 
@@ -404,6 +408,7 @@ void relay_fsm::record_rest_of_client_input(std::uint64_t now) {
 // client sends after it is recorded as it came, never relayed or taken as commands, as
 // Postfix's smtpd never reads it.
 bool relay_fsm::ignore_after_quit(std::uint64_t now) {
+  mask_unparsed_auth();   // recorded, never parsed: "QUIT\r\nAUTH PLAIN ..." keeps its secret
   in_.advance(in_.unparsed().size());
   if (!std::exchange(after_quit_noted_, true))
     out_.note(now, "the client sent bytes after QUIT: recorded, not relayed (QUIT ends the session)");
@@ -491,6 +496,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     std::size_t owed = owed_.size();
     out_.note(now, "command refused: " + why + "; session closed" +
                   (owed > 0 ? ", " + std::to_string(owed) + " reply(ies) owed to earlier commands not sent" : ""));
+    mask_unparsed_auth();
     in_.advance_to_end();   // what came with it (the request's headers, its body) is recorded, never read
     end_with_reply(now, make_reply(221, "2.7.0", options_.name + " Error: I can break rules, too. Goodbye."),
                    "http_command", why);
@@ -500,6 +506,8 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     case command_fault::nul_byte: return refuse(500, "5.5.2", "Syntax error: NUL in command", "NUL byte");
     case command_fault::bare_cr: return refuse(500, "5.5.2", "Syntax error: bare CR in command", "bare CR");
     case command_fault::bare_lf: return refuse(500, "5.5.2", "Syntax error: bare LF in command", "bare LF");
+    case command_fault::leading_space:
+      return refuse(500, "5.5.2", "Syntax error: white space before the command", "white space before the verb");
     case command_fault::http_request: return close_for_http();
     case command_fault::forbidden_verb:
       return refuse(500, "5.5.1", "Command not recognized", "verb never forwarded: " + cmd.verb);
@@ -606,7 +614,10 @@ void relay_fsm::take_empty_bdat_chunk(std::uint64_t now) {
 
 void relay_fsm::announce_command(std::uint64_t now, std::string_view body, const command& cmd) {
   if (!observer_) return;
+  // An AUTH line is redacted whatever its phase reads as (white space before the verb makes it "other").
   if (cmd.ph == phase::auth) observer_->on_command(now, redacted_auth_command(body));
+  else if (auth_initial_response_at(body) != std::string_view::npos)
+    observer_->on_command(now, escape_bytes(redacted_auth_command(body), limits::command_line_accepted));
   else observer_->on_command(now, escape_bytes(body, limits::command_line_accepted));
 }
 
@@ -1270,7 +1281,8 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     } else {
       // A QUIT owed its reply has what it asked for, the session's end (a destination that
       // closes after an accepted message, without its 221): 221, not a failure.
-      it->answer.parsed = it->asked.ph == phase::quit
+      // Only a plain close: a timeout or a protocol error keeps its 421 and its end reason.
+      it->answer.parsed = it->asked.ph == phase::quit && reason == "upstream_closed" && !faults_.stalled()
                               ? make_reply(221, "2.0.0", options_.name + " closing connection")
                               : make_reply(421, "4.4.2", options_.name + " upstream connection lost");
       it->answer.bytes = it->answer.parsed->raw;
@@ -1287,6 +1299,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
 }
 
 void relay_fsm::end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail) {
+  record_rest_of_client_input(now);   // bytes that came before the reply are recorded before it
   out_.say(now, r);
   end_session(now, reason, detail);
 }

@@ -234,6 +234,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // dropped: a line cut off by the end, lines behind what ended the session. AUTH material
   // among it is masked as a parsed AUTH line's would be.
   void record_rest_of_client_input(std::uint64_t now);
+  // Masks AUTH material in what is unparsed, before it is recorded without being parsed.
+  void mask_unparsed_auth();
+  bool unparsed_secret_ = false;   // an AUTH line was among bytes recorded unparsed: mask the rest
   void report_client_pause();
   void request_capture_barrier();
 

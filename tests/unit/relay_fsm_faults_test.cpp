@@ -488,6 +488,10 @@ TEST_F(FaultFsm, StallStopsAnsweringAndTheRelayGivesUpAtItsMaximum) {
   EXPECT_THAT(client("RCPT TO:<carol@example.org>\r\nDATA\r\n"), IsEmpty());
   EXPECT_THAT(client("NOOP\r\n"), IsEmpty());
   EXPECT_THAT(obs_->stream(leg::client, direction::in), HasSubstr("RCPT TO:<carol@example.org>\r\nDATA\r\nNOOP\r\n"));
+  // AUTH material sent into a stall is recorded masked, a response split across reads too.
+  client("AUTH PLAIN AHVzZXIAc2Vj");
+  client("cmV0\r\n");
+  EXPECT_THAT(obs_->stream(leg::client, direction::in), HasSubstr("NOOP\r\nAUTH PLAIN ****************\r\n"));
   EXPECT_EQ(up_, "EHLO client.example\r\n" + mail_from);
   // A stalled client is not idle in the relay's sense: no 421.
   EXPECT_THAT(timeout(leg::client), IsEmpty());

@@ -1069,6 +1069,13 @@ TEST_F(RelayFsmTest, UpstreamEofWithOnlyQuitPendingAnswersIt221) {
   EXPECT_THAT(acts, Not(Contains(client_reply("421"))));
   EXPECT_TRUE(fsm_->finished());
   EXPECT_EQ(end_reason(), "client_quit");   // the session ended as the client asked; a note says the upstream left
+  // An upstream timed out is no answer to QUIT: 421, and the end says why.
+  make();
+  greet_and_ehlo();
+  client("QUIT\r\n");
+  acts = timeout(leg::upstream);
+  EXPECT_THAT(acts, Contains(client_reply("421")));
+  EXPECT_THAT(acts, Not(Contains(client_reply("221"))));
   // Behind a command still owed its reply, the QUIT is not reached: that command gets 421.
   make();
   greet_and_ehlo();
@@ -1270,6 +1277,28 @@ TEST_F(RelayFsmTest, ALineTheEndCutOffIsRecorded) {
   timeout(leg::client);
   ASSERT_TRUE(fsm_->finished());
   EXPECT_EQ(obs_->stream(leg::client, direction::in), "EHLO client.example\r\n\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"s);
+}
+
+// White space before the verb: refused, never forwarded (a server that skips it would run
+// " AUTH PLAIN ..." or " STARTTLS" unseen by the relay), and the secret still masked.
+TEST_F(RelayFsmTest, ACommandWithWhiteSpaceBeforeItsVerbIsRefused) {
+  greet_and_ehlo();
+  EXPECT_THAT(client(" AUTH PLAIN AHVzZXIAc2VjcmV0\r\n"), ElementsAre(client_reply("500 5.5.2 ")));
+  EXPECT_THAT(client("\tSTARTTLS\r\n"), ElementsAre(client_reply("500 5.5.2 ")));
+  EXPECT_EQ(obs_->stream(leg::upstream, direction::out), "EHLO client.example\r\n");
+  const auto recorded = obs_->stream(leg::client, direction::in);
+  EXPECT_EQ(recorded.find("AHVzZXIAc2VjcmV0"), std::string::npos) << recorded;
+  for (const auto& c : obs_->commands) EXPECT_EQ(c.find("AHVzZXIAc2VjcmV0"), std::string::npos) << c;
+}
+
+// Bytes after QUIT are recorded, never parsed: an AUTH line among them keeps its secret.
+TEST_F(RelayFsmTest, AnAuthLineAfterQuitIsRecordedMasked) {
+  greet_and_ehlo();
+  client("QUIT\r\nAUTH PLAIN AHVzZXIAc2VjcmV0\r\n");
+  upstream("221 2.0.0 Bye\r\n");
+  const auto recorded = obs_->stream(leg::client, direction::in);
+  EXPECT_EQ(recorded.find("AHVzZXIAc2VjcmV0"), std::string::npos) << recorded;
+  EXPECT_NE(recorded.find("AUTH PLAIN ****"), std::string::npos) << recorded;
 }
 
 // AUTH material in bytes nothing parsed is masked as a parsed AUTH line's is: an initial
