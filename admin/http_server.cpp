@@ -100,10 +100,17 @@ request to_plain(const beast_request& req, const std::string& peer, const std::s
 // The status for a request that could not be read, or 0 when there is nobody to answer
 // (the peer left, or reset; or it was too slow: the stream's deadline closed the socket).
 // Past the header limit before the request line was whole, the line alone is too long:
-// RFC 9112 3 answers a target too long with 414 (the parser names the target once it has the line).
-int status_for_read_error(const boost::system::error_code& ec, const http::request_parser<http::string_body>& parser) {
+// RFC 9112 3 answers a target too long with 414. The parser names the target once it has
+// parsed the line (and then no longer holds it); until then the line is still in `unread`.
+int status_for_read_error(const boost::system::error_code& ec, const http::request_parser<http::string_body>& parser,
+                          const beast::flat_buffer& unread) {
   if (ec == http::error::body_limit) return 413;
-  if (ec == http::error::header_limit) return parser.get().target().empty() ? 414 : 431;
+  if (ec == http::error::header_limit) {
+    if (!parser.get().target().empty()) return 431;
+    const auto data = unread.cdata();
+    const std::string_view seen(static_cast<const char*>(data.data()), data.size());
+    return seen.find('\n') == std::string_view::npos ? 414 : 431;
+  }
   if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
       ec == http::error::partial_message || ec == asio::error::operation_aborted)
     return 0;
@@ -129,11 +136,13 @@ asio::awaitable<void> write_response(beast::tcp_stream& stream, beast_response r
 
 // RFC 9112 6.1: a server that receives a transfer coding it does not understand answers 501.
 // Beast decodes chunked only (and refuses a request whose last coding is not chunked).
-std::optional<std::string> unknown_transfer_coding(std::string_view field) {
-  for (auto coding : http::token_list{field}) {
-    std::string_view name(coding.data(), coding.size());
-    if (!beast::iequals(name, "chunked")) return std::string(name.substr(0, 64));
-  }
+std::optional<std::string> unknown_transfer_coding(const http::fields& head) {
+  auto [first, last] = head.equal_range(http::field::transfer_encoding);
+  for (auto field = first; field != last; ++field)
+    for (auto coding : http::token_list{field->value()}) {
+      std::string_view name(coding.data(), coding.size());
+      if (!beast::iequals(name, "chunked")) return std::string(name.substr(0, 64));
+    }
   return std::nullopt;
 }
 
@@ -267,7 +276,7 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
                                          std::to_string(limits.max_body_bytes), limits);
         break;
       }
-      if (auto coding = unknown_transfer_coding(head[http::field::transfer_encoding])) {
+      if (auto coding = unknown_transfer_coding(head)) {
         co_await refuse(stream, 501, "transfer coding '" + *coding + "' is not supported (only chunked)", limits);
         break;
       }
@@ -285,7 +294,7 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
       }
     }
     if (hec) {
-      if (int status = status_for_read_error(hec, parser)) {
+      if (int status = status_for_read_error(hec, parser, buffer)) {
         const std::string why =
             status == 413   ? "request body larger than the limit of " + std::to_string(limits.max_body_bytes) + " bytes"
             : status == 431 ? "request headers larger than the limit of " + std::to_string(limits.max_header_bytes) + " bytes"

@@ -71,6 +71,8 @@ std::optional<rebuild_result> rebuild_index(const fs::path& dir, std::string& er
     return std::nullopt;
   }
   if (!flush()) return std::nullopt;
+  // An unreadable file named after a session that a readable copy indexed keeps the copy's row.
+  std::erase_if(gone, [&](const std::string& session) { return file_of.contains(session); });
   // Rows of files that are gone (removed by hand, or by a prune of an older mailtap) or
   // could not be read. A capture a running relay finished meanwhile has its file: kept.
   auto rows = index->files(error);

@@ -138,10 +138,10 @@ bool sink_fsm::feed(std::string_view bytes, std::string& out) {
     std::string_view rest = std::string_view(in_).substr(pos);
     if (mode_ == mode::data) {
       std::string ignored;
-      const std::size_t taken = framer_->feed(rest, ignored);
-      pos += taken;
-      message_bytes_ += taken;
+      pos += framer_->feed(rest, ignored);
       if (framer_->ended()) {
+        // Before the terminator (RFC 1870 3: its dot is not counted; a stuffing dot here is).
+        message_bytes_ += framer_->message_bytes();
         framer_.reset();
         mode_ = mode::command;
         accept_message(out);

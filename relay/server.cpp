@@ -293,12 +293,17 @@ void server::admit(tcp::socket socket, bool implicit_tls) {
   }
   // The session is built on its own thread: building it creates its capture file, which costs
   // more than the rest of the accept (ext4 allocating an inode), and on the accepting thread it
-  // made that thread the busiest (W3: 518 against 246 µs of CPU per session, README "Performance").
+  // made that thread the busiest (README "Performance", W3).
   auto who = identity_of(socket, redirected_to);
   ++launches_pending_;
   auto executor = socket.get_executor();
   asio::post(executor, [this, start, socket = std::move(socket), who = std::move(who)]() mutable {
-    start(std::move(socket), std::move(who));
+    try {
+      start(std::move(socket), std::move(who));
+    } catch (const std::exception& e) {   // out of memory: this connection closes, the relay goes on
+      ++metrics_.session_errors;
+      spdlog::warn("a session could not be started: {}", e.what());
+    }
     --launches_pending_;
     ctx_->session_closed();   // a drain waiting for it rechecks
   });

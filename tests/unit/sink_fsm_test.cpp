@@ -204,7 +204,12 @@ TEST(SinkFsm, TheAdvertisedSizeIsEnforced) {
   EXPECT_THAT(codes(rs), testing::ElementsAre(250, 250, 250, 552));
   rs = s.feed("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nsmall\r\n.\r\n");
   EXPECT_THAT(codes(rs), testing::ElementsAre(250, 250, 354, 250));
-  EXPECT_EQ(s.fsm.messages_accepted(), 1u);
+  // Exactly the limit, its CRLFs counted and the terminator not: accepted; one more: refused.
+  rs = s.feed("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n" + std::string(98, 'x') + "\r\n.\r\n");
+  EXPECT_THAT(codes(rs), testing::ElementsAre(250, 250, 354, 250));
+  rs = s.feed("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n" + std::string(99, 'x') + "\r\n.\r\n");
+  EXPECT_THAT(codes(rs), testing::ElementsAre(250, 250, 354, 552));
+  EXPECT_EQ(s.fsm.messages_accepted(), 2u);
 }
 
 TEST(SinkFsm, BdatPayloadSplitAcrossFeeds) {
