@@ -1282,7 +1282,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
       // A QUIT owed its reply has what it asked for, the session's end (a destination that
       // closes after an accepted message, without its 221): 221, not a failure.
       // Only a plain close: a timeout or a protocol error keeps its 421 and its end reason.
-      it->answer.parsed = it->asked.ph == phase::quit && reason == "upstream_closed" && !faults_.stalled()
+      it->answer.parsed = it->asked.ph == phase::quit && reason == "upstream_closed"
                               ? make_reply(221, "2.0.0", options_.name + " closing connection")
                               : make_reply(421, "4.4.2", options_.name + " upstream connection lost");
       it->answer.bytes = it->answer.parsed->raw;
