@@ -43,6 +43,8 @@ void sink_fsm::accept_message(std::string& out) {
     return;
   }
   ++accepted_;
+  junk_commands_ = 0;
+  errors_ = 0;
   char id[40];
   std::snprintf(id, sizeof id, "%llX%06llX", static_cast<unsigned long long>(connection_id_),
                 static_cast<unsigned long long>(accepted_));
@@ -59,6 +61,17 @@ void sink_fsm::finish_chunk(std::string& out) {
   } else {
     out += format_reply(250, "2.0.0", "Ok: chunk received");
   }
+}
+
+// Postfix's smtpd: a 4xx or 5xx reply is an error, and so is each NOOP, VRFY or RSET past
+// the junk limit; at the hard limit the session ends with 421 (limits.hpp).
+bool sink_fsm::count_errors(phase ph, std::string_view reply, std::string& out) {
+  const bool junk = ph == phase::noop || ph == phase::vrfy || ph == phase::rset;
+  if (junk && ++junk_commands_ > limits::sink_junk_commands) ++errors_;
+  else if (!reply.empty() && (reply[0] == '4' || reply[0] == '5')) ++errors_;
+  if (errors_ < limits::sink_hard_errors) return true;
+  out += format_reply(421, "4.7.0", options_.hostname + " Error: too many errors");
+  return false;
 }
 
 void sink_fsm::on_start() { actions_.push_back(send_bytes{leg::client, greeting()}); }
@@ -170,7 +183,9 @@ bool sink_fsm::feed(std::string_view bytes, std::string& out) {
     std::string_view line = rest.substr(0, lf);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (mode_ == mode::auth_plain || mode_ == mode::auth_login_user || mode_ == mode::auth_login_password) {
+      const std::size_t reply_at = out.size();
       take_auth(line, out);
+      if (!count_errors(phase::auth, std::string_view(out).substr(reply_at), out)) closing_ = true;
       continue;
     }
     if (!take_line(line, out)) closing_ = true;
@@ -185,11 +200,17 @@ bool sink_fsm::feed(std::string_view bytes, std::string& out) {
 
 bool sink_fsm::take_line(std::string_view line, std::string& out) {
   parsed_command parsed = parse_command(line);
-  const command& cmd = parsed.cmd;
   if (parsed.fault == command_fault::bad_bdat) {
     out += format_reply(501, "5.5.4", "Syntax error in BDAT parameters");
     return false;
   }
+  const std::size_t reply_at = out.size();
+  if (!answer(parsed.cmd, out)) return false;
+  // A BDAT chunk is answered when its data has arrived: its errors are not counted.
+  return count_errors(parsed.cmd.ph, std::string_view(out).substr(reply_at), out);
+}
+
+bool sink_fsm::answer(const command& cmd, std::string& out) {
   switch (cmd.ph) {
     case phase::ehlo:
       reset_envelope();

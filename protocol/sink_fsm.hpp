@@ -5,7 +5,9 @@
 // PIPELINING, SIZE, 8BITMIME, SMTPUTF8, CHUNKING, ENHANCEDSTATUSCODES, DSN, AUTH PLAIN
 // LOGIN and (when the shell can do TLS) STARTTLS; answers end-of-data with
 // "250 2.0.0 Ok: queued as <id>", or 552 5.3.4 past the advertised SIZE (declared at MAIL, or
-// sent: RFC 1870). AUTH accepts any credentials unless a user is configured.
+// sent: RFC 1870). AUTH accepts any credentials unless a user is configured. Like Postfix it
+// closes with 421 4.7.0 a session that makes too many errors, or sends too many NOOP, VRFY or
+// RSET commands, without delivering mail (limits::sink_junk_commands, sink_hard_errors).
 // Single-threaded, one per connection.
 #pragma once
 #include <cstdint>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "protocol/action.hpp"
+#include "protocol/command.hpp"
 #include "protocol/data_framer.hpp"
 
 namespace mailtap::protocol {
@@ -57,6 +60,9 @@ class sink_fsm {
   void accept_message(std::string& out);
   void finish_chunk(std::string& out);
   void reset_envelope();
+  bool answer(const command& cmd, std::string& out);
+  // Counts an error or junk command; false, with 421 added to `out`, at the limit.
+  bool count_errors(phase ph, std::string_view reply, std::string& out);
 
   sink_options options_;
   std::uint64_t connection_id_;
@@ -70,6 +76,8 @@ class sink_fsm {
   std::uint64_t rcpts_ = 0;
   std::uint64_t message_bytes_ = 0;   // of the message in transfer (DATA as sent, BDAT chunk sizes)
   std::uint64_t accepted_ = 0;
+  std::size_t junk_commands_ = 0;   // since the last message accepted
+  std::size_t errors_ = 0;          // since the last message accepted
   bool closing_ = false;
   bool tls_active_ = false;
   bool tls_requested_ = false;

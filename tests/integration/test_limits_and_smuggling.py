@@ -8,7 +8,7 @@ import threading
 import time
 import unittest
 
-from harness import (IntegrationTest, LOOPBACK, bare_cr_lf_positions, dot_unstuff, make_message,
+from harness import (ConnectionClosed, IntegrationTest, LOOPBACK, bare_cr_lf_positions, parse_replies, dot_unstuff, make_message,
                      memory_bound_kib, normalized_message, show_json, wait_until)
 
 # SMTP smuggling (CVE-2023-51764/5/6): every end-of-data look-alike to test.
@@ -236,7 +236,8 @@ class CommandLimits(IntegrationTest):
 
 
 class PipeliningFlood(IntegrationTest):
-    """1,000,000 pipelined NOOPs without reading a reply must not grow mailtap's memory."""
+    """1,000,000 pipelined NOOPs without reading a reply must not grow mailtap's memory, and
+    the built-in sink ends a NOOP flood as Postfix does."""
 
     FLOOD_COMMANDS = 1_000_000
     SEND_LIMIT_S = 20.0
@@ -253,7 +254,10 @@ class PipeliningFlood(IntegrationTest):
         # largest record type plus a shared_ptr, and each reply's heap-allocated lines), so several
         # records per NOOP (command, upstream-out bytes, reply, stage, ...) pile up without bound
         # while the single writer thread serialises them.
-        mailtap = self.start_mailtap()    # built-in sink: its memory is mailtap's memory too
+        # smtp-sink answers NOOPs for ever (the built-in sink ends a flood: test below), so
+        # what is measured is the relay's own holding of a flood.
+        sink = self.start_smtp_sink(dump=False)
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port))
         c = self.greeted_client(mailtap.port)
         baseline = mailtap.rss_kib()
         payload = b"NOOP\r\n" * self.FLOOD_COMMANDS
@@ -307,6 +311,28 @@ class PipeliningFlood(IntegrationTest):
         # order and all 250 (read a bounded number of them).
         first = c.replies(1000, timeout=30)
         self.assertEqual({r.code for r in first}, {250})
+
+    def test_builtin_sink_ends_a_noop_flood_like_postfix(self):
+        # Postfix's smtpd_junk_command_limit (100) and smtpd_hard_error_limit (20): past 100
+        # NOOPs each counts as an error, and the 20th error gets 421 4.7.0 and the close. So
+        # a client cannot make the capture grow without bound by NOOPs alone.
+        mailtap = self.start_mailtap()
+        c = self.greeted_client(mailtap.port)
+        c.send(b"NOOP\r\n" * 1000)
+        replies = []
+        with self.assertRaises(ConnectionClosed):
+            for _ in range(1001):
+                replies.append(c.reply(10))
+        # The sink's 421, then the relay's own for a NOOP still owed a reply when the sink closed.
+        self.assertEqual([r.code for r in replies[:121]], [250] * 120 + [421])
+        self.assertIn("too many errors", replies[120].text)
+        self.assertLessEqual(len(replies), 122)
+        self.assertEqual({r.code for r in replies[120:]}, {421})
+        [cap] = mailtap.wait_captures(1)
+        self.assertEqual(cap.problems(), [])
+        self.assertEqual(parse_replies(cap.bytes_of("upstream", "in"))[-1].code, 421)
+        recorded = [r.code for r in parse_replies(cap.bytes_of("client", "out"))]
+        self.assertEqual(recorded[-len(replies):], [r.code for r in replies])
 
 
 if __name__ == "__main__":

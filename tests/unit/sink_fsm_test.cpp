@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "protocol/capabilities.hpp"
+#include "protocol/limits.hpp"
 #include "protocol/reply.hpp"
 #include "protocol/sink_fsm.hpp"
 
@@ -261,6 +262,58 @@ TEST(SinkFsm, OtherCommands) {
   sink_session s;
   auto rs = s.feed("NOOP\r\nVRFY x\r\nHELP\r\nFROB\r\nEXPN list\r\n");
   EXPECT_THAT(codes(rs), testing::ElementsAre(250, 252, 214, 500, 502));
+}
+
+std::string repeated(std::string_view line, std::size_t n) {
+  std::string out;
+  for (std::size_t i = 0; i < n; ++i) out += line;
+  return out;
+}
+
+// Postfix's smtpd_junk_command_limit and smtpd_hard_error_limit: a NOOP flood ends with 421.
+TEST(SinkFsm, TooManyJunkCommandsEndTheSessionWith421) {
+  sink_session s;
+  const std::size_t allowed = limits::sink_junk_commands + limits::sink_hard_errors - 1;
+  auto rs = s.feed(repeated("NOOP\r\n", allowed));
+  EXPECT_EQ(rs.size(), allowed);
+  EXPECT_TRUE(s.open);
+  auto last = s.feed("NOOP\r\nNOOP\r\n");   // the limit's NOOP is answered, then 421; the next is not read
+  EXPECT_THAT(codes(last), testing::ElementsAre(250, 421));
+  EXPECT_EQ(last.back().enhanced, "4.7.0");
+  EXPECT_FALSE(s.open);
+  EXPECT_TRUE(s.fsm.finished());
+}
+
+TEST(SinkFsm, TooManyErrorsEndTheSessionWith421) {
+  sink_session s;
+  auto rs = s.feed(repeated("FROB\r\n", limits::sink_hard_errors - 1));
+  EXPECT_EQ(rs.size(), limits::sink_hard_errors - 1);
+  EXPECT_TRUE(s.open);
+  auto last = s.feed("RCPT TO:<a@b>\r\n");
+  EXPECT_THAT(codes(last), testing::ElementsAre(503, 421));
+  EXPECT_FALSE(s.open);
+}
+
+TEST(SinkFsm, ADeliveredMessageStartsTheCountsOver) {
+  sink_session s;
+  s.feed("EHLO c\r\n" + repeated("FROB\r\n", limits::sink_hard_errors - 1) +
+         repeated("NOOP\r\n", limits::sink_junk_commands));
+  auto sent = s.feed("MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n");
+  EXPECT_THAT(codes(sent), testing::ElementsAre(250, 250, 354));
+  EXPECT_THAT(codes(s.feed("x\r\n.\r\n")), testing::ElementsAre(250));
+  auto again = s.feed(repeated("FROB\r\n", limits::sink_hard_errors - 1) + repeated("NOOP\r\n", limits::sink_junk_commands));
+  EXPECT_EQ(again.size(), limits::sink_hard_errors - 1 + limits::sink_junk_commands);
+  EXPECT_TRUE(s.open);
+  EXPECT_THAT(codes(s.feed("FROB\r\n")), testing::ElementsAre(500, 421));
+}
+
+// An AUTH exchange's refusals count as errors too.
+TEST(SinkFsm, RefusedAuthResponsesCountAsErrors) {
+  sink_session s;
+  auto rs = s.feed(repeated("AUTH PLAIN !!!\r\n", limits::sink_hard_errors));
+  ASSERT_EQ(rs.size(), limits::sink_hard_errors + 1);
+  EXPECT_EQ(rs.back().code, 421);
+  EXPECT_FALSE(s.open);
 }
 
 TEST(SinkFsm, QuitClosesTheLegAfterItsReply) {
