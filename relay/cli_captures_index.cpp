@@ -3,6 +3,7 @@
 // is missing or does not cover the directory yet; a corrupt one is reported in one line and
 // rebuilt by reindex. Output: one line per session, newest first, or one JSON document per
 // session with --json (README "Finding a session").
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cstdio>
 #include <iostream>
@@ -107,13 +108,16 @@ std::string text_line(const captures::session_summary& s) {
   std::string code = "-", envelope;
   for (const auto& t : s.transactions) {   // the first transaction not delivered, else the last
     code = t.final_code ? std::to_string(t.final_code) : "-";
-    // Every recipient refused (no DATA, so no final reply): the first refusal is what made the outcome.
-    if (!t.final_code)
-      for (int rc : t.rcpt_codes)
-        if (rc >= 400) {
-          code = std::to_string(rc);
-          break;
-        }
+    // Every recipient refused: the refusals made the outcome (FORMAT.md "Transaction outcome"),
+    // so the first of the outcome's class is shown, not DATA's "no valid recipients" that a
+    // pipelining client (Postfix) still gets, nor "-" when no DATA followed.
+    const bool every_recipient_refused =
+        !t.rcpt_codes.empty() && std::all_of(t.rcpt_codes.begin(), t.rcpt_codes.end(), [](int c) { return c >= 400; });
+    if (every_recipient_refused) {
+      const int wanted_class = t.outcome == "tempfailed" ? 4 : 5;
+      auto it = std::find_if(t.rcpt_codes.begin(), t.rcpt_codes.end(), [&](int c) { return c / 100 == wanted_class; });
+      code = std::to_string(it != t.rcpt_codes.end() ? *it : t.rcpt_codes.front());
+    }
     envelope = "<" + t.mail_from + "> -> " + (t.rcpt_to.empty() ? "(none)" : t.rcpt_to.front());
     if (t.rcpt_to.size() > 1) envelope += ", +" + std::to_string(t.rcpt_to.size() - 1);
     if (t.outcome != "delivered") break;

@@ -136,6 +136,20 @@ class CapturesIndex(IntegrationTest):
                       if self.ids[9] in l]
         self.assertRegex(refused, r"\brejected\s+552\s+<")
 
+    def test_list_shows_the_recipients_refusal_when_data_followed_it(self):
+        # A pipelining client (Postfix) sends DATA whatever its RCPT replies say, and gets
+        # "no valid recipients": the outcome comes from the refusals, and so does the code shown.
+        c = self.greeted_client(self.mailtap.port)
+        c.send(b"MAIL FROM:<p@pipelining.example>\r\nRCPT TO:<y@full.example>\r\nDATA\r\n")
+        self.assertEqual([r.code for r in c.replies(3, timeout=10)], [250, 552, 503])
+        self.quit(c)
+        wait_until(lambda: self.index_rows() == SESSIONS + 1, 10, "the pipelined session in the index")
+        (s,) = self.search("--from", "p@pipelining.example")
+        self.assertEqual((s["outcome"], s["transactions"][0]["final_code"]), ("rejected", 503))
+        r = self.captures("search", "--from", "p@pipelining.example")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertRegex(r.stdout.decode().splitlines()[0], r"\brejected\s+552\s+<p@pipelining.example>")
+
     def test_reindex_rebuilds_an_index_equal_to_the_live_one(self):
         wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
         live = self.search()
