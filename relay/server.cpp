@@ -37,6 +37,10 @@ server::server(const config& cfg, captures::store* store) : cfg_(cfg), store_(st
   std::size_t threads = cfg.threads != 0 ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
   for (std::size_t i = 0; i < threads; ++i) contexts_.push_back(std::make_unique<asio::io_context>(1));
   sessions_closed_.emplace(contexts_.front()->get_executor());
+  idle_memory_.emplace(*contexts_.front(), [this] {
+    return metrics_.sessions_active.load() == 0 && launches_pending_.load() == 0 &&
+           metrics_.proxy_headers_pending.load() == 0;
+  });
 }
 
 server::~server() {
@@ -117,9 +121,11 @@ bool server::start(std::string& error) {
   }
   ctx_->faults = faults_.get();
   ctx_->session_closed = [this] {
-    // Only a drain waits for sessions to end: no cross-thread wake-up otherwise.
-    if (draining_.load() && metrics_.sessions_active.load() == 0)
-      asio::post(*contexts_.front(), [this] { sessions_closed_->notify(); });
+    // A drain waits for sessions to end; otherwise the last one arms the idle memory release,
+    // at most one cross-thread wake-up per idle_memory's settle time.
+    if (metrics_.sessions_active.load() != 0) return;
+    if (draining_.load()) asio::post(*contexts_.front(), [this] { sessions_closed_->notify(); });
+    else idle_memory_->on_idle();
   };
   if (cfg_.upstream) {
     ctx_->upstream = {*cfg_.upstream, cfg_.upstream->to_string(), false};

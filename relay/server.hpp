@@ -21,6 +21,7 @@
 #include "policies/engine.hpp"
 #include "relay/config.hpp"
 #include "relay/event_hub.hpp"
+#include "relay/idle_memory.hpp"
 #include "relay/metrics.hpp"
 #include "relay/session.hpp"
 #include "relay/sink_server.hpp"
@@ -111,6 +112,8 @@ class server {
   std::atomic<std::size_t> launches_pending_{0};
   // The last session ended during a drain (relay_context::session_closed): the drain's wait.
   std::optional<wake_signal> sessions_closed_;
+  // The last session ended: free heap pages go back to the kernel after a moment's idle.
+  std::optional<idle_memory> idle_memory_;
 };
 
 }  // namespace mailtap
