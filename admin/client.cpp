@@ -72,14 +72,13 @@ client_response http_call(const endpoint& server, const client_request& req, std
         return;
       }
       asio::async_write(socket, asio::buffer(wire), [&](auto wec, std::size_t) {
-        if (wec) {
-          failure = wec;
-          return;
-        }
+        // A server that refuses a request before its end (413) answers, then closes: the write
+        // fails, and the answer may still be there to read.
+        if (wec) failure = wec;
         auto buffer = asio::dynamic_buffer(raw, max_client_response_bytes);
         asio::async_read(socket, buffer, [&](auto rec, std::size_t) {
           if (rec == asio::error::not_found) too_large = true;
-          else if (rec != asio::error::eof) failure = rec;
+          else if (rec != asio::error::eof && !failure) failure = rec;
         });
       });
     });

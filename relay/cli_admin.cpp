@@ -8,12 +8,10 @@
 #include <boost/json/value.hpp>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
-#include <iterator>
-#include <sstream>
 
 #include "admin/client.hpp"
+#include "config_reader/document.hpp"
 #include "relay/cli.hpp"
 #include "relay/config.hpp"
 
@@ -144,13 +142,25 @@ void print_sessions(const json::value& doc) {
 }
 
 // A rule file's text ("-": standard input) and its media type: JSON for *.json, else TOML.
-bool read_rules(const std::string& file, std::string& body, std::string& type) {
+// The rules as the relay will take them: a regular file (or stdin) of at most the admin API's
+// body limit (admin/http_server.hpp), so an oversized file is named here and never half sent.
+constexpr std::size_t rules_max_bytes = 256 * 1024;
+
+bool read_rules(const std::string& file, std::string& body, std::string& type, std::string& problem) {
   if (file == "-") {
-    body.assign(std::istreambuf_iterator<char>(std::cin), {});
+    body.resize(rules_max_bytes + 1);
+    std::cin.read(body.data(), static_cast<std::streamsize>(body.size()));
+    body.resize(static_cast<std::size_t>(std::cin.gcount()));
+    if (std::cin.bad()) problem = "cannot read standard input";
+    else if (body.size() > rules_max_bytes) problem = "larger than " + std::to_string(rules_max_bytes) + " bytes";
+    if (!problem.empty()) return false;
   } else {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) return false;
-    body.assign(std::istreambuf_iterator<char>(in), {});
+    auto read = config_reader::read_file(file, rules_max_bytes);
+    if (!read.ok()) {
+      problem = read.problem;
+      return false;
+    }
+    body = std::move(read.text);
   }
   const bool is_json = file.size() > 5 && file.compare(file.size() - 5, 5, ".json") == 0;
   const bool looks_json = !body.empty() && (body.find_first_not_of(" \t\r\n") != std::string::npos) &&
@@ -162,20 +172,25 @@ bool read_rules(const std::string& file, std::string& body, std::string& type) {
 void register_faults(CLI::App& app, int& exit_code) {
   auto* faults = app.add_subcommand("faults", "Fault rules of a running relay, through its admin API");
   faults->require_subcommand(1);
+  // Each subcommand binds its own options: CLI11 fills an option from its environment variable
+  // when that subcommand's own flag was not given, so options shared between subcommands let
+  // $MAILTAP_ADMIN override the --admin given to another one.
   auto o = std::make_shared<admin_options>();
 
   auto* list = faults->add_subcommand("list", "List the rules in force: type, phases, injections");
   add_admin_options(list, *o);
   list->callback([o, &exit_code] { exit_code = call("faults list", *o, {"GET", "/api/v1/faults", "", "", ""}, print_faults); });
 
+  o = std::make_shared<admin_options>();
   auto* add = faults->add_subcommand("add", "Add the [[fault]] rules of a TOML file (or a JSON one, *.json; - reads stdin)");
   auto file = std::make_shared<std::string>();
   add->add_option("file", *file, "Rule file: [[fault]] tables (TOML), or JSON; '-' for standard input")->required();
   add_admin_options(add, *o);
   add->callback([o, file, &exit_code] {
     admin::client_request req{"POST", "/api/v1/faults", "", "", ""};
-    if (!read_rules(*file, req.body, req.content_type)) {
-      std::fprintf(stderr, "mailtap faults add: %s: cannot read the file\n", file->c_str());
+    std::string problem;
+    if (!read_rules(*file, req.body, req.content_type, problem)) {
+      std::fprintf(stderr, "mailtap faults add: %s: %s\n", file->c_str(), problem.c_str());
       exit_code = exit_usage;
       return;
     }
@@ -184,6 +199,7 @@ void register_faults(CLI::App& app, int& exit_code) {
     });
   });
 
+  o = std::make_shared<admin_options>();
   auto* remove = faults->add_subcommand("remove", "Remove one rule by name (sessions already open keep it)");
   auto name = std::make_shared<std::string>();
   remove->add_option("name", *name, "Rule name")->required();
@@ -193,6 +209,7 @@ void register_faults(CLI::App& app, int& exit_code) {
                      [](const json::value& doc) { std::printf("removed %s\n", str(doc.at("removed")).c_str()); });
   });
 
+  o = std::make_shared<admin_options>();
   auto* reset = faults->add_subcommand("reset", "Remove every rule with its state and counts (between tests)");
   add_admin_options(reset, *o);
   reset->callback([o, &exit_code] {

@@ -368,6 +368,42 @@ class Faults(AdminTest):
         code, out, err = self.cli("faults", "reset")
         self.assertEqual((code, out), (0, "reset: 1 rule(s) removed\n"), err)
 
+    def test_the_cli_names_a_rule_file_it_cannot_send(self):
+        # A fourth trial: a directory aborted the CLI (exit 134, an uncaught ios_failure), and
+        # a file past the API's body limit read "cannot reach the admin API: Broken pipe".
+        code, out, err = self.cli("faults", "add", self.workdir)
+        self.assertEqual((code, out, err), (2, "", "mailtap faults add: %s: Is a directory\n" % self.workdir))
+        huge = os.path.join(self.workdir, "huge.toml")
+        with open(huge, "w") as f:
+            f.write("#" * (300 * 1024))
+        code, out, err = self.cli("faults", "add", huge)
+        self.assertEqual((code, out, err), (2, "", "mailtap faults add: %s: file larger than 262144 bytes\n" % huge))
+        code, out, err = self.cli("faults", "add", "-", stdin=b"#" * (300 * 1024))
+        self.assertEqual((code, out, err), (2, "", "mailtap faults add: -: larger than 262144 bytes\n"))
+        self.assertEqual(self.get_json("/api/v1/faults")["faults"], [])
+
+    def test_the_admin_flag_wins_over_the_environment_in_every_subcommand(self):
+        # A fourth trial: with $MAILTAP_ADMIN set, `faults list --admin OTHER` talked to
+        # $MAILTAP_ADMIN's relay (the subcommands shared their options, and CLI11 filled them
+        # from the environment of those not given), so a CI job could reset another relay's rules.
+        env = dict(os.environ, MAILTAP_ADMIN="%s:%d" % (LOOPBACK, self.admin))
+        for args in (["faults", "list"], ["faults", "reset"], ["faults", "remove", "x"], ["sessions", "list"]):
+            r = subprocess.run([mailtap_bin(), *args, "--admin", "127.0.0.1:1"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+            self.assertEqual(r.returncode, 1, (args, r.stdout, r.stderr))
+            self.assertIn(b"127.0.0.1:1", r.stderr, args)
+        rules = os.path.join(self.workdir, "full.toml")
+        with open(rules, "w") as f:
+            f.write(FULL_TOML)
+        r = subprocess.run([mailtap_bin(), "faults", "add", rules, "--admin", "127.0.0.1:1"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(self.get_json("/api/v1/faults")["faults"], [])
+        # Without the flag, the environment is used.
+        r = subprocess.run([mailtap_bin(), "faults", "add", rules], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual((r.returncode, r.stdout), (0, b"added full\n"), r.stderr)
+
     def test_the_cli_without_a_relay_exits_1(self):
         r = subprocess.run([mailtap_bin(), "faults", "list", "--admin", "127.0.0.1:1"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
