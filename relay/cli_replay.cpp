@@ -121,11 +121,14 @@ void print_runs(const std::vector<replay::client_run>& runs, bool json, bool sev
     return;
   }
   for (const auto& r : runs) {
-    const std::string result = r.unreadable ? "UNREADABLE" : r.diverged ? "DIVERGED " + replay::divergence_key(r) : "matched";
+    const std::string result = r.unreadable    ? "UNREADABLE"
+                               : r.unreachable ? "UNREACHABLE " + r.error
+                               : r.diverged    ? "DIVERGED " + replay::divergence_key(r)
+                                               : "matched";
     std::cout << r.path << "  " << result << "\n";
   }
   for (const auto& r : runs)
-    if (r.diverged && !r.unreadable) std::cout << "\n" << replay::render_client_text(r);
+    if (r.diverged && !r.unreadable && !r.unreachable) std::cout << "\n" << replay::render_client_text(r);
   std::cout << "\n" << replay::render_summary_text(replay::summarize(runs));
 }
 
@@ -148,6 +151,13 @@ void run_client(const client_opts& o, int& exit_code) {
   options.client.auth_user = o.auth_user;
   options.client.auth_password = o.auth_password;
   options.client.compare_text = o.compare_text;
+
+  // Opened before any mail is sent: a path that cannot be written stops the run, not its report.
+  std::ofstream junit;
+  if (!o.junit.empty()) {
+    junit.open(o.junit, std::ios::binary | std::ios::trunc);
+    if (!junit) return usage_error("client", "--junit " + o.junit + ": cannot write the file", exit_code);
+  }
 
   std::vector<std::filesystem::path> paths;
   bool several = false;
@@ -172,11 +182,10 @@ void run_client(const client_opts& o, int& exit_code) {
   }
   print_runs(runs, o.json, several);
   std::cout.flush();
-  if (!o.junit.empty()) {
-    std::ofstream out(o.junit, std::ios::binary | std::ios::trunc);
-    out << replay::render_junit(runs);
-    out.close();
-    if (!out) {
+  if (junit.is_open()) {
+    junit << replay::render_junit(runs);
+    junit.close();
+    if (!junit) {
       std::fprintf(stderr, "mailtap replay client: --junit %s: cannot write the file\n", o.junit.c_str());
       unreadable = true;
     }

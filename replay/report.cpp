@@ -153,7 +153,8 @@ std::vector<std::string> divergence_keys(const client_run& r) {
 
 std::string render_client_text(const client_run& r) {
   std::string out = "capture   " + captures::terminal_safe(r.path) + "\n";
-  if (r.unreadable || (!r.error.empty() && r.results.empty())) {
+  // Nothing was compared: the capture could not be read, or the target not reached.
+  if (r.unreadable || r.unreachable || (!r.error.empty() && r.results.empty())) {
     return out + "error     " + captures::terminal_safe(r.error) + "\n";
   }
   const auto n = count_statuses(r);
@@ -192,7 +193,7 @@ std::string render_client_json(const client_run& r) {
   o["capture"] = captures::utf8_safe(r.path);
   o["session"] = captures::utf8_safe(r.session);
   o["target"] = r.target;
-  o["result"] = r.unreadable ? "unreadable" : r.diverged ? "diverged" : "matched";
+  o["result"] = r.unreadable ? "unreadable" : r.unreachable ? "unreachable" : r.diverged ? "diverged" : "matched";
   o["error"] = captures::utf8_safe(r.error);
   o["seconds"] = r.seconds;
   json::array steps;
@@ -223,18 +224,20 @@ run_summary summarize(const std::vector<client_run>& runs) {
   run_summary s;
   for (const auto& r : runs) {
     if (r.unreadable) ++s.unreadable;
+    else if (r.unreachable) ++s.unreachable;
     else if (r.diverged) ++s.diverged;
     else ++s.matched;
-    if (!r.unreadable && r.diverged)
+    if (!r.unreadable && !r.unreachable && r.diverged)
       for (const auto& key : divergence_keys(r)) ++s.by_divergence[key];
   }
   return s;
 }
 
 std::string render_summary_text(const run_summary& s) {
-  std::string out = "replayed " + std::to_string(s.matched + s.diverged + s.unreadable) + " capture(s): " +
-                    std::to_string(s.matched) + " matched, " + std::to_string(s.diverged) + " diverged, " +
-                    std::to_string(s.unreadable) + " unreadable\n";
+  std::string out = "replayed " + std::to_string(s.matched + s.diverged + s.unreachable + s.unreadable) +
+                    " capture(s): " + std::to_string(s.matched) + " matched, " + std::to_string(s.diverged) +
+                    " diverged, " + std::to_string(s.unreachable) + " unreachable, " + std::to_string(s.unreadable) +
+                    " unreadable\n";
   for (const auto& [key, n] : s.by_divergence) out += "  " + pad(std::to_string(n), 6) + captures::terminal_safe(key) + "\n";
   return out;
 }
@@ -244,6 +247,7 @@ std::string render_summary_json(const run_summary& s) {
   for (const auto& [key, n] : s.by_divergence) by[captures::utf8_safe(key)] = n;
   return json::serialize(json::object{{"summary", json::object{{"matched", s.matched},
                                                                  {"diverged", s.diverged},
+                                                                 {"unreachable", s.unreachable},
                                                                  {"unreadable", s.unreadable},
                                                                  {"by_divergence", std::move(by)}}}});
 }

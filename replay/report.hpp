@@ -44,7 +44,8 @@ std::string divergence_key(const client_run& r);
 std::vector<std::string> divergence_keys(const client_run& r);
 
 struct run_summary {
-  std::size_t matched = 0, diverged = 0, unreadable = 0;
+  // Each capture counts in one: an unreachable target is neither a match nor a divergence.
+  std::size_t matched = 0, diverged = 0, unreachable = 0, unreadable = 0;
   std::map<std::string, std::size_t> by_divergence;   // a divergence key -> captures that have it
 };
 run_summary summarize(const std::vector<client_run>& runs);

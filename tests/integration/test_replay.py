@@ -349,7 +349,7 @@ class ReplayClientTest(ReplayTest):
         self.assertLess(elapsed, 60, "200 captures, 20 at a time, in bounded time")
         lines = r.stdout.decode().splitlines()
         self.assertEqual(json.loads(lines[-1])["summary"],
-                         {"matched": 200, "diverged": 0, "unreadable": 0, "by_divergence": {}})
+                         {"matched": 200, "diverged": 0, "unreachable": 0, "unreadable": 0, "by_divergence": {}})
         suite = ET.parse(junit).getroot().find("testsuite")
         self.assertEqual((suite.get("tests"), suite.get("failures"), suite.get("errors")), ("200", "0", "0"))
         self.assertEqual(len(suite.findall("testcase")), 200)
@@ -420,6 +420,36 @@ class ReplayClientTest(ReplayTest):
         self.assertIn("cannot connect", json.loads(r.stdout)["error"])
         suite = ET.parse(junit).getroot().find("testsuite")
         self.assertEqual((suite.get("tests"), suite.get("failures"), suite.get("errors")), ("1", "0", "1"))
+
+    def test_an_unreachable_server_is_no_divergence_in_the_summary(self):
+        # A fourth trial: a closed port read "6 diverged" with a table of invented divergences.
+        caps = self.record(count=2)
+        d = os.path.dirname(caps[0].path)
+        port = free_port()
+        r = replay_client(d, "--to", "127.0.0.1:%d" % port)
+        self.assertEqual(r.returncode, 1, r.stderr.decode())
+        out = r.stdout.decode()
+        self.assertEqual(out.count("  UNREACHABLE cannot connect"), 2, out)
+        self.assertIn("replayed 2 capture(s): 0 matched, 0 diverged, 2 unreachable, 0 unreadable\n", out)
+        self.assertNotIn("not_sent", out)
+        r = replay_client(d, "--to", "127.0.0.1:%d" % port, "--json")
+        lines = [json.loads(l) for l in r.stdout.decode().splitlines()]
+        self.assertEqual([l["result"] for l in lines[:2]], ["unreachable", "unreachable"])
+        self.assertEqual(lines[2]["summary"], {"matched": 0, "diverged": 0, "unreachable": 2, "unreadable": 0,
+                                               "by_divergence": {}})
+
+    def test_an_unwritable_junit_path_stops_the_run_before_any_mail(self):
+        # A fourth trial: the messages were delivered, and only then "--junit: cannot write".
+        sink = self.start_smtp_sink(dump=False)
+        cap = self.record(upstream="%s:%d" % (LOOPBACK, sink.port))[0]
+        wait_until(lambda: sink.messages_counted() >= 1, 20, "the recorded message at smtp-sink")
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, sink.port), "--junit", self.workdir)
+        err = r.stderr.decode().strip().splitlines()
+        self.assertEqual((r.returncode, len(err)), (2, 1), err)
+        self.assertIn("--junit %s: cannot write the file" % self.workdir, err[0])
+        self.assertEqual(r.stdout, b"")
+        time.sleep(0.5)
+        self.assertEqual(sink.messages_counted(), 1)
 
     def test_pipelined_bdat_chunks_are_replayed_byte_for_byte(self):
         m = self.start_mailtap(env=self.env)   # the built-in sink offers CHUNKING and PIPELINING

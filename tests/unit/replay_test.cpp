@@ -832,6 +832,15 @@ TEST(ReplayReport, JunitHasATestcasePerCaptureAndFailuresForDivergence) {
   EXPECT_EQ(sum.diverged, 1u);
   EXPECT_EQ(sum.unreadable, 1u);
   EXPECT_EQ(sum.by_divergence.at("rcpt 250 -> 450"), 1u);
+  // A target not reached: its unsent steps are no divergence.
+  client_run unreached = bad;
+  unreached.unreachable = true;
+  unreached.error = "cannot connect to 127.0.0.1:9: Connection refused";
+  const auto with_unreached = summarize({ok, unreached});
+  EXPECT_EQ((std::vector<std::size_t>{with_unreached.matched, with_unreached.diverged, with_unreached.unreachable}),
+            (std::vector<std::size_t>{1, 0, 1}));
+  EXPECT_TRUE(with_unreached.by_divergence.empty());
+  EXPECT_EQ(render_client_text(unreached), "capture   \nerror     cannot connect to 127.0.0.1:9: Connection refused\n");
 }
 
 // A skipped step (AUTH without credentials) was not replayed: it is not counted as matched.
