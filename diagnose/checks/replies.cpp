@@ -40,8 +40,15 @@ bool relay_upstream_loss_reply(const conversation& c, const exchange& x) {
   // check reports it (it read as the destination closing the session).
   if ((reason == "upstream_starttls_injection" || reason == "starttls_injection") && r.code == 421) return true;
   return (reason == "upstream_closed" || reason == "upstream_protocol_error" || reason == "upstream_timeout" ||
-          reason == "client_timeout") &&
+          reason == "upstream_tls_failed" || reason == "client_timeout") &&
          (r.code == 421 || r.code == 451) && r.enhanced.rfind("4.4.", 0) == 0;
+}
+
+// The relay's 454 to STARTTLS when TLS to the destination failed and the settings forbid going
+// on in plaintext: checks/session_end.cpp reports it (tls_unavailable, from the destination).
+bool relay_upstream_tls_refusal(const conversation& c, const exchange& x) {
+  return x.source == origin::relay && !x.fault && x.reply->reply.code == 454 && c.cap->end &&
+         c.cap->end->reason == "upstream_tls_failed";
 }
 
 // The relay's refusal of a command it would not forward (bare CR/LF, NUL, a forbidden verb):
@@ -109,7 +116,9 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
     if (x.edit || r.klass() < 4 || r.klass() > 5) continue;
     if (x.ph == phase::banner) greeting_refused = greeting_refused || r.klass() == 5;
     else if (greeting_refused && r.code == 503) continue;   // RFC 5321 3.1: every command after a 554 greeting
-    if (relay_syntax_refusal(x) || follows_refused_recipients(c, x) || relay_upstream_loss_reply(c, x)) continue;
+    if (relay_syntax_refusal(x) || follows_refused_recipients(c, x) || relay_upstream_loss_reply(c, x) ||
+        relay_upstream_tls_refusal(c, x))
+      continue;
     // The relay's 454 after a failed upstream handshake: checks/tls.cpp reports the fall-back.
     if (x.source == origin::relay && r.code == 454 && upstream_tls_fallback(c)) continue;
 
@@ -135,8 +144,16 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
     if (v.refined && !f.vendor.empty())
       f.explanation += " (The wording is " + v.vendor + "'s; the code alone says " +
                        classify_by_code(x.ph, r.code, r.enhanced).mode + ".)";
-    if (x.source == origin::relay)
+    if (x.source == origin::relay && v.mode == "service_closing") {
+      // The relay's own closing 421 (a drain past its deadline, say): the destination did not close.
+      f.title = "mailtap closed the session with 421";
+      f.explanation = "mailtap answered 421 and closed the client's connection (RFC 5321 3.8): it was stopping "
+                      "(a drain past its deadline) or its upstream leg had ended; the session's end reason says "
+                      "which. A sender keeps any message not yet accepted queued and tries again later.";
+      f.action = "Read the session's end reason, and mailtap's log lines with its session id.";
+    } else if (x.source == origin::relay) {
       f.explanation += " This reply was made by mailtap itself, not by the destination.";
+    }
     f.evidence = evidence_of(x);
     if (x.fault) {
       f.rule = x.fault->fault.rule;

@@ -497,6 +497,32 @@ TEST(CheckTls, AClientHelloOnThePlaintextPortIsNamed) {
   EXPECT_EQ(find(diagnose_capture(plain.c), "client_tls_on_plaintext_port"), nullptr);
 }
 
+// A fourth trial: an upstream certificate refused under a required verification gave, beside
+// the tls_unavailable error, the relay's 454 as "command_rejected at other" and its closing 421
+// as "destination closed the session with 421 ... made by mailtap itself".
+TEST(CheckSessionEnd, ARefusedUpstreamCertificateIsOneFinding) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").reply(3, 250, {"mx", "STARTTLS"}).cmd(4, "STARTTLS")
+      .reply(5, 220, {"2.0.0 Ready"}).note(7, "TLS on the upstream leg failed: certificate verify failed")
+      .reply(7, 454, {"4.7.0 TLS not available: certificate verify failed"}, leg::client)
+      .reply(7, 421, {"4.4.2 mailtap closing: upstream connection is closed"}, leg::client)
+      .ended("upstream_tls_failed", "certificate verify failed");
+  auto d = diagnose_capture(b.c);
+  EXPECT_EQ(ids(d), std::vector<std::string>{"tls_unavailable"});
+}
+
+TEST(CheckReplies, TheRelaysOwnClosing421IsNotTheDestinations) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").reply(3, 250, {"mx"}).cmd(4, "NOOP")
+      .reply(30000, 421, {"4.3.2 mailtap shutting down"}, leg::client).ended("drain", "deadline passed");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "service_closing");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->source, origin::relay);
+  EXPECT_EQ(f->title, "mailtap closed the session with 421");
+  EXPECT_EQ(f->explanation.find("destination answered"), std::string::npos) << f->explanation;
+}
+
 TEST(CheckSessionEnd, AMalformedReplysBytesAreInTheEvidence) {
   builder b;
   b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").bytes(3, "250-mx\r\n550 SIZE 1\r\n", leg::upstream)
