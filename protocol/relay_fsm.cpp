@@ -1248,6 +1248,9 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
   remember_upstream_loss(reason, detail);
   out_.note(now, std::string(reason) + ": " + std::string(detail));
   if (!greeted_) {
+    // The wait for a greeting that never came is the upstream's: the banner stage says so.
+    if (observer_ && connected_us_ != 0)
+      observer_->on_stage({phase::banner, connected_us_, now - connected_us_, now - connected_us_, 0});
     end_with_reply(now, make_reply(421, "4.4.1", options_.name + " upstream did not greet: " + std::string(detail)), reason,
                    detail);
     return;
@@ -1266,6 +1269,8 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     return;
   }
   if (it) {
+    // The command waited on the upstream until now (its stage's upstream time, not the relay's).
+    it->answer.t_upstream = now;
     const transaction* owner = txns_.find(it->asked.txn);
     const bool end_went_upstream = !owner || owner->end_sent;
     if (end_went_upstream && it->asked.answers_end_of_data()) {
@@ -1284,7 +1289,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
       // Only a plain close: a timeout or a protocol error keeps its 421 and its end reason.
       it->answer.parsed = it->asked.ph == phase::quit && reason == "upstream_closed"
                               ? make_reply(221, "2.0.0", options_.name + " closing connection")
-                              : make_reply(421, "4.4.2", options_.name + " upstream connection lost");
+                              : upstream_loss_reply(reason, detail);
       it->answer.bytes = it->answer.parsed->raw;
       it->answer.ready = true;
       it->answer.local = true;
@@ -1295,7 +1300,14 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     if (!ended_ && !faults_.hold_active(now)) end_session(now, reason, detail);
     return;
   }
-  end_with_reply(now, make_reply(421, "4.4.2", options_.name + " upstream connection lost"), reason, detail);
+  end_with_reply(now, upstream_loss_reply(reason, detail), reason, detail);
+}
+
+// 421 4.4.2 (RFC 3463 X.4.2: bad connection) naming what happened: a timeout is no hang-up.
+reply relay_fsm::upstream_loss_reply(std::string_view reason, std::string_view detail) const {
+  if (reason == "upstream_timeout")
+    return make_reply(421, "4.4.2", options_.name + " upstream timed out: " + std::string(detail));
+  return make_reply(421, "4.4.2", options_.name + " upstream connection lost");
 }
 
 void relay_fsm::end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail) {

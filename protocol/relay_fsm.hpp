@@ -225,6 +225,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void end_session(std::uint64_t now, std::string_view reason, std::string_view detail) override;
   // Reply, record, end: the one way a session ends with a word to the client.
   void end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail) override;
+  reply upstream_loss_reply(std::string_view reason, std::string_view detail) const;
   void maybe_finish_drain(std::uint64_t now);
 
   // Output helpers.

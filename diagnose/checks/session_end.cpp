@@ -19,12 +19,22 @@ evidence_item end_evidence(const captures::end_record& e) {
 }
 
 // The stage the session was in when it ended: the phase of the last exchange or command.
-std::string last_stage(const conversation& c) {
+// The stage a session ended in: its last command's, an AUTH exchange's responses (recorded
+// redacted, or as "*") counting as AUTH; before any command, the greeting's when the destination
+// never greeted (`upstream_side`), else the session's.
+std::string last_stage(const conversation& c, bool upstream_side) {
   std::string stage = "session";
+  bool greeted = false;
   for (const auto* e : c.timeline) {
-    if (const auto* cmd = std::get_if<captures::command_event>(e))
-      stage = std::string(protocol::to_string(protocol::parse_command(cmd->text).cmd.ph));
+    if (const auto* r = std::get_if<captures::reply_event>(e)) greeted = greeted || r->leg == protocol::leg::upstream;
+    const auto* cmd = std::get_if<captures::command_event>(e);
+    if (!cmd) continue;
+    const auto ph = protocol::parse_command(cmd->text).cmd.ph;
+    const bool auth_response = cmd->text == "*" || cmd->text.starts_with("[auth response redacted");
+    if (ph == protocol::phase::other && auth_response && stage == "auth") continue;
+    stage = std::string(protocol::to_string(ph));
   }
+  if (stage == "session" && upstream_side && !greeted) stage = "banner";
   if (!c.cap->transactions.empty() && !c.cap->transactions.back().final_reply && c.cap->transactions.back().size > 0)
     stage = "data_end";
   return stage;
@@ -37,7 +47,7 @@ void timeout(const conversation& c, const captures::end_record& e, std::vector<f
   if (e.reason == "upstream_timeout") {
     f.level = severity::error;
     f.source = origin::server;
-    f.stage = last_stage(c);
+    f.stage = last_stage(c, true);
     f.title = "the destination did not reply in time (" + f.stage + ")";
     f.explanation = "The destination went silent and the relay's reply timeout (RFC 5321 4.5.3.2) ran out. " +
                     e.detail;
@@ -46,7 +56,7 @@ void timeout(const conversation& c, const captures::end_record& e, std::vector<f
   } else if (e.reason == "client_timeout") {
     f.level = severity::warning;
     f.source = origin::client;
-    f.stage = last_stage(c);
+    f.stage = last_stage(c, false);
     f.title = "the sender was too slow (" + e.detail + ")";
     f.explanation = "The client did not send its next command or its data in time, and the relay closed the "
                     "session with 421 4.4.2.";
@@ -54,7 +64,7 @@ void timeout(const conversation& c, const captures::end_record& e, std::vector<f
   } else {   // fault_stall
     f.level = severity::error;
     f.source = origin::injected;
-    f.stage = last_stage(c);
+    f.stage = last_stage(c, false);
     f.title = "the session stalled until it was closed";
     f.explanation = "Nothing was answered and nothing read until the stall's maximum ran out.";
     f.action = "A stall fault did this; remove it to deliver.";
@@ -167,7 +177,7 @@ void protocol_error(const conversation& c, const captures::end_record& e, std::v
   f.id = "upstream_protocol_error";
   f.level = severity::error;
   f.source = origin::server;
-  f.stage = last_stage(c);
+  f.stage = last_stage(c, true);
   const bool early = e.detail == "upstream replied during DATA";
   f.title = early ? "the destination replied before the end of the message" : "the destination broke the SMTP protocol";
   f.explanation =
@@ -213,7 +223,7 @@ void destination_hung_up(const conversation& c, const captures::end_record& e, s
   finding f;
   f.id = "destination_closed";
   f.source = origin::server;
-  f.stage = last_stage(c);
+  f.stage = last_stage(c, true);
   const bool lost_mail = std::any_of(c.cap->transactions.begin(), c.cap->transactions.end(), [](const captures::transaction& t) {
     return t.result == protocol::outcome::tempfailed || t.result == protocol::outcome::aborted;
   });

@@ -523,6 +523,26 @@ TEST(CheckReplies, TheRelaysOwnClosing421IsNotTheDestinations) {
   EXPECT_EQ(f->explanation.find("destination answered"), std::string::npos) << f->explanation;
 }
 
+// A fourth trial: a destination that never greeted was "timeout at session", and one silent
+// after the client's AUTH response "timeout at other" (the response is recorded redacted).
+TEST(CheckSessionEnd, ATimeoutIsAtTheStageThatWaited) {
+  builder silent;
+  silent.reply(2000, 421, {"4.4.1 mailtap upstream did not greet: no reply from upstream in time"}, leg::client)
+      .ended("upstream_timeout", "no reply from upstream in time");
+  const finding* f = find(diagnose_capture(silent.c), "timeout");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->stage, "banner");
+  builder auth;
+  auth.reply(1, 220, {"mx"}).cmd(2, "EHLO x").reply(3, 250, {"mx", "AUTH LOGIN"}).cmd(4, "AUTH LOGIN")
+      .reply(5, 334, {"VXNlcm5hbWU6"}).cmd(6, "[auth response redacted, 8 bytes]").reply(7, 334, {"UGFzc3dvcmQ6"})
+      .cmd(8, "[auth response redacted, 12 bytes]")
+      .ended("upstream_timeout", "no reply from upstream in time");
+  auto d = diagnose_capture(auth.c);
+  f = find(d, "timeout");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->stage, "auth");
+}
+
 TEST(CheckSessionEnd, AMalformedReplysBytesAreInTheEvidence) {
   builder b;
   b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").bytes(3, "250-mx\r\n550 SIZE 1\r\n", leg::upstream)

@@ -637,6 +637,34 @@ TEST_F(RelayFsmTest, UpstreamTimeoutWaitingForDataEndIsAmbiguous) {
   EXPECT_EQ(end_reason(), "upstream_timeout");
 }
 
+// A fourth trial: a command the upstream never answered showed its whole wait as relay time,
+// and the client's 421 read "upstream connection lost".
+TEST_F(RelayFsmTest, AnUnansweredCommandsWaitIsTheUpstreamsAndItsReplySaysTimeout) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\n");
+  tick();
+  auto acts = timeout(leg::upstream);
+  EXPECT_THAT(acts, Contains(client_reply("421 4.4.2 mailtap upstream timed out: no reply from upstream in time")));
+  EXPECT_EQ(end_reason(), "upstream_timeout");
+  auto it = std::find_if(obs_->stages.begin(), obs_->stages.end(), [](const stage_record& s) { return s.ph == phase::mail; });
+  ASSERT_NE(it, obs_->stages.end());
+  EXPECT_GT(it->duration_us, 0u);
+  EXPECT_EQ(it->upstream_us, it->duration_us);
+}
+
+// The wait for a greeting that never came is a banner stage, the upstream's.
+TEST_F(RelayFsmTest, AGreetingTimeoutRecordsTheBannerStage) {
+  start();
+  connected();
+  tick();
+  auto acts = timeout(leg::upstream);
+  EXPECT_THAT(acts, Contains(client_reply("421 4.4.1 ")));
+  auto it = std::find_if(obs_->stages.begin(), obs_->stages.end(), [](const stage_record& s) { return s.ph == phase::banner; });
+  ASSERT_NE(it, obs_->stages.end());
+  EXPECT_EQ(it->duration_us, 2000u);   // connected, one tick, the timeout's tick
+  EXPECT_EQ(it->upstream_us, it->duration_us);
+}
+
 TEST_F(RelayFsmTest, ClientEofInDataClosesUpstreamWithoutDot) {
   open_data();
   client("Subject: x\r\n\r\nhalf a mess");
