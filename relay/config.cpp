@@ -566,7 +566,9 @@ std::optional<std::string> admin_host_name(std::string_view name, std::string& p
 // ---------------------------------------------------------------- retention flags
 
 std::optional<std::chrono::seconds> parse_captures_max_age(std::string_view text, std::string& problem) {
-  auto us = config_reader::parse_duration(text, problem);
+  // Plain digits are seconds, as the config file's integer `max_age` is.
+  const bool seconds = !text.empty() && text.size() <= 12 && text.find_first_not_of("0123456789") == std::string_view::npos;
+  auto us = config_reader::parse_duration(seconds ? std::string(text) + "s" : std::string(text), problem);
   if (!us) return std::nullopt;
   if (*us == 0) {
     problem = "expected a duration > 0";

@@ -501,6 +501,8 @@ TEST(ConfigLoad, CapturesRetentionLimits) {
   EXPECT_EQ(error_of("[captures]\nmax_age = \"0s\"\n"), "mailtap.toml:2: key 'captures.max_age': expected at least 1ms, got '0s'");
   std::string problem;
   EXPECT_EQ(mailtap::parse_captures_max_age("30m", problem), std::chrono::seconds(1800));
+  EXPECT_EQ(mailtap::parse_captures_max_age("3600", problem), std::chrono::seconds(3600));   // seconds, as in the file
+  EXPECT_FALSE(mailtap::parse_captures_max_age("0", problem));
   EXPECT_FALSE(mailtap::parse_captures_max_age("0h", problem));
   EXPECT_FALSE(mailtap::parse_captures_max_age("7 days", problem));
   EXPECT_EQ(mailtap::parse_captures_max_bytes("500MB", problem), 500'000'000u);
