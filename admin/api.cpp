@@ -205,6 +205,13 @@ void api::add_session_routes() {
     auto size = std::filesystem::file_size(*path, ec);
     if (!ec && size > max_raw_capture_bytes)
       return error_response(413, "capture larger than 64 MiB: read " + path->string() + " instead");
+    if (c.req.method == "HEAD" && !ec) {   // RFC 9110 9.3.2: GET's header, the file left unread
+      response r;
+      r.content_type = "application/x-ndjson";
+      r.head_length = size;
+      r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + id + ".jsonl\"");
+      return r;
+    }
     std::ifstream in(*path, std::ios::binary);
     std::ostringstream body;
     body << in.rdbuf();

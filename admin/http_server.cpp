@@ -72,6 +72,7 @@ beast_response to_beast(const response& r, unsigned version, bool keep_alive) {
   res.body() = r.body;
   res.keep_alive(keep_alive);
   res.prepare_payload();
+  if (r.head_length) res.content_length(*r.head_length);
   return res;
 }
 

@@ -3,6 +3,8 @@
 // converts. Errors are one line of JSON, `{"error":"...","status":N}` (admin/README.md).
 #pragma once
 #include <map>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -31,6 +33,8 @@ struct response {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;   // extra headers (Allow, Content-Disposition...)
+  // An answer to HEAD that leaves its body unread: the Content-Length GET's body would have.
+  std::optional<std::uint64_t> head_length;
 };
 
 // The reason phrase of the statuses the API sends (RFC 9110 section 15).

@@ -146,6 +146,14 @@ class AdminTest(IntegrationTest):
                     return s.value
         return None
 
+    def raw_exchange(self, request):
+        with socket.create_connection((LOOPBACK, self.admin), timeout=30) as s:
+            s.sendall(request)
+            reply = b""
+            while chunk := s.recv(4096):
+                reply += chunk
+        return reply
+
     def cli(self, *args, stdin=None):
         r = subprocess.run([mailtap_bin(), *args, "--admin", "%s:%d" % (LOOPBACK, self.admin)],
                            input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
@@ -209,6 +217,12 @@ class Sessions(AdminTest):
         self.assertEqual(headers["x-content-type-options"], "nosniff")
         with open(os.path.join(self.relay.captures, oldest["id"] + ".jsonl"), "rb") as f:
             self.assertEqual(body, f.read())
+        # HEAD: GET's header, from the file's size (the capture is not read).
+        head = self.raw_exchange(b"HEAD /api/v1/sessions/%s/raw HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                                 % oldest["id"].encode())
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n"), head[:300])
+        self.assertIn(b"Content-Length: %d\r\n" % len(body), head)
+        self.assertIn(headers["content-disposition"].encode(), head)
         code, _, body = self.request("GET", "/api/v1/sessions/nope-000")
         self.assertOneLineError(code, body, 404)
 
@@ -521,14 +535,6 @@ class BadRequests(AdminTest):
     def test_a_foreign_host_is_403(self):
         code, _, body = self.request("GET", "/api/v1/faults", headers={"Host": "evil.example"})
         self.assertOneLineError(code, body, 403)
-
-    def raw_exchange(self, request):
-        with socket.create_connection((LOOPBACK, self.admin), timeout=30) as s:
-            s.sendall(request)
-            reply = b""
-            while chunk := s.recv(4096):
-                reply += chunk
-        return reply
 
     def test_head_answers_with_gets_header_and_no_body(self):
         # RFC 9110 9.3.2: a hostile trial's HEAD /healthz got 405.
