@@ -205,7 +205,9 @@ void api::add_session_routes() {
     auto size = std::filesystem::file_size(*path, ec);
     if (!ec && size > max_raw_capture_bytes)
       return error_response(413, "capture larger than 64 MiB: read " + path->string() + " instead");
-    if (c.req.method == "HEAD" && !ec) {   // RFC 9110 9.3.2: GET's header, the file left unread
+    // RFC 9110 9.3.2: GET's header, the file opened (GET's 500 if it cannot be) but left unread.
+    if (c.req.method == "HEAD" && !ec) {
+      if (!std::ifstream(*path, std::ios::binary)) return error_response(500, "cannot read " + path->filename().string());
       response r;
       r.content_type = "application/x-ndjson";
       r.head_length = size;

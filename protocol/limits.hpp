@@ -27,10 +27,11 @@ inline constexpr std::size_t auth_response_cap = 12288 + 2;
 // (bounds the pairing queue under a NOOP flood; RFC 2920 puts no limit, Postfix uses its buffers).
 inline constexpr std::size_t pipelined_commands_cap = 1000;
 // The built-in sink's error limits, Postfix's defaults (smtpd_junk_command_limit,
-// smtpd_hard_error_limit): past this many NOOP, VRFY or RSET commands each one counts as an
-// error, and at this many errors the sink answers 421 4.7.0 and closes. Both counts start over
-// when a message is accepted. This bounds what a client can make a session record
-// (ARCHITECTURE.md, "Invariants": bounded memory) without delivering mail.
+// smtpd_hard_error_limit): past this many NOOP, VRFY or HELP commands each one counts as an
+// error, as does a 4xx or 5xx reply other than 503, and at this many errors the sink answers
+// 421 4.7.0 and closes. Both counts start over when a message is accepted. So a flood of
+// junk or unknown commands, each recorded in the capture, ends (a flood of commands out of
+// sequence does not: their 503s come from the relay's own fault rules as often).
 inline constexpr std::size_t sink_junk_commands = 100;
 inline constexpr std::size_t sink_hard_errors = 20;
 // Header bytes scanned for Message-ID (the rest of the body is only counted).

@@ -63,12 +63,18 @@ void sink_fsm::finish_chunk(std::string& out) {
   }
 }
 
-// Postfix's smtpd: a 4xx or 5xx reply is an error, and so is each NOOP, VRFY or RSET past
-// the junk limit; at the hard limit the session ends with 421 (limits.hpp).
+// Postfix's smtpd: a 4xx or 5xx reply is an error, and so is each junk command past the junk
+// limit (counted as Postfix does, `junk_cmds++ > limit`: errors from the 102nd); at the hard
+// limit the session ends with 421 (limits.hpp). Unlike Postfix, RSET is no junk and a 503 (bad
+// sequence) no error: behind the relay they come from its fault rules, which answer a command
+// themselves and send RSET upstream in place of a message, or leave DATA with no recipient.
 bool sink_fsm::count_errors(phase ph, std::string_view reply, std::string& out) {
-  const bool junk = ph == phase::noop || ph == phase::vrfy || ph == phase::rset;
-  if (junk && ++junk_commands_ > limits::sink_junk_commands) ++errors_;
-  else if (!reply.empty() && (reply[0] == '4' || reply[0] == '5')) ++errors_;
+  const bool junk = ph == phase::noop || ph == phase::vrfy || ph == phase::help;
+  if (junk) {
+    if (junk_commands_++ > limits::sink_junk_commands) ++errors_;
+  } else if (!reply.empty() && (reply[0] == '4' || reply[0] == '5') && !reply.starts_with("503")) {
+    ++errors_;
+  }
   if (errors_ < limits::sink_hard_errors) return true;
   out += format_reply(421, "4.7.0", options_.hostname + " Error: too many errors");
   return false;

@@ -7,7 +7,7 @@
 // "250 2.0.0 Ok: queued as <id>", or 552 5.3.4 past the advertised SIZE (declared at MAIL, or
 // sent: RFC 1870). AUTH accepts any credentials unless a user is configured. Like Postfix it
 // closes with 421 4.7.0 a session that makes too many errors, or sends too many NOOP, VRFY or
-// RSET commands, without delivering mail (limits::sink_junk_commands, sink_hard_errors).
+// HELP commands, without delivering mail (limits::sink_junk_commands, sink_hard_errors).
 // Single-threaded, one per connection.
 #pragma once
 #include <cstdint>

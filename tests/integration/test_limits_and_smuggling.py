@@ -313,9 +313,9 @@ class PipeliningFlood(IntegrationTest):
         self.assertEqual({r.code for r in first}, {250})
 
     def test_builtin_sink_ends_a_noop_flood_like_postfix(self):
-        # Postfix's smtpd_junk_command_limit (100) and smtpd_hard_error_limit (20): past 100
-        # NOOPs each counts as an error, and the 20th error gets 421 4.7.0 and the close. So
-        # a client cannot make the capture grow without bound by NOOPs alone.
+        # Postfix's smtpd_junk_command_limit (100) and smtpd_hard_error_limit (20): each NOOP
+        # from the 102nd counts as an error (Postfix's junk_cmds++ > 100), and the 20th error gets
+        # 421 4.7.0 and the close. So a client cannot make the capture grow without bound by NOOPs.
         mailtap = self.start_mailtap()
         c = self.greeted_client(mailtap.port)
         c.send(b"NOOP\r\n" * 1000)
@@ -324,10 +324,10 @@ class PipeliningFlood(IntegrationTest):
             for _ in range(1001):
                 replies.append(c.reply(10))
         # The sink's 421, then the relay's own for a NOOP still owed a reply when the sink closed.
-        self.assertEqual([r.code for r in replies[:121]], [250] * 120 + [421])
-        self.assertIn("too many errors", replies[120].text)
-        self.assertLessEqual(len(replies), 122)
-        self.assertEqual({r.code for r in replies[120:]}, {421})
+        self.assertEqual([r.code for r in replies[:122]], [250] * 121 + [421])
+        self.assertIn("too many errors", replies[121].text)
+        self.assertLessEqual(len(replies), 123)
+        self.assertEqual({r.code for r in replies[121:]}, {421})
         [cap] = mailtap.wait_captures(1)
         self.assertEqual(cap.problems(), [])
         self.assertEqual(parse_replies(cap.bytes_of("upstream", "in"))[-1].code, 421)

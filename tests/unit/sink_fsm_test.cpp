@@ -270,18 +270,25 @@ std::string repeated(std::string_view line, std::size_t n) {
   return out;
 }
 
-// Postfix's smtpd_junk_command_limit and smtpd_hard_error_limit: a NOOP flood ends with 421.
+// Postfix's smtpd_junk_command_limit and smtpd_hard_error_limit: a NOOP flood ends with 421,
+// after 121 NOOPs answered as Postfix 3.7 answers them (junk_cmds++ > 100: errors from the 102nd).
 TEST(SinkFsm, TooManyJunkCommandsEndTheSessionWith421) {
   sink_session s;
-  const std::size_t allowed = limits::sink_junk_commands + limits::sink_hard_errors - 1;
-  auto rs = s.feed(repeated("NOOP\r\n", allowed));
-  EXPECT_EQ(rs.size(), allowed);
+  auto rs = s.feed(repeated("NOOP\r\n", 120));
+  EXPECT_EQ(rs.size(), 120u);
   EXPECT_TRUE(s.open);
-  auto last = s.feed("NOOP\r\nNOOP\r\n");   // the limit's NOOP is answered, then 421; the next is not read
+  auto last = s.feed("NOOP\r\nNOOP\r\n");   // the 121st is answered, then 421; the next is not read
   EXPECT_THAT(codes(last), testing::ElementsAre(250, 421));
   EXPECT_EQ(last.back().enhanced, "4.7.0");
   EXPECT_FALSE(s.open);
   EXPECT_TRUE(s.fsm.finished());
+}
+
+TEST(SinkFsm, HelpAndVrfyAreJunkToo) {
+  sink_session s;
+  auto rs = s.feed(repeated("HELP\r\nVRFY x\r\n", 60) + "HELP\r\n");
+  ASSERT_EQ(rs.size(), 122u);
+  EXPECT_EQ(rs.back().code, 421);
 }
 
 TEST(SinkFsm, TooManyErrorsEndTheSessionWith421) {
@@ -289,9 +296,19 @@ TEST(SinkFsm, TooManyErrorsEndTheSessionWith421) {
   auto rs = s.feed(repeated("FROB\r\n", limits::sink_hard_errors - 1));
   EXPECT_EQ(rs.size(), limits::sink_hard_errors - 1);
   EXPECT_TRUE(s.open);
-  auto last = s.feed("RCPT TO:<a@b>\r\n");
-  EXPECT_THAT(codes(last), testing::ElementsAre(503, 421));
+  auto last = s.feed("MAIL FROM:<a@b> SIZE=lots\r\n");
+  EXPECT_THAT(codes(last), testing::ElementsAre(501, 421));
   EXPECT_FALSE(s.open);
+}
+
+// Behind the relay, RSET and 503 come from its fault rules (an RSET in place of a message a
+// rule answered, DATA after recipients a rule refused): a long session of them goes on.
+TEST(SinkFsm, RsetAndOutOfSequenceCommandsAreNotCounted) {
+  sink_session s;
+  auto rs = s.feed("EHLO c\r\n" + repeated("MAIL FROM:<a@b>\r\nDATA\r\nRSET\r\n", 200));
+  ASSERT_EQ(rs.size(), 601u);
+  EXPECT_THAT(codes(std::vector<reply>(rs.end() - 3, rs.end())), testing::ElementsAre(250, 503, 250));
+  EXPECT_TRUE(s.open);
 }
 
 TEST(SinkFsm, ADeliveredMessageStartsTheCountsOver) {
