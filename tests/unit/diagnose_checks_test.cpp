@@ -529,7 +529,8 @@ TEST(CheckSessionEnd, ATimeoutIsAtTheStageThatWaited) {
   builder silent;
   silent.reply(2000, 421, {"4.4.1 mailtap upstream did not greet: no reply from upstream in time"}, leg::client)
       .ended("upstream_timeout", "no reply from upstream in time");
-  const finding* f = find(diagnose_capture(silent.c), "timeout");
+  const auto silent_diagnosis = diagnose_capture(silent.c);   // the finding points into it
+  const finding* f = find(silent_diagnosis, "timeout");
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->stage, "banner");
   builder auth;
