@@ -141,11 +141,12 @@ void print_sessions(const json::value& doc) {
                                                                          rows.size()));
 }
 
-// A rule file's text ("-": standard input) and its media type: JSON for *.json, else TOML.
-// The rules as the relay will take them: a regular file (or stdin) of at most the admin API's
-// body limit (admin/http_server.hpp), so an oversized file is named here and never half sent.
+// The admin API's body limit (admin/http_server.hpp, http_limits::max_body_bytes): a larger
+// rule file is named here, never half sent.
 constexpr std::size_t rules_max_bytes = 256 * 1024;
 
+// A rule file's text ("-": standard input; a file must be a regular one) and its media type:
+// JSON for *.json, else TOML. False with `problem` set when it cannot be sent.
 bool read_rules(const std::string& file, std::string& body, std::string& type, std::string& problem) {
   if (file == "-") {
     body.resize(rules_max_bytes + 1);
