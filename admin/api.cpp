@@ -205,23 +205,20 @@ void api::add_session_routes() {
     auto size = std::filesystem::file_size(*path, ec);
     if (!ec && size > max_raw_capture_bytes)
       return error_response(413, "capture larger than 64 MiB: read " + path->string() + " instead");
-    // RFC 9110 9.3.2: GET's header, the file opened (GET's 500 if it cannot be) but left unread.
+    std::ifstream in(*path, std::ios::binary);
+    if (!in) return error_response(500, "cannot read " + path->filename().string());
+    response r;
+    r.content_type = "application/x-ndjson";
+    r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + id + ".jsonl\"");
+    // RFC 9110 9.3.2: HEAD gets GET's header, its length from the file's size; the file is left unread.
     if (c.req.method == "HEAD" && !ec) {
-      if (!std::ifstream(*path, std::ios::binary)) return error_response(500, "cannot read " + path->filename().string());
-      response r;
-      r.content_type = "application/x-ndjson";
       r.head_length = size;
-      r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + id + ".jsonl\"");
       return r;
     }
-    std::ifstream in(*path, std::ios::binary);
     std::ostringstream body;
     body << in.rdbuf();
     if (!in && !in.eof()) return error_response(500, "cannot read " + path->filename().string());
-    response r;
-    r.content_type = "application/x-ndjson";
     r.body = body.str();
-    r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + id + ".jsonl\"");
     return r;
   });
 }
