@@ -53,6 +53,12 @@ std::string rfc3339(std::chrono::system_clock::time_point tp) { return format_rf
 // Captures closed but not yet in a failing index, beyond which the oldest are dropped from
 // it (they stay on disk; `mailtap captures reindex` adds them): bounded memory.
 constexpr std::size_t index_pending_cap = 10'000;
+// How long a closed capture waits for the index at most, and how many wait before they go in
+// at once. An index transaction costs about the same for one capture as for hundreds (SQLite
+// writes each B-tree page it changed to the WAL once per transaction: some 17 pages for
+// a message's session), so batches are gathered over a few ticks, not one.
+constexpr auto index_batch_wait = std::chrono::milliseconds(100);
+constexpr std::size_t index_batch_max = 512;
 // After the index failed to open, how long the writer waits before it tries again.
 constexpr auto index_retry_every = std::chrono::seconds(60);
 
@@ -493,7 +499,14 @@ void store::write_out(capture_file& f) {
     ssize_t n = ::write(f.fd, rest.data(), rest.size());
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      if (n < 0 && errno == ENOSPC) out_of_space_ = true;
+      if (n < 0 && errno == ENOSPC) {
+        out_of_space_ = true;   // the writer prunes at once, woken if it sleeps
+        {
+          std::lock_guard lock(mutex_);   // f.mutex, then mutex_: the order record() takes them in
+          wake_requested_ = true;
+        }
+        wake_.notify_one();
+      }
       f.failed->store(true);
       ++counters_.write_failures;
       report_failure(f, n < 0 ? std::strerror(errno) : "nothing written");
@@ -540,8 +553,13 @@ void store::park_idle() {
 }
 
 void store::mark_buffered(const std::shared_ptr<capture_file>& f) {
-  std::lock_guard lock(mutex_);
-  buffered_files_.push_back(f);
+  bool wake = false;
+  {
+    std::lock_guard lock(mutex_);
+    buffered_files_.push_back(f);
+    wake = std::exchange(writer_asleep_, false);
+  }
+  if (wake) wake_.notify_one();
 }
 
 void store::buffered(std::size_t bytes) {
@@ -606,12 +624,29 @@ bool directory_has_capture(const std::filesystem::path& dir) {
 void store::run() {
   std::vector<writer_job> jobs;
   std::vector<std::shared_ptr<capture_file>> files;
+  // Captures whose buffer became non-empty before the last tick: written out at this one. One
+  // that became non-empty since waits a tick more, so that a short session (a message per
+  // connection) writes its first lines itself, with its barrier's or its close's, instead of
+  // contending with this thread for its mutex and paying a write(2) more.
+  std::vector<std::shared_ptr<capture_file>> aging;
   std::vector<session_summary> closed;
   std::vector<std::function<void()>> caught_up;
   for (bool last = false; !last;) {
     {
       std::unique_lock lock(mutex_);
-      wake_.wait_for(lock, writer_tick, [&] { return stopping_ || wake_requested_; });
+      // Nothing buffered, closed, waiting for the index or to park: the writer sleeps until a
+      // capture buffers or closes (or retention is due), instead of waking every tick.
+      const bool idle = aging.empty() && buffered_files_.empty() && closed_.empty() && jobs_.empty() &&
+                        index_pending_.empty() && open_.size() <= options_.park_idle_above;
+      if (idle) {
+        writer_asleep_ = true;
+        const auto woken = [&] { return stopping_ || wake_requested_ || !writer_asleep_; };
+        if (options_.retain.any()) wake_.wait_until(lock, next_prune_, woken);
+        else wake_.wait(lock, woken);
+        writer_asleep_ = false;
+      } else {
+        wake_.wait_for(lock, writer_tick, [&] { return stopping_ || wake_requested_; });
+      }
       wake_requested_ = false;
       last = stopping_;   // sessions are gone: this round writes out what they left
       jobs.swap(jobs_);
@@ -619,16 +654,21 @@ void store::run() {
       closed.swap(closed_);
     }
     prune_if_due();
-    backlog_wake_sent_ = false;
-    for (auto& f : files) {
-      std::lock_guard file_lock(f->mutex);
-      f->listed = false;
-      write_out(*f);
-      // What an idle session left: its buffer is given back, so that an idle session holds
-      // none (a busy one writes at its barriers and keeps it between them).
-      std::string().swap(f->pending);
+    // A backlog, or the last round, writes out everything at once.
+    const bool everything = backlog_wake_sent_.exchange(false) || last;
+    for (auto* list : {&aging, &files}) {
+      if (list == &files && !everything) break;
+      for (auto& f : *list) {
+        std::lock_guard file_lock(f->mutex);
+        f->listed = false;
+        write_out(*f);
+        // What an idle session left: its buffer is given back, so that an idle session holds
+        // none (a busy one writes at its barriers and keeps it between them).
+        std::string().swap(f->pending);
+      }
+      list->clear();
     }
-    files.clear();
+    aging.swap(files);
     park_idle();
     for (auto& job : jobs) {
       {
@@ -647,7 +687,7 @@ void store::run() {
     caught_up.clear();
     for (auto& s : closed) index_closed(std::move(s));
     closed.clear();
-    flush_index();
+    flush_index(last);
   }
 }
 
@@ -688,6 +728,7 @@ void store::prune_if_due() {
 // not be written is left out (its session says so): its file is not what its records said
 // (reindex reads what is there).
 void store::index_closed(session_summary&& s) {
+  if (index_pending_.empty()) index_pending_since_ = std::chrono::steady_clock::now();
   index_pending_.push_back(std::move(s));
   if (index_pending_.size() > index_pending_cap) {
     const auto excess = index_pending_.size() - index_pending_cap;
@@ -726,10 +767,15 @@ bool store::index_ready() {
   return true;
 }
 
-// The batch's closed captures, in one transaction. A lock held elsewhere (a reindex) or a
-// failed write keeps them for the next batch.
-void store::flush_index() {
-  if (index_pending_.empty() || !index_ready()) return;
+// The batch's closed captures, in one transaction, once the oldest has waited
+// index_batch_wait, index_batch_max are waiting, or `now`. A lock held elsewhere (a reindex)
+// or a failed write keeps them for the next batch.
+void store::flush_index(bool now) {
+  if (index_pending_.empty()) return;
+  if (!now && index_pending_.size() < index_batch_max &&
+      std::chrono::steady_clock::now() - index_pending_since_ < index_batch_wait)
+    return;
+  if (!index_ready()) return;
   std::string error;
   if (!index_->put(index_pending_, error)) {
     index_failed(error);
@@ -771,10 +817,13 @@ session_capture::~session_capture() {
   if (!summary_) return;
   // A capture whose file could not be written stays out of the index.
   if (file_failed_->load()) return;
+  bool wake = false;
   {
     std::lock_guard lock(store_.mutex_);
     store_.closed_.push_back(std::move(*summary_).finish());
+    wake = std::exchange(store_.writer_asleep_, false);
   }
+  if (wake) store_.wake_.notify_one();
 }
 
 template <typename Append>

@@ -1,9 +1,10 @@
 // Capture writing: one JSON Lines file per session (FORMAT.md). Each record is serialized on
 // its session's thread into the capture's own buffer, which that thread writes out with
 // write(2) when it fills, at a barrier and at the close: a barrier costs no thread hand-off.
-// One background thread writes out what idle sessions left buffered (every writer tick),
+// One background thread writes out what idle sessions left buffered for a whole writer tick,
 // runs the fdatasync of barriers when store_options::fsync asks for them, keeps the index
-// and applies retention. The store owns that thread and the directory; a session_capture is
+// and applies retention; with none of that to do it sleeps (no tick) until a capture buffers
+// or closes. The store owns that thread and the directory; a session_capture is
 // a session's handle and its observer. Record types and field names come from schema.hpp.
 // Threading: session_capture methods are called from its session's strand only; the store
 // may be shared by all sessions; callbacks passed to when_written run on the caller's thread
@@ -45,11 +46,11 @@ struct store_options {
   // relay logs it. Given here because the first prune runs as the store opens.
   std::function<void(const prune_result&)> on_prune;
   // Keep the directory's index (index.hpp) up to date: each capture is added by the writer
-  // thread once it is closed, in one transaction per writer tick, and retention removes the
-  // rows of what it prunes. An index failure never loses or holds back a capture: it is
-  // counted (store_counters::index_failures), and `on_index_failure` is told of the first
-  // one (on the writer thread, or on the thread opening the store) with a one-line reason;
-  // `mailtap captures reindex` repairs.
+  // thread within about 0.1 s of its close, in one transaction for all that closed meanwhile,
+  // and retention removes the rows of what it prunes. An index failure never loses or holds
+  // back a capture: it is counted (store_counters::index_failures), and `on_index_failure` is
+  // told of the first one (on the writer thread, or on the thread opening the store) with a
+  // one-line reason; `mailtap captures reindex` repairs.
   bool index = false;
   std::function<void(const std::string& reason)> on_index_failure;
   // While more captures than this are open, an idle one (its session recorded nothing for a
@@ -147,7 +148,7 @@ class store {
   void sync(capture_file& f);
   void prune_if_due();
   void index_closed(session_summary&& s);
-  void flush_index();
+  void flush_index(bool now);
   bool index_ready();
   void index_failed(const std::string& reason);
 
@@ -164,6 +165,7 @@ class store {
   std::atomic<bool> backlog_wake_sent_{false};             // the writer was woken for the backlog
   bool stopping_ = false;
   bool wake_requested_ = false;   // a sync or a large backlog waits
+  bool writer_asleep_ = false;    // the writer waits with nothing to do: a buffered or closed capture wakes it
   std::vector<std::function<void()>> caught_up_waiters_;   // when_caught_up
   // The captures open now, by session id (never pruned; parked when descriptors are scarce).
   std::map<std::string, std::shared_ptr<capture_file>, std::less<>> open_;
@@ -177,6 +179,7 @@ class store {
   std::unique_ptr<capture_index> index_;
   std::uint64_t index_inode_ = 0;
   std::vector<session_summary> index_pending_;
+  std::chrono::steady_clock::time_point index_pending_since_{};   // when the oldest of them closed
   std::chrono::steady_clock::time_point next_index_open_{};
   bool index_failure_told_ = false;
   std::thread thread_;
