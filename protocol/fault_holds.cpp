@@ -562,11 +562,10 @@ bool fault_holds::message(std::uint64_t now, transaction* t) {
   if (d.what != verdict::reply && d.what != verdict::reply_and_close && d.what != verdict::disconnect) return false;
   out_.note(now, "fault " + d.rule + " fails this message after its body: the dot is withheld and the upstream closed");
   if (owed_.withdraw_bdat_last()) host_.drop_withheld_bdat();   // BDAT: its last byte, not a dot, is withheld
-  out_.close(leg::upstream);
-  out_.arm(leg::upstream, std::chrono::milliseconds{0});
   if (d.what == verdict::disconnect && !d.with_reply) owed_.fault_marker(now, phase::data_end, d, then_do::close);
   else queue_reply(now, phase::data_end, phase::data_end, t->id, d, then_do::close);
   input_stopped_ = true;
+  host_.close_upstream_once_answered(now);
   host_.flush_replies(now);
   return true;
 }

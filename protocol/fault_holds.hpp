@@ -68,6 +68,10 @@ class fault_host {
   virtual void forward_end_of_data(std::uint64_t now, std::uint64_t txn) = 0;
   virtual void release_withheld_bdat(std::uint64_t now, std::uint64_t txn) = 0;
   virtual void drop_withheld_bdat() = 0;
+  // Closes the upstream leg with a message's end withheld, at once or, while commands
+  // pipelined before that end (MAIL, RCPT, earlier chunks) still await their replies, once
+  // they are in: they are owed to the client first.
+  virtual void close_upstream_once_answered(std::uint64_t now) = 0;
 
  protected:
   virtual ~fault_host() = default;

@@ -87,6 +87,11 @@ void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {
     record_rest_of_client_input(now);
     return;
   }
+  if (!closing_reason_.empty()) {   // closing on a protocol error: recorded, never read (close_after_owed)
+    in_.append(bytes);
+    record_rest_of_client_input(now);
+    return;
+  }
   in_.append(bytes);
   if (in_message()) credit_data_rate(now, bytes.size());
   process_client_input(now);
@@ -167,8 +172,19 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
     return end_session(now, "client_closed", "client connection lost");
   }
   if (!owed_.empty()) return;   // replies still owed
+  if (!closing_reason_.empty()) return end_session(now, closing_reason_, closing_detail_);
   if (!in_.fully_parsed() && !partial_line()) return;   // complete lines still to be taken
   end_session(now, "client_closed", "client closed its sending side");
+}
+
+void relay_fsm::close_after_owed(std::uint64_t now, std::string_view reason, std::string detail) {
+  record_rest_of_client_input(now);   // what came with it is recorded, before the reply, never read
+  closing_reason_ = std::string(reason);
+  closing_detail_ = std::move(detail);
+  client_input_ended_ = true;
+  out_.arm(leg::client, disarmed);
+  flush_replies(now);
+  end_if_client_done(now);
 }
 
 void relay_fsm::on_upstream_eof(std::uint64_t now) {
@@ -432,8 +448,7 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
       ++stats_.refused_commands;
       out_.note(now, "command line over " + std::to_string(limits::command_line_hard_cap) + " bytes without CRLF");
       local_reply(now, phase::other, 500, "5.5.2", "Line too long");
-      flush_replies(now);
-      end_session(now, "protocol_error", "command line too long");
+      close_after_owed(now, "protocol_error", "command line too long");
     }
     return false;
   }
@@ -488,18 +503,14 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   };
   // An HTTP request (a browser or proxy on the SMTP port): its headers and body would follow
   // as commands, so a web form could send mail through the relay. Like Postfix's
-  // smtpd_forbidden_commands: 221 2.7.0 and close at once, reading and forwarding nothing more.
-  // Replies still owed to earlier pipelined commands are not sent (an HTTP client sends none).
+  // smtpd_forbidden_commands: 221 2.7.0 and close, reading and forwarding nothing more (the
+  // request's headers, its body); the replies owed to commands pipelined before it come first.
   auto close_for_http = [&] {
     ++stats_.refused_commands;
     std::string why = is_http_verb(cmd.verb) ? "HTTP request (" + cmd.verb + ")" : "HTTP header line";
-    std::size_t owed = owed_.size();
-    out_.note(now, "command refused: " + why + "; session closed" +
-                  (owed > 0 ? ", " + std::to_string(owed) + " reply(ies) owed to earlier commands not sent" : ""));
-    mask_unparsed_auth();
-    in_.advance_to_end();   // what came with it (the request's headers, its body) is recorded, never read
-    end_with_reply(now, make_reply(221, "2.7.0", options_.name + " Error: I can break rules, too. Goodbye."),
-                   "http_command", why);
+    out_.note(now, "command refused: " + why + "; session closed");
+    local_reply(now, phase::other, 221, "2.7.0", options_.name + " Error: I can break rules, too. Goodbye.");
+    close_after_owed(now, "http_command", why);
   };
   switch (parsed.fault) {
     case command_fault::none: break;
@@ -515,8 +526,10 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       return refuse(501, "5.5.4", "Syntax error (no parameters allowed)", "STARTTLS with a parameter");
     case command_fault::bad_bdat:
       // RFC 3030: the chunk size frames the bytes that follow; without it nothing is safe.
-      refuse(501, "5.5.4", "Syntax error in BDAT parameters", "bad BDAT");
-      end_session(now, "protocol_error", "unparseable BDAT size");
+      ++stats_.refused_commands;
+      out_.note(now, "command refused: bad BDAT");
+      local_reply(now, phase::other, 501, "5.5.4", "Syntax error in BDAT parameters");
+      close_after_owed(now, "protocol_error", "unparseable BDAT size");
       return;
   }
   if (draining_ && owed_.empty() && txns_.empty() && cmd.ph != phase::quit) {
@@ -800,17 +813,30 @@ void relay_fsm::release_bdat_message(std::uint64_t now, transaction* t) {
   if (capture_failed_) {
     out_.note(now, "capture cannot be written: the last BDAT chunk is withheld, upstream closed");
     withheld_bdat_.clear();
-    out_.close(leg::upstream);
-    out_.arm(leg::upstream, disarmed);
     owed_.withdraw_bdat_last();
     local_reply(now, phase::data_end, 451, "4.3.0", options_.name + " cannot record this message; try again later");
     owed_.back().asked.txn = t->id;
-    flush_replies(now);
+    close_upstream_once_answered(now);
     return;
   }
   if (faults_.hold_bdat_end(now, *t)) return;
   if (faults_.message(now, t)) return;
   release_withheld_bdat(now, t->id);
+}
+
+// A pipelined "MAIL, RCPT, BDAT n LAST" whose message a fault failed (or the capture could not
+// record) used to close the upstream before MAIL's and RCPT's replies came: they never did, and
+// the session hung with the client told nothing (a fifth trial).
+void relay_fsm::close_upstream_once_answered(std::uint64_t now) {
+  if (owed_.awaiting_upstream()) {
+    close_upstream_when_answered_ = true;
+    arm_upstream_for_head();
+    return;
+  }
+  close_upstream_when_answered_ = false;
+  out_.close(leg::upstream);
+  out_.arm(leg::upstream, disarmed);
+  flush_replies(now);
 }
 
 void relay_fsm::release_withheld_bdat(std::uint64_t now, std::uint64_t txn) {
@@ -986,6 +1012,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     out_.close(leg::upstream);
     return upstream_lost(now, "upstream_closed", "upstream said 421");   // the commands still owed get 421 too
   }
+  if (!ended_ && close_upstream_when_answered_ && !owed_.awaiting_upstream()) return close_upstream_once_answered(now);
   if (!ended_) arm_upstream_for_head();
 }
 

@@ -193,6 +193,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void client_awaits_data_go() override { mode_ = client_mode::awaiting_data_go; }
   void record_and_drop_client_input(std::uint64_t now) override { record_rest_of_client_input(now); }
   void drop_withheld_bdat() override { withheld_bdat_.clear(); }
+  void close_upstream_once_answered(std::uint64_t now) override;
 
   // Transactions.
   std::uint64_t begin_transaction(std::uint64_t now, const command& cmd) override;
@@ -217,6 +218,11 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void client_timed_out(std::uint64_t now);
   // After the client's FIN (or loss): end the session once nothing more is owed.
   void end_if_client_done(std::uint64_t now) override;
+  // A protocol error that ends the session (a line too long, a bad BDAT size, an HTTP line),
+  // its reply already queued: nothing the client sent after it is read, the replies owed to
+  // the commands pipelined before it still come (RFC 2920 3.1: in order; a message whose end
+  // went upstream still learns its fate), and then the session ends with `reason`.
+  void close_after_owed(std::uint64_t now, std::string_view reason, std::string detail);
   void record_received_size();
 
   // Leaving.
@@ -259,6 +265,10 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   bool input_held_ = false;
   bool client_paused_ = false;                   // pause_reading{client} was the last said
   bool client_input_ended_ = false;              // FIN seen (out_.closed(client): nothing can reach it either)
+  // close_after_owed: the end reason and detail once the owed replies are out (reason empty: none).
+  std::string closing_reason_;
+  std::string closing_detail_;
+  bool close_upstream_when_answered_ = false;    // close_upstream_once_answered is waiting
   // The command line in progress: where it starts in the client's stream and when its first
   // byte came (the per-line deadline).
   std::uint64_t partial_line_at_ = UINT64_MAX;

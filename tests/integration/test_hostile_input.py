@@ -379,6 +379,30 @@ class HostileInput(IntegrationTest):
         self.assertIn(b"MAIL FROM:<ghost@example.test>", cap.bytes_of("client", "in"))   # recorded as it came
         self.assertTrue(any("after QUIT" in n for n in cap.notes), cap.notes)
 
+    def test_a_closing_protocol_error_after_the_dot_still_gets_the_messages_reply(self):
+        # A line that closes the session (a bad BDAT size, a line too long, an HTTP line),
+        # pipelined right after a message's dot, used to close both legs at once: the real
+        # smtp-sink delivered the message and the client got no reply, so it would send it
+        # again (a fifth trial). The message's reply comes first, then the error's, then EOF.
+        sink = self.start_smtp_sink(dump=False)
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port))
+        for tail, last in ((b"BDAT zz\r\n", b"501 5.5.4 "), (b"NOOP " + b"a" * 5000, b"500 5.5.2 "),
+                           (b"GET / HTTP/1.0\r\n\r\n", b"221 2.7.0 ")):
+            c = self.connect(mailtap.port)
+            self.assertReply(c.reply(), 220)
+            self.assertReply(c.command("EHLO client.test"), 250)
+            c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+            self.assertEqual([r.code for r in c.replies(3)], [250, 250, 354])
+            c.send(b"Subject: pipelined\r\n\r\nhello\r\n.\r\n" + tail)
+            rest = c.read_to_eof(20)
+            self.assertTrue(rest.startswith(b"250 "), rest)
+            self.assertIn(b"\r\n" + last, rest)
+        wait_until(lambda: sink.messages_counted() == 3, 10, "three messages at smtp-sink")
+        caps = mailtap.wait_captures(3, 30)
+        self.assertEqual(sorted(cap.end["reason"] for cap in caps), ["http_command", "protocol_error", "protocol_error"])
+        for cap in caps:
+            self.assertEqual([t["outcome"] for t in cap.transactions], ["delivered"], cap.path)
+
 
 class ClientThatNeverReads(IntegrationTest):
     """A client that pipelines commands and reads none of the replies (issue 10's trial): the

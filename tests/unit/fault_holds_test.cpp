@@ -64,6 +64,7 @@ class fake_host : public fault_host {
   void forward_end_of_data(std::uint64_t, std::uint64_t) override {}
   void release_withheld_bdat(std::uint64_t, std::uint64_t) override {}
   void drop_withheld_bdat() override {}
+  void close_upstream_once_answered(std::uint64_t) override {}
 
   reply_queue* owed = nullptr;
   bool greeted_ = false;

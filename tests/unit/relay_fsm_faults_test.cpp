@@ -1505,6 +1505,26 @@ TEST_F(FaultFsm, MessageStageFaultWithholdsTheDotAndClosesTheUpstream) {
   EXPECT_EQ(only_transaction().result, outcome::tempfailed);
 }
 
+// "MAIL, RCPT, BDAT n LAST" in one write, the message failed by its Message-ID: the upstream
+// leg used to close before MAIL's and RCPT's replies came, so they never did, no reply reached
+// the client and the session hung (a fifth trial). It closes once they are in.
+TEST_F(FaultFsm, MessageStageFaultOnAPipelinedBdatWaitsForTheEnvelopesReplies) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::message,
+           answer(verdict::reply, 451, "4.3.0", "Try again later", "flaky-id", "fail_then_pass"));
+  const std::string body = "Message-ID: <m2@example.org>\r\nSubject: hi\r\n\r\nbody\r\n";
+  auto out = client(mail_from + rcpt_bob + "BDAT " + std::to_string(body.size()) + " LAST\r\n" + body);
+  EXPECT_THAT(out, Not(Contains(closes(leg::upstream)))) << "MAIL's and RCPT's replies are still to come";
+  EXPECT_EQ(up_.find(body), std::string::npos) << "the chunk's last byte never went upstream";
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n"), ElementsAre(to_client("250 2.1.0 Ok\r\n")));
+  out = upstream("250 2.1.5 Ok\r\n");
+  EXPECT_THAT(out, Contains(to_client("250 2.1.5 Ok\r\n451 4.3.0 Try again later\r\n")));
+  EXPECT_THAT(out, Contains(closes(leg::upstream)));
+  EXPECT_THAT(out, Contains(closes(leg::client)));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+}
+
 // ================================================================ 11. outcomes (issue 14 item 12)
 
 // Every recipient refused: the transaction failed at RCPT however it then ended, and reads as

@@ -24,6 +24,7 @@ namespace {
 using namespace std::string_literals;
 using std::chrono::milliseconds;
 using testing::AllOf;
+using testing::AnyOf;
 using testing::Contains;
 using testing::ElementsAre;
 using testing::HasSubstr;
@@ -2150,15 +2151,47 @@ TEST_F(RelayFsmTest, HeaderShapedLineClosesTheSession) {
   EXPECT_EQ(obs_->ends.front().detail, "HTTP header line");
 }
 
-TEST_F(RelayFsmTest, HttpAfterPipelinedCommandsClosesAtOnce) {
+TEST_F(RelayFsmTest, HttpAfterPipelinedCommandsClosesOnceTheirRepliesAreOut) {
   greet_and_ehlo();
-  // The NOOP before it was forwarded; its reply is owed but the session closes now.
-  EXPECT_THAT(client("NOOP\r\nGET / HTTP/1.1\r\n"),
-              ElementsAre(to_upstream("NOOP\r\n"), client_reply("221 2.7.0 "), closes(leg::client),
-                          closes(leg::upstream)));
-  EXPECT_THAT(up_, Not(HasSubstr("GET")));
+  // The NOOP before it was forwarded: its reply comes first (RFC 2920 3.1), then the 221 and
+  // the close. Nothing after the HTTP line is read.
+  EXPECT_THAT(client("NOOP\r\nGET / HTTP/1.1\r\nMAIL FROM:<a@x.test>\r\n"), ElementsAre(to_upstream("NOOP\r\n")));
+  EXPECT_EQ(end_reason(), "(no end)");
+  EXPECT_THAT(client("RCPT TO:<b@x.test>\r\n"), IsEmpty()) << "recorded, never read";
+  EXPECT_THAT(upstream("250 2.0.0 Ok\r\n"), ElementsAre(client_reply("250 2.0.0 Ok\r\n221 2.7.0 "), closes(leg::client),
+                                                         closes(leg::upstream)));
+  EXPECT_THAT(up_, Not(AnyOf(HasSubstr("GET"), HasSubstr("MAIL"), HasSubstr("RCPT"))));
   EXPECT_EQ(end_reason(), "http_command");
-  EXPECT_THAT(obs_->notes, Contains(HasSubstr("1 reply(ies) owed")));
+}
+
+// A protocol error that closes the session, pipelined right behind a message's end, used to
+// close both legs at once: the upstream delivered the message and the client heard nothing, so
+// it would send it again (a fifth trial). The message's reply comes first, then the error's.
+TEST_F(RelayFsmTest, BadBdatPipelinedAfterBdatLastGetsTheMessageReplyFirst) {
+  greet_and_ehlo();
+  const std::string body = "Subject: hi\r\n\r\nhey!\r\n";   // 21 bytes
+  EXPECT_THAT(client("MAIL FROM:<a@x.test>\r\nRCPT TO:<r1@example.test>\r\nBDAT 21 LAST\r\n" + body + "BDAT x\r\n"),
+              Not(Contains(closes(leg::upstream))));
+  EXPECT_EQ(up_, "EHLO client.example\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<r1@example.test>\r\nBDAT 21 LAST\r\n" + body);
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: queued as ABC\r\n"),
+              ElementsAre(client_reply("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: queued as ABC\r\n501 5.5.4 "),
+                          closes(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "protocol_error");
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+}
+
+TEST_F(RelayFsmTest, LineTooLongAfterTheDotGetsTheMessageReplyFirst) {
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n.\r\nNOOP " + std::string(limits::command_line_hard_cap, 'a'));
+  EXPECT_THAT(up_, HasSubstr("body\r\n.\r\n"));
+  EXPECT_THAT(up_, Not(HasSubstr("NOOP")));
+  EXPECT_EQ(end_reason(), "(no end)");
+  EXPECT_THAT(upstream("250 2.0.0 Ok: queued as Q1\r\n"),
+              ElementsAre(to_client("250 2.0.0 Ok: queued as Q1\r\n500 5.5.2 Line too long\r\n"), closes(leg::client),
+                          closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "protocol_error");
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
 }
 
 TEST_F(RelayFsmTest, StarttlsWithAParameterRefusedStaysPlaintext) {
