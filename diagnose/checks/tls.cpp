@@ -140,11 +140,19 @@ void check_tls(const conversation& c, std::vector<finding>& out) {
       if (t->leg == protocol::leg::upstream && (!t->tls.verified || t->tls.insecure)) not_verified(*t, out);
 
   // STARTTLS stripped: the destination offered it, and the client was shown a reply without it.
+  // Not the client's EHLO after its own STARTTLS: RFC 3207 4.2 forbids offering it again there.
+  std::uint64_t client_tls_at = UINT64_MAX;
+  for (const auto* e : c.timeline)
+    if (const auto* t = std::get_if<captures::tls_event>(e); t && t->leg == protocol::leg::client) {
+      client_tls_at = t->t_us;
+      break;
+    }
   const exchange* offered = nullptr;
   for (const exchange& x : c.exchanges) {
     if (x.ph != protocol::phase::ehlo) continue;
     if (!x.edit && x.source == origin::server && offers_starttls(*x.reply)) offered = &x;
-    bool stripped = (x.edit && offered && !offers_starttls(*x.reply)) || masks_starttls(*x.reply);
+    const bool client_in_tls = x.reply->t_us > client_tls_at;
+    bool stripped = (x.edit && offered && !client_in_tls && !offers_starttls(*x.reply)) || masks_starttls(*x.reply);
     if (!stripped) continue;
     finding f;
     f.id = "starttls_stripped";
