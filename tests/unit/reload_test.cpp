@@ -41,6 +41,16 @@ TEST(Reload, ListenersThreadsTimeoutsAndTlsNeedARestart) {
             (strings{"listen", "upstream", "threads", "timeouts.client_idle", "tls.cert", "tls.listen"}));
 }
 
+// A fifth trial: max_bytes and fsync added under [captures] and SIGHUP logged nothing about
+// them, and the running store kept its retention.
+TEST(Reload, CaptureRetentionAndFsyncNeedARestart) {
+  config fresh;
+  fresh.captures_fsync = true;
+  fresh.captures_max_age = std::chrono::seconds(3600);
+  fresh.captures_max_bytes = 2'000'000;
+  EXPECT_EQ(restart_only_changes(config{}, fresh), (strings{"captures.fsync", "captures.max_age", "captures.max_bytes"}));
+}
+
 TEST(Reload, AdminTokenAndHostsNeedARestart) {
   config fresh;
   fresh.admin_token = "0123456789abcdef";
