@@ -34,15 +34,23 @@ void client_input::record_parsed_so_far(std::uint64_t now, session_observer* obs
   recorded_in_buf_ = pos_;
 }
 
+void client_input::record_ahead(std::size_t n, std::uint64_t now, session_observer* observer) {
+  const std::size_t parsed = pos_;
+  pos_ = std::min(pos_ + n, buf_.size());
+  record_parsed_so_far(now, observer);
+  pos_ = parsed;
+}
+
 void client_input::record_parsed(std::uint64_t now, session_observer* observer) {
   record_parsed_so_far(now, observer);
   if (pos_ == 0) return;
+  // Masks of what is recorded ahead (record_ahead) were used already.
   masks_.clear();
   recorded_ += pos_;
   buf_.erase(0, pos_);
   newest_read_at_ = newest_read_at_ > pos_ ? newest_read_at_ - pos_ : 0;
+  recorded_in_buf_ = recorded_in_buf_ > pos_ ? recorded_in_buf_ - pos_ : 0;
   pos_ = 0;
-  recorded_in_buf_ = 0;
 }
 
 void client_input::record_and_drop_rest(std::uint64_t now, session_observer* observer) {

@@ -46,6 +46,9 @@ class client_input {
   // into it stay valid) until record_parsed. Before the relay sends the client anything, so
   // that the capture has a command's bytes before the reply to it (relay_outbox).
   void record_parsed_so_far(std::uint64_t now, session_observer* observer);
+  // The next `n` unparsed bytes go to the recorder too, now, though they are parsed later (a
+  // command line a delay fault holds is recorded as it came).
+  void record_ahead(std::size_t n, std::uint64_t now, session_observer* observer);
   // Nothing more will be parsed (a stall, the session's end): the rest is recorded, masked
   // where asked, and dropped.
   void record_and_drop_rest(std::uint64_t now, session_observer* observer);

@@ -144,7 +144,7 @@ void fault_holds::release_held(std::uint64_t now) {
       event(now, *held_dot_, phase::data_end, "end of data held before forwarding", now - held_dot_since_us_);
       held_dot_.reset();
       if (std::exchange(bdat_end_withheld_, false)) host_.release_withheld_bdat(now, held_dot_txn_);
-      else host_.forward_end_of_data(now, held_dot_txn_);
+      else host_.forward_end_of_data(now, held_dot_txn_, held_dot_since_us_);
     }
   }
 }

@@ -65,7 +65,8 @@ class fault_host {
   virtual void record_and_drop_client_input(std::uint64_t now) = 0;
   // The end of a message: recorded (DATA), sent upstream, or its withheld BDAT byte dropped.
   virtual transaction* close_message(std::uint64_t now) = 0;
-  virtual void forward_end_of_data(std::uint64_t now, std::uint64_t txn) = 0;
+  // `arrived`: when the client's end of data came (earlier than `now` when a delay held it).
+  virtual void forward_end_of_data(std::uint64_t now, std::uint64_t txn, std::uint64_t arrived) = 0;
   virtual void release_withheld_bdat(std::uint64_t now, std::uint64_t txn) = 0;
   virtual void drop_withheld_bdat() = 0;
   // Closes the upstream leg with a message's end withheld, at once or, while commands
@@ -119,6 +120,8 @@ class fault_holds {
   // The held line's delay still runs: its timer is set, nothing is parsed.
   bool line_waits(std::uint64_t now);
   bool line_held() const { return held_line_.has_value(); }
+  // When the held line came (its stage starts there: the hold is the relay's time).
+  std::uint64_t held_line_since() const { return held_line_ ? held_line_->since_us : 0; }
   // The held line's delay is over: it goes on as it was parsed and decided then.
   parsed_command take_held_line(std::uint64_t now, std::optional<fault_decision>& decided);
   // A well-formed line before it is forwarded: true when a delay holds it (parsed once, kept

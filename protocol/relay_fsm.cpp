@@ -140,7 +140,7 @@ void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
   client_input_ended_ = true;
   out_.mark_closed(leg::client);   // nothing more is sent to it
   out_.arm(leg::client, disarmed);
-  out_.note(now, "client connection lost: " + std::string(reason));
+  out_.note(now, std::string(note_client_connection_lost) + std::string(reason));
   end_if_client_done(now);
 }
 
@@ -456,20 +456,22 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   bool well_formed = line.size() <= limits::command_line_accepted;
   parsed_command parsed;
   std::optional<fault_decision> decided;   // a fault for this line (a verdict, or rewrites only)
+  std::uint64_t arrived = now;
   if (faults_.line_held()) {
+    arrived = faults_.held_line_since();
     parsed = faults_.take_held_line(now, decided);   // parsed when it was held
   } else if (well_formed) {
     parsed = parse_command(line.substr(0, line.size() - 2));
-    if (parsed.fault == command_fault::none && faults_.hold_line(now, line, parsed, decided))
-      return false;   // the line waits for its delay
+    if (parsed.fault == command_fault::none && faults_.hold_line(now, line, parsed, decided)) {
+      // The line waits for its delay, recorded as it came (masked as below).
+      mask_auth_in_line(in_.pos(), line);
+      in_.record_ahead(line.size(), now, observer_);
+      return false;
+    }
   }
   std::size_t line_start = in_.pos();
   in_.advance(line.size());
-  if (auth_open_) in_.mask(line_start, in_.pos());
-  // Mask an AUTH initial response before deciding anything else: lines refused below (too
-  // long) are recorded too, and used to reach the recorder with the credentials.
-  if (auto at = auth_initial_response_at(stripped_crlf(line)); at != std::string_view::npos)
-    in_.mask(line_start + at, in_.pos());
+  mask_auth_in_line(line_start, line);
   ++stats_.commands;
   if (!well_formed) {
     ++stats_.refused_commands;
@@ -483,9 +485,19 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     faults_.answer_refused_session(now, stripped_crlf(line), parsed.cmd);
     return true;
   }
-  if (faults_.take_decided_line(now, line, parsed, decided)) return true;   // answered, stopped or masked
-  handle_command(now, line, parsed);
+  line_arrived_us_ = arrived;
+  if (!faults_.take_decided_line(now, line, parsed, decided)) handle_command(now, line, parsed);   // else answered, stopped or masked
+  line_arrived_us_ = UINT64_MAX;
   return true;
+}
+
+// Mask an AUTH exchange's line, or an AUTH initial response, before deciding anything else:
+// lines refused (too long) or held by a delay are recorded too, and used to reach the
+// recorder with the credentials.
+void relay_fsm::mask_auth_in_line(std::size_t line_start, std::string_view line) {
+  if (auth_open_) in_.mask(line_start, line_start + line.size());
+  if (auto at = auth_initial_response_at(stripped_crlf(line)); at != std::string_view::npos)
+    in_.mask(line_start + at, line_start + line.size());
 }
 
 void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed, bool announce) {
@@ -558,7 +570,8 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) tls_.remember_hello(body);   // for a reconnect
   reply_slot p;
   p.asked.ph = cmd.ph;
-  p.asked.t_received = now;
+  p.asked.t_received = std::min(line_arrived_us_, now);
+  p.asked.t_forwarded = now;
   p.asked.txn = open && (cmd.ph != phase::rcpt || rcpt_recorded) ? open->id : 0;
   faults_.remember_address(p, cmd);
   switch (cmd.ph) {
@@ -727,7 +740,7 @@ void relay_fsm::release_end_of_data(std::uint64_t now, std::uint64_t id) {
   if (!data_failure_ && faults_.end_of_data(now, t)) return;
   faults_.stop_absorbing();
   if (!data_failure_ && faults_.message(now, t)) return;
-  forward_end_of_data(now, id);
+  forward_end_of_data(now, id, now);
 }
 
 // The message failed before its end went upstream (data_failure_): the dot is answered with
@@ -745,11 +758,13 @@ void relay_fsm::answer_failed_message(std::uint64_t now, std::uint64_t id) {
   flush_replies(now);
 }
 
-void relay_fsm::forward_end_of_data(std::uint64_t now, std::uint64_t txn) {
+void relay_fsm::forward_end_of_data(std::uint64_t now, std::uint64_t txn, std::uint64_t arrived) {
   // Failed while a fault held the dot (the upstream replied, or was lost): never sent.
   if (data_failure_) return answer_failed_message(now, txn);
   if (transaction* t = txns_.find(txn)) t->end_sent = true;
-  owed_.expect(now, phase::data_end, command_kind::relayed, txn);
+  reply_slot& slot = owed_.expect(now, phase::data_end, command_kind::relayed, txn);
+  slot.asked.t_received = std::min(arrived, now);
+  slot.asked.t_forwarded = now;
   if (const std::uint64_t gap_us = faults_.plan().split_dot_gap_us; gap_us > 0) {
     // slice split_dot: the '.' and its CRLF leave as separate segments (what trips CSCds90792).
     out_.send(leg::upstream, ".", now);
@@ -1163,7 +1178,8 @@ void relay_fsm::flush_replies(std::uint64_t now) {
       std::uint64_t think = p.asked.t_received > think_from_us_ ? p.asked.t_received - think_from_us_ : 0;
       // Local replies can still have waited on the upstream (a STARTTLS answered once the
       // upstream leg was secured).
-      std::uint64_t upstream = p.answer.t_upstream > p.asked.t_received ? p.answer.t_upstream - p.asked.t_received : 0;
+      const std::uint64_t sent = std::max(p.asked.t_received, p.asked.t_forwarded);
+      std::uint64_t upstream = p.answer.t_upstream > sent ? p.answer.t_upstream - sent : 0;
       observer_->on_stage({p.asked.ph, p.asked.t_received, now - p.asked.t_received, upstream, think});
     }
     think_from_us_ = now;

@@ -44,6 +44,9 @@ namespace mailtap::protocol {
 // does, and it then sends the message again (RFC 1047). diagnose reads it (a duplicate).
 inline constexpr std::string_view note_closed_before_end_of_data_reply =
     "client closed its connection before the reply to its end of data, without QUIT";
+// The start of the note when the client's connection is lost (a reset, a failed write; the
+// reason follows). Before the reply to its end of data, diagnose reads it as the FIN above.
+inline constexpr std::string_view note_client_connection_lost = "client connection lost: ";
 
 // The `upstream_closed` end's detail when the upstream closed the connection (a FIN), and the
 // start of it when the connection was lost otherwise (a reset, a failed write: the reason
@@ -141,7 +144,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   bool wait_for_capture(message_end kind, std::uint64_t txn);
   transaction* close_message(std::uint64_t now) override;
   void take_message_id(transaction& t);
-  void forward_end_of_data(std::uint64_t now, std::uint64_t txn) override;
+  void forward_end_of_data(std::uint64_t now, std::uint64_t txn, std::uint64_t arrived) override;
   void answer_failed_message(std::uint64_t now, std::uint64_t txn);
   // The last BDAT chunk is in: like the dot, its last byte waits for the capture and the faults.
   void end_of_bdat_message(std::uint64_t now, transaction* t);
@@ -223,6 +226,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // the commands pipelined before it still come (RFC 2920 3.1: in order; a message whose end
   // went upstream still learns its fate), and then the session ends with `reason`.
   void close_after_owed(std::uint64_t now, std::string_view reason, std::string detail);
+  void mask_auth_in_line(std::size_t line_start, std::string_view line);
   void record_received_size();
 
   // Leaving.
@@ -269,6 +273,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   std::string closing_reason_;
   std::string closing_detail_;
   bool close_upstream_when_answered_ = false;    // close_upstream_once_answered is waiting
+  // When the command line being handled came (earlier than now when a delay fault held it);
+  // UINT64_MAX outside take_command_line.
+  std::uint64_t line_arrived_us_ = UINT64_MAX;
   // The command line in progress: where it starts in the client's stream and when its first
   // byte came (the per-line deadline).
   std::uint64_t partial_line_at_ = UINT64_MAX;

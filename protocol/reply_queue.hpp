@@ -34,6 +34,9 @@ enum class then_do { nothing, close, reset, stall };
 struct reply_request {
   phase ph = phase::other;
   std::uint64_t t_received = 0;
+  // When it went on upstream, when later than t_received (a delay fault held it): the stage's
+  // upstream time starts here, and the hold is the relay's. 0: at t_received.
+  std::uint64_t t_forwarded = 0;
   command_kind kind = command_kind::relayed;
   std::uint64_t txn = 0;          // the transaction this reply settles (0: none)
   bool last_chunk = false;        // BDAT ... LAST

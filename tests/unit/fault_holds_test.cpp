@@ -61,7 +61,7 @@ class fake_host : public fault_host {
   void client_back_to_commands() override {}
   void record_and_drop_client_input(std::uint64_t) override { ++dropped_input; }
   transaction* close_message(std::uint64_t) override { return nullptr; }
-  void forward_end_of_data(std::uint64_t, std::uint64_t) override {}
+  void forward_end_of_data(std::uint64_t, std::uint64_t, std::uint64_t) override {}
   void release_withheld_bdat(std::uint64_t, std::uint64_t) override {}
   void drop_withheld_bdat() override {}
   void close_upstream_once_answered(std::uint64_t) override {}

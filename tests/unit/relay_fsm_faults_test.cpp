@@ -589,6 +589,31 @@ TEST_F(FaultFsm, CommandDelayHoldsTheLineUntilDue) {
   EXPECT_EQ(fsm_->stats().faults_injected, 1u);
 }
 
+// A fifth trial: the held line was recorded (its client bytes, its stage's start) when it went
+// on, so a 1 s hold read as 1 s of the sender's think time and none of the relay's.
+TEST_F(FaultFsm, ACommandDelayIsTheRelaysTimeAndTheLineIsRecordedAsItCame) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::command, delay_of(1'000'000, "cmdhold"));
+  client(mail_from);
+  const std::uint64_t held_at = now_;
+  ASSERT_FALSE(obs_->bytes.empty());
+  EXPECT_EQ(obs_->bytes.back().bytes, mail_from);
+  EXPECT_EQ(obs_->bytes.back().t_us, held_at);
+  const auto recorded = obs_->bytes.size();
+  EXPECT_THAT(fault_timer_at(held_at + 1'000'000), ElementsAre(to_upstream(mail_from)));
+  upstream("250 2.1.0 Ok\r\n");   // 1 ms later (each event ticks 1 ms)
+  std::size_t client_in = 0;
+  for (std::size_t i = recorded; i < obs_->bytes.size(); ++i)
+    if (obs_->bytes[i].l == leg::client && obs_->bytes[i].d == direction::in) client_in += obs_->bytes[i].bytes.size();
+  EXPECT_EQ(client_in, 0u) << "the line is recorded once, as it came";
+  const stage_record& mail = obs_->stages.back();
+  ASSERT_EQ(mail.ph, phase::mail);
+  EXPECT_EQ(mail.start_us, held_at);
+  EXPECT_EQ(mail.duration_us, 1'001'000u);
+  EXPECT_EQ(mail.upstream_us, 1'000u);
+  EXPECT_LT(mail.think_us, 1'000'000u);
+}
+
 TEST_F(FaultFsm, CommandDelayFiredLateRecordsTheActualDelay) {
   greet_and_ehlo();
   adv_->on(phase::mail, fault_stage::command, delay_of(2'000'000));
@@ -1117,6 +1142,13 @@ TEST_F(FaultFsm, DataEndCommandDelayHoldsTheDotThenSendsIt) {
   EXPECT_EQ(e.ph, phase::data_end);
   EXPECT_EQ(e.planned_delay_us, 4'000'000u);
   EXPECT_EQ(e.actual_delay_us, 4'000'000u);
+  // The hold is the relay's time, not the sender's think time (a fifth trial).
+  const stage_record& end = obs_->stages.back();
+  ASSERT_EQ(end.ph, phase::data_end);
+  EXPECT_EQ(end.start_us, held_at);
+  EXPECT_EQ(end.duration_us, 4'001'000u);
+  EXPECT_EQ(end.upstream_us, 1'000u);
+  EXPECT_EQ(end.think_us, 0u);
 }
 
 // A client that pipelines QUIT behind the dot: nothing may reach the upstream before the held

@@ -25,12 +25,12 @@ inline std::string describe(const fault_event& e) {
 
 class recording_observer : public session_observer {
  public:
-  struct bytes_record { leg l; direction d; std::string bytes; };
+  struct bytes_record { leg l; direction d; std::string bytes; std::uint64_t t_us = 0; };
   struct reply_record { leg l; direction d; reply r; };
   struct end_record { std::string reason; std::string detail; };
 
-  void on_bytes(std::uint64_t, leg l, direction d, std::string_view b) override {
-    bytes.push_back({l, d, std::string(b)});
+  void on_bytes(std::uint64_t t, leg l, direction d, std::string_view b) override {
+    bytes.push_back({l, d, std::string(b), t});
     last_bytes_call = ++calls;
   }
   void on_command(std::uint64_t, std::string_view text) override { commands.emplace_back(text); }
