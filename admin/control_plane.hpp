@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "admin/address_policy.hpp"
 #include "admin/api.hpp"
 #include "admin/http_server.hpp"
 #include "admin/session_catalog.hpp"
@@ -13,15 +14,6 @@
 #include "relay/server.hpp"
 
 namespace mailtap::admin {
-
-// A literal loopback address (127.0.0.0/8, ::1).
-bool is_loopback_address(const std::string& host);
-// True for 0.0.0.0 and :: (any spelling): a listener there answers on every address of the
-// host, so the Host check also takes the address each connection arrived on.
-bool is_wildcard_address(const std::string& host);
-// The one-line refusal of a non-loopback admin address without a token ("" when it is
-// loopback, or has a token, or the API is off).
-std::string admin_address_problem(const config& cfg);
 
 class control_plane {
  public:

@@ -114,11 +114,15 @@ std::optional<std::string> engine::replace_all(std::vector<rule> rules, std::vec
 bool engine::remove(std::string_view name) {
   std::lock_guard lock(shared_->mutex);
   const rule_set& current = *shared_->rules;
-  const auto it = std::find_if(current.begin(), current.end(), [&](const auto& lr) { return lr->r.name == name; });
-  if (it == current.end()) return false;
+  const bool exact = std::any_of(current.begin(), current.end(), [&](const auto& lr) { return lr->r.name == name; });
+  // A firewall rule was armed as its parts, NAME/banner, NAME/verbs...: its name removes them all.
+  const auto removed = [&](const std::string& n) {
+    return exact ? n == name : n.size() > name.size() && n.starts_with(name) && n[name.size()] == '/';
+  };
   auto next = std::make_shared<rule_set>();
   for (const auto& lr : current)
-    if (lr != *it) next->push_back(lr);
+    if (!removed(lr->r.name)) next->push_back(lr);
+  if (next->size() == current.size()) return false;
   shared_->rules = std::move(next);
   return true;
 }

@@ -60,6 +60,8 @@ class engine {
   // rules they opened with, and new sessions get these. `removed_runtime` (if given) gets the
   // names of the rules added at runtime (rule::added_at_runtime) that were in force.
   std::optional<std::string> replace_all(std::vector<rule> rules, std::vector<std::string>* removed_runtime = nullptr);
+  // The rule named `name`; when none is, the parts a firewall rule of that name was armed as
+  // (`name`/banner, `name`/verbs, ...). False when nothing was removed.
   bool remove(std::string_view name);
   // Every rule, its state and its counts.
   void reset();

@@ -45,7 +45,9 @@ std::vector<rule> expand_firewall(std::string_view name, firewall_profile profil
                      session_matchers));
   if (asa) {
     capabilities_params caps;
-    caps.mask = {"STARTTLS"};
+    // BDAT is not an allowed verb: offered CHUNKING, a client's BDAT would get 500 (the ASA
+    // masks the EHLO keywords its map does not name, CHUNKING among them).
+    caps.mask = {"STARTTLS", "CHUNKING"};
     out.push_back(part(name, "capabilities", caps, {phase::ehlo}, session_matchers));
 
     rule line = part(name, "line_limit", disconnect_params{}, command_phases(), session_matchers);

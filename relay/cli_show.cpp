@@ -1,12 +1,14 @@
 // `mailtap show CAPTURE... [--json]` and `mailtap check-config FILE`.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <string_view>
 #include <system_error>
 #include <vector>
 
+#include "admin/address_policy.hpp"
 #include "captures/reader.hpp"
 #include "captures/show.hpp"
 #include "policies/engine.hpp"
@@ -125,6 +127,14 @@ void register_check_config(CLI::App& app, int& exit_code) {
     // The rules together, as the relay would arm them (names unique across files).
     if (auto problem = policies::make_engine(1)->add_all(cfg->faults)) {
       std::fprintf(stderr, "%s: faults: %s\n", file->c_str(), problem->c_str());
+      exit_code = exit_usage;
+      return;
+    }
+    // What `run` refuses, unless its environment gives the token (a fifth trial: check-config
+    // passed `admin = "0.0.0.0:0"` without one, and run with it exited 2).
+    const bool token_from_environment = std::getenv("MAILTAP_ADMIN_TOKEN") || std::getenv("MAILTAP_ADMIN_TOKEN_FILE");
+    if (auto problem = admin::admin_address_problem(*cfg); !problem.empty() && !token_from_environment) {
+      std::fprintf(stderr, "%s: %s\n", file->c_str(), problem.c_str());
       exit_code = exit_usage;
       return;
     }

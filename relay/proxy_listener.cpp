@@ -32,8 +32,10 @@ struct header_read {
   std::string problem;   // why not, when there is no header
 };
 
-// Reads exactly as many bytes as the parser says cannot pass the header's end, until it is
-// complete or refused, all within proxy_header_timeout.
+// Reads what has come, at most as many bytes as the parser says cannot pass the header's end,
+// and parses again, until the header is complete or refused, all within proxy_header_timeout.
+// What has come is parsed at once: a client that speaks SMTP first ("EHLO x", shorter than
+// any header) is refused as soon as its bytes are not a header's, not after the timeout.
 asio::awaitable<header_read> read_header(tcp::socket& socket) {
   asio::steady_timer deadline(socket.get_executor());
   deadline.expires_after(proxy_header_timeout);
@@ -44,16 +46,16 @@ asio::awaitable<header_read> read_header(tcp::socket& socket) {
     if (r.status == proxy::parse_status::invalid) co_return header_read{std::nullopt, r.error};
     const std::size_t before = got.size();
     got.resize(before + r.more);
-    auto result = co_await (asio::async_read(socket, asio::buffer(got.data() + before, r.more), as_tuple(use_awaitable)) ||
+    auto result = co_await (socket.async_read_some(asio::buffer(got.data() + before, r.more), as_tuple(use_awaitable)) ||
                             deadline.async_wait(as_tuple(use_awaitable)));
     if (result.index() == 1)
       co_return header_read{std::nullopt, "no PROXY protocol header within " +
                                               std::to_string(proxy_header_timeout.count()) + " s"};
-    if (auto [ec, n] = std::get<0>(result); ec) {
-      got.resize(before + n);
+    auto [ec, n] = std::get<0>(result);
+    got.resize(before + n);
+    if (ec)
       co_return header_read{std::nullopt, got.empty() ? "the connection closed before a PROXY protocol header"
                                                       : "the connection closed inside the PROXY protocol header"};
-    }
   }
 }
 

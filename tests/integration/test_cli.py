@@ -52,6 +52,18 @@ class CheckConfig(IntegrationTest):
         r = run_mailtap(["check-config", os.path.normpath(example)])
         self.assertEqual(r.returncode, 0, r.stderr)
 
+    def test_an_admin_address_run_would_refuse(self):
+        # A fifth trial: check-config passed what `run` then refused with exit 2.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILTAP_ADMIN_TOKEN")}
+        path = self.write_file("open-admin.toml", b'admin = "0.0.0.0:0"\n')
+        r = run_mailtap(["check-config", path], env=env)
+        line = self.assertOneLineError(r)
+        self.assertIn("is not a loopback address and no admin token is set", line)
+        # With the token in the environment, as `run` takes it, it passes.
+        env["MAILTAP_ADMIN_TOKEN"] = "0123456789abcdef0123456789abcdef"
+        r = run_mailtap(["check-config", path], env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
     def test_unknown_top_level_key(self):
         path, r = self.check('listen = "127.0.0.1:0"\nupstream = "builtin"\nlisten_adress = "127.0.0.1:25"\n')
         line = self.assertOneLineError(r)

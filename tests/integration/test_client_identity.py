@@ -112,6 +112,10 @@ class ListenProxyProtocolTest(IntegrationTest):
         mailtap = self.start_mailtap(args=["--listen-proxy-protocol"])
         self.assertIn("expects a PROXY protocol header: not a PROXY protocol header",
                       self.refused(mailtap, b"EHLO client.example.test\r\n"))
+        # Shorter than any header: refused at once, not after the 5 s (a fifth trial).
+        started = time.monotonic()
+        self.assertIn("not a PROXY protocol header", self.refused(mailtap, b"EHLO x\r\n"))
+        self.assertLess(time.monotonic() - started, 3)
         self.assertIn("no CRLF within 107 bytes", self.refused(mailtap, b"PROXY UNKNOWN " + b"x" * 120))
         self.assertIn("bad signature", self.refused(mailtap, V2_SIGNATURE[:6] + b"QUITXX\x21\x11\x00\x0c"))
         self.assertIn("an address is not IPv4", self.refused(mailtap, proxy_v1("192.0.2.300", 1)))
@@ -125,7 +129,7 @@ class ListenProxyProtocolTest(IntegrationTest):
         mailtap.signal(signal.SIGTERM)
         self.assertEqual(mailtap.wait(40), 0)
         counts = REFUSED_SUMMARY.findall(mailtap.stderr_text())
-        self.assertEqual(counts, ["5"], mailtap.stderr_text()[-2000:])
+        self.assertEqual(counts, ["6"], mailtap.stderr_text()[-2000:])
 
     def test_connections_waiting_for_their_header_count_toward_max_sessions(self):
         """Silent connections hold their slot while the header is awaited: beyond max_sessions

@@ -1188,6 +1188,19 @@ TEST_F(Policies, RemovedRuleStaysWithTheSessionsThatOpenedWithIt) {
   EXPECT_EQ(decide(mail_view("a@x"), 2).what, verdict::proceed);
 }
 
+// A firewall rule is armed as its parts (pix/banner, pix/verbs, ...): its own name removes
+// them all (a fifth trial: `mailtap faults remove pix` said "no fault rule named 'pix'").
+TEST_F(Policies, AFirewallRulesNameRemovesItsParts) {
+  load("[[fault]]\nname='pix'\ntype='firewall'\nprofile='cisco-pix-fixup'\n"
+       "[[fault]]\nname='pixie'\ntype='reset'\nphase='mail'\n");
+  const auto before = engine_->list().size();
+  ASSERT_GT(before, 2u);
+  ASSERT_TRUE(engine_->remove("pix"));
+  ASSERT_EQ(engine_->list().size(), 1u);
+  EXPECT_EQ(engine_->list().front().name, "pixie");
+  EXPECT_FALSE(engine_->remove("pix"));
+}
+
 TEST_F(Policies, ThrowingClockFallsBackToProceedAndCounts) {
   bool fail = false;
   engine e(1, [&]() -> std::uint64_t {
