@@ -72,11 +72,16 @@ classification classify_by_code(phase ph, int code, std::string_view enhanced) {
   if (ph == phase::starttls) return code == 503 || code == 501 ? classification{"command_rejected", true}
                                                                 : classification{"tls_unavailable", true};
   if (!in_transaction(ph)) return {"command_rejected", subject == 5};
+  // 454 is a temporary authentication failure (RFC 4954 6) or TLS not available (RFC 3207 4),
+  // or a server's temporary refusal of its own wording: not a quota, not specific.
+  if (code == 454) return {"temporary_failure", false};
 
   switch (subject) {
     case 1:
       if (detail == 1 || detail == 2 || detail == 3 || detail == 6 || detail == 10) return {"unknown_recipient", true};
-      if (detail == 7 || detail == 8) return {"sender_blocked", false};
+      // X.1.7 and X.1.8 (RFC 3463 3.2): the sender's address is malformed, or its domain does
+      // not resolve (Postfix's reject_unknown_sender_domain, 450 4.1.8 while DNS fails): no block list.
+      if (detail == 7 || detail == 8) return {"sender_address_rejected", true};
       break;
     case 2:
       if (detail == 2) return {"mailbox_full", true};
@@ -132,8 +137,13 @@ reply_verdict classify(phase ph, int code, std::string_view enhanced, std::strin
     bool connection_stage = ph == phase::banner || ph == phase::connect;
     bool fits = !connection_stage || p->mode == "reverse_dns_block" || p->mode == "destination_unreachable" ||
                 p->mode == "service_unavailable";
-    if (!c.specific && fits && p->mode != c.mode) {
-      v.mode = std::string(p->mode);
+    // A quota at MAIL, or one that closes the session, is the sender's sending quota: a full
+    // mailbox refuses a recipient or a message, and never closes the session (a fifth trial:
+    // mailtap's own "421 4.7.0 Quota exceeded, closing connection" read as a full mailbox).
+    std::string_view refined = p->mode;
+    if (refined == "mailbox_full" && (ph == phase::mail || code == 421)) refined = "relay_quota";
+    if (!c.specific && fits && refined != c.mode) {
+      v.mode = std::string(refined);
       v.refined = true;
     }
   }

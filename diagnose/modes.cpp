@@ -22,6 +22,12 @@ constexpr std::array modes = {
               "list entry or a sender access rule.",
               "Ask the destination's administrator to check its block lists and sender rules for this sender; check "
               "the sending IP on public block lists."},
+    mode_text{"sender_address_rejected", "sender address refused (malformed, or its domain does not resolve)",
+              "The destination refused the envelope sender itself: its syntax (RFC 3463 X.1.7), or its domain, which "
+              "has no DNS address or MX record, or whose lookup failed (X.1.8: Postfix's "
+              "reject_unknown_sender_domain answers 450 4.1.8 while DNS fails, 550 when the domain does not exist).",
+              "Check the sender address the client uses (a typo, an unqualified or internal-only domain) and that its "
+              "domain resolves in public DNS (an MX or A record)."},
     mode_text{"tenant_propagation", "destination does not accept this domain (relay access denied)",
               "The destination refused to accept mail for this recipient domain. A cloud gateway tenant that was just "
               "set up answers this until its configuration has propagated (up to about 60 minutes); a wrong MX, "

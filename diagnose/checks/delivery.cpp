@@ -108,12 +108,15 @@ void ambiguous(const conversation& c, const captures::transaction& t, std::vecto
   merge_finding(out, std::move(f));
 }
 
-// The relay's note that the client closed before the reply to its end of data, without QUIT,
-// within the transaction: null when it did not.
+// The relay's note that the client closed (a FIN) or lost (a reset) its connection before the
+// reply to its end of data, without QUIT, within the transaction: null when it did not. A
+// client that resets is at least as likely to send again as one that closes (a fifth trial).
 const captures::event* closed_before_reply(const conversation& c, const captures::transaction& t) {
   for (const auto* e : c.timeline)
     if (const auto* n = std::get_if<captures::note_event>(e))
-      if (n->t_us >= t.start_us && n->t_us <= t.end_us && n->text == protocol::note_closed_before_end_of_data_reply)
+      if (n->t_us >= t.start_us && n->t_us <= t.end_us &&
+          (n->text == protocol::note_closed_before_end_of_data_reply ||
+           n->text.starts_with(protocol::note_client_connection_lost)))
         return e;
   return nullptr;
 }

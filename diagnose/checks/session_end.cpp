@@ -56,7 +56,9 @@ void timeout(const conversation& c, const captures::end_record& e, std::vector<f
   } else if (e.reason == "client_timeout") {
     f.level = severity::warning;
     f.source = origin::client;
-    f.stage = last_stage(c, false);
+    // Inside the message the sender was sending its body, not waiting for the end of data's reply.
+    const bool in_message = e.detail.rfind("message data slower", 0) == 0 || e.detail == "no message data in time";
+    f.stage = in_message ? "body" : last_stage(c, false);
     f.title = "the sender was too slow (" + e.detail + ")";
     f.explanation = "The client did not send its next command or its data in time, and the relay closed the "
                     "session with 421 4.4.2.";
@@ -238,6 +240,31 @@ void destination_hung_up(const conversation& c, const captures::end_record& e, s
   merge_finding(out, std::move(f));
 }
 
+// The client broke SMTP's framing and the relay closed the session (captures/FORMAT.md,
+// protocol_error): a command line over the hard cap, an AUTH response over its cap, a BDAT size
+// it cannot read. A message the relay refused for its line endings is a smuggling attempt
+// (smuggling.cpp), not this. A fifth trial found these sessions diagnosed "no findings".
+void client_protocol_error(const captures::end_record& e, std::vector<finding>& out) {
+  if (e.detail.rfind("message refused: ", 0) == 0) return;
+  finding f;
+  f.id = "client_protocol_error";
+  f.level = severity::error;
+  f.source = origin::client;
+  const bool bdat = e.detail.find("BDAT") != std::string::npos;
+  f.stage = bdat ? "bdat" : e.detail.find("AUTH") != std::string::npos ? "auth" : "other";
+  f.title = "the client broke the SMTP protocol: " + e.detail;
+  f.explanation = bdat ? "A BDAT command's size could not be read (RFC 3030 2: BDAT takes a chunk size in digits), so "
+                         "the bytes after it could not be framed: the relay answered 501 5.5.4 and closed the session "
+                         "(after the replies owed to the commands before it)."
+                       : "The client sent a line longer than SMTP allows (RFC 5321 4.5.3.1.4, 512 octets for a command "
+                         "line; RFC 4954 4 for an AUTH response) without ending it, so the relay answered 500 5.5.2 and "
+                         "closed the session (after the replies owed to the commands before it).";
+  f.action = "Look at the client's software or what stands between it and mailtap (a proxy, a load balancer sending "
+             "something else to the SMTP port); the client's bytes are in the capture.";
+  f.evidence.push_back(end_evidence(e));
+  merge_finding(out, std::move(f));
+}
+
 // An incomplete capture that ends inside a transaction: the relay stopped (killed, crashed,
 // the machine lost) with a message in flight. What became of the message depends on where it
 // was: its end had gone upstream (it may have been delivered) or not (nothing was delivered).
@@ -288,6 +315,7 @@ void check_session_end(const conversation& c, std::vector<finding>& out) {
   else if (e.reason == "client_tls_failed") client_tls_failed(e, out);
   else if (e.reason == "fault") dropped_by_fault(c, e, out);
   else if (e.reason == "upstream_protocol_error") protocol_error(c, e, out);
+  else if (e.reason == "protocol_error") client_protocol_error(e, out);
   else if (e.reason == "upstream_closed") destination_hung_up(c, e, out);
   else if (e.reason == "upstream_tls_failed") {
     finding f;

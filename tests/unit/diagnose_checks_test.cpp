@@ -286,6 +286,18 @@ TEST(CheckDelivery, AMessageAcceptedAfterTheSenderLeftIsADuplicate) {
   EXPECT_EQ(find(diagnose_capture(quit.c), "duplicate_delivery"), nullptr);
 }
 
+// The same with a reset in place of the FIN (a fifth trial: only "handoff" was found).
+TEST(CheckDelivery, AMessageAcceptedAfterTheSenderResetIsADuplicate) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
+      .note(13, std::string(protocol::note_client_connection_lost) + "Connection reset by peer")
+      .reply(25, 250, {"2.0.0 Ok: queued as Q0003"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q0003"}, 4, 25)
+      .ended("client_closed", "client connection lost");
+  auto d = diagnose_capture(b.c);
+  ASSERT_NE(find(d, "duplicate_delivery"), nullptr) << ::testing::PrintToString(ids(d));
+}
+
 // The built-in sink answers as Postfix words it; diagnose does not name Postfix as the server
 // of a session whose upstream was the sink (a newcomer's trial).
 TEST(CheckDelivery, TheBuiltInSinkIsNotPostfix) {
@@ -362,6 +374,36 @@ TEST(CheckTls, TheEhloReplyAfterTheClientsStarttlsIsNotStripped) {
       .cmd(7, "EHLO client.example").reply(8, 250, {"mx.example.net", "PIPELINING"}, leg::client);
   auto d = diagnose_capture(b.c);
   EXPECT_EQ(find(d, "starttls_stripped"), nullptr) << ::testing::PrintToString(ids(d));
+}
+
+// A fifth trial: a sender too slow with its message body read as a timeout at data_end.
+TEST(CheckSessionEnd, ASlowMessageBodyIsAtTheBody) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
+      .bytes(10, "Subject: slow\r\n")
+      .txn(protocol::outcome::aborted, std::nullopt, 4, 40)
+      .ended("client_timeout", "message data slower than 1000 bytes/s");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "timeout");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "body");
+}
+
+// A fifth trial: sessions the relay closed for a bad BDAT size or an over-long line had no findings.
+TEST(CheckSessionEnd, AClientProtocolErrorIsAFinding) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO c").reply(3, 250, {"mx"}).ended("protocol_error", "unparseable BDAT size");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "client_protocol_error");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "bdat");
+  EXPECT_EQ(f->source, origin::client);
+  builder line;
+  line.reply(1, 220, {"mx"}).ended("protocol_error", "command line too long");
+  ASSERT_NE(find(diagnose_capture(line.c), "client_protocol_error"), nullptr);
+  builder smuggled;   // a message refused for its line endings is the smuggling check's
+  smuggled.reply(1, 220, {"mx"}).ended("protocol_error", "message refused: bare LF");
+  EXPECT_EQ(find(diagnose_capture(smuggled.c), "client_protocol_error"), nullptr);
 }
 
 TEST(CheckTls, StarttlsRemovedByTheRelayItselfIsTheRelays) {

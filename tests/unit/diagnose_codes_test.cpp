@@ -111,6 +111,12 @@ TEST(Classify, CodeFirst) {
   EXPECT_EQ(classify_by_code(phase::rcpt, 550, "").mode, "unknown_recipient");
   EXPECT_EQ(classify_by_code(phase::mail, 552, "").mode, "message_too_large");
   EXPECT_EQ(classify_by_code(phase::rcpt, 250, "2.1.5").mode, "");
+  // A fifth trial: 450 4.1.8 "Sender address rejected: Domain not found" read as a block list,
+  // and 454 4.7.0 at MAIL as a sending quota.
+  EXPECT_EQ(classify_by_code(phase::mail, 450, "4.1.8").mode, "sender_address_rejected");
+  EXPECT_EQ(classify_by_code(phase::mail, 553, "5.1.7").mode, "sender_address_rejected");
+  EXPECT_EQ(classify_by_code(phase::mail, 454, "4.7.0").mode, "temporary_failure");
+  EXPECT_FALSE(classify_by_code(phase::mail, 454, "4.7.0").specific);
 }
 
 TEST(Classify, PhrasingsRefineGenericCodes) {
@@ -134,6 +140,13 @@ TEST(Classify, PhrasingsRefineGenericCodes) {
   v = classify(phase::mail, 550, "5.4.5", "Daily user sending limit exceeded");
   EXPECT_EQ(v.mode, "relay_quota");
   EXPECT_EQ(v.vendor, "gmail");
+  // "Quota exceeded" at MAIL, or with a 421, is a sending quota: a full mailbox refuses a
+  // recipient or a message and never closes the session (mailtap's own quota fault's text).
+  EXPECT_EQ(classify(phase::mail, 421, "4.7.0", "Quota exceeded, closing connection").mode, "relay_quota");
+  EXPECT_EQ(classify(phase::rcpt, 421, "4.7.0", "Quota exceeded, closing connection").mode, "relay_quota");
+  EXPECT_EQ(classify(phase::mail, 451, "4.3.0", "Quota exceeded, please try again later").mode, "relay_quota");
+  EXPECT_EQ(classify(phase::rcpt, 452, "", "Quota exceeded").mode, "mailbox_full");
+  EXPECT_EQ(classify(phase::mail, 454, "4.7.1", "<x@example.test>: Relay access denied").mode, "tenant_propagation");
 }
 
 TEST(Classify, PhrasingNeverOverridesASpecificCode) {
@@ -155,7 +168,7 @@ TEST(Classify, EveryModeClassifyCanNameHasItsText) {
                   "service_unavailable", "policy_rejection", "sender_authentication", "temporary_failure", "permanent_failure",
                   "command_rejected", "tls_unavailable", "blackhole", "firewall_fixup", "content_scan_delay",
                   "slow_destination", "service_closing", "too_many_recipients", "auth_cancelled",
-                  "auth_response_refused"}) {
+                  "auth_response_refused", "sender_address_rejected"}) {
     EXPECT_TRUE(is_mode(id)) << id;
     EXPECT_FALSE(mode(id).explanation.empty()) << id;
     EXPECT_FALSE(mode(id).action.empty()) << id;
