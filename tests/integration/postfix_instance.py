@@ -6,7 +6,7 @@ there (`postfix -c DIR`), its queue and data directories inside it, an smtpd on
 more can run side by side; each has its own myhostname and syslog_name.
 
   PostfixInstance(name, hostname, main_cf={...})   in a fresh /tmp/mtpf-NAME-XXXX
-      .start() / .stop()       `postfix -c DIR start|stop`
+      .start() / .stop()       `postfix -c DIR start|stop`; stop waits for the master to exit
       .cleanup()               stop, then remove DIR (register it with addCleanup)
       .port                    its smtpd's port
       .maillog()               the log so far (text)
@@ -163,11 +163,21 @@ class PostfixInstance:
         if not self.started:
             return
         self.started = False
+        master = self.master_pid()
         self._postfix("stop", check=False)
-        pid_file = os.path.join(self.dir, "queue", "pid", "master.pid")
+        # The master leaves queue/pid/master.pid behind when it exits (the file's lock, not its
+        # presence, says it runs), so the wait is for the process itself.
         deadline = time.monotonic() + 20
-        while os.path.exists(pid_file) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while master and process_exists(master) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def master_pid(self):
+        """The master process's pid from queue/pid/master.pid, or None."""
+        try:
+            with open(os.path.join(self.dir, "queue", "pid", "master.pid")) as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def cleanup(self):
         """stop(), then the instance's directory is removed (kept with MAILTAP_IT_KEEP set)."""
@@ -257,6 +267,15 @@ class SendingPostfix(PostfixInstance):
         """Submits one message over SMTP to this instance's own smtpd."""
         with smtplib.SMTP(LOOPBACK, self.port, local_hostname="injector.test", timeout=timeout) as s:
             s.sendmail(mail_from, [rcpt_to], message)
+
+
+def process_exists(pid):
+    """Whether process `pid` still runs (a zombie waiting to be reaped does not)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def make_base(name):
