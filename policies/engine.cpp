@@ -115,13 +115,12 @@ bool engine::remove(std::string_view name) {
   std::lock_guard lock(shared_->mutex);
   const rule_set& current = *shared_->rules;
   const bool exact = std::any_of(current.begin(), current.end(), [&](const auto& lr) { return lr->r.name == name; });
-  // A firewall rule was armed as its parts, NAME/banner, NAME/verbs...: its name removes them all.
-  const auto removed = [&](const std::string& n) {
-    return exact ? n == name : n.size() > name.size() && n.starts_with(name) && n[name.size()] == '/';
-  };
+  // A firewall rule was armed as its parts, NAME/banner, NAME/verbs...: its name removes them all
+  // (and only them: a rule someone named NAME/x stays).
+  const auto removed = [&](const rule& r) { return exact ? r.name == name : r.firewall_of == name; };
   auto next = std::make_shared<rule_set>();
   for (const auto& lr : current)
-    if (!removed(lr->r.name)) next->push_back(lr);
+    if (!removed(lr->r)) next->push_back(lr);
   if (next->size() == current.size()) return false;
   shared_->rules = std::move(next);
   return true;

@@ -22,6 +22,7 @@ rule part(std::string_view name, std::string_view suffix, type_params params, st
           const matcher& base) {
   rule r;
   r.name = std::string(name) + "/" + std::string(suffix);
+  r.firewall_of = name;
   r.params = std::move(params);
   r.phases = std::move(phases);
   r.match = base;

@@ -67,6 +67,9 @@ struct rule {
   // Added while the relay runs (the admin API), not from its configuration: a reload, which
   // replaces every rule with the files' rules, removes it and says so (relay/reload.hpp).
   bool added_at_runtime = false;
+  // The firewall rule this one is a part of (`firewall_of`/banner, ...; policies/firewall.hpp),
+  // so that rule's name removes exactly its parts. Empty for every other rule.
+  std::string firewall_of;
   type_params params;
   std::vector<protocol::phase> phases;   // empty for session-wide types
   matcher match;

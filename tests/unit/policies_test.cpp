@@ -1192,12 +1192,15 @@ TEST_F(Policies, RemovedRuleStaysWithTheSessionsThatOpenedWithIt) {
 // them all (a fifth trial: `mailtap faults remove pix` said "no fault rule named 'pix'").
 TEST_F(Policies, AFirewallRulesNameRemovesItsParts) {
   load("[[fault]]\nname='pix'\ntype='firewall'\nprofile='cisco-pix-fixup'\n"
-       "[[fault]]\nname='pixie'\ntype='reset'\nphase='mail'\n");
+       "[[fault]]\nname='pixie'\ntype='reset'\nphase='mail'\n"
+       "[[fault]]\nname='pix/mine'\ntype='reset'\nphase='rcpt'\n");
   const auto before = engine_->list().size();
-  ASSERT_GT(before, 2u);
+  ASSERT_GT(before, 3u);
   ASSERT_TRUE(engine_->remove("pix"));
-  ASSERT_EQ(engine_->list().size(), 1u);
+  // Only the profile's parts go: a rule someone named pix/mine is not one of them.
+  ASSERT_EQ(engine_->list().size(), 2u);
   EXPECT_EQ(engine_->list().front().name, "pixie");
+  EXPECT_EQ(engine_->list().back().name, "pix/mine");
   EXPECT_FALSE(engine_->remove("pix"));
 }
 
