@@ -89,9 +89,13 @@ void run_server(const server_opts& o, int& exit_code) {
   const bool ok = run_replay_server(
       *script, options,
       [&](const std::string& bound) {
-        // One stable line on stdout, as `mailtap run` prints, so scripts find a port chosen with :0.
-        std::printf("mailtap replay: listening on %s, replaying %s (%zu steps)\n", bound.c_str(),
-                    paths.front().c_str(), script->steps.size());
+        // One stable line on stdout, as `mailtap run` prints, so scripts find a port chosen with
+        // :0; a JSON document of its own under --json, which prints nothing else.
+        if (o.json)
+          std::printf("%s\n", replay::render_server_ready_json(bound, paths.front(), script->steps.size()).c_str());
+        else
+          std::printf("mailtap replay: listening on %s, replaying %s (%zu steps)\n", bound.c_str(),
+                      paths.front().c_str(), script->steps.size());
         std::fflush(stdout);
       },
       [&](const replay::server_session& s) {
@@ -224,9 +228,10 @@ void register_replay(CLI::App& app, int& exit_code) {
                    "Count a message that differs from the recorded one as a divergence (default: reported, not "
                    "counted; a live client writes its own Date and Message-ID)");
   server->add_flag("--json", so->json, "One JSON document per live session (one per line)");
-  server->footer("Prints 'mailtap replay: listening on ADDR:PORT, ...' when ready, then a report per session as it "
-                 "ends. Exit codes: 0 every session followed the recording, 1 a client diverged, 2 usage or an "
-                 "unreadable capture.");
+  server->footer("Prints 'mailtap replay: listening on ADDR:PORT, ...' when ready (with --json: {\"listening\": "
+                 "\"ADDR:PORT\", ...}), then a report per session as it ends. SIGINT or SIGTERM answers each live "
+                 "session 421 4.3.2 and reports it as stopped. Exit codes: 0 every session followed the recording, "
+                 "1 a client diverged (or was stopped), 2 usage or an unreadable capture.");
   server->callback([so, &exit_code] { run_server(*so, exit_code); });
 
   auto* client = replay->add_subcommand(

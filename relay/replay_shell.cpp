@@ -14,6 +14,8 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <functional>
+#include <list>
 
 #include "relay/accept_loop.hpp"
 #include "relay/leg_stream.hpp"
@@ -75,12 +77,14 @@ asio::awaitable<owned_read> read_owned(leg_stream& leg) {
 
 // One connection driven by a replay machine until it finishes: its actions carried out in
 // order (bytes queued and written, a handshake once they are out, the one timer re-armed),
-// then the next read or the timer, whichever comes first.
+// then the next read or the timer, whichever comes first. Cancelling `timer` from outside
+// wakes the loop to carry out what the machine was told meanwhile (the server's on_stop).
 template <typename Machine, typename OnBytes, typename OnClosed>
-asio::awaitable<void> drive(leg_stream& leg, Machine& fsm, asio::ssl::context* tls, bool as_client,
-                            const std::string& host, clock::time_point t0, OnBytes on_bytes, OnClosed on_closed) {
+asio::awaitable<void> drive(leg_stream& leg, Machine& fsm, asio::steady_timer& timer, asio::ssl::context* tls,
+                            bool as_client, const std::string& host, clock::time_point t0, OnBytes on_bytes,
+                            OnClosed on_closed) {
   using namespace asio::experimental::awaitable_operators;
-  asio::steady_timer timer(co_await asio::this_coro::executor, clock::time_point::max());
+  timer.expires_at(clock::time_point::max());
   for (;;) {
     for (auto& a : fsm.take_actions()) {
       std::visit(protocol::overloaded{
@@ -170,24 +174,44 @@ bool run_replay_server(const replay::script& s, const replay_server_options& o,
   const auto bound = acceptor.local_endpoint();
   ready(endpoint{bound.address().to_string(), bound.port()}.to_string());
 
+  // SIGINT or SIGTERM: no more clients, and each live session is answered 421 4.3.2, closed
+  // and reported (a divergence, `stopped`), as the relay drains; a second signal stops at once.
   asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code& e, int) {
-    if (e) return;
-    boost::system::error_code ig;
-    acceptor.close(ig);
-    io.stop();
-  });
+  bool stopping = false;
   std::size_t started = 0, active = 0;
+  std::list<std::function<void()>> live_sessions;   // each one's stop
+  std::function<void()> wait_for_signal = [&] {
+    signals.async_wait([&](const boost::system::error_code& e, int) {
+      if (e) return;
+      boost::system::error_code ig;
+      acceptor.close(ig);
+      if (stopping || active == 0) {
+        io.stop();
+        return;
+      }
+      stopping = true;
+      for (auto& stop : live_sessions) stop();
+      wait_for_signal();
+    });
+  };
+  wait_for_signal();
   auto serve = [&](tcp::socket socket) -> asio::awaitable<void> {
     leg_stream leg(std::make_unique<tcp_pipe>(std::move(socket)));
     replay::server_fsm fsm(s, o.pace, o.server);
+    asio::steady_timer timer(io);
     const auto t0 = clock::now();
     const std::string peer = leg.pipe().peer();
     fsm.on_start(0);
+    if (stopping) fsm.on_stop(0);
+    const auto me = live_sessions.insert(live_sessions.end(), [&] {
+      fsm.on_stop(since(t0));
+      timer.cancel();   // drive() wakes and carries out the 421 and the close
+    });
     co_await drive(
-        leg, fsm, tls ? &tls->ctx : nullptr, false, std::string(), t0,
+        leg, fsm, timer, tls ? &tls->ctx : nullptr, false, std::string(), t0,
         [&](std::string_view bytes, std::uint64_t now) { fsm.on_client_bytes(bytes, now); },
         [&](std::uint64_t now) { fsm.on_client_closed(now); });
+    live_sessions.erase(me);
     session_done(replay::server_session{s.path, peer, fsm.played(), fsm.divergences(), s.steps.size(), fsm.noted()});
   };
   accept_handlers handlers;
@@ -203,7 +227,7 @@ bool run_replay_server(const replay::script& s, const replay_server_options& o,
       acceptor.close(ig);
     }
     asio::co_spawn(io, serve(std::move(socket)), [&](std::exception_ptr) {
-      if (--active == 0 && o.sessions != 0 && started >= o.sessions) signals.cancel();
+      if (--active == 0 && (stopping || (o.sessions != 0 && started >= o.sessions))) signals.cancel();
     });
   };
   asio::co_spawn(io, accept_loop(acceptor, std::move(handlers)), asio::detached);
@@ -236,6 +260,7 @@ asio::awaitable<void> replay_one(const client_context& cx, const std::filesystem
   }
   run.session = script->session;
   run.faults = script->faults;
+  run.incomplete = script->end_reason.empty();
   replay::client_fsm fsm(*script, cx.options.client);
 
   tcp::resolver resolver(cx.io);
@@ -255,12 +280,13 @@ asio::awaitable<void> replay_one(const client_context& cx, const std::filesystem
     run.error = "cannot connect to " + run.target + ": " + cec.message();
     run.unreachable = true;
     fsm.on_connected(0);
-    fsm.on_server_closed(0);
+    fsm.on_connect_failed(0, cec.message());
   } else {
     leg_stream leg(std::make_unique<tcp_pipe>(std::move(socket)));
+    asio::steady_timer timer(cx.io);
     fsm.on_connected(0);
     co_await drive(
-        leg, fsm, cx.tls, true, cx.options.target.host, t0,
+        leg, fsm, timer, cx.tls, true, cx.options.target.host, t0,
         [&](std::string_view bytes, std::uint64_t now) { fsm.on_server_bytes(bytes, now); },
         [&](std::uint64_t now) { fsm.on_server_closed(now); });
   }

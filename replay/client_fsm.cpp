@@ -17,6 +17,7 @@ std::string_view to_string(step_status s) {
     case step_status::skipped: return "skipped";
     case step_status::not_sent: return "not_sent";
     case step_status::no_reply: return "no_reply";
+    case step_status::sent: return "sent";
   }
   return "matched";
 }
@@ -76,23 +77,25 @@ auth_command read_auth(std::string_view text) {
 }  // namespace
 
 client_fsm::client_fsm(const script& s, client_options options) : script_(s), options_(std::move(options)) {
+  for (const auto& st : s.steps) steps_.push_back(&st);
+  if (s.unfinished) steps_.push_back(&*s.unfinished);
   step_result greeting;
   greeting.greeting = true;
   greeting.text = "(greeting)";
   greeting.recorded = s.banner;
   if (s.banner) greeting.recorded_latency_us = s.banner->t_us;
   results_.push_back(std::move(greeting));
-  for (std::size_t i = 0; i < s.steps.size(); ++i) {
+  for (std::size_t i = 0; i < steps_.size(); ++i) {
     step_result r;
     r.step = i;
-    r.text = s.steps[i].text;
-    r.ph = s.steps[i].ph;
-    r.recorded = s.steps[i].reply;
-    r.recorded_latency_us = s.steps[i].reply_delay_us();
+    r.text = steps_[i]->text;
+    r.ph = steps_[i]->ph;
+    r.recorded = steps_[i]->reply;
+    r.recorded_latency_us = steps_[i]->reply_delay_us();
     results_.push_back(std::move(r));
   }
   settled_at_.assign(results_.size(), 0);
-  sent_at_.assign(s.steps.size(), 0);
+  sent_at_.assign(steps_.size(), 0);
 }
 
 bool client_fsm::diverged() const {
@@ -126,7 +129,25 @@ void client_fsm::on_tls_failed(std::uint64_t now_us) {
 
 void client_fsm::on_server_closed(std::uint64_t now_us) {
   if (finished_) return;
+  // Steps the recording has no reply to, because its server side closed: so did this one.
+  while (!inflight_.empty() && !results_[inflight_.front()].recorded) {
+    auto& res = results_[inflight_.front()];
+    res.status = step_status::matched;
+    res.note = "the server closed the connection without a reply, as when recorded (" + script_.end_reason + ")";
+    settle(inflight_.front(), now_us);
+    inflight_.pop_front();
+  }
+  if (inflight_.empty() && next_ == steps_.size()) {
+    finished_ = true;
+    actions_.push_back(protocol::close_leg{protocol::leg::upstream});
+    return;
+  }
   finish(now_us, "the server closed the connection");
+}
+
+void client_fsm::on_connect_failed(std::uint64_t now_us, const std::string& why) {
+  if (finished_) return;
+  finish(now_us, "not connected: " + why);
 }
 
 void client_fsm::on_server_bytes(std::string_view bytes, std::uint64_t now_us) {
@@ -164,7 +185,8 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
   const std::uint64_t asked = res.greeting ? connected_at_ : sent_at_[res.step];
   res.live_latency_us = now_us > asked ? now_us - asked : 0;
   if (!res.recorded) {
-    res.differences.push_back("the recording has no reply here");
+    res.differences.push_back("the recording has no reply here: the session ended (" + script_.end_reason +
+                              ") and the client heard the connection close");
   } else if (const auto* said = res.recorded->destination_reply()) {
     res.differences = differences(*said, r, res.ph, options_.compare_text);
   } else {
@@ -180,9 +202,9 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
   res.status = res.differences.empty() ? step_status::matched : step_status::diverged;
   // RFC 3207 4.2: after a 220 to STARTTLS the client starts the handshake, whatever the
   // recorded client heard; anything else said then would be read as a broken handshake.
-  const bool starttls_step = !res.greeting && script_.steps[res.step].ph == protocol::phase::starttls;
+  const bool starttls_step = !res.greeting && steps_[res.step]->ph == protocol::phase::starttls;
   const bool tls_follows = starttls_step && r.code == 220;
-  if (starttls_step && tls_follows != script_.steps[res.step].starts_tls)
+  if (starttls_step && tls_follows != steps_[res.step]->starts_tls)
     res.note = tls_follows ? "the recorded client heard " + std::to_string(res.recorded ? res.recorded->reply.code : 0) +
                                  " and went on without TLS; the live server answered 220, so the replay starts TLS "
                                  "and goes on inside it"
@@ -205,17 +227,17 @@ void client_fsm::settle(std::size_t result, std::uint64_t now_us) {
 // A step goes out once the replies its recorded client had waited for are in, and the
 // recorded pause since then (or since the step before, for a pipelined one) has passed.
 bool client_fsm::ready_to_send(std::size_t i, std::uint64_t now_us, std::uint64_t& due_us) const {
-  const step& st = script_.steps[i];
+  const step& st = *steps_[i];
   if (settled_prefix_ < st.awaits) return false;
   std::uint64_t recorded_ref = 0, live_ref = 0;
   if (st.awaits > 0) {
     const std::size_t k = st.awaits - 1;
     recorded_ref = k == 0 ? (script_.banner ? script_.banner->t_us : 0)
-                          : (script_.steps[k - 1].reply ? script_.steps[k - 1].reply->t_us : 0);
+                          : (steps_[k - 1]->reply ? steps_[k - 1]->reply->t_us : 0);
     live_ref = settled_at_[k];
   }
-  if (i > 0 && script_.steps[i - 1].sent_us >= recorded_ref) {
-    recorded_ref = script_.steps[i - 1].sent_us;
+  if (i > 0 && steps_[i - 1]->sent_us >= recorded_ref) {
+    recorded_ref = steps_[i - 1]->sent_us;
     live_ref = std::max(live_ref, sent_at_[i - 1]);
   }
   const std::uint64_t pause = st.sent_us > recorded_ref ? st.sent_us - recorded_ref : 0;
@@ -225,9 +247,9 @@ bool client_fsm::ready_to_send(std::size_t i, std::uint64_t now_us, std::uint64_
 
 void client_fsm::advance(std::uint64_t now_us) {
   send_due_us_ = 0;
-  while (!finished_ && !tls_pending_ && next_ < script_.steps.size()) {
+  while (!finished_ && !tls_pending_ && next_ < steps_.size()) {
     const std::size_t i = next_;
-    const step& st = script_.steps[i];
+    const step& st = *steps_[i];
     step_result& res = results_[i + 1];
     // Steps whose conversation the live server did not enter are not sent.
     if (st.kind == step_kind::message || st.kind == step_kind::auth_response) {
@@ -249,7 +271,7 @@ void client_fsm::advance(std::uint64_t now_us) {
         continue;
       }
     }
-    if (st.auth && st.kind == step_kind::command) {
+    if (st.auth && st.kind == step_kind::command && !st.unfinished) {
       const auto cmd = read_auth(st.text);
       auth_material_.clear();
       auth_skipping_ = options_.auth_user.empty() && options_.auth_password.empty();
@@ -278,7 +300,7 @@ void client_fsm::advance(std::uint64_t now_us) {
     }
     send_step(i, now_us);
   }
-  if (!finished_ && !tls_pending_ && next_ == script_.steps.size() && inflight_.empty()) {
+  if (!finished_ && !tls_pending_ && next_ == steps_.size() && inflight_.empty()) {
     finished_ = true;
     actions_.push_back(protocol::close_leg{protocol::leg::upstream});
     return;
@@ -287,7 +309,7 @@ void client_fsm::advance(std::uint64_t now_us) {
 }
 
 std::string client_fsm::auth_bytes(std::size_t i) {
-  const step& st = script_.steps[i];
+  const step& st = *steps_[i];
   auto next_material = [this]() -> std::string {
     if (auth_material_.empty()) return "*";   // RFC 4954 4: cancels the exchange
     std::string m = auth_material_.front();
@@ -300,13 +322,24 @@ std::string client_fsm::auth_bytes(std::size_t i) {
 }
 
 void client_fsm::send_step(std::size_t i, std::uint64_t now_us) {
-  const step& st = script_.steps[i];
-  const std::string bytes = st.auth ? auth_bytes(i) : st.bytes;
+  const step& st = *steps_[i];
+  // An unfinished step goes out as recorded (an AUTH line in it is masked there).
+  const std::string bytes = st.auth && !st.unfinished ? auth_bytes(i) : st.bytes;
   actions_.push_back(protocol::send_bytes{protocol::leg::upstream, bytes, st.auth});
   sent_at_[i] = std::max<std::uint64_t>(now_us, 1);
   ++next_;
-  if (!st.reply) {   // the recording ended before its reply: nothing to wait for
-    results_[i + 1].note = "the recording has no reply to this step";
+  // The recording ended before this step's reply. If its client left first (or the step is
+  // unfinished, or the capture has no end record), there is nothing to compare: sent, and the
+  // connection closes after it as the recorded one did. Otherwise its server side closed on
+  // the recorded client, and the live server is expected to close too: a reply is a divergence.
+  if (!st.reply && (st.unfinished || script_.ended_by_client() || script_.end_reason.empty())) {
+    auto& res = results_[i + 1];
+    res.status = step_status::sent;
+    res.note = st.unfinished ? "sent as recorded, unfinished: the recorded session ended inside this step"
+               : script_.end_reason.empty()
+                   ? "sent; the capture ends before a reply (it has no end record), so nothing is compared"
+                   : "sent; the recorded client closed before a reply came (" + script_.end_reason +
+                         "), so nothing is compared";
     settle(i + 1, now_us);
     return;
   }
@@ -322,11 +355,11 @@ void client_fsm::finish(std::uint64_t now_us, const std::string& why_unanswered)
     settle(at, now_us);
   }
   inflight_.clear();
-  for (std::size_t i = next_; i < script_.steps.size(); ++i) {
+  for (std::size_t i = next_; i < steps_.size(); ++i) {
     results_[i + 1].status = step_status::not_sent;
     results_[i + 1].note = "not sent: " + why_unanswered;
   }
-  next_ = script_.steps.size();
+  next_ = steps_.size();
   finished_ = true;
   actions_.push_back(protocol::close_leg{protocol::leg::upstream});
 }

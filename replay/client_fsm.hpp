@@ -4,7 +4,9 @@
 // recorded client waited (a pipelined group goes out together, RFC 2920), pauses as the
 // recorded client paused (scaled by the timing), secures the connection where STARTTLS was
 // answered 220, and runs AUTH only with credentials it is given (captures hold no secrets).
-// A message whose DATA the live server did not answer 354 is not sent. It answers in
+// A message whose DATA the live server did not answer 354 is not sent. Where the recording
+// ends without a reply, it sends and closes if the recorded client left first, and otherwise
+// expects the live server to close as the recorded one did. It answers in
 // protocol/action.hpp's vocabulary on the upstream leg: send_bytes, start_tls, arm_timer,
 // close_leg. Sans-I/O: times come in with every event. Single-threaded.
 #pragma once
@@ -39,6 +41,8 @@ enum class step_status {
   skipped,    // not sent on purpose (AUTH without credentials)
   not_sent,   // not sent: the live conversation went elsewhere (DATA not answered 354, the server left)
   no_reply,   // sent, and no reply came (the server closed, or the reply timeout passed)
+  sent,       // sent as recorded, nothing to compare: the recorded client closed before a reply
+              // came, or the step is the unfinished last one (script::unfinished)
 };
 std::string_view to_string(step_status s);
 
@@ -66,6 +70,8 @@ class client_fsm {
   void on_tls_ready(std::uint64_t now_us);
   void on_tls_failed(std::uint64_t now_us);
   void on_server_closed(std::uint64_t now_us);   // FIN or loss
+  // The connection could not be made (after on_connected): every step unsent, saying why.
+  void on_connect_failed(std::uint64_t now_us, const std::string& why);
   std::vector<protocol::action> take_actions() { return std::exchange(actions_, {}); }
 
   bool finished() const { return finished_; }
@@ -84,6 +90,7 @@ class client_fsm {
   void arm(std::uint64_t now_us);
 
   const script& script_;
+  std::vector<const step*> steps_;          // the script's steps, then its unfinished one
   client_options options_;
   std::vector<step_result> results_;
   std::vector<std::uint64_t> settled_at_;   // live time each result settled (0: not yet)

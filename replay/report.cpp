@@ -48,7 +48,8 @@ char mark(step_status s) {
   switch (s) {
     case step_status::matched: return ' ';
     case step_status::diverged: return '!';
-    case step_status::skipped: return '-';
+    case step_status::skipped:
+    case step_status::sent: return '-';
     case step_status::not_sent:
     case step_status::no_reply: return 'x';
   }
@@ -121,14 +122,16 @@ std::string step_key(const step_result& s) {
     return key;
 }
 
-bool differs(const step_result& s) { return s.status != step_status::matched && s.status != step_status::skipped; }
+bool differs(const step_result& s) {
+  return s.status != step_status::matched && s.status != step_status::skipped && s.status != step_status::sent;
+}
 
 }  // namespace
 
 std::map<std::string, std::size_t> count_statuses(const client_run& r) {
   std::map<std::string, std::size_t> out;
   for (auto s : {step_status::matched, step_status::diverged, step_status::skipped, step_status::not_sent,
-                 step_status::no_reply})
+                 step_status::no_reply, step_status::sent})
     out[std::string(to_string(s))] = 0;
   for (const auto& s : r.results) ++out[std::string(to_string(s.status))];
   return out;
@@ -155,15 +158,20 @@ std::string render_client_text(const client_run& r) {
   std::string out = "capture   " + captures::terminal_safe(r.path) + "\n";
   // Nothing was compared: the capture could not be read, or the target not reached.
   if (r.unreadable || r.unreachable || (!r.error.empty() && r.results.empty())) {
-    return out + "error     " + captures::terminal_safe(r.error) + "\n";
+    const char* result = r.unreachable ? "UNREACHABLE" : r.unreadable ? "UNREADABLE" : "ERROR";
+    return out + "result    " + result + "\nerror     " + captures::terminal_safe(r.error) + "\n";
   }
   const auto n = count_statuses(r);
-  const std::size_t skipped = n.at("skipped"), compared = r.results.size() - skipped;
+  const std::size_t skipped = n.at("skipped"), sent = n.at("sent"), compared = r.results.size() - skipped - sent;
   out += "session   " + captures::terminal_safe(r.session) + ", replayed against " + r.target + "\n";
-  // A skipped step was not replayed: it is neither matched nor compared.
+  // A skipped step was not replayed, a sent one had no recorded reply: neither is compared.
   out += "result    " + std::string(r.diverged ? "DIVERGED" : "matched") + " (" + std::to_string(n.at("matched")) +
          " of " + std::to_string(compared) + " replies as recorded" +
-         (skipped ? ", " + std::to_string(skipped) + " skipped" : std::string()) + ")\n";
+         (skipped ? ", " + std::to_string(skipped) + " skipped" : std::string()) +
+         (sent ? ", " + std::to_string(sent) + " sent with no recorded reply" : std::string()) + ")\n";
+  if (r.incomplete)
+    out += "warning   the capture has no end record (the relay stopped before writing it): the replay ends "
+           "where it ends\n";
   if (!r.error.empty()) out += "error     " + captures::terminal_safe(r.error) + "\n";
   for (const auto& f : r.faults) out += "fault     " + captures::terminal_safe(fault_line(f)) + " (injected when recorded)\n";
   out += "\n  " + pad("step", 34) + pad("recorded", 30) + pad("live", 16) + "ms recorded / live\n";
@@ -195,6 +203,7 @@ std::string render_client_json(const client_run& r) {
   o["target"] = r.target;
   o["result"] = r.unreadable ? "unreadable" : r.unreachable ? "unreachable" : r.diverged ? "diverged" : "matched";
   o["error"] = captures::utf8_safe(r.error);
+  o["incomplete"] = r.incomplete;
   o["seconds"] = r.seconds;
   json::array steps;
   for (const auto& s : r.results) {
@@ -218,6 +227,11 @@ std::string render_client_json(const client_run& r) {
   o["counts"] = std::move(counts);
   o["faults"] = faults_json(r.faults);
   return json::serialize(o);
+}
+
+std::string render_server_ready_json(const std::string& bound, const std::string& capture, std::size_t steps) {
+  return json::serialize(
+      json::object{{"listening", bound}, {"capture", captures::utf8_safe(capture)}, {"steps", steps}});
 }
 
 run_summary summarize(const std::vector<client_run>& runs) {

@@ -27,11 +27,13 @@ struct client_run {
   std::vector<step_result> results;  // the greeting first
   std::vector<captures::fault_event> faults;
   bool diverged = false;
+  bool incomplete = false;           // the capture has no end record
   double seconds = 0;
 };
 
 // The greeting and steps of a run by status ("matched", "diverged", "skipped", "not_sent",
-// "no_reply"; each present, 0 when none). A skipped step was not replayed: never matched.
+// "no_reply", "sent"; each present, 0 when none). A skipped step was not replayed and a sent
+// one had no recorded reply: neither is matched.
 std::map<std::string, std::size_t> count_statuses(const client_run& r);
 
 std::string render_client_text(const client_run& r);
@@ -65,6 +67,9 @@ struct server_session {
   std::size_t recorded_steps = 0;
   std::vector<divergence> noted;     // reported, not counted (a message, without --compare-message)
 };
+// The server's ready line under --json, so that stdout is JSON documents only:
+// {"listening": "ADDR:PORT", "capture": PATH, "steps": N}.
+std::string render_server_ready_json(const std::string& bound, const std::string& capture, std::size_t steps);
 std::string render_server_text(const server_session& s);
 std::string render_server_json(const server_session& s);   // one object, no newline
 

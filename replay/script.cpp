@@ -138,7 +138,20 @@ class splitter {
       s.steps.push_back(make_step(pos, end));
       pos = end;
     }
-    s.trailing_bytes = in_.bytes.size() - pos;
+    if (pos < in_.bytes.size()) {
+      const bool in_message = mode_ == mode::message;
+      step st = make_step(pos, in_.bytes.size());
+      // What came after the last complete step stays unsolicited (a 421 at a timeout): no
+      // reply answers bytes that never made a whole step.
+      if (st.reply) {
+        st.reply.reset();
+        --next_reply_;
+      }
+      st.unfinished = true;
+      st.text = in_message ? "[message: " + std::to_string(st.bytes.size()) + " bytes, unfinished]"
+                           : st.text + " (unfinished: " + std::to_string(st.bytes.size()) + " bytes)";
+      s.unfinished = std::move(st);
+    }
   }
 
  private:
@@ -220,17 +233,20 @@ class splitter {
 
 // How many replies had reached the client before each step left it (pipelining, RFC 2920).
 void count_awaited(script& s) {
+  std::vector<step*> steps;
+  for (auto& st : s.steps) steps.push_back(&st);
+  if (s.unfinished) steps.push_back(&*s.unfinished);
   std::vector<std::uint64_t> reply_times;
   if (s.banner) reply_times.push_back(s.banner->t_us);
-  for (const auto& st : s.steps)
-    if (st.reply) reply_times.push_back(st.reply->t_us);
-  for (std::size_t i = 0; i < s.steps.size(); ++i) {
-    auto& st = s.steps[i];
+  for (const auto* st : steps)
+    if (st->reply) reply_times.push_back(st->reply->t_us);
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    auto& st = *steps[i];
     std::size_t before = 0;
     for (auto t : reply_times) before += t < st.sent_us ? 1 : 0;
     // A step cannot wait for its own reply or a later one; nor come before an earlier step's wait.
     st.awaits = std::min(before, i + 1);
-    if (i > 0) st.awaits = std::max(st.awaits, s.steps[i - 1].awaits);
+    if (i > 0) st.awaits = std::max(st.awaits, steps[i - 1]->awaits);
   }
 }
 
@@ -271,7 +287,7 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
   const std::size_t answered = 1 + s.steps.size();
   if (replies.size() > answered)
     s.unsolicited.assign(replies.begin() + static_cast<std::ptrdiff_t>(answered), replies.end());
-  for (const auto& st : s.steps) {
+  for (const auto& st : s.steps) {   // an unfinished AUTH line is no AUTH
     s.starttls = s.starttls || st.starts_tls;
     s.auth = s.auth || st.auth;
   }

@@ -69,6 +69,7 @@ struct step {
   std::optional<recorded_reply> reply;   // none: the session ended before it was answered
   bool auth = false;                  // an AUTH command or a response of its exchange
   bool starts_tls = false;            // STARTTLS answered 220: the handshake follows
+  bool unfinished = false;            // the session ended inside it (script::unfinished)
 
   // The recorded delay of its reply: from the step's last byte to the reply.
   std::uint64_t reply_delay_us() const { return reply && reply->t_us > done_us ? reply->t_us - done_us : 0; }
@@ -86,8 +87,14 @@ struct script {
   std::vector<captures::fault_event> faults;   // the capture's fault records, in file order
   std::string end_reason;             // the end record's reason ("" when incomplete)
   std::uint64_t end_us = 0;
-  // Bytes at the end of the client's input that were not a complete step (a cut command).
-  std::size_t trailing_bytes = 0;
+  // The client's last bytes when they were no complete step: a command line without its
+  // CRLF, or a message or BDAT chunk the session ended inside (`text` says "unfinished").
+  // The replay client sends them as recorded, then closes, as the recorded client did.
+  std::optional<step> unfinished;
+
+  // The recorded client went first: it quit or closed. The session's other endings (a fault,
+  // the upstream, the relay) closed on it; a capture without an end record says neither.
+  bool ended_by_client() const { return end_reason == "client_quit" || end_reason == "client_closed"; }
 };
 
 // Builds the script of a capture. A capture whose client leg cannot be read as SMTP (a

@@ -24,6 +24,7 @@ std::string_view to_string(divergence::what w) {
     case divergence::what::missing: return "missing";
     case divergence::what::unexpected: return "unexpected";
     case divergence::what::timeout: return "timeout";
+    case divergence::what::stopped: return "stopped";
   }
   return "command";
 }
@@ -40,9 +41,8 @@ constexpr std::uint64_t timer_resolution_us = 500;
 constexpr std::string_view reply_line_too_long = "500 5.5.2 mailtap replay: line too long\r\n";
 // The relay's answer to a client idle for client_idle (protocol/relay_fsm.cpp, client_timed_out).
 constexpr std::string_view reply_idle = "421 4.4.2 mailtap replay: timeout waiting for client input\r\n";
-
-// The session ended on the client's side in the recording: the server waits for it to go.
-bool client_ended(const std::string& reason) { return reason == "client_quit" || reason == "client_closed"; }
+// Its answer when it shuts down (RFC 5321 3.8: 421 before closing).
+constexpr std::string_view reply_stopping = "421 4.3.2 mailtap replay: shutting down\r\n";
 
 // "AUTH PLAIN" of "AUTH PLAIN ****": what an AUTH command shows once its material is masked.
 std::string auth_head(std::string_view line) {
@@ -191,6 +191,18 @@ void server_fsm::on_client_closed(std::uint64_t now_us) {
   actions_.push_back(protocol::close_leg{protocol::leg::client});
 }
 
+void server_fsm::on_stop(std::uint64_t now_us) {
+  if (finished_) return;
+  if (next_step_ < script_.steps.size() || !out_.empty())
+    diverge(divergence::what::stopped, next_step_, now_us,
+            next_step_ < script_.steps.size() ? script_.steps[next_step_].text : "the recording's last replies",
+            "the replay server was stopped: 421 4.3.2, closed");
+  out_.clear();
+  actions_.push_back(protocol::send_bytes{protocol::leg::client, std::string(reply_stopping)});
+  actions_.push_back(protocol::close_leg{protocol::leg::client});
+  finished_ = true;
+}
+
 void server_fsm::on_client_bytes(std::string_view bytes, std::uint64_t now_us) {
   if (finished_ || closing_) return;
   if (tls_pending_) {   // RFC 3207 4.2: nothing sent before the handshake is read as protected
@@ -204,6 +216,7 @@ void server_fsm::on_client_bytes(std::string_view bytes, std::uint64_t now_us) {
 }
 
 void server_fsm::on_timer(std::uint64_t now_us) {
+  if (finished_) return;
   if (waiting_for_client() && now_us + timer_resolution_us >= idle_deadline_us_) time_out(now_us);
   send_due(now_us);
 }
@@ -251,7 +264,14 @@ void server_fsm::take_input(std::uint64_t now_us) {
     unit_.line = std::string(without_crlf(line));
     // A line ended by a bare LF shows it ("EHLO vm\n"): the report would otherwise print the
     // same text on both sides of a difference that is only the line ending.
-    unit_.shown = shown_line(line.ends_with("\r\n") ? unit_.line : std::string(line), mode_ == mode::auth);
+    // After a live AUTH, a line that is no SMTP command is taken for its SASL response even
+    // where the reply played was not 334 (the recorded client sent an initial response, this
+    // one its response on a line of its own): masked whole, as an exchange's lines are.
+    const bool sasl_line =
+        mode_ == mode::auth ||
+        (live_auth_exchange_ && protocol::parse_command(unit_.line).cmd.ph == protocol::phase::other);
+    unit_.shown = shown_line(line.ends_with("\r\n") ? unit_.line : std::string(line), sasl_line);
+    if (mode_ == mode::command) live_auth_exchange_ = sasl_line || protocol::parse_command(unit_.line).cmd.ph == protocol::phase::auth;
     if (mode_ == mode::auth) {
       take_step(step_kind::auth_response, now_us);
       continue;
@@ -372,7 +392,9 @@ void server_fsm::queue_after_last(std::uint64_t now_us) {
     const std::uint64_t gap = u.t_us > recorded_ref ? u.t_us - recorded_ref : 0;
     queue(now_us + timing_.scale(gap), u.reply.raw, then::nothing);
   }
-  if (!client_ended(script_.end_reason)) queue(now_us, {}, then::close);
+  // The recorded client left first, or the capture does not say (no end record): the server
+  // waits for the live client to go. Otherwise the recorded server side closed, and so does this.
+  if (!script_.ended_by_client() && !script_.end_reason.empty()) queue(now_us, {}, then::close);
 }
 
 void server_fsm::queue(std::uint64_t due_us, std::string bytes, then after) {

@@ -5,8 +5,8 @@
 // by the timing), and notes where the live client's steps differ from the recorded ones. It
 // answers in protocol/action.hpp's vocabulary on the client leg: send_bytes, start_tls (after
 // a recorded 220 to STARTTLS), arm_timer (the next reply is due, or the client's idle time
-// ends), close_leg (after a 221, where the recording ended, or after a client idle for
-// client_idle, answered 421 4.4.2 as the relay answers it). Sans-I/O: times come in with every event. Single-threaded.
+// ends), close_leg (after a 221, where the recording ended, after a client idle for
+// client_idle, answered 421 4.4.2 as the relay answers it, or when the server stops). Sans-I/O: times come in with every event. Single-threaded.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -33,6 +33,7 @@ struct divergence {
     missing,     // the client closed while the recording went on
     unexpected,  // bytes after STARTTLS before the handshake (discarded, RFC 3207 4.2)
     timeout,     // the client sent nothing for client_idle (answered 421 4.4.2 and closed)
+    stopped,     // the replay server was stopped (SIGINT, SIGTERM) before the recording ended
   };
   what kind = what::command;
   std::size_t step = 0;         // index in the script's steps (its size for an extra step)
@@ -74,6 +75,9 @@ class server_fsm {
   void on_tls_ready(std::uint64_t now_us);
   void on_tls_failed(std::uint64_t now_us);
   void on_client_closed(std::uint64_t now_us);   // FIN or loss
+  // The replay server is stopping: 421 4.3.2 at once and closed, as the relay's drain answers;
+  // a divergence (`stopped`) unless the recording was already played to its end.
+  void on_stop(std::uint64_t now_us);
   std::vector<protocol::action> take_actions() { return std::exchange(actions_, {}); }
 
   bool finished() const { return finished_; }
@@ -125,6 +129,7 @@ class server_fsm {
   std::uint64_t last_due_us_ = 0;
   std::uint64_t idle_deadline_us_ = 0;   // the client's silence ends the session then (waiting for it)
   bool tls_pending_ = false;     // a start_tls was handed out: nothing is read until it ends
+  bool live_auth_exchange_ = false;   // the live client's last lines were AUTH and its exchange
   bool closing_ = false;         // a close is queued: input is ignored
   bool finished_ = false;
   std::vector<protocol::action> actions_;

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import select
+import signal
 import smtplib
 import subprocess
 import time
@@ -65,6 +66,10 @@ class ReplayServer(Process):
                     raise AssertionError("replay server exited: %s" % self.stderr_text())
                 data += chunk
         line, self.rest = data.split(b"\n", 1)
+        if line.startswith(b"{"):   # --json: the ready line is a JSON document too
+            self.ready = json.loads(line)
+            self.port = int(self.ready["listening"].rsplit(":", 1)[1])
+            return
         m = READY_RE.match(line.decode())
         if not m:
             raise AssertionError("unexpected ready line %r" % line)
@@ -295,6 +300,25 @@ class ReplayServerTest(ReplayTest):
         self.assertEqual((code, doc["result"]), (1, "diverged"), out)
         self.assertEqual([(d["kind"], d["step"]) for d in doc["divergences"]], [("timeout", 1)])
 
+    def test_sigterm_answers_the_live_client_421_and_reports_its_session(self):
+        """A trial: SIGTERM dropped the live session without a reply, printed no report and
+        exited 0. Under --json, stdout is JSON documents only (the ready line included)."""
+        cap = self.record()[0]
+        server = self.replay_server(cap.path, "--json", "--timing", "fast")
+        self.assertEqual(server.ready["steps"], 6)
+        c = self.connect(server.port)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO c.test"), 250)
+        server.proc.send_signal(signal.SIGTERM)
+        self.assertReply(c.reply(), 421, "4.3.2")
+        code, out = server.finish()
+        self.assertEqual(code, 1, out)
+        docs = [json.loads(line) for line in out.splitlines()]
+        self.assertEqual(len(docs), 1, out)
+        # (Its EHLO names another host than swaks did: a command divergence before it.)
+        self.assertEqual([d["kind"] for d in docs[0]["divergences"]][-1], "stopped", docs[0])
+        self.assertEqual(docs[0]["divergences"][-1]["step"], 1, docs[0])
+
     def test_several_sessions_each_from_the_start(self):
         cap = self.record(scenarios=["mailbox-full.toml"])[0]
         server = self.replay_server(cap.path, "--timing", "fast", "--sessions", "2", "--json")
@@ -319,6 +343,50 @@ class ReplayClientTest(ReplayTest):
         self.assertEqual([s["status"] for s in doc["steps"]], ["matched"] * 7)
         self.assertEqual([s["live"]["code"] for s in doc["steps"]], [220, 250, 250, 250, 354, 250, 221])
         wait_until(lambda: fresh.messages_counted() >= 1, 10, "the replayed message at smtp-sink")
+
+    def test_a_message_the_recorded_relay_hung_up_on_diverges_where_the_live_server_accepts_it(self):
+        """A trial: the recording has no reply to the message (a disconnect fault at data_end
+        closed on the client); the replay sent it to a server that accepted it, hung up
+        without reading the reply, and said "matched"."""
+        sink = self.start_smtp_sink(dump=False)
+        scenario = os.path.join(self.workdir, "cut.toml")
+        with open(scenario, "w") as f:
+            f.write('[[fault]]\nname = "cut"\ntype = "disconnect"\nphase = "data_end"\n')
+        cap = self.record(upstream="%s:%d" % (LOOPBACK, sink.port), relay_args=["--scenario", scenario])[0]
+        self.assertEqual(cap.end["reason"], "fault")
+        fresh = self.start_smtp_sink(dump=False, name="smtp-sink-2")
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, fresh.port), "--json")
+        self.assertEqual(r.returncode, 1, r.stdout.decode() + r.stderr.decode())
+        doc = json.loads(r.stdout)
+        self.assertEqual(doc["result"], "diverged")
+        message = [s for s in doc["steps"] if s["stage"] == "data_end"][0]
+        self.assertEqual((message["status"], message["recorded"], message["live"]["code"]), ("diverged", None, 250))
+
+    def test_a_client_that_left_inside_its_message_is_replayed_up_to_where_it_left(self):
+        """A trial: a client that closed inside its message was replayed without the bytes it
+        had sent (the server heard DATA and nothing more), and the run said "matched"."""
+        sink = self.start_smtp_sink(dump=False)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port), env=self.env)
+        c = self.connect(m.port)
+        self.assertReply(c.reply(), 220)
+        for line, code in (("EHLO c.test", 250), ("MAIL FROM:<a@example.test>", 250), ("RCPT TO:<%s>" % TO, 250),
+                           ("DATA", 354)):
+            self.assertReply(c.command(line), code)
+        c.send(b"Subject: cut\r\n\r\npartial body\r\nmore")
+        time.sleep(0.2)
+        c.sock.close()
+        cap = m.wait_captures(1)[0]
+        self.assertEqual(cap.end["reason"], "client_closed")
+        # The replay's target records what it hears: a second relay, in front of smtp-sink.
+        seen = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port), env=self.env, name="seen")
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, seen.port), "--json")
+        doc = json.loads(r.stdout)
+        # (The second relay masks smtp-sink's XCLIENT in its EHLO reply: that step diverges.)
+        self.assertEqual([s["status"] for s in doc["steps"][2:]], ["matched"] * 3 + ["sent"], r.stdout)
+        self.assertEqual(doc["counts"]["sent"], 1)
+        heard = seen.wait_captures(1)[0]
+        self.assertTrue(heard.bytes_of("client", "in").endswith(b"DATA\r\nSubject: cut\r\n\r\npartial body\r\nmore"),
+                        heard.bytes_of("client", "in"))
 
     def test_replay_against_a_rejecting_sink_names_the_rcpt_reply(self):
         sink = self.start_smtp_sink(dump=False)
@@ -496,7 +564,7 @@ class ReplayClientTest(ReplayTest):
         auth = [s for s in doc["steps"] if s["stage"] == "auth"]
         self.assertEqual([s["status"] for s in auth], ["skipped"])
         # Not replayed, so not matched: counted apart (the steps by status, each once).
-        by_status = {k: 0 for k in ("matched", "diverged", "skipped", "not_sent", "no_reply")}
+        by_status = {k: 0 for k in ("matched", "diverged", "skipped", "not_sent", "no_reply", "sent")}
         for s in doc["steps"]:
             by_status[s["status"]] += 1
         self.assertEqual(doc["counts"], by_status)

@@ -805,6 +805,177 @@ TEST(ReplayClient, NoReplyInTimeEndsTheReplay) {
   EXPECT_EQ(fsm.results()[0].status, step_status::no_reply);
 }
 
+// The session up to its message, which the recording has no reply to; it ended `reason`.
+capture_builder message_unanswered(const std::string& reason) {
+  capture_builder b;
+  b.server(1000, "220 mx.test ESMTP\r\n")
+      .client(5000, "EHLO c.test\r\n")
+      .server(6000, ehlo_reply)
+      .client(7000, "MAIL FROM:<a@x>\r\n")
+      .server(8000, "250 2.1.0 Ok\r\n")
+      .client(9000, "RCPT TO:<b@y>\r\n")
+      .server(10000, "250 2.1.5 Ok\r\n")
+      .client(11000, "DATA\r\n")
+      .server(12000, "354 go ahead\r\n")
+      .message(13000, body)
+      .end(14000, reason);
+  return b;
+}
+
+// A trial: a disconnect fault at data_end left the message unanswered, and the replay sent it
+// to a server that accepted it, closed without reading the reply and said "matched".
+TEST(ReplayClient, AStepTheRecordedServerClosedOnDivergesWhenTheLiveServerAnswers) {
+  const script s = message_unanswered("fault").build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  auto out = converse(fsm, {"220 mx\r\n", ehlo_reply, "250 2.1.0 ok\r\n", "250 2.1.5 ok\r\n", "354 go\r\n"});
+  EXPECT_EQ(out.back(), body);
+  EXPECT_FALSE(fsm.finished());   // it waits for what the live server does
+  fsm.on_server_bytes("250 2.0.0 queued as Q9\r\n", 100);
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_EQ(fsm.results().back().status, step_status::diverged);
+  EXPECT_NE(fsm.results().back().differences.at(0).find("connection close"), std::string::npos);
+  EXPECT_TRUE(fsm.diverged());
+
+  client_fsm closing(s, o);
+  converse(closing, {"220 mx\r\n", ehlo_reply, "250 2.1.0 ok\r\n", "250 2.1.5 ok\r\n", "354 go\r\n"});
+  closing.on_server_closed(100);   // the live server closes without a reply, as recorded
+  EXPECT_TRUE(closing.finished());
+  EXPECT_EQ(closing.results().back().status, step_status::matched);
+  EXPECT_FALSE(closing.diverged());
+}
+
+// Where the recorded client closed first, nothing was heard: the step is sent and not compared.
+TEST(ReplayClient, AStepTheRecordedClientLeftIsSentAndNotCompared) {
+  const script s = message_unanswered("client_closed").build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  auto out = converse(fsm, {"220 mx\r\n", ehlo_reply, "250 2.1.0 ok\r\n", "250 2.1.5 ok\r\n", "354 go\r\n"});
+  EXPECT_EQ(out.back(), body);
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_EQ(fsm.results().back().status, step_status::sent);
+  EXPECT_FALSE(fsm.diverged());
+  client_run run;
+  run.results = fsm.results();
+  EXPECT_EQ(count_statuses(run).at("sent"), 1u);
+  EXPECT_NE(render_client_text(run).find("matched (5 of 5 replies as recorded, 1 sent with no recorded reply)"),
+            std::string::npos)
+      << render_client_text(run);
+}
+
+// A trial: a client that quit inside its message, or inside a BDAT chunk, was replayed without
+// those bytes (or the BDAT command at all) and reported "matched".
+TEST(ReplayClient, AnUnfinishedMessageOrChunkIsSentAsRecordedThenTheConnectionCloses) {
+  capture_builder b;
+  b.server(1000, "220 mx\r\n")
+      .client(2000, "MAIL FROM:<a@x>\r\n")
+      .server(3000, "250 ok\r\n")
+      .client(4000, "RCPT TO:<b@y>\r\n")
+      .server(5000, "250 ok\r\n")
+      .client(6000, "DATA\r\n")
+      .server(7000, "354 go\r\n")
+      .message(8000, "Subject: cut\r\n\r\npartial body\r\nmore")
+      .end(9000, "client_closed");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 3u);
+  ASSERT_TRUE(s.unfinished.has_value());
+  EXPECT_EQ(s.unfinished->kind, step_kind::message);
+  EXPECT_EQ(s.unfinished->text, "[message: 34 bytes, unfinished]");
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  auto out = converse(fsm, {"220 mx\r\n", "250 ok\r\n", "250 ok\r\n", "354 go\r\n"});
+  EXPECT_EQ(out.back(), "Subject: cut\r\n\r\npartial body\r\nmore");
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_EQ(fsm.results().back().status, step_status::sent);
+  EXPECT_FALSE(fsm.diverged());
+
+  capture_builder c;
+  c.server(1000, "220 mx\r\n")
+      .client(2000, "MAIL FROM:<a@x>\r\n")
+      .server(3000, "250 ok\r\n")
+      .client(4000, "RCPT TO:<b@y>\r\n")
+      .server(5000, "250 ok\r\n")
+      .message(6000, "BDAT 100 LAST\r\nSubject: cut\r\n\r\npartial")
+      .end(9000, "client_closed");
+  const script chunked = c.build();
+  ASSERT_TRUE(chunked.unfinished.has_value());
+  EXPECT_EQ(chunked.unfinished->kind, step_kind::bdat);
+  client_fsm bdat(chunked, o);
+  out = converse(bdat, {"220 mx\r\n", "250 ok\r\n", "250 ok\r\n"});
+  EXPECT_EQ(out.back(), "BDAT 100 LAST\r\nSubject: cut\r\n\r\npartial");
+  EXPECT_TRUE(bdat.finished());
+  EXPECT_EQ(bdat.results().back().status, step_status::sent);
+}
+
+TEST(ReplayClient, ATargetNotReachedSaysWhy) {
+  const script s = delivered().build();
+  client_fsm fsm(s, client_options{});
+  fsm.on_connected(0);
+  fsm.on_connect_failed(0, "Connection refused");
+  EXPECT_EQ(fsm.results()[0].note, "not connected: Connection refused");
+}
+
+// A trial: the live client sent AUTH PLAIN alone and its response on the next line, where the
+// recorded one sent an initial response (answered 235): the response was shown as a command.
+TEST(ReplayServer, ASaslResponseOnALineOfItsOwnIsMaskedWhateverWasPlayed) {
+  const std::string plain = protocol::base64_encode(std::string("\0u\0secretpw", 11));
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "AUTH PLAIN " + std::string(plain.size(), '*') + "\r\n")
+      .server(300, "235 2.7.0 ok\r\n")
+      .client(400, "MAIL FROM:<a@x>\r\n")
+      .server(500, "250 ok\r\n");
+  const script s = b.build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.on_client_bytes("AUTH PLAIN\r\n" + plain + "\r\nMAIL FROM:<a@x>\r\n", 10);
+  fsm.on_client_closed(20);
+  const server_session session{"s1.jsonl", "127.0.0.1:1", fsm.played(), fsm.divergences(), s.steps.size(), {}};
+  for (const std::string& report : {render_server_text(session), render_server_json(session)})
+    EXPECT_EQ(report.find(plain), std::string::npos) << report;
+  ASSERT_GE(fsm.played().size(), 2u);
+  EXPECT_EQ(fsm.played()[1].live, std::string(plain.size(), '*'));
+}
+
+// A trial: SIGTERM dropped a live session without a reply or a report, and exited 0.
+TEST(ReplayServer, StoppingAnswers421AndReportsTheSessionAsStopped) {
+  const script s = delivered().build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  (void)fsm.take_actions();
+  fsm.on_client_bytes("EHLO c.test\r\n", 10);
+  (void)fsm.take_actions();
+  fsm.on_stop(20);
+  const auto actions = fsm.take_actions();
+  EXPECT_EQ(sent(actions), "421 4.3.2 mailtap replay: shutting down\r\n");
+  EXPECT_TRUE(has<protocol::close_leg>(actions));
+  EXPECT_TRUE(fsm.finished());
+  ASSERT_EQ(fsm.divergences().size(), 1u);
+  EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::stopped);
+  EXPECT_EQ(fsm.divergences()[0].step, 1u);
+}
+
+// A capture without an end record does not say the server closed: the replay server waits.
+TEST(ReplayServer, AfterTheLastStepOfAnIncompleteCaptureItWaitsForTheClient) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n").client(200, "EHLO c\r\n").server(300, "250 mx\r\n");
+  const script s = b.build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.on_client_bytes("EHLO c\r\n", 10);
+  EXPECT_FALSE(has<protocol::close_leg>(fsm.take_actions()));
+  EXPECT_FALSE(fsm.finished());
+  b.end(400, "upstream_closed");
+  const script closed = b.build();
+  server_fsm after_close(closed, timing{0.0});
+  after_close.on_start(0);
+  after_close.on_client_bytes("EHLO c\r\n", 10);
+  EXPECT_TRUE(has<protocol::close_leg>(after_close.take_actions()));
+}
+
 // ---------------------------------------------------------------- reports
 
 TEST(ReplayReport, JunitHasATestcasePerCaptureAndFailuresForDivergence) {
@@ -840,7 +1011,8 @@ TEST(ReplayReport, JunitHasATestcasePerCaptureAndFailuresForDivergence) {
   EXPECT_EQ((std::vector<std::size_t>{with_unreached.matched, with_unreached.diverged, with_unreached.unreachable}),
             (std::vector<std::size_t>{1, 0, 1}));
   EXPECT_TRUE(with_unreached.by_divergence.empty());
-  EXPECT_EQ(render_client_text(unreached), "capture   \nerror     cannot connect to 127.0.0.1:9: Connection refused\n");
+  EXPECT_EQ(render_client_text(unreached),
+            "capture   \nresult    UNREACHABLE\nerror     cannot connect to 127.0.0.1:9: Connection refused\n");
 }
 
 // A skipped step (AUTH without credentials) was not replayed: it is not counted as matched.
@@ -866,7 +1038,7 @@ TEST(ReplayReport, SkippedStepsAreNotCountedAsMatched) {
   EXPECT_NE(render_client_text(run).find("result    matched (2 of 2 replies as recorded, 1 skipped)\n"), std::string::npos)
       << render_client_text(run);
   const auto doc = render_client_json(run);
-  EXPECT_NE(doc.find("\"counts\":{\"diverged\":0,\"matched\":2,\"no_reply\":0,\"not_sent\":0,\"skipped\":1}"),
+  EXPECT_NE(doc.find("\"counts\":{\"diverged\":0,\"matched\":2,\"no_reply\":0,\"not_sent\":0,\"sent\":0,\"skipped\":1}"),
             std::string::npos)
       << doc;
 }
