@@ -265,6 +265,26 @@ void client_protocol_error(const captures::end_record& e, std::vector<finding>& 
   merge_finding(out, std::move(f));
 }
 
+// The client closed (or lost) its connection inside its message (end reason client_closed,
+// detail "inside the message"): the relay closed the upstream without the end of data, so
+// nothing was delivered. A sixth trial found these sessions diagnosed "no findings".
+void message_abandoned(const captures::end_record& e, std::vector<finding>& out) {
+  finding f;
+  f.id = "message_abandoned";
+  f.level = severity::warning;
+  f.source = origin::client;
+  f.stage = "body";
+  f.title = "the sender left inside its message: nothing was delivered";
+  f.explanation = "The client closed its connection before its message's end (the CRLF.CRLF after DATA, or the last "
+                  "BDAT chunk), so the relay closed the upstream leg without sending that end, and the destination "
+                  "delivered nothing (a message is accepted only at its end, RFC 5321 4.1.1.4). A sender that lost "
+                  "its connection treats it as a temporary failure and sends the message again.";
+  f.action = "Look at the sending side: a client killed or crashed mid-transfer, its own timeout shorter than the "
+             "message takes to send, or a firewall or load balancer between it and mailtap that cuts long transfers.";
+  f.evidence.push_back(end_evidence(e));
+  merge_finding(out, std::move(f));
+}
+
 // An incomplete capture that ends inside a transaction: the relay stopped (killed, crashed,
 // the machine lost) with a message in flight. What became of the message depends on where it
 // was: its end had gone upstream (it may have been delivered) or not (nothing was delivered).
@@ -316,6 +336,7 @@ void check_session_end(const conversation& c, std::vector<finding>& out) {
   else if (e.reason == "fault") dropped_by_fault(c, e, out);
   else if (e.reason == "upstream_protocol_error") protocol_error(c, e, out);
   else if (e.reason == "protocol_error") client_protocol_error(e, out);
+  else if (e.reason == "client_closed" && e.detail == "inside the message") message_abandoned(e, out);
   else if (e.reason == "upstream_closed") destination_hung_up(c, e, out);
   else if (e.reason == "upstream_tls_failed") {
     finding f;

@@ -406,6 +406,20 @@ TEST(CheckSessionEnd, AClientProtocolErrorIsAFinding) {
   EXPECT_EQ(find(diagnose_capture(smuggled.c), "client_protocol_error"), nullptr);
 }
 
+// A sixth trial: a client that closed inside its message got "no findings".
+TEST(CheckSessionEnd, ASenderThatLeftInsideItsMessageIsAFinding) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "DATA").reply(3, 354, {"go"}).ended("client_closed", "inside the message");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "message_abandoned");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "body");
+  EXPECT_EQ(f->source, origin::client);
+  builder after_quit;   // a client that closed between transactions left nothing behind
+  after_quit.reply(1, 220, {"mx"}).ended("client_closed", "client closed its sending side");
+  EXPECT_EQ(find(diagnose_capture(after_quit.c), "message_abandoned"), nullptr);
+}
+
 TEST(CheckTls, StarttlsRemovedByTheRelayItselfIsTheRelays) {
   builder b;
   b.opening().reply(3, 250, {"mx.example.net", "PIPELINING"}, leg::client)
