@@ -264,19 +264,19 @@ void server_fsm::take_input(std::uint64_t now_us) {
     unit_.line = std::string(without_crlf(line));
     // A line ended by a bare LF shows it ("EHLO vm\n"): the report would otherwise print the
     // same text on both sides of a difference that is only the line ending.
-    // After a live AUTH, a line that is no SMTP command is taken for its SASL response even
-    // where the reply played was not 334 (the recorded client sent an initial response, this
-    // one its response on a line of its own): masked whole, as an exchange's lines are.
-    const bool sasl_line =
-        mode_ == mode::auth ||
-        (live_auth_exchange_ && protocol::parse_command(unit_.line).cmd.ph == protocol::phase::other);
-    unit_.shown = shown_line(line.ends_with("\r\n") ? unit_.line : std::string(line), sasl_line);
-    if (mode_ == mode::command) live_auth_exchange_ = sasl_line || protocol::parse_command(unit_.line).cmd.ph == protocol::phase::auth;
+    const std::string shown_as = line.ends_with("\r\n") ? unit_.line : std::string(line);
     if (mode_ == mode::auth) {
+      unit_.shown = shown_line(shown_as, true);
       take_step(step_kind::auth_response, now_us);
       continue;
     }
-    auto parsed = protocol::parse_command(unit_.line);
+    const auto parsed = protocol::parse_command(unit_.line);
+    // After a live AUTH, a line that is no SMTP command is taken for its SASL response even
+    // where the reply played was not 334 (the recorded client sent an initial response, this
+    // one its response on a line of its own): masked whole, as an exchange's lines are.
+    const bool sasl_line = live_auth_exchange_ && parsed.cmd.ph == protocol::phase::other;
+    unit_.shown = shown_line(shown_as, sasl_line);
+    live_auth_exchange_ = sasl_line || parsed.cmd.ph == protocol::phase::auth;
     if (parsed.cmd.ph == protocol::phase::bdat && parsed.fault == protocol::command_fault::none) {
       bdat_remaining_ = parsed.cmd.bdat_size;
       mode_ = mode::bdat_payload;
