@@ -37,6 +37,8 @@ constexpr std::size_t buffered_bytes_cap = 32 * 1024 * 1024;
 // A capture's buffered lines are written out by its session once they reach this, so one
 // session's buffer stays small however large its message (bounded memory: 10,000 sessions).
 constexpr std::size_t write_out_at = 64 * 1024;
+// ... and at once, inside record(), at four times that (write_out_if_due is the usual way).
+constexpr std::size_t write_out_now_at = 4 * write_out_at;
 // The writer writes out the buffers idle sessions left behind every tick; it wakes sooner
 // for a barrier to sync, or when this much is buffered across sessions.
 constexpr auto writer_tick = std::chrono::milliseconds(20);
@@ -835,7 +837,7 @@ void session_capture::record(std::size_t size_hint, Append&& append) {
   append(f.pending);
   f.recorded = true;
   store_.buffered(f.pending.size() - before);
-  if (f.pending.size() >= write_out_at) {
+  if (f.pending.size() >= write_out_now_at) {
     store_.write_out(f);
   } else if (!f.listed) {
     f.listed = true;
@@ -914,6 +916,12 @@ void session_capture::on_end(std::uint64_t t, std::string_view reason, std::stri
                                           std::chrono::microseconds(t));
   if (summary_) summary_->end(reason, unix_us(ended_at), dropped_ == 0);
   record(256, [&](std::string& out) { append_json_line(out, end_rec{t, reason, detail, dropped_, ended_at}); });
+}
+
+void session_capture::write_out_if_due() {
+  capture_file& f = *file_;
+  std::lock_guard lock(f.mutex);
+  if (f.pending.size() >= write_out_at) store_.write_out(f);
 }
 
 bool session_capture::written_now() {

@@ -211,6 +211,13 @@ class session_capture final : public protocol::session_observer {
   // which is the writer thread's: use when_written then. A failed write marks the capture
   // failed.
   bool written_now();
+  // Writes out what is buffered once it has reached the size a session writes at
+  // (write_out_at). record() leaves that to the session, which calls this once the bytes just
+  // read have been forwarded: the peer works on them while the capture is written, and the
+  // write is not on the relay's critical path. Anything left is written at the next barrier, by
+  // this, or by the writer thread within a tick; record() still writes at once when a buffer
+  // reaches four times the size (bounded memory, whoever calls).
+  void write_out_if_due();
   // True once any write to this capture failed.
   bool failed() const { return file_failed_->load(); }
   const std::string& id() const { return id_; }

@@ -761,6 +761,9 @@ void session::execute(std::vector<protocol::action>& actions) {
     }
   }
   wake_due_writers();
+  // The capture is written after the bytes it records were handed to the sockets, so that
+  // the peer's work and the file's overlap (captures/writer.hpp, write_out_if_due).
+  if (capture_) capture_->write_out_if_due();
   if (fsm_.finished()) {
     // The machine closes the legs it still considers open; a leg whose peer hung up first
     // gets no close action, yet its writer must still finish (or the session never ends).
