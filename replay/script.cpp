@@ -158,9 +158,11 @@ class splitter {
   static constexpr std::size_t npos = std::string::npos;
   enum class mode { command, auth, message };
 
+  // Only CRLF ends a command line or an AUTH response, as the relay reads them (RFC 5321
+  // 2.3.8): a bare LF inside one is part of it, and the line's one reply answers all of it.
   std::size_t line_end(std::size_t pos) const {
-    auto lf = in_.bytes.find('\n', pos);
-    return lf == npos ? npos : lf + 1;
+    auto crlf = in_.bytes.find("\r\n", pos);
+    return crlf == npos ? npos : crlf + 2;
   }
 
   // Where the step starting at `pos` ends (one past its last byte), or npos if incomplete.
@@ -179,9 +181,9 @@ class splitter {
     return in_.bytes.size() - end < size ? npos : end + static_cast<std::size_t>(size);
   }
 
+  // A line without its CRLF.
   static std::string_view stripped(std::string_view line) {
-    if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.size() >= 2 && line.substr(line.size() - 2) == "\r\n") line.remove_suffix(2);
     return line;
   }
 
@@ -201,7 +203,8 @@ class splitter {
       st.text = "[message: " + std::to_string(st.bytes.size()) + " bytes]";
       return st;
     }
-    std::string_view line = stripped(std::string_view(st.bytes).substr(0, st.bytes.find('\n') + 1));
+    const std::size_t crlf = st.bytes.find("\r\n");
+    std::string_view line = stripped(std::string_view(st.bytes).substr(0, crlf == npos ? npos : crlf + 2));
     st.text = protocol::escape_bytes(line, 1000);
     if (was == mode::auth) {
       st.kind = step_kind::auth_response;

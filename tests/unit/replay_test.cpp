@@ -245,6 +245,32 @@ TEST(ReplayScript, ABdatChunkCarriesItsPayload) {
   EXPECT_EQ(s.steps[0].bytes, "BDAT 5 LAST\r\nhello");
 }
 
+// The relay reads a command line to its CRLF, a bare LF inside it included, and answers it
+// once (a sixth trial: the script cut at the LF, took the rest for a BDAT command and its
+// chunk, and compared every later reply one step off).
+TEST(ReplayScript, ABareLfInsideACommandLineDoesNotEndIt) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "EHLO c.test\r\n")
+      .server(300, "250 mx\r\n")
+      .message(400, "RSET\nBDAT 5 LAST\r\n")
+      .relay(500, "500 5.5.2 Bare LF in a command line\r\n")
+      .client(600, "QUIT\r\n")
+      .server(700, "221 2.0.0 Bye\r\n")
+      .end(700, "client_quit");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 3u);
+  EXPECT_EQ(s.steps[1].bytes, "RSET\nBDAT 5 LAST\r\n");
+  EXPECT_EQ(s.steps[1].text, "RSET\\nBDAT 5 LAST");
+  EXPECT_NE(s.steps[1].kind, step_kind::bdat);
+  ASSERT_TRUE(s.steps[1].reply);
+  EXPECT_EQ(s.steps[1].reply->reply.code, 500);
+  EXPECT_EQ(s.steps[2].ph, protocol::phase::quit);
+  ASSERT_TRUE(s.steps[2].reply);
+  EXPECT_EQ(s.steps[2].reply->reply.code, 221);
+  EXPECT_FALSE(s.unfinished);
+}
+
 TEST(ReplayScript, AnAuthExchangeIsMarked) {
   capture_builder b;
   b.server(100, "220 mx\r\n")
