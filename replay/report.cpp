@@ -302,7 +302,11 @@ std::string render_junit(const std::vector<client_run>& runs) {
 std::string render_server_text(const server_session& s) {
   std::string out = "session from " + s.client + ": ";
   out += s.divergences.empty() ? "followed the recording" : "DIVERGED";
-  out += " (" + std::to_string(s.played.size()) + " of " + std::to_string(s.recorded_steps) + " recorded steps)\n";
+  // A live client can go on past the recording (its QUIT answered 221, anything else 421).
+  const std::size_t within = std::min(s.played.size(), s.recorded_steps);
+  out += " (" + std::to_string(within) + " of " + std::to_string(s.recorded_steps) + " recorded steps";
+  if (s.played.size() > within) out += ", " + std::to_string(s.played.size() - within) + " beyond the recording";
+  out += ")\n";
   for (const auto& p : s.played) {
     out += "  " + pad(clip(captures::terminal_safe(p.live), 40), 42) +
            (p.code ? std::to_string(p.code) : std::string("(no reply: the recording ends)")) + " after " +

@@ -148,7 +148,7 @@ class splitter {
         --next_reply_;
       }
       st.unfinished = true;
-      st.text = in_message ? "[message: " + std::to_string(st.bytes.size()) + " bytes, unfinished]"
+      st.text = in_message ? message_text(st.bytes.size(), true)
                            : st.text + " (unfinished: " + std::to_string(st.bytes.size()) + " bytes)";
       s.unfinished = std::move(st);
     }
@@ -200,7 +200,7 @@ class splitter {
     if (was == mode::message) {
       st.kind = step_kind::message;
       st.ph = protocol::phase::data_end;
-      st.text = "[message: " + std::to_string(st.bytes.size()) + " bytes]";
+      st.text = message_text(st.bytes.size());
       return st;
     }
     const std::size_t crlf = st.bytes.find("\r\n");
@@ -254,6 +254,12 @@ void count_awaited(script& s) {
 }
 
 }  // namespace
+
+std::string message_text(std::size_t step_bytes, bool unfinished) {
+  constexpr std::size_t ending = 3;   // ".\r\n"
+  const std::size_t body = unfinished ? step_bytes : step_bytes - std::min(step_bytes, ending);
+  return "[message body: " + std::to_string(body) + " bytes" + (unfinished ? ", unfinished]" : "]");
+}
 
 std::optional<script> build_script(const captures::capture& c, std::string& error) {
   script s;

@@ -59,7 +59,7 @@ enum class step_kind {
 struct step {
   step_kind kind = step_kind::command;
   std::string bytes;                  // exactly as the client sent them (AUTH material masked)
-  std::string text;                   // printable: the line without CRLF, or "[message: N bytes]"
+  std::string text;                   // printable: the line without CRLF, or message_text's
   protocol::phase ph = protocol::phase::other;
   std::uint64_t sent_us = 0;          // the read that brought its first byte
   std::uint64_t done_us = 0;          // the read that brought its last byte
@@ -100,5 +100,10 @@ struct script {
 // Builds the script of a capture. A capture whose client leg cannot be read as SMTP (a
 // reply the reply parser refuses) gives std::nullopt and one line in `error` naming the file.
 std::optional<script> build_script(const captures::capture& c, std::string& error);
+
+// A message step as reports show it, "[message body: N bytes]", N counted as `show` and a
+// transaction record count it (dot-stuffed, its ending ".\r\n" left out); an unfinished one,
+// which has no ending, "[message body: N bytes, unfinished]".
+std::string message_text(std::size_t step_bytes, bool unfinished = false);
 
 }  // namespace mailtap::replay

@@ -137,9 +137,13 @@ bool server_fsm::waiting_for_client() const {
 
 void server_fsm::time_out(std::uint64_t now_us) {
   const std::uint64_t idle_s = static_cast<std::uint64_t>(options_.client_idle.count()) / 1000;
+  // Part of the step may have come: a message's or chunk's bytes so far, or a line's without its CRLF.
+  const bool in_payload = mode_ == mode::message || mode_ == mode::bdat_payload;
+  const std::size_t partial = in_payload ? unit_.seen + in_.size() : in_.size();
   diverge(divergence::what::timeout, next_step_, now_us,
           next_step_ < script_.steps.size() ? script_.steps[next_step_].text : "",
-          "nothing for " + (idle_s > 0 ? std::to_string(idle_s) + " s" : std::to_string(options_.client_idle.count()) + " ms") +
+          (partial > 0 ? std::to_string(partial) + " bytes of it, then nothing for " : std::string("nothing for ")) +
+              (idle_s > 0 ? std::to_string(idle_s) + " s" : std::to_string(options_.client_idle.count()) + " ms") +
               ": 421 4.4.2, closed");
   queue(now_us, std::string(reply_idle), then::close);
 }
@@ -307,7 +311,7 @@ void server_fsm::live_unit::append(std::string_view bytes, const script& s, std:
 
 void server_fsm::compare(const step& recorded, step_kind kind, std::uint64_t now_us) {
   const std::size_t index = next_step_;
-  const std::string live = kind == step_kind::message ? "[message: " + std::to_string(unit_.seen) + " bytes]"
+  const std::string live = kind == step_kind::message ? message_text(unit_.seen)
                                                       : unit_.shown;
   if ((kind == step_kind::message) != (recorded.kind == step_kind::message)) {
     diverge(divergence::what::command, index, now_us, recorded.text, live);
@@ -338,7 +342,7 @@ void server_fsm::compare(const step& recorded, step_kind kind, std::uint64_t now
 }
 
 void server_fsm::take_step(step_kind kind, std::uint64_t now_us) {
-  const std::string live = kind == step_kind::message ? "[message: " + std::to_string(unit_.seen) + " bytes]"
+  const std::string live = kind == step_kind::message ? message_text(unit_.seen)
                                                       : unit_.shown;
   const protocol::phase live_ph =
       kind == step_kind::command ? protocol::parse_command(unit_.line).cmd.ph : protocol::phase::other;

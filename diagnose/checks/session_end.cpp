@@ -288,9 +288,11 @@ void message_abandoned(const captures::end_record& e, std::vector<finding>& out)
 // An incomplete capture that ends inside a transaction: the relay stopped (killed, crashed,
 // the machine lost) with a message in flight. What became of the message depends on where it
 // was: its end had gone upstream (it may have been delivered) or not (nothing was delivered).
-void in_transaction(const captures::transaction& t, finding& f) {
+void in_transaction(const conversation& c, const captures::transaction& t, finding& f) {
   f.level = severity::error;
-  f.stage = t.result == protocol::outcome::unknown ? "data_end" : t.size > 0 ? "data" : "rcpt";
+  // Without message bytes, the last command says where it stood: a DATA answered 354 and no
+  // byte after it is "data" too, a MAIL with no RCPT yet "mail".
+  f.stage = t.result == protocol::outcome::unknown ? "data_end" : t.size > 0 ? "data" : last_stage(c, false);
   f.title = "capture incomplete: it ends inside a mail transaction";
   f.explanation = "The capture has no end record and ends inside the transaction from <" + t.mail_from + "> (" +
                   std::to_string(t.rcpt_to.size()) + (t.rcpt_to.size() == 1 ? " recipient" : " recipients") +
@@ -324,7 +326,7 @@ void check_session_end(const conversation& c, std::vector<finding>& out) {
     f.action = "Check the relay's log for capture write failures at that time.";
     f.source = origin::relay;
     if (c.cap->end) f.evidence.push_back(end_evidence(*c.cap->end));
-    if (!c.cap->transactions.empty() && c.cap->transactions.back().rebuilt) in_transaction(c.cap->transactions.back(), f);
+    if (!c.cap->transactions.empty() && c.cap->transactions.back().rebuilt) in_transaction(c, c.cap->transactions.back(), f);
     out.push_back(std::move(f));
   }
   if (!c.cap->end) return;

@@ -830,6 +830,24 @@ TEST(CheckSessionEnd, IncompleteCaptureInsideATransactionSaysWhereTheMessageStoo
   }
 }
 
+// Before any message byte, the stage is the last command's: DATA answered 354 is "data",
+// RCPT is "rcpt" (a sixth trial: a capture cut after the 354 said "rcpt").
+TEST(CheckSessionEnd, IncompleteCaptureBeforeTheMessageNamesTheLastCommandsStage) {
+  for (const bool data_sent : {true, false}) {
+    builder b;
+    b.opening().reply(7, 250, {"2.1.5 Ok"});
+    if (data_sent) b.cmd(8, "DATA").reply(9, 354, {"End data with <CR><LF>.<CR><LF>"});
+    b.txn(protocol::outcome::aborted, std::nullopt, 4, 9);
+    b.c.transactions.back().size = 0;
+    b.c.transactions.back().rebuilt = true;
+    b.c.complete = false;
+    b.c.end.reset();
+    const finding* f = find(diagnose_capture(b.c), "capture_incomplete");
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f->stage, data_sent ? "data" : "rcpt");
+  }
+}
+
 TEST(Report, JsonDocumentFields) {
   builder b;
   b.opening().reply(7, 552, {"5.2.2 Mailbox full"}).txn(protocol::outcome::rejected, std::nullopt, 4, 7);

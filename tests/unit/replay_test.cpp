@@ -591,6 +591,45 @@ TEST(ReplayServer, AnIdleClientIsClosedWith421AfterClientIdle) {
   EXPECT_EQ(fsm.divergences()[0].recorded, "MAIL FROM:<a@x>");
 }
 
+// A client that went quiet inside its message is told apart from one that never began it
+// (a sixth trial: "nothing for 1 s" where 274 bytes of the message had come).
+TEST(ReplayServer, ATimeoutInsideAMessageSaysHowMuchOfItCame) {
+  const script s = delivered().build();
+  server_options o;
+  o.client_idle = std::chrono::milliseconds(1000);
+  server_fsm fsm(s, timing{0.0}, o);
+  fsm.on_start(0);
+  fsm.on_client_bytes("EHLO c.test\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nSubject: x\r\n", 10);
+  fsm.take_actions();
+  fsm.on_timer(2'000'000);
+  ASSERT_EQ(fsm.divergences().size(), 1u);
+  EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::timeout);
+  EXPECT_EQ(fsm.divergences()[0].live, "12 bytes of it, then nothing for 1 s: 421 4.4.2, closed");
+  // A command line without its CRLF counts the same way.
+  server_fsm line(s, timing{0.0}, o);
+  line.on_start(0);
+  line.on_client_bytes("EHLO c.test\r\nMAIL FR", 10);
+  line.take_actions();
+  line.on_timer(2'000'000);
+  ASSERT_EQ(line.divergences().size(), 1u);
+  EXPECT_EQ(line.divergences()[0].live, "7 bytes of it, then nothing for 1 s: 421 4.4.2, closed");
+}
+
+// Steps past the end of the recording are counted apart, never as "5 of 4 recorded steps".
+TEST(ReplayReport, StepsBeyondTheRecordingAreCountedApart) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n").client(200, "EHLO c.test\r\n").server(300, "250 mx\r\n").end(300, "client_closed");
+  const script s = b.build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.on_client_bytes("EHLO c.test\r\nNOOP\r\n", 10);
+  fsm.on_client_closed(20);
+  ASSERT_EQ(fsm.played().size(), 2u);
+  const server_session session{"s1.jsonl", "127.0.0.1:1", fsm.played(), fsm.divergences(), s.steps.size(), {}};
+  const std::string text = render_server_text(session);
+  EXPECT_NE(text.find("(1 of 1 recorded steps, 1 beyond the recording)"), std::string::npos) << text;
+}
+
 // A reply still to be played is the server's turn: a long recorded delay is no idle client.
 TEST(ReplayServer, ARecordedDelayLongerThanClientIdleIsNotATimeout) {
   const script s = delivered().build();   // the EHLO reply after 300 ms
@@ -908,7 +947,7 @@ TEST(ReplayClient, AnUnfinishedMessageOrChunkIsSentAsRecordedThenTheConnectionCl
   ASSERT_EQ(s.steps.size(), 3u);
   ASSERT_TRUE(s.unfinished.has_value());
   EXPECT_EQ(s.unfinished->kind, step_kind::message);
-  EXPECT_EQ(s.unfinished->text, "[message: 34 bytes, unfinished]");
+  EXPECT_EQ(s.unfinished->text, "[message body: 34 bytes, unfinished]");
   client_options o;
   o.pace = timing{0.0};
   client_fsm fsm(s, o);
