@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <memory>
 #include <string>
 
 #include "captures/writer.hpp"
@@ -16,57 +17,51 @@ namespace protocol = mailtap::protocol;
 
 namespace {
 
-fs::path scratch_dir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  return fs::path(::testing::TempDir()) /
-         (std::string("mailtap_") + info->test_suite_name() + "_" + info->name() + "_" + std::to_string(::getpid()));
-}
+// A store in a scratch directory, and one capture in it; the file is removed afterwards.
+class CaptureWriteOut : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::path(::testing::TempDir()) / (std::string("mailtap_CaptureWriteOut_") + info->name() + "_" +
+                                             std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    std::string error;
+    store_ = store::open(dir_, error);
+    ASSERT_TRUE(store_) << error;
+    session_info session;
+    session.id = "write-out";
+    session.client = "192.0.2.1:1000";
+    session.listen = "127.0.0.1:2525";
+    session.upstream = "builtin";
+    session.bare_eol = "strict";
+    session.started_at = std::chrono::system_clock::now();
+    capture_ = store_->begin(session);
+  }
+  void TearDown() override {
+    if (capture_) capture_->on_end(100, "client_quit", "");
+    capture_.reset();
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+  std::uintmax_t file_size() const { return fs::file_size(dir_ / "write-out.jsonl"); }
 
-session_info info_named(const std::string& id) {
-  session_info info;
-  info.id = id;
-  info.client = "192.0.2.1:1000";
-  info.listen = "127.0.0.1:2525";
-  info.upstream = "builtin";
-  info.bare_eol = "strict";
-  info.started_at = std::chrono::system_clock::now();
-  return info;
-}
+  fs::path dir_;
+  std::unique_ptr<store> store_;
+  std::unique_ptr<session_capture> capture_;
+};
 
 }  // namespace
 
-TEST(CaptureWriteOut, ABufferOfTheWriteSizeIsWrittenWhenTheSessionAsks) {
-  const fs::path dir = scratch_dir();
-  fs::remove_all(dir);
-  std::string error;
-  auto st = store::open(dir, error);
-  ASSERT_TRUE(st) << error;
-  auto cap = st->begin(info_named("write-out-due"));
-  const fs::path file = dir / "write-out-due.jsonl";
+TEST_F(CaptureWriteOut, ABufferOfTheWriteSizeIsWrittenWhenTheSessionAsks) {
   // Three quarters of a write, then more: due.
-  cap->on_bytes(10, protocol::leg::upstream, protocol::direction::in, std::string(48 * 1024, 'a'));
-  cap->on_bytes(20, protocol::leg::upstream, protocol::direction::in, std::string(32 * 1024, 'b'));
-  cap->write_out_if_due();
-  EXPECT_GT(fs::file_size(file), 80u * 1024);   // both records, by the time the call returns
-  cap->on_end(30, "client_quit", "");
-  cap.reset();
-  st.reset();
-  fs::remove_all(dir);
+  capture_->on_bytes(10, protocol::leg::upstream, protocol::direction::in, std::string(48 * 1024, 'a'));
+  capture_->on_bytes(20, protocol::leg::upstream, protocol::direction::in, std::string(32 * 1024, 'b'));
+  capture_->write_out_if_due();
+  EXPECT_GT(file_size(), 80u * 1024);   // both records, by the time the call returns
 }
 
-TEST(CaptureWriteOut, AFourfoldBufferIsWrittenByRecordItself) {
-  const fs::path dir = scratch_dir();
-  fs::remove_all(dir);
-  std::string error;
-  auto st = store::open(dir, error);
-  ASSERT_TRUE(st) << error;
-  auto cap = st->begin(info_named("write-out-now"));
-  const fs::path file = dir / "write-out-now.jsonl";
+TEST_F(CaptureWriteOut, AFourfoldBufferIsWrittenByRecordItself) {
   // A quarter of a MiB and more in one record, and no call from the session: written at once.
-  cap->on_bytes(10, protocol::leg::upstream, protocol::direction::in, std::string(260 * 1024, 'c'));
-  EXPECT_GT(fs::file_size(file), 260u * 1024);
-  cap->on_end(20, "client_quit", "");
-  cap.reset();
-  st.reset();
-  fs::remove_all(dir);
+  capture_->on_bytes(10, protocol::leg::upstream, protocol::direction::in, std::string(260 * 1024, 'c'));
+  EXPECT_GT(file_size(), 260u * 1024);
 }
