@@ -114,8 +114,13 @@ asio::awaitable<boost::system::error_code> leg_stream::flush() {
   std::swap(breaks_, inflight_breaks_);
   write_outcome out;
   write_started = std::chrono::steady_clock::now();
-  if (shaping.active() || !inflight_breaks_.empty()) out = co_await write_shaped();
-  else out = co_await write(asio::buffer(inflight_));
+  if (shaping.active() || !inflight_breaks_.empty()) {
+    shaped_in_flight_ = true;
+    out = co_await write_shaped();
+    shaped_in_flight_ = false;
+  } else {
+    out = co_await write(asio::buffer(inflight_));
+  }
   write_started.reset();
   unwritten_ = out.ec ? inflight_.size() - std::min(out.written, inflight_.size()) : 0;
   inflight_.clear();
@@ -155,6 +160,7 @@ asio::awaitable<write_outcome> leg_stream::write_shaped() {
       if (auto out = co_await write(asio::const_buffer(bytes.data() + off, n)); out.ec)
         co_return write_outcome{out.ec, off + out.written};
       off += n;
+      write_started = std::chrono::steady_clock::now();   // progress: a stall counts from here
       if (shaping.segment_bytes > 0) wait = std::chrono::microseconds(shaping.gap_us);
       if (shaping.bytes_per_second > 0)
         wait = std::max(wait, std::chrono::microseconds(n * 1'000'000 / shaping.bytes_per_second));

@@ -101,6 +101,10 @@ class leg_stream {
   // failure, unwritten() is how many of those bytes the connection never took.
   boost::asio::awaitable<boost::system::error_code> flush();
   std::size_t unwritten() const { return unwritten_; }
+  // Whether flush() would pace what is pending (shaping, segment breaks), and whether a paced
+  // flush is under way: the session's timers wait for it (the relay's delay, not the peer's).
+  bool shapes_its_writes() const { return shaping.active() || !breaks_.empty(); }
+  bool shaped_write_in_flight() const { return shaped_in_flight_; }
   // Writes what the socket takes of `pending` now, without suspending, when nothing but the
   // bytes stands in the way: a plain TCP leg, no shaping or breaks, no handshake, reconnect or
   // close asked for, and its writer idle (writer_idle). The rest stays for the writer, which
@@ -137,8 +141,9 @@ class leg_stream {
   bool tls_busy = false;              // a handshake (or a reconnect) owns the connection: readers stay away
   bool reconnect_requested = false;   // reconnect_upstream executed; the writer performs it
   bool writer_idle = false;           // the leg's writer waits for its wake-up, nothing in flight
-  // When the write in flight began (a flush that has not returned); unset between writes. A
-  // peer that stops reading leaves it set: the session's watchdog times that out.
+  // When the write in flight began (a flush that has not returned), or a paced one last made
+  // progress; unset between writes. A peer that stops reading leaves it set: the session's
+  // watchdog times that out.
   std::optional<std::chrono::steady_clock::time_point> write_started;
   // Faults: write shaping (throttle, slice) and segment breaks (offset into pending, pause).
   protocol::leg_shaping shaping;
@@ -148,6 +153,7 @@ class leg_stream {
  private:
   boost::asio::awaitable<write_outcome> write_shaped();
   std::size_t unwritten_ = 0;
+  bool shaped_in_flight_ = false;
 
   std::unique_ptr<byte_pipe> pipe_;
   std::unique_ptr<tls_stream> tls_;

@@ -433,6 +433,7 @@ asio::awaitable<void> session::write_leg(leg l) {
       continue;
     }
     if (!box.pending.empty()) {
+      const bool shaped = box.shapes_its_writes();
       if (auto ec = co_await box.flush()) {
         box.closed = true;
         // Bytes are recorded as they are queued (relay_outbox::send): the capture says which of
@@ -448,6 +449,7 @@ asio::awaitable<void> session::write_leg(leg l) {
         state_changed_.notify();
         co_return;
       }
+      if (shaped) restart_after_shaped_write(l);
       state_changed_.notify();   // room in the outbox: a paused reader may go on
       continue;
     }
@@ -588,6 +590,16 @@ asio::awaitable<void> session::handshake(leg l) {
 // (it ends that leg, or the session), and the connection is closed at once with a reset: its
 // writer waits on a write that would never finish, and the close it was asked for waits on
 // that writer.
+// A write the relay paced itself (a throttle, slice or segment-break fault) ended: the leg's
+// timer runs from here, where its peer got the last of it, not from when it was queued (RFC
+// 5321 4.5.3.2: each timer starts when the command or the data is sent).
+void session::restart_after_shaped_write(leg l) {
+  auto& deadline = l == leg::client ? client_deadline_ : upstream_deadline_;
+  const auto after = l == leg::client ? client_timer_after_ : upstream_timer_after_;
+  if (deadline == clock::time_point::max() || after.count() == 0) return;
+  deadline = std::max(deadline, clock::now() + after);
+}
+
 void session::abort_stalled_write(leg l, clock::time_point now, std::chrono::milliseconds limit) {
   auto& box = leg_of(l);
   if (fsm_.finished() || !box.write_started || now - *box.write_started < limit) return;
@@ -610,15 +622,18 @@ asio::awaitable<void> session::watchdog() {
     if (upstream_.size() > outbox_high_watermark) abort_stalled_write(leg::upstream, now, ctx_.cfg.timeouts.upstream_data_block);
     if (client_.size() > outbox_high_watermark) abort_stalled_write(leg::client, now, ctx_.cfg.timeouts.client_idle);
     if (fsm_.finished()) co_return;
-    if (now >= client_deadline_ && reading_paused(leg::client)) {
-      // The relay is not reading the client (backpressure): its pace cannot be judged now.
+    if (now >= client_deadline_ && (reading_paused(leg::client) || client_.shaped_write_in_flight())) {
+      // The relay is not reading the client (backpressure), or is still pacing out what the
+      // client is to answer (a throttle or slice fault): its pace cannot be judged now.
       client_deadline_ = now + 1s;
     } else if (now >= client_deadline_) {
       client_deadline_ = clock::time_point::max();
       feed(&protocol::relay_fsm::on_timeout, leg::client);
     }
-    if (now >= upstream_deadline_ && !fsm_.finished() && reading_paused(leg::upstream)) {
+    if (now >= upstream_deadline_ && !fsm_.finished() &&
+        (reading_paused(leg::upstream) || upstream_.shaped_write_in_flight())) {
       // The upstream's reply may be here, unread: the client reads none of what it is sent.
+      // Or the relay is still pacing out the command the upstream is to answer.
       upstream_deadline_ = now + 1s;
     } else if (now >= upstream_deadline_ && !fsm_.finished()) {
       upstream_deadline_ = clock::time_point::max();
@@ -665,6 +680,7 @@ bool session::carry_out(protocol::action& action) {
           },
           [&](const protocol::arm_timer& t) {
             auto& deadline = t.which == leg::client ? client_deadline_ : upstream_deadline_;
+            (t.which == leg::client ? client_timer_after_ : upstream_timer_after_) = t.after;
             deadline = t.after.count() == 0 ? clock::time_point::max() : clock::now() + t.after;
             if (deadline < watchdog_timer_.expiry()) watchdog_timer_.cancel();
             return true;

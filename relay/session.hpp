@@ -155,6 +155,7 @@ class session : public std::enable_shared_from_this<session> {
   std::uint64_t now_us() const;
   leg_stream& leg_of(protocol::leg l) { return l == protocol::leg::client ? client_ : upstream_; }
   bool reading_paused(protocol::leg l) const;
+  void restart_after_shaped_write(protocol::leg l);
 
   boost::asio::any_io_executor executor_;
   leg_stream client_;
@@ -179,6 +180,10 @@ class session : public std::enable_shared_from_this<session> {
   clock::time_point client_deadline_ = clock::time_point::max();
   clock::time_point upstream_deadline_ = clock::time_point::max();
   clock::time_point fault_deadline_ = clock::time_point::max();
+  // Each leg's timer as the machine last armed it (arm_timer's `after`): restarted from the
+  // end of a write the relay paced itself (restart_after_shaped_write).
+  std::chrono::milliseconds client_timer_after_{0};
+  std::chrono::milliseconds upstream_timer_after_{0};
   std::vector<protocol::action> held_;  // actions waiting for a capture barrier
   int barriers_pending_ = 0;
   bool client_write_due_ = false;       // bytes added to the outbox in this execute

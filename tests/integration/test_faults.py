@@ -944,6 +944,45 @@ direction = "both"
         self.send_payload(m, rec)
         self.assertFaults(self.single_capture(m), [("slow-link", "throttle", "plan", "connect")])
 
+    def test_throttle_longer_than_a_timeout_is_not_charged_to_the_peer(self):
+        """The relay's own pacing is not the peer's delay: the upstream's end-of-data timer and
+        the client's idle timer run from when the paced bytes were all written (RFC 5321
+        4.5.3.2), not from when they were queued (a seventh trial: 'delivery status unknown'
+        for a message whose dot had not yet left, and a client timed out while its reply was
+        still being paced out to it)."""
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "slow-upstream"
+type = "throttle"
+bytes_per_second = 3000
+direction = "to_upstream"
+''', rec, config="[timeouts]\nupstream_data_end = 1\nupstream_reply = 1\n")
+        c = self.open_transaction(m.port)
+        body = b"".join(b"line %04d %s\r\n" % (i, b"x" * 50) for i in range(100))   # ~6 KiB: 2 s paced
+        c.send(make_message("<paced@example.test>", body=body) + b".\r\n")
+        self.assertReply(c.reply(15), 250)
+        self.quit(c)
+        self.assertEqual(len(rec.wait_for(1)), 1)
+        cap = self.single_capture(m)
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["delivered"])
+
+        slow_client = self.relay('''
+[[fault]]
+name = "slow-client"
+type = "throttle"
+bytes_per_second = 60
+direction = "to_client"
+''', rec, config="[timeouts]\nclient_idle = 1\n", name="slow-client")
+        c = self.connect(slow_client.port, timeout=30)
+        self.assertEqual(c.reply(30).code, 220)
+        started = time.monotonic()
+        r = c.command("EHLO client.test")   # the EHLO reply alone takes over a second at 60 B/s
+        self.assertEqual(r.code, 250, r)
+        self.assertGreater(time.monotonic() - started, 1.0)
+        self.assertReply(c.command("NOOP"), 250)
+        self.quit(c)
+
     def test_slice_with_split_dot_message_arrives_intact(self):
         rec = self.start_recorder()
         m = self.relay('''
