@@ -974,13 +974,40 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
                            "upstream answered " + std::string(to_string(p.asked.ph)) + " with " + std::to_string(r.code) + ": " + why);
     }
   }
+  if (const char* why = not_a_reply_to_relay_command(p.asked.kind, r)) {
+    out_.close(leg::upstream);
+    return upstream_lost(now, "upstream_protocol_error",
+                         "upstream answered " + std::string(p.asked.kind == command_kind::internal_rset ? "the relay's RSET" : "STARTTLS") +
+                             " with " + std::to_string(r.code) + ": " + why);
+  }
+  if (r.code == 421 && p.asked.kind == command_kind::client_starttls) {
+    // The upstream is leaving (RFC 5321 3.8): the client hears its 421 as the answer to its
+    // STARTTLS, not a 454 it would carry on after.
+    p.answer.bytes = r.raw;
+    p.answer.parsed = std::move(r);
+    p.answer.ready = true;
+    flush_replies(now);
+    return upstream_said_421(now, "upstream said 421 to STARTTLS");
+  }
   switch (p.asked.kind) {
     case command_kind::relayed: break;
     case command_kind::internal_rset:   // a fault took the message: the upstream's transaction is reset
       owed_.erase(p);
       out_.note(now, "upstream answered the relay's RSET with " + std::to_string(r.code));
       flush_replies(now);   // the relay's own 354 waited behind it
-      if (!ended_) arm_upstream_for_head();
+      if (ended_) return;
+      if (r.code == 421) {
+        // The upstream is leaving: nothing more goes to it. A client waiting for nothing hears
+        // the upstream's own 421 (RFC 5321 3.8), as an unsolicited one; commands still owed
+        // get the relay's.
+        if (owed_.empty()) {
+          out_.send(leg::client, r.raw, now);
+          if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
+          return end_session(now, "upstream_closed", r.text());
+        }
+        return upstream_said_421(now, "upstream said 421 to the relay's RSET");
+      }
+      arm_upstream_for_head();
       return;
     case command_kind::internal_ehlo:
     case command_kind::client_starttls:
@@ -1017,18 +1044,31 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   p.answer.parsed = std::move(r);
   p.answer.ready = true;
   flush_replies(now);
-  if (closing && !ended_) {
-    // RFC 5321 3.8 and 4.2.2: 421 is the server closing the channel, whatever it answered.
-    // The client has it; nothing more goes to a server that is leaving.
-    if (owed_.empty()) {
-      if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, std::nullopt, false);
-      return end_session(now, "upstream_closed", "upstream said 421");
-    }
-    out_.close(leg::upstream);
-    return upstream_lost(now, "upstream_closed", "upstream said 421");   // the commands still owed get 421 too
-  }
+  if (closing) return upstream_said_421(now, "upstream said 421");
   if (!ended_ && close_upstream_when_answered_ && !owed_.awaiting_upstream()) return close_upstream_once_answered(now);
   if (!ended_) arm_upstream_for_head();
+}
+
+// RFC 5321 3.8 and 4.2.2: 421 is the server closing the channel, whatever it answered. The
+// client has it (flush_replies); nothing more goes to a server that is leaving.
+void relay_fsm::upstream_said_421(std::uint64_t now, std::string_view detail) {
+  if (ended_) return;
+  if (owed_.empty()) {
+    if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, std::nullopt, false);
+    return end_session(now, "upstream_closed", detail);
+  }
+  out_.close(leg::upstream);
+  upstream_lost(now, "upstream_closed", detail);   // the commands still owed get 421 too
+}
+
+// The replies a command the relay sent for itself cannot have: an intermediate reply to its RSET
+// (RFC 5321 4.3.2), a success other than 220 to STARTTLS (RFC 3207 4). Null when it may.
+const char* relay_fsm::not_a_reply_to_relay_command(command_kind kind, const reply& r) {
+  if (kind == command_kind::internal_rset && r.klass() == 3) return "RSET is answered with 250 or a failure (RFC 5321 4.3.2)";
+  if ((kind == command_kind::client_starttls || kind == command_kind::internal_starttls) &&
+      (r.klass() == 3 || (r.klass() == 2 && r.code != 220)))
+    return "STARTTLS is answered with 220 or a failure (RFC 3207 4)";
+  return nullptr;
 }
 
 // Replies RFC 5321 4.3.2 does not allow for the command (and RFC 4954 for AUTH): a 3xx other

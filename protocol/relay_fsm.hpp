@@ -161,6 +161,8 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void upstream_replied_in_chunk(std::uint64_t now, reply r);
   void answer_failed_chunk(std::uint64_t now);
   static const char* not_a_reply_to(const reply_request& asked, const reply& r);
+  static const char* not_a_reply_to_relay_command(command_kind kind, const reply& r);
+  void upstream_said_421(std::uint64_t now, std::string_view detail);
   void refuse_auth_response(std::uint64_t now);
   void announce_command(std::uint64_t now, std::string_view body, const command& cmd) override;
 

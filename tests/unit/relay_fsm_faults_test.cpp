@@ -974,6 +974,36 @@ TEST_F(FaultFsm, MaskedCommandFaultEventNamesItsRule) {
 
 // ================================================================ 7. data_end: the relay answers the message
 
+// The upstream leaving in its answer to the relay's own RSET (seventh trial: the 421 was noted,
+// the client's next MAIL still went to it, and the client waited for an upstream that had gone).
+TEST_F(FaultFsm, A421ToTheRelaysRsetEndsTheSessionWithIt) {
+  envelope();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::reply, 552, "5.2.2", "Mailbox full", "mailbox-full", "reply"));
+  EXPECT_THAT(client("DATA\r\n"), ElementsAre(to_upstream("RSET\r\n")));
+  // The relay's 354, which waited behind the RSET, goes out; then the upstream's 421 (RFC 5321
+  // 3.8: at any time), and the session ends.
+  auto acts = upstream("421 4.3.2 Shutting down\r\n");
+  EXPECT_THAT(acts, ElementsAre(to_client("354 End data with <CR><LF>.<CR><LF>\r\n421 4.3.2 Shutting down\r\n"),
+                                closes(leg::client), closes(leg::upstream)));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "upstream_closed");
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+}
+
+// An intermediate reply to the relay's RSET is no reply RSET can have: out of step, ended.
+TEST_F(FaultFsm, A354ToTheRelaysRsetIsAProtocolError) {
+  envelope();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::reply, 552, "5.2.2", "Mailbox full", "mailbox-full", "reply"));
+  EXPECT_THAT(client("DATA\r\n"), ElementsAre(to_upstream("RSET\r\n")));
+  auto acts = upstream("354 go ahead\r\n");
+  EXPECT_THAT(acts, Contains(closes(leg::upstream)));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "upstream_protocol_error");
+  EXPECT_EQ(up_.find("DATA"), std::string::npos);
+}
+
 TEST_F(FaultFsm, DataEndReplyAbsorbsTheMessage) {
   envelope();
   adv_->on(phase::data_end, fault_stage::command,

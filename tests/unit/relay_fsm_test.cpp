@@ -1466,6 +1466,28 @@ TEST_F(RelayFsmTest, StarttlsSecuresUpstreamFirstThenAnswersClientThenHandshakes
   EXPECT_EQ(tls_stages, 2);
 }
 
+// The upstream's 421 to the client's STARTTLS reaches the client and ends the session; a
+// success other than 220 is no answer STARTTLS can have (seventh trial: the client heard
+// 454 and went on, to an upstream that had closed or was out of step).
+TEST_F(RelayFsmTest, A421ToStarttlsReachesTheClientAndA250IsAProtocolError) {
+  for (const std::string answer : {"421 4.3.2 Shutting down\r\n", "250 2.0.0 Ok\r\n"}) {
+    make(tls_options());
+    greet();
+    client("EHLO c\r\n");
+    upstream(tls_ehlo_reply);
+    EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(to_upstream("STARTTLS\r\n")));
+    auto acts = upstream(answer);
+    EXPECT_THAT(acts, Contains(client_reply("421 "))) << answer;
+    EXPECT_TRUE(fsm_->finished()) << answer;
+    if (answer.starts_with("421")) {
+      EXPECT_THAT(acts, Contains(to_client("421 4.3.2 Shutting down\r\n")));
+      EXPECT_EQ(end_reason(), "upstream_closed");
+    } else {
+      EXPECT_EQ(end_reason(), "upstream_protocol_error");
+    }
+  }
+}
+
 TEST_F(RelayFsmTest, StarttlsInjectionByTheClientClosesWithoutAnswering) {
   make(tls_options());
   greet();
