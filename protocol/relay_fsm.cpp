@@ -1267,7 +1267,13 @@ void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {
     case phase::helo:
       if (t) finish_transaction(now, p.asked.txn, outcome::aborted, std::nullopt, false);
       break;
-    case phase::quit: end_session(now, "client_quit", ""); break;
+    case phase::quit:
+      // A QUIT the relay answered with a failure because the upstream was lost (a timeout, a
+      // protocol error) ends the session for that reason (flush_replies, upstream_lost_reason_),
+      // not as client_quit: the client did not get what it asked for.
+      if (p.answer.local && r.klass() != 2 && out_.closed(leg::upstream)) break;
+      end_session(now, "client_quit", "");
+      break;
     default: break;
   }
 }

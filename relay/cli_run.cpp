@@ -48,7 +48,7 @@ struct run_flags {
 // upstream's side (each was logged at warn when it happened, rate-limited), in one count.
 struct error_summary {
   std::uint64_t upstream_unreachable = 0, upstream_tls_failed = 0, refused_max_sessions = 0, accept_errors = 0,
-                session_errors = 0, capture_write_failures = 0, suppressed_warnings = 0;
+                session_errors = 0, capture_write_failures = 0, upstream_failed = 0, suppressed_warnings = 0;
 
   static error_summary of(const relay_metrics& m) {
     error_summary e;
@@ -57,20 +57,22 @@ struct error_summary {
     e.refused_max_sessions = m.sessions_refused_max.load();
     e.accept_errors = m.accept_errors.load();
     e.session_errors = m.session_errors.load();
+    e.upstream_failed = m.upstream_failed.load();
     e.suppressed_warnings = m.warnings.suppressed_total();
     return e;
   }
   std::uint64_t total() const {
     return upstream_unreachable + upstream_tls_failed + refused_max_sessions + accept_errors + session_errors +
-           capture_write_failures;
+           capture_write_failures + upstream_failed;
   }
   void log() const {
     const auto level = total() > 0 ? spdlog::level::warn : spdlog::level::info;
     spdlog::log(level,
                 "errors: {} (upstream unreachable {}, upstream TLS failed {}, refused at max_sessions {}, "
-                "accept failed {}, session errors {}, capture write failures {}; {} repeated warning(s) suppressed)",
+                "accept failed {}, session errors {}, capture write failures {}, upstream failed in session {}; "
+                "{} repeated warning(s) suppressed)",
                 total(), upstream_unreachable, upstream_tls_failed, refused_max_sessions, accept_errors,
-                session_errors, capture_write_failures, suppressed_warnings);
+                session_errors, capture_write_failures, upstream_failed, suppressed_warnings);
   }
 };
 

@@ -21,8 +21,9 @@ enum class warn_kind : unsigned char {
   accept_failed,
   proxy_header_refused,
   connection_loop,
+  upstream_failed,   // a session's upstream broke the protocol, timed out or hung up on it
 };
-inline constexpr std::size_t warn_kind_count = 7;
+inline constexpr std::size_t warn_kind_count = 8;
 
 class log_limiter {
  public:

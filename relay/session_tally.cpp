@@ -111,8 +111,21 @@ void session_tally::on_fault(std::uint64_t t_us, const protocol::fault_event& f)
   if (inner_) inner_->on_fault(t_us, f);
 }
 
+// An upstream that broke the protocol, timed out, refused at its greeting or hung up without
+// 421 is outside the client's control: logged at warn with the session id (README "Logging").
+// An orderly 421 from the upstream is the destination's answer, not a failure of the path.
+static bool upstream_failed(std::string_view reason, std::string_view detail) {
+  if (reason == "upstream_protocol_error" || reason == "upstream_timeout" || reason == "upstream_refused") return true;
+  return reason == "upstream_closed" && !detail.starts_with("upstream said 421");
+}
+
 void session_tally::on_end(std::uint64_t t_us, std::string_view reason, std::string_view detail) {
   settle_unpaired_reply();
+  if (upstream_failed(reason, detail)) {
+    ++metrics_.upstream_failed;
+    warn_limited(metrics_.warnings, warn_kind::upstream_failed,
+                 "session " + session_id_ + ": " + std::string(reason) + (detail.empty() ? "" : ": " + captures::utf8_safe(detail)));
+  }
   if (events_ && events_->has_subscribers()) {
     auto e = event_of("session_ended", session_id_);
     e["t_us"] = t_us;

@@ -26,7 +26,8 @@ SUMMARY_RE = re.compile(
     r"errors: (?P<total>\d+) \(upstream unreachable (?P<upstream_unreachable>\d+), "
     r"upstream TLS failed (?P<upstream_tls_failed>\d+), refused at max_sessions (?P<refused_max_sessions>\d+), "
     r"accept failed (?P<accept_failed>\d+), session errors (?P<session_errors>\d+), "
-    r"capture write failures (?P<capture_write_failures>\d+); (?P<suppressed>\d+) repeated warning")
+    r"capture write failures (?P<capture_write_failures>\d+), upstream failed in session (?P<upstream_failed>\d+); "
+    r"(?P<suppressed>\d+) repeated warning")
 # relay/session.cpp make_session_id: UTC start, a per-process nonce, the session number.
 SESSION_ID = r"\d{8}-\d{6}-[0-9a-f]{8}-\d{6}"
 WARN = "[warning]"   # spdlog's level name in its default pattern
@@ -74,6 +75,24 @@ class WarningsNameTheSession(OperabilityTest):
         lines, counts = self.stop_and_read(m)
         self.assertWarnsAboutSession(lines, session_id, "upstream connect to")
         self.assertEqual((counts["total"], counts["upstream_unreachable"]), (1, 1), counts)
+
+    def test_an_upstream_that_hangs_up_in_session_is_a_warning_and_an_error(self):
+        """An upstream that closes after the dot without a reply (the message may or may not be
+        delivered) is outside the client's control: warned with the session id, counted (a
+        seventh trial found no line at all for upstream protocol errors, timeouts, hang-ups)."""
+        up = self.start_scripted("die_after_dot")
+        m = self.relay(upstream="%s:%d" % (LOOPBACK, up.port))
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+        self.assertReply(c.reply(15), 451, "4.4.2")
+        cap = self.single_capture(m)
+        self.assertEqual(cap.end["reason"], "upstream_closed")
+        lines, counts = self.stop_and_read(m)
+        self.assertWarnsAboutSession(lines, cap.header["session"], "upstream_closed")
+        self.assertEqual((counts["total"], counts["upstream_failed"]), (1, 1), counts)
 
     def test_upstream_tls_failure_is_a_warning_with_the_session_id_and_an_error(self):
         up = ScriptedTlsUpstream("garbage")

@@ -1105,6 +1105,8 @@ TEST_F(RelayFsmTest, UpstreamEofWithOnlyQuitPendingAnswersIt221) {
   acts = timeout(leg::upstream);
   EXPECT_THAT(acts, Contains(client_reply("421")));
   EXPECT_THAT(acts, Not(Contains(client_reply("221"))));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "upstream_timeout");   // not client_quit: the client did not get its 221 (seventh trial)
   // Behind a command still owed its reply, the QUIT is not reached: that command gets 421.
   make();
   greet_and_ehlo();
