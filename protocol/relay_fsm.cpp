@@ -1263,6 +1263,15 @@ void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {
       if (t && (r.klass() != 2 || p.asked.last_chunk)) settle(outcome_of_code(r.code));
       break;
     case phase::rset:
+      // The relay's own RSET (a fault answers the message) that the relay had to answer with a
+      // failure, the upstream lost: the client hears it as the answer to its DATA or chunk, as
+      // it would the destination's, and the transaction ends with it (a 421 to DATA: tempfailed).
+      if (p.asked.kind == command_kind::internal_rset && p.answer.local && r.klass() >= 4) {
+        // The RSET is the open transaction's (fault_holds::plan_end_of_data), asked for no txn.
+        if (transaction* open = txns_.open()) finish_transaction(now, open->id, outcome_of_code(r.code), r, true);
+        break;
+      }
+      [[fallthrough]];
     case phase::ehlo:
     case phase::helo:
       if (t) finish_transaction(now, p.asked.txn, outcome::aborted, std::nullopt, false);

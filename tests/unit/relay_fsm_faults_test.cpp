@@ -991,6 +991,25 @@ TEST_F(FaultFsm, A421ToTheRelaysRsetEndsTheSessionWithIt) {
   EXPECT_EQ(only_transaction().result, outcome::tempfailed);
 }
 
+// The upstream lost on the relay's own RSET: the client hears 421 to its DATA, and the
+// transaction is tempfailed with it, as when the upstream is lost on the client's own DATA
+// (seventh trial: recorded aborted, no final reply).
+TEST_F(FaultFsm, AnUpstreamLostOnTheRelaysRsetTempfailsTheMessage) {
+  envelope();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::reply, 552, "5.2.2", "Mailbox full", "mailbox-full", "reply"));
+  EXPECT_THAT(client("DATA\r\n"), ElementsAre(to_upstream("RSET\r\n")));
+  fsm_->on_upstream_eof(tick());
+  auto acts = take();
+  EXPECT_THAT(acts, Contains(client_reply("421 4.4.2 ")));
+  EXPECT_TRUE(fsm_->finished());
+  const transaction_record& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::tempfailed);
+  ASSERT_TRUE(t.final_reply);
+  EXPECT_EQ(t.final_reply->code, 421);
+  EXPECT_TRUE(t.synthesized);
+}
+
 // An intermediate reply to the relay's RSET is no reply RSET can have: out of step, ended.
 TEST_F(FaultFsm, A354ToTheRelaysRsetIsAProtocolError) {
   envelope();
