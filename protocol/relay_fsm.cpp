@@ -956,6 +956,15 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   if (!awaited) {
     if (upstream_in_data() && !data_failure_) return upstream_replied_in_data(now, std::move(r));
     if (r.code == 421) {   // RFC 5321 3.8: a server may close with 421 at any time
+      if (!owed_.empty() && faults_.hold_active(now)) {
+        // Replies it gave before it are held by a delay fault: they go out first, at their
+        // time, then this 421 (flush_replies); nothing more goes upstream meanwhile.
+        upstream_421_after_held_ = std::move(r);
+        out_.close(leg::upstream);
+        out_.arm(leg::upstream, disarmed);
+        remember_upstream_loss("upstream_closed", "upstream said 421");
+        return;
+      }
       out_.send(leg::client, r.raw, now);
       if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
       end_session(now, "upstream_closed", r.text());
@@ -1232,7 +1241,13 @@ void relay_fsm::flush_replies(std::uint64_t now) {
       !faults_.absorbing()) {
     // The upstream is gone (we aborted its transaction, or it died in DATA): nothing more
     // can be relayed, so say so and close; once is enough (RFC 5321 3.8: 421, then close).
-    if (last_client_code_ != 421) out_.say(now, make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed"));
+    // An upstream that said 421 while replies were held has its own 421 passed on.
+    if (upstream_421_after_held_) {
+      out_.send(leg::client, upstream_421_after_held_->raw, now);
+      if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, upstream_421_after_held_, false);
+    } else if (last_client_code_ != 421) {
+      out_.say(now, make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed"));
+    }
     // The cause recorded by upstream_lost (a timeout, a protocol error), not just "closed".
     end_session(now, upstream_lost_reason_, upstream_lost_detail_);
     return;

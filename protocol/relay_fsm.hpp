@@ -315,6 +315,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // The body cannot be delivered (bad line endings, upstream lost): keep reading it and
   // answer at its end with this reply.
   std::optional<reply> data_failure_;
+  // An upstream's 421 that came while a delay fault held replies it gave before it: sent to
+  // the client once they are out (flush_replies), then the session ends.
+  std::optional<reply> upstream_421_after_held_;
   bool data_failure_from_upstream_ = false;   // the upstream's own reply, given before the dot
   // Why the upstream went away, for the on_end that follows once reply_slot replies are flushed.
   std::string upstream_lost_reason_ = "upstream_closed";

@@ -653,6 +653,27 @@ TEST_F(FaultFsm, ReplyDelayHoldsTheUpstreamReplyAndTheClientIsNotIdle) {
 
 // A server answers QUIT and closes at once; the relay holding that 221 must still deliver it,
 // not replace it with its own "upstream connection lost".
+// An upstream 421 that comes while a delay holds the reply it gave before: the held reply
+// still goes out at its time, then the upstream's own 421 (seventh trial: the client got only
+// the 421 as the answer to its RCPT, and the recipient's code was lost).
+TEST_F(FaultFsm, ReplyDelayKeepsAHeldReplyWhenTheUpstreamThenSays421) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::reply, delay_of(1'000'000, "slow-rcpt"));
+  client("MAIL FROM:<a@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n");
+  EXPECT_THAT(client("RCPT TO:<b@example.org>\r\n"), ElementsAre(to_upstream("RCPT TO:<b@example.org>\r\n")));
+  EXPECT_THAT(upstream("250 2.1.5 Ok\r\n"), ElementsAre(fault_timer(1'000'000)));
+  auto at_421 = upstream("421 4.3.2 going away\r\n");
+  EXPECT_THAT(at_421, Not(Contains(client_reply("421 "))));
+  if (!fsm_->finished()) fire_fault_timer();
+  EXPECT_THAT(cl_, EndsWith("250 2.1.5 Ok\r\n421 4.3.2 going away\r\n"));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "upstream_closed");
+  const transaction_record& t = only_transaction();
+  EXPECT_THAT(t.rcpt_codes, ElementsAre(250));
+  EXPECT_EQ(t.result, outcome::tempfailed);
+}
+
 TEST_F(FaultFsm, ReplyDelayKeepsAHeldReplyWhenTheUpstreamThenCloses) {
   greet_and_ehlo();
   adv_->on(phase::quit, fault_stage::reply, delay_of(1'000'000, "slow-bye"));
