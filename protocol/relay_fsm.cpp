@@ -1420,6 +1420,9 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
 reply relay_fsm::upstream_loss_reply(std::string_view reason, std::string_view detail) const {
   if (reason == "upstream_timeout")
     return make_reply(421, "4.4.2", options_.name + " upstream timed out: " + std::string(detail));
+  // The relay closed a connection that was still up (the detail, in the capture, says how).
+  if (reason == "upstream_protocol_error")
+    return make_reply(421, "4.4.2", options_.name + " upstream broke the SMTP protocol, connection closed");
   return make_reply(421, "4.4.2", options_.name + " upstream connection lost");
 }
 

@@ -58,6 +58,10 @@ bool unanswered_message(const conversation& c) {
   });
 }
 
+// A masked EHLO ("XXXX") is a command the destination does not know: 500 (sendmail, Exim) or
+// 502 (Postfix: "502 5.5.2 Error: command not recognized"), RFC 5321 4.2.4.
+bool refused_as_unknown(int code) { return code == 500 || code == 502; }
+
 }  // namespace
 
 void check_firewall(const conversation& c, std::vector<finding>& out) {
@@ -68,7 +72,7 @@ void check_firewall(const conversation& c, std::vector<finding>& out) {
     if (x.ph == phase::banner && masked_greeting(r)) {
       banner = true;
       seen.push_back(evidence_of(r));
-    } else if ((x.ph == phase::ehlo) && r.reply.code == 500) {
+    } else if (x.ph == phase::ehlo && refused_as_unknown(r.reply.code)) {
       for (auto& e : evidence_of(x)) seen.push_back(std::move(e));
     } else if (x.ph == phase::ehlo && masked_starttls(r)) {
       starttls = true;
@@ -90,7 +94,7 @@ void check_firewall(const conversation& c, std::vector<finding>& out) {
   // The 500 to EHLO is this finding's evidence, not a refusal of its own.
   out.erase(std::remove_if(out.begin(), out.end(),
                            [](const finding& g) {
-                             return g.id == "command_rejected" && g.stage == "ehlo" && g.reply && g.reply->code == 500;
+                             return g.id == "command_rejected" && g.stage == "ehlo" && g.reply && refused_as_unknown(g.reply->code);
                            }),
             out.end());
 
@@ -106,7 +110,7 @@ void check_firewall(const conversation& c, std::vector<finding>& out) {
   };
   sign(banner, "the greeting is masked with '*'");
   sign(std::any_of(seen.begin(), seen.end(), [](const evidence_item& e) { return e.text.rfind("C> EHLO", 0) == 0; }),
-       "EHLO was answered 500");
+       "EHLO was answered as an unknown command (500 or 502)");
   sign(starttls, "STARTTLS shows as XXXXXXXA");
   sign(withheld, "an end of data split over two segments got no reply");
   f.explanation = "Seen here: " + signs + ". " + std::string(m.explanation);

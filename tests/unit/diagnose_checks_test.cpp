@@ -322,6 +322,17 @@ TEST(CheckFirewall, MaskedBannerAnd500ToEhlo) {
   EXPECT_EQ(find(d, "command_rejected"), nullptr) << "the 500 to EHLO is the fingerprint's evidence";
 }
 
+// Postfix answers the masked EHLO "502 5.5.2 Error: command not recognized": the same
+// fingerprint, not a refusal of the client's dialogue (seventh trial).
+TEST(CheckFirewall, MaskedBannerAnd502ToEhloFromPostfix) {
+  builder b;
+  b.reply(1, 220, {"************************0*2**0***"}).cmd(2, "EHLO client.example")
+      .reply(3, 502, {"5.5.2 Error: command not recognized"}).cmd(4, "HELO client.example").reply(5, 250, {"mx"});
+  auto d = diagnose_capture(b.c);
+  ASSERT_NE(find(d, "firewall_fixup"), nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(find(d, "command_rejected"), nullptr) << "the 502 to EHLO is the fingerprint's evidence";
+}
+
 TEST(CheckFirewall, SplitDotWithNoReply) {
   builder b;
   b.reply(1, 220, {"mx"}).cmd(2, "HELO c").reply(3, 250, {"mx"}).cmd(4, "MAIL FROM:<a@b>").reply(5, 250, {"Ok"})
