@@ -1437,8 +1437,24 @@ void relay_fsm::remember_upstream_loss(std::string_view reason, std::string_view
   upstream_lost_detail_ = std::string(detail);
 }
 
+// A command a delay fault held (when = "command") when the session ended never went upstream:
+// its command record and its fault record (the delay it got) are still written, with a note,
+// so that the capture shows what the client asked for (its bytes were recorded as they came).
+void relay_fsm::abandon_held_line(std::uint64_t now) {
+  if (!faults_.line_held()) return;
+  const std::uint64_t since = faults_.held_line_since();
+  const std::string_view rest = in_.unparsed();
+  const std::size_t crlf = rest.find("\r\n");
+  const std::string_view body = rest.substr(0, crlf == std::string_view::npos ? rest.size() : crlf);
+  std::optional<fault_decision> decided;
+  const parsed_command parsed = faults_.take_held_line(now, decided);
+  announce_command(since, body, parsed.cmd);
+  out_.note(now, "the session ended while a delay fault held this command: it was never forwarded");
+}
+
 void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::string_view detail) {
   if (ended_) return;
+  abandon_held_line(now);
   record_received_size();   // a message cut short keeps the size of what came
   abandon_transactions(now);
   // Every byte the client sent, a line the end cut off too, before the end record: nothing may follow it.

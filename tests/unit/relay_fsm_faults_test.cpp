@@ -614,6 +614,26 @@ TEST_F(FaultFsm, ACommandDelayIsTheRelaysTimeAndTheLineIsRecordedAsItCame) {
   EXPECT_LT(mail.think_us, 1'000'000u);
 }
 
+// The session ending while a delay holds a command (the upstream's 421 meanwhile): the command
+// never went upstream, and the capture still has its command and fault records (a seventh
+// trial: only its raw bytes were left, and show left the MAIL out).
+TEST_F(FaultFsm, ACommandHeldWhenTheSessionEndsIsStillRecorded) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::command, delay_of(1'000'000, "cmdhold"));
+  client(mail_from);
+  const auto commands_before = obs_->commands.size();
+  auto acts = upstream("421 4.3.2 going away\r\n");
+  EXPECT_THAT(acts, Contains(to_client("421 4.3.2 going away\r\n")));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(up_.find("MAIL"), std::string::npos) << "never forwarded";
+  ASSERT_EQ(obs_->commands.size(), commands_before + 1);
+  EXPECT_EQ(obs_->commands.back(), "MAIL FROM:<alice@example.org>");
+  fault_event e = only_fault("delay");
+  EXPECT_EQ(e.rule, "cmdhold");
+  EXPECT_EQ(e.ph, phase::mail);
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("never forwarded")));
+}
+
 TEST_F(FaultFsm, CommandDelayFiredLateRecordsTheActualDelay) {
   greet_and_ehlo();
   adv_->on(phase::mail, fault_stage::command, delay_of(2'000'000));
