@@ -433,6 +433,10 @@ bool relay_fsm::ignore_after_quit(std::uint64_t now) {
 
 bool relay_fsm::take_command_line(std::uint64_t now) {
   if (quit_taken_) return ignore_after_quit(now);
+  // The upstream is gone while a delay holds replies it gave: a new command could never be
+  // answered. It waits; the held replies go out, then the session ends (flush_replies).
+  if (out_.closed(leg::upstream) && !owed_.empty() && !owed_.awaiting_upstream() && faults_.hold_active(now))
+    return false;
   if (owed_.size() >= limits::pipelined_commands_cap) return false;
   std::string_view rest = in_.unparsed();
   // Only CRLF ends a command line (RFC 5321 2.3.8). A bare LF inside it does not: the whole
@@ -956,9 +960,10 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   if (!awaited) {
     if (upstream_in_data() && !data_failure_) return upstream_replied_in_data(now, std::move(r));
     if (r.code == 421) {   // RFC 5321 3.8: a server may close with 421 at any time
-      if (!owed_.empty() && faults_.hold_active(now)) {
+      if (!owed_.empty() && !owed_.awaiting_upstream() && faults_.hold_active(now)) {
         // Replies it gave before it are held by a delay fault: they go out first, at their
-        // time, then this 421 (flush_replies); nothing more goes upstream meanwhile.
+        // time, then this 421 (flush_replies); no command is taken meanwhile
+        // (take_command_line), as none could be answered.
         upstream_421_after_held_ = std::move(r);
         out_.close(leg::upstream);
         out_.arm(leg::upstream, disarmed);

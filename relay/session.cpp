@@ -600,6 +600,14 @@ void session::restart_after_shaped_write(leg l) {
   deadline = std::max(deadline, clock::now() + after);
 }
 
+// A write the relay paces itself is under way on the leg and made progress within the leg's
+// own timer: that timer waits for it. A paced write the peer stopped taking does not hold it.
+bool session::pacing(leg l, clock::time_point now) const {
+  const auto& box = l == leg::client ? client_ : upstream_;
+  const auto after = l == leg::client ? client_timer_after_ : upstream_timer_after_;
+  return box.shaped_write_in_flight() && box.write_started && now - *box.write_started < std::max(after, std::chrono::milliseconds(1000));
+}
+
 void session::abort_stalled_write(leg l, clock::time_point now, std::chrono::milliseconds limit) {
   auto& box = leg_of(l);
   if (fsm_.finished() || !box.write_started || now - *box.write_started < limit) return;
@@ -622,7 +630,7 @@ asio::awaitable<void> session::watchdog() {
     if (upstream_.size() > outbox_high_watermark) abort_stalled_write(leg::upstream, now, ctx_.cfg.timeouts.upstream_data_block);
     if (client_.size() > outbox_high_watermark) abort_stalled_write(leg::client, now, ctx_.cfg.timeouts.client_idle);
     if (fsm_.finished()) co_return;
-    if (now >= client_deadline_ && (reading_paused(leg::client) || client_.shaped_write_in_flight())) {
+    if (now >= client_deadline_ && (reading_paused(leg::client) || pacing(leg::client, now))) {
       // The relay is not reading the client (backpressure), or is still pacing out what the
       // client is to answer (a throttle or slice fault): its pace cannot be judged now.
       client_deadline_ = now + 1s;
@@ -631,7 +639,7 @@ asio::awaitable<void> session::watchdog() {
       feed(&protocol::relay_fsm::on_timeout, leg::client);
     }
     if (now >= upstream_deadline_ && !fsm_.finished() &&
-        (reading_paused(leg::upstream) || upstream_.shaped_write_in_flight())) {
+        (reading_paused(leg::upstream) || pacing(leg::upstream, now))) {
       // The upstream's reply may be here, unread: the client reads none of what it is sent.
       // Or the relay is still pacing out the command the upstream is to answer.
       upstream_deadline_ = now + 1s;

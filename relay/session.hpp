@@ -156,6 +156,7 @@ class session : public std::enable_shared_from_this<session> {
   leg_stream& leg_of(protocol::leg l) { return l == protocol::leg::client ? client_ : upstream_; }
   bool reading_paused(protocol::leg l) const;
   void restart_after_shaped_write(protocol::leg l);
+  bool pacing(protocol::leg l, clock::time_point now) const;
 
   boost::asio::any_io_executor executor_;
   leg_stream client_;

@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "captures/show.hpp"
+#include "protocol/relay_fsm.hpp"
 
 namespace mailtap {
 
@@ -116,7 +117,10 @@ void session_tally::on_fault(std::uint64_t t_us, const protocol::fault_event& f)
 // An orderly 421 from the upstream is the destination's answer, not a failure of the path.
 static bool upstream_failed(std::string_view reason, std::string_view detail) {
   if (reason == "upstream_protocol_error" || reason == "upstream_timeout" || reason == "upstream_refused") return true;
-  return reason == "upstream_closed" && !detail.starts_with("upstream said 421");
+  // upstream_closed's details (captures/FORMAT.md "End reasons"): a hang-up or a loss is a
+  // failure; a 421 (its detail the upstream's own text, or "upstream said 421 ...") is not.
+  return reason == "upstream_closed" &&
+         (detail.starts_with(protocol::upstream_closed_detail) || detail.starts_with(protocol::upstream_lost_detail));
 }
 
 void session_tally::on_end(std::uint64_t t_us, std::string_view reason, std::string_view detail) {

@@ -250,8 +250,10 @@ void server_fsm::take_input(std::uint64_t now_us) {
       take_step(step_kind::bdat, now_us);
       continue;
     }
-    const auto lf = rest.find('\n');
-    if (lf == std::string_view::npos) {
+    // Only CRLF ends a line, as the relay reads a command line or an AUTH response (RFC 5321
+    // 2.3.8) and as the script cuts the recording into steps: a bare LF is part of the line.
+    const auto crlf = rest.find("\r\n");
+    if (crlf == std::string_view::npos) {
       if (rest.size() > protocol::limits::command_line_hard_cap + protocol::limits::auth_response_cap) {
         diverge(divergence::what::command, next_step_, now_us,
                 next_step_ < script_.steps.size() ? script_.steps[next_step_].text : "", "a line over the cap");
@@ -259,16 +261,14 @@ void server_fsm::take_input(std::uint64_t now_us) {
       }
       break;
     }
-    const std::string_view line = rest.substr(0, lf + 1);
+    const std::string_view line = rest.substr(0, crlf + 2);
     pos += line.size();
     if (mode_ == mode::command && next_step_ < script_.steps.size())
       unit_.append(as_recorded_case(line, script_.steps[next_step_].bytes), script_, next_step_);
     else
       unit_.append(line, script_, next_step_);
-    unit_.line = std::string(without_crlf(line));
-    // A line ended by a bare LF shows it ("EHLO vm\n"): the report would otherwise print the
-    // same text on both sides of a difference that is only the line ending.
-    const std::string shown_as = line.ends_with("\r\n") ? unit_.line : std::string(line);
+    unit_.line = std::string(line.substr(0, line.size() - 2));
+    const std::string& shown_as = unit_.line;   // a bare LF inside shows as \n (shown_line)
     if (mode_ == mode::auth) {
       unit_.shown = shown_line(shown_as, true);
       take_step(step_kind::auth_response, now_us);

@@ -144,6 +144,25 @@ TEST(SessionTally, AReplyOutsideAStageCountsUnderOther) {
   EXPECT_EQ(m.stage_latency[static_cast<std::size_t>(protocol::phase::other)][0].count.load(), 0u);
 }
 
+// An upstream that failed the session is counted (and logged at warn); its orderly 421, with
+// whatever text the destination gave it, is its answer, not a failure (README "Logging").
+TEST(SessionTally, UpstreamFailuresAreCountedAndAn421IsNot) {
+  relay_metrics m;
+  const std::vector<std::pair<std::string, std::string>> failed{
+      {"upstream_protocol_error", "upstream answered MAIL with 354: ..."},
+      {"upstream_timeout", "no reply from upstream in time"},
+      {"upstream_closed", "upstream closed the connection"},
+      {"upstream_closed", "upstream connection lost: Connection reset by peer"}};
+  const std::vector<std::pair<std::string, std::string>> not_failed{
+      {"upstream_closed", "mx Error: timeout exceeded"},   // an unsolicited 421's own text
+      {"upstream_closed", "upstream said 421"},
+      {"client_quit", ""}};
+  for (const auto& [reason, detail] : failed) session_tally(nullptr, m).on_end(10, reason, detail);
+  EXPECT_EQ(m.upstream_failed.load(), failed.size());
+  for (const auto& [reason, detail] : not_failed) session_tally(nullptr, m).on_end(10, reason, detail);
+  EXPECT_EQ(m.upstream_failed.load(), failed.size());
+}
+
 TEST(SessionTally, FlushesWhenItsBufferFills) {
   relay_metrics m;
   session_tally t(nullptr, m);

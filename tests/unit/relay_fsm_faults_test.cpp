@@ -694,6 +694,26 @@ TEST_F(FaultFsm, ReplyDelayKeepsAHeldReplyWhenTheUpstreamThenSays421) {
   EXPECT_EQ(t.result, outcome::tempfailed);
 }
 
+// A command the client sends while that 421 waits is not taken: it could never be answered by
+// an upstream that has gone, and the session ends once the held reply is out (a review: DATA
+// went to the closed leg and the session waited for its reply for ever).
+TEST_F(FaultFsm, NoCommandIsTakenWhileTheUpstreams421WaitsBehindAHeldReply) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::reply, delay_of(1'000'000, "slow-rcpt"));
+  client("MAIL FROM:<a@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n");
+  client("RCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.5 Ok\r\n");
+  upstream("421 4.3.2 going away\r\n");
+  const std::string before = up_;
+  EXPECT_THAT(client("DATA\r\n"), IsEmpty());
+  EXPECT_EQ(up_, before) << "nothing goes to an upstream that has gone";
+  if (!fsm_->finished()) fire_fault_timer();
+  EXPECT_THAT(cl_, EndsWith("250 2.1.5 Ok\r\n421 4.3.2 going away\r\n"));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "upstream_closed");
+}
+
 TEST_F(FaultFsm, ReplyDelayKeepsAHeldReplyWhenTheUpstreamThenCloses) {
   greet_and_ehlo();
   adv_->on(phase::quit, fault_stage::reply, delay_of(1'000'000, "slow-bye"));
