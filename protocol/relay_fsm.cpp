@@ -970,9 +970,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
         remember_upstream_loss("upstream_closed", "upstream said 421");
         return;
       }
-      out_.send(leg::client, r.raw, now);
-      if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
-      end_session(now, "upstream_closed", r.text());
+      pass_on_upstream_421(now, r);
     } else {
       out_.note(now, "unsolicited upstream reply dropped: " + std::to_string(r.code));
     }
@@ -1014,11 +1012,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
         // The upstream is leaving: nothing more goes to it. A client waiting for nothing hears
         // the upstream's own 421 (RFC 5321 3.8), as an unsolicited one; commands still owed
         // get the relay's.
-        if (owed_.empty()) {
-          out_.send(leg::client, r.raw, now);
-          if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
-          return end_session(now, "upstream_closed", r.text());
-        }
+        if (owed_.empty()) return pass_on_upstream_421(now, r);
         return upstream_said_421(now, "upstream said 421 to the relay's RSET");
       }
       arm_upstream_for_head();
@@ -1061,6 +1055,14 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   if (closing) return upstream_said_421(now, "upstream said 421");
   if (!ended_ && close_upstream_when_answered_ && !owed_.awaiting_upstream()) return close_upstream_once_answered(now);
   if (!ended_) arm_upstream_for_head();
+}
+
+// The upstream's own 421 to a client owed nothing (RFC 5321 3.8: a server may close with 421 at
+// any time): the client gets it, an open transaction ends tempfailed with it, and so does the session.
+void relay_fsm::pass_on_upstream_421(std::uint64_t now, const reply& r) {
+  out_.send(leg::client, r.raw, now);
+  if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
+  end_session(now, "upstream_closed", r.text());
 }
 
 // RFC 5321 3.8 and 4.2.2: 421 is the server closing the channel, whatever it answered. The
@@ -1247,12 +1249,8 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     // The upstream is gone (we aborted its transaction, or it died in DATA): nothing more
     // can be relayed, so say so and close; once is enough (RFC 5321 3.8: 421, then close).
     // An upstream that said 421 while replies were held has its own 421 passed on.
-    if (upstream_421_after_held_) {
-      out_.send(leg::client, upstream_421_after_held_->raw, now);
-      if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, upstream_421_after_held_, false);
-    } else if (last_client_code_ != 421) {
-      out_.say(now, make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed"));
-    }
+    if (upstream_421_after_held_) return pass_on_upstream_421(now, *upstream_421_after_held_);
+    if (last_client_code_ != 421) out_.say(now, make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed"));
     // The cause recorded by upstream_lost (a timeout, a protocol error), not just "closed".
     end_session(now, upstream_lost_reason_, upstream_lost_detail_);
     return;

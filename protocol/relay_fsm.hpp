@@ -163,6 +163,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   static const char* not_a_reply_to(const reply_request& asked, const reply& r);
   static const char* not_a_reply_to_relay_command(command_kind kind, const reply& r);
   void upstream_said_421(std::uint64_t now, std::string_view detail);
+  void pass_on_upstream_421(std::uint64_t now, const reply& r);
   void abandon_held_line(std::uint64_t now);
   void refuse_auth_response(std::uint64_t now);
   void announce_command(std::uint64_t now, std::string_view body, const command& cmd) override;

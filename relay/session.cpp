@@ -586,10 +586,6 @@ asio::awaitable<void> session::handshake(leg l) {
   feed(&protocol::relay_fsm::on_tls_ready, l, summary);
 }
 
-// A write to l that has not finished in `limit`: its peer stopped reading. The machine is told
-// (it ends that leg, or the session), and the connection is closed at once with a reset: its
-// writer waits on a write that would never finish, and the close it was asked for waits on
-// that writer.
 // A write the relay paced itself (a throttle, slice or segment-break fault) ended: the leg's
 // timer runs from here, where its peer got the last of it, not from when it was queued (RFC
 // 5321 4.5.3.2: each timer starts when the command or the data is sent).
@@ -608,6 +604,10 @@ bool session::pacing(leg l, clock::time_point now) const {
   return box.shaped_write_in_flight() && box.write_started && now - *box.write_started < std::max(after, std::chrono::milliseconds(1000));
 }
 
+// A write to l that has not finished in `limit`: its peer stopped reading. The machine is told
+// (it ends that leg, or the session), and the connection is closed at once with a reset: its
+// writer waits on a write that would never finish, and the close it was asked for waits on
+// that writer.
 void session::abort_stalled_write(leg l, clock::time_point now, std::chrono::milliseconds limit) {
   auto& box = leg_of(l);
   if (fsm_.finished() || !box.write_started || now - *box.write_started < limit) return;
