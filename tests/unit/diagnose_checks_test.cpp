@@ -853,7 +853,8 @@ TEST(CheckSessionEnd, IncompleteCaptureBeforeTheMessageNamesTheLastCommandsStage
     b.c.transactions.back().rebuilt = true;
     b.c.complete = false;
     b.c.end.reset();
-    const finding* f = find(diagnose_capture(b.c), "capture_incomplete");
+    const auto d = diagnose_capture(b.c);
+    const finding* f = find(d, "capture_incomplete");
     ASSERT_NE(f, nullptr);
     EXPECT_EQ(f->stage, data_sent ? "data" : "rcpt");
   }
