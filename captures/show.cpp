@@ -94,7 +94,11 @@ std::string reply_line(int code, bool last, const std::string& text) {
 std::string summary_text(const reply_summary& r) {
   std::string s = std::to_string(r.code);
   if (!r.enhanced.empty()) s += " " + r.enhanced;
-  if (!r.text.empty()) s += " " + r.text;
+  if (!r.text.empty()) {
+    std::string text = r.text;   // a multi-line reply's lines, LF between them (FORMAT.md): one line here
+    std::replace(text.begin(), text.end(), '\n', ' ');
+    s += " " + text;
+  }
   return printable(s);
 }
 

@@ -367,7 +367,7 @@ void append_json_line(std::string& out, const protocol::transaction_record& t) {
     j.open_object(field::final_reply);
     j(field::code, t.final_reply->code);
     j(field::enhanced, t.final_reply->enhanced);
-    j(field::text, t.final_reply->text());
+    j(field::text, t.final_reply->full_text());
     j.close_object();
   } else {
     j.null(field::final_reply);

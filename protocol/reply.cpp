@@ -18,14 +18,31 @@ std::string_view to_string(reply_parse_status s) {
   return "?";
 }
 
+namespace {
+
+// A line's text after the enhanced code it begins with, when it begins with this reply's.
+std::string_view without_enhanced(std::string_view line, std::string_view enhanced) {
+  if (enhanced.empty() || !line.starts_with(enhanced)) return line;
+  if (line.size() > enhanced.size() && line[enhanced.size()] != ' ') return line;
+  line.remove_prefix(enhanced.size());
+  while (!line.empty() && line.front() == ' ') line.remove_prefix(1);
+  return line;
+}
+
+}  // namespace
+
 std::string reply::text() const {
   if (lines.empty()) return {};
-  std::string_view first = lines.front();
-  if (!enhanced.empty() && first.size() >= enhanced.size()) {
-    first.remove_prefix(enhanced.size());
-    while (!first.empty() && first.front() == ' ') first.remove_prefix(1);
+  return std::string(without_enhanced(lines.front(), enhanced));
+}
+
+std::string reply::full_text() const {
+  std::string out;
+  for (const auto& line : lines) {
+    if (&line != &lines.front()) out += '\n';
+    out += without_enhanced(line, enhanced);
   }
-  return std::string(first);
+  return out;
 }
 
 std::string parse_enhanced_code(int code, std::string_view text) {

@@ -20,6 +20,10 @@ struct reply {
   int klass() const { return code / 100; }
   // First line text without the enhanced code: the human part, for reports.
   std::string text() const;
+  // Every line's text, each without the enhanced code it repeats (RFC 3463 3: every line
+  // of a multi-line reply carries it), joined by LF: "Ok\nqueued as 4F2" for
+  // "250-2.0.0 Ok\r\n250 2.0.0 queued as 4F2\r\n". For a transaction's final reply.
+  std::string full_text() const;
 };
 
 enum class reply_parse_status { ok, line_too_long, too_many_lines, malformed, bare_lf, bare_cr, nul };

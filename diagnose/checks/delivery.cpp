@@ -12,6 +12,19 @@
 
 namespace mailtap::diagnose {
 
+namespace {
+
+// A final reply's text holds each of its lines, LF between them (captures/FORMAT.md); a
+// report shows them on one line.
+std::string one_line(std::string text) {
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  return text;
+}
+
+reply_ref final_reply_ref(const captures::reply_summary& fr) { return reply_ref{fr.code, fr.enhanced, one_line(fr.text)}; }
+
+}  // namespace
+
 evidence_item transaction_evidence(const captures::transaction& t) {
   std::string text = "transaction <" + t.mail_from + "> to";
   for (const auto& r : t.rcpt_to) text += " <" + r + ">";
@@ -19,7 +32,7 @@ evidence_item transaction_evidence(const captures::transaction& t) {
   if (t.final_reply) {
     text += ", final reply " + std::to_string(t.final_reply->code);
     if (!t.final_reply->enhanced.empty()) text += " " + t.final_reply->enhanced;
-    if (!t.final_reply->text.empty()) text += " " + t.final_reply->text;
+    if (!t.final_reply->text.empty()) text += " " + one_line(t.final_reply->text);
   }
   if (t.synthesized) text += " (synthesized by the relay)";
   if (t.rebuilt) text += " (no record: rebuilt from the transcript of an incomplete capture)";
@@ -43,8 +56,8 @@ void handed_off(const conversation& c, const captures::transaction& t, std::vect
   f.stage = "data_end";
   f.source = origin::server;
   const auto& fr = *t.final_reply;
-  f.reply = reply_ref{fr.code, fr.enhanced, fr.text};
-  std::string full = fr.text;
+  f.reply = final_reply_ref(fr);
+  std::string full = one_line(fr.text);
   if (const exchange* x = end_reply(c, t)) {
     full.clear();
     for (const auto& l : x->reply->reply.lines) full += (full.empty() ? "" : " ") + l;
@@ -79,7 +92,7 @@ void blackholed(const conversation& c, const captures::transaction& t, std::vect
   f.explanation = std::string(m.explanation);
   f.action = std::string(m.action);
   f.source = origin::relay;
-  if (t.final_reply) f.reply = reply_ref{t.final_reply->code, t.final_reply->enhanced, t.final_reply->text};
+  if (t.final_reply) f.reply = final_reply_ref(*t.final_reply);
   if (const exchange* x = end_reply(c, t)) f.evidence = evidence_of(*x);
   f.evidence.push_back(transaction_evidence(t));
   finding& held = merge_finding(out, std::move(f));
@@ -132,7 +145,7 @@ void delivered_after_sender_left(const conversation& c, const captures::transact
   f.stage = "data_end";
   f.source = origin::client;
   const auto& fr = *t.final_reply;
-  f.reply = reply_ref{fr.code, fr.enhanced, fr.text};
+  f.reply = final_reply_ref(fr);
   const exchange* x = end_reply(c, t);
   const std::uint64_t sent_end_us = x && x->command ? x->command->t_us : t.start_us;
   const std::uint64_t closed_us = captures::event_time(closed);

@@ -200,7 +200,7 @@ TEST(CaptureSchema, EveryValueSurvivesTheRoundTrip) {
   EXPECT_EQ(t.message_id, "<id@x>");
   EXPECT_EQ(t.size, 1234u);
   ASSERT_TRUE(t.final_reply);
-  EXPECT_EQ(t.final_reply->text, "first");
+  EXPECT_EQ(t.final_reply->text, "first\nsecond");   // every line, not the first only
   EXPECT_EQ(t.end_us, 50u);
   ASSERT_TRUE(c->end);
   EXPECT_EQ(c->end->reason, "client_quit");

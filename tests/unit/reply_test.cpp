@@ -110,6 +110,17 @@ TEST(Reply, MultiLine) {
   EXPECT_EQ(r.replies[0].raw, in);
 }
 
+// A transaction's final reply keeps every line (a trial: Postfix-style "250-Ok" then
+// "250 queued as ..." was recorded as "Ok"); the enhanced code each line repeats is dropped.
+TEST(Reply, FullTextKeepsEveryLineWithoutTheRepeatedEnhancedCode) {
+  auto r = parse("250-2.0.0 Ok\r\n250-2.0.0.9 not a code\r\n250 2.0.0 queued as 4F2\r\n");
+  ASSERT_EQ(r.replies.size(), 1u);
+  EXPECT_EQ(r.replies[0].text(), "Ok");
+  EXPECT_EQ(r.replies[0].full_text(), "Ok\n2.0.0.9 not a code\nqueued as 4F2");
+  auto plain = parse("250-first\r\n250 second\r\n");
+  EXPECT_EQ(plain.replies[0].full_text(), "first\nsecond");
+}
+
 TEST(Reply, SeveralRepliesInOneChunkInOrder) {
   const std::string in =
       "220 mx ESMTP\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 <x@example.org>: Recipient address rejected\r\n"
