@@ -17,6 +17,17 @@ std::vector<const event*> timeline_of(const capture& c) {
   return timeline;
 }
 
+namespace {
+
+// The oldest command waiting is the client's, and the relay's own command after it, recorded at
+// the same time, went upstream in its place (reply_pairing.hpp).
+bool sent_in_place(const std::deque<const command_event*>& awaiting) {
+  return awaiting.size() > 1 && awaiting[0]->leg == protocol::leg::client && awaiting[1]->leg == protocol::leg::upstream &&
+         awaiting[1]->t_us == awaiting[0]->t_us;
+}
+
+}  // namespace
+
 std::vector<paired_reply> pair_replies(const std::vector<const event*>& timeline) {
   std::vector<paired_reply> out;
   std::deque<const command_event*> awaiting;   // commands not answered yet, in order
@@ -37,12 +48,23 @@ std::vector<paired_reply> pair_replies(const std::vector<const event*>& timeline
       x.edit = true;
       x.ph = previous->ph;
       x.command = previous->command;
+      if (previous->in_place_of && !awaiting.empty() && awaiting.front() == previous->in_place_of) {
+        // The destination answered the relay's command; the client hears it as its own command's reply.
+        x.command = awaiting.front();
+        awaiting.pop_front();
+        x.ph = protocol::parse_command(x.command->text).cmd.ph;
+      }
     } else if (!greeted) {
       x.ph = protocol::phase::banner;
       greeted = true;
     } else if (after_354 && r->reply.code != 354) {
       x.ph = protocol::phase::data_end;
       after_354 = false;
+    } else if (r->leg == protocol::leg::upstream && sent_in_place(awaiting)) {
+      x.in_place_of = awaiting.front();
+      x.command = awaiting[1];
+      awaiting.erase(awaiting.begin() + 1);
+      x.ph = protocol::parse_command(x.command->text).cmd.ph;
     } else if (!awaiting.empty()) {
       x.command = awaiting.front();
       awaiting.pop_front();

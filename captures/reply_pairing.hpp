@@ -4,7 +4,11 @@
 // relay's alike. Three exceptions: the greeting answers no command; after a 354 the next
 // reply answers the end of data; and a relay reply that repeats the destination's reply just
 // before it (same code, same time, or a 354) is the relay's edit of it. A line the client
-// sends after a 334 is part of its AUTH exchange: its reply is at `auth`. Used by diagnose's
+// sends after a 334 is part of its AUTH exchange: its reply is at `auth`. A relay command
+// recorded with the client's command just before it, at the same time, was sent in that
+// command's place (the RSET of a message a fault answers, FORMAT.md `command`): the
+// destination's next reply answers the relay's command, and the client's command waits for
+// the relay's reply; a relay copy of that destination reply answers it. Used by diagnose's
 // conversation view and by the reader's rebuilt open transaction; pure.
 #pragma once
 #include <vector>
@@ -19,6 +23,8 @@ struct paired_reply {
   const command_event* command = nullptr;   // null for the greeting and an end of data
   protocol::phase ph = protocol::phase::other;
   bool edit = false;                        // the relay's edited copy of the reply before it
+  // The client's command the relay's `command` was sent in place of, still waiting for its reply.
+  const command_event* in_place_of = nullptr;
 };
 
 // Every event of `c`, by time (file order among equals). The pointers point into c.events.

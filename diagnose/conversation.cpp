@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "captures/reply_pairing.hpp"
+#include "protocol/command.hpp"
 
 namespace mailtap::diagnose {
 
@@ -68,8 +69,13 @@ evidence_item evidence_of(const event& e) {
                                (b.dir == protocol::direction::in ? "in: " : "out: ") + protocol::escape_bytes(b.data, 80)};
 }
 
+protocol::phase exchange::client_ph() const {
+  return in_place_of ? protocol::parse_command(in_place_of->text).cmd.ph : ph;
+}
+
 std::vector<evidence_item> evidence_of(const exchange& x) {
   std::vector<evidence_item> out;
+  if (x.in_place_of) out.push_back(evidence_of(event{*x.in_place_of}));
   if (x.command) out.push_back(evidence_of(event{*x.command}));
   if (x.fault) out.push_back(evidence_of(event{*x.fault}));
   out.push_back(evidence_of(*x.reply));
@@ -92,6 +98,7 @@ conversation read_conversation(const captures::capture& c) {
     x.command = p.command;
     x.ph = p.ph;
     x.edit = p.edit;
+    x.in_place_of = p.in_place_of;
     x.source = p.reply->leg == protocol::leg::upstream ? origin::server : origin::relay;
     if (x.source == origin::relay && !x.edit) {
       auto it = std::find_if(faults.begin(), faults.end(), [&](const auto* f) { return fault_made(*f, *p.reply); });

@@ -22,6 +22,11 @@ struct exchange {
   // The relay's edited copy of the destination's reply (a masked banner, an EHLO reply with
   // STARTTLS removed or masked): it answers the same command as the reply before it.
   bool edit = false;
+  // The client's command that `command`, the relay's own, was sent upstream in place of (the
+  // RSET of a message a fault answers): the reply reached the client as that command's.
+  const captures::command_event* in_place_of = nullptr;
+  // The stage the client's conversation stood at: the phase of `in_place_of` when there is one.
+  protocol::phase client_ph() const;
 };
 
 struct conversation {

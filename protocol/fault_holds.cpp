@@ -619,6 +619,19 @@ void fault_holds::open_absorbed_message(std::uint64_t now, reply_slot& p) {
   p.answer.bytes = p.answer.parsed->raw;
 }
 
+void fault_holds::answer_absorbed_go_with_421(std::uint64_t now, reply_slot& go, const reply& r) {
+  out_.note(now, "fault " + (end_plan_ ? end_plan_->rule : std::string()) +
+                     " not applied: the upstream said 421 before the message began");
+  absorbing_ = false;
+  end_plan_.reset();
+  host_.client_back_to_commands();
+  go.fault.absorb_go = false;
+  go.answer.local = false;   // the destination's own reply, passed on
+  go.answer.t_upstream = now;
+  go.answer.parsed = r;
+  go.answer.bytes = r.raw;
+}
+
 // CSCds90792: the firewall never passes a '.' and CRLF that came in separate segments; the
 // sender hears nothing and times out. The body already went upstream, so it is recorded as it
 // went (size, Message-ID, the body stage), and the stall becomes the message's data_end

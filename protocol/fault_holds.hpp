@@ -139,6 +139,10 @@ class fault_holds {
   bool plan_end_of_data(std::uint64_t now, transaction& t, bool chunked);
   // A planned fault for this message has nothing left to apply to (DATA was refused).
   void forget_end_plan() { end_plan_.reset(); }
+  // The upstream said 421 to the relay's RSET before the relay's own 354 (`go`) went out: the
+  // client's DATA is answered with that 421 (RFC 5321 3.8), not a 354 and then a 421 while
+  // it sends its message. The planned fault does not apply.
+  void answer_absorbed_go_with_421(std::uint64_t now, reply_slot& go, const reply& r);
   // The first BDAT chunk of a message the fault answers.
   void absorb_message() { absorbing_ = true; }
   void stop_absorbing() { absorbing_ = false; }

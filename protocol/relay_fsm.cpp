@@ -1006,6 +1006,13 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     case command_kind::internal_rset:   // a fault took the message: the upstream's transaction is reset
       owed_.erase(p);
       out_.note(now, "upstream answered the relay's RSET with " + std::to_string(r.code));
+      if (reply_slot* go = r.code == 421 ? owed_.absorbed_go() : nullptr) {
+        // The client's DATA has not had its 354: it gets the upstream's 421 instead, which
+        // ends its transaction (after_reply) and the session.
+        faults_.answer_absorbed_go_with_421(now, *go, r);
+        flush_replies(now);
+        return upstream_said_421(now, r.text());
+      }
       flush_replies(now);   // the relay's own 354 waited behind it
       if (ended_) return;
       if (r.code == 421) {

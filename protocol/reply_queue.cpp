@@ -52,6 +52,11 @@ reply_slot* reply_queue::first_awaited() {
   return it == slots_.end() ? nullptr : &*it;
 }
 
+reply_slot* reply_queue::absorbed_go() {
+  auto it = std::find_if(slots_.begin(), slots_.end(), [](const reply_slot& s) { return s.fault.absorb_go; });
+  return it == slots_.end() ? nullptr : &*it;
+}
+
 bool reply_queue::awaiting_end_of_data() const {
   return std::any_of(slots_.begin(), slots_.end(),
                      [](const reply_slot& s) { return awaited(s) && s.asked.answers_end_of_data(); });

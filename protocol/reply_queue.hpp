@@ -89,6 +89,8 @@ class reply_queue {
   bool owes(phase ph) const;
   // The message's end will not be sent: its BDAT LAST slot is withdrawn. False when there is none.
   bool withdraw_bdat_last();
+  // The relay's own 354 for a message a fault answers, while it is owed; null when none is.
+  reply_slot* absorbed_go();
   // A delay fault holds a reply past `now`.
   bool delayed_past(std::uint64_t now) const;
 

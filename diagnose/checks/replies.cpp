@@ -61,7 +61,7 @@ bool relay_syntax_refusal(const exchange& x) {
 // A refusal is an error when it stops mail: at the greeting, AUTH, or in a transaction
 // (a refused recipient of a transaction that was delivered to others is a warning).
 severity severity_of(const conversation& c, const exchange& x) {
-  const phase ph = x.ph;
+  const phase ph = x.client_ph();
   if (ph == phase::banner || ph == phase::connect || ph == phase::auth) return severity::error;
   if (!transaction_stage(ph)) return severity::warning;
   if (ph == phase::rcpt) {
@@ -131,7 +131,7 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
     finding f;
     f.id = std::string(m.id);
     f.level = cancelled ? severity::warning : refused_response ? severity::error : severity_of(c, x);
-    f.stage = std::string(protocol::to_string(x.ph));
+    f.stage = std::string(protocol::to_string(x.client_ph()));
     f.title = std::string(m.title);
     f.explanation = std::string(m.explanation);
     f.action = std::string(m.action);

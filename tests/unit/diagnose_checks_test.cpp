@@ -1,5 +1,6 @@
 // diagnose/: each check over capture models built by hand (no files), the pairing of replies
 // with commands, the JSON document's fields, and the text report of a golden capture.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -612,6 +613,39 @@ TEST(CheckReplies, TheRelaysOwnClosing421IsNotTheDestinations) {
   EXPECT_EQ(f->source, origin::relay);
   EXPECT_EQ(f->title, "mailtap closed the session with 421");
   EXPECT_EQ(f->explanation.find("destination answered"), std::string::npos) << f->explanation;
+}
+
+// The relay's RSET went upstream in place of the client's DATA (a fault answers the message);
+// the destination's 421 answers the RSET and reached the client as its DATA's reply. An
+// eighth trial: the 421 was paired with DATA, and the relay's own 354 with the RSET.
+TEST(CheckReplies, A421ToTheRelaysRsetInPlaceOfDataIsAtDataWithBothCommands) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").cmd(8, "RSET", leg::upstream)
+      .reply(9, 421, {"4.3.0 bye"}).reply(9, 421, {"4.3.0 bye"}, leg::client)
+      .txn(protocol::outcome::tempfailed, captures::reply_summary{421, "4.3.0", "bye"}, 4, 9)
+      .ended("upstream_closed", "bye");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "service_closing");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "data");
+  EXPECT_EQ(f->level, severity::error);
+  std::vector<std::string> evidence;
+  for (const auto& e : f->evidence) evidence.push_back(e.text);
+  EXPECT_THAT(evidence, testing::ElementsAre("C> DATA", "U> RSET", "S< 421 4.3.0 bye"));
+
+  // The common case: the RSET answered 250 and the relay's own 354 answer DATA.
+  builder ok;
+  ok.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").cmd(8, "RSET", leg::upstream)
+      .reply(9, 250, {"2.0.0 Ok"}).reply(9, 354, {"End data with <CR><LF>.<CR><LF>"}, leg::client);
+  const auto conv = read_conversation(ok.c);
+  ASSERT_GE(conv.exchanges.size(), 2u);
+  const exchange& rset = conv.exchanges[conv.exchanges.size() - 2];
+  const exchange& go = conv.exchanges.back();
+  ASSERT_TRUE(rset.command && go.command);
+  EXPECT_EQ(rset.command->text, "RSET");
+  EXPECT_EQ(rset.ph, phase::rset);
+  EXPECT_EQ(go.command->text, "DATA");
+  EXPECT_EQ(go.ph, phase::data);
 }
 
 // A fourth trial: a destination that never greeted was "timeout at session", and one silent

@@ -1042,14 +1042,18 @@ TEST_F(FaultFsm, A421ToTheRelaysRsetEndsTheSessionWithIt) {
   adv_->on(phase::data_end, fault_stage::command,
            answer(verdict::reply, 552, "5.2.2", "Mailbox full", "mailbox-full", "reply"));
   EXPECT_THAT(client("DATA\r\n"), ElementsAre(to_upstream("RSET\r\n")));
-  // The relay's 354, which waited behind the RSET, goes out; then the upstream's 421 (RFC 5321
-  // 3.8: at any time), and the session ends.
+  // The relay's 354 waited behind the RSET: the client's DATA gets the upstream's 421 in its
+  // place (RFC 5321 3.8), not a 354 and then a 421 while it sends the message (an eighth
+  // trial), and the session ends.
   auto acts = upstream("421 4.3.2 Shutting down\r\n");
-  EXPECT_THAT(acts, ElementsAre(to_client("354 End data with <CR><LF>.<CR><LF>\r\n421 4.3.2 Shutting down\r\n"),
-                                closes(leg::client), closes(leg::upstream)));
+  EXPECT_THAT(acts, ElementsAre(to_client("421 4.3.2 Shutting down\r\n"), closes(leg::client), closes(leg::upstream)));
   EXPECT_TRUE(fsm_->finished());
   EXPECT_EQ(end_reason(), "upstream_closed");
-  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+  const transaction_record& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::tempfailed);
+  ASSERT_TRUE(t.final_reply);
+  EXPECT_EQ(t.final_reply->raw, "421 4.3.2 Shutting down\r\n");
+  EXPECT_FALSE(t.synthesized);   // the destination's own reply
 }
 
 // The upstream lost on the relay's own RSET: the client hears 421 to its DATA, and the
