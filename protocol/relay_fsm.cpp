@@ -351,7 +351,7 @@ void relay_fsm::client_timed_out(std::uint64_t now) {
 // The size of the message in transfer, as received so far (the session ends inside it).
 void relay_fsm::record_received_size() {
   if (mode_ == client_mode::bdat_payload) {   // counted as declared at its command: less what never came
-    if (transaction* t = txns_.newest()) t->rec.size -= std::min(t->rec.size, std::exchange(bdat_remaining_, 0));
+    if (transaction* t = txns_.find(bdat_txn_)) t->rec.size -= std::min(t->rec.size, std::exchange(bdat_remaining_, 0));
     return;
   }
   if (mode_ != client_mode::data || !framer_) return;
@@ -582,11 +582,13 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     case phase::mail:
       // A MAIL inside an open transaction gets the upstream's 503 and must not settle it.
       p.asked.txn = open ? 0 : begin_transaction(now, cmd);
+      bdat_message_refused_ = false;
       break;
     case phase::rset:
     case phase::ehlo:
     case phase::helo:
       if (open) open->sealed = true;   // aborted when this command's reply arrives
+      bdat_message_refused_ = false;
       break;
     case phase::data:
       // A fault that answers the message itself takes it here, before any of it goes upstream.
@@ -594,20 +596,24 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       mode_ = client_mode::awaiting_data_go;
       break;
     case phase::bdat:
-      if (!open) {   // the upstream will refuse it; still recorded
+      if (!open && bdat_message_refused_) {
+        // More of a message whose chunk was refused: relayed (the upstream answers it), and
+        // recorded as bytes only; its transaction is over.
+      } else if (!open) {   // BDAT without MAIL: the upstream will refuse it; still recorded
         p.asked.txn = begin_transaction(now, cmd);
         open = txns_.open();
       } else if (open->rec.size == 0 && !faults_.absorbing() && faults_.plan_end_of_data(now, *open, true)) {
         faults_.absorb_message();   // the first chunk: the whole message is answered by the fault
       }
+      bdat_txn_ = open ? open->id : 0;
       begin_message_input(now);
-      open->rec.size += cmd.bdat_size;
+      if (open) open->rec.size += cmd.bdat_size;
       expect_bdat_payload(cmd, !faults_.absorbing());
       if (faults_.absorbing()) return take_empty_bdat_chunk(now);
       p.asked.last_chunk = cmd.bdat_last;
       // The message's end is held like the dot (end_of_bdat_message): here the chunk's last
       // byte, or for an empty last chunk the command itself.
-      if (cmd.bdat_last) open->sealed = true;
+      if (cmd.bdat_last && open) open->sealed = true;
       if (cmd.bdat_last && cmd.bdat_size == 0) withheld_bdat_.assign(line);
       break;
     case phase::auth:
@@ -789,7 +795,8 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
   in_.advance(n);
   record_consumed_client_input(now);
   bdat_remaining_ -= n;
-  transaction* t = txns_.newest();   // BDAT LAST sealed it: the payload still belongs to it
+  // BDAT LAST sealed it, and the payload still belongs to it; gone when a chunk was refused.
+  transaction* t = txns_.find(bdat_txn_);
   if (t) t->headers.feed(chunk);
   if (!out_.closed(leg::upstream) && n > 0 && !discard_payload_) {
     if (bdat_last_ && bdat_remaining_ == 0) {   // the message's last byte waits (end_of_bdat_message)
@@ -1285,6 +1292,7 @@ void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {
       if (t) settle(outcome_of_code(r.code));
       break;
     case phase::bdat:
+      if (r.klass() != 2 && !p.asked.last_chunk && p.asked.txn) bdat_message_refused_ = true;
       if (t && (r.klass() != 2 || p.asked.last_chunk)) settle(outcome_of_code(r.code));
       break;
     case phase::rset:

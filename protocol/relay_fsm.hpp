@@ -266,6 +266,10 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   std::optional<data_framer> framer_;
   std::uint64_t bdat_remaining_ = 0;
   bool bdat_last_ = false;
+  std::uint64_t bdat_txn_ = 0;               // the transaction the chunk in transfer belongs to (0: none)
+  // The upstream refused a chunk of the last message before its LAST: chunks the client sends
+  // anyway, until its next MAIL or RSET, are that failed message's (RFC 3030 2), not a new one.
+  bool bdat_message_refused_ = false;
   std::uint64_t data_started_us_ = 0;        // 354 sent (body stage start)
   bool auth_open_ = false;
   std::string auth_mechanism_;         // upper-cased, for notes

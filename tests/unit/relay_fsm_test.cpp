@@ -1250,6 +1250,30 @@ TEST_F(RelayFsmTest, ABdatMessageRefusedAtAChunkKeepsItsMessageId) {
   EXPECT_EQ(t.message_id, "<bdat2@example.org>");
 }
 
+// A chunk the client sends after one was refused (RFC 3030 2: it must not) is that failed
+// message's, relayed and answered, not a new transaction with an empty sender: a null
+// reverse-path means a bounce (a seventh trial's finding). A BDAT after the next MAIL is new.
+TEST_F(RelayFsmTest, AChunkSentAfterARefusedOneIsNoNewTransaction) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  client("BDAT 4\r\nab\r\n");
+  upstream("552 5.3.4 Message size exceeds fixed limit\r\n");
+  EXPECT_THAT(client("BDAT 3 LAST\r\nxyz"), ElementsAre(to_upstream("BDAT 3 LAST\r\nxyz")));
+  EXPECT_THAT(upstream("503 5.5.1 Error: need MAIL command\r\n"),
+              ElementsAre(to_client("503 5.5.1 Error: need MAIL command\r\n")));
+  ASSERT_EQ(obs_->transactions.size(), 1u);
+  EXPECT_EQ(obs_->transactions[0].result, outcome::rejected);
+  EXPECT_EQ(obs_->transactions[0].size, 4u);
+
+  client("MAIL FROM:<c@example.org>\r\nRCPT TO:<d@example.org>\r\nBDAT 2 LAST\r\nhi");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 queued\r\n");
+  ASSERT_EQ(obs_->transactions.size(), 2u);
+  EXPECT_EQ(obs_->transactions[1].mail_from, "c@example.org");
+  EXPECT_EQ(obs_->transactions[1].result, outcome::delivered);
+  EXPECT_EQ(obs_->transactions[1].size, 2u);
+}
+
 TEST_F(RelayFsmTest, BdatSplitAtEveryByteForwardsSameBytes) {
   const std::string wire = "BDAT 7\r\nab\r\ncdeBDAT 3 LAST\r\nxyzNOOP\r\n";
   for (std::size_t k = 0; k <= wire.size(); ++k) {
