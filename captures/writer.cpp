@@ -814,7 +814,10 @@ session_capture::session_capture(store& owner, std::shared_ptr<capture_file> fil
 
 // Counted complete or incomplete as the file closes: a capture whose write failed is
 // incomplete however its session ended.
-session_capture::~session_capture() {
+session_capture::~session_capture() { close_file(); }
+
+void session_capture::close_file() {
+  if (std::exchange(closed_, true)) return;
   store_.close(*file_, ended_ && dropped_ == 0);
   if (!summary_) return;
   // A capture whose file could not be written stays out of the index.
@@ -830,6 +833,7 @@ session_capture::~session_capture() {
 
 template <typename Append>
 void session_capture::record(std::size_t size_hint, Append&& append) {
+  if (closed_) return;
   capture_file& f = *file_;
   std::lock_guard lock(f.mutex);
   const std::size_t before = f.pending.size();
@@ -916,6 +920,7 @@ void session_capture::on_end(std::uint64_t t, std::string_view reason, std::stri
                                           std::chrono::microseconds(t));
   if (summary_) summary_->end(reason, unix_us(ended_at), dropped_ == 0);
   record(256, [&](std::string& out) { append_json_line(out, end_rec{t, reason, detail, dropped_, ended_at}); });
+  close_file();
 }
 
 void session_capture::write_out_if_due() {

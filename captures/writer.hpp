@@ -228,6 +228,11 @@ class session_capture final : public protocol::session_observer {
   // Serializes one record into the capture's buffer (append(std::string&) writes the line).
   template <typename Append>
   void record(std::size_t size_hint, Append&& append);
+  // Writes out the rest, closes the file and hands the capture to the index; once. Called by
+  // the end record, which nothing follows (FORMAT.md), so that the capture is listed as the
+  // session ends, not once its connections have finished closing (a TLS close_notify, the
+  // linger after our FIN: seconds); and by the destructor for a capture that never ended.
+  void close_file();
 
   store& store_;
   std::shared_ptr<capture_file> file_;
@@ -235,6 +240,7 @@ class session_capture final : public protocol::session_observer {
   std::string id_;
   std::chrono::system_clock::time_point started_at_;   // + on_end's t_us = ended_at
   bool ended_ = false;
+  bool closed_ = false;   // close_file ran: nothing more is recorded
   std::uint64_t dropped_ = 0;
   std::unique_ptr<summary_builder> summary_;   // what the index will hold (store_options::index)
   // The client's recorded bytes, for finding the relay's copies of them; a copy shorter than

@@ -128,7 +128,7 @@ TEST(CaptureRetention, TheStorePrunesButNeverTheCaptureItIsWriting) {
   info.started_at = std::chrono::system_clock::now();
   auto cap = st->begin(info);
   cap->on_note(1, "recording");
-  cap->on_end(2, "client_quit", "");   // finished on disk, but the store still has it open
+  // Still in progress (no end record: that closes the file), and older on disk than the limit.
   std::promise<void> written;
   cap->when_written([&] { written.set_value(); });
   ASSERT_EQ(written.get_future().wait_for(10s), std::future_status::ready);
