@@ -515,6 +515,7 @@ asio::awaitable<void> session::handshake(leg l) {
     if (!upstream) ++ctx_.metrics.client_tls_failed;
     if (upstream) {
       ++ctx_.metrics.upstream_tls_failed;
+      tally_.upstream_tls_failure_counted();
       warn_limited(ctx_.metrics.warnings, warn_kind::upstream_tls_failed,
                    "session " + id_ + ": upstream TLS with " + target_.where.to_string() + " failed: " + why);
     }
@@ -567,6 +568,7 @@ asio::awaitable<void> session::handshake(leg l) {
       // TLS before a byte of SMTP goes through it.
       box.drop_tls();
       ++ctx_.metrics.upstream_cert_refused;   // counted apart from failed handshakes; logged as one
+      tally_.upstream_tls_failure_counted();
       warn_limited(ctx_.metrics.warnings, warn_kind::upstream_tls_failed,
                    "session " + id_ + ": upstream TLS with " + target_.where.to_string() +
                        " failed: certificate not accepted: " + info.verification);

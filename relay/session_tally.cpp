@@ -125,6 +125,13 @@ static bool upstream_failed(std::string_view reason, std::string_view detail) {
 
 void session_tally::on_end(std::uint64_t t_us, std::string_view reason, std::string_view detail) {
   settle_unpaired_reply();
+  if (reason == "upstream_tls_failed" && !upstream_tls_counted_) {
+    // Failed before any handshake (required TLS, and the upstream offers no STARTTLS or
+    // refuses it): as much the operator's to know as a failed handshake (README "Logging").
+    ++metrics_.upstream_tls_failed;
+    warn_limited(metrics_.warnings, warn_kind::upstream_tls_failed,
+                 "session " + session_id_ + ": upstream TLS failed: " + captures::utf8_safe(detail));
+  }
   if (upstream_failed(reason, detail)) {
     ++metrics_.upstream_failed;
     warn_limited(metrics_.warnings, warn_kind::upstream_failed,

@@ -43,6 +43,9 @@ class session_tally final : public protocol::session_observer {
   void flush();
   // The session_started event.
   void announce_start(std::string_view client, std::string_view upstream);
+  // The session counted and logged its upstream TLS failure itself (a failed handshake, a
+  // refused certificate): an upstream_tls_failed end is not counted again.
+  void upstream_tls_failure_counted() { upstream_tls_counted_ = true; }
 
  private:
   struct stage_sample {
@@ -71,6 +74,7 @@ class session_tally final : public protocol::session_observer {
   std::array<stage_sample, buffered_samples> samples_{};
   std::size_t used_ = 0;
   sent_reply last_reply_;
+  bool upstream_tls_counted_ = false;
 };
 
 }  // namespace mailtap

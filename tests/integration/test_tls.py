@@ -492,12 +492,16 @@ class TlsTest(IntegrationTest):
 
     def test_required_upstream_without_starttls(self):
         up = self.start_tls_upstream(tls=False)
-        self.required_mode_refuses(up)
+        mailtap = self.required_mode_refuses(up)
         # Only the relay's own EHLO reached the upstream: no client command, nothing in plaintext.
         cmds = up.all_commands()
         self.assertEqual([c[0] for c in cmds], ["EHLO"], cmds)
         self.assertNotEqual(cmds[0][1], "client.test")
         self.assertEqual(up.count(), 0)
+        # Counted as an upstream TLS failure, as a failed handshake is (a newcomer's trial: every
+        # message failed, and the summary and /metrics said 0).
+        counters = mailtap.stop_with_counters()
+        self.assertEqual(counters["upstream_tls_failed"], 1, counters)
 
     def test_required_upstream_untrusted_certificate(self):
         up = self.start_tls_upstream(cert="untrusted")

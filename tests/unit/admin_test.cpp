@@ -163,6 +163,21 @@ TEST(SessionTally, UpstreamFailuresAreCountedAndAn421IsNot) {
   EXPECT_EQ(m.upstream_failed.load(), failed.size());
 }
 
+// Required upstream TLS the upstream does not offer ends the session before any handshake:
+// counted and logged like a failed handshake (a newcomer's trial: every message failed with
+// nothing logged and the TLS failure count at 0). A handshake the session counted is not
+// counted twice.
+TEST(SessionTally, AnUpstreamTlsFailureBeforeAnyHandshakeIsCountedOnce) {
+  relay_metrics m;
+  session_tally(nullptr, m).on_end(10, "upstream_tls_failed", "upstream does not offer STARTTLS");
+  EXPECT_EQ(m.upstream_tls_failed.load(), 1u);
+  session_tally counted(nullptr, m);
+  ++m.upstream_tls_failed;   // as session::handshake counts a failed handshake
+  counted.upstream_tls_failure_counted();
+  counted.on_end(10, "upstream_tls_failed", "certificate verify failed");
+  EXPECT_EQ(m.upstream_tls_failed.load(), 2u);
+}
+
 TEST(SessionTally, FlushesWhenItsBufferFills) {
   relay_metrics m;
   session_tally t(nullptr, m);
