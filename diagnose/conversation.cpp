@@ -28,6 +28,16 @@ bool fault_made(const captures::fault_event& f, const captures::reply_event& r) 
   return d.rfind(code, 0) == 0 || d.find(": " + code) != std::string::npos;
 }
 
+// The rewrite a verb filter records as it overwrites a client's command with X
+// (protocol/fault_holds.cpp, forward_masked_command): at the command's own time.
+const captures::fault_event* masking_fault(const std::vector<const event*>& timeline, const captures::command_event& cmd) {
+  for (const event* e : timeline)
+    if (const auto* f = std::get_if<captures::fault_event>(e);
+        f && f->t_us == cmd.t_us && f->fault.decision == "rewrite" && f->fault.detail.starts_with("command overwritten with X"))
+      return f;
+  return nullptr;
+}
+
 std::string reply_lines(const captures::reply_event& r, const char* who) {
   if (r.reply.lines.empty()) return std::string(who) + std::to_string(r.reply.code);
   std::string out;
@@ -100,6 +110,8 @@ conversation read_conversation(const captures::capture& c) {
     x.edit = p.edit;
     x.in_place_of = p.in_place_of;
     x.source = p.reply->leg == protocol::leg::upstream ? origin::server : origin::relay;
+    if (x.source == origin::server && x.command && x.command->leg == protocol::leg::client)
+      x.fault = masking_fault(conv.timeline, *x.command);
     if (x.source == origin::relay && !x.edit) {
       auto it = std::find_if(faults.begin(), faults.end(), [&](const auto* f) { return fault_made(*f, *p.reply); });
       if (it != faults.end()) {

@@ -18,7 +18,9 @@ struct exchange {
   const captures::command_event* command = nullptr;   // null for the greeting and an end of data
   protocol::phase ph = protocol::phase::other;        // banner, ehlo, mail, rcpt, data, data_end, ...
   origin source = origin::server;                     // server, relay or injected
-  const captures::fault_event* fault = nullptr;       // the fault record, when injected
+  // The fault record, when injected; or, for the destination's reply, the `rewrite` record of
+  // the rule that overwrote its command with X before it went upstream (a verb filter).
+  const captures::fault_event* fault = nullptr;
   // The relay's edited copy of the destination's reply (a masked banner, an EHLO reply with
   // STARTTLS removed or masked): it answers the same command as the reply before it.
   bool edit = false;

@@ -155,7 +155,15 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
       f.explanation += " This reply was made by mailtap itself, not by the destination.";
     }
     f.evidence = evidence_of(x);
-    if (x.fault) {
+    if (x.fault && x.source == origin::server) {
+      // The destination's answer to what a verb filter left of the command (conversation.hpp).
+      f.rule = x.fault->fault.rule;
+      f.explanation = "The fault rule '" + f.rule + "' (" + x.fault->fault.type +
+                      ") overwrote this command with X before it went upstream, as a firewall's SMTP fixup "
+                      "does: the destination refused the X it received, not the command the client sent. " +
+                      f.explanation;
+      f.action = "Remove the rule, or add the command to its allow list, if the client should get through.";
+    } else if (x.fault) {
       f.rule = x.fault->fault.rule;
       f.explanation = "Injected by the fault rule '" + f.rule + "' (" + x.fault->fault.type +
                       "): the destination never saw this command. What it reproduces: " + f.explanation;

@@ -615,6 +615,23 @@ TEST(CheckReplies, TheRelaysOwnClosing421IsNotTheDestinations) {
   EXPECT_EQ(f->explanation.find("destination answered"), std::string::npos) << f->explanation;
 }
 
+// A verb filter overwrote AUTH with X; the destination's 500 is to the X, not to the login (a
+// newcomer's trial: "smarthost_auth ... credentials invalid, from the destination", rule null).
+TEST(CheckReplies, TheDestinationsRefusalOfAMaskedCommandNamesTheRuleAndIsNoLoginFailure) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").reply(3, 250, {"mx", "AUTH PLAIN"}).cmd(4, "AUTH PLAIN ****")
+      .fault(4, "vf", "verb_filter", "rewrite", phase::auth, "command overwritten with X: AUTH")
+      .reply(5, 500, {"5.5.1 Error: unknown command"});
+  auto d = diagnose_capture(b.c);
+  EXPECT_EQ(find(d, "smarthost_auth"), nullptr) << ::testing::PrintToString(ids(d));
+  const finding* f = find(d, "command_rejected");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "auth");
+  EXPECT_EQ(f->rule, "vf");
+  EXPECT_EQ(f->source, origin::server);
+  EXPECT_NE(f->explanation.find("overwrote this command with X"), std::string::npos) << f->explanation;
+}
+
 // The relay's RSET went upstream in place of the client's DATA (a fault answers the message);
 // the destination's 421 answers the RSET and reached the client as its DATA's reply. An
 // eighth trial: the 421 was paired with DATA, and the relay's own 354 with the RSET.
