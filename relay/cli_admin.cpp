@@ -63,7 +63,12 @@ bool admin_token(const admin_options& o, std::string& token, std::string& error)
 int call(const char* what, const admin_options& o, const admin::client_request& req,
          const std::function<void(const json::value&)>& text) {
   std::string why;
-  auto where = parse_endpoint(o.admin, why);
+  // The relay's ready line prints its admin API as a URL ("admin API on http://127.0.0.1:8025"):
+  // that form is taken too, with or without a trailing slash.
+  std::string_view address = o.admin;
+  if (address.starts_with("http://")) address.remove_prefix(7);
+  if (address.ends_with('/')) address.remove_suffix(1);
+  auto where = parse_endpoint(address, why);
   if (!where) {
     std::fprintf(stderr, "mailtap %s: --admin '%s': %s\n", what, o.admin.c_str(), why.c_str());
     return exit_usage;

@@ -112,6 +112,24 @@ void register_show(CLI::App& app, int& exit_code) {
   });
 }
 
+namespace {
+
+// What `run` refuses as it starts (server.cpp, configured_upstream_refusal): an upstream that is
+// one of mailtap's own listeners. Here by the addresses as written; run compares them bound.
+std::string own_listener_as_upstream(const config& c) {
+  if (!c.upstream || c.upstream->port == 0) return {};
+  auto same = [&](const endpoint& e) { return e.port == c.upstream->port && e.host == c.upstream->host; };
+  const char* what = same(c.listen)                               ? "SMTP listener (listen)"
+                     : c.tls.listen && same(*c.tls.listen)        ? "SMTPS listener (listen_tls)"
+                     : !c.admin_off && same(c.admin)              ? "admin API (admin)"
+                                                                  : nullptr;
+  if (!what) return {};
+  return "upstream " + c.upstream->to_string() + " is mailtap's own " + what +
+         ": every session would be relayed to mailtap itself";
+}
+
+}  // namespace
+
 void register_check_config(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("check-config", "Validate a TOML configuration file or a fault scenario file");
   auto file = std::make_shared<std::string>();
@@ -134,6 +152,11 @@ void register_check_config(CLI::App& app, int& exit_code) {
     // passed `admin = "0.0.0.0:0"` without one, and run with it exited 2).
     const bool token_from_environment = std::getenv("MAILTAP_ADMIN_TOKEN") || std::getenv("MAILTAP_ADMIN_TOKEN_FILE");
     if (auto problem = admin::admin_address_problem(*cfg); !problem.empty() && !token_from_environment) {
+      std::fprintf(stderr, "%s: %s\n", file->c_str(), problem.c_str());
+      exit_code = exit_usage;
+      return;
+    }
+    if (auto problem = own_listener_as_upstream(*cfg); !problem.empty()) {
       std::fprintf(stderr, "%s: %s\n", file->c_str(), problem.c_str());
       exit_code = exit_usage;
       return;

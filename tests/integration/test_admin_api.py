@@ -367,6 +367,12 @@ class Faults(AdminTest):
         code, out, err = self.cli("faults", "list", "--json")
         self.assertEqual(code, 0, err)
         self.assertEqual(json.loads(out)["faults"][0]["injected"], 1)
+        # The URL the relay's ready line prints works as --admin too (a newcomer's trial: "IPv6
+        # address must be in brackets").
+        r = subprocess.run([mailtap_bin(), "faults", "list", "--json", "--admin", "http://%s:%d/" % (LOOPBACK, self.admin)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["faults"][0]["name"], "full")
         code, out, err = self.cli("faults", "remove", "full")
         self.assertEqual((code, out), (0, "removed full\n"), err)
         code, out, err = self.cli("faults", "remove", "full")

@@ -64,6 +64,16 @@ class CheckConfig(IntegrationTest):
         r = run_mailtap(["check-config", path], env=env)
         self.assertEqual(r.returncode, 0, r.stderr)
 
+    def test_an_upstream_that_is_its_own_listener(self):
+        # A newcomer's trial: check-config said ok, and run refused the file with exit 2.
+        path, r = self.check('listen = "127.0.0.1:21905"\nupstream = "127.0.0.1:21905"\n')
+        line = self.assertOneLineError(r)
+        self.assertIn("upstream 127.0.0.1:21905 is mailtap's own SMTP listener (listen)", line)
+        path, r = self.check('listen = "127.0.0.1:0"\nupstream = "127.0.0.1:21906"\nadmin = "127.0.0.1:21906"\n')
+        self.assertIn("own admin API (admin)", self.assertOneLineError(r))
+        path, r = self.check('listen = "127.0.0.1:0"\nupstream = "127.0.0.1:21907"\nadmin = "127.0.0.1:21906"\n')
+        self.assertEqual(r.returncode, 0, r.stderr)
+
     def test_unknown_top_level_key(self):
         path, r = self.check('listen = "127.0.0.1:0"\nupstream = "builtin"\nlisten_adress = "127.0.0.1:25"\n')
         line = self.assertOneLineError(r)
