@@ -3,10 +3,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <string_view>
 #include <system_error>
 #include <vector>
+
+#include <boost/json.hpp>
 
 #include "admin/address_policy.hpp"
 #include "captures/reader.hpp"
@@ -31,8 +34,22 @@ bool is_capture_file(const fs::directory_entry& e) {
   return e.is_regular_file(ec) && e.path().extension() == ".jsonl";
 }
 
-// A directory's captures in file-name order, which is start order: names begin with the
-// session's UTC start time, and within one relay run its session number (relay/session.cpp).
+// The header's started_at ("2026-12-05T18:47:36.549744Z", captures/FORMAT.md), read from the
+// first line alone; "" when there is none.
+std::string started_at_of(const fs::path& path) {
+  std::ifstream in(path);
+  std::string first;
+  if (!std::getline(in, first)) return {};
+  boost::system::error_code ec;
+  const auto header = boost::json::parse(first, ec);
+  const auto* started = !ec && header.is_object() ? header.as_object().if_contains("started_at") : nullptr;
+  return started && started->is_string() ? std::string(started->as_string()) : std::string();
+}
+
+// A directory's captures in start order. Names begin with the session's UTC start second, then
+// the relay run's nonce and session number (relay/session.cpp): name order is start order within
+// one run, but not between two runs (a restart, two relays on one directory) in the same second.
+// Those are ordered by the headers' started_at, to the microsecond.
 std::vector<fs::path> captures_in(const fs::path& dir, std::string& error) {
   std::vector<fs::path> out;
   std::error_code ec;
@@ -40,6 +57,18 @@ std::vector<fs::path> captures_in(const fs::path& dir, std::string& error) {
     if (is_capture_file(*it)) out.push_back(it->path());
   if (ec) error = dir.string() + ": cannot list the directory: " + ec.message();
   std::sort(out.begin(), out.end());
+  constexpr std::size_t second_prefix = 15;   // "20261205-184736"
+  auto second_of = [](const fs::path& p) { return p.filename().string().substr(0, second_prefix); };
+  for (auto first = out.begin(); first != out.end();) {
+    auto last = std::find_if(first, out.end(), [&](const fs::path& p) { return second_of(p) != second_of(*first); });
+    if (last - first > 1) {
+      std::vector<std::pair<std::string, fs::path>> keyed;
+      for (auto it = first; it != last; ++it) keyed.emplace_back(started_at_of(*it), *it);
+      std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+      for (auto& [started, path] : keyed) *first++ = std::move(path);
+    }
+    first = last;
+  }
   return out;
 }
 
