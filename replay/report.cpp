@@ -309,8 +309,8 @@ std::string render_server_text(const server_session& s) {
   out += ")\n";
   for (const auto& p : s.played) {
     out += "  " + pad(clip(captures::terminal_safe(p.live), 40), 42) +
-           (p.code ? std::to_string(p.code) : std::string("(no reply: the recording ends)")) + " after " +
-           ms(p.delay_us) + " ms";
+           (p.code ? std::to_string(p.code) : std::string("(no reply: the recording ends)")) +
+           (p.sent ? " after " + ms(p.delay_us) + " ms" : " not sent: the session ended during its " + ms(p.delay_us) + " ms delay");
     if (p.source == reply_source::injected) out += " [injected" + (p.rule.empty() ? "" : ": " + p.rule) + "]";
     else if (p.source == reply_source::relay) out += " [relay]";
     out += "\n";
@@ -337,7 +337,8 @@ std::string render_server_json(const server_session& s) {
                                   {"source", to_string(p.source)},
                                   {"rule", captures::utf8_safe(p.rule)},
                                   {"received_us", p.received_us},
-                                  {"delay_us", p.delay_us}});
+                                  {"delay_us", p.delay_us},
+                                  {"sent", p.sent}});
   auto divergence_json = [](const divergence& d) {
     return json::object{{"kind", to_string(d.kind)},
                         {"step", d.step},

@@ -181,7 +181,7 @@ void server_fsm::on_tls_failed(std::uint64_t now_us) {
   if (finished_) return;
   diverge(divergence::what::missing, next_step_, now_us, "a TLS handshake", "the handshake failed");
   finished_ = true;
-  out_.clear();
+  drop_unsent();
   actions_.push_back(protocol::close_leg{protocol::leg::client});
 }
 
@@ -191,7 +191,7 @@ void server_fsm::on_client_closed(std::uint64_t now_us) {
     diverge(divergence::what::missing, next_step_, now_us, script_.steps[next_step_].text,
             "the client closed the connection");
   finished_ = true;
-  out_.clear();
+  drop_unsent();
   actions_.push_back(protocol::close_leg{protocol::leg::client});
 }
 
@@ -201,7 +201,7 @@ void server_fsm::on_stop(std::uint64_t now_us) {
     diverge(divergence::what::stopped, next_step_, now_us,
             next_step_ < script_.steps.size() ? script_.steps[next_step_].text : "the recording's last replies",
             "the replay server was stopped: 421 4.3.2, closed");
-  out_.clear();
+  drop_unsent();
   actions_.push_back(protocol::send_bytes{protocol::leg::client, std::string(reply_stopping)});
   actions_.push_back(protocol::close_leg{protocol::leg::client});
   finished_ = true;
@@ -381,6 +381,7 @@ void server_fsm::take_step(step_kind kind, std::uint64_t now_us) {
   if (r.reply.code == 221 || r.reply.code == 421) after = then::close;
   else if (recorded.starts_tls && live_starttls) after = then::tls;
   queue(now_us + delay, r.reply.raw, after);
+  out_.back().played = played_.size() - 1;
   if (after == then::tls) tls_pending_ = true;
   if (r.reply.code == 354 && live_data) mode_ = mode::message;
   if (r.reply.code == 334 && (recorded.auth || live_auth || kind == step_kind::auth_response)) mode_ = mode::auth;
@@ -399,6 +400,12 @@ void server_fsm::queue_after_last(std::uint64_t now_us) {
   // The recorded client left first, or the capture does not say (no end record): the server
   // waits for the live client to go. Otherwise the recorded server side closed, and so does this.
   if (!script_.ended_by_client() && !script_.end_reason.empty()) queue(now_us, {}, then::close);
+}
+
+void server_fsm::drop_unsent() {
+  for (const auto& o : out_)
+    if (o.played && !o.bytes.empty()) played_[*o.played].sent = false;
+  out_.clear();
 }
 
 void server_fsm::queue(std::uint64_t due_us, std::string bytes, then after) {
@@ -422,7 +429,7 @@ void server_fsm::send_due(std::uint64_t now_us) {
     } else if (o.after == then::close) {
       actions_.push_back(protocol::close_leg{protocol::leg::client});
       finished_ = true;
-      out_.clear();
+      drop_unsent();
     }
   }
   if (!out_.empty() && !finished_) {

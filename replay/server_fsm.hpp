@@ -63,6 +63,8 @@ struct played_step {
   std::string rule;             // the fault rule, when the recorded reply was injected
   std::uint64_t received_us = 0;   // its last byte arrived (live)
   std::uint64_t delay_us = 0;      // the delay played before the reply
+  // The reply left: false when the session ended (stopped, the client gone) while its delay ran.
+  bool sent = true;
 };
 
 class server_fsm {
@@ -93,7 +95,10 @@ class server_fsm {
     std::uint64_t due_us;
     std::string bytes;
     then after;
+    std::optional<std::size_t> played;   // the played_ entry this reply is, once sent
   };
+  // Replies still queued when the session ends were never sent: their played_ entries say so.
+  void drop_unsent();
 
   // The live step being read, compared with the recorded one as its bytes arrive.
   struct live_unit {

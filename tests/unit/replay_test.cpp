@@ -504,6 +504,23 @@ TEST(ReplayServer, StartsTlsAfterTheRecorded220AndReadsNothingBeforeTheHandshake
   EXPECT_EQ(sent(fsm.take_actions()), "250 mx\r\n");
 }
 
+// A reply whose recorded delay still ran when the server was stopped never left: the report
+// says so (a newcomer's trial: the JSON listed EHLO's 250 as played; the client got only 421).
+TEST(ReplayServer, AReplyStillDelayedWhenTheServerStopsIsNotSent) {
+  const script s = delivered().build();
+  server_fsm fsm(s, timing{});
+  fsm.on_start(0);
+  fsm.on_timer(1000);
+  fsm.take_actions();
+  fsm.on_client_bytes("EHLO c.test\r\n", 2000);
+  fsm.take_actions();
+  fsm.on_stop(100000);   // 0.1 s into EHLO's recorded 300 ms
+  EXPECT_EQ(sent(fsm.take_actions()), "421 4.3.2 mailtap replay: shutting down\r\n");
+  ASSERT_EQ(fsm.played().size(), 1u);
+  EXPECT_EQ(fsm.played()[0].code, 250);
+  EXPECT_FALSE(fsm.played()[0].sent);
+}
+
 TEST(ReplayServer, AClientThatLeavesEarlyIsReported) {
   const script s = delivered().build();
   server_fsm fsm(s, timing{0.0});
