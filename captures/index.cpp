@@ -495,6 +495,15 @@ bool capture_index::set_meta_flag(std::string_view key, bool value, std::string&
 }
 
 bool capture_index::covers_directory(std::string& error) { return meta_flag(covers_key, error); }
+
+std::optional<std::uint64_t> capture_index::size(std::string& error) {
+  statement q(db_, "SELECT COUNT(*) FROM sessions");
+  if (!q.ok() || q.step() != SQLITE_ROW) {
+    error = problem("cannot read the index");
+    return std::nullopt;
+  }
+  return static_cast<std::uint64_t>(q.integer(0));
+}
 bool capture_index::set_covers_directory(bool covers, std::string& error) { return set_meta_flag(covers_key, covers, error); }
 bool capture_index::relay_running(std::string& error) { return meta_flag(running_key, error); }
 bool capture_index::set_relay_running(bool running, std::string& error) { return set_meta_flag(running_key, running, error); }

@@ -71,6 +71,8 @@ class capture_index {
   // in an empty directory, or rebuilt from the files. An index the relay created beside
   // older captures is not, and list/search rebuild it first.
   bool covers_directory(std::string& error);
+  // How many captures the index lists; nullopt (and `error`) when it cannot be read.
+  std::optional<std::uint64_t> size(std::string& error);
   bool set_covers_directory(bool covers, std::string& error);
   // Set while a relay records into the directory, cleared when it stops: found set as a relay
   // starts, the one before it did not stop (killed, a crash), and the captures it left open

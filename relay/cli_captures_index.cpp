@@ -159,6 +159,20 @@ int search(const index_flags& f, const char* command) {
     else std::cout << text_line(s);
   }
   if (!f.json && found->empty() && filter.offset == 0) std::cout << "no matching session\n";
+  // Captures the index does not list yet: in progress, or left open by a relay that stopped
+  // without closing them (killed, crashed). A newcomer's trial found a crashed session, the
+  // one worth reading, missing from the list with no word why.
+  if (auto listed = index->size(error)) {
+    std::uint64_t files = 0;
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+      if (it->path().extension() == ".jsonl" && it->is_regular_file(ec)) ++files;
+    if (files > *listed)
+      std::fprintf(stderr,
+                   "mailtap captures %s: %llu capture file(s) in %s are not in the index: sessions in progress, "
+                   "or left by a relay that stopped without closing them (mailtap captures reindex adds them)\n",
+                   command, static_cast<unsigned long long>(files - *listed), dir.c_str());
+  }
   if (!f.json && filter.limit > 0 && found->size() == filter.limit)
     std::cout << "(more with --offset " << filter.offset + filter.limit << ")\n";
   std::cout.flush();

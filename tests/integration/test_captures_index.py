@@ -212,6 +212,21 @@ class CapturesIndex(IntegrationTest):
             self.assertEqual(len(r.stderr.decode().splitlines()), 1, (args, r))
             self.assertEqual(r.stdout, b"")
 
+    def test_list_says_how_many_captures_the_index_does_not_list_yet(self):
+        # A newcomer's trial: a session the relay never closed (it was killed) was missing from
+        # list with no word why; one in progress is not listed either, for the same reason.
+        wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
+        c = self.connect(self.mailtap.port)
+        self.assertEqual(c.reply().code, 220)
+        self.assertEqual(c.command("EHLO client.test").code, 250)
+        files = lambda: len([n for n in os.listdir(self.dir) if n.endswith(".jsonl")])
+        wait_until(lambda: files() == SESSIONS + 1, 10, "the open session's capture file")
+        r = self.captures("list", "--limit", "1000")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(len(r.stdout.decode().splitlines()), SESSIONS)
+        self.assertIn("1 capture file(s) in %s are not in the index" % self.dir, r.stderr.decode())
+        self.assertIn("mailtap captures reindex adds them", r.stderr.decode())
+
     def test_prune_removes_the_index_rows_of_what_it_removes(self):
         wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
         self.mailtap.stop()
