@@ -48,12 +48,6 @@ std::vector<paired_reply> pair_replies(const std::vector<const event*>& timeline
       x.edit = true;
       x.ph = previous->ph;
       x.command = previous->command;
-      if (previous->in_place_of && !awaiting.empty() && awaiting.front() == previous->in_place_of) {
-        // The destination answered the relay's command; the client hears it as its own command's reply.
-        x.command = awaiting.front();
-        awaiting.pop_front();
-        x.ph = protocol::parse_command(x.command->text).cmd.ph;
-      }
     } else if (!greeted) {
       x.ph = protocol::phase::banner;
       greeted = true;

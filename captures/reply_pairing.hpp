@@ -8,7 +8,8 @@
 // recorded with the client's command just before it, at the same time, was sent in that
 // command's place (the RSET of a message a fault answers, FORMAT.md `command`): the
 // destination's next reply answers the relay's command, and the client's command waits for
-// the relay's reply; a relay copy of that destination reply answers it. Used by diagnose's
+// the relay's reply (a 421 to that RSET reaches the client as it came: no reply record of
+// its own; diagnose/conversation.hpp `in_place_of`). Used by diagnose's
 // conversation view and by the reader's rebuilt open transaction; pure.
 #pragma once
 #include <vector>

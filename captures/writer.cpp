@@ -583,21 +583,28 @@ void store::enqueue(writer_job&& job) {
   wake_.notify_one();
 }
 
-// The session's end: the rest of its lines written, the file closed, the capture counted and
-// handed to the index (at the writer's next tick). Under f.mutex, so that a sync of the
-// writer's (store_options::fsync) never meets a closed descriptor.
+// The session's end: the rest of its lines written, the capture counted and no longer among
+// the open files. Its descriptor stays open until release(): a barrier of the session's last
+// batch (its last message's end, in the same batch as the end record) may still be queued for
+// the writer, whose sync (store_options::fsync) must find it.
 void store::close(capture_file& f, bool complete) {
   {
     std::lock_guard file_lock(f.mutex);
     write_out(f);
     if (complete && (f.fd >= 0 || f.parked) && !f.failed->load()) ++counters_.complete;
     else ++counters_.incomplete;
-    if (f.fd >= 0) ::close(f.fd);
-    f.fd = -1;
-    f.parked = false;
   }
   std::lock_guard lock(mutex_);
   if (auto it = open_.find(f.id); it != open_.end()) open_.erase(it);
+}
+
+// The descriptor, once the session is gone. Under f.mutex, so that a sync of the writer's never
+// meets a closed descriptor.
+void store::release(capture_file& f) {
+  std::lock_guard file_lock(f.mutex);
+  if (f.fd >= 0) ::close(f.fd);
+  f.fd = -1;
+  f.parked = false;
 }
 
 void store::when_caught_up(std::function<void()> resume) {
@@ -814,7 +821,10 @@ session_capture::session_capture(store& owner, std::shared_ptr<capture_file> fil
 
 // Counted complete or incomplete as the file closes: a capture whose write failed is
 // incomplete however its session ended.
-session_capture::~session_capture() { close_file(); }
+session_capture::~session_capture() {
+  close_file();
+  store_.release(*file_);
+}
 
 void session_capture::close_file() {
   if (std::exchange(closed_, true)) return;

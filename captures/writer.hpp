@@ -137,6 +137,7 @@ class store {
   void buffered(std::size_t bytes);
   void enqueue(writer_job&& job);
   void close(capture_file& f, bool complete);
+  void release(capture_file& f);
   // Under f.mutex: an idle capture gives its descriptor back (so an idle session holds two,
   // its legs', not three), and the next write_out opens the file again, to append.
   void park(capture_file& f);
@@ -228,10 +229,12 @@ class session_capture final : public protocol::session_observer {
   // Serializes one record into the capture's buffer (append(std::string&) writes the line).
   template <typename Append>
   void record(std::size_t size_hint, Append&& append);
-  // Writes out the rest, closes the file and hands the capture to the index; once. Called by
-  // the end record, which nothing follows (FORMAT.md), so that the capture is listed as the
-  // session ends, not once its connections have finished closing (a TLS close_notify, the
-  // linger after our FIN: seconds); and by the destructor for a capture that never ended.
+  // Writes out the rest, counts the capture and hands it to the index; once. Called by the end
+  // record, which nothing follows (FORMAT.md), so that the capture is listed at the writer's
+  // next index batch after the session ends (index_batch_wait), not once its connections have
+  // finished closing (a TLS close_notify, the linger after our FIN: seconds); and by the
+  // destructor for a capture that never ended, which then gives the descriptor back
+  // (store::release).
   void close_file();
 
   store& store_;

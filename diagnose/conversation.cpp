@@ -29,11 +29,17 @@ bool fault_made(const captures::fault_event& f, const captures::reply_event& r) 
 }
 
 // The rewrite a verb filter records as it overwrites a client's command with X
-// (protocol/fault_holds.cpp, forward_masked_command): at the command's own time.
+// (protocol/fault_holds.cpp, forward_masked_command): at the command's own time, naming its
+// verb ("command overwritten with X: AUTH"); pipelined commands share the time, not the verb.
 const captures::fault_event* masking_fault(const std::vector<const event*>& timeline, const captures::command_event& cmd) {
-  for (const event* e : timeline)
-    if (const auto* f = std::get_if<captures::fault_event>(e);
-        f && f->t_us == cmd.t_us && f->fault.decision == "rewrite" && f->fault.detail.starts_with("command overwritten with X"))
+  constexpr std::string_view prefix = "command overwritten with X: ";
+  const std::string verb = protocol::to_upper(std::string_view(cmd.text).substr(0, cmd.text.find(' ')));
+  const auto first = std::lower_bound(timeline.begin(), timeline.end(), cmd.t_us,
+                                      [](const event* e, std::uint64_t t) { return captures::event_time(*e) < t; });
+  for (auto it = first; it != timeline.end() && captures::event_time(**it) == cmd.t_us; ++it)
+    if (const auto* f = std::get_if<captures::fault_event>(*it);
+        f && f->fault.decision == "rewrite" && f->fault.detail.starts_with(prefix) &&
+        protocol::iequals(std::string_view(f->fault.detail).substr(prefix.size()), verb))
       return f;
   return nullptr;
 }
@@ -79,8 +85,10 @@ evidence_item evidence_of(const event& e) {
                                (b.dir == protocol::direction::in ? "in: " : "out: ") + protocol::escape_bytes(b.data, 80)};
 }
 
+// Only a 421 to the relay's command reaches the client in its command's place
+// (protocol/fault_holds.cpp, answer_absorbed_go_with_421); any other reply stays the relay's.
 protocol::phase exchange::client_ph() const {
-  return in_place_of ? protocol::parse_command(in_place_of->text).cmd.ph : ph;
+  return in_place_of && reply->reply.code == 421 ? protocol::parse_command(in_place_of->text).cmd.ph : ph;
 }
 
 std::vector<evidence_item> evidence_of(const exchange& x) {

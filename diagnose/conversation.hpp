@@ -27,7 +27,8 @@ struct exchange {
   // The client's command that `command`, the relay's own, was sent upstream in place of (the
   // RSET of a message a fault answers): the reply reached the client as that command's.
   const captures::command_event* in_place_of = nullptr;
-  // The stage the client's conversation stood at: the phase of `in_place_of` when there is one.
+  // The stage the client's conversation stood at: the phase of `in_place_of` when the reply
+  // reached the client as its answer (a 421), else `ph`.
   protocol::phase client_ph() const;
 };
 

@@ -605,7 +605,6 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       } else if (open->rec.size == 0 && !faults_.absorbing() && faults_.plan_end_of_data(now, *open, true)) {
         faults_.absorb_message();   // the first chunk: the whole message is answered by the fault
       }
-      bdat_txn_ = open ? open->id : 0;
       begin_message_input(now);
       if (open) open->rec.size += cmd.bdat_size;
       expect_bdat_payload(cmd, !faults_.absorbing());
@@ -636,6 +635,10 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
 }
 
 void relay_fsm::expect_bdat_payload(const command& cmd, bool forward) {
+  // The chunk's transaction: the open one, whoever reads the chunk (relayed, or taken by a
+  // fault); none after a refused chunk (bdat_message_refused_).
+  const transaction* open = txns_.open();
+  bdat_txn_ = open ? open->id : 0;
   bdat_remaining_ = cmd.bdat_size;
   bdat_last_ = cmd.bdat_last;
   discard_payload_ = !forward;

@@ -164,9 +164,9 @@ int search(const index_flags& f, const char* command) {
   // one worth reading, missing from the list with no word why.
   if (auto listed = index->size(error)) {
     std::uint64_t files = 0;
-    std::error_code ec;
+    std::error_code ec, kind;
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
-      if (it->path().extension() == ".jsonl" && it->is_regular_file(ec)) ++files;
+      if (it->path().extension() == ".jsonl" && it->is_regular_file(kind)) ++files;
     if (files > *listed)
       std::fprintf(stderr,
                    "mailtap captures %s: %llu capture file(s) in %s are not in the index: sessions in progress, "

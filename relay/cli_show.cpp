@@ -63,7 +63,11 @@ std::vector<fs::path> captures_in(const fs::path& dir, std::string& error) {
     auto last = std::find_if(first, out.end(), [&](const fs::path& p) { return second_of(p) != second_of(*first); });
     if (last - first > 1) {
       std::vector<std::pair<std::string, fs::path>> keyed;
-      for (auto it = first; it != last; ++it) keyed.emplace_back(started_at_of(*it), *it);
+      // A header not written yet (a session just begun): the newest of its second, last.
+      for (auto it = first; it != last; ++it) {
+        std::string started = started_at_of(*it);
+        keyed.emplace_back(started.empty() ? std::string("~") : std::move(started), *it);
+      }
       std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
       for (auto& [started, path] : keyed) *first++ = std::move(path);
     }

@@ -58,7 +58,9 @@ struct relay_metrics {
   std::atomic<std::uint64_t> sessions_intercepted{0};   // transparent: relayed to their original destination
   std::atomic<std::uint64_t> session_errors{0};         // unexpected exceptions at a session boundary
   std::atomic<std::uint64_t> upstream_unreachable{0};
-  std::atomic<std::uint64_t> upstream_tls_failed{0};    // upstream handshakes that failed or timed out
+  // Upstream handshakes that failed or timed out, and required TLS the upstream did not offer
+  // or refused (session_tally::on_end).
+  std::atomic<std::uint64_t> upstream_tls_failed{0};
   // Sessions the upstream ended badly once connected: a protocol error, a timeout, a 421
   // greeting, a hang-up without 421 (session_tally::on_end).
   std::atomic<std::uint64_t> upstream_failed{0};

@@ -310,7 +310,7 @@ std::string render_server_text(const server_session& s) {
   for (const auto& p : s.played) {
     out += "  " + pad(clip(captures::terminal_safe(p.live), 40), 42) +
            (p.code ? std::to_string(p.code) : std::string("(no reply: the recording ends)")) +
-           (p.sent ? " after " + ms(p.delay_us) + " ms" : " not sent: the session ended during its " + ms(p.delay_us) + " ms delay");
+           (p.sent ? " after " + ms(p.delay_us) + " ms" : " not sent: the session ended before it was due");
     if (p.source == reply_source::injected) out += " [injected" + (p.rule.empty() ? "" : ": " + p.rule) + "]";
     else if (p.source == reply_source::relay) out += " [relay]";
     out += "\n";

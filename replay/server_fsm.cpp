@@ -355,6 +355,7 @@ void server_fsm::take_step(step_kind kind, std::uint64_t now_us) {
     diverge(divergence::what::extra, next_step_, now_us, "", live);
     played_.push_back({next_step_, live, live_quit ? 221 : 421, reply_source::server, "", now_us, 0});
     queue(now_us, std::string(live_quit ? reply_extra_quit : reply_extra), then::close);
+    out_.back().played = played_.size() - 1;
     unit_ = {};
     return;
   }
@@ -366,6 +367,7 @@ void server_fsm::take_step(step_kind kind, std::uint64_t now_us) {
     // server said to the command recorded here (reported above as a divergence).
     played_.push_back({next_step_, live, 221, reply_source::server, "", now_us, 0});
     queue(now_us, std::string(reply_early_quit), then::close);
+    out_.back().played = played_.size() - 1;
     return;
   }
   const bool last = ++next_step_ == script_.steps.size();

@@ -632,13 +632,30 @@ TEST(CheckReplies, TheDestinationsRefusalOfAMaskedCommandNamesTheRuleAndIsNoLogi
   EXPECT_NE(f->explanation.find("overwrote this command with X"), std::string::npos) << f->explanation;
 }
 
+// Pipelined commands share their time: the rewrite names its verb, and only that command's
+// reply is the rule's (a review: RCPT's 550 was put on a BDAT's verb filter).
+TEST(CheckReplies, AMaskedCommandsRuleIsNotPutOnTheCommandsPipelinedWithIt) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").reply(3, 250, {"mx", "CHUNKING"})
+      .cmd(4, "MAIL FROM:<s@example.org>").cmd(4, "RCPT TO:<r@example.net>").cmd(4, "BDAT 100 LAST")
+      .fault(4, "vf", "verb_filter", "rewrite", phase::bdat, "command overwritten with X: BDAT")
+      .reply(5, 250, {"2.1.0 Ok"}).reply(5, 550, {"5.1.1 No such user"}).reply(5, 500, {"5.5.1 unknown command"});
+  auto d = diagnose_capture(b.c);
+  const finding* refused = find(d, "unknown_recipient");
+  ASSERT_NE(refused, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(refused->rule, "");
+  const finding* masked = find(d, "permanent_failure");   // the 500 to the X at bdat
+  ASSERT_NE(masked, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(masked->rule, "vf");
+}
+
 // The relay's RSET went upstream in place of the client's DATA (a fault answers the message);
 // the destination's 421 answers the RSET and reached the client as its DATA's reply. An
 // eighth trial: the 421 was paired with DATA, and the relay's own 354 with the RSET.
 TEST(CheckReplies, A421ToTheRelaysRsetInPlaceOfDataIsAtDataWithBothCommands) {
   builder b;
   b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").cmd(8, "RSET", leg::upstream)
-      .reply(9, 421, {"4.3.0 bye"}).reply(9, 421, {"4.3.0 bye"}, leg::client)
+      .reply(9, 421, {"4.3.0 bye"})   // passed on as it came: no client-leg reply record
       .txn(protocol::outcome::tempfailed, captures::reply_summary{421, "4.3.0", "bye"}, 4, 9)
       .ended("upstream_closed", "bye");
   auto d = diagnose_capture(b.c);
@@ -663,6 +680,13 @@ TEST(CheckReplies, A421ToTheRelaysRsetInPlaceOfDataIsAtDataWithBothCommands) {
   EXPECT_EQ(rset.ph, phase::rset);
   EXPECT_EQ(go.command->text, "DATA");
   EXPECT_EQ(go.ph, phase::data);
+
+  // A refusal of the RSET other than 421 stays the relay's: the client got the relay's 354.
+  builder refused;
+  refused.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").cmd(8, "RSET", leg::upstream)
+      .reply(9, 451, {"4.3.0 try later"}).reply(9, 354, {"End data with <CR><LF>.<CR><LF>"}, leg::client);
+  const auto r = diagnose_capture(refused.c);
+  for (const auto& f : r.findings) EXPECT_NE(f.stage, "data") << f.id;
 }
 
 // A fourth trial: a destination that never greeted was "timeout at session", and one silent

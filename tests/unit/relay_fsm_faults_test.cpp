@@ -1056,6 +1056,20 @@ TEST_F(FaultFsm, A421ToTheRelaysRsetEndsTheSessionWithIt) {
   EXPECT_FALSE(t.synthesized);   // the destination's own reply
 }
 
+// A BDAT chunk a fault answers, its reply waiting behind the pipelined MAIL's and RCPT's: the
+// chunk's headers still belong to its transaction (a review: they were fed to none, and the
+// record lost its Message-ID).
+TEST_F(FaultFsm, AChunkAFaultAnswersBehindPipelinedRepliesKeepsItsMessageId) {
+  greet_and_ehlo();
+  adv_->on(phase::bdat, fault_stage::command, answer(verdict::reply, 552, "5.2.2", "Mailbox full", "mailbox-full", "reply"));
+  const std::string chunk = "Message-ID: <chunk@example.org>\r\n\r\nhi\r\n";
+  client(mail_from + rcpt_bob + "BDAT " + std::to_string(chunk.size()) + " LAST\r\n" + chunk);
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  const transaction_record& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::rejected);
+  EXPECT_EQ(t.message_id, "<chunk@example.org>");
+}
+
 // The upstream lost on the relay's own RSET: the client hears 421 to its DATA, and the
 // transaction is tempfailed with it, as when the upstream is lost on the client's own DATA
 // (seventh trial: recorded aborted, no final reply).
