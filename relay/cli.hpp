@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <string>
+#include <system_error>
 #include <vector>
 
 namespace mailtap::cli {
@@ -36,6 +37,12 @@ inline CLI::Validator count_up_to(std::size_t max) {
         return text + " is not a whole number from 0 to " + std::to_string(max);
       },
       "0.." + std::to_string(max));
+}
+
+// Why `dir` cannot be used as a capture directory: "no such directory" or "not a directory".
+inline std::string directory_problem(const std::filesystem::path& dir) {
+  std::error_code ec;
+  return std::filesystem::exists(dir, ec) ? "not a directory" : "no such directory";
 }
 
 // The captures a command-line name stands for (cli_show.cpp): a path, a session id within

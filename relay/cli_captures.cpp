@@ -36,7 +36,7 @@ int prune(const prune_flags& f) {
   const std::filesystem::path dir = f.dir.empty() ? default_captures_dir() : std::filesystem::path(f.dir);
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) {
-    std::fprintf(stderr, "mailtap captures prune: %s: not a directory\n", dir.c_str());
+    std::fprintf(stderr, "mailtap captures prune: %s: %s\n", dir.c_str(), directory_problem(dir).c_str());
     return exit_usage;
   }
   const auto r = captures::prune_with_index(dir, limits, std::chrono::system_clock::now());

@@ -51,7 +51,7 @@ std::optional<std::int64_t> parse_time(const std::string& text, std::string& pro
 std::unique_ptr<captures::capture_index> ready_index(const fs::path& dir, const char* command, std::string& error) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
-    error = dir.string() + ": not a directory";
+    error = dir.string() + ": " + directory_problem(dir);
     return nullptr;
   }
   auto index = captures::capture_index::open(dir, captures::capture_index::busy::wait, error);
@@ -183,7 +183,7 @@ int reindex(const std::string& dir_flag) {
   const fs::path dir = directory_of(dir_flag);
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
-    std::fprintf(stderr, "mailtap captures reindex: %s: not a directory\n", dir.c_str());
+    std::fprintf(stderr, "mailtap captures reindex: %s: %s\n", dir.c_str(), directory_problem(dir).c_str());
     return exit_usage;
   }
   std::string error;

@@ -211,6 +211,12 @@ class CapturesIndex(IntegrationTest):
             self.assertEqual(r.returncode, 2, (args, r))
             self.assertEqual(len(r.stderr.decode().splitlines()), 1, (args, r))
             self.assertEqual(r.stdout, b"")
+        # A missing directory is said to be missing (a newcomer's trial: "not a directory").
+        absent = os.path.join(self.workdir, "absent")
+        for sub in ("list", "reindex", "prune"):
+            r = run_mailtap(["captures", sub, "--dir", absent] + (["--max-age", "1h"] if sub == "prune" else []))
+            self.assertNotEqual(r.returncode, 0, r)
+            self.assertIn("%s: no such directory" % absent, r.stderr.decode(), sub)
 
     def test_list_says_how_many_captures_the_index_does_not_list_yet(self):
         # A newcomer's trial: a session the relay never closed (it was killed) was missing from
