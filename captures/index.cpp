@@ -197,7 +197,10 @@ conditions conditions_of(const search_filter& f) {
     c.on_rows.push_back({"replies", "enhanced = ?", {f.code}});
   }
   if (!f.message_id.empty()) c.on_rows.push_back({"transactions", "message_id = ?", {bare_message_id(f.message_id)}});
-  if (!f.rule.empty()) c.on_rows.push_back({"faults", "rule = ?", {f.rule}});
+  // A rule's name, or the name of a rule made of parts ("cisco-pix-fixup" for its
+  // "cisco-pix-fixup/banner", ...: policies/firewall.cpp): a range, so the index serves it.
+  if (!f.rule.empty())
+    c.on_rows.push_back({"faults", "(rule = ? OR (rule >= ? AND rule < ?))", {f.rule, f.rule + "/", f.rule + "0"}});
   return c;
 }
 

@@ -239,7 +239,7 @@ void register_captures_index(CLI::App& captures_cmd, int& exit_code) {
   s->add_option("--code", f.code, "A reply seen in the session: a code (550), a class (5xx) or an enhanced code (5.1.1)");
   s->add_option("--message-id", f.message_id, "A message's Message-ID, with or without <>");
   s->add_option("--client", f.client, "The client's address (192.0.2.1) or address and port");
-  s->add_option("--rule", f.rule, "A fault rule that acted on the session");
+  s->add_option("--rule", f.rule, "A fault rule that acted on the session (a rule made of parts, such as cisco-pix-fixup, matches any of its parts)");
   s->callback([sf, &exit_code] { exit_code = search(*sf, "search"); });
 
   auto dir = std::make_shared<std::string>();

@@ -398,6 +398,30 @@ TEST(CaptureIndex, ACaptureIsIndexedAtItsEndRecordNotWhenItsSessionIsGone) {
   EXPECT_EQ(st->counters().complete.load(), 1u);   // counted once
 }
 
+// A rule made of parts is searched by its own name too (a newcomer's trial: --rule
+// cisco-pix-fixup found nothing, its sessions carry "cisco-pix-fixup/banner"); a longer name
+// that only starts the same is another rule.
+TEST(CaptureIndex, ARuleOfPartsIsFoundByItsNameAndNoOtherRuleIs) {
+  scratch_dir dir;
+  {
+    std::string error;
+    auto st = store::open(dir.path(), error, indexed());
+    ASSERT_TRUE(st) << error;
+    const std::vector<std::string> rules{"cisco-pix-fixup/banner", "cisco-pix-fixup-strict", "cisco-pix-fixup"};
+    for (std::size_t i = 0; i < rules.size(); ++i) {
+      session_info info;
+      info.id = "rule-" + std::to_string(i);
+      info.started_at = std::chrono::system_clock::time_point(std::chrono::seconds(base_unix_s + static_cast<long>(i)));
+      auto cap = st->begin(info);
+      cap->on_fault(1, protocol::fault_event{rules[i], "banner_mask", "rewrite", protocol::phase::banner, 0, 0, ""});
+      cap->on_end(2, "client_quit", "");
+    }
+  }
+  EXPECT_EQ(ids_found(dir.path(), filter().with_rule("cisco-pix-fixup")), (std::vector<std::string>{"rule-2", "rule-0"}));
+  EXPECT_EQ(ids_found(dir.path(), filter().with_rule("cisco-pix-fixup/banner")), std::vector<std::string>{"rule-0"});
+  EXPECT_EQ(ids_found(dir.path(), filter().with_rule("cisco-pix")), std::vector<std::string>{});
+}
+
 TEST(CaptureIndex, ANewIndexCoversTheDirectoryOnlyWhenItWasEmpty) {
   scratch_dir dir;
   const fs::path empty = dir.path() / "empty", older = dir.path() / "older";
