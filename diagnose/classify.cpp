@@ -63,8 +63,9 @@ classification classify_by_code(phase ph, int code, std::string_view enhanced) {
   // 421 after the greeting closes the session, whatever the command (RFC 5321 3.8): not a
   // refusal of that command. Its text may still say why (a rate limit), so not specific.
   if (code == 421 && ph != phase::auth) return {"service_closing", false};
-  // AUTH not known, not implemented, or out of sequence (RFC 5321 4.2.4; RFC 4954 4: 503
-  // after a successful AUTH) says nothing about the credentials: the command was refused.
+  // AUTH the server does not know (500), does not offer (502) or takes out of sequence (503,
+  // RFC 5321 4.2.4; RFC 4954 4: after a successful AUTH) says nothing about the credentials:
+  // the command was refused.
   if (ph == phase::auth && (code == 500 || code == 502 || code == 503)) return {"command_rejected", true};
   // Authentication (RFC 4954 6; X.7.8 to X.7.13).
   if (ph == phase::auth || code == 535 || code == 534 || code == 538 || code == 530 ||
