@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "captures/index.hpp"
+#include "captures/reader.hpp"
 #include "captures/schema.hpp"
 
 namespace mailtap::captures {
@@ -20,9 +21,41 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// A header record is a few hundred bytes (addresses, times, the relay's version); a first line
+// longer than this is no capture's header.
+constexpr std::size_t head_bytes = 8 * 1024;
+
 // An end record is a few hundred bytes (its reason and detail are short); reading this much
 // of a file's tail always holds the whole last line of a finished capture.
 constexpr std::size_t tail_bytes = 16 * 1024;
+
+// What a *.jsonl file in the directory is. A capture's header names its session, and the relay
+// names the file after it (FORMAT.md): a renamed or copied capture, or another program's JSON
+// Lines, is not the relay's to remove. A file with no complete first line yet is a capture just
+// begun (the relay creates the file before it writes the header).
+enum class file_kind { capture, not_a_capture, header_not_written };
+
+file_kind kind_of(const fs::path& file) {
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return file_kind::not_a_capture;
+  std::string head(head_bytes, '\0');
+  const ssize_t n = ::pread(fd, head.data(), head.size(), 0);
+  ::close(fd);
+  head.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  const auto eol = head.find('\n');
+  if (eol == std::string::npos)
+    return head.size() < head_bytes && is_session_id(file.stem().string()) ? file_kind::header_not_written
+                                                                           : file_kind::not_a_capture;
+  boost::json::error_code ec;
+  const boost::json::value v = boost::json::parse(std::string_view(head).substr(0, eol), ec);
+  if (ec || !v.is_object()) return file_kind::not_a_capture;
+  const auto& o = v.get_object();
+  const auto* type = o.if_contains(schema::field::type);
+  const auto* session = o.if_contains(schema::field::session);
+  const bool names_itself = type && type->is_string() && type->get_string() == schema::record::header && session &&
+                            session->is_string() && session->get_string() == file.stem().string();
+  return names_itself ? file_kind::capture : file_kind::not_a_capture;
+}
 
 struct entry {
   fs::path path;
@@ -30,13 +63,17 @@ struct entry {
   std::chrono::system_clock::time_point written;   // last modification: the session's end
 };
 
-std::vector<entry> list_captures(const fs::path& dir, std::vector<std::string>& errors) {
+std::vector<entry> list_captures(const fs::path& dir, std::uint64_t& not_captures, std::vector<std::string>& errors) {
   std::vector<entry> out;
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     if (it->path().extension() != ".jsonl") continue;
     struct stat st {};
     if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (kind_of(it->path()) == file_kind::not_a_capture) {
+      ++not_captures;
+      continue;
+    }
     const auto written = std::chrono::system_clock::time_point(
         std::chrono::duration_cast<std::chrono::system_clock::duration>(
             std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
@@ -79,7 +116,7 @@ bool is_finished_capture(const fs::path& file) {
 prune_result prune(const fs::path& dir, const retention& limits, std::chrono::system_clock::time_point now,
                    const std::function<bool(std::string_view)>& is_open) {
   prune_result out;
-  std::vector<entry> all = list_captures(dir, out.errors);
+  std::vector<entry> all = list_captures(dir, out.not_captures, out.errors);
   std::uint64_t total = 0;
   for (const auto& e : all) total += e.bytes;
   for (const auto& e : all) {   // oldest first

@@ -2,7 +2,8 @@
 // finished captures older than max_age, then the oldest finished ones while the directory
 // holds more than max_bytes, are removed. A capture is finished when its last line is the
 // `end` record; one without it is in progress, or was cut by a crash and is evidence: never
-// removed here. The caller also names the captures it has open (the relay's store), which are
+// removed here. Only a file whose header names it (session == its name) is a capture: a renamed
+// copy, or another program's JSON Lines, is left alone and not counted. The caller also names the captures it has open (the relay's store), which are
 // never removed either. Pure apart from the file system; not thread-safe per directory (one
 // pruner at a time: the relay's writer thread, or `mailtap captures prune`).
 #pragma once
@@ -29,6 +30,7 @@ struct prune_result {
   std::uint64_t kept = 0;            // captures left, finished or not
   std::uint64_t kept_bytes = 0;
   std::uint64_t left_unfinished = 0; // past a limit but left: open, or without an end record
+  std::uint64_t not_captures = 0;    // *.jsonl files whose header does not name them: left alone, not counted
   bool over_max_bytes = false;       // still above max_bytes: only unfinished or open ones left
   std::vector<std::string> errors;   // one line each: a file that could not be listed or removed
   std::vector<std::string> removed_sessions;   // the session ids of the removed captures (for the index)

@@ -49,6 +49,10 @@ int prune(const prune_flags& f) {
   if (r.left_unfinished > 0)
     std::printf(" (%llu past a limit but unfinished or in progress, kept)",
                 static_cast<unsigned long long>(r.left_unfinished));
+  if (r.not_captures > 0)
+    std::printf("; %llu other *.jsonl file(s) whose header does not name them (renamed copies, not captures) "
+                "left alone, not counted",
+                static_cast<unsigned long long>(r.not_captures));
   // max_bytes counts the captures only: removing rows does not shrink the index's file
   // (README "Keeping the disk"), so it is named apart.
   if (auto index_bytes = std::filesystem::file_size(dir / captures::index_file_name, ec); !ec)

@@ -35,7 +35,7 @@ class CapturesRetention(IntegrationTest):
         """A capture a crash cut short: a header and half a line, no end record."""
         path = os.path.join(directory, "00000000T000000Z-cut.jsonl")
         with open(path, "wb") as f:
-            f.write(b'{"type":"header","format":"mailtap-capture","version":3}\n{"type":"note","t_')
+            f.write(b'{"type":"header","format":"mailtap-capture","version":5,"session":"00000000T000000Z-cut"}\n{"type":"note","t_')
         self.age(path, seconds_old)
         return path
 
@@ -69,6 +69,22 @@ class CapturesRetention(IntegrationTest):
         # max_bytes counts the captures only; the index is named apart with its size.
         index_bytes = os.path.getsize(os.path.join(directory, "index.sqlite3"))
         self.assertTrue(lines[2].endswith("; index.sqlite3 %d bytes, not counted" % index_bytes), lines)
+
+    def test_prune_leaves_a_renamed_copy_of_a_capture_alone(self):
+        # A newcomer's trial: prune removed evidence-copy.jsonl, a copy kept on purpose.
+        directory, paths = self.record_sessions(1)
+        copy = os.path.join(directory, "evidence-copy.jsonl")
+        with open(paths[0], "rb") as src, open(copy, "wb") as dst:
+            dst.write(src.read())
+        self.age(paths[0], 3 * HOUR)
+        self.age(copy, 3 * HOUR)
+        r = self.prune("--dir", directory, "--max-age", "1h")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertFalse(os.path.exists(paths[0]))
+        self.assertTrue(os.path.exists(copy))
+        summary = r.stdout.decode().splitlines()[-1]
+        self.assertIn("removed 1 capture(s)", summary)
+        self.assertIn("; 1 other *.jsonl file(s) whose header does not name them", summary)
 
     def test_prune_by_size_removes_the_oldest_finished_first(self):
         directory, paths = self.record_sessions(3)

@@ -20,13 +20,15 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const std::string header_line = R"({"type":"header","format":"mailtap-capture","version":3})" "\n";
+std::string header_line(const std::string& id) {
+  return R"({"type":"header","format":"mailtap-capture","version":5,"session":")" + id + "\"}\n";
+}
 const std::string end_line = R"({"type":"end","t_us":1,"reason":"client_quit"})" "\n";
 
 // A capture of `bytes` bytes (padded with a note), finished or not, last written `age` ago.
 fs::path make_capture(const fs::path& dir, const std::string& id, std::size_t bytes, bool finished,
                       std::chrono::seconds age) {
-  std::string text = header_line;
+  std::string text = header_line(id);
   const std::string note_start = R"({"type":"note","t_us":0,"text":")";
   const std::size_t fixed = text.size() + note_start.size() + 3 + (finished ? end_line.size() : 0);
   text += note_start + std::string(bytes > fixed ? bytes - fixed : 0, 'x') + "\"}\n";
@@ -44,7 +46,7 @@ TEST(CaptureRetention, FinishedMeansTheLastLineIsAnEndRecord) {
   EXPECT_TRUE(is_finished_capture(make_capture(dir.path(), "done", 100, true, 0s)));
   EXPECT_FALSE(is_finished_capture(make_capture(dir.path(), "open", 100, false, 0s)));
   const fs::path cut = dir.path() / "cut.jsonl";
-  std::ofstream(cut, std::ios::binary) << header_line << end_line.substr(0, end_line.size() - 1);   // no newline
+  std::ofstream(cut, std::ios::binary) << header_line("cut") << end_line.substr(0, end_line.size() - 1);   // no newline
   EXPECT_FALSE(is_finished_capture(cut));
   EXPECT_FALSE(is_finished_capture(dir.path() / "absent.jsonl"));
 }
@@ -104,6 +106,31 @@ TEST(CaptureRetention, OtherFilesAreLeftAlone) {
   EXPECT_EQ(r.removed, 0u);
   EXPECT_EQ(r.kept, 0u);
   EXPECT_TRUE(fs::exists(dir.path() / "notes.txt"));
+}
+
+// A newcomer's trial: prune removed evidence-copy.jsonl, a renamed copy of a finished capture,
+// and counted another program's JSON Lines as an unfinished capture.
+TEST(CaptureRetention, OnlyAFileItsHeaderNamesIsACapture) {
+  scratch_dir dir;
+  const auto original = make_capture(dir.path(), "s-original", 1000, true, 3h);
+  const fs::path copy = dir.path() / "evidence-copy.jsonl";
+  fs::copy_file(original, copy);
+  fs::last_write_time(copy, fs::file_time_type::clock::now() - 3h);
+  const fs::path other = dir.path() / "events.jsonl";
+  std::ofstream(other) << R"({"event":"x"})" "\n";
+  fs::last_write_time(other, fs::file_time_type::clock::now() - 3h);
+  const fs::path just_begun = dir.path() / "s-begun.jsonl";   // created, header not written yet
+  std::ofstream(just_begun) << "";
+  fs::last_write_time(just_begun, fs::file_time_type::clock::now() - 3h);
+  const auto r = prune(dir.path(), retention{.max_age = 1h, .max_bytes = {}}, now());
+  EXPECT_EQ(r.removed, 1u);
+  EXPECT_FALSE(fs::exists(original));
+  EXPECT_TRUE(fs::exists(copy));
+  EXPECT_TRUE(fs::exists(other));
+  EXPECT_TRUE(fs::exists(just_begun));
+  EXPECT_EQ(r.not_captures, 2u);
+  EXPECT_EQ(r.left_unfinished, 1u);   // the one just begun
+  EXPECT_EQ(r.kept, 1u);
 }
 
 // The store prunes when it opens and while it runs, counts what it removed, tells its
