@@ -195,7 +195,12 @@ void api::add_session_routes() {
     std::string error;
     auto cap = captures::read_capture(*path, error);
     if (!cap) return error_response(422, error);
-    return json_response(200, captures::render_json(*cap));
+    if (cap->end) return json_response(200, captures::render_json(*cap));
+    // In progress (no end record): its outcome as the list gives it, the transaction it is
+    // inside not counted yet, rather than show's "aborted" for a capture read after the fact.
+    json::value doc = json::parse(captures::render_json(*cap));
+    doc.as_object()["outcome"] = captures::session_outcome(*cap, true);
+    return json_of(200, doc);
   });
   router_.add("GET", "/api/v1/sessions/{id}/raw", [this](const call& c) {
     const auto& id = c.params.at("id");

@@ -226,6 +226,22 @@ class Sessions(AdminTest):
         code, _, body = self.request("GET", "/api/v1/sessions/nope-000")
         self.assertOneLineError(code, body, 404)
 
+    def test_a_session_in_progress_has_one_outcome_in_the_list_and_in_its_document(self):
+        # A newcomer's trial: the list said "none", the session's own document "aborted".
+        c = SmtpClient(self.relay.port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply().code, 220)
+        self.assertEqual(c.command("EHLO busy.test").code, 250)
+        self.assertEqual(c.command("MAIL FROM:<a@example.test>").code, 250)
+        self.assertEqual(c.command("RCPT TO:<%s>" % TO).code, 250)
+        rows = lambda: self.get_json("/api/v1/sessions")["sessions"]
+        wait_until(lambda: len(rows()) == 1 and rows()[0]["started_at"], 20, "the session in progress listed")
+        row = rows()[0]
+        self.assertIsNone(row["end_reason"])
+        self.assertEqual(row["outcome"], "none")
+        shown = self.get_json("/api/v1/sessions/" + row["id"])
+        self.assertEqual(shown["outcome"], row["outcome"])
+
     def test_sessions_list_cli(self):
         self.swaks(self.relay.port, "--to", TO)
         self.relay.wait_captures(1)
