@@ -22,10 +22,11 @@ proxy::socket_address from_asio(const boost::asio::ip::tcp::endpoint& ep) {
 std::string client_identity::client_label() const { return known ? proxy::to_string(client) : "unknown"; }
 
 client_identity identity_of(const boost::asio::ip::tcp::socket& socket,
-                            const std::optional<boost::asio::ip::tcp::endpoint>& redirected_to) {
+                            const std::optional<boost::asio::ip::tcp::endpoint>& redirected_to,
+                            const std::optional<boost::asio::ip::tcp::endpoint>& peer) {
   client_identity who;
   boost::system::error_code remote_ec, local_ec;
-  const auto remote = socket.remote_endpoint(remote_ec);
+  const auto remote = peer ? *peer : socket.remote_endpoint(remote_ec);
   const auto local = socket.local_endpoint(local_ec);
   who.known = !remote_ec && !local_ec;
   if (who.known) {

@@ -24,9 +24,11 @@ struct client_identity {
 };
 
 // The connection's own addresses; with transparent interception, `redirected_to` (where the
-// client addressed it before netfilter sent it to mailtap) is the destination.
+// client addressed it before netfilter sent it to mailtap) is the destination. `peer`: the
+// remote address when the caller has read it already (one getpeername(2) per connection).
 client_identity identity_of(const boost::asio::ip::tcp::socket& socket,
-                            const std::optional<boost::asio::ip::tcp::endpoint>& redirected_to = std::nullopt);
+                            const std::optional<boost::asio::ip::tcp::endpoint>& redirected_to = std::nullopt,
+                            const std::optional<boost::asio::ip::tcp::endpoint>& peer = std::nullopt);
 // As a PROXY header named it; a header without addresses (LOCAL, UNKNOWN) leaves the
 // connection's own (proxy-protocol.txt 2.1, 2.2).
 client_identity identity_behind_proxy(const boost::asio::ip::tcp::socket& socket,

@@ -32,7 +32,7 @@ tcp_pipe::tcp_pipe(tcp::socket socket) : socket_(std::move(socket)) {
 void tcp_pipe::connected() {
   boost::system::error_code ig;
   socket_.set_option(tcp::no_delay(true), ig);
-  socket_.non_blocking(true, ig);
+  if (!socket_.non_blocking()) socket_.non_blocking(true, ig);   // a dialled one is already
 }
 
 asio::awaitable<boost::system::error_code> tcp_pipe::wait_readable() {

@@ -231,14 +231,13 @@ asio::awaitable<void> server::accept_on(tcp::acceptor& acceptor, bool implicit_t
 // to it: from the local endpoint of one of them, and redirected from the destination that one
 // dialled (own_connections.hpp). Connection tracking is asked only for a peer that could be
 // ours, whether or not `transparent` is set: a redirect rule loops a configured upstream too.
-bool server::comes_back(tcp::socket& socket) const {
-  boost::system::error_code pec, lec;
-  const auto peer = socket.remote_endpoint(pec);
-  if (pec || !own_upstream_connections_.left_from(peer)) return false;
+bool server::comes_back(tcp::socket& socket, const std::optional<tcp::endpoint>& peer) const {
+  if (!peer || !own_upstream_connections_.left_from(*peer)) return false;
+  boost::system::error_code lec;
   const auto local = socket.local_endpoint(lec);
   if (lec) return false;
   const auto original = original_destination(socket.native_handle(), local);
-  return original && own_upstream_connections_.is_ours(peer, *original);
+  return original && own_upstream_connections_.is_ours(*peer, *original);
 }
 
 // A connection is refused at once, 421 and closed, with `reply` (its warning names it by the
@@ -259,7 +258,13 @@ void server::refuse(tcp::socket& socket, warn_kind kind, const std::string& why,
 
 void server::admit(tcp::socket socket, bool implicit_tls) {
   ++metrics_.sessions_accepted;
-  if (comes_back(socket)) {
+  std::optional<tcp::endpoint> peer;
+  {
+    boost::system::error_code pec;
+    auto remote = socket.remote_endpoint(pec);
+    if (!pec) peer = remote;
+  }
+  if (comes_back(socket, peer)) {
     ++metrics_.sessions_refused_loop;
     refuse(socket, warn_kind::connection_loop,
            "it is mailtap's own upstream connection, sent back to it (a firewall redirect that catches mailtap's "
@@ -300,7 +305,7 @@ void server::admit(tcp::socket socket, bool implicit_tls) {
   // The session is built on its own thread: building it creates its capture file, which costs
   // more than the rest of the accept (ext4 allocating an inode), and on the accepting thread it
   // made that thread the busiest (README "Performance", W3).
-  auto who = identity_of(socket, redirected_to);
+  auto who = identity_of(socket, redirected_to, peer);
   ++launches_pending_;
   auto executor = socket.get_executor();
   asio::post(executor, [this, start, socket = std::move(socket), who = std::move(who)]() mutable {

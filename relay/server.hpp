@@ -69,7 +69,7 @@ class server {
   // listen_proxy_protocol), or a 421 when max_sessions are open or it is mailtap's own
   // upstream connection come back (own_connections.hpp).
   void admit(boost::asio::ip::tcp::socket socket, bool implicit_tls);
-  bool comes_back(boost::asio::ip::tcp::socket& socket) const;
+  bool comes_back(boost::asio::ip::tcp::socket& socket, const std::optional<boost::asio::ip::tcp::endpoint>& peer) const;
   // Answers `reply` (a 421) and closes; the rate-limited warning says `why`.
   void refuse(boost::asio::ip::tcp::socket& socket, warn_kind kind, const std::string& why, const std::string& reply);
   // Registers a new session (for the drain) and starts it.

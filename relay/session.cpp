@@ -11,7 +11,9 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <ctime>
@@ -320,9 +322,19 @@ asio::awaitable<boost::system::error_code> session::connect_first(tcp::socket& s
       own_local_ = local;
     }
     if (r != 0) {
-      auto [wec] = co_await socket.async_wait(tcp::socket::wait_write, as_tuple(use_awaitable));
-      // Closed under the dial (close_leg) or cancelled (the deadline): no other address is tried.
-      if (wec || !socket.is_open()) co_return wec ? wec : asio::error::operation_aborted;
+      // On loopback the handshake is done by the time connect(2) returns EINPROGRESS: a look
+      // with poll(2) saves the reactor's wait, and with it the write interest it would leave
+      // registered (forget_write_interest). Elsewhere the dial is waited for.
+      pollfd done{socket.native_handle(), POLLOUT, 0};
+      if (::poll(&done, 1, 0) != 1) {
+        auto [wec] = co_await socket.async_wait(tcp::socket::wait_write, as_tuple(use_awaitable));
+        // Closed under the dial (close_leg) or cancelled (the deadline): no other address is tried.
+        if (wec || !socket.is_open()) co_return wec ? wec : asio::error::operation_aborted;
+        if (const auto rec = forget_write_interest(socket, ep.protocol())) {
+          last = rec;
+          continue;
+        }
+      }
       int error = 0;
       socklen_t size = sizeof error;
       if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_ERROR, &error, &size) != 0) error = errno;
@@ -335,6 +347,24 @@ asio::awaitable<boost::system::error_code> session::connect_first(tcp::socket& s
   }
   forget_own_connection();
   co_return last;
+}
+
+// Boost's epoll reactor keeps EPOLLOUT in a socket's registration once a write (here the
+// connect) has waited, and every later wait for input re-arms it with epoll_ctl(MOD): an
+// established socket is writable, so each wait for the upstream's reply woke the thread once
+// for nothing. Registered again, the socket waits for input only until a write has to wait.
+// An error leaves the socket closed.
+boost::system::error_code session::forget_write_interest(tcp::socket& socket, const tcp& protocol) {
+  boost::system::error_code ec;
+  const auto fd = socket.release(ec);
+  if (ec) return ec;
+  socket.assign(protocol, fd, ec);
+  if (ec) {
+    ::close(fd);
+    return ec;
+  }
+  socket.non_blocking(true, ec);
+  return ec;
 }
 
 void session::forget_own_connection() {

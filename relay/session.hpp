@@ -122,6 +122,8 @@ class session : public std::enable_shared_from_this<session> {
   // handshake can complete: a listener that accepts it back knows it (own_connections.hpp).
   boost::asio::awaitable<boost::system::error_code> connect_first(boost::asio::ip::tcp::socket& socket,
                                                                   const std::vector<boost::asio::ip::tcp::endpoint>& to);
+  static boost::system::error_code forget_write_interest(boost::asio::ip::tcp::socket& socket,
+                                                         const boost::asio::ip::tcp& protocol);
   void forget_own_connection();
   // The plaintext fall-back after a failed upstream handshake: drop the connection, dial again.
   boost::asio::awaitable<void> reconnect_upstream();

@@ -8,10 +8,32 @@
                                           transaction outcome "aborted"
 """
 
+import socket
+import time
 import unittest
 
-from harness import (IntegrationTest, LOOPBACK, Capture, capture_paths, closed_port,
+from harness import (IntegrationTest, LOOPBACK, Capture, ScriptedAnswers, capture_paths, closed_port,
                      make_message, show_json, wait_until)
+
+
+class LateToAccept(ScriptedAnswers):
+    """An upstream whose accept queue stays full for `hold` seconds: a dial's SYN is dropped and
+    sent again by the kernel a second later, so the relay waits for its handshake as it would
+    across a network, not on loopback where connect(2) has finished it already."""
+
+    def __init__(self, hold):
+        self.hold = hold
+        super().__init__()
+        self.listener.listen(0)   # one connection fills the queue
+        self.filler = socket.create_connection((LOOPBACK, self.port), timeout=5)
+
+    def _accept_loop(self):
+        time.sleep(self.hold)
+        super()._accept_loop()
+
+    def stop(self):
+        self.filler.close()
+        super().stop()
 
 
 class OutcomeSemantics(IntegrationTest):
@@ -36,6 +58,28 @@ class OutcomeSemantics(IntegrationTest):
         self.assertEqual(cap.transactions, [])
         # The client heard exactly what the capture says the relay sent.
         self.assertEqual([x.code for x in cap.client_replies()], [421])
+
+    def test_an_upstream_slow_to_complete_the_handshake_is_relayed_once_it_does(self):
+        # The relay waits for the dial (relay/session.cpp connect_first), then registers the
+        # socket again for input only (forget_write_interest): the conversation must go on.
+        up = LateToAccept(hold=0.5)
+        self.addCleanup(up.stop)
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port))
+        started = time.monotonic()
+        c = self.greeted_client(mailtap.port)
+        self.assertGreater(time.monotonic() - started, 0.5)   # the SYN was dropped and sent again
+        self.assertReply(c.command("MAIL FROM:<sender@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<rcpt@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<late-accept@example.test>", b"body\r\n") + b".\r\n")
+        self.assertReply(c.reply(), 250)
+        self.assertReply(c.command("QUIT"), 221)
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["delivered"])
+        relayed = [conn for conn in up.all_connections() if conn.messages]
+        self.assertEqual(len(relayed), 1)
+        self.assertIn(b"late-accept@example.test", relayed[0].messages[0])
 
     def test_upstream_dies_mid_data(self):
         up = self.start_scripted("die_mid_data", die_after=8 * 1024)
