@@ -153,7 +153,7 @@ std::string own_listener_as_upstream(const config& c) {
   if (!c.upstream || c.upstream->port == 0) return {};
   auto same = [&](const endpoint& e) { return e.port == c.upstream->port && e.host == c.upstream->host; };
   const char* what = same(c.listen)                               ? "SMTP listener (listen)"
-                     : c.tls.listen && same(*c.tls.listen)        ? "SMTPS listener (listen_tls)"
+                     : c.tls.listen && same(*c.tls.listen)        ? "SMTPS listener ([tls] listen)"
                      : !c.admin_off && same(c.admin)              ? "admin API (admin)"
                                                                   : nullptr;
   if (!what) return {};

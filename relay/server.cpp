@@ -143,11 +143,11 @@ bool server::start(std::string& error) {
   if (!listen_on(*acceptor_, cfg_.listen, error)) return false;
   ctx_->own_upstream_connections = &own_upstream_connections_;
   ctx_->listen_label = listen_endpoint().to_string();
-  ctx_->refused_upstreams.push_back({acceptor_->local_endpoint(), "SMTP listener", "--listen"});
+  ctx_->refused_upstreams.push_back({acceptor_->local_endpoint(), "SMTP listener", "--listen, or listen in the config file"});
   if (cfg_.tls.listen) {
     tls_acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
     if (!listen_on(*tls_acceptor_, *cfg_.tls.listen, error)) return false;
-    ctx_->refused_upstreams.push_back({tls_acceptor_->local_endpoint(), "SMTPS listener", "--listen-tls"});
+    ctx_->refused_upstreams.push_back({tls_acceptor_->local_endpoint(), "SMTPS listener", "--listen-tls, or [tls] listen in the config file"});
   }
   if (const auto* own = configured_upstream_refusal()) {
     error = "upstream " + ctx_->upstream.where.to_string() + " is mailtap's own " + own->what + " (" + own->flag +
@@ -180,7 +180,7 @@ bool server::refuse_as_upstream(const endpoint& admin, std::string& error) {
   boost::system::error_code ec;
   const auto admin_address = boost::asio::ip::make_address(admin.host, ec);
   if (ec) return true;   // the admin API binds literal addresses only (admin/README.md)
-  ctx_->refused_upstreams.push_back({tcp::endpoint(admin_address, admin.port), "admin API", "--admin"});
+  ctx_->refused_upstreams.push_back({tcp::endpoint(admin_address, admin.port), "admin API", "--admin, or admin in the config file"});
   if (!configured_upstream_refusal()) return true;
   error = "upstream " + ctx_->upstream.where.to_string() + " is the admin API's own address (--admin): choose another for one of them";
   return false;

@@ -73,7 +73,7 @@ struct relay_context {
   struct refused_upstream {
     boost::asio::ip::tcp::endpoint at;
     std::string what;   // "admin API", "SMTP listener": for the session's 421 and the start-up error
-    std::string flag;   // the option that set that address ("--admin", "--listen", "--listen-tls")
+    std::string flag;   // what sets that address: its flag and its config key ("--listen, or listen in the config file")
   };
   std::vector<refused_upstream> refused_upstreams;
   // mailtap's own upstream connections by local endpoint, for the listeners to know one that

@@ -71,6 +71,8 @@ class CheckConfig(IntegrationTest):
         self.assertIn("upstream 127.0.0.1:21905 is mailtap's own SMTP listener (listen)", line)
         path, r = self.check('listen = "127.0.0.1:0"\nupstream = "127.0.0.1:21906"\nadmin = "127.0.0.1:21906"\n')
         self.assertIn("own admin API (admin)", self.assertOneLineError(r))
+        path, r = self.check('listen = "127.0.0.1:0"\nupstream = "127.0.0.1:21908"\n[tls]\nlisten = "127.0.0.1:21908"\n')
+        self.assertIn("own SMTPS listener ([tls] listen)", self.assertOneLineError(r))   # the key as written
         path, r = self.check('listen = "127.0.0.1:0"\nupstream = "127.0.0.1:21907"\nadmin = "127.0.0.1:21906"\n')
         self.assertEqual(r.returncode, 0, r.stderr)
 
@@ -208,13 +210,20 @@ class SelfAsUpstream(IntegrationTest):
     def test_its_own_listening_address_is_refused_at_start(self):
         port = free_port()
         line = self.start_fails("--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % port)
-        self.assertIn("own SMTP listener (--listen)", line)
+        self.assertIn("own SMTP listener (--listen, or listen in the config file)", line)
+
+    def test_its_own_listener_set_in_the_config_file_names_the_key_too(self):
+        # A newcomer's trial: the address came from the config file, and the error named --listen.
+        port = free_port()
+        config = self.write_file("own.toml", ('listen = "127.0.0.1:%d"\nupstream = "127.0.0.1:%d"\n' % (port, port)).encode())
+        line = self.start_fails("--config", config)
+        self.assertIn("own SMTP listener (--listen, or listen in the config file)", line)
 
     def test_its_own_smtps_listener_is_refused_at_start(self):
         port = free_port()
         line = self.start_fails("--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:%d" % port,
                                 "--upstream", "127.0.0.1:%d" % port)
-        self.assertIn("own SMTPS listener (--listen-tls)", line)
+        self.assertIn("own SMTPS listener (--listen-tls, or [tls] listen in the config file)", line)
 
     def test_a_wildcard_listener_is_refused_on_an_interface_address(self):
         own = own_interface_address()
