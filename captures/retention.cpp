@@ -1,5 +1,6 @@
-// Pruning: list the directory's captures (stat only), oldest last write first, then remove
-// while a limit is exceeded, reading only the tails of the candidates.
+// Pruning: list the directory's captures (stat, and the first line of each file not seen
+// before), oldest last write first, then remove while a limit is exceeded, reading only the
+// tails of the candidates.
 #include "captures/retention.hpp"
 
 #include <fcntl.h>
@@ -33,11 +34,13 @@ constexpr std::size_t tail_bytes = 16 * 1024;
 // names the file after it (FORMAT.md): a renamed or copied capture, or another program's JSON
 // Lines, is not the relay's to remove. A file with no complete first line yet is a capture just
 // begun (the relay creates the file before it writes the header).
-enum class file_kind { capture, not_a_capture, header_not_written };
+// A file that cannot be read (out of descriptors, no permission) is taken for a capture: it is
+// counted, and since its end cannot be read either, never removed. One gone meanwhile is skipped.
+enum class file_kind { capture, not_a_capture, header_not_written, unreadable, gone };
 
 file_kind kind_of(const fs::path& file) {
   const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return file_kind::not_a_capture;
+  if (fd < 0) return errno == ENOENT ? file_kind::gone : file_kind::unreadable;
   std::string head(head_bytes, '\0');
   const ssize_t n = ::pread(fd, head.data(), head.size(), 0);
   ::close(fd);
@@ -63,14 +66,34 @@ struct entry {
   std::chrono::system_clock::time_point written;   // last modification: the session's end
 };
 
-std::vector<entry> list_captures(const fs::path& dir, std::uint64_t& not_captures, std::vector<std::string>& errors) {
+// The file's kind, from `kinds` when it was read before (same name, same inode). Only a header
+// read is remembered: a capture just begun, or a file that could not be opened, is asked again.
+file_kind kind_of(const fs::path& file, const struct stat& st, capture_kinds* kinds, capture_kinds& seen) {
+  const std::string name = file.filename().string();
+  if (kinds) {
+    if (auto it = kinds->known.find(name); it != kinds->known.end() && it->second.first == st.st_ino) {
+      seen.known.insert(*it);
+      return it->second.second ? file_kind::capture : file_kind::not_a_capture;
+    }
+  }
+  const file_kind kind = kind_of(file);
+  if (kind == file_kind::capture || kind == file_kind::not_a_capture)
+    seen.known.emplace(name, std::make_pair(static_cast<std::uint64_t>(st.st_ino), kind == file_kind::capture));
+  return kind;
+}
+
+std::vector<entry> list_captures(const fs::path& dir, capture_kinds* kinds, std::uint64_t& not_captures,
+                                 std::vector<std::string>& errors) {
   std::vector<entry> out;
+  capture_kinds seen;
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     if (it->path().extension() != ".jsonl") continue;
     struct stat st {};
     if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    if (kind_of(it->path()) == file_kind::not_a_capture) {
+    const file_kind kind = kind_of(it->path(), st, kinds, seen);
+    if (kind == file_kind::gone) continue;
+    if (kind == file_kind::not_a_capture) {
       ++not_captures;
       continue;
     }
@@ -80,6 +103,7 @@ std::vector<entry> list_captures(const fs::path& dir, std::uint64_t& not_capture
     out.push_back({it->path(), static_cast<std::uint64_t>(st.st_size), written});
   }
   if (ec) errors.push_back(dir.string() + ": cannot list the directory: " + ec.message());
+  else if (kinds) *kinds = std::move(seen);
   std::sort(out.begin(), out.end(), [](const entry& a, const entry& b) {
     return a.written != b.written ? a.written < b.written : a.path < b.path;
   });
@@ -114,9 +138,9 @@ bool is_finished_capture(const fs::path& file) {
 }
 
 prune_result prune(const fs::path& dir, const retention& limits, std::chrono::system_clock::time_point now,
-                   const std::function<bool(std::string_view)>& is_open) {
+                   const std::function<bool(std::string_view)>& is_open, capture_kinds* kinds) {
   prune_result out;
-  std::vector<entry> all = list_captures(dir, out.not_captures, out.errors);
+  std::vector<entry> all = list_captures(dir, kinds, out.not_captures, out.errors);
   std::uint64_t total = 0;
   for (const auto& e : all) total += e.bytes;
   for (const auto& e : all) {   // oldest first
@@ -131,6 +155,7 @@ prune_result prune(const fs::path& dir, const retention& limits, std::chrono::sy
         ++out.removed;
         out.removed_bytes += e.bytes;
         out.removed_sessions.push_back(e.path.stem().string());
+        if (kinds) kinds->known.erase(e.path.filename().string());
         total -= e.bytes;
         continue;
       } else {

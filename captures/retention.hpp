@@ -14,6 +14,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace mailtap::captures {
@@ -36,10 +38,20 @@ struct prune_result {
   std::vector<std::string> removed_sessions;   // the session ids of the removed captures (for the index)
 };
 
+// Which files were found to be captures, by name and inode: a header does not change once
+// written, so a pruner that runs again (the relay's store, every minute) reads each file's
+// first line once in its life rather than every file every time. Files no longer listed are
+// forgotten at each prune.
+struct capture_kinds {
+  std::unordered_map<std::string, std::pair<std::uint64_t, bool>> known;   // name -> (inode, is a capture)
+};
+
 // `is_open(session_id)`: the capture is being written by this process (may be null).
+// `kinds`: what an earlier prune of the same directory learnt (may be null).
 prune_result prune(const std::filesystem::path& dir, const retention& limits,
                    std::chrono::system_clock::time_point now,
-                   const std::function<bool(std::string_view session_id)>& is_open = {});
+                   const std::function<bool(std::string_view session_id)>& is_open = {},
+                   capture_kinds* kinds = nullptr);
 
 // prune(), then the index rows of what it removed (index.hpp), when DIR has an index; an
 // index that cannot be updated adds a line to `errors` (`mailtap captures reindex` repairs).

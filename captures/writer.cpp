@@ -714,7 +714,8 @@ void store::prune_if_due() {
               [this](std::string_view id) {
                 std::lock_guard lock(mutex_);
                 return open_.find(id) != open_.end();
-              });
+              },
+              &capture_kinds_);
   } catch (const std::exception& e) {   // allocation failure: try again next time
     r.errors.push_back(dir_.string() + ": cannot prune: " + e.what());
   }

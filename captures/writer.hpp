@@ -173,6 +173,7 @@ class store {
   failure_listener failure_listener_;
   // Writer thread only: when to prune next.
   std::chrono::steady_clock::time_point next_prune_{};
+  capture_kinds capture_kinds_;   // what earlier prunes read of the files (retention.hpp); writer thread only
   std::atomic<bool> out_of_space_{false};   // a write failed with ENOSPC: prune at once
   // Writer thread only: the index (store_options::index), the inode it was opened on (a
   // reindex may replace the file), captures closed but not yet in it, and when to try to

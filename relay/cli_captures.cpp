@@ -50,7 +50,7 @@ int prune(const prune_flags& f) {
     std::printf(" (%llu past a limit but unfinished or in progress, kept)",
                 static_cast<unsigned long long>(r.left_unfinished));
   if (r.not_captures > 0)
-    std::printf("; %llu other *.jsonl file(s) whose header does not name them (renamed copies, not captures) "
+    std::printf("; %llu *.jsonl file(s) not captures (no header naming the file: copies, other programs' files) "
                 "left alone, not counted",
                 static_cast<unsigned long long>(r.not_captures));
   // max_bytes counts the captures only: removing rows does not shrink the index's file

@@ -326,14 +326,11 @@ asio::awaitable<boost::system::error_code> session::connect_first(tcp::socket& s
       // with poll(2) saves the reactor's wait, and with it the write interest it would leave
       // registered (forget_write_interest). Elsewhere the dial is waited for.
       pollfd done{socket.native_handle(), POLLOUT, 0};
-      if (::poll(&done, 1, 0) != 1) {
+      const bool waited = ::poll(&done, 1, 0) != 1;
+      if (waited) {
         auto [wec] = co_await socket.async_wait(tcp::socket::wait_write, as_tuple(use_awaitable));
         // Closed under the dial (close_leg) or cancelled (the deadline): no other address is tried.
         if (wec || !socket.is_open()) co_return wec ? wec : asio::error::operation_aborted;
-        if (const auto rec = forget_write_interest(socket, ep.protocol())) {
-          last = rec;
-          continue;
-        }
       }
       int error = 0;
       socklen_t size = sizeof error;
@@ -341,6 +338,12 @@ asio::awaitable<boost::system::error_code> session::connect_first(tcp::socket& s
       if (error != 0) {
         last = boost::system::error_code(error, boost::system::system_category());
         continue;
+      }
+      if (waited) {
+        if (const auto rec = forget_write_interest(socket, ep.protocol())) {
+          last = rec;
+          continue;
+        }
       }
     }
     co_return boost::system::error_code{};

@@ -84,7 +84,7 @@ class CapturesRetention(IntegrationTest):
         self.assertTrue(os.path.exists(copy))
         summary = r.stdout.decode().splitlines()[-1]
         self.assertIn("removed 1 capture(s)", summary)
-        self.assertIn("; 1 other *.jsonl file(s) whose header does not name them", summary)
+        self.assertIn("; 1 *.jsonl file(s) not captures (no header naming the file", summary)
 
     def test_prune_by_size_removes_the_oldest_finished_first(self):
         directory, paths = self.record_sessions(3)

@@ -9,6 +9,7 @@
 """
 
 import socket
+import threading
 import time
 import unittest
 
@@ -17,21 +18,27 @@ from harness import (IntegrationTest, LOOPBACK, Capture, ScriptedAnswers, captur
 
 
 class LateToAccept(ScriptedAnswers):
-    """An upstream whose accept queue stays full for `hold` seconds: a dial's SYN is dropped and
+    """An upstream whose accept queue stays full until `open()`: a dial's SYN is dropped and
     sent again by the kernel a second later, so the relay waits for its handshake as it would
     across a network, not on loopback where connect(2) has finished it already."""
 
-    def __init__(self, hold):
-        self.hold = hold
+    def __init__(self):
+        self.opened = threading.Event()
         super().__init__()
         self.listener.listen(0)   # one connection fills the queue
         self.filler = socket.create_connection((LOOPBACK, self.port), timeout=5)
 
+    def open(self):
+        self.opened.set()
+
     def _accept_loop(self):
-        time.sleep(self.hold)
+        while not self.opened.wait(0.1):
+            if self.stopping.is_set():
+                return
         super()._accept_loop()
 
     def stop(self):
+        self.opened.set()
         self.filler.close()
         super().stop()
 
@@ -62,12 +69,16 @@ class OutcomeSemantics(IntegrationTest):
     def test_an_upstream_slow_to_complete_the_handshake_is_relayed_once_it_does(self):
         # The relay waits for the dial (relay/session.cpp connect_first), then registers the
         # socket again for input only (forget_write_interest): the conversation must go on.
-        up = LateToAccept(hold=0.5)
+        up = LateToAccept()
         self.addCleanup(up.stop)
         mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port))
         started = time.monotonic()
-        c = self.greeted_client(mailtap.port)
-        self.assertGreater(time.monotonic() - started, 0.5)   # the SYN was dropped and sent again
+        c = self.connect(mailtap.port)
+        time.sleep(0.2)   # the relay dials, and its SYN is dropped
+        up.open()
+        self.assertReply(c.reply(), 220)
+        self.assertGreater(time.monotonic() - started, 0.9)   # the kernel sent the SYN again a second later
+        self.assertReply(c.command("EHLO client.test"), 250)
         self.assertReply(c.command("MAIL FROM:<sender@example.test>"), 250)
         self.assertReply(c.command("RCPT TO:<rcpt@example.test>"), 250)
         self.assertReply(c.command("DATA"), 354)

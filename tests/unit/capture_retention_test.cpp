@@ -133,6 +133,28 @@ TEST(CaptureRetention, OnlyAFileItsHeaderNamesIsACapture) {
   EXPECT_EQ(r.kept, 1u);
 }
 
+// A pruner that runs again (the relay's store) reads each file's first line once: what it
+// learnt is kept by name and inode, a removed file is forgotten, a capture just begun is not
+// remembered (its header is read again next time).
+TEST(CaptureRetention, WhatAPruneReadOfEachFileIsKeptForTheNext) {
+  scratch_dir dir;
+  make_capture(dir.path(), "s-old", 100, true, 3h);
+  make_capture(dir.path(), "s-new", 100, true, 0s);
+  std::ofstream(dir.path() / "copy.jsonl") << R"({"type":"header","session":"s-new"})" "\n";
+  std::ofstream(dir.path() / "s-begun.jsonl") << "";
+  capture_kinds kinds;
+  auto r = prune(dir.path(), retention{.max_age = 1h, .max_bytes = {}}, now(), {}, &kinds);
+  EXPECT_EQ(r.removed, 1u);
+  EXPECT_EQ(kinds.known.size(), 2u);
+  EXPECT_TRUE(kinds.known.at("s-new.jsonl").second);
+  EXPECT_FALSE(kinds.known.at("copy.jsonl").second);
+  // The copy's first line now names it, in place (same inode): the remembered kind stands.
+  std::ofstream(dir.path() / "copy.jsonl", std::ios::in | std::ios::out) << R"({"type":"header","session":"copy"} )";
+  r = prune(dir.path(), retention{.max_age = 1h, .max_bytes = {}}, now(), {}, &kinds);
+  EXPECT_EQ(r.not_captures, 1u);
+  EXPECT_EQ(r.kept, 2u);
+}
+
 // The store prunes when it opens and while it runs, counts what it removed, tells its
 // listener, and leaves the capture it is writing alone.
 TEST(CaptureRetention, TheStorePrunesButNeverTheCaptureItIsWriting) {
