@@ -286,8 +286,10 @@ void message_abandoned(const captures::end_record& e, std::vector<finding>& out)
 }
 
 // An incomplete capture that ends inside a transaction: the relay stopped (killed, crashed,
-// the machine lost) with a message in flight. What became of the message depends on where it
-// was: its end had gone upstream (it may have been delivered) or not (nothing was delivered).
+// the machine lost) with a message in flight, or it could not write the rest of the capture
+// (README "Keeping the disk": the message's end is then answered 451 4.3.0 by the relay, and
+// the failure logged and counted; the capture cannot say which). What became of the message
+// depends on where it was: its end had gone upstream (it may have been delivered) or not.
 void in_transaction(const conversation& c, const captures::transaction& t, finding& f) {
   f.level = severity::error;
   // Without message bytes, the last command says where it stood: a DATA answered 354 and no
@@ -297,15 +299,18 @@ void in_transaction(const conversation& c, const captures::transaction& t, findi
   f.explanation = "The capture has no end record and ends inside the transaction from <" + t.mail_from + "> (" +
                   std::to_string(t.rcpt_to.size()) + (t.rcpt_to.size() == 1 ? " recipient" : " recipients") +
                   (t.size > 0 ? ", " + std::to_string(t.size) + " bytes of its message received" : "") +
-                  "). Unless the session is still going on, the relay stopped (killed, crashed, or its machine went "
-                  "down) before the transaction ended, so the client got no final reply through it. ";
+                  "). Unless the session is still going on, either the relay stopped (killed, crashed, or its machine "
+                  "went down) before the transaction ended, so the client got no final reply through it, or the relay "
+                  "could not write the rest of the capture (a full disk: it then answers the message's end 451 4.3.0 "
+                  "itself, logs the failure and counts a capture write failure). ";
   if (t.result == protocol::outcome::unknown)
     f.explanation += "The message's end had gone to the destination, and no reply to it was recorded: it may have "
                      "been delivered, and the sender, told nothing, will send it again (a duplicate).";
   else
     f.explanation += "The message's end had not gone to the destination, so nothing of it was delivered; the sender "
                      "will send it again.";
-  f.action = "Find why the relay stopped at that time (its log, the service manager's, the kernel's OOM killer)" +
+  f.action = "Find which at that time: the relay's log (a capture write failure names the session), the service "
+             "manager's, the kernel's OOM killer" +
              std::string(t.result == protocol::outcome::unknown
                              ? "; check at the destination whether the message arrived."
                              : ".");
