@@ -60,8 +60,10 @@ bool admin_token(const admin_options& o, std::string& token, std::string& error)
 }
 
 // One call; prints the JSON answer with --json, else lets `text` print it. Returns the exit code.
+// `body_name`: the file the request's body came from, named in place of "request" where the
+// relay's refusal points into the body ("request:5: key 'code': ..."; admin/fault_input.cpp).
 int call(const char* what, const admin_options& o, const admin::client_request& req,
-         const std::function<void(const json::value&)>& text) {
+         const std::function<void(const json::value&)>& text, const std::string& body_name = {}) {
   std::string why;
   // The relay's ready line prints its admin API as a URL ("admin API on http://127.0.0.1:8025"):
   // that form is taken too, with or without a trailing slash.
@@ -90,6 +92,10 @@ int call(const char* what, const admin_options& o, const admin::client_request& 
                               ? std::string(doc.at("error").as_string())
                               : "HTTP " + std::to_string(res.status);
     if (res.status == 401) message += " (the token: --admin-token-file FILE or $MAILTAP_ADMIN_TOKEN)";
+    constexpr std::string_view body_source = "request";
+    if (!body_name.empty() && message.starts_with(body_source) && message.size() > body_source.size() &&
+        (message[body_source.size()] == ':' || message[body_source.size()] == ' '))
+      message.replace(0, body_source.size(), body_name);
     std::fprintf(stderr, "mailtap %s: %s\n", what, message.c_str());
     // The relay read the input and refused it: an input error. Anything else: a problem.
     return res.status == 400 || res.status == 413 || res.status == 415 ? exit_usage : exit_problem;
@@ -200,9 +206,12 @@ void register_faults(CLI::App& app, int& exit_code) {
       exit_code = exit_usage;
       return;
     }
-    exit_code = call("faults add", *o, req, [](const json::value& doc) {
-      for (const auto& n : doc.at("added").as_array()) std::printf("added %s\n", str(n).c_str());
-    });
+    exit_code = call(
+        "faults add", *o, req,
+        [](const json::value& doc) {
+          for (const auto& n : doc.at("added").as_array()) std::printf("added %s\n", str(n).c_str());
+        },
+        *file == "-" ? std::string("stdin") : *file);
   });
 
   o = std::make_shared<admin_options>();

@@ -399,7 +399,8 @@ class Faults(AdminTest):
             f.write(FULL_TOML.replace("452", "999"))
         code, out, err = self.cli("faults", "add", bad)
         self.assertEqual(code, 2, (out, err))
-        self.assertEqual(err, "mailtap faults add: request:5: key 'code': expected an integer from 200 to 599, got 999\n")
+        # Its line in the file, by the file's name (a newcomer's trial: "request:5").
+        self.assertEqual(err, "mailtap faults add: %s:5: key 'code': expected an integer from 200 to 599, got 999\n" % bad)
         code, out, err = self.cli("faults", "add", "-", stdin=json.dumps({"name": "r", "type": "reset", "phase": "mail"}).encode())
         self.assertEqual((code, out), (0, "added r\n"), err)
         code, out, err = self.cli("faults", "reset")
