@@ -32,23 +32,29 @@ constexpr std::size_t tail_bytes = 16 * 1024;
 
 // What a *.jsonl file in the directory is. A capture's header names its session, and the relay
 // names the file after it (FORMAT.md): a renamed or copied capture, or another program's JSON
-// Lines, is not the relay's to remove. A file with no complete first line yet is a capture just
-// begun (the relay creates the file before it writes the header).
-// A file that cannot be read (out of descriptors, no permission) is taken for a capture: it is
-// counted, and since its end cannot be read either, never removed. One gone meanwhile is skipped.
+// Lines, is not the relay's to remove, nor counted. An empty file is a capture just begun (the
+// relay creates the file, then writes its header line whole in one write(2)); any other file
+// without a first line is not one. A file that cannot be read (no permission, out of
+// descriptors) cannot be told apart: it is neither counted nor removed, and said (an error).
+// One gone meanwhile is skipped.
 enum class file_kind { capture, not_a_capture, header_not_written, unreadable, gone };
 
-file_kind kind_of(const fs::path& file) {
+file_kind kind_of(const fs::path& file, int& error) {
   const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT ? file_kind::gone : file_kind::unreadable;
+  if (fd < 0) {
+    error = errno;
+    return error == ENOENT ? file_kind::gone : file_kind::unreadable;
+  }
   std::string head(head_bytes, '\0');
   const ssize_t n = ::pread(fd, head.data(), head.size(), 0);
+  error = n < 0 ? errno : 0;
   ::close(fd);
-  head.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  if (n < 0) return file_kind::unreadable;
+  head.resize(static_cast<std::size_t>(n));
   const auto eol = head.find('\n');
   if (eol == std::string::npos)
-    return head.size() < head_bytes && is_session_id(file.stem().string()) ? file_kind::header_not_written
-                                                                           : file_kind::not_a_capture;
+    return head.empty() && is_session_id(file.stem().string()) ? file_kind::header_not_written
+                                                               : file_kind::not_a_capture;
   boost::json::error_code ec;
   const boost::json::value v = boost::json::parse(std::string_view(head).substr(0, eol), ec);
   if (ec || !v.is_object()) return file_kind::not_a_capture;
@@ -68,7 +74,7 @@ struct entry {
 
 // The file's kind, from `kinds` when it was read before (same name, same inode). Only a header
 // read is remembered: a capture just begun, or a file that could not be opened, is asked again.
-file_kind kind_of(const fs::path& file, const struct stat& st, capture_kinds* kinds, capture_kinds& seen) {
+file_kind kind_of(const fs::path& file, const struct stat& st, capture_kinds* kinds, capture_kinds& seen, int& error) {
   const std::string name = file.filename().string();
   if (kinds) {
     if (auto it = kinds->known.find(name); it != kinds->known.end() && it->second.first == st.st_ino) {
@@ -76,7 +82,7 @@ file_kind kind_of(const fs::path& file, const struct stat& st, capture_kinds* ki
       return it->second.second ? file_kind::capture : file_kind::not_a_capture;
     }
   }
-  const file_kind kind = kind_of(file);
+  const file_kind kind = kind_of(file, error);
   if (kind == file_kind::capture || kind == file_kind::not_a_capture)
     seen.known.emplace(name, std::make_pair(static_cast<std::uint64_t>(st.st_ino), kind == file_kind::capture));
   return kind;
@@ -90,9 +96,19 @@ std::vector<entry> list_captures(const fs::path& dir, capture_kinds* kinds, std:
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     if (it->path().extension() != ".jsonl") continue;
     struct stat st {};
-    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    const file_kind kind = kind_of(it->path(), st, kinds, seen);
+    if (::lstat(it->path().c_str(), &st) != 0) continue;   // gone meanwhile
+    if (!S_ISREG(st.st_mode)) {   // a directory, FIFO or link named *.jsonl
+      ++not_captures;
+      continue;
+    }
+    int error = 0;
+    const file_kind kind = kind_of(it->path(), st, kinds, seen, error);
     if (kind == file_kind::gone) continue;
+    if (kind == file_kind::unreadable) {
+      errors.push_back(it->path().string() + ": cannot read it (" + std::strerror(error) +
+                       "): left alone, not counted");
+      continue;
+    }
     if (kind == file_kind::not_a_capture) {
       ++not_captures;
       continue;

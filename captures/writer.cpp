@@ -792,7 +792,16 @@ void store::flush_index(bool now) {
     return;
   }
   counters_.indexed += index_pending_.size();
+  // `mailtap captures prune` removes a finished capture's file, then its row: one it removed
+  // after the file was finished and before this batch had the row put back. Its row goes again.
+  std::vector<std::string> gone;
+  for (const auto& summary : index_pending_) {
+    struct stat st {};
+    if (::stat((dir_ / (summary.session + ".jsonl")).c_str(), &st) != 0 && errno == ENOENT)
+      gone.push_back(summary.session);
+  }
   index_pending_.clear();
+  if (!gone.empty() && !index_->remove(gone, error)) index_failed(error);
 }
 
 // The file's data, and the first time also the directory entry that names it, so that the

@@ -398,6 +398,25 @@ TEST(CaptureIndex, ACaptureIsIndexedAtItsEndRecordNotWhenItsSessionIsGone) {
   EXPECT_EQ(st->counters().complete.load(), 1u);   // counted once
 }
 
+// A hostile trial: `captures prune` beside a running relay removed finished captures before
+// the writer's next batch put their rows, and the index listed 103 sessions with no file.
+TEST(CaptureIndex, ACaptureRemovedBeforeItsRowIsPutIsNotListed) {
+  scratch_dir dir;
+  std::string error;
+  auto st = store::open(dir.path(), error, indexed());
+  ASSERT_TRUE(st) << error;
+  session_info info;
+  info.id = "pruned-before-indexed";
+  info.started_at = std::chrono::system_clock::now();
+  auto cap = st->begin(info);
+  cap->on_reply(1, protocol::leg::upstream, protocol::direction::in, reply_of(220, "", "mx ESMTP"));
+  cap->on_end(2, "client_quit", "");
+  // The batch waits up to 100 ms (writer.cpp index_batch_wait): the file goes first.
+  ASSERT_TRUE(std::filesystem::remove(dir.path() / "pruned-before-indexed.jsonl"));
+  EXPECT_TRUE(eventually([&] { return st->counters().indexed.load() == 1; }));
+  EXPECT_TRUE(search_all(dir.path()).empty());
+}
+
 // A rule made of parts is searched by its own name too (a newcomer's trial: --rule
 // cisco-pix-fixup found nothing, its sessions carry "cisco-pix-fixup/banner"); a longer name
 // that only starts the same is another rule.

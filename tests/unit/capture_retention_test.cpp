@@ -133,6 +133,23 @@ TEST(CaptureRetention, OnlyAFileItsHeaderNamesIsACapture) {
   EXPECT_EQ(r.kept, 1u);
 }
 
+// A hostile trial: another program's one-line file without a newline was taken for a capture
+// just begun, and its bytes, counted against max_bytes, had two real captures removed.
+TEST(CaptureRetention, AnotherProgramsFileWithoutANewlineCountsForNothing) {
+  scratch_dir dir;
+  const auto a = make_capture(dir.path(), "s-a", 1000, true, 2h);
+  const auto b = make_capture(dir.path(), "s-b", 1000, true, 1h);
+  std::ofstream(dir.path() / "app-state.jsonl") << "{\"k\":\"" << std::string(7990, 'v') << "\"}";
+  fs::create_directory(dir.path() / "x.jsonl");
+  const auto r = prune(dir.path(), retention{.max_age = {}, .max_bytes = 2500}, now());
+  EXPECT_EQ(r.removed, 0u);
+  EXPECT_TRUE(fs::exists(a));
+  EXPECT_TRUE(fs::exists(b));
+  EXPECT_EQ(r.kept_bytes, 2000u);
+  EXPECT_EQ(r.not_captures, 2u);
+  EXPECT_FALSE(r.over_max_bytes);
+}
+
 // A pruner that runs again (the relay's store) reads each file's first line once: what it
 // learnt is kept by name and inode, a removed file is forgotten, a capture just begun is not
 // remembered (its header is read again next time).
