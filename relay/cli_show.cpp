@@ -16,6 +16,7 @@
 #include "captures/show.hpp"
 #include "policies/engine.hpp"
 #include "relay/cli.hpp"
+#include "relay/session_id.hpp"
 #include "relay/config.hpp"
 
 namespace mailtap::cli {
@@ -99,7 +100,10 @@ bool show_one(const fs::path& path, bool json, bool separate) {
 std::vector<fs::path> resolve_captures(const std::string& name, const std::string& dir, std::string& error) {
   std::error_code ec;
   if (name == latest_word && !fs::exists(name, ec)) {
+    // Only a capture the relay named has its start in its name: a renamed copy or another
+    // program's *.jsonl ("app.jsonl" sorts after every date) is never the latest.
     auto all = captures_in(capture_dir(dir), error);
+    std::erase_if(all, [](const fs::path& p) { return !is_relay_session_id(p.stem().string()); });
     if (all.empty() && error.empty()) error = capture_dir(dir).string() + ": no captures to show as 'latest'";
     if (all.empty()) return {};
     return {all.back()};

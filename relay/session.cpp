@@ -15,9 +15,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
-#include <ctime>
-#include <random>
 #include <utility>
 
 #include "policies/engine.hpp"
@@ -50,18 +49,6 @@ std::string unwritten_text(std::size_t n) {
 }
 
 }  // namespace
-
-std::string make_session_id(std::uint64_t number) {
-  static const std::uint32_t nonce = std::random_device{}();
-  std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
-  char id[80];
-  std::snprintf(id, sizeof id, "%s-%08x-%06llu", stamp, nonce, static_cast<unsigned long long>(number));
-  return id;
-}
 
 namespace {
 

@@ -24,6 +24,7 @@
 #include "relay/leg_stream.hpp"
 #include "relay/metrics.hpp"
 #include "relay/own_connections.hpp"
+#include "relay/session_id.hpp"
 #include "relay/session_tally.hpp"
 #include "relay/wake_signal.hpp"
 
@@ -35,9 +36,6 @@ namespace mailtap {
 
 struct server_tls;
 
-// "20260102-150405-1a2b3c4d-000042": UTC start time, a per-process nonce, the session number.
-// Capture files are named by it; the listener names connections it refuses by it too.
-std::string make_session_id(std::uint64_t number);
 
 // Where a session's upstream leg goes: the configured upstream (relay_context::default_target),
 // or, under transparent interception, the connection's original destination.

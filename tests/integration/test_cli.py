@@ -423,6 +423,22 @@ class ShowAndCaptureFiles(IntegrationTest):
         self.assertEqual(self.shown_ids("latest", "--dir", d), ["20261205-200000-00000000-000001"])
         self.assertEqual(self.shown_ids(d), ["20261205-200000-ffffffff-000001", "20261205-200000-00000000-000001"])
 
+    def test_latest_is_never_another_programs_file(self):
+        # A hostile trial: app.jsonl sorts after every date, and 'latest' picked it and failed.
+        golden = os.path.join(os.path.dirname(__file__), "..", "golden", "show_basic.jsonl")
+        with open(golden, encoding="utf-8") as f:
+            lines = f.read().splitlines(True)
+        header = json.loads(lines[0])
+        d = os.path.join(self.workdir, "with-others")
+        os.makedirs(d)
+        name = "20261205-200000-0a1b2c3d-000007"
+        header.update(session=name)
+        with open(os.path.join(d, name + ".jsonl"), "w", encoding="utf-8") as f:
+            f.write(json.dumps(header) + "\n" + "".join(lines[1:]))
+        with open(os.path.join(d, "app.jsonl"), "w", encoding="utf-8") as f:
+            f.write('{"k": "v"}\n')
+        self.assertEqual(self.shown_ids("latest", "--dir", d), [name])
+
     def test_show_latest_in_an_empty_directory_is_a_usage_error(self):
         empty = os.path.join(self.workdir, "empty")
         os.makedirs(empty)
