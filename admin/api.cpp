@@ -195,9 +195,9 @@ void api::add_session_routes() {
     std::string error;
     auto cap = captures::read_capture(*path, error);
     if (!cap) return error_response(422, error);
-    if (cap->end) return json_response(200, captures::render_json(*cap));
-    // In progress (no end record): its outcome as the list gives it, the transaction it is
-    // inside not counted yet, rather than show's "aborted" for a capture read after the fact.
+    if (cap->end || !ctx_.sessions->in_progress(id)) return json_response(200, captures::render_json(*cap));
+    // In progress (no end record, the relay has it open): its outcome as the list gives it, the
+    // transaction it is inside not counted yet, rather than show's "aborted" for a capture cut short.
     json::value doc = json::parse(captures::render_json(*cap));
     doc.as_object()["outcome"] = captures::session_outcome(*cap, true);
     return json_of(200, doc);

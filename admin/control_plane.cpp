@@ -43,7 +43,9 @@ std::string admin_address_problem(const config& cfg) {
 }
 
 control_plane::control_plane(server& relay, const config& cfg, const captures::store* store)
-    : catalog_(cfg.captures_dir),
+    : catalog_(cfg.captures_dir,
+               store ? std::function<bool(std::string_view)>([store](std::string_view id) { return store->is_open(id); })
+                     : std::function<bool(std::string_view)>()),
       api_(context_for(relay, cfg, store, catalog_)),
       http_(relay.control_context(), [this](const request& r) { return api_.handle(r); }) {}
 

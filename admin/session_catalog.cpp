@@ -47,7 +47,7 @@ void add_envelope_and_faults(const captures::capture& cap, session_row& row) {
   }
 }
 
-session_row row_of(const fs::path& file) {
+session_row row_of(const fs::path& file, const session_catalog& catalog) {
   session_row row;
   row.id = file.stem().string();
   std::error_code ec;
@@ -63,9 +63,10 @@ session_row row_of(const fs::path& file) {
   row.started_at = cap->header.started_at;
   row.client = cap->header.client;
   row.upstream = cap->header.upstream;
-  // Without its end record a session is in progress to the API (its end_reason is ""): the
-  // transaction it is inside, rebuilt by the reader, has no outcome yet.
-  row.outcome = captures::session_outcome(*cap, !cap->end);
+  // Without its end record a session the relay has open is in progress (its end_reason is
+  // null): the transaction it is inside, rebuilt by the reader, has no outcome yet. One it does
+  // not have open was cut short (a crash): its outcome is show's ("unknown": perhaps delivered).
+  row.outcome = captures::session_outcome(*cap, !cap->end && catalog.in_progress(row.id));
   row.end_reason = cap->end ? cap->end->reason : "";
   row.complete = cap->complete;
   row.transactions = cap->transactions.size();
@@ -89,7 +90,7 @@ session_page directory_catalog::list(const session_filter& filter) const {
   if (filter.outcome.empty() && filter.client.empty()) {
     // No filter: the page is a slice of the names; only its captures are read.
     for (std::size_t i = filter.offset; i < files.size() && page.rows.size() < limit; ++i)
-      page.rows.push_back(row_of(files[i]));
+      page.rows.push_back(row_of(files[i], *this));
     page.more = files.size() > filter.offset + page.rows.size();
     return page;
   }
@@ -102,7 +103,7 @@ session_page directory_catalog::list(const session_filter& filter) const {
       break;
     }
     ++scanned;
-    auto row = row_of(file);
+    auto row = row_of(file, *this);
     if (!wanted(row, filter)) continue;
     if (matched++ < filter.offset) continue;
     if (page.rows.size() == limit) {

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -60,18 +61,26 @@ class session_catalog {
   virtual session_page list(const session_filter& filter) const = 0;
   // The capture file of a session id; nullopt for an id that is not one (or not there).
   virtual std::optional<std::filesystem::path> capture_path(std::string_view id) const = 0;
+  // Whether a capture without its end record is a session going on now (else it was cut short:
+  // a relay killed or crashed, a capture that could not be written).
+  virtual bool in_progress(std::string_view id) const = 0;
 };
 
 // Reads the capture directory: *.jsonl names sorted newest first (a name starts with the
 // session's UTC start time: relay/session.cpp make_session_id), each listed capture read.
+// `open`: whether the relay has a session's capture open; without it (no relay, or one that
+// records nothing), every capture without its end record is taken to be in progress.
 class directory_catalog final : public session_catalog {
  public:
-  explicit directory_catalog(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  explicit directory_catalog(std::filesystem::path dir, std::function<bool(std::string_view)> open = {})
+      : dir_(std::move(dir)), open_(std::move(open)) {}
   session_page list(const session_filter& filter) const override;
   std::optional<std::filesystem::path> capture_path(std::string_view id) const override;
+  bool in_progress(std::string_view id) const override { return !open_ || open_(id); }
 
  private:
   std::filesystem::path dir_;
+  std::function<bool(std::string_view)> open_;
 };
 
 }  // namespace mailtap::admin

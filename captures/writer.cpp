@@ -700,6 +700,11 @@ void store::run() {
   }
 }
 
+bool store::is_open(std::string_view session_id) const {
+  std::lock_guard lock(mutex_);
+  return open_.find(session_id) != open_.end();
+}
+
 // Runs the retention limits when they are due (or at once after ENOSPC), never touching a
 // capture this store has open.
 void store::prune_if_due() {
@@ -711,10 +716,7 @@ void store::prune_if_due() {
   prune_result r;
   try {
     r = prune(dir_, options_.retain, std::chrono::system_clock::now(),
-              [this](std::string_view id) {
-                std::lock_guard lock(mutex_);
-                return open_.find(id) != open_.end();
-              },
+              [this](std::string_view id) { return is_open(id); },
               &capture_kinds_);
   } catch (const std::exception& e) {   // allocation failure: try again next time
     r.errors.push_back(dir_.string() + ": cannot prune: " + e.what());

@@ -118,6 +118,8 @@ class store {
   // A session paused by the backlog waits on it instead of polling backlogged().
   void when_caught_up(std::function<void()> resume);
   const store_counters& counters() const { return counters_; }
+  // Whether this store has the session's capture open (its session is in progress here).
+  bool is_open(std::string_view session_id) const;
   // Told (on the thread whose write failed: a session's or the writer's) of each capture
   // whose file cannot be created or written: its session id and the reason. Set it before
   // the first begin(); the relay logs it.
@@ -157,7 +159,7 @@ class store {
   store_options options_;
   store_counters counters_;
   // Guards what follows up to thread_, except the writer-only members it names.
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::vector<writer_job> jobs_;                           // barriers to sync (store_options::fsync)
   std::vector<std::shared_ptr<capture_file>> buffered_files_;   // for the next tick

@@ -243,6 +243,26 @@ class Sessions(AdminTest):
         shown = self.get_json("/api/v1/sessions/" + row["id"])
         self.assertEqual(shown["outcome"], row["outcome"])
 
+    def test_a_session_cut_short_by_a_crash_is_not_in_progress(self):
+        # A hostile trial: a relay killed after a message's end went upstream left a capture
+        # that the API called in progress, outcome "none", for ever; show says "unknown" (it may
+        # have been delivered). The relay running now does not have it open.
+        golden = os.path.join(os.path.dirname(__file__), "..", "golden", "show_basic.jsonl")
+        with open(golden, encoding="utf-8") as f:
+            lines = f.read().splitlines(True)
+        cut = next(i for i, l in enumerate(lines) if '"name":"body"' in l) + 1   # the dot went, no reply
+        header = json.loads(lines[0])
+        name = "20261205-200000-0a1b2c3d-000001"
+        header["session"] = name
+        with open(os.path.join(self.relay.captures, name + ".jsonl"), "w", encoding="utf-8") as f:
+            f.write(json.dumps(header) + "\n" + "".join(lines[1:cut]))
+        rows = [r for r in self.get_json("/api/v1/sessions")["sessions"] if r["id"] == name]
+        self.assertEqual(len(rows), 1)
+        self.assertIsNone(rows[0]["end_reason"])
+        self.assertEqual(rows[0]["outcome"], "unknown")
+        self.assertEqual(self.get_json("/api/v1/sessions/" + name)["outcome"], "unknown")
+        self.assertEqual([r["id"] for r in self.get_json("/api/v1/sessions?outcome=unknown")["sessions"]], [name])
+
     def test_sessions_list_cli(self):
         self.swaks(self.relay.port, "--to", TO)
         self.relay.wait_captures(1)
