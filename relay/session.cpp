@@ -203,7 +203,9 @@ asio::awaitable<void> session::open_upstream() {
   if (!fsm_.finished()) {
     std::string failed = co_await dial_upstream();
     if (!failed.empty()) {
-      upstream_unreachable(failed);
+      // A session that ended while it dialled (a drain, the client gone) cancelled the dial
+      // itself: the upstream did not fail, and is neither counted nor logged as failing.
+      if (!fsm_.finished()) upstream_unreachable(failed);
     } else {
       upstream_connected_ = true;
       feed(&protocol::relay_fsm::on_upstream_connected);

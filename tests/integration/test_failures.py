@@ -92,6 +92,20 @@ class OutcomeSemantics(IntegrationTest):
         self.assertEqual(len(relayed), 1)
         self.assertIn(b"late-accept@example.test", relayed[0].messages[0])
 
+    def test_a_drain_during_the_dial_is_no_upstream_failure(self):
+        # A hostile trial: SIGTERM while sessions dialled logged "upstream connect to ...:
+        # Operation canceled" and counted each as an unreachable upstream.
+        up = LateToAccept()   # never opened: the dial waits
+        self.addCleanup(up.stop)
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port))
+        c = self.connect(mailtap.port)
+        time.sleep(0.3)   # the relay dials, and its SYN is dropped
+        counters = mailtap.stop_with_counters()
+        self.assertReply(c.reply(), 421, "4.3.2")
+        self.assertEqual(counters.get("upstream_unreachable", 0), 0, counters)
+        cap = self.single_capture(mailtap)
+        self.assertEqual(cap.end["reason"], "drain")
+
     def test_upstream_dies_mid_data(self):
         up = self.start_scripted("die_mid_data", die_after=8 * 1024)
         mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port))
