@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <sstream>
 #include <utility>
 
 #include "policies/engine.hpp"
@@ -273,13 +274,21 @@ asio::awaitable<std::string> session::dial_upstream() {
   if (allowed.empty() && refused) co_return target_.where.to_string() + " is mailtap's own " + refused->what + ", never an upstream";
   if (allowed.empty()) co_return "cannot resolve " + target_.where.host + ": no address";
   timer deadline(executor_);
-  deadline.expires_after(ctx_.cfg.upstream_connect_timeout);
-  auto result = co_await (connect_first(socket, allowed) || deadline.async_wait(as_tuple(use_awaitable)));
+  const auto until = clock::now() + ctx_.cfg.upstream_connect_timeout;
+  deadline.expires_at(until);
+  std::vector<std::string> failures;
+  auto result = co_await (connect_first(socket, allowed, until, failures) || deadline.async_wait(as_tuple(use_awaitable)));
+  // With several addresses, each one's failure is named.
+  std::string tried;
+  for (const auto& f : failures) tried += (tried.empty() ? " (" : "; ") + f;
+  if (!tried.empty() && allowed.size() > 1) tried += ")";
+  else tried.clear();
   if (result.index() == 1) {
     forget_own_connection();
-    co_return "connect to " + target_.where.to_string() + " timed out";
+    co_return "connect to " + target_.where.to_string() + " timed out" + tried;
   }
-  if (auto cec = std::get<0>(result)) co_return "connect to " + target_.where.to_string() + ": " + cec.message();
+  if (auto cec = std::get<0>(result))
+    co_return "connect to " + target_.where.to_string() + ": " + cec.message() + tried;
   static_cast<tcp_pipe&>(upstream_.pipe()).connected();
   co_return std::string();
 }
@@ -288,21 +297,30 @@ asio::awaitable<std::string> session::dial_upstream() {
 // connect(2) and its completion: on loopback the handshake is done inside connect(2), and the
 // listener may accept a redirected connection before this coroutine resumes.
 asio::awaitable<boost::system::error_code> session::connect_first(tcp::socket& socket,
-                                                                  const std::vector<tcp::endpoint>& to) {
+                                                                  const std::vector<tcp::endpoint>& to,
+                                                                  clock::time_point until,
+                                                                  std::vector<std::string>& failures) {
   boost::system::error_code last = asio::error::host_not_found;
-  for (const auto& ep : to) {
+  auto failed = [&](const tcp::endpoint& ep, boost::system::error_code why) {
+    last = why;
+    std::ostringstream where;
+    where << ep;
+    failures.push_back(where.str() + ": " + why.message());
+  };
+  for (std::size_t i = 0; i < to.size(); ++i) {
+    const auto& ep = to[i];
     boost::system::error_code ec;
     forget_own_connection();
     socket.close(ec);
     socket.open(ep.protocol(), ec);
     if (!ec) socket.non_blocking(true, ec);
     if (ec) {
-      last = ec;
+      failed(ep, ec);
       continue;
     }
     const int r = ::connect(socket.native_handle(), ep.data(), static_cast<socklen_t>(ep.size()));
     if (r != 0 && errno != EINPROGRESS) {
-      last = boost::system::error_code(errno, boost::system::system_category());
+      failed(ep, boost::system::error_code(errno, boost::system::system_category()));
       continue;
     }
     const auto local = socket.local_endpoint(ec);
@@ -316,7 +334,22 @@ asio::awaitable<boost::system::error_code> session::connect_first(tcp::socket& s
       // registered (forget_write_interest). Elsewhere the dial is waited for.
       pollfd done{socket.native_handle(), POLLOUT, 0};
       const bool waited = ::poll(&done, 1, 0) != 1;
-      if (waited) {
+      if (waited && i + 1 < to.size()) {
+        // Not the last address: this one gets its share of the time left, then the next is tried.
+        timer share(executor_);
+        share.expires_after((until - clock::now()) / static_cast<int>(to.size() - i));
+        auto first = co_await (socket.async_wait(tcp::socket::wait_write, as_tuple(use_awaitable)) ||
+                               share.async_wait(as_tuple(use_awaitable)));
+        if (first.index() == 1) {
+          // Cancelled with the dial (the deadline, or the session ended), or the share ran out.
+          auto [sec] = std::get<1>(first);
+          if (sec || !socket.is_open()) co_return asio::error::operation_aborted;
+          failed(ep, asio::error::timed_out);
+          continue;
+        }
+        auto [wec] = std::get<0>(first);
+        if (wec || !socket.is_open()) co_return wec ? wec : asio::error::operation_aborted;
+      } else if (waited) {
         auto [wec] = co_await socket.async_wait(tcp::socket::wait_write, as_tuple(use_awaitable));
         // Closed under the dial (close_leg) or cancelled (the deadline): no other address is tried.
         if (wec || !socket.is_open()) co_return wec ? wec : asio::error::operation_aborted;
@@ -325,12 +358,12 @@ asio::awaitable<boost::system::error_code> session::connect_first(tcp::socket& s
       socklen_t size = sizeof error;
       if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_ERROR, &error, &size) != 0) error = errno;
       if (error != 0) {
-        last = boost::system::error_code(error, boost::system::system_category());
+        failed(ep, boost::system::error_code(error, boost::system::system_category()));
         continue;
       }
       if (waited) {
         if (const auto rec = forget_write_interest(socket, ep.protocol())) {
-          last = rec;
+          failed(ep, rec);
           continue;
         }
       }

@@ -115,11 +115,16 @@ class session : public std::enable_shared_from_this<session> {
   void upstream_unreachable(const std::string& why);
   // Opens upstream_ to the upstream (resolve, connect, deadline). Empty on success, else why.
   boost::asio::awaitable<std::string> dial_upstream();
-  // Connects `socket` to the first of `to` that answers; the last error when none does. Each
-  // connection is in ctx_.own_upstream_connections from its connect(2) on, before the
-  // handshake can complete: a listener that accepts it back knows it (own_connections.hpp).
+  // Connects `socket` to the first of `to` that answers; the last error when none does, and
+  // each address's in `failures`. Each address but the last gets an equal share of the time
+  // left before `until`, so that one that drops the SYN leaves time for the next (RFC 5321
+  // 5.1: try the addresses in turn). Each connection is in ctx_.own_upstream_connections from
+  // its connect(2) on, before the handshake can complete: a listener that accepts it back
+  // knows it (own_connections.hpp).
   boost::asio::awaitable<boost::system::error_code> connect_first(boost::asio::ip::tcp::socket& socket,
-                                                                  const std::vector<boost::asio::ip::tcp::endpoint>& to);
+                                                                  const std::vector<boost::asio::ip::tcp::endpoint>& to,
+                                                                  clock::time_point until,
+                                                                  std::vector<std::string>& failures);
   static boost::system::error_code forget_write_interest(boost::asio::ip::tcp::socket& socket,
                                                          const boost::asio::ip::tcp& protocol);
   void forget_own_connection();

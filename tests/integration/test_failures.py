@@ -8,13 +8,16 @@
                                           transaction outcome "aborted"
 """
 
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import unittest
 
 from harness import (IntegrationTest, LOOPBACK, Capture, ScriptedAnswers, capture_paths, closed_port,
-                     make_message, show_json, wait_until)
+                     make_message, mailtap_bin, show_json, wait_until)
 
 
 class LateToAccept(ScriptedAnswers):
@@ -41,6 +44,15 @@ class LateToAccept(ScriptedAnswers):
         self.opened.set()
         self.filler.close()
         super().stop()
+
+
+def can_give_a_relay_its_own_hosts_file():
+    """Root, and a mount namespace to bind a hosts file in (the dial test of a name with two
+    addresses needs one; CI runs the suite as root)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
+    return r.returncode == 0
 
 
 class OutcomeSemantics(IntegrationTest):
@@ -105,6 +117,41 @@ class OutcomeSemantics(IntegrationTest):
         self.assertEqual(counters.get("upstream_unreachable", 0), 0, counters)
         cap = self.single_capture(mailtap)
         self.assertEqual(cap.end["reason"], "drain")
+
+    @unittest.skipUnless(can_give_a_relay_its_own_hosts_file(), "needs root and unshare -m")
+    def test_a_name_whose_first_address_drops_the_dial_is_relayed_to_the_next(self):
+        # A hostile trial: "multi" named ::1, whose accept queue was full (the SYN dropped), then
+        # 127.0.0.1 with an MTA; the first address took the whole upstream_connect and the second
+        # was never tried. Each address but the last now gets its share of it (RFC 5321 5.1).
+        up = ScriptedAnswers()
+        self.addCleanup(up.stop)
+        silent = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        self.addCleanup(silent.close)
+        silent.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        silent.bind(("::1", up.port))
+        silent.listen(0)
+        filler = socket.create_connection(("::1", up.port), timeout=5)   # fills its queue
+        self.addCleanup(filler.close)
+        hosts = self.write_file("hosts", b"::1 multi.test\n127.0.0.1 multi.test\n127.0.0.1 localhost\n")
+        wrapper = self.write_file("mailtap-with-hosts", (
+            "#!/bin/sh\nexec unshare -m --propagation private sh -c "
+            "'mount --bind %s /etc/hosts && exec \"$0\" \"$@\"' %s \"$@\"\n" % (hosts, mailtap_bin())).encode())
+        os.chmod(wrapper, 0o755)
+        os.environ["MAILTAP_BIN"], real = wrapper, os.environ.get("MAILTAP_BIN")
+        try:
+            config = self.write_file("multi.toml", b"[timeouts]\nupstream_connect = 4\n")
+            mailtap = self.start_mailtap(upstream="multi.test:%d" % up.port, args=["--config", config])
+        finally:
+            if real is None:
+                del os.environ["MAILTAP_BIN"]
+            else:
+                os.environ["MAILTAP_BIN"] = real
+        started = time.monotonic()
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(10), 220)   # from the MTA on 127.0.0.1
+        self.assertLess(time.monotonic() - started, 3.5)   # ::1 got half of the 4 s
+        self.assertReply(c.command("QUIT"), 221)
+        self.assertEqual(len(up.wait_for_connections(1)), 1)
 
     def test_upstream_dies_mid_data(self):
         up = self.start_scripted("die_mid_data", die_after=8 * 1024)
