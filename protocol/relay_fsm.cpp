@@ -69,7 +69,11 @@ void relay_fsm::on_upstream_connected(std::uint64_t now) {
 }
 
 void relay_fsm::on_upstream_unreachable(std::uint64_t now, std::string_view reason) {
-  if (!ended_) upstream_unreachable(now, reason, {});
+  if (ended_) return;
+  // The dial's time, as a connected session's connect stage has it: a refusal at once, or the
+  // whole upstream_connect for an address that drops the SYN.
+  if (observer_) observer_->on_stage({phase::connect, started_us_, now - started_us_, now - started_us_, 0});
+  upstream_unreachable(now, reason, {});
 }
 
 void relay_fsm::upstream_unreachable(std::uint64_t now, std::string_view reason, std::string_view detail) {

@@ -1073,6 +1073,11 @@ TEST_F(RelayFsmTest, UpstreamUnreachable) {
   EXPECT_THAT(acts, ElementsAre(client_reply("421 4.4.1 "), closes(leg::client)));
   EXPECT_THAT(acts[0], HasSubstr("connection refused"));
   EXPECT_EQ(end_reason(), "upstream_unreachable");
+  // A hostile trial: a dial that failed after 3 s recorded no stage; it is the connect stage.
+  ASSERT_EQ(obs_->stages.size(), 1u);
+  EXPECT_EQ(obs_->stages[0].ph, phase::connect);
+  EXPECT_GT(obs_->stages[0].duration_us, 0u);
+  EXPECT_EQ(obs_->stages[0].upstream_us, obs_->stages[0].duration_us);
 }
 
 TEST_F(RelayFsmTest, UpstreamSilentBeforeGreeting) {
