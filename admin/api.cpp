@@ -69,6 +69,7 @@ json::object row_json(const session_row& r) {
   o["upstream"] = r.upstream;
   o["outcome"] = r.outcome;
   o["end_reason"] = r.end_reason.empty() ? json::value(nullptr) : json::value(r.end_reason);
+  o["in_progress"] = r.in_progress;
   o["complete"] = r.complete;
   o["transactions"] = r.transactions;
   o["duration_us"] = r.duration_us;
@@ -192,14 +193,16 @@ void api::add_session_routes() {
     const auto& id = c.params.at("id");
     auto path = ctx_.sessions->capture_path(id);
     if (!path) return error_response(404, "no session '" + id.substr(0, 128) + "'");
+    const bool open_now = ctx_.sessions->in_progress(id);   // before the read: see session_catalog.cpp
     std::string error;
     auto cap = captures::read_capture(*path, error);
     if (!cap) return error_response(422, error);
-    if (cap->end || !ctx_.sessions->in_progress(id)) return json_response(200, captures::render_json(*cap));
-    // In progress (no end record, the relay has it open): its outcome as the list gives it, the
-    // transaction it is inside not counted yet, rather than show's "aborted" for a capture cut short.
+    if (cap->end) return json_response(200, captures::render_json(*cap));
+    // No end record: in progress (the relay has it open: its outcome as the list gives it, the
+    // transaction it is inside not counted yet) or cut short (show's outcome); which, it says.
     json::value doc = json::parse(captures::render_json(*cap));
-    doc.as_object()["outcome"] = captures::session_outcome(*cap, true);
+    if (open_now) doc.as_object()["outcome"] = captures::session_outcome(*cap, true);
+    doc.as_object()["in_progress"] = open_now;
     return json_of(200, doc);
   });
   router_.add("GET", "/api/v1/sessions/{id}/raw", [this](const call& c) {

@@ -53,6 +53,9 @@ session_row row_of(const fs::path& file, const session_catalog& catalog) {
   std::error_code ec;
   auto size = fs::file_size(file, ec);
   row.size_bytes = ec ? 0 : size;
+  // Asked before the file is read: a session ends by writing its end record, then closing. So
+  // a capture read without one after "not open" was cut short, never a session just ending.
+  const bool open_now = catalog.in_progress(row.id);
   std::string error;
   auto cap = captures::read_capture(file, error);
   if (!cap) {
@@ -66,7 +69,8 @@ session_row row_of(const fs::path& file, const session_catalog& catalog) {
   // Without its end record a session the relay has open is in progress (its end_reason is
   // null): the transaction it is inside, rebuilt by the reader, has no outcome yet. One it does
   // not have open was cut short (a crash): its outcome is show's ("unknown": perhaps delivered).
-  row.outcome = captures::session_outcome(*cap, !cap->end && catalog.in_progress(row.id));
+  row.in_progress = !cap->end && open_now;
+  row.outcome = captures::session_outcome(*cap, row.in_progress);
   row.end_reason = cap->end ? cap->end->reason : "";
   row.complete = cap->complete;
   row.transactions = cap->transactions.size();

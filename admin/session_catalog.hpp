@@ -36,7 +36,8 @@ struct session_row {
   std::string client;
   std::string upstream;
   std::string outcome;      // as `show --json`; "unreadable" when the capture cannot be read
-  std::string end_reason;   // "" while in progress (no end record)
+  std::string end_reason;   // "" without an end record
+  bool in_progress = false; // no end record, and the relay has the capture open (else cut short)
   bool complete = false;
   std::size_t transactions = 0;
   std::uint64_t duration_us = 0;

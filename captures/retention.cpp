@@ -37,7 +37,7 @@ constexpr std::size_t tail_bytes = 16 * 1024;
 // without a first line is not one. A file that cannot be read (no permission, out of
 // descriptors) cannot be told apart: it is neither counted nor removed, and said (an error).
 // One gone meanwhile is skipped.
-enum class file_kind { capture, not_a_capture, header_not_written, unreadable, gone };
+enum class file_kind { capture, not_a_capture, no_first_line, header_not_written, unreadable, gone };
 
 file_kind kind_of(const fs::path& file, int& error) {
   const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
@@ -54,7 +54,7 @@ file_kind kind_of(const fs::path& file, int& error) {
   const auto eol = head.find('\n');
   if (eol == std::string::npos)
     return head.empty() && is_session_id(file.stem().string()) ? file_kind::header_not_written
-                                                               : file_kind::not_a_capture;
+                                                               : file_kind::no_first_line;
   boost::json::error_code ec;
   const boost::json::value v = boost::json::parse(std::string_view(head).substr(0, eol), ec);
   if (ec || !v.is_object()) return file_kind::not_a_capture;
@@ -72,8 +72,9 @@ struct entry {
   std::chrono::system_clock::time_point written;   // last modification: the session's end
 };
 
-// The file's kind, from `kinds` when it was read before (same name, same inode). Only a header
-// read is remembered: a capture just begun, or a file that could not be opened, is asked again.
+// The file's kind, from `kinds` when it was read before (same name, same inode). Only a first
+// line read is remembered: a capture just begun, a file without a first line, or one that
+// could not be opened, is asked again.
 file_kind kind_of(const fs::path& file, const struct stat& st, capture_kinds* kinds, capture_kinds& seen, int& error) {
   const std::string name = file.filename().string();
   if (kinds) {
@@ -85,7 +86,9 @@ file_kind kind_of(const fs::path& file, const struct stat& st, capture_kinds* ki
   const file_kind kind = kind_of(file, error);
   if (kind == file_kind::capture || kind == file_kind::not_a_capture)
     seen.known.emplace(name, std::make_pair(static_cast<std::uint64_t>(st.st_ino), kind == file_kind::capture));
-  return kind;
+  // Without a first line it is not a capture now, and is asked again next time (a header cut
+  // short by a full disk is written whole or not at all by the next write).
+  return kind == file_kind::no_first_line ? file_kind::not_a_capture : kind;
 }
 
 std::vector<entry> list_captures(const fs::path& dir, capture_kinds* kinds, std::uint64_t& not_captures,

@@ -793,7 +793,7 @@ void store::flush_index(bool now) {
     index_failed(error);
     return;
   }
-  counters_.indexed += index_pending_.size();
+  const auto indexed = index_pending_.size();
   // `mailtap captures prune` removes a finished capture's file, then its row: one it removed
   // after the file was finished and before this batch had the row put back. Its row goes again.
   std::vector<std::string> gone;
@@ -803,7 +803,8 @@ void store::flush_index(bool now) {
       gone.push_back(summary.session);
   }
   index_pending_.clear();
-  if (!gone.empty() && !index_->remove(gone, error)) index_failed(error);
+  if (!gone.empty() && !index_->remove(gone, error)) index_failed(error);   // reindex repairs it
+  counters_.indexed += indexed;   // after: whoever waits for the count finds the index settled
 }
 
 // The file's data, and the first time also the directory entry that names it, so that the

@@ -12,6 +12,8 @@ inline constexpr std::size_t command_line_hard_cap = 4096;
 // RFC 5321 4.5.3.1.5 says 512; we allow 4 KiB per reply line before aborting the upstream.
 inline constexpr std::size_t reply_line_cap = 4096;
 inline constexpr std::size_t reply_lines_cap = 256;
+// The relay's own reply lines: RFC 5321 4.5.3.1.5's 512 octets with the code and CRLF.
+inline constexpr std::size_t own_reply_text_max = 512 - 4 - 6 - 2;   // "421 4.4.1 ..." and CRLF
 // RFC 5321 4.5.3.1.6: a text line is at most 1000 octets including its CRLF. Longer message
 // lines are forwarded unchanged whatever their length (Postfix and Exim accept them; the DATA
 // framer keeps only its CR/LF/dot state, so no buffer grows with a line); they are counted.

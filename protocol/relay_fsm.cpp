@@ -70,9 +70,11 @@ void relay_fsm::on_upstream_connected(std::uint64_t now) {
 
 void relay_fsm::on_upstream_unreachable(std::uint64_t now, std::string_view reason) {
   if (ended_) return;
-  // The dial's time, as a connected session's connect stage has it: a refusal at once, or the
-  // whole upstream_connect for an address that drops the SYN.
-  if (observer_) observer_->on_stage({phase::connect, started_us_, now - started_us_, now - started_us_, 0});
+  // The first dial's time, as a connected session's connect stage has it: a refusal at once, or
+  // the whole upstream_connect for an address that drops the SYN. (A new plaintext connection
+  // after a failed upstream TLS handshake is no connect stage.)
+  if (observer_ && connected_us_ == 0)
+    observer_->on_stage({phase::connect, started_us_, now - started_us_, now - started_us_, 0});
   upstream_unreachable(now, reason, {});
 }
 
@@ -80,7 +82,10 @@ void relay_fsm::upstream_unreachable(std::uint64_t now, std::string_view reason,
   if (detail.empty()) detail = reason;
   out_.mark_closed(leg::upstream);
   out_.note(now, "upstream unreachable: " + std::string(detail));
+  // The reply line stays within RFC 5321's 512 octets (a long name, or each of its addresses'
+  // errors); the note, the log and the end record keep the whole reason.
   std::string text = options_.name + " upstream unavailable: " + std::string(reason);
+  if (text.size() > limits::own_reply_text_max) text = text.substr(0, limits::own_reply_text_max - 3) + "...";
   end_with_reply(now, make_reply(421, "4.4.1", text), "upstream_unreachable", detail);
 }
 

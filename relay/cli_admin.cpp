@@ -92,9 +92,10 @@ int call(const char* what, const admin_options& o, const admin::client_request& 
                               ? std::string(doc.at("error").as_string())
                               : "HTTP " + std::to_string(res.status);
     if (res.status == 401) message += " (the token: --admin-token-file FILE or $MAILTAP_ADMIN_TOKEN)";
+    // The body's own prefixes only (admin/fault_input.cpp): the HTTP server's 413/414/431 say
+    // "request ..." of the request as a whole.
     constexpr std::string_view body_source = "request";
-    if (!body_name.empty() && message.starts_with(body_source) && message.size() > body_source.size() &&
-        (message[body_source.size()] == ':' || message[body_source.size()] == ' '))
+    if (!body_name.empty() && (message.starts_with("request:") || message.starts_with("request (JSON):")))
       message.replace(0, body_source.size(), body_name);
     std::fprintf(stderr, "mailtap %s: %s\n", what, message.c_str());
     // The relay read the input and refused it: an input error. Anything else: a problem.

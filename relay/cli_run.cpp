@@ -347,10 +347,12 @@ int run(const run_flags& f) {
                    "{} capture(s) left, {} bytes",
                    r.removed, r.removed_bytes, r.kept, r.kept_bytes);
     if (r.over_max_bytes)
-      warn_limited(capture_warnings, warn_kind::capture_write_failed,
+      warn_limited(capture_warnings, warn_kind::capture_retention,
                    "captures: still above captures max_bytes: " + std::to_string(r.left_unfinished) +
                        " capture(s) are in progress or unfinished and are never removed");
-    for (const auto& e : r.errors) warn_limited(capture_warnings, warn_kind::capture_write_failed, "captures: " + e);
+    // Their own allowance: a foreign file retention cannot read, named at every prune, must not
+    // use up the one that lets "session X: capture write failed" through.
+    for (const auto& e : r.errors) warn_limited(capture_warnings, warn_kind::capture_retention, "captures: " + e);
   };
   capture_options.index = true;
   capture_options.park_idle_above = idle_captures_kept_open();

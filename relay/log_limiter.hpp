@@ -22,8 +22,9 @@ enum class warn_kind : unsigned char {
   proxy_header_refused,
   connection_loop,
   upstream_failed,   // a session's upstream broke the protocol, timed out or hung up on it
+  capture_retention, // the retention limits: a file it cannot read or remove, a directory it cannot keep under max_bytes
 };
-inline constexpr std::size_t warn_kind_count = 8;
+inline constexpr std::size_t warn_kind_count = 9;
 
 class log_limiter {
  public:

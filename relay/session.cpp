@@ -278,7 +278,13 @@ asio::awaitable<std::string> session::dial_upstream() {
   deadline.expires_at(until);
   std::vector<std::string> failures;
   auto result = co_await (connect_first(socket, allowed, until, failures) || deadline.async_wait(as_tuple(use_awaitable)));
-  // With several addresses, each one's failure is named.
+  // With several addresses, each one's failure is named; the one the deadline cut is the next
+  // after those that failed (they are tried in order).
+  if (result.index() == 1 && failures.size() < allowed.size()) {
+    std::ostringstream where;
+    where << allowed[failures.size()];
+    failures.push_back(where.str() + ": timed out");
+  }
   std::string tried;
   for (const auto& f : failures) tried += (tried.empty() ? " (" : "; ") + f;
   if (!tried.empty() && allowed.size() > 1) tried += ")";

@@ -21,6 +21,7 @@ bool is_relay_session_id(std::string_view id) {
   };
   // "20261205-184736-4035eaa4-000004": 8 + 1 + 6 + 1 + 8 + 1, then the number (6 digits or more).
   constexpr std::size_t number_at = 25;
+  if (id.size() < number_at + 6) return false;
   return digits(0, 8) && id[8] == '-' && digits(9, 6) && id[15] == '-' && hex(16, 8) && id[24] == '-' &&
          id.size() >= number_at + 6 && digits(number_at, id.size() - number_at);
 }

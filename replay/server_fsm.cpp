@@ -413,7 +413,7 @@ void server_fsm::drop_unsent() {
 void server_fsm::queue(std::uint64_t due_us, std::string bytes, then after) {
   // Replies leave in order: none overtakes an earlier one with a longer delay.
   last_due_us_ = std::max(last_due_us_, due_us);
-  out_.push_back({last_due_us_, std::move(bytes), after});
+  out_.push_back({last_due_us_, std::move(bytes), after, std::nullopt});
   if (after == then::close) closing_ = true;
 }
 

@@ -59,7 +59,8 @@ function summary(doc) {
     ['client', `${doc.client} → ${doc.upstream}`],
     ['started', doc.started_at],
     ['outcome', doc.outcome],
-    ['end', [doc.end_reason ?? '(in progress)', doc.end_detail].filter(Boolean).join(': ')],
+    ['end', [doc.end_reason ?? (doc.in_progress === false ? '(cut short: no end record)' : '(in progress)'),
+             doc.end_detail].filter(Boolean).join(': ')],
     ['duration', duration(doc.duration_us)],
     ['capture', doc.complete ? 'complete' : 'incomplete'],
   ];

@@ -239,9 +239,11 @@ class Sessions(AdminTest):
         wait_until(lambda: len(rows()) == 1 and rows()[0]["recipients"] == [TO], 20, "the session in progress listed")
         row = rows()[0]
         self.assertIsNone(row["end_reason"])
+        self.assertTrue(row["in_progress"])
         self.assertEqual(row["outcome"], "none")
         shown = self.get_json("/api/v1/sessions/" + row["id"])
         self.assertEqual(shown["outcome"], row["outcome"])
+        self.assertTrue(shown["in_progress"])
 
     def test_a_session_cut_short_by_a_crash_is_not_in_progress(self):
         # A hostile trial: a relay killed after a message's end went upstream left a capture
@@ -259,8 +261,11 @@ class Sessions(AdminTest):
         rows = [r for r in self.get_json("/api/v1/sessions")["sessions"] if r["id"] == name]
         self.assertEqual(len(rows), 1)
         self.assertIsNone(rows[0]["end_reason"])
+        self.assertFalse(rows[0]["in_progress"])   # the web UI says "cut short", not "in progress"
         self.assertEqual(rows[0]["outcome"], "unknown")
-        self.assertEqual(self.get_json("/api/v1/sessions/" + name)["outcome"], "unknown")
+        shown = self.get_json("/api/v1/sessions/" + name)
+        self.assertEqual(shown["outcome"], "unknown")
+        self.assertFalse(shown["in_progress"])
         self.assertEqual([r["id"] for r in self.get_json("/api/v1/sessions?outcome=unknown")["sessions"]], [name])
 
     def test_sessions_list_cli(self):

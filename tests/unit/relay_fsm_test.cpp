@@ -1080,6 +1080,21 @@ TEST_F(RelayFsmTest, UpstreamUnreachable) {
   EXPECT_EQ(obs_->stages[0].upstream_us, obs_->stages[0].duration_us);
 }
 
+// A review: a name with many addresses lists each one's error, and the 421 carried it whole,
+// past RFC 5321's 512-octet reply line; the end record keeps it whole.
+TEST_F(RelayFsmTest, AnUnreachableUpstreamsReplyStaysWithinAReplyLine) {
+  start();
+  std::string reason = "connect to mx.example.net:25: Connection timed out (";
+  for (int i = 0; i < 12; ++i) reason += "[2001:db8::" + std::to_string(i) + "]:25: Connection timed out; ";
+  fsm_->on_upstream_unreachable(tick(), reason);
+  take();
+  ASSERT_TRUE(cl_.starts_with("421 4.4.1 ")) << cl_;
+  ASSERT_TRUE(cl_.ends_with("\r\n")) << cl_;
+  EXPECT_EQ(cl_.find("\r\n"), cl_.size() - 2) << "one line: " << cl_;
+  EXPECT_LE(cl_.size(), 512u) << cl_;
+  EXPECT_EQ(end_reason(), "upstream_unreachable");
+}
+
 TEST_F(RelayFsmTest, UpstreamSilentBeforeGreeting) {
   start();
   connected();
