@@ -39,8 +39,9 @@ constexpr std::size_t tail_bytes = 16 * 1024;
 // One gone meanwhile is skipped.
 enum class file_kind { capture, not_a_capture, no_first_line, header_not_written, unreadable, gone };
 
+// O_NONBLOCK: a FIFO put in a regular file's place after its lstat must not hang the pruner.
 file_kind kind_of(const fs::path& file, int& error) {
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     error = errno;
     return error == ENOENT ? file_kind::gone : file_kind::unreadable;
@@ -132,7 +133,7 @@ std::vector<entry> list_captures(const fs::path& dir, capture_kinds* kinds, std:
 }  // namespace
 
 bool is_finished_capture(const fs::path& file) {
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return false;
   struct stat st {};
   std::string tail;
