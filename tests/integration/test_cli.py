@@ -405,36 +405,34 @@ class ShowAndCaptureFiles(IntegrationTest):
         m, paths = self.sessions(2)
         self.assertEqual(self.shown_ids("latest", "--dir", m.captures), [self.id_of(paths[-1])])
 
-    def test_latest_and_start_order_between_two_runs_in_one_second(self):
-        # A newcomer's trial: two relay runs in one second (a restart, two relays on one
-        # directory) have names that differ only after the second, by each run's random
-        # nonce. Name order put the later session first and 'latest' named the older one.
+    def golden_capture(self, directory, name, **header_fields):
+        """tests/golden/show_basic.jsonl as DIRECTORY/NAME.jsonl, its header naming it (and
+        changed by `header_fields`)."""
         golden = os.path.join(os.path.dirname(__file__), "..", "golden", "show_basic.jsonl")
         with open(golden, encoding="utf-8") as f:
             lines = f.read().splitlines(True)
         header = json.loads(lines[0])
+        header.update(session=name, **header_fields)
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, name + ".jsonl"), "w", encoding="utf-8") as f:
+            f.write(json.dumps(header) + "\n" + "".join(lines[1:]))
+
+    def test_latest_and_start_order_between_two_runs_in_one_second(self):
+        # A newcomer's trial: two relay runs in one second (a restart, two relays on one
+        # directory) have names that differ only after the second, by each run's random
+        # nonce. Name order put the later session first and 'latest' named the older one.
         d = os.path.join(self.workdir, "same-second")
-        os.makedirs(d)
         for name, started in (("20261205-200000-ffffffff-000001", "2026-12-05T20:00:00.100000Z"),
                               ("20261205-200000-00000000-000001", "2026-12-05T20:00:00.900000Z")):
-            header.update(session=name, started_at=started)
-            with open(os.path.join(d, name + ".jsonl"), "w", encoding="utf-8") as f:
-                f.write(json.dumps(header) + "\n" + "".join(lines[1:]))
+            self.golden_capture(d, name, started_at=started)
         self.assertEqual(self.shown_ids("latest", "--dir", d), ["20261205-200000-00000000-000001"])
         self.assertEqual(self.shown_ids(d), ["20261205-200000-ffffffff-000001", "20261205-200000-00000000-000001"])
 
     def test_latest_is_never_another_programs_file(self):
         # A hostile trial: app.jsonl sorts after every date, and 'latest' picked it and failed.
-        golden = os.path.join(os.path.dirname(__file__), "..", "golden", "show_basic.jsonl")
-        with open(golden, encoding="utf-8") as f:
-            lines = f.read().splitlines(True)
-        header = json.loads(lines[0])
         d = os.path.join(self.workdir, "with-others")
-        os.makedirs(d)
         name = "20261205-200000-0a1b2c3d-000007"
-        header.update(session=name)
-        with open(os.path.join(d, name + ".jsonl"), "w", encoding="utf-8") as f:
-            f.write(json.dumps(header) + "\n" + "".join(lines[1:]))
+        self.golden_capture(d, name)
         with open(os.path.join(d, "app.jsonl"), "w", encoding="utf-8") as f:
             f.write('{"k": "v"}\n')
         self.assertEqual(self.shown_ids("latest", "--dir", d), [name])
