@@ -120,6 +120,8 @@ bool server::start(std::string& error) {
     return false;
   }
   ctx_->faults = faults_.get();
+  lookups_ = std::make_unique<name_lookups>();
+  ctx_->lookups = lookups_.get();
   ctx_->session_closed = [this] {
     // A drain waits for sessions to end; otherwise the last one arms the idle memory release,
     // at most one cross-thread wake-up per idle_memory's settle time.

@@ -98,6 +98,9 @@ class server {
   std::unique_ptr<sink_server> sink_;
   std::unique_ptr<policies::engine> faults_;
   std::unique_ptr<relay_context> ctx_;
+  // Destroyed before contexts_ (declared after it): no lookup answer is posted to an
+  // io_context that is gone (upstream_lookup.hpp).
+  std::unique_ptr<name_lookups> lookups_;
   // Registered in start(), before the listeners are announced: a SIGHUP sent by a service
   // manager right after READY=1 is a reload, never the default action (termination).
   std::unique_ptr<boost::asio::signal_set> stop_signals_;

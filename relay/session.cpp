@@ -248,33 +248,48 @@ const relay_context::refused_upstream* relay_context::refusal_of(const asio::ip:
   return nullptr;
 }
 
+namespace {
+// "30 s", "250 ms": a configured timeout as the 421's text names it.
+std::string duration_words(std::chrono::milliseconds d) {
+  if (d.count() % 1000 == 0) return std::to_string(d.count() / 1000) + " s";
+  return std::to_string(d.count()) + " ms";
+}
+}  // namespace
+
 asio::awaitable<std::string> session::dial_upstream() {
   if (ctx_.dial_upstream) co_return co_await ctx_.dial_upstream(upstream_);
   auto& socket = *upstream_.pipe().tcp_socket();   // a close_leg during the dial closes it: the dial ends
-  // A literal address needs no resolver (async_resolve hands every lookup to a helper thread).
-  tcp::resolver::results_type endpoints;
+  // timeouts.upstream_connect covers the name's lookup and the dial of all its addresses.
+  const auto until = clock::now() + ctx_.cfg.upstream_connect_timeout;
+  std::vector<tcp::endpoint> endpoints;
   boost::system::error_code aec;
   auto address = asio::ip::make_address(target_.where.host, aec);
   if (!aec) {
-    endpoints = tcp::resolver::results_type::create(tcp::endpoint(address, target_.where.port), target_.where.host,
-                                                    std::to_string(target_.where.port));
+    endpoints.emplace_back(address, target_.where.port);   // a literal address needs no lookup
+  } else if (ctx_.lookups == nullptr) {
+    co_return "cannot resolve " + target_.where.host + ": no resolver";
   } else {
-    tcp::resolver resolver(executor_);
-    auto [rec, found] = co_await resolver.async_resolve(target_.where.host, std::to_string(target_.where.port),
-                                                        as_tuple(use_awaitable));
-    if (rec) co_return "cannot resolve " + target_.where.host + ": " + rec.message();
-    endpoints = std::move(found);
+    // Ends at `until`, or as soon as the session does (a drain, the client gone): a lookup that
+    // does not answer holds neither the client nor a SIGTERM (upstream_lookup.hpp).
+    auto found = co_await (ctx_.lookups->lookup(executor_, target_.where.host, target_.where.port, until) ||
+                           state_changed_.wait_until([this] { return fsm_.finished(); }));
+    if (found.index() == 1) co_return "cannot resolve " + target_.where.host + ": the session ended";
+    auto& looked_up = std::get<0>(found);
+    if (looked_up.timed_out)
+      co_return "cannot resolve " + target_.where.host + ": no answer within " +
+                duration_words(ctx_.cfg.upstream_connect_timeout) + " (timeouts.upstream_connect)";
+    if (!looked_up.error.empty()) co_return "cannot resolve " + target_.where.host + ": " + looked_up.error;
+    endpoints = std::move(looked_up.addresses);
   }
   std::vector<tcp::endpoint> allowed;
   const relay_context::refused_upstream* refused = nullptr;
   for (const auto& entry : endpoints) {
-    if (const auto* r = ctx_.refusal_of(entry.endpoint())) refused = r;
-    else allowed.push_back(entry.endpoint());
+    if (const auto* r = ctx_.refusal_of(entry)) refused = r;
+    else allowed.push_back(entry);
   }
   if (allowed.empty() && refused) co_return target_.where.to_string() + " is mailtap's own " + refused->what + ", never an upstream";
   if (allowed.empty()) co_return "cannot resolve " + target_.where.host + ": no address";
   timer deadline(executor_);
-  const auto until = clock::now() + ctx_.cfg.upstream_connect_timeout;
   deadline.expires_at(until);
   std::vector<std::string> failures;
   auto result = co_await (connect_first(socket, allowed, until, failures) || deadline.async_wait(as_tuple(use_awaitable)));

@@ -26,6 +26,7 @@
 #include "relay/own_connections.hpp"
 #include "relay/session_id.hpp"
 #include "relay/session_tally.hpp"
+#include "relay/upstream_lookup.hpp"
 #include "relay/wake_signal.hpp"
 
 namespace mailtap::policies {
@@ -77,6 +78,9 @@ struct relay_context {
   // mailtap's own upstream connections by local endpoint, for the listeners to know one that
   // comes back (own_connections.hpp). Null: not tracked (tests).
   own_connections* own_upstream_connections = nullptr;
+  // Looks up a named upstream with a deadline (upstream_lookup.hpp). Null: only literal
+  // addresses are dialled (tests).
+  name_lookups* lookups = nullptr;
   // The entry that refuses e: its endpoint, or the same port of a refused wildcard address on
   // any of this machine's own addresses (loopback or an interface's: is_own_address). Null
   // when e may be dialled.

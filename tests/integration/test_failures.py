@@ -48,11 +48,41 @@ class LateToAccept(ScriptedAnswers):
 
 def can_give_a_relay_its_own_hosts_file():
     """Root, and a mount namespace to bind a hosts file in (the dial test of a name with two
-    addresses needs one; CI runs the suite as root)."""
+    addresses needs one, the lookup tests a resolv.conf and a nameserver on port 53; CI runs
+    the suite as root)."""
     if os.geteuid() != 0 or not shutil.which("unshare"):
         return False
     r = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
     return r.returncode == 0
+
+
+class SilentNameserver:
+    """A UDP socket on port 53 of a loopback address that takes every query and answers none,
+    as a nameserver behind a dropping firewall does: glibc waits resolv.conf's timeout for each
+    try. (Were nothing bound there, the kernel's port-unreachable would fail the lookup at once.)"""
+
+    def __init__(self, address="127.0.0.53"):
+        self.address = address
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((address, 53))
+        self.queries = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._take, daemon=True)
+        self.thread.start()
+
+    def _take(self):
+        self.sock.settimeout(0.2)
+        while not self.stopped.is_set():
+            try:
+                self.sock.recvfrom(4096)
+                self.queries += 1
+            except OSError:
+                continue
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join(5)
+        self.sock.close()
 
 
 class OutcomeSemantics(IntegrationTest):
@@ -133,19 +163,9 @@ class OutcomeSemantics(IntegrationTest):
         filler = socket.create_connection(("::1", up.port), timeout=5)   # fills its queue
         self.addCleanup(filler.close)
         hosts = self.write_file("hosts", b"::1 multi.test\n127.0.0.1 multi.test\n127.0.0.1 localhost\n")
-        wrapper = self.write_file("mailtap-with-hosts", (
-            "#!/bin/sh\nexec unshare -m --propagation private sh -c "
-            "'mount --bind %s /etc/hosts && exec \"$0\" \"$@\"' %s \"$@\"\n" % (hosts, mailtap_bin())).encode())
-        os.chmod(wrapper, 0o755)
-        os.environ["MAILTAP_BIN"], real = wrapper, os.environ.get("MAILTAP_BIN")
-        try:
-            config = self.write_file("multi.toml", b"[timeouts]\nupstream_connect = 4\n")
-            mailtap = self.start_mailtap(upstream="multi.test:%d" % up.port, args=["--config", config])
-        finally:
-            if real is None:
-                del os.environ["MAILTAP_BIN"]
-            else:
-                os.environ["MAILTAP_BIN"] = real
+        config = self.write_file("multi.toml", b"[timeouts]\nupstream_connect = 4\n")
+        mailtap = self.start_mailtap_seeing({"/etc/hosts": hosts}, upstream="multi.test:%d" % up.port,
+                                            args=["--config", config])
         started = time.monotonic()
         c = self.connect(mailtap.port)
         self.assertReply(c.reply(10), 220)   # from the MTA on 127.0.0.1
@@ -154,6 +174,79 @@ class OutcomeSemantics(IntegrationTest):
         self.assertLess(elapsed, 3.5)
         self.assertReply(c.command("QUIT"), 221)
         self.assertEqual(len(up.wait_for_connections(1)), 1)
+
+    def start_mailtap_seeing(self, files, **kwargs):
+        """A relay that sees each of `files` (system path -> the test's file) in place of the
+        system's own, through a bind mount in a mount namespace of its own."""
+        mounts = " && ".join("mount --bind %s %s" % (mine, path) for path, mine in files.items())
+        wrapper = self.write_file("mailtap-seeing", (
+            "#!/bin/sh\nexec unshare -m --propagation private sh -c "
+            "'%s && exec \"$0\" \"$@\"' %s \"$@\"\n" % (mounts, mailtap_bin())).encode())
+        os.chmod(wrapper, 0o755)
+        os.environ["MAILTAP_BIN"], real = wrapper, os.environ.get("MAILTAP_BIN")
+        try:
+            return self.start_mailtap(**kwargs)
+        finally:
+            if real is None:
+                del os.environ["MAILTAP_BIN"]
+            else:
+                os.environ["MAILTAP_BIN"] = real
+
+    def start_mailtap_behind_a_silent_nameserver(self, upstream_connect):
+        dns = SilentNameserver()
+        self.addCleanup(dns.stop)
+        resolv = self.write_file("resolv.conf", ("nameserver %s\noptions timeout:5 attempts:2\n" % dns.address).encode())
+        hosts = self.write_file("hosts", b"127.0.0.1 localhost\n")
+        config = self.write_file("slow.toml", ("[timeouts]\nupstream_connect = %d\n" % upstream_connect).encode())
+        mailtap = self.start_mailtap_seeing({"/etc/resolv.conf": resolv, "/etc/hosts": hosts},
+                                            upstream="mx.slow-dns.test:25", args=["--config", config])
+        return mailtap, dns
+
+    @unittest.skipUnless(can_give_a_relay_its_own_hosts_file(), "needs root and unshare -m")
+    def test_a_name_whose_nameserver_does_not_answer_fails_each_session_within_upstream_connect(self):
+        # A hostile trial: six clients behind a nameserver that answered nothing got their 421 at
+        # 5, 5, 10, 10, 15 and 15 s: the lookup ignored upstream_connect, and Asio's resolver
+        # thread ran one lookup at a time. Each session now stops waiting at its deadline.
+        mailtap, dns = self.start_mailtap_behind_a_silent_nameserver(upstream_connect=2)
+        clients = [self.connect(mailtap.port) for _ in range(6)]
+        started = time.monotonic()
+        heard = [None] * len(clients)
+
+        def listen(i):
+            heard[i] = (clients[i].reply(20), time.monotonic() - started)
+
+        threads = [threading.Thread(target=listen, args=(i,)) for i in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for reply, after in heard:
+            self.assertReply(reply, 421, "4.4.1")
+            self.assertIn("cannot resolve mx.slow-dns.test", reply.text)
+            self.assertGreater(after, 1.5)
+            self.assertLess(after, 4.0)   # glibc alone would take 10 s (timeout 5 s, 2 attempts)
+        self.assertGreater(dns.queries, 0)   # the lookup did ask the silent nameserver
+        counters = mailtap.stop_with_counters()
+        self.assertEqual(counters.get("upstream_unreachable", 0), 6, counters)
+        for cap in mailtap.wait_captures(6):
+            self.assertEqual(cap.end["reason"], "upstream_unreachable")
+            self.assertIn("no answer within 2 s (timeouts.upstream_connect)", cap.end["detail"])
+
+    @unittest.skipUnless(can_give_a_relay_its_own_hosts_file(), "needs root and unshare -m")
+    def test_a_sigterm_during_a_lookup_stops_the_relay_at_once(self):
+        # A hostile trial: SIGTERM waited for glibc to give up on the lookup (up to 30 s), and
+        # the capture recorded the 421 at the signal's time, not when the client heard it.
+        mailtap, dns = self.start_mailtap_behind_a_silent_nameserver(upstream_connect=30)
+        c = self.connect(mailtap.port)
+        wait_until(lambda: dns.queries > 0, 10, "the relay to ask the nameserver")
+        started = time.monotonic()
+        counters = mailtap.stop_with_counters(timeout=20)
+        self.assertLess(time.monotonic() - started, 4.0)
+        self.assertReply(c.reply(5), 421, "4.3.2")
+        self.assertEqual(counters.get("upstream_unreachable", 0), 0, counters)
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.end["reason"], "drain")
 
     def test_upstream_dies_mid_data(self):
         up = self.start_scripted("die_mid_data", die_after=8 * 1024)
