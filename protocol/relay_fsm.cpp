@@ -257,7 +257,11 @@ void relay_fsm::hold_client_input(std::uint64_t now, bool held) {
 }
 
 void relay_fsm::on_tls_ready(std::uint64_t now, leg which, const tls_summary& tls) {
-  if (!ended_) tls_.tls_ready(now, which, tls);
+  if (ended_) return;
+  tls_.tls_ready(now, which, tls);
+  // The client's handshake is its tls stage's client time: its next command's think time
+  // starts where the handshake ended, not at the 220 before it.
+  if (which == leg::client) think_from_us_ = std::max(think_from_us_, now);
 }
 
 void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view reason) {

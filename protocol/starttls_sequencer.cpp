@@ -107,6 +107,24 @@ void starttls_sequencer::refuse_starttls(std::uint64_t now, int code, std::strin
   host_.flush_replies(now);
 }
 
+// The client's STARTTLS owed at the head of the queue, refused with 454 once it was looked at
+// (the upstream refused it, its handshake failed, or the upstream leg cannot match). The 454
+// answers that command: its stage starts when it came, and the upstream's part runs to
+// `upstream_until` (when the upstream refused or its handshake failed; 0: the relay decided
+// alone), not the client's think time before a new command.
+void starttls_sequencer::refuse_owed_starttls(std::uint64_t now, std::string_view text, std::uint64_t upstream_until) {
+  const reply_slot asked = owed_.pop_head();
+  host_.client_back_to_commands();
+  host_.count_refused_command();
+  out_.note(now, "STARTTLS refused: " + std::string(text));
+  host_.local_reply(now, phase::starttls, 454, "4.7.0", text);
+  reply_slot& answer = owed_.back();   // nothing follows a STARTTLS (injection), so it is the head
+  answer.asked.t_received = asked.asked.t_received;
+  answer.asked.t_forwarded = asked.asked.t_forwarded;
+  answer.answer.t_upstream = upstream_until;
+  host_.flush_replies(now);
+}
+
 void starttls_sequencer::client_starttls(std::uint64_t now) {
   if (!options_.tls.offer_starttls) return refuse_starttls(now, 454, "4.7.0", "TLS not available");
   if (client_tls_) return refuse_starttls(now, 503, "5.5.1", "TLS already active");
@@ -132,15 +150,11 @@ void starttls_sequencer::advance(std::uint64_t now) {
       out_.note(now, "the upstream's TLS failed earlier in this session; the upstream leg stays plaintext (opportunistic)");
       return grant_client_tls(now);
     }
-    owed_.pop_head();
-    host_.client_back_to_commands();
-    return refuse_starttls(now, 454, "4.7.0", "TLS not available: the upstream's TLS handshake failed");
+    return refuse_owed_starttls(now, "TLS not available: the upstream's TLS handshake failed", 0);
   }
   if (secure_upstream && !upstream_offers_starttls_) {
     // mirror/required: the client would get TLS the upstream leg cannot match.
-    owed_.pop_head();
-    host_.client_back_to_commands();
-    return refuse_starttls(now, 454, "4.7.0", "TLS not available: the upstream does not offer STARTTLS");
+    return refuse_owed_starttls(now, "TLS not available: the upstream does not offer STARTTLS", 0);
   }
   if (!secure_upstream) return grant_client_tls(now);
   tls_step_ = tls_step::upstream_starttls_sent;
@@ -164,9 +178,7 @@ void starttls_sequencer::take_starttls_reply(std::uint64_t now, reply_slot& p, c
     out_.note(now, why + "; the upstream leg stays plaintext (opportunistic)");
     return grant_client_tls(now);
   }
-  owed_.pop_head();
-  host_.client_back_to_commands();
-  refuse_starttls(now, 454, "4.7.0", "TLS not available: " + why);
+  refuse_owed_starttls(now, "TLS not available: " + why, now);
 }
 
 void starttls_sequencer::grant_client_tls(std::uint64_t now) {
@@ -223,9 +235,7 @@ void starttls_sequencer::upstream_tls_failed(std::uint64_t now, std::string_view
   host_.remember_upstream_loss("upstream_tls_failed", reason);
   tls_step_ = tls_step::idle;
   if (!owed_.empty() && owed_.front().asked.kind == command_kind::client_starttls) {
-    owed_.pop_head();
-    host_.client_back_to_commands();
-    refuse_starttls(now, 454, "4.7.0", "TLS not available: " + std::string(reason));   // then 421: upstream gone
+    refuse_owed_starttls(now, "TLS not available: " + std::string(reason), now);   // then 421: upstream gone
     return;
   }
   securing_upstream_ = false;
@@ -256,10 +266,8 @@ void starttls_sequencer::fall_back_to_plaintext(std::uint64_t now, std::string_v
   tls_step_ = tls_step::idle;
   upstream_tls_broken_ = true;
   upstream_offers_starttls_ = false;
-  owed_.pop_head();
-  host_.client_back_to_commands();
   reconnecting_ = true;   // before the 454 goes out: what the client sends next waits
-  refuse_starttls(now, 454, "4.7.0", "TLS not available: " + std::string(reason));
+  refuse_owed_starttls(now, "TLS not available: " + std::string(reason), now);
   if (host_.ended()) return;
   host_.forget_upstream_input();   // whatever the old connection left half-parsed is gone with it
   owed_.expect(now, phase::other, command_kind::internal_greeting);

@@ -93,6 +93,7 @@ class starttls_sequencer {
   void take_starttls_reply(std::uint64_t now, reply_slot& p, const reply& r);
   void grant_client_tls(std::uint64_t now);
   void refuse_starttls(std::uint64_t now, int code, std::string_view enhanced, std::string_view text);
+  void refuse_owed_starttls(std::uint64_t now, std::string_view text, std::uint64_t upstream_until);
   bool may_fall_back_to_plaintext() const;
   void fall_back_to_plaintext(std::uint64_t now, std::string_view reason);
   void take_new_upstream_greeting(std::uint64_t now, const reply& r);

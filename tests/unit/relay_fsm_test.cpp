@@ -1476,6 +1476,30 @@ tls_summary handshake(std::string version = "TLSv1.3") {
 }
 }  // namespace
 
+// A hostile trial: after STARTTLS, the next EHLO's think time ran from the 220 and held the
+// client's whole handshake, which its own tls stage already counts.
+TEST_F(RelayFsmTest, ThinkTimeAfterTheClientsHandshakeStartsWhereItEnds) {
+  make(tls_options(upstream_tls_mode::never));
+  greet();
+  client("EHLO c\r\n");
+  upstream(tls_ehlo_reply);
+  EXPECT_THAT(client("STARTTLS\r\n"), Contains(starts_tls(leg::client)));
+  now_ += 200'000;   // the client's handshake ends 0.2 s after the 220
+  fsm_->on_tls_ready(tick(), leg::client, handshake());
+  const std::uint64_t secured = now_;
+  take();
+  tick();
+  client("EHLO c\r\n");
+  const std::uint64_t asked = now_;
+  upstream(plain_ehlo_reply);
+  std::vector<stage_record> ehlos;
+  for (const auto& st : obs_->stages)
+    if (st.ph == phase::ehlo) ehlos.push_back(st);
+  ASSERT_EQ(ehlos.size(), 2u);
+  EXPECT_EQ(ehlos[1].start_us, asked);
+  EXPECT_EQ(ehlos[1].think_us, asked - secured);
+}
+
 TEST_F(RelayFsmTest, StarttlsSecuresUpstreamFirstThenAnswersClientThenHandshakes) {
   make(tls_options());
   greet();
@@ -2035,6 +2059,31 @@ TEST_F(PlaintextFallbackTest, HandshakeFailureGives454AndANewPlaintextConnection
   client("QUIT\r\n");
   upstream("221 2.0.0 Bye\r\n");
   EXPECT_EQ(end_reason(), "client_quit");
+}
+
+// A hostile trial: the STARTTLS the upstream's failed handshake answered with 454 was timed as
+// a new command the relay answered at once, and the upstream's 220 and handshake were charged
+// to the client as think time before it.
+TEST_F(PlaintextFallbackTest, TheFailedStarttlsIsTheUpstreamsTimeNotTheClientsThinkTime) {
+  make(tls_options());
+  greet();
+  client("EHLO client.example\r\n");
+  upstream(tls_ehlo_reply);
+  const std::uint64_t ehlo_answered = now_;
+  client("STARTTLS\r\n");
+  const std::uint64_t asked = now_;
+  upstream("220 2.0.0 Ready to start TLS\r\n");
+  now_ += 300'000;   // the upstream's handshake takes 0.3 s, then fails
+  fsm_->on_tls_failed(tick(), leg::upstream, "handshake refused");
+  const std::uint64_t refused = now_;
+  take();
+  auto it = std::find_if(obs_->stages.begin(), obs_->stages.end(),
+                         [](const stage_record& st) { return st.ph == phase::starttls; });
+  ASSERT_NE(it, obs_->stages.end());
+  EXPECT_EQ(it->start_us, asked);
+  EXPECT_EQ(it->think_us, asked - ehlo_answered);
+  EXPECT_EQ(it->duration_us, refused - asked);
+  EXPECT_EQ(it->upstream_us, refused - asked);   // all of it waiting on the upstream
 }
 
 TEST_F(PlaintextFallbackTest, NoSecondTlsAttemptUpstream) {
