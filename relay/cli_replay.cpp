@@ -33,9 +33,26 @@ void usage_error(const char* command, const std::string& what, int& exit_code) {
 }
 
 struct server_opts {
-  std::string capture, dir, listen, timing = "original", sessions = "1", tls_cert, tls_key, client_idle = "300";
+  std::string capture, dir, listen, timing = "original", sessions = "1", tls_cert, tls_key, client_idle = "300",
+      tls_on_connect = "as-recorded";
   bool json = false, compare_message = false;
 };
+
+// --tls-on-connect: a capture recorded on the SMTPS listener (TLS from connect, RFC 8314)
+// replays with TLS from connect; "no" replays it in plaintext (a server or client on port 25
+// or 587), "yes" a plaintext recording inside TLS from connect.
+const char* const tls_on_connect_help =
+    "as-recorded (default: TLS from connect when the capture was recorded on the SMTPS listener), yes or no";
+
+bool apply_tls_on_connect(const char* command, const std::string& value, replay::script& script, int& exit_code) {
+  if (value == "yes") script.implicit_tls = true;
+  else if (value == "no") script.implicit_tls = false;
+  else if (value != "as-recorded") {
+    usage_error(command, "--tls-on-connect '" + value + "': expected as-recorded, yes or no", exit_code);
+    return false;
+  }
+  return true;
+}
 
 void run_server(const server_opts& o, int& exit_code) {
   std::string error;
@@ -53,6 +70,7 @@ void run_server(const server_opts& o, int& exit_code) {
   auto script = replay::build_script(*cap, error);
   if (!script) return usage_error("server", error, exit_code);
   cap.reset();
+  if (!apply_tls_on_connect("server", o.tls_on_connect, *script, exit_code)) return;
 
   replay_server_options options;
   auto listen = parse_endpoint(o.listen, error);
@@ -110,7 +128,7 @@ void run_server(const server_opts& o, int& exit_code) {
 
 struct client_opts {
   std::vector<std::string> captures;
-  std::string dir, to, timing = "fast", jobs = "1", junit, auth_user, auth_password;
+  std::string dir, to, timing = "fast", jobs = "1", junit, auth_user, auth_password, tls_on_connect = "as-recorded";
   bool json = false, compare_text = false;
 };
 
@@ -155,6 +173,9 @@ void run_client(const client_opts& o, int& exit_code) {
   options.client.auth_user = o.auth_user;
   options.client.auth_password = o.auth_password;
   options.client.compare_text = o.compare_text;
+  replay::script probe;   // checks the value before any capture is read
+  if (!apply_tls_on_connect("client", o.tls_on_connect, probe, exit_code)) return;
+  if (o.tls_on_connect != "as-recorded") options.tls_on_connect = o.tls_on_connect == "yes";
 
   // Opened before any mail is sent: a path that cannot be written stops the run, not its report.
   std::ofstream junit;
@@ -227,6 +248,7 @@ void register_replay(CLI::App& app, int& exit_code) {
   server->add_flag("--compare-message", so->compare_message,
                    "Count a message that differs from the recorded one as a divergence (default: reported, not "
                    "counted; a live client writes its own Date and Message-ID)");
+  server->add_option("--tls-on-connect", so->tls_on_connect, tls_on_connect_help);
   server->add_flag("--json", so->json, "One JSON document per live session (one per line)");
   server->footer("Prints 'mailtap replay: listening on ADDR:PORT, ...' when ready (with --json: {\"listening\": "
                  "\"ADDR:PORT\", ...}), then a report per session as it ends. SIGINT or SIGTERM answers each live "
@@ -249,6 +271,7 @@ void register_replay(CLI::App& app, int& exit_code) {
   client->add_option("--auth-password", co->auth_password, "The password for --auth-user");
   client->add_flag("--compare-text", co->compare_text, "Also compare each reply's text (default: codes and EHLO keywords)");
   client->add_option("--dir", co->dir, "Capture directory for session ids and 'latest' (default: the run default)");
+  client->add_option("--tls-on-connect", co->tls_on_connect, tls_on_connect_help);
   client->add_flag("--json", co->json, "One JSON document per capture (one per line), then a summary with several");
   client->footer("Compares each reply's basic code, enhanced code and (for EHLO) capability keywords with the "
                  "recording, and shows each step's recorded and live latency. Exit codes: 0 every reply matched, 1 "

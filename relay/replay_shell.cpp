@@ -258,6 +258,7 @@ asio::awaitable<void> replay_one(const client_context& cx, const std::filesystem
     run.error = error;
     co_return;
   }
+  if (cx.options.tls_on_connect) script->implicit_tls = *cx.options.tls_on_connect;
   run.session = script->session;
   run.faults = script->faults;
   run.incomplete = script->end_reason.empty();

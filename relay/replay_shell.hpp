@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,9 @@ struct replay_client_options {
   endpoint target;
   replay::client_options client;
   std::size_t jobs = 1;                          // captures replayed at once
+  // --tls-on-connect: TLS from connect (true) or not (false) whatever the capture says; unset:
+  // as recorded (script::implicit_tls).
+  std::optional<bool> tls_on_connect;
 };
 
 // Replays every capture against the target, at most `o.jobs` at once; one run per path, in

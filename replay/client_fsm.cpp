@@ -110,6 +110,7 @@ void client_fsm::on_connected(std::uint64_t now_us) {
   reply_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.reply_timeout.count()) * 1'000'000;
   if (script_.implicit_tls) {
     tls_pending_ = true;
+    tls_at_connect_ = true;
     actions_.push_back(protocol::start_tls{protocol::leg::upstream});
     return;
   }
@@ -118,12 +119,16 @@ void client_fsm::on_connected(std::uint64_t now_us) {
 
 void client_fsm::on_tls_ready(std::uint64_t now_us) {
   tls_pending_ = false;
+  tls_at_connect_ = false;
   parser_ = {};
   advance(now_us);
 }
 
 void client_fsm::on_tls_failed(std::uint64_t now_us) {
   if (finished_) return;
+  if (tls_at_connect_)
+    return finish(now_us, "the TLS handshake at connect failed (the capture was recorded with TLS from connect, "
+                          "on an SMTPS listener; --tls-on-connect no replays it in plaintext)");
   finish(now_us, "the TLS handshake failed");
 }
 

@@ -103,6 +103,7 @@ class client_fsm {
   std::uint64_t send_due_us_ = 0;           // a think pause is running until then (0: none)
   protocol::reply_parser parser_;
   bool tls_pending_ = false;
+  bool tls_at_connect_ = false;   // the handshake in progress is the one at connect (implicit TLS)
   bool finished_ = false;
   bool auth_skipping_ = false;              // inside an AUTH exchange that is not replayed
   std::vector<std::string> auth_material_;  // base64 credentials still to send

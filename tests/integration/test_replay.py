@@ -235,6 +235,30 @@ class ReplayServerTest(ReplayTest):
         self.assertEqual([[d["kind"] for d in doc["noted"]] for doc in docs], [["message"], []])
         self.assertEqual(code, 0)
 
+    def test_an_smtps_session_is_replayed_in_plaintext_with_tls_on_connect_no(self):
+        # A newcomer trial: a capture from the SMTPS listener could not be replayed against a
+        # plaintext server (port 25), and the report said only "the TLS handshake failed".
+        m = self.start_mailtap(args=["--listen-tls", "%s:0" % LOOPBACK], env=self.env)
+        self.swaks(m.tls_port, "--to", TO, "--tlsc")
+        cap = m.wait_captures(1)[0]
+        m.stop()
+        plain = self.replay_server(cap.path, "--timing", "fast", "--sessions", "3", "--json",
+                                   "--tls-on-connect", "no")
+        status, text = self.swaks(plain.port, "--to", TO)   # no TLS at all
+        self.assertNotIn("TLS started", text)
+        self.assertEqual(SwaksTranscript(text).reply_to("RCPT").code, 250)
+        # As recorded, the replay client starts TLS at connect, and says why it failed.
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, plain.port), "--json")
+        self.assertEqual(r.returncode, 1, r.stdout.decode() + r.stderr.decode())
+        self.assertIn("--tls-on-connect no", json.loads(r.stdout)["steps"][0]["note"])
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, plain.port), "--json", "--tls-on-connect", "no")
+        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+        self.assertEqual({s["status"] for s in json.loads(r.stdout)["steps"]}, {"matched"})
+        plain.finish()
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, plain.port), "--tls-on-connect", "maybe")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"--tls-on-connect 'maybe': expected as-recorded, yes or no", r.stderr)
+
     def test_the_live_clients_auth_material_is_masked_in_the_report(self):
         user, password = "alice", "S3cret!"
         plain = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
