@@ -56,6 +56,7 @@ void relay_fsm::request_capture_barrier() { out_.barrier_first(); }
 
 void relay_fsm::on_start(std::uint64_t now) {
   started_us_ = now;
+  dial_from_us_ = now;
   faults_.start(now);   // the session plan and the connect phase
   if (faults_.upstream_wanted() && !ended_) out_.push(connect_upstream{});
 }
@@ -63,7 +64,7 @@ void relay_fsm::on_start(std::uint64_t now) {
 void relay_fsm::on_upstream_connected(std::uint64_t now) {
   if (ended_) return;
   connected_us_ = now;
-  if (observer_) observer_->on_stage({phase::connect, started_us_, now - started_us_, now - started_us_, 0});
+  if (observer_) observer_->on_stage({phase::connect, dial_from_us_, now - dial_from_us_, now - dial_from_us_, 0});
   out_.send(leg::upstream, options_.upstream_preamble, now);
   out_.arm(leg::upstream, options_.timeouts.upstream_greeting);
 }
@@ -74,7 +75,7 @@ void relay_fsm::on_upstream_unreachable(std::uint64_t now, std::string_view reas
   // the whole upstream_connect for an address that drops the SYN. (A new plaintext connection
   // after a failed upstream TLS handshake is no connect stage.)
   if (observer_ && connected_us_ == 0)
-    observer_->on_stage({phase::connect, started_us_, now - started_us_, now - started_us_, 0});
+    observer_->on_stage({phase::connect, dial_from_us_, now - dial_from_us_, now - dial_from_us_, 0});
   upstream_unreachable(now, reason, {});
 }
 
@@ -91,6 +92,7 @@ void relay_fsm::upstream_unreachable(std::uint64_t now, std::string_view reason,
 
 void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {
   if (ended_ || out_.closed(leg::client)) return;
+  client_bytes_at_us_ = now;
   if (faults_.stalled()) {   // a stall reads nothing; what the client sends is still recorded (AUTH masked), then dropped
     in_.append(bytes);
     record_rest_of_client_input(now);
@@ -262,6 +264,9 @@ void relay_fsm::on_tls_ready(std::uint64_t now, leg which, const tls_summary& tl
   // The client's handshake is its tls stage's client time: its next command's think time
   // starts where the handshake ended, not at the 220 before it.
   if (which == leg::client) think_from_us_ = std::max(think_from_us_, now);
+  // On the SMTPS listener the shell dials once the client's handshake is done: the connect
+  // stage is the upstream's from there, not the client's handshake before it.
+  if (which == leg::client && connected_us_ == 0) dial_from_us_ = std::max(dial_from_us_, now);
 }
 
 void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view reason) {
@@ -473,7 +478,9 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   bool well_formed = line.size() <= limits::command_line_accepted;
   parsed_command parsed;
   std::optional<fault_decision> decided;   // a fault for this line (a verdict, or rewrites only)
-  std::uint64_t arrived = now;
+  // A line taken later than it came (held while the relay secured the upstream leg, or while
+  // its recorder caught up) was the relay's time from its read on, not the client's.
+  std::uint64_t arrived = std::min(now, client_bytes_at_us_);
   if (faults_.line_held()) {
     arrived = faults_.held_line_since();
     parsed = faults_.take_held_line(now, decided);   // parsed when it was held

@@ -92,7 +92,8 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // message in transfer (if any) recorded with the bytes received, end reason `drain`.
   void on_drain_deadline(std::uint64_t now_us);
   // A handshake asked for with start_tls (or done by the shell at connect: implicit TLS)
-  // finished. Implicit TLS is reported before on_start (client) or after on_upstream_connected.
+  // finished. Implicit TLS is reported after on_start and before the dial (client: the shell
+  // dials once it is done) or after on_upstream_connected (upstream).
   void on_tls_ready(std::uint64_t now_us, leg which, const tls_summary& tls);
   void on_tls_failed(std::uint64_t now_us, leg which, std::string_view reason);
   // The new plaintext upstream connection asked for with reconnect_upstream is open (if it
@@ -302,6 +303,12 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // Where the sender's think time before its next command starts: the last reply it was sent,
   // or the end of a message it sent (that transfer is the body stage's client time, not think).
   std::uint64_t think_from_us_ = 0;
+  // Where the connect stage starts: on_start, or the end of an SMTPS client's handshake (the
+  // shell dials after it).
+  std::uint64_t dial_from_us_ = 0;
+  // When the client's last bytes were read: a command line taken later (its input held) counts
+  // from there (take_command_line).
+  std::uint64_t client_bytes_at_us_ = UINT64_MAX;
   int last_client_code_ = 0;          // the code of the last reply sent to the client
   transaction_book txns_;
 

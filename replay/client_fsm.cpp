@@ -215,8 +215,21 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
                                  "and goes on inside it"
                            : "the recorded client started TLS here; the live server did not answer 220, so the "
                              "replay goes on without TLS";
+  // A live 354 to a DATA after which the recording has no message (the recorded DATA was
+  // refused): the server now reads everything as message data, and each step after it would
+  // wait for a reply that never comes, until the server's own timeout. The replay closes the
+  // connection without ending a message, so nothing is delivered.
+  const bool live_waits_for_a_message =
+      !res.greeting && steps_[res.step]->ph == protocol::phase::data && r.code == 354 &&
+      (res.step + 1 >= steps_.size() || steps_[res.step + 1]->kind != step_kind::message);
   res.live = std::move(r);
   settle(at, now_us);
+  if (live_waits_for_a_message) {
+    res.note = "the live server answered 354 and waits for a message the recording does not have: the replay "
+               "closed the connection without ending one (nothing was delivered)";
+    finish(now_us, "the live server answered 354 to the DATA before, and the replay closed the connection");
+    return;
+  }
   reply_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.reply_timeout.count()) * 1'000'000;
   if (tls_follows) {
     tls_pending_ = true;

@@ -1500,6 +1500,41 @@ TEST_F(RelayFsmTest, ThinkTimeAfterTheClientsHandshakeStartsWhereItEnds) {
   EXPECT_EQ(ehlos[1].think_us, asked - secured);
 }
 
+// A newcomer trial on the SMTPS listener: the connect stage started with the session and
+// charged the client's handshake to the upstream; and the client's EHLO, held while the relay
+// secured the upstream leg, was timed from when it was taken, so the relay's own EHLO and
+// STARTTLS upstream counted as the sender's think time.
+TEST_F(RelayFsmTest, AnSmtpsSessionsConnectAndHeldEhloAreTimedWhereTheyHappened) {
+  make(tls_options());
+  start();
+  now_ += 30'000;   // the client's handshake
+  fsm_->on_tls_ready(tick(), leg::client, handshake());
+  const std::uint64_t secured = now_;
+  take();
+  connected();
+  const std::uint64_t dialled = now_;
+  upstream(banner);   // the relay secures the upstream leg first: its own EHLO
+  const std::uint64_t banner_sent = now_;
+  EXPECT_THAT(client("EHLO c\r\n"), IsEmpty());   // held until the upstream leg is secured
+  const std::uint64_t asked = now_;
+  EXPECT_THAT(upstream(tls_ehlo_reply), ElementsAre(to_upstream("STARTTLS\r\n")));
+  EXPECT_THAT(upstream("220 2.0.0 Ready to start TLS\r\n"), ElementsAre(starts_tls(leg::upstream)));
+  now_ += 3'000;
+  fsm_->on_tls_ready(tick(), leg::upstream, handshake());
+  EXPECT_THAT(take(), ElementsAre(to_upstream("EHLO c\r\n")));
+  upstream(plain_ehlo_reply);
+  auto stage = [&](phase ph) {
+    auto it = std::find_if(obs_->stages.begin(), obs_->stages.end(), [&](const stage_record& st) { return st.ph == ph; });
+    EXPECT_NE(it, obs_->stages.end()) << to_string(ph);
+    return it == obs_->stages.end() ? stage_record{} : *it;
+  };
+  const stage_record connect = stage(phase::connect), ehlo = stage(phase::ehlo);
+  EXPECT_EQ(connect.start_us, secured);
+  EXPECT_EQ(connect.duration_us, dialled - secured);
+  EXPECT_EQ(ehlo.start_us, asked);
+  EXPECT_EQ(ehlo.think_us, asked - banner_sent);
+}
+
 TEST_F(RelayFsmTest, StarttlsSecuresUpstreamFirstThenAnswersClientThenHandshakes) {
   make(tls_options());
   greet();

@@ -728,6 +728,36 @@ TEST(ReplayClient, ADifferentCodeOrCapabilitySetDiverges) {
   EXPECT_EQ(r[6].status, step_status::matched);    // QUIT went on
 }
 
+// A newcomer trial: the recording refused DATA (503 after every RCPT was refused by a fault);
+// the live server answered 354, and the replay sent QUIT as message data, then waited until
+// the server's timeout (100 s against smtp-sink, 120 s against Postfix).
+TEST(ReplayClient, ALive354WhereTheRecordingHasNoMessageClosesWithoutEndingOne) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "MAIL FROM:<a@x>\r\n")
+      .server(300, "250 ok\r\n")
+      .client(400, "RCPT TO:<b@y>\r\n")
+      .server(500, "552 5.2.2 mailbox full\r\n")
+      .client(600, "DATA\r\n")
+      .server(700, "503 5.5.1 no valid recipients\r\n")
+      .client(800, "QUIT\r\n")
+      .server(900, "221 bye\r\n");
+  const script s = b.build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  auto out = converse(fsm, {"220 mx\r\n", "250 ok\r\n", "250 ok\r\n", "354 go ahead\r\n"});
+  EXPECT_EQ(out[3], "DATA\r\n");
+  EXPECT_EQ(out[4], "");   // not QUIT, which the server would read as message data
+  EXPECT_TRUE(fsm.finished());
+  const auto& r = fsm.results();
+  ASSERT_EQ(r.size(), 5u);
+  EXPECT_EQ(r[3].status, step_status::diverged);
+  EXPECT_NE(r[3].note.find("nothing was delivered"), std::string::npos) << r[3].note;
+  EXPECT_EQ(r[4].status, step_status::not_sent);
+  EXPECT_TRUE(fsm.diverged());
+}
+
 TEST(ReplayClient, TextIsComparedOnlyWhenAsked) {
   const script s = delivered().build();
   for (bool text : {false, true}) {
