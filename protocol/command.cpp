@@ -112,10 +112,13 @@ void parse_path_and_params(command& cmd, std::string_view prefix) {
   }
 }
 
-// RFC 3030: "BDAT" SP chunk-size [ SP end-marker ]; chunk-size is 1*DIGIT.
-bool parse_bdat(command& cmd) {
+// RFC 3030: "BDAT" SP chunk-size [ SP end-marker ]; chunk-size is 1*DIGIT. Exactly that: a
+// tab or a second space is refused, since an upstream that keeps to the grammar would not read
+// the line as BDAT, and would read the chunk after it as commands (smuggling).
+bool parse_bdat(std::string_view line, command& cmd) {
+  if (line.size() < 5 || line[4] != ' ' || line.find('\t') != std::string_view::npos) return false;
   std::string_view arg = cmd.argument;
-  auto sp = find_separator(arg);
+  auto sp = arg.find(' ');
   std::string_view size = arg.substr(0, sp);
   if (size.empty() || size.size() > 18) return false;
   for (char c : size)
@@ -163,7 +166,7 @@ parsed_command parse_command(std::string_view line) {
     case phase::mail: parse_path_and_params(out.cmd, "FROM:"); break;
     case phase::rcpt: parse_path_and_params(out.cmd, "TO:"); break;
     case phase::bdat:
-      if (!parse_bdat(out.cmd)) out.fault = command_fault::bad_bdat;
+      if (!parse_bdat(line, out.cmd)) out.fault = command_fault::bad_bdat;
       break;
     default: break;
   }

@@ -201,12 +201,22 @@ asio::awaitable<void> session::run() {
 // is done), then start both legs.
 asio::awaitable<void> session::open_upstream() {
   co_await state_changed_.wait_until([this] { return client_ready_; });
+  // The client is read during the dial too: one that leaves (a health check's connect and
+  // close) ends the session, and with it a lookup or dial nobody waits for any more. What it
+  // sends early waits in the machine until the banner.
+  if (!fsm_.finished()) {
+    client_reader_started_ = true;
+    spawn(read_leg(leg::client));
+  }
   if (!fsm_.finished()) {
     std::string failed = co_await dial_upstream();
-    if (!failed.empty()) {
-      // A session that ended while it dialled (a drain, the client gone) cancelled the dial
-      // itself: the upstream did not fail, and is neither counted nor logged as failing.
-      if (!fsm_.finished()) upstream_unreachable(failed);
+    if (fsm_.finished()) {
+      // The session ended while it dialled (a drain, the client gone) and cancelled the dial:
+      // the upstream did not fail, and is neither counted nor logged as failing. A connection
+      // that completed all the same is closed unused.
+      if (failed.empty()) upstream_.close();
+    } else if (!failed.empty()) {
+      upstream_unreachable(failed);
     } else {
       upstream_connected_ = true;
       feed(&protocol::relay_fsm::on_upstream_connected);
@@ -222,12 +232,11 @@ void session::start_legs() {
   if (upstream_connected_) {
     spawn(write_leg(leg::upstream));
     spawn(read_leg(leg::upstream));
-    spawn(read_leg(leg::client));
-  } else {
-    // Also when a fault or an unreachable upstream already ended the session: the client
-    // leg's lingering close waits for the client's FIN, and only a reader sees it.
-    spawn(read_leg(leg::client));
   }
+  // Also when a fault or an unreachable upstream already ended the session: the client
+  // leg's lingering close waits for the client's FIN, and only a reader sees it.
+  if (!client_reader_started_) spawn(read_leg(leg::client));
+  client_reader_started_ = true;
   spawn(watchdog());
 }
 
@@ -239,11 +248,23 @@ void session::upstream_unreachable(const std::string& why) {
   feed(&protocol::relay_fsm::on_upstream_unreachable, std::string_view(why));
 }
 
+namespace {
+// An IPv4-mapped IPv6 address (::ffff:127.0.0.1) reaches its IPv4 address.
+asio::ip::address reached(const asio::ip::address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+  return a;
+}
+}  // namespace
+
 const relay_context::refused_upstream* relay_context::refusal_of(const asio::ip::tcp::endpoint& e) const {
+  const auto target = reached(e.address());
   for (const auto& r : refused_upstreams) {
     if (r.at.port() != e.port()) continue;
-    if (r.at.address() == e.address()) return &r;
-    if (r.at.address().is_unspecified() && is_own_address(e.address())) return &r;
+    const auto at = reached(r.at.address());
+    if (at == target) return &r;
+    // A dial to 0.0.0.0 or :: reaches this machine itself (Linux connects it to loopback).
+    if (target.is_unspecified()) return &r;
+    if (at.is_unspecified() && is_own_address(target)) return &r;
   }
   return nullptr;
 }

@@ -203,6 +203,7 @@ class session : public std::enable_shared_from_this<session> {
   std::optional<boost::asio::ip::tcp::endpoint> own_local_;
   bool upstream_requested_ = false;     // connect_upstream: open_upstream starts the legs
   bool client_ready_ = false;           // the client leg's implicit-TLS handshake (if any) is done
+  bool client_reader_started_ = false;  // read_leg(client) runs (from the dial on, open_upstream)
   bool recorder_wake_requested_ = false;   // the store will say when its backlog clears
   bool machine_paused_client_ = false;  // the machine's last pause_reading for the client
   bool implicit_tls_ = false;

@@ -225,6 +225,14 @@ class SelfAsUpstream(IntegrationTest):
                                 "--upstream", "127.0.0.1:%d" % port)
         self.assertIn("own SMTPS listener (--listen-tls, or [tls] listen in the config file)", line)
 
+    def test_the_unspecified_and_ipv4_mapped_addresses_of_its_listener_are_refused_at_start(self):
+        # A hostile trial: these dialled the listener on 127.0.0.1, and one client's session
+        # opened another until max_sessions were taken.
+        for upstream in ("0.0.0.0:%d", "[::ffff:127.0.0.1]:%d", "[::]:%d"):
+            port = free_port()
+            line = self.start_fails("--listen", "127.0.0.1:%d" % port, "--upstream", upstream % port)
+            self.assertIn("own SMTP listener (--listen, or listen in the config file)", line)
+
     def test_a_wildcard_listener_is_refused_on_an_interface_address(self):
         own = own_interface_address()
         port = free_port()

@@ -233,6 +233,22 @@ class OutcomeSemantics(IntegrationTest):
             self.assertIn("no answer within 2 s (timeouts.upstream_connect)", cap.end["detail"])
 
     @unittest.skipUnless(can_give_a_relay_its_own_hosts_file(), "needs root and unshare -m")
+    def test_a_client_that_leaves_during_the_lookup_ends_its_session_at_once(self):
+        # A hostile trial: connect-and-close clients (health checks) held their sessions for the
+        # whole upstream_connect while the lookup hung, and filled max_sessions: nothing read the
+        # client during the dial.
+        mailtap, dns = self.start_mailtap_behind_a_silent_nameserver(upstream_connect=30)
+        for _ in range(3):
+            s = socket.create_connection((LOOPBACK, mailtap.port), timeout=5)
+            s.close()
+        started = time.monotonic()
+        caps = mailtap.wait_captures(3, timeout=10)
+        self.assertLess(time.monotonic() - started, 5.0)
+        self.assertEqual([c.end["reason"] for c in caps], ["client_closed"] * 3)
+        counters = mailtap.stop_with_counters()
+        self.assertEqual(counters.get("upstream_unreachable", 0), 0, counters)
+
+    @unittest.skipUnless(can_give_a_relay_its_own_hosts_file(), "needs root and unshare -m")
     def test_a_sigterm_during_a_lookup_stops_the_relay_at_once(self):
         # A hostile trial: SIGTERM waited for glibc to give up on the lookup (up to 30 s), and
         # the capture recorded the 421 at the signal's time, not when the client heard it.

@@ -75,10 +75,9 @@ TEST(Command, ATabSeparatesWordsAsPostfixReadsThem) {
   EXPECT_EQ(p.cmd.address, "a@x");
   ASSERT_EQ(p.cmd.params.size(), 1u);
   EXPECT_EQ(p.cmd.params[0].keyword, "SIZE");
-  auto b = parse_command("BDAT\t10\tLAST");
-  EXPECT_EQ(b.fault, command_fault::none);
-  EXPECT_EQ(b.cmd.bdat_size, 10u);
-  EXPECT_TRUE(b.cmd.bdat_last);
+  // Not BDAT, whose line carries a chunk after it: an upstream that keeps to RFC 3030's SP
+  // would take the chunk for commands (BdatRefusals).
+  EXPECT_EQ(parse_command("BDAT\t10\tLAST").fault, command_fault::bad_bdat);
   EXPECT_EQ(parse_command("STARTTLS\tx").fault, command_fault::starttls_parameters);
 }
 
@@ -249,6 +248,10 @@ TEST(Command, BdatRefusals) {
            "BDAT 1 FOO",                    // unknown end marker
            "BDAT 1 LAST FOO",
            "BDAT  1",                       // empty size field
+           "BDAT\t18\tLAST",                  // a hostile trial: tabs; RFC 3030 says SP, and a
+           "BDAT 18\tLAST",                   // strict upstream reads neither as BDAT, its chunk as commands
+           "BDAT\t18",
+           "BDAT 18  LAST",
            "BDAT 1234567890123456789",      // 19 digits: could overflow
            "BDAT 18446744073709551616",     // 2^64
            "BDAT 99999999999999999999999",

@@ -90,5 +90,22 @@ TEST_F(RefusedUpstream, ALiteralAdminAddressIsRefusedAsItselfOnly) {
   EXPECT_EQ(ctx.refusal_of(tcp::endpoint(make_address("127.0.0.3"), 8025)), nullptr);
 }
 
+
+// A hostile trial: --upstream 0.0.0.0:P and [::ffff:127.0.0.1]:P (or a name resolving to them)
+// dialled mailtap's own listener on 127.0.0.1:P, and one client filled max_sessions.
+TEST_F(RefusedUpstream, TheUnspecifiedAndIpv4MappedAddressesReachTheListenerToo) {
+  ctx.refused_upstreams.push_back({tcp::endpoint(make_address("127.0.0.1"), 2525), "SMTP listener", "--listen"});
+  EXPECT_NE(ctx.refusal_of(tcp::endpoint(make_address("0.0.0.0"), 2525)), nullptr);
+  EXPECT_NE(ctx.refusal_of(tcp::endpoint(make_address("::"), 2525)), nullptr);
+  EXPECT_NE(ctx.refusal_of(tcp::endpoint(make_address("::ffff:127.0.0.1"), 2525)), nullptr);
+  EXPECT_EQ(ctx.refusal_of(tcp::endpoint(make_address("0.0.0.0"), 2526)), nullptr);
+  EXPECT_EQ(ctx.refusal_of(tcp::endpoint(make_address("::ffff:127.0.0.2"), 2525)), nullptr);
+}
+
+TEST_F(RefusedUpstream, AnIpv4MappedListenerAddressIsItsIpv4Address) {
+  ctx.refused_upstreams.push_back({tcp::endpoint(make_address("::ffff:127.0.0.1"), 2525), "SMTP listener", "--listen"});
+  EXPECT_NE(ctx.refusal_of(tcp::endpoint(make_address("127.0.0.1"), 2525)), nullptr);
+}
+
 }  // namespace
 }  // namespace mailtap
