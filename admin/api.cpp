@@ -172,7 +172,9 @@ void api::add_session_routes() {
       return error_response(400, problem);
     for (const auto& [key, value] : c.query) {
       if (key == "outcome") {
-        if (!known_outcomes.contains(value)) return error_response(400, "query 'outcome': unknown outcome '" + value.substr(0, 40) + "'");
+        if (!known_outcomes.contains(value)) return error_response(400, "query 'outcome': unknown outcome '" + value.substr(0, 40) +
+                                                   "': expected none, delivered, blackholed, rejected, tempfailed, "
+                                                   "aborted or unknown");
         f.outcome = value;
       } else if (key == "client") {
         f.client = value;

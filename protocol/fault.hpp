@@ -15,6 +15,11 @@
 
 namespace mailtap::protocol {
 
+// Begins the part of an end record's detail that says an upstream failure was injected, not
+// met (" (injected by fault rule 'NAME': ...)"): the relay neither logs nor counts it as the
+// upstream's (relay/session_tally.cpp).
+inline constexpr std::string_view injected_by_rule = " (injected by fault rule '";
+
 // When in a step the relay asks: before it forwards a command (or, at connect, before it
 // connects upstream), or before it relays a reply (the banner, a reply to a command).
 // data_end is asked at the command stage when DATA (or the first BDAT) arrives, before any

@@ -184,6 +184,7 @@ void fault_holds::start(std::uint64_t now) {
       upstream_wanted_ = false;
       if (d.no_greeting) {
         // As if the destination accepted and never greeted: the greeting timeout decides.
+        no_greeting_rule_ = d.rule;
         event(now, d, phase::connect, "upstream accepted and never greeted");
         out_.arm(leg::upstream, options_.timeouts.upstream_greeting);
         return;
@@ -195,7 +196,7 @@ void fault_holds::start(std::uint64_t now) {
       {
         const std::string reason = "connect to " + options_.upstream + ": Connection refused";
         host_.upstream_unreachable(now, reason,
-                                   reason + " (injected by fault rule '" + d.rule + "': no connection was attempted)");
+                                   reason + std::string(injected_by_rule) + d.rule + "': no connection was attempted)");
       }
       return;
     default: greeting(now, d); return;

@@ -108,6 +108,9 @@ class fault_holds {
   bool absorbing() const { return absorbing_; }
   // A connect fault answers the client without an upstream.
   bool upstream_wanted() const { return upstream_wanted_; }
+  // The rule of an upstream_unreachable fault with mode no_greeting (the greeting timeout
+  // decides), or "" when none was injected.
+  const std::string& no_greeting_rule() const { return no_greeting_rule_; }
   const session_plan& plan() const { return plan_; }
 
   // ---- connect and banner
@@ -212,6 +215,7 @@ class fault_holds {
   session_plan plan_;
   std::uint64_t started_us_ = 0;
   bool upstream_wanted_ = true;
+  std::string no_greeting_rule_;
   bool refusing_ = false;
   bool stalled_ = false;             // neither answering nor parsing until the peer gives up
   bool input_stopped_ = false;       // a fault ends the session once the replies before it are out

@@ -224,7 +224,10 @@ void relay_fsm::on_timeout(std::uint64_t now, leg which) {
     return;
   }
   out_.close(leg::upstream);
-  upstream_lost(now, "upstream_timeout", "no reply from upstream in time");
+  std::string detail = "no reply from upstream in time";
+  if (!greeted_ && !faults_.no_greeting_rule().empty())
+    detail += std::string(injected_by_rule) + faults_.no_greeting_rule() + "': no connection was attempted)";
+  upstream_lost(now, "upstream_timeout", detail);
 }
 
 void relay_fsm::on_write_stalled(std::uint64_t now, leg which, std::chrono::milliseconds waited) {
@@ -1287,7 +1290,12 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     // can be relayed, so say so and close; once is enough (RFC 5321 3.8: 421, then close).
     // An upstream that said 421 while replies were held has its own 421 passed on.
     if (upstream_421_after_held_) return pass_on_upstream_421(now, *upstream_421_after_held_);
-    if (last_client_code_ != 421) out_.say(now, make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed"));
+    // A message the relay refused (550 5.6.0: its own closing of the upstream, the client's
+    // doing) is answered and the connection closed, as Postfix does with
+    // smtpd_forbid_bare_newline: a 421 "upstream connection is closed" after it would blame the
+    // upstream, and the client would read it as the reply to its next command.
+    if (last_client_code_ != 421 && upstream_lost_reason_ != "protocol_error")
+      out_.say(now, make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed"));
     // The cause recorded by upstream_lost (a timeout, a protocol error), not just "closed".
     end_session(now, upstream_lost_reason_, upstream_lost_detail_);
     return;

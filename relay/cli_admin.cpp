@@ -248,7 +248,8 @@ void register_sessions(CLI::App& app, int& exit_code) {
   list->add_option("--limit", o->limit, "At most this many (default 20, at most 500)")->check(count_up_to(500));
   list->add_option("--offset", o->offset, "Skip this many (newest first)")->check(count_up_to(1'000'000'000));
   list->add_option("--outcome", o->outcome,
-                   "Only this outcome: none, delivered, blackholed, rejected, tempfailed, aborted, unknown");
+                   "Only this outcome: none, delivered, blackholed, rejected, tempfailed, aborted, unknown")
+      ->check(CLI::IsMember({"none", "delivered", "blackholed", "rejected", "tempfailed", "aborted", "unknown"}));
   list->add_option("--client", o->client, "Only clients whose address contains this");
   list->callback([o, &exit_code] {
     std::string target = "/api/v1/sessions?limit=" + std::to_string(o->limit) + "&offset=" + std::to_string(o->offset);

@@ -116,6 +116,8 @@ void session_tally::on_fault(std::uint64_t t_us, const protocol::fault_event& f)
 // 421 is outside the client's control: logged at warn with the session id (README "Logging").
 // An orderly 421 from the upstream is the destination's answer, not a failure of the path.
 static bool upstream_failed(std::string_view reason, std::string_view detail) {
+  // An injected failure (upstream_unreachable with mode no_greeting) is the test's, not the path's.
+  if (detail.find(protocol::injected_by_rule) != std::string_view::npos) return false;
   if (reason == "upstream_protocol_error" || reason == "upstream_timeout" || reason == "upstream_refused") return true;
   // upstream_closed's details (captures/FORMAT.md "End reasons"): a hang-up or a loss is a
   // failure; a 421 (its detail the upstream's own text, or "upstream said 421 ...") is not.

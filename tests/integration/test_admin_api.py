@@ -280,6 +280,9 @@ class Sessions(AdminTest):
         code, out, err = self.cli("sessions", "list", "--outcome", "bogus")
         self.assertEqual(code, 2, (out, err))
         self.assertEqual(len(err.splitlines()), 1, err)
+        # A newcomer trial: it named the HTTP query ("query 'outcome'") and no valid value.
+        self.assertIn("--outcome", err)
+        self.assertIn("delivered", err)
 
 
 class Faults(AdminTest):

@@ -205,8 +205,10 @@ class ScenarioDiagnoses(DiagnoseTest):
         self.send(m.port)
         caps = m.wait_captures(2)
         rc, doc = diagnose(caps[0].path)
-        self.assertEqual(rc, 1)
-        self.assertInjected(finding(doc, "greylisting"), "greylisting", "rcpt")
+        # A deferral by design, which the sender's retry gets past: a warning, so a CI gate on
+        # diagnose does not fail on it (a newcomer trial).
+        self.assertEqual(rc, 0)
+        self.assertInjected(finding(doc, "greylisting"), "greylisting", "rcpt", severity="warning")
         rc, doc = diagnose(caps[1].path)
         self.assertEqual(rc, 0)
         self.assertEqual(finding(doc, "handoff")["source"], "server")

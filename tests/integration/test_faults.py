@@ -910,6 +910,11 @@ mode = "no_greeting"
         cap = self.single_capture(m)
         self.assertFaults(cap, [("hung", "upstream_unreachable", "unreachable", "connect")])
         self.assertEqual(up.all_connections(), [])
+        # A newcomer trial: it was logged and counted as the upstream's failure, and the end
+        # detail did not say it was injected (as mode "refused" does).
+        self.assertIn("(injected by fault rule 'hung': no connection was attempted)", cap.end["detail"])
+        counters = m.stop_with_counters()
+        self.assertEqual(counters.get("errors", 0), 0, counters)
 
 
 class SessionFaults(FaultTest):

@@ -842,6 +842,12 @@ TEST_F(FaultFsm, ConnectUnreachableNoGreetingWaitsForTheGreetingTimeout) {
   EXPECT_TRUE(fsm_->finished());
   EXPECT_EQ(up_, "");
   EXPECT_EQ(only_fault("unreachable").rule, "silent");
+  // A newcomer trial: the end detail did not say it was injected, and the relay logged and
+  // counted it as the upstream's failure (session_tally reads this detail).
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->ends[0].reason, "upstream_timeout");
+  EXPECT_EQ(obs_->ends[0].detail,
+            "no reply from upstream in time (injected by fault rule 'silent': no connection was attempted)");
 }
 
 TEST_F(FaultFsm, ConnectResetAbortsTheClientLeg) {

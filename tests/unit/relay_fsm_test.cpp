@@ -740,6 +740,10 @@ TEST_F(RelayFsmTest, StrictBareLfClosesUpstreamAndAnswers550AtEndOfData) {
   ASSERT_EQ(obs_->ends.size(), 1u);
   EXPECT_EQ(obs_->ends[0].reason, "protocol_error");
   EXPECT_EQ(obs_->ends[0].detail, "message refused: bare CR or LF in message data");
+  // A newcomer trial: a 421 "upstream connection is closed" followed the 550, and the client
+  // read it as the reply to its QUIT. The 550 is the last word, then the close.
+  EXPECT_THAT(cl_, testing::EndsWith("550 5.6.0 Message refused by mailtap: bare CR or LF in message data\r\n"));
+  EXPECT_THAT(end, Contains(closes(leg::client)));
 }
 
 TEST_F(RelayFsmTest, NormalizeModeReadsBareLfAsCrlf) {
