@@ -4,6 +4,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 #include <limits>
+#include <map>
 #include <optional>
 
 #include "config_reader/document.hpp"
@@ -99,6 +100,24 @@ policies::load_result from_json(std::string_view body) {
     else t = table_of(r.get_object(), why);
     if (!t) return {{}, std::string(json_source) + ": rule " + std::to_string(i + 1) + ": " + why};
     tables.push_back(std::move(*t));
+  }
+  // A JSON body has no lines to point at: each rule is read alone first, so that a problem
+  // names the rule it is in ("request (JSON): rule 2: key 'code': ..."), and so is a name
+  // given twice.
+  std::map<std::string, std::size_t, std::less<>> named;
+  for (std::size_t i = 0; i < tables.size(); ++i) {
+    const std::string where = std::string(json_source) + ": rule " + std::to_string(i + 1);
+    toml::array one;
+    one.push_back(*tables[i].as_table());
+    toml::table alone;
+    alone.insert("fault", std::move(one));
+    auto checked = policies::rules_from_toml(alone, where);
+    if (!checked.ok()) return checked;
+    if (checked.rules.size() != 1 || checked.rules.front().name.empty()) continue;
+    const auto [at, fresh] = named.emplace(checked.rules.front().name, i + 1);
+    if (!fresh)
+      return {{}, where + ": key 'name': duplicate rule name '" + config_reader::echo(at->first) + "' (first in rule " +
+                      std::to_string(at->second) + ")"};
   }
   toml::table root;
   root.insert("fault", std::move(tables));

@@ -109,10 +109,15 @@ void run_server(const server_opts& o, int& exit_code) {
       [&](const std::string& bound) {
         // One stable line on stdout, as `mailtap run` prints, so scripts find a port chosen with
         // :0; a JSON document of its own under --json, which prints nothing else.
+        // A newcomer trial: a plaintext client hung on a port that spoke TLS from connect, and
+        // nothing had said so.
         if (o.json)
-          std::printf("%s\n", replay::render_server_ready_json(bound, paths.front(), script->steps.size()).c_str());
+          std::printf("%s\n", replay::render_server_ready_json(bound, paths.front(), script->steps.size(),
+                                                               script->implicit_tls)
+                                  .c_str());
         else
-          std::printf("mailtap replay: listening on %s, replaying %s (%zu steps)\n", bound.c_str(),
+          std::printf("mailtap replay: listening on %s%s, replaying %s (%zu steps)\n", bound.c_str(),
+                      script->implicit_tls ? " (TLS from connect, as recorded on an SMTPS listener)" : "",
                       paths.front().c_str(), script->steps.size());
         std::fflush(stdout);
       },

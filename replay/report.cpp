@@ -229,9 +229,12 @@ std::string render_client_json(const client_run& r) {
   return json::serialize(o);
 }
 
-std::string render_server_ready_json(const std::string& bound, const std::string& capture, std::size_t steps) {
-  return json::serialize(
-      json::object{{"listening", bound}, {"capture", captures::utf8_safe(capture)}, {"steps", steps}});
+std::string render_server_ready_json(const std::string& bound, const std::string& capture, std::size_t steps,
+                                     bool tls_on_connect) {
+  return json::serialize(json::object{{"listening", bound},
+                                      {"capture", captures::utf8_safe(capture)},
+                                      {"steps", steps},
+                                      {"tls_on_connect", tls_on_connect}});
 }
 
 run_summary summarize(const std::vector<client_run>& runs) {

@@ -69,7 +69,9 @@ struct server_session {
 };
 // The server's ready line under --json, so that stdout is JSON documents only:
 // {"listening": "ADDR:PORT", "capture": PATH, "steps": N}.
-std::string render_server_ready_json(const std::string& bound, const std::string& capture, std::size_t steps);
+// `tls_on_connect`: the port speaks TLS from connect (an SMTPS recording, or --tls-on-connect yes).
+std::string render_server_ready_json(const std::string& bound, const std::string& capture, std::size_t steps,
+                                     bool tls_on_connect);
 std::string render_server_text(const server_session& s);
 std::string render_server_json(const server_session& s);   // one object, no newline
 

@@ -31,7 +31,8 @@ from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, SMTP_SOURCE, Proc
                      SwaksTranscript, free_port, mailtap_bin, parse_replies, run_mailtap, scaled, wait_until)
 
 TO = "a@example.com"
-READY_RE = re.compile(r"^mailtap replay: listening on 127\.0\.0\.1:(\d+), replaying (.+) \((\d+) steps\)$")
+READY_RE = re.compile(r"^mailtap replay: listening on 127\.0\.0\.1:(\d+)( \(TLS from connect, as recorded on an "
+                      r"SMTPS listener\))?, replaying (.+) \((\d+) steps\)$")
 # swaks --show-time-lapse: "=== response in 0.299s" before each reply it times.
 LAPSE_RE = re.compile(r"^=== response in (\d+\.\d+)s$")
 # What the test allows between a recorded delay and the one the replay plays: never more than
@@ -222,6 +223,7 @@ class ReplayServerTest(ReplayTest):
         cap = m.wait_captures(1)[0]
         m.stop()
         server = self.replay_server(cap.path, "--timing", "fast", "--sessions", "2", "--json")
+        self.assertIs(server.ready["tls_on_connect"], True)   # a plaintext client would hang: say so
         status, text = self.swaks(server.port, "--to", TO, "--tlsc")
         self.assertIn("TLS started", text)
         self.assertEqual(SwaksTranscript(text).reply_to("RCPT").code, 250)
@@ -244,6 +246,7 @@ class ReplayServerTest(ReplayTest):
         m.stop()
         plain = self.replay_server(cap.path, "--timing", "fast", "--sessions", "3", "--json",
                                    "--tls-on-connect", "no")
+        self.assertIs(plain.ready["tls_on_connect"], False)
         status, text = self.swaks(plain.port, "--to", TO)   # no TLS at all
         self.assertNotIn("TLS started", text)
         self.assertEqual(SwaksTranscript(text).reply_to("RCPT").code, 250)

@@ -156,6 +156,8 @@ TEST(SessionTally, UpstreamFailuresAreCountedAndAn421IsNot) {
   const std::vector<std::pair<std::string, std::string>> not_failed{
       {"upstream_closed", "mx Error: timeout exceeded"},   // an unsolicited 421's own text
       {"upstream_closed", "upstream said 421"},
+      // An upstream_unreachable fault with mode no_greeting: the test's doing (a newcomer trial).
+      {"upstream_timeout", "no reply from upstream in time (injected by fault rule 'ng': no connection was attempted)"},
       {"client_quit", ""}};
   for (const auto& [reason, detail] : failed) session_tally(nullptr, m).on_end(10, reason, detail);
   EXPECT_EQ(m.upstream_failed.load(), failed.size());
@@ -509,7 +511,17 @@ TEST(FaultInput, JsonObjectArrayAndFaultKeyGoThroughTheLoader) {
 
 TEST(FaultInput, ProblemsAreOneLineNamingTheKey) {
   auto bad_code = rules_from_body(R"({"name":"a","type":"reply","phase":"rcpt","code":999})", body_format::json);
-  EXPECT_EQ(bad_code.error, "request (JSON): key 'code': expected an integer from 200 to 599, got 999");
+  EXPECT_EQ(bad_code.error, "request (JSON): rule 1: key 'code': expected an integer from 200 to 599, got 999");
+  // A newcomer trial: a JSON body has no lines, and the errors said ":0" or nothing of which
+  // rule; each now names its rule, a name given twice both of them.
+  auto second_bad = rules_from_body(
+      R"([{"name":"a","type":"reset","phase":"mail"},{"name":"b","type":"reply","phase":"rcpt","code":999}])",
+      body_format::json);
+  EXPECT_EQ(second_bad.error, "request (JSON): rule 2: key 'code': expected an integer from 200 to 599, got 999");
+  auto twice = rules_from_body(
+      R"({"fault":[{"name":"ok1","type":"reset","phase":"mail"},{"name":"ok1","type":"reset","phase":"rcpt"}]})",
+      body_format::json);
+  EXPECT_EQ(twice.error, "request (JSON): rule 2: key 'name': duplicate rule name 'ok1' (first in rule 1)");
   EXPECT_NE(rules_from_body(R"({"name":null})", body_format::json).error.find("null"), std::string::npos);
   EXPECT_NE(rules_from_body("{bad", body_format::json).error.find("not JSON"), std::string::npos);
   auto toml_bad = rules_from_body("[[fault]]\nname = \"a\"\ntype = \"reply\"\nphase = \"rcpt\"\ncode = 999\n", body_format::toml);
