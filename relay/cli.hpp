@@ -47,8 +47,8 @@ inline std::string directory_problem(const std::filesystem::path& dir) {
 
 // The captures a command-line name stands for (cli_show.cpp): a path, a session id within
 // `dir` (default: the run default), a directory (all its captures, in start order) or
-// "latest" (the newest in `dir`). A name that resolves to nothing comes back as itself, so
-// the reader's error names it; `error` is set when a directory cannot be listed or is empty.
+// "latest" (the newest in `dir`). `error` is set when a name resolves to nothing (saying
+// where it was looked for), or a directory cannot be listed or is empty.
 std::vector<std::filesystem::path> resolve_captures(const std::string& name, const std::string& dir,
                                                     std::string& error);
 

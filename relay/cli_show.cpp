@@ -95,8 +95,8 @@ bool show_one(const fs::path& path, bool json, bool separate) {
 }  // namespace
 
 // A capture is named by its path, by its session id within --dir (default captures dir), by
-// a directory (all its captures) or by "latest" (the newest in --dir). Unresolvable names
-// come back as themselves, so the reader's error names them.
+// a directory (all its captures) or by "latest" (the newest in --dir). A name that is none of
+// these sets `error`, saying where it was looked for.
 std::vector<fs::path> resolve_captures(const std::string& name, const std::string& dir, std::string& error) {
   std::error_code ec;
   if (name == latest_word && !fs::exists(name, ec)) {
@@ -118,7 +118,11 @@ std::vector<fs::path> resolve_captures(const std::string& name, const std::strin
   const fs::path base = capture_dir(dir);
   for (auto candidate : {base / name, base / (name + ".jsonl")})
     if (fs::exists(candidate, ec)) return {candidate};
-  return {p};
+  // A newcomer trial: "nosuch: cannot open: No such file or directory" did not say that the
+  // name was looked for as a session id in the capture directory too.
+  if (name.find('/') != std::string::npos || p.extension() == ".jsonl") error = name + ": no such file";
+  else error = name + ": no such file, and no session '" + name + "' in " + base.string();
+  return {};
 }
 
 void register_show(CLI::App& app, int& exit_code) {

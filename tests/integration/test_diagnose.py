@@ -436,7 +436,12 @@ class DiagnoseCommandLine(DiagnoseTest):
         missing = os.path.join(self.workdir, "missing.jsonl")
         r = run_mailtap(["diagnose", missing])
         self.assertEqual(r.returncode, 2)
-        self.assertIn("missing.jsonl", r.stderr.decode())
+        self.assertEqual(r.stderr.decode().strip(), "mailtap diagnose: %s: no such file" % missing)
+        # A bare name is looked for as a session id in --dir too, and the line says so.
+        r = run_mailtap(["diagnose", "nosuch", "--dir", self.workdir])
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(r.stderr.decode().strip(),
+                         "mailtap diagnose: nosuch: no such file, and no session 'nosuch' in %s" % self.workdir)
 
     def test_directory_summary_and_latest(self):
         m = self.relay("relay-quota")
