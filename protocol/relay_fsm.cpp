@@ -310,7 +310,18 @@ void relay_fsm::begin_data(std::uint64_t now) {
   mode_ = client_mode::data;
   framer_.emplace(options_.eol);
   data_started_us_ = now;
+  body_backlog_us_ = 0;
+  if (backlog_since_us_ != 0) backlog_since_us_ = now;   // counted from the message's start
   begin_message_input(now);
+}
+
+void relay_fsm::on_upstream_backlog(std::uint64_t now, bool backed_up) {
+  if (backed_up) {
+    if (backlog_since_us_ == 0) backlog_since_us_ = std::max<std::uint64_t>(now, 1);
+    return;
+  }
+  if (backlog_since_us_ != 0 && mode_ == client_mode::data) body_backlog_us_ += now - std::min(now, backlog_since_us_);
+  backlog_since_us_ = 0;
 }
 
 void relay_fsm::begin_message_input(std::uint64_t now) {
@@ -718,7 +729,14 @@ transaction* relay_fsm::close_message(std::uint64_t now) {
     take_message_id(*t);
     t->sealed = true;
   }
-  if (observer_) observer_->on_stage({phase::body, data_started_us_, now - data_started_us_, 0, 0, now - data_started_us_});
+  // The sender's transfer, less the time the upstream's backlog held it back (a hostile trial:
+  // an upstream that stopped reading for 3 s was charged to the sender as transfer time).
+  const std::uint64_t took = now - data_started_us_;
+  std::uint64_t held = body_backlog_us_ + (backlog_since_us_ != 0 ? now - std::min(now, backlog_since_us_) : 0);
+  held = std::min(held, took);
+  body_backlog_us_ = 0;
+  if (backlog_since_us_ != 0) backlog_since_us_ = now;
+  if (observer_) observer_->on_stage({phase::body, data_started_us_, took, held, 0, took - held});
   think_from_us_ = std::max(think_from_us_, now);   // the body stage counted the sender's time up to here
   framer_.reset();
   return t;

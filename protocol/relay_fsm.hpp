@@ -105,6 +105,10 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // The recorder has handled every record reported before await_capture: the message's end
   // goes upstream, or, if the capture failed, the client gets 451 4.3.0 and it never does.
   void on_capture_settled(std::uint64_t now_us, bool capture_failed);
+  // The shell's outbox to the upstream went over its high watermark (true: the upstream is not
+  // taking what it is sent, and the shell stops reading the client) or back under it. Within a
+  // message that time is the upstream's, not the sender's (the body stage). No actions.
+  void on_upstream_backlog(std::uint64_t now_us, bool backed_up);
 
   // While held, client input already received is not parsed (the shell's backpressure when
   // its recorder falls behind); releasing it parses what waited.
@@ -272,6 +276,10 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // anyway, until its next MAIL or RSET, are that failed message's (RFC 3030 2), not a new one.
   bool bdat_message_refused_ = false;
   std::uint64_t data_started_us_ = 0;        // 354 sent (body stage start)
+  // The upstream's backlog within the current message (on_upstream_backlog): the time it held
+  // the sender back so far, and since when it does now (0: not now).
+  std::uint64_t body_backlog_us_ = 0;
+  std::uint64_t backlog_since_us_ = 0;
   bool auth_open_ = false;
   std::string auth_mechanism_;         // upper-cased, for notes
   bool auth_username_pending_ = false; // the next client response carries the username

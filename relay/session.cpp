@@ -547,6 +547,7 @@ asio::awaitable<void> session::write_leg(leg l) {
         co_return;
       }
       if (shaped) restart_after_shaped_write(l);
+      if (l == leg::upstream) report_upstream_backlog();
       state_changed_.notify();   // room in the outbox: a paused reader may go on
       continue;
     }
@@ -874,6 +875,15 @@ void session::wake_due_writers() {
   }
 }
 
+// The upstream's outbox over or under its high watermark, told to the machine as it changes:
+// the time the upstream held the sender back within a message is the upstream's (body stage).
+void session::report_upstream_backlog() {
+  const bool backed_up = upstream_.size() > outbox_high_watermark;
+  if (backed_up == upstream_backlog_reported_ || fsm_.finished()) return;
+  upstream_backlog_reported_ = backed_up;
+  fsm_.on_upstream_backlog(now_us(), backed_up);   // no actions: nothing to dispatch
+}
+
 void session::execute(std::vector<protocol::action>& actions) {
   for (std::size_t i = 0; i < actions.size(); ++i) {
     if (!carry_out(actions[i])) {
@@ -884,6 +894,7 @@ void session::execute(std::vector<protocol::action>& actions) {
     }
   }
   wake_due_writers();
+  report_upstream_backlog();
   // The capture is written after the bytes it records were handed to the sockets, so that
   // the peer's work and the file's overlap (captures/writer.hpp, write_out_if_due).
   if (capture_) capture_->write_out_if_due();

@@ -159,6 +159,7 @@ class session : public std::enable_shared_from_this<session> {
   void hold_input_while_capture_backlogged();
   void wake_when_recorder_catches_up();
   void execute(std::vector<protocol::action>& actions);
+  void report_upstream_backlog();
   void wake_due_writers();
   void wake_writer(protocol::leg l) { (l == protocol::leg::client ? client_writer_wake_ : upstream_writer_wake_).cancel(); }
   std::uint64_t now_us() const;
@@ -204,6 +205,7 @@ class session : public std::enable_shared_from_this<session> {
   bool upstream_requested_ = false;     // connect_upstream: open_upstream starts the legs
   bool client_ready_ = false;           // the client leg's implicit-TLS handshake (if any) is done
   bool client_reader_started_ = false;  // read_leg(client) runs (from the dial on, open_upstream)
+  bool upstream_backlog_reported_ = false;   // the machine was last told the upstream is backed up
   bool recorder_wake_requested_ = false;   // the store will say when its backlog clears
   bool machine_paused_client_ = false;  // the machine's last pause_reading for the client
   bool implicit_tls_ = false;

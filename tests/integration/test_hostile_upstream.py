@@ -215,6 +215,11 @@ class HostileUpstream(IntegrationTest):
         self.assertEqual(cap.end["reason"], "upstream_timeout", (cap.end, cap.notes))
         self.assertIn("the upstream took no data for 2 s", cap.end["detail"])
         self.assertEqual(cap.transactions[-1]["outcome"], "tempfailed", cap.transactions)
+        # A hostile trial: the 2 s the upstream held the sender back were its transfer time.
+        body = [r for r in cap.of_type("stage") if r["name"] == "body"]
+        self.assertEqual(len(body), 1, body)
+        self.assertGreater(body[0]["upstream_us"], 1_500_000, body[0])
+        self.assertLess(body[0]["client_us"], body[0]["duration_us"] - 1_500_000, body[0])
 
     def test_unsolicited_250_inside_data_is_never_the_messages_reply(self):
         # Protection: relay_fsm upstream_replied_in_data -- a reply after the 354 and before

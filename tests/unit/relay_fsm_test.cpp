@@ -511,6 +511,26 @@ TEST_F(RelayFsmTest, ThinkTimeAfterAMessageStartsAtItsEnd) {
   EXPECT_GT(quit.think_us, 0u);
 }
 
+// A hostile trial: an upstream that stopped reading in the body held the sender back (the
+// shell stops reading the client while its outbox upstream is full), and the body stage
+// charged those 3 s to the sender's transfer.
+TEST_F(RelayFsmTest, TheUpstreamsBacklogInTheBodyIsTheUpstreamsTime) {
+  open_data();
+  client("Subject: backlog\r\n\r\n");
+  fsm_->on_upstream_backlog(tick(), true);
+  const std::uint64_t from = now_;
+  now_ += 3'000'000;
+  fsm_->on_upstream_backlog(tick(), false);
+  const std::uint64_t to = now_;
+  client("the rest\r\n");
+  client(".\r\n");
+  auto it = std::find_if(obs_->stages.begin(), obs_->stages.end(), [](const stage_record& st) { return st.ph == phase::body; });
+  ASSERT_NE(it, obs_->stages.end());
+  EXPECT_EQ(it->upstream_us, to - from);
+  EXPECT_EQ(it->client_us, it->duration_us - (to - from));
+  upstream("250 2.0.0 Ok\r\n");
+}
+
 TEST_F(RelayFsmTest, EmptyMessage) {
   open_data();
   EXPECT_THAT(client(".\r\n"), ElementsAre(to_upstream(".\r\n")));
