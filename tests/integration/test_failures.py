@@ -9,6 +9,7 @@
 """
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -61,10 +62,19 @@ class SilentNameserver:
     as a nameserver behind a dropping firewall does: glibc waits resolv.conf's timeout for each
     try. (Were nothing bound there, the kernel's port-unreachable would fail the lookup at once.)"""
 
-    def __init__(self, address="127.0.0.53"):
-        self.address = address
+    def __init__(self):
+        # A loopback address of its own (127.53.x.y): port 53 is free there, whatever else on
+        # the machine (another test run) holds it elsewhere.
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((address, 53))
+        for _ in range(50):
+            self.address = "127.53.%d.%d" % (random.randint(0, 255), random.randint(1, 254))
+            try:
+                self.sock.bind((self.address, 53))
+                break
+            except OSError:
+                continue
+        else:
+            raise AssertionError("no free port 53 on 127.53.0.0/16")
         self.queries = 0
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._take, daemon=True)
