@@ -320,8 +320,12 @@ void relay_fsm::on_upstream_backlog(std::uint64_t now, bool backed_up) {
     if (backlog_since_us_ == 0) backlog_since_us_ = std::max<std::uint64_t>(now, 1);
     return;
   }
-  if (backlog_since_us_ != 0 && mode_ == client_mode::data) body_backlog_us_ += now - std::min(now, backlog_since_us_);
+  if (mode_ == client_mode::data) body_backlog_us_ = held_back_us(now);
   backlog_since_us_ = 0;
+}
+
+std::uint64_t relay_fsm::held_back_us(std::uint64_t now) const {
+  return body_backlog_us_ + (backlog_since_us_ != 0 ? now - std::min(now, backlog_since_us_) : 0);
 }
 
 void relay_fsm::begin_message_input(std::uint64_t now) {
@@ -732,8 +736,7 @@ transaction* relay_fsm::close_message(std::uint64_t now) {
   // The sender's transfer, less the time the upstream's backlog held it back (a hostile trial:
   // an upstream that stopped reading for 3 s was charged to the sender as transfer time).
   const std::uint64_t took = now - data_started_us_;
-  std::uint64_t held = body_backlog_us_ + (backlog_since_us_ != 0 ? now - std::min(now, backlog_since_us_) : 0);
-  held = std::min(held, took);
+  const std::uint64_t held = std::min(held_back_us(now), took);
   body_backlog_us_ = 0;
   if (backlog_since_us_ != 0) backlog_since_us_ = now;
   if (observer_) observer_->on_stage({phase::body, data_started_us_, took, held, 0, took - held});

@@ -280,6 +280,8 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // the sender back so far, and since when it does now (0: not now).
   std::uint64_t body_backlog_us_ = 0;
   std::uint64_t backlog_since_us_ = 0;
+  // The time the upstream's backlog has held the sender back in this message, up to `now`.
+  std::uint64_t held_back_us(std::uint64_t now) const;
   bool auth_open_ = false;
   std::string auth_mechanism_;         // upper-cased, for notes
   bool auth_username_pending_ = false; // the next client response carries the username
