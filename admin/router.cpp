@@ -1,6 +1,7 @@
 // Matching a request to a route (admin/router.hpp).
 #include "admin/router.hpp"
 
+#include <cstdint>
 #include <exception>
 
 namespace mailtap::admin {
@@ -46,13 +47,20 @@ void router::add(std::string method, std::string pattern, handler run) {
 response router::handle(const request& req) const {
   parsed_target target;
   if (!parse_target(req.target, target)) return error_response(400, "bad request target");
+  // A 405's Allow names the methods of the most literal patterns that match: for
+  // /faults/reset that is reset's own POST, not the DELETE of a rule that happens to be
+  // named "reset" (/faults/{name}), which would read as how to reset.
   std::string allowed;
+  std::size_t allowed_params = SIZE_MAX;
   for (const auto& r : routes_) {
     std::map<std::string, std::string> params;
     if (!matches(r.pattern, target.raw_path, params)) continue;
     // RFC 9110 9.3.2: a GET route answers HEAD too; the server sends its header only.
     const bool head_of_get = req.method == "HEAD" && r.method == "GET";
     if (r.method != req.method && !head_of_get) {
+      if (params.size() < allowed_params) allowed.clear();
+      if (params.size() > allowed_params) continue;
+      allowed_params = params.size();
       allowed += (allowed.empty() ? "" : ", ") + r.method + (r.method == "GET" ? ", HEAD" : "");
       continue;
     }

@@ -196,14 +196,15 @@ std::optional<std::vector<std::filesystem::path>> write_eml_files(const capture&
     error = "the capture's session id is not a plain name: refusing to make a file name of it";
     return std::nullopt;
   }
+  std::vector<std::filesystem::path> written;
+  const auto messages = sent_messages(c);
+  if (messages.empty()) return written;   // nothing to write: no directory made for it
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
     error = dir.string() + ": cannot create: " + ec.message();
     return std::nullopt;
   }
-  std::vector<std::filesystem::path> written;
-  const auto messages = sent_messages(c);
   for (std::size_t i = 0; i < messages.size(); ++i) {
     const auto path = dir / (c.header.session + "-" + std::to_string(i + 1) + ".eml");
     if (!make_private_file(path, error)) return std::nullopt;

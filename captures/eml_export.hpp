@@ -20,8 +20,8 @@ struct sent_message {
 
 std::vector<sent_message> sent_messages(const capture& c);
 
-// Writes DIR/<session>-<n>.eml for each message (n from 1), creating DIR. The paths written,
-// or nullopt and a one-line error.
+// Writes DIR/<session>-<n>.eml for each message (n from 1), creating DIR. The paths written
+// (none, and no DIR made, when the capture holds no message), or nullopt and a one-line error.
 std::optional<std::vector<std::filesystem::path>> write_eml_files(const capture& c, const std::filesystem::path& dir,
                                                                   std::string& error);
 

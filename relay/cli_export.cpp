@@ -54,8 +54,13 @@ int export_eml(const export_flags& f) {
     std::fprintf(stderr, "mailtap export eml: %s\n", error.c_str());
     return exit_usage;
   }
+  if (written->empty()) {
+    // Nothing to export is the command finding a problem (exit 1), not an empty success.
+    std::fprintf(stderr, "mailtap export eml: %s: no message in this capture (the client sent no DATA or BDAT "
+                 "message to its end): nothing written\n", cap->path.c_str());
+    return exit_problem;
+  }
   for (const auto& p : *written) std::printf("%s\n", p.c_str());
-  if (written->empty()) std::printf("%s: no message in this capture\n", cap->path.c_str());
   return exit_ok;
 }
 

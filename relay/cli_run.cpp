@@ -9,12 +9,15 @@
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <optional>
 #include <limits>
 #include <system_error>
 #include <type_traits>
+#include <vector>
 
 #include "admin/control_plane.hpp"
+#include "captures/index.hpp"
 #include "captures/writer.hpp"
 #include "policies/scenario_loader.hpp"
 #include "relay/cli.hpp"
@@ -322,6 +325,40 @@ std::size_t idle_captures_kept_open() {
   return static_cast<std::size_t>(limit.rlim_cur / 8);
 }
 
+// What opening the captures directory made (the directory and its parents, the index) while
+// `run` had not yet started: removed again if the start then fails (a listener or the admin
+// API's address that cannot be bound), so that a failed start leaves nothing behind. Made
+// directories go only when empty; once dismissed, at the ready line, nothing is removed.
+class start_leftovers {
+ public:
+  explicit start_leftovers(const std::filesystem::path& dir) : dir_(dir) {
+    if (dir.empty()) return;   // --no-captures: nothing is made
+    std::error_code ec;
+    for (auto p = dir; !p.empty() && !std::filesystem::exists(p, ec); p = p.parent_path()) {
+      made_dirs_.push_back(p);
+      if (p == p.parent_path()) break;
+    }
+    index_was_there_ = std::filesystem::exists(dir / captures::index_file_name, ec);
+  }
+  start_leftovers(const start_leftovers&) = delete;
+  start_leftovers& operator=(const start_leftovers&) = delete;
+  ~start_leftovers() {
+    if (dismissed_ || dir_.empty()) return;
+    std::error_code ec;
+    if (!index_was_there_)
+      for (const char* suffix : {"", "-wal", "-shm", "-journal"})
+        std::filesystem::remove(dir_ / (std::string(captures::index_file_name) + suffix), ec);
+    for (const auto& d : made_dirs_) std::filesystem::remove(d, ec);   // deepest first; only if empty
+  }
+  void dismiss() { dismissed_ = true; }
+
+ private:
+  std::filesystem::path dir_;
+  std::vector<std::filesystem::path> made_dirs_;
+  bool index_was_there_ = true;
+  bool dismissed_ = false;
+};
+
 int run(const run_flags& f) {
   keep_large_blocks_in_the_arenas();
   std::string error;
@@ -362,6 +399,8 @@ int run(const run_flags& f) {
   };
   // --no-captures: nothing is recorded (a setting for measuring what recording costs,
   // README "Performance"); the relay is otherwise the same.
+  // Declared before the store: it removes what the store made only after the store is gone.
+  start_leftovers leftovers(f.no_captures ? std::filesystem::path() : std::filesystem::path(cfg.captures_dir));
   std::unique_ptr<captures::store> store;
   if (!f.no_captures) store = captures::store::open(cfg.captures_dir, error, capture_options);
   if (!store && !f.no_captures) {
@@ -395,6 +434,7 @@ int run(const run_flags& f) {
                 store ? cfg.captures_dir.c_str() : "(none: --no-captures)");
     if (control) std::printf("mailtap: admin API on http://%s\n", control->address().to_string().c_str());
     std::fflush(stdout);
+    leftovers.dismiss();
     spdlog::info("seed {}; {} fault rule(s) armed", relay.seed(), cfg.faults.size());
     if (!admin_skipped.empty()) {
       if (cfg.admin_off) spdlog::info("{}", admin_skipped);

@@ -88,11 +88,11 @@ bool server::start_tls(std::string& error) {
   return true;
 }
 
-bool server::listen_on(tcp::acceptor& acceptor, const endpoint& where, std::string& error) {
+bool server::listen_on(tcp::acceptor& acceptor, const endpoint& where, const char* flag, std::string& error) {
   boost::system::error_code ec;
   auto address = asio::ip::make_address(where.host, ec);
   if (ec) {
-    error = "listen address '" + where.host + "' is not an IP address";
+    error = "listen address '" + where.host + "' is not an IP address (" + flag + ")";
     return false;
   }
   tcp::endpoint ep(address, where.port);
@@ -101,13 +101,21 @@ bool server::listen_on(tcp::acceptor& acceptor, const endpoint& where, std::stri
   if (!ec) acceptor.bind(ep, ec);
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
-    error = "cannot listen on " + where.to_string() + ": " + ec.message();
+    error = "cannot listen on " + where.to_string() + " (" + flag + "): " + ec.message();
     return false;
   }
   return true;
 }
 
 bool server::start(std::string& error) {
+  // The listeners first: an address that cannot be bound is the first and only thing said,
+  // not a line after the certificate's. Nothing is accepted before run().
+  acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
+  if (!listen_on(*acceptor_, cfg_.listen, "--listen, or listen in the config file", error)) return false;
+  if (cfg_.tls.listen) {
+    tls_acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
+    if (!listen_on(*tls_acceptor_, *cfg_.tls.listen, "--listen-tls, or [tls] listen in the config file", error)) return false;
+  }
   if (!start_tls(error)) return false;
   session_number_ = cfg_.first_session - 1;
   ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, cfg_.seed,
@@ -141,14 +149,10 @@ bool server::start(std::string& error) {
     if (!bound) return false;
     ctx_->upstream = {*bound, "builtin", true};
   }
-  acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
-  if (!listen_on(*acceptor_, cfg_.listen, error)) return false;
   ctx_->own_upstream_connections = &own_upstream_connections_;
   ctx_->listen_label = listen_endpoint().to_string();
   ctx_->refused_upstreams.push_back({acceptor_->local_endpoint(), "SMTP listener", "--listen, or listen in the config file"});
-  if (cfg_.tls.listen) {
-    tls_acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
-    if (!listen_on(*tls_acceptor_, *cfg_.tls.listen, error)) return false;
+  if (tls_acceptor_) {
     ctx_->refused_upstreams.push_back({tls_acceptor_->local_endpoint(), "SMTPS listener", "--listen-tls, or [tls] listen in the config file"});
   }
   if (const auto* own = configured_upstream_refusal()) {

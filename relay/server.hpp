@@ -75,7 +75,7 @@ class server {
   // Registers a new session (for the drain) and starts it.
   void launch(std::shared_ptr<session> s);
   std::optional<upstream_target> intercepted_target(const boost::asio::ip::tcp::endpoint& original);
-  bool listen_on(boost::asio::ip::tcp::acceptor& acceptor, const endpoint& where, std::string& error);
+  bool listen_on(boost::asio::ip::tcp::acceptor& acceptor, const endpoint& where, const char* flag, std::string& error);
   // What refuses the configured upstream (a literal address that is mailtap's own: its admin
   // API or a listener), or null.
   const relay_context::refused_upstream* configured_upstream_refusal() const;

@@ -6,12 +6,13 @@ Exit codes: 0 success, 2 usage or input error with a one-line message naming the
 import json
 import os
 import re
+import socket
 import stat
 import subprocess
 import time
 import unittest
 
-from harness import (Capture, IntegrationTest, Mailtap, capture_paths, free_port, mailtap_bin,
+from harness import (LOOPBACK, Capture, IntegrationTest, Mailtap, capture_paths, free_port, mailtap_bin,
                      own_interface_address, run_mailtap, show_json, wait_until)
 
 VALID_CONFIG = """\
@@ -192,6 +193,49 @@ class RunUsage(IntegrationTest):
         self.quit(c)
         cap = self.single_capture(m)
         self.assertEqual(cap.header["bare_eol"], "normalize")
+
+
+class FailedStart(IntegrationTest):
+    """A start that fails on an address it cannot bind says so first, on one line, and leaves
+    no captures directory or index behind (a newcomer's trial found index.sqlite3 after the
+    exit 2, and the certificate's line before the error)."""
+
+    def held_port(self):
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.bind((LOOPBACK, 0))
+        s.listen()
+        return s.getsockname()[1]
+
+    def test_an_address_in_use_is_the_only_line_and_nothing_is_left_behind(self):
+        port = self.held_port()
+        cases = (("listen", ["--listen", "%s:%d" % (LOOPBACK, port)], "cannot listen on %s:%d (--listen, or listen in the config file)"),
+                 ("smtps", ["--listen", "%s:0" % LOOPBACK, "--listen-tls", "%s:%d" % (LOOPBACK, port)],
+                  "cannot listen on %s:%d (--listen-tls, or [tls] listen in the config file)"),
+                 ("admin", ["--listen", "%s:0" % LOOPBACK, "--admin", "%s:%d" % (LOOPBACK, port)],
+                  "cannot listen on %s:%d (admin API)"))
+        for name, args, expected in cases:
+            with self.subTest(name):
+                parent = os.path.join(self.workdir, "new-" + name)
+                caps = os.path.join(parent, "caps")
+                r = run_mailtap(["run", "--captures", caps, *args], timeout=20)
+                self.assertEqual(r.returncode, 2, r)
+                self.assertEqual(r.stdout, b"", r)
+                self.assertIn(expected % (LOOPBACK, port), r.stderr.decode())
+                if name != "admin":   # the admin API starts after the relay's certificate is loaded
+                    self.assertEqual(len(r.stderr.decode().splitlines()), 1, r.stderr)
+                if os.path.exists(parent):
+                    self.fail("a failed start left %s" % [d for d, _, _ in os.walk(parent)])
+
+    def test_an_existing_directory_and_index_are_kept(self):
+        caps = os.path.join(self.workdir, "caps")
+        m = self.start_mailtap(captures=caps)
+        m.stop()
+        before = sorted(os.listdir(caps))
+        self.assertIn("index.sqlite3", before)
+        r = run_mailtap(["run", "--captures", caps, "--listen", "%s:%d" % (LOOPBACK, self.held_port())], timeout=20)
+        self.assertEqual(r.returncode, 2, r)
+        self.assertEqual(sorted(os.listdir(caps)), before)
 
 
 class SelfAsUpstream(IntegrationTest):

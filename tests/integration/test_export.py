@@ -136,6 +136,19 @@ class Export(IntegrationTest):
         # the transaction record names the same message
         self.assertEqual(cap.transactions[0]["message_id"], "<export-check-1@example.test>")
 
+    def test_eml_of_a_session_without_a_message_is_a_problem_and_writes_nothing(self):
+        # A newcomer's trial: exit 0 and an empty directory read as "exported".
+        cap = self.one_session("--quit-after", "RCPT")
+        out = os.path.join(self.workdir, "eml-none")
+        r = run_mailtap(["export", "eml", cap.path, "-o", out])
+        self.assertEqual(r.returncode, 1, r)
+        self.assertEqual(r.stdout, b"", r)
+        err = r.stderr.decode().splitlines()
+        self.assertEqual(len(err), 1, r)
+        self.assertIn("no message in this capture", err[0])
+        self.assertIn(cap.path, err[0])
+        self.assertFalse(os.path.exists(out), "no directory made for nothing")
+
     def test_bad_names_are_one_line_errors(self):
         for args in (["pcap", os.path.join(self.workdir, "absent.jsonl"), "-o", os.path.join(self.workdir, "x.pcap")],
                      ["eml", os.path.join(self.workdir, "absent.jsonl"), "-o", self.workdir]):

@@ -287,6 +287,19 @@ TEST(Router, AGetRouteAnswersHeadAndAllowNamesIt) {
   EXPECT_EQ(wrong.headers[0].second, "GET, HEAD, POST");
 }
 
+TEST(Router, AllowNamesTheMethodsOfTheMostLiteralMatchingPattern) {
+  // A newcomer's trial: GET /api/v1/faults/reset listed DELETE (the rule named "reset").
+  router r;
+  r.add("DELETE", "/f/{name}", [](const call&) { return json_response(200, "\"deleted\""); });
+  r.add("POST", "/f/reset", [](const call&) { return json_response(200, "\"reset\""); });
+  auto wrong = r.handle(get("/f/reset"));
+  EXPECT_EQ(wrong.status, 405);
+  ASSERT_EQ(wrong.headers.size(), 1u);
+  EXPECT_EQ(wrong.headers[0].second, "POST");
+  EXPECT_EQ(r.handle(get("/f/reset", "DELETE")).body, "\"deleted\"\n");   // a rule may be named so
+  EXPECT_EQ(r.handle(get("/f/other")).headers[0].second, "DELETE");
+}
+
 TEST(Router, AThrowingHandlerIs500AndBadTargetsAre400) {
   auto r = sample_router();
   EXPECT_EQ(r.handle(get("/boom")).status, 500);
