@@ -6,6 +6,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -133,9 +134,42 @@ void run_server(const server_opts& o, int& exit_code) {
 
 struct client_opts {
   std::vector<std::string> captures;
-  std::string dir, to, timing = "fast", jobs = "1", junit, auth_user, auth_password, tls_on_connect = "as-recorded";
+  std::string dir, to, timing = "fast", jobs = "1", junit, auth_user, auth_password, auth_password_file,
+      tls_on_connect = "as-recorded";
   bool json = false, compare_text = false;
 };
+
+// The password for --auth-user: --auth-password, else the first line of --auth-password-file,
+// else $MAILTAP_AUTH_PASSWORD (the two last keep it out of ps(1) and the shell's history, as
+// the admin token is kept). Empty and false after a one-line error.
+bool auth_password_of(const client_opts& o, std::string& password, std::string& error) {
+  if (!o.auth_password.empty() && !o.auth_password_file.empty()) {
+    error = "--auth-password and --auth-password-file: give one of them";
+    return false;
+  }
+  password = o.auth_password;
+  if (!o.auth_password_file.empty()) {
+    std::ifstream in(o.auth_password_file, std::ios::binary);
+    if (!in || !std::getline(in, password)) {
+      error = "--auth-password-file " + o.auth_password_file + ": cannot read a first line";
+      return false;
+    }
+    if (!password.empty() && password.back() == '\r') password.pop_back();
+    if (password.empty()) {
+      error = "--auth-password-file " + o.auth_password_file + ": its first line is empty";
+      return false;
+    }
+  }
+  if (password.empty() && !o.auth_user.empty())
+    if (const char* env = std::getenv("MAILTAP_AUTH_PASSWORD")) password = env;
+  if (o.auth_user.empty() != password.empty()) {
+    error = o.auth_user.empty() ? "a password needs --auth-user"
+                                : "--auth-user needs a password: --auth-password, --auth-password-file or "
+                                  "$MAILTAP_AUTH_PASSWORD";
+    return false;
+  }
+  return true;
+}
 
 void print_runs(const std::vector<replay::client_run>& runs, bool json, bool several) {
   if (json) {
@@ -173,10 +207,10 @@ void run_client(const client_opts& o, int& exit_code) {
   if (ec != std::errc() || end != o.jobs.data() + o.jobs.size() || jobs < 1 || jobs > max_jobs)
     return usage_error("client", "-j '" + o.jobs + "': expected 1 to " + std::to_string(max_jobs), exit_code);
   options.jobs = jobs;
-  if (o.auth_user.empty() != o.auth_password.empty())
-    return usage_error("client", "--auth-user and --auth-password go together", exit_code);
+  std::string password;
+  if (!auth_password_of(o, password, error)) return usage_error("client", error, exit_code);
   options.client.auth_user = o.auth_user;
-  options.client.auth_password = o.auth_password;
+  options.client.auth_password = password;
   options.client.compare_text = o.compare_text;
   replay::script probe;   // checks the value before any capture is read
   if (!apply_tls_on_connect("client", o.tls_on_connect, probe, exit_code)) return;
@@ -273,7 +307,10 @@ void register_replay(CLI::App& app, int& exit_code) {
   client->add_option("-j,--jobs", co->jobs, "Captures replayed at once (default 1)");
   client->add_option("--junit", co->junit, "Also write JUnit XML here (one testcase per capture)");
   client->add_option("--auth-user", co->auth_user, "Run recorded AUTH PLAIN/LOGIN with this user (else AUTH is skipped)");
-  client->add_option("--auth-password", co->auth_password, "The password for --auth-user");
+  client->add_option("--auth-password", co->auth_password,
+                     "The password for --auth-user (visible to ps: --auth-password-file or $MAILTAP_AUTH_PASSWORD "
+                     "keep it out of sight)");
+  client->add_option("--auth-password-file", co->auth_password_file, "A file whose first line is the password for --auth-user");
   client->add_flag("--compare-text", co->compare_text, "Also compare each reply's text (default: codes and EHLO keywords)");
   client->add_option("--dir", co->dir, "Capture directory for session ids and 'latest' (default: the run default)");
   client->add_option("--tls-on-connect", co->tls_on_connect, tls_on_connect_help);

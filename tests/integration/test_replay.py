@@ -114,8 +114,8 @@ def recorded_delays(cap):
     return delays
 
 
-def replay_client(*args, timeout=120):
-    return run_mailtap(["replay", "client", *args], timeout=timeout)
+def replay_client(*args, timeout=120, **kw):
+    return run_mailtap(["replay", "client", *args], timeout=timeout, **kw)
 
 
 class ReplayTest(IntegrationTest):
@@ -602,6 +602,18 @@ class ReplayClientTest(ReplayTest):
         self.assertEqual([(s["status"], s["live"]["code"]) for s in auth], [("matched", 235)])
         self.assertEqual(doc["counts"]["skipped"], 0)
         self.assertEqual(upstream.logins, [("user", "secret")] * 1)
+        # Kept out of ps(1): the first line of a file, or the environment (a newcomer's trial).
+        secret_file = self.write_file("password", b"secret\n")
+        for r in (replay_client(cap.path, "--to", target, "--json", "--auth-user", "user", "--auth-password-file",
+                                secret_file),
+                  replay_client(cap.path, "--to", target, "--json", "--auth-user", "user",
+                                env=dict(os.environ, MAILTAP_AUTH_PASSWORD="secret"))):
+            auth = [s for s in json.loads(r.stdout)["steps"] if s["stage"] == "auth"]
+            self.assertEqual([(s["status"], s["live"]["code"]) for s in auth], [("matched", 235)])
+        self.assertEqual(upstream.logins, [("user", "secret")] * 3)
+        r = replay_client(cap.path, "--to", target, "--auth-user", "user", "--auth-password", "x",
+                          "--auth-password-file", secret_file)
+        self.assertEqual((r.returncode, len(r.stderr.splitlines())), (2, 1), r)
 
     def test_starttls_is_compared_with_the_destinations_reply(self):
         # aiosmtpd answers STARTTLS "220 Ready to start TLS", without an enhanced code; the
