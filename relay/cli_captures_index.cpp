@@ -149,11 +149,16 @@ int search(const index_flags& f, const char* command) {
   const fs::path dir = directory_of(f.dir);
   std::string error;
   auto index = ready_index(dir, command, error);
-  auto found = index ? index->search(filter, error) : std::nullopt;
+  // One more than a page is asked for: the hint below then says "more" only when there is.
+  auto page = filter;
+  if (page.limit > 0) ++page.limit;
+  auto found = index ? index->search(page, error) : std::nullopt;
   if (!found) {
     std::fprintf(stderr, "mailtap captures %s: %s\n", command, error.c_str());
     return exit_usage;
   }
+  const bool more = filter.limit > 0 && found->size() > filter.limit;
+  if (more) found->resize(filter.limit);
   for (const auto& s : *found) {
     if (f.json) std::cout << boost::json::serialize(to_json(s, dir)) << "\n";
     else std::cout << text_line(s);
@@ -173,8 +178,7 @@ int search(const index_flags& f, const char* command) {
                    "or left by a relay that stopped without closing them (mailtap captures reindex adds them)\n",
                    command, static_cast<unsigned long long>(files - *listed), dir.c_str());
   }
-  if (!f.json && filter.limit > 0 && found->size() == filter.limit)
-    std::cout << "(more with --offset " << filter.offset + filter.limit << ")\n";
+  if (!f.json && more) std::cout << "(more: --offset " << filter.offset + filter.limit << ")\n";   // as sessions list
   std::cout.flush();
   return exit_ok;
 }

@@ -129,7 +129,11 @@ class CapturesIndex(IntegrationTest):
         lines = text.stdout.decode().splitlines()
         self.assertEqual(len(lines), 3, lines)   # two sessions and the next page's offset
         self.assertIn(newest_first[0], lines[0])
-        self.assertIn("--offset 2", lines[2])
+        self.assertEqual(lines[2], "(more: --offset 2)")   # worded as `mailtap sessions list` words it
+        # The last page says no "more": it had said so for a page that ended exactly at the last.
+        last = self.captures("list", "--limit", "2", "--offset", str(SESSIONS - 2)).stdout.decode().splitlines()
+        self.assertEqual(len(last), 2, last)
+        self.assertIn(newest_first[-1], last[1])
         # A session whose every recipient was refused (no DATA, no final reply) shows the
         # refusal's code, not "-" (a newcomer's trial: the commonest refusal showed no code).
         (refused,) = [l for l in self.captures("search", "--to", recipient(9)).stdout.decode().splitlines()
