@@ -202,8 +202,11 @@ std::vector<std::size_t> time_order(const capture& c) {
 
 void render_transcript(const capture& c, std::string& out) {
   out += "\ntranscript\n";
-  const std::string blank_time(time_column, ' ');
-  auto stamp = [](std::uint64_t t_us) { return "+" + pad_left(ms(t_us), 9) + " ms  "; };
+  // The time column is as wide as the latest time needs (10 s and more is wider than 9).
+  std::size_t digits = 9;
+  for (const auto& e : c.events) digits = std::max(digits, ms(event_time(e)).size());
+  const std::string blank_time(time_column - 9 + digits, ' ');
+  auto stamp = [digits](std::uint64_t t_us) { return "+" + pad_left(ms(t_us), digits) + " ms  "; };
   bool last_reply_was_354 = false;
   for (std::size_t i : time_order(c)) {
     const event& e = c.events[i];
@@ -284,13 +287,18 @@ void render_waterfall(const capture& c, std::string& out) {
   const std::uint64_t total = session_duration_us(c);
   out += "\nstages (session " + ms(total) + " ms; bar: - think, # upstream, = relay, . sender, " +
          std::to_string(bar_columns) + " columns)\n";
-  out += pad_right("stage", stage_column) + pad_left("start ms", 12) + pad_left("dur ms", 12) +
-         pad_left("upstream ms", 12) + pad_left("relay ms", 12) + pad_left("client ms", 12) + pad_left("think ms", 12) +
+  // Each number column is 12 wide, or wider for a number that would fill it (a long session).
+  std::size_t w = 12;
+  for (const auto& s : c.stages)
+    for (auto us : {s.start_us, s.duration_us, s.upstream_us, s.relay_us, s.client_us, s.think_us})
+      w = std::max(w, ms(us).size() + 2);
+  out += pad_right("stage", stage_column) + pad_left("start ms", w) + pad_left("dur ms", w) +
+         pad_left("upstream ms", w) + pad_left("relay ms", w) + pad_left("client ms", w) + pad_left("think ms", w) +
          "\n";
   for (const stage* s : stages_in_time_order(c)) {
-    out += pad_right(stage_label(c, *s), stage_column) + pad_left(ms(s->start_us), 12) +
-           pad_left(ms(s->duration_us), 12) + pad_left(ms(s->upstream_us), 12) + pad_left(ms(s->relay_us), 12) +
-           pad_left(ms(s->client_us), 12) + pad_left(ms(s->think_us), 12) + "  |" + stage_bar(*s, total) + "|\n";
+    out += pad_right(stage_label(c, *s), stage_column) + pad_left(ms(s->start_us), w) +
+           pad_left(ms(s->duration_us), w) + pad_left(ms(s->upstream_us), w) + pad_left(ms(s->relay_us), w) +
+           pad_left(ms(s->client_us), w) + pad_left(ms(s->think_us), w) + "  |" + stage_bar(*s, total) + "|\n";
   }
   if (c.stages.empty()) out += "(no stages)\n";
 }

@@ -181,7 +181,8 @@ std::string headline(const diagnosis& d) {
 
 std::string render_summary_line(const diagnosis& d) {
   const auto& c = *d.cap;
-  return captures::terminal_safe(c.path.filename().string()) + "  " + captures::session_outcome(c) + "  " +
+  // The outcome padded to the longest ("blackholed", "tempfailed"): the counts line up.
+  return captures::terminal_safe(c.path.filename().string()) + "  " + pad_right(captures::session_outcome(c), 10) + "  " +
          count_words(d.count(severity::error), "error") + ", " + count_words(d.count(severity::warning), "warning") +
          ": " + captures::terminal_safe(headline(d)) + "\n";
 }

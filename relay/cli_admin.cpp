@@ -6,9 +6,12 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "admin/client.hpp"
 #include "config_reader/document.hpp"
@@ -126,13 +129,25 @@ void print_faults(const json::value& doc) {
     std::printf("no fault rules\n");
     return;
   }
-  std::printf("%-24s %-16s %-20s %9s %6s\n", "NAME", "TYPE", "PHASES", "INJECTED", "ACTIVE");
+  // Each text column is as wide as its longest cell (a profile's rule names, a verb filter's
+  // phases), at least as wide as before.
+  struct row {
+    std::string name, type, phases;
+  };
+  std::vector<row> cells;
+  int name_w = 24, type_w = 16, phases_w = 20;
   for (const auto& r : rules) {
-    std::string phases;
-    for (const auto& p : r.at("phases").as_array()) phases += (phases.empty() ? "" : ",") + str(p);
-    std::printf("%-24s %-16s %-20s %9s %6s\n", str(r.at("name")).c_str(), str(r.at("type")).c_str(), phases.c_str(),
-                str(r.at("injected")).c_str(), str(r.at("active")).c_str());
+    row c{str(r.at("name")), str(r.at("type")), {}};
+    for (const auto& p : r.at("phases").as_array()) c.phases += (c.phases.empty() ? "" : ",") + str(p);
+    name_w = std::max(name_w, static_cast<int>(c.name.size()));
+    type_w = std::max(type_w, static_cast<int>(c.type.size()));
+    phases_w = std::max(phases_w, static_cast<int>(c.phases.size()));
+    cells.push_back(std::move(c));
   }
+  std::printf("%-*s %-*s %-*s %9s %6s\n", name_w, "NAME", type_w, "TYPE", phases_w, "PHASES", "INJECTED", "ACTIVE");
+  for (std::size_t i = 0; i < rules.size(); ++i)
+    std::printf("%-*s %-*s %-*s %9s %6s\n", name_w, cells[i].name.c_str(), type_w, cells[i].type.c_str(), phases_w,
+                cells[i].phases.c_str(), str(rules[i].at("injected")).c_str(), str(rules[i].at("active")).c_str());
 }
 
 void print_sessions(const json::value& doc) {
@@ -141,11 +156,13 @@ void print_sessions(const json::value& doc) {
     std::printf("no sessions\n");
     return;
   }
-  std::printf("%-34s %-28s %-22s %-11s %12s\n", "ID", "STARTED", "CLIENT", "OUTCOME", "DURATION ms");
+  int client_w = 22;   // an IPv6 client is wider
+  for (const auto& r : rows) client_w = std::max(client_w, static_cast<int>(str(r.at("client")).size()));
+  std::printf("%-34s %-28s %-*s %-11s %12s\n", "ID", "STARTED", client_w, "CLIENT", "OUTCOME", "DURATION ms");
   for (const auto& r : rows) {
     const auto us = r.at("duration_us").is_uint64() ? r.at("duration_us").as_uint64()
                                                     : static_cast<std::uint64_t>(r.at("duration_us").as_int64());
-    std::printf("%-34s %-28s %-22s %-11s %12.3f\n", str(r.at("id")).c_str(), str(r.at("started_at")).c_str(),
+    std::printf("%-34s %-28s %-*s %-11s %12.3f\n", str(r.at("id")).c_str(), str(r.at("started_at")).c_str(), client_w,
                 str(r.at("client")).c_str(), str(r.at("outcome")).c_str(), static_cast<double>(us) / 1000.0);
   }
   if (doc.at("more").as_bool()) std::printf("(more: --offset %zu)\n", static_cast<std::size_t>(

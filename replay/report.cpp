@@ -174,12 +174,18 @@ std::string render_client_text(const client_run& r) {
            "where it ends\n";
   if (!r.error.empty()) out += "error     " + captures::terminal_safe(r.error) + "\n";
   for (const auto& f : r.faults) out += "fault     " + captures::terminal_safe(fault_line(f)) + " (injected when recorded)\n";
-  out += "\n  " + pad("step", 34) + pad("recorded", 30) + pad("live", 16) + "ms recorded / live\n";
+  // The recorded and live columns are as wide as their longest cell needs ("[injected: RULE]").
+  std::size_t recorded_width = 30, live_width = 16;
+  for (const auto& s : r.results) {
+    if (s.recorded) recorded_width = std::max(recorded_width, captures::terminal_safe(recorded_words(*s.recorded)).size() + 2);
+    if (s.live) live_width = std::max(live_width, words(*s.live).size() + 2);
+  }
+  out += "\n  " + pad("step", 34) + pad("recorded", recorded_width) + pad("live", live_width) + "ms recorded / live\n";
   for (const auto& s : r.results) {
     std::string line(1, mark(s.status));
     line += " " + pad(clip(captures::terminal_safe(s.text), 32), 34);
-    line += pad(s.recorded ? recorded_words(*s.recorded) : "-", 30);
-    line += pad(s.live ? words(*s.live) : "-", 16);
+    line += pad(s.recorded ? captures::terminal_safe(recorded_words(*s.recorded)) : "-", recorded_width);
+    line += pad(s.live ? words(*s.live) : "-", live_width);
     if (s.live) line += ms(s.recorded_latency_us) + " / " + ms(s.live_latency_us);
     out += line + "\n";
     for (const auto& d : s.differences) out += "      " + captures::terminal_safe(d) + "\n";

@@ -399,6 +399,22 @@ class Faults(AdminTest):
         code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": fifo}), "application/json")
         self.assertIn("not a regular file", self.assertOneLineError(code, body, 400))
 
+    def test_the_cli_lists_long_rule_names_in_aligned_columns(self):
+        # A newcomer's trial: the cisco profile's names and phases ran into the next column.
+        code, out, err = self.cli("faults", "add", os.path.join(SCENARIOS_DIR, "cisco-pix-fixup.toml"))
+        self.assertEqual(code, 0, err)
+        code, out, err = self.cli("faults", "list")
+        self.assertEqual(code, 0, err)
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 4, out)   # the header and three rules
+        for word in ("TYPE", "PHASES", "INJECTED"):
+            column = lines[0].index(word)
+            for line in lines[1:]:
+                self.assertEqual(line[column - 1], " ", (word, line))   # the cell before ends before it
+        injected_end = lines[0].index("INJECTED") + len("INJECTED") - 1
+        self.assertTrue(all(line[injected_end] == "0" for line in lines[1:]), out)   # counts right-aligned under it
+        self.assertTrue(all(len(line) == len(lines[0]) for line in lines), out)
+
     def test_the_cli_adds_lists_removes_and_resets(self):
         rules = os.path.join(self.workdir, "full.toml")
         with open(rules, "w") as f:

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "captures/reader.hpp"
@@ -978,6 +979,25 @@ TEST(Report, GoldenText) {
   std::string want = read_text(dir + "diagnose_faults.txt");
   if (want.empty()) std::ofstream(dir + "diagnose_faults.txt.new", std::ios::binary) << got;
   EXPECT_EQ(got, want) << "(written to diagnose_faults.txt.new when the reference is missing)";
+}
+
+// `diagnose DIR`'s summary lines put their counts in one column whatever the outcome's length
+// (a newcomer's trial: "delivered" and "aborted" rows did not line up).
+TEST(Report, SummaryLinesAlignTheirCounts) {
+  const std::string dir = std::string(MAILTAP_SOURCE_DIR) + "/tests/golden/";
+  std::set<std::string> outcomes;
+  std::set<std::size_t> columns;
+  for (const char* name : {"show_basic.jsonl", "show_faults.jsonl", "show_records.jsonl", "show_copies.jsonl"}) {
+    std::string error;
+    auto cap = captures::read_capture(dir + name, error);
+    ASSERT_TRUE(cap) << error;
+    cap->path = "20261202-224320-01a2fecc-000002.jsonl";   // names of one length, as the relay's are
+    const auto line = render_summary_line(diagnose_capture(*cap));
+    outcomes.insert(captures::session_outcome(*cap));
+    columns.insert(line.find(" error"));
+  }
+  EXPECT_GE(outcomes.size(), 2u);   // the check means something only across outcomes
+  EXPECT_EQ(columns.size(), 1u);
 }
 
 // Every stored capture (golden files, fuzz seeds), and each of them cut after every line (an

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -1135,6 +1136,37 @@ TEST(ReplayReport, JunitHasATestcasePerCaptureAndFailuresForDivergence) {
   EXPECT_TRUE(with_unreached.by_divergence.empty());
   EXPECT_EQ(render_client_text(unreached),
             "capture   \nresult    UNREACHABLE\nerror     cannot connect to 127.0.0.1:9: Connection refused\n");
+}
+
+// A long rule name widens the recorded column instead of pushing its row's live reply out of
+// line (a newcomer's trial with the cisco profile's rule names).
+TEST(ReplayReport, TheRecordedColumnIsAsWideAsItsLongestCell) {
+  client_run run;
+  auto step = [](std::string text, int code, reply_source source, std::string rule) {
+    step_result r;
+    r.text = std::move(text);
+    r.recorded.emplace();
+    r.recorded->reply.code = code;
+    r.recorded->source = source;
+    r.recorded->rule = std::move(rule);
+    r.live.emplace();
+    r.live->code = code;
+    return r;
+  };
+  run.results.push_back(step("MAIL FROM:<a@x>", 250, reply_source::server, ""));
+  run.results.push_back(step("RCPT TO:<b@y>", 452, reply_source::injected, "a-rather-long-profile/with-a-long-rule-name"));
+  const std::string text = render_client_text(run);
+  std::istringstream in(text);
+  std::vector<std::size_t> live_columns;
+  for (std::string l; std::getline(in, l);) {
+    if (l.find("live") != std::string::npos && l.find("step") != std::string::npos) live_columns.push_back(l.find("live"));
+    if (l.find("MAIL FROM") != std::string::npos) live_columns.push_back(l.rfind("250"));
+    if (l.find("RCPT TO") != std::string::npos) live_columns.push_back(l.rfind("452"));
+  }
+  ASSERT_EQ(live_columns.size(), 3u) << text;
+  EXPECT_EQ(live_columns[1], live_columns[0]) << text;
+  EXPECT_EQ(live_columns[2], live_columns[0]) << text;
+  EXPECT_NE(text.find("452 [injected: a-rather-long-profile/with-a-long-rule-name]  "), std::string::npos) << text;
 }
 
 // A skipped step (AUTH without credentials) was not replayed: it is not counted as matched.

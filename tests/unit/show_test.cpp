@@ -25,6 +25,7 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+#include <variant>
 
 #include "captures/reader.hpp"
 #include "captures/show.hpp"
@@ -105,6 +106,53 @@ std::string transaction_line(std::string_view outcome) {
 TEST(CaptureShow, GoldenText) {
   capture c = load(golden_dir / "show_basic.jsonl");
   expect_golden(render_text(c), "show_basic.txt");
+}
+
+// The columns widen for a long session (a newcomer's trial: at 10 s and more the transcript's
+// times pushed its text one column right, and the reply's continuation lines no longer lined up).
+TEST(CaptureShow, ALongSessionsColumnsStayAligned) {
+  capture c = load(golden_dir / "show_basic.jsonl");
+  const std::uint64_t late = 12'345'678'000;   // 12,345 s: 12 digits with the fraction
+  for (auto& e : c.events) std::visit([&](auto& ev) { ev.t_us += late; }, e);
+  for (auto& s : c.stages) {
+    s.start_us += late;
+    s.think_us += late;
+  }
+  const std::string text = render_text(c);
+  std::istringstream in(text);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  // Every transcript row's text starts in one column: first lines after their time, continuation
+  // lines under them.
+  std::size_t column = std::string::npos;
+  bool in_transcript = false;
+  for (const auto& l : lines) {
+    if (l == "transcript") {
+      in_transcript = true;
+      continue;
+    }
+    if (!in_transcript || l.empty()) {
+      if (in_transcript) break;
+      continue;
+    }
+    if (l.find("[message body") != std::string::npos) continue;   // indented under the 354
+    const auto at = l.find_first_of("CSRUF!=", l.find("ms  ") == std::string::npos ? 0 : l.find("ms  ") + 4);
+    ASSERT_NE(at, std::string::npos) << l;
+    if (column == std::string::npos) column = at;
+    EXPECT_EQ(at, column) << l;
+  }
+  EXPECT_NE(column, std::string::npos);
+  // Each number in the stage table is apart from the one before it.
+  const auto header = std::find_if(lines.begin(), lines.end(), [](const std::string& l) { return l.rfind("stage ", 0) == 0; });
+  ASSERT_NE(header, lines.end());
+  for (auto row = header + 1; row != lines.end() && !row->empty(); ++row) {
+    const std::string numbers = row->substr(0, row->find('|'));
+    std::istringstream cells(numbers);
+    std::vector<std::string> parts;
+    for (std::string w; cells >> w;) parts.push_back(w);
+    EXPECT_GE(parts.size(), 7u) << *row;   // the label and six numbers, none run together
+    EXPECT_EQ(row->find('|'), header->size() + 2) << *row;
+  }
 }
 
 TEST(CaptureShow, GoldenJson) {
