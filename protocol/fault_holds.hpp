@@ -179,6 +179,9 @@ class fault_holds {
 
   // ---- the timer
   void timer(std::uint64_t now);
+  // The machine's own wake-up on the same timer (a drain's grace): timer() then flushes replies,
+  // and the machine looks again. The earliest of all requested wake-ups is kept.
+  void wake_at(std::uint64_t now, std::uint64_t at_us) { schedule_wake(now, at_us); }
 
  private:
   struct held_command {   // delay(when=command): the line at the parse position, its command and decision

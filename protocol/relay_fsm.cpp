@@ -15,6 +15,9 @@ namespace mailtap::protocol {
 namespace {
 using std::chrono::milliseconds;
 constexpr milliseconds disarmed{0};
+// How long a drain waits for the next command of a session it has just answered (most often
+// the client's QUIT, a round trip away) before it says 421 unasked: maybe_finish_drain.
+constexpr std::uint64_t drain_next_command_grace_us = 2'000'000;
 
 // A line ending in CRLF with no other CR, LF or NUL in it.
 bool clean_crlf_line(std::string_view line) {
@@ -252,7 +255,7 @@ void relay_fsm::on_drain(std::uint64_t now) {
     return end_session(now, "drain", "stalled");
   }
   draining_ = true;
-  maybe_finish_drain(now);
+  maybe_finish_drain(now, true);
 }
 
 void relay_fsm::hold_client_input(std::uint64_t now, bool held) {
@@ -587,7 +590,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       return;
   }
   if (draining_ && owed_.empty() && txns_.empty() && cmd.ph != phase::quit) {
-    maybe_finish_drain(now);
+    maybe_finish_drain(now, true);   // answers this command
     return;
   }
   if (cmd.ph == phase::starttls) {
@@ -1537,8 +1540,21 @@ void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::str
   if (observer_) observer_->on_end(now, reason, detail);
 }
 
-void relay_fsm::maybe_finish_drain(std::uint64_t now) {
-  if (!draining_ || ended_ || !owed_.empty() || !txns_.empty() || mode_ != client_mode::command) return;
+// During a drain a session ends with 421 once nothing is owed and no transaction is open. One
+// idle when the drain began (or sending a command now) hears it at once. One that has just been
+// answered first gets drain_next_command_grace_us for its next command, most often QUIT,
+// answered 221 as usual: a 421 sent unasked right after its last reply was read by the client
+// as the answer to that QUIT (RFC 5321 3.8 allows it, but the sender then reports a failure).
+void relay_fsm::maybe_finish_drain(std::uint64_t now, bool at_once) {
+  if (!draining_ || ended_ || !owed_.empty() || !txns_.empty() || mode_ != client_mode::command || quit_taken_) return;
+  if (!at_once) {
+    if (drain_grace_until_us_ == 0) {
+      drain_grace_until_us_ = now + drain_next_command_grace_us;
+      faults_.wake_at(now, drain_grace_until_us_);
+      return;
+    }
+    if (now < drain_grace_until_us_) return;
+  }
   end_with_reply(now, make_reply(421, "4.3.2", options_.name + " shutting down"), "drain", "");
 }
 

@@ -245,7 +245,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // Reply, record, end: the one way a session ends with a word to the client.
   void end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail) override;
   reply upstream_loss_reply(std::string_view reason, std::string_view detail) const;
-  void maybe_finish_drain(std::uint64_t now);
+  void maybe_finish_drain(std::uint64_t now, bool at_once = false);
 
   // Output helpers.
   void arm_upstream_for_head() override;
@@ -328,6 +328,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   bool after_quit_noted_ = false;
 
   bool draining_ = false;
+  std::uint64_t drain_grace_until_us_ = 0;   // maybe_finish_drain: when a just-answered session's grace ends
   bool capture_failed_ = false;
   // A message's end waiting for the recorder (await_capture): which kind, and its transaction.
   struct capture_wait {

@@ -65,6 +65,28 @@ class Drain(IntegrationTest):
         self.assertEqual((t[0]["outcome"], t[0]["message_id"], t[0]["size"]),
                          ("delivered", "<drained@example.test>", len(message)))
 
+    def test_a_drained_sessions_quit_after_its_message_gets_221(self):
+        # A newcomer's trial: the 421 came right after the message's 250, and swaks read it as
+        # the answer to its QUIT. The QUIT that follows the last reply gets the 221 it asked for.
+        rec = self.start_recorder()
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, rec.port))
+        busy = self.greeted_client(mailtap.port, "busy.test")
+        self.assertReply(busy.command("MAIL FROM:<sender@example.test>"), 250)
+        self.assertReply(busy.command("RCPT TO:<rcpt@example.test>"), 250)
+        self.assertReply(busy.command("DATA"), 354)
+        busy.send(b"Subject: drained\r\n\r\nbody\r\n")
+        mailtap.signal(signal.SIGTERM)
+        time.sleep(0.2)
+        busy.send(b".\r\n")
+        self.assertReply(busy.reply(20), 250)
+        time.sleep(0.3)   # a client reading the 250 before it sends QUIT
+        self.assertReply(busy.command("QUIT"), 221)
+        self.assertTrue(busy.closed_by_peer(20))
+        self.assertEqual(mailtap.wait(40), 0, "mailtap did not exit 0 after the drain")
+        (cap,) = mailtap.wait_captures(1, timeout=10)
+        self.assertEqual(cap.end["reason"], "client_quit")
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["delivered"])
+
     def test_sigterm_with_no_sessions_exits_0(self):
         mailtap = self.start_mailtap()
         c = self.greeted_client(mailtap.port)
