@@ -5,6 +5,8 @@
 #include "relay/original_destination.hpp"
 #include "relay/proxy_listener.hpp"
 
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -83,6 +85,10 @@ bool server::start_tls(std::string& error) {
       error = cert.string() + ": cannot load for the built-in sink: " + ec.message();
       return false;
     }
+    // The certificate itself is the trust anchor, whoever issued it: without this a certificate
+    // a CA signed (not self-signed) failed with "unable to get local issuer certificate", and
+    // every STARTTLS got 454 (a newcomer's trial with its own certificate).
+    X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(upstream_tls_->native_handle()), X509_V_FLAG_PARTIAL_CHAIN);
     upstream_tls_->set_verify_mode(asio::ssl::verify_peer, ec);
   }
   return true;

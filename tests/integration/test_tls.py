@@ -28,7 +28,7 @@ from harness import (IntegrationTest, LOOPBACK, free_port, parse_replies, record
                      run_mailtap, show_json, wait_until)
 from test_export import tshark_smtp
 from tls_upstream import (OPENSSL, PASSWORD, USER, ScriptedTlsUpstream, TlsUpstream,
-                          cert_sha256, make_cert)
+                          cert_sha256, make_ca_signed_cert, make_cert)
 
 CERTS = {}   # name -> (cert, key, sha256); made once per run in setUpModule
 _CERT_DIR = None
@@ -296,6 +296,15 @@ class TlsTest(IntegrationTest):
                                                "--listen-tls", "%s:0" % LOOPBACK])
         self.assertEqual(self.served_fingerprint(mailtap.port), fp)
         self.assertEqual(self.served_fingerprint(mailtap.tls_port, starttls=False), fp)
+
+    def test_a_ca_signed_certificate_works_with_the_built_in_sink(self):
+        # A newcomer's trial: with its own certificate (signed by a CA, not self-signed) every
+        # STARTTLS got 454 "unable to get local issuer certificate" and every SMTPS session 421:
+        # the relay's leg to the built-in sink trusted the certificate but not its issuer.
+        cert, key, _ = make_ca_signed_cert(self.workdir, "signed")
+        mailtap = self.start_tls_mailtap(args=["--tls-cert", cert, "--tls-key", key, "--listen-tls", "%s:0" % LOOPBACK])
+        self.swaks_mail(mailtap.port, "--tls")
+        self.swaks_mail(mailtap.tls_port, "--tls-on-connect")
 
     def test_tls_below_1_2_is_refused(self):
         mailtap = self.start_tls_mailtap()

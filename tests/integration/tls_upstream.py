@@ -60,6 +60,25 @@ def make_cert(directory, name, cn="localhost"):
     return cert, key
 
 
+def make_ca_signed_cert(directory, name, cn="localhost"):
+    """Writes NAME-ca.crt (a CA of its own) and NAME.crt / NAME.key, a leaf that CA signed (not
+    self-signed, as a real deployment's certificate is); returns (cert, key, ca)."""
+    ca_cert, ca_key = make_cert(directory, name + "-ca", cn="mailtap test CA")
+    cert = os.path.join(directory, name + ".crt")
+    key = os.path.join(directory, name + ".key")
+    csr = os.path.join(directory, name + ".csr")
+    ext = os.path.join(directory, name + ".ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for argv in ([OPENSSL, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                  "-subj", "/CN=%s" % cn, "-keyout", key, "-out", csr],
+                 [OPENSSL, "x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial",
+                  "-days", "2", "-extfile", ext, "-out", cert]):
+        subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, timeout=30)
+    return cert, key, ca_cert
+
+
 def cert_sha256(cert_path=None, pem=None):
     """`openssl x509 -noout -fingerprint -sha256`: 'AB:CD:...' (the part after '=')."""
     argv = [OPENSSL, "x509", "-noout", "-fingerprint", "-sha256"]
