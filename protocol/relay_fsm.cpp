@@ -768,13 +768,13 @@ void relay_fsm::end_of_data(std::uint64_t now) {
                   " octets (RFC 5321 4.5.3.1.6), longest " + std::to_string(framer_->longest_line()) + ": forwarded unchanged");
   transaction* t = close_message(now);
   const std::uint64_t id = t ? t->id : 0;
-  if (wait_for_capture(message_end::data, id)) return;
-  release_end_of_data(now, id);
+  if (wait_for_capture(message_end::data, id, now)) return;
+  release_end_of_data(now, id, now);
 }
 
-bool relay_fsm::wait_for_capture(message_end kind, std::uint64_t txn) {
+bool relay_fsm::wait_for_capture(message_end kind, std::uint64_t txn, std::uint64_t arrived) {
   if (!options_.end_waits_for_capture || capture_failed_ || (kind == message_end::data && data_failure_)) return false;
-  awaiting_capture_ = capture_wait{kind, txn};
+  awaiting_capture_ = capture_wait{kind, txn, arrived};
   out_.push(await_capture{});
   return true;
 }
@@ -783,12 +783,14 @@ void relay_fsm::on_capture_settled(std::uint64_t now, bool capture_failed) {
   if (ended_ || !awaiting_capture_) return;
   const capture_wait waited = *std::exchange(awaiting_capture_, std::nullopt);
   if (capture_failed) capture_failed_ = true;
-  if (waited.kind == message_end::data) release_end_of_data(now, waited.txn);
+  if (waited.kind == message_end::data) release_end_of_data(now, waited.txn, waited.arrived_us);
   else release_bdat_message(now, txns_.find(waited.txn));
   process_client_input(now);   // what the client pipelined after the message waited too
 }
 
-void relay_fsm::release_end_of_data(std::uint64_t now, std::uint64_t id) {
+// `arrived`: when the dot came. Its stage starts there, not where the capture let it go: a
+// QUIT pipelined after it (Postfix does) was taken meanwhile, and the two stages swapped starts.
+void relay_fsm::release_end_of_data(std::uint64_t now, std::uint64_t id, std::uint64_t arrived) {
   transaction* t = txns_.find(id);
   if (!data_failure_ && capture_failed_) {
     // The capture failed in DATA: the dot is not sent, the client gets 451 4.3.0 (README,
@@ -800,7 +802,7 @@ void relay_fsm::release_end_of_data(std::uint64_t now, std::uint64_t id) {
   if (!data_failure_ && faults_.end_of_data(now, t)) return;
   faults_.stop_absorbing();
   if (!data_failure_ && faults_.message(now, t)) return;
-  forward_end_of_data(now, id, now);
+  forward_end_of_data(now, id, arrived);
 }
 
 // The message failed before its end went upstream (data_failure_): the dot is answered with
@@ -870,7 +872,7 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
 // and a message-stage fault (fail_then_pass by Message-ID) all act here, before the upstream
 // can complete the message.
 void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
-  if (t && !out_.closed(leg::upstream) && wait_for_capture(message_end::bdat, t->id)) return;
+  if (t && !out_.closed(leg::upstream) && wait_for_capture(message_end::bdat, t->id, now)) return;
   release_bdat_message(now, t);
 }
 

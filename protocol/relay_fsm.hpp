@@ -143,10 +143,10 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void end_of_data(std::uint64_t now);
   // What follows the dot once the capture has settled: 451 4.3.0 if it failed, a fault's
   // hold, or the dot upstream.
-  void release_end_of_data(std::uint64_t now, std::uint64_t txn);
+  void release_end_of_data(std::uint64_t now, std::uint64_t txn, std::uint64_t arrived);
   // With a recorder attached, the message's end waits for it (await_capture): true if it does.
   enum class message_end { data, bdat };
-  bool wait_for_capture(message_end kind, std::uint64_t txn);
+  bool wait_for_capture(message_end kind, std::uint64_t txn, std::uint64_t arrived);
   transaction* close_message(std::uint64_t now) override;
   void take_message_id(transaction& t);
   void forward_end_of_data(std::uint64_t now, std::uint64_t txn, std::uint64_t arrived) override;
@@ -334,6 +334,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   struct capture_wait {
     message_end kind;
     std::uint64_t txn;
+    std::uint64_t arrived_us;   // when the message's end came
   };
   std::optional<capture_wait> awaiting_capture_;
   // The body cannot be delivered (bad line endings, upstream lost): keep reading it and

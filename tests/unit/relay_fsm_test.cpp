@@ -817,6 +817,31 @@ TEST_F(RelayFsmTest, TheDotWaitsUntilTheCaptureSettles) {
   EXPECT_EQ(only_transaction().result, outcome::delivered);
 }
 
+// The dot's stage starts when the dot came, not when the capture let it go: a QUIT pipelined
+// after it (Postfix sends one) was taken meanwhile, and the two stages swapped their starts
+// (a newcomer's trial: show drew quit before data_end, each with the other's time).
+TEST_F(RelayFsmTest, TheDotsStageStartsWhenItCameThoughTheCaptureHeldIt) {
+  make(recorded_session());
+  open_data();
+  const std::uint64_t dot_at = now_ + 1000;   // client() ticks once
+  client("Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+  ASSERT_TRUE(capture_awaited_);
+  now_ += 5'000;   // the capture settles 5 ms later
+  settle_capture(false);
+  upstream("250 2.0.0 Ok: queued\r\n221 2.0.0 Bye\r\n");
+  std::vector<phase> order;
+  std::map<phase, stage_record> by;
+  for (const auto& st : obs_->stages) {
+    order.push_back(st.ph);
+    by[st.ph] = st;
+  }
+  ASSERT_TRUE(by.count(phase::data_end) && by.count(phase::quit) && by.count(phase::body));
+  EXPECT_EQ(by[phase::data_end].start_us, dot_at);
+  EXPECT_EQ(by[phase::body].start_us + by[phase::body].duration_us, dot_at);
+  EXPECT_LE(by[phase::data_end].start_us, by[phase::quit].start_us);
+  EXPECT_GE(by[phase::data_end].duration_us, 5'000u);   // the capture's wait is the relay's part of it
+}
+
 // The upstream replies during DATA after the client's dot came in but before it went (the
 // capture settling): the upstream is still in DATA, so that reply is final for the message.
 // Before, it was dropped as unsolicited, the dot went, and the client got 451 "delivery status
