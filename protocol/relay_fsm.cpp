@@ -1305,6 +1305,10 @@ void relay_fsm::flush_replies(std::uint64_t now) {
       observer_->on_stage({p.asked.ph, p.asked.t_received, now - p.asked.t_received, upstream, think});
     }
     think_from_us_ = now;
+    // The body stage starts when the client has its 354, not when the upstream's came: a delay
+    // fault holding the 354 is the relay's time (the data stage's), not the sender's.
+    if (p.asked.ph == phase::data && p.answer.parsed->code == 354 && mode_ == client_mode::data)
+      data_started_us_ = std::max(data_started_us_, now);
     last_client_code_ = p.answer.parsed->code;
     after_reply(now, p);
     if (p.fault.then != then_do::nothing) faults_.then(now, p);

@@ -671,6 +671,34 @@ TEST_F(FaultFsm, ReplyDelayHoldsTheUpstreamReplyAndTheClientIsNotIdle) {
   EXPECT_EQ(at_reply[0].address, "alice@example.org");
 }
 
+// A delay held the 354: the body stage starts when the client had it, and the hold is the data
+// stage's relay time, not the sender's (a newcomer's trial: body showed 1 s of sender time).
+TEST_F(FaultFsm, AHeld354IsTheDataStagesAndTheBodyStartsWhenTheClientHadIt) {
+  greet_and_ehlo();
+  adv_->on(phase::data, fault_stage::reply, delay_of(1'000'000, "hold354"));
+  client("MAIL FROM:<a@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n");
+  client("RCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.5 Ok\r\n");
+  client("DATA\r\n");
+  EXPECT_THAT(upstream("354 go ahead\r\n"), ElementsAre(fault_timer(1'000'000)));
+  const std::uint64_t released = now_ + 1'000'000;
+  EXPECT_THAT(fault_timer_at(released), ElementsAre(to_client("354 go ahead\r\n")));
+  now_ += 2'000;   // the sender takes 2 ms (and a tick) for its message
+  client("Subject: x\r\n\r\nbody\r\n.\r\n");
+  auto stage = [&](phase ph) {
+    for (const auto& st : obs_->stages)
+      if (st.ph == ph) return st;
+    ADD_FAILURE() << to_string(ph);
+    return stage_record{};
+  };
+  const stage_record data = stage(phase::data), body = stage(phase::body);
+  EXPECT_EQ(body.start_us, released);
+  EXPECT_EQ(body.client_us, 3'000u);
+  EXPECT_EQ(data.start_us + data.duration_us, released);
+  EXPECT_GE(data.duration_us - data.upstream_us - data.client_us, 1'000'000u);   // the relay's hold
+}
+
 // A server answers QUIT and closes at once; the relay holding that 221 must still deliver it,
 // not replace it with its own "upstream connection lost".
 // An upstream 421 that comes while a delay holds the reply it gave before: the held reply
