@@ -118,7 +118,9 @@ void run_server(const server_opts& o, int& exit_code) {
                                   .c_str());
         else
           std::printf("mailtap replay: listening on %s%s, replaying %s (%zu steps)\n", bound.c_str(),
-                      script->implicit_tls ? " (TLS from connect, as recorded on an SMTPS listener)" : "",
+                      !script->implicit_tls              ? ""
+                      : o.tls_on_connect == "as-recorded" ? " (TLS from connect, as recorded on an SMTPS listener)"
+                                                          : " (TLS from connect: --tls-on-connect yes)",
                       paths.front().c_str(), script->steps.size());
         std::fflush(stdout);
       },

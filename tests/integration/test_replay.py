@@ -31,8 +31,8 @@ from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, SMTP_SOURCE, Proc
                      SwaksTranscript, free_port, mailtap_bin, parse_replies, run_mailtap, scaled, wait_until)
 
 TO = "a@example.com"
-READY_RE = re.compile(r"^mailtap replay: listening on 127\.0\.0\.1:(\d+)( \(TLS from connect, as recorded on an "
-                      r"SMTPS listener\))?, replaying (.+) \((\d+) steps\)$")
+READY_RE = re.compile(r"^mailtap replay: listening on 127\.0\.0\.1:(\d+)( \(TLS from connect(, as recorded on an "
+                      r"SMTPS listener|: --tls-on-connect yes)\))?, replaying (.+) \((\d+) steps\)$")
 # swaks --show-time-lapse: "=== response in 0.299s" before each reply it times.
 LAPSE_RE = re.compile(r"^=== response in (\d+\.\d+)s$")
 # What the test allows between a recorded delay and the one the replay plays: never more than
@@ -75,6 +75,7 @@ class ReplayServer(Process):
         if not m:
             raise AssertionError("unexpected ready line %r" % line)
         self.port = int(m.group(1))
+        self.tls_note = m.group(2) or ""
 
     def finish(self, timeout=30):
         """(exit code, stdout after the ready line) once it has exited."""
@@ -260,6 +261,16 @@ class ReplayServerTest(ReplayTest):
         plain.finish()
         r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, plain.port), "--tls-on-connect", "maybe")
         self.assertEqual(r.returncode, 2)
+        # The ready line says where TLS from connect comes from: the recording, or the flag (a
+        # newcomer's trial: a plaintext capture with --tls-on-connect yes was said to be an
+        # SMTPS listener's).
+        self.assertEqual(self.replay_server(cap.path, "--sessions", "1").tls_note,
+                         " (TLS from connect, as recorded on an SMTPS listener)")
+        m2 = self.start_mailtap(env=self.env, name="plain-relay")
+        self.swaks(m2.port, "--to", TO)
+        plain_cap = m2.wait_captures(1)[0]
+        self.assertEqual(self.replay_server(plain_cap.path, "--sessions", "1", "--tls-on-connect", "yes").tls_note,
+                         " (TLS from connect: --tls-on-connect yes)")
         self.assertIn(b"--tls-on-connect 'maybe': expected as-recorded, yes or no", r.stderr)
 
     def test_the_live_clients_auth_material_is_masked_in_the_report(self):
