@@ -1,7 +1,7 @@
 // Rebuilding the capture index from the files (index.hpp rebuild_index): the files are the
 // truth, the index only a way to find them.
 #include <algorithm>
-#include <map>
+#include <set>
 #include <system_error>
 
 #include "captures/index.hpp"
@@ -38,7 +38,6 @@ std::optional<rebuild_result> rebuild_index(const fs::path& dir, std::string& er
     batch.clear();
     return ok;
   };
-  std::map<std::string, std::string> file_of;   // session id -> the file indexed for it
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     if (it->path().extension() != ".jsonl" || !it->is_regular_file(ec)) continue;
@@ -50,17 +49,19 @@ std::optional<rebuild_result> rebuild_index(const fs::path& dir, std::string& er
       continue;
     }
     const std::string file = it->path().filename().string();
-    auto [known, first] = file_of.try_emplace(cap->header.session, file);
-    if (!first) {
-      // A copy (or the original, found after its copy): the file named after the session wins.
-      const bool canonical = it->path().stem() == cap->header.session;
-      const std::string& skipped = canonical ? known->second : file;
-      const std::string& kept = canonical ? file : known->second;
-      out.duplicates.push_back(skipped + ": session " + cap->header.session + " is " + kept +
-                               "'s too; the index holds " + kept + " (show or export the other by its path)");
-      if (!canonical) continue;
-      known->second = file;
-      --out.indexed;   // counted once, for the file that replaces the other's row
+    if (it->path().stem() != cap->header.session) {
+      // A capture is the file named after its session (FORMAT.md "The index"): a copy or a
+      // renamed file is never indexed, whether or not the original is still here, as prune
+      // leaves it alone. Before, a copy whose original was gone was indexed under a session id
+      // that `show ID` could not open.
+      const std::string original = cap->header.session + ".jsonl";
+      std::error_code absent;
+      const bool here = fs::exists(dir / original, absent);
+      out.duplicates.push_back(file + ": session " + cap->header.session +
+                               (here ? " is " + original + "'s too; the index holds " + original
+                                     : ", whose file " + original + " is not here; a copy is not indexed") +
+                               " (show or export it by its path)");
+      continue;
     }
     batch.push_back(summarize(*cap));
     ++out.indexed;
@@ -71,14 +72,19 @@ std::optional<rebuild_result> rebuild_index(const fs::path& dir, std::string& er
     return std::nullopt;
   }
   if (!flush()) return std::nullopt;
-  // An unreadable file named after a session that a readable copy indexed keeps the copy's row.
-  std::erase_if(gone, [&](const std::string& session) { return file_of.contains(session); });
   // Rows of files that are gone (removed by hand, or by a prune of an older mailtap) or
   // could not be read. A capture a running relay finished meanwhile has its file: kept.
   auto rows = index->files(error);
   if (!rows) return std::nullopt;
-  for (const auto& [session, file] : *rows)
-    if (!fs::exists(dir / file, ec)) gone.push_back(session);
+  std::set<std::string> with_rows;
+  for (const auto& [session, file] : *rows) {
+    with_rows.insert(session);
+    // Gone, or a copy's row an older mailtap indexed.
+    if (!fs::exists(dir / file, ec) || fs::path(file).stem() != session) gone.push_back(session);
+  }
+  // Only rows there are count as removed: an unreadable file usually never had one (a trial:
+  // every reindex said "removed 1 stale row(s)" for a broken file).
+  std::erase_if(gone, [&](const std::string& session) { return !with_rows.contains(session); });
   std::sort(gone.begin(), gone.end());
   gone.erase(std::unique(gone.begin(), gone.end()), gone.end());
   if (!index->remove(gone, error) || !index->set_covers_directory(true, error)) return std::nullopt;

@@ -9,11 +9,13 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "captures/index.hpp"
 #include "config_reader/duration.hpp"
 #include "relay/cli.hpp"
 #include "relay/config.hpp"
+#include "relay/session_id.hpp"
 
 namespace mailtap::cli {
 
@@ -163,7 +165,11 @@ int search(const index_flags& f, const char* command) {
     if (f.json) std::cout << boost::json::serialize(to_json(s, dir)) << "\n";
     else std::cout << text_line(s);
   }
-  if (!f.json && found->empty() && filter.offset == 0) std::cout << "no matching session\n";
+  if (!f.json && found->empty()) {
+    const bool listing = std::string_view(command) == "list";
+    if (filter.offset > 0) std::cout << "no " << (listing ? "" : "matching ") << "session past --offset " << filter.offset << "\n";
+    else std::cout << (listing ? "no sessions in the index\n" : "no matching session\n");
+  }
   // Captures the index does not list yet: in progress, or left open by a relay that stopped
   // without closing them (killed, crashed). A newcomer's trial found a crashed session, the
   // one worth reading, missing from the list with no word why.
@@ -171,7 +177,11 @@ int search(const index_flags& f, const char* command) {
     std::uint64_t files = 0;
     std::error_code ec, kind;
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
-      if (it->path().extension() == ".jsonl" && it->is_regular_file(kind)) ++files;
+      // Only files named as the relay names a capture: a copy or another program's file is
+      // never indexed, so it is not one "not in the index" (a trial: the line never went).
+      if (it->path().extension() == ".jsonl" && is_relay_session_id(it->path().stem().string()) &&
+          it->is_regular_file(kind))
+        ++files;
     if (files > *listed)
       std::fprintf(stderr,
                    "mailtap captures %s: %llu capture file(s) in %s are not in the index: sessions in progress, "
