@@ -35,7 +35,11 @@ std::string last_stage(const conversation& c, bool upstream_side) {
     stage = std::string(protocol::to_string(ph));
   }
   if (stage == "session" && upstream_side && !greeted) stage = "banner";
-  if (!c.cap->transactions.empty() && !c.cap->transactions.back().final_reply && c.cap->transactions.back().size > 0)
+  // A message whose end went without the destination's answer (none came, or the relay made
+  // one when the destination went silent or was lost) ended in data_end, not at its DATA.
+  const auto& txns = c.cap->transactions;
+  if (!txns.empty() && txns.back().size > 0 &&
+      (!txns.back().final_reply || (txns.back().synthesized && txns.back().result == protocol::outcome::unknown)))
     stage = "data_end";
   return stage;
 }

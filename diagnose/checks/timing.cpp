@@ -69,6 +69,14 @@ void held_end_of_data(const conversation& c, std::uint64_t typical, std::vector<
     });
     // Held by the destination (its wait) or by a delay fault; a withheld dot is the relay's own wait.
     if (s.upstream_us < held_end_of_data_us && !injected) continue;
+    // The destination did answer: a reply the relay made when none came (its timeout, a lost
+    // connection) is the timeout's or the loss's finding, not a scanner's hold (a newcomer's
+    // trial: a silent destination was said to scan its content).
+    const bool destination_answered = std::any_of(c.exchanges.begin(), c.exchanges.end(), [&](const exchange& x) {
+      return x.ph == phase::data_end && x.source != origin::relay && x.reply->t_us >= s.start_us &&
+             x.reply->t_us <= s.start_us + s.duration_us;
+    });
+    if (!destination_answered && !injected) continue;
     const mode_text& m = mode("content_scan_delay");
     finding f;
     f.id = std::string(m.id);

@@ -442,11 +442,35 @@ TEST(CheckTls, StarttlsRemovedByTheRelayItselfIsTheRelays) {
   EXPECT_EQ(find(d, "starttls_stripped")->source, origin::relay);
 }
 
+// A destination silent after the dot: the relay's timeout answered the client (451, synthesized).
+// That is a timeout at data_end, not at DATA, and no content scanner held a reply that never
+// came (a newcomer's trial).
+TEST(CheckTiming, ASilentDestinationAfterTheDotIsATimeoutAtDataEndAndNoScan) {
+  builder b;
+  b.stage(phase::banner, 0, 1, 1).stage(phase::ehlo, 2, 0.2, 0.2).stage(phase::mail, 3, 0.1, 0.1)
+      .stage(phase::rcpt, 4, 0.1, 0.1).stage(phase::data, 5, 0.1, 0.1).stage(phase::data_end, 6, 2000, 2000);
+  b.reply(1, 220, {"mx"}).cmd(5, "DATA").reply(5.1, 354, {"go"})
+      .reply(2006, 451, {"4.4.2 mailtap lost the upstream after end of data; delivery status unknown"}, leg::client);
+  captures::transaction t;
+  t.mail_from = "a@b";
+  t.size = 100;
+  t.synthesized = true;
+  t.result = protocol::outcome::unknown;
+  t.final_reply = captures::reply_summary{451, "4.4.2", "mailtap lost the upstream"};
+  b.c.transactions.push_back(t);
+  b.ended("upstream_timeout", "no reply from upstream in time");
+  auto d = diagnose_capture(b.c);
+  EXPECT_EQ(find(d, "content_scan_delay"), nullptr) << ::testing::PrintToString(ids(d));
+  ASSERT_NE(find(d, "timeout"), nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(find(d, "timeout")->stage, "data_end");
+}
+
 TEST(CheckTiming, HeldEndOfDataSlowGreetingOutlierAndGap) {
   builder b;
   b.stage(phase::banner, 0, 900, 900).stage(phase::ehlo, 1000, 10, 10).stage(phase::mail, 1100, 10, 10)
       .stage(phase::rcpt, 1200, 3000, 3000).stage(phase::rcpt, 4300, 10, 10)
       .stage(phase::data, 4400, 10, 10, 15000).stage(phase::data_end, 20000, 5000, 5000);
+  b.cmd(4400, "DATA").reply(4410, 354, {"go"}).reply(25000, 250, {"2.0.0 Ok: queued"});
   auto d = diagnose_capture(b.c);
   EXPECT_NE(find(d, "content_scan_delay"), nullptr) << ::testing::PrintToString(ids(d));
   ASSERT_NE(find(d, "slow_destination"), nullptr);
