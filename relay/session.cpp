@@ -134,18 +134,8 @@ session::session(asio::any_io_executor executor, std::unique_ptr<byte_pipe> clie
 session::~session() {
   forget_own_connection();
   tally_.flush();   // before sessions_active falls: a scrape never sees the session gone and its stages missing
+  fold_stats();
   const auto& s = fsm_.stats();
-  ctx_.metrics.transactions += s.transactions;
-  ctx_.metrics.messages_delivered += s.delivered;
-  ctx_.metrics.refused_commands += s.refused_commands;
-  ctx_.metrics.ambiguous_end_of_data += s.ambiguous_end_of_data;
-  ctx_.metrics.normalized_line_endings += s.normalized_line_endings;
-  ctx_.metrics.long_data_lines += s.long_data_lines;
-  ctx_.metrics.faults_injected += s.faults_injected;
-  ctx_.metrics.blackholed += s.blackholed;
-  ctx_.metrics.client_timeouts += s.client_timeouts;
-  ctx_.metrics.upstream_replied_in_data += s.upstream_replied_in_data;
-  ctx_.metrics.unacknowledged_end_of_data += s.unacknowledged_end_of_data;
   if (s.blackholed > 0)
     spdlog::warn("session {}: a blackhole fault answered {} message(s) with 250; nothing was delivered", id_, s.blackholed);
   --ctx_.metrics.sessions_active;
@@ -756,7 +746,31 @@ asio::awaitable<void> session::watchdog() {
 
 // ---------------------------------------------------------------- dispatch
 
+// The machine's counters go into the relay's metrics as they change, not only when the session
+// object goes: a scrape sees a long session's transactions, and the drain's summary counts a
+// session it cut at its deadline whose object outlives the summary (a hostile trial: a message
+// whose dot went upstream was missing from "ambiguous end-of-data").
+void session::fold_stats() {
+  const auto& s = fsm_.stats();
+  auto add = [](std::atomic<std::uint64_t>& to, std::uint64_t now, std::uint64_t& was) {
+    if (now != was) to += now - std::exchange(was, now);
+  };
+  auto& m = ctx_.metrics;
+  add(m.transactions, s.transactions, folded_.transactions);
+  add(m.messages_delivered, s.delivered, folded_.delivered);
+  add(m.refused_commands, s.refused_commands, folded_.refused_commands);
+  add(m.ambiguous_end_of_data, s.ambiguous_end_of_data, folded_.ambiguous_end_of_data);
+  add(m.normalized_line_endings, s.normalized_line_endings, folded_.normalized_line_endings);
+  add(m.long_data_lines, s.long_data_lines, folded_.long_data_lines);
+  add(m.faults_injected, s.faults_injected, folded_.faults_injected);
+  add(m.blackholed, s.blackholed, folded_.blackholed);
+  add(m.client_timeouts, s.client_timeouts, folded_.client_timeouts);
+  add(m.upstream_replied_in_data, s.upstream_replied_in_data, folded_.upstream_replied_in_data);
+  add(m.unacknowledged_end_of_data, s.unacknowledged_end_of_data, folded_.unacknowledged_end_of_data);
+}
+
 void session::dispatch() {
+  fold_stats();
   auto actions = fsm_.take_actions();
   if (barriers_pending_ > 0) {   // everything queues behind a capture barrier still waiting
     held_.insert(held_.end(), std::make_move_iterator(actions.begin()), std::make_move_iterator(actions.end()));

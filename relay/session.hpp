@@ -153,6 +153,7 @@ class session : public std::enable_shared_from_this<session> {
   // Takes the machine's actions and carries them out (execute); what follows a capture barrier
   // waits for the recorder.
   void dispatch();
+  void fold_stats();
   void settle_capture();
   void hold_until_recorded(std::vector<protocol::action>& actions, std::size_t from);
   bool carry_out(protocol::action& action);
@@ -180,6 +181,7 @@ class session : public std::enable_shared_from_this<session> {
   std::unique_ptr<protocol::fault_advisor> advisor_;   // before fsm_: the machine holds a pointer to it
   session_tally tally_;                                 // before fsm_: its observer, in front of capture_
   protocol::relay_fsm fsm_;
+  protocol::relay_stats folded_;   // fsm_'s counters already added to ctx_.metrics (fold_stats)
   // A leg's state changed (an outbox drained, a pause lifted, a handshake done, the recorder
   // caught up, the peer's FIN): paused readers, lingering writers and open_upstream re-check.
   wake_signal state_changed_;

@@ -154,6 +154,28 @@ class FailingPeers(IntegrationTest):
         counters = mailtap.stop_with_counters()
         self.assertEqual((counters["ambiguous_end_of_data"], counters["delivered"]), (1, 0), counters)
 
+    def test_a_message_the_drain_deadline_cut_after_its_dot_is_counted_ambiguous(self):
+        # A hostile trial: the upstream took the dot and held its reply past the drain's
+        # deadline; the capture said "unknown" and ambiguous, but the summary (and /metrics)
+        # counted neither the transaction nor the ambiguous end: the session's counters were
+        # added only when its object went, after the summary.
+        up = self.upstream({b".": b""})   # the message taken, never answered
+        mailtap = self.relay_to(up, config="[timeouts]\ndrain = 1\n")
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        message = make_message("<cut@example.test>")
+        c.send(message + b".\r\n")
+        conn = up.wait_for_connections(1)[0]
+        wait_until(lambda: conn.messages == [message], 10, "the message at the upstream")
+        counters = mailtap.stop_with_counters()
+        self.assertReply(c.reply(), 421, "4.3.2")
+        self.assertEqual((counters["transactions"], counters["ambiguous_end_of_data"], counters["delivered"]),
+                         (1, 1, 0), counters)
+        [t] = self.single_capture(mailtap).transactions
+        self.assertEqual(t["outcome"], "unknown")
+
     def test_upstream_that_hangs_up_on_quit_still_gives_the_client_221(self):
         # A destination that closes on QUIT (or just after an accepted message) without its
         # 221: the client asked for the end and gets it. It heard 421 4.4.2 before, which
