@@ -107,9 +107,34 @@ void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {
     return;
   }
   in_.append(bytes);
+  if (!client_greeted_) record_early_talk(now);
   if (in_message()) credit_data_rate(now, bytes.size());
   process_client_input(now);
   arm_client_deadline(now);
+}
+
+// A client that speaks before its greeting (an early talker, which Postfix's postscreen rejects
+// with its pregreet test) has its lines recorded when they came, not when the greeting lets
+// them be parsed: the capture shows it talking first (a hostile trial: its EHLO came after the
+// 220 in the file, at the 220's time). Whole lines only; AUTH material masked as when parsed,
+// and every line after an AUTH command, whose responses it would be.
+void relay_fsm::record_early_talk(std::uint64_t now) {
+  const std::string_view rest = in_.unparsed();
+  const std::size_t last = rest.rfind("\r\n");
+  if (last == std::string_view::npos) return;
+  bool after_auth = false;
+  for (std::size_t at = 0; at < last + 2;) {
+    const std::size_t end = rest.find("\r\n", at) + 2;
+    const std::string_view line = rest.substr(at, end - at);
+    if (after_auth) in_.mask(in_.pos() + at, in_.pos() + end);
+    else mask_auth_in_line(in_.pos() + at, line);
+    after_auth = after_auth || parse_command(stripped_crlf(line)).cmd.ph == phase::auth;
+    at = end;
+  }
+  if (!std::exchange(early_talk_noted_, true))
+    out_.note(now, "the client sent a command before its greeting (an early talker: Postfix's postscreen "
+                   "pregreet test rejects it)");
+  in_.record_ahead(last + 2, now, observer_);
 }
 
 void relay_fsm::on_upstream_bytes(std::uint64_t now, std::string_view bytes) {
@@ -1004,6 +1029,7 @@ void relay_fsm::take_banner(std::uint64_t now, reply r) {
 
 void relay_fsm::release_banner(std::uint64_t now, std::uint64_t arrived_us, const reply& r, std::string bytes) {
   out_.send(leg::client, bytes, now);
+  client_greeted_ = true;
   // The upstream's part ends when its greeting came; a fault that held it after that is the relay's.
   const std::uint64_t upstream_us = arrived_us > connected_us_ ? arrived_us - connected_us_ : 0;
   if (observer_) observer_->on_stage({phase::banner, connected_us_, now - connected_us_, upstream_us, 0});

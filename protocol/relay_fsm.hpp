@@ -199,7 +199,10 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
 
   // fault_host: what the fault holds ask of the machine.
   bool greeted() const override { return greeted_; }
-  void greeting_answered_by_fault() override { greeted_ = true; }
+  void greeting_answered_by_fault() override {
+    greeted_ = true;
+    client_greeted_ = true;   // what the client sends from here is no early talk
+  }
   void reply_sent(std::uint64_t now) override { think_from_us_ = now; }
   bool client_tls() const override { return tls_.client_tls(); }
   void client_awaits_data_go() override { mode_ = client_mode::awaiting_data_go; }
@@ -236,6 +239,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // went upstream still learns its fate), and then the session ends with `reason`.
   void close_after_owed(std::uint64_t now, std::string_view reason, std::string detail);
   void mask_auth_in_line(std::size_t line_start, std::string_view line);
+  void record_early_talk(std::uint64_t now);
   void record_received_size();
 
   // Leaving.
@@ -306,6 +310,8 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // Upstream leg.
   reply_parser replies_;
   bool greeted_ = false;
+  bool client_greeted_ = false;   // the greeting went to the client (record_early_talk before it)
+  bool early_talk_noted_ = false;
   std::uint64_t started_us_ = 0;
   std::uint64_t connected_us_ = 0;
 

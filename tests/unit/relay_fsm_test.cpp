@@ -203,6 +203,26 @@ TEST_F(RelayFsmTest, EarlyTalkerHeldUntilBanner) {
   EXPECT_THAT(upstream(banner), ElementsAre(to_client(banner), to_upstream("EHLO early\r\n")));
 }
 
+// The early talker's bytes are recorded when they came, before the greeting, with a note; an
+// early AUTH's secret stays masked, and a partial line waits to be recorded whole (a hostile
+// trial: the EHLO was recorded after the 220, at its time, so the capture showed no early talk).
+TEST_F(RelayFsmTest, EarlyTalkIsRecordedWhenItCame) {
+  start();
+  connected();
+  const std::uint64_t said_at = now_ + 1000;
+  client("EHLO early\r\nAUTH PLAIN c2VjcmV0\r\nMA");
+  ASSERT_FALSE(obs_->bytes.empty());
+  const auto& first = obs_->bytes.front();
+  EXPECT_EQ(first.l, leg::client);
+  EXPECT_EQ(first.d, direction::in);
+  EXPECT_EQ(first.t_us, said_at);
+  EXPECT_EQ(first.bytes, "EHLO early\r\nAUTH PLAIN ********\r\n");
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("before its greeting")));
+  upstream(banner);
+  EXPECT_EQ(obs_->stream(leg::client, direction::in).find("MA"), std::string::npos);   // not yet a line
+  EXPECT_THAT(obs_->everything(), Not(HasSubstr("c2VjcmV0")));
+}
+
 TEST_F(RelayFsmTest, UpstreamRefusesWith421Banner) {
   start();
   connected();
