@@ -425,6 +425,9 @@ void relay_fsm::record_received_size() {
 // ---------------------------------------------------------------- client input
 
 void relay_fsm::process_client_input(std::uint64_t now) {
+  // A line waiting while the relay secures the upstream leg (its EHLO and STARTTLS, the
+  // handshake) or identifies the client (XCLIENT) waits on the upstream: handle_command.
+  if (greeted_ && !upstream_prepared() && !in_.fully_parsed()) line_waited_on_upstream_ = true;
   if (!greeted_ || !upstream_prepared() || input_held_) return;   // early talkers wait for the banner
   if (faults_.holds_conversation()) return;
   if (out_.closed(leg::client)) return;   // gone: nothing it sent is relayed any more
@@ -558,6 +561,7 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   line_arrived_us_ = arrived;
   if (!faults_.take_decided_line(now, line, parsed, decided)) handle_command(now, line, parsed);   // else answered, stopped or masked
   line_arrived_us_ = UINT64_MAX;
+  line_waited_on_upstream_ = false;   // the line's own (a STARTTLS, a refusal) when not a relayed command's
   return true;
 }
 
@@ -641,7 +645,10 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   reply_slot p;
   p.asked.ph = cmd.ph;
   p.asked.t_received = std::min(line_arrived_us_, now);
-  p.asked.t_forwarded = now;
+  // Held while the upstream leg was being secured: that wait is the upstream's part of the
+  // stage (its handshake), not the relay's (a newcomer's trial: an SMTPS client's EHLO showed
+  // the upstream's handshake as relay time).
+  p.asked.t_forwarded = std::exchange(line_waited_on_upstream_, false) ? p.asked.t_received : now;
   p.asked.txn = open && (cmd.ph != phase::rcpt || rcpt_recorded) ? open->id : 0;
   faults_.remember_address(p, cmd);
   switch (cmd.ph) {

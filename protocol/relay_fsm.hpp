@@ -312,6 +312,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   bool greeted_ = false;
   bool client_greeted_ = false;   // the greeting went to the client (record_early_talk before it)
   bool early_talk_noted_ = false;
+  bool line_waited_on_upstream_ = false;   // the next command line waited for upstream_prepared()
   std::uint64_t started_us_ = 0;
   std::uint64_t connected_us_ = 0;
 
