@@ -312,6 +312,12 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
       co_await refuse(stream, 400, "more than one Host header", limits);
       break;
     }
+    // RFC 6454 7.3: one Origin at most; the check reads only the first, so a second (never sent
+    // by a browser) must not pass with it (a hostile trial).
+    if (req.count(http::field::origin) > 1) {
+      co_await refuse(stream, 400, "more than one Origin header", limits);
+      break;
+    }
     if (s->websocket && beast::websocket::is_upgrade(req)) {
       parsed_target target;
       auto plain = to_plain(req, peer, local);

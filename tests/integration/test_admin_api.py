@@ -668,6 +668,18 @@ class BadRequests(AdminTest):
         self.assertTrue(reply.startswith(b"HTTP/1.1 400 "), reply[:200])
         self.assertIn(b"more than one Host header", reply)
 
+    def test_two_origin_headers_are_400(self):
+        # The Origin check read the first only: an allowed one first let a second, foreign one
+        # through to a mutating route (a hostile trial).
+        with socket.create_connection((LOOPBACK, self.admin), timeout=30) as s:
+            s.sendall(b"POST /api/v1/faults/reset HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://127.0.0.1\r\n"
+                      b"Origin: http://evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := s.recv(4096):
+                reply += chunk
+        self.assertTrue(reply.startswith(b"HTTP/1.1 400 "), reply[:200])
+        self.assertIn(b"more than one Origin header", reply)
+
     def test_a_slow_request_is_closed_at_its_deadline_and_the_server_keeps_serving(self):
         with socket.create_connection((LOOPBACK, self.admin), timeout=30) as s:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")   # never finished
