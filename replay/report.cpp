@@ -322,6 +322,7 @@ std::string render_server_text(const server_session& s) {
            (p.sent ? " after " + ms(p.delay_us) + " ms" : " not sent: the session ended before it was due");
     if (p.source == reply_source::injected) out += " [injected" + (p.rule.empty() ? "" : ": " + p.rule) + "]";
     else if (p.source == reply_source::relay) out += " [relay]";
+    if (!p.delay_rule.empty()) out += " [delay injected: " + captures::terminal_safe(p.delay_rule) + "]";
     out += "\n";
   }
   for (const auto& d : s.divergences) {
@@ -347,6 +348,7 @@ std::string render_server_json(const server_session& s) {
                                   {"rule", captures::utf8_safe(p.rule)},
                                   {"received_us", p.received_us},
                                   {"delay_us", p.delay_us},
+                                  {"delay_rule", captures::utf8_safe(p.delay_rule)},
                                   {"sent", p.sent}});
   auto divergence_json = [](const divergence& d) {
     return json::object{{"kind", to_string(d.kind)},

@@ -379,6 +379,9 @@ void server_fsm::take_step(step_kind kind, std::uint64_t now_us) {
   const recorded_reply& r = *recorded.reply;
   const std::uint64_t delay = timing_.scale(recorded.reply_delay_us());
   played_.push_back({next_step_ - 1, live, r.reply.code, r.source, r.rule, now_us, delay});
+  // A delay fault is recorded when it let the reply go: at the reply's time, after the step.
+  for (const auto& f : script_.faults)
+    if (f.fault.decision == "delay" && f.t_us >= recorded.done_us && f.t_us <= r.t_us) played_.back().delay_rule = f.fault.rule;
   then after = then::nothing;
   if (r.reply.code == 221 || r.reply.code == 421) after = then::close;
   else if (recorded.starts_tls && live_starttls) after = then::tls;

@@ -65,6 +65,9 @@ struct played_step {
   std::uint64_t delay_us = 0;      // the delay played before the reply
   // The reply left: false when the session ended (stopped, the client gone) while its delay ran.
   bool sent = true;
+  // The recording's delay fault that held this reply (its rule), when one did: the delay played
+  // is then partly the relay's injection, not the recorded server's own pace.
+  std::string delay_rule{};
 };
 
 class server_fsm {

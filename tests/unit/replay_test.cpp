@@ -337,6 +337,36 @@ TEST(ReplayServer, PlaysEachReplyAfterItsRecordedDelay) {
   EXPECT_EQ(sent(fsm.take_actions()), ehlo_reply);
 }
 
+// A reply a delay fault held is named with its rule in the report: the delay played is the
+// relay's injection, not the recorded server's pace (a newcomer's trial).
+TEST(ReplayServer, AReplyADelayFaultHeldNamesItsRule) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n").client(200, "MAIL FROM:<a@x>\r\n");
+  b.c.events.push_back(captures::reply_event{250, leg::upstream, direction::in, capture_builder::parsed("250 ok\r\n")});
+  protocol::fault_event f;
+  f.rule = "slow-mail";
+  f.type = "delay";
+  f.decision = "delay";
+  f.ph = protocol::phase::mail;
+  b.c.events.push_back(captures::fault_event{1250, f});
+  b.c.events.push_back(captures::bytes_event{1250, leg::client, direction::out, "250 ok\r\n"});
+  b.client(1300, "QUIT\r\n").server(1400, "221 bye\r\n");
+  const script s = b.build();
+  server_fsm fsm(s, timing{});
+  fsm.on_start(0);
+  fsm.on_timer(100);
+  fsm.on_client_bytes("MAIL FROM:<a@x>\r\nQUIT\r\n", 200);
+  ASSERT_GE(fsm.played().size(), 2u);
+  EXPECT_EQ(fsm.played()[0].delay_rule, "slow-mail");
+  EXPECT_EQ(fsm.played()[1].delay_rule, "");
+  server_session session;
+  session.played = fsm.played();
+  session.recorded_steps = s.steps.size();
+  EXPECT_NE(render_server_text(session).find("250 after 1.1 ms [delay injected: slow-mail]"), std::string::npos)
+      << render_server_text(session);
+  EXPECT_NE(render_server_json(session).find("\"delay_rule\":\"slow-mail\""), std::string::npos);
+}
+
 TEST(ReplayServer, FollowsARecordingWithItsMessageAndClosesAfterQuit) {
   const script s = delivered().build();
   server_fsm fsm(s, timing{0.0});
