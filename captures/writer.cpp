@@ -408,6 +408,22 @@ void append_json_line(std::string& out, const end_rec& e) {
 
 std::unique_ptr<store> store::open(const std::filesystem::path& dir, std::string& error, store_options options) {
   std::error_code ec;
+  // The directories this makes: each level that is not there at all (symlink_status: a
+  // dangling symlink is there, and is never ours to remove).
+  // A path through "." or ".." is not followed level by level: nothing is listed for it.
+  std::vector<std::filesystem::path> absent;
+  std::filesystem::path whole;
+  bool plain = true;
+  for (const auto& part : std::filesystem::absolute(dir, ec)) {
+    if (part == "." || part == "..") plain = false;
+    if (!part.empty()) whole /= part;
+  }
+  for (auto p = whole; plain && !ec && p.has_relative_path(); p = p.parent_path()) {
+    if (std::filesystem::symlink_status(p, ec).type() != std::filesystem::file_type::not_found) break;
+    ec.clear();
+    absent.push_back(p);
+  }
+  ec.clear();
   std::filesystem::create_directories(dir, ec);
   if (ec) {
     error = dir.string() + ": cannot create capture directory: " + ec.message();
@@ -421,7 +437,9 @@ std::unique_ptr<store> store::open(const std::filesystem::path& dir, std::string
     error = dir.string() + ": capture directory is not writable: " + std::strerror(errno);
     return nullptr;
   }
-  return std::unique_ptr<store>(new store(dir, options));
+  auto opened = std::unique_ptr<store>(new store(dir, options));
+  opened->made_.directories = std::move(absent);
+  return opened;
 }
 
 store::store(std::filesystem::path dir, store_options options) : dir_(std::move(dir)), options_(options) {
@@ -435,6 +453,7 @@ store::store(std::filesystem::path dir, store_options options) : dir_(std::move(
     std::string error;
     if (index_->relay_running(error)) index_->set_covers_directory(false, error);
     index_->set_relay_running(true, error);
+    made_.index = index_->created();
   }
   thread_ = std::thread([this] { run(); });
 }

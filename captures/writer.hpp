@@ -100,6 +100,14 @@ class store {
   // Creates `dir` with mode 0700 if needed. nullptr and a one-line error on failure.
   static std::unique_ptr<store> open(const std::filesystem::path& dir, std::string& error, store_options options = {});
   ~store();   // stop()
+  // What opening made: the directories it created (deepest first, absolute; a symlink, even
+  // a dangling one, is never among them) and whether it created the index. A program whose
+  // start then fails removes exactly these, once the store is gone (relay/cli_run.cpp).
+  struct made_at_open {
+    std::vector<std::filesystem::path> directories;
+    bool index = false;
+  };
+  const made_at_open& made() const { return made_; }
   // Writes out everything buffered, puts the closed captures in the index, then joins the
   // writer thread; once every session is gone. counters() are final after it. Idempotent.
   void stop();
@@ -156,6 +164,7 @@ class store {
   void index_failed(const std::string& reason);
 
   std::filesystem::path dir_;
+  made_at_open made_;
   store_options options_;
   store_counters counters_;
   // Guards what follows up to thread_, except the writer-only members it names.

@@ -35,7 +35,11 @@ class client_input {
   void advance(std::size_t n) { pos_ += n; }
   void advance_to_end() { pos_ = buf_.size(); }
   // [from, to) is recorded masked ('*', line ends kept): AUTH material.
-  void mask(std::size_t from, std::size_t to) { masks_.emplace_back(from, to); }
+  // A span that continues the last one extends it: the masks stay few however many lines.
+  void mask(std::size_t from, std::size_t to) {
+    if (!masks_.empty() && masks_.back().second == from) masks_.back().second = to;
+    else masks_.emplace_back(from, to);
+  }
   // The end of a message just parsed (three bytes before the parse position) came in an
   // earlier read than its CRLF.
   bool dot_was_split() const;

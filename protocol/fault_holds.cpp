@@ -289,8 +289,8 @@ bool fault_holds::banner(std::uint64_t now, reply& r, std::string& bytes) {
 
 // ---------------------------------------------------------------- commands
 
-bool fault_holds::hold_line(std::uint64_t now, std::string_view line, const parsed_command& parsed,
-                            std::optional<fault_decision>& decided) {
+bool fault_holds::hold_line(std::uint64_t now, std::uint64_t arrived, std::string_view line,
+                            const parsed_command& parsed, std::optional<fault_decision>& decided) {
   if (!advisor_ || refusing_) return false;
   const command& cmd = parsed.cmd;
   if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) ehlo_name_ = cmd.argument;
@@ -313,7 +313,7 @@ bool fault_holds::hold_line(std::uint64_t now, std::string_view line, const pars
   fault_decision d = ask(q);
   if (d.what == verdict::delay) {
     // The line waits where it is, parsed once: its command and decision are kept with it.
-    held_line_ = held_command{std::move(d), parsed, now};
+    held_line_ = held_command{std::move(d), parsed, now, std::min(arrived, now)};
     schedule_wake(now, now + held_line_->decision.delay_us);
     return true;
   }

@@ -123,13 +123,14 @@ class fault_holds {
   // The held line's delay still runs: its timer is set, nothing is parsed.
   bool line_waits(std::uint64_t now);
   bool line_held() const { return held_line_.has_value(); }
-  // When the held line came (its stage starts there: the hold is the relay's time).
-  std::uint64_t held_line_since() const { return held_line_ ? held_line_->since_us : 0; }
+  // When the held line came (its stage starts there: the hold is the relay's time), which may
+  // be before the hold began (it waited for the upstream leg to be secured).
+  std::uint64_t held_line_since() const { return held_line_ ? held_line_->arrived_us : 0; }
   // The held line's delay is over: it goes on as it was parsed and decided then.
   parsed_command take_held_line(std::uint64_t now, std::optional<fault_decision>& decided);
   // A well-formed line before it is forwarded: true when a delay holds it (parsed once, kept
   // with its decision). Otherwise `decided` is set when a fault applies (a verdict, or rewrites).
-  bool hold_line(std::uint64_t now, std::string_view line, const parsed_command& parsed,
+  bool hold_line(std::uint64_t now, std::uint64_t arrived, std::string_view line, const parsed_command& parsed,
                  std::optional<fault_decision>& decided);
   // A line a fault decided about (take_command_line): true when the fault took it.
   bool take_decided_line(std::uint64_t now, std::string_view line, const parsed_command& parsed,
@@ -187,7 +188,8 @@ class fault_holds {
   struct held_command {   // delay(when=command): the line at the parse position, its command and decision
     fault_decision decision;
     parsed_command parsed;
-    std::uint64_t since_us = 0;
+    std::uint64_t since_us = 0;     // the hold began (its delay counts from here)
+    std::uint64_t arrived_us = 0;   // the line came
   };
 
   fault_decision ask(const fault_query& q);

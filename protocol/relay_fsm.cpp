@@ -119,18 +119,21 @@ void relay_fsm::on_client_bytes(std::uint64_t now, std::string_view bytes) {
 // 220 in the file, at the 220's time). Whole lines only; AUTH material masked as when parsed,
 // and every line after an AUTH command, whose responses it would be.
 void relay_fsm::record_early_talk(std::uint64_t now) {
+  // Before the greeting nothing is parsed, so buffer offsets stay put: each read scans only the
+  // lines it completed (early_scanned_), and the masks after an AUTH merge into one.
   const std::string_view rest = in_.unparsed();
   const std::size_t last = rest.rfind("\r\n");
-  if (last == std::string_view::npos) return;
-  bool after_auth = false;
-  for (std::size_t at = 0; at < last + 2;) {
+  if (early_scanned_ > rest.size()) early_scanned_ = 0;   // the buffer was dropped (recorded whole meanwhile)
+  if (last == std::string_view::npos || last + 2 <= early_scanned_) return;
+  for (std::size_t at = early_scanned_; at < last + 2;) {
     const std::size_t end = rest.find("\r\n", at) + 2;
     const std::string_view line = rest.substr(at, end - at);
-    if (after_auth) in_.mask(in_.pos() + at, in_.pos() + end);
+    if (early_after_auth_) in_.mask(in_.pos() + at, in_.pos() + end);
     else mask_auth_in_line(in_.pos() + at, line);
-    after_auth = after_auth || parse_command(stripped_crlf(line)).cmd.ph == phase::auth;
+    early_after_auth_ = early_after_auth_ || parse_command(stripped_crlf(line)).cmd.ph == phase::auth;
     at = end;
   }
+  early_scanned_ = last + 2;
   if (!std::exchange(early_talk_noted_, true))
     out_.note(now, "the client sent a command before its greeting (an early talker: Postfix's postscreen "
                    "pregreet test rejects it)");
@@ -323,6 +326,8 @@ void relay_fsm::on_drain_deadline(std::uint64_t now) {
   // A message still in transfer is not delivered (its end never goes upstream); its bytes so
   // far are recorded, and the client hears why, as at any other shutdown (RFC 5321 3.8: 421).
   if (in_message()) out_.note(now, "shutdown deadline passed inside the message: upstream closed without end of data");
+  else if (drain_grace_until_us_ != 0 && owed_.empty() && txns_.empty())
+    out_.note(now, "shutdown deadline passed while the client's next command was awaited");
   else out_.note(now, "shutdown deadline passed with the session still busy");
   end_with_reply(now, make_reply(421, "4.3.2", options_.name + " shutting down"), "drain", "deadline passed");
 }
@@ -425,9 +430,18 @@ void relay_fsm::record_received_size() {
 // ---------------------------------------------------------------- client input
 
 void relay_fsm::process_client_input(std::uint64_t now) {
-  // A line waiting while the relay secures the upstream leg (its EHLO and STARTTLS, the
-  // handshake) or identifies the client (XCLIENT) waits on the upstream: handle_command.
-  if (greeted_ && !upstream_prepared() && !in_.fully_parsed()) line_waited_on_upstream_ = true;
+  // Lines waiting while the relay secures the upstream leg (its EHLO and STARTTLS, the
+  // handshake) or identifies the client (XCLIENT) wait on the upstream: the span is kept for
+  // handle_command, which gives each line the part of it after its arrival.
+  if (greeted_ && !upstream_prepared()) {
+    if (!waiting_on_upstream_ && !in_.fully_parsed()) {
+      waiting_on_upstream_ = true;
+      upstream_wait_from_us_ = now;
+    }
+  } else if (waiting_on_upstream_) {
+    waiting_on_upstream_ = false;
+    upstream_wait_to_us_ = now;
+  }
   if (!greeted_ || !upstream_prepared() || input_held_) return;   // early talkers wait for the banner
   if (faults_.holds_conversation()) return;
   if (out_.closed(leg::client)) return;   // gone: nothing it sent is relayed any more
@@ -527,6 +541,9 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   bool well_formed = line.size() <= limits::command_line_accepted;
   parsed_command parsed;
   std::optional<fault_decision> decided;   // a fault for this line (a verdict, or rewrites only)
+  // Draining with nothing owed: the line is answered 421 (handle_command) before any fault rule
+  // sees it; a rule answering MAIL would open a transaction the drain then waited on.
+  bool drain_answers = false;
   // A line taken later than it came (held while the relay secured the upstream leg, or while
   // its recorder caught up) was the relay's time from its read on, not the client's.
   std::uint64_t arrived = std::min(now, client_bytes_at_us_);
@@ -535,7 +552,8 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     parsed = faults_.take_held_line(now, decided);   // parsed when it was held
   } else if (well_formed) {
     parsed = parse_command(line.substr(0, line.size() - 2));
-    if (parsed.fault == command_fault::none && faults_.hold_line(now, line, parsed, decided)) {
+    drain_answers = draining_ && owed_.empty() && txns_.empty() && parsed.cmd.ph != phase::quit;
+    if (parsed.fault == command_fault::none && !drain_answers && faults_.hold_line(now, arrived, line, parsed, decided)) {
       // The line waits for its delay, recorded as it came (masked as below).
       mask_auth_in_line(in_.pos(), line);
       in_.record_ahead(line.size(), now, observer_);
@@ -559,9 +577,9 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     return true;
   }
   line_arrived_us_ = arrived;
-  if (!faults_.take_decided_line(now, line, parsed, decided)) handle_command(now, line, parsed);   // else answered, stopped or masked
+  if (drain_answers || !faults_.take_decided_line(now, line, parsed, decided))
+    handle_command(now, line, parsed);   // else answered, stopped or masked
   line_arrived_us_ = UINT64_MAX;
-  line_waited_on_upstream_ = false;   // the line's own (a STARTTLS, a refusal) when not a relayed command's
   return true;
 }
 
@@ -645,10 +663,12 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   reply_slot p;
   p.asked.ph = cmd.ph;
   p.asked.t_received = std::min(line_arrived_us_, now);
+  p.asked.t_forwarded = now;
   // Held while the upstream leg was being secured: that wait is the upstream's part of the
   // stage (its handshake), not the relay's (a newcomer's trial: an SMTPS client's EHLO showed
-  // the upstream's handshake as relay time).
-  p.asked.t_forwarded = std::exchange(line_waited_on_upstream_, false) ? p.asked.t_received : now;
+  // the upstream's handshake as relay time). A delay fault's hold after it stays the relay's.
+  if (p.asked.t_received < upstream_wait_to_us_)
+    p.asked.upstream_wait_us = upstream_wait_to_us_ - std::max(p.asked.t_received, upstream_wait_from_us_);
   p.asked.txn = open && (cmd.ph != phase::rcpt || rcpt_recorded) ? open->id : 0;
   faults_.remember_address(p, cmd);
   switch (cmd.ph) {
@@ -1335,13 +1355,17 @@ void relay_fsm::flush_replies(std::uint64_t now) {
       // upstream leg was secured).
       const std::uint64_t sent = std::max(p.asked.t_received, p.asked.t_forwarded);
       std::uint64_t upstream = p.answer.t_upstream > sent ? p.answer.t_upstream - sent : 0;
+      upstream = std::min(upstream + p.asked.upstream_wait_us, now - p.asked.t_received);
       observer_->on_stage({p.asked.ph, p.asked.t_received, now - p.asked.t_received, upstream, think});
     }
     think_from_us_ = now;
     // The body stage starts when the client has its 354, not when the upstream's came: a delay
     // fault holding the 354 is the relay's time (the data stage's), not the sender's.
-    if (p.asked.ph == phase::data && p.answer.parsed->code == 354 && mode_ == client_mode::data)
-      data_started_us_ = std::max(data_started_us_, now);
+    if (p.asked.ph == phase::data && p.answer.parsed->code == 354 && mode_ == client_mode::data &&
+        now > data_started_us_) {
+      data_started_us_ = now;
+      if (in_.fully_parsed()) begin_message_input(now);   // its data-rate budget starts here too
+    }
     last_client_code_ = p.answer.parsed->code;
     after_reply(now, p);
     if (p.fault.then != then_do::nothing) faults_.then(now, p);
@@ -1587,12 +1611,11 @@ void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::str
 void relay_fsm::maybe_finish_drain(std::uint64_t now, bool at_once) {
   if (!draining_ || ended_ || !owed_.empty() || !txns_.empty() || mode_ != client_mode::command || quit_taken_) return;
   if (!at_once) {
-    if (drain_grace_until_us_ == 0) {
-      drain_grace_until_us_ = now + drain_next_command_grace_us;
-      faults_.wake_at(now, drain_grace_until_us_);
+    if (drain_grace_until_us_ == 0) drain_grace_until_us_ = now + drain_next_command_grace_us;
+    if (now < drain_grace_until_us_) {
+      faults_.wake_at(now, drain_grace_until_us_);   // again after any other wake-up on the timer
       return;
     }
-    if (now < drain_grace_until_us_) return;
   }
   end_with_reply(now, make_reply(421, "4.3.2", options_.name + " shutting down"), "drain", "");
 }

@@ -312,7 +312,12 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   bool greeted_ = false;
   bool client_greeted_ = false;   // the greeting went to the client (record_early_talk before it)
   bool early_talk_noted_ = false;
-  bool line_waited_on_upstream_ = false;   // the next command line waited for upstream_prepared()
+  std::size_t early_scanned_ = 0;   // record_early_talk: the client's bytes before the greeting already scanned
+  bool early_after_auth_ = false;   // an AUTH command among them: every line after it is masked
+  // process_client_input: client input waited for upstream_prepared() from .. to (the last span).
+  bool waiting_on_upstream_ = false;
+  std::uint64_t upstream_wait_from_us_ = 0;
+  std::uint64_t upstream_wait_to_us_ = 0;
   std::uint64_t started_us_ = 0;
   std::uint64_t connected_us_ = 0;
 

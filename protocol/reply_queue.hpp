@@ -37,6 +37,9 @@ struct reply_request {
   // When it went on upstream, when later than t_received (a delay fault held it): the stage's
   // upstream time starts here, and the hold is the relay's. 0: at t_received.
   std::uint64_t t_forwarded = 0;
+  // Before it could go on, how long it waited while the relay secured the upstream leg (its
+  // EHLO, STARTTLS, the handshake) or sent XCLIENT: the upstream's part of its stage too.
+  std::uint64_t upstream_wait_us = 0;
   command_kind kind = command_kind::relayed;
   std::uint64_t txn = 0;          // the transaction this reply settles (0: none)
   bool last_chunk = false;        // BDAT ... LAST

@@ -325,37 +325,33 @@ std::size_t idle_captures_kept_open() {
   return static_cast<std::size_t>(limit.rlim_cur / 8);
 }
 
-// What opening the captures directory made (the directory and its parents, the index) while
-// `run` had not yet started: removed again if the start then fails (a listener or the admin
-// API's address that cannot be bound), so that a failed start leaves nothing behind. Made
-// directories go only when empty; once dismissed, at the ready line, nothing is removed.
+// What opening the captures directory made (captures::store::made: the directories it created,
+// the index if it created it), removed again if the start then fails (a listener or the admin
+// API's address that cannot be bound), so that a failed start leaves nothing behind. Only what
+// the store says it made goes, directories only when empty, and only once the store is gone
+// (declared before it); once dismissed, at the ready line, nothing is removed.
 class start_leftovers {
  public:
-  explicit start_leftovers(const std::filesystem::path& dir) : dir_(dir) {
-    if (dir.empty()) return;   // --no-captures: nothing is made
-    std::error_code ec;
-    for (auto p = dir; !p.empty() && !std::filesystem::exists(p, ec); p = p.parent_path()) {
-      made_dirs_.push_back(p);
-      if (p == p.parent_path()) break;
-    }
-    index_was_there_ = std::filesystem::exists(dir / captures::index_file_name, ec);
-  }
+  start_leftovers() = default;
   start_leftovers(const start_leftovers&) = delete;
   start_leftovers& operator=(const start_leftovers&) = delete;
+  void take(const std::filesystem::path& dir, const captures::store::made_at_open& made) {
+    dir_ = dir;
+    made_ = made;
+  }
   ~start_leftovers() {
     if (dismissed_ || dir_.empty()) return;
     std::error_code ec;
-    if (!index_was_there_)
+    if (made_.index)
       for (const char* suffix : {"", "-wal", "-shm", "-journal"})
         std::filesystem::remove(dir_ / (std::string(captures::index_file_name) + suffix), ec);
-    for (const auto& d : made_dirs_) std::filesystem::remove(d, ec);   // deepest first; only if empty
+    for (const auto& d : made_.directories) std::filesystem::remove(d, ec);   // deepest first; only if empty
   }
   void dismiss() { dismissed_ = true; }
 
  private:
   std::filesystem::path dir_;
-  std::vector<std::filesystem::path> made_dirs_;
-  bool index_was_there_ = true;
+  captures::store::made_at_open made_;
   bool dismissed_ = false;
 };
 
@@ -400,13 +396,14 @@ int run(const run_flags& f) {
   // --no-captures: nothing is recorded (a setting for measuring what recording costs,
   // README "Performance"); the relay is otherwise the same.
   // Declared before the store: it removes what the store made only after the store is gone.
-  start_leftovers leftovers(f.no_captures ? std::filesystem::path() : std::filesystem::path(cfg.captures_dir));
+  start_leftovers leftovers;
   std::unique_ptr<captures::store> store;
   if (!f.no_captures) store = captures::store::open(cfg.captures_dir, error, capture_options);
   if (!store && !f.no_captures) {
     std::fprintf(stderr, "mailtap run: %s\n", error.c_str());
     return exit_usage;
   }
+  if (store) leftovers.take(cfg.captures_dir, store->made());
   if (store) store->on_write_failure([&capture_warnings](const std::string& session_id, const std::string& reason) {
     warn_limited(capture_warnings, warn_kind::capture_write_failed,
                  "session " + session_id + ": capture write failed: " + reason);

@@ -227,6 +227,25 @@ class FailedStart(IntegrationTest):
                 if os.path.exists(parent):
                     self.fail("a failed start left %s" % [d for d, _, _ in os.walk(parent)])
 
+    def test_only_what_the_start_made_is_removed(self):
+        # A review: a dangling symlink on the way (a volume not mounted yet) was removed, and a
+        # path through a directory the start made ("new/../caps") removed an existing index.
+        port = self.held_port()
+        link = os.path.join(self.workdir, "data")
+        os.symlink(os.path.join(self.workdir, "not-mounted"), link)
+        r = run_mailtap(["run", "--captures", os.path.join(link, "caps"), "--listen", "%s:%d" % (LOOPBACK, port)],
+                        timeout=20)
+        self.assertEqual(r.returncode, 2, r)
+        self.assertTrue(os.path.islink(link), "the symlink was removed")
+        caps = os.path.join(self.workdir, "caps")
+        m = self.start_mailtap(captures=caps)
+        m.stop()
+        before = sorted(os.listdir(caps))
+        r = run_mailtap(["run", "--captures", os.path.join(self.workdir, "new", "..", "caps"),
+                         "--listen", "%s:%d" % (LOOPBACK, port)], timeout=20)
+        self.assertEqual(r.returncode, 2, r)
+        self.assertEqual(sorted(os.listdir(caps)), before)
+
     def test_an_existing_directory_and_index_are_kept(self):
         caps = os.path.join(self.workdir, "caps")
         m = self.start_mailtap(captures=caps)

@@ -118,7 +118,7 @@ TEST_F(FaultHolds, WithoutAnAdvisorNothingIsHeldOrAsked) {
   const std::string line = "RCPT TO:<b@example.org>\r\n";
   parsed_command cmd = parse_command("RCPT TO:<b@example.org>");
   std::optional<fault_decision> decided;
-  EXPECT_FALSE(holds->hold_line(3, line, cmd, decided));
+  EXPECT_FALSE(holds->hold_line(3, 3, line, cmd, decided));
   EXPECT_FALSE(decided);
   EXPECT_FALSE(holds->take_decided_line(3, line, cmd, decided));
   EXPECT_FALSE(holds->holds_conversation());
@@ -136,7 +136,7 @@ TEST_F(FaultHolds, ADelayedLineIsHeldParsedOnceAndGivenBackWithItsDecision) {
   const std::string line = "MAIL FROM:<a@example.org>\r\n";
   parsed_command cmd = parse_command("MAIL FROM:<a@example.org>");
   std::optional<fault_decision> decided;
-  ASSERT_TRUE(holds->hold_line(10, line, cmd, decided));
+  ASSERT_TRUE(holds->hold_line(10, 10, line, cmd, decided));
   EXPECT_TRUE(holds->line_held());
   EXPECT_TRUE(holds->input_waits());
   EXPECT_THAT(actions(), testing::ElementsAre(to_string(action{arm_fault_timer{std::chrono::microseconds(5'000)}})));
@@ -160,7 +160,7 @@ TEST_F(FaultHolds, AReplyVerdictTakesTheCommandsPlaceInTheReplyQueue) {
   const std::string line = "RCPT TO:<b@example.org>\r\n";
   parsed_command cmd = parse_command("RCPT TO:<b@example.org>");
   std::optional<fault_decision> decided;
-  ASSERT_FALSE(holds->hold_line(2, line, cmd, decided));
+  ASSERT_FALSE(holds->hold_line(2, 2, line, cmd, decided));
   ASSERT_TRUE(decided);
   ASSERT_TRUE(holds->take_decided_line(2, line, cmd, decided));
   EXPECT_EQ(host.announced, (std::vector<std::string>{"RCPT TO:<b@example.org>"}));

@@ -273,6 +273,55 @@ class FaultFsm : public testing::Test {
   bool connect_asked_ = false;   // connect_upstream was asked for
 };
 
+// A review: during a drain's grace a command a fault rule answers (MAIL with 250) skipped the
+// drain's 421, opened a transaction, and the RCPT after it went upstream that never saw MAIL.
+TEST_F(FaultFsm, DuringADrainAFaultAnsweredCommandGets421Too) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::command, answer(verdict::reply, 250, "2.1.0", "Ok", "fake-ok", "reply"));
+  client("NOOP\r\n");
+  fsm_->on_drain(tick());
+  take();
+  upstream("250 2.0.0 Ok\r\n");
+  EXPECT_THAT(client(mail_from), Contains(client_reply("421 4.3.2 ")));
+  EXPECT_EQ(end_reason(), "drain");
+  EXPECT_THAT(up_, Not(HasSubstr("MAIL")));
+}
+
+// A review: a line held while the relay secured the upstream leg, then held by a delay fault,
+// had the fault's hold counted as the upstream's; the securing wait is the upstream's, the
+// delay the relay's.
+TEST_F(FaultFsm, ADelayAfterTheUpstreamLegWasSecuredIsTheRelaysTime) {
+  relay_options o;
+  o.tls.offer_starttls = true;
+  o.tls.upstream = upstream_tls_mode::required;
+  make(std::move(o));
+  adv_->on(phase::ehlo, fault_stage::command, delay_of(1'000'000, "slow-ehlo"));
+  start();
+  connected();
+  upstream("220 mx.example.org ESMTP\r\n");   // the relay secures the upstream leg first
+  take();
+  client("EHLO c\r\n");                        // held meanwhile
+  const std::uint64_t asked = now_;
+  upstream("250-mx.example.org\r\n250-STARTTLS\r\n250 8BITMIME\r\n");
+  upstream("220 2.0.0 Ready to start TLS\r\n");
+  now_ += 3'000;   // the upstream's handshake
+  tls_summary hs;
+  hs.version = "TLSv1.3";
+  fsm_->on_tls_ready(tick(), leg::upstream, hs);
+  take();
+  const std::uint64_t secured = now_;
+  fire_fault_timer();   // the delay ends: the EHLO goes upstream
+  upstream("250-mx.example.org\r\n250 8BITMIME\r\n");
+  const stage_record* ehlo = nullptr;
+  for (const auto& st : obs_->stages)
+    if (st.ph == phase::ehlo) ehlo = &st;
+  ASSERT_NE(ehlo, nullptr);
+  EXPECT_EQ(ehlo->start_us, asked);
+  EXPECT_GE(ehlo->duration_us, 1'000'000u + (secured - asked));
+  EXPECT_LT(ehlo->upstream_us, (secured - asked) + 10'000);   // the securing wait and the reply's round trip
+  EXPECT_GE(ehlo->upstream_us, secured - asked);
+}
+
 // ================================================================ 1. command stage: reply
 
 TEST_F(FaultFsm, ReplyAtMailIsNotForwardedAndSettlesTheTransaction) {

@@ -223,6 +223,24 @@ TEST_F(RelayFsmTest, EarlyTalkIsRecordedWhenItCame) {
   EXPECT_THAT(obs_->everything(), Not(HasSubstr("c2VjcmV0")));
 }
 
+// Many reads before the greeting: each byte recorded once, every line after an AUTH masked,
+// and the work per read bounded (a review: each read rescanned and re-masked every earlier
+// line, megabytes and seconds for one connection).
+TEST_F(RelayFsmTest, EarlyTalkOverManyReadsIsRecordedOnceAndMasked) {
+  start();
+  connected();
+  client("EHLO early\r\nAUTH PLAIN\r\n");
+  std::string expected = "EHLO early\r\nAUTH PLAIN\r\n";
+  for (int i = 0; i < 3000; ++i) {
+    client("secret\r\n");
+    expected += "******\r\n";
+  }
+  EXPECT_EQ(obs_->stream(leg::client, direction::in), expected);
+  EXPECT_THAT(obs_->everything(), Not(HasSubstr("secret")));
+  upstream(banner);
+  EXPECT_EQ(obs_->stream(leg::client, direction::in).size(), expected.size());
+}
+
 TEST_F(RelayFsmTest, UpstreamRefusesWith421Banner) {
   start();
   connected();
