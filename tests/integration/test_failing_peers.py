@@ -39,6 +39,14 @@ class FailingPeers(IntegrationTest):
             args = ["--config", self.write_file(name + ".toml", config.encode())]
         return self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), args=args, name=name)
 
+    def in_data(self, mailtap):
+        """A client through `mailtap`, greeted, with one recipient and its DATA's 354."""
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        return c
+
     def new_capture(self, mailtap, seen):
         """The one capture `mailtap` finished since the paths in `seen` (updated)."""
         caps = mailtap.wait_captures(len(seen) + 1)
@@ -138,10 +146,7 @@ class FailingPeers(IntegrationTest):
         # ambiguous end-of-data counter moves (shown in the shutdown summary).
         up = self.upstream({b".": CLOSE})
         mailtap = self.relay_to(up)
-        c = self.greeted_client(mailtap.port)
-        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
-        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
-        self.assertReply(c.command("DATA"), 354)
+        c = self.in_data(mailtap)
         message = make_message("<maybe@example.test>")
         c.send(message + b".\r\n")
         self.assertReply(c.reply(), 451, "4.4.2")
@@ -161,10 +166,7 @@ class FailingPeers(IntegrationTest):
         # added only when its object went, after the summary.
         up = self.upstream({b".": b""})   # the message taken, never answered
         mailtap = self.relay_to(up, config="[timeouts]\ndrain = 1\n")
-        c = self.greeted_client(mailtap.port)
-        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
-        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
-        self.assertReply(c.command("DATA"), 354)
+        c = self.in_data(mailtap)
         message = make_message("<cut@example.test>")
         c.send(message + b".\r\n")
         conn = up.wait_for_connections(1)[0]
