@@ -20,6 +20,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/post.hpp>
 #include <algorithm>
+#include <list>
 #include <optional>
 
 #include "admin/auth.hpp"
@@ -45,6 +46,14 @@ struct http_server::state {
   // Two, so that /healthz and /readyz are answered while a filtered listing reads captures.
   asio::thread_pool worker{2};
   std::size_t connections = 0;   // the io_context's thread only
+  // Keep-alive connections waiting for their next request, oldest first (the io_context's
+  // thread only): at max_connections the oldest is closed to make room (RFC 9112 9.8 lets a
+  // server close an idle connection at any time), so idle clients cannot hold every slot.
+  struct idle_connection {
+    beast::tcp_stream* stream;
+    bool closed_for_room = false;
+  };
+  std::list<idle_connection*> idle;
   log_limiter warnings;          // accept failures repeat every backoff while descriptors run out
   std::optional<websocket_route> websocket;
 };
@@ -266,7 +275,14 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
     parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
     parser.body_limit(limits.max_body_bytes);
     stream.expires_after(served == 0 ? limits.request_timeout : limits.idle_timeout);
+    // Between requests the connection is idle: listed, so that a new one can take its slot.
+    // The entry leaves the list when the read ends, or when a new connection closed it.
+    http_server::state::idle_connection me{&stream};
+    const bool listed = served > 0 && buffer.size() == 0;
+    if (listed) s->idle.push_back(&me);
     auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, as_tuple(use_awaitable));
+    if (listed && !me.closed_for_room) s->idle.remove(&me);
+    if (me.closed_for_room) break;
     (void)hn;
     if (!hec) {
       stream.expires_after(limits.request_timeout);
@@ -404,7 +420,18 @@ void http_server::start() {
     warn_limited(s->warnings, warn_kind::accept_failed, "admin API: accept failed: " + ec.message());
   };
   handlers.serve = [s](tcp::socket socket) {
-    if (s->connections >= s->limits.max_connections) {
+    bool made_room = false;
+    if (s->connections >= s->limits.max_connections && !s->idle.empty()) {
+      // The oldest idle keep-alive connection makes room: its read ends, and it closes (its
+      // slot is given back a moment later, when its coroutine ends; meanwhile one over).
+      auto* oldest = s->idle.front();
+      s->idle.pop_front();
+      oldest->closed_for_room = true;
+      boost::system::error_code ig;
+      oldest->stream->socket().cancel(ig);
+      made_room = true;
+    }
+    if (!made_room && s->connections >= s->limits.max_connections) {
       // Over the cap: one short answer, written without waiting, and close.
       static const std::string busy =
           "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"

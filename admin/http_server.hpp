@@ -4,8 +4,9 @@
 // includes Boost.Beast (admin/http_server.cpp): the rest of admin/ sees plain requests and
 // responses (admin/http_types.hpp).
 // Bounded: request headers and body have size limits (431 and 413), a request must arrive
-// within request_timeout (else the connection is closed), at most max_connections at once (more get 503
-// and are closed), at most max_requests_per_connection on one keep-alive connection. A
+// within request_timeout (else the connection is closed), at most max_connections at once (at the
+// cap a new one closes the oldest keep-alive connection idle between requests; with none idle it
+// gets 503 and is closed), at most max_requests_per_connection on one keep-alive connection. A
 // request Beast cannot parse gets 400. Every response carries X-Content-Type-Options:
 // nosniff and a Content-Security-Policy that allows nothing (the API serves data), unless it
 // brings its own (the web UI's files: admin/ui_assets.hpp). Threading: construct, listen and start on any thread before the io_context runs;

@@ -665,6 +665,26 @@ class BadRequests(AdminTest):
                 reply += chunk
         return reply
 
+    def test_idle_keep_alive_connections_make_room_for_a_new_one(self):
+        # A hostile trial: sixteen idle keep-alive connections (the cap) held every slot for
+        # the 30 s idle timeout, and every other request got 503. The oldest idle one now
+        # closes to make room.
+        held = []
+        try:
+            for _ in range(16):
+                conn = http.client.HTTPConnection(LOOPBACK, self.admin, timeout=20)
+                conn.request("GET", "/healthz")
+                r = conn.getresponse()
+                r.read()
+                self.assertEqual(r.status, 200)
+                held.append(conn)
+            for _ in range(3):
+                code, _, body = self.request("GET", "/healthz")
+                self.assertEqual(code, 200, body)
+        finally:
+            for conn in held:
+                conn.close()
+
     def test_two_host_headers_are_400(self):
         # RFC 9112 3.2. The Host check read the first only: an allowed one first was served
         # (a hostile trial).
