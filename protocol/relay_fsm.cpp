@@ -552,7 +552,7 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     parsed = faults_.take_held_line(now, decided);   // parsed when it was held
   } else if (well_formed) {
     parsed = parse_command(line.substr(0, line.size() - 2));
-    drain_answers = draining_ && owed_.empty() && txns_.empty() && parsed.cmd.ph != phase::quit;
+    drain_answers = drain_answers_with_421(parsed.cmd.ph);
     if (parsed.fault == command_fault::none && !drain_answers && faults_.hold_line(now, arrived, line, parsed, decided)) {
       // The line waits for its delay, recorded as it came (masked as below).
       mask_auth_in_line(in_.pos(), line);
@@ -636,7 +636,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       close_after_owed(now, "protocol_error", "unparseable BDAT size");
       return;
   }
-  if (draining_ && owed_.empty() && txns_.empty() && cmd.ph != phase::quit) {
+  if (drain_answers_with_421(cmd.ph)) {
     maybe_finish_drain(now, true);   // answers this command
     return;
   }
@@ -1601,6 +1601,11 @@ void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::str
   if (!out_.closed(leg::client)) out_.close(leg::client);
   if (!out_.closed(leg::upstream)) out_.close(leg::upstream);
   if (observer_) observer_->on_end(now, reason, detail);
+}
+
+// Draining, with nothing owed and no transaction open: a command other than QUIT gets the 421.
+bool relay_fsm::drain_answers_with_421(phase ph) const {
+  return draining_ && owed_.empty() && txns_.empty() && ph != phase::quit;
 }
 
 // During a drain a session ends with 421 once nothing is owed and no transaction is open. One

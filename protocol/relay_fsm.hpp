@@ -250,6 +250,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail) override;
   reply upstream_loss_reply(std::string_view reason, std::string_view detail) const;
   void maybe_finish_drain(std::uint64_t now, bool at_once = false);
+  bool drain_answers_with_421(phase ph) const;
 
   // Output helpers.
   void arm_upstream_for_head() override;

@@ -342,9 +342,7 @@ class start_leftovers {
   ~start_leftovers() {
     if (dismissed_ || dir_.empty()) return;
     std::error_code ec;
-    if (made_.index)
-      for (const char* suffix : {"", "-wal", "-shm", "-journal"})
-        std::filesystem::remove(dir_ / (std::string(captures::index_file_name) + suffix), ec);
+    if (made_.index) captures::remove_index_files(dir_);
     for (const auto& d : made_.directories) std::filesystem::remove(d, ec);   // deepest first; only if empty
   }
   void dismiss() { dismissed_ = true; }
