@@ -141,7 +141,7 @@ api::api(api_context ctx) : ctx_(std::move(ctx)) {
     s.relay = ctx_.metrics;
     s.captures = ctx_.capture_counters;
     if (ctx_.faults) {
-      s.faults = ctx_.faults->counters();
+      s.faults = ctx_.faults->injected_since_start();
       s.fault_decide_errors = ctx_.faults->decide_errors();
     }
     response r;

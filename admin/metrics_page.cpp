@@ -90,7 +90,7 @@ void replies(writer& w, const relay_metrics& m) {
 
 void faults(writer& w, const metrics_sources& s) {
   w.family("mailtap_faults_injected_total", metric_type::counter,
-           "Faults injected, by rule and fault type (the rules in force; a reset or reload starts them at 0).");
+           "Faults injected since start, by rule name and fault type (a rule reset, removed or reloaded keeps its count).");
   for (const auto& c : s.faults) w.sample("mailtap_faults_injected_total", {{"rule", c.rule}, {"type", c.type}}, c.count);
   one_counter(w, "mailtap_fault_decide_errors_total", "Fault decisions that failed inside the engine and fell back to proceed.",
               s.fault_decide_errors);

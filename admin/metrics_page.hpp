@@ -17,7 +17,7 @@ namespace mailtap::admin {
 struct metrics_sources {
   const relay_metrics* relay = nullptr;
   const captures::store_counters* captures = nullptr;   // null: no capture families
-  std::vector<policies::fault_counter> faults;          // engine::counters(), the rules in force
+  std::vector<policies::fault_counter> faults;          // engine::injected_since_start()
   std::uint64_t fault_decide_errors = 0;
 };
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <set>
 #include <utility>
 
 #include "policies/engine_shared.hpp"
@@ -80,6 +81,7 @@ std::optional<std::string> engine::add_all(std::vector<rule> rules, std::string*
       lr->loaded_us = now;
       next->push_back(std::move(lr));
     }
+    shared_->attach_totals(*next);
     shared_->rules = std::move(next);
     return std::nullopt;
   } catch (const std::exception& e) {
@@ -98,6 +100,7 @@ std::optional<std::string> engine::replace_all(std::vector<rule> rules, std::vec
     std::shared_ptr<const rule_set> gone;   // freed after the lock is released
     {
       std::lock_guard lock(shared_->mutex);
+      shared_->attach_totals(*fresh);
       gone = std::exchange(shared_->rules, std::move(fresh));
     }
     if (removed_runtime)
@@ -159,6 +162,37 @@ std::vector<fault_counter> engine::counters() const {
     // Out of memory: what was collected so far.
   }
   return out;
+}
+
+std::vector<fault_counter> engine::injected_since_start() const {
+  std::vector<fault_counter> out;
+  try {
+    std::lock_guard lock(shared_->mutex);
+    for (const auto& [key, total] : shared_->injected_totals) out.push_back({key.first, key.second, *total});
+  } catch (...) {
+    // Out of memory: what was collected so far.
+  }
+  return out;
+}
+
+void engine_shared::attach_totals(const rule_set& next) {
+  for (const auto& lr : next) {
+    if (lr->total) continue;
+    auto key = std::make_pair(lr->r.name, std::string(lr->r.type()));
+    auto found = injected_totals.find(key);
+    if (found == injected_totals.end()) {
+      if (injected_totals.size() >= limits::injected_series_kept) {
+        // Make room: the series of rules loaded neither now nor in `next` go.
+        std::set<std::pair<std::string, std::string>> in_force;
+        for (const auto* set : {rules.get(), &next})
+          for (const auto& other : *set) in_force.emplace(other->r.name, std::string(other->r.type()));
+        for (auto it = injected_totals.begin(); it != injected_totals.end();)
+          it = in_force.contains(it->first) ? std::next(it) : injected_totals.erase(it);
+      }
+      found = injected_totals.emplace(std::move(key), std::make_shared<std::uint64_t>(0)).first;
+    }
+    lr->total = found->second;
+  }
 }
 
 std::uint64_t engine::master_seed() const { return shared_->master_seed; }

@@ -11,8 +11,11 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "policies/rule.hpp"
@@ -25,8 +28,16 @@ struct loaded_rule {
   rule r;
   const fault_type* type = nullptr;
   std::uint64_t loaded_us = 0;   // steady clock, for after/for
-  std::uint64_t injected = 0;    // for max_count and faults_injected
+  std::uint64_t injected = 0;    // for max_count and the rule's own counts (list, counters)
+  // Its name and type's count since the relay started (engine_shared::injected_totals),
+  // which outlives the rule: mailtap_faults_injected_total.
+  std::shared_ptr<std::uint64_t> total;
   rule_state state;
+
+  void count_one() {
+    ++injected;
+    if (total) ++*total;
+  }
 
   bool exhausted() const { return r.match.max_count && injected >= *r.match.max_count; }
   // The stage at which the rule acts at phase `p`: connect is always asked at the command
@@ -48,6 +59,13 @@ struct engine_shared {
   std::mutex mutex;
   std::shared_ptr<const rule_set> rules = std::make_shared<const rule_set>();   // never null
   std::atomic<std::uint64_t> decide_errors{0};
+  // Faults injected by rule name and type since start, whatever rules came and went
+  // (limits::injected_series_kept); each loaded rule counts into its own (loaded_rule::total).
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<std::uint64_t>> injected_totals;
+
+  // Called with `mutex` held, as `next` is published: each of its rules counts into the total
+  // of its name and type.
+  void attach_totals(const rule_set& next);
 };
 
 }  // namespace mailtap::policies

@@ -15,6 +15,10 @@ inline constexpr std::size_t scenario_file_bytes = 1 << 20;
 // and small enough that a linear scan per decision stays cheap.
 inline constexpr std::size_t rules_per_file = 1000;
 inline constexpr std::size_t rules_loaded = 10'000;
+// Series of mailtap_faults_injected_total (one per rule name and type) kept since start, so
+// that a counter does not go back to 0 when its rule is reset, removed or reloaded: twice the
+// rules that can be loaded; past it, the series of rules no longer loaded are dropped.
+inline constexpr std::size_t injected_series_kept = 2 * rules_loaded;
 // A rule name is shown in captures and counter labels: keep it one short token.
 inline constexpr std::size_t rule_name_chars = 100;
 // Glob patterns match command parts bounded by protocol::limits::command_line_hard_cap.

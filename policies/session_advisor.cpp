@@ -38,7 +38,7 @@ protocol::session_plan session_advisor::plan_session() {
       if (!m.active(lr->loaded_us, now, wall) || !m.matches_session(facts_) || !draw(m.probability)) continue;
       if (lr->exhausted()) continue;
       if (!lr->type->plan(lr->r.params, plan)) continue;
-      if (!lr->type->counts_when_acting) ++lr->injected;
+      if (!lr->type->counts_when_acting) lr->count_one();
       plan.rules.emplace_back(lr->r.name, std::string(lr->r.type()));
     }
   } catch (...) {
@@ -52,7 +52,7 @@ void session_advisor::plan_rule_acted(std::string_view rule) {
   try {
     std::lock_guard lock(shared_->mutex);
     for (const auto& lr : *rules_)
-      if (lr->r.name == rule && lr->type->counts_when_acting) ++lr->injected;
+      if (lr->r.name == rule && lr->type->counts_when_acting) lr->count_one();
   } catch (...) {
     shared_->decide_errors.fetch_add(1);
   }
@@ -101,14 +101,14 @@ protocol::fault_decision session_advisor::evaluate(const protocol::fault_query& 
   protocol::fault_decision out;
   if (winner) {
     out = winner->decision;
-    ++winner->rule->injected;
+    winner->rule->count_one();
   }
   if (out.what == protocol::verdict::proceed || out.what == protocol::verdict::delay) {
     for (const auto& h : hits) {
       if (h.decision.what != protocol::verdict::proceed) continue;
       merge_rewrites(out.rewrites, h.decision.rewrites);
       out.rewrites.rules.emplace_back(h.decision.rule, h.decision.type);
-      ++h.rule->injected;
+      h.rule->count_one();
     }
   }
   return out;

@@ -36,6 +36,12 @@ inline constexpr std::size_t pipelined_commands_cap = 1000;
 // sequence does not: their 503s come from the relay's own fault rules as often).
 inline constexpr std::size_t sink_junk_commands = 100;
 inline constexpr std::size_t sink_hard_errors = 20;
+// Message data a client sends after its message failed (the upstream lost or refused it, or the
+// relay refused its line endings), which the relay reads to the dot to answer it and records:
+// past this many bytes without the dot it answers 421 and closes instead (a hostile trial: a
+// client whose upstream was lost kept sending, and 144 MB went into its capture in 25 s).
+// Postfix's default message_size_limit, the most a Postfix would have taken of it.
+inline constexpr std::size_t failed_message_read_max = 10'240'000;
 // Header bytes scanned for Message-ID (the rest of the body is only counted).
 inline constexpr std::size_t header_scan_cap = 64 * 1024;
 

@@ -754,10 +754,13 @@ void relay_fsm::announce_command(std::uint64_t now, std::string_view body, const
 }
 
 void relay_fsm::take_data(std::uint64_t now) {
+  const bool failed_before = data_failure_.has_value();
   std::string forward;
   std::string_view rest = in_.unparsed();
   forward.reserve(rest.size());   // about what came (a normalized bare line end adds a byte): one allocation
-  in_.advance(framer_->feed(rest, forward));
+  const std::size_t used = framer_->feed(rest, forward);
+  in_.advance(used);
+  if (failed_before) failed_message_read_ += used;
   const bool dot_split = framer_->ended() && in_.dot_was_split();
   // The client's bytes are recorded before the relay's copy of them: the capture then
   // records that copy by reference to them (captures/FORMAT.md `bytes_ref`).
@@ -773,9 +776,30 @@ void relay_fsm::take_data(std::uint64_t now) {
     remember_upstream_loss("protocol_error", "message refused: " + why);
   }
   if (framer_->ended()) {
+    failed_message_read_ = 0;
     if (faults_.withholds_split_dot(dot_split)) return faults_.withhold_split_dot(now);
-    end_of_data(now);
+    return end_of_data(now);
   }
+  bound_failed_message(now);
+}
+
+// A failed message (data_failure_, or a BDAT chunk whose upstream is gone) is read to its end
+// so that the end can be answered, but not for ever: past limits::failed_message_read_max bytes
+// read after the failure the client hears 421 and the session ends, as the upstream's loss (or
+// the refusal) would have ended it after the message.
+void relay_fsm::bound_failed_message(std::uint64_t now) {
+  if (failed_message_read_ <= limits::failed_message_read_max) return;
+  std::string detail = "the message failed";
+  if (data_failure_) detail += " (" + std::to_string(data_failure_->code) + " " + data_failure_->text() + ")";
+  else if (out_.closed(leg::upstream)) detail += " (" + upstream_lost_reason_ + ")";
+  detail += " and " + std::to_string(failed_message_read_) + " more bytes of it came without its end";
+  out_.note(now, detail);
+  const std::string reason = out_.closed(leg::upstream) && !upstream_lost_reason_.empty() ? upstream_lost_reason_ : "protocol_error";
+  failed_message_read_ = 0;
+  data_failure_.reset();
+  end_with_reply(now, make_reply(421, "4.3.0", options_.name + " closing connection: the message failed and " +
+                                     std::to_string(limits::failed_message_read_max) + " more bytes came without its end"),
+                 reason, detail);
 }
 
 // The DATA message is in (its dot seen, or withheld by a fault): its size as framed, its
@@ -899,6 +923,7 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
   in_.advance(n);
   record_consumed_client_input(now);
   bdat_remaining_ -= n;
+  if (data_failure_ || out_.closed(leg::upstream)) failed_message_read_ += n;
   // BDAT LAST sealed it, and the payload still belongs to it; gone when a chunk was refused.
   transaction* t = txns_.find(bdat_txn_);
   if (t) t->headers.feed(chunk);
@@ -909,14 +934,14 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
     }
     out_.send_owned(leg::upstream, std::move(chunk), now);
   }
-  if (bdat_remaining_ == 0) {
-    mode_ = client_mode::command;
-    if (bdat_last_ && t) take_message_id(*t);
-    const bool discarded = std::exchange(discard_payload_, false);
-    if (discarded && data_failure_) answer_failed_chunk(now);
-    else if (discarded && faults_.absorbing()) faults_.finish_absorbed_bdat(now, bdat_last_);
-    else if (!discarded && bdat_last_) end_of_bdat_message(now, t);
-  }
+  if (bdat_remaining_ > 0) return bound_failed_message(now);
+  failed_message_read_ = 0;
+  mode_ = client_mode::command;
+  if (bdat_last_ && t) take_message_id(*t);
+  const bool discarded = std::exchange(discard_payload_, false);
+  if (discarded && data_failure_) answer_failed_chunk(now);
+  else if (discarded && faults_.absorbing()) faults_.finish_absorbed_bdat(now, bdat_last_);
+  else if (!discarded && bdat_last_) end_of_bdat_message(now, t);
 }
 
 // The whole message is in and the last of it not yet upstream: what the dot's release is to

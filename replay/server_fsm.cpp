@@ -39,6 +39,9 @@ constexpr std::string_view reply_extra = "421 4.3.0 mailtap replay: the recordin
 // (protocol::arm_timer), and a sub-millisecond wait would cost a timer's wake-up for nothing.
 constexpr std::uint64_t timer_resolution_us = 500;
 constexpr std::string_view reply_line_too_long = "500 5.5.2 mailtap replay: line too long\r\n";
+// A BDAT line without a size the relay can frame its chunk by (RFC 3030): what the relay
+// answers before it closes (protocol/relay_fsm.cpp, command_fault::bad_bdat).
+constexpr std::string_view reply_bad_bdat = "501 5.5.4 mailtap replay: Syntax error in BDAT parameters\r\n";
 // The relay's answer to a client idle for client_idle (protocol/relay_fsm.cpp, client_timed_out).
 constexpr std::string_view reply_idle = "421 4.4.2 mailtap replay: timeout waiting for client input\r\n";
 // Its answer when it shuts down (RFC 5321 3.8: 421 before closing).
@@ -281,6 +284,14 @@ void server_fsm::take_input(std::uint64_t now_us) {
     const bool sasl_line = live_auth_exchange_ && parsed.cmd.ph == protocol::phase::other;
     unit_.shown = shown_line(shown_as, sasl_line);
     live_auth_exchange_ = sasl_line || parsed.cmd.ph == protocol::phase::auth;
+    if (parsed.fault == protocol::command_fault::bad_bdat) {
+      // Where its chunk ends is unknown, so nothing after it can be read as commands: the
+      // relay closes, and a recorded reply played here would take a chunk's bytes for commands.
+      diverge(divergence::what::command, next_step_, now_us,
+              next_step_ < script_.steps.size() ? script_.steps[next_step_].text : "", unit_.shown + " (unparseable BDAT size)");
+      queue(now_us, std::string(reply_bad_bdat), then::close);
+      break;
+    }
     if (parsed.cmd.ph == protocol::phase::bdat && parsed.fault == protocol::command_fault::none) {
       bdat_remaining_ = parsed.cmd.bdat_size;
       mode_ = mode::bdat_payload;

@@ -302,8 +302,18 @@ class Faults(AdminTest):
         code, _, body = self.request("POST", "/api/v1/faults/reset")
         self.assertEqual(code, 200, body)
         self.assertEqual(self.get_json("/api/v1/faults")["faults"], [])
+        self.assertEqual(self.get_json("/api/v1/faults/counters")["counters"], [])
+        # A Prometheus counter keeps its series and its count (a newcomer's trial: the reset
+        # removed it), and the rule loaded again counts on from there.
+        self.assertEqual(self.sample(self.metrics(), "mailtap_faults_injected_total", rule="full", type="reply"), 1.0)
         rc, out = self.swaks(self.relay.port, "--to", TO)
         self.assertEqual(rc, 0, out)
+        code, _, body = self.request("POST", "/api/v1/faults", FULL_TOML, "application/toml")
+        self.assertEqual(code, 201, body)
+        rc, out = self.swaks(self.relay.port, "--to", TO)
+        self.assertIn("452 4.2.2 Mailbox full", out)
+        self.assertEqual(self.get_json("/api/v1/faults/counters")["counters"], [{"rule": "full", "type": "reply", "count": 1}])
+        self.assertEqual(self.sample(self.metrics(), "mailtap_faults_injected_total", rule="full", type="reply"), 2.0)
 
     def test_json_rules_and_remove(self):
         rule = {"name": "nope", "type": "reply", "phase": "mail", "code": 550, "enhanced": "5.7.1", "text": "No"}

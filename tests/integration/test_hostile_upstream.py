@@ -12,6 +12,7 @@ Covered elsewhere, not repeated here: a reply ending in a bare LF
 """
 
 import os
+import threading
 import time
 import unittest
 
@@ -208,7 +209,10 @@ class HostileUpstream(IntegrationTest):
         self.assertReply(c.command("RCPT TO:<b@example.test>"), 250, "2.1.5")
         self.assertReply(c.command("DATA"), 354)
         line = b"x" * 998 + b"\r\n"
-        c.send(line * 20000 + b".\r\n")   # 20 MB: more than the sockets and the outbox hold
+        # 8 MB: more than the sockets and the outbox to the upstream hold (the upstream reads
+        # nothing, so its receive buffer is not grown; a send buffer is 4 MB at most), and less
+        # than the 10,240,000 bytes a failed message is read for.
+        c.send(line * 8000 + b".\r\n")
         self.assertReply(c.reply(), 451, "4.4.2")
         cap = self.single_capture(mailtap)
         self.assertCaptureComplete(cap)
@@ -220,6 +224,48 @@ class HostileUpstream(IntegrationTest):
         self.assertEqual(len(body), 1, body)
         self.assertGreater(body[0]["upstream_us"], 1_500_000, body[0])
         self.assertLess(body[0]["client_us"], body[0]["duration_us"] - 1_500_000, body[0])
+
+    def test_a_client_that_goes_on_after_its_upstream_stopped_reading_is_cut_off(self):
+        # Protection: relay_fsm::bound_failed_message. A hostile trial: once upstream_data_block
+        # had fired, the relay read and recorded the client's message to its dot however long
+        # it went on (144 MB in 25 s), filling the capture directory faster than retention runs.
+        # Past 10,240,000 bytes (Postfix's message_size_limit) after the loss: 421 and close.
+        def stop_reading(conn, line):
+            conn.sock.sendall(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+            time.sleep(30)
+            return b""
+        up = self.upstream({b"DATA": stop_reading})
+        config = os.path.join(self.workdir, "timeouts.toml")
+        with open(config, "w") as f:
+            f.write('[timeouts]\nupstream_data_block = "1s"\n')
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), args=("--config", config))
+        c = self.connect(mailtap.port, timeout=60)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO client.test"), 250)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250, "2.1.0")
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250, "2.1.5")
+        self.assertReply(c.command("DATA"), 354)
+        line = b"x" * 998 + b"\r\n"
+
+        def flood():   # 100 MB and no dot, or until the relay's reset
+            try:
+                for _ in range(100):
+                    c.sock.sendall(line * 1000)
+            except OSError:
+                pass
+        sender = threading.Thread(target=flood, daemon=True)
+        sender.start()
+        self.assertReply(c.reply(), 421, "4.3.0")
+        sender.join(60)   # the relay reads (and drops) what follows its close for 2 s, then resets
+        self.assertFalse(sender.is_alive())
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.end["reason"], "upstream_timeout", (cap.end, cap.notes))
+        self.assertIn("more bytes of it came without its end", cap.end["detail"])
+        self.assertEqual(cap.transactions[-1]["outcome"], "aborted", cap.transactions)
+        recorded = len(cap.bytes_of("client", "in"))
+        self.assertGreater(recorded, 10_240_000)
+        self.assertLess(recorded, 10_240_000 + 8_000_000, "at most the bound past what the upstream side held")
 
     def test_unsolicited_250_inside_data_is_never_the_messages_reply(self):
         # Protection: relay_fsm upstream_replied_in_data -- a reply after the 354 and before

@@ -874,6 +874,34 @@ TEST_F(Policies, MaxCountAcrossSessions) {
   EXPECT_EQ(counters[0].count, 2u);
 }
 
+// A newcomer's trial: a faults reset removed the mailtap_faults_injected_total series, and a
+// rule loaded again started it at 0, which Prometheus reads as a counter reset. The totals
+// since start outlive the rule; the rule's own counts (list, counters) start afresh.
+TEST_F(Policies, InjectedSinceStartOutlivesResetRemovalAndReload) {
+  const std::string rule = "[[fault]]\nname='full'\ntype='reply'\nphase='mail'\ncode=452\n";
+  load(rule);
+  auto in_flight = engine_->open_session(1, "192.0.2.1");
+  EXPECT_EQ(decide(mail_view("a@x"), 2).what, verdict::reply);
+  engine_->reset();
+  EXPECT_TRUE(engine_->counters().empty());
+  // A session opened before the reset keeps its rule, and what it injects still counts.
+  EXPECT_EQ(in_flight->decide(mail_view("a@x").query()).what, verdict::reply);
+  auto totals = engine_->injected_since_start();
+  ASSERT_EQ(totals.size(), 1u);
+  EXPECT_EQ(totals[0].rule, "full");
+  EXPECT_EQ(totals[0].type, "reply");
+  EXPECT_EQ(totals[0].count, 2u);
+  load(rule);   // loaded again: its own count starts at 0, the total goes on
+  EXPECT_EQ(decide(mail_view("a@x"), 3).what, verdict::reply);
+  ASSERT_EQ(engine_->counters().size(), 1u);
+  EXPECT_EQ(engine_->counters()[0].count, 1u);
+  EXPECT_EQ(engine_->injected_since_start()[0].count, 3u);
+  ASSERT_TRUE(engine_->remove("full"));
+  ASSERT_FALSE(engine_->replace_all({}));
+  ASSERT_EQ(engine_->injected_since_start().size(), 1u);
+  EXPECT_EQ(engine_->injected_since_start()[0].count, 3u);
+}
+
 TEST_F(Policies, OnlyTheWinnerCountsTowardMaxCount) {
   load(R"(
 [[fault]]

@@ -672,6 +672,52 @@ TEST_F(RelayFsmTest, UpstreamEofInDataReadsClientToEndThen451) {
   EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
 }
 
+// A hostile trial: once the upstream was lost, the relay read (and recorded) the client's
+// message to its dot however long it went on: 144 MB in 25 s. Past failed_message_read_max
+// more bytes without the dot, the client hears 421 and the session ends.
+TEST_F(RelayFsmTest, AFailedMessageIsReadOnlySoFarWithoutItsEnd) {
+  open_data();
+  client("Subject: x\r\n\r\npart one\r\n");
+  const std::string sent_before = up_;
+  EXPECT_THAT(upstream_eof(), ElementsAre(closes(leg::upstream)));
+  const std::string line = std::string(998, 'x') + "\r\n";
+  std::string chunk;
+  while (chunk.size() < 64 * 1024) chunk += line;
+  std::uint64_t sent = 0;
+  while (sent + chunk.size() <= limits::failed_message_read_max) {
+    EXPECT_THAT(client(chunk), IsEmpty()) << "after " << sent << " bytes";
+    sent += chunk.size();
+  }
+  EXPECT_EQ(end_reason(), "(no end)") << "not yet past the bound";
+  auto acts = client(chunk);
+  EXPECT_THAT(acts, Contains(client_reply("421 4.3.0 ")));
+  EXPECT_THAT(acts, Contains(closes(leg::client)));
+  EXPECT_EQ(end_reason(), "upstream_closed");
+  EXPECT_EQ(up_, sent_before) << "nothing of it forwarded";
+  EXPECT_EQ(only_transaction().result, outcome::aborted) << "ended before a final reply";
+  EXPECT_THAT(cl_, Not(HasSubstr("451"))) << "no answer to a dot that never came";
+}
+
+// The same bound for a BDAT chunk the upstream answered before it was all sent (its answer
+// waits for the chunk's end): the chunk's size is the client's to choose.
+TEST_F(RelayFsmTest, AChunkTheUpstreamAnsweredEarlyIsReadOnlySoFar) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  client("BDAT 100000000000 LAST\r\nSubject: x\r\n\r\n");
+  EXPECT_THAT(upstream("552 5.3.4 Message size exceeds fixed limit\r\n"), Contains(closes(leg::upstream)));
+  const std::string chunk(64 * 1024, 'x');
+  std::uint64_t sent = 0;
+  while (sent + chunk.size() <= limits::failed_message_read_max) {
+    EXPECT_THAT(client(chunk), IsEmpty()) << "after " << sent << " bytes";
+    sent += chunk.size();
+  }
+  EXPECT_EQ(end_reason(), "(no end)");
+  EXPECT_THAT(client(chunk), Contains(client_reply("421 4.3.0 ")));
+  EXPECT_EQ(end_reason(), "upstream_protocol_error");
+  EXPECT_THAT(cl_, Not(HasSubstr("552"))) << "the chunk's answer waited for an end that never came";
+}
+
 TEST_F(RelayFsmTest, UpstreamEofAfterDotIsAmbiguous) {
   open_data();
   EXPECT_THAT(client("Subject: x\r\n\r\nbody\r\n.\r\n"), ElementsAre(to_upstream("Subject: x\r\n\r\nbody\r\n.\r\n")));

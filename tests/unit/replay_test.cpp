@@ -456,6 +456,25 @@ TEST(ReplayServer, ABdatChunkThatDiffersIsAMessageDifference) {
   EXPECT_EQ(other.divergences()[0].kind, divergence::what::command);
 }
 
+// A hostile trial: "BDAT abc LAST" was taken for a command and answered with the recorded
+// chunk's reply, and what followed it for commands. The relay answers 501 and closes, as does
+// the replay server now, and it is the conversation differing.
+TEST(ReplayServer, AnUnparseableBdatIsAnswered501AndClosed) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n").message(200, "BDAT 5 LAST\r\nhello").server(300, "250 ok\r\n");
+  const script s = b.build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.take_actions();
+  fsm.on_client_bytes("BDAT abc LAST\r\nhello\r\nRSET\r\n", 10);
+  auto a = fsm.take_actions();
+  EXPECT_EQ(sent(a), "501 5.5.4 mailtap replay: Syntax error in BDAT parameters\r\n");
+  EXPECT_TRUE(has<protocol::close_leg>(a));
+  ASSERT_EQ(fsm.divergences().size(), 1u);
+  EXPECT_EQ(fsm.divergences()[0].kind, divergence::what::command);
+  EXPECT_NE(fsm.divergences()[0].live.find("unparseable BDAT size"), std::string::npos) << fsm.divergences()[0].live;
+}
+
 TEST(ReplayServer, BeyondTheRecordingQuitGets221AndAnythingElse421) {
   capture_builder b;
   b.server(100, "220 mx\r\n").client(200, "NOOP\r\n").server(300, "250 ok\r\n").end(400, "client_closed");
