@@ -426,6 +426,30 @@ class ReplayClientTest(ReplayTest):
         self.assertTrue(heard.bytes_of("client", "in").endswith(b"DATA\r\nSubject: cut\r\n\r\npartial body\r\nmore"),
                         heard.bytes_of("client", "in"))
 
+    def test_a_line_the_relay_refused_for_a_bare_lf_is_not_replayed(self):
+        """A newcomer's trial: a command line with a bare LF inside, which the relay refused
+        (500 5.5.2) and never forwarded, went to the live Postfix, which read it as two commands
+        and went on to deliver a message the recording never delivered."""
+        sink = self.start_smtp_sink(dump=False)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port), env=self.env)
+        c = self.connect(m.port)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO c.test"), 250)
+        c.send(b"MAIL FROM:<a@example.test>\nRCPT TO:<%s>\r\n" % TO.encode())
+        self.assertReply(c.reply(), 500, "5.5.2")
+        self.assertReply(c.command("QUIT"), 221)
+        cap = m.wait_captures(1)[0]
+        # The replay's target records what it hears: a second relay, in front of smtp-sink.
+        seen = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port), env=self.env, name="seen")
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, seen.port), "--json")
+        doc = json.loads(r.stdout)
+        refused = [s for s in doc["steps"] if s["step"] is not None and "MAIL" in s["text"]]
+        self.assertEqual([s["status"] for s in refused], ["skipped"], r.stdout)
+        self.assertIn("bare LF", refused[0]["note"])
+        self.assertEqual(doc["steps"][-1]["live"]["code"], 221, r.stdout)
+        heard = seen.wait_captures(1)[0]
+        self.assertNotIn(b"MAIL", heard.bytes_of("client", "in"))
+
     def test_replay_against_a_rejecting_sink_names_the_rcpt_reply(self):
         sink = self.start_smtp_sink(dump=False)
         cap = self.record(upstream="%s:%d" % (LOOPBACK, sink.port))[0]

@@ -808,6 +808,32 @@ TEST(ReplayClient, ALive354WhereTheRecordingHasNoMessageClosesWithoutEndingOne) 
   EXPECT_TRUE(fsm.diverged());
 }
 
+// A newcomer trial: a line the relay refused for its bare LF went to the live server, which
+// (Postfix) read it as two commands and delivered a message the recording never delivered.
+TEST(ReplayClient, ALineTheRelayRefusedForABareLfIsNotSent) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "MAIL FROM:<a@x>\nRCPT TO:<b@y>\r\n")
+      .server(300, "500 5.5.2 Syntax error: bare LF in command\r\n")
+      .client(400, "RCPT TO:<b@y>\r\n")
+      .server(500, "503 5.5.1 need MAIL\r\n")
+      .client(600, "QUIT\r\n")
+      .server(700, "221 bye\r\n");
+  const script s = b.build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  auto out = converse(fsm, {"220 mx\r\n", "503 5.5.1 need MAIL\r\n", "221 bye\r\n"});
+  EXPECT_EQ(out[1], "RCPT TO:<b@y>\r\n") << "the refused line is skipped; the next one goes";
+  EXPECT_EQ(out[2], "QUIT\r\n");
+  const auto& r = fsm.results();
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(r[1].status, step_status::skipped);
+  EXPECT_NE(r[1].note.find("a bare LF"), std::string::npos) << r[1].note;
+  EXPECT_EQ(r[2].status, step_status::matched);
+  EXPECT_EQ(r[3].status, step_status::matched);
+}
+
 TEST(ReplayClient, TextIsComparedOnlyWhenAsked) {
   const script s = delivered().build();
   for (bool text : {false, true}) {
