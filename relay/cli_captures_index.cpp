@@ -75,6 +75,7 @@ std::unique_ptr<captures::capture_index> ready_index(const fs::path& dir, const 
 boost::json::object to_json(const captures::session_summary& s, const fs::path& dir) {
   boost::json::object o;
   o["session"] = s.session;
+  o["id"] = s.session;   // what the admin API and show --json call it
   o["path"] = (dir / s.file).string();
   o["started_at"] = captures::format_rfc3339_us(s.started_at_us);
   o["ended_at"] = s.ended_at_us ? boost::json::value(captures::format_rfc3339_us(s.ended_at_us)) : nullptr;

@@ -74,7 +74,10 @@ class CapturesIndex(IntegrationTest):
     def search(self, *args):
         r = self.captures("search", "--json", "--limit", "1000", *args)
         self.assertEqual(r.returncode, 0, r)
-        return [json.loads(line) for line in r.stdout.decode().splitlines()]
+        found = [json.loads(line) for line in r.stdout.decode().splitlines()]
+        # `id` as the admin API and show --json name a session (a newcomer's trial: only `session`)
+        self.assertEqual([s["id"] for s in found], [s["session"] for s in found])
+        return found
 
     def found(self, *args):
         return sorted(s["session"] for s in self.search(*args))
