@@ -36,7 +36,7 @@ void usage_error(const char* command, const std::string& what, int& exit_code) {
 struct server_opts {
   std::string capture, dir, listen, timing = "original", sessions = "1", tls_cert, tls_key, client_idle = "300",
       tls_on_connect = "as-recorded";
-  bool json = false, compare_message = false;
+  bool json = false, compare_message = false, compare_client_name = false;
 };
 
 // --tls-on-connect: a capture recorded on the SMTPS listener (TLS from connect, RFC 8314)
@@ -81,6 +81,7 @@ void run_server(const server_opts& o, int& exit_code) {
   if (!pace) return usage_error("server", "--timing " + error, exit_code);
   options.pace = *pace;
   options.server.compare_message = o.compare_message;
+  options.server.compare_client_name = o.compare_client_name;
   // As the config's timeouts.client_idle is written (README "Configuration file"): seconds,
   // or a duration string; 1 ms to one year.
   std::uint64_t idle_us = 0;
@@ -289,6 +290,9 @@ void register_replay(CLI::App& app, int& exit_code) {
   server->add_flag("--compare-message", so->compare_message,
                    "Count a message that differs from the recorded one as a divergence (default: reported, not "
                    "counted; a live client writes its own Date and Message-ID)");
+  server->add_flag("--compare-client-name", so->compare_client_name,
+                   "Count an EHLO or HELO naming another client than recorded as a divergence (default: reported, "
+                   "not counted; a live client sends its own host name)");
   server->add_option("--tls-on-connect", so->tls_on_connect, tls_on_connect_help);
   server->add_flag("--json", so->json, "One JSON document per live session (one per line)");
   server->footer("Prints 'mailtap replay: listening on ADDR:PORT, ...' when ready (with --json: {\"listening\": "

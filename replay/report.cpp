@@ -333,7 +333,8 @@ std::string render_server_text(const server_session& s) {
   for (const auto& d : s.noted) {
     out += "  ~ " + std::string(to_string(d.kind)) + " at step " + std::to_string(d.step + 1) + ": recorded " +
            captures::terminal_safe(d.recorded) + ", live " + captures::terminal_safe(d.live) +
-           " (noted, not a divergence: --compare-message counts it)\n";
+           (d.kind == divergence::what::client_name ? " (noted, not a divergence: --compare-client-name counts it)\n"
+                                                    : " (noted, not a divergence: --compare-message counts it)\n");
   }
   return out;
 }

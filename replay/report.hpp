@@ -65,7 +65,7 @@ struct server_session {
   std::vector<played_step> played;
   std::vector<divergence> divergences;
   std::size_t recorded_steps = 0;
-  std::vector<divergence> noted;     // reported, not counted (a message, without --compare-message)
+  std::vector<divergence> noted;     // reported, not counted (a message or a client name, without --compare-*)
 };
 // The server's ready line under --json, so that stdout is JSON documents only:
 // {"listening": "ADDR:PORT", "capture": PATH, "steps": N}.

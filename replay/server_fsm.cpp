@@ -20,6 +20,7 @@ std::string_view to_string(divergence::what w) {
   switch (w) {
     case divergence::what::command: return "command";
     case divergence::what::message: return "message";
+    case divergence::what::client_name: return "client_name";
     case divergence::what::extra: return "extra";
     case divergence::what::missing: return "missing";
     case divergence::what::unexpected: return "unexpected";
@@ -131,6 +132,20 @@ void server_fsm::diverge(divergence::what w, std::size_t step, std::uint64_t now
 void server_fsm::message_differs(std::size_t step, std::uint64_t now_us, std::string recorded, std::string live) {
   if (options_.compare_message) diverge(divergence::what::message, step, now_us, std::move(recorded), std::move(live));
   else noted_.push_back({divergence::what::message, step, now_us, std::move(recorded), std::move(live)});
+}
+
+// An EHLO or HELO as recorded but for the name after the verb: the live client's own host
+// name. Reported (noted), and a divergence only with compare_client_name. False for anything
+// else (another verb), which compare() counts.
+bool server_fsm::client_name_differs(const step& recorded, std::size_t step, std::uint64_t now_us, const std::string& shown) {
+  const auto live = protocol::parse_command(unit_.line);
+  const auto live_ph = live.cmd.ph;
+  if (live.fault != protocol::command_fault::none) return false;   // a bare LF in it, say: the line differs
+  if (live_ph != protocol::phase::ehlo && live_ph != protocol::phase::helo) return false;
+  if (protocol::parse_command(without_crlf(recorded.bytes)).cmd.ph != live_ph) return false;
+  if (options_.compare_client_name) diverge(divergence::what::client_name, step, now_us, recorded.text, shown);
+  else noted_.push_back({divergence::what::client_name, step, now_us, recorded.text, shown});
+  return true;
 }
 
 // The machine is waiting for the client: nothing of its own to send, no handshake running.
@@ -349,6 +364,7 @@ void server_fsm::compare(const step& recorded, step_kind kind, std::uint64_t now
     message_differs(index, now_us, recorded.text, live + at);
     return;
   }
+  if (kind == step_kind::command && client_name_differs(recorded, index, now_us, live)) return;
   diverge(divergence::what::command, index, now_us, recorded.text, live);
 }
 

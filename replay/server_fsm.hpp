@@ -29,6 +29,7 @@ struct divergence {
   enum class what {
     command,     // a different command line than recorded
     message,     // a different message body (a divergence only with compare_message, else noted)
+    client_name, // EHLO or HELO with another name (a divergence only with compare_client_name, else noted)
     extra,       // a step after the recording's last (answered 221 to QUIT, else 421 and closed)
     missing,     // the client closed while the recording went on
     unexpected,  // bytes after STARTTLS before the handshake (discarded, RFC 3207 4.2)
@@ -49,6 +50,9 @@ struct server_options {
   // Off by default: a live client writes its own Date, Message-ID and Received headers, so
   // its message is reported (noted) without making the session diverge.
   bool compare_message = false;
+  // An EHLO or HELO (the same verb) that names another client than recorded is a divergence.
+  // Off by default: the name is the live client's host (swaks sends its own), as a Date header is.
+  bool compare_client_name = false;
   // A client that sends nothing for this long while the machine waits for it is answered
   // 421 4.4.2 and closed, as the relay does (README "timeouts", client_idle, 300 s).
   std::chrono::milliseconds client_idle{300'000};
@@ -121,6 +125,7 @@ class server_fsm {
   void send_due(std::uint64_t now_us);
   void diverge(divergence::what w, std::size_t step, std::uint64_t now_us, std::string recorded, std::string live);
   void message_differs(std::size_t step, std::uint64_t now_us, std::string recorded, std::string live);
+  bool client_name_differs(const step& recorded, std::size_t step, std::uint64_t now_us, const std::string& shown);
   bool waiting_for_client() const;
   void time_out(std::uint64_t now_us);
 

@@ -353,8 +353,10 @@ class ReplayServerTest(ReplayTest):
         self.assertEqual(code, 1, out)
         docs = [json.loads(line) for line in out.splitlines()]
         self.assertEqual(len(docs), 1, out)
-        # (Its EHLO names another host than swaks did: a command divergence before it.)
-        self.assertEqual([d["kind"] for d in docs[0]["divergences"]][-1], "stopped", docs[0])
+        self.assertEqual([d["kind"] for d in docs[0]["divergences"]], ["stopped"], docs[0])
+        # Its EHLO names another host than swaks did: noted, not counted (a newcomer's trial).
+        self.assertEqual([(d["kind"], d["recorded"], d["live"]) for d in docs[0]["noted"]],
+                         [("client_name", "EHLO swaks.test", "EHLO c.test")], docs[0])
         self.assertEqual(docs[0]["divergences"][-1]["step"], 1, docs[0])
 
     def test_several_sessions_each_from_the_start(self):

@@ -513,6 +513,31 @@ TEST(ReplayServer, ALineEndedByABareLfShowsItsEnding) {
   EXPECT_EQ(fsm.divergences()[0].live, "EHLO c.test\\n");
 }
 
+// A newcomer's trial: every live client that named its own host in EHLO diverged at once.
+// The name is noted, and counted only with compare_client_name; another verb still diverges.
+TEST(ReplayServer, AnEhloNamingAnotherHostIsNotedUnlessAsked) {
+  const script s = delivered().build();
+  server_fsm fsm(s, timing{0.0});
+  fsm.on_start(0);
+  fsm.on_client_bytes("EHLO other.host\r\n", 10);
+  EXPECT_TRUE(fsm.divergences().empty());
+  ASSERT_EQ(fsm.noted().size(), 1u);
+  EXPECT_EQ(fsm.noted()[0].kind, divergence::what::client_name);
+  EXPECT_EQ(fsm.noted()[0].live, "EHLO other.host");
+  server_options strict;
+  strict.compare_client_name = true;
+  server_fsm counted(s, timing{0.0}, strict);
+  counted.on_start(0);
+  counted.on_client_bytes("EHLO other.host\r\n", 10);
+  ASSERT_EQ(counted.divergences().size(), 1u);
+  EXPECT_EQ(counted.divergences()[0].kind, divergence::what::client_name);
+  server_fsm helo(s, timing{0.0});
+  helo.on_start(0);
+  helo.on_client_bytes("HELO c.test\r\n", 10);
+  ASSERT_EQ(helo.divergences().size(), 1u) << "HELO where EHLO was recorded is another command";
+  EXPECT_EQ(helo.divergences()[0].kind, divergence::what::command);
+}
+
 // A QUIT where the recording has another command: 221 and close (RFC 5321 4.1.1.10), not the
 // recorded reply with the connection left open until client_idle (a hostile trial).
 TEST(ReplayServer, AnEarlyQuitGets221AndTheConnectionCloses) {
