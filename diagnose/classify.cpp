@@ -94,6 +94,9 @@ classification classify_by_code(phase ph, int code, std::string_view enhanced) {
       break;
     case 3:
       if (detail == 4) return {"message_too_large", true};
+      // X.3.5, the destination's own configuration (a newcomer's trial: Postfix's "451 4.3.5
+      // <a@b>: Sender address rejected: Server configuration error" read as a block list).
+      if (detail == 5) return {"destination_misconfigured", true};
       break;
     case 4:
       if (detail == 5 && ph == phase::mail) return {"relay_quota", false};

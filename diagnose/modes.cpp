@@ -102,6 +102,12 @@ constexpr std::array modes = {
               "The destination refused the message because the sender's domain authentication failed (X.7.20 to "
               "X.7.26).",
               "Fix the sender domain's SPF record, DKIM signing or DMARC alignment for this sending path."},
+    mode_text{"destination_misconfigured", "the destination's own configuration is broken",
+              "The destination answered X.3.5, \"System incorrectly configured\" (RFC 3463 3.4): a map, a milter, a "
+              "lookup table or a policy service of its own failed (Postfix says \"Server configuration error\"). "
+              "Whatever the rest of its text names (a sender, a recipient), the refusal is not about them.",
+              "The destination's administrator must fix its configuration (its log names the table or service); "
+              "a sender keeps a 4xx's mail queued and retries, and bounces a 5xx's."},
     mode_text{"temporary_failure", "temporary failure at the destination",
               "The destination deferred with a 4xx: a transient condition (load, a lookup timing out, storage).",
               "The sender should keep the mail queued and retry; if it persists, look at the destination's logs."},

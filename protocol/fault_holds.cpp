@@ -447,6 +447,8 @@ void fault_holds::answer_refused_session(std::uint64_t now, std::string_view bod
 void fault_holds::begin_stall(std::uint64_t now, const fault_decision& d, phase ph) {
   event(now, d, ph, "stalled: no replies, nothing read until the client gives up");
   stalled_ = true;
+  stall_phase_ = ph;
+  stall_since_us_ = now;
   out_.arm(leg::client, std::chrono::milliseconds{0});
   out_.arm(leg::upstream, std::chrono::milliseconds{0});
   // What the client sent and nobody will read is still recorded.

@@ -17,6 +17,7 @@
 #pragma once
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <string>
 #include <string_view>
 
@@ -102,6 +103,12 @@ class fault_holds {
   bool hold_active(std::uint64_t now) const;
   // A stall reads nothing, answers nothing, and ends only when the client gives up.
   bool stalled() const { return stalled_; }
+  // The stage a stall holds (its phase and since when), for the stage record the session's end
+  // gives it: none when nothing is stalled, or for the withheld dot, whose transaction gives it.
+  std::optional<std::pair<phase, std::uint64_t>> stalled_stage() const {
+    if (!stalled_ || withheld_dot_txn_ != 0) return std::nullopt;
+    return std::make_pair(stall_phase_, stall_since_us_);
+  }
   // A 5xx greeting was given: 503 to all but QUIT (RFC 5321 3.1).
   bool refusing() const { return refusing_; }
   // This message is answered by a fault: nothing of it goes upstream.
@@ -225,6 +232,8 @@ class fault_holds {
   bool stalled_ = false;             // neither answering nor parsing until the peer gives up
   bool input_stopped_ = false;       // a fault ends the session once the replies before it are out
   std::uint64_t stall_until_us_ = 0;
+  phase stall_phase_ = phase::other;  // the stage the stall holds, and since when
+  std::uint64_t stall_since_us_ = 0;
   std::string ehlo_name_;
   std::optional<held_command> held_line_;
   std::optional<reply> held_banner_;

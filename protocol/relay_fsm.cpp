@@ -1550,8 +1550,13 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     if (end_went_upstream && it->asked.answers_end_of_data()) {
       // The dot went out but no reply came back: the message may or may not be delivered.
       ++stats_.ambiguous_end_of_data;
-      out_.note(now, "ambiguous end of data: upstream lost after the message was sent");
-      it->answer.parsed = make_reply(451, "4.4.2", options_.name + " lost the upstream after end of data; delivery status unknown");
+      // A timeout is named as one (a newcomer's trial: the sender's log said "lost" for an
+      // upstream that was there and silent, while the capture said upstream_timeout).
+      const bool timed_out = reason == "upstream_timeout";
+      out_.note(now, timed_out ? "ambiguous end of data: upstream timed out after the message was sent"
+                               : "ambiguous end of data: upstream lost after the message was sent");
+      it->answer.parsed = make_reply(451, "4.4.2", options_.name + (timed_out ? " upstream timed out" : " lost the upstream") +
+                                                       " after end of data; delivery status unknown");
       it->answer.bytes = it->answer.parsed->raw;
       it->answer.ready = true;
       it->answer.local = true;
@@ -1616,6 +1621,12 @@ void relay_fsm::abandon_held_line(std::uint64_t now) {
 void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::string_view detail) {
   if (ended_) return;
   abandon_held_line(now);
+  if (const auto stall = faults_.stalled_stage(); stall && observer_) {
+    // A stall's stage never got its reply: it runs to the end, all of it the fault's (a
+    // newcomer's trial: the stalled RCPT and its 5 s were missing from the stage table).
+    const auto [ph, since] = *stall;
+    observer_->on_stage({ph, since, now - since, 0, since > think_from_us_ ? since - think_from_us_ : 0, 0});
+  }
   record_received_size();   // a message cut short keeps the size of what came
   abandon_transactions(now);
   // Every byte the client sent, a line the end cut off too, before the end record: nothing may follow it.

@@ -444,7 +444,9 @@ int run(const run_flags& f) {
     spdlog::info("stopped: {} sessions, {} transactions, {} delivered, {} refused commands, {} ambiguous end-of-data",
                  m.sessions_accepted.load(), m.transactions.load(), m.messages_delivered.load(),
                  m.refused_commands.load(), m.ambiguous_end_of_data.load());
-    for (const auto& c : relay.faults().counters())
+    // Every rule that injected since start, as /metrics counts them (a newcomer's trial: a rule
+    // reset or reloaded away was missing here).
+    for (const auto& c : relay.faults().injected_since_start())
       spdlog::info("faults_injected{{rule=\"{}\",type=\"{}\"}} {}", c.rule, c.type, c.count);
     if (auto decide_errors = relay.faults().decide_errors(); decide_errors > 0)
       spdlog::warn("fault_decide_errors {} (decisions that failed inside policies/ and fell back to proceed)",

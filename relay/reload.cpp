@@ -91,7 +91,7 @@ bool reloader::reload() {
   std::string error;
   auto fresh = source_(error);
   // The counts of the rules a successful reload replaces, for the log (the shutdown summary
-  // lists the rules in force then).
+  // lists every rule that injected since start).
   const auto outgoing = faults_.counters();
   std::vector<std::string> api_rules_removed;   // armed over the admin API: the files' rules replace them
   if (fresh) {

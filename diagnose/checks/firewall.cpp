@@ -120,8 +120,12 @@ void check_firewall(const conversation& c, std::vector<finding>& out) {
   f.evidence = std::move(seen);
   finding& held = merge_finding(out, std::move(f));
   // The rule that acted (masked the banner, answered EHLO 500), before a session-wide plan that
-  // may never have (split_dot_withhold on a session whose dot came in one segment).
-  const auto* fe = first_fault(c, [](const protocol::fault_event& x) { return firewall_fault(x) && x.decision != "plan"; });
+  // may never have (split_dot_withhold on a session whose dot came in one segment). A finding at
+  // the withheld end of data is the withholding rule's (a newcomer's trial: it named the banner's).
+  const captures::fault_event* fe = nullptr;
+  if (withheld)
+    fe = first_fault(c, [](const protocol::fault_event& x) { return x.type == "split_dot_withhold" && x.decision != "plan"; });
+  if (!fe) fe = first_fault(c, [](const protocol::fault_event& x) { return firewall_fault(x) && x.decision != "plan"; });
   if (!fe) fe = first_fault(c, [](const protocol::fault_event& x) { return firewall_fault(x); });
   if (fe) mark_injected(held, *fe);
 }

@@ -111,8 +111,16 @@ std::string all_lines(const captures::reply_event& r) {
 
 void check_replies(const conversation& c, std::vector<finding>& out) {
   bool greeting_refused = false;
+  // MAIL was refused and none accepted since: the client's RCPT and DATA pipelined behind it
+  // (RFC 2920 3.1) are answered 503 "need MAIL command" by the destination, a consequence of
+  // that refusal, reported on its own (a newcomer's trial: an injected 452 to MAIL came with
+  // two "permanent failures from the destination" that advised bouncing).
+  bool mail_refused = false;
   for (const exchange& x : c.exchanges) {
     const auto& r = x.reply->reply;
+    if (x.ph == phase::mail) mail_refused = r.klass() == 4 || r.klass() == 5;
+    else if (x.ph == phase::ehlo || x.ph == phase::helo || x.ph == phase::rset) mail_refused = false;
+    if (mail_refused && r.code == 503 && (x.ph == phase::rcpt || x.ph == phase::data || x.ph == phase::bdat)) continue;
     if (x.edit || r.klass() < 4 || r.klass() > 5) continue;
     if (x.ph == phase::banner) greeting_refused = greeting_refused || r.klass() == 5;
     else if (greeting_refused && r.code == 503) continue;   // RFC 5321 3.1: every command after a 554 greeting

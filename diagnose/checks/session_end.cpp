@@ -67,15 +67,26 @@ void timeout(const conversation& c, const captures::end_record& e, std::vector<f
     f.explanation = "The client did not send its next command or its data in time, and the relay closed the "
                     "session with 421 4.4.2.";
     f.action = "Look at the sending application or the network from it; raise [timeouts] if the pause is expected.";
-  } else {   // fault_stall
+  } else {   // fault_stall, or the client gave up during one
+    const bool client_gave_up = e.reason == "client_closed";
     f.level = severity::error;
     f.source = origin::injected;
     f.stage = last_stage(c, false);
-    f.title = "the session stalled until it was closed";
-    f.explanation = "Nothing was answered and nothing read until the stall's maximum ran out.";
+    f.title = client_gave_up ? "the sender gave up during a stall" : "the session stalled until it was closed";
+    f.explanation = client_gave_up
+                        ? "Nothing was answered and nothing read until the client closed its connection: a sender "
+                          "times out (Postfix's smtp_*_timeout) and keeps the message queued to try again."
+                        : "Nothing was answered and nothing read until the stall's maximum ran out.";
     f.action = "A stall fault did this; remove it to deliver.";
-    if (const auto* fe = first_fault(c, [](const protocol::fault_event& x) { return x.decision == "stall"; }))
+    const auto* fe = first_fault(c, [](const protocol::fault_event& x) { return x.decision == "stall"; });
+    // The withheld split dot's stall is the firewall finding's (checks/firewall.cpp).
+    if (client_gave_up && fe && fe->fault.type == "split_dot_withhold") return;
+    if (fe) {
+      // The stage the stall held, not the last command's (a stall at a reply stage, or one
+      // pipelined behind others).
+      if (fe->fault.ph != protocol::phase::other) f.stage = std::string(protocol::to_string(fe->fault.ph));
       mark_injected(f, *fe);
+    }
   }
   merge_finding(out, std::move(f));
 }
@@ -340,7 +351,10 @@ void check_session_end(const conversation& c, std::vector<finding>& out) {
   }
   if (!c.cap->end) return;
   const auto& e = *c.cap->end;
-  if (e.reason == "upstream_timeout" || e.reason == "client_timeout" || e.reason == "fault_stall") timeout(c, e, out);
+  // A newcomer's trial: a sender that timed out during a stall got no finding but the fault's INFO.
+  const bool gave_up_in_stall = e.reason == "client_closed" && e.detail == "the client gave up during a stall";
+  if (e.reason == "upstream_timeout" || e.reason == "client_timeout" || e.reason == "fault_stall" || gave_up_in_stall)
+    timeout(c, e, out);
   else if (e.reason == "upstream_unreachable") unreachable(c, e, out);
   else if (e.reason == "upstream_refused") refused_service(c, e, out);
   else if (e.reason == "client_tls_failed") client_tls_failed(e, out);

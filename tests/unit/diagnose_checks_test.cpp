@@ -230,6 +230,67 @@ TEST(CheckReplies, DataRefusedForWantOfRecipientsIsNotAPermanentFailure) {
       << "the deferral of the recipient is still reported";
 }
 
+// A newcomer's trial with Postfix on both sides: a fault refused MAIL (452), Postfix had
+// pipelined RCPT and DATA behind it, and the destination answered both 503 "need MAIL". Those
+// follow from the refusal: no "permanent failure from the destination" advising a bounce.
+TEST(CheckReplies, A503AfterARefusedMailFollowsFromIt) {
+  builder b;
+  b.reply(1, 220, {"mx.example.net ESMTP Postfix"})
+      .cmd(2, "EHLO client.example")
+      .reply(3, 250, {"mx.example.net", "PIPELINING"})
+      .cmd(4, "MAIL FROM:<s@example.org>")
+      .cmd(4, "RCPT TO:<r@example.net>")
+      .cmd(4, "DATA")
+      .reply(5, 452, {"4.3.1 Insufficient system storage"}, leg::client)
+      .fault(5, "quota", "reply", "reply", phase::mail, "452 4.3.1 Insufficient system storage")
+      .reply(6, 503, {"5.5.1 Error: need MAIL command"})
+      .reply(7, 503, {"5.5.1 Error: need RCPT command"})
+      .cmd(8, "QUIT").reply(9, 221, {"Bye"});
+  auto d = diagnose_capture(b.c);
+  EXPECT_EQ(find(d, "permanent_failure"), nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(find(d, "command_rejected"), nullptr) << ::testing::PrintToString(ids(d));
+  for (const auto& f : d.findings) EXPECT_NE(f.stage, "rcpt") << f.id;
+  ASSERT_EQ(d.findings.empty(), false);
+  EXPECT_TRUE(std::any_of(d.findings.begin(), d.findings.end(), [](const finding& f) {
+    return f.stage == "mail" && f.source == origin::injected && f.rule == "quota";
+  })) << "the refusal itself is reported, made by its rule";
+}
+
+// Postfix's "451 4.3.5 <a@b>: Sender address rejected: Server configuration error" (a broken
+// map of the destination's own) read as a block list by its wording; X.3.5 decides.
+TEST(CheckReplies, ServerConfigurationErrorIsTheDestinationsNotABlockList) {
+  builder b;
+  b.reply(1, 220, {"mx.example.net ESMTP Postfix"})
+      .cmd(2, "EHLO client.example")
+      .reply(3, 250, {"mx.example.net", "PIPELINING"})
+      .cmd(4, "MAIL FROM:<evil@a.test>")
+      .reply(5, 451, {"4.3.5 <evil@a.test>: Sender address rejected: Server configuration error"})
+      .cmd(8, "QUIT").reply(9, 221, {"Bye"});
+  auto d = diagnose_capture(b.c);
+  EXPECT_EQ(find(d, "sender_blocked"), nullptr) << ::testing::PrintToString(ids(d));
+  const finding* f = find(d, "destination_misconfigured");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "mail");
+  EXPECT_EQ(f->source, origin::server);
+}
+
+// A newcomer's trial: Postfix timed out during a stall at RCPT and deferred; diagnose said
+// "0 errors" (only the fault's INFO) and exited 0.
+TEST(CheckSessionEnd, ASenderThatGaveUpDuringAStallIsAnError) {
+  builder b;
+  b.opening().fault(6, "stall-rcpt", "stall", "stall", phase::rcpt, "stalled: no replies, nothing read until the client gives up")
+      .ended("client_closed", "the client gave up during a stall");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "timeout");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->level, severity::error);
+  EXPECT_EQ(f->stage, "rcpt");
+  EXPECT_EQ(f->source, origin::injected);
+  EXPECT_EQ(f->rule, "stall-rcpt");
+  EXPECT_EQ(find(d, "fault_injected"), nullptr) << "the stall is cited by the finding";
+  EXPECT_TRUE(d.has_error());
+}
+
 TEST(CheckDelivery, HandoffWithQueueId) {
   builder b;
   b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
@@ -346,6 +407,28 @@ TEST(CheckFirewall, SplitDotWithNoReply) {
   ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
   EXPECT_EQ(f->stage, "data_end");
   EXPECT_EQ(f->level, severity::error);
+}
+
+// A newcomer's trial with the cisco-pix-fixup scenario: the withheld split dot was credited
+// to the masked banner's rule; the rule that withheld it is the finding's.
+TEST(CheckFirewall, AWithheldSplitDotIsTheWithholdingRules) {
+  builder b;
+  b.reply(1, 220, {"**************************"}, leg::client)
+      .fault(1, "pix/banner", "banner", "rewrite", phase::banner, "banner masked")
+      .fault(1, "pix/split_dot_withhold", "split_dot_withhold", "plan", phase::connect, "planned")
+      .cmd(2, "HELO c").reply(3, 250, {"mx"}).cmd(4, "MAIL FROM:<a@b>").reply(5, 250, {"Ok"})
+      .cmd(6, "RCPT TO:<c@d>").reply(7, 250, {"Ok"}).cmd(8, "DATA").reply(9, 354, {"go"})
+      .bytes(10, "Subject: t\r\n\r\nhi\r\n.").bytes(11, "\r\n")
+      .note(11, "end of data withheld: the '.' and its CRLF arrived in separate segments (CSCds90792)")
+      .fault(11, "pix/split_dot_withhold", "split_dot_withhold", "stall", phase::data_end,
+             "stalled: no replies, nothing read until the client gives up")
+      .txn(protocol::outcome::aborted, std::nullopt, 4, 400000).ended("client_closed", "the client gave up during a stall");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "firewall_fixup");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "data_end");
+  EXPECT_EQ(f->rule, "pix/split_dot_withhold");
+  EXPECT_EQ(find(d, "timeout"), nullptr) << "the withheld dot's stall is the firewall finding's";
 }
 
 TEST(CheckFirewall, AnOrdinaryBannerIsNotAFingerprint) {

@@ -61,6 +61,25 @@ TEST(Latin1Text, SpecialBytesAtEveryPositionAcrossBlocks) {
   }
 }
 
+// Two specials side by side at every position: a CRLF (encoded as one pair), a CR before
+// another special or at a block's last byte (each on its own), an LF before a CR.
+TEST(Latin1Text, PairsOfSpecialsAtEveryPosition) {
+  const std::string pairs[] = {"\r\n", "\r\r", "\r\"", "\n\r", "\r\xff", std::string("\r\0", 2), "\r\n\r\n"};
+  for (std::size_t length = 2; length <= 70; ++length) {
+    for (std::size_t at = 0; at + 1 < length; ++at) {
+      for (const auto& pair : pairs) {
+        std::string bytes(length, 'a');
+        for (std::size_t i = 0; i < length; ++i) bytes[i] = static_cast<char>('a' + i % 26);
+        bytes.replace(at, std::min(pair.size(), length - at), pair.substr(0, length - at));
+        ASSERT_EQ(round_trip(bytes), bytes) << length << " " << at;
+      }
+    }
+  }
+  std::string out;
+  ASSERT_TRUE(append_latin1_json(out, std::string(40, 'x') + "\r\n" + std::string(40, 'y') + "\r\n", 1000));
+  EXPECT_EQ(out, std::string(40, 'x') + "\\r\\n" + std::string(40, 'y') + "\\r\\n");
+}
+
 TEST(Latin1Text, OverTheBudgetLeavesTheOutputAsItWas) {
   std::string out = "kept";
   // 4 NULs are 24 characters; base64 of them would be 8.

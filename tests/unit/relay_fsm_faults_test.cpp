@@ -556,6 +556,25 @@ TEST_F(FaultFsm, StallStopsAnsweringAndTheRelayGivesUpAtItsMaximum) {
   EXPECT_EQ(only_fault("stall").rule, "tarpit");
 }
 
+// A newcomer's trial: a sender that timed out during a stall left a stage table that ended at
+// MAIL, without the stalled RCPT and its seconds. The stall's stage runs to the session's end.
+TEST_F(FaultFsm, AStallsStageRunsToTheEndWhenTheClientGivesUp) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, stall_for(30'000'000));
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n");
+  const std::uint64_t stalled_at = now_;
+  fsm_->on_client_eof(stalled_at + 5'000'000);
+  take();
+  ASSERT_TRUE(fsm_->finished());
+  ASSERT_FALSE(obs_->stages.empty());
+  const stage_record& last = obs_->stages.back();
+  EXPECT_EQ(last.ph, phase::rcpt);
+  EXPECT_EQ(last.start_us, stalled_at);
+  EXPECT_EQ(last.duration_us, 5'000'000u);
+  EXPECT_EQ(last.upstream_us, 0u) << "the fault's time, none of it the upstream's";
+}
+
 TEST_F(FaultFsm, StallRecordsTheFaultAtItsPhase) {
   greet_and_ehlo();
   adv_->on(phase::rcpt, fault_stage::command, stall_for(30'000'000));
