@@ -682,6 +682,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     case phase::helo:
       if (open) open->sealed = true;   // aborted when this command's reply arrives
       bdat_message_refused_ = false;
+      if (cmd.ph != phase::rset) upstream_chunking_ = false;   // until the reply to this one offers it
       break;
     case phase::data:
       // A fault that answers the message itself takes it here, before any of it goes upstream.
@@ -689,6 +690,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       mode_ = client_mode::awaiting_data_go;
       break;
     case phase::bdat:
+      if (!upstream_chunking_) return refuse_bdat_without_chunking(now, cmd);
       if (!open && bdat_message_refused_) {
         // More of a message whose chunk was refused: relayed (the upstream answers it), and
         // recorded as bytes only; its transaction is over.
@@ -724,6 +726,26 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   owed_.push(std::move(p));
   if (withheld_bdat_.empty()) out_.send(leg::upstream, line, now, cmd.ph == phase::auth);
   arm_upstream_for_head();
+  take_empty_bdat_chunk(now);
+}
+
+// BDAT where the destination did not offer CHUNKING (RFC 3030 2: a client MUST NOT send it
+// then), or after HELO: a destination that does not know BDAT answers it 500 and reads its chunk
+// as commands, so a chunk of "RSET, MAIL, RCPT, DATA ..." pipelined behind it would be a message
+// the client smuggled past the relay (a hostile trial delivered one through aiosmtpd). Answered
+// 502 here, as Postfix answers a BDAT it does not offer, and the chunk, whose size the line
+// gives, is read and dropped: never forwarded, never taken for commands.
+void relay_fsm::refuse_bdat_without_chunking(std::uint64_t now, const command& cmd) {
+  ++stats_.refused_commands;
+  out_.note(now, "command refused: BDAT, which the destination did not offer (no CHUNKING in its EHLO reply); "
+                 "its chunk is read and dropped");
+  local_reply(now, phase::other, 502, "5.5.1", "Error: command not implemented (no CHUNKING)");
+  flush_replies(now);
+  bdat_txn_ = 0;
+  bdat_remaining_ = cmd.bdat_size;
+  bdat_last_ = cmd.bdat_last;
+  discard_payload_ = true;
+  mode_ = client_mode::bdat_payload;
   take_empty_bdat_chunk(now);
 }
 
@@ -923,7 +945,8 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
   in_.advance(n);
   record_consumed_client_input(now);
   bdat_remaining_ -= n;
-  if (data_failure_ || out_.closed(leg::upstream)) failed_message_read_ += n;
+  // A failed or refused chunk (not one a fault answers, which is read as a server would).
+  if (data_failure_ || out_.closed(leg::upstream) || (discard_payload_ && !faults_.absorbing())) failed_message_read_ += n;
   // BDAT LAST sealed it, and the payload still belongs to it; gone when a chunk was refused.
   transaction* t = txns_.find(bdat_txn_);
   if (t) t->headers.feed(chunk);
@@ -1315,6 +1338,7 @@ void relay_fsm::answer_failed_chunk(std::uint64_t now) {
 std::string relay_fsm::edit_ehlo_reply(std::uint64_t now, const reply& r, const rewrite_set* rewrites) {
   if (r.code != 250) return r.raw;
   capabilities caps = capabilities::from_reply(r);
+  upstream_chunking_ = caps.has("CHUNKING");   // what the destination itself offered, before any fault's edit
   std::string changes;
   // Fault rewrites come first, in place: a firewall masks or strips what the server offered
   // (STARTTLS too), and the relay then does not offer what a fault took away.

@@ -129,6 +129,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void process_client_input(std::uint64_t now);
   bool take_command_line(std::uint64_t now);
   void take_data(std::uint64_t now);
+  void refuse_bdat_without_chunking(std::uint64_t now, const command& cmd);
   void bound_failed_message(std::uint64_t now);
   void take_bdat_payload(std::uint64_t now);
   // A BDAT chunk's payload follows its command: its bdat_size bytes are the chunk's, never
@@ -357,6 +358,8 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // The message's bytes read after it failed (data_failure_, or the upstream gone in a BDAT
   // chunk): bounded by limits::failed_message_read_max.
   std::uint64_t failed_message_read_ = 0;
+  // The destination's reply to the client's last EHLO offered CHUNKING: BDAT may go to it.
+  bool upstream_chunking_ = false;
   // An upstream's 421 that came while a delay fault held replies it gave before it: sent to
   // the client once they are out (flush_replies), then the session ends.
   std::optional<reply> upstream_421_after_held_;

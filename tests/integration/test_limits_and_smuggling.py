@@ -8,8 +8,8 @@ import threading
 import time
 import unittest
 
-from harness import (ConnectionClosed, IntegrationTest, LOOPBACK, bare_cr_lf_positions, parse_replies, dot_unstuff, make_message,
-                     memory_bound_kib, normalized_message, show_json, wait_until)
+from harness import (ConnectionClosed, IntegrationTest, LOOPBACK, Recorder, bare_cr_lf_positions, parse_replies, dot_unstuff,
+                     make_message, memory_bound_kib, normalized_message, show_json, wait_until)
 
 # SMTP smuggling (CVE-2023-51764/5/6): every end-of-data look-alike to test.
 SMUGGLING = [
@@ -123,6 +123,36 @@ class Smuggling(IntegrationTest):
             self.assertEqual(t[0]["message_id"], "<smuggle-%d@example.test>" % (SMUGGLING.index(seq) + 1))
             if bare_cr_lf_positions(seq) or b"\x00" in seq:
                 self.assertTrue(any("normaliz" in note for note in cap.notes), (seq, cap.notes))
+
+    def test_bdat_to_a_destination_without_chunking_smuggles_nothing(self):
+        # A hostile trial: aiosmtpd offers no CHUNKING; the relay passed "BDAT n LAST" and its
+        # chunk on, aiosmtpd answered 500 and ran the chunk as commands, and delivered the
+        # message smuggled in it. Now the relay answers 502 and reads the chunk as its bytes.
+        rec = Recorder()
+        self.addCleanup(rec.stop)
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, rec.port))
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<sender@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<rcpt@example.test>"), 250)
+        chunk = (b"RSET\r\nMAIL FROM:<evil@attacker.test>\r\nRCPT TO:<victim@example.test>\r\nDATA\r\n"
+                 b"Subject: smuggled\r\n\r\nwire money\r\n.\r\n")
+        c.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+        self.assertReply(c.reply(), 502, "5.5.1")
+        # The session goes on: a message sent as DATA is delivered, and only it.
+        self.assertReply(c.command("RSET"), 250)
+        self.assertReply(c.command("MAIL FROM:<sender@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<rcpt@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<after-bdat@example.test>") + b".\r\n")
+        self.assertReply(c.reply(), 250)
+        self.assertReply(c.command("QUIT"), 221)
+        [delivered] = rec.wait_for(1)
+        self.assertEqual((delivered["mail_from"], delivered["rcpt_tos"]), ("sender@example.test", ["rcpt@example.test"]))
+        time.sleep(0.3)
+        self.assertEqual(rec.count(), 1, "nothing smuggled was delivered")
+        cap = mailtap.wait_captures(1)[0]
+        self.assertIn(b"wire money", cap.bytes_of("client", "in"))
+        self.assertNotIn(b"BDAT", cap.bytes_of("upstream", "out"))
 
     def test_strict_refusal_leaves_a_well_formed_capture(self):
         # Regression test (fixed): after a message refused for a bare LF, the capture has a "bytes"

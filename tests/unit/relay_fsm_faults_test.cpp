@@ -1070,7 +1070,7 @@ TEST_F(FaultFsm, EhloCapabilitiesStrippedAndSizeRewritten) {
   adv_->on(phase::ehlo, fault_stage::reply, rewrite(rw, "caps"));
   EXPECT_THAT(client("EHLO client.example\r\n"), ElementsAre(to_upstream("EHLO client.example\r\n")));
   EXPECT_THAT(upstream(plain_ehlo_reply),
-              ElementsAre(to_client("250-mx.example.org\r\n250-SIZE 1000\r\n250 8BITMIME\r\n")));
+              ElementsAre(to_client("250-mx.example.org\r\n250-SIZE 1000\r\n250-CHUNKING\r\n250 8BITMIME\r\n")));
   fault_event e = only_fault("rewrite");
   EXPECT_EQ(e.rule, "caps");
   EXPECT_EQ(e.ph, phase::ehlo);

@@ -1389,6 +1389,28 @@ TEST_F(RelayFsmTest, EveryEndingReportsOnEndOnce) {
 
 // ---------------------------------------------------------------- BDAT
 
+// A hostile trial: the destination (aiosmtpd) did not offer CHUNKING; the relay passed
+// "BDAT 98 LAST" and its chunk on, the destination answered 500 and ran the chunk as commands,
+// and delivered a message the client smuggled in it. BDAT is answered 502 here and its chunk
+// read and dropped; so after HELO.
+TEST_F(RelayFsmTest, BdatWithoutChunkingIsRefusedAndItsChunkNeverTakenForCommands) {
+  for (const std::string hello : {"EHLO client.example", "HELO client.example"}) {
+    make();
+    greet();
+    client(hello + "\r\n");
+    upstream(hello[0] == 'E' ? "250-mx.example.org\r\n250-PIPELINING\r\n250 8BITMIME\r\n" : "250 mx.example.org\r\n");
+    client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+    upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    const std::string before = up_;
+    const std::string chunk = "RSET\r\nMAIL FROM:<ceo@bank.example>\r\nRCPT TO:<victim@y>\r\nDATA\r\nSubject: x\r\n\r\nwire\r\n.\r\n";
+    auto acts = client("BDAT " + std::to_string(chunk.size()) + " LAST\r\n" + chunk + "NOOP\r\n");
+    EXPECT_THAT(acts, Contains(client_reply("502 5.5.1 "))) << hello;
+    EXPECT_EQ(up_, before + "NOOP\r\n") << hello << ": neither the BDAT nor its chunk went upstream";
+    EXPECT_FALSE(fsm_->finished());
+    EXPECT_EQ(obs_->stream(leg::client, direction::in).find("wire") != std::string::npos, true) << "the chunk is recorded";
+  }
+}
+
 TEST_F(RelayFsmTest, BdatChunksForwardedWithExactCounts) {
   greet_and_ehlo();
   client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
@@ -1854,7 +1876,7 @@ TEST_F(RelayFsmTest, OpportunisticGrantsClientTlsWithPlainUpstream) {
   greet();
   client("EHLO x\r\n");
   // The relay offers STARTTLS although the upstream does not.
-  EXPECT_THAT(upstream(plain_ehlo_reply), ElementsAre(client_reply("250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n250 STARTTLS")));
+  EXPECT_THAT(upstream(plain_ehlo_reply), ElementsAre(client_reply("250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-CHUNKING\r\n250-8BITMIME\r\n250 STARTTLS")));
   EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(client_reply("220 2.0.0"), starts_tls(leg::client)));
   EXPECT_EQ(up_.find("STARTTLS"), std::string::npos);
 }

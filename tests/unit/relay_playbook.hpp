@@ -151,7 +151,8 @@ void check_session_end(relay_fsm& fsm, const recording_observer& obs, Tick tick,
 }
 
 inline const std::string banner = "220 mx.example.org ESMTP Postfix\r\n";
+// As Postfix 3.4 and later offer it: with CHUNKING, so the relay lets BDAT through.
 inline const std::string plain_ehlo_reply =
-    "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250 8BITMIME\r\n";
+    "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-CHUNKING\r\n250 8BITMIME\r\n";
 
 }  // namespace mailtap::protocol::playbook
