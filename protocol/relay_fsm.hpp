@@ -118,6 +118,8 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // connect-phase fault answers the client without an upstream (the shell still reads the client).
   std::vector<action> take_actions();
   bool finished() const { return ended_; }
+  // The client was answered 220 to STARTTLS and its handshake is next (RFC 3207 4.2).
+  bool awaiting_client_starttls_handshake() const { return mode_ == client_mode::starttls && !ended_; }
   // A message's end waits for the recorder (await_capture asked, on_capture_settled not yet fed).
   bool awaiting_capture() const { return awaiting_capture_.has_value(); }
   const relay_stats& stats() const { return stats_; }

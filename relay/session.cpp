@@ -593,10 +593,29 @@ void session::hold_input_while_capture_backlogged() {
   feed(&protocol::relay_fsm::hold_client_input, backlogged);
 }
 
+// After the 220 to the client's STARTTLS, bytes already waiting that are no TLS record (a
+// handshake record starts 0x16) were sent before the client could have read the 220: STARTTLS
+// injection (CVE-2011-0411), taken as client input, which the machine refuses. A hostile trial:
+// sent in a segment of their own while the relay secured the upstream leg, they went to the
+// handshake and read as a failed one ("wrong version number"), not as the injection they were.
+bool session::took_plaintext_before_handshake() {
+  auto* socket = client_.pipe().tcp_socket();
+  if (!socket || !fsm_.awaiting_client_starttls_handshake()) return false;
+  unsigned char first = 0;
+  if (::recv(socket->native_handle(), &first, 1, MSG_PEEK | MSG_DONTWAIT) != 1 || first == 0x16) return false;
+  std::string early(4096, '\0');
+  boost::system::error_code ec;
+  early.resize(client_.pipe().read_now(asio::buffer(early), ec));
+  if (early.empty()) return false;
+  feed(&protocol::relay_fsm::on_client_bytes, std::string_view(early));
+  return true;
+}
+
 asio::awaitable<void> session::handshake(leg l) {
   // mailtap is the TLS server on the client leg and the TLS client on the upstream leg.
   auto& box = leg_of(l);
   const bool upstream = l == leg::upstream;
+  if (!upstream && took_plaintext_before_handshake()) co_return;
   // A failed upstream handshake is the relay's problem (or the upstream's), not the client's:
   // counted and logged at warn with the session id. A client's failure is the client's.
   auto failed = [&](const std::string& why) {

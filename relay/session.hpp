@@ -141,6 +141,7 @@ class session : public std::enable_shared_from_this<session> {
   // A leg's outbox is above its high watermark (its peer is slow, or stopped reading).
   bool outbox_full() const;
   boost::asio::awaitable<void> handshake(protocol::leg l);
+  bool took_plaintext_before_handshake();
 
   // The one way the shell tells the machine something: the event, stamped with the session's
   // clock, then always the dispatch of the actions it asked for. No call of the machine is
