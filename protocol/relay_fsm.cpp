@@ -294,6 +294,7 @@ void relay_fsm::hold_client_input(std::uint64_t now, bool held) {
 
 void relay_fsm::on_tls_ready(std::uint64_t now, leg which, const tls_summary& tls) {
   if (ended_) return;
+  if (which == leg::client) upstream_chunking_ = false;   // RFC 3207 4.2: known again from the next EHLO
   tls_.tls_ready(now, which, tls);
   // The client's handshake is its tls stage's client time: its next command's think time
   // starts where the handshake ended, not at the 220 before it.
@@ -690,7 +691,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       mode_ = client_mode::awaiting_data_go;
       break;
     case phase::bdat:
-      if (!upstream_chunking_) return refuse_bdat_without_chunking(now, cmd);
+      if (!upstream_chunking_) return refuse_bdat_without_chunking(now);
       if (!open && bdat_message_refused_) {
         // More of a message whose chunk was refused: relayed (the upstream answers it), and
         // recorded as bytes only; its transaction is over.
@@ -733,20 +734,14 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
 // then), or after HELO: a destination that does not know BDAT answers it 500 and reads its chunk
 // as commands, so a chunk of "RSET, MAIL, RCPT, DATA ..." pipelined behind it would be a message
 // the client smuggled past the relay (a hostile trial delivered one through aiosmtpd). Answered
-// 502 here, as Postfix answers a BDAT it does not offer, and the chunk, whose size the line
-// gives, is read and dropped: never forwarded, never taken for commands.
-void relay_fsm::refuse_bdat_without_chunking(std::uint64_t now, const command& cmd) {
+// 502 and closed, as a bad BDAT line is: what follows (its chunk) is recorded, never read, never
+// forwarded; the replies owed to the commands before it go first (RFC 2920 3.1).
+void relay_fsm::refuse_bdat_without_chunking(std::uint64_t now) {
   ++stats_.refused_commands;
   out_.note(now, "command refused: BDAT, which the destination did not offer (no CHUNKING in its EHLO reply); "
-                 "its chunk is read and dropped");
-  local_reply(now, phase::other, 502, "5.5.1", "Error: command not implemented (no CHUNKING)");
-  flush_replies(now);
-  bdat_txn_ = 0;
-  bdat_remaining_ = cmd.bdat_size;
-  bdat_last_ = cmd.bdat_last;
-  discard_payload_ = true;
-  mode_ = client_mode::bdat_payload;
-  take_empty_bdat_chunk(now);
+                 "session closed");
+  local_reply(now, phase::other, 502, "5.5.1", "Error: command not implemented (no CHUNKING); closing connection");
+  close_after_owed(now, "protocol_error", "BDAT without CHUNKING offered");
 }
 
 void relay_fsm::expect_bdat_payload(const command& cmd, bool forward) {
@@ -818,10 +813,29 @@ void relay_fsm::bound_failed_message(std::uint64_t now) {
   out_.note(now, detail);
   const std::string reason = out_.closed(leg::upstream) && !upstream_lost_reason_.empty() ? upstream_lost_reason_ : "protocol_error";
   failed_message_read_ = 0;
+  if (mode_ == client_mode::bdat_payload && data_failure_) {
+    // The chunk's BDAT is owed the failure (the destination's early reply, as it gave it):
+    // answered now, without the rest of the chunk, and the session ends after it.
+    mode_ = client_mode::command;
+    bdat_remaining_ = 0;
+    discard_payload_ = false;
+    return answer_failed_chunk(now);
+  }
+  // The destination's own early refusal (its 552, say) is the transaction's verdict.
+  if (data_failure_ && std::exchange(data_failure_from_upstream_, false))
+    if (const transaction* t = txns_.open())
+      finish_transaction(now, t->id, outcome_of_code(data_failure_->code), data_failure_, false);
   data_failure_.reset();
-  end_with_reply(now, make_reply(421, "4.3.0", options_.name + " closing connection: the message failed and " +
-                                     std::to_string(limits::failed_message_read_max) + " more bytes came without its end"),
-                 reason, detail);
+  // Out of the message (its size so far recorded), and the 421 after any reply still owed
+  // (a BDAT chunk's before this one, a reply a delay fault holds), in order (RFC 2920 3.1).
+  if (mode_ == client_mode::data) close_message(now);
+  mode_ = client_mode::command;
+  bdat_remaining_ = 0;
+  discard_payload_ = false;
+  local_reply(now, phase::other, 421, "4.3.0", options_.name + " closing connection: the message failed and " +
+                                                   std::to_string(limits::failed_message_read_max) +
+                                                   " more bytes came without its end");
+  close_after_owed(now, reason, detail);
 }
 
 // The DATA message is in (its dot seen, or withheld by a fault): its size as framed, its
@@ -945,8 +959,7 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
   in_.advance(n);
   record_consumed_client_input(now);
   bdat_remaining_ -= n;
-  // A failed or refused chunk (not one a fault answers, which is read as a server would).
-  if (data_failure_ || out_.closed(leg::upstream) || (discard_payload_ && !faults_.absorbing())) failed_message_read_ += n;
+  if (data_failure_ || out_.closed(leg::upstream)) failed_message_read_ += n;   // a failed chunk
   // BDAT LAST sealed it, and the payload still belongs to it; gone when a chunk was refused.
   transaction* t = txns_.find(bdat_txn_);
   if (t) t->headers.feed(chunk);

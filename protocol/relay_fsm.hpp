@@ -131,7 +131,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void process_client_input(std::uint64_t now);
   bool take_command_line(std::uint64_t now);
   void take_data(std::uint64_t now);
-  void refuse_bdat_without_chunking(std::uint64_t now, const command& cmd);
+  void refuse_bdat_without_chunking(std::uint64_t now);
   void bound_failed_message(std::uint64_t now);
   void take_bdat_payload(std::uint64_t now);
   // A BDAT chunk's payload follows its command: its bdat_size bytes are the chunk's, never

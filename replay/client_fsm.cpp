@@ -31,17 +31,20 @@ std::set<std::string> keywords(const protocol::reply& r) {
   return out;
 }
 
-// Why a recorded command line must not go to a live server: a bare CR or LF, or a NUL, inside
-// it. The relay refused such a line (500 5.5.2) and never forwarded it (README "What is
-// refused"), and a server may read it otherwise: Postfix takes a bare LF for a line's end, so
+// Why a recorded command line must not go to a live server: the relay refused it and never
+// forwarded it (README "Refused, never forwarded"), so the destination never saw it, and a
+// server may read it otherwise: Postfix takes a bare LF for a line's end, so
 // "MAIL FROM:<a>\nRCPT TO:<b>" would be two commands it accepts (a newcomer's trial: a
 // replay delivered a message the recording never delivered). Empty when the line is safe.
 std::string_view unsafe_line(std::string_view bytes) {
   if (bytes.ends_with("\r\n")) bytes.remove_suffix(2);
   switch (protocol::parse_command(bytes).fault) {
-    case protocol::command_fault::bare_lf: return "a bare LF";
-    case protocol::command_fault::bare_cr: return "a bare CR";
+    case protocol::command_fault::bare_lf: return "a bare LF, which a server may read as two lines";
+    case protocol::command_fault::bare_cr: return "a bare CR, which a server may read as two lines";
     case protocol::command_fault::nul_byte: return "a NUL";
+    case protocol::command_fault::leading_space: return "white space before its verb";
+    case protocol::command_fault::forbidden_verb: return "a verb the relay never forwards";
+    case protocol::command_fault::starttls_parameters: return "STARTTLS with a parameter";
     default: return {};
   }
 }
@@ -307,8 +310,7 @@ void client_fsm::advance(std::uint64_t now_us) {
     if (st.kind == step_kind::command && !st.unfinished) {
       if (const auto why = unsafe_line(st.bytes); !why.empty()) {
         res.status = step_status::skipped;
-        res.note = "not sent: the line holds " + std::string(why) +
-                   ", which the relay refused and never forwarded, and a server may read as two lines";
+        res.note = "not sent: the line has " + std::string(why) + " (the relay refused it and never forwarded it)";
         settle(i + 1, now_us);
         ++next_;
         continue;

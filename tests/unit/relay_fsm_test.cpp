@@ -699,7 +699,8 @@ TEST_F(RelayFsmTest, AFailedMessageIsReadOnlySoFarWithoutItsEnd) {
 }
 
 // The same bound for a BDAT chunk the upstream answered before it was all sent (its answer
-// waits for the chunk's end): the chunk's size is the client's to choose.
+// waits for the chunk's end): the chunk's size is the client's to choose. Past it the BDAT is
+// answered at once with the destination's reply, and the session ends.
 TEST_F(RelayFsmTest, AChunkTheUpstreamAnsweredEarlyIsReadOnlySoFar) {
   greet_and_ehlo();
   client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
@@ -713,9 +714,11 @@ TEST_F(RelayFsmTest, AChunkTheUpstreamAnsweredEarlyIsReadOnlySoFar) {
     sent += chunk.size();
   }
   EXPECT_EQ(end_reason(), "(no end)");
-  EXPECT_THAT(client(chunk), Contains(client_reply("421 4.3.0 ")));
+  EXPECT_THAT(cl_, Not(HasSubstr("552"))) << "the chunk's answer waits for its end";
+  // Past the bound the BDAT gets its answer, the destination's, without the rest of its chunk.
+  EXPECT_THAT(client(chunk), Contains(client_reply("552 5.3.4 ")));
   EXPECT_EQ(end_reason(), "upstream_protocol_error");
-  EXPECT_THAT(cl_, Not(HasSubstr("552"))) << "the chunk's answer waited for an end that never came";
+  EXPECT_EQ(only_transaction().result, outcome::rejected) << "the destination's verdict";
 }
 
 TEST_F(RelayFsmTest, UpstreamEofAfterDotIsAmbiguous) {
@@ -1391,8 +1394,8 @@ TEST_F(RelayFsmTest, EveryEndingReportsOnEndOnce) {
 
 // A hostile trial: the destination (aiosmtpd) did not offer CHUNKING; the relay passed
 // "BDAT 98 LAST" and its chunk on, the destination answered 500 and ran the chunk as commands,
-// and delivered a message the client smuggled in it. BDAT is answered 502 here and its chunk
-// read and dropped; so after HELO.
+// and delivered a message the client smuggled in it. BDAT is answered 502 and the session
+// closed, its chunk recorded and never read; so after HELO.
 TEST_F(RelayFsmTest, BdatWithoutChunkingIsRefusedAndItsChunkNeverTakenForCommands) {
   for (const std::string hello : {"EHLO client.example", "HELO client.example"}) {
     make();
@@ -1405,8 +1408,9 @@ TEST_F(RelayFsmTest, BdatWithoutChunkingIsRefusedAndItsChunkNeverTakenForCommand
     const std::string chunk = "RSET\r\nMAIL FROM:<ceo@bank.example>\r\nRCPT TO:<victim@y>\r\nDATA\r\nSubject: x\r\n\r\nwire\r\n.\r\n";
     auto acts = client("BDAT " + std::to_string(chunk.size()) + " LAST\r\n" + chunk + "NOOP\r\n");
     EXPECT_THAT(acts, Contains(client_reply("502 5.5.1 "))) << hello;
-    EXPECT_EQ(up_, before + "NOOP\r\n") << hello << ": neither the BDAT nor its chunk went upstream";
-    EXPECT_FALSE(fsm_->finished());
+    EXPECT_THAT(acts, Contains(closes(leg::client))) << hello;
+    EXPECT_EQ(up_, before) << hello << ": neither the BDAT nor its chunk went upstream";
+    EXPECT_EQ(end_reason(), "protocol_error");
     EXPECT_EQ(obs_->stream(leg::client, direction::in).find("wire") != std::string::npos, true) << "the chunk is recorded";
   }
 }

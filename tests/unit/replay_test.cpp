@@ -857,6 +857,21 @@ TEST(ReplayClient, ALineTheRelayRefusedForABareLfIsNotSent) {
   EXPECT_NE(r[1].note.find("a bare LF"), std::string::npos) << r[1].note;
   EXPECT_EQ(r[2].status, step_status::matched);
   EXPECT_EQ(r[3].status, step_status::matched);
+  // So is any line the relay refused without forwarding it.
+  capture_builder x;
+  x.server(100, "220 mx\r\n")
+      .client(200, "XCLIENT ADDR=10.0.0.1\r\n")
+      .server(300, "500 5.5.1 Command not recognized\r\n")
+      .client(400, " MAIL FROM:<a@x>\r\n")
+      .server(500, "500 5.5.2 Syntax error: white space before the command\r\n")
+      .client(600, "QUIT\r\n")
+      .server(700, "221 bye\r\n");
+  const script sx = x.build();
+  client_fsm other(sx, o);
+  auto sent_x = converse(other, {"220 mx\r\n", "221 bye\r\n"});
+  EXPECT_EQ(sent_x[1], "QUIT\r\n");
+  EXPECT_EQ(other.results()[1].status, step_status::skipped);
+  EXPECT_EQ(other.results()[2].status, step_status::skipped);
 }
 
 TEST(ReplayClient, TextIsComparedOnlyWhenAsked) {
