@@ -188,11 +188,9 @@ class HostileUpstream(IntegrationTest):
         self.assertNotIn(b"\x00", got)
         self.assertProtocolError(self.single_capture(mailtap), "NUL in reply line")
 
-    def test_an_upstream_that_stops_reading_in_data_is_timed_out_and_the_client_gets_451(self):
-        # Protection: the session's watchdog (abort_stalled_write) and relay_fsm::on_write_stalled.
-        # The upstream answers 354 and reads nothing more; the relay's outbox fills, it stops
-        # reading the client, and before this nothing timed out (RFC 5321 4.5.3.2.5: 3 minutes
-        # per send of message data; here upstream_data_block is 2 s).
+    def in_data_to_an_upstream_that_stops_reading(self, block_timeout):
+        """A relay (upstream_data_block = `block_timeout`) to an upstream that answers DATA 354
+        and reads nothing more, and a client inside DATA through it."""
         def stop_reading(conn, line):
             conn.sock.sendall(b"354 End data with <CR><LF>.<CR><LF>\r\n")
             time.sleep(30)   # reads nothing meanwhile; the relay resets the connection first
@@ -200,7 +198,7 @@ class HostileUpstream(IntegrationTest):
         up = self.upstream({b"DATA": stop_reading})
         config = os.path.join(self.workdir, "timeouts.toml")
         with open(config, "w") as f:
-            f.write('[timeouts]\nupstream_data_block = "2s"\n')
+            f.write('[timeouts]\nupstream_data_block = "%s"\n' % block_timeout)
         mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), args=("--config", config))
         c = self.connect(mailtap.port, timeout=60)
         self.assertReply(c.reply(), 220)
@@ -208,6 +206,14 @@ class HostileUpstream(IntegrationTest):
         self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250, "2.1.0")
         self.assertReply(c.command("RCPT TO:<b@example.test>"), 250, "2.1.5")
         self.assertReply(c.command("DATA"), 354)
+        return mailtap, c
+
+    def test_an_upstream_that_stops_reading_in_data_is_timed_out_and_the_client_gets_451(self):
+        # Protection: the session's watchdog (abort_stalled_write) and relay_fsm::on_write_stalled.
+        # The upstream answers 354 and reads nothing more; the relay's outbox fills, it stops
+        # reading the client, and before this nothing timed out (RFC 5321 4.5.3.2.5: 3 minutes
+        # per send of message data; here upstream_data_block is 2 s).
+        mailtap, c = self.in_data_to_an_upstream_that_stops_reading("2s")
         line = b"x" * 998 + b"\r\n"
         # 8 MB: more than the sockets and the outbox to the upstream hold (the upstream reads
         # nothing, so its receive buffer is not grown; a send buffer is 4 MB at most), and less
@@ -230,21 +236,7 @@ class HostileUpstream(IntegrationTest):
         # had fired, the relay read and recorded the client's message to its dot however long
         # it went on (144 MB in 25 s), filling the capture directory faster than retention runs.
         # Past 10,240,000 bytes (Postfix's message_size_limit) after the loss: 421 and close.
-        def stop_reading(conn, line):
-            conn.sock.sendall(b"354 End data with <CR><LF>.<CR><LF>\r\n")
-            time.sleep(30)
-            return b""
-        up = self.upstream({b"DATA": stop_reading})
-        config = os.path.join(self.workdir, "timeouts.toml")
-        with open(config, "w") as f:
-            f.write('[timeouts]\nupstream_data_block = "1s"\n')
-        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), args=("--config", config))
-        c = self.connect(mailtap.port, timeout=60)
-        self.assertReply(c.reply(), 220)
-        self.assertReply(c.command("EHLO client.test"), 250)
-        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250, "2.1.0")
-        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250, "2.1.5")
-        self.assertReply(c.command("DATA"), 354)
+        mailtap, c = self.in_data_to_an_upstream_that_stops_reading("1s")
         line = b"x" * 998 + b"\r\n"
 
         def flood():   # 100 MB and no dot, or until the relay's reset
