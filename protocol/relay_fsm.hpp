@@ -191,6 +191,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   bool ended() const override { return ended_; }
   void count_refused_command() override { ++stats_.refused_commands; }
   void client_awaits_handshake() override { mode_ = client_mode::starttls; }
+  void upstream_hello_answered(const reply& r) override {
+    upstream_chunking_ = r.code == 250 && capabilities::from_reply(r).has("CHUNKING");
+  }
   void client_back_to_commands() override { mode_ = client_mode::command; }
   std::size_t unread_client_bytes() const override { return in_.unparsed_size(); }
   bool in_transaction() const override { return !txns_.empty(); }

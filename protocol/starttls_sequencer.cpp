@@ -296,6 +296,7 @@ void starttls_sequencer::take_replayed_hello_reply(std::uint64_t now, const repl
     return reconnect_failed(now, "the new upstream connection answered the replayed hello with " +
                                      std::to_string(r.code));
   note_upstream_capabilities(r);
+  host_.upstream_hello_answered(r);
   finish_reconnect(now);
 }
 

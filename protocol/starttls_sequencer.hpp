@@ -36,6 +36,9 @@ class starttls_host {
   // The client's side: waiting for its handshake (nothing may be read), or back to commands.
   virtual void client_awaits_handshake() = 0;
   virtual void client_back_to_commands() = 0;
+  // A new upstream connection answered the client's replayed hello: what it offers now
+  // (CHUNKING) is what the client's next commands go to.
+  virtual void upstream_hello_answered(const reply& r) = 0;
   virtual std::size_t unread_client_bytes() const = 0;
   virtual bool in_transaction() const = 0;
   // Client commands held while the upstream leg was prepared may go on.

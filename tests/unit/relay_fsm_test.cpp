@@ -2279,6 +2279,19 @@ TEST_F(PlaintextFallbackTest, HandshakeFailureGives454AndANewPlaintextConnection
   EXPECT_EQ(end_reason(), "client_quit");
 }
 
+// What the new connection offers in reply to the replayed hello decides BDAT (a review: the
+// old connection's CHUNKING, or its absence, was kept).
+TEST_F(PlaintextFallbackTest, TheNewConnectionsChunkingDecidesBdat) {
+  fail_upstream_handshake();
+  reconnect_and_replay();
+  upstream("250-mx.example.org\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  const std::string before = up_;
+  EXPECT_THAT(client("BDAT 2 LAST\r\nhi"), Not(Contains(client_reply("502"))));
+  EXPECT_EQ(up_.substr(before.size()).rfind("BDAT 2 LAST\r\n", 0), 0u) << up_.substr(before.size());
+}
+
 // A hostile trial: the STARTTLS the upstream's failed handshake answered with 454 was timed as
 // a new command the relay answered at once, and the upstream's 220 and handshake were charged
 // to the client as think time before it.

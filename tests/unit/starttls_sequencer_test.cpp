@@ -31,6 +31,8 @@ class fake_host : public starttls_host {
   void arm_upstream_for_head() override {}
   void client_awaits_handshake() override { awaiting_handshake = true; }
   void client_back_to_commands() override { awaiting_handshake = false; }
+  void upstream_hello_answered(const reply& r) override { replayed_hello_code = r.code; }
+  int replayed_hello_code = 0;
   std::size_t unread_client_bytes() const override { return unread; }
   bool in_transaction() const override { return transaction; }
   void resume_client_input(std::uint64_t) override { ++resumed; }
