@@ -740,7 +740,7 @@ void relay_fsm::refuse_bdat_without_chunking(std::uint64_t now) {
   ++stats_.refused_commands;
   out_.note(now, "command refused: BDAT, which the destination did not offer (no CHUNKING in its EHLO reply); "
                  "session closed");
-  local_reply(now, phase::other, 502, "5.5.1", "Error: command not implemented (no CHUNKING); closing connection");
+  local_reply(now, phase::other, 502, "5.5.1", "Error: BDAT not offered (the destination has no CHUNKING); closing connection");
   close_after_owed(now, "protocol_error", "BDAT without CHUNKING offered");
 }
 
@@ -813,25 +813,22 @@ void relay_fsm::bound_failed_message(std::uint64_t now) {
   out_.note(now, detail);
   const std::string reason = out_.closed(leg::upstream) && !upstream_lost_reason_.empty() ? upstream_lost_reason_ : "protocol_error";
   failed_message_read_ = 0;
-  if (mode_ == client_mode::bdat_payload && data_failure_) {
-    // The chunk's BDAT is owed the failure (the destination's early reply, as it gave it):
-    // answered now, without the rest of the chunk, and the session ends after it.
-    mode_ = client_mode::command;
-    bdat_remaining_ = 0;
-    discard_payload_ = false;
-    return answer_failed_chunk(now);
-  }
+  // Out of the message (a DATA message's size so far recorded), back to command mode.
+  const bool in_chunk = mode_ == client_mode::bdat_payload;
+  if (mode_ == client_mode::data) close_message(now);
+  mode_ = client_mode::command;
+  bdat_remaining_ = 0;
+  discard_payload_ = false;
+  // The chunk's BDAT is owed the failure (the destination's early reply, as it gave it):
+  // answered now, without the rest of the chunk, and the session ends after it.
+  if (in_chunk && data_failure_) return answer_failed_chunk(now);
   // The destination's own early refusal (its 552, say) is the transaction's verdict.
   if (data_failure_ && std::exchange(data_failure_from_upstream_, false))
     if (const transaction* t = txns_.open())
       finish_transaction(now, t->id, outcome_of_code(data_failure_->code), data_failure_, false);
   data_failure_.reset();
-  // Out of the message (its size so far recorded), and the 421 after any reply still owed
-  // (a BDAT chunk's before this one, a reply a delay fault holds), in order (RFC 2920 3.1).
-  if (mode_ == client_mode::data) close_message(now);
-  mode_ = client_mode::command;
-  bdat_remaining_ = 0;
-  discard_payload_ = false;
+  // The 421 goes after any reply still owed (a BDAT chunk's before this one, a reply a delay
+  // fault holds), in order (RFC 2920 3.1).
   local_reply(now, phase::other, 421, "4.3.0", options_.name + " closing connection: the message failed and " +
                                                    std::to_string(limits::failed_message_read_max) +
                                                    " more bytes came without its end");
