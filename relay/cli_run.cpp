@@ -35,7 +35,7 @@ namespace {
 struct run_flags {
   std::string config_file, listen, upstream, captures, admin, bare_eol, log_level;
   std::string listen_tls, upstream_tls, tls_cert, tls_key, upstream_ca, upstream_verify, upstream_fingerprint;
-  std::string seed, first_session, max_sessions, threads;   // counts as text: see parse_count
+  std::string seed, first_session, max_sessions, threads, busy_poll_us;   // counts as text: see parse_count
   std::string upstream_identity;
   std::string admin_token_file;
   std::vector<std::string> admin_hosts;
@@ -273,7 +273,9 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
          take_count(f.max_sessions, "--max-sessions", 1, max_sessions_limit,
                     "an integer from 1 to " + std::to_string(max_sessions_limit), cfg.max_sessions, error) &&
          take_count(f.threads, "--threads", 0, max_threads_limit,
-                    "an integer from 0 (one per core) to " + std::to_string(max_threads_limit), cfg.threads, error);
+                    "an integer from 0 (one per core) to " + std::to_string(max_threads_limit), cfg.threads, error) &&
+         take_count(f.busy_poll_us, "--busy-poll-us", 0, max_busy_poll_us,
+                    "an integer from 0 (never) to " + std::to_string(max_busy_poll_us), cfg.busy_poll, error);
 }
 
 // The configuration `mailtap run` serves: embedded defaults, the --config file, then the
@@ -520,6 +522,9 @@ void register_run(CLI::App& app, int& exit_code) {
                   "and the run's first session gets that session's faults again");
   cmd->add_option("--max-sessions", f->max_sessions, "Concurrent sessions before new ones get 421 (default 256)");
   cmd->add_option("--threads", f->threads, "I/O threads (default: one per core)");
+  cmd->add_option("--busy-poll-us", f->busy_poll_us,
+                  "While one session is open, how long (µs) an I/O thread polls before it sleeps, to add "
+                  "less latency per round trip (default 200; 0: never)");
   cmd->add_option("--bare-line-endings", f->bare_eol,
                   "Bare CR/LF in DATA: strict (default; refuse, as Postfix smtpd_forbid_bare_newline "
                   "and sendmail), normalize (read as CRLF, as older Postfix and Exim) or raw (testing only)");

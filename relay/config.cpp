@@ -90,6 +90,9 @@ class loader {
     } else if (k == "threads") {
       if (auto v = r.integer(0, max_threads_limit, "an integer from 0 (one per core) to " + std::to_string(max_threads_limit)))
         out_.threads = static_cast<std::size_t>(*v);
+    } else if (k == "busy_poll_us") {
+      if (auto v = r.integer(0, max_busy_poll_us, "an integer from 0 (never) to " + std::to_string(max_busy_poll_us)))
+        out_.busy_poll = std::chrono::microseconds(*v);
     } else if (k == "relay_name") {
       relay_name(r);
     } else if (k == "log_level") {

@@ -111,6 +111,9 @@ struct config {
   std::uint64_t first_session = 1;
   std::size_t max_sessions = 256;              // smtp-sink's default concurrency
   std::size_t threads = 0;                     // 0: one per core
+  // How long an I/O thread polls before it sleeps while one session is open (relay/io_loop.hpp);
+  // zero: it sleeps at once.
+  std::chrono::microseconds busy_poll{200};
   protocol::bare_eol_mode bare_eol = protocol::bare_eol_mode::strict;
   protocol::relay_timeouts timeouts;
   std::chrono::milliseconds upstream_connect_timeout{30'000};   // Postfix smtp_connect_timeout
@@ -134,6 +137,8 @@ struct config {
 inline constexpr std::int64_t max_sessions_limit = 100'000;
 // threads: 0 means one per core; 256 is well past any useful I/O thread count.
 inline constexpr std::int64_t max_threads_limit = 256;
+// busy_poll_us: a tenth of a second of polling is far past any round trip worth waiting for.
+inline constexpr std::int64_t max_busy_poll_us = 100'000;
 
 // The log levels the config file and --log-level accept (spdlog's names): one list for both.
 inline constexpr std::string_view log_levels[] = {"trace", "debug", "info", "warn", "error", "off"};

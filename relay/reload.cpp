@@ -41,6 +41,7 @@ std::vector<std::string> restart_only_changes(const config& a, const config& b) 
       {"first_session", a.first_session != b.first_session},
       {"max_sessions", a.max_sessions != b.max_sessions},
       {"threads", a.threads != b.threads},
+      {"busy_poll_us", a.busy_poll != b.busy_poll},
       {"data.bare_line_endings", a.bare_eol != b.bare_eol},
       {"timeouts.client_idle", ma.client_idle != mb.client_idle},
       {"timeouts.client_command", ma.client_command != mb.client_command},

@@ -2,6 +2,7 @@
 #include "relay/server.hpp"
 
 #include "relay/accept_loop.hpp"
+#include "relay/io_loop.hpp"
 #include "relay/original_destination.hpp"
 #include "relay/proxy_listener.hpp"
 
@@ -209,13 +210,13 @@ const relay_context::refused_upstream* server::configured_upstream_refusal() con
 void server::run() {
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < contexts_.size(); ++i)
-    threads.emplace_back([io = contexts_[i].get()] {
+    threads.emplace_back([this, io = contexts_[i].get()] {
       auto guard = asio::make_work_guard(*io);
-      io->run();
+      run_io_context(*io, metrics_.sessions_active, cfg_.busy_poll);
     });
   {
     auto guard = asio::make_work_guard(*contexts_.front());
-    contexts_.front()->run();
+    run_io_context(*contexts_.front(), metrics_.sessions_active, cfg_.busy_poll);
   }
   for (auto& t : threads) t.join();
 }

@@ -173,7 +173,7 @@ class RunUsage(IntegrationTest):
 
     def test_negative_counts_are_refused(self):
         for flag, value in (("--max-sessions", "-1"), ("--max-sessions", "0"), ("--threads", "-1"),
-                            ("--threads", "257")):
+                            ("--threads", "257"), ("--busy-poll-us", "-1"), ("--busy-poll-us", "100001")):
             with self.subTest(flag=flag, value=value):
                 line = self.run_fails("--listen", "127.0.0.1:0", flag, value)
                 self.assertIn("%s '%s'" % (flag, value), line)

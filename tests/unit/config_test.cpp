@@ -157,6 +157,7 @@ TEST(ConfigLoad, EmptyTextKeepsTheBase) {
   EXPECT_EQ(c->seed, 0u);
   EXPECT_EQ(c->max_sessions, 256u);
   EXPECT_EQ(c->threads, 0u);
+  EXPECT_EQ(c->busy_poll, 200us);
   EXPECT_EQ(c->bare_eol, mailtap::protocol::bare_eol_mode::strict);
   EXPECT_EQ(c->timeouts.client_idle, 300s);
   EXPECT_EQ(c->timeouts.upstream_greeting, 300s);
@@ -199,6 +200,7 @@ scenarios = ["policies/scenarios/a.toml", "b.toml"]
 seed = 42
 max_sessions = 1000
 threads = 4
+busy_poll_us = 0
 relay_name = "relay.test"
 log_level = "debug"
 [data]
@@ -230,6 +232,7 @@ drain = 5
   EXPECT_EQ(c->seed, 42u);
   EXPECT_EQ(c->max_sessions, 1000u);
   EXPECT_EQ(c->threads, 4u);
+  EXPECT_EQ(c->busy_poll, 0us);
   EXPECT_EQ(c->relay_name, "relay.test");
   EXPECT_EQ(c->log_level, "debug");
   EXPECT_EQ(c->bare_eol, mailtap::protocol::bare_eol_mode::normalize);
@@ -436,6 +439,8 @@ TEST(ConfigErrors, OutOfRange) {
             "mailtap.toml:1: key 'threads': expected an integer from 0 (one per core) to 256, got 257");
   EXPECT_EQ(error_of("threads = -1"),
             "mailtap.toml:1: key 'threads': expected an integer from 0 (one per core) to 256, got -1");
+  EXPECT_EQ(error_of("busy_poll_us = 100001"),
+            "mailtap.toml:1: key 'busy_poll_us': expected an integer from 0 (never) to 100000, got 100001");
   constexpr std::string_view seconds = "expected a number of seconds > 0 or a duration string like \"5m\"";
   EXPECT_EQ(error_of("[timeouts]\ndrain = 0"), "mailtap.toml:2: key 'timeouts.drain': " + std::string(seconds) + ", got 0");
   EXPECT_EQ(error_of("[timeouts]\nupstream_reply = -2.5"),
@@ -715,6 +720,7 @@ TEST(ConfigFile, ShippedExampleLoadsAtDefaults) {
   EXPECT_EQ(c->seed, d.seed);
   EXPECT_EQ(c->max_sessions, d.max_sessions);
   EXPECT_EQ(c->threads, d.threads);
+  EXPECT_EQ(c->busy_poll, d.busy_poll);
   EXPECT_EQ(c->bare_eol, d.bare_eol);
   EXPECT_EQ(c->timeouts.client_idle, d.timeouts.client_idle);
   EXPECT_EQ(c->timeouts.upstream_greeting, d.timeouts.upstream_greeting);
@@ -733,7 +739,7 @@ TEST(ConfigFile, ShippedExampleMentionsEveryKey) {
   std::ifstream in(fs::path(MAILTAP_SOURCE_DIR) / "relay" / "mailtap.example.toml");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   for (const char* key : {"listen =", "upstream =", "admin =", "captures =", "scenarios =", "seed =",
-                          "max_sessions =", "threads =", "relay_name =", "log_level =", "[data]",
+                          "max_sessions =", "threads =", "busy_poll_us =", "relay_name =", "log_level =", "[data]",
                           "bare_line_endings =", "[timeouts]", "client_idle =", "upstream_connect =",
                           "upstream_greeting =", "upstream_reply =", "upstream_data_init =",
                           "upstream_data_end =", "upstream_data_block =", "drain =", "upstream_identity =", "listen_proxy_protocol =",

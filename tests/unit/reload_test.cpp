@@ -33,12 +33,13 @@ TEST(Reload, ListenersThreadsTimeoutsAndTlsNeedARestart) {
   config fresh;
   fresh.listen.port = 25;
   fresh.threads = 4;
+  fresh.busy_poll = std::chrono::microseconds(0);
   fresh.timeouts.client_idle = std::chrono::milliseconds(1000);
   fresh.tls.cert_file = "/etc/mailtap/cert.pem";
   fresh.tls.listen = mailtap::endpoint{"127.0.0.1", 465};
   fresh.upstream = mailtap::endpoint{"192.0.2.1", 25};
   EXPECT_EQ(restart_only_changes(config{}, fresh),
-            (strings{"listen", "upstream", "threads", "timeouts.client_idle", "tls.cert", "tls.listen"}));
+            (strings{"listen", "upstream", "threads", "busy_poll_us", "timeouts.client_idle", "tls.cert", "tls.listen"}));
 }
 
 // A fifth trial: max_bytes and fsync added under [captures] and SIGHUP logged nothing about
