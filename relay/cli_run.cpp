@@ -524,7 +524,7 @@ void register_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--threads", f->threads, "I/O threads (default: one per core)");
   cmd->add_option("--busy-poll-us", f->busy_poll_us,
                   "While one session is open, how long (µs) an I/O thread polls before it sleeps, to add "
-                  "less latency per round trip (default 200; 0: never)");
+                  "less latency per round trip, at the cost of CPU while that session is busy (default 200; 0: never)");
   cmd->add_option("--bare-line-endings", f->bare_eol,
                   "Bare CR/LF in DATA: strict (default; refuse, as Postfix smtpd_forbid_bare_newline "
                   "and sendmail), normalize (read as CRLF, as older Postfix and Exim) or raw (testing only)");
