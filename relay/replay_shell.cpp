@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <functional>
 #include <list>
+#include <optional>
 
 #include "relay/accept_loop.hpp"
 #include "relay/leg_stream.hpp"
@@ -64,15 +65,19 @@ asio::awaitable<bool> handshake(leg_stream& leg, asio::ssl::context& context, bo
 
 // One read whose bytes are copied out: leg_stream::read_some's bytes live in a buffer shared
 // by every plain leg of the thread, and `||` below resumes only once the timer it cancelled
-// has completed, by when another connection may have read into that buffer.
+// has completed, by when another connection may have read into that buffer. The copy is also
+// left in `kept`: when the timer wins, `||` still waits for the read it cancelled, which may
+// have taken bytes by then (its wait completed in the same round), and gives only the
+// timer's result.
 struct owned_read {
   boost::system::error_code error;
   std::string bytes;
   bool again = false;
 };
-asio::awaitable<owned_read> read_owned(leg_stream& leg) {
+asio::awaitable<owned_read> read_owned(leg_stream& leg, std::optional<owned_read>& kept) {
   auto r = co_await leg.read_some();
-  co_return owned_read{r.error, std::string(r.bytes), r.again};
+  kept.emplace(owned_read{r.error, std::string(r.bytes), r.again});
+  co_return *kept;
 }
 
 // One connection driven by a replay machine until it finishes: its actions carried out in
@@ -85,6 +90,7 @@ asio::awaitable<void> drive(leg_stream& leg, Machine& fsm, asio::steady_timer& t
                             OnClosed on_closed) {
   using namespace asio::experimental::awaitable_operators;
   timer.expires_at(clock::time_point::max());
+  std::optional<owned_read> taken_meanwhile;
   for (;;) {
     for (auto& a : fsm.take_actions()) {
       std::visit(protocol::overloaded{
@@ -118,16 +124,24 @@ asio::awaitable<void> drive(leg_stream& leg, Machine& fsm, asio::steady_timer& t
       else fsm.on_tls_failed(since(t0));
       continue;
     }
-    auto r = co_await (read_owned(leg) || timer.async_wait(as_tuple(use_awaitable)));
-    if (r.index() == 1) {
-      timer.expires_at(clock::time_point::max());
-      fsm.on_timer(since(t0));
-      continue;
+    // What a read took while the timer won the race is the machine's next event (after the
+    // timer's actions were carried out), before the leg is read again.
+    std::optional<owned_read> read = std::move(taken_meanwhile);
+    taken_meanwhile.reset();
+    if (!read) {
+      std::optional<owned_read> kept;
+      auto r = co_await (read_owned(leg, kept) || timer.async_wait(as_tuple(use_awaitable)));
+      if (r.index() == 1) {
+        timer.expires_at(clock::time_point::max());
+        fsm.on_timer(since(t0));
+        if (kept && !kept->again && kept->error != asio::error::operation_aborted) taken_meanwhile = std::move(kept);
+        continue;
+      }
+      read = std::move(std::get<0>(r));
     }
-    auto& read = std::get<0>(r);
-    if (read.again) continue;
-    if (read.error) on_closed(since(t0));
-    else on_bytes(read.bytes, since(t0));
+    if (read->again) continue;
+    if (read->error) on_closed(since(t0));
+    else on_bytes(read->bytes, since(t0));
   }
   leg.shutdown_send();
   leg.close(leg.reset_requested);
