@@ -173,7 +173,8 @@ int search(const index_flags& f, const char* command) {
   }
   // Captures the index does not list yet: in progress, or left open by a relay that stopped
   // without closing them (killed, crashed). A newcomer's trial found a crashed session, the
-  // one worth reading, missing from the list with no word why.
+  // one worth reading, missing from the list with no word why; another, listing the instant
+  // its client finished, was told to reindex a session the relay's next index batch added.
   if (auto listed = index->size(error)) {
     std::uint64_t files = 0;
     std::error_code ec, kind;
@@ -185,8 +186,9 @@ int search(const index_flags& f, const char* command) {
         ++files;
     if (files > *listed)
       std::fprintf(stderr,
-                   "mailtap captures %s: %llu capture file(s) in %s are not in the index: sessions in progress, "
-                   "or left by a relay that stopped without closing them (mailtap captures reindex adds them)\n",
+                   "mailtap captures %s: %llu capture file(s) in %s are not in the index: sessions in progress "
+                   "or just ended (a running relay indexes a finished capture within a fraction of a second), "
+                   "or left by a relay that stopped without closing them (mailtap captures reindex adds those)\n",
                    command, static_cast<unsigned long long>(files - *listed), dir.c_str());
   }
   if (!f.json && more) std::cout << "(more: --offset " << filter.offset + filter.limit << ")\n";   // as sessions list

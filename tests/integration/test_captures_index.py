@@ -256,7 +256,7 @@ class CapturesIndex(IntegrationTest):
         self.assertEqual(r.returncode, 0, r)
         self.assertEqual(len(r.stdout.decode().splitlines()), SESSIONS)
         self.assertIn("1 capture file(s) in %s are not in the index" % self.dir, r.stderr.decode())
-        self.assertIn("mailtap captures reindex adds them", r.stderr.decode())
+        self.assertIn("mailtap captures reindex adds those", r.stderr.decode())
 
     def test_prune_removes_the_index_rows_of_what_it_removes(self):
         wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
