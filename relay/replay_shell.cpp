@@ -63,21 +63,20 @@ asio::awaitable<bool> handshake(leg_stream& leg, asio::ssl::context& context, bo
   co_return true;
 }
 
-// One read whose bytes are copied out: leg_stream::read_some's bytes live in a buffer shared
-// by every plain leg of the thread, and `||` below resumes only once the timer it cancelled
-// has completed, by when another connection may have read into that buffer. The copy is also
-// left in `kept`: when the timer wins, `||` still waits for the read it cancelled, which may
-// have taken bytes by then (its wait completed in the same round), and gives only the
+// One read whose bytes are copied out into `into`: leg_stream::read_some's bytes live in a
+// buffer shared by every plain leg of the thread, and `||` below resumes only once the timer it
+// cancelled has completed, by when another connection may have read into that buffer. Left in
+// `into` rather than returned: when the timer wins, `||` still waits for the read it cancelled,
+// which may have taken bytes by then (its wait completed in the same round), and gives only the
 // timer's result.
 struct owned_read {
   boost::system::error_code error;
   std::string bytes;
   bool again = false;
 };
-asio::awaitable<owned_read> read_owned(leg_stream& leg, std::optional<owned_read>& kept) {
+asio::awaitable<void> read_into(leg_stream& leg, std::optional<owned_read>& into) {
   auto r = co_await leg.read_some();
-  kept.emplace(owned_read{r.error, std::string(r.bytes), r.again});
-  co_return *kept;
+  into.emplace(owned_read{r.error, std::string(r.bytes), r.again});
 }
 
 // One connection driven by a replay machine until it finishes: its actions carried out in
@@ -90,7 +89,7 @@ asio::awaitable<void> drive(leg_stream& leg, Machine& fsm, asio::steady_timer& t
                             OnClosed on_closed) {
   using namespace asio::experimental::awaitable_operators;
   timer.expires_at(clock::time_point::max());
-  std::optional<owned_read> taken_meanwhile;
+  std::optional<owned_read> read;   // what the last race's read took, not yet the machine's
   for (;;) {
     for (auto& a : fsm.take_actions()) {
       std::visit(protocol::overloaded{
@@ -124,24 +123,22 @@ asio::awaitable<void> drive(leg_stream& leg, Machine& fsm, asio::steady_timer& t
       else fsm.on_tls_failed(since(t0));
       continue;
     }
-    // What a read took while the timer won the race is the machine's next event (after the
-    // timer's actions were carried out), before the leg is read again.
-    std::optional<owned_read> read = std::move(taken_meanwhile);
-    taken_meanwhile.reset();
+    // A read that took bytes while the timer won the race: the machine's next event, after the
+    // timer's actions were carried out, before the leg is read again.
     if (!read) {
-      std::optional<owned_read> kept;
-      auto r = co_await (read_owned(leg, kept) || timer.async_wait(as_tuple(use_awaitable)));
+      auto r = co_await (read_into(leg, read) || timer.async_wait(as_tuple(use_awaitable)));
       if (r.index() == 1) {
         timer.expires_at(clock::time_point::max());
         fsm.on_timer(since(t0));
-        if (kept && !kept->again && kept->error != asio::error::operation_aborted) taken_meanwhile = std::move(kept);
+        if (read && (read->again || read->error == asio::error::operation_aborted)) read.reset();
         continue;
       }
-      read = std::move(std::get<0>(r));
     }
-    if (read->again) continue;
-    if (read->error) on_closed(since(t0));
-    else on_bytes(read->bytes, since(t0));
+    owned_read taken = std::move(*read);
+    read.reset();
+    if (taken.again) continue;
+    if (taken.error) on_closed(since(t0));
+    else on_bytes(taken.bytes, since(t0));
   }
   leg.shutdown_send();
   leg.close(leg.reset_requested);
