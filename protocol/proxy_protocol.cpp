@@ -55,9 +55,11 @@ std::array<std::uint8_t, N> bytes_at(std::string_view b, std::size_t i) {
   return out;
 }
 
-// 2.1: ports are decimal, 0 to 65535.
+// 2.1: ports are decimal, 0 to 65535. A leading zero is refused, as 2.1 refuses it in an IPv4
+// address's numbers: "05555" is no port any sender writes, and a second reading of it (octal)
+// is what the rule exists to rule out.
 std::optional<std::uint16_t> parse_port(std::string_view text) {
-  if (text.empty() || text.size() > 5) return std::nullopt;
+  if (text.empty() || text.size() > 5 || (text.size() > 1 && text[0] == '0')) return std::nullopt;
   unsigned value = 0;
   for (char c : text) {
     if (c < '0' || c > '9') return std::nullopt;
@@ -120,7 +122,7 @@ parse_result parse_v1(std::string_view bytes) {
     return invalid(std::string("PROXY v1 header: an address is not ") + (v6 ? "IPv6" : "IPv4 (dotted quad)"));
   auto source_port = parse_port(parts[4]);
   auto destination_port = parse_port(parts[5]);
-  if (!source_port || !destination_port) return invalid("PROXY v1 header: a port is not a number from 0 to 65535");
+  if (!source_port || !destination_port) return invalid("PROXY v1 header: a port is not a number from 0 to 65535 without leading zeros");
   return complete(version::v1, endpoints{{*source, *source_port}, {*destination, *destination_port}}, length);
 }
 

@@ -41,6 +41,7 @@ TEST(ProxyV1, SpecificationExamples) {
   const std::string tcp4_worst = "PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n";
   EXPECT_EQ(tcp4_worst.size(), 56u);
   EXPECT_EQ(complete_header(tcp4_worst).value.addresses->source, at("255.255.255.255", 65535));
+  EXPECT_EQ(complete_header("PROXY TCP4 192.0.2.10 198.51.100.1 0 25\r\n").value.addresses->source, at("192.0.2.10", 0));
 
   const std::string all_f = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
   const std::string tcp6_worst = "PROXY TCP6 " + all_f + " " + all_f + " 65535 65535\r\n";
@@ -99,9 +100,15 @@ TEST(ProxyV1, MalformedLinesAreRefused) {
             "PROXY v1 header: an address is not IPv4 (dotted quad)");
   EXPECT_EQ(error_of("PROXY TCP6 192.0.2.10 2001:db8::1 56324 25\r\n"), "PROXY v1 header: an address is not IPv6");
   EXPECT_EQ(error_of("PROXY TCP4 192.0.2.10 198.51.100.1 65536 25\r\n"),
-            "PROXY v1 header: a port is not a number from 0 to 65535");
+            "PROXY v1 header: a port is not a number from 0 to 65535 without leading zeros");
   EXPECT_EQ(error_of("PROXY TCP4 192.0.2.10 198.51.100.1 -1 25\r\n"),
-            "PROXY v1 header: a port is not a number from 0 to 65535");
+            "PROXY v1 header: a port is not a number from 0 to 65535 without leading zeros");
+  EXPECT_EQ(error_of("PROXY TCP4 192.0.2.10 198.51.100.1 05555 25\r\n"),
+            "PROXY v1 header: a port is not a number from 0 to 65535 without leading zeros");
+  EXPECT_EQ(error_of("PROXY TCP4 192.0.2.10 198.51.100.1 56324 025\r\n"),
+            "PROXY v1 header: a port is not a number from 0 to 65535 without leading zeros");
+  EXPECT_EQ(error_of("PROXY TCP4 192.0.2.010 198.51.100.1 56324 25\r\n"),
+            "PROXY v1 header: an address is not IPv4 (dotted quad)");
 }
 
 TEST(ProxyV1, NoCrlfWithin107BytesIsRefused) {
