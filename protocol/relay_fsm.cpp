@@ -645,8 +645,21 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     tls_.client_starttls(now);   // starttls_sequencer: never passed through blind
     return;
   }
+  if (cmd.ph != phase::rcpt && held_refusal_) {   // its recipients, if any, have come
+    held_refusal_->complete = true;
+    report_held_refusal_if_done();
+  }
   transaction* open = txns_.open();
   bool rcpt_recorded = false;
+  if (cmd.ph == phase::rcpt && !open && held_refusal_ && !held_refusal_->complete) {
+    // A recipient for a refused MAIL: recorded with it (held_refusal_), as the cap allows.
+    auto& to = held_refusal_->rec.rcpt_to;
+    rcpt_recorded = to.size() < limits::recipients_recorded_cap;
+    if (rcpt_recorded) {
+      to.push_back(cmd.address.value_or(cmd.argument));
+      ++held_refusal_->unanswered;
+    }
+  }
   if (cmd.ph == phase::rcpt && open) {
     rcpt_recorded = record_recipient(now, *open, cmd.address.value_or(cmd.argument));
     if (open->rcpts_forwarded >= limits::recipients_cap) {
@@ -671,6 +684,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   if (p.asked.t_received < upstream_wait_to_us_)
     p.asked.upstream_wait_us = upstream_wait_to_us_ - std::max(p.asked.t_received, upstream_wait_from_us_);
   p.asked.txn = open && (cmd.ph != phase::rcpt || rcpt_recorded) ? open->id : 0;
+  if (!open && cmd.ph == phase::rcpt && rcpt_recorded) p.asked.txn = held_refusal_->txn;   // for its code
   faults_.remember_address(p, cmd);
   switch (cmd.ph) {
     case phase::mail:
@@ -1457,10 +1471,15 @@ void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {
   auto settle = [&](outcome o) { finish_transaction(now, p.asked.txn, o, r, p.answer.local); };
   switch (p.asked.ph) {
     case phase::mail:
-      if (r.klass() != 2 && t) settle(outcome_of_code(r.code));
+      if (r.klass() != 2 && t) finish_transaction(now, p.asked.txn, outcome_of_code(r.code), r, p.answer.local, true);
       break;
     case phase::rcpt:
       if (t) t->rec.rcpt_codes.push_back(r.code);
+      else if (held_refusal_ && p.asked.txn == held_refusal_->txn) {
+        held_refusal_->rec.rcpt_codes.push_back(r.code);
+        if (held_refusal_->unanswered > 0) --held_refusal_->unanswered;
+        report_held_refusal_if_done();
+      }
       break;
     case phase::data:
       if (r.code != 354 && t) settle(outcome_of_code(r.code));
@@ -1513,7 +1532,7 @@ bool relay_fsm::record_recipient(std::uint64_t now, transaction& t, std::string 
 }
 
 void relay_fsm::finish_transaction(std::uint64_t now, std::uint64_t id, outcome o,
-                                   const std::optional<reply>& final_reply, bool synthesized) {
+                                   const std::optional<reply>& final_reply, bool synthesized, bool refused_mail) {
   // Settled before its end (a BDAT chunk refused, a session cut short): the Message-ID of the
   // header fields complete so far, as a message refused at its end has it.
   if (transaction* t = txns_.find(id); t && !t->rec.message_id) t->rec.message_id = t->headers.message_id();
@@ -1521,10 +1540,30 @@ void relay_fsm::finish_transaction(std::uint64_t now, std::uint64_t id, outcome 
   if (!rec) return;
   if (rec->result == outcome::delivered) ++stats_.delivered;
   faults_.transaction_settled(now, id);   // a withheld dot's stall, as a stage
-  if (observer_) {
-    observer_->on_transaction(*rec);
-    request_capture_barrier();
+  report_held_refusal();   // an earlier refused MAIL's record comes first
+  if (refused_mail) {
+    const std::size_t unanswered = rec->rcpt_to.size() - std::min(rec->rcpt_codes.size(), rec->rcpt_to.size());
+    held_refusal_ = held_refusal{id, std::move(*rec), unanswered, false};
+    return;
   }
+  report_transaction(std::move(*rec));
+}
+
+void relay_fsm::report_transaction(transaction_record&& rec) {
+  if (!observer_) return;
+  observer_->on_transaction(rec);
+  request_capture_barrier();
+}
+
+void relay_fsm::report_held_refusal_if_done() {
+  if (held_refusal_ && held_refusal_->complete && held_refusal_->unanswered == 0) report_held_refusal();
+}
+
+void relay_fsm::report_held_refusal() {
+  if (!held_refusal_) return;
+  transaction_record rec = std::move(held_refusal_->rec);
+  held_refusal_.reset();
+  report_transaction(std::move(rec));
 }
 
 void relay_fsm::abandon_transactions(std::uint64_t now) {
@@ -1663,6 +1702,7 @@ void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::str
   }
   record_received_size();   // a message cut short keeps the size of what came
   abandon_transactions(now);
+  report_held_refusal();
   // Every byte the client sent, a line the end cut off too, before the end record: nothing may follow it.
   record_rest_of_client_input(now);
   ended_ = true;

@@ -269,6 +269,30 @@ class CapturesIndex(IntegrationTest):
         self.assertEqual(self.found(), self.ids_of(range(4, SESSIONS)))
 
 
+class RefusedMail(IntegrationTest):
+
+    def test_the_recipient_pipelined_after_an_injected_mail_refusal_is_found(self):
+        # A newcomer's trial: after the relay's own MAIL refusal the list said "-> (none)" and
+        # `search --to` missed the recipient swaks had pipelined (the refusal went out first).
+        scenario = self.write_file("block.toml", b'[[fault]]\nname = "block"\ntype = "reply"\nphase = "mail"\n'
+                                                 b'code = 550\nenhanced = "5.7.1"\n')
+        m = self.start_mailtap(args=["--scenario", scenario])
+        code, transcript = self.swaks(m.port, "--pipeline", "--from", "a@example.org", "--to", "bob@example.com")
+        self.assertNotEqual(code, 0, transcript)
+        self.assertIn("550 5.7.1", transcript)
+        (cap,) = m.wait_captures(1)
+        (t,) = cap.transactions
+        self.assertEqual((t["mail_from"], t["rcpt_to"], t["outcome"]), ("a@example.org", ["bob@example.com"], "rejected"))
+        self.assertEqual(t["final_reply"]["code"], 550)
+        self.assertEqual(t["rcpt_codes"], [503])   # the built-in sink's "need MAIL command"
+
+        def found():
+            r = run_mailtap(["captures", "search", "--json", "--to", "bob@example.com", "--dir", m.captures])
+            self.assertEqual(r.returncode, 0, r)
+            return [json.loads(line)["session"] for line in r.stdout.decode().splitlines()]
+        wait_until(lambda: found() == [cap.header["session"]], 10, "the session found by its recipient")
+
+
 class ShutdownSummary(IntegrationTest):
 
     def test_the_summary_counts_the_last_index_batch(self):

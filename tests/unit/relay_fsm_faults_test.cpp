@@ -330,8 +330,16 @@ TEST_F(FaultFsm, ReplyAtMailIsNotForwardedAndSettlesTheTransaction) {
            answer(verdict::reply, 550, "5.7.1", "Sender blocked", "block-sender", "reply"));
   EXPECT_THAT(client(mail_from), ElementsAre(to_client("550 5.7.1 Sender blocked\r\n")));
   EXPECT_EQ(up_, "EHLO client.example\r\n");
+  // A pipelining client's RCPT, read after the relay's own refusal went out: still the
+  // attempt's recipient (captures search --to finds it), as with the destination's refusal.
+  client("RCPT TO:<bob@example.org>\r\n");
+  upstream("503 5.5.1 Error: need MAIL command\r\n");
+  client("NOOP\r\n");   // the client's next other command ends the attempt
+  upstream("250 2.0.0 Ok\r\n");
 
   const transaction_record& t = only_transaction();
+  EXPECT_THAT(t.rcpt_to, ElementsAre("bob@example.org"));
+  EXPECT_THAT(t.rcpt_codes, ElementsAre(503));
   EXPECT_EQ(t.mail_from, "alice@example.org");
   EXPECT_EQ(t.result, outcome::rejected);
   EXPECT_TRUE(t.synthesized);

@@ -634,13 +634,53 @@ TEST_F(RelayFsmTest, MailRejectedEndsTransaction) {
   greet_and_ehlo();
   client("MAIL FROM:<spammer@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
   upstream("550 5.7.1 go away\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need RCPT\r\n");
+  EXPECT_FALSE(fsm_->finished());
+  EXPECT_THAT(client("QUIT\r\n"), ElementsAre(to_upstream("QUIT\r\n")));
   const auto& t = only_transaction();
   EXPECT_EQ(t.mail_from, "spammer@example.org");
   EXPECT_EQ(t.result, outcome::rejected);
   ASSERT_TRUE(t.final_reply);
   EXPECT_EQ(t.final_reply->code, 550);
-  EXPECT_FALSE(fsm_->finished());
-  EXPECT_THAT(client("QUIT\r\n"), ElementsAre(to_upstream("QUIT\r\n")));
+  // The recipient pipelined with the refused MAIL is the attempt's, with the reply it got.
+  EXPECT_THAT(t.rcpt_to, ElementsAre("b@example.org"));
+  EXPECT_THAT(t.rcpt_codes, ElementsAre(503));
+}
+
+TEST_F(RelayFsmTest, RecipientsAfterARefusedMailAreItsUntilTheNextOtherCommand) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\n");
+  upstream("452 4.5.3 daily quota reached\r\n");
+  EXPECT_TRUE(obs_->transactions.empty());   // held for the recipients that follow
+  client("RCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\n");
+  upstream("503 5.5.1 need MAIL\r\n503 5.5.1 need MAIL\r\n");
+  EXPECT_TRUE(obs_->transactions.empty());
+  client("RSET\r\n");   // any other command ends the attempt
+  ASSERT_EQ(obs_->transactions.size(), 1u);
+  const auto& t = obs_->transactions[0];
+  EXPECT_THAT(t.rcpt_to, ElementsAre("b@example.org", "c@example.org"));
+  EXPECT_THAT(t.rcpt_codes, ElementsAre(503, 503));
+  // MAIL's 452 decides, not the recipients' 503s (README "Outcomes": all recipients refused).
+  EXPECT_EQ(t.result, outcome::tempfailed);
+  EXPECT_EQ(t.final_reply->code, 452);
+  upstream("250 2.0.0 Ok\r\n");
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<d@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  client("QUIT\r\n");
+  upstream("221 2.0.0 Bye\r\n");
+  ASSERT_EQ(obs_->transactions.size(), 2u);
+  EXPECT_THAT(obs_->transactions[1].rcpt_to, ElementsAre("d@example.org"));   // the next one is its own
+}
+
+TEST_F(RelayFsmTest, ARefusedMailsRecordIsKeptWhenTheSessionEnds) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("550 5.7.1 no\r\n503 5.5.1 need MAIL\r\n");
+  EXPECT_TRUE(obs_->transactions.empty());
+  client_eof();
+  ASSERT_EQ(obs_->transactions.size(), 1u);
+  EXPECT_THAT(obs_->transactions[0].rcpt_to, ElementsAre("b@example.org"));
+  EXPECT_EQ(obs_->transactions[0].result, outcome::rejected);
+  EXPECT_TRUE(fsm_->finished());
 }
 
 TEST_F(RelayFsmTest, NullSenderRecorded) {
