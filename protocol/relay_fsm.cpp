@@ -645,21 +645,14 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     tls_.client_starttls(now);   // starttls_sequencer: never passed through blind
     return;
   }
-  if (cmd.ph != phase::rcpt && held_refusal_) {   // its recipients, if any, have come
-    held_refusal_->complete = true;
-    report_held_refusal_if_done();
-  }
+  if (cmd.ph != phase::rcpt) report_held_refusal();   // its recipients, if any, have come
   transaction* open = txns_.open();
-  bool rcpt_recorded = false;
-  if (cmd.ph == phase::rcpt && !open && held_refusal_ && !held_refusal_->complete) {
+  if (cmd.ph == phase::rcpt && !open && held_refusal_) {
     // A recipient for a refused MAIL: recorded with it (held_refusal_), as the cap allows.
     auto& to = held_refusal_->rec.rcpt_to;
-    rcpt_recorded = to.size() < limits::recipients_recorded_cap;
-    if (rcpt_recorded) {
-      to.push_back(cmd.address.value_or(cmd.argument));
-      ++held_refusal_->unanswered;
-    }
+    if (to.size() < limits::recipients_recorded_cap) to.push_back(cmd.address.value_or(cmd.argument));
   }
+  bool rcpt_recorded = false;
   if (cmd.ph == phase::rcpt && open) {
     rcpt_recorded = record_recipient(now, *open, cmd.address.value_or(cmd.argument));
     if (open->rcpts_forwarded >= limits::recipients_cap) {
@@ -684,7 +677,6 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   if (p.asked.t_received < upstream_wait_to_us_)
     p.asked.upstream_wait_us = upstream_wait_to_us_ - std::max(p.asked.t_received, upstream_wait_from_us_);
   p.asked.txn = open && (cmd.ph != phase::rcpt || rcpt_recorded) ? open->id : 0;
-  if (!open && cmd.ph == phase::rcpt && rcpt_recorded) p.asked.txn = held_refusal_->txn;   // for its code
   faults_.remember_address(p, cmd);
   switch (cmd.ph) {
     case phase::mail:
@@ -1475,11 +1467,6 @@ void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {
       break;
     case phase::rcpt:
       if (t) t->rec.rcpt_codes.push_back(r.code);
-      else if (held_refusal_ && p.asked.txn == held_refusal_->txn) {
-        held_refusal_->rec.rcpt_codes.push_back(r.code);
-        if (held_refusal_->unanswered > 0) --held_refusal_->unanswered;
-        report_held_refusal_if_done();
-      }
       break;
     case phase::data:
       if (r.code != 354 && t) settle(outcome_of_code(r.code));
@@ -1542,8 +1529,7 @@ void relay_fsm::finish_transaction(std::uint64_t now, std::uint64_t id, outcome 
   faults_.transaction_settled(now, id);   // a withheld dot's stall, as a stage
   report_held_refusal();   // an earlier refused MAIL's record comes first
   if (refused_mail) {
-    const std::size_t unanswered = rec->rcpt_to.size() - std::min(rec->rcpt_codes.size(), rec->rcpt_to.size());
-    held_refusal_ = held_refusal{id, std::move(*rec), unanswered, false};
+    held_refusal_ = held_refusal{id, std::move(*rec)};
     return;
   }
   report_transaction(std::move(*rec));
@@ -1553,10 +1539,6 @@ void relay_fsm::report_transaction(transaction_record&& rec) {
   if (!observer_) return;
   observer_->on_transaction(rec);
   request_capture_barrier();
-}
-
-void relay_fsm::report_held_refusal_if_done() {
-  if (held_refusal_ && held_refusal_->complete && held_refusal_->unanswered == 0) report_held_refusal();
 }
 
 void relay_fsm::report_held_refusal() {

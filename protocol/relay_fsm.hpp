@@ -225,10 +225,8 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void finish_transaction(std::uint64_t now, std::uint64_t id, outcome o, const std::optional<reply>& final_reply,
                           bool synthesized, bool refused_mail = false);
   void report_transaction(transaction_record&& rec);
-  // Reports the held record of a refused MAIL (held_refusal_), if there is one; the "if done"
-  // form only once the client has gone on to another command and its recipients are answered.
+  // Reports the held record of a refused MAIL (held_refusal_), if there is one.
   void report_held_refusal();
-  void report_held_refusal_if_done();
   // The session is ending: every transaction still in flight is aborted, or unknown when its
   // message already went upstream.
   void abandon_transactions(std::uint64_t now);
@@ -350,15 +348,14 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   transaction_book txns_;
   // A transaction whose MAIL was refused (none began, RFC 5321 3.3): settled, its record held
   // back to take the recipients the client sent after that MAIL, until the client's next other
-  // command and those recipients' replies, or the session's end. A pipelining client sends its
-  // RCPTs before MAIL's reply comes (RFC 2920 3.1; Postfix's smtp does): a refusal made by the
-  // relay (a fault) goes out before they are read, and without this the record named no
-  // recipient, while the destination's own refusal, read after them, did.
+  // command or the session's end. A pipelining client sends its RCPTs before MAIL's reply
+  // comes (RFC 2920 3.1; Postfix's smtp does): a refusal made by the relay (a fault) goes out
+  // before they are read, and without this the record named no recipient, while the
+  // destination's own refusal, read after them, did. Their replies (a 503 "need MAIL") follow
+  // from MAIL's refusal and are not recorded as theirs: MAIL's code is the attempt's answer.
   struct held_refusal {
     std::uint64_t txn = 0;
     transaction_record rec;
-    std::size_t unanswered = 0;   // its recipients whose reply has not come
-    bool complete = false;        // the client has sent another command: no more recipients
   };
   std::optional<held_refusal> held_refusal_;
 
