@@ -172,8 +172,12 @@ void relay_fsm::on_client_eof(std::uint64_t now) {
   if (faults_.stalled()) return end_session(now, "client_closed", "the client gave up during a stall");
   process_client_input(now);    // what it sent before its FIN is still taken
   if (ended_) return;   // what it sent before its FIN may have ended the session
-  if ((owed_.owes_end_of_data() || faults_.holds_end_of_data() || awaiting_capture_) && !owed_.owes(phase::quit))
-    out_.note(now, std::string(note_closed_before_end_of_data_reply));
+  // Measured from the bytes before the FIN's read: a FIN that came with them is no later.
+  client_gave_up_ = client_bytes_at_us_ != UINT64_MAX && now >= client_bytes_at_us_ + client_gave_up_after_us;
+  if (owed_.owes_end_of_data() || faults_.holds_end_of_data() || awaiting_capture_) {
+    if (!owed_.owes(phase::quit)) out_.note(now, std::string(note_closed_before_end_of_data_reply));
+    else if (client_gave_up_) out_.note(now, std::string(note_closed_after_quit_before_end_of_data_reply));
+  }
   end_if_client_done(now);
 }
 
@@ -191,11 +195,14 @@ void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
 // is still awaited and recorded: it says whether the message was delivered.
 void relay_fsm::end_if_client_done(std::uint64_t now) {
   if (ended_ || !client_input_ended_) return;
-  if (out_.closed(leg::client) && faults_.holds_end_of_data()) {
-    // Gone before its message was handed off (a delay fault holds the end): the end is never
-    // sent, so nothing is delivered that the client could not be told of.
+  if ((out_.closed(leg::client) || client_gave_up_) && faults_.holds_end_of_data()) {
+    // Gone before its message was handed off (a delay fault holds the end), or closed its side
+    // long after its last bytes, as a sender that gave up waiting does (Postfix at its timeout;
+    // no write shows that it is gone while the relay sends nothing): the end is never sent, so
+    // nothing is delivered that the client could not be told of, and would send again.
     faults_.drop_held_end_of_data(now);
-    out_.note(now, "client connection lost while a fault held the end of data: upstream closed without it; nothing delivered");
+    out_.note(now, std::string(out_.closed(leg::client) ? "client connection lost" : "client closed its connection") +
+                       " while a fault held the end of data: upstream closed without it; nothing delivered");
     return end_session(now, "client_closed", "while the end of data was held");
   }
   if (faults_.input_waits() || input_held_ || awaiting_capture_) return;   // input still to be taken

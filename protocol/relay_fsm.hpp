@@ -44,6 +44,16 @@ namespace mailtap::protocol {
 // does, and it then sends the message again (RFC 1047). diagnose reads it (a duplicate).
 inline constexpr std::string_view note_closed_before_end_of_data_reply =
     "client closed its connection before the reply to its end of data, without QUIT";
+// The same, for a client that had pipelined QUIT (RFC 2920) but closed long after its last
+// bytes (client_gave_up_after_us): Postfix's smtp sends QUIT behind the dot when it has no more
+// mail for the connection, and closes at its timeout. A client that half-closes to wait for its
+// replies does so with its last bytes.
+inline constexpr std::string_view note_closed_after_quit_before_end_of_data_reply =
+    "client closed its connection before the reply to its end of data, long after its pipelined QUIT";
+// A FIN this long after the client's last bytes, while the reply to its end of data is owed, is
+// a client that gave up waiting, QUIT or not; one sooner, after a pipelined QUIT, is a client
+// that half-closed and waits for its replies.
+inline constexpr std::uint64_t client_gave_up_after_us = 1'000'000;
 // The start of the note when the client's connection is lost (a reset, a failed write; the
 // reason follows). Before the reply to its end of data, diagnose reads it as the FIN above.
 inline constexpr std::string_view note_client_connection_lost = "client connection lost: ";
@@ -305,6 +315,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   bool input_held_ = false;
   bool client_paused_ = false;                   // pause_reading{client} was the last said
   bool client_input_ended_ = false;              // FIN seen (out_.closed(client): nothing can reach it either)
+  bool client_gave_up_ = false;                  // that FIN came client_gave_up_after_us after its last bytes
   // close_after_owed: the end reason and detail once the owed replies are out (reason empty: none).
   std::string closing_reason_;
   std::string closing_detail_;

@@ -129,6 +129,7 @@ const captures::event* closed_before_reply(const conversation& c, const captures
     if (const auto* n = std::get_if<captures::note_event>(e))
       if (n->t_us >= t.start_us && n->t_us <= t.end_us &&
           (n->text == protocol::note_closed_before_end_of_data_reply ||
+           n->text == protocol::note_closed_after_quit_before_end_of_data_reply ||
            n->text.starts_with(protocol::note_client_connection_lost)))
         return e;
   return nullptr;

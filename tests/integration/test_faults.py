@@ -16,6 +16,7 @@ Classes: CommandFaults (faults at commands and the end of data), GreetingAndCapa
 max_count, across connections), Precedence, Matchers, Determinism (--seed).
 """
 
+import json
 import os
 import re
 import socket
@@ -483,6 +484,61 @@ delay = "1s"
         self.assertEqual(t["outcome"], "rejected", t)
         self.assertEqual(t["final_reply"]["code"], 552, t)
         self.assertFalse(any("unsolicited" in n for n in cap.notes), cap.notes)
+
+    def test_a_sender_that_gives_up_while_its_dot_is_held_gets_nothing_delivered(self):
+        # A trial with real Postfix on both sides: the sender timed out and closed (a FIN, no
+        # reset: the relay writes nothing during the hold) while the fault held its dot; the dot
+        # went when the hold ended, the destination delivered, and the sender's retry delivered
+        # the message again. Now the dot never goes and the transaction is aborted.
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "held-dot"
+type = "delay"
+phase = "data_end"
+when = "command"
+delay = "3s"
+''', rec)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<gave-up@example.test>") + b".\r\n")
+        time.sleep(1.3)   # past the relay's "long after its last bytes" (1 s), short of the hold
+        c.sock.close()
+        cap = self.single_capture(m)
+        [t] = cap.transactions
+        self.assertEqual(t["outcome"], "aborted", t)
+        self.assertEqual(cap.end["reason"], "client_closed")
+        time.sleep(2.2)   # past the hold's end: the dot still never goes
+        self.assertEqual(rec.count(), 0, "the destination received the message")
+
+    def test_a_sender_that_gives_up_after_its_pipelined_quit_is_noted_and_diagnosed(self):
+        # A trial with real Postfix: it pipelines QUIT behind the dot, timed out while a fault
+        # held the reply and closed; the destination had the message, the retry delivered it
+        # again, and the capture said client_quit with no trace of the sender leaving.
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "scan"
+type = "delay"
+phase = "data_end"
+delay = "3s"
+''', rec)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<gave-up-after-quit@example.test>") + b".\r\nQUIT\r\n")
+        time.sleep(1.3)   # past the relay's "long after its last bytes" (1 s), short of the hold
+        c.sock.close()
+        cap = self.single_capture(m)
+        self.assertEqual(len(rec.wait_for(1)), 1)
+        self.assertIn("client closed its connection before the reply to its end of data, long after its pipelined QUIT",
+                      cap.notes)
+        r = run_mailtap(["diagnose", cap.path, "--json"], timeout=60)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("duplicate_delivery", [f["id"] for f in json.loads(r.stdout)["findings"]])
 
     def test_delay_at_data_end_reply(self):
         rec = self.start_recorder()

@@ -342,6 +342,13 @@ TEST(CheckDelivery, AMessageAcceptedAfterTheSenderLeftIsADuplicate) {
   EXPECT_TRUE(d.has_error());
   ASSERT_NE(find(d, "handoff"), nullptr) << "the destination did take the message";
 
+  builder late;   // the same with QUIT pipelined behind the dot and the FIN long after it (Postfix)
+  late.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
+      .note(13, std::string(protocol::note_closed_after_quit_before_end_of_data_reply))
+      .reply(25, 250, {"2.0.0 Ok: queued as Q0002"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q0002"}, 4, 25);
+  ASSERT_NE(find(diagnose_capture(late.c), "duplicate_delivery"), nullptr);
+
   builder quit;   // the same, without the note: the sender waited (or pipelined QUIT)
   quit.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
       .reply(25, 250, {"2.0.0 Ok: queued as Q0002"})
@@ -500,6 +507,64 @@ TEST(CheckSessionEnd, AClientProtocolErrorIsAFinding) {
   builder smuggled;   // a message refused for its line endings is the smuggling check's
   smuggled.reply(1, 220, {"mx"}).ended("protocol_error", "message refused: bare LF");
   EXPECT_EQ(find(diagnose_capture(smuggled.c), "client_protocol_error"), nullptr);
+}
+
+// A hostile trial: BDAT refused because the destination offered no CHUNKING (the relay's 502,
+// detail "BDAT without CHUNKING offered") was explained as an unreadable size answered 501
+// 5.5.4, and the relay's 502 was headed "permanent failure at the destination".
+TEST(CheckSessionEnd, ABdatTheDestinationDidNotOfferIsTheClientsAndNotTheDestinations) {
+  builder b;
+  b.reply(1, 220, {"up.test ESMTP"}).cmd(2, "EHLO x").reply(3, 250, {"up.test", "PIPELINING"})
+      .cmd(4, "MAIL FROM:<a@b>").cmd(4, "RCPT TO:<c@d>").cmd(4, "BDAT 5 LAST")
+      .note(4, "command refused: BDAT, which the destination did not offer (no CHUNKING in its EHLO reply); "
+               "session closed")
+      .reply(5, 250, {"2.1.0 Ok"}).reply(5, 250, {"2.1.5 Ok"})
+      .reply(5, 502, {"5.5.1 Error: BDAT not offered (the destination has no CHUNKING); closing connection"},
+             leg::client)
+      .ended("protocol_error", "BDAT without CHUNKING offered");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "client_protocol_error");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "bdat");
+  EXPECT_EQ(f->source, origin::client);
+  EXPECT_NE(f->explanation.find("CHUNKING"), std::string::npos) << f->explanation;
+  EXPECT_EQ(f->explanation.find("501"), std::string::npos) << f->explanation;
+  EXPECT_EQ(d.findings.size(), 1u) << render_text(d);
+}
+
+// A reply the relay made itself is never the destination's, even where its code names no more
+// specific cause (the relay's 451 4.3.0 when it cannot record a message).
+TEST(CheckReplies, ARelayMadeRefusalIsNotHeadedAsTheDestinations) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
+      .reply(12, 451, {"4.3.0 mailtap cannot record this message"}, leg::client);
+  auto d = diagnose_capture(b.c);
+  const auto it = std::find_if(d.findings.begin(), d.findings.end(),
+                               [](const finding& f) { return f.reply && f.reply->code == 451; });
+  ASSERT_NE(it, d.findings.end()) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(it->source, origin::relay);
+  EXPECT_EQ(it->title.find("destination"), std::string::npos) << it->title;
+  EXPECT_EQ(it->explanation.find("The destination"), std::string::npos) << it->explanation;
+}
+
+// A trial: an upstream_unreachable fault with mode no_greeting, and a sender (Postfix) that gave
+// up before the relay's greeting timeout: only the fault's INFO. It is the unreachable
+// destination the fault reproduces, made by its rule, as when the relay's 421 ends the wait.
+TEST(CheckSessionEnd, ASenderThatGaveUpOnAWithheldGreetingMeetsAnUnreachableDestination) {
+  builder b;
+  b.fault(0.4, "nogreet", "upstream_unreachable", "unreachable", phase::connect, "upstream accepted and never greeted")
+      .ended("client_closed", "client closed its sending side");
+  b.c.end->t_us = builder::us(20000);
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "destination_unreachable");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "banner");
+  EXPECT_EQ(f->level, severity::error);
+  EXPECT_EQ(f->source, origin::injected);
+  EXPECT_EQ(f->rule, "nogreet");
+  builder probe;   // a client that closes without a fault: nothing to say about the destination
+  probe.ended("client_closed", "client closed its sending side");
+  EXPECT_EQ(find(diagnose_capture(probe.c), "destination_unreachable"), nullptr);
 }
 
 // A sixth trial: a client that closed inside its message got "no findings".
@@ -816,6 +881,40 @@ TEST(CheckSessionEnd, ATimeoutIsAtTheStageThatWaited) {
   f = find(d, "timeout");
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->stage, "auth");
+}
+
+// A trial: a pipelining client's MAIL, RCPT and DATA went upstream together, the destination
+// answered none, and when the reply timeout ran out the relay answered MAIL 421 (and nothing
+// after it). The session waited at MAIL, the oldest command unanswered, not at DATA, the last.
+TEST(CheckSessionEnd, APipelinedTimeoutIsAtTheOldestUnansweredCommand) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO c").reply(3, 250, {"mx", "PIPELINING"})
+      .cmd(4, "MAIL FROM:<a@b>").cmd(4, "RCPT TO:<c@d>").cmd(4, "DATA")
+      .reply(5004, 421, {"4.4.2 mailtap upstream timed out: no reply from upstream in time"}, leg::client)
+      .ended("upstream_timeout", "no reply from upstream in time");
+  b.c.end->t_us = builder::us(5004);
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "timeout");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "mail");
+  builder rcpt;   // MAIL answered: the wait was at RCPT
+  rcpt.reply(1, 220, {"mx"}).cmd(2, "EHLO c").reply(3, 250, {"mx", "PIPELINING"})
+      .cmd(4, "MAIL FROM:<a@b>").cmd(4, "RCPT TO:<c@d>").cmd(4, "DATA").reply(5, 250, {"2.1.0 Ok"})
+      .reply(5004, 421, {"4.4.2 mailtap upstream timed out: no reply from upstream in time"}, leg::client)
+      .ended("upstream_timeout", "no reply from upstream in time");
+  rcpt.c.end->t_us = builder::us(5004);
+  auto r = diagnose_capture(rcpt.c);
+  ASSERT_NE(find(r, "timeout"), nullptr);
+  EXPECT_EQ(find(r, "timeout")->stage, "rcpt");
+  builder refused;   // a command the relay refused itself was answered: the wait was after it
+  refused.reply(1, 220, {"mx"}).cmd(2, "EHLO c").reply(3, 250, {"mx"}).cmd(4, "XCLIENT ADDR=1.2.3.4")
+      .reply(4, 500, {"5.5.1 Command not recognized"}, leg::client).cmd(5, "MAIL FROM:<a@b>")
+      .reply(1005, 421, {"4.4.2 mailtap upstream timed out: no reply from upstream in time"}, leg::client)
+      .ended("upstream_timeout", "no reply from upstream in time");
+  refused.c.end->t_us = builder::us(1005);
+  auto x = diagnose_capture(refused.c);
+  ASSERT_NE(find(x, "timeout"), nullptr);
+  EXPECT_EQ(find(x, "timeout")->stage, "mail");
 }
 
 TEST(CheckSessionEnd, AMalformedReplysBytesAreInTheEvidence) {

@@ -1418,6 +1418,37 @@ TEST_F(FaultFsm, AClientLostWhileTheDotIsHeldGetsNothingDelivered) {
   EXPECT_EQ(only_fault("delay").detail, "end of data held; the client left before it was forwarded");
 }
 
+// A FIN long after the client's last bytes while a fault holds its dot: a sender that gave up
+// waiting (Postfix closes at its timeout; no reset, since the relay writes nothing during the
+// hold). The dot never goes. Before, it went when the hold ended, the destination delivered,
+// and the sender's retry delivered the message again (a trial with real Postfix on both sides).
+TEST_F(FaultFsm, AClientThatClosesLongAfterItsHeldDotGetsNothingDelivered) {
+  adv_->on(phase::data_end, fault_stage::command, delay_of(6'000'000, "slow-dot"));
+  open_data();
+  EXPECT_THAT(client("body\r\n.\r\n"), ElementsAre(to_upstream("body\r\n"), fault_timer(6'000'000)));
+  now_ += client_gave_up_after_us;
+  fsm_->on_client_eof(tick());
+  take();
+  EXPECT_THAT(up_, Not(HasSubstr("body\r\n.\r\n")));
+  EXPECT_TRUE(closed_[leg::upstream]);
+  EXPECT_EQ(only_transaction().result, outcome::aborted);
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->ends[0].reason, "client_closed");
+  EXPECT_THAT(obs_->notes, Contains(std::string(note_closed_before_end_of_data_reply)));
+}
+
+// A FIN with the client's last bytes (".", QUIT, then shutdown(SHUT_WR)) is a client waiting for
+// its replies: the held dot still goes when the hold ends.
+TEST_F(FaultFsm, AClientThatHalfClosesWithItsQuitStillGetsItsHeldDotSent) {
+  adv_->on(phase::data_end, fault_stage::command, delay_of(6'000'000, "slow-dot"));
+  open_data();
+  EXPECT_THAT(client("body\r\n.\r\nQUIT\r\n"), ElementsAre(to_upstream("body\r\n"), fault_timer(6'000'000)));
+  fsm_->on_client_eof(tick());
+  take();
+  EXPECT_THAT(fire_fault_timer(), Contains(to_upstream(".\r\nQUIT\r\n")));
+  EXPECT_TRUE(obs_->ends.empty());
+}
+
 // The upstream gives up on the message (a 552 during DATA) while a fault holds the client's
 // dot: the upstream is still in DATA, so that reply is final for the message and answers the
 // dot when the hold ends; the dot never goes. Before, it was dropped as unsolicited, the dot
