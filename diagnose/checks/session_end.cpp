@@ -3,6 +3,8 @@
 // destination that broke the protocol or hung up mid-session, a stall fault, and a capture
 // that is incomplete (what it says may be partial).
 #include <algorithm>
+#include <limits>
+#include <set>
 
 #include "diagnose/checks.hpp"
 #include "diagnose/classify.hpp"
@@ -18,21 +20,36 @@ evidence_item end_evidence(const captures::end_record& e) {
   return {e.t_us, "end", "end: " + e.reason + (e.detail.empty() ? "" : " (" + e.detail + ")")};
 }
 
-// The stage the session was in when it ended: the phase of the last exchange or command.
-// The stage a session ended in: its last command's, an AUTH exchange's responses (recorded
-// redacted, or as "*") counting as AUTH; before any command, the greeting's when the destination
-// never greeted (`upstream_side`), else the session's.
+// The commands answered: by the destination, or by the relay before the session ended (a
+// refusal of its own, a fault's reply). The relay's reply written as the session ends (its
+// 421 4.4.2 when the destination went silent or was lost) goes to the oldest command still
+// waiting, and those pipelined behind it get none (protocol/relay_fsm.cpp, upstream_lost):
+// neither counts as answered.
+std::set<const captures::command_event*> answered_before_end(const conversation& c) {
+  const std::uint64_t end_us = c.cap->end ? c.cap->end->t_us : std::numeric_limits<std::uint64_t>::max();
+  std::set<const captures::command_event*> answered;
+  for (const exchange& x : c.exchanges)
+    if (x.command && (x.reply->leg == protocol::leg::upstream || x.reply->t_us < end_us)) answered.insert(x.command);
+  return answered;
+}
+
+// The stage a session ended in: that of the oldest command still unanswered, else of the last
+// command (a pipelining client's MAIL, RCPT and DATA all wait on MAIL's reply: a trial's
+// timeout at MAIL read "timeout at data"), an AUTH exchange's responses (recorded redacted,
+// or as "*") counting as AUTH; before any command, the greeting's when the destination never
+// greeted (`upstream_side`), else the session's.
 std::string last_stage(const conversation& c, bool upstream_side) {
   std::string stage = "session";
   bool greeted = false;
+  const auto answered = answered_before_end(c);
   for (const auto* e : c.timeline) {
     if (const auto* r = std::get_if<captures::reply_event>(e)) greeted = greeted || r->leg == protocol::leg::upstream;
     const auto* cmd = std::get_if<captures::command_event>(e);
     if (!cmd) continue;
     const auto ph = protocol::parse_command(cmd->text).cmd.ph;
     const bool auth_response = cmd->text == "*" || cmd->text.starts_with("[auth response redacted");
-    if (ph == protocol::phase::other && auth_response && stage == "auth") continue;
-    stage = std::string(protocol::to_string(ph));
+    if (ph != protocol::phase::other || !auth_response || stage != "auth") stage = std::string(protocol::to_string(ph));
+    if (!answered.contains(cmd)) break;
   }
   if (stage == "session" && upstream_side && !greeted) stage = "banner";
   // A message whose end went without the destination's answer (none came, or the relay made

@@ -423,6 +423,21 @@ class BrokenDestination(DiagnoseTest):
         f = finding(doc, "destination_closed")
         self.assertEqual((f["stage"], f["source"]), ("mail", "server"), f)
 
+    def test_a_pipelined_timeout_is_at_the_oldest_unanswered_command(self):
+        # A trial: the destination answered nothing to a pipelined MAIL, RCPT and DATA; the relay
+        # answered MAIL 421 when upstream_reply ran out, and diagnose said "timeout at data".
+        up = ScriptedAnswers({b"MAIL": lambda conn, line: (time.sleep(3), b"250 2.1.0 Ok\r\n")[1]})
+        self.addCleanup(up.stop)
+        config = self.write_file("reply.toml", b"[timeouts]\nupstream_reply = 1\n")
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), args=["--config", config], env=self.env)
+        c = self.greeted_client(m.port)
+        c.send(("MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (FROM, TO)).encode())
+        self.assertReply(c.reply(10), 421, "4.4.2")
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 1, ids(doc))
+        f = finding(doc, "timeout")
+        self.assertEqual((f["stage"], f["source"], f["severity"]), ("mail", "server", "error"), f)
+
 
 class DiagnoseCommandLine(DiagnoseTest):
 
