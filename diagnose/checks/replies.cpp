@@ -51,12 +51,18 @@ bool relay_upstream_tls_refusal(const conversation& c, const exchange& x) {
          c.cap->end->reason == "upstream_tls_failed";
 }
 
-// The relay's refusal of a command it would not forward (bare CR/LF, NUL, a forbidden verb):
-// 500/501 with X.5.x, made by the relay without a fault.
+// The relay's refusal of a command it would not forward (bare CR/LF, NUL, a forbidden verb, a
+// BDAT the destination did not offer): 500/501/502 with X.5.x, made by the relay without a
+// fault. The smuggling check or the session's end (client_protocol_error) reports it.
 bool relay_syntax_refusal(const exchange& x) {
-  return x.source == origin::relay && (x.reply->reply.code == 500 || x.reply->reply.code == 501) &&
+  const int code = x.reply->reply.code;
+  return x.source == origin::relay && (code == 500 || code == 501 || code == 502) &&
          x.reply->reply.enhanced.size() > 2 && x.reply->reply.enhanced[2] == '5';
 }
+
+// The modes that say only that the destination refused (a 4xx or 5xx naming no more specific
+// cause): a reply the relay made itself must not read as the destination's.
+bool destination_generic(std::string_view mode) { return mode == "temporary_failure" || mode == "permanent_failure"; }
 
 // A refusal is an error when it stops mail: at the greeting, AUTH, or in a transaction
 // (a refused recipient of a transaction that was delivered to others is a warning).
@@ -163,6 +169,14 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
                       "(a drain past its deadline) or its upstream leg had ended; the session's end reason says "
                       "which. A sender keeps any message not yet accepted queued and tries again later.";
       f.action = "Read the session's end reason, and mailtap's log lines with its session id.";
+    } else if (x.source == origin::relay && destination_generic(v.mode)) {
+      // A hostile trial: the relay's 502 to a BDAT was "permanent failure at the destination".
+      const bool temporary = r.klass() == 4;
+      f.title = temporary ? "temporary failure made by mailtap" : "permanent refusal made by mailtap";
+      f.explanation = "mailtap answered " + std::to_string(r.code) + " itself (its text says why): the destination "
+                      "never gave this reply." +
+                      (temporary ? " A sender keeps the mail queued and tries again later." : "");
+      f.action = "Read the reply's text, and mailtap's log lines with its session id.";
     } else if (x.source == origin::relay) {
       f.explanation += " This reply was made by mailtap itself, not by the destination.";
     }

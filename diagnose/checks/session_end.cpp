@@ -274,8 +274,9 @@ void destination_hung_up(const conversation& c, const captures::end_record& e, s
 
 // The client broke SMTP's framing and the relay closed the session (captures/FORMAT.md,
 // protocol_error): a command line over the hard cap, an AUTH response over its cap, a BDAT size
-// it cannot read. A message the relay refused for its line endings is a smuggling attempt
-// (smuggling.cpp), not this. A fifth trial found these sessions diagnosed "no findings".
+// it cannot read, a BDAT the destination did not offer. A message the relay refused for its line
+// endings is a smuggling attempt (smuggling.cpp), not this. A fifth trial found these sessions
+// diagnosed "no findings".
 void client_protocol_error(const captures::end_record& e, std::vector<finding>& out) {
   if (e.detail.rfind("message refused: ", 0) == 0) return;
   finding f;
@@ -285,14 +286,27 @@ void client_protocol_error(const captures::end_record& e, std::vector<finding>& 
   const bool bdat = e.detail.find("BDAT") != std::string::npos;
   f.stage = bdat ? "bdat" : e.detail.find("AUTH") != std::string::npos ? "auth" : "other";
   f.title = "the client broke the SMTP protocol: " + e.detail;
-  f.explanation = bdat ? "A BDAT command's size could not be read (RFC 3030 2: BDAT takes a chunk size in digits), so "
-                         "the bytes after it could not be framed: the relay answered 501 5.5.4 and closed the session "
-                         "(after the replies owed to the commands before it)."
-                       : "The client sent a line longer than SMTP allows (RFC 5321 4.5.3.1.4, 512 octets for a command "
-                         "line; RFC 4954 4 for an AUTH response) without ending it, so the relay answered 500 5.5.2 and "
-                         "closed the session (after the replies owed to the commands before it).";
   f.action = "Look at the client's software or what stands between it and mailtap (a proxy, a load balancer sending "
              "something else to the SMTP port); the client's bytes are in the capture.";
+  if (e.detail == "BDAT without CHUNKING offered") {
+    // Its size was read: the command itself was not allowed (protocol/relay_fsm.cpp,
+    // refuse_bdat_without_chunking). A hostile trial read it as an unreadable size answered 501.
+    f.explanation = "The client sent BDAT, but the destination offered no CHUNKING in its reply to the client's EHLO "
+                    "(or the client greeted with HELO), and RFC 3030 2 forbids BDAT then. A destination that does "
+                    "not know BDAT would read its chunk as commands, so the relay did not forward it: it answered "
+                    "502 5.5.1 and closed the session (after the replies owed to the commands before it). Nothing "
+                    "of the message was delivered.";
+    f.action = "The client must send its message with DATA when the EHLO reply has no CHUNKING; or offer CHUNKING "
+               "at the destination.";
+  } else if (bdat) {
+    f.explanation = "A BDAT command's size could not be read (RFC 3030 2: BDAT takes a chunk size in digits), so "
+                    "the bytes after it could not be framed: the relay answered 501 5.5.4 and closed the session "
+                    "(after the replies owed to the commands before it).";
+  } else {
+    f.explanation = "The client sent a line longer than SMTP allows (RFC 5321 4.5.3.1.4, 512 octets for a command "
+                    "line; RFC 4954 4 for an AUTH response) without ending it, so the relay answered 500 5.5.2 and "
+                    "closed the session (after the replies owed to the commands before it).";
+  }
   f.evidence.push_back(end_evidence(e));
   merge_finding(out, std::move(f));
 }

@@ -438,6 +438,23 @@ class BrokenDestination(DiagnoseTest):
         f = finding(doc, "timeout")
         self.assertEqual((f["stage"], f["source"], f["severity"]), ("mail", "server", "error"), f)
 
+    def test_bdat_the_destination_did_not_offer_is_the_clients_and_no_refusal_of_the_destination(self):
+        # A hostile trial: the relay's 502 to BDAT without CHUNKING was read as an unreadable
+        # BDAT size, and its 502 was headed as a permanent failure at the destination.
+        up = ScriptedAnswers()   # its EHLO reply offers no CHUNKING
+        self.addCleanup(up.stop)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), env=self.env)
+        c = self.greeted_client(m.port)
+        c.send(("MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nBDAT 5 LAST\r\nhello" % (FROM, TO)).encode())
+        self.assertEqual([r.code for r in c.replies(3, 10)], [250, 250, 502])
+        cap = self.single_capture(m)
+        self.assertEqual((cap.end["reason"], cap.end["detail"]), ("protocol_error", "BDAT without CHUNKING offered"))
+        rc, doc = diagnose(cap.path)
+        self.assertEqual(rc, 1, ids(doc))
+        f = finding(doc, "client_protocol_error")
+        self.assertEqual((f["stage"], f["source"]), ("bdat", "client"), f)
+        self.assertEqual(ids(doc), ["client_protocol_error"])
+
 
 class DiagnoseCommandLine(DiagnoseTest):
 
