@@ -134,6 +134,16 @@ void unreachable(const conversation& c, const captures::end_record& e, std::vect
     mark_injected(held, *fe);
 }
 
+// An upstream_unreachable fault with mode no_greeting held the greeting back, and the client
+// gave up before the relay's greeting timeout did (Postfix's smtp_helo_timeout and the relay's
+// upstream_greeting are both 300 s by default): nothing was said on either leg. That is the unreachable
+// destination the fault reproduces, as when the relay's 421 4.4.1 ends the wait
+// (checks/replies.cpp); a trial found only the fault's INFO.
+bool left_before_withheld_greeting(const conversation& c, const captures::end_record& e) {
+  if (e.reason != "client_closed" || !c.exchanges.empty()) return false;
+  return first_fault(c, [](const protocol::fault_event& x) { return x.decision == "unreachable"; }) != nullptr;
+}
+
 // The destination greeted with 421 (end reason upstream_refused): reached, but refusing
 // service. The finding is the one the greeting's reply gets (checks/replies.cpp classifies it
 // by its code, and an X.4.x keeps it "unreachable"), with the end cited beside the reply.
@@ -386,7 +396,7 @@ void check_session_end(const conversation& c, std::vector<finding>& out) {
   const bool gave_up_in_stall = e.reason == "client_closed" && e.detail == "the client gave up during a stall";
   if (e.reason == "upstream_timeout" || e.reason == "client_timeout" || e.reason == "fault_stall" || gave_up_in_stall)
     timeout(c, e, out);
-  else if (e.reason == "upstream_unreachable") unreachable(c, e, out);
+  else if (e.reason == "upstream_unreachable" || left_before_withheld_greeting(c, e)) unreachable(c, e, out);
   else if (e.reason == "upstream_refused") refused_service(c, e, out);
   else if (e.reason == "client_tls_failed") client_tls_failed(e, out);
   else if (e.reason == "fault") dropped_by_fault(c, e, out);

@@ -159,6 +159,21 @@ class ScenarioDiagnoses(DiagnoseTest):
         self.assertEqual(rc, 1)
         self.assertInjected(finding(doc, "destination_unreachable"), "destination-unreachable", "banner")
 
+    def test_a_sender_that_gives_up_on_a_withheld_greeting_meets_an_unreachable_destination(self):
+        # A trial: with mode = "no_greeting", Postfix gave up before the relay's greeting timeout,
+        # and diagnose said only fault_injected.
+        scenario = os.path.join(self.workdir, "nogreet.toml")
+        with open(scenario, "w") as f:
+            f.write('[[fault]]\nname = "nogreet"\ntype = "upstream_unreachable"\nmode = "no_greeting"\n')
+        m = self.start_mailtap(args=["--scenario", scenario], env=self.env)
+        c = self.connect(m.port)
+        with self.assertRaises(TimeoutError):
+            c.reply(1)   # no greeting: the sender's own greeting timeout runs out first
+        c.close()
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 1, ids(doc))
+        self.assertInjected(finding(doc, "destination_unreachable"), "nogreet", "banner")
+
     def test_a_disconnect_after_the_dot_is_an_error_not_only_a_fault_record(self):
         scenario = os.path.join(self.workdir, "cut.toml")
         with open(scenario, "w") as f:
