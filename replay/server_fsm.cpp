@@ -7,6 +7,7 @@
 #include "replay/server_fsm.hpp"
 
 #include <algorithm>
+#include <optional>
 
 #include "protocol/auth_redaction.hpp"
 #include "protocol/command.hpp"
@@ -98,6 +99,22 @@ std::string as_recorded_case(std::string_view live, std::string_view recorded) {
   return out;
 }
 
+// A MAIL line with its SIZE parameter's value taken out ("MAIL FROM:<a> SIZE= BODY=8BITMIME"),
+// so that two lines differing only there compare equal; nothing when the line has no SIZE after
+// its path. The keyword and everything else stay as sent.
+std::optional<std::string> without_size_value(std::string_view line) {
+  const std::size_t path_end = line.find('>');
+  if (path_end == std::string_view::npos) return std::nullopt;
+  for (std::size_t pos = line.find(' ', path_end); pos != std::string_view::npos; pos = line.find(' ', pos + 1)) {
+    if (!protocol::iequals(line.substr(pos + 1, 5), "SIZE=")) continue;
+    const std::size_t value = pos + 6;
+    std::string out(line);
+    out.erase(value, std::min(line.find(' ', value), line.size()) - value);
+    return out;
+  }
+  return std::nullopt;
+}
+
 // Bytes read outside any step (before a TLS handshake), shown the same way: an AUTH line's
 // initial response and every line after it masked, since they may be its exchange.
 std::string shown_bytes(std::string_view bytes) {
@@ -145,6 +162,19 @@ bool server_fsm::client_name_differs(const step& recorded, std::size_t step, std
   if (protocol::parse_command(without_crlf(recorded.bytes)).cmd.ph != live_ph) return false;
   if (options_.compare_client_name) diverge(divergence::what::client_name, step, now_us, recorded.text, shown);
   else noted_.push_back({divergence::what::client_name, step, now_us, recorded.text, shown});
+  return true;
+}
+
+// A MAIL as recorded but for its SIZE parameter's value: a live client declares its own
+// message's size (Postfix sends SIZE on every MAIL, RFC 1870), which differs as the message
+// does. Noted, and a divergence only with compare_message, as the message is. False for
+// anything else (another address or parameter), which compare() counts.
+bool server_fsm::size_differs(const step& recorded, std::size_t step, std::uint64_t now_us, const std::string& shown) {
+  const auto live = protocol::parse_command(unit_.line);
+  if (live.fault != protocol::command_fault::none || live.cmd.ph != protocol::phase::mail) return false;
+  const auto live_line = without_size_value(as_recorded_case(unit_.line, recorded.bytes));
+  if (!live_line || live_line != without_size_value(without_crlf(recorded.bytes))) return false;
+  message_differs(step, now_us, recorded.text, shown);
   return true;
 }
 
@@ -364,7 +394,9 @@ void server_fsm::compare(const step& recorded, step_kind kind, std::uint64_t now
     message_differs(index, now_us, recorded.text, live + at);
     return;
   }
-  if (kind == step_kind::command && client_name_differs(recorded, index, now_us, live)) return;
+  if (kind == step_kind::command &&
+      (client_name_differs(recorded, index, now_us, live) || size_differs(recorded, index, now_us, live)))
+    return;
   diverge(divergence::what::command, index, now_us, recorded.text, live);
 }
 

@@ -28,7 +28,7 @@ namespace mailtap::replay {
 struct divergence {
   enum class what {
     command,     // a different command line than recorded
-    message,     // a different message body (a divergence only with compare_message, else noted)
+    message,     // a different message body, or MAIL's SIZE (a divergence only with compare_message, else noted)
     client_name, // EHLO or HELO with another name (a divergence only with compare_client_name, else noted)
     extra,       // a step after the recording's last (answered 221 to QUIT, else 421 and closed)
     missing,     // the client closed while the recording went on
@@ -46,9 +46,10 @@ std::string_view to_string(divergence::what w);
 
 // What the replay server counts as the live client leaving the recording.
 struct server_options {
-  // A message (DATA, or BDAT chunks) that differs from the recorded one is a divergence.
-  // Off by default: a live client writes its own Date, Message-ID and Received headers, so
-  // its message is reported (noted) without making the session diverge.
+  // A message (DATA, or BDAT chunks) that differs from the recorded one is a divergence, and so
+  // is the SIZE its MAIL declares. Off by default: a live client writes its own Date,
+  // Message-ID and Received headers, so its message is reported (noted) without making the
+  // session diverge.
   bool compare_message = false;
   // An EHLO or HELO (the same verb) that names another client than recorded is a divergence.
   // Off by default: the name is the live client's host (swaks sends its own), as a Date header is.
@@ -126,6 +127,7 @@ class server_fsm {
   void diverge(divergence::what w, std::size_t step, std::uint64_t now_us, std::string recorded, std::string live);
   void message_differs(std::size_t step, std::uint64_t now_us, std::string recorded, std::string live);
   bool client_name_differs(const step& recorded, std::size_t step, std::uint64_t now_us, const std::string& shown);
+  bool size_differs(const step& recorded, std::size_t step, std::uint64_t now_us, const std::string& shown);
   bool waiting_for_client() const;
   void time_out(std::uint64_t now_us);
 

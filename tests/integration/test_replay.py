@@ -27,8 +27,10 @@ import time
 import unittest
 import xml.etree.ElementTree as ET
 
-from harness import (IntegrationTest, LOOPBACK, SCENARIOS_DIR, SMTP_SOURCE, Process, ScriptedAnswers,
-                     SwaksTranscript, free_port, mailtap_bin, parse_replies, run_mailtap, scaled, wait_until)
+from harness import (Capture, IntegrationTest, LOOPBACK, SCENARIOS_DIR, SMTP_SOURCE, Process, ScriptedAnswers,
+                     SwaksTranscript, capture_has_end, free_port, mailtap_bin, parse_replies, run_mailtap, scaled,
+                     wait_until)
+from postfix_instance import SendingPostfix
 
 TO = "a@example.com"
 READY_RE = re.compile(r"^mailtap replay: listening on 127\.0\.0\.1:(\d+)( \(TLS from connect(, as recorded on an "
@@ -358,6 +360,31 @@ class ReplayServerTest(ReplayTest):
         self.assertEqual([(d["kind"], d["recorded"], d["live"]) for d in docs[0]["noted"]],
                          [("client_name", "EHLO swaks.test", "EHLO c.test")], docs[0])
         self.assertEqual(docs[0]["divergences"][-1]["step"], 1, docs[0])
+
+    def test_postfix_resending_another_message_declares_another_size_and_follows(self):
+        # A trial with Postfix as the live client: its MAIL always carries SIZE=, and a new
+        # message's differs, so every replay diverged (exit 1). It is noted, as the message is.
+        recorder = self.start_mailtap(env=self.env)
+        a = SendingPostfix(recorder.port)
+        self.addCleanup(a.cleanup)
+        a.start()
+        a.inject("sender@a.test", TO, b"Subject: first\r\n\r\nshort\r\n")
+        cap = recorder.wait_captures(1)[0]
+        wait_until(lambda: capture_has_end(cap.path), 30, "the recorded session's end")
+        recorded_mail = [r["text"] for r in Capture(cap.path).of_type("command") if r["text"].startswith("MAIL")]
+        self.assertRegex(recorded_mail[0], r" SIZE=\d+", recorded_mail)
+        recorder.stop()
+        server = self.replay_server(cap.path, "--json", "--timing", "fast")
+        live = SendingPostfix(server.port, name="a2")
+        self.addCleanup(live.cleanup)
+        live.start()
+        live.inject("sender@a.test", TO, b"Subject: second\r\n\r\na longer body than the first\r\n")
+        code, out = server.finish(timeout=60)
+        doc = json.loads(out.splitlines()[0])
+        self.assertEqual((code, doc["result"], doc["divergences"]), (0, "followed", []), out)
+        noted_mail = [d for d in doc["noted"] if d["recorded"].startswith("MAIL")]
+        self.assertEqual([d["kind"] for d in noted_mail], ["message"], doc["noted"])
+        self.assertNotEqual(noted_mail[0]["live"], noted_mail[0]["recorded"])
 
     def test_several_sessions_each_from_the_start(self):
         cap = self.record(scenarios=["mailbox-full.toml"])[0]

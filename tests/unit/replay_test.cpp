@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <regex>
 #include <sstream>
@@ -536,6 +537,42 @@ TEST(ReplayServer, AnEhloNamingAnotherHostIsNotedUnlessAsked) {
   helo.on_client_bytes("HELO c.test\r\n", 10);
   ASSERT_EQ(helo.divergences().size(), 1u) << "HELO where EHLO was recorded is another command";
   EXPECT_EQ(helo.divergences()[0].kind, divergence::what::command);
+}
+
+// A trial with Postfix as the live client: every resent message declared another SIZE on its
+// MAIL, and the session diverged. That value follows from the message: noted, and counted only
+// with compare_message, as the message is; another address or parameter still diverges.
+TEST(ReplayServer, AMailDeclaringAnotherSizeIsAMessageDifference) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "MAIL FROM:<a@x> SIZE=268 BODY=8BITMIME\r\n")
+      .server(300, "250 2.1.0 Ok\r\n");
+  const script s = b.build();
+  auto after_mail = [&](std::string_view mail, server_options o = {}) {
+    auto fsm = std::make_unique<server_fsm>(s, timing{0.0}, o);
+    fsm->on_start(0);
+    fsm->on_client_bytes(mail, 10);
+    return fsm;
+  };
+  const auto fsm = after_mail("MAIL FROM:<a@x> SIZE=265 BODY=8BITMIME\r\n");
+  EXPECT_TRUE(fsm->divergences().empty());
+  ASSERT_EQ(fsm->noted().size(), 1u);
+  EXPECT_EQ(fsm->noted()[0].kind, divergence::what::message);
+  EXPECT_EQ(fsm->noted()[0].live, "MAIL FROM:<a@x> SIZE=265 BODY=8BITMIME");
+  EXPECT_EQ(sent(fsm->take_actions()), "220 mx\r\n250 2.1.0 Ok\r\n");
+  EXPECT_TRUE(after_mail("mail FROM:<a@x> SIZE=1 BODY=8BITMIME\r\n")->divergences().empty());
+  server_options strict;
+  strict.compare_message = true;
+  const auto counted = after_mail("MAIL FROM:<a@x> SIZE=265 BODY=8BITMIME\r\n", strict);
+  ASSERT_EQ(counted->divergences().size(), 1u);
+  EXPECT_EQ(counted->divergences()[0].kind, divergence::what::message);
+  for (std::string_view other : {"MAIL FROM:<b@x> SIZE=265 BODY=8BITMIME\r\n", "MAIL FROM:<a@x> SIZE=265 BODY=7BIT\r\n",
+                                 "MAIL FROM:<a@x> BODY=8BITMIME\r\n", "MAIL FROM:<a@x> SIZE=268\r\n"}) {
+    const auto diverged = after_mail(other);
+    ASSERT_EQ(diverged->divergences().size(), 1u) << other;
+    EXPECT_EQ(diverged->divergences()[0].kind, divergence::what::command) << other;
+    EXPECT_TRUE(diverged->noted().empty()) << other;
+  }
 }
 
 // A QUIT where the recording has another command: 221 and close (RFC 5321 4.1.1.10), not the
