@@ -36,6 +36,16 @@ inline constexpr std::size_t pipelined_commands_cap = 1000;
 // sequence does not: their 503s come from the relay's own fault rules as often).
 inline constexpr std::size_t sink_junk_commands = 100;
 inline constexpr std::size_t sink_hard_errors = 20;
+// The relay's own refusals (commands it answers itself and never forwards: a bare CR or LF,
+// NUL, an over-long line, a verb it keeps from the destination): at this many in one session,
+// Postfix's smtpd_hard_error_limit, it answers 421 4.7.0 and closes. The destination never
+// sees these lines, so its own error limit cannot end a client that sends nothing else, and
+// each one is recorded: without a limit, a few bytes a line filled the disk (a hostile trial).
+inline constexpr std::size_t relay_hard_errors = 20;
+// Replies the upstream sends when no command waits (other than 421, RFC 5321 3.8): each is
+// recorded and dropped; past this many in one session the upstream is out of step, and the
+// relay closes it as a protocol error (without a limit, a flood of them filled the disk).
+inline constexpr std::size_t unsolicited_upstream_replies_max = 10;
 // Message data a client sends after its message failed (the upstream lost or refused it, or the
 // relay refused its line endings), which the relay reads to the dot to answer it and records:
 // past this many bytes without the dot it answers 421 and closes instead (a hostile trial: a

@@ -576,6 +576,7 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     ++stats_.refused_commands;
     if (observer_) observer_->on_command(now, escape_bytes(redacted_auth_command(stripped_crlf(line))));
     out_.note(now, "command refused: line too long");
+    if (too_many_refusals(now)) return true;
     local_reply(now, phase::other, 500, "5.5.2", "Line too long");
     flush_replies(now);
     return true;
@@ -588,6 +589,16 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   if (drain_answers || !faults_.take_decided_line(now, line, parsed, decided))
     handle_command(now, line, parsed);   // else answered, stopped or masked
   line_arrived_us_ = UINT64_MAX;
+  return true;
+}
+
+// One more command the relay refused itself: at limits::relay_hard_errors the session closes
+// with 421 4.7.0 in that command's place, as Postfix's smtpd does at smtpd_hard_error_limit.
+bool relay_fsm::too_many_refusals(std::uint64_t now) {
+  if (++own_refusals_ < limits::relay_hard_errors) return false;
+  out_.note(now, std::to_string(limits::relay_hard_errors) + " commands refused by the relay: session closed");
+  local_reply(now, phase::other, 421, "4.7.0", options_.name + " Error: too many errors");
+  close_after_owed(now, "protocol_error", "too many commands refused by the relay");
   return true;
 }
 
@@ -610,6 +621,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
   auto refuse = [&](int code, std::string_view enh, std::string_view text, std::string_view why) {
     ++stats_.refused_commands;
     out_.note(now, std::string("command refused: ") + std::string(why));
+    if (too_many_refusals(now)) return;
     local_reply(now, cmd.ph == phase::rcpt ? phase::rcpt : phase::other, code, enh, text);
     flush_replies(now);
   };
@@ -1154,6 +1166,11 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
         return;
       }
       pass_on_upstream_421(now, r);
+    } else if (++unsolicited_replies_ > limits::unsolicited_upstream_replies_max) {
+      out_.close(leg::upstream);
+      upstream_lost(now, "upstream_protocol_error",
+                    "upstream sent more than " + std::to_string(limits::unsolicited_upstream_replies_max) +
+                        " replies no command asked for");
     } else {
       out_.note(now, "unsolicited upstream reply dropped: " + std::to_string(r.code));
     }

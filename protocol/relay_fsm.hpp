@@ -235,6 +235,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void finish_transaction(std::uint64_t now, std::uint64_t id, outcome o, const std::optional<reply>& final_reply,
                           bool synthesized, bool refused_mail = false);
   void report_transaction(transaction_record&& rec);
+  bool too_many_refusals(std::uint64_t now);
   // Reports the held record of a refused MAIL (held_refusal_), if there is one.
   void report_held_refusal();
   // The session is ending: every transaction still in flight is aborted, or unknown when its
@@ -316,6 +317,8 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   bool client_paused_ = false;                   // pause_reading{client} was the last said
   bool client_input_ended_ = false;              // FIN seen (out_.closed(client): nothing can reach it either)
   bool client_gave_up_ = false;                  // that FIN came client_gave_up_after_us after its last bytes
+  std::size_t own_refusals_ = 0;                 // commands the relay refused itself (limits::relay_hard_errors)
+  std::size_t unsolicited_replies_ = 0;          // upstream replies no command asked for (limits.hpp)
   // close_after_owed: the end reason and detail once the owed replies are out (reason empty: none).
   std::string closing_reason_;
   std::string closing_detail_;

@@ -208,6 +208,23 @@ class HostileInput(IntegrationTest):
         self.assertNotIn(b"STARTTLS", cap.bytes_of("upstream", "out"))
         self.assertTrue(any("STARTTLS with a parameter" in n for n in cap.notes), cap.notes)
 
+    def test_a_flood_of_lines_the_relay_refuses_ends_at_its_error_limit(self):
+        # A hostile trial: 10,000 pipelined "XCLIENT A" lines, each refused by the relay and
+        # recorded, never reached the destination and its error limit: a gigabyte of capture in
+        # seconds. The 20th refusal gets 421 4.7.0 and the session closes (smtpd_hard_error_limit).
+        mailtap = self.start_mailtap()
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO client.test"), 250)
+        c.send(b"XCLIENT A\r\n" * 10000)
+        got = c.read_to_eof(20)
+        replies = [(r.code, r.enhanced) for r in parse_replies(got)]
+        self.assertEqual(replies, [(500, "5.5.1")] * 19 + [(421, "4.7.0")], got[-300:])
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual((cap.end["reason"], cap.end["detail"]), ("protocol_error", "too many commands refused by the relay"))
+        self.assertNotIn(b"XCLIENT", cap.bytes_of("upstream", "out"))
+
     # ------------------------------------------------------------ a tab between the words
 
     def test_a_tab_separated_auth_is_read_as_auth_and_its_secret_masked(self):

@@ -176,6 +176,19 @@ class HostileUpstream(IntegrationTest):
         self.assertNotIn(b"unasked", cap.bytes_of("client", "out"))
         self.assertIn("unsolicited upstream reply dropped: 250", cap.notes)
 
+    def test_a_flood_of_unsolicited_replies_closes_the_upstream(self):
+        # A hostile trial: "250 u" sent 200,000 times after the greeting while the client sat
+        # idle grew one capture to 37 MB (a note per reply) and the session never ended. Past
+        # 10 replies no command asked for, the upstream is closed as a protocol error.
+        up = self.upstream(greeting=b"220 scripted.test ESMTP\r\n" + b"250 u\r\n" * 5000)
+        mailtap = self.relay_to(up)
+        c = self.connect(mailtap.port)
+        got = c.read_to_eof(20)
+        self.assertEqual([(r.code, r.enhanced) for r in parse_replies(got)], [(220, ""), (421, "4.4.2")], got[:300])
+        cap = self.single_capture(mailtap)
+        self.assertProtocolError(cap, "upstream sent more than 10 replies no command asked for")
+        self.assertEqual(cap.notes.count("unsolicited upstream reply dropped: 250"), 10)
+
     def test_a_nul_in_a_reply_is_never_passed_on(self):
         # Protection: reply_parser (protocol/reply.cpp): RFC 5321 4.2 reply text has no NUL; a
         # client reading C strings would have read "250 o" (a hostile-peer trial).

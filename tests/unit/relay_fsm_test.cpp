@@ -27,6 +27,7 @@ using testing::AllOf;
 using testing::AnyOf;
 using testing::Contains;
 using testing::ElementsAre;
+using testing::EndsWith;
 using testing::HasSubstr;
 using testing::IsEmpty;
 using testing::Not;
@@ -1430,6 +1431,39 @@ TEST_F(RelayFsmTest, UnsolicitedUpstream421EndsSession) {
   greet_and_ehlo();
   EXPECT_THAT(upstream("421 4.3.2 shutting down\r\n"),
               ElementsAre(to_client("421 4.3.2 shutting down\r\n"), closes(leg::client), closes(leg::upstream)));
+}
+
+// A hostile trial: an upstream sending "250 u" over and over while the client sat idle grew
+// one capture without end (a note per reply). A few are dropped and noted; past
+// limits::unsolicited_upstream_replies_max the upstream is out of step, closed as a protocol error.
+TEST_F(RelayFsmTest, AFloodOfUnsolicitedUpstreamRepliesEndsTheSession) {
+  greet_and_ehlo();
+  std::string flood;
+  for (std::size_t i = 0; i < limits::unsolicited_upstream_replies_max; ++i) flood += "250 u\r\n";
+  EXPECT_THAT(upstream(flood), IsEmpty());
+  EXPECT_EQ(std::count(obs_->notes.begin(), obs_->notes.end(), "unsolicited upstream reply dropped: 250"),
+            static_cast<long>(limits::unsolicited_upstream_replies_max));
+  EXPECT_THAT(upstream("250 u\r\n"), Contains(closes(leg::client)));
+  EXPECT_THAT(cl_, EndsWith("421 4.4.2 mailtap upstream broke the SMTP protocol, connection closed\r\n"));
+  EXPECT_EQ(end_reason(), "upstream_protocol_error");
+}
+
+// A hostile trial: 10,000 pipelined "XCLIENT A" lines, each refused by the relay and recorded
+// (about 600 bytes of capture for 11 bytes sent), never reached the destination and its error
+// limit: a gigabyte of capture in seconds. At limits::relay_hard_errors the session closes.
+TEST_F(RelayFsmTest, TheRelaysOwnRefusalsHaveAHardErrorLimit) {
+  greet_and_ehlo();
+  std::string lines;
+  for (std::size_t i = 0; i < limits::relay_hard_errors + 5; ++i) lines += "XCLIENT A\r\n";
+  const std::size_t before = cl_.size();
+  EXPECT_THAT(client(lines), Contains(closes(leg::client)));
+  std::string expected;
+  for (std::size_t i = 1; i < limits::relay_hard_errors; ++i) expected += "500 5.5.1 Command not recognized\r\n";
+  expected += "421 4.7.0 mailtap Error: too many errors\r\n";
+  EXPECT_EQ(cl_.substr(before), expected);
+  EXPECT_THAT(up_, Not(HasSubstr("XCLIENT")));
+  EXPECT_EQ(end_reason(), "protocol_error");
+  EXPECT_EQ(fsm_->stats().refused_commands, limits::relay_hard_errors);
 }
 
 TEST_F(RelayFsmTest, EveryEndingReportsOnEndOnce) {
