@@ -1131,6 +1131,14 @@ void relay_fsm::note_auth_username(std::uint64_t now, std::string_view base64_re
 // ---------------------------------------------------------------- replies
 
 void relay_fsm::take_banner(std::uint64_t now, reply r) {
+  if (r.klass() == 3) {
+    // RFC 5321 4.3.2: a greeting is 220, or 554 (or 421, 3.8). A 3xx asks for more input: no
+    // client could read it as a greeting, and the relay passes on no reply a command cannot
+    // have (a hostile trial: "354" went to the client as its greeting).
+    out_.close(leg::upstream);
+    return upstream_lost(now, "upstream_protocol_error",
+                         "upstream greeted with " + std::to_string(r.code) + ", which is no greeting");
+  }
   greeted_ = true;
   std::string bytes = r.raw;
   if (faults_.banner(now, r, bytes)) return;   // answered, held or ended by a fault

@@ -189,6 +189,17 @@ class HostileUpstream(IntegrationTest):
         self.assertProtocolError(cap, "upstream sent more than 10 replies no command asked for")
         self.assertEqual(cap.notes.count("unsolicited upstream reply dropped: 250"), 10)
 
+    def test_a_3xx_greeting_is_never_passed_on(self):
+        # A hostile trial: "354 not a greeting" went to the client as its greeting, no note.
+        up = self.upstream(greeting=b"354 not a greeting\r\n")
+        mailtap = self.relay_to(up)
+        c = self.connect(mailtap.port)
+        got = c.read_to_eof(20)
+        self.assertEqual([(r.code, r.enhanced) for r in parse_replies(got)], [(421, "4.4.1")], got[:300])
+        self.assertNotIn(b"not a greeting", got)
+        cap = self.single_capture(mailtap)
+        self.assertProtocolError(cap, "upstream greeted with 354, which is no greeting")
+
     def test_a_nul_in_a_reply_is_never_passed_on(self):
         # Protection: reply_parser (protocol/reply.cpp): RFC 5321 4.2 reply text has no NUL; a
         # client reading C strings would have read "250 o" (a hostile-peer trial).

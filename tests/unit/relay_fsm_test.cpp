@@ -1427,6 +1427,15 @@ TEST_F(RelayFsmTest, ClientTimeoutInDataAbortsWithoutDot) {
   EXPECT_EQ(only_transaction().result, outcome::aborted);
 }
 
+TEST_F(RelayFsmTest, AThreeHundredGreetingIsAProtocolErrorNeverPassedOn) {
+  start();
+  connected();
+  EXPECT_THAT(upstream("354 not a greeting\r\n"), Contains(closes(leg::client)));
+  EXPECT_THAT(cl_, StartsWith("421 4.4.1 mailtap upstream did not greet: upstream greeted with 354"));
+  EXPECT_THAT(cl_, Not(HasSubstr("not a greeting")));   // the upstream's line never reaches the client
+  EXPECT_EQ(end_reason(), "upstream_protocol_error");
+}
+
 TEST_F(RelayFsmTest, UnsolicitedUpstream421EndsSession) {
   greet_and_ehlo();
   EXPECT_THAT(upstream("421 4.3.2 shutting down\r\n"),
