@@ -528,6 +528,11 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     return false;
   if (owed_.size() >= limits::pipelined_commands_cap) return false;
   std::string_view rest = in_.unparsed();
+  // A BDAT pipelined behind EHLO (RFC 2920 3.1 ends a group at EHLO; some clients go on) waits
+  // for EHLO's reply: only that says whether the destination takes BDAT at all
+  // (refuse_bdat_without_chunking). Judged before it, a destination offering CHUNKING was
+  // recorded as one without (a hostile trial).
+  if (owed_.owes(phase::ehlo) && rest.size() > 5 && iequals(rest.substr(0, 5), "BDAT ")) return false;
   // Only CRLF ends a command line (RFC 5321 2.3.8). A bare LF inside it does not: the whole
   // line to its CRLF is refused, so nothing after a bare LF reaches the upstream as a
   // command of its own (parse_command flags it, like a bare CR).

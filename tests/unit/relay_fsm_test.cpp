@@ -1512,6 +1512,19 @@ TEST_F(RelayFsmTest, BdatWithoutChunkingIsRefusedAndItsChunkNeverTakenForCommand
   }
 }
 
+// A hostile trial: EHLO, MAIL, RCPT and "BDAT 5 LAST" in one write to a destination that
+// offers CHUNKING got 502 "the destination has no CHUNKING": the BDAT was judged before EHLO's
+// reply came. It now waits for that reply, and goes on as the reply says.
+TEST_F(RelayFsmTest, ABdatPipelinedBehindEhloWaitsForItsReply) {
+  greet();
+  const std::string after_ehlo = "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nBDAT 5 LAST\r\nhello";
+  EXPECT_THAT(client("EHLO client.example\r\n" + after_ehlo), ElementsAre(to_upstream("EHLO client.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n")));
+  EXPECT_THAT(upstream("250-mx.example.org\r\n250-PIPELINING\r\n250 CHUNKING\r\n"), Contains(to_upstream("BDAT 5 LAST\r\nhello")));
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: queued as B1\r\n");
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+  EXPECT_THAT(cl_, Not(HasSubstr("502")));
+}
+
 TEST_F(RelayFsmTest, BdatChunksForwardedWithExactCounts) {
   greet_and_ehlo();
   client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
