@@ -15,11 +15,7 @@
 
 namespace mailtap::policies {
 
-protocol::fault_stage loaded_rule::stage_at(protocol::phase p) const {
-  if (p == protocol::phase::connect) return protocol::fault_stage::command;
-  if (p == protocol::phase::banner) return protocol::fault_stage::reply;
-  return type->stage ? type->stage(r.params) : protocol::fault_stage::command;
-}
+protocol::fault_stage loaded_rule::stage_at(protocol::phase p) const { return type->stage_at(r.params, p); }
 
 engine::engine(std::uint64_t master_seed, std::function<std::uint64_t()> steady_now_us,
                std::function<std::int64_t()> wall_now_s)

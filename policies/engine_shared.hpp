@@ -40,8 +40,7 @@ struct loaded_rule {
   }
 
   bool exhausted() const { return r.match.max_count && injected >= *r.match.max_count; }
-  // The stage at which the rule acts at phase `p`: connect is always asked at the command
-  // stage, banner always at the reply stage; otherwise the type says.
+  // The stage at which the rule acts at phase `p` (fault_type::stage_at).
   protocol::fault_stage stage_at(protocol::phase p) const;
 };
 

@@ -85,6 +85,95 @@ void check_phases(rule& r, const fault_type& t, std::vector<rule_problem>& out) 
                                   std::string(t.name) + "' (allowed: " + phase_list(t.phases) + ")"});
 }
 
+// ---- where a matcher can be known
+
+using protocol::fault_stage;
+using protocol::phase;
+
+// What the relay's query carries at each decision point (protocol/fault_holds.cpp: query_for
+// and its callers). The verb, argument and line length are filled in only when a command is
+// asked about before it goes on: not at connect, banner or data_end, and not at its reply.
+bool on_a_command(phase p, fault_stage s) {
+  const auto& commands = command_phases();
+  return s == fault_stage::command && std::find(commands.begin(), commands.end(), p) != commands.end();
+}
+
+// Only MAIL and RCPT carry an address (protocol/command.cpp), on the command and its reply.
+bool at_mail_or_rcpt(phase p, fault_stage) { return p == phase::mail || p == phase::rcpt; }
+
+bool after_a_hello(phase p, fault_stage) { return p != phase::connect && p != phase::banner; }
+
+// A transaction's own phases and the commands a client may send inside one. EHLO, HELO and
+// STARTTLS start the session afresh (RFC 5321 4.1.4, RFC 3207 4.2) and AUTH is refused inside
+// a transaction (RFC 4954 4): none of them has a sender or recipients of its own.
+bool in_a_transaction(phase p, fault_stage) {
+  switch (p) {
+    case phase::connect:
+    case phase::banner:
+    case phase::ehlo:
+    case phase::helo:
+    case phase::starttls:
+    case phase::auth: return false;
+    default: return true;
+  }
+}
+
+bool from_rcpt_on(phase p, fault_stage s) { return p != phase::mail && in_a_transaction(p, s); }
+
+struct matcher_need {
+  std::string_view key;
+  std::string_view what;   // "the sender is"
+  bool (*known)(phase, fault_stage);
+  std::string_view where;
+};
+
+constexpr std::string_view at_a_command =
+    "at a command (any phase but connect, banner and data_end), before it goes on: not at its reply (a delay "
+    "needs when = \"command\")";
+constexpr std::string_view in_one =
+    "in a transaction: at mail, rcpt, data, data_end, bdat and the commands a client may send inside one (rset, "
+    "noop, vrfy, expn, help, quit, other)";
+constexpr std::string_view in_one_from_rcpt =
+    "in a transaction from rcpt on: at rcpt, data, data_end, bdat and the commands a client may send inside one "
+    "(rset, noop, vrfy, expn, help, quit, other)";
+
+// Every query-dependent matcher but nth_recipient, which has its own, stricter check (phase rcpt only).
+constexpr matcher_need matcher_needs[] = {
+    {"verb", "the verb is", on_a_command, at_a_command},
+    {"argument", "the argument is", on_a_command, at_a_command},
+    {"line_longer_than", "the command line is", on_a_command, at_a_command},
+    {"address_longer_than", "the MAIL or RCPT address is", at_mail_or_rcpt, "at mail and rcpt"},
+    {"ehlo", "the EHLO or HELO name is", after_a_hello, "once one was sent: not at connect or banner"},
+    {"sender", "the sender is", in_a_transaction, in_one},
+    {"sender_domain", "the sender is", in_a_transaction, in_one},
+    {"nth_transaction", "the transaction is", in_a_transaction, in_one},
+    {"recipient", "the recipients are", from_rcpt_on, in_one_from_rcpt},
+    {"recipient_domain", "the recipients are", from_rcpt_on, in_one_from_rcpt},
+    {"recipients_more_than", "the recipients are", from_rcpt_on, in_one_from_rcpt},
+};
+
+const matcher_need* need_of(std::string_view key) {
+  for (const auto& n : matcher_needs)
+    if (n.key == key) return &n;
+  return nullptr;
+}
+
+// A matcher known at none of the rule's phases would let the rule load and never act (a
+// capabilities rule, at ehlo, with a recipient). One phase where it can be known is enough.
+void check_matchers_known(const rule& r, const fault_type& t, bool defaulted, std::vector<rule_problem>& out) {
+  for (auto key : r.match.query_keys()) {
+    const matcher_need* need = need_of(key);
+    if (!need || std::any_of(r.phases.begin(), r.phases.end(),
+                             [&](phase p) { return need->known(p, t.stage_at(r.params, p)); }))
+      continue;
+    std::string at = r.phases.size() == 1 ? "phase '" + std::string(protocol::to_string(r.phases.front())) + "'"
+                                          : "any of phases " + phase_list(r.phases);
+    if (defaulted) at += ", the default of type '" + std::string(t.name) + "'";
+    out.push_back({std::string(key), "can never match at " + at + " (" + std::string(need->what) +
+                                         " known only " + std::string(need->where) + ")"});
+  }
+}
+
 }  // namespace
 
 std::vector<rule_problem> rule_problems(rule& r) {
@@ -103,6 +192,7 @@ std::vector<rule_problem> rule_problems(rule& r) {
     check_session_wide(r, *t, out);
     return out;
   }
+  const bool defaulted = r.phases.empty();
   check_phases(r, *t, out);
   if (!out.empty()) return out;
   if (const auto* f = std::get_if<fail_then_pass_params>(&r.params);
@@ -112,6 +202,7 @@ std::vector<rule_problem> rule_problems(rule& r) {
   // The Nth RCPT of a transaction exists only at `rcpt`; elsewhere the matcher would never pass.
   if (r.match.nth_recipient && (r.phases.size() != 1 || r.phases.front() != protocol::phase::rcpt))
     out.push_back({"nth_recipient", "nth_recipient matches only at phase 'rcpt' (set phase = \"rcpt\")"});
+  check_matchers_known(r, *t, defaulted, out);
   if (auto problem = check_reply_code(r)) {
     const bool about_phase = problem->starts_with("phase 'bdat'");
     out.push_back({about_phase ? "phase" : "code", *problem});

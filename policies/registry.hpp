@@ -21,9 +21,10 @@ std::string type_names();
 // The checks every rule passes, wherever it comes from (a scenario file, the config, tests,
 // the admin API), written once here: a valid name, a known type, phases the type allows
 // (empty means its defaults, which are filled in), none for session-wide types and only
-// session-level matchers on those, and each type's cross-key rules (a code the relay can
-// stand behind, message_id at data_end, nth_recipient at rcpt). The loader reads values;
-// everything about the rule as a whole is decided here.
+// session-level matchers on those, matchers the relay can know at one of the rule's phases,
+// and each type's cross-key rules (a code the relay can stand behind, message_id at data_end,
+// nth_recipient at rcpt). The loader reads values; everything about the rule as a whole is
+// decided here.
 
 // One problem, with the key it is about ("code", "phase", ...; "type" for the rule as a
 // whole), so a loader can report it at that key's line.

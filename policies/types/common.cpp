@@ -1,4 +1,4 @@
-// Helpers shared by the fault types: phase sets and the reply keys.
+// Helpers shared by the fault types: phase sets, the stage a rule is asked at, and the reply keys.
 #include "policies/limits.hpp"
 #include "policies/types/type.hpp"
 
@@ -21,6 +21,12 @@ const std::vector<phase>& command_phases() {
       phase::rset, phase::noop, phase::vrfy,     phase::expn, phase::help, phase::quit, phase::other,
   };
   return commands;
+}
+
+protocol::fault_stage fault_type::stage_at(const type_params& p, phase ph) const {
+  if (ph == phase::connect) return protocol::fault_stage::command;
+  if (ph == phase::banner) return protocol::fault_stage::reply;
+  return stage ? stage(p) : protocol::fault_stage::command;
 }
 
 namespace {

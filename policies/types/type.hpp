@@ -45,6 +45,9 @@ struct fault_type {
   // The stage at which it acts, for phases other than connect (always command) and banner
   // (always reply). Null: the command stage.
   protocol::fault_stage (*stage)(const type_params& p) = nullptr;
+  // The stage at which a rule of this type with `p` is asked at phase `ph`: connect always at
+  // the command stage, banner always at the reply stage; otherwise `stage` says.
+  protocol::fault_stage stage_at(const type_params& p, protocol::phase ph) const;
   // Per-decision types: what this matching rule asks for. verdict proceed with rewrites is
   // a rewrite; proceed without rewrites means "matched, nothing to do" (a greylist pass).
   protocol::fault_decision (*decide)(decide_context& c) = nullptr;

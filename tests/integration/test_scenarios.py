@@ -541,6 +541,24 @@ class ScenarioErrors(ScenarioTest):
                                    'sender = "*@example.com"\n')
         self.assertNamesKey(run_mailtap(["check-config", path]), path, 5, "sender")
 
+    def test_a_matcher_never_known_at_the_rules_phase_is_an_error(self):
+        # A newcomer's trial with Postfix: a capabilities rule (phase ehlo) with a recipient
+        # matcher passed check-config and never stripped STARTTLS: there is no recipient at EHLO.
+        path = self.write_scenario('[[fault]]\nname = "strip-tls"\ntype = "capabilities"\n'
+                                   'strip = ["STARTTLS"]\nrecipient = "*@example.test"\n')
+        line = self.assertNamesKey(run_mailtap(["check-config", path]), path, 5, "recipient")
+        self.assertIn("can never match at phase 'ehlo'", line)
+
+    def test_a_command_matcher_on_a_delayed_reply_is_an_error(self):
+        # A delay holds the reply unless when = "command", and a reply carries no command line.
+        rule = '[[fault]]\nname = "slow-xclient"\ntype = "delay"\nphase = "other"\ndelay = "5s"\nverb = "XCLIENT"\n'
+        path = self.write_scenario(rule)
+        line = self.assertNamesKey(run_mailtap(["check-config", path]), path, 6, "verb")
+        self.assertIn('when = "command"', line)
+        fixed = self.write_scenario(rule + 'when = "command"\n', "fixed.toml")
+        r = run_mailtap(["check-config", fixed])
+        self.assertEqual(r.returncode, 0, r.stderr.decode("utf-8", "replace"))
+
     def test_duplicate_rule_name_across_scenarios_is_an_error(self):
         a = self.write_scenario('[[fault]]\nname = "same"\ntype = "reply"\nphase = "rcpt"\ncode = 451\n', "a.toml")
         b = self.write_scenario('[[fault]]\nname = "same"\ntype = "reply"\nphase = "mail"\ncode = 451\n', "b.toml")

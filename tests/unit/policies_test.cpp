@@ -1086,6 +1086,42 @@ recipients_more_than = 2
   EXPECT_EQ(decide(rcpt_view("a@x", "r3@y", {"r1@y", "r2@y"})).what, verdict::disconnect);   // the 3rd RCPT
 }
 
+// The loader refuses a matcher it cannot know at any of the rule's phases and keeps those it
+// can (scenario_loader_test AMatcherNeverKnownAtTheRulesPhasesIsRefused): each kept one
+// matches at the phase that makes it known, as the relay asks there.
+TEST_F(Policies, AMatcherKnownAtOneOfItsPhasesMatchesThere) {
+  load(R"(
+[[fault]]
+name = "abandoned"
+type = "reset"
+phase = "rset"
+sender_domain = "corp.example"
+recipient = "*@dest.example"
+[[fault]]
+name = "late-rcpt"
+type = "reply"
+phase = ["ehlo", "rcpt"]
+recipient = "*@gone.example"
+code = 550
+)");
+  command_view rset{.ph = phase::rset, .verb = "RSET", .mail_from = "ann@corp.example",
+                    .recipients = {"b@dest.example"}, .transaction = 1};
+  EXPECT_EQ(decide(rset).what, verdict::reset);
+  rset.recipients = {"b@other.example"};
+  EXPECT_EQ(decide(rset).what, verdict::proceed);
+  EXPECT_EQ(decide({.ph = phase::ehlo, .verb = "EHLO", .argument = "client.example"}).what, verdict::proceed);
+  EXPECT_EQ(decide(rcpt_view("ann@corp.example", "x@gone.example")).reply.code, 550);
+  // Made in code, as the admin API's rules are: refused the same way.
+  rule dead;
+  dead.name = "strip-tls";
+  dead.params = capabilities_params{.strip = {"STARTTLS"}, .mask = {}, .size = {}};
+  dead.match.recipient = "*@example.test";
+  auto err = engine_->add(dead);
+  ASSERT_TRUE(err);
+  EXPECT_EQ(err->rfind("rule 'strip-tls': can never match at phase 'ehlo'", 0), 0u) << *err;
+  EXPECT_EQ(engine_->list().size(), 2u);
+}
+
 // ---- engine management -----------------------------------------------------------------
 
 // A name already loaded is told apart from a name twice among the new rules, so that the

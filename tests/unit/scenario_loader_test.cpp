@@ -680,4 +680,74 @@ TEST(ScenarioLoader, ReplyCodesTheRelayCannotStandBehindAreRefused) {
   EXPECT_EQ(one(fault("reply", "data_end", 552)).name, "x");
 }
 
+// A newcomer's trial: a capabilities rule (phase ehlo) with a recipient matcher loaded ("ok (1
+// fault rule)") and never stripped anything, since there is no recipient at EHLO. A matcher
+// the relay can know at none of the rule's phases is refused at its line (registry.cpp
+// check_matchers_known).
+TEST(ScenarioLoader, AMatcherNeverKnownAtTheRulesPhasesIsRefused) {
+  EXPECT_EQ(error_of("[[fault]]\nname='strip-tls'\ntype='capabilities'\nstrip=['STARTTLS']\nrecipient='*@example.test'\n"),
+            "s.toml:5: key 'recipient': can never match at phase 'ehlo', the default of type 'capabilities' (the "
+            "recipients are known only in a transaction from rcpt on: at rcpt, data, data_end, bdat and the commands a "
+            "client may send inside one (rset, noop, vrfy, expn, help, quit, other))");
+  struct bad_case {
+    std::string text;
+    const char* expected;
+  };
+  const bad_case cases[] = {
+      // quota's default phase is mail: the MAIL's own recipients come later.
+      {"[[fault]]\nname='a'\ntype='quota'\nlimit=1\nwindow='1m'\nrecipient_domain='x.example'\n",
+       "s.toml:6: key 'recipient_domain': can never match at phase 'mail', the default of type 'quota' (the recipients"},
+      {"[[fault]]\nname='a'\ntype='reply'\nphase=['connect', 'banner']\ncode=421\nsender='*@x.example'\n",
+       "s.toml:6: key 'sender': can never match at any of phases connect|banner (the sender is known only in a "
+       "transaction"},
+      {"[[fault]]\nname='a'\ntype='reply'\nphase='auth'\ncode=535\n\nnth_transaction=2\n",
+       "s.toml:7: key 'nth_transaction': can never match at phase 'auth' (the transaction is known only"},
+      {"[[fault]]\nname='a'\ntype='reset'\nphase='banner'\nehlo='*.example'\n",
+       "s.toml:5: key 'ehlo': can never match at phase 'banner' (the EHLO or HELO name is known only once one was sent"},
+      {"[[fault]]\nname='a'\ntype='reset'\nphase='noop'\naddress_longer_than=10\n",
+       "s.toml:5: key 'address_longer_than': can never match at phase 'noop' (the MAIL or RCPT address is known only at "
+       "mail and rcpt)"},
+      // The end of data is asked about without a command line.
+      {"[[fault]]\nname='a'\ntype='reply'\nphase='data_end'\ncode=554\nverb='DATA'\n",
+       "s.toml:6: key 'verb': can never match at phase 'data_end' (the verb is known only at a command"},
+      // A delay holds the reply by default, and a reply is asked about without its command's line.
+      {"[[fault]]\nname='a'\ntype='delay'\nphase='other'\ndelay='5s'\nverb='XCLIENT'\n",
+       "s.toml:6: key 'verb': can never match at phase 'other' (the verb is known only at a command (any phase but "
+       "connect, banner and data_end), before it goes on: not at its reply (a delay needs when = \"command\"))"},
+      {"[[fault]]\nname='a'\ntype='capabilities'\nstrip=['STARTTLS']\nargument='*.example'\n",
+       "s.toml:5: key 'argument': can never match at phase 'ehlo', the default of type 'capabilities' (the argument"},
+      {"[[fault]]\nname='a'\ntype='fail_then_pass'\nfailures=1\nkey='message_id'\nline_longer_than=100\n",
+       "s.toml:6: key 'line_longer_than': can never match at phase 'data_end', the default of type 'fail_then_pass'"},
+  };
+  for (const auto& c : cases) {
+    const std::string err = error_of(c.text);
+    EXPECT_EQ(err.rfind(c.expected, 0), 0u) << "input:\n" << c.text << "\nerror:    " << err << "\nexpected: " << c.expected;
+  }
+  // A rule made in code (the admin API, `faults add`) gets the same verdict.
+  rule r = one("[[fault]]\nname='strip-tls'\ntype='capabilities'\nstrip=['STARTTLS']\n");
+  r.match.recipient = "*@example.test";
+  const auto problem = check_rule(r);
+  ASSERT_TRUE(problem);
+  EXPECT_EQ(problem->rfind("can never match at phase 'ehlo'", 0), 0u) << *problem;
+}
+
+// What works today still loads: one phase where the matcher is known is enough, and a
+// transaction's matchers apply at the commands a client may send inside one.
+TEST(ScenarioLoader, AMatcherKnownAtOneOfTheRulesPhasesLoads) {
+  const char* good[] = {
+      "[[fault]]\nname='a'\ntype='reply'\nphase=['ehlo', 'rcpt']\ncode=550\nrecipient='*@x.example'\n",
+      "[[fault]]\nname='a'\ntype='quota'\nphase='rcpt'\nlimit=1\nwindow='1m'\nrecipient_domain='x.example'\n",
+      "[[fault]]\nname='a'\ntype='capabilities'\nstrip=['STARTTLS']\nehlo='*.example'\nclient='10.0.0.0/8'\ntls=false\n",
+      "[[fault]]\nname='a'\ntype='delay'\nphase='other'\nwhen='command'\ndelay='5s'\nverb='XCLIENT'\n",
+      "[[fault]]\nname='a'\ntype='delay'\nphase='rcpt'\ndelay='5s'\naddress_longer_than=10\nrecipients_more_than=1\n",
+      "[[fault]]\nname='a'\ntype='reply'\nphase='mail'\ncode=550\nsender='*@x.example'\nnth_transaction=2\n",
+      "[[fault]]\nname='a'\ntype='reset'\nphase='rset'\nsender_domain='x.example'\nrecipient='*'\n",
+      "[[fault]]\nname='a'\ntype='stall'\nphase='quit'\nrecipients_more_than=0\n",
+      "[[fault]]\nname='a'\ntype='fail_then_pass'\nfailures=1\nkey='message_id'\nsender='*'\nehlo='*'\n",
+      "[[fault]]\nname='a'\ntype='reply'\nphase='helo'\ncode=550\nehlo='*.bad.example'\nverb='HEL?'\nargument='h*'\n",
+      "[[fault]]\nname='a'\ntype='greylist'\nsender='*'\nrecipient='*'\nline_longer_than=10\n",
+  };
+  for (const char* text : good) EXPECT_EQ(ok(text).size(), 1u) << text;
+}
+
 
