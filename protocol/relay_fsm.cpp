@@ -365,6 +365,8 @@ void relay_fsm::on_upstream_backlog(std::uint64_t now, bool backed_up) {
   backlog_since_us_ = 0;
 }
 
+void relay_fsm::on_paced_upstream_write(std::uint64_t now, std::uint64_t began) { owed_.paced_write_ended(began, now); }
+
 std::uint64_t relay_fsm::held_back_us(std::uint64_t now) const {
   return body_backlog_us_ + (backlog_since_us_ != 0 ? now - std::min(now, backlog_since_us_) : 0);
 }

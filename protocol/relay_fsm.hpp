@@ -119,6 +119,10 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // taking what it is sent, and the shell stops reading the client) or back under it. Within a
   // message that time is the upstream's, not the sender's (the body stage). No actions.
   void on_upstream_backlog(std::uint64_t now_us, bool backed_up);
+  // The shell finished a write to the upstream that it paced (a throttle or slice fault), begun
+  // at `began_us`: the commands in it reached the upstream now, and their stages' upstream time
+  // starts here (README "Fault reference": pacing is the relay's). No actions.
+  void on_paced_upstream_write(std::uint64_t now_us, std::uint64_t began_us);
 
   // While held, client input already received is not parsed (the shell's backpressure when
   // its recorder falls behind); releasing it parses what waited.

@@ -70,6 +70,14 @@ bool reply_queue::owes(phase ph) const {
   return std::any_of(slots_.begin(), slots_.end(), [ph](const reply_slot& s) { return s.asked.ph == ph; });
 }
 
+void reply_queue::paced_write_ended(std::uint64_t began, std::uint64_t ended) {
+  for (auto& s : slots_) {
+    if (!awaited(s) || s.asked.paced_write_ended || std::max(s.asked.t_received, s.asked.t_forwarded) > began) continue;
+    s.asked.t_forwarded = std::max(s.asked.t_forwarded, ended);
+    s.asked.paced_write_ended = true;
+  }
+}
+
 bool reply_queue::withdraw_bdat_last() {
   auto it = std::find_if(slots_.rbegin(), slots_.rend(), [](const reply_slot& s) {
     return s.asked.ph == phase::bdat && s.asked.last_chunk && awaited(s);

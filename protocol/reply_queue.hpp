@@ -37,6 +37,9 @@ struct reply_request {
   // When it went on upstream, when later than t_received (a delay fault held it): the stage's
   // upstream time starts here, and the hold is the relay's. 0: at t_received.
   std::uint64_t t_forwarded = 0;
+  // A write the relay paced (a throttle or slice fault) carried it, and t_forwarded is when that
+  // write ended (reply_queue::paced_write_ended): the pacing is the relay's time, not the upstream's.
+  bool paced_write_ended = false;
   // Before it could go on, how long it waited while the relay secured the upstream leg (its
   // EHLO, STARTTLS, the handshake) or sent XCLIENT: the upstream's part of its stage too.
   std::uint64_t upstream_wait_us = 0;
@@ -90,6 +93,10 @@ class reply_queue {
   // A reply to an end of data, or to a command of phase `ph`, is still owed (awaited or not yet sent).
   bool owes_end_of_data() const;
   bool owes(phase ph) const;
+  // A write to the upstream that the relay paced ran from `began` to `ended`: each command still
+  // waiting for its reply that was forwarded by `began` went in it (or an earlier one, which
+  // already said so), and reached the upstream only at `ended`.
+  void paced_write_ended(std::uint64_t began, std::uint64_t ended);
   // The message's end will not be sent: its BDAT LAST slot is withdrawn. False when there is none.
   bool withdraw_bdat_last();
   // The relay's own 354 for a message a fault answers, while it is owed; null when none is.

@@ -521,6 +521,7 @@ asio::awaitable<void> session::write_leg(leg l) {
     }
     if (!box.pending.empty()) {
       const bool shaped = box.shapes_its_writes();
+      const std::uint64_t began_us = now_us();
       if (auto ec = co_await box.flush()) {
         box.closed = true;
         // Bytes are recorded as they are queued (relay_outbox::send): the capture says which of
@@ -537,6 +538,8 @@ asio::awaitable<void> session::write_leg(leg l) {
         co_return;
       }
       if (shaped) restart_after_shaped_write(l);
+      // The replies to what it carried count from its end: its pacing is the relay's time.
+      if (shaped && l == leg::upstream && !fsm_.finished()) fsm_.on_paced_upstream_write(now_us(), began_us);   // no actions
       if (l == leg::upstream) report_upstream_backlog();
       state_changed_.notify();   // room in the outbox: a paused reader may go on
       continue;

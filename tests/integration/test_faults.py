@@ -1027,6 +1027,11 @@ direction = "to_upstream"
         self.assertEqual(len(rec.wait_for(1)), 1)
         cap = self.single_capture(m)
         self.assertEqual([t["outcome"] for t in cap.transactions], ["delivered"])
+        # A newcomer's trial: the 2 s of pacing were counted as the upstream's at data_end,
+        # and diagnose blamed a content scan at the destination. They are the relay's.
+        [end] = [r for r in cap.of_type("stage") if r["name"] == "data_end"]
+        self.assertGreater(end["duration_us"], 1_000_000, end)
+        self.assertLess(end["upstream_us"], 500_000, end)
 
         slow_client = self.relay('''
 [[fault]]

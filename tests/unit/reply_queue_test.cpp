@@ -47,6 +47,25 @@ TEST(ReplyQueue, AnEndOfDataStillAwaitedIsKnown) {
   EXPECT_TRUE(q.awaiting_end_of_data());
 }
 
+// A throttle fault's pacing is the relay's time: a newcomer's trial saw 4 s of a throttled
+// upload counted as the upstream's at data_end, and diagnose blamed a content scan. Each
+// command awaited counts from the end of the paced write that carried it, and only that one.
+TEST(ReplyQueue, ACommandCountsFromTheEndOfThePacedWriteThatCarriedIt) {
+  reply_queue q;
+  q.expect(10, phase::mail);
+  q.expect(20, phase::rcpt);
+  q.paced_write_ended(25, 1'000);   // carried MAIL and RCPT
+  q.expect(500, phase::data_end);   // queued during that write: the next one carries it
+  q.paced_write_ended(1'000, 4'000);
+  EXPECT_EQ(q.front().asked.t_forwarded, 1'000u) << "MAIL's write ended at 1000, not at the later one";
+  EXPECT_EQ(q.back().asked.t_forwarded, 4'000u);
+  q.front().answer.ready = true;
+  EXPECT_EQ(q.first_awaited()->asked.t_forwarded, 1'000u) << "RCPT went with MAIL";
+  q.back().answer.ready = true;
+  q.paced_write_ended(4'000, 9'000);
+  EXPECT_EQ(q.back().asked.t_forwarded, 4'000u) << "an answered command is left alone";
+}
+
 TEST(ReplyQueue, AWithdrawnBdatLastIsNoLongerAwaited) {
   reply_queue q;
   q.expect(1, phase::bdat);
