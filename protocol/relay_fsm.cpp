@@ -150,6 +150,13 @@ void relay_fsm::on_upstream_bytes(std::uint64_t now, std::string_view bytes) {
     if (observer_) observer_->on_reply(now, leg::upstream, direction::in, got[i]);
     if (!greeted_) take_banner(now, std::move(got[i]));
     else take_upstream_reply(now, std::move(got[i]));
+    if (std::exchange(xclient_answered_, false) && (i + 1 < got.size() || replies_.pending_bytes() > 0)) {
+      // The upstream starts over after its reply to XCLIENT and waits for the relay's EHLO: a
+      // reply already behind it answers nothing asked, and would be taken for that EHLO's (a
+      // hostile trial: "220 again" and "250 extra" in one read gave the client "250 extra").
+      out_.close(leg::upstream);
+      return upstream_lost(now, "upstream_protocol_error", "upstream sent more after its reply to XCLIENT, before the relay's EHLO");
+    }
     if (tls_.awaiting_upstream_handshake() && (i + 1 < got.size() || replies_.pending_bytes() > 0)) {
       // Nothing read as protected across a STARTTLS boundary (ARCHITECTURE.md, "Invariants";
       // RFC 3207 5): bytes after the upstream's 220 would be read as if they came through TLS.
@@ -1204,7 +1211,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   if (const char* why = not_a_reply_to_relay_command(p.asked.kind, r)) {
     out_.close(leg::upstream);
     return upstream_lost(now, "upstream_protocol_error",
-                         "upstream answered " + std::string(p.asked.kind == command_kind::internal_rset ? "the relay's RSET" : "STARTTLS") +
+                         "upstream answered " + std::string(relay_command_name(p.asked.kind)) +
                              " with " + std::to_string(r.code) + ": " + why);
   }
   if (r.code == 421 && p.asked.kind == command_kind::client_starttls) {
@@ -1243,7 +1250,9 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     case command_kind::client_starttls:
     case command_kind::internal_starttls:
     case command_kind::internal_greeting: return tls_.take_reply(now, p, r);   // starttls_sequencer
-    case command_kind::internal_xclient: return xclient_.take_reply(now, p, r, tls_.hello_line());   // xclient_exchange
+    case command_kind::internal_xclient:
+      xclient_answered_ = true;   // on_upstream_bytes: nothing more may have come with it
+      return xclient_.take_reply(now, p, r, tls_.hello_line());   // xclient_exchange
     case command_kind::xclient_hello: xclient_.hello_answered(p); break;
   }
   if (p.asked.ph == phase::ehlo && xclient_.begin(now, p, r, tls_.hello_line())) return;
@@ -1301,11 +1310,23 @@ void relay_fsm::upstream_said_421(std::uint64_t now, std::string_view detail) {
 
 // The replies a command the relay sent for itself cannot have: an intermediate reply to its RSET
 // (RFC 5321 4.3.2), a success other than 220 to STARTTLS (RFC 3207 4). Null when it may.
+const char* relay_fsm::relay_command_name(command_kind kind) {
+  switch (kind) {
+    case command_kind::internal_rset: return "the relay's RSET";
+    case command_kind::internal_xclient: return "the relay's XCLIENT";
+    default: return "STARTTLS";
+  }
+}
+
 const char* relay_fsm::not_a_reply_to_relay_command(command_kind kind, const reply& r) {
   if (kind == command_kind::internal_rset && r.klass() == 3) return "RSET is answered with 250 or a failure (RFC 5321 4.3.2)";
   if ((kind == command_kind::client_starttls || kind == command_kind::internal_starttls) &&
       (r.klass() == 3 || (r.klass() == 2 && r.code != 220)))
     return "STARTTLS is answered with 220 or a failure (RFC 3207 4)";
+  // Postfix's XCLIENT_README: success is a new greeting, 220. A 354 (a hostile trial) would
+  // have the relay's EHLO and the client's commands read as message data.
+  if (kind == command_kind::internal_xclient && (r.klass() == 3 || (r.klass() == 2 && r.code != 220)))
+    return "XCLIENT is answered with 220 or a failure";
   return nullptr;
 }
 

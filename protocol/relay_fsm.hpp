@@ -185,6 +185,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void answer_failed_chunk(std::uint64_t now);
   static const char* not_a_reply_to(const reply_request& asked, const reply& r);
   static const char* not_a_reply_to_relay_command(command_kind kind, const reply& r);
+  static const char* relay_command_name(command_kind kind);   // in a protocol error's detail
   void upstream_said_421(std::uint64_t now, std::string_view detail);
   void pass_on_upstream_421(std::uint64_t now, const reply& r);
   void abandon_held_line(std::uint64_t now);
@@ -323,6 +324,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   bool client_gave_up_ = false;                  // that FIN came client_gave_up_after_us after its last bytes
   std::size_t own_refusals_ = 0;                 // commands the relay refused itself (limits::relay_hard_errors)
   std::size_t unsolicited_replies_ = 0;          // upstream replies no command asked for (limits.hpp)
+  bool xclient_answered_ = false;                // the reply just taken answered the relay's XCLIENT
   // close_after_owed: the end reason and detail once the owed replies are out (reason empty: none).
   std::string closing_reason_;
   std::string closing_detail_;

@@ -139,6 +139,29 @@ TEST_F(RelayXclientTest, RefusedXclientStillAnswersTheClient) {
   EXPECT_THAT(obs_->notes, testing::Contains(testing::HasSubstr("upstream refused XCLIENT with 550")));
 }
 
+// A hostile trial: a 354 to XCLIENT was noted as a refusal and the relay went on, sending its
+// EHLO and the client's commands into what that upstream then read as message data.
+TEST_F(RelayXclientTest, AThreeHundredToXclientIsAProtocolError) {
+  greet();
+  upstream(xclient_ehlo_reply);
+  upstream("354 go ahead\r\n");
+  EXPECT_THAT(obs_->stream(leg::client, direction::out), testing::HasSubstr("421 4.4.2 "));
+  EXPECT_THAT(obs_->stream(leg::upstream, direction::out), testing::EndsWith(xclient_line)) << "no EHLO after it";
+  EXPECT_EQ(obs_->ends.at(0).reason, "upstream_protocol_error");
+  EXPECT_EQ(obs_->ends.at(0).detail, "upstream answered the relay's XCLIENT with 354: XCLIENT is answered with 220 or a failure");
+}
+
+// A hostile trial: "220 again" and "250 extra" in one read; "250 extra" went to the client as
+// the reply to its EHLO, and the real one was dropped as unsolicited.
+TEST_F(RelayXclientTest, RepliesBehindTheReplyToXclientAreAProtocolError) {
+  greet();
+  upstream(xclient_ehlo_reply);
+  upstream("220 again\r\n250 extra\r\n");
+  EXPECT_THAT(obs_->stream(leg::client, direction::out), testing::Not(testing::HasSubstr("extra")));
+  EXPECT_THAT(obs_->stream(leg::client, direction::out), testing::HasSubstr("421 4.4.2 "));
+  EXPECT_EQ(obs_->ends.at(0).reason, "upstream_protocol_error");
+}
+
 TEST_F(RelayXclientTest, NothingSentWhenNotOfferedOrNotConfigured) {
   greet();
   EXPECT_THAT(upstream(shown_ehlo_reply), ElementsAre(to_client(shown_ehlo_reply)));
