@@ -29,6 +29,15 @@ void check_session_end(const conversation& c, std::vector<finding>& out);
 void check_smuggling(const conversation& c, std::vector<finding>& out);
 void check_faults(const conversation& c, std::vector<finding>& out);
 
+// The session ended at the relay's own error limit: too many commands it refused itself
+// (protocol/relay_fsm.cpp, too_many_refusals). checks/smuggling.cpp reports it.
+bool ended_at_relay_error_limit(const captures::capture& c);
+
+// The relay's own reply to the client's refused input that checks/smuggling.cpp reports with
+// that input: its 421 4.7.0 at its error limit. Classified by its words alone, it read as a
+// drain's closing.
+bool smuggling_reply(const conversation& c, const exchange& x);
+
 // The relay's note that the upstream's TLS handshake failed and the session went on in
 // plaintext (checks/tls.cpp), or null.
 const captures::event* upstream_tls_fallback(const conversation& c);

@@ -131,7 +131,7 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
     if (x.ph == phase::banner) greeting_refused = greeting_refused || r.klass() == 5;
     else if (greeting_refused && r.code == 503) continue;   // RFC 5321 3.1: every command after a 554 greeting
     if (relay_syntax_refusal(x) || follows_refused_recipients(c, x) || relay_upstream_loss_reply(c, x) ||
-        relay_upstream_tls_refusal(c, x))
+        relay_upstream_tls_refusal(c, x) || smuggling_reply(c, x))
       continue;
     // The relay's 454 after a failed upstream handshake: checks/tls.cpp reports the fall-back.
     if (x.source == origin::relay && r.code == 454 && upstream_tls_fallback(c)) continue;

@@ -285,10 +285,11 @@ void destination_hung_up(const conversation& c, const captures::end_record& e, s
 // The client broke SMTP's framing and the relay closed the session (captures/FORMAT.md,
 // protocol_error): a command line over the hard cap, an AUTH response over its cap, a BDAT size
 // it cannot read, a BDAT the destination did not offer. A message the relay refused for its line
-// endings is a smuggling attempt (smuggling.cpp), not this. A fifth trial found these sessions
-// diagnosed "no findings".
-void client_protocol_error(const captures::end_record& e, std::vector<finding>& out) {
-  if (e.detail.rfind("message refused: ", 0) == 0) return;
+// endings, or a session closed at the relay's error limit (lines it refused, none over the cap), is
+// a smuggling attempt (smuggling.cpp), not this. A fifth trial found these sessions diagnosed "no
+// findings".
+void client_protocol_error(const captures::capture& c, const captures::end_record& e, std::vector<finding>& out) {
+  if (e.detail.rfind("message refused: ", 0) == 0 || ended_at_relay_error_limit(c)) return;
   finding f;
   f.id = "client_protocol_error";
   f.level = severity::error;
@@ -401,7 +402,7 @@ void check_session_end(const conversation& c, std::vector<finding>& out) {
   else if (e.reason == "client_tls_failed") client_tls_failed(e, out);
   else if (e.reason == "fault") dropped_by_fault(c, e, out);
   else if (e.reason == "upstream_protocol_error") protocol_error(c, e, out);
-  else if (e.reason == "protocol_error") client_protocol_error(e, out);
+  else if (e.reason == "protocol_error") client_protocol_error(*c.cap, e, out);
   else if (e.reason == "client_closed" && e.detail == "inside the message") message_abandoned(e, out);
   else if (e.reason == "upstream_closed") destination_hung_up(c, e, out);
   else if (e.reason == "upstream_tls_failed") {

@@ -471,6 +471,48 @@ class BrokenDestination(DiagnoseTest):
         self.assertEqual(ids(doc), ["client_protocol_error"])
 
 
+class RefusedInput(DiagnoseTest):
+    """What the relay refuses itself and never forwards (README "Refused, never forwarded"): the
+    client's input, never the destination's doing."""
+
+    def assertClientsRefusedInput(self, doc, severity):
+        f = finding(doc, "smuggling_attempt")
+        self.assertEqual((f["source"], f["stage"], f["severity"]), ("client", "session", severity), f)
+        self.assertNotIn("server", [g["source"] for g in doc["findings"]], doc["findings"])
+        return f
+
+    def records(self, f, record):
+        return [e for e in f["evidence"] if e["record"] == record]
+
+    def test_pipelined_xclient_lines_are_refused_input_closed_at_the_error_limit(self):
+        # A hostile trial pipelined thousands of XCLIENT lines: "0 errors, 0 warnings, 0 info".
+        m = self.start_mailtap(env=self.env)
+        c = self.greeted_client(m.port)
+        c.send(b"XCLIENT ADDR=192.0.2.1 NAME=spoofed.example\r\n" * 100)
+        self.assertEqual([r.code for r in c.replies(20, 10)], [500] * 19 + [421])
+        cap = self.single_capture(m)
+        self.assertEqual((cap.end["reason"], cap.end["detail"]), ("protocol_error", "too many commands refused by the relay"))
+        rc, doc = diagnose(cap.path)
+        self.assertEqual(ids(doc), ["smuggling_attempt"])
+        f = self.assertClientsRefusedInput(doc, "warning")
+        self.assertEqual(rc, 0, doc)
+        self.assertEqual(len(self.records(f, "command")), 20, f["evidence"])
+        self.assertEqual(len(self.records(f, "end")), 1, f["evidence"])
+
+    def test_each_line_the_relay_refuses_is_the_clients(self):
+        m = self.start_mailtap(env=self.env)
+        c = self.greeted_client(m.port)
+        lines = [b"XCLIENT ADDR=192.0.2.1", b"XFORWARD NAME=spoofed.example", b"PROXY TCP4 192.0.2.1 192.0.2.2 1 25",
+                 b" MAIL FROM:<%s>" % FROM.encode(), b"NOOP " + b"x" * 3000, b"STARTTLS now"]
+        for line in lines:
+            self.assertIn(c.command(line).code, (500, 501), line[:40])
+        self.quit(c)
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual((rc, ids(doc)), (0, ["smuggling_attempt"]), doc["findings"])
+        f = self.assertClientsRefusedInput(doc, "warning")
+        self.assertEqual(len(self.records(f, "command")), len(lines), f["evidence"])
+
+
 class DiagnoseCommandLine(DiagnoseTest):
 
     def test_unreadable_capture_exit_2_one_line_naming_it(self):

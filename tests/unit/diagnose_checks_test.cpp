@@ -1062,6 +1062,58 @@ TEST(CheckSmuggling, RefusedBareLineEndingsAndInjection) {
   EXPECT_NE(find(diagnose_capture(i.c), "smuggling_attempt"), nullptr);
 }
 
+long evidence_of_record(const finding& f, std::string_view record) {
+  return std::count_if(f.evidence.begin(), f.evidence.end(), [&](const evidence_item& e) { return e.record == record; });
+}
+
+// A hostile trial: XCLIENT lines the relay refused gave "0 errors, 0 warnings, 0 info". Each
+// line the relay refuses itself and never forwards is the client's, cited with what it sent.
+TEST(CheckSmuggling, ForbiddenVerbsLeadingSpaceParametersAndLongLinesAreTheClientsRefusedInput) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").reply(3, 250, {"mx", "STARTTLS"});
+  auto refused = [&](double t, std::string line, std::string why, int code, std::string reply) {
+    b.cmd(t, std::move(line)).note(t, "command refused: " + why).reply(t, code, {std::move(reply)}, leg::client);
+  };
+  refused(4, "XCLIENT ADDR=192.0.2.1", "verb never forwarded: XCLIENT", 500, "5.5.1 Command not recognized");
+  refused(5, "XFORWARD NAME=spoof", "verb never forwarded: XFORWARD", 500, "5.5.1 Command not recognized");
+  refused(6, "PROXY TCP4 192.0.2.1 192.0.2.2 1 2", "verb never forwarded: PROXY", 500, "5.5.1 Command not recognized");
+  refused(7, " MAIL FROM:<a@b>", "white space before the verb", 500, "5.5.2 Syntax error: white space before the command");
+  refused(8, "NOOP " + std::string(2100, 'x'), "line too long", 500, "5.5.2 Line too long");
+  refused(9, "STARTTLS now", "STARTTLS with a parameter", 501, "5.5.4 Syntax error (no parameters allowed)");
+  b.cmd(10, "QUIT").reply(11, 221, {"2.0.0 Bye"});
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "smuggling_attempt");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->level, severity::warning);
+  EXPECT_EQ(f->source, origin::client);
+  EXPECT_EQ(f->stage, "session");
+  EXPECT_EQ(evidence_of_record(*f, "command"), 6) << "what the client sent";
+  EXPECT_EQ(evidence_of_record(*f, "note"), 6) << "that the relay refused it";
+  EXPECT_EQ(d.findings.size(), 1u) << render_text(d);
+}
+
+// At its error limit the relay answers 421 4.7.0 in place of the 20th refused command and ends
+// the session (protocol_error). That end is the refusals' (the client's), not a line over the
+// cap, and the relay's 421 is no drain or lost upstream closing the session.
+TEST(CheckSmuggling, ASessionClosedAtTheRelaysErrorLimitIsTheClientsRefusedInput) {
+  builder b;
+  b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").reply(3, 250, {"mx"});
+  for (int i = 0; i < 20; ++i) b.cmd(4, "XCLIENT A").note(4, "command refused: verb never forwarded: XCLIENT");
+  b.note(4, "20 commands refused by the relay: session closed");
+  for (int i = 0; i < 19; ++i) b.reply(4, 500, {"5.5.1 Command not recognized"}, leg::client);
+  b.reply(4, 421, {"4.7.0 mailtap Error: too many errors"}, leg::client)
+      .ended("protocol_error", "too many commands refused by the relay");
+  auto d = diagnose_capture(b.c);
+  EXPECT_EQ(ids(d), std::vector<std::string>{"smuggling_attempt"}) << render_text(d);
+  const finding* f = find(d, "smuggling_attempt");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->level, severity::warning);
+  EXPECT_EQ(f->source, origin::client);
+  EXPECT_EQ(evidence_of_record(*f, "command"), 20);
+  EXPECT_EQ(evidence_of_record(*f, "end"), 1) << "the session's end by the error limit";
+  EXPECT_EQ(evidence_of_record(*f, "reply"), 1) << "the relay's 421";
+}
+
 // The destination's bytes after its 220 to STARTTLS: its finding speaks of the destination (it
 // advised fixing a sender's line endings), and the relay's closing 421 is not the destination
 // closing the session (a hostile trial read "service_closing ... destination closed").
