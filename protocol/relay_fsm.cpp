@@ -1736,6 +1736,12 @@ void relay_fsm::abandon_held_line(std::uint64_t now) {
 void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::string_view detail) {
   if (ended_) return;
   abandon_held_line(now);
+  if (!greeted_ && connected_us_ == 0 && !faults_.no_greeting_rule().empty() && observer_) {
+    // A greeting an upstream_unreachable fault withholds (mode no_greeting: no connection is
+    // made) is a stage too, all of it the fault's: the relay's time, not an upstream's (a
+    // newcomer's trial: a sender that gave up on it left "(no stages)").
+    observer_->on_stage({phase::banner, dial_from_us_, now - dial_from_us_, 0, 0});
+  }
   if (const auto stall = faults_.stalled_stage(); stall && observer_) {
     // A stall's stage never got its reply: it runs to the end, all of it the fault's (a
     // newcomer's trial: the stalled RCPT and its 5 s were missing from the stage table).

@@ -952,6 +952,28 @@ TEST_F(FaultFsm, ConnectUnreachableNoGreetingWaitsForTheGreetingTimeout) {
   EXPECT_EQ(obs_->ends[0].reason, "upstream_timeout");
   EXPECT_EQ(obs_->ends[0].detail,
             "no reply from upstream in time (injected by fault rule 'silent': no connection was attempted)");
+  ASSERT_EQ(obs_->stages.size(), 1u) << "the withheld greeting is a stage, the relay's (its fault's) time";
+  EXPECT_EQ(obs_->stages[0].ph, phase::banner);
+  EXPECT_GT(obs_->stages[0].duration_us, 0u);
+  EXPECT_EQ(obs_->stages[0].upstream_us, 0u);
+}
+
+// A newcomer's trial: Postfix gave up waiting for the greeting this fault withheld before the
+// relay's own greeting timeout; the session ended client_closed and `show` said "(no stages)".
+TEST_F(FaultFsm, ASenderThatGivesUpOnAWithheldGreetingStillHasItsBannerStage) {
+  fault_decision d = decision(verdict::unreachable, "silent", "upstream_unreachable");
+  d.no_greeting = true;
+  adv_->on(phase::connect, fault_stage::command, d);
+  start();
+  now_ += 30'000'000;
+  fsm_->on_client_eof(tick());
+  take();
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->ends[0].reason, "client_closed");
+  ASSERT_EQ(obs_->stages.size(), 1u);
+  EXPECT_EQ(obs_->stages[0].ph, phase::banner);
+  EXPECT_GE(obs_->stages[0].duration_us, 30'000'000u);
+  EXPECT_EQ(obs_->stages[0].upstream_us, 0u);
 }
 
 TEST_F(FaultFsm, ConnectResetAbortsTheClientLeg) {
