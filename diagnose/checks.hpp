@@ -34,7 +34,8 @@ void check_faults(const conversation& c, std::vector<finding>& out);
 bool ended_at_relay_error_limit(const captures::capture& c);
 
 // The relay's own reply to the client's refused input that checks/smuggling.cpp reports with
-// that input: its 421 4.7.0 at its error limit. Classified by its words alone, it read as a
+// that input: its 550 5.6.0 to a message refused for its line endings, its 421 4.7.0 at its
+// error limit. Classified by their words alone, they read as the destination's policy or as a
 // drain's closing.
 bool smuggling_reply(const conversation& c, const exchange& x);
 

@@ -1,7 +1,8 @@
 // Every refusal (4xx, 5xx) the client got, by stage: its meaning from the basic and the
 // enhanced code, the failure mode it shows (classify.hpp), and who made it. Refusals that
 // only follow from an earlier one (503 after a refused greeting) and the relay's own
-// smuggling refusals (reported by checks/smuggling.cpp) are not repeated here.
+// smuggling refusals, its 550 5.6.0 to a message among them (reported by checks/smuggling.cpp),
+// are not repeated here.
 #include <algorithm>
 #include <variant>
 

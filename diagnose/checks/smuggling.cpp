@@ -57,6 +57,15 @@ std::string_view sent_by_end(const captures::end_record& e) {
   return "";
 }
 
+// The relay notes a message it refused for its line endings before its own 550 5.6.0
+// (protocol/relay_fsm.cpp): a 550 5.6.0 without that note is someone else's.
+bool message_refused_before(const conversation& c, std::uint64_t t_us) {
+  return std::any_of(c.timeline.begin(), c.timeline.end(), [&](const captures::event* e) {
+    const auto* n = std::get_if<captures::note_event>(e);
+    return n && n->t_us <= t_us && n->text.starts_with("message refused: ");
+  });
+}
+
 std::string joined(const std::vector<std::string_view>& parts) {
   std::string out;
   for (auto p : parts) out += (out.empty() ? "" : "; ") + std::string(p);
@@ -69,6 +78,7 @@ struct client_refusals {
   std::vector<std::string_view> sent;   // each kind's words once, in the order first seen
   std::string error_limit_count;        // the refusals that closed the session at the error limit, or ""
   bool any = false;                     // anything but the destination's STARTTLS injection
+  bool message_refused = false;         // a message failed for its line endings: mail stopped
 };
 
 client_refusals read_refusals(const conversation& c, finding& f) {
@@ -91,6 +101,7 @@ client_refusals read_refusals(const conversation& c, finding& f) {
     f.evidence.push_back(evidence_of(*e));
     if (std::find(r.sent.begin(), r.sent.end(), k->sent) == r.sent.end()) r.sent.push_back(k->sent);
     r.any = r.any || !n->text.starts_with("STARTTLS injection on the upstream leg");
+    r.message_refused = r.message_refused || n->text.starts_with("message refused: ");
   }
   return r;
 }
@@ -99,6 +110,9 @@ void explain_client(finding& f, const client_refusals& r) {
   f.explanation = "The client sent what two SMTP parsers can read differently, or what only the relay may say to the "
                   "destination: " + joined(r.sent) + ". The relay refused it itself (its own reply, no fault) and "
                   "none of it reached the destination as sent.";
+  if (r.message_refused)
+    f.explanation += " The message was refused (550 5.6.0 from mailtap, not the destination) and the session closed: "
+                     "nothing of it was delivered.";
   if (!r.error_limit_count.empty())
     f.explanation += " The destination never saw the refused commands, so its own error limit could not end the "
                      "session: the relay's did, after " + r.error_limit_count + " of them (421 4.7.0, as Postfix's "
@@ -117,7 +131,8 @@ bool ended_at_relay_error_limit(const captures::capture& c) {
 bool smuggling_reply(const conversation& c, const exchange& x) {
   if (x.source != origin::relay || x.fault) return false;
   const auto& r = x.reply->reply;
-  return r.code == 421 && r.enhanced == "4.7.0" && ended_at_relay_error_limit(*c.cap);
+  if (r.code == 421 && r.enhanced == "4.7.0") return ended_at_relay_error_limit(*c.cap);
+  return r.code == 550 && r.enhanced == "5.6.0" && message_refused_before(c, x.reply->t_us);
 }
 
 void check_smuggling(const conversation& c, std::vector<finding>& out) {
@@ -126,7 +141,9 @@ void check_smuggling(const conversation& c, std::vector<finding>& out) {
   f.stage = "session";
   f.source = origin::client;
   client_refusals refusals = read_refusals(c, f);
-  f.level = severity::warning;
+  // Mail stopped only when a message was refused; the rest are refusals the session went past
+  // (or that ended a session with no message in it).
+  f.level = refusals.message_refused ? severity::error : severity::warning;
   for (const exchange& x : c.exchanges)
     if (smuggling_reply(c, x)) f.evidence.push_back(evidence_of(*x.reply));
   const auto* end = c.cap->end ? &*c.cap->end : nullptr;

@@ -512,6 +512,22 @@ class RefusedInput(DiagnoseTest):
         f = self.assertClientsRefusedInput(doc, "warning")
         self.assertEqual(len(self.records(f, "command")), len(lines), f["evidence"])
 
+    def test_a_message_refused_for_a_bare_lf_is_the_clients_and_not_the_destinations_policy(self):
+        # The relay's 550 5.6.0 was "policy_rejection", refused by the destination's policy.
+        config = self.write_file("strict.toml", b'[data]\nbare_line_endings = "strict"\n')
+        m = self.start_mailtap(args=["--config", config], env=self.env)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(b"Subject: bare\r\n\r\nhello\nworld\r\n.\r\n")
+        self.assertReply(c.reply(10), 550, "5.6.0")
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 1, doc["findings"])
+        self.assertNotIn("policy_rejection", ids(doc))
+        f = self.assertClientsRefusedInput(doc, "error")
+        self.assertEqual(len(self.records(f, "reply")), 1, f["evidence"])
+
 
 class DiagnoseCommandLine(DiagnoseTest):
 

@@ -1114,6 +1114,28 @@ TEST(CheckSmuggling, ASessionClosedAtTheRelaysErrorLimitIsTheClientsRefusedInput
   EXPECT_EQ(evidence_of_record(*f, "reply"), 1) << "the relay's 421";
 }
 
+// Strict bare line endings: the relay's own 550 5.6.0 at the message's end was "refused by the
+// destination's policy" beside the smuggling finding. It is mailtap's reply to the client's
+// input; the message was refused, so mail stopped: an error.
+TEST(CheckSmuggling, TheRelaysRefusalOfAMessageWithBareLineEndingsIsNotTheDestinations) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data with <CR><LF>.<CR><LF>"})
+      .note(12, "message refused: bare CR or LF in message data; upstream closed without end of data")
+      .reply(12, 550, {"5.6.0 Message refused by mailtap: bare CR or LF in message data"}, leg::client)
+      .txn(protocol::outcome::rejected,
+           captures::reply_summary{550, "5.6.0", "Message refused by mailtap: bare CR or LF in message data"}, 4, 12,
+           true)
+      .ended("protocol_error", "message refused: bare CR or LF in message data");
+  auto d = diagnose_capture(b.c);
+  for (const auto& f : d.findings) EXPECT_NE(f.source, origin::server) << f.id << ": " << f.title;
+  EXPECT_EQ(find(d, "policy_rejection"), nullptr) << ::testing::PrintToString(ids(d));
+  const finding* f = find(d, "smuggling_attempt");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->source, origin::client);
+  EXPECT_EQ(f->level, severity::error);
+  EXPECT_EQ(evidence_of_record(*f, "reply"), 1) << "the relay's 550 is cited with the refusal";
+}
+
 // The destination's bytes after its 220 to STARTTLS: its finding speaks of the destination (it
 // advised fixing a sender's line endings), and the relay's closing 421 is not the destination
 // closing the session (a hostile trial read "service_closing ... destination closed").
