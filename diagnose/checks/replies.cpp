@@ -78,12 +78,13 @@ severity severity_of(const conversation& c, const exchange& x) {
   return severity::error;
 }
 
-// DATA refused because no recipient was accepted (Postfix's "554 5.5.1 Error: no valid
-// recipients", 503 elsewhere): the client pipelined DATA behind its RCPTs (RFC 2920 3.1), and
-// the refusals of those RCPTs, reported on their own, say what happened. A permanent failure
-// here would contradict a transaction whose recipients were only deferred.
+// DATA or a BDAT chunk refused because no recipient was accepted (Postfix's "554 5.5.1 Error:
+// no valid recipients", 503 elsewhere, the relay's own 503 5.5.1 to a chunk): the client pipelined
+// it behind its RCPTs (RFC 2920 3.1), and the refusals of those RCPTs, reported on their own, say
+// what happened. A permanent failure here would contradict a transaction whose recipients were
+// only deferred. (BDAT was left out, and its 503 read as a second error of the destination's.)
 bool follows_refused_recipients(const conversation& c, const exchange& x) {
-  if (x.ph != phase::data || x.reply->reply.klass() != 5) return false;
+  if ((x.ph != phase::data && x.ph != phase::bdat) || x.reply->reply.klass() != 5) return false;
   const auto* t = transaction_at(*c.cap, x.reply->t_us);
   if (!t || t->rcpt_codes.empty()) return false;
   return std::none_of(t->rcpt_codes.begin(), t->rcpt_codes.end(), [](int code) { return code / 100 == 2; });

@@ -528,6 +528,21 @@ class RefusedInput(DiagnoseTest):
         f = self.assertClientsRefusedInput(doc, "error")
         self.assertEqual(len(self.records(f, "reply")), 1, f["evidence"])
 
+    def test_bdat_after_every_recipient_refused_is_no_second_refusal(self):
+        # DATA refused for want of a recipient follows from the RCPT refusals; BDAT's 503 read as
+        # a permanent failure at the destination of its own.
+        m = self.relay("unknown-recipient")
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 550, "5.1.1")
+        c.send(b"BDAT 5 LAST\r\nhello")
+        self.assertEqual(c.reply(10).code, 503)
+        self.quit(c)
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 1, doc["findings"])
+        self.assertEqual([f["stage"] for f in doc["findings"]], ["rcpt"], doc["findings"])
+        self.assertInjected(finding(doc, "unknown_recipient"), "unknown-recipient", "rcpt")
+
 
 class DiagnoseCommandLine(DiagnoseTest):
 

@@ -230,6 +230,23 @@ TEST(CheckReplies, DataRefusedForWantOfRecipientsIsNotAPermanentFailure) {
       << "the deferral of the recipient is still reported";
 }
 
+// The BDAT version: every recipient refused, and the chunk answered 503 for want of one, by the
+// destination or by the relay itself. It follows from the refusals; not a second error.
+TEST(CheckReplies, ABdatRefusedForWantOfRecipientsFollowsFromTheirRefusal) {
+  for (leg by : {leg::upstream, leg::client}) {
+    builder b;
+    b.opening().reply(7, 550, {"5.1.1 <r@example.net>: Recipient address rejected: User unknown"})
+        .cmd(8, "BDAT 5 LAST").reply(9, 503, {"5.5.1 No valid recipients"}, by)
+        .txn(protocol::outcome::rejected, captures::reply_summary{503, "5.5.1", "No valid recipients"}, 4, 10);
+    b.c.transactions.back().rcpt_codes = {550};
+    auto d = diagnose_capture(b.c);
+    for (const auto& f : d.findings) EXPECT_NE(f.stage, "bdat") << f.id << ": " << f.title;
+    const finding* f = find(d, "unknown_recipient");
+    ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+    EXPECT_EQ(f->stage, "rcpt");
+  }
+}
+
 // A newcomer's trial with Postfix on both sides: a fault refused MAIL (452), Postfix had
 // pipelined RCPT and DATA behind it, and the destination answered both 503 "need MAIL". Those
 // follow from the refusal: no "permanent failure from the destination" advising a bounce.
