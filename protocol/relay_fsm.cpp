@@ -318,6 +318,13 @@ void relay_fsm::on_tls_ready(std::uint64_t now, leg which, const tls_summary& tl
   if (which == leg::client && connected_us_ == 0) dial_from_us_ = std::max(dial_from_us_, now);
 }
 
+void relay_fsm::on_upstream_plaintext_in_handshake(std::uint64_t now, std::string_view bytes) {
+  if (ended_) return;
+  if (observer_) observer_->on_bytes(now, leg::upstream, direction::in, bytes);
+  out_.note(now, "upstream sent plaintext where its TLS handshake should be (" + std::to_string(bytes.size()) +
+                     " bytes recorded, never read)");
+}
+
 void relay_fsm::on_tls_failed(std::uint64_t now, leg which, std::string_view reason) {
   if (ended_) return;
   if (which == leg::upstream) return tls_.upstream_tls_failed(now, reason);

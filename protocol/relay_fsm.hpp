@@ -106,6 +106,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // dials once it is done) or after on_upstream_connected (upstream).
   void on_tls_ready(std::uint64_t now_us, leg which, const tls_summary& tls);
   void on_tls_failed(std::uint64_t now_us, leg which, std::string_view reason);
+  // The upstream answered the relay's TLS handshake with bytes that are no TLS record (the
+  // shell tells on_tls_failed next): recorded as the upstream's, never read, and noted.
+  void on_upstream_plaintext_in_handshake(std::uint64_t now_us, std::string_view bytes);
   // The new plaintext upstream connection asked for with reconnect_upstream is open (if it
   // cannot be opened, the shell calls on_upstream_unreachable). Its greeting is taken by the
   // relay, the client's EHLO (or HELO) replayed on it, then held client commands go on.

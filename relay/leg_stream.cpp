@@ -176,7 +176,7 @@ asio::awaitable<write_outcome> leg_stream::write_shaped() {
 leg_stream::tls_stream* leg_stream::begin_tls(asio::ssl::context& context) {
   auto* socket = pipe_->tcp_socket();
   if (!socket) return nullptr;
-  tls_ = std::make_unique<tls_stream>(*socket, context);
+  tls_ = std::make_unique<tls_stream>(tls_transport(*socket), context);
   return tls_.get();
 }
 

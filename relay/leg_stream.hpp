@@ -5,9 +5,15 @@
 // write their legs through it.
 // Threading: one strand (the owner's); not thread-safe.
 #pragma once
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <memory>
@@ -73,9 +79,61 @@ class tcp_pipe final : public byte_pipe {
   boost::asio::ip::tcp::socket socket_;
 };
 
+// The TCP connection under a leg's TLS. It passes reads and writes through; while `record` is
+// set, it also keeps the first record_cap bytes read there. The upstream handshake sets it:
+// bytes that are no TLS record are the upstream's plaintext after its 220 to STARTTLS, which
+// the capture keeps and the session takes for injection (relay/session.cpp, handshake).
+class tls_transport {
+ public:
+  using socket = boost::asio::ip::tcp::socket;
+  using executor_type = socket::executor_type;
+  using lowest_layer_type = socket::lowest_layer_type;
+  static constexpr std::size_t record_cap = 4096;
+
+  explicit tls_transport(socket& s) : socket_(&s) {}
+  executor_type get_executor() { return socket_->get_executor(); }
+  lowest_layer_type& lowest_layer() { return socket_->lowest_layer(); }
+  const lowest_layer_type& lowest_layer() const { return socket_->lowest_layer(); }
+
+  template <typename ConstBuffers, typename Token>
+  auto async_write_some(const ConstBuffers& buffers, Token&& token) {
+    return socket_->async_write_some(buffers, std::forward<Token>(token));
+  }
+  template <typename MutableBuffers, typename Token>
+  auto async_read_some(const MutableBuffers& buffers, Token&& token) {
+    return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
+        [this, buffers](auto handler) {
+          // The read keeps the handler's executor and its cancellation slot: a handshake or a
+          // close_notify raced against a timer (awaitable operators ||) is cancelled through it.
+          auto ex = boost::asio::get_associated_executor(handler, socket_->get_executor());
+          auto slot = boost::asio::get_associated_cancellation_slot(handler);
+          socket_->async_read_some(
+              buffers, boost::asio::bind_cancellation_slot(
+                           slot, boost::asio::bind_executor(ex, [this, buffers, handler = std::move(handler)](
+                                                                    boost::system::error_code ec, std::size_t n) mutable {
+                             keep(buffers, n);
+                             std::move(handler)(ec, n);
+                           })));
+        },
+        token);
+  }
+
+  std::string* record = nullptr;
+
+ private:
+  template <typename MutableBuffers>
+  void keep(const MutableBuffers& buffers, std::size_t n) {
+    if (!record || n == 0 || record->size() >= record_cap) return;
+    const std::size_t old = record->size(), take = std::min(n, record_cap - old);
+    record->resize(old + take);
+    boost::asio::buffer_copy(boost::asio::buffer(record->data() + old, take), buffers);
+  }
+  socket* socket_;
+};
+
 class leg_stream {
  public:
-  using tls_stream = boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>;
+  using tls_stream = boost::asio::ssl::stream<tls_transport>;
 
   explicit leg_stream(std::unique_ptr<byte_pipe> pipe);
   ~leg_stream();

@@ -614,6 +614,11 @@ bool session::took_plaintext_before_handshake() {
   return true;
 }
 
+namespace {
+// A TLS record starts with its content type: a handshake message (22) or an alert (21).
+bool starts_a_tls_record(std::string_view bytes) { return bytes[0] == 0x16 || bytes[0] == 0x15; }
+}  // namespace
+
 asio::awaitable<void> session::handshake(leg l) {
   // mailtap is the TLS server on the client leg and the TLS client on the upstream leg.
   auto& box = leg_of(l);
@@ -649,8 +654,19 @@ asio::awaitable<void> session::handshake(leg l) {
   timer limit(executor_);
   limit.expires_after(ctx_.cfg.tls.handshake_timeout);
   auto kind = upstream ? asio::ssl::stream_base::client : asio::ssl::stream_base::server;
+  std::string first_bytes;   // what the upstream sent in the handshake (tls_transport)
+  if (upstream) tls->next_layer().record = &first_bytes;
   auto result = co_await (tls->async_handshake(kind, as_tuple(use_awaitable)) ||
                           limit.async_wait(as_tuple(use_awaitable)));
+  tls->next_layer().record = nullptr;
+  const bool handshake_failed = result.index() == 1 || std::get<0>(std::get<0>(result));
+  if (upstream && handshake_failed && !first_bytes.empty() && !starts_a_tls_record(first_bytes)) {
+    // Plaintext where the upstream's handshake should be (a server answering the ClientHello
+    // with an error line, or bytes it sent after its 220 in a write of their own): the capture
+    // keeps them (a hostile trial: they were lost). The handshake failed all the same; what
+    // follows is as for any failed handshake, on a new connection if at all.
+    feed(&protocol::relay_fsm::on_upstream_plaintext_in_handshake, std::string_view(first_bytes));
+  }
   if (result.index() == 1) {
     box.drop_tls();
     failed("TLS handshake timed out");

@@ -602,6 +602,11 @@ class TlsTest(IntegrationTest):
                 # The replayed hello is the relay's command on the new connection (show's U>).
                 relay_commands = [e["text"] for e in events_of(shown, "command", "upstream")]
                 self.assertEqual(relay_commands, ["EHLO client.test"], relay_commands)
+                # Plaintext where the handshake should be is the upstream's, kept (a hostile
+                # trial: it was lost from the capture).
+                if behaviour == "garbage":
+                    self.assertIn(b"this is not a TLS handshake at all", cap.bytes_of("upstream", "in"))
+                    self.assertTrue(any("plaintext where its TLS handshake should be" in n for n in cap.notes), cap.notes)
                 # Exported, the two upstream connections are two TCP streams (mailtap's side of
                 # the upstream leg is port 49152, then 49153: captures/pcap_frames.cpp).
                 pcap = os.path.join(self.workdir, "fallback-%s.pcap" % behaviour)
