@@ -575,9 +575,10 @@ bool fault_holds::message(std::uint64_t now, transaction* t) {
 
 void fault_holds::finish_absorbed_bdat(std::uint64_t now, bool last_chunk) {
   transaction* t = txns_.find(end_plan_txn_);
-  if (!t || !end_plan_) {
+  if (!t || !end_plan_ || every_recipient_refused(*t)) {
     // The transaction failed meanwhile (MAIL or every RCPT refused): what a server answers a
-    // chunk without recipients, and the fault is not applied.
+    // chunk without recipients, and the fault is not applied (a blackhole's 250 here would
+    // accept a message that had no recipient; the DATA path answers 554, open_absorbed_message).
     host_.local_reply(now, phase::bdat, 503, "5.5.1", "No valid recipients");
     if (last_chunk) {
       absorbing_ = false;
@@ -600,6 +601,13 @@ void fault_holds::finish_absorbed_bdat(std::uint64_t now, bool last_chunk) {
                                  d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
   p.asked.last_chunk = true;
   host_.flush_replies(now);
+}
+
+// Every recipient recorded has its reply and none accepted it. A recipient whose reply has not
+// come yet (BDAT pipelined behind RCPT) may still be accepted: not refused yet.
+bool fault_holds::every_recipient_refused(const transaction& t) {
+  const auto& codes = t.rec.rcpt_codes;
+  return codes.size() == t.rec.rcpt_to.size() && std::none_of(codes.begin(), codes.end(), [](int c) { return c / 100 == 2; });
 }
 
 void fault_holds::count_blackhole(std::uint64_t now, const fault_decision& d) {

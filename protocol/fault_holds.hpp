@@ -213,6 +213,7 @@ class fault_holds {
                           then_do then);
   void open_absorbed_message(std::uint64_t now, reply_slot& p);
   void begin_stall(std::uint64_t now, const fault_decision& d, phase ph);
+  static bool every_recipient_refused(const transaction& t);
   void count_blackhole(std::uint64_t now, const fault_decision& d);
 
   fault_advisor* advisor_;

@@ -1339,6 +1339,25 @@ TEST_F(FaultFsm, DataEndBlackholeAbsorbsABdatMessage) {
   EXPECT_THAT(up_, Not(HasSubstr("abc")));
 }
 
+// A review: with every recipient refused, a blackhole still answered a BDAT message 250 (the
+// DATA path answers 554: no message without a recipient). Now 503, and the rule is not applied.
+TEST_F(FaultFsm, ABdatMessageWithEveryRecipientRefusedIsNotBlackholed) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n");
+  client("BDAT 3 LAST\r\nabc");
+  upstream("250 2.0.0 Ok\r\n");   // to the relay's RSET, sent in the message's place
+  EXPECT_THAT(cl_, EndsWith("503 5.5.1 No valid recipients\r\n"));
+  EXPECT_EQ(fsm_->stats().blackholed, 0u);
+  EXPECT_THAT(up_, Not(HasSubstr("abc")));
+  client("QUIT\r\n");
+  upstream("221 2.0.0 Bye\r\n");
+  EXPECT_EQ(only_transaction().result, outcome::rejected);
+  EXPECT_FALSE(only_transaction().synthesized && only_transaction().result == outcome::blackholed);
+}
+
 // ================================================================ 8. data_end: faults on the forwarded message
 
 TEST_F(FaultFsm, DataEndDisconnectForwardsTheBodyButNeverTheDot) {
