@@ -580,6 +580,13 @@ void fault_holds::finish_absorbed_bdat(std::uint64_t now, bool last_chunk) {
     // chunk without recipients, and the fault is not applied (a blackhole's 250 here would
     // accept a message that had no recipient; the DATA path answers 554, open_absorbed_message).
     host_.local_reply(now, phase::bdat, 503, "5.5.1", "No valid recipients");
+    if (t) {
+      // The refusal is the transaction's end, as a destination's refused chunk is (RFC 3030 2):
+      // settled by this reply (after_reply), and sealed against the client's next MAIL.
+      owed_.back().asked.txn = t->id;
+      owed_.back().asked.last_chunk = last_chunk;
+      t->sealed = true;
+    }
     if (last_chunk) {
       absorbing_ = false;
       end_plan_.reset();

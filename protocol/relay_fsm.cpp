@@ -148,15 +148,16 @@ void relay_fsm::on_upstream_bytes(std::uint64_t now, std::string_view bytes) {
   for (std::size_t i = 0; i < got.size(); ++i) {
     if (ended_ || out_.closed(leg::upstream)) break;
     if (observer_) observer_->on_reply(now, leg::upstream, direction::in, got[i]);
-    if (!greeted_) take_banner(now, std::move(got[i]));
-    else take_upstream_reply(now, std::move(got[i]));
-    if (std::exchange(xclient_answered_, false) && (i + 1 < got.size() || replies_.pending_bytes() > 0)) {
+    const bool more_behind = i + 1 < got.size() || replies_.pending_bytes() > 0;
+    if (greeted_ && more_behind && answers_relay_xclient()) {
       // The upstream starts over after its reply to XCLIENT and waits for the relay's EHLO: a
       // reply already behind it answers nothing asked, and would be taken for that EHLO's (a
       // hostile trial: "220 again" and "250 extra" in one read gave the client "250 extra").
       out_.close(leg::upstream);
       return upstream_lost(now, "upstream_protocol_error", "upstream sent more after its reply to XCLIENT, before the relay's EHLO");
     }
+    if (!greeted_) take_banner(now, std::move(got[i]));
+    else take_upstream_reply(now, std::move(got[i]));
     if (tls_.awaiting_upstream_handshake() && (i + 1 < got.size() || replies_.pending_bytes() > 0)) {
       // Nothing read as protected across a STARTTLS boundary (ARCHITECTURE.md, "Invariants";
       // RFC 3207 5): bytes after the upstream's 220 would be read as if they came through TLS.
@@ -180,7 +181,10 @@ void relay_fsm::on_client_eof(std::uint64_t now) {
   process_client_input(now);    // what it sent before its FIN is still taken
   if (ended_) return;   // what it sent before its FIN may have ended the session
   // Measured from the bytes before the FIN's read: a FIN that came with them is no later.
-  client_gave_up_ = client_bytes_at_us_ != UINT64_MAX && now >= client_bytes_at_us_ + client_gave_up_after_us;
+  // From when the relay could first have read that FIN: its own pauses in reading the client
+  // (a slow upstream's backlog, its recorder's, its parse cap) are not the client's delay.
+  const std::uint64_t last_bytes = std::max(client_bytes_at_us_ == UINT64_MAX ? 0 : client_bytes_at_us_, client_reading_resumed_us_);
+  client_gave_up_ = client_bytes_at_us_ != UINT64_MAX && now >= last_bytes + client_gave_up_after_us;
   if (owed_.owes_end_of_data() || faults_.holds_end_of_data() || awaiting_capture_) {
     if (!owed_.owes(phase::quit)) out_.note(now, std::string(note_closed_before_end_of_data_reply));
     else if (client_gave_up_) out_.note(now, std::string(note_closed_after_quit_before_end_of_data_reply));
@@ -303,6 +307,7 @@ void relay_fsm::on_drain(std::uint64_t now) {
 void relay_fsm::hold_client_input(std::uint64_t now, bool held) {
   if (ended_ || held == input_held_) return;
   input_held_ = held;
+  if (!held) client_reading_resumed_us_ = now;
   if (!held) process_client_input(now);
 }
 
@@ -377,6 +382,7 @@ void relay_fsm::on_upstream_backlog(std::uint64_t now, bool backed_up) {
   }
   if (mode_ == client_mode::data) body_backlog_us_ = held_back_us(now);
   backlog_since_us_ = 0;
+  client_reading_resumed_us_ = now;   // the shell reads the client again
 }
 
 void relay_fsm::on_paced_upstream_write(std::uint64_t now, std::uint64_t began) { owed_.paced_write_ended(began, now); }
@@ -454,6 +460,15 @@ void relay_fsm::record_received_size() {
 // ---------------------------------------------------------------- client input
 
 void relay_fsm::process_client_input(std::uint64_t now) {
+  // The shell's reading paused at the parse cap goes on once this parse has brought the input
+  // under it (report_client_pause): from now, as far as a FIN's timing goes (client_gave_up_).
+  struct resume_check {
+    relay_fsm& fsm;
+    std::uint64_t now;
+    ~resume_check() {
+      if (fsm.client_paused_ && !fsm.in_.above_watermark()) fsm.client_reading_resumed_us_ = now;
+    }
+  } resumed{*this, now};
   // Lines waiting while the relay secures the upstream leg (its EHLO and STARTTLS, the
   // handshake) or identifies the client (XCLIENT) wait on the upstream: the span is kept for
   // handle_command, which gives each line the part of it after its arrival.
@@ -581,6 +596,7 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     parsed = faults_.take_held_line(now, decided);   // parsed when it was held
   } else if (well_formed) {
     parsed = parse_command(line.substr(0, line.size() - 2));
+    if (parsed.fault == command_fault::none) follow_held_refusal(parsed.cmd);   // before any fault answers it
     drain_answers = drain_answers_with_421(parsed.cmd.ph);
     if (parsed.fault == command_fault::none && !drain_answers && faults_.hold_line(now, arrived, line, parsed, decided)) {
       // The line waits for its delay, recorded as it came (masked as below).
@@ -685,13 +701,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     tls_.client_starttls(now);   // starttls_sequencer: never passed through blind
     return;
   }
-  if (cmd.ph != phase::rcpt) report_held_refusal();   // its recipients, if any, have come
   transaction* open = txns_.open();
-  if (cmd.ph == phase::rcpt && !open && held_refusal_) {
-    // A recipient for a refused MAIL: recorded with it (held_refusal_), as the cap allows.
-    auto& to = held_refusal_->rec.rcpt_to;
-    if (to.size() < limits::recipients_recorded_cap) to.push_back(cmd.address.value_or(cmd.argument));
-  }
   bool rcpt_recorded = false;
   if (cmd.ph == phase::rcpt && open) {
     rcpt_recorded = record_recipient(now, *open, cmd.address.value_or(cmd.argument));
@@ -1257,9 +1267,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     case command_kind::client_starttls:
     case command_kind::internal_starttls:
     case command_kind::internal_greeting: return tls_.take_reply(now, p, r);   // starttls_sequencer
-    case command_kind::internal_xclient:
-      xclient_answered_ = true;   // on_upstream_bytes: nothing more may have come with it
-      return xclient_.take_reply(now, p, r, tls_.hello_line());   // xclient_exchange
+    case command_kind::internal_xclient: return xclient_.take_reply(now, p, r, tls_.hello_line());   // xclient_exchange
     case command_kind::xclient_hello: xclient_.hello_answered(p); break;
   }
   if (p.asked.ph == phase::ehlo && xclient_.begin(now, p, r, tls_.hello_line())) return;
@@ -1317,11 +1325,18 @@ void relay_fsm::upstream_said_421(std::uint64_t now, std::string_view detail) {
 
 // The replies a command the relay sent for itself cannot have: an intermediate reply to its RSET
 // (RFC 5321 4.3.2), a success other than 220 to STARTTLS (RFC 3207 4). Null when it may.
+bool relay_fsm::answers_relay_xclient() {
+  const reply_slot* awaited = owed_.first_awaited();
+  return awaited && awaited->asked.kind == command_kind::internal_xclient;
+}
+
 const char* relay_fsm::relay_command_name(command_kind kind) {
   switch (kind) {
     case command_kind::internal_rset: return "the relay's RSET";
     case command_kind::internal_xclient: return "the relay's XCLIENT";
-    default: return "STARTTLS";
+    case command_kind::client_starttls:
+    case command_kind::internal_starttls: return "STARTTLS";
+    default: return "the relay's command";
   }
 }
 
@@ -1596,7 +1611,7 @@ void relay_fsm::finish_transaction(std::uint64_t now, std::uint64_t id, outcome 
   faults_.transaction_settled(now, id);   // a withheld dot's stall, as a stage
   report_held_refusal();   // an earlier refused MAIL's record comes first
   if (refused_mail) {
-    held_refusal_ = held_refusal{id, std::move(*rec)};
+    held_refusal_ = std::move(*rec);
     return;
   }
   report_transaction(std::move(*rec));
@@ -1608,9 +1623,18 @@ void relay_fsm::report_transaction(transaction_record&& rec) {
   request_capture_barrier();
 }
 
+// A command after a refused MAIL: a RCPT is that attempt's recipient (held_refusal_), as the
+// cap allows; any other command ends it, and its record is written.
+void relay_fsm::follow_held_refusal(const command& cmd) {
+  if (!held_refusal_) return;
+  if (cmd.ph != phase::rcpt) return report_held_refusal();
+  auto& to = held_refusal_->rcpt_to;
+  if (!txns_.open() && to.size() < limits::recipients_recorded_cap) to.push_back(cmd.address.value_or(cmd.argument));
+}
+
 void relay_fsm::report_held_refusal() {
   if (!held_refusal_) return;
-  transaction_record rec = std::move(held_refusal_->rec);
+  transaction_record rec = std::move(*held_refusal_);
   held_refusal_.reset();
   report_transaction(std::move(rec));
 }

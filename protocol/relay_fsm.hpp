@@ -189,6 +189,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   static const char* not_a_reply_to(const reply_request& asked, const reply& r);
   static const char* not_a_reply_to_relay_command(command_kind kind, const reply& r);
   static const char* relay_command_name(command_kind kind);   // in a protocol error's detail
+  bool answers_relay_xclient();   // the next upstream reply is the one to the relay's XCLIENT
   void upstream_said_421(std::uint64_t now, std::string_view detail);
   void pass_on_upstream_421(std::uint64_t now, const reply& r);
   void abandon_held_line(std::uint64_t now);
@@ -246,6 +247,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   bool too_many_refusals(std::uint64_t now);
   // Reports the held record of a refused MAIL (held_refusal_), if there is one.
   void report_held_refusal();
+  void follow_held_refusal(const command& cmd);
   // The session is ending: every transaction still in flight is aborted, or unknown when its
   // message already went upstream.
   void abandon_transactions(std::uint64_t now);
@@ -327,7 +329,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   bool client_gave_up_ = false;                  // that FIN came client_gave_up_after_us after its last bytes
   std::size_t own_refusals_ = 0;                 // commands the relay refused itself (limits::relay_hard_errors)
   std::size_t unsolicited_replies_ = 0;          // upstream replies no command asked for (limits.hpp)
-  bool xclient_answered_ = false;                // the reply just taken answered the relay's XCLIENT
+  // Since when the shell reads the client again after its last pause (a backlog upstream or in
+  // the recorder, the parse cap): a FIN is measured from here too (client_gave_up_).
+  std::uint64_t client_reading_resumed_us_ = 0;
   // close_after_owed: the end reason and detail once the owed replies are out (reason empty: none).
   std::string closing_reason_;
   std::string closing_detail_;
@@ -376,11 +380,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // before they are read, and without this the record named no recipient, while the
   // destination's own refusal, read after them, did. Their replies (a 503 "need MAIL") follow
   // from MAIL's refusal and are not recorded as theirs: MAIL's code is the attempt's answer.
-  struct held_refusal {
-    std::uint64_t txn = 0;
-    transaction_record rec;
-  };
-  std::optional<held_refusal> held_refusal_;
+  std::optional<transaction_record> held_refusal_;
 
   std::string withheld_bdat_;                // the last BDAT chunk's last byte (or "BDAT 0 LAST" itself)
   bool discard_payload_ = false;             // this BDAT chunk is not forwarded

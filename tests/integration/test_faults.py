@@ -497,20 +497,20 @@ name = "held-dot"
 type = "delay"
 phase = "data_end"
 when = "command"
-delay = "3s"
+delay = "5s"
 ''', rec)
         c = self.greeted_client(m.port)
         self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
         self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
         self.assertReply(c.command("DATA"), 354)
         c.send(make_message("<gave-up@example.test>") + b".\r\n")
-        time.sleep(1.3)   # past the relay's "long after its last bytes" (1 s), short of the hold
+        time.sleep(2.2)   # well past the relay's "long after its last bytes" (1 s), short of the hold
         c.sock.close()
         cap = self.single_capture(m)
         [t] = cap.transactions
         self.assertEqual(t["outcome"], "aborted", t)
         self.assertEqual(cap.end["reason"], "client_closed")
-        time.sleep(2.2)   # past the hold's end: the dot still never goes
+        time.sleep(3.3)   # past the hold's end: the dot still never goes
         self.assertEqual(rec.count(), 0, "the destination received the message")
 
     def test_a_sender_that_gives_up_after_its_pipelined_quit_is_noted_and_diagnosed(self):
@@ -523,14 +523,14 @@ delay = "3s"
 name = "scan"
 type = "delay"
 phase = "data_end"
-delay = "3s"
+delay = "5s"
 ''', rec)
         c = self.greeted_client(m.port)
         self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
         self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
         self.assertReply(c.command("DATA"), 354)
         c.send(make_message("<gave-up-after-quit@example.test>") + b".\r\nQUIT\r\n")
-        time.sleep(1.3)   # past the relay's "long after its last bytes" (1 s), short of the hold
+        time.sleep(2.2)   # well past the relay's "long after its last bytes" (1 s), short of the hold
         c.sock.close()
         cap = self.single_capture(m)
         self.assertEqual(len(rec.wait_for(1)), 1)

@@ -371,6 +371,22 @@ TEST_F(FaultFsm, ReplyAtMailIsNotForwardedAndSettlesTheTransaction) {
   EXPECT_EQ(at_mail[1].transaction_number, 2u);
 }
 
+// A review: a RCPT a fault answers after a refused MAIL skipped the held record, so the
+// recipient was missing again (captures search --to); a fault-answered command also never
+// ended the attempt.
+TEST_F(FaultFsm, ARecipientAFaultAnswersAfterARefusedMailIsStillTheAttempts) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::command, answer(verdict::reply, 550, "5.7.1", "Sender blocked", "block-sender", "reply"));
+  adv_->on(phase::rcpt, fault_stage::command, answer(verdict::reply, 550, "5.1.1", "No such user", "no-user", "reply"));
+  client(mail_from + rcpt_bob);
+  EXPECT_TRUE(obs_->transactions.empty());
+  client("NOOP\r\n");
+  upstream("250 2.0.0 Ok\r\n");
+  const transaction_record& t = only_transaction();
+  EXPECT_THAT(t.rcpt_to, ElementsAre("bob@example.org"));
+  EXPECT_EQ(t.final_reply->code, 550);
+}
+
 TEST_F(FaultFsm, ReplyAtRcptInAPipelinedGroupKeepsReplyOrder) {
   greet_and_ehlo();
   adv_->on(phase::rcpt, fault_stage::command, decision(verdict::proceed, ""));
@@ -1352,10 +1368,16 @@ TEST_F(FaultFsm, ABdatMessageWithEveryRecipientRefusedIsNotBlackholed) {
   EXPECT_THAT(cl_, EndsWith("503 5.5.1 No valid recipients\r\n"));
   EXPECT_EQ(fsm_->stats().blackholed, 0u);
   EXPECT_THAT(up_, Not(HasSubstr("abc")));
+  ASSERT_EQ(obs_->transactions.size(), 1u) << "the refusal ends the transaction";
+  EXPECT_EQ(obs_->transactions[0].result, outcome::rejected);
+  // The client's next MAIL opens a transaction of its own (RFC 3030 2: a refused BDAT LAST
+  // ends the transaction), not one taken for "inside an open transaction".
+  client("MAIL FROM:<carol@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n");
   client("QUIT\r\n");
   upstream("221 2.0.0 Bye\r\n");
-  EXPECT_EQ(only_transaction().result, outcome::rejected);
-  EXPECT_FALSE(only_transaction().synthesized && only_transaction().result == outcome::blackholed);
+  ASSERT_EQ(obs_->transactions.size(), 2u);
+  EXPECT_EQ(obs_->transactions[1].mail_from, "carol@example.org");
 }
 
 // ================================================================ 8. data_end: faults on the forwarded message

@@ -157,6 +157,7 @@ TEST_F(RelayXclientTest, RepliesBehindTheReplyToXclientAreAProtocolError) {
   greet();
   upstream(xclient_ehlo_reply);
   upstream("220 again\r\n250 extra\r\n");
+  EXPECT_THAT(obs_->stream(leg::upstream, direction::out), testing::EndsWith(xclient_line)) << "no EHLO after it";
   EXPECT_THAT(obs_->stream(leg::client, direction::out), testing::Not(testing::HasSubstr("extra")));
   EXPECT_THAT(obs_->stream(leg::client, direction::out), testing::HasSubstr("421 4.4.2 "));
   EXPECT_EQ(obs_->ends.at(0).reason, "upstream_protocol_error");
