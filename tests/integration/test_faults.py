@@ -485,27 +485,35 @@ delay = "1s"
         self.assertEqual(t["final_reply"]["code"], 552, t)
         self.assertFalse(any("unsolicited" in n for n in cap.notes), cap.notes)
 
+    def give_up_on_a_held_message(self, when, ending):
+        """A relay whose rule holds the message's end or its reply (`when`) for 5 s; a client
+        that sends its message and `ending`, then closes (a FIN) 2.2 s later, well past the
+        relay's "long after its last bytes" (1 s), as a sender at its timeout does. Returns
+        (the relay, the destination's recorder)."""
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "hold"
+type = "delay"
+phase = "data_end"
+when = "%s"
+delay = "5s"
+''' % when, rec)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<gave-up-%s@example.test>" % when) + ending)
+        time.sleep(2.2)
+        c.sock.close()
+        return m, rec
+
     def test_a_sender_that_gives_up_while_its_dot_is_held_gets_nothing_delivered(self):
         # A trial with real Postfix on both sides: the sender timed out and closed (a FIN, no
         # reset: the relay writes nothing during the hold) while the fault held its dot; the dot
         # went when the hold ended, the destination delivered, and the sender's retry delivered
         # the message again. Now the dot never goes and the transaction is aborted.
-        rec = self.start_recorder()
-        m = self.relay('''
-[[fault]]
-name = "held-dot"
-type = "delay"
-phase = "data_end"
-when = "command"
-delay = "5s"
-''', rec)
-        c = self.greeted_client(m.port)
-        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
-        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
-        self.assertReply(c.command("DATA"), 354)
-        c.send(make_message("<gave-up@example.test>") + b".\r\n")
-        time.sleep(2.2)   # well past the relay's "long after its last bytes" (1 s), short of the hold
-        c.sock.close()
+        m, rec = self.give_up_on_a_held_message("command", b".\r\n")
         cap = self.single_capture(m)
         [t] = cap.transactions
         self.assertEqual(t["outcome"], "aborted", t)
@@ -517,21 +525,7 @@ delay = "5s"
         # A trial with real Postfix: it pipelines QUIT behind the dot, timed out while a fault
         # held the reply and closed; the destination had the message, the retry delivered it
         # again, and the capture said client_quit with no trace of the sender leaving.
-        rec = self.start_recorder()
-        m = self.relay('''
-[[fault]]
-name = "scan"
-type = "delay"
-phase = "data_end"
-delay = "5s"
-''', rec)
-        c = self.greeted_client(m.port)
-        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
-        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
-        self.assertReply(c.command("DATA"), 354)
-        c.send(make_message("<gave-up-after-quit@example.test>") + b".\r\nQUIT\r\n")
-        time.sleep(2.2)   # well past the relay's "long after its last bytes" (1 s), short of the hold
-        c.sock.close()
+        m, rec = self.give_up_on_a_held_message("reply", b".\r\nQUIT\r\n")
         cap = self.single_capture(m)
         self.assertEqual(len(rec.wait_for(1)), 1)
         self.assertIn("client closed its connection before the reply to its end of data, long after its pipelined QUIT",
