@@ -180,11 +180,11 @@ void relay_fsm::on_client_eof(std::uint64_t now) {
   if (faults_.stalled()) return end_session(now, "client_closed", "the client gave up during a stall");
   process_client_input(now);    // what it sent before its FIN is still taken
   if (ended_) return;   // what it sent before its FIN may have ended the session
-  // Measured from the bytes before the FIN's read: a FIN that came with them is no later.
-  // From when the relay could first have read that FIN: its own pauses in reading the client
-  // (a slow upstream's backlog, its recorder's, its parse cap) are not the client's delay.
-  const std::uint64_t last_bytes = std::max(client_bytes_at_us_ == UINT64_MAX ? 0 : client_bytes_at_us_, client_reading_resumed_us_);
-  client_gave_up_ = client_bytes_at_us_ != UINT64_MAX && now >= last_bytes + client_gave_up_after_us;
+  // Measured from the client's last bytes, or from when the relay last resumed reading it if
+  // that is later: its own pauses (a slow upstream's backlog, its recorder's, its parse cap)
+  // are not the client's delay. A FIN that came with the last bytes is no later than they.
+  client_gave_up_ = client_bytes_at_us_ != UINT64_MAX &&
+                    now >= std::max(client_bytes_at_us_, client_reading_resumed_us_) + client_gave_up_after_us;
   if (owed_.owes_end_of_data() || faults_.holds_end_of_data() || awaiting_capture_) {
     if (!owed_.owes(phase::quit)) out_.note(now, std::string(note_closed_before_end_of_data_reply));
     else if (client_gave_up_) out_.note(now, std::string(note_closed_after_quit_before_end_of_data_reply));
@@ -563,7 +563,7 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   // for EHLO's reply: only that says whether the destination takes BDAT at all
   // (refuse_bdat_without_chunking). Judged before it, a destination offering CHUNKING was
   // recorded as one without (a hostile trial).
-  if (owed_.owes(phase::ehlo) && rest.size() > 5 && iequals(rest.substr(0, 5), "BDAT ")) return false;
+  if (rest.size() > 5 && iequals(rest.substr(0, 5), "BDAT ") && owed_.owes(phase::ehlo)) return false;
   // Only CRLF ends a command line (RFC 5321 2.3.8). A bare LF inside it does not: the whole
   // line to its CRLF is refused, so nothing after a bare LF reaches the upstream as a
   // command of its own (parse_command flags it, like a bare CR).

@@ -521,7 +521,7 @@ asio::awaitable<void> session::write_leg(leg l) {
     }
     if (!box.pending.empty()) {
       const bool shaped = box.shapes_its_writes();
-      const std::uint64_t began_us = now_us();
+      const std::uint64_t began_us = shaped ? now_us() : 0;   // only a paced write reports it
       if (auto ec = co_await box.flush()) {
         box.closed = true;
         // Bytes are recorded as they are queued (relay_outbox::send): the capture says which of
