@@ -25,15 +25,16 @@ std::string_view ehlo_of(const protocol::fault_query& q) {
 template <typename Test>
 bool any_recipient(const protocol::fault_query& q, Test test) {
   if (q.ph == phase::rcpt) return test(q.address);
-  if (!q.recipients) return false;
-  return std::any_of(q.recipients->begin(), q.recipients->end(), [&](const std::string& r) { return test(r); });
+  return std::any_of(q.recipients.begin(), q.recipients.end(), [&](const std::string& r) { return test(r); });
 }
 
 // The transaction's recipients; at `rcpt` this command's recipient is included. The relay
-// records every RCPT it is given (protocol/relay_fsm.cpp record_recipient), so at `rcpt` this
-// is also the position of this RCPT in the transaction: 2 for the second, whatever the first got.
+// records every RCPT it is given (protocol/relay_fsm.cpp record_recipient) and shows a RCPT the
+// ones before it, at its command and at its reply (protocol/fault.hpp), so at `rcpt` this is
+// also the position of this RCPT in the transaction: 2 for the second, whatever the first got,
+// however many were pipelined behind it.
 std::uint64_t recipient_count(const protocol::fault_query& q) {
-  std::uint64_t n = q.recipients ? q.recipients->size() : 0;
+  std::uint64_t n = q.recipients.size();
   if (q.ph == phase::rcpt) ++n;
   return n;
 }

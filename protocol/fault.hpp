@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -39,7 +40,9 @@ struct fault_query {
   std::string_view address;       // MAIL FROM / RCPT TO address of this command, without <>
   std::string_view ehlo_name;     // the last EHLO/HELO argument ("" before one)
   std::string_view mail_from;     // the open transaction's sender ("" outside one)
-  const std::vector<std::string>* recipients = nullptr;   // its recipients so far; at RCPT the earlier ones (may be null)
+  // Its recipients so far. At RCPT, at its command and at its reply alike, the ones before it
+  // (this one is `address`), not those pipelined behind it.
+  std::span<const std::string> recipients;
   std::uint64_t transaction_number = 0;   // 1-based within the session; 0 outside a transaction
   const reply* upstream_reply = nullptr;  // reply stage: what the upstream answered (null at connect)
   std::string_view message_id;    // message stage: the message's Message-ID ("" when it has none)

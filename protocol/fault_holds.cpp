@@ -75,7 +75,7 @@ fault_query fault_holds::query_for(phase ph, fault_stage stage, const transactio
   q.client_tls = host_.client_tls() || options_.tls.implicit_client_tls;
   if (t) {
     q.mail_from = t->rec.mail_from;
-    q.recipients = &t->rec.rcpt_to;
+    q.recipients = t->rec.rcpt_to;
     q.transaction_number = t->id;
   }
   return q;
@@ -307,7 +307,7 @@ bool fault_holds::hold_line(std::uint64_t now, std::uint64_t arrived, std::strin
   // `recipients` holds the earlier ones (this one is `address`).
   if (cmd.ph == phase::mail && !open) {
     q.mail_from = q.address;
-    q.recipients = nullptr;
+    q.recipients = {};
     q.transaction_number = txns_.next_id();
   }
   fault_decision d = ask(q);
@@ -687,6 +687,8 @@ void fault_holds::reply_stage(std::uint64_t now, reply_slot& p, const reply& r) 
   fault_query q = query_for(ph, fault_stage::reply, p.asked.txn ? txns_.find(p.asked.txn) : txns_.open());
   q.upstream_reply = &r;
   q.address = p.asked.address;
+  // The recipients before this RCPT, as at its command: not itself, nor those pipelined behind it.
+  if (ph == phase::rcpt) q.recipients = q.recipients.first(std::min(q.recipients.size(), p.asked.recipients_before));
   fault_decision d = ask(q);
   p.fault.ph = ph;
   if (d.what == verdict::delay) {
@@ -698,7 +700,12 @@ void fault_holds::reply_stage(std::uint64_t now, reply_slot& p, const reply& r) 
 }
 
 void fault_holds::remember_address(reply_slot& p, const command& cmd) const {
-  if (advisor_) p.asked.address = cmd.address.value_or("");
+  if (!advisor_) return;
+  p.asked.address = cmd.address.value_or("");
+  // A RCPT's place in its transaction: the recipients recorded before it (it is recorded itself,
+  // and `txn` set, unless past limits::recipients_recorded_cap).
+  if (const transaction* t = txns_.open(); t && cmd.ph == phase::rcpt)
+    p.asked.recipients_before = t->rec.rcpt_to.size() - (p.asked.txn ? 1 : 0);
 }
 
 bool fault_holds::reply_delayed(std::uint64_t now, const reply_slot& head) {

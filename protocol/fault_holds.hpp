@@ -174,7 +174,8 @@ class fault_holds {
   // ---- replies
   // An upstream reply before it is relayed: a delay, an EHLO rewrite (kept on the slot).
   void reply_stage(std::uint64_t now, reply_slot& p, const reply& r);
-  // Reply-stage rules match on the address of the command the reply answers.
+  // Reply-stage rules match on the address of the command the reply answers (and a RCPT's
+  // on the recipients before it).
   void remember_address(reply_slot& p, const command& cmd) const;
   void apply_capability_rewrites(std::uint64_t now, capabilities& caps, const rewrite_set& rw, std::string& changes);
   // The head of the queue: true when a delay holds it past `now` (the timer is set).

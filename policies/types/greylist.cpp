@@ -27,7 +27,7 @@ std::string triple(const decide_context& c) {
   key += '\0';
   if (c.q.ph == protocol::phase::rcpt) {
     protocol::fault_query only_this = c.q;
-    only_this.recipients = nullptr;
+    only_this.recipients = {};
     key += state_recipients(only_this, ',');
   } else {
     key += state_recipients(c.q, ',');

@@ -22,8 +22,7 @@ std::string state_sender(const protocol::fault_query& q) {
 
 std::string state_recipients(const protocol::fault_query& q, char separator) {
   std::vector<std::string> all;
-  if (q.recipients)
-    for (const auto& r : *q.recipients) all.push_back(lower(r));
+  for (const auto& r : q.recipients) all.push_back(lower(r));
   if (q.ph == protocol::phase::rcpt) all.push_back(lower(q.address));
   std::sort(all.begin(), all.end());
   std::string out;

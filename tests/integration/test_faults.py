@@ -25,7 +25,7 @@ import time
 import unittest
 
 from harness import (IntegrationTest, LOOPBACK, ScriptedAnswers, SwaksTranscript, documented_end_reasons, dot_unstuff, fault_records,
-                     fault_summary, make_message, parse_replies, recv_outcome, show_json,
+                     fault_summary, make_message, parse_replies, record_bytes, recv_outcome, show_json,
                      run_mailtap, scaled, swaks_wire_message, wait_until)
 
 FROM = "sender@example.test"
@@ -1603,6 +1603,38 @@ text = "Too many recipients"
 ''')
         t = self.send(m.port, to="a@example.test,b@example.test,c@example.test,d@example.test")
         self.assertEqual([r.code for r in t.replies_to("RCPT TO")], [250, 250, 452, 452])
+
+    def test_nth_recipient_at_the_reply_holds_that_rcpts_reply_pipelined_or_not(self):
+        # A review: judged at its reply, the 2nd RCPT's rule held the 1st RCPT's reply, and none
+        # when swaks pipelined the RCPTs. The destination tells the replies apart: the 1st
+        # refused (550), the 2nd 250, the 3rd 251; the one held must be the 250.
+        def rcpt(conn, line):
+            local = line.split(b"<", 1)[1].split(b"@", 1)[0]
+            return {b"r1": b"550 5.1.1 <r1> unknown\r\n", b"r2": b"250 2.1.5 <r2> ok\r\n"}.get(
+                local, b"251 2.1.5 <r3> will forward\r\n")
+        up = ScriptedAnswers({b"RCPT": rcpt})
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "second-rcpt-slow"
+type = "delay"
+phase = "rcpt"
+when = "reply"
+nth_recipient = 2
+delay = "200ms"
+''', up)
+        for n, pipelined in enumerate((False, True), 1):
+            with self.subTest(pipelined=pipelined):
+                t = self.send(m.port, *(["--pipeline"] if pipelined else []),
+                              to="r1@example.test,r2@example.test,r3@example.test")
+                self.assertDelivered(t)
+                cap = m.wait_captures(n)[n - 1]
+                read_together = any(b"<r1@" in record_bytes(r) and b"<r3@" in record_bytes(r)
+                                    for r in cap.byte_records_on("client") if r["type"] == "bytes" and r["dir"] == "in")
+                self.assertEqual(read_together, pipelined, "the RCPTs reached the relay in one read")
+                self.assertEqual([r.code for r in cap.client_replies() if "<r" in r.text], [550, 250, 251])
+                self.assertFaults(cap, [("second-rcpt-slow", "delay", "delay", "rcpt")])
+                self.assertEqual(fault_records(cap)[0]["detail"], "reply 250 held")
 
     def test_address_longer_than(self):
         m = self.relay(self.REFUSE_MAIL + "address_longer_than = 30\n")

@@ -199,7 +199,7 @@ struct command_view {
     q.address = address;
     q.ehlo_name = ehlo_name;
     q.mail_from = mail_from;
-    q.recipients = &recipients;
+    q.recipients = recipients;
     q.transaction_number = transaction;
     q.line_length = line_length ? line_length : (verb.empty() ? 0 : verb.size() + 1 + argument.size() + 2);
     q.upstream_reply = upstream ? &*upstream : nullptr;
@@ -618,6 +618,24 @@ TEST_F(Policies, NthRecipientMatchesOnlyThatRcpt) {
   EXPECT_EQ(d.reply.code, 452);
   EXPECT_EQ(decide(rcpt_view("a@x", "r3@y", {"r1@y", "r2@y"})).what, verdict::proceed);
   EXPECT_EQ(decide(rcpt_view("a@x", "r4@y", {"r1@y", "r2@y", "r3@y"})).what, verdict::proceed);
+}
+
+// At a RCPT's reply (a delay with when = "reply") the relay shows the recipients before it, as
+// at its command (protocol/fault.hpp), pipelined or not: the counting matchers pick the same RCPT.
+TEST_F(Policies, NthRecipientAndRecipientsMoreThanCountTheSameAtTheReply) {
+  load("[[fault]]\nname='second-slow'\ntype='delay'\nphase='rcpt'\nwhen='reply'\nnth_recipient=2\ndelay='1s'\n"
+       "[[fault]]\nname='past-two'\ntype='delay'\nphase='rcpt'\nwhen='reply'\nrecipients_more_than=2\ndelay='2s'\n");
+  auto at_reply = [&](std::string rcpt, std::vector<std::string> before) {
+    return decide(rcpt_view("a@x", std::move(rcpt), std::move(before)).at(fault_stage::reply));
+  };
+  EXPECT_EQ(at_reply("r1@y", {}).what, verdict::proceed);
+  auto d = at_reply("r2@y", {"r1@y"});
+  EXPECT_EQ(d.what, verdict::delay);
+  EXPECT_EQ(d.rule, "second-slow");
+  d = at_reply("r3@y", {"r1@y", "r2@y"});
+  EXPECT_EQ(d.what, verdict::delay);
+  EXPECT_EQ(d.rule, "past-two");
+  EXPECT_EQ(decide(rcpt_view("a@x", "r2@y", {"r1@y"})).what, verdict::proceed) << "when = reply: not at the command";
 }
 
 TEST_F(Policies, FailThenPassByEnvelope) {

@@ -75,7 +75,8 @@ class scripted_advisor : public fault_advisor {
     s.address = q.address;
     s.ehlo_name = q.ehlo_name;
     s.mail_from = q.mail_from;
-    if (q.recipients) s.recipients = *q.recipients, s.has_recipients = true;
+    s.recipients.assign(q.recipients.begin(), q.recipients.end());
+    s.has_recipients = !q.recipients.empty();
     s.transaction_number = q.transaction_number;
     s.line_length = q.line_length;
     s.upstream_code = q.upstream_reply ? q.upstream_reply->code : 0;
@@ -761,6 +762,53 @@ TEST_F(FaultFsm, ReplyDelayHoldsTheUpstreamReplyAndTheClientIsNotIdle) {
   ASSERT_EQ(at_reply.size(), 1u);
   EXPECT_EQ(at_reply[0].upstream_code, 250);
   EXPECT_EQ(at_reply[0].address, "alice@example.org");
+}
+
+// A review: a RCPT's reply was judged with the transaction's recipients as they were when it
+// came, this RCPT and every one pipelined behind it included, so nth_recipient and
+// recipients_more_than counted one too many (the second RCPT's delay held the first one's
+// reply), or all of them when pipelined. At its reply, as at its command, a rule is shown the
+// recipients before it (fault.hpp), however they were answered.
+TEST_F(FaultFsm, ARcptReplyIsJudgedWithTheRecipientsBeforeItPipelinedOrNot) {
+  const std::string rcpt_dave = "RCPT TO:<dave@example.org>\r\n";
+  auto before_each_reply = [&] {
+    std::vector<std::vector<std::string>> out;
+    for (const auto& q : adv_->asked(phase::rcpt, fault_stage::reply)) out.push_back(q.recipients);
+    return out;
+  };
+  const std::vector<std::vector<std::string>> expected = {
+      {}, {"bob@example.org"}, {"bob@example.org", "carol@example.org"}};
+  // One at a time, the first refused by the destination.
+  greet_and_ehlo();
+  client(mail_from);
+  upstream("250 2.1.0 Ok\r\n");
+  client(rcpt_bob);
+  upstream("550 5.1.1 No such user\r\n");
+  client(rcpt_carol);
+  upstream("250 2.1.5 Ok\r\n");
+  client(rcpt_dave);
+  upstream("250 2.1.5 Ok\r\n");
+  EXPECT_EQ(before_each_reply(), expected);
+  client("QUIT\r\n");
+  upstream("221 2.0.0 Bye\r\n");
+  // Pipelined: all three RCPTs are read before the first reply comes.
+  make();
+  greet_and_ehlo();
+  EXPECT_THAT(client(mail_from + rcpt_bob + rcpt_carol + rcpt_dave),
+              ElementsAre(to_upstream(mail_from + rcpt_bob + rcpt_carol + rcpt_dave)));
+  upstream("250 2.1.0 Ok\r\n550 5.1.1 No such user\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n");
+  EXPECT_EQ(before_each_reply(), expected);
+  auto at_reply = adv_->asked(phase::rcpt, fault_stage::reply);
+  ASSERT_EQ(at_reply.size(), 3u);
+  EXPECT_EQ(at_reply[2].address, "dave@example.org");
+  EXPECT_EQ(at_reply[2].upstream_code, 250);
+  EXPECT_EQ(before_each_reply(), [&] {
+    std::vector<std::vector<std::string>> at_command;
+    for (const auto& q : adv_->asked(phase::rcpt, fault_stage::command)) at_command.push_back(q.recipients);
+    return at_command;
+  }()) << "the command stage and the reply stage see the same recipients";
+  client("QUIT\r\n");
+  upstream("221 2.0.0 Bye\r\n");
 }
 
 // A delay held the 354: the body stage starts when the client had it, and the hold is the data
