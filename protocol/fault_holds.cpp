@@ -409,6 +409,13 @@ void fault_holds::forward_masked_command(std::uint64_t now, std::string_view lin
 
 reply_slot& fault_holds::queue_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn,
                                      const fault_decision& d, then_do then) {
+  reply_slot& p = queue_unrecorded_reply(now, ph, shown, txn, d, then);
+  event(now, d, shown, describe(d.reply));
+  return p;
+}
+
+reply_slot& fault_holds::queue_unrecorded_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn,
+                                                const fault_decision& d, then_do then) {
   reply r = reply_from(d.reply);
   host_.local_reply(now, ph, r.code, r.enhanced, r.text());
   reply_slot& p = owed_.back();
@@ -416,7 +423,6 @@ reply_slot& fault_holds::queue_reply(std::uint64_t now, phase ph, phase shown, s
   p.fault.decision = d;
   p.fault.then = then;
   p.fault.ph = shown;
-  event(now, d, shown, describe(d.reply));
   return p;
 }
 
@@ -579,6 +585,7 @@ void fault_holds::finish_absorbed_bdat(std::uint64_t now, bool last_chunk) {
     // The transaction failed meanwhile (MAIL or every RCPT refused): what a server answers a
     // chunk without recipients, and the fault is not applied (a blackhole's 250 here would
     // accept a message that had no recipient; the DATA path answers 554, open_absorbed_message).
+    if (last_chunk && end_plan_) out_.note(now, "fault " + end_plan_->rule + " not applied: no recipient was accepted");
     host_.local_reply(now, phase::bdat, 503, "5.5.1", "No valid recipients");
     if (t) {
       // The refusal is the transaction's end, as a destination's refused chunk is (RFC 3030 2):
@@ -594,8 +601,12 @@ void fault_holds::finish_absorbed_bdat(std::uint64_t now, bool last_chunk) {
     host_.flush_replies(now);
     return;
   }
+  // The replies to the RCPTs may still be to come (the chunk was pipelined behind them): the
+  // chunk's reply is judged, and the fault applied, as it goes out (release_absorbed_chunk).
   if (!last_chunk) {
     host_.local_reply(now, phase::bdat, 250, "2.0.0", "chunk accepted");
+    owed_.back().asked.txn = t->id;
+    owed_.back().fault.absorbed_chunk = true;
     host_.flush_replies(now);
     return;
   }
@@ -603,11 +614,31 @@ void fault_holds::finish_absorbed_bdat(std::uint64_t now, bool last_chunk) {
   t->sealed = true;
   const fault_decision d = std::move(*end_plan_);
   end_plan_.reset();
-  count_blackhole(now, d);
-  reply_slot& p = queue_reply(now, phase::bdat, phase::data_end, t->id, d,
-                                 d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
+  reply_slot& p = queue_unrecorded_reply(now, phase::bdat, phase::data_end, t->id, d,
+                                         d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
   p.asked.last_chunk = true;
+  p.fault.absorbed_chunk = true;
   host_.flush_replies(now);
+}
+
+// A chunk of a message a fault answers, as its reply goes out: the replies before it (MAIL's,
+// the RCPTs') are in, pipelined or not. With a recipient accepted the last chunk's fault is
+// applied now; without one the chunk gets finish_absorbed_bdat's 503, which settles the
+// transaction (relay_fsm after_reply), and the fault is not applied: a message without a
+// recipient is never accepted, as DATA gets no 354 (open_absorbed_message).
+void fault_holds::release_absorbed_chunk(std::uint64_t now, reply_slot& p) {
+  const transaction* t = txns_.find(p.asked.txn);
+  if (t && !every_recipient_refused(*t)) {
+    if (!p.fault.decision) return;   // an earlier chunk's "chunk accepted"
+    count_blackhole(now, *p.fault.decision);
+    event(now, *p.fault.decision, p.fault.ph, describe(p.fault.decision->reply));
+    return;
+  }
+  if (p.fault.decision) out_.note(now, "fault " + p.fault.decision->rule + " not applied: no recipient was accepted");
+  p.fault.decision.reset();
+  p.fault.then = then_do::nothing;
+  p.answer.parsed = make_reply(503, "5.5.1", "No valid recipients");
+  p.answer.bytes = p.answer.parsed->raw;
 }
 
 // Every recipient recorded has its reply and none accepted it. A recipient whose reply has not
@@ -719,6 +750,7 @@ void fault_holds::reply_releasing(std::uint64_t now, reply_slot& p) {
     event(now, *p.fault.decision, p.fault.ph, "reply " + std::to_string(p.answer.parsed->code) + " held",
           now - std::max(p.answer.t_upstream, p.asked.t_received));
   if (p.fault.absorb_go) open_absorbed_message(now, p);   // 354, or 554 when no recipient was accepted
+  if (p.fault.absorbed_chunk) release_absorbed_chunk(now, p);   // the fault's reply, or 503 likewise
 }
 
 void fault_holds::apply_capability_rewrites(std::uint64_t now, capabilities& caps, const rewrite_set& rw,

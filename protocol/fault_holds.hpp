@@ -181,7 +181,8 @@ class fault_holds {
   // The head of the queue: true when a delay holds it past `now` (the timer is set).
   bool reply_delayed(std::uint64_t now, const reply_slot& head);
   // A reply goes to the client now: a delay it waited is recorded; a 354 of an answered
-  // message opens its data (or becomes 554 without a recipient).
+  // message opens its data (or becomes 554 without a recipient), a chunk's reply applies the
+  // fault (or becomes 503 likewise).
   void reply_releasing(std::uint64_t now, reply_slot& p);
   // What follows a fault's reply or marker once it is out: close, reset, stall.
   void then(std::uint64_t now, const reply_slot& p);
@@ -209,10 +210,14 @@ class fault_holds {
   bool greeting(std::uint64_t now, const fault_decision& d);
   void apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd, const fault_decision& d);
   void forward_masked_command(std::uint64_t now, std::string_view line, const command& cmd, const rewrite_set& rw);
-  // `ph` is the reply's phase (for the stage and the transaction); `shown` the fault's, for the capture.
+  // `ph` is the reply's phase (for the stage and the transaction); `shown` the fault's, for the
+  // capture. The fault is recorded now; with queue_unrecorded_reply, by whoever applies it later.
   reply_slot& queue_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn, const fault_decision& d,
                           then_do then);
+  reply_slot& queue_unrecorded_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn,
+                                     const fault_decision& d, then_do then);
   void open_absorbed_message(std::uint64_t now, reply_slot& p);
+  void release_absorbed_chunk(std::uint64_t now, reply_slot& p);
   void begin_stall(std::uint64_t now, const fault_decision& d, phase ph);
   static bool every_recipient_refused(const transaction& t);
   void count_blackhole(std::uint64_t now, const fault_decision& d);

@@ -68,6 +68,7 @@ struct reply_fault {
   then_do then = then_do::nothing;
   phase ph = phase::other;        // the phase the fault is recorded at
   bool absorb_go = false;         // the relay's own 354 for a message a fault answers
+  bool absorbed_chunk = false;    // the relay's own reply to a chunk of such a message (BDAT)
 };
 
 struct reply_slot {

@@ -608,6 +608,55 @@ text = "Message too big"
         self.assertNotIn(b"bdat-body-marker", cap.bytes_of("upstream", "out"))
         self.assertEqual(cap.transactions[0]["final_reply"]["code"], 552)
 
+    def test_blackhole_of_a_bdat_message_pipelined_before_its_recipients_are_refused(self):
+        # A BDAT LAST pipelined behind MAIL and RCPT, the destination then refusing the only
+        # recipient: the blackhole's 250 went out behind the 550 (the DATA path answers 554).
+        # The chunk's reply waits for the RCPT's: 503 5.5.1, the rule not applied, the
+        # transaction settled; with the recipient accepted it is still blackholed.
+        ehlo = b"250-scripted.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n"
+        no_such = b"550 5.1.1 <nobody@example.test>: Recipient address rejected\r\n"
+        up = ScriptedAnswers({b"EHLO": ehlo, b"RCPT": lambda conn, line: no_such if b"nobody@" in line
+                              else b"250 2.1.5 Ok\r\n"})
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "void"
+type = "blackhole"
+''', up)
+        body = make_message("<bdat-void@example.test>", b"bdat-void-marker\r\n")
+        for n, rcpt in enumerate((TO, "nobody@example.test"), 1):
+            refused = rcpt != TO
+            with self.subTest(refused=refused):
+                c = self.greeted_client(m.port)
+                c.send(b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nBDAT %d LAST\r\n%s"
+                       % (FROM.encode(), rcpt.encode(), len(body), body))
+                replies = c.replies(3, 10)
+                if refused:
+                    self.assertEqual([r.code for r in replies], [250, 550, 503], replies)
+                    self.assertReply(replies[2], 503, "5.5.1")
+                    # The transaction is over: the next MAIL opens one of its own.
+                    self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+                    self.assertReply(c.command("RSET"), 250)
+                else:
+                    self.assertEqual([r.code for r in replies], [250, 250, 250], replies)
+                self.quit(c)
+                cap = m.wait_captures(n)[n - 1]
+                read_together = any(b"RCPT TO" in record_bytes(r) and b"BDAT" in record_bytes(r)
+                                    for r in cap.byte_records_on("client") if r["type"] == "bytes" and r["dir"] == "in")
+                self.assertTrue(read_together, "the BDAT reached the relay with its RCPT")
+                self.assertNotIn(b"bdat-void-marker", cap.bytes_of("upstream", "out"))
+                self.assertIn(b"RSET\r\n", cap.bytes_of("upstream", "out"))
+                txn = cap.transactions[0]
+                if refused:
+                    self.assertFaults(cap, [])
+                    self.assertIn("fault void not applied: no recipient was accepted", cap.notes)
+                    self.assertEqual((txn["outcome"], txn["final_reply"]["code"], txn["rcpt_codes"]),
+                                     ("rejected", 503, [550]))
+                    self.assertEqual(len(cap.transactions), 2, cap.transactions)   # and the MAIL after it
+                else:
+                    self.assertFaults(cap, [("void", "blackhole", "blackhole", "data_end")])
+                    self.assertEqual((txn["outcome"], txn["final_reply"]["code"]), ("blackholed", 250))
+
     def test_data_end_reply_narrowed_by_recipient(self):
         rec = self.start_recorder()
         m = self.relay('''

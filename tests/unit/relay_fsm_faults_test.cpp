@@ -1428,6 +1428,62 @@ TEST_F(FaultFsm, ABdatMessageWithEveryRecipientRefusedIsNotBlackholed) {
   EXPECT_EQ(obs_->transactions[1].mail_from, "carol@example.org");
 }
 
+// The same with the BDAT pipelined before the RCPTs' replies (left open by the commit above:
+// the blackhole's 250 went out behind the refusals). A chunk's reply is judged as it goes out,
+// when the replies before it are in, as DATA's 354 is (open_absorbed_message).
+TEST_F(FaultFsm, APipelinedBdatMessageWithEveryRecipientRefusedIsNotBlackholed) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  EXPECT_THAT(client(mail_from + rcpt_bob + rcpt_carol + "BDAT 3 LAST\r\nabc"),
+              ElementsAre(to_upstream(mail_from + rcpt_bob + rcpt_carol + "RSET\r\n")));
+  upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n450 4.2.1 try later\r\n250 2.0.0 Ok\r\n");
+  EXPECT_THAT(cl_, EndsWith("550 5.1.1 no such user\r\n450 4.2.1 try later\r\n503 5.5.1 No valid recipients\r\n"));
+  EXPECT_THAT(cl_, Not(HasSubstr("Ok: queued")));
+  EXPECT_EQ(fsm_->stats().blackholed, 0u);
+  EXPECT_THAT(obs_->faults_with("blackhole"), IsEmpty()) << "the rule is not applied";
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("fault void not applied: no recipient was accepted")));
+  ASSERT_EQ(obs_->transactions.size(), 1u) << "the refusal settles the transaction";
+  EXPECT_EQ(obs_->transactions[0].result, outcome::tempfailed) << "a 4xx among the refusals";
+  EXPECT_THAT(obs_->transactions[0].rcpt_codes, ElementsAre(550, 450));
+  EXPECT_THAT(up_, Not(HasSubstr("abc")));
+  client("MAIL FROM:<carol@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n");
+  client("QUIT\r\n");
+  upstream("221 2.0.0 Bye\r\n");
+  ASSERT_EQ(obs_->transactions.size(), 2u);
+  EXPECT_EQ(obs_->transactions[1].mail_from, "carol@example.org");
+}
+
+// Pipelined in two chunks: each chunk's reply waits for the RCPTs' too, the first is not
+// "chunk accepted" and the last no 250. With one recipient accepted the blackhole applies.
+TEST_F(FaultFsm, APipelinedChunkedMessageIsBlackholedOnlyWithARecipientAccepted) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  client(mail_from + rcpt_bob + "BDAT 2\r\nabBDAT 1 LAST\r\nc");
+  upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n250 2.0.0 Ok\r\n");
+  EXPECT_THAT(cl_, EndsWith("550 5.1.1 no such user\r\n503 5.5.1 No valid recipients\r\n"
+                            "503 5.5.1 No valid recipients\r\n"));
+  EXPECT_EQ(fsm_->stats().blackholed, 0u);
+  EXPECT_THAT(obs_->faults_with("blackhole"), IsEmpty());
+  ASSERT_EQ(obs_->transactions.size(), 1u);
+  EXPECT_EQ(obs_->transactions[0].result, outcome::rejected);
+  // The next message, one of its two recipients accepted: blackholed, its 250 after the RCPTs'.
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  client(mail_from + rcpt_bob + rcpt_carol + "BDAT 2\r\nabBDAT 1 LAST\r\nc");
+  const std::string before = cl_;
+  upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok\r\n");
+  EXPECT_EQ(cl_.substr(before.size()),
+            "250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n250 2.1.5 Ok\r\n250 2.0.0 chunk accepted\r\n250 2.0.0 Ok: queued\r\n");
+  EXPECT_EQ(fsm_->stats().blackholed, 1u);
+  EXPECT_EQ(only_fault("blackhole").rule, "void");
+  ASSERT_EQ(obs_->transactions.size(), 2u);
+  EXPECT_EQ(obs_->transactions[1].result, outcome::blackholed);
+  EXPECT_THAT(up_, Not(HasSubstr("BDAT")));
+}
+
 // ================================================================ 8. data_end: faults on the forwarded message
 
 TEST_F(FaultFsm, DataEndDisconnectForwardsTheBodyButNeverTheDot) {
