@@ -88,9 +88,20 @@ classification classify_by_code(phase ph, int code, std::string_view enhanced) {
       if (detail == 7 || detail == 8) return {"sender_address_rejected", true};
       break;
     case 2:
+      // Mailbox status (RFC 3463 3.3): the mailbox exists, whatever its detail says of it.
+      // X.2.1 "Mailbox disabled, not accepting messages", permanent or for now: a 4xx is a
+      // mailbox that takes no mail at the moment (Gmail's 450 4.2.1, a recipient receiving mail
+      // faster than it allows), a 5xx one that is disabled. Never an unknown recipient (a
+      // tester's "450 4.2.1 Mailbox busy, try later" was one, advising to check for typos).
+      if (detail == 1) return {klass == 4 ? "mailbox_busy" : "mailbox_disabled", true};
       if (detail == 2) return {"mailbox_full", true};
-      if (detail == 1) return {"unknown_recipient", true};
       if (detail == 3) return {"message_too_large", true};
+      // X.2.4: a mailing list address the destination could not expand.
+      if (detail == 4) return {"list_expansion_failed", true};
+      // X.2.0 (or a detail not registered): the basic code at its stage says no more than the
+      // mailbox's status, and 550 or 553 to RCPT must not read as an unknown address; the
+      // wording may say what (Postgrey's "450 4.2.0 ... Greylisted" stays greylisting).
+      if ((code == 550 || code == 553) && ph == phase::rcpt) return generic(code);
       break;
     case 3:
       if (detail == 4) return {"message_too_large", true};

@@ -17,6 +17,27 @@ constexpr std::array modes = {
               "The destination does not know this address (X.1.1: bad mailbox; X.1.2: bad domain): a typo, a "
               "removed user, or a stale contact or distribution list.",
               "Check the address for typos; confirm with the recipient's administrator that the mailbox exists."},
+    mode_text{"mailbox_busy", "recipient mailbox busy or receiving too fast (retry later)",
+              "The destination deferred this recipient with X.2.1, \"Mailbox disabled, not accepting messages\" "
+              "(RFC 3463 3.3), as a temporary failure: the mailbox exists but takes no mail for now. Most often it is "
+              "receiving mail faster than its provider allows (Gmail's 450 4.2.1: \"receiving mail at a rate that "
+              "prevents additional messages from being delivered\"), or it is locked or suspended for a while. The "
+              "address is not wrong.",
+              "Keep the mail queued and let the sender retry later: it gets through once the mailbox takes mail "
+              "again. If it persists for this recipient, send to it more slowly, or ask the recipient's "
+              "administrator whether the mailbox is suspended."},
+    mode_text{"mailbox_disabled", "recipient mailbox disabled",
+              "The destination refused this recipient with X.2.1, \"Mailbox disabled, not accepting messages\" "
+              "(RFC 3463 3.3), as a permanent failure: the mailbox exists but is disabled or suspended (Gmail's "
+              "550 5.2.1: \"The email account that you tried to reach is disabled\"). The address is not "
+              "misspelled; retrying will not help while the mailbox stays disabled.",
+              "Tell the sender the recipient's mailbox is disabled: reach the recipient another way, or ask their "
+              "administrator to enable it again; take the address off lists if it stays disabled."},
+    mode_text{"list_expansion_failed", "mailing list could not be expanded",
+              "The recipient is a mailing list address, and the destination could not expand it to its members "
+              "(X.2.4, RFC 3463 3.3): the list exists; its member lookup or its configuration failed.",
+              "Tell the list's owner or the destination's administrator (its log names the failure); a sender "
+              "retries a 4xx, and a 5xx will not succeed until the list is fixed."},
     mode_text{"sender_blocked", "sender refused by policy (block list)",
               "The destination refused mail from this sender (address, domain or sending IP) by policy: a block "
               "list entry or a sender access rule.",

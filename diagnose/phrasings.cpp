@@ -47,6 +47,9 @@ constexpr std::array phrasings = {
     phrasing{"mailbox quota exceeded", "exim", "mailbox_full", 0},
     // Gmail
     phrasing{"the email account that you tried to reach does not exist", "gmail", "unknown_recipient", 0},
+    // 450 4.2.1 and 550 5.2.1 (RFC 3463 X.2.1): the mailbox exists, it takes no mail for now, or at all.
+    phrasing{"receiving mail at a rate", "gmail", "mailbox_busy", 4},
+    phrasing{"account that you tried to reach is disabled", "gmail", "mailbox_disabled", 5},
     phrasing{"over quota", "gmail", "mailbox_full", 0},
     phrasing{"out of storage space", "gmail", "mailbox_full", 0},
     phrasing{"daily user sending", "gmail", "relay_quota", 0},

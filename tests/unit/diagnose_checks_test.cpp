@@ -189,6 +189,39 @@ TEST(CheckReplies, ServerRefusalNamedByCodeWithMeaning) {
   EXPECT_TRUE(d.has_error());
 }
 
+// A tester's trial: "450 4.2.1 Mailbox busy, try later" was reported as an unknown or
+// misspelled recipient, advising to check the address for typos. X.2.1 is "Mailbox disabled,
+// not accepting messages" (RFC 3463 3.3): the mailbox exists; deferred, it is busy or receiving
+// too fast (retry later), refused, it is disabled.
+TEST(CheckReplies, MailboxNotAcceptingMessagesIsNoUnknownRecipient) {
+  builder b;
+  b.opening().reply(7, 450, {"4.2.1 Mailbox busy, try later"}).cmd(8, "QUIT").reply(9, 221, {"Bye"})
+      .txn(protocol::outcome::tempfailed, std::nullopt, 4, 7);
+  auto d = diagnose_capture(b.c);
+  EXPECT_EQ(find(d, "unknown_recipient"), nullptr) << ::testing::PrintToString(ids(d));
+  const finding* f = find(d, "mailbox_busy");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "rcpt");
+  EXPECT_EQ(f->source, origin::server);
+  EXPECT_EQ(f->level, severity::error);   // the message did not go: deferred, as any 4xx in a transaction
+  EXPECT_EQ(f->enhanced_meaning, "persistent transient failure: Mailbox disabled, not accepting messages");
+  EXPECT_THAT(f->explanation, ::testing::HasSubstr("X.2.1"));
+  EXPECT_THAT(f->action, ::testing::HasSubstr("retry"));
+  EXPECT_THAT(f->action, ::testing::Not(::testing::HasSubstr("typo")));
+
+  builder p;
+  p.opening().reply(7, 550, {"5.2.1 The email account that you tried to reach is disabled. - gsmtp"})
+      .txn(protocol::outcome::rejected, std::nullopt, 4, 7);
+  d = diagnose_capture(p.c);
+  EXPECT_EQ(find(d, "unknown_recipient"), nullptr) << ::testing::PrintToString(ids(d));
+  f = find(d, "mailbox_disabled");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->level, severity::error);
+  EXPECT_EQ(f->vendor, "gmail");
+  EXPECT_THAT(f->explanation, ::testing::HasSubstr("disabled"));
+  EXPECT_THAT(f->action, ::testing::Not(::testing::HasSubstr("typo")));
+}
+
 TEST(CheckReplies, InjectedReplyNamesItsRuleEvenWhenItsRecordFollows) {
   builder b;
   b.opening().reply(7, 552, {"5.2.2 Mailbox full: quota exceeded"}, leg::client)

@@ -119,6 +119,59 @@ TEST(Classify, CodeFirst) {
   EXPECT_FALSE(classify_by_code(phase::mail, 454, "4.7.0").specific);
 }
 
+// RFC 3463 3.3, the mailbox status subject, detail by detail. X.2.1 "Mailbox disabled, not
+// accepting messages": the mailbox exists (never an unknown recipient, which a tester's
+// "450 4.2.1 Mailbox busy, try later" was called, with advice to check the address for typos);
+// as a 4xx the mailbox takes no mail for now (Gmail's rate limit per recipient), as a 5xx it
+// is disabled. X.2.0 says the mailbox exists too; X.2.4 is a list that could not be expanded.
+TEST(Classify, MailboxStatusSubjectFollowsRfc3463) {
+  for (phase ph : {phase::rcpt, phase::data_end, phase::mail}) {
+    auto busy = classify_by_code(ph, 450, "4.2.1");
+    EXPECT_EQ(busy.mode, "mailbox_busy") << protocol::to_string(ph);
+    EXPECT_TRUE(busy.specific);
+    auto disabled = classify_by_code(ph, 550, "5.2.1");
+    EXPECT_EQ(disabled.mode, "mailbox_disabled") << protocol::to_string(ph);
+    EXPECT_TRUE(disabled.specific);
+  }
+  EXPECT_EQ(classify_by_code(phase::rcpt, 451, "4.2.1").mode, "mailbox_busy");
+  EXPECT_EQ(classify_by_code(phase::rcpt, 554, "5.2.1").mode, "mailbox_disabled");
+  // A specific code: no wording turns it into another mode.
+  auto v = classify(phase::rcpt, 450, "4.2.1", "Mailbox busy, try later");
+  EXPECT_EQ(v.mode, "mailbox_busy");
+  v = classify(phase::rcpt, 450, "4.2.1", "The user you are trying to contact is receiving mail at a rate that "
+                                          "prevents additional messages from being delivered. - gsmtp");
+  EXPECT_EQ(v.mode, "mailbox_busy");
+  EXPECT_EQ(v.vendor, "gmail");
+  v = classify(phase::rcpt, 550, "5.2.1", "The email account that you tried to reach is disabled. - gsmtp");
+  EXPECT_EQ(v.mode, "mailbox_disabled");
+  EXPECT_EQ(v.vendor, "gmail");
+  // Gmail's wordings name the condition without an enhanced code too.
+  v = classify(phase::rcpt, 450, "", "The user you are trying to contact is receiving mail at a rate that prevents "
+                                     "additional messages from being delivered.");
+  EXPECT_EQ(v.mode, "mailbox_busy");
+  v = classify(phase::rcpt, 550, "", "The email account that you tried to reach is disabled.");
+  EXPECT_EQ(v.mode, "mailbox_disabled");
+  // X.2.2, X.2.3 unchanged.
+  EXPECT_EQ(classify_by_code(phase::rcpt, 452, "4.2.2").mode, "mailbox_full");
+  EXPECT_EQ(classify_by_code(phase::data_end, 552, "5.2.3").mode, "message_too_large");
+  // X.2.4: the recipient is a mailing list the destination could not expand.
+  EXPECT_EQ(classify_by_code(phase::rcpt, 550, "5.2.4").mode, "list_expansion_failed");
+  EXPECT_EQ(classify_by_code(phase::rcpt, 450, "4.2.4").mode, "list_expansion_failed");
+  EXPECT_TRUE(classify_by_code(phase::rcpt, 550, "5.2.4").specific);
+  // X.2.0: "the mailbox exists, but something about it" caused the refusal: no unknown
+  // recipient from the basic code. Its wording may still say more; Postgrey's 450 4.2.0
+  // deferral stays greylisting.
+  EXPECT_EQ(classify_by_code(phase::rcpt, 550, "5.2.0").mode, "permanent_failure");
+  EXPECT_FALSE(classify_by_code(phase::rcpt, 550, "5.2.0").specific);
+  EXPECT_EQ(classify_by_code(phase::rcpt, 553, "5.2.0").mode, "permanent_failure");
+  EXPECT_EQ(classify(phase::rcpt, 550, "5.2.0", "Mailbox full").mode, "mailbox_full");
+  EXPECT_EQ(classify_by_code(phase::rcpt, 450, "4.2.0").mode, "greylisting");
+  EXPECT_EQ(classify(phase::rcpt, 450, "4.2.0", "Recipient address rejected: Greylisted").mode, "greylisting");
+  EXPECT_EQ(classify_by_code(phase::rcpt, 452, "4.2.0").mode, "mailbox_full");
+  // The basic code alone is unchanged: 550 at RCPT is an unknown recipient.
+  EXPECT_EQ(classify_by_code(phase::rcpt, 550, "").mode, "unknown_recipient");
+}
+
 TEST(Classify, PhrasingsRefineGenericCodes) {
   auto v = classify(phase::rcpt, 554, "5.7.1", "<x@example.test>: Relay access denied");
   EXPECT_EQ(v.mode, "tenant_propagation");
@@ -168,7 +221,8 @@ TEST(Classify, EveryModeClassifyCanNameHasItsText) {
                   "service_unavailable", "policy_rejection", "sender_authentication", "temporary_failure", "permanent_failure",
                   "command_rejected", "tls_unavailable", "blackhole", "firewall_fixup", "content_scan_delay",
                   "slow_destination", "service_closing", "too_many_recipients", "auth_cancelled",
-                  "auth_response_refused", "sender_address_rejected"}) {
+                  "auth_response_refused", "sender_address_rejected", "mailbox_busy", "mailbox_disabled",
+                  "list_expansion_failed"}) {
     EXPECT_TRUE(is_mode(id)) << id;
     EXPECT_FALSE(mode(id).explanation.empty()) << id;
     EXPECT_FALSE(mode(id).action.empty()) << id;
