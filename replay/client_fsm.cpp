@@ -45,6 +45,8 @@ std::string_view unsafe_line(std::string_view bytes) {
     case protocol::command_fault::leading_space: return "white space before its verb";
     case protocol::command_fault::forbidden_verb: return "a verb the relay never forwards";
     case protocol::command_fault::starttls_parameters: return "STARTTLS with a parameter";
+    case protocol::command_fault::bad_bdat:
+      return "a BDAT size the relay could not read (a server that answers it and goes on reads what follows as commands)";
     default: return {};
   }
 }
@@ -307,12 +309,44 @@ void client_fsm::advance(std::uint64_t now_us) {
         continue;
       }
     }
+    // A message or chunk the destination never got whole: what the relay forwarded of it, and
+    // then the connection closes without its end, which the relay never sent upstream either
+    // (a trial: a refused body holding "\n.\nMAIL FROM:<evil@x>", sent as recorded, was a
+    // message and a smuggled command to a live Postfix, which queued it).
+    if (st.withheld) {
+      if (!st.forwarded.empty()) {
+        std::uint64_t due = 0;
+        if (!ready_to_send(i, now_us, due)) {
+          if (due > now_us) send_due_us_ = due;
+          break;
+        }
+        actions_.push_back(protocol::send_bytes{protocol::leg::upstream, st.forwarded, false});
+        sent_at_[i] = std::max<std::uint64_t>(now_us, 1);
+      }
+      const std::string what = st.kind == step_kind::message ? "message" : "BDAT chunk";
+      res.status = step_status::skipped;
+      res.note = "not sent as recorded: the destination never got this " + what + " whole (" + st.withheld_why +
+                 "); " +
+                 (st.forwarded.empty()
+                      ? std::string("the relay forwarded none of it, and the replay sent none and closed the connection")
+                      : "the replay sent the " + std::to_string(st.forwarded.size()) +
+                            " bytes of it the relay forwarded and closed the connection without ending it") +
+                 ": nothing delivered";
+      settle(i + 1, now_us);
+      stop_sending(i + 1, now_us, "not sent: the replay closed the connection at the " + what +
+                                      " before, which the destination never got whole");
+      continue;
+    }
     if (st.kind == step_kind::command && !st.unfinished) {
       if (const auto why = unsafe_line(st.bytes); !why.empty()) {
         res.status = step_status::skipped;
         res.note = "not sent: the line has " + std::string(why) + " (the relay refused it and never forwarded it)";
         settle(i + 1, now_us);
         ++next_;
+        // The relay closed the session with its refusal: what the client sent after it was never read.
+        if (session_closed_at(i))
+          stop_sending(i + 1, now_us, "not sent: the relay closed the session with its reply to the refused line "
+                                      "before, and never read what the recorded client sent after it");
         continue;
       }
     }
@@ -351,6 +385,26 @@ void client_fsm::advance(std::uint64_t now_us) {
     return;
   }
   arm(now_us);
+}
+
+// The relay's own reply to step i ended the recorded session: no later step has a reply, no
+// reply came after it, and the client did not end the session.
+bool client_fsm::session_closed_at(std::size_t i) const {
+  const step& st = *steps_[i];
+  if (!st.reply || st.reply->source != reply_source::relay || !script_.unsolicited.empty()) return false;
+  if (script_.end_reason.empty() || script_.ended_by_client()) return false;
+  return std::none_of(steps_.begin() + static_cast<std::ptrdiff_t>(i) + 1, steps_.end(),
+                      [](const step* later) { return later->reply.has_value(); });
+}
+
+// Steps `from` on are not sent (`why`); the connection closes once the replies still owed are in.
+void client_fsm::stop_sending(std::size_t from, std::uint64_t now_us, const std::string& why) {
+  for (std::size_t j = from; j < steps_.size(); ++j) {
+    results_[j + 1].status = step_status::skipped;
+    results_[j + 1].note = why;
+    settle(j + 1, now_us);
+  }
+  next_ = steps_.size();
 }
 
 std::string client_fsm::auth_bytes(std::size_t i) {

@@ -4,7 +4,10 @@
 // recorded client waited (a pipelined group goes out together, RFC 2920), pauses as the
 // recorded client paused (scaled by the timing), secures the connection where STARTTLS was
 // answered 220, and runs AUTH only with credentials it is given (captures hold no secrets).
-// A message whose DATA the live server did not answer 354 is not sent. Where the recording
+// A message whose DATA the live server did not answer 354 is not sent; one the destination
+// never got whole (step::withheld) goes only as far as the relay forwarded it, and the
+// connection closes without its end, so that nothing is delivered that the recorded
+// destination never received; a command line the relay refused is not sent. Where the recording
 // ends without a reply, it sends and closes if the recorded client left first, and otherwise
 // expects the live server to close as the recorded one did. It answers in
 // protocol/action.hpp's vocabulary on the upstream leg: send_bytes, start_tls, arm_timer,
@@ -38,7 +41,8 @@ struct client_options {
 enum class step_status {
   matched,    // the live reply agrees with the recorded one
   diverged,   // it does not (`differences` says how)
-  skipped,    // not sent on purpose (AUTH without credentials)
+  skipped,    // not sent (as recorded) on purpose: AUTH without credentials, a line the relay refused,
+              // a message the destination never got whole, what came after it
   not_sent,   // not sent: the live conversation went elsewhere (DATA not answered 354, the server left)
   no_reply,   // sent, and no reply came (the server closed, or the reply timeout passed)
   sent,       // sent as recorded, nothing to compare: the recorded client closed before a reply
@@ -83,6 +87,8 @@ class client_fsm {
   void advance(std::uint64_t now_us);
   bool ready_to_send(std::size_t i, std::uint64_t now_us, std::uint64_t& due_us) const;
   void send_step(std::size_t i, std::uint64_t now_us);
+  bool session_closed_at(std::size_t i) const;
+  void stop_sending(std::size_t from, std::uint64_t now_us, const std::string& why);
   std::string auth_bytes(std::size_t i);
   void take_reply(protocol::reply r, std::uint64_t now_us);
   void settle(std::size_t result, std::uint64_t now_us);

@@ -13,6 +13,7 @@
 #include "diagnose/conversation.hpp"
 #include "protocol/action.hpp"
 #include "protocol/command.hpp"
+#include "protocol/data_framer.hpp"
 
 namespace mailtap::replay {
 
@@ -32,20 +33,31 @@ using protocol::direction;
 using protocol::leg;
 
 // One direction of the client leg as one stream, with the time of the read (or write) that
-// carried each byte.
+// carried each byte, and how much the relay had sent upstream when that read was recorded.
 struct timed_stream {
   std::string bytes;
   std::vector<std::pair<std::size_t, std::uint64_t>> chunk_ends;   // (end offset, t_us), ascending
+  std::vector<std::size_t> upstream_before;                         // per chunk: upstream/out bytes before its record
 
-  void add(std::string_view data, std::uint64_t t_us) {
+  void add(std::string_view data, std::uint64_t t_us, std::size_t upstream_sent = 0) {
     if (data.empty()) return;
     bytes.append(data);
     chunk_ends.emplace_back(bytes.size(), t_us);
+    upstream_before.push_back(upstream_sent);
   }
-  std::uint64_t time_at(std::size_t offset) const {
+  std::size_t chunk_of(std::size_t offset) const {
     auto it = std::upper_bound(chunk_ends.begin(), chunk_ends.end(), offset,
                                [](std::size_t o, const auto& c) { return o < c.first; });
-    return it == chunk_ends.end() ? (chunk_ends.empty() ? 0 : chunk_ends.back().second) : it->second;
+    return static_cast<std::size_t>(it - chunk_ends.begin());
+  }
+  std::uint64_t time_at(std::size_t offset) const {
+    const std::size_t i = chunk_of(offset);
+    return i == chunk_ends.size() ? (chunk_ends.empty() ? 0 : chunk_ends.back().second) : chunk_ends[i].second;
+  }
+  // How many bytes the relay had sent upstream when the record holding byte `offset` was written.
+  std::size_t upstream_at(std::size_t offset) const {
+    const std::size_t i = chunk_of(offset);
+    return i == upstream_before.size() ? (upstream_before.empty() ? 0 : upstream_before.back()) : upstream_before[i];
   }
 };
 
@@ -128,17 +140,23 @@ bool client_replies(const captures::capture& c, std::vector<recorded_reply>& out
 // Cuts the client's bytes into steps, each with its reply.
 class splitter {
  public:
-  splitter(const timed_stream& in, std::vector<recorded_reply>& replies) : in_(in), replies_(replies) {}
+  splitter(const timed_stream& in, std::vector<recorded_reply>& replies, protocol::bare_eol_mode eol)
+      : in_(in), replies_(replies), eol_(eol) {}
+
+  // Where each step starts in the client's bytes (the unfinished one last).
+  std::vector<std::size_t> starts;
 
   void run(script& s) {
     std::size_t pos = 0;
     while (pos < in_.bytes.size()) {
       const std::size_t end = step_end(pos);
       if (end == npos) break;
+      starts.push_back(pos);
       s.steps.push_back(make_step(pos, end));
       pos = end;
     }
     if (pos < in_.bytes.size()) {
+      starts.push_back(pos);
       const bool in_message = mode_ == mode::message;
       step st = make_step(pos, in_.bytes.size());
       // What came after the last complete step stays unsolicited (a 421 at a timeout): no
@@ -168,9 +186,12 @@ class splitter {
   // Where the step starting at `pos` ends (one past its last byte), or npos if incomplete.
   std::size_t step_end(std::size_t pos) {
     if (mode_ == mode::message) {
-      if (in_.bytes.compare(pos, 3, ".\r\n") == 0) return pos + 3;   // an empty message
-      auto at = in_.bytes.find("\r\n.\r\n", pos);
-      return at == npos ? npos : at + 5;
+      // Where the relay found its end: under bare_eol = "normalize" a bare LF ends a line, so
+      // "\n.\n" ends the message and what follows is a command; otherwise only CRLF.CRLF.
+      protocol::data_framer framer(eol_);
+      scratch_.clear();
+      const std::size_t used = framer.feed(std::string_view(in_.bytes).substr(pos), scratch_);
+      return framer.ended() ? pos + used : npos;
     }
     const std::size_t end = line_end(pos);
     if (end == npos || mode_ == mode::auth) return end;
@@ -230,9 +251,88 @@ class splitter {
 
   const timed_stream& in_;
   std::vector<recorded_reply>& replies_;
+  protocol::bare_eol_mode eol_;
+  std::string scratch_;          // the framer's copy, not kept
   std::size_t next_reply_ = 1;   // the greeting answers no step
   mode mode_ = mode::command;
 };
+
+std::string common_prefix(std::string_view a, std::string_view b) {
+  const auto diff = std::mismatch(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(std::min(a.size(), b.size())), b.begin());
+  return std::string(a.begin(), diff.first);
+}
+
+// What the capture says of a message or chunk the destination never got whole: the relay's
+// note on it (from the step before it, where a fault that answers a message itself notes
+// that, to its reply or the session's end), else who answered it instead.
+std::string why_withheld(const step& st, const step* before, const std::vector<captures::note_event>& notes,
+                         const script& s) {
+  const std::uint64_t from = before ? before->sent_us : st.sent_us;
+  const std::uint64_t to = st.reply ? st.reply->t_us : s.end_us ? s.end_us : UINT64_MAX;
+  for (const auto& n : notes) {
+    if (n.t_us < from || n.t_us > to) continue;
+    if (n.text.find("upstream") != std::string::npos || n.text.find("refused") != std::string::npos ||
+        n.text.find("withheld") != std::string::npos)
+      return "the relay noted: " + n.text;
+  }
+  if (st.reply && st.reply->source == reply_source::injected)
+    return "the fault rule '" + st.reply->rule + "' answered it " + std::to_string(st.reply->reply.code);
+  for (const auto& f : s.faults)
+    if (f.t_us >= from && f.t_us <= to && f.fault.decision != "proceed" && f.fault.decision != "rewrite" &&
+        f.fault.decision != "plan")
+      return "the fault rule '" + f.fault.rule + "': " + f.fault.decision + " at " +
+             std::string(protocol::to_string(f.fault.ph));
+  if (st.reply && st.reply->source == reply_source::relay)
+    return "the relay answered it " + std::to_string(st.reply->reply.code) + " itself";
+  return s.end_reason.empty() ? "the capture ends inside it" : "the session ended: " + s.end_reason;
+}
+
+// Marks the messages and BDAT chunks whose end never went to the destination (step::withheld),
+// from the capture's upstream leg (`upstream`: every upstream/out byte in file order), where
+// the recording holds no reply of the destination to them.
+void mark_withheld(script& s, const std::vector<std::size_t>& starts, const timed_stream& in,
+                   const std::string& upstream, const std::vector<captures::note_event>& notes,
+                   protocol::bare_eol_mode eol) {
+  std::vector<step*> steps;
+  for (auto& st : s.steps) steps.push_back(&st);
+  if (s.unfinished) steps.push_back(&*s.unfinished);
+  for (std::size_t i = 0; i < steps.size() && i < starts.size(); ++i) {
+    step& st = *steps[i];
+    if (st.kind != step_kind::message && st.kind != step_kind::bdat) continue;
+    // The destination's own reply (an early refusal in the middle of a message, say) is
+    // what a replay compares. (Only its own: the relay edits no reply to a message or chunk.)
+    if (st.reply && st.reply->source == reply_source::server) continue;
+    const step* before = i > 0 ? steps[i - 1] : nullptr;
+    // The relay sends its copy of a message, or of a chunk's payload, after it records the
+    // client's bytes (captures/FORMAT.md `bytes_ref`), and a command line before.
+    const std::size_t sent_before = std::min(in.upstream_at(starts[i]), upstream.size());
+    std::string expected;
+    std::string_view window;
+    bool refused = false;
+    if (st.kind == step_kind::message) {
+      protocol::data_framer framer(eol);
+      framer.feed(st.bytes, expected);
+      refused = framer.fault() != protocol::data_fault::none;
+      if (framer.ended() && !refused) expected += ".\r\n";
+      // Its DATA was answered 354 by the destination: the relay is in the message upstream,
+      // and what it sends next is its copy. A 354 of the relay's own (a fault that answers the
+      // message itself) means the upstream never saw DATA.
+      const protocol::reply* go = before && before->reply ? before->reply->destination_reply() : nullptr;
+      if (go && go->code == 354) window = std::string_view(upstream).substr(sent_before);
+    } else {
+      expected = st.bytes;
+      const std::size_t crlf = st.bytes.find("\r\n");
+      const std::string_view line = std::string_view(st.bytes).substr(0, crlf == std::string::npos ? 0 : crlf + 2);
+      if (!line.empty() && sent_before >= line.size() &&
+          upstream.compare(sent_before - line.size(), line.size(), line) == 0)
+        window = std::string_view(upstream).substr(sent_before - line.size());
+    }
+    if (!refused && window.starts_with(expected)) continue;   // all of it went, its end included
+    st.withheld = true;
+    st.forwarded = common_prefix(window, expected);
+    st.withheld_why = why_withheld(st, before, notes, s);
+  }
+}
 
 // How many replies had reached the client before each step left it (pipelining, RFC 2920).
 void count_awaited(script& s) {
@@ -270,19 +370,28 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
     s.end_us = c.end->t_us;
   }
   timed_stream in;
+  std::string upstream;   // what the relay sent the destination, in file order
+  std::vector<captures::note_event> notes;
   bool first_client_byte_seen = false;
   for (const auto& e : c.events) {
     if (const auto* b = std::get_if<captures::bytes_event>(&e)) {
       if (b->leg == leg::client && b->dir == direction::in) {
-        in.add(b->data, b->t_us);
+        in.add(b->data, b->t_us, upstream.size());
         first_client_byte_seen = true;
+      } else if (b->leg == leg::upstream && b->dir == direction::out) {
+        upstream.append(b->data);
       }
     } else if (const auto* t = std::get_if<captures::tls_event>(&e)) {
       if (t->leg == leg::client && !first_client_byte_seen) s.implicit_tls = true;
     } else if (const auto* f = std::get_if<captures::fault_event>(&e)) {
       s.faults.push_back(*f);
+    } else if (const auto* n = std::get_if<captures::note_event>(&e)) {
+      notes.push_back(*n);
     }
   }
+  // How the relay read bare CR and LF in a message (the header's bare_eol; strict, its
+  // default, when the header does not say).
+  const auto eol = protocol::parse_bare_eol_mode(c.header.bare_eol).value_or(protocol::bare_eol_mode::strict);
   std::vector<recorded_reply> replies;
   if (!client_replies(c, replies, error)) {
     error = c.path.string() + ": " + error;
@@ -292,7 +401,9 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
   auto made = relay_replies(conv);
   for (auto& r : replies) attribute(r, made);
   if (!replies.empty()) s.banner = replies.front();
-  splitter(in, replies).run(s);
+  splitter split(in, replies, eol);
+  split.run(s);
+  mark_withheld(s, split.starts, in, upstream, notes, eol);
   const std::size_t answered = 1 + s.steps.size();
   if (replies.size() > answered)
     s.unsolicited.assign(replies.begin() + static_cast<std::ptrdiff_t>(answered), replies.end());

@@ -70,6 +70,16 @@ struct step {
   bool auth = false;                  // an AUTH command or a response of its exchange
   bool starts_tls = false;            // STARTTLS answered 220: the handshake follows
   bool unfinished = false;            // the session ended inside it (script::unfinished)
+  // A message or BDAT chunk the destination never got whole (a DATA message's end, a chunk or
+  // its last byte never went upstream), to which the recording holds no reply of the
+  // destination: the relay refused it (a bare CR or LF or a NUL under bare_eol strict, a BDAT
+  // the destination did not offer), a fault failed, cut off or answered it itself, the capture
+  // could not be written, or the upstream was lost. `forwarded` is what of it the relay did
+  // send the destination (from the capture's upstream leg); a replay client sends that, never
+  // the rest, and closes the connection without ending it, as the relay closed the upstream.
+  bool withheld = false;
+  std::string forwarded;
+  std::string withheld_why;           // what the capture says of it: the relay's note, or its reply's maker
 
   // The recorded delay of its reply: from the step's last byte to the reply.
   std::uint64_t reply_delay_us() const { return reply && reply->t_us > done_us ? reply->t_us - done_us : 0; }

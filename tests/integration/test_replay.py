@@ -411,23 +411,78 @@ class ReplayClientTest(ReplayTest):
         self.assertEqual([s["live"]["code"] for s in doc["steps"]], [220, 250, 250, 250, 354, 250, 221])
         wait_until(lambda: fresh.messages_counted() >= 1, 10, "the replayed message at smtp-sink")
 
-    def test_a_message_the_recorded_relay_hung_up_on_diverges_where_the_live_server_accepts_it(self):
-        """A trial: the recording has no reply to the message (a disconnect fault at data_end
-        closed on the client); the replay sent it to a server that accepted it, hung up
-        without reading the reply, and said "matched"."""
+    def sessions_ended(self, sink):
+        """How many sessions smtp-sink has counted as ended (its -c counter `sess=N`)."""
+        counts = re.findall(r"sess=(\d+)", sink.stdout_text())
+        return int(counts[-1]) if counts else 0
+
+    def test_a_message_a_disconnect_fault_cut_off_before_its_end_is_not_delivered_by_the_replay(self):
+        """A disconnect fault at data_end withholds the dot and closes the upstream: the
+        destination never got the message whole. (Before, the replay sent it whole, and the
+        live server accepted a message the recording never delivered; a trial before that saw
+        it reported "matched".) Now the replay sends the body as the destination got it and
+        closes without ending it: nothing delivered, the step skipped, the verdict the
+        recording's."""
         sink = self.start_smtp_sink(dump=False)
         scenario = os.path.join(self.workdir, "cut.toml")
         with open(scenario, "w") as f:
             f.write('[[fault]]\nname = "cut"\ntype = "disconnect"\nphase = "data_end"\n')
         cap = self.record(upstream="%s:%d" % (LOOPBACK, sink.port), relay_args=["--scenario", scenario])[0]
         self.assertEqual(cap.end["reason"], "fault")
-        fresh = self.start_smtp_sink(dump=False, name="smtp-sink-2")
+        self.assertEqual(sink.messages_counted(), 0)
+        fresh = self.start_smtp_sink(name="smtp-sink-2")
         r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, fresh.port), "--json")
-        self.assertEqual(r.returncode, 1, r.stdout.decode() + r.stderr.decode())
+        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
         doc = json.loads(r.stdout)
-        self.assertEqual(doc["result"], "diverged")
+        self.assertEqual(doc["result"], "matched")
         message = [s for s in doc["steps"] if s["stage"] == "data_end"][0]
-        self.assertEqual((message["status"], message["recorded"], message["live"]["code"]), ("diverged", None, 250))
+        self.assertEqual((message["status"], message["recorded"], message["live"]), ("skipped", None, None))
+        wait_until(lambda: self.sessions_ended(fresh) >= 1, 10, "the replay's session ended at smtp-sink")
+        self.assertEqual(fresh.messages_counted(), 0)
+        self.assertEqual(fresh.dumps(), [])
+
+    def test_a_smuggling_attempt_the_relay_refused_is_not_delivered_by_the_replay(self):
+        """A tester's trial (bare_eol strict): a body with a bare-LF end of data and a MAIL FROM
+        behind it was refused by the relay (550 5.6.0, the upstream closed without the end of
+        data, nothing delivered); `replay client` then sent the body as recorded to smtp-sink,
+        which took "\n.\n" for the end (250, a message counted) and the smuggled MAIL FROM for a
+        command, and the report said DIVERGED data_end 550 -> 250. The replay now sends only
+        what the relay forwarded and closes without ending the message."""
+        sink = self.start_smtp_sink(dump=False)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port), env=self.env)
+        c = self.greeted_client(m.port, "raw.test")
+        self.assertReply(c.command("MAIL FROM:<a@raw.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(b"Subject: x\r\n\r\nbody\n.\nMAIL FROM:<evil@x>\r\n.\r\n")
+        self.assertReply(c.reply(), 550, "5.6.0")
+        cap = m.wait_captures(1)[0]
+        self.assertEqual(sink.messages_counted(), 0)
+        # A lax server (smtp-sink reads a bare LF as a line's end, as Postfix did before 3.9)
+        # and one that records every byte it gets.
+        fresh = self.start_smtp_sink(name="smtp-sink-2")
+        ehlo = [r for r in cap.records if r.get("type") == "reply" and r["leg"] == "upstream" and r["code"] == 250][0]
+        recorder = ScriptedAnswers({b"EHLO": b"".join(b"250%s%s\r\n" % (b"-" if i + 1 < len(ehlo["lines"]) else b" ",
+                                                                          line.encode())
+                                                      for i, line in enumerate(ehlo["lines"]))})
+        self.addCleanup(recorder.stop)
+        for target in (fresh.port, recorder.port):
+            r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, target), "--json")
+            self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+            doc = json.loads(r.stdout)
+            self.assertEqual(doc["result"], "matched", r.stdout)
+            message = [s for s in doc["steps"] if s["stage"] == "data_end"][0]
+            self.assertEqual((message["status"], message["recorded"]["code"], message["live"]),
+                             ("skipped", 550, None), r.stdout)
+            self.assertEqual(doc["counts"]["skipped"], 1)
+        wait_until(lambda: self.sessions_ended(fresh) >= 1, 10, "the replay's session ended at smtp-sink")
+        self.assertEqual(fresh.messages_counted(), 0)
+        self.assertEqual(fresh.dumps(), [])
+        conn = recorder.wait_for_connections(1)[0]
+        self.assertTrue(conn.closed.wait(10))
+        self.assertEqual(conn.messages, [])
+        self.assertTrue(conn.raw.endswith(b"DATA\r\nSubject: x\r\n\r\nbody"), conn.raw)
+        self.assertNotIn(b"evil", conn.raw)
 
     def test_a_client_that_left_inside_its_message_is_replayed_up_to_where_it_left(self):
         """A trial: a client that closed inside its message was replayed without the bytes it

@@ -79,6 +79,15 @@ struct capture_builder {
     c.events.push_back(captures::reply_event{t, leg::client, direction::out, parsed(edited)});
     return *this;
   }
+  // The relay sent the destination `bytes` (its copy of the client's, or its own command).
+  capture_builder& forwarded(std::uint64_t t, std::string bytes) {
+    c.events.push_back(captures::bytes_event{t, leg::upstream, direction::out, std::move(bytes)});
+    return *this;
+  }
+  capture_builder& note(std::uint64_t t, std::string text) {
+    c.events.push_back(captures::note_event{t, std::move(text)});
+    return *this;
+  }
   capture_builder& end(std::uint64_t t, std::string reason) {
     c.end = captures::end_record{t, std::move(reason), "", "", true, 0};
     return *this;
@@ -1093,12 +1102,16 @@ capture_builder message_unanswered(const std::string& reason) {
       .client(11000, "DATA\r\n")
       .server(12000, "354 go ahead\r\n")
       .message(13000, body)
+      .forwarded(13000, body)   // the relay sent the destination all of it, its end included
       .end(14000, reason);
   return b;
 }
 
-// A trial: a disconnect fault at data_end left the message unanswered, and the replay sent it
-// to a server that accepted it, closed without reading the reply and said "matched".
+// A trial: the recording had no reply to a message the destination received whole (its
+// end went upstream; then the server side closed on the client), and the replay sent it to a
+// server that accepted it, closed without reading the reply and said "matched". (A message
+// whose end never went upstream, as a disconnect fault at data_end withholds it, is not
+// completed at all: AMessageAFaultCutOffBeforeItsEndIsNotCompleted.)
 TEST(ReplayClient, AStepTheRecordedServerClosedOnDivergesWhenTheLiveServerAnswers) {
   const script s = message_unanswered("fault").build();
   client_options o;
@@ -1152,6 +1165,7 @@ TEST(ReplayClient, AnUnfinishedMessageOrChunkIsSentAsRecordedThenTheConnectionCl
       .client(6000, "DATA\r\n")
       .server(7000, "354 go\r\n")
       .message(8000, "Subject: cut\r\n\r\npartial body\r\nmore")
+      .forwarded(8000, "Subject: cut\r\n\r\npartial body\r\nmore")
       .end(9000, "client_closed");
   const script s = b.build();
   ASSERT_EQ(s.steps.size(), 3u);
@@ -1173,7 +1187,9 @@ TEST(ReplayClient, AnUnfinishedMessageOrChunkIsSentAsRecordedThenTheConnectionCl
       .server(3000, "250 ok\r\n")
       .client(4000, "RCPT TO:<b@y>\r\n")
       .server(5000, "250 ok\r\n")
+      .forwarded(6000, "BDAT 100 LAST\r\n")   // a command goes upstream before it is recorded
       .message(6000, "BDAT 100 LAST\r\nSubject: cut\r\n\r\npartial")
+      .forwarded(6000, "Subject: cut\r\n\r\npartial")
       .end(9000, "client_closed");
   const script chunked = c.build();
   ASSERT_TRUE(chunked.unfinished.has_value());
@@ -1183,6 +1199,285 @@ TEST(ReplayClient, AnUnfinishedMessageOrChunkIsSentAsRecordedThenTheConnectionCl
   EXPECT_EQ(out.back(), "BDAT 100 LAST\r\nSubject: cut\r\n\r\npartial");
   EXPECT_TRUE(bdat.finished());
   EXPECT_EQ(bdat.results().back().status, step_status::sent);
+}
+
+// ------------------------------------------------ message data the destination never got whole
+
+namespace {
+
+// Feeds the machine one live reply and says what it sent and whether it closed the connection.
+struct turn {
+  std::string sent;
+  bool closed = false;
+};
+turn reply_to(client_fsm& fsm, const std::string& reply, std::uint64_t now) {
+  fsm.on_server_bytes(reply, now);
+  const auto actions = fsm.take_actions();
+  return {sent(actions), has<protocol::close_leg>(actions)};
+}
+
+std::string all_sent(const std::vector<std::string>& out) {
+  std::string all;
+  for (const auto& o : out) all += o;
+  return all;
+}
+
+// EHLO, MAIL, RCPT and DATA, each answered by the destination (354 included).
+capture_builder up_to_data() {
+  capture_builder b;
+  b.c.header.bare_eol = "strict";
+  b.server(1000, "220 mx.test ESMTP\r\n")
+      .client(2000, "EHLO raw.test\r\n")
+      .server(3000, ehlo_reply)
+      .client(4000, "MAIL FROM:<a@raw.test>\r\n")
+      .server(5000, "250 2.1.0 Ok\r\n")
+      .client(6000, "RCPT TO:<ok@example.test>\r\n")
+      .server(7000, "250 2.1.5 Ok\r\n")
+      .client(8000, "DATA\r\n")
+      .server(9000, "354 End data with <CR><LF>.<CR><LF>\r\n");
+  return b;
+}
+const std::vector<std::string> live_up_to_data = {"220 sink ESMTP\r\n", ehlo_reply, "250 2.1.0 Ok\r\n",
+                                                  "250 2.1.5 Ok\r\n", "354 go ahead\r\n"};
+
+// A smuggling attempt: a bare-LF end of data with a command behind it, then the real end.
+const std::string smuggled = "Subject: x\r\n\r\nbody\n.\nMAIL FROM:<evil@x>\r\n.\r\n";
+const std::string refusal_note = "message refused: bare CR or LF in message data; upstream closed without end of data";
+
+}  // namespace
+
+// A tester's trial (bare_eol strict): the relay answered the smuggling attempt 550 5.6.0 and
+// closed the upstream after the part before the bare LF, without the end of data; nothing was
+// delivered. The replay sent the whole body to smtp-sink, which took the bare LF's dot for the
+// end (250) and the smuggled MAIL FROM for a command (a real Postfix 3.7 queued the message),
+// and the report said only "DIVERGED data_end 550 -> 250".
+TEST(ReplayClient, AMessageTheRelayRefusedGoesOutOnlyAsFarAsTheRelayForwardedItAndIsNeverEnded) {
+  capture_builder b = up_to_data();
+  b.message(10000, smuggled)
+      .forwarded(10000, "Subject: x\r\n\r\nbody")
+      .note(10000, refusal_note)
+      .relay(10000, "550 5.6.0 Message refused by mailtap: bare CR or LF in message data\r\n")
+      .end(10000, "protocol_error");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 5u);
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  auto out = converse(fsm, {live_up_to_data.begin(), live_up_to_data.end() - 1});
+  const turn t = reply_to(fsm, live_up_to_data.back(), 100);
+  // What the destination got of it, and the connection closed without an end of data, as the
+  // relay closed the upstream: never the bare-LF end nor the command smuggled behind it.
+  EXPECT_EQ(t.sent, "Subject: x\r\n\r\nbody");
+  EXPECT_TRUE(t.closed);
+  EXPECT_TRUE(fsm.finished());
+  out.push_back(t.sent);
+  EXPECT_EQ(all_sent(out).find("evil"), std::string::npos) << all_sent(out);
+  EXPECT_EQ(all_sent(out).find("\n.\n"), std::string::npos) << "no end of data, bare or not";
+  EXPECT_EQ(all_sent(out).find("\r\n.\r\n"), std::string::npos) << "no end of data, bare or not";
+  const auto& r = fsm.results();
+  ASSERT_EQ(r.size(), 6u);
+  EXPECT_EQ(r[5].status, step_status::skipped);
+  EXPECT_FALSE(r[5].live);
+  EXPECT_NE(r[5].note.find("bare CR or LF"), std::string::npos) << r[5].note;   // why, from the relay's note
+  EXPECT_NE(r[5].note.find("18 bytes"), std::string::npos) << r[5].note;        // what the replay sent of it
+  EXPECT_FALSE(fsm.diverged());   // the verdict the recording had: nothing delivered
+  client_run run;
+  run.results = fsm.results();
+  run.diverged = fsm.diverged();
+  EXPECT_NE(render_client_text(run).find("result    matched (5 of 5 replies as recorded, 1 skipped)"), std::string::npos)
+      << render_client_text(run);
+  EXPECT_TRUE(divergence_keys(run).empty());
+}
+
+// The same attempt from a client that closed before any CRLF.CRLF came: an unfinished step,
+// which went out as recorded, bare-LF end and smuggled command included.
+TEST(ReplayClient, AnUnfinishedMessageTheRelayRefusedGoesOutOnlyAsFarAsItWasForwarded) {
+  capture_builder b = up_to_data();
+  b.message(10000, "Subject: x\r\n\r\nbody\n.\nMAIL FROM:<evil@x>\r\n")
+      .forwarded(10000, "Subject: x\r\n\r\nbody")
+      .note(10000, refusal_note)
+      .end(20000, "client_closed");
+  const script s = b.build();
+  ASSERT_TRUE(s.unfinished.has_value());
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  converse(fsm, {live_up_to_data.begin(), live_up_to_data.end() - 1});
+  const turn t = reply_to(fsm, live_up_to_data.back(), 100);
+  EXPECT_EQ(t.sent, "Subject: x\r\n\r\nbody");
+  EXPECT_TRUE(t.closed);
+  EXPECT_EQ(fsm.results().back().status, step_status::skipped);
+  EXPECT_FALSE(fsm.diverged());
+}
+
+// A fault that fails a message after its body withholds the dot and closes the upstream; so
+// does a disconnect fault at data_end, and a capture that cannot be written. The replay sent
+// the message whole, and a live server delivered what the recorded destination never got.
+TEST(ReplayClient, AMessageAFaultCutOffBeforeItsEndIsNotCompleted) {
+  const std::string without_end = body.substr(0, body.size() - 3);   // all but ".\r\n"
+  capture_builder failed = up_to_data();
+  failed.message(10000, body)
+      .forwarded(10000, without_end)
+      .note(10000, "fault fail-msg fails this message after its body: the dot is withheld and the upstream closed")
+      .relay(10000, "451 4.7.1 Try again later\r\n", "fail-msg")
+      .end(10000, "fault");
+  capture_builder cut = up_to_data();
+  cut.message(10000, body).forwarded(10000, without_end).end(10000, "fault");   // no reply at all
+  for (auto* b : {&failed, &cut}) {
+    const script s = b->build();
+    client_options o;
+    o.pace = timing{0.0};
+    client_fsm fsm(s, o);
+    converse(fsm, {live_up_to_data.begin(), live_up_to_data.end() - 1});
+    const turn t = reply_to(fsm, live_up_to_data.back(), 100);
+    EXPECT_EQ(t.sent, without_end);   // the body as the destination got it, never its end
+    EXPECT_TRUE(t.closed);
+    ASSERT_EQ(fsm.results().size(), 6u);
+    EXPECT_EQ(fsm.results()[5].status, step_status::skipped);
+    EXPECT_FALSE(fsm.diverged());
+  }
+}
+
+// A blackhole (or a reply) fault at data_end answers the message itself: the relay says 354,
+// the upstream gets RSET, never DATA nor the message, and the fault's 250 tells the client it
+// was delivered. The replay sent it to the live server, which delivered it ("matched").
+TEST(ReplayClient, AMessageAFaultAnsweredItselfIsNeverSent) {
+  capture_builder b;
+  b.server(1000, "220 mx.test ESMTP\r\n")
+      .client(2000, "MAIL FROM:<a@x>\r\n")
+      .server(3000, "250 2.1.0 Ok\r\n")
+      .client(4000, "RCPT TO:<b@y>\r\n")
+      .server(5000, "250 2.1.5 Ok\r\n")
+      .client(6000, "DATA\r\n")
+      .note(6000, "fault bh answers this message itself: the upstream gets RSET, never the message");
+  b.c.events.push_back(captures::command_event{6000, leg::upstream, direction::out, "RSET"});
+  b.forwarded(6000, "RSET\r\n")
+      .upstream(6100, "250 2.0.0 Ok\r\n")
+      .relay(6100, "354 End data with <CR><LF>.<CR><LF>\r\n")
+      .message(7000, body)
+      .relay(7000, "250 2.0.0 Ok: queued as BLACKHOLE\r\n", "bh")
+      .client(8000, "QUIT\r\n")
+      .forwarded(8000, "QUIT\r\n")
+      .server(8100, "221 2.0.0 Bye\r\n")
+      .end(8100, "client_quit");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 5u);
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  converse(fsm, {"220 sink\r\n", "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n"});
+  const turn t = reply_to(fsm, "354 go ahead\r\n", 100);
+  EXPECT_EQ(t.sent, "");   // nothing of the message: the destination never saw it
+  EXPECT_TRUE(t.closed);
+  const auto& r = fsm.results();
+  ASSERT_EQ(r.size(), 6u);
+  EXPECT_EQ(r[3].status, step_status::matched);   // DATA: the relay's 354, and the live one
+  EXPECT_EQ(r[4].status, step_status::skipped);
+  EXPECT_EQ(r[5].status, step_status::skipped);   // QUIT: the connection is closed inside the message
+  EXPECT_FALSE(fsm.diverged());
+}
+
+// A BDAT the relay refused (the destination offered no CHUNKING: 502, closed) never went
+// upstream, its chunk neither; a live server without CHUNKING would read that chunk as commands.
+// A last chunk whose last byte the relay withheld (the capture could not be written) is sent
+// without that byte.
+TEST(ReplayClient, ABdatChunkTheRelayNeverForwardedIsNotSentAndAWithheldLastByteNeither) {
+  const std::string chunk = "RSET\r\nMAIL FROM:<evil@x>\r\n";
+  capture_builder refused;
+  refused.server(1000, "220 mx\r\n")
+      .client(2000, "MAIL FROM:<a@x>\r\n")
+      .forwarded(2000, "MAIL FROM:<a@x>\r\n")
+      .server(3000, "250 2.1.0 Ok\r\n")
+      .message(4000, "BDAT " + std::to_string(chunk.size()) + " LAST\r\n" + chunk)
+      .note(4000, "command refused: BDAT, which the destination did not offer (no CHUNKING in its EHLO reply); "
+                  "session closed")
+      .relay(4000, "502 5.5.1 Error: BDAT not offered (the destination has no CHUNKING); closing connection\r\n")
+      .end(4000, "protocol_error");
+  const script s = refused.build();
+  ASSERT_EQ(s.steps.size(), 2u);
+  ASSERT_EQ(s.steps[1].kind, step_kind::bdat);
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  converse(fsm, {"220 sink\r\n"});
+  const turn t = reply_to(fsm, "250 2.1.0 Ok\r\n", 100);
+  EXPECT_EQ(t.sent, "");
+  EXPECT_TRUE(t.closed);
+  EXPECT_EQ(fsm.results()[2].status, step_status::skipped);
+  EXPECT_FALSE(fsm.diverged());
+
+  capture_builder withheld;
+  withheld.server(1000, "220 mx\r\n")
+      .client(2000, "MAIL FROM:<a@x>\r\n")
+      .forwarded(2000, "MAIL FROM:<a@x>\r\n")
+      .server(3000, "250 2.1.0 Ok\r\n")
+      .forwarded(4000, "BDAT 5 LAST\r\n")
+      .message(4000, "BDAT 5 LAST\r\nhello")
+      .forwarded(4000, "hell")
+      .note(4000, "capture cannot be written: the last BDAT chunk is withheld, upstream closed")
+      .relay(4000, "451 4.3.0 mailtap cannot record this message; try again later\r\n")
+      .end(4000, "upstream_closed");
+  const script w = withheld.build();
+  client_fsm last(w, o);
+  converse(last, {"220 sink\r\n"});
+  const turn u = reply_to(last, "250 2.1.0 Ok\r\n", 100);
+  EXPECT_EQ(u.sent, "BDAT 5 LAST\r\nhell");
+  EXPECT_TRUE(u.closed);
+  EXPECT_EQ(last.results()[2].status, step_status::skipped);
+  EXPECT_FALSE(last.diverged());
+}
+
+// A BDAT line whose size the relay could not read is answered 501 and the session closed: what
+// the client sent behind it was never read, and a live server that answers 501 and goes on
+// would read it as commands.
+TEST(ReplayClient, ABdatLineTheRelayCouldNotReadAndWhatCameBehindItAreNotSent) {
+  capture_builder b;
+  b.server(1000, "220 mx\r\n")
+      .client(2000, "EHLO c\r\n")
+      .server(3000, "250 mx\r\n")
+      .message(4000, "BDAT abc LAST\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<v@y>\r\nDATA\r\n")
+      .relay(4000, "501 5.5.4 Syntax error in BDAT size; closing connection\r\n")
+      .end(4000, "protocol_error");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 5u);
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  converse(fsm, {"220 sink\r\n"});
+  const turn t = reply_to(fsm, "250 sink\r\n", 100);
+  EXPECT_EQ(t.sent, "");
+  EXPECT_TRUE(t.closed);
+  for (std::size_t i = 2; i < fsm.results().size(); ++i)
+    EXPECT_EQ(fsm.results()[i].status, step_status::skipped) << fsm.results()[i].text;
+  EXPECT_FALSE(fsm.diverged());
+}
+
+// Under bare_eol = "normalize" the relay reads a bare LF as a line's end, so "\n.\n" ends the
+// message and what follows is a command: the script cuts the message where the relay did
+// (the first CRLF.CRLF made one step of the message and the command, every later reply one off).
+TEST(ReplayScript, AMessageEndsWhereTheRelayEndedItUnderItsBareLineEndingMode) {
+  capture_builder b = up_to_data();
+  b.c.header.bare_eol = "normalize";
+  b.message(10000, "Subject: x\r\n\r\nbody\n.\n")
+      .server(10100, "250 2.0.0 Ok: queued\r\n")
+      .client(10200, "MAIL FROM:<b@x>\r\n")
+      .server(10300, "250 2.1.0 Ok\r\n")
+      .client(10400, "QUIT\r\n")
+      .server(10500, "221 2.0.0 Bye\r\n")
+      .end(10500, "client_quit");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 7u);
+  EXPECT_EQ(s.steps[4].bytes, "Subject: x\r\n\r\nbody\n.\n");
+  EXPECT_EQ(s.steps[4].kind, step_kind::message);
+  EXPECT_EQ(s.steps[5].text, "MAIL FROM:<b@x>");
+  EXPECT_EQ(s.steps[5].reply->reply.code, 250);
+  EXPECT_EQ(s.steps[6].reply->reply.code, 221);
+  // Strict (and raw) mode: only CRLF.CRLF ends it.
+  b.c.header.bare_eol = "strict";
+  const script strict = b.build();
+  ASSERT_EQ(strict.steps.size(), 4u);
+  ASSERT_TRUE(strict.unfinished.has_value());
+  EXPECT_EQ(strict.unfinished->bytes, "Subject: x\r\n\r\nbody\n.\nMAIL FROM:<b@x>\r\nQUIT\r\n");
 }
 
 TEST(ReplayClient, ATargetNotReachedSaysWhy) {
