@@ -174,7 +174,7 @@ void api::add_session_routes() {
       if (key == "outcome") {
         if (!known_outcomes.contains(value)) return error_response(400, "query 'outcome': unknown outcome '" + value.substr(0, 40) +
                                                    "': expected none, delivered, blackholed, rejected, tempfailed, "
-                                                   "aborted or unknown");
+                                                   "aborted, unknown or unreadable");
         f.outcome = value;
       } else if (key == "client") {
         f.client = value;

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "config_reader/document.hpp"
+#include "policies/limits.hpp"
 
 namespace mailtap::admin {
 
@@ -91,6 +92,15 @@ policies::load_result from_json(std::string_view body) {
   } else {
     return {{}, std::string(json_source) + ": expected a rule (an object), an array of rules, or {\"fault\": [...]}"};
   }
+  // None to read: said in JSON's terms (the loader's "expected [[fault]] tables (an array of
+  // tables)" names TOML's, which a JSON body has none of).
+  if (rules->empty())
+    return {{}, std::string(json_source) + ": no rule in the body: " +
+                    (doc.is_array() ? "the array is empty" : "'fault' is an empty array") +
+                    " (expected one or more rules, each an object)"};
+  if (rules->size() > policies::limits::rules_per_file)
+    return {{}, std::string(json_source) + ": more than " + std::to_string(policies::limits::rules_per_file) +
+                    " rules in one request"};
   toml::array tables;
   for (std::size_t i = 0; i < rules->size(); ++i) {
     const auto& r = (*rules)[i];

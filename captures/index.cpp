@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -51,6 +52,16 @@ CREATE INDEX IF NOT EXISTS replies_by_code ON replies(code);
 CREATE INDEX IF NOT EXISTS replies_by_enhanced ON replies(enhanced);
 CREATE TABLE IF NOT EXISTS faults(session_id INTEGER NOT NULL, rule TEXT NOT NULL, PRIMARY KEY(session_id, rule)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS faults_by_rule ON faults(rule);
+CREATE TABLE IF NOT EXISTS left_out(
+  file TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, unreadable INTEGER NOT NULL,
+  problem TEXT NOT NULL) WITHOUT ROWID;
+)sql";
+// Added within schema version 1: an index made before has no such table until a rebuild
+// writes it (an older mailtap ignores it).
+constexpr const char* left_out_sql = R"sql(
+CREATE TABLE IF NOT EXISTS left_out(
+  file TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, unreadable INTEGER NOT NULL,
+  problem TEXT NOT NULL) WITHOUT ROWID;
 )sql";
 
 constexpr const char* child_tables[] = {"transactions", "recipients", "replies", "faults"};
@@ -465,6 +476,61 @@ std::optional<std::vector<session_summary>> capture_index::search(const search_f
     out.push_back(std::move(s));
   }
   return out;
+}
+
+bool stamp_file(const fs::path& file, left_out_file& into) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) return false;
+  into.size = static_cast<std::uint64_t>(st.st_size);
+  into.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  return true;
+}
+
+bool capture_index::set_left_out(std::span<const left_out_file> files, std::string& error) {
+  if (!exec("BEGIN IMMEDIATE", error)) return false;
+  bool ok = exec(left_out_sql, error) && exec("DELETE FROM left_out", error);
+  statement add(db_, "INSERT OR REPLACE INTO left_out VALUES(?,?,?,?,?)");
+  ok = ok && add.ok();
+  for (std::size_t i = 0; ok && i < files.size(); ++i) {
+    const auto& f = files[i];
+    ok = add.bind(1, f.file).bind(2, static_cast<std::int64_t>(f.size)).bind(3, f.mtime_ns)
+             .bind(4, std::int64_t{f.unreadable}).bind(5, f.problem).run();
+  }
+  if (ok && exec("COMMIT", error)) return true;
+  if (error.empty()) error = problem("cannot write the index");
+  std::string ignored;
+  exec("ROLLBACK", ignored);
+  return false;
+}
+
+std::optional<std::vector<left_out_file>> capture_index::left_out(std::string& error) {
+  std::vector<left_out_file> out;
+  statement table(db_, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'left_out'");
+  if (!table.ok() || table.step() != SQLITE_ROW) {
+    error = problem("cannot read the index");
+    return std::nullopt;
+  }
+  if (table.integer(0) == 0) return out;
+  statement q(db_, "SELECT file, size, mtime_ns, unreadable, problem FROM left_out ORDER BY file");
+  int rc = SQLITE_ERROR;
+  if (q.ok())
+    while ((rc = q.step()) == SQLITE_ROW)
+      out.push_back({q.text(0), static_cast<std::uint64_t>(q.integer(1)), q.integer(2), q.integer(3) != 0, q.text(4)});
+  if (rc != SQLITE_DONE) {
+    error = problem("cannot read the index");
+    return std::nullopt;
+  }
+  return out;
+}
+
+std::optional<std::vector<left_out_file>> files_left_out(const fs::path& dir, capture_index& index, std::string& error) {
+  auto recorded = index.left_out(error);
+  if (!recorded) return std::nullopt;
+  std::erase_if(*recorded, [&](const left_out_file& f) {
+    left_out_file now;
+    return !stamp_file(dir / f.file, now) || now.size != f.size || now.mtime_ns != f.mtime_ns;
+  });
+  return recorded;
 }
 
 std::optional<std::vector<std::pair<std::string, std::string>>> capture_index::files(std::string& error) {

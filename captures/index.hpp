@@ -24,6 +24,8 @@ namespace mailtap::captures {
 
 inline constexpr std::string_view index_file_name = "index.sqlite3";
 // Bumped with any change to the tables; an index of another version is rebuilt by reindex.
+// A table added that an older index may lack and an older mailtap may ignore (left_out) is no
+// change to them: the code reads its absence as empty.
 inline constexpr int index_schema_version = 1;
 
 // What to look for; every condition given must hold. Addresses: an exact address (any
@@ -45,6 +47,22 @@ struct search_filter {
 // A one-line problem with the filter's values, or nullopt when they can be searched.
 std::optional<std::string> filter_problem(const search_filter& f);
 
+// A capture file the last rebuild read and left out of the index, as it was then (FORMAT.md
+// "The index", table left_out): list and search name an unreadable one rather than count it
+// among the captures not indexed yet, which reindex would add.
+struct left_out_file {
+  std::string file;              // its name in the directory
+  std::uint64_t size = 0;        // its size and modification time when it was read: a file
+  std::int64_t mtime_ns = 0;     // changed since is no longer known to be left out
+  bool unreadable = false;       // true: the reader refused it; false: a copy of another capture
+  std::string problem;           // one line: the reader's error, or whose copy it is
+
+  bool operator==(const left_out_file&) const = default;
+};
+
+// Fills `into`'s size and mtime_ns from FILE; false when it cannot be stat'ed.
+bool stamp_file(const std::filesystem::path& file, left_out_file& into);
+
 class capture_index {
  public:
   enum class busy { fail, wait };   // a write lock held elsewhere: fail at once (the relay) or wait (the CLI)
@@ -62,6 +80,11 @@ class capture_index {
   bool remove(std::span<const std::string> sessions, std::string& error);
   // Matching sessions, newest first (start time, then session id), one page.
   std::optional<std::vector<session_summary>> search(const search_filter& f, std::string& error);
+  // Replaces the files the last rebuild left out (in one transaction).
+  bool set_left_out(std::span<const left_out_file> files, std::string& error);
+  // The files the last rebuild left out, as recorded (none in an index no rebuild since
+  // this table was added has written); nullopt (and `error`) when it cannot be read.
+  std::optional<std::vector<left_out_file>> left_out(std::string& error);
   // Every session id with its file name (reindex uses it to drop rows of vanished files).
   std::optional<std::vector<std::pair<std::string, std::string>>> files(std::string& error);
 
@@ -97,6 +120,10 @@ class capture_index {
 // Removes the index file and its WAL companions (a corrupt index before a rebuild).
 void remove_index_files(const std::filesystem::path& dir);
 
+// Those of index.left_out() that are still in DIR unchanged (same size and modification time).
+std::optional<std::vector<left_out_file>> files_left_out(const std::filesystem::path& dir, capture_index& index,
+                                                         std::string& error);
+
 struct rebuild_result {
   std::uint64_t indexed = 0;              // captures read and put in the index
   std::uint64_t removed = 0;              // rows whose file is gone or unreadable
@@ -106,8 +133,8 @@ struct rebuild_result {
   std::vector<std::string> duplicates;
 };
 // Makes the index of DIR agree with its capture files: every readable capture is put (in
-// batches, so a running relay's own inserts wait only for one batch), and rows of files
-// that are gone or unreadable are removed. A file that is not an index, or an index of another
+// batches, so a running relay's own inserts wait only for one batch), rows of files that
+// are gone or unreadable are removed, and the files left out (unreadable, copies) recorded. A file that is not an index, or an index of another
 // schema version, is replaced. nullopt and a one-line error when the index cannot be written.
 std::optional<rebuild_result> rebuild_index(const std::filesystem::path& dir, std::string& error);
 

@@ -32,6 +32,7 @@ std::optional<rebuild_result> rebuild_index(const fs::path& dir, std::string& er
   if (!index) return std::nullopt;
   rebuild_result out;
   std::vector<std::string> gone;
+  std::vector<left_out_file> left_out;
   std::vector<session_summary> batch;
   auto flush = [&] {
     const bool ok = index->put(batch, error);
@@ -41,14 +42,23 @@ std::optional<rebuild_result> rebuild_index(const fs::path& dir, std::string& er
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     if (it->path().extension() != ".jsonl" || !it->is_regular_file(ec)) continue;
+    const std::string file = it->path().filename().string();
+    // Stamped before it is read: a file that changes while it is read is not the one judged.
+    left_out_file stamp;
+    stamp.file = file;
+    const bool stamped = stamp_file(it->path(), stamp);
     std::string why;
     auto cap = read_capture(it->path(), why);
     if (!cap) {
       out.unreadable.push_back(why);
       gone.push_back(it->path().stem().string());
+      if (stamped) {
+        stamp.unreadable = true;
+        stamp.problem = why;
+        left_out.push_back(std::move(stamp));
+      }
       continue;
     }
-    const std::string file = it->path().filename().string();
     if (it->path().stem() != cap->header.session) {
       // A capture is the file named after its session (FORMAT.md "The index"): a copy or a
       // renamed file is never indexed, whether or not the original is still here, as prune
@@ -61,6 +71,10 @@ std::optional<rebuild_result> rebuild_index(const fs::path& dir, std::string& er
                                (here ? " is " + original + "'s too; the index holds " + original
                                      : ", whose file " + original + " is not here; a copy is not indexed") +
                                " (show or export it by its path)");
+      if (stamped) {
+        stamp.problem = out.duplicates.back();
+        left_out.push_back(std::move(stamp));
+      }
       continue;
     }
     batch.push_back(summarize(*cap));
@@ -87,7 +101,8 @@ std::optional<rebuild_result> rebuild_index(const fs::path& dir, std::string& er
   std::erase_if(gone, [&](const std::string& session) { return !with_rows.contains(session); });
   std::sort(gone.begin(), gone.end());
   gone.erase(std::unique(gone.begin(), gone.end()), gone.end());
-  if (!index->remove(gone, error) || !index->set_covers_directory(true, error)) return std::nullopt;
+  if (!index->remove(gone, error) || !index->set_left_out(left_out, error) || !index->set_covers_directory(true, error))
+    return std::nullopt;
   out.removed = gone.size();
   return out;
 }

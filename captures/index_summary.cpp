@@ -100,7 +100,11 @@ std::optional<std::int64_t> parse_rfc3339_us(std::string_view s) {
   if (!digits(s, 0, 4, year) || s.size() < 10 || s[4] != '-' || !digits(s, 5, 2, month) || s[7] != '-' ||
       !digits(s, 8, 2, day))
     return std::nullopt;
-  if (month < 1 || month > 12 || day < 1 || day > 31) return std::nullopt;
+  // The day must be in its month (timegm would make 2026-02-31 the 3rd of March).
+  constexpr int days_in[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (month < 1 || month > 12 || day < 1) return std::nullopt;
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  if (day > days_in[month - 1] + (month == 2 && leap ? 1 : 0)) return std::nullopt;
   std::size_t at = 10;
   std::int64_t fraction_us = 0, offset_s = 0;
   if (at < s.size()) {

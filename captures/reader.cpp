@@ -3,6 +3,7 @@
 // failure becomes "file:line: what", never an exception.
 #include "captures/reader.hpp"
 
+#include "captures/index_summary.hpp"
 #include "captures/latin1_text.hpp"
 #include "captures/open_transaction.hpp"
 #include "protocol/base64.hpp"
@@ -12,6 +13,7 @@
 #include <array>
 #include <boost/json.hpp>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <string_view>
@@ -202,6 +204,17 @@ class fields {
     return us;
   }
 
+  // A wall-clock time (started_at, ended_at): RFC 3339, a date and a time with its zone
+  // (FORMAT.md). Read as it is; anything else is refused (a tester's "9999999-99-99" was
+  // listed as 1970-01-01 and served as it was).
+  std::string time(std::string_view key) {
+    std::string s = str(key);
+    if (error_.empty() && (s.size() <= 10 || !parse_rfc3339_us(s)))
+      fail("field \"" + std::string(key) + "\" is not an RFC 3339 time (2026-12-02T10:00:00.000000Z): " +
+           quote_for_error(s));
+    return s;
+  }
+
   int integer(std::string_view key, int lo, int hi) {
     const json::value* v = find(key);
     if (!v) return 0;
@@ -376,7 +389,7 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     h.client = f.str(field::client);
     h.listen = f.str(field::listen);
     h.upstream = f.str(field::upstream);
-    h.started_at = f.str(field::started_at);
+    h.started_at = f.time(field::started_at);
     h.started_mono_us = f.u64(field::started_mono_us);
     h.relay = f.str(field::relay);
     h.bare_eol = f.str(field::bare_eol);
@@ -504,7 +517,7 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     e.t_us = f.micros(field::t_us);
     e.reason = f.str(field::reason);
     e.detail = f.str(field::detail);
-    e.ended_at = f.str(field::ended_at);
+    e.ended_at = f.time(field::ended_at);
     e.complete = f.boolean(field::complete);
     e.dropped_records = f.u64(field::dropped_records);
     c.end = std::move(e);
@@ -529,7 +542,18 @@ int check_header(const json::object& o, std::string& error) {
     return 0;
   }
   const json::value& v = version->value();
-  if (v.is_double() || (v.is_int64() && v.get_int64() < 1)) {
+  // A number JSON reads as no integer (a fraction, an exponent, or past 2^64) is not printed
+  // back: 18446744073709551616 would read "1.8446744073709552E19", a number the file does not hold.
+  if (v.is_double()) {
+    const double d = v.get_double();
+    const char* why = !std::isfinite(d) || std::fabs(d) >= 9223372036854775808.0 ? "out of range"
+                      : d != std::trunc(d) ? "not an integer"
+                                           : "not written as an integer (a decimal point or an exponent)";
+    error = std::string("unsupported capture format version: ") + why + " (this mailtap reads versions 1 to " +
+            std::to_string(format_version) + ")";
+    return 0;
+  }
+  if (v.is_int64() && v.get_int64() < 1) {
     error = "unsupported capture format version " + json::serialize(v);
     return 0;
   }

@@ -268,6 +268,29 @@ class Sessions(AdminTest):
         self.assertFalse(shown["in_progress"])
         self.assertEqual([r["id"] for r in self.get_json("/api/v1/sessions?outcome=unknown")["sessions"]], [name])
 
+    def test_an_unreadable_capture_is_listed_unreadable_with_why_and_its_document_is_422(self):
+        # A tester's trial: a capture whose started_at was "9999999-99-99" was served with that
+        # string as its start. The reader refuses it: the list says "unreadable" and why (one
+        # line naming the field), the outcome filter finds it, its document is a 422.
+        golden = os.path.join(os.path.dirname(__file__), "..", "golden", "show_basic.jsonl")
+        with open(golden, encoding="utf-8") as f:
+            lines = f.read().splitlines(True)
+        name = "20261206-000000-aaaaaaaa-000002"
+        header = dict(json.loads(lines[0]), session=name, started_at="9999999-99-99")
+        with open(os.path.join(self.relay.captures, name + ".jsonl"), "w", encoding="utf-8") as f:
+            f.write(json.dumps(header) + "\n" + "".join(lines[1:]))
+        for query in ("", "?outcome=unreadable"):
+            rows = [r for r in self.get_json("/api/v1/sessions" + query)["sessions"] if r["id"] == name]
+            self.assertEqual(len(rows), 1, query)
+            self.assertEqual(rows[0]["outcome"], "unreadable")
+            self.assertEqual(rows[0]["started_at"], "")   # not the string the file holds
+            self.assertIn('header record: field "started_at" is not an RFC 3339 time', rows[0]["error"])
+            self.assertNotIn("\n", rows[0]["error"])
+        code, _, body = self.request("GET", "/api/v1/sessions/" + name)
+        self.assertIn('field "started_at"', self.assertOneLineError(code, body, 422))
+        code, _, body = self.request("GET", "/api/v1/sessions?outcome=bogus")
+        self.assertIn("unreadable", self.assertOneLineError(code, body, 400))
+
     def test_sessions_list_cli(self):
         self.swaks(self.relay.port, "--to", TO)
         self.relay.wait_captures(1)
@@ -590,6 +613,20 @@ class BadRequests(AdminTest):
         self.assertTrue(self.assertOneLineError(code, body, 400).startswith("request:1:"))
         code, _, body = self.request("POST", "/api/v1/faults", "name=x", "application/x-www-form-urlencoded")
         self.assertOneLineError(code, body, 415)
+        self.assertEqual(self.get_json("/api/v1/faults")["faults"], [])
+
+    def test_an_empty_json_array_of_rules_says_so_in_jsons_terms(self):
+        # A tester's trial: POST [] said "expected [[fault]] tables (an array of tables)", words for
+        # TOML a JSON body has none of.
+        for body, what in (("[]", "the array is empty"), ('{"fault": []}', "'fault' is an empty array")):
+            code, _, reply = self.request("POST", "/api/v1/faults", body, "application/json")
+            error = self.assertOneLineError(code, reply, 400)
+            self.assertEqual(error, "request (JSON): no rule in the body: %s (expected one or more rules, each an "
+                                    "object)" % what)
+        # Past the cap: "more than 1000 [[fault]] tables" before, TOML's words again.
+        many = json.dumps([{"name": "r%d" % i, "type": "reset", "phase": "mail"} for i in range(1001)])
+        code, _, reply = self.request("POST", "/api/v1/faults", many, "application/json")
+        self.assertEqual(self.assertOneLineError(code, reply, 400), "request (JSON): more than 1000 rules in one request")
         self.assertEqual(self.get_json("/api/v1/faults")["faults"], [])
 
     def test_an_oversized_body_is_413(self):

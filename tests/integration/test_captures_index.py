@@ -258,6 +258,55 @@ class CapturesIndex(IntegrationTest):
         self.assertIn("1 capture file(s) in %s are not in the index" % self.dir, r.stderr.decode())
         self.assertIn("mailtap captures reindex adds those", r.stderr.decode())
 
+    def test_list_names_an_unreadable_capture_rather_than_promise_reindex_adds_it(self):
+        # A tester's trial: right after reindex named a corrupt capture (exit 1), list said it
+        # was a session in progress or left by a stopped relay, "mailtap captures reindex adds
+        # those". And a capture whose started_at was "9999999-99-99" was indexed and listed as
+        # 1970-01-01: the reader refuses it now, naming the field.
+        wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
+        self.mailtap.stop()
+        with open(os.path.join(self.dir, self.ids[0] + ".jsonl"), encoding="utf-8") as f:
+            original = f.read().splitlines(True)
+        stem = self.ids[0].rsplit("-", 1)[0]
+        corrupt, bad_time = stem + "-900001", stem + "-900002"
+        header = dict(json.loads(original[0]), session=corrupt)
+        with open(os.path.join(self.dir, corrupt + ".jsonl"), "w", encoding="utf-8") as f:
+            f.write(json.dumps(header) + "\n" + "".join(original[1:4]) + '{"type":"bytes",\n' + "".join(original[4:]))
+        header = dict(json.loads(original[0]), session=bad_time, started_at="9999999-99-99")
+        with open(os.path.join(self.dir, bad_time + ".jsonl"), "w", encoding="utf-8") as f:
+            f.write(json.dumps(header) + "\n" + "".join(original[1:]))
+        r = self.captures("reindex")
+        self.assertEqual(r.returncode, 1, r)
+        err = r.stderr.decode()
+        self.assertIn("%s.jsonl:5: not a JSON object" % corrupt, err)
+        self.assertIn('%s.jsonl:1: header record: field "started_at" is not an RFC 3339 time' % bad_time, err)
+        self.assertIn(b"indexed %d capture(s)" % SESSIONS, r.stdout)
+        for command in (["list"], ["search", "--outcome", "delivered"]):
+            r = self.captures(*command, "--limit", "1000")
+            self.assertEqual(r.returncode, 0, r)
+            self.assertNotIn("1970-01-01", r.stdout.decode())
+            lines = r.stderr.decode().splitlines()
+            self.assertEqual(len(lines), 2, lines)
+            self.assertTrue(lines[0].startswith("mailtap captures %s: unreadable, not in the index: " % command[0]), lines)
+            self.assertIn("%s.jsonl:5: not a JSON object" % corrupt, lines[0])
+            self.assertIn('%s.jsonl:1: header record: field "started_at"' % bad_time, lines[1])
+            self.assertNotIn("reindex adds", r.stderr.decode())
+            self.assertNotIn("in progress", r.stderr.decode())
+        # A file changed since reindex read it is no longer known to be unreadable: counted
+        # among those reindex has not read, which it adds if it can.
+        repaired = dict(json.loads(original[0]), session=corrupt)
+        with open(os.path.join(self.dir, corrupt + ".jsonl"), "w", encoding="utf-8") as f:
+            f.write(json.dumps(repaired) + "\n" + "".join(original[1:]))
+        r = self.captures("list", "--limit", "1000")
+        err = r.stderr.decode().splitlines()
+        self.assertEqual(len(err), 2, err)
+        self.assertIn(bad_time, err[0])
+        self.assertIn("1 capture file(s) in %s are not in the index" % self.dir, err[1])
+        self.assertIn("mailtap captures reindex adds those it can read", err[1])
+        r = self.captures("reindex")
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn(b"indexed %d capture(s)" % (SESSIONS + 1), r.stdout)
+
     def test_prune_removes_the_index_rows_of_what_it_removes(self):
         wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
         self.mailtap.stop()

@@ -19,6 +19,7 @@
 #include "admin/prometheus.hpp"
 #include "admin/router.hpp"
 #include "relay/session_tally.hpp"
+#include "scratch_dir.hpp"
 
 namespace mailtap::admin {
 namespace {
@@ -465,6 +466,38 @@ TEST(Api, AddsListsAndRemovesFaultsThroughTheEngine) {
   EXPECT_EQ(a.handle(get("/api/v1/sessions/..%2Fetc")).status, 404);
 }
 
+// A capture the reader refuses (here a started_at that is no RFC 3339 time, which a tester's
+// trial saw listed and served as it was): listed with outcome "unreadable" and why, found by
+// ?outcome=unreadable (an outcome the 400 for a bad one names too), its document a 422.
+TEST(Api, AnUnreadableCaptureIsListedUnreadableWithWhyAndItsDocumentIs422) {
+  scratch_dir dir;
+  const std::string id = "20261206-000000-aaaaaaaa-000002";
+  std::ofstream(dir.path() / (id + ".jsonl"))
+      << R"({"type":"header","format":"mailtap-capture","version":5,"session":")" << id
+      << R"(","seed":1,"client":"192.0.2.1:1000","listen":"127.0.0.1:2525","upstream":"builtin",)"
+      << R"("started_at":"9999999-99-99","started_mono_us":1,"relay":"mailtap 0.1.0","bare_eol":"strict"})" << "\n";
+  auto engine = policies::make_engine(1);
+  relay_metrics metrics;
+  directory_catalog catalog(dir.path());
+  api a(bare_context(*engine, metrics, catalog));
+  for (const char* target : {"/api/v1/sessions", "/api/v1/sessions?outcome=unreadable"}) {
+    auto r = a.handle(get(target));
+    ASSERT_EQ(r.status, 200) << target << ": " << r.body;
+    auto rows = boost::json::parse(r.body).at("sessions").as_array();
+    ASSERT_EQ(rows.size(), 1u) << target << ": " << r.body;
+    EXPECT_EQ(rows[0].at("id").as_string(), id);
+    EXPECT_EQ(rows[0].at("outcome").as_string(), "unreadable");
+    EXPECT_NE(std::string(rows[0].at("error").as_string()).find("field \"started_at\" is not an RFC 3339 time"),
+              std::string::npos) << r.body;
+  }
+  auto doc = a.handle(get("/api/v1/sessions/" + id));
+  EXPECT_EQ(doc.status, 422);
+  EXPECT_NE(doc.body.find("started_at"), std::string::npos) << doc.body;
+  auto bad = a.handle(get("/api/v1/sessions?outcome=bogus"));
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("unreadable"), std::string::npos) << bad.body;
+}
+
 // A page elsewhere could reset every fault rule: a form posts text/plain or a urlencoded body
 // without a preflight (a hostile trial). A mutation is refused when its Origin, which the
 // browser sends with it, is not the API's.
@@ -541,6 +574,17 @@ TEST(FaultInput, ProblemsAreOneLineNamingTheKey) {
   EXPECT_EQ(toml_bad.error, "request:5: key 'code': expected an integer from 200 to 599, got 999");
   EXPECT_NE(rules_from_body("listen = \"x\"\n", body_format::toml).error.find("only [[fault]] tables"), std::string::npos);
   EXPECT_NE(rules_from_body("", body_format::toml).error.find("no [[fault]] rule"), std::string::npos);
+  // A tester's trial: POST [] as JSON said "expected [[fault]] tables (an array of tables)",
+  // TOML's words for what JSON has none of. An empty JSON array or 'fault' array says it holds
+  // no rule, in JSON's terms; TOML's own empty 'fault' keeps TOML's.
+  EXPECT_EQ(rules_from_body("[]", body_format::json).error,
+            "request (JSON): no rule in the body: the array is empty (expected one or more rules, each an object)");
+  EXPECT_EQ(rules_from_body(R"({"fault":[]})", body_format::json).error,
+            "request (JSON): no rule in the body: 'fault' is an empty array (expected one or more rules, each an object)");
+  EXPECT_NE(rules_from_body("fault = []\n", body_format::toml).error.find("[[fault]] tables"), std::string::npos);
+  std::string many = "[";
+  for (int i = 0; i <= 1000; ++i) many += std::string(i ? "," : "") + R"({"name":"r)" + std::to_string(i) + R"(","type":"reset","phase":"mail"})";
+  EXPECT_EQ(rules_from_body(many + "]", body_format::json).error, "request (JSON): more than 1000 rules in one request");
   EXPECT_EQ(rules_from_body("[[fault]]\nname = \"a\"\ntype = \"reset\"\nphase = \"mail\"\n", body_format::toml).rules.size(), 1u);
 }
 

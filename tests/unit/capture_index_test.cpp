@@ -477,7 +477,86 @@ TEST(CaptureIndex, TimesReadAsTheWriterWritesThem) {
   EXPECT_EQ(parse_rfc3339_us("2026-01-01T02:00:00+02:00"), base_unix_s * 1'000'000);
   EXPECT_FALSE(parse_rfc3339_us("2026-01-01T00:00:00"));
   EXPECT_FALSE(parse_rfc3339_us("yesterday"));
+  EXPECT_FALSE(parse_rfc3339_us("9999999-99-99"));
+  // A day past its month is no time (timegm made 2026-02-31 the 3rd of March).
+  EXPECT_FALSE(parse_rfc3339_us("2026-02-29T00:00:00Z"));
+  EXPECT_FALSE(parse_rfc3339_us("2026-04-31"));
+  EXPECT_TRUE(parse_rfc3339_us("2028-02-29T00:00:00Z"));
+  EXPECT_TRUE(parse_rfc3339_us("2000-02-29"));
+  EXPECT_FALSE(parse_rfc3339_us("2100-02-29"));
   EXPECT_EQ(format_rfc3339_us(base_unix_s * 1'000'000 + 7), "2026-01-01T00:00:00.000007Z");
+}
+
+// A tester's trial: right after reindex named a corrupt capture, list counted it among the
+// sessions in progress and said reindex would add it. A rebuild records the files it left
+// out (unreadable, copies) as they were, for list and search to name rather than count.
+TEST(CaptureIndex, ReindexRecordsTheFilesItLeftOutAsTheyWere) {
+  scratch_dir dir;
+  write_sessions(dir.path(), 0, 3);
+  std::ofstream(dir.path() / (id_of(1) + ".jsonl"), std::ios::trunc) << "not json\n";
+  fs::copy_file(dir.path() / (id_of(2) + ".jsonl"), dir.path() / "copy.jsonl");
+  std::string error;
+  auto r = rebuild_index(dir.path(), error);
+  ASSERT_TRUE(r) << error;
+  ASSERT_EQ(r->unreadable.size(), 1u);
+  ASSERT_EQ(r->duplicates.size(), 1u);
+  auto index = capture_index::open(dir.path(), capture_index::busy::wait, error);
+  ASSERT_TRUE(index) << error;
+  auto left = files_left_out(dir.path(), *index, error);
+  ASSERT_TRUE(left) << error;
+  ASSERT_EQ(left->size(), 2u);
+  EXPECT_EQ((*left)[0].file, "copy.jsonl");
+  EXPECT_FALSE((*left)[0].unreadable);
+  EXPECT_EQ((*left)[0].problem, r->duplicates[0]);
+  EXPECT_EQ((*left)[1].file, id_of(1) + ".jsonl");
+  EXPECT_TRUE((*left)[1].unreadable);
+  EXPECT_EQ((*left)[1].problem, r->unreadable[0]);
+  EXPECT_EQ((*left)[1].size, 9u);
+  // A file changed since is no longer known to be left out (it may be readable now); a
+  // removed one neither.
+  std::ofstream(dir.path() / (id_of(1) + ".jsonl"), std::ios::app) << "more\n";
+  fs::remove(dir.path() / "copy.jsonl");
+  left = files_left_out(dir.path(), *index, error);
+  ASSERT_TRUE(left) << error;
+  EXPECT_TRUE(left->empty());
+  EXPECT_EQ(index->left_out(error)->size(), 2u) << "still recorded until the next rebuild";
+  // The next rebuild replaces the record.
+  fs::remove(dir.path() / (id_of(1) + ".jsonl"));
+  index.reset();
+  ASSERT_TRUE(rebuild_index(dir.path(), error)) << error;
+  index = capture_index::open(dir.path(), capture_index::busy::wait, error);
+  ASSERT_TRUE(index) << error;
+  ASSERT_TRUE(index->left_out(error)) << error;
+  EXPECT_TRUE(index->left_out(error)->empty());
+}
+
+// The table came within schema version 1: an index made before it has none, read as no file
+// left out, and the next rebuild adds it.
+TEST(CaptureIndex, AnIndexWithoutTheLeftOutTableReadsAsNoneLeftOut) {
+  scratch_dir dir;
+  write_sessions(dir.path(), 0, 2);
+  std::ofstream(dir.path() / "broken.jsonl", std::ios::trunc) << "{\"bad\n";
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir.path() / index_file_name).c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "DROP TABLE left_out", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  std::string error;
+  auto index = capture_index::open(dir.path(), capture_index::busy::wait, error);
+  ASSERT_TRUE(index) << error;
+  auto left = index->left_out(error);
+  ASSERT_TRUE(left) << error;
+  EXPECT_TRUE(left->empty());
+  index.reset();
+  ASSERT_TRUE(rebuild_index(dir.path(), error)) << error;
+  index = capture_index::open(dir.path(), capture_index::busy::wait, error);
+  ASSERT_TRUE(index) << error;
+  left = files_left_out(dir.path(), *index, error);
+  ASSERT_TRUE(left) << error;
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_EQ((*left)[0].file, "broken.jsonl");
+  EXPECT_TRUE((*left)[0].unreadable);
 }
 
 }  // namespace

@@ -463,7 +463,7 @@ TEST(CaptureReader, UnterminatedWholeLastLineIsKept) {
 
 TEST(CaptureReader, DroppedRecordsMakeItIncomplete) {
   auto lines = golden_lines();
-  lines.back() = R"({"type":"end","t_us":11000,"reason":"client_quit","detail":"","ended_at":"x",)"
+  lines.back() = R"({"type":"end","t_us":11000,"reason":"client_quit","detail":"","ended_at":"2025-01-15T09:30:00.011000Z",)"
                  R"("complete":false,"dropped_records":3})" "\n";
   capture c = load(scratch(join(lines)));
   EXPECT_FALSE(c.complete);
@@ -493,6 +493,70 @@ TEST(CaptureReader, VersionZeroIsRefused) {
   lines[0].replace(lines[0].find("\"version\":1"), 11, "\"version\":0");
   fs::path p = scratch(join(lines));
   EXPECT_EQ(load_error(p), p.string() + ":1: unsupported capture format version 0");
+}
+
+// A tester's trial: "version": 18446744073709551616 (past any integer JSON reads as one) was
+// refused as "unsupported capture format version 1.8446744073709552E19", a number the file does
+// not hold. A version that is not an integer says so, and a huge one that it is out of range.
+TEST(CaptureReader, AVersionThatIsNoIntegerIsRefusedWithoutPrintingAnotherNumber) {
+  auto lines = golden_lines();
+  const auto at = lines[0].find("\"version\":1");
+  ASSERT_NE(at, std::string::npos);
+  auto with_version = [&](const std::string& v) {
+    auto bad = lines;
+    bad[0].replace(at, 11, "\"version\":" + v);
+    return scratch(join(bad));
+  };
+  fs::path p = with_version("18446744073709551616");
+  EXPECT_EQ(load_error(p), p.string() + ":1: unsupported capture format version: out of range (this mailtap reads "
+                                        "versions 1 to " + std::to_string(format_version) + ")");
+  p = with_version("1e300");
+  EXPECT_EQ(load_error(p), p.string() + ":1: unsupported capture format version: out of range (this mailtap reads "
+                                        "versions 1 to " + std::to_string(format_version) + ")");
+  p = with_version("2.5");
+  EXPECT_EQ(load_error(p), p.string() + ":1: unsupported capture format version: not an integer (this mailtap reads "
+                                        "versions 1 to " + std::to_string(format_version) + ")");
+  p = with_version("5.0");
+  EXPECT_EQ(load_error(p), p.string() + ":1: unsupported capture format version: not written as an integer (a decimal "
+                                        "point or an exponent) (this mailtap reads versions 1 to " +
+                               std::to_string(format_version) + ")");
+  p = with_version("-3");
+  EXPECT_EQ(load_error(p), p.string() + ":1: unsupported capture format version -3");
+  p = with_version("18446744073709551615");   // an integer JSON reads: printed as written
+  EXPECT_EQ(load_error(p), p.string() + ":1: capture format version 18446744073709551615 is newer than this mailtap (" +
+                               std::to_string(format_version) + ")");
+}
+
+// A tester's trial: a header whose started_at was "9999999-99-99" was read; `captures list`
+// showed it as 1970-01-01 and the admin API returned the string. started_at and ended_at are
+// RFC 3339 times (FORMAT.md): anything else is refused, naming the record and the field.
+TEST(CaptureReader, AStartOrEndTimeThatIsNotRfc3339IsRefused) {
+  auto lines = golden_lines();
+  const std::string good_start = "\"started_at\":\"2025-01-15T09:30:00.000000Z\"";
+  const std::string good_end = "\"ended_at\":\"2025-01-15T09:30:00.011000Z\"";
+  ASSERT_NE(lines[0].find(good_start), std::string::npos);
+  ASSERT_NE(lines.back().find(good_end), std::string::npos);
+  for (std::string bad_time : {"9999999-99-99", "", "2025-01-15", "2025-01-15T09:30:00", "2025-02-30T09:30:00Z",
+                               "2025-13-01T00:00:00Z", "2025-01-15T25:00:00Z", "yesterday"}) {
+    auto bad = lines;
+    bad[0].replace(bad[0].find(good_start), good_start.size(), "\"started_at\":\"" + bad_time + "\"");
+    fs::path p = scratch(join(bad));
+    EXPECT_EQ(load_error(p), p.string() + ":1: header record: field \"started_at\" is not an RFC 3339 time "
+                                          "(2026-12-02T10:00:00.000000Z): \"" + bad_time + "\"") << bad_time;
+    bad = lines;
+    bad.back().replace(bad.back().find(good_end), good_end.size(), "\"ended_at\":\"" + bad_time + "\"");
+    p = scratch(join(bad));
+    EXPECT_EQ(load_error(p), p.string() + ":" + std::to_string(lines.size()) + ": end record: field \"ended_at\" is "
+                                          "not an RFC 3339 time (2026-12-02T10:00:00.000000Z): \"" + bad_time + "\"")
+        << bad_time;
+  }
+  // RFC 3339 without a fraction, with an offset, a leap second: read.
+  for (std::string fine : {"2025-01-15T09:30:00Z", "2025-01-15T10:30:00.5+01:00", "2016-12-31T23:59:60Z"}) {
+    auto ok = lines;
+    ok[0].replace(ok[0].find(good_start), good_start.size(), "\"started_at\":\"" + fine + "\"");
+    std::string error;
+    EXPECT_TRUE(read_capture(scratch(join(ok)), error)) << fine << ": " << error;
+  }
 }
 
 TEST(CaptureReader, GarbageLineNamesFileAndLine) {
