@@ -122,6 +122,13 @@ struct fault_event {
 
 // Implemented by policies/ (one per session, seeded from the master seed and the session
 // number). Never throws.
+// The notes a split_dot_withhold rule leaves (protocol/fault_holds.cpp), which `diagnose` reads
+// back (diagnose/checks/firewall.cpp): armed at connect, and withheld when it acts.
+inline constexpr std::string_view note_split_dot_armed_end =
+    " armed: an end of data whose '.' and CRLF arrive in separate segments will be withheld";
+inline constexpr std::string_view note_split_dot_withheld =
+    "end of data withheld: the '.' and its CRLF arrived in separate segments (CSCds90792)";
+
 class fault_advisor {
  public:
   virtual ~fault_advisor() = default;

@@ -166,8 +166,14 @@ void fault_holds::start(std::uint64_t now) {
   if (plan_.to_client.active()) out_.push(shape_leg{leg::client, plan_.to_client});
   if (plan_.to_upstream.active()) out_.push(shape_leg{leg::upstream, plan_.to_upstream});
   for (const auto& [rule, type] : plan_.rules) {
-    // A withheld split dot counts when it withholds one (withhold_split_dot), not per session.
-    if (type != "split_dot_withhold") ++stats_.faults_injected;
+    // A split dot is withheld when one comes (withhold_split_dot, whose stall is the fault
+    // record and the count): until then the rule is armed, not injected, which a note says, so
+    // that the index, `diagnose` and the API list only rules that acted.
+    if (type == "split_dot_withhold") {
+      out_.note(now, "rule " + rule + std::string(note_split_dot_armed_end));
+      continue;
+    }
+    ++stats_.faults_injected;
     if (observer_) {
       fault_event e{rule, type, "plan", phase::connect, 0, 0, "session-wide " + type};
       observer_->on_fault(now, e);
@@ -692,7 +698,7 @@ void fault_holds::withhold_split_dot(std::uint64_t now) {
     if (type == "split_dot_withhold") d.rule = rule, d.type = type;
   ++stats_.faults_injected;   // when it acts (start does not count it)
   advisor_->plan_rule_acted(d.rule);
-  out_.note(now, "end of data withheld: the '.' and its CRLF arrived in separate segments (CSCds90792)");
+  out_.note(now, note_split_dot_withheld);
   if (transaction* t = host_.close_message(now)) {   // recorded as end_of_data records a message's end
     withheld_dot_txn_ = t->id;
     withheld_dot_since_us_ = now;

@@ -7,6 +7,7 @@
 
 #include "diagnose/checks.hpp"
 #include "diagnose/modes.hpp"
+#include "protocol/fault.hpp"
 
 namespace mailtap::diagnose {
 
@@ -81,7 +82,7 @@ void check_firewall(const conversation& c, std::vector<finding>& out) {
   }
   for (const auto* e : c.timeline)
     if (const auto* n = std::get_if<captures::note_event>(e))
-      if (n->text.find("separate segments") != std::string::npos) {
+      if (n->text == protocol::note_split_dot_withheld) {
         withheld = true;
         seen.push_back(evidence_of(*e));
       }

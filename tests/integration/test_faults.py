@@ -1121,7 +1121,8 @@ type = "split_dot_withhold"
         self.assertEqual((outcome, data), ("timeout", b""), "the end of data must be withheld")
         c.close()
         cap = self.single_capture(m)
-        self.assertEqual(fault_summary(cap)[0], ("cscds90792", "split_dot_withhold", "plan", "connect"))
+        self.assertEqual(fault_summary(cap), [("cscds90792", "split_dot_withhold", "stall", "data_end")],
+                         "one fault: the withheld dot (the rule armed at connect is a note, not a fault)")
         self.assertNothingUpstream(rec, cap)
 
     def test_split_dot_withhold_dot_sent_together_is_delivered(self):
@@ -1137,7 +1138,19 @@ type = "split_dot_withhold"
         self.assertReply(c.reply(10), 250)
         self.quit(c)
         self.assertEqual([x["data"] for x in rec.wait_for(1)], [message])
-        self.assertFaults(self.single_capture(m), [("cscds90792", "split_dot_withhold", "plan", "connect")])
+        cap = self.single_capture(m)
+        # Armed, never acted: no fault record (the index, diagnose and the API list rules that
+        # acted, as the faults_injected metric counts them), a note that it was armed.
+        self.assertFaults(cap, [])
+        self.assertTrue(any("rule cscds90792 armed" in n for n in cap.notes), cap.notes)
+        directory = os.path.dirname(cap.path)
+
+        def search(*args):
+            r = run_mailtap(["captures", "search", "--json", "--dir", directory, *args])
+            self.assertEqual(r.returncode, 0, r)
+            return [json.loads(line)["session"] for line in r.stdout.decode().splitlines()]
+        self.assertTrue(wait_until(lambda: search() == [cap.header["session"]], 10), "never indexed")
+        self.assertEqual(search("--rule", "cscds90792"), [], "a rule that never acted is found by --rule")
 
     def test_session_wide_rule_with_nth_session(self):
         rec = self.start_recorder()

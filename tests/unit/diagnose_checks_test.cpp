@@ -488,6 +488,24 @@ TEST(CheckFirewall, AWithheldSplitDotIsTheWithholdingRules) {
   EXPECT_EQ(find(d, "timeout"), nullptr) << "the withheld dot's stall is the firewall finding's";
 }
 
+// The rule armed at connect (a note since a tester found it listed as injected) is no
+// withheld dot: the masked banner is the finding's, at the banner, and the message delivered.
+TEST(CheckFirewall, AnArmedSplitDotRuleThatNeverActedWithheldNothing) {
+  builder b;
+  b.note(0, "rule pix/split_dot_withhold" + std::string(protocol::note_split_dot_armed_end))
+      .reply(1, 220, {"**************************"}, leg::client)
+      .fault(1, "pix/banner", "banner", "rewrite", phase::banner, "banner masked")
+      .cmd(2, "HELO c").reply(3, 250, {"mx"}).cmd(4, "MAIL FROM:<a@b>").reply(5, 250, {"Ok"})
+      .cmd(6, "RCPT TO:<c@d>").reply(7, 250, {"Ok"}).cmd(8, "DATA").reply(9, 354, {"go"})
+      .bytes(10, "Subject: t\r\n\r\nhi\r\n.\r\n").reply(11, 250, {"2.0.0 Ok"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok"}, 4, 11).ended("client_quit", "");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "firewall_fixup");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->stage, "banner");
+  EXPECT_EQ(f->rule, "pix/banner");
+}
+
 TEST(CheckFirewall, AnOrdinaryBannerIsNotAFingerprint) {
   builder b;
   b.reply(1, 220, {"mx.example.net ESMTP"}).cmd(2, "EHLO c").reply(3, 500, {"5.5.1 unrecognized"});

@@ -1776,6 +1776,9 @@ TEST_F(FaultFsm, SplitDotWithholdCountsWhenItActsNotPerSession) {
   upstream("250 2.0.0 Ok\r\n");
   EXPECT_EQ(fsm_->stats().faults_injected, 0u);
   EXPECT_THAT(adv_->acted, IsEmpty());
+  // Armed, not injected: a note, and no fault record for the index, diagnose or the API to list.
+  EXPECT_THAT(obs_->faults, IsEmpty()) << obs_->all_faults();
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("rule pix/split-dot armed")));
   client(mail_from + rcpt_bob + "DATA\r\n");
   upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n");
   client("body\r\n.");
