@@ -82,10 +82,27 @@ classification classify_by_code(phase ph, int code, std::string_view enhanced) {
 
   switch (subject) {
     case 1:
-      if (detail == 1 || detail == 2 || detail == 3 || detail == 6 || detail == 10) return {"unknown_recipient", true};
-      // X.1.7 and X.1.8 (RFC 3463 3.2): the sender's address is malformed, or its domain does
-      // not resolve (Postfix's reject_unknown_sender_domain, 450 4.1.8 while DNS fails): no block list.
+      // Address status (RFC 3463 3.2), detail by detail. X.1.7 and X.1.8: the sender's address is
+      // malformed, or its domain does not resolve (Postfix's reject_unknown_sender_domain, 450
+      // 4.1.8 while DNS fails): no block list, and the sender's wherever the reply comes (Postfix
+      // delays its sender restrictions to RCPT by default, smtpd_delay_reject).
       if (detail == 7 || detail == 8) return {"sender_address_rejected", true};
+      // X.1.0 "Other address status" says only that an address was wrong, and which one its
+      // wording says (Postfix's "550 5.1.0 <s>: Sender address rejected: User unknown in ..."):
+      // never an unknown recipient (nor a block list at MAIL) from the basic code.
+      if (detail == 0 && (ph == phase::rcpt || ph == phase::mail)) return generic(code);
+      // At MAIL the only address is the sender's, whatever detail names it.
+      if (ph == phase::mail && detail >= 1) return {"sender_address_rejected", true};
+      // X.1.1, X.1.2: no such mailbox, no such system.
+      if (detail == 1 || detail == 2) return {"unknown_recipient", true};
+      // X.1.3: the recipient address is not valid syntax (RFC 5321 4.1.2), as the client sent it.
+      if (detail == 3) return {"recipient_address_invalid", true};
+      // X.1.4: the address names more than one mailbox.
+      if (detail == 4) return {"ambiguous_recipient", true};
+      // X.1.6: the mailbox existed and moved, with no forwarding address.
+      if (detail == 6) return {"mailbox_moved", true};
+      // X.1.10 (RFC 7505): the recipient's domain publishes a null MX: it takes no mail at all.
+      if (detail == 10) return {"null_mx", true};
       break;
     case 2:
       // Mailbox status (RFC 3463 3.3): the mailbox exists, whatever its detail says of it.
@@ -124,6 +141,8 @@ classification classify_by_code(phase ph, int code, std::string_view enhanced) {
       if (detail == 25) return {"reverse_dns_block", true};
       if (detail == 28) return {"relay_quota", true};
       if ((detail >= 20 && detail <= 24) || detail == 26 || detail == 29) return {"sender_authentication", true};
+      // X.7.27 (RFC 7505 4.2): the sender's domain publishes a null MX, so no bounce could reach it.
+      if (detail == 27) return {"sender_address_rejected", true};
       if (ph == phase::mail) return {klass == 4 ? "relay_quota" : "sender_blocked", false};
       if (ph == phase::rcpt && klass == 4) return {"greylisting", false};
       return {"policy_rejection", false};
@@ -134,6 +153,8 @@ classification classify_by_code(phase ph, int code, std::string_view enhanced) {
   if (code == 552) return {ph == phase::rcpt ? "mailbox_full" : "message_too_large", false};
   if (code == 550 && ph == phase::rcpt) return {"unknown_recipient", false};
   if (code == 553 && ph == phase::rcpt) return {"unknown_recipient", false};
+  // 556 "Domain does not accept mail" (RFC 7504), RFC 7505's reply to a recipient whose domain has a null MX.
+  if (code == 556 && ph == phase::rcpt) return {"null_mx", false};
   if (code == 452 && ph == phase::rcpt) return {"mailbox_full", false};
   if (code == 450 && ph == phase::rcpt) return {"greylisting", false};
   if (code == 550 && ph == phase::mail) return {"sender_blocked", false};

@@ -15,8 +15,37 @@ constexpr std::array modes = {
               "on retry, a 4xx may once space is freed."},
     mode_text{"unknown_recipient", "unknown or misspelled recipient",
               "The destination does not know this address (X.1.1: bad mailbox; X.1.2: bad domain): a typo, a "
-              "removed user, or a stale contact or distribution list.",
+              "removed user, or a stale contact or distribution list. As a 4xx, the destination could not confirm "
+              "the address for now (a recipient lookup or verification that did not complete).",
               "Check the address for typos; confirm with the recipient's administrator that the mailbox exists."},
+    mode_text{"mailbox_moved", "recipient mailbox moved, no forwarding address",
+              "The destination says this mailbox has moved and left no forwarding address (X.1.6, RFC 3463 3.2): "
+              "the address was once right and is no longer used, most often a person who left the organization or "
+              "changed address. It is not a typo. A 5xx will not succeed on retry; a 4xx X.1.6 is the destination "
+              "deferring while the move is in progress.",
+              "Tell the sender the recipient has moved: ask the recipient for the new address by another channel "
+              "(or their organization for a successor), then update the contact or remove it from lists."},
+    mode_text{"null_mx", "recipient domain accepts no mail (null MX)",
+              "The recipient's domain publishes a null MX (an MX record of \".\", RFC 7505): it declares that it "
+              "receives no mail at all, so no server will deliver to any address there (X.1.10 \"Recipient address "
+              "has null MX\", basic code 556 \"Domain does not accept mail\", RFC 7504). Whoever refused looked up "
+              "the domain's MX: the destination itself or a smart host on the way.",
+              "The address cannot receive mail at this domain; retrying will not help. Check the domain part against "
+              "the one the recipient uses (a lookalike or a retired domain, or a send-only domain such as a "
+              "no-reply address), and ask the recipient for a domain that receives mail."},
+    mode_text{"ambiguous_recipient", "recipient address ambiguous",
+              "The destination refused this recipient because the address matches more than one mailbox (X.1.4 "
+              "\"Destination mailbox address ambiguous\", RFC 3463 3.2; RFC 5321's \"553 User ambiguous\"): a "
+              "short name or alias that several users share.",
+              "Use the recipient's exact, full address (the one their mailbox answers to, not a nickname or partial "
+              "name); the destination's administrator can say which addresses the alias matched."},
+    mode_text{"recipient_address_invalid", "recipient address malformed",
+              "The destination refused this recipient because the address is not valid syntax (X.1.3 \"Bad "
+              "destination mailbox address syntax\", RFC 3463 3.2; RFC 5321 4.1.2): a missing or doubled @, spaces "
+              "or forbidden characters, an unqualified name, or a client that wrote the RCPT TO line wrongly "
+              "(angle brackets, quoting).",
+              "Look at the RCPT command in the evidence: correct the address if it is mistyped, or fix how the "
+              "client writes RCPT TO if the address itself is right."},
     mode_text{"mailbox_busy", "recipient mailbox busy or receiving too fast (retry later)",
               "The destination deferred this recipient with X.2.1, \"Mailbox disabled, not accepting messages\" "
               "(RFC 3463 3.3), as a temporary failure: the mailbox exists but takes no mail for now. Most often it is "
@@ -44,11 +73,15 @@ constexpr std::array modes = {
               "Ask the destination's administrator to check its block lists and sender rules for this sender; check "
               "the sending IP on public block lists."},
     mode_text{"sender_address_rejected", "sender address refused (malformed, or its domain does not resolve)",
-              "The destination refused the envelope sender itself: its syntax (RFC 3463 X.1.7), or its domain, which "
-              "has no DNS address or MX record, or whose lookup failed (X.1.8: Postfix's "
-              "reject_unknown_sender_domain answers 450 4.1.8 while DNS fails, 550 when the domain does not exist).",
+              "The destination refused the envelope sender (MAIL FROM) itself, not a recipient, even when the reply "
+              "came to a RCPT (Postfix applies its sender checks at RCPT by default): its syntax (RFC 3463 X.1.7), "
+              "or its domain, which has no DNS address or MX record, or whose lookup failed (X.1.8: Postfix's "
+              "reject_unknown_sender_domain answers 450 4.1.8 while DNS fails, 550 when the domain does not exist), "
+              "or publishes a null MX so that no bounce could reach it (X.7.27, RFC 7505), or is a domain of the "
+              "destination's own that has no such user (Postfix's \"Sender address rejected: User unknown\").",
               "Check the sender address the client uses (a typo, an unqualified or internal-only domain) and that its "
-              "domain resolves in public DNS (an MX or A record)."},
+              "domain resolves in public DNS (an MX or A record) and receives mail; a 4xx is retried and passes once "
+              "the lookup succeeds."},
     mode_text{"tenant_propagation", "destination does not accept this domain (relay access denied)",
               "The destination refused to accept mail for this recipient domain. A cloud gateway tenant that was just "
               "set up answers this until its configuration has propagated (up to about 60 minutes); a wrong MX, "

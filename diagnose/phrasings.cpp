@@ -31,6 +31,8 @@ constexpr std::array phrasings = {
     phrasing{"client not authenticated", "microsoft", "smarthost_auth", 0},
     phrasing{"submission quota exceeded", "microsoft", "relay_quota", 0},
     // Postfix (smtpd access restrictions, anvil rate limits, postgrey)
+    // A sender it does not know (reject_unlisted_sender, 5.1.0), at MAIL or a delayed RCPT.
+    phrasing{"sender address rejected: user unknown", "postfix", "sender_address_rejected", 0},
     phrasing{"user unknown in", "postfix", "unknown_recipient", 0},
     phrasing{"relay access denied", "postfix", "tenant_propagation", 0},
     phrasing{"sender address rejected", "postfix", "sender_blocked", 0},

@@ -448,6 +448,46 @@ class MailboxNotAccepting(DiagnoseTest):
         self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (550, "5.2.1"))
 
 
+class AddressStatus(DiagnoseTest):
+    """RFC 3463 3.2, the address status subject, from the destination: X.1.6 (moved, no forwarding
+    address) and X.1.10 (null MX, RFC 7505) were unknown_recipient, advising to check the address
+    for typos; X.1.4 (ambiguous) fell through to the basic code, a 550 to RCPT an unknown recipient."""
+
+    def refused_with(self, reply):
+        up = ScriptedAnswers({b"RCPT": reply})
+        self.addCleanup(up.stop)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), env=self.env)
+        self.send(m.port)
+        path = self.single_capture(m).path
+        rc, doc = diagnose(path)
+        self.assertEqual(rc, 1, ids(doc))
+        self.assertNotIn("unknown_recipient", ids(doc))
+        return doc, path
+
+    def assertRefusal(self, doc, mode, code, enhanced):
+        f = finding(doc, mode)
+        self.assertEqual((f["stage"], f["source"], f["severity"]), ("rcpt", "server", "error"), f)
+        self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (code, enhanced))
+        return f
+
+    def test_a_mailbox_that_moved_is_no_unknown_recipient(self):
+        doc, path = self.refused_with(b"551 5.1.6 User has moved; no forwarding address\r\n")
+        f = self.assertRefusal(doc, "mailbox_moved", 551, "5.1.6")
+        self.assertIn("Destination mailbox has moved", f["meaning"]["enhanced"])
+        self.assertNotIn("typos", f["action"])
+        rc, lines = text_report(path)
+        self.assertFalse([l for l in lines if "for typos" in l or "misspelled recipient" in l], "\n".join(lines))
+
+    def test_a_null_mx_domain_takes_no_mail(self):
+        doc, _ = self.refused_with(b"556 5.1.10 <a@example.com>: Recipient address has null MX\r\n")
+        f = self.assertRefusal(doc, "null_mx", 556, "5.1.10")
+        self.assertIn("null MX", f["meaning"]["enhanced"])
+
+    def test_an_ambiguous_address_is_no_unknown_recipient(self):
+        doc, _ = self.refused_with(b"550 5.1.4 Ambiguous address\r\n")
+        self.assertRefusal(doc, "ambiguous_recipient", 550, "5.1.4")
+
+
 class BrokenDestination(DiagnoseTest):
     """A destination that breaks the protocol or hangs up: the finding is the destination's,
     and the relay's own 421/451 4.4.2 is not read as a command the client got wrong."""

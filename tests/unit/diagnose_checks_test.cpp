@@ -222,6 +222,45 @@ TEST(CheckReplies, MailboxNotAcceptingMessagesIsNoUnknownRecipient) {
   EXPECT_THAT(f->action, ::testing::Not(::testing::HasSubstr("typo")));
 }
 
+// X.1.6 and X.1.10 were unknown_recipient ("check the address for typos"), X.1.4 and X.1.0 a
+// 550 to RCPT's unknown_recipient too. RFC 3463 3.2: the mailbox moved with no forwarding
+// address; the recipient's domain has a null MX (RFC 7505) and takes no mail at all; the address
+// names several mailboxes; X.1.0 says only that something about an address was wrong.
+TEST(CheckReplies, AddressStatusDetailsAreNotAllUnknownRecipients) {
+  struct expected {
+    int code;
+    const char* line;
+    const char* mode;
+    const char* in_explanation;
+    const char* in_action;
+  };
+  for (const auto& e : {expected{551, "5.1.6 User has moved; no forwarding address", "mailbox_moved", "X.1.6", "new address"},
+                        expected{556, "5.1.10 Recipient address has null MX", "null_mx", "RFC 7505", "domain"},
+                        expected{550, "5.1.4 Ambiguous address: matches several mailboxes", "ambiguous_recipient",
+                                 "X.1.4", "exact"},
+                        expected{553, "5.1.3 Bad recipient address syntax", "recipient_address_invalid", "X.1.3",
+                                 "RCPT"}}) {
+    builder b;
+    b.opening().reply(7, e.code, {e.line}).txn(protocol::outcome::rejected, std::nullopt, 4, 7);
+    auto d = diagnose_capture(b.c);
+    EXPECT_EQ(find(d, "unknown_recipient"), nullptr) << e.line << ::testing::PrintToString(ids(d));
+    const finding* f = find(d, e.mode);
+    ASSERT_NE(f, nullptr) << e.line << ::testing::PrintToString(ids(d));
+    EXPECT_EQ(f->stage, "rcpt");
+    EXPECT_EQ(f->source, origin::server);
+    EXPECT_EQ(f->level, severity::error);
+    EXPECT_THAT(f->explanation, ::testing::HasSubstr(e.in_explanation)) << e.mode;
+    EXPECT_THAT(f->action, ::testing::HasSubstr(e.in_action)) << e.mode;
+    if (std::string_view(e.mode) != "recipient_address_invalid")
+      EXPECT_THAT(f->action, ::testing::Not(::testing::HasSubstr("typos"))) << e.mode;
+  }
+  builder g;
+  g.opening().reply(7, 550, {"5.1.0 Address rejected"}).txn(protocol::outcome::rejected, std::nullopt, 4, 7);
+  auto d = diagnose_capture(g.c);
+  EXPECT_EQ(find(d, "unknown_recipient"), nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_NE(find(d, "permanent_failure"), nullptr) << ::testing::PrintToString(ids(d));
+}
+
 TEST(CheckReplies, InjectedReplyNamesItsRuleEvenWhenItsRecordFollows) {
   builder b;
   b.opening().reply(7, 552, {"5.2.2 Mailbox full: quota exceeded"}, leg::client)

@@ -172,6 +172,70 @@ TEST(Classify, MailboxStatusSubjectFollowsRfc3463) {
   EXPECT_EQ(classify_by_code(phase::rcpt, 550, "").mode, "unknown_recipient");
 }
 
+// RFC 3463 3.2, the address status subject, detail by detail (655d93b did X.2.x). X.1.6 (moved,
+// no forwarding address) and X.1.10 (null MX, RFC 7505) were unknown_recipient, advising to check
+// for typos; X.1.4 (ambiguous) and X.1.0 fell through to the basic code, so a 550 to RCPT was an
+// unknown recipient. X.1.7 and X.1.8 are the sender's address wherever the reply comes (Postfix
+// delays its sender restrictions to RCPT by default); at MAIL every X.1.x names the sender.
+TEST(Classify, AddressStatusSubjectFollowsRfc3463) {
+  for (auto [code, enhanced] : {std::pair{550, "5.1.6"}, std::pair{551, "5.1.6"}, std::pair{450, "4.1.6"}}) {
+    auto c = classify_by_code(phase::rcpt, code, enhanced);
+    EXPECT_EQ(c.mode, "mailbox_moved") << enhanced;
+    EXPECT_TRUE(c.specific);
+  }
+  for (auto [code, enhanced] : {std::pair{556, "5.1.10"}, std::pair{550, "5.1.10"}}) {
+    auto c = classify_by_code(phase::rcpt, code, enhanced);
+    EXPECT_EQ(c.mode, "null_mx") << code;
+    EXPECT_TRUE(c.specific);
+  }
+  // 556 "Domain does not accept mail" (RFC 7504), the basic code RFC 7505 names for a null MX.
+  EXPECT_EQ(classify_by_code(phase::rcpt, 556, "").mode, "null_mx");
+  EXPECT_FALSE(classify_by_code(phase::rcpt, 556, "").specific);
+  for (auto [code, enhanced] : {std::pair{550, "5.1.4"}, std::pair{553, "5.1.4"}, std::pair{450, "4.1.4"}}) {
+    auto c = classify_by_code(phase::rcpt, code, enhanced);
+    EXPECT_EQ(c.mode, "ambiguous_recipient") << enhanced;
+    EXPECT_TRUE(c.specific);
+  }
+  for (auto [code, enhanced] : {std::pair{501, "5.1.3"}, std::pair{553, "5.1.3"}}) {
+    auto c = classify_by_code(phase::rcpt, code, enhanced);
+    EXPECT_EQ(c.mode, "recipient_address_invalid") << code;
+    EXPECT_TRUE(c.specific);
+  }
+  // X.1.0 "Other address status": no unknown recipient from the basic code; generic, its
+  // wording may say more (Postfix words a sender it does not know "Sender address rejected:
+  // User unknown in ..." with 5.1.0, at RCPT when it delays its restrictions).
+  EXPECT_EQ(classify_by_code(phase::rcpt, 550, "5.1.0").mode, "permanent_failure");
+  EXPECT_FALSE(classify_by_code(phase::rcpt, 550, "5.1.0").specific);
+  EXPECT_EQ(classify_by_code(phase::rcpt, 553, "5.1.0").mode, "permanent_failure");
+  EXPECT_EQ(classify_by_code(phase::rcpt, 450, "4.1.0").mode, "temporary_failure");
+  EXPECT_EQ(classify_by_code(phase::mail, 550, "5.1.0").mode, "permanent_failure");
+  EXPECT_EQ(classify(phase::rcpt, 550, "5.1.0", "<r@example.test>: Recipient address rejected: User unknown in "
+                                                "virtual mailbox table").mode,
+            "unknown_recipient");
+  EXPECT_EQ(classify(phase::rcpt, 550, "5.1.0", "<s@example.test>: Sender address rejected: User unknown in "
+                                                "virtual mailbox table").mode,
+            "sender_address_rejected");
+  EXPECT_EQ(classify(phase::mail, 550, "5.1.0", "<s@example.test>: Sender address rejected: User unknown in local "
+                                                "recipient table").mode,
+            "sender_address_rejected");
+  // X.1.1, X.1.2 stay unknown recipients, deferred or refused.
+  EXPECT_EQ(classify_by_code(phase::rcpt, 550, "5.1.1").mode, "unknown_recipient");
+  EXPECT_EQ(classify_by_code(phase::rcpt, 450, "4.1.1").mode, "unknown_recipient");
+  EXPECT_EQ(classify_by_code(phase::rcpt, 550, "5.1.2").mode, "unknown_recipient");
+  // The sender's address: X.1.7, X.1.8, X.7.27 (RFC 7505 3: the sender's domain has a null MX),
+  // at MAIL or at a delayed RCPT; at MAIL any X.1.x detail is about the only address there.
+  for (phase ph : {phase::mail, phase::rcpt}) {
+    for (auto [code, enhanced] : {std::pair{553, "5.1.7"}, std::pair{501, "5.1.7"}, std::pair{450, "4.1.8"},
+                                  std::pair{550, "5.1.8"}, std::pair{550, "5.7.27"}}) {
+      auto c = classify_by_code(ph, code, enhanced);
+      EXPECT_EQ(c.mode, "sender_address_rejected") << protocol::to_string(ph) << " " << enhanced;
+      EXPECT_TRUE(c.specific);
+    }
+  }
+  for (auto enhanced : {"5.1.1", "5.1.2", "5.1.3", "5.1.4", "5.1.6", "5.1.10"})
+    EXPECT_EQ(classify_by_code(phase::mail, 550, enhanced).mode, "sender_address_rejected") << enhanced;
+}
+
 TEST(Classify, PhrasingsRefineGenericCodes) {
   auto v = classify(phase::rcpt, 554, "5.7.1", "<x@example.test>: Relay access denied");
   EXPECT_EQ(v.mode, "tenant_propagation");
@@ -222,7 +286,8 @@ TEST(Classify, EveryModeClassifyCanNameHasItsText) {
                   "command_rejected", "tls_unavailable", "blackhole", "firewall_fixup", "content_scan_delay",
                   "slow_destination", "service_closing", "too_many_recipients", "auth_cancelled",
                   "auth_response_refused", "sender_address_rejected", "mailbox_busy", "mailbox_disabled",
-                  "list_expansion_failed"}) {
+                  "list_expansion_failed", "mailbox_moved", "null_mx", "ambiguous_recipient",
+                  "recipient_address_invalid"}) {
     EXPECT_TRUE(is_mode(id)) << id;
     EXPECT_FALSE(mode(id).explanation.empty()) << id;
     EXPECT_FALSE(mode(id).action.empty()) << id;
