@@ -43,8 +43,13 @@ std::vector<paired_reply> pair_replies(const std::vector<const event*>& timeline
     paired_reply x;
     x.reply = r;
     const paired_reply* previous = out.empty() ? nullptr : &out.back();
+    // The reply to a relay command sent in a client's command's place is never passed on
+    // (only a 421 reaches the client, as it came): a relay reply behind it answers the client's
+    // command, the same code at the same time notwithstanding (the relay's 250 to a chunk of a
+    // BDAT message a blackhole answers, behind the destination's 250 to the RSET).
     if (r->leg == protocol::leg::client && previous && previous->reply->leg == protocol::leg::upstream &&
-        previous->reply->reply.code == r->reply.code && (previous->reply->t_us == r->t_us || r->reply.code == 354)) {
+        !previous->in_place_of && previous->reply->reply.code == r->reply.code &&
+        (previous->reply->t_us == r->t_us || r->reply.code == 354)) {
       x.edit = true;
       x.ph = previous->ph;
       x.command = previous->command;

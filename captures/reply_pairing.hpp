@@ -3,13 +3,14 @@
 // client's, and the relay's own upstream commands) pairs the destination's replies and the
 // relay's alike. Three exceptions: the greeting answers no command; after a 354 the next
 // reply answers the end of data; and a relay reply that repeats the destination's reply just
-// before it (same code, same time, or a 354) is the relay's edit of it. A line the client
-// sends after a 334 is part of its AUTH exchange: its reply is at `auth`. A relay command
-// recorded with the client's command just before it, at the same time, was sent in that
-// command's place (the RSET of a message a fault answers, FORMAT.md `command`): the
-// destination's next reply answers the relay's command, and the client's command waits for
-// the relay's reply (a 421 to that RSET reaches the client as it came: no reply record of
-// its own; diagnose/conversation.hpp `in_place_of`). Used by diagnose's
+// before it (same code, same time, or a 354) is the relay's edit of it, unless that reply
+// answered a relay command sent in a client's command's place (below), which is never passed
+// on. A line the client sends after a 334 is part of its AUTH exchange: its reply is at
+// `auth`. A relay command recorded with the client's command just before it, at the same
+// time, was sent in that command's place (the RSET of a message a fault answers, FORMAT.md
+// `command`): the destination's next reply answers the relay's command, and the client's
+// command waits for the relay's reply (a 421 to that RSET reaches the client as it came: no
+// reply record of its own; diagnose/conversation.hpp `in_place_of`). Used by diagnose's
 // conversation view and by the reader's rebuilt open transaction; pure.
 #pragma once
 #include <vector>

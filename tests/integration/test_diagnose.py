@@ -546,6 +546,54 @@ class BrokenDestination(DiagnoseTest):
         self.assertEqual(ids(doc), ["client_protocol_error"])
 
 
+class BlackholedBdat(DiagnoseTest):
+    """A blackhole rule on a BDAT message: the relay sends RSET upstream in the first chunk's place
+    (FORMAT.md `command`), the destination answers it 250, and the relay answers each chunk itself
+    ("250 2.0.0 chunk accepted", then the fault's 250 to the last). Those replies answer the chunks;
+    the relay's reply to the chunk was paired as its edit of the destination's 250 to the RSET
+    (same code, same time), so the fault's reply was never the last chunk's."""
+
+    def blackholed(self, chunks):
+        ehlo = b"250-scripted.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n"
+        up = ScriptedAnswers({b"EHLO": ehlo})
+        self.addCleanup(up.stop)
+        rules = self.write_file("void.toml", b'[[fault]]\nname = "void"\ntype = "blackhole"\n')
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), args=["--scenario", rules], env=self.env)
+        body = make_message("<bdat-void@example.test>", b"bdat-void-marker\r\n")
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        cut = len(body) // 2 if chunks == 2 else 0
+        if cut:
+            c.send(b"BDAT %d\r\n%s" % (cut, body[:cut]))
+            self.assertReply(c.reply(), 250)
+        last = b"BDAT %d LAST" % (len(body) - cut)
+        c.send(last + b"\r\n" + body[cut:])
+        self.assertReply(c.reply(), 250)
+        self.quit(c)
+        path = self.single_capture(m).path
+        rc, doc = diagnose(path)
+        shown = run_mailtap(["show", path], timeout=60).stdout.decode("utf-8", "replace")
+        self.assertIn("U> RSET", shown)
+        self.assertEqual(rc, 1, ids(doc))
+        f = finding(doc, "blackhole")
+        self.assertEqual((f["source"], f["rule"], f["stage"], f["severity"]), ("injected", "void", "data_end", "error"), f)
+        texts = [e["text"] for e in f["evidence"]]
+        # The fault's reply, paired with the last chunk it answers.
+        self.assertIn("C> " + last.decode(), texts, shown)
+        self.assertTrue([t for t in texts if t.startswith("R> 250 2.0.0 Ok: queued as")], (texts, shown))
+        self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (250, "2.0.0"), f)
+        self.assertFalse([t for t in texts if "RSET" in t], texts)
+        # No hand-off: the destination's 250 answered the relay's RSET, never the message.
+        self.assertNotIn("handoff", ids(doc))
+
+    def test_the_relays_reply_to_an_absorbed_bdat_last_answers_it(self):
+        self.blackholed(1)
+
+    def test_the_relays_replies_to_each_absorbed_chunk_answer_their_chunks(self):
+        self.blackholed(2)
+
+
 class RefusedInput(DiagnoseTest):
     """What the relay refuses itself and never forwards (README "Refused, never forwarded"): the
     client's input, never the destination's doing."""

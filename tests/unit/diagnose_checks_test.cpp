@@ -969,6 +969,63 @@ TEST(CheckReplies, A421ToTheRelaysRsetInPlaceOfDataIsAtDataWithBothCommands) {
   for (const auto& found : r.findings) EXPECT_NE(found.stage, "data") << found.id;
 }
 
+// A blackhole on a BDAT message: the relay's RSET went upstream in place of the first chunk,
+// the destination answered it 250, and the relay answered each chunk itself ("chunk accepted",
+// then the fault's 250 to the last). Another engineer's finding: the relay's 250 to the chunk,
+// at the time of the RSET's 250, was paired as the relay's edit of that reply, so the chunk kept
+// no reply of its own, the next one took the chunk's, and the fault's reply was no exchange.
+TEST(CheckReplies, TheRelaysRepliesToChunksOfAnAbsorbedBdatMessageAnswerTheChunks) {
+  for (bool two_chunks : {false, true}) {
+    builder b;
+    b.opening().reply(7, 250, {"2.1.5 Ok"});
+    if (two_chunks) {
+      b.cmd(8, "BDAT 10").cmd(8, "RSET", leg::upstream).reply(9, 250, {"2.0.0 Ok"})
+          .reply(9, 250, {"2.0.0 chunk accepted"}, leg::client).cmd(10, "BDAT 5 LAST");
+    } else {
+      b.cmd(10, "BDAT 5 LAST").cmd(10, "RSET", leg::upstream).reply(10.5, 250, {"2.0.0 Ok"});
+    }
+    b.fault(10.5, "void", "blackhole", "blackhole", phase::data_end, "250 2.0.0 Ok: queued as V01D")
+        .reply(10.5, 250, {"2.0.0 Ok: queued as V01D"}, leg::client)
+        .txn(protocol::outcome::blackholed, captures::reply_summary{250, "2.0.0", "Ok: queued as V01D"}, 4, 10.5, true)
+        .cmd(11, "QUIT").reply(12, 221, {"2.0.0 Bye"});
+    const auto conv = read_conversation(b.c);
+    std::vector<std::string> pairs;
+    for (const auto& x : conv.exchanges) {
+      if (x.edit) pairs.push_back("edit");
+      else pairs.push_back(std::string(x.command ? x.command->text : "-") + " <- " +
+                           std::to_string(x.reply->reply.code) + " " + x.reply->reply.lines.front() + " " +
+                           std::string(protocol::to_string(x.ph)));
+    }
+    std::vector<std::string> expected{"- <- 220 mx.example.net ESMTP Postfix banner",
+                                      "EHLO client.example <- 250 mx.example.net ehlo",
+                                      "MAIL FROM:<s@example.org> <- 250 2.1.0 Ok mail",
+                                      "RCPT TO:<r@example.net> <- 250 2.1.5 Ok rcpt"};
+    if (two_chunks) {
+      expected.push_back("RSET <- 250 2.0.0 Ok rset");
+      expected.push_back("BDAT 10 <- 250 2.0.0 chunk accepted bdat");
+    } else {
+      expected.push_back("RSET <- 250 2.0.0 Ok rset");
+    }
+    expected.push_back("BDAT 5 LAST <- 250 2.0.0 Ok: queued as V01D data_end");
+    expected.push_back("QUIT <- 221 2.0.0 Bye quit");
+    EXPECT_EQ(pairs, expected) << "two chunks: " << two_chunks;
+    const exchange& last = two_chunks ? conv.exchanges[6] : conv.exchanges[5];
+    EXPECT_EQ(last.source, origin::injected);
+    ASSERT_NE(last.fault, nullptr);
+    EXPECT_EQ(last.fault->fault.rule, "void");
+
+    auto d = diagnose_capture(b.c);
+    const finding* f = find(d, "blackhole");
+    ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+    EXPECT_EQ(f->rule, "void");
+    std::vector<std::string> evidence;
+    for (const auto& e : f->evidence) evidence.push_back(e.text);
+    EXPECT_THAT(evidence, testing::Contains("C> BDAT 5 LAST")) << ::testing::PrintToString(evidence);
+    EXPECT_THAT(evidence, testing::Contains("R> 250 2.0.0 Ok: queued as V01D")) << ::testing::PrintToString(evidence);
+    EXPECT_EQ(find(d, "handoff"), nullptr) << ::testing::PrintToString(ids(d));
+  }
+}
+
 // A fourth trial: a destination that never greeted was "timeout at session", and one silent
 // after the client's AUTH response "timeout at other" (the response is recorded redacted).
 TEST(CheckSessionEnd, ATimeoutIsAtTheStageThatWaited) {
