@@ -105,8 +105,9 @@ void log_mutation(const request& req, const std::string& what) {
   spdlog::info("admin: {} {} from {}: {}", req.method, req.target, req.peer.empty() ? "?" : req.peer, what);
 }
 
-const std::set<std::string, std::less<>> known_outcomes = {"none",     "delivered", "blackholed", "rejected",
-                                                           "tempfailed", "aborted", "unknown", "unreadable"};
+bool known_outcome(std::string_view outcome) {
+  return std::find(std::begin(session_outcomes), std::end(session_outcomes), outcome) != std::end(session_outcomes);
+}
 
 }  // namespace
 
@@ -172,9 +173,9 @@ void api::add_session_routes() {
       return error_response(400, problem);
     for (const auto& [key, value] : c.query) {
       if (key == "outcome") {
-        if (!known_outcomes.contains(value)) return error_response(400, "query 'outcome': unknown outcome '" + value.substr(0, 40) +
-                                                   "': expected none, delivered, blackholed, rejected, tempfailed, "
-                                                   "aborted, unknown or unreadable");
+        if (!known_outcome(value))
+          return error_response(400, "query 'outcome': unknown outcome '" + value.substr(0, 40) + "': expected " +
+                                         session_outcomes_text());
         f.outcome = value;
       } else if (key == "client") {
         f.client = value;

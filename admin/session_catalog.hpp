@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,10 +15,27 @@
 
 namespace mailtap::admin {
 
+// The outcomes a listing can be filtered by, the one list the API and `mailtap sessions list
+// --outcome` check against: a session's outcome as `show --json` gives it, and "unreadable" for
+// a capture the reader refuses (session_row::outcome).
+inline constexpr std::string_view session_outcomes[] = {"none",       "delivered", "blackholed", "rejected",
+                                                        "tempfailed", "aborted",   "unknown",    "unreadable"};
+
+// session_outcomes as prose: "none, delivered, ..., unknown or unreadable" (`last_separator`
+// before the last one).
+inline std::string session_outcomes_text(std::string_view last_separator = " or ") {
+  std::string out;
+  for (std::size_t i = 0; i < std::size(session_outcomes); ++i) {
+    if (i > 0) out += i + 1 == std::size(session_outcomes) ? last_separator : std::string_view(", ");
+    out += session_outcomes[i];
+  }
+  return out;
+}
+
 struct session_filter {
   std::size_t limit = 50;
   std::size_t offset = 0;
-  std::string outcome;   // "" = any; else none, delivered, blackholed, rejected, tempfailed, aborted, unknown
+  std::string outcome;   // "" = any; else one of session_outcomes
   std::string client;    // "" = any; else a substring of the client address ("192.0.2.7")
 };
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "admin/client.hpp"
+#include "admin/session_catalog.hpp"
 #include "config_reader/document.hpp"
 #include "relay/cli.hpp"
 #include "relay/config.hpp"
@@ -264,9 +265,11 @@ void register_sessions(CLI::App& app, int& exit_code) {
   add_admin_options(list, *o);
   list->add_option("--limit", o->limit, "At most this many (default 20, at most 500)")->check(count_up_to(500));
   list->add_option("--offset", o->offset, "Skip this many (newest first)")->check(count_up_to(1'000'000'000));
-  list->add_option("--outcome", o->outcome,
-                   "Only this outcome: none, delivered, blackholed, rejected, tempfailed, aborted, unknown")
-      ->check(CLI::IsMember({"none", "delivered", "blackholed", "rejected", "tempfailed", "aborted", "unknown"}));
+  // The outcomes the API accepts, from the one list (admin/session_catalog.hpp): "unreadable"
+  // was missing here, in the help and in what the option took.
+  list->add_option("--outcome", o->outcome, "Only this outcome: " + admin::session_outcomes_text(", "))
+      ->check(CLI::IsMember(std::vector<std::string>(std::begin(admin::session_outcomes),
+                                                     std::end(admin::session_outcomes))));
   list->add_option("--client", o->client, "Only clients whose address contains this");
   list->callback([o, &exit_code] {
     std::string target = "/api/v1/sessions?limit=" + std::to_string(o->limit) + "&offset=" + std::to_string(o->offset);

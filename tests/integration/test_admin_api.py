@@ -290,6 +290,18 @@ class Sessions(AdminTest):
         self.assertIn('field "started_at"', self.assertOneLineError(code, body, 422))
         code, _, body = self.request("GET", "/api/v1/sessions?outcome=bogus")
         self.assertIn("unreadable", self.assertOneLineError(code, body, 400))
+        # The CLI takes every outcome the API does (its --outcome refused "unreadable", and its
+        # help and error listed the outcomes without it).
+        code, out, err = self.cli("sessions", "list", "--outcome", "unreadable", "--json")
+        self.assertEqual(code, 0, err)
+        self.assertEqual([(r["id"], r["outcome"]) for r in json.loads(out)["sessions"]], [(name, "unreadable")])
+        code, out, err = self.cli("sessions", "list", "--help")
+        self.assertEqual(code, 0, err)
+        help_line = " ".join(out.split()[out.split().index("--outcome"):])
+        self.assertIn("unknown, unreadable", help_line)
+        code, out, err = self.cli("sessions", "list", "--outcome", "bogus")
+        self.assertEqual(code, 2, (out, err))
+        self.assertIn("unreadable", err)
 
     def test_sessions_list_cli(self):
         self.swaks(self.relay.port, "--to", TO)
