@@ -34,12 +34,17 @@ struct loaded_rule {
   std::shared_ptr<std::uint64_t> total;
   rule_state state;
 
+  // Decided by a session and not yet applied nor given back (session_advisor): max_count
+  // holds them, so that sessions deciding at once never apply more than it allows, but they
+  // are not counted as injected (the counter follows what the relay applied).
+  std::uint64_t reserved = 0;
+
   void count_one() {
     ++injected;
     if (total) ++*total;
   }
 
-  bool exhausted() const { return r.match.max_count && injected >= *r.match.max_count; }
+  bool exhausted() const { return r.match.max_count && injected + reserved >= *r.match.max_count; }
   // The stage at which the rule acts at phase `p` (fault_type::stage_at).
   protocol::fault_stage stage_at(protocol::phase p) const;
 };

@@ -1,8 +1,12 @@
 // One decision point: rules in load order, each matching rule draws its probability (before
 // max_count is consulted, so the draws depend only on this session's traffic) and decides (stateful types update their state here, winner or not); the verdict of highest
 // precedence wins (the first loaded on a tie), rewrites join a proceed or a delay, and only
-// the winner and the contributing rewrites count.
+// the winner and the contributing rewrites count: each is reserved when decided (max_count
+// holds it) and counted when the relay says it applied it (applied), or given back uncounted
+// (not_applied, or the advisor's end: the session ended before it acted).
 #include "policies/session_advisor.hpp"
+
+#include <algorithm>
 
 #include "policies/precedence.hpp"
 
@@ -17,6 +21,43 @@ session_advisor::session_advisor(std::shared_ptr<engine_shared> shared, std::sha
   facts_.client_address = std::move(client_address);
   facts_.client_tls = client_tls;
   facts_.seed = session_seed(shared_->master_seed, number);
+}
+
+session_advisor::~session_advisor() {
+  if (reserved_.empty()) return;
+  try {
+    std::lock_guard lock(shared_->mutex);
+    for (loaded_rule* lr : reserved_) --lr->reserved;
+  } catch (...) {
+    shared_->decide_errors.fetch_add(1);
+  }
+}
+
+bool session_advisor::settle(std::string_view rule, bool count) {
+  std::lock_guard lock(shared_->mutex);
+  auto it = std::find_if(reserved_.begin(), reserved_.end(), [&](const loaded_rule* lr) { return lr->r.name == rule; });
+  if (it == reserved_.end()) return false;
+  loaded_rule* lr = *it;
+  reserved_.erase(it);
+  --lr->reserved;
+  if (count) lr->count_one();
+  return true;
+}
+
+void session_advisor::applied(std::string_view rule) {
+  try {
+    settle(rule, true);
+  } catch (...) {
+    shared_->decide_errors.fetch_add(1);
+  }
+}
+
+void session_advisor::not_applied(std::string_view rule) {
+  try {
+    settle(rule, false);
+  } catch (...) {
+    shared_->decide_errors.fetch_add(1);
+  }
 }
 
 bool session_advisor::draw(double probability) {
@@ -98,17 +139,23 @@ protocol::fault_decision session_advisor::evaluate(const protocol::fault_query& 
     if (h.decision.what == protocol::verdict::proceed) continue;
     if (!winner || precedence_rank(h.decision.what) < precedence_rank(winner->decision.what)) winner = &h;
   }
+  // Reserved, not counted: the relay counts what it applies (applied).
+  const auto reserve = [this](loaded_rule* lr) {
+    reserved_.push_back(lr);
+    ++lr->reserved;
+  };
+  reserved_.reserve(reserved_.size() + hits.size());   // so that nothing below throws half way
   protocol::fault_decision out;
   if (winner) {
     out = winner->decision;
-    winner->rule->count_one();
+    reserve(winner->rule);
   }
   if (out.what == protocol::verdict::proceed || out.what == protocol::verdict::delay) {
     for (const auto& h : hits) {
       if (h.decision.what != protocol::verdict::proceed) continue;
       merge_rewrites(out.rewrites, h.decision.rewrites);
       out.rewrites.rules.emplace_back(h.decision.rule, h.decision.type);
-      h.rule->count_one();
+      reserve(h.rule);
     }
   }
   return out;

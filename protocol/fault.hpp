@@ -137,6 +137,13 @@ class fault_advisor {
   // A session-wide rule that acts only when its moment comes (split_dot_withhold: a '.' split
   // from its CRLF) acted now. Such a rule counts as injected here, not when the plan was made.
   virtual void plan_rule_acted(std::string_view rule) { (void)rule; }
+  // A decision reserves its rule (the winner, and each contributing rewrite's): max_count holds
+  // it from then on, but it counts as injected only when the relay applies it, which it says
+  // here, once per fault record it writes. A decided rule the relay drops without applying it
+  // (no recipient was accepted, DATA refused, superseded) is given back with not_applied; so is
+  // every reservation still held when the advisor is destroyed (the session ended first).
+  virtual void applied(std::string_view rule) { (void)rule; }
+  virtual void not_applied(std::string_view rule) { (void)rule; }
 };
 
 }  // namespace mailtap::protocol

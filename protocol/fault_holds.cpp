@@ -60,10 +60,23 @@ fault_holds::fault_holds(fault_advisor* advisor, const relay_options& options, r
 
 // ---------------------------------------------------------------- asking
 
-fault_decision fault_holds::ask(const fault_query& q) {
-  fault_decision d = advisor_->decide(q);
-  if (d.what != verdict::proceed || !d.rewrites.empty()) ++stats_.faults_injected;
-  return d;
+// Not counted here: a decision counts when it is applied, which its fault record says (event).
+fault_decision fault_holds::ask(const fault_query& q) { return advisor_->decide(q); }
+
+void fault_holds::not_applied(const fault_decision& d) {
+  if (!advisor_) return;
+  if (d.what != verdict::proceed) advisor_->not_applied(d.rule);
+  rewrites_not_applied(d.rewrites);
+}
+
+void fault_holds::rewrites_not_applied(const rewrite_set& rw) {
+  if (!advisor_) return;
+  for (const auto& [rule, type] : rw.rules) advisor_->not_applied(rule);
+}
+
+void fault_holds::drop_end_plan() {
+  if (end_plan_) not_applied(*end_plan_);
+  end_plan_.reset();
 }
 
 fault_query fault_holds::query_for(phase ph, fault_stage stage, const transaction* t) const {
@@ -81,8 +94,13 @@ fault_query fault_holds::query_for(phase ph, fault_stage stage, const transactio
   return q;
 }
 
+// Every fault record is one rule applied: the session's count and the advisor's (max_count,
+// mailtap_faults_injected_total) follow it. A split_dot_withhold rule (a plan's, not decided)
+// is counted by plan_rule_acted; the advisor has no reservation of it to settle.
 void fault_holds::event(std::uint64_t now, const fault_decision& d, phase ph, std::string detail,
                         std::uint64_t actual_delay_us) {
+  ++stats_.faults_injected;
+  if (advisor_) advisor_->applied(d.rule);
   if (!observer_) return;
   fault_event e;
   e.rule = d.rule;
@@ -129,8 +147,11 @@ void fault_holds::release_held(std::uint64_t now) {
     if (now < due) {
       schedule_wake(now, due);
     } else {
-      if (connect_delay_) event(now, *connect_delay_, phase::connect, "greeting held", now - started_us_);
-      if (banner_delay_) event(now, *banner_delay_, phase::banner, "greeting held", now - banner_arrived_us_);
+      // Each records (and counts) once: a greeting held again (a new upstream connection's) is not theirs.
+      if (connect_delay_) event(now, *std::exchange(connect_delay_, std::nullopt), phase::connect, "greeting held",
+                                now - started_us_);
+      if (banner_delay_) event(now, *std::exchange(banner_delay_, std::nullopt), phase::banner, "greeting held",
+                               now - banner_arrived_us_);
       reply r = std::move(*held_banner_);
       held_banner_.reset();
       host_.release_banner(now, banner_arrived_us_, r, std::move(held_banner_bytes_));
@@ -146,6 +167,32 @@ void fault_holds::release_held(std::uint64_t now) {
       if (std::exchange(bdat_end_withheld_, false)) host_.release_withheld_bdat(now, held_dot_txn_);
       else host_.forward_end_of_data(now, held_dot_txn_, held_dot_since_us_);
     }
+  }
+}
+
+void fault_holds::session_ending(std::uint64_t now) {
+  if (!advisor_) return;
+  if (held_banner_) {
+    if (connect_delay_)
+      event(now, *std::exchange(connect_delay_, std::nullopt), phase::connect,
+            "greeting held; the session ended before it was sent", now - started_us_);
+    if (banner_delay_)
+      event(now, *std::exchange(banner_delay_, std::nullopt), phase::banner,
+            "greeting held; the session ended before it was sent", now - banner_arrived_us_);
+  }
+  if (held_dot_) {
+    event(now, *held_dot_, phase::data_end, "end of data held; the session ended before it was forwarded",
+          now - held_dot_since_us_);
+    held_dot_.reset();
+    if (std::exchange(bdat_end_withheld_, false)) host_.drop_withheld_bdat();
+  }
+  for (reply_slot& p : owed_) {
+    if (!p.answer.ready || !p.fault.decision || p.fault.decision->what != verdict::delay || !p.answer.parsed) continue;
+    const std::uint64_t since = std::max(p.answer.t_upstream, p.asked.t_received);
+    event(now, *p.fault.decision, p.fault.ph,
+          "reply " + std::to_string(p.answer.parsed->code) + " held; the session ended before it was relayed",
+          now > since ? now - since : 0);
+    p.fault.decision->what = verdict::proceed;   // recorded: never again
   }
 }
 
@@ -181,7 +228,7 @@ void fault_holds::start(std::uint64_t now) {
   }
   fault_decision d = ask(query_for(phase::connect, fault_stage::command, nullptr));
   switch (d.what) {
-    case verdict::proceed: return;
+    case verdict::proceed: rewrites_not_applied(d.rewrites); return;   // nothing at connect to edit
     case verdict::delay:
       connect_delay_us_ = d.delay_us;
       connect_delay_ = std::move(d);
@@ -205,7 +252,9 @@ void fault_holds::start(std::uint64_t now) {
                                    reason + std::string(injected_by_rule) + d.rule + "': no connection was attempted)");
       }
       return;
-    default: greeting(now, d); return;
+    default:
+      if (!greeting(now, d)) not_applied(d);   // a verdict nothing at connect carries out (blackhole)
+      return;
   }
 }
 
@@ -262,12 +311,15 @@ bool fault_holds::banner(std::uint64_t now, reply& r, std::string& bytes) {
   q.upstream_reply = &r;
   fault_decision d = ask(q);
   if (greeting(now, d)) return true;
+  if (d.what != verdict::proceed && d.what != verdict::delay) not_applied(d);   // nothing carries it out here
   const rewrite_set& rw = d.rewrites;
   if (rw.banner_text) {
     bytes = make_reply(r.code, "", *rw.banner_text).raw;
   }
   if (rw.mask_banner) bytes = masked_banner(bytes);
-  if (bytes != r.raw) {
+  if (bytes == r.raw) {
+    rewrites_not_applied(rw);   // the edit left the greeting as it was
+  } else {
     rewrite_events(now, rw, phase::banner, rw.mask_banner ? "greeting masked" : "greeting replaced");
     if (observer_) {   // the greeting the client saw, as the capture's relay reply
       reply shown = r;
@@ -343,7 +395,10 @@ bool fault_holds::take_decided_line(std::uint64_t now, std::string_view line, co
     apply_command_fault(now, stripped_crlf(line), parsed.cmd, *decided);
     return true;
   }
-  if (!decided->rewrites.mask_command) return false;
+  if (!decided->rewrites.mask_command) {
+    rewrites_not_applied(decided->rewrites);   // none is carried out on a command line but its mask
+    return false;
+  }
   forward_masked_command(now, line, parsed.cmd, decided->rewrites);
   return true;
 }
@@ -474,7 +529,7 @@ void fault_holds::begin_stall(std::uint64_t now, const fault_decision& d, phase 
 bool fault_holds::plan_end_of_data(std::uint64_t now, transaction& t, bool chunked) {
   if (!advisor_) return false;
   fault_decision d = ask(query_for(phase::data_end, fault_stage::command, &t));
-  end_plan_.reset();
+  drop_end_plan();   // an earlier message's, never used
   end_plan_txn_ = t.id;
   switch (d.what) {
     case verdict::reply:
@@ -516,7 +571,7 @@ bool fault_holds::plan_end_of_data(std::uint64_t now, transaction& t, bool chunk
     case verdict::delay:   // DATA: the dot waits; BDAT: the last chunk's last byte (end_of_bdat_message)
       end_plan_ = std::move(d);
       return false;
-    default: return false;
+    default: not_applied(d); return false;
   }
 }
 
@@ -544,7 +599,10 @@ bool fault_holds::end_of_data(std::uint64_t now, transaction* t) {
     host_.flush_replies(now);
     return true;
   }
-  if (txn != end_plan_txn_) return false;   // planned for another message
+  if (txn != end_plan_txn_) {   // planned for another message
+    not_applied(d);
+    return false;
+  }
   switch (d.what) {
     case verdict::delay:
       held_dot_ = std::move(d);
@@ -559,7 +617,7 @@ bool fault_holds::end_of_data(std::uint64_t now, transaction* t) {
       break;
     case verdict::reset: owed_.fault_marker(now, phase::data_end, d, then_do::reset); break;
     case verdict::stall: owed_.fault_marker(now, phase::data_end, d, then_do::stall); break;
-    default: return false;
+    default: not_applied(d); return false;
   }
   input_stopped_ = true;
   host_.flush_replies(now);
@@ -574,7 +632,10 @@ bool fault_holds::message(std::uint64_t now, transaction* t) {
   fault_query q = query_for(phase::data_end, fault_stage::message, t);
   q.message_id = t->rec.message_id ? std::string_view(*t->rec.message_id) : std::string_view();
   fault_decision d = ask(q);
-  if (d.what != verdict::reply && d.what != verdict::reply_and_close && d.what != verdict::disconnect) return false;
+  if (d.what != verdict::reply && d.what != verdict::reply_and_close && d.what != verdict::disconnect) {
+    not_applied(d);   // nothing else acts at the message stage
+    return false;
+  }
   out_.note(now, "fault " + d.rule + " fails this message after its body: the dot is withheld and the upstream closed");
   if (owed_.withdraw_bdat_last()) host_.drop_withheld_bdat();   // BDAT: its last byte, not a dot, is withheld
   if (d.what == verdict::disconnect && !d.with_reply) owed_.fault_marker(now, phase::data_end, d, then_do::close);
@@ -591,7 +652,10 @@ void fault_holds::finish_absorbed_bdat(std::uint64_t now, bool last_chunk) {
     // The transaction failed meanwhile (MAIL or every RCPT refused): what a server answers a
     // chunk without recipients, and the fault is not applied (a blackhole's 250 here would
     // accept a message that had no recipient; the DATA path answers 554, open_absorbed_message).
-    if (last_chunk && end_plan_) out_.note(now, "fault " + end_plan_->rule + " not applied: no recipient was accepted");
+    if (last_chunk && end_plan_) {
+      out_.note(now, "fault " + end_plan_->rule + " not applied: no recipient was accepted");
+      not_applied(*end_plan_);
+    }
     host_.local_reply(now, phase::bdat, 503, "5.5.1", "No valid recipients");
     if (t) {
       // The refusal is the transaction's end, as a destination's refused chunk is (RFC 3030 2):
@@ -640,7 +704,10 @@ void fault_holds::release_absorbed_chunk(std::uint64_t now, reply_slot& p) {
     event(now, *p.fault.decision, p.fault.ph, describe(p.fault.decision->reply));
     return;
   }
-  if (p.fault.decision) out_.note(now, "fault " + p.fault.decision->rule + " not applied: no recipient was accepted");
+  if (p.fault.decision) {
+    out_.note(now, "fault " + p.fault.decision->rule + " not applied: no recipient was accepted");
+    not_applied(*p.fault.decision);
+  }
   p.fault.decision.reset();
   p.fault.then = then_do::nothing;
   p.answer.parsed = make_reply(503, "5.5.1", "No valid recipients");
@@ -668,7 +735,7 @@ void fault_holds::open_absorbed_message(std::uint64_t now, reply_slot& p) {
   // Like a server: no DATA without an accepted recipient. The planned fault does not apply.
   out_.note(now, "fault " + (end_plan_ ? end_plan_->rule : std::string()) + " not applied: no recipient was accepted");
   absorbing_ = false;
-  end_plan_.reset();
+  drop_end_plan();
   host_.client_back_to_commands();
   p.answer.parsed = make_reply(554, "5.5.1", "No valid recipients");
   p.answer.bytes = p.answer.parsed->raw;
@@ -678,7 +745,7 @@ void fault_holds::answer_absorbed_go_with_421(std::uint64_t now, reply_slot& go,
   out_.note(now, "fault " + (end_plan_ ? end_plan_->rule : std::string()) +
                      " not applied: the upstream said 421 before the message began");
   absorbing_ = false;
-  end_plan_.reset();
+  drop_end_plan();
   host_.client_back_to_commands();
   go.fault.absorb_go = false;
   go.answer.local = false;   // the destination's own reply, passed on
@@ -696,8 +763,7 @@ void fault_holds::withhold_split_dot(std::uint64_t now) {
   d.what = verdict::stall;
   for (const auto& [rule, type] : plan_.rules)
     if (type == "split_dot_withhold") d.rule = rule, d.type = type;
-  ++stats_.faults_injected;   // when it acts (start does not count it)
-  advisor_->plan_rule_acted(d.rule);
+  advisor_->plan_rule_acted(d.rule);   // counted when it acts (start does not); begin_stall's record counts it here
   out_.note(now, note_split_dot_withheld);
   if (transaction* t = host_.close_message(now)) {   // recorded as end_of_data records a message's end
     withheld_dot_txn_ = t->id;
@@ -733,6 +799,8 @@ void fault_holds::reply_stage(std::uint64_t now, reply_slot& p, const reply& r) 
     p.fault.decision = std::move(d);
   } else if (!d.rewrites.empty()) {
     p.fault.decision = std::move(d);
+  } else if (d.what != verdict::proceed) {
+    not_applied(d);   // a reply's stage carries out delays and rewrites only
   }
 }
 
@@ -752,9 +820,11 @@ bool fault_holds::reply_delayed(std::uint64_t now, const reply_slot& head) {
 }
 
 void fault_holds::reply_releasing(std::uint64_t now, reply_slot& p) {
-  if (p.fault.decision && p.fault.decision->what == verdict::delay)
+  if (p.fault.decision && p.fault.decision->what == verdict::delay) {
     event(now, *p.fault.decision, p.fault.ph, "reply " + std::to_string(p.answer.parsed->code) + " held",
           now - std::max(p.answer.t_upstream, p.asked.t_received));
+    p.fault.decision->what = verdict::proceed;   // recorded: session_ending must not record it again
+  }
   if (p.fault.absorb_go) open_absorbed_message(now, p);   // 354, or 554 when no recipient was accepted
   if (p.fault.absorbed_chunk) release_absorbed_chunk(now, p);   // the fault's reply, or 503 likewise
 }
@@ -775,7 +845,7 @@ void fault_holds::apply_capability_rewrites(std::uint64_t now, capabilities& cap
       add("SIZE " + std::to_string(*rw.size));
     }
   }
-  if (done.empty()) return;
+  if (done.empty()) return rewrites_not_applied(rw);   // the server offered nothing it names
   changes += (changes.empty() ? "" : ", ") + done;
   rewrite_events(now, rw, phase::ehlo, "EHLO reply " + done);
 }

@@ -99,6 +99,10 @@ class fault_holds {
   bool holds_dot() const { return held_dot_.has_value() && !bdat_end_withheld_; }   // DATA's, not BDAT's
   // The client is gone: the held end is never forwarded (recorded as the fault's event).
   void drop_held_end_of_data(std::uint64_t now);
+  // The session ends: a delay still holding something (the greeting, the end of data, a reply)
+  // acted, for as long as it held: it is recorded so, and counts. (A held command is recorded
+  // by take_held_line, which relay_fsm calls first.)
+  void session_ending(std::uint64_t now);
   // Something a fault holds is still due (the client is not the slow one).
   bool hold_active(std::uint64_t now) const;
   // A stall reads nothing, answers nothing, and ends only when the client gives up.
@@ -149,7 +153,7 @@ class fault_holds {
   // DATA or the first BDAT chunk: true when a fault answers the message itself.
   bool plan_end_of_data(std::uint64_t now, transaction& t, bool chunked);
   // A planned fault for this message has nothing left to apply to (DATA was refused).
-  void forget_end_plan() { end_plan_.reset(); }
+  void forget_end_plan() { drop_end_plan(); }
   // The upstream said 421 to the relay's RSET before the relay's own 354 (`go`) went out: the
   // client's DATA is answered with that 421 (RFC 5321 3.8), not a 354 and then a 421 while
   // it sends its message. The planned fault does not apply.
@@ -202,6 +206,12 @@ class fault_holds {
   };
 
   fault_decision ask(const fault_query& q);
+  // Counting follows what is applied (policies/README.md, "Precedence and determinism"): each
+  // fault record is one applied rule, counted there (event); a decided rule dropped without a
+  // record is given back to the advisor (its max_count) here. Rewrites and the verdict apart.
+  void not_applied(const fault_decision& d);
+  void rewrites_not_applied(const rewrite_set& rw);
+  void drop_end_plan();
   fault_query query_for(phase ph, fault_stage stage, const transaction* t) const;
   void event(std::uint64_t now, const fault_decision& d, phase ph, std::string detail, std::uint64_t actual_delay_us = 0);
   void rewrite_events(std::uint64_t now, const rewrite_set& rw, phase ph, const std::string& detail);

@@ -1767,6 +1767,7 @@ void relay_fsm::abandon_held_line(std::uint64_t now) {
 void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::string_view detail) {
   if (ended_) return;
   abandon_held_line(now);
+  faults_.session_ending(now);   // a delay still holding something: recorded, with the time it held
   if (!greeted_ && connected_us_ == 0 && !faults_.no_greeting_rule().empty() && observer_) {
     // A greeting an upstream_unreachable fault withholds (mode no_greeting: no connection is
     // made) is a stage too, all of it the fault's: the relay's time, not an upstream's (a

@@ -86,7 +86,7 @@ struct relay_stats {
   std::uint64_t long_data_lines = 0;     // message lines over RFC 5321's 1000 octets, forwarded unchanged
   std::uint64_t transactions = 0;
   std::uint64_t delivered = 0;
-  std::uint64_t faults_injected = 0;
+  std::uint64_t faults_injected = 0;     // fault records written: rules applied, not merely decided (fault_holds::event)
   std::uint64_t blackholed = 0;          // messages a blackhole fault answered with 250 (the one exception to
                                          // "never a 2xx the destination did not give")
   std::uint64_t client_timeouts = 0;     // idle, slow command line, data rate below the minimum

@@ -119,6 +119,9 @@ class reply_queue {
   reply_slot& front() { return slots_.front(); }
   const reply_slot& front() const { return slots_.front(); }
   reply_slot& back() { return slots_.back(); }
+  // Every slot, oldest first (fault_holds::session_ending: the delays still holding a reply).
+  std::deque<reply_slot>::iterator begin() { return slots_.begin(); }
+  std::deque<reply_slot>::iterator end() { return slots_.end(); }
 
  private:
   std::deque<reply_slot>::iterator position(const reply_slot& s);

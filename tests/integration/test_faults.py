@@ -16,6 +16,7 @@ Classes: CommandFaults (faults at commands and the end of data), GreetingAndCapa
 max_count, across connections), Precedence, Matchers, Determinism (--seed).
 """
 
+import http.client
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import threading
 import time
 import unittest
 
-from harness import (IntegrationTest, LOOPBACK, ScriptedAnswers, SwaksTranscript, documented_end_reasons, dot_unstuff, fault_records,
+from harness import (IntegrationTest, LOOPBACK, ScriptedAnswers, SwaksTranscript, documented_end_reasons, dot_stuff, dot_unstuff, fault_records,
                      fault_summary, make_message, parse_replies, record_bytes, recv_outcome, show_json,
                      run_mailtap, scaled, swaks_wire_message, wait_until)
 
@@ -1285,6 +1286,54 @@ max_count = 2
         self.assertEqual([fault_summary(c) for c in caps],
                          [[("twice", "reply", "reply", "rcpt")]] * 2 + [[]])
         self.assertEqual(len(rec.wait_for(1)), 1)
+
+    def test_max_count_is_spent_only_by_a_fault_that_was_applied(self):
+        # A blackhole with max_count = 1 planned for a message whose only recipient the
+        # destination refused is not applied (554 5.5.1, a note): it used up its budget and
+        # mailtap_faults_injected_total said 1 though no capture had a fault. Only an applied
+        # fault counts: the next message (same session) is blackholed, the one after it (a
+        # new session) delivered, and the counter says 1, as the captures' records do.
+        no_such = b"550 5.1.1 <nobody@example.test>: Recipient address rejected\r\n"
+        up = ScriptedAnswers({b"RCPT": lambda conn, line: no_such if b"nobody@" in line else b"250 2.1.5 Ok\r\n"})
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "void"
+type = "blackhole"
+max_count = 1
+''', up)
+        body = make_message("<max-count-void@example.test>", b"max-count-void-marker\r\n")
+
+        def message(c, rcpt):
+            self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+            rcpt_reply = c.command("RCPT TO:<%s>" % rcpt)
+            data_reply = c.command("DATA")
+            if data_reply.code != 354:
+                return rcpt_reply.code, data_reply.code
+            c.send(dot_stuff(body) + b".\r\n")
+            return rcpt_reply.code, c.reply(10).code
+
+        c = self.greeted_client(m.port)
+        self.assertEqual(message(c, "nobody@example.test"), (550, 554))
+        self.assertEqual(message(c, TO), (250, 250))   # blackholed: the rule acts here
+        self.quit(c)
+        c = self.greeted_client(m.port)
+        self.assertEqual(message(c, TO), (250, 250))   # delivered: the budget is spent
+        self.quit(c)
+        caps = m.wait_captures(2)
+        self.assertIn("fault void not applied: no recipient was accepted", caps[0].notes)
+        self.assertEqual([fault_summary(c) for c in caps], [[("void", "blackhole", "blackhole", "data_end")], []])
+        self.assertEqual([t["outcome"] for t in caps[0].transactions], ["rejected", "blackholed"])
+        self.assertEqual([t["outcome"] for t in caps[1].transactions], ["delivered"])
+        delivered = [msg for conn in up.all_connections() for msg in conn.messages]
+        self.assertEqual(len(delivered), 1, delivered)
+        conn = http.client.HTTPConnection(LOOPBACK, m.admin_port(), timeout=20)
+        try:
+            conn.request("GET", "/metrics")
+            metrics = conn.getresponse().read().decode("utf-8")
+        finally:
+            conn.close()
+        self.assertRegex(metrics, r'(?m)^mailtap_faults_injected_total\{rule="void",type="blackhole"\} 1(\.0)?$')
 
     def test_quota_421_closes_the_connection(self):
         m = self.relay('''

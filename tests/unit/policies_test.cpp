@@ -264,8 +264,23 @@ class Policies : public ::testing::Test {
     return res.error;
   }
 
+  // One decision in a session of its own, which the relay then applies (fault_advisor::applied
+  // for its rule and each contributing rewrite), as it does every decision it acts on.
   fault_decision decide(const command_view& c, std::uint64_t session = 1, const std::string& client = "192.0.2.1:4000") {
-    return engine_->open_session(session, client)->decide(c.query());
+    auto advisor = engine_->open_session(session, client);
+    fault_decision d = advisor->decide(c.query());
+    apply(*advisor, d);
+    return d;
+  }
+  // One decision in a session the test keeps open, applied by the relay likewise.
+  static fault_decision decide_in(mailtap::protocol::fault_advisor& advisor, const command_view& c) {
+    fault_decision d = advisor.decide(c.query());
+    apply(advisor, d);
+    return d;
+  }
+  static void apply(mailtap::protocol::fault_advisor& advisor, const fault_decision& d) {
+    if (d.what != verdict::proceed) advisor.applied(d.rule);
+    for (const auto& [rule, type] : d.rewrites.rules) advisor.applied(rule);
   }
 
   std::uint64_t count_of(const std::string& rule) const {
@@ -538,7 +553,7 @@ TEST_F(Policies, BannerMaskAndText) {
 TEST_F(Policies, GreylistAcrossSessions) {
   load("[[fault]]\nname='grey'\ntype='greylist'\nretry_after='5m'\n");
   auto first = engine_->open_session(1, "192.0.2.1:1000");
-  auto d = first->decide(rcpt_view("a@x", "b@y").query());
+  auto d = decide_in(*first, rcpt_view("a@x", "b@y"));
   EXPECT_EQ(d.what, verdict::reply);
   EXPECT_EQ(d.type, "greylist");
   EXPECT_EQ(d.reply.code, 451);
@@ -546,14 +561,14 @@ TEST_F(Policies, GreylistAcrossSessions) {
   // Another triple is greylisted independently; the first one's retry is too early.
   clock_.advance(60 * second_us);
   auto second = engine_->open_session(2, "192.0.2.1:2000");   // another port: same client
-  EXPECT_EQ(second->decide(rcpt_view("A@X", "b@y").query()).what, verdict::reply);
-  EXPECT_EQ(second->decide(rcpt_view("a@x", "c@y").query()).what, verdict::reply);
+  EXPECT_EQ(decide_in(*second, rcpt_view("A@X", "b@y")).what, verdict::reply);
+  EXPECT_EQ(decide_in(*second, rcpt_view("a@x", "c@y")).what, verdict::reply);
   clock_.advance(241 * second_us);
   auto third = engine_->open_session(3, "192.0.2.1:3000");
-  EXPECT_EQ(third->decide(rcpt_view("a@x", "b@y").query()).what, verdict::proceed);
-  EXPECT_EQ(third->decide(rcpt_view("a@x", "c@y").query()).what, verdict::reply);   // seen 4 min ago
+  EXPECT_EQ(decide_in(*third, rcpt_view("a@x", "b@y")).what, verdict::proceed);
+  EXPECT_EQ(decide_in(*third, rcpt_view("a@x", "c@y")).what, verdict::reply);   // seen 4 min ago
   // Another client is another triple.
-  EXPECT_EQ(engine_->open_session(4, "192.0.2.2:1")->decide(rcpt_view("a@x", "b@y").query()).what, verdict::reply);
+  EXPECT_EQ(decide_in(*engine_->open_session(4, "192.0.2.2:1"), rcpt_view("a@x", "b@y")).what, verdict::reply);
   // The passing triple was not an injection.
   EXPECT_EQ(count_of("grey"), 5u);   // five refusals
 }
@@ -892,6 +907,38 @@ TEST_F(Policies, MaxCountAcrossSessions) {
   EXPECT_EQ(counters[0].count, 2u);
 }
 
+// A rule the relay decided on and then did not apply (a blackhole for a message whose every
+// recipient was refused) used up max_count and counted as injected. Now a decision reserves
+// the rule (max_count holds for sessions deciding at once), the relay's `applied` counts it,
+// and `not_applied`, or the session's end, gives the reservation back uncounted.
+TEST_F(Policies, ARuleCountsOnlyWhenTheRelayAppliesIt) {
+  load("[[fault]]\nname='void'\ntype='blackhole'\nmax_count=1\n");
+  const auto message = data_end_view("a@x", {"b@y"});
+  auto first = engine_->open_session(1, "192.0.2.1:1");
+  EXPECT_EQ(first->decide(message.query()).what, verdict::blackhole);
+  EXPECT_EQ(count_of("void"), 0u) << "decided, not applied yet";
+  EXPECT_TRUE(engine_->injected_since_start().empty() || engine_->injected_since_start()[0].count == 0u);
+  // Reserved: another session deciding meanwhile does not get it too (max_count = 1).
+  auto second = engine_->open_session(2, "192.0.2.1:2");
+  EXPECT_EQ(second->decide(message.query()).what, verdict::proceed);
+  first->not_applied("void");   // e.g. 554: no recipient was accepted
+  EXPECT_EQ(count_of("void"), 0u);
+  EXPECT_TRUE(engine_->list()[0].active) << "its budget is whole again";
+  // A session that ends holding a reservation gives it back uncounted.
+  EXPECT_EQ(second->decide(message.query()).what, verdict::blackhole);
+  second.reset();
+  EXPECT_EQ(count_of("void"), 0u);
+  EXPECT_EQ(first->decide(message.query()).what, verdict::blackhole);
+  first->applied("void");
+  first->applied("void");   // nothing reserved any more: not counted twice
+  EXPECT_EQ(count_of("void"), 1u);
+  ASSERT_EQ(engine_->injected_since_start().size(), 1u);
+  EXPECT_EQ(engine_->injected_since_start()[0].count, 1u);
+  EXPECT_EQ(engine_->list()[0].injected, 1u);
+  EXPECT_FALSE(engine_->list()[0].active);
+  EXPECT_EQ(engine_->open_session(3, "192.0.2.1:3")->decide(message.query()).what, verdict::proceed);
+}
+
 // A newcomer's trial: a faults reset removed the mailtap_faults_injected_total series, and a
 // rule loaded again started it at 0, which Prometheus reads as a counter reset. The totals
 // since start outlive the rule; the rule's own counts (list, counters) start afresh.
@@ -904,6 +951,7 @@ TEST_F(Policies, InjectedSinceStartOutlivesResetRemovalAndReload) {
   EXPECT_TRUE(engine_->counters().empty());
   // A session opened before the reset keeps its rule, and what it injects still counts.
   EXPECT_EQ(in_flight->decide(mail_view("a@x").query()).what, verdict::reply);
+  in_flight->applied("full");
   auto totals = engine_->injected_since_start();
   ASSERT_EQ(totals.size(), 1u);
   EXPECT_EQ(totals[0].rule, "full");

@@ -66,6 +66,8 @@ class scripted_advisor : public fault_advisor {
     return plan;
   }
   void plan_rule_acted(std::string_view rule) override { acted.emplace_back(rule); }
+  void applied(std::string_view rule) override { applied_rules.emplace_back(rule); }
+  void not_applied(std::string_view rule) override { dropped_rules.emplace_back(rule); }
   fault_decision decide(const fault_query& q) override {
     seen_query s;
     s.ph = q.ph;
@@ -104,6 +106,8 @@ class scripted_advisor : public fault_advisor {
   session_plan plan;
   int plans = 0;
   std::vector<std::string> acted;   // plan rules the relay said acted (plan_rule_acted)
+  std::vector<std::string> applied_rules;   // decided rules the relay applied (applied)
+  std::vector<std::string> dropped_rules;   // decided rules it dropped without applying them (not_applied)
   std::vector<seen_query> queries;
 
  private:
@@ -1453,6 +1457,89 @@ TEST_F(FaultFsm, APipelinedBdatMessageWithEveryRecipientRefusedIsNotBlackholed) 
   upstream("221 2.0.0 Bye\r\n");
   ASSERT_EQ(obs_->transactions.size(), 2u);
   EXPECT_EQ(obs_->transactions[1].mail_from, "carol@example.org");
+}
+
+// A blackhole planned for a message whose every recipient was then refused is not applied
+// (554): it was counted all the same (its max_count used up, faults_injected_total said 1,
+// no fault record). Now only what the relay applies counts; the dropped rule is given back.
+TEST_F(FaultFsm, ARulePlannedForADataMessageWithNoRecipientAcceptedIsNotCounted) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n");
+  client("DATA\r\n");
+  upstream("250 2.0.0 Ok\r\n");   // to the relay's RSET
+  EXPECT_THAT(cl_, EndsWith("554 5.5.1 No valid recipients\r\n"));
+  EXPECT_THAT(obs_->faults_with("blackhole"), IsEmpty());
+  EXPECT_EQ(fsm_->stats().faults_injected, 0u);
+  EXPECT_THAT(adv_->applied_rules, IsEmpty());
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("void"));
+  // The next message has its recipient: the rule is applied, and counted, there.
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  client("DATA\r\n");
+  upstream("250 2.0.0 Ok\r\n");
+  client("Subject: x\r\n\r\nbody\r\n.\r\n");
+  EXPECT_THAT(cl_, EndsWith("250 2.0.0 Ok: queued\r\n"));
+  EXPECT_EQ(obs_->faults_with("blackhole").size(), 1u);
+  EXPECT_EQ(fsm_->stats().faults_injected, 1u);
+  EXPECT_THAT(adv_->applied_rules, ElementsAre("void"));
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("void"));
+}
+
+TEST_F(FaultFsm, ARulePlannedForAPipelinedBdatMessageWithNoRecipientAcceptedIsNotCounted) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  client(mail_from + rcpt_bob + "BDAT 2\r\nabBDAT 1 LAST\r\nc");
+  upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n250 2.0.0 Ok\r\n");
+  EXPECT_THAT(cl_, EndsWith("503 5.5.1 No valid recipients\r\n503 5.5.1 No valid recipients\r\n"));
+  EXPECT_EQ(fsm_->stats().faults_injected, 0u);
+  EXPECT_THAT(adv_->applied_rules, IsEmpty());
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("void"));
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  client(mail_from + rcpt_carol + "BDAT 1 LAST\r\nc");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok\r\n");
+  EXPECT_THAT(cl_, EndsWith("250 2.0.0 Ok: queued\r\n"));
+  EXPECT_EQ(fsm_->stats().faults_injected, 1u);
+  EXPECT_THAT(adv_->applied_rules, ElementsAre("void"));
+}
+
+// A delay acts from the moment it holds something: a session that ends during it was held by
+// it. Its fault record says so (with the time it held) and it counts as applied.
+TEST_F(FaultFsm, AReplyDelayCutShortByTheSessionsEndIsRecordedAndCounted) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::reply, delay_of(5'000'000, "slow-reply"));
+  client(mail_from);
+  upstream("250 2.1.0 Ok\r\n");
+  const std::uint64_t held_at = now_;
+  fsm_->on_client_gone(held_at + 2'000'000, "Connection reset by peer");
+  take();
+  ASSERT_TRUE(fsm_->finished());
+  fault_event e = only_fault("delay");
+  EXPECT_EQ(e.rule, "slow-reply");
+  EXPECT_EQ(e.planned_delay_us, 5'000'000u);
+  EXPECT_EQ(e.actual_delay_us, 2'000'000u);
+  EXPECT_THAT(e.detail, HasSubstr("session ended"));
+  EXPECT_EQ(fsm_->stats().faults_injected, 1u);
+  EXPECT_THAT(adv_->applied_rules, ElementsAre("slow-reply"));
+}
+
+// A disconnect queued behind a reply that never comes (the upstream is lost first) never acted.
+TEST_F(FaultFsm, AFaultMarkerTheSessionEndedBeforeIsNotCounted) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, decision(verdict::reset, "rst"));
+  client(mail_from + rcpt_bob);
+  fsm_->on_upstream_gone(now_ + 1000, "Connection reset by peer");
+  take();
+  ASSERT_TRUE(fsm_->finished());
+  EXPECT_THAT(obs_->faults_with("reset"), IsEmpty());
+  EXPECT_EQ(fsm_->stats().faults_injected, 0u);
+  EXPECT_THAT(adv_->applied_rules, IsEmpty());
 }
 
 // Pipelined in two chunks: each chunk's reply waits for the RCPTs' too, the first is not
