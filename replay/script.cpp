@@ -392,6 +392,7 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
   // How the relay read bare CR and LF in a message (the header's bare_eol; strict, its
   // default, when the header does not say).
   const auto eol = protocol::parse_bare_eol_mode(c.header.bare_eol).value_or(protocol::bare_eol_mode::strict);
+  s.bare_eol = eol;
   std::vector<recorded_reply> replies;
   if (!client_replies(c, replies, error)) {
     error = c.path.string() + ": " + error;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "captures/reader.hpp"
+#include "protocol/data_framer.hpp"
 #include "protocol/phase.hpp"
 #include "protocol/reply.hpp"
 
@@ -94,6 +95,10 @@ struct script {
   bool implicit_tls = false;          // the client leg was TLS from connect (SMTPS)
   bool starttls = false;              // the client used STARTTLS
   bool auth = false;                  // the client authenticated (AUTH)
+  // How the relay read bare CR and LF in a message (the header's bare_eol; strict when it does
+  // not say), so where it found a message's end: under normalize "\n.\n" ends it too. The
+  // steps are cut so, and the replay server frames a live message so.
+  protocol::bare_eol_mode bare_eol = protocol::bare_eol_mode::strict;
   std::vector<captures::fault_event> faults;   // the capture's fault records, in file order
   std::string end_reason;             // the end record's reason ("" when incomplete)
   std::uint64_t end_us = 0;

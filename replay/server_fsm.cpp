@@ -1,6 +1,7 @@
 // The replay server: the live client's bytes are cut into steps the way the recording's were
 // (replay/script.cpp), by the replies this machine has played: after a 354 the message up to
-// CRLF.CRLF (protocol/data_framer.hpp, as the sink reads it), after a 334 an AUTH response,
+// its end where the relay found it (protocol/data_framer.hpp in the capture's bare_eol mode:
+// CRLF.CRLF, and under normalize "\n.\n" too), after a 334 an AUTH response,
 // a BDAT line with its counted payload. Each step is compared with the recorded one as it
 // arrives (a running comparison: nothing but the current line is held), and answered with
 // the recorded reply after the recorded delay.
@@ -278,8 +279,10 @@ void server_fsm::take_input(std::uint64_t now_us) {
   while (pos < in_.size() && !closing_ && !tls_pending_) {
     std::string_view rest = std::string_view(in_).substr(pos);
     if (mode_ == mode::message) {
-      // The framer holds at most two bytes back; the message itself is only counted.
-      if (!framer_) framer_.emplace(protocol::bare_eol_mode::raw);
+      // The framer holds at most two bytes back; the message itself is only counted. It ends
+      // where the relay ended the recorded one, in the capture's bare_eol mode (as the script
+      // cuts it): under normalize "\n.\n" ends it and what follows is commands.
+      if (!framer_) framer_.emplace(script_.bare_eol);
       std::string ignored;
       const std::size_t used = framer_->feed(rest, ignored);
       unit_.append(rest.substr(0, used), script_, next_step_);

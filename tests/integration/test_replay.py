@@ -386,6 +386,37 @@ class ReplayServerTest(ReplayTest):
         self.assertEqual([d["kind"] for d in noted_mail], ["message"], doc["noted"])
         self.assertNotEqual(noted_mail[0]["live"], noted_mail[0]["recorded"])
 
+    def test_a_message_ends_where_the_relay_ended_it_under_bare_line_endings_normalize(self):
+        """A reviewer's reproduction: under --bare-line-endings normalize the relay ends a
+        message at "\n.\n" and reads what follows as commands (the script cuts the recording
+        so), but the replay server framed every live message raw: only CRLF.CRLF ended it, so
+        the reply to the message never came and the report said the client left at step 4."""
+        m = self.start_mailtap(args=["--bare-line-endings", "normalize"], env=self.env)
+        message = b"Subject: x\r\n\r\nbody\n.\nRSET\r\n"
+
+        def converse(port):
+            c = self.greeted_client(port, "c.test")
+            self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+            self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+            self.assertReply(c.command("DATA"), 354)
+            c.send(message)
+            self.assertReply(c.reply(timeout=scaled(10)), 250)   # the message, queued
+            self.assertReply(c.reply(timeout=scaled(10)), 250)   # RSET
+            self.assertReply(c.command("QUIT"), 221)
+
+        converse(m.port)
+        cap = m.wait_captures(1)[0]
+        wait_until(lambda: capture_has_end(cap.path), 30, "the recorded session's end")
+        m.stop()
+        server = self.replay_server(cap.path, "--json", "--timing", "fast")
+        self.assertEqual(server.ready["steps"], 7)
+        converse(server.port)
+        code, out = server.finish()
+        doc = json.loads(out.splitlines()[0])
+        self.assertEqual((code, doc["result"], doc["divergences"]), (0, "followed", []), out)
+        self.assertEqual([p["code"] for p in doc["played"]], [250, 250, 250, 354, 250, 250, 221], out)
+        self.assertEqual(doc["played"][5]["live"], "RSET", out)
+
     def test_several_sessions_each_from_the_start(self):
         cap = self.record(scenarios=["mailbox-full.toml"])[0]
         server = self.replay_server(cap.path, "--timing", "fast", "--sessions", "2", "--json")

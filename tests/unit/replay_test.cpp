@@ -1480,6 +1480,74 @@ TEST(ReplayScript, AMessageEndsWhereTheRelayEndedItUnderItsBareLineEndingMode) {
   EXPECT_EQ(strict.unfinished->bytes, "Subject: x\r\n\r\nbody\n.\nMAIL FROM:<b@x>\r\nQUIT\r\n");
 }
 
+// The replay server ends a live message where the relay did, in the capture's bare_eol mode:
+// under normalize "\n.\n" ends it and what follows is commands, as the script has it; it
+// framed every live message raw (only CRLF.CRLF), so the reply to the message never came.
+TEST(ReplayServer, ALiveMessageEndsWhereTheRelayEndedItUnderItsBareLineEndingMode) {
+  capture_builder b = up_to_data();
+  b.c.header.bare_eol = "normalize";
+  b.message(10000, "Subject: x\r\n\r\nbody\n.\n")
+      .server(10100, "250 2.0.0 Ok: queued\r\n")
+      .client(10200, "RSET\r\n")
+      .server(10300, "250 2.0.0 Ok\r\n")
+      .client(10400, "QUIT\r\n")
+      .server(10500, "221 2.0.0 Bye\r\n")
+      .end(10500, "client_quit");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 7u);
+  const std::string commands = "EHLO raw.test\r\nMAIL FROM:<a@raw.test>\r\nRCPT TO:<ok@example.test>\r\nDATA\r\n";
+  {
+    server_fsm fsm(s, timing{0.0});
+    fsm.on_start(0);
+    fsm.take_actions();
+    fsm.on_client_bytes(commands, 10);
+    fsm.take_actions();
+    fsm.on_client_bytes("Subject: x\r\n\r\nbody\n.\nRSET\r\n", 20);
+    EXPECT_EQ(sent(fsm.take_actions()), "250 2.0.0 Ok: queued\r\n250 2.0.0 Ok\r\n");
+    fsm.on_client_bytes("QUIT\r\n", 30);
+    auto a = fsm.take_actions();
+    EXPECT_EQ(sent(a), "221 2.0.0 Bye\r\n");
+    EXPECT_TRUE(has<protocol::close_leg>(a));
+    EXPECT_TRUE(fsm.finished());
+    EXPECT_TRUE(fsm.divergences().empty());
+    EXPECT_TRUE(fsm.noted().empty());
+    ASSERT_EQ(fsm.played().size(), 7u);
+    EXPECT_EQ(fsm.played()[5].live, "RSET");
+  }
+  {  // The end split between reads: "\n." in one, "\n" in the next.
+    server_fsm fsm(s, timing{0.0});
+    fsm.on_start(0);
+    fsm.on_client_bytes(commands, 10);
+    fsm.take_actions();
+    fsm.on_client_bytes("Subject: x\r\n\r\nbody\n.", 20);
+    EXPECT_EQ(sent(fsm.take_actions()), "");
+    fsm.on_client_bytes("\nRSET\r\nQUIT\r\n", 30);
+    EXPECT_EQ(sent(fsm.take_actions()), "250 2.0.0 Ok: queued\r\n250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n");
+    EXPECT_TRUE(fsm.divergences().empty());
+  }
+  // Under strict (and raw) only CRLF.CRLF ends a live message: "\n.\n" is inside it.
+  capture_builder strict = up_to_data();
+  strict.message(10000, "Subject: x\r\n\r\nbody\n.\nmore\r\n.\r\n")
+      .server(10100, "250 2.0.0 Ok: queued\r\n")
+      .client(10400, "QUIT\r\n")
+      .server(10500, "221 2.0.0 Bye\r\n")
+      .end(10500, "client_quit");
+  for (const char* mode : {"strict", "raw"}) {
+    strict.c.header.bare_eol = mode;
+    const script t = strict.build();
+    ASSERT_EQ(t.steps.size(), 6u) << mode;
+    server_fsm fsm(t, timing{0.0});
+    fsm.on_start(0);
+    fsm.on_client_bytes(commands, 10);
+    fsm.take_actions();
+    fsm.on_client_bytes("Subject: x\r\n\r\nbody\n.\n", 20);
+    EXPECT_EQ(sent(fsm.take_actions()), "") << mode;
+    fsm.on_client_bytes("more\r\n.\r\nQUIT\r\n", 30);
+    EXPECT_EQ(sent(fsm.take_actions()), "250 2.0.0 Ok: queued\r\n221 2.0.0 Bye\r\n") << mode;
+    EXPECT_TRUE(fsm.divergences().empty()) << mode;
+  }
+}
+
 TEST(ReplayClient, ATargetNotReachedSaysWhy) {
   const script s = delivered().build();
   client_fsm fsm(s, client_options{});
