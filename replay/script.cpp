@@ -14,6 +14,7 @@
 #include "protocol/action.hpp"
 #include "protocol/command.hpp"
 #include "protocol/data_framer.hpp"
+#include "protocol/fault.hpp"
 
 namespace mailtap::replay {
 
@@ -262,6 +263,56 @@ std::string common_prefix(std::string_view a, std::string_view b) {
   return std::string(a.begin(), diff.first);
 }
 
+// The notes the relay writes on a message or BDAT chunk it did not send the destination whole
+// (protocol/relay_fsm.cpp, protocol/fault_holds.cpp), as it writes them: a constant where
+// protocol/ has one, else the fixed text around the rule, the reason or the figure it names.
+// Only these are a reason: another note in the window (a TLS renegotiation the relay refused on
+// the upstream leg, an unsolicited upstream reply dropped) says nothing of the message.
+struct withheld_note {
+  std::string_view prefix;
+  std::string_view suffix;   // empty: the prefix is the whole note
+};
+constexpr withheld_note withheld_notes[] = {
+    // the relay refused it (bare CR or LF, NUL under bare_eol strict)
+    {"message refused: ", "; upstream closed without end of data"},
+    {"command refused: BDAT, which the destination did not offer (no CHUNKING in its EHLO reply); session closed", ""},
+    // a fault: split_dot_withhold, one failing it after its body, one answering it itself
+    {protocol::note_split_dot_withheld, ""},
+    {"fault ", " fails this message after its body: the dot is withheld and the upstream closed"},
+    {"fault ", " answers this message itself: the upstream gets RSET, never the message"},
+    {"blackhole ", ": the relay answered 250 itself; nothing was delivered"},
+    {"client connection lost", " while a fault held the end of data: upstream closed without it; nothing delivered"},
+    {"client closed its connection", " while a fault held the end of data: upstream closed without it; nothing delivered"},
+    {"the session ended while a delay fault held this command: it was never forwarded", ""},
+    // the session ended inside it
+    {"client closed the connection inside the message: upstream closed without end of data", ""},
+    {"shutdown deadline passed inside the message: upstream closed without end of data", ""},
+    {"capture cannot be written: end of data withheld, upstream closed", ""},
+    {"capture cannot be written: the last BDAT chunk is withheld, upstream closed", ""},
+    {"the message failed", " more bytes of it came without its end"},
+    // the upstream answered early, or was lost (upstream_lost: its reason, then the detail)
+    {"upstream replied ", ": nothing more is forwarded, the upstream leg is closed"},
+    {"upstream_closed: ", ""},
+    {"upstream_timeout: ", ""},
+    {"upstream_protocol_error: ", ""},
+    {"upstream_closed during a stall: ", ""},
+    {"upstream_timeout during a stall: ", ""},
+    {"upstream_protocol_error during a stall: ", ""},
+};
+
+bool is_withheld_note(std::string_view text) {
+  for (const auto& n : withheld_notes) {
+    if (n.suffix.empty()) {
+      // A whole note, or a prefix the relay follows with its detail (ending in ": ").
+      if (n.prefix.ends_with(": ") ? text.starts_with(n.prefix) : text == n.prefix) return true;
+    } else if (text.size() >= n.prefix.size() + n.suffix.size() && text.starts_with(n.prefix) &&
+               text.ends_with(n.suffix)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // What the capture says of a message or chunk the destination never got whole: the relay's
 // note on it (from the step before it, where a fault that answers a message itself notes
 // that, to its reply or the session's end), else who answered it instead.
@@ -271,9 +322,7 @@ std::string why_withheld(const step& st, const step* before, const std::vector<c
   const std::uint64_t to = st.reply ? st.reply->t_us : s.end_us ? s.end_us : UINT64_MAX;
   for (const auto& n : notes) {
     if (n.t_us < from || n.t_us > to) continue;
-    if (n.text.find("upstream") != std::string::npos || n.text.find("refused") != std::string::npos ||
-        n.text.find("withheld") != std::string::npos)
-      return "the relay noted: " + n.text;
+    if (is_withheld_note(n.text)) return "the relay noted: " + n.text;
   }
   if (st.reply && st.reply->source == reply_source::injected)
     return "the fault rule '" + st.reply->rule + "' answered it " + std::to_string(st.reply->reply.code);

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "protocol/base64.hpp"
+#include "protocol/fault.hpp"
+#include "protocol/observer.hpp"
 #include "replay/client_fsm.hpp"
 #include "replay/report.hpp"
 #include "replay/script.hpp"
@@ -1287,6 +1289,70 @@ TEST(ReplayClient, AMessageTheRelayRefusedGoesOutOnlyAsFarAsTheRelayForwardedItA
   EXPECT_NE(render_client_text(run).find("result    matched (5 of 5 replies as recorded, 1 skipped)"), std::string::npos)
       << render_client_text(run);
   EXPECT_TRUE(divergence_keys(run).empty());
+}
+
+// Why a message was withheld comes from the relay's own note on it, matched exactly: an
+// unrelated note in the window (one naming the upstream, as a TLS renegotiation refused on
+// its leg does) was taken for the reason when it came first.
+TEST(ReplayScript, AWithheldMessagesReasonIsTheRelaysNoteOnItNotAnotherNote) {
+  const std::string renegotiation = "the upstream" + std::string(protocol::note_renegotiation_refused);
+  capture_builder refused = up_to_data();
+  refused.message(10000, smuggled)
+      .forwarded(10000, "Subject: x\r\n\r\nbody")
+      .note(9500, renegotiation)
+      .note(9600, "unsolicited upstream reply dropped: 250")
+      .note(10000, refusal_note)
+      .relay(10000, "550 5.6.0 Message refused by mailtap: bare CR or LF in message data\r\n")
+      .end(10000, "protocol_error");
+  script s = refused.build();
+  ASSERT_EQ(s.steps.size(), 5u);
+  ASSERT_TRUE(s.steps[4].withheld);
+  EXPECT_EQ(s.steps[4].withheld_why, "the relay noted: " + refusal_note);
+  // A split_dot_withhold rule's note, with a note on a STARTTLS refused before it.
+  capture_builder split = up_to_data();
+  split.message(10000, body)
+      .forwarded(10000, body.substr(0, body.size() - 3))
+      .note(9500, "STARTTLS refused: the upstream's certificate could not be read")
+      .note(10000, std::string(protocol::note_split_dot_withheld))
+      .end(20000, "client_closed");
+  s = split.build();
+  ASSERT_TRUE(s.steps[4].withheld);
+  EXPECT_EQ(s.steps[4].withheld_why, "the relay noted: " + std::string(protocol::note_split_dot_withheld));
+  // Only unrelated notes: the reason is the fault that answered it, not one of them.
+  capture_builder failed = up_to_data();
+  failed.message(10000, body)
+      .forwarded(10000, body.substr(0, body.size() - 3))
+      .note(9500, renegotiation)
+      .note(9600, "upstream answered the relay's RSET with 250")
+      .relay(10000, "451 4.7.1 Try again later\r\n", "fail-msg")
+      .end(10000, "fault");
+  s = failed.build();
+  ASSERT_TRUE(s.steps[4].withheld);
+  EXPECT_EQ(s.steps[4].withheld_why, "the fault rule 'fail-msg' answered it 451");
+  // Each of the relay's notes on a message it did not send whole is read as the reason.
+  for (const std::string note : {
+           std::string("fault fail-msg fails this message after its body: the dot is withheld and the upstream closed"),
+           std::string("fault r1 answers this message itself: the upstream gets RSET, never the message"),
+           std::string("blackhole bh: the relay answered 250 itself; nothing was delivered"),
+           std::string("client closed the connection inside the message: upstream closed without end of data"),
+           std::string("shutdown deadline passed inside the message: upstream closed without end of data"),
+           std::string("capture cannot be written: end of data withheld, upstream closed"),
+           std::string("client closed its connection while a fault held the end of data: upstream closed without it; "
+                       "nothing delivered"),
+           std::string("upstream replied 554 during the message: nothing more is forwarded, the upstream leg is closed"),
+           std::string("upstream_closed: upstream closed the connection"),
+           std::string("upstream_timeout during a stall: no reply in 300 s"),
+       }) {
+    capture_builder b = up_to_data();
+    b.message(10000, body)
+        .forwarded(10000, body.substr(0, body.size() - 3))
+        .note(9500, renegotiation)
+        .note(10000, note)
+        .end(20000, "client_closed");
+    s = b.build();
+    ASSERT_TRUE(s.steps[4].withheld) << note;
+    EXPECT_EQ(s.steps[4].withheld_why, "the relay noted: " + note);
+  }
 }
 
 // The same attempt from a client that closed before any CRLF.CRLF came: an unfinished step,
