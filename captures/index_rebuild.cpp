@@ -54,7 +54,11 @@ std::optional<rebuild_result> rebuild_index(const fs::path& dir, std::string& er
       gone.push_back(it->path().stem().string());
       if (stamped) {
         stamp.unreadable = true;
-        stamp.problem = why;
+        // Recorded by the file's name, as a copy's problem is: the reader names the path this
+        // rebuild was given (DIR/FILE:LINE: what), which is no path from another directory
+        // (`reindex --dir ix`, then `cd ix; list --dir .`). list puts the directory in use back.
+        const std::string given = it->path().string();
+        stamp.problem = why.starts_with(given) ? file + why.substr(given.size()) : why;
         left_out.push_back(std::move(stamp));
       }
       continue;

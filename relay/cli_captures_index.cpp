@@ -188,9 +188,13 @@ int search(const index_flags& f, const char* command) {
     for (const auto& l : left) {
       if (is_relay_session_id(fs::path(l.file).stem().string())) ++left_relay_named;
       if (!l.unreadable) continue;
-      if (++unreadable <= max_unreadable_named)
-        std::fprintf(stderr, "mailtap captures %s: unreadable, not in the index: %s\n", command,
-                     l.problem.c_str());
+      if (++unreadable > max_unreadable_named) continue;
+      // Recorded as FILE:LINE: what, named here with the directory in use, so that the path is
+      // one from where this runs (an index rebuilt before, from its path: as it was).
+      const std::string& p = l.problem;
+      const std::string shown =
+          p.starts_with(l.file + ":") ? (dir / l.file).string() + p.substr(l.file.size()) : p;
+      std::fprintf(stderr, "mailtap captures %s: unreadable, not in the index: %s\n", command, shown.c_str());
     }
     if (unreadable > max_unreadable_named)
       std::fprintf(stderr, "mailtap captures %s: %llu more unreadable capture file(s) in %s (mailtap captures "

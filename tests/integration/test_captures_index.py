@@ -307,6 +307,28 @@ class CapturesIndex(IntegrationTest):
         self.assertEqual(r.returncode, 1, r)
         self.assertIn(b"indexed %d capture(s)" % (SESSIONS + 1), r.stdout)
 
+    def test_an_unreadable_capture_is_named_by_a_path_from_where_list_runs(self):
+        # A reviewer's trial: after `captures reindex --dir ix`, `cd ix; captures list --dir .`
+        # said "unreadable, not in the index: ix/FILE:1: ...", a path that is not there from ix.
+        wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
+        self.mailtap.stop()
+        stem = self.ids[0].rsplit("-", 1)[0]
+        broken = stem + "-900003.jsonl"
+        with open(os.path.join(self.dir, broken), "w", encoding="utf-8") as f:
+            f.write('{"type": "header",\n')
+        parent, name = os.path.split(os.path.normpath(self.dir))
+        r = run_mailtap(["captures", "reindex", "--dir", name], cwd=parent)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("%s:1: " % os.path.join(name, broken), r.stderr.decode())   # the path it was given
+        for cwd, flag in ((self.dir, "."), (parent, name), ("/", self.dir)):
+            r = run_mailtap(["captures", "list", "--dir", flag, "--limit", "1000"], cwd=cwd)
+            self.assertEqual(r.returncode, 0, r)
+            lines = [l for l in r.stderr.decode().splitlines() if "unreadable, not in the index: " in l]
+            self.assertEqual(len(lines), 1, r.stderr)
+            named = lines[0].split("unreadable, not in the index: ", 1)[1].split(":1: ", 1)[0]
+            self.assertEqual(os.path.normpath(named), os.path.normpath(os.path.join(flag, broken)), lines)
+            self.assertTrue(os.path.isfile(os.path.join(cwd, named)), (cwd, lines))
+
     def test_prune_removes_the_index_rows_of_what_it_removes(self):
         wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
         self.mailtap.stop()

@@ -510,7 +510,8 @@ TEST(CaptureIndex, ReindexRecordsTheFilesItLeftOutAsTheyWere) {
   EXPECT_EQ((*left)[0].problem, r->duplicates[0]);
   EXPECT_EQ((*left)[1].file, id_of(1) + ".jsonl");
   EXPECT_TRUE((*left)[1].unreadable);
-  EXPECT_EQ((*left)[1].problem, r->unreadable[0]);
+  // Named by the file's name, not the directory reindex was given (reindex itself prints that).
+  EXPECT_EQ((*left)[1].problem, id_of(1) + ".jsonl" + r->unreadable[0].substr((dir.path() / (id_of(1) + ".jsonl")).string().size()));
   EXPECT_EQ((*left)[1].size, 9u);
   // A file changed since is no longer known to be left out (it may be readable now); a
   // removed one neither.
@@ -528,6 +529,28 @@ TEST(CaptureIndex, ReindexRecordsTheFilesItLeftOutAsTheyWere) {
   ASSERT_TRUE(index) << error;
   ASSERT_TRUE(index->left_out(error)) << error;
   EXPECT_TRUE(index->left_out(error)->empty());
+}
+
+// A file left out is recorded by its name in the directory, not with the path of the directory
+// the rebuild was given: a reviewer's trial (`reindex --dir ix`, then `cd ix; list --dir .`)
+// was told of "ix/FILE:1: ...", a path that did not exist from there.
+TEST(CaptureIndex, AnUnreadableFileIsRecordedByItsNameNotTheDirectoryGiven) {
+  scratch_dir dir;
+  write_sessions(dir.path(), 0, 1);
+  std::ofstream(dir.path() / "broken.jsonl", std::ios::trunc) << "{\"bad\n";
+  std::string error;
+  auto r = rebuild_index(dir.path(), error);
+  ASSERT_TRUE(r) << error;
+  ASSERT_EQ(r->unreadable.size(), 1u);
+  // reindex names it with the path it was given, which is there from where it runs
+  EXPECT_TRUE(r->unreadable[0].starts_with((dir.path() / "broken.jsonl").string() + ":1: ")) << r->unreadable[0];
+  auto index = capture_index::open(dir.path(), capture_index::busy::wait, error);
+  ASSERT_TRUE(index) << error;
+  auto left = files_left_out(dir.path(), *index, error);
+  ASSERT_TRUE(left) << error;
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_EQ((*left)[0].problem, "broken.jsonl" + r->unreadable[0].substr((dir.path() / "broken.jsonl").string().size()));
+  EXPECT_EQ((*left)[0].problem.find(dir.path().string()), std::string::npos) << (*left)[0].problem;
 }
 
 // The table came within schema version 1: an index made before it has none, read as no file
