@@ -652,10 +652,7 @@ void fault_holds::finish_absorbed_bdat(std::uint64_t now, bool last_chunk) {
     // The transaction failed meanwhile (MAIL or every RCPT refused): what a server answers a
     // chunk without recipients, and the fault is not applied (a blackhole's 250 here would
     // accept a message that had no recipient; the DATA path answers 554, open_absorbed_message).
-    if (last_chunk && end_plan_) {
-      out_.note(now, "fault " + end_plan_->rule + " not applied: no recipient was accepted");
-      not_applied(*end_plan_);
-    }
+    if (end_plan_) out_.note(now, "fault " + end_plan_->rule + " not applied: no recipient was accepted");
     host_.local_reply(now, phase::bdat, 503, "5.5.1", "No valid recipients");
     if (t) {
       // The refusal is the transaction's end, as a destination's refused chunk is (RFC 3030 2):
@@ -664,10 +661,9 @@ void fault_holds::finish_absorbed_bdat(std::uint64_t now, bool last_chunk) {
       owed_.back().asked.last_chunk = last_chunk;
       t->sealed = true;
     }
-    if (last_chunk) {
-      absorbing_ = false;
-      end_plan_.reset();
-    }
+    // The 503 ends the message, its last chunk or not: after a refused chunk the client starts
+    // again (RFC 3030 2), and its next message must not be absorbed (it went upstream empty).
+    end_absorbed_message();
     host_.flush_replies(now);
     return;
   }
@@ -707,6 +703,12 @@ void fault_holds::release_absorbed_chunk(std::uint64_t now, reply_slot& p) {
   if (p.fault.decision) {
     out_.note(now, "fault " + p.fault.decision->rule + " not applied: no recipient was accepted");
     not_applied(*p.fault.decision);
+  }
+  // A chunk before the last: the 503 ends the message here too (finish_absorbed_bdat), unless
+  // the client has begun another since.
+  if (end_plan_txn_ == p.asked.txn && (absorbing_ || end_plan_)) {
+    if (end_plan_) out_.note(now, "fault " + end_plan_->rule + " not applied: no recipient was accepted");
+    end_absorbed_message();
   }
   p.fault.decision.reset();
   p.fault.then = then_do::nothing;

@@ -161,6 +161,13 @@ class fault_holds {
   // The first BDAT chunk of a message the fault answers.
   void absorb_message() { absorbing_ = true; }
   void stop_absorbing() { absorbing_ = false; }
+  // The client left the message a fault was to answer (RSET, EHLO or HELO, or MAIL opening
+  // another transaction), or a 503 to one of its chunks ended it: the plan is given back and
+  // what the client sends next is its own, never absorbed.
+  void end_absorbed_message() {
+    absorbing_ = false;
+    drop_end_plan();
+  }
   // The dot came: true when a fault holds, answers or closes instead.
   bool end_of_data(std::uint64_t now, transaction* t);
   // The message stage (fail_then_pass by Message-ID): true when the message fails before its end goes upstream.

@@ -732,12 +732,14 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     case phase::mail:
       // A MAIL inside an open transaction gets the upstream's 503 and must not settle it.
       p.asked.txn = open ? 0 : begin_transaction(now, cmd);
+      if (!open) faults_.end_absorbed_message();   // a new transaction: nothing of an old message is absorbed
       bdat_message_refused_ = false;
       break;
     case phase::rset:
     case phase::ehlo:
     case phase::helo:
       if (open) open->sealed = true;   // aborted when this command's reply arrives
+      faults_.end_absorbed_message();   // a chunked message a fault answered, left before its last chunk
       bdat_message_refused_ = false;
       if (cmd.ph != phase::rset) upstream_chunking_ = false;   // until the reply to this one offers it
       break;

@@ -658,6 +658,38 @@ type = "blackhole"
                     self.assertFaults(cap, [("void", "blackhole", "blackhole", "data_end")])
                     self.assertEqual((txn["outcome"], txn["final_reply"]["code"]), ("blackholed", 250))
 
+    def test_a_503_to_a_chunk_before_the_last_leaves_the_next_message_whole(self):
+        # A review of the pipelined-BDAT blackhole: a 503 to a chunk that was not the last left
+        # the fault absorbing, so the client's next message (RFC 3030 2: after a refused chunk
+        # it starts again) went upstream as "DATA\r\n.\r\n", empty, and was delivered.
+        ehlo = b"250-scripted.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n"
+        up = ScriptedAnswers({b"EHLO": ehlo, b"RCPT": lambda conn, line: b"550 5.1.1 no such user\r\n"
+                              if b"nobody@" in line else b"250 2.1.5 Ok\r\n"})
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "void"
+type = "blackhole"
+sender = "void@*"
+''', up)
+        c = self.greeted_client(m.port)
+        c.send(b"MAIL FROM:<void@example.test>\r\nRCPT TO:<nobody@example.test>\r\nBDAT 2\r\nab")
+        self.assertEqual([r.code for r in c.replies(3, 10)], [250, 550, 503])
+        self.assertReply(c.command("RSET"), 250)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        body = make_message("<after-503@example.test>", b"after-503-marker\r\n")
+        c.send(body + b".\r\n")
+        self.assertReply(c.reply(10), 250)
+        self.quit(c)
+        (conn,) = up.wait_for_connections(1)
+        wait_until(lambda: conn.messages, 10, "the message at the destination")
+        self.assertEqual(conn.messages, [body], "the next message reaches the destination whole")
+        cap = self.single_capture(m)
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["rejected", "delivered"], cap.transactions)
+        self.assertFaults(cap, [])
+
     def test_data_end_reply_narrowed_by_recipient(self):
         rec = self.start_recorder()
         m = self.relay('''

@@ -2177,5 +2177,63 @@ TEST_F(FaultFsm, TheRsetOfAMessageAFaultAnswersIsRecorded) {
   EXPECT_THAT(obs_->relay_commands, ElementsAre("RSET"));
 }
 
+// A review of the pipelined-BDAT blackhole (3d3002c): a 503 to a chunk that is not the last
+// left the fault absorbing, so the client's next message (RFC 3030 2: after a refused chunk it
+// starts again) went upstream empty, "DATA\r\n.\r\n", and the destination's 250 reached the
+// client. The 503 ends the absorbed message, decided as the reply goes out ...
+TEST_F(FaultFsm, A503ToAPipelinedChunkThatIsNotTheLastEndsTheAbsorbedMessage) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  client(mail_from + rcpt_bob + "BDAT 2\r\nab");
+  upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n250 2.0.0 Ok\r\n");   // the last answers the relay's RSET
+  EXPECT_THAT(cl_, EndsWith("503 5.5.1 No valid recipients\r\n"));
+  client("RSET\r\n");
+  upstream("250 2.0.0 Ok\r\n");
+  client(mail_from + rcpt_bob + "DATA\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n");
+  const std::string before = up_;
+  client("Subject: hello\r\n\r\nbody text\r\n.\r\n");
+  EXPECT_EQ(up_.substr(before.size()), "Subject: hello\r\n\r\nbody text\r\n.\r\n");
+}
+
+// ... or at once, the recipient's refusal known when the chunk came.
+TEST_F(FaultFsm, A503ToAChunkThatIsNotTheLastEndsTheAbsorbedMessage) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n");
+  client("BDAT 2\r\nab");
+  upstream("250 2.0.0 Ok\r\n");
+  EXPECT_THAT(cl_, EndsWith("503 5.5.1 No valid recipients\r\n"));
+  client("RSET\r\n");
+  upstream("250 2.0.0 Ok\r\n");
+  client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello");
+  EXPECT_THAT(up_, EndsWith("BDAT 5 LAST\r\nhello")) << "the next message is relayed, not absorbed";
+}
+
+// An absorbed chunked message the client abandons with RSET before its last chunk: the next
+// message is the client's own, relayed whole.
+TEST_F(FaultFsm, AnAbsorbedChunkedMessageAbandonedWithRsetLeavesTheNextMessageAlone) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  client("BDAT 2\r\nab");
+  upstream("250 2.0.0 Ok\r\n");   // the relay's RSET
+  EXPECT_THAT(cl_, EndsWith("250 2.0.0 chunk accepted\r\n"));
+  client("RSET\r\n");
+  upstream("250 2.0.0 Ok\r\n");
+  client(mail_from + rcpt_bob + "DATA\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n");
+  const std::string before = up_;
+  client("Subject: hello\r\n\r\nbody text\r\n.\r\n");
+  EXPECT_EQ(up_.substr(before.size()), "Subject: hello\r\n\r\nbody text\r\n.\r\n");
+  upstream("250 2.0.0 Ok: queued as X\r\n");
+  EXPECT_THAT(cl_, EndsWith("250 2.0.0 Ok: queued as X\r\n"));
+}
+
 }  // namespace
 }  // namespace mailtap::protocol
