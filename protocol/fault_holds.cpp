@@ -661,9 +661,12 @@ void fault_holds::finish_absorbed_bdat(std::uint64_t now, bool last_chunk) {
       owed_.back().asked.last_chunk = last_chunk;
       t->sealed = true;
     }
-    // The 503 ends the message, its last chunk or not: after a refused chunk the client starts
-    // again (RFC 3030 2), and its next message must not be absorbed (it went upstream empty).
-    end_absorbed_message();
+    // The plan is given back at the first 503. The rest of the message (chunks pipelined behind
+    // this one) is still read and refused here, never sent upstream, until its LAST chunk; what
+    // the client begins after a refused chunk (RFC 3030 2: RSET, EHLO, HELO or MAIL) ends it
+    // (end_absorbed_message), so that its next message is never absorbed.
+    drop_end_plan();
+    if (last_chunk) absorbing_ = false;
     host_.flush_replies(now);
     return;
   }
@@ -704,11 +707,11 @@ void fault_holds::release_absorbed_chunk(std::uint64_t now, reply_slot& p) {
     out_.note(now, "fault " + p.fault.decision->rule + " not applied: no recipient was accepted");
     not_applied(*p.fault.decision);
   }
-  // A chunk before the last: the 503 ends the message here too (finish_absorbed_bdat), unless
-  // the client has begun another since.
-  if (end_plan_txn_ == p.asked.txn && (absorbing_ || end_plan_)) {
-    if (end_plan_) out_.note(now, "fault " + end_plan_->rule + " not applied: no recipient was accepted");
-    end_absorbed_message();
+  // A chunk before the last: its 503 gives the plan back, as finish_absorbed_bdat's does,
+  // unless the client has begun another message since.
+  if (end_plan_txn_ == p.asked.txn && end_plan_) {
+    out_.note(now, "fault " + end_plan_->rule + " not applied: no recipient was accepted");
+    drop_end_plan();
   }
   p.fault.decision.reset();
   p.fault.then = then_do::nothing;

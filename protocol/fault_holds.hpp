@@ -162,7 +162,7 @@ class fault_holds {
   void absorb_message() { absorbing_ = true; }
   void stop_absorbing() { absorbing_ = false; }
   // The client left the message a fault was to answer (RSET, EHLO or HELO, or MAIL opening
-  // another transaction), or a 503 to one of its chunks ended it: the plan is given back and
+  // another transaction; after a 503 to one of its chunks it must): the plan is given back and
   // what the client sends next is its own, never absorbed.
   void end_absorbed_message() {
     absorbing_ = false;

@@ -750,8 +750,9 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       break;
     case phase::bdat:
       if (!upstream_chunking_) return refuse_bdat_without_chunking(now);
-      if (!open && bdat_message_refused_) {
-        // More of a message whose chunk was refused: relayed (the upstream answers it), and
+      if (!open && (bdat_message_refused_ || faults_.absorbing())) {
+        // More of a message whose chunk was refused: relayed (the upstream answers it), or
+        // refused here when a fault was answering it (fault_holds::finish_absorbed_bdat), and
         // recorded as bytes only; its transaction is over.
       } else if (!open) {   // BDAT without MAIL: the upstream will refuse it; still recorded
         p.asked.txn = begin_transaction(now, cmd);

@@ -2188,6 +2188,7 @@ TEST_F(FaultFsm, A503ToAPipelinedChunkThatIsNotTheLastEndsTheAbsorbedMessage) {
   client(mail_from + rcpt_bob + "BDAT 2\r\nab");
   upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n250 2.0.0 Ok\r\n");   // the last answers the relay's RSET
   EXPECT_THAT(cl_, EndsWith("503 5.5.1 No valid recipients\r\n"));
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("void")) << "the plan is given back at the 503";
   client("RSET\r\n");
   upstream("250 2.0.0 Ok\r\n");
   client(mail_from + rcpt_bob + "DATA\r\n");
@@ -2207,10 +2208,28 @@ TEST_F(FaultFsm, A503ToAChunkThatIsNotTheLastEndsTheAbsorbedMessage) {
   client("BDAT 2\r\nab");
   upstream("250 2.0.0 Ok\r\n");
   EXPECT_THAT(cl_, EndsWith("503 5.5.1 No valid recipients\r\n"));
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("void")) << "the plan is given back at the 503";
   client("RSET\r\n");
   upstream("250 2.0.0 Ok\r\n");
   client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello");
   EXPECT_THAT(up_, EndsWith("BDAT 5 LAST\r\nhello")) << "the next message is relayed, not absorbed";
+}
+
+// The rest of a message whose chunk got the 503, pipelined behind it: refused here too, none
+// of it upstream, and no transaction of its own (a review: it went upstream as a BDAT without MAIL).
+TEST_F(FaultFsm, ChunksPipelinedBehindARefusedChunkAreRefusedAndNeverSentUpstream) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n");
+  const std::string before = up_;
+  client("BDAT 2\r\nabBDAT 1 LAST\r\nc");
+  upstream("250 2.0.0 Ok\r\n");   // the relay's RSET
+  EXPECT_THAT(cl_, EndsWith("503 5.5.1 No valid recipients\r\n503 5.5.1 No valid recipients\r\n"));
+  EXPECT_EQ(up_.substr(before.size()), "RSET\r\n") << "nothing of the message upstream";
+  EXPECT_EQ(fsm_->stats().transactions, 1u);
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("void"));
 }
 
 // An absorbed chunked message the client abandons with RSET before its last chunk: the next
