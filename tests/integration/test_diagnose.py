@@ -413,45 +413,9 @@ class SenderGaveUp(DiagnoseTest):
         self.assertNotIn("duplicate_delivery", ids(doc))
 
 
-class MailboxNotAccepting(DiagnoseTest):
-    """X.2.1, "Mailbox disabled, not accepting messages" (RFC 3463 3.3), from the destination: the
-    mailbox exists, so never an unknown recipient (a tester's "450 4.2.1 Mailbox busy, try later"
-    was one, with advice to check the address for typos). Deferred: busy, retry later; refused:
-    disabled."""
-
-    def refused_with(self, reply):
-        up = ScriptedAnswers({b"RCPT": reply})
-        self.addCleanup(up.stop)
-        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), env=self.env)
-        self.send(m.port)
-        path = self.single_capture(m).path
-        rc, doc = diagnose(path)
-        self.assertNotIn("unknown_recipient", ids(doc))
-        return rc, doc, path
-
-    def test_a_busy_mailbox_is_deferred_not_unknown(self):
-        rc, doc, path = self.refused_with(b"450 4.2.1 Mailbox busy, try later\r\n")
-        self.assertEqual(rc, 1, ids(doc))
-        f = finding(doc, "mailbox_busy")
-        self.assertEqual((f["stage"], f["source"], f["severity"]), ("rcpt", "server", "error"), f)
-        self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (450, "4.2.1"))
-        self.assertIn("Mailbox disabled, not accepting messages", f["meaning"]["enhanced"])
-        rc, lines = text_report(path)
-        self.assertFalse([l for l in lines if "typo" in l or "misspelled" in l], "\n".join(lines))
-
-    def test_a_disabled_mailbox_is_refused_not_unknown(self):
-        rc, doc, _ = self.refused_with(b"550-5.2.1 The email account that you tried to reach is disabled.\r\n"
-                                       b"550 5.2.1 https://support.google.com/mail/?p=DisabledUser - gsmtp\r\n")
-        self.assertEqual(rc, 1, ids(doc))
-        f = finding(doc, "mailbox_disabled")
-        self.assertEqual((f["stage"], f["source"], f["severity"], f["vendor"]), ("rcpt", "server", "error", "gmail"), f)
-        self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (550, "5.2.1"))
-
-
-class AddressStatus(DiagnoseTest):
-    """RFC 3463 3.2, the address status subject, from the destination: X.1.6 (moved, no forwarding
-    address) and X.1.10 (null MX, RFC 7505) were unknown_recipient, advising to check the address
-    for typos; X.1.4 (ambiguous) fell through to the basic code, a 550 to RCPT an unknown recipient."""
+class RcptRefusalTest(DiagnoseTest):
+    """A destination refusing the recipient with a given reply: `diagnose` reports an error
+    (exit 1), and never an unknown recipient for a status that says the mailbox exists."""
 
     def refused_with(self, reply):
         up = ScriptedAnswers({b"RCPT": reply})
@@ -463,6 +427,35 @@ class AddressStatus(DiagnoseTest):
         self.assertEqual(rc, 1, ids(doc))
         self.assertNotIn("unknown_recipient", ids(doc))
         return doc, path
+
+
+class MailboxNotAccepting(RcptRefusalTest):
+    """X.2.1, "Mailbox disabled, not accepting messages" (RFC 3463 3.3), from the destination: the
+    mailbox exists, so never an unknown recipient (a tester's "450 4.2.1 Mailbox busy, try later"
+    was one, with advice to check the address for typos). Deferred: busy, retry later; refused:
+    disabled."""
+
+    def test_a_busy_mailbox_is_deferred_not_unknown(self):
+        doc, path = self.refused_with(b"450 4.2.1 Mailbox busy, try later\r\n")
+        f = finding(doc, "mailbox_busy")
+        self.assertEqual((f["stage"], f["source"], f["severity"]), ("rcpt", "server", "error"), f)
+        self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (450, "4.2.1"))
+        self.assertIn("Mailbox disabled, not accepting messages", f["meaning"]["enhanced"])
+        rc, lines = text_report(path)
+        self.assertFalse([l for l in lines if "typo" in l or "misspelled" in l], "\n".join(lines))
+
+    def test_a_mailbox_switched_off_is_refused_not_unknown(self):
+        doc, _ = self.refused_with(b"550-5.2.1 The email account that you tried to reach is disabled.\r\n"
+                                   b"550 5.2.1 https://support.google.com/mail/?p=DisabledUser - gsmtp\r\n")
+        f = finding(doc, "mailbox_disabled")
+        self.assertEqual((f["stage"], f["source"], f["severity"], f["vendor"]), ("rcpt", "server", "error", "gmail"), f)
+        self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (550, "5.2.1"))
+
+
+class AddressStatus(RcptRefusalTest):
+    """RFC 3463 3.2, the address status subject, from the destination: X.1.6 (moved, no forwarding
+    address) and X.1.10 (null MX, RFC 7505) were unknown_recipient, advising to check the address
+    for typos; X.1.4 (ambiguous) fell through to the basic code, a 550 to RCPT an unknown recipient."""
 
     def assertRefusal(self, doc, mode, code, enhanced):
         f = finding(doc, mode)
