@@ -152,8 +152,9 @@ class fault_holds {
   // ---- the message
   // DATA or the first BDAT chunk: true when a fault answers the message itself.
   bool plan_end_of_data(std::uint64_t now, transaction& t, bool chunked);
-  // A planned fault for this message has nothing left to apply to (DATA was refused).
-  void forget_end_plan() { drop_end_plan(); }
+  // The fault planned for a message has nothing left to apply to (DATA refused, the message
+  // superseded or left): it is given back to the advisor, not applied.
+  void drop_end_plan();
   // The upstream said 421 to the relay's RSET before the relay's own 354 (`go`) went out: the
   // client's DATA is answered with that 421 (RFC 5321 3.8), not a 354 and then a 421 while
   // it sends its message. The planned fault does not apply.
@@ -218,7 +219,6 @@ class fault_holds {
   // record is given back to the advisor (its max_count) here. Rewrites and the verdict apart.
   void not_applied(const fault_decision& d);
   void rewrites_not_applied(const rewrite_set& rw);
-  void drop_end_plan();
   fault_query query_for(phase ph, fault_stage stage, const transaction* t) const;
   void event(std::uint64_t now, const fault_decision& d, phase ph, std::string detail, std::uint64_t actual_delay_us = 0);
   void rewrite_events(std::uint64_t now, const rewrite_set& rw, phase ph, const std::string& detail);

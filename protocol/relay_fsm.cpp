@@ -1292,7 +1292,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
       begin_data(now);
     } else {
       mode_ = client_mode::command;
-      faults_.forget_end_plan();   // no message follows: a fault planned for its end does not apply
+      faults_.drop_end_plan();   // no message follows: a fault planned for its end does not apply
     }
   }
   faults_.reply_stage(now, p, r);   // a delay, an EHLO rewrite
