@@ -89,14 +89,26 @@ protocol::session_plan session_advisor::plan_session() {
   return plan;
 }
 
-void session_advisor::plan_rule_acted(std::string_view rule) {
+void session_advisor::reserve(loaded_rule* lr) {
+  reserved_.push_back(lr);
+  ++lr->reserved;
+}
+
+// Reserved when it acts, not when it was armed: max_count then holds across the sessions that
+// armed it at once, as it does for decisions.
+bool session_advisor::reserve_plan_rule(std::string_view rule) {
   try {
     std::lock_guard lock(shared_->mutex);
-    for (const auto& lr : *rules_)
-      if (lr->r.name == rule && lr->type->counts_when_acting) lr->count_one();
+    for (const auto& lr : *rules_) {
+      if (lr->r.name != rule || !lr->type->counts_when_acting) continue;
+      if (lr->exhausted()) return false;
+      reserve(lr.get());
+      return true;
+    }
   } catch (...) {
     shared_->decide_errors.fetch_add(1);
   }
+  return false;
 }
 
 protocol::fault_decision session_advisor::decide(const protocol::fault_query& q) {
@@ -140,10 +152,6 @@ protocol::fault_decision session_advisor::evaluate(const protocol::fault_query& 
     if (!winner || precedence_rank(h.decision.what) < precedence_rank(winner->decision.what)) winner = &h;
   }
   // Reserved, not counted: the relay counts what it applies (applied).
-  const auto reserve = [this](loaded_rule* lr) {
-    reserved_.push_back(lr);
-    ++lr->reserved;
-  };
   reserved_.reserve(reserved_.size() + hits.size());   // so that nothing below throws half way
   protocol::fault_decision out;
   if (winner) {

@@ -27,7 +27,7 @@ class session_advisor final : public protocol::fault_advisor {
 
   protocol::session_plan plan_session() override;
   protocol::fault_decision decide(const protocol::fault_query& q) override;
-  void plan_rule_acted(std::string_view rule) override;
+  bool reserve_plan_rule(std::string_view rule) override;
   void applied(std::string_view rule) override;
   void not_applied(std::string_view rule) override;
 
@@ -36,6 +36,9 @@ class session_advisor final : public protocol::fault_advisor {
   // certain rule never shifts the draws of the others).
   bool draw(double probability);
   protocol::fault_decision evaluate(const protocol::fault_query& q, std::uint64_t now_us, std::int64_t wall_s);
+  // Holds one use of `rule` for this session (max_count counts it), until settled or the end.
+  // Called with shared_->mutex held.
+  void reserve(loaded_rule* lr);
   // Takes one reservation of `rule` back (counting it when `count`); false when none is held.
   bool settle(std::string_view rule, bool count);
 

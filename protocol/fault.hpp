@@ -135,8 +135,13 @@ class fault_advisor {
   virtual session_plan plan_session() = 0;
   virtual fault_decision decide(const fault_query& q) = 0;
   // A session-wide rule that acts only when its moment comes (split_dot_withhold: a '.' split
-  // from its CRLF) acted now. Such a rule counts as injected here, not when the plan was made.
-  virtual void plan_rule_acted(std::string_view rule) { (void)rule; }
+  // from its CRLF) is about to act: it is reserved now, as a decision is, and counts with its
+  // fault record (applied). False when its max_count is spent by then (sessions armed at once
+  // share it): it does not act.
+  virtual bool reserve_plan_rule(std::string_view rule) {
+    (void)rule;
+    return true;
+  }
   // A decision reserves its rule (the winner, and each contributing rewrite's): max_count holds
   // it from then on, but it counts as injected only when the relay applies it, which it says
   // here, once per fault record it writes. A decided rule the relay drops without applying it

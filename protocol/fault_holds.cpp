@@ -95,8 +95,8 @@ fault_query fault_holds::query_for(phase ph, fault_stage stage, const transactio
 }
 
 // Every fault record is one rule applied: the session's count and the advisor's (max_count,
-// mailtap_faults_injected_total) follow it. A split_dot_withhold rule (a plan's, not decided)
-// is counted by plan_rule_acted; the advisor has no reservation of it to settle.
+// mailtap_faults_injected_total) follow it, settling the rule's reservation (a decision's, or a
+// split_dot_withhold rule's, reserved when it acts).
 void fault_holds::event(std::uint64_t now, const fault_decision& d, phase ph, std::string detail,
                         std::uint64_t actual_delay_us) {
   ++stats_.faults_injected;
@@ -763,18 +763,24 @@ void fault_holds::answer_absorbed_go_with_421(std::uint64_t now, reply_slot& go,
 // sender hears nothing and times out. The body already went upstream, so it is recorded as it
 // went (size, Message-ID, the body stage), and the stall becomes the message's data_end
 // stage when its transaction ends (transaction_settled).
-void fault_holds::withhold_split_dot(std::uint64_t now) {
+bool fault_holds::withhold_split_dot(std::uint64_t now) {
+  if (!plan_.withhold_split_dot) return false;
   fault_decision d;
   d.what = verdict::stall;
   for (const auto& [rule, type] : plan_.rules)
     if (type == "split_dot_withhold") d.rule = rule, d.type = type;
-  advisor_->plan_rule_acted(d.rule);   // counted when it acts (start does not); begin_stall's record counts it here
+  // Reserved when it acts (start reserves nothing), counted by begin_stall's record.
+  if (!advisor_->reserve_plan_rule(d.rule)) {
+    out_.note(now, "rule " + d.rule + " not applied: its max_count is used up; the end of data is passed on");
+    return false;
+  }
   out_.note(now, note_split_dot_withheld);
   if (transaction* t = host_.close_message(now)) {   // recorded as end_of_data records a message's end
     withheld_dot_txn_ = t->id;
     withheld_dot_since_us_ = now;
   }
   begin_stall(now, d, phase::data_end);
+  return true;
 }
 
 // The withheld dot's stage runs from the dot to the end of its transaction (the client gave

@@ -177,9 +177,9 @@ class fault_holds {
   bool hold_bdat_end(std::uint64_t now, const transaction& t);
   // A BDAT chunk of an answered message was read and dropped.
   void finish_absorbed_bdat(std::uint64_t now, bool last_chunk);
-  // CSCds90792: the '.' and its CRLF came in separate reads and the plan withholds them.
-  bool withholds_split_dot(bool dot_was_split) const { return plan_.withhold_split_dot && dot_was_split; }
-  void withhold_split_dot(std::uint64_t now);
+  // CSCds90792: the '.' and its CRLF came in separate reads. True when the plan's rule withholds
+  // them; it is reserved now, and passes them when its max_count is spent.
+  bool withhold_split_dot(std::uint64_t now);
   // A transaction was settled: a withheld dot's stall becomes its data_end stage.
   void transaction_settled(std::uint64_t now, std::uint64_t id);
 

@@ -853,7 +853,7 @@ void relay_fsm::take_data(std::uint64_t now) {
   }
   if (framer_->ended()) {
     failed_message_read_ = 0;
-    if (faults_.withholds_split_dot(dot_split)) return faults_.withhold_split_dot(now);
+    if (dot_split && faults_.withhold_split_dot(now)) return;
     return end_of_data(now);
   }
   bound_failed_message(now);

@@ -33,8 +33,9 @@ struct decide_context {
 struct fault_type {
   std::string_view name;
   bool session_wide = false;                       // decided once at connect (plan)
-  // Session-wide types whose plan acts only when its moment comes (split_dot_withhold): they
-  // count as injected when the relay says they acted (fault_advisor::plan_rule_acted).
+  // Session-wide types whose plan acts only when its moment comes (split_dot_withhold): the
+  // relay reserves them then (fault_advisor::reserve_plan_rule) and they count with the fault
+  // record it writes; the others count when the plan is made.
   bool counts_when_acting = false;
   std::vector<protocol::phase> phases{};           // phases a rule of this type may name
   std::vector<protocol::phase> default_phases{};   // empty: `phase` is required

@@ -77,7 +77,26 @@ class FaultTest(IntegrationTest):
         self.assertReply(c.command("DATA"), 354)
         return c
 
+    def metrics(self, m):
+        """The relay's /metrics page, as text."""
+        conn = http.client.HTTPConnection(LOOPBACK, m.admin_port(), timeout=20)
+        try:
+            conn.request("GET", "/metrics")
+            return conn.getresponse().read().decode("utf-8")
+        finally:
+            conn.close()
+
     # -- assertions
+    def assertInjectedTotal(self, m, rule, fault_type, count):
+        """mailtap_faults_injected_total says `count` for the rule (policies/README.md,
+        "Counted when applied"); a rule never counted has no series or 0."""
+        pattern = r'(?m)^mailtap_faults_injected_total\{rule="%s",type="%s"\} %d(\.0)?$' % (
+            re.escape(rule), re.escape(fault_type), count)
+        metrics = self.metrics(m)
+        if count == 0 and 'rule="%s"' % rule not in metrics:
+            return
+        self.assertRegex(metrics, pattern)
+
     def assertFaults(self, cap, expected):
         """The capture's fault records are exactly `expected` (rule, fault_type, decision, phase)."""
         self.assertEqual(fault_summary(cap), expected, fault_records(cap))
@@ -1185,6 +1204,41 @@ type = "split_dot_withhold"
         self.assertTrue(wait_until(lambda: search() == [cap.header["session"]], 10), "never indexed")
         self.assertEqual(search("--rule", "cscds90792"), [], "a rule that never acted is found by --rule")
 
+    def test_split_dot_withhold_acts_at_most_max_count_times_in_sessions_armed_at_once(self):
+        """A review: split_dot_withhold reserved nothing when a session armed it, so every session
+        armed before the first split dot withheld one, past max_count. It is reserved as it acts:
+        with max_count = 1 and two sessions armed at once, the second split dot is passed on and
+        its message delivered (policies/README.md "Counted when applied")."""
+        rec = self.start_recorder()
+        m = self.relay('''
+[[fault]]
+name = "cscds90792"
+type = "split_dot_withhold"
+max_count = 1
+''', rec)
+        first = self.open_transaction(m.port)
+        second = self.open_transaction(m.port)   # both armed before either dot splits
+
+        def split_dot(c, message):
+            c.send(message + b".")
+            time.sleep(0.5)
+            c.send(b"\r\n")
+
+        split_dot(first, make_message("<split-first@example.test>"))
+        self.assertEqual(recv_outcome(first.sock, 2), ("timeout", b""), "the first split dot is withheld")
+        message = make_message("<split-second@example.test>")
+        split_dot(second, message)
+        self.assertReply(second.reply(10), 250)
+        self.quit(second)
+        first.close()
+        self.assertEqual([x["data"] for x in rec.wait_for(1)], [message])
+        caps = sorted(m.wait_captures(2), key=lambda cap: cap.header["session"])
+        self.assertEqual([fault_summary(cap) for cap in caps],
+                         [[("cscds90792", "split_dot_withhold", "stall", "data_end")], []])
+        self.assertTrue(any("rule cscds90792 not applied: its max_count is used up" in n for n in caps[1].notes),
+                        caps[1].notes)
+        self.assertInjectedTotal(m, "cscds90792", "split_dot_withhold", 1)
+
     def test_session_wide_rule_with_nth_session(self):
         rec = self.start_recorder()
         m = self.relay('''
@@ -1359,13 +1413,7 @@ max_count = 1
         self.assertEqual([t["outcome"] for t in caps[1].transactions], ["delivered"])
         delivered = [msg for conn in up.all_connections() for msg in conn.messages]
         self.assertEqual(len(delivered), 1, delivered)
-        conn = http.client.HTTPConnection(LOOPBACK, m.admin_port(), timeout=20)
-        try:
-            conn.request("GET", "/metrics")
-            metrics = conn.getresponse().read().decode("utf-8")
-        finally:
-            conn.close()
-        self.assertRegex(metrics, r'(?m)^mailtap_faults_injected_total\{rule="void",type="blackhole"\} 1(\.0)?$')
+        self.assertInjectedTotal(m, "void", "blackhole", 1)
 
     def test_quota_421_closes_the_connection(self):
         m = self.relay('''

@@ -489,7 +489,8 @@ client = "10.0.0.0/8"
 }
 
 // Issue 14 item 14: split_dot_withhold is planned for every session but counts (and uses up
-// max_count) only when the relay says it withheld a dot; other plan rules count at plan time.
+// max_count) only when the relay withheld a dot (reserved as it acts, counted with its record);
+// other plan rules count at plan time.
 TEST_F(Policies, SplitDotWithholdCountsWhenItActs) {
   load(R"(
 [[fault]]
@@ -506,10 +507,38 @@ type = "split_dot_withhold"
   EXPECT_TRUE(second->plan_session().withhold_split_dot);
   EXPECT_EQ(count_of("slow-link"), 2u);
   EXPECT_EQ(count_of("pix-dot"), 0u) << "planned twice, withheld nothing yet";
-  second->plan_rule_acted("pix-dot");
+  EXPECT_TRUE(second->reserve_plan_rule("pix-dot"));
+  EXPECT_EQ(count_of("pix-dot"), 0u) << "reserved, not yet applied";
+  second->applied("pix-dot");
   EXPECT_EQ(count_of("pix-dot"), 1u);
-  second->plan_rule_acted("slow-link");   // not a type that counts when acting: ignored
+  EXPECT_FALSE(second->reserve_plan_rule("slow-link"));   // not a type that counts when acting
+  second->applied("slow-link");
   EXPECT_EQ(count_of("slow-link"), 2u);
+}
+
+// A review: split_dot_withhold reserved nothing when armed, so every session armed before the
+// first split dot withheld one, past max_count. Reserved as it acts, it acts max_count times;
+// a reservation the session never applied is given back.
+TEST_F(Policies, SplitDotWithholdArmedInSessionsAtOnceActsAtMostMaxCountTimes) {
+  load(R"(
+[[fault]]
+name = "pix-dot"
+type = "split_dot_withhold"
+max_count = 1
+)");
+  auto first = engine_->open_session(1, "192.0.2.1:1");
+  auto second = engine_->open_session(2, "192.0.2.1:2");
+  EXPECT_TRUE(first->plan_session().withhold_split_dot);
+  EXPECT_TRUE(second->plan_session().withhold_split_dot);
+  EXPECT_TRUE(second->reserve_plan_rule("pix-dot"));
+  EXPECT_FALSE(first->reserve_plan_rule("pix-dot")) << "max_count = 1 is held by the other session";
+  second.reset();   // ended before it applied it: given back uncounted
+  EXPECT_EQ(count_of("pix-dot"), 0u);
+  EXPECT_TRUE(first->reserve_plan_rule("pix-dot"));
+  first->applied("pix-dot");
+  EXPECT_EQ(count_of("pix-dot"), 1u);
+  EXPECT_FALSE(first->reserve_plan_rule("pix-dot")) << "spent";
+  EXPECT_FALSE(engine_->open_session(3, "192.0.2.1:3")->plan_session().withhold_split_dot) << "spent: not armed";
 }
 
 TEST_F(Policies, CapabilitiesEditTheEhloReply) {

@@ -65,7 +65,10 @@ class scripted_advisor : public fault_advisor {
     ++plans;
     return plan;
   }
-  void plan_rule_acted(std::string_view rule) override { acted.emplace_back(rule); }
+  bool reserve_plan_rule(std::string_view rule) override {
+    acted.emplace_back(rule);
+    return !plan_rule_spent;
+  }
   void applied(std::string_view rule) override { applied_rules.emplace_back(rule); }
   void not_applied(std::string_view rule) override { dropped_rules.emplace_back(rule); }
   fault_decision decide(const fault_query& q) override {
@@ -105,7 +108,8 @@ class scripted_advisor : public fault_advisor {
 
   session_plan plan;
   int plans = 0;
-  std::vector<std::string> acted;   // plan rules the relay said acted (plan_rule_acted)
+  std::vector<std::string> acted;   // plan rules the relay reserved as they were to act (reserve_plan_rule)
+  bool plan_rule_spent = false;     // reserve_plan_rule answers that its max_count is used up
   std::vector<std::string> applied_rules;   // decided rules the relay applied (applied)
   std::vector<std::string> dropped_rules;   // decided rules it dropped without applying them (not_applied)
   std::vector<seen_query> queries;
@@ -1872,6 +1876,24 @@ TEST_F(FaultFsm, SplitDotWithholdCountsWhenItActsNotPerSession) {
   client("\r\n");   // split: withheld
   EXPECT_EQ(fsm_->stats().faults_injected, 1u);
   EXPECT_THAT(adv_->acted, ElementsAre("pix/split-dot"));
+  EXPECT_THAT(adv_->applied_rules, ElementsAre("pix/split-dot")) << "reserved as it acts, counted with its record";
+}
+
+// A review: armed at connect with nothing reserved, so sessions armed at once each withheld a
+// dot past max_count. It is reserved as it acts; spent by then, it passes the end of data.
+TEST_F(FaultFsm, ASplitDotWithholdRuleSpentWhenTheDotSplitsPassesTheEndOfData) {
+  adv_->plan.withhold_split_dot = true;
+  adv_->plan.rules = {{"pix/split-dot", "split_dot_withhold"}};
+  adv_->plan_rule_spent = true;
+  open_data();
+  client("body\r\n.");
+  EXPECT_THAT(client("\r\n"), ElementsAre(to_upstream(".\r\n")));
+  EXPECT_THAT(upstream("250 2.0.0 Ok\r\n"), ElementsAre(to_client("250 2.0.0 Ok\r\n")));
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+  EXPECT_THAT(adv_->acted, ElementsAre("pix/split-dot")) << "asked when the dot split";
+  EXPECT_THAT(obs_->faults, IsEmpty()) << obs_->all_faults();
+  EXPECT_EQ(fsm_->stats().faults_injected, 0u);
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("rule pix/split-dot not applied: its max_count is used up")));
 }
 
 TEST_F(FaultFsm, OtherPlanRulesStillCountAtConnect) {
