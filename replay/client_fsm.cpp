@@ -343,10 +343,7 @@ void client_fsm::advance(std::uint64_t now_us) {
         res.note = "not sent: the line has " + std::string(why) + " (the relay refused it and never forwarded it)";
         settle(i + 1, now_us);
         ++next_;
-        // The relay closed the session with its refusal: what the client sent after it was never read.
-        if (session_closed_at(i))
-          stop_sending(i + 1, now_us, "not sent: the relay closed the session with its reply to the refused line "
-                                      "before, and never read what the recorded client sent after it");
+        stop_where_the_session_closed(i, now_us);
         continue;
       }
     }
@@ -369,6 +366,7 @@ void client_fsm::advance(std::uint64_t now_us) {
       if (auth_skipping_) {
         settle(i + 1, now_us);
         ++next_;
+        stop_where_the_session_closed(i, now_us);
         continue;
       }
     }
@@ -378,6 +376,7 @@ void client_fsm::advance(std::uint64_t now_us) {
       break;
     }
     send_step(i, now_us);
+    stop_where_the_session_closed(i, now_us);
   }
   if (!finished_ && !tls_pending_ && next_ == steps_.size() && inflight_.empty()) {
     finished_ = true;
@@ -387,14 +386,27 @@ void client_fsm::advance(std::uint64_t now_us) {
   arm(now_us);
 }
 
-// The relay's own reply to step i ended the recorded session: no later step has a reply, no
-// reply came after it, and the client did not end the session.
+// The relay's own reply to step i (or a fault rule's) ended the recorded session: no later step
+// has a reply, no reply came after it, and the client did not end the session.
 bool client_fsm::session_closed_at(std::size_t i) const {
   const step& st = *steps_[i];
-  if (!st.reply || st.reply->source != reply_source::relay || !script_.unsolicited.empty()) return false;
+  if (!st.reply || !script_.unsolicited.empty()) return false;
+  if (st.reply->source != reply_source::relay && st.reply->source != reply_source::injected) return false;
   if (script_.end_reason.empty() || script_.ended_by_client()) return false;
   return std::none_of(steps_.begin() + static_cast<std::ptrdiff_t>(i) + 1, steps_.end(),
                       [](const step* later) { return later->reply.has_value(); });
+}
+
+// Where the relay ended the recorded session with its reply to step i (a refused line, the
+// refusal that reached its error limit, a fault's reply_and_close), it never read what its
+// client had sent behind that step, nor did the destination get it: not sent either.
+void client_fsm::stop_where_the_session_closed(std::size_t i, std::uint64_t now_us) {
+  if (next_ >= steps_.size() || !session_closed_at(i)) return;
+  const recorded_reply& r = *steps_[i]->reply;
+  const std::string who = r.source == reply_source::injected ? "the fault rule '" + r.rule + "'" : "the relay";
+  stop_sending(next_, now_us, "not sent: " + who + " ended the recorded session with its reply " +
+                                  std::to_string(r.reply.code) + " to an earlier step (" + script_.end_reason +
+                                  "), and never read what the recorded client sent behind that step");
 }
 
 // Steps `from` on are not sent (`why`); the connection closes once the replies still owed are in.
@@ -422,11 +434,19 @@ std::string client_fsm::auth_bytes(std::size_t i) {
 
 void client_fsm::send_step(std::size_t i, std::uint64_t now_us) {
   const step& st = *steps_[i];
-  // An unfinished step goes out as recorded (an AUTH line in it is masked there).
-  const std::string bytes = st.auth && !st.unfinished ? auth_bytes(i) : st.bytes;
+  // An unfinished step goes out as recorded (an AUTH line in it is masked there); a message as
+  // the relay forwarded it to the recorded destination (script.hpp `relayed`).
+  const bool as_relayed = st.kind == step_kind::message && !st.relayed.empty();
+  const std::string bytes = st.auth && !st.unfinished ? auth_bytes(i) : as_relayed ? st.relayed : st.bytes;
   actions_.push_back(protocol::send_bytes{protocol::leg::upstream, bytes, st.auth});
   sent_at_[i] = std::max<std::uint64_t>(now_us, 1);
   ++next_;
+  if (as_relayed && st.relayed != st.bytes)
+    results_[i + 1].note = "sent as the relay forwarded it to the recorded destination (" +
+                           std::to_string(st.relayed.size()) + " bytes; bare_eol = " +
+                           std::string(protocol::to_string(script_.bare_eol)) +
+                           ": each bare CR or LF a CRLF, each NUL a space), not as its client sent it (" +
+                           std::to_string(st.bytes.size()) + " bytes)";
   // The recording ended before this step's reply. If its client left first (or the step is
   // unfinished, or the capture has no end record), there is nothing to compare: sent, and the
   // connection closes after it as the recorded one did. Otherwise its server side closed on
@@ -434,11 +454,13 @@ void client_fsm::send_step(std::size_t i, std::uint64_t now_us) {
   if (!st.reply && (st.unfinished || script_.ended_by_client() || script_.end_reason.empty())) {
     auto& res = results_[i + 1];
     res.status = step_status::sent;
-    res.note = st.unfinished ? "sent as recorded, unfinished: the recorded session ended inside this step"
-               : script_.end_reason.empty()
-                   ? "sent; the capture ends before a reply (it has no end record), so nothing is compared"
-                   : "sent; the recorded client closed before a reply came (" + script_.end_reason +
-                         "), so nothing is compared";
+    const std::string why =
+        st.unfinished ? "sent as recorded, unfinished: the recorded session ended inside this step"
+        : script_.end_reason.empty()
+            ? "sent; the capture ends before a reply (it has no end record), so nothing is compared"
+            : "sent; the recorded client closed before a reply came (" + script_.end_reason +
+                  "), so nothing is compared";
+    res.note = res.note.empty() ? why : res.note + "; " + why;
     settle(i + 1, now_us);
     return;
   }

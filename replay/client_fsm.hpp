@@ -1,17 +1,19 @@
 // The replay client machine: re-drives the recorded client side of a script
 // (replay/script.hpp) against a live server and compares each reply with the recorded one.
-// It sends each step's bytes as recorded (commands, messages, BDAT chunks), waits where the
-// recorded client waited (a pipelined group goes out together, RFC 2920), pauses as the
-// recorded client paused (scaled by the timing), secures the connection where STARTTLS was
-// answered 220, and runs AUTH only with credentials it is given (captures hold no secrets).
-// A message whose DATA the live server did not answer 354 is not sent; one the destination
-// never got whole (step::withheld) goes only as far as the relay forwarded it, and the
-// connection closes without its end, so that nothing is delivered that the recorded
-// destination never received; a command line the relay refused is not sent. Where the recording
-// ends without a reply, it sends and closes if the recorded client left first, and otherwise
-// expects the live server to close as the recorded one did. It answers in
-// protocol/action.hpp's vocabulary on the upstream leg: send_bytes, start_tls, arm_timer,
-// close_leg. Sans-I/O: times come in with every event. Single-threaded.
+// It sends each step's bytes as recorded (commands, BDAT chunks) and each message as the relay
+// forwarded it to the recorded destination (under bare_eol normalize, a CRLF where the client
+// sent a bare LF), waits where the recorded client waited (a pipelined group goes out together,
+// RFC 2920), pauses as the recorded client paused (scaled by the timing), secures the
+// connection where STARTTLS was answered 220, and runs AUTH only with credentials it is given
+// (captures hold no secrets). A message whose DATA the live server did not answer 354 is not
+// sent; one the destination never got whole (step::withheld) goes only as far as the relay
+// forwarded it, and the connection closes without its end, so that nothing is delivered that
+// the recorded destination never received; a command line the relay refused is not sent, nor
+// anything behind a step whose reply from the relay (or a fault rule) ended the recorded
+// session. Where the recording ends without a reply, it sends and closes if the recorded client
+// left first, and otherwise expects the live server to close as the recorded one did. It
+// answers in protocol/action.hpp's vocabulary on the upstream leg: send_bytes, start_tls,
+// arm_timer, close_leg. Sans-I/O: times come in with every event. Single-threaded.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -88,6 +90,7 @@ class client_fsm {
   bool ready_to_send(std::size_t i, std::uint64_t now_us, std::uint64_t& due_us) const;
   void send_step(std::size_t i, std::uint64_t now_us);
   bool session_closed_at(std::size_t i) const;
+  void stop_where_the_session_closed(std::size_t i, std::uint64_t now_us);
   void stop_sending(std::size_t from, std::uint64_t now_us, const std::string& why);
   std::string auth_bytes(std::size_t i);
   void take_reply(protocol::reply r, std::uint64_t now_us);

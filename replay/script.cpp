@@ -336,6 +336,30 @@ std::string why_withheld(const step& st, const step* before, const std::vector<c
   return s.end_reason.empty() ? "the capture ends inside it" : "the session ended: " + s.end_reason;
 }
 
+// A message as the relay sends it on: framed in the capture's bare_eol mode, its end ".\r\n"
+// once found; after a refusal (a bare CR or LF or a NUL under strict), what went before it.
+struct relay_copy {
+  std::string bytes;
+  bool refused = false;
+};
+relay_copy copy_relayed(std::string_view message, protocol::bare_eol_mode eol) {
+  relay_copy out;
+  protocol::data_framer framer(eol);
+  framer.feed(message, out.bytes);
+  out.refused = framer.fault() != protocol::data_fault::none;
+  if (framer.ended() && !out.refused) out.bytes += ".\r\n";
+  return out;
+}
+
+// Keeps each whole message's relayed copy (step::relayed).
+void keep_relayed_messages(script& s) {
+  for (auto& st : s.steps) {
+    if (st.kind != step_kind::message) continue;
+    relay_copy copy = copy_relayed(st.bytes, s.bare_eol);
+    if (!copy.refused) st.relayed = std::move(copy.bytes);
+  }
+}
+
 // Marks the messages and BDAT chunks whose end never went to the destination (step::withheld),
 // from the capture's upstream leg (`upstream`: every upstream/out byte in file order), where
 // the recording holds no reply of the destination to them.
@@ -359,10 +383,9 @@ void mark_withheld(script& s, const std::vector<std::size_t>& starts, const time
     std::string_view window;
     bool refused = false;
     if (st.kind == step_kind::message) {
-      protocol::data_framer framer(eol);
-      framer.feed(st.bytes, expected);
-      refused = framer.fault() != protocol::data_fault::none;
-      if (framer.ended() && !refused) expected += ".\r\n";
+      relay_copy copy = copy_relayed(st.bytes, eol);
+      expected = std::move(copy.bytes);
+      refused = copy.refused;
       // Its DATA was answered 354 by the destination: the relay is in the message upstream,
       // and what it sends next is its copy. A 354 of the relay's own (a fault that answers the
       // message itself) means the upstream never saw DATA.
@@ -379,6 +402,7 @@ void mark_withheld(script& s, const std::vector<std::size_t>& starts, const time
     if (!refused && window.starts_with(expected)) continue;   // all of it went, its end included
     st.withheld = true;
     st.forwarded = common_prefix(window, expected);
+    st.relayed.clear();
     st.withheld_why = why_withheld(st, before, notes, s);
   }
 }
@@ -453,6 +477,7 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
   if (!replies.empty()) s.banner = replies.front();
   splitter split(in, replies, eol);
   split.run(s);
+  keep_relayed_messages(s);
   mark_withheld(s, split.starts, in, upstream, notes, eol);
   const std::size_t answered = 1 + s.steps.size();
   if (replies.size() > answered)

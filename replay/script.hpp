@@ -81,6 +81,12 @@ struct step {
   bool withheld = false;
   std::string forwarded;
   std::string withheld_why;           // what the capture says of it: the relay's note, or its reply's maker
+  // A message as the relay sent it on to the destination (protocol/data_framer.hpp, in the
+  // script's bare_eol mode: under normalize each bare CR or LF a CRLF and a NUL a space; its end
+  // ".\r\n" once found): what a replay client sends in its place, so that a live server reads
+  // the message, and its end, as the recorded destination did. Empty for other steps, for an
+  // unfinished message (sent as recorded) and for a withheld one (`forwarded` says what went).
+  std::string relayed;
 
   // The recorded delay of its reply: from the step's last byte to the reply.
   std::uint64_t reply_delay_us() const { return reply && reply->t_us > done_us ? reply->t_us - done_us : 0; }

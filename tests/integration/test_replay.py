@@ -565,6 +565,75 @@ class ReplayClientTest(ReplayTest):
         heard = seen.wait_captures(1)[0]
         self.assertNotIn(b"MAIL", heard.bytes_of("client", "in"))
 
+    def test_a_message_the_relay_normalized_is_delivered_by_the_replay_to_a_server_that_refuses_bare_lf(self):
+        """Under --bare-line-endings normalize the relay forwarded a client's bare-LF message
+        ("body\n.\n") as "body\r\n.\r\n"; the replay sent the client's bytes, so a server that
+        ends data only at CRLF.CRLF (Postfix with smtpd_forbid_bare_newline) never saw the end
+        of data and the replay reported no_reply. It now sends the message as the recorded
+        destination received it."""
+        upstream = ScriptedAnswers()
+        self.addCleanup(upstream.stop)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, upstream.port),
+                               args=["--bare-line-endings", "normalize"], env=self.env)
+        c = self.greeted_client(m.port, "c.test")
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(b"Subject: x\r\n\r\nbody\n..dot\n.\n")
+        self.assertReply(c.reply(), 250)
+        self.assertReply(c.command("QUIT"), 221)
+        cap = m.wait_captures(1)[0]
+        self.assertEqual(cap.header["bare_eol"], "normalize")
+        self.assertEqual(upstream.wait_for_connections(1)[0].wire_messages, [b"Subject: x\r\n\r\nbody\r\n..dot\r\n"])
+        # A live server that ends data only at CRLF.CRLF; it hangs up after 20 s, so that the
+        # replay ends sooner than its 120 s reply timeout where the end of data never comes.
+        strict = ScriptedAnswers(lifetime=scaled(20))
+        self.addCleanup(strict.stop)
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, strict.port), "--json")
+        doc = json.loads(r.stdout)
+        message = [s for s in doc["steps"] if s["stage"] == "data_end"][0]
+        self.assertEqual((message["status"], (message["live"] or {}).get("code")), ("matched", 250), r.stdout)
+        self.assertIn("as the relay forwarded it", message["note"])
+        self.assertEqual(doc["counts"].get("no_reply", 0), 0, r.stdout)
+        self.assertEqual((r.returncode, doc["result"]), (0, "matched"), r.stdout)
+        conn = strict.wait_for_connections(1)[0]
+        self.assertEqual(conn.wire_messages, [b"Subject: x\r\n\r\nbody\r\n..dot\r\n"])
+        self.assertEqual(conn.commands[-1], b"QUIT")
+
+    def test_nothing_the_client_pipelined_behind_the_line_the_relay_closed_on_is_replayed(self):
+        """The 20th command the relay refused (19 XCLIENT lines, then a line past the 2048 bytes
+        it takes) reached its error limit: 421 4.7.0 in that line's place, the session closed,
+        and the MAIL, RCPT and DATA the client had pipelined behind it never read nor forwarded.
+        The replay stopped only after lines it does not send itself, so it sent them."""
+        upstream = ScriptedAnswers()
+        self.addCleanup(upstream.stop)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, upstream.port), env=self.env)
+        c = self.greeted_client(m.port, "c.test")
+        c.send(b"XCLIENT ADDR=10.0.0.1\r\n" * 19 + b"NOOP " + b"x" * 2100 + b"\r\n" +
+               b"MAIL FROM:<a@example.test>\r\nRCPT TO:<%s>\r\nDATA\r\n" % TO.encode())
+        for _ in range(19):
+            self.assertReply(c.reply(), 500, "5.5.1")
+        self.assertReply(c.reply(), 421, "4.7.0")
+        self.assertEqual(c.read_to_eof(), b"")
+        cap = m.wait_captures(1)[0]
+        self.assertEqual(cap.end["reason"], "protocol_error")
+        self.assertNotIn(b"MAIL", b"".join(upstream.wait_for_connections(1)[0].commands))
+        live = ScriptedAnswers()
+        self.addCleanup(live.stop)
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, live.port), "--json")
+        doc = json.loads(r.stdout)
+        behind = [s for s in doc["steps"] if s["stage"] in ("mail", "rcpt", "data")]
+        self.assertEqual([s["status"] for s in behind], ["skipped"] * 3, r.stdout)
+        self.assertIn("421", behind[0]["note"])
+        conn = live.wait_for_connections(1)[0]
+        self.assertTrue(conn.closed.wait(10))
+        self.assertNotIn(b"MAIL", conn.raw)
+        self.assertNotIn(b"XCLIENT", conn.raw)
+        # The long line went (the relay's 421 is its own: the live server's 250 diverges from it).
+        noop = [s for s in doc["steps"] if s["text"].startswith("NOOP")][0]
+        self.assertEqual((noop["status"], noop["recorded"]["code"], noop["live"]["code"]), ("diverged", 421, 250))
+        self.assertEqual((r.returncode, doc["result"]), (1, "diverged"), r.stdout)
+
     def test_replay_against_a_rejecting_sink_names_the_rcpt_reply(self):
         sink = self.start_smtp_sink(dump=False)
         cap = self.record(upstream="%s:%d" % (LOOPBACK, sink.port))[0]

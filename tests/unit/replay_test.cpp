@@ -1614,6 +1614,139 @@ TEST(ReplayServer, ALiveMessageEndsWhereTheRelayEndedItUnderItsBareLineEndingMod
   }
 }
 
+// A message the relay normalized (bare_eol = "normalize": a bare CR or LF forwarded as CRLF, a
+// NUL as a space) went to the recorded destination so; the replay client sent the client's
+// bytes instead, so a server that ends data only at CRLF.CRLF (Postfix with
+// smtpd_forbid_bare_newline) never saw the end of data, and the replay reported no_reply.
+TEST(ReplayClient, AMessageGoesOutAsTheRelayForwardedItToTheRecordedDestination) {
+  std::string as_sent = "Subject: x\r\n\r\nbody\nline\rwith";
+  as_sent += '\0';
+  as_sent += "nul\n..dot\n.\n";
+  const std::string as_relayed = "Subject: x\r\n\r\nbody\r\nline\r\nwith nul\r\n..dot\r\n.\r\n";
+  capture_builder b = up_to_data();
+  b.c.header.bare_eol = "normalize";
+  b.message(10000, as_sent)
+      .forwarded(10000, as_relayed)
+      .server(10100, "250 2.0.0 Ok: queued\r\n")
+      .client(10200, "QUIT\r\n")
+      .server(10300, "221 2.0.0 Bye\r\n")
+      .end(10300, "client_quit");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 6u);
+  EXPECT_EQ(s.steps[4].bytes, as_sent) << "the script keeps what the client sent (the replay server compares it)";
+  EXPECT_FALSE(s.steps[4].withheld);
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  auto out = converse(fsm, {live_up_to_data.begin(), live_up_to_data.end()});
+  EXPECT_EQ(out.back(), as_relayed);
+  const turn t = reply_to(fsm, "250 2.0.0 Ok: queued as Z\r\n", 100);
+  EXPECT_EQ(t.sent, "QUIT\r\n");
+  reply_to(fsm, "221 2.0.0 Bye\r\n", 110);
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_FALSE(fsm.diverged());
+  const auto& r = fsm.results();
+  ASSERT_EQ(r.size(), 7u);
+  EXPECT_EQ(r[5].status, step_status::matched);
+  EXPECT_NE(r[5].note.find("as the relay forwarded it"), std::string::npos) << r[5].note;
+
+  // Under raw (and strict, which refuses a bare CR or LF) the relay forwarded a message as the
+  // client sent it: so does the replay, with no note.
+  capture_builder kept = up_to_data();
+  kept.message(10000, "Subject: x\r\n\r\nbody\nmore\r\n.\r\n")
+      .forwarded(10000, "Subject: x\r\n\r\nbody\nmore\r\n.\r\n")
+      .server(10100, "250 2.0.0 Ok: queued\r\n")
+      .end(10200, "client_closed");
+  kept.c.header.bare_eol = "raw";
+  const script raw = kept.build();
+  ASSERT_EQ(raw.steps.size(), 5u);
+  client_fsm as_is(raw, o);
+  out = converse(as_is, {live_up_to_data.begin(), live_up_to_data.end()});
+  EXPECT_EQ(out.back(), "Subject: x\r\n\r\nbody\nmore\r\n.\r\n");
+  reply_to(as_is, "250 2.0.0 Ok: queued as Z\r\n", 100);
+  EXPECT_EQ(as_is.results()[5].status, step_status::matched);
+  EXPECT_EQ(as_is.results()[5].note, "");
+}
+
+// ------------------------------------------------ where the relay ended the recorded session
+
+namespace {
+
+// 19 lines the relay refused (XCLIENT, never forwarded), then a line past the 2048 bytes it takes,
+// the 20th refusal (README: the relay's error limit): the relay answered 421 4.7.0 in its place
+// and closed, never reading the MAIL, RCPT and DATA the client had pipelined behind it.
+capture_builder closed_at_the_error_limit() {
+  capture_builder b;
+  b.server(1000, "220 mx.test ESMTP\r\n").client(2000, "EHLO c.test\r\n").server(3000, ehlo_reply);
+  std::uint64_t t = 4000;
+  for (int i = 0; i < 19; ++i, t += 100)
+    b.client(t, "XCLIENT ADDR=10.0.0.1\r\n").relay(t + 50, "500 5.5.1 Command not recognized\r\n");
+  b.message(t, "NOOP " + std::string(2100, 'x') + "\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
+      .note(t, "command refused: line too long")
+      .note(t, "20 commands refused by the relay: session closed")
+      .relay(t, "421 4.7.0 mailtap Error: too many errors\r\n")
+      .end(t, "protocol_error");
+  return b;
+}
+
+}  // namespace
+
+// The relay closed the session on an otherwise safe line (the 20th refusal): the replay stopped
+// after lines it skips only, and sent the MAIL, RCPT and DATA the recorded client had pipelined
+// behind it, which neither the relay nor the destination ever saw.
+TEST(ReplayClient, NothingTheRecordedClientSentBehindTheLineTheRelayClosedOnIsSent) {
+  const script s = closed_at_the_error_limit().build();
+  ASSERT_EQ(s.steps.size(), 24u);
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  converse(fsm, {"220 sink ESMTP\r\n"});
+  const turn t = reply_to(fsm, ehlo_reply, 100);
+  EXPECT_EQ(t.sent, "NOOP " + std::string(2100, 'x') + "\r\n") << "the XCLIENT lines are not sent; nothing behind the NOOP";
+  EXPECT_EQ(t.sent.find("MAIL"), std::string::npos);
+  const auto& r = fsm.results();
+  ASSERT_EQ(r.size(), 25u);
+  for (std::size_t i = 22; i < 25; ++i) {
+    EXPECT_EQ(r[i].status, step_status::skipped) << r[i].text;
+    EXPECT_NE(r[i].note.find("421"), std::string::npos) << r[i].note;
+    EXPECT_NE(r[i].note.find("never read"), std::string::npos) << r[i].note;
+  }
+  const turn last = reply_to(fsm, "500 5.5.2 line too long\r\n", 200);
+  EXPECT_EQ(last.sent, "");
+  EXPECT_TRUE(last.closed);
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_EQ(r[21].status, step_status::diverged);   // the relay's own 421, which the live server need not say
+
+  // So where a fault rule's reply closed it (reply_and_close at RCPT): the DATA behind it is not sent.
+  capture_builder f;
+  f.server(1000, "220 mx.test ESMTP\r\n")
+      .client(2000, "EHLO c.test\r\n")
+      .server(3000, ehlo_reply)
+      .message(4000, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
+      .forwarded(4000, "MAIL FROM:<a@x>\r\n")
+      .server(4100, "250 2.1.0 Ok\r\n")
+      .relay(4200, "421 4.7.0 closing\r\n", "close-at-rcpt")
+      .end(4200, "fault");
+  const script closed = f.build();
+  ASSERT_EQ(closed.steps.size(), 4u);
+  client_fsm by_fault(closed, o);
+  converse(by_fault, {"220 sink ESMTP\r\n"});
+  const turn sent_group = reply_to(by_fault, ehlo_reply, 100);
+  EXPECT_EQ(sent_group.sent, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n");
+  EXPECT_EQ(by_fault.results()[4].status, step_status::skipped);
+  EXPECT_NE(by_fault.results()[4].note.find("close-at-rcpt"), std::string::npos) << by_fault.results()[4].note;
+
+  // Where the recorded client left first, or the destination's own reply was the last, the
+  // steps behind go on as before (sent; the live server is expected to close).
+  capture_builder d = f;
+  d.c.events.resize(d.c.events.size() - 3);   // the fault record, the relay's 421 and its reply record
+  d.server(4200, "421 4.7.0 too many errors\r\n");
+  const script by_destination = d.build();
+  client_fsm destination(by_destination, o);
+  converse(destination, {"220 sink ESMTP\r\n"});
+  EXPECT_EQ(reply_to(destination, ehlo_reply, 100).sent, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+}
+
 TEST(ReplayClient, ATargetNotReachedSaysWhy) {
   const script s = delivered().build();
   client_fsm fsm(s, client_options{});
