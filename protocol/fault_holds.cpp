@@ -433,7 +433,17 @@ void fault_holds::apply_command_fault(std::uint64_t now, std::string_view body, 
       break;
     case phase::ehlo:
     case phase::helo:
-    case phase::rset: ph = phase::other; break;   // not forwarded: the transaction is untouched
+    case phase::rset:
+      // Not forwarded: the upstream's transaction is untouched. A message a fault absorbs has
+      // none there (the relay's RSET went in its place): this reply aborts it, as the
+      // destination's to a forwarded RSET would (relay_fsm after_reply).
+      if (absorbing_ && open) {
+        open->sealed = true;
+        txn = open->id;
+      } else {
+        ph = phase::other;
+      }
+      break;
     default: break;
   }
   switch (d.what) {

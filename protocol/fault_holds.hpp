@@ -163,8 +163,8 @@ class fault_holds {
   void absorb_message() { absorbing_ = true; }
   void stop_absorbing() { absorbing_ = false; }
   // The client left the message a fault was to answer (RSET, EHLO or HELO, or MAIL opening
-  // another transaction; after a 503 to one of its chunks it must): the plan is given back and
-  // what the client sends next is its own, never absorbed.
+  // another transaction, whoever answers it; after a 503 to one of its chunks it must): the
+  // plan is given back and what the client sends next is its own, never absorbed.
   void end_absorbed_message() {
     absorbing_ = false;
     drop_end_plan();

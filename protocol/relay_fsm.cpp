@@ -623,8 +623,10 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
     return true;
   }
   line_arrived_us_ = arrived;
+  const bool anew = !drain_answers && begins_anew(parsed);
   if (drain_answers || !faults_.take_decided_line(now, line, parsed, decided))
     handle_command(now, line, parsed);   // else answered, stopped or masked
+  if (anew) client_began_anew();
   line_arrived_us_ = UINT64_MAX;
   return true;
 }
@@ -646,6 +648,22 @@ void relay_fsm::mask_auth_in_line(std::size_t line_start, std::string_view line)
   if (auth_open_) in_.mask(line_start, line_start + line.size());
   if (auto at = auth_initial_response_at(stripped_crlf(line)); at != std::string_view::npos)
     in_.mask(line_start + at, line_start + line.size());
+}
+
+bool relay_fsm::begins_anew(const parsed_command& parsed) {
+  if (parsed.fault != command_fault::none) return false;   // refused: nothing begins
+  switch (parsed.cmd.ph) {
+    case phase::rset:
+    case phase::ehlo:
+    case phase::helo: return true;
+    case phase::mail: return txns_.open() == nullptr;   // inside a transaction it is refused (503)
+    default: return false;
+  }
+}
+
+void relay_fsm::client_began_anew() {
+  faults_.end_absorbed_message();
+  bdat_message_refused_ = false;
 }
 
 void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed, bool announce) {
@@ -732,15 +750,11 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     case phase::mail:
       // A MAIL inside an open transaction gets the upstream's 503 and must not settle it.
       p.asked.txn = open ? 0 : begin_transaction(now, cmd);
-      if (!open) faults_.end_absorbed_message();   // a new transaction: nothing of an old message is absorbed
-      bdat_message_refused_ = false;
       break;
     case phase::rset:
     case phase::ehlo:
     case phase::helo:
       if (open) open->sealed = true;   // aborted when this command's reply arrives
-      faults_.end_absorbed_message();   // a chunked message a fault answered, left before its last chunk
-      bdat_message_refused_ = false;
       if (cmd.ph != phase::rset) upstream_chunking_ = false;   // until the reply to this one offers it
       break;
     case phase::data:

@@ -160,6 +160,12 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // `announce`: record the command event (false when the caller recorded the client's own line).
   void handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed,
                       bool announce = true) override;
+  // RSET, EHLO, HELO, or a MAIL opening a transaction: the client begins anew (RFC 3030 2 after
+  // a refused chunk), whoever answers it, the destination or a fault. Asked before the command
+  // is carried out; client_began_anew, after, ends a message a fault absorbs or whose chunk the
+  // upstream refused: what the client sends next is its own.
+  bool begins_anew(const parsed_command& parsed);
+  void client_began_anew();
   void note_auth_username(std::uint64_t now, std::string_view base64_response);
   void end_of_data(std::uint64_t now);
   // What follows the dot once the capture has settled: 451 4.3.0 if it failed, a fault's

@@ -709,6 +709,45 @@ sender = "void@*"
         self.assertEqual([t["outcome"] for t in cap.transactions], ["rejected", "delivered"], cap.transactions)
         self.assertFaults(cap, [])
 
+    def test_an_rset_another_fault_answers_ends_a_chunked_message_a_fault_absorbs(self):
+        # A review: the RSET that leaves an absorbed chunked message reached the hook that ends
+        # it only when forwarded; answered by a reply rule, the message stayed absorbed and the
+        # client's next message was answered by the stale fault (or went upstream empty).
+        ehlo = b"250-scripted.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n"
+        up = ScriptedAnswers({b"EHLO": ehlo})
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "void"
+type = "blackhole"
+sender = "void@*"
+
+[[fault]]
+name = "fake-rset"
+type = "reply"
+phase = "rset"
+code = 250
+enhanced = "2.0.0"
+text = "Ok"
+''', up)
+        c = self.greeted_client(m.port)
+        c.send(b"MAIL FROM:<void@example.test>\r\nRCPT TO:<%s>\r\nBDAT 2\r\nab" % TO.encode())
+        self.assertEqual([r.code for r in c.replies(3, 10)], [250, 250, 250])
+        self.assertReply(c.command("RSET"), 250)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        body = make_message("<after-fake-rset@example.test>", b"after-fake-rset-marker\r\n")
+        c.send(body + b".\r\n")
+        self.assertReply(c.reply(10), 250)
+        self.quit(c)
+        (conn,) = up.wait_for_connections(1)
+        wait_until(lambda: conn.messages, 10, "the message at the destination")
+        self.assertEqual(conn.messages, [body], "the next message reaches the destination whole")
+        cap = self.single_capture(m)
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["aborted", "delivered"], cap.transactions)
+        self.assertFaults(cap, [("fake-rset", "reply", "reply", "rset")])
+
     def test_data_end_reply_narrowed_by_recipient(self):
         rec = self.start_recorder()
         m = self.relay('''

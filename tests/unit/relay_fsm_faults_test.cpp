@@ -2276,5 +2276,58 @@ TEST_F(FaultFsm, AnAbsorbedChunkedMessageAbandonedWithRsetLeavesTheNextMessageAl
   EXPECT_THAT(cl_, EndsWith("250 2.0.0 Ok: queued as X\r\n"));
 }
 
+// A review: the RSET (EHLO, HELO) that ends an absorbed chunked message reached the hook only
+// when forwarded (handle_command); answered by another fault, the message stayed absorbed and
+// the client's next one was answered by the stale plan, never relayed. Now it ends whoever
+// answers it, and the absorbed transaction (the upstream has none: the relay's RSET went in its
+// place) is aborted by that answer.
+TEST_F(FaultFsm, AnAbsorbedChunkedMessageLeftWithACommandAFaultAnswersLeavesTheNextMessageAlone) {
+  for (const std::string leave : {"RSET", "EHLO client.example", "HELO client.example"}) {
+    SCOPED_TRACE(leave);
+    make();
+    greet_and_ehlo();
+    adv_->on(phase::data_end, fault_stage::command,
+             answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+    client(mail_from + rcpt_bob);
+    upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    client("BDAT 2\r\nab");
+    upstream("250 2.0.0 Ok\r\n");   // the relay's RSET
+    ASSERT_THAT(cl_, EndsWith("250 2.0.0 chunk accepted\r\n"));
+    const phase ph = leave == "RSET" ? phase::rset : leave.starts_with("EHLO") ? phase::ehlo : phase::helo;
+    adv_->on(ph, fault_stage::command, answer(verdict::reply, 250, "2.0.0", "Ok", "fake-ok", "reply"));
+    const std::string before = up_;
+    EXPECT_THAT(client(leave + "\r\n"), ElementsAre(to_client("250 2.0.0 Ok\r\n")));
+    EXPECT_EQ(up_, before) << "the fault answered it";
+    EXPECT_THAT(adv_->dropped_rules, ElementsAre("void")) << "the absorbed message's plan is given back";
+    client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello");
+    EXPECT_EQ(up_.substr(before.size()), mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello") << "relayed, not absorbed";
+    upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: queued as X\r\n");
+    EXPECT_THAT(cl_, EndsWith("250 2.0.0 Ok: queued as X\r\n"));
+    ASSERT_EQ(obs_->transactions.size(), 2u);
+    EXPECT_EQ(obs_->transactions[0].result, outcome::aborted);
+    EXPECT_EQ(obs_->transactions[1].result, outcome::delivered);
+    EXPECT_EQ(obs_->transactions[1].size, 5u);
+  }
+}
+
+// The same for a MAIL a fault answers after a 503 to a chunk before the last: the message the
+// 503 refused stays absorbed until the client begins anew, and a MAIL begins anew.
+TEST_F(FaultFsm, AMailAFaultAnswersAfterARefusedChunkEndsTheAbsorbedMessage) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command,
+           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n");
+  client("BDAT 2\r\nab");
+  upstream("250 2.0.0 Ok\r\n");   // the relay's RSET
+  ASSERT_THAT(cl_, EndsWith("503 5.5.1 No valid recipients\r\n"));
+  adv_->on(phase::mail, fault_stage::command, answer(verdict::reply, 250, "2.1.0", "Ok", "fake-ok", "reply"));
+  EXPECT_THAT(client(mail_from), ElementsAre(to_client("250 2.1.0 Ok\r\n")));
+  const std::string before = up_;
+  client(rcpt_bob + "BDAT 5 LAST\r\nhello");
+  EXPECT_EQ(up_.substr(before.size()), rcpt_bob + "BDAT 5 LAST\r\nhello") << "relayed, not absorbed";
+  EXPECT_THAT(cl_, Not(EndsWith("503 5.5.1 No valid recipients\r\n503 5.5.1 No valid recipients\r\n")));
+}
+
 }  // namespace
 }  // namespace mailtap::protocol
