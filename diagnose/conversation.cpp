@@ -28,6 +28,36 @@ bool fault_made(const captures::fault_event& f, const captures::reply_event& r) 
   return d.rfind(code, 0) == 0 || d.find(": " + code) != std::string::npos;
 }
 
+// The fault's detail is this very reply, text and all (protocol/fault_holds.cpp describes it
+// so): "250 2.0.0 Ok: queued as 4F2", or after "greeting: ". The relay's own replies around it
+// may share its code and time (a pipelined chunk's "250 2.0.0 chunk accepted").
+bool fault_names(const captures::fault_event& f, const captures::reply_event& r) {
+  if (!fault_made(f, r)) return false;
+  std::string said = std::to_string(r.reply.code);
+  if (!r.reply.enhanced.empty()) said += " " + r.reply.enhanced;
+  if (const std::string text = r.reply.text(); !text.empty()) said += " " + text;
+  const std::string& d = f.fault.detail;
+  return d == said || d.ends_with(": " + said);
+}
+
+// The fault that made each reply of `paired` the relay sent on its own (null for the rest):
+// first each fault whose detail is the reply's whole text, then by code the faults left, in
+// time order, so a reply of the same code that came first takes no other reply's fault.
+std::vector<const captures::fault_event*> faults_of(const std::vector<captures::paired_reply>& paired,
+                                                    std::vector<const captures::fault_event*> faults) {
+  std::vector<const captures::fault_event*> made_by(paired.size(), nullptr);
+  for (auto matches : {&fault_names, &fault_made})
+    for (std::size_t i = 0; i < paired.size(); ++i) {
+      const auto& p = paired[i];
+      if (made_by[i] || p.edit || p.reply->leg != protocol::leg::client) continue;
+      auto it = std::find_if(faults.begin(), faults.end(), [&](const auto* f) { return matches(*f, *p.reply); });
+      if (it == faults.end()) continue;
+      made_by[i] = *it;
+      faults.erase(it);
+    }
+  return made_by;
+}
+
 // The rewrite a verb filter records as it overwrites a client's command with X
 // (protocol/fault_holds.cpp, forward_masked_command): at the command's own time, naming its
 // verb ("command overwritten with X: AUTH"); pipelined commands share the time, not the verb.
@@ -122,8 +152,10 @@ conversation read_conversation(const captures::capture& c) {
       if (is_reply_decision(f->fault.decision)) faults.push_back(f);
   const auto masks = masking_faults(conv.timeline);
   const auto paired = captures::pair_replies(conv.timeline);
+  const auto made_by = faults_of(paired, std::move(faults));
   conv.exchanges.reserve(paired.size());
-  for (const auto& p : paired) {
+  for (std::size_t i = 0; i < paired.size(); ++i) {
+    const auto& p = paired[i];
     exchange x;
     x.reply = p.reply;
     x.command = p.command;
@@ -133,17 +165,13 @@ conversation read_conversation(const captures::capture& c) {
     x.source = p.reply->leg == protocol::leg::upstream ? origin::server : origin::relay;
     if (x.source == origin::server && x.command && x.command->leg == protocol::leg::client)
       x.fault = masking_fault(masks, *x.command);
-    if (x.source == origin::relay && !x.edit) {
-      auto it = std::find_if(faults.begin(), faults.end(), [&](const auto* f) { return fault_made(*f, *p.reply); });
-      if (it != faults.end()) {
-        x.source = origin::injected;
-        x.fault = *it;
-        // The fault's phase is the stage it answered (a greeting at connect, the end of data).
-        if ((*it)->fault.ph == protocol::phase::connect || (*it)->fault.ph == protocol::phase::banner)
-          x.ph = protocol::phase::banner;
-        else if ((*it)->fault.ph == protocol::phase::data_end) x.ph = protocol::phase::data_end;
-        faults.erase(it);
-      }
+    if (const auto* f = made_by[i]) {
+      x.source = origin::injected;
+      x.fault = f;
+      // The fault's phase is the stage it answered (a greeting at connect, the end of data).
+      if (f->fault.ph == protocol::phase::connect || f->fault.ph == protocol::phase::banner)
+        x.ph = protocol::phase::banner;
+      else if (f->fault.ph == protocol::phase::data_end) x.ph = protocol::phase::data_end;
     }
     conv.exchanges.push_back(x);
   }

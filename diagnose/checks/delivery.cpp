@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "diagnose/checks.hpp"
+#include "diagnose/end_of_data.hpp"
 #include "diagnose/handoff.hpp"
 #include "diagnose/modes.hpp"
 #include "protocol/relay_fsm.hpp"
@@ -41,15 +42,9 @@ evidence_item transaction_evidence(const captures::transaction& t) {
 
 namespace {
 
-// The end-of-data exchange that closed `t` (its final reply, at the transaction's end).
-const exchange* end_reply(const conversation& c, const captures::transaction& t) {
-  const exchange* found = nullptr;
-  for (const auto& x : c.exchanges)
-    if (x.ph == protocol::phase::data_end && x.reply->t_us >= t.start_us && x.reply->t_us <= t.end_us) found = &x;
-  return found;
-}
+// `end` below is the end-of-data exchange that closed `t` (end_of_data.hpp), or null.
 
-void handed_off(const conversation& c, const captures::transaction& t, std::vector<finding>& out) {
+void handed_off(const captures::transaction& t, const exchange* end, std::vector<finding>& out) {
   finding f;
   f.id = "handoff";
   f.level = severity::info;
@@ -58,10 +53,10 @@ void handed_off(const conversation& c, const captures::transaction& t, std::vect
   const auto& fr = *t.final_reply;
   f.reply = final_reply_ref(fr);
   std::string full = one_line(fr.text);
-  if (const exchange* x = end_reply(c, t)) {
+  if (end) {
     full.clear();
-    for (const auto& l : x->reply->reply.lines) full += (full.empty() ? "" : " ") + l;
-    f.evidence = evidence_of(*x);
+    for (const auto& l : end->reply->reply.lines) full += (full.empty() ? "" : " ") + l;
+    f.evidence = evidence_of(*end);
   }
   f.evidence.push_back(transaction_evidence(t));
   std::string who;
@@ -82,7 +77,7 @@ void handed_off(const conversation& c, const captures::transaction& t, std::vect
   out.push_back(std::move(f));
 }
 
-void blackholed(const conversation& c, const captures::transaction& t, std::vector<finding>& out) {
+void blackholed(const conversation& c, const captures::transaction& t, const exchange* end, std::vector<finding>& out) {
   const mode_text& m = mode("blackhole");
   finding f;
   f.id = std::string(m.id);
@@ -93,7 +88,7 @@ void blackholed(const conversation& c, const captures::transaction& t, std::vect
   f.action = std::string(m.action);
   f.source = origin::relay;
   if (t.final_reply) f.reply = final_reply_ref(*t.final_reply);
-  if (const exchange* x = end_reply(c, t)) f.evidence = evidence_of(*x);
+  if (end) f.evidence = evidence_of(*end);
   f.evidence.push_back(transaction_evidence(t));
   finding& held = merge_finding(out, std::move(f));
   if (const auto* fe = first_fault(c, [](const protocol::fault_event& x) { return x.decision == "blackhole"; }))
@@ -138,7 +133,7 @@ const captures::event* closed_before_reply(const conversation& c, const captures
 // RFC 1047: the sender stopped waiting for the reply to its end of data and closed; the
 // destination accepted the message after that. The sender never saw the 2xx, so it holds the
 // message as not sent and sends it again: delivered twice.
-void delivered_after_sender_left(const conversation& c, const captures::transaction& t, const captures::event& closed,
+void delivered_after_sender_left(const captures::transaction& t, const exchange* end, const captures::event& closed,
                                  std::vector<finding>& out) {
   finding f;
   f.id = "duplicate_delivery";
@@ -147,8 +142,7 @@ void delivered_after_sender_left(const conversation& c, const captures::transact
   f.source = origin::client;
   const auto& fr = *t.final_reply;
   f.reply = final_reply_ref(fr);
-  const exchange* x = end_reply(c, t);
-  const std::uint64_t sent_end_us = x && x->command ? x->command->t_us : t.start_us;
+  const std::uint64_t sent_end_us = end && end->command ? end->command->t_us : t.start_us;
   const std::uint64_t closed_us = captures::event_time(closed);
   const auto seconds = [](std::uint64_t us) { return std::to_string((us + 500'000) / 1'000'000) + " s"; };
   f.title = "delivered after the sender gave up: it will send the message again";
@@ -161,8 +155,8 @@ void delivered_after_sender_left(const conversation& c, const captures::transact
   f.action = "Make the sender wait for the reply to the end of data (RFC 5321 4.5.3.2.6: 10 minutes), or find why "
              "the destination took so long to answer (a content scan, a slow queue).";
   f.evidence.push_back(evidence_of(closed));
-  if (x) {
-    auto more = evidence_of(*x);
+  if (end) {
+    auto more = evidence_of(*end);
     f.evidence.insert(f.evidence.end(), more.begin(), more.end());
   }
   f.evidence.push_back(transaction_evidence(t));
@@ -172,14 +166,16 @@ void delivered_after_sender_left(const conversation& c, const captures::transact
 }  // namespace
 
 void check_delivery(const conversation& c, std::vector<finding>& out) {
-  for (const auto& t : c.cap->transactions) {
+  const auto ends = end_of_data_replies(c);
+  for (std::size_t i = 0; i < c.cap->transactions.size(); ++i) {
+    const auto& t = c.cap->transactions[i];
     if (t.result == protocol::outcome::blackholed ||
         (t.synthesized && t.final_reply && t.final_reply->code / 100 == 2))
-      blackholed(c, t, out);
+      blackholed(c, t, ends[i], out);
     else if (t.result == protocol::outcome::unknown && !t.rebuilt) ambiguous(c, t, out);   // else capture_incomplete
     else if (t.result == protocol::outcome::delivered && t.final_reply) {
-      handed_off(c, t, out);
-      if (const auto* closed = closed_before_reply(c, t)) delivered_after_sender_left(c, t, *closed, out);
+      handed_off(t, ends[i], out);
+      if (const auto* closed = closed_before_reply(c, t)) delivered_after_sender_left(t, ends[i], *closed, out);
     }
   }
 }

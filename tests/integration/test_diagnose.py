@@ -587,6 +587,59 @@ class BlackholedBdat(DiagnoseTest):
         self.blackholed(2)
 
 
+class PipelinedBdatTransactions(DiagnoseTest):
+    """Transactions pipelined with BDAT (RFC 3030 allows it) share their times in the capture, so
+    each finding cites the reply that closed its own transaction: the one that carries the
+    transaction's final reply. A QA trial: the first message's hand-off named the blackholed
+    second message's fake queue id, and a blackhole cited a chunk of the message before it."""
+
+    def relay_with(self, rule):
+        rules = self.write_file("bh.toml", b'[[fault]]\nname = "bh"\ntype = "blackhole"\n' + rule)
+        return self.start_mailtap(args=["--scenario", rules], env=self.env)
+
+    def texts(self, f):
+        return [e["text"] for e in f["evidence"]]
+
+    def test_the_delivered_message_before_a_blackholed_one_keeps_its_queue_id(self):
+        m = self.relay_with(b"nth_transaction = 2\n")
+        c = self.greeted_client(m.port)
+        c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.com>\r\nBDAT 5 LAST\r\nhello"
+               b"MAIL FROM:<a2@example.test>\r\nRCPT TO:<b2@example.com>\r\nBDAT 6 LAST\r\nworld!")
+        self.assertEqual([r.code for r in c.replies(6)], [250] * 6)
+        self.quit(c)
+        cap = self.single_capture(m)
+        first, second = cap.transactions
+        self.assertEqual((first["outcome"], second["outcome"]), ("delivered", "blackholed"))
+        rc, doc = diagnose(cap.path)
+        self.assertEqual(rc, 1, ids(doc))
+        handoff = finding(doc, "handoff")
+        sink_id = first["final_reply"]["text"].split("queued as ")[1]
+        fake_id = second["final_reply"]["text"].split("queued as ")[1]
+        self.assertEqual(handoff["queue_id"], sink_id, handoff)
+        self.assertIn("C> BDAT 5 LAST", self.texts(handoff))
+        self.assertFalse([t for t in self.texts(handoff) if fake_id in t], handoff["evidence"])
+        self.assertIn("C> BDAT 6 LAST", self.texts(finding(doc, "blackhole")))
+
+    def test_a_blackhole_after_a_message_left_with_rset_cites_its_own_chunk(self):
+        m = self.relay_with(b"")
+        c = self.greeted_client(m.port)
+        c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.com>\r\nBDAT 5\r\nhelloRSET\r\n"
+               b"MAIL FROM:<a2@example.test>\r\nRCPT TO:<b2@example.com>\r\nBDAT 6 LAST\r\nworld!")
+        self.assertEqual([r.code for r in c.replies(7)], [250] * 7)
+        self.quit(c)
+        cap = self.single_capture(m)
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["aborted", "blackholed"])
+        rc, doc = diagnose(cap.path)
+        self.assertEqual(rc, 1, ids(doc))
+        f = finding(doc, "blackhole")
+        self.assertEqual((f["source"], f["rule"]), ("injected", "bh"), f)
+        texts = self.texts(f)
+        self.assertIn("C> BDAT 6 LAST", texts)
+        self.assertIn("R> 250 2.0.0 " + cap.transactions[1]["final_reply"]["text"], texts)
+        self.assertNotIn("C> BDAT 5", texts)
+        self.assertFalse([t for t in texts if "chunk accepted" in t], texts)
+
+
 class RefusedInput(DiagnoseTest):
     """What the relay refuses itself and never forwards (README "Refused, never forwarded"): the
     client's input, never the destination's doing."""

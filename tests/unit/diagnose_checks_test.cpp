@@ -457,6 +457,86 @@ TEST(CheckDelivery, AMessageAcceptedAfterTheSenderResetIsADuplicate) {
   ASSERT_NE(find(d, "duplicate_delivery"), nullptr) << ::testing::PrintToString(ids(d));
 }
 
+// Two BDAT transactions pipelined (RFC 3030 allows it), the second blackholed: both share
+// their times, so the reply that closed each is known by the transaction's final reply, not a
+// time window. A QA trial: the hand-off of the first named the blackhole's fake queue id, and
+// cited the second's lines.
+TEST(CheckDelivery, PipelinedBdatTransactionsEachKeepTheirOwnEndOfData) {
+  builder b;
+  b.reply(1, 220, {"mx.example.net ESMTP"}).cmd(2, "EHLO c").reply(3, 250, {"mx.example.net", "PIPELINING", "CHUNKING"})
+      .cmd(4, "MAIL FROM:<a@x>").cmd(4, "RCPT TO:<b@y>").cmd(4, "BDAT 5 LAST")
+      .cmd(5, "MAIL FROM:<a2@x>").cmd(5, "RCPT TO:<b2@y>").cmd(5, "BDAT 6 LAST")
+      .note(5, "fault bh answers this message itself: the upstream gets RSET, never the message")
+      .cmd(5, "RSET", leg::upstream).cmd(5, "QUIT")
+      .reply(8, 250, {"2.1.0 Ok"}).reply(8, 250, {"2.1.5 Ok"}).reply(8, 250, {"2.0.0 Ok: queued as Q1"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q1"}, 4, 8)
+      .reply(8, 250, {"2.1.0 Ok"}).reply(8, 250, {"2.1.5 Ok"}).reply(8, 250, {"2.0.0 Ok"})
+      .fault(8, "bh", "blackhole", "blackhole", phase::data_end, "250 2.0.0 Ok: queued as F4D9DB620E")
+      .reply(8, 250, {"2.0.0 Ok: queued as F4D9DB620E"}, leg::client)
+      .txn(protocol::outcome::blackholed, captures::reply_summary{250, "2.0.0", "Ok: queued as F4D9DB620E"}, 5, 8, true)
+      .reply(8, 221, {"2.0.0 Bye"});
+  auto d = diagnose_capture(b.c);
+  const finding* handoff = find(d, "handoff");
+  ASSERT_NE(handoff, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(handoff->queue_id, "Q1");
+  EXPECT_THAT(handoff->title, testing::HasSubstr("Q1"));
+  std::vector<std::string> evidence;
+  for (const auto& e : handoff->evidence) evidence.push_back(e.text);
+  EXPECT_THAT(evidence, testing::Contains("C> BDAT 5 LAST")) << ::testing::PrintToString(evidence);
+  EXPECT_THAT(evidence, testing::Contains("S< 250 2.0.0 Ok: queued as Q1")) << ::testing::PrintToString(evidence);
+  for (const auto& e : evidence) EXPECT_THAT(e, testing::Not(testing::HasSubstr("F4D9DB620E")));
+  const finding* blackhole = find(d, "blackhole");
+  ASSERT_NE(blackhole, nullptr) << ::testing::PrintToString(ids(d));
+  evidence.clear();
+  for (const auto& e : blackhole->evidence) evidence.push_back(e.text);
+  EXPECT_THAT(evidence, testing::Contains("C> BDAT 6 LAST")) << ::testing::PrintToString(evidence);
+  EXPECT_THAT(evidence, testing::Contains("R> 250 2.0.0 Ok: queued as F4D9DB620E")) << ::testing::PrintToString(evidence);
+}
+
+// A chunked message left with RSET, then a blackholed one, all pipelined: the relay's "chunk
+// accepted" to the first message's chunk shares the fault's code and time, but not its reply.
+// A QA trial: the blackhole's finding cited the first message's BDAT 5 and its chunk accepted.
+TEST(CheckDelivery, AChunkAcceptedBeforeABlackholedMessageIsNotTheFaultsReply) {
+  builder b;
+  b.reply(1, 220, {"mx.example.net ESMTP"}).cmd(2, "EHLO c").reply(3, 250, {"mx.example.net", "PIPELINING", "CHUNKING"})
+      .cmd(4, "MAIL FROM:<a@x>").cmd(4, "RCPT TO:<b@y>").cmd(4, "BDAT 5")
+      .note(4, "fault bh answers this message itself: the upstream gets RSET, never the message")
+      .cmd(4, "RSET", leg::upstream).cmd(4, "RSET")
+      .cmd(4, "MAIL FROM:<a2@x>").cmd(4, "RCPT TO:<b2@y>").cmd(4, "BDAT 6 LAST")
+      .note(4, "fault bh answers this message itself: the upstream gets RSET, never the message")
+      .cmd(4, "RSET", leg::upstream).cmd(4, "QUIT")
+      .reply(5, 250, {"2.1.0 Ok"}).reply(5, 250, {"2.1.5 Ok"}).reply(5, 250, {"2.0.0 Ok"})
+      .reply(5, 250, {"2.0.0 chunk accepted"}, leg::client).reply(5, 250, {"2.0.0 Ok"})
+      .txn(protocol::outcome::aborted, std::nullopt, 4, 5)
+      .reply(5, 250, {"2.1.0 Ok"}).reply(5, 250, {"2.1.5 Ok"}).reply(5, 250, {"2.0.0 Ok"})
+      .fault(5, "bh", "blackhole", "blackhole", phase::data_end, "250 2.0.0 Ok: queued as EB575C6E8B")
+      .reply(5, 250, {"2.0.0 Ok: queued as EB575C6E8B"}, leg::client)
+      .txn(protocol::outcome::blackholed, captures::reply_summary{250, "2.0.0", "Ok: queued as EB575C6E8B"}, 4, 5, true)
+      .reply(5, 221, {"2.0.0 Bye"});
+  const auto conv = read_conversation(b.c);
+  for (const auto& x : conv.exchanges) {
+    if (x.reply->reply.lines.front() == "2.0.0 chunk accepted") {
+      EXPECT_EQ(x.source, origin::relay);
+      EXPECT_EQ(x.fault, nullptr);
+      EXPECT_EQ(x.ph, phase::bdat);
+    }
+    if (x.reply->reply.lines.front() == "2.0.0 Ok: queued as EB575C6E8B") {
+      EXPECT_EQ(x.source, origin::injected);
+      EXPECT_EQ(x.ph, phase::data_end);
+    }
+  }
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "blackhole");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->rule, "bh");
+  std::vector<std::string> evidence;
+  for (const auto& e : f->evidence) evidence.push_back(e.text);
+  EXPECT_THAT(evidence, testing::Contains("C> BDAT 6 LAST")) << ::testing::PrintToString(evidence);
+  EXPECT_THAT(evidence, testing::Contains("R> 250 2.0.0 Ok: queued as EB575C6E8B")) << ::testing::PrintToString(evidence);
+  EXPECT_THAT(evidence, testing::Not(testing::Contains("C> BDAT 5"))) << ::testing::PrintToString(evidence);
+  EXPECT_THAT(evidence, testing::Not(testing::Contains("R> 250 2.0.0 chunk accepted"))) << ::testing::PrintToString(evidence);
+}
+
 // The built-in sink answers as Postfix words it; diagnose does not name Postfix as the server
 // of a session whose upstream was the sink (a newcomer's trial).
 TEST(CheckDelivery, TheBuiltInSinkIsNotPostfix) {
