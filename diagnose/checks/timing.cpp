@@ -5,7 +5,9 @@
 #include <algorithm>
 
 #include "diagnose/checks.hpp"
+#include "diagnose/end_of_data.hpp"
 #include "diagnose/modes.hpp"
+#include "protocol/command.hpp"
 
 namespace mailtap::diagnose {
 
@@ -59,22 +61,74 @@ void cite_delays(const conversation& c, finding& f, std::initializer_list<phase>
         }
 }
 
+// The wait for one end-of-data reply: a data_end stage (the dot to the reply reaching the
+// client), or the bdat stage of a last chunk (RFC 3030 2: it ends the message as the dot does),
+// from the chunk's last byte in, since that stage began with the command, before its chunk.
+struct end_of_data_wait {
+  const captures::stage* s = nullptr;
+  std::uint64_t held_us = 0;       // until the reply reached the client
+  std::uint64_t upstream_us = 0;   // the destination's part of it
+};
+
+// The bdat stage of `cmd`: stages are recorded as their replies go out, in command order, so the
+// k-th bdat stage that began with it is the k-th BDAT the client sent at that time.
+const captures::stage* stage_of_chunk(const conversation& c, const captures::command_event& cmd) {
+  std::size_t k = 0;
+  for (const auto* e : c.timeline) {
+    const auto* other = std::get_if<captures::command_event>(e);
+    if (other == &cmd) break;
+    if (other && other->t_us == cmd.t_us && other->leg == protocol::leg::client &&
+        protocol::parse_command(other->text).cmd.ph == phase::bdat)
+      ++k;
+  }
+  const captures::stage* found = nullptr;   // or the last, should a stage be missing
+  for (const auto& s : c.cap->stages)
+    if (s.ph == phase::bdat && s.start_us == cmd.t_us) {
+      found = &s;
+      if (k-- == 0) break;
+    }
+  return found;
+}
+
+std::vector<end_of_data_wait> end_of_data_waits(const conversation& c) {
+  std::vector<end_of_data_wait> out;
+  for (const auto& s : c.cap->stages)
+    if (s.ph == phase::data_end) out.push_back({&s, s.duration_us, s.upstream_us});
+  for (const auto& x : c.exchanges) {
+    const captures::command_event* last = last_chunk_of(x);
+    const captures::stage* s = last && !x.edit ? stage_of_chunk(c, *last) : nullptr;
+    if (!s) continue;
+    std::uint64_t in_us = last->t_us;   // the chunk's last byte: the client's last bytes before the reply
+    for (const auto* e : c.timeline)
+      if (const auto* b = std::get_if<captures::bytes_event>(e);
+          b && b->leg == protocol::leg::client && b->dir == protocol::direction::in && b->t_us >= in_us &&
+          b->t_us <= x.reply->t_us)
+        in_us = b->t_us;
+    const std::uint64_t end_us = s->start_us + s->duration_us;
+    const std::uint64_t answered_us = x.source == origin::server ? std::min(x.reply->t_us, end_us) : in_us;
+    out.push_back({s, end_us > in_us ? end_us - in_us : 0, answered_us > in_us ? answered_us - in_us : 0});
+  }
+  return out;
+}
+
 void held_end_of_data(const conversation& c, std::uint64_t typical, std::vector<finding>& out) {
-  for (const auto& s : c.cap->stages) {
-    if (s.ph != phase::data_end || s.duration_us < held_end_of_data_us || s.duration_us < slow_factor * typical)
-      continue;
+  for (const auto& w : end_of_data_waits(c)) {
+    const captures::stage& s = *w.s;
+    if (w.held_us < held_end_of_data_us || w.held_us < slow_factor * typical) continue;
     bool injected = std::any_of(c.timeline.begin(), c.timeline.end(), [](const captures::event* e) {
       const auto* fe = std::get_if<captures::fault_event>(e);
       return fe && delay_at(fe->fault, phase::data_end);
     });
     // Held by the destination (its wait) or by a delay fault; a withheld dot is the relay's own wait.
-    if (s.upstream_us < held_end_of_data_us && !injected) continue;
+    if (w.upstream_us < held_end_of_data_us && !injected) continue;
     // The destination did answer: a reply the relay made when none came (its timeout, a lost
     // connection) is the timeout's or the loss's finding, not a scanner's hold (a newcomer's
     // trial: a silent destination was said to scan its content).
+    const auto answers_here = [&](const exchange& x) {
+      return answers_end_of_data(x) && x.reply->t_us >= s.start_us && x.reply->t_us <= s.start_us + s.duration_us;
+    };
     const bool destination_answered = std::any_of(c.exchanges.begin(), c.exchanges.end(), [&](const exchange& x) {
-      return x.ph == phase::data_end && x.source != origin::relay && x.reply->t_us >= s.start_us &&
-             x.reply->t_us <= s.start_us + s.duration_us;
+      return answers_here(x) && x.source != origin::relay;
     });
     if (!destination_answered && !injected) continue;
     const mode_text& m = mode("content_scan_delay");
@@ -82,15 +136,14 @@ void held_end_of_data(const conversation& c, std::uint64_t typical, std::vector<
     f.id = std::string(m.id);
     f.level = severity::warning;
     f.stage = "data_end";
-    f.title = std::string(m.title) + ": " + duration_text(s.duration_us);
-    f.explanation = "The reply to the end of data took " + duration_text(s.duration_us) + ", against a typical " +
+    f.title = std::string(m.title) + ": " + duration_text(w.held_us);
+    f.explanation = "The reply to the end of data took " + duration_text(w.held_us) + ", against a typical " +
                     duration_text(typical) + " for the other replies. " + std::string(m.explanation);
     f.action = std::string(m.action);
     f.source = origin::server;
     f.evidence.push_back(stage_evidence(s));
     for (const auto& x : c.exchanges)
-      if (x.ph == phase::data_end && x.reply->t_us >= s.start_us && x.reply->t_us <= s.start_us + s.duration_us)
-        f.evidence.push_back(evidence_of(*x.reply));
+      if (answers_here(x)) f.evidence.push_back(evidence_of(*x.reply));
     if (injected) cite_delays(c, f, {phase::data_end});
     merge_finding(out, std::move(f));
   }

@@ -242,6 +242,21 @@ class ScenarioDiagnoses(DiagnoseTest):
         self.assertInjected(finding(doc, "content_scan_delay"), "content-scan-delay", "data_end", "warning")
         self.assertIn("handoff", ids(doc))
 
+    def test_content_scan_delay_on_the_last_bdat_chunk(self):
+        # BDAT ... LAST ends the message as the dot does (RFC 3030 2), and the rule holds its
+        # reply the same. A QA trial: only DATA's was named; BDAT's got fault_injected alone.
+        m = self.relay("content-scan-delay")
+        c = self.greeted_client(m.port)
+        body = make_message("<bdat-scan@example.test>")
+        c.send(b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nBDAT %d LAST\r\n%s" % (FROM.encode(), TO.encode(), len(body), body))
+        self.assertEqual([r.code for r in c.replies(3, 20)], [250, 250, 250])
+        self.quit(c)
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 0, doc)
+        self.assertInjected(finding(doc, "content_scan_delay"), "content-scan-delay", "data_end", "warning")
+        self.assertIn("handoff", ids(doc))
+        self.assertNotIn("fault_injected", ids(doc))
+
     def test_slow_upstream(self):
         rc, doc = self.one("slow-upstream")
         self.assertEqual(rc, 0, doc)

@@ -816,6 +816,45 @@ TEST(CheckTiming, HeldEndOfDataSlowGreetingOutlierAndGap) {
   EXPECT_EQ(find(d, "long_gap")->source, origin::client);
 }
 
+// BDAT's last chunk ends the message as DATA's dot does (RFC 3030 2): a reply to it held is a
+// held end of data. Its stage is a bdat stage that began with the command, before the chunk
+// came, so the hold is counted from the chunk's last byte in. A QA trial: the content-scan-delay
+// scenario was named for DATA, and for BDAT only its generic fault_injected.
+TEST(CheckTiming, AHeldReplyToTheLastChunkIsAHeldEndOfData) {
+  const auto chunked = [](double chunk_in, double answered, bool delay_fault) {
+    builder b;
+    b.stage(phase::banner, 0.8, 0.1, 0.1).stage(phase::ehlo, 1.1, 2.5, 2.5).stage(phase::mail, 201.5, 2, 2)
+        .stage(phase::rcpt, 201.5, 2, 2).stage(phase::bdat, 201.5, 3002.5, 2);
+    b.reply(1, 220, {"mx ESMTP"}).cmd(1.1, "EHLO x").reply(3.6, 250, {"mx", "PIPELINING", "CHUNKING"})
+        .cmd(201.5, "MAIL FROM:<a@x>").cmd(201.5, "RCPT TO:<b@y>").cmd(201.5, "BDAT 18 LAST")
+        .bytes(201.5, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 18 LAST\r\nSubject: t\r\n")
+        .bytes(chunk_in, "\r\nhi\r\n")
+        .reply(203.5, 250, {"2.1.0 Ok"}).reply(203.5, 250, {"2.1.5 Ok"})
+        .reply(answered, 250, {"2.0.0 Ok: queued as 2000001"});
+    if (delay_fault) b.fault(3204, "scan", "delay", "delay", phase::data_end, "reply 250 held", 3'000'000);
+    b.txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as 2000001"}, 201.5, 3204)
+        .cmd(3205, "QUIT").reply(3206, 221, {"2.0.0 Bye"});
+    return diagnose_capture(b.c);
+  };
+  auto injected = chunked(201.6, 203.5, true);   // the destination answered at once; the rule held it
+  const finding* f = find(injected, "content_scan_delay");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(injected));
+  EXPECT_EQ(f->source, origin::injected);
+  EXPECT_EQ(f->rule, "scan");
+  EXPECT_EQ(f->stage, "data_end");
+  std::vector<std::string> evidence;
+  for (const auto& e : f->evidence) evidence.push_back(e.text);
+  EXPECT_THAT(evidence, testing::Contains("S< 250 2.0.0 Ok: queued as 2000001")) << ::testing::PrintToString(evidence);
+  EXPECT_EQ(find(injected, "fault_injected"), nullptr) << "the rule is cited by the finding it explains";
+
+  auto held = chunked(201.6, 3203.5, false);   // the destination held its own reply
+  ASSERT_NE(find(held, "content_scan_delay"), nullptr) << ::testing::PrintToString(ids(held));
+  EXPECT_EQ(find(held, "content_scan_delay")->source, origin::server);
+
+  auto slow_sender = chunked(3203, 3203.5, false);   // the chunk took 3 s to come; the reply none
+  EXPECT_EQ(find(slow_sender, "content_scan_delay"), nullptr) << ::testing::PrintToString(ids(slow_sender));
+}
+
 TEST(CheckTiming, AFastSessionHasNoTimingFindings) {
   builder b;
   b.stage(phase::banner, 0, 2, 2).stage(phase::ehlo, 3, 1, 1).stage(phase::mail, 5, 1, 1)
