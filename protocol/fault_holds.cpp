@@ -480,13 +480,6 @@ void fault_holds::forward_masked_command(std::uint64_t now, std::string_view lin
 
 reply_slot& fault_holds::queue_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn,
                                      const fault_decision& d, then_do then) {
-  reply_slot& p = queue_unrecorded_reply(now, ph, shown, txn, d, then);
-  event(now, d, shown, describe(d.reply));
-  return p;
-}
-
-reply_slot& fault_holds::queue_unrecorded_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn,
-                                                const fault_decision& d, then_do then) {
   reply r = reply_from(d.reply);
   host_.local_reply(now, ph, r.code, r.enhanced, r.text());
   reply_slot& p = owed_.back();
@@ -603,7 +596,6 @@ bool fault_holds::end_of_data(std::uint64_t now, transaction* t) {
   const std::uint64_t txn = t ? t->id : 0;
   if (absorbing_) {   // the message went nowhere: the fault's reply is the answer, whatever happened to the transaction
     absorbing_ = false;
-    count_blackhole(now, d);
     queue_reply(now, phase::data_end, phase::data_end, txn, d,
                       d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
     host_.flush_replies(now);
@@ -693,26 +685,21 @@ void fault_holds::finish_absorbed_bdat(std::uint64_t now, bool last_chunk) {
   t->sealed = true;
   const fault_decision d = std::move(*end_plan_);
   end_plan_.reset();
-  reply_slot& p = queue_unrecorded_reply(now, phase::bdat, phase::data_end, t->id, d,
-                                         d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
+  reply_slot& p = queue_reply(now, phase::bdat, phase::data_end, t->id, d,
+                              d.what == verdict::reply_and_close ? then_do::close : then_do::nothing);
   p.asked.last_chunk = true;
   p.fault.absorbed_chunk = true;
   host_.flush_replies(now);
 }
 
 // A chunk of a message a fault answers, as its reply goes out: the replies before it (MAIL's,
-// the RCPTs') are in, pipelined or not. With a recipient accepted the last chunk's fault is
-// applied now; without one the chunk gets finish_absorbed_bdat's 503, which settles the
-// transaction (relay_fsm after_reply), and the fault is not applied: a message without a
-// recipient is never accepted, as DATA gets no 354 (open_absorbed_message).
+// the RCPTs') are in, pipelined or not. With a recipient accepted the last chunk's fault reply
+// goes out (and is applied, reply_releasing); without one the chunk gets finish_absorbed_bdat's
+// 503, which settles the transaction (relay_fsm after_reply), and the fault is not applied: a
+// message without a recipient is never accepted, as DATA gets no 354 (open_absorbed_message).
 void fault_holds::release_absorbed_chunk(std::uint64_t now, reply_slot& p) {
   const transaction* t = txns_.find(p.asked.txn);
-  if (t && !every_recipient_refused(*t)) {
-    if (!p.fault.decision) return;   // an earlier chunk's "chunk accepted"
-    count_blackhole(now, *p.fault.decision);
-    event(now, *p.fault.decision, p.fault.ph, describe(p.fault.decision->reply));
-    return;
-  }
+  if (t && !every_recipient_refused(*t)) return;
   if (p.fault.decision) {
     out_.note(now, "fault " + p.fault.decision->rule + " not applied: no recipient was accepted");
     not_applied(*p.fault.decision);
@@ -848,6 +835,21 @@ void fault_holds::reply_releasing(std::uint64_t now, reply_slot& p) {
   }
   if (p.fault.absorb_go) open_absorbed_message(now, p);   // 354, or 554 when no recipient was accepted
   if (p.fault.absorbed_chunk) release_absorbed_chunk(now, p);   // the fault's reply, or 503 likewise
+  if (p.answer.local && p.fault.decision && makes_a_reply(p.fault.decision->what)) fault_reply_out(now, p);
+}
+
+// A fault's reply is applied when it goes out, not when it is queued: one the session ends
+// before sending (behind replies that never came) never acted, and its rule is given back
+// (policies/README.md "Counted when applied"); so is one for a client that is gone.
+void fault_holds::fault_reply_out(std::uint64_t now, const reply_slot& p) {
+  const fault_decision& d = *p.fault.decision;
+  if (out_.closed(leg::client)) return not_applied(d);
+  count_blackhole(now, d);
+  event(now, d, p.fault.ph, describe(d.reply));
+}
+
+bool fault_holds::makes_a_reply(verdict v) {
+  return v == verdict::reply || v == verdict::reply_and_close || v == verdict::blackhole || v == verdict::disconnect;
 }
 
 void fault_holds::apply_capability_rewrites(std::uint64_t now, capabilities& caps, const rewrite_set& rw,

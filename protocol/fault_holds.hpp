@@ -228,11 +228,11 @@ class fault_holds {
   void apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd, const fault_decision& d);
   void forward_masked_command(std::uint64_t now, std::string_view line, const command& cmd, const rewrite_set& rw);
   // `ph` is the reply's phase (for the stage and the transaction); `shown` the fault's, for the
-  // capture. The fault is recorded now; with queue_unrecorded_reply, by whoever applies it later.
+  // capture. The fault is recorded, and counted, as the reply goes out (fault_reply_out).
   reply_slot& queue_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn, const fault_decision& d,
                           then_do then);
-  reply_slot& queue_unrecorded_reply(std::uint64_t now, phase ph, phase shown, std::uint64_t txn,
-                                     const fault_decision& d, then_do then);
+  void fault_reply_out(std::uint64_t now, const reply_slot& p);
+  static bool makes_a_reply(verdict v);
   void open_absorbed_message(std::uint64_t now, reply_slot& p);
   void release_absorbed_chunk(std::uint64_t now, reply_slot& p);
   void begin_stall(std::uint64_t now, const fault_decision& d, phase ph);

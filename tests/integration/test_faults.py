@@ -21,6 +21,7 @@ import json
 import os
 import re
 import socket
+import struct
 import threading
 import time
 import unittest
@@ -96,6 +97,20 @@ class FaultTest(IntegrationTest):
         if count == 0 and 'rule="%s"' % rule not in metrics:
             return
         self.assertRegex(metrics, pattern)
+
+    def assertNextMessageWhole(self, c, up, marker):
+        """The client's next message, sent with DATA, reaches the scripted destination `up`
+        whole (a message a fault absorbed before it is over); then QUIT."""
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        body = make_message("<%s@example.test>" % marker, marker.encode() + b"-marker\r\n")
+        c.send(body + b".\r\n")
+        self.assertReply(c.reply(10), 250)
+        self.quit(c)
+        (conn,) = up.wait_for_connections(1)
+        wait_until(lambda: conn.messages, 10, "the message at the destination")
+        self.assertEqual(conn.messages, [body], "the next message reaches the destination whole")
 
     def assertFaults(self, cap, expected):
         """The capture's fault records are exactly `expected` (rule, fault_type, decision, phase)."""
@@ -695,16 +710,7 @@ sender = "void@*"
         c.send(b"MAIL FROM:<void@example.test>\r\nRCPT TO:<nobody@example.test>\r\nBDAT 2\r\nab")
         self.assertEqual([r.code for r in c.replies(3, 10)], [250, 550, 503])
         self.assertReply(c.command("RSET"), 250)
-        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
-        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
-        self.assertReply(c.command("DATA"), 354)
-        body = make_message("<after-503@example.test>", b"after-503-marker\r\n")
-        c.send(body + b".\r\n")
-        self.assertReply(c.reply(10), 250)
-        self.quit(c)
-        (conn,) = up.wait_for_connections(1)
-        wait_until(lambda: conn.messages, 10, "the message at the destination")
-        self.assertEqual(conn.messages, [body], "the next message reaches the destination whole")
+        self.assertNextMessageWhole(c, up, "after-503")
         cap = self.single_capture(m)
         self.assertEqual([t["outcome"] for t in cap.transactions], ["rejected", "delivered"], cap.transactions)
         self.assertFaults(cap, [])
@@ -734,16 +740,7 @@ text = "Ok"
         c.send(b"MAIL FROM:<void@example.test>\r\nRCPT TO:<%s>\r\nBDAT 2\r\nab" % TO.encode())
         self.assertEqual([r.code for r in c.replies(3, 10)], [250, 250, 250])
         self.assertReply(c.command("RSET"), 250)
-        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
-        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
-        self.assertReply(c.command("DATA"), 354)
-        body = make_message("<after-fake-rset@example.test>", b"after-fake-rset-marker\r\n")
-        c.send(body + b".\r\n")
-        self.assertReply(c.reply(10), 250)
-        self.quit(c)
-        (conn,) = up.wait_for_connections(1)
-        wait_until(lambda: conn.messages, 10, "the message at the destination")
-        self.assertEqual(conn.messages, [body], "the next message reaches the destination whole")
+        self.assertNextMessageWhole(c, up, "after-fake-rset")
         cap = self.single_capture(m)
         self.assertEqual([t["outcome"] for t in cap.transactions], ["aborted", "delivered"], cap.transactions)
         self.assertFaults(cap, [("fake-rset", "reply", "reply", "rset")])
@@ -1453,6 +1450,35 @@ max_count = 1
         delivered = [msg for conn in up.all_connections() for msg in conn.messages]
         self.assertEqual(len(delivered), 1, delivered)
         self.assertInjectedTotal(m, "void", "blackhole", 1)
+
+    def test_a_fault_reply_the_session_ended_before_sending_is_not_counted(self):
+        # A review: a reply fault was recorded, and counted (its max_count spent), when queued,
+        # so one queued behind a reply that never came counted though the client never had it.
+        up = ScriptedAnswers({b"MAIL": lambda conn, line: b"" if b"silent@" in line else b"250 2.1.0 Ok\r\n"})
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "once"
+type = "reply"
+phase = "rcpt"
+code = 550
+enhanced = "5.1.1"
+text = "User unknown"
+max_count = 1
+''', up)
+        c = self.greeted_client(m.port)
+        c.send(b"MAIL FROM:<silent@example.test>\r\nRCPT TO:<%s>\r\n" % TO.encode())
+        self.assertEqual(recv_outcome(c.sock, 1), ("timeout", b""), "no reply to MAIL, so none to the RCPT behind it")
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()   # RST: the client is gone before the 550 went out
+        m.wait_captures(1)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 550, "5.1.1")   # its budget was never spent
+        self.quit(c)
+        caps = sorted(m.wait_captures(2), key=lambda cap: cap.header["session"])
+        self.assertEqual([fault_summary(cap) for cap in caps], [[], [("once", "reply", "reply", "rcpt")]])
+        self.assertInjectedTotal(m, "once", "reply", 1)
 
     def test_quota_421_closes_the_connection(self):
         m = self.relay('''

@@ -171,6 +171,9 @@ TEST_F(FaultHolds, AReplyVerdictTakesTheCommandsPlaceInTheReplyQueue) {
   ASSERT_TRUE(owed.front().fault.decision);
   EXPECT_EQ(owed.front().fault.then, then_do::nothing);
   EXPECT_FALSE(holds->stops_parsing()) << "a reply does not stop the conversation";
+  EXPECT_EQ(stats.faults_injected, 0u) << "queued: applied when it goes out";
+  reply_slot out = owed.pop_head();
+  holds->reply_releasing(3, out);
   EXPECT_EQ(stats.faults_injected, 1u);
 }
 

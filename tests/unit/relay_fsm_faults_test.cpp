@@ -248,6 +248,18 @@ class FaultFsm : public testing::Test {
     EXPECT_THAT(client(mail_from + rcpt_bob), ElementsAre(to_upstream(mail_from + rcpt_bob)));
     EXPECT_THAT(upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"), ElementsAre(to_client("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n")));
   }
+  // A blackhole ("void") absorbs a chunked message whose first chunk (BDAT 2) was accepted; its
+  // last chunk is still to come.
+  void absorb_first_chunk() {
+    greet_and_ehlo();
+    adv_->on(phase::data_end, fault_stage::command,
+             answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
+    client(mail_from + rcpt_bob);
+    upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    client("BDAT 2\r\nab");
+    upstream("250 2.0.0 Ok\r\n");   // the relay's RSET
+    EXPECT_THAT(cl_, EndsWith("250 2.0.0 chunk accepted\r\n"));
+  }
   // Envelope and DATA accepted: the client is in the message body.
   void open_data() {
     envelope();
@@ -1546,6 +1558,32 @@ TEST_F(FaultFsm, AFaultMarkerTheSessionEndedBeforeIsNotCounted) {
   EXPECT_THAT(adv_->applied_rules, IsEmpty());
 }
 
+// A review: a fault's reply was recorded, and counted, when it was queued, so one queued behind
+// a reply that never came (the client left first) counted though it never went out. It is
+// applied as it goes out; one the session ends before sending is given back.
+TEST_F(FaultFsm, AFaultReplyTheSessionEndedBeforeSendingIsNotCounted) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, answer(verdict::reply, 550, "5.1.1", "User unknown", "nobody", "reply"));
+  client(mail_from + rcpt_bob);   // the 550 waits behind MAIL's reply
+  EXPECT_THAT(cl_, Not(HasSubstr("550")));
+  fsm_->on_client_gone(now_ + 1000, "Connection reset by peer");
+  take();
+  ASSERT_TRUE(fsm_->finished());
+  EXPECT_THAT(obs_->faults_with("reply"), IsEmpty()) << obs_->all_faults();
+  EXPECT_EQ(fsm_->stats().faults_injected, 0u);
+  EXPECT_THAT(adv_->applied_rules, IsEmpty());
+  // Sent, it is recorded once, as it goes out.
+  make();
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, answer(verdict::reply, 550, "5.1.1", "User unknown", "nobody", "reply"));
+  client(mail_from + rcpt_bob);
+  EXPECT_THAT(obs_->faults_with("reply"), IsEmpty()) << "queued, not yet applied";
+  upstream("250 2.1.0 Ok\r\n");
+  EXPECT_THAT(cl_, EndsWith("250 2.1.0 Ok\r\n550 5.1.1 User unknown\r\n"));
+  EXPECT_EQ(only_fault("reply").rule, "nobody");
+  EXPECT_THAT(adv_->applied_rules, ElementsAre("nobody"));
+}
+
 // Pipelined in two chunks: each chunk's reply waits for the RCPTs' too, the first is not
 // "chunk accepted" and the last no 250. With one recipient accepted the blackhole applies.
 TEST_F(FaultFsm, APipelinedChunkedMessageIsBlackholedOnlyWithARecipientAccepted) {
@@ -2257,14 +2295,7 @@ TEST_F(FaultFsm, ChunksPipelinedBehindARefusedChunkAreRefusedAndNeverSentUpstrea
 // An absorbed chunked message the client abandons with RSET before its last chunk: the next
 // message is the client's own, relayed whole.
 TEST_F(FaultFsm, AnAbsorbedChunkedMessageAbandonedWithRsetLeavesTheNextMessageAlone) {
-  greet_and_ehlo();
-  adv_->on(phase::data_end, fault_stage::command,
-           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
-  client(mail_from + rcpt_bob);
-  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
-  client("BDAT 2\r\nab");
-  upstream("250 2.0.0 Ok\r\n");   // the relay's RSET
-  EXPECT_THAT(cl_, EndsWith("250 2.0.0 chunk accepted\r\n"));
+  absorb_first_chunk();
   client("RSET\r\n");
   upstream("250 2.0.0 Ok\r\n");
   client(mail_from + rcpt_bob + "DATA\r\n");
@@ -2285,14 +2316,7 @@ TEST_F(FaultFsm, AnAbsorbedChunkedMessageLeftWithACommandAFaultAnswersLeavesTheN
   for (const std::string leave : {"RSET", "EHLO client.example", "HELO client.example"}) {
     SCOPED_TRACE(leave);
     make();
-    greet_and_ehlo();
-    adv_->on(phase::data_end, fault_stage::command,
-             answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
-    client(mail_from + rcpt_bob);
-    upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
-    client("BDAT 2\r\nab");
-    upstream("250 2.0.0 Ok\r\n");   // the relay's RSET
-    ASSERT_THAT(cl_, EndsWith("250 2.0.0 chunk accepted\r\n"));
+    absorb_first_chunk();
     const phase ph = leave == "RSET" ? phase::rset : leave.starts_with("EHLO") ? phase::ehlo : phase::helo;
     adv_->on(ph, fault_stage::command, answer(verdict::reply, 250, "2.0.0", "Ok", "fake-ok", "reply"));
     const std::string before = up_;
