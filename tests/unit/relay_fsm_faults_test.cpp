@@ -248,17 +248,19 @@ class FaultFsm : public testing::Test {
     EXPECT_THAT(client(mail_from + rcpt_bob), ElementsAre(to_upstream(mail_from + rcpt_bob)));
     EXPECT_THAT(upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"), ElementsAre(to_client("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n")));
   }
-  // A blackhole ("void") absorbs a chunked message whose first chunk (BDAT 2) was accepted; its
-  // last chunk is still to come.
-  void absorb_first_chunk() {
+  // A blackhole ("void") absorbs a chunked message; its first chunk (BDAT 2) is accepted, or
+  // refused 503 when the destination gives the recipient `rcpt_reply` refusing it. Its last
+  // chunk is still to come.
+  void absorb_first_chunk(const std::string& rcpt_reply = "250 2.1.5 Ok\r\n") {
     greet_and_ehlo();
     adv_->on(phase::data_end, fault_stage::command,
              answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
     client(mail_from + rcpt_bob);
-    upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    upstream("250 2.1.0 Ok\r\n" + rcpt_reply);
     client("BDAT 2\r\nab");
     upstream("250 2.0.0 Ok\r\n");   // the relay's RSET
-    EXPECT_THAT(cl_, EndsWith("250 2.0.0 chunk accepted\r\n"));
+    EXPECT_THAT(cl_, EndsWith(rcpt_reply.starts_with("2") ? "250 2.0.0 chunk accepted\r\n"
+                                                          : "503 5.5.1 No valid recipients\r\n"));
   }
   // Envelope and DATA accepted: the client is in the message body.
   void open_data() {
@@ -2260,14 +2262,7 @@ TEST_F(FaultFsm, A503ToAPipelinedChunkThatIsNotTheLastEndsTheAbsorbedMessage) {
 
 // ... or at once, the recipient's refusal known when the chunk came.
 TEST_F(FaultFsm, A503ToAChunkThatIsNotTheLastEndsTheAbsorbedMessage) {
-  greet_and_ehlo();
-  adv_->on(phase::data_end, fault_stage::command,
-           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
-  client(mail_from + rcpt_bob);
-  upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n");
-  client("BDAT 2\r\nab");
-  upstream("250 2.0.0 Ok\r\n");
-  EXPECT_THAT(cl_, EndsWith("503 5.5.1 No valid recipients\r\n"));
+  absorb_first_chunk("550 5.1.1 no such user\r\n");
   EXPECT_THAT(adv_->dropped_rules, ElementsAre("void")) << "the plan is given back at the 503";
   client("RSET\r\n");
   upstream("250 2.0.0 Ok\r\n");
@@ -2337,14 +2332,7 @@ TEST_F(FaultFsm, AnAbsorbedChunkedMessageLeftWithACommandAFaultAnswersLeavesTheN
 // The same for a MAIL a fault answers after a 503 to a chunk before the last: the message the
 // 503 refused stays absorbed until the client begins anew, and a MAIL begins anew.
 TEST_F(FaultFsm, AMailAFaultAnswersAfterARefusedChunkEndsTheAbsorbedMessage) {
-  greet_and_ehlo();
-  adv_->on(phase::data_end, fault_stage::command,
-           answer(verdict::blackhole, 250, "2.0.0", "Ok: queued", "void", "blackhole"));
-  client(mail_from + rcpt_bob);
-  upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n");
-  client("BDAT 2\r\nab");
-  upstream("250 2.0.0 Ok\r\n");   // the relay's RSET
-  ASSERT_THAT(cl_, EndsWith("503 5.5.1 No valid recipients\r\n"));
+  absorb_first_chunk("550 5.1.1 no such user\r\n");
   adv_->on(phase::mail, fault_stage::command, answer(verdict::reply, 250, "2.1.0", "Ok", "fake-ok", "reply"));
   EXPECT_THAT(client(mail_from), ElementsAre(to_client("250 2.1.0 Ok\r\n")));
   const std::string before = up_;
