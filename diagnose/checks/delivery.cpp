@@ -130,11 +130,35 @@ const captures::event* closed_before_reply(const conversation& c, const captures
   return nullptr;
 }
 
+// When the sender's end of data came: its BDAT ... LAST, or the start of the data_end stage the
+// reply to its dot ended (captures/FORMAT.md `stage`); the transaction's start when neither is known.
+std::uint64_t end_of_data_sent_us(const conversation& c, const captures::transaction& t, const exchange* end) {
+  if (end && end->command) return end->command->t_us;
+  for (const auto& s : c.cap->stages)
+    if (s.ph == protocol::phase::data_end && s.start_us >= t.start_us && s.start_us <= t.end_us &&
+        (!end || (end->reply->t_us >= s.start_us && end->reply->t_us <= s.start_us + s.duration_us)))
+      return s.start_us;
+  return t.start_us;
+}
+
+// The delay rule that held this message's end or the reply to it (phase data_end, with `when`
+// "command" or "reply": policies/README.md), or null. Its record is written as the hold ends,
+// within the transaction.
+const captures::fault_event* end_of_data_delay(const conversation& c, const captures::transaction& t) {
+  for (const auto* e : c.timeline)
+    if (const auto* f = std::get_if<captures::fault_event>(e))
+      if (f->fault.decision == "delay" && f->fault.ph == protocol::phase::data_end && f->t_us >= t.start_us &&
+          f->t_us <= t.end_us)
+        return f;
+  return nullptr;
+}
+
 // RFC 1047: the sender stopped waiting for the reply to its end of data and closed; the
 // destination accepted the message after that. The sender never saw the 2xx, so it holds the
-// message as not sent and sends it again: delivered twice.
-void delivered_after_sender_left(const captures::transaction& t, const exchange* end, const captures::event& closed,
-                                 std::vector<finding>& out) {
+// message as not sent and sends it again: delivered twice. When a delay rule held the end of
+// data or its reply, the rule made the wait the sender gave up on, and the finding is the rule's.
+void delivered_after_sender_left(const conversation& c, const captures::transaction& t, const exchange* end,
+                                 const captures::event& closed, std::vector<finding>& out) {
   finding f;
   f.id = "duplicate_delivery";
   f.level = severity::error;
@@ -142,24 +166,44 @@ void delivered_after_sender_left(const captures::transaction& t, const exchange*
   f.source = origin::client;
   const auto& fr = *t.final_reply;
   f.reply = final_reply_ref(fr);
-  const std::uint64_t sent_end_us = end && end->command ? end->command->t_us : t.start_us;
+  const std::uint64_t sent_end_us = end_of_data_sent_us(c, t, end);
   const std::uint64_t closed_us = captures::event_time(closed);
   const auto seconds = [](std::uint64_t us) { return std::to_string((us + 500'000) / 1'000'000) + " s"; };
+  const std::string after_message =
+      closed_us > sent_end_us ? " (" + seconds(closed_us - sent_end_us) + " after the message)" : "";
+  const std::string accepted = std::to_string(fr.code) + (fr.enhanced.empty() ? "" : " " + fr.enhanced);
+  const std::string retried = "The sender never saw that reply, so it holds the message as not sent and will send it "
+                              "again: the recipients get it twice (RFC 1047).";
   f.title = "delivered after the sender gave up: it will send the message again";
-  f.explanation = "The sender closed its connection before the destination answered its end of data" +
-                  std::string(closed_us > sent_end_us ? " (" + seconds(closed_us - sent_end_us) + " after the message)" : "") +
-                  ", without QUIT. The destination then accepted the message (" + std::to_string(fr.code) +
-                  (fr.enhanced.empty() ? "" : " " + fr.enhanced) +
-                  "), but the sender never saw that reply, so it holds the message as not sent and will send it "
-                  "again: the recipients get it twice (RFC 1047).";
-  f.action = "Make the sender wait for the reply to the end of data (RFC 5321 4.5.3.2.6: 10 minutes), or find why "
-             "the destination took so long to answer (a content scan, a slow queue).";
+  const captures::fault_event* delay = end_of_data_delay(c, t);
+  const bool answered_in_time = end && end->source == origin::server && end->reply->t_us <= closed_us;
+  if (delay && answered_in_time) {
+    const std::uint64_t answered_us = end->reply->t_us > sent_end_us ? end->reply->t_us - sent_end_us : 0;
+    f.explanation = "a reply to the end of data held longer than the sender waits. The destination accepted the "
+                    "message (" + accepted + ") " + duration_text(answered_us) +
+                    " after its end of data, but the relay held that reply for the rule, and the sender closed its "
+                    "connection" + after_message + ", without QUIT, before the reply reached it. " + retried;
+  } else if (delay) {
+    f.explanation = "an end of data held longer than the sender waits. The relay held the sender's end of data for "
+                    "the rule before it went on, and the sender closed its connection" + after_message +
+                    ", without QUIT, before the reply came. The destination then accepted the message (" + accepted +
+                    "). " + retried;
+  } else {
+    f.explanation = "The sender closed its connection before the destination answered its end of data" + after_message +
+                    ", without QUIT. The destination then accepted the message (" + accepted + "). " + retried;
+  }
+  f.action = delay ? "Make the sender wait for the reply to the end of data (RFC 5321 4.5.3.2.6: 10 minutes). The "
+                     "wait it gave up on was the rule's, not the destination's: shorten or remove the rule to see "
+                     "the destination's own timing."
+                   : "Make the sender wait for the reply to the end of data (RFC 5321 4.5.3.2.6: 10 minutes), or find "
+                     "why the destination took so long to answer (a content scan, a slow queue).";
   f.evidence.push_back(evidence_of(closed));
   if (end) {
     auto more = evidence_of(*end);
     f.evidence.insert(f.evidence.end(), more.begin(), more.end());
   }
   f.evidence.push_back(transaction_evidence(t));
+  if (delay) mark_injected(f, *delay);
   merge_finding(out, std::move(f));
 }
 
@@ -175,7 +219,7 @@ void check_delivery(const conversation& c, std::vector<finding>& out) {
     else if (t.result == protocol::outcome::unknown && !t.rebuilt) ambiguous(c, t, out);   // else capture_incomplete
     else if (t.result == protocol::outcome::delivered && t.final_reply) {
       handed_off(t, ends[i], out);
-      if (const auto* closed = closed_before_reply(c, t)) delivered_after_sender_left(t, ends[i], *closed, out);
+      if (const auto* closed = closed_before_reply(c, t)) delivered_after_sender_left(c, t, ends[i], *closed, out);
     }
   }
 }

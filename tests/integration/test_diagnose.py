@@ -655,6 +655,36 @@ class PipelinedBdatTransactions(DiagnoseTest):
         self.assertFalse([t for t in texts if "chunk accepted" in t], texts)
 
 
+class SenderGaveUpOnAHeldReply(DiagnoseTest):
+    """A delay rule at data_end holds Postfix smtp-sink's 250, sent at once, longer than the
+    sender waits; the sender closes without QUIT. The duplicate that follows is the rule's doing,
+    as the content_scan_delay beside it says. A QA trial: it was the client's, "before the
+    destination answered", and the reader was sent to find why the destination was slow."""
+
+    def test_the_duplicate_names_the_rule_that_held_the_reply(self):
+        sink = self.start_smtp_sink(dump=False)
+        rules = self.write_file("dr.toml", b'[[fault]]\nname = "dr"\ntype = "delay"\nphase = "data_end"\n'
+                                           b'when = "reply"\ndelay = "3s"\n')
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port), args=["--scenario", rules], env=self.env)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<held-reply@example.test>") + b".\r\n")
+        with self.assertRaises(TimeoutError):
+            c.reply(1)   # the sender gives up after 1 s
+        c.close()
+        cap = self.single_capture(m)
+        self.assertEqual(cap.transactions[0]["outcome"], "delivered")
+        rc, doc = diagnose(cap.path)
+        self.assertEqual(rc, 1, ids(doc))
+        f = finding(doc, "duplicate_delivery")
+        self.assertInjected(f, "dr", "data_end")
+        self.assertTrue([e for e in f["evidence"] if e["text"].startswith("S< 250")], f["evidence"])
+        self.assertEqual(finding(doc, "content_scan_delay")["rule"], "dr")
+        self.assertNotIn("fault_injected", ids(doc))
+
+
 class RefusedInput(DiagnoseTest):
     """What the relay refuses itself and never forwards (README "Refused, never forwarded"): the
     client's input, never the destination's doing."""

@@ -445,6 +445,49 @@ TEST(CheckDelivery, AMessageAcceptedAfterTheSenderLeftIsADuplicate) {
   EXPECT_EQ(find(diagnose_capture(quit.c), "duplicate_delivery"), nullptr);
 }
 
+// A delay rule at data_end held the destination's 250, sent within a millisecond, past the
+// sender's patience: the duplicate is the rule's doing, as the content_scan_delay beside it
+// says. A QA trial: it was the client's, "before the destination answered", and the action
+// sent the reader to find why the destination took so long.
+TEST(CheckDelivery, ADuplicateAfterARulesHeldReplyIsTheRules) {
+  const auto held = [](const std::string& detail, double answered) {
+    builder b;
+    b.stage(phase::ehlo, 1.1, 0.1, 0.1).stage(phase::mail, 201.4, 4.8, 4.8).stage(phase::rcpt, 201.4, 4.8, 4.8)
+        .stage(phase::data, 201.4, 4.8, 4.8).stage(phase::data_end, 402, 3000.7, answered - 402);
+    b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
+        .reply(answered, 250, {"2.0.0 Ok: queued as 1000001"})
+        .note(1409.7, std::string(protocol::note_closed_before_end_of_data_reply))
+        .fault(3402.7, "dr", "delay", "delay", phase::data_end, detail, 3'000'000)
+        .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as 1000001"}, 4, 3402.7)
+        .ended("client_closed", "client closed its sending side");
+    return diagnose_capture(b.c);
+  };
+  auto reply_held = held("reply 250 held", 402.2);   // when = "reply": the destination had answered
+  const finding* f = find(reply_held, "duplicate_delivery");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(reply_held));
+  EXPECT_EQ(f->source, origin::injected);
+  EXPECT_EQ(f->rule, "dr");
+  EXPECT_EQ(f->level, severity::error);
+  EXPECT_THAT(f->explanation, testing::Not(testing::HasSubstr("before the destination answered")));
+  EXPECT_THAT(f->explanation, testing::HasSubstr("held that reply"));
+  EXPECT_THAT(f->action, testing::Not(testing::HasSubstr("why the destination took so long")));
+  std::vector<std::string> evidence;
+  for (const auto& e : f->evidence) evidence.push_back(e.text);
+  EXPECT_THAT(evidence, testing::Contains("F! dr (delay) delay at data_end: reply 250 held"))
+      << ::testing::PrintToString(evidence);
+  ASSERT_NE(find(reply_held, "content_scan_delay"), nullptr) << ::testing::PrintToString(ids(reply_held));
+  EXPECT_EQ(find(reply_held, "content_scan_delay")->rule, "dr");
+
+  // when = "command": the end of data waited before it went upstream, and the destination
+  // answered after the sender had left; the wait was the rule's all the same.
+  auto dot_held = held("end of data held before forwarding", 3402.6);
+  f = find(dot_held, "duplicate_delivery");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(dot_held));
+  EXPECT_EQ(f->source, origin::injected);
+  EXPECT_EQ(f->rule, "dr");
+  EXPECT_THAT(f->explanation, testing::HasSubstr("held the sender's end of data"));
+}
+
 // The same with a reset in place of the FIN (a fifth trial: only "handoff" was found).
 TEST(CheckDelivery, AMessageAcceptedAfterTheSenderResetIsADuplicate) {
   builder b;
