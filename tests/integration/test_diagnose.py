@@ -608,25 +608,30 @@ class PipelinedBdatTransactions(DiagnoseTest):
     transaction's final reply. A QA trial: the first message's hand-off named the blackholed
     second message's fake queue id, and a blackhole cited a chunk of the message before it."""
 
-    def relay_with(self, rule):
+    def pipelined(self, rule, wire, replies, outcomes):
+        """Sends `wire` at once through a relay with the blackhole rule `bh` (and `rule`), reads
+        `replies` 250s, quits; returns the capture and its diagnosis (exit 1: the blackhole)."""
         rules = self.write_file("bh.toml", b'[[fault]]\nname = "bh"\ntype = "blackhole"\n' + rule)
-        return self.start_mailtap(args=["--scenario", rules], env=self.env)
+        m = self.start_mailtap(args=["--scenario", rules], env=self.env)
+        c = self.greeted_client(m.port)
+        c.send(wire)
+        self.assertEqual([r.code for r in c.replies(replies)], [250] * replies)
+        self.quit(c)
+        cap = self.single_capture(m)
+        self.assertEqual([t["outcome"] for t in cap.transactions], outcomes)
+        rc, doc = diagnose(cap.path)
+        self.assertEqual(rc, 1, ids(doc))
+        return cap, doc
 
     def texts(self, f):
         return [e["text"] for e in f["evidence"]]
 
     def test_the_delivered_message_before_a_blackholed_one_keeps_its_queue_id(self):
-        m = self.relay_with(b"nth_transaction = 2\n")
-        c = self.greeted_client(m.port)
-        c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.com>\r\nBDAT 5 LAST\r\nhello"
-               b"MAIL FROM:<a2@example.test>\r\nRCPT TO:<b2@example.com>\r\nBDAT 6 LAST\r\nworld!")
-        self.assertEqual([r.code for r in c.replies(6)], [250] * 6)
-        self.quit(c)
-        cap = self.single_capture(m)
+        cap, doc = self.pipelined(b"nth_transaction = 2\n",
+                                  b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.com>\r\nBDAT 5 LAST\r\nhello"
+                                  b"MAIL FROM:<a2@example.test>\r\nRCPT TO:<b2@example.com>\r\nBDAT 6 LAST\r\nworld!",
+                                  6, ["delivered", "blackholed"])
         first, second = cap.transactions
-        self.assertEqual((first["outcome"], second["outcome"]), ("delivered", "blackholed"))
-        rc, doc = diagnose(cap.path)
-        self.assertEqual(rc, 1, ids(doc))
         handoff = finding(doc, "handoff")
         sink_id = first["final_reply"]["text"].split("queued as ")[1]
         fake_id = second["final_reply"]["text"].split("queued as ")[1]
@@ -636,16 +641,10 @@ class PipelinedBdatTransactions(DiagnoseTest):
         self.assertIn("C> BDAT 6 LAST", self.texts(finding(doc, "blackhole")))
 
     def test_a_blackhole_after_a_message_left_with_rset_cites_its_own_chunk(self):
-        m = self.relay_with(b"")
-        c = self.greeted_client(m.port)
-        c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.com>\r\nBDAT 5\r\nhelloRSET\r\n"
-               b"MAIL FROM:<a2@example.test>\r\nRCPT TO:<b2@example.com>\r\nBDAT 6 LAST\r\nworld!")
-        self.assertEqual([r.code for r in c.replies(7)], [250] * 7)
-        self.quit(c)
-        cap = self.single_capture(m)
-        self.assertEqual([t["outcome"] for t in cap.transactions], ["aborted", "blackholed"])
-        rc, doc = diagnose(cap.path)
-        self.assertEqual(rc, 1, ids(doc))
+        cap, doc = self.pipelined(b"",
+                                  b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.com>\r\nBDAT 5\r\nhelloRSET\r\n"
+                                  b"MAIL FROM:<a2@example.test>\r\nRCPT TO:<b2@example.com>\r\nBDAT 6 LAST\r\nworld!",
+                                  7, ["aborted", "blackholed"])
         f = finding(doc, "blackhole")
         self.assertEqual((f["source"], f["rule"]), ("injected", "bh"), f)
         texts = self.texts(f)

@@ -149,6 +149,13 @@ std::vector<std::string> ids(const diagnosis& d) {
   return out;
 }
 
+// A finding's evidence as its transcript lines.
+std::vector<std::string> evidence_texts(const finding& f) {
+  std::vector<std::string> out;
+  for (const auto& e : f.evidence) out.push_back(e.text);
+  return out;
+}
+
 TEST(Conversation, PairsRepliesWithCommandsAndTheEndOfData) {
   builder b;
   b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"}).reply(12, 250, {"2.0.0 Ok"});
@@ -471,8 +478,7 @@ TEST(CheckDelivery, ADuplicateAfterARulesHeldReplyIsTheRules) {
   EXPECT_THAT(f->explanation, testing::Not(testing::HasSubstr("before the destination answered")));
   EXPECT_THAT(f->explanation, testing::HasSubstr("held that reply"));
   EXPECT_THAT(f->action, testing::Not(testing::HasSubstr("why the destination took so long")));
-  std::vector<std::string> evidence;
-  for (const auto& e : f->evidence) evidence.push_back(e.text);
+  auto evidence = evidence_texts(*f);
   EXPECT_THAT(evidence, testing::Contains("F! dr (delay) delay at data_end: reply 250 held"))
       << ::testing::PrintToString(evidence);
   ASSERT_NE(find(reply_held, "content_scan_delay"), nullptr) << ::testing::PrintToString(ids(reply_held));
@@ -523,15 +529,13 @@ TEST(CheckDelivery, PipelinedBdatTransactionsEachKeepTheirOwnEndOfData) {
   ASSERT_NE(handoff, nullptr) << ::testing::PrintToString(ids(d));
   EXPECT_EQ(handoff->queue_id, "Q1");
   EXPECT_THAT(handoff->title, testing::HasSubstr("Q1"));
-  std::vector<std::string> evidence;
-  for (const auto& e : handoff->evidence) evidence.push_back(e.text);
+  auto evidence = evidence_texts(*handoff);
   EXPECT_THAT(evidence, testing::Contains("C> BDAT 5 LAST")) << ::testing::PrintToString(evidence);
   EXPECT_THAT(evidence, testing::Contains("S< 250 2.0.0 Ok: queued as Q1")) << ::testing::PrintToString(evidence);
   for (const auto& e : evidence) EXPECT_THAT(e, testing::Not(testing::HasSubstr("F4D9DB620E")));
   const finding* blackhole = find(d, "blackhole");
   ASSERT_NE(blackhole, nullptr) << ::testing::PrintToString(ids(d));
-  evidence.clear();
-  for (const auto& e : blackhole->evidence) evidence.push_back(e.text);
+  evidence = evidence_texts(*blackhole);
   EXPECT_THAT(evidence, testing::Contains("C> BDAT 6 LAST")) << ::testing::PrintToString(evidence);
   EXPECT_THAT(evidence, testing::Contains("R> 250 2.0.0 Ok: queued as F4D9DB620E")) << ::testing::PrintToString(evidence);
 }
@@ -572,8 +576,7 @@ TEST(CheckDelivery, AChunkAcceptedBeforeABlackholedMessageIsNotTheFaultsReply) {
   const finding* f = find(d, "blackhole");
   ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
   EXPECT_EQ(f->rule, "bh");
-  std::vector<std::string> evidence;
-  for (const auto& e : f->evidence) evidence.push_back(e.text);
+  auto evidence = evidence_texts(*f);
   EXPECT_THAT(evidence, testing::Contains("C> BDAT 6 LAST")) << ::testing::PrintToString(evidence);
   EXPECT_THAT(evidence, testing::Contains("R> 250 2.0.0 Ok: queued as EB575C6E8B")) << ::testing::PrintToString(evidence);
   EXPECT_THAT(evidence, testing::Not(testing::Contains("C> BDAT 5"))) << ::testing::PrintToString(evidence);
@@ -885,8 +888,7 @@ TEST(CheckTiming, AHeldReplyToTheLastChunkIsAHeldEndOfData) {
   EXPECT_EQ(f->source, origin::injected);
   EXPECT_EQ(f->rule, "scan");
   EXPECT_EQ(f->stage, "data_end");
-  std::vector<std::string> evidence;
-  for (const auto& e : f->evidence) evidence.push_back(e.text);
+  auto evidence = evidence_texts(*f);
   EXPECT_THAT(evidence, testing::Contains("S< 250 2.0.0 Ok: queued as 2000001")) << ::testing::PrintToString(evidence);
   EXPECT_EQ(find(injected, "fault_injected"), nullptr) << "the rule is cited by the finding it explains";
 
@@ -1105,8 +1107,7 @@ TEST(CheckReplies, A421ToTheRelaysRsetInPlaceOfDataIsAtDataWithBothCommands) {
   ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
   EXPECT_EQ(f->stage, "data");
   EXPECT_EQ(f->level, severity::error);
-  std::vector<std::string> evidence;
-  for (const auto& e : f->evidence) evidence.push_back(e.text);
+  auto evidence = evidence_texts(*f);
   EXPECT_THAT(evidence, testing::ElementsAre("C> DATA", "U> RSET", "S< 421 4.3.0 bye"));
 
   // The common case: the RSET answered 250 and the relay's own 354 answer DATA.
@@ -1180,8 +1181,7 @@ TEST(CheckReplies, TheRelaysRepliesToChunksOfAnAbsorbedBdatMessageAnswerTheChunk
     const finding* f = find(d, "blackhole");
     ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
     EXPECT_EQ(f->rule, "void");
-    std::vector<std::string> evidence;
-    for (const auto& e : f->evidence) evidence.push_back(e.text);
+    auto evidence = evidence_texts(*f);
     EXPECT_THAT(evidence, testing::Contains("C> BDAT 5 LAST")) << ::testing::PrintToString(evidence);
     EXPECT_THAT(evidence, testing::Contains("R> 250 2.0.0 Ok: queued as V01D")) << ::testing::PrintToString(evidence);
     EXPECT_EQ(find(d, "handoff"), nullptr) << ::testing::PrintToString(ids(d));
