@@ -7,6 +7,7 @@
 #include "protocol/base64.hpp"
 #include "protocol/capabilities.hpp"
 #include "protocol/command.hpp"
+#include "replay/unforwarded_line.hpp"
 
 namespace mailtap::replay {
 
@@ -29,26 +30,6 @@ std::set<std::string> keywords(const protocol::reply& r) {
   const auto caps = protocol::capabilities::from_reply(r);
   for (const auto& c : caps.list()) out.insert(protocol::to_upper(c.keyword));
   return out;
-}
-
-// Why a recorded command line must not go to a live server: the relay refused it and never
-// forwarded it (README "Refused, never forwarded"), so the destination never saw it, and a
-// server may read it otherwise: Postfix takes a bare LF for a line's end, so
-// "MAIL FROM:<a>\nRCPT TO:<b>" would be two commands it accepts (a newcomer's trial: a
-// replay delivered a message the recording never delivered). Empty when the line is safe.
-std::string_view unsafe_line(std::string_view bytes) {
-  if (bytes.ends_with("\r\n")) bytes.remove_suffix(2);
-  switch (protocol::parse_command(bytes).fault) {
-    case protocol::command_fault::bare_lf: return "a bare LF, which a server may read as two lines";
-    case protocol::command_fault::bare_cr: return "a bare CR, which a server may read as two lines";
-    case protocol::command_fault::nul_byte: return "a NUL";
-    case protocol::command_fault::leading_space: return "white space before its verb";
-    case protocol::command_fault::forbidden_verb: return "a verb the relay never forwards";
-    case protocol::command_fault::starttls_parameters: return "STARTTLS with a parameter";
-    case protocol::command_fault::bad_bdat:
-      return "a BDAT size the relay could not read (a server that answers it and goes on reads what follows as commands)";
-    default: return {};
-  }
 }
 
 std::string joined(const std::vector<std::string>& lines) {
@@ -337,10 +318,12 @@ void client_fsm::advance(std::uint64_t now_us) {
                                       " before, which the destination never got whole");
       continue;
     }
-    if (st.kind == step_kind::command && !st.unfinished) {
-      if (const auto why = unsafe_line(st.bytes); !why.empty()) {
+    // A line the relay answered itself went no further (replay/unforwarded_line.hpp); nor did
+    // one the session ended inside, that long.
+    if (st.kind == step_kind::command) {
+      if (const auto why = why_never_forwarded(st.bytes); !why.empty()) {
         res.status = step_status::skipped;
-        res.note = "not sent: the line has " + std::string(why) + " (the relay refused it and never forwarded it)";
+        res.note = "not sent: the relay never forwards such a line (" + why + ")";
         settle(i + 1, now_us);
         ++next_;
         stop_where_the_session_closed(i, now_us);
@@ -398,15 +381,25 @@ bool client_fsm::session_closed_at(std::size_t i) const {
 }
 
 // Where the relay ended the recorded session with its reply to step i (a refused line, the
-// refusal that reached its error limit, a fault's reply_and_close), it never read what its
-// client had sent behind that step, nor did the destination get it: not sent either.
+// refusal that reached its error limit, a fault's reply_and_close, the upstream lost), no reply
+// to what its client had sent behind that step is recorded: not sent either. Each note says what
+// the recording shows of that step: mostly never read (the relay closed first), but a relay that
+// lost its upstream had read, and forwarded, the commands pipelined behind the one it answered.
 void client_fsm::stop_where_the_session_closed(std::size_t i, std::uint64_t now_us) {
   if (next_ >= steps_.size() || !session_closed_at(i)) return;
   const recorded_reply& r = *steps_[i]->reply;
   const std::string who = r.source == reply_source::injected ? "the fault rule '" + r.rule + "'" : "the relay";
-  stop_sending(next_, now_us, "not sent: " + who + " ended the recorded session with its reply " +
-                                  std::to_string(r.reply.code) + " to an earlier step (" + script_.end_reason +
-                                  "), and never read what the recorded client sent behind that step");
+  const std::size_t from = next_;
+  stop_sending(from, now_us, "not sent: " + who + " ended the recorded session with its reply " +
+                                 std::to_string(r.reply.code) + " to an earlier step (" + script_.end_reason + "); ");
+  for (std::size_t j = from; j < steps_.size(); ++j) {
+    const step& behind = *steps_[j];
+    results_[j + 1].note += behind.went_upstream
+                                ? "the relay had read this step and sent it on to the destination, but the session "
+                                  "ended before any reply to it: there is nothing to compare it with"
+                            : behind.read_by_relay ? "the relay had read this step and never sent it on to the destination"
+                                                   : "the relay never read this step, nor did the destination get it";
+  }
 }
 
 // Steps `from` on are not sent (`why`); the connection closes once the replies still owed are in.

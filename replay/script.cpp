@@ -407,6 +407,41 @@ void mark_withheld(script& s, const std::vector<std::size_t>& starts, const time
   }
 }
 
+// What the relay did with the steps after the last one answered (step::read_by_relay,
+// went_upstream): the lines it took are the first `lines_read` line steps, as it records one
+// `command` per line in order; what it sent on is each step's copy found in order among the
+// upstream bytes sent since the read before the one that brought the last answered step.
+void mark_what_the_relay_did_after_the_last_reply(script& s, const std::vector<std::size_t>& starts,
+                                                  const timed_stream& in, const std::string& upstream,
+                                                  std::size_t lines_read) {
+  std::vector<step*> steps;
+  for (auto& st : s.steps) steps.push_back(&st);
+  if (s.unfinished) steps.push_back(&*s.unfinished);
+  const auto answered = std::find_if(steps.rbegin(), steps.rend(), [](const step* st) { return st->reply.has_value(); });
+  if (answered == steps.rend()) return;
+  const std::size_t last = static_cast<std::size_t>(steps.rend() - answered) - 1;
+  if (last >= starts.size()) return;
+  const std::size_t chunk = in.chunk_of(starts[last]);
+  std::size_t cursor = chunk == 0 ? 0 : std::min(in.upstream_before[chunk - 1], upstream.size());
+  std::size_t line = 0;
+  for (std::size_t j = 0; j < steps.size(); ++j) {
+    step& st = *steps[j];
+    const bool is_line = st.kind != step_kind::message && !st.unfinished;
+    if (j > last) st.read_by_relay = is_line && line < lines_read;
+    if (is_line) ++line;
+    if (j < last) continue;
+    // A line without its CRLF never goes on; a message as the relay framed it, or what of it went.
+    const std::string_view copy = st.kind == step_kind::message ? (st.withheld ? st.forwarded : st.relayed)
+                                  : st.unfinished && st.kind != step_kind::bdat ? std::string_view{}
+                                                                                  : std::string_view(st.bytes);
+    if (copy.empty()) continue;
+    const std::size_t at = upstream.find(copy, cursor);
+    if (at == std::string::npos) continue;
+    cursor = at + copy.size();
+    if (j > last) st.went_upstream = st.read_by_relay = true;
+  }
+}
+
 // How many replies had reached the client before each step left it (pipelining, RFC 2920).
 void count_awaited(script& s) {
   std::vector<step*> steps;
@@ -445,6 +480,7 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
   timed_stream in;
   std::string upstream;   // what the relay sent the destination, in file order
   std::vector<captures::note_event> notes;
+  std::size_t lines_read = 0;   // the relay's `command` records of the client's lines
   bool first_client_byte_seen = false;
   for (const auto& e : c.events) {
     if (const auto* b = std::get_if<captures::bytes_event>(&e)) {
@@ -454,6 +490,8 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
       } else if (b->leg == leg::upstream && b->dir == direction::out) {
         upstream.append(b->data);
       }
+    } else if (const auto* cmd = std::get_if<captures::command_event>(&e)) {
+      if (cmd->leg == leg::client && cmd->dir == direction::in) ++lines_read;
     } else if (const auto* t = std::get_if<captures::tls_event>(&e)) {
       if (t->leg == leg::client && !first_client_byte_seen) s.implicit_tls = true;
     } else if (const auto* f = std::get_if<captures::fault_event>(&e)) {
@@ -479,6 +517,7 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
   split.run(s);
   keep_relayed_messages(s);
   mark_withheld(s, split.starts, in, upstream, notes, eol);
+  mark_what_the_relay_did_after_the_last_reply(s, split.starts, in, upstream, lines_read);
   const std::size_t answered = 1 + s.steps.size();
   if (replies.size() > answered)
     s.unsolicited.assign(replies.begin() + static_cast<std::ptrdiff_t>(answered), replies.end());

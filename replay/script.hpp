@@ -87,6 +87,12 @@ struct step {
   // the message, and its end, as the recorded destination did. Empty for other steps, for an
   // unfinished message (sent as recorded) and for a withheld one (`forwarded` says what went).
   std::string relayed;
+  // What the recording shows the relay did with a step after the last one answered (said where a
+  // reply of the relay's or a fault's ended the session before it, client_fsm): it read the step
+  // (the relay writes a `command` record for each line it takes, an AUTH response's too), and it
+  // sent it on to the destination (its copy among the upstream leg's bytes). False elsewhere.
+  bool read_by_relay = false;
+  bool went_upstream = false;
 
   // The recorded delay of its reply: from the step's last byte to the reply.
   std::uint64_t reply_delay_us() const { return reply && reply->t_us > done_us ? reply->t_us - done_us : 0; }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "protocol/base64.hpp"
+#include "protocol/command.hpp"
 #include "protocol/fault.hpp"
 #include "protocol/observer.hpp"
 #include "replay/client_fsm.hpp"
@@ -84,6 +85,12 @@ struct capture_builder {
   // The relay sent the destination `bytes` (its copy of the client's, or its own command).
   capture_builder& forwarded(std::uint64_t t, std::string bytes) {
     c.events.push_back(captures::bytes_event{t, leg::upstream, direction::out, std::move(bytes)});
+    return *this;
+  }
+  // The relay's record of a command line it took (a line pipelined behind another, which
+  // `message` brings in one read).
+  capture_builder& command(std::uint64_t t, std::string text) {
+    c.events.push_back(captures::command_event{t, leg::client, direction::in, std::move(text)});
     return *this;
   }
   capture_builder& note(std::uint64_t t, std::string text) {
@@ -1330,7 +1337,7 @@ TEST(ReplayScript, AWithheldMessagesReasonIsTheRelaysNoteOnItNotAnotherNote) {
   ASSERT_TRUE(s.steps[4].withheld);
   EXPECT_EQ(s.steps[4].withheld_why, "the fault rule 'fail-msg' answered it 451");
   // Each of the relay's notes on a message it did not send whole is read as the reason.
-  for (const std::string note : {
+  for (const std::string& note : {
            std::string("fault fail-msg fails this message after its body: the dot is withheld and the upstream closed"),
            std::string("fault r1 answers this message itself: the upstream gets RSET, never the message"),
            std::string("blackhole bh: the relay answered 250 itself; nothing was delivered"),
@@ -1702,20 +1709,18 @@ TEST(ReplayClient, NothingTheRecordedClientSentBehindTheLineTheRelayClosedOnIsSe
   client_fsm fsm(s, o);
   converse(fsm, {"220 sink ESMTP\r\n"});
   const turn t = reply_to(fsm, ehlo_reply, 100);
-  EXPECT_EQ(t.sent, "NOOP " + std::string(2100, 'x') + "\r\n") << "the XCLIENT lines are not sent; nothing behind the NOOP";
-  EXPECT_EQ(t.sent.find("MAIL"), std::string::npos);
+  EXPECT_TRUE(t.sent.empty()) << t.sent.size() << " bytes sent: the XCLIENT lines and the line past 2048 bytes are "
+                                                  "not sent, nor anything behind them";
+  EXPECT_TRUE(t.closed);
+  EXPECT_TRUE(fsm.finished());
   const auto& r = fsm.results();
   ASSERT_EQ(r.size(), 25u);
+  EXPECT_EQ(r[21].status, step_status::skipped);   // the line the relay answered 421 in place of
   for (std::size_t i = 22; i < 25; ++i) {
     EXPECT_EQ(r[i].status, step_status::skipped) << r[i].text;
     EXPECT_NE(r[i].note.find("421"), std::string::npos) << r[i].note;
     EXPECT_NE(r[i].note.find("never read"), std::string::npos) << r[i].note;
   }
-  const turn last = reply_to(fsm, "500 5.5.2 line too long\r\n", 200);
-  EXPECT_EQ(last.sent, "");
-  EXPECT_TRUE(last.closed);
-  EXPECT_TRUE(fsm.finished());
-  EXPECT_EQ(r[21].status, step_status::diverged);   // the relay's own 421, which the live server need not say
 
   // So where a fault rule's reply closed it (reply_and_close at RCPT): the DATA behind it is not sent.
   capture_builder f;
@@ -1745,6 +1750,165 @@ TEST(ReplayClient, NothingTheRecordedClientSentBehindTheLineTheRelayClosedOnIsSe
   client_fsm destination(by_destination, o);
   converse(destination, {"220 sink ESMTP\r\n"});
   EXPECT_EQ(reply_to(destination, ehlo_reply, 100).sent, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+}
+
+// Where the relay ended the recorded session, what the recording shows of the steps behind it
+// is said as it was: a note claimed the relay never read them where the upstream was lost with
+// them forwarded (the relay answers the first command it owes 421 and closes).
+TEST(ReplayClient, TheNoteOnWhatCameBehindTheClosingStepSaysWhatTheRelayDidWithIt) {
+  capture_builder b;
+  b.server(1000, "220 mx.test ESMTP\r\n")
+      .client(2000, "EHLO c.test\r\n")
+      .server(3000, ehlo_reply)
+      .message(4000, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
+      .command(4000, "MAIL FROM:<a@x>")
+      .command(4000, "RCPT TO:<b@y>")
+      .command(4000, "DATA")
+      .forwarded(4000, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n")
+      .note(4500, "upstream_closed: upstream closed the connection")
+      .relay(4500, "421 4.4.2 mailtap upstream connection lost\r\n")
+      .end(4500, "upstream_closed");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 4u);
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  converse(fsm, {"220 sink ESMTP\r\n"});
+  EXPECT_EQ(reply_to(fsm, ehlo_reply, 100).sent, "MAIL FROM:<a@x>\r\n");
+  const auto& r = fsm.results();
+  ASSERT_EQ(r.size(), 5u);
+  for (std::size_t i = 3; i < 5; ++i) {
+    EXPECT_EQ(r[i].status, step_status::skipped) << r[i].text;
+    EXPECT_NE(r[i].note.find("421"), std::string::npos) << r[i].note;
+    EXPECT_EQ(r[i].note.find("never read"), std::string::npos) << r[i].note;
+  }
+  EXPECT_NE(r[3].note.find("the relay had read this step and sent it on to the destination"), std::string::npos) << r[3].note;
+  EXPECT_NE(r[4].note.find("the relay had read this step and never sent it on"), std::string::npos) << r[4].note;
+
+  // Where the recording shows none of them read (no command record, nothing upstream), it says so.
+  capture_builder unread;
+  unread.server(1000, "220 mx.test ESMTP\r\n")
+      .client(2000, "EHLO c.test\r\n")
+      .server(3000, ehlo_reply)
+      .message(4000, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n")
+      .command(4000, "MAIL FROM:<a@x>")
+      .relay(4000, "421 4.7.0 closing\r\n", "close-at-mail")
+      .end(4000, "fault");
+  const script closed = unread.build();
+  client_fsm by_fault(closed, o);
+  converse(by_fault, {"220 sink ESMTP\r\n"});
+  EXPECT_EQ(reply_to(by_fault, ehlo_reply, 100).sent, "MAIL FROM:<a@x>\r\n");
+  EXPECT_EQ(by_fault.results()[3].status, step_status::skipped);
+  EXPECT_NE(by_fault.results()[3].note.find("never read"), std::string::npos) << by_fault.results()[3].note;
+}
+
+// A command line past the 2048 bytes the relay takes (protocol/limits.hpp) was answered 500
+// 5.5.2 by the relay and never forwarded; the replay sent it, and a server that reads the first
+// 2048 bytes of a longer line as a command (Postfix: line_length_limit) runs what the recorded
+// destination never got. A line of exactly 2048 bytes, its CRLF included, went, and goes.
+TEST(ReplayClient, ACommandLinePastTheRelaysLengthLimitIsNotSent) {
+  const std::string too_long = "NOOP " + std::string(2044, 'x') + "\r\n";   // 2051 bytes
+  const std::string longest = "NOOP " + std::string(2041, 'y') + "\r\n";    // 2048 bytes
+  capture_builder b;
+  b.server(1000, "220 mx.test ESMTP\r\n")
+      .client(2000, "EHLO c.test\r\n")
+      .server(3000, ehlo_reply)
+      .message(4000, too_long)
+      .note(4000, "command refused: line too long")
+      .relay(4000, "500 5.5.2 Line too long\r\n")
+      .message(5000, longest)
+      .forwarded(5000, longest)
+      .server(5100, "250 2.0.0 Ok\r\n")
+      .client(6000, "QUIT\r\n")
+      .server(6100, "221 2.0.0 Bye\r\n")
+      .end(6100, "client_quit");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 4u);
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  converse(fsm, {"220 sink ESMTP\r\n"});
+  const turn first = reply_to(fsm, ehlo_reply, 100);
+  EXPECT_TRUE(first.sent == longest) << first.sent.size() << " bytes sent";
+  const turn second = reply_to(fsm, "250 2.0.0 Ok\r\n", 110);
+  EXPECT_TRUE(second.sent == "QUIT\r\n") << second.sent.size() << " bytes sent";
+  reply_to(fsm, "221 2.0.0 Bye\r\n", 120);
+  EXPECT_TRUE(fsm.finished());
+  const auto& r = fsm.results();
+  ASSERT_EQ(r.size(), 5u);
+  EXPECT_EQ(r[2].status, step_status::skipped);
+  EXPECT_NE(r[2].note.find("2048"), std::string::npos) << r[2].note;
+  EXPECT_EQ(r[3].status, step_status::matched);
+  EXPECT_FALSE(fsm.diverged());
+
+  // Nor is an unfinished line longer than that (the session ended before its CRLF): the relay
+  // never forwards a line without its CRLF, and would have refused this one with it.
+  capture_builder cut;
+  cut.server(1000, "220 mx.test ESMTP\r\n")
+      .client(2000, "EHLO c.test\r\n")
+      .server(3000, ehlo_reply)
+      .message(4000, "NOOP " + std::string(3000, 'z'))
+      .end(5000, "client_closed");
+  const script unfinished = cut.build();
+  ASSERT_TRUE(unfinished.unfinished.has_value());
+  client_fsm at_end(unfinished, o);
+  converse(at_end, {"220 sink ESMTP\r\n"});
+  const turn last = reply_to(at_end, ehlo_reply, 100);
+  EXPECT_TRUE(last.sent.empty()) << last.sent.size() << " bytes sent";
+  EXPECT_TRUE(last.closed);
+  EXPECT_EQ(at_end.results().back().status, step_status::skipped);
+}
+
+// Every line the relay answers itself and never forwards (protocol::parse_command's faults,
+// the ones relay_fsm refuses by) is not sent. An HTTP request line and a header-shaped line
+// were sent: the relay answers them 221 and closes, the destination never saw them.
+TEST(ReplayClient, EveryLineTheRelayAnswersItselfIsNotSent) {
+  std::string nul = "NOOP a";
+  nul += '\0';
+  const std::vector<std::string> refused = {
+      "MAIL FROM:<a@x>\nRCPT TO:<b@y>", "NOOP a\rb", nul, " NOOP", "XCLIENT ADDR=10.0.0.1", "XFORWARD NAME=x",
+      "PROXY TCP4 1.2.3.4 5.6.7.8 1 2", "STARTTLS now", "BDAT abc LAST", "GET / HTTP/1.1", "POST /form HTTP/1.1",
+      "Host: mx.test"};
+  client_options o;
+  o.pace = timing{0.0};
+  for (const auto& line : refused) {
+    ASSERT_NE(protocol::parse_command(line).fault, protocol::command_fault::none) << line;
+    capture_builder b;
+    b.server(1000, "220 mx.test ESMTP\r\n")
+        .client(2000, "EHLO c.test\r\n")
+        .server(3000, ehlo_reply)
+        .message(4000, line + "\r\n")
+        .relay(4000, "500 5.5.2 refused\r\n")
+        .client(5000, "QUIT\r\n")
+        .server(5100, "221 2.0.0 Bye\r\n")
+        .end(5100, "client_quit");
+    const script s = b.build();
+    client_fsm fsm(s, o);
+    converse(fsm, {"220 sink ESMTP\r\n"});
+    EXPECT_EQ(reply_to(fsm, ehlo_reply, 100).sent, "QUIT\r\n") << protocol::escape_bytes(line, 100);
+    EXPECT_EQ(fsm.results()[2].status, step_status::skipped) << protocol::escape_bytes(line, 100);
+  }
+
+  // An HTTP request as a browser sends it: the relay answered its request line 221 and closed,
+  // reading nothing behind it. Nothing of it is sent.
+  capture_builder http;
+  http.server(1000, "220 mx.test ESMTP\r\n")
+      .message(2000, "GET / HTTP/1.1\r\nHost: mx.test\r\n\r\n")
+      .command(2000, "GET / HTTP/1.1")
+      .note(2000, "command refused: HTTP request (GET); session closed")
+      .relay(2000, "221 2.7.0 mailtap Error: I can break rules, too. Goodbye.\r\n")
+      .end(2000, "http_command");
+  const script web = http.build();
+  ASSERT_EQ(web.steps.size(), 3u);
+  client_fsm browser(web, o);
+  const auto out = converse(browser, {"220 sink ESMTP\r\n"});
+  EXPECT_EQ(all_sent(out), "");
+  EXPECT_TRUE(browser.finished());
+  const auto& r = browser.results();
+  EXPECT_EQ(r[1].status, step_status::skipped);
+  EXPECT_NE(r[1].note.find("HTTP"), std::string::npos) << r[1].note;
+  EXPECT_EQ(r[2].status, step_status::skipped);
+  EXPECT_EQ(r[3].status, step_status::skipped);
 }
 
 TEST(ReplayClient, ATargetNotReachedSaysWhy) {
