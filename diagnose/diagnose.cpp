@@ -22,6 +22,11 @@ diagnosis diagnose_capture(const captures::capture& c) {
   if (c.header.upstream == "builtin")
     for (auto& f : d.findings)
       if (!f.vendor.empty()) f.vendor = "mailtap built-in sink";
+  // Each finding's evidence by time (README "diagnose": the JSON's evidence[]), whichever check
+  // gathered it in whichever order.
+  for (auto& f : d.findings)
+    std::stable_sort(f.evidence.begin(), f.evidence.end(),
+                     [](const evidence_item& a, const evidence_item& b) { return a.t_us < b.t_us; });
   auto first_time = [](const finding& f) { return f.evidence.empty() ? UINT64_MAX : f.evidence.front().t_us; };
   std::stable_sort(d.findings.begin(), d.findings.end(), [&](const finding& a, const finding& b) {
     if (a.level != b.level) return static_cast<int>(a.level) < static_cast<int>(b.level);

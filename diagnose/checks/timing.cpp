@@ -3,6 +3,7 @@
 // pauses of the sender. Thresholds are named below with their reasons; a delay fault in the
 // capture names the rule that caused it.
 #include <algorithm>
+#include <cstdint>
 
 #include "diagnose/checks.hpp"
 #include "diagnose/end_of_data.hpp"
@@ -49,10 +50,19 @@ evidence_item stage_evidence(const captures::stage& s) {
 
 bool delay_at(const protocol::fault_event& f, phase ph) { return f.decision == "delay" && f.ph == ph; }
 
-// Cites the delay faults at `phases` and marks the finding injected by the first.
-void cite_delays(const conversation& c, finding& f, std::initializer_list<phase> phases) {
+// The span of time a stage covers, its ends included: a delay that held something in it has
+// its record there (written as the hold ends, protocol/fault_holds.cpp).
+struct time_window {
+  std::uint64_t from_us = 0;
+  std::uint64_t to_us = UINT64_MAX;
+  bool holds(std::uint64_t t_us) const { return t_us >= from_us && t_us <= to_us; }
+};
+
+// Cites the delay faults at `phases` (recorded within `when`) and marks the finding injected by
+// the first.
+void cite_delays(const conversation& c, finding& f, std::initializer_list<phase> phases, time_window when = {}) {
   for (const auto* e : c.timeline)
-    if (const auto* fe = std::get_if<captures::fault_event>(e))
+    if (const auto* fe = std::get_if<captures::fault_event>(e); fe && when.holds(fe->t_us))
       for (phase ph : phases)
         if (delay_at(fe->fault, ph)) {
           std::string rule = f.rule;
@@ -115,9 +125,11 @@ void held_end_of_data(const conversation& c, std::uint64_t typical, std::vector<
   for (const auto& w : end_of_data_waits(c)) {
     const captures::stage& s = *w.s;
     if (w.held_us < held_end_of_data_us || w.held_us < slow_factor * typical) continue;
-    bool injected = std::any_of(c.timeline.begin(), c.timeline.end(), [](const captures::event* e) {
+    // A delay rule of this end of data, not of another message's in the session.
+    const time_window this_wait{s.start_us, s.start_us + s.duration_us};
+    bool injected = std::any_of(c.timeline.begin(), c.timeline.end(), [&](const captures::event* e) {
       const auto* fe = std::get_if<captures::fault_event>(e);
-      return fe && delay_at(fe->fault, phase::data_end);
+      return fe && this_wait.holds(fe->t_us) && delay_at(fe->fault, phase::data_end);
     });
     // Held by the destination (its wait) or by a delay fault; a withheld dot is the relay's own wait.
     if (w.upstream_us < held_end_of_data_us && !injected) continue;
@@ -144,7 +156,7 @@ void held_end_of_data(const conversation& c, std::uint64_t typical, std::vector<
     f.evidence.push_back(stage_evidence(s));
     for (const auto& x : c.exchanges)
       if (answers_here(x)) f.evidence.push_back(evidence_of(*x.reply));
-    if (injected) cite_delays(c, f, {phase::data_end});
+    if (injected) cite_delays(c, f, {phase::data_end}, this_wait);
     merge_finding(out, std::move(f));
   }
 }

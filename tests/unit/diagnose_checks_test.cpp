@@ -117,9 +117,11 @@ struct builder {
     c.transactions.push_back(t);
     return *this;
   }
+  // The end record comes after everything recorded so far, as the relay writes it.
   builder& ended(std::string reason, std::string detail = "") {
     c.end->reason = std::move(reason);
     c.end->detail = std::move(detail);
+    for (const auto& e : c.events) c.end->t_us = std::max(c.end->t_us, captures::event_time(e));
     return *this;
   }
   // A greeting, EHLO, MAIL and RCPT answered 250 by the destination.
@@ -258,8 +260,9 @@ TEST(CheckReplies, AddressStatusDetailsAreNotAllUnknownRecipients) {
     EXPECT_EQ(f->level, severity::error);
     EXPECT_THAT(f->explanation, ::testing::HasSubstr(e.in_explanation)) << e.mode;
     EXPECT_THAT(f->action, ::testing::HasSubstr(e.in_action)) << e.mode;
-    if (std::string_view(e.mode) != "recipient_address_invalid")
+    if (std::string_view(e.mode) != "recipient_address_invalid") {
       EXPECT_THAT(f->action, ::testing::Not(::testing::HasSubstr("typos"))) << e.mode;
+    }
   }
   builder g;
   g.opening().reply(7, 550, {"5.1.0 Address rejected"}).txn(protocol::outcome::rejected, std::nullopt, 4, 7);
@@ -418,6 +421,26 @@ TEST(CheckDelivery, BlackholeAndAmbiguousEndOfDataAreErrors) {
   auto a = diagnose_capture(u.c);
   ASSERT_NE(find(a, "ambiguous_end_of_data"), nullptr) << ::testing::PrintToString(ids(a));
   EXPECT_EQ(find(a, "ambiguous_end_of_data")->level, severity::error);
+}
+
+// README "diagnose": a finding's evidence is listed by time, whichever check gathered it. The
+// duplicate's evidence was the close note, then the exchange it followed (its BDAT ... LAST
+// earlier), then the transaction.
+TEST(CheckDelivery, AFindingsEvidenceIsListedByTime) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "BDAT 10 LAST")
+      .note(13, std::string(protocol::note_closed_before_end_of_data_reply))
+      .reply(25, 250, {"2.0.0 Ok: queued as Q0002"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q0002"}, 4, 25)
+      .ended("client_closed");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "duplicate_delivery");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_THAT(evidence_texts(*f), testing::Contains("C> BDAT 10 LAST")) << ::testing::PrintToString(evidence_texts(*f));
+  for (const auto& x : d.findings)
+    EXPECT_TRUE(std::is_sorted(x.evidence.begin(), x.evidence.end(),
+                               [](const evidence_item& p, const evidence_item& q) { return p.t_us < q.t_us; }))
+        << x.id << ": " << ::testing::PrintToString(evidence_texts(x));
 }
 
 // RFC 1047: the sender closed (a FIN, no QUIT) before the reply to its dot; the destination
@@ -898,6 +921,26 @@ TEST(CheckTiming, AHeldReplyToTheLastChunkIsAHeldEndOfData) {
 
   auto slow_sender = chunked(3203, 3203.5, false);   // the chunk took 3 s to come; the reply none
   EXPECT_EQ(find(slow_sender, "content_scan_delay"), nullptr) << ::testing::PrintToString(ids(slow_sender));
+}
+
+// A delay rule explains the held end of data it acted in, not another message's: the first
+// message's rule held its dot 100 ms; the second message's reply the destination held 5 s.
+TEST(CheckTiming, ADelayRuleOfAnotherMessageDoesNotExplainAHeldEndOfData) {
+  builder b;
+  b.stage(phase::banner, 0, 1, 1).stage(phase::ehlo, 10, 1, 1).stage(phase::mail, 20, 1, 1)
+      .stage(phase::rcpt, 30, 1, 1).stage(phase::data, 40, 1, 1).stage(phase::data_end, 50, 120, 20)
+      .stage(phase::mail, 200, 1, 1).stage(phase::rcpt, 210, 1, 1).stage(phase::data, 220, 1, 1)
+      .stage(phase::data_end, 230, 5000, 5000);
+  b.cmd(40, "DATA").reply(41, 354, {"go"})
+      .fault(150, "first", "delay", "delay", phase::data_end, "end of data held before forwarding", 100'000)
+      .reply(170, 250, {"2.0.0 Ok: queued as A"})
+      .cmd(220, "DATA").reply(221, 354, {"go"}).reply(5230, 250, {"2.0.0 Ok: queued as B"});
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "content_scan_delay");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->source, origin::server);
+  EXPECT_EQ(f->rule, "");
+  EXPECT_THAT(evidence_texts(*f), testing::Not(testing::Contains(testing::HasSubstr("first"))));
 }
 
 TEST(CheckTiming, AFastSessionHasNoTimingFindings) {
