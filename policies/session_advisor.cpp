@@ -162,7 +162,7 @@ protocol::fault_decision session_advisor::evaluate(const protocol::fault_query& 
     for (const auto& h : hits) {
       if (h.decision.what != protocol::verdict::proceed) continue;
       merge_rewrites(out.rewrites, h.decision.rewrites);
-      out.rewrites.rules.emplace_back(h.decision.rule, h.decision.type);
+      out.rewrites.rules.push_back({h.decision.rule, h.decision.type, h.decision.rewrites});
       reserve(h.rule);
     }
   }

@@ -65,18 +65,29 @@ struct reply_spec {
 };
 
 // Edits to what passes, applied when the verdict is proceed or delay.
-struct rewrite_set {
+struct rewrite_edits {
   bool mask_banner = false;                   // PIX: every banner character but '2', '0' and space -> '*'
   std::optional<std::string> banner_text;     // replace the banner's text, keeping its code
   std::vector<std::string> strip_capabilities;  // EHLO keywords removed
   std::vector<std::string> mask_capabilities;   // EHLO keywords shown masked (ASA: STARTTLS -> XXXXXXXA)
   std::optional<std::uint64_t> size;          // SIZE's parameter rewritten to this
   bool mask_command = false;                  // PIX/ASA: the command line overwritten with 'X'
-  std::vector<std::pair<std::string, std::string>> rules;   // (rule, type) of each contributing rule
   bool empty() const {
     return !mask_banner && !banner_text && strip_capabilities.empty() && mask_capabilities.empty() && !size &&
            !mask_command;
   }
+};
+
+// The edits of the rules contributing to one decision, merged (policies/precedence.cpp), and
+// each rule with the edits it asked for itself: a rule counts only when an edit of its own
+// changed what passed (policies/README.md "Counted when applied").
+struct rewrite_set : rewrite_edits {
+  struct contribution {
+    std::string rule;
+    std::string type;
+    rewrite_edits asked;
+  };
+  std::vector<contribution> rules;
 };
 
 struct fault_decision {

@@ -71,7 +71,7 @@ void fault_holds::not_applied(const fault_decision& d) {
 
 void fault_holds::rewrites_not_applied(const rewrite_set& rw) {
   if (!advisor_) return;
-  for (const auto& [rule, type] : rw.rules) advisor_->not_applied(rule);
+  for (const auto& c : rw.rules) advisor_->not_applied(c.rule);
 }
 
 void fault_holds::drop_end_plan() {
@@ -320,7 +320,8 @@ bool fault_holds::banner(std::uint64_t now, reply& r, std::string& bytes) {
   if (bytes == r.raw) {
     rewrites_not_applied(rw);   // the edit left the greeting as it was
   } else {
-    rewrite_events(now, rw, phase::banner, rw.mask_banner ? "greeting masked" : "greeting replaced");
+    const std::string detail = rw.mask_banner ? "greeting masked" : "greeting replaced";
+    credit_rewrites(now, rw, phase::banner, [&](const rewrite_edits&) { return detail; });
     if (observer_) {   // the greeting the client saw, as the capture's relay reply
       reply shown = r;
       shown.raw = bytes;
@@ -468,7 +469,9 @@ void fault_holds::apply_command_fault(std::uint64_t now, std::string_view body, 
 void fault_holds::forward_masked_command(std::uint64_t now, std::string_view line, const command& cmd,
                                          const rewrite_set& rw) {
   host_.announce_command(now, line.substr(0, line.size() - 2), cmd);
-  rewrite_events(now, rw, cmd.ph, "command overwritten with X: " + cmd.verb);
+  credit_rewrites(now, rw, cmd.ph, [&](const rewrite_edits& asked) {
+    return asked.mask_command ? "command overwritten with X: " + cmd.verb : std::string();
+  });
   std::string masked(line.size() - 2, 'X');
   masked += "\r\n";
   host_.handle_command(now, masked, parse_command(std::string_view(masked).substr(0, masked.size() - 2)), false);
@@ -854,32 +857,52 @@ bool fault_holds::makes_a_reply(verdict v) {
 
 void fault_holds::apply_capability_rewrites(std::uint64_t now, capabilities& caps, const rewrite_set& rw,
                                           std::string& changes) {
-  std::string done;
-  auto add = [&](std::string what) { done += (done.empty() ? "" : ", ") + what; };
+  capability_edits_done done;
   for (const auto& kw : rw.strip_capabilities)
-    if (caps.remove(kw)) add("stripped " + kw);
-  for (const auto& kw : rw.mask_capabilities) {
-    // A firewall masks what the server offered, even where the relay itself would not offer it.
-    if (caps.rename(kw, masked_keyword(kw))) add("masked " + kw + " as " + masked_keyword(kw));
+    if (caps.remove(kw)) done.stripped.push_back(kw);
+  // A firewall masks what the server offered, even where the relay itself would not offer it.
+  for (const auto& kw : rw.mask_capabilities)
+    if (caps.rename(kw, masked_keyword(kw))) done.masked.push_back(kw);
+  if (rw.size && (caps.has("SIZE") || *rw.size > 0)) {
+    caps.set("SIZE", std::to_string(*rw.size));
+    done.size = rw.size;
   }
-  if (rw.size) {
-    if (caps.has("SIZE") || *rw.size > 0) {
-      caps.set("SIZE", std::to_string(*rw.size));
-      add("SIZE " + std::to_string(*rw.size));
-    }
-  }
-  if (done.empty()) return rewrites_not_applied(rw);   // the server offered nothing it names
-  changes += (changes.empty() ? "" : ", ") + done;
-  rewrite_events(now, rw, phase::ehlo, "EHLO reply " + done);
+  const std::string all = done.of(rw);
+  if (!all.empty()) changes += (changes.empty() ? "" : ", ") + all;
+  // A rule that changed nothing (a keyword the server did not offer, one another rule took
+  // first, a SIZE another rule set) was not applied.
+  credit_rewrites(now, rw, phase::ehlo, [&](const rewrite_edits& asked) {
+    const std::string own = done.of(asked);
+    return own.empty() ? own : "EHLO reply " + own;
+  });
 }
 
-// One record per rule that contributed to a rewrite (a rewrite-only decision has no single rule).
-void fault_holds::rewrite_events(std::uint64_t now, const rewrite_set& rw, phase ph, const std::string& detail) {
-  for (const auto& [rule, type] : rw.rules) {
+std::string fault_holds::capability_edits_done::of(const rewrite_edits& asked) const {
+  std::string out;
+  auto add = [&](std::string what) { out += (out.empty() ? "" : ", ") + what; };
+  auto done_to = [](const std::vector<std::string>& keywords, std::string_view kw) {
+    return std::any_of(keywords.begin(), keywords.end(), [&](const std::string& k) { return iequals(k, kw); });
+  };
+  for (const auto& kw : asked.strip_capabilities)
+    if (done_to(stripped, kw)) add("stripped " + kw);
+  for (const auto& kw : asked.mask_capabilities)
+    if (done_to(masked, kw)) add("masked " + kw + " as " + masked_keyword(kw));
+  if (asked.size && asked.size == size) add("SIZE " + std::to_string(*size));
+  return out;
+}
+
+void fault_holds::credit_rewrites(std::uint64_t now, const rewrite_set& rw, phase ph,
+                                  const std::function<std::string(const rewrite_edits& asked)>& own) {
+  for (const auto& c : rw.rules) {
+    std::string detail = own(c.asked);
+    if (detail.empty()) {
+      if (advisor_) advisor_->not_applied(c.rule);
+      continue;
+    }
     fault_decision shown;
-    shown.rule = rule;
-    shown.type = type;
-    event(now, shown, ph, detail);
+    shown.rule = c.rule;
+    shown.type = c.type;
+    event(now, shown, ph, std::move(detail));
   }
 }
 

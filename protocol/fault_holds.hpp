@@ -16,6 +16,7 @@
 // nothing and every question is answered "no fault".
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <utility>
 #include <string>
@@ -221,7 +222,19 @@ class fault_holds {
   void rewrites_not_applied(const rewrite_set& rw);
   fault_query query_for(phase ph, fault_stage stage, const transaction* t) const;
   void event(std::uint64_t now, const fault_decision& d, phase ph, std::string detail, std::uint64_t actual_delay_us = 0);
-  void rewrite_events(std::uint64_t now, const rewrite_set& rw, phase ph, const std::string& detail);
+  // Each rule contributing to a rewrite is recorded with what its own edits did: `own` says it
+  // for the edits the rule asked for, or "" when they changed nothing, and then the rule is
+  // given back (policies/README.md "Counted when applied"). A rewrite has no single rule.
+  void credit_rewrites(std::uint64_t now, const rewrite_set& rw, phase ph,
+                       const std::function<std::string(const rewrite_edits& asked)>& own);
+  // What a capabilities rewrite did to an EHLO reply: the keywords removed, those masked, the
+  // SIZE set; `of` says it for the edits one rule asked for ("stripped X, masked Y as XXXA").
+  struct capability_edits_done {
+    std::vector<std::string> stripped;
+    std::vector<std::string> masked;
+    std::optional<std::uint64_t> size;
+    std::string of(const rewrite_edits& asked) const;
+  };
   void schedule_wake(std::uint64_t now, std::uint64_t at_us);
   void release_held(std::uint64_t now);
   bool greeting(std::uint64_t now, const fault_decision& d);

@@ -886,6 +886,35 @@ size = 1000
                 self.assertIn(line, r.texts[1:])
         self.assertFaults(cap, [("caps", "capabilities", "rewrite", "ehlo")])
 
+    def test_a_capabilities_rule_that_changed_nothing_is_not_counted_beside_one_that_did(self):
+        # A QA trial: when one rule's EHLO edit changed the reply, every rule contributing to it
+        # got a fault record and counted, one stripping a keyword the server never offered too.
+        up = ScriptedAnswers({})   # its EHLO reply offers PIPELINING, not SMTPUTF8
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "no-pipelining"
+type = "capabilities"
+strip = ["PIPELINING"]
+
+[[fault]]
+name = "no-utf8"
+type = "capabilities"
+strip = ["SMTPUTF8"]
+''', up)
+        c = self.connect(m.port)
+        self.assertEqual(c.reply().code, 220)
+        r = c.command("EHLO client.test")
+        self.assertEqual(r.code, 250, r)
+        self.assertNotIn("PIPELINING", [t.split(" ")[0].upper() for t in r.texts[1:]], r)
+        self.quit(c)
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("no-pipelining", "capabilities", "rewrite", "ehlo")])
+        [record] = fault_records(cap)
+        self.assertEqual(record["detail"], "EHLO reply stripped PIPELINING")
+        self.assertInjectedTotal(m, "no-pipelining", "capabilities", 1)
+        self.assertInjectedTotal(m, "no-utf8", "capabilities", 0)
+
     def test_capabilities_seen_by_swaks(self):
         m = self.relay('''
 [[fault]]

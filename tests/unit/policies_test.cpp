@@ -280,7 +280,7 @@ class Policies : public ::testing::Test {
   }
   static void apply(mailtap::protocol::fault_advisor& advisor, const fault_decision& d) {
     if (d.what != verdict::proceed) advisor.applied(d.rule);
-    for (const auto& [rule, type] : d.rewrites.rules) advisor.applied(rule);
+    for (const auto& c : d.rewrites.rules) advisor.applied(c.rule);
   }
 
   std::uint64_t count_of(const std::string& rule) const {
@@ -560,6 +560,15 @@ size = 5
   EXPECT_EQ(d.rewrites.mask_capabilities, std::vector<std::string>{"STARTTLS"});
   EXPECT_EQ(d.rewrites.size, 1000u);   // the rule loaded first keeps SIZE
   ASSERT_EQ(d.rewrites.rules.size(), 2u);
+  // Each rule with its own edits, so that the relay counts only one whose edit changed the reply.
+  EXPECT_EQ(d.rewrites.rules[0].rule, "no-pipelining");
+  EXPECT_EQ(d.rewrites.rules[0].asked.strip_capabilities, std::vector<std::string>{"PIPELINING"});
+  EXPECT_EQ(d.rewrites.rules[0].asked.size, 1000u);
+  EXPECT_TRUE(d.rewrites.rules[0].asked.mask_capabilities.empty());
+  EXPECT_EQ(d.rewrites.rules[1].rule, "asa-starttls");
+  EXPECT_EQ(d.rewrites.rules[1].asked.mask_capabilities, std::vector<std::string>{"STARTTLS"});
+  EXPECT_EQ(d.rewrites.rules[1].asked.size, 5u);
+  EXPECT_TRUE(d.rewrites.rules[1].asked.strip_capabilities.empty());
   EXPECT_EQ(count_of("no-pipelining"), 1u);
   // A refused EHLO lists nothing to edit.
   EXPECT_TRUE(decide(ehlo_view(502)).rewrites.empty());
@@ -763,7 +772,7 @@ TEST_F(Policies, VerbFilterMasksOtherVerbs) {
   EXPECT_EQ(d.what, verdict::proceed);
   EXPECT_TRUE(d.rewrites.mask_command);
   ASSERT_EQ(d.rewrites.rules.size(), 1u);
-  EXPECT_EQ(d.rewrites.rules[0].second, "verb_filter");
+  EXPECT_EQ(d.rewrites.rules[0].type, "verb_filter");
   EXPECT_FALSE(decide({.ph = phase::helo, .verb = "HELO", .argument = "x"}).rewrites.mask_command);
   EXPECT_TRUE(decide({.ph = phase::other, .verb = "XCLIENT", .argument = "x"}).rewrites.mask_command);
   EXPECT_EQ(count_of("pix"), 2u);
@@ -890,8 +899,8 @@ text = "hello"
   EXPECT_TRUE(d.rewrites.mask_banner);
   EXPECT_EQ(d.rewrites.banner_text, "hello");
   ASSERT_EQ(d.rewrites.rules.size(), 2u);
-  EXPECT_EQ(d.rewrites.rules[0].first, "pix-banner");
-  EXPECT_EQ(d.rewrites.rules[1].first, "text-banner");
+  EXPECT_EQ(d.rewrites.rules[0].rule, "pix-banner");
+  EXPECT_EQ(d.rewrites.rules[1].rule, "text-banner");
   EXPECT_EQ(count_of("pix-banner"), 1u);
   EXPECT_EQ(count_of("slow-banner"), 1u);
   EXPECT_EQ(count_of("text-banner"), 1u);

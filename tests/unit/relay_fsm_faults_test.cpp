@@ -148,7 +148,7 @@ fault_decision stall_for(std::uint64_t max_us, std::string rule = "tarpit") {
 }
 fault_decision rewrite(rewrite_set rw, std::string rule = "edit", std::string type = "capabilities") {
   fault_decision d;   // proceed with rewrites
-  rw.rules.emplace_back(rule, type);
+  rw.rules.push_back({std::move(rule), std::move(type), rw});   // the one rule asked for all of it
   d.rewrites = std::move(rw);
   return d;
 }
@@ -1191,6 +1191,38 @@ TEST_F(FaultFsm, EhloCapabilitiesStrippedAndSizeRewritten) {
   EXPECT_EQ(e.rule, "caps");
   EXPECT_EQ(e.ph, phase::ehlo);
   EXPECT_THAT(e.detail, HasSubstr("PIPELINING"));
+}
+
+// A QA trial: every rule contributing to an EHLO rewrite was recorded and counted when any of
+// them changed the reply, one stripping a keyword the server never offered too. Each rule is
+// recorded with its own edits that were done; one that changed nothing is given back.
+TEST_F(FaultFsm, OnlyTheCapabilityRulesWhoseOwnEditChangedTheEhloReplyAreCounted) {
+  greet();
+  fault_decision d;
+  auto asked = [](std::vector<std::string> strip, std::optional<std::uint64_t> size) {
+    rewrite_edits e;
+    e.strip_capabilities = std::move(strip);
+    e.size = size;
+    return e;
+  };
+  // As policies/ merges them: the SIZE of the rule loaded first.
+  d.rewrites.strip_capabilities = {"PIPELINING", "SMTPUTF8"};
+  d.rewrites.size = 5000;
+  d.rewrites.rules = {{"no-pipelining", "capabilities", asked({"PIPELINING"}, std::nullopt)},
+                      {"no-utf8", "capabilities", asked({"SMTPUTF8"}, std::nullopt)},
+                      {"big", "capabilities", asked({}, 5000)},
+                      {"small", "capabilities", asked({}, 1000)}};
+  adv_->on(phase::ehlo, fault_stage::reply, d);
+  client("EHLO client.example\r\n");
+  EXPECT_THAT(upstream(plain_ehlo_reply),
+              ElementsAre(to_client("250-mx.example.org\r\n250-SIZE 5000\r\n250-CHUNKING\r\n250 8BITMIME\r\n")));
+  std::vector<std::pair<std::string, std::string>> recorded;
+  for (const auto& e : obs_->faults_with("rewrite")) recorded.emplace_back(e.rule, e.detail);
+  EXPECT_THAT(recorded, ElementsAre(std::pair<std::string, std::string>{"no-pipelining", "EHLO reply stripped PIPELINING"},
+                                    std::pair<std::string, std::string>{"big", "EHLO reply SIZE 5000"}));
+  EXPECT_EQ(fsm_->stats().faults_injected, 2u);
+  EXPECT_THAT(adv_->applied_rules, ElementsAre("no-pipelining", "big"));
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("no-utf8", "small"));
 }
 
 TEST_F(FaultFsm, EhloStarttlsMaskedLikeAnAsaWhenTheRelayOffersTls) {
