@@ -1679,12 +1679,30 @@ TEST(ReplayClient, AMessageGoesOutAsTheRelayForwardedItToTheRecordedDestination)
 
 namespace {
 
+// The greeting and EHLO, each answered by the destination.
+capture_builder greeted() {
+  capture_builder b;
+  b.server(1000, "220 mx.test ESMTP\r\n").client(2000, "EHLO c.test\r\n").server(3000, ehlo_reply);
+  return b;
+}
+
+// A client machine that does not pause, past a live greeting and EHLO reply: what it sent then.
+turn past_ehlo(client_fsm& fsm) {
+  converse(fsm, {"220 sink ESMTP\r\n"});
+  return reply_to(fsm, ehlo_reply, 100);
+}
+
+client_options without_pauses() {
+  client_options o;
+  o.pace = timing{0.0};
+  return o;
+}
+
 // 19 lines the relay refused (XCLIENT, never forwarded), then a line past the 2048 bytes it takes,
 // the 20th refusal (README: the relay's error limit): the relay answered 421 4.7.0 in its place
 // and closed, never reading the MAIL, RCPT and DATA the client had pipelined behind it.
 capture_builder closed_at_the_error_limit() {
-  capture_builder b;
-  b.server(1000, "220 mx.test ESMTP\r\n").client(2000, "EHLO c.test\r\n").server(3000, ehlo_reply);
+  capture_builder b = greeted();
   std::uint64_t t = 4000;
   for (int i = 0; i < 19; ++i, t += 100)
     b.client(t, "XCLIENT ADDR=10.0.0.1\r\n").relay(t + 50, "500 5.5.1 Command not recognized\r\n");
@@ -1756,11 +1774,8 @@ TEST(ReplayClient, NothingTheRecordedClientSentBehindTheLineTheRelayClosedOnIsSe
 // is said as it was: a note claimed the relay never read them where the upstream was lost with
 // them forwarded (the relay answers the first command it owes 421 and closes).
 TEST(ReplayClient, TheNoteOnWhatCameBehindTheClosingStepSaysWhatTheRelayDidWithIt) {
-  capture_builder b;
-  b.server(1000, "220 mx.test ESMTP\r\n")
-      .client(2000, "EHLO c.test\r\n")
-      .server(3000, ehlo_reply)
-      .message(4000, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
+  capture_builder b = greeted();
+  b.message(4000, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
       .command(4000, "MAIL FROM:<a@x>")
       .command(4000, "RCPT TO:<b@y>")
       .command(4000, "DATA")
@@ -1770,11 +1785,8 @@ TEST(ReplayClient, TheNoteOnWhatCameBehindTheClosingStepSaysWhatTheRelayDidWithI
       .end(4500, "upstream_closed");
   const script s = b.build();
   ASSERT_EQ(s.steps.size(), 4u);
-  client_options o;
-  o.pace = timing{0.0};
-  client_fsm fsm(s, o);
-  converse(fsm, {"220 sink ESMTP\r\n"});
-  EXPECT_EQ(reply_to(fsm, ehlo_reply, 100).sent, "MAIL FROM:<a@x>\r\n");
+  client_fsm fsm(s, without_pauses());
+  EXPECT_EQ(past_ehlo(fsm).sent, "MAIL FROM:<a@x>\r\n");
   const auto& r = fsm.results();
   ASSERT_EQ(r.size(), 5u);
   for (std::size_t i = 3; i < 5; ++i) {
@@ -1786,18 +1798,14 @@ TEST(ReplayClient, TheNoteOnWhatCameBehindTheClosingStepSaysWhatTheRelayDidWithI
   EXPECT_NE(r[4].note.find("the relay had read this step and never sent it on"), std::string::npos) << r[4].note;
 
   // Where the recording shows none of them read (no command record, nothing upstream), it says so.
-  capture_builder unread;
-  unread.server(1000, "220 mx.test ESMTP\r\n")
-      .client(2000, "EHLO c.test\r\n")
-      .server(3000, ehlo_reply)
-      .message(4000, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n")
+  capture_builder unread = greeted();
+  unread.message(4000, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n")
       .command(4000, "MAIL FROM:<a@x>")
       .relay(4000, "421 4.7.0 closing\r\n", "close-at-mail")
       .end(4000, "fault");
   const script closed = unread.build();
-  client_fsm by_fault(closed, o);
-  converse(by_fault, {"220 sink ESMTP\r\n"});
-  EXPECT_EQ(reply_to(by_fault, ehlo_reply, 100).sent, "MAIL FROM:<a@x>\r\n");
+  client_fsm by_fault(closed, without_pauses());
+  EXPECT_EQ(past_ehlo(by_fault).sent, "MAIL FROM:<a@x>\r\n");
   EXPECT_EQ(by_fault.results()[3].status, step_status::skipped);
   EXPECT_NE(by_fault.results()[3].note.find("never read"), std::string::npos) << by_fault.results()[3].note;
 }
@@ -1809,11 +1817,8 @@ TEST(ReplayClient, TheNoteOnWhatCameBehindTheClosingStepSaysWhatTheRelayDidWithI
 TEST(ReplayClient, ACommandLinePastTheRelaysLengthLimitIsNotSent) {
   const std::string too_long = "NOOP " + std::string(2044, 'x') + "\r\n";   // 2051 bytes
   const std::string longest = "NOOP " + std::string(2041, 'y') + "\r\n";    // 2048 bytes
-  capture_builder b;
-  b.server(1000, "220 mx.test ESMTP\r\n")
-      .client(2000, "EHLO c.test\r\n")
-      .server(3000, ehlo_reply)
-      .message(4000, too_long)
+  capture_builder b = greeted();
+  b.message(4000, too_long)
       .note(4000, "command refused: line too long")
       .relay(4000, "500 5.5.2 Line too long\r\n")
       .message(5000, longest)
@@ -1824,11 +1829,8 @@ TEST(ReplayClient, ACommandLinePastTheRelaysLengthLimitIsNotSent) {
       .end(6100, "client_quit");
   const script s = b.build();
   ASSERT_EQ(s.steps.size(), 4u);
-  client_options o;
-  o.pace = timing{0.0};
-  client_fsm fsm(s, o);
-  converse(fsm, {"220 sink ESMTP\r\n"});
-  const turn first = reply_to(fsm, ehlo_reply, 100);
+  client_fsm fsm(s, without_pauses());
+  const turn first = past_ehlo(fsm);
   EXPECT_TRUE(first.sent == longest) << first.sent.size() << " bytes sent";
   const turn second = reply_to(fsm, "250 2.0.0 Ok\r\n", 110);
   EXPECT_TRUE(second.sent == "QUIT\r\n") << second.sent.size() << " bytes sent";
@@ -1843,17 +1845,13 @@ TEST(ReplayClient, ACommandLinePastTheRelaysLengthLimitIsNotSent) {
 
   // Nor is an unfinished line longer than that (the session ended before its CRLF): the relay
   // never forwards a line without its CRLF, and would have refused this one with it.
-  capture_builder cut;
-  cut.server(1000, "220 mx.test ESMTP\r\n")
-      .client(2000, "EHLO c.test\r\n")
-      .server(3000, ehlo_reply)
-      .message(4000, "NOOP " + std::string(3000, 'z'))
+  capture_builder cut = greeted();
+  cut.message(4000, "NOOP " + std::string(3000, 'z'))
       .end(5000, "client_closed");
   const script unfinished = cut.build();
   ASSERT_TRUE(unfinished.unfinished.has_value());
-  client_fsm at_end(unfinished, o);
-  converse(at_end, {"220 sink ESMTP\r\n"});
-  const turn last = reply_to(at_end, ehlo_reply, 100);
+  client_fsm at_end(unfinished, without_pauses());
+  const turn last = past_ehlo(at_end);
   EXPECT_TRUE(last.sent.empty()) << last.sent.size() << " bytes sent";
   EXPECT_TRUE(last.closed);
   EXPECT_EQ(at_end.results().back().status, step_status::skipped);
@@ -1869,23 +1867,17 @@ TEST(ReplayClient, EveryLineTheRelayAnswersItselfIsNotSent) {
       "MAIL FROM:<a@x>\nRCPT TO:<b@y>", "NOOP a\rb", nul, " NOOP", "XCLIENT ADDR=10.0.0.1", "XFORWARD NAME=x",
       "PROXY TCP4 1.2.3.4 5.6.7.8 1 2", "STARTTLS now", "BDAT abc LAST", "GET / HTTP/1.1", "POST /form HTTP/1.1",
       "Host: mx.test"};
-  client_options o;
-  o.pace = timing{0.0};
   for (const auto& line : refused) {
     ASSERT_NE(protocol::parse_command(line).fault, protocol::command_fault::none) << line;
-    capture_builder b;
-    b.server(1000, "220 mx.test ESMTP\r\n")
-        .client(2000, "EHLO c.test\r\n")
-        .server(3000, ehlo_reply)
-        .message(4000, line + "\r\n")
+    capture_builder b = greeted();
+    b.message(4000, line + "\r\n")
         .relay(4000, "500 5.5.2 refused\r\n")
         .client(5000, "QUIT\r\n")
         .server(5100, "221 2.0.0 Bye\r\n")
         .end(5100, "client_quit");
     const script s = b.build();
-    client_fsm fsm(s, o);
-    converse(fsm, {"220 sink ESMTP\r\n"});
-    EXPECT_EQ(reply_to(fsm, ehlo_reply, 100).sent, "QUIT\r\n") << protocol::escape_bytes(line, 100);
+    client_fsm fsm(s, without_pauses());
+    EXPECT_EQ(past_ehlo(fsm).sent, "QUIT\r\n") << protocol::escape_bytes(line, 100);
     EXPECT_EQ(fsm.results()[2].status, step_status::skipped) << protocol::escape_bytes(line, 100);
   }
 
@@ -1900,7 +1892,7 @@ TEST(ReplayClient, EveryLineTheRelayAnswersItselfIsNotSent) {
       .end(2000, "http_command");
   const script web = http.build();
   ASSERT_EQ(web.steps.size(), 3u);
-  client_fsm browser(web, o);
+  client_fsm browser(web, without_pauses());
   const auto out = converse(browser, {"220 sink ESMTP\r\n"});
   EXPECT_EQ(all_sent(out), "");
   EXPECT_TRUE(browser.finished());
