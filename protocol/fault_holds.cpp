@@ -313,28 +313,32 @@ bool fault_holds::banner(std::uint64_t now, reply& r, std::string& bytes) {
   if (greeting(now, d)) return true;
   if (d.what != verdict::proceed && d.what != verdict::delay) not_applied(d);   // nothing carries it out here
   const rewrite_set& rw = d.rewrites;
-  if (rw.banner_text) {
-    bytes = make_reply(r.code, "", *rw.banner_text).raw;
-  }
+  // The text first (the rule loaded first gives it), then the mask: each credited to the rules
+  // that asked for it only when it changed the greeting (a text the greeting already had, a
+  // mask of a text with nothing to mask, changed nothing).
+  const std::string upstream_bytes = bytes;
+  if (rw.banner_text) bytes = make_reply(r.code, "", *rw.banner_text).raw;
+  const bool replaced = bytes != upstream_bytes;
+  const std::string replaced_bytes = bytes;
   if (rw.mask_banner) bytes = masked_banner(bytes);
-  if (bytes == r.raw) {
-    rewrites_not_applied(rw);   // the edit left the greeting as it was
-  } else {
-    const std::string detail = rw.mask_banner ? "greeting masked" : "greeting replaced";
-    credit_rewrites(now, rw, phase::banner, [&](const rewrite_edits&) { return detail; });
-    if (observer_) {   // the greeting the client saw, as the capture's relay reply
-      reply shown = r;
-      shown.raw = bytes;
-      shown.lines.clear();
-      std::string_view rest = bytes;
-      while (!rest.empty()) {
-        auto eol = rest.find("\r\n");
-        std::string_view one = rest.substr(0, eol);
-        shown.lines.emplace_back(one.size() > 4 ? one.substr(4) : std::string_view());
-        rest.remove_prefix(eol == std::string_view::npos ? rest.size() : eol + 2);
-      }
-      observer_->on_reply(now, leg::client, direction::out, shown);
+  const bool masked = bytes != replaced_bytes;
+  credit_rewrites(now, rw, phase::banner, [&](const rewrite_edits& asked) {
+    if (masked && asked.mask_banner) return std::string("greeting masked");
+    if (replaced && asked.banner_text && asked.banner_text == rw.banner_text) return std::string("greeting replaced");
+    return std::string();
+  });
+  if (bytes != r.raw && observer_) {   // the greeting the client saw, as the capture's relay reply
+    reply shown = r;
+    shown.raw = bytes;
+    shown.lines.clear();
+    std::string_view rest = bytes;
+    while (!rest.empty()) {
+      auto eol = rest.find("\r\n");
+      std::string_view one = rest.substr(0, eol);
+      shown.lines.emplace_back(one.size() > 4 ? one.substr(4) : std::string_view());
+      rest.remove_prefix(eol == std::string_view::npos ? rest.size() : eol + 2);
     }
+    observer_->on_reply(now, leg::client, direction::out, shown);
   }
   if (d.what == verdict::delay) banner_delay_ = std::move(d);
   if (!banner_delay_ && !connect_delay_) return false;

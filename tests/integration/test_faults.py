@@ -961,6 +961,30 @@ text = "mx.other.example ESMTP Totally Different"
         self.quit(c)
         self.assertFaults(self.single_capture(m), [("other-banner", "banner", "rewrite", "banner")])
 
+    def test_a_banner_rule_that_changed_nothing_is_not_counted_beside_one_that_did(self):
+        # A QA trial: a text rule and a mask rule together were both recorded and counted when
+        # either changed the greeting. The text here is the destination's own.
+        up = ScriptedAnswers({}, greeting=b"220 scripted.test ESMTP\r\n")
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "same-text"
+type = "banner"
+text = "scripted.test ESMTP"
+
+[[fault]]
+name = "pix-banner"
+type = "banner"
+mask = true
+''', up)
+        c = self.connect(m.port)
+        self.assertEqual(c.reply().lines, [b"220 ************* *****"])
+        self.quit(c)
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("pix-banner", "banner", "rewrite", "banner")])
+        self.assertInjectedTotal(m, "pix-banner", "banner", 1)
+        self.assertInjectedTotal(m, "same-text", "banner", 0)
+
     def test_reply_at_connect_554_then_503_and_221_upstream_never_contacted(self):
         up = self.start_scripted()
         m = self.relay('''
