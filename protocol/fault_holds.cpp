@@ -566,19 +566,9 @@ bool fault_holds::plan_end_of_data(std::uint64_t now, transaction& t, bool chunk
     case verdict::disconnect:
     case verdict::reset:
     case verdict::stall:
-      if (chunked) {   // nothing of the message goes upstream: the fault happens at its first chunk
-        if (d.what == verdict::disconnect && d.with_reply)
-          queue_reply(now, phase::bdat, phase::data_end, t.id, d, then_do::close);
-        else
-          owed_.fault_marker(now, phase::data_end, d,
-                       d.what == verdict::stall ? then_do::stall : d.what == verdict::reset ? then_do::reset : then_do::close);
-        input_stopped_ = true;
-        host_.flush_replies(now);
-        return true;
-      }
-      end_plan_ = std::move(d);
-      return false;
-    case verdict::delay:   // DATA: the dot waits; BDAT: the last chunk's last byte (end_of_bdat_message)
+    case verdict::delay:
+      // The message goes upstream, its end waits: DATA's dot (end_of_data), or BDAT's last
+      // chunk's last byte, or an empty last chunk's command (hold_bdat_end).
       end_plan_ = std::move(d);
       return false;
     default: not_applied(d); return false;
@@ -586,14 +576,29 @@ bool fault_holds::plan_end_of_data(std::uint64_t now, transaction& t, bool chunk
 }
 
 bool fault_holds::hold_bdat_end(std::uint64_t now, const transaction& t) {
-  if (!end_plan_ || end_plan_txn_ != t.id || end_plan_->what != verdict::delay) return false;
-  held_dot_ = std::move(*end_plan_);
-  end_plan_.reset();
-  held_dot_since_us_ = now;
-  held_dot_txn_ = t.id;
-  bdat_end_withheld_ = true;
-  schedule_wake(now, now + held_dot_->delay_us);
-  return true;
+  if (!end_plan_ || end_plan_txn_ != t.id) return false;
+  switch (end_plan_->what) {
+    case verdict::delay:
+      held_dot_ = std::move(*end_plan_);
+      end_plan_.reset();
+      held_dot_since_us_ = now;
+      held_dot_txn_ = t.id;
+      bdat_end_withheld_ = true;
+      schedule_wake(now, now + held_dot_->delay_us);
+      return true;
+    case verdict::disconnect:
+    case verdict::reset:
+    case verdict::stall: {
+      // As at DATA's dot: the end never goes upstream, so nothing there answers its BDAT ...
+      // LAST; the fault does (or ends the session) once the replies before it are out.
+      const fault_decision d = std::move(*end_plan_);
+      end_plan_.reset();
+      if (owed_.withdraw_bdat_last()) host_.drop_withheld_bdat();
+      end_message_with(now, d, t.id);
+      return true;
+    }
+    default: return false;
+  }
 }
 
 bool fault_holds::end_of_data(std::uint64_t now, transaction* t) {
@@ -620,17 +625,25 @@ bool fault_holds::end_of_data(std::uint64_t now, transaction* t) {
       schedule_wake(now, now + held_dot_->delay_us);
       return true;
     case verdict::disconnect:
-      // The dot is never sent: nothing is delivered.
+    case verdict::reset:
+    case verdict::stall: end_message_with(now, d, txn); return true;
+    default: not_applied(d); return false;
+  }
+}
+
+// `d` is a disconnect, reset or stall. The message's end (the dot, BDAT's last byte) is never
+// sent: nothing is delivered.
+void fault_holds::end_message_with(std::uint64_t now, const fault_decision& d, std::uint64_t txn) {
+  switch (d.what) {
+    case verdict::disconnect:
       if (d.with_reply) queue_reply(now, phase::data_end, phase::data_end, txn, d, then_do::close);
       else owed_.fault_marker(now, phase::data_end, d, then_do::close);
       break;
     case verdict::reset: owed_.fault_marker(now, phase::data_end, d, then_do::reset); break;
-    case verdict::stall: owed_.fault_marker(now, phase::data_end, d, then_do::stall); break;
-    default: not_applied(d); return false;
+    default: owed_.fault_marker(now, phase::data_end, d, then_do::stall); break;
   }
   input_stopped_ = true;
   host_.flush_replies(now);
-  return true;
 }
 
 // The message stage: the whole message is in and its dot not yet sent (fail_then_pass keyed by

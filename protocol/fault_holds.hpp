@@ -6,7 +6,8 @@
 //   each well-formed command, before it is forwarded: delay, reply, close, reset, stall, mask;
 //   DATA / first BDAT: the end-of-data plan, so that a fault answering the message takes it
 //     before any byte goes upstream (the upstream gets RSET and stays consistent);
-//   the end of a message: a delay, a close, or a message-stage failure before it goes upstream;
+//   the end of a message (the dot, or BDAT's last byte): a delay, a close, reset or stall, or
+//     a message-stage failure, before it goes upstream;
 //   each upstream reply, before it is relayed: delay, EHLO capability rewrites.
 // Terminal faults (close, reset, stall) wait until the replies before them are out, so the
 // client sees exactly the conversation a real server would have had. Owns every hold a fault
@@ -174,7 +175,9 @@ class fault_holds {
   bool end_of_data(std::uint64_t now, transaction* t);
   // The message stage (fail_then_pass by Message-ID): true when the message fails before its end goes upstream.
   bool message(std::uint64_t now, transaction* t);
-  // The last BDAT chunk's last byte: true when a delay holds it.
+  // The last BDAT chunk's last byte (or an empty last chunk's command), which the machine
+  // withholds: true when a fault keeps it from the upstream, a delay for a while, a
+  // disconnect, reset or stall for good (acting there, as at DATA's dot).
   bool hold_bdat_end(std::uint64_t now, const transaction& t);
   // A BDAT chunk of an answered message was read and dropped.
   void finish_absorbed_bdat(std::uint64_t now, bool last_chunk);
@@ -249,6 +252,8 @@ class fault_holds {
   void open_absorbed_message(std::uint64_t now, reply_slot& p);
   void release_absorbed_chunk(std::uint64_t now, reply_slot& p);
   void begin_stall(std::uint64_t now, const fault_decision& d, phase ph);
+  // A disconnect, reset or stall planned for a message's end acts in place of that end.
+  void end_message_with(std::uint64_t now, const fault_decision& d, std::uint64_t txn);
   static bool every_recipient_refused(const transaction& t);
   void count_blackhole(std::uint64_t now, const fault_decision& d);
 

@@ -1051,9 +1051,9 @@ void relay_fsm::take_bdat_payload(std::uint64_t now) {
 }
 
 // The whole message is in and the last of it not yet upstream: what the dot's release is to
-// DATA (end_of_data), this is to BDAT. A capture that cannot be written, a delay at data_end
-// and a message-stage fault (fail_then_pass by Message-ID) all act here, before the upstream
-// can complete the message.
+// DATA (end_of_data), this is to BDAT. A capture that cannot be written, a delay, disconnect,
+// reset or stall at data_end and a message-stage fault (fail_then_pass by Message-ID) all act
+// here, before the upstream can complete the message.
 void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
   if (t && !out_.closed(leg::upstream) && wait_for_capture(message_end::bdat, t->id, now)) return;
   release_bdat_message(now, t);

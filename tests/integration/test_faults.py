@@ -26,12 +26,68 @@ import threading
 import time
 import unittest
 
-from harness import (IntegrationTest, LOOPBACK, ScriptedAnswers, SwaksTranscript, documented_end_reasons, dot_stuff, dot_unstuff, fault_records,
+from harness import (IntegrationTest, LOOPBACK, ScriptedAnswers, ScriptedConnection, ScriptedServer, SwaksTranscript, documented_end_reasons, dot_stuff, dot_unstuff, fault_records,
                      fault_summary, make_message, parse_replies, record_bytes, recv_outcome, show_json,
                      run_mailtap, scaled, swaks_wire_message, wait_until)
 
 FROM = "sender@example.test"
 TO = "rcpt@example.test"
+
+
+class ChunkingDestination(ScriptedServer):
+    """A destination that offers CHUNKING and reads BDAT chunks by their counts (RFC 3030 2),
+    which neither smtp-sink nor ScriptedAnswers do. conn.chunks: each chunk's payload as it
+    came in whole; conn.messages: the messages whose LAST chunk came whole (the only ones a
+    destination could deliver). Every command gets 250, QUIT 221."""
+
+    def __init__(self, lifetime=60):
+        self.lifetime = lifetime
+        super().__init__(ScriptedConnection)
+
+    def _serve(self, conn):
+        conn.chunks = []
+        sock = conn.sock
+        try:
+            sock.sendall(b"220 chunking.test ESMTP\r\n")
+            buf, message = b"", b""
+            for data in self.received(conn, self.lifetime):
+                buf += data
+                while b"\r\n" in buf:
+                    line, rest = buf.split(b"\r\n", 1)
+                    words = line.split()
+                    verb = words[0].upper() if words else b""
+                    if verb == b"BDAT":
+                        size = int(words[1])
+                        if len(rest) < size:
+                            break   # the chunk is not all in yet
+                        chunk, buf = rest[:size], rest[size:]
+                        conn.commands.append(line)
+                        conn.chunks.append(chunk)
+                        message += chunk
+                        if len(words) > 2 and words[2].upper() == b"LAST":
+                            conn.messages.append(message)
+                            message = b""
+                            sock.sendall(b"250 2.0.0 Ok: queued as CHUNKED\r\n")
+                        else:
+                            sock.sendall(b"250 2.0.0 Ok: %d octets received\r\n" % size)
+                        continue
+                    buf = rest
+                    conn.commands.append(line)
+                    if verb == b"EHLO":
+                        sock.sendall(b"250-chunking.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n")
+                    elif verb == b"QUIT":
+                        sock.sendall(b"221 2.0.0 Bye\r\n")
+                        return
+                    else:
+                        sock.sendall(b"250 2.0.0 Ok\r\n")
+        except OSError:
+            pass
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+            conn.closed.set()
 
 
 class FaultTest(IntegrationTest):
@@ -619,6 +675,46 @@ phase = "rcpt"
         upstream_out = cap.bytes_of("upstream", "out")
         self.assertNotIn(b"RCPT", upstream_out)
         self.assertNotIn(b"DATA", upstream_out)
+
+    def test_a_data_end_disconnect_with_bdat_acts_at_the_messages_end_as_with_data(self):
+        # A QA trial: with BDAT a data_end disconnect acted at the first chunk (421 to "BDAT 3",
+        # the message never sent), while with DATA the message goes and the fault acts at the
+        # dot. Now the chunks are relayed as ever, the LAST chunk's last byte never goes to the
+        # destination, and the client gets the 421 in reply to its BDAT ... LAST.
+        up = ChunkingDestination()
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "dc"
+type = "disconnect"
+phase = "data_end"
+code = 421
+enhanced = "4.4.2"
+text = "Connection dropped"
+''', up)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        body = make_message("<bdat-dc@example.test>", b"bdat-dc-marker\r\n")
+        first, last = body[:10], body[10:]
+        c.send(b"BDAT %d\r\n%s" % (len(first), first))
+        self.assertReply(c.reply(10), 250)
+        c.send(b"BDAT %d LAST\r\n%s" % (len(last), last))
+        self.assertReply(c.reply(10), 421, "4.4.2")
+        outcome, data = recv_outcome(c.sock, 10)
+        self.assertEqual((outcome, data), ("eof", b""))
+        cap = self.single_capture(m)
+        self.assertFaults(cap, [("dc", "disconnect", "disconnect", "data_end")])
+        (conn,) = up.wait_for_connections(1)
+        wait_until(conn.closed.is_set, 10, "the relay closing the destination's connection")
+        self.assertEqual(conn.messages, [], "the destination never got the message's end")
+        self.assertEqual(conn.chunks, [first], "the last chunk never came whole")
+        self.assertTrue(bytes(conn.raw).endswith(b"BDAT %d LAST\r\n%s" % (len(last), last[:-1])), conn.raw)
+        upstream_out = cap.bytes_of("upstream", "out")
+        self.assertIn(last[:-1], upstream_out)
+        self.assertNotIn(last, upstream_out)
+        self.assertIn(last, cap.bytes_of("client", "in"))
+        self.assertEqual(cap.transactions[0]["final_reply"]["code"], 421)
 
     def test_data_end_reply_with_bdat(self):
         # The built-in sink offers CHUNKING; the decision is taken at the first BDAT.

@@ -1736,6 +1736,89 @@ TEST_F(FaultFsm, DataEndStallRecordsTheDataEndPhase) {
   EXPECT_EQ(e.ph, phase::data_end) << describe(e);
 }
 
+// A QA trial: with BDAT a disconnect, reset or stall at data_end acted at the message's first
+// chunk (the client got 421 to "BDAT 3" and never sent its message), while with DATA the
+// message goes upstream and the fault acts at its end. Now BDAT is DATA's match: every chunk
+// is relayed and answered as ever, the message's end (the last chunk's last byte, or an empty
+// last chunk's command) never goes upstream, and the fault acts there, answering BDAT ... LAST
+// when it has a reply (README "Fault reference"; policies/README.md "Fault types").
+struct bdat_end_fault_case {
+  std::string name;
+  fault_decision fault;
+  std::vector<std::string> chunks_before;   // each relayed and answered 250 before the last
+  std::string last;                         // the last chunk, command and payload
+};
+void PrintTo(const bdat_end_fault_case& c, std::ostream* os) { *os << c.name; }
+
+class BdatEndFaults : public FaultFsm, public testing::WithParamInterface<bdat_end_fault_case> {};
+
+TEST_P(BdatEndFaults, ActAtTheMessagesEndWhichNeverGoesUpstream) {
+  const bdat_end_fault_case& c = GetParam();
+  envelope();
+  adv_->on(phase::data_end, fault_stage::command, c.fault);
+  for (const std::string& chunk : c.chunks_before) {
+    EXPECT_THAT(client(chunk), ElementsAre(to_upstream(chunk)));
+    EXPECT_THAT(upstream("250 2.0.0 Ok\r\n"), ElementsAre(to_client("250 2.0.0 Ok\r\n")));
+  }
+  const bool empty_last = c.last.ends_with("\r\n");   // "BDAT 0 LAST\r\n": the command is the end
+  std::vector<std::string> expected;
+  if (!empty_last) expected.push_back(to_upstream(c.last.substr(0, c.last.size() - 1)));
+  const verdict what = c.fault.what;
+  if (what == verdict::disconnect && c.fault.with_reply) expected.push_back(to_client("421 4.4.2 Connection dropped\r\n"));
+  if (what == verdict::disconnect) expected.insert(expected.end(), {closes(leg::client), closes(leg::upstream)});
+  if (what == verdict::reset) expected.insert(expected.end(), {resets(leg::client), closes(leg::upstream)});
+  if (what == verdict::stall) expected.push_back(fault_timer(20'000'000));
+  EXPECT_THAT(client(c.last), testing::ElementsAreArray(expected));
+  if (what == verdict::stall) {
+    EXPECT_THAT(client("QUIT\r\n"), IsEmpty());
+    EXPECT_THAT(fire_fault_timer(), ElementsAre(closes(leg::client), closes(leg::upstream)));
+  }
+  EXPECT_THAT(up_, Not(HasSubstr(c.last))) << "the message's end never went upstream";
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), what == verdict::stall ? "fault_stall" : "fault");
+  fault_event e = only_fault(to_string(what));
+  EXPECT_EQ(e.rule, c.fault.rule);
+  EXPECT_EQ(e.ph, phase::data_end);
+  EXPECT_EQ(only_transaction().result, c.fault.with_reply ? outcome::tempfailed : outcome::aborted);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+}
+
+fault_decision disconnect_with_421() {
+  return answer(verdict::disconnect, 421, "4.4.2", "Connection dropped", "cut");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    DataEnd, BdatEndFaults,
+    testing::Values(
+        bdat_end_fault_case{"DisconnectOneLastChunk", decision(verdict::disconnect, "cut"), {}, "BDAT 5 LAST\r\nhello"},
+        bdat_end_fault_case{"DisconnectWithAReplyOneLastChunk", disconnect_with_421(), {}, "BDAT 5 LAST\r\nhello"},
+        bdat_end_fault_case{"DisconnectWithAReplySeveralChunks", disconnect_with_421(),
+                            {"BDAT 3\r\nabc", "BDAT 2\r\nde"}, "BDAT 5 LAST\r\nworld"},
+        bdat_end_fault_case{"DisconnectWithAReplyEmptyLastChunk", disconnect_with_421(),
+                            {"BDAT 5\r\nhello"}, "BDAT 0 LAST\r\n"},
+        bdat_end_fault_case{"ResetOneLastChunk", decision(verdict::reset, "rst"), {}, "BDAT 5 LAST\r\nhello"},
+        bdat_end_fault_case{"ResetSeveralChunks", decision(verdict::reset, "rst"),
+                            {"BDAT 3\r\nabc", "BDAT 2\r\nde"}, "BDAT 5 LAST\r\nworld"},
+        bdat_end_fault_case{"ResetEmptyLastChunk", decision(verdict::reset, "rst"), {"BDAT 5\r\nhello"}, "BDAT 0 LAST\r\n"},
+        bdat_end_fault_case{"StallOneLastChunk", stall_for(20'000'000, "hang"), {}, "BDAT 5 LAST\r\nhello"},
+        bdat_end_fault_case{"StallSeveralChunks", stall_for(20'000'000, "hang"),
+                            {"BDAT 3\r\nabc", "BDAT 2\r\nde"}, "BDAT 5 LAST\r\nworld"},
+        bdat_end_fault_case{"StallEmptyLastChunk", stall_for(20'000'000, "hang"), {"BDAT 5\r\nhello"}, "BDAT 0 LAST\r\n"}),
+    [](const testing::TestParamInfo<bdat_end_fault_case>& info) { return info.param.name; });
+
+// Chunks pipelined in one write with the last: the fault waits for the replies to those before
+// it, which the client is owed first, and the upstream never gets the end.
+TEST_F(FaultFsm, ADataEndDisconnectWaitsForTheRepliesToChunksPipelinedBeforeTheLast) {
+  envelope();
+  adv_->on(phase::data_end, fault_stage::command, disconnect_with_421());
+  EXPECT_THAT(client("BDAT 3\r\nabcBDAT 5 LAST\r\nworld"), ElementsAre(to_upstream("BDAT 3\r\nabcBDAT 5 LAST\r\nworl")));
+  EXPECT_THAT(upstream("250 2.0.0 Ok\r\n"),
+              ElementsAre(to_client("250 2.0.0 Ok\r\n421 4.4.2 Connection dropped\r\n"), closes(leg::client),
+                          closes(leg::upstream)));
+  EXPECT_THAT(up_, Not(HasSubstr("world")));
+  EXPECT_EQ(only_fault("disconnect").ph, phase::data_end);
+}
+
 TEST_F(FaultFsm, DataEndCommandDelayHoldsTheDotThenSendsIt) {
   adv_->on(phase::data_end, fault_stage::command, delay_of(4'000'000, "slow-dot"));
   open_data();
