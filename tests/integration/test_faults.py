@@ -16,6 +16,7 @@ Classes: CommandFaults (faults at commands and the end of data), GreetingAndCapa
 max_count, across connections), Precedence, Matchers, Determinism (--seed).
 """
 
+import contextlib
 import http.client
 import json
 import os
@@ -46,48 +47,45 @@ class ChunkingDestination(ScriptedServer):
 
     def _serve(self, conn):
         conn.chunks = []
-        sock = conn.sock
         try:
-            sock.sendall(b"220 chunking.test ESMTP\r\n")
-            buf, message = b"", b""
-            for data in self.received(conn, self.lifetime):
-                buf += data
-                while b"\r\n" in buf:
-                    line, rest = buf.split(b"\r\n", 1)
-                    words = line.split()
-                    verb = words[0].upper() if words else b""
-                    if verb == b"BDAT":
-                        size = int(words[1])
-                        if len(rest) < size:
-                            break   # the chunk is not all in yet
-                        chunk, buf = rest[:size], rest[size:]
-                        conn.commands.append(line)
-                        conn.chunks.append(chunk)
-                        message += chunk
-                        if len(words) > 2 and words[2].upper() == b"LAST":
-                            conn.messages.append(message)
-                            message = b""
-                            sock.sendall(b"250 2.0.0 Ok: queued as CHUNKED\r\n")
-                        else:
-                            sock.sendall(b"250 2.0.0 Ok: %d octets received\r\n" % size)
-                        continue
-                    buf = rest
-                    conn.commands.append(line)
-                    if verb == b"EHLO":
-                        sock.sendall(b"250-chunking.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n")
-                    elif verb == b"QUIT":
-                        sock.sendall(b"221 2.0.0 Bye\r\n")
-                        return
-                    else:
-                        sock.sendall(b"250 2.0.0 Ok\r\n")
-        except OSError:
-            pass
+            with contextlib.suppress(OSError), contextlib.closing(conn.sock) as sock:
+                self._converse(conn, sock)
         finally:
-            try:
-                sock.close()
-            except OSError:
-                pass
             conn.closed.set()
+
+    def _converse(self, conn, sock):
+        sock.sendall(b"220 chunking.test ESMTP\r\n")
+        buf, message = b"", b""
+        for data in self.received(conn, self.lifetime):
+            buf += data
+            while b"\r\n" in buf:
+                line, rest = buf.split(b"\r\n", 1)
+                words = line.split()
+                verb = words[0].upper() if words else b""
+                if verb == b"BDAT":
+                    size = int(words[1])
+                    if len(rest) < size:
+                        break   # the chunk is not all in yet
+                    chunk, buf = rest[:size], rest[size:]
+                    conn.commands.append(line)
+                    conn.chunks.append(chunk)
+                    message += chunk
+                    if len(words) > 2 and words[2].upper() == b"LAST":
+                        conn.messages.append(message)
+                        message = b""
+                        sock.sendall(b"250 2.0.0 Ok: queued as CHUNKED\r\n")
+                    else:
+                        sock.sendall(b"250 2.0.0 Ok: %d octets received\r\n" % size)
+                    continue
+                buf = rest
+                conn.commands.append(line)
+                if verb == b"EHLO":
+                    sock.sendall(b"250-chunking.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n")
+                elif verb == b"QUIT":
+                    sock.sendall(b"221 2.0.0 Bye\r\n")
+                    return
+                else:
+                    sock.sendall(b"250 2.0.0 Ok\r\n")
 
 
 class FaultTest(IntegrationTest):
@@ -127,10 +125,15 @@ class FaultTest(IntegrationTest):
         t.rc = rc
         return t
 
-    def open_transaction(self, port, frm=FROM, to=TO):
+    def open_envelope(self, port, frm=FROM, to=TO):
+        """A greeted client whose MAIL and RCPT were accepted."""
         c = self.greeted_client(port)
         self.assertReply(c.command("MAIL FROM:<%s>" % frm), 250)
         self.assertReply(c.command("RCPT TO:<%s>" % to), 250)
+        return c
+
+    def open_transaction(self, port, frm=FROM, to=TO):
+        c = self.open_envelope(port, frm, to)
         self.assertReply(c.command("DATA"), 354)
         return c
 
@@ -692,9 +695,7 @@ code = 421
 enhanced = "4.4.2"
 text = "Connection dropped"
 ''', up)
-        c = self.greeted_client(m.port)
-        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
-        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        c = self.open_envelope(m.port)
         body = make_message("<bdat-dc@example.test>", b"bdat-dc-marker\r\n")
         first, last = body[:10], body[10:]
         c.send(b"BDAT %d\r\n%s" % (len(first), first))
@@ -727,9 +728,7 @@ code = 552
 enhanced = "5.3.4"
 text = "Message too big"
 ''')
-        c = self.greeted_client(m.port)
-        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
-        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        c = self.open_envelope(m.port)
         body = make_message("<bdat@example.test>", b"bdat-body-marker\r\n")
         c.send(b"BDAT %d LAST\r\n" % len(body) + body)
         self.assertReply(c.reply(10), 552, "5.3.4")

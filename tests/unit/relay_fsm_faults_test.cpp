@@ -1178,48 +1178,45 @@ TEST_F(FaultFsm, BannerTextReplaced) {
   EXPECT_EQ(only_fault("rewrite").rule, "rebrand");
 }
 
-// A banner rule replacing the greeting's text and one masking it, merged as policies/ merges
-// them: the text first, then the mask.
-fault_decision text_and_mask(std::string text) {
-  rewrite_edits replaces;
-  replaces.banner_text = text;
-  rewrite_edits masks;
-  masks.mask_banner = true;
-  fault_decision d;
-  d.rewrites.banner_text = std::move(text);
-  d.rewrites.mask_banner = true;
-  d.rewrites.rules = {{"rebrand", "banner", replaces}, {"pix/banner", "banner", masks}};
-  return d;
+// A QA trial: with a text rule ("rebrand") and a mask rule ("pix/banner") together, both were
+// recorded and counted when either changed the greeting. Each is recorded only when its own
+// edit changed it; the other is given back (policies/README.md "Counted when applied").
+class BannerTextAndMask : public FaultFsm {
+ protected:
+  // The two rules merged as policies/ merges them, the text first; the client is greeted.
+  std::vector<std::string> greet_with(std::string text) {
+    rewrite_edits replaces;
+    replaces.banner_text = text;
+    rewrite_edits masks;
+    masks.mask_banner = true;
+    fault_decision d;
+    d.rewrites.banner_text = std::move(text);
+    d.rewrites.mask_banner = true;
+    d.rewrites.rules = {{"rebrand", "banner", replaces}, {"pix/banner", "banner", masks}};
+    adv_->on(phase::banner, fault_stage::reply, std::move(d));
+    start();
+    connected();
+    return upstream(banner);
+  }
+  void expect_only_credited(const std::string& rule, const std::string& detail, const std::string& given_back) {
+    fault_event e = only_fault("rewrite");
+    EXPECT_EQ(e.rule, rule);
+    EXPECT_EQ(e.detail, detail);
+    EXPECT_EQ(fsm_->stats().faults_injected, 1u);
+    EXPECT_THAT(adv_->applied_rules, ElementsAre(rule));
+    EXPECT_THAT(adv_->dropped_rules, ElementsAre(given_back));
+  }
+};
+
+TEST_F(BannerTextAndMask, ATextThatLeavesTheGreetingAsItWasIsNotCountedBesideTheMask) {
+  EXPECT_THAT(greet_with("mx.example.org ESMTP Postfix"), ElementsAre(to_client("220 ************** ***** *******\r\n")));
+  expect_only_credited("pix/banner", "greeting masked", "rebrand");
 }
 
-// A QA trial: with a text rule and a mask rule together, both were recorded and counted when
-// either changed the greeting. Each is recorded only when its own edit changed it; the other
-// is given back (policies/README.md "Counted when applied"). Here the text is the greeting's own.
-TEST_F(FaultFsm, ABannerTextThatLeavesTheGreetingAsItWasIsNotCountedBesideAMask) {
-  adv_->on(phase::banner, fault_stage::reply, text_and_mask("mx.example.org ESMTP Postfix"));
-  start();
-  connected();
-  EXPECT_THAT(upstream(banner), ElementsAre(to_client("220 ************** ***** *******\r\n")));
-  fault_event e = only_fault("rewrite");
-  EXPECT_EQ(e.rule, "pix/banner");
-  EXPECT_EQ(e.detail, "greeting masked");
-  EXPECT_EQ(fsm_->stats().faults_injected, 1u);
-  EXPECT_THAT(adv_->applied_rules, ElementsAre("pix/banner"));
-  EXPECT_THAT(adv_->dropped_rules, ElementsAre("rebrand"));
-}
-
-// The same, the other way round: the new text has nothing a mask changes.
-TEST_F(FaultFsm, ABannerMaskThatLeavesTheGreetingAsItWasIsNotCountedBesideAText) {
-  adv_->on(phase::banner, fault_stage::reply, text_and_mask("**** 200 **"));
-  start();
-  connected();
-  EXPECT_THAT(upstream(banner), ElementsAre(to_client("220 **** 200 **\r\n")));
-  fault_event e = only_fault("rewrite");
-  EXPECT_EQ(e.rule, "rebrand");
-  EXPECT_EQ(e.detail, "greeting replaced");
-  EXPECT_EQ(fsm_->stats().faults_injected, 1u);
-  EXPECT_THAT(adv_->applied_rules, ElementsAre("rebrand"));
-  EXPECT_THAT(adv_->dropped_rules, ElementsAre("pix/banner"));
+// The other way round: the new text has nothing a mask changes.
+TEST_F(BannerTextAndMask, AMaskThatLeavesTheGreetingAsItWasIsNotCountedBesideTheText) {
+  EXPECT_THAT(greet_with("**** 200 **"), ElementsAre(to_client("220 **** 200 **\r\n")));
+  expect_only_credited("rebrand", "greeting replaced", "pix/banner");
 }
 
 TEST_F(FaultFsm, EhloCapabilitiesStrippedAndSizeRewritten) {
