@@ -172,8 +172,8 @@ TEST_F(FaultHolds, AReplyVerdictTakesTheCommandsPlaceInTheReplyQueue) {
   EXPECT_EQ(owed.front().fault.then, then_do::nothing);
   EXPECT_FALSE(holds->stops_parsing()) << "a reply does not stop the conversation";
   EXPECT_EQ(stats.faults_injected, 0u) << "queued: applied when it goes out";
-  reply_slot out = owed.pop_head();
-  holds->reply_releasing(3, out);
+  reply_slot head = owed.pop_head();
+  holds->reply_releasing(3, head);
   EXPECT_EQ(stats.faults_injected, 1u);
 }
 

@@ -1801,7 +1801,7 @@ INSTANTIATE_TEST_SUITE_P(
         bdat_end_fault_case{"StallSeveralChunks", stall_for(20'000'000, "hang"),
                             {"BDAT 3\r\nabc", "BDAT 2\r\nde"}, "BDAT 5 LAST\r\nworld"},
         bdat_end_fault_case{"StallEmptyLastChunk", stall_for(20'000'000, "hang"), {"BDAT 5\r\nhello"}, "BDAT 0 LAST\r\n"}),
-    [](const testing::TestParamInfo<bdat_end_fault_case>& info) { return info.param.name; });
+    [](const testing::TestParamInfo<bdat_end_fault_case>& param_info) { return param_info.param.name; });
 
 // Chunks pipelined in one write with the last: the fault waits for the replies to those before
 // it, which the client is owed first, and the upstream never gets the end.
