@@ -423,16 +423,24 @@ TEST(CheckDelivery, BlackholeAndAmbiguousEndOfDataAreErrors) {
   EXPECT_EQ(find(a, "ambiguous_end_of_data")->level, severity::error);
 }
 
+// A message the destination accepted (250 at 25 ms) after its sender closed without QUIT (at
+// 13 ms), its end of data `end` sent at 8 ms: DATA (answered 354) or BDAT ... LAST.
+builder accepted_after_the_sender_left(const std::string& end) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, end);
+  if (end == "DATA") b.reply(9, 354, {"End data"});
+  b.note(13, std::string(protocol::note_closed_before_end_of_data_reply))
+      .reply(25, 250, {"2.0.0 Ok: queued as Q0002"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q0002"}, 4, 25)
+      .ended("client_closed");
+  return b;
+}
+
 // README "diagnose": a finding's evidence is listed by time, whichever check gathered it. The
 // duplicate's evidence was the close note, then the exchange it followed (its BDAT ... LAST
 // earlier), then the transaction.
 TEST(CheckDelivery, AFindingsEvidenceIsListedByTime) {
-  builder b;
-  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "BDAT 10 LAST")
-      .note(13, std::string(protocol::note_closed_before_end_of_data_reply))
-      .reply(25, 250, {"2.0.0 Ok: queued as Q0002"})
-      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q0002"}, 4, 25)
-      .ended("client_closed");
+  const builder b = accepted_after_the_sender_left("BDAT 10 LAST");
   auto d = diagnose_capture(b.c);
   const finding* f = find(d, "duplicate_delivery");
   ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
@@ -447,12 +455,7 @@ TEST(CheckDelivery, AFindingsEvidenceIsListedByTime) {
 // accepted after that. The sender retries what it never saw accepted: a duplicate (a trial:
 // a sender giving up after 3 s, a destination answering after 15 s, two deliveries).
 TEST(CheckDelivery, AMessageAcceptedAfterTheSenderLeftIsADuplicate) {
-  builder b;
-  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
-      .note(13, std::string(protocol::note_closed_before_end_of_data_reply))
-      .reply(25, 250, {"2.0.0 Ok: queued as Q0002"})
-      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q0002"}, 4, 25)
-      .ended("client_closed");
+  const builder b = accepted_after_the_sender_left("DATA");
   auto d = diagnose_capture(b.c);
   const finding* f = find(d, "duplicate_delivery");
   ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
