@@ -720,6 +720,12 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     return;
   }
   transaction* open = txns_.open();
+  // A message a fault answers has no transaction upstream (the relay's RSET went in its place:
+  // fault_holds::plan_end_of_data), so a MAIL inside it would open one there that the relay
+  // does not record, and the message after it would go upstream with what the fault kept. The
+  // upstream would refuse a MAIL inside its own transaction (RFC 5321 4.1.4): refused here.
+  if (cmd.ph == phase::mail && open && faults_.absorbing())
+    return refuse(503, "5.5.1", "Error: nested MAIL command", "MAIL inside a message a fault answers");
   bool rcpt_recorded = false;
   if (cmd.ph == phase::rcpt && open) {
     rcpt_recorded = record_recipient(now, *open, cmd.address.value_or(cmd.argument));

@@ -2485,6 +2485,23 @@ TEST_F(FaultFsm, AnAbsorbedChunkedMessageLeftWithACommandAFaultAnswersLeavesTheN
   }
 }
 
+// A review: a MAIL inside a chunked message a fault absorbs went upstream, where the relay's
+// RSET had left no transaction to refuse it; the upstream opened one the relay never recorded,
+// and with the plan re-decided at DATA (a rule of probability < 1, fail_then_pass) the dot went
+// upstream without the body the fault kept: an empty message delivered, and the client got 250.
+// The MAIL is refused here, as a server refuses a MAIL inside its transaction.
+TEST_F(FaultFsm, AMailInsideAChunkedMessageAFaultAbsorbsIsRefusedHere) {
+  absorb_first_chunk();
+  const std::string before = up_;
+  EXPECT_THAT(client("MAIL FROM:<x@example.org>\r\n"), ElementsAre(to_client("503 5.5.1 Error: nested MAIL command\r\n")));
+  EXPECT_EQ(up_, before) << "never upstream";
+  client("BDAT 3 LAST\r\nabc");
+  EXPECT_EQ(up_, before) << "the rest of the message is still the fault's";
+  EXPECT_THAT(cl_, EndsWith("250 2.0.0 Ok: queued\r\n"));
+  ASSERT_EQ(obs_->transactions.size(), 1u);
+  EXPECT_EQ(obs_->transactions[0].result, outcome::blackholed);
+}
+
 // The same for a MAIL a fault answers after a 503 to a chunk before the last: the message the
 // 503 refused stays absorbed until the client begins anew, and a MAIL begins anew.
 TEST_F(FaultFsm, AMailAFaultAnswersAfterARefusedChunkEndsTheAbsorbedMessage) {
