@@ -662,8 +662,11 @@ bool relay_fsm::begins_anew(const parsed_command& parsed) {
 }
 
 void relay_fsm::client_began_anew() {
-  faults_.end_absorbed_message();
   bdat_message_refused_ = false;
+  // A message still open here and upstream (its RSET, EHLO or HELO answered by a fault, never
+  // forwarded) keeps the fault planned for its end: the client may still finish it.
+  if (const transaction* open = txns_.open(); open && !faults_.absorbing() && faults_.plans_end_of(open->id)) return;
+  faults_.end_absorbed_message();
 }
 
 void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const parsed_command& parsed, bool announce) {

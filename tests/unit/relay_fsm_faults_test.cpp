@@ -1784,6 +1784,26 @@ fault_decision disconnect_with_421() {
   return answer(verdict::disconnect, 421, "4.4.2", "Connection dropped", "cut");
 }
 
+// A review: an RSET a fault answered (never forwarded) gave back the fault planned for the end
+// of a chunked message that stayed open here and upstream, so the client finished it and it was
+// delivered without the fault. The plan stays while its message is open.
+TEST_F(FaultFsm, AnRsetAFaultAnswersInsideAChunkedMessageKeepsTheFaultPlannedForItsEnd) {
+  envelope();
+  adv_->on(phase::data_end, fault_stage::command, disconnect_with_421());
+  EXPECT_THAT(client("BDAT 3\r\nabc"), ElementsAre(to_upstream("BDAT 3\r\nabc")));
+  EXPECT_THAT(upstream("250 2.0.0 Ok\r\n"), ElementsAre(to_client("250 2.0.0 Ok\r\n")));
+  adv_->on(phase::rset, fault_stage::command, answer(verdict::reply, 250, "2.0.0", "Ok", "fake-ok", "reply"));
+  const std::string before = up_;
+  EXPECT_THAT(client("RSET\r\n"), ElementsAre(to_client("250 2.0.0 Ok\r\n")));
+  EXPECT_EQ(up_, before) << "the fault answered it";
+  EXPECT_THAT(adv_->dropped_rules, IsEmpty()) << "the message is still open: its plan stays";
+  EXPECT_THAT(client("BDAT 2 LAST\r\nde"),
+              ElementsAre(to_upstream("BDAT 2 LAST\r\nd"), to_client("421 4.4.2 Connection dropped\r\n"),
+                          closes(leg::client), closes(leg::upstream)));
+  EXPECT_THAT(up_, Not(HasSubstr("BDAT 2 LAST\r\nde"))) << "the message's end never went upstream";
+  EXPECT_EQ(only_fault("disconnect").rule, "cut");
+}
+
 INSTANTIATE_TEST_SUITE_P(
     DataEnd, BdatEndFaults,
     testing::Values(
