@@ -316,12 +316,14 @@ bool fault_holds::banner(std::uint64_t now, reply& r, std::string& bytes) {
   // The text first (the rule loaded first gives it), then the mask: each credited to the rules
   // that asked for it only when it changed the greeting (a text the greeting already had, a
   // mask of a text with nothing to mask, changed nothing).
-  const std::string upstream_bytes = bytes;
-  if (rw.banner_text) bytes = make_reply(r.code, "", *rw.banner_text).raw;
-  const bool replaced = bytes != upstream_bytes;
-  const std::string replaced_bytes = bytes;
-  if (rw.mask_banner) bytes = masked_banner(bytes);
-  const bool masked = bytes != replaced_bytes;
+  // Each edit is compared with the greeting it edits, without keeping copies of it.
+  const auto edit = [&bytes](std::string edited) {
+    const bool changed = edited != bytes;
+    bytes = std::move(edited);
+    return changed;
+  };
+  const bool replaced = rw.banner_text && edit(make_reply(r.code, "", *rw.banner_text).raw);
+  const bool masked = rw.mask_banner && edit(masked_banner(bytes));
   credit_rewrites(now, rw, phase::banner, [&](const rewrite_edits& asked) {
     if (masked && asked.mask_banner) return std::string("greeting masked");
     if (replaced && asked.banner_text && asked.banner_text == rw.banner_text) return std::string("greeting replaced");
