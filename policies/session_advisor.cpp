@@ -74,6 +74,7 @@ protocol::session_plan session_advisor::plan_session() {
     const std::int64_t wall = shared_->wall_now_s();
     std::lock_guard lock(shared_->mutex);
     for (const auto& lr : *rules_) {
+      if (lr->stage_at(protocol::phase::data_end) == protocol::fault_stage::message) plan.decides_messages = true;
       if (!lr->type->session_wide) continue;
       const matcher& m = lr->r.match;
       if (!m.active(lr->loaded_us, now, wall) || !m.matches_session(facts_) || !draw(m.probability)) continue;

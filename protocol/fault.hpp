@@ -118,6 +118,9 @@ struct session_plan {
   std::uint64_t split_dot_gap_us = 0;   // > 0: the '.' and the CRLF of end-of-data go upstream as separate segments
   bool withhold_split_dot = false;      // CSCds90792: a '.' and its CRLF that arrive in separate reads are never passed
   std::vector<std::pair<std::string, std::string>> rules;   // (rule, type) of each contributing rule
+  // A rule may act at the message stage (fail_then_pass keyed by Message-ID): a pipelined BDAT
+  // message's end then waits for the replies before it (relay_fsm::release_bdat_message).
+  bool decides_messages = false;
 };
 
 // One injected fault, as recorded in the capture.

@@ -579,6 +579,11 @@ bool fault_holds::plan_end_of_data(std::uint64_t now, transaction& t, bool chunk
 
 bool fault_holds::hold_bdat_end(std::uint64_t now, const transaction& t) {
   if (!end_plan_ || end_plan_txn_ != t.id) return false;
+  if (every_recipient_refused(t)) {   // the upstream refuses the message itself
+    out_.note(now, "fault " + end_plan_->rule + " not applied: no recipient was accepted");
+    drop_end_plan();
+    return false;
+  }
   switch (end_plan_->what) {
     case verdict::delay:
       held_dot_ = std::move(*end_plan_);
@@ -652,7 +657,7 @@ void fault_holds::end_message_with(std::uint64_t now, const fault_decision& d, s
 // Message-ID). The body already went upstream, so the only way to fail it without delivering it
 // is to withhold the dot and close the upstream leg; the client gets the reply, then FIN.
 bool fault_holds::message(std::uint64_t now, transaction* t) {
-  if (!advisor_ || !t) return false;
+  if (!advisor_ || !t || every_recipient_refused(*t)) return false;
   fault_query q = query_for(phase::data_end, fault_stage::message, t);
   q.message_id = t->rec.message_id ? std::string_view(*t->rec.message_id) : std::string_view();
   fault_decision d = ask(q);

@@ -176,10 +176,14 @@ class fault_holds {
   // The dot came: true when a fault holds, answers or closes instead.
   bool end_of_data(std::uint64_t now, transaction* t);
   // The message stage (fail_then_pass by Message-ID): true when the message fails before its end goes upstream.
+  // Not asked for a transaction whose every recipient was refused.
   bool message(std::uint64_t now, transaction* t);
   // The last BDAT chunk's last byte (or an empty last chunk's command), which the machine
   // withholds: true when a fault keeps it from the upstream, a delay for a while, a
   // disconnect, reset or stall for good (acting there, as at DATA's dot).
+  // Asked once the replies before the last chunk are in (relay_fsm waits for them): a
+  // transaction whose every recipient was refused is not delivered anyway, and the fault is
+  // not applied, as DATA's 554 leaves it unapplied.
   bool hold_bdat_end(std::uint64_t now, const transaction& t);
   // A BDAT chunk of an answered message was read and dropped.
   void finish_absorbed_bdat(std::uint64_t now, bool last_chunk);

@@ -185,7 +185,7 @@ void relay_fsm::on_client_eof(std::uint64_t now) {
   // are not the client's delay. A FIN that came with the last bytes is no later than they.
   client_gave_up_ = client_bytes_at_us_ != UINT64_MAX &&
                     now >= std::max(client_bytes_at_us_, client_reading_resumed_us_) + client_gave_up_after_us;
-  if (owed_.owes_end_of_data() || faults_.holds_end_of_data() || awaiting_capture_) {
+  if (owed_.owes_end_of_data() || faults_.holds_end_of_data() || awaiting_capture_ || bdat_end_awaits_replies_) {
     if (!owed_.owes(phase::quit)) out_.note(now, std::string(note_closed_before_end_of_data_reply));
     else if (client_gave_up_) out_.note(now, std::string(note_closed_after_quit_before_end_of_data_reply));
   }
@@ -216,7 +216,7 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
                        " while a fault held the end of data: upstream closed without it; nothing delivered");
     return end_session(now, "client_closed", "while the end of data was held");
   }
-  if (faults_.input_waits() || input_held_ || awaiting_capture_) return;   // input still to be taken
+  if (faults_.input_waits() || input_held_ || awaiting_capture_ || bdat_end_awaits_replies_) return;   // input still to be taken
   if (in_message() && in_.fully_parsed()) {
     // Client vanishes inside the message: close upstream without the dot; nothing delivered.
     out_.note(now, "client closed the connection inside the message: upstream closed without end of data");
@@ -489,7 +489,8 @@ void relay_fsm::process_client_input(std::uint64_t now) {
   // A fault can hold (the dot) or stop (close, reset, stall) the conversation mid-buffer:
   // nothing pipelined after that point may be taken.
   // A message's end waiting for the recorder (await_capture) holds everything after it.
-  while (progress && !ended_ && !in_.fully_parsed() && !faults_.stops_parsing() && !awaiting_capture_) {
+  while (progress && !ended_ && !in_.fully_parsed() && !faults_.stops_parsing() && !awaiting_capture_ &&
+         !bdat_end_awaits_replies_) {
     switch (mode_) {
       case client_mode::command: progress = take_command_line(now); break;
       case client_mode::data: take_data(now); progress = mode_ != client_mode::data; break;
@@ -1089,9 +1090,29 @@ void relay_fsm::release_bdat_message(std::uint64_t now, transaction* t) {
     close_upstream_once_answered(now);
     return;
   }
+  if ((faults_.plans_end_of(t->id) || faults_.plan().decides_messages) && replies_before_message_owed(*t)) {
+    // Pipelined "MAIL, RCPT, BDAT n LAST": with every recipient refused the upstream refuses the
+    // message and a fault at its end is not applied, as DATA's 554 leaves it unapplied; which it
+    // is, the replies before the last chunk say. Nothing after the chunk is taken meanwhile.
+    bdat_end_awaits_replies_ = t->id;
+    return;
+  }
   if (faults_.hold_bdat_end(now, *t)) return;
   if (faults_.message(now, t)) return;
   release_withheld_bdat(now, t->id);
+}
+
+bool relay_fsm::replies_before_message_owed(const transaction& t) const {
+  return t.rec.rcpt_codes.size() < t.rec.rcpt_to.size() || owed_.owes(phase::mail, t.id);
+}
+
+void relay_fsm::resume_bdat_end(std::uint64_t now) {
+  const std::uint64_t id = *bdat_end_awaits_replies_;
+  transaction* t = txns_.find(id);
+  if (t && replies_before_message_owed(*t)) return;
+  bdat_end_awaits_replies_.reset();
+  // Gone (MAIL refused): the chunk is still completed upstream, which refuses it.
+  release_bdat_message(now, t);
 }
 
 // A pipelined "MAIL, RCPT, BDAT n LAST" whose message a fault failed (or the capture could not
@@ -1544,6 +1565,10 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     if (p.fault.then != then_do::nothing) faults_.then(now, p);
   }
   if (ended_ || faults_.stalled()) return;
+  if (bdat_end_awaits_replies_) {
+    resume_bdat_end(now);
+    if (ended_ || faults_.stalled()) return;
+  }
   if (out_.closed(leg::upstream) && owed_.empty() && mode_ == client_mode::command && !faults_.refusing() &&
       !faults_.absorbing()) {
     // The upstream is gone (we aborted its transaction, or it died in DATA): nothing more

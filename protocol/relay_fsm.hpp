@@ -181,6 +181,10 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // The last BDAT chunk is in: like the dot, its last byte waits for the capture and the faults.
   void end_of_bdat_message(std::uint64_t now, transaction* t);
   void release_bdat_message(std::uint64_t now, transaction* t);
+  // MAIL's or a recorded RCPT's reply to `t` has not gone out yet.
+  bool replies_before_message_owed(const transaction& t) const;
+  // flush_replies: the replies release_bdat_message waited for are out.
+  void resume_bdat_end(std::uint64_t now);
   void release_withheld_bdat(std::uint64_t now, std::uint64_t txn) override;
   // The message's end will not be sent: its BDAT LAST reply is no longer awaited (the
   // caller queues the relay's own answer in its place).
@@ -403,6 +407,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
     std::uint64_t arrived_us;   // when the message's end came
   };
   std::optional<capture_wait> awaiting_capture_;
+  // A pipelined BDAT LAST's withheld end waits for the replies before it (MAIL's, the RCPTs'):
+  // whether a fault at its end applies depends on them (release_bdat_message). Its transaction.
+  std::optional<std::uint64_t> bdat_end_awaits_replies_;
   // The body cannot be delivered (bad line endings, upstream lost): keep reading it and
   // answer at its end with this reply.
   std::optional<reply> data_failure_;

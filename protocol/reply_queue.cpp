@@ -70,6 +70,10 @@ bool reply_queue::owes(phase ph) const {
   return std::any_of(slots_.begin(), slots_.end(), [ph](const reply_slot& s) { return s.asked.ph == ph; });
 }
 
+bool reply_queue::owes(phase ph, std::uint64_t txn) const {
+  return std::any_of(slots_.begin(), slots_.end(), [&](const reply_slot& s) { return s.asked.ph == ph && s.asked.txn == txn; });
+}
+
 void reply_queue::paced_write_ended(std::uint64_t began, std::uint64_t ended) {
   for (auto& s : slots_) {
     if (!awaited(s) || s.asked.paced_write_ended || std::max(s.asked.t_received, s.asked.t_forwarded) > began) continue;

@@ -95,6 +95,8 @@ class reply_queue {
   // A reply to an end of data, or to a command of phase `ph`, is still owed (awaited or not yet sent).
   bool owes_end_of_data() const;
   bool owes(phase ph) const;
+  // The reply to a command of phase `ph` in transaction `txn` has not gone out yet.
+  bool owes(phase ph, std::uint64_t txn) const;
   // A write to the upstream that the relay paced ran from `began` to `ended`: each command still
   // waiting for its reply that was forwarded by `began` went in it (or an earlier one, which
   // already said so), and reached the upstream only at `ended`.

@@ -41,8 +41,9 @@ class ChunkingDestination(ScriptedServer):
     came in whole; conn.messages: the messages whose LAST chunk came whole (the only ones a
     destination could deliver). Every command gets 250, QUIT 221."""
 
-    def __init__(self, lifetime=60):
+    def __init__(self, lifetime=60, refused_recipient=None):
         self.lifetime = lifetime
+        self.refused_recipient = refused_recipient   # RCPTs naming it get 550, as Postfix's
         super().__init__(ScriptedConnection)
 
     def _serve(self, conn):
@@ -55,7 +56,7 @@ class ChunkingDestination(ScriptedServer):
 
     def _converse(self, conn, sock):
         sock.sendall(b"220 chunking.test ESMTP\r\n")
-        buf, message = b"", b""
+        buf, message, accepted = b"", b"", 0
         for data in self.received(conn, self.lifetime):
             buf += data
             while b"\r\n" in buf:
@@ -70,7 +71,10 @@ class ChunkingDestination(ScriptedServer):
                     conn.commands.append(line)
                     conn.chunks.append(chunk)
                     message += chunk
-                    if len(words) > 2 and words[2].upper() == b"LAST":
+                    if not accepted:   # Postfix: no chunk is taken without a recipient
+                        sock.sendall(b"554 5.5.1 Error: no valid recipients\r\n")
+                        message = b""
+                    elif len(words) > 2 and words[2].upper() == b"LAST":
                         conn.messages.append(message)
                         message = b""
                         sock.sendall(b"250 2.0.0 Ok: queued as CHUNKED\r\n")
@@ -84,7 +88,14 @@ class ChunkingDestination(ScriptedServer):
                 elif verb == b"QUIT":
                     sock.sendall(b"221 2.0.0 Bye\r\n")
                     return
+                elif verb == b"RCPT" and self.refused_recipient and self.refused_recipient in line:
+                    sock.sendall(b"550 5.1.1 Recipient address rejected\r\n")
+                elif verb == b"RCPT":
+                    accepted += 1
+                    sock.sendall(b"250 2.1.5 Ok\r\n")
                 else:
+                    if verb in (b"MAIL", b"RSET"):
+                        accepted = 0
                     sock.sendall(b"250 2.0.0 Ok\r\n")
 
 
@@ -716,6 +727,48 @@ text = "Connection dropped"
         self.assertNotIn(last, upstream_out)
         self.assertIn(last, cap.bytes_of("client", "in"))
         self.assertEqual(cap.transactions[0]["final_reply"]["code"], 421)
+
+    def test_a_data_end_disconnect_on_a_pipelined_bdat_whose_recipient_was_refused_is_not_applied(self):
+        # A review: "MAIL, RCPT, BDAT n LAST" in one write, the destination refusing the
+        # recipient. With DATA the destination's 554 comes first and the rule is given back; with
+        # BDAT it acted at the last byte before the RCPT's reply came (250, 550, then the rule's
+        # 421) and was counted. The last byte now waits for the replies before it: the
+        # destination refuses the message, and the rule is neither applied nor counted.
+        up = ChunkingDestination(refused_recipient=b"nobody@")
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "dc"
+type = "disconnect"
+phase = "data_end"
+code = 421
+enhanced = "4.4.2"
+text = "Connection dropped"
+''', up)
+        body = make_message("<bdat-refused@example.test>", b"bdat-refused-marker\r\n")
+        for n, rcpt in enumerate(("nobody@example.test", TO), 1):
+            refused = rcpt != TO
+            with self.subTest(refused=refused):
+                c = self.greeted_client(m.port)
+                c.send(b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nBDAT %d LAST\r\n%s"
+                       % (FROM.encode(), rcpt.encode(), len(body), body))
+                replies = c.replies(3, 10)
+                if refused:
+                    self.assertEqual([r.code for r in replies], [250, 550, 554], replies)
+                    self.quit(c)
+                    cap = m.wait_captures(n)[n - 1]
+                    self.assertFaults(cap, [])
+                    self.assertIn("fault dc not applied: no recipient was accepted", cap.notes)
+                    self.assertEqual(cap.transactions[0]["outcome"], "rejected")
+                    self.assertInjectedTotal(m, "dc", "disconnect", 0)
+                else:
+                    self.assertEqual([r.code for r in replies], [250, 250, 421], replies)
+                    self.assertEqual(recv_outcome(c.sock, 10), ("eof", b""))
+                    cap = m.wait_captures(n)[n - 1]
+                    self.assertFaults(cap, [("dc", "disconnect", "disconnect", "data_end")])
+                    self.assertInjectedTotal(m, "dc", "disconnect", 1)
+        self.assertEqual([conn.messages for conn in up.wait_for_connections(2)], [[], []],
+                         "the destination never got a message's end it could deliver")
 
     def test_data_end_reply_with_bdat(self):
         # The built-in sink offers CHUNKING; the decision is taken at the first BDAT.

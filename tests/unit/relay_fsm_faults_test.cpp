@@ -1836,6 +1836,49 @@ TEST_F(FaultFsm, ADataEndDisconnectWaitsForTheRepliesToChunksPipelinedBeforeTheL
   EXPECT_EQ(only_fault("disconnect").ph, phase::data_end);
 }
 
+// A review: "MAIL, RCPT, BDAT 5 LAST" pipelined, the recipient refused. DATA would get the
+// destination's 554 and the fault planned for its end be given back; with BDAT the fault acted
+// at the last byte before the RCPT's reply came (the client got 250, 550, then the rule's 421),
+// and was counted. The last byte now waits for the replies before it: with no recipient
+// accepted it goes upstream, which refuses the message, and the fault is not applied.
+TEST_F(FaultFsm, ADataEndFaultOnAPipelinedBdatWhoseRecipientsWereAllRefusedIsNotApplied) {
+  for (const fault_decision& fault : {disconnect_with_421(), decision(verdict::reset, "cut"),
+                                      stall_for(20'000'000, "cut"), delay_of(4'000'000, "cut")}) {
+    SCOPED_TRACE(to_string(fault.what));
+    make();
+    greet_and_ehlo();
+    adv_->on(phase::data_end, fault_stage::command, fault);
+    EXPECT_THAT(client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello"),
+                ElementsAre(to_upstream(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhell")));
+    EXPECT_THAT(upstream("250 2.1.0 Ok\r\n550 5.1.1 <bob@example.org>: Recipient address rejected\r\n"),
+                ElementsAre(to_client("250 2.1.0 Ok\r\n550 5.1.1 <bob@example.org>: Recipient address rejected\r\n"),
+                            to_upstream("o")));
+    EXPECT_THAT(upstream("554 5.5.1 Error: no valid recipients\r\n"),
+                ElementsAre(to_client("554 5.5.1 Error: no valid recipients\r\n")));
+    EXPECT_THAT(obs_->faults, IsEmpty()) << "not applied, not counted";
+    EXPECT_THAT(adv_->dropped_rules, ElementsAre("cut"));
+    EXPECT_FALSE(fsm_->finished());
+    EXPECT_EQ(only_transaction().result, outcome::rejected);
+    EXPECT_THAT(client("QUIT\r\n"), ElementsAre(to_upstream("QUIT\r\n")));
+  }
+}
+
+// The same pipelined message with its recipient accepted: the fault acts once MAIL's and the
+// RCPT's replies are out, and what the client pipelined after the chunk waits.
+TEST_F(FaultFsm, ADataEndDisconnectOnAPipelinedBdatActsOnceTheRecipientsRepliesAreOut) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command, disconnect_with_421());
+  EXPECT_THAT(client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhelloQUIT\r\n"),
+              ElementsAre(to_upstream(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhell")));
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  EXPECT_THAT(cl_, EndsWith("250 2.1.5 Ok\r\n421 4.4.2 Connection dropped\r\n"));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_THAT(up_, Not(HasSubstr("hello"))) << "the message's end never went upstream";
+  EXPECT_THAT(up_, Not(HasSubstr("QUIT")));
+  EXPECT_EQ(only_fault("disconnect").rule, "cut");
+  EXPECT_THAT(adv_->dropped_rules, IsEmpty());
+}
+
 TEST_F(FaultFsm, DataEndCommandDelayHoldsTheDotThenSendsIt) {
   adv_->on(phase::data_end, fault_stage::command, delay_of(4'000'000, "slow-dot"));
   open_data();
@@ -2305,6 +2348,7 @@ TEST_F(FaultFsm, MessageStageFaultWithholdsTheDotAndClosesTheUpstream) {
 // leg used to close before MAIL's and RCPT's replies came, so they never did, no reply reached
 // the client and the session hung (a fifth trial). It closes once they are in.
 TEST_F(FaultFsm, MessageStageFaultOnAPipelinedBdatWaitsForTheEnvelopesReplies) {
+  adv_->plan.decides_messages = true;
   greet_and_ehlo();
   adv_->on(phase::data_end, fault_stage::message,
            answer(verdict::reply, 451, "4.3.0", "Try again later", "flaky-id", "fail_then_pass"));
@@ -2314,11 +2358,30 @@ TEST_F(FaultFsm, MessageStageFaultOnAPipelinedBdatWaitsForTheEnvelopesReplies) {
   EXPECT_EQ(up_.find(body), std::string::npos) << "the chunk's last byte never went upstream";
   EXPECT_THAT(upstream("250 2.1.0 Ok\r\n"), ElementsAre(to_client("250 2.1.0 Ok\r\n")));
   out = upstream("250 2.1.5 Ok\r\n");
-  EXPECT_THAT(out, Contains(to_client("250 2.1.5 Ok\r\n451 4.3.0 Try again later\r\n")));
+  EXPECT_THAT(cl_, EndsWith("250 2.1.5 Ok\r\n451 4.3.0 Try again later\r\n"));
   EXPECT_THAT(out, Contains(closes(leg::upstream)));
   EXPECT_THAT(out, Contains(closes(leg::client)));
   EXPECT_TRUE(fsm_->finished());
   EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+}
+
+// The same with the recipient refused: the upstream refuses the message, and the rule is
+// neither asked nor applied (with DATA the upstream's 554 comes before any of the message).
+TEST_F(FaultFsm, MessageStageFaultOnAPipelinedBdatWhoseRecipientWasRefusedIsNotAsked) {
+  adv_->plan.decides_messages = true;
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::message,
+           answer(verdict::reply, 451, "4.3.0", "Try again later", "flaky-id", "fail_then_pass"));
+  const std::string body = "Message-ID: <m2@example.org>\r\nSubject: hi\r\n\r\nbody\r\n";
+  client(mail_from + rcpt_bob + "BDAT " + std::to_string(body.size()) + " LAST\r\n" + body);
+  EXPECT_EQ(up_.find(body), std::string::npos) << "the chunk's last byte waits";
+  EXPECT_THAT(upstream("250 2.1.0 Ok\r\n550 5.1.1 no such user\r\n"), Contains(to_upstream("\n")));
+  EXPECT_THAT(upstream("554 5.5.1 Error: no valid recipients\r\n"),
+              ElementsAre(to_client("554 5.5.1 Error: no valid recipients\r\n")));
+  EXPECT_THAT(adv_->asked(phase::data_end, fault_stage::message), IsEmpty());
+  EXPECT_THAT(obs_->faults, IsEmpty());
+  EXPECT_FALSE(fsm_->finished());
+  EXPECT_EQ(only_transaction().result, outcome::rejected);
 }
 
 // ================================================================ 11. outcomes (issue 14 item 12)
