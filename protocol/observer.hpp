@@ -53,6 +53,9 @@ struct transaction_record {
   std::optional<reply> final_reply;
   outcome result = outcome::unknown;
   bool synthesized = false;        // final reply made by the relay, not the destination
+  // Begun by a BDAT with no MAIL before it (the destination refuses it): mail_from is empty
+  // because there was no MAIL, not the null reverse-path of MAIL FROM:<> (a bounce).
+  bool without_mail = false;
   std::uint64_t start_us = 0;
   std::uint64_t end_us = 0;
 };

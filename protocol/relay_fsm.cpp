@@ -781,6 +781,7 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
       } else if (!open) {   // BDAT without MAIL: the upstream will refuse it; still recorded
         p.asked.txn = begin_transaction(now, cmd);
         open = txns_.open();
+        open->rec.without_mail = true;   // its empty sender is no MAIL FROM:<>
       } else if (open->rec.size == 0 && !faults_.absorbing() && faults_.plan_end_of_data(now, *open, true)) {
         faults_.absorb_message();   // the first chunk: the whole message is answered by the fault
       }

@@ -1584,6 +1584,27 @@ TEST_F(RelayFsmTest, AChunkSentAfterARefusedOneIsNoNewTransaction) {
   EXPECT_EQ(obs_->transactions[1].size, 2u);
 }
 
+// A BDAT with no MAIL before it is relayed (the destination refuses it) and recorded, with
+// no sender: not the null reverse-path "MAIL FROM:<>" gives, which means a bounce (a QA
+// trial: captures show printed "from <>"). A MAIL FROM:<> message is no such transaction.
+TEST_F(RelayFsmTest, ABdatWithoutMailIsRecordedAsWithoutMail) {
+  greet_and_ehlo();
+  EXPECT_THAT(client("BDAT 3 LAST\r\nxyz"), ElementsAre(to_upstream("BDAT 3 LAST\r\nxyz")));
+  EXPECT_THAT(upstream("503 5.5.1 Error: need MAIL command\r\n"),
+              ElementsAre(to_client("503 5.5.1 Error: need MAIL command\r\n")));
+  const auto& t = only_transaction();
+  EXPECT_TRUE(t.without_mail);
+  EXPECT_EQ(t.mail_from, "");
+  EXPECT_EQ(t.result, outcome::rejected);
+
+  make();
+  greet_and_ehlo();
+  client("MAIL FROM:<>\r\nRCPT TO:<b@example.org>\r\nBDAT 2 LAST\r\nhi");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 queued\r\n");
+  EXPECT_FALSE(only_transaction().without_mail);
+  EXPECT_EQ(only_transaction().mail_from, "");
+}
+
 TEST_F(RelayFsmTest, BdatSplitAtEveryByteForwardsSameBytes) {
   const std::string wire = "BDAT 7\r\nab\r\ncdeBDAT 3 LAST\r\nxyzNOOP\r\n";
   for (std::size_t k = 0; k <= wire.size(); ++k) {
