@@ -338,6 +338,8 @@ std::string why_withheld(const step& st, const step* before, const std::vector<c
 
 // A message as the relay sends it on: framed in the capture's bare_eol mode, its end ".\r\n"
 // once found; after a refusal (a bare CR or LF or a NUL under strict), what went before it.
+// `refused` is kept beside the copy: an empty copy does not tell a message the relay refused
+// at its first byte from an unfinished one the client sent nothing of.
 struct relay_copy {
   std::string bytes;
   bool refused = false;
@@ -351,24 +353,38 @@ relay_copy copy_relayed(std::string_view message, protocol::bare_eol_mode eol) {
   return out;
 }
 
-// Keeps each whole message's relayed copy (step::relayed).
-void keep_relayed_messages(script& s) {
-  for (auto& st : s.steps) {
-    if (st.kind != step_kind::message) continue;
-    relay_copy copy = copy_relayed(st.bytes, s.bare_eol);
-    if (!copy.refused) st.relayed = std::move(copy.bytes);
-  }
+// The script's steps, then its unfinished one.
+std::vector<step*> all_steps(script& s) {
+  std::vector<step*> steps;
+  for (auto& st : s.steps) steps.push_back(&st);
+  if (s.unfinished) steps.push_back(&*s.unfinished);
+  return steps;
+}
+
+// Each message step framed once, as the relay sent it on (the same index as `steps`; other
+// steps have none): what its relayed copy keeps, and what mark_withheld looks for upstream.
+std::vector<std::optional<relay_copy>> relay_copies(const std::vector<step*>& steps, protocol::bare_eol_mode eol) {
+  std::vector<std::optional<relay_copy>> copies(steps.size());
+  for (std::size_t i = 0; i < steps.size(); ++i)
+    if (steps[i]->kind == step_kind::message) copies[i] = copy_relayed(steps[i]->bytes, eol);
+  return copies;
+}
+
+// Keeps each whole message's relayed copy (step::relayed), once mark_withheld has compared the
+// copies with the upstream leg: a withheld message has none (`forwarded` is what went), and an
+// unfinished one is sent as recorded.
+void keep_relayed_messages(const std::vector<step*>& steps, std::vector<std::optional<relay_copy>>& copies) {
+  for (std::size_t i = 0; i < steps.size(); ++i)
+    if (copies[i] && !copies[i]->refused && !steps[i]->unfinished && !steps[i]->withheld)
+      steps[i]->relayed = std::move(copies[i]->bytes);
 }
 
 // Marks the messages and BDAT chunks whose end never went to the destination (step::withheld),
 // from the capture's upstream leg (`upstream`: every upstream/out byte in file order), where
 // the recording holds no reply of the destination to them.
-void mark_withheld(script& s, const std::vector<std::size_t>& starts, const timed_stream& in,
-                   const std::string& upstream, const std::vector<captures::note_event>& notes,
-                   protocol::bare_eol_mode eol) {
-  std::vector<step*> steps;
-  for (auto& st : s.steps) steps.push_back(&st);
-  if (s.unfinished) steps.push_back(&*s.unfinished);
+void mark_withheld(const script& s, const std::vector<step*>& steps, const std::vector<std::optional<relay_copy>>& copies,
+                   const std::vector<std::size_t>& starts, const timed_stream& in, const std::string& upstream,
+                   const std::vector<captures::note_event>& notes) {
   for (std::size_t i = 0; i < steps.size() && i < starts.size(); ++i) {
     step& st = *steps[i];
     if (st.kind != step_kind::message && st.kind != step_kind::bdat) continue;
@@ -379,13 +395,12 @@ void mark_withheld(script& s, const std::vector<std::size_t>& starts, const time
     // The relay sends its copy of a message, or of a chunk's payload, after it records the
     // client's bytes (captures/FORMAT.md `bytes_ref`), and a command line before.
     const std::size_t sent_before = std::min(in.upstream_at(starts[i]), upstream.size());
-    std::string expected;
+    std::string_view expected;
     std::string_view window;
     bool refused = false;
     if (st.kind == step_kind::message) {
-      relay_copy copy = copy_relayed(st.bytes, eol);
-      expected = std::move(copy.bytes);
-      refused = copy.refused;
+      expected = copies[i]->bytes;
+      refused = copies[i]->refused;
       // Its DATA was answered 354 by the destination: the relay is in the message upstream,
       // and what it sends next is its copy. A 354 of the relay's own (a fault that answers the
       // message itself) means the upstream never saw DATA.
@@ -402,7 +417,6 @@ void mark_withheld(script& s, const std::vector<std::size_t>& starts, const time
     if (!refused && window.starts_with(expected)) continue;   // all of it went, its end included
     st.withheld = true;
     st.forwarded = common_prefix(window, expected);
-    st.relayed.clear();
     st.withheld_why = why_withheld(st, before, notes, s);
   }
 }
@@ -443,10 +457,7 @@ void mark_what_the_relay_did_after_the_last_reply(script& s, const std::vector<s
 }
 
 // How many replies had reached the client before each step left it (pipelining, RFC 2920).
-void count_awaited(script& s) {
-  std::vector<step*> steps;
-  for (auto& st : s.steps) steps.push_back(&st);
-  if (s.unfinished) steps.push_back(&*s.unfinished);
+void count_awaited(const script& s, const std::vector<step*>& steps) {
   std::vector<std::uint64_t> reply_times;
   if (s.banner) reply_times.push_back(s.banner->t_us);
   for (const auto* st : steps)
@@ -515,8 +526,10 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
   if (!replies.empty()) s.banner = replies.front();
   splitter split(in, replies, eol);
   split.run(s);
-  keep_relayed_messages(s);
-  mark_withheld(s, split.starts, in, upstream, notes, eol);
+  const std::vector<step*> steps = all_steps(s);
+  auto copies = relay_copies(steps, eol);   // each message framed once
+  mark_withheld(s, steps, copies, split.starts, in, upstream, notes);
+  keep_relayed_messages(steps, copies);
   mark_what_the_relay_did_after_the_last_reply(s, split.starts, in, upstream, lines_read);
   const std::size_t answered = 1 + s.steps.size();
   if (replies.size() > answered)
@@ -525,7 +538,7 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
     s.starttls = s.starttls || st.starts_tls;
     s.auth = s.auth || st.auth;
   }
-  count_awaited(s);
+  count_awaited(s, steps);
   return s;
 }
 
