@@ -867,12 +867,22 @@ void fault_holds::reply_releasing(std::uint64_t now, reply_slot& p) {
 
 // A fault's reply is applied when it goes out, not when it is queued: one the session ends
 // before sending (behind replies that never came) never acted, and its rule is given back
-// (policies/README.md "Counted when applied"); so is one for a client that is gone.
+// (policies/README.md "Counted when applied"); so is one for a client that is gone
+// (give_back_for_a_gone_client).
 void fault_holds::fault_reply_out(std::uint64_t now, const reply_slot& p) {
   const fault_decision& d = *p.fault.decision;
-  if (out_.closed(leg::client)) return not_applied(d);
   count_blackhole(now, d);
   event(now, d, p.fault.ph, describe(d.reply));
+}
+
+bool fault_holds::give_back_for_a_gone_client(std::uint64_t now, const reply_slot& p) {
+  if (!out_.closed(leg::client) || !p.fault.decision) return false;
+  const fault_decision& d = *p.fault.decision;
+  const bool marker = !p.answer.parsed;
+  if (!marker && !(p.answer.local && makes_a_reply(d.what))) return false;   // a delay, or the upstream's reply
+  out_.note(now, "fault " + d.rule + " not applied: the client was gone before it acted");
+  not_applied(d);
+  return true;
 }
 
 bool fault_holds::makes_a_reply(verdict v) {

@@ -208,6 +208,11 @@ class fault_holds {
   void reply_releasing(std::uint64_t now, reply_slot& p);
   // What follows a fault's reply or marker once it is out: close, reset, stall.
   void then(std::uint64_t now, const reply_slot& p);
+  // The head of the queue carries a fault's reply or marker and the client is gone (reset,
+  // lost): the fault never reaches it, so it is given back and true returned; the slot is
+  // then dropped, neither its reply's effect on the transaction nor its close, reset or stall
+  // taking place (the session ends as the client's leaving ends it).
+  bool give_back_for_a_gone_client(std::uint64_t now, const reply_slot& p);
 
   // ---- the timer
   void timer(std::uint64_t now);

@@ -1530,6 +1530,7 @@ void relay_fsm::flush_replies(std::uint64_t now) {
   while (!ended_ && !faults_.stalled() && owed_.ready_head()) {
     if (faults_.reply_delayed(now, owed_.front())) return;   // a delay fault holds it (and all after it)
     reply_slot p = owed_.pop_head();
+    if (faults_.give_back_for_a_gone_client(now, p)) continue;
     if (!p.answer.parsed) {   // a fault marker: disconnect, reset or stall once the replies before it are out
       think_from_us_ = now;
       faults_.then(now, p);
@@ -1744,7 +1745,9 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     // The command waited on the upstream until now (its stage's upstream time, not the relay's).
     it->answer.t_upstream = now;
     const transaction* owner = txns_.find(it->asked.txn);
-    const bool end_went_upstream = !owner || owner->end_sent;
+    // A transaction already settled (a chunk before the last refused, a 421 to it) says nothing
+    // of this slot: a last chunk still streaming or holding its last byte never ended.
+    const bool end_went_upstream = owner ? owner->end_sent : !early_chunk_reply(*it);
     if (end_went_upstream && it->asked.answers_end_of_data()) {
       // The dot went out but no reply came back: the message may or may not be delivered.
       ++stats_.ambiguous_end_of_data;

@@ -1633,6 +1633,30 @@ TEST_F(FaultFsm, AFaultMarkerTheSessionEndedBeforeIsNotCounted) {
   EXPECT_THAT(adv_->applied_rules, IsEmpty());
 }
 
+// A review: a fault's reply given back because the client was gone (reset) still ended the
+// session as the fault's ("fault") and settled its transaction with the fault's code. The
+// client never heard it: the session ends as the client's leaving ends it, and nothing of the
+// fault takes place.
+TEST_F(FaultFsm, AFaultReplyForAClientAlreadyGoneTakesNoEffect) {
+  open_data();
+  adv_->on(phase::mail, fault_stage::command,
+           answer(verdict::reply_and_close, 421, "4.7.0", "Too many messages", "rc", "reply_and_close"));
+  client("body\r\n.\r\n" + mail_from);   // the 421 waits behind the reply to the dot
+  fsm_->on_client_gone(tick(), "Connection reset by peer");
+  take();
+  ASSERT_FALSE(fsm_->finished()) << "the reply to the message is still awaited";
+  upstream("250 2.0.0 Ok: queued as Q1\r\n");
+  ASSERT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_closed");
+  EXPECT_THAT(obs_->faults, IsEmpty()) << obs_->all_faults();
+  EXPECT_THAT(adv_->applied_rules, IsEmpty());
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("rc"));
+  ASSERT_GE(obs_->transactions.size(), 1u);
+  EXPECT_EQ(obs_->transactions[0].result, outcome::delivered);
+  for (std::size_t i = 1; i < obs_->transactions.size(); ++i)
+    EXPECT_NE(obs_->transactions[i].result, outcome::tempfailed) << "the fault's 421 was never given";
+}
+
 // A review: a fault's reply was recorded, and counted, when it was queued, so one queued behind
 // a reply that never came (the client left first) counted though it never went out. It is
 // applied as it goes out; one the session ends before sending is given back.

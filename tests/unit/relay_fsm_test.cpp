@@ -885,6 +885,23 @@ TEST_F(RelayFsmTest, UpstreamLostAfterBdatLastWhileTheClientIsGoneIsAmbiguous) {
   EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 1u);
 }
 
+// A review: a 421 to a chunk before the last, while the last streamed, settled the transaction;
+// the upstream's close then took the unfinished last chunk as sent, and the client got
+// "delivery status unknown" (and ambiguous_end_of_data counted) for a message that never ended.
+TEST_F(RelayFsmTest, AnUpstreamLostAfterA421ToAnEarlierChunkLeavesTheUnfinishedLastChunkUnambiguous) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  client("BDAT 3\r\nabcBDAT 1000 LAST\r\nSubject: x\r\n");
+  upstream("421 4.3.2 Service shutting down\r\n");
+  upstream_eof();
+  EXPECT_THAT(cl_, HasSubstr("421 4.3.2 Service shutting down\r\n"));
+  EXPECT_THAT(cl_, Not(HasSubstr("delivery status unknown")));
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+  EXPECT_TRUE(fsm_->finished());
+}
+
 TEST_F(RelayFsmTest, StrictBareLfClosesUpstreamAndAnswers550AtEndOfData) {
   open_data();
   auto acts = client("Subject: x\r\n\r\nbad\nline\r\n");
