@@ -270,6 +270,25 @@ void client_fsm::advance(std::uint64_t now_us) {
     const std::size_t i = next_;
     const step& st = *steps_[i];
     step_result& res = results_[i + 1];
+    // What the recording shows never reached the destination, whatever the step held: behind the
+    // step whose reply from the relay (or a fault) ended the recorded session, all the relay had
+    // not sent on; in a session a fault's greeting answered, or after QUIT, everything.
+    if (!closing_.empty() && !st.went_upstream) {
+      res.status = step_status::skipped;
+      res.note = "not sent: " + closing_ + "; " +
+                 (st.read_by_relay ? "the relay had read this step and never sent it on to the destination"
+                                   : "the relay never read this step, nor did the destination get it");
+      settle(i + 1, now_us);
+      ++next_;
+      continue;
+    }
+    if (!st.not_forwarded.empty()) {
+      res.status = step_status::skipped;
+      res.note = "not sent: " + st.not_forwarded;
+      settle(i + 1, now_us);
+      ++next_;
+      continue;
+    }
     // Steps whose conversation the live server did not enter are not sent.
     if (st.kind == step_kind::message || st.kind == step_kind::auth_response) {
       if (settled_prefix_ < i + 1) break;   // wait for the reply to the step before
@@ -326,7 +345,7 @@ void client_fsm::advance(std::uint64_t now_us) {
         res.note = "not sent: the relay never forwards such a line (" + why + ")";
         settle(i + 1, now_us);
         ++next_;
-        stop_where_the_session_closed(i, now_us);
+        stop_where_the_session_closed(i);
         continue;
       }
     }
@@ -349,7 +368,7 @@ void client_fsm::advance(std::uint64_t now_us) {
       if (auth_skipping_) {
         settle(i + 1, now_us);
         ++next_;
-        stop_where_the_session_closed(i, now_us);
+        stop_where_the_session_closed(i);
         continue;
       }
     }
@@ -359,7 +378,7 @@ void client_fsm::advance(std::uint64_t now_us) {
       break;
     }
     send_step(i, now_us);
-    stop_where_the_session_closed(i, now_us);
+    stop_where_the_session_closed(i);
   }
   if (!finished_ && !tls_pending_ && next_ == steps_.size() && inflight_.empty()) {
     finished_ = true;
@@ -382,24 +401,17 @@ bool client_fsm::session_closed_at(std::size_t i) const {
 
 // Where the relay ended the recorded session with its reply to step i (a refused line, the
 // refusal that reached its error limit, a fault's reply_and_close, the upstream lost), no reply
-// to what its client had sent behind that step is recorded: not sent either. Each note says what
-// the recording shows of that step: mostly never read (the relay closed first), but a relay that
-// lost its upstream had read, and forwarded, the commands pipelined behind the one it answered.
-void client_fsm::stop_where_the_session_closed(std::size_t i, std::uint64_t now_us) {
-  if (next_ >= steps_.size() || !session_closed_at(i)) return;
+// to what its client had sent behind that step is recorded. The destination got only what the
+// relay had sent on of it (a relay that lost its upstream answers the first command it owes 421
+// and closes, after it forwarded the commands pipelined behind it): that is sent (advance,
+// send_step: `sent`, nothing to compare), the rest not, each note saying what the recording
+// shows of the step (mostly never read: the relay closed first).
+void client_fsm::stop_where_the_session_closed(std::size_t i) {
+  if (!closing_.empty() || next_ >= steps_.size() || !session_closed_at(i)) return;
   const recorded_reply& r = *steps_[i]->reply;
   const std::string who = r.source == reply_source::injected ? "the fault rule '" + r.rule + "'" : "the relay";
-  const std::size_t from = next_;
-  stop_sending(from, now_us, "not sent: " + who + " ended the recorded session with its reply " +
-                                 std::to_string(r.reply.code) + " to an earlier step (" + script_.end_reason + "); ");
-  for (std::size_t j = from; j < steps_.size(); ++j) {
-    const step& behind = *steps_[j];
-    results_[j + 1].note += behind.went_upstream
-                                ? "the relay had read this step and sent it on to the destination, but the session "
-                                  "ended before any reply to it: there is nothing to compare it with"
-                            : behind.read_by_relay ? "the relay had read this step and never sent it on to the destination"
-                                                   : "the relay never read this step, nor did the destination get it";
-  }
+  closing_ = who + " ended the recorded session with its reply " + std::to_string(r.reply.code) +
+             " to an earlier step (" + script_.end_reason + ")";
 }
 
 // Steps `from` on are not sent (`why`); the connection closes once the replies still owed are in.
@@ -444,11 +456,14 @@ void client_fsm::send_step(std::size_t i, std::uint64_t now_us) {
   // unfinished, or the capture has no end record), there is nothing to compare: sent, and the
   // connection closes after it as the recorded one did. Otherwise its server side closed on
   // the recorded client, and the live server is expected to close too: a reply is a divergence.
-  if (!st.reply && (st.unfinished || script_.ended_by_client() || script_.end_reason.empty())) {
+  if (!st.reply && (!closing_.empty() || st.unfinished || script_.ended_by_client() || script_.end_reason.empty())) {
     auto& res = results_[i + 1];
     res.status = step_status::sent;
     const std::string why =
-        st.unfinished ? "sent as recorded, unfinished: the recorded session ended inside this step"
+        !closing_.empty() ? "sent as the recorded destination got it: the relay had read this step and sent it on "
+                            "before " + closing_ + ", and no reply to it is recorded: there is nothing to compare "
+                            "it with"
+        : st.unfinished ? "sent as recorded, unfinished: the recorded session ended inside this step"
         : script_.end_reason.empty()
             ? "sent; the capture ends before a reply (it has no end record), so nothing is compared"
             : "sent; the recorded client closed before a reply came (" + script_.end_reason +

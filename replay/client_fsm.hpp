@@ -9,8 +9,9 @@
 // sent; one the destination never got whole (step::withheld) goes only as far as the relay
 // forwarded it, and the connection closes without its end, so that nothing is delivered that
 // the recorded destination never received; a command line the relay refused is not sent, nor
-// anything behind a step whose reply from the relay (or a fault rule) ended the recorded
-// session. Where the recording ends without a reply, it sends and closes if the recorded client
+// what the recording shows the relay never sent on: behind a step whose reply from the relay (or
+// a fault rule) ended the recorded session, all but what it had forwarded (sent, and compared
+// with nothing); in a session a fault's greeting answered, and after QUIT, everything. Where the recording ends without a reply, it sends and closes if the recorded client
 // left first, and otherwise expects the live server to close as the recorded one did. It
 // answers in protocol/action.hpp's vocabulary on the upstream leg: send_bytes, start_tls,
 // arm_timer, close_leg. Sans-I/O: times come in with every event. Single-threaded.
@@ -90,7 +91,7 @@ class client_fsm {
   bool ready_to_send(std::size_t i, std::uint64_t now_us, std::uint64_t& due_us) const;
   void send_step(std::size_t i, std::uint64_t now_us);
   bool session_closed_at(std::size_t i) const;
-  void stop_where_the_session_closed(std::size_t i, std::uint64_t now_us);
+  void stop_where_the_session_closed(std::size_t i);
   void stop_sending(std::size_t from, std::uint64_t now_us, const std::string& why);
   std::string auth_bytes(std::size_t i);
   void take_reply(protocol::reply r, std::uint64_t now_us);
@@ -114,6 +115,9 @@ class client_fsm {
   bool tls_pending_ = false;
   bool tls_at_connect_ = false;   // the handshake in progress is the one at connect (implicit TLS)
   bool finished_ = false;
+  // Set where the relay's (or a fault's) reply to a step ended the recorded session: who, with
+  // what, and the end reason, for the notes of the steps behind it (stop_where_the_session_closed).
+  std::string closing_;
   bool auth_skipping_ = false;              // inside an AUTH exchange that is not replayed
   std::vector<std::string> auth_material_;  // base64 credentials still to send
   std::vector<protocol::action> actions_;

@@ -15,6 +15,7 @@
 #include "protocol/command.hpp"
 #include "protocol/data_framer.hpp"
 #include "protocol/fault.hpp"
+#include "replay/unforwarded_line.hpp"
 
 namespace mailtap::replay {
 
@@ -422,37 +423,69 @@ void mark_withheld(const script& s, const std::vector<step*>& steps, const std::
 }
 
 // What the relay did with the steps after the last one answered (step::read_by_relay,
-// went_upstream): the lines it took are the first `lines_read` line steps, as it records one
-// `command` per line in order; what it sent on is each step's copy found in order among the
-// upstream bytes sent since the read before the one that brought the last answered step.
-void mark_what_the_relay_did_after_the_last_reply(script& s, const std::vector<std::size_t>& starts,
+// went_upstream; every step where none was, the greeting having ended the session): the lines it
+// took are the first `lines_read` line steps, as it records one `command` per line in order; what
+// it sent on is each step's copy found in order among the upstream bytes sent since the read
+// before the one that brought the last answered step.
+void mark_what_the_relay_did_after_the_last_reply(const std::vector<step*>& steps, const std::vector<std::size_t>& starts,
                                                   const timed_stream& in, const std::string& upstream,
                                                   std::size_t lines_read) {
-  std::vector<step*> steps;
-  for (auto& st : s.steps) steps.push_back(&st);
-  if (s.unfinished) steps.push_back(&*s.unfinished);
   const auto answered = std::find_if(steps.rbegin(), steps.rend(), [](const step* st) { return st->reply.has_value(); });
-  if (answered == steps.rend()) return;
-  const std::size_t last = static_cast<std::size_t>(steps.rend() - answered) - 1;
-  if (last >= starts.size()) return;
-  const std::size_t chunk = in.chunk_of(starts[last]);
+  const std::size_t first = static_cast<std::size_t>(steps.rend() - answered);   // the first step after it
+  const std::size_t from = first == 0 ? 0 : first - 1;                            // the copies looked for from it
+  if (from >= starts.size()) return;
+  const std::size_t chunk = in.chunk_of(starts[from]);
   std::size_t cursor = chunk == 0 ? 0 : std::min(in.upstream_before[chunk - 1], upstream.size());
   std::size_t line = 0;
   for (std::size_t j = 0; j < steps.size(); ++j) {
     step& st = *steps[j];
     const bool is_line = st.kind != step_kind::message && !st.unfinished;
-    if (j > last) st.read_by_relay = is_line && line < lines_read;
+    if (j >= first) st.read_by_relay = is_line && line < lines_read;
     if (is_line) ++line;
-    if (j < last) continue;
-    // A line without its CRLF never goes on; a message as the relay framed it, or what of it went.
-    const std::string_view copy = st.kind == step_kind::message ? (st.withheld ? st.forwarded : st.relayed)
+    if (j < from) continue;
+    // What of a withheld message or chunk went; a message as the relay framed it; a line without
+    // its CRLF never goes on.
+    const std::string_view copy = st.withheld                                   ? std::string_view(st.forwarded)
+                                  : st.kind == step_kind::message               ? std::string_view(st.relayed)
                                   : st.unfinished && st.kind != step_kind::bdat ? std::string_view{}
-                                                                                  : std::string_view(st.bytes);
+                                                                                : std::string_view(st.bytes);
     if (copy.empty()) continue;
     const std::size_t at = upstream.find(copy, cursor);
     if (at == std::string::npos) continue;
     cursor = at + copy.size();
-    if (j > last) st.went_upstream = st.read_by_relay = true;
+    if (j >= first) st.went_upstream = st.read_by_relay = true;
+  }
+}
+
+// What the recording shows the relay never sent on, whatever the step held (step::not_forwarded).
+void mark_not_forwarded(const script& s, const std::vector<step*>& steps) {
+  // A fault rule made the greeting (a reply fault at connect or banner): nothing the client sent
+  // went to the destination. After a 5xx greeting the relay answers every command itself, 503,
+  // and QUIT 221 (RFC 5321 3.1); after another it ended the session (protocol/fault_holds.cpp).
+  if (s.banner && s.banner->source == reply_source::injected) {
+    const int code = s.banner->reply.code;
+    const std::string greeting =
+        "the fault rule '" + s.banner->rule + "' answered the recorded session with its greeting " +
+        std::to_string(code) +
+        (code / 100 == 5 ? " (RFC 5321 3.1: the relay then answers every command itself, 503, and QUIT 221)" : "") +
+        ", and nothing the client sent went to the destination; ";
+    for (step* st : steps)
+      st->not_forwarded = greeting + (st->reply ? "the relay had read this step and answered it itself (" +
+                                                      std::to_string(st->reply->reply.code) +
+                                                      "), never sending it on"
+                                      : st->read_by_relay ? "the relay had read this step and never sent it on"
+                                                          : "the relay never read this step");
+    return;
+  }
+  // The relay reads nothing after a QUIT it took (protocol/relay_fsm.cpp ignore_after_quit: the
+  // bytes are recorded, never relayed).
+  bool after_quit = false;
+  for (step* st : steps) {
+    if (after_quit && !st->reply)
+      st->not_forwarded = "the recorded client sent it after QUIT, which ends the session (RFC 5321 4.1.1.10); the "
+                          "relay never read this step, nor did the destination get it";
+    after_quit = after_quit || (st->kind == step_kind::command && st->ph == protocol::phase::quit && !st->unfinished &&
+                                why_never_forwarded(st->bytes).empty());
   }
 }
 
@@ -530,7 +563,8 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
   auto copies = relay_copies(steps, eol);   // each message framed once
   mark_withheld(s, steps, copies, split.starts, in, upstream, notes);
   keep_relayed_messages(steps, copies);
-  mark_what_the_relay_did_after_the_last_reply(s, split.starts, in, upstream, lines_read);
+  mark_what_the_relay_did_after_the_last_reply(steps, split.starts, in, upstream, lines_read);
+  mark_not_forwarded(s, steps);
   const std::size_t answered = 1 + s.steps.size();
   if (replies.size() > answered)
     s.unsolicited.assign(replies.begin() + static_cast<std::ptrdiff_t>(answered), replies.end());

@@ -93,6 +93,12 @@ struct step {
   // sent it on to the destination (its copy among the upstream leg's bytes). False elsewhere.
   bool read_by_relay = false;
   bool went_upstream = false;
+  // Why the recording shows the relay never sent this step on to the destination, whatever its
+  // bytes (a phrase for the client machine's note; empty when it does not say so): the session was
+  // refused by a fault's 5xx greeting (the relay answers every command itself, 503, and QUIT 221:
+  // RFC 5321 3.1), or the step came after a QUIT the relay took (it reads nothing after QUIT, RFC
+  // 5321 4.1.1.10). A line the relay refuses for its form is replay/unforwarded_line.hpp's.
+  std::string not_forwarded;
 
   // The recorded delay of its reply: from the step's last byte to the reply.
   std::uint64_t reply_delay_us() const { return reply && reply->t_us > done_us ? reply->t_us - done_us : 0; }

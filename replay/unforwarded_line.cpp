@@ -37,9 +37,24 @@ std::string why_never_forwarded(std::string_view line) {
   if (line.size() + (whole ? 0 : 2) > most)
     return "more than the " + std::to_string(most) + " bytes the relay takes in a command line, its CRLF included "
            "(500 5.5.2): a server may take its first " + std::to_string(most) + " bytes for a command";
-  if (!whole) return {};
-  line.remove_suffix(2);
-  return std::string(why_refused(protocol::parse_command(line).fault));
+  if (whole) {
+    line.remove_suffix(2);
+    return std::string(why_refused(protocol::parse_command(line).fault));
+  }
+  // A line the session ended inside was never forwarded (only its CRLF ends it, RFC 5321 2.3.8),
+  // and the relay would have refused it whatever came after: a bare LF, a bare CR or a NUL already
+  // inside it, or white space before its verb, is a fault whatever follows (parse_command looks
+  // for them first). A last CR may be the first half of its CRLF. Sent as recorded, such a line
+  // is a command to a server that takes a bare LF for a line's end (Postfix): "MAIL FROM:<a>\n".
+  if (line.ends_with('\r')) line.remove_suffix(1);
+  switch (const auto fault = protocol::parse_command(line).fault) {
+    case protocol::command_fault::bare_lf:
+    case protocol::command_fault::bare_cr:
+    case protocol::command_fault::nul_byte:
+    case protocol::command_fault::leading_space:
+      return std::string(why_refused(fault)) + ", though the session ended before its CRLF";
+    default: return {};
+  }
 }
 
 }  // namespace mailtap::replay

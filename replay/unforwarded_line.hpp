@@ -12,7 +12,9 @@ namespace mailtap::replay {
 
 // Why the relay never forwarded this command line, as the client sent it, as a note's phrase
 // ("a bare LF, which ..."); empty when it forwards such a line. A line without its CRLF (the
-// session ended inside it) is judged by its length alone: what it would have become is unknown.
+// session ended inside it) is judged by what it already holds: its length, and a fault no byte
+// after it could undo (a bare LF, a bare CR or a NUL inside it, white space before its verb); what
+// else it would have become is unknown.
 std::string why_never_forwarded(std::string_view line);
 
 }  // namespace mailtap::replay

@@ -687,10 +687,13 @@ class ReplayClientTest(ReplayTest):
         self.assertNotIn(b"GET", conn.raw)
         self.assertNotIn(b"Host", conn.raw)
 
-    def test_commands_the_relay_forwarded_before_it_lost_the_upstream_are_not_said_to_be_unread(self):
+    def test_commands_the_relay_forwarded_before_it_lost_the_upstream_are_replayed_and_nothing_after(self):
         """The upstream hung up on a pipelined MAIL after the relay had forwarded the RCPT and
-        DATA behind it: the relay answered MAIL 421 4.4.2 and closed. The replay's note on RCPT
-        and DATA said the relay never read them; the recording shows it sent them on."""
+        DATA behind it: the relay answered MAIL 421 4.4.2 and closed. The replay sent only MAIL
+        (a review's finding; an earlier fix had changed only the notes on RCPT and DATA): the live
+        server never got what the recorded destination got. Now it gets MAIL, RCPT and DATA (no
+        reply to those two is recorded: sent, compared with nothing), and the replay closes once
+        MAIL's reply is in, as the recorded upstream was lost there: no message goes."""
         def hang_up_once_the_group_is_in(conn, line):
             time.sleep(scaled(0.5))
             return ScriptedAnswers.CLOSE
@@ -709,11 +712,106 @@ class ReplayClientTest(ReplayTest):
         r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, live.port), "--json")
         doc = json.loads(r.stdout)
         behind = [s for s in doc["steps"] if s["stage"] in ("rcpt", "data")]
-        self.assertEqual([s["status"] for s in behind], ["skipped"] * 2, r.stdout)
+        self.assertEqual([(s["status"], s["live"]) for s in behind], [("sent", None)] * 2, r.stdout)
         for s in behind:
             self.assertIn("421", s["note"])
-            self.assertNotIn("never read", s["note"])
-            self.assertIn("sent it on to the destination", s["note"])
+            self.assertIn("sent it on", s["note"])
+        conn = live.wait_for_connections(1)[0]
+        self.assertTrue(conn.closed.wait(10))
+        self.assertEqual(conn.commands[1:], [b"MAIL FROM:<a@example.test>", b"RCPT TO:<%s>" % TO.encode(), b"DATA"])
+        self.assertEqual(conn.messages, [])
+        # MAIL's recorded reply was the relay's own 421, which the live server does not say.
+        mail = [s for s in doc["steps"] if s["stage"] == "mail"][0]
+        self.assertEqual((mail["status"], mail["recorded"]["code"], mail["live"]["code"]), ("diverged", 421, 250))
+        self.assertEqual(r.returncode, 1, r.stdout)
+
+    def test_an_unfinished_line_with_a_bare_lf_is_not_replayed(self):
+        """A client closed inside a command line holding a bare LF. The relay never forwarded it
+        (only CRLF ends a line, and it refuses a bare LF in one whatever follows); the replay
+        sent it as recorded, and a server that takes a bare LF for a line's end (Postfix) reads
+        the MAIL FROM before it as a command."""
+        upstream = ScriptedAnswers()
+        self.addCleanup(upstream.stop)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, upstream.port), env=self.env)
+        c = self.greeted_client(m.port, "c.test")
+        c.send(b"MAIL FROM:<a@example.test>\nRCPT TO:<%s>" % TO.encode())
+        time.sleep(0.2)
+        c.sock.close()
+        cap = m.wait_captures(1)[0]
+        self.assertEqual(cap.end["reason"], "client_closed")
+        self.assertNotIn(b"MAIL", cap.bytes_of("upstream", "out"))
+        live = ScriptedAnswers()
+        self.addCleanup(live.stop)
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, live.port), "--json")
+        doc = json.loads(r.stdout)
+        last = doc["steps"][-1]
+        self.assertEqual((last["status"], last["live"]), ("skipped", None), r.stdout)
+        self.assertIn("bare LF", last["note"])
+        self.assertEqual((r.returncode, doc["result"]), (0, "matched"), r.stdout)
+        conn = live.wait_for_connections(1)[0]
+        self.assertTrue(conn.closed.wait(10))
+        self.assertNotIn(b"MAIL", conn.raw)
+        self.assertIn(b"EHLO c.test\r\n", conn.raw)
+
+    def test_nothing_of_a_session_a_faults_greeting_refused_is_replayed(self):
+        """reverse-dns-block.toml: a 554 greeting made by a fault rule, then 503 to every command
+        and 221 to QUIT, all the relay's own; nothing went upstream. The replay sent every line
+        to the live server, which greeted 220 and went on (a message would have been
+        delivered). Nothing is sent now; each step is skipped and says why."""
+        upstream = ScriptedAnswers()
+        self.addCleanup(upstream.stop)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, upstream.port), env=self.env,
+                               args=["--scenario", os.path.join(SCENARIOS_DIR, "reverse-dns-block.toml")])
+        c = self.connect(m.port)
+        self.assertReply(c.reply(), 554, "5.7.1")
+        for line in ("EHLO c.test", "MAIL FROM:<a@example.test>", "RCPT TO:<%s>" % TO, "DATA"):
+            self.assertReply(c.command(line), 503)
+        self.assertReply(c.command("QUIT"), 221)
+        cap = m.wait_captures(1)[0]
+        self.assertNotIn(b"MAIL", cap.bytes_of("upstream", "out"))
+        live = ScriptedAnswers()
+        self.addCleanup(live.stop)
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, live.port), "--json")
+        doc = json.loads(r.stdout)
+        steps = [s for s in doc["steps"] if s["step"] is not None]
+        self.assertEqual([(s["status"], s["live"]) for s in steps], [("skipped", None)] * 5, r.stdout)
+        for s in steps:
+            self.assertIn("reverse-dns-block", s["note"])
+        conn = live.wait_for_connections(1)[0]
+        self.assertTrue(conn.closed.wait(10))
+        self.assertEqual((conn.raw, conn.commands), (b"", []))
+        # The greeting the recorded client heard was the rule's, which the live server does not say.
+        greeting = doc["steps"][0]
+        self.assertEqual((greeting["status"], greeting["recorded"]["source"], greeting["live"]["code"]),
+                         ("diverged", "injected", 220))
+        self.assertEqual(r.returncode, 1, r.stdout)
+
+    def test_nothing_the_client_pipelined_after_quit_is_replayed(self):
+        """The relay reads nothing after QUIT (it records the bytes, relays none); the replay sent
+        the MAIL and RCPT the client had pipelined behind its QUIT."""
+        sink = self.start_smtp_sink(dump=False)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port), env=self.env)
+        c = self.greeted_client(m.port, "c.test")
+        c.send(b"QUIT\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<%s>\r\n" % TO.encode())
+        self.assertReply(c.reply(), 221)
+        self.assertEqual(c.read_to_eof(), b"")
+        cap = m.wait_captures(1)[0]
+        self.assertEqual(cap.end["reason"], "client_quit")
+        self.assertIn(b"QUIT\r\nMAIL", cap.bytes_of("client", "in"))
+        self.assertNotIn(b"MAIL", cap.bytes_of("upstream", "out"))
+        # The replay's target records what it hears: a second relay, in front of smtp-sink.
+        seen = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port), env=self.env, name="seen")
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, seen.port), "--json")
+        doc = json.loads(r.stdout)
+        behind = [s for s in doc["steps"] if s["stage"] in ("mail", "rcpt")]
+        self.assertEqual([(s["status"], s["live"]) for s in behind], [("skipped", None)] * 2, r.stdout)
+        for s in behind:
+            self.assertIn("after QUIT", s["note"])
+        quit = [s for s in doc["steps"] if s["stage"] == "quit"][0]
+        self.assertEqual((quit["status"], quit["live"]["code"]), ("matched", 221), r.stdout)
+        heard = seen.wait_captures(1)[0]
+        self.assertTrue(heard.bytes_of("client", "in").endswith(b"QUIT\r\n"), heard.bytes_of("client", "in"))
+        self.assertNotIn(b"MAIL", heard.bytes_of("client", "in"))
 
     def test_replay_against_a_rejecting_sink_names_the_rcpt_reply(self):
         sink = self.start_smtp_sink(dump=False)

@@ -21,6 +21,7 @@
 #include "replay/script.hpp"
 #include "replay/server_fsm.hpp"
 #include "replay/timing.hpp"
+#include "replay/unforwarded_line.hpp"
 
 using namespace mailtap;
 using namespace mailtap::replay;
@@ -1786,15 +1787,14 @@ TEST(ReplayClient, TheNoteOnWhatCameBehindTheClosingStepSaysWhatTheRelayDidWithI
   const script s = b.build();
   ASSERT_EQ(s.steps.size(), 4u);
   client_fsm fsm(s, without_pauses());
-  EXPECT_EQ(past_ehlo(fsm).sent, "MAIL FROM:<a@x>\r\n");
+  past_ehlo(fsm);
   const auto& r = fsm.results();
   ASSERT_EQ(r.size(), 5u);
-  for (std::size_t i = 3; i < 5; ++i) {
-    EXPECT_EQ(r[i].status, step_status::skipped) << r[i].text;
-    EXPECT_NE(r[i].note.find("421"), std::string::npos) << r[i].note;
-    EXPECT_EQ(r[i].note.find("never read"), std::string::npos) << r[i].note;
-  }
-  EXPECT_NE(r[3].note.find("the relay had read this step and sent it on to the destination"), std::string::npos) << r[3].note;
+  // (The RCPT it sent on is sent: WhatTheRelaySentOnBeforeItLostTheUpstreamIsSentAndNothingBehindIt.)
+  EXPECT_NE(r[3].note.find("the relay had read this step and sent it on"), std::string::npos) << r[3].note;
+  EXPECT_EQ(r[4].status, step_status::skipped) << r[4].text;
+  EXPECT_NE(r[4].note.find("421"), std::string::npos) << r[4].note;
+  EXPECT_EQ(r[4].note.find("never read"), std::string::npos) << r[4].note;
   EXPECT_NE(r[4].note.find("the relay had read this step and never sent it on"), std::string::npos) << r[4].note;
 
   // Where the recording shows none of them read (no command record, nothing upstream), it says so.
@@ -1808,6 +1808,196 @@ TEST(ReplayClient, TheNoteOnWhatCameBehindTheClosingStepSaysWhatTheRelayDidWithI
   EXPECT_EQ(past_ehlo(by_fault).sent, "MAIL FROM:<a@x>\r\n");
   EXPECT_EQ(by_fault.results()[3].status, step_status::skipped);
   EXPECT_NE(by_fault.results()[3].note.find("never read"), std::string::npos) << by_fault.results()[3].note;
+}
+
+// A review's finding: where the upstream was lost after the relay had forwarded the commands
+// pipelined behind the one it then answered 421 4.4.2, the replay sent only that one, so the live
+// server never got what the recorded destination got. What went upstream is sent now (nothing to
+// compare it with: no reply to it is recorded), what did not is not, and the connection closes
+// once the reply still owed is in, as the recorded upstream was lost there.
+TEST(ReplayClient, WhatTheRelaySentOnBeforeItLostTheUpstreamIsSentAndNothingBehindIt) {
+  capture_builder b = greeted();
+  b.message(4000, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
+      .command(4000, "MAIL FROM:<a@x>")
+      .command(4000, "RCPT TO:<b@y>")
+      .command(4000, "DATA")
+      .forwarded(4000, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n")
+      .note(4500, "upstream_closed: upstream closed the connection")
+      .relay(4500, "421 4.4.2 mailtap upstream connection lost\r\n")
+      .end(4500, "upstream_closed");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 4u);
+  client_fsm fsm(s, without_pauses());
+  const turn group = past_ehlo(fsm);
+  EXPECT_EQ(group.sent, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n");
+  EXPECT_FALSE(group.closed);   // MAIL's reply is still owed
+  const auto& r = fsm.results();
+  ASSERT_EQ(r.size(), 5u);
+  EXPECT_EQ(r[3].status, step_status::sent) << r[3].note;
+  EXPECT_NE(r[3].note.find("sent it on"), std::string::npos) << r[3].note;
+  EXPECT_NE(r[3].note.find("421"), std::string::npos) << r[3].note;
+  EXPECT_EQ(r[4].status, step_status::skipped);
+  const turn after = reply_to(fsm, "250 2.1.0 Ok\r\n", 110);
+  EXPECT_EQ(after.sent, "");
+  EXPECT_TRUE(after.closed);
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_EQ(r[2].live->code, 250);   // compared with the relay's 421, as before
+
+  // The upstream timed out with all three sent on: all three go, then the connection closes.
+  capture_builder t = greeted();
+  t.message(4000, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
+      .command(4000, "MAIL FROM:<a@x>")
+      .command(4000, "RCPT TO:<b@y>")
+      .command(4000, "DATA")
+      .forwarded(4000, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
+      .note(9000, "upstream_timeout: no reply within 5 s")
+      .relay(9000, "421 4.4.2 mailtap upstream timed out\r\n")
+      .end(9000, "upstream_timeout");
+  const script timed_out = t.build();
+  client_fsm all(timed_out, without_pauses());
+  EXPECT_EQ(past_ehlo(all).sent, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+  EXPECT_EQ(all.results()[3].status, step_status::sent);
+  EXPECT_EQ(all.results()[4].status, step_status::sent);
+  EXPECT_TRUE(reply_to(all, "250 2.1.0 Ok\r\n", 110).closed);
+}
+
+// A review's finding: the last bytes of a session that ended inside a command line went out as
+// recorded, a bare LF inside them too; the relay never forwarded them (only CRLF ends a line, and
+// it would have refused the line for its bare LF whatever came after), and a server that takes a
+// bare LF for a line's end (Postfix) read "MAIL FROM:<a@x>" as a command.
+TEST(ReplayClient, AnUnfinishedLineWithABareLfInsideIsNotSent) {
+  EXPECT_NE(why_never_forwarded("MAIL FROM:<a@x>\nRCPT TO:<b@y>").find("bare LF"), std::string::npos);
+  EXPECT_NE(why_never_forwarded("MAIL FROM:<a@x>\n").find("bare LF"), std::string::npos);
+  EXPECT_NE(why_never_forwarded(std::string("NOOP a\0", 7)).find("NUL"), std::string::npos);
+  EXPECT_NE(why_never_forwarded("NOOP a\rb").find("bare CR"), std::string::npos);
+  EXPECT_NE(why_never_forwarded(" NOOP").find("white space"), std::string::npos);
+  EXPECT_EQ(why_never_forwarded("NOOP a\r"), "");   // its CR may be the first half of its CRLF
+  EXPECT_EQ(why_never_forwarded("MAIL FROM:<a@x>"), "");
+  EXPECT_EQ(why_never_forwarded("GET / HT"), "");   // what it would have become is unknown
+
+  capture_builder cut = greeted();
+  cut.message(4000, "MAIL FROM:<a@x>\nRCPT TO:<b@y>").end(5000, "client_closed");
+  const script s = cut.build();
+  ASSERT_TRUE(s.unfinished.has_value());
+  client_fsm fsm(s, without_pauses());
+  const turn last = past_ehlo(fsm);
+  EXPECT_EQ(last.sent, "");
+  EXPECT_TRUE(last.closed);
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_EQ(fsm.results().back().status, step_status::skipped);
+  EXPECT_NE(fsm.results().back().note.find("bare LF"), std::string::npos) << fsm.results().back().note;
+  EXPECT_FALSE(fsm.diverged());
+
+  // An unfinished line without one goes as recorded, as before.
+  capture_builder plain = greeted();
+  plain.message(4000, "MAIL FROM:<a@x>").end(5000, "client_closed");
+  const script p = plain.build();
+  client_fsm sends(p, without_pauses());
+  EXPECT_EQ(past_ehlo(sends).sent, "MAIL FROM:<a@x>");
+  EXPECT_EQ(sends.results().back().status, step_status::sent);
+}
+
+namespace {
+
+// A reply fault at connect made the greeting (reverse-dns-block.toml: 554 5.7.1).
+capture_builder greeted_by_a_fault(int code, const std::string& decision) {
+  capture_builder b;
+  protocol::fault_event f;
+  f.rule = "reverse-dns-block";
+  f.type = decision == "reply" ? "reply" : decision;
+  f.decision = decision;
+  f.ph = protocol::phase::connect;
+  const std::string greeting = std::to_string(code) + " 5.7.1 Client host rejected";
+  f.detail = "greeting: " + greeting;
+  b.c.events.push_back(captures::fault_event{1000, f});
+  b.c.events.push_back(captures::bytes_event{1000, leg::client, direction::out, greeting + "\r\n"});
+  b.c.events.push_back(captures::reply_event{1000, leg::client, direction::out, capture_builder::parsed(greeting + "\r\n")});
+  return b;
+}
+
+}  // namespace
+
+// A review's finding: after a fault's 5xx greeting the relay answers every command itself (503,
+// and QUIT 221: RFC 5321 3.1) and nothing goes upstream; the replay sent every line, a whole
+// message included, to a live server that greeted 220 and delivered it. Nothing is sent now, and
+// each note says why. So where such a greeting ended the session (reply_and_close): the lines the
+// client had sent were never read.
+TEST(ReplayClient, NothingIsSentOfASessionAFaultsGreetingRefused) {
+  capture_builder b = greeted_by_a_fault(554, "reply");
+  const std::string refused = "503 5.5.1 Bad sequence of commands: this session was refused\r\n";
+  b.client(2000, "EHLO c.test\r\n").relay(2000, refused)
+      .client(3000, "MAIL FROM:<a@x>\r\n").relay(3000, refused)
+      .client(4000, "RCPT TO:<b@y>\r\n").relay(4000, refused)
+      .client(5000, "DATA\r\n").relay(5000, refused)
+      .client(6000, "QUIT\r\n").relay(6000, "221 2.0.0 mailtap closing connection\r\n")
+      .end(6000, "client_quit");
+  const script s = b.build();
+  ASSERT_EQ(s.banner->source, reply_source::injected);
+  ASSERT_EQ(s.steps.size(), 5u);
+  client_fsm fsm(s, without_pauses());
+  const auto out = converse(fsm, {"220 sink ESMTP\r\n"});
+  EXPECT_EQ(all_sent(out), "");
+  EXPECT_TRUE(fsm.finished());
+  const auto& r = fsm.results();
+  ASSERT_EQ(r.size(), 6u);
+  for (std::size_t i = 1; i < r.size(); ++i) {
+    EXPECT_EQ(r[i].status, step_status::skipped) << r[i].text;
+    EXPECT_NE(r[i].note.find("reverse-dns-block"), std::string::npos) << r[i].note;
+    EXPECT_NE(r[i].note.find("answered it itself"), std::string::npos) << r[i].note;
+  }
+  EXPECT_NE(r[1].note.find("(503)"), std::string::npos) << r[1].note;
+  EXPECT_NE(r[5].note.find("(221)"), std::string::npos) << r[5].note;
+
+  // A greeting that closed the session: the EHLO the client sent was never read.
+  capture_builder c = greeted_by_a_fault(421, "reply_and_close");
+  c.message(1500, "EHLO c.test\r\n").end(1500, "fault");
+  const script closed = c.build();
+  client_fsm at_once(closed, without_pauses());
+  EXPECT_EQ(all_sent(converse(at_once, {"220 sink ESMTP\r\n"})), "");
+  EXPECT_TRUE(at_once.finished());
+  EXPECT_EQ(at_once.results()[1].status, step_status::skipped);
+  EXPECT_NE(at_once.results()[1].note.find("never read"), std::string::npos) << at_once.results()[1].note;
+}
+
+// A review's finding: what a client pipelined behind QUIT was sent; the relay reads nothing after
+// QUIT (it records those bytes and never relays them), nor did the destination get them.
+TEST(ReplayClient, NothingTheClientSentAfterQuitIsSent) {
+  capture_builder b = greeted();
+  b.message(4000, "QUIT\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n")
+      .command(4000, "QUIT")
+      .forwarded(4000, "QUIT\r\n")
+      .note(4000, "the client sent bytes after QUIT: recorded, not relayed (QUIT ends the session)")
+      .server(4100, "221 2.0.0 Bye\r\n")
+      .end(4100, "client_quit");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 4u);
+  client_fsm fsm(s, without_pauses());
+  EXPECT_EQ(past_ehlo(fsm).sent, "QUIT\r\n");
+  const turn bye = reply_to(fsm, "221 2.0.0 Bye\r\n", 110);
+  EXPECT_EQ(bye.sent, "");
+  EXPECT_TRUE(bye.closed);
+  const auto& r = fsm.results();
+  ASSERT_EQ(r.size(), 5u);
+  EXPECT_EQ(r[2].status, step_status::matched);
+  for (std::size_t i = 3; i < 5; ++i) {
+    EXPECT_EQ(r[i].status, step_status::skipped) << r[i].text;
+    EXPECT_NE(r[i].note.find("after QUIT"), std::string::npos) << r[i].note;
+    EXPECT_NE(r[i].note.find("never read"), std::string::npos) << r[i].note;
+  }
+  EXPECT_FALSE(fsm.diverged());
+
+  // And an unfinished line behind it.
+  capture_builder u = greeted();
+  u.message(4000, "QUIT\r\nMAIL FROM:<a@x>")
+      .command(4000, "QUIT")
+      .forwarded(4000, "QUIT\r\n")
+      .server(4100, "221 2.0.0 Bye\r\n")
+      .end(4100, "client_quit");
+  const script cut = u.build();
+  ASSERT_TRUE(cut.unfinished.has_value());
+  client_fsm at_end(cut, without_pauses());
+  EXPECT_EQ(past_ehlo(at_end).sent, "QUIT\r\n");
+  EXPECT_EQ(at_end.results().back().status, step_status::skipped);
 }
 
 // A command line past the 2048 bytes the relay takes (protocol/limits.hpp) was answered 500
