@@ -75,6 +75,7 @@ json::object row_json(const session_row& r) {
   o["duration_us"] = r.duration_us;
   o["size_bytes"] = r.size_bytes;
   o["sender"] = r.sender ? json::value(captures::utf8_safe(*r.sender)) : json::value(nullptr);
+  o["without_mail"] = r.without_mail;
   json::array recipients;
   for (const auto& rcpt : r.recipients) recipients.emplace_back(captures::utf8_safe(rcpt));
   o["recipients"] = std::move(recipients);

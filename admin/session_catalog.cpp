@@ -28,8 +28,13 @@ std::vector<fs::path> newest_first(const fs::path& dir) {
 // Who the session's mail was from and to, and which faults it met.
 void add_envelope_and_faults(const captures::capture& cap, session_row& row) {
   std::set<std::string> seen;
+  // The first transaction's sender. One a BDAT began without MAIL has none: its "" is no "<>".
+  if (!cap.transactions.empty()) {
+    const auto& first = cap.transactions.front();
+    row.without_mail = first.without_mail;
+    if (!first.without_mail) row.sender = first.mail_from;
+  }
   for (const auto& t : cap.transactions) {
-    if (!row.sender) row.sender = t.mail_from;
     for (const auto& r : t.rcpt_to) {
       if (!seen.insert(r).second) continue;
       if (row.recipients.size() < max_row_recipients) row.recipients.push_back(r);

@@ -60,7 +60,9 @@ struct session_row {
   std::size_t transactions = 0;
   std::uint64_t duration_us = 0;
   std::uint64_t size_bytes = 0;   // the capture file's size
-  std::optional<std::string> sender;   // the first transaction's MAIL FROM ("" for <>); none without one
+  std::optional<std::string> sender;   // the first transaction's MAIL FROM ("" for <>); none without one,
+                                       // or when it had no MAIL (without_mail)
+  bool without_mail = false;           // the first transaction had no MAIL: a BDAT began it
   std::vector<std::string> recipients; // distinct, in order, over every transaction: the first max_row_recipients
   std::size_t recipients_total = 0;    // distinct recipients in all
   std::size_t faults = 0;              // fault records in the capture

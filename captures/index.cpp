@@ -36,7 +36,7 @@ CREATE INDEX IF NOT EXISTS sessions_by_outcome ON sessions(outcome, started_at);
 CREATE TABLE IF NOT EXISTS transactions(
   session_id INTEGER NOT NULL, seq INTEGER NOT NULL, mail_from TEXT NOT NULL, mail_from_domain TEXT NOT NULL,
   message_id TEXT NOT NULL, outcome TEXT NOT NULL, final_code INTEGER NOT NULL, final_enhanced TEXT NOT NULL,
-  PRIMARY KEY(session_id, seq)) WITHOUT ROWID;
+  without_mail INTEGER NOT NULL, PRIMARY KEY(session_id, seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS transactions_by_sender ON transactions(mail_from COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS transactions_by_sender_domain ON transactions(mail_from_domain);
 CREATE INDEX IF NOT EXISTS transactions_by_message_id ON transactions(message_id);
@@ -197,7 +197,13 @@ conditions conditions_of(const search_filter& f) {
     if (address_of_endpoint(f.client) == f.client) on_session("client_ip = ?", f.client);
     else on_session("client = ?", f.client);
   }
-  if (!f.sender.empty()) c.on_rows.push_back(address_condition("transactions", "mail_from", "mail_from_domain", f.sender));
+  if (!f.sender.empty()) {
+    // A transaction a BDAT began without MAIL has mail_from "" for want of a sender: neither
+    // "<>" (the null sender, a bounce's) nor a pattern matches it.
+    auto sender = address_condition("transactions", "mail_from", "mail_from_domain", f.sender);
+    sender.predicate = "(" + sender.predicate + ") AND without_mail = 0";
+    c.on_rows.push_back(std::move(sender));
+  }
   if (!f.recipient.empty()) c.on_rows.push_back(address_condition("recipients", "address", "domain", f.recipient));
   if (is_reply_code(f.code)) {
     c.on_rows.push_back({"replies", "code = ?", {std::int64_t{std::stoi(f.code)}}});
@@ -367,7 +373,7 @@ bool capture_index::put(std::span<const session_summary> sessions, std::string& 
   statement add_session(db_,
                         "INSERT INTO sessions(session, file, started_at, ended_at, client, client_ip, upstream, outcome, "
                         "end_reason, complete) VALUES(?,?,?,?,?,?,?,?,?,?)");
-  statement add_transaction(db_, "INSERT INTO transactions VALUES(?,?,?,?,?,?,?,?)");
+  statement add_transaction(db_, "INSERT INTO transactions VALUES(?,?,?,?,?,?,?,?,?)");
   statement add_recipient(db_, "INSERT INTO recipients VALUES(?,?,?,?,?,?)");
   statement add_reply(db_, "INSERT INTO replies VALUES(?,?,?)");
   statement add_fault(db_, "INSERT INTO faults VALUES(?,?)");
@@ -384,7 +390,7 @@ bool capture_index::put(std::span<const session_summary> sessions, std::string& 
       const auto seq = static_cast<std::int64_t>(t);
       ok = add_transaction.bind(1, id).bind(2, seq).bind(3, tx.mail_from).bind(4, domain_of(tx.mail_from))
                .bind(5, tx.message_id).bind(6, tx.outcome).bind(7, std::int64_t{tx.final_code})
-               .bind(8, tx.final_enhanced).run();
+               .bind(8, tx.final_enhanced).bind(9, std::int64_t{tx.without_mail}).run();
       for (std::size_t r = 0; ok && r < tx.rcpt_to.size(); ++r)
         ok = add_recipient.bind(1, id).bind(2, seq).bind(3, static_cast<std::int64_t>(r)).bind(4, tx.rcpt_to[r])
                  .bind(5, domain_of(tx.rcpt_to[r]))
@@ -448,7 +454,7 @@ std::optional<std::vector<session_summary>> capture_index::search(const search_f
     error = problem("cannot search");
     return std::nullopt;
   }
-  statement txs(db_, "SELECT mail_from, message_id, outcome, final_code, final_enhanced FROM transactions "
+  statement txs(db_, "SELECT mail_from, message_id, outcome, final_code, final_enhanced, without_mail FROM transactions "
                      "WHERE session_id = ? ORDER BY seq");
   statement rcpts(db_, "SELECT seq, address, code FROM recipients WHERE session_id = ? ORDER BY seq, n");
   statement replies(db_, "SELECT code, enhanced FROM replies WHERE session_id = ? ORDER BY code, enhanced");
@@ -457,7 +463,8 @@ std::optional<std::vector<session_summary>> capture_index::search(const search_f
   for (auto& [id, s] : rows) {
     txs.bind(1, id);
     while (txs.step() == SQLITE_ROW)
-      s.transactions.push_back({txs.text(0), {}, {}, txs.text(1), txs.text(2), static_cast<int>(txs.integer(3)), txs.text(4)});
+      s.transactions.push_back({txs.text(0), {}, {}, txs.text(1), txs.text(2), static_cast<int>(txs.integer(3)), txs.text(4),
+                                txs.integer(5) != 0});
     txs.reset();
     rcpts.bind(1, id);
     while (rcpts.step() == SQLITE_ROW) {

@@ -25,8 +25,8 @@ namespace mailtap::captures {
 inline constexpr std::string_view index_file_name = "index.sqlite3";
 // Bumped with any change to the tables; an index of another version is rebuilt by reindex.
 // A table added that an older index may lack and an older mailtap may ignore (left_out) is no
-// change to them: the code reads its absence as empty.
-inline constexpr int index_schema_version = 1;
+// change to them: the code reads its absence as empty. Version 2: transactions.without_mail.
+inline constexpr int index_schema_version = 2;
 
 // What to look for; every condition given must hold. Addresses: an exact address (any
 // case), "@domain" (every address at that domain), or a pattern with '*' (any characters).

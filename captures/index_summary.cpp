@@ -70,7 +70,7 @@ session_summary summarize(const capture& c) {
   }
   for (const auto& t : c.transactions) {
     indexed_transaction it{t.mail_from, t.rcpt_to, t.rcpt_codes, t.message_id.value_or(""),
-                           std::string(protocol::to_string(t.result)), 0, ""};
+                           std::string(protocol::to_string(t.result)), 0, "", t.without_mail};
     if (t.final_reply) {
       it.final_code = t.final_reply->code;
       it.final_enhanced = t.final_reply->enhanced;

@@ -22,6 +22,7 @@ struct indexed_transaction {
   std::string outcome;                  // FORMAT.md "Transaction outcome"
   int final_code = 0;                   // 0: no final reply
   std::string final_enhanced;
+  bool without_mail = false;            // begun by a BDAT with no MAIL: mail_from "" is no null sender
 
   bool operator==(const indexed_transaction&) const = default;
 };

@@ -498,6 +498,7 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     }
     t.result = f.outcome(field::outcome);
     t.synthesized = f.boolean(field::synthesized);
+    t.without_mail = f.has(field::without_mail) && f.boolean(field::without_mail);   // added within version 5
     t.start_us = f.micros(field::start_us);
     t.end_us = f.micros(field::end_us);
     c.transactions.push_back(std::move(t));

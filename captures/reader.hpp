@@ -95,6 +95,10 @@ struct reply_summary {                // a transaction's final reply as recorded
   std::string text;                   // first line, without the enhanced code
 };
 
+// How a transaction with no MAIL (transaction::without_mail) names its sender where another
+// has "<address>" or "<>": show, list and search, diagnose, the admin UI.
+inline constexpr std::string_view no_mail_sender = "(no MAIL)";
+
 struct transaction {
   std::string mail_from;
   std::vector<std::string> rcpt_to;
@@ -104,6 +108,9 @@ struct transaction {
   std::optional<reply_summary> final_reply;
   protocol::outcome result = protocol::outcome::unknown;
   bool synthesized = false;           // final reply made by the relay
+  // Begun by a BDAT with no MAIL before it: mail_from is "" for want of a MAIL, not the null
+  // sender of MAIL FROM:<>. Printed as no_mail_sender.
+  bool without_mail = false;
   std::uint64_t start_us = 0;
   std::uint64_t end_us = 0;
   // Not a record: the transaction an incomplete capture ends inside, rebuilt by the reader

@@ -99,6 +99,7 @@ inline constexpr std::string_view size = "size";
 inline constexpr std::string_view final_reply = "final_reply";
 inline constexpr std::string_view outcome = "outcome";
 inline constexpr std::string_view synthesized = "synthesized";
+inline constexpr std::string_view without_mail = "without_mail";   // added within version 5
 inline constexpr std::string_view end_us = "end_us";
 // end
 inline constexpr std::string_view reason = "reason";
@@ -137,8 +138,12 @@ inline constexpr std::string_view fault_fields[] = {t_us,  rule,          decisi
                                                     fault_type, planned_delay_us, actual_delay_us, detail};
 inline constexpr std::string_view stage_fields[] = {name, start_us, duration_us, upstream_us, relay_us, client_us, think_us};
 inline constexpr std::string_view stage_optional[] = {client_us};   // absent in older captures: 0
-inline constexpr std::string_view transaction_fields[] = {mail_from, rcpt_to,     rcpt_codes, message_id, size,
-                                                          final_reply, outcome, synthesized, start_us,  end_us};
+inline constexpr std::string_view transaction_fields[] = {mail_from,   rcpt_to, rcpt_codes,  message_id,   size,
+                                                          final_reply, outcome, synthesized, without_mail, start_us,
+                                                          end_us};
+// Added within version 5: the transaction a BDAT began with no MAIL before it (its mail_from
+// "" is then no null sender); absent in older captures: false.
+inline constexpr std::string_view transaction_optional[] = {without_mail};
 inline constexpr std::string_view end_fields[] = {t_us, reason, detail, ended_at, complete, dropped_records};
 inline constexpr std::string_view final_reply_fields[] = {code, enhanced, text};
 inline constexpr record_fields all[] = {
@@ -151,7 +156,7 @@ inline constexpr record_fields all[] = {
     {record::note, note_fields},
     {record::fault, fault_fields},
     {record::stage, stage_fields, stage_optional},
-    {record::transaction, transaction_fields},
+    {record::transaction, transaction_fields, transaction_optional},
     {record::end, end_fields},
 };
 }  // namespace lists

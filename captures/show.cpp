@@ -313,7 +313,8 @@ void render_transactions(const capture& c, std::string& out) {
     out += "#" + std::to_string(++n) + " " + std::string(protocol::to_string(t.result)) +
            (t.rebuilt ? " (no record: the capture ends inside this transaction; rebuilt from the transcript)" : "") +
            "\n";
-    row("from", angle(t.mail_from));
+    // A BDAT with no MAIL before it has no sender at all, which "<>" (a bounce's) would misstate.
+    row("from", t.without_mail ? std::string(no_mail_sender) : angle(t.mail_from));
     std::string to;
     for (std::size_t i = 0; i < t.rcpt_to.size(); ++i) {
       if (i) to += ", ";
@@ -503,6 +504,7 @@ std::string render_json(const capture& c) {
       x[field::final_reply] = nullptr;
     x[field::outcome] = protocol::to_string(t.result);
     x[field::synthesized] = t.synthesized;
+    x[field::without_mail] = t.without_mail;
     x[field::start_us] = t.start_us;
     x[field::end_us] = t.end_us;
     x["rebuilt"] = t.rebuilt;   // not a record: an incomplete capture's open transaction

@@ -374,6 +374,7 @@ void append_json_line(std::string& out, const protocol::transaction_record& t) {
   }
   j.word(field::outcome, to_string(t.result));
   j(field::synthesized, t.synthesized);
+  j(field::without_mail, t.without_mail);
   j(field::start_us, t.start_us);
   j(field::end_us, t.end_us);
 }
@@ -939,7 +940,7 @@ void session_capture::on_transaction(const protocol::transaction_record& t) {
   client_in_.let_go();   // its message's copies are recorded
   if (summary_) {
     indexed_transaction it{t.mail_from, t.rcpt_to, t.rcpt_codes, t.message_id.value_or(""),
-                           std::string(to_string(t.result)), 0, ""};
+                           std::string(to_string(t.result)), 0, "", t.without_mail};
     if (t.final_reply) {
       it.final_code = t.final_reply->code;
       it.final_enhanced = t.final_reply->enhanced;

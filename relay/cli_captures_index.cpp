@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "captures/index.hpp"
+#include "captures/reader.hpp"
 #include "config_reader/duration.hpp"
 #include "relay/cli.hpp"
 #include "relay/config.hpp"
@@ -90,6 +91,7 @@ boost::json::object to_json(const captures::session_summary& s, const fs::path& 
   for (const auto& t : s.transactions) {
     boost::json::object j;
     j["mail_from"] = t.mail_from;
+    j["without_mail"] = t.without_mail;
     j["rcpt_to"] = boost::json::value_from(t.rcpt_to);
     j["rcpt_codes"] = boost::json::value_from(t.rcpt_codes);
     j["message_id"] = t.message_id.empty() ? boost::json::value(nullptr) : boost::json::value(t.message_id);
@@ -123,7 +125,9 @@ std::string text_line(const captures::session_summary& s) {
       auto it = std::find_if(t.rcpt_codes.begin(), t.rcpt_codes.end(), [&](int c) { return c / 100 == wanted_class; });
       code = std::to_string(it != t.rcpt_codes.end() ? *it : t.rcpt_codes.front());
     }
-    envelope = "<" + t.mail_from + "> -> " + (t.rcpt_to.empty() ? "(none)" : t.rcpt_to.front());
+    // A BDAT without MAIL has no sender at all, which "<>" (a bounce's) would misstate.
+    envelope = (t.without_mail ? std::string(captures::no_mail_sender) : "<" + t.mail_from + ">") + " -> " +
+               (t.rcpt_to.empty() ? "(none)" : t.rcpt_to.front());
     if (t.rcpt_to.size() > 1) envelope += ", +" + std::to_string(t.rcpt_to.size() - 1);
     if (t.outcome != "delivered") break;
   }

@@ -73,7 +73,7 @@ function transactions(list) {
     el('thead', {}, el('tr', {}, ['#', 'From', 'To', 'Size', 'Final reply', 'Outcome'].map((h) => el('th', {scope: 'col'}, h)))),
     el('tbody', {}, list.map((t, i) => el('tr', {},
       el('td', {}, String(i + 1)),
-      el('td', {}, `<${t.mail_from}>`),
+      el('td', {}, t.without_mail ? '(no MAIL)' : `<${t.mail_from}>`),
       el('td', {}, t.rcpt_to.map((r, j) => `<${r}> (${t.rcpt_codes[j] ?? '?'})`).join(', ')),
       el('td', {class: 'num'}, bytes(t.size)),
       el('td', {}, t.final_reply ? `${t.final_reply.code} ${t.final_reply.enhanced} ${t.final_reply.text}`.replace(/\s+/g, ' ') : ''),

@@ -109,6 +109,7 @@ function rowElement(row) {
 }
 
 function senderText(row) {
+  if (row.without_mail) return '(no MAIL)';   // a BDAT without MAIL: no sender, which '<>' would misstate
   if (row.sender === undefined || row.sender === null) return '';
   return row.sender === '' ? '<>' : row.sender;   // the null reverse-path (RFC 5321 4.5.5)
 }

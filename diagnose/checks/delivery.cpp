@@ -27,7 +27,7 @@ reply_ref final_reply_ref(const captures::reply_summary& fr) { return reply_ref{
 }  // namespace
 
 evidence_item transaction_evidence(const captures::transaction& t) {
-  std::string text = "transaction <" + t.mail_from + "> to";
+  std::string text = "transaction " + (t.without_mail ? std::string(captures::no_mail_sender) : "<" + t.mail_from + ">") + " to";
   for (const auto& r : t.rcpt_to) text += " <" + r + ">";
   text += ": " + std::string(protocol::to_string(t.result));
   if (t.final_reply) {

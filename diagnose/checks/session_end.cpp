@@ -353,7 +353,8 @@ void in_transaction(const conversation& c, const captures::transaction& t, findi
   // byte after it is "data" too, a MAIL with no RCPT yet "mail".
   f.stage = t.result == protocol::outcome::unknown ? "data_end" : t.size > 0 ? "data" : last_stage(c, false);
   f.title = "capture incomplete: it ends inside a mail transaction";
-  f.explanation = "The capture has no end record and ends inside the transaction from <" + t.mail_from + "> (" +
+  f.explanation = "The capture has no end record and ends inside the transaction from " +
+                  (t.without_mail ? std::string(captures::no_mail_sender) : "<" + t.mail_from + ">") + " (" +
                   std::to_string(t.rcpt_to.size()) + (t.rcpt_to.size() == 1 ? " recipient" : " recipients") +
                   (t.size > 0 ? ", " + std::to_string(t.size) + " bytes of its message received" : "") +
                   "). Unless the session is still going on, either the relay stopped (killed, crashed, or its machine "

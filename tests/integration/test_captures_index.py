@@ -15,7 +15,7 @@ import sqlite3
 import time
 import unittest
 
-from harness import IntegrationTest, run_mailtap, wait_until
+from harness import IntegrationTest, run_mailtap, show_json, wait_until
 
 RULES = '''
 [[fault]]
@@ -362,6 +362,62 @@ class RefusedMail(IntegrationTest):
             self.assertEqual(r.returncode, 0, r)
             return [json.loads(line)["session"] for line in r.stdout.decode().splitlines()]
         wait_until(lambda: found() == [cap.header["session"]], 10, "the session found by its recipient")
+
+
+class BdatWithoutMail(IntegrationTest):
+
+    def test_a_bdat_without_mail_is_no_null_sender(self):
+        # A QA trial: a BDAT sent without MAIL (the destination refuses it) was recorded with
+        # mail_from "", as MAIL FROM:<> (a bounce) is: show printed "from <>" and
+        # `search --from '<>'` found it. Beside it, a real bounce through the same relay.
+        m = self.start_mailtap()   # the built-in sink offers CHUNKING
+        c = self.greeted_client(m.port)
+        c.send(b"BDAT 5 LAST\r\nhello")
+        self.assertReply(c.reply(), 503, "5.5.1")   # the sink's: send MAIL and RCPT first
+        self.quit(c)
+        (cap,) = m.wait_captures(1)
+        no_mail = cap.header["session"]
+        b = self.greeted_client(m.port)
+        self.assertReply(b.command("MAIL FROM:<>"), 250)
+        self.assertReply(b.command("RCPT TO:<postmaster@example.com>"), 250)
+        b.send(b"BDAT 5 LAST\r\nhello")
+        self.assertReply(b.reply(), 250)
+        self.quit(b)
+        bounce = [c.header["session"] for c in m.wait_captures(2) if c.header["session"] != no_mail][0]
+
+        doc = show_json(cap.path)
+        (t,) = doc["transactions"]
+        self.assertEqual((t["mail_from"], t["without_mail"], t["outcome"], t["final_reply"]["code"]),
+                         ("", True, "rejected", 503))
+        (rec,) = cap.transactions
+        self.assertIs(rec["without_mail"], True)
+        text = run_mailtap(["show", cap.path])
+        self.assertEqual(text.returncode, 0, text)
+        from_rows = [line.split() for line in text.stdout.decode().splitlines() if line.strip().startswith("from ")]
+        self.assertEqual(from_rows, [["from", "(no", "MAIL)"]])
+        (bt,) = [d for d in m.wait_captures(2) if d.header["session"] == bounce][0].transactions
+        self.assertEqual((bt["mail_from"], bt["without_mail"], bt["outcome"]), ("", False, "delivered"))
+
+        def search(*args):
+            r = run_mailtap(["captures", "search", "--json", *args, "--dir", m.captures])
+            self.assertEqual(r.returncode, 0, r)
+            return [json.loads(line) for line in r.stdout.decode().splitlines()]
+        wait_until(lambda: len(search("--to", "postmaster@example.com")) == 1, 10, "the bounce indexed")
+        self.assertEqual([s["session"] for s in search("--from", "<>")], [bounce])
+        (listed,) = [s for s in search() if s["session"] == no_mail]
+        (lt,) = listed["transactions"]
+        self.assertEqual((lt["mail_from"], lt["without_mail"], lt["final_code"]), ("", True, 503))
+        line = [l for l in run_mailtap(["captures", "list", "--dir", m.captures]).stdout.decode().splitlines()
+                if no_mail in l]
+        self.assertEqual(len(line), 1, line)
+        self.assertIn("(no MAIL) -> (none)", line[0])
+        db = sqlite3.connect("file:%s?mode=ro" % os.path.join(m.captures, "index.sqlite3"), uri=True)
+        try:
+            rows = db.execute("SELECT s.session, t.mail_from, t.without_mail FROM transactions t "
+                              "JOIN sessions s ON s.id = t.session_id ORDER BY s.session").fetchall()
+        finally:
+            db.close()
+        self.assertEqual(sorted(rows), sorted([(no_mail, "", 1), (bounce, "", 0)]))
 
 
 class ShutdownSummary(IntegrationTest):

@@ -230,5 +230,45 @@ TEST(SessionCatalog, RecipientsAreDistinctAndBounded) {
   EXPECT_EQ(row.faults, 0u);
 }
 
+// A QA trial: a BDAT sent without MAIL was recorded with mail_from "", and the catalog gave
+// it sender "", the null reverse-path of a bounce. Its sender is null, and without_mail says why.
+TEST(SessionCatalog, AFirstTransactionWithoutMailHasNoSender) {
+  scratch_dir dir;
+  const std::string header =
+      R"({"type":"header","format":"mailtap-capture","version":5,"session":"nomail","seed":1,"client":"127.0.0.1:1",)"
+      R"("listen":"127.0.0.1:2525","upstream":"builtin","started_at":"2025-01-15T10:00:00.000000Z","started_mono_us":0,)"
+      R"("relay":"mailtap 0.1.0","bare_eol":"strict"})"
+      "\n";
+  const std::string txn =
+      R"({"type":"transaction","mail_from":"","rcpt_to":[],"rcpt_codes":[],"message_id":null,"size":5,)"
+      R"("final_reply":{"code":503,"enhanced":"5.5.1","text":"Error: need MAIL command"},"outcome":"rejected",)"
+      R"("synthesized":false,"without_mail":true,"start_us":1,"end_us":2})"
+      "\n";
+  { std::ofstream(dir.path() / "nomail.jsonl") << header << txn; }
+  directory_catalog catalog(dir.path());
+  auto page = catalog.list({});
+  ASSERT_EQ(page.rows.size(), 1u);
+  ASSERT_NE(page.rows[0].outcome, "unreadable") << page.rows[0].error;
+  EXPECT_FALSE(page.rows[0].sender.has_value());
+  EXPECT_TRUE(page.rows[0].without_mail);
+
+  auto engine = policies::make_engine(1);
+  relay_metrics metrics;
+  api_context c;
+  c.faults = engine.get();
+  c.metrics = &metrics;
+  c.sessions = &catalog;
+  c.allowed_hosts = loopback_host_allowlist("127.0.0.1");
+  api a(std::move(c));
+  auto r = a.handle(ui_get("/api/v1/sessions"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto row = boost::json::parse(r.body).at("sessions").at(0);
+  EXPECT_TRUE(row.at("sender").is_null()) << r.body;
+  EXPECT_EQ(row.at("without_mail"), true) << r.body;
+  auto one = a.handle(ui_get("/api/v1/sessions/nomail"));
+  ASSERT_EQ(one.status, 200) << one.body;
+  EXPECT_EQ(boost::json::parse(one.body).at("transactions").at(0).at("without_mail"), true) << one.body;
+}
+
 }  // namespace
 }  // namespace mailtap::admin

@@ -583,3 +583,73 @@ TEST(CaptureIndex, AnIndexWithoutTheLeftOutTableReadsAsNoneLeftOut) {
 }
 
 }  // namespace
+
+namespace {
+
+// A QA trial: a BDAT sent without MAIL was indexed with mail_from "", so `search --from '<>'`
+// (the null sender, a bounce's) found it. The row says without_mail, and no sender condition
+// matches it: not "<>", not a pattern; a real MAIL FROM:<> still matches "<>".
+TEST(CaptureIndex, ATransactionWithoutMailIsNoNullSender) {
+  scratch_dir dir;
+  {
+    std::string error;
+    auto st = store::open(dir.path(), error, indexed());
+    ASSERT_TRUE(st) << error;
+    const std::vector<std::pair<std::string, bool>> senders{{"", false}, {"", true}, {"alice@example.org", false}};
+    for (std::size_t i = 0; i < senders.size(); ++i) {
+      session_info info;
+      info.id = "sender-" + std::to_string(i);
+      info.started_at = std::chrono::system_clock::time_point(std::chrono::seconds(base_unix_s + static_cast<long>(i)));
+      auto cap = st->begin(info);
+      protocol::transaction_record t;
+      t.mail_from = senders[i].first;
+      t.without_mail = senders[i].second;
+      t.rcpt_to = {"bob@example.net"};
+      t.rcpt_codes = {250};
+      t.result = protocol::outcome::rejected;
+      cap->on_transaction(t);
+      cap->on_end(2, "client_quit", "");
+    }
+  }
+  EXPECT_EQ(ids_found(dir.path(), filter().with_sender("<>")), std::vector<std::string>{"sender-0"});
+  EXPECT_EQ(ids_found(dir.path(), filter().with_sender("*")), (std::vector<std::string>{"sender-2", "sender-0"}));
+  EXPECT_EQ(ids_found(dir.path(), filter().with_recipient("bob@example.net")).size(), 3u);
+  const auto live = search_all(dir.path());
+  ASSERT_EQ(live.size(), 3u);
+  EXPECT_EQ(live[1].session, "sender-1");
+  ASSERT_EQ(live[1].transactions.size(), 1u);
+  EXPECT_TRUE(live[1].transactions[0].without_mail);
+  EXPECT_FALSE(live[2].transactions[0].without_mail);
+  // Read back from the file, and rebuilt, it is the same.
+  std::string error;
+  auto cap = read_capture(dir.path() / "sender-1.jsonl", error);
+  ASSERT_TRUE(cap) << error;
+  EXPECT_EQ(summarize(*cap), live[1]);
+  remove_index_files(dir.path());
+  ASSERT_TRUE(rebuild_index(dir.path(), error)) << error;
+  EXPECT_EQ(search_all(dir.path()), live);
+  EXPECT_EQ(ids_found(dir.path(), filter().with_sender("<>")), std::vector<std::string>{"sender-0"});
+}
+
+// The column came with schema version 2: an index of version 1 is not read (its rows lack
+// it), said in one line, and replaced by reindex.
+TEST(CaptureIndex, AnIndexOfTheVersionBeforeIsRebuiltByReindex) {
+  scratch_dir dir;
+  write_sessions(dir.path(), 0, 3);
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir.path() / index_file_name).c_str(), &db), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(db, "PRAGMA user_version=1", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  std::string error;
+  EXPECT_FALSE(capture_index::open(dir.path(), capture_index::busy::wait, error));
+  EXPECT_NE(error.find("not a capture index of version 2 (found version 1)"), std::string::npos) << error;
+  error.clear();
+  auto r = rebuild_index(dir.path(), error);
+  ASSERT_TRUE(r) << error;
+  EXPECT_EQ(r->indexed, 3u);
+  EXPECT_EQ(search_all(dir.path()).size(), 3u);
+}
+
+}  // namespace

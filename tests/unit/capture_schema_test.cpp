@@ -89,6 +89,7 @@ fs::path write_every_record(const fs::path& dir) {
   t.final_reply = r;
   t.result = protocol::outcome::delivered;
   t.synthesized = false;
+  t.without_mail = true;   // as a BDAT without MAIL's (its mail_from is then "", here a value to check)
   t.start_us = 40;
   t.end_us = 50;
   cap->on_transaction(t);
@@ -201,6 +202,7 @@ TEST(CaptureSchema, EveryValueSurvivesTheRoundTrip) {
   EXPECT_EQ(t.size, 1234u);
   ASSERT_TRUE(t.final_reply);
   EXPECT_EQ(t.final_reply->text, "first\nsecond");   // every line, not the first only
+  EXPECT_TRUE(t.without_mail);
   EXPECT_EQ(t.end_us, 50u);
   ASSERT_TRUE(c->end);
   EXPECT_EQ(c->end->reason, "client_quit");
@@ -420,6 +422,41 @@ TEST(CaptureCounters, AFailedCaptureIsIncompleteHoweverItsSessionEnded) {
   // "failed" was complete, as its session was.
   EXPECT_EQ(counted_after_the_writer(*st, "probe-2"), std::make_pair(std::uint64_t{1}, std::uint64_t{2}));
   EXPECT_GE(st->counters().write_failures.load(), 1u);
+}
+
+}  // namespace
+
+namespace {
+
+// without_mail, added within version 5 (a BDAT without MAIL): the writer writes it false too,
+// and a transaction record written before it, without the field, reads false.
+TEST(CaptureSchema, WithoutMailIsWrittenEitherWayAndAbsentReadsFalse) {
+  scratch_dir dir;
+  std::string error;
+  {
+    auto st = store::open(dir.path(), error);
+    ASSERT_TRUE(st) << error;
+    auto cap = st->begin(info_at(new_year_2020));
+    protocol::transaction_record t;
+    t.result = protocol::outcome::rejected;
+    cap->on_transaction(t);
+    cap->on_end(10, "client_quit", "");
+  }
+  auto lines = lines_of(dir.path() / "schema.jsonl");
+  ASSERT_EQ(lines.size(), 3u);
+  json::object txn = json::parse(lines[1]).as_object();
+  EXPECT_EQ(txn.at(schema::field::without_mail), false);
+  txn.erase(schema::field::without_mail);
+  lines[1] = json::serialize(txn);
+  const fs::path older = dir.path() / "older.jsonl";
+  {
+    std::ofstream out(older, std::ios::binary);
+    for (const auto& l : lines) out << l << "\n";
+  }
+  auto c = read_capture(older, error);
+  ASSERT_TRUE(c) << error;
+  ASSERT_EQ(c->transactions.size(), 1u);
+  EXPECT_FALSE(c->transactions[0].without_mail);
 }
 
 }  // namespace

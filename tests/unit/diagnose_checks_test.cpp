@@ -423,6 +423,29 @@ TEST(CheckDelivery, BlackholeAndAmbiguousEndOfDataAreErrors) {
   EXPECT_EQ(find(a, "ambiguous_end_of_data")->level, severity::error);
 }
 
+// A QA trial: a BDAT sent without MAIL was recorded with mail_from "", and the evidence read
+// "transaction <> to ...", a bounce's null sender. It reads "(no MAIL)".
+TEST(CheckDelivery, ATransactionWithoutMailIsNoNullSenderInTheEvidence) {
+  builder u;
+  u.reply(1, 220, {"mx.example.net ESMTP Postfix"})
+      .cmd(2, "EHLO client.example")
+      .reply(3, 250, {"mx.example.net", "PIPELINING", "CHUNKING"})
+      .cmd(4, "BDAT 5 LAST")
+      .note(20, "ambiguous end of data: upstream lost after the message was sent")
+      .txn(protocol::outcome::unknown, std::nullopt, 4, 20).ended("upstream_closed");
+  auto& t = u.c.transactions.back();
+  t.mail_from.clear();
+  t.rcpt_to.clear();
+  t.rcpt_codes.clear();
+  t.without_mail = true;
+  auto d = diagnose_capture(u.c);
+  const auto* f = find(d, "ambiguous_end_of_data");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  const auto evidence = evidence_texts(*f);
+  EXPECT_THAT(evidence, testing::Contains("transaction (no MAIL) to: unknown")) << ::testing::PrintToString(evidence);
+  for (const auto& e : evidence) EXPECT_THAT(e, testing::Not(testing::HasSubstr("<>")));
+}
+
 // A message the destination accepted (250 at 25 ms) after its sender closed without QUIT (at
 // 13 ms), its end of data `end` sent at 8 ms: DATA (answered 354) or BDAT ... LAST.
 builder accepted_after_the_sender_left(const std::string& end) {

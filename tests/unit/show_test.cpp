@@ -899,3 +899,36 @@ TEST(CaptureShow, WithheldDotMessageShowsItsBody) {
   find_row(text, "[message body: 6 bytes]");
   find_row(text, "\ndata_end ");
 }
+
+// A QA trial: a BDAT sent without MAIL was recorded with mail_from "", and show printed
+// "from <>", the null sender of a bounce. Its record says without_mail (added within version
+// 5), and show prints "(no MAIL)"; a capture without the field (written before) reads false,
+// and a real MAIL FROM:<> still reads "<>".
+TEST(CaptureShow, ATransactionWithoutMailIsNoNullSender) {
+  const std::string original = slurp(golden_dir / "show_text.jsonl");
+  const std::string sender = R"("mail_from":"sender@example.test")";
+  const std::string synthesized = R"("synthesized":false,)";
+  ASSERT_NE(original.find(sender), std::string::npos);
+  ASSERT_NE(original.find(synthesized), std::string::npos);
+  std::string bounce = original, no_mail = original;
+  bounce.replace(bounce.find(sender), sender.size(), R"("mail_from":"")");
+  no_mail.replace(no_mail.find(sender), sender.size(), R"("mail_from":"")");
+  no_mail.replace(no_mail.find(synthesized), synthesized.size(), R"("synthesized":false,"without_mail":true,)");
+
+  capture c = load(scratch(no_mail));
+  ASSERT_EQ(c.transactions.size(), 1u);
+  EXPECT_TRUE(c.transactions[0].without_mail);
+  const std::string text = render_text(c);
+  find_row(text, "\n   from         (no MAIL)\n");
+  EXPECT_EQ(text.find("<>"), std::string::npos) << text;
+  auto v = boost::json::parse(render_json(c));
+  EXPECT_EQ(v.at("transactions").at(0).at("without_mail"), true);
+  EXPECT_EQ(v.at("transactions").at(0).at("mail_from"), "");
+
+  capture b = load(golden_dir / "show_text.jsonl");
+  EXPECT_FALSE(b.transactions[0].without_mail);   // absent: false
+  b = load(scratch(bounce));
+  EXPECT_FALSE(b.transactions[0].without_mail);
+  find_row(render_text(b), "\n   from         <>\n");
+  EXPECT_EQ(boost::json::parse(render_json(b)).at("transactions").at(0).at("without_mail"), false);
+}
