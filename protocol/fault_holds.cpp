@@ -74,6 +74,12 @@ void fault_holds::rewrites_not_applied(const rewrite_set& rw) {
   for (const auto& c : rw.rules) advisor_->not_applied(c.rule);
 }
 
+void fault_holds::give_back_end_plan(std::uint64_t now, std::uint64_t txn, std::string_view why) {
+  if (!plans_end_of(txn)) return;
+  out_.note(now, "fault " + end_plan_->rule + " not applied: " + std::string(why));
+  drop_end_plan();
+}
+
 void fault_holds::drop_end_plan() {
   if (end_plan_) not_applied(*end_plan_);
   end_plan_.reset();
@@ -580,8 +586,7 @@ bool fault_holds::plan_end_of_data(std::uint64_t now, transaction& t, bool chunk
 bool fault_holds::hold_bdat_end(std::uint64_t now, const transaction& t) {
   if (!end_plan_ || end_plan_txn_ != t.id) return false;
   if (every_recipient_refused(t)) {   // the upstream refuses the message itself
-    out_.note(now, "fault " + end_plan_->rule + " not applied: no recipient was accepted");
-    drop_end_plan();
+    give_back_end_plan(now, t.id, "no recipient was accepted");
     return false;
   }
   switch (end_plan_->what) {

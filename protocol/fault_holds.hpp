@@ -173,6 +173,8 @@ class fault_holds {
   }
   // A fault is planned for the end of transaction `txn`'s message.
   bool plans_end_of(std::uint64_t txn) const { return end_plan_.has_value() && end_plan_txn_ == txn; }
+  // The fault planned for transaction `txn`'s end will not act (`why`): given back, with a note.
+  void give_back_end_plan(std::uint64_t now, std::uint64_t txn, std::string_view why);
   // The dot came: true when a fault holds, answers or closes instead.
   bool end_of_data(std::uint64_t now, transaction* t);
   // The message stage (fail_then_pass by Message-ID): true when the message fails before its end goes upstream.

@@ -216,6 +216,17 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
                        " while a fault held the end of data: upstream closed without it; nothing delivered");
     return end_session(now, "client_closed", "while the end of data was held");
   }
+  if ((out_.closed(leg::client) || client_gave_up_) && bdat_end_awaits_replies_) {
+    // The same while a pipelined BDAT LAST's last byte waits for the replies before it
+    // (release_bdat_message): it is never sent, and a fault planned for it never acted.
+    const std::uint64_t txn = *std::exchange(bdat_end_awaits_replies_, std::nullopt);
+    faults_.give_back_end_plan(now, txn, "the client was gone before it acted");
+    withheld_bdat_.clear();
+    out_.note(now, std::string(out_.closed(leg::client) ? "client connection lost" : "client closed its connection") +
+                       " while the last chunk's end waited for the replies before it: upstream closed without it; "
+                       "nothing delivered");
+    return end_session(now, "client_closed", "while the end of data was held");
+  }
   if (faults_.input_waits() || input_held_ || awaiting_capture_ || bdat_end_awaits_replies_) return;   // input still to be taken
   if (in_message() && in_.fully_parsed()) {
     // Client vanishes inside the message: close upstream without the dot; nothing delivered.
@@ -1071,8 +1082,11 @@ void relay_fsm::end_of_bdat_message(std::uint64_t now, transaction* t) {
 }
 
 void relay_fsm::release_bdat_message(std::uint64_t now, transaction* t) {
-  if (out_.closed(leg::upstream)) {   // the upstream went away mid-chunk: upstream_lost answered
+  // The upstream went away mid-chunk (upstream_lost answered), or said 421 to a reply the end
+  // waited for (upstream_said_421 answers): nothing more goes to it.
+  if (out_.closed(leg::upstream) || upstream_said_421_) {
     withheld_bdat_.clear();
+    if (t) faults_.give_back_end_plan(now, t->id, "the upstream was lost before the message's end");
     return;
   }
   if (!t) {
@@ -1113,6 +1127,7 @@ void relay_fsm::resume_bdat_end(std::uint64_t now) {
   if (t && replies_before_message_owed(*t)) return;
   bdat_end_awaits_replies_.reset();
   // Gone (MAIL refused): the chunk is still completed upstream, which refuses it.
+  if (!t) faults_.give_back_end_plan(now, id, "the sender was refused");
   release_bdat_message(now, t);
 }
 
@@ -1343,6 +1358,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   faults_.reply_stage(now, p, r);   // a delay, an EHLO rewrite
   p.answer.bytes = p.asked.ph == phase::ehlo ? edit_ehlo_reply(now, r, p.fault.decision ? &p.fault.decision->rewrites : nullptr) : r.raw;
   const bool closing = r.code == 421;
+  upstream_said_421_ = closing;   // before flush_replies: a message's end released in it is not sent
   p.answer.parsed = std::move(r);
   p.answer.ready = true;
   flush_replies(now);

@@ -410,6 +410,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // A pipelined BDAT LAST's withheld end waits for the replies before it (MAIL's, the RCPTs'):
   // whether a fault at its end applies depends on them (release_bdat_message). Its transaction.
   std::optional<std::uint64_t> bdat_end_awaits_replies_;
+  // The reply being relayed is the upstream's 421: it is leaving (take_upstream_reply), and the
+  // session ends with it.
+  bool upstream_said_421_ = false;
   // The body cannot be delivered (bad line endings, upstream lost): keep reading it and
   // answer at its end with this reply.
   std::optional<reply> data_failure_;

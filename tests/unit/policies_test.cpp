@@ -725,6 +725,16 @@ TEST_F(Policies, FailThenPassByMessageIdActsAtTheMessageStage) {
   EXPECT_EQ(decide(v, 5).what, verdict::reply);   // another message: its own first attempt
 }
 
+// The relay holds a pipelined BDAT message's end for the replies before it only while a rule
+// could act at the message stage (relay_fsm::release_bdat_message): the plan says so.
+TEST_F(Policies, ASessionPlanSaysWhetherARuleDecidesAtTheMessageStage) {
+  load("[[fault]]\nname='flaky'\ntype='fail_then_pass'\nkey='envelope'\nfailures=2\n"
+       "[[fault]]\nname='cut'\ntype='disconnect'\nphase='data_end'\n");
+  EXPECT_FALSE(engine_->open_session(1, "192.0.2.1:1")->plan_session().decides_messages);
+  load("[[fault]]\nname='flaky-id'\ntype='fail_then_pass'\nkey='message_id'\nfailures=2\n");
+  EXPECT_TRUE(engine_->open_session(2, "192.0.2.1:1")->plan_session().decides_messages);
+}
+
 TEST_F(Policies, FailThenPassByMessageIdNeedsDataEnd) {
   EXPECT_NE(load_error("[[fault]]\nname='flaky'\ntype='fail_then_pass'\nkey='message_id'\nphase='rcpt'\nfailures=1\n")
                 .find("needs phase 'data_end'"),

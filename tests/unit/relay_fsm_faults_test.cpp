@@ -1903,6 +1903,65 @@ TEST_F(FaultFsm, ADataEndDisconnectOnAPipelinedBdatActsOnceTheRecipientsRepliesA
   EXPECT_THAT(adv_->dropped_rules, IsEmpty());
 }
 
+// A review of the wait above. The client lost (reset) while the last byte waits: it is never
+// sent, as a held dot is not, so nothing is delivered that the client could not be told of; a
+// fault planned for the message's end never acts on a client already gone.
+TEST_F(FaultFsm, AClientLostWhileThePipelinedBdatEndAwaitsRepliesGetsNothingDelivered) {
+  adv_->plan.decides_messages = true;   // a fail_then_pass by Message-ID that does not match
+  greet_and_ehlo();
+  client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello");
+  fsm_->on_client_gone(tick(), "Connection reset by peer");
+  take();
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_closed");
+  EXPECT_THAT(up_, EndsWith("hell"));
+  EXPECT_EQ(only_transaction().result, outcome::aborted);
+  for (const fault_decision& fault : {decision(verdict::reset, "cut"), stall_for(0, "cut"), disconnect_with_421()}) {
+    SCOPED_TRACE(to_string(fault.what));
+    make();
+    greet_and_ehlo();
+    adv_->on(phase::data_end, fault_stage::command, fault);
+    client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello");
+    fsm_->on_client_gone(tick(), "Connection reset by peer");
+    take();
+    EXPECT_TRUE(fsm_->finished());
+    EXPECT_EQ(end_reason(), "client_closed");
+    EXPECT_THAT(up_, EndsWith("hell"));
+    EXPECT_THAT(obs_->faults, IsEmpty()) << obs_->all_faults();
+    EXPECT_THAT(adv_->applied_rules, IsEmpty());
+    EXPECT_THAT(adv_->dropped_rules, ElementsAre("cut"));
+  }
+}
+
+// The upstream says 421 to the RCPT while the last byte waits: the byte is not sent to an
+// upstream that is leaving, so its end is not ambiguous (it never went), as with DATA.
+TEST_F(FaultFsm, AnUpstream421WhileThePipelinedBdatEndAwaitsRepliesLeavesItUnsent) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command, disconnect_with_421());
+  client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello");
+  upstream("250 2.1.0 Ok\r\n421 4.3.2 Service shutting down\r\n");
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_THAT(up_, EndsWith("hell"));
+  EXPECT_THAT(cl_, Not(HasSubstr("delivery status unknown")));
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+  EXPECT_THAT(obs_->faults, IsEmpty());
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("cut"));
+}
+
+// MAIL refused while the last byte waits: the chunk is completed upstream (which refuses it)
+// and the plan given back then, not at the session's end.
+TEST_F(FaultFsm, AMailRefusedWhileThePipelinedBdatEndAwaitsRepliesGivesThePlanBack) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command, disconnect_with_421());
+  client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello");
+  upstream("550 5.7.1 sender rejected\r\n");
+  EXPECT_THAT(up_, EndsWith("hello"));
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("cut"));
+  upstream("503 5.5.1 need MAIL\r\n554 5.5.1 no valid recipients\r\n");
+  EXPECT_THAT(obs_->faults, IsEmpty());
+  EXPECT_FALSE(fsm_->finished());
+}
+
 TEST_F(FaultFsm, DataEndCommandDelayHoldsTheDotThenSendsIt) {
   adv_->on(phase::data_end, fault_stage::command, delay_of(4'000'000, "slow-dot"));
   open_data();
