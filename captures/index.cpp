@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <variant>
+#include <vector>
 
 namespace mailtap::captures {
 
@@ -328,13 +329,38 @@ std::unique_ptr<capture_index> capture_index::open(const fs::path& dir, busy on_
   }
   const auto table_count = tables.integer(0);
   tables.reset();   // ends its read transaction: journal_mode cannot change inside one
-  if (found != 0 || table_count != 0) {
+  // An index of an earlier version is made anew, empty: it is a cache of the capture files, and
+  // the next list or search fills it from them (covers_directory unset). Anything else with
+  // tables (a newer mailtap's index, another database) is left alone.
+  const bool older = found > 0 && found < index_schema_version;
+  if ((found != 0 || table_count != 0) && !older) {
     error = path.string() + ": not a capture index of version " + std::to_string(index_schema_version) +
             " (found version " + std::to_string(found) + ")";
     return nullptr;
   }
   // A new index. WAL (kept in the file): searches never wait for the relay's inserts, nor it for them.
   if (!index->exec("PRAGMA journal_mode=WAL", error) || !index->exec("BEGIN IMMEDIATE", error)) return nullptr;
+  if (older) {
+    // Another process may have made it anew since the version was read.
+    statement again(db, "PRAGMA user_version");
+    const bool done = again.ok() && again.step() == SQLITE_ROW && again.integer(0) == index_schema_version;
+    again.reset();
+    if (done) return index->exec("COMMIT", error) ? std::move(index) : nullptr;
+    // Every table of the earlier version goes (their indexes with them).
+    std::vector<std::string> names;
+    {
+      statement list(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
+      while (list.ok() && list.step() == SQLITE_ROW) names.push_back(list.text(0));
+    }
+    const bool dropped = std::all_of(names.begin(), names.end(), [&](const std::string& name) {
+      return index->exec(("DROP TABLE \"" + name + "\"").c_str(), error);
+    });
+    if (!dropped) {
+      std::string ignored;
+      index->exec("ROLLBACK", ignored);
+      return nullptr;
+    }
+  }
   const std::string version_sql = "PRAGMA user_version=" + std::to_string(index_schema_version);
   if (!index->exec(schema_sql, error) || !index->exec(version_sql.c_str(), error) || !index->exec("COMMIT", error)) {
     std::string ignored;

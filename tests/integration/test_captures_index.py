@@ -227,6 +227,25 @@ class CapturesIndex(IntegrationTest):
         self.assertEqual(r.returncode, 0, r)
         self.assertEqual(len(self.search()), SESSIONS)
 
+    def test_an_index_of_an_earlier_version_is_made_anew_after_an_upgrade(self):
+        # Version 2 of the index added a column. An upgraded mailtap found version 1's index:
+        # list and search refused it and the relay failed every batch until someone ran reindex.
+        # It is a cache of the files: whoever opens it first makes it anew, and list fills it.
+        wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
+        self.mailtap.stop()
+        db = sqlite3.connect(os.path.join(self.dir, "index.sqlite3"))
+        db.execute("PRAGMA user_version=1")
+        db.commit()
+        db.close()
+        self.mailtap = self.start_mailtap(args=["--scenario", self.scenario], captures=self.dir)
+        code, transcript = self.swaks(self.mailtap.port, "--from", sender(0), "--to", "after@dest.example")
+        self.assertEqual(code, 0, transcript)
+        self.mailtap.wait_captures(SESSIONS + 1)
+        # The relay made it anew and indexed its new session; list and search fill in the rest.
+        wait_until(lambda: self.index_rows() == 1, 10, "the relay indexing into the new index")
+        self.assertEqual(len(self.search()), SESSIONS + 1)
+        self.assertEqual(len(self.found("--to", "after@dest.example")), 1)
+
     def test_bad_search_values_are_one_line_errors(self):
         for args in (["--outcome", "lost"], ["--code", "6xx"], ["--since", "last tuesday"],
                      ["--since", "2026-01-02", "--until", "2026-01-01"],
