@@ -66,6 +66,8 @@ CREATE TABLE IF NOT EXISTS left_out(
 )sql";
 
 constexpr const char* child_tables[] = {"transactions", "recipients", "replies", "faults"};
+// Every table an index of any version has had: an earlier version's are dropped when it is made anew.
+constexpr std::string_view index_tables[] = {"meta", "sessions", "transactions", "recipients", "replies", "faults", "left_out"};
 // How long the command line waits for a write lock another process holds (a relay's batch,
 // another reindex's batch): far longer than one batch takes.
 constexpr int cli_busy_timeout_ms = 30'000;
@@ -333,33 +335,46 @@ std::unique_ptr<capture_index> capture_index::open(const fs::path& dir, busy on_
   // the next list or search fills it from them (covers_directory unset). Anything else with
   // tables (a newer mailtap's index, another database) is left alone.
   const bool older = found > 0 && found < index_schema_version;
+  const std::string wrong_version = path.string() + ": not a capture index of version " +
+                                    std::to_string(index_schema_version) + " (found version " + std::to_string(found) + ")";
   if ((found != 0 || table_count != 0) && !older) {
-    error = path.string() + ": not a capture index of version " + std::to_string(index_schema_version) +
-            " (found version " + std::to_string(found) + ")";
+    error = wrong_version;
     return nullptr;
   }
   // A new index. WAL (kept in the file): searches never wait for the relay's inserts, nor it for them.
   if (!index->exec("PRAGMA journal_mode=WAL", error) || !index->exec("BEGIN IMMEDIATE", error)) return nullptr;
+  const auto give_up = [&](std::string why) {
+    std::string ignored;
+    index->exec("ROLLBACK", ignored);
+    error = std::move(why);
+    return nullptr;
+  };
   if (older) {
-    // Another process may have made it anew since the version was read.
+    // Another process may have made it anew (or changed it) since the version was read.
     statement again(db, "PRAGMA user_version");
-    const bool done = again.ok() && again.step() == SQLITE_ROW && again.integer(0) == index_schema_version;
+    const std::int64_t now_found = again.ok() && again.step() == SQLITE_ROW ? again.integer(0) : -1;
     again.reset();
-    if (done) return index->exec("COMMIT", error) ? std::move(index) : nullptr;
-    // Every table of the earlier version goes (their indexes with them).
+    if (now_found == index_schema_version) return index->exec("COMMIT", error) ? std::move(index) : nullptr;
+    if (now_found != found) return give_up(wrong_version);
+    // Only mailtap's own tables: a database that merely has this name and version is not wiped.
     std::vector<std::string> names;
     {
       statement list(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'");
       while (list.ok() && list.step() == SQLITE_ROW) names.push_back(list.text(0));
     }
-    const bool dropped = std::all_of(names.begin(), names.end(), [&](const std::string& name) {
-      return index->exec(("DROP TABLE \"" + name + "\"").c_str(), error);
-    });
-    if (!dropped) {
-      std::string ignored;
-      index->exec("ROLLBACK", ignored);
-      return nullptr;
-    }
+    const auto ours = [](const std::string& name) {
+      return std::find(std::begin(index_tables), std::end(index_tables), name) != std::end(index_tables);
+    };
+    if (!std::all_of(names.begin(), names.end(), ours))
+      return give_up(wrong_version + ", with tables mailtap does not make: left as it is");
+    // A relay of the earlier version that is still recording here would go on writing rows of
+    // the old shape into the new tables, and fail every batch: the command line leaves such an
+    // index to the relay that replaces it (its start makes it anew) or to reindex.
+    if (std::string unread; on_busy == busy::wait && index->meta_flag(running_key, unread))
+      return give_up(wrong_version + ", which a relay of that version may still be recording into: restart the relay "
+                                     "with this mailtap, or, if none runs, rebuild it: mailtap captures reindex");
+    for (const std::string& name : names)
+      if (!index->exec(("DROP TABLE \"" + name + "\"").c_str(), error)) return give_up(error);   // its indexes go with it
   }
   const std::string version_sql = "PRAGMA user_version=" + std::to_string(index_schema_version);
   if (!index->exec(schema_sql, error) || !index->exec(version_sql.c_str(), error) || !index->exec("COMMIT", error)) {

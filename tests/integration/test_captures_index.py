@@ -234,6 +234,7 @@ class CapturesIndex(IntegrationTest):
         wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
         self.mailtap.stop()
         db = sqlite3.connect(os.path.join(self.dir, "index.sqlite3"))
+        db.execute("ALTER TABLE transactions DROP COLUMN without_mail")   # version 1's shape
         db.execute("PRAGMA user_version=1")
         db.commit()
         db.close()
