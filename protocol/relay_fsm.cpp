@@ -227,7 +227,21 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
                        "nothing delivered");
     return end_session(now, "client_closed", "while the end of data was held");
   }
-  if (faults_.input_waits() || input_held_ || awaiting_capture_ || bdat_end_awaits_replies_) return;   // input still to be taken
+  if (out_.closed(leg::client) && awaiting_capture_) {
+    // The same while the message's end (the dot, the last chunk's last byte) waits for the
+    // recorder: the capture settling would have sent it to be delivered to a client gone.
+    const std::uint64_t txn = std::exchange(awaiting_capture_, std::nullopt)->txn;
+    faults_.give_back_end_plan(now, txn, "the client was gone before it acted");
+    withheld_bdat_.clear();
+    out_.note(now, "client connection lost while the end of data waited for the capture: upstream closed without it; "
+                   "nothing delivered");
+    return end_session(now, "client_closed", "while the end of data was held");
+  }
+  // Input still to be taken, unless the client is gone: nothing it sent is taken any more
+  // (process_client_input), so a line a delay holds, or input the recorder's backlog holds, is
+  // never forwarded, and waiting for it would keep the session for good.
+  if (!out_.closed(leg::client) && (faults_.input_waits() || input_held_ || awaiting_capture_ || bdat_end_awaits_replies_))
+    return;
   if (in_message() && in_.fully_parsed()) {
     // Client vanishes inside the message: close upstream without the dot; nothing delivered.
     out_.note(now, "client closed the connection inside the message: upstream closed without end of data");
@@ -1127,7 +1141,10 @@ void relay_fsm::resume_bdat_end(std::uint64_t now) {
   if (t && replies_before_message_owed(*t)) return;
   bdat_end_awaits_replies_.reset();
   // Gone (MAIL refused): the chunk is still completed upstream, which refuses it.
-  if (!t) faults_.give_back_end_plan(now, id, "the sender was refused");
+  if (!t)
+    faults_.give_back_end_plan(now, id, out_.closed(leg::upstream) || upstream_said_421_
+                                            ? "the upstream was lost before the message's end"
+                                            : "the transaction failed before the message's end");
   release_bdat_message(now, t);
 }
 
@@ -1546,7 +1563,11 @@ void relay_fsm::flush_replies(std::uint64_t now) {
   while (!ended_ && !faults_.stalled() && owed_.ready_head()) {
     if (faults_.reply_delayed(now, owed_.front())) return;   // a delay fault holds it (and all after it)
     reply_slot p = owed_.pop_head();
-    if (faults_.give_back_for_a_gone_client(now, p)) continue;
+    if (faults_.give_back_for_a_gone_client(now, p)) {
+      // The recipient the fault refused was never forwarded: its code is still its record's.
+      if (p.asked.ph == phase::rcpt && p.answer.parsed) after_reply(now, p);
+      continue;
+    }
     if (!p.answer.parsed) {   // a fault marker: disconnect, reset or stall once the replies before it are out
       think_from_us_ = now;
       faults_.then(now, p);
@@ -1761,9 +1782,9 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     // The command waited on the upstream until now (its stage's upstream time, not the relay's).
     it->answer.t_upstream = now;
     const transaction* owner = txns_.find(it->asked.txn);
-    // A transaction already settled (a chunk before the last refused, a 421 to it) says nothing
-    // of this slot: a last chunk still streaming or holding its last byte never ended.
-    const bool end_went_upstream = owner ? owner->end_sent : !early_chunk_reply(*it);
+    // A transaction already settled before its end's reply (a chunk before the last refused, a
+    // 421 to it) cannot be delivered, whether the last chunk went or not: nothing ambiguous.
+    const bool end_went_upstream = owner && owner->end_sent;
     if (end_went_upstream && it->asked.answers_end_of_data()) {
       // The dot went out but no reply came back: the message may or may not be delivered.
       ++stats_.ambiguous_end_of_data;

@@ -1657,6 +1657,36 @@ TEST_F(FaultFsm, AFaultReplyForAClientAlreadyGoneTakesNoEffect) {
     EXPECT_NE(obs_->transactions[i].result, outcome::tempfailed) << "the fault's 421 was never given";
 }
 
+// A review of the test above: the recipient a fault refused for a client already gone keeps its
+// code in the record (it was never forwarded), though the reply itself never went out.
+TEST_F(FaultFsm, AFaultReplyToARcptForAGoneClientKeepsTheRecipientsCode) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, answer(verdict::reply, 550, "5.1.1", "no such user", "nouser", "reply"));
+  client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello");
+  fsm_->on_client_gone(tick(), "Connection reset by peer");
+  take();
+  ASSERT_FALSE(fsm_->finished());
+  upstream("250 2.1.0 Ok\r\n554 5.5.1 no valid recipients\r\n");
+  EXPECT_TRUE(fsm_->finished());
+  const auto& t = only_transaction();
+  EXPECT_EQ(t.rcpt_to.size(), 1u);
+  EXPECT_THAT(t.rcpt_codes, ElementsAre(550));
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("nouser"));
+}
+
+// A review (older): a client lost while a delay held its command line never ended: the line
+// was never to be taken again, and no timer was left.
+TEST_F(FaultFsm, AClientLostWhileADelayHoldsItsCommandEndsTheSession) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::command, delay_of(2'000'000, "slow-mail"));
+  client(mail_from);
+  fsm_->on_client_gone(tick(), "Connection reset by peer");
+  take();
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_closed");
+  EXPECT_THAT(up_, Not(HasSubstr("MAIL FROM")));
+}
+
 // A review: a fault's reply was recorded, and counted, when it was queued, so one queued behind
 // a reply that never came (the client left first) counted though it never went out. It is
 // applied as it goes out; one the session ends before sending is given back.
@@ -1960,6 +1990,18 @@ TEST_F(FaultFsm, AMailRefusedWhileThePipelinedBdatEndAwaitsRepliesGivesThePlanBa
   upstream("503 5.5.1 need MAIL\r\n554 5.5.1 no valid recipients\r\n");
   EXPECT_THAT(obs_->faults, IsEmpty());
   EXPECT_FALSE(fsm_->finished());
+}
+
+// A review of 94e9bd7: the upstream timing out while the last byte waited gave the plan back
+// saying the sender was refused.
+TEST_F(FaultFsm, AnUpstreamTimeoutWhileThePipelinedBdatEndAwaitsRepliesNamesItsCause) {
+  greet_and_ehlo();
+  adv_->on(phase::data_end, fault_stage::command, disconnect_with_421());
+  client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello");
+  timeout(leg::upstream);
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("cut"));
+  EXPECT_THAT(obs_->notes, Contains("fault cut not applied: the upstream was lost before the message's end"));
 }
 
 TEST_F(FaultFsm, DataEndCommandDelayHoldsTheDotThenSendsIt) {

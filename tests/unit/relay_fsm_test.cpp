@@ -902,6 +902,38 @@ TEST_F(RelayFsmTest, AnUpstreamLostAfterA421ToAnEarlierChunkLeavesTheUnfinishedL
   EXPECT_TRUE(fsm_->finished());
 }
 
+// A review of the test above: the same with the last chunk fully sent before the 421 or 5xx
+// to the earlier one (RFC 3030 2: the transaction failed there), and the upstream then gone.
+TEST_F(RelayFsmTest, AFullySentLastChunkAfterARefusalOfAnEarlierChunkIsNotAmbiguous) {
+  for (const std::string& refusal : {std::string("421 4.3.2 Service shutting down\r\n"), std::string("554 5.6.0 bad chunk\r\n")}) {
+    SCOPED_TRACE(refusal);
+    make();
+    greet_and_ehlo();
+    client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+    upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    client("BDAT 3\r\nabcBDAT 2 LAST\r\nxy");
+    EXPECT_THAT(up_, EndsWith("BDAT 2 LAST\r\nxy"));
+    upstream(refusal);
+    upstream_eof();
+    EXPECT_THAT(cl_, HasSubstr(refusal));
+    EXPECT_THAT(cl_, Not(HasSubstr("delivery status unknown")));
+    EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+    EXPECT_EQ(only_transaction().result, refusal[0] == '4' ? outcome::tempfailed : outcome::rejected);
+  }
+}
+
+// A review (older): a client lost while the recorder's backlog held its input never ended: the
+// input was never to be taken again, and nothing else was waited for.
+TEST_F(RelayFsmTest, AClientLostWhileItsInputIsHeldEndsTheSession) {
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n");
+  fsm_->hold_client_input(tick(), true);
+  fsm_->on_client_gone(tick(), "Connection reset by peer");
+  take();
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_closed");
+}
+
 TEST_F(RelayFsmTest, StrictBareLfClosesUpstreamAndAnswers550AtEndOfData) {
   open_data();
   auto acts = client("Subject: x\r\n\r\nbad\nline\r\n");
@@ -946,6 +978,36 @@ relay_options recorded_session() {
   o.end_waits_for_capture = true;
   return o;
 }
+
+// A review: a client lost while the message's end waited for the recorder no longer stops the
+// message: once the capture settled, the dot or the last byte went and the message was delivered
+// to a client never told of it (it sends again). Now it never goes, as with a held dot.
+TEST_F(RelayFsmTest, AClientLostWhileTheEndOfDataAwaitsTheCaptureGetsNothingDelivered) {
+  make(recorded_session());
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n.\r\n");
+  ASSERT_TRUE(capture_awaited_);
+  fsm_->on_client_gone(tick(), "connection reset by peer");
+  take();
+  settle_capture(false);
+  EXPECT_THAT(up_, Not(HasSubstr("\r\n.\r\n")));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_closed");
+  EXPECT_EQ(only_transaction().result, outcome::aborted);
+
+  make(recorded_session());
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  client("BDAT 5 LAST\r\nhello");
+  ASSERT_TRUE(capture_awaited_);
+  fsm_->on_client_gone(tick(), "connection reset by peer");
+  take();
+  settle_capture(false);
+  EXPECT_THAT(up_, EndsWith("hell"));
+  EXPECT_TRUE(fsm_->finished());
+}
+
 
 TEST_F(RelayFsmTest, CaptureFailureWithholdsDotAndAnswers451) {
   // The whole message and its dot came in one read; the recorder failed writing it (a full
