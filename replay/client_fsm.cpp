@@ -282,6 +282,25 @@ void client_fsm::advance(std::uint64_t now_us) {
       ++next_;
       continue;
     }
+    // Behind that step the recorded destination answered nothing: it took no transaction and
+    // delivered nothing. What the relay sent on there goes (sent, above), but never a step that
+    // would end a message (a BDAT ... LAST with its chunk, a DATA message with its end): a live
+    // server would deliver it, a BDAT chunk having no 354 to wait for. None of it goes, and the
+    // connection closes once the replies owed are in, as for a message withheld.
+    if (!closing_.empty() && !st.withheld && !st.unfinished &&
+        (st.kind == step_kind::message || (st.kind == step_kind::bdat && st.last_chunk))) {
+      const std::string what = st.kind == step_kind::message ? "message" : "last BDAT chunk";
+      res.status = step_status::skipped;
+      res.note = "not sent: " + closing_ + "; the relay had sent this " + what +
+                 " on, but the recorded destination answered neither that step nor any after it, so it delivered "
+                 "nothing, and a live server would deliver the message this " + what +
+                 " ends: the replay sent none of it and closed the connection: nothing delivered";
+      settle(i + 1, now_us);
+      stop_sending(i + 1, now_us, "not sent: the replay closed the connection at the " + what +
+                                      " before, which would have ended a message the recorded destination never "
+                                      "accepted");
+      continue;
+    }
     if (!st.not_forwarded.empty()) {
       res.status = step_status::skipped;
       res.note = "not sent: " + st.not_forwarded;

@@ -11,7 +11,8 @@
 // the recorded destination never received; a command line the relay refused is not sent, nor
 // what the recording shows the relay never sent on: behind a step whose reply from the relay (or
 // a fault rule) ended the recorded session, all but what it had forwarded (sent, and compared
-// with nothing); in a session a fault's greeting answered, and after QUIT, everything. Where the recording ends without a reply, it sends and closes if the recorded client
+// with nothing, their live replies unread), and never a step that would end a message there (a BDAT
+// ... LAST, a DATA message: the connection closes instead); in a session a fault's greeting answered, and after QUIT, everything. Where the recording ends without a reply, it sends and closes if the recorded client
 // left first, and otherwise expects the live server to close as the recorded one did. It
 // answers in protocol/action.hpp's vocabulary on the upstream leg: send_bytes, start_tls,
 // arm_timer, close_leg. Sans-I/O: times come in with every event. Single-threaded.

@@ -241,6 +241,7 @@ class splitter {
     if (st.ph == protocol::phase::bdat && parsed.fault == protocol::command_fault::none) {
       st.kind = step_kind::bdat;
       st.text += " [chunk: " + std::to_string(parsed.cmd.bdat_size) + " bytes]";
+      st.last_chunk = parsed.cmd.bdat_last;
     }
     if (st.ph == protocol::phase::auth) {
       st.auth = true;
@@ -426,7 +427,10 @@ void mark_withheld(const script& s, const std::vector<step*>& steps, const std::
 // went_upstream; every step where none was, the greeting having ended the session): the lines it
 // took are the first `lines_read` line steps, as it records one `command` per line in order; what
 // it sent on is each step's copy found in order among the upstream bytes sent since the read
-// before the one that brought the last answered step.
+// before the one that brought the last answered step. The copies of the steps that read brought
+// before the last answered one are taken first, in order, so that a later step repeating one of
+// them (a second RCPT TO:<x>) is not taken for sent on by its earlier copy; and a line the relay
+// never read (past its `lines_read`) never went on, whatever copy the upstream bytes hold.
 void mark_what_the_relay_did_after_the_last_reply(const std::vector<step*>& steps, const std::vector<std::size_t>& starts,
                                                   const timed_stream& in, const std::string& upstream,
                                                   std::size_t lines_read) {
@@ -440,9 +444,10 @@ void mark_what_the_relay_did_after_the_last_reply(const std::vector<step*>& step
   for (std::size_t j = 0; j < steps.size(); ++j) {
     step& st = *steps[j];
     const bool is_line = st.kind != step_kind::message && !st.unfinished;
-    if (j >= first) st.read_by_relay = is_line && line < lines_read;
+    const bool line_read = is_line && line < lines_read;
+    if (j >= first) st.read_by_relay = line_read;
     if (is_line) ++line;
-    if (j < from) continue;
+    if (j < from && (j >= starts.size() || in.chunk_of(starts[j]) < chunk)) continue;
     // What of a withheld message or chunk went; a message as the relay framed it; a line without
     // its CRLF never goes on.
     const std::string_view copy = st.withheld                                   ? std::string_view(st.forwarded)
@@ -452,6 +457,7 @@ void mark_what_the_relay_did_after_the_last_reply(const std::vector<step*>& step
     if (copy.empty()) continue;
     const std::size_t at = upstream.find(copy, cursor);
     if (at == std::string::npos) continue;
+    if (is_line && !line_read) continue;   // never read, so never sent on: the copy is another's
     cursor = at + copy.size();
     if (j >= first) st.went_upstream = st.read_by_relay = true;
   }

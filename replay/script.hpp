@@ -70,6 +70,7 @@ struct step {
   std::optional<recorded_reply> reply;   // none: the session ended before it was answered
   bool auth = false;                  // an AUTH command or a response of its exchange
   bool starts_tls = false;            // STARTTLS answered 220: the handshake follows
+  bool last_chunk = false;            // a BDAT chunk whose command says LAST: it ends the message
   bool unfinished = false;            // the session ended inside it (script::unfinished)
   // A message or BDAT chunk the destination never got whole (a DATA message's end, a chunk or
   // its last byte never went upstream), to which the recording holds no reply of the

@@ -725,6 +725,75 @@ class ReplayClientTest(ReplayTest):
         self.assertEqual((mail["status"], mail["recorded"]["code"], mail["live"]["code"]), ("diverged", 421, 250))
         self.assertEqual(r.returncode, 1, r.stdout)
 
+    def test_a_last_bdat_chunk_the_relay_forwarded_before_it_lost_the_upstream_is_not_replayed(self):
+        """The upstream hung up while a pipelined MAIL, RCPT and BDAT 5 LAST with its payload were
+        in, all forwarded; the relay answered MAIL 421 4.4.2 (the transaction tempfailed). The
+        replay sent the RCPT and the whole last chunk, as the relay had sent them on, and with no
+        354 to wait for the live server got a whole message and delivered it (a review's finding),
+        where the recorded destination answered nothing and delivered nothing. The live server
+        now gets MAIL and RCPT, nothing of the BDAT, and the replay closes."""
+        chunking = b"250-scripted.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n"
+
+        def hang_up_once_the_group_is_in(conn, line):
+            time.sleep(scaled(0.5))
+            return ScriptedAnswers.CLOSE
+        upstream = ScriptedAnswers(answers={b"EHLO": chunking, b"MAIL": hang_up_once_the_group_is_in})
+        self.addCleanup(upstream.stop)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, upstream.port), env=self.env)
+        c = self.greeted_client(m.port, "c.test")
+        c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<%s>\r\nBDAT 5 LAST\r\nhello" % TO.encode())
+        self.assertReply(c.reply(), 421, "4.4.2")
+        self.assertEqual(c.read_to_eof(), b"")
+        cap = m.wait_captures(1)[0]
+        self.assertEqual(cap.end["reason"], "upstream_closed")
+        self.assertIn(b"RCPT TO:<%s>\r\nBDAT 5 LAST\r\nhello" % TO.encode(), cap.bytes_of("upstream", "out"))
+        self.assertEqual([t["outcome"] for t in cap.of_type("transaction")], ["tempfailed"])
+        live = ScriptedAnswers(answers={b"EHLO": chunking})
+        self.addCleanup(live.stop)
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, live.port), "--json")
+        conn = live.wait_for_connections(1)[0]
+        self.assertTrue(conn.closed.wait(10))
+        self.assertNotIn(b"BDAT", conn.raw)
+        self.assertNotIn(b"hello", conn.raw)
+        self.assertEqual(conn.commands[1:], [b"MAIL FROM:<a@example.test>", b"RCPT TO:<%s>" % TO.encode()])
+        doc = json.loads(r.stdout)
+        self.assertEqual([(s["stage"], s["status"], s["live"]) for s in doc["steps"] if s["stage"] in ("rcpt", "bdat")],
+                         [("rcpt", "sent", None), ("bdat", "skipped", None)], r.stdout)
+        # MAIL's recorded reply was the relay's own 421, which the live server does not say.
+        self.assertEqual(r.returncode, 1, r.stdout)
+
+    def test_a_line_the_relay_never_read_is_not_replayed_for_an_earlier_copy_of_it(self):
+        """19 XCLIENT lines refused 500, then in one write a RCPT, the 20th refusal and the same
+        RCPT again: the relay forwarded the first RCPT, answered the XCLIENT 421 4.7.0 and closed,
+        never reading the second; the recorded destination got RCPT once. The replay took the
+        first RCPT's copy for the second's and sent it too (a review's finding)."""
+        upstream = ScriptedAnswers()
+        self.addCleanup(upstream.stop)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, upstream.port), env=self.env)
+        c = self.greeted_client(m.port, "c.test")
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        for i in range(19):
+            self.assertReply(c.command("XCLIENT NAME=x%d" % i), 500)
+        rcpt = b"RCPT TO:<%s>\r\n" % TO.encode()
+        c.send(rcpt + b"XCLIENT NAME=last\r\n" + rcpt)
+        self.assertReply(c.reply(), 250)
+        self.assertReply(c.reply(), 421, "4.7.0")
+        self.assertEqual(c.read_to_eof(), b"")
+        cap = m.wait_captures(1)[0]
+        self.assertEqual(cap.end["reason"], "protocol_error")
+        self.assertEqual(cap.bytes_of("upstream", "out").count(rcpt), 1)
+        live = ScriptedAnswers()
+        self.addCleanup(live.stop)
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, live.port), "--json")
+        conn = live.wait_for_connections(1)[0]
+        self.assertTrue(conn.closed.wait(10))
+        self.assertEqual([l for l in conn.commands if l.startswith(b"RCPT")], [rcpt[:-2]])
+        self.assertNotIn(b"XCLIENT", conn.raw)
+        doc = json.loads(r.stdout)
+        last = doc["steps"][-1]
+        self.assertEqual((last["stage"], last["status"], last["live"]), ("rcpt", "skipped", None))
+        self.assertEqual(r.returncode, 0, r.stdout)
+
     def test_an_unfinished_line_with_a_bare_lf_is_not_replayed(self):
         """A client closed inside a command line holding a bare LF. The relay never forwarded it
         (only CRLF ends a line, and it refuses a bare LF in one whatever follows); the replay

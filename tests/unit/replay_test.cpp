@@ -1861,6 +1861,122 @@ TEST(ReplayClient, WhatTheRelaySentOnBeforeItLostTheUpstreamIsSentAndNothingBehi
   EXPECT_TRUE(reply_to(all, "250 2.1.0 Ok\r\n", 110).closed);
 }
 
+// A review's finding: the upstream hung up while a pipelined MAIL, RCPT and BDAT 5 LAST with its
+// payload were in, all forwarded, and the relay answered MAIL 421 4.4.2 (show: tempfailed). The
+// replay sent the RCPT and the whole last chunk, as the relay had sent them on; a BDAT has no 354 to
+// wait for, so the live server got a whole message and delivered it, where the recorded destination
+// answered nothing and delivered nothing. The RCPT still goes; the last chunk does not, nothing of
+// it, and the connection closes once MAIL's reply is in.
+TEST(ReplayClient, ALastBdatChunkTheRelaySentOnBeforeItLostTheUpstreamIsNotSent) {
+  capture_builder b = greeted();
+  b.command(4000, "MAIL FROM:<a@x>")
+      .forwarded(4000, "MAIL FROM:<a@x>\r\n")
+      .command(4000, "RCPT TO:<b@y>")
+      .forwarded(4000, "RCPT TO:<b@y>\r\n")
+      .command(4000, "BDAT 5 LAST")
+      .forwarded(4000, "BDAT 5 LAST\r\n")
+      .message(4000, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 5 LAST\r\nhello")
+      .forwarded(4000, "hell")
+      .forwarded(4100, "o")
+      .note(9000, "upstream_closed: upstream closed the connection")
+      .relay(9000, "421 4.4.2 mailtap upstream connection lost\r\n")
+      .end(9000, "upstream_closed");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 4u);
+  EXPECT_EQ(s.steps[3].kind, step_kind::bdat);
+  EXPECT_TRUE(s.steps[3].went_upstream);   // the recording shows it went: it is the replay that holds it back
+  EXPECT_FALSE(s.steps[3].withheld);
+  client_fsm fsm(s, without_pauses());
+  const turn group = past_ehlo(fsm);
+  EXPECT_EQ(group.sent, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n");
+  EXPECT_EQ(group.sent.find("BDAT"), std::string::npos);
+  EXPECT_FALSE(group.closed);   // MAIL's reply is still owed
+  const auto& r = fsm.results();
+  ASSERT_EQ(r.size(), 5u);
+  EXPECT_EQ(r[3].status, step_status::sent) << r[3].note;
+  EXPECT_EQ(r[4].status, step_status::skipped) << r[4].note;
+  EXPECT_NE(r[4].note.find("421"), std::string::npos) << r[4].note;
+  EXPECT_NE(r[4].note.find("nothing delivered"), std::string::npos) << r[4].note;
+  const turn after = reply_to(fsm, "250 2.1.0 Ok\r\n", 110);
+  EXPECT_EQ(after.sent, "");
+  EXPECT_TRUE(after.closed);
+  EXPECT_TRUE(fsm.finished());
+
+  // A chunk that is not the last still goes as the relay sent it on (it ends no message); the last
+  // one behind it does not.
+  capture_builder two = greeted();
+  two.command(4000, "MAIL FROM:<a@x>")
+      .forwarded(4000, "MAIL FROM:<a@x>\r\n")
+      .command(4000, "RCPT TO:<b@y>")
+      .forwarded(4000, "RCPT TO:<b@y>\r\n")
+      .command(4000, "BDAT 3")
+      .forwarded(4000, "BDAT 3\r\n")
+      .message(4000, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 3\r\nhel")
+      .forwarded(4000, "hel")
+      .command(4050, "BDAT 2 LAST")
+      .forwarded(4050, "BDAT 2 LAST\r\n")
+      .message(4050, "BDAT 2 LAST\r\nlo")
+      .forwarded(4050, "lo")
+      .note(9000, "upstream_closed: upstream closed the connection")
+      .relay(9000, "421 4.4.2 mailtap upstream connection lost\r\n")
+      .end(9000, "upstream_closed");
+  const script chunks = two.build();
+  ASSERT_EQ(chunks.steps.size(), 5u);
+  client_fsm fsm2(chunks, without_pauses());
+  EXPECT_EQ(past_ehlo(fsm2).sent, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 3\r\nhel");
+  EXPECT_EQ(fsm2.results()[4].status, step_status::sent);
+  EXPECT_EQ(fsm2.results()[5].status, step_status::skipped);
+  EXPECT_TRUE(reply_to(fsm2, "250 2.1.0 Ok\r\n", 110).closed);
+}
+
+// A review's finding: the copies looked for among the upstream bytes started at the read before the
+// one that brought the last answered step, and the copies of the steps that read brought before it
+// were never taken, so a later step repeating one of them matched it. Here a RCPT forwarded, the
+// 20th refusal (XCLIENT, answered 421 4.7.0) and a second identical RCPT came in one read; the relay
+// never read the second RCPT, and the destination got RCPT once. The replay sent it twice, the note
+// saying "the relay had read this step and sent it on".
+TEST(ReplayClient, ALineRepeatingOneSentOnInTheSameReadIsNotTakenForSentOn) {
+  const auto session = [](bool second_read) {
+    capture_builder b = greeted();
+    b.client(4000, "MAIL FROM:<a@x>\r\n").forwarded(4000, "MAIL FROM:<a@x>\r\n").server(4100, "250 2.1.0 Ok\r\n");
+    b.command(6000, "RCPT TO:<b@y>").forwarded(6000, "RCPT TO:<b@y>\r\n").command(6000, "XCLIENT NAME=last");
+    if (second_read) b.command(6000, "RCPT TO:<b@y>");   // read (say) but never sent on
+    b.note(6000, "command refused: verb never forwarded: XCLIENT")
+        .note(6000, "20 commands refused by the relay: session closed")
+        .message(6000, "RCPT TO:<b@y>\r\nXCLIENT NAME=last\r\nRCPT TO:<b@y>\r\n")
+        .server(6100, "250 2.1.5 Ok\r\n")
+        .relay(6100, "421 4.7.0 mailtap Error: too many errors\r\n")
+        .end(6100, "protocol_error");
+    return b.build();
+  };
+  const script s = session(false);
+  ASSERT_EQ(s.steps.size(), 5u);
+  EXPECT_FALSE(s.steps[4].went_upstream);
+  EXPECT_FALSE(s.steps[4].read_by_relay);
+  client_fsm fsm(s, without_pauses());
+  EXPECT_EQ(past_ehlo(fsm).sent, "MAIL FROM:<a@x>\r\n");
+  const turn group = reply_to(fsm, "250 2.1.0 Ok\r\n", 110);
+  EXPECT_EQ(group.sent, "RCPT TO:<b@y>\r\n");   // once, as the recorded destination got it
+  const auto& r = fsm.results();
+  ASSERT_EQ(r.size(), 6u);
+  EXPECT_EQ(r[5].status, step_status::skipped) << r[5].note;
+  EXPECT_EQ(r[5].note.find("sent it on"), std::string::npos) << r[5].note;
+  EXPECT_NE(r[5].note.find("never read"), std::string::npos) << r[5].note;
+  EXPECT_TRUE(reply_to(fsm, "250 2.1.5 Ok\r\n", 120).closed);
+
+  // Where the recording shows the relay read the second RCPT, its copy is still the first's: read,
+  // never sent on.
+  const script read = session(true);
+  EXPECT_TRUE(read.steps[4].read_by_relay);
+  EXPECT_FALSE(read.steps[4].went_upstream);
+  client_fsm fsm2(read, without_pauses());
+  past_ehlo(fsm2);
+  EXPECT_EQ(reply_to(fsm2, "250 2.1.0 Ok\r\n", 110).sent, "RCPT TO:<b@y>\r\n");
+  EXPECT_EQ(fsm2.results()[5].status, step_status::skipped);
+  EXPECT_NE(fsm2.results()[5].note.find("read this step and never sent it on"), std::string::npos)
+      << fsm2.results()[5].note;
+}
+
 // A review's finding: the last bytes of a session that ended inside a command line went out as
 // recorded, a bare LF inside them too; the relay never forwarded them (only CRLF ends a line, and
 // it would have refused the line for its bare LF whatever came after), and a server that takes a
