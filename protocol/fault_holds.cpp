@@ -861,7 +861,10 @@ bool fault_holds::reply_delayed(std::uint64_t now, const reply_slot& head) {
 
 void fault_holds::reply_releasing(std::uint64_t now, reply_slot& p) {
   if (p.fault.decision && p.fault.decision->what == verdict::delay) {
-    event(now, *p.fault.decision, p.fault.ph, "reply " + std::to_string(p.answer.parsed->code) + " held",
+    // A client gone has it released at once (relay_fsm::on_client_gone), never relayed.
+    event(now, *p.fault.decision, p.fault.ph,
+          "reply " + std::to_string(p.answer.parsed->code) + " held" +
+              (out_.closed(leg::client) ? "; the session ended before it was relayed" : ""),
           now - std::max(p.answer.t_upstream, p.asked.t_received));
     p.fault.decision->what = verdict::proceed;   // recorded: session_ending must not record it again
   }

@@ -198,6 +198,9 @@ void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
   out_.mark_closed(leg::client);   // nothing more is sent to it
   out_.arm(leg::client, disarmed);
   out_.note(now, std::string(note_client_connection_lost) + std::string(reason));
+  // Replies a delay fault held for it are no longer held (flush_replies): the reply to an end
+  // of data among them settles its transaction with what the destination said.
+  flush_replies(now);
   end_if_client_done(now);
 }
 
@@ -206,35 +209,19 @@ void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
 // is still awaited and recorded: it says whether the message was delivered.
 void relay_fsm::end_if_client_done(std::uint64_t now) {
   if (ended_ || !client_input_ended_) return;
-  if ((out_.closed(leg::client) || client_gave_up_) && faults_.holds_end_of_data()) {
-    // Gone before its message was handed off (a delay fault holds the end), or closed its side
-    // long after its last bytes, as a sender that gave up waiting does (Postfix at its timeout;
-    // no write shows that it is gone while the relay sends nothing): the end is never sent, so
-    // nothing is delivered that the client could not be told of, and would send again.
-    faults_.drop_held_end_of_data(now);
+  const bool gone = out_.closed(leg::client) || client_gave_up_;
+  if ((gone && (faults_.holds_end_of_data() || bdat_end_awaits_replies_)) || (out_.closed(leg::client) && awaiting_capture_)) {
+    // Gone before its message was handed off, or closed its side long after its last bytes, as a
+    // sender that gave up waiting does (Postfix at its timeout; no write shows that it is gone
+    // while the relay sends nothing): the message's end, which a delay fault holds, or which
+    // waits for the replies before it or for the recorder, is never sent, so nothing is
+    // delivered that the client could not be told of, and would send again.
+    drop_held_message_end(now);
     out_.note(now, std::string(out_.closed(leg::client) ? "client connection lost" : "client closed its connection") +
-                       " while a fault held the end of data: upstream closed without it; nothing delivered");
-    return end_session(now, "client_closed", "while the end of data was held");
-  }
-  if ((out_.closed(leg::client) || client_gave_up_) && bdat_end_awaits_replies_) {
-    // The same while a pipelined BDAT LAST's last byte waits for the replies before it
-    // (release_bdat_message): it is never sent, and a fault planned for it never acted.
-    const std::uint64_t txn = *std::exchange(bdat_end_awaits_replies_, std::nullopt);
-    faults_.give_back_end_plan(now, txn, "the client was gone before it acted");
-    withheld_bdat_.clear();
-    out_.note(now, std::string(out_.closed(leg::client) ? "client connection lost" : "client closed its connection") +
-                       " while the last chunk's end waited for the replies before it: upstream closed without it; "
-                       "nothing delivered");
-    return end_session(now, "client_closed", "while the end of data was held");
-  }
-  if (out_.closed(leg::client) && awaiting_capture_) {
-    // The same while the message's end (the dot, the last chunk's last byte) waits for the
-    // recorder: the capture settling would have sent it to be delivered to a client gone.
-    const std::uint64_t txn = std::exchange(awaiting_capture_, std::nullopt)->txn;
-    faults_.give_back_end_plan(now, txn, "the client was gone before it acted");
-    withheld_bdat_.clear();
-    out_.note(now, "client connection lost while the end of data waited for the capture: upstream closed without it; "
-                   "nothing delivered");
+                       " while the end of data was held: upstream closed without it; this message was not delivered");
+    // An earlier message's end went upstream (BDAT pipelines them): its reply is still awaited
+    // and recorded, as for any client gone; the session ends when it comes.
+    if (owed_.awaiting_end_of_data()) return;
     return end_session(now, "client_closed", "while the end of data was held");
   }
   // Input still to be taken, unless the client is gone: nothing it sent is taken any more
@@ -260,6 +247,19 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
   if (!closing_reason_.empty()) return end_session(now, closing_reason_, closing_detail_);
   if (!in_.fully_parsed() && !partial_line()) return;   // complete lines still to be taken
   end_session(now, "client_closed", "client closed its sending side");
+}
+
+void relay_fsm::drop_held_message_end(std::uint64_t now) {
+  // A BDAT message's end is its withheld last byte (or empty LAST command): its reply is then
+  // no longer awaited.
+  const bool chunked = !withheld_bdat_.empty();
+  faults_.drop_held_end_of_data(now);
+  if (const auto txn = std::exchange(bdat_end_awaits_replies_, std::nullopt))
+    faults_.give_back_end_plan(now, *txn, "the client was gone before it acted");
+  if (const auto waited = std::exchange(awaiting_capture_, std::nullopt))
+    faults_.give_back_end_plan(now, waited->txn, "the client was gone before it acted");
+  withheld_bdat_.clear();
+  if (chunked) owed_.withdraw_bdat_last();
 }
 
 void relay_fsm::close_after_owed(std::uint64_t now, std::string_view reason, std::string detail) {
@@ -1561,7 +1561,8 @@ void relay_fsm::local_reply(std::uint64_t now, phase ph, int code, std::string_v
 
 void relay_fsm::flush_replies(std::uint64_t now) {
   while (!ended_ && !faults_.stalled() && owed_.ready_head()) {
-    if (faults_.reply_delayed(now, owed_.front())) return;   // a delay fault holds it (and all after it)
+    // A delay fault holds it (and all after it), for a client still there to hear it.
+    if (!out_.closed(leg::client) && faults_.reply_delayed(now, owed_.front())) return;
     reply_slot p = owed_.pop_head();
     if (faults_.give_back_for_a_gone_client(now, p)) {
       // The recipient the fault refused was never forwarded: its code is still its record's.

@@ -181,6 +181,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // The last BDAT chunk is in: like the dot, its last byte waits for the capture and the faults.
   void end_of_bdat_message(std::uint64_t now, transaction* t);
   void release_bdat_message(std::uint64_t now, transaction* t);
+  // The client is gone: the message end held here (by a delay fault, for the replies before it,
+  // or for the recorder) is never sent, and a fault planned for it is given back.
+  void drop_held_message_end(std::uint64_t now);
   // MAIL's or a recorded RCPT's reply to `t` has not gone out yet.
   bool replies_before_message_owed(const transaction& t) const;
   // flush_replies: the replies release_bdat_message waited for are out.

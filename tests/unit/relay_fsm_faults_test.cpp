@@ -1687,6 +1687,24 @@ TEST_F(FaultFsm, AClientLostWhileADelayHoldsItsCommandEndsTheSession) {
   EXPECT_THAT(up_, Not(HasSubstr("MAIL FROM")));
 }
 
+// A review (older): a client lost while a delay held the destination's reply to its end of
+// data ended the session with the transaction unknown, though the reply (250) was in hand. It
+// settles the transaction now; the delay is recorded with the time it held.
+TEST_F(FaultFsm, AClientLostWhileADelayHoldsTheReplyToItsEndOfDataKeepsThatReply) {
+  adv_->on(phase::data_end, fault_stage::reply, delay_of(3'000'000, "slow-ack"));
+  open_data();
+  client("body\r\n.\r\n");
+  upstream("250 2.0.0 Ok: queued as D1\r\n");
+  EXPECT_THAT(cl_, Not(HasSubstr("queued as D1")));
+  fsm_->on_client_gone(tick(), "Connection reset by peer");
+  take();
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_closed");
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+  EXPECT_EQ(only_fault("delay").rule, "slow-ack");
+}
+
 // A review: a fault's reply was recorded, and counted, when it was queued, so one queued behind
 // a reply that never came (the client left first) counted though it never went out. It is
 // applied as it goes out; one the session ends before sending is given back.
@@ -1961,6 +1979,28 @@ TEST_F(FaultFsm, AClientLostWhileThePipelinedBdatEndAwaitsRepliesGetsNothingDeli
     EXPECT_THAT(adv_->applied_rules, IsEmpty());
     EXPECT_THAT(adv_->dropped_rules, ElementsAre("cut"));
   }
+}
+
+// A review of the test above: with two BDAT messages pipelined, the first's end upstream and
+// the second's waiting, a client lost ended the session at once, and the first message (which
+// the destination then accepted) was recorded as unknown. Its reply is still awaited and
+// recorded; only the second is not delivered.
+TEST_F(FaultFsm, AClientLostWhileASecondBdatMessageWaitsKeepsTheFirstMessagesReply) {
+  adv_->plan.decides_messages = true;
+  envelope();
+  client("BDAT 5 LAST\r\nhello" + mail_from + rcpt_bob + "BDAT 5 LAST\r\nworld");
+  EXPECT_THAT(up_, EndsWith("BDAT 5 LAST\r\nhello" + mail_from + rcpt_bob + "BDAT 5 LAST\r\nworl"));
+  fsm_->on_client_gone(tick(), "Connection reset by peer");
+  take();
+  EXPECT_FALSE(fsm_->finished()) << "the first message's reply is still to come";
+  upstream("250 2.0.0 Ok: queued as Q1\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_closed");
+  EXPECT_THAT(up_, EndsWith("worl")) << "the second message's end never went";
+  ASSERT_EQ(obs_->transactions.size(), 2u);
+  EXPECT_EQ(obs_->transactions[0].result, outcome::delivered);
+  EXPECT_EQ(obs_->transactions[1].result, outcome::aborted);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
 }
 
 // The upstream says 421 to the RCPT while the last byte waits: the byte is not sent to an
