@@ -364,7 +364,10 @@ class ScenarioFailures(ScenarioTest):
         self.assertEqual(cap.transactions[0]["outcome"], "aborted")
         stages = {s["name"]: s for s in cap.of_type("stage")}
         self.assertIn("body", stages)
-        self.assertGreaterEqual(stages["data_end"]["duration_us"], 3000000, stages)
+        # From the dot's CRLF reaching the relay to the client's close after its 3 s wait: less
+        # than 3 s only by how much later the CRLF reached the relay than the close did (a full
+        # ctest -j2 once gave 2.998 s).
+        self.assertGreaterEqual(stages["data_end"]["duration_us"], 2900000, stages)
         self.assertEqual(stages["data_end"]["upstream_us"], 0)
         r = run_mailtap(["show", cap.path])
         self.assertEqual(r.returncode, 0, r.stderr)
