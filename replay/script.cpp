@@ -429,8 +429,10 @@ void mark_withheld(const script& s, const std::vector<step*>& steps, const std::
 // it sent on is each step's copy found in order among the upstream bytes sent since the read
 // before the one that brought the last answered step. The copies of the steps that read brought
 // before the last answered one are taken first, in order, so that a later step repeating one of
-// them (a second RCPT TO:<x>) is not taken for sent on by its earlier copy; and a line the relay
-// never read (past its `lines_read`) never went on, whatever copy the upstream bytes hold.
+// them (a second RCPT TO:<x>) is not taken for sent on by its earlier copy; of those, only the
+// ones the destination answered, since one the relay or a fault answered itself may never have
+// gone on; and a line the relay never read (past its `lines_read`) never went on, whatever copy
+// the upstream bytes hold.
 void mark_what_the_relay_did_after_the_last_reply(const std::vector<step*>& steps, const std::vector<std::size_t>& starts,
                                                   const timed_stream& in, const std::string& upstream,
                                                   std::size_t lines_read) {
@@ -448,6 +450,11 @@ void mark_what_the_relay_did_after_the_last_reply(const std::vector<step*>& step
     if (j >= first) st.read_by_relay = line_read;
     if (is_line) ++line;
     if (j < from && (j >= starts.size() || in.chunk_of(starts[j]) < chunk)) continue;
+    // An earlier step of that read the relay or a fault answered itself may never have gone on:
+    // looking for its copy could take a later identical line's, which did.
+    if (j < from && st.reply && st.reply->source != reply_source::server && st.reply->source != reply_source::edited &&
+        !st.withheld)
+      continue;
     // What of a withheld message or chunk went; a message as the relay framed it; a line without
     // its CRLF never goes on.
     const std::string_view copy = st.withheld                                   ? std::string_view(st.forwarded)

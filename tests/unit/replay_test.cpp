@@ -1977,6 +1977,29 @@ TEST(ReplayClient, ALineRepeatingOneSentOnInTheSameReadIsNotTakenForSentOn) {
       << fsm2.results()[5].note;
 }
 
+// A review of the test above: a step earlier in the same read that a fault answered itself (never
+// sent on) took the copy of a later identical line that did go on, which was then skipped as never
+// sent on, and the live server missed a line the recorded destination got.
+TEST(ReplayClient, ALineAFaultAnsweredEarlierInTheReadDoesNotTakeALaterLinesCopy) {
+  capture_builder b = greeted();
+  b.client(4000, "MAIL FROM:<a@x>\r\n").forwarded(4000, "MAIL FROM:<a@x>\r\n").server(4100, "250 2.1.0 Ok\r\n");
+  b.command(6000, "RCPT TO:<b@y>")
+      .command(6000, "NOOP")
+      .forwarded(6000, "NOOP\r\nRCPT TO:<b@y>\r\n")
+      .command(6000, "RCPT TO:<b@y>")
+      .message(6000, "RCPT TO:<b@y>\r\nNOOP\r\nRCPT TO:<b@y>\r\n")
+      .relay(6000, "550 5.1.1 no such user\r\n", "nouser")
+      .note(6100, "upstream_closed: upstream closed the connection")
+      .relay(6100, "421 4.4.2 mailtap upstream connection lost\r\n")
+      .end(6100, "upstream_closed");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 5u);
+  EXPECT_TRUE(s.steps[4].went_upstream) << "the recorded destination got the second RCPT";
+  client_fsm fsm(s, without_pauses());
+  past_ehlo(fsm);
+  EXPECT_EQ(reply_to(fsm, "250 2.1.0 Ok\r\n", 110).sent, "RCPT TO:<b@y>\r\nNOOP\r\nRCPT TO:<b@y>\r\n");
+}
+
 // A review's finding: the last bytes of a session that ended inside a command line went out as
 // recorded, a bare LF inside them too; the relay never forwarded them (only CRLF ends a line, and
 // it would have refused the line for its bare LF whatever came after), and a server that takes a
