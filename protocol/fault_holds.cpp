@@ -864,7 +864,7 @@ void fault_holds::reply_releasing(std::uint64_t now, reply_slot& p) {
     // A client gone has it released at once (relay_fsm::on_client_gone), never relayed.
     event(now, *p.fault.decision, p.fault.ph,
           "reply " + std::to_string(p.answer.parsed->code) + " held" +
-              (out_.closed(leg::client) ? "; the session ended before it was relayed" : ""),
+              (out_.closed(leg::client) ? "; the client was gone before it was relayed" : ""),
           now - std::max(p.answer.t_upstream, p.asked.t_received));
     p.fault.decision->what = verdict::proceed;   // recorded: session_ending must not record it again
   }

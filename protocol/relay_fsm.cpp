@@ -220,8 +220,15 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
     out_.note(now, std::string(out_.closed(leg::client) ? "client connection lost" : "client closed its connection") +
                        " while the end of data was held: upstream closed without it; this message was not delivered");
     // An earlier message's end went upstream (BDAT pipelines them): its reply is still awaited
-    // and recorded, as for any client gone; the session ends when it comes.
-    if (owed_.awaiting_end_of_data()) return;
+    // and recorded, as for any client gone; the session ends when it comes. Nothing more of the
+    // client's is taken meanwhile: the destination waits inside the held message's last chunk,
+    // and the next byte sent would end it (a client that closed its side is still read).
+    if (owed_.awaiting_end_of_data()) {
+      record_rest_of_client_input(now);
+      closing_reason_ = "client_closed";
+      closing_detail_ = "while the end of data was held";
+      return;
+    }
     return end_session(now, "client_closed", "while the end of data was held");
   }
   // Input still to be taken, unless the client is gone: nothing it sent is taken any more
@@ -1601,11 +1608,15 @@ void relay_fsm::flush_replies(std::uint64_t now) {
       if (in_.fully_parsed()) begin_message_input(now);   // its data-rate budget starts here too
     }
     last_client_code_ = p.answer.parsed->code;
+    // QUIT's reply released to a client gone (a delay held it): the client never had it, and
+    // its leaving ends the session (end_if_client_done), not the QUIT.
+    if (p.asked.ph == phase::quit && out_.closed(leg::client)) continue;
     after_reply(now, p);
     if (p.fault.then != then_do::nothing) faults_.then(now, p);
   }
   if (ended_ || faults_.stalled()) return;
-  if (bdat_end_awaits_replies_) {
+  // Not for a client gone or given up: end_if_client_done (below) drops the end instead.
+  if (bdat_end_awaits_replies_ && !out_.closed(leg::client) && !client_gave_up_) {
     resume_bdat_end(now);
     if (ended_ || faults_.stalled()) return;
   }

@@ -1615,7 +1615,7 @@ TEST_F(FaultFsm, AReplyDelayCutShortByTheSessionsEndIsRecordedAndCounted) {
   EXPECT_EQ(e.rule, "slow-reply");
   EXPECT_EQ(e.planned_delay_us, 5'000'000u);
   EXPECT_EQ(e.actual_delay_us, 2'000'000u);
-  EXPECT_THAT(e.detail, HasSubstr("session ended"));
+  EXPECT_THAT(e.detail, HasSubstr("before it was relayed"));
   EXPECT_EQ(fsm_->stats().faults_injected, 1u);
   EXPECT_THAT(adv_->applied_rules, ElementsAre("slow-reply"));
 }
@@ -2001,6 +2001,58 @@ TEST_F(FaultFsm, AClientLostWhileASecondBdatMessageWaitsKeepsTheFirstMessagesRep
   EXPECT_EQ(obs_->transactions[0].result, outcome::delivered);
   EXPECT_EQ(obs_->transactions[1].result, outcome::aborted);
   EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+}
+
+// A review of the test above: a client that gave up (a FIN long after its last bytes) is still
+// read, and what it pipelined after the held message (QUIT) went upstream into the destination's
+// unfinished last chunk once the first message's reply came: "worl" + "Q" was delivered, its
+// 250 taken for QUIT's. Nothing more of the client's is taken once the held end is dropped.
+TEST_F(FaultFsm, AClientThatGaveUpWhileASecondBdatMessageWaitsSendsNothingMore) {
+  adv_->plan.decides_messages = true;
+  envelope();
+  client("BDAT 5 LAST\r\nhello" + mail_from + rcpt_bob + "BDAT 5 LAST\r\nworldQUIT\r\n");
+  EXPECT_THAT(up_, EndsWith("BDAT 5 LAST\r\nworl"));
+  now_ += client_gave_up_after_us;
+  fsm_->on_client_eof(tick());
+  take();
+  EXPECT_FALSE(fsm_->finished()) << "the first message's reply is still to come";
+  upstream("250 2.0.0 Ok: queued as Q1\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  EXPECT_THAT(up_, EndsWith("worl")) << "nothing after the held end went upstream";
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_closed");
+  ASSERT_EQ(obs_->transactions.size(), 2u);
+  EXPECT_EQ(obs_->transactions[0].result, outcome::delivered);
+  EXPECT_EQ(obs_->transactions[1].result, outcome::aborted);
+}
+
+// A review of 975c987: releasing replies a delay held for a client gone resumed a BDAT end that
+// waited for them, and sent its last byte: a message delivered to a client never told of it.
+TEST_F(FaultFsm, AClientLostWhileADelayHoldsTheRepliesABdatEndWaitsForGetsNothingDelivered) {
+  adv_->plan.decides_messages = true;
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::reply, delay_of(5'000'000, "slow-rcpt"));
+  client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello");
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  EXPECT_THAT(up_, EndsWith("hell"));
+  fsm_->on_client_gone(tick(), "Connection reset by peer");
+  take();
+  EXPECT_THAT(up_, EndsWith("hell")) << "the last byte never went";
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_closed");
+  EXPECT_EQ(only_transaction().result, outcome::aborted);
+}
+
+// A review of 975c987: QUIT's 221 a delay held, released to a client gone, ended the session as
+// the client's QUIT; it is the client's leaving that ends it.
+TEST_F(FaultFsm, AClientLostWhileADelayHoldsQuitsReplyEndsAsClosed) {
+  greet_and_ehlo();
+  adv_->on(phase::quit, fault_stage::reply, delay_of(5'000'000, "slow-bye"));
+  client("QUIT\r\n");
+  upstream("221 2.0.0 Bye\r\n");
+  fsm_->on_client_gone(tick(), "Connection reset by peer");
+  take();
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_closed");
 }
 
 // The upstream says 421 to the RCPT while the last byte waits: the byte is not sent to an
