@@ -223,7 +223,9 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
     // and recorded, as for any client gone; the session ends when it comes. Nothing more of the
     // client's is taken meanwhile: the destination waits inside the held message's last chunk,
     // and the next byte sent would end it (a client that closed its side is still read).
-    if (owed_.awaiting_end_of_data()) {
+    // A client that only closed its side still reads: it gets every reply it is owed first,
+    // one a delay fault holds included (a client gone has had those released: on_client_gone).
+    if (out_.closed(leg::client) ? owed_.awaiting_end_of_data() : !owed_.empty()) {
       record_rest_of_client_input(now);
       closing_reason_ = "client_closed";
       closing_detail_ = "while the end of data was held";

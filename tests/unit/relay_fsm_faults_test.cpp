@@ -2025,6 +2025,29 @@ TEST_F(FaultFsm, AClientThatGaveUpWhileASecondBdatMessageWaitsSendsNothingMore) 
   EXPECT_EQ(obs_->transactions[1].result, outcome::aborted);
 }
 
+// A review of 8859fea: the same with the first message's 250 held by a delay fault: the client,
+// still reading, never got it (it sends the message again) and the capture said unknown.
+TEST_F(FaultFsm, AClientThatGaveUpStillGetsTheFirstMessagesReplyADelayHolds) {
+  adv_->plan.decides_messages = true;
+  envelope();
+  adv_->on(phase::data_end, fault_stage::reply, delay_of(5'000'000, "slow-ack"));
+  client("BDAT 5 LAST\r\nhello" + mail_from + rcpt_bob + "BDAT 5 LAST\r\nworld");
+  upstream("250 2.0.0 Ok: queued as Q1\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  EXPECT_THAT(cl_, Not(HasSubstr("Q1")));
+  now_ += client_gave_up_after_us;
+  fsm_->on_client_eof(tick());
+  take();
+  EXPECT_FALSE(fsm_->finished()) << "replies it is owed are still to go out";
+  fire_fault_timer();
+  EXPECT_THAT(cl_, EndsWith("250 2.0.0 Ok: queued as Q1\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_closed");
+  EXPECT_THAT(up_, EndsWith("worl"));
+  ASSERT_EQ(obs_->transactions.size(), 2u);
+  EXPECT_EQ(obs_->transactions[0].result, outcome::delivered);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+}
+
 // A review of 975c987: releasing replies a delay held for a client gone resumed a BDAT end that
 // waited for them, and sent its last byte: a message delivered to a client never told of it.
 TEST_F(FaultFsm, AClientLostWhileADelayHoldsTheRepliesABdatEndWaitsForGetsNothingDelivered) {
