@@ -738,10 +738,7 @@ void fault_holds::release_absorbed_chunk(std::uint64_t now, reply_slot& p) {
   }
   // A chunk before the last: its 503 gives the plan back, as finish_absorbed_bdat's does,
   // unless the client has begun another message since.
-  if (end_plan_txn_ == p.asked.txn && end_plan_) {
-    out_.note(now, "fault " + end_plan_->rule + " not applied: no recipient was accepted");
-    drop_end_plan();
-  }
+  give_back_end_plan(now, p.asked.txn, "no recipient was accepted");
   p.fault.decision.reset();
   p.fault.then = then_do::nothing;
   p.answer.parsed = make_reply(503, "5.5.1", "No valid recipients");

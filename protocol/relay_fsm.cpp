@@ -209,8 +209,7 @@ void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
 // is still awaited and recorded: it says whether the message was delivered.
 void relay_fsm::end_if_client_done(std::uint64_t now) {
   if (ended_ || !client_input_ended_) return;
-  const bool gone = out_.closed(leg::client) || client_gave_up_;
-  if ((gone && (faults_.holds_end_of_data() || bdat_end_awaits_replies_)) || (out_.closed(leg::client) && awaiting_capture_)) {
+  if ((client_left() && (faults_.holds_end_of_data() || bdat_end_awaits_replies_)) || (out_.closed(leg::client) && awaiting_capture_)) {
     // Gone before its message was handed off, or closed its side long after its last bytes, as a
     // sender that gave up waiting does (Postfix at its timeout; no write shows that it is gone
     // while the relay sends nothing): the message's end, which a delay fault holds, or which
@@ -1618,7 +1617,7 @@ void relay_fsm::flush_replies(std::uint64_t now) {
   }
   if (ended_ || faults_.stalled()) return;
   // Not for a client gone or given up: end_if_client_done (below) drops the end instead.
-  if (bdat_end_awaits_replies_ && !out_.closed(leg::client) && !client_gave_up_) {
+  if (bdat_end_awaits_replies_ && !client_left()) {
     resume_bdat_end(now);
     if (ended_ || faults_.stalled()) return;
   }

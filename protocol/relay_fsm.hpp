@@ -340,6 +340,8 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   bool client_paused_ = false;                   // pause_reading{client} was the last said
   bool client_input_ended_ = false;              // FIN seen (out_.closed(client): nothing can reach it either)
   bool client_gave_up_ = false;                  // that FIN came client_gave_up_after_us after its last bytes
+  // Lost (reset), or closed its side long after its last bytes: nothing held for it may go on.
+  bool client_left() const { return out_.closed(leg::client) || client_gave_up_; }
   std::size_t own_refusals_ = 0;                 // commands the relay refused itself (limits::relay_hard_errors)
   std::size_t unsolicited_replies_ = 0;          // upstream replies no command asked for (limits.hpp)
   // Since when the shell reads the client again after its last pause (a backlog upstream or in
