@@ -1814,6 +1814,15 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
       owed_.drop_after(*it);
       finish_transaction(now, it->asked.txn, outcome::unknown, it->answer.parsed, true);
     } else {
+      if (end_went_upstream) {
+        // A pipelined BDAT ... LAST went whole behind the command waiting here (MAIL, RCPT, a
+        // chunk before it): the destination may have taken the message and delivered it before
+        // the connection was lost, so the transaction is unknown, not the 421's tempfail, though
+        // the client gets the 421 for the command it waits on.
+        ++stats_.ambiguous_end_of_data;
+        out_.note(now, "ambiguous end of data: upstream lost after the message was sent, before the replies to its envelope");
+        finish_transaction(now, it->asked.txn, outcome::unknown, std::nullopt, false);
+      }
       // A QUIT owed its reply has what it asked for, the session's end (a destination that
       // closes after an accepted message, without its 221): 221, not a failure.
       // Only a plain close: a timeout or a protocol error keeps its 421 and its end reason.

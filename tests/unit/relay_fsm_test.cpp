@@ -922,6 +922,36 @@ TEST_F(RelayFsmTest, AFullySentLastChunkAfterARefusalOfAnEarlierChunkIsNotAmbigu
   }
 }
 
+// A pipelined MAIL, RCPT and BDAT 5 LAST went upstream whole, and the upstream was lost before
+// any reply: the client gets 421 for MAIL, but the destination may have taken the message and
+// delivered it, so the transaction is unknown (duplicate risk), as for a dot with no reply; the
+// capture said tempfailed (MAIL's 421). The same with MAIL answered and RCPT waiting.
+TEST_F(RelayFsmTest, AnUpstreamLostBeforeTheEnvelopesRepliesToAPipelinedBdatLastSentWholeIsUnknown) {
+  for (const bool mail_answered : {false, true}) {
+    SCOPED_TRACE(mail_answered ? "RCPT waiting" : "MAIL waiting");
+    make();
+    greet_and_ehlo();
+    client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nBDAT 5 LAST\r\nhello");
+    EXPECT_THAT(up_, EndsWith("BDAT 5 LAST\r\nhello"));
+    if (mail_answered) upstream("250 2.1.0 Ok\r\n");
+    upstream_eof();
+    EXPECT_THAT(cl_, HasSubstr("421 4.4.2"));
+    EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 1u);
+    EXPECT_EQ(only_transaction().result, outcome::unknown);
+    EXPECT_TRUE(fsm_->finished());
+  }
+}
+
+// The same BDAT LAST not yet whole when the upstream went: nothing could be delivered.
+TEST_F(RelayFsmTest, AnUpstreamLostBeforeAPipelinedBdatLastWasWholeIsNotAmbiguous) {
+  greet_and_ehlo();
+  client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nBDAT 5 LAST\r\nhel");
+  upstream_eof();
+  EXPECT_THAT(cl_, HasSubstr("421 4.4.2"));
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+  EXPECT_NE(only_transaction().result, outcome::unknown);
+}
+
 // A review (older): a client lost while the recorder's backlog held its input never ended: the
 // input was never to be taken again, and nothing else was waited for.
 TEST_F(RelayFsmTest, AClientLostWhileItsInputIsHeldEndsTheSession) {
