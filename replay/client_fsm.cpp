@@ -282,8 +282,9 @@ void client_fsm::advance(std::uint64_t now_us) {
       ++next_;
       continue;
     }
-    // Behind that step the recorded destination answered nothing: it took no transaction and
-    // delivered nothing. What the relay sent on there goes (sent, above), but never a step that
+    // Behind that step the recorded destination answered nothing: the recording shows no transaction
+    // it took and no delivery (the capture may say `unknown`: whether it delivered is not known).
+    // What the relay sent on there goes (sent, above), but never a step that
     // would end a message (a BDAT ... LAST with its chunk, a DATA message with its end): a live
     // server would deliver it, a BDAT chunk having no 354 to wait for. None of it goes, and the
     // connection closes once the replies owed are in, as for a message withheld.
@@ -292,8 +293,9 @@ void client_fsm::advance(std::uint64_t now_us) {
       const std::string what = st.kind == step_kind::message ? "message" : "last BDAT chunk";
       res.status = step_status::skipped;
       res.note = "not sent: " + closing_ + "; the relay had sent this " + what +
-                 " on, but the recorded destination answered neither that step nor any after it, so it delivered "
-                 "nothing, and a live server would deliver the message this " + what +
+                 " on, but the recorded destination answered neither that step nor any after it, so the recording "
+                 "shows no delivery of it (whether the destination delivered it is unknown), and a live server "
+                 "would deliver the message this " + what +
                  " ends: the replay sent none of it and closed the connection: nothing delivered";
       settle(i + 1, now_us);
       stop_sending(i + 1, now_us, "not sent: the replay closed the connection at the " + what +
