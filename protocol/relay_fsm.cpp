@@ -209,7 +209,7 @@ void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
 // is still awaited and recorded: it says whether the message was delivered.
 void relay_fsm::end_if_client_done(std::uint64_t now) {
   if (ended_ || !client_input_ended_) return;
-  if ((client_left() && (faults_.holds_end_of_data() || bdat_end_awaits_replies_)) || (out_.closed(leg::client) && awaiting_capture_)) {
+  if (client_left() && (faults_.holds_end_of_data() || bdat_end_awaits_replies_ || awaiting_capture_)) {
     // Gone before its message was handed off, or closed its side long after its last bytes, as a
     // sender that gave up waiting does (Postfix at its timeout; no write shows that it is gone
     // while the relay sends nothing): the message's end, which a delay fault holds, or which
@@ -232,6 +232,19 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
     }
     return end_session(now, "client_closed", "while the end of data was held");
   }
+  if (client_gave_up_ && faults_.line_held()) {
+    // A sender that gave up while a delay fault held its command line: the line is never
+    // forwarded, nor anything behind it (a BDAT ... LAST with its chunk would deliver a message
+    // it gave up on). A client gone never has it taken (process_client_input).
+    abandon_held_line(now);
+    record_rest_of_client_input(now);
+    if (!owed_.empty()) {   // it still reads: the replies it is owed first
+      closing_reason_ = "client_closed";
+      closing_detail_ = "client closed its connection while a delay fault held its command";
+      return;
+    }
+    return end_session(now, "client_closed", "client closed its connection while a delay fault held its command");
+  }
   // Input still to be taken, unless the client is gone: nothing it sent is taken any more
   // (process_client_input), so a line a delay holds, or input the recorder's backlog holds, is
   // never forwarded, and waiting for it would keep the session for good.
@@ -239,7 +252,18 @@ void relay_fsm::end_if_client_done(std::uint64_t now) {
     return;
   if (in_message() && in_.fully_parsed()) {
     // Client vanishes inside the message: close upstream without the dot; nothing delivered.
-    out_.note(now, "client closed the connection inside the message: upstream closed without end of data");
+    // An earlier message's end went upstream before it (BDAT pipelines them): its reply is still
+    // awaited and recorded, and a client that only closed its side still gets it; the session
+    // ends inside this message once it is in.
+    if (closing_reason_.empty())
+      out_.note(now, "client closed the connection inside the message: upstream closed without end of data");
+    const transaction* inside = txns_.newest();
+    if (owed_.owes_end_of_data_other_than(inside ? inside->id : 0, out_.closed(leg::client))) {
+      record_rest_of_client_input(now);
+      closing_reason_ = "client_closed";
+      closing_detail_ = "inside the message";
+      return;
+    }
     return end_session(now, "client_closed", "inside the message");
   }
   if (mode_ == client_mode::auth_response) {
@@ -1012,6 +1036,7 @@ void relay_fsm::on_capture_settled(std::uint64_t now, bool capture_failed) {
   if (waited.kind == message_end::data) release_end_of_data(now, waited.txn, waited.arrived_us);
   else release_bdat_message(now, txns_.find(waited.txn));
   process_client_input(now);   // what the client pipelined after the message waited too
+  end_if_client_done(now);     // its input ended meanwhile: the session may be over now
 }
 
 // `arrived`: when the dot came. Its stage starts there, not where the capture let it go: a

@@ -66,6 +66,12 @@ bool reply_queue::owes_end_of_data() const {
   return std::any_of(slots_.begin(), slots_.end(), [](const reply_slot& s) { return s.asked.answers_end_of_data(); });
 }
 
+bool reply_queue::owes_end_of_data_other_than(std::uint64_t txn, bool awaited_only) const {
+  return std::any_of(slots_.begin(), slots_.end(), [&](const reply_slot& s) {
+    return s.asked.answers_end_of_data() && s.asked.txn != txn && (!awaited_only || awaited(s));
+  });
+}
+
 bool reply_queue::owes(phase ph) const {
   return std::any_of(slots_.begin(), slots_.end(), [ph](const reply_slot& s) { return s.asked.ph == ph; });
 }

@@ -94,6 +94,9 @@ class reply_queue {
   bool awaiting_end_of_data() const;
   // A reply to an end of data, or to a command of phase `ph`, is still owed (awaited or not yet sent).
   bool owes_end_of_data() const;
+  // The same for the end of a transaction other than `txn` (an earlier message's: BDAT pipelines
+  // them behind each other); `awaited_only`: one whose reply has not come from the upstream yet.
+  bool owes_end_of_data_other_than(std::uint64_t txn, bool awaited_only) const;
   bool owes(phase ph) const;
   // The reply to a command of phase `ph` in transaction `txn` has not gone out yet.
   bool owes(phase ph, std::uint64_t txn) const;

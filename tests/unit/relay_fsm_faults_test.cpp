@@ -2048,6 +2048,88 @@ TEST_F(FaultFsm, AClientThatGaveUpStillGetsTheFirstMessagesReplyADelayHolds) {
   EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
 }
 
+// A review of ad8b275: a client lost inside a second pipelined BDAT message's chunk ended the
+// session at once, while the first message's end was upstream: the destination then said 250
+// and the capture said unknown (ambiguous), a message delivered and recorded as maybe.
+TEST_F(FaultFsm, AClientLostInsideASecondChunkKeepsTheFirstMessagesReply) {
+  envelope();
+  client("BDAT 5 LAST\r\nhello" + mail_from + rcpt_bob + "BDAT 10 LAST\r\nworl");
+  EXPECT_THAT(up_, EndsWith("BDAT 10 LAST\r\nworl"));
+  fsm_->on_client_gone(tick(), "Connection reset by peer");
+  take();
+  EXPECT_FALSE(fsm_->finished()) << "the first message's reply is still to come";
+  upstream("250 2.0.0 Ok: queued as Q1\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_closed");
+  ASSERT_EQ(obs_->transactions.size(), 2u);
+  EXPECT_EQ(obs_->transactions[0].result, outcome::delivered);
+  EXPECT_EQ(obs_->transactions[1].result, outcome::aborted);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+}
+
+// The same for a client that gave up (a FIN long after its last bytes, still reading): it gets
+// the first message's 250, or it sends that message again.
+TEST_F(FaultFsm, AClientThatGaveUpInsideASecondChunkStillGetsTheFirstMessagesReply) {
+  envelope();
+  client("BDAT 5 LAST\r\nhello" + mail_from + rcpt_bob + "BDAT 10 LAST\r\nworl");
+  now_ += client_gave_up_after_us;
+  fsm_->on_client_eof(tick());
+  take();
+  EXPECT_FALSE(fsm_->finished()) << "the first message's reply is still to come";
+  upstream("250 2.0.0 Ok: queued as Q1\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  EXPECT_THAT(cl_, HasSubstr("250 2.0.0 Ok: queued as Q1\r\n"));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_closed");
+  EXPECT_THAT(up_, EndsWith("worl"));
+  ASSERT_EQ(obs_->transactions.size(), 2u);
+  EXPECT_EQ(obs_->transactions[0].result, outcome::delivered);
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+}
+
+// A review of ad8b275: a client that gave up while a delay fault held its "BDAT 5 LAST" line
+// (its whole last chunk behind it) had the chunk forwarded, last byte included, once the hold
+// ended: a message delivered to a sender that gave up on it (and sends it again).
+TEST_F(FaultFsm, AClientThatGaveUpWhileADelayHoldsItsBdatLastGetsNothingDelivered) {
+  envelope();
+  adv_->on(phase::bdat, fault_stage::command, delay_of(5'000'000, "slow-bdat"));
+  client("BDAT 5 LAST\r\nhello");
+  EXPECT_THAT(up_, Not(HasSubstr("BDAT")));
+  now_ += client_gave_up_after_us;
+  fsm_->on_client_eof(tick());
+  take();
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_closed");
+  EXPECT_THAT(up_, Not(HasSubstr("BDAT")));
+  EXPECT_THAT(up_, Not(HasSubstr("hello")));
+  ASSERT_EQ(obs_->transactions.size(), 1u);
+  EXPECT_EQ(obs_->transactions[0].result, outcome::aborted);
+  EXPECT_EQ(obs_->faults_with("delay").size(), 1u) << "the delay held the line: it is recorded";
+}
+
+// A review of ad8b275: a client that gave up while its dot waited for the recorder, a data_end
+// delay planned: the capture settled, the delay held the dot, and nothing dropped it: it went
+// upstream when the hold ended. Now the end is dropped at the FIN and the plan given back.
+TEST_F(FaultFsm, AClientThatGaveUpWhileItsDotAwaitsTheCaptureGetsNothingDelivered) {
+  relay_options o;
+  o.end_waits_for_capture = true;
+  make(o);
+  adv_->on(phase::data_end, fault_stage::command, delay_of(3'000'000, "slow-dot"));
+  open_data();
+  client("body\r\n.\r\n");
+  EXPECT_THAT(up_, Not(HasSubstr("body\r\n.\r\n")));
+  now_ += client_gave_up_after_us;
+  fsm_->on_client_eof(tick());
+  take();
+  EXPECT_TRUE(fsm_->finished());
+  fsm_->on_capture_settled(tick(), false);
+  take();
+  EXPECT_THAT(up_, Not(HasSubstr("body\r\n.\r\n"))) << "the held dot went upstream for a client that gave up";
+  EXPECT_EQ(end_reason(), "client_closed");
+  ASSERT_EQ(obs_->transactions.size(), 1u);
+  EXPECT_EQ(obs_->transactions[0].result, outcome::aborted);
+  EXPECT_TRUE(obs_->faults_with("delay").empty()) << "the delay never acted: given back";
+}
+
 // A review of 975c987: releasing replies a delay held for a client gone resumed a BDAT end that
 // waited for them, and sent its last byte: a message delivered to a client never told of it.
 TEST_F(FaultFsm, AClientLostWhileADelayHoldsTheRepliesABdatEndWaitsForGetsNothingDelivered) {
