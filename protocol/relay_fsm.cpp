@@ -209,7 +209,12 @@ void relay_fsm::on_client_gone(std::uint64_t now, std::string_view reason) {
 // is still awaited and recorded: it says whether the message was delivered.
 void relay_fsm::end_if_client_done(std::uint64_t now) {
   if (ended_ || !client_input_ended_) return;
-  if (client_left() && (faults_.holds_end_of_data() || bdat_end_awaits_replies_ || awaiting_capture_)) {
+  // The recorder's wait is dropped for a client that gave up only where a fault planned for that
+  // end would act on it: a slow disk alone does not lose a message a client still reading (one
+  // that sent QUIT behind it and closes its side a second later, as `nc -q 1` does) is told of.
+  const bool capture_wait_dropped =
+      awaiting_capture_ && (out_.closed(leg::client) || (client_gave_up_ && faults_.plans_end_of(awaiting_capture_->txn)));
+  if ((client_left() && (faults_.holds_end_of_data() || bdat_end_awaits_replies_)) || capture_wait_dropped) {
     // Gone before its message was handed off, or closed its side long after its last bytes, as a
     // sender that gave up waiting does (Postfix at its timeout; no write shows that it is gone
     // while the relay sends nothing): the message's end, which a delay fault holds, or which
@@ -1168,6 +1173,22 @@ bool relay_fsm::replies_before_message_owed(const transaction& t) const {
   return t.rec.rcpt_codes.size() < t.rec.rcpt_to.size() || owed_.owes(phase::mail, t.id);
 }
 
+// Whether the destination may have delivered transaction t, whose end went upstream and whose
+// final reply never came: it was sent a recipient it has not refused, and it refused neither MAIL
+// nor a chunk before the last (RFC 3030 2). Its replies count whether passed on or still held by
+// a delay fault; a recipient a fault answered never reached it.
+bool relay_fsm::may_have_delivered(const transaction& t) {
+  if (!t.end_sent) return false;
+  std::size_t refused = t.rcpts_refused_upstream;
+  for (const reply_slot& s : owed_) {
+    if (s.asked.txn != t.id || !s.answer.ready || s.answer.local || !s.answer.parsed || s.answer.parsed->klass() == 2)
+      continue;
+    if (s.asked.ph == phase::rcpt) ++refused;
+    else if (s.asked.ph == phase::mail || (s.asked.ph == phase::bdat && !s.asked.last_chunk)) return false;
+  }
+  return refused < t.rcpts_forwarded;
+}
+
 void relay_fsm::resume_bdat_end(std::uint64_t now) {
   const std::uint64_t id = *bdat_end_awaits_replies_;
   transaction* t = txns_.find(id);
@@ -1677,6 +1698,7 @@ void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {
       break;
     case phase::rcpt:
       if (t) t->rec.rcpt_codes.push_back(r.code);
+      if (t && !p.answer.local && r.klass() != 2) ++t->rcpts_refused_upstream;
       break;
     case phase::data:
       if (r.code != 354 && t) settle(outcome_of_code(r.code));
@@ -1770,7 +1792,7 @@ void relay_fsm::report_held_refusal() {
 void relay_fsm::abandon_transactions(std::uint64_t now) {
   while (const transaction* oldest = txns_.oldest()) {
     const transaction& t = *oldest;
-    if (t.end_sent) {
+    if (may_have_delivered(t)) {
       // The dot (or BDAT LAST) went upstream but its reply never came back: the message may
       // already be delivered, and the client, never told, will likely resend it.
       ++stats_.ambiguous_end_of_data;
@@ -1822,7 +1844,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     const transaction* owner = txns_.find(it->asked.txn);
     // A transaction already settled before its end's reply (a chunk before the last refused, a
     // 421 to it) cannot be delivered, whether the last chunk went or not: nothing ambiguous.
-    const bool end_went_upstream = owner && owner->end_sent;
+    const bool end_went_upstream = owner && may_have_delivered(*owner);
     if (end_went_upstream && it->asked.answers_end_of_data()) {
       // The dot went out but no reply came back: the message may or may not be delivered.
       ++stats_.ambiguous_end_of_data;

@@ -186,6 +186,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void drop_held_message_end(std::uint64_t now);
   // MAIL's or a recorded RCPT's reply to `t` has not gone out yet.
   bool replies_before_message_owed(const transaction& t) const;
+  bool may_have_delivered(const transaction& t);
   // flush_replies: the replies release_bdat_message waited for are out.
   void resume_bdat_end(std::uint64_t now);
   void release_withheld_bdat(std::uint64_t now, std::uint64_t txn) override;

@@ -22,6 +22,7 @@ struct transaction {
   transaction_record rec;
   header_scanner headers;
   std::size_t rcpts_forwarded = 0;
+  std::size_t rcpts_refused_upstream = 0;   // of those, refused by the destination's reply, passed on
   bool sealed = false;       // its end (dot, BDAT LAST, RSET, EHLO) went upstream: no further commands
   bool end_sent = false;     // the message itself went upstream: delivery may have happened
   bool recipients_overflowed = false;   // past limits::recipients_recorded_cap

@@ -2130,6 +2130,61 @@ TEST_F(FaultFsm, AClientThatGaveUpWhileItsDotAwaitsTheCaptureGetsNothingDelivere
   EXPECT_TRUE(obs_->faults_with("delay").empty()) << "the delay never acted: given back";
 }
 
+// A review of d018805: the destination refused MAIL, but a delay fault still held its 550 when
+// the upstream went, RCPT the first reply awaited: the whole BDAT LAST had gone, yet nothing
+// could be delivered, and the capture said unknown (ambiguous counted).
+TEST_F(FaultFsm, AnUpstreamLostWhileADelayHoldsItsRefusalOfMailIsNotAmbiguous) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::reply, delay_of(5'000'000, "slow-reply"));
+  client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello");
+  EXPECT_THAT(up_, EndsWith("BDAT 5 LAST\r\nhello"));
+  upstream("550 5.1.0 Sender rejected\r\n");   // held by the delay
+  fsm_->on_upstream_eof(tick());
+  take();
+  if (!fsm_->finished()) fire_fault_timer();
+  EXPECT_THAT(cl_, HasSubstr("550 5.1.0"));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+  EXPECT_EQ(only_transaction().result, outcome::rejected);
+}
+
+// The same with the only recipient answered by a fault (never forwarded): the destination has
+// no recipient, so the last chunk cannot deliver, whatever MAIL's reply.
+TEST_F(FaultFsm, AnUpstreamLostWithNoRecipientForwardedIsNotAmbiguous) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, answer(verdict::reply, 550, "5.1.1", "No such user", "no-bob"));
+  client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello");
+  EXPECT_THAT(up_, EndsWith(mail_from + "BDAT 5 LAST\r\nhello"));
+  fsm_->on_upstream_eof(tick());
+  take();
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+  EXPECT_NE(only_transaction().result, outcome::unknown);
+}
+
+// A review of 9eab0e2: with no fault at all, a capture slow to settle and a client that closed
+// its side a second after ".\r\nQUIT\r\n" (as `nc -q 1` does) had its message dropped, and
+// nothing said to it after the 354, though it still read. The dot goes once the capture settles.
+TEST_F(FaultFsm, ASlowCaptureAndALateFinWithoutAFaultStillDeliver) {
+  relay_options o;
+  o.end_waits_for_capture = true;
+  make(o);
+  open_data();
+  client("body\r\n.\r\nQUIT\r\n");
+  EXPECT_THAT(up_, Not(HasSubstr("body\r\n.\r\n")));
+  now_ += client_gave_up_after_us;
+  fsm_->on_client_eof(tick());
+  take();
+  EXPECT_FALSE(fsm_->finished());
+  fsm_->on_capture_settled(tick(), false);
+  take();
+  EXPECT_THAT(up_, HasSubstr("body\r\n.\r\n"));
+  upstream("250 2.0.0 Ok: queued as D1\r\n221 2.0.0 Bye\r\n");
+  EXPECT_THAT(cl_, HasSubstr("250 2.0.0 Ok: queued as D1\r\n"));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+}
+
 // A review of 975c987: releasing replies a delay held for a client gone resumed a BDAT end that
 // waited for them, and sent its last byte: a message delivered to a client never told of it.
 TEST_F(FaultFsm, AClientLostWhileADelayHoldsTheRepliesABdatEndWaitsForGetsNothingDelivered) {
