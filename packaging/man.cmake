@@ -71,7 +71,9 @@ set(generated "${dir}/mailtap.h2m")
 file(WRITE "${generated}" "${include}\n${static}")
 
 string(REGEX REPLACE "\\.gz$" "" page "${OUT}")
-execute_process(COMMAND "${HELP2MAN}" --no-info --section=1 --source=mailtap
+# --locale: help2man reads the help and the include in its locale, "C" unless told, where each
+# byte of a UTF-8 character became "?" (the "µs" of --busy-poll-us printed "??s").
+execute_process(COMMAND "${HELP2MAN}" --no-info --section=1 --source=mailtap --locale=C.UTF-8
                         "--name=inline SMTP relay that records, times, breaks and replays mail conversations"
                         "--include=${generated}" "--output=${page}" "${MAILTAP}"
                 RESULT_VARIABLE rc ERROR_VARIABLE err)

@@ -141,13 +141,16 @@ class deb_tests(PackagingTest):
         self.assertEqual(rc, 0, err)
 
     def test_man_page_is_made_from_the_help(self):
-        with gzip.open(os.path.join(self.root, "usr/share/man/man1/mailtap.1.gz"), "rt") as f:
+        with gzip.open(os.path.join(self.root, "usr/share/man/man1/mailtap.1.gz"), "rt", encoding="utf-8") as f:
             page = f.read()
         self.assertRegex(page, r'(?m)^\.TH MAILTAP "1"')
         for text in ("check\\-config", "\\-\\-scenario", ".SH SIGNALS", "SIGHUP", ".SH FILES",
                      "/etc/mailtap/mailtap.toml"):
             self.assertIn(text, page)
         self.assertNotIn(BUILD_DIR, page)
+        # Non-ASCII help text survives help2man (a newcomer's trial: "how long (??s)").
+        self.assertIn("how long (\u00b5s)", page)
+        self.assertNotIn("??", page)
         # Every command the binary lists, nested ones too, has its own subsection.
         binary = os.path.join(BUILD_DIR, "relay", "mailtap")
         for words in self.commands_of(binary, []):
