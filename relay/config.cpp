@@ -645,7 +645,8 @@ std::optional<std::string> parse_sha256_fingerprint(std::string_view text, std::
   std::size_t count = 0;
   for (char c : hex) count += c != ':';
   if (count != 2 * sha256_bytes) {
-    error = "expected a SHA-256 fingerprint (64 hex digits), got " + std::to_string(count);
+    error = "expected a SHA-256 fingerprint (64 hex digits), got " + std::to_string(count) + " hex digit" +
+            (count == 1 ? "" : "s");
     return std::nullopt;
   }
   std::string out;

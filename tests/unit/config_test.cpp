@@ -898,6 +898,10 @@ TEST(ConfigTlsVerification, FingerprintsAreNormalizedAndChecked) {
   EXPECT_FALSE(mailtap::parse_sha256_fingerprint("sha256:" + hex.substr(2), error));
   EXPECT_FALSE(mailtap::parse_sha256_fingerprint("sha256:" + hex + "00", error));
   EXPECT_FALSE(mailtap::parse_sha256_fingerprint("sha1:" + hex, error));
+  // The count names what it counts: "got 4" read as four of something unsaid.
+  EXPECT_EQ(error_of("[tls]\nupstream_fingerprint = \"sha256:AB:cd\"\n"),
+            "mailtap.toml:2: key 'tls.upstream_fingerprint': expected a SHA-256 fingerprint (64 hex digits), "
+            "got 4 hex digits");
   auto c = load_config_text("[tls]\nupstream_fingerprint = \"sha256:" + hex + "\"\n", "m.toml", config{}, error);
   ASSERT_TRUE(c) << error;
   EXPECT_EQ(c->tls.upstream_fingerprint, expected);
