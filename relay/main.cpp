@@ -27,6 +27,27 @@ bool names_unknown_subcommand(const CLI::App& app, int argc, char** argv) {
   return true;
 }
 
+// CLI11 reports a command given without the subcommand it needs (`mailtap captures`) as "A
+// subcommand is required"; say which command needs one, and which ones it has, as an unknown
+// top-level subcommand does. False when the error is another one.
+bool names_missing_subcommand(const CLI::App& app) {
+  const CLI::App* command = &app;
+  std::string words = "mailtap";
+  for (auto parsed = command->get_subcommands(); !parsed.empty(); parsed = command->get_subcommands()) {
+    command = parsed.front();
+    words += " " + command->get_name();
+  }
+  if (command->get_require_subcommand_min() == 0) return false;
+  std::string known;
+  for (const auto* sub : command->get_subcommands({})) {
+    known += known.empty() ? "" : ", ";
+    known += sub->get_name();
+  }
+  std::fprintf(stderr, "%s: a subcommand is required (expected one of %s; see '%s --help')\n", words.c_str(),
+               known.c_str(), words.c_str());
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -51,6 +72,11 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
+  } catch (const CLI::RequiredError& e) {
+    const bool no_subcommand = std::string_view(e.what()).starts_with("A subcommand");
+    if (!no_subcommand || !names_missing_subcommand(app))
+      std::fprintf(stderr, "mailtap: %s (see 'mailtap --help')\n", e.what());
+    return mailtap::cli::exit_usage;
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "mailtap: %s (see 'mailtap --help')\n", e.what());
     return mailtap::cli::exit_usage;

@@ -429,6 +429,22 @@ class ShowAndCaptureFiles(IntegrationTest):
         self.assertIn("unknown subcommand 'frobnicate'", lines[0])
         self.assertIn("check-config", lines[0])   # and the ones there are
 
+    def test_a_command_without_its_subcommand_names_the_ones_it_has(self):
+        # A newcomer's trial: `mailtap captures` said only "A subcommand is required".
+        for words, expected in ((["captures"], ("prune", "list", "search", "reindex")),
+                                (["replay"], ("server", "client")),
+                                (["faults"], ("list", "add", "remove", "reset")),
+                                ([], ("run", "check-config"))):
+            r = run_mailtap(words)
+            self.assertEqual(r.returncode, 2, words)
+            lines = r.stderr.decode().splitlines()
+            self.assertEqual(len(lines), 1, lines)
+            command = " ".join(["mailtap", *words])
+            self.assertTrue(lines[0].startswith(command + ": a subcommand is required (expected one of "), lines)
+            for name in expected:
+                self.assertIn(name, lines[0])
+            self.assertIn("see '%s --help'" % command, lines[0])
+
     def test_version_is_the_projects_in_both_places(self):
         # One version string: project(VERSION) in CMakeLists.txt, shown by --version and
         # written into every capture's header.
