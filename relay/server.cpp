@@ -123,11 +123,26 @@ bool server::start(std::string& error) {
     tls_acceptor_ = std::make_unique<tcp::acceptor>(*contexts_.front());
     if (!listen_on(*tls_acceptor_, *cfg_.tls.listen, "--listen-tls, or [tls] listen in the config file", error)) return false;
   }
+  ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, cfg_.seed, nullptr,
+                                                          nullptr, nullptr, {}, {}, &events_, {}});
+  ctx_->refused_upstreams.push_back({acceptor_->local_endpoint(), "SMTP listener", "--listen, or listen in the config file"});
+  if (tls_acceptor_) {
+    ctx_->refused_upstreams.push_back({tls_acceptor_->local_endpoint(), "SMTPS listener", "--listen-tls, or [tls] listen in the config file"});
+  }
+  // An upstream that is one of those listeners is a usage error, said as the only line too:
+  // checked before the certificate is loaded or generated, which logs a line of its own.
+  if (cfg_.upstream) {
+    ctx_->upstream = {*cfg_.upstream, cfg_.upstream->to_string(), false};
+    if (const auto* own = configured_upstream_refusal()) {
+      error = "upstream " + ctx_->upstream.where.to_string() + " is mailtap's own " + own->what + " (" + own->flag +
+              "): every session would be relayed to mailtap itself";
+      return false;
+    }
+  }
   if (!start_tls(error)) return false;
+  ctx_->client_tls = client_tls_.get();
+  ctx_->upstream_tls = upstream_tls_.get();
   session_number_ = cfg_.first_session - 1;
-  ctx_ = std::unique_ptr<relay_context>(new relay_context{cfg_, store_, metrics_, {}, {}, cfg_.seed,
-                                                          client_tls_.get(), upstream_tls_.get(), nullptr, {}, {},
-                                                          &events_, {}});
   if (ctx_->master_seed == 0) ctx_->master_seed = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
   faults_ = policies::make_engine(ctx_->master_seed);
   if (auto problem = faults_->add_all(cfg_.faults)) {
@@ -144,9 +159,7 @@ bool server::start(std::string& error) {
     if (draining_.load()) asio::post(*contexts_.front(), [this] { sessions_closed_->notify(); });
     else idle_memory_->on_idle();
   };
-  if (cfg_.upstream) {
-    ctx_->upstream = {*cfg_.upstream, cfg_.upstream->to_string(), false};
-  } else {
+  if (!cfg_.upstream) {
     protocol::sink_options sink_opts;
     sink_opts.offer_starttls = true;
     sink_opts.auth_user = cfg_.sink.auth_user;
@@ -158,15 +171,6 @@ bool server::start(std::string& error) {
   }
   ctx_->own_upstream_connections = &own_upstream_connections_;
   ctx_->listen_label = listen_endpoint().to_string();
-  ctx_->refused_upstreams.push_back({acceptor_->local_endpoint(), "SMTP listener", "--listen, or listen in the config file"});
-  if (tls_acceptor_) {
-    ctx_->refused_upstreams.push_back({tls_acceptor_->local_endpoint(), "SMTPS listener", "--listen-tls, or [tls] listen in the config file"});
-  }
-  if (const auto* own = configured_upstream_refusal()) {
-    error = "upstream " + ctx_->upstream.where.to_string() + " is mailtap's own " + own->what + " (" + own->flag +
-            "): every session would be relayed to mailtap itself";
-    return false;
-  }
   asio::co_spawn(*contexts_.front(), accept_on(*acceptor_, false), asio::detached);
   if (tls_acceptor_) asio::co_spawn(*contexts_.front(), accept_on(*tls_acceptor_, true), asio::detached);
   stop_signals_ = std::make_unique<asio::signal_set>(*contexts_.front(), SIGINT, SIGTERM);

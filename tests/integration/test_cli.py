@@ -275,6 +275,20 @@ class SelfAsUpstream(IntegrationTest):
         line = self.start_fails("--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % port)
         self.assertIn("own SMTP listener (--listen, or listen in the config file)", line)
 
+    def test_its_own_listener_is_the_only_line_said(self):
+        # A newcomer's trial: the certificate was loaded (or generated) and its info line logged
+        # before this usage error.
+        port = free_port()
+        state = os.path.join(self.workdir, "state")
+        config = self.write_file("own-state.toml", ('[tls]\nstate_dir = "%s"\n' % state).encode())
+        r = run_mailtap(["run", "--config", config, "--captures", os.path.join(self.workdir, "caps"), "--admin", "off",
+                         "--listen", "127.0.0.1:%d" % port, "--upstream", "127.0.0.1:%d" % port], timeout=20)
+        self.assertEqual(r.returncode, 2, r)
+        lines = r.stderr.decode("utf-8", "replace").splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("own SMTP listener", lines[0])
+        self.assertFalse(os.path.exists(state), "generated a certificate for a start that was refused")
+
     def test_its_own_listener_set_in_the_config_file_names_the_key_too(self):
         # A newcomer's trial: the address came from the config file, and the error named --listen.
         port = free_port()
