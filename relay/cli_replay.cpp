@@ -2,7 +2,8 @@
 // live clients; `mailtap replay client CAPTURE|DIR... --to HOST:PORT ...` re-drives the
 // recorded client side against a server and compares the replies (replay/README.md).
 // Exit codes (README "Command line"): 0 every session followed the recording (server) or
-// every reply matched (client), 1 something diverged, 2 usage or a capture that cannot be read.
+// every reply matched (client), 1 something diverged (or, for the client, the server could not
+// be reached), 2 usage or a capture that cannot be read.
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -323,7 +324,8 @@ void register_replay(CLI::App& app, int& exit_code) {
   client->add_flag("--json", co->json, "One JSON document per capture (one per line), then a summary with several");
   client->footer("Compares each reply's basic code, enhanced code and (for EHLO) capability keywords with the "
                  "recording, and shows each step's recorded and live latency. Exit codes: 0 every reply matched, 1 "
-                 "a replay diverged, 2 usage or an unreadable capture.");
+                 "a replay diverged or the server could not be reached (result UNREACHABLE), 2 usage or an "
+                 "unreadable capture.");
   client->callback([co, &exit_code] { run_client(*co, exit_code); });
 }
 

@@ -988,6 +988,9 @@ class ReplayClientTest(ReplayTest):
         r = replay_client(cap.path, "--to", "127.0.0.1:%d" % free_port(), "--junit", junit, "--json")
         self.assertEqual(r.returncode, 1, r.stderr.decode())
         self.assertIn("cannot connect", json.loads(r.stdout)["error"])
+        # --help says what exit 1 covers (a newcomer's trial: it named a divergence only).
+        self.assertIn("1 a replay diverged or the server could not be reached",
+                      run_mailtap(["replay", "client", "--help"]).stdout.decode())
         suite = ET.parse(junit).getroot().find("testsuite")
         self.assertEqual((suite.get("tests"), suite.get("failures"), suite.get("errors")), ("1", "0", "1"))
 
