@@ -72,7 +72,9 @@ void register_captures(CLI::App& app, int& exit_code) {
                                 "Remove finished captures past the limits, oldest first (never one without its end "
                                 "record: in progress or cut by a crash)");
   auto f = std::make_shared<prune_flags>();
-  p->add_option("--dir", f->dir, "Capture directory (default ~/.local/state/mailtap/captures)");
+  p->add_option("--dir", f->dir,
+                "Capture directory (default $MAILTAP_CAPTURES, else $XDG_STATE_HOME/mailtap/captures, else "
+                "~/.local/state/mailtap/captures)");
   p->add_option("--max-age", f->max_age, "Remove finished captures last written longer ago than this, e.g. 7d, 12h, 30m");
   p->add_option("--max-bytes", f->max_bytes, "Remove the oldest finished captures while the directory holds more, e.g. 10GiB");
   p->callback([f, &exit_code] { exit_code = prune(*f); });

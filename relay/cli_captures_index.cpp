@@ -253,7 +253,9 @@ int reindex(const std::string& dir_flag) {
 constexpr std::size_t max_page_option = 1'000'000'000;
 
 void add_common(CLI::App* cmd, index_flags& f) {
-  cmd->add_option("--dir", f.dir, "Capture directory (default ~/.local/state/mailtap/captures)");
+  cmd->add_option("--dir", f.dir,
+                  "Capture directory (default $MAILTAP_CAPTURES, else $XDG_STATE_HOME/mailtap/captures, else "
+                  "~/.local/state/mailtap/captures)");
   // A hostile trial: "--limit -5" listed everything.
   cmd->add_option("--limit", f.filter.limit, "Show at most this many sessions (default 50)")
       ->check(count_up_to(max_page_option));
@@ -291,7 +293,9 @@ void register_captures_index(CLI::App& captures_cmd, int& exit_code) {
   auto dir = std::make_shared<std::string>();
   auto* r = captures_cmd.add_subcommand(
       "reindex", "Rebuild the directory's index (index.sqlite3) from the capture files; replaces a corrupt one");
-  r->add_option("--dir", *dir, "Capture directory (default ~/.local/state/mailtap/captures)");
+  r->add_option("--dir", *dir,
+                "Capture directory (default $MAILTAP_CAPTURES, else $XDG_STATE_HOME/mailtap/captures, else "
+                "~/.local/state/mailtap/captures)");
   r->callback([dir, &exit_code] { exit_code = reindex(*dir); });
 }
 

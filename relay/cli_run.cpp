@@ -496,7 +496,9 @@ void register_run(CLI::App& app, int& exit_code) {
   cmd->add_option("--config", f->config_file, "TOML configuration file");
   cmd->add_option("--listen", f->listen, "SMTP listen address HOST:PORT (default 127.0.0.1:2525; port 0 = any)");
   cmd->add_option("--upstream", f->upstream, "Upstream HOST:PORT, or 'builtin' for the built-in sink (default)");
-  cmd->add_option("--captures", f->captures, "Capture directory (default ~/.local/state/mailtap/captures)");
+  cmd->add_option("--captures", f->captures,
+                  "Capture directory (default $MAILTAP_CAPTURES, else $XDG_STATE_HOME/mailtap/captures, else "
+                  "~/.local/state/mailtap/captures)");
   cmd->add_flag("--no-captures", f->no_captures,
                 "Record nothing: the relay without its recorder, for measuring what recording costs "
                 "(scripts/bench's 'mailtap-nocap'); not for production");
