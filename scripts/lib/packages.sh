@@ -1,6 +1,8 @@
 # Debian 12 packages mailtap needs, sourced by scripts/run, scripts/test, scripts/fuzz,
 # scripts/bench and scripts/bench-index. BUILD_PACKAGES: compile and run the relay (libsystemd for sd_notify, help2man
-# for the man page, libsqlite3 for the capture index, libpcap for `mailtap export pcap`).
+# for the man page, libsqlite3 for the capture index, libpcap for `mailtap export pcap`), and
+# package it: `cpack -G DEB` (README "Installing as a service") runs dpkg-shlibdeps (dpkg-dev,
+# which build-essential brings) and `file` (CPACK_DEBIAN_PACKAGE_SHLIBDEPS).
 # TEST_PACKAGES: the real peers the tests drive, and the packaging checks
 # (dpkg-deb and dpkg-shlibdeps from dpkg-dev, and `file`, which CPack's shlibdeps step runs;
 # systemd-analyze from systemd, with man-db for the unit's Documentation=; /bin/kill from
@@ -16,6 +18,7 @@ BUILD_PACKAGES=(
   libssl-dev libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev libsystemd-dev
   libsqlite3-dev libpcap-dev
   help2man
+  file
 )
 TEST_PACKAGES=(
   libgtest-dev libgmock-dev
