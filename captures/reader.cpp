@@ -393,6 +393,7 @@ std::string take_record(const json::object& o, std::string_view type, capture& c
     h.started_mono_us = f.u64(field::started_mono_us);
     h.relay = f.str(field::relay);
     h.bare_eol = f.str(field::bare_eol);
+    h.normalize_to = f.optional_str(field::normalize_to);       // added within version 5
   } else if (type == record::bytes) {
     bytes_event e;
     e.t_us = f.micros(field::t_us);

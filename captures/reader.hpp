@@ -34,6 +34,9 @@ struct capture_header {
   std::uint64_t started_mono_us = 0;
   std::string relay;                  // "mailtap 0.1.0"
   std::string bare_eol;               // strict / normalize / raw
+  // Under normalize, what a bare CR or LF became: "space"; "" in captures from before it was
+  // recorded, whose normalize read one as a line ending (added within version 5).
+  std::string normalize_to;
 };
 
 struct bytes_event {

@@ -51,6 +51,7 @@ inline constexpr std::string_view started_at = "started_at";
 inline constexpr std::string_view started_mono_us = "started_mono_us";
 inline constexpr std::string_view relay = "relay";
 inline constexpr std::string_view bare_eol = "bare_eol";
+inline constexpr std::string_view normalize_to = "normalize_to";   // added within version 5
 // events
 inline constexpr std::string_view t_us = "t_us";
 inline constexpr std::string_view leg = "leg";
@@ -123,8 +124,10 @@ using namespace field;
 inline constexpr std::string_view header_fields[] = {format,     version,         session, seed,    client,  listen,
                                                      upstream,   started_at,      started_mono_us, relay, bare_eol};
 // Added within version 5: what reproduces the session's faults (`mailtap run --seed M
-// --first-session N`); absent in older captures: 0, unknown.
-inline constexpr std::string_view header_optional[] = {master_seed, session_number};
+// --first-session N`); absent in older captures: 0, unknown. And what normalize made of a bare CR
+// or LF ("space", written only when bare_eol is normalize); absent in older captures, whose
+// normalize read it as a line ending (protocol/data_framer.hpp, normalize_line_ends).
+inline constexpr std::string_view header_optional[] = {master_seed, session_number, normalize_to};
 inline constexpr std::string_view bytes_fields[] = {t_us, leg, dir};
 inline constexpr std::string_view bytes_one_of[] = {latin1, b64};
 inline constexpr std::string_view bytes_ref_fields[] = {t_us, leg, dir, client_in_at, length};

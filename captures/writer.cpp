@@ -302,6 +302,7 @@ void append_json_line(std::string& out, const header_rec& h) {
   j(field::started_mono_us, h.info.started_mono_us);
   j(field::relay, name_and_version);
   j(field::bare_eol, h.info.bare_eol);
+  if (!h.info.normalize_to.empty()) j(field::normalize_to, h.info.normalize_to);   // added within version 5
 }
 
 void append_json_line(std::string& out, const text_rec& t) {

@@ -69,6 +69,7 @@ struct session_info {
   std::string listen;
   std::string upstream;      // "host:port" or "builtin"
   std::string bare_eol;
+  std::string normalize_to;  // under bare_eol normalize, "space" (what a bare CR or LF became); else ""
   std::chrono::system_clock::time_point started_at;
   std::uint64_t started_mono_us = 0;
 };

@@ -1,8 +1,11 @@
 // DATA framing state machine. States track where the next byte stands relative to a line:
 // line_start (after a line ending), mid, cr (a CR held until we know whether LF follows),
 // dot (a '.' at line start), dot_cr ('.' CR at line start, one LF away from the end).
-// Under normalize a bare CR or LF is a line ending like CRLF, so every state change below
-// that CRLF makes, a bare CR or LF makes too (and ".\r" or ".\n" at line start ends the data).
+// Under normalize a bare CR or LF is content, forwarded as a space: the line goes on, and only
+// CRLF changes state as a line ending, so only CRLF.CRLF ends the data (RFC 5321 4.1.1.4).
+// Under normalize_line_ends (older captures only) a bare CR or LF is a line ending like CRLF,
+// so every state change below that CRLF makes, a bare CR or LF makes too (and ".\r" or ".\n"
+// at line start ends the data).
 #include "protocol/data_framer.hpp"
 
 #include <algorithm>
@@ -20,6 +23,7 @@ std::string_view to_string(bare_eol_mode m) {
     case bare_eol_mode::strict: return "strict";
     case bare_eol_mode::normalize: return "normalize";
     case bare_eol_mode::raw: return "raw";
+    case bare_eol_mode::normalize_line_ends: return "normalize (older captures: bare CR/LF as line endings)";
   }
   return "?";
 }
@@ -66,7 +70,7 @@ void data_framer::end_message() {
 
 // A bare CR or LF, or a NUL: `as_received` is what the sender sent (for a bare CR/LF after a
 // line-start '.', the caller has already passed the '.' on as content). A bare CR or LF ends
-// the line under normalize; otherwise the line goes on.
+// the line under normalize_line_ends; otherwise the line goes on (under normalize as a space).
 void data_framer::bare(std::string& forward, std::string_view as_received, data_fault kind) {
   const bool nul = kind == data_fault::nul_byte;
   switch (mode_) {
@@ -75,6 +79,11 @@ void data_framer::bare(std::string& forward, std::string_view as_received, data_
       state_ = state::mid;
       break;
     case bare_eol_mode::normalize:
+      content(forward, " ");
+      ++(nul ? nuls_replaced_ : normalized_);
+      state_ = state::mid;
+      break;
+    case bare_eol_mode::normalize_line_ends:
       if (nul) {
         content(forward, " ");
         ++nuls_replaced_;
@@ -165,6 +174,14 @@ std::size_t data_framer::clean_blocks(std::string_view in, std::size_t from, std
 #endif
 }
 
+bool data_framer::end_of_complete_input() {
+  if (mode_ == bare_eol_mode::normalize_line_ends && state_ == state::dot_cr) {
+    ++normalized_;   // as feed's dot_cr does for the byte that would have come next
+    end_message();
+  }
+  return ended();
+}
+
 std::size_t data_framer::feed(std::string_view in, std::string& forward) {
   static constexpr std::string_view nul_byte("\0", 1);
   std::size_t i = 0;
@@ -199,7 +216,7 @@ std::size_t data_framer::feed(std::string_view in, std::string& forward) {
         continue;
       case state::dot:
         if (c == '\r') { state_ = state::dot_cr; ++i; continue; }
-        if (c == '\n' && mode_ == bare_eol_mode::normalize) {   // ".\n" reads as ".\r\n"
+        if (c == '\n' && mode_ == bare_eol_mode::normalize_line_ends) {   // ".\n" read as ".\r\n"
           ++normalized_;
           ++i;
           end_message();
@@ -210,8 +227,8 @@ std::size_t data_framer::feed(std::string_view in, std::string& forward) {
         continue;
       case state::dot_cr:
         if (c == '\n') { ++i; end_message(); continue; }
-        if (mode_ == bare_eol_mode::normalize) {   // ".\r" then not LF reads as ".\r\n"; c is
-          ++normalized_;                           // the next command's first byte
+        if (mode_ == bare_eol_mode::normalize_line_ends) {   // ".\r" then not LF read as ".\r\n";
+          ++normalized_;                                     // c is the next command's first byte
           end_message();
           continue;
         }

@@ -2,13 +2,18 @@
 // passes through untouched. Bare CR or LF is handled by mode (the SMTP smuggling defence):
 //   strict (default)  fails the transaction, like Postfix with smtpd_forbid_bare_newline and
 //                     sendmail's bare-LF refusal;
-//   normalize         reads each bare CR or LF as a line ending, as older Postfix and Exim do,
-//                     and forwards it as CRLF. The end-of-data rule applies to the normalized
-//                     stream ("\n.\n" is "\r\n.\r\n" and ends the message), so the relay and the
-//                     upstream read the same message and the forwarded bytes hold no bare CR/LF;
+//   normalize         forwards each bare CR or LF as a space (SP) and counts it: the line goes
+//                     on, so "\n.\n", "\r.\r", "\n.\r" and the like are text (a line-start
+//                     ".\n" is a dot line's content, dot then space) and only CRLF.CRLF ends the
+//                     message; the relay and the upstream read the same message, and the
+//                     forwarded bytes hold no bare CR/LF;
 //   raw               forwards the bytes as received (testing an upstream's own defences).
+//   normalize_line_ends  the older normalize, kept only to replay captures recorded with it
+//                     (captures/FORMAT.md, the header's `normalize_to`), never configured: each
+//                     bare CR or LF read as a line ending and forwarded as CRLF, the end found in
+//                     the normalized stream ("\n.\n" ended the message).
 // NUL (never legal in DATA, RFC 5321 4.5.2; "\r\n\x00.\r\n" is a smuggling probe) fails strict,
-// becomes a space under normalize and passes raw.
+// becomes a space under both normalize modes and passes raw.
 // Lines of any length stream through unchanged (Postfix and Exim accept lines past RFC 5321's
 // 1000 octets); only the CR/LF/dot state is kept, and lines past that limit are counted.
 // The terminator itself is never emitted: the caller decides whether to send ".\r\n".
@@ -23,8 +28,10 @@
 
 namespace mailtap::protocol {
 
-enum class bare_eol_mode { strict, normalize, raw };
+enum class bare_eol_mode { strict, normalize, raw, normalize_line_ends };
 std::string_view to_string(bare_eol_mode m);
+// The configured names (strict, normalize, raw); never normalize_line_ends, which only a
+// capture's header selects (replay/script.cpp).
 std::optional<bare_eol_mode> parse_bare_eol_mode(std::string_view name);
 
 enum class data_fault { none, bare_cr_or_lf, nul_byte };
@@ -40,11 +47,17 @@ class data_framer {
   std::size_t feed(std::string_view in, std::string& forward);
 
   bool ended() const { return state_ == state::ended; }
+  // The input is known to end here with the message complete (a recorded message step, which
+  // the relay ended on the byte after it: replay/script.cpp). Under normalize_line_ends a
+  // held ".\r" at a line start then ended the message, as the next byte would have; ends it
+  // so and returns ended(). Other modes and states are left as they are.
+  bool end_of_complete_input();
   data_fault fault() const { return fault_; }
   // Message size before the terminator line: dot-stuffed as on the wire, after normalization
   // (what the upstream is sent; after a strict-mode fault, the rest counted as received).
   std::uint64_t message_bytes() const { return message_bytes_; }
-  // Normalize mode: bare CR or LF forwarded as CRLF, and NULs forwarded as a space.
+  // Normalize mode: bare CR or LF forwarded as a space (as CRLF under normalize_line_ends),
+  // and NULs forwarded as a space.
   std::uint64_t normalized() const { return normalized_; }
   std::uint64_t nuls_replaced() const { return nuls_replaced_; }
   // Ended lines longer than limits::data_line_rfc_max octets before their line ending, and the

@@ -1016,7 +1016,7 @@ void relay_fsm::end_of_data(std::uint64_t now) {
   stats_.normalized_line_endings += framer_->normalized();
   stats_.long_data_lines += framer_->long_lines();
   if (framer_->normalized() > 0 || framer_->nuls_replaced() > 0)
-    out_.note(now, "normalized " + std::to_string(framer_->normalized()) + " bare CR/LF to CRLF" +
+    out_.note(now, "normalized " + std::to_string(framer_->normalized()) + " bare CR/LF to spaces" +
                   (framer_->nuls_replaced() ? ", " + std::to_string(framer_->nuls_replaced()) + " NUL to spaces" : ""));
   if (framer_->long_lines() > 0)   // forwarded unchanged, as Postfix and Exim accept them
     out_.note(now, std::to_string(framer_->long_lines()) + " message line(s) over " + std::to_string(limits::data_line_rfc_max) +

@@ -529,7 +529,7 @@ void register_run(CLI::App& app, int& exit_code) {
                   "less latency per round trip, at the cost of CPU while that session is busy (default 200; 0: never)");
   cmd->add_option("--bare-line-endings", f->bare_eol,
                   "Bare CR/LF in DATA: strict (default; refuse, as Postfix smtpd_forbid_bare_newline "
-                  "and sendmail), normalize (read as CRLF, as older Postfix and Exim) or raw (testing only)");
+                  "and sendmail), normalize (each a space; only CRLF.CRLF ends the message) or raw (testing only)");
   cmd->add_option("--log-level", f->log_level,
                   "trace, debug, info (default), warn, error, off. warn still names the session of an "
                   "unreachable upstream, an upstream TLS failure, a capture write failure or a connection "

@@ -100,6 +100,9 @@ static std::unique_ptr<captures::session_capture> open_capture(const relay_conte
   info.listen = ctx.listen_label;
   info.upstream = target.label;
   info.bare_eol = std::string(protocol::to_string(ctx.cfg.bare_eol));
+  // Says which normalize this is: a capture without it is from when normalize read a bare CR
+  // or LF as a line ending (captures/FORMAT.md; replay frames it so).
+  if (ctx.cfg.bare_eol == protocol::bare_eol_mode::normalize) info.normalize_to = "space";
   info.started_at = std::chrono::system_clock::now();
   info.started_mono_us = static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());

@@ -471,7 +471,10 @@ void client_fsm::send_step(std::size_t i, std::uint64_t now_us) {
     results_[i + 1].note = "sent as the relay forwarded it to the recorded destination (" +
                            std::to_string(st.relayed.size()) + " bytes; bare_eol = " +
                            std::string(protocol::to_string(script_.bare_eol)) +
-                           ": each bare CR or LF a CRLF, each NUL a space), not as its client sent it (" +
+                           (script_.bare_eol == protocol::bare_eol_mode::normalize_line_ends
+                                ? ": each bare CR or LF a CRLF, each NUL a space"
+                                : ": each bare CR or LF and each NUL a space") +
+                           "), not as its client sent it (" +
                            std::to_string(st.bytes.size()) + " bytes)";
   // The recording ended before this step's reply. If its client left first (or the step is
   // unfinished, or the capture has no end record), there is nothing to compare: sent, and the

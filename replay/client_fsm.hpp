@@ -1,8 +1,8 @@
 // The replay client machine: re-drives the recorded client side of a script
 // (replay/script.hpp) against a live server and compares each reply with the recorded one.
 // It sends each step's bytes as recorded (commands, BDAT chunks) and each message as the relay
-// forwarded it to the recorded destination (under bare_eol normalize, a CRLF where the client
-// sent a bare LF), waits where the recorded client waited (a pipelined group goes out together,
+// forwarded it to the recorded destination (under bare_eol normalize, a space where the client
+// sent a bare LF; a CRLF in captures from before normalize_to), waits where the recorded client waited (a pipelined group goes out together,
 // RFC 2920), pauses as the recorded client paused (scaled by the timing), secures the
 // connection where STARTTLS was answered 220, and runs AUTH only with credentials it is given
 // (captures hold no secrets). A message whose DATA the live server did not answer 354 is not

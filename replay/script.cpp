@@ -188,8 +188,9 @@ class splitter {
   // Where the step starting at `pos` ends (one past its last byte), or npos if incomplete.
   std::size_t step_end(std::size_t pos) {
     if (mode_ == mode::message) {
-      // Where the relay found its end: under bare_eol = "normalize" a bare LF ends a line, so
-      // "\n.\n" ends the message and what follows is a command; otherwise only CRLF.CRLF.
+      // Where the relay found its end: only CRLF.CRLF, but in an older normalize capture
+      // (normalize_line_ends) a bare LF ended a line, so "\n.\n" ended the message and what
+      // followed was a command.
       protocol::data_framer framer(eol_);
       scratch_.clear();
       const std::size_t used = framer.feed(std::string_view(in_.bytes).substr(pos), scratch_);
@@ -340,16 +341,20 @@ std::string why_withheld(const step& st, const step* before, const std::vector<c
 
 // A message as the relay sends it on: framed in the capture's bare_eol mode, its end ".\r\n"
 // once found; after a refusal (a bare CR or LF or a NUL under strict), what went before it.
+// A `complete` message (a step the splitter ended, not the script's unfinished one) ended where
+// its bytes end: the relay, in an older normalize capture, ended "hello\r.\r" on the client's
+// next byte, which is the next step's (data_framer::end_of_complete_input).
 // `refused` is kept beside the copy: an empty copy does not tell a message the relay refused
 // at its first byte from an unfinished one the client sent nothing of.
 struct relay_copy {
   std::string bytes;
   bool refused = false;
 };
-relay_copy copy_relayed(std::string_view message, protocol::bare_eol_mode eol) {
+relay_copy copy_relayed(std::string_view message, protocol::bare_eol_mode eol, bool complete) {
   relay_copy out;
   protocol::data_framer framer(eol);
   framer.feed(message, out.bytes);
+  if (complete) framer.end_of_complete_input();
   out.refused = framer.fault() != protocol::data_fault::none;
   if (framer.ended() && !out.refused) out.bytes += ".\r\n";
   return out;
@@ -368,7 +373,7 @@ std::vector<step*> all_steps(script& s) {
 std::vector<std::optional<relay_copy>> relay_copies(const std::vector<step*>& steps, protocol::bare_eol_mode eol) {
   std::vector<std::optional<relay_copy>> copies(steps.size());
   for (std::size_t i = 0; i < steps.size(); ++i)
-    if (steps[i]->kind == step_kind::message) copies[i] = copy_relayed(steps[i]->bytes, eol);
+    if (steps[i]->kind == step_kind::message) copies[i] = copy_relayed(steps[i]->bytes, eol, !steps[i]->unfinished);
   return copies;
 }
 
@@ -558,8 +563,12 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
     }
   }
   // How the relay read bare CR and LF in a message (the header's bare_eol; strict, its
-  // default, when the header does not say).
-  const auto eol = protocol::parse_bare_eol_mode(c.header.bare_eol).value_or(protocol::bare_eol_mode::strict);
+  // default, when the header does not say). A normalize capture without normalize_to is from
+  // before it was written, when normalize read a bare CR or LF as a line ending
+  // (captures/FORMAT.md): it replays so.
+  auto eol = protocol::parse_bare_eol_mode(c.header.bare_eol).value_or(protocol::bare_eol_mode::strict);
+  if (eol == protocol::bare_eol_mode::normalize && c.header.normalize_to != "space")
+    eol = protocol::bare_eol_mode::normalize_line_ends;
   s.bare_eol = eol;
   std::vector<recorded_reply> replies;
   if (!client_replies(c, replies, error)) {

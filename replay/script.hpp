@@ -83,7 +83,8 @@ struct step {
   std::string forwarded;
   std::string withheld_why;           // what the capture says of it: the relay's note, or its reply's maker
   // A message as the relay sent it on to the destination (protocol/data_framer.hpp, in the
-  // script's bare_eol mode: under normalize each bare CR or LF a CRLF and a NUL a space; its end
+  // script's bare_eol mode: under normalize each bare CR or LF and each NUL a space, under an
+  // older capture's normalize (normalize_line_ends) each bare CR or LF a CRLF; its end
   // ".\r\n" once found): what a replay client sends in its place, so that a live server reads
   // the message, and its end, as the recorded destination did. Empty for other steps, for an
   // unfinished message (sent as recorded) and for a withheld one (`forwarded` says what went).
@@ -115,8 +116,10 @@ struct script {
   bool starttls = false;              // the client used STARTTLS
   bool auth = false;                  // the client authenticated (AUTH)
   // How the relay read bare CR and LF in a message (the header's bare_eol; strict when it does
-  // not say), so where it found a message's end: under normalize "\n.\n" ends it too. The
-  // steps are cut so, and the replay server frames a live message so.
+  // not say; normalize_line_ends for a normalize capture without the header's normalize_to,
+  // recorded when normalize read them as line endings), so where it found a message's end:
+  // CRLF.CRLF, and under normalize_line_ends "\n.\n" too. The steps are cut so, and the
+  // replay server frames a live message so.
   protocol::bare_eol_mode bare_eol = protocol::bare_eol_mode::strict;
   std::vector<captures::fault_event> faults;   // the capture's fault records, in file order
   std::string end_reason;             // the end record's reason ("" when incomplete)

@@ -1,7 +1,7 @@
 // The replay server: the live client's bytes are cut into steps the way the recording's were
 // (replay/script.cpp), by the replies this machine has played: after a 354 the message up to
 // its end where the relay found it (protocol/data_framer.hpp in the capture's bare_eol mode:
-// CRLF.CRLF, and under normalize "\n.\n" too), after a 334 an AUTH response,
+// CRLF.CRLF, and in an older normalize capture "\n.\n" too), after a 334 an AUTH response,
 // a BDAT line with its counted payload. Each step is compared with the recorded one as it
 // arrives (a running comparison: nothing but the current line is held), and answered with
 // the recorded reply after the recorded delay.
@@ -281,7 +281,8 @@ void server_fsm::take_input(std::uint64_t now_us) {
     if (mode_ == mode::message) {
       // The framer holds at most two bytes back; the message itself is only counted. It ends
       // where the relay ended the recorded one, in the capture's bare_eol mode (as the script
-      // cuts it): under normalize "\n.\n" ends it and what follows is commands.
+      // cuts it): in an older normalize capture (normalize_line_ends) "\n.\n" ends it and what
+      // follows is commands.
       if (!framer_) framer_.emplace(script_.bare_eol);
       std::string ignored;
       const std::size_t used = framer_->feed(rest, ignored);

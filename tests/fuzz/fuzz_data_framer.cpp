@@ -1,10 +1,13 @@
 // The DATA framer (protocol/data_framer.hpp). The first byte picks the bare_eol_mode and a
 // split point; the rest is the message as the client sends it. Checked: the same output and
 // counts whatever the segmentation (fed one byte at a time, the framer never takes its
-// 16-byte clean-block path, so this compares that path with the byte-by-byte one); in strict and normalize modes the forwarded bytes hold no bare
-// CR or LF and no NUL (so the upstream cannot find an end of data the relay did not, e.g.
-// "\n.\n"), and never "\r\n.\r\n" (the terminator is never emitted); only "\r\n.\r\n" (or, under
-// normalize, its normalized forms) ends the message; it holds at most 2 bytes across calls.
+// 16-byte clean-block path, so this compares that path with the byte-by-byte one); in strict and
+// both normalize modes the forwarded bytes hold no bare CR or LF and no NUL (so the upstream
+// cannot find an end of data the relay did not, e.g. "\n.\n"), and never "\r\n.\r\n" (the
+// terminator is never emitted); only "\r\n.\r\n" ends the message (under normalize_line_ends,
+// the older normalize kept for replaying older captures, its normalized forms too); normalize
+// forwards the input byte for byte but each bare CR, bare LF and NUL as a space; it holds at
+// most 2 bytes across calls.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -61,9 +64,10 @@ bool has_bare_eol(std::string_view s) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
-  const bare_eol_mode modes[] = {bare_eol_mode::strict, bare_eol_mode::normalize, bare_eol_mode::raw};
-  bare_eol_mode mode = modes[data[0] % 3];
-  std::size_t split = data[0] / 3;
+  const bare_eol_mode modes[] = {bare_eol_mode::strict, bare_eol_mode::normalize, bare_eol_mode::raw,
+                                 bare_eol_mode::normalize_line_ends};
+  bare_eol_mode mode = modes[data[0] % 4];
+  std::size_t split = data[0] / 4;
   std::string_view in(reinterpret_cast<const char*>(data + 1), size - 1);
   split = std::min(split, in.size());
 
@@ -83,9 +87,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   std::string_view consumed = in.substr(0, whole.consumed);
   if (whole.ended) {
-    // Only a line holding a lone dot ends it: in strict and raw modes exactly "\r\n.\r\n" (or
-    // ".\r\n" as the very first line).
-    if (mode != bare_eol_mode::normalize)
+    // Only a line holding a lone dot ends it: in strict, normalize and raw modes exactly
+    // "\r\n.\r\n" (or ".\r\n" as the very first line).
+    if (mode != bare_eol_mode::normalize_line_ends)
       FUZZ_CHECK(consumed == ".\r\n" || (consumed.size() >= 5 && consumed.substr(consumed.size() - 5) == "\r\n.\r\n"),
                  "message ended without CRLF.CRLF");
     else
@@ -98,6 +102,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(whole.forward.rfind(".\r\n", 0) != 0, "a lone dot forwarded as the first line");
     if (mode == bare_eol_mode::strict && whole.fault == data_fault::none)
       FUZZ_CHECK(whole.forward.size() + 2 >= whole.consumed - (whole.ended ? 3 : 0), "strict mode dropped bytes");
+    if (mode == bare_eol_mode::normalize) {
+      // Byte for byte as received, each bare CR, bare LF or NUL a space; at most 2 held back.
+      FUZZ_CHECK(whole.forward.size() <= whole.consumed - (whole.ended ? 3 : 0), "normalize added bytes");
+      FUZZ_CHECK(whole.forward.size() + 2 >= whole.consumed - (whole.ended ? 3 : 0), "normalize dropped bytes");
+      for (std::size_t i = 0; i < whole.forward.size(); ++i) {
+        const bool bare = in[i] == '\0' || (in[i] == '\r' && (i + 1 >= in.size() || in[i + 1] != '\n')) ||
+                          (in[i] == '\n' && (i == 0 || in[i - 1] != '\r'));
+        FUZZ_CHECK(whole.forward[i] == (bare ? ' ' : in[i]), "normalize changed a byte other than a bare CR, LF or NUL");
+      }
+    }
   } else {
     // raw forwards what it got, except the terminator and at most 2 bytes held back.
     FUZZ_CHECK(whole.forward.size() <= whole.consumed, "raw mode added bytes");

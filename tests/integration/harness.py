@@ -164,15 +164,15 @@ def bare_cr_lf_positions(data):
 
 
 def normalize_bare(data):
-    """mailtap's `normalize` mode (protocol/data_framer.hpp): each bare CR or LF is a line
-    ending and becomes CRLF (as older Postfix and Exim read a bare LF); a NUL becomes a space."""
-    return re.sub(rb"\r\n|\r|\n", b"\r\n", data).replace(b"\x00", b" ")
+    """mailtap's `normalize` mode (protocol/data_framer.hpp): each bare CR, bare LF and NUL
+    becomes a space, in place; the line goes on, so only CRLF.CRLF ends the message."""
+    return re.sub(rb"\r(?!\n)|(?<!\r)\n|\x00", b" ", data)
 
 
 def normalized_message(wire):
     """The message a `normalize` relay and its upstream both read from DATA bytes `wire`:
     the normalized stream up to its first CRLF.CRLF (the terminator excluded), and the
-    normalized bytes after that terminator (read as the next commands)."""
+    bytes after that terminator (read as the next commands)."""
     norm = normalize_bare(wire)
     end = (b"\r\n" + norm).find(b"\r\n.\r\n")
     assert end >= 0, "no end of data in %r" % wire[-40:]

@@ -3,11 +3,11 @@
 - A 100 KiB single line (an HTML part) is relayed byte for byte to Postfix's smtp-sink and
   recorded, where it used to fail the message with 550 5.6.0 and 421; a 32 MiB line streams
   through without growing mailtap by its length.
-- Under bare_line_endings = "normalize" a message with Unix line endings (what curl sends
-  without --crlf) is stored upstream with CRLF lines, and a bare "\\n.\\n" ends it, as older
-  Postfix and Exim read it.
-- The SMTP smuggling sequences under normalize: the upstream reads exactly the messages and
-  commands the relay read and recorded, and never a bare CR or LF.
+- Under bare_line_endings = "normalize" each bare CR or LF is a space: a message with Unix
+  line endings (what curl sends without --crlf) is stored upstream as one line, and a bare
+  "\\n.\\n" does not end it; only CRLF.CRLF does (RFC 5321 4.1.1.4).
+- The SMTP smuggling sequences under normalize: the upstream reads exactly the one message the
+  relay read and recorded, the would-be smuggled transaction inside it, and never a bare CR or LF.
 """
 
 import threading
@@ -139,37 +139,45 @@ class UnixLineEndings(IntegrationTest):
             c.close()
         return final
 
-    def test_unix_line_endings_under_normalize_stored_with_crlf_lines(self):
+    def test_unix_line_endings_under_normalize_become_spaces(self):
         rec = self.start_recorder()
         mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, rec.port),
                                      args=["--bare-line-endings", "normalize"])
         final = self.send(mailtap, self.MESSAGE + b"\r\n.\r\n")
         self.assertReply(final, 250)
         (stored,) = rec.wait_for(1)
-        # Each LF-ended line arrives as its own CRLF line (not joined into one line), the
-        # stuffed dot is undone by the upstream, and curl's CRLF before the dot is one more
-        # (empty) line, as Postfix and Exim read it.
-        expected = dot_unstuff(self.MESSAGE.replace(b"\n", b"\r\n")) + b"\r\n"
+        # Each bare LF is a space: the message is one line (its "..stuffed" mid-line, kept),
+        # then curl's CRLF before the dot.
+        expected = self.MESSAGE.replace(b"\n", b" ") + b"\r\n"
         self.assertEqual(stored["data"], expected)
         cap = self.single_capture(mailtap)
         self.assertCaptureComplete(cap)
+        self.assertEqual(cap.header["normalize_to"], "space")
         (t,) = cap.transactions
         self.assertEqual(t["outcome"], "delivered")
-        self.assertEqual(t["message_id"], "<unix@example.test>", "the relay did not read the header lines")
-        self.assertEqual(t["size"], len(self.MESSAGE.replace(b"\n", b"\r\n")) + 2)
+        self.assertEqual(t["size"], len(self.MESSAGE) + 2, "each bare LF counted as its space")
         self.assertNoBareCrLf(cap.bytes_of("upstream", "out"), "bytes sent upstream")
-        self.assertTrue(any("normalized %d bare CR/LF to CRLF" % self.MESSAGE.count(b"\n") in n
+        self.assertTrue(any("normalized %d bare CR/LF to spaces" % self.MESSAGE.count(b"\n") in n
                             for n in cap.notes), cap.notes)
 
-    def test_lf_dot_lf_ends_the_message_under_normalize(self):
-        # A sender with Unix line endings throughout, its terminator included.
+    def test_lf_dot_lf_does_not_end_the_message_under_normalize(self):
+        # A sender with Unix line endings throughout, its terminator included: ".\n" is text,
+        # and the message ends only at the CRLF.CRLF that follows.
         rec = self.start_recorder()
         mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, rec.port),
                                      args=["--bare-line-endings", "normalize"])
-        final = self.send(mailtap, self.MESSAGE + b".\n")
-        self.assertReply(final, 250)
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<sender@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<rcpt@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(self.MESSAGE + b".\n")
+        with self.assertRaises(Exception, msg="a reply came: the relay ended the message at \\n.\\n"):
+            c.reply(1)
+        c.send(b"\r\n.\r\n")
+        self.assertReply(c.reply(), 250)
+        self.quit(c)
         (stored,) = rec.wait_for(1)
-        self.assertEqual(stored["data"], dot_unstuff(self.MESSAGE.replace(b"\n", b"\r\n")))
+        self.assertEqual(stored["data"], self.MESSAGE.replace(b"\n", b" ") + b". \r\n")
 
     def test_unix_line_endings_refused_in_strict_mode(self):
         # The default, like Postfix with smtpd_forbid_bare_newline: refused, nothing delivered.
@@ -186,10 +194,10 @@ class SmugglingUnderNormalize(IntegrationTest):
 
     def test_upstream_reads_what_the_relay_read_and_recorded(self):
         # Each smuggling sequence (test_limits_and_smuggling.SMUGGLING) inside a message, then
-        # the real CRLF.CRLF and QUIT, all in one write. Under normalize the relay ends the
-        # message where the normalized stream ends it; what follows is read by the relay (and
-        # recorded) as the client's own commands. The upstream must read exactly that: the
-        # same messages, the same commands, no bare CR or LF, nothing the relay did not record.
+        # the real CRLF.CRLF and QUIT, all in one write. Under normalize each bare CR or LF is
+        # a space and only CRLF.CRLF ends the message, so the would-be smuggled transaction is
+        # message text. The upstream must read exactly what the relay read and recorded: one
+        # message, the same commands, no bare CR or LF, nothing the relay did not record.
         up = self.start_scripted()
         mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port),
                                      args=["--bare-line-endings", "normalize"])
@@ -212,17 +220,12 @@ class SmugglingUnderNormalize(IntegrationTest):
                 self.assertEqual(conn.wire_messages[0], first, "the upstream read another first message")
                 self.assertEqual(replies[0].code, 250, replies)
                 self.assertEqual(replies[-1].code, 221, replies)
-                if SMUGGLED_TAIL.split(b"\r\n")[0] in first:
-                    # The sequence is message text: one message, the tail inside it.
-                    self.assertEqual(len(conn.messages), 1)
-                    self.assertFalse(any(b"evil@" in cmd for cmd in conn.commands))
-                else:
-                    # The normalized stream ended early: the tail is the client's next
-                    # transaction, read as such by the relay and the upstream alike.
-                    self.assertTrue(rest.startswith(b"MAIL FROM:<evil@") or rest.startswith(b"\r\nMAIL FROM:<evil@"),
-                                    rest[:40])
-                    self.assertEqual(len(conn.messages), 2)
-                    self.assertIn(b"smuggled body", conn.messages[1])
+                self.assertEqual(rest, b"")   # nothing after the real terminator but QUIT
+                # The sequence is message text: one message, the tail inside it.
+                self.assertIn(SMUGGLED_TAIL.split(b"\r\n")[0], first)
+                self.assertEqual(len(conn.messages), 1)
+                self.assertFalse(any(b"evil@" in cmd for cmd in conn.commands))
+                self.assertEqual([r.code for r in replies], [250, 221], replies)
 
         caps = mailtap.wait_captures(len(SMUGGLING), timeout=60)
         self.assertEqual(len(caps), len(SMUGGLING))
@@ -240,6 +243,7 @@ class SmugglingUnderNormalize(IntegrationTest):
                 # One recorded transaction per message the upstream read, of the same size,
                 # and every command the upstream read is one the relay recorded from the client.
                 t = cap.transactions
+                self.assertEqual(len(t), 1)
                 self.assertEqual([x["outcome"] for x in t], ["delivered"] * len(conn.messages))
                 self.assertEqual([x["size"] for x in t], [len(m) for m in conn.wire_messages])
                 recorded = [r["text"].encode() for r in cap.of_type("command")]

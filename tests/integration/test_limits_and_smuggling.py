@@ -91,17 +91,18 @@ class Smuggling(IntegrationTest):
             self.assertTrue(t[0]["synthesized"], cap.path)
             self.assertEqual(t[0]["final_reply"]["code"] // 100, 5, cap.path)
 
-    def test_normalize_mode_reads_bare_line_endings_as_crlf(self):
-        # Normalize reads a bare CR or LF as a line ending, as older Postfix and Exim read a bare
-        # LF, and forwards CRLF; the end of data is found in the normalized stream. So the first
-        # message the upstream reads is exactly the relay's (normalized, cut at the normalized
-        # CRLF.CRLF), with no bare CR/LF. Where the sequence ends the message, the rest is the
-        # client's next transaction for both (test_data_lines checks the relay recorded it).
+    def test_normalize_mode_makes_bare_line_endings_spaces(self):
+        # A hostile-peer trial: normalize read a bare CR or LF as a line ending and found the end
+        # of data in the normalized stream, so "\n.\n" ended the message and the tail was a
+        # second, smuggled transaction, handed upstream as clean CRLF. Now each bare CR or LF
+        # (and NUL) is a space and only CRLF.CRLF ends the message: for every sequence the
+        # upstream reads one message, the tail inside it, with no bare CR/LF.
         mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, self.up.port),
                                      args=["--bare-line-endings", "normalize"])
+        wire_of = {}
         for n, seq in enumerate(SMUGGLING, start=1):
             with self.subTest(seq=seq):
-                wire = smuggling_message(n, seq)
+                wire = wire_of[seq] = smuggling_message(n, seq)
                 final, _ = self.session(mailtap, wire)
                 self.assertReply(final, 250)
                 conn = self.upstream_conn(n)
@@ -109,20 +110,56 @@ class Smuggling(IntegrationTest):
                 expected, _ = normalized_message(wire + b".\r\n")
                 self.assertEqual(conn.wire_messages[0], expected)
                 self.assertEqual(conn.messages[0], dot_unstuff(expected))
-                if b"\x00" in seq:   # a NUL is no line ending: it becomes a space, the tail stays text
-                    self.assert_not_smuggled(conn, repr(seq))
-                    self.assertIn(SMUGGLED_TAIL.split(b"\r\n")[0], conn.messages[0])
-                else:                 # every other sequence is a line-ending "." line: the end
-                    self.assertTrue(expected.endswith(b"\r\n"), expected[-40:])
-                    self.assertTrue(expected.rstrip(b"\r\n").endswith(b"hello"), expected[-40:])
+                self.assert_not_smuggled(conn, repr(seq))
+                self.assertEqual(len(conn.messages), 1, repr(seq))
+                self.assertIn(SMUGGLED_TAIL.split(b"\r\n")[0], conn.messages[0])
+                self.assertEqual(len(expected), len(wire), "each bare CR, LF or NUL is one space")
         caps = mailtap.wait_captures(len(SMUGGLING), timeout=60)
         for cap, seq in zip(caps, SMUGGLING):
             self.assertCaptureComplete(cap)
             t = cap.transactions
+            self.assertEqual(len(t), 1, cap.path)
             self.assertEqual(t[0]["outcome"], "delivered", cap.path)
             self.assertEqual(t[0]["message_id"], "<smuggle-%d@example.test>" % (SMUGGLING.index(seq) + 1))
+            self.assertEqual(t[0]["size"], len(wire_of[seq]), "each bare CR or LF counted as its space")
             if bare_cr_lf_positions(seq) or b"\x00" in seq:
                 self.assertTrue(any("normaliz" in note for note in cap.notes), (seq, cap.notes))
+
+    def test_normalize_to_postfix_smtp_sink_delivers_one_message(self):
+        # The trial's body, through mailtap in normalize mode to a real Postfix component
+        # (smtp-sink), in one write: "hello\n.\n" then a whole transaction. It was two delivered
+        # messages; it is one, the bare LFs spaces, the would-be smuggled MAIL FROM in its body.
+        sink = self.start_smtp_sink()
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port),
+                                     args=["--bare-line-endings", "normalize"])
+        body = (b"Subject: trial\r\n\r\nhello\n.\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@example.test>\r\n"
+                b"DATA\r\nSubject: smuggled\r\n\r\nsmuggled body\r\n")
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<sender@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<rcpt@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(body + b".\r\nQUIT\r\n")
+        replies = parse_replies(c.read_to_eof(20))
+        c.close()
+        self.assertEqual([r.code for r in replies], [250, 221], replies)
+        wait_until(lambda: len(sink.dumps()) >= 1, 20, "smtp-sink to dump the message")
+        time.sleep(0.5)   # a second message, were there one, would be dumped by now
+        dumps = sink.dumps()
+        self.assertEqual(len(dumps), 1, [d[1][:200] for d in dumps])
+        (fields, stored), = dumps
+        self.assertEqual(sink.messages_counted(), 1)
+        self.assertEqual(fields.get("X-Mail-Args"), [b"<sender@example.test>"], fields)
+        self.assertIn(b"hello . MAIL FROM:<evil@x.test>\n", stored)
+        self.assertIn(b"smuggled body\n", stored)
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.header["normalize_to"], "space")
+        self.assertEqual(len(cap.transactions), 1)
+        self.assertEqual(cap.transactions[0]["outcome"], "delivered")
+        self.assertEqual(cap.transactions[0]["size"], len(body))
+        self.assertNoBareCrLf(cap.bytes_of("upstream", "out"), "bytes sent upstream")
+        self.assertFalse([r for r in cap.of_type("command") if "evil@" in r["text"]],
+                         "the relay read the smuggled MAIL FROM as a command")
 
     def test_bdat_to_a_destination_without_chunking_smuggles_nothing(self):
         # A hostile trial: aiosmtpd offers no CHUNKING; the relay passed "BDAT n LAST" and its

@@ -189,16 +189,17 @@ class RecordedOnce(IntegrationTest):
         rec = self.start_recorder()
         mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, rec.port),
                                      args=["--bare-line-endings", "normalize"])
-        body = b"Subject: unix\r\n\r\n" + b"".join(b"unix line %04d\n" % i for i in range(200))
-        self.send_message(mailtap.port, body + b"\r\n.\r\n")
+        # Each line holds a bare LF, which normalize forwards as a space (protocol/data_framer.hpp).
+        body = b"Subject: unix\r\n\r\n" + b"".join(b"unix\nline %04d\r\n" % i for i in range(200))
+        self.send_message(mailtap.port, body + b".\r\n")
         (stored,) = rec.wait_for(1)
-        self.assertEqual(stored["data"], body.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n") + b"\r\n")
+        as_sent = body.replace(b"unix\nline", b"unix line")
+        self.assertEqual(stored["data"], as_sent)
         cap = self.single_capture(mailtap)
         self.assertCaptureComplete(cap)
         sent_upstream = cap.bytes_of("upstream", "out")
-        self.assertIn(body.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n"), sent_upstream)
-        self.assertNotIn(b"unix line 0001\n", sent_upstream.replace(b"\r\n", b""),
-                         "a bare LF recorded as sent upstream")
+        self.assertIn(as_sent, sent_upstream)
+        self.assertNotIn(b"unix\nline", sent_upstream, "a bare LF recorded as sent upstream")
 
     def test_a_bdat_body_is_recorded_once(self):
         mailtap = self.start_mailtap()    # the built-in sink takes BDAT (CHUNKING)

@@ -387,14 +387,18 @@ class ReplayServerTest(ReplayTest):
         self.assertNotEqual(noted_mail[0]["live"], noted_mail[0]["recorded"])
 
     def test_a_message_ends_where_the_relay_ended_it_under_bare_line_endings_normalize(self):
-        """A reviewer's reproduction: under --bare-line-endings normalize the relay ends a
-        message at "\n.\n" and reads what follows as commands (the script cuts the recording
+        """A reviewer's reproduction: under --bare-line-endings normalize the relay ended a
+        message at "\n.\n" and read what followed as commands (the script cuts the recording
         so), but the replay server framed every live message raw: only CRLF.CRLF ended it, so
-        the reply to the message never came and the report said the client left at step 4."""
+        the reply to the message never came and the report said the client left at step 4.
+        Normalize no longer ends a message there (each bare CR or LF is a space); a capture
+        recorded before, whose header has no normalize_to, still replays as it was recorded.
+        Such a capture is made here from a session whose message ended at CRLF.CRLF: the header
+        loses normalize_to and the client's bytes get "\n.\n" where the older relay read it."""
         m = self.start_mailtap(args=["--bare-line-endings", "normalize"], env=self.env)
         message = b"Subject: x\r\n\r\nbody\n.\nRSET\r\n"
 
-        def converse(port):
+        def converse(port, message):
             c = self.greeted_client(port, "c.test")
             self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
             self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
@@ -404,13 +408,26 @@ class ReplayServerTest(ReplayTest):
             self.assertReply(c.reply(timeout=scaled(10)), 250)   # RSET
             self.assertReply(c.command("QUIT"), 221)
 
-        converse(m.port)
+        converse(m.port, b"Subject: x\r\n\r\nbody\r\n.\r\nRSET\r\n")
         cap = m.wait_captures(1)[0]
         wait_until(lambda: capture_has_end(cap.path), 30, "the recorded session's end")
         m.stop()
-        server = self.replay_server(cap.path, "--json", "--timing", "fast")
+        with open(cap.path, encoding="utf-8") as f:
+            lines = [json.loads(l) for l in f]
+        self.assertEqual((lines[0]["bare_eol"], lines[0]["normalize_to"]), ("normalize", "space"))
+        del lines[0]["normalize_to"]
+        edited = 0
+        for rec in lines:
+            if rec["type"] == "bytes" and rec["leg"] == "client" and "body\r\n.\r\n" in rec.get("latin1", ""):
+                rec["latin1"] = rec["latin1"].replace("body\r\n.\r\n", "body\n.\n")
+                edited += 1
+        self.assertEqual(edited, 1)
+        self.assertFalse([r for r in lines if r["type"] == "bytes_ref"], "offsets would need moving")
+        older = self.write_file("older-normalize.jsonl",
+                                "".join(json.dumps(r) + "\n" for r in lines).encode())
+        server = self.replay_server(older, "--json", "--timing", "fast")
         self.assertEqual(server.ready["steps"], 7)
-        converse(server.port)
+        converse(server.port, message)
         code, out = server.finish()
         doc = json.loads(out.splitlines()[0])
         self.assertEqual((code, doc["result"], doc["divergences"]), (0, "followed", []), out)
@@ -567,10 +584,10 @@ class ReplayClientTest(ReplayTest):
 
     def test_a_message_the_relay_normalized_is_delivered_by_the_replay_to_a_server_that_refuses_bare_lf(self):
         """Under --bare-line-endings normalize the relay forwarded a client's bare-LF message
-        ("body\n.\n") as "body\r\n.\r\n"; the replay sent the client's bytes, so a server that
-        ends data only at CRLF.CRLF (Postfix with smtpd_forbid_bare_newline) never saw the end
-        of data and the replay reported no_reply. It now sends the message as the recorded
-        destination received it."""
+        with each bare LF a space; the replay sent the client's bytes, so a server that refuses
+        bare LF (Postfix with smtpd_forbid_bare_newline) read other bytes than the recorded
+        destination (once, under the older normalize, it never saw the end of data and the
+        replay reported no_reply). It sends the message as the recorded destination received it."""
         upstream = ScriptedAnswers()
         self.addCleanup(upstream.stop)
         m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, upstream.port),
@@ -579,12 +596,13 @@ class ReplayClientTest(ReplayTest):
         self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
         self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
         self.assertReply(c.command("DATA"), 354)
-        c.send(b"Subject: x\r\n\r\nbody\n..dot\n.\n")
+        c.send(b"Subject: x\r\n\r\nbody\n..dot\n.\n\r\n.\r\n")
         self.assertReply(c.reply(), 250)
         self.assertReply(c.command("QUIT"), 221)
         cap = m.wait_captures(1)[0]
         self.assertEqual(cap.header["bare_eol"], "normalize")
-        self.assertEqual(upstream.wait_for_connections(1)[0].wire_messages, [b"Subject: x\r\n\r\nbody\r\n..dot\r\n"])
+        self.assertEqual(cap.header["normalize_to"], "space")
+        self.assertEqual(upstream.wait_for_connections(1)[0].wire_messages, [b"Subject: x\r\n\r\nbody ..dot . \r\n"])
         # A live server that ends data only at CRLF.CRLF; it hangs up after 20 s, so that the
         # replay ends sooner than its 120 s reply timeout where the end of data never comes.
         strict = ScriptedAnswers(lifetime=scaled(20))
@@ -597,7 +615,7 @@ class ReplayClientTest(ReplayTest):
         self.assertEqual(doc["counts"].get("no_reply", 0), 0, r.stdout)
         self.assertEqual((r.returncode, doc["result"]), (0, "matched"), r.stdout)
         conn = strict.wait_for_connections(1)[0]
-        self.assertEqual(conn.wire_messages, [b"Subject: x\r\n\r\nbody\r\n..dot\r\n"])
+        self.assertEqual(conn.wire_messages, [b"Subject: x\r\n\r\nbody ..dot . \r\n"])
         self.assertEqual(conn.commands[-1], b"QUIT")
 
     def test_nothing_the_client_pipelined_behind_the_line_the_relay_closed_on_is_replayed(self):

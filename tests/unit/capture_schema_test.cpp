@@ -43,6 +43,7 @@ session_info info_at(std::chrono::system_clock::time_point started_at) {
   info.listen = "127.0.0.1:2525";
   info.upstream = "mx.example:25";
   info.bare_eol = "normalize";
+  info.normalize_to = "space";   // as relay/session.cpp says under normalize
   info.started_at = started_at;
   info.started_mono_us = 123;
   return info;
@@ -116,7 +117,8 @@ TEST(CaptureSchema, TheWriterWritesExactlyTheSchemasFieldsForEveryRecordType) {
     std::set<std::string> keys, expected{std::string(schema::field::type)};
     for (const auto& kv : o) keys.insert(std::string(kv.key()));
     for (auto f : s->fields) expected.insert(std::string(f));
-    // Fields added within a version: older captures lack them, the writer always writes them.
+    // Fields added within a version: older captures lack them, the writer always writes them
+    // (the header's normalize_to under bare_eol normalize, as here).
     for (auto f : s->optional) expected.insert(std::string(f));
     // Exactly one of one_of: which one the writer chose is counted below.
     std::size_t chosen = 0;
@@ -166,6 +168,7 @@ TEST(CaptureSchema, EveryValueSurvivesTheRoundTrip) {
   EXPECT_EQ(c->header.started_mono_us, 123u);
   EXPECT_EQ(c->header.relay.rfind("mailtap ", 0), 0u);
   EXPECT_EQ(c->header.bare_eol, "normalize");
+  EXPECT_EQ(c->header.normalize_to, "space");
   ASSERT_EQ(c->events.size(), 10u);
   const auto& b = std::get<bytes_event>(c->events[0]);
   EXPECT_EQ(b.data, std::string("EHLO x\r\n\0\0\0\xff", 12));
@@ -207,6 +210,30 @@ TEST(CaptureSchema, EveryValueSurvivesTheRoundTrip) {
   ASSERT_TRUE(c->end);
   EXPECT_EQ(c->end->reason, "client_quit");
   EXPECT_EQ(c->end->detail, "bye");
+}
+
+// The header's normalize_to is written only under bare_eol normalize (relay/session.cpp); a
+// capture without it reads as "" (an older normalize capture: replay/script.cpp reads its bare
+// CR and LF as line endings, as the relay did then).
+TEST(CaptureSchema, NormalizeToIsWrittenOnlyUnderNormalize) {
+  scratch_dir dir;
+  std::string error;
+  auto st = store::open(dir.path(), error);
+  ASSERT_TRUE(st) << error;
+  session_info info = info_at(new_year_2020);
+  info.id = "strict";
+  info.bare_eol = "strict";
+  info.normalize_to.clear();
+  auto cap = st->begin(info);
+  cap->on_end(10, "client_quit", "");
+  cap.reset();
+  const auto lines = lines_of(dir.path() / "strict.jsonl");
+  ASSERT_FALSE(lines.empty());
+  EXPECT_FALSE(json::parse(lines.front()).as_object().contains(schema::field::normalize_to)) << lines.front();
+  auto c = read_capture(dir.path() / "strict.jsonl", error);
+  ASSERT_TRUE(c) << error;
+  EXPECT_EQ(c->header.bare_eol, "strict");
+  EXPECT_EQ(c->header.normalize_to, "");
 }
 
 // The reader asks for the fields by the schema's names: without any required one a record

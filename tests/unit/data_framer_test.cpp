@@ -1,8 +1,9 @@
 // DATA framer: only <CRLF>.<CRLF> ends a message; dot-stuffing passes unchanged; the terminator
 // is never forwarded and nothing after it is consumed; every SMTP-smuggling sequence is handled
-// per mode (strict faults; normalize reads bare CR/LF as CRLF, as older Postfix and Exim do, and
-// ends the message where the normalized stream ends it, so what it forwards is unambiguous and
-// is the message the upstream reads; raw passes bytes); lines of any length stream through
+// per mode (strict faults; normalize forwards each bare CR/LF, and each NUL, as a space, so only
+// CRLF.CRLF ends the message and what it forwards is unambiguous and is the message the upstream
+// reads; raw passes bytes; normalize_line_ends, kept to replay older captures, reads bare CR/LF
+// as CRLF and ends the message where the normalized stream ends it); lines of any length stream through
 // unchanged and are counted. Every case is re-run with the input split at every byte boundary
 // and one byte at a time, and must give identical results.
 #include <gtest/gtest.h>
@@ -110,11 +111,33 @@ data_fault first_fault(std::string_view s) {
   return data_fault::none;
 }
 
-// What normalize mode does, written line by line as a receiver that takes CRLF, a bare CR and a
+// What normalize mode does to an input holding a terminator: each bare CR, bare LF and NUL (as
+// fault_at finds them) becomes one space, in place, and the message ends at the first CRLF.CRLF
+// of what that makes (a message's start counting as a line's).
+framed normalize_reference(std::string_view s) {
+  framed r;
+  std::string spaced(s);
+  for (std::size_t i = 0; i < s.size(); ++i)
+    if (fault_at(s, i) != data_fault::none) spaced[i] = ' ';
+  const std::size_t end = ("\r\n" + spaced).find("\r\n.\r\n");   // where the message's own bytes end
+  EXPECT_NE(end, std::string::npos) << "normalize_reference takes inputs that hold a terminator";
+  if (end == std::string::npos) return r;
+  r.ended = true;
+  r.consumed = end + 3;
+  r.forward = spaced.substr(0, end);
+  for (std::size_t i = 0; i < end; ++i) {
+    r.normalized += s[i] != '\0' && fault_at(s, i) != data_fault::none;
+    r.nuls_replaced += s[i] == '\0';
+  }
+  r.message_bytes = r.forward.size();
+  return r;
+}
+
+// What normalize_line_ends (older captures' normalize) does, written line by line as a receiver that takes CRLF, a bare CR and a
 // bare LF alike as a line ending reads the input: each line goes out with CRLF (NUL as a space)
 // until a line that is exactly "."; an unfinished line goes out as far as it is known (a
 // trailing CR, or a lone line-start ".", may still turn out to be a line ending or the end).
-framed normalize_reference(std::string_view s) {
+framed normalize_line_ends_reference(std::string_view s) {
   framed r;
   auto take = [&](std::string_view line) {
     for (char c : line) {
@@ -305,13 +328,39 @@ TEST(DataFramer, SmugglingStrictNeverEndsEarlyAndBareEolFaults) {
   }
 }
 
-TEST(DataFramer, SmugglingNormalizeEndsWhereTheNormalizedStreamEnds) {
+// The hostile-peer trial with a real Postfix: under normalize, "hello\n.\nMAIL FROM:..." ended
+// the message at "\n.\n" and the rest was read as commands, a second message smuggled through
+// as clean CRLF. No sequence may end it: each bare CR or LF (and NUL) goes out as a space, the
+// line goes on, and only the real CRLF.CRLF ends it.
+TEST(DataFramer, SmugglingNormalizeNeverEndsEarlyAndForwardsNoBareEol) {
   for (const auto& seq : smuggling_sequences) {
     for (const auto& msg : messages_with(seq)) {
       SCOPED_TRACE(escape_bytes(msg));
       std::string input = msg + ".\r\nRSET\r\n";
       auto r = frame(bare_eol_mode::normalize, input);
       auto want = normalize_reference(input);
+      EXPECT_TRUE(r.ended);
+      EXPECT_EQ(r.consumed, msg.size() + 3) << "ended somewhere other than the real CRLF.CRLF";
+      EXPECT_EQ(r.fault, data_fault::none);
+      EXPECT_TRUE(r.forward == want.forward) << escape_bytes(r.forward) << "\n vs \n" << escape_bytes(want.forward);
+      EXPECT_EQ(r.forward.size(), msg.size()) << "each bare CR, LF or NUL is one space";
+      EXPECT_EQ(r.normalized + r.nuls_replaced, count_bare(msg));
+      EXPECT_EQ(r.normalized, want.normalized);
+      EXPECT_EQ(r.nuls_replaced, want.nuls_replaced);
+      EXPECT_EQ(r.message_bytes, msg.size());
+      expect_upstream_reads_exactly(r.forward);
+    }
+  }
+}
+
+// Older captures' normalize (replay only): ends where the stream normalized to CRLF ends it.
+TEST(DataFramer, SmugglingNormalizeLineEndsEndsWhereTheNormalizedStreamEnds) {
+  for (const auto& seq : smuggling_sequences) {
+    for (const auto& msg : messages_with(seq)) {
+      SCOPED_TRACE(escape_bytes(msg));
+      std::string input = msg + ".\r\nRSET\r\n";
+      auto r = frame(bare_eol_mode::normalize_line_ends, input);
+      auto want = normalize_line_ends_reference(input);
       EXPECT_TRUE(r.ended);
       EXPECT_EQ(r.consumed, want.consumed) << "ended somewhere other than the normalized CRLF.CRLF";
       EXPECT_EQ(r.fault, data_fault::none);
@@ -324,7 +373,32 @@ TEST(DataFramer, SmugglingNormalizeEndsWhereTheNormalizedStreamEnds) {
   }
 }
 
-TEST(DataFramer, NormalizeReadsBareLineEndingsAsCrlf) {
+TEST(DataFramer, NormalizeMakesBareLineEndingsSpaces) {
+  struct example {
+    std::string_view input, forward, next_command;
+  };
+  const example examples[] = {
+      {"a\n.\nMAIL FROM:<x@y>\r\n.\r\n", "a . MAIL FROM:<x@y>\r\n", ""},
+      {"a\r\n.\nMAIL\r\n.\r\nQUIT\r\n", "a\r\n. MAIL\r\n", "QUIT\r\n"},   // ".\n": a dot line's content
+      {"a\r\n.\rMAIL\r\n.\r\n", "a\r\n. MAIL\r\n", ""},                   // ".\r" then not LF: the same
+      {"a\r.\r\nMAIL\r\n.\r\n", "a .\r\nMAIL\r\n", ""},
+      {"a\r\n.\r\r\n.\r\n", "a\r\n. \r\n", ""},
+      {"a\rb\nc\r\r\n.\r\n", "a b c \r\n", ""},
+      {".\n\r\n.\r\n", ". \r\n", ""},
+      {"..\n.x\n. \n\r\n.\r\n", ".. .x .  \r\n", ""},                      // stuffed dots pass as they came
+      {"\n\n.\n\r\n.\r\n", "  . \r\n", ""},
+  };
+  for (const auto& e : examples) {
+    SCOPED_TRACE(escape_bytes(e.input));
+    auto r = frame(bare_eol_mode::normalize, e.input);
+    EXPECT_TRUE(r.ended);
+    EXPECT_EQ(r.forward, e.forward);
+    EXPECT_EQ(e.input.substr(r.consumed), e.next_command);
+    expect_upstream_reads_exactly(r.forward);
+  }
+}
+
+TEST(DataFramer, NormalizeLineEndsReadsBareLineEndingsAsCrlf) {
   struct example {
     std::string_view input, forward, next_command;
   };
@@ -341,7 +415,7 @@ TEST(DataFramer, NormalizeReadsBareLineEndingsAsCrlf) {
   };
   for (const auto& e : examples) {
     SCOPED_TRACE(escape_bytes(e.input));
-    auto r = frame(bare_eol_mode::normalize, e.input);
+    auto r = frame(bare_eol_mode::normalize_line_ends, e.input);
     EXPECT_TRUE(r.ended);
     EXPECT_EQ(r.forward, e.forward);
     EXPECT_EQ(e.input.substr(r.consumed), e.next_command);
@@ -353,10 +427,55 @@ TEST(DataFramer, NormalizeHoldsOnlyAPossibleLineEnding) {
   // A trailing CR may be half of a CRLF, a line-start '.' may be the end: both wait for the
   // next byte; everything else goes out at once.
   EXPECT_EQ(frame(bare_eol_mode::normalize, "line\r").forward, "line");
-  EXPECT_EQ(frame(bare_eol_mode::normalize, "line\n").forward, "line\r\n");
-  EXPECT_EQ(frame(bare_eol_mode::normalize, "line\n.").forward, "line\r\n");
-  EXPECT_EQ(frame(bare_eol_mode::normalize, "line\n.\r").forward, "line\r\n");
+  EXPECT_EQ(frame(bare_eol_mode::normalize, "line\n").forward, "line ");
+  EXPECT_EQ(frame(bare_eol_mode::normalize, "line\n.").forward, "line .") << "a '.' after a bare LF is mid-line";
+  EXPECT_EQ(frame(bare_eol_mode::normalize, "line\n.\r").forward, "line .");
+  EXPECT_EQ(frame(bare_eol_mode::normalize, "line\r\n.").forward, "line\r\n");
+  EXPECT_EQ(frame(bare_eol_mode::normalize, "line\r\n.\r").forward, "line\r\n");
   EXPECT_FALSE(frame(bare_eol_mode::normalize, "line\n.\r").ended);
+  EXPECT_FALSE(frame(bare_eol_mode::normalize, "line\r\n.\r").ended);
+  // Older captures' normalize: a bare LF ended the line.
+  EXPECT_EQ(frame(bare_eol_mode::normalize_line_ends, "line\n").forward, "line\r\n");
+  EXPECT_EQ(frame(bare_eol_mode::normalize_line_ends, "line\n.").forward, "line\r\n");
+  EXPECT_EQ(frame(bare_eol_mode::normalize_line_ends, "line\n.\r").forward, "line\r\n");
+  EXPECT_FALSE(frame(bare_eol_mode::normalize_line_ends, "line\n.\r").ended);
+}
+
+// A recorded message step is the relay's bytes up to where it found the end; under the older
+// normalize it ended "hello\r.\r" on the client's next byte, which is not in the step, so a
+// framer given only the step holds ".\r" (replay/script.cpp copy_relayed). The step being
+// complete, that held ".\r" ended it; in every other mode and state nothing changes.
+TEST(DataFramer, EndOfCompleteInputEndsOnlyAnOlderNormalizesHeldDotCr) {
+  for (std::string_view step : {"hello\r.\r", "hello\r\n.\r", "hello\n.\r"}) {
+    SCOPED_TRACE(escape_bytes(step));
+    data_framer f(bare_eol_mode::normalize_line_ends);
+    std::string forward;
+    EXPECT_EQ(f.feed(step, forward), step.size());
+    EXPECT_FALSE(f.ended());
+    const auto before = f.normalized();
+    EXPECT_TRUE(f.end_of_complete_input());
+    EXPECT_TRUE(f.ended());
+    EXPECT_EQ(forward, "hello\r\n");
+    EXPECT_EQ(f.normalized(), before + 1) << "the \r after the dot, read as a line ending";
+    // The same as the live relay, which saw the next byte.
+    auto live = run(bare_eol_mode::normalize_line_ends, {std::string(step) + "QUIT\r\n"});
+    EXPECT_TRUE(live.ended);
+    EXPECT_EQ(live.consumed, step.size());
+    EXPECT_EQ(live.forward, forward);
+    EXPECT_EQ(live.normalized, f.normalized());
+  }
+  for (auto mode : {bare_eol_mode::strict, bare_eol_mode::normalize, bare_eol_mode::raw, bare_eol_mode::normalize_line_ends}) {
+    SCOPED_TRACE(std::string(to_string(mode)));
+    for (std::string_view in : {"hello\r\n.", "hello\r", "hello", "hello\r\n.\r"}) {
+      if (mode == bare_eol_mode::normalize_line_ends && in == "hello\r\n.\r") continue;
+      data_framer f(mode);
+      std::string forward;
+      f.feed(in, forward);
+      EXPECT_FALSE(f.end_of_complete_input()) << escape_bytes(in);
+      std::string more;
+      EXPECT_EQ(f.feed("\r\n", more), 2u) << "still framing";
+    }
+  }
 }
 
 // Every input of up to 6 bytes over {a . CR LF NUL}, followed by the real terminator, in every
@@ -373,16 +492,25 @@ TEST(DataFramer, EveryShortInputFramesConsistently) {
       for (std::size_t k = 0, c = code; k < len; ++k, c /= std::size(alphabet)) msg += alphabet[c % std::size(alphabet)];
       const std::string input = "x\r\n" + msg + "\r\n.\r\nQUIT\r\n";
       SCOPED_TRACE(escape_bytes(input));
+      const std::size_t end = input.find("\r\n.\r\n");   // only CRLF.CRLF ends it
       auto norm = frame(bare_eol_mode::normalize, input);
       auto want = normalize_reference(input);
       EXPECT_EQ(norm.forward, want.forward);
       EXPECT_EQ(norm.consumed, want.consumed);
+      EXPECT_EQ(norm.consumed, end + 5);
       EXPECT_EQ(norm.normalized, want.normalized);
       EXPECT_EQ(norm.nuls_replaced, want.nuls_replaced);
       EXPECT_TRUE(norm.ended);
       expect_upstream_reads_exactly(norm.forward);
+      auto older = frame(bare_eol_mode::normalize_line_ends, input);
+      auto older_want = normalize_line_ends_reference(input);
+      EXPECT_EQ(older.forward, older_want.forward);
+      EXPECT_EQ(older.consumed, older_want.consumed);
+      EXPECT_EQ(older.normalized, older_want.normalized);
+      EXPECT_EQ(older.nuls_replaced, older_want.nuls_replaced);
+      EXPECT_TRUE(older.ended);
+      expect_upstream_reads_exactly(older.forward);
       auto strict = frame(bare_eol_mode::strict, input);
-      const std::size_t end = input.find("\r\n.\r\n");   // only CRLF.CRLF ends it
       EXPECT_EQ(strict.consumed, end + 5);
       EXPECT_EQ(strict.fault, first_fault(input.substr(0, end + 2)));
       if (strict.fault == data_fault::none) {
@@ -429,11 +557,17 @@ TEST(DataFramer, LfOnlyMessageInEachMode) {
   EXPECT_FALSE(strict.ended);
   EXPECT_EQ(strict.fault, data_fault::bare_cr_or_lf);
   auto norm = frame(bare_eol_mode::normalize, msg);
-  EXPECT_TRUE(norm.ended) << "\\n.\\n reads as CRLF.CRLF, as Postfix and Exim read it";
+  EXPECT_FALSE(norm.ended) << "only CRLF.CRLF ends it (RFC 5321 4.1.1.4)";
   EXPECT_EQ(norm.consumed, msg.size());
-  EXPECT_EQ(norm.forward, "Subject: x\r\n\r\nbody\r\n");
+  EXPECT_EQ(norm.forward, "Subject: x  body . ");
   EXPECT_EQ(norm.message_bytes, norm.forward.size());
-  EXPECT_EQ(norm.normalized, 4u);   // four LFs: three line endings and the terminator's
+  EXPECT_EQ(norm.normalized, 4u);   // four LFs, each a space
+  auto older = frame(bare_eol_mode::normalize_line_ends, msg);
+  EXPECT_TRUE(older.ended) << "\\n.\\n read as CRLF.CRLF, as older Postfix and Exim read it";
+  EXPECT_EQ(older.consumed, msg.size());
+  EXPECT_EQ(older.forward, "Subject: x\r\n\r\nbody\r\n");
+  EXPECT_EQ(older.message_bytes, older.forward.size());
+  EXPECT_EQ(older.normalized, 4u);   // four LFs: three line endings and the terminator's
   auto raw = frame(bare_eol_mode::raw, msg);
   EXPECT_FALSE(raw.ended);
   EXPECT_EQ(raw.forward, msg);
@@ -549,7 +683,7 @@ TEST(DataFramer, CleanBlocksAgreeWithTheByteByByteFraming) {
       msg.insert(at, oddities[next(std::size(oddities))]);
     }
     const std::string input = msg + (msg.ends_with("\r\n") ? "" : "\r\n") + ".\r\nQUIT\r\n";
-    for (auto mode : all_modes) {
+    for (auto mode : {bare_eol_mode::strict, bare_eol_mode::normalize, bare_eol_mode::raw, bare_eol_mode::normalize_line_ends}) {
       SCOPED_TRACE(std::string(to_string(mode)) + " round " + std::to_string(round));
       const framed whole = run(mode, {input});
       std::vector<std::string_view> bytes;
@@ -576,6 +710,8 @@ TEST(DataFramer, CleanBlocksAgreeWithTheByteByByteFraming) {
 
 TEST(DataFramer, ModeNames) {
   for (auto mode : all_modes) EXPECT_EQ(parse_bare_eol_mode(to_string(mode)), mode);
+  // Only a capture's header selects the older normalize: no configured name gives it.
+  EXPECT_EQ(parse_bare_eol_mode(to_string(bare_eol_mode::normalize_line_ends)), std::nullopt);
   EXPECT_EQ(parse_bare_eol_mode("lenient"), std::nullopt);
   EXPECT_EQ(to_string(data_fault::none), "none");
 }

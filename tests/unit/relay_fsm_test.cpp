@@ -988,18 +988,24 @@ TEST_F(RelayFsmTest, StrictBareLfClosesUpstreamAndAnswers550AtEndOfData) {
   EXPECT_THAT(end, Contains(closes(leg::client)));
 }
 
-TEST_F(RelayFsmTest, NormalizeModeReadsBareLfAsCrlf) {
-  // As Postfix and Exim read it: a bare LF ends the line, and "\n.\n" ends the message.
+// A hostile-peer trial with a real Postfix: under normalize "\n.\n" ended the message and the
+// rest was read as commands, so "hello\n.\nMAIL FROM:..." became two messages upstream (SMTP
+// smuggling, with mailtap the lenient receiver). Each bare CR or LF is now a space, the line
+// goes on, and only CRLF.CRLF ends the message (RFC 5321 4.1.1.4): one message upstream.
+TEST_F(RelayFsmTest, NormalizeModeForwardsBareCrAndLfAsSpacesAndEndsOnlyAtCrlfDotCrlf) {
   relay_options o;
   o.eol = bare_eol_mode::normalize;
   make(o);
   open_data();
-  EXPECT_THAT(client("Subject: x\n\nbad\nline\r\n.\n"),
-              ElementsAre(to_upstream("Subject: x\r\n\r\nbad\r\nline\r\n.\r\n")));
+  EXPECT_THAT(client("Subject: x\n\nhello\n.\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@y.test>\r\n"
+                     "DATA\r\nsmuggled\r.\r\n.\r\n"),
+              ElementsAre(to_upstream("Subject: x  hello . MAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@y.test>\r\n"
+                                      "DATA\r\nsmuggled .\r\n.\r\n")));
   upstream("250 2.0.0 Ok\r\n");
-  EXPECT_EQ(fsm_->stats().normalized_line_endings, 4u);   // three line endings and the terminator's
+  EXPECT_EQ(fsm_->stats().normalized_line_endings, 5u);   // four bare LFs and a bare CR
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("normalized 5 bare CR/LF to spaces")));
   EXPECT_EQ(only_transaction().result, outcome::delivered);
-  EXPECT_EQ(only_transaction().size, 25u) << "the size of the message the upstream was sent";
+  EXPECT_EQ(only_transaction().size, 88u) << "the size of the message the upstream was sent";
 }
 
 // A session with a recorder: each message's end waits for it (await_capture).

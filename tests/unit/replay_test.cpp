@@ -1526,9 +1526,10 @@ TEST(ReplayClient, ABdatLineTheRelayCouldNotReadAndWhatCameBehindItAreNotSent) {
   EXPECT_FALSE(fsm.diverged());
 }
 
-// Under bare_eol = "normalize" the relay reads a bare LF as a line's end, so "\n.\n" ends the
-// message and what follows is a command: the script cuts the message where the relay did
-// (the first CRLF.CRLF made one step of the message and the command, every later reply one off).
+// A capture from when bare_eol = "normalize" read a bare LF as a line's end (its header has no
+// normalize_to): "\n.\n" ended the message and what followed was a command. The script cuts
+// the message where the relay did (the first CRLF.CRLF made one step of the message and the
+// command, every later reply one off): older captures replay as they were recorded.
 TEST(ReplayScript, AMessageEndsWhereTheRelayEndedItUnderItsBareLineEndingMode) {
   capture_builder b = up_to_data();
   b.c.header.bare_eol = "normalize";
@@ -1554,8 +1555,78 @@ TEST(ReplayScript, AMessageEndsWhereTheRelayEndedItUnderItsBareLineEndingMode) {
   EXPECT_EQ(strict.unfinished->bytes, "Subject: x\r\n\r\nbody\n.\nMAIL FROM:<b@x>\r\nQUIT\r\n");
 }
 
+// Normalize since the header's normalize_to ("space"): a bare CR or LF is a space and only
+// CRLF.CRLF ends the message, so "\n.\n" and what follows it are inside the message, as the
+// relay read them (the smuggling trial: "hello\n.\nMAIL FROM:..." is one message).
+TEST(ReplayScript, UnderNormalizeToSpaceOnlyCrlfDotCrlfEndsAMessage) {
+  const std::string message = "Subject: x\r\n\r\nhello\n.\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<v@y.test>\r\n.\r\n";
+  capture_builder b = up_to_data();
+  b.c.header.bare_eol = "normalize";
+  b.c.header.normalize_to = "space";
+  b.message(10000, message)
+      .forwarded(10000, "Subject: x\r\n\r\nhello . MAIL FROM:<evil@x.test>\r\nRCPT TO:<v@y.test>\r\n.\r\n")
+      .server(10100, "250 2.0.0 Ok: queued\r\n")
+      .client(10400, "QUIT\r\n")
+      .server(10500, "221 2.0.0 Bye\r\n")
+      .end(10500, "client_quit");
+  const script s = b.build();
+  EXPECT_EQ(s.bare_eol, protocol::bare_eol_mode::normalize);
+  ASSERT_EQ(s.steps.size(), 6u);
+  EXPECT_EQ(s.steps[4].kind, step_kind::message);
+  EXPECT_EQ(s.steps[4].bytes, message);
+  EXPECT_EQ(s.steps[4].relayed, "Subject: x\r\n\r\nhello . MAIL FROM:<evil@x.test>\r\nRCPT TO:<v@y.test>\r\n.\r\n");
+  EXPECT_EQ(s.steps[4].reply->reply.code, 250);
+  EXPECT_EQ(s.steps[5].text, "QUIT");
+  // The same bytes in a capture without normalize_to: the older normalize, two steps more.
+  b.c.header.normalize_to.clear();
+  const script older = b.build();
+  EXPECT_EQ(older.bare_eol, protocol::bare_eol_mode::normalize_line_ends);
+  EXPECT_EQ(older.steps[4].bytes, "Subject: x\r\n\r\nhello\n.\n");
+}
+
+// The second trial finding, in an older normalize capture: the relay ended "hello\r.\r" on the
+// client's next command's first byte (".\r" then not LF read as ".\r\n") and forwarded ".\r\n";
+// the replay framed only the message step's own bytes, never saw that byte, and sent the
+// message without its end, then the client's commands, which the live server read as message
+// text, and waited. A complete message step ends where the relay ended it.
+TEST(ReplayClient, AnOlderNormalizeMessageEndedByTheNextCommandGoesOutWithItsEnd) {
+  capture_builder b = up_to_data();
+  b.c.header.bare_eol = "normalize";   // no normalize_to: recorded before it was written
+  b.message(10000, "Subject: x\r\n\r\nhello\r.\r")
+      .forwarded(10000, "Subject: x\r\n\r\nhello\r\n.\r\n")
+      .server(10100, "250 2.0.0 Ok: queued\r\n")
+      .client(10200, "QUIT\r\n")
+      .server(10300, "221 2.0.0 Bye\r\n")
+      .end(10300, "client_quit");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 6u);
+  EXPECT_EQ(s.steps[4].bytes, "Subject: x\r\n\r\nhello\r.\r");
+  EXPECT_FALSE(s.steps[4].withheld);
+  EXPECT_EQ(s.steps[4].relayed, "Subject: x\r\n\r\nhello\r\n.\r\n");
+  EXPECT_EQ(s.steps[5].text, "QUIT");
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  auto out = converse(fsm, {live_up_to_data.begin(), live_up_to_data.end()});
+  EXPECT_EQ(out.back(), "Subject: x\r\n\r\nhello\r\n.\r\n");
+  EXPECT_EQ(reply_to(fsm, "250 2.0.0 Ok: queued as Z\r\n", 100).sent, "QUIT\r\n");
+  reply_to(fsm, "221 2.0.0 Bye\r\n", 110);
+  EXPECT_TRUE(fsm.finished());
+  EXPECT_FALSE(fsm.diverged());
+  // The session ended inside such a message (the next byte never came): unfinished, sent as
+  // recorded.
+  capture_builder cut = up_to_data();
+  cut.c.header.bare_eol = "normalize";
+  cut.message(10000, "Subject: x\r\n\r\nhello\r.\r").end(10100, "client_closed");
+  const script u = cut.build();
+  ASSERT_TRUE(u.unfinished.has_value());
+  EXPECT_EQ(u.unfinished->bytes, "Subject: x\r\n\r\nhello\r.\r");
+  EXPECT_EQ(u.unfinished->relayed, "");
+}
+
 // The replay server ends a live message where the relay did, in the capture's bare_eol mode:
-// under normalize "\n.\n" ends it and what follows is commands, as the script has it; it
+// in an older normalize capture (no normalize_to) "\n.\n" ends it and what follows is
+// commands, as the script has it; it
 // framed every live message raw (only CRLF.CRLF), so the reply to the message never came.
 TEST(ReplayServer, ALiveMessageEndsWhereTheRelayEndedItUnderItsBareLineEndingMode) {
   capture_builder b = up_to_data();
@@ -1622,8 +1693,8 @@ TEST(ReplayServer, ALiveMessageEndsWhereTheRelayEndedItUnderItsBareLineEndingMod
   }
 }
 
-// A message the relay normalized (bare_eol = "normalize": a bare CR or LF forwarded as CRLF, a
-// NUL as a space) went to the recorded destination so; the replay client sent the client's
+// A message the relay normalized (an older capture's bare_eol = "normalize": a bare CR or LF
+// forwarded as CRLF, a NUL as a space) went to the recorded destination so; the replay client sent the client's
 // bytes instead, so a server that ends data only at CRLF.CRLF (Postfix with
 // smtpd_forbid_bare_newline) never saw the end of data, and the replay reported no_reply.
 TEST(ReplayClient, AMessageGoesOutAsTheRelayForwardedItToTheRecordedDestination) {
@@ -1657,6 +1728,29 @@ TEST(ReplayClient, AMessageGoesOutAsTheRelayForwardedItToTheRecordedDestination)
   ASSERT_EQ(r.size(), 7u);
   EXPECT_EQ(r[5].status, step_status::matched);
   EXPECT_NE(r[5].note.find("as the relay forwarded it"), std::string::npos) << r[5].note;
+  EXPECT_NE(r[5].note.find("each bare CR or LF a CRLF"), std::string::npos) << r[5].note;
+
+  // Normalize since normalize_to: each bare CR or LF, and the NUL, a space; the message ends
+  // only at its CRLF.CRLF.
+  capture_builder spaced = up_to_data();
+  spaced.c.header.bare_eol = "normalize";
+  spaced.c.header.normalize_to = "space";
+  const std::string as_spaced = "Subject: x\r\n\r\nbody line with nul ..dot . \r\n.\r\n";
+  spaced.message(10000, as_sent + "\r\n.\r\n")
+      .forwarded(10000, as_spaced)
+      .server(10100, "250 2.0.0 Ok: queued\r\n")
+      .client(10200, "QUIT\r\n")
+      .server(10300, "221 2.0.0 Bye\r\n")
+      .end(10300, "client_quit");
+  const script sp = spaced.build();
+  ASSERT_EQ(sp.steps.size(), 6u);
+  client_fsm as_spaces(sp, o);
+  out = converse(as_spaces, {live_up_to_data.begin(), live_up_to_data.end()});
+  EXPECT_EQ(out.back(), as_spaced);
+  reply_to(as_spaces, "250 2.0.0 Ok: queued as Z\r\n", 100);
+  EXPECT_EQ(as_spaces.results()[5].status, step_status::matched);
+  EXPECT_NE(as_spaces.results()[5].note.find("each bare CR or LF and each NUL a space"), std::string::npos)
+      << as_spaces.results()[5].note;
 
   // Under raw (and strict, which refuses a bare CR or LF) the relay forwarded a message as the
   // client sent it: so does the replay, with no note.
