@@ -1296,10 +1296,12 @@ void relay_fsm::note_auth_username(std::uint64_t now, std::string_view base64_re
 // ---------------------------------------------------------------- replies
 
 void relay_fsm::take_banner(std::uint64_t now, reply r) {
-  if (r.klass() == 3) {
-    // RFC 5321 4.3.2: a greeting is 220, or 554 (or 421, 3.8). A 3xx asks for more input: no
-    // client could read it as a greeting, and the relay passes on no reply a command cannot
-    // have (a hostile trial: "354" went to the client as its greeting).
+  if (r.code != 220 && r.code != 421 && r.code != 554 && r.code != 521) {
+    // RFC 5321 4.3.2: a greeting is 220, or 554 (or 421, 3.8; 521, RFC 7504 3). The relay
+    // passes on no reply a command cannot have: a 3xx asks for more input (a hostile trial:
+    // "354" went to the client as its greeting), and another 2xx read as a greeting by a client
+    // that takes any 2xx (Postfix's smtp does) hides a destination that never said 220 (a
+    // hostile trial: "250 hello" greeted the client and its message was relayed).
     out_.close(leg::upstream);
     return upstream_lost(now, "upstream_protocol_error",
                          "upstream greeted with " + std::to_string(r.code) + ", which is no greeting");
@@ -1428,12 +1430,16 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   }
   faults_.reply_stage(now, p, r);   // a delay, an EHLO rewrite
   p.answer.bytes = p.asked.ph == phase::ehlo ? edit_ehlo_reply(now, r, p.fault.decision ? &p.fault.decision->rewrites : nullptr) : r.raw;
-  const bool closing = r.code == 421;
+  // A 221 to anything but QUIT is the server closing too (Postfix's smtpd says "221 2.7.0 Error:
+  // I can break rules, too. Goodbye." to a client past its error limit): the client has it, and
+  // no 421 of the relay's follows it when the connection then closes.
+  const bool closing = r.code == 421 || (r.code == 221 && p.asked.ph != phase::quit);
   upstream_said_421_ = closing;   // before flush_replies: a message's end released in it is not sent
+  const int closing_code = r.code;
   p.answer.parsed = std::move(r);
   p.answer.ready = true;
   flush_replies(now);
-  if (closing) return upstream_said_421(now, "upstream said 421");
+  if (closing) return upstream_said_421(now, closing_code == 221 ? "upstream said 221" : "upstream said 421");
   if (!ended_ && close_upstream_when_answered_ && !owed_.awaiting_upstream()) return close_upstream_once_answered(now);
   if (!ended_) arm_upstream_for_head();
 }

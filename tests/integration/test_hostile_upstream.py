@@ -200,6 +200,17 @@ class HostileUpstream(IntegrationTest):
         cap = self.single_capture(mailtap)
         self.assertProtocolError(cap, "upstream greeted with 354, which is no greeting")
 
+    def test_a_2xx_greeting_other_than_220_is_never_passed_on(self):
+        # A hostile trial: "250 hello" greeted the client, and its message was relayed.
+        up = self.upstream(greeting=b"250 hello\r\n")
+        mailtap = self.relay_to(up)
+        c = self.connect(mailtap.port)
+        got = c.read_to_eof(20)
+        self.assertEqual([(r.code, r.enhanced) for r in parse_replies(got)], [(421, "4.4.1")], got[:300])
+        self.assertNotIn(b"hello", got)
+        cap = self.single_capture(mailtap)
+        self.assertProtocolError(cap, "upstream greeted with 250, which is no greeting")
+
     def test_a_nul_in_a_reply_is_never_passed_on(self):
         # Protection: reply_parser (protocol/reply.cpp): RFC 5321 4.2 reply text has no NUL; a
         # client reading C strings would have read "250 o" (a hostile-peer trial).

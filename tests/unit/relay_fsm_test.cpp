@@ -1551,6 +1551,43 @@ TEST_F(RelayFsmTest, AThreeHundredGreetingIsAProtocolErrorNeverPassedOn) {
   EXPECT_EQ(end_reason(), "upstream_protocol_error");
 }
 
+// A hostile trial: "250 hello" (or any code but 220, 421, 554 and 521) went to the client as its
+// greeting, and the session went on: never passed on either.
+TEST_F(RelayFsmTest, AGreetingOtherThan220Or554IsAProtocolErrorNeverPassedOn) {
+  for (const std::string code : {"250", "221", "450", "550", "500"}) {
+    SCOPED_TRACE(code);
+    make();
+    start();
+    connected();
+    EXPECT_THAT(upstream(code + " hello\r\n"), Contains(closes(leg::client)));
+    EXPECT_THAT(cl_, StartsWith("421 4.4.1 mailtap upstream did not greet: upstream greeted with " + code));
+    EXPECT_THAT(cl_, Not(HasSubstr("hello")));
+    EXPECT_EQ(end_reason(), "upstream_protocol_error");
+  }
+  for (const std::string code : {"554", "521"}) {   // a refusal at the greeting: passed on
+    SCOPED_TRACE(code);
+    make();
+    start();
+    connected();
+    upstream(code + " 5.3.2 no mail service here\r\n");
+    EXPECT_THAT(cl_, StartsWith(code + " 5.3.2 no mail service here\r\n"));
+  }
+}
+
+// A hostile trial with a real Postfix: past its error limit smtpd answers a junk line "221 2.7.0
+// Error: I can break rules, too. Goodbye." and closes; the client got that, then an unasked
+// "421 4.4.2 mailtap upstream connection lost". The 221 is the server's last word.
+TEST_F(RelayFsmTest, AnUpstreams221ToACommandOtherThanQuitIsItsLastWord) {
+  greet_and_ehlo();
+  client("more\r\n.\r\n");
+  upstream("500 5.5.2 Error: command not recognized\r\n221 2.7.0 Error: I can break rules, too. Goodbye.\r\n");
+  upstream_eof();
+  EXPECT_THAT(cl_, EndsWith("221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"));
+  EXPECT_THAT(cl_, Not(HasSubstr("421")));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "upstream_closed");
+}
+
 TEST_F(RelayFsmTest, UnsolicitedUpstream421EndsSession) {
   greet_and_ehlo();
   EXPECT_THAT(upstream("421 4.3.2 shutting down\r\n"),
