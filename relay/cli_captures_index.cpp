@@ -13,6 +13,7 @@
 
 #include "captures/index.hpp"
 #include "captures/reader.hpp"
+#include "captures/show.hpp"
 #include "config_reader/duration.hpp"
 #include "relay/cli.hpp"
 #include "relay/config.hpp"
@@ -137,7 +138,9 @@ std::string text_line(const captures::session_summary& s) {
   char line[512];
   std::snprintf(line, sizeof line, "%s  %s  %-21s  %-10s  %-3s  ", when.c_str(), s.session.c_str(), s.client.c_str(),
                 s.outcome.c_str(), code.c_str());
-  return line + envelope + rules + (s.complete ? "" : "  (incomplete)") + "\n";
+  // Addresses are the client's bytes: control characters (an ESC sequence retitling or clearing
+  // the operator's terminal, a hostile trial) print as \xNN, as `show` prints them.
+  return captures::terminal_safe(line + envelope + rules + (s.complete ? "" : "  (incomplete)")) + "\n";
 }
 
 int search(const index_flags& f, const char* command) {

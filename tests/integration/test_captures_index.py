@@ -386,6 +386,24 @@ class RefusedMail(IntegrationTest):
 
 class BdatWithoutMail(IntegrationTest):
 
+    def test_list_and_search_print_a_clients_control_characters_escaped(self):
+        # A hostile trial: a sender address holding an ESC sequence (retitle, clear screen) went
+        # raw to the operator's terminal from `captures list` and `captures search`.
+        m = self.start_mailtap()
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command(b"MAIL FROM:<a\x1b]0;PWNED\x07\x1b[2J@x.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<b@example.com>"), 250)
+        self.quit(c)
+        m.wait_captures(1)
+        wait_until(lambda: b"PWNED" in run_mailtap(["captures", "list", "--dir", m.captures]).stdout, 10, "indexed")
+        for args in (["list"], ["search", "--from", "*PWNED*"]):
+            r = run_mailtap(["captures", *args, "--dir", m.captures])
+            self.assertEqual(r.returncode, 0, r)
+            self.assertIn(b"PWNED", r.stdout, args)
+            self.assertNotIn(b"\x1b", r.stdout, args)
+            self.assertNotIn(b"\x07", r.stdout, args)
+            self.assertIn(b"\\x1b]0;PWNED\\x07\\x1b[2J", r.stdout, args)
+
     def test_a_bdat_without_mail_is_no_null_sender(self):
         # A QA trial: a BDAT sent without MAIL (the destination refuses it) was recorded with
         # mail_from "", as MAIL FROM:<> (a bounce) is: show printed "from <>" and
