@@ -69,8 +69,9 @@ class engine {
   std::vector<rule_summary> list() const;
   // The rules in force, each with its own count (a reset, removal or reload starts it at 0).
   std::vector<fault_counter> counters() const;
-  // Every rule name and type that injected faults since start, with its count, whatever came
-  // and went since (limits::injected_series_kept): mailtap_faults_injected_total.
+  // Every rule name and type loaded since start, with its count (0 for one that never fired:
+  // engine_shared::attach_totals), whatever came and went since (limits::injected_series_kept):
+  // mailtap_faults_injected_total.
   std::vector<fault_counter> injected_since_start() const;
   std::uint64_t master_seed() const;
   // Decisions that failed inside policies/ (a clock or allocation threw) and fell back to
