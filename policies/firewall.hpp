@@ -18,7 +18,7 @@ std::optional<firewall_profile> parse_firewall_profile(std::string_view name);
 // The profile's parts, in this order (absent parts skipped):
 //   banner        banner, mask = true
 //   verb_filter   PIX: the 7 verbs; ASA: the 15 of the default map
-//   capabilities  ASA: STARTTLS masked (250-XXXXXXXA)
+//   capabilities  ASA: STARTTLS and CHUNKING masked (250-XXXXXXXA each)
 //   line_limit    ASA: disconnect when a command line is over 512 bytes
 //   rcpt_limit    ASA: disconnect at more than 100 RCPT
 //   sender_limit  ASA: disconnect when the sender address is over 320 bytes
