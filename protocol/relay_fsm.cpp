@@ -920,7 +920,7 @@ void relay_fsm::take_data(std::uint64_t now) {
   const bool failed_before = data_failure_.has_value();
   std::string forward;
   std::string_view rest = in_.unparsed();
-  forward.reserve(rest.size());   // about what came (a normalized bare line end adds a byte): one allocation
+  forward.reserve(rest.size());   // what came, or less (the terminator is not copied): one allocation
   const std::size_t used = framer_->feed(rest, forward);
   in_.advance(used);
   if (failed_before) failed_message_read_ += used;
