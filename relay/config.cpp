@@ -462,35 +462,47 @@ std::optional<endpoint> parse_endpoint(std::string_view text, std::string& error
   return endpoint{std::string(host), static_cast<std::uint16_t>(port)};
 }
 
+namespace {
+
+// The user's home: $HOME, else (unset or empty, as under some service managers and cron) the
+// password database's entry for the real uid; empty when neither says.
+std::string user_home() {
+  if (const char* v = std::getenv("HOME"); v && *v) return v;
+  long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
+  std::vector<char> buf(size > 0 ? static_cast<std::size_t>(size) : 16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  if (::getpwuid_r(::getuid(), &pw, buf.data(), buf.size(), &found) == 0 && found && found->pw_dir &&
+      *found->pw_dir)
+    return found->pw_dir;
+  return {};
+}
+
+}  // namespace
+
 fs::path default_captures_dir() {
   try {
     if (const char* v = std::getenv("MAILTAP_CAPTURES"); v && *v) return fs::path(v);
     // XDG Base Directory spec: a relative $XDG_STATE_HOME is invalid and is ignored.
     if (const char* v = std::getenv("XDG_STATE_HOME"); v && *v == '/')
       return fs::path(v) / "mailtap" / "captures";
-    std::string home;
-    if (const char* v = std::getenv("HOME"); v && *v) {
-      home = v;
-    } else {
-      long size = ::sysconf(_SC_GETPW_R_SIZE_MAX);
-      std::vector<char> buf(size > 0 ? static_cast<std::size_t>(size) : 16384);
-      passwd pw{};
-      passwd* found = nullptr;
-      if (::getpwuid_r(::getuid(), &pw, buf.data(), buf.size(), &found) == 0 && found &&
-          found->pw_dir && *found->pw_dir)
-        home = found->pw_dir;
-    }
-    if (!home.empty()) return fs::path(home) / ".local" / "state" / "mailtap" / "captures";
+    if (const std::string home = user_home(); !home.empty())
+      return fs::path(home) / ".local" / "state" / "mailtap" / "captures";
     return fs::path(".") / "mailtap-captures";
   } catch (...) {
     return fs::path(".") / "mailtap-captures";
   }
 }
 
+// The same order as default_captures_dir, less $MAILTAP_CAPTURES.
 fs::path default_state_dir() {
-  if (const char* v = std::getenv("XDG_STATE_HOME"); v && *v == '/') return fs::path(v) / "mailtap";
-  if (const char* v = std::getenv("HOME"); v && *v) return fs::path(v) / ".local" / "state" / "mailtap";
-  return fs::path(".") / "mailtap-state";
+  try {
+    if (const char* v = std::getenv("XDG_STATE_HOME"); v && *v == '/') return fs::path(v) / "mailtap";
+    if (const std::string home = user_home(); !home.empty()) return fs::path(home) / ".local" / "state" / "mailtap";
+    return fs::path(".") / "mailtap-state";
+  } catch (...) {
+    return fs::path(".") / "mailtap-state";
+  }
 }
 
 std::optional<config> load_config_text(std::string_view toml_text, std::string_view source_name,

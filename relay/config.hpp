@@ -165,7 +165,8 @@ inline constexpr std::size_t max_admin_hosts = 64;
 std::optional<std::string> admin_host_name(std::string_view name, std::string& problem);
 
 // Where mailtap keeps state (the generated certificate): $XDG_STATE_HOME/mailtap, else
-// ~/.local/state/mailtap, else ./mailtap-state.
+// ~/.local/state/mailtap, else ./mailtap-state. ~ is $HOME, else (unset or empty) the password
+// database's home of the user, for both defaults.
 std::filesystem::path default_state_dir();
 
 // $MAILTAP_CAPTURES if set, else $XDG_STATE_HOME/mailtap/captures, else

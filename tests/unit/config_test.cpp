@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <pwd.h>
+#include <unistd.h>
+
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
@@ -778,6 +781,31 @@ TEST(DefaultCapturesDir, FollowsTheDocumentedOrder) {
   EXPECT_EQ(mailtap::default_captures_dir(), fs::path("/home/u/.local/state/mailtap/captures"));
   ::setenv("MAILTAP_CAPTURES", "", 1);   // empty counts as unset
   EXPECT_EQ(mailtap::default_captures_dir(), fs::path("/home/u/.local/state/mailtap/captures"));
+}
+
+// With $HOME unset (a service manager's or cron's environment) both defaults take the home
+// from the password database (relay/config.cpp user_home); the state dir used to fall back to
+// ./mailtap-state while the captures went home (newcomer trial of the README).
+TEST(DefaultStateDir, FollowsTheCapturesDirsOrderWithHomeUnset) {
+  env_guard g1("MAILTAP_CAPTURES"), g2("XDG_STATE_HOME"), g3("HOME");
+  ::unsetenv("MAILTAP_CAPTURES");
+  ::setenv("XDG_STATE_HOME", "/state", 1);
+  ::setenv("HOME", "/home/u", 1);
+  EXPECT_EQ(mailtap::default_state_dir(), fs::path("/state/mailtap"));
+  ::setenv("XDG_STATE_HOME", "relative", 1);   // invalid per the XDG spec: ignored
+  EXPECT_EQ(mailtap::default_state_dir(), fs::path("/home/u/.local/state/mailtap"));
+  ::unsetenv("XDG_STATE_HOME");
+  EXPECT_EQ(mailtap::default_state_dir(), fs::path("/home/u/.local/state/mailtap"));
+
+  const passwd* pw = ::getpwuid(::getuid());
+  if (pw == nullptr || pw->pw_dir == nullptr || *pw->pw_dir == '\0') GTEST_SKIP() << "no home in the password database";
+  const fs::path home = pw->pw_dir;
+  for (const char* unset_home : {"unset", ""}) {
+    if (*unset_home) ::unsetenv("HOME");
+    else ::setenv("HOME", "", 1);   // empty counts as unset
+    EXPECT_EQ(mailtap::default_state_dir(), home / ".local" / "state" / "mailtap") << unset_home;
+    EXPECT_EQ(mailtap::default_captures_dir(), home / ".local" / "state" / "mailtap" / "captures") << unset_home;
+  }
 }
 
 }  // namespace
