@@ -28,8 +28,10 @@ bool names_unknown_subcommand(const CLI::App& app, int argc, char** argv) {
 }
 
 // CLI11 reports a command given without the subcommand it needs (`mailtap captures`) as "A
-// subcommand is required"; say which command needs one, and which ones it has, as an unknown
-// top-level subcommand does. False when the error is another one.
+// subcommand is required", and one given a word that is none of its subcommands (`mailtap
+// captures bogus`) the same way; say which word was not one, or that none was given, and which
+// ones the command has, as an unknown top-level subcommand does (names_unknown_subcommand).
+// False when the error is another one.
 bool names_missing_subcommand(const CLI::App& app) {
   const CLI::App* command = &app;
   std::string words = "mailtap";
@@ -42,6 +44,14 @@ bool names_missing_subcommand(const CLI::App& app) {
   for (const auto* sub : command->get_subcommands({})) {
     known += known.empty() ? "" : ", ";
     known += sub->get_name();
+  }
+  // The first word the command took for none of its options or subcommands, unless an unknown
+  // option came first (its value would look like a word).
+  for (const auto& word : command->remaining()) {
+    if (word.empty() || word.front() == '-') break;
+    std::fprintf(stderr, "%s: unknown subcommand '%.*s' (expected one of %s; see '%s --help')\n", words.c_str(),
+                 static_cast<int>(std::min<std::size_t>(word.size(), 80)), word.data(), known.c_str(), words.c_str());
+    return true;
   }
   std::fprintf(stderr, "%s: a subcommand is required (expected one of %s; see '%s --help')\n", words.c_str(),
                known.c_str(), words.c_str());

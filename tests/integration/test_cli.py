@@ -459,6 +459,24 @@ class ShowAndCaptureFiles(IntegrationTest):
                 self.assertIn(name, lines[0])
             self.assertIn("see '%s --help'" % command, lines[0])
 
+    def test_an_unknown_subcommand_of_a_command_is_named(self):
+        # A newcomer's trial: `mailtap captures bogus` said "a subcommand is required",
+        # without naming 'bogus'; worded as the top level's unknown subcommand (relay/main.cpp).
+        for words, expected in ((["captures", "bogus"], ("prune", "list", "search", "reindex")),
+                                (["replay", "bogus"], ("server", "client")),
+                                (["faults", "bogus"], ("list", "add", "remove", "reset")),
+                                (["sessions", "bogus"], ("list",)),
+                                (["export", "bogus"], ("pcap",))):
+            r = run_mailtap(words)
+            self.assertEqual(r.returncode, 2, words)
+            lines = r.stderr.decode().splitlines()
+            self.assertEqual(len(lines), 1, lines)
+            command = " ".join(["mailtap", *words[:-1]])
+            self.assertTrue(lines[0].startswith(command + ": unknown subcommand 'bogus' (expected one of "), lines)
+            for name in expected:
+                self.assertIn(name, lines[0])
+            self.assertIn("see '%s --help'" % command, lines[0])
+
     def test_version_is_the_projects_in_both_places(self):
         # One version string: project(VERSION) in CMakeLists.txt, shown by --version and
         # written into every capture's header.
