@@ -141,7 +141,11 @@ class client_leg_reader {
       const auto lf = in_.find('\n', line_start);
       const auto line_end = lf == std::string::npos || lf >= end ? end : lf + 1;
       std::size_t from = line_start;
-      if (in_[from] == '.') ++from;   // RFC 5321 4.5.2: a leading dot was doubled
+      // RFC 5321 4.5.2: a leading dot was doubled, at the start of a line, which a CRLF ends
+      // (2.3.8): a dot after a bare LF is the line's content, as the relay forwards it (under
+      // normalize the LF is a space) and the destination keeps it.
+      const bool after_crlf = line_start == in_at_ || (line_start >= 2 && in_[line_start - 2] == '\r');
+      if (in_[from] == '.' && after_crlf) ++from;
       message.append(in_, from, line_end - from);
       line_start = line_end;
     }

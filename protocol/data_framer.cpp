@@ -54,7 +54,7 @@ void data_framer::content(std::string& forward, std::string_view bytes) {
   line_length_ += bytes.size();
 }
 
-// A line ends (CRLF, or a bare CR or LF under normalize): CRLF goes upstream.
+// A line ends (CRLF, or a bare CR or LF under normalize_line_ends): CRLF goes upstream.
 void data_framer::line_end(std::string& forward) {
   emit(forward, "\r\n");
   if (line_length_ > limits::data_line_rfc_max) ++long_lines_;

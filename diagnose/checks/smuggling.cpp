@@ -36,7 +36,8 @@ constexpr std::array<refusal_kind, 12> refusal_kinds = {{
     {"command refused: HTTP", "HTTP, spoken to the SMTP port"},
     {"message refused: ", "a bare CR, bare LF or NUL in a message, where two parsers find different ends of it"},
     {"AUTH response refused", "a bare CR, bare LF or NUL in an AUTH response"},
-    {"normalized ", "bare CR or LF in a message (normalised: the relay forwarded CRLF in their place)"},
+    {"normalized ", "bare CR or LF in a message (normalised: the relay forwarded a space in their place; a CRLF in "
+                    "captures whose header has no normalize_to, captures/FORMAT.md)"},
     {"STARTTLS injection", "bytes pipelined behind STARTTLS (CVE-2011-0411)"},
 }};
 

@@ -287,6 +287,18 @@ TEST(EmlExport, DataIsDotUnstuffedAndEndsBeforeItsTerminator) {
   EXPECT_EQ(messages[1].content, "");
 }
 
+// A review of 1166fed: under normalize "a\n.b" goes upstream as "a .b" and the destination keeps
+// the dot; the export took the dot after the bare LF for stuffing and dropped it.
+TEST(EmlExport, ADotAfterABareLfIsContentNotStuffing) {
+  builder b;
+  b.to_client("220 mx\r\n").from_client("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+  b.to_client("250 ok\r\n250 ok\r\n354 go\r\n");
+  b.from_client("a\n.b\r\n..c\r\n.\r\n").to_client("250 queued\r\n");
+  const auto messages = sent_messages(b.c);
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_EQ(messages[0].content, "a\n.b\r\n.c\r\n");
+}
+
 TEST(EmlExport, ARefusedDataGivesNoMessageAndWhatFollowsIsCommands) {
   builder b;
   b.to_client("220 mx\r\n").from_client("MAIL FROM:<a@x>\r\n").to_client("250 ok\r\n");

@@ -1582,6 +1582,11 @@ TEST(ReplayScript, UnderNormalizeToSpaceOnlyCrlfDotCrlfEndsAMessage) {
   const script older = b.build();
   EXPECT_EQ(older.bare_eol, protocol::bare_eol_mode::normalize_line_ends);
   EXPECT_EQ(older.steps[4].bytes, "Subject: x\r\n\r\nhello\n.\n");
+  // A value this mailtap does not know (a review of 1166fed: it replayed as the older framing).
+  b.c.header.normalize_to = "crlf";
+  std::string error;
+  EXPECT_FALSE(build_script(b.c, error).has_value());
+  EXPECT_NE(error.find("normalize_to 'crlf'"), std::string::npos) << error;
 }
 
 // The second trial finding, in an older normalize capture: the relay ended "hello\r.\r" on the
