@@ -1169,6 +1169,12 @@ void relay_fsm::release_bdat_message(std::uint64_t now, transaction* t) {
   release_withheld_bdat(now, t->id);
 }
 
+// A reply that refuses what it answers: a failure, or a 221 to anything but QUIT, the server
+// closing the channel as its 421 would (take_upstream_reply).
+bool relay_fsm::refuses(const reply_request& asked, const reply& r) {
+  return r.klass() != 2 || (r.code == 221 && asked.ph != phase::quit);
+}
+
 bool relay_fsm::replies_before_message_owed(const transaction& t) const {
   return t.rec.rcpt_codes.size() < t.rec.rcpt_to.size() || owed_.owes(phase::mail, t.id);
 }
@@ -1181,7 +1187,7 @@ bool relay_fsm::may_have_delivered(const transaction& t) {
   if (!t.end_sent) return false;
   std::size_t refused = t.rcpts_refused_upstream;
   for (const reply_slot& s : owed_) {
-    if (s.asked.txn != t.id || !s.answer.ready || s.answer.local || !s.answer.parsed || s.answer.parsed->klass() == 2)
+    if (s.asked.txn != t.id || !s.answer.ready || s.answer.local || !s.answer.parsed || !refuses(s.asked, *s.answer.parsed))
       continue;
     if (s.asked.ph == phase::rcpt) ++refused;
     else if (s.asked.ph == phase::mail || (s.asked.ph == phase::bdat && !s.asked.last_chunk)) return false;
@@ -1321,6 +1327,7 @@ void relay_fsm::release_banner(std::uint64_t now, std::uint64_t arrived_us, cons
   think_from_us_ = now;
   out_.arm(leg::upstream, disarmed);
   out_.arm(leg::client, options_.timeouts.client_idle);
+  greeting_refused_ = r.code == 554 || r.code == 521;
   if (r.code == 421) end_session(now, "upstream_refused", r.text());
   else tls_.after_banner(now);
 }
@@ -1683,7 +1690,7 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     // doing) is answered and the connection closed, as Postfix does with
     // smtpd_forbid_bare_newline: a 421 "upstream connection is closed" after it would blame the
     // upstream, and the client would read it as the reply to its next command.
-    if (last_client_code_ != 421 && upstream_lost_reason_ != "protocol_error")
+    if (last_client_code_ != 421 && last_client_code_ != 221 && upstream_lost_reason_ != "protocol_error")
       out_.say(now, make_reply(421, "4.4.2", options_.name + " closing: upstream connection is closed"));
     // The cause recorded by upstream_lost (a timeout, a protocol error), not just "closed".
     end_session(now, upstream_lost_reason_, upstream_lost_detail_);
@@ -1700,11 +1707,14 @@ void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {
   auto settle = [&](outcome o) { finish_transaction(now, p.asked.txn, o, r, p.answer.local); };
   switch (p.asked.ph) {
     case phase::mail:
-      if (r.klass() != 2 && t) finish_transaction(now, p.asked.txn, outcome_of_code(r.code), r, p.answer.local, true);
+      // A 221 (the server closing, as its 421 would) takes no transaction: tempfailed, as 421.
+      if (refuses(p.asked, r) && t)
+        finish_transaction(now, p.asked.txn, r.klass() == 2 ? outcome::tempfailed : outcome_of_code(r.code), r,
+                           p.answer.local, true);
       break;
     case phase::rcpt:
       if (t) t->rec.rcpt_codes.push_back(r.code);
-      if (t && !p.answer.local && r.klass() != 2) ++t->rcpts_refused_upstream;
+      if (t && !p.answer.local && refuses(p.asked, r)) ++t->rcpts_refused_upstream;
       break;
     case phase::data:
       if (r.code != 354 && t) settle(outcome_of_code(r.code));
@@ -1891,6 +1901,12 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     // Unless a delay still holds replies the upstream gave: they go out first, then the 421.
     if (!ended_ && !faults_.hold_active(now)) end_session(now, reason, detail);
     return;
+  }
+  // A server that refused service at its greeting (554, or 521, RFC 7504 3) and then closes has
+  // said its last word: no 421 of the relay's after it.
+  if (greeting_refused_) {
+    record_rest_of_client_input(now);
+    return end_session(now, reason, detail);
   }
   end_with_reply(now, upstream_loss_reply(reason, detail), reason, detail);
 }

@@ -187,6 +187,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // MAIL's or a recorded RCPT's reply to `t` has not gone out yet.
   bool replies_before_message_owed(const transaction& t) const;
   bool may_have_delivered(const transaction& t);
+  static bool refuses(const reply_request& asked, const reply& r);
   // flush_replies: the replies release_bdat_message waited for are out.
   void resume_bdat_end(std::uint64_t now);
   void release_withheld_bdat(std::uint64_t now, std::uint64_t txn) override;
@@ -388,6 +389,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // from there (take_command_line).
   std::uint64_t client_bytes_at_us_ = UINT64_MAX;
   int last_client_code_ = 0;          // the code of the last reply sent to the client
+  bool greeting_refused_ = false;     // the upstream's greeting, passed on, was 554 or 521
   transaction_book txns_;
   // A transaction whose MAIL was refused (none began, RFC 5321 3.3): settled, its record held
   // back to take the recipients the client sent after that MAIL, until the client's next other

@@ -2185,6 +2185,39 @@ TEST_F(FaultFsm, ASlowCaptureAndALateFinWithoutAFaultStillDeliver) {
   EXPECT_EQ(only_transaction().result, outcome::delivered);
 }
 
+
+// A review of 0ad2d34: the upstream's 221 to a junk line (its last word), held by a reply-stage
+// delay, was followed by the relay's own 421 once it went out.
+TEST_F(FaultFsm, A221HeldByADelayIsStillTheLastWord) {
+  for (const bool eof_during_delay : {false, true}) {
+    SCOPED_TRACE(eof_during_delay);
+    make();
+    greet_and_ehlo();
+    adv_->on(phase::other, fault_stage::reply, delay_of(1'000'000, "slow-reply"));
+    client("more\r\n");
+    upstream("221 2.7.0 Error: I can break rules, too. Goodbye.\r\n");
+    if (eof_during_delay) { fsm_->on_upstream_eof(tick()); take(); }
+    if (!fsm_->finished()) fire_fault_timer();
+    EXPECT_THAT(cl_, HasSubstr("221 2.7.0"));
+    EXPECT_THAT(cl_, Not(HasSubstr("421"))) << cl_;
+    EXPECT_TRUE(fsm_->finished());
+  }
+}
+
+// A RCPT refused by the destination, its 550 held by a delay, the only one: BDAT LAST sent, upstream lost.
+TEST_F(FaultFsm, AHeldRefusalOfTheOnlyRcptIsNotAmbiguous) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::reply, delay_of(5'000'000, "slow-reply"));
+  client(mail_from + rcpt_bob + "BDAT 5 LAST\r\nhello");
+  upstream("250 2.1.0 Ok\r\n550 5.1.1 no\r\n");
+  fsm_->on_upstream_eof(tick());
+  take();
+  if (!fsm_->finished()) fire_fault_timer();
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+  EXPECT_NE(only_transaction().result, outcome::unknown);
+}
+
 // A review of 975c987: releasing replies a delay held for a client gone resumed a BDAT end that
 // waited for them, and sent its last byte: a message delivered to a client never told of it.
 TEST_F(FaultFsm, AClientLostWhileADelayHoldsTheRepliesABdatEndWaitsForGetsNothingDelivered) {

@@ -1588,6 +1588,75 @@ TEST_F(RelayFsmTest, AnUpstreams221ToACommandOtherThanQuitIsItsLastWord) {
   EXPECT_EQ(end_reason(), "upstream_closed");
 }
 
+
+// A review of 0ad2d34: a 221 to RCPT (the server closing, as its 421 would) is no acceptance: with the whole
+// BDAT LAST sent, the destination had no recipient, so nothing is ambiguous. 421 for comparison.
+TEST_F(RelayFsmTest, A221ToTheOnlyRcptWithBdatLastSentIsNotAmbiguous) {
+  for (const std::string closing : {"421 4.3.2 bye", "221 2.7.0 bye"}) {
+    SCOPED_TRACE(closing);
+    make();
+    greet_and_ehlo();
+    client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nBDAT 5 LAST\r\nhello");
+    EXPECT_THAT(up_, EndsWith("BDAT 5 LAST\r\nhello"));
+    upstream("250 2.1.0 Ok\r\n" + closing + "\r\n");
+    upstream_eof();
+    EXPECT_TRUE(fsm_->finished());
+    EXPECT_THAT(cl_, Not(HasSubstr("delivery status unknown")));
+    EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+    EXPECT_NE(only_transaction().result, outcome::unknown);
+  }
+}
+
+TEST_F(RelayFsmTest, A221ToMailWithBdatLastSentIsNotAmbiguous) {
+  for (const std::string closing : {"421 4.3.2 bye", "221 2.7.0 bye"}) {
+    SCOPED_TRACE(closing);
+    make();
+    greet_and_ehlo();
+    client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nBDAT 5 LAST\r\nhello");
+    upstream(closing + "\r\n");
+    upstream_eof();
+    EXPECT_TRUE(fsm_->finished());
+    EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+    EXPECT_NE(only_transaction().result, outcome::unknown);
+    EXPECT_NE(only_transaction().result, outcome::aborted) << "MAIL refused: tempfailed like 421";
+  }
+}
+
+// A review of 0ad2d34: a 521 greeting (RFC 7504 3: the server then closes), or 554, got a 421 of
+// the relay's after it when the upstream closed.
+TEST_F(RelayFsmTest, A554Or521GreetingThenCloseIsTheLastWord) {
+  for (const std::string g : {"521 5.3.2 no mail service\r\n", "554 5.3.2 no mail service\r\n"}) {
+    SCOPED_TRACE(g);
+    make();
+    start();
+    connected();
+    upstream(g);
+    upstream_eof();
+    EXPECT_THAT(cl_, StartsWith(g));
+    EXPECT_THAT(cl_, Not(HasSubstr("421"))) << cl_;
+    EXPECT_TRUE(fsm_->finished());
+  }
+}
+
+// A 221 to QUIT pipelined behind a junk line answered 500: the QUIT's slot is matched.
+TEST_F(RelayFsmTest, A221ToPipelinedQuitEndsAsClientQuit) {
+  greet_and_ehlo();
+  client("more\r\nQUIT\r\n");
+  upstream("500 5.5.2 Error\r\n221 2.0.0 Bye\r\n");
+  EXPECT_THAT(cl_, EndsWith("500 5.5.2 Error\r\n221 2.0.0 Bye\r\n"));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(end_reason(), "client_quit");
+}
+
+// A 221 to a junk line with MAIL, RCPT pipelined behind it.
+TEST_F(RelayFsmTest, A221WithMoreOwedEndsTheSessionAndSettlesTempfailed) {
+  greet_and_ehlo();
+  client("more\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+  upstream("221 2.7.0 Bye\r\n");
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+}
+
 TEST_F(RelayFsmTest, UnsolicitedUpstream421EndsSession) {
   greet_and_ehlo();
   EXPECT_THAT(upstream("421 4.3.2 shutting down\r\n"),
