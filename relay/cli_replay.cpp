@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,21 @@ bool apply_tls_on_connect(const char* command, const std::string& value, replay:
   return true;
 }
 
+// As the config's timeouts are written (README "Configuration file"): seconds, or a duration
+// string; `least_us` to one year. Nothing when the text is neither.
+std::optional<std::uint64_t> timeout_us(const std::string& text, std::uint64_t least_us) {
+  std::uint64_t us = 0;
+  std::string error;
+  if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos) {
+    auto [e, ec] = std::from_chars(text.data(), text.data() + text.size(), us);
+    us = ec == std::errc() && us <= config_reader::max_duration_us / 1'000'000 ? us * 1'000'000 : 0;
+  } else if (auto parsed = config_reader::parse_duration(text, error)) {
+    us = *parsed;
+  }
+  if (us < least_us || us > config_reader::max_duration_us) return std::nullopt;
+  return us;
+}
+
 void run_server(const server_opts& o, int& exit_code) {
   std::string error;
   std::error_code fec;
@@ -83,20 +99,11 @@ void run_server(const server_opts& o, int& exit_code) {
   options.pace = *pace;
   options.server.compare_message = o.compare_message;
   options.server.compare_client_name = o.compare_client_name;
-  // As the config's timeouts.client_idle is written (README "Configuration file"): seconds,
-  // or a duration string; 1 ms to one year.
-  std::uint64_t idle_us = 0;
-  if (!o.client_idle.empty() && o.client_idle.find_first_not_of("0123456789") == std::string::npos) {
-    auto [e, iec] = std::from_chars(o.client_idle.data(), o.client_idle.data() + o.client_idle.size(), idle_us);
-    idle_us = iec == std::errc() && idle_us <= config_reader::max_duration_us / 1'000'000 ? idle_us * 1'000'000 : 0;
-  } else if (auto us = config_reader::parse_duration(o.client_idle, error)) {
-    idle_us = *us;
-  }
-  if (idle_us < 1000 || idle_us > config_reader::max_duration_us)
+  const auto idle_us = timeout_us(o.client_idle, 1000);
+  if (!idle_us)
     return usage_error("server", "--client-idle '" + o.client_idle + "': expected seconds or a duration like \"5s\", 1 ms to one year",
                        exit_code);
-  error.clear();
-  options.server.client_idle = std::chrono::milliseconds(idle_us / 1000);
+  options.server.client_idle = std::chrono::milliseconds(*idle_us / 1000);
   std::size_t sessions = 0;
   auto [end, ec] = std::from_chars(o.sessions.data(), o.sessions.data() + o.sessions.size(), sessions);
   if (ec != std::errc() || end != o.sessions.data() + o.sessions.size() || o.sessions.empty())
@@ -139,7 +146,7 @@ void run_server(const server_opts& o, int& exit_code) {
 struct client_opts {
   std::vector<std::string> captures;
   std::string dir, to, timing = "fast", jobs = "1", junit, auth_user, auth_password, auth_password_file,
-      tls_on_connect = "as-recorded";
+      tls_on_connect = "as-recorded", reply_timeout = "120";
   bool json = false, compare_text = false;
 };
 
@@ -216,6 +223,11 @@ void run_client(const client_opts& o, int& exit_code) {
   options.client.auth_user = o.auth_user;
   options.client.auth_password = password;
   options.client.compare_text = o.compare_text;
+  const auto reply_us = timeout_us(o.reply_timeout, 1'000'000);
+  if (!reply_us)
+    return usage_error("client", "--reply-timeout '" + o.reply_timeout +
+                                     "': expected seconds or a duration like \"30s\", 1 s to one year", exit_code);
+  options.client.reply_timeout = std::chrono::seconds(*reply_us / 1'000'000);
   replay::script probe;   // checks the value before any capture is read
   if (!apply_tls_on_connect("client", o.tls_on_connect, probe, exit_code)) return;
   if (o.tls_on_connect != "as-recorded") options.tls_on_connect = o.tls_on_connect == "yes";
@@ -318,6 +330,9 @@ void register_replay(CLI::App& app, int& exit_code) {
                      "The password for --auth-user (visible to ps: --auth-password-file or $MAILTAP_AUTH_PASSWORD "
                      "keep it out of sight)");
   client->add_option("--auth-password-file", co->auth_password_file, "A file whose first line is the password for --auth-user");
+  client->add_option("--reply-timeout", co->reply_timeout,
+                     "How long to wait for each reply before the replay ends with no_reply (seconds or \"30s\", "
+                     "\"5m\"; default 120)");
   client->add_flag("--compare-text", co->compare_text, "Also compare each reply's text (default: codes and EHLO keywords)");
   client->add_option("--dir", co->dir, "Capture directory for session ids and 'latest' (default: the run default)");
   client->add_option("--tls-on-connect", co->tls_on_connect, tls_on_connect_help);

@@ -459,6 +459,22 @@ class ReplayClientTest(ReplayTest):
         self.assertEqual([s["live"]["code"] for s in doc["steps"]], [220, 250, 250, 250, 354, 250, 221])
         wait_until(lambda: fresh.messages_counted() >= 1, 10, "the replayed message at smtp-sink")
 
+    def test_reply_timeout_ends_a_replay_against_a_server_that_stops_answering(self):
+        # A hostile-peer trial: a live server that never answered held the replay for the fixed
+        # 120 s. --reply-timeout sets the wait; the step is no_reply, the replay diverged.
+        cap = self.record()[0]
+        silent = ScriptedAnswers(answers={b"MAIL": b""})   # reads MAIL, says nothing
+        self.addCleanup(silent.stop)
+        began = time.monotonic()
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, silent.port), "--reply-timeout", "1", "--json")
+        self.assertLess(time.monotonic() - began, 60)
+        self.assertEqual(r.returncode, 1, r.stdout.decode() + r.stderr.decode())
+        doc = json.loads(r.stdout)
+        self.assertEqual([s["status"] for s in doc["steps"] if s["stage"] == "mail"], ["no_reply"], r.stdout)
+        bad = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, silent.port), "--reply-timeout", "0")
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn(b"--reply-timeout '0'", bad.stderr)
+
     def sessions_ended(self, sink):
         """How many sessions smtp-sink has counted as ended (its -c counter `sess=N`)."""
         counts = re.findall(r"sess=(\d+)", sink.stdout_text())
