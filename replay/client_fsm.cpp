@@ -206,6 +206,8 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
                                  : "the recorded reply was the relay's own, not the destination's");
   }
   res.status = res.differences.empty() ? step_status::matched : step_status::diverged;
+  if (!res.greeting && (steps_[res.step]->ph == protocol::phase::ehlo || steps_[res.step]->ph == protocol::phase::helo))
+    live_chunking_ = r.code == 250 && steps_[res.step]->ph == protocol::phase::ehlo && keywords(r).count("CHUNKING") > 0;
   // RFC 3207 4.2: after a 220 to STARTTLS the client starts the handshake, whatever the
   // recorded client heard; anything else said then would be read as a broken handshake.
   const bool starttls_step = !res.greeting && steps_[res.step]->ph == protocol::phase::starttls;
@@ -234,6 +236,7 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
   reply_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.reply_timeout.count()) * 1'000'000;
   if (tls_follows) {
     tls_pending_ = true;
+    live_chunking_.reset();   // RFC 3207 4.2: what was offered before TLS is forgotten
     actions_.push_back(protocol::start_tls{protocol::leg::upstream});
   }
 }
@@ -301,6 +304,17 @@ void client_fsm::advance(std::uint64_t now_us) {
       stop_sending(i + 1, now_us, "not sent: the replay closed the connection at the " + what +
                                       " before, which would have ended a message the recorded destination never "
                                       "accepted");
+      continue;
+    }
+    // A BDAT to a live server that did not offer CHUNKING: it would read the chunk as commands
+    // (a trial: a chunk holding "MAIL FROM:...RCPT TO:<victim>...DATA" delivered a message to
+    // smtp-sink, which offers no CHUNKING), as the relay refuses such a BDAT (README, "What the
+    // relay does on the wire"). Nothing more is sent; the connection closes once the replies
+    // owed are in.
+    if (st.kind == step_kind::bdat && live_chunking_ == false) {
+      if (settled_prefix_ < st.awaits) break;   // the EHLO reply it follows is not in yet
+      stop_sending(i, now_us, "not sent: the live server's EHLO reply offered no CHUNKING, so it would read a BDAT "
+                              "chunk as commands (RFC 3030 2); the replay closed the connection");
       continue;
     }
     if (!st.not_forwarded.empty()) {

@@ -114,6 +114,10 @@ class client_fsm {
   std::uint64_t send_due_us_ = 0;           // a think pause is running until then (0: none)
   protocol::reply_parser parser_;
   bool tls_pending_ = false;
+  // Whether the live server's last EHLO (or HELO) reply offered CHUNKING (RFC 3030 2); unknown
+  // before one is answered. Where it did not, a BDAT chunk would be read as commands, so no BDAT
+  // step is sent.
+  std::optional<bool> live_chunking_;
   bool tls_at_connect_ = false;   // the handshake in progress is the one at connect (implicit TLS)
   bool finished_ = false;
   // Set where the relay's (or a fault's) reply to a step ended the recorded session: who, with

@@ -475,6 +475,30 @@ class ReplayClientTest(ReplayTest):
         self.assertEqual(bad.returncode, 2)
         self.assertIn(b"--reply-timeout '0'", bad.stderr)
 
+    def test_no_bdat_goes_to_a_live_server_that_offers_no_chunking(self):
+        # A hostile trial: a BDAT chunk holding "MAIL FROM:...RCPT TO:<victim>...DATA..." went to
+        # smtp-sink, which offers no CHUNKING, read it as commands and delivered a message to the
+        # victim. The replay sends no BDAT there, and closes.
+        m = self.start_mailtap(env=self.env)   # the built-in sink offers CHUNKING
+        c = self.greeted_client(m.port)
+        chunk = (b"MAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@example.test>\r\nDATA\r\n"
+                 b"Subject: EVIL\r\n\r\nx\r\n.\r\n")
+        self.assertReply(c.command("MAIL FROM:<good@x.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        c.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+        self.assertReply(c.reply(), 250)
+        self.quit(c)
+        cap = m.wait_captures(1)[0]
+        sink = self.start_smtp_sink(dump=False)
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, sink.port), "--json")
+        self.assertEqual(r.returncode, 1, r.stdout.decode() + r.stderr.decode())
+        doc = json.loads(r.stdout)
+        (bdat,) = [s for s in doc["steps"] if s["stage"] == "bdat"]
+        self.assertEqual(bdat["status"], "skipped", bdat)
+        self.assertIn("offered no CHUNKING", bdat.get("note", ""), bdat)
+        wait_until(lambda: self.sessions_ended(sink) >= 1, 10, "the replay's session ended at smtp-sink")
+        self.assertEqual(sink.messages_counted(), 0)
+
     def sessions_ended(self, sink):
         """How many sessions smtp-sink has counted as ended (its -c counter `sess=N`)."""
         counts = re.findall(r"sess=(\d+)", sink.stdout_text())

@@ -118,6 +118,7 @@ struct capture_builder {
 };
 
 const std::string ehlo_reply = "250-mx.test\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n";
+const std::string chunking_ehlo_reply = "250-mx.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 8BITMIME\r\n";
 const std::string body = "Subject: x\r\n\r\n..dot\r\n.\r\n";
 
 // EHLO, MAIL, RCPT, DATA, a message, QUIT, each after the reply before it; the greeting at 1 ms.
@@ -2025,10 +2026,24 @@ TEST(ReplayClient, ALastBdatChunkTheRelaySentOnBeforeItLostTheUpstreamIsNotSent)
   const script chunks = two.build();
   ASSERT_EQ(chunks.steps.size(), 5u);
   client_fsm fsm2(chunks, without_pauses());
-  EXPECT_EQ(past_ehlo(fsm2).sent, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 3\r\nhel");
+  converse(fsm2, {"220 sink ESMTP\r\n"});
+  EXPECT_EQ(reply_to(fsm2, chunking_ehlo_reply, 100).sent, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 3\r\nhel");
   EXPECT_EQ(fsm2.results()[4].status, step_status::sent);
   EXPECT_EQ(fsm2.results()[5].status, step_status::skipped);
   EXPECT_TRUE(reply_to(fsm2, "250 2.1.0 Ok\r\n", 110).closed);
+
+  // A hostile trial: a live server whose EHLO reply offers no CHUNKING (smtp-sink) got the BDAT
+  // and its chunk, read the chunk as commands, and delivered what it held to another recipient.
+  // No BDAT goes to such a server: the replay sends what comes before and closes.
+  client_fsm plain(chunks, without_pauses());
+  converse(plain, {"220 sink ESMTP\r\n"});
+  const turn to_plain = reply_to(plain, ehlo_reply, 100);
+  EXPECT_EQ(to_plain.sent, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n");
+  EXPECT_EQ(to_plain.sent.find("BDAT"), std::string::npos);
+  EXPECT_EQ(plain.results()[4].status, step_status::skipped);
+  EXPECT_NE(plain.results()[4].note.find("offered no CHUNKING"), std::string::npos) << plain.results()[4].note;
+  EXPECT_TRUE(reply_to(plain, "250 2.1.0 Ok\r\n", 110).closed);   // MAIL's reply was the last owed (above)
+  EXPECT_TRUE(plain.finished());
 }
 
 // A review's finding: the copies looked for among the upstream bytes started at the read before the
