@@ -1184,7 +1184,9 @@ bool relay_fsm::replies_before_message_owed(const transaction& t) const {
 // nor a chunk before the last (RFC 3030 2). Its replies count whether passed on or still held by
 // a delay fault; a recipient a fault answered never reached it.
 bool relay_fsm::may_have_delivered(const transaction& t) {
-  if (!t.end_sent) return false;
+  // A server that said 421 (or 221) to a command before the reply awaited closed there (RFC 5321
+  // 3.8): it took nothing it was sent after that command.
+  if (!t.end_sent || upstream_said_421_) return false;
   std::size_t refused = t.rcpts_refused_upstream;
   for (const reply_slot& s : owed_) {
     if (s.asked.txn != t.id || !s.answer.ready || s.answer.local || !s.answer.parsed || !refuses(s.asked, *s.answer.parsed))
@@ -1815,7 +1817,9 @@ void relay_fsm::abandon_transactions(std::uint64_t now) {
       out_.note(now, "ambiguous end of data: the session ended after the message was sent upstream");
       finish_transaction(now, t.id, outcome::unknown, std::nullopt, false);
     } else {
-      finish_transaction(now, t.id, outcome::aborted, std::nullopt, false);
+      // The upstream's 421 (or 221) closed the channel under it: a transient failure, as a 421
+      // to its MAIL or RCPT makes it (README "Outcomes"), not the client's or the relay's abort.
+      finish_transaction(now, t.id, upstream_said_421_ ? outcome::tempfailed : outcome::aborted, std::nullopt, false);
     }
   }
 }

@@ -1657,6 +1657,27 @@ TEST_F(RelayFsmTest, A221WithMoreOwedEndsTheSessionAndSettlesTempfailed) {
   EXPECT_EQ(only_transaction().result, outcome::tempfailed);
 }
 
+// A hostile trial: the upstream said 421 (or 221) to the first of two pipelined RCPTs, a whole
+// BDAT LAST behind them, and closed: the capture said unknown (a recipient not refused, the end
+// sent), or aborted with a NOOP pipelined behind, where a server closing there took nothing after
+// that command: tempfailed, as a 421 to MAIL or RCPT makes it.
+TEST_F(RelayFsmTest, AServerThatClosesAtARcptTookNothingPipelinedBehind) {
+  for (const std::string closing : {"421 4.3.2 bye", "221 2.7.0 bye"}) {
+    for (const std::string behind : {"RCPT TO:<c@example.org>\r\nBDAT 5 LAST\r\nhello", "NOOP\r\n"}) {
+      SCOPED_TRACE(closing + " / " + behind);
+      make();
+      greet_and_ehlo();
+      client("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n" + behind);
+      upstream("250 2.1.0 Ok\r\n" + closing + "\r\n");
+      upstream_eof();
+      EXPECT_TRUE(fsm_->finished());
+      EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+      EXPECT_THAT(cl_, Not(HasSubstr("delivery status unknown")));
+      EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+    }
+  }
+}
+
 TEST_F(RelayFsmTest, UnsolicitedUpstream421EndsSession) {
   greet_and_ehlo();
   EXPECT_THAT(upstream("421 4.3.2 shutting down\r\n"),
