@@ -718,6 +718,14 @@ TEST(CaptureShow, WireTextIsMadeSafe) {
   EXPECT_EQ(events.at(2).at("text").as_string(), "250 gr\xc3\xbc\xc3\x9f dich");
 }
 
+// A hostile trial: a right-to-left override (U+202E) in an address reversed what followed it on
+// the operator's terminal in show, captures list and search. Bidirectional controls print as
+// \xNN; other UTF-8 (an en dash, U+2013, beside them) passes.
+TEST(CaptureShow, BidirectionalControlsAreEscapedOnTheTerminal) {
+  EXPECT_EQ(terminal_safe("a\xe2\x80\xae" "txt.exe b\xe2\x81\xa6" "c\xe2\x80\x8f d\xe2\x80\x93" "e"),
+            "a\\xe2\\x80\\xaetxt.exe b\\xe2\\x81\\xa6" "c\\xe2\\x80\\x8f d\xe2\x80\x93" "e");
+}
+
 // ---------------------------------------------------------------- session outcome
 
 TEST(CaptureReader, SessionOutcomeRules) {
