@@ -311,8 +311,11 @@ void client_fsm::advance(std::uint64_t now_us) {
     // smtp-sink, which offers no CHUNKING), as the relay refuses such a BDAT (README, "What the
     // relay does on the wire"). Nothing more is sent; the connection closes once the replies
     // owed are in.
-    if (st.kind == step_kind::bdat && live_chunking_ == false) {
-      if (settled_prefix_ < st.awaits) break;   // the EHLO reply it follows is not in yet
+    // Not known to be offered (no EHLO answered yet, or none since STARTTLS): the replies in flight
+    // (an EHLO's among them) are waited for, then it is not; a pipelined group after a known
+    // CHUNKING is sent as recorded.
+    if (st.kind == step_kind::bdat && live_chunking_ != true) {
+      if (!live_chunking_ && !inflight_.empty()) break;
       stop_sending(i, now_us, "not sent: the live server's EHLO reply offered no CHUNKING, so it would read a BDAT "
                               "chunk as commands (RFC 3030 2); the replay closed the connection");
       continue;

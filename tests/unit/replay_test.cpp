@@ -1166,6 +1166,30 @@ TEST(ReplayClient, AStepTheRecordedClientLeftIsSentAndNotCompared) {
 
 // A trial: a client that quit inside its message, or inside a BDAT chunk, was replayed without
 // those bytes (or the BDAT command at all) and reported "matched".
+// A review of 12b300c: where no EHLO was answered (a capture without one, or none after STARTTLS),
+// what the live server offers was unknown and the BDAT went; it is taken as not offered.
+TEST(ReplayClient, NoBdatGoesWhereNoEhloReplyOfferedChunking) {
+  capture_builder c;
+  c.server(1000, "220 mx\r\n")
+      .client(2000, "MAIL FROM:<a@x>\r\n")
+      .server(3000, "250 ok\r\n")
+      .forwarded(4000, "BDAT 5 LAST\r\n")
+      .message(4000, "BDAT 5 LAST\r\nhello")
+      .forwarded(4000, "hello")
+      .server(5000, "250 queued\r\n")
+      .end(6000, "client_closed");
+  const script s = c.build();
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  const auto out = converse(fsm, {"220 mx\r\n", "250 ok\r\n"});
+  std::string sent;
+  for (const auto& o : out) sent += o;
+  EXPECT_EQ(sent.find("BDAT"), std::string::npos) << sent;
+  EXPECT_EQ(fsm.results().back().status, step_status::skipped) << fsm.results().back().note;
+  EXPECT_TRUE(fsm.finished());
+}
+
 TEST(ReplayClient, AnUnfinishedMessageOrChunkIsSentAsRecordedThenTheConnectionCloses) {
   capture_builder b;
   b.server(1000, "220 mx\r\n")
@@ -1194,6 +1218,8 @@ TEST(ReplayClient, AnUnfinishedMessageOrChunkIsSentAsRecordedThenTheConnectionCl
 
   capture_builder c;
   c.server(1000, "220 mx\r\n")
+      .client(1500, "EHLO c\r\n")
+      .server(1600, chunking_ehlo_reply)
       .client(2000, "MAIL FROM:<a@x>\r\n")
       .server(3000, "250 ok\r\n")
       .client(4000, "RCPT TO:<b@y>\r\n")
@@ -1206,7 +1232,7 @@ TEST(ReplayClient, AnUnfinishedMessageOrChunkIsSentAsRecordedThenTheConnectionCl
   ASSERT_TRUE(chunked.unfinished.has_value());
   EXPECT_EQ(chunked.unfinished->kind, step_kind::bdat);
   client_fsm bdat(chunked, o);
-  out = converse(bdat, {"220 mx\r\n", "250 ok\r\n", "250 ok\r\n"});
+  out = converse(bdat, {"220 mx\r\n", chunking_ehlo_reply, "250 ok\r\n", "250 ok\r\n"});
   EXPECT_EQ(out.back(), "BDAT 100 LAST\r\nSubject: cut\r\n\r\npartial");
   EXPECT_TRUE(bdat.finished());
   EXPECT_EQ(bdat.results().back().status, step_status::sent);
@@ -1483,6 +1509,8 @@ TEST(ReplayClient, ABdatChunkTheRelayNeverForwardedIsNotSentAndAWithheldLastByte
 
   capture_builder withheld;
   withheld.server(1000, "220 mx\r\n")
+      .client(1500, "EHLO c\r\n")
+      .server(1600, chunking_ehlo_reply)
       .client(2000, "MAIL FROM:<a@x>\r\n")
       .forwarded(2000, "MAIL FROM:<a@x>\r\n")
       .server(3000, "250 2.1.0 Ok\r\n")
@@ -1494,11 +1522,11 @@ TEST(ReplayClient, ABdatChunkTheRelayNeverForwardedIsNotSentAndAWithheldLastByte
       .end(4000, "upstream_closed");
   const script w = withheld.build();
   client_fsm last(w, o);
-  converse(last, {"220 sink\r\n"});
+  converse(last, {"220 sink\r\n", chunking_ehlo_reply});
   const turn u = reply_to(last, "250 2.1.0 Ok\r\n", 100);
   EXPECT_EQ(u.sent, "BDAT 5 LAST\r\nhell");
   EXPECT_TRUE(u.closed);
-  EXPECT_EQ(last.results()[2].status, step_status::skipped);
+  EXPECT_EQ(last.results()[3].status, step_status::skipped);
   EXPECT_FALSE(last.diverged());
 }
 
