@@ -1444,11 +1444,11 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   // no 421 of the relay's follows it when the connection then closes.
   const bool closing = r.code == 421 || (r.code == 221 && p.asked.ph != phase::quit);
   upstream_said_421_ = closing;   // before flush_replies: a message's end released in it is not sent
-  const int closing_code = r.code;
+  const std::string closing_detail = "upstream said " + std::to_string(r.code);
   p.answer.parsed = std::move(r);
   p.answer.ready = true;
   flush_replies(now);
-  if (closing) return upstream_said_421(now, closing_code == 221 ? "upstream said 221" : "upstream said 421");
+  if (closing) return upstream_said_421(now, closing_detail);
   if (!ended_ && close_upstream_when_answered_ && !owed_.awaiting_upstream()) return close_upstream_once_answered(now);
   if (!ended_) arm_upstream_for_head();
 }

@@ -478,31 +478,31 @@ std::string user_home() {
   return {};
 }
 
+// mailtap's directory under the XDG state home: $XDG_STATE_HOME/mailtap (the XDG Base Directory
+// spec: a relative value is invalid and is ignored), else ~/.local/state/mailtap; none without a home.
+std::optional<fs::path> mailtap_state_home() {
+  if (const char* v = std::getenv("XDG_STATE_HOME"); v && *v == '/') return fs::path(v) / "mailtap";
+  if (const std::string home = user_home(); !home.empty()) return fs::path(home) / ".local" / "state" / "mailtap";
+  return std::nullopt;
+}
+
 }  // namespace
 
 fs::path default_captures_dir() {
   try {
     if (const char* v = std::getenv("MAILTAP_CAPTURES"); v && *v) return fs::path(v);
-    // XDG Base Directory spec: a relative $XDG_STATE_HOME is invalid and is ignored.
-    if (const char* v = std::getenv("XDG_STATE_HOME"); v && *v == '/')
-      return fs::path(v) / "mailtap" / "captures";
-    if (const std::string home = user_home(); !home.empty())
-      return fs::path(home) / ".local" / "state" / "mailtap" / "captures";
-    return fs::path(".") / "mailtap-captures";
+    if (auto state = mailtap_state_home()) return *state / "captures";
   } catch (...) {
-    return fs::path(".") / "mailtap-captures";
   }
+  return fs::path(".") / "mailtap-captures";
 }
 
-// The same order as default_captures_dir, less $MAILTAP_CAPTURES.
 fs::path default_state_dir() {
   try {
-    if (const char* v = std::getenv("XDG_STATE_HOME"); v && *v == '/') return fs::path(v) / "mailtap";
-    if (const std::string home = user_home(); !home.empty()) return fs::path(home) / ".local" / "state" / "mailtap";
-    return fs::path(".") / "mailtap-state";
+    if (auto state = mailtap_state_home()) return *state;
   } catch (...) {
-    return fs::path(".") / "mailtap-state";
   }
+  return fs::path(".") / "mailtap-state";
 }
 
 std::optional<config> load_config_text(std::string_view toml_text, std::string_view source_name,

@@ -316,8 +316,8 @@ void client_fsm::advance(std::uint64_t now_us) {
     // CHUNKING is sent as recorded.
     if (st.kind == step_kind::bdat && live_chunking_ != true) {
       if (!live_chunking_ && !inflight_.empty()) break;
-      stop_sending(i, now_us, "not sent: the live server's EHLO reply offered no CHUNKING, so it would read a BDAT "
-                              "chunk as commands (RFC 3030 2); the replay closed the connection");
+      stop_sending(i, now_us, "not sent: the live server's EHLO reply offered no CHUNKING (or none was answered), so "
+                              "it would read a BDAT chunk as commands (RFC 3030 2); the replay closed the connection");
       continue;
     }
     if (!st.not_forwarded.empty()) {

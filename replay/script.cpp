@@ -563,10 +563,6 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
       notes.push_back(*n);
     }
   }
-  // How the relay read bare CR and LF in a message (the header's bare_eol; strict, its
-  // default, when the header does not say). A normalize capture without normalize_to is from
-  // before it was written, when normalize read a bare CR or LF as a line ending
-  // (captures/FORMAT.md): it replays so.
   // A normalize_to this mailtap does not know (a later writer's) names a framing it cannot
   // follow: refused, rather than replayed as the older one.
   if (!c.header.normalize_to.empty() && c.header.normalize_to != "space") {
@@ -574,6 +570,10 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
             "' is no framing this mailtap knows (\"space\", or none)";
     return std::nullopt;
   }
+  // How the relay read bare CR and LF in a message (the header's bare_eol; strict, its
+  // default, when the header does not say). A normalize capture without normalize_to is from
+  // before it was written, when normalize read a bare CR or LF as a line ending
+  // (captures/FORMAT.md): it replays so.
   auto eol = protocol::parse_bare_eol_mode(c.header.bare_eol).value_or(protocol::bare_eol_mode::strict);
   if (eol == protocol::bare_eol_mode::normalize && c.header.normalize_to != "space")
     eol = protocol::bare_eol_mode::normalize_line_ends;
