@@ -1344,6 +1344,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
         // time, then this 421 (flush_replies); no command is taken meanwhile
         // (take_command_line), as none could be answered.
         upstream_421_after_held_ = std::move(r);
+        upstream_said_421_ = true;   // whatever ends the session first, an open transaction is tempfailed
         out_.close(leg::upstream);
         out_.arm(leg::upstream, disarmed);
         remember_upstream_loss("upstream_closed", "upstream said 421");
@@ -1465,6 +1466,7 @@ void relay_fsm::pass_on_upstream_421(std::uint64_t now, const reply& r) {
 // client has it (flush_replies); nothing more goes to a server that is leaving.
 void relay_fsm::upstream_said_421(std::uint64_t now, std::string_view detail) {
   if (ended_) return;
+  upstream_said_421_ = true;   // also for a 421 to STARTTLS or to the relay's RSET (abandon_transactions)
   if (owed_.empty()) {
     if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, std::nullopt, false);
     return end_session(now, "upstream_closed", detail);

@@ -884,6 +884,24 @@ TEST_F(FaultFsm, ReplyDelayKeepsAHeldReplyWhenTheUpstreamThenSays421) {
   EXPECT_EQ(t.result, outcome::tempfailed);
 }
 
+// The same 421 with the client lost before the held reply went out: the server closing there is
+// a transient failure of the transaction, as a 421 to its MAIL or RCPT is (README "Outcomes"), not
+// the client's abort (a review: the held path never said the upstream had closed with 421).
+TEST_F(FaultFsm, AClientLostWhileAHeldReplyWaitsBeforeTheUpstreams421LeavesItTempfailed) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::reply, delay_of(1'000'000, "slow-rcpt"));
+  client("MAIL FROM:<a@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n");
+  client("RCPT TO:<b@example.org>\r\n");
+  upstream("250 2.1.5 Ok\r\n");
+  upstream("421 4.3.2 going away\r\n");
+  fsm_->on_client_gone(tick(), "Connection reset by peer");
+  take();
+  if (!fsm_->finished()) fire_fault_timer();
+  ASSERT_TRUE(fsm_->finished());
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+}
+
 // A command the client sends while that 421 waits is not taken: it could never be answered by
 // an upstream that has gone, and the session ends once the held reply is out (a review: DATA
 // went to the closed leg and the session waited for its reply for ever).
