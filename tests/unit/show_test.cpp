@@ -724,6 +724,8 @@ TEST(CaptureShow, WireTextIsMadeSafe) {
 TEST(CaptureShow, BidirectionalControlsAreEscapedOnTheTerminal) {
   EXPECT_EQ(terminal_safe("a\xe2\x80\xae" "txt.exe b\xe2\x81\xa6" "c\xe2\x80\x8f d\xe2\x80\x93" "e"),
             "a\\xe2\\x80\\xaetxt.exe b\\xe2\\x81\\xa6" "c\\xe2\\x80\\x8f d\xe2\x80\x93" "e");
+  // U+061C, the Arabic letter mark, is one too; U+061B (the Arabic semicolon) beside it passes.
+  EXPECT_EQ(terminal_safe("x\xd8\x9cy\xd8\x9b"), "x\\xd8\\x9cy\xd8\x9b");
 }
 
 // ---------------------------------------------------------------- session outcome
