@@ -1197,6 +1197,16 @@ bool relay_fsm::may_have_delivered(const transaction& t) {
   return refused < t.rcpts_forwarded;
 }
 
+// The upstream's reply to transaction t's end (the dot, BDAT ... LAST), in but not yet passed on;
+// null when none came.
+const reply* relay_fsm::held_end_reply(const transaction& t) const {
+  for (const reply_slot& s : owed_)
+    if (s.asked.txn == t.id && s.answer.ready && !s.answer.local && s.answer.parsed &&
+        (s.asked.ph == phase::data_end || (s.asked.ph == phase::bdat && s.asked.last_chunk)))
+      return &*s.answer.parsed;
+  return nullptr;
+}
+
 void relay_fsm::resume_bdat_end(std::uint64_t now) {
   const std::uint64_t id = *bdat_end_awaits_replies_;
   transaction* t = txns_.find(id);
@@ -1812,7 +1822,12 @@ void relay_fsm::report_held_refusal() {
 void relay_fsm::abandon_transactions(std::uint64_t now) {
   while (const transaction* oldest = txns_.oldest()) {
     const transaction& t = *oldest;
-    if (may_have_delivered(t)) {
+    if (const reply* answer = held_end_reply(t)) {
+      // The destination answered the message's end, but a delay still held its reply when the
+      // session ended: its word decides, as if passed on (a 250 is delivered, not unknown).
+      out_.note(now, std::string(note_end_of_data_reply_held_at_session_end));
+      finish_transaction(now, t.id, outcome_of_code(answer->code), *answer, false);
+    } else if (may_have_delivered(t)) {
       // The dot (or BDAT LAST) went upstream but its reply never came back: the message may
       // already be delivered, and the client, never told, will likely resend it.
       ++stats_.ambiguous_end_of_data;

@@ -57,6 +57,12 @@ inline constexpr std::uint64_t client_gave_up_after_us = 1'000'000;
 // The start of the note when the client's connection is lost (a reset, a failed write; the
 // reason follows). Before the reply to its end of data, diagnose reads it as the FIN above.
 inline constexpr std::string_view note_client_connection_lost = "client connection lost: ";
+// The note when the session ends while a delay fault still holds the upstream's reply to a
+// message's end (the relay's shutdown deadline, an abort): the transaction takes that reply's
+// outcome, but the client never had it; a sender told nothing sends the message again, and
+// diagnose reads it as a duplicate when the reply was an acceptance.
+inline constexpr std::string_view note_end_of_data_reply_held_at_session_end =
+    "the upstream's reply to the end of data was still held when the session ended: the client never had it";
 
 // The `upstream_closed` end's detail when the upstream closed the connection (a FIN), and the
 // start of it when the connection was lost otherwise (a reset, a failed write: the reason
@@ -187,6 +193,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // MAIL's or a recorded RCPT's reply to `t` has not gone out yet.
   bool replies_before_message_owed(const transaction& t) const;
   bool may_have_delivered(const transaction& t);
+  const reply* held_end_reply(const transaction& t) const;
   static bool refuses(const reply_request& asked, const reply& r);
   // flush_replies: the replies release_bdat_message waited for are out.
   void resume_bdat_end(std::uint64_t now);

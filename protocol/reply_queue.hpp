@@ -127,6 +127,8 @@ class reply_queue {
   // Every slot, oldest first (fault_holds::session_ending: the delays still holding a reply).
   std::deque<reply_slot>::iterator begin() { return slots_.begin(); }
   std::deque<reply_slot>::iterator end() { return slots_.end(); }
+  std::deque<reply_slot>::const_iterator begin() const { return slots_.begin(); }
+  std::deque<reply_slot>::const_iterator end() const { return slots_.end(); }
 
  private:
   std::deque<reply_slot>::iterator position(const reply_slot& s);

@@ -207,6 +207,46 @@ void delivered_after_sender_left(const conversation& c, const captures::transact
   merge_finding(out, std::move(f));
 }
 
+// The relay's note that the session ended while a delay still held the destination's reply to
+// this transaction's end (relay_fsm.hpp note_end_of_data_reply_held_at_session_end): null when not.
+const captures::event* reply_held_at_session_end(const conversation& c, const captures::transaction& t) {
+  for (const auto* e : c.timeline)
+    if (const auto* n = std::get_if<captures::note_event>(e))
+      if (n->t_us >= t.start_us && n->t_us <= t.end_us && n->text == protocol::note_end_of_data_reply_held_at_session_end)
+        return e;
+  return nullptr;
+}
+
+// The destination accepted the message, but a delay rule still held that reply when the session
+// ended (the relay's shutdown deadline, an abort): the sender was never told, and sends it again.
+void delivered_but_held_at_session_end(const conversation& c, const captures::transaction& t, const exchange* end,
+                                       const captures::event& held, std::vector<finding>& out) {
+  finding f;
+  f.id = "duplicate_delivery";
+  f.level = severity::error;
+  f.stage = "data_end";
+  f.source = origin::relay;
+  const auto& fr = *t.final_reply;
+  f.reply = final_reply_ref(fr);
+  const std::string accepted = std::to_string(fr.code) + (fr.enhanced.empty() ? "" : " " + fr.enhanced);
+  const std::string ended = c.cap->end ? " (" + c.cap->end->reason + ")" : "";
+  f.title = "delivered, but the sender was never told: it will send the message again";
+  f.explanation = "The destination accepted the message (" + accepted + "), but the relay was still holding that "
+                  "reply for a delay rule when the session ended" + ended + ", so the sender never saw it. It holds "
+                  "the message as not sent and will send it again: the recipients get it twice (RFC 1047).";
+  f.action = "Let held replies out before the session ends: a delay shorter than the relay's shutdown grace "
+             "(timeouts.drain), or stop the relay once its sessions are done.";
+  f.evidence.push_back(evidence_of(held));
+  if (end) {
+    auto more = evidence_of(*end);
+    f.evidence.insert(f.evidence.end(), more.begin(), more.end());
+  }
+  f.evidence.push_back(transaction_evidence(t));
+  if (c.cap->end) f.evidence.push_back({c.cap->end->t_us, "end", "end: " + c.cap->end->reason + " " + c.cap->end->detail});
+  if (const captures::fault_event* delay = end_of_data_delay(c, t)) mark_injected(f, *delay);
+  merge_finding(out, std::move(f));
+}
+
 }  // namespace
 
 void check_delivery(const conversation& c, std::vector<finding>& out) {
@@ -220,6 +260,8 @@ void check_delivery(const conversation& c, std::vector<finding>& out) {
     else if (t.result == protocol::outcome::delivered && t.final_reply) {
       handed_off(t, ends[i], out);
       if (const auto* closed = closed_before_reply(c, t)) delivered_after_sender_left(c, t, ends[i], *closed, out);
+      else if (const auto* held = reply_held_at_session_end(c, t))
+        delivered_but_held_at_session_end(c, t, ends[i], *held, out);
     }
   }
 }

@@ -14,6 +14,7 @@ Assertions are on the JSON document's fields (diagnose/README.md), never on pros
 
 import json
 import os
+import signal
 import time
 import unittest
 
@@ -23,6 +24,9 @@ from postfix_instance import ReceivingPostfix
 
 FROM = "sender@example.test"
 TO = "a@example.com"
+# relay_fsm.hpp note_end_of_data_reply_held_at_session_end
+NOTE_HELD_AT_END = ("the upstream's reply to the end of data was still held when the session ended: "
+                    "the client never had it")
 
 
 def diagnose(path, *args):
@@ -682,6 +686,39 @@ class SenderGaveUpOnAHeldReply(DiagnoseTest):
         self.assertTrue([e for e in f["evidence"] if e["text"].startswith("S< 250")], f["evidence"])
         self.assertEqual(finding(doc, "content_scan_delay")["rule"], "dr")
         self.assertNotIn("fault_injected", ids(doc))
+
+
+class AcceptanceHeldAtTheShutdownDeadline(DiagnoseTest):
+    """A delay rule at data_end still holds smtp-sink's 250 when the relay's shutdown deadline
+    ends the session: the destination has the message and the sender was never told. The
+    capture says delivered, with the relay's note, and diagnose finds the duplicate to come
+    (it said unknown, "no reply came back", before)."""
+
+    def test_the_held_acceptance_is_delivered_and_a_duplicate(self):
+        sink = self.start_smtp_sink(dump=False)
+        rules = self.write_file("dr.toml", b'[[fault]]\nname = "dr"\ntype = "delay"\nphase = "data_end"\n'
+                                           b'when = "reply"\ndelay = "60s"\n')
+        config = self.write_file("mailtap.toml", b'[timeouts]\ndrain = "1s"\n')
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port),
+                               args=["--config", config, "--scenario", rules], env=self.env)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<held-at-deadline@example.test>") + b".\r\n")
+        with self.assertRaises(TimeoutError):
+            c.reply(1)   # held by the rule
+        m.signal(signal.SIGTERM)
+        self.assertNotIn(b"250", c.read_to_eof(20), "the held 250 is never passed on")
+        self.assertEqual(m.wait(40), 0)
+        cap = self.single_capture(m)
+        (t,) = cap.transactions
+        self.assertEqual((t["outcome"], t["final_reply"]["code"]), ("delivered", 250), t)
+        self.assertIn(NOTE_HELD_AT_END, [n["text"] for n in cap.of_type("note")])
+        rc, doc = diagnose(cap.path)
+        self.assertEqual(rc, 1, ids(doc))
+        self.assertInjected(finding(doc, "duplicate_delivery"), "dr", "data_end")
+        self.assertNotIn("ambiguous_end_of_data", ids(doc))
 
 
 class RefusedInput(DiagnoseTest):

@@ -543,6 +543,34 @@ TEST(CheckDelivery, ADuplicateAfterARulesHeldReplyIsTheRules) {
   EXPECT_THAT(f->explanation, testing::HasSubstr("held the sender's end of data"));
 }
 
+// The destination's 250 to the dot, still held by a delay rule when the relay's shutdown deadline
+// ended the session: the relay records it delivered with a note, and the sender, never told,
+// sends it again (relay_fsm abandon_transactions).
+TEST(CheckDelivery, AnAcceptanceStillHeldWhenTheSessionEndedIsADuplicate) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
+      .reply(25, 250, {"2.0.0 Ok: queued as Q0004"})
+      .note(40, std::string(protocol::note_end_of_data_reply_held_at_session_end))
+      .fault(40, "slow-250", "delay", "delay", phase::data_end, "reply 250 held; the session ended before it was relayed",
+             10'000'000)
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q0004"}, 4, 40)
+      .ended("drain", "deadline passed");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "duplicate_delivery");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->level, severity::error);
+  EXPECT_EQ(f->rule, "slow-250");
+  EXPECT_THAT(f->explanation, testing::HasSubstr("never saw it"));
+  EXPECT_THAT(f->explanation, testing::HasSubstr("(drain)"));
+
+  builder told;   // the same reply passed on: no note, no duplicate
+  told.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
+      .reply(25, 250, {"2.0.0 Ok: queued as Q0004"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q0004"}, 4, 25)
+      .ended("drain", "deadline passed");
+  EXPECT_EQ(find(diagnose_capture(told.c), "duplicate_delivery"), nullptr);
+}
+
 // The same with a reset in place of the FIN (a fifth trial: only "handoff" was found).
 TEST(CheckDelivery, AMessageAcceptedAfterTheSenderResetIsADuplicate) {
   builder b;

@@ -902,6 +902,39 @@ TEST_F(FaultFsm, AClientLostWhileAHeldReplyWaitsBeforeTheUpstreams421LeavesItTem
   EXPECT_EQ(only_transaction().result, outcome::tempfailed);
 }
 
+// The destination's 250 to the dot, held by a delay, then its 421, and the session cut short
+// (the shutdown's deadline) before the 250 went out: the destination accepted the message, so
+// the record says delivered with that reply, however the session then ended. (With the 421
+// remembered it said tempfailed; before that, unknown.)
+TEST_F(FaultFsm, AHeldAcceptanceOfTheMessageDecidesItsOutcomeWhenTheSessionIsCutShort) {
+  adv_->on(phase::data_end, fault_stage::reply, delay_of(10'000'000, "slow-250"));
+  open_data();
+  client("body\r\n.\r\n");
+  upstream("250 2.0.0 Ok: queued as 4F2\r\n");
+  upstream("421 4.3.2 going away\r\n");
+  fsm_->on_drain(tick());
+  fsm_->on_drain_deadline(tick());
+  take();
+  if (!fsm_->finished()) fire_fault_timer();
+  ASSERT_TRUE(fsm_->finished());
+  const transaction_record& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::delivered);
+  ASSERT_TRUE(t.final_reply.has_value());
+  EXPECT_EQ(t.final_reply->code, 250);
+}
+
+// The same without the 421: a held acceptance is still the destination's word, not unknown.
+TEST_F(FaultFsm, AHeldAcceptanceOfTheMessageIsDeliveredWhenTheRelayAborts) {
+  adv_->on(phase::data_end, fault_stage::reply, delay_of(10'000'000, "slow-250"));
+  open_data();
+  client("body\r\n.\r\n");
+  upstream("250 2.0.0 Ok: queued as 4F2\r\n");
+  fsm_->on_abort(tick(), "relay stopping");
+  take();
+  ASSERT_TRUE(fsm_->finished());
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+}
+
 // A command the client sends while that 421 waits is not taken: it could never be answered by
 // an upstream that has gone, and the session ends once the held reply is out (a review: DATA
 // went to the closed leg and the session waited for its reply for ever).
