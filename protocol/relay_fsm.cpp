@@ -1349,6 +1349,12 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   if (!awaited) {
     if (upstream_in_data() && !data_failure_) return upstream_replied_in_data(now, std::move(r));
     if (r.code == 421) {   // RFC 5321 3.8: a server may close with 421 at any time
+      if (faults_.stalled()) {
+        // A stall answers nothing, not even this (upstream_lost); what is open or held ends
+        // tempfailed when the stall does, as after any 421 of the server's.
+        upstream_said_421_ = true;
+        return upstream_lost(now, "upstream_closed", "upstream said 421");
+      }
       if (!owed_.empty() && !owed_.awaiting_upstream() && faults_.hold_active(now)) {
         // Replies it gave before it are held by a delay fault: they go out first, at their
         // time, then this 421 (flush_replies); no command is taken meanwhile
@@ -1555,7 +1561,14 @@ void relay_fsm::fail_message_on_early_reply(std::uint64_t now, reply r, std::str
   } else {
     data_failure_ = make_reply(451, "4.4.2", options_.name + ": upstream replied before the end of the message");
   }
-  remember_upstream_loss("upstream_protocol_error", "upstream replied during " + std::string(command));
+  if (data_failure_->code == 421) {
+    // RFC 5321 3.8: a server may close with 421 at any time, in a message too; not a reply out
+    // of place (captures/FORMAT.md "End reasons": upstream_closed).
+    upstream_said_421_ = true;
+    remember_upstream_loss("upstream_closed", "upstream said 421 during " + std::string(command));
+  } else {
+    remember_upstream_loss("upstream_protocol_error", "upstream replied during " + std::string(command));
+  }
   out_.close(leg::upstream);
   out_.arm(leg::upstream, disarmed);
 }
@@ -1719,26 +1732,26 @@ void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {
   const reply& r = *p.answer.parsed;
   transaction* t = txns_.find(p.asked.txn);
   auto settle = [&](outcome o) { finish_transaction(now, p.asked.txn, o, r, p.answer.local); };
+  // A 221 to anything but QUIT is the server closing, as its 421 would be (refuses): it takes no
+  // transaction and accepts no message, tempfailed as 421; any other code is its own outcome.
+  const outcome answered = refuses(p.asked, r) && r.klass() == 2 ? outcome::tempfailed : outcome_of_code(r.code);
   switch (p.asked.ph) {
     case phase::mail:
-      // A 221 (the server closing, as its 421 would) takes no transaction: tempfailed, as 421.
-      if (refuses(p.asked, r) && t)
-        finish_transaction(now, p.asked.txn, r.klass() == 2 ? outcome::tempfailed : outcome_of_code(r.code), r,
-                           p.answer.local, true);
+      if (refuses(p.asked, r) && t) finish_transaction(now, p.asked.txn, answered, r, p.answer.local, true);
       break;
     case phase::rcpt:
       if (t) t->rec.rcpt_codes.push_back(r.code);
       if (t && !p.answer.local && refuses(p.asked, r)) ++t->rcpts_refused_upstream;
       break;
     case phase::data:
-      if (r.code != 354 && t) settle(outcome_of_code(r.code));
+      if (r.code != 354 && t) settle(answered);
       break;
     case phase::data_end:
-      if (t) settle(outcome_of_code(r.code));
+      if (t) settle(answered);
       break;
     case phase::bdat:
-      if (r.klass() != 2 && !p.asked.last_chunk && p.asked.txn) bdat_message_refused_ = true;
-      if (t && (r.klass() != 2 || p.asked.last_chunk)) settle(outcome_of_code(r.code));
+      if (refuses(p.asked, r) && !p.asked.last_chunk && p.asked.txn) bdat_message_refused_ = true;
+      if (t && (refuses(p.asked, r) || p.asked.last_chunk)) settle(answered);
       break;
     case phase::rset:
       // The relay's own RSET (a fault answers the message) that the relay had to answer with a

@@ -45,10 +45,6 @@
 #include "protocol/relay_fsm.hpp"
 #include "relay_playbook.hpp"
 
-#ifndef MAILTAP_LEAVING_OUTSTANDING
-#define MAILTAP_LEAVING_OUTSTANDING false
-#endif
-
 namespace mailtap::protocol {
 namespace {
 
@@ -236,26 +232,6 @@ bool upstream_awaited_at_leave(const leaving_case& c) {
   return c.f == framing::bdat && c.messages == 2;   // the first message's end, its reply withheld
 }
 
-// Combinations where the relay breaks an invariant (each a finding of the review that added this
-// file): kept out of the matrix main runs, so that it stays green; built with
-// MAILTAP_LEAVING_OUTSTANDING defined true, the matrix is exactly these.
-//  - the upstream's 221 to the end of data (the dot, BDAT LAST) is recorded delivered, not
-//    tempfailed (README "Failures": a 221 to a command other than QUIT is the server closing);
-//  - the upstream's 421 while the end of data is held (a delay, the recorder) ends the session
-//    upstream_protocol_error, where FORMAT.md's table says upstream_closed for a 421 (its
-//    upstream_protocol_error row also names "a reply during DATA before the dot": the table
-//    gives both);
-//  - the upstream's 421 during a stall at the end of data leaves the transaction aborted, not
-//    tempfailed.
-bool outstanding(const leaving_case& c) {
-  if (c.w == who::upstream_221)
-    return c.h == held::nothing || (c.f == framing::bdat && c.messages == 2 && c.h != held::reply);
-  if (c.w == who::upstream_421 && (c.h == held::data_end || c.h == held::capture))
-    return c.f == framing::data || c.messages == 1;
-  if (c.w == who::upstream_421 && c.h == held::stall) return c.f == framing::data || c.messages == 1;
-  return false;
-}
-
 std::vector<leaving_case> all_cases() {
   std::vector<leaving_case> out;
   for (who w : {who::client_reset, who::client_half_close, who::client_gave_up, who::upstream_eof, who::upstream_421,
@@ -266,7 +242,6 @@ std::vector<leaving_case> all_cases() {
           const leaving_case c{w, h, f, m};
           if (h == held::bdat_waits && f != framing::bdat) continue;   // DATA has no pipelined end
           if ((w == who::upstream_221 || w == who::upstream_timeout) && !upstream_awaited_at_leave(c)) continue;
-          if (outstanding(c) != MAILTAP_LEAVING_OUTSTANDING) continue;
           out.push_back(c);
         }
   return out;
@@ -630,15 +605,16 @@ void LeavingFsm::run() {
 
   // The end reason (FORMAT.md "End reasons").
   // A stall that began before the leave answers nothing and ends at its maximum, unless the
-  // client leaves (it gave up) or the upstream says 421 (its own word, passed on); one that
-  // began after a half-close (the end it was planned for waited for replies) runs out too.
+  // client leaves (it gave up): the upstream's close, 421 or not, is not passed on (the 421
+  // still leaves what is open tempfailed); one that began after a half-close (the end it was
+  // planned for waited for replies) runs out too.
   std::string want;
   switch (c.w) {
     case who::client_reset:
     case who::client_gave_up: want = "client_closed"; break;
     case who::client_half_close: want = !stall_began && stalled ? "fault_stall" : "client_closed"; break;
-    case who::upstream_eof: want = stall_began ? "fault_stall" : "upstream_closed"; break;
-    case who::upstream_421:
+    case who::upstream_eof:
+    case who::upstream_421: want = stall_began ? "fault_stall" : "upstream_closed"; break;
     case who::upstream_221: want = "upstream_closed"; break;
     case who::upstream_timeout: want = stall_began ? "fault_stall" : "upstream_timeout"; break;
   }
