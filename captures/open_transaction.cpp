@@ -21,7 +21,15 @@ struct open_state {
   const command_event* mail = nullptr;
   std::vector<int> rcpt_codes;           // the recipients' replies, in order
   const event* data_from = nullptr;     // the 354 the body follows
+  // The destination's reply to the message's end, recorded as it came but never passed on (a
+  // delay fault held it when the relay stopped): a passed-on one has its transaction record.
+  const reply_event* end_answer = nullptr;
 };
+
+// The reply to the message's end (the dot, BDAT ... LAST) is the destination's own.
+bool from_destination(const reply_event& r) {
+  return r.leg == protocol::leg::upstream && r.dir == protocol::direction::in;
+}
 
 }  // namespace
 
@@ -54,7 +62,10 @@ std::optional<transaction> rebuild_open_transaction(const capture& c) {
           open.reset();
         }
       } else if (p.ph == protocol::phase::bdat) {
-        if (cmd.bdat_last || code / 100 != 2) open.reset();
+        if (cmd.bdat_last && from_destination(*p.reply)) open->end_answer = p.reply;
+        else if (cmd.bdat_last || code / 100 != 2) open.reset();
+      } else if (p.ph == protocol::phase::data_end && from_destination(*p.reply)) {
+        open->end_answer = p.reply;
       } else if (ends_transaction(p.ph)) {
         open.reset();
       }
@@ -123,6 +134,13 @@ std::optional<transaction> rebuild_open_transaction(const capture& c) {
   if (client_tail == "\r\n.\r\n") t.size -= 3;   // the terminator is not the message's
   t.message_id = headers.message_id();
   t.result = end_went_upstream ? protocol::outcome::unknown : protocol::outcome::aborted;
+  if (open->end_answer) {
+    // The destination's word on the message decides, as the relay would have recorded it
+    // (protocol/relay_fsm.cpp abandon_transactions): a 250 is delivered, though the client never had it.
+    const protocol::reply& r = open->end_answer->reply;
+    t.final_reply = reply_summary{r.code, r.enhanced, r.full_text()};
+    t.result = r.code == 221 ? protocol::outcome::tempfailed : protocol::outcome_of_code(r.code);
+  }
   if (t.rcpt_codes.size() == t.rcpt_to.size())
     t.result = protocol::outcome_of_refused_recipients(t.rcpt_codes).value_or(t.result);
   return t;

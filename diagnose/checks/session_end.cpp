@@ -351,7 +351,8 @@ void in_transaction(const conversation& c, const captures::transaction& t, findi
   f.level = severity::error;
   // Without message bytes, the last command says where it stood: a DATA answered 354 and no
   // byte after it is "data" too, a MAIL with no RCPT yet "mail".
-  f.stage = t.result == protocol::outcome::unknown ? "data_end" : t.size > 0 ? "data" : last_stage(c, false);
+  const bool answered = t.final_reply.has_value();   // the destination's reply to the end, never passed on
+  f.stage = t.result == protocol::outcome::unknown || answered ? "data_end" : t.size > 0 ? "data" : last_stage(c, false);
   f.title = "capture incomplete: it ends inside a mail transaction";
   f.explanation = "The capture has no end record and ends inside the transaction from " +
                   (t.without_mail ? std::string(captures::no_mail_sender) : "<" + t.mail_from + ">") + " (" +
@@ -361,7 +362,15 @@ void in_transaction(const conversation& c, const captures::transaction& t, findi
                   "went down) before the transaction ended, so the client got no final reply through it, or the relay "
                   "could not write the rest of the capture (a full disk: it then answers the message's end 451 4.3.0 "
                   "itself, logs the failure and counts a capture write failure). ";
-  if (t.result == protocol::outcome::unknown)
+  if (answered && t.final_reply->code / 100 == 2)
+    f.explanation += "The destination accepted the message (" + std::to_string(t.final_reply->code) +
+                     (t.final_reply->enhanced.empty() ? "" : " " + t.final_reply->enhanced) +
+                     "), but the relay had not passed that reply on (a delay rule held it, or the relay stopped "
+                     "first): the sender, told nothing, will send it again (a duplicate).";
+  else if (answered)
+    f.explanation += "The destination refused the message (" + std::to_string(t.final_reply->code) +
+                     "), but the relay had not passed that reply on: the sender, told nothing, will try again.";
+  else if (t.result == protocol::outcome::unknown)
     f.explanation += "The message's end had gone to the destination, and no reply to it was recorded: it may have "
                      "been delivered, and the sender, told nothing, will send it again (a duplicate).";
   else
@@ -369,7 +378,7 @@ void in_transaction(const conversation& c, const captures::transaction& t, findi
                      "will send it again.";
   f.action = "Find which at that time: the relay's log (a capture write failure names the session), the service "
              "manager's, the kernel's OOM killer" +
-             std::string(t.result == protocol::outcome::unknown
+             std::string(t.result == protocol::outcome::unknown || (answered && t.final_reply->code / 100 == 2)
                              ? "; check at the destination whether the message arrived."
                              : ".");
   f.evidence.push_back(transaction_evidence(t));

@@ -283,6 +283,40 @@ class KilledMidSession(IntegrationTest):
         self.assertNotIn("ambiguous_end_of_data", [f["id"] for f in findings])
 
 
+    def test_sigkill_while_a_delay_holds_the_destinations_250_reads_as_delivered(self):
+        # A trial: the destination (smtp-sink) accepted the message at once, a delay rule held
+        # its 250, and the relay was killed: show said "transactions (0)", diagnose exit 0. The
+        # destination has the message and the sender was never told.
+        sink = self.start_smtp_sink(dump=False)
+        rules = os.path.join(self.workdir, "held.toml")
+        with open(rules, "w") as f:
+            f.write('[[fault]]\nname = "held"\ntype = "delay"\nphase = "data_end"\nwhen = "reply"\ndelay = "60s"\n')
+        caps = os.path.join(self.workdir, "caps")
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port), captures=caps, args=["--scenario", rules])
+        c = self.greeted_client(m.port, "killed.test")
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<held@example.test>") + b".\r\n")
+        def accepted_recorded():
+            paths = capture_paths(caps)
+            codes = [r["code"] for r in Capture(paths[0]).of_type("reply") if r["leg"] == "upstream"] if paths else []
+            return 354 in codes and codes[-1] == 250   # the reply to the dot
+        wait_until(accepted_recorded, 20, "the relay to record the destination's 250")
+        m.signal(signal.SIGKILL)
+        m.wait(10)
+        c.close()
+        [path] = capture_paths(caps)
+        doc = show_json(path)
+        [t] = doc["transactions"]
+        self.assertTrue(t["rebuilt"])
+        self.assertEqual((t["outcome"], t["final_reply"]["code"], doc["outcome"]), ("delivered", 250, "delivered"))
+        r = run_mailtap(["diagnose", path, "--json"])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        [f] = [f for f in json.loads(r.stdout)["findings"] if f["id"] == "capture_incomplete"]
+        self.assertEqual((f["severity"], f["stage"]), ("error", "data_end"), f)
+        self.assertIn("will send it again", f["explanation"])
+
 class MalformedCaptures(IntegrationTest):
     """`show` and `diagnose` given files that are not captures: one line naming the file (and
     line) and exit 2, never a crash. Protection: captures/reader.cpp checks every record."""

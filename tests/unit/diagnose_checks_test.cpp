@@ -1624,6 +1624,28 @@ TEST(CheckSessionEnd, IncompleteCaptureInsideATransactionSaysWhereTheMessageStoo
   }
 }
 
+// A relay killed while a delay rule held the destination's 250 to the dot: the rebuilt
+// transaction is delivered with that reply (captures/open_transaction.cpp), and the sender never
+// heard it: a duplicate to come, said as an error at data_end (a trial: "outcome none", exit 0).
+TEST(CheckSessionEnd, IncompleteCaptureWithTheDestinationsHeldAcceptanceIsADuplicateToCome) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data"})
+      .reply(25, 250, {"2.0.0 Ok: queued as Q0005"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q0005"}, 4, 25);
+  b.c.transactions.back().rebuilt = true;
+  b.c.complete = false;
+  b.c.end.reset();
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "capture_incomplete");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->level, severity::error);
+  EXPECT_EQ(f->stage, "data_end");
+  EXPECT_NE(f->explanation.find("The destination accepted the message (250 2.0.0)"), std::string::npos) << f->explanation;
+  EXPECT_NE(f->explanation.find("will send it again"), std::string::npos) << f->explanation;
+  EXPECT_NE(f->action.find("check at the destination"), std::string::npos) << f->action;
+  EXPECT_TRUE(d.has_error());
+}
+
 // Before any message byte, the stage is the last command's: DATA answered 354 is "data",
 // RCPT is "rcpt" (a sixth trial: a capture cut after the 354 said "rcpt").
 TEST(CheckSessionEnd, IncompleteCaptureBeforeTheMessageNamesTheLastCommandsStage) {

@@ -403,6 +403,23 @@ TEST(CaptureReader, CutAfterTheDotWentUpstreamRebuildsAnUnknownTransaction) {
   EXPECT_EQ(v.at("transactions").at(0).at("rebuilt").as_bool(), true);
 }
 
+// A trial: a relay killed while a delay fault held the destination's 250 to the dot (the
+// reply recorded as it came, no transaction record, which is written as the reply goes on):
+// nothing was rebuilt, and show and diagnose said the session had no transaction. The
+// destination's word decides, as the relay would have recorded it: delivered, with that reply.
+TEST(CaptureReader, CutWhileTheDestinationsAcceptanceWasHeldRebuildsADeliveredTransaction) {
+  capture c = cut_after(R"("code":250,"enhanced":"2.0.0")");
+  ASSERT_EQ(c.transactions.size(), 1u);
+  const transaction& t = c.transactions[0];
+  EXPECT_TRUE(t.rebuilt);
+  EXPECT_EQ(t.result, mailtap::protocol::outcome::delivered);
+  ASSERT_TRUE(t.final_reply);
+  EXPECT_EQ(t.final_reply->code, 250);
+  EXPECT_EQ(t.final_reply->text, "Ok: queued as 4ABC");
+  EXPECT_EQ(t.size, 56u);
+  EXPECT_EQ(session_outcome(c), "delivered");
+}
+
 TEST(CaptureReader, CutBeforeTheDotWentUpstreamRebuildsAnAbortedTransaction) {
   capture c = cut_after("SGVsbG8gQm9i", 0);   // the client's dot arrived; the relay had not sent it on
   ASSERT_EQ(c.transactions.size(), 1u);
