@@ -6,6 +6,7 @@
 #include "captures/index_summary.hpp"
 #include "captures/latin1_text.hpp"
 #include "captures/open_transaction.hpp"
+#include "captures/show.hpp"
 #include "protocol/base64.hpp"
 #include "protocol/limits.hpp"
 
@@ -143,10 +144,11 @@ namespace {
 
 // ---------------------------------------------------------------- typed field access
 
-// A string from the file, quoted for an error message: escaped so the error stays one line.
+// A string from the file, quoted for an error message: escaped so the error stays one line, and
+// safe on a terminal (show.hpp terminal_safe: C1 and bidirectional controls, bytes not UTF-8).
 std::string quote_for_error(std::string_view s) {
   std::string out(1, '"');
-  out += protocol::escape_bytes(s, 64);
+  out += terminal_safe(protocol::escape_bytes(s, 64));
   out += '"';
   return out;
 }

@@ -48,9 +48,10 @@ std::string pad_right(std::string s, std::size_t width) {
 }
 
 // Wire text made safe to print on a terminal: bytes that are not well-formed UTF-8, C0 and C1
-// control characters, which could drive it, and the bidirectional controls (U+061C, U+200E,
+// control characters, which could drive it, the bidirectional controls (U+061C, U+200E,
 // U+200F, U+202A to U+202E, U+2066 to U+2069: Unicode UAX #9), which reorder what follows them on the
-// line (a right-to-left override in an address hid its real text), become \xNN. Backslashes
+// line (a right-to-left override in an address hid its real text), and the line and paragraph
+// separators (U+2028, U+2029), which some terminals and viewers break the line at, become \xNN. Backslashes
 // are left alone, because command texts arrive already escaped by the writer.
 std::string printable(std::string_view s) {
   std::string out;
@@ -73,7 +74,7 @@ std::string printable(std::string_view s) {
     bool bidi_control = n == 2 && c == 0xd8 && static_cast<unsigned char>(s[i + 1]) == 0x9c;   // U+061C
     if (n == 3 && c == 0xe2) {
       const auto b1 = static_cast<unsigned char>(s[i + 1]), b2 = static_cast<unsigned char>(s[i + 2]);
-      bidi_control = (b1 == 0x80 && ((b2 >= 0x8e && b2 <= 0x8f) || (b2 >= 0xaa && b2 <= 0xae))) ||
+      bidi_control = (b1 == 0x80 && ((b2 >= 0x8e && b2 <= 0x8f) || (b2 >= 0xa8 && b2 <= 0xae))) ||
                      (b1 == 0x81 && b2 >= 0xa6 && b2 <= 0xa9);
     }
     if (n == 0 || c1_control || bidi_control) {

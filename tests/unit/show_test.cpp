@@ -589,6 +589,18 @@ TEST(CaptureReader, GarbageLineNamesFileAndLine) {
   EXPECT_EQ(error.find('\n'), std::string::npos);
 }
 
+// An error line quotes what the file holds safe for a terminal: a trial's header session
+// "a<U+202E>b" reversed the rest of the line on stderr (C0 controls were escaped already).
+TEST(CaptureReader, AnErrorQuotesTheFilesTextWithItsControlsEscaped) {
+  auto lines = golden_lines();
+  const std::string good = "\"session\":\"show-basic-0001\"";
+  lines[0].replace(lines[0].find(good), good.size(), "\"session\":\"a\\u202eb\\u0085c\"");
+  fs::path p = scratch(join(lines));
+  const std::string error = load_error(p);
+  EXPECT_NE(error.find("\"a\\xe2\\x80\\xaeb\\xc2\\x85c\""), std::string::npos) << error;
+  EXPECT_EQ(error.find("\xe2\x80\xae"), std::string::npos) << error;
+}
+
 // A session id is a plain name (it names export eml's files and index rows), and a time fits
 // in 10^15 µs (2^63 printed as +9223372036854775.808 ms, stamped pcap frames in 1970 and
 // kept replay server from greeting): both refused with the record and field named.
@@ -743,6 +755,8 @@ TEST(CaptureShow, BidirectionalControlsAreEscapedOnTheTerminal) {
             "a\\xe2\\x80\\xaetxt.exe b\\xe2\\x81\\xa6" "c\\xe2\\x80\\x8f d\xe2\x80\x93" "e");
   // U+061C, the Arabic letter mark, is one too; U+061B (the Arabic semicolon) beside it passes.
   EXPECT_EQ(terminal_safe("x\xd8\x9cy\xd8\x9b"), "x\\xd8\\x9cy\xd8\x9b");
+  // So are the line and paragraph separators, U+2028 and U+2029 (a trial: printed raw).
+  EXPECT_EQ(terminal_safe("a\xe2\x80\xa8" "b\xe2\x80\xa9" "c"), "a\\xe2\\x80\\xa8" "b\\xe2\\x80\\xa9" "c");
 }
 
 // ---------------------------------------------------------------- session outcome
