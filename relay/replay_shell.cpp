@@ -269,11 +269,14 @@ asio::awaitable<void> replay_one(const client_context& cx, const std::filesystem
     run.error = error;
     co_return;
   }
-  if (cx.options.tls_on_connect) script->implicit_tls = *cx.options.tls_on_connect;
   run.session = script->session;
   run.faults = script->faults;
   run.incomplete = script->end_reason.empty();
-  replay::client_fsm fsm(*script, cx.options.client);
+  // --tls-on-connect goes to the machine beside the script's own implicit_tls, so that its notes
+  // can say whether the recording or the flag asked for TLS from connect.
+  replay::client_options client = cx.options.client;
+  client.tls_on_connect = cx.options.tls_on_connect;
+  replay::client_fsm fsm(*script, client);
 
   tcp::resolver resolver(cx.io);
   auto [rec, found] = co_await resolver.async_resolve(cx.options.target.host, std::to_string(cx.options.target.port),

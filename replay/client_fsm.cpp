@@ -109,7 +109,7 @@ void client_fsm::on_connected(std::uint64_t now_us) {
   inflight_.push_back(0);   // the greeting
   connected_at_ = now_us;
   reply_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.reply_timeout.count()) * 1'000'000;
-  if (script_.implicit_tls) {
+  if (tls_from_connect()) {
     tls_pending_ = true;
     tls_at_connect_ = true;
     actions_.push_back(protocol::start_tls{protocol::leg::upstream});
@@ -127,10 +127,17 @@ void client_fsm::on_tls_ready(std::uint64_t now_us) {
 
 void client_fsm::on_tls_failed(std::uint64_t now_us) {
   if (finished_) return;
-  if (tls_at_connect_)
+  if (!tls_at_connect_) return finish(now_us, "the TLS handshake failed");
+  // Who asked for TLS from connect: the recording (an SMTPS listener's), or --tls-on-connect yes (a
+  // trial: a plaintext capture forced into TLS was said to be an SMTPS listener's).
+  if (!options_.tls_on_connect)
     return finish(now_us, "the TLS handshake at connect failed (the capture was recorded with TLS from connect, "
                           "on an SMTPS listener; --tls-on-connect no replays it in plaintext)");
-  finish(now_us, "the TLS handshake failed");
+  finish(now_us, script_.implicit_tls
+                     ? "the TLS handshake at connect failed (--tls-on-connect yes; the capture too was recorded "
+                       "with TLS from connect, on an SMTPS listener; --tls-on-connect no replays it in plaintext)"
+                     : "the TLS handshake at connect failed (--tls-on-connect yes asked for TLS from connect; the "
+                       "capture was recorded in plaintext, as --tls-on-connect as-recorded, the default, replays it)");
 }
 
 void client_fsm::on_server_closed(std::uint64_t now_us) {

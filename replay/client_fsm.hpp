@@ -40,6 +40,9 @@ struct client_options {
   // RFC 5321 4.5.3.2 gives a client 5 to 10 minutes per reply; a replay is a test, and a
   // server that says nothing for this long has diverged.
   std::chrono::seconds reply_timeout{120};
+  // --tls-on-connect: TLS from connect (true) or not (false) whatever the capture says; unset: as
+  // recorded (script::implicit_tls). The notes say which of the two asked for it.
+  std::optional<bool> tls_on_connect;
 };
 
 enum class step_status {
@@ -119,6 +122,7 @@ class client_fsm {
   // step is sent.
   std::optional<bool> live_chunking_;
   bool tls_at_connect_ = false;   // the handshake in progress is the one at connect (implicit TLS)
+  bool tls_from_connect() const { return options_.tls_on_connect.value_or(script_.implicit_tls); }
   bool finished_ = false;
   // Set where the relay's (or a fault's) reply to a step ended the recorded session: who, with
   // what, and the end reason, for the notes of the steps behind it (stop_where_the_session_closed).

@@ -459,6 +459,26 @@ class ReplayClientTest(ReplayTest):
         self.assertEqual([s["live"]["code"] for s in doc["steps"]], [220, 250, 250, 250, 354, 250, 221])
         wait_until(lambda: fresh.messages_counted() >= 1, 10, "the replayed message at smtp-sink")
 
+    def test_a_plaintext_capture_forced_into_tls_from_connect_says_the_flag_asked_for_it(self):
+        # A trial: `replay client plain.jsonl --tls-on-connect yes` against a plaintext server
+        # said of every step "the capture was recorded with TLS from connect, on an SMTPS
+        # listener": false, the user forced TLS on a plaintext recording.
+        m = self.start_mailtap(env=self.env)
+        self.swaks(m.port, "--to", TO)
+        cap = m.wait_captures(1)[0]
+        m.stop()
+        sink = self.start_smtp_sink(dump=False)
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, sink.port), "--json", "--tls-on-connect", "yes",
+                          "--reply-timeout", "5")
+        self.assertEqual(r.returncode, 1, r.stdout.decode() + r.stderr.decode())
+        doc = json.loads(r.stdout)
+        self.assertEqual((doc["steps"][0]["status"], doc["steps"][1]["status"]), ("no_reply", "not_sent"), r.stdout)
+        for s in doc["steps"]:
+            self.assertNotIn("SMTPS", s["note"], s)
+            self.assertNotIn("recorded with TLS", s["note"], s)
+            self.assertIn("--tls-on-connect yes", s["note"], s)
+            self.assertIn("recorded in plaintext", s["note"], s)
+
     def test_reply_timeout_ends_a_replay_against_a_server_that_stops_answering(self):
         # A hostile-peer trial: a live server that never answered held the replay for the fixed
         # 120 s. --reply-timeout sets the wait; the step is no_reply, the replay diverged.

@@ -2377,6 +2377,46 @@ TEST(ReplayClient, EveryLineTheRelayAnswersItselfIsNotSent) {
   EXPECT_EQ(r[3].status, step_status::skipped);
 }
 
+// A trial: a plaintext capture replayed with --tls-on-connect yes against a plaintext server:
+// every note said the capture was recorded with TLS from connect, on an SMTPS listener. The
+// flag asked for it; the notes say so.
+TEST(ReplayClient, AFailedHandshakeAtConnectSaysWhetherTheFlagOrTheRecordingAskedForIt) {
+  const script plain = delivered().build();
+  ASSERT_FALSE(plain.implicit_tls);
+  client_options o;
+  o.pace = timing{0.0};
+  o.tls_on_connect = true;
+  client_fsm forced(plain, o);
+  forced.on_connected(0);
+  EXPECT_TRUE(has<protocol::start_tls>(forced.take_actions()));
+  forced.on_tls_failed(10);
+  EXPECT_TRUE(forced.finished());
+  for (const auto& r : forced.results()) {
+    EXPECT_EQ(r.note.find("SMTPS"), std::string::npos) << r.note;
+    EXPECT_NE(r.note.find("--tls-on-connect yes asked for TLS from connect"), std::string::npos) << r.note;
+    EXPECT_NE(r.note.find("recorded in plaintext"), std::string::npos) << r.note;
+  }
+  // Recorded on the SMTPS listener: as recorded, and with the flag saying so too.
+  script smtps = plain;
+  smtps.implicit_tls = true;
+  for (const std::optional<bool> flag : {std::optional<bool>(), std::optional<bool>(true)}) {
+    o.tls_on_connect = flag;
+    client_fsm fsm(smtps, o);
+    fsm.on_connected(0);
+    EXPECT_TRUE(has<protocol::start_tls>(fsm.take_actions()));
+    fsm.on_tls_failed(10);
+    const std::string& note = fsm.results()[0].note;
+    EXPECT_NE(note.find("recorded with TLS from connect, on an SMTPS listener"), std::string::npos) << note;
+    EXPECT_NE(note.find("--tls-on-connect no replays it in plaintext"), std::string::npos) << note;
+    EXPECT_EQ(note.find("--tls-on-connect yes") != std::string::npos, flag.has_value()) << note;
+  }
+  // --tls-on-connect no: a capture from the SMTPS listener starts in plaintext.
+  o.tls_on_connect = false;
+  client_fsm off(smtps, o);
+  off.on_connected(0);
+  EXPECT_FALSE(has<protocol::start_tls>(off.take_actions()));
+}
+
 TEST(ReplayClient, ATargetNotReachedSaysWhy) {
   const script s = delivered().build();
   client_fsm fsm(s, client_options{});
