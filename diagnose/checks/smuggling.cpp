@@ -1,14 +1,17 @@
 // Smuggling attempts the relay refused (README "Refused, never forwarded"): command lines with
 // a bare CR, bare LF or NUL, white space before the verb, XCLIENT, XFORWARD or PROXY, STARTTLS
 // with a parameter, or over the relay's line limit; AUTH responses with a bare CR, bare LF or
-// NUL; messages with bare line endings under `strict`, normalised ones under `normalize`; HTTP
-// spoken to the SMTP port; STARTTLS injection on either leg; and the relay's error limit, which
-// ends a session that sends only such lines. Read from the relay's notes, its own replies to
-// them and the end reason.
+// NUL; messages with bare line endings under `strict`; HTTP spoken to the SMTP port; STARTTLS
+// injection on either leg; and the relay's error limit, which ends a session that sends only
+// such lines. Read from the relay's notes, its own replies to them and the end reason. Also a
+// message whose bare line endings the relay forwarded as spaces under `normalize`: no refusal,
+// the attempt neutralised, and the destination's reply to the message says what became of it.
 #include <algorithm>
 #include <array>
 
 #include "diagnose/checks.hpp"
+#include "diagnose/end_of_data.hpp"
+#include "diagnose/reply_codes.hpp"
 
 namespace mailtap::diagnose {
 
@@ -22,7 +25,7 @@ struct refusal_kind {
 };
 
 constexpr std::string_view bare_in_command = "a bare CR, bare LF or NUL in a command line";
-constexpr std::array<refusal_kind, 12> refusal_kinds = {{
+constexpr std::array<refusal_kind, 11> refusal_kinds = {{
     {"command refused: bare CR", bare_in_command},
     {"command refused: bare LF", bare_in_command},
     {"command refused: NUL", bare_in_command},
@@ -36,10 +39,13 @@ constexpr std::array<refusal_kind, 12> refusal_kinds = {{
     {"command refused: HTTP", "HTTP, spoken to the SMTP port"},
     {"message refused: ", "a bare CR, bare LF or NUL in a message, where two parsers find different ends of it"},
     {"AUTH response refused", "a bare CR, bare LF or NUL in an AUTH response"},
-    {"normalized ", "bare CR or LF in a message (normalised: the relay forwarded a space in their place; a CRLF in "
-                    "captures whose header has no normalize_to, captures/FORMAT.md)"},
     {"STARTTLS injection", "bytes pipelined behind STARTTLS (CVE-2011-0411)"},
 }};
+
+// The relay's note for a message whose bare CR/LF (and NUL) it forwarded as spaces under
+// `normalize` (protocol/relay_fsm.cpp, end_of_data): "normalized N bare CR/LF to spaces[, M NUL
+// to spaces]". Not a refusal: the message went on.
+constexpr std::string_view normalized_note = "normalized ";
 
 // The relay's end detail and note at its error limit (protocol/relay_fsm.cpp, too_many_refusals).
 constexpr std::string_view error_limit_detail = "too many commands refused by the relay";
@@ -73,6 +79,14 @@ std::string joined(const std::vector<std::string_view>& parts) {
   return out;
 }
 
+// A message whose bare line endings the relay forwarded as spaces (normalize): its note, the
+// transaction it was in and the exchange that answered its end, when found.
+struct neutralised_message {
+  const captures::note_event* note = nullptr;
+  const captures::transaction* t = nullptr;
+  const exchange* end = nullptr;
+};
+
 // What the client's refusals read from the timeline add to the finding: the refused command
 // (what the client sent, recorded just before its note), the note, and the kind of input.
 struct client_refusals {
@@ -80,6 +94,7 @@ struct client_refusals {
   std::string error_limit_count;        // the refusals that closed the session at the error limit, or ""
   bool any = false;                     // anything but the destination's STARTTLS injection
   bool message_refused = false;         // a message failed for its line endings: mail stopped
+  std::vector<neutralised_message> neutralised;   // messages forwarded with spaces: nothing refused
 };
 
 client_refusals read_refusals(const conversation& c, finding& f) {
@@ -95,6 +110,11 @@ client_refusals read_refusals(const conversation& c, finding& f) {
       f.evidence.push_back(evidence_of(*e));
       continue;
     }
+    if (n->text.starts_with(normalized_note)) {
+      r.neutralised.push_back({n});
+      r.any = true;
+      continue;
+    }
     const refusal_kind* k = refusal_kind_of(n->text);
     if (!k) continue;
     if (n->text.starts_with("command refused: ") && last_command) f.evidence.push_back(evidence_of(*last_command));
@@ -105,6 +125,118 @@ client_refusals read_refusals(const conversation& c, finding& f) {
     r.message_refused = r.message_refused || n->text.starts_with("message refused: ");
   }
   return r;
+}
+
+// Each normalised message's transaction (the one open when the relay noted it at the message's
+// end, each transaction taken once: pipelined ones share their times) and the exchange that
+// answered its end.
+void find_neutralised_messages(const conversation& c, client_refusals& r) {
+  const auto ends = end_of_data_replies(c);
+  const auto& ts = c.cap->transactions;
+  std::vector<bool> taken(ts.size(), false);
+  for (auto& m : r.neutralised)
+    for (std::size_t i = 0; i < ts.size(); ++i) {
+      if (taken[i] || ts[i].start_us > m.note->t_us || m.note->t_us > ts[i].end_us) continue;
+      taken[i] = true;
+      m.t = &ts[i];
+      m.end = i < ends.size() ? ends[i] : nullptr;
+      break;
+    }
+}
+
+std::string reply_words(int code, const std::string& enhanced, const std::string& text) {
+  std::string out = std::to_string(code);
+  if (!enhanced.empty()) out += " " + enhanced;
+  if (!text.empty()) out += " " + text;
+  return out;
+}
+
+// What the message's end got: the reply that answered it, else its transaction's final reply.
+std::string answer_of(const neutralised_message& m) {
+  if (m.end) {
+    std::string lines;
+    for (const auto& l : m.end->reply->reply.lines) lines += (lines.empty() ? "" : " ") + l;
+    return std::to_string(m.end->reply->reply.code) + " " + lines;
+  }
+  if (m.t && m.t->final_reply) {
+    std::string text = m.t->final_reply->text;
+    std::replace(text.begin(), text.end(), '\n', ' ');
+    return reply_words(m.t->final_reply->code, m.t->final_reply->enhanced, text);
+  }
+  return "";
+}
+
+bool delivered(const neutralised_message& m) { return m.t && m.t->result == protocol::outcome::delivered; }
+
+// What became of one normalised message, in a sentence.
+std::string fate_of(const neutralised_message& m, std::string_view in_place) {
+  const std::string answer = answer_of(m);
+  const std::string quoted = answer.empty() ? "" : " (" + answer + ")";
+  if (!m.t) return " The relay forwarded it; the capture holds no record of what became of it.";
+  switch (m.t->result) {
+    case protocol::outcome::delivered:
+      return " The destination accepted it" + quoted + ": delivered, with " + std::string(in_place) +
+             " for each bare line ending.";
+    case protocol::outcome::blackholed:
+      return " A blackhole fault answered it" + quoted + ": it went nowhere.";
+    case protocol::outcome::rejected:
+    case protocol::outcome::tempfailed:
+      return " It was refused" + quoted + ", for a reason of its own (its own finding says which), not its line "
+             "endings, which the relay had already turned into " + std::string(in_place) + ".";
+    case protocol::outcome::aborted:
+      return " It was not delivered: the transaction ended before the message did (aborted).";
+    case protocol::outcome::unknown:
+      return " Its end went to the destination and no reply came: it may have been delivered.";
+  }
+  return "";
+}
+
+bool normalised_to_crlf(const conversation& c) { return c.cap->header.normalize_to.empty(); }
+
+std::string neutralised_title(const conversation& c, const client_refusals& r) {
+  const bool all_delivered = std::all_of(r.neutralised.begin(), r.neutralised.end(), delivered);
+  const std::string what = r.neutralised.size() == 1 ? "a message" : std::to_string(r.neutralised.size()) + " messages";
+  if (normalised_to_crlf(c))
+    return "bare line endings in " + what + ", forwarded by the relay as CRLF (normalize)" +
+           (all_delivered ? " and delivered" : "");
+  return "bare line endings in " + what + " turned into spaces by the relay and " +
+         (all_delivered ? "delivered" : "forwarded") + ": a smuggling attempt neutralised";
+}
+
+void explain_neutralised(const conversation& c, finding& f, const client_refusals& r) {
+  const bool crlf = normalised_to_crlf(c);
+  const std::string_view in_place = crlf ? "a CRLF" : "a space";
+  std::string text =
+      "The client's message held a CR or LF alone, not in a CRLF (RFC 5321 2.3.8 allows only CRLF), which two "
+      "SMTP parsers can read differently: one takes \"\\n.\\n\" for the end of the message and reads what follows "
+      "as commands, another reads on (SMTP smuggling).";
+  if (crlf)
+    text += " The relay's bare_line_endings was normalize as recorded before the capture header's normalize_to "
+            "(captures/FORMAT.md): it read each bare CR or LF as a line ending and forwarded a CRLF in its place, so "
+            "the relay and the destination read the same lines.";
+  else
+    text += " The relay's bare_line_endings is normalize: it forwarded each as a space (a NUL too), so only "
+            "<CRLF>.<CRLF> ended the message and the relay and the destination read the same message, with "
+            "nothing smuggled past either.";
+  for (const auto& m : r.neutralised) {
+    text += " The relay noted \"" + m.note->text + "\".";
+    text += fate_of(m, in_place);
+  }
+  f.explanation = f.explanation.empty() ? text : f.explanation + " " + text;
+}
+
+void cite_neutralised(const client_refusals& r, finding& f) {
+  for (const auto& m : r.neutralised) {
+    f.evidence.push_back(evidence_of(captures::event{*m.note}));
+    if (m.end) f.evidence.push_back(evidence_of(*m.end->reply));
+    if (m.t) f.evidence.push_back(transaction_evidence(*m.t));
+    if (!f.reply && m.end) {
+      const auto& rep = m.end->reply->reply;
+      f.reply = reply_ref{rep.code, rep.enhanced, reply_text(*m.end->reply)};
+      f.basic_meaning = basic_meaning(rep.code);
+      if (auto e = enhanced_meaning(rep.enhanced)) f.enhanced_meaning = *e;
+    }
+  }
 }
 
 void explain_client(finding& f, const client_refusals& r) {
@@ -155,12 +287,18 @@ void check_smuggling(const conversation& c, std::vector<finding>& out) {
     if (end->reason == "upstream_starttls_injection" && !refusals.any) f.source = origin::server;
     if (refusals.sent.empty() && !sent_by_end(*end).empty()) refusals.sent.push_back(sent_by_end(*end));
   }
-  if (f.evidence.empty()) return;
+  const std::size_t refused_records = f.evidence.size();
+  if (refused_records == 0 && refusals.neutralised.empty()) return;
+  find_neutralised_messages(c, refusals);
+  cite_neutralised(refusals, f);
   std::stable_sort(f.evidence.begin(), f.evidence.end(),
                    [](const evidence_item& a, const evidence_item& b) { return a.t_us < b.t_us; });
-  f.title = "input the relay refused and never forwarded (" + std::to_string(f.evidence.size()) + " record" +
-            (f.evidence.size() == 1 ? "" : "s") + ")" +
-            (refusals.error_limit_count.empty() ? "" : "; session closed at the relay's error limit");
+  if (refused_records > 0)
+    f.title = "input the relay refused and never forwarded (" + std::to_string(refused_records) + " record" +
+              (refused_records == 1 ? "" : "s") + ")" +
+              (refusals.error_limit_count.empty() ? "" : "; session closed at the relay's error limit");
+  if (!refusals.neutralised.empty())
+    f.title += (f.title.empty() ? "" : "; ") + neutralised_title(c, refusals);
   if (f.source == origin::server) {
     // Only the destination injects at STARTTLS from the upstream side; the client's refusals
     // (notes) would have kept the client as the source.
@@ -171,7 +309,14 @@ void check_smuggling(const conversation& c, std::vector<finding>& out) {
     f.action = "Look for what writes into the SMTP stream between mailtap and the destination (a firewall's SMTP "
                "inspection, a man in the middle), then at the destination's STARTTLS implementation.";
   } else {
-    explain_client(f, refusals);
+    if (refused_records > 0) explain_client(f, refusals);
+    if (!refusals.neutralised.empty()) {
+      explain_neutralised(c, f, refusals);
+      if (refused_records == 0)
+        f.action = "Nothing was smuggled: the relay neutralised it. If the sender is legitimate, fix its line "
+                   "endings (CRLF only, RFC 5321 2.3.8): its lines joined by spaces reach the destination as one "
+                   "(a header field so becomes part of the one before); otherwise this is a probe: block the source.";
+    }
   }
   out.push_back(std::move(f));
 }

@@ -379,6 +379,35 @@ class RealPostfixRefusals(DiagnoseTest):
         self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (554, "5.7.1"))
         self.assertEqual(f["vendor"], "postfix")
 
+    def test_bare_line_endings_normalised_and_delivered_are_no_refusal(self):
+        # A trial with Postfix: under normalize the message went on with a space for each bare
+        # CR or LF and was delivered, and diagnose said the relay refused it and forwarded none
+        # of it. The finding cites the destination's acceptance as its reply.
+        b = ReceivingPostfix()
+        self.addCleanup(b.cleanup)
+        b.start()
+        m = self.start_mailtap(upstream="127.0.0.1:%d" % b.port, args=["--bare-line-endings", "normalize"],
+                               env=self.env)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<rcpt@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(b"Subject: bare\r\n\r\nline1\nline2\n.\nMAIL FROM:<evil@x>\r\nbare CR\rhere\r\n.\r\n")
+        self.assertReply(c.reply(30), 250)
+        self.quit(c)
+        cap = self.single_capture(m)
+        self.assertEqual((cap.header["bare_eol"], cap.header["normalize_to"]), ("normalize", "space"))
+        rc, doc = diagnose(cap.path)
+        self.assertEqual(rc, 0, doc["findings"])
+        handoff = finding(doc, "handoff")
+        self.assertTrue(handoff["queue_id"], handoff)
+        f = finding(doc, "smuggling_attempt")
+        self.assertEqual((f["source"], f["stage"], f["severity"]), ("client", "session", "warning"), f)
+        self.assertIsNotNone(f["reply"], f)
+        self.assertEqual(f["reply"]["code"], 250, f)
+        self.assertIn("queued as " + handoff["queue_id"], f["reply"]["text"])
+        self.assertEqual(sorted({e["record"] for e in f["evidence"]}), ["note", "reply", "transaction"], f["evidence"])
+
     def test_delivered_proof_of_handoff(self):
         _, m = self.postfix()
         self.send(m.port, to="rcpt@example.test")

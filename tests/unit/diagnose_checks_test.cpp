@@ -1559,6 +1559,42 @@ TEST(CheckSmuggling, TheRelaysRefusalOfAMessageWithBareLineEndingsIsNotTheDestin
   EXPECT_EQ(evidence_of_record(*f, "reply"), 1) << "the relay's 550 is cited with the refusal";
 }
 
+// Under `normalize` the relay forwarded the message with a space for each bare CR or LF and the
+// destination delivered it. A trial with Postfix (`line1\nline2\n.\nMAIL FROM:<evil@x>\r\nbare
+// CR\rhere`) read "input the relay refused and never forwarded ... none of it reached the
+// destination", beside the handoff's 250: the finding says what happened, a smuggling attempt
+// neutralised and delivered, and cites the destination's reply.
+TEST(CheckSmuggling, BareLineEndingsNormalisedToSpacesAreDeliveredNotRefused) {
+  builder b;
+  b.c.header.bare_eol = "normalize";
+  b.c.header.normalize_to = "space";
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data with <CR><LF>.<CR><LF>"})
+      .note(12, "normalized 4 bare CR/LF to spaces")
+      .reply(15, 250, {"2.0.0 Ok: queued as 4F2A1C"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as 4F2A1C"}, 4, 15)
+      .cmd(16, "QUIT").reply(17, 221, {"2.0.0 Bye"});
+  auto d = diagnose_capture(b.c);
+  ASSERT_NE(find(d, "handoff"), nullptr) << ::testing::PrintToString(ids(d));
+  const finding* f = find(d, "smuggling_attempt");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->level, severity::warning);
+  EXPECT_EQ(f->source, origin::client);
+  EXPECT_FALSE(d.has_error()) << render_text(d);
+  for (const std::string* text : {&f->title, &f->explanation}) {
+    EXPECT_THAT(*text, testing::Not(testing::HasSubstr("refused"))) << *text;
+    EXPECT_THAT(*text, testing::Not(testing::HasSubstr("never forwarded"))) << *text;
+  }
+  EXPECT_THAT(f->title, testing::HasSubstr("spaces"));
+  EXPECT_THAT(f->explanation, testing::HasSubstr("delivered"));
+  EXPECT_THAT(f->explanation, testing::HasSubstr("4F2A1C"));
+  ASSERT_TRUE(f->reply.has_value()) << "the destination's reply to the message is the finding's";
+  EXPECT_EQ(f->reply->code, 250);
+  auto evidence = evidence_texts(*f);
+  EXPECT_THAT(evidence, testing::Contains("!! normalized 4 bare CR/LF to spaces")) << ::testing::PrintToString(evidence);
+  EXPECT_THAT(evidence, testing::Contains("S< 250 2.0.0 Ok: queued as 4F2A1C")) << ::testing::PrintToString(evidence);
+  EXPECT_EQ(evidence_of_record(*f, "transaction"), 1) << ::testing::PrintToString(evidence);
+}
+
 // The destination's bytes after its 220 to STARTTLS: its finding speaks of the destination (it
 // advised fixing a sender's line endings), and the relay's closing 421 is not the destination
 // closing the session (a hostile trial read "service_closing ... destination closed").
