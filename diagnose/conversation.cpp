@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "captures/reply_pairing.hpp"
+#include "diagnose/classify.hpp"
 #include "protocol/command.hpp"
 
 namespace mailtap::diagnose {
@@ -142,6 +143,22 @@ std::vector<evidence_item> evidence_of(const exchange& x) {
   return out;
 }
 
+namespace {
+
+// The MTA or gateway the destination names itself: in its greeting, else in its reply to EHLO
+// (or HELO), each as the destination sent it (not a fault's, not the relay's masked copy).
+std::string named_server(const conversation& conv) {
+  for (auto ph : {protocol::phase::banner, protocol::phase::ehlo, protocol::phase::helo})
+    for (const exchange& x : conv.exchanges) {
+      if (x.ph != ph || x.source != origin::server || x.edit) continue;
+      for (const auto& line : x.reply->reply.lines)
+        if (auto v = vendor_of(line); !v.empty()) return std::string(v);
+    }
+  return "";
+}
+
+}  // namespace
+
 conversation read_conversation(const captures::capture& c) {
   conversation conv;
   conv.cap = &c;
@@ -175,6 +192,7 @@ conversation read_conversation(const captures::capture& c) {
     }
     conv.exchanges.push_back(x);
   }
+  conv.server_vendor = named_server(conv);
   return conv;
 }
 

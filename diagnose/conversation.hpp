@@ -36,6 +36,10 @@ struct conversation {
   const captures::capture* cap = nullptr;
   std::vector<const captures::event*> timeline;   // every event, by time (file order among equals)
   std::vector<exchange> exchanges;                // every reply, by time
+  // The MTA or gateway the destination's greeting, else its reply to EHLO or HELO, names
+  // (classify.hpp vendor_of: "postfix" for "ESMTP Postfix"), or "". It names the server of every
+  // reply the destination gave: a phrasing that reads as another vendor's does not.
+  std::string server_vendor;
 };
 
 conversation read_conversation(const captures::capture& c);

@@ -18,6 +18,11 @@ diagnosis diagnose_capture(const captures::capture& c) {
   diagnosis d;
   d.cap = &c;
   for (const auto& chk : all_checks()) chk.run(conv, d.findings);
+  // The server the destination's greeting (or reply to EHLO) names is the server of every reply
+  // it gave: a vendor read from a reply's wording or queue id does not override it.
+  if (!conv.server_vendor.empty())
+    for (auto& f : d.findings)
+      if (f.source == origin::server && !f.vendor.empty()) f.vendor = conv.server_vendor;
   // The built-in sink words its replies as Postfix does ("queued as"): the server is mailtap's own.
   if (c.header.upstream == "builtin")
     for (auto& f : d.findings)

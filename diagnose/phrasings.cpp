@@ -52,7 +52,6 @@ constexpr std::array phrasings = {
     // 450 4.2.1 and 550 5.2.1 (RFC 3463 X.2.1): the mailbox exists, it takes no mail for now, or at all.
     phrasing{"receiving mail at a rate", "gmail", "mailbox_busy", 4},
     phrasing{"account that you tried to reach is disabled", "gmail", "mailbox_disabled", 5},
-    phrasing{"over quota", "gmail", "mailbox_full", 0},
     phrasing{"out of storage space", "gmail", "mailbox_full", 0},
     phrasing{"daily user sending", "gmail", "relay_quota", 0},
     phrasing{"sending limit exceeded", "gmail", "relay_quota", 0},
@@ -74,6 +73,8 @@ constexpr std::array phrasings = {
     phrasing{"too many messages", "", "relay_quota", 0},
     phrasing{"daily limit", "", "relay_quota", 0},
     phrasing{"quota exceeded", "", "mailbox_full", 0},
+    // Gmail's "is over quota", and Postfix access maps', Dovecot's and many others' "Over quota".
+    phrasing{"over quota", "", "mailbox_full", 0},
     phrasing{"mailbox is full", "", "mailbox_full", 0},
     phrasing{"mailbox full", "", "mailbox_full", 0},
     phrasing{"no such user", "", "unknown_recipient", 0},

@@ -159,11 +159,16 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
     f.reply = reply_ref{r.code, r.enhanced, reply_text(*x.reply)};
     f.basic_meaning = basic_meaning(r.code);
     if (auto e = enhanced_meaning(r.enhanced)) f.enhanced_meaning = *e;
-    // Whose wording it is says something about the destination only when the destination wrote it.
-    if (x.source == origin::server) f.vendor = v.vendor;
-    if (v.refined && !f.vendor.empty())
+    // Whose wording it is says something about the destination only when the destination wrote
+    // it; what its greeting (or reply to EHLO) names is the server, whatever a phrasing suggests
+    // (a trial: Postfix's "Over quota" read as Gmail's).
+    if (x.source == origin::server) f.vendor = c.server_vendor.empty() ? v.vendor : c.server_vendor;
+    if (v.refined && !f.vendor.empty() && f.vendor == v.vendor)
       f.explanation += " (The wording is " + v.vendor + "'s; the code alone says " +
                        classify_by_code(x.ph, r.code, r.enhanced).mode + ".)";
+    else if (v.refined && x.source == origin::server)
+      f.explanation += " (The wording says so; the code alone says " + classify_by_code(x.ph, r.code, r.enhanced).mode +
+                       ".)";
     if (x.source == origin::relay && v.mode == "service_closing") {
       // The relay's own closing 421 (a drain past its deadline, say): the destination did not close.
       f.title = "mailtap closed the session with 421";

@@ -379,6 +379,22 @@ class RealPostfixRefusals(DiagnoseTest):
         self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (554, "5.7.1"))
         self.assertEqual(f["vendor"], "postfix")
 
+    def test_over_quota_from_postfix_is_postfixs(self):
+        # A trial: "452 4.2.2 <x>: Recipient address rejected: Over quota" from Postfix (its
+        # greeting "ESMTP Postfix", Postfix's default smtpd_banner) was "server gmail", from the phrase.
+        _, m = self.postfix(smtpd_banner="$myhostname ESMTP $mail_name",
+                            smtpd_recipient_restrictions=
+                            "check_recipient_access inline:{ {full@example.test=452 4.2.2 Over quota} }")
+        self.send(m.port, to="full@example.test")
+        cap = self.single_capture(m)
+        self.assertIn("ESMTP Postfix", cap.of_type("reply")[0]["lines"][0])
+        rc, doc = diagnose(cap.path)
+        self.assertEqual(rc, 1)
+        f = finding(doc, "mailbox_full")
+        self.assertFromServer(f, "rcpt")
+        self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (452, "4.2.2"))
+        self.assertEqual(f["vendor"], "postfix")
+
     def test_bare_line_endings_normalised_and_delivered_are_no_refusal(self):
         # A trial with Postfix: under normalize the message went on with a space for each bare
         # CR or LF and was delivered, and diagnose said the relay refused it and forwarded none

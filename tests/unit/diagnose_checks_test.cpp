@@ -218,8 +218,11 @@ TEST(CheckReplies, MailboxNotAcceptingMessagesIsNoUnknownRecipient) {
   EXPECT_THAT(f->action, ::testing::HasSubstr("retry"));
   EXPECT_THAT(f->action, ::testing::Not(::testing::HasSubstr("typo")));
 
-  builder p;
-  p.opening().reply(7, 550, {"5.2.1 The email account that you tried to reach is disabled. - gsmtp"})
+  builder p;   // Gmail's greeting: the greeting names the server (Postfix's, opening()'s, would)
+  p.reply(1, 220, {"mx.google.com ESMTP a1-20020a05600c gsmtp"}).cmd(2, "EHLO client.example")
+      .reply(3, 250, {"mx.google.com at your service", "PIPELINING"}).cmd(4, "MAIL FROM:<s@example.org>")
+      .reply(5, 250, {"2.1.0 OK"}).cmd(6, "RCPT TO:<r@example.net>")
+      .reply(7, 550, {"5.2.1 The email account that you tried to reach is disabled. - gsmtp"})
       .txn(protocol::outcome::rejected, std::nullopt, 4, 7);
   d = diagnose_capture(p.c);
   EXPECT_EQ(find(d, "unknown_recipient"), nullptr) << ::testing::PrintToString(ids(d));
@@ -229,6 +232,49 @@ TEST(CheckReplies, MailboxNotAcceptingMessagesIsNoUnknownRecipient) {
   EXPECT_EQ(f->vendor, "gmail");
   EXPECT_THAT(f->explanation, ::testing::HasSubstr("disabled"));
   EXPECT_THAT(f->action, ::testing::Not(::testing::HasSubstr("typo")));
+}
+
+// A trial with Postfix: "452 4.2.2 <x>: Recipient address rejected: Over quota" gave mailbox_full
+// "server gmail", from a phrasing, with "ESMTP Postfix" in the greeting. What the greeting (or the
+// reply to EHLO) names is the server; a phrase many servers use names none.
+TEST(CheckReplies, TheGreetingNamesTheServerNotAPhrasing) {
+  builder b;
+  b.opening().reply(7, 452, {"4.2.2 <r@example.net>: Recipient address rejected: Over quota"})
+      .txn(protocol::outcome::tempfailed, std::nullopt, 4, 7);
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "mailbox_full");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->vendor, "postfix");
+
+  // No vendor in the greeting: the reply to EHLO names it.
+  builder e;
+  e.reply(1, 220, {"mx.example.com ESMTP ready"}).cmd(2, "EHLO c")
+      .reply(3, 250, {"mx.example.com Hello c, Microsoft ESMTP MAIL Service ready", "PIPELINING"})
+      .cmd(4, "MAIL FROM:<s@example.org>").reply(5, 250, {"2.1.0 Sender OK"}).cmd(6, "RCPT TO:<r@example.net>")
+      .reply(7, 452, {"4.2.2 Over quota"}).txn(protocol::outcome::tempfailed, std::nullopt, 4, 7);
+  d = diagnose_capture(e.c);
+  ASSERT_NE(find(d, "mailbox_full"), nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(find(d, "mailbox_full")->vendor, "microsoft");
+
+  // Neither names one: "over quota" is no one vendor's wording.
+  builder n;
+  n.reply(1, 220, {"mx.example.com ESMTP"}).cmd(2, "EHLO c").reply(3, 250, {"mx.example.com", "PIPELINING"})
+      .cmd(4, "MAIL FROM:<s@example.org>").reply(5, 250, {"2.1.0 Ok"}).cmd(6, "RCPT TO:<r@example.net>")
+      .reply(7, 452, {"4.2.2 Over quota"}).txn(protocol::outcome::tempfailed, std::nullopt, 4, 7);
+  d = diagnose_capture(n.c);
+  ASSERT_NE(find(d, "mailbox_full"), nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(find(d, "mailbox_full")->vendor, "");
+
+  // A queue id's phrasing does not name the server either when the greeting does.
+  builder h;
+  h.reply(1, 220, {"mx.example.com ESMTP Exim 4.96"}).cmd(2, "EHLO c").reply(3, 250, {"mx.example.com", "PIPELINING"})
+      .cmd(4, "MAIL FROM:<s@example.org>").reply(5, 250, {"OK"}).cmd(6, "RCPT TO:<r@example.net>")
+      .reply(7, 250, {"Accepted"}).cmd(8, "DATA").reply(9, 354, {"Enter message"})
+      .reply(12, 250, {"OK queued as 1rAbCd-000Xyz-2Q"})
+      .txn(protocol::outcome::delivered, captures::reply_summary{250, "", "OK queued as 1rAbCd-000Xyz-2Q"}, 4, 12);
+  d = diagnose_capture(h.c);
+  ASSERT_NE(find(d, "handoff"), nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(find(d, "handoff")->vendor, "exim");
 }
 
 // X.1.6 and X.1.10 were unknown_recipient ("check the address for typos"), X.1.4 and X.1.0 a

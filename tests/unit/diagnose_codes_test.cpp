@@ -263,6 +263,11 @@ TEST(Classify, PhrasingsRefineGenericCodes) {
   EXPECT_EQ(classify(phase::rcpt, 421, "4.7.0", "Quota exceeded, closing connection").mode, "relay_quota");
   EXPECT_EQ(classify(phase::mail, 451, "4.3.0", "Quota exceeded, please try again later").mode, "relay_quota");
   EXPECT_EQ(classify(phase::rcpt, 452, "", "Quota exceeded").mode, "mailbox_full");
+  // "Over quota" is many servers' wording (Postfix's access maps, Dovecot's LMTP): it names a full
+  // mailbox, not Gmail (a trial with Postfix read "server gmail").
+  v = classify(phase::rcpt, 452, "", "<x@example.test>: Recipient address rejected: Over quota");
+  EXPECT_EQ(v.mode, "mailbox_full");
+  EXPECT_EQ(v.vendor, "");
   EXPECT_EQ(classify(phase::mail, 454, "4.7.1", "<x@example.test>: Relay access denied").mode, "tenant_propagation");
 }
 
