@@ -142,11 +142,18 @@ void client_fsm::on_tls_failed(std::uint64_t now_us) {
 
 void client_fsm::on_server_closed(std::uint64_t now_us) {
   if (finished_) return;
-  // Steps the recording has no reply to, because its server side closed: so did this one.
-  while (!inflight_.empty() && !results_[inflight_.front()].recorded) {
+  // Steps the recording has no reply to, because its server side closed: so did this one. So
+  // did the recorded destination where the relay's 421 stood for its close (a trial: smtp-sink -q
+  // RCPT, replayed against itself, was reported DIVERGED for closing where it had closed).
+  while (!inflight_.empty()) {
     auto& res = results_[inflight_.front()];
+    if (res.recorded && !res.recorded->stands_for_close) break;
     res.status = step_status::matched;
-    res.note = "the server closed the connection without a reply, as when recorded (" + script_.end_reason + ")";
+    res.note = res.recorded ? "the server closed the connection without a reply, as the recorded destination did (the "
+                              "relay's " + std::to_string(res.recorded->reply.code) + " stood for its close: " +
+                                  script_.end_reason + ")"
+                            : "the server closed the connection without a reply, as when recorded (" +
+                                  script_.end_reason + ")";
     settle(inflight_.front(), now_us);
     inflight_.pop_front();
   }
@@ -210,6 +217,10 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
                              res.recorded->source == reply_source::injected
                                  ? "the recorded reply was injected by the fault rule '" + res.recorded->rule +
                                        "', not said by the destination"
+                             : res.recorded->stands_for_close
+                                 ? "the recorded destination closed the connection here without a reply (the relay's " +
+                                       std::to_string(res.recorded->reply.code) + " stood for its close: " +
+                                       script_.end_reason + "); the live server answered"
                                  : "the recorded reply was the relay's own, not the destination's");
   }
   res.status = res.differences.empty() ? step_status::matched : step_status::diverged;
@@ -454,6 +465,11 @@ bool client_fsm::session_closed_at(std::size_t i) const {
 void client_fsm::stop_where_the_session_closed(std::size_t i) {
   if (!closing_.empty() || next_ >= steps_.size() || !session_closed_at(i)) return;
   const recorded_reply& r = *steps_[i]->reply;
+  if (r.stands_for_close) {
+    closing_ = "the recorded destination closed the connection at an earlier step (the relay's " +
+               std::to_string(r.reply.code) + " stood for its close: " + script_.end_reason + ")";
+    return;
+  }
   const std::string who = r.source == reply_source::injected ? "the fault rule '" + r.rule + "'" : "the relay";
   closing_ = who + " ended the recorded session with its reply " + std::to_string(r.reply.code) +
              " to an earlier step (" + script_.end_reason + ")";

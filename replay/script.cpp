@@ -508,6 +508,21 @@ void mark_not_forwarded(const script& s, const std::vector<step*>& steps) {
   }
 }
 
+// The relay's 421 that stands for the destination's close (recorded_reply::stands_for_close): the
+// session ended upstream_closed, and the last reply the client heard was the relay's own 421
+// (protocol/relay_fsm.cpp upstream_lost: to the command that waited, or, with none waiting,
+// "closing: upstream connection is closed"). A timeout or a protocol error of the upstream's
+// ends the session otherwise (upstream_timeout, upstream_protocol_error): the destination did
+// not close there.
+void mark_the_relays_stand_in_for_the_close(script& s) {
+  if (s.end_reason != "upstream_closed") return;
+  recorded_reply* last = s.unsolicited.empty() ? nullptr : &s.unsolicited.back();
+  for (auto it = s.steps.rbegin(); !last && it != s.steps.rend(); ++it)
+    if (it->reply) last = &*it->reply;
+  if (!last && s.banner) last = &*s.banner;
+  if (last && last->source == reply_source::relay && last->reply.code == 421) last->stands_for_close = true;
+}
+
 // How many replies had reached the client before each step left it (pipelining, RFC 2920).
 void count_awaited(const script& s, const std::vector<step*>& steps) {
   std::vector<std::uint64_t> reply_times;
@@ -598,6 +613,7 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
   const std::size_t answered = 1 + s.steps.size();
   if (replies.size() > answered)
     s.unsolicited.assign(replies.begin() + static_cast<std::ptrdiff_t>(answered), replies.end());
+  mark_the_relays_stand_in_for_the_close(s);
   for (const auto& st : s.steps) {   // an unfinished AUTH line is no AUTH
     s.starttls = s.starttls || st.starts_tls;
     s.auth = s.auth || st.auth;

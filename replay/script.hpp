@@ -40,6 +40,12 @@ struct recorded_reply {
   // failed upstream handshake, its 454). A replay client talks to the destination directly
   // and compares with this one.
   std::optional<protocol::reply> server_reply;
+  // The relay's own 421 standing for the destination's close: the session ended upstream_closed
+  // (the upstream's FIN, its loss, or a 421 of its own with commands still owed) and this was the
+  // last reply the client heard, the relay's `421 4.4.2 ... upstream connection lost` (or `...
+  // closing: upstream connection is closed`). The destination said nothing: it closed. A live
+  // server closing there does as the recorded one did.
+  bool stands_for_close = false;
 
   // What the destination itself said, when it said anything (not injected, not the relay's
   // own words alone).

@@ -479,6 +479,30 @@ class ReplayClientTest(ReplayTest):
             self.assertIn("--tls-on-connect yes", s["note"], s)
             self.assertIn("recorded in plaintext", s["note"], s)
 
+    def test_a_server_hanging_up_where_the_recorded_one_hung_up_matches(self):
+        # A trial: smtp-sink -q RCPT hangs up at RCPT without a reply; through the relay the
+        # client heard the relay's own 421 4.4.2 for it. Replayed against the same smtp-sink, the
+        # replay reported DIVERGED ("the server closed the connection") and exit 1.
+        sink = self.start_smtp_sink(args=["-q", "rcpt"], dump=False)
+        cap = self.record(upstream="%s:%d" % (LOOPBACK, sink.port))[0]
+        self.assertEqual(cap.end["reason"], "upstream_closed")
+        relay_421 = [r for r in cap.of_type("reply") if r["leg"] == "client" and r["code"] == 421]
+        self.assertEqual([r["enhanced"] for r in relay_421], ["4.4.2"])
+        fresh = self.start_smtp_sink(args=["-q", "rcpt"], dump=False, name="smtp-sink-2")
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, fresh.port), "--json", "--reply-timeout", "10")
+        doc = json.loads(r.stdout)
+        (rcpt,) = [s for s in doc["steps"] if s["stage"] == "rcpt"]
+        self.assertEqual((rcpt["status"], rcpt["live"], rcpt["recorded"]["source"]), ("matched", None, "relay"),
+                         r.stdout)
+        self.assertEqual((r.returncode, doc["result"]), (0, "matched"), r.stdout)
+        # A server that answers there went on where the recorded one hung up.
+        plain = self.start_smtp_sink(dump=False, name="smtp-sink-3")
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, plain.port), "--json", "--reply-timeout", "10")
+        doc = json.loads(r.stdout)
+        (rcpt,) = [s for s in doc["steps"] if s["stage"] == "rcpt"]
+        self.assertEqual((rcpt["status"], rcpt["live"]["code"]), ("diverged", 250), r.stdout)
+        self.assertEqual(r.returncode, 1, r.stdout)
+
     def test_reply_timeout_ends_a_replay_against_a_server_that_stops_answering(self):
         # A hostile-peer trial: a live server that never answered held the replay for the fixed
         # 120 s. --reply-timeout sets the wait; the step is no_reply, the replay diverged.

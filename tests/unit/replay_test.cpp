@@ -1145,6 +1145,66 @@ TEST(ReplayClient, AStepTheRecordedServerClosedOnDivergesWhenTheLiveServerAnswer
   EXPECT_FALSE(closing.diverged());
 }
 
+// A trial: smtp-sink -q RCPT (it hangs up at RCPT, without a reply) recorded through the relay:
+// the client heard the relay's own 421 4.4.2 for the destination's close. Replayed against the
+// same smtp-sink, which closed there too, the step was no_reply and the replay DIVERGED. A live
+// server closing where the recorded one closed is matched; a live reply there still diverges.
+TEST(ReplayClient, ALiveServerClosingWhereTheRelaysOwn421StoodForTheDestinationsCloseIsMatched) {
+  capture_builder b;
+  b.server(1000, "220 mx.test ESMTP\r\n")
+      .client(5000, "EHLO c.test\r\n")
+      .forwarded(5000, "EHLO c.test\r\n")
+      .server(6000, ehlo_reply)
+      .client(7000, "MAIL FROM:<a@x>\r\n")
+      .forwarded(7000, "MAIL FROM:<a@x>\r\n")
+      .server(8000, "250 2.1.0 Ok\r\n")
+      .client(9000, "RCPT TO:<b@y>\r\n")
+      .forwarded(9000, "RCPT TO:<b@y>\r\n")
+      .note(10000, "upstream_closed: upstream closed the connection")
+      .relay(10000, "421 4.4.2 mailtap upstream connection lost\r\n")
+      .end(10000, "upstream_closed");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 3u);
+  ASSERT_TRUE(s.steps[2].reply);
+  EXPECT_EQ(s.steps[2].reply->source, reply_source::relay);
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  auto out = converse(fsm, {"220 mx\r\n", ehlo_reply, "250 2.1.0 ok\r\n"});
+  EXPECT_EQ(out.back(), "RCPT TO:<b@y>\r\n");
+  EXPECT_FALSE(fsm.finished());
+  fsm.on_server_closed(100);   // the live server hangs up at RCPT, as the recorded one did
+  EXPECT_TRUE(fsm.finished());
+  const auto& rcpt = fsm.results().back();
+  EXPECT_EQ(rcpt.status, step_status::matched) << rcpt.note;
+  EXPECT_NE(rcpt.note.find("as the recorded destination did"), std::string::npos) << rcpt.note;
+  EXPECT_FALSE(fsm.diverged());
+
+  client_fsm answering(s, o);
+  converse(answering, {"220 mx\r\n", ehlo_reply, "250 2.1.0 ok\r\n", "250 2.1.5 ok\r\n"});
+  EXPECT_TRUE(answering.finished());
+  const auto& live = answering.results().back();
+  EXPECT_EQ(live.status, step_status::diverged);
+  ASSERT_FALSE(live.differences.empty());
+  EXPECT_NE(live.differences[0].find("closed the connection"), std::string::npos) << live.differences[0];
+  EXPECT_TRUE(answering.diverged());
+
+  // A 421 of the relay's that ended the session for another reason (its client timed out) is no
+  // close of the destination's.
+  capture_builder t;
+  t.server(1000, "220 mx.test ESMTP\r\n")
+      .client(5000, "EHLO c.test\r\n")
+      .server(6000, ehlo_reply)
+      .client(7000, "MAIL FROM:<a@x>\r\n")
+      .relay(8000, "421 4.4.2 mailtap upstream timed out: no reply to MAIL\r\n")
+      .end(8000, "upstream_timeout");
+  const script st = t.build();
+  client_fsm timed_out(st, o);
+  converse(timed_out, {"220 mx\r\n", ehlo_reply});
+  timed_out.on_server_closed(100);
+  EXPECT_EQ(timed_out.results().back().status, step_status::no_reply);
+}
+
 // Where the recorded client closed first, nothing was heard: the step is sent and not compared.
 TEST(ReplayClient, AStepTheRecordedClientLeftIsSentAndNotCompared) {
   const script s = message_unanswered("client_closed").build();
