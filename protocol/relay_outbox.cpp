@@ -87,4 +87,10 @@ std::vector<action> relay_outbox::take() {
   return out;
 }
 
+void relay_outbox::give_back(std::vector<action>&& used) {
+  if (actions_.capacity() != 0 || used.capacity() > 64) return;
+  used.clear();
+  actions_.swap(used);
+}
+
 }  // namespace mailtap::protocol

@@ -815,9 +815,10 @@ void session::dispatch() {
   auto actions = fsm_.take_actions();
   if (barriers_pending_ > 0) {   // everything queues behind a capture barrier still waiting
     held_.insert(held_.end(), std::make_move_iterator(actions.begin()), std::make_move_iterator(actions.end()));
-    return;
+  } else {
+    execute(actions);
   }
-  execute(actions);
+  fsm_.give_back_actions(std::move(actions));   // no vector allocated per event
 }
 
 // The actions after a capture_barrier wait until the recorder has written every record
