@@ -71,6 +71,63 @@ void cite_delays(const conversation& c, finding& f, std::initializer_list<phase>
         }
 }
 
+// A stage's own time, of the reply it waited for: from its command, or from the reply before it
+// when it was pipelined behind that reply (RFC 2920: replies go out in command order, so each
+// stage of a pipelined group waits for the ones before; counting that wait in each counted one
+// slow reply as many), and of that the part a delay rule held it (its record's actual delay,
+// the rule's time, not the destination's).
+struct stage_time {
+  std::uint64_t seen_us = 0;   // its own time, the pipelined wait before it left out
+  std::uint64_t held_us = 0;   // of seen_us, the part a delay rule held it
+  std::uint64_t destination_us() const { return seen_us - held_us; }
+};
+
+// Stages that wait for a reply in the client's conversation (a body and a TLS handshake do not).
+bool answered_stage(phase ph) { return ph != phase::body && ph != phase::tls && ph != phase::connect; }
+
+std::uint64_t stage_end(const captures::stage& s) { return s.start_us + s.duration_us; }
+
+std::vector<stage_time> stage_times(const conversation& c) {
+  const auto& stages = c.cap->stages;
+  std::vector<stage_time> out(stages.size());
+  // Stages by the time their replies went out (their order in the capture among equals).
+  std::vector<std::size_t> by_end;
+  for (std::size_t i = 0; i < stages.size(); ++i)
+    if (answered_stage(stages[i].ph)) by_end.push_back(i);
+  std::stable_sort(by_end.begin(), by_end.end(),
+                   [&](std::size_t a, std::size_t b) { return stage_end(stages[a]) < stage_end(stages[b]); });
+  std::vector<std::uint64_t> from(stages.size());
+  std::uint64_t previous_end = 0;
+  for (std::size_t i = 0; i < stages.size(); ++i) from[i] = stages[i].start_us;
+  for (std::size_t i : by_end) {
+    from[i] = std::max(stages[i].start_us, std::min(previous_end, stage_end(stages[i])));
+    previous_end = std::max(previous_end, stage_end(stages[i]));
+  }
+  for (std::size_t i = 0; i < stages.size(); ++i) out[i].seen_us = stage_end(stages[i]) - from[i];
+  // Each delay rule's hold, [its record's time - its actual delay, its record's time], within the
+  // own time of the first stage of its phase that ends at or after its record (the record is
+  // written as the hold ends, before the reply it released goes out).
+  // (Looked up by phase and end, not by a scan of the stages per record: a hostile capture holds
+  // tens of thousands of each.)
+  std::vector<std::size_t> by_phase_end(stages.size());
+  for (std::size_t i = 0; i < stages.size(); ++i) by_phase_end[i] = i;
+  const auto key = [&](std::size_t i) { return std::pair{static_cast<int>(stages[i].ph), stage_end(stages[i])}; };
+  std::stable_sort(by_phase_end.begin(), by_phase_end.end(), [&](std::size_t a, std::size_t b) { return key(a) < key(b); });
+  for (const auto* e : c.timeline) {
+    const auto* fe = std::get_if<captures::fault_event>(e);
+    if (!fe || fe->fault.decision != "delay" || fe->fault.actual_delay_us == 0) continue;
+    const std::pair wanted{static_cast<int>(fe->fault.ph), fe->t_us};
+    auto it = std::lower_bound(by_phase_end.begin(), by_phase_end.end(), wanted,
+                               [&](std::size_t i, const std::pair<int, std::uint64_t>& w) { return key(i) < w; });
+    if (it == by_phase_end.end() || stages[*it].ph != fe->fault.ph || stages[*it].start_us > fe->t_us) continue;
+    const std::size_t best = *it;
+    const std::uint64_t hold_from = fe->t_us - std::min(fe->t_us, fe->fault.actual_delay_us);
+    const std::uint64_t lo = std::max(hold_from, from[best]), hi = std::min(fe->t_us, stage_end(stages[best]));
+    if (hi > lo) out[best].held_us = std::min(out[best].seen_us, out[best].held_us + (hi - lo));
+  }
+  return out;
+}
+
 // The wait for one end-of-data reply: a data_end stage (the dot to the reply reaching the
 // client), or the bdat stage of a last chunk (RFC 3030 2: it ends the message as the dot does),
 // from the chunk's last byte in, since that stage began with the command, before its chunk.
@@ -161,7 +218,10 @@ void held_end_of_data(const conversation& c, std::uint64_t typical, std::vector<
   }
 }
 
-void slow_destination(const conversation& c, std::uint64_t typical, std::vector<finding>& out) {
+// `typical` is the session's typical reply as the client waited for it; `typical_destination`,
+// that reply without the time delay rules held it.
+void slow_destination(const conversation& c, const std::vector<stage_time>& times, std::uint64_t typical,
+                      std::uint64_t typical_destination, std::vector<finding>& out) {
   const captures::stage* banner = nullptr;
   for (const auto& s : c.cap->stages)
     if (s.ph == phase::banner) banner = &s;
@@ -176,26 +236,41 @@ void slow_destination(const conversation& c, std::uint64_t typical, std::vector<
   f.title = std::string(m.title);
   std::string seen;
   if (slow_banner) seen = "the greeting came after " + duration_text(banner->duration_us);
-  if (slow_replies) seen += (seen.empty() ? "" : "; ") + std::string("a typical reply took ") + duration_text(typical);
+  if (slow_replies) {
+    seen += (seen.empty() ? "" : "; ") + std::string("a typical reply took ") + duration_text(typical);
+    if (typical_destination != typical)
+      seen += ", " + duration_text(typical_destination) + " of it the destination's (a delay rule held the rest)";
+  }
   f.explanation = "Seen here: " + seen + ". " + std::string(m.explanation);
   f.action = std::string(m.action);
   f.source = origin::server;
   if (slow_banner) f.evidence.push_back(stage_evidence(*banner));
-  for (const auto& s : c.cap->stages)
-    if (slow_replies && command_reply_stage(s.ph) && s.duration_us >= slow_reply_us) f.evidence.push_back(stage_evidence(s));
+  for (std::size_t i = 0; i < c.cap->stages.size(); ++i) {
+    const auto& s = c.cap->stages[i];
+    if (slow_replies && command_reply_stage(s.ph) && times[i].seen_us >= slow_reply_us) f.evidence.push_back(stage_evidence(s));
+  }
   std::stable_sort(f.evidence.begin(), f.evidence.end(), [](const evidence_item& a, const evidence_item& b) { return a.t_us < b.t_us; });
-  cite_delays(c, f, {phase::banner, phase::ehlo, phase::helo, phase::mail, phase::rcpt, phase::data});
+  if (slow_banner) cite_delays(c, f, {phase::banner});
+  // The rules that held the replies, when they made the typical one slower.
+  if (slow_replies && typical_destination != typical)
+    cite_delays(c, f, {phase::ehlo, phase::helo, phase::mail, phase::rcpt, phase::data});
   merge_finding(out, std::move(f));
 }
 
-void outliers_and_gaps(const conversation& c, std::uint64_t typical, std::vector<finding>& out) {
-  for (const auto& s : c.cap->stages) {
-    if (command_reply_stage(s.ph) && s.duration_us >= stage_outlier_us && s.duration_us >= slow_factor * typical) {
+// A stage is an outlier by the destination's own time in it (stage_time): a reply a delay rule
+// held is the rule's (checks/faults.cpp lists the rule), and a stage pipelined behind a slow
+// reply only waited for it.
+void outliers_and_gaps(const conversation& c, const std::vector<stage_time>& times, std::uint64_t typical,
+                       std::vector<finding>& out) {
+  for (std::size_t i = 0; i < c.cap->stages.size(); ++i) {
+    const auto& s = c.cap->stages[i];
+    const std::uint64_t own = times[i].destination_us();
+    if (command_reply_stage(s.ph) && own >= stage_outlier_us && own >= slow_factor * typical) {
       finding f;
       f.id = "stage_outlier";
       f.level = severity::info;
       f.stage = std::string(protocol::to_string(s.ph));
-      f.title = f.stage + " took " + duration_text(s.duration_us) + ", " + std::to_string(s.duration_us / std::max<std::uint64_t>(typical, 1)) + "x the typical reply";
+      f.title = f.stage + " took " + duration_text(own) + ", " + std::to_string(own / std::max<std::uint64_t>(typical, 1)) + "x the typical reply";
       f.explanation = "One step was much slower than the rest of the session: a lookup, a policy check or a "
                       "delay at the destination (upstream " + duration_text(s.upstream_us) + ") or on the path.";
       f.action = "Compare with other captures of the same destination; look at the destination's lookups for this stage.";
@@ -223,13 +298,20 @@ void outliers_and_gaps(const conversation& c, std::uint64_t typical, std::vector
 }  // namespace
 
 void check_timing(const conversation& c, std::vector<finding>& out) {
-  std::vector<std::uint64_t> replies;
-  for (const auto& s : c.cap->stages)
-    if (command_reply_stage(s.ph)) replies.push_back(s.duration_us);
-  const std::uint64_t typical = median(replies);
+  // The typical reply, as the client waited for it and as the destination took it: each stage's
+  // own time (stage_times), a pipelined one's from the reply before it; without and with the
+  // time delay rules held them.
+  const std::vector<stage_time> times = stage_times(c);
+  std::vector<std::uint64_t> replies, destination;
+  for (std::size_t i = 0; i < c.cap->stages.size(); ++i)
+    if (command_reply_stage(c.cap->stages[i].ph)) {
+      replies.push_back(times[i].seen_us);
+      destination.push_back(times[i].destination_us());
+    }
+  const std::uint64_t typical = median(replies), typical_destination = median(destination);
   held_end_of_data(c, typical, out);
-  slow_destination(c, typical, out);
-  outliers_and_gaps(c, typical, out);
+  slow_destination(c, times, typical, typical_destination, out);
+  outliers_and_gaps(c, times, typical_destination, out);
 }
 
 }  // namespace mailtap::diagnose

@@ -1043,6 +1043,62 @@ TEST(CheckTiming, ADelayRuleOfAnotherMessageDoesNotExplainAHeldEndOfData) {
   EXPECT_THAT(evidence_texts(*f), testing::Not(testing::Contains(testing::HasSubstr("first"))));
 }
 
+// A trial: "slow_destination ... a typical reply took 1.503 s". A delay rule held MAIL's reply
+// 1.5 s; RCPT and DATA, pipelined behind it, waited for it too, and the median counted that wait
+// three times; every other reply took milliseconds. A reply a delay rule held is the rule's time,
+// and a pipelined stage's own time starts when the reply before it went out.
+TEST(CheckTiming, ARepliesHeldByARuleAndThosePipelinedBehindItAreNoSlowDestination) {
+  const auto pipelined = [](bool rule) {
+    builder b;
+    b.stage(phase::banner, 0, 5, 5).stage(phase::ehlo, 6, 2, 2).stage(phase::mail, 10, 1503, rule ? 3 : 1503)
+        .stage(phase::rcpt, 10, 1503.1, 3.1).stage(phase::data, 10, 1503.2, 3.2)
+        .stage(phase::data_end, 1520, 40, 40).stage(phase::quit, 1570, 1, 1);
+    b.reply(5, 220, {"mx ESMTP"}).cmd(6, "EHLO c").reply(8, 250, {"mx", "PIPELINING"})
+        .cmd(10, "MAIL FROM:<a@b>").cmd(10, "RCPT TO:<r@example.net>").cmd(10, "DATA");
+    if (rule) b.fault(1512.9, "slow-mail", "delay", "delay", phase::mail, "reply 250 held", 1'500'000);
+    b.reply(1513, 250, {"2.1.0 Ok"}).reply(1513.1, 250, {"2.1.5 Ok"}).reply(1513.2, 354, {"go"})
+        .reply(1560, 250, {"2.0.0 Ok: queued as Q1"})
+        .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q1"}, 10, 1560)
+        .cmd(1570, "QUIT").reply(1571, 221, {"2.0.0 Bye"});
+    return b;
+  };
+  const builder held_capture = pipelined(true), slow_mail_capture = pipelined(false);   // outlive their diagnoses
+  auto held = diagnose_capture(held_capture.c);
+  EXPECT_EQ(find(held, "slow_destination"), nullptr) << render_text(held);
+  EXPECT_EQ(find(held, "stage_outlier"), nullptr) << render_text(held);
+  ASSERT_NE(find(held, "fault_injected"), nullptr) << ::testing::PrintToString(ids(held));
+  EXPECT_EQ(find(held, "fault_injected")->rule, "slow-mail");
+
+  // The destination itself took 1.5 s at MAIL: one outlier, MAIL's, and no typical slowness.
+  auto slow_mail = diagnose_capture(slow_mail_capture.c);
+  EXPECT_EQ(find(slow_mail, "slow_destination"), nullptr) << render_text(slow_mail);
+  std::vector<std::string> outliers;
+  for (const auto& f : slow_mail.findings)
+    if (f.id == "stage_outlier") outliers.push_back(f.stage);
+  EXPECT_EQ(outliers, std::vector<std::string>{"mail"}) << render_text(slow_mail);
+}
+
+// Every reply held by a rule (the slow-upstream scenario): the typical reply is slow, and the
+// rule's: slow_destination names it.
+TEST(CheckTiming, EveryReplyHeldByARuleIsTheRulesSlowness) {
+  builder b;
+  b.stage(phase::banner, 0, 2, 2).stage(phase::ehlo, 3, 302, 2).stage(phase::mail, 306, 301, 1)
+      .stage(phase::rcpt, 608, 301, 1).stage(phase::data, 910, 301, 1);
+  b.reply(2, 220, {"mx ESMTP"}).cmd(3, "EHLO c")
+      .fault(305, "slow", "delay", "delay", phase::ehlo, "reply 250 held", 300'000).reply(305, 250, {"mx"})
+      .cmd(306, "MAIL FROM:<a@b>").fault(607, "slow", "delay", "delay", phase::mail, "reply 250 held", 300'000)
+      .reply(607, 250, {"2.1.0 Ok"}).cmd(608, "RCPT TO:<r@example.net>")
+      .fault(909, "slow", "delay", "delay", phase::rcpt, "reply 250 held", 300'000).reply(909, 250, {"2.1.5 Ok"})
+      .cmd(910, "DATA").fault(1211, "slow", "delay", "delay", phase::data, "reply 354 held", 300'000)
+      .reply(1211, 354, {"go"});
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "slow_destination");
+  ASSERT_NE(f, nullptr) << render_text(d);
+  EXPECT_EQ(f->source, origin::injected);
+  EXPECT_EQ(f->rule, "slow");
+  EXPECT_EQ(find(d, "stage_outlier"), nullptr) << render_text(d);
+}
+
 TEST(CheckTiming, AFastSessionHasNoTimingFindings) {
   builder b;
   b.stage(phase::banner, 0, 2, 2).stage(phase::ehlo, 3, 1, 1).stage(phase::mail, 5, 1, 1)
