@@ -95,6 +95,26 @@ client_fsm::client_fsm(const script& s, client_options options) : script_(s), op
     r.recorded_latency_us = steps_[i]->reply_delay_us();
     results_.push_back(std::move(r));
   }
+  // Where the destination said 421 after the last step's reply and closed (RFC 5321 3.8; the relay
+  // passed it on, pass_on_upstream_421), or hung up and the relay's 421 stood for it, the live
+  // server is expected to do the same: each is a result, awaited after the last step.
+  first_unsolicited_ = results_.size();
+  if (s.end_reason == "upstream_closed") {
+    std::uint64_t before = s.banner ? s.banner->t_us : 0;
+    for (const auto& st : s.steps)
+      if (st.reply) before = st.reply->t_us;
+    for (const auto& u : s.unsolicited) {
+      if (!u.destination_reply() && !u.stands_for_close) continue;
+      step_result r;
+      r.unsolicited = true;
+      r.step = steps_.size();
+      r.text = u.stands_for_close ? "(the server closes)" : "(unsolicited reply)";
+      r.recorded = u;
+      r.recorded_latency_us = u.t_us > before ? u.t_us - before : 0;
+      before = u.t_us;
+      results_.push_back(std::move(r));
+    }
+  }
   settled_at_.assign(results_.size(), 0);
   sent_at_.assign(steps_.size(), 0);
 }
@@ -159,6 +179,7 @@ void client_fsm::on_server_closed(std::uint64_t now_us) {
   }
   if (inflight_.empty() && next_ == steps_.size()) {
     finished_ = true;
+    awaiting_close_ = false;
     actions_.push_back(protocol::close_leg{protocol::leg::upstream});
     return;
   }
@@ -190,6 +211,17 @@ void client_fsm::on_server_bytes(std::string_view bytes, std::uint64_t now_us) {
 
 void client_fsm::on_timer(std::uint64_t now_us) {
   if (finished_) return;
+  if (awaiting_close_ && inflight_.empty() && now_us >= reply_deadline_us_) {
+    // The recorded destination closed after its last word; the live one did not.
+    auto& last = results_.back();
+    last.status = step_status::diverged;
+    last.differences.push_back("the live server did not close the connection within " +
+                               std::to_string(options_.reply_timeout.count()) +
+                               " s; the recorded destination closed it here (" + script_.end_reason + ")");
+    awaiting_close_ = false;
+    finish(now_us, "the live server did not close the connection");
+    return;
+  }
   if (!inflight_.empty() && now_us >= reply_deadline_us_) {
     finish(now_us, "no reply within " + std::to_string(options_.reply_timeout.count()) + " s");
     return;
@@ -202,7 +234,9 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
   const std::size_t at = inflight_.front();
   inflight_.pop_front();
   step_result& res = results_[at];
-  const std::uint64_t asked = res.greeting ? connected_at_ : sent_at_[res.step];
+  // The step it answers (none for the greeting and an unsolicited reply).
+  const step* st = res.greeting || res.unsolicited ? nullptr : steps_[res.step];
+  const std::uint64_t asked = res.greeting ? connected_at_ : st ? sent_at_[res.step] : settled_at_[at - 1];
   res.live_latency_us = now_us > asked ? now_us - asked : 0;
   if (!res.recorded) {
     res.differences.push_back("the recording has no reply here: the session ended (" + script_.end_reason +
@@ -224,13 +258,13 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
                                  : "the recorded reply was the relay's own, not the destination's");
   }
   res.status = res.differences.empty() ? step_status::matched : step_status::diverged;
-  if (!res.greeting && (steps_[res.step]->ph == protocol::phase::ehlo || steps_[res.step]->ph == protocol::phase::helo))
-    live_chunking_ = r.code == 250 && steps_[res.step]->ph == protocol::phase::ehlo && keywords(r).count("CHUNKING") > 0;
+  if (st && (st->ph == protocol::phase::ehlo || st->ph == protocol::phase::helo))
+    live_chunking_ = r.code == 250 && st->ph == protocol::phase::ehlo && keywords(r).count("CHUNKING") > 0;
   // RFC 3207 4.2: after a 220 to STARTTLS the client starts the handshake, whatever the
   // recorded client heard; anything else said then would be read as a broken handshake.
-  const bool starttls_step = !res.greeting && steps_[res.step]->ph == protocol::phase::starttls;
+  const bool starttls_step = st && st->ph == protocol::phase::starttls;
   const bool tls_follows = starttls_step && r.code == 220;
-  if (starttls_step && tls_follows != steps_[res.step]->starts_tls)
+  if (starttls_step && tls_follows != st->starts_tls)
     res.note = tls_follows ? "the recorded client heard " + std::to_string(res.recorded ? res.recorded->reply.code : 0) +
                                  " and went on without TLS; the live server answered 220, so the replay starts TLS "
                                  "and goes on inside it"
@@ -241,7 +275,7 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
   // wait for a reply that never comes, until the server's own timeout. The replay closes the
   // connection without ending a message, so nothing is delivered.
   const bool live_waits_for_a_message =
-      !res.greeting && steps_[res.step]->ph == protocol::phase::data && r.code == 354 &&
+      st && st->ph == protocol::phase::data && r.code == 354 &&
       (res.step + 1 >= steps_.size() || steps_[res.step + 1]->kind != step_kind::message);
   res.live = std::move(r);
   settle(at, now_us);
@@ -252,6 +286,8 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
     return;
   }
   reply_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.reply_timeout.count()) * 1'000'000;
+  // The last unsolicited reply in: the recorded destination closed next.
+  if (res.unsolicited && inflight_.empty()) awaiting_close_ = true;
   if (tls_follows) {
     tls_pending_ = true;
     live_chunking_.reset();   // RFC 3207 4.2: what was offered before TLS is forgotten
@@ -436,12 +472,25 @@ void client_fsm::advance(std::uint64_t now_us) {
     send_step(i, now_us);
     stop_where_the_session_closed(i);
   }
-  if (!finished_ && !tls_pending_ && next_ == steps_.size() && inflight_.empty()) {
+  if (!finished_ && !tls_pending_ && next_ == steps_.size()) expect_the_recorded_ending(now_us);
+  if (!finished_ && !tls_pending_ && next_ == steps_.size() && inflight_.empty() && !awaiting_close_) {
     finished_ = true;
     actions_.push_back(protocol::close_leg{protocol::leg::upstream});
     return;
   }
   arm(now_us);
+}
+
+// Every step out: the unsolicited replies the recorded destination sent after the last one's are
+// awaited behind the replies still owed (they come in that order), then its close; with none
+// expected, the replay closes once the replies owed are in, as before.
+void client_fsm::expect_the_recorded_ending(std::uint64_t now_us) {
+  if (ending_awaited_) return;
+  ending_awaited_ = true;
+  if (first_unsolicited_ == results_.size()) return;
+  if (inflight_.empty())
+    reply_deadline_us_ = now_us + static_cast<std::uint64_t>(options_.reply_timeout.count()) * 1'000'000;
+  for (std::size_t k = first_unsolicited_; k < results_.size(); ++k) inflight_.push_back(k);
 }
 
 // The relay's own reply to step i (or a fault rule's) ended the recorded session: no later step
@@ -481,6 +530,16 @@ void client_fsm::stop_sending(std::size_t from, std::uint64_t now_us, const std:
     results_[j + 1].status = step_status::skipped;
     results_[j + 1].note = why;
     settle(j + 1, now_us);
+  }
+  // The replay closes here on purpose: what the recorded destination said after the last step is
+  // not awaited.
+  if (!ending_awaited_) {
+    ending_awaited_ = true;
+    for (std::size_t k = first_unsolicited_; k < results_.size(); ++k) {
+      results_[k].status = step_status::skipped;
+      results_[k].note = "not awaited: the replay closed the connection before the end of the recording";
+      settle(k, now_us);
+    }
   }
   next_ = steps_.size();
 }
@@ -552,6 +611,13 @@ void client_fsm::finish(std::uint64_t now_us, const std::string& why_unanswered)
     results_[i + 1].status = step_status::not_sent;
     results_[i + 1].note = "not sent: " + why_unanswered;
   }
+  if (!ending_awaited_) {
+    ending_awaited_ = true;
+    for (std::size_t k = first_unsolicited_; k < results_.size(); ++k) {
+      results_[k].status = step_status::not_sent;
+      results_[k].note = "not awaited: " + why_unanswered;
+    }
+  }
   next_ = steps_.size();
   finished_ = true;
   actions_.push_back(protocol::close_leg{protocol::leg::upstream});
@@ -559,7 +625,7 @@ void client_fsm::finish(std::uint64_t now_us, const std::string& why_unanswered)
 
 void client_fsm::arm(std::uint64_t now_us) {
   std::uint64_t wake = 0;
-  if (!inflight_.empty()) wake = reply_deadline_us_;
+  if (!inflight_.empty() || awaiting_close_) wake = reply_deadline_us_;
   if (send_due_us_ != 0) wake = wake == 0 ? send_due_us_ : std::min(wake, send_due_us_);
   if (wake == 0) return;
   const std::uint64_t wait = wake > now_us ? wake - now_us : 0;

@@ -59,6 +59,10 @@ std::string_view to_string(step_status s);
 
 struct step_result {
   bool greeting = false;            // the greeting (no step)
+  // An unsolicited reply the recorded destination sent after the last step's, then closing (its
+  // 421, RFC 5321 3.8; or the relay's 421 that stood for its close: recorded_reply::stands_for_close),
+  // which the live server is expected to send and close too (no step).
+  bool unsolicited = false;
   std::size_t step = 0;             // index in the script's steps
   std::string text;                 // the step as recorded (AUTH material masked)
   protocol::phase ph = protocol::phase::banner;
@@ -86,7 +90,8 @@ class client_fsm {
   std::vector<protocol::action> take_actions() { return std::exchange(actions_, {}); }
 
   bool finished() const { return finished_; }
-  // The greeting first, then one entry per step.
+  // The greeting first, then one entry per step, then one per unsolicited reply expected of the
+  // live server (step_result::unsolicited).
   const std::vector<step_result>& results() const { return results_; }
   bool diverged() const;
 
@@ -101,6 +106,7 @@ class client_fsm {
   void take_reply(protocol::reply r, std::uint64_t now_us);
   void settle(std::size_t result, std::uint64_t now_us);
   void finish(std::uint64_t now_us, const std::string& why_unanswered);
+  void expect_the_recorded_ending(std::uint64_t now_us);
   void arm(std::uint64_t now_us);
 
   const script& script_;
@@ -111,6 +117,12 @@ class client_fsm {
   std::vector<std::uint64_t> sent_at_;      // live time each step went out
   std::size_t settled_prefix_ = 0;          // leading results that are settled
   std::size_t next_ = 0;                    // the next step to send
+  // Where the unsolicited results begin (results_.size() when none is expected): after the last
+  // step they are awaited as replies (`ending_awaited_`), then the live server's close, until the
+  // reply timeout (`awaiting_close_`). Not where the replay stopped sending on purpose (stop_sending).
+  std::size_t first_unsolicited_ = 0;
+  bool ending_awaited_ = false;
+  bool awaiting_close_ = false;
   std::deque<std::size_t> inflight_;        // results waiting for a reply, in order
   std::uint64_t connected_at_ = 0;
   std::uint64_t reply_deadline_us_ = 0;

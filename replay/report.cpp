@@ -65,7 +65,7 @@ std::string fault_line(const captures::fault_event& f) {
 }
 
 std::string stage_name(const step_result& s) {
-  return s.greeting ? "banner" : std::string(protocol::to_string(s.ph));
+  return s.greeting ? "banner" : s.unsolicited ? "unsolicited" : std::string(protocol::to_string(s.ph));
 }
 
 std::string xml(std::string_view s) {
@@ -213,7 +213,7 @@ std::string render_client_json(const client_run& r) {
   o["seconds"] = r.seconds;
   json::array steps;
   for (const auto& s : r.results) {
-    json::object j{{"step", s.greeting ? json::value(nullptr) : json::value(s.step)},
+    json::object j{{"step", s.greeting || s.unsolicited ? json::value(nullptr) : json::value(s.step)},
                    {"text", captures::utf8_safe(s.text)},
                    {"stage", stage_name(s)},
                    {"status", to_string(s.status)},

@@ -503,6 +503,44 @@ class ReplayClientTest(ReplayTest):
         self.assertEqual((rcpt["status"], rcpt["live"]["code"]), ("diverged", 250), r.stdout)
         self.assertEqual(r.returncode, 1, r.stdout)
 
+    def test_the_destinations_unsolicited_421_and_close_are_expected_of_the_live_server(self):
+        # A trial with Postfix (smtpd_hard_error_limit = 1): RCPT answered 454, then 421 4.7.0
+        # "too many errors" and the close. Replayed against a Postfix without the limit (454, no
+        # 421, no close), the replay hung up by itself and said matched, exit 0.
+        def refuse_then_leave(conn, line):
+            conn.sock.sendall(b"454 4.7.1 <x@elsewhere.test>: Relay access denied\r\n"
+                              b"421 4.7.0 scripted.test Error: too many errors\r\n")
+            return ScriptedAnswers.CLOSE
+        limited = ScriptedAnswers(answers={b"RCPT": refuse_then_leave})
+        self.addCleanup(limited.stop)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, limited.port), env=self.env)
+        c = self.greeted_client(m.port, "c.test")
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<x@elsewhere.test>"), 454)
+        self.assertReply(c.reply(), 421, "4.7.0")
+        self.assertEqual(c.read_to_eof(), b"")
+        cap = m.wait_captures(1)[0]
+        self.assertEqual(cap.end["reason"], "upstream_closed")
+        # Against a server that neither says 421 nor closes: a divergence, within --reply-timeout.
+        lax = ScriptedAnswers(answers={b"RCPT": b"454 4.7.1 <x@elsewhere.test>: Relay access denied\r\n"})
+        self.addCleanup(lax.stop)
+        began = time.monotonic()
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, lax.port), "--json", "--reply-timeout", "2")
+        self.assertLess(time.monotonic() - began, 30)
+        doc = json.loads(r.stdout)
+        self.assertEqual([(s["stage"], s["status"]) for s in doc["steps"][-2:]],
+                         [("rcpt", "matched"), ("unsolicited", "no_reply")], r.stdout)
+        self.assertEqual(doc["steps"][-1]["recorded"]["code"], 421)
+        self.assertEqual((r.returncode, doc["result"]), (1, "diverged"), r.stdout)
+        # Against one that does as the recorded one did: matched.
+        again = ScriptedAnswers(answers={b"RCPT": refuse_then_leave})
+        self.addCleanup(again.stop)
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, again.port), "--json", "--reply-timeout", "10")
+        doc = json.loads(r.stdout)
+        self.assertEqual((doc["steps"][-1]["stage"], doc["steps"][-1]["status"], doc["steps"][-1]["live"]["code"]),
+                         ("unsolicited", "matched", 421), r.stdout)
+        self.assertEqual((r.returncode, doc["result"]), (0, "matched"), r.stdout)
+
     def test_reply_timeout_ends_a_replay_against_a_server_that_stops_answering(self):
         # A hostile-peer trial: a live server that never answered held the replay for the fixed
         # 120 s. --reply-timeout sets the wait; the step is no_reply, the replay diverged.

@@ -1205,6 +1205,113 @@ TEST(ReplayClient, ALiveServerClosingWhereTheRelaysOwn421StoodForTheDestinations
   EXPECT_EQ(timed_out.results().back().status, step_status::no_reply);
 }
 
+// A trial with Postfix (smtpd_hard_error_limit = 1): RCPT answered 454, then an unsolicited
+// 421 4.7.0 "too many errors" and the close (pass_on_upstream_421: upstream_closed). Replayed
+// against a Postfix without the limit, which neither said 421 nor closed, the replay hung up by
+// itself after the 454 and said matched. The recorded 421 and close are expected of the live
+// server, within the reply timeout; one missing is a divergence.
+TEST(ReplayClient, TheDestinationsUnsolicited421AndCloseAreExpectedOfTheLiveServer) {
+  capture_builder b;
+  b.server(1000, "220 mx.test ESMTP\r\n")
+      .client(5000, "EHLO c.test\r\n")
+      .server(6000, ehlo_reply)
+      .client(7000, "MAIL FROM:<a@x>\r\n")
+      .server(8000, "250 2.1.0 Ok\r\n")
+      .client(9000, "RCPT TO:<b@elsewhere>\r\n")
+      .server(10000, "454 4.7.1 <b@elsewhere>: Relay access denied\r\n")
+      .server(10000, "421 4.7.0 mx.test Error: too many errors\r\n")
+      .end(10000, "upstream_closed");
+  const script s = b.build();
+  ASSERT_EQ(s.unsolicited.size(), 1u);
+  client_options o;
+  o.pace = timing{0.0};
+  o.reply_timeout = std::chrono::seconds(5);
+  const std::vector<std::string> envelope = {"220 mx\r\n", ehlo_reply, "250 2.1.0 ok\r\n"};
+  {   // as recorded: the 421, then the close
+    client_fsm fsm(s, o);
+    auto replies = envelope;
+    replies.push_back("454 4.7.1 <b@elsewhere>: Relay access denied\r\n421 4.7.0 mx Error: too many errors\r\n");
+    converse(fsm, replies);
+    EXPECT_FALSE(fsm.finished());   // it waits for the close
+    fsm.on_server_closed(200);
+    EXPECT_TRUE(fsm.finished());
+    ASSERT_EQ(fsm.results().size(), 5u);
+    const auto& last = fsm.results().back();
+    EXPECT_EQ(last.status, step_status::matched) << last.note;
+    ASSERT_TRUE(last.live);
+    EXPECT_EQ(last.live->code, 421);
+    EXPECT_FALSE(fsm.diverged());
+    client_run run;
+    run.results = fsm.results();
+    EXPECT_NE(render_client_text(run).find("matched (5 of 5 replies as recorded)"), std::string::npos)
+        << render_client_text(run);
+    EXPECT_NE(render_client_json(run).find("\"stage\":\"unsolicited\""), std::string::npos);
+  }
+  {   // a server without the error limit: no 421, no close, until the reply timeout
+    client_fsm fsm(s, o);
+    auto replies = envelope;
+    replies.push_back("454 4.7.1 <b@elsewhere>: Relay access denied\r\n");
+    converse(fsm, replies);
+    auto a = fsm.take_actions();
+    EXPECT_FALSE(has<protocol::close_leg>(a));
+    EXPECT_FALSE(fsm.finished());
+    fsm.on_timer(5'000'100);
+    EXPECT_TRUE(fsm.finished());
+    EXPECT_TRUE(has<protocol::close_leg>(fsm.take_actions()));
+    EXPECT_EQ(fsm.results()[3].status, step_status::matched);
+    EXPECT_EQ(fsm.results().back().status, step_status::no_reply);
+    EXPECT_TRUE(fsm.diverged());
+  }
+  {   // the 421 without the close
+    client_fsm fsm(s, o);
+    auto replies = envelope;
+    replies.push_back("454 4.7.1 <b@elsewhere>: Relay access denied\r\n421 4.7.0 mx Error: too many errors\r\n");
+    converse(fsm, replies);
+    EXPECT_FALSE(fsm.finished());
+    fsm.on_timer(5'000'100);
+    EXPECT_TRUE(fsm.finished());
+    const auto& last = fsm.results().back();
+    EXPECT_EQ(last.status, step_status::diverged);
+    ASSERT_FALSE(last.differences.empty());
+    EXPECT_NE(last.differences.back().find("did not close"), std::string::npos) << last.differences.back();
+    EXPECT_TRUE(fsm.diverged());
+  }
+  {   // the close without the 421
+    client_fsm fsm(s, o);
+    auto replies = envelope;
+    replies.push_back("454 4.7.1 <b@elsewhere>: Relay access denied\r\n");
+    converse(fsm, replies);
+    fsm.on_server_closed(200);
+    EXPECT_TRUE(fsm.finished());
+    EXPECT_EQ(fsm.results().back().status, step_status::no_reply);
+    EXPECT_TRUE(fsm.diverged());
+  }
+  // The destination hung up while its client was idle: the relay's own 421 ("closing: upstream
+  // connection is closed") stood for it; the live server is expected to hang up there too.
+  capture_builder idle;
+  idle.server(1000, "220 mx.test ESMTP\r\n")
+      .client(5000, "EHLO c.test\r\n")
+      .server(6000, ehlo_reply)
+      .note(90000, "upstream_closed: upstream closed the connection")
+      .relay(90000, "421 4.4.2 mailtap closing: upstream connection is closed\r\n")
+      .end(90000, "upstream_closed");
+  const script si = idle.build();
+  ASSERT_EQ(si.unsolicited.size(), 1u);
+  EXPECT_TRUE(si.unsolicited[0].stands_for_close);
+  client_fsm hangs_up(si, o);
+  converse(hangs_up, {"220 mx\r\n", ehlo_reply});
+  EXPECT_FALSE(hangs_up.finished());
+  hangs_up.on_server_closed(200);
+  EXPECT_TRUE(hangs_up.finished());
+  EXPECT_EQ(hangs_up.results().back().status, step_status::matched) << hangs_up.results().back().note;
+  EXPECT_FALSE(hangs_up.diverged());
+  client_fsm stays(si, o);
+  converse(stays, {"220 mx\r\n", ehlo_reply});
+  stays.on_timer(5'000'100);
+  EXPECT_TRUE(stays.finished());
+  EXPECT_TRUE(stays.diverged());
+}
+
 // Where the recorded client closed first, nothing was heard: the step is sent and not compared.
 TEST(ReplayClient, AStepTheRecordedClientLeftIsSentAndNotCompared) {
   const script s = message_unanswered("client_closed").build();
