@@ -117,6 +117,7 @@ client_fsm::client_fsm(const script& s, client_options options) : script_(s), op
   }
   settled_at_.assign(results_.size(), 0);
   sent_at_.assign(steps_.size(), 0);
+  held_back_.assign(steps_.size(), false);
 }
 
 bool client_fsm::diverged() const {
@@ -258,18 +259,22 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
                                  : "the recorded reply was the relay's own, not the destination's");
   }
   res.status = res.differences.empty() ? step_status::matched : step_status::diverged;
-  if (st && (st->ph == protocol::phase::ehlo || st->ph == protocol::phase::helo))
-    live_chunking_ = r.code == 250 && st->ph == protocol::phase::ehlo && keywords(r).count("CHUNKING") > 0;
+  if (st && (st->ph == protocol::phase::ehlo || st->ph == protocol::phase::helo)) {
+    const bool ehlo = r.code == 250 && st->ph == protocol::phase::ehlo;
+    live_chunking_ = ehlo && keywords(r).count("CHUNKING") > 0;
+    live_pipelining_ = ehlo && keywords(r).count("PIPELINING") > 0;
+  }
   // RFC 3207 4.2: after a 220 to STARTTLS the client starts the handshake, whatever the
   // recorded client heard; anything else said then would be read as a broken handshake.
   const bool starttls_step = st && st->ph == protocol::phase::starttls;
   const bool tls_follows = starttls_step && r.code == 220;
   if (starttls_step && tls_follows != st->starts_tls)
-    res.note = tls_follows ? "the recorded client heard " + std::to_string(res.recorded ? res.recorded->reply.code : 0) +
+    res.note += std::string(res.note.empty() ? "" : "; ") +
+                (tls_follows ? "the recorded client heard " + std::to_string(res.recorded ? res.recorded->reply.code : 0) +
                                  " and went on without TLS; the live server answered 220, so the replay starts TLS "
                                  "and goes on inside it"
                            : "the recorded client started TLS here; the live server did not answer 220, so the "
-                             "replay goes on without TLS";
+                             "replay goes on without TLS");
   // A live 354 to a DATA after which the recording has no message (the recorded DATA was
   // refused): the server now reads everything as message data, and each step after it would
   // wait for a reply that never comes, until the server's own timeout. The replay closes the
@@ -291,6 +296,7 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
   if (tls_follows) {
     tls_pending_ = true;
     live_chunking_.reset();   // RFC 3207 4.2: what was offered before TLS is forgotten
+    live_pipelining_.reset();
     actions_.push_back(protocol::start_tls{protocol::leg::upstream});
   }
 }
@@ -407,6 +413,7 @@ void client_fsm::advance(std::uint64_t now_us) {
     // message and a smuggled command to a live Postfix, which queued it).
     if (st.withheld) {
       if (!st.forwarded.empty()) {
+        if (waits_for_pipelining(i)) break;
         std::uint64_t due = 0;
         if (!ready_to_send(i, now_us, due)) {
           if (due > now_us) send_due_us_ = due;
@@ -464,6 +471,7 @@ void client_fsm::advance(std::uint64_t now_us) {
         continue;
       }
     }
+    if (waits_for_pipelining(i)) break;
     std::uint64_t due = 0;
     if (!ready_to_send(i, now_us, due)) {
       if (due > now_us) send_due_us_ = due;
@@ -479,6 +487,19 @@ void client_fsm::advance(std::uint64_t now_us) {
     return;
   }
   arm(now_us);
+}
+
+// RFC 2920: a client pipelines only where the server's EHLO reply offers PIPELINING (a trial: the
+// replay pipelined MAIL, RCPT and DATA to a server that offered none). Step i, which the recorded
+// client sent before the replies now in flight came, waits for them where the live server's last
+// EHLO reply did not offer it (or none was answered, or none since STARTTLS, which forgets it), as
+// a BDAT waits on CHUNKING. A step the recorded client sent before the greeting (an early talker:
+// no EHLO had offered anything) goes as recorded.
+bool client_fsm::waits_for_pipelining(std::size_t i) {
+  const step& st = *steps_[i];
+  if (live_pipelining_ == true || inflight_.empty() || st.awaits == 0 || settled_prefix_ < st.awaits) return false;
+  held_back_[i] = true;
+  return true;
 }
 
 // Every step out: the unsolicited replies the recorded destination sent after the last one's are
@@ -566,8 +587,11 @@ void client_fsm::send_step(std::size_t i, std::uint64_t now_us) {
   actions_.push_back(protocol::send_bytes{protocol::leg::upstream, bytes, st.auth});
   sent_at_[i] = std::max<std::uint64_t>(now_us, 1);
   ++next_;
+  if (held_back_[i])
+    results_[i + 1].note = "sent once the replies before it were in, not pipelined as the recorded client sent it: the "
+                           "live server's EHLO reply offered no PIPELINING (or none was answered; RFC 2920)";
   if (as_relayed && st.relayed != st.bytes)
-    results_[i + 1].note = "sent as the relay forwarded it to the recorded destination (" +
+    results_[i + 1].note += std::string(results_[i + 1].note.empty() ? "" : "; ") + "sent as the relay forwarded it to the recorded destination (" +
                            std::to_string(st.relayed.size()) + " bytes; bare_eol = " +
                            std::string(protocol::to_string(script_.bare_eol)) +
                            (script_.bare_eol == protocol::bare_eol_mode::normalize_line_ends

@@ -133,6 +133,11 @@ class client_fsm {
   // before one is answered. Where it did not, a BDAT chunk would be read as commands, so no BDAT
   // step is sent.
   std::optional<bool> live_chunking_;
+  // The same for PIPELINING (RFC 2920): where it is not known to be offered, a step the recorded
+  // client pipelined goes only once the replies in flight are in, and its note says so (held_back_).
+  std::optional<bool> live_pipelining_;
+  std::vector<bool> held_back_;
+  bool waits_for_pipelining(std::size_t i);
   bool tls_at_connect_ = false;   // the handshake in progress is the one at connect (implicit TLS)
   bool tls_from_connect() const { return options_.tls_on_connect.value_or(script_.implicit_tls); }
   bool finished_ = false;

@@ -22,6 +22,7 @@ import re
 import select
 import signal
 import smtplib
+import socket
 import subprocess
 import time
 import unittest
@@ -540,6 +541,48 @@ class ReplayClientTest(ReplayTest):
         self.assertEqual((doc["steps"][-1]["stage"], doc["steps"][-1]["status"], doc["steps"][-1]["live"]["code"]),
                          ("unsolicited", "matched", 421), r.stdout)
         self.assertEqual((r.returncode, doc["result"]), (0, "matched"), r.stdout)
+
+    def test_nothing_is_pipelined_to_a_live_server_that_offers_no_pipelining(self):
+        # A trial: the replay pipelined MAIL, RCPT and DATA, as the recorded client had, to a live
+        # server whose EHLO reply offered no PIPELINING (RFC 2920).
+        m = self.start_mailtap(env=self.env)   # the built-in sink offers PIPELINING
+        c = self.greeted_client(m.port, "c.test")
+        c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<%s>\r\nDATA\r\n" % TO.encode())
+        self.assertEqual([r.code for r in c.replies(3)], [250, 250, 354])
+        c.send(b"Subject: x\r\n\r\nhello\r\n.\r\n")
+        self.assertReply(c.reply(), 250)
+        self.quit(c)
+        cap = m.wait_captures(1)[0]
+        m.stop()
+        waiting = []   # per MAIL and RCPT: whether the next command was already in when it was answered
+
+        def answer_after_a_look(reply):
+            def answer(conn, line):
+                time.sleep(scaled(0.3))
+                try:
+                    pending = conn.sock.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except (BlockingIOError, socket.timeout):
+                    pending = b""
+                after = conn.raw.split(line + b"\r\n", 1)[1] if line + b"\r\n" in conn.raw else b""
+                waiting.append(bool(after or pending))
+                return reply
+            return answer
+        no_pipelining = ScriptedAnswers(answers={
+            b"EHLO": b"250-scripted.test\r\n250 ENHANCEDSTATUSCODES\r\n",
+            b"MAIL": answer_after_a_look(b"250 2.1.0 Ok\r\n"),
+            b"RCPT": answer_after_a_look(b"250 2.1.5 Ok\r\n")})
+        self.addCleanup(no_pipelining.stop)
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, no_pipelining.port), "--json")
+        doc = json.loads(r.stdout)
+        conn = no_pipelining.wait_for_connections(1)[0]
+        self.assertTrue(conn.closed.wait(10))
+        self.assertEqual(conn.commands[1:4], [b"MAIL FROM:<a@example.test>", b"RCPT TO:<%s>" % TO.encode(), b"DATA"])
+        self.assertEqual(waiting, [False, False], "a command was sent before the reply to the one before it")
+        self.assertEqual(len(conn.messages), 1)
+        notes = {s["stage"]: s["note"] for s in doc["steps"] if s["stage"] in ("rcpt", "data")}
+        for stage, note in notes.items():
+            self.assertIn("PIPELINING", note, stage)
+        self.assertEqual({s["status"] for s in doc["steps"] if s["stage"] != "ehlo"}, {"matched"}, r.stdout)
 
     def test_reply_timeout_ends_a_replay_against_a_server_that_stops_answering(self):
         # A hostile-peer trial: a live server that never answered held the replay for the fixed

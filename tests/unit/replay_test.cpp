@@ -948,15 +948,67 @@ TEST(ReplayClient, APipelinedGroupGoesOutTogether) {
   capture_builder b;
   b.server(100, "220 mx\r\n")
       .client(200, "EHLO c\r\n")
-      .server(300, "250 mx\r\n")
+      .server(300, "250-mx\r\n250 PIPELINING\r\n")
       .message(400, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n")
       .server(500, "250 ok\r\n250 ok\r\n");
   const script s = b.build();
   client_options o;
   o.pace = timing{0.0};
   client_fsm fsm(s, o);
-  auto out = converse(fsm, {"220 mx\r\n", "250 mx\r\n"});
+  // The live server offers PIPELINING (RFC 2920; NothingIsPipelinedWhereTheLiveEhloReplyOfferedNoPipelining).
+  auto out = converse(fsm, {"220 mx\r\n", "250-mx\r\n250 PIPELINING\r\n"});
   EXPECT_EQ(out[2], "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n");
+}
+
+// A trial: the replay pipelined MAIL, RCPT and DATA (as the recorded client had) to a live server
+// whose EHLO reply offered no PIPELINING (RFC 2920: a client pipelines only where the server offers
+// it). Where the live EHLO reply does not offer it, each goes after the reply before, with a note;
+// where it does, the group goes out together, as recorded.
+TEST(ReplayClient, NothingIsPipelinedWhereTheLiveEhloReplyOfferedNoPipelining) {
+  capture_builder b;
+  b.server(100, "220 mx\r\n")
+      .client(200, "EHLO c\r\n")
+      .server(300, ehlo_reply)
+      .message(400, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n")
+      .command(400, "MAIL FROM:<a@x>")
+      .command(400, "RCPT TO:<b@y>")
+      .command(400, "DATA")
+      .server(500, "250 ok\r\n250 ok\r\n354 go\r\n")
+      .message(600, body)
+      .server(700, "250 2.0.0 queued\r\n")
+      .client(800, "QUIT\r\n")
+      .server(900, "221 bye\r\n")
+      .end(900, "client_quit");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 6u);
+  client_options o;
+  o.pace = timing{0.0};
+  {
+    client_fsm fsm(s, o);
+    auto out = converse(fsm, {"220 mx\r\n", "250-mx\r\n250 8BITMIME\r\n", "250 ok\r\n", "250 ok\r\n", "354 go\r\n",
+                              "250 2.0.0 queued\r\n", "221 bye\r\n"});
+    EXPECT_EQ(out[1], "EHLO c\r\n");
+    EXPECT_EQ(out[2], "MAIL FROM:<a@x>\r\n");   // alone: no PIPELINING offered
+    EXPECT_EQ(out[3], "RCPT TO:<b@y>\r\n");
+    EXPECT_EQ(out[4], "DATA\r\n");
+    EXPECT_EQ(out[5], body);
+    EXPECT_EQ(out[6], "QUIT\r\n");
+    EXPECT_TRUE(fsm.finished());
+    const auto& r = fsm.results();
+    EXPECT_EQ(r[1].status, step_status::diverged);   // its capabilities: missing PIPELINING STARTTLS
+    for (std::size_t i = 2; i < r.size(); ++i) EXPECT_EQ(r[i].status, step_status::matched) << r[i].text;
+    EXPECT_EQ(r[2].note, "") << "MAIL waited for EHLO's reply when recorded too";
+    for (std::size_t i : {3u, 4u}) {
+      EXPECT_EQ(r[i].status, step_status::matched);
+      EXPECT_NE(r[i].note.find("PIPELINING"), std::string::npos) << r[i].note;
+    }
+  }
+  {   // the live server offers PIPELINING: the group goes out together, as recorded
+    client_fsm fsm(s, o);
+    auto out = converse(fsm, {"220 mx\r\n", ehlo_reply, "250 ok\r\n250 ok\r\n354 go\r\n"});
+    EXPECT_EQ(out[2], "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+    EXPECT_EQ(fsm.results()[3].note, "");
+  }
 }
 
 TEST(ReplayClient, OriginalTimingWaitsTheRecordedPause) {
