@@ -98,6 +98,13 @@ std::string basic_meaning(int code) {
   return std::string(class_name(code / 100)) + ", " + std::string(category_name(code / 10 % 10));
 }
 
+std::string basic_meaning(int code, protocol::phase ph) {
+  if (code == 551 && ph != protocol::phase::rcpt)
+    return std::string(class_name(5)) + ", " + std::string(category_name(5)) +
+           " (RFC 5321 defines 551 as a reply to RCPT alone, a recipient not local)";
+  return basic_meaning(code);
+}
+
 std::optional<std::string> enhanced_meaning(std::string_view enhanced) {
   // class "." subject "." detail (RFC 3463 2), the class 2, 4 or 5.
   if (enhanced.size() < 5 || enhanced[1] != '.') return std::nullopt;

@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "protocol/phase.hpp"
+
 namespace mailtap::diagnose {
 
 // One entry of the registry: "X.1.1" and "Bad destination mailbox address".
@@ -19,6 +21,12 @@ struct enhanced_entry {
 // allocation" for 552), or, for a code RFC 5321 does not list, its class and category
 // from the first two digits (4.2.1).
 std::string basic_meaning(int code);
+
+// The meaning of `code` as the reply to a command of phase `ph`: RFC 5321 defines some codes for
+// one command alone (551 "User not local", a reply to RCPT, 3.4 and 4.3.2); to another command
+// such a code says only its class and category (Postfix's "551 5.0.0 Discarded N bytes after
+// earlier error" to a BDAT chunk).
+std::string basic_meaning(int code, protocol::phase ph);
 
 // The registry's title of an enhanced code ("5.2.2" -> "Mailbox full"); for an unlisted
 // detail, the subject's "other or undefined" entry with the code named; nullopt for a code

@@ -8,6 +8,7 @@
 
 #include "diagnose/checks.hpp"
 #include "diagnose/classify.hpp"
+#include "diagnose/end_of_data.hpp"
 #include "diagnose/modes.hpp"
 #include "diagnose/reply_codes.hpp"
 
@@ -123,12 +124,28 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
   // (RFC 2920 3.1) are answered 503 "need MAIL command" by the destination, a consequence of
   // that refusal, reported on its own (a newcomer's trial: an injected 452 to MAIL came with
   // two "permanent failures from the destination" that advised bouncing).
+  // Whatever else the destination refuses of that transaction follows from it too: Postfix
+  // answers a BDAT pipelined behind a refused MAIL "551 5.0.0 Discarded N bytes after earlier
+  // error" (a trial: a second "permanent failure at bdat", its 551 read as "User not local").
   bool mail_refused = false;
+  // A chunk was refused: the destination discards the chunks after it up to the last (the same
+  // 551 of Postfix's after its 552 5.3.4 to a chunk over its size limit), refusals of that one.
+  bool chunk_refused = false;
   for (const exchange& x : c.exchanges) {
     const auto& r = x.reply->reply;
-    if (x.ph == phase::mail) mail_refused = r.klass() == 4 || r.klass() == 5;
-    else if (x.ph == phase::ehlo || x.ph == phase::helo || x.ph == phase::rset) mail_refused = false;
-    if (mail_refused && r.code == 503 && (x.ph == phase::rcpt || x.ph == phase::data || x.ph == phase::bdat)) continue;
+    const bool refusal = !x.edit && (r.klass() == 4 || r.klass() == 5);
+    if (x.ph == phase::mail) {
+      mail_refused = refusal;
+      chunk_refused = false;
+    } else if (x.ph == phase::ehlo || x.ph == phase::helo || x.ph == phase::rset) {
+      mail_refused = chunk_refused = false;
+    }
+    // A 421 is the destination closing the session (RFC 5321 3.8), an event of its own.
+    const bool follows = refusal && r.code != 421 &&
+                         ((mail_refused && (x.ph == phase::rcpt || x.ph == phase::data || x.ph == phase::bdat)) ||
+                          (chunk_refused && x.ph == phase::bdat));
+    if (x.ph == phase::bdat) chunk_refused = (chunk_refused || refusal) && !last_chunk_of(x);
+    if (follows) continue;
     if (x.edit || r.klass() < 4 || r.klass() > 5) continue;
     if (x.ph == phase::banner) greeting_refused = greeting_refused || r.klass() == 5;
     else if (greeting_refused && r.code == 503) continue;   // RFC 5321 3.1: every command after a 554 greeting
@@ -157,7 +174,7 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
     f.action = std::string(m.action);
     f.source = x.source;
     f.reply = reply_ref{r.code, r.enhanced, reply_text(*x.reply)};
-    f.basic_meaning = basic_meaning(r.code);
+    f.basic_meaning = basic_meaning(r.code, x.ph);
     if (auto e = enhanced_meaning(r.enhanced)) f.enhanced_meaning = *e;
     // Whose wording it is says something about the destination only when the destination wrote
     // it; what its greeting (or reply to EHLO) names is the server, whatever a phrasing suggests

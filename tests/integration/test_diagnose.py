@@ -395,6 +395,24 @@ class RealPostfixRefusals(DiagnoseTest):
         self.assertEqual((f["reply"]["code"], f["reply"]["enhanced"]), (452, "4.2.2"))
         self.assertEqual(f["vendor"], "postfix")
 
+    def test_a_chunk_discarded_after_a_refused_mail_is_no_second_failure(self):
+        # A trial: MAIL with BODY=BINARYMIME refused 555, BDAT chunks pipelined behind it, the
+        # last answered "551 5.0.0 Discarded 42 bytes after earlier error" (Postfix, after its 503
+        # to the first chunk), reported as a second permanent failure, "551: User not local".
+        _, m = self.postfix()
+        c = self.greeted_client(m.port)
+        head, rest = b"Subject: binary\r\n\r\n", b"x" * 40 + b"\r\n"
+        c.send(b"MAIL FROM:<%s> BODY=BINARYMIME\r\nRCPT TO:<rcpt@example.test>\r\nBDAT %d\r\n%sBDAT %d LAST\r\n%s"
+               % (FROM.encode(), len(head), head, len(rest), rest))
+        codes = [r.code for r in c.replies(4, 20)]
+        self.assertEqual((codes[0], codes[3]), (555, 551), codes)
+        self.quit(c)
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 1, doc["findings"])
+        refusals = [(f["stage"], f["reply"]["code"]) for f in doc["findings"] if f["reply"]]
+        self.assertEqual(refusals, [("mail", 555)], doc["findings"])
+        self.assertFromServer(doc["findings"][0], "mail")
+
     def test_bare_line_endings_normalised_and_delivered_are_no_refusal(self):
         # A trial with Postfix: under normalize the message went on with a space for each bare
         # CR or LF and was delivered, and diagnose said the relay refused it and forwarded none

@@ -401,6 +401,56 @@ TEST(CheckReplies, A503AfterARefusedMailFollowsFromIt) {
   })) << "the refusal itself is reported, made by its rule";
 }
 
+// A trial with Postfix: MAIL with BODY=BINARYMIME refused 555 and a BDAT pipelined behind it,
+// which Postfix answered "551 5.0.0 Discarded 42 bytes after earlier error": a second "ERROR
+// permanent_failure at bdat", its 551 explained as "User not local". It follows from the refused
+// MAIL, as the 503s after one do; and so does a chunk's refusal after an earlier chunk's.
+TEST(CheckReplies, ARefusalThatFollowsAnEarlierOneInTheTransactionIsNoSecondFailure) {
+  builder b;
+  b.reply(1, 220, {"mx.example.net ESMTP Postfix"}).cmd(2, "EHLO client.example")
+      .reply(3, 250, {"mx.example.net", "PIPELINING", "CHUNKING"})
+      .cmd(4, "MAIL FROM:<s@example.org> BODY=BINARYMIME").cmd(4, "RCPT TO:<r@example.net>").cmd(4, "BDAT 42 LAST")
+      .reply(5, 555, {"5.5.4 Unsupported option: BODY=BINARYMIME"})
+      .reply(5, 503, {"5.5.1 Error: need MAIL command"})
+      .reply(5, 551, {"5.0.0 Discarded 42 bytes after earlier error"})
+      .txn(protocol::outcome::rejected, captures::reply_summary{555, "5.5.4", "Unsupported option: BODY=BINARYMIME"},
+           4, 5)
+      .cmd(8, "QUIT").reply(9, 221, {"2.0.0 Bye"});
+  b.c.transactions.back().rcpt_codes.clear();
+  auto d = diagnose_capture(b.c);
+  std::vector<std::string> stages;
+  for (const auto& f : d.findings)
+    if (f.reply) stages.push_back(f.stage + " " + std::to_string(f.reply->code));
+  EXPECT_EQ(stages, std::vector<std::string>{"mail 555"}) << render_text(d);
+
+  // A chunk refused (too large), and the last chunk after it discarded: one failure, the first.
+  builder c;
+  c.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "BDAT 100000").cmd(9, "BDAT 10 LAST")
+      .reply(10, 552, {"5.3.4 Chunk exceeds message size limit"})
+      .reply(11, 551, {"5.0.0 Discarded 10 bytes after earlier error"})
+      .txn(protocol::outcome::rejected, captures::reply_summary{551, "5.0.0", "Discarded 10 bytes after earlier error"},
+           4, 11);
+  d = diagnose_capture(c.c);
+  stages.clear();
+  for (const auto& f : d.findings)
+    if (f.reply && f.reply->code >= 400) stages.push_back(f.stage + " " + std::to_string(f.reply->code));
+  EXPECT_EQ(stages, std::vector<std::string>{"bdat 552"}) << render_text(d);
+}
+
+// RFC 5321 gives 551 ("User not local; please try <forward-path>") to RCPT alone: to another
+// command it is a permanent refusal that says no more (Postfix's to a BDAT chunk).
+TEST(CheckReplies, A551ToACommandOtherThanRcptIsNoUserNotLocal) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "BDAT 5 LAST").reply(9, 551, {"5.0.0 Discarded 5 bytes"})
+      .txn(protocol::outcome::rejected, captures::reply_summary{551, "5.0.0", "Discarded 5 bytes"}, 4, 9);
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "permanent_failure");
+  ASSERT_NE(f, nullptr) << render_text(d);
+  EXPECT_EQ(f->stage, "bdat");
+  EXPECT_THAT(f->basic_meaning, testing::Not(testing::HasSubstr("User not local"))) << f->basic_meaning;
+  EXPECT_THAT(f->basic_meaning, testing::HasSubstr("permanent"));
+}
+
 // Postfix's "451 4.3.5 <a@b>: Sender address rejected: Server configuration error" (a broken
 // map of the destination's own) read as a block list by its wording; X.3.5 decides.
 TEST(CheckReplies, ServerConfigurationErrorIsTheDestinationsNotABlockList) {

@@ -68,6 +68,13 @@ TEST(BasicCodes, Rfc5321MeaningsAndClassFallback) {
   EXPECT_EQ(basic_meaning(535), "Authentication credentials invalid");
   EXPECT_EQ(basic_meaning(559), "permanent negative completion (do not retry as is), mail system");
   EXPECT_EQ(basic_meaning(42), "not a reply code");
+  // 551 is RCPT's reply (RFC 5321 3.4, 4.3.2): to another command, no "User not local".
+  EXPECT_EQ(basic_meaning(551, phase::rcpt), "User not local");
+  for (auto ph : {phase::mail, phase::data, phase::data_end, phase::bdat}) {
+    EXPECT_EQ(basic_meaning(551, ph).find("User not local"), std::string::npos) << basic_meaning(551, ph);
+    EXPECT_EQ(basic_meaning(551, ph).rfind("permanent negative completion", 0), 0u) << basic_meaning(551, ph);
+  }
+  EXPECT_EQ(basic_meaning(552, phase::bdat), basic_meaning(552));
 }
 
 TEST(Classify, CodeFirst) {
