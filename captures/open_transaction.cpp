@@ -31,6 +31,10 @@ bool from_destination(const reply_event& r) {
   return r.leg == protocol::leg::upstream && r.dir == protocol::direction::in;
 }
 
+// A reply the end of data can have (RFC 5321 4.3.2): 250, or a failure. Another (a 221) the relay
+// never passes on: the message's fate is unknown (protocol/relay_fsm.cpp not_a_reply_to).
+bool answers_end(int code) { return code == 250 || code / 100 == 4 || code / 100 == 5; }
+
 }  // namespace
 
 std::optional<transaction> rebuild_open_transaction(const capture& c) {
@@ -62,10 +66,13 @@ std::optional<transaction> rebuild_open_transaction(const capture& c) {
           open.reset();
         }
       } else if (p.ph == protocol::phase::bdat) {
-        if (cmd.bdat_last && from_destination(*p.reply)) open->end_answer = p.reply;
-        else if (cmd.bdat_last || code / 100 != 2) open.reset();
+        if (cmd.bdat_last && from_destination(*p.reply)) {
+          if (answers_end(code)) open->end_answer = p.reply;
+        } else if (cmd.bdat_last || code / 100 != 2) {
+          open.reset();
+        }
       } else if (p.ph == protocol::phase::data_end && from_destination(*p.reply)) {
-        open->end_answer = p.reply;
+        if (answers_end(code)) open->end_answer = p.reply;
       } else if (ends_transaction(p.ph)) {
         open.reset();
       }
@@ -139,7 +146,7 @@ std::optional<transaction> rebuild_open_transaction(const capture& c) {
     // (protocol/relay_fsm.cpp abandon_transactions): a 250 is delivered, though the client never had it.
     const protocol::reply& r = open->end_answer->reply;
     t.final_reply = reply_summary{r.code, r.enhanced, r.full_text()};
-    t.result = r.code == 221 ? protocol::outcome::tempfailed : protocol::outcome_of_code(r.code);
+    t.result = protocol::outcome_of_code(r.code);
   }
   if (t.rcpt_codes.size() == t.rcpt_to.size())
     t.result = protocol::outcome_of_refused_recipients(t.rcpt_codes).value_or(t.result);

@@ -1528,6 +1528,11 @@ const char* relay_fsm::not_a_reply_to(const reply_request& asked, const reply& r
   if (r.klass() == 3 && !(asked.ph == phase::data && r.code == 354) && !(asked.ph == phase::auth && r.code == 334))
     return "no such intermediate reply to that command (RFC 5321 4.3.2)";
   if (asked.ph == phase::data && r.klass() == 2) return "DATA is answered with 354 or a failure (RFC 5321 4.3.2)";
+  // A 221 to the message's end (Postfix's smtpd says "221 2.7.0 Error: I can break rules, too.
+  // Goodbye." to a client past its error limit) would read as its acceptance to a client that
+  // takes any 2xx (Postfix's smtp logs status=sent and drops the message: a hostile trial).
+  if ((asked.ph == phase::data_end || asked.ph == phase::bdat) && r.klass() == 2 && r.code != 250)
+    return "the end of data and BDAT succeed only with 250 (RFC 5321 4.3.2, RFC 3030 2)";
   // A 220 to EHLO (a greeting said again) would read to the client as a hello accepted.
   if ((asked.ph == phase::ehlo || asked.ph == phase::helo) && r.klass() == 2 && r.code != 250)
     return "EHLO and HELO succeed only with 250 (RFC 5321 4.3.2)";
@@ -1839,7 +1844,7 @@ void relay_fsm::abandon_transactions(std::uint64_t now) {
       // The destination answered the message's end, but a delay still held its reply when the
       // session ended: its word decides, as if passed on (a 250 is delivered, not unknown).
       out_.note(now, std::string(note_end_of_data_reply_held_at_session_end));
-      finish_transaction(now, t.id, outcome_of_code(answer->code), *answer, false);
+      finish_transaction(now, t.id, outcome_of_code(answer->code), *answer, false);   // only 250 of 2xx is held (not_a_reply_to)
     } else if (may_have_delivered(t)) {
       // The dot (or BDAT LAST) went upstream but its reply never came back: the message may
       // already be delivered, and the client, never told, will likely resend it.

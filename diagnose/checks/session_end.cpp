@@ -362,7 +362,7 @@ void in_transaction(const conversation& c, const captures::transaction& t, findi
                   "went down) before the transaction ended, so the client got no final reply through it, or the relay "
                   "could not write the rest of the capture (a full disk: it then answers the message's end 451 4.3.0 "
                   "itself, logs the failure and counts a capture write failure). ";
-  if (answered && t.final_reply->code / 100 == 2)
+  if (answered && t.result == protocol::outcome::delivered)
     f.explanation += "The destination accepted the message (" + std::to_string(t.final_reply->code) +
                      (t.final_reply->enhanced.empty() ? "" : " " + t.final_reply->enhanced) +
                      "), but the relay had not passed that reply on (a delay rule held it, or the relay stopped "
@@ -378,7 +378,7 @@ void in_transaction(const conversation& c, const captures::transaction& t, findi
                      "will send it again.";
   f.action = "Find which at that time: the relay's log (a capture write failure names the session), the service "
              "manager's, the kernel's OOM killer" +
-             std::string(t.result == protocol::outcome::unknown || (answered && t.final_reply->code / 100 == 2)
+             std::string(t.result == protocol::outcome::unknown || (answered && t.result == protocol::outcome::delivered)
                              ? "; check at the destination whether the message arrived."
                              : ".");
   f.evidence.push_back(transaction_evidence(t));

@@ -123,6 +123,23 @@ class HostileUpstream(IntegrationTest):
         self.assertProtocolError(cap, "malformed reply line")
         self.assertEqual([t["outcome"] for t in cap.transactions], ["unknown"])
 
+    def test_a_221_to_the_dot_is_never_passed_on_as_an_acceptance(self):
+        # A hostile trial: Postfix's smtp, the sending MTA, read the destination's "221 2.7.0
+        # Error: I can break rules, too. Goodbye." to its dot as success (status=sent) and dropped
+        # the message, while the capture said it was not delivered. RFC 5321 4.3.2: only 250.
+        up = self.upstream({b".": b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"})
+        mailtap = self.relay_to(up)
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<two-twenty-one@example.test>") + b".\r\n")
+        self.assertReply(c.reply(), 451, "4.4.2")
+        cap = self.single_capture(mailtap)
+        self.assertProtocolError(cap, "upstream answered data_end with 221: the end of data and BDAT succeed only "
+                                      "with 250 (RFC 5321 4.3.2, RFC 3030 2)")
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["unknown"])
+
     # ------------------------------------------------------------ size
 
     def test_1mb_reply_line_is_cut_off_and_memory_stays_flat(self):

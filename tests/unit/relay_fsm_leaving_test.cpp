@@ -98,6 +98,7 @@ class destination {
     std::string reply;
     int message = -1;
     bool ends_message = false;
+    bool to_data = false;   // answers a message's end or a BDAT chunk: 250 or a failure only
   };
 
   void feed(std::string_view b) {
@@ -111,14 +112,16 @@ class destination {
  private:
   enum class state { command, data, chunk };
 
-  void push(std::string r, bool ends = false) { replies.push_back({std::move(r), message_, ends}); }
+  void push(std::string r, bool ends = false, bool to_data = false) {
+    replies.push_back({std::move(r), message_, ends, to_data || ends});
+  }
   void chunk_done() {
     state_ = state::command;
     if (chunk_last_) {
       if (message_ >= 0) ends_[message_] = true;
       push("250 2.0.0 Ok: queued as B" + std::to_string(message_) + "\r\n", true);
     } else {
-      push("250 2.0.0 Ok: chunk\r\n");
+      push("250 2.0.0 Ok: chunk\r\n", false, true);
     }
   }
   void parse() {
@@ -447,6 +450,7 @@ void LeavingFsm::run() {
   std::vector<bool> end_before(c.messages);
   for (int m = 0; m < c.messages; ++m) end_before[m] = dest_.end_seen(m);
   bool closing_said = false;
+  bool closing_221_to_data = false;   // the upstream's 221 answered a message's end or a chunk
   const bool stall_began = !obs_->faults_with("stall").empty();   // a stall planned for a message's end may not have acted yet
   switch (c.w) {
     case who::client_reset: fsm_->on_client_gone(tick(), "Connection reset by peer"); break;
@@ -465,8 +469,11 @@ void LeavingFsm::run() {
     case who::upstream_221: {
       const bool to_a_command = !dest_.replies.empty();
       EXPECT_TRUE(to_a_command || c.w == who::upstream_421);
+      // A 221 to a message's end or a chunk is no reply those can have (RFC 5321 4.3.2, RFC 3030
+      // 2): never passed on as the server closing, nor taken as an acceptance; what went is unknown.
+      closing_221_to_data = c.w == who::upstream_221 && dest_.replies.front().to_data;
       dest_.replies.clear();
-      closing_said = true;
+      closing_said = !closing_221_to_data;
       fsm_->on_upstream_bytes(tick(), c.w == who::upstream_421 ? "421 4.3.2 Service shutting down\r\n"
                                                                : "221 2.7.0 Error: I can break rules, too. Goodbye.\r\n");
       take();
@@ -583,15 +590,19 @@ void LeavingFsm::run() {
       }
       if (closing_at == codes.size() && (codes[i] == 421 || codes[i] == 221)) closing_at = i;
     }
+    // A client that takes any 2xx would read a 221 to its end of data as the message accepted.
+    if (closing_221_to_data) {
+      EXPECT_EQ(std::count(codes.begin(), codes.end(), 221), 0) << "the 221 to a message's end was passed on" << trace;
+    }
     if (closing_at < codes.size()) {
       EXPECT_LE(codes.size() - closing_at, 2u) << "replies after a 421/221 the client already had" << trace;
       if (codes.size() - closing_at == 2) {
         EXPECT_EQ(codes.back(), 421) << trace;
       }
     }
-    // A stall answers nothing: an upstream lost meanwhile is not answered either (its 421 is the
-    // upstream's own word, passed on).
-    if (stall_began && (c.w == who::upstream_eof || c.w == who::upstream_timeout)) {
+    // A stall answers nothing: an upstream lost meanwhile is not answered either, nor its 421
+    // passed on.
+    if (stall_began && (c.w == who::upstream_eof || c.w == who::upstream_timeout || c.w == who::upstream_421)) {
       EXPECT_EQ(cl_.size(), cl_at_leave) << "a stall answers nothing, yet the client was sent bytes" << trace;
     }
     if (c.w == who::client_half_close && !stalled) {
@@ -615,7 +626,7 @@ void LeavingFsm::run() {
     case who::client_half_close: want = !stall_began && stalled ? "fault_stall" : "client_closed"; break;
     case who::upstream_eof:
     case who::upstream_421: want = stall_began ? "fault_stall" : "upstream_closed"; break;
-    case who::upstream_221: want = "upstream_closed"; break;
+    case who::upstream_221: want = closing_221_to_data ? "upstream_protocol_error" : "upstream_closed"; break;
     case who::upstream_timeout: want = stall_began ? "fault_stall" : "upstream_timeout"; break;
   }
   EXPECT_EQ(reason, want) << trace;

@@ -418,6 +418,22 @@ TEST(CaptureReader, CutWhileTheDestinationsAcceptanceWasHeldRebuildsADeliveredTr
   EXPECT_EQ(t.final_reply->text, "Ok: queued as 4ABC");
   EXPECT_EQ(t.size, 56u);
   EXPECT_EQ(session_outcome(c), "delivered");
+
+  // A 221 there is no reply an end of data can have (the relay answers 451 and never passes it
+  // on): the message's fate is unknown, as the relay records it.
+  auto lines = golden_lines();
+  std::size_t at = lines.size();
+  for (std::size_t i = 0; i < lines.size(); ++i)
+    if (lines[i].find(R"("type":"reply")") != std::string::npos &&
+        lines[i].find(R"("code":250,"enhanced":"2.0.0")") != std::string::npos)
+      at = i;
+  ASSERT_LT(at, lines.size());
+  lines[at].replace(lines[at].find(R"("code":250)"), 10, R"("code":221)");
+  lines.resize(at + 1);
+  const capture c221 = load(scratch(join(lines)));
+  ASSERT_EQ(c221.transactions.size(), 1u);
+  EXPECT_EQ(c221.transactions[0].result, mailtap::protocol::outcome::unknown);
+  EXPECT_FALSE(c221.transactions[0].final_reply);
 }
 
 TEST(CaptureReader, CutBeforeTheDotWentUpstreamRebuildsAnAbortedTransaction) {
