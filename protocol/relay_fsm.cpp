@@ -1749,6 +1749,9 @@ void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {
       if (t && !p.answer.local && refuses(p.asked, r)) ++t->rcpts_refused_upstream;
       break;
     case phase::data:
+      // No message follows a refused DATA, whoever refused it (the relay's 421 for an upstream
+      // lost while a delay held the replies before it: the session then ends in flush_replies).
+      if (r.code != 354 && mode_ == client_mode::awaiting_data_go) mode_ = client_mode::command;
       if (r.code != 354 && t) settle(answered);
       break;
     case phase::data_end:

@@ -412,6 +412,27 @@ delay = "300ms"
         self.assertEqual(f["planned_delay_us"], 300000)
         self.assertGreaterEqual(f["actual_delay_us"], f["planned_delay_us"])
 
+    def test_a_destination_closing_behind_a_held_reply_ends_the_session(self):
+        # A hostile trial (smtp-sink -Q RCPT: 421 and close at RCPT; swaks --pipeline): with
+        # MAIL's 250 held, the client had 250, 421 and the relay's 421 for its pipelined DATA,
+        # then nothing: the connection stayed open, its QUIT unread, until the idle timeout.
+        sink = self.start_smtp_sink(args=["-Q", "RCPT"], dump=False)
+        m = self.relay('''
+[[fault]]
+name = "slow-mail"
+type = "delay"
+phase = "mail"
+when = "reply"
+delay = "1s"
+''', sink)
+        c = self.greeted_client(m.port)
+        c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        got = c.read_to_eof(10)
+        self.assertEqual([r.code for r in parse_replies(got)], [250, 421, 421], got)
+        cap = self.single_capture(m)
+        self.assertEqual(cap.end["reason"], "upstream_closed", cap.end)
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["tempfailed"])
+
     def test_delay_at_command(self):
         rec = self.start_recorder()
         m = self.relay('''

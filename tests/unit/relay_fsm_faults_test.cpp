@@ -935,6 +935,25 @@ TEST_F(FaultFsm, AHeldAcceptanceOfTheMessageIsDeliveredWhenTheRelayAborts) {
   EXPECT_EQ(only_transaction().result, outcome::delivered);
 }
 
+// A hostile trial (smtp-sink -Q RCPT, swaks --pipeline): MAIL's 250 held by a delay, RCPT
+// answered 421 and the connection closed, DATA pipelined behind: once the hold ended the client
+// had 250, the 421 and the relay's 421 for DATA, and the session never ended (the relay's 421 to
+// DATA left the machine waiting for a 354), its QUIT never read, until the idle timeout.
+TEST_F(FaultFsm, AnUpstream421WithDataPipelinedBehindAHeldReplyEndsTheSessionWhenTheHoldDoes) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::reply, delay_of(1'000'000, "slow-mail"));
+  client(mail_from + rcpt_bob + "DATA\r\n");
+  upstream("250 2.1.0 Ok\r\n421 4.0.0 bye\r\n");
+  fsm_->on_upstream_eof(tick());
+  take();
+  EXPECT_FALSE(fsm_->finished()) << "the held 250 goes out first";
+  fire_fault_timer();
+  EXPECT_NE(cl_.find("250 2.1.0 Ok\r\n421 4.0.0 bye\r\n421 4.4.2 "), std::string::npos) << cl_;
+  ASSERT_TRUE(fsm_->finished()) << cl_;
+  EXPECT_EQ(end_reason(), "upstream_closed");
+  EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+}
+
 // A command the client sends while that 421 waits is not taken: it could never be answered by
 // an upstream that has gone, and the session ends once the held reply is out (a review: DATA
 // went to the closed leg and the session waited for its reply for ever).
