@@ -254,7 +254,40 @@ void protocol_error(const conversation& c, const captures::end_record& e, std::v
 // The destination closed the connection mid-session, without a 421 (a 421 is its own reply,
 // reported by the replies check) and not after QUIT. After a dot the ambiguous end of data
 // says it all (checks/delivery.cpp).
+// The destination answered 221 to a command other than QUIT (the relay's end detail "upstream said
+// 221") and closed: it ended the session itself, as Postfix's smtpd does past its error limit
+// ("221 2.7.0 Error: I can break rules, too. Goodbye."). A hostile trial found no finding at all.
+void destination_said_goodbye(const conversation& c, const captures::end_record& e, std::vector<finding>& out) {
+  finding f;
+  f.id = "service_closing";
+  f.source = origin::server;
+  f.stage = last_stage(c, true);
+  const exchange* goodbye = nullptr;   // the 221, with the command it answered
+  for (const auto& x : c.exchanges)
+    if (x.source == origin::server && !x.edit && x.reply->reply.code == 221 && x.ph != protocol::phase::quit) goodbye = &x;
+  if (goodbye) f.stage = std::string(protocol::to_string(goodbye->client_ph()));
+  const bool lost_mail = std::any_of(c.cap->transactions.begin(), c.cap->transactions.end(), [](const captures::transaction& t) {
+    return t.result == protocol::outcome::tempfailed || t.result == protocol::outcome::aborted;
+  });
+  f.level = lost_mail ? severity::error : severity::warning;
+  f.title = "the destination closed the session with 221 (" + f.stage + ")";
+  f.explanation = "The destination answered 221, the reply to QUIT, to a command that was not QUIT, and closed the "
+                  "connection: it ended the session itself, as Postfix's smtpd does with a client past its error limit "
+                  "(smtpd_hard_error_limit: \"221 2.7.0 Error: I can break rules, too. Goodbye.\"). Nothing more "
+                  "reached it; a message it had not accepted was not delivered, and the sender will try again.";
+  f.action = "Read the replies before it (the errors the destination counted) and its log; fix what the client sends, "
+             "or raise the destination's error limit.";
+  if (goodbye) {
+    f.reply = reply_ref{221, goodbye->reply->reply.enhanced, goodbye->reply->reply.text()};
+    auto more = evidence_of(*goodbye);
+    f.evidence.insert(f.evidence.end(), more.begin(), more.end());
+  }
+  f.evidence.push_back(end_evidence(e));
+  merge_finding(out, std::move(f));
+}
+
 void destination_hung_up(const conversation& c, const captures::end_record& e, std::vector<finding>& out) {
+  if (e.detail == "upstream said 221") return destination_said_goodbye(c, e, out);
   if (e.detail != protocol::upstream_closed_detail && !e.detail.starts_with(protocol::upstream_lost_detail)) return;
   // The destination asked to renegotiate TLS and hung up when refused: that finding says so.
   if (std::any_of(out.begin(), out.end(), [](const finding& g) {

@@ -11,13 +11,14 @@ Covered elsewhere, not repeated here: a reply ending in a bare LF
 (test_relay_defects.test_upstream_reply_during_data_is_final_and_nothing_more_is_forwarded).
 """
 
+import json
 import os
 import threading
 import time
 import unittest
 
 from harness import (IntegrationTest, LOOPBACK, ScriptedAnswers, make_message, memory_bound_kib,
-                     parse_replies, wait_until)
+                     parse_replies, run_mailtap, wait_until)
 
 # What a case may grow mailtap's resident peak by: the relay keeps at most a 4 KiB reply line
 # and 256 lines (protocol/limits.hpp reply_line_cap, reply_lines_cap) whatever the upstream sends;
@@ -139,6 +140,22 @@ class HostileUpstream(IntegrationTest):
         self.assertProtocolError(cap, "upstream answered data_end with 221: the end of data and BDAT succeed only "
                                       "with 250 (RFC 5321 4.3.2, RFC 3030 2)")
         self.assertEqual([t["outcome"] for t in cap.transactions], ["unknown"])
+
+    def test_a_221_to_rcpt_is_the_destination_closing_and_diagnose_says_so(self):
+        # A hostile trial: Postfix past its error limit says 221 to RCPT and closes; the client
+        # gets it and the transaction is tempfailed, but diagnose found nothing at all.
+        up = self.upstream({b"RCPT": b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"})
+        mailtap = self.relay_to(up)
+        c = self.greeted_client(mailtap.port)
+        self.assertReply(c.command("MAIL FROM:<a@example.test>"), 250)
+        self.assertReply(c.command("RCPT TO:<b@example.test>"), 221)
+        cap = self.single_capture(mailtap)
+        self.assertEqual((cap.end["reason"], cap.end["detail"]), ("upstream_closed", "upstream said 221"))
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["tempfailed"])
+        r = run_mailtap(["diagnose", cap.path, "--json"])
+        self.assertEqual(r.returncode, 1, r.stdout)
+        [f] = [f for f in json.loads(r.stdout)["findings"] if f["id"] == "service_closing"]
+        self.assertEqual((f["severity"], f["source"], f["stage"], f["reply"]["code"]), ("error", "server", "rcpt", 221), f)
 
     # ------------------------------------------------------------ size
 

@@ -1530,6 +1530,24 @@ TEST(CheckSessionEnd, UpstreamProtocolErrorAndHangUpAreTheDestinations) {
   EXPECT_EQ(find(hd, "command_rejected"), nullptr) << ::testing::PrintToString(ids(hd));
 }
 
+// A hostile trial: Postfix past its error limit answers "221 2.7.0 Error: I can break rules, too.
+// Goodbye." to RCPT and closes; the relay passes it on and records the transaction tempfailed,
+// end detail "upstream said 221". diagnose said nothing at all (a 421 there is service_closing).
+TEST(CheckSessionEnd, ADestinationThatSays221ToACommandAndClosesIsAFinding) {
+  builder b;
+  b.opening().reply(7, 221, {"2.7.0 Error: I can break rules, too. Goodbye."})
+      .txn(protocol::outcome::tempfailed, std::nullopt, 4, 7)
+      .ended("upstream_closed", "upstream said 221");
+  auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "service_closing");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->level, severity::error);
+  EXPECT_EQ(f->source, origin::server);
+  EXPECT_EQ(f->stage, "rcpt");
+  EXPECT_EQ(f->reply->code, 221);
+  EXPECT_TRUE(d.has_error());
+}
+
 // Findings of a trial with hostile and misconfigured destinations.
 // AUTH LOGIN: the 535 answers the password line, a continuation after 334, not a command of
 // its own; it is the same refusal at `auth` as AUTH PLAIN's (it was a warning at "other").
