@@ -437,7 +437,13 @@ void check_session_end(const conversation& c, std::vector<finding>& out) {
   if (!c.cap->end) return;
   const auto& e = *c.cap->end;
   // A newcomer's trial: a sender that timed out during a stall got no finding but the fault's INFO.
-  const bool gave_up_in_stall = e.reason == "client_closed" && e.detail == "the client gave up during a stall";
+  // A client that reset its connection during a stall gave up as much as one that closed it (a
+  // hostile trial: only INFO findings, exit 0); a stall runs until the session ends.
+  const bool lost_in_stall =
+      e.reason == "client_closed" && e.detail.starts_with("client connection lost") &&
+      first_fault(c, [](const protocol::fault_event& x) { return x.decision == "stall"; }) != nullptr;
+  const bool gave_up_in_stall =
+      e.reason == "client_closed" && (e.detail == "the client gave up during a stall" || lost_in_stall);
   if (e.reason == "upstream_timeout" || e.reason == "client_timeout" || e.reason == "fault_stall" || gave_up_in_stall)
     timeout(c, e, out);
   else if (e.reason == "upstream_unreachable" || left_before_withheld_greeting(c, e)) unreachable(c, e, out);

@@ -484,6 +484,17 @@ TEST(CheckSessionEnd, ASenderThatGaveUpDuringAStallIsAnError) {
   EXPECT_EQ(f->rule, "stall-rcpt");
   EXPECT_EQ(find(d, "fault_injected"), nullptr) << "the stall is cited by the finding";
   EXPECT_TRUE(d.has_error());
+
+  // The same with a reset instead of a FIN (a hostile trial: only INFO findings, exit 0).
+  builder r;
+  r.opening().fault(6, "stall-rcpt", "stall", "stall", phase::rcpt, "stalled: no replies, nothing read until the client gives up")
+      .ended("client_closed", "client connection lost: Connection reset by peer");
+  auto rd = diagnose_capture(r.c);
+  const finding* rf = find(rd, "timeout");
+  ASSERT_NE(rf, nullptr) << ::testing::PrintToString(ids(rd));
+  EXPECT_EQ(rf->title, "the sender gave up during a stall");
+  EXPECT_EQ(rf->rule, "stall-rcpt");
+  EXPECT_TRUE(rd.has_error());
 }
 
 TEST(CheckDelivery, HandoffWithQueueId) {
