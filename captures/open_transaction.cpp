@@ -98,6 +98,7 @@ std::optional<transaction> rebuild_open_transaction(const capture& c) {
   // went upstream: the dot after the 354, or anything after a BDAT LAST.
   bool after_mail = false, past_354 = false, in_body = false, past_bdat_last = false;
   bool end_went_upstream = false;
+  bool end_went_before_answer = false;   // the destination's reply to the end came after the end went
   std::string client_tail, upstream_tail;   // the last five bytes, to recognise the terminator
   const auto keep_tail = [](std::string& tail, const std::string& more) {
     tail += more.size() > 5 ? more.substr(more.size() - 5) : more;
@@ -122,7 +123,10 @@ std::optional<transaction> rebuild_open_transaction(const capture& c) {
       }
       continue;
     }
-    if (std::holds_alternative<reply_event>(*e)) in_body = false;
+    if (const auto* r = std::get_if<reply_event>(e)) {
+      in_body = false;
+      if (r == open->end_answer) end_went_before_answer = end_went_upstream;
+    }
     const auto* bytes = std::get_if<bytes_event>(e);
     if (!bytes) continue;
     if (in_body && bytes->leg == protocol::leg::client && bytes->dir == protocol::direction::in) {
@@ -141,7 +145,9 @@ std::optional<transaction> rebuild_open_transaction(const capture& c) {
   if (client_tail == "\r\n.\r\n") t.size -= 3;   // the terminator is not the message's
   t.message_id = headers.message_id();
   t.result = end_went_upstream ? protocol::outcome::unknown : protocol::outcome::aborted;
-  if (open->end_answer) {
+  // A reply before the end went (the destination gave up on the message early: the relay answers
+  // 451 and sends no end) answers nothing delivered.
+  if (open->end_answer && end_went_before_answer) {
     // The destination's word on the message decides, as the relay would have recorded it
     // (protocol/relay_fsm.cpp abandon_transactions): a 250 is delivered, though the client never had it.
     const protocol::reply& r = open->end_answer->reply;

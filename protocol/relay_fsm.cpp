@@ -1737,29 +1737,39 @@ void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {
   const reply& r = *p.answer.parsed;
   transaction* t = txns_.find(p.asked.txn);
   auto settle = [&](outcome o) { finish_transaction(now, p.asked.txn, o, r, p.answer.local); };
-  // A 221 to anything but QUIT is the server closing, as its 421 would be (refuses): it takes no
-  // transaction and accepts no message, tempfailed as 421; any other code is its own outcome.
-  const outcome answered = refuses(p.asked, r) && r.klass() == 2 ? outcome::tempfailed : outcome_of_code(r.code);
+  // The upstream gone, no reply to a command the machine waits on can come: a DATA or AUTH the
+  // relay answered itself (upstream_lost, while a delay held the replies before it) leaves the
+  // client in commands, and flush_replies ends the session. Not while the upstream is there: a
+  // reply flushed late (a delay) may belong to a DATA before the one now waiting.
+  const bool upstream_gone = out_.closed(leg::upstream);
   switch (p.asked.ph) {
     case phase::mail:
-      if (refuses(p.asked, r) && t) finish_transaction(now, p.asked.txn, answered, r, p.answer.local, true);
+      // A 221 (the server closing, as its 421 would) takes no transaction: tempfailed, as 421.
+      if (refuses(p.asked, r) && t)
+        finish_transaction(now, p.asked.txn, r.klass() == 2 ? outcome::tempfailed : outcome_of_code(r.code), r,
+                           p.answer.local, true);
       break;
     case phase::rcpt:
       if (t) t->rec.rcpt_codes.push_back(r.code);
       if (t && !p.answer.local && refuses(p.asked, r)) ++t->rcpts_refused_upstream;
       break;
     case phase::data:
-      // No message follows a refused DATA, whoever refused it (the relay's 421 for an upstream
-      // lost while a delay held the replies before it: the session then ends in flush_replies).
-      if (r.code != 354 && mode_ == client_mode::awaiting_data_go) mode_ = client_mode::command;
-      if (r.code != 354 && t) settle(answered);
+      // (A 2xx to DATA, the end of data or BDAT other than 250 never gets here: not_a_reply_to.)
+      if (r.code != 354 && upstream_gone && mode_ == client_mode::awaiting_data_go) mode_ = client_mode::command;
+      if (r.code != 354 && t) settle(outcome_of_code(r.code));
       break;
     case phase::data_end:
-      if (t) settle(answered);
+      if (t) settle(outcome_of_code(r.code));
       break;
     case phase::bdat:
-      if (refuses(p.asked, r) && !p.asked.last_chunk && p.asked.txn) bdat_message_refused_ = true;
-      if (t && (refuses(p.asked, r) || p.asked.last_chunk)) settle(answered);
+      if (r.klass() != 2 && !p.asked.last_chunk && p.asked.txn) bdat_message_refused_ = true;
+      if (t && (r.klass() != 2 || p.asked.last_chunk)) settle(outcome_of_code(r.code));
+      break;
+    case phase::auth:
+      if (r.code != 334 && upstream_gone && mode_ == client_mode::awaiting_auth) {
+        auth_open_ = false;
+        mode_ = client_mode::command;
+      }
       break;
     case phase::rset:
       // The relay's own RSET (a fault answers the message) that the relay had to answer with a

@@ -251,9 +251,6 @@ void protocol_error(const conversation& c, const captures::end_record& e, std::v
   merge_finding(out, std::move(f));
 }
 
-// The destination closed the connection mid-session, without a 421 (a 421 is its own reply,
-// reported by the replies check) and not after QUIT. After a dot the ambiguous end of data
-// says it all (checks/delivery.cpp).
 // The destination answered 221 to a command other than QUIT (the relay's end detail "upstream said
 // 221") and closed: it ended the session itself, as Postfix's smtpd does past its error limit
 // ("221 2.7.0 Error: I can break rules, too. Goodbye."). A hostile trial found no finding at all.
@@ -266,8 +263,11 @@ void destination_said_goodbye(const conversation& c, const captures::end_record&
   for (const auto& x : c.exchanges)
     if (x.source == origin::server && !x.edit && x.reply->reply.code == 221 && x.ph != protocol::phase::quit) goodbye = &x;
   if (goodbye) f.stage = std::string(protocol::to_string(goodbye->client_ph()));
-  const bool lost_mail = std::any_of(c.cap->transactions.begin(), c.cap->transactions.end(), [](const captures::transaction& t) {
-    return t.result == protocol::outcome::tempfailed || t.result == protocol::outcome::aborted;
+  // An error when it cut a transaction short (the one open when it came), not for one failed before.
+  const std::uint64_t said_at = goodbye ? goodbye->reply->t_us : e.t_us;
+  const bool lost_mail = std::any_of(c.cap->transactions.begin(), c.cap->transactions.end(), [&](const captures::transaction& t) {
+    return (t.result == protocol::outcome::tempfailed || t.result == protocol::outcome::aborted) &&
+           t.start_us <= said_at && t.end_us >= said_at;
   });
   f.level = lost_mail ? severity::error : severity::warning;
   f.title = "the destination closed the session with 221 (" + f.stage + ")";
@@ -286,6 +286,9 @@ void destination_said_goodbye(const conversation& c, const captures::end_record&
   merge_finding(out, std::move(f));
 }
 
+// The destination closed the connection mid-session, without a 421 (a 421 is its own reply,
+// reported by the replies check) and not after QUIT. After a dot the ambiguous end of data
+// says it all (checks/delivery.cpp).
 void destination_hung_up(const conversation& c, const captures::end_record& e, std::vector<finding>& out) {
   if (e.detail == "upstream said 221") return destination_said_goodbye(c, e, out);
   if (e.detail != protocol::upstream_closed_detail && !e.detail.starts_with(protocol::upstream_lost_detail)) return;

@@ -1557,6 +1557,17 @@ TEST(CheckSessionEnd, ADestinationThatSays221ToACommandAndClosesIsAFinding) {
   EXPECT_EQ(f->stage, "rcpt");
   EXPECT_EQ(f->reply->code, 221);
   EXPECT_TRUE(d.has_error());
+
+  // A transaction refused before it (greylisted) is not what the 221 cut short: a warning (a review).
+  builder w;
+  w.opening().reply(7, 451, {"4.7.1 greylisted"}).txn(protocol::outcome::tempfailed, std::nullopt, 4, 7)
+      .cmd(10, "VRFY x").reply(11, 221, {"2.7.0 Error: I can break rules, too. Goodbye."})
+      .ended("upstream_closed", "upstream said 221");
+  auto wd = diagnose_capture(w.c);
+  const finding* wf = find(wd, "service_closing");
+  ASSERT_NE(wf, nullptr) << ::testing::PrintToString(ids(wd));
+  EXPECT_EQ(wf->level, severity::warning);
+  EXPECT_EQ(wf->stage, "vrfy");
 }
 
 // Findings of a trial with hostile and misconfigured destinations.

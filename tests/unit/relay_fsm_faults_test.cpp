@@ -954,6 +954,23 @@ TEST_F(FaultFsm, AnUpstream421WithDataPipelinedBehindAHeldReplyEndsTheSessionWhe
   EXPECT_EQ(only_transaction().result, outcome::tempfailed);
 }
 
+// The same with AUTH pipelined behind a held EHLO reply (a review of the fix above): the relay's
+// 421 for AUTH left the machine awaiting AUTH's outcome, the client's QUIT unread, until its idle
+// timeout.
+TEST_F(FaultFsm, AnUpstreamLostWithAuthPipelinedBehindAHeldReplyEndsTheSessionWhenTheHoldDoes) {
+  greet();
+  adv_->on(phase::ehlo, fault_stage::reply, delay_of(1'000'000, "slow-ehlo"));
+  client("EHLO client.example\r\nAUTH PLAIN AGFAAGI=\r\n");
+  upstream("250-mx.example.org\r\n250 AUTH PLAIN\r\n");
+  fsm_->on_upstream_eof(tick());
+  take();
+  EXPECT_FALSE(fsm_->finished()) << "the held 250 goes out first";
+  fire_fault_timer();
+  EXPECT_NE(cl_.find("250 AUTH PLAIN\r\n421 4.4.2 "), std::string::npos) << cl_;
+  ASSERT_TRUE(fsm_->finished()) << cl_;
+  EXPECT_EQ(end_reason(), "upstream_closed");
+}
+
 // A command the client sends while that 421 waits is not taken: it could never be answered by
 // an upstream that has gone, and the session ends once the held reply is out (a review: DATA
 // went to the closed leg and the session waited for its reply for ever).

@@ -434,6 +434,21 @@ TEST(CaptureReader, CutWhileTheDestinationsAcceptanceWasHeldRebuildsADeliveredTr
   ASSERT_EQ(c221.transactions.size(), 1u);
   EXPECT_EQ(c221.transactions[0].result, mailtap::protocol::outcome::unknown);
   EXPECT_FALSE(c221.transactions[0].final_reply);
+
+  // A 250 that came before the dot went (the destination gave up on the message early; the relay
+  // answers 451 and never sends the end) accepted nothing (a review).
+  lines = golden_lines();
+  std::size_t dot = lines.size();
+  for (std::size_t i = 0; i < lines.size(); ++i)
+    if (lines[i].find("SGVsbG8gQm9iDQouDQo=") != std::string::npos && lines[i].find(R"("dir":"out")") != std::string::npos)
+      dot = i;
+  ASSERT_LT(dot, lines.size());
+  lines.resize(dot);   // the client's dot arrived; the relay's copy of it never went
+  lines.push_back(R"({"type":"reply","t_us":6400,"leg":"upstream","dir":"in","code":250,"enhanced":"2.0.0","lines":["2.0.0 early"]})" "\n");
+  const capture early = load(scratch(join(lines)));
+  ASSERT_EQ(early.transactions.size(), 1u);
+  EXPECT_EQ(early.transactions[0].result, mailtap::protocol::outcome::aborted);
+  EXPECT_FALSE(early.transactions[0].final_reply);
 }
 
 TEST(CaptureReader, CutBeforeTheDotWentUpstreamRebuildsAnAbortedTransaction) {
