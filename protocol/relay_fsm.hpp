@@ -140,7 +140,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // The actions asked for since the last call. on_start asks for connect_upstream unless a
   // connect-phase fault answers the client without an upstream (the shell still reads the client).
   std::vector<action> take_actions();
-  // The vector take_actions gave, once its actions are carried out (relay_outbox::give_back).
+  // A vector for the next event's actions to go into (relay_outbox::give_back).
   void give_back_actions(std::vector<action>&& used) { out_.give_back(std::move(used)); }
   bool finished() const { return ended_; }
   // The client was answered 220 to STARTTLS and its handshake is next (RFC 3207 4.2).

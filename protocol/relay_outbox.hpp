@@ -45,8 +45,9 @@ class relay_outbox {
   // A handshake already asked for is withdrawn (its leg is being closed).
   void withdraw_start_tls();
   std::vector<action> take();
-  // A vector take() gave out, its actions carried out: kept, emptied, for the next actions, so that
-  // an event's actions allocate no vector (none is kept while one is already there, or a large one).
+  // An empty vector with room (the shell's spare: relay/session.hpp borrow_spare_actions) for the
+  // next actions, so that an event's actions allocate no vector; taken only while the outbox has
+  // none with room of its own, and not a large one.
   void give_back(std::vector<action>&& used);
 
  private:

@@ -818,7 +818,19 @@ void session::dispatch() {
   } else {
     execute(actions);
   }
-  fsm_.give_back_actions(std::move(actions));   // no vector allocated per event
+  return_spare_actions(std::move(actions));
+}
+
+namespace {
+thread_local std::vector<protocol::action> spare_actions;   // session::borrow_spare_actions
+}  // namespace
+
+std::vector<protocol::action> session::borrow_spare_actions() { return std::exchange(spare_actions, {}); }
+
+void session::return_spare_actions(std::vector<protocol::action>&& used) {
+  if (spare_actions.capacity() != 0 || used.capacity() > 64) return;
+  used.clear();
+  spare_actions = std::move(used);
 }
 
 // The actions after a capture_barrier wait until the recorder has written every record

@@ -148,9 +148,15 @@ class session : public std::enable_shared_from_this<session> {
   // followed by a dispatch the caller has to remember.
   template <typename... Params, typename... Args>
   void feed(void (protocol::relay_fsm::*event)(std::uint64_t, Params...), Args&&... args) {
+    fsm_.give_back_actions(borrow_spare_actions());
     (fsm_.*event)(now_us(), std::forward<Args>(args)...);
     dispatch();
   }
+  // The I/O thread's spare actions vector, lent to the machine for one event and returned by
+  // dispatch with its actions carried out: no vector is allocated per event, and an idle session
+  // holds none (its memory is README Performance's W6).
+  static std::vector<protocol::action> borrow_spare_actions();
+  static void return_spare_actions(std::vector<protocol::action>&& used);
   // Takes the machine's actions and carries them out (execute); what follows a capture barrier
   // waits for the recorder.
   void dispatch();
