@@ -116,18 +116,24 @@ void ambiguous(const conversation& c, const captures::transaction& t, std::vecto
   merge_finding(out, std::move(f));
 }
 
+// The first of the relay's notes within transaction t whose text `is` one sought: null when none.
+template <typename Predicate>
+const captures::event* note_within(const conversation& c, const captures::transaction& t, Predicate is) {
+  for (const auto* e : c.timeline)
+    if (const auto* n = std::get_if<captures::note_event>(e))
+      if (n->t_us >= t.start_us && n->t_us <= t.end_us && is(n->text)) return e;
+  return nullptr;
+}
+
 // The relay's note that the client closed (a FIN) or lost (a reset) its connection before the
 // reply to its end of data, without QUIT, within the transaction: null when it did not. A
 // client that resets is at least as likely to send again as one that closes (a fifth trial).
 const captures::event* closed_before_reply(const conversation& c, const captures::transaction& t) {
-  for (const auto* e : c.timeline)
-    if (const auto* n = std::get_if<captures::note_event>(e))
-      if (n->t_us >= t.start_us && n->t_us <= t.end_us &&
-          (n->text == protocol::note_closed_before_end_of_data_reply ||
-           n->text == protocol::note_closed_after_quit_before_end_of_data_reply ||
-           n->text.starts_with(protocol::note_client_connection_lost)))
-        return e;
-  return nullptr;
+  return note_within(c, t, [](const std::string& text) {
+    return text == protocol::note_closed_before_end_of_data_reply ||
+           text == protocol::note_closed_after_quit_before_end_of_data_reply ||
+           text.starts_with(protocol::note_client_connection_lost);
+  });
 }
 
 // When the sender's end of data came: its BDAT ... LAST, or the start of the data_end stage the
@@ -153,19 +159,25 @@ const captures::fault_event* end_of_data_delay(const conversation& c, const capt
   return nullptr;
 }
 
+// A duplicate_delivery finding's common part: an error at data_end, the final reply its reply.
+finding duplicate_delivery(const captures::transaction& t, origin source) {
+  finding f;
+  f.id = "duplicate_delivery";
+  f.level = severity::error;
+  f.stage = "data_end";
+  f.source = source;
+  f.reply = final_reply_ref(*t.final_reply);
+  return f;
+}
+
 // RFC 1047: the sender stopped waiting for the reply to its end of data and closed; the
 // destination accepted the message after that. The sender never saw the 2xx, so it holds the
 // message as not sent and sends it again: delivered twice. When a delay rule held the end of
 // data or its reply, the rule made the wait the sender gave up on, and the finding is the rule's.
 void delivered_after_sender_left(const conversation& c, const captures::transaction& t, const exchange* end,
                                  const captures::event& closed, std::vector<finding>& out) {
-  finding f;
-  f.id = "duplicate_delivery";
-  f.level = severity::error;
-  f.stage = "data_end";
-  f.source = origin::client;
+  finding f = duplicate_delivery(t, origin::client);
   const auto& fr = *t.final_reply;
-  f.reply = final_reply_ref(fr);
   const std::uint64_t sent_end_us = end_of_data_sent_us(c, t, end);
   const std::uint64_t closed_us = captures::event_time(closed);
   const auto seconds = [](std::uint64_t us) { return std::to_string((us + 500'000) / 1'000'000) + " s"; };
@@ -210,24 +222,15 @@ void delivered_after_sender_left(const conversation& c, const captures::transact
 // The relay's note that the session ended while a delay still held the destination's reply to
 // this transaction's end (relay_fsm.hpp note_end_of_data_reply_held_at_session_end): null when not.
 const captures::event* reply_held_at_session_end(const conversation& c, const captures::transaction& t) {
-  for (const auto* e : c.timeline)
-    if (const auto* n = std::get_if<captures::note_event>(e))
-      if (n->t_us >= t.start_us && n->t_us <= t.end_us && n->text == protocol::note_end_of_data_reply_held_at_session_end)
-        return e;
-  return nullptr;
+  return note_within(c, t, [](const std::string& text) { return text == protocol::note_end_of_data_reply_held_at_session_end; });
 }
 
 // The destination accepted the message, but a delay rule still held that reply when the session
 // ended (the relay's shutdown deadline, an abort): the sender was never told, and sends it again.
 void delivered_but_held_at_session_end(const conversation& c, const captures::transaction& t, const exchange* end,
                                        const captures::event& held, std::vector<finding>& out) {
-  finding f;
-  f.id = "duplicate_delivery";
-  f.level = severity::error;
-  f.stage = "data_end";
-  f.source = origin::relay;
+  finding f = duplicate_delivery(t, origin::relay);
   const auto& fr = *t.final_reply;
-  f.reply = final_reply_ref(fr);
   const std::string accepted = std::to_string(fr.code) + (fr.enhanced.empty() ? "" : " " + fr.enhanced);
   const std::string ended = c.cap->end ? " (" + c.cap->end->reason + ")" : "";
   f.title = "delivered, but the sender was never told: it will send the message again";
