@@ -1822,7 +1822,7 @@ void relay_fsm::finish_transaction(std::uint64_t now, std::uint64_t id, outcome 
   faults_.transaction_settled(now, id);   // a withheld dot's stall, as a stage
   report_held_refusal();   // an earlier refused MAIL's record comes first
   if (refused_mail) {
-    held_refusal_ = std::move(*rec);
+    held_refusal_ = std::make_unique<transaction_record>(std::move(*rec));
     return;
   }
   report_transaction(std::move(*rec));
