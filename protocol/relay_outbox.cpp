@@ -88,7 +88,7 @@ std::vector<action> relay_outbox::take() {
 }
 
 void relay_outbox::give_back(std::vector<action>&& used) {
-  if (actions_.capacity() != 0 || used.capacity() > 64) return;
+  if (actions_.capacity() != 0) return;   // its own room already (how much to keep is the lender's)
   used.clear();
   actions_.swap(used);
 }

@@ -47,7 +47,7 @@ class relay_outbox {
   std::vector<action> take();
   // An empty vector with room (the shell's spare: relay/session.hpp borrow_spare_actions) for the
   // next actions, so that an event's actions allocate no vector; taken only while the outbox has
-  // none with room of its own, and not a large one.
+  // none with room of its own.
   void give_back(std::vector<action>&& used);
 
  private:
