@@ -210,6 +210,14 @@ void fault_holds::drop_held_end_of_data(std::uint64_t now) {
   if (std::exchange(bdat_end_withheld_, false)) host_.drop_withheld_bdat();
 }
 
+std::optional<fault_holds::dropped_dot> fault_holds::drop_held_dot(std::uint64_t now, std::string_view why) {
+  if (!holds_dot()) return std::nullopt;
+  event(now, *held_dot_, phase::data_end, "end of data held; " + std::string(why) + " before it was forwarded",
+        now - held_dot_since_us_);
+  held_dot_.reset();
+  return dropped_dot{held_dot_txn_, held_dot_since_us_};
+}
+
 // ---------------------------------------------------------------- connect and banner
 
 void fault_holds::start(std::uint64_t now) {

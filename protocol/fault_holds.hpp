@@ -101,6 +101,16 @@ class fault_holds {
   bool holds_dot() const { return held_dot_.has_value() && !bdat_end_withheld_; }   // DATA's, not BDAT's
   // The client is gone: the held end is never forwarded (recorded as the fault's event).
   void drop_held_end_of_data(std::uint64_t now);
+  // The upstream failed the message (it replied, said 421, or was lost: `why`, "the upstream
+  // said 421") while a delay holds DATA's dot: the dot can never go, so the hold ends now,
+  // recorded as the fault's event for the time it held ("... before it was forwarded"). The
+  // dot's transaction and when the dot came (its stage starts there: the hold is the relay's
+  // time), or none when no dot is held.
+  struct dropped_dot {
+    std::uint64_t txn = 0;
+    std::uint64_t arrived_us = 0;
+  };
+  std::optional<dropped_dot> drop_held_dot(std::uint64_t now, std::string_view why);
   // The session ends: a delay still holding something (the greeting, the end of data, a reply)
   // acted, for as long as it held: it is recorded so, and counts. (A held command is recorded
   // by take_held_line, which relay_fsm calls first.)

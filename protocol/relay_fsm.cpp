@@ -1062,12 +1062,15 @@ void relay_fsm::release_end_of_data(std::uint64_t now, std::uint64_t id, std::ui
 }
 
 // The message failed before its end went upstream (data_failure_): the dot is answered with
-// that failure, the upstream's own reply as it gave it when it was the upstream's.
-void relay_fsm::answer_failed_message(std::uint64_t now, std::uint64_t id) {
+// that failure, the upstream's own reply as it gave it when it was the upstream's. `arrived`:
+// when the dot came (its stage starts there, as a forwarded dot's does: a delay fault's hold
+// is the relay's time, not the sender's think time).
+void relay_fsm::answer_failed_message(std::uint64_t now, std::uint64_t id, std::uint64_t arrived) {
   reply r = std::move(*data_failure_);
   data_failure_.reset();
   local_reply(now, phase::data_end, r.code, r.enhanced, r.text());
   owed_.back().asked.txn = id;
+  owed_.back().asked.t_received = std::min(arrived, now);
   if (std::exchange(data_failure_from_upstream_, false)) {
     owed_.back().answer.local = false;
     owed_.back().answer.bytes = r.raw;
@@ -1077,8 +1080,9 @@ void relay_fsm::answer_failed_message(std::uint64_t now, std::uint64_t id) {
 }
 
 void relay_fsm::forward_end_of_data(std::uint64_t now, std::uint64_t txn, std::uint64_t arrived) {
-  // Failed while a fault held the dot (the upstream replied, or was lost): never sent.
-  if (data_failure_) return answer_failed_message(now, txn);
+  // Failed before the dot could go (refused for its line endings; the upstream replied, or was
+  // lost, while the recorder held it): never sent.
+  if (data_failure_) return answer_failed_message(now, txn, arrived);
   if (transaction* t = txns_.find(txn)) t->end_sent = true;
   reply_slot& slot = owed_.expect(now, phase::data_end, command_kind::relayed, txn);
   slot.asked.t_received = std::min(arrived, now);
@@ -1558,6 +1562,7 @@ void relay_fsm::upstream_replied_in_data(std::uint64_t now, reply r) {
 void relay_fsm::fail_message_on_early_reply(std::uint64_t now, reply r, std::string_view when,
                                             std::string_view command) {
   ++stats_.upstream_replied_in_data;
+  const int code = r.code;
   out_.note(now, "upstream replied " + std::to_string(r.code) + " " + std::string(when) +
                 ": nothing more is forwarded, the upstream leg is closed");
   if (r.klass() == 4 || r.klass() == 5) {
@@ -1576,6 +1581,18 @@ void relay_fsm::fail_message_on_early_reply(std::uint64_t now, reply r, std::str
   }
   out_.close(leg::upstream);
   out_.arm(leg::upstream, disarmed);
+  answer_held_dot_now(now, (code == 421 ? "the upstream said " : "the upstream replied ") + std::to_string(code));
+}
+
+// The upstream failed the message (data_failure_: it replied, said 421, or was lost: `why`)
+// while a delay fault holds the client's dot: the dot can never go, so the client has that
+// failure now, as for a BDAT message's held end (upstream_replied_in_chunk), not when the hold
+// would have ended (a hostile trial with real Postfix: the destination's 421 reached the client
+// 4 s late, and the capture said the dot was held before forwarding, as if it had gone).
+void relay_fsm::answer_held_dot_now(std::uint64_t now, std::string_view why) {
+  const auto dropped = faults_.drop_held_dot(now, why);
+  if (!dropped) return;
+  answer_failed_message(now, dropped->txn, dropped->arrived_us);
 }
 
 bool relay_fsm::early_chunk_reply(const reply_slot& awaited) const {
@@ -1898,6 +1915,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     // holding it): keep reading the client's data to its end, then 451.
     if (!data_failure_)
       data_failure_ = make_reply(451, "4.4.2", options_.name + " lost the upstream connection during message transfer");
+    answer_held_dot_now(now, reason == "upstream_timeout" ? "the upstream timed out" : "the upstream was lost");
     return;
   }
   reply_slot* it = owed_.first_awaited();

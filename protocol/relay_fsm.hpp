@@ -186,7 +186,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   transaction* close_message(std::uint64_t now) override;
   void take_message_id(transaction& t);
   void forward_end_of_data(std::uint64_t now, std::uint64_t txn, std::uint64_t arrived) override;
-  void answer_failed_message(std::uint64_t now, std::uint64_t txn);
+  void answer_failed_message(std::uint64_t now, std::uint64_t txn, std::uint64_t arrived);
+  // The upstream failed the message while a delay fault holds its dot: answered now, never sent.
+  void answer_held_dot_now(std::uint64_t now, std::string_view why);
   // The last BDAT chunk is in: like the dot, its last byte waits for the capture and the faults.
   void end_of_bdat_message(std::uint64_t now, transaction* t);
   void release_bdat_message(std::uint64_t now, transaction* t);

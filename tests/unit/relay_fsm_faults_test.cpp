@@ -2465,16 +2465,19 @@ TEST_F(FaultFsm, AClientThatHalfClosesWithItsQuitStillGetsItsHeldDotSent) {
 
 // The upstream gives up on the message (a 552 during DATA) while a fault holds the client's
 // dot: the upstream is still in DATA, so that reply is final for the message and answers the
-// dot when the hold ends; the dot never goes. Before, it was dropped as unsolicited, the dot
-// went, and when the upstream closed the client got 451 "delivery status unknown" for a
-// message the destination had refused for good (a trial with a real 552 upstream).
+// dot at once; the dot never goes. Before, it was dropped as unsolicited, the dot went, and
+// when the upstream closed the client got 451 "delivery status unknown" for a message the
+// destination had refused for good (a trial with a real 552 upstream); later it answered the
+// dot only when the hold ended.
 TEST_F(FaultFsm, AnUpstreamReplyWhileTheDotIsHeldAnswersTheDot) {
   adv_->on(phase::data_end, fault_stage::command, delay_of(1'000'000, "slow-dot"));
   open_data();
   EXPECT_THAT(client("body\r\n.\r\n"), ElementsAre(to_upstream("body\r\n"), fault_timer(1'000'000)));
   const std::uint64_t held_at = now_;
-  EXPECT_THAT(upstream("552 5.3.4 Message too big for system\r\n"), Contains(closes(leg::upstream)));
-  EXPECT_THAT(fault_timer_at(held_at + 1'000'000), Contains(client_reply("552 5.3.4 Message too big for system\r\n421 4.4.2")));
+  auto at_reply = upstream("552 5.3.4 Message too big for system\r\n");
+  EXPECT_THAT(at_reply, Contains(closes(leg::upstream)));
+  EXPECT_THAT(at_reply, Contains(client_reply("552 5.3.4 Message too big for system\r\n421 4.4.2")));
+  EXPECT_THAT(fault_timer_at(held_at + 1'000'000), IsEmpty());
   EXPECT_THAT(up_, Not(HasSubstr("body\r\n.\r\n")));
   const auto& t = only_transaction();
   EXPECT_EQ(t.result, outcome::rejected);
@@ -2482,23 +2485,63 @@ TEST_F(FaultFsm, AnUpstreamReplyWhileTheDotIsHeldAnswersTheDot) {
   EXPECT_EQ(t.final_reply->code, 552);
   EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
   EXPECT_EQ(fsm_->stats().upstream_replied_in_data, 1u);
+  EXPECT_EQ(only_fault("delay").detail, "end of data held; the upstream replied 552 before it was forwarded");
 }
 
 // The upstream is lost while a fault holds the dot: the dot never went, so the message is not
-// delivered and the client is told so (451), never "delivery status unknown".
+// delivered and the client is told so at once (451), never "delivery status unknown", nor only
+// when the hold would have ended.
 TEST_F(FaultFsm, AnUpstreamLostWhileTheDotIsHeldIsAFailedMessageNotAnAmbiguousOne) {
   adv_->on(phase::data_end, fault_stage::command, delay_of(1'000'000, "slow-dot"));
   open_data();
   client("body\r\n.\r\n");
   const std::uint64_t held_at = now_;
   fsm_->on_upstream_eof(tick());
-  take();
-  EXPECT_THAT(cl_, Not(HasSubstr("421"))) << "the message's own reply comes when the hold ends";
-  EXPECT_THAT(fault_timer_at(held_at + 1'000'000), Contains(client_reply("451 4.4.2")));
+  EXPECT_THAT(take(), Contains(client_reply("451 4.4.2")));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_THAT(fault_timer_at(held_at + 1'000'000), IsEmpty());
   EXPECT_THAT(cl_, Not(HasSubstr("delivery status unknown")));
   EXPECT_THAT(up_, Not(HasSubstr("body\r\n.\r\n")));
   EXPECT_EQ(only_transaction().result, outcome::tempfailed);
   EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+  const fault_event e = only_fault("delay");
+  EXPECT_EQ(e.detail, "end of data held; the upstream was lost before it was forwarded");
+  EXPECT_EQ(e.actual_delay_us, 1'000u);
+}
+
+// A hostile trial with real Postfix: the destination said 421 (its timeout) while a delay fault
+// held the client's dot, and the client heard it only when the hold ended, 4 s later; the fault
+// record said "end of data held before forwarding" of a dot that never went, and the data_end
+// stage counted the hold as the sender's think time. Now the 421 goes to the client at once,
+// as with BDAT, the held dot is dropped, and the hold is the relay's time in the dot's stage.
+TEST_F(FaultFsm, AnUpstream421WhileTheDotIsHeldReachesTheClientAtOnce) {
+  adv_->on(phase::data_end, fault_stage::command, delay_of(4'000'000, "slow-dot"));
+  open_data();
+  EXPECT_THAT(client("body\r\n.\r\n"), ElementsAre(to_upstream("body\r\n"), fault_timer(4'000'000)));
+  const std::uint64_t held_at = now_;
+  now_ += 299'000;
+  EXPECT_THAT(upstream("421 4.4.2 mx.example.org Error: timeout exceeded\r\n"),
+              ElementsAre(closes(leg::upstream), to_client("421 4.4.2 mx.example.org Error: timeout exceeded\r\n"),
+                          closes(leg::client)));
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_THAT(up_, Not(HasSubstr("body\r\n.\r\n")));
+  const transaction_record& t = only_transaction();
+  EXPECT_EQ(t.result, outcome::tempfailed);
+  ASSERT_TRUE(t.final_reply);
+  EXPECT_EQ(t.final_reply->code, 421);
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->ends[0].reason, "upstream_closed");
+  const fault_event e = only_fault("delay");
+  EXPECT_EQ(e.ph, phase::data_end);
+  EXPECT_EQ(e.detail, "end of data held; the upstream said 421 before it was forwarded");
+  EXPECT_EQ(e.planned_delay_us, 4'000'000u);
+  EXPECT_EQ(e.actual_delay_us, 300'000u);
+  const stage_record& end = obs_->stages.back();
+  ASSERT_EQ(end.ph, phase::data_end);
+  EXPECT_EQ(end.start_us, held_at);
+  EXPECT_EQ(end.duration_us, 300'000u);
+  EXPECT_EQ(end.upstream_us, 0u);
+  EXPECT_EQ(end.think_us, 0u);
 }
 
 TEST_F(FaultFsm, DataEndReplyDelayHoldsTheDotsReply) {

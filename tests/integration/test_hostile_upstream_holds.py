@@ -1,0 +1,118 @@
+"""A destination that leaves, or answers out of turn, while a fault rule holds part of the
+conversation in mailtap (ARCHITECTURE.md "Leaving"; a hostile-upstream trial with real Postfix).
+
+raw client -> mailtap (a [[fault]] scenario) -> ScriptedAnswers (harness.py). Each case asserts
+the replies the client got (and when, against the hold it would otherwise have waited out), what
+the destination received, and the capture: fault records, stages (`mailtap show --json`),
+transactions and the end record; where it matters, `mailtap diagnose --json`.
+"""
+
+import json
+import socket
+import threading
+import time
+import unittest
+
+from harness import (LOOPBACK, ScriptedAnswers, fault_records, make_message, parse_replies, run_mailtap,
+                     show_json, wait_until)
+from test_faults import FaultTest
+
+FROM = "sender@example.test"
+TO = "rcpt@example.test"
+
+# A destination's own idle timeout, as Postfix's smtpd says it ("421 4.4.2 <name> Error:
+# timeout exceeded") and closes.
+TIMEOUT_421 = b"421 4.4.2 scripted.test Error: timeout exceeded\r\n"
+
+
+def say_after_354(words, after=0.3, then_close=True):
+    """A DATA answer: 354, then `words` `after` seconds later (the destination giving up on a
+    message whose end it never got), then a hang-up."""
+    def answer(conn, line):
+        def later():
+            time.sleep(after)
+            try:
+                if words:
+                    conn.sock.sendall(words)
+                if then_close:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        threading.Thread(target=later, daemon=True).start()
+        return b"354 End data with <CR><LF>.<CR><LF>\r\n"
+    return answer
+
+
+HELD_DOT = '''
+[[fault]]
+name = "held-dot"
+type = "delay"
+phase = "data_end"
+when = "command"
+delay = "4s"
+'''
+
+
+class LeavingWhileTheDotIsHeld(FaultTest):
+
+    def upstream(self, answers):
+        up = ScriptedAnswers(answers)
+        self.addCleanup(up.stop)
+        return up
+
+    def send_message_and_time_the_reply(self, m):
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<held-dot@example.test>") + b".\r\n")
+        sent = time.monotonic()
+        r = c.reply(20)
+        return c, r, time.monotonic() - sent
+
+    def data_end_stage(self, cap):
+        [s] = [s for s in show_json(cap.path)["stages"] if s["name"] == "data_end"]
+        return s
+
+    def test_a_421_while_the_dot_is_held_reaches_the_client_at_once(self):
+        # The trial: Postfix timed the session out (421) 0.3 s into a 4 s hold of the dot; the
+        # client heard the 421 only when the hold ended, the fault record said "end of data held
+        # before forwarding" of a dot that never went, and `captures show` counted the hold as
+        # the sender's think time (data_end 0 ms).
+        up = self.upstream({b"DATA": say_after_354(TIMEOUT_421)})
+        m = self.relay(HELD_DOT, up)
+        c, r, waited = self.send_message_and_time_the_reply(m)
+        self.assertReply(r, 421, "4.4.2")
+        self.assertLess(waited, 2.5, "the 421 waited for the hold to end")
+        c.read_to_eof(20)
+        conn = up.wait_for_connections(1)[0]
+        wait_until(conn.closed.is_set, 20, "the upstream connection to close")
+        self.assertEqual(conn.messages, [], "the destination received an end of data")
+        cap = self.single_capture(m)
+        [f] = fault_records(cap)
+        self.assertEqual(f["detail"], "end of data held; the upstream said 421 before it was forwarded")
+        self.assertLess(f["actual_delay_us"], f["planned_delay_us"])
+        [t] = cap.transactions
+        self.assertEqual((t["outcome"], t["final_reply"]["code"]), ("tempfailed", 421), t)
+        self.assertEqual(cap.end["reason"], "upstream_closed")
+        # The hold is the relay's time in the dot's stage, not the sender's think time before it.
+        s = self.data_end_stage(cap)
+        self.assertGreaterEqual(s["duration_us"], 250000, s)
+        self.assertEqual(s["relay_us"], s["duration_us"], s)
+        self.assertLess(s["think_us"], 100000, s)
+
+    def test_a_hang_up_while_the_dot_is_held_is_answered_at_once(self):
+        up = self.upstream({b"DATA": say_after_354(b"")})
+        m = self.relay(HELD_DOT, up)
+        c, r, waited = self.send_message_and_time_the_reply(m)
+        self.assertReply(r, 451, "4.4.2")
+        self.assertLess(waited, 2.5, "the 451 waited for the hold to end")
+        cap = self.single_capture(m)
+        [f] = fault_records(cap)
+        self.assertEqual(f["detail"], "end of data held; the upstream was lost before it was forwarded")
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["tempfailed"])
+        self.assertEqual(up.wait_for_connections(1)[0].messages, [])
+
+
+if __name__ == "__main__":
+    unittest.main()
