@@ -11,6 +11,7 @@
 #include "diagnose/end_of_data.hpp"
 #include "diagnose/modes.hpp"
 #include "diagnose/reply_codes.hpp"
+#include "protocol/command.hpp"
 
 namespace mailtap::diagnose {
 
@@ -110,6 +111,46 @@ bool relay_cancelled_auth(const conversation& c, const exchange& x) {
   });
 }
 
+// The delay fault (when = "command") that held the client's end of data or a command when the
+// destination's reply came at `t_us`, or null: its record is written as the hold ends
+// (protocol/fault_holds.cpp: "end of data held...", "command held..."), after the hold's actual
+// delay. Meanwhile the destination waited for what the rule held.
+const captures::fault_event* hold_around(const conversation& c, std::uint64_t t_us) {
+  for (const auto* e : c.timeline) {
+    const auto* fe = std::get_if<captures::fault_event>(e);
+    if (!fe || fe->fault.decision != "delay") continue;
+    const auto& detail = fe->fault.detail;
+    if (!detail.starts_with("end of data held") && !detail.starts_with("command held")) continue;
+    if (fe->t_us >= t_us && fe->t_us - std::min(fe->t_us, fe->fault.actual_delay_us) <= t_us) return fe;
+  }
+  return nullptr;
+}
+
+// The destination's 421 came while a delay rule held what it waited for (a hostile trial with real
+// Postfix: its timeout during a 4 s hold of the dot was "the destination closed the session",
+// from the destination, as if the destination had failed).
+void blame_the_hold(const exchange& x, const captures::fault_event& hold, finding& f) {
+  const auto& h = hold.fault;
+  const bool dot = h.detail.starts_with("end of data held");
+  const std::string what = dot ? "the client's end of data" : "the client's " + protocol::to_upper(protocol::to_string(h.ph));
+  const std::uint64_t into = x.reply->t_us - (hold.t_us - std::min(hold.t_us, h.actual_delay_us));
+  f.title = "the destination closed the session with 421 while a delay rule held " + what;
+  f.explanation = "The destination answered 421 and closed the connection (RFC 5321 3.8) " + duration_text(into) +
+                  " into the fault rule '" + h.rule + "' (" + h.type + ") holding " + what + " in mailtap" +
+                  (dot ? ": it had the message's body and waited for its end, which never came. "
+                       : ": it waited for a command that never came. ") +
+                  "A destination times out a client that sends nothing for longer than its limit (Postfix: "
+                  "smtpd_timeout), and closes so: the rule's hold caused this 421, not a failure of the "
+                  "destination. Nothing more reached it; a sender keeps the message queued and tries again later.";
+  f.action = "Make the rule's delay shorter than the destination's timeout to see what the hold alone does, or "
+             "remove or narrow the rule to see the destination's own behaviour.";
+  f.source = origin::injected;
+  f.rule = h.rule;
+  f.evidence.push_back(evidence_of(captures::event{hold}));
+  std::stable_sort(f.evidence.begin(), f.evidence.end(),
+                   [](const evidence_item& a, const evidence_item& b) { return a.t_us < b.t_us; });
+}
+
 std::string all_lines(const captures::reply_event& r) {
   std::string out;
   for (const auto& l : r.reply.lines) out += (out.empty() ? "" : " ") + l;
@@ -205,7 +246,11 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
       f.explanation += " This reply was made by mailtap itself, not by the destination.";
     }
     f.evidence = evidence_of(x);
-    if (x.fault && x.source == origin::server) {
+    const captures::fault_event* hold =
+        x.source == origin::server && v.mode == "service_closing" ? hold_around(c, x.reply->t_us) : nullptr;
+    if (hold) {
+      blame_the_hold(x, *hold, f);
+    } else if (x.fault && x.source == origin::server) {
       // The destination's answer to what a verb filter left of the command (conversation.hpp).
       f.rule = x.fault->fault.rule;
       f.explanation = "The fault rule '" + f.rule + "' (" + x.fault->fault.type +

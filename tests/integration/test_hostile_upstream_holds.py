@@ -100,6 +100,12 @@ class LeavingWhileTheDotIsHeld(FaultTest):
         self.assertGreaterEqual(s["duration_us"], 250000, s)
         self.assertEqual(s["relay_us"], s["duration_us"], s)
         self.assertLess(s["think_us"], 100000, s)
+        # The destination's timeout came from the rule's hold: diagnose names the rule, not the
+        # destination, as its cause.
+        d = run_mailtap(["diagnose", cap.path, "--json"])
+        self.assertEqual(d.returncode, 1, d.stdout)
+        [f] = [f for f in json.loads(d.stdout)["findings"] if f["id"] == "service_closing"]
+        self.assertEqual((f["source"], f["rule"], f["stage"]), ("injected", "held-dot", "data_end"), f)
 
     def test_a_hang_up_while_the_dot_is_held_is_answered_at_once(self):
         up = self.upstream({b"DATA": say_after_354(b"")})

@@ -1307,6 +1307,42 @@ TEST(CheckSessionEnd, ARefusedUpstreamCertificateIsOneFinding) {
   EXPECT_EQ(ids(d), std::vector<std::string>{"tls_unavailable"});
 }
 
+// A hostile trial with real Postfix: the destination timed the session out (421) while a delay
+// rule held the client's end of data in mailtap; diagnose said "the destination closed the
+// session with 421", from the destination, as if it had failed. The hold caused it: the finding
+// names the rule and cites its record. A 421 after a hold had ended stays the destination's.
+TEST(CheckReplies, ADestinations421DuringADelayRulesHoldIsTheRules) {
+  auto capture = [](double fault_at, std::uint64_t held_us) {
+    builder b;
+    b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data with <CR><LF>.<CR><LF>"})
+        .reply(310, 421, {"4.4.2 mx.example.net Error: timeout exceeded"})
+        .fault(fault_at, "held-dot", "delay", "delay", phase::data_end,
+               "end of data held; the upstream said 421 before it was forwarded", 4'000'000);
+    std::get<captures::fault_event>(b.c.events.back()).fault.actual_delay_us = held_us;
+    b.txn(protocol::outcome::tempfailed, captures::reply_summary{421, "4.4.2", "mx.example.net Error: timeout exceeded"},
+          4, 310)
+        .ended("upstream_closed", "upstream said 421 during DATA");
+    return diagnose_capture(b.c);
+  };
+  const auto d = capture(310, 300'000);   // the hold began at the dot, 10 ms in
+  const finding* f = find(d, "service_closing");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->source, origin::injected);
+  EXPECT_EQ(f->rule, "held-dot");
+  EXPECT_EQ(f->stage, "data_end");
+  EXPECT_EQ(f->level, severity::error);
+  EXPECT_THAT(f->title, testing::HasSubstr("while a delay rule held the client's end of data"));
+  EXPECT_THAT(f->explanation, testing::HasSubstr("300.000 ms into the fault rule 'held-dot'"));
+  EXPECT_THAT(evidence_texts(*f), testing::Contains(testing::StartsWith("F! held-dot (delay) delay at data_end")));
+  EXPECT_EQ(find(d, "fault_injected"), nullptr) << "the rule is cited by the finding it caused";
+
+  const auto after = capture(200, 190'000);   // the hold was over before the 421
+  f = find(after, "service_closing");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(after));
+  EXPECT_EQ(f->source, origin::server);
+  EXPECT_EQ(f->rule, "");
+}
+
 TEST(CheckReplies, TheRelaysOwnClosing421IsNotTheDestinations) {
   builder b;
   b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").reply(3, 250, {"mx"}).cmd(4, "NOOP")
