@@ -1416,7 +1416,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
         // ends its transaction (after_reply) and the session.
         faults_.answer_absorbed_go_with_421(now, *go, r);
         flush_replies(now);
-        return upstream_said_421(now, r.text());
+        return upstream_said_421(now, "upstream said 421 to the relay's RSET");
       }
       flush_replies(now);   // the relay's own 354 waited behind it
       if (ended_) return;
@@ -1475,11 +1475,14 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
 }
 
 // The upstream's own 421 to a client owed nothing (RFC 5321 3.8: a server may close with 421 at
-// any time): the client gets it, an open transaction ends tempfailed with it, and so does the session.
+// any time): the client gets it, an open transaction ends tempfailed with it, and so does the
+// session, whose end detail says the upstream said 421, as every other 421's does. (It was the
+// reply's own text: a hostile trial's "250 ok" and "421 then bye" in one read after the dot
+// ended with the detail "then bye".)
 void relay_fsm::pass_on_upstream_421(std::uint64_t now, const reply& r) {
   out_.send(leg::client, r.raw, now);
   if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
-  end_session(now, "upstream_closed", r.text());
+  end_session(now, "upstream_closed", "upstream said 421");
 }
 
 // RFC 5321 3.8 and 4.2.2: 421 is the server closing the channel, whatever it answered. The

@@ -120,5 +120,29 @@ class LeavingWhileTheDotIsHeld(FaultTest):
         self.assertEqual(up.wait_for_connections(1)[0].messages, [])
 
 
+class ClosingReplies(FaultTest):
+    """What the client and the capture say when the destination closes with a reply."""
+
+    def upstream(self, answers):
+        up = ScriptedAnswers(answers)
+        self.addCleanup(up.stop)
+        return up
+
+    def test_a_421_in_the_same_read_as_the_dots_250_ends_with_the_upstream_saying_421(self):
+        # A hostile trial: the session's end detail was the 421's own text ("then bye").
+        up = self.upstream({b".": b"250 2.0.0 Ok: queued as BOTH\r\n421 4.3.2 then bye\r\n"})
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port))
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<both@example.test>") + b".\r\n")
+        self.assertEqual([(r.code, r.enhanced) for r in parse_replies(c.read_to_eof(20))],
+                         [(250, "2.0.0"), (421, "4.3.2")])
+        cap = self.single_capture(m)
+        self.assertEqual((cap.end["reason"], cap.end["detail"]), ("upstream_closed", "upstream said 421"))
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["delivered"])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -1427,6 +1427,7 @@ TEST_F(FaultFsm, A421ToTheRelaysRsetEndsTheSessionWithIt) {
   EXPECT_THAT(acts, ElementsAre(to_client("421 4.3.2 Shutting down\r\n"), closes(leg::client), closes(leg::upstream)));
   EXPECT_TRUE(fsm_->finished());
   EXPECT_EQ(end_reason(), "upstream_closed");
+  EXPECT_EQ(obs_->ends.front().detail, "upstream said 421 to the relay's RSET");   // not the reply's own text
   const transaction_record& t = only_transaction();
   EXPECT_EQ(t.result, outcome::tempfailed);
   ASSERT_TRUE(t.final_reply);

@@ -307,6 +307,28 @@ TEST_F(RelayFsmTest, A421ToACommandEndsTheSession) {
   EXPECT_TRUE(closed_[leg::client]);
 }
 
+// A hostile-upstream trial: "250 ok" to the dot and "421 then bye" in one read. The client gets
+// both, the message is delivered, and the session's end detail says the upstream said 421, as
+// every other 421's does; it was the reply's own text ("then bye"). Also for a 421 that comes
+// while the client is owed nothing.
+TEST_F(RelayFsmTest, A421BehindTheAcceptanceOfTheDotEndsWithTheUpstreamSaying421) {
+  open_data();
+  client("Subject: x\r\n\r\nbody\r\n.\r\n");
+  EXPECT_THAT(upstream("250 2.0.0 Ok: queued as Q1\r\n421 4.3.2 then bye\r\n"),
+              Contains(to_client("250 2.0.0 Ok: queued as Q1\r\n421 4.3.2 then bye\r\n")));
+  EXPECT_EQ(only_transaction().result, outcome::delivered);
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->ends[0].reason, "upstream_closed");
+  EXPECT_EQ(obs_->ends[0].detail, "upstream said 421");
+
+  make();
+  greet_and_ehlo();
+  EXPECT_THAT(upstream("421 4.4.2 mx.example.org Error: timeout exceeded\r\n"),
+              Contains(to_client("421 4.4.2 mx.example.org Error: timeout exceeded\r\n")));
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->ends[0].detail, "upstream said 421");
+}
+
 // RFC 5321 4.3.2: DATA is answered with 354 or a failure; MAIL never with a 3xx. Passed on,
 // a 250 to DATA made the message "delivered" with nothing sent (a hostile-upstream trial).
 TEST_F(RelayFsmTest, ARepliesTheCommandCannotHaveIsAProtocolError) {
