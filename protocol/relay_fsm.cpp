@@ -1465,11 +1465,12 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   // no 421 of the relay's follows it when the connection then closes.
   const bool closing = r.code == 421 || (r.code == 221 && p.asked.ph != phase::quit);
   upstream_said_421_ = closing;   // before flush_replies: a message's end released in it is not sent
-  const std::string closing_detail = "upstream said " + std::to_string(r.code);
+  const int closing_code = r.code;
+  const std::string closing_detail = "upstream said " + std::to_string(closing_code);
   p.answer.parsed = std::move(r);
   p.answer.ready = true;
   flush_replies(now);
-  if (closing) return upstream_said_421(now, closing_detail);
+  if (closing) return upstream_said_421(now, closing_detail, closing_code);
   if (!ended_ && close_upstream_when_answered_ && !owed_.awaiting_upstream()) return close_upstream_once_answered(now);
   if (!ended_) arm_upstream_for_head();
 }
@@ -1486,10 +1487,12 @@ void relay_fsm::pass_on_upstream_421(std::uint64_t now, const reply& r) {
 }
 
 // RFC 5321 3.8 and 4.2.2: 421 is the server closing the channel, whatever it answered. The
-// client has it (flush_replies); nothing more goes to a server that is leaving.
-void relay_fsm::upstream_said_421(std::uint64_t now, std::string_view detail) {
+// client has it (flush_replies); nothing more goes to a server that is leaving. `code`: 421, or
+// the 221 to a command other than QUIT that closes as 421 does.
+void relay_fsm::upstream_said_421(std::uint64_t now, std::string_view detail, int code) {
   if (ended_) return;
   upstream_said_421_ = true;   // also for a 421 to STARTTLS or to the relay's RSET (abandon_transactions)
+  upstream_closing_code_ = code;   // the commands still owed are told so (upstream_loss_reply)
   if (owed_.empty()) {
     if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, std::nullopt, false);
     return end_session(now, "upstream_closed", detail);
@@ -1988,6 +1991,13 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
 reply relay_fsm::upstream_loss_reply(std::string_view reason, std::string_view detail) const {
   if (reason == "upstream_timeout")
     return make_reply(421, "4.4.2", options_.name + " upstream timed out: " + std::string(detail));
+  // The upstream said it was closing (421, or 221 to a command other than QUIT): the commands
+  // pipelined behind the one it answered are told that, the service closing the channel (RFC
+  // 5321 3.8), not that a connection was lost (a hostile trial: DATA behind a RCPT answered 221
+  // got "upstream connection lost").
+  if (reason == "upstream_closed" && upstream_closing_code_ != 0)
+    return make_reply(421, "4.4.2", options_.name + " upstream service closing transmission channel (it said " +
+                                        std::to_string(upstream_closing_code_) + ")");
   // The relay closed a connection that was still up (the detail, in the capture, says how).
   if (reason == "upstream_protocol_error")
     return make_reply(421, "4.4.2", options_.name + " upstream broke the SMTP protocol, connection closed");

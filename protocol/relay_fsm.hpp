@@ -217,7 +217,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   static const char* not_a_reply_to_relay_command(command_kind kind, const reply& r);
   static const char* relay_command_name(command_kind kind);   // in a protocol error's detail
   bool answers_relay_xclient();   // the next upstream reply is the one to the relay's XCLIENT
-  void upstream_said_421(std::uint64_t now, std::string_view detail);
+  void upstream_said_421(std::uint64_t now, std::string_view detail, int code = 421);
   void pass_on_upstream_421(std::uint64_t now, const reply& r);
   void abandon_held_line(std::uint64_t now);
   void refuse_auth_response(std::uint64_t now);
@@ -435,6 +435,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // The reply being relayed is the upstream's 421: it is leaving (take_upstream_reply), and the
   // session ends with it.
   bool upstream_said_421_ = false;
+  // The code with which the upstream said it was closing (upstream_said_421: 421, or 221 to a
+  // command other than QUIT), for the relay's 421 to the commands still owed; 0: it did not.
+  int upstream_closing_code_ = 0;
   // The body cannot be delivered (bad line endings, upstream lost): keep reading it and
   // answer at its end with this reply.
   std::optional<reply> data_failure_;

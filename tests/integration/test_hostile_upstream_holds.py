@@ -143,6 +143,20 @@ class ClosingReplies(FaultTest):
         self.assertEqual((cap.end["reason"], cap.end["detail"]), ("upstream_closed", "upstream said 421"))
         self.assertEqual([t["outcome"] for t in cap.transactions], ["delivered"])
 
+    def test_data_pipelined_behind_a_221_to_rcpt_is_told_the_destination_is_closing(self):
+        # A hostile trial: Postfix past its error limit said 221 to RCPT and closed; the DATA
+        # pipelined behind it got the relay's "421 4.4.2 mailtap upstream connection lost".
+        up = self.upstream({b"RCPT": b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"})
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port))
+        c = self.greeted_client(m.port)
+        c.send(("MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (FROM, TO)).encode())
+        replies = parse_replies(c.read_to_eof(20))
+        self.assertEqual([r.code for r in replies], [250, 221, 421])
+        self.assertEqual(replies[-1].texts[0], "4.4.2 mailtap upstream service closing transmission channel (it said 221)")
+        cap = self.single_capture(m)
+        self.assertEqual((cap.end["reason"], cap.end["detail"]), ("upstream_closed", "upstream said 221"))
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["tempfailed"])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -329,6 +329,25 @@ TEST_F(RelayFsmTest, A421BehindTheAcceptanceOfTheDotEndsWithTheUpstreamSaying421
   EXPECT_EQ(obs_->ends[0].detail, "upstream said 421");
 }
 
+// A hostile trial: the destination said 221 to RCPT (Postfix past its error limit) and closed;
+// the DATA pipelined behind it got the relay's 421 "upstream connection lost". The destination
+// said it was closing: the relay's 421 says so (RFC 5321 3.8), for a 421 to RCPT as for a 221.
+TEST_F(RelayFsmTest, CommandsPipelinedBehindTheUpstreamsClosingReplyAreToldItIsClosing) {
+  for (const std::string closing : {"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n",
+                                    "421 4.7.0 mx.example.org Error: too many errors\r\n"}) {
+    SCOPED_TRACE(closing);
+    make();
+    greet_and_ehlo();
+    client("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+    upstream("250 2.1.0 Ok\r\n" + closing);
+    EXPECT_EQ(cl_, banner + plain_ehlo_reply + "250 2.1.0 Ok\r\n" + closing + "421 4.4.2 mailtap upstream service closing "
+                   "transmission channel (it said " + closing.substr(0, 3) + ")\r\n");
+    EXPECT_TRUE(fsm_->finished());
+    EXPECT_EQ(end_reason(), "upstream_closed");
+    EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+  }
+}
+
 // RFC 5321 4.3.2: DATA is answered with 354 or a failure; MAIL never with a 3xx. Passed on,
 // a 250 to DATA made the message "delivered" with nothing sent (a hostile-upstream trial).
 TEST_F(RelayFsmTest, ARepliesTheCommandCannotHaveIsAProtocolError) {
