@@ -131,6 +131,21 @@ std::uint64_t body_size(const capture& c, std::size_t reply_index, std::uint64_t
   return size;
 }
 
+// The record of the client's first bytes after the 354 at `reply_index` (file order): the body
+// the 354 asked for. None when another reply comes first (the client sent its message with its
+// DATA, or none at all), or when that record is timed before the 354.
+std::optional<std::size_t> body_record(const capture& c, std::size_t reply_index) {
+  const std::uint64_t t_354 = event_time(c.events[reply_index]);
+  for (std::size_t i = reply_index + 1; i < c.events.size(); ++i) {
+    if (const auto* r = std::get_if<reply_event>(&c.events[i]); r && r->reply.code != 354) return std::nullopt;
+    const auto* b = std::get_if<bytes_event>(&c.events[i]);
+    if (!b || b->leg != protocol::leg::client || b->dir != protocol::direction::in) continue;
+    if (b->t_us < t_354) return std::nullopt;
+    return i;
+  }
+  return std::nullopt;
+}
+
 std::string capture_status(const capture& c) {
   if (c.complete) return "complete";
   std::string why;
@@ -217,8 +232,20 @@ void render_transcript(const capture& c, std::string& out) {
   const std::string blank_time(time_column - 9 + digits, ' ');
   auto stamp = [digits](std::uint64_t t_us) { return "+" + pad_left(ms(t_us), digits) + " ms  "; };
   bool last_reply_was_354 = false;
+  // A body marker waiting for the record of the body's first bytes (body_record), and how long
+  // the transcript was when its 354 was printed.
+  std::optional<std::size_t> marker_at;
+  std::string marker;
+  std::size_t out_at_354 = 0;
   for (std::size_t i : time_order(c)) {
     const event& e = c.events[i];
+    if (marker_at == i) {
+      // Right under its 354 it reads as the message that followed; after other rows (a 354
+      // held by a delay fault at MAIL went to the client 1.5 s after the relay recorded it), it
+      // carries its own time.
+      out += (out.size() == out_at_354 ? blank_time : stamp(event_time(e))) + marker;
+      marker_at.reset();
+    }
     if (const auto* cmd = std::get_if<command_event>(&e)) {
       // U>: a command the relay itself sent upstream (its own EHLO and STARTTLS, a fault's RSET).
       const char* who = cmd->leg == protocol::leg::upstream ? "U> " : "C> ";
@@ -237,12 +264,25 @@ void render_transcript(const capture& c, std::string& out) {
       for (std::size_t l = 0; l < lines.size(); ++l)
         out += (l == 0 ? stamp(r->t_us) : blank_time) + who +
                printable(reply_line(r->reply.code, l + 1 == lines.size(), lines[l])) + "\n";
-      // The relay may show a 354 twice (as received, then as sent on): one summary.
-      if (r->reply.code == 354 && !last_reply_was_354)
-        out += blank_time + "   [message body: " + std::to_string(body_size(c, i, r->t_us)) + " bytes]\n";
+      // The relay may show a 354 twice (as received, then as sent on): one summary, at the
+      // time the body was recorded.
+      if (r->reply.code == 354 && !last_reply_was_354) {
+        std::string line = "   [message body: " + std::to_string(body_size(c, i, r->t_us)) + " bytes]\n";
+        if (marker_at) out += blank_time + marker;   // an earlier one whose body never came
+        marker_at = body_record(c, i);
+        if (marker_at) {
+          marker = std::move(line);
+          out_at_354 = out.size();
+        } else {
+          out += blank_time + line;
+        }
+      } else if (r->reply.code == 354 && marker_at) {
+        out_at_354 = out.size();   // the same 354 as sent on: the marker still reads as under it
+      }
       last_reply_was_354 = r->reply.code == 354;
     }
   }
+  if (marker_at) out += blank_time + marker;
   if (c.events.empty()) out += blank_time + "(no events)\n";
 }
 

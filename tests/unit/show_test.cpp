@@ -1004,3 +1004,86 @@ TEST(CaptureShow, ATransactionWithoutMailIsNoNullSender) {
   find_row(render_text(b), "\n   from         <>\n");
   EXPECT_EQ(boost::json::parse(render_json(b)).at("transactions").at(0).at("without_mail"), false);
 }
+
+// ---------------------------------------------------------------- the message body marker
+
+namespace {
+
+// A session recorded through the relay with a delay fault at MAIL (`delay = "1500ms"`) and swaks
+// pipelining MAIL, RCPT and DATA: the destination's 354 is recorded at 2.566 ms, the client gets
+// it (with the held 250s) at 1502.868 ms, and its body is recorded at 1503.710 ms. (Trimmed: no
+// EHLO, no stages.)
+std::string delayed_mail_capture() {
+  return R"({"type":"header","format":"mailtap-capture","version":5,"session":"20261207-131735-27628cab-000001","seed":1,"client":"127.0.0.1:47860","listen":"127.0.0.1:39179","upstream":"builtin","started_at":"2026-12-07T13:17:35.986965Z","started_mono_us":38157202789,"relay":"mailtap 0.1.0","bare_eol":"strict"})"
+         "\n"
+         R"({"type":"bytes","t_us":571,"leg":"upstream","dir":"in","latin1":"220 sink ESMTP\r\n"})"
+         "\n"
+         R"({"type":"reply","t_us":571,"leg":"upstream","dir":"in","code":220,"enhanced":"","lines":["sink ESMTP"]})"
+         "\n"
+         R"({"type":"bytes","t_us":571,"leg":"client","dir":"out","latin1":"220 sink ESMTP\r\n"})"
+         "\n"
+         R"({"type":"command","t_us":2512,"leg":"client","dir":"in","text":"MAIL FROM:<root@vm>"})"
+         "\n"
+         R"({"type":"command","t_us":2512,"leg":"client","dir":"in","text":"RCPT TO:<a@example.com>"})"
+         "\n"
+         R"({"type":"command","t_us":2512,"leg":"client","dir":"in","text":"DATA"})"
+         "\n"
+         R"({"type":"bytes","t_us":2512,"leg":"upstream","dir":"out","latin1":"MAIL FROM:<root@vm>\r\nRCPT TO:<a@example.com>\r\nDATA\r\n"})"
+         "\n"
+         R"({"type":"bytes","t_us":2512,"leg":"client","dir":"in","latin1":"MAIL FROM:<root@vm>\r\nRCPT TO:<a@example.com>\r\nDATA\r\n"})"
+         "\n"
+         R"({"type":"bytes","t_us":2566,"leg":"upstream","dir":"in","latin1":"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data\r\n"})"
+         "\n"
+         R"({"type":"reply","t_us":2566,"leg":"upstream","dir":"in","code":250,"enhanced":"2.1.0","lines":["2.1.0 Ok"]})"
+         "\n"
+         R"({"type":"reply","t_us":2566,"leg":"upstream","dir":"in","code":250,"enhanced":"2.1.5","lines":["2.1.5 Ok"]})"
+         "\n"
+         R"({"type":"reply","t_us":2566,"leg":"upstream","dir":"in","code":354,"enhanced":"","lines":["End data"]})"
+         "\n"
+         R"({"type":"fault","t_us":1502868,"rule":"slow-mail","fault_type":"delay","decision":"delay","phase":"mail","planned_delay_us":1500000,"actual_delay_us":1500302,"detail":"reply 250 held"})"
+         "\n"
+         R"({"type":"bytes","t_us":1502868,"leg":"client","dir":"out","latin1":"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data\r\n"})"
+         "\n"
+         R"({"type":"bytes","t_us":1503710,"leg":"client","dir":"in","latin1":"Subject: x\r\n\r\nbody\r\n.\r\n"})"
+         "\n"
+         R"({"type":"bytes","t_us":1503710,"leg":"upstream","dir":"out","latin1":"Subject: x\r\n\r\nbody\r\n.\r\n"})"
+         "\n"
+         R"({"type":"bytes","t_us":1503855,"leg":"upstream","dir":"in","latin1":"250 2.0.0 Ok: queued as 1000001\r\n"})"
+         "\n"
+         R"({"type":"reply","t_us":1503855,"leg":"upstream","dir":"in","code":250,"enhanced":"2.0.0","lines":["2.0.0 Ok: queued as 1000001"]})"
+         "\n"
+         R"({"type":"bytes","t_us":1503855,"leg":"client","dir":"out","latin1":"250 2.0.0 Ok: queued as 1000001\r\n"})"
+         "\n"
+         R"({"type":"transaction","mail_from":"root@vm","rcpt_to":["a@example.com"],"rcpt_codes":[250],"message_id":null,"size":20,"final_reply":{"code":250,"enhanced":"2.0.0","text":"Ok: queued as 1000001"},"outcome":"delivered","synthesized":false,"start_us":2512,"end_us":1503855})"
+         "\n"
+         R"({"type":"end","t_us":1504304,"reason":"client_quit","detail":"","ended_at":"2026-12-07T13:17:37.491269Z","complete":true,"dropped_records":0})"
+         "\n";
+}
+
+}  // namespace
+
+// A replay/diagnose trial with real Postfix: with a delay fault at MAIL, `show` printed the
+// `[message body]` marker under the destination's 354, 1.5 s before the client was even let
+// send the body (the marker followed the 354 by record order). It is at the time the body was
+// recorded: after the fault's row, with that time, before the destination's 250 to its end.
+TEST(CaptureShow, TheMessageBodyMarkerIsAtTheTimeTheBodyWasRecorded) {
+  const std::string text = render_text(load(scratch(delayed_mail_capture())));
+  const std::size_t go = find_row(text, "+    2.566 ms  S< 354 End data\n");
+  const std::size_t fault = find_row(text, "+ 1502.868 ms  F! slow-mail (delay)");
+  const std::size_t marker = find_row(text, "\n+ 1503.710 ms     [message body: 20 bytes]\n");
+  const std::size_t queued = find_row(text, "+ 1503.855 ms  S< 250 2.0.0 Ok: queued as 1000001\n");
+  EXPECT_LT(go, fault);
+  EXPECT_LT(fault, marker);
+  EXPECT_LT(marker, queued);
+  EXPECT_EQ(text.find("[message body"), text.rfind("[message body")) << "one marker\n" << text;
+}
+
+// Where nothing was printed between the 354 and the body (as in nearly every session), the
+// marker stays right under the 354, without a time of its own, as the golden files pin it.
+TEST(CaptureShow, AMessageBodyMarkerRightUnderItsReplyHasNoTimeOfItsOwn) {
+  std::string capture = delayed_mail_capture();
+  const std::string fault_record = capture.substr(capture.find(R"({"type":"fault")"));
+  capture.erase(capture.find(R"({"type":"fault")"), fault_record.find('\n') + 1);
+  const std::string text = render_text(load(scratch(capture)));
+  find_row(text, "+    2.566 ms  S< 354 End data\n                  [message body: 20 bytes]\n");
+}
