@@ -239,7 +239,10 @@ void client_fsm::take_reply(protocol::reply r, std::uint64_t now_us) {
   const step* st = res.greeting || res.unsolicited ? nullptr : steps_[res.step];
   const std::uint64_t asked = res.greeting ? connected_at_ : st ? sent_at_[res.step] : settled_at_[at - 1];
   res.live_latency_us = now_us > asked ? now_us - asked : 0;
-  if (!res.recorded) {
+  if (st && st->in_place_reply) {
+    // The replay sent what the destination got (the relay's RSET): its reply to that is compared.
+    res.differences = differences(*st->in_place_reply, r, protocol::phase::rset, options_.compare_text);
+  } else if (!res.recorded) {
     res.differences.push_back("the recording has no reply here: the session ended (" + script_.end_reason +
                               ") and the client heard the connection close");
   } else if (const auto* said = res.recorded->destination_reply()) {
@@ -366,6 +369,24 @@ void client_fsm::advance(std::uint64_t now_us) {
                                       "accepted");
       continue;
     }
+    // A message (or a BDAT chunk of one) a fault rule answered itself when recorded: the relay
+    // sent the destination RSET in place of its DATA (or first chunk), which the replay sent too
+    // (send_step, step::sent_in_place), and none of the message; the destination's session went
+    // on, and so does the replay's (a trial: the replay sent DATA, which the recorded destination
+    // never got, and closed the connection inside the message).
+    if (st.answered_by_fault) {
+      const bool chunk = st.kind == step_kind::bdat;
+      res.status = step_status::skipped;
+      res.note = std::string("not sent: the destination never got this ") + (chunk ? "BDAT chunk" : "message") +
+                 " (" + st.withheld_why + "): the relay sent it RSET in place of the " +
+                 (chunk ? "message's first BDAT chunk" : "DATA") +
+                 " and answered the client itself, and the destination's session went on; the replay sent RSET "
+                 "there too, none of this " + (chunk ? "chunk" : "message") + ", and went on: nothing delivered";
+      settle(i + 1, now_us);
+      ++next_;
+      stop_where_the_session_closed(i);
+      continue;
+    }
     // A BDAT to a live server that did not offer CHUNKING: it would read the chunk as commands
     // (a trial: a chunk holding "MAIL FROM:...RCPT TO:<victim>...DATA" delivered a message to
     // smtp-sink, which offers no CHUNKING), as the relay refuses such a BDAT (README, "What the
@@ -374,7 +395,7 @@ void client_fsm::advance(std::uint64_t now_us) {
     // Not known to be offered (no EHLO answered yet, or none since STARTTLS): the replies in flight
     // (an EHLO's among them) are waited for, then it is not; a pipelined group after a known
     // CHUNKING is sent as recorded.
-    if (st.kind == step_kind::bdat && live_chunking_ != true) {
+    if (st.kind == step_kind::bdat && st.sent_in_place.empty() && live_chunking_ != true) {
       if (!live_chunking_ && !inflight_.empty()) break;
       stop_sending(i, now_us, "not sent: the live server's EHLO reply offered no CHUNKING (or none was answered), so "
                               "it would read a BDAT chunk as commands (RFC 3030 2); the replay closed the connection");
@@ -583,13 +604,25 @@ void client_fsm::send_step(std::size_t i, std::uint64_t now_us) {
   // An unfinished step goes out as recorded (an AUTH line in it is masked there); a message as
   // the relay forwarded it to the recorded destination (script.hpp `relayed`).
   const bool as_relayed = st.kind == step_kind::message && !st.relayed.empty();
-  const std::string bytes = st.auth && !st.unfinished ? auth_bytes(i) : as_relayed ? st.relayed : st.bytes;
-  actions_.push_back(protocol::send_bytes{protocol::leg::upstream, bytes, st.auth});
+  const bool in_place = !st.sent_in_place.empty();
+  const std::string bytes = in_place                   ? st.sent_in_place
+                            : st.auth && !st.unfinished ? auth_bytes(i)
+                            : as_relayed                ? st.relayed
+                                                        : st.bytes;
+  actions_.push_back(protocol::send_bytes{protocol::leg::upstream, bytes, st.auth && !in_place});
   sent_at_[i] = std::max<std::uint64_t>(now_us, 1);
   ++next_;
   if (held_back_[i])
     results_[i + 1].note = "sent once the replies before it were in, not pipelined as the recorded client sent it: the "
                            "live server's EHLO reply offered no PIPELINING (or none was answered; RFC 2920)";
+  if (in_place) {
+    const std::string sent = bytes.substr(0, bytes.size() - 2);
+    std::string& note = results_[i + 1].note;
+    note += (note.empty() ? "" : "; ") + sent + " sent in its place, as the relay sent the recorded destination " +
+            sent + " and never this " + (st.kind == step_kind::bdat ? "BDAT chunk" : "DATA") +
+            " (a fault rule answered the message itself); the live reply is compared with the destination's to " +
+            sent;
+  }
   if (as_relayed && st.relayed != st.bytes)
     results_[i + 1].note += std::string(results_[i + 1].note.empty() ? "" : "; ") + "sent as the relay forwarded it to the recorded destination (" +
                            std::to_string(st.relayed.size()) + " bytes; bare_eol = " +

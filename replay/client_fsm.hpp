@@ -8,7 +8,9 @@
 // (captures hold no secrets). A message whose DATA the live server did not answer 354 is not
 // sent; one the destination never got whole (step::withheld) goes only as far as the relay
 // forwarded it, and the connection closes without its end, so that nothing is delivered that
-// the recorded destination never received; a command line the relay refused is not sent, nor
+// the recorded destination never received; a message a fault rule answered itself (the relay sent
+// the destination RSET in place of its DATA or first BDAT chunk: step::sent_in_place) goes as
+// the destination got it, RSET and none of the message, and the replay goes on; a command line the relay refused is not sent, nor
 // what the recording shows the relay never sent on: behind a step whose reply from the relay (or
 // a fault rule) ended the recorded session, all but what it had forwarded (sent, and compared
 // with nothing, their live replies unread), and never a step that would end a message there (a BDAT

@@ -383,8 +383,49 @@ std::vector<std::optional<relay_copy>> relay_copies(const std::vector<step*>& st
 // unfinished one is sent as recorded.
 void keep_relayed_messages(const std::vector<step*>& steps, std::vector<std::optional<relay_copy>>& copies) {
   for (std::size_t i = 0; i < steps.size(); ++i)
-    if (copies[i] && !copies[i]->refused && !steps[i]->unfinished && !steps[i]->withheld)
+    if (copies[i] && !copies[i]->refused && !steps[i]->unfinished && !steps[i]->withheld &&
+        !steps[i]->answered_by_fault)
       steps[i]->relayed = std::move(copies[i]->bytes);
+}
+
+// The steps the relay sent the destination its own command in place of (step::sent_in_place):
+// where a fault rule answers a message itself, the relay sends RSET upstream where the client sent
+// DATA, or its first BDAT chunk (protocol/fault_holds.cpp plan_end_of_data), and the pairing
+// names the client's command it went in place of (diagnose/conversation.hpp `in_place_of`), with
+// the destination's reply to it. The message after such a DATA, and the chunks of such a BDAT
+// message after it, never went: the destination had no message open (step::answered_by_fault).
+// The client's line steps are its `command` records, one per line, in order.
+void mark_sent_in_place(const captures::capture& c, const diagnose::conversation& conv, const std::vector<step*>& steps) {
+  std::vector<const captures::command_event*> client_lines;
+  for (const auto& e : c.events)
+    if (const auto* cmd = std::get_if<captures::command_event>(&e))
+      if (cmd->leg == leg::client && cmd->dir == direction::in) client_lines.push_back(cmd);
+  std::vector<step*> line_steps;
+  for (step* st : steps)
+    if (st->kind != step_kind::message && !st->unfinished) line_steps.push_back(st);
+  for (const auto& x : conv.exchanges) {
+    if (!x.in_place_of || !x.command || x.command->leg != leg::upstream || x.reply->leg != leg::upstream) continue;
+    const auto at = std::find(client_lines.begin(), client_lines.end(), x.in_place_of);
+    const auto k = static_cast<std::size_t>(at - client_lines.begin());
+    if (at == client_lines.end() || k >= line_steps.size()) continue;
+    step& st = *line_steps[k];
+    const bool data = st.kind == step_kind::command && st.ph == protocol::phase::data;
+    if (!data && st.kind != step_kind::bdat) continue;
+    st.sent_in_place = x.command->text + "\r\n";
+    st.in_place_reply = x.reply->reply;
+    st.in_place_reply->raw.clear();   // rebuilt by the reader: not bytes that were on the wire
+    // What the client heard was the relay's (its 354, its 250 to a chunk): it stood for this one.
+    if (st.reply && st.reply->source == reply_source::relay && !st.reply->server_reply)
+      st.reply->server_reply = st.in_place_reply;
+    const auto self = std::find(steps.begin(), steps.end(), &st);
+    bool last = st.kind == step_kind::bdat && st.last_chunk;
+    for (auto it = self + 1; it != steps.end() && !last; ++it) {
+      step& later = **it;
+      if (data ? later.kind != step_kind::message : later.kind != step_kind::bdat) break;
+      later.answered_by_fault = true;
+      last = data || later.last_chunk;
+    }
+  }
 }
 
 // Marks the messages and BDAT chunks whose end never went to the destination (step::withheld),
@@ -400,6 +441,13 @@ void mark_withheld(const script& s, const std::vector<step*>& steps, const std::
     // what a replay compares. (Only its own: the relay edits no reply to a message or chunk.)
     if (st.reply && st.reply->source == reply_source::server) continue;
     const step* before = i > 0 ? steps[i - 1] : nullptr;
+    // The destination got the relay's RSET in this chunk's place, or none of a message a fault
+    // answered itself (mark_sent_in_place): nothing of it was withheld from a message it had open.
+    if (!st.sent_in_place.empty()) continue;
+    if (st.answered_by_fault) {
+      st.withheld_why = why_withheld(st, before, notes, s);
+      continue;
+    }
     // The relay sends its copy of a message, or of a chunk's payload, after it records the
     // client's bytes (captures/FORMAT.md `bytes_ref`), and a command line before.
     const std::size_t sent_before = std::min(in.upstream_at(starts[i]), upstream.size());
@@ -606,6 +654,7 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
   split.run(s);
   const std::vector<step*> steps = all_steps(s);
   auto copies = relay_copies(steps, eol);   // each message framed once
+  mark_sent_in_place(c, conv, steps);
   mark_withheld(s, steps, copies, split.starts, in, upstream, notes);
   keep_relayed_messages(steps, copies);
   mark_what_the_relay_did_after_the_last_reply(steps, split.starts, in, upstream, lines_read);

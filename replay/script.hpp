@@ -88,6 +88,17 @@ struct step {
   bool withheld = false;
   std::string forwarded;
   std::string withheld_why;           // what the capture says of it: the relay's note, or its reply's maker
+  // The command the relay sent the destination in this step's place, with its CRLF: the RSET of
+  // a message a fault rule answered itself (blackhole, a reply at data_end: the destination got
+  // RSET where the client sent DATA, or its first BDAT chunk; protocol/fault_holds.cpp
+  // plan_end_of_data), and the destination's reply to it. A replay client sends that command
+  // instead and compares the live reply with `in_place_reply`. Empty for other steps.
+  std::string sent_in_place;
+  std::optional<protocol::reply> in_place_reply;
+  // A message, or a BDAT chunk, of such a message: the destination had no message open (its
+  // transaction was reset), so none of it went, and its session went on. A replay client sends
+  // none of it and goes on with the next step. `withheld_why` says what the capture says of it.
+  bool answered_by_fault = false;
   // A message as the relay sent it on to the destination (protocol/data_framer.hpp, in the
   // script's bare_eol mode: under normalize each bare CR or LF and each NUL a space, under an
   // older capture's normalize (normalize_line_ends) each bare CR or LF a CRLF; its end

@@ -654,6 +654,36 @@ class ReplayClientTest(ReplayTest):
         self.assertEqual(fresh.messages_counted(), 0)
         self.assertEqual(fresh.dumps(), [])
 
+    def test_a_blackholed_message_is_replayed_as_the_destination_got_it_rset_and_no_data(self):
+        """A replay trial with real Postfix: a blackhole fault answered the message itself, and the
+        destination got the relay's RSET where the client sent DATA, never the message, then QUIT.
+        The replay sent DATA, which that destination never got, and closed inside the message. Now
+        a live server gets the commands the recorded one got, and the replay compares its replies
+        with that destination's: its 250 to RSET, its 221 to QUIT."""
+        recorded_at = ScriptedAnswers()
+        self.addCleanup(recorded_at.stop)
+        cap = self.record(upstream="%s:%d" % (LOOPBACK, recorded_at.port), scenarios=["blackhole.toml"])[0]
+        (destination,) = recorded_at.wait_for_connections(1)
+        self.assertTrue(destination.closed.wait(10))
+        self.assertEqual(destination.messages, [])
+        got = [bytes(c) for c in destination.commands]
+        self.assertEqual([c.split(b" ")[0] for c in got], [b"EHLO", b"MAIL", b"RCPT", b"RSET", b"QUIT"])
+
+        live = ScriptedAnswers()
+        self.addCleanup(live.stop)
+        r = replay_client(cap.path, "--to", "%s:%d" % (LOOPBACK, live.port), "--json")
+        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+        doc = json.loads(r.stdout)
+        self.assertEqual(doc["result"], "matched", r.stdout)
+        (conn,) = live.wait_for_connections(1)
+        self.assertTrue(conn.closed.wait(10))
+        self.assertEqual([bytes(c) for c in conn.commands], got)   # no DATA
+        self.assertEqual(conn.messages, [])
+        steps = {s["stage"]: s for s in doc["steps"]}
+        self.assertEqual((steps["data"]["status"], steps["data"]["live"]["code"]), ("matched", 250))
+        self.assertEqual(steps["data_end"]["status"], "skipped")
+        self.assertEqual((steps["quit"]["status"], steps["quit"]["live"]["code"]), ("matched", 221))
+
     def test_a_smuggling_attempt_the_relay_refused_is_not_delivered_by_the_replay(self):
         """A tester's trial (bare_eol strict): a body with a bare-LF end of data and a MAIL FROM
         behind it was refused by the relay (550 5.6.0, the upstream closed without the end of

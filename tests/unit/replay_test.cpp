@@ -1660,8 +1660,11 @@ TEST(ReplayClient, AMessageAFaultCutOffBeforeItsEndIsNotCompleted) {
 
 // A blackhole (or a reply) fault at data_end answers the message itself: the relay says 354,
 // the upstream gets RSET, never DATA nor the message, and the fault's 250 tells the client it
-// was delivered. The replay sent it to the live server, which delivered it ("matched").
-TEST(ReplayClient, AMessageAFaultAnsweredItselfIsNeverSent) {
+// was delivered. The replay sent it to the live server, which delivered it ("matched"). Then (a
+// replay trial with real Postfix) it sent DATA, which the recorded destination never got, and
+// closed the connection inside the message, where the recorded session went on to QUIT: now it
+// sends what the destination got, RSET in the DATA's place, none of the message, and goes on.
+TEST(ReplayClient, AMessageAFaultAnsweredItselfIsNeverSentAndTheDestinationGetsRsetInsteadOfData) {
   capture_builder b;
   b.server(1000, "220 mx.test ESMTP\r\n")
       .client(2000, "MAIL FROM:<a@x>\r\n")
@@ -1685,15 +1688,63 @@ TEST(ReplayClient, AMessageAFaultAnsweredItselfIsNeverSent) {
   client_options o;
   o.pace = timing{0.0};
   client_fsm fsm(s, o);
-  converse(fsm, {"220 sink\r\n", "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n"});
-  const turn t = reply_to(fsm, "354 go ahead\r\n", 100);
-  EXPECT_EQ(t.sent, "");   // nothing of the message: the destination never saw it
-  EXPECT_TRUE(t.closed);
+  const auto out = converse(fsm, {"220 sink\r\n", "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n"});
+  EXPECT_EQ(all_sent(out), "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRSET\r\n");   // never DATA
+  const turn t = reply_to(fsm, "250 2.0.0 Ok\r\n", 100);
+  EXPECT_EQ(t.sent, "QUIT\r\n");   // nothing of the message; the session goes on, as recorded
+  EXPECT_FALSE(t.closed);
+  const turn bye = reply_to(fsm, "221 2.0.0 Bye\r\n", 200);
+  EXPECT_TRUE(bye.closed);
   const auto& r = fsm.results();
   ASSERT_EQ(r.size(), 6u);
-  EXPECT_EQ(r[3].status, step_status::matched);   // DATA: the relay's 354, and the live one
+  EXPECT_EQ(r[3].status, step_status::matched);   // DATA: the destination's 250 to RSET, and the live one
+  ASSERT_TRUE(r[3].live.has_value());
+  EXPECT_EQ(r[3].live->code, 250);
   EXPECT_EQ(r[4].status, step_status::skipped);
-  EXPECT_EQ(r[5].status, step_status::skipped);   // QUIT: the connection is closed inside the message
+  EXPECT_EQ(r[5].status, step_status::matched);   // QUIT: 221, as the destination said
+  EXPECT_FALSE(fsm.diverged());
+  // A live server that refuses the RSET diverges there, as the destination's 250 is compared.
+  client_fsm refusing(s, o);
+  converse(refusing, {"220 sink\r\n", "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n", "421 4.3.2 bye\r\n"});
+  EXPECT_EQ(refusing.results()[3].status, step_status::diverged);
+}
+
+// The same for a BDAT message: the relay sent RSET in place of its first chunk and answered each
+// chunk itself; the replay sends RSET there, none of the chunks, and goes on.
+TEST(ReplayClient, ABdatMessageAFaultAnsweredItselfGetsRsetInPlaceOfItsFirstChunk) {
+  capture_builder b;
+  b.server(1000, "220 mx.test ESMTP\r\n")
+      .client(2000, "MAIL FROM:<a@x>\r\n")
+      .server(3000, "250 2.1.0 Ok\r\n")
+      .client(4000, "RCPT TO:<b@y>\r\n")
+      .server(5000, "250 2.1.5 Ok\r\n")
+      .message(6000, "BDAT 10\r\n0123456789")
+      .command(6000, "BDAT 10");
+  b.c.events.push_back(captures::command_event{6000, leg::upstream, direction::out, "RSET"});
+  b.forwarded(6000, "RSET\r\n")
+      .upstream(6100, "250 2.0.0 Ok\r\n")
+      .relay(6100, "250 2.0.0 chunk accepted\r\n")
+      .message(7000, "BDAT 5 LAST\r\nabcde")
+      .command(7000, "BDAT 5 LAST")
+      .relay(7000, "250 2.0.0 Ok: queued as BLACKHOLE\r\n", "bh")
+      .client(8000, "QUIT\r\n")
+      .forwarded(8000, "QUIT\r\n")
+      .server(8100, "221 2.0.0 Bye\r\n")
+      .end(8100, "client_quit");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 5u);
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  const auto out = converse(fsm, {"220 sink\r\n", "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n", "250 2.0.0 Ok\r\n"});
+  EXPECT_EQ(all_sent(out), "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRSET\r\nQUIT\r\n");   // no BDAT, no chunk
+  const turn bye = reply_to(fsm, "221 2.0.0 Bye\r\n", 200);
+  EXPECT_TRUE(bye.closed);
+  const auto& r = fsm.results();
+  ASSERT_EQ(r.size(), 6u);
+  EXPECT_EQ(r[3].status, step_status::matched);
+  EXPECT_EQ(r[4].status, step_status::skipped);
+  EXPECT_EQ(r[5].status, step_status::matched);
   EXPECT_FALSE(fsm.diverged());
 }
 
