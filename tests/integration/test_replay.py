@@ -684,6 +684,36 @@ class ReplayClientTest(ReplayTest):
         self.assertEqual(steps["data_end"]["status"], "skipped")
         self.assertEqual((steps["quit"]["status"], steps["quit"]["live"]["code"]), ("matched", 221))
 
+    def test_a_directory_is_replayed_oldest_first_whatever_its_file_names(self):
+        """A replay trial: a directory went in file-name order, while the help says oldest first.
+        Copies named against their order (b-first.jsonl holds the older session) replay by the
+        start time their headers hold."""
+        recorded_at = ScriptedAnswers()
+        self.addCleanup(recorded_at.stop)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, recorded_at.port), env=self.env)
+        for sender in ("first@order.test", "second@order.test"):
+            self.swaks(m.port, "--to", TO, "--from", sender)
+        caps = m.wait_captures(2)
+        m.stop()
+        d = os.path.join(self.workdir, "copies")
+        os.makedirs(d)
+        names = {}
+        for cap, name in zip(caps, ("b-first.jsonl", "a-second.jsonl")):
+            with open(cap.path, "rb") as src, open(os.path.join(d, name), "wb") as dst:
+                dst.write(src.read())
+            names[name] = cap.header["started_at"]
+        self.assertLess(names["b-first.jsonl"], names["a-second.jsonl"])
+        live = ScriptedAnswers()
+        self.addCleanup(live.stop)
+        r = replay_client(d, "--to", "%s:%d" % (LOOPBACK, live.port), "-j", "1")
+        out = r.stdout.decode()
+        self.assertEqual(r.returncode, 0, out + r.stderr.decode())
+        listed = [line.split()[0] for line in out.split("\n\n")[0].splitlines()]
+        self.assertEqual([os.path.basename(p) for p in listed], ["b-first.jsonl", "a-second.jsonl"], out)
+        conns = live.wait_for_connections(2)
+        senders = [[bytes(c) for c in conn.commands if c.upper().startswith(b"MAIL")] for conn in conns]
+        self.assertEqual(senders, [[b"MAIL FROM:<first@order.test>"], [b"MAIL FROM:<second@order.test>"]])
+
     def test_a_smuggling_attempt_the_relay_refused_is_not_delivered_by_the_replay(self):
         """A tester's trial (bare_eol strict): a body with a bare-LF end of data and a MAIL FROM
         behind it was refused by the relay (550 5.6.0, the upstream closed without the end of
