@@ -1440,10 +1440,12 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   if (p.asked.ph == phase::ehlo) tls_.note_upstream_capabilities(r);
   if (p.asked.ph == phase::auth) {
     if (r.code == 334) {       // challenge: the client's next line is an AUTH response
-      out_.send(leg::client, r.raw, now);
-      mode_ = client_mode::auth_response;
-      out_.arm(leg::upstream, disarmed);
-      out_.arm(leg::client, options_.timeouts.client_idle);   // its response is now awaited
+      // In its turn (flush_replies, send_auth_challenge): a reply owed before it, which a delay
+      // fault holds (EHLO's, with AUTH pipelined behind it), goes first. A hostile trial: the
+      // 334 reached the client at once, ahead of the EHLO reply.
+      p.answer.challenge = r.raw;
+      out_.arm(leg::upstream, disarmed);   // the upstream waits for the client's response
+      flush_replies(now);
       return;
     }
     auth_open_ = false;
@@ -1729,6 +1731,9 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     after_reply(now, p);
     if (p.fault.then != then_do::nothing) faults_.then(now, p);
   }
+  if (!ended_ && !faults_.stalled() && !owed_.empty() && !owed_.front().answer.ready &&
+      !owed_.front().answer.challenge.empty())
+    send_auth_challenge(now, owed_.front());
   if (ended_ || faults_.stalled()) return;
   // Not for a client gone or given up: end_if_client_done (below) drops the end instead.
   if (bdat_end_awaits_replies_ && !client_left()) {
@@ -1754,6 +1759,14 @@ void relay_fsm::flush_replies(std::uint64_t now) {
   tls_.advance(now);   // a pipelined STARTTLS proceeds once everything before it is answered
   maybe_finish_drain(now);
   end_if_client_done(now);
+}
+
+// The upstream's 334 to AUTH, every reply before it out: the client's next line is its response,
+// awaited from now; the slot still awaits the exchange's final reply.
+void relay_fsm::send_auth_challenge(std::uint64_t now, reply_slot& p) {
+  out_.send(leg::client, std::exchange(p.answer.challenge, {}), now);
+  mode_ = client_mode::auth_response;
+  out_.arm(leg::client, options_.timeouts.client_idle);
 }
 
 void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {

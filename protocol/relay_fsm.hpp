@@ -230,6 +230,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
                    std::string_view text) override;
   void flush_replies(std::uint64_t now) override;
   void after_reply(std::uint64_t now, const reply_slot& p);
+  void send_auth_challenge(std::uint64_t now, reply_slot& p);
   std::string edit_ehlo_reply(std::uint64_t now, const reply& r, const rewrite_set* rewrites);
   void release_banner(std::uint64_t now, std::uint64_t arrived_us, const reply& r, std::string bytes) override;
 

@@ -59,6 +59,10 @@ struct reply_answer {
   std::optional<reply> parsed;    // none: a fault marker (nothing is sent, its follow-up acts)
   std::string bytes;              // what the client is sent (an edited EHLO reply differs)
   std::uint64_t t_upstream = 0;   // when the upstream answered
+  // The upstream's 334 to AUTH (RFC 4954 4), not yet sent: it goes to the client in the slot's
+  // turn, after every reply owed before it (RFC 2920), while the slot still awaits the
+  // exchange's final reply. Empty: none waits.
+  std::string challenge;
 };
 
 // A fault riding on the slot: when it may be released (a delay), and what follows it.

@@ -158,5 +158,39 @@ class ClosingReplies(FaultTest):
         self.assertEqual([t["outcome"] for t in cap.transactions], ["tempfailed"])
 
 
+class RepliesInCommandOrder(FaultTest):
+
+    def test_an_auth_challenge_waits_for_the_ehlo_reply_a_delay_holds(self):
+        # A hostile trial: AUTH pipelined behind EHLO, a delay rule holding the EHLO reply; the
+        # destination's 334 reached the client at once, ahead of the EHLO reply it was owed first.
+        up = ScriptedAnswers({
+            b"EHLO": b"250-scripted.test\r\n250-PIPELINING\r\n250 AUTH LOGIN PLAIN\r\n",
+            b"AUTH": b"334 VXNlcm5hbWU6\r\n",
+            b"DXNLCG==": b"334 UGFzc3dvcmQ6\r\n",
+            b"C2VJCMV0": b"235 2.7.0 Authentication successful\r\n",
+        })
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "slow-ehlo"
+type = "delay"
+phase = "ehlo"
+delay = "1s"
+''', up)
+        c = self.connect(m.port)
+        self.assertEqual(c.reply().code, 220)
+        c.send(b"EHLO client.test\r\nAUTH LOGIN\r\n")
+        self.assertEqual(c.reply(20).code, 250, "the EHLO reply is owed first")
+        self.assertReply(c.reply(20), 334)
+        c.send(b"dXNlcg==\r\n")
+        self.assertReply(c.reply(20), 334)
+        c.send(b"c2VjcmV0\r\n")
+        self.assertReply(c.reply(20), 235, "2.7.0")
+        self.quit(c)
+        cap = self.single_capture(m)
+        self.assertEqual(cap.end["reason"], "client_quit")
+        self.assertEqual([(f["rule"], f["phase"]) for f in fault_records(cap)], [("slow-ehlo", "ehlo")])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -971,6 +971,27 @@ TEST_F(FaultFsm, AnUpstreamLostWithAuthPipelinedBehindAHeldReplyEndsTheSessionWh
   EXPECT_EQ(end_reason(), "upstream_closed");
 }
 
+// A hostile trial: AUTH pipelined behind EHLO, whose reply a delay fault held; the upstream's 334
+// to AUTH went to the client at once, ahead of the EHLO reply (RFC 2920: replies in command
+// order). The 334 waits for its turn, and the client's response is awaited from then.
+TEST_F(FaultFsm, AnAuthChallengeWaitsForTheEhloReplyADelayHolds) {
+  greet();
+  adv_->on(phase::ehlo, fault_stage::reply, delay_of(1'000'000, "slow-ehlo"));
+  EXPECT_THAT(client("EHLO client.example\r\nAUTH LOGIN\r\n"),
+              ElementsAre(to_upstream("EHLO client.example\r\n"), to_upstream("AUTH LOGIN\r\n", true)));
+  upstream("250-mx.example.org\r\n250 AUTH LOGIN PLAIN\r\n");
+  EXPECT_THAT(upstream("334 VXNlcm5hbWU6\r\n"), Not(Contains(any_client_send())));
+  EXPECT_EQ(cl_, banner);
+  EXPECT_THAT(fire_fault_timer(), Contains(to_client("250-mx.example.org\r\n250 AUTH LOGIN PLAIN\r\n334 VXNlcm5hbWU6\r\n")));
+  // The exchange goes on: the client's responses are read as such, masked, and the outcome passed on.
+  EXPECT_THAT(client("dXNlcg==\r\n"), ElementsAre(to_upstream("dXNlcg==\r\n", true)));
+  EXPECT_THAT(upstream("334 UGFzc3dvcmQ6\r\n"), ElementsAre(to_client("334 UGFzc3dvcmQ6\r\n")));
+  EXPECT_THAT(client("c2VjcmV0\r\n"), ElementsAre(to_upstream("c2VjcmV0\r\n", true)));
+  EXPECT_THAT(upstream("235 2.7.0 Authentication successful\r\n"),
+              ElementsAre(to_client("235 2.7.0 Authentication successful\r\n")));
+  EXPECT_THAT(client("MAIL FROM:<a@example.org>\r\n"), ElementsAre(to_upstream("MAIL FROM:<a@example.org>\r\n")));
+}
+
 // A command the client sends while that 421 waits is not taken: it could never be answered by
 // an upstream that has gone, and the session ends once the held reply is out (a review: DATA
 // went to the closed leg and the session waited for its reply for ever).
