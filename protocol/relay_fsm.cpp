@@ -1483,6 +1483,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
 // reply's own text: a hostile trial's "250 ok" and "421 then bye" in one read after the dot
 // ended with the detail "then bye".)
 void relay_fsm::pass_on_upstream_421(std::uint64_t now, const reply& r) {
+  upstream_said_421_ = true;   // a transaction the end settles (a held MAIL's) is tempfailed too
   out_.send(leg::client, r.raw, now);
   if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
   end_session(now, "upstream_closed", "upstream said 421");
@@ -2041,6 +2042,12 @@ void relay_fsm::abandon_held_line(std::uint64_t now) {
   const parsed_command parsed = faults_.take_held_line(now, decided);
   announce_command(since, body, parsed.cmd);
   out_.note(now, "the session ended while a delay fault held this command: it was never forwarded");
+  // A MAIL held so still began a transaction the client asked for: it has its record, settled
+  // as the session's end settles every transaction in flight (abandon_transactions: aborted, or
+  // tempfailed after the upstream's 421), as a held DATA's or RCPT's transaction has. A hostile
+  // trial: a sender that gave up on a held MAIL left no transaction record at all.
+  if (parsed.cmd.ph == phase::mail && parsed.fault == command_fault::none && !txns_.open())
+    begin_transaction(since, parsed.cmd);
 }
 
 void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::string_view detail) {

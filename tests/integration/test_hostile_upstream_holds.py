@@ -192,5 +192,33 @@ delay = "1s"
         self.assertEqual([(f["rule"], f["phase"]) for f in fault_records(cap)], [("slow-ehlo", "ehlo")])
 
 
+class LeavingWhileACommandIsHeld(FaultTest):
+
+    def test_a_mail_held_when_the_sender_gives_up_has_its_transaction_record(self):
+        # A hostile trial: the sender gave up (closed 2 s after its MAIL, well past the relay's
+        # "long after its last bytes") while a delay rule held its MAIL; the capture had the
+        # MAIL and the fault but no transaction record.
+        up = ScriptedAnswers()
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "slow-mail"
+type = "delay"
+phase = "mail"
+when = "command"
+delay = "5s"
+''', up)
+        c = self.greeted_client(m.port)
+        c.send(("MAIL FROM:<%s>\r\n" % FROM).encode())
+        time.sleep(2.2)
+        c.sock.close()
+        cap = self.single_capture(m)
+        self.assertEqual(cap.end["reason"], "client_closed")
+        [t] = cap.transactions
+        self.assertEqual((t["mail_from"], t["rcpt_to"], t["outcome"], t["final_reply"]), (FROM, [], "aborted", None), t)
+        self.assertEqual([(f["rule"], f["phase"]) for f in fault_records(cap)], [("slow-mail", "mail")])
+        self.assertNotIn(b"MAIL FROM:<%s>" % FROM.encode(), up.wait_for_connections(1)[0].commands)
+
+
 if __name__ == "__main__":
     unittest.main()

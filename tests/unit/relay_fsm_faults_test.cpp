@@ -747,6 +747,43 @@ TEST_F(FaultFsm, ACommandHeldWhenTheSessionEndsIsStillRecorded) {
   EXPECT_EQ(e.rule, "cmdhold");
   EXPECT_EQ(e.ph, phase::mail);
   EXPECT_THAT(obs_->notes, Contains(HasSubstr("never forwarded")));
+  // The transaction the MAIL began has its record: tempfailed, the upstream's 421 ended it.
+  const transaction_record& t = only_transaction();
+  EXPECT_EQ(t.mail_from, "alice@example.org");
+  EXPECT_EQ(t.result, outcome::tempfailed);
+}
+
+// A hostile trial: the client left (a reset; or a FIN long after its last bytes, a sender that
+// gave up) while a delay fault held its MAIL, and the capture had no transaction record for it,
+// where a held DATA's or RCPT's transaction has one. Now its record is there: aborted, the MAIL
+// never forwarded, from when the MAIL came.
+TEST_F(FaultFsm, AMailHeldWhenTheClientLeavesHasItsTransactionRecord) {
+  for (const bool reset : {true, false}) {
+    SCOPED_TRACE(reset ? "client reset" : "client gave up");
+    make();
+    greet_and_ehlo();
+    adv_->on(phase::mail, fault_stage::command, delay_of(5'000'000, "cmdhold"));
+    client(mail_from);
+    const std::uint64_t came = now_;
+    if (reset) {
+      fsm_->on_client_gone(tick(), "Connection reset by peer");
+    } else {
+      now_ += client_gave_up_after_us;
+      fsm_->on_client_eof(tick());
+    }
+    take();
+    EXPECT_TRUE(fsm_->finished());
+    EXPECT_EQ(end_reason(), "client_closed");
+    EXPECT_THAT(up_, Not(HasSubstr("MAIL")));
+    const transaction_record& t = only_transaction();
+    EXPECT_EQ(t.mail_from, "alice@example.org");
+    EXPECT_TRUE(t.rcpt_to.empty());
+    EXPECT_EQ(t.result, outcome::aborted);
+    EXPECT_FALSE(t.final_reply);
+    EXPECT_EQ(t.start_us, came);
+    EXPECT_EQ(fsm_->stats().transactions, 1u);
+    EXPECT_EQ(only_fault("delay").ph, phase::mail);
+  }
 }
 
 TEST_F(FaultFsm, CommandDelayFiredLateRecordsTheActualDelay) {
