@@ -114,7 +114,13 @@ std::vector<fs::path> resolve_captures(const std::string& name, const std::strin
     if (all.empty() && error.empty()) error = p.string() + ": no captures (*.jsonl) in this directory";
     return all;
   }
-  if (fs::exists(p, ec)) return {p};
+  if (fs::exists(p, ec)) return {p};   // a FIFO too (`<(zcat f)`): read as it comes, like cat
+  // A path that cannot be looked at is not missing: a file in a directory the user cannot enter
+  // (another user's, mode 0700) was reported "no such file".
+  if (ec && ec != std::errc::no_such_file_or_directory && ec != std::errc::not_a_directory) {
+    error = name + ": cannot reach it: " + ec.message();
+    return {};
+  }
   const fs::path base = capture_dir(dir);
   for (auto candidate : {base / name, base / (name + ".jsonl")})
     if (fs::exists(candidate, ec)) return {candidate};
