@@ -26,6 +26,7 @@
 #include "protocol/capabilities.hpp"
 #include "protocol/command.hpp"
 #include "protocol/fault.hpp"
+#include "protocol/heap_optional.hpp"
 #include "protocol/observer.hpp"
 #include "protocol/relay_options.hpp"
 #include "protocol/relay_outbox.hpp"
@@ -300,20 +301,20 @@ class fault_holds {
   phase stall_phase_ = phase::other;  // the stage the stall holds, and since when
   std::uint64_t stall_since_us_ = 0;
   std::string ehlo_name_;
-  std::optional<held_command> held_line_;
-  std::optional<reply> held_banner_;
+  heap_optional<held_command> held_line_;   // heap_optional: most sessions hold nothing (W6)
+  heap_optional<reply> held_banner_;
   std::string held_banner_bytes_;
-  std::optional<fault_decision> banner_delay_;
+  heap_optional<fault_decision> banner_delay_;
   std::uint64_t banner_arrived_us_ = 0;
   std::uint64_t connect_delay_us_ = 0;
-  std::optional<fault_decision> connect_delay_;
-  std::optional<fault_decision> held_dot_;    // delay(when=command) at data_end
+  heap_optional<fault_decision> connect_delay_;
+  heap_optional<fault_decision> held_dot_;    // delay(when=command) at data_end
   bool bdat_end_withheld_ = false;           // held_dot_ holds a BDAT message, not a dot
   std::uint64_t held_dot_since_us_ = 0;
   std::uint64_t held_dot_txn_ = 0;
   std::uint64_t withheld_dot_txn_ = 0;       // split_dot_withhold: the message whose dot never went
   std::uint64_t withheld_dot_since_us_ = 0;
-  std::optional<fault_decision> end_plan_;   // decided when DATA/BDAT arrived, for that message
+  heap_optional<fault_decision> end_plan_;   // decided when DATA/BDAT arrived, for that message
   std::uint64_t end_plan_txn_ = 0;
   bool absorbing_ = false;
   std::uint64_t wake_us_ = 0;                // the fault timer's due time (0: not armed)
