@@ -114,10 +114,14 @@ json::array faults_json(const std::vector<captures::fault_event>& faults) {
 }
 
 std::string step_key(const step_result& s) {
-    std::string key = stage_name(s) + " " + (s.recorded ? std::to_string(s.recorded->reply.code) : "-") + " -> " +
+    // The recorded reply the live one was compared with: the destination's own where the client
+    // heard another (the relay's 354 to a DATA it sent the destination RSET in place of).
+    const protocol::reply* recorded =
+        !s.recorded ? nullptr : s.recorded->destination_reply() ? s.recorded->destination_reply() : &s.recorded->reply;
+    std::string key = stage_name(s) + " " + (recorded ? std::to_string(recorded->code) : "-") + " -> " +
                       (s.live ? std::to_string(s.live->code) : std::string(to_string(s.status)));
     // Same code: name what differs ("enhanced code", "capabilities", "text").
-    if (s.recorded && s.live && s.recorded->reply.code == s.live->code && !s.differences.empty())
+    if (recorded && s.live && recorded->code == s.live->code && !s.differences.empty())
       key += " (" + s.differences.back().substr(0, s.differences.back().find(':')) + ")";
     return key;
 }

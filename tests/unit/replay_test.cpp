@@ -1707,6 +1707,12 @@ TEST(ReplayClient, AMessageAFaultAnsweredItselfIsNeverSentAndTheDestinationGetsR
   client_fsm refusing(s, o);
   converse(refusing, {"220 sink\r\n", "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n", "421 4.3.2 bye\r\n"});
   EXPECT_EQ(refusing.results()[3].status, step_status::diverged);
+  // The summary counts it by the reply compared, the destination's 250 to RSET, not the 354
+  // the relay made for the client.
+  client_run run;
+  run.results = refusing.results();
+  run.diverged = refusing.diverged();
+  EXPECT_EQ(divergence_key(run), "data 250 -> 421");
 }
 
 // The same for a BDAT message: the relay sent RSET in place of its first chunk and answered each
