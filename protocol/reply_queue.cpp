@@ -107,7 +107,7 @@ reply_slot reply_queue::pop_head() {
   return s;
 }
 
-std::deque<reply_slot>::iterator reply_queue::position(const reply_slot& s) {
+std::list<reply_slot>::iterator reply_queue::position(const reply_slot& s) {
   return std::find_if(slots_.begin(), slots_.end(), [&](const reply_slot& q) { return &q == &s; });
 }
 

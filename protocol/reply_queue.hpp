@@ -8,7 +8,7 @@
 // ready and records it.
 #pragma once
 #include <cstdint>
-#include <deque>
+#include <list>
 #include <optional>
 #include <string>
 
@@ -129,14 +129,17 @@ class reply_queue {
   const reply_slot& front() const { return slots_.front(); }
   reply_slot& back() { return slots_.back(); }
   // Every slot, oldest first (fault_holds::session_ending: the delays still holding a reply).
-  std::deque<reply_slot>::iterator begin() { return slots_.begin(); }
-  std::deque<reply_slot>::iterator end() { return slots_.end(); }
-  std::deque<reply_slot>::const_iterator begin() const { return slots_.begin(); }
-  std::deque<reply_slot>::const_iterator end() const { return slots_.end(); }
+  std::list<reply_slot>::iterator begin() { return slots_.begin(); }
+  std::list<reply_slot>::iterator end() { return slots_.end(); }
+  std::list<reply_slot>::const_iterator begin() const { return slots_.begin(); }
+  std::list<reply_slot>::const_iterator end() const { return slots_.end(); }
 
  private:
-  std::deque<reply_slot>::iterator position(const reply_slot& s);
-  std::deque<reply_slot> slots_;
+  std::list<reply_slot>::iterator position(const reply_slot& s);
+  // A list, not a deque: libstdc++'s deque allocates a map and a node of its own when it is
+  // made, empty or not (a slot is 632 bytes: one per node), in every session held idle (README
+  // "Performance", W6); and erasing a slot leaves the others where they are.
+  std::list<reply_slot> slots_;
 };
 
 }  // namespace mailtap::protocol

@@ -7,7 +7,7 @@
 // Reports nothing itself: relay_fsm hands a settled record to the observer.
 #pragma once
 #include <cstdint>
-#include <deque>
+#include <list>
 #include <optional>
 #include <string>
 
@@ -56,7 +56,7 @@ class transaction_book {
                                            const std::optional<reply>& final_reply, bool synthesized);
 
  private:
-  std::deque<transaction> txns_;
+  std::list<transaction> txns_;   // a list, not a deque: empty, it allocates nothing (reply_queue.hpp)
   std::uint64_t next_id_ = 1;
 };
 
