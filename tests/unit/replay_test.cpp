@@ -1403,7 +1403,7 @@ TEST(ReplayClient, NoBdatGoesWhereNoEhloReplyOfferedChunking) {
   client_fsm fsm(s, o);
   const auto out = converse(fsm, {"220 mx\r\n", "250 ok\r\n"});
   std::string sent;
-  for (const auto& o : out) sent += o;
+  for (const auto& bytes : out) sent += bytes;
   EXPECT_EQ(sent.find("BDAT"), std::string::npos) << sent;
   EXPECT_EQ(fsm.results().back().status, step_status::skipped) << fsm.results().back().note;
   EXPECT_TRUE(fsm.finished());
