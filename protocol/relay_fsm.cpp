@@ -1056,6 +1056,9 @@ void relay_fsm::release_end_of_data(std::uint64_t now, std::uint64_t id, std::ui
     out_.close(leg::upstream);
   }
   if (!data_failure_ && faults_.end_of_data(now, t)) return;
+  // Failed before its dot could go (refused for its line endings, the upstream's reply or loss
+  // while the recorder held the dot): a fault planned for its end never acts, and is given back.
+  if (data_failure_) faults_.give_back_end_plan(now, id, "the message failed before its end");
   faults_.stop_absorbing();
   if (!data_failure_ && faults_.message(now, t)) return;
   forward_end_of_data(now, id, arrived);
@@ -1799,7 +1802,11 @@ void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {
       if (t) settle(outcome_of_code(r.code));
       break;
     case phase::bdat:
-      if (r.klass() != 2 && !p.asked.last_chunk && p.asked.txn) bdat_message_refused_ = true;
+      if (r.klass() != 2 && !p.asked.last_chunk && p.asked.txn) {
+        bdat_message_refused_ = true;
+        // The message failed before its end: a fault planned for that end never acts.
+        faults_.give_back_end_plan(now, p.asked.txn, "the message failed before its end");
+      }
       if (t && (r.klass() != 2 || p.asked.last_chunk)) settle(outcome_of_code(r.code));
       break;
     case phase::auth:

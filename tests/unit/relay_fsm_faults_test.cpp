@@ -69,9 +69,27 @@ class scripted_advisor : public fault_advisor {
     acted.emplace_back(rule);
     return !plan_rule_spent;
   }
-  void applied(std::string_view rule) override { applied_rules.emplace_back(rule); }
-  void not_applied(std::string_view rule) override { dropped_rules.emplace_back(rule); }
+  void applied(std::string_view rule) override {
+    applied_rules.emplace_back(rule);
+    settle(rule, true);
+  }
+  void not_applied(std::string_view rule) override {
+    dropped_rules.emplace_back(rule);
+    settle(rule, false);
+  }
+  // A rule given a max_count here is held to it as policies/ holds it: reserved when decided,
+  // counted when applied, given back by not_applied; while its reservations and applications
+  // reach the count, a query it would answer proceeds instead.
+  void limit(const std::string& rule, int max_count) { caps_[rule] = {max_count, 0, 0}; }
   fault_decision decide(const fault_query& q) override {
+    fault_decision d = scripted(q);
+    if (auto it = caps_.find(d.rule); it != caps_.end() && d.what != verdict::proceed) {
+      if (it->second.reserved + it->second.injected >= it->second.max) return {};
+      ++it->second.reserved;
+    }
+    return d;
+  }
+  fault_decision scripted(const fault_query& q) {
     seen_query s;
     s.ph = q.ph;
     s.stage = q.stage;
@@ -115,8 +133,20 @@ class scripted_advisor : public fault_advisor {
   std::vector<seen_query> queries;
 
  private:
+  struct cap {
+    int max = 0;
+    int reserved = 0;
+    int injected = 0;
+  };
+  void settle(std::string_view rule, bool count) {
+    auto it = caps_.find(std::string(rule));
+    if (it == caps_.end() || it->second.reserved == 0) return;
+    --it->second.reserved;
+    if (count) ++it->second.injected;
+  }
   std::map<std::pair<phase, fault_stage>, std::deque<fault_decision>> once_;
   std::map<std::pair<phase, fault_stage>, fault_decision> always_;
+  std::map<std::string, cap> caps_;
 };
 
 // ---------------------------------------------------------------- decisions
@@ -1744,6 +1774,69 @@ TEST_F(FaultFsm, ARulePlannedForAPipelinedBdatMessageWithNoRecipientAcceptedIsNo
   EXPECT_THAT(cl_, EndsWith("250 2.0.0 Ok: queued\r\n"));
   EXPECT_EQ(fsm_->stats().faults_injected, 1u);
   EXPECT_THAT(adv_->applied_rules, ElementsAre("void"));
+}
+
+// A delay planned for a message's end (max_count 1) whose message failed before that end (the
+// destination refused its first BDAT chunk) was neither applied nor given back then: it stayed
+// reserved, its max_count used up for every other session, until the client began another
+// message (or the session ended), and no note said it was not applied. It is given back as the
+// message fails, with a note; the next message gets it.
+TEST_F(FaultFsm, AnEndOfDataDelayWhoseMessageFailedBeforeItsEndActsOnTheNextMessage) {
+  greet_and_ehlo();
+  adv_->always(phase::data_end, fault_stage::command, delay_of(2'000'000, "slow-end"));
+  adv_->limit("slow-end", 1);
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  client("BDAT 2\r\nab");
+  upstream("552 5.3.4 Message too big\r\n");   // the first chunk refused: the message fails
+  client("BDAT 1 LAST\r\nc");
+  upstream("503 5.5.1 Error: no valid recipients\r\n");
+  EXPECT_THAT(cl_, EndsWith("552 5.3.4 Message too big\r\n503 5.5.1 Error: no valid recipients\r\n"));
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("slow-end")) << "the plan of the failed message is given back";
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("fault slow-end not applied")));
+  // The second message: its dot is held by the delay.
+  client(mail_from + rcpt_carol);
+  upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+  client("DATA\r\n");
+  upstream("354 End data with <CR><LF>.<CR><LF>\r\n");
+  client("body\r\n.\r\n");
+  EXPECT_THAT(up_, EndsWith("body\r\n")) << "the second message's dot was not held";
+  fire_fault_timer();
+  EXPECT_THAT(up_, EndsWith("body\r\n.\r\n"));
+  upstream("250 2.0.0 Ok: queued as Q2\r\n");
+  EXPECT_THAT(cl_, EndsWith("250 2.0.0 Ok: queued as Q2\r\n"));
+  EXPECT_EQ(only_fault("delay").rule, "slow-end");
+  EXPECT_THAT(adv_->applied_rules, ElementsAre("slow-end"));
+}
+
+// A DATA message that fails before its dot can go (refused for its bare line endings; the
+// destination replying while the dot waits for the recorder): the delay planned for its end
+// never acts, and is given back then, with a note, not left reserved until the session's
+// advisor is gone (its max_count used up for every other session meanwhile).
+TEST_F(FaultFsm, AnEndOfDataDelayWhoseDataMessageFailedBeforeItsDotIsGivenBack) {
+  adv_->on(phase::data_end, fault_stage::command, delay_of(2'000'000, "slow-end"));
+  open_data();
+  client("bare\nline\r\n.\r\n");
+  EXPECT_THAT(cl_, HasSubstr("550 5.6.0"));
+  EXPECT_THAT(obs_->faults_with("delay"), IsEmpty());
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("slow-end"));
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("fault slow-end not applied: the message failed before its end")));
+}
+
+TEST_F(FaultFsm, AnEndOfDataDelayWhoseDotWaitedForTheCaptureWhenTheUpstreamRepliedIsGivenBack) {
+  relay_options o;
+  o.end_waits_for_capture = true;
+  make(o);
+  adv_->on(phase::data_end, fault_stage::command, delay_of(2'000'000, "slow-end"));
+  open_data();
+  client("body\r\n.\r\n");   // the dot waits for the recorder
+  upstream("554 5.7.1 Go away\r\n");
+  fsm_->on_capture_settled(tick(), false);
+  take();
+  EXPECT_THAT(cl_, HasSubstr("554 5.7.1 Go away\r\n"));
+  EXPECT_THAT(obs_->faults_with("delay"), IsEmpty());
+  EXPECT_THAT(adv_->dropped_rules, ElementsAre("slow-end"));
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("fault slow-end not applied: the message failed before its end")));
 }
 
 // A delay acts from the moment it holds something: a session that ends during it was held by
