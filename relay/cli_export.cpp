@@ -23,7 +23,12 @@ std::optional<captures::capture> read_one(const export_flags& f, const char* com
   std::string error;
   const auto paths = resolve_captures(f.capture, f.dir, error);
   if (!error.empty() || paths.size() != 1) {
-    if (error.empty()) error = f.capture + ": names " + std::to_string(paths.size()) + " captures; export takes one";
+    // A directory's captures come oldest first (resolve_captures): the line names the oldest and
+    // the newest, so that one of them can be given.
+    if (error.empty() && paths.size() > 1)
+      error = f.capture + ": names " + std::to_string(paths.size()) + " captures (oldest " +
+              paths.front().filename().string() + ", newest " + paths.back().filename().string() +
+              "); export takes one";
     std::fprintf(stderr, "mailtap export %s: %s\n", command, error.c_str());
     return std::nullopt;
   }

@@ -17,9 +17,6 @@
 #include <string>
 #include <vector>
 
-#include <boost/json.hpp>
-
-#include "captures/index_summary.hpp"
 #include "captures/reader.hpp"
 #include "config_reader/duration.hpp"
 #include "relay/cli.hpp"
@@ -187,34 +184,6 @@ bool auth_password_of(const client_opts& o, std::string& password, std::string& 
   return true;
 }
 
-// The start time in a capture's header (its first line's started_at, captures/FORMAT.md), in µs
-// since the epoch; none when the first line holds no readable one.
-std::optional<std::int64_t> started_at_us(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::string first;
-  if (!std::getline(in, first)) return std::nullopt;
-  boost::system::error_code ec;
-  const auto header = boost::json::parse(first, ec);
-  const auto* started = !ec && header.is_object() ? header.as_object().if_contains("started_at") : nullptr;
-  if (!started || !started->is_string()) return std::nullopt;
-  return captures::parse_rfc3339_us(std::string_view(started->as_string()));
-}
-
-// A directory's captures oldest first, as the help says, by the start time each header holds:
-// its file names need not say it (a renamed copy, "evidence.jsonl", sorted by name before the
-// session it followed; a trial replayed a directory in name order). Those without one come
-// after, in the order they were listed.
-void oldest_first(std::vector<std::filesystem::path>& paths) {
-  std::vector<std::pair<std::optional<std::int64_t>, std::filesystem::path>> keyed;
-  keyed.reserve(paths.size());
-  for (auto& p : paths) keyed.emplace_back(started_at_us(p), std::move(p));
-  std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) {
-    if (!a.first || !b.first) return a.first.has_value() && !b.first.has_value();
-    return *a.first < *b.first;
-  });
-  for (std::size_t i = 0; i < paths.size(); ++i) paths[i] = std::move(keyed[i].second);
-}
-
 void print_runs(const std::vector<replay::client_run>& runs, bool json, bool several) {
   if (json) {
     for (const auto& r : runs) std::cout << replay::render_client_json(r) << "\n";
@@ -282,10 +251,9 @@ void run_client(const client_opts& o, int& exit_code) {
       unreadable = true;
       error.clear();
     }
+    // A directory's captures come oldest first (resolve_captures, as for show and diagnose).
     std::error_code fec;
-    const bool directory = std::filesystem::is_directory(name, fec);
-    if (directory) oldest_first(found);
-    several = several || directory;
+    several = several || std::filesystem::is_directory(name, fec);
     paths.insert(paths.end(), found.begin(), found.end());
   }
   several = several || paths.size() > 1;

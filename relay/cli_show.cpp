@@ -1,10 +1,13 @@
 // `mailtap show CAPTURE... [--json]` and `mailtap check-config FILE`.
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <string_view>
 #include <system_error>
 #include <vector>
@@ -12,6 +15,7 @@
 #include <boost/json.hpp>
 
 #include "admin/address_policy.hpp"
+#include "captures/index_summary.hpp"
 #include "captures/reader.hpp"
 #include "captures/show.hpp"
 #include "policies/engine.hpp"
@@ -35,46 +39,72 @@ bool is_capture_file(const fs::directory_entry& e) {
   return e.is_regular_file(ec) && e.path().extension() == ".jsonl";
 }
 
-// The header's started_at ("2026-12-05T18:47:36.549744Z", captures/FORMAT.md), read from the
-// first line alone; "" when there is none.
-std::string started_at_of(const fs::path& path) {
-  std::ifstream in(path);
-  std::string first;
-  if (!std::getline(in, first)) return {};
+// The start time in a capture's header (its first line's started_at, captures/FORMAT.md), in µs
+// since the epoch; none when the first line holds no readable one (a header not written yet, a
+// session just begun; another program's JSON Lines). Only the first 64 KiB are read: a header
+// is far shorter, and a large file without a line end is no capture.
+std::optional<std::int64_t> started_at_us(const fs::path& path) {
+  constexpr std::streamsize most = 64 * 1024;
+  std::ifstream in(path, std::ios::binary);
+  std::string first(static_cast<std::size_t>(most), '\0');
+  if (!in.getline(first.data(), most) && in.gcount() == 0) return std::nullopt;
+  first.resize(std::strlen(first.c_str()));
   boost::system::error_code ec;
   const auto header = boost::json::parse(first, ec);
   const auto* started = !ec && header.is_object() ? header.as_object().if_contains("started_at") : nullptr;
-  return started && started->is_string() ? std::string(started->as_string()) : std::string();
+  if (!started || !started->is_string()) return std::nullopt;
+  return captures::parse_rfc3339_us(std::string_view(started->as_string()));
 }
 
-// A directory's captures in start order. Names begin with the session's UTC start second, then
-// the relay run's nonce and session number (relay/session.cpp): name order is start order within
-// one run, but not between two runs (a restart, two relays on one directory) in the same second.
-// Those are ordered by the headers' started_at, to the microsecond.
-std::vector<fs::path> captures_in(const fs::path& dir, std::string& error) {
+// Captures oldest first, as README "Command line" says of a directory, for every command that
+// takes one (show, diagnose, export, replay client): by the start time each header holds, to
+// the microsecond. File names need not say it: a renamed copy (b-first.jsonl holding the older
+// session sorted after a-second.jsonl), two relay runs or relays on one directory in the same
+// second (a name holds the start second, the run's nonce, the session number: relay/session.cpp).
+// Those without a start time come last, in the order given (captures_in: by name).
+void oldest_first(std::vector<fs::path>& paths) {
+  std::vector<std::pair<std::optional<std::int64_t>, fs::path>> keyed;
+  keyed.reserve(paths.size());
+  for (auto& p : paths) keyed.emplace_back(started_at_us(p), std::move(p));
+  std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) {
+    if (!a.first || !b.first) return a.first.has_value() && !b.first.has_value();
+    return *a.first < *b.first;
+  });
+  for (std::size_t i = 0; i < paths.size(); ++i) paths[i] = std::move(keyed[i].second);
+}
+
+// A directory's capture files (*.jsonl), by name; `error` when it cannot be listed.
+std::vector<fs::path> listed_in(const fs::path& dir, std::string& error) {
   std::vector<fs::path> out;
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
     if (is_capture_file(*it)) out.push_back(it->path());
   if (ec) error = dir.string() + ": cannot list the directory: " + ec.message();
   std::sort(out.begin(), out.end());
-  constexpr std::size_t second_prefix = 15;   // "20261205-184736"
-  auto second_of = [](const fs::path& p) { return p.filename().string().substr(0, second_prefix); };
-  for (auto first = out.begin(); first != out.end();) {
-    auto last = std::find_if(first, out.end(), [&](const fs::path& p) { return second_of(p) != second_of(*first); });
-    if (last - first > 1) {
-      std::vector<std::pair<std::string, fs::path>> keyed;
-      // A header not written yet (a session just begun): the newest of its second, last.
-      for (auto it = first; it != last; ++it) {
-        std::string started = started_at_of(*it);
-        keyed.emplace_back(started.empty() ? std::string("~") : std::move(started), *it);
-      }
-      std::stable_sort(keyed.begin(), keyed.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-      for (auto& [started, path] : keyed) *first++ = std::move(path);
-    }
-    first = last;
-  }
   return out;
+}
+
+// A directory's captures, oldest first.
+std::vector<fs::path> captures_in(const fs::path& dir, std::string& error) {
+  auto out = listed_in(dir, error);
+  oldest_first(out);
+  return out;
+}
+
+// The newest capture the relay named in `dir` (a renamed copy or another program's *.jsonl is
+// never it). Its name begins with its UTC start second ("20261205-184736"), so only the files of
+// the last second are read, and put oldest first like any others: the last is the newest (one
+// whose header is not written yet, a session just begun, among them).
+std::optional<fs::path> latest_in(const fs::path& dir, std::string& error) {
+  auto all = listed_in(dir, error);
+  std::erase_if(all, [](const fs::path& p) { return !is_relay_session_id(p.stem().string()); });
+  if (all.empty()) return std::nullopt;
+  constexpr std::size_t second_prefix = 15;
+  auto second_of = [](const fs::path& p) { return p.filename().string().substr(0, second_prefix); };
+  const std::string last_second = second_of(all.back());
+  std::erase_if(all, [&](const fs::path& p) { return second_of(p) != last_second; });
+  oldest_first(all);
+  return all.back();
 }
 
 // Prints one capture; false (and a line on stderr) when it cannot be read.
@@ -102,11 +132,10 @@ std::vector<fs::path> resolve_captures(const std::string& name, const std::strin
   if (name == latest_word && !fs::exists(name, ec)) {
     // Only a capture the relay named has its start in its name: a renamed copy or another
     // program's *.jsonl ("app.jsonl" sorts after every date) is never the latest.
-    auto all = captures_in(capture_dir(dir), error);
-    std::erase_if(all, [](const fs::path& p) { return !is_relay_session_id(p.stem().string()); });
-    if (all.empty() && error.empty()) error = capture_dir(dir).string() + ": no captures to show as 'latest'";
-    if (all.empty()) return {};
-    return {all.back()};
+    auto newest = latest_in(capture_dir(dir), error);
+    if (!newest && error.empty()) error = capture_dir(dir).string() + ": no captures to show as 'latest'";
+    if (!newest) return {};
+    return {*newest};
   }
   fs::path p(name);
   if (fs::is_directory(p, ec)) {

@@ -1,6 +1,7 @@
 """`mailtap show` and `mailtap diagnose` named a path they cannot read: one line on stderr that
 names it and says why, exit 2, nothing on stdout. A FIFO is read as it comes, as cat reads it
-(`mailtap show <(zcat capture.jsonl.gz)`), never refused.
+(`mailtap show <(zcat capture.jsonl.gz)`), never refused. A directory's captures are taken
+oldest first, by the start time in each header, whatever their file names.
 
 Run: MAILTAP_BIN=/path/to/mailtap python3 -m unittest test_capture_paths
 """
@@ -11,7 +12,7 @@ import subprocess
 import threading
 import unittest
 
-from harness import HERE, IntegrationTest, mailtap_bin, scaled
+from harness import HERE, IntegrationTest, mailtap_bin, run_mailtap, scaled
 
 GOLDEN = os.path.join(HERE, "..", "golden", "show_text.jsonl")
 NOBODY = 65534
@@ -106,6 +107,37 @@ class CapturePathTest(IntegrationTest):
             self.assertIn(p.returncode, (0, 1), (command, err))   # diagnose: 1 when it finds an error
             doc = json.loads(out.decode().splitlines()[0])
             self.assertEqual(doc.get("id", doc.get("session")), self.golden_id, (command, out))
+
+    def test_a_directory_is_shown_and_diagnosed_oldest_first_whatever_its_file_names(self):
+        """README 'Command line': a directory stands for all its captures, oldest first. Both
+        went in file-name order: copies named against their order (b-first.jsonl holds the older
+        session) came a-second.jsonl first."""
+        m = self.start_mailtap()
+        for sender in ("first@order.test", "second@order.test"):
+            code, transcript = self.swaks(m.port, "--to", "a@order.test", "--from", sender)
+            self.assertEqual(code, 0, transcript)
+        caps = sorted(m.wait_captures(2), key=lambda c: c.header["started_at"])
+        m.stop()
+        d = os.path.join(self.workdir, "copies")
+        os.makedirs(d)
+        for cap, name in zip(caps, ("b-first.jsonl", "a-second.jsonl")):
+            shutil.copyfile(cap.path, os.path.join(d, name))
+        self.assertLess(caps[0].header["started_at"], caps[1].header["started_at"])
+        in_start_order = [c.header["session"] for c in caps]
+        r = run_mailtap(["show", d, "--json"])
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual([json.loads(l)["id"] for l in r.stdout.decode().splitlines()], in_start_order)
+        r = run_mailtap(["show", d])
+        self.assertEqual(r.returncode, 0, r)
+        shown = [l.split()[1] for l in r.stdout.decode().splitlines() if l.startswith("session ")]
+        self.assertEqual(shown, in_start_order, r.stdout.decode())
+        r = run_mailtap(["diagnose", d, "--json"])
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual([json.loads(l)["session"] for l in r.stdout.decode().splitlines()], in_start_order)
+        r = run_mailtap(["diagnose", d])
+        self.assertEqual(r.returncode, 0, r)
+        summary = [l.split()[0] for l in r.stdout.decode().split("\n\n")[0].splitlines()]
+        self.assertEqual(summary, ["b-first.jsonl", "a-second.jsonl"], r.stdout.decode())
 
 
 if __name__ == "__main__":

@@ -157,6 +157,37 @@ class Export(IntegrationTest):
             self.assertEqual(len(r.stderr.decode().splitlines()), 1, r)
             self.assertIn("absent.jsonl", r.stderr.decode())
 
+    def test_a_directory_of_several_captures_names_its_oldest_and_newest(self):
+        """README 'Command line': a directory stands for its captures oldest first. export takes
+        one, and the line refusing several names the oldest and the newest by the start time in
+        their headers, whatever their file names (it went in file-name order: copies named
+        against their order, b-first.jsonl holding the older session, had a-second.jsonl first)."""
+        sink = self.start_smtp_sink(dump=False)
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, sink.port), env=self.env)
+        for sender in ("first@order.test", "second@order.test"):
+            code, transcript = self.swaks(m.port, "--from", sender, "--to", "bob@example.test")
+            self.assertEqual(code, 0, transcript)
+        caps = sorted(m.wait_captures(2), key=lambda c: c.header["started_at"])
+        m.stop()
+        self.assertLess(caps[0].header["started_at"], caps[1].header["started_at"])
+        d = os.path.join(self.workdir, "copies")
+        os.makedirs(d)
+        for cap, name in zip(caps, ("b-first.jsonl", "a-second.jsonl")):
+            shutil.copyfile(cap.path, os.path.join(d, name))
+        for kind, output in (("pcap", os.path.join(self.workdir, "x.pcap")), ("eml", os.path.join(self.workdir, "eml"))):
+            r = run_mailtap(["export", kind, d, "-o", output])
+            self.assertEqual((r.returncode, r.stdout), (2, b""), r)
+            err = r.stderr.decode().splitlines()
+            self.assertEqual(err, ["mailtap export %s: %s: names 2 captures (oldest b-first.jsonl, newest "
+                                   "a-second.jsonl); export takes one" % (kind, d)], r)
+            self.assertFalse(os.path.exists(output), "nothing written")
+        # A directory of one is that capture, exported.
+        os.remove(os.path.join(d, "a-second.jsonl"))
+        r = run_mailtap(["export", "eml", d, "-o", os.path.join(self.workdir, "eml")])
+        self.assertEqual(r.returncode, 0, r)
+        written = r.stdout.decode().split()
+        self.assertEqual([os.path.basename(p) for p in written], ["%s-1.eml" % caps[0].header["session"]], r)
+
 
 if __name__ == "__main__":
     unittest.main()
