@@ -112,16 +112,23 @@ bool relay_cancelled_auth(const conversation& c, const exchange& x) {
 }
 
 // The delay fault (when = "command") that held the client's end of data or a command when the
-// destination's reply came at `t_us`, or null: its record is written as the hold ends
+// destination's reply `x` came, or null: its record is written as the hold ends
 // (protocol/fault_holds.cpp: "end of data held...", "command held..."), after the hold's actual
-// delay. Meanwhile the destination waited for what the rule held.
-const captures::fault_event* hold_around(const conversation& c, std::uint64_t t_us) {
+// delay. Meanwhile the destination waited for what the rule held, unless `x` answers a command
+// that went to it before: a MAIL pipelined ahead of the RCPT the rule held, answered 421 while
+// the destination still had it (a review: that 421 was the rule's, and the rule's own record
+// was left out as cited).
+const captures::fault_event* hold_around(const conversation& c, const exchange& x) {
+  const std::uint64_t t_us = x.reply->t_us;
   for (const auto* e : c.timeline) {
     const auto* fe = std::get_if<captures::fault_event>(e);
     if (!fe || fe->fault.decision != "delay") continue;
     const auto& detail = fe->fault.detail;
     if (!detail.starts_with("end of data held") && !detail.starts_with("command held")) continue;
-    if (fe->t_us >= t_us && fe->t_us - std::min(fe->t_us, fe->fault.actual_delay_us) <= t_us) return fe;
+    const std::uint64_t began = fe->t_us - std::min(fe->t_us, fe->fault.actual_delay_us);
+    if (fe->t_us < t_us || began > t_us) continue;
+    const bool answers_a_command_sent_before = x.command && (x.ph != fe->fault.ph || x.command->t_us < began);
+    if (!answers_a_command_sent_before) return fe;
   }
   return nullptr;
 }
@@ -247,7 +254,7 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
     }
     f.evidence = evidence_of(x);
     const captures::fault_event* hold =
-        x.source == origin::server && v.mode == "service_closing" ? hold_around(c, x.reply->t_us) : nullptr;
+        x.source == origin::server && v.mode == "service_closing" ? hold_around(c, x) : nullptr;
     if (hold) {
       blame_the_hold(x, *hold, f);
     } else if (x.fault && x.source == origin::server) {

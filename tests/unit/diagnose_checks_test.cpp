@@ -1343,6 +1343,26 @@ TEST(CheckReplies, ADestinations421DuringADelayRulesHoldIsTheRules) {
   EXPECT_EQ(f->rule, "");
 }
 
+// A review: the destination's 421 to a MAIL pipelined ahead of the RCPT a delay rule held came
+// 20 ms into the hold. It answered the MAIL the destination had; the hold caused nothing.
+TEST(CheckReplies, A421ToACommandSentBeforeTheHoldIsTheDestinationsNotTheRules) {
+  builder b;
+  b.reply(1, 220, {"mx ESMTP"}).cmd(2, "EHLO x").reply(3, 250, {"mx", "PIPELINING"})
+      .cmd(10, "MAIL FROM:<a@b>")
+      .reply(30, 421, {"4.7.0 mx Error: too many errors"})
+      .cmd(10, "RCPT TO:<c@d>")
+      .fault(30, "hold-rcpt", "delay", "delay", phase::rcpt, "command held before forwarding", 20'000);
+  b.txn(protocol::outcome::tempfailed, captures::reply_summary{421, "4.7.0", "mx Error: too many errors"}, 10, 30)
+      .ended("upstream_closed", "upstream said 421");
+  const auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "service_closing");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->source, origin::server);
+  EXPECT_EQ(f->rule, "");
+  EXPECT_THAT(f->title, testing::Not(testing::HasSubstr("delay rule")));
+  EXPECT_NE(find(d, "fault_injected"), nullptr) << "the rule caused no finding, so it is reported on its own";
+}
+
 TEST(CheckReplies, TheRelaysOwnClosing421IsNotTheDestinations) {
   builder b;
   b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").reply(3, 250, {"mx"}).cmd(4, "NOOP")
