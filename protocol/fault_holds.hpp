@@ -147,6 +147,7 @@ class fault_holds {
   // The held line's delay still runs: its timer is set, nothing is parsed.
   bool line_waits(std::uint64_t now);
   bool line_held() const { return held_line_.has_value(); }
+  bool line_held_is(phase ph) const { return held_line_ && held_line_->parsed.cmd.ph == ph; }
   // When the held line came (its stage starts there: the hold is the relay's time), which may
   // be before the hold began (it waited for the upstream leg to be secured).
   std::uint64_t held_line_since() const { return held_line_ ? held_line_->arrived_us : 0; }

@@ -816,6 +816,42 @@ TEST_F(FaultFsm, AMailHeldWhenTheClientLeavesHasItsTransactionRecord) {
   }
 }
 
+// The same for a RCPT (0f047fd did it for MAIL): a RCPT a delay held when the session ended
+// was recorded as a command, but its transaction's record did not list it. It is listed now,
+// without a code, as any recipient the destination never answered; its transaction is settled
+// as every transaction in flight is (aborted, or tempfailed after the upstream's 421).
+TEST_F(FaultFsm, ARcptHeldWhenTheSessionEndsIsListedInItsTransactionRecord) {
+  for (const int how : {0, 1, 2}) {
+    SCOPED_TRACE(how == 0 ? "client reset" : how == 1 ? "client gave up" : "upstream said 421");
+    make();
+    greet_and_ehlo();
+    adv_->on(phase::rcpt, fault_stage::command, fault_decision{});   // bob's: forwarded
+    adv_->on(phase::rcpt, fault_stage::command, delay_of(5'000'000, "cmdhold"));
+    client(mail_from + rcpt_bob + rcpt_carol);   // carol held
+    EXPECT_THAT(up_, Not(HasSubstr("carol")));
+    if (how == 0) {
+      fsm_->on_client_gone(tick(), "Connection reset by peer");
+    } else if (how == 1) {
+      upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+      now_ += client_gave_up_after_us;
+      fsm_->on_client_eof(tick());
+    } else {
+      upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n421 4.4.2 mx.example.org Error: timeout exceeded\r\n");
+    }
+    take();
+    if (!fsm_->finished()) fire_fault_timer();
+    EXPECT_TRUE(fsm_->finished());
+    EXPECT_THAT(up_, Not(HasSubstr("carol")));
+    const transaction_record& t = only_transaction();
+    EXPECT_THAT(t.rcpt_to, ElementsAre("bob@example.org", "carol@example.org"));
+    if (how == 0) EXPECT_THAT(t.rcpt_codes, IsEmpty());
+    else EXPECT_THAT(t.rcpt_codes, ElementsAre(250)) << "carol has no code: the destination never answered her";
+    EXPECT_EQ(t.result, how == 2 ? outcome::tempfailed : outcome::aborted);
+    EXPECT_EQ(t.final_reply.has_value(), how == 2) << "the upstream's 421, passed on, is its final reply";
+    EXPECT_EQ(only_fault("delay").ph, phase::rcpt);
+  }
+}
+
 TEST_F(FaultFsm, CommandDelayFiredLateRecordsTheActualDelay) {
   greet_and_ehlo();
   adv_->on(phase::mail, fault_stage::command, delay_of(2'000'000));
