@@ -170,11 +170,13 @@ void client_fsm::on_server_closed(std::uint64_t now_us) {
     auto& res = results_[inflight_.front()];
     if (res.recorded && !res.recorded->stands_for_close) break;
     res.status = step_status::matched;
-    res.note = res.recorded ? "the server closed the connection without a reply, as the recorded destination did (the "
+    // What was said of the step as it went (the RSET sent in place of its DATA) is kept after it.
+    std::string closed = res.recorded ? "the server closed the connection without a reply, as the recorded destination did (the "
                               "relay's " + std::to_string(res.recorded->reply.code) + " stood for its close: " +
                                   script_.end_reason + ")"
                             : "the server closed the connection without a reply, as when recorded (" +
                                   script_.end_reason + ")";
+    res.note = res.note.empty() ? std::move(closed) : std::move(closed) + "; " + res.note;
     settle(inflight_.front(), now_us);
     inflight_.pop_front();
   }
@@ -620,8 +622,10 @@ void client_fsm::send_step(std::size_t i, std::uint64_t now_us) {
     std::string& note = results_[i + 1].note;
     note += (note.empty() ? "" : "; ") + sent + " sent in its place, as the relay sent the recorded destination " +
             sent + " and never this " + (st.kind == step_kind::bdat ? "BDAT chunk" : "DATA") +
-            " (a fault rule answered the message itself); the live reply is compared with the destination's to " +
-            sent;
+            " (a fault rule answered the message itself); " +
+            (st.in_place_reply ? "the live reply is compared with the destination's to " + sent
+                               : "the recorded destination never answered that " + sent +
+                                     " (the session ended first)");
   }
   if (as_relayed && st.relayed != st.bytes)
     results_[i + 1].note += std::string(results_[i + 1].note.empty() ? "" : "; ") + "sent as the relay forwarded it to the recorded destination (" +

@@ -390,10 +390,14 @@ void keep_relayed_messages(const std::vector<step*>& steps, std::vector<std::opt
 
 // The steps the relay sent the destination its own command in place of (step::sent_in_place):
 // where a fault rule answers a message itself, the relay sends RSET upstream where the client sent
-// DATA, or its first BDAT chunk (protocol/fault_holds.cpp plan_end_of_data), and the pairing
-// names the client's command it went in place of (diagnose/conversation.hpp `in_place_of`), with
-// the destination's reply to it. The message after such a DATA, and the chunks of such a BDAT
-// message after it, never went: the destination had no message open (step::answered_by_fault).
+// DATA, or its first BDAT chunk (protocol/fault_holds.cpp plan_end_of_data), and records it right
+// after the client's command, at the same time (captures/FORMAT.md `command`). Where the
+// destination answered it, the pairing names the client's command it went in place of
+// (diagnose/conversation.hpp `in_place_of`), with the destination's reply to it; where the session
+// ended first (the destination closed, or never answered), no reply pairs them, and the records
+// alone say it, by the same rule (captures/reply_pairing.hpp): `in_place_reply` is then none. The
+// message after such a DATA, and the chunks of such a BDAT message after it, never went: the
+// destination had no message open (step::answered_by_fault).
 // The client's line steps are its `command` records, one per line, in order.
 void mark_sent_in_place(const captures::capture& c, const diagnose::conversation& conv, const std::vector<step*>& steps) {
   std::vector<const captures::command_event*> client_lines;
@@ -403,20 +407,23 @@ void mark_sent_in_place(const captures::capture& c, const diagnose::conversation
   std::vector<step*> line_steps;
   for (step* st : steps)
     if (st->kind != step_kind::message && !st->unfinished) line_steps.push_back(st);
-  for (const auto& x : conv.exchanges) {
-    if (!x.in_place_of || !x.command || x.command->leg != leg::upstream || x.reply->leg != leg::upstream) continue;
-    const auto at = std::find(client_lines.begin(), client_lines.end(), x.in_place_of);
+  auto mark = [&](const captures::command_event* client_line, const captures::command_event& relay_command,
+                  const captures::reply_event* answer) {
+    const auto at = std::find(client_lines.begin(), client_lines.end(), client_line);
     const auto k = static_cast<std::size_t>(at - client_lines.begin());
-    if (at == client_lines.end() || k >= line_steps.size()) continue;
+    if (at == client_lines.end() || k >= line_steps.size()) return;
     step& st = *line_steps[k];
     const bool data = st.kind == step_kind::command && st.ph == protocol::phase::data;
-    if (!data && st.kind != step_kind::bdat) continue;
-    st.sent_in_place = x.command->text + "\r\n";
-    st.in_place_reply = x.reply->reply;
-    st.in_place_reply->raw.clear();   // rebuilt by the reader: not bytes that were on the wire
-    // What the client heard was the relay's (its 354, its 250 to a chunk): it stood for this one.
-    if (st.reply && st.reply->source == reply_source::relay && !st.reply->server_reply)
-      st.reply->server_reply = st.in_place_reply;
+    if (!data && st.kind != step_kind::bdat) return;
+    if (!st.sent_in_place.empty()) return;
+    st.sent_in_place = relay_command.text + "\r\n";
+    if (answer) {
+      st.in_place_reply = answer->reply;
+      st.in_place_reply->raw.clear();   // rebuilt by the reader: not bytes that were on the wire
+      // What the client heard was the relay's (its 354, its 250 to a chunk): it stood for this one.
+      if (st.reply && st.reply->source == reply_source::relay && !st.reply->server_reply)
+        st.reply->server_reply = st.in_place_reply;
+    }
     const auto self = std::find(steps.begin(), steps.end(), &st);
     bool last = st.kind == step_kind::bdat && st.last_chunk;
     for (auto it = self + 1; it != steps.end() && !last; ++it) {
@@ -425,6 +432,24 @@ void mark_sent_in_place(const captures::capture& c, const diagnose::conversation
       later.answered_by_fault = true;
       last = data || later.last_chunk;
     }
+  };
+  for (const auto& x : conv.exchanges) {
+    if (!x.in_place_of || !x.command || x.command->leg != leg::upstream || x.reply->leg != leg::upstream) continue;
+    mark(x.in_place_of, *x.command, x.reply);
+  }
+  // Unanswered: a relay command recorded right after a client's command, at its time, that no
+  // reply answers (a trial: the destination closed on the relay's RSET, and the replay sent DATA
+  // and closed the connection inside the message).
+  const captures::command_event* before = nullptr;
+  for (const captures::event* e : conv.timeline) {
+    const auto* cmd = std::get_if<captures::command_event>(e);
+    if (!cmd) continue;
+    const bool relays_own = cmd->leg == leg::upstream && cmd->dir == direction::out;
+    if (relays_own && before && before->leg == leg::client && before->dir == direction::in &&
+        before->t_us == cmd->t_us &&
+        std::none_of(conv.exchanges.begin(), conv.exchanges.end(), [&](const auto& x) { return x.command == cmd; }))
+      mark(before, *cmd, nullptr);
+    before = cmd;
   }
 }
 

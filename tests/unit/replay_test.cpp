@@ -1754,6 +1754,52 @@ TEST(ReplayClient, ABdatMessageAFaultAnsweredItselfGetsRsetInPlaceOfItsFirstChun
   EXPECT_FALSE(fsm.diverged());
 }
 
+// The same message where the destination never answered the relay's RSET (it closed: the client
+// heard the relay's own 421 4.4.2 for that, end upstream_closed): no reply pairs the RSET with the
+// client's DATA, but its record does, right after the DATA at its time (captures/FORMAT.md
+// `command`). The replay sends RSET there too, not DATA (it sent DATA and closed the connection
+// inside the message the live server then opened), and expects the live server to close.
+TEST(ReplayClient, TheRelaysRsetInPlaceOfDataThatTheDestinationNeverAnsweredIsWhatTheReplaySends) {
+  capture_builder b;
+  b.server(1000, "220 mx.test ESMTP\r\n")
+      .client(2000, "MAIL FROM:<a@x>\r\n")
+      .server(3000, "250 2.1.0 Ok\r\n")
+      .client(4000, "RCPT TO:<b@y>\r\n")
+      .server(5000, "250 2.1.5 Ok\r\n")
+      .client(6000, "DATA\r\n")
+      .note(6000, "fault bh answers this message itself: the upstream gets RSET, never the message");
+  b.c.events.push_back(captures::command_event{6000, leg::upstream, direction::out, "RSET"});
+  b.forwarded(6000, "RSET\r\n")
+      .note(6200, "upstream_closed: upstream closed the connection")
+      .relay(6200, "421 4.4.2 mailtap upstream connection lost\r\n")
+      .end(6200, "upstream_closed");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 3u);
+  EXPECT_EQ(s.steps[2].sent_in_place, "RSET\r\n");
+  EXPECT_FALSE(s.steps[2].in_place_reply.has_value());
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  const auto out = converse(fsm, {"220 sink\r\n", "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n"});
+  EXPECT_EQ(all_sent(out), "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRSET\r\n");   // never DATA
+  EXPECT_FALSE(fsm.finished());
+  fsm.on_server_closed(100);   // the live server closes on the RSET, as the recorded one did
+  EXPECT_TRUE(fsm.finished());
+  const auto& data = fsm.results().back();
+  EXPECT_EQ(data.status, step_status::matched) << data.note;
+  EXPECT_NE(data.note.find("never answered that RSET"), std::string::npos) << data.note;
+  EXPECT_FALSE(fsm.diverged());
+  // A live server answering the RSET went on where the recorded one closed: diverged, by the
+  // relay's 421 that stood for the close.
+  client_fsm answering(s, o);
+  converse(answering, {"220 sink\r\n", "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n", "250 2.0.0 Ok\r\n"});
+  EXPECT_EQ(answering.results().back().status, step_status::diverged);
+  client_run run;
+  run.results = answering.results();
+  run.diverged = answering.diverged();
+  EXPECT_EQ(divergence_key(run), "data 421 -> 250");
+}
+
 // A BDAT the relay refused (the destination offered no CHUNKING: 502, closed) never went
 // upstream, its chunk neither; a live server without CHUNKING would read that chunk as commands.
 // A last chunk whose last byte the relay withheld (the capture could not be written) is sent
