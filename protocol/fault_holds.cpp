@@ -211,10 +211,16 @@ void fault_holds::drop_held_end_of_data(std::uint64_t now) {
 }
 
 std::optional<fault_holds::dropped_dot> fault_holds::drop_held_dot(std::uint64_t now, std::string_view why) {
-  if (!holds_dot()) return std::nullopt;
+  if (!held_dot_) return std::nullopt;
   event(now, *held_dot_, phase::data_end, "end of data held; " + std::string(why) + " before it was forwarded",
         now - held_dot_since_us_);
   held_dot_.reset();
+  // BDAT's held end (its withheld last byte): dropped; its BDAT ... LAST is answered by the
+  // machine as any chunk the upstream failed (upstream_replied_in_chunk, upstream_lost).
+  if (std::exchange(bdat_end_withheld_, false)) {
+    host_.drop_withheld_bdat();
+    return std::nullopt;
+  }
   return dropped_dot{held_dot_txn_, held_dot_since_us_};
 }
 

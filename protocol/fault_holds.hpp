@@ -106,7 +106,8 @@ class fault_holds {
   // said 421") while a delay holds DATA's dot: the dot can never go, so the hold ends now,
   // recorded as the fault's event for the time it held ("... before it was forwarded"). The
   // dot's transaction and when the dot came (its stage starts there: the hold is the relay's
-  // time), or none when no dot is held.
+  // time), or none when no dot is held. A held BDAT end is dropped and recorded the same way,
+  // and none returned: the machine answers its BDAT ... LAST as a chunk the upstream failed.
   struct dropped_dot {
     std::uint64_t txn = 0;
     std::uint64_t arrived_us = 0;

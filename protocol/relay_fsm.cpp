@@ -1947,6 +1947,10 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     answer_held_dot_now(now, reason == "upstream_timeout" ? "the upstream timed out" : "the upstream was lost");
     return;
   }
+  // A BDAT message's end a delay holds never goes: its fault record says why (drop_held_dot).
+  faults_.drop_held_dot(now, reason == "upstream_timeout" ? "the upstream timed out"
+                             : upstream_closing_code_ != 0 ? "the upstream said " + std::to_string(upstream_closing_code_)
+                                                           : std::string("the upstream was lost"));
   reply_slot* it = owed_.first_awaited();
   if (!it && !owed_.empty() && faults_.hold_active(now)) {
     // Replies the upstream already gave are held by a delay fault: they still go out first;

@@ -2732,6 +2732,45 @@ TEST_F(FaultFsm, AnUpstream421WhileTheDotIsHeldReachesTheClientAtOnce) {
   EXPECT_EQ(end.think_us, 0u);
 }
 
+// The same for BDAT's held end (its last byte, withheld while a delay holds it): the upstream's
+// reply, its 421 or its loss during the hold answers the client at once, and the fault record
+// says which, as DATA's does (47af19a), not "the session ended before it was forwarded".
+TEST_F(FaultFsm, AnUpstreamFailureWhileABdatEndIsHeldIsNamedInTheFaultRecord) {
+  struct trial {
+    std::string name, upstream, client_hears, detail;
+  };
+  for (const trial& tr : {trial{"a reply", "552 5.3.4 Message too big for system\r\n", "552 5.3.4 Message too big",
+                                "end of data held; the upstream replied 552 before it was forwarded"},
+                          trial{"a 421", "421 4.4.2 mx.example.org Error: timeout exceeded\r\n", "421 4.4.2 mx.example.org",
+                                "end of data held; the upstream said 421 before it was forwarded"},
+                          trial{"a loss", "", "421 4.4.2",
+                                "end of data held; the upstream was lost before it was forwarded"}}) {
+    SCOPED_TRACE(tr.name);
+    make();
+    greet_and_ehlo();
+    adv_->on(phase::data_end, fault_stage::command, delay_of(4'000'000, "slow-end"));
+    client(mail_from + rcpt_bob);
+    upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    client("BDAT 5 LAST\r\nhello");
+    EXPECT_THAT(up_, EndsWith("BDAT 5 LAST\r\nhell")) << "the last byte is held";
+    const std::uint64_t held_at = now_;
+    now_ += 299'000;
+    if (tr.upstream.empty()) {
+      fsm_->on_upstream_eof(tick());
+      take();
+    } else {
+      upstream(tr.upstream);
+    }
+    EXPECT_THAT(cl_, HasSubstr(tr.client_hears)) << "answered at once, before the hold ends";
+    EXPECT_TRUE(fsm_->finished());
+    EXPECT_THAT(up_, EndsWith("BDAT 5 LAST\r\nhell"));
+    const fault_event e = only_fault("delay");
+    EXPECT_EQ(e.ph, phase::data_end);
+    EXPECT_EQ(e.detail, tr.detail);
+    EXPECT_EQ(e.actual_delay_us, now_ - held_at);
+  }
+}
+
 TEST_F(FaultFsm, DataEndReplyDelayHoldsTheDotsReply) {
   adv_->on(phase::data_end, fault_stage::reply, delay_of(2'000'000, "slow-queue"));
   open_data();
