@@ -171,7 +171,7 @@ void fault_holds::release_held(std::uint64_t now) {
       event(now, *held_dot_, phase::data_end, "end of data held before forwarding", now - held_dot_since_us_);
       held_dot_.reset();
       if (std::exchange(bdat_end_withheld_, false)) host_.release_withheld_bdat(now, held_dot_txn_);
-      else host_.forward_end_of_data(now, held_dot_txn_, held_dot_since_us_);
+      else host_.forward_end_of_data(now, held_dot_txn_, held_dot_arrived_us_);
     }
   }
 }
@@ -221,7 +221,7 @@ std::optional<fault_holds::dropped_dot> fault_holds::drop_held_dot(std::uint64_t
     host_.drop_withheld_bdat();
     return std::nullopt;
   }
-  return dropped_dot{held_dot_txn_, held_dot_since_us_};
+  return dropped_dot{held_dot_txn_, held_dot_arrived_us_};
 }
 
 // ---------------------------------------------------------------- connect and banner
@@ -608,6 +608,7 @@ bool fault_holds::hold_bdat_end(std::uint64_t now, const transaction& t) {
       held_dot_ = std::move(*end_plan_);
       end_plan_.reset();
       held_dot_since_us_ = now;
+      held_dot_arrived_us_ = now;
       held_dot_txn_ = t.id;
       bdat_end_withheld_ = true;
       schedule_wake(now, now + held_dot_->delay_us);
@@ -627,7 +628,7 @@ bool fault_holds::hold_bdat_end(std::uint64_t now, const transaction& t) {
   }
 }
 
-bool fault_holds::end_of_data(std::uint64_t now, transaction* t) {
+bool fault_holds::end_of_data(std::uint64_t now, transaction* t, std::uint64_t arrived_us) {
   if (!end_plan_) return false;
   fault_decision d = std::move(*end_plan_);
   end_plan_.reset();
@@ -647,6 +648,7 @@ bool fault_holds::end_of_data(std::uint64_t now, transaction* t) {
     case verdict::delay:
       held_dot_ = std::move(d);
       held_dot_since_us_ = now;
+      held_dot_arrived_us_ = arrived_us;
       held_dot_txn_ = txn;
       schedule_wake(now, now + held_dot_->delay_us);
       return true;

@@ -189,7 +189,9 @@ class fault_holds {
   // The fault planned for transaction `txn`'s end will not act (`why`): given back, with a note.
   void give_back_end_plan(std::uint64_t now, std::uint64_t txn, std::string_view why);
   // The dot came: true when a fault holds, answers or closes instead.
-  bool end_of_data(std::uint64_t now, transaction* t);
+  // `arrived_us`: when the dot came; a hold counts from `now` (after the recorder's wait, if
+  // any), the dot's stage from its arrival.
+  bool end_of_data(std::uint64_t now, transaction* t, std::uint64_t arrived_us);
   // The message stage (fail_then_pass by Message-ID): true when the message fails before its end goes upstream.
   // Not asked for a transaction whose every recipient was refused.
   bool message(std::uint64_t now, transaction* t);
@@ -313,6 +315,7 @@ class fault_holds {
   heap_optional<fault_decision> held_dot_;    // delay(when=command) at data_end
   bool bdat_end_withheld_ = false;           // held_dot_ holds a BDAT message, not a dot
   std::uint64_t held_dot_since_us_ = 0;
+  std::uint64_t held_dot_arrived_us_ = 0;     // the dot came (its stage starts there)
   std::uint64_t held_dot_txn_ = 0;
   std::uint64_t withheld_dot_txn_ = 0;       // split_dot_withhold: the message whose dot never went
   std::uint64_t withheld_dot_since_us_ = 0;

@@ -1055,7 +1055,7 @@ void relay_fsm::release_end_of_data(std::uint64_t now, std::uint64_t id, std::ui
     data_failure_ = make_reply(451, "4.3.0", options_.name + " cannot record this message; try again later");
     out_.close(leg::upstream);
   }
-  if (!data_failure_ && faults_.end_of_data(now, t)) return;
+  if (!data_failure_ && faults_.end_of_data(now, t, arrived)) return;
   // Failed before its dot could go (refused for its line endings, the upstream's reply or loss
   // while the recorder held the dot): a fault planned for its end never acts, and is given back.
   if (data_failure_) faults_.give_back_end_plan(now, id, "the message failed before its end");
@@ -2032,6 +2032,9 @@ reply relay_fsm::upstream_loss_reply(std::string_view reason, std::string_view d
 }
 
 void relay_fsm::end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail) {
+  // A line a delay fault holds is recorded as the command it is before the rest is dropped, or
+  // its record would be empty (abandon_held_line reads it from the unparsed input).
+  abandon_held_line(now);
   record_rest_of_client_input(now);   // bytes that came before the reply are recorded before it
   out_.say(now, r);
   end_session(now, reason, detail);

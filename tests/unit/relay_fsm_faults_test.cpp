@@ -2732,6 +2732,60 @@ TEST_F(FaultFsm, AnUpstream421WhileTheDotIsHeldReachesTheClientAtOnce) {
   EXPECT_EQ(end.think_us, 0u);
 }
 
+// A review of 47af19a: with captures on, the dot waits for the recorder before a delay takes it
+// (relay_options::end_waits_for_capture). The hold counts from then, the dot's stage from the
+// dot: it is all relay time, none of it the sender's think time, whether the delay ends and the
+// dot goes (its reply then comes) or the destination says 421 first.
+TEST_F(FaultFsm, AHeldDotsStageStartsAtTheDotWhenItWaitedForTheRecorderFirst) {
+  for (const bool upstream_gives_up : {false, true}) {
+    SCOPED_TRACE(upstream_gives_up ? "421 during the hold" : "the hold ends, the dot goes");
+    relay_options o;
+    o.end_waits_for_capture = true;
+    make(std::move(o));
+    adv_->on(phase::data_end, fault_stage::command, delay_of(400'000, "slow-dot"));
+    open_data();
+    client("body\r\n.\r\n");
+    const std::uint64_t dot_at = now_;
+    now_ += 50'000;   // a slow recorder
+    fsm_->on_capture_settled(tick(), false);
+    take();
+    const std::uint64_t hold_from = now_;
+    if (upstream_gives_up) {
+      now_ += 100'000;
+      upstream("421 4.4.2 mx.example.org Error: timeout exceeded\r\n");
+    } else {
+      fire_fault_timer();
+      EXPECT_THAT(up_, HasSubstr("body\r\n.\r\n"));
+      now_ += 1'000;
+      upstream("250 2.0.0 Ok: queued as 4F2\r\n");
+    }
+    const stage_record& end = obs_->stages.back();
+    ASSERT_EQ(end.ph, phase::data_end);
+    EXPECT_EQ(end.start_us, dot_at);
+    EXPECT_EQ(end.think_us, 0u);
+    const std::uint64_t hold_ended = upstream_gives_up ? now_ : hold_from + 400'000;
+    EXPECT_EQ(only_fault("delay").actual_delay_us, hold_ended - hold_from)
+        << "the hold itself counts from the recorder's release";
+  }
+}
+
+// A review of 0f047fd: a MAIL a delay held when the session ended because the upstream closed
+// (end_with_reply) had an empty command record: the rest of the client's input, the held line
+// among it, was dropped before the line was read back.
+TEST_F(FaultFsm, AMailHeldWhenTheUpstreamClosesIsRecordedAsTheCommandItWas) {
+  greet_and_ehlo();
+  adv_->on(phase::mail, fault_stage::command, delay_of(5'000'000, "cmdhold"));
+  client(mail_from);
+  const auto before = obs_->commands.size();
+  fsm_->on_upstream_eof(tick());
+  take();
+  EXPECT_TRUE(fsm_->finished());
+  ASSERT_EQ(obs_->commands.size(), before + 1);
+  EXPECT_EQ(obs_->commands.back(), "MAIL FROM:<alice@example.org>");
+  const transaction_record& t = only_transaction();
+  EXPECT_EQ(t.mail_from, "alice@example.org");
+}
+
 // The same for BDAT's held end (its last byte, withheld while a delay holds it): the upstream's
 // reply, its 421 or its loss during the hold answers the client at once, and the fault record
 // says which, as DATA's does (47af19a), not "the session ended before it was forwarded".
