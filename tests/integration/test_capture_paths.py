@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import unittest
 
@@ -29,6 +30,22 @@ def as_another_user():
 
 class CapturePathTest(IntegrationTest):
 
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # nobody runs a copy of mailtap in a directory it may enter: the build's own may lie
+        # under a directory of root's it may not (a clone in /root, mode 0700).
+        cls.bin_dir = tempfile.mkdtemp(prefix="mailtap-capture-paths-")
+        os.chmod(cls.bin_dir, 0o755)
+        cls.binary = os.path.join(cls.bin_dir, "mailtap")
+        shutil.copy(mailtap_bin(), cls.binary)
+        os.chmod(cls.binary, 0o755)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.bin_dir, ignore_errors=True)
+        super().tearDownClass()
+
     def setUp(self):
         super().setUp()
         os.chmod(self.workdir, 0o755)   # nobody may enter the work directory itself
@@ -40,7 +57,7 @@ class CapturePathTest(IntegrationTest):
         """(exit code, stdout, stderr lines) of show and of diagnose, run as another user."""
         out = []
         for command in ("show", "diagnose"):
-            r = subprocess.run([mailtap_bin(), command, path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            r = subprocess.run([self.binary, command, path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, timeout=scaled(30), preexec_fn=as_another_user,
                                env=dict(os.environ, HOME="/nonexistent"))
             out.append((command, r.returncode, r.stdout, r.stderr.decode("utf-8", "replace").splitlines()))
