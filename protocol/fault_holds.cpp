@@ -170,6 +170,13 @@ void fault_holds::release_held(std::uint64_t now) {
     } else {
       event(now, *held_dot_, phase::data_end, "end of data held before forwarding", now - held_dot_since_us_);
       held_dot_.reset();
+      // The message stage (fail_then_pass keyed by Message-ID) is asked as the end goes, as for
+      // an end no delay held (relay_fsm release_end_of_data, the BDAT path): a delayed message
+      // went past it unasked. It withdraws a BDAT end's withheld byte itself.
+      if (message(now, txns_.find(held_dot_txn_))) {
+        bdat_end_withheld_ = false;
+        return;
+      }
       if (std::exchange(bdat_end_withheld_, false)) host_.release_withheld_bdat(now, held_dot_txn_);
       else host_.forward_end_of_data(now, held_dot_txn_, held_dot_arrived_us_);
     }

@@ -3165,6 +3165,38 @@ TEST_F(FaultFsm, MessageStageFaultWithholdsTheDotAndClosesTheUpstream) {
   EXPECT_EQ(only_transaction().result, outcome::tempfailed);
 }
 
+// A message whose end a delay held went upstream when the hold ended without the message stage
+// being asked: a fail_then_pass keyed by Message-ID never failed a delayed message. It is asked
+// as the end goes, for DATA's dot and for BDAT's last chunk.
+TEST_F(FaultFsm, AMessageStageFaultActsOnAMessageWhoseEndADelayHeld) {
+  for (const bool chunked : {false, true}) {
+    SCOPED_TRACE(chunked ? "BDAT" : "DATA");
+    make();
+    greet_and_ehlo();
+    adv_->on(phase::data_end, fault_stage::command, delay_of(200'000, "slow-end"));
+    adv_->on(phase::data_end, fault_stage::message,
+             answer(verdict::reply, 451, "4.3.0", "Try again later", "flaky-id", "fail_then_pass"));
+    const std::string body = "Message-ID: <m3@example.org>\r\nSubject: hi\r\n\r\nbody\r\n";
+    client(mail_from + rcpt_bob);
+    upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    if (chunked) {
+      client("BDAT " + std::to_string(body.size()) + " LAST\r\n" + body);
+    } else {
+      client("DATA\r\n");
+      upstream("354 End data with <CR><LF>.<CR><LF>\r\n");
+      client(body + ".\r\n");
+    }
+    const auto out = fire_fault_timer();
+    EXPECT_THAT(out, Contains(to_client("451 4.3.0 Try again later\r\n")));
+    EXPECT_THAT(out, Contains(closes(leg::upstream)));
+    EXPECT_EQ(up_.find(chunked ? body : body + ".\r\n"), std::string::npos) << "the end never went upstream";
+    ASSERT_EQ(adv_->asked(phase::data_end, fault_stage::message).size(), 1u);
+    EXPECT_EQ(adv_->asked(phase::data_end, fault_stage::message)[0].message_id, "<m3@example.org>");
+    EXPECT_TRUE(fsm_->finished());
+    EXPECT_EQ(only_transaction().result, outcome::tempfailed);
+  }
+}
+
 // "MAIL, RCPT, BDAT n LAST" in one write, the message failed by its Message-ID: the upstream
 // leg used to close before MAIL's and RCPT's replies came, so they never did, no reply reached
 // the client and the session hung (a fifth trial). It closes once they are in.
