@@ -111,24 +111,38 @@ bool relay_cancelled_auth(const conversation& c, const exchange& x) {
   });
 }
 
+// Whether the command `x` answers was recorded before its reply: it went to the destination
+// before the reply came. A command a delay held and never forwarded is recorded when the session
+// gives it up, after the reply (relay_fsm abandon_held_line).
+bool recorded_before_its_reply(const conversation& c, const exchange& x) {
+  for (const auto& e : c.cap->events) {
+    if (std::get_if<captures::command_event>(&e) == x.command) return true;
+    if (std::get_if<captures::reply_event>(&e) == x.reply) return false;
+  }
+  return false;
+}
+
 // The delay fault (when = "command") that held the client's end of data or a command when the
 // destination's reply `x` came, or null: its record is written as the hold ends
 // (protocol/fault_holds.cpp: "end of data held...", "command held..."), after the hold's actual
 // delay. Meanwhile the destination waited for what the rule held, unless `x` answers a command
-// that went to it before: a MAIL pipelined ahead of the RCPT the rule held, answered 421 while
-// the destination still had it (a review: that 421 was the rule's, and the rule's own record
-// was left out as cited).
+// that went to it before: a MAIL, or a first RCPT, pipelined ahead of the RCPT the rule held
+// (in the same read as it: the times alone cannot tell), answered 421 while the destination
+// still had it. A BDAT ... LAST went, all of it but the last byte the rule held: its reply is
+// the held end's.
 const captures::fault_event* hold_around(const conversation& c, const exchange& x) {
   const std::uint64_t t_us = x.reply->t_us;
   for (const auto* e : c.timeline) {
     const auto* fe = std::get_if<captures::fault_event>(e);
     if (!fe || fe->fault.decision != "delay") continue;
     const auto& detail = fe->fault.detail;
-    if (!detail.starts_with("end of data held") && !detail.starts_with("command held")) continue;
+    const bool end_held = detail.starts_with("end of data held");
+    if (!end_held && !detail.starts_with("command held")) continue;
     const std::uint64_t began = fe->t_us - std::min(fe->t_us, fe->fault.actual_delay_us);
     if (fe->t_us < t_us || began > t_us) continue;
-    const bool answers_a_command_sent_before = x.command && (x.ph != fe->fault.ph || x.command->t_us < began);
-    if (!answers_a_command_sent_before) return fe;
+    const bool held_chunk = end_held && x.ph == phase::bdat && last_chunk_of(x);
+    if (x.command && !held_chunk && recorded_before_its_reply(c, x)) continue;
+    return fe;
   }
   return nullptr;
 }

@@ -1363,6 +1363,45 @@ TEST(CheckReplies, A421ToACommandSentBeforeTheHoldIsTheDestinationsNotTheRules) 
   EXPECT_NE(find(d, "fault_injected"), nullptr) << "the rule caused no finding, so it is reported on its own";
 }
 
+// A hostile trial of bbe7b4e: pipelined in one read, the first RCPT went and the second was
+// held from the same instant; the destination's 421 answered the first. The command times are
+// equal, so it is the record order that says the first went before the reply came.
+TEST(CheckReplies, A421ToARcptPipelinedInTheSameReadAsTheHeldOneIsTheDestinations) {
+  builder b;
+  b.reply(1, 220, {"mx ESMTP"}).cmd(2, "EHLO x").reply(3, 250, {"mx", "PIPELINING"})
+      .cmd(10, "MAIL FROM:<a@x.test>").reply(12, 250, {"2.1.0 Ok"})
+      .cmd(14, "RCPT TO:<b@y.test>")
+      .reply(300, 421, {"4.3.2 up.test shutting down"})
+      .cmd(14, "RCPT TO:<c@y.test>")
+      .fault(300, "hold-rcpt2", "delay", "delay", phase::rcpt, "command held before forwarding", 286'000);
+  b.txn(protocol::outcome::tempfailed, captures::reply_summary{421, "4.3.2", "up.test shutting down"}, 10, 300)
+      .ended("upstream_closed", "upstream said 421");
+  const auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "service_closing");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->source, origin::server);
+  EXPECT_EQ(f->rule, "");
+}
+
+// The same trial: a 421 while a delay held the last byte of BDAT ... LAST (the rest of the
+// chunk went) is the rule's, as during DATA's held dot; it answers the held end.
+TEST(CheckReplies, A421DuringAHeldBdatEndIsTheRules) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "BDAT 10 LAST")
+      .reply(2008, 421, {"4.4.2 b.mail.test Error: timeout exceeded"})
+      .fault(2008, "held-dot", "delay", "delay", phase::data_end,
+             "end of data held; the upstream said 421 before it was forwarded", 4'000'000);
+  std::get<captures::fault_event>(b.c.events.back()).fault.actual_delay_us = 2'000'000;
+  b.txn(protocol::outcome::tempfailed, captures::reply_summary{421, "4.4.2", "b.mail.test Error: timeout exceeded"},
+        4, 2008)
+      .ended("upstream_closed", "upstream said 421");
+  const auto d = diagnose_capture(b.c);
+  const finding* f = find(d, "service_closing");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->source, origin::injected);
+  EXPECT_EQ(f->rule, "held-dot");
+}
+
 TEST(CheckReplies, TheRelaysOwnClosing421IsNotTheDestinations) {
   builder b;
   b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").reply(3, 250, {"mx"}).cmd(4, "NOOP")
