@@ -453,6 +453,19 @@ void mark_sent_in_place(const captures::capture& c, const diagnose::conversation
   }
 }
 
+// A delay fault held the end of this message or chunk when the destination's reply came: its
+// record (protocol/fault_holds.cpp drop_held_dot) says so, written as the reply answered it.
+bool end_held_when_answered(const script& s, const step& st, const step* before) {
+  const std::uint64_t from = before ? before->sent_us : st.sent_us;
+  for (const auto& f : s.faults) {
+    const std::string& d = f.fault.detail;
+    if (f.fault.decision == "delay" && f.t_us >= from && f.t_us <= st.reply->t_us &&
+        d.starts_with("end of data held; the upstream ") && d.ends_with(" before it was forwarded"))
+      return true;
+  }
+  return false;
+}
+
 // Marks the messages and BDAT chunks whose end never went to the destination (step::withheld),
 // from the capture's upstream leg (`upstream`: every upstream/out byte in file order), where
 // the recording holds no reply of the destination to them.
@@ -462,10 +475,13 @@ void mark_withheld(const script& s, const std::vector<step*>& steps, const std::
   for (std::size_t i = 0; i < steps.size() && i < starts.size(); ++i) {
     step& st = *steps[i];
     if (st.kind != step_kind::message && st.kind != step_kind::bdat) continue;
+    const step* before = i > 0 ? steps[i - 1] : nullptr;
     // The destination's own reply (an early refusal in the middle of a message, say) is
     // what a replay compares. (Only its own: the relay edits no reply to a message or chunk.)
-    if (st.reply && st.reply->source == reply_source::server) continue;
-    const step* before = i > 0 ? steps[i - 1] : nullptr;
+    // Not where a delay fault held the end when it came (its 421 at its own timeout, say): the
+    // end never went, and a replay that sent it would deliver what the destination never got
+    // (a hostile trial: smtp-sink queued it).
+    if (st.reply && st.reply->source == reply_source::server && !end_held_when_answered(s, st, before)) continue;
     // The destination got the relay's RSET in this chunk's place, or none of a message a fault
     // answered itself (mark_sent_in_place): nothing of it was withheld from a message it had open.
     if (!st.sent_in_place.empty()) continue;

@@ -1545,6 +1545,34 @@ TEST(ReplayClient, AMessageTheRelayRefusedGoesOutOnlyAsFarAsTheRelayForwardedItA
   EXPECT_TRUE(divergence_keys(run).empty());
 }
 
+// A hostile trial: the destination said 421 (its own timeout) while a delay fault held the
+// message's dot; the dot never went, and the replay sent the whole message, which the live
+// server queued. It is withheld: what the relay forwarded, then the connection closes.
+TEST(ReplayScript, AMessageWhoseEndADelayHeldWhenTheDestinationAnsweredIsWithheld) {
+  capture_builder held = up_to_data();
+  protocol::fault_event f;
+  f.rule = "held-dot";
+  f.type = "delay";
+  f.decision = "delay";
+  f.ph = protocol::phase::data_end;
+  f.planned_delay_us = 4'000'000;
+  f.actual_delay_us = 300'000;
+  f.detail = "end of data held; the upstream said 421 before it was forwarded";
+  held.message(10000, body).forwarded(10000, body.substr(0, body.size() - 3)).server(310000, "421 4.4.2 mx Error: timeout exceeded\r\n");
+  held.c.events.push_back(captures::fault_event{310000, f});
+  held.end(310000, "upstream_closed");
+  script s = held.build();
+  ASSERT_EQ(s.steps.size(), 5u);
+  EXPECT_TRUE(s.steps[4].withheld);
+  EXPECT_EQ(s.steps[4].forwarded, body.substr(0, body.size() - 3));
+  // The same reply with no delay holding the end (an early refusal): what the replay compares.
+  capture_builder early = up_to_data();
+  early.message(10000, body).forwarded(10000, body).server(10500, "554 5.6.0 no\r\n").end(20000, "client_closed");
+  s = early.build();
+  ASSERT_EQ(s.steps.size(), 5u);
+  EXPECT_FALSE(s.steps[4].withheld);
+}
+
 // Why a message was withheld comes from the relay's own note on it, matched exactly: an
 // unrelated note in the window (one naming the upstream, as a TLS renegotiation refused on
 // its leg does) was taken for the reason when it came first.
