@@ -188,6 +188,15 @@ void held_end_of_data(const conversation& c, std::uint64_t typical, std::vector<
       const auto* fe = std::get_if<captures::fault_event>(e);
       return fe && this_wait.holds(fe->t_us) && delay_at(fe->fault, phase::data_end);
     });
+    // The end a delay held never went (the destination answered, said 421 or was lost first:
+    // protocol/fault_holds.cpp drop_held_dot): no reply to an end of data was delayed, and no
+    // duplicate can follow; what ended it is reported on its own (checks/replies.cpp).
+    const bool never_forwarded = std::any_of(c.timeline.begin(), c.timeline.end(), [&](const captures::event* e) {
+      const auto* fe = std::get_if<captures::fault_event>(e);
+      return fe && this_wait.holds(fe->t_us) && fe->fault.detail.starts_with("end of data held; the upstream ") &&
+             fe->fault.detail.ends_with(" before it was forwarded");
+    });
+    if (never_forwarded) continue;
     // Held by the destination (its wait) or by a delay fault; a withheld dot is the relay's own wait.
     if (w.upstream_us < held_end_of_data_us && !injected) continue;
     // The destination did answer: a reply the relay made when none came (its timeout, a lost

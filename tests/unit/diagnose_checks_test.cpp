@@ -1402,6 +1402,27 @@ TEST(CheckReplies, A421DuringAHeldBdatEndIsTheRules) {
   EXPECT_EQ(f->rule, "held-dot");
 }
 
+// A hostile trial: Postfix's timeout 421 2 s into a delay rule's 4 s hold of the dot came with a
+// content_scan_delay warning ("the end-of-data reply delayed ... duplicates"), though the end
+// never went: nothing was delayed but the rule's hold, reported as the 421's cause.
+TEST(CheckTiming, AHeldDotThatNeverWentIsNoDelayedEndOfDataReply) {
+  builder b;
+  b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data with <CR><LF>.<CR><LF>"})
+      .reply(2010, 421, {"4.4.2 mx.example.net Error: timeout exceeded"})
+      .fault(2010, "held-dot", "delay", "delay", phase::data_end,
+             "end of data held; the upstream said 421 before it was forwarded", 4'000'000);
+  std::get<captures::fault_event>(b.c.events.back()).fault.actual_delay_us = 2'000'000;
+  b.stage(phase::data_end, 10, 2000, 0);
+  b.txn(protocol::outcome::tempfailed, captures::reply_summary{421, "4.4.2", "mx.example.net Error: timeout exceeded"},
+        4, 2010)
+      .ended("upstream_closed", "upstream said 421");
+  const auto d = diagnose_capture(b.c);
+  EXPECT_EQ(find(d, "content_scan_delay"), nullptr) << ::testing::PrintToString(ids(d));
+  const finding* f = find(d, "service_closing");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->rule, "held-dot");
+}
+
 TEST(CheckReplies, TheRelaysOwnClosing421IsNotTheDestinations) {
   builder b;
   b.reply(1, 220, {"mx"}).cmd(2, "EHLO x").reply(3, 250, {"mx"}).cmd(4, "NOOP")
