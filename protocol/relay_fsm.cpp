@@ -1595,7 +1595,15 @@ void relay_fsm::fail_message_on_early_reply(std::uint64_t now, reply r, std::str
   }
   out_.close(leg::upstream);
   out_.arm(leg::upstream, disarmed);
+  give_back_failed_messages_end_plan(now);
   answer_held_dot_now(now, (code == 421 ? "the upstream said " : "the upstream replied ") + std::to_string(code));
+}
+
+// The message failed inside its body (the upstream replied or was lost): a fault planned for its
+// end never acts, and is given back now, not when (if ever) its dot comes, so that a client slow
+// to send it does not keep the rule's max_count reserved (policies/README.md) meanwhile.
+void relay_fsm::give_back_failed_messages_end_plan(std::uint64_t now) {
+  if (const transaction* t = txns_.newest()) faults_.give_back_end_plan(now, t->id, "the message failed before its end");
 }
 
 // The upstream failed the message (data_failure_: it replied, said 421, or was lost: `why`)
@@ -1944,6 +1952,7 @@ void relay_fsm::upstream_lost(std::uint64_t now, std::string_view reason, std::s
     // holding it): keep reading the client's data to its end, then 451.
     if (!data_failure_)
       data_failure_ = make_reply(451, "4.4.2", options_.name + " lost the upstream connection during message transfer");
+    give_back_failed_messages_end_plan(now);
     answer_held_dot_now(now, reason == "upstream_timeout" ? "the upstream timed out" : "the upstream was lost");
     return;
   }

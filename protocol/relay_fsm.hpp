@@ -205,6 +205,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // The message's end will not be sent: its BDAT LAST reply is no longer awaited (the
   // caller queues the relay's own answer in its place).
   void upstream_replied_in_data(std::uint64_t now, reply r);
+  void give_back_failed_messages_end_plan(std::uint64_t now);
   void fail_message_on_early_reply(std::uint64_t now, reply r, std::string_view when, std::string_view command);
   // The upstream answered a BDAT before its chunk was all sent (RFC 3030 2: a chunk is
   // answered once it is in): as a reply during DATA, final for the message. The rest of the

@@ -1859,6 +1859,34 @@ TEST_F(FaultFsm, AnEndOfDataDelayWhoseDataMessageFailedBeforeItsDotIsGivenBack) 
   EXPECT_THAT(obs_->notes, Contains(HasSubstr("fault slow-end not applied: the message failed before its end")));
 }
 
+// A hostile trial: the destination failed the message inside its body (554, or a hang-up), and
+// the plan was given back only when the client's dot came (1.5 s later in the trial; a
+// concurrent session went unheld meanwhile, max_count reserved). It is given back at once.
+TEST_F(FaultFsm, AnEndOfDataDelayIsGivenBackWhenTheDestinationFailsTheMessageInsideItsBody) {
+  for (const bool lost : {false, true}) {
+    SCOPED_TRACE(lost ? "the upstream was lost" : "the upstream replied 554");
+    make();
+    greet_and_ehlo();
+    adv_->on(phase::data_end, fault_stage::command, delay_of(2'000'000, "slow-end"));
+    client(mail_from + rcpt_bob);
+    upstream("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+    client("DATA\r\n");
+    upstream("354 End data with <CR><LF>.<CR><LF>\r\n");
+    client("Subject: hi\r\n\r\nbody\r\n");
+    if (lost) {
+      fsm_->on_upstream_eof(tick());
+      take();
+    } else {
+      upstream("554 5.7.1 Go away\r\n");
+    }
+    EXPECT_THAT(adv_->dropped_rules, ElementsAre("slow-end")) << "before the dot";
+    EXPECT_THAT(obs_->notes, Contains(HasSubstr("fault slow-end not applied: the message failed before its end")));
+    client(".\r\n");
+    EXPECT_THAT(adv_->dropped_rules, ElementsAre("slow-end")) << "given back once";
+    EXPECT_THAT(obs_->faults_with("delay"), IsEmpty());
+  }
+}
+
 TEST_F(FaultFsm, AnEndOfDataDelayWhoseDotWaitedForTheCaptureWhenTheUpstreamRepliedIsGivenBack) {
   relay_options o;
   o.end_waits_for_capture = true;
