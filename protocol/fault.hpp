@@ -134,6 +134,14 @@ struct fault_event {
   std::string detail;              // what was done, e.g. "552 5.2.2 Mailbox full"
 };
 
+// The record of a delay (when = "command") whose held end of data never went: the upstream
+// replied, said 421, timed out or was lost first (fault_holds::drop_held_dot writes it). Read
+// by diagnose and replay: that message's end never reached the destination.
+inline bool held_end_never_forwarded(const fault_event& f) {
+  return f.decision == "delay" && f.detail.starts_with("end of data held; the upstream ") &&
+         f.detail.ends_with(" before it was forwarded");
+}
+
 // Implemented by policies/ (one per session, seeded from the master seed and the session
 // number). Never throws.
 // The notes a split_dot_withhold rule leaves (protocol/fault_holds.cpp), which `diagnose` reads

@@ -457,13 +457,9 @@ void mark_sent_in_place(const captures::capture& c, const diagnose::conversation
 // record (protocol/fault_holds.cpp drop_held_dot) says so, written as the reply answered it.
 bool end_held_when_answered(const script& s, const step& st, const step* before) {
   const std::uint64_t from = before ? before->sent_us : st.sent_us;
-  for (const auto& f : s.faults) {
-    const std::string& d = f.fault.detail;
-    if (f.fault.decision == "delay" && f.t_us >= from && f.t_us <= st.reply->t_us &&
-        d.starts_with("end of data held; the upstream ") && d.ends_with(" before it was forwarded"))
-      return true;
-  }
-  return false;
+  return std::any_of(s.faults.begin(), s.faults.end(), [&](const captures::fault_event& f) {
+    return f.t_us >= from && f.t_us <= st.reply->t_us && protocol::held_end_never_forwarded(f.fault);
+  });
 }
 
 // Marks the messages and BDAT chunks whose end never went to the destination (step::withheld),

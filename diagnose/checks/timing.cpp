@@ -193,8 +193,7 @@ void held_end_of_data(const conversation& c, std::uint64_t typical, std::vector<
     // duplicate can follow; what ended it is reported on its own (checks/replies.cpp).
     const bool never_forwarded = std::any_of(c.timeline.begin(), c.timeline.end(), [&](const captures::event* e) {
       const auto* fe = std::get_if<captures::fault_event>(e);
-      return fe && this_wait.holds(fe->t_us) && fe->fault.detail.starts_with("end of data held; the upstream ") &&
-             fe->fault.detail.ends_with(" before it was forwarded");
+      return fe && this_wait.holds(fe->t_us) && protocol::held_end_never_forwarded(fe->fault);
     });
     if (never_forwarded) continue;
     // Held by the destination (its wait) or by a delay fault; a withheld dot is the relay's own wait.
