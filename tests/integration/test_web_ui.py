@@ -153,6 +153,18 @@ class Browser(WebUiTest):
         self.assertEqual(seen["metrics"]["messages delivered"], "1")
         self.assertScreenshot(seen["screenshot"])
 
+    def test_a_long_address_wraps_and_every_column_stays_on_the_page(self):
+        seen = self.scenario("long_address")
+        self.assertEqual(seen["swaks_code"], 0)
+        self.assertEqual(seen["cells"][2:5], [seen["sender"], seen["recipient"], "delivered"])
+        # No horizontal scroll: the table is no wider than the page, and the last column's
+        # header (Faults) ends inside it.
+        self.assertLessEqual(seen["page_scroll"], seen["viewport"], seen)
+        self.assertLessEqual(seen["table"], seen["viewport"], seen)
+        self.assertEqual(len(seen["header_right"]), 7, seen)
+        self.assertLessEqual(max(seen["header_right"]), seen["viewport"], seen)
+        self.assertScreenshot(seen["screenshot"])
+
     def test_the_session_page_draws_the_waterfall_and_keeps_markup_as_text(self):
         markup = "<img src=x onerror=window.__pwned=1>"
         code, out = self.swaks(self.relay.port, "--helo", markup, "--from", "alice@example.org",
