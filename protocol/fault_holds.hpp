@@ -100,6 +100,12 @@ class fault_holds {
   // A delay fault holds a message's end (the dot, or BDAT's last byte) before forwarding it.
   bool holds_end_of_data() const { return held_dot_.has_value(); }
   bool holds_dot() const { return held_dot_.has_value() && !bdat_end_withheld_; }   // DATA's, not BDAT's
+  // BDAT ... LAST's last byte of transaction `txn`'s message, which a delay holds.
+  bool holds_bdat_end_of(std::uint64_t txn) const {
+    return held_dot_.has_value() && bdat_end_withheld_ && held_dot_txn_ == txn;
+  }
+  // The rule of the delay holding a message's end ("" when none does).
+  std::string held_end_rule() const { return held_dot_ ? held_dot_->rule : std::string(); }
   // The client is gone: the held end is never forwarded (recorded as the fault's event).
   void drop_held_end_of_data(std::uint64_t now);
   // The upstream failed the message (it replied, said 421, or was lost: `why`, "the upstream

@@ -1472,8 +1472,10 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   upstream_said_421_ = closing;   // before flush_replies: a message's end released in it is not sent
   const int closing_code = r.code;
   const std::string closing_detail = "upstream said " + std::to_string(closing_code);
+  const bool held_end_refused = !closing && refuses_a_held_bdat_message(p, r);
   p.answer.parsed = std::move(r);
   p.answer.ready = true;
+  if (held_end_refused) drop_held_bdat_end_of_refused_message(now, p.asked.txn, *p.answer.parsed);
   flush_replies(now);
   if (closing) return upstream_said_421(now, closing_detail, closing_code);
   if (!ended_ && close_upstream_when_answered_ && !owed_.awaiting_upstream()) return close_upstream_once_answered(now);
@@ -1615,6 +1617,39 @@ void relay_fsm::answer_held_dot_now(std::uint64_t now, std::string_view why) {
   const auto dropped = faults_.drop_held_dot(now, why);
   if (!dropped) return;
   answer_failed_message(now, dropped->txn, dropped->arrived_us);
+}
+
+bool relay_fsm::refuses_a_held_bdat_message(const reply_slot& p, const reply& r) const {
+  return p.asked.ph == phase::bdat && p.asked.kind == command_kind::relayed && !p.asked.last_chunk && p.asked.txn &&
+         refuses(p.asked, r) && faults_.holds_bdat_end_of(p.asked.txn);
+}
+
+// The destination refused a chunk before the last (RFC 3030 2: the transaction failed, the
+// chunks after it are read and discarded) while a delay fault holds that message's end, BDAT
+// ... LAST's last byte, pipelined behind it. The end can complete nothing, so it is dropped, never
+// forwarded, now and not when the hold would have ended (a hostile trial: the byte went 4 s
+// later to a destination that had failed the transaction, the rule reserved meanwhile); the
+// delay's record says so (drop_held_dot). Each BDAT still gets its reply (RFC 3030 2): the last
+// chunk, which the destination can no longer answer, has its refusal, as the relay's own. The
+// upstream, still owed that byte, is out of step: it is closed once the chunks between are
+// answered, and the session then ends as after any upstream closing (flush_replies), its reason
+// the fault's.
+void relay_fsm::drop_held_bdat_end_of_refused_message(std::uint64_t now, std::uint64_t txn, const reply& refusal) {
+  remember_upstream_loss("fault", "the upstream refused a chunk before the message's end, which fault rule '" +
+                                      faults_.held_end_rule() + "' (delay) held: the upstream leg was closed");
+  faults_.drop_held_dot(now, "the upstream replied " + std::to_string(refusal.code));
+  out_.note(now, "upstream refused a chunk before the last (" + std::to_string(refusal.code) +
+                     "): the message's end a delay fault held is dropped, never forwarded; BDAT LAST is answered "
+                     "with that refusal and the upstream leg closed");
+  for (reply_slot& s : owed_) {
+    if (s.asked.txn != txn || s.asked.ph != phase::bdat || !s.asked.last_chunk || s.answer.ready) continue;
+    s.answer.t_upstream = now;
+    s.answer.bytes = refusal.raw;
+    s.answer.parsed = refusal;
+    s.answer.local = true;
+    s.answer.ready = true;
+  }
+  close_upstream_once_answered(now);
 }
 
 bool relay_fsm::early_chunk_reply(const reply_slot& awaited) const {

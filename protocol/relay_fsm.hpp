@@ -188,6 +188,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void answer_failed_message(std::uint64_t now, std::uint64_t txn, std::uint64_t arrived);
   // The upstream failed the message while a delay fault holds its dot: answered now, never sent.
   void answer_held_dot_now(std::uint64_t now, std::string_view why);
+  // The upstream refused a chunk before the last while a delay fault holds the message's end.
+  bool refuses_a_held_bdat_message(const reply_slot& p, const reply& r) const;
+  void drop_held_bdat_end_of_refused_message(std::uint64_t now, std::uint64_t txn, const reply& refusal);
   // The last BDAT chunk is in: like the dot, its last byte waits for the capture and the faults.
   void end_of_bdat_message(std::uint64_t now, transaction* t);
   void release_bdat_message(std::uint64_t now, transaction* t);

@@ -7,14 +7,15 @@ the destination received, and the capture: fault records, stages (`mailtap show 
 transactions and the end record; where it matters, `mailtap diagnose --json`.
 """
 
+import contextlib
 import json
 import socket
 import threading
 import time
 import unittest
 
-from harness import (LOOPBACK, ScriptedAnswers, fault_records, make_message, parse_replies, run_mailtap,
-                     show_json, wait_until)
+from harness import (LOOPBACK, ScriptedAnswers, ScriptedConnection, ScriptedServer, fault_records, make_message,
+                     parse_replies, run_mailtap, show_json, wait_until)
 from test_faults import FaultTest
 
 FROM = "sender@example.test"
@@ -118,6 +119,85 @@ class LeavingWhileTheDotIsHeld(FaultTest):
         self.assertEqual(f["detail"], "end of data held; the upstream was lost before it was forwarded")
         self.assertEqual([t["outcome"] for t in cap.transactions], ["tempfailed"])
         self.assertEqual(up.wait_for_connections(1)[0].messages, [])
+
+
+class RefusingChunks(ScriptedServer):
+    """A destination that offers CHUNKING, reads BDAT chunks by their counts and refuses each
+    with 552 (`after` seconds after it came whole), as one whose size limit the message passed in
+    its first chunk: RFC 3030 2, the chunks after a refused one are read and discarded, each
+    answered. conn.chunks: each chunk that came whole."""
+
+    REFUSAL = b"552 5.3.4 Message size exceeds fixed limit\r\n"
+
+    def __init__(self, after=0.3, lifetime=60):
+        self.after = after
+        self.lifetime = lifetime
+        super().__init__(ScriptedConnection)
+
+    def _serve(self, conn):
+        conn.chunks = []
+        try:
+            with contextlib.suppress(OSError), contextlib.closing(conn.sock) as sock:
+                sock.sendall(b"220 chunking.test ESMTP\r\n")
+                buf = b""
+                for data in self.received(conn, self.lifetime):
+                    buf += data
+                    while b"\r\n" in buf:
+                        line, rest = buf.split(b"\r\n", 1)
+                        verb = line.split(b" ", 1)[0].upper()
+                        if verb == b"BDAT":
+                            size = int(line.split()[1])
+                            if len(rest) < size:
+                                break   # the chunk is not all in yet
+                            conn.chunks.append(rest[:size])
+                            buf = rest[size:]
+                            conn.commands.append(line)
+                            time.sleep(self.after)
+                            sock.sendall(self.REFUSAL)
+                            continue
+                        buf = rest
+                        conn.commands.append(line)
+                        if verb == b"EHLO":
+                            sock.sendall(b"250-chunking.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+                        elif verb == b"QUIT":
+                            sock.sendall(b"221 2.0.0 Bye\r\n")
+                            return
+                        else:
+                            sock.sendall(b"250 2.0.0 Ok\r\n")
+        finally:
+            conn.closed.set()
+
+
+class LeavingWhileABdatEndIsHeld(FaultTest):
+
+    def test_a_refused_earlier_chunk_drops_the_held_end_at_once(self):
+        # A hostile trial: "BDAT 5" and "BDAT 5 LAST" in one write, a delay rule holding the last
+        # byte, the destination's 552 to the first chunk 0.3 s in. The hold went on, and the last
+        # byte went 4 s later to the destination that had failed the transaction; the rule stayed
+        # reserved meanwhile. Now the end is never forwarded, and each BDAT has its reply at once.
+        up = RefusingChunks()
+        self.addCleanup(up.stop)
+        m = self.relay(HELD_DOT, up)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        c.send(b"BDAT 5\r\nhelloBDAT 5 LAST\r\nworld")
+        sent = time.monotonic()
+        replies = parse_replies(c.read_to_eof(20))
+        self.assertLess(time.monotonic() - sent, 2.5, "the replies waited for the hold to end")
+        self.assertEqual([(r.code, r.enhanced) for r in replies], [(552, "5.3.4"), (552, "5.3.4"), (421, "4.4.2")])
+        conn = up.wait_for_connections(1)[0]
+        wait_until(conn.closed.is_set, 20, "the upstream connection to close")
+        self.assertTrue(bytes(conn.raw).endswith(b"BDAT 5 LAST\r\nworl"), conn.raw)
+        self.assertEqual(conn.chunks, [b"hello"], "the destination got the last chunk whole")
+        cap = self.single_capture(m)
+        [f] = fault_records(cap)
+        self.assertEqual(f["detail"], "end of data held; the upstream replied 552 before it was forwarded")
+        self.assertLess(f["actual_delay_us"], f["planned_delay_us"])
+        [t] = cap.transactions
+        self.assertEqual((t["outcome"], t["final_reply"]["code"]), ("rejected", 552), t)
+        self.assertEqual(cap.end["reason"], "fault")
+        self.assertIn("'held-dot'", cap.end["detail"])
 
 
 class ClosingReplies(FaultTest):

@@ -2853,6 +2853,53 @@ TEST_F(FaultFsm, AnUpstreamFailureWhileABdatEndIsHeldIsNamedInTheFaultRecord) {
   }
 }
 
+// A hostile trial: "BDAT 5" and "BDAT 5 LAST" pipelined in one write, a delay holding the last
+// byte, and the destination's 552 to the first chunk. The hold went on, and its end, the last
+// byte, went 4 s later to a destination that had failed the transaction, the rule reserved all
+// that while. Now the end is dropped at once, never forwarded, its record says so, and the rule
+// is settled then; every BDAT gets its reply, in order (RFC 3030 2): the last chunk the refusal
+// again, as the relay's own, the upstream leg, owed that byte, closed once the chunks between
+// are answered.
+TEST_F(FaultFsm, AHeldBdatEndIsDroppedWhenTheDestinationRefusesAnEarlierChunk) {
+  const std::string too_big = "552 5.3.4 Message too big for system\r\n";
+  for (const bool chunk_between : {false, true}) {
+    SCOPED_TRACE(chunk_between ? "a chunk between the refused one and the last" : "two chunks");
+    make();
+    envelope();
+    adv_->on(phase::data_end, fault_stage::command, delay_of(4'000'000, "slow-end"));
+    adv_->limit("slow-end", 1);
+    const std::string chunks = std::string("BDAT 5\r\nhello") + (chunk_between ? "BDAT 3\r\nabc" : "") + "BDAT 5 LAST\r\nworld";
+    client(chunks);
+    EXPECT_THAT(up_, EndsWith(chunks.substr(0, chunks.size() - 1))) << "the last byte is held";
+    const std::uint64_t held_at = now_;
+    now_ += 299'000;
+    upstream(too_big);
+    EXPECT_THAT(adv_->applied_rules, ElementsAre("slow-end")) << "settled at the refusal, not when the hold would end";
+    const fault_event e = only_fault("delay");
+    EXPECT_EQ(e.ph, phase::data_end);
+    EXPECT_EQ(e.detail, "end of data held; the upstream replied 552 before it was forwarded");
+    EXPECT_TRUE(held_end_never_forwarded(e));
+    EXPECT_EQ(e.actual_delay_us, now_ - held_at);
+    if (chunk_between) {
+      EXPECT_FALSE(fsm_->finished()) << "the chunk between is still owed its reply";
+      EXPECT_EQ(cl_.find("421"), std::string::npos);
+      upstream(too_big);   // the destination discards that chunk and answers it (RFC 3030 2)
+    }
+    EXPECT_THAT(cl_, EndsWith(too_big + (chunk_between ? too_big : "") + too_big +
+                              "421 4.4.2 mailtap closing: upstream connection is closed\r\n"));
+    EXPECT_TRUE(closed_[leg::upstream]);
+    EXPECT_TRUE(fsm_->finished());
+    EXPECT_EQ(end_reason(), "fault");
+    EXPECT_THAT(obs_->ends.front().detail, HasSubstr("'slow-end'"));
+    EXPECT_THAT(up_, EndsWith("BDAT 5 LAST\r\nworl")) << "the end never went upstream";
+    const transaction_record& t = only_transaction();
+    EXPECT_EQ(t.result, outcome::rejected);
+    ASSERT_TRUE(t.final_reply);
+    EXPECT_EQ(t.final_reply->code, 552);
+    EXPECT_EQ(fsm_->stats().ambiguous_end_of_data, 0u);
+  }
+}
+
 TEST_F(FaultFsm, DataEndReplyDelayHoldsTheDotsReply) {
   adv_->on(phase::data_end, fault_stage::reply, delay_of(2'000'000, "slow-queue"));
   open_data();
