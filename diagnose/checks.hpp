@@ -2,6 +2,8 @@
 // checks/list.cpp. A check reads the conversation view and appends findings; a later check
 // may add evidence to an earlier finding (merge_finding) instead of repeating it. Pure.
 #pragma once
+#include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -55,6 +57,19 @@ void mark_injected(finding& f, const captures::fault_event& fe);
 
 // A transaction as evidence: sender, recipients, outcome, final reply (checks/delivery.cpp).
 evidence_item transaction_evidence(const captures::transaction& t);
+
+// The records of the delay rules (when = "command") that held the client's end of data or a
+// command at `t_us`: each record is written as its hold ends, after its actual delay, so its hold
+// spans `t_us` (checks/delay_holds.cpp). The destination waited for what such a rule held.
+std::vector<const captures::fault_event*> delay_holds_at(const conversation& c, std::uint64_t t_us);
+
+// Whether the hold is of the message's end (the dot, or the last byte of BDAT ... LAST).
+bool holds_end_of_data(const captures::fault_event& hold);
+
+// The destination ended the session at `at_us` (with a 421 when `said_421`, else by hanging up
+// without a reply) while `hold` held what it waited for: `f` is the rule's (source injected, the
+// rule named, its record cited), its title and text say the hold caused it and how far into it.
+void blame_delay_hold(finding& f, const captures::fault_event& hold, std::uint64_t at_us, bool said_421);
 
 // "1.234 s" / "12.345 ms" for explanations.
 std::string duration_text(std::uint64_t us);

@@ -131,45 +131,12 @@ bool recorded_before_its_reply(const conversation& c, const exchange& x) {
 // still had it. A BDAT ... LAST went, all of it but the last byte the rule held: its reply is
 // the held end's.
 const captures::fault_event* hold_around(const conversation& c, const exchange& x) {
-  const std::uint64_t t_us = x.reply->t_us;
-  for (const auto* e : c.timeline) {
-    const auto* fe = std::get_if<captures::fault_event>(e);
-    if (!fe || fe->fault.decision != "delay") continue;
-    const auto& detail = fe->fault.detail;
-    const bool end_held = detail.starts_with("end of data held");
-    if (!end_held && !detail.starts_with("command held")) continue;
-    const std::uint64_t began = fe->t_us - std::min(fe->t_us, fe->fault.actual_delay_us);
-    if (fe->t_us < t_us || began > t_us) continue;
-    const bool held_chunk = end_held && x.ph == phase::bdat && last_chunk_of(x);
+  for (const auto* fe : delay_holds_at(c, x.reply->t_us)) {
+    const bool held_chunk = holds_end_of_data(*fe) && x.ph == phase::bdat && last_chunk_of(x);
     if (x.command && !held_chunk && recorded_before_its_reply(c, x)) continue;
     return fe;
   }
   return nullptr;
-}
-
-// The destination's 421 came while a delay rule held what it waited for (a hostile trial with real
-// Postfix: its timeout during a 4 s hold of the dot was "the destination closed the session",
-// from the destination, as if the destination had failed).
-void blame_the_hold(const exchange& x, const captures::fault_event& hold, finding& f) {
-  const auto& h = hold.fault;
-  const bool dot = h.detail.starts_with("end of data held");
-  const std::string what = dot ? "the client's end of data" : "the client's " + protocol::to_upper(protocol::to_string(h.ph));
-  const std::uint64_t into = x.reply->t_us - (hold.t_us - std::min(hold.t_us, h.actual_delay_us));
-  f.title = "the destination closed the session with 421 while a delay rule held " + what;
-  f.explanation = "The destination answered 421 and closed the connection (RFC 5321 3.8) " + duration_text(into) +
-                  " into the fault rule '" + h.rule + "' (" + h.type + ") holding " + what + " in mailtap" +
-                  (dot ? ": it had the message's body and waited for its end, which never came. "
-                       : ": it waited for a command that never came. ") +
-                  "A destination times out a client that sends nothing for longer than its limit (Postfix: "
-                  "smtpd_timeout), and closes so: the rule's hold caused this 421, not a failure of the "
-                  "destination. Nothing more reached it; a sender keeps the message queued and tries again later.";
-  f.action = "Make the rule's delay shorter than the destination's timeout to see what the hold alone does, or "
-             "remove or narrow the rule to see the destination's own behaviour.";
-  f.source = origin::injected;
-  f.rule = h.rule;
-  f.evidence.push_back(evidence_of(captures::event{hold}));
-  std::stable_sort(f.evidence.begin(), f.evidence.end(),
-                   [](const evidence_item& a, const evidence_item& b) { return a.t_us < b.t_us; });
 }
 
 std::string all_lines(const captures::reply_event& r) {
@@ -270,7 +237,9 @@ void check_replies(const conversation& c, std::vector<finding>& out) {
     const captures::fault_event* hold =
         x.source == origin::server && v.mode == "service_closing" ? hold_around(c, x) : nullptr;
     if (hold) {
-      blame_the_hold(x, *hold, f);
+      // A hostile trial with real Postfix: its timeout during a 4 s hold of the dot was "the
+      // destination closed the session", from the destination, as if the destination had failed.
+      blame_delay_hold(f, *hold, x.reply->t_us, true);
     } else if (x.fault && x.source == origin::server) {
       // The destination's answer to what a verb filter left of the command (conversation.hpp).
       f.rule = x.fault->fault.rule;

@@ -286,9 +286,51 @@ void destination_said_goodbye(const conversation& c, const captures::end_record&
   merge_finding(out, std::move(f));
 }
 
+// When and where in the file the destination hung up: the relay's note of it
+// ("upstream_closed: ...", protocol/relay_fsm.cpp upstream_lost), else the end record.
+struct hang_up {
+  std::uint64_t t_us = 0;
+  const captures::event* note = nullptr;
+};
+
+hang_up hang_up_of(const conversation& c, const captures::end_record& e) {
+  for (const auto& ev : c.cap->events)
+    if (const auto* n = std::get_if<captures::note_event>(&ev); n && n->text.starts_with("upstream_closed: "))
+      return {n->t_us, &ev};
+  return {e.t_us, nullptr};
+}
+
+// The delay rule's hold (when = "command": the client's end of data or a command) the
+// destination hung up during, or null: as for its 421 (checks/replies.cpp hold_around), unless
+// the destination still owed a reply to a command that had gone to it (recorded before the
+// hang-up and the hold's record, which a command the rule held and never forwarded follows:
+// relay_fsm abandon_held_line; answered by nothing of the destination's nor before): then it was not
+// waiting for what the rule held. A BDAT ... LAST whose last byte the rule held went all but
+// that byte: the destination waited for it.
+const captures::fault_event* hold_at_hang_up(const conversation& c, const hang_up& at) {
+  const auto holds = delay_holds_at(c, at.t_us);
+  if (holds.empty()) return nullptr;
+  std::set<const captures::command_event*> answered;
+  for (const exchange& x : c.exchanges)
+    if (x.command && (x.reply->leg == protocol::leg::upstream || x.reply->t_us < at.t_us)) answered.insert(x.command);
+  for (const auto* hold : holds) {
+    bool owed = false;
+    for (const auto& ev : c.cap->events) {
+      if (&ev == at.note || std::get_if<captures::fault_event>(&ev) == hold) break;
+      const auto* cmd = std::get_if<captures::command_event>(&ev);
+      if (!cmd || answered.contains(cmd)) continue;
+      const auto parsed = protocol::parse_command(cmd->text).cmd;
+      const bool held_chunk = holds_end_of_data(*hold) && parsed.ph == protocol::phase::bdat && parsed.bdat_last;
+      owed = owed || !held_chunk;
+    }
+    if (!owed) return hold;
+  }
+  return nullptr;
+}
+
 // The destination closed the connection mid-session, without a 421 (a 421 is its own reply,
 // reported by the replies check) and not after QUIT. After a dot the ambiguous end of data
-// says it all (checks/delivery.cpp).
+// says it all (checks/delivery.cpp). During a delay rule's hold the rule is the likely cause.
 void destination_hung_up(const conversation& c, const captures::end_record& e, std::vector<finding>& out) {
   if (e.detail == "upstream said 221") return destination_said_goodbye(c, e, out);
   if (e.detail != protocol::upstream_closed_detail && !e.detail.starts_with(protocol::upstream_lost_detail)) return;
@@ -315,6 +357,12 @@ void destination_hung_up(const conversation& c, const captures::end_record& e, s
   f.action = "Look at the destination's log at that time: a crash, a restart, a connection limit, an idle timeout "
              "shorter than the client's pauses.";
   f.evidence.push_back(end_evidence(e));
+  if (const hang_up at = hang_up_of(c, e); const captures::fault_event* hold = hold_at_hang_up(c, at)) {
+    // A hostile trial: a bare hang-up during a delay rule's hold was the destination's fault with
+    // no word of the hold, where its 421 at the same moment is the rule's (checks/replies.cpp).
+    blame_delay_hold(f, *hold, at.t_us, false);
+    f.stage = std::string(protocol::to_string(hold->fault.ph));
+  }
   merge_finding(out, std::move(f));
 }
 

@@ -15,6 +15,8 @@ Assertions are on the JSON document's fields (diagnose/README.md), never on pros
 import json
 import os
 import signal
+import socket
+import threading
 import time
 import unittest
 
@@ -493,6 +495,53 @@ class SenderGaveUp(DiagnoseTest):
         rc, doc = diagnose(self.single_capture(m).path)
         self.assertEqual(rc, 0, ids(doc))
         self.assertNotIn("duplicate_delivery", ids(doc))
+
+
+class HangUpDuringAHold(DiagnoseTest):
+    """A destination that hangs up without a word (its own timeout, most likely) while a delay
+    rule (when = "command") holds what it waits for: the finding is the rule's, as its 421 is
+    (diagnose/README.md service_closing, destination_closed)."""
+
+    def hold(self, phase, hang_up_after):
+        """A relay whose rule holds `phase` 4 s, to a destination that hangs up 0.3 s after
+        answering `hang_up_after` (a verb)."""
+        def answer_then_hang_up(conn, line):
+            def later():
+                time.sleep(0.3)
+                try:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            threading.Thread(target=later, daemon=True).start()
+            return ScriptedAnswers.ANSWERS[hang_up_after]
+        up = ScriptedAnswers({hang_up_after: answer_then_hang_up})
+        self.addCleanup(up.stop)
+        rules = self.write_file("hold.toml", ('[[fault]]\nname = "hold-%s"\ntype = "delay"\nphase = "%s"\n'
+                                              'when = "command"\ndelay = "4s"\n' % (phase, phase)).encode())
+        return self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port), args=["--scenario", rules], env=self.env)
+
+    def test_a_hang_up_while_the_dot_is_held_is_the_rules(self):
+        m = self.hold("data_end", b"DATA")
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        c.send(make_message("<hang-up@example.test>") + b".\r\n")
+        self.assertReply(c.reply(20), 451)
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 1, ids(doc))
+        f = finding(doc, "destination_closed")
+        self.assertInjected(f, "hold-data_end", "data_end")
+        self.assertNotIn("fault_injected", ids(doc))
+
+    def test_a_hang_up_while_a_rcpt_is_held_is_the_rules(self):
+        m = self.hold("rcpt", b"MAIL")
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 421)
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertEqual(rc, 1, ids(doc))
+        self.assertInjected(finding(doc, "destination_closed"), "hold-rcpt", "rcpt")
 
 
 class RcptRefusalTest(DiagnoseTest):

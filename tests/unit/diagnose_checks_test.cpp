@@ -1402,6 +1402,87 @@ TEST(CheckReplies, A421DuringAHeldBdatEndIsTheRules) {
   EXPECT_EQ(f->rule, "held-dot");
 }
 
+// A hostile trial: the destination hung up without a word (most likely its own timeout) while a
+// delay rule held the client's end of data, and diagnose said only "the destination closed the
+// connection", from the destination, with no word of the hold; its 421 at the same moment is the
+// rule's (ADestinations421DuringADelayRulesHoldIsTheRules). The records are those the relay wrote
+// (a scripted destination hanging up 0.3 s after its 354): its note of the close, the delay's
+// record, its 451 and 421. A hang-up after the hold had ended stays the destination's.
+TEST(CheckSessionEnd, ADestinationsHangUpDuringADelayRulesHoldIsTheRules) {
+  auto capture = [](double closed_at, bool hold_still_on) {
+    builder b;
+    b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, "DATA").reply(9, 354, {"End data with <CR><LF>.<CR><LF>"});
+    if (!hold_still_on)
+      b.fault(200, "held-dot", "delay", "delay", phase::data_end, "end of data held before forwarding", 190'000);
+    b.note(closed_at, "upstream_closed: upstream closed the connection");
+    if (hold_still_on)
+      b.fault(closed_at, "held-dot", "delay", "delay", phase::data_end,
+              "end of data held; the upstream was lost before it was forwarded", 300'000);
+    b.reply(closed_at, 451, {"4.4.2 mailtap lost the upstream connection during message transfer"}, leg::client)
+        .reply(closed_at, 421, {"4.4.2 mailtap closing: upstream connection is closed"}, leg::client)
+        .txn(protocol::outcome::tempfailed,
+             captures::reply_summary{451, "4.4.2", "mailtap lost the upstream connection during message transfer"}, 4,
+             closed_at)
+        .ended("upstream_closed", std::string(protocol::upstream_closed_detail));
+    return diagnose_capture(b.c);
+  };
+  const auto d = capture(310, true);   // the hold began at the dot, 10 ms in
+  const finding* f = find(d, "destination_closed");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->source, origin::injected);
+  EXPECT_EQ(f->rule, "held-dot");
+  EXPECT_EQ(f->stage, "data_end");
+  EXPECT_EQ(f->level, severity::error);
+  EXPECT_THAT(f->title, testing::HasSubstr("while a delay rule held the client's end of data"));
+  EXPECT_THAT(f->explanation, testing::HasSubstr("300.000 ms into the fault rule 'held-dot'"));
+  EXPECT_THAT(f->explanation, testing::HasSubstr("the rule's hold most likely caused this close"));
+  EXPECT_THAT(evidence_texts(*f), testing::Contains(testing::StartsWith("F! held-dot (delay) delay at data_end")));
+  EXPECT_EQ(find(d, "fault_injected"), nullptr) << "the rule is cited by the finding it caused";
+
+  const auto after = capture(400, false);   // the dot went at 200 ms; the hang-up came later
+  f = find(after, "destination_closed");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(after));
+  EXPECT_EQ(f->source, origin::server);
+  EXPECT_EQ(f->rule, "");
+}
+
+// The same with a RCPT the rule held: the relay records it when the session gives it up, after
+// its note of the close and the delay's record (relay_fsm abandon_held_line). With a MAIL
+// pipelined ahead of it that went and was never answered, the destination owed a reply when it
+// hung up: not waiting for what the rule held, so its own (as for a 421 to that MAIL,
+// A421ToACommandSentBeforeTheHoldIsTheDestinationsNotTheRules).
+TEST(CheckSessionEnd, AHangUpDuringAHeldCommandIsTheRulesUnlessAReplyWasOwed) {
+  auto capture = [](bool mail_answered) {
+    builder b;
+    b.reply(1, 220, {"mx ESMTP"}).cmd(2, "EHLO x").reply(3, 250, {"mx", "PIPELINING"}).cmd(10, "MAIL FROM:<a@b>");
+    if (mail_answered) b.reply(11, 250, {"2.1.0 Ok"});
+    b.note(310, "upstream_closed: upstream closed the connection")
+        .fault(310, "hold-rcpt", "delay", "delay", phase::rcpt, "command held before forwarding", 300'000)
+        .cmd(10, "RCPT TO:<c@d>")
+        .note(310, "the session ended while a delay fault held this command: it was never forwarded")
+        .reply(310, 421, {"4.4.2 mailtap upstream connection lost"}, leg::client)
+        .txn(protocol::outcome::aborted, std::nullopt, 10, 310)
+        .ended("upstream_closed", std::string(protocol::upstream_closed_detail));
+    return diagnose_capture(b.c);
+  };
+  const auto d = capture(true);
+  const finding* f = find(d, "destination_closed");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(d));
+  EXPECT_EQ(f->source, origin::injected);
+  EXPECT_EQ(f->rule, "hold-rcpt");
+  EXPECT_EQ(f->stage, "rcpt");
+  EXPECT_THAT(f->title, testing::HasSubstr("while a delay rule held the client's RCPT"));
+  EXPECT_THAT(f->explanation, testing::HasSubstr("300.000 ms into the fault rule 'hold-rcpt'"));
+  EXPECT_EQ(find(d, "fault_injected"), nullptr);
+
+  const auto owed = capture(false);
+  f = find(owed, "destination_closed");
+  ASSERT_NE(f, nullptr) << ::testing::PrintToString(ids(owed));
+  EXPECT_EQ(f->source, origin::server);
+  EXPECT_EQ(f->rule, "");
+  EXPECT_NE(find(owed, "fault_injected"), nullptr) << "the rule caused no finding, so it is reported on its own";
+}
+
 // A hostile trial: Postfix's timeout 421 2 s into a delay rule's 4 s hold of the dot came with a
 // content_scan_delay warning ("the end-of-data reply delayed ... duplicates"), though the end
 // never went: nothing was delayed but the rule's hold, reported as the 421's cause.
