@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <system_error>
 
+#include "config_reader/key_depth.hpp"
 #include "config_reader/table_reader.hpp"
 
 namespace mailtap::config_reader {
@@ -49,6 +50,11 @@ file_text read_file(const std::filesystem::path& file, std::size_t max_bytes) {
 }
 
 std::optional<toml::table> parse(std::string_view text, std::string_view source_name, std::string& error) {
+  if (const auto line = line_nested_too_deep(text)) {
+    error = echo_path(source_name) + ":" + std::to_string(*line) + ": more than " + std::to_string(max_dots_per_line) +
+            " dots outside strings in one line: a key or table nested that deep is refused";
+    return std::nullopt;
+  }
   try {
     return toml::parse(text, source_name);
   } catch (const toml::parse_error& e) {

@@ -627,6 +627,18 @@ class BadRequests(AdminTest):
         self.assertOneLineError(code, body, 415)
         self.assertEqual(self.get_json("/api/v1/faults")["faults"], [])
 
+    def test_a_key_nested_too_deep_is_400_and_the_relay_lives(self):
+        # A hostile trial: a dotted key of 40,000 parts (80 KB, under the body cap) overflowed
+        # the parser's stack and killed the relay with every session in it; a table header the same.
+        deep = ".".join(["a"] * 40000)
+        for body in (deep + " = 1\n", "[" + deep + "]\n"):
+            code, _, reply = self.request("POST", "/api/v1/faults", body, "application/toml")
+            self.assertEqual(self.assertOneLineError(code, reply, 400),
+                             "request:1: more than 1000 dots outside strings in one line: a key or table nested "
+                             "that deep is refused")
+        self.assertEqual(self.get_json("/healthz"), {"status": "ok"})
+        self.assertEqual(self.get_json("/api/v1/faults")["faults"], [])
+
     def test_an_empty_json_array_of_rules_says_so_in_jsons_terms(self):
         # A tester's trial: POST [] said "expected [[fault]] tables (an array of tables)", words for
         # TOML a JSON body has none of.

@@ -179,6 +179,44 @@ TEST(Document, ParseErrorsAreOneLineWithFileAndLine) {
   EXPECT_EQ(error.find('\n'), std::string::npos);
 }
 
+// toml++ descends once per part of a dotted key or table header; 40,000 parts overflowed the
+// stack (a segfault through the admin API's POST /api/v1/faults, a scenario file, a reload).
+std::string dotted(std::size_t parts) {
+  std::string key = "a";
+  for (std::size_t i = 1; i < parts; ++i) key += ".a";
+  return key;
+}
+
+TEST(Document, AKeyNestedTooDeepIsAOneLineErrorNotACrash) {
+  std::string error;
+  EXPECT_FALSE(mailtap::config_reader::parse("x = 1\n" + dotted(40000) + " = 1\n", "c.toml", error));
+  EXPECT_EQ(error, "c.toml:2: more than 1000 dots outside strings in one line: a key or table nested that deep is refused");
+  error.clear();
+  EXPECT_FALSE(mailtap::config_reader::parse("[" + dotted(40000) + "]\n", "c.toml", error));
+  EXPECT_EQ(error.rfind("c.toml:1: more than 1000 dots", 0), 0u) << error;
+  error.clear();
+  EXPECT_FALSE(mailtap::config_reader::parse("x = { " + dotted(40000) + " = 1 }\n", "c.toml", error));
+  EXPECT_EQ(error.rfind("c.toml:1: more than 1000 dots", 0), 0u) << error;
+}
+
+TEST(Document, DotsInStringsAndCommentsAndUpToTheLimitAreParsed) {
+  std::string error;
+  const std::string many(5000, '.');
+  // In a basic, literal and multi-line string (with an escaped quote and a line-ending
+  // backslash), and in a comment: not key parts.
+  const std::string text = "s = \"\\\"" + many + "\"\nl = '" + many + "'\nm = \"\"\"\n" + many + " \\\n" + many +
+                           "\"\"\"\nml = '''\n" + many + "'''\n# " + many + "\n" + dotted(1001) + " = 1\n";
+  const auto doc = mailtap::config_reader::parse(text, "c.toml", error);
+  ASSERT_TRUE(doc) << error;
+  EXPECT_EQ((*doc)["s"].value<std::string>()->size(), 5001u);
+  EXPECT_EQ((*doc)["m"].value<std::string>()->size(), 10001u);
+  const toml::node* deepest = &*doc;
+  for (int i = 0; i < 1001 && deepest; ++i) deepest = deepest->as_table()->get("a");
+  ASSERT_NE(deepest, nullptr);
+  EXPECT_EQ(deepest->value<std::int64_t>(), 1);
+  EXPECT_FALSE(mailtap::config_reader::parse(dotted(1002) + " = 1\n", "c.toml", error));
+}
+
 TEST(Document, FilesAreReadUpToTheirCap) {
   std::random_device rd;
   const fs::path dir = fs::temp_directory_path() / ("mailtap_reader_test_" + std::to_string(rd()));
