@@ -5,6 +5,7 @@
 // (scenario existence, the config file).
 #include "relay/config.hpp"
 
+#include "captures/show.hpp"
 #include "config_reader/document.hpp"
 #include "config_reader/duration.hpp"
 #include "config_reader/table_reader.hpp"
@@ -385,15 +386,26 @@ fs::path base_directory(const fs::path& file) {
   return ec ? dir : abs.lexically_normal();
 }
 
+// An error line as a terminal gets it: config_reader echoes values with C0 controls escaped
+// (protocol::escape_bytes), and captures/show.hpp terminal_safe, which the capture readers' error
+// lines go through too (captures/reader.cpp quote_for_error), escapes what is left that could
+// drive or reorder the line: C1 controls, the bidirectional controls (U+061C, U+200E, U+200F,
+// U+202A to U+202E, U+2066 to U+2069), U+2028 and U+2029, and bytes that are not UTF-8 (a value
+// cut short inside a character). Its backslashes are left alone: they are escape_bytes' own.
+std::string terminal_line(std::string_view line) { return captures::terminal_safe(line); }
+
 std::optional<config> load_impl(std::string_view toml_text, std::string_view source_name,
                                 const config& base, std::string& error) {
   auto root = config_reader::parse(toml_text, source_name, error);
-  if (!root) return std::nullopt;
+  if (!root) {
+    error = terminal_line(error);
+    return std::nullopt;
+  }
   config out = base;
   problem_log log(echo_path(source_name));
   loader(log, base_directory(fs::path(source_name)), out).apply(*root);
   if (log.failed()) {
-    error = log.first();
+    error = terminal_line(log.first());
     return std::nullopt;
   }
   error.clear();
@@ -423,7 +435,7 @@ std::string endpoint::to_string() const {
 
 std::optional<endpoint> parse_endpoint(std::string_view text, std::string& error) {
   error.clear();
-  const std::string shown = "'" + echo(text) + "'";
+  const std::string shown = "'" + terminal_line(echo(text)) + "'";
   const auto bad = [&](std::string problem) -> std::optional<endpoint> {
     error = std::move(problem) + " in " + shown + " (expected HOST:PORT or [V6]:PORT)";
     return std::nullopt;
@@ -510,9 +522,9 @@ std::optional<config> load_config_text(std::string_view toml_text, std::string_v
   try {
     return load_impl(toml_text, source_name, base, error);
   } catch (const std::exception& e) {
-    error = echo_path(source_name) + ": internal error: " + one_line(e.what());
+    error = terminal_line(echo_path(source_name) + ": internal error: " + one_line(e.what()));
   } catch (...) {
-    error = echo_path(source_name) + ": internal error";
+    error = terminal_line(echo_path(source_name) + ": internal error");
   }
   return std::nullopt;
 }
@@ -522,14 +534,14 @@ std::optional<config> load_config_file(const fs::path& file, const config& base,
   try {
     auto read = config_reader::read_file(file, max_config_file_bytes);
     if (!read.ok()) {
-      error = echo_path(file.native()) + ": cannot read: " + read.problem;
+      error = terminal_line(echo_path(file.native()) + ": cannot read: " + read.problem);
       return std::nullopt;
     }
     return load_impl(read.text, file.string(), base, error);
   } catch (const std::exception& e) {
-    error = echo_path(file.native()) + ": internal error: " + one_line(e.what());
+    error = terminal_line(echo_path(file.native()) + ": internal error: " + one_line(e.what()));
   } catch (...) {
-    error = echo_path(file.native()) + ": internal error";
+    error = terminal_line(echo_path(file.native()) + ": internal error");
   }
   return std::nullopt;
 }
@@ -550,13 +562,13 @@ std::optional<std::string> read_admin_token_file(const fs::path& file, std::stri
   // A token is at most admin_token_max_chars; a little room for a line end and blanks.
   auto read = config_reader::read_file(file, admin_token_max_chars + 64);
   if (!read.ok()) {
-    error = echo_path(file.native()) + ": cannot read the admin token: " + read.problem;
+    error = terminal_line(echo_path(file.native()) + ": cannot read the admin token: " + read.problem);
     return std::nullopt;
   }
   std::string token = std::move(read.text);
   while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
   if (auto problem = admin_token_problem(token); !problem.empty()) {
-    error = echo_path(file.native()) + ": " + problem;
+    error = terminal_line(echo_path(file.native()) + ": " + problem);
     return std::nullopt;
   }
   return token;
@@ -570,7 +582,7 @@ std::optional<std::string> admin_host_name(std::string_view name, std::string& p
   bool ok = !bare.empty() && bare.size() <= max_name_chars && (v6 || bare.size() == name.size());
   for (char c : bare) ok = ok && (v6 ? is_ipv6_char(c) : is_host_char(c));
   if (!ok) {
-    problem = "'" + echo(name) + "' is not a host name or an IP address (no port)";
+    problem = "'" + terminal_line(echo(name)) + "' is not a host name or an IP address (no port)";
     return std::nullopt;
   }
   std::string out(bare);
@@ -584,7 +596,10 @@ std::optional<std::chrono::seconds> parse_captures_max_age(std::string_view text
   // Plain digits are seconds, as the config file's integer `max_age` is.
   const bool seconds = !text.empty() && text.size() <= 12 && text.find_first_not_of("0123456789") == std::string_view::npos;
   auto us = config_reader::parse_duration(seconds ? std::string(text) + "s" : std::string(text), problem);
-  if (!us) return std::nullopt;
+  if (!us) {
+    problem = terminal_line(problem);
+    return std::nullopt;
+  }
   if (*us == 0) {
     problem = "expected a duration > 0";
     return std::nullopt;
@@ -594,6 +609,7 @@ std::optional<std::chrono::seconds> parse_captures_max_age(std::string_view text
 
 std::optional<std::uint64_t> parse_captures_max_bytes(std::string_view text, std::string& problem) {
   auto bytes = config_reader::parse_byte_size(text, problem);
+  if (!bytes) problem = terminal_line(problem);
   if (bytes && *bytes == 0) {
     problem = "expected a size > 0";
     return std::nullopt;
@@ -648,7 +664,7 @@ std::optional<std::string> parse_sha256_fingerprint(std::string_view text, std::
   for (char c : hex) {
     if (c == ':') continue;
     if (!std::isxdigit(static_cast<unsigned char>(c))) {
-      error = "expected \"sha256:\" and 64 hex digits (colons optional), got a '" + echo(std::string(1, c)) + "'";
+      error = "expected \"sha256:\" and 64 hex digits (colons optional), got a '" + terminal_line(echo(std::string(1, c))) + "'";
       return std::nullopt;
     }
     if (digits.size() == 2 * sha256_bytes) break;

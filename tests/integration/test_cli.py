@@ -156,6 +156,20 @@ class RunUsage(IntegrationTest):
         line = self.run_fails("--config", path)
         self.assertIn("%s:2: key 'bogus'" % path, line)
 
+    def test_config_errors_escape_bidirectional_controls_and_line_separators(self):
+        # A hostile trial: the error line echoed a value's U+202E raw, which reversed the rest of
+        # the line on the terminal; it is escaped as the capture readers' errors are
+        # (captures/show.hpp terminal_safe). U+2028 raw would also split the line.
+        for ch in ("\u202e", "\u2066", "\u200f", "\u061c", "\u2028", "\u2029"):
+            with self.subTest(ch="U+%04X" % ord(ch)):
+                raw = ch.encode("utf-8")
+                escaped = "".join("\\x%02x" % b for b in raw)
+                path = self.write_file("bidi.toml", b'listen = "127.0.0.1:25' + raw + b'25"\n')
+                line = self.run_fails("--config", path)
+                self.assertIn("%s:1: key 'listen'" % path, line)
+                self.assertIn("127.0.0.1:25%s25" % escaped, line)
+                self.assertNotIn(ch, line)
+
     def test_unknown_flag(self):
         self.run_fails("--listen", "127.0.0.1:0", "--no-such-flag")
 

@@ -387,6 +387,43 @@ TEST(ConfigErrors, SyntaxError) {
   EXPECT_NE(e.find("expected"), std::string::npos) << e;
 }
 
+// A hostile trial: a config error echoed a value's bidirectional controls and line separators raw,
+// so a right-to-left override in it reordered the rest of the error line on the terminal. They
+// are escaped as the capture readers' errors escape them (captures/show.hpp terminal_safe).
+TEST(ConfigErrors, AnErrorEscapesBidirectionalControlsAndLineSeparatorsInTheValue) {
+  const std::string controls[] = {
+      "\xe2\x80\xaa", "\xe2\x80\xab", "\xe2\x80\xac", "\xe2\x80\xad", "\xe2\x80\xae",   // U+202A..202E
+      "\xe2\x81\xa6", "\xe2\x81\xa7", "\xe2\x81\xa8", "\xe2\x81\xa9",                   // U+2066..2069
+      "\xe2\x80\x8e", "\xe2\x80\x8f", "\xd8\x9c",                                       // U+200E, U+200F, U+061C
+      "\xe2\x80\xa8", "\xe2\x80\xa9",                                                   // U+2028, U+2029
+  };
+  temp_dir dir;
+  for (const std::string& raw : controls) {
+    std::string escaped;
+    for (unsigned char b : raw) {
+      char buf[5];
+      std::snprintf(buf, sizeof buf, "\\x%02x", b);
+      escaped += buf;
+    }
+    // A file, as `mailtap run --config` reads it; and a key whose value is echoed in the error.
+    const fs::path file = dir.write("bidi.toml", "seed = 1\nlisten = \"127.0.0.1:25" + raw + "25\"\n");
+    std::string error;
+    EXPECT_FALSE(load_config_file(file, config{}, error).has_value());
+    EXPECT_NE(error.find(":2: key 'listen': "), std::string::npos) << error;
+    EXPECT_NE(error.find("127.0.0.1:25" + escaped + "25"), std::string::npos) << error;
+    EXPECT_EQ(error.find(raw), std::string::npos) << "raw control in: " << error;
+    // A value echoed by config_reader itself (a duration), and an unknown key.
+    for (const std::string& text : {"[timeouts]\nclient_idle = \"5" + raw + "s\"\n", "seed = 1\nli" + raw + "sten = 1\n"}) {
+      const std::string e = error_of(text);
+      EXPECT_NE(e.find(escaped), std::string::npos) << e;
+      EXPECT_EQ(e.find(raw), std::string::npos) << "raw control in: " << e;
+    }
+  }
+  // What is no control stays as it is: an en dash, a right single quotation mark.
+  const std::string e = error_of("listen = \"h\xe2\x80\x93x\xe2\x80\x99:1:\"\n");
+  EXPECT_NE(e.find("h\xe2\x80\x93x\xe2\x80\x99"), std::string::npos) << e;
+}
+
 TEST(ConfigErrors, DuplicateKeyIsASyntaxError) {
   const std::string e = error_of("seed = 1\nseed = 2\n");
   EXPECT_EQ(e.rfind("mailtap.toml:2: ", 0), 0u) << e;
