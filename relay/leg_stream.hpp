@@ -80,9 +80,10 @@ class tcp_pipe final : public byte_pipe {
 };
 
 // The TCP connection under a leg's TLS. It passes reads and writes through; while `record` is
-// set, it also keeps the first record_cap bytes read there. The upstream handshake sets it:
-// bytes that are no TLS record are the upstream's plaintext after its 220 to STARTTLS, which
-// the capture keeps and the session takes for injection (relay/session.cpp, handshake).
+// set, it also keeps the first record_cap bytes read there. Each handshake sets it: bytes that
+// are no TLS record are the peer's plaintext where its handshake should be (the upstream's after
+// its 220 to STARTTLS, the client's after its STARTTLS), which the capture keeps and the session
+// takes for injection (relay/session.cpp, handshake).
 class tls_transport {
  public:
   using socket = boost::asio::ip::tcp::socket;

@@ -657,8 +657,8 @@ asio::awaitable<void> session::handshake(leg l) {
   timer limit(executor_);
   limit.expires_after(ctx_.cfg.tls.handshake_timeout);
   auto kind = upstream ? asio::ssl::stream_base::client : asio::ssl::stream_base::server;
-  std::string first_bytes;   // what the upstream sent in the handshake (tls_transport)
-  if (upstream) tls->next_layer().record = &first_bytes;
+  std::string first_bytes;   // what the peer sent in the handshake (tls_transport)
+  tls->next_layer().record = &first_bytes;
   auto result = co_await (tls->async_handshake(kind, as_tuple(use_awaitable)) ||
                           limit.async_wait(as_tuple(use_awaitable)));
   tls->next_layer().record = nullptr;
@@ -669,6 +669,16 @@ asio::awaitable<void> session::handshake(leg l) {
     // keeps them (a hostile trial: they were lost). The handshake failed all the same; what
     // follows is as for any failed handshake, on a new connection if at all.
     feed(&protocol::relay_fsm::on_upstream_plaintext_in_handshake, std::string_view(first_bytes));
+  }
+  if (!upstream && handshake_failed && !first_bytes.empty() && !starts_a_tls_record(first_bytes) &&
+      fsm_.awaiting_client_starttls_handshake()) {
+    // The client's plaintext after its STARTTLS, come once the handshake had begun reading (a
+    // write of its own, a millisecond after the command): the same injection as the bytes
+    // took_plaintext_before_handshake finds waiting, refused the same way with the bytes
+    // recorded (a hostile trial: a failed handshake, "wrong version number", the bytes lost).
+    box.drop_tls();
+    feed(&protocol::relay_fsm::on_client_bytes, std::string_view(first_bytes));
+    co_return;
   }
   if (result.index() == 1) {
     box.drop_tls();

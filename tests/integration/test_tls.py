@@ -421,6 +421,26 @@ class TlsTest(IntegrationTest):
         self.assertNotIn(b"EHLO inj", cap.bytes_of("upstream", "out"))
         self.assertEqual(events_of(shown, "tls"), [])
 
+    def test_client_plaintext_after_starttls_once_the_handshake_began_is_injection(self):
+        # A hostile trial: plaintext the client wrote after its STARTTLS, a write of its own that
+        # came once the relay's handshake was reading, failed the handshake ("wrong version
+        # number", client_tls_failed, diagnose blaming the relay's certificate) and was lost.
+        mailtap = self.start_tls_mailtap()
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("EHLO x"), 250)
+        self.assertReply(c.command("STARTTLS"), 220)
+        time.sleep(0.5)                               # the relay's handshake is reading by now
+        c.send(b"MAIL FROM:<injected@x.test>\r\n")
+        got = c.read_to_eof(15)
+        self.assertNotIn(250, [x.code for x in parse_replies(got)], got)
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(show_json(cap.path)["end_reason"], "starttls_injection")
+        self.assertIn(b"MAIL FROM:<injected@x.test>\r\n", cap.bytes_of("client", "in"))
+        self.assertNotIn(b"injected", cap.bytes_of("upstream", "out"))
+        self.assertEqual(cap.end["reason"], "starttls_injection", cap.end)
+
     def test_upstream_starttls_response_injection(self):
         up = self.start_scripted_tls("injection")
         mailtap = self.relay_to(up)
