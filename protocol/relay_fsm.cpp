@@ -1490,7 +1490,9 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
 void relay_fsm::pass_on_upstream_421(std::uint64_t now, const reply& r) {
   upstream_said_421_ = true;   // a transaction the end settles (a held MAIL's) is tempfailed too
   out_.send(leg::client, r.raw, now);
-  if (faults_.line_held_is(phase::rcpt)) abandon_held_line(now);   // its recipient, before the record
+  // A held MAIL's transaction and a held RCPT's recipient, before the record: the 421 is final
+  // for both alike.
+  if (faults_.line_held_is(phase::mail) || faults_.line_held_is(phase::rcpt)) abandon_held_line(now);
   if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, r, false);
   end_session(now, "upstream_closed", "upstream said 421");
 }
@@ -1503,7 +1505,9 @@ void relay_fsm::upstream_said_421(std::uint64_t now, std::string_view detail, in
   upstream_said_421_ = true;   // also for a 421 to STARTTLS or to the relay's RSET (abandon_transactions)
   upstream_closing_code_ = code;   // the commands still owed are told so (upstream_loss_reply)
   if (owed_.empty()) {
-    if (faults_.line_held_is(phase::rcpt)) abandon_held_line(now);   // its recipient, before the record
+    // A held MAIL's transaction or a held RCPT's recipient, before the record (a 421 to the MAIL
+    // ahead of a held RCPT: the refused MAIL's record, follow_held_refusal).
+    if (faults_.line_held_is(phase::mail) || faults_.line_held_is(phase::rcpt)) abandon_held_line(now);
     if (auto* open = txns_.open()) finish_transaction(now, open->id, outcome::tempfailed, std::nullopt, false);
     return end_session(now, "upstream_closed", detail);
   }
@@ -2109,9 +2113,12 @@ void relay_fsm::abandon_held_line(std::uint64_t now) {
   if (parsed.cmd.ph == phase::mail && parsed.fault == command_fault::none && !txns_.open())
     begin_transaction(since, parsed.cmd);
   // A RCPT held so is its transaction's recipient, listed without a code, as every recipient the
-  // destination never answered is (a RCPT of a transaction still open: not after a refused MAIL).
-  if (parsed.cmd.ph == phase::rcpt && parsed.fault == command_fault::none)
+  // destination never answered is; after a refused MAIL (its 421, the session ending with it),
+  // that attempt's, as a RCPT pipelined behind the MAIL is (follow_held_refusal).
+  if (parsed.cmd.ph == phase::rcpt && parsed.fault == command_fault::none) {
     if (transaction* open = txns_.open()) record_recipient(now, *open, parsed.cmd.address.value_or(parsed.cmd.argument));
+    else follow_held_refusal(parsed.cmd);
+  }
 }
 
 void relay_fsm::end_session(std::uint64_t now, std::string_view reason, std::string_view detail) {

@@ -299,6 +299,30 @@ delay = "5s"
         self.assertEqual([(f["rule"], f["phase"]) for f in fault_records(cap)], [("slow-mail", "mail")])
         self.assertNotIn(b"MAIL FROM:<%s>" % FROM.encode(), up.wait_for_connections(1)[0].commands)
 
+    def test_a_rcpt_held_when_the_destination_says_421_to_the_mail_is_in_its_record(self):
+        # A hostile trial: MAIL and RCPT pipelined, a delay rule holding the RCPT, the
+        # destination's 421 to the MAIL; the transaction record had no recipient.
+        up = ScriptedAnswers({b"MAIL": TIMEOUT_421})
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "slow-rcpt"
+type = "delay"
+phase = "rcpt"
+when = "command"
+delay = "5s"
+''', up)
+        c = self.greeted_client(m.port)
+        c.send(("MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\n" % (FROM, TO)).encode())
+        self.assertEqual([r.code for r in parse_replies(c.read_to_eof(20))], [421])
+        cap = self.single_capture(m)
+        self.assertEqual(cap.end["reason"], "upstream_closed")
+        [t] = cap.transactions
+        self.assertEqual((t["mail_from"], t["rcpt_to"], t["outcome"], t["final_reply"]["code"]),
+                         (FROM, [TO], "tempfailed", 421), t)
+        self.assertEqual([(f["rule"], f["phase"]) for f in fault_records(cap)], [("slow-rcpt", "rcpt")])
+        self.assertNotIn(b"RCPT TO:<%s>" % TO.encode(), up.wait_for_connections(1)[0].commands)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -852,6 +852,54 @@ TEST_F(FaultFsm, ARcptHeldWhenTheSessionEndsIsListedInItsTransactionRecord) {
   }
 }
 
+// A hostile trial: the destination's 421 answered the MAIL pipelined ahead of a RCPT a delay
+// held. MAIL's refusal settled the transaction first, and the held RCPT, abandoned after, was in
+// no record (ca4122c listed it after a 421 to nothing owed). It is that attempt's recipient, as
+// a RCPT pipelined behind a refused MAIL is. And a held MAIL's transaction, after a 421 to
+// nothing owed, had no final reply where a held RCPT's had the 421: both have it now.
+TEST_F(FaultFsm, AHeldRcptOrMailIsInTheTransactionTheUpstreams421Ends) {
+  const std::string timeout_421 = "421 4.4.2 mx.example.org Error: timeout exceeded\r\n";
+  {
+    SCOPED_TRACE("a 421 to the MAIL ahead of a held RCPT");
+    greet_and_ehlo();
+    adv_->on(phase::rcpt, fault_stage::command, delay_of(5'000'000, "cmdhold"));
+    client(mail_from + rcpt_carol);   // carol held
+    upstream(timeout_421);
+    EXPECT_TRUE(fsm_->finished());
+    EXPECT_THAT(up_, Not(HasSubstr("carol")));
+    const transaction_record& t = only_transaction();
+    EXPECT_EQ(t.mail_from, "alice@example.org");
+    EXPECT_THAT(t.rcpt_to, ElementsAre("carol@example.org"));
+    EXPECT_THAT(t.rcpt_codes, IsEmpty());
+    EXPECT_EQ(t.result, outcome::tempfailed);
+    ASSERT_TRUE(t.final_reply);
+    EXPECT_EQ(t.final_reply->code, 421);
+    EXPECT_EQ(only_fault("delay").ph, phase::rcpt);
+  }
+  for (const bool held_mail : {true, false}) {
+    SCOPED_TRACE(held_mail ? "an unsolicited 421 while a MAIL is held" : "... while a RCPT is held");
+    make();
+    greet_and_ehlo();
+    if (held_mail) {
+      adv_->on(phase::mail, fault_stage::command, delay_of(5'000'000, "cmdhold"));
+      client(mail_from);
+    } else {
+      adv_->on(phase::rcpt, fault_stage::command, delay_of(5'000'000, "cmdhold"));
+      client(mail_from + rcpt_carol);
+      upstream("250 2.1.0 Ok\r\n");
+    }
+    upstream(timeout_421);
+    EXPECT_TRUE(fsm_->finished());
+    EXPECT_THAT(cl_, EndsWith(timeout_421));
+    const transaction_record& t = only_transaction();
+    EXPECT_EQ(t.mail_from, "alice@example.org");
+    EXPECT_EQ(t.result, outcome::tempfailed);
+    ASSERT_TRUE(t.final_reply) << "the 421 is the transaction's final reply, as for a held RCPT";
+    EXPECT_EQ(t.final_reply->code, 421);
+    EXPECT_EQ(only_fault("delay").ph, held_mail ? phase::mail : phase::rcpt);
+  }
+}
+
 TEST_F(FaultFsm, CommandDelayFiredLateRecordsTheActualDelay) {
   greet_and_ehlo();
   adv_->on(phase::mail, fault_stage::command, delay_of(2'000'000));
