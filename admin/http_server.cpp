@@ -334,6 +334,13 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
       co_await refuse(stream, 400, "more than one Origin header", limits);
       break;
     }
+    // RFC 9110 11.6.2: one Authorization; the token check reads only the first, so which of two
+    // counted depended on their order (a hostile trial: 'Bearer x' then the token was 401, the
+    // reverse 200).
+    if (req.count(http::field::authorization) > 1) {
+      co_await refuse(stream, 400, "more than one Authorization header", limits);
+      break;
+    }
     if (s->websocket && beast::websocket::is_upgrade(req)) {
       parsed_target target;
       auto plain = to_plain(req, peer, local);

@@ -17,6 +17,19 @@ proxy::socket_address from_asio(const boost::asio::ip::tcp::endpoint& ep) {
   return {protocol::ipv6_bytes(address.to_v6().to_bytes()), ep.port()};
 }
 
+// A balancer's PROXY header may name an IPv4 client by its IPv4-mapped IPv6 address
+// (`PROXY TCP6 ::ffff:10.9.8.7 ...`, a dual-stack balancer): named by its IPv4 address, as a
+// connection from it is (from_asio), so that captures, `search --client` and the admin API show
+// one address for one client (a hostile trial: "[::ffff:10.9.8.7]:4242").
+proxy::socket_address unmapped(proxy::socket_address a) {
+  if (const auto* v6 = std::get_if<protocol::ipv6_bytes>(&a.ip)) {
+    const auto as_asio = boost::asio::ip::address_v6(*v6);
+    if (as_asio.is_v4_mapped())
+      a.ip = protocol::ipv4_bytes(boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, as_asio).to_bytes());
+  }
+  return a;
+}
+
 }  // namespace
 
 std::string client_identity::client_label() const { return known ? proxy::to_string(client) : "unknown"; }
@@ -40,8 +53,8 @@ client_identity identity_behind_proxy(const boost::asio::ip::tcp::socket& socket
                                       const std::optional<proxy::endpoints>& named) {
   client_identity who = identity_of(socket);
   if (!named) return who;
-  who.client = named->source;
-  who.destination = named->destination;
+  who.client = unmapped(named->source);
+  who.destination = unmapped(named->destination);
   who.known = true;
   return who;
 }

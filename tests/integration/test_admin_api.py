@@ -773,6 +773,13 @@ class BadRequests(AdminTest):
         self.assertTrue(reply.startswith(b"HTTP/1.1 400 "), reply[:200])
         self.assertIn(b"more than one Origin header", reply)
 
+    def test_two_authorization_headers_are_400(self):
+        # The token check read the first only, so the order of two decided (a hostile trial).
+        reply = self.raw_exchange(b"GET /api/v1/faults HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer x\r\n"
+                                  b"Authorization: Bearer y\r\nConnection: close\r\n\r\n")
+        self.assertTrue(reply.startswith(b"HTTP/1.1 400 "), reply[:200])
+        self.assertIn(b"more than one Authorization header", reply)
+
     def test_a_slow_request_is_closed_at_its_deadline_and_the_server_keeps_serving(self):
         with socket.create_connection((LOOPBACK, self.admin), timeout=30) as s:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")   # never finished

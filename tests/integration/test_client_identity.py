@@ -83,6 +83,16 @@ class ListenProxyProtocolTest(IntegrationTest):
         self.assertCaptureComplete(cap)
         self.assertEqual(cap.header["client"], "192.0.2.20:40001")
 
+    def test_an_ipv4_mapped_client_is_named_by_its_ipv4_address(self):
+        # A dual-stack balancer names an IPv4 client ::ffff:a.b.c.d: recorded so, it was another
+        # client than the same address connecting directly (a hostile trial).
+        mailtap = self.start_mailtap(args=["--listen-proxy-protocol"])
+        header = b"PROXY TCP6 ::ffff:10.9.8.7 ::ffff:198.51.100.1 4242 25\r\n"
+        self.assertReply(self.proxied_session(mailtap, header), 220)
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        self.assertEqual(cap.header["client"], "10.9.8.7:4242")
+
     def test_v2_local_keeps_the_connection_address(self):
         """LOCAL (a balancer's health check) names no client: the connection's own is used."""
         mailtap = self.start_mailtap(args=["--listen-proxy-protocol"])
