@@ -177,10 +177,22 @@ void fault_holds::release_held(std::uint64_t now) {
         bdat_end_withheld_ = false;
         return;
       }
-      if (std::exchange(bdat_end_withheld_, false)) host_.release_withheld_bdat(now, held_dot_txn_);
-      else host_.forward_end_of_data(now, held_dot_txn_, held_dot_arrived_us_);
+      if (std::exchange(bdat_end_withheld_, false)) {
+        bdat_end_hold_over(now);
+        host_.release_withheld_bdat(now, held_dot_txn_);
+      } else {
+        host_.forward_end_of_data(now, held_dot_txn_, held_dot_arrived_us_);
+      }
     }
   }
+}
+
+// The hold was the relay's time, as a held dot's is (its reply slot is made when it goes:
+// relay_fsm forward_end_of_data): BDAT ... LAST's went with its command, so the destination's
+// time to answer it counts from when the held end goes, or is dropped (none then), not from
+// the command (a hostile trial: a 400 ms hold was the destination's time in `captures show`).
+void fault_holds::bdat_end_hold_over(std::uint64_t now) {
+  if (reply_slot* last = owed_.awaited_bdat_last()) last->asked.t_forwarded = std::max(last->asked.t_forwarded, now);
 }
 
 void fault_holds::session_ending(std::uint64_t now) {
@@ -225,6 +237,7 @@ std::optional<fault_holds::dropped_dot> fault_holds::drop_held_dot(std::uint64_t
   // BDAT's held end (its withheld last byte): dropped; its BDAT ... LAST is answered by the
   // machine as any chunk the upstream failed (upstream_replied_in_chunk, upstream_lost).
   if (std::exchange(bdat_end_withheld_, false)) {
+    bdat_end_hold_over(now);
     host_.drop_withheld_bdat();
     return std::nullopt;
   }

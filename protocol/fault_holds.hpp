@@ -274,6 +274,8 @@ class fault_holds {
   };
   void schedule_wake(std::uint64_t now, std::uint64_t at_us);
   void release_held(std::uint64_t now);
+  // A held BDAT end goes, or is dropped, now: the destination's time for its BDAT ... LAST counts from here.
+  void bdat_end_hold_over(std::uint64_t now);
   bool greeting(std::uint64_t now, const fault_decision& d);
   void apply_command_fault(std::uint64_t now, std::string_view body, const command& cmd, const fault_decision& d);
   void forward_masked_command(std::uint64_t now, std::string_view line, const command& cmd, const rewrite_set& rw);

@@ -89,12 +89,17 @@ void reply_queue::paced_write_ended(std::uint64_t began, std::uint64_t ended) {
 }
 
 bool reply_queue::withdraw_bdat_last() {
+  const reply_slot* last = awaited_bdat_last();
+  if (!last) return false;
+  erase(*last);
+  return true;
+}
+
+reply_slot* reply_queue::awaited_bdat_last() {
   auto it = std::find_if(slots_.rbegin(), slots_.rend(), [](const reply_slot& s) {
     return s.asked.ph == phase::bdat && s.asked.last_chunk && awaited(s);
   });
-  if (it == slots_.rend()) return false;
-  slots_.erase(std::next(it).base());
-  return true;
+  return it == slots_.rend() ? nullptr : &*it;
 }
 
 bool reply_queue::delayed_past(std::uint64_t now) const {

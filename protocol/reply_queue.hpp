@@ -110,6 +110,8 @@ class reply_queue {
   void paced_write_ended(std::uint64_t began, std::uint64_t ended);
   // The message's end will not be sent: its BDAT LAST slot is withdrawn. False when there is none.
   bool withdraw_bdat_last();
+  // The BDAT LAST slot still awaiting the upstream's reply, or null.
+  reply_slot* awaited_bdat_last();
   // The relay's own 354 for a message a fault answers, while it is owed; null when none is.
   reply_slot* absorbed_go();
   // A delay fault holds a reply past `now`.

@@ -16,7 +16,7 @@ import unittest
 
 from harness import (LOOPBACK, ScriptedAnswers, ScriptedConnection, ScriptedServer, fault_records, make_message,
                      parse_replies, run_mailtap, show_json, wait_until)
-from test_faults import FaultTest
+from test_faults import ChunkingDestination, FaultTest
 
 FROM = "sender@example.test"
 TO = "rcpt@example.test"
@@ -198,6 +198,26 @@ class LeavingWhileABdatEndIsHeld(FaultTest):
         self.assertEqual((t["outcome"], t["final_reply"]["code"]), ("rejected", 552), t)
         self.assertEqual(cap.end["reason"], "fault")
         self.assertIn("'held-dot'", cap.end["detail"])
+
+    def test_the_hold_of_a_bdat_end_that_went_is_the_relays_time(self):
+        # A hostile trial: `captures show` counted a held BDAT end's hold as the destination's
+        # time (upstream), where DATA's held dot's is the relay's.
+        up = ChunkingDestination()
+        self.addCleanup(up.stop)
+        m = self.relay(HELD_DOT.replace('delay = "4s"', 'delay = "1s"'), up)
+        c = self.greeted_client(m.port)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        c.send(b"BDAT 5 LAST\r\nhello")
+        self.assertReply(c.reply(20), 250, "2.0.0")
+        self.quit(c)
+        self.assertEqual(up.wait_for_connections(1)[0].messages, [b"hello"])
+        cap = self.single_capture(m)
+        [f] = fault_records(cap)
+        self.assertEqual(f["detail"], "end of data held before forwarding")
+        [s] = [s for s in show_json(cap.path)["stages"] if s["name"] == "bdat"]
+        self.assertGreaterEqual(s["relay_us"], 900000, s)
+        self.assertLess(s["upstream_us"], 500000, s)
 
 
 class ClosingReplies(FaultTest):

@@ -2948,6 +2948,46 @@ TEST_F(FaultFsm, AHeldBdatEndIsDroppedWhenTheDestinationRefusesAnEarlierChunk) {
   }
 }
 
+// A hostile trial: a held BDAT end's stage counted the hold as the destination's time, where
+// DATA's held dot counts it as the relay's (9bfbec0): BDAT ... LAST was taken as gone upstream
+// when its command went, its last byte held 400 ms behind it. Both now count the destination's
+// time from when the end went: when the hold ends and it goes, the time to the reply; when the
+// destination fails the message during the hold (a 421), none.
+TEST_F(FaultFsm, AHeldBdatEndsStageCountsTheHoldAsTheRelaysTimeAsDatasDotDoes) {
+  for (const bool bdat : {false, true}) {
+    for (const bool upstream_gives_up : {false, true}) {
+      SCOPED_TRACE(std::string(bdat ? "BDAT" : "DATA") + (upstream_gives_up ? ", 421 during the hold" : ", the end goes"));
+      make();
+      adv_->on(phase::data_end, fault_stage::command, delay_of(400'000, "slow-end"));
+      if (bdat) {
+        envelope();
+        client("BDAT 5 LAST\r\nhello");
+      } else {
+        open_data();
+        client("hello\r\n.\r\n");
+      }
+      const std::uint64_t end_at = now_;
+      std::uint64_t went_at = 0;
+      if (upstream_gives_up) {
+        now_ += 100'000;
+        upstream("421 4.4.2 mx.example.org Error: timeout exceeded\r\n");
+      } else {
+        fire_fault_timer();
+        went_at = now_;
+        EXPECT_THAT(up_, EndsWith(bdat ? "hello" : "hello\r\n.\r\n"));
+        now_ += 2'000;
+        upstream(bdat ? "250 2.0.0 Ok: 5 octets\r\n" : "250 2.0.0 Ok: queued as 4F2\r\n");
+      }
+      const stage_record& end = obs_->stages.back();
+      ASSERT_EQ(end.ph, bdat ? phase::bdat : phase::data_end);
+      EXPECT_EQ(end.start_us, end_at);
+      EXPECT_EQ(end.duration_us, now_ - end_at);
+      EXPECT_EQ(end.think_us, bdat ? 1'000u : 0u) << "BDAT came a tick after the RCPT's reply: the sender's";
+      EXPECT_EQ(end.upstream_us, upstream_gives_up ? 0u : now_ - went_at) << "the hold is the relay's time";
+    }
+  }
+}
+
 TEST_F(FaultFsm, DataEndReplyDelayHoldsTheDotsReply) {
   adv_->on(phase::data_end, fault_stage::reply, delay_of(2'000'000, "slow-queue"));
   open_data();
