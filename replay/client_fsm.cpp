@@ -373,17 +373,24 @@ void client_fsm::advance(std::uint64_t now_us) {
     }
     // A message (or a BDAT chunk of one) a fault rule answered itself when recorded: the relay
     // sent the destination RSET in place of its DATA (or first chunk), which the replay sent too
-    // (send_step, step::sent_in_place), and none of the message; the destination's session went
-    // on, and so does the replay's (a trial: the replay sent DATA, which the recorded destination
-    // never got, and closed the connection inside the message).
+    // (send_step, step::sent_in_place), and none of the message; the replay goes on as the
+    // destination's session did (a trial: the replay sent DATA, which the recorded destination
+    // never got, and closed the connection inside the message). Whether that session went on is
+    // what the recording has of the destination's answer to the RSET (after_rset_in_place): a
+    // hostile trial's note said it went on where the destination never answered the RSET and
+    // closed.
     if (st.answered_by_fault) {
       const bool chunk = st.kind == step_kind::bdat;
+      const std::string after = after_rset_in_place(i);
       res.status = step_status::skipped;
       res.note = std::string("not sent: the destination never got this ") + (chunk ? "BDAT chunk" : "message") +
                  " (" + st.withheld_why + "): the relay sent it RSET in place of the " +
-                 (chunk ? "message's first BDAT chunk" : "DATA") +
-                 " and answered the client itself, and the destination's session went on; the replay sent RSET "
-                 "there too, none of this " + (chunk ? "chunk" : "message") + ", and went on: nothing delivered";
+                 (chunk ? "message's first BDAT chunk" : "DATA") + " and answered the client itself, and " +
+                 (after.empty() ? "the destination's session went on; the replay sent RSET there too, none of this " +
+                                      std::string(chunk ? "chunk" : "message") + ", and went on"
+                                : after + "; the replay sent RSET there too and none of this " +
+                                      std::string(chunk ? "chunk" : "message")) +
+                 ": nothing delivered";
       settle(i + 1, now_us);
       ++next_;
       stop_where_the_session_closed(i);
@@ -539,6 +546,25 @@ void client_fsm::expect_the_recorded_ending(std::uint64_t now_us) {
 
 // The relay's own reply to step i (or a fault rule's) ended the recorded session: no later step
 // has a reply, no reply came after it, and the client did not end the session.
+// What the recording has of the destination's answer to the RSET the relay sent in place of the
+// message step `i` belongs to (the nearest step before it with step::sent_in_place), when its
+// session did not go on: no answer at all (the session ended first: script::end_reason), or a
+// reply that closes it (221, 421, RFC 5321 3.8, 4.2.2). Empty when it answered and stayed.
+std::string client_fsm::after_rset_in_place(std::size_t i) const {
+  const step* in_place = nullptr;
+  for (std::size_t k = i; k-- > 0 && !in_place;)
+    if (!steps_[k]->sent_in_place.empty()) in_place = steps_[k];
+  if (!in_place) return "";
+  const std::string sent = in_place->sent_in_place.substr(0, in_place->sent_in_place.size() - 2);
+  if (!in_place->in_place_reply)
+    return "the recorded destination never answered that " + sent + ": its session ended there (" +
+           (script_.end_reason.empty() ? std::string("no end record") : script_.end_reason) + ")";
+  const int code = in_place->in_place_reply->code;
+  if (code == 221 || code == 421)
+    return "the recorded destination answered that " + sent + " " + std::to_string(code) + " and closed the connection";
+  return "";
+}
+
 bool client_fsm::session_closed_at(std::size_t i) const {
   const step& st = *steps_[i];
   if (!st.reply || !script_.unsolicited.empty()) return false;

@@ -101,6 +101,7 @@ class client_fsm {
   void advance(std::uint64_t now_us);
   bool ready_to_send(std::size_t i, std::uint64_t now_us, std::uint64_t& due_us) const;
   void send_step(std::size_t i, std::uint64_t now_us);
+  std::string after_rset_in_place(std::size_t i) const;
   bool session_closed_at(std::size_t i) const;
   void stop_where_the_session_closed(std::size_t i);
   void stop_sending(std::size_t from, std::uint64_t now_us, const std::string& why);

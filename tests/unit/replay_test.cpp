@@ -1828,6 +1828,94 @@ TEST(ReplayClient, TheRelaysRsetInPlaceOfDataThatTheDestinationNeverAnsweredIsWh
   EXPECT_EQ(divergence_key(run), "data 421 -> 250");
 }
 
+// A hostile trial: the same with BDAT, and a destination that never answered the relay's RSET
+// (these are the records the relay wrote: a blackhole, a scripted destination with CHUNKING, silent
+// at RSET, its 221 to the QUIT pipelined behind the chunks taken by the relay as the RSET's reply,
+// then its close). The note of the last chunk said "the destination's session went on" and that
+// the replay "went on", where the capture shows the destination closed. It says what the capture
+// has: the destination's 221 to that RSET and its close; with no reply to the RSET at all, that it
+// never answered it and the session ended there. Where the destination answered the RSET and
+// stayed, its session went on, and the note says so still.
+TEST(ReplayClient, AChunkAfterAnRsetTheDestinationClosedOnSaysSoNotThatItsSessionWentOn) {
+  capture_builder b;
+  b.server(1800, "220 scripted.test ESMTP\r\n")
+      .client(2200, "EHLO client.test\r\n")
+      .server(2600, "250-scripted.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+      .client(5000, "MAIL FROM:<a@x>\r\n")
+      .server(5050, "250 2.1.0 Ok\r\n")
+      .client(5100, "RCPT TO:<b@y>\r\n")
+      .server(5140, "250 2.1.5 Ok\r\n")
+      .command(5188, "BDAT 10")
+      .note(5188, "fault bh answers this message itself: the upstream gets RSET, never the message");
+  b.c.events.push_back(captures::command_event{5188, leg::upstream, direction::out, "RSET"});
+  b.forwarded(5188, "RSET\r\n")
+      .message(5188, "BDAT 10\r\n0123456789")
+      .command(5188, "BDAT 5 LAST")
+      .message(5188, "BDAT 5 LAST\r\nabcde")
+      .command(5188, "QUIT")
+      .forwarded(5188, "QUIT\r\n")
+      .message(5188, "QUIT\r\n")
+      .upstream(6126, "221 2.0.0 Bye\r\n")
+      .note(6126, "upstream answered the relay's RSET with 221")
+      .relay(6126, "250 2.0.0 chunk accepted\r\n")
+      .relay(6126, "250 2.0.0 Ok: queued as 79CAF4B377\r\n", "bh")
+      .note(6254, "upstream_closed: upstream closed the connection")
+      .relay(6254, "221 2.0.0 mailtap closing connection\r\n")
+      .end(6254, "client_quit");
+  const script s = b.build();
+  ASSERT_EQ(s.steps.size(), 6u);
+  ASSERT_EQ(s.steps[3].sent_in_place, "RSET\r\n");
+  ASSERT_TRUE(s.steps[3].in_place_reply.has_value());
+  ASSERT_TRUE(s.steps[4].answered_by_fault);
+  client_options o;
+  o.pace = timing{0.0};
+  client_fsm fsm(s, o);
+  const auto out = converse(fsm, {"220 sink\r\n", chunking_ehlo_reply, "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n"});
+  EXPECT_EQ(all_sent(out).find("BDAT"), std::string::npos) << all_sent(out);   // no chunk
+  fsm.on_server_closed(100);
+  const auto& last = fsm.results()[5];
+  EXPECT_EQ(last.status, step_status::skipped);
+  EXPECT_EQ(last.note.find("went on"), std::string::npos) << last.note;
+  EXPECT_NE(last.note.find("the recorded destination answered that RSET 221 and closed the connection"),
+            std::string::npos) << last.note;
+  EXPECT_NE(last.note.find("nothing delivered"), std::string::npos) << last.note;
+
+  // No reply to the RSET at all: the note says it was never answered, and how the session ended.
+  script t = s;
+  t.steps[3].in_place_reply.reset();
+  client_fsm unanswered(t, o);
+  converse(unanswered, {"220 sink\r\n", chunking_ehlo_reply, "250 2.1.0 Ok\r\n", "250 2.1.5 Ok\r\n"});
+  unanswered.on_server_closed(100);
+  const std::string& note = unanswered.results()[5].note;
+  EXPECT_EQ(note.find("went on"), std::string::npos) << note;
+  EXPECT_NE(note.find("the recorded destination never answered that RSET"), std::string::npos) << note;
+  EXPECT_NE(note.find("client_quit"), std::string::npos) << note;
+
+  // Answered: the destination's session went on (ABdatMessageAFaultAnsweredItselfGetsRsetInPlaceOfItsFirstChunk).
+  capture_builder a;
+  a.server(1000, "220 mx.test ESMTP\r\n")
+      .client(2000, "MAIL FROM:<a@x>\r\n")
+      .server(3000, "250 2.1.0 Ok\r\n")
+      .message(6000, "BDAT 10\r\n0123456789")
+      .command(6000, "BDAT 10");
+  a.c.events.push_back(captures::command_event{6000, leg::upstream, direction::out, "RSET"});
+  a.forwarded(6000, "RSET\r\n")
+      .upstream(6100, "250 2.0.0 Ok\r\n")
+      .relay(6100, "250 2.0.0 chunk accepted\r\n")
+      .message(7000, "BDAT 5 LAST\r\nabcde")
+      .command(7000, "BDAT 5 LAST")
+      .relay(7000, "250 2.0.0 Ok: queued as BLACKHOLE\r\n", "bh")
+      .client(8000, "QUIT\r\n")
+      .forwarded(8000, "QUIT\r\n")
+      .server(8100, "221 2.0.0 Bye\r\n")
+      .end(8100, "client_quit");
+  const script sa = a.build();
+  client_fsm answered(sa, o);
+  converse(answered, {"220 sink\r\n", "250 2.1.0 Ok\r\n", "250 2.0.0 Ok\r\n", "221 2.0.0 Bye\r\n"});
+  EXPECT_NE(answered.results()[3].note.find("the destination's session went on"), std::string::npos)
+      << answered.results()[3].note;
+}
+
 // A BDAT the relay refused (the destination offered no CHUNKING: 502, closed) never went
 // upstream, its chunk neither; a live server without CHUNKING would read that chunk as commands.
 // A last chunk whose last byte the relay withheld (the capture could not be written) is sent
