@@ -6,12 +6,16 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <cstdio>
+#include <map>
 #include <optional>
 #include <string_view>
 #include <vector>
 
 #include "captures/utf8_text.hpp"
 #include "protocol/action.hpp"
+#include "protocol/command.hpp"
+#include "protocol/data_framer.hpp"
+#include "protocol/reply.hpp"
 
 namespace mailtap::captures {
 
@@ -224,6 +228,75 @@ std::vector<std::size_t> time_order(const capture& c) {
   return order;
 }
 
+// The client's command lines the relay recorded and never read, by the `client`/`in` bytes record
+// that holds each (the one its last byte is in). The relay writes a `command` record for every line
+// it takes (an AUTH response's too, a line it refuses, a line a delay holds), and records the client's
+// bytes as it takes them; what it never took is recorded as bytes only, when the session ends
+// (protocol/client_input.cpp record_and_drop_rest: the lines a client pipelined behind a dot a
+// delay rule held, when the destination said 421 or hung up during the hold) or as they come
+// (after QUIT, or once the relay is closing on a protocol error). Those lines are the client's
+// line steps past the count of its `command` records. The client's bytes are cut as replay/script.cpp
+// cuts them: a line; after DATA answered 354 (the replies the client got, in order, RFC 2920), the
+// message to its end as the relay frames it (the header's bare_eol); a BDAT line with its chunk.
+std::map<std::size_t, std::vector<std::string>> unread_client_lines(const capture& c) {
+  std::map<std::size_t, std::vector<std::string>> out;
+  std::string in;
+  std::vector<std::pair<std::size_t, std::size_t>> ends;   // (end offset in `in`, event index), ascending
+  std::vector<int> codes;                                    // the replies the client got, in order
+  std::size_t commands = 0;
+  protocol::reply_parser parser;
+  std::vector<protocol::reply> done;
+  for (std::size_t i = 0; i < c.events.size(); ++i) {
+    if (const auto* cmd = std::get_if<command_event>(&c.events[i])) {
+      commands += cmd->leg == protocol::leg::client && cmd->dir == protocol::direction::in;
+      continue;
+    }
+    const auto* b = std::get_if<bytes_event>(&c.events[i]);
+    if (!b || b->leg != protocol::leg::client || b->data.empty()) continue;
+    if (b->dir == protocol::direction::in) {
+      in += b->data;
+      ends.emplace_back(in.size(), i);
+    } else if (parser.feed(b->data, done) == protocol::reply_parse_status::ok) {
+      for (const auto& r : done) codes.push_back(r.code);
+      done.clear();
+    }
+  }
+  auto record_of = [&](std::size_t last_byte) {
+    auto it = std::upper_bound(ends.begin(), ends.end(), last_byte,
+                               [](std::size_t o, const auto& e) { return o < e.first; });
+    return it == ends.end() ? ends.back().second : it->second;
+  };
+  const auto eol = protocol::parse_bare_eol_mode(c.header.bare_eol).value_or(protocol::bare_eol_mode::strict);
+  std::size_t pos = 0, lines = 0, next_reply = 1;   // the first reply is the greeting
+  bool message = false;
+  while (pos < in.size()) {
+    if (message) {
+      protocol::data_framer framer(eol);
+      std::string scratch;
+      const std::size_t used = framer.feed(std::string_view(in).substr(pos), scratch);
+      if (!framer.ended()) break;   // the session ended inside the message
+      pos += used;
+      ++next_reply;
+      message = false;
+      continue;
+    }
+    const std::size_t crlf = in.find("\r\n", pos);
+    const std::size_t end = crlf == std::string::npos ? in.size() : crlf + 2;
+    const std::string_view line = std::string_view(in).substr(pos, (crlf == std::string::npos ? in.size() : crlf) - pos);
+    const int code = next_reply < codes.size() ? codes[next_reply] : 0;
+    ++next_reply;
+    if (++lines > commands) out[record_of(end - 1)].push_back(protocol::escape_bytes(line, 1000));
+    pos = end;
+    const auto parsed = protocol::parse_command(line);
+    if (parsed.fault != protocol::command_fault::none) continue;
+    if (parsed.cmd.ph == protocol::phase::bdat)
+      pos += static_cast<std::size_t>(std::min<std::uint64_t>(parsed.cmd.bdat_size, in.size() - pos));
+    else if (parsed.cmd.ph == protocol::phase::data && code == 354)
+      message = true;
+  }
+  return out;
+}
+
 void render_transcript(const capture& c, std::string& out) {
   out += "\ntranscript\n";
   // The time column is as wide as the latest time needs (10 s and more is wider than 9).
@@ -237,8 +310,18 @@ void render_transcript(const capture& c, std::string& out) {
   std::optional<std::size_t> marker_at;
   std::string marker;
   std::size_t out_at_354 = 0;
+  const auto unread = unread_client_lines(c);
   for (std::size_t i : time_order(c)) {
     const event& e = c.events[i];
+    if (auto it = unread.find(i); it != unread.end()) {
+      // Lines the client sent that the relay recorded and never read (unread_client_lines), at the
+      // time and place of the record that holds them: no command record says so.
+      for (const auto& line : it->second) out += stamp(event_time(e)) + "C> " + printable(line) + "\n";
+      const std::size_t n = it->second.size();
+      out += blank_time + "   [" + std::to_string(n) + (n == 1 ? " line" : " lines") +
+             " recorded, never read by the relay as commands]\n";
+      last_reply_was_354 = false;
+    }
     if (marker_at == i) {
       // Right under its 354 it reads as the message that followed; after other rows (a 354
       // held by a delay fault at MAIL went to the client 1.5 s after the relay recorded it), it

@@ -907,6 +907,69 @@ TEST(CaptureShow, RelayOwnCommandsPrecedeTheirReplies) {
   EXPECT_TRUE(saw);
 }
 
+// A hostile trial: commands a client pipelined behind a DATA dot a delay rule held ("RSET\r\nNOOP\r\n
+// QUIT\r\n" in the read that carried the dot), where the destination hung up during the hold, had
+// no C> line: the relay never took them as commands, so it wrote no command record for them, only
+// their bytes when the session ended (protocol/client_input.cpp record_and_drop_rest), and show
+// prints command records. These are the records the relay wrote (its stage records left out): show
+// prints the lines at that record's place and time, saying they were never read.
+TEST(CaptureShow, LinesTheRelayRecordedButNeverReadAsCommandsArePrinted) {
+  const std::string text =
+      R"({"type":"header","format":"mailtap-capture","version":5,"session":"20261207-171601-03874c50-000001","seed":13757245211066428519,"master_seed":1,"session_number":1,"client":"127.0.0.1:50126","listen":"127.0.0.1:40317","upstream":"127.0.0.1:34189","started_at":"2026-12-07T17:16:01.676913Z","started_mono_us":52456211602,"relay":"mailtap 0.1.0","bare_eol":"strict"})" "\n"
+      R"({"type":"bytes","t_us":1305,"leg":"upstream","dir":"in","latin1":"220 scripted.test ESMTP\r\n"})" "\n"
+      R"({"type":"reply","t_us":1305,"leg":"upstream","dir":"in","code":220,"enhanced":"","lines":["scripted.test ESMTP"]})" "\n"
+      R"({"type":"bytes","t_us":1305,"leg":"client","dir":"out","latin1":"220 scripted.test ESMTP\r\n"})" "\n"
+      R"({"type":"command","t_us":1473,"leg":"client","dir":"in","text":"EHLO client.test"})" "\n"
+      R"({"type":"bytes","t_us":1473,"leg":"upstream","dir":"out","latin1":"EHLO client.test\r\n"})" "\n"
+      R"({"type":"bytes","t_us":1473,"leg":"client","dir":"in","latin1":"EHLO client.test\r\n"})" "\n"
+      R"({"type":"bytes","t_us":1615,"leg":"upstream","dir":"in","latin1":"250-scripted.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n"})" "\n"
+      R"({"type":"reply","t_us":1615,"leg":"upstream","dir":"in","code":250,"enhanced":"","lines":["scripted.test","PIPELINING","ENHANCEDSTATUSCODES"]})" "\n"
+      R"({"type":"bytes","t_us":1615,"leg":"client","dir":"out","latin1":"250-scripted.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n"})" "\n"
+      R"({"type":"command","t_us":1686,"leg":"client","dir":"in","text":"MAIL FROM:<sender@example.test>"})" "\n"
+      R"({"type":"bytes","t_us":1686,"leg":"upstream","dir":"out","latin1":"MAIL FROM:<sender@example.test>\r\n"})" "\n"
+      R"({"type":"bytes","t_us":1686,"leg":"client","dir":"in","latin1":"MAIL FROM:<sender@example.test>\r\n"})" "\n"
+      R"({"type":"bytes","t_us":1727,"leg":"upstream","dir":"in","latin1":"250 2.1.0 Ok\r\n"})" "\n"
+      R"({"type":"reply","t_us":1727,"leg":"upstream","dir":"in","code":250,"enhanced":"2.1.0","lines":["2.1.0 Ok"]})" "\n"
+      R"({"type":"bytes","t_us":1727,"leg":"client","dir":"out","latin1":"250 2.1.0 Ok\r\n"})" "\n"
+      R"({"type":"command","t_us":1777,"leg":"client","dir":"in","text":"RCPT TO:<rcpt@example.test>"})" "\n"
+      R"({"type":"bytes","t_us":1777,"leg":"upstream","dir":"out","latin1":"RCPT TO:<rcpt@example.test>\r\n"})" "\n"
+      R"({"type":"bytes","t_us":1777,"leg":"client","dir":"in","latin1":"RCPT TO:<rcpt@example.test>\r\n"})" "\n"
+      R"({"type":"bytes","t_us":1818,"leg":"upstream","dir":"in","latin1":"250 2.1.5 Ok\r\n"})" "\n"
+      R"({"type":"reply","t_us":1818,"leg":"upstream","dir":"in","code":250,"enhanced":"2.1.5","lines":["2.1.5 Ok"]})" "\n"
+      R"({"type":"bytes","t_us":1818,"leg":"client","dir":"out","latin1":"250 2.1.5 Ok\r\n"})" "\n"
+      R"({"type":"command","t_us":1858,"leg":"client","dir":"in","text":"DATA"})" "\n"
+      R"({"type":"bytes","t_us":1858,"leg":"upstream","dir":"out","latin1":"DATA\r\n"})" "\n"
+      R"({"type":"bytes","t_us":1858,"leg":"client","dir":"in","latin1":"DATA\r\n"})" "\n"
+      R"({"type":"bytes","t_us":2155,"leg":"upstream","dir":"in","latin1":"354 go\r\n"})" "\n"
+      R"({"type":"reply","t_us":2155,"leg":"upstream","dir":"in","code":354,"enhanced":"","lines":["go"]})" "\n"
+      R"({"type":"bytes","t_us":2155,"leg":"client","dir":"out","latin1":"354 go\r\n"})" "\n"
+      R"({"type":"bytes","t_us":2211,"leg":"client","dir":"in","latin1":"From: sender@example.test\r\nTo: rcpt@example.test\r\nSubject: integration test\r\nMessage-ID: <x@example.test>\r\n\r\nhello\r\n.\r\n"})" "\n"
+      R"({"type":"bytes","t_us":2211,"leg":"upstream","dir":"out","latin1":"From: sender@example.test\r\nTo: rcpt@example.test\r\nSubject: integration test\r\nMessage-ID: <x@example.test>\r\n\r\nhello\r\n"})" "\n"
+      R"({"type":"note","t_us":302897,"text":"upstream_closed: upstream closed the connection"})" "\n"
+      R"({"type":"fault","t_us":302897,"rule":"hold-data_end","fault_type":"delay","decision":"delay","phase":"data_end","planned_delay_us":2000000,"actual_delay_us":300592,"detail":"end of data held; the upstream was lost before it was forwarded"})" "\n"
+      R"({"type":"bytes","t_us":302897,"leg":"client","dir":"out","latin1":"451 4.4.2 mailtap lost the upstream connection during message transfer\r\n"})" "\n"
+      R"({"type":"reply","t_us":302897,"leg":"client","dir":"out","code":451,"enhanced":"4.4.2","lines":["4.4.2 mailtap lost the upstream connection during message transfer"]})" "\n"
+      R"({"type":"transaction","mail_from":"sender@example.test","rcpt_to":["rcpt@example.test"],"rcpt_codes":[250],"message_id":"<x@example.test>","size":116,"final_reply":{"code":451,"enhanced":"4.4.2","text":"mailtap lost the upstream connection during message transfer"},"outcome":"tempfailed","synthesized":true,"without_mail":false,"start_us":1686,"end_us":302897})" "\n"
+      R"({"type":"bytes","t_us":302897,"leg":"client","dir":"out","latin1":"421 4.4.2 mailtap closing: upstream connection is closed\r\n"})" "\n"
+      R"({"type":"reply","t_us":302897,"leg":"client","dir":"out","code":421,"enhanced":"4.4.2","lines":["4.4.2 mailtap closing: upstream connection is closed"]})" "\n"
+      R"({"type":"bytes","t_us":302897,"leg":"client","dir":"in","latin1":"RSET\r\nNOOP\r\nQUIT\r\n"})" "\n"
+      R"({"type":"end","t_us":302897,"reason":"upstream_closed","detail":"upstream closed the connection","ended_at":"2026-12-07T17:16:01.979810Z","complete":true,"dropped_records":0})" "\n";
+  const std::string shown = render_text(load(scratch(text)));
+  const std::size_t closing = find_row(shown, " R> 421 4.4.2 mailtap closing: upstream connection is closed\n");
+  const std::size_t rset = find_row(shown, "+  302.897 ms  C> RSET\n");
+  const std::size_t noop = find_row(shown, "+  302.897 ms  C> NOOP\n");
+  const std::size_t quit = find_row(shown, "+  302.897 ms  C> QUIT\n");
+  const std::size_t why = find_row(shown, "[3 lines recorded, never read by the relay as commands]\n");
+  EXPECT_LT(closing, rset);   // in the order the capture gives: its bytes record came last
+  EXPECT_LT(rset, noop);
+  EXPECT_LT(noop, quit);
+  EXPECT_LT(quit, why);
+  // The lines the relay did read, each once, and nothing of the message.
+  EXPECT_EQ(shown.find("C> DATA"), shown.rfind("C> DATA"));
+  EXPECT_EQ(shown.find("C> From:"), std::string::npos) << shown;
+  EXPECT_EQ(shown.find("C> hello"), std::string::npos) << shown;
+}
+
 TEST(CaptureReader, OldCommandsAreTheClients) {
   capture c = load(golden_dir / "show_faults.jsonl");
   std::size_t commands = 0;
