@@ -15,6 +15,8 @@
 #include <variant>
 #include <vector>
 
+#include "captures/relay_marker.hpp"
+
 namespace mailtap::captures {
 
 namespace {
@@ -77,7 +79,6 @@ constexpr const char* cli_cache_pragma = "PRAGMA cache_size=-65536";
 constexpr int no_code = -1;
 
 constexpr std::string_view covers_key = "covers_directory";
-constexpr std::string_view running_key = "relay_running";
 
 // A prepared statement, finalized on scope exit.
 class statement {
@@ -370,7 +371,7 @@ std::unique_ptr<capture_index> capture_index::open(const fs::path& dir, busy on_
     // A relay of the earlier version that is still recording here would go on writing rows of
     // the old shape into the new tables, and fail every batch: the command line leaves such an
     // index to the relay that replaces it (its start makes it anew) or to reindex.
-    if (std::string unread; on_busy == busy::wait && index->meta_flag(running_key, unread))
+    if (std::string unread; on_busy == busy::wait && index->meta_flag(legacy_running_key, unread))
       return give_up(wrong_version + ", which a relay of that version may still be recording into: restart the relay "
                                      "with this mailtap, or, if none runs, rebuild it: mailtap captures reindex");
     for (const std::string& name : names)
@@ -622,8 +623,40 @@ std::optional<std::uint64_t> capture_index::size(std::string& error) {
   return static_cast<std::uint64_t>(q.integer(0));
 }
 bool capture_index::set_covers_directory(bool covers, std::string& error) { return set_meta_flag(covers_key, covers, error); }
-bool capture_index::relay_running(std::string& error) { return meta_flag(running_key, error); }
-bool capture_index::set_relay_running(bool running, std::string& error) { return set_meta_flag(running_key, running, error); }
+bool capture_index::note_relay_started(std::string& error) {
+  if (!exec("BEGIN IMMEDIATE", error)) return false;
+  std::vector<std::string> gone;
+  bool ok = true;
+  {
+    statement q(db_, "SELECT key, value FROM meta WHERE key = ? OR key LIKE ? || '%'");
+    ok = q.ok();
+    if (ok) q.bind(1, legacy_running_key).bind(2, relay_marker_prefix);
+    while (ok && q.step() == SQLITE_ROW) {
+      const std::string key = q.text(0);
+      if (key == legacy_running_key ? q.text(1) == "1" : !relay_marker_alive(key)) gone.push_back(key);
+    }
+  }
+  for (const auto& key : gone) {
+    statement del(db_, "DELETE FROM meta WHERE key = ?");
+    ok = ok && del.ok() && del.bind(1, key).run();
+  }
+  if (ok && !gone.empty()) ok = set_meta_flag(covers_key, false, error);
+  statement add(db_, "INSERT OR REPLACE INTO meta VALUES(?, '1')");
+  ok = ok && add.ok() && add.bind(1, own_relay_marker()).run();
+  if (ok && exec("COMMIT", error)) return true;
+  if (error.empty()) error = problem("cannot write the index");
+  std::string ignored;
+  exec("ROLLBACK", ignored);
+  return false;
+}
+
+bool capture_index::note_relay_stopped(std::string& error) {
+  statement del(db_, "DELETE FROM meta WHERE key = ?");
+  if (del.ok() && del.bind(1, own_relay_marker()).run()) return true;
+  error = problem("cannot write the index");
+  return false;
+}
+
 
 void remove_index_files(const fs::path& dir) {
   std::error_code ec;

@@ -97,11 +97,13 @@ class capture_index {
   // How many captures the index lists; nullopt (and `error`) when it cannot be read.
   std::optional<std::uint64_t> size(std::string& error);
   bool set_covers_directory(bool covers, std::string& error);
-  // Set while a relay records into the directory, cleared when it stops: found set as a relay
-  // starts, the one before it did not stop (killed, a crash), and the captures it left open
-  // were never indexed (store: the next list or search rebuilds).
-  bool relay_running(std::string& error);
-  bool set_relay_running(bool running, std::string& error);
+  // A relay recording into the directory leaves its marker (relay_marker.hpp) and takes it
+  // away when it stops in order. note_relay_started: this process's marker added, and any
+  // marker whose process is gone (a relay killed, or crashed: the captures it left open were
+  // never indexed) taken away with covers_directory unset, so that the next list or search
+  // rebuilds. Relays sharing the directory leave each other's markers alone.
+  bool note_relay_started(std::string& error);
+  bool note_relay_stopped(std::string& error);
 
   const std::filesystem::path& path() const { return path_; }
 

@@ -449,14 +449,7 @@ store::store(std::filesystem::path dir, store_options options) : dir_(std::move(
   // index, so that a new index knows whether older captures exist. The writer thread takes
   // both over as it starts.
   prune_if_due();
-  if (options_.index && index_ready()) {
-    // The relay before this one was killed: the captures it had open (the sessions most worth
-    // finding) never got their rows, so the next list or search rebuilds from the files.
-    std::string error;
-    if (index_->relay_running(error)) index_->set_covers_directory(false, error);
-    index_->set_relay_running(true, error);
-    made_.index = index_->created();
-  }
+  if (options_.index && index_ready()) made_.index = index_->created();
   thread_ = std::thread([this] { run(); });
 }
 
@@ -473,7 +466,7 @@ void store::stop() {
   // Stopped in order, every capture closed and indexed: the next relay need not rebuild. Not
   // when the last batch failed (another process held the index): those captures are missing.
   std::string error;
-  if (index_ && index_pending_.empty()) index_->set_relay_running(false, error);
+  if (index_ && index_pending_.empty()) index_->note_relay_stopped(error);
 }
 
 std::unique_ptr<session_capture> store::begin(const session_info& info) {
@@ -783,8 +776,12 @@ bool store::index_ready() {
   struct stat st {};
   const auto path = dir_ / index_file_name;
   const bool same_file = ::stat(path.c_str(), &st) == 0 && st.st_ino == index_inode_;
-  if (index_ && same_file) return true;
+  if (index_ && same_file) {
+    mark_relay();
+    return true;
+  }
   index_.reset();
+  relay_marked_ = false;
   const auto now = std::chrono::steady_clock::now();
   if (now < next_index_open_) return false;
   std::string error;
@@ -797,7 +794,18 @@ bool store::index_ready() {
     return false;
   }
   index_inode_ = ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+  mark_relay();
   return true;
+}
+
+// This relay's marker in the index; a relay before it that was killed (its marker left, its
+// process gone) had captures open (the sessions most worth finding) that never got their rows:
+// the next list or search rebuilds from the files. Tried again at each use of the index until
+// it is written (another process may hold the index's lock), and again in a file a reindex put
+// in place of the one it was written in.
+void store::mark_relay() {
+  std::string error;
+  if (!relay_marked_) relay_marked_ = index_->note_relay_started(error);
 }
 
 // The batch's closed captures, in one transaction, once the oldest has waited

@@ -162,6 +162,7 @@ class store {
   void index_closed(session_summary&& s);
   void flush_index(bool now);
   bool index_ready();
+  void mark_relay();
   void index_failed(const std::string& reason);
 
   std::filesystem::path dir_;
@@ -192,6 +193,7 @@ class store {
   // open it again after a failure.
   std::unique_ptr<capture_index> index_;
   std::uint64_t index_inode_ = 0;
+  bool relay_marked_ = false;   // this relay's marker is in the open index (index_ready)
   std::vector<session_summary> index_pending_;
   std::chrono::steady_clock::time_point index_pending_since_{};   // when the oldest of them closed
   std::chrono::steady_clock::time_point next_index_open_{};

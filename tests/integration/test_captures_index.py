@@ -263,6 +263,41 @@ class CapturesIndex(IntegrationTest):
             self.assertNotEqual(r.returncode, 0, r)
             self.assertIn("%s: no such directory" % absent, r.stderr.decode(), sub)
 
+    def test_two_relays_sharing_the_directory_are_no_killed_relay(self):
+        # A newcomer's trial: a second relay on the same directory found the first's single
+        # "relay running" flag, took it for a killed relay, and every list after both stopped
+        # rebuilt the index from the files ("indexed N capture(s)"). Each leaves its own marker now.
+        wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
+        second = self.start_mailtap(captures=self.dir)
+        code, transcript = self.swaks(second.port, "--to", "late@dest.example")
+        self.assertEqual(code, 0, transcript)
+        wait_until(lambda: self.index_rows() == SESSIONS + 1, 10, "the second relay's capture in the index")
+        self.mailtap.stop()
+        second.stop()
+        r = self.captures("list", "--limit", "1000")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(len(r.stdout.decode().splitlines()), SESSIONS + 1)
+        self.assertNotIn("indexed", r.stderr.decode())
+        self.assertNotIn("not in the index", r.stderr.decode())
+
+    def test_a_killed_relay_is_found_by_the_next_and_list_rebuilds(self):
+        wait_until(lambda: self.index_rows() == SESSIONS, 10, "every capture in the index")
+        c = self.connect(self.mailtap.port)           # a session the killed relay never closes
+        self.assertEqual(c.reply().code, 220)
+        self.assertEqual(c.command("EHLO client.test").code, 250)
+        written = lambda: len([n for n in os.listdir(self.dir)
+                               if n.endswith(".jsonl") and os.path.getsize(os.path.join(self.dir, n)) > 0])
+        wait_until(lambda: written() == SESSIONS + 1, 10, "the open session's capture, written so far")
+        self.mailtap.proc.kill()
+        self.mailtap.proc.wait(10)
+        c.close()
+        after = self.start_mailtap(captures=self.dir)
+        after.stop()
+        r = self.captures("list", "--limit", "1000")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn("indexed %d capture(s)" % (SESSIONS + 1), r.stderr.decode())
+        self.assertEqual(len(r.stdout.decode().splitlines()), SESSIONS + 1)
+
     def test_list_says_how_many_captures_the_index_does_not_list_yet(self):
         # A newcomer's trial: a session the relay never closed (it was killed) was missing from
         # list with no word why; one in progress is not listed either, for the same reason.

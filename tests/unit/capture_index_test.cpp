@@ -3,7 +3,10 @@
 // rebuilding from the files gives the same index; retention removes the rows of what it
 // prunes; a corrupt or failing index is reported and rebuilt, and never costs a capture.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +20,7 @@
 
 #include "captures/index.hpp"
 #include "captures/reader.hpp"
+#include "captures/relay_marker.hpp"
 #include "captures/retention.hpp"
 #include "captures/writer.hpp"
 #include "scratch_dir.hpp"
@@ -710,3 +714,100 @@ TEST_F(EarlierIndex, ADatabaseWithTablesMailtapDoesNotMakeIsLeftAsItIs) {
 }
 
 }  // namespace
+
+// Relay markers (captures/relay_marker.hpp): which relays record into a directory, so that a
+// killed one is told from one still running beside another (a newcomer's trial: two relays
+// sharing the default directory each took the other's single flag for a killed relay, and
+// every list after them rebuilt the index from the files).
+class RelayMarkers : public testing::Test {
+ protected:
+  void SetUp() override {
+    write_sessions(dir.path(), 0, 2);   // an index that covers the directory
+    auto index = capture_index::open(dir.path(), capture_index::busy::wait, error);
+    ASSERT_TRUE(index && index->covers_directory(error)) << error;
+  }
+  void sql(const std::string& statement) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir.path() / index_file_name).c_str(), &db), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(db, statement.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << statement << ": " << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  std::vector<std::string> markers() {
+    std::vector<std::string> keys;
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open((dir.path() / index_file_name).c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* q = nullptr;
+    sqlite3_prepare_v2(db, "SELECT key FROM meta WHERE key LIKE 'relay_running%' AND value = '1' ORDER BY key", -1, &q, nullptr);
+    while (sqlite3_step(q) == SQLITE_ROW) keys.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(q, 0)));
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return keys;
+  }
+  bool covers() {
+    auto index = capture_index::open(dir.path(), capture_index::busy::wait, error);
+    return index && index->covers_directory(error);
+  }
+  // The marker of a process that has ended (a relay killed).
+  static std::string marker_of_an_ended_process() {
+    const pid_t child = ::fork();
+    if (child == 0) {
+      ::pause();
+      ::_exit(0);
+    }
+    const auto start = process_start_ticks(child);
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    return std::string(relay_marker_prefix) + std::to_string(child) + ":" + std::to_string(start.value_or(1));
+  }
+  scratch_dir dir;
+  std::string error;
+};
+
+TEST_F(RelayMarkers, ARelayLeavesItsMarkerWhileItRecordsAndTakesItAwayWhenItStops) {
+  auto st = store::open(dir.path(), error, indexed());
+  ASSERT_TRUE(st) << error;
+  EXPECT_EQ(markers(), std::vector<std::string>{own_relay_marker()});
+  st.reset();
+  EXPECT_EQ(markers(), std::vector<std::string>{});
+  EXPECT_TRUE(covers());
+}
+
+TEST_F(RelayMarkers, AnotherRelayStillRunningIsNoKilledOne) {
+  // pid 1 (this machine's init) is alive and stays the process it is.
+  const std::string other = std::string(relay_marker_prefix) + "1:" + std::to_string(process_start_ticks(1).value());
+  sql("INSERT INTO meta VALUES('" + other + "', '1')");
+  auto st = store::open(dir.path(), error, indexed());
+  ASSERT_TRUE(st) << error;
+  EXPECT_TRUE(covers()) << "no rebuild for a relay that runs beside this one";
+  st.reset();
+  EXPECT_EQ(markers(), std::vector<std::string>{other}) << "its marker is its own to take away";
+  EXPECT_TRUE(covers());
+}
+
+TEST_F(RelayMarkers, AMarkerWhoseProcessEndedIsAKilledRelayAndTheNextListRebuilds) {
+  const std::string killed = marker_of_an_ended_process();
+  EXPECT_FALSE(relay_marker_alive(killed));
+  sql("INSERT INTO meta VALUES('" + killed + "', '1')");
+  auto st = store::open(dir.path(), error, indexed());
+  ASSERT_TRUE(st) << error;
+  EXPECT_FALSE(covers());
+  EXPECT_EQ(markers(), std::vector<std::string>{own_relay_marker()});
+}
+
+TEST_F(RelayMarkers, AProcessIdUsedAgainIsAnotherProcess) {
+  // This process's id with another start time: the relay that wrote it has ended.
+  const std::string reused = std::string(relay_marker_prefix) + std::to_string(::getpid()) + ":" +
+                             std::to_string(process_start_ticks(::getpid()).value() + 1);
+  EXPECT_FALSE(relay_marker_alive(reused));
+  EXPECT_TRUE(relay_marker_alive(own_relay_marker()));
+  EXPECT_FALSE(relay_marker_alive("relay_running:x:1"));
+  EXPECT_FALSE(relay_marker_alive("relay_running:123"));
+}
+
+TEST_F(RelayMarkers, TheEarlierSingleFlagSetIsAKilledRelay) {
+  sql("INSERT OR REPLACE INTO meta VALUES('relay_running', '1')");
+  auto st = store::open(dir.path(), error, indexed());
+  ASSERT_TRUE(st) << error;
+  EXPECT_FALSE(covers());
+  EXPECT_EQ(markers(), std::vector<std::string>{own_relay_marker()});
+}
