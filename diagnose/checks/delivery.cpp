@@ -136,6 +136,50 @@ const captures::event* closed_before_reply(const conversation& c, const captures
   });
 }
 
+// The time of the client's last bytes (a `bytes` record, client/in) at or before `us`; 0 when none.
+std::uint64_t client_last_bytes_us(const conversation& c, std::uint64_t us) {
+  std::uint64_t last = 0;
+  for (const auto* e : c.timeline)
+    if (const auto* b = std::get_if<captures::bytes_event>(e))
+      if (b->leg == protocol::leg::client && b->dir == protocol::direction::in && b->t_us <= us) last = b->t_us;
+  return last;
+}
+
+// A FIN without QUIT before the reply to the end of data is a client that gave up only when the
+// capture leaves the reply no way to it. The relay takes a FIN as the end of the client's input,
+// not of its reading (protocol/relay_fsm.hpp on_client_eof), and writes every reply still owed:
+// a client that half-closes (shutdown(SHUT_WR), a TLS FIN without close_notify) to wait for them
+// reads its 250. It is such a client when all of these hold: the FIN came with its last bytes
+// (within protocol::client_gave_up_after_us of them, the bound the relay uses for one after a
+// pipelined QUIT: a sender that gives up closes at its own timeout, seconds later); the relay
+// then wrote the destination's reply to the end of data to it (a client/out `bytes` record
+// holding the reply's code, recorded as queued, captures/FORMAT.md); and no failed write or
+// reset followed (the note protocol::note_client_connection_lost, which names a failed write's
+// unwritten bytes). A reset, a failed write, a session ended before the reply went out, or a
+// close long after the last bytes stay a duplicate: the capture cannot tell a close(2) from a
+// half-close, and a closed socket takes a write and answers it with a reset nobody records.
+bool half_closed_and_was_answered(const conversation& c, const captures::transaction& t, const exchange* end,
+                                  const captures::event& closed) {
+  const auto* note = std::get_if<captures::note_event>(&closed);
+  if (!note || note->text != protocol::note_closed_before_end_of_data_reply || !end || !t.final_reply) return false;
+  const std::uint64_t fin_us = note->t_us;
+  const std::uint64_t last_us = client_last_bytes_us(c, fin_us);
+  if (last_us == 0 || fin_us >= last_us + protocol::client_gave_up_after_us) return false;
+  const std::string code = std::to_string(t.final_reply->code);
+  const std::uint64_t from_us = std::max(fin_us, end->reply->t_us);
+  bool written = false;
+  for (const auto* e : c.timeline) {
+    if (captures::event_time(*e) < fin_us) continue;
+    if (const auto* n = std::get_if<captures::note_event>(e); n && n->text.starts_with(protocol::note_client_connection_lost))
+      return false;   // a reset or a failed write after the FIN: the reply may not have reached it
+    if (const auto* b = std::get_if<captures::bytes_event>(e))
+      if (b->leg == protocol::leg::client && b->dir == protocol::direction::out && b->t_us >= from_us &&
+          (b->data.starts_with(code) || b->data.find("\n" + code) != std::string::npos))
+        written = true;
+  }
+  return written;
+}
+
 // When the sender's end of data came: its BDAT ... LAST, or the start of the data_end stage the
 // reply to its dot ended (captures/FORMAT.md `stage`); the transaction's start when neither is known.
 std::uint64_t end_of_data_sent_us(const conversation& c, const captures::transaction& t, const exchange* end) {
@@ -262,9 +306,12 @@ void check_delivery(const conversation& c, std::vector<finding>& out) {
     else if (t.result == protocol::outcome::unknown && !t.rebuilt) ambiguous(c, t, out);   // else capture_incomplete
     else if (t.result == protocol::outcome::delivered && t.final_reply) {
       handed_off(t, ends[i], out);
-      if (const auto* closed = closed_before_reply(c, t)) delivered_after_sender_left(c, t, ends[i], *closed, out);
-      else if (const auto* held = reply_held_at_session_end(c, t))
+      if (const auto* closed = closed_before_reply(c, t)) {
+        // A client that half-closed and was written its reply saw the 250: nothing to send again.
+        if (!half_closed_and_was_answered(c, t, ends[i], *closed)) delivered_after_sender_left(c, t, ends[i], *closed, out);
+      } else if (const auto* held = reply_held_at_session_end(c, t)) {
         delivered_but_held_at_session_end(c, t, ends[i], *held, out);
+      }
     }
   }
 }

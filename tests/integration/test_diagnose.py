@@ -476,9 +476,12 @@ class SenderGaveUp(DiagnoseTest):
         return m, up, c
 
     def test_a_message_accepted_after_the_sender_closed_is_a_duplicate(self):
-        m, up, c = self.message_to_a_slow_queue(1.5, "<gave-up@example.test>")
-        time.sleep(0.3)
-        c.sock.close()            # the sender's own timeout: a FIN, no QUIT, no reply read
+        m, up, c = self.message_to_a_slow_queue(2.5, "<gave-up@example.test>")
+        # The sender's own timeout: a FIN, no QUIT, no reply read. It comes a second or more
+        # after its dot (protocol/relay_fsm.hpp client_gave_up_after_us): one with its last
+        # bytes is a half-close that waits for the reply (the test below).
+        time.sleep(1.3)
+        c.sock.close()
         conn = up.wait_for_connections(1)[0]
         wait_until(lambda: len(conn.messages) == 1, 20, "the message at the destination")
         rc, doc = diagnose(self.single_capture(m).path)
@@ -486,6 +489,17 @@ class SenderGaveUp(DiagnoseTest):
         f = finding(doc, "duplicate_delivery")
         self.assertEqual((f["stage"], f["severity"], f["source"]), ("data_end", "error", "client"), f)
         self.assertEqual(f["reply"]["code"], 250)
+        self.assertEqual(finding(doc, "handoff")["reply"]["code"], 250)
+
+    def test_a_sender_that_half_closes_and_reads_its_reply_is_no_duplicate(self):
+        # A hostile trial: the client sends its dot, shuts down its sending side (a FIN, no
+        # QUIT) and reads the 250 the relay writes after that: it saw the reply, no retry.
+        m, _, c = self.message_to_a_slow_queue(0.5, "<half-closed@example.test>")
+        c.sock.shutdown(socket.SHUT_WR)
+        self.assertReply(c.reply(20), 250)
+        rc, doc = diagnose(self.single_capture(m).path)
+        self.assertNotIn("duplicate_delivery", ids(doc))
+        self.assertEqual(rc, 0, ids(doc))
         self.assertEqual(finding(doc, "handoff")["reply"]["code"], 250)
 
     def test_a_sender_that_waits_for_its_reply_is_no_duplicate(self):

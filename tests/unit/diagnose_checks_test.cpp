@@ -73,6 +73,11 @@ struct builder {
     c.events.push_back(captures::bytes_event{us(t), l, protocol::direction::in, std::move(data)});
     return *this;
   }
+  // Bytes the relay wrote (queued) to a leg's peer.
+  builder& bytes_out(double t, std::string data, leg l = leg::client) {
+    c.events.push_back(captures::bytes_event{us(t), l, protocol::direction::out, std::move(data)});
+    return *this;
+  }
   builder& tls_upstream(double t, bool verified, std::string why) {
     captures::tls_event e;
     e.t_us = us(t);
@@ -676,6 +681,38 @@ TEST(CheckDelivery, AnAcceptanceStillHeldWhenTheSessionEndedIsADuplicate) {
       .txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q0004"}, 4, 25)
       .ended("drain", "deadline passed");
   EXPECT_EQ(find(diagnose_capture(told.c), "duplicate_delivery"), nullptr);
+}
+
+// A hostile trial: the client sent its message and dot, half-closed (shutdown(SHUT_WR); over
+// TLS a FIN without close_notify reads the same) and read the 250 the relay wrote after that. It
+// saw the reply: no duplicate. The relay's note is the one a client that gave up gets, so what
+// tells them apart is the capture around it (delivery.cpp half_closed_and_was_answered): the FIN
+// with the last bytes, the reply written to the client after it, no failed write or reset.
+TEST(CheckDelivery, AClientThatHalfClosedAndWasWrittenItsReplyIsNoDuplicate) {
+  const auto capture = [](const std::string& end, double fin, bool written, const std::string& lost) {
+    builder b;
+    b.opening().reply(7, 250, {"2.1.5 Ok"}).cmd(8, end).bytes(8, end + "\r\n");
+    if (end == "DATA") b.reply(9, 354, {"End data"}).bytes(10, "Subject: x\r\n\r\nhi\r\n.\r\n");
+    b.note(fin, std::string(protocol::note_closed_before_end_of_data_reply))
+        .reply(1500, 250, {"2.0.0 Ok: queued as Q0005"});
+    if (written) b.bytes_out(1500, "250 2.0.0 Ok: queued as Q0005\r\n");
+    if (!lost.empty()) b.note(1500, std::string(protocol::note_client_connection_lost) + lost);
+    b.txn(protocol::outcome::delivered, captures::reply_summary{250, "2.0.0", "Ok: queued as Q0005"}, 4, 1500)
+        .ended("client_closed", "client closed its sending side");
+    return diagnose_capture(b.c);
+  };
+  for (const std::string end : {"DATA", "BDAT 10 LAST"}) {
+    auto read_it = capture(end, 10.3, true, "");
+    EXPECT_EQ(find(read_it, "duplicate_delivery"), nullptr) << end << ": " << ::testing::PrintToString(ids(read_it));
+    EXPECT_FALSE(read_it.has_error()) << end;
+    EXPECT_NE(find(read_it, "handoff"), nullptr) << end;
+    // The reply could not have reached it: a failed write after the FIN, or never written (the
+    // session ended first); and a FIN seconds after its last bytes is a sender that gave up.
+    EXPECT_NE(find(capture(end, 10.3, true, "write failed: Broken pipe (31 bytes unwritten)"), "duplicate_delivery"), nullptr)
+        << end;
+    EXPECT_NE(find(capture(end, 10.3, false, ""), "duplicate_delivery"), nullptr) << end;
+    EXPECT_NE(find(capture(end, 1200, true, ""), "duplicate_delivery"), nullptr) << end;
+  }
 }
 
 // The same with a reset in place of the FIN (a fifth trial: only "handoff" was found).
