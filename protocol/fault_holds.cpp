@@ -12,6 +12,17 @@ namespace mailtap::protocol {
 namespace {
 using std::chrono::microseconds;
 
+// A duration as the fault records say it: "2 s", "1.5 s", "250 ms".
+std::string duration_text(std::uint64_t us) {
+  const std::uint64_t ms = us / 1000;
+  if (ms < 1000) return std::to_string(ms) + " ms";
+  if (ms % 1000 == 0) return std::to_string(ms / 1000) + " s";
+  std::string tenths = std::to_string(ms / 1000) + "." + std::to_string(ms % 1000 / 100);
+  if (ms % 100 != 0) tenths += std::to_string(ms % 100 / 10) + (ms % 10 ? std::to_string(ms % 10) : "");
+  while (tenths.back() == '0') tenths.pop_back();
+  return tenths + " s";
+}
+
 std::string describe(const reply_spec& r) {
   std::string out = std::to_string(r.code);
   if (!r.enhanced.empty()) out += " " + r.enhanced;
@@ -564,7 +575,12 @@ void fault_holds::answer_refused_session(std::uint64_t now, std::string_view bod
 }
 
 void fault_holds::begin_stall(std::uint64_t now, const fault_decision& d, phase ph) {
-  event(now, d, ph, "stalled: no replies, nothing read until the client gives up");
+  // With a `max` the relay ends the stall itself (timer(): "stall ended by the relay"):
+  // the record says so from the start, not only in that later note (a newcomer's trial).
+  event(now, d, ph,
+        d.stall_max_us > 0 ? "stalled: no replies, nothing read for at most " + duration_text(d.stall_max_us) +
+                                 ", then the relay ends it (unless the client gives up first)"
+                           : std::string("stalled: no replies, nothing read until the client gives up"));
   stalled_ = true;
   stall_phase_ = ph;
   stall_since_us_ = now;

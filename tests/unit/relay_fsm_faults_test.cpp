@@ -661,6 +661,32 @@ TEST_F(FaultFsm, StallRecordsTheFaultAtItsPhase) {
   EXPECT_EQ(e.ph, phase::rcpt) << describe(e);
 }
 
+// A newcomer's trial: a stall with a `max` was recorded as "nothing read until the client gives
+// up" though the relay ended it at its maximum; only a later note said so. The record says the
+// maximum when there is one, and keeps its words when there is none.
+TEST_F(FaultFsm, AStallsRecordSaysTheRelayEndsItAtItsMaximum) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, stall_for(2'000'000));
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n");
+  EXPECT_EQ(only_fault("stall").detail,
+            "stalled: no replies, nothing read for at most 2 s, then the relay ends it (unless the client gives up first)");
+
+  make();
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, stall_for(1'500'000));
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n");
+  EXPECT_THAT(only_fault("stall").detail, HasSubstr("for at most 1.5 s, then the relay ends it"));
+
+  make();
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, stall_for(0));
+  client(mail_from + rcpt_bob);
+  upstream("250 2.1.0 Ok\r\n");
+  EXPECT_EQ(only_fault("stall").detail, "stalled: no replies, nothing read until the client gives up");
+}
+
 TEST_F(FaultFsm, StallSurvivesTheUpstreamGoingAway) {
   greet_and_ehlo();
   adv_->on(phase::mail, fault_stage::command, stall_for(30'000'000));
