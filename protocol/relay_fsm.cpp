@@ -657,9 +657,15 @@ bool relay_fsm::take_command_line(std::uint64_t now) {
   if (faults_.line_held()) {
     arrived = faults_.held_line_since();
     parsed = faults_.take_held_line(now, decided);   // parsed when it was held
+    // The MAIL ahead of it may have been refused during the hold (a 550): a RCPT is that
+    // attempt's recipient, as one pipelined and never held is; another command ends the
+    // attempt's record. A hostile trial: the held RCPT went upstream, in no record.
+    if (parsed.fault == command_fault::none) follow_held_refusal(parsed.cmd);
   } else if (well_formed) {
     parsed = parse_command(line.substr(0, line.size() - 2));
-    if (parsed.fault == command_fault::none) follow_held_refusal(parsed.cmd);   // before any fault answers it
+    // Before any fault answers it. (A RCPT is held only inside an open transaction, where this
+    // lists it nowhere: it follows once, when taken, above or in abandon_held_line.)
+    if (parsed.fault == command_fault::none) follow_held_refusal(parsed.cmd);
     drain_answers = drain_answers_with_421(parsed.cmd.ph);
     if (parsed.fault == command_fault::none && !drain_answers && faults_.hold_line(now, arrived, line, parsed, decided)) {
       // The line waits for its delay, recorded as it came (masked as below).

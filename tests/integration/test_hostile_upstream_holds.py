@@ -343,6 +343,33 @@ delay = "5s"
         self.assertEqual([(f["rule"], f["phase"]) for f in fault_records(cap)], [("slow-rcpt", "rcpt")])
         self.assertNotIn(b"RCPT TO:<%s>" % TO.encode(), up.wait_for_connections(1)[0].commands)
 
+    def test_a_rcpt_held_past_a_550_to_its_mail_is_in_that_attempts_record(self):
+        # A hostile trial: MAIL and RCPT pipelined, a delay rule holding the RCPT 1 s, the
+        # destination's 550 to the MAIL. The RCPT went upstream when its hold ended, but the
+        # refused MAIL's record listed no recipient (one pipelined and not held is listed).
+        up = ScriptedAnswers({b"MAIL": b"550 5.7.1 Sender blocked\r\n",
+                              b"RCPT": b"503 5.5.1 Error: need MAIL command\r\n"})
+        self.addCleanup(up.stop)
+        m = self.relay('''
+[[fault]]
+name = "slow-rcpt"
+type = "delay"
+phase = "rcpt"
+when = "command"
+delay = "1s"
+''', up)
+        c = self.greeted_client(m.port)
+        c.send(("MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\n" % (FROM, TO)).encode())
+        self.assertEqual(c.reply().code, 550)
+        self.assertEqual(c.reply().code, 503)
+        self.assertEqual(c.command("QUIT").code, 221)
+        cap = self.single_capture(m)
+        self.assertIn(b"RCPT TO:<%s>" % TO.encode(), up.wait_for_connections(1)[0].commands)
+        [t] = cap.transactions
+        self.assertEqual((t["mail_from"], t["rcpt_to"], t["outcome"], t["final_reply"]["code"]),
+                         (FROM, [TO], "rejected", 550), t)
+        self.assertEqual([(f["rule"], f["phase"]) for f in fault_records(cap)], [("slow-rcpt", "rcpt")])
+
 
 if __name__ == "__main__":
     unittest.main()

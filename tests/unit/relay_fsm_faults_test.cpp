@@ -926,6 +926,33 @@ TEST_F(FaultFsm, AHeldRcptOrMailIsInTheTransactionTheUpstreams421Ends) {
   }
 }
 
+// A hostile trial: MAIL and RCPT pipelined, a delay rule holding the RCPT, the destination's
+// 550 to the MAIL. The RCPT went upstream when its hold ended but was not in the refused MAIL's
+// record, where a RCPT pipelined and never held is (86a4cde and ca4122c covered the session
+// ending during the hold, not a hold that ends).
+TEST_F(FaultFsm, ARcptHeldPastARefusalOfItsMailIsInThatAttemptsRecord) {
+  greet_and_ehlo();
+  adv_->on(phase::rcpt, fault_stage::command, delay_of(2'000'000, "cmdhold"));
+  client(mail_from + rcpt_carol);   // carol held
+  upstream("550 5.7.1 Sender blocked\r\n");
+  EXPECT_THAT(cl_, EndsWith("550 5.7.1 Sender blocked\r\n"));
+  EXPECT_THAT(up_, Not(HasSubstr("carol")));
+  fire_fault_timer();   // the hold ends: carol goes upstream
+  EXPECT_THAT(up_, EndsWith(rcpt_carol));
+  upstream("503 5.5.1 Error: need MAIL command\r\n");
+  client("QUIT\r\n");
+  upstream("221 2.0.0 Bye\r\n");
+  EXPECT_TRUE(fsm_->finished());
+  const transaction_record& t = only_transaction();
+  EXPECT_EQ(t.mail_from, "alice@example.org");
+  EXPECT_THAT(t.rcpt_to, ElementsAre("carol@example.org"));
+  EXPECT_THAT(t.rcpt_codes, IsEmpty());
+  EXPECT_EQ(t.result, outcome::rejected);
+  ASSERT_TRUE(t.final_reply);
+  EXPECT_EQ(t.final_reply->code, 550);
+  EXPECT_EQ(only_fault("delay").ph, phase::rcpt);
+}
+
 TEST_F(FaultFsm, CommandDelayFiredLateRecordsTheActualDelay) {
   greet_and_ehlo();
   adv_->on(phase::mail, fault_stage::command, delay_of(2'000'000));
