@@ -16,6 +16,7 @@
 #include "protocol/command.hpp"
 #include "protocol/data_framer.hpp"
 #include "protocol/reply.hpp"
+#include "protocol/terminal_text.hpp"
 
 namespace mailtap::captures {
 
@@ -51,46 +52,8 @@ std::string pad_right(std::string s, std::size_t width) {
   return s;
 }
 
-// Wire text made safe to print on a terminal: bytes that are not well-formed UTF-8, C0 and C1
-// control characters, which could drive it, the bidirectional controls (U+061C, U+200E,
-// U+200F, U+202A to U+202E, U+2066 to U+2069: Unicode UAX #9), which reorder what follows them on the
-// line (a right-to-left override in an address hid its real text), and the line and paragraph
-// separators (U+2028, U+2029), which some terminals and viewers break the line at, become \xNN. Backslashes
-// are left alone, because command texts arrive already escaped by the writer.
-std::string printable(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  auto escape = [&](unsigned char c) {
-    char buf[5];
-    std::snprintf(buf, sizeof buf, "\\x%02x", c);
-    out += buf;
-  };
-  for (std::size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      if (c < 0x20 || c == 0x7f) escape(c);
-      else out += static_cast<char>(c);
-      ++i;
-      continue;
-    }
-    std::size_t n = utf8_sequence_length(s, i);
-    bool c1_control = n == 2 && c == 0xc2 && static_cast<unsigned char>(s[i + 1]) <= 0x9f;
-    bool bidi_control = n == 2 && c == 0xd8 && static_cast<unsigned char>(s[i + 1]) == 0x9c;   // U+061C
-    if (n == 3 && c == 0xe2) {
-      const auto b1 = static_cast<unsigned char>(s[i + 1]), b2 = static_cast<unsigned char>(s[i + 2]);
-      bidi_control = (b1 == 0x80 && ((b2 >= 0x8e && b2 <= 0x8f) || (b2 >= 0xa8 && b2 <= 0xae))) ||
-                     (b1 == 0x81 && b2 >= 0xa6 && b2 <= 0xa9);
-    }
-    if (n == 0 || c1_control || bidi_control) {
-      for (std::size_t k = 0; k < std::max<std::size_t>(n, 1); ++k) escape(static_cast<unsigned char>(s[i + k]));
-      i += std::max<std::size_t>(n, 1);
-      continue;
-    }
-    out.append(s.substr(i, n));
-    i += n;
-  }
-  return out;
-}
+// Wire text made safe to print on a terminal (protocol/terminal_text.hpp terminal_safe).
+std::string printable(std::string_view s) { return protocol::terminal_safe(s); }
 
 // For JSON, which must be UTF-8 (captures written before the writer made it so hold raw bytes).
 std::string utf8(std::string_view s) { return utf8_or_escaped(s); }
@@ -654,7 +617,6 @@ std::string render_json(const capture& c) {
 
 namespace mailtap::captures {
 
-std::string terminal_safe(std::string_view s) { return printable(s); }
 std::string utf8_safe(std::string_view s) { return utf8(s); }
 
 }  // namespace mailtap::captures

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "captures/reader.hpp"
+#include "protocol/terminal_text.hpp"
 
 namespace mailtap::captures {
 
@@ -37,8 +38,10 @@ std::uint64_t session_duration_us(const capture& c);
 namespace mailtap::captures {
 
 // Wire text made safe to print as `show` prints it: for a terminal, control characters and
-// bytes that are not UTF-8 become \xNN; for JSON, only what is not UTF-8. (Used by diagnose.)
-std::string terminal_safe(std::string_view s);
+// bytes that are not UTF-8 become \xNN (protocol/terminal_text.hpp, where it lives so that
+// config_reader/ and the command line use it too); for JSON, only what is not UTF-8. (Used by
+// diagnose.)
+using protocol::terminal_safe;
 std::string utf8_safe(std::string_view s);
 
 }  // namespace mailtap::captures

@@ -11,6 +11,7 @@
 
 #include "config_reader/key_depth.hpp"
 #include "config_reader/table_reader.hpp"
+#include "protocol/terminal_text.hpp"
 
 namespace mailtap::config_reader {
 
@@ -58,7 +59,8 @@ std::optional<toml::table> parse(std::string_view text, std::string_view source_
   try {
     return toml::parse(text, source_name);
   } catch (const toml::parse_error& e) {
-    error = echo_path(source_name) + ":" + std::to_string(e.source().begin.line) + ": " + one_line(e.description());
+    error = protocol::terminal_safe(echo_path(source_name) + ":" + std::to_string(e.source().begin.line) + ": " +
+                                    one_line(e.description()));
   }
   return std::nullopt;
 }

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "protocol/action.hpp"
+#include "protocol/terminal_text.hpp"
 
 namespace mailtap::config_reader {
 
@@ -30,7 +31,7 @@ std::optional<std::uint64_t> parse_duration(std::string_view text, std::string& 
   else if (unit == "d") scale = 86'400'000'000;   // retention ages: "7d"
   if (i == 0 || scale == 0) {
     // Escaped: errors are one line, whatever the string held.
-    problem = std::string(expected) + ", got '" + protocol::escape_bytes(text, 40) + "'";
+    problem = std::string(expected) + ", got '" + protocol::terminal_safe(protocol::escape_bytes(text, 40)) + "'";
     return std::nullopt;
   }
   if (value > max_duration_us / scale) {
@@ -77,7 +78,7 @@ std::optional<std::uint64_t> parse_byte_size(std::string_view text, std::string&
   for (const auto& u : units)
     if (u.unit == unit) scale = u.scale;
   if (i == 0 || scale == 0) {
-    problem = std::string(expected) + ", got '" + protocol::escape_bytes(text, 40) + "'";
+    problem = std::string(expected) + ", got '" + protocol::terminal_safe(protocol::escape_bytes(text, 40)) + "'";
     return std::nullopt;
   }
   if (value > max_bytes / scale) {

@@ -8,6 +8,7 @@
 #include "config_reader/duration.hpp"
 #include "protocol/action.hpp"
 #include "protocol/command.hpp"
+#include "protocol/terminal_text.hpp"
 
 namespace mailtap::config_reader {
 namespace {
@@ -64,8 +65,12 @@ std::string_view toml_type_name(toml::node_type t) {
   return "value";
 }
 
-std::string echo(std::string_view text) { return protocol::escape_bytes(text, max_echo_chars); }
-std::string echo_path(std::string_view path) { return protocol::escape_bytes(path, max_echo_path_chars); }
+// C0 controls by escape_bytes, then what else could drive or reorder a terminal's line (C1 and
+// bidirectional controls, U+2028/U+2029, bytes that are not UTF-8: protocol/terminal_text.hpp).
+std::string echo(std::string_view text) { return protocol::terminal_safe(protocol::escape_bytes(text, max_echo_chars)); }
+std::string echo_path(std::string_view path) {
+  return protocol::terminal_safe(protocol::escape_bytes(path, max_echo_path_chars));
+}
 
 std::string one_line(std::string_view text) {
   std::string out(text);
@@ -88,7 +93,9 @@ void problem_log::at_line(std::uint32_t line, std::string message) {
   if (failed_ && line >= line_) return;
   failed_ = true;
   line_ = line;
-  first_ = std::move(message);
+  // Whatever a problem quotes (a fault type's own text, a message from another file) leaves
+  // here safe on a terminal; what echo() escaped already passes unchanged.
+  first_ = protocol::terminal_safe(message);
 }
 
 // ---- problems

@@ -117,9 +117,10 @@ class table_reader {
 
 // "string", "integer", ... for "expected X, got Y".
 std::string_view toml_type_name(toml::node_type t);
-// A value or key echoed in a message: controls escaped (one line), cut short.
+// A value or key echoed in a message: controls escaped (one line), the bidirectional ones
+// too, safe on a terminal (protocol/terminal_text.hpp), cut short.
 std::string echo(std::string_view text);
-// A file name in a message: controls escaped, room for PATH_MAX.
+// A file name in a message: escaped as echo(), room for PATH_MAX.
 std::string echo_path(std::string_view path);
 // A description from toml++ or an exception, made one line.
 std::string one_line(std::string_view text);

@@ -11,6 +11,7 @@
 #include "policies/limits.hpp"
 #include "policies/registry.hpp"
 #include "protocol/action.hpp"
+#include "protocol/terminal_text.hpp"
 
 namespace mailtap::policies {
 namespace {
@@ -334,6 +335,10 @@ load_result result_of(problem_log& log, std::vector<rule> rules) {
   return {std::move(rules), {}};
 }
 
+// An error not made by the problem log (a read failure, an exception's text): as safe on a
+// terminal as the log's (protocol/terminal_text.hpp).
+load_result refused(std::string error) { return {{}, protocol::terminal_safe(error)}; }
+
 }  // namespace
 
 load_result rules_from_toml(const toml::table& doc, std::string_view file) {
@@ -343,7 +348,7 @@ load_result rules_from_toml(const toml::table& doc, std::string_view file) {
     auto rules = read_fault_tables(log, doc);
     return result_of(log, std::move(rules));
   } catch (const std::exception& e) {
-    return {{}, shown + ": " + config_reader::one_line(e.what())};
+    return refused(shown + ": " + config_reader::one_line(e.what()));
   } catch (...) {
     return {{}, shown + ": cannot load the [[fault]] tables"};
   }
@@ -354,8 +359,8 @@ load_result load_scenario(const std::string& path) {
   try {
     auto file = config_reader::read_file(path, limits::scenario_file_bytes);
     if (!file.ok())
-      return {{}, shown + (file.opened ? ": cannot read the scenario file: " : ": cannot open the scenario file: ") +
-                      file.problem};
+      return refused(shown + (file.opened ? ": cannot read the scenario file: " : ": cannot open the scenario file: ") +
+                    file.problem);
     std::string error;
     auto doc = config_reader::parse(file.text, path, error);
     if (!doc) return {{}, error};
@@ -369,7 +374,7 @@ load_result load_scenario(const std::string& path) {
     auto rules = read_fault_tables(log, *doc);
     return result_of(log, std::move(rules));
   } catch (const std::exception& e) {
-    return {{}, shown + ": " + config_reader::one_line(e.what())};
+    return refused(shown + ": " + config_reader::one_line(e.what()));
   } catch (...) {
     return {{}, shown + ": cannot load the scenario file"};
   }

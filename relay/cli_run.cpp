@@ -20,6 +20,7 @@
 #include "captures/index.hpp"
 #include "captures/writer.hpp"
 #include "policies/scenario_loader.hpp"
+#include "protocol/terminal_text.hpp"
 #include "relay/cli.hpp"
 #include "relay/config.hpp"
 #include "relay/log_limiter.hpp"
@@ -278,9 +279,19 @@ bool apply_flags(const run_flags& f, config& cfg, std::string& error) {
                     "an integer from 0 (never) to " + std::to_string(max_busy_poll_us), cfg.busy_poll, error);
 }
 
+std::optional<config> build_config_unescaped(const run_flags& f, std::string& error);
+
 // The configuration `mailtap run` serves: embedded defaults, the --config file, then the
-// flags (and --scenario files). The same at start and at each SIGHUP reload.
+// flags (and --scenario files). The same at start and at each SIGHUP reload. Its error line
+// echoes values as given (a flag's, a file's): it leaves here safe on a terminal, controls,
+// bidirectional ones and bytes that are not UTF-8 escaped (protocol/terminal_text.hpp).
 std::optional<config> build_config(const run_flags& f, std::string& error) {
+  auto cfg = build_config_unescaped(f, error);
+  if (!cfg) error = protocol::terminal_safe(error);
+  return cfg;
+}
+
+std::optional<config> build_config_unescaped(const run_flags& f, std::string& error) {
   config cfg;
   if (!f.config_file.empty()) {
     auto loaded = load_config_file(f.config_file, cfg, error);

@@ -5,7 +5,6 @@
 // (scenario existence, the config file).
 #include "relay/config.hpp"
 
-#include "captures/show.hpp"
 #include "config_reader/document.hpp"
 #include "config_reader/duration.hpp"
 #include "config_reader/table_reader.hpp"
@@ -23,6 +22,7 @@
 #include <utility>
 
 #include "protocol/action.hpp"
+#include "protocol/terminal_text.hpp"
 
 namespace mailtap {
 
@@ -386,13 +386,11 @@ fs::path base_directory(const fs::path& file) {
   return ec ? dir : abs.lexically_normal();
 }
 
-// An error line as a terminal gets it: config_reader echoes values with C0 controls escaped
-// (protocol::escape_bytes), and captures/show.hpp terminal_safe, which the capture readers' error
-// lines go through too (captures/reader.cpp quote_for_error), escapes what is left that could
-// drive or reorder the line: C1 controls, the bidirectional controls (U+061C, U+200E, U+200F,
-// U+202A to U+202E, U+2066 to U+2069), U+2028 and U+2029, and bytes that are not UTF-8 (a value
-// cut short inside a character). Its backslashes are left alone: they are escape_bytes' own.
-std::string terminal_line(std::string_view line) { return captures::terminal_safe(line); }
+// An error line as a terminal gets it (protocol/terminal_text.hpp terminal_safe, which
+// config_reader's echo and the capture readers' error lines use too): C0 and C1 controls, the
+// bidirectional controls, U+2028 and U+2029, and bytes that are not UTF-8 (a value cut short
+// inside a character) escaped. Its backslashes are left alone: they are escape_bytes' own.
+std::string terminal_line(std::string_view line) { return protocol::terminal_safe(line); }
 
 std::optional<config> load_impl(std::string_view toml_text, std::string_view source_name,
                                 const config& base, std::string& error) {

@@ -181,7 +181,7 @@ std::optional<std::uint64_t> parse_captures_max_bytes(std::string_view text, std
 
 // Reads a TOML file over `base`. On error returns std::nullopt and sets `error` to one line:
 // "FILE:LINE: key 'KEY': problem", safe on a terminal: what it echoes of the file has its
-// controls escaped, C1 and bidirectional ones and U+2028/U+2029 too (captures/show.hpp
+// controls escaped, C1 and bidirectional ones and U+2028/U+2029 too (protocol/terminal_text.hpp
 // terminal_safe, as the capture readers' errors).
 std::optional<config> load_config_file(const std::filesystem::path& file, const config& base,
                                        std::string& error);

@@ -444,6 +444,17 @@ class Faults(AdminTest):
         code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": fifo}), "application/json")
         self.assertIn("not a regular file", self.assertOneLineError(code, body, 400))
 
+    def test_a_scenario_files_error_escapes_bidirectional_controls(self):
+        # A hostile trial: the 400's error echoed the file's U+202E raw (config errors escaped
+        # it, scenario files did not); `mailtap faults add` prints it on a terminal.
+        path = self.write_file("bidi.toml", b'[[fault]]\nname = "d"\ntype = "delay"\nphase = "mail"\n'
+                                            b'delay = "5\xe2\x80\xaes"\n')
+        code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": path}), "application/json")
+        error = self.assertOneLineError(code, body, 400)
+        self.assertIn("%s:5: key 'delay'" % path, error)
+        self.assertIn("'5\\xe2\\x80\\xaes'", error)
+        self.assertNotIn("\u202e", error)
+
     def test_the_cli_lists_long_rule_names_in_aligned_columns(self):
         # A newcomer's trial: the cisco profile's names and phases ran into the next column.
         code, out, err = self.cli("faults", "add", os.path.join(SCENARIOS_DIR, "cisco-pix-fixup.toml"))

@@ -170,6 +170,35 @@ class RunUsage(IntegrationTest):
                 self.assertIn("127.0.0.1:25%s25" % escaped, line)
                 self.assertNotIn(ch, line)
 
+    def test_scenario_file_errors_escape_bidirectional_controls(self):
+        # A hostile trial: `--scenario`'s error echoed the file's U+202E raw (config errors
+        # escaped it since 4fa4545, scenario files did not), reversing the rest of the line.
+        for ch in ("\u202e", "\u2066", "\u2028", "\u0085"):
+            with self.subTest(ch="U+%04X" % ord(ch)):
+                raw = ch.encode("utf-8")
+                path = self.write_file("bidi.toml", b'[[fault]]\nname = "d"\ntype = "delay"\nphase = "mail"\n'
+                                                    b'delay = "5' + raw + b's"\n')
+                line = self.run_fails("--listen", "127.0.0.1:0", "--scenario", path)
+                self.assertIn("--scenario: %s:5: key 'delay'" % path, line)
+                self.assertIn("'5%ss'" % "".join("\\x%02x" % b for b in raw), line)
+                self.assertNotIn(ch, line)
+
+    def test_flag_values_are_echoed_with_their_controls_escaped(self):
+        # A hostile trial: `--listen '<raw>': ...` echoed the value as given, an ESC sequence
+        # (it coloured the terminal) or a U+202E included.
+        for value, escaped in (("127.0.0.1:x\x1b[31m", "127.0.0.1:x\\x1b[31m"),
+                               ("127.0.0.1:\u202e52", "127.0.0.1:\\xe2\\x80\\xae52")):
+            for flag in ("--listen", "--admin", "--upstream", "--log-level", "--bare-line-endings"):
+                with self.subTest(flag=flag, value=value):
+                    args = ["--listen", "127.0.0.1:0", flag, value] if flag != "--listen" else [flag, value]
+                    r = run_mailtap(["run", "--captures", os.path.join(self.workdir, "caps"), *args], timeout=20)
+                    self.assertEqual(r.returncode, 2, r)
+                    err = r.stderr.decode("utf-8", "replace")
+                    self.assertEqual(len(err.splitlines()), 1, err)
+                    self.assertIn("%s '%s'" % (flag, escaped), err)
+                    self.assertNotIn("\x1b", err)
+                    self.assertNotIn("\u202e", err)
+
     def test_unknown_flag(self):
         self.run_fails("--listen", "127.0.0.1:0", "--no-such-flag")
 

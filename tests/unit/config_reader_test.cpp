@@ -72,6 +72,21 @@ std::string first_problem(const std::string& text, Visit visit) {
   return log.first();
 }
 
+// A hostile trial: what config_reader echoes (a value, a key, a file name) and every problem
+// its log keeps are safe on a terminal: C0 and C1 controls, bidirectional controls (U+202E
+// reversed the rest of the line), U+2028 and bytes that are not UTF-8 escaped as \xNN
+// (protocol/terminal_text.hpp); before, only C0 controls were.
+TEST(TableReader, EchoedTextAndProblemsAreSafeOnATerminal) {
+  using mailtap::config_reader::echo;
+  using mailtap::config_reader::echo_path;
+  EXPECT_EQ(echo("5\xe2\x80\xaes\x1b\xc2\x9b\xe2\x80\xa8\xff"), "5\\xe2\\x80\\xaes\\x1b\\xc2\\x9b\\xe2\\x80\\xa8\\xff");
+  EXPECT_EQ(echo_path("/tmp/a\xe2\x81\xa6" "b.toml"), "/tmp/a\\xe2\\x81\\xa6b.toml");
+  EXPECT_EQ(echo("caf\xc3\xa9 \xe2\x80\x93"), "caf\xc3\xa9 \xe2\x80\x93");   // no control: as it is
+  problem_log log("f.toml");
+  log.at_line(3, "f.toml:3: key 'x': a fault type's own text quoting '\xe2\x80\xae'");
+  EXPECT_EQ(log.first(), "f.toml:3: key 'x': a fault type's own text quoting '\\xe2\\x80\\xae'");
+}
+
 TEST(TableReader, UnknownKeysAreReportedAtTheirLine) {
   EXPECT_EQ(first_problem("a = 1\n\nb = 2\n", [](table_reader&, std::string_view k) { return k == "a"; }),
             "c.toml:3: key 'b': unknown key");

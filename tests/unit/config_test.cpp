@@ -1,6 +1,7 @@
 // relay/config: defaults, every key, every error kind (one line naming file, line and key),
 // path resolution against the config file's directory, and the shipped example file.
 #include "relay/config.hpp"
+#include "policies/scenario_loader.hpp"
 
 #include <gtest/gtest.h>
 
@@ -422,6 +423,29 @@ TEST(ConfigErrors, AnErrorEscapesBidirectionalControlsAndLineSeparatorsInTheValu
   // What is no control stays as it is: an en dash, a right single quotation mark.
   const std::string e = error_of("listen = \"h\xe2\x80\x93x\xe2\x80\x99:1:\"\n");
   EXPECT_NE(e.find("h\xe2\x80\x93x\xe2\x80\x99"), std::string::npos) << e;
+}
+
+// A hostile trial: a scenario file's error (`mailtap run --scenario`, a config's `scenarios`,
+// the admin API's POST /api/v1/scenarios: all policies::load_scenario) echoed a value's U+202E
+// raw, and a C1 control (a raw C0 one is a TOML syntax error); config errors escaped them (4fa4545) but scenario files did not. The
+// echo is config_reader's, now safe on a terminal itself (protocol/terminal_text.hpp).
+TEST(ConfigErrors, AScenarioFilesErrorEscapesBidirectionalAndOtherControls) {
+  temp_dir dir;
+  for (const std::string raw : {"\xe2\x80\xae", "\xe2\x81\xa6", "\xe2\x80\xa8", "\xc2\x9b"}) {
+    std::string escaped;
+    for (unsigned char b : raw) {
+      char buf[5];
+      std::snprintf(buf, sizeof buf, "\\x%02x", b);
+      escaped += buf;
+    }
+    const fs::path file = dir.write("s.toml", "[[fault]]\nname = \"d\"\ntype = \"delay\"\nphase = \"mail\"\ndelay = \"5" +
+                                                  raw + "s\"\n");
+    const auto loaded = mailtap::policies::load_scenario(file.native());
+    ASSERT_FALSE(loaded.ok());
+    EXPECT_NE(loaded.error.find(":5: key 'delay': "), std::string::npos) << loaded.error;
+    EXPECT_NE(loaded.error.find("'5" + escaped + "s'"), std::string::npos) << loaded.error;
+    EXPECT_EQ(loaded.error.find(raw), std::string::npos) << "raw control in: " << loaded.error;
+  }
 }
 
 TEST(ConfigErrors, DuplicateKeyIsASyntaxError) {
