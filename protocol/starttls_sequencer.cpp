@@ -65,7 +65,9 @@ void starttls_sequencer::take_reply(std::uint64_t now, reply_slot& p, const repl
 }
 
 void starttls_sequencer::note_upstream_capabilities(const reply& r) {
-  if (r.code == 250) upstream_offers_starttls_ = capabilities::from_reply(r).has("STARTTLS");
+  if (r.code != 250) return;
+  upstream_offers_starttls_ = capabilities::from_reply(r).has("STARTTLS");
+  upstream_ehlo_seen_ = true;
 }
 
 // ---------------------------------------------------------------- the relay's own commands
@@ -108,16 +110,18 @@ void starttls_sequencer::refuse_starttls(std::uint64_t now, int code, std::strin
 }
 
 // The client's STARTTLS owed at the head of the queue, refused with 454 once it was looked at
-// (the upstream refused it, its handshake failed, or the upstream leg cannot match). The 454
+// (the upstream refused it, its handshake failed, or the upstream leg cannot match; 503 before an
+// EHLO was answered, advance). The reply
 // answers that command: its stage starts when it came, and the upstream's part runs to
 // `upstream_until` (when the upstream refused or its handshake failed; 0: the relay decided
 // alone), not the client's think time before a new command.
-void starttls_sequencer::refuse_owed_starttls(std::uint64_t now, std::string_view text, std::uint64_t upstream_until) {
+void starttls_sequencer::refuse_owed_starttls(std::uint64_t now, std::string_view text, std::uint64_t upstream_until,
+                                              int code, std::string_view enhanced) {
   const reply_slot asked = owed_.pop_head();
   host_.client_back_to_commands();
   host_.count_refused_command();
   out_.note(now, "STARTTLS refused: " + std::string(text));
-  host_.local_reply(now, phase::starttls, 454, "4.7.0", text);
+  host_.local_reply(now, phase::starttls, code, enhanced, text);
   reply_slot& answer = owed_.back();   // nothing follows a STARTTLS (injection), so it is the head
   answer.asked.t_received = asked.asked.t_received;
   answer.asked.t_forwarded = asked.asked.t_forwarded;
@@ -140,6 +144,14 @@ void starttls_sequencer::advance(std::uint64_t now) {
   if (host_.ended() || tls_step_ != tls_step::idle || owed_.empty() ||
       owed_.front().asked.kind != command_kind::client_starttls)
     return;
+  // STARTTLS is an extension the EHLO reply announces (RFC 3207 4, RFC 5321 4.1.4 and 2.2.1):
+  // before an EHLO was answered on this connection (or since a handshake, RFC 3207 4.2) the
+  // relay does not know what the upstream offers, and has offered the client nothing. Judged
+  // by what it had not seen, a hostile trial got "454 the upstream does not offer STARTTLS"
+  // from an upstream that does (mirror), and opportunistic granted TLS to the client leaving the
+  // upstream leg plaintext.
+  if (!upstream_ehlo_seen_)
+    return refuse_owed_starttls(now, "Send EHLO first (STARTTLS is offered in the reply to EHLO)", 0, 503, "5.5.1");
   const auto mode = options_.tls.upstream;
   bool secure_upstream = !upstream_tls_ && mode != upstream_tls_mode::never &&
                          (mode != upstream_tls_mode::opportunistic || upstream_offers_starttls_);
@@ -214,6 +226,7 @@ void starttls_sequencer::tls_ready(std::uint64_t now, leg which, const tls_summa
   }
   upstream_tls_ = true;
   upstream_offers_starttls_ = false;
+  upstream_ehlo_seen_ = false;   // RFC 3207 4.2: what it offered before TLS no longer counts
   if (securing_upstream_) {
     securing_upstream_ = false;
     tls_step_ = tls_step::idle;
@@ -266,6 +279,7 @@ void starttls_sequencer::fall_back_to_plaintext(std::uint64_t now, std::string_v
   tls_step_ = tls_step::idle;
   upstream_tls_broken_ = true;
   upstream_offers_starttls_ = false;
+  upstream_ehlo_seen_ = false;   // that connection's; the new one's replayed hello says anew
   reconnecting_ = true;   // before the 454 goes out: what the client sends next waits
   refuse_owed_starttls(now, "TLS not available: " + std::string(reason), now);
   if (host_.ended()) return;

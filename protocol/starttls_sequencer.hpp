@@ -96,7 +96,8 @@ class starttls_sequencer {
   void take_starttls_reply(std::uint64_t now, reply_slot& p, const reply& r);
   void grant_client_tls(std::uint64_t now);
   void refuse_starttls(std::uint64_t now, int code, std::string_view enhanced, std::string_view text);
-  void refuse_owed_starttls(std::uint64_t now, std::string_view text, std::uint64_t upstream_until);
+  void refuse_owed_starttls(std::uint64_t now, std::string_view text, std::uint64_t upstream_until, int code = 454,
+                            std::string_view enhanced = "4.7.0");
   bool may_fall_back_to_plaintext() const;
   void fall_back_to_plaintext(std::uint64_t now, std::string_view reason);
   void take_new_upstream_greeting(std::uint64_t now, const reply& r);
@@ -113,6 +114,7 @@ class starttls_sequencer {
   bool client_tls_ = false;
   bool upstream_tls_ = false;
   bool upstream_offers_starttls_ = false;   // in the last EHLO reply the upstream sent
+  bool upstream_ehlo_seen_ = false;         // an EHLO answered 250 on this connection since its last handshake
   bool securing_upstream_ = false;          // internal EHLO/STARTTLS before client commands
   tls_step tls_step_ = tls_step::idle;
   // Plaintext fall-back: a new upstream connection is being opened and prepared; client

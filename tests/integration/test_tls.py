@@ -485,6 +485,32 @@ class TlsTest(IntegrationTest):
         self.assertEqual(up.count(), 0)
         self.assertFalse({"MAIL", "RCPT", "DATA", "AUTH", "STARTTLS"} & set(up.verbs()), up.all_commands())
 
+    def test_starttls_before_ehlo_is_asked_for_ehlo_first(self):
+        """A hostile trial: STARTTLS before EHLO got "454 4.7.0 TLS not available: the upstream
+        does not offer STARTTLS" from a relay whose upstream offers it (it had seen no EHLO reply
+        yet), and the capture said so too. STARTTLS is announced in the EHLO reply (RFC 3207 4):
+        503 5.5.1, send EHLO first; after EHLO the same STARTTLS is granted."""
+        up = self.start_tls_upstream()
+        for mode in ("mirror", "opportunistic"):
+            with self.subTest(mode=mode):
+                mailtap = self.relay_to(up, ["--upstream-tls", mode], name="mailtap-" + mode)
+                c = self.connect(mailtap.port)
+                self.assertReply(c.reply(), 220)
+                r = c.command("STARTTLS")
+                self.assertReply(r, 503, "5.5.1")
+                self.assertIn("EHLO first", r.text)
+                r = c.command("EHLO client.test")
+                self.assertReply(r, 250)
+                self.assertIn("STARTTLS", [t.upper() for t in r.texts])
+                self.assertReply(c.command("STARTTLS"), 220)
+                c.close()
+                cap = self.single_capture(mailtap)
+                refused = [n for n in cap.notes if n.startswith("STARTTLS refused")]
+                self.assertEqual(refused, ["STARTTLS refused: Send EHLO first (STARTTLS is offered in the reply "
+                                           "to EHLO)"], cap.notes)
+                # The relay's STARTTLS upstream came after the client's EHLO, not before.
+                self.assertEqual([v for v in up.verbs() if v in ("EHLO", "STARTTLS")][-2:], ["EHLO", "STARTTLS"])
+
     def required_mode_refuses(self, up, name="mailtap"):
         """--upstream-tls required: the relay secures the upstream right after the banner; when
         that fails, the client gets 421 4.7.0 before any command of its own is relayed."""

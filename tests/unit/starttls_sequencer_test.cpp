@@ -156,5 +156,62 @@ TEST_F(StarttlsSequencer, StarttlsInsideATransactionIsRefused) {
   EXPECT_EQ(host.refused, 1);
 }
 
+// A hostile trial: STARTTLS before EHLO got "454 4.7.0 TLS not available: the upstream does not
+// offer STARTTLS" from an upstream that does (mirror): the relay had seen no EHLO reply yet, and
+// the capture recorded the same false reason; opportunistic granted TLS to the client and left
+// the upstream leg plaintext. STARTTLS is announced in the EHLO reply (RFC 3207 4, RFC 5321
+// 4.1.4): 503 5.5.1, send EHLO first, in every mode, nothing sent upstream.
+TEST_F(StarttlsSequencer, StarttlsBeforeEhloIsAskedForEhloFirstInEveryMode) {
+  for (const auto mode : {upstream_tls_mode::opportunistic, upstream_tls_mode::mirror, upstream_tls_mode::required,
+                          upstream_tls_mode::never}) {
+    SCOPED_TRACE(std::string(to_string(mode)));
+    obs = recording_observer{};
+    owed = reply_queue{};
+    host = fake_host{};
+    make(mode);
+    if (mode == upstream_tls_mode::required) {   // the relay secures the upstream itself first
+      seq->after_banner(1);
+      upstream_replies(2, "250-mx\r\n250 STARTTLS\r\n");
+      upstream_replies(3, "220 go ahead\r\n");
+      seq->tls_ready(4, leg::upstream, tls_summary{});
+    }
+    out.take();
+    seq->client_starttls(5);
+    EXPECT_EQ(host.last_code, 503);
+    EXPECT_EQ(host.refused, 1);
+    EXPECT_FALSE(host.awaiting_handshake) << "the client goes on with commands";
+    ASSERT_FALSE(owed.empty());
+    ASSERT_TRUE(owed.front().answer.parsed);
+    EXPECT_EQ(owed.front().answer.parsed->raw, "503 5.5.1 Send EHLO first (STARTTLS is offered in the reply to EHLO)\r\n");
+    EXPECT_EQ(obs.notes.back(), "STARTTLS refused: Send EHLO first (STARTTLS is offered in the reply to EHLO)");
+    for (const auto& a : actions()) {
+      EXPECT_EQ(a.find("upstream"), std::string::npos) << a;
+      EXPECT_EQ(a.find("start_tls"), std::string::npos) << a;
+    }
+  }
+}
+
+// Once EHLO was answered without STARTTLS, the refusal stays the truth: 454 where the mode asks
+// for TLS upstream, TLS to the client alone where it is opportunistic.
+TEST_F(StarttlsSequencer, StarttlsTheUpstreamDoesNotOfferAfterEhloKeepsItsAnswer) {
+  for (const auto mode : {upstream_tls_mode::mirror, upstream_tls_mode::opportunistic}) {
+    SCOPED_TRACE(std::string(to_string(mode)));
+    obs = recording_observer{};
+    owed = reply_queue{};
+    host = fake_host{};
+    make(mode);
+    seq->note_upstream_capabilities(parsed("250-mx\r\n250 8BITMIME\r\n"));
+    seq->client_starttls(1);
+    ASSERT_FALSE(owed.empty());
+    ASSERT_TRUE(owed.front().answer.parsed);
+    if (mode == upstream_tls_mode::mirror) {
+      EXPECT_EQ(owed.front().answer.parsed->raw, "454 4.7.0 TLS not available: the upstream does not offer STARTTLS\r\n");
+    } else {
+      EXPECT_EQ(owed.front().answer.parsed->code, 220);
+      EXPECT_THAT(actions(), testing::Contains(to_string(action{start_tls{leg::client}})));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace mailtap::protocol
