@@ -2,6 +2,7 @@
 // with a one-line message naming the bad input.
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -58,6 +59,18 @@ bool names_missing_subcommand(const CLI::App& app) {
   return true;
 }
 
+// CLI11's error for an option that takes one value given more than once ("NAME: At Most 1
+// required but received N", CLI::ArgumentMismatch::AtMost) said plainly: "NAME given N times;
+// give it once". Null for any other mismatch.
+std::optional<std::string> repeated_option(std::string_view what) {
+  constexpr std::string_view marker = ": At Most 1 required but received ";
+  const auto at = what.find(marker);
+  if (at == std::string_view::npos || at == 0) return std::nullopt;
+  const std::string_view count = what.substr(at + marker.size());
+  if (count.empty() || count.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+  return std::string(what.substr(0, at)) + " given " + std::string(count) + " times; give it once";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -86,6 +99,11 @@ int main(int argc, char** argv) {
     const bool no_subcommand = std::string_view(e.what()).starts_with("A subcommand");
     if (!no_subcommand || !names_missing_subcommand(app))
       std::fprintf(stderr, "mailtap: %s (see 'mailtap --help')\n", e.what());
+    return mailtap::cli::exit_usage;
+  } catch (const CLI::ArgumentMismatch& e) {
+    // A single-valued option given twice: CLI11 says "--admin: At Most 1 required but received 2".
+    if (auto repeated = repeated_option(e.what())) std::fprintf(stderr, "mailtap: %s\n", repeated->c_str());
+    else std::fprintf(stderr, "mailtap: %s (see 'mailtap --help')\n", e.what());
     return mailtap::cli::exit_usage;
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "mailtap: %s (see 'mailtap --help')\n", e.what());

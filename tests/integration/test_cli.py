@@ -199,6 +199,15 @@ class RunUsage(IntegrationTest):
                     self.assertNotIn("\x1b", err)
                     self.assertNotIn("\u202e", err)
 
+    def test_a_single_valued_option_given_twice_says_so(self):
+        # A newcomer's trial: CLI11's own words, "--admin: At Most 1 required but received 2".
+        r = run_mailtap(["run", "--admin", "127.0.0.1:0", "--admin", "127.0.0.1:1"], timeout=20)
+        self.assertEqual(r.returncode, 2, r)
+        self.assertEqual(r.stderr.decode(), "mailtap: --admin given 2 times; give it once\n")
+        r = run_mailtap(["run", "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"],
+                        timeout=20)
+        self.assertEqual(r.stderr.decode(), "mailtap: --listen given 3 times; give it once\n")
+
     def test_unknown_flag(self):
         self.run_fails("--listen", "127.0.0.1:0", "--no-such-flag")
 
