@@ -8,6 +8,7 @@
 #include <boost/json/value.hpp>
 #include <algorithm>
 #include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -18,6 +19,7 @@
 #include "captures/reader.hpp"
 #include "captures/show.hpp"
 #include "protocol/observer.hpp"
+#include "protocol/terminal_text.hpp"
 
 namespace mailtap::admin {
 
@@ -30,6 +32,18 @@ namespace {
 constexpr std::uintmax_t max_raw_capture_bytes = 64ull * 1024 * 1024;
 
 response json_of(int status, const json::value& v) { return json_response(status, json::serialize(v)); }
+
+// POST /api/v1/scenarios opens its path as the relay does (open(2)): a relative one from the
+// relay's working directory, which the caller (a CLI in another directory, a browser) may not
+// know. A relative path that is not there there says so; "" otherwise.
+std::string relative_path_note(const std::string& file) {
+  const std::filesystem::path p(file);
+  std::error_code ec;
+  if (p.empty() || p.is_absolute() || std::filesystem::exists(p, ec)) return "";
+  const std::filesystem::path cwd = std::filesystem::current_path(ec);
+  return " (a relative path is taken from the relay's working directory, " +
+         (ec ? std::string("unknown") : protocol::terminal_safe(cwd.native())) + ")";
+}
 
 // The body's format from its Content-Type; nullopt for one the route does not take.
 std::optional<body_format> format_of(const request& req) {
@@ -294,7 +308,7 @@ void api::add_fault_routes() {
       return error_response(400, "request (JSON): expected {\"path\": \"FILE\"}, the scenario file to load");
     const std::string file(path->get_string());
     auto loaded = policies::load_scenario(file);
-    if (!loaded.ok()) return error_response(400, loaded.error);
+    if (!loaded.ok()) return error_response(400, loaded.error + relative_path_note(file));
     auto names = names_of(loaded.rules);
     for (auto& r : loaded.rules) r.added_at_runtime = true;
     std::string armed;

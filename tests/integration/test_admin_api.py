@@ -444,6 +444,20 @@ class Faults(AdminTest):
         code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": fifo}), "application/json")
         self.assertIn("not a regular file", self.assertOneLineError(code, body, 400))
 
+    def test_a_relative_scenario_path_names_the_relays_working_directory(self):
+        # A newcomer's trial: {"path": "policies/scenarios/greylisting.toml"} (as README's tour
+        # names it) said only "cannot open the scenario file: No such file or directory"; the
+        # path was taken from the relay's working directory, which the caller may not know.
+        code, _, body = self.request("POST", "/api/v1/scenarios",
+                                     json.dumps({"path": "policies/scenarios/greylisting.toml"}), "application/json")
+        error = self.assertOneLineError(code, body, 400)
+        self.assertIn("cannot open the scenario file", error)
+        cwd = os.readlink("/proc/%d/cwd" % self.relay.proc.pid)
+        self.assertIn("(a relative path is taken from the relay's working directory, %s)" % cwd, error)
+        code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": "/nonexistent.toml"}),
+                                     "application/json")
+        self.assertNotIn("relative path", self.assertOneLineError(code, body, 400))
+
     def test_a_scenario_files_error_escapes_bidirectional_controls(self):
         # A hostile trial: the 400's error echoed the file's U+202E raw (config errors escaped
         # it, scenario files did not); `mailtap faults add` prints it on a terminal.
