@@ -218,13 +218,15 @@ class loader {
     for (std::size_t i = 0; i < arr->size(); ++i) {
       const std::string key = "scenarios[" + std::to_string(i) + "]";
       r.focus(key, *arr->get(i));
-      if (auto p = scenario_file(r)) list.push_back(std::move(*p));
+      if (auto p = scenario_file(r, list)) list.push_back(std::move(*p));
     }
     r.focus("scenarios", whole);   // `key` is gone; each() must not see it
     if (list.size() == arr->size()) out_.scenarios = std::move(list);
   }
 
-  std::optional<fs::path> scenario_file(table_reader& r) {
+  // `listed`: the files read before it in the list. One listed twice is refused as such: loading
+  // it again said "duplicate rule name 'a' (first at line 1)" of the file's own first rule.
+  std::optional<fs::path> scenario_file(table_reader& r, const std::vector<fs::path>& listed) {
     const std::string* s = r.string("a string (a scenario file path)");
     if (!s) return std::nullopt;
     if (s->empty() || s->find('\0') != std::string::npos) {
@@ -243,6 +245,14 @@ class loader {
     if (fs::is_directory(st)) {
       r.fail("scenario path is a directory, not a file: " + echo_path(p.native()));
       return std::nullopt;
+    }
+    for (std::size_t j = 0; j < listed.size(); ++j) {
+      std::error_code same_ec;
+      if (listed[j] == p || fs::equivalent(listed[j], p, same_ec)) {
+        r.fail("the scenario file " + echo_path(p.native()) + " is listed twice (also scenarios[" + std::to_string(j) +
+               "]): list each file once");
+        return std::nullopt;
+      }
     }
     auto loaded = policies::load_scenario(p.native());
     if (!loaded.ok()) {

@@ -448,6 +448,22 @@ TEST(ConfigErrors, AScenarioFilesErrorEscapesBidirectionalAndOtherControls) {
   }
 }
 
+// A newcomer's trial: a config listing the same scenario file twice said "cfg/a.toml:2: key
+// 'name': duplicate rule name 'a' (first at line 1)", the file's own first rule against itself.
+// It says the file is listed twice, also when the second spelling differs ("./cfg/a.toml").
+TEST(ConfigErrors, AScenarioFileListedTwiceSaysSo) {
+  temp_dir dir;
+  dir.write("cfg/a.toml", scenario_text("a"));
+  for (const std::string second : {"cfg/a.toml", "./cfg/../cfg/a.toml"}) {
+    const fs::path file = dir.write("mailtap.toml", "seed = 1\nscenarios = [\"cfg/a.toml\", \"" + second + "\"]\n");
+    std::string error;
+    EXPECT_FALSE(load_config_file(file, config{}, error).has_value());
+    EXPECT_NE(error.find(":2: key 'scenarios[1]': the scenario file "), std::string::npos) << error;
+    EXPECT_NE(error.find("a.toml is listed twice (also scenarios[0]): list each file once"), std::string::npos) << error;
+    EXPECT_EQ(error.find("duplicate rule name"), std::string::npos) << error;
+  }
+}
+
 TEST(ConfigErrors, DuplicateKeyIsASyntaxError) {
   const std::string e = error_of("seed = 1\nseed = 2\n");
   EXPECT_EQ(e.rfind("mailtap.toml:2: ", 0), 0u) << e;
