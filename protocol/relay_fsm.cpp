@@ -319,6 +319,13 @@ void relay_fsm::on_upstream_gone(std::uint64_t now, std::string_view reason) {
   upstream_lost(now, "upstream_closed", std::string(upstream_lost_detail) + ": " + std::string(reason));
 }
 
+// A hostile trial: plaintext bytes after the upstream's handshake ("wrong version number") were
+// filed as the destination hanging up (upstream_closed, diagnose's destination_closed).
+void relay_fsm::on_upstream_tls_error(std::uint64_t now, std::string_view reason) {
+  if (ended_ || out_.closed(leg::upstream)) return;
+  upstream_lost(now, "upstream_protocol_error", std::string(upstream_tls_broken_detail) + ": " + std::string(reason));
+}
+
 void relay_fsm::on_timeout(std::uint64_t now, leg which) {
   if (ended_) return;
   if (which == leg::client) {
@@ -2081,7 +2088,9 @@ reply relay_fsm::upstream_loss_reply(std::string_view reason, std::string_view d
                                         std::to_string(upstream_closing_code_) + ")");
   // The relay closed a connection that was still up (the detail, in the capture, says how).
   if (reason == "upstream_protocol_error")
-    return make_reply(421, "4.4.2", options_.name + " upstream broke the SMTP protocol, connection closed");
+    return make_reply(421, "4.4.2", options_.name + (detail.starts_with(upstream_tls_broken_detail)
+                                                         ? " upstream broke TLS, connection closed"
+                                                         : " upstream broke the SMTP protocol, connection closed"));
   return make_reply(421, "4.4.2", options_.name + " upstream connection lost");
 }
 

@@ -69,6 +69,10 @@ inline constexpr std::string_view note_end_of_data_reply_held_at_session_end =
 // follows). diagnose reads both (destination_closed).
 inline constexpr std::string_view upstream_closed_detail = "upstream closed the connection";
 inline constexpr std::string_view upstream_lost_detail = "upstream connection lost";
+// The start of the `upstream_protocol_error` end's detail when the upstream's TLS broke after
+// its handshake (a TLS protocol error on a read: plaintext bytes, a fatal alert, a refused
+// renegotiation it gave up on; relay/session.cpp read_leg). OpenSSL's reason follows.
+inline constexpr std::string_view upstream_tls_broken_detail = "upstream broke TLS after the handshake";
 
 class relay_fsm : private starttls_host, private xclient_host, private fault_host {
  public:
@@ -95,6 +99,9 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // failed write). The same for the session: the upstream leg is lost (upstream_lost).
   void on_upstream_eof(std::uint64_t now_us);
   void on_upstream_gone(std::uint64_t now_us, std::string_view reason);
+  // A TLS protocol error on the upstream's established TLS (not a FIN or a reset): the
+  // upstream broke the protocol, `upstream_protocol_error` (upstream_tls_broken_detail).
+  void on_upstream_tls_error(std::uint64_t now_us, std::string_view reason);
   void on_timeout(std::uint64_t now_us, leg which);
   // The leg's peer has taken none of what was written to it for `waited` (it stopped reading):
   // an upstream is lost (in DATA the client gets 451); a client that reads none of its replies

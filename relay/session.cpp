@@ -488,7 +488,11 @@ asio::awaitable<void> session::read_leg(leg l) {
         // A FIN (TCP, or TLS without close_notify) ends the client's input, not its ability to
         // read our replies; anything else means it is gone.
         const bool fin = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
+        // A TLS protocol error (OpenSSL's, the SSL category: plaintext after the handshake, a
+        // fatal alert) is the upstream breaking the protocol, not a hang-up or a reset.
+        const bool tls_error = ec.category() == asio::error::get_ssl_category();
         if (l == leg::upstream && fin) feed(&protocol::relay_fsm::on_upstream_eof);
+        else if (l == leg::upstream && tls_error) feed(&protocol::relay_fsm::on_upstream_tls_error, std::string_view(ec.message()));
         else if (l == leg::upstream) feed(&protocol::relay_fsm::on_upstream_gone, std::string_view(ec.message()));
         else if (fin) feed(&protocol::relay_fsm::on_client_eof);
         else feed(&protocol::relay_fsm::on_client_gone, std::string_view(ec.message()));

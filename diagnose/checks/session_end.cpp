@@ -213,10 +213,39 @@ void client_tls_failed(const captures::end_record& e, std::vector<finding>& out)
   merge_finding(out, std::move(f));
 }
 
+// The destination broke TLS after its handshake (captures/FORMAT.md, upstream_protocol_error with
+// protocol::upstream_tls_broken_detail): it sent what is not TLS on the secured connection
+// (plaintext, "wrong version number") or a fatal alert. No SMTP reply to quote: OpenSSL's reason
+// is in the detail. After a renegotiation the relay refused, that finding names the cause.
+void tls_broken(const conversation& c, const captures::end_record& e, std::vector<finding>& out) {
+  if (std::any_of(out.begin(), out.end(), [](const finding& g) {
+        return g.id == "tls_renegotiation_refused" && g.source == origin::server && g.level == severity::error;
+      }))
+    return;
+  finding f;
+  f.id = "upstream_protocol_error";
+  f.level = severity::error;
+  f.source = origin::server;
+  f.stage = last_stage(c, true);
+  f.title = "the destination broke TLS after the handshake";
+  f.explanation = "After the TLS handshake the destination sent what TLS does not allow on the secured connection (" +
+                  e.detail + "): bytes outside TLS, or a fatal alert. The relay could read nothing more from it and "
+                  "closed the connection; it did not hang up on its own. The client got 421 4.4.2 from the relay "
+                  "(temporary): nothing in flight was delivered, and the sender will retry.";
+  f.action = "Look at the destination's TLS: software that writes plaintext after STARTTLS, a proxy or a firewall's "
+             "SMTP inspection between the relay and it that does not follow TLS.";
+  for (const auto* ev : c.timeline)
+    if (const auto* n = std::get_if<captures::note_event>(ev); n && n->text.rfind("upstream_protocol_error", 0) == 0)
+      f.evidence.push_back(evidence_of(*ev));
+  f.evidence.push_back(end_evidence(e));
+  merge_finding(out, std::move(f));
+}
+
 // The destination answered what SMTP does not allow (captures/FORMAT.md, upstream_protocol_error):
 // the relay closed its leg, the client got a 4xx from the relay. The destination's fault, never
 // the client's.
 void protocol_error(const conversation& c, const captures::end_record& e, std::vector<finding>& out) {
+  if (e.detail.starts_with(protocol::upstream_tls_broken_detail)) return tls_broken(c, e, out);
   finding f;
   f.id = "upstream_protocol_error";
   f.level = severity::error;

@@ -7,6 +7,7 @@
 
 #include "diagnose/checks.hpp"
 #include "protocol/command.hpp"
+#include "protocol/relay_fsm.hpp"
 #include "protocol/starttls_sequencer.hpp"
 
 namespace mailtap::diagnose {
@@ -78,7 +79,11 @@ void renegotiation_refused(const conversation& c, const captures::note_event& n,
   f.stage = "tls";
   f.source = upstream ? origin::server : origin::client;
   const char* who = upstream ? "destination" : "client";
-  const bool gave_up = c.cap->end && c.cap->end->reason == (upstream ? "upstream_closed" : "client_closed");
+  // The destination that gave up may have hung up, or ended its TLS with a fatal alert (an end
+  // upstream_protocol_error, protocol::upstream_tls_broken_detail).
+  const bool gave_up = c.cap->end && (c.cap->end->reason == (upstream ? "upstream_closed" : "client_closed") ||
+                                      (upstream && c.cap->end->reason == "upstream_protocol_error" &&
+                                       c.cap->end->detail.starts_with(protocol::upstream_tls_broken_detail)));
   f.level = gave_up ? severity::error : severity::warning;
   f.title = std::string("the ") + who + " asked to renegotiate TLS, and mailtap refused";
   f.explanation = std::string("Mid-session the ") + who +

@@ -389,11 +389,74 @@ class TlsTest(IntegrationTest):
         asked = [n for n in cap.notes if "asked to renegotiate TLS" in n]
         self.assertEqual(asked, ["the upstream asked to renegotiate TLS; the relay refuses renegotiation "
                                  "(no_renegotiation alert)"], cap.notes)
-        self.assertEqual(cap.end["reason"], "upstream_closed", cap.end)
+        # s_server gives up with a fatal alert: a TLS protocol error, not a hang-up.
+        self.assertEqual(cap.end["reason"], "upstream_protocol_error", cap.end)
+        self.assertTrue(cap.end["detail"].startswith("upstream broke TLS after the handshake: "), cap.end)
         findings = self.diagnosis(cap.path)["findings"]
         [f] = [f for f in findings if f["id"] == "tls_renegotiation_refused"]
         self.assertEqual((f["source"], f["severity"]), ("server", "error"), f)
-        self.assertNotIn("destination_closed", [f["id"] for f in findings])
+        ids = [f["id"] for f in findings]
+        self.assertNotIn("destination_closed", ids)
+        self.assertNotIn("upstream_protocol_error", ids, "the refused renegotiation is the cause named")
+
+    def test_plaintext_from_the_upstream_after_its_handshake_is_a_protocol_error(self):
+        """A hostile trial: an implicit-TLS upstream completes its handshake and greets inside
+        TLS, then writes '250 plaintext after tls' raw on the TCP socket. The client got 421
+        4.4.2, but the end was upstream_closed ("upstream connection lost: wrong version
+        number") and diagnose said the destination hung up (destination_closed). It is the
+        destination breaking TLS: upstream_protocol_error, and diagnose says so."""
+        import socket as socket_module
+        import ssl
+        cert, key, _ = CERTS["upstream"]
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        listener = socket_module.create_server((LOOPBACK, 0))
+        self.addCleanup(listener.close)
+        got = bytearray()
+
+        def serve():
+            conn, _ = listener.accept()
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.sendall(b"220 tls-upstream.test ESMTP\r\n")
+                while b"\r\n" not in got:
+                    chunk = tls.recv(4096)
+                    if not chunk:
+                        return
+                    got.extend(chunk)
+                # Not through TLS: on the TCP socket under it.
+                with socket_module.socket(fileno=os.dup(tls.fileno())) as raw:
+                    raw.sendall(b"250 plaintext after tls\r\n")
+                    raw.settimeout(15)
+                    try:
+                        while raw.recv(4096):
+                            pass
+                    except OSError:
+                        pass
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        mailtap = self.start_tls_mailtap("%s:%d" % listener.getsockname()[:2],
+                                         ["--upstream-ca", cert, "--upstream-implicit-tls"])
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        r = c.command("EHLO client.test")
+        self.assertReply(r, 421, "4.4.2")
+        self.assertIn("upstream broke TLS", r.text)
+        server.join(20)
+        self.assertTrue(got.startswith(b"EHLO client.test"), got)
+        cap = self.single_capture(mailtap)
+        self.assertEqual(cap.end["reason"], "upstream_protocol_error", cap.end)
+        # OpenSSL's reason, with its library as this OpenSSL names it: "... (SSL routines)".
+        self.assertTrue(cap.end["detail"].startswith("upstream broke TLS after the handshake: wrong version number"),
+                        cap.end)
+        findings = self.diagnosis(cap.path)["findings"]
+        ids = [f["id"] for f in findings]
+        self.assertNotIn("destination_closed", ids)
+        [f] = [f for f in findings if f["id"] == "upstream_protocol_error"]
+        self.assertEqual((f["source"], f["severity"], f["title"]),
+                         ("server", "error", "the destination broke TLS after the handshake"), f)
+        self.assertIn("wrong version number", f["explanation"])
+        self.assertNotIn("hung up without a reply", json.dumps(findings))
 
     def diagnosis(self, path):
         r = run_mailtap(["diagnose", path, "--json"], timeout=60)

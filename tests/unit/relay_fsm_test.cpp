@@ -332,6 +332,32 @@ TEST_F(RelayFsmTest, A421BehindTheAcceptanceOfTheDotEndsWithTheUpstreamSaying421
 // A hostile trial: the destination said 221 to RCPT (Postfix past its error limit) and closed;
 // the DATA pipelined behind it got the relay's 421 "upstream connection lost". The destination
 // said it was closing: the relay's 421 says so (RFC 5321 3.8), for a 421 to RCPT as for a 221.
+// A hostile trial: the upstream broke its TLS after the handshake (plaintext on the TCP socket:
+// OpenSSL's "wrong version number"), and the end said upstream_closed, "upstream connection
+// lost", which diagnose reads as a hang-up. relay/session.cpp gives a TLS protocol error to
+// on_upstream_tls_error: the destination broke the protocol. A reset stays a lost connection.
+TEST_F(RelayFsmTest, ATlsErrorFromTheUpstreamIsAProtocolErrorNotAHangUp) {
+  greet_and_ehlo();
+  client("MAIL FROM:<alice@example.org>\r\n");
+  fsm_->on_upstream_tls_error(tick(), "wrong version number");
+  take();
+  EXPECT_TRUE(fsm_->finished());
+  EXPECT_EQ(cl_, banner + plain_ehlo_reply + "421 4.4.2 mailtap upstream broke TLS, connection closed\r\n");
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->ends.front().reason, "upstream_protocol_error");
+  EXPECT_EQ(obs_->ends.front().detail, "upstream broke TLS after the handshake: wrong version number");
+
+  make();
+  greet_and_ehlo();
+  client("MAIL FROM:<alice@example.org>\r\n");
+  fsm_->on_upstream_gone(tick(), "Connection reset by peer");
+  take();
+  EXPECT_EQ(cl_, banner + plain_ehlo_reply + "421 4.4.2 mailtap upstream connection lost\r\n");
+  ASSERT_EQ(obs_->ends.size(), 1u);
+  EXPECT_EQ(obs_->ends.front().reason, "upstream_closed");
+  EXPECT_EQ(obs_->ends.front().detail, "upstream connection lost: Connection reset by peer");
+}
+
 TEST_F(RelayFsmTest, CommandsPipelinedBehindTheUpstreamsClosingReplyAreToldItIsClosing) {
   for (const std::string closing : {"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n",
                                     "421 4.7.0 mx.example.org Error: too many errors\r\n"}) {
