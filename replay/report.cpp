@@ -217,7 +217,8 @@ std::string render_client_json(const client_run& r) {
   o["seconds"] = r.seconds;
   json::array steps;
   for (const auto& s : r.results) {
-    json::object j{{"step", s.greeting || s.unsolicited ? json::value(nullptr) : json::value(s.step)},
+    // Steps count from 1, as the text reports say "at step N" (a newcomer's trial: the JSON said 2 where the text said 3).
+    json::object j{{"step", s.greeting || s.unsolicited ? json::value(nullptr) : json::value(s.step + 1)},
                    {"text", captures::utf8_safe(s.text)},
                    {"stage", stage_name(s)},
                    {"status", to_string(s.status)},
@@ -346,7 +347,7 @@ std::string render_server_text(const server_session& s) {
 std::string render_server_json(const server_session& s) {
   json::array played, divergences, noted;
   for (const auto& p : s.played)
-    played.push_back(json::object{{"step", p.step},
+    played.push_back(json::object{{"step", p.step + 1},
                                   {"live", captures::utf8_safe(p.live)},
                                   {"code", p.code},
                                   {"source", to_string(p.source)},
@@ -357,7 +358,7 @@ std::string render_server_json(const server_session& s) {
                                   {"sent", p.sent}});
   auto divergence_json = [](const divergence& d) {
     return json::object{{"kind", to_string(d.kind)},
-                        {"step", d.step},
+                        {"step", d.step + 1},
                         {"t_us", d.t_us},
                         {"recorded", captures::utf8_safe(d.recorded)},
                         {"live", captures::utf8_safe(d.live)}};

@@ -207,7 +207,7 @@ class ReplayServerTest(ReplayTest):
         doc = json.loads(out.splitlines()[0])
         self.assertEqual(doc["result"], "diverged")
         self.assertEqual([(d["kind"], d["step"], d["recorded"], d["live"]) for d in doc["divergences"]],
-                         [("command", 2, "RCPT TO:<%s>" % TO, "RCPT TO:<someone.else@example.com>")])
+                         [("command", 3, "RCPT TO:<%s>" % TO, "RCPT TO:<someone.else@example.com>")])
 
     def test_starttls_is_offered_and_works_as_recorded(self):
         cap = self.record(["-tls"], scenarios=["mailbox-full.toml"])[0]
@@ -339,7 +339,7 @@ class ReplayServerTest(ReplayTest):
         code, out = server.finish()
         doc = json.loads(out.splitlines()[0])
         self.assertEqual((code, doc["result"]), (1, "diverged"), out)
-        self.assertEqual([(d["kind"], d["step"]) for d in doc["divergences"]], [("timeout", 1)])
+        self.assertEqual([(d["kind"], d["step"]) for d in doc["divergences"]], [("timeout", 2)])
 
     def test_sigterm_answers_the_live_client_421_and_reports_its_session(self):
         """A trial: SIGTERM dropped the live session without a reply, printed no report and
@@ -360,7 +360,7 @@ class ReplayServerTest(ReplayTest):
         # Its EHLO names another host than swaks did: noted, not counted (a newcomer's trial).
         self.assertEqual([(d["kind"], d["recorded"], d["live"]) for d in docs[0]["noted"]],
                          [("client_name", "EHLO swaks.test", "EHLO c.test")], docs[0])
-        self.assertEqual(docs[0]["divergences"][-1]["step"], 1, docs[0])
+        self.assertEqual(docs[0]["divergences"][-1]["step"], 2, docs[0])
 
     def test_postfix_resending_another_message_declares_another_size_and_follows(self):
         # A trial with Postfix as the live client: its MAIL always carries SIZE=, and a new
