@@ -1806,6 +1806,14 @@ void relay_fsm::flush_replies(std::uint64_t now) {
     resume_bdat_end(now);
     if (ended_ || faults_.stalled()) return;
   }
+  // A DATA (or AUTH) pipelined behind the command the upstream's loss answered was dropped
+  // unanswered (upstream_lost: owed_.drop_after): no go-ahead will come, the client is in
+  // command mode again. A hostile trial: with the upstream's 221 to MAIL held by a delay (when =
+  // "reply") and RCPT and DATA pipelined behind, the held 221 and the relay's 421 went out when
+  // the hold ended and the session then never ended, its later commands unread, until the drain.
+  if (out_.closed(leg::upstream) && owed_.empty() &&
+      (mode_ == client_mode::awaiting_data_go || mode_ == client_mode::awaiting_auth))
+    mode_ = client_mode::command;
   if (out_.closed(leg::upstream) && owed_.empty() && mode_ == client_mode::command && !faults_.refusing() &&
       !faults_.absorbing()) {
     // The upstream is gone (we aborted its transaction, or it died in DATA): nothing more

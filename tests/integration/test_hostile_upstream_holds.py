@@ -54,6 +54,15 @@ delay = "4s"
 '''
 
 
+HELD_MAIL_REPLY = '''
+[[fault]]
+name = "hold-mail-reply"
+type = "delay"
+phase = "mail"
+when = "reply"
+delay = "2s"
+'''
+
 class LeavingWhileTheDotIsHeld(FaultTest):
 
     def upstream(self, answers):
@@ -257,6 +266,23 @@ class ClosingReplies(FaultTest):
         self.assertEqual((cap.end["reason"], cap.end["detail"]), ("upstream_closed", "upstream said 221"))
         self.assertEqual([t["outcome"] for t in cap.transactions], ["tempfailed"])
 
+    def test_a_221_to_mail_whose_reply_a_delay_held_ends_the_session_once_it_is_out(self):
+        # A hostile trial: MAIL, RCPT and DATA pipelined; the destination said 221 to MAIL and
+        # closed while a delay (when = "reply") held MAIL's reply. The client had the 221 and the
+        # relay's 421 when the hold ended, and then the session never ended, its next commands
+        # unread, until the drain's deadline.
+        up = self.upstream({b"MAIL": b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"})
+        m = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, up.port),
+                               args=["--scenario", self.write_file("hold.toml", HELD_MAIL_REPLY.encode())])
+        c = self.greeted_client(m.port)
+        c.send(("MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (FROM, TO)).encode())
+        started = time.monotonic()
+        replies = parse_replies(c.read_to_eof(10))
+        self.assertEqual([r.code for r in replies], [221, 421])
+        self.assertLess(time.monotonic() - started, 6, "closed once the 2 s hold was out, not at a deadline")
+        cap = self.single_capture(m)
+        self.assertEqual((cap.end["reason"], cap.end["detail"]), ("upstream_closed", "upstream said 221"))
+        self.assertEqual([t["outcome"] for t in cap.transactions], ["tempfailed"])
 
 class RepliesInCommandOrder(FaultTest):
 
