@@ -8,11 +8,12 @@
 #include <string>
 #include <string_view>
 
+#include "protocol/terminal_text.hpp"
+
 namespace mailtap::captures {
 
-// Length of the well-formed UTF-8 sequence starting at s[i] (RFC 3629 table 3-7, so no
-// overlong forms and no surrogates), or 0.
-std::size_t utf8_sequence_length(std::string_view s, std::size_t i);
+// Length of the well-formed UTF-8 sequence starting at s[i], or 0 (protocol/terminal_text.hpp).
+using protocol::utf8_sequence_length;
 
 // `s` with every byte that is not part of a well-formed UTF-8 sequence written as \xNN.
 std::string utf8_or_escaped(std::string_view s);

@@ -5,10 +5,6 @@
 
 namespace mailtap::protocol {
 
-namespace {
-
-// Length of the well-formed UTF-8 sequence starting at s[i] (RFC 3629 table 3-7: no overlong
-// forms, no surrogates), or 0. The same as captures/utf8_text.hpp's, which protocol/ cannot use.
 std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
   auto at = [&](std::size_t k) { return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0u; };
   const unsigned lead = at(0);
@@ -22,8 +18,6 @@ std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
   if (lead >= 0xf1 && lead <= 0xf3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
   return 0;
 }
-
-}  // namespace
 
 std::string terminal_safe(std::string_view s) {
   std::string out;

@@ -2,10 +2,15 @@
 // and what every error line that echoes a value (a config or scenario file's, a command-line
 // flag's, a capture's) goes through. Pure text, no I/O; thread-safe.
 #pragma once
+#include <cstddef>
 #include <string>
 #include <string_view>
 
 namespace mailtap::protocol {
+
+// Length of the well-formed UTF-8 sequence starting at s[i] (RFC 3629 table 3-7, so no
+// overlong forms and no surrogates), or 0. Also captures/utf8_text.hpp's.
+std::size_t utf8_sequence_length(std::string_view s, std::size_t i);
 
 // `s` with these written as \xNN, byte by byte: bytes that are not well-formed UTF-8 (RFC
 // 3629), the C0 and C1 control characters and DEL, which could drive the terminal, the
