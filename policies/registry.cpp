@@ -258,8 +258,10 @@ namespace {
 // from. 1xx/3xx would start an exchange the fault never finishes (a 354 would turn the body
 // into commands, a 334 the credentials, a 220 to STARTTLS the TLS handshake). A 2xx is only a
 // plain acceptance of a command that was not forwarded; never at the greeting, STARTTLS, AUTH
-// or the message (ARCHITECTURE.md, "Invariants": only `blackhole` may answer the message with 2xx). A fault on the
-// message goes at `data_end`, which covers DATA and BDAT alike; `bdat` takes no reply.
+// or the message (ARCHITECTURE.md, "Invariants": only `blackhole` may answer the message with 2xx),
+// nor at MAIL or RCPT: a recipient the destination never saw would then seem covered by its 250
+// to the message, lost while every record says delivered (MAIL: a transaction it never saw). A
+// fault on the message goes at `data_end`, which covers DATA and BDAT alike; `bdat` takes no reply.
 std::optional<std::string> check_reply_code(const rule& r) {
   const protocol::reply_spec* reply = nullptr;
   if (const auto* rp = std::get_if<reply_params>(&r.params)) reply = &rp->reply;
@@ -273,6 +275,12 @@ std::optional<std::string> check_reply_code(const rule& r) {
     using protocol::phase;
     if (p == phase::bdat)
       return "phase 'bdat' takes no reply: put a fault on the message at phase 'data_end' (it covers DATA and BDAT)";
+    if (klass == 2 && (p == phase::mail || p == phase::rcpt))
+      return "code " + std::to_string(reply->code) + " at phase '" + std::string(protocol::to_string(p)) +
+             (p == phase::mail ? "': a 2xx there opens a transaction the destination never sees"
+                               : "': a 2xx there accepts a recipient the destination never sees, and the "
+                                 "destination's 250 to the message would then seem to cover it") +
+             " (use a 4xx or 5xx to refuse it, 'blackhole' to accept a message and deliver nothing)";
     if (klass == 2 && (p == phase::connect || p == phase::banner || p == phase::starttls || p == phase::auth ||
                        p == phase::data || p == phase::data_end))
       return "code " + std::to_string(reply->code) + " at phase '" + std::string(protocol::to_string(p)) +

@@ -533,6 +533,15 @@ class ScenarioErrors(ScenarioTest):
         line = self.assertNamesKey(run_mailtap(["check-config", path]), path, 7, "code")
         self.assertIn("code 250 at phase 'data'", line)
 
+    # A QA trial: a 250 to RCPT in the rule's place lost that recipient while the destination's
+    # 250 to the message told the client it was delivered. Refused, at the code's line.
+    def test_a_2xx_to_rcpt_is_refused_at_its_line(self):
+        path = self.write_scenario('[[fault]]\nname = "x"\ntype = "reply"\nphase = "rcpt"\n'
+                                   'recipient = "x@example.test"\ncode = 250\n')
+        line = self.assertNamesKey(run_mailtap(["check-config", path]), path, 6, "code")
+        self.assertIn("code 250 at phase 'rcpt'", line)
+        self.assertIn("recipient the destination never sees", line)
+
     def test_reply_without_code_is_an_error(self):
         path = self.write_scenario('[[fault]]\nname = "x"\ntype = "reply"\nphase = "rcpt"\n')
         line = self.one_line_error(run_mailtap(["check-config", path]))

@@ -675,8 +675,16 @@ TEST(ScenarioLoader, ReplyCodesTheRelayCannotStandBehindAreRefused) {
   EXPECT_NE(error_of(fault("reply_and_close", "auth", 235)).find("2xx"), std::string::npos);
   EXPECT_NE(error_of(fault("reply", "bdat", 552)).find("data_end"), std::string::npos);
   EXPECT_NE(error_of(fault("disconnect", "data_end", 250)).find("2xx"), std::string::npos);
-  // A plain acceptance of a command that was not forwarded is a fault the relay can carry.
-  EXPECT_EQ(one(fault("reply", "rcpt", 250)).name, "x");
+  // A QA trial: a 250 to an RCPT not forwarded lost that recipient, while the destination's 250
+  // to the message told the client it was delivered (and every record said so). MAIL likewise.
+  EXPECT_NE(error_of(fault("reply", "rcpt", 250)).find("recipient the destination never sees"), std::string::npos);
+  EXPECT_NE(error_of(fault("reply", "mail", 250)).find("transaction the destination never sees"), std::string::npos);
+  EXPECT_NE(error_of(fault("reply_and_close", "rcpt", 251)).find("2xx"), std::string::npos);
+  EXPECT_NE(error_of(fault("disconnect", "mail", 250)).find("2xx"), std::string::npos);
+  // A plain acceptance of a command that was not forwarded and carries no mail is a fault the
+  // relay can carry.
+  EXPECT_EQ(one(fault("reply", "rset", 250)).name, "x");
+  EXPECT_EQ(one(fault("reply", "ehlo", 250)).name, "x");
   EXPECT_EQ(one(fault("reply", "data_end", 552)).name, "x");
 }
 
