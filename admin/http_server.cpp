@@ -46,14 +46,20 @@ struct http_server::state {
   // Two, so that /healthz and /readyz are answered while a filtered listing reads captures.
   asio::thread_pool worker{2};
   std::size_t connections = 0;   // the io_context's thread only
-  // Keep-alive connections waiting for their next request, oldest first (the io_context's
-  // thread only): at max_connections the oldest is closed to make room (RFC 9112 9.8 lets a
-  // server close an idle connection at any time), so idle clients cannot hold every slot.
-  struct idle_connection {
+  // Connections reading a request (the io_context's thread only), each listed by its coroutine
+  // while it reads. At max_connections a new connection closes one to make room
+  // (room_for_one): the keep-alive one idle longest between requests (RFC 9112 9.8 lets a
+  // server close an idle connection at any time), else the one longest in an unfinished
+  // request (its headers or body still arriving: a client trickling them byte by byte held its
+  // slot for the whole request_timeout). A request read whole, being answered, is never
+  // listed. So neither idle nor slow clients can hold every slot.
+  struct reader {
     beast::tcp_stream* stream;
+    bool idle;                                      // between requests: nothing of the next one parsed yet
+    std::chrono::steady_clock::time_point since;    // when it became idle, or its request began
     bool closed_for_room = false;
   };
-  std::list<idle_connection*> idle;
+  std::list<reader*> readers;
   log_limiter warnings;          // accept failures repeat every backoff while descriptors run out
   std::optional<websocket_route> websocket;
 };
@@ -155,6 +161,37 @@ std::optional<std::string> unknown_transfer_coding(const http::fields& head) {
     }
   return std::nullopt;
 }
+
+// The answer of a full server, written without waiting (what the socket's buffer does not
+// take is lost): to a new connection over the cap, and to one closed in an unfinished request
+// to make room.
+void answer_busy(tcp::socket& socket) {
+  static constexpr std::string_view busy =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+      "Content-Length: 69\r\n\r\n{\"error\":\"too many admin connections, try again later\",\"status\":503}\n";
+  boost::system::error_code ig;
+  socket.non_blocking(true, ig);
+  socket.write_some(asio::buffer(busy), ig);
+}
+
+// The connection a new one closes at max_connections (http_server::state::readers), or null.
+http_server::state::reader* room_for_one(http_server::state& s) {
+  http_server::state::reader* chosen = nullptr;
+  for (auto* r : s.readers)
+    if (!chosen || (r->idle && !chosen->idle) || (r->idle == chosen->idle && r->since < chosen->since)) chosen = r;
+  return chosen;
+}
+
+// Lists a connection in http_server::state::readers for as long as it is in scope.
+struct listed_reader {
+  listed_reader(http_server::state& s, http_server::state::reader& r) : list(s.readers), me(r) { list.push_back(&me); }
+  ~listed_reader() { leave(); }
+  void leave() { list.remove(&me); }
+  listed_reader(const listed_reader&) = delete;
+  listed_reader& operator=(const listed_reader&) = delete;
+  std::list<http_server::state::reader*>& list;
+  http_server::state::reader& me;
+};
 
 // One error response, then the connection closes.
 asio::awaitable<void> refuse(beast::tcp_stream& stream, int status, std::string_view why, const http_limits& limits) {
@@ -275,16 +312,17 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
     parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
     parser.body_limit(limits.max_body_bytes);
     stream.expires_after(served == 0 ? limits.request_timeout : limits.idle_timeout);
-    // Between requests the connection is idle: listed, so that a new one can take its slot.
-    // The entry leaves the list when the read ends, or when a new connection closed it.
-    http_server::state::idle_connection me{&stream};
-    const bool listed = served > 0 && buffer.size() == 0;
-    if (listed) s->idle.push_back(&me);
+    // Until the request is read whole the connection is listed, so that a new one can take its
+    // slot at the cap (http_server::state::readers): idle between requests, then unfinished.
+    http_server::state::reader me{&stream, served > 0 && buffer.size() == 0, std::chrono::steady_clock::now()};
+    listed_reader in_list(*s, me);
     auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, as_tuple(use_awaitable));
-    if (listed && !me.closed_for_room) s->idle.remove(&me);
-    if (me.closed_for_room) break;
     (void)hn;
-    if (!hec) {
+    if (me.idle && !me.closed_for_room) {
+      me.idle = false;
+      me.since = std::chrono::steady_clock::now();
+    }
+    if (!hec && !me.closed_for_room) {
       stream.expires_after(limits.request_timeout);
       auto& head = parser.get();
       // A body announced past the limit is refused before it is read.
@@ -309,6 +347,11 @@ asio::awaitable<void> serve(std::shared_ptr<http_server::state> s, tcp::socket s
         (void)bn;
         hec = bec;
       }
+    }
+    in_list.leave();
+    if (me.closed_for_room) {
+      if (!me.idle) answer_busy(stream.socket());
+      break;
     }
     if (hec) {
       if (int status = status_for_read_error(hec, parser, buffer)) {
@@ -427,28 +470,22 @@ void http_server::start() {
     warn_limited(s->warnings, warn_kind::accept_failed, "admin API: accept failed: " + ec.message());
   };
   handlers.serve = [s](tcp::socket socket) {
-    bool made_room = false;
-    if (s->connections >= s->limits.max_connections && !s->idle.empty()) {
-      // The oldest idle keep-alive connection makes room: its read ends, and it closes (its
-      // slot is given back a moment later, when its coroutine ends; meanwhile one over).
-      auto* oldest = s->idle.front();
-      s->idle.pop_front();
-      oldest->closed_for_room = true;
+    if (s->connections >= s->limits.max_connections) {
+      auto* room = room_for_one(*s);
+      if (!room) {
+        // None is reading a request (each answers one, or streams events): 503, and close.
+        answer_busy(socket);
+        boost::system::error_code ig;
+        socket.shutdown(tcp::socket::shutdown_send, ig);
+        socket.close(ig);
+        return;
+      }
+      // Its read ends, and it closes (its slot is given back a moment later, when its
+      // coroutine ends; meanwhile one over).
+      s->readers.remove(room);
+      room->closed_for_room = true;
       boost::system::error_code ig;
-      oldest->stream->socket().cancel(ig);
-      made_room = true;
-    }
-    if (!made_room && s->connections >= s->limits.max_connections) {
-      // Over the cap: one short answer, written without waiting, and close.
-      static const std::string busy =
-          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-          "Content-Length: 69\r\n\r\n{\"error\":\"too many admin connections, try again later\",\"status\":503}\n";
-      boost::system::error_code ig;
-      socket.non_blocking(true, ig);
-      socket.write_some(asio::buffer(busy), ig);
-      socket.shutdown(tcp::socket::shutdown_send, ig);
-      socket.close(ig);
-      return;
+      room->stream->socket().cancel(ig);
     }
     ++s->connections;
     asio::co_spawn(s->io, serve(s, std::move(socket)), asio::detached);

@@ -5,9 +5,10 @@
 // responses (admin/http_types.hpp).
 // Bounded: request headers and body have size limits (431 and 413), a request must arrive
 // within request_timeout (else the connection is closed), at most max_connections at once (at the
-// cap a new one closes the oldest keep-alive connection idle between requests; with none idle it
-// gets 503 and is closed), at most max_requests_per_connection on one keep-alive connection. A
-// request Beast cannot parse gets 400. Every response carries X-Content-Type-Options:
+// cap a new one closes the keep-alive connection idle longest between requests; with none idle,
+// the one longest in an unfinished request, which gets 503; with neither, every connection
+// answering a request, the new one gets 503 and is closed), at most max_requests_per_connection
+// on one keep-alive connection. A request Beast cannot parse gets 400. Every response carries X-Content-Type-Options:
 // nosniff and a Content-Security-Policy that allows nothing (the API serves data), unless it
 // brings its own (the web UI's files: admin/ui_assets.hpp). Threading: construct, listen and start on any thread before the io_context runs;
 // the destructor after it stopped.

@@ -781,6 +781,59 @@ class BadRequests(AdminTest):
             for conn in held:
                 conn.close()
 
+    def trickle(self, count, seconds):
+        """`count` connections sending one request's headers a byte every 0.5 s for `seconds`
+        (never finished); returns the sockets, open or closed by the relay."""
+        request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200
+        held = []
+        for _ in range(count):
+            s = socket.create_connection((LOOPBACK, self.admin), timeout=5)
+            self.addCleanup(s.close)
+            s.sendall(request[:1])
+            held.append(s)
+        for i in range(1, int(seconds / 0.5) + 1):
+            time.sleep(0.5)
+            for s in held:
+                try:
+                    s.send(request[i:i + 1])
+                except OSError:
+                    pass   # closed by the relay to make room
+        return held
+
+    def test_requests_trickling_in_make_room_for_a_fast_one(self):
+        # A hostile trial (slowloris): twenty connections sending their headers a byte every
+        # 0.5 s held all sixteen slots, and /healthz got 503 for their whole 10 s deadline (and
+        # again with the next twenty). With none idle, the connection longest in an unfinished
+        # request now makes room.
+        self.trickle(20, 1.5)
+        for _ in range(3):
+            started = time.monotonic()
+            code, _, body = self.request("GET", "/healthz")
+            self.assertEqual(code, 200, body)
+            self.assertLess(time.monotonic() - started, 2.0)
+
+    def test_a_request_being_answered_keeps_its_slot_while_trickling_ones_make_room(self):
+        # A raw download the client reads slowly is a request read whole and being answered:
+        # trickling connections filling every other slot close each other, never it.
+        session = "20260101-000000-aaaaaaaa-000001"
+        size = 32 * 1024 * 1024
+        with open(os.path.join(self.relay.captures, session + ".jsonl"), "wb") as f:
+            f.write(b"x" * (size - 1) + b"\n")
+        download = socket.create_connection((LOOPBACK, self.admin), timeout=30)
+        self.addCleanup(download.close)
+        download.sendall(b"GET /api/v1/sessions/%s/raw HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                         % session.encode())
+        reply = download.recv(4096)   # the answer has begun: the request was read whole
+        self.assertTrue(reply.startswith(b"HTTP/1.1 200 "), reply[:200])
+        self.trickle(20, 1.5)
+        code, _, body = self.request("GET", "/healthz")
+        self.assertEqual(code, 200, body)
+        while chunk := download.recv(1 << 20):
+            reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        self.assertIn(b"Content-Length: %d\r\n" % size, head + b"\r\n")
+        self.assertEqual(len(body), size)
+
     def test_two_host_headers_are_400(self):
         # RFC 9112 3.2. The Host check read the first only: an allowed one first was served
         # (a hostile trial).
