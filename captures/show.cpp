@@ -11,10 +11,9 @@
 #include <string_view>
 #include <vector>
 
+#include "captures/client_steps.hpp"
 #include "captures/utf8_text.hpp"
 #include "protocol/action.hpp"
-#include "protocol/command.hpp"
-#include "protocol/data_framer.hpp"
 #include "protocol/reply.hpp"
 #include "protocol/terminal_text.hpp"
 
@@ -198,9 +197,10 @@ std::vector<std::size_t> time_order(const capture& c) {
 // (protocol/client_input.cpp record_and_drop_rest: the lines a client pipelined behind a dot a
 // delay rule held, when the destination said 421 or hung up during the hold) or as they come
 // (after QUIT, or once the relay is closing on a protocol error). Those lines are the client's
-// line steps past the count of its `command` records. The client's bytes are cut as replay/script.cpp
-// cuts them: a line; after DATA answered 354 (the replies the client got, in order, RFC 2920), the
-// message to its end as the relay frames it (the header's bare_eol); a BDAT line with its chunk.
+// line steps past the count of its `command` records. The client's bytes are cut as the relay read
+// them, by client_steps.hpp, as replay/script.cpp cuts them: a line; after DATA answered 354 (the
+// replies the client got, in order, RFC 2920), the message to its end as the relay frames it; a
+// BDAT line with its chunk; after a 334 an AUTH response.
 std::map<std::size_t, std::vector<std::string>> unread_client_lines(const capture& c) {
   std::map<std::size_t, std::vector<std::string>> out;
   std::string in;
@@ -229,33 +229,10 @@ std::map<std::size_t, std::vector<std::string>> unread_client_lines(const captur
                                [](std::size_t o, const auto& e) { return o < e.first; });
     return it == ends.end() ? ends.back().second : it->second;
   };
-  const auto eol = protocol::parse_bare_eol_mode(c.header.bare_eol).value_or(protocol::bare_eol_mode::strict);
-  std::size_t pos = 0, lines = 0, next_reply = 1;   // the first reply is the greeting
-  bool message = false;
-  while (pos < in.size()) {
-    if (message) {
-      protocol::data_framer framer(eol);
-      std::string scratch;
-      const std::size_t used = framer.feed(std::string_view(in).substr(pos), scratch);
-      if (!framer.ended()) break;   // the session ended inside the message
-      pos += used;
-      ++next_reply;
-      message = false;
-      continue;
-    }
-    const std::size_t crlf = in.find("\r\n", pos);
-    const std::size_t end = crlf == std::string::npos ? in.size() : crlf + 2;
-    const std::string_view line = std::string_view(in).substr(pos, (crlf == std::string::npos ? in.size() : crlf) - pos);
-    const int code = next_reply < codes.size() ? codes[next_reply] : 0;
-    ++next_reply;
-    if (++lines > commands) out[record_of(end - 1)].push_back(protocol::escape_bytes(line, 1000));
-    pos = end;
-    const auto parsed = protocol::parse_command(line);
-    if (parsed.fault != protocol::command_fault::none) continue;
-    if (parsed.cmd.ph == protocol::phase::bdat)
-      pos += static_cast<std::size_t>(std::min<std::uint64_t>(parsed.cmd.bdat_size, in.size() - pos));
-    else if (parsed.cmd.ph == protocol::phase::data && code == 354)
-      message = true;
+  std::size_t lines = 0;
+  for (const auto& st : cut_client_steps(in, codes, message_framing(c.header))) {
+    if (st.kind == client_step_kind::message) continue;
+    if (++lines > commands) out[record_of(st.line_end - 1)].push_back(protocol::escape_bytes(st.line(in), 1000));
   }
   return out;
 }

@@ -1,7 +1,8 @@
 // Builds a replay script from a capture. The client leg is read at the byte level, because a
 // replay must send what the client sent and play what it heard, exactly: its incoming bytes
-// are cut into steps (command lines; after a 354 the message up to CRLF.CRLF, RFC 5321
-// 4.1.1.4; a BDAT line with its counted payload, RFC 3030), and its outgoing bytes are parsed
+// are cut into steps (captures/client_steps.hpp, the cutter `mailtap show` uses: command lines;
+// after a 354 the message up to CRLF.CRLF, RFC 5321 4.1.1.4; a BDAT line with its counted
+// payload, RFC 3030; after a 334 an AUTH response), and its outgoing bytes are parsed
 // into replies (protocol/reply.hpp). The n-th step gets the (n+1)-th reply (the greeting is
 // the first): replies go out strictly in command order (RFC 2920). Who made each reply comes
 // from diagnose/conversation.hpp, which matches the relay's own replies to their fault records.
@@ -10,10 +11,10 @@
 #include <algorithm>
 #include <iterator>
 
+#include "captures/client_steps.hpp"
 #include "captures/show.hpp"
 #include "diagnose/conversation.hpp"
 #include "protocol/action.hpp"
-#include "protocol/command.hpp"
 #include "protocol/data_framer.hpp"
 #include "protocol/fault.hpp"
 #include "replay/unforwarded_line.hpp"
@@ -140,127 +141,52 @@ bool client_replies(const captures::capture& c, std::vector<recorded_reply>& out
   return true;
 }
 
-// Cuts the client's bytes into steps, each with its reply.
-class splitter {
- public:
-  splitter(const timed_stream& in, std::vector<recorded_reply>& replies, protocol::bare_eol_mode eol)
-      : in_(in), replies_(replies), eol_(eol) {}
-
-  // Where each step starts in the client's bytes (the unfinished one last).
+// Cuts the client's bytes into steps (captures/client_steps.hpp: as the relay read them, and as
+// `mailtap show` cuts them), each with its reply; returns where each starts (the unfinished one
+// last).
+std::vector<std::size_t> cut_steps(script& s, const timed_stream& in, const std::vector<recorded_reply>& replies,
+                                   protocol::bare_eol_mode eol) {
+  std::vector<int> codes;
+  codes.reserve(replies.size());
+  for (const auto& r : replies) codes.push_back(r.reply.code);
   std::vector<std::size_t> starts;
-
-  void run(script& s) {
-    std::size_t pos = 0;
-    while (pos < in_.bytes.size()) {
-      const std::size_t end = step_end(pos);
-      if (end == npos) break;
-      starts.push_back(pos);
-      s.steps.push_back(make_step(pos, end));
-      pos = end;
+  for (const auto& cut : captures::cut_client_steps(in.bytes, codes, eol)) {
+    starts.push_back(cut.begin);
+    step st;
+    st.bytes = in.bytes.substr(cut.begin, cut.end - cut.begin);
+    st.sent_us = in.time_at(cut.begin);
+    st.done_us = in.time_at(cut.end - 1);
+    const std::size_t answer = s.steps.size() + 1;   // the greeting answers no step
+    const recorded_reply* reply = answer < replies.size() ? &replies[answer] : nullptr;
+    if (cut.kind == captures::client_step_kind::message) {
+      st.kind = step_kind::message;
+      st.ph = protocol::phase::data_end;
+      st.text = message_text(st.bytes.size(), cut.unfinished);
+    } else {
+      st.ph = cut.ph;
+      st.text = protocol::escape_bytes(cut.line(in.bytes), 1000);
+      st.auth = st.ph == protocol::phase::auth;
+      if (cut.kind == captures::client_step_kind::auth_response) st.kind = step_kind::auth_response;
+      if (cut.kind == captures::client_step_kind::bdat) {
+        st.kind = step_kind::bdat;
+        st.text += " [chunk: " + std::to_string(cut.bdat_size) + " bytes]";
+        st.last_chunk = cut.bdat_last;
+      }
+      if (st.ph == protocol::phase::starttls && reply && reply->reply.code == 220) st.starts_tls = true;
+      if (cut.unfinished) st.text += " (unfinished: " + std::to_string(st.bytes.size()) + " bytes)";
     }
-    if (pos < in_.bytes.size()) {
-      starts.push_back(pos);
-      const bool in_message = mode_ == mode::message;
-      step st = make_step(pos, in_.bytes.size());
+    if (!cut.unfinished) {
+      if (reply) st.reply = *reply;
+      s.steps.push_back(std::move(st));
+    } else {
       // What came after the last complete step stays unsolicited (a 421 at a timeout): no
       // reply answers bytes that never made a whole step.
-      if (st.reply) {
-        st.reply.reset();
-        --next_reply_;
-      }
       st.unfinished = true;
-      st.text = in_message ? message_text(st.bytes.size(), true)
-                           : st.text + " (unfinished: " + std::to_string(st.bytes.size()) + " bytes)";
       s.unfinished = std::move(st);
     }
   }
-
- private:
-  static constexpr std::size_t npos = std::string::npos;
-  enum class mode { command, auth, message };
-
-  // Only CRLF ends a command line or an AUTH response, as the relay reads them (RFC 5321
-  // 2.3.8): a bare LF inside one is part of it, and the line's one reply answers all of it.
-  std::size_t line_end(std::size_t pos) const {
-    auto crlf = in_.bytes.find("\r\n", pos);
-    return crlf == npos ? npos : crlf + 2;
-  }
-
-  // Where the step starting at `pos` ends (one past its last byte), or npos if incomplete.
-  std::size_t step_end(std::size_t pos) {
-    if (mode_ == mode::message) {
-      // Where the relay found its end: only CRLF.CRLF, but in an older normalize capture
-      // (normalize_line_ends) a bare LF ended a line, so "\n.\n" ended the message and what
-      // followed was a command.
-      protocol::data_framer framer(eol_);
-      scratch_.clear();
-      const std::size_t used = framer.feed(std::string_view(in_.bytes).substr(pos), scratch_);
-      return framer.ended() ? pos + used : npos;
-    }
-    const std::size_t end = line_end(pos);
-    if (end == npos || mode_ == mode::auth) return end;
-    std::string_view line(in_.bytes.data() + pos, end - pos);
-    auto parsed = protocol::parse_command(stripped(line));
-    if (parsed.cmd.ph != protocol::phase::bdat || parsed.fault != protocol::command_fault::none) return end;
-    const std::uint64_t size = parsed.cmd.bdat_size;
-    return in_.bytes.size() - end < size ? npos : end + static_cast<std::size_t>(size);
-  }
-
-  // A line without its CRLF.
-  static std::string_view stripped(std::string_view line) {
-    if (line.size() >= 2 && line.substr(line.size() - 2) == "\r\n") line.remove_suffix(2);
-    return line;
-  }
-
-  step make_step(std::size_t pos, std::size_t end) {
-    step st;
-    st.bytes = in_.bytes.substr(pos, end - pos);
-    st.sent_us = in_.time_at(pos);
-    st.done_us = in_.time_at(end - 1);
-    if (next_reply_ < replies_.size()) st.reply = replies_[next_reply_];
-    ++next_reply_;
-    const mode was = mode_;
-    mode_ = mode::command;
-    const int code = st.reply ? st.reply->reply.code : 0;
-    if (was == mode::message) {
-      st.kind = step_kind::message;
-      st.ph = protocol::phase::data_end;
-      st.text = message_text(st.bytes.size());
-      return st;
-    }
-    const std::size_t crlf = st.bytes.find("\r\n");
-    std::string_view line = stripped(std::string_view(st.bytes).substr(0, crlf == npos ? npos : crlf + 2));
-    st.text = protocol::escape_bytes(line, 1000);
-    if (was == mode::auth) {
-      st.kind = step_kind::auth_response;
-      st.ph = protocol::phase::auth;
-      st.auth = true;
-      if (code == 334) mode_ = mode::auth;
-      return st;
-    }
-    auto parsed = protocol::parse_command(line);
-    st.ph = parsed.cmd.ph;
-    if (st.ph == protocol::phase::bdat && parsed.fault == protocol::command_fault::none) {
-      st.kind = step_kind::bdat;
-      st.text += " [chunk: " + std::to_string(parsed.cmd.bdat_size) + " bytes]";
-      st.last_chunk = parsed.cmd.bdat_last;
-    }
-    if (st.ph == protocol::phase::auth) {
-      st.auth = true;
-      if (code == 334) mode_ = mode::auth;
-    }
-    if (st.ph == protocol::phase::data && code == 354) mode_ = mode::message;
-    if (st.ph == protocol::phase::starttls && code == 220) st.starts_tls = true;
-    return st;
-  }
-
-  const timed_stream& in_;
-  std::vector<recorded_reply>& replies_;
-  protocol::bare_eol_mode eol_;
-  std::string scratch_;          // the framer's copy, not kept
-  std::size_t next_reply_ = 1;   // the greeting answers no step
-  mode mode_ = mode::command;
-};
+  return starts;
+}
 
 std::string common_prefix(std::string_view a, std::string_view b) {
   const auto diff = std::mismatch(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(std::min(a.size(), b.size())), b.begin());
@@ -342,7 +268,7 @@ std::string why_withheld(const step& st, const step* before, const std::vector<c
 
 // A message as the relay sends it on: framed in the capture's bare_eol mode, its end ".\r\n"
 // once found; after a refusal (a bare CR or LF or a NUL under strict), what went before it.
-// A `complete` message (a step the splitter ended, not the script's unfinished one) ended where
+// A `complete` message (a step cut whole, not the script's unfinished one) ended where
 // its bytes end: the relay, in an older normalize capture, ended "hello\r.\r" on the client's
 // next byte, which is the next step's (data_framer::end_of_complete_input).
 // `refused` is kept beside the copy: an empty copy does not tell a message the relay refused
@@ -670,13 +596,10 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
             "' is no framing this mailtap knows (\"space\", or none)";
     return std::nullopt;
   }
-  // How the relay read bare CR and LF in a message (the header's bare_eol; strict, its
-  // default, when the header does not say). A normalize capture without normalize_to is from
-  // before it was written, when normalize read a bare CR or LF as a line ending
-  // (captures/FORMAT.md): it replays so.
-  auto eol = protocol::parse_bare_eol_mode(c.header.bare_eol).value_or(protocol::bare_eol_mode::strict);
-  if (eol == protocol::bare_eol_mode::normalize && c.header.normalize_to != "space")
-    eol = protocol::bare_eol_mode::normalize_line_ends;
+  // How the relay read bare CR and LF in a message (captures/client_steps.hpp message_framing:
+  // an older normalize capture, without normalize_to, replays as it was read, bare CR and LF
+  // line endings).
+  const auto eol = captures::message_framing(c.header);
   s.bare_eol = eol;
   std::vector<recorded_reply> replies;
   if (!client_replies(c, replies, error)) {
@@ -687,14 +610,13 @@ std::optional<script> build_script(const captures::capture& c, std::string& erro
   auto made = relay_replies(conv);
   for (auto& r : replies) attribute(r, made);
   if (!replies.empty()) s.banner = replies.front();
-  splitter split(in, replies, eol);
-  split.run(s);
+  const std::vector<std::size_t> starts = cut_steps(s, in, replies, eol);
   const std::vector<step*> steps = all_steps(s);
   auto copies = relay_copies(steps, eol);   // each message framed once
   mark_sent_in_place(c, conv, steps);
-  mark_withheld(s, steps, copies, split.starts, in, upstream, notes);
+  mark_withheld(s, steps, copies, starts, in, upstream, notes);
   keep_relayed_messages(steps, copies);
-  mark_what_the_relay_did_after_the_last_reply(steps, split.starts, in, upstream, lines_read);
+  mark_what_the_relay_did_after_the_last_reply(steps, starts, in, upstream, lines_read);
   mark_not_forwarded(s, steps);
   const std::size_t answered = 1 + s.steps.size();
   if (replies.size() > answered)

@@ -970,6 +970,48 @@ TEST(CaptureShow, LinesTheRelayRecordedButNeverReadAsCommandsArePrinted) {
   EXPECT_EQ(shown.find("C> hello"), std::string::npos) << shown;
 }
 
+// A capture from before normalize_to was recorded, under bare_eol normalize: the relay then read
+// a bare LF as a line's end, so "\n.\n" ended the message, and what followed was commands (here
+// QUIT, read, and NOOP after it, never read). show cut the client's bytes in today's normalize,
+// where only CRLF.CRLF ends a message: the message never ended and NOOP was not printed. It cuts
+// them as replay does now (captures/client_steps.hpp message_framing).
+TEST(CaptureShow, AnOlderNormalizeCapturesUnreadLinesAfterABareLfDotArePrinted) {
+  const std::string text =
+      R"({"type":"header","format":"mailtap-capture","version":5,"session":"20261208-100000-00000000-000001","seed":1,"client":"127.0.0.1:50000","listen":"127.0.0.1:2525","upstream":"127.0.0.1:25","started_at":"2026-12-08T10:00:00.000000Z","started_mono_us":1000,"relay":"mailtap 0.1.0","bare_eol":"normalize"})" "\n"
+      R"({"type":"bytes","t_us":100,"leg":"upstream","dir":"in","latin1":"220 mx.test ESMTP\r\n"})" "\n"
+      R"({"type":"reply","t_us":100,"leg":"upstream","dir":"in","code":220,"enhanced":"","lines":["mx.test ESMTP"]})" "\n"
+      R"({"type":"bytes","t_us":100,"leg":"client","dir":"out","latin1":"220 mx.test ESMTP\r\n"})" "\n"
+      R"({"type":"command","t_us":200,"leg":"client","dir":"in","text":"HELO client.test"})" "\n"
+      R"({"type":"bytes","t_us":200,"leg":"upstream","dir":"out","latin1":"HELO client.test\r\n"})" "\n"
+      R"({"type":"bytes","t_us":200,"leg":"client","dir":"in","latin1":"HELO client.test\r\n"})" "\n"
+      R"({"type":"bytes","t_us":300,"leg":"upstream","dir":"in","latin1":"250 mx.test\r\n"})" "\n"
+      R"({"type":"reply","t_us":300,"leg":"upstream","dir":"in","code":250,"enhanced":"","lines":["mx.test"]})" "\n"
+      R"({"type":"bytes","t_us":300,"leg":"client","dir":"out","latin1":"250 mx.test\r\n"})" "\n"
+      R"({"type":"command","t_us":400,"leg":"client","dir":"in","text":"DATA"})" "\n"
+      R"({"type":"bytes","t_us":400,"leg":"upstream","dir":"out","latin1":"DATA\r\n"})" "\n"
+      R"({"type":"bytes","t_us":400,"leg":"client","dir":"in","latin1":"DATA\r\n"})" "\n"
+      R"({"type":"bytes","t_us":500,"leg":"upstream","dir":"in","latin1":"354 go\r\n"})" "\n"
+      R"({"type":"reply","t_us":500,"leg":"upstream","dir":"in","code":354,"enhanced":"","lines":["go"]})" "\n"
+      R"({"type":"bytes","t_us":500,"leg":"client","dir":"out","latin1":"354 go\r\n"})" "\n"
+      R"({"type":"bytes","t_us":600,"leg":"client","dir":"in","latin1":"hi\n.\nQUIT\r\nNOOP\r\n"})" "\n"
+      R"({"type":"bytes","t_us":600,"leg":"upstream","dir":"out","latin1":"hi\r\n.\r\n"})" "\n"
+      R"({"type":"bytes","t_us":700,"leg":"upstream","dir":"in","latin1":"250 2.0.0 queued\r\n"})" "\n"
+      R"({"type":"reply","t_us":700,"leg":"upstream","dir":"in","code":250,"enhanced":"2.0.0","lines":["2.0.0 queued"]})" "\n"
+      R"({"type":"bytes","t_us":700,"leg":"client","dir":"out","latin1":"250 2.0.0 queued\r\n"})" "\n"
+      R"({"type":"command","t_us":700,"leg":"client","dir":"in","text":"QUIT"})" "\n"
+      R"({"type":"bytes","t_us":700,"leg":"upstream","dir":"out","latin1":"QUIT\r\n"})" "\n"
+      R"({"type":"bytes","t_us":800,"leg":"upstream","dir":"in","latin1":"221 bye\r\n"})" "\n"
+      R"({"type":"reply","t_us":800,"leg":"upstream","dir":"in","code":221,"enhanced":"","lines":["bye"]})" "\n"
+      R"({"type":"bytes","t_us":800,"leg":"client","dir":"out","latin1":"221 bye\r\n"})" "\n"
+      R"({"type":"end","t_us":900,"reason":"client_quit","detail":"","ended_at":"2026-12-08T10:00:00.001000Z","complete":true,"dropped_records":0})" "\n";
+  const std::string shown = render_text(load(scratch(text)));
+  const std::size_t noop = find_row(shown, "+    0.600 ms  C> NOOP\n");
+  const std::size_t why = find_row(shown, "[1 line recorded, never read by the relay as commands]\n");
+  EXPECT_LT(noop, why);
+  EXPECT_EQ(shown.find("C> QUIT"), shown.rfind("C> QUIT")) << shown;   // read: its command record's row only
+  EXPECT_EQ(shown.find("C> hi"), std::string::npos) << shown;
+}
+
 TEST(CaptureReader, OldCommandsAreTheClients) {
   capture c = load(golden_dir / "show_faults.jsonl");
   std::size_t commands = 0;
