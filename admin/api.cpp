@@ -8,6 +8,7 @@
 #include <boost/json/value.hpp>
 #include <algorithm>
 #include <charconv>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -43,6 +44,25 @@ std::string relative_path_note(const std::string& file) {
   const std::filesystem::path cwd = std::filesystem::current_path(ec);
   return " (a relative path is taken from the relay's working directory, " +
          (ec ? std::string("unknown") : protocol::terminal_safe(cwd.native())) + ")";
+}
+
+// A path is handed to open(2), which reads it up to its first NUL: "/tmp/x/sc.toml\0junk" loaded
+// sc.toml while the reply and the log named the whole string. No other control character has
+// a place in a path typed into a request either, and one would break the log line. So a path
+// holding one is refused: its first (C0, DEL, or a C1 control as UTF-8 encodes it), as "U+0000
+// (NUL) at byte 15"; "" when there is none.
+std::string control_character_in(std::string_view text) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c == 0xc2 && i + 1 < text.size() && (static_cast<unsigned char>(text[i + 1]) & 0xe0) == 0x80)
+      c = static_cast<unsigned char>(text[i + 1]);   // U+0080..U+009F
+    else if (c >= 0x20 && c != 0x7f)
+      continue;
+    char code[16];
+    std::snprintf(code, sizeof code, "U+%04X", c);
+    return std::string(code) + (c == 0 ? " (NUL)" : "") + " at byte " + std::to_string(i + 1);
+  }
+  return "";
 }
 
 // The body's format from its Content-Type; nullopt for one the route does not take.
@@ -307,6 +327,9 @@ void api::add_fault_routes() {
     if (!path || !path->is_string() || doc.get_object().size() != 1)
       return error_response(400, "request (JSON): expected {\"path\": \"FILE\"}, the scenario file to load");
     const std::string file(path->get_string());
+    if (auto control = control_character_in(file); !control.empty())
+      return error_response(400, "request (JSON): key 'path': a control character, " + control +
+                                     ": a scenario file's path cannot hold one");
     auto loaded = policies::load_scenario(file);
     if (!loaded.ok()) return error_response(400, loaded.error + relative_path_note(file));
     auto names = names_of(loaded.rules);

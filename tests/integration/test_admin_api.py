@@ -458,6 +458,20 @@ class Faults(AdminTest):
                                      "application/json")
         self.assertNotIn("relative path", self.assertOneLineError(code, body, 400))
 
+    def test_a_scenario_path_with_a_nul_is_refused_and_nothing_is_armed(self):
+        # A hostile trial: "DIR/sc.toml\u0000junk" loaded DIR/sc.toml (open(2) reads a path up to
+        # its NUL) while the reply and the log named the whole string.
+        path = self.write_file("sc.toml", FULL_TOML.encode())
+        for tail in ("\0junk", "\njunk"):
+            code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": path + tail}),
+                                         "application/json")
+            error = self.assertOneLineError(code, body, 400)
+            self.assertIn("key 'path': a control character, U+00", error)
+            self.assertEqual(self.get_json("/api/v1/faults")["faults"], [])
+        code, _, body = self.request("POST", "/api/v1/scenarios", json.dumps({"path": path}), "application/json")
+        self.assertEqual(code, 201, body)
+        self.assertEqual(json.loads(body), {"added": ["full"], "file": path})
+
     def test_a_scenario_files_error_escapes_bidirectional_controls(self):
         # A hostile trial: the 400's error echoed the file's U+202E raw (config errors escaped
         # it, scenario files did not); `mailtap faults add` prints it on a terminal.

@@ -1,12 +1,14 @@
 // admin/: the Prometheus exposition (golden file tests/golden/metrics.prom, checked with
 // promtool by ctest too), request routing and its errors, the OpenAPI document against the
-// routes the API has, fault rules from request bodies, the Host allowlist, the bearer token,
-// and the session tally that feeds the stage histograms and reply counts.
+// routes the API has, fault rules from request bodies, paths and names with control
+// characters, the Host allowlist, the bearer token, and the session tally that feeds the
+// stage histograms and reply counts.
 // Regenerate the golden file after an intended change:
 //   MAILTAP_UPDATE_GOLDEN=1 ./build/tests/unit/mailtap_admin_tests
 #include <gtest/gtest.h>
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -537,6 +539,69 @@ TEST(Api, AMutationFromAnotherOriginIsRefused) {
   reset.origin.clear();   // the CLI: no Origin, no body
   EXPECT_EQ(a.handle(reset).status, 200);
   EXPECT_TRUE(engine->list().empty());
+}
+
+// A tester's trial: {"path": "DIR/sc.toml\u0000junk"} loaded DIR/sc.toml (open(2) reads a path
+// up to its NUL) while the reply and the log named the whole string. A path holding a control
+// character is refused with a one-line 400 naming it, and nothing is armed; without it, the
+// same file loads.
+TEST(Api, AScenarioPathWithAControlCharacterIsRefused) {
+  scratch_dir dir;
+  const std::string file = (dir.path() / "sc.toml").string();
+  std::ofstream(file) << "[[fault]]\nname = \"full\"\ntype = \"reply\"\nphase = \"rcpt\"\ncode = 452\n";
+  auto engine = policies::make_engine(1);
+  relay_metrics metrics;
+  directory_catalog catalog("/nonexistent");
+  api a(bare_context(*engine, metrics, catalog));
+  auto load = get("/api/v1/scenarios", "POST");
+  load.content_type = "application/json";
+  const std::string at = " at byte " + std::to_string(file.size() + 1);
+  const std::pair<std::string, std::string> cases[] = {
+      {std::string("\0junk", 5), "U+0000 (NUL)" + at},
+      {"\njunk", "U+000A" + at},
+      {"\x7f", "U+007F" + at},
+      {"\xc2\x85", "U+0085" + at},   // NEL, a C1 control
+  };
+  for (const auto& [tail, named] : cases) {
+    load.body = boost::json::serialize(boost::json::object{{"path", file + tail}});
+    auto r = a.handle(load);
+    EXPECT_EQ(r.status, 400) << named << ": " << r.body;
+    EXPECT_EQ(r.body.find('\n'), r.body.size() - 1) << r.body;
+    EXPECT_EQ(std::string(boost::json::parse(r.body).at("error").as_string()),
+              "request (JSON): key 'path': a control character, " + named + ": a scenario file's path cannot hold one");
+    EXPECT_TRUE(engine->list().empty()) << named;
+  }
+  load.body = boost::json::serialize(boost::json::object{{"path", file + "\xc3\xa9"}});   // é: not a control
+  EXPECT_NE(a.handle(load).body.find("cannot open the scenario file"), std::string::npos);
+  load.body = boost::json::serialize(boost::json::object{{"path", file}});
+  auto loaded = a.handle(load);
+  EXPECT_EQ(loaded.status, 201) << loaded.body;
+  EXPECT_EQ(engine->list().size(), 1u);
+}
+
+// The API's other inputs that name a file or a rule: a session id is a plain name or 404 (no
+// path is made of anything else), a rule name with a NUL is refused by the rule checks, and
+// one to remove matches whole or not at all (nothing reads it up to a NUL).
+TEST(Api, NoOtherInputIsCutAtANul) {
+  auto engine = policies::make_engine(1);
+  relay_metrics metrics;
+  directory_catalog catalog("/nonexistent");
+  api a(bare_context(*engine, metrics, catalog));
+  EXPECT_EQ(a.handle(get("/api/v1/sessions/x%00y")).status, 404);
+  EXPECT_EQ(a.handle(get("/api/v1/sessions/x%00y/raw")).status, 404);
+  auto add = get("/api/v1/faults", "POST");
+  add.content_type = "application/json";
+  add.body = R"({"name":"full\u0000junk","type":"reply","phase":"rcpt","code":452})";
+  EXPECT_EQ(a.handle(add).status, 400);
+  add.body = R"({"name":"full","type":"reply","phase":"rcpt","code":452,"text":"Mailbox\u0000full"})";
+  EXPECT_EQ(a.handle(add).status, 400);
+  add.body = R"({"name":"full","type":"reply","phase":"rcpt","code":452,"recipient":"a\u0000@x.example"})";
+  EXPECT_EQ(a.handle(add).status, 400);
+  EXPECT_TRUE(engine->list().empty());
+  add.body = R"({"name":"full","type":"reply","phase":"rcpt","code":452})";
+  ASSERT_EQ(a.handle(add).status, 201);
+  EXPECT_EQ(a.handle(get("/api/v1/faults/full%00junk", "DELETE")).status, 404);
+  EXPECT_EQ(engine->list().size(), 1u);
 }
 
 // ---- fault rules from request bodies
