@@ -1,7 +1,9 @@
-"""The admin API of a running mailtap, over HTTP (urllib, no proxies): fault rules, sessions
-and their captures, health and metrics. Errors are MailtapError with the API's one-line
-message and HTTP status; waits that run out are MailtapTimeout."""
+"""The admin API of a running mailtap, over HTTP (urllib, no proxies): fault rules (and which
+of them this client armed, so that it can remove its own and no others), sessions and their
+captures, health and metrics. Errors are MailtapError with the API's one-line message and
+HTTP status; waits that run out are MailtapTimeout."""
 
+import itertools
 import json
 import os
 import re
@@ -13,6 +15,8 @@ import urllib.request
 DEFAULT_URL = "http://127.0.0.1:8025"
 # The API's page size limit (admin/README.md, GET /api/v1/sessions).
 MAX_PAGE = 500
+# The API's longest rule name (policies/README.md, `name`); automatic names keep under it.
+MAX_NAME = 100
 
 
 class MailtapError(Exception):
@@ -92,6 +96,7 @@ class Mailtap:
         self.timeout = timeout
         self.smtp = smtp
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._armed = []
         self._before = set()
 
     # ------------------------------------------------------------------ HTTP
@@ -151,24 +156,55 @@ class Mailtap:
     # ------------------------------------------------------------------ faults
 
     def faults(self):
-        """The rules in force: [{name, type, phases, injected, max_count, active}]."""
+        """The rules in force: [{name, type, phases, injected, max_count, active, source}];
+        `source` is "config" (the relay's config and scenario files) or "api"."""
         return self.request("GET", "/api/v1/faults")["faults"]
 
     def add_faults(self, rules):
         """Adds rules: a dict with the keys of a [[fault]] table (policies/README.md), a list of
         them, or TOML text. All of them or none; returns their names."""
         if isinstance(rules, str):
-            return self.request("POST", "/api/v1/faults", rules, "application/toml")["added"]
-        return self.request("POST", "/api/v1/faults", json.dumps(rules), "application/json")["added"]
+            return self._armed_now(self.request("POST", "/api/v1/faults", rules, "application/toml")["added"])
+        return self._armed_now(self.request("POST", "/api/v1/faults", json.dumps(rules), "application/json")["added"])
 
     add_fault = add_faults
 
+    @property
+    def armed(self):
+        """The names of the rules armed through this client (add_faults, reply, next_rcpt,
+        load_scenario) and not removed through it since, oldest first."""
+        return list(self._armed)
+
     def remove_fault(self, name):
-        self.request("DELETE", "/api/v1/faults/" + urllib.parse.quote(name, safe=""))
+        """Removes one rule (a firewall rule's name: all its parts); MailtapError 404 when none
+        is in force."""
+        try:
+            self.request("DELETE", "/api/v1/faults/" + urllib.parse.quote(name, safe=""))
+        except MailtapError as e:
+            if e.status == 404:
+                self._disarmed(name)
+            raise
+        self._disarmed(name)
+
+    def remove_armed(self):
+        """Removes the rules this client armed and no others: not a relay's config and scenario
+        files' rules, nor what other clients armed (other pytest-xdist workers or test runs on
+        a shared relay). A rule already gone (removed elsewhere, a SIGHUP reload) is passed
+        over. Returns the names removed."""
+        return [name for name in self.armed if self._remove_if_there(name)]
+
+    def remove_api_rules(self):
+        """Removes every rule armed over the API (`source` "api"), whoever armed it, and leaves
+        the config and scenario files' rules. For a relay of one's own: on a shared one it
+        removes the other users' rules too. Returns the names removed."""
+        return [f["name"] for f in self.faults() if f.get("source") == "api" and self._remove_if_there(f["name"])]
 
     def reset_faults(self):
-        """Removes every rule with its state and counts; returns how many there were."""
-        return self.request("POST", "/api/v1/faults/reset")["removed"]
+        """Removes every rule with its state and counts, the relay's config rules and other
+        clients' included; returns how many there were."""
+        removed = self.request("POST", "/api/v1/faults/reset")["removed"]
+        self._armed.clear()
+        return removed
 
     def counters(self):
         """{rule name: injections} of the rules in force."""
@@ -176,14 +212,15 @@ class Mailtap:
 
     def load_scenario(self, path):
         """Loads a scenario file from the relay's filesystem; returns the rule names."""
-        return self.request("POST", "/api/v1/scenarios", json.dumps({"path": os.path.abspath(path)}))["added"]
+        path = os.path.abspath(path)
+        return self._armed_now(self.request("POST", "/api/v1/scenarios", json.dumps({"path": path}))["added"])
 
     def reply(self, phase, code, enhanced=None, text=None, count=1, name=None, **match):
-        """Arms a `reply` fault: the next `count` commands of `phase` that match (the keys of
-        policies/README.md: recipient="x@y", sender="*@z", ...) get `code` instead of reaching
-        the upstream. count=None: every one, until removed. Returns the rule's name."""
-        rule = {"name": name or "%s-%d-%d" % (phase, code, next(_serial)), "type": "reply", "phase": phase,
-                "code": code}
+        """Arms a `reply` fault: the next `count` commands of `phase` (a phase name, or a list
+        of them) that match (the keys of policies/README.md: recipient="x@y", sender="*@z",
+        ...) get `code` instead of reaching the upstream. count=None: every one, until removed.
+        Returns the rule's name: `name`, else one unique to this process (automatic_name)."""
+        rule = {"name": name or automatic_name(phase, code), "type": "reply", "phase": phase, "code": code}
         if enhanced:
             rule["enhanced"] = enhanced
         if text:
@@ -196,6 +233,24 @@ class Mailtap:
     def next_rcpt(self, recipient, code, enhanced=None, text=None, count=1, name=None):
         """The next RCPT to `recipient` (a glob: "*@full.example") gets `code`."""
         return self.reply("rcpt", code, enhanced, text, count, name, recipient=recipient)
+
+    def _armed_now(self, names):
+        self._armed.extend(n for n in names if n not in self._armed)
+        return names
+
+    def _disarmed(self, name):
+        """Forgets `name` and, for a firewall rule, its parts (`name/banner`...)."""
+        self._armed = [n for n in self._armed if n != name and not n.startswith(name + "/")]
+
+    def _remove_if_there(self, name):
+        """Removes one rule; False when it was not in force."""
+        try:
+            self.remove_fault(name)
+            return True
+        except MailtapError as e:
+            if e.status != 404:
+                raise
+            return False
 
     # ------------------------------------------------------------------ live events
 
@@ -249,14 +304,28 @@ class Mailtap:
             interval = min(interval * 2, 0.5)
 
 
-def _counter():
-    n = 0
-    while True:
-        n += 1
-        yield n
+def automatic_name(phase, code):
+    """A rule name unique to this process: the phases ("rcpt", or "rcpt+mail" for a list),
+    the code, this process's tag (process_tag) and a serial: "rcpt-452-gw1-3f9a0c2e-1".
+    Two processes arming rules on one relay (pytest-xdist workers, CI jobs) never make the
+    same name."""
+    phases = "+".join(phase) if isinstance(phase, (list, tuple)) else str(phase)
+    tail = "-%s-%s-%d" % (code, process_tag(), next(_serial))
+    return phases[:MAX_NAME - len(tail)] + tail
 
 
-_serial = _counter()
+def process_tag():
+    """This process's part of automatic rule names: the pytest-xdist worker ("gw1") when there
+    is one, and 8 random hex digits drawn once per process (again in a forked child)."""
+    global _tag
+    if _tag[0] != os.getpid():
+        worker = re.sub(r"[^A-Za-z0-9_.]", "", os.environ.get("PYTEST_XDIST_WORKER", ""))
+        _tag = (os.getpid(), (worker + "-" if worker else "") + os.urandom(4).hex())
+    return _tag[1]
+
+
+_tag = (None, "")
+_serial = itertools.count(1)
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')

@@ -1,11 +1,13 @@
-"""pytest plugin: a mailtap for the test session, its faults reset around every test.
+"""pytest plugin: a mailtap for the test session, the rules a test armed removed around it.
 
 Loaded by its entry point once the package is installed, or with
 `-p mailtap_client.pytest_plugin`. Fixtures:
 
-  mailtap          function scope: the Mailtap client, faults reset before and after the test,
-                   sessions marked (wait_for_session sees only this test's); .smtp is the
-                   relay's (host, port) for the application under test
+  mailtap          function scope: the Mailtap client; before and after the test it removes
+                   the rules armed through it (and on a relay it started, every rule armed over
+                   the API), never the relay's config and scenario files' rules; sessions
+                   marked (wait_for_session sees only this test's); .smtp is the relay's
+                   (host, port) for the application under test
   mailtap_server   session scope: the same client, shared by every test (no reset)
   mailtap_upstream session scope: what a started mailtap relays to ("builtin", or HOST:PORT);
                    override it in a conftest.py to start your own mail server first
@@ -46,6 +48,22 @@ def _host_port(text):
     return host.strip("[]"), int(port)
 
 
+class _Relay:
+    """The session's relay: its client, and the process when the plugin started it (None when
+    attached)."""
+
+    def __init__(self, client, process=None):
+        self.client = client
+        self.process = process
+
+    def clean(self):
+        """Removes the rules armed through the client; on a relay of the plugin's own, every
+        rule armed over the API too (nobody else uses it). The config's rules stay."""
+        self.client.remove_armed()
+        if self.process is not None:
+            self.client.remove_api_rules()
+
+
 @pytest.fixture(scope="session")
 def mailtap_upstream(pytestconfig):
     """What a started mailtap relays to. Override in a conftest.py (session scope) to start a
@@ -54,32 +72,39 @@ def mailtap_upstream(pytestconfig):
 
 
 @pytest.fixture(scope="session")
-def mailtap_server(pytestconfig, mailtap_upstream):
-    """The session's mailtap client: attached to --mailtap-url, or of a mailtap started here."""
+def _mailtap_relay(pytestconfig, mailtap_upstream):
+    """The relay of the test session: attached to, or started here and stopped at the end."""
     url = pytestconfig.getoption("mailtap_url")
     if url:
         smtp = pytestconfig.getoption("mailtap_smtp")
         client = Mailtap(url, smtp=_host_port(smtp) if smtp else None)
         if not client.healthy():
             pytest.exit("no mailtap answers at --mailtap-url %s (or its token is missing)" % url, returncode=4)
-        yield client
+        yield _Relay(client)
         return
     process = MailtapProcess(binary=pytestconfig.getoption("mailtap_bin"), upstream=mailtap_upstream,
                              args=pytestconfig.getoption("mailtap_arg"))
     process.start()
     try:
-        yield process.client
+        yield _Relay(process.client, process)
     finally:
         process.stop()
 
 
+@pytest.fixture(scope="session")
+def mailtap_server(_mailtap_relay):
+    """The session's mailtap client: attached to --mailtap-url, or of a mailtap started here."""
+    return _mailtap_relay.client
+
+
 @pytest.fixture
-def mailtap(mailtap_server):
-    """The client for one test: no fault rule at its start or after it, and
-    wait_for_session looking only at the sessions it made."""
-    mailtap_server.reset_faults()
-    mailtap_server.mark()
+def mailtap(_mailtap_relay):
+    """The client for one test: none of the rules armed through it at its start or after it
+    (on the plugin's own relay, none armed over the API at all), and wait_for_session looking
+    only at the sessions it made."""
+    _mailtap_relay.clean()
+    _mailtap_relay.client.mark()
     try:
-        yield mailtap_server
+        yield _mailtap_relay.client
     finally:
-        mailtap_server.reset_faults()
+        _mailtap_relay.clean()

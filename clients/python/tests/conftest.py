@@ -1,11 +1,13 @@
 """A real upstream for the client's tests: an aiosmtpd server (Debian's python3-aiosmtpd) on a
 free loopback port that keeps every message it accepted, put behind the session's mailtap by
-overriding the plugin's mailtap_upstream fixture."""
+overriding the plugin's mailtap_upstream fixture. And pytester, for the plugin's own tests."""
 
 import socket
 import threading
 
 import pytest
+
+pytest_plugins = ["pytester"]
 
 
 class Upstream:
