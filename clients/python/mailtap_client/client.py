@@ -1,8 +1,10 @@
 """The admin API of a running mailtap, over HTTP (urllib, no proxies): fault rules (and which
 of them this client armed, so that it can remove its own and no others), sessions and their
-captures, health and metrics. Errors are MailtapError with the API's one-line message and
-HTTP status; waits that run out are MailtapTimeout."""
+captures (and which of them started after a mark), health and metrics. Errors are
+MailtapError with the API's one-line message and HTTP status; waits that run out are
+MailtapTimeout."""
 
+import datetime
 import itertools
 import json
 import os
@@ -15,6 +17,10 @@ import urllib.request
 DEFAULT_URL = "http://127.0.0.1:8025"
 # The API's page size limit (admin/README.md, GET /api/v1/sessions).
 MAX_PAGE = 500
+# The session list is sorted by session id, whose first part is the second the session
+# started (relay/session_id.cpp), not by started_at: rows of the same second can come in
+# another order. Paging back stops at a row this many seconds older than the mark.
+ORDER_SLACK = 2.0
 # The API's longest rule name (policies/README.md, `name`); automatic names keep under it.
 MAX_NAME = 100
 
@@ -97,7 +103,7 @@ class Mailtap:
         self.smtp = smtp
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self._armed = []
-        self._before = set()
+        self.mark()
 
     # ------------------------------------------------------------------ HTTP
 
@@ -280,28 +286,78 @@ class Mailtap:
         return self.request("GET", "/api/v1/sessions/%s/raw" % urllib.parse.quote(session_id, safe=""), raw=True)
 
     def mark(self):
-        """Remembers the sessions recorded so far: wait_for_session looks only at later ones.
-        The pytest fixture marks before each test."""
-        self._before = {row["id"] for row in self.sessions(limit=MAX_PAGE)}
+        """From now on wait_for_session looks only at sessions that start later: those whose
+        `started_at` (the relay's wall clock when it accepted the connection) is at or after
+        this moment by this host's clock. The two clocks must agree: the same host, or hosts
+        kept in step (NTP); a relay d seconds behind misses the sessions of the first d
+        seconds, one ahead takes those of the last d seconds before the mark. A new client is
+        marked at its creation; the pytest fixture marks before each test."""
+        self._mark = time.time()
 
     def wait_for_session(self, predicate=None, timeout=10.0, interval=0.05):
-        """The first finished session since mark() (oldest first) for which predicate(Session)
-        is true (any, without one). MailtapTimeout when none comes within `timeout` seconds."""
+        """The first finished session started since mark() (oldest first) for which
+        predicate(Session) is true (any, without one). MailtapTimeout when none comes within
+        `timeout` seconds. On a relay others use too (other test runs, other pytest-xdist
+        workers), their sessions count as well: give a predicate that knows your own."""
         deadline = time.monotonic() + timeout
         rejected = set()
         while True:
-            rows = [r for r in reversed(self.sessions(limit=MAX_PAGE))
-                    if r["id"] not in self._before and r["id"] not in rejected and r["complete"]]
-            for row in rows:
+            for row in self._finished_since_mark():
+                if row["id"] in rejected:
+                    continue
                 s = self.session(row["id"])
                 if predicate is None or predicate(s):
                     return s
                 rejected.add(row["id"])
             if time.monotonic() >= deadline:
-                raise MailtapTimeout("no session %sin %.1f s (%d finished since the mark did not match)"
-                                     % ("matching the predicate " if predicate else "", timeout, len(rejected)))
+                raise MailtapTimeout(_no_session_message(predicate, timeout, len(rejected)))
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
             interval = min(interval * 2, 0.5)
+
+    def _finished_since_mark(self):
+        """The list's rows of the finished sessions started since the mark, oldest first."""
+        rows = [r for r in self._rows_started_since(self._mark) if r["complete"]]
+        return sorted(rows, key=_started_at)
+
+    def _rows_started_since(self, since):
+        """Every listed session started at or after `since` (Unix seconds): the list, newest
+        first, page by page until a row older than `since` by ORDER_SLACK, or its end."""
+        rows, seen, offset = [], set(), 0
+        while True:
+            query = urllib.parse.urlencode({"limit": MAX_PAGE, "offset": offset})
+            page = self.request("GET", "/api/v1/sessions?" + query)
+            for row in page["sessions"]:
+                started = _started_at(row)
+                if started is None or row["id"] in seen:
+                    continue   # an unreadable capture has no start; a row the paging saw twice
+                if started < since - ORDER_SLACK:
+                    return rows
+                if started >= since:
+                    rows.append(row)
+                    seen.add(row["id"])
+            if not page["sessions"] or not page.get("more"):
+                return rows
+            offset += len(page["sessions"])
+
+
+def _started_at(row):
+    """A session row's `started_at` (RFC 3339, UTC: "2026-12-07T21:21:27.946636Z") as Unix
+    seconds; None when it has none (an unreadable capture)."""
+    text = row.get("started_at") or ""
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+def _no_session_message(predicate, timeout, finished):
+    if predicate is None:
+        return "no session finished in %.1f s since the mark" % timeout
+    return ("no session matching the predicate in %.1f s: %d finished since the mark, none matched"
+            % (timeout, finished))
 
 
 def automatic_name(phase, code):

@@ -6,8 +6,8 @@ Loaded by its entry point once the package is installed, or with
   mailtap          function scope: the Mailtap client; before and after the test it removes
                    the rules armed through it (and on a relay it started, every rule armed over
                    the API), never the relay's config and scenario files' rules; sessions
-                   marked (wait_for_session sees only this test's); .smtp is the relay's
-                   (host, port) for the application under test
+                   marked (wait_for_session sees only those started during the test); .smtp is
+                   the relay's (host, port) for the application under test
   mailtap_server   session scope: the same client, shared by every test (no reset)
   mailtap_upstream session scope: what a started mailtap relays to ("builtin", or HOST:PORT);
                    override it in a conftest.py to start your own mail server first
@@ -101,7 +101,7 @@ def mailtap_server(_mailtap_relay):
 def mailtap(_mailtap_relay):
     """The client for one test: none of the rules armed through it at its start or after it
     (on the plugin's own relay, none armed over the API at all), and wait_for_session looking
-    only at the sessions it made."""
+    only at the sessions started since its start."""
     _mailtap_relay.clean()
     _mailtap_relay.client.mark()
     try:
