@@ -65,8 +65,18 @@ class Session(dict):
 
     @property
     def rcpt_codes(self):
-        """The reply code the client heard to each RCPT, over all transactions, in order."""
+        """Every transaction's `rcpt_codes`, one after the other: the reply codes its RCPTs
+        got, in order. A transaction's list answers its first recipients and can be shorter
+        than its `rcpt_to`: an RCPT answered by nothing (pipelined behind a MAIL that was
+        refused, or the session ended first) has no code. This flat list then no longer
+        lines up with `recipients`; rcpt_replies pairs them."""
         return [c for t in self["transactions"] for c in t["rcpt_codes"]]
+
+    @property
+    def rcpt_replies(self):
+        """[(recipient, code)] over all transactions, in order: each recipient with the reply
+        code its RCPT got, None for one without a recorded reply."""
+        return [(r, _nth(t["rcpt_codes"], i)) for t in self["transactions"] for i, r in enumerate(t["rcpt_to"])]
 
     @property
     def faults(self):
@@ -78,6 +88,10 @@ class Session(dict):
         """Each transaction's reply to its end of data: [(code, text)], (None, None) for none."""
         return [(t["final_reply"]["code"], t["final_reply"]["text"]) if t["final_reply"] else (None, None)
                 for t in self["transactions"]]
+
+
+def _nth(items, i):
+    return items[i] if i < len(items) else None
 
 
 def _token_from_environment():
@@ -94,16 +108,31 @@ class Mailtap:
     url: the API ("http://127.0.0.1:8025"). token: its bearer token, when it has one (default:
     the file in $MAILTAP_ADMIN_TOKEN_FILE, else $MAILTAP_ADMIN_TOKEN). smtp: (host, port) of
     the relay's SMTP listener when known (MailtapProcess sets it), for the application under
-    test to send through."""
+    test to send through. local: the relay is a process of this host that this process
+    started (MailtapProcess sets it): load_scenario resolves relative paths here."""
 
-    def __init__(self, url=DEFAULT_URL, token=None, timeout=30.0, smtp=None):
+    def __init__(self, url=DEFAULT_URL, token=None, timeout=30.0, smtp=None, local=False):
         self.url = url.rstrip("/")
         self.token = token if token is not None else _token_from_environment()
         self.timeout = timeout
         self.smtp = smtp
+        self.smtp_missing = "this client was given none: Mailtap(url, smtp=(host, port))"
+        self.local = local
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self._armed = []
         self.mark()
+
+    @property
+    def smtp(self):
+        """(host, port) of the relay's SMTP listener. AttributeError, saying what to give, when
+        it is not known."""
+        if self._smtp is None:
+            raise AttributeError("the relay's SMTP address is not known: " + self.smtp_missing)
+        return self._smtp
+
+    @smtp.setter
+    def smtp(self, address):
+        self._smtp = tuple(address) if address is not None else None
 
     # ------------------------------------------------------------------ HTTP
 
@@ -217,8 +246,13 @@ class Mailtap:
         return {c["rule"]: c["count"] for c in self.request("GET", "/api/v1/faults/counters")["counters"]}
 
     def load_scenario(self, path):
-        """Loads a scenario file from the relay's filesystem; returns the rule names."""
-        path = os.path.abspath(path)
+        """Loads a scenario file from the relay's filesystem; returns the rule names. The relay
+        reads the file and takes a relative path from its own working directory: the path is
+        sent as given. Only a client of a relay this process started on this host (local=True:
+        MailtapProcess, the pytest plugin's own relay) resolves a relative path first, against
+        this process's working directory."""
+        if self.local:
+            path = os.path.abspath(path)
         return self._armed_now(self.request("POST", "/api/v1/scenarios", json.dumps({"path": path}))["added"])
 
     def reply(self, phase, code, enhanced=None, text=None, count=1, name=None, **match):

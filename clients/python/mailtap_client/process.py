@@ -72,7 +72,7 @@ class MailtapProcess:
             raise
         self.smtp = (m.group(1), int(m.group(2)))
         self.admin_url = a.group(1)
-        self.client = Mailtap(self.admin_url, token=self.token or "", smtp=self.smtp)
+        self.client = Mailtap(self.admin_url, token=self.token or "", smtp=self.smtp, local=True)
         return self
 
     def _lines(self, count):

@@ -76,11 +76,7 @@ def _mailtap_relay(pytestconfig, mailtap_upstream):
     """The relay of the test session: attached to, or started here and stopped at the end."""
     url = pytestconfig.getoption("mailtap_url")
     if url:
-        smtp = pytestconfig.getoption("mailtap_smtp")
-        client = Mailtap(url, smtp=_host_port(smtp) if smtp else None)
-        if not client.healthy():
-            pytest.exit("no mailtap answers at --mailtap-url %s (or its token is missing)" % url, returncode=4)
-        yield _Relay(client)
+        yield _Relay(_attached_client(url, pytestconfig.getoption("mailtap_smtp")))
         return
     process = MailtapProcess(binary=pytestconfig.getoption("mailtap_bin"), upstream=mailtap_upstream,
                              args=pytestconfig.getoption("mailtap_arg"))
@@ -89,6 +85,14 @@ def _mailtap_relay(pytestconfig, mailtap_upstream):
         yield _Relay(process.client, process)
     finally:
         process.stop()
+
+
+def _attached_client(url, smtp):
+    client = Mailtap(url, smtp=_host_port(smtp) if smtp else None)
+    client.smtp_missing = "attached with --mailtap-url, the plugin needs --mailtap-smtp HOST:PORT (or $MAILTAP_SMTP)"
+    if not client.healthy():
+        pytest.exit("no mailtap answers at --mailtap-url %s (or its token is missing)" % url, returncode=4)
+    return client
 
 
 @pytest.fixture(scope="session")

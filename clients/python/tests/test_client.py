@@ -15,7 +15,7 @@ import time
 import pytest
 
 from inner import run_inner
-from mailtap_client import Mailtap, MailtapError, MailtapProcess, MailtapTimeout
+from mailtap_client import Mailtap, MailtapError, MailtapProcess, MailtapTimeout, Session
 
 SWAKS = "/usr/bin/swaks"
 
@@ -81,6 +81,36 @@ def test_a_scenario_file_loads_by_path(mailtap, tmp_path):
     assert mailtap.load_scenario(str(scenario)) == ["quota"]
     with pytest.raises(smtplib.SMTPSenderRefused):
         send(mailtap, "a@example.test", ["b@example.test"])
+
+
+def test_a_relative_scenario_path_is_the_relays_unless_this_process_started_it(tmp_path, monkeypatch):
+    relay_dir, client_dir, work = tmp_path / "relay", tmp_path / "client", tmp_path / "work"
+    for d in (relay_dir, client_dir, work):
+        d.mkdir()
+    (relay_dir / "quota.toml").write_text('[[fault]]\nname = "quota"\ntype = "reply"\nphase = "mail"\ncode = 452\n')
+    (client_dir / "grey.toml").write_text('[[fault]]\nname = "grey"\ntype = "reply"\nphase = "rcpt"\ncode = 451\n')
+    monkeypatch.chdir(relay_dir)
+    with MailtapProcess(workdir=str(work)) as relay:   # its working directory: relay/
+        monkeypatch.chdir(client_dir)
+        assert Mailtap(relay.admin_url, token="").load_scenario("quota.toml") == ["quota"]   # relay/quota.toml
+        assert relay.client.load_scenario("grey.toml") == ["grey"]                          # client/grey.toml
+
+
+def test_rcpt_replies_pair_recipients_with_codes_where_rcpt_codes_cannot(mailtap):
+    """RCPTs pipelined behind a MAIL that a rule refuses get no code of their own in the
+    capture: the flat rcpt_codes list is shorter than the recipients."""
+    mailtap.reply("mail", 452, sender="first@example.test")
+    with smtplib.SMTP(*mailtap.smtp, timeout=30) as smtp:
+        smtp.ehlo("app.test")
+        smtp.send(b"MAIL FROM:<first@example.test>\r\nRCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n")
+        assert [smtp.getreply()[0] for _ in range(3)][0] == 452
+        assert smtp.sendmail("second@example.test", ["c@example.test"], "Subject: x\r\n\r\nx\r\n") == {}
+    s = mailtap.wait_for_session(lambda s: "c@example.test" in s.recipients)
+    assert s.recipients == ["a@example.test", "b@example.test", "c@example.test"]
+    assert s.rcpt_codes == [250]
+    assert s.rcpt_replies == [("a@example.test", None), ("b@example.test", None), ("c@example.test", 250)]
+    assert Session({"transactions": [{"rcpt_to": ["x@y", "z@y"], "rcpt_codes": [452]}]}).rcpt_replies == \
+        [("x@y", 452), ("z@y", None)]
 
 
 def test_sessions_are_listed_read_and_downloaded_after_swaks_sends(mailtap, upstream):
@@ -185,6 +215,19 @@ def test_the_plugin_attaches_to_a_running_mailtap(pytester, mailtap):
     assert [f["name"] for f in mailtap.faults()] == ["left-over"]
     inner = mailtap.wait_for_session(lambda s: s.senders == ["inner@example.test"])
     assert inner.recipients == ["r@example.test"]
+
+
+def test_attached_without_its_smtp_address_the_error_names_the_option(pytester, mailtap):
+    pytester.makepyfile('''
+import pytest
+
+def test_sends(mailtap):
+    with pytest.raises(AttributeError, match="--mailtap-smtp HOST:PORT"):
+        mailtap.smtp
+''')
+    run_inner(pytester, "--mailtap-url", mailtap.url).assert_outcomes(passed=1)
+    with pytest.raises(AttributeError, match="smtp="):
+        Mailtap(mailtap.url, token="").smtp
 
 
 def python_blocks(path):
