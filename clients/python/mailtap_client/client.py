@@ -109,7 +109,10 @@ class Mailtap:
     the file in $MAILTAP_ADMIN_TOKEN_FILE, else $MAILTAP_ADMIN_TOKEN). smtp: (host, port) of
     the relay's SMTP listener when known (MailtapProcess sets it), for the application under
     test to send through. local: the relay is a process of this host that this process
-    started (MailtapProcess sets it): load_scenario resolves relative paths here."""
+    started (MailtapProcess sets it): load_scenario resolves relative paths here.
+
+    `explain_unreachable`, when set, is called with no argument when the API cannot be
+    reached; what it returns (a string, or None) is added to the error."""
 
     def __init__(self, url=DEFAULT_URL, token=None, timeout=30.0, smtp=None, local=False):
         self.url = url.rstrip("/")
@@ -118,6 +121,7 @@ class Mailtap:
         self.smtp = smtp
         self.smtp_missing = "this client was given none: Mailtap(url, smtp=(host, port))"
         self.local = local
+        self.explain_unreachable = None
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self._armed = []
         self.mark()
@@ -160,8 +164,13 @@ class Mailtap:
                 message = payload.decode("utf-8", "replace").strip() or e.reason
             raise MailtapError(message, e.code) from None
         except (urllib.error.URLError, OSError) as e:
-            raise MailtapError("cannot reach the admin API at %s: %s" % (self.url, getattr(e, "reason", e))) from None
+            raise MailtapError(self._unreachable(e)) from None
         return payload if raw else json.loads(payload)
+
+    def _unreachable(self, error):
+        message = "cannot reach the admin API at %s: %s" % (self.url, getattr(error, "reason", error))
+        why = self.explain_unreachable() if self.explain_unreachable else None
+        return message + ("; " + why if why else "")
 
     # ------------------------------------------------------------------ health and metrics
 

@@ -20,14 +20,24 @@ Options (and their environment variables):
   --mailtap-bin PATH       the binary to start ($MAILTAP_BIN; default: mailtap on PATH)
   --mailtap-upstream H:P   what the started one relays to ($MAILTAP_UPSTREAM; default builtin)
   --mailtap-arg ARG        one more `mailtap run` option for the started one (repeatable)
+
+The started relay lives in a temporary directory (captures, mailtap.log, its TLS pair), which
+is kept and named at the end when a test failed or the relay died ($MAILTAP_KEEP: always). A
+SIGTERM to pytest (a cancelled CI job) stops it first.
 """
 
 import os
+import signal
 
 import pytest
 
 from mailtap_client.client import Mailtap
 from mailtap_client.process import MailtapProcess
+
+# On a SIGTERM, the relay gets this long to stop before a second SIGTERM stops it at once.
+SIGTERM_GRACE = 2.0
+
+_kept = pytest.StashKey()
 
 
 def pytest_addoption(parser):
@@ -72,8 +82,9 @@ def mailtap_upstream(pytestconfig):
 
 
 @pytest.fixture(scope="session")
-def _mailtap_relay(pytestconfig, mailtap_upstream):
-    """The relay of the test session: attached to, or started here and stopped at the end."""
+def _mailtap_relay(request, pytestconfig, mailtap_upstream):
+    """The relay of the test session: attached to, or started here and stopped at the end
+    (on a SIGTERM too), its directory kept when a test failed."""
     url = pytestconfig.getoption("mailtap_url")
     if url:
         yield _Relay(_attached_client(url, pytestconfig.getoption("mailtap_smtp")))
@@ -81,10 +92,14 @@ def _mailtap_relay(pytestconfig, mailtap_upstream):
     process = MailtapProcess(binary=pytestconfig.getoption("mailtap_bin"), upstream=mailtap_upstream,
                              args=pytestconfig.getoption("mailtap_arg"))
     process.start()
+    restore = _stop_on_sigterm(process)
     try:
         yield _Relay(process.client, process)
     finally:
-        process.stop()
+        restore()
+        process.stop(keep=request.session.testsfailed > 0)
+        if process.kept:
+            pytestconfig.stash[_kept] = _kept_line(process, request.session.testsfailed)
 
 
 def _attached_client(url, smtp):
@@ -112,3 +127,55 @@ def mailtap(_mailtap_relay):
         yield _mailtap_relay.client
     finally:
         _mailtap_relay.clean()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that used the plugin's own relay gets a section naming its directory,
+    which is kept (shown under pytest-xdist too, where the workers' summaries are not)."""
+    outcome = yield
+    report = outcome.get_result()
+    relay = getattr(item, "funcargs", {}).get("_mailtap_relay")
+    if report.failed and relay is not None and relay.process is not None:
+        report.sections.append(("mailtap", "the relay's directory (kept): %s" % relay.process.workdir))
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    line = config.stash.get(_kept, None)
+    if line:
+        terminalreporter.write_sep("-", "mailtap")
+        terminalreporter.write_line(line)
+
+
+def _kept_line(process, failed):
+    if process.died:
+        why = "the relay died: %s" % process.exit_report()
+    elif failed:
+        why = "%d test(s) failed" % failed
+    else:
+        why = "MAILTAP_KEEP is set"
+    return "mailtap: kept %s (captures, mailtap.log): %s" % (process.workdir, why)
+
+
+def _stop_on_sigterm(process):
+    """Until the returned function is called, a SIGTERM to this process stops the relay first
+    (and removes its directory, unless MAILTAP_KEEP), then does what it did before: the
+    previous handler, or the default (the process ends). Nothing when SIGTERM is ignored, or
+    off the main thread, where Python cannot set a handler."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN or previous is None:
+        return lambda: None
+
+    def on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, previous)
+        process.stop(grace=SIGTERM_GRACE)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
