@@ -267,8 +267,10 @@ class Mailtap:
     def reply(self, phase, code, enhanced=None, text=None, count=1, name=None, **match):
         """Arms a `reply` fault: the next `count` commands of `phase` (a phase name, or a list
         of them) that match (the keys of policies/README.md: recipient="x@y", sender="*@z",
-        ...) get `code` instead of reaching the upstream. count=None: every one, until removed.
-        Returns the rule's name: `name`, else one unique to this process (automatic_name)."""
+        ...) get `code` instead of reaching the upstream, in the SMTP sessions that open after
+        it is armed (a session keeps the rules it opened with). count=None: every one, until
+        removed. Returns the rule's name: `name`, else one unique to this process
+        (automatic_name)."""
         rule = {"name": name or automatic_name(phase, code), "type": "reply", "phase": phase, "code": code}
         if enhanced:
             rule["enhanced"] = enhanced
@@ -280,7 +282,8 @@ class Mailtap:
         return self.add_faults(rule)[0]
 
     def next_rcpt(self, recipient, code, enhanced=None, text=None, count=1, name=None):
-        """The next RCPT to `recipient` (a glob: "*@full.example") gets `code`."""
+        """The next RCPT to `recipient` (a glob: "*@full.example") gets `code`, in a session
+        opened after this call."""
         return self.reply("rcpt", code, enhanced, text, count, name, recipient=recipient)
 
     def _armed_now(self, names):

@@ -12,6 +12,9 @@ Loaded by its entry point once the package is installed, or with
   mailtap_upstream session scope: what a started mailtap relays to ("builtin", or HOST:PORT);
                    override it in a conftest.py to start your own mail server first
 
+A rule applies to the SMTP sessions that open after it is armed: a connection opened before
+(a pooled one) keeps the rules it opened with, and removing a rule does not take it from it.
+
 Options (and their environment variables):
 
   --mailtap-url URL        attach to a running mailtap's admin API ($MAILTAP_URL) instead of

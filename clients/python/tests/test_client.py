@@ -7,6 +7,8 @@ example test; and `pip install` of the package."""
 
 import json
 import os
+import re
+import shlex
 import shutil
 import smtplib
 import subprocess
@@ -15,7 +17,7 @@ import time
 import pytest
 
 from inner import run_inner
-from mailtap_client import Mailtap, MailtapError, MailtapProcess, MailtapTimeout, Session
+from mailtap_client import Mailtap, MailtapError, MailtapProcess, MailtapTimeout, Session, find_binary
 
 SWAKS = "/usr/bin/swaks"
 
@@ -230,21 +232,53 @@ def test_sends(mailtap):
         Mailtap(mailtap.url, token="").smtp
 
 
-def python_blocks(path):
-    """The ```python blocks of a Markdown file."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    return [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def readme_text(readme):
+    with open(os.path.join(ROOT, readme), encoding="utf-8") as f:
+        return f.read()
+
+
+def python_blocks(readme):
+    """The ```python blocks of a Markdown file of the repository."""
+    return [b.split("```", 1)[0] for b in readme_text(readme).split("```python\n")[1:]]
+
+
+def shell_commands(readme):
+    """The commands of a Markdown file's indented blocks, continuation lines joined."""
+    lines = [line[4:] for line in readme_text(readme).splitlines() if line.startswith("    ")]
+    return [c.strip() for c in re.sub(r"\\\n\s*", "", "\n".join(lines)).splitlines()]
 
 
 @pytest.mark.parametrize("readme", ["clients/python/README.md", "README.md"])
 def test_the_readme_example_passes(pytester, readme):
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    blocks = [b for b in python_blocks(os.path.join(root, readme)) if "def test_" in b and "mailtap" in b]
+    blocks = [b for b in python_blocks(readme) if "def test_" in b and "mailtap" in b]
     assert len(blocks) == 1, blocks
     assert len(blocks[0].strip().splitlines()) <= 10
     pytester.makepyfile(blocks[0])
     run_inner(pytester).assert_outcomes(passed=1)
+
+
+def test_the_readmes_test_command_runs_from_the_clone():
+    """clients/python/README.md "Tests": its command, from the clone's root, runs the plugin's
+    own tests too (pytester runs them in another directory, where a relative PYTHONPATH finds
+    nothing), and takes the relay where ./scripts/run builds it."""
+    [command] = [c for c in shell_commands("clients/python/README.md") if "-m pytest" in c]
+    relay = "MAILTAP_BIN=$PWD/build-release/relay/mailtap "
+    assert command.startswith(relay)
+    command = command.replace(relay, "MAILTAP_BIN=%s " % shlex.quote(find_binary()))
+    only = " -p no:cacheprovider -k test_the_plugin_starts_a_mailtap_and_resets_faults_between_tests"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run(["bash", "-c", command + only], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=300)
+    assert r.returncode == 0 and b"1 passed" in r.stdout, r.stdout.decode(errors="replace")
+
+
+def test_the_readmes_venv_is_made_by_debians_python():
+    """Another python3 first on the PATH (pyenv's) has no python3-venv's ensurepip."""
+    venvs = [c for c in shell_commands("clients/python/README.md") if "-m venv" in c]
+    assert venvs and all(c.startswith("/usr/bin/python3 -m venv ") for c in venvs), venvs
 
 
 def test_pip_installs_the_package_and_pytest_finds_the_plugin(tmp_path):

@@ -2,7 +2,7 @@
 on an attached relay only the rules the test session armed (the relay's config and scenario
 rules stay, and so do other test runs' on the same relay), on the plugin's own relay every
 rule armed over the API; automatic names that two processes never share, lists of phases
-included."""
+included; and rules that apply to the sessions opened after them."""
 
 import smtplib
 import subprocess
@@ -116,3 +116,17 @@ def _run_python(code, *args):
     assert r.returncode == 0, r.stdout.decode(errors="replace")
     return r.stdout.decode().strip()
 
+
+def test_a_rule_applies_to_sessions_opened_after_it_and_stays_with_them(mailtap):
+    """What the READMEs say: a session keeps the rules it opened with; arming after a
+    connection opened does not reach it, and removing a rule does not take it from one."""
+    message = "Subject: x\r\n\r\nx\r\n"
+    with smtplib.SMTP(*mailtap.smtp, timeout=30) as before:
+        mailtap.next_rcpt("x@y.example", 452, count=None)
+        with smtplib.SMTP(*mailtap.smtp, timeout=30) as after:
+            mailtap.reset_faults()
+            assert before.sendmail("a@example.test", ["ok@example.test", "x@y.example"], message) == {}
+            refused = after.sendmail("a@example.test", ["ok@example.test", "x@y.example"], message)
+    assert list(refused) == ["x@y.example"] and refused["x@y.example"][0] == 452
+    with smtplib.SMTP(*mailtap.smtp, timeout=30) as later:
+        assert later.sendmail("a@example.test", ["x@y.example"], message) == {}
