@@ -234,6 +234,11 @@ void api::add_session_routes() {
     const bool open_now = ctx_.sessions->in_progress(id);   // before the read: see session_catalog.cpp
     std::string error;
     auto cap = captures::read_capture(*path, error);
+    if (!cap && open_now && header_not_written_yet(*path)) {   // a session just opened: nothing recorded yet
+      captures::capture opening;
+      opening.header.session = id;
+      cap = std::move(opening);
+    }
     if (!cap) return error_response(422, error);
     if (cap->end) return json_response(200, captures::render_json(*cap));
     // No end record: in progress (the relay has it open: its outcome as the list gives it, the

@@ -2,6 +2,8 @@
 #include "admin/session_catalog.hpp"
 
 #include <algorithm>
+#include <array>
+#include <fstream>
 #include <set>
 #include <system_error>
 
@@ -63,6 +65,11 @@ session_row row_of(const fs::path& file, const session_catalog& catalog) {
   const bool open_now = catalog.in_progress(row.id);
   std::string error;
   auto cap = captures::read_capture(file, error);
+  if (!cap && open_now && header_not_written_yet(file)) {   // a session just opened: nothing recorded yet
+    row.in_progress = true;
+    row.outcome = "none";
+    return row;
+  }
   if (!cap) {
     row.outcome = "unreadable";
     row.error = error;
@@ -91,6 +98,15 @@ bool wanted(const session_row& row, const session_filter& f) {
 }
 
 }  // namespace
+
+bool header_not_written_yet(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return false;
+  std::array<char, 4096> head{};   // a header record is a few hundred bytes
+  in.read(head.data(), head.size());
+  const auto n = static_cast<std::size_t>(in.gcount());
+  return std::find(head.begin(), head.begin() + static_cast<std::ptrdiff_t>(n), '\n') == head.begin() + static_cast<std::ptrdiff_t>(n);
+}
 
 session_page directory_catalog::list(const session_filter& filter) const {
   session_page page;

@@ -87,6 +87,13 @@ class session_catalog {
   virtual bool in_progress(std::string_view id) const = 0;
 };
 
+// Whether a capture file has no complete first line yet. The relay creates a session's capture
+// as the session opens, and the header record waits in the capture's buffer for its first
+// barrier or the writer thread's next tick (captures/writer.hpp), so for up to a tick the
+// capture of a session that has just opened is empty: while the relay has it open that is a session starting, not an
+// unreadable capture.
+bool header_not_written_yet(const std::filesystem::path& file);
+
 // Reads the capture directory: *.jsonl names sorted newest first (a name starts with the
 // session's UTC start time: relay/session.cpp make_session_id), each listed capture read.
 // `open`: whether the relay has a session's capture open; without it (no relay, or one that

@@ -320,6 +320,35 @@ class Sessions(AdminTest):
         self.assertIn("delivered", err)
 
 
+    # A QA trial: every new session was listed "unreadable" (its capture empty until the header
+    # record left its buffer at the writer's tick) and its document was a 422. A destination
+    # that never greets holds each session at its start; polled at once, the session is in
+    # progress, never unreadable.
+    def test_a_session_just_opened_is_in_progress_never_unreadable(self):
+        silent = socket.socket()
+        silent.bind((LOOPBACK, 0))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        relay = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, silent.getsockname()[1]), name="silent-upstream")
+        self.admin = relay.admin_port()
+        seen = []
+        for _ in range(5):
+            client = socket.create_connection((LOOPBACK, relay.port), timeout=10)
+            dialled, _ = silent.accept()   # the relay has dialled: its session is open
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline:
+                rows = self.get_json("/api/v1/sessions?limit=1")["sessions"]
+                if not rows:
+                    continue
+                row = rows[0]
+                seen.append(row["started_at"] == "")
+                self.assertNotEqual(row["outcome"], "unreadable", row)
+                self.assertTrue(row["in_progress"], row)
+                self.get_json("/api/v1/sessions/" + row["id"])   # 200, not 422
+            client.close()
+            dialled.close()
+        self.assertTrue(seen, "no listing saw a session")
+
 class Faults(AdminTest):
 
     def test_a_fault_added_over_the_api_hits_the_next_message_and_reset_clears_it(self):

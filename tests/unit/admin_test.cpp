@@ -500,6 +500,42 @@ TEST(Api, AnUnreadableCaptureIsListedUnreadableWithWhyAndItsDocumentIs422) {
   EXPECT_NE(bad.body.find("unreadable"), std::string::npos) << bad.body;
 }
 
+// A QA trial: every new session was listed "unreadable" ("empty capture, no header record") and
+// its document was a 422 until the header record left the capture's buffer (a writer tick).
+// While the relay has it open, an empty capture, or one whose first line is not complete yet,
+// is a session starting; one the relay does not have open stays unreadable.
+TEST(Api, ASessionWhoseHeaderIsNotWrittenYetIsInProgressNotUnreadable) {
+  scratch_dir dir;
+  const std::string empty_id = "20261206-000000-aaaaaaaa-000003";
+  const std::string cut_id = "20261206-000000-aaaaaaaa-000004";
+  std::ofstream(dir.path() / (empty_id + ".jsonl"));
+  std::ofstream(dir.path() / (cut_id + ".jsonl")) << R"({"type":"header","format":"mailtap-capture","vers)";
+  auto engine = policies::make_engine(1);
+  relay_metrics metrics;
+  for (const bool open : {true, false}) {
+    directory_catalog catalog(dir.path(), [open](std::string_view) { return open; });
+    api a(bare_context(*engine, metrics, catalog));
+    auto r = a.handle(get("/api/v1/sessions"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    auto rows = boost::json::parse(r.body).at("sessions").as_array();
+    ASSERT_EQ(rows.size(), 2u) << r.body;
+    for (const auto& row : rows) {
+      EXPECT_EQ(row.at("outcome").as_string(), open ? "none" : "unreadable") << r.body;
+      EXPECT_EQ(row.at("in_progress").as_bool(), open) << r.body;
+    }
+    for (const auto& id : {empty_id, cut_id}) {
+      auto doc = a.handle(get("/api/v1/sessions/" + id));
+      EXPECT_EQ(doc.status, open ? 200 : 422) << id << ": " << doc.body;
+      if (!open) continue;
+      auto shown = boost::json::parse(doc.body).as_object();
+      EXPECT_EQ(shown.at("id").as_string(), id);
+      EXPECT_TRUE(shown.at("in_progress").as_bool());
+      EXPECT_EQ(shown.at("outcome").as_string(), "none");
+      EXPECT_TRUE(shown.at("transactions").as_array().empty());
+    }
+  }
+}
+
 // A page elsewhere could reset every fault rule: a form posts text/plain or a urlencoded body
 // without a preflight (a hostile trial). A mutation is refused when its Origin, which the
 // browser sends with it, is not the API's.
