@@ -93,7 +93,9 @@ export function mountSessions(root, {events}) {
 
 function rowElement(row) {
   const link = `#/session/${encodeURIComponent(row.id)}`;
-  const time = row.started_at ? clockTime(row.started_at) : new Date(row.started_ms).toLocaleTimeString([], {hour12: false});
+  // No start time: a capture the reader refuses, or a session whose header is not written yet.
+  const time = row.started_at ? clockTime(row.started_at)
+    : row.started_ms !== undefined ? new Date(row.started_ms).toLocaleTimeString([], {hour12: false}) : '\u2014';
   const tr = el('tr', {'data-id': row.id, 'data-outcome': row.outcome, class: 'clickable', title: row.id},
     el('td', {class: 'nowrap'}, el('a', {href: link}, time)),
     el('td', {class: 'nowrap'}, row.client || ''),
