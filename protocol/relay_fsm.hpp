@@ -308,7 +308,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // its reply already queued: nothing the client sent after it is read, the replies owed to
   // the commands pipelined before it still come (RFC 2920 3.1: in order; a message whose end
   // went upstream still learns its fate), and then the session ends with `reason`.
-  void close_after_owed(std::uint64_t now, std::string_view reason, std::string detail);
+  void close_after_owed(std::uint64_t now, std::string_view reason, std::string detail) override;
   void mask_auth_in_line(std::size_t line_start, std::string_view line);
   void record_early_talk(std::uint64_t now);
   void record_received_size();

@@ -133,8 +133,7 @@ void starttls_sequencer::client_starttls(std::uint64_t now) {
   if (!options_.tls.offer_starttls) return refuse_starttls(now, 454, "4.7.0", "TLS not available");
   if (client_tls_) return refuse_starttls(now, 503, "5.5.1", "TLS already active");
   if (host_.in_transaction()) return refuse_starttls(now, 503, "5.5.1", "STARTTLS not allowed inside a mail transaction");
-  if (std::size_t unread = host_.unread_client_bytes(); unread > 0)
-    return injection(now, leg::client, std::to_string(unread) + " bytes pipelined after STARTTLS");
+  if (std::size_t unread = host_.unread_client_bytes(); unread > 0) return pipelined_injection(now, unread);
   owed_.expect(now, phase::starttls, command_kind::client_starttls);
   host_.client_awaits_handshake();
   advance(now);
@@ -330,6 +329,18 @@ void starttls_sequencer::reconnect_failed(std::uint64_t now, std::string_view de
   out_.arm(leg::upstream, disarmed_timer);
   host_.end_with_reply(now, make_reply(421, "4.4.2", options_.name + " upstream unavailable: " + std::string(detail)),
                  "upstream_refused", detail);
+}
+
+// The client's STARTTLS came with bytes after it (CVE-2011-0411): nothing after it is read and it
+// gets no 220, but the commands pipelined before it (RFC 2920 3.1) still get their replies, in
+// order, and then the session ends. A hostile trial on the PROXY listener (its header, EHLO,
+// STARTTLS and MAIL in one write) got the banner and a close, EHLO's reply dropped; a client of
+// the plain listener writing the same got the same.
+void starttls_sequencer::pipelined_injection(std::uint64_t now, std::size_t unread) {
+  const std::string detail = std::to_string(unread) + " bytes pipelined after STARTTLS";
+  out_.note(now, "STARTTLS injection on the client leg: " + detail + "; session closed (CVE-2011-0411)" +
+                     (owed_.empty() ? "" : " once the replies owed before it are out"));
+  host_.close_after_owed(now, "starttls_injection", detail);
 }
 
 void starttls_sequencer::injection(std::uint64_t now, leg where, std::string_view detail) {

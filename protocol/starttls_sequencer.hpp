@@ -47,6 +47,12 @@ class starttls_host {
   // The upstream connection is gone: why, for the session's end; what it left half-parsed.
   virtual void remember_upstream_loss(std::string_view reason, std::string_view detail) = 0;
   virtual void forget_upstream_input() = 0;
+  // The session ends with `reason` once the replies owed to the commands before now are out;
+  // nothing the client sent after now is read (relay_fsm::close_after_owed). A host that owes
+  // no replies of its own ends it at once.
+  virtual void close_after_owed(std::uint64_t now, std::string_view reason, std::string detail) {
+    end_session(now, reason, detail);
+  }
 
  protected:
   virtual ~starttls_host() = default;
@@ -81,6 +87,9 @@ class starttls_sequencer {
   // The new upstream connection of the fall-back is open; false when none was asked for.
   bool upstream_reconnected(std::uint64_t now);
   void injection(std::uint64_t now, leg where, std::string_view detail);
+  // Bytes pipelined after the client's STARTTLS itself: the same injection, after the replies
+  // owed to the commands before it.
+  void pipelined_injection(std::uint64_t now, std::size_t unread);
 
   // A command of the relay's own goes upstream (without CRLF), recorded as the relay's; its
   // reply is the sequencer's.

@@ -1,0 +1,121 @@
+// The client's STARTTLS in the relay machine, where it meets the commands pipelined before it:
+// bytes pipelined after STARTTLS (CVE-2011-0411) end the session, but the replies owed to the
+// commands before it still go out first, in order (RFC 2920 3.1). The sequencer on its own is
+// starttls_sequencer_test.cpp; the STARTTLS order after EHLO, relay_fsm_test.cpp.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "protocol/relay_fsm.hpp"
+#include "relay_playbook.hpp"
+
+namespace mailtap::protocol {
+namespace {
+
+using testing::Contains;
+using testing::ElementsAre;
+using testing::HasSubstr;
+using testing::IsEmpty;
+using testing::Not;
+using namespace playbook;
+
+const std::string tls_ehlo_reply = "250-mx.example.org\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n";
+
+class RelayStarttlsTest : public testing::Test {
+ protected:
+  void make(upstream_tls_mode mode = upstream_tls_mode::mirror) {
+    relay_options o;
+    o.tls.offer_starttls = true;
+    o.tls.upstream = mode;
+    obs_ = std::make_unique<recording_observer>();
+    fsm_ = std::make_unique<relay_fsm>(std::move(o), obs_.get());
+    fsm_->on_start(tick());
+    fsm_->on_upstream_connected(tick());
+    take();
+  }
+  void TearDown() override {
+    if (fsm_) check_session_end(*fsm_, *obs_, [this] { return tick(); }, [this] { return take(); });
+  }
+  std::uint64_t tick() { return now_ += 1000; }
+  // Sends, closes and handshakes, printed; what went to the client is kept in cl_.
+  std::vector<std::string> take() {
+    std::vector<std::string> out;
+    for (const auto& a : fsm_->take_actions()) {
+      if (const auto* s = std::get_if<send_bytes>(&a); s && s->to == leg::client) cl_ += s->bytes;
+      if (std::holds_alternative<send_bytes>(a) || std::holds_alternative<close_leg>(a) ||
+          std::holds_alternative<start_tls>(a))
+        out.push_back(to_string(a));
+    }
+    return out;
+  }
+  std::vector<std::string> client(std::string_view b) { fsm_->on_client_bytes(tick(), b); return take(); }
+  std::vector<std::string> upstream(std::string_view b) { fsm_->on_upstream_bytes(tick(), b); return take(); }
+  std::string end_reason() const { return obs_->ends.empty() ? "(no end)" : obs_->ends.front().reason; }
+
+  std::unique_ptr<recording_observer> obs_;
+  std::unique_ptr<relay_fsm> fsm_;
+  std::uint64_t now_ = 0;
+  std::string cl_;
+};
+
+// A hostile trial on the PROXY listener (its header, then EHLO, STARTTLS and MAIL in one
+// write) got the banner and a close: the injection ended the session at once, EHLO's reply
+// still owed. The plain listener did the same with the same write; the cause is the machine's.
+TEST_F(RelayStarttlsTest, AnInjectionBehindAPipelinedEhloAnswersTheEhloThenCloses) {
+  make();
+  upstream(banner);
+  EXPECT_THAT(client("EHLO x\r\nSTARTTLS\r\nMAIL FROM:<a@b>\r\n"), ElementsAre(to_upstream("EHLO x\r\n")))
+      << "EHLO goes; nothing of STARTTLS or after it";
+  EXPECT_FALSE(fsm_->finished()) << "EHLO's reply is owed";
+  EXPECT_THAT(client("RCPT TO:<c@d>\r\n"), IsEmpty()) << "nothing more is read";
+  const auto acts = upstream(tls_ehlo_reply);
+  EXPECT_THAT(acts, ElementsAre(to_client(tls_ehlo_reply), closes(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "starttls_injection");
+  EXPECT_EQ(cl_, banner + tls_ehlo_reply) << "no reply to STARTTLS";
+  const std::string up = obs_->stream(leg::upstream, direction::out);
+  EXPECT_EQ(up, "EHLO x\r\n");
+  EXPECT_THAT(obs_->commands, ElementsAre("EHLO x", "STARTTLS"));
+  EXPECT_EQ(obs_->stream(leg::client, direction::in), "EHLO x\r\nSTARTTLS\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n")
+      << "everything the client sent is recorded";
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("STARTTLS injection on the client leg: 17 bytes pipelined after STARTTLS")));
+}
+
+// The same write before the banner (an early talker, as every client of the PROXY listener
+// that writes its commands with the header is): EHLO is answered once the banner is out.
+TEST_F(RelayStarttlsTest, AnEarlyTalkersInjectionBehindEhloAnswersTheEhloThenCloses) {
+  make();
+  EXPECT_THAT(client("EHLO x\r\nSTARTTLS\r\nMAIL FROM:<a@b>\r\n"), IsEmpty());
+  EXPECT_THAT(upstream(banner), ElementsAre(to_client(banner), to_upstream("EHLO x\r\n")));
+  EXPECT_THAT(upstream(tls_ehlo_reply),
+              ElementsAre(to_client(tls_ehlo_reply), closes(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "starttls_injection");
+}
+
+// Nothing owed before it: the session ends at once, as before.
+TEST_F(RelayStarttlsTest, AnInjectionWithNothingOwedEndsTheSessionAtOnce) {
+  make();
+  upstream(banner);
+  client("EHLO x\r\n");
+  upstream(tls_ehlo_reply);
+  EXPECT_THAT(client("STARTTLS\r\nEHLO inj\r\n"), ElementsAre(closes(leg::client), closes(leg::upstream)));
+  EXPECT_EQ(end_reason(), "starttls_injection");
+}
+
+// The upstream lost while EHLO's reply is owed: the client gets the relay's 421 for EHLO, never a
+// 220, and the session ends.
+TEST_F(RelayStarttlsTest, AnInjectionBehindEhloWhoseUpstreamIsLostSaysWhyAndEnds) {
+  make();
+  upstream(banner);
+  client("EHLO x\r\nSTARTTLS\r\nNOOP\r\n");
+  fsm_->on_upstream_eof(tick());
+  take();
+  EXPECT_THAT(cl_, HasSubstr("421 4.4.2 "));
+  EXPECT_THAT(cl_, Not(HasSubstr("220 2.0.0")));
+  EXPECT_TRUE(fsm_->finished());
+}
+
+}  // namespace
+}  // namespace mailtap::protocol
