@@ -1,195 +1,123 @@
-// Following the client leg to find its messages (eml_export.hpp): commands and message data
-// from the client's bytes, replies from mailtap's bytes to it, paired in order.
+// The client's messages (eml_export.hpp), from its bytes as captures/client_steps.hpp cuts them:
+// the cutter `mailtap show` and replay read a capture with, as the relay read the client.
 #include "captures/eml_export.hpp"
-#include "captures/private_file.hpp"
 
-#include <algorithm>
-#include <cctype>
-#include <deque>
 #include <fstream>
+#include <string_view>
+#include <utility>
+
+#include "captures/client_steps.hpp"
+#include "captures/private_file.hpp"
+#include "protocol/reply.hpp"
 
 namespace mailtap::captures {
 
 namespace {
 
-// What one reply to the client answers.
-enum class owed { banner, command, data_command, message_end };
-
-class client_leg_reader {
- public:
-  void client_bytes(std::string_view b) {
-    in_ += b;
-    advance();
-  }
-  void mailtap_bytes(std::string_view b) {
-    out_ += b;
-    for (;;) {
-      const auto code = take_reply();
-      if (!code) break;
-      const owed what = owed_.empty() ? owed::command : owed_.front();
-      if (!owed_.empty()) owed_.pop_front();
-      if (what == owed::data_command) {
-        awaiting_354_ = false;
-        if (*code == 354) state_ = state::data;
-      }
-      advance();
-    }
-  }
-  std::vector<sent_message> take() { return std::move(messages_); }
-
- private:
-  enum class state { commands, data, bdat };
-
-  // The code of the next complete reply mailtap sent (multi-line: up to its "NNN " line).
-  std::optional<int> take_reply() {
-    std::size_t at = 0;
-    for (;;) {
-      const auto lf = out_.find('\n', at);
-      if (lf == std::string::npos) return std::nullopt;
-      const std::string_view line(out_.data() + at, lf - at);
-      at = lf + 1;
-      if (line.size() < 4 || line[3] != '-') {
-        int code = 0;
-        for (std::size_t i = 0; i < 3 && i < line.size(); ++i)
-          code = std::isdigit(static_cast<unsigned char>(line[i])) ? code * 10 + (line[i] - '0') : 0;
-        out_.erase(0, at);
-        return code;
-      }
-    }
-  }
-
-  void advance() {
-    for (bool progress = true; progress;) {
-      switch (state_) {
-        case state::commands: progress = take_command(); break;
-        case state::data: progress = take_data(); break;
-        case state::bdat: progress = take_bdat(); break;
-      }
-    }
-  }
-
-  bool take_command() {
-    if (awaiting_354_) return false;   // the client waits for it before its data (RFC 5321 4.1.1.4)
-    const auto lf = in_.find('\n', in_at_);
-    if (lf == std::string::npos) return false;
-    std::string line = in_.substr(in_at_, lf - in_at_);
-    consume(lf + 1 - in_at_);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    std::string verb = line.substr(0, line.find(' '));
-    std::transform(verb.begin(), verb.end(), verb.begin(), [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
-    if (verb == "DATA" && line.size() == 4) {
-      owed_.push_back(owed::data_command);
-      awaiting_354_ = true;
-      return true;
-    }
-    owed_.push_back(owed::command);
-    if (verb == "BDAT") start_bdat(line);
-    return true;
-  }
-
-  // "BDAT <size> [LAST]" (RFC 3030 2): the size in bytes follows the command line.
-  void start_bdat(const std::string& line) {
-    std::size_t size = 0, i = 5;
-    bool digits = false;
-    for (; i < line.size() && std::isdigit(static_cast<unsigned char>(line[i])); ++i) {
-      size = size * 10 + static_cast<std::size_t>(line[i] - '0');
-      digits = true;
-    }
-    if (!digits) return;   // refused: no chunk follows
-    std::string rest = line.substr(i);
-    std::transform(rest.begin(), rest.end(), rest.begin(), [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
-    bdat_left_ = size;
-    bdat_last_ = rest.find("LAST") != std::string::npos;
-    state_ = state::bdat;
-  }
-
-  bool take_bdat() {
-    const auto n = std::min(bdat_left_, in_.size() - in_at_);
-    bdat_message_.append(in_, in_at_, n);
-    consume(n);
-    bdat_left_ -= n;
-    if (bdat_left_ > 0) return false;
-    state_ = state::commands;
-    if (bdat_last_) {
-      messages_.push_back({std::move(bdat_message_), true});
-      bdat_message_.clear();
-    }
-    return true;
-  }
-
-  // Up to <CRLF>.<CRLF> (or a lone ".<CRLF>" first), then dot-unstuffed.
-  bool take_data() {
-    std::size_t end, after;
-    if (in_.compare(in_at_, 3, ".\r\n") == 0) {
-      end = in_at_;
-      after = in_at_ + 3;
-    } else {
-      // Searched from where the last search stopped (less the terminator's length), so that
-      // a message recorded in many pieces is scanned once.
-      const auto dot = in_.find("\r\n.\r\n", std::max(in_at_, data_searched_to_));
-      if (dot == std::string::npos) {
-        data_searched_to_ = in_.size() < 4 ? 0 : in_.size() - 4;
-        return false;
-      }
-      end = dot + 2;
-      after = dot + 5;
-    }
-    data_searched_to_ = 0;
-    std::string message;
-    std::size_t line_start = in_at_;
-    while (line_start < end) {
-      const auto lf = in_.find('\n', line_start);
-      const auto line_end = lf == std::string::npos || lf >= end ? end : lf + 1;
-      std::size_t from = line_start;
-      // RFC 5321 4.5.2: a leading dot was doubled, at the start of a line, which a CRLF ends
-      // (2.3.8): a dot after a bare LF is the line's content, as the relay forwards it (under
-      // normalize the LF is a space) and the destination keeps it.
-      const bool after_crlf = line_start == in_at_ || (line_start >= 2 && in_[line_start - 2] == '\r');
-      if (in_[from] == '.' && after_crlf) ++from;
-      message.append(in_, from, line_end - from);
-      line_start = line_end;
-    }
-    consume(after - in_at_);
-    messages_.push_back({std::move(message), false});
-    owed_.push_back(owed::message_end);
-    state_ = state::commands;
-    return true;
-  }
-
-  // The client's bytes not yet consumed are in_ from in_at_ on: consuming moves the offset,
-  // and the consumed front is dropped only once it is most of the buffer (one erase per
-  // line made a 30 MB message quadratic).
-  void consume(std::size_t n) {
-    in_at_ += n;
-    if (in_at_ < 64 * 1024 || in_at_ * 2 < in_.size()) return;
-    in_.erase(0, in_at_);
-    data_searched_to_ = data_searched_to_ > in_at_ ? data_searched_to_ - in_at_ : 0;
-    in_at_ = 0;
-  }
-
-  std::string in_, out_;
-  std::size_t in_at_ = 0;              // where the unconsumed client bytes begin in in_
-  std::size_t data_searched_to_ = 0;   // in_ before this holds no end of data (state::data)
-  std::deque<owed> owed_{owed::banner};
-  state state_ = state::commands;
-  bool awaiting_354_ = false;
-  std::size_t bdat_left_ = 0;
-  bool bdat_last_ = false;
-  std::string bdat_message_;
-  std::vector<sent_message> messages_;
+// The client leg: every byte the client sent, and the codes of the replies it got (the greeting
+// first), in record order. The relay writes only well-formed replies to the client; should one not
+// parse, the codes stop there, and no step after it is answered.
+struct client_leg {
+  std::string in;
+  std::vector<int> codes;
 };
+
+client_leg read_client_leg(const capture& c) {
+  client_leg leg;
+  protocol::reply_parser parser;
+  std::vector<protocol::reply> replies;
+  for (const auto& e : c.events) {
+    const auto* b = std::get_if<bytes_event>(&e);
+    if (!b || b->leg != protocol::leg::client) continue;
+    if (b->dir == protocol::direction::in) {
+      leg.in += b->data;
+      continue;
+    }
+    parser.feed(b->data, replies);
+    for (const auto& r : replies) leg.codes.push_back(r.code);
+    replies.clear();
+  }
+  return leg;
+}
+
+// Where the line starting at `from` of a message ends (one past its line ending), as the relay
+// read the message: only CRLF ends a line (RFC 5321 2.3.8), but under normalize_line_ends (an older
+// normalize capture) a bare CR or LF did too.
+std::size_t line_end(std::string_view m, std::size_t from, bool bare_ends_line) {
+  if (!bare_ends_line) {
+    const auto crlf = m.find("\r\n", from);
+    return crlf == std::string_view::npos ? m.size() : crlf + 2;
+  }
+  const auto eol = m.find_first_of("\r\n", from);
+  if (eol == std::string_view::npos) return m.size();
+  return m.compare(eol, 2, "\r\n") == 0 ? eol + 2 : eol + 1;
+}
+
+// A DATA message step, its end included, as the client sent it: without the dot line that ended it
+// (".\r\n"; under normalize_line_ends also ".\n", or ".\r" ended on the byte after it), and with the
+// leading dot of each line that begins with one removed (RFC 5321 4.5.2). A dot after a bare LF
+// begins no line under today's framings (under normalize the LF went on as a space, and the
+// destination kept the dot).
+std::string unstuffed(std::string_view m, protocol::bare_eol_mode framing) {
+  m.remove_suffix(m.ends_with("\r\n") ? 3 : 2);
+  const bool bare_ends_line = framing == protocol::bare_eol_mode::normalize_line_ends;
+  std::string out;
+  out.reserve(m.size());
+  for (std::size_t line = 0; line < m.size();) {
+    const std::size_t end = line_end(m, line, bare_ends_line);
+    const std::size_t from = m[line] == '.' ? line + 1 : line;
+    out.append(m, from, end - from);
+    line = end;
+  }
+  return out;
+}
+
+// A command line after which the chunks the client sent so far are no message's: the transaction
+// they were in ended (RSET, QUIT, a new EHLO or HELO, TLS begun) or a new one began (RFC 3030 2,
+// RFC 5321 4.1.4). Known by the reply: a MAIL refused (503 inside a transaction) leaves the chunks'
+// message open.
+bool drops_chunks(protocol::phase ph, int code) {
+  using protocol::phase;
+  switch (ph) {
+    case phase::rset:
+    case phase::quit: return true;
+    case phase::mail:
+    case phase::ehlo:
+    case phase::helo: return code / 100 == 2;
+    case phase::starttls: return code == 220;
+    default: return false;
+  }
+}
 
 }  // namespace
 
 std::vector<sent_message> sent_messages(const capture& c) {
-  client_leg_reader reader;
-  for (const auto& e : c.events) {
-    const auto* b = std::get_if<bytes_event>(&e);
-    if (!b || b->leg != protocol::leg::client) continue;
-    if (b->dir == protocol::direction::in) reader.client_bytes(b->data);
-    else reader.mailtap_bytes(b->data);
+  const client_leg leg = read_client_leg(c);
+  const auto framing = message_framing(c.header);
+  const std::string_view in = leg.in;
+  std::vector<sent_message> messages;
+  std::string chunks;   // the BDAT message's chunks so far
+  const auto steps = cut_client_steps(in, leg.codes, framing);
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    const client_step& st = steps[i];
+    if (st.unfinished) break;   // cut before its end: only the last step can be
+    const std::size_t answer = i + 1;   // the greeting answers no step
+    const int code = answer < leg.codes.size() ? leg.codes[answer] : 0;
+    switch (st.kind) {
+      case client_step_kind::message:
+        messages.push_back({unstuffed(in.substr(st.begin, st.end - st.begin), framing), false});
+        break;
+      case client_step_kind::bdat:
+        chunks.append(in, st.line_end, st.end - st.line_end);
+        if (st.bdat_last) messages.push_back({std::exchange(chunks, {}), true});
+        break;
+      case client_step_kind::line:
+        if (drops_chunks(st.ph, code)) chunks.clear();
+        break;
+      case client_step_kind::auth_response: break;
+    }
   }
-  return reader.take();
+  return messages;
 }
 
 std::optional<std::vector<std::filesystem::path>> write_eml_files(const capture& c, const std::filesystem::path& dir,

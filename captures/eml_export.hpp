@@ -1,9 +1,16 @@
 // The messages of a capture (`mailtap export eml`): each message the client sent, as it
 // sent it, read back from the client leg's recorded bytes. DATA content is dot-unstuffed
-// (RFC 5321 4.5.2) and ends before its <CRLF>.<CRLF>; BDAT chunks are joined (RFC 3030).
-// The client leg is followed as a conversation: each command line, and each message's end,
-// is owed one reply (the banner comes first), so DATA content begins only once its 354 came.
-// A message the session cut before its end is left out. Pure: no I/O but write_eml_files.
+// (RFC 5321 4.5.2) and ends before the dot line that ended it (<CRLF>.<CRLF>); BDAT chunks
+// are joined (RFC 3030).
+// The client's bytes are cut as the relay read them, by captures/client_steps.hpp (the cutter of
+// `mailtap show` and replay): command lines to their CRLF; after a DATA line the relay took and
+// the client heard 354 to, the message to its end as the capture's framing says the relay found it
+// (message_framing: "\n.\n" too in an older normalize capture); a BDAT line with the chunk its
+// size counts, LAST as its grammar has it (RFC 3030); after a 334 to AUTH, AUTH responses, never
+// commands. A BDAT message is its chunks up to its LAST; chunks before a RSET or QUIT, or an
+// accepted EHLO, HELO, MAIL or STARTTLS, are no part of it (their transaction ended). A message the
+// session cut before its end is left out.
+// Pure: no I/O but write_eml_files.
 #pragma once
 #include <filesystem>
 #include <string>

@@ -3,7 +3,9 @@
 // within max_segment_bytes, valid checksums and a FIN exchange; STARTTLS moves the leg to a
 // second connection; IPv6 clients give IPv6 frames; libpcap reads the file back with the
 // recorded times. The client leg's messages come back dot-unstuffed, BDAT chunks joined,
-// and a DATA that was refused or a message that was cut gives none.
+// and a DATA that was refused or a message that was cut gives none; the client's bytes are cut
+// as the relay read them (captures/client_steps.hpp): lines end at CRLF, a DATA or BDAT line is
+// the relay's parse of it, AUTH responses are no commands, and the capture's framing ends DATA.
 #include <gtest/gtest.h>
 #include <pcap/pcap.h>
 
@@ -53,7 +55,18 @@ struct builder {
     c.end = end_record{t += 1000, "client_quit", "", "", true, 0};
     return *this;
   }
+  // The greeting, then MAIL and RCPT pipelined, both accepted.
+  builder& envelope() {
+    return to_client("220 mx\r\n").from_client("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n").to_client("250 ok\r\n250 ok\r\n");
+  }
 };
+
+// The content of each message sent_messages finds, in order.
+std::vector<std::string> contents(const capture& c) {
+  std::vector<std::string> out;
+  for (auto& m : sent_messages(c)) out.push_back(std::move(m.content));
+  return out;
+}
 
 struct tcp_view {
   bool v6 = false;
@@ -351,6 +364,119 @@ TEST(EmlExport, ASessionIdThatIsAPathWritesNothing) {
     EXPECT_NE(error.find("not a plain name"), std::string::npos) << error;
     EXPECT_FALSE(std::filesystem::exists(dir.path() / "out"));
   }
+}
+
+// The exporter cut the client's bytes a way of its own (before captures/client_steps.hpp): it
+// parsed BDAT's size by hand, so "BDAT 5abc", which the relay refuses (501, then it closes, reading
+// nothing more), still took the next 5 bytes as a chunk, and "hello" became a message.
+TEST(EmlExport, ABdatSizeThatIsNotANumberCarriesNoChunk) {
+  builder b;
+  b.envelope().from_client("BDAT 5abc\r\nhelloBDAT 0 LAST\r\n").to_client("501 5.5.4 Syntax error in BDAT parameters\r\n");
+  EXPECT_EQ(contents(b.c), std::vector<std::string>{});
+}
+
+// It took LAST anywhere after the size ("NOTLAST", "5LAST") for the end of the message: RFC 3030
+// has it as the line's one word after the size, and the relay refuses any other line as a bad BDAT.
+TEST(EmlExport, LastIsOnlyBdatsOwnEndMarker) {
+  for (std::string line : {"BDAT 5 NOTLAST", "BDAT 5LAST", "BDAT 5 LASTING", "BDAT 5 LAST LAST"}) {
+    SCOPED_TRACE(line);
+    builder b;
+    b.envelope().from_client(line + "\r\nhello").to_client("501 5.5.4 Syntax error in BDAT parameters\r\n");
+    EXPECT_EQ(contents(b.c), std::vector<std::string>{});
+  }
+  builder b;   // the keyword itself, in any case
+  b.envelope().from_client("bdat 5 last\r\nhello").to_client("250 queued\r\n");
+  EXPECT_EQ(contents(b.c), std::vector<std::string>{"hello"});
+}
+
+// A line after a 334 to AUTH is an AUTH response (RFC 4954 4), as the relay reads it, whatever it
+// looks like; the exporter parsed it as a command. "DATA" is base64 too (a relay masks responses
+// in its captures, and refuses a 354 to one: relay_fsm not_a_reply_to; these are models): answered
+// 354 it opened a message that swallowed the session up to the real message's end, and a literal
+// "BDAT 4 LAST" took the next response's first bytes for a message.
+TEST(EmlExport, AnAuthResponseIsNeverACommand) {
+  {
+    builder b;
+    b.to_client("220 mx\r\n").from_client("AUTH LOGIN\r\n").to_client("334 VXNlcm5hbWU6\r\n");
+    b.from_client("DATA\r\n").to_client("354 go\r\n").from_client("cGFzcw==\r\n").to_client("235 2.7.0 ok\r\n");
+    b.from_client("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n").to_client("250 ok\r\n250 ok\r\n354 go\r\n");
+    b.from_client("Subject: real\r\n\r\nbody\r\n.\r\n").to_client("250 queued\r\n");
+    EXPECT_EQ(contents(b.c), std::vector<std::string>{"Subject: real\r\n\r\nbody\r\n"});
+  }
+  {
+    builder b;
+    b.to_client("220 mx\r\n").from_client("AUTH LOGIN\r\n").to_client("334 VXNlcm5hbWU6\r\n");
+    b.from_client("BDAT 4 LAST\r\n").to_client("334 UGFzc3dvcmQ6\r\n");
+    b.from_client("dGVzdA==\r\n").to_client("235 2.7.0 ok\r\n").from_client("QUIT\r\n").to_client("221 bye\r\n");
+    EXPECT_EQ(contents(b.c), std::vector<std::string>{});
+  }
+}
+
+// The relay reads DATA's verb in any case; so did the exporter (pinned here beside the cutter's rule).
+TEST(EmlExport, LowerCaseDataOpensAMessage) {
+  builder b;
+  b.to_client("220 mx\r\n").from_client("mail from:<a@x>\r\nrcpt to:<b@y>\r\ndata\r\n").to_client("250 ok\r\n250 ok\r\n354 go\r\n");
+  b.from_client("Subject: lower\r\n\r\nbody\r\n.\r\n").to_client("250 queued\r\n");
+  EXPECT_EQ(contents(b.c), std::vector<std::string>{"Subject: lower\r\n\r\nbody\r\n"});
+}
+
+// The relay splits a command's words at a space or a tab (protocol/command.cpp), so "DATA " and
+// "DATA<TAB>" are DATA: forwarded, and the destination's 354 opens the message. The exporter took
+// only a bare "DATA", read the message as commands and wrote none.
+TEST(EmlExport, DataWithTrailingWhiteSpaceOpensAMessage) {
+  for (std::string line : {"DATA ", "DATA\t"}) {
+    SCOPED_TRACE(line);
+    builder b;
+    b.envelope().from_client(line + "\r\n").to_client("354 go\r\n");
+    b.from_client("Subject: spaced\r\n\r\n..dot\r\n.\r\n").to_client("250 queued\r\n");
+    EXPECT_EQ(contents(b.c), std::vector<std::string>{"Subject: spaced\r\n\r\n.dot\r\n"});
+  }
+}
+
+// Only CRLF ends a command line (RFC 5321 2.3.8): "RSET\nDATA" is one line, which the relay
+// refuses (500, bare LF). The exporter ended a line at the LF and took the DATA in it for the
+// next 354's, so the message began with the client's real "DATA" line.
+TEST(EmlExport, ABareLfDoesNotEndACommandLine) {
+  builder b;
+  b.envelope().from_client("RSET\nDATA\r\n").to_client("500 5.5.2 Syntax error: bare LF in command\r\n");
+  b.from_client("DATA\r\n").to_client("354 go\r\n").from_client("Subject: x\r\n\r\nbody\r\n.\r\n").to_client("250 queued\r\n");
+  EXPECT_EQ(contents(b.c), std::vector<std::string>{"Subject: x\r\n\r\nbody\r\n"});
+}
+
+// A normalize capture without normalize_to is from before it was written, when the relay read a bare
+// LF as a line ending and "\n.\n" ended the message (captures/FORMAT.md; client_steps.hpp
+// message_framing). The exporter framed it as today's normalize: only CRLF.CRLF ended it, so the
+// message ran on over the next transaction into the next message's end, and two were one.
+// Its lines are as the client sent them; a dot after a bare LF began a line then, and was stuffing.
+TEST(EmlExport, AnOlderNormalizeCaptureEndsAMessageAtABareLfDot) {
+  builder b;
+  b.c.header.bare_eol = "normalize";
+  b.envelope().from_client("DATA\r\n").to_client("354 go\r\n");
+  b.from_client("Subject: one\n\n..dot\nbody\n.\n").to_client("250 queued\r\n");
+  b.from_client("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n").to_client("250 ok\r\n250 ok\r\n354 go\r\n");
+  b.from_client("Subject: two\r\n\r\nbody\r\n.\r\n").to_client("250 queued\r\n");
+  EXPECT_EQ(contents(b.c), (std::vector<std::string>{"Subject: one\n\n.dot\nbody\n", "Subject: two\r\n\r\nbody\r\n"}));
+  // Today's normalize (normalize_to "space"): "\n.\n" is text, only CRLF.CRLF ends the message.
+  b.c.header.normalize_to = "space";
+  const auto today = sent_messages(b.c);
+  ASSERT_EQ(today.size(), 1u);
+  EXPECT_EQ(today[0].content.rfind("Subject: one\n\n..dot\nbody\n.\nMAIL FROM:", 0), 0u) << today[0].content;
+}
+
+// A BDAT message is the chunks of its transaction: a RSET ends it (RFC 3030 2), and the exporter
+// joined the chunks before it to the next message's. A MAIL refused inside the transaction (503)
+// leaves it open.
+TEST(EmlExport, ChunksBeforeARsetAreNoPartOfTheNextMessage) {
+  builder b;
+  b.envelope().from_client("BDAT 6\r\nfirst ").to_client("250 ok\r\n").from_client("RSET\r\n").to_client("250 ok\r\n");
+  b.from_client("MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n").to_client("250 ok\r\n250 ok\r\n");
+  b.from_client("BDAT 7\r\nsecond ").to_client("250 ok\r\n");
+  b.from_client("MAIL FROM:<a@x>\r\n").to_client("503 5.5.1 nested MAIL\r\n");
+  b.from_client("BDAT 4 LAST\r\npart").to_client("250 queued\r\n");
+  const auto messages = sent_messages(b.c);
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_EQ(messages[0].content, "second part");
+  EXPECT_TRUE(messages[0].bdat);
 }
 
 }  // namespace
