@@ -74,6 +74,8 @@ class starttls_sequencer {
   void remember_hello(std::string_view line) { hello_line_ = std::string(line); }
   const std::string& hello_line() const { return hello_line_; }
   void note_upstream_capabilities(const reply& r);
+  // The upstream's reply to the client's HELO: no extensions listed, STARTTLS neither offered nor refused.
+  void note_upstream_helo(const reply& r);
 
   // The banner went to the client: secure the upstream first when the mode asks.
   void after_banner(std::uint64_t now);
@@ -124,6 +126,7 @@ class starttls_sequencer {
   bool upstream_tls_ = false;
   bool upstream_offers_starttls_ = false;   // in the last EHLO reply the upstream sent
   bool upstream_ehlo_seen_ = false;         // an EHLO answered 250 on this connection since its last handshake
+  bool upstream_helo_seen_ = false;         // a HELO answered 250 so, whether or not an EHLO was too
   bool securing_upstream_ = false;          // internal EHLO/STARTTLS before client commands
   tls_step tls_step_ = tls_step::idle;
   // Plaintext fall-back: a new upstream connection is being opened and prepared; client

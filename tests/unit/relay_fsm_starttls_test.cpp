@@ -1,7 +1,8 @@
-// The client's STARTTLS in the relay machine, where it meets the commands pipelined before it:
-// bytes pipelined after STARTTLS (CVE-2011-0411) end the session, but the replies owed to the
-// commands before it still go out first, in order (RFC 2920 3.1). The sequencer on its own is
-// starttls_sequencer_test.cpp; the STARTTLS order after EHLO, relay_fsm_test.cpp.
+// The client's STARTTLS in the relay machine, where it meets the commands before it: bytes
+// pipelined after STARTTLS (CVE-2011-0411) end the session, but the replies owed to the commands
+// before it still go out first, in order (RFC 2920 3.1); after HELO, with no EHLO reply to go by,
+// it is put to the destination. The sequencer on its own is starttls_sequencer_test.cpp; the
+// STARTTLS order after EHLO, relay_fsm_test.cpp.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -115,6 +116,104 @@ TEST_F(RelayStarttlsTest, AnInjectionBehindEhloWhoseUpstreamIsLostSaysWhyAndEnds
   EXPECT_THAT(cl_, HasSubstr("421 4.4.2 "));
   EXPECT_THAT(cl_, Not(HasSubstr("220 2.0.0")));
   EXPECT_TRUE(fsm_->finished());
+}
+
+// ---------------------------------------------------------------- STARTTLS after HELO
+//
+// HELO lists no extensions, so the relay has no EHLO reply to judge STARTTLS by; the destination
+// may take it all the same (Postfix's smtpd answers 220 after HELO). f6ac0eb answered it 503
+// "Send EHLO first": mailtap refused what the destination would accept. It is put to the
+// destination now; before any hello it is still 503.
+
+tls_summary handshake() {
+  tls_summary t;
+  t.version = "TLSv1.3";
+  t.cipher = "TLS_AES_256_GCM_SHA384";
+  t.handshake_us = 1500;
+  return t;
+}
+
+class StarttlsAfterHelo : public RelayStarttlsTest {
+ protected:
+  void helo(upstream_tls_mode mode) {
+    make(mode);
+    upstream(banner);
+    EXPECT_THAT(client("HELO client.example\r\n"), ElementsAre(to_upstream("HELO client.example\r\n")));
+    EXPECT_THAT(upstream("250 mx.example.org\r\n"), ElementsAre(to_client("250 mx.example.org\r\n")));
+  }
+  std::string starts_tls(leg l) const { return to_string(action{start_tls{l}}); }
+};
+
+TEST_F(StarttlsAfterHelo, MirrorAsksTheDestinationAndSecuresBothLegs) {
+  helo(upstream_tls_mode::mirror);
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(to_upstream("STARTTLS\r\n")));
+  EXPECT_THAT(upstream("220 2.0.0 Ready to start TLS\r\n"), ElementsAre(starts_tls(leg::upstream)));
+  fsm_->on_tls_ready(tick(), leg::upstream, handshake());
+  EXPECT_THAT(take(), ElementsAre(to_client("220 2.0.0 Ready to start TLS\r\n"), starts_tls(leg::client)));
+  fsm_->on_tls_ready(tick(), leg::client, handshake());
+  EXPECT_THAT(take(), IsEmpty());
+  EXPECT_THAT(client("EHLO client.example\r\n"), ElementsAre(to_upstream("EHLO client.example\r\n")));
+  EXPECT_EQ(obs_->tls.size(), 2u);
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("STARTTLS after HELO")));
+  EXPECT_THAT(obs_->notes, Not(Contains(HasSubstr("STARTTLS refused"))));
+}
+
+TEST_F(StarttlsAfterHelo, MirrorPassesOnTheDestinationsRefusalAs454) {
+  helo(upstream_tls_mode::mirror);
+  client("STARTTLS\r\n");
+  const auto acts = upstream("502 5.5.1 Error: command not implemented\r\n");
+  EXPECT_THAT(acts, ElementsAre(to_client("454 4.7.0 TLS not available: upstream refused STARTTLS with 502\r\n")));
+  EXPECT_THAT(client("MAIL FROM:<a@example.org>\r\n"), ElementsAre(to_upstream("MAIL FROM:<a@example.org>\r\n")))
+      << "the session goes on in plaintext";
+}
+
+TEST_F(StarttlsAfterHelo, OpportunisticGivesTheClientTlsWhenTheDestinationRefuses) {
+  helo(upstream_tls_mode::opportunistic);
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(to_upstream("STARTTLS\r\n")));
+  EXPECT_THAT(upstream("502 5.5.1 Error: command not implemented\r\n"),
+              ElementsAre(to_client("220 2.0.0 Ready to start TLS\r\n"), starts_tls(leg::client)));
+}
+
+TEST_F(StarttlsAfterHelo, NeverGivesTheClientTlsAlone) {
+  helo(upstream_tls_mode::never);
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(to_client("220 2.0.0 Ready to start TLS\r\n"), starts_tls(leg::client)));
+}
+
+// required: the relay secured the upstream itself after the banner; the client's HELO goes
+// inside that TLS, and its STARTTLS is the client leg's alone.
+TEST_F(StarttlsAfterHelo, RequiredGivesTheClientTlsOverTheSecuredUpstream) {
+  make(upstream_tls_mode::required);
+  EXPECT_THAT(upstream(banner), Contains(any_upstream_send())) << "the relay's own EHLO";
+  EXPECT_THAT(upstream(tls_ehlo_reply), ElementsAre(to_upstream("STARTTLS\r\n")));
+  EXPECT_THAT(upstream("220 2.0.0 Ready to start TLS\r\n"), ElementsAre(starts_tls(leg::upstream)));
+  fsm_->on_tls_ready(tick(), leg::upstream, handshake());
+  take();
+  client("HELO client.example\r\n");
+  upstream("250 mx.example.org\r\n");
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(to_client("220 2.0.0 Ready to start TLS\r\n"), starts_tls(leg::client)));
+}
+
+// An EHLO reply, when there was one, still decides: HELO after it changes nothing.
+TEST_F(StarttlsAfterHelo, AnEhloReplyWithoutStarttlsStillDecides) {
+  make();
+  upstream(banner);
+  client("EHLO client.example\r\n");
+  upstream(plain_ehlo_reply);
+  client("HELO client.example\r\n");
+  upstream("250 mx.example.org\r\n");
+  EXPECT_THAT(client("STARTTLS\r\n"),
+              ElementsAre(to_client("454 4.7.0 TLS not available: the upstream does not offer STARTTLS\r\n")));
+}
+
+// Before any hello, or after a HELO the destination refused, it is still "send EHLO first".
+TEST_F(StarttlsAfterHelo, BeforeAnyHelloOrAfterARefusedHeloItIsStill503) {
+  make();
+  upstream(banner);
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(client_reply("503 5.5.1 Send EHLO first")));
+  client("HELO client.example\r\n");
+  upstream("550 5.7.1 No\r\n");
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(client_reply("503 5.5.1 Send EHLO first")));
+  EXPECT_EQ(obs_->stream(leg::upstream, direction::out), "HELO client.example\r\n");
 }
 
 }  // namespace

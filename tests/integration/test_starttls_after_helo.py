@@ -1,0 +1,81 @@
+"""STARTTLS after HELO, compared with a real Postfix (README "STARTTLS, in this order").
+
+HELO lists no extensions, so the relay has no EHLO reply to judge STARTTLS by. RFC 3207 4 asks
+for no EHLO before it, and Postfix's smtpd (smtpd_tls_security_level = may) answers it 220 after
+HELO. mailtap asks the destination rather than refuse what it would accept: the same exchange
+through mailtap (mirror, its default) gets the destination's answer, TLS on both legs, and the
+message is delivered over both.
+
+Peers: a real Postfix destination (postfix_instance.ReceivingPostfix: STARTTLS with a
+self-signed certificate); SmtpClient (raw bytes) and Python's ssl on the client side.
+"""
+
+import os
+import re
+import ssl
+import unittest
+
+from harness import IntegrationTest, LOOPBACK, show_json
+from postfix_instance import ReceivingPostfix
+
+FROM = "sender@a.mail.test"
+TO = "rcpt@example.test"
+
+
+def unverified_context():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class StarttlsAfterHelo(IntegrationTest):
+
+    def setUp(self):
+        super().setUp()
+        self.env = dict(os.environ, XDG_STATE_HOME=os.path.join(self.workdir, "state"))
+        self.b = ReceivingPostfix(name="helo")
+        self.addCleanup(self.b.cleanup)
+        self.b.start()
+
+    def helo_then_starttls(self, port):
+        """Banner, HELO (250), STARTTLS: the client and the reply to its STARTTLS."""
+        c = self.connect(port)
+        self.assertReply(c.reply(), 220)
+        self.assertReply(c.command("HELO client.test"), 250)
+        return c, c.command("STARTTLS")
+
+    def test_mailtap_answers_starttls_after_helo_as_postfix_does(self):
+        c, direct = self.helo_then_starttls(self.b.port)
+        c.close()
+        self.assertReply(direct, 220)
+
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, self.b.port), env=self.env)
+        c, relayed = self.helo_then_starttls(mailtap.port)
+        # f6ac0eb answered it "503 5.5.1 Send EHLO first": refused what the destination takes.
+        self.assertEqual(relayed.code, direct.code, relayed)
+        c.sock = unverified_context().wrap_socket(c.sock, server_hostname="mailtap.test")
+        self.assertReply(c.command("EHLO client.test"), 250)
+        self.assertReply(c.command("MAIL FROM:<%s>" % FROM), 250)
+        self.assertReply(c.command("RCPT TO:<%s>" % TO), 250)
+        self.assertReply(c.command("DATA"), 354)
+        self.assertReply(c.command(b"Subject: after HELO\r\nMessage-ID: <after-helo@a.mail.test>\r\n\r\nhi\r\n."), 250)
+        self.quit(c)
+
+        self.b.wait_for_log(r"status=sent \(delivered to maildir\)")
+        [delivered] = self.b.maildir_messages()
+        self.assertIn(b"<after-helo@a.mail.test>", delivered)
+        # Postfix's Received header says ESMTPS for a session under TLS: the upstream leg was.
+        self.assertTrue(re.search(rb"by b\.mail\.test \(Postfix\) with ESMTPS id", delivered), delivered[:800])
+
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        shown = show_json(cap.path)
+        self.assertEqual(sorted(e["leg"] for e in shown["events"] if e["kind"] == "tls"), ["client", "upstream"])
+        self.assertEqual([t["outcome"] for t in shown["transactions"]], ["delivered"])
+        self.assertIn(b"HELO client.test\r\nSTARTTLS\r\n", cap.bytes_of("upstream", "out"))
+        self.assertFalse(any(n.startswith("STARTTLS refused") for n in cap.notes), cap.notes)
+
+
+if __name__ == "__main__":
+    unittest.main()
