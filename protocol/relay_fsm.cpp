@@ -1812,9 +1812,10 @@ void relay_fsm::flush_replies(std::uint64_t now) {
   // command mode again. A hostile trial: with the upstream's 221 to MAIL held by a delay (when =
   // "reply") and RCPT and DATA pipelined behind, the held 221 and the relay's 421 went out when
   // the hold ended and the session then never ended, its later commands unread, until the drain.
-  if (out_.closed(leg::upstream) && owed_.empty() &&
-      (mode_ == client_mode::awaiting_data_go || mode_ == client_mode::awaiting_auth))
-    mode_ = client_mode::command;
+  if (out_.closed(leg::upstream) && owed_.empty()) {
+    if (mode_ == client_mode::awaiting_data_go) mode_ = client_mode::command;
+    if (mode_ == client_mode::awaiting_auth) abandon_auth_exchange();
+  }
   if (out_.closed(leg::upstream) && owed_.empty() && mode_ == client_mode::command && !faults_.refusing() &&
       !faults_.absorbing()) {
     // The upstream is gone (we aborted its transaction, or it died in DATA): nothing more
@@ -1834,6 +1835,19 @@ void relay_fsm::flush_replies(std::uint64_t now) {
   tls_.advance(now);   // a pipelined STARTTLS proceeds once everything before it is answered
   maybe_finish_drain(now);
   end_if_client_done(now);
+}
+
+// An AUTH the client awaits a go-ahead (334) or an outcome for can have neither: the upstream is
+// gone (upstream_lost answered it with the relay's 421, or dropped it unanswered behind the
+// command it answered). The exchange is over, and the client is in commands again. What it
+// pipelined behind AUTH it sent as the exchange's responses: masked before the mode says
+// commands (mask_unparsed_auth reads the mode), as it would have been had the exchange gone on.
+// A review of b19b514: its reset (flush_replies) left auth_open_ set, and it, as f2eb076's
+// (after_reply), recorded an AUTH response pipelined behind AUTH in the clear.
+void relay_fsm::abandon_auth_exchange() {
+  mask_unparsed_auth();
+  auth_open_ = false;
+  mode_ = client_mode::command;
 }
 
 // The upstream's 334 to AUTH, every reply before it out: the client's next line is its response,
@@ -1881,10 +1895,7 @@ void relay_fsm::after_reply(std::uint64_t now, const reply_slot& p) {
       if (t && (r.klass() != 2 || p.asked.last_chunk)) settle(outcome_of_code(r.code));
       break;
     case phase::auth:
-      if (r.code != 334 && upstream_gone && mode_ == client_mode::awaiting_auth) {
-        auth_open_ = false;
-        mode_ = client_mode::command;
-      }
+      if (r.code != 334 && upstream_gone && mode_ == client_mode::awaiting_auth) abandon_auth_exchange();
       break;
     case phase::rset:
       // The relay's own RSET (a fault answers the message) that the relay had to answer with a

@@ -310,6 +310,8 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   // went upstream still learns its fate), and then the session ends with `reason`.
   void close_after_owed(std::uint64_t now, std::string_view reason, std::string detail) override;
   void mask_auth_in_line(std::size_t line_start, std::string_view line);
+  // No 334 or outcome can come to the AUTH the client awaits (the upstream is gone).
+  void abandon_auth_exchange();
   void record_early_talk(std::uint64_t now);
   void record_received_size();
 
