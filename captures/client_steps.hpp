@@ -3,8 +3,8 @@
 // message up to and including its end as the relay found it (protocol/data_framer.hpp in the
 // capture's framing, message_framing); a BDAT line with its counted chunk (RFC 3030); after a 334
 // to AUTH an AUTH response (masked in a capture). The one cutter of `mailtap show` (the lines the
-// relay recorded and never read, captures/show.cpp) and of replay's script (replay/script.cpp):
-// two cutters of the same bytes could drift. Pure: no I/O, no clock.
+// relay recorded and never read, captures/show.cpp), of replay's script (replay/script.cpp) and
+// of `mailtap export eml` (captures/eml_export.cpp): cutters of the same bytes could drift. Pure: no I/O, no clock.
 #pragma once
 #include <cstddef>
 #include <cstdint>
