@@ -477,6 +477,10 @@ std::unique_ptr<session_capture> store::begin(const session_info& info) {
   // The file is complete before the writer thread can see it in open_ (store::park_idle reads
   // its descriptor), and counts as just recorded so that it is not parked before its header.
   file->recorded = true;
+  {
+    std::lock_guard lock(mutex_);
+    creating_.insert(info.id);
+  }
   file->fd = ::open(file->path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (file->fd < 0) {
     if (errno == ENOSPC) out_of_space_ = true;
@@ -486,6 +490,7 @@ std::unique_ptr<session_capture> store::begin(const session_info& info) {
   }
   {
     std::lock_guard lock(mutex_);
+    creating_.erase(info.id);
     open_.emplace(info.id, file);
   }
   std::unique_ptr<session_capture> cap(new session_capture(*this, file, info));
@@ -716,7 +721,7 @@ void store::run() {
 
 bool store::is_open(std::string_view session_id) const {
   std::lock_guard lock(mutex_);
-  return open_.find(session_id) != open_.end();
+  return open_.find(session_id) != open_.end() || creating_.find(session_id) != creating_.end();
 }
 
 // Runs the retention limits when they are due (or at once after ENOSPC), never touching a

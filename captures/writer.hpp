@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -183,6 +184,9 @@ class store {
   std::vector<std::function<void()>> caught_up_waiters_;   // when_caught_up
   // The captures open now, by session id (never pruned; parked when descriptors are scarce).
   std::map<std::string, std::shared_ptr<capture_file>, std::less<>> open_;
+  // The captures begin() is creating: open to is_open from before their file exists, so that
+  // no reader of the directory (the admin API's list, the pruner) sees a file nobody has open.
+  std::set<std::string, std::less<>> creating_;
   failure_listener failure_listener_;
   // Writer thread only: when to prune next.
   std::chrono::steady_clock::time_point next_prune_{};

@@ -209,4 +209,32 @@ TEST(CaptureRetention, TheStorePrunesButNeverTheCaptureItIsWriting) {
   EXPECT_EQ(st->counters().pruned_bytes.load(), 2000u);
 }
 
+// A capture is open from before its file is made: a reader of the directory (the pruner, the
+// admin API's list) that finds the file finds it open, never an empty file nobody has open,
+// which the list once called "unreadable". begin()'s one call out while it makes the file is
+// the failure listener: here the name is taken, and the listener asks.
+TEST(CaptureRetention, ACaptureIsOpenFromBeforeItsFileIsMade) {
+  scratch_dir dir;
+  std::ofstream(dir.path() / "taken.jsonl") << "another program's file\n";
+  std::string error;
+  auto st = store::open(dir.path(), error);
+  ASSERT_TRUE(st) << error;
+  int asked = 0;
+  bool open_while_made = false;
+  st->on_write_failure([&](const std::string& id, const std::string&) {
+    ++asked;
+    open_while_made = st->is_open(id);
+  });
+  session_info info;
+  info.id = "taken";
+  info.started_at = std::chrono::system_clock::now();
+  auto cap = st->begin(info);
+  EXPECT_EQ(asked, 1);
+  EXPECT_TRUE(open_while_made);
+  EXPECT_TRUE(st->is_open("taken"));
+  cap->on_end(1, "client_quit", "");
+  cap.reset();
+  st.reset();
+}
+
 }  // namespace
