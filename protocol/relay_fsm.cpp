@@ -1454,7 +1454,6 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
   }
   if (p.asked.ph == phase::ehlo && xclient_.begin(now, p, r, tls_.hello_line())) return;
   if (p.asked.ph == phase::ehlo) tls_.note_upstream_capabilities(r);
-  if (p.asked.ph == phase::helo) tls_.note_upstream_helo(r);
   if (p.asked.ph == phase::auth) {
     if (r.code == 334) {       // challenge: the client's next line is an AUTH response
       // In its turn (flush_replies, send_auth_challenge): a reply owed before it, which a delay

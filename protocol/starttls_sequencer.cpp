@@ -70,10 +70,6 @@ void starttls_sequencer::note_upstream_capabilities(const reply& r) {
   upstream_ehlo_seen_ = true;
 }
 
-void starttls_sequencer::note_upstream_helo(const reply& r) {
-  if (r.code == 250) upstream_helo_seen_ = true;
-}
-
 // ---------------------------------------------------------------- the relay's own commands
 
 void starttls_sequencer::send_own_command(std::uint64_t now, phase ph, command_kind kind, std::string_view line) {
@@ -114,18 +110,16 @@ void starttls_sequencer::refuse_starttls(std::uint64_t now, int code, std::strin
 }
 
 // The client's STARTTLS owed at the head of the queue, refused with 454 once it was looked at
-// (the upstream refused it, its handshake failed, or the upstream leg cannot match; 503 before an
-// EHLO or HELO was answered, advance). The reply
+// (the upstream refused it, its handshake failed, or the upstream leg cannot match). The reply
 // answers that command: its stage starts when it came, and the upstream's part runs to
 // `upstream_until` (when the upstream refused or its handshake failed; 0: the relay decided
 // alone), not the client's think time before a new command.
-void starttls_sequencer::refuse_owed_starttls(std::uint64_t now, std::string_view text, std::uint64_t upstream_until,
-                                              int code, std::string_view enhanced) {
+void starttls_sequencer::refuse_owed_starttls(std::uint64_t now, std::string_view text, std::uint64_t upstream_until) {
   const reply_slot asked = owed_.pop_head();
   host_.client_back_to_commands();
   host_.count_refused_command();
   out_.note(now, "STARTTLS refused: " + std::string(text));
-  host_.local_reply(now, phase::starttls, code, enhanced, text);
+  host_.local_reply(now, phase::starttls, 454, "4.7.0", text);
   reply_slot& answer = owed_.back();   // nothing follows a STARTTLS (injection), so it is the head
   answer.asked.t_received = asked.asked.t_received;
   answer.asked.t_forwarded = asked.asked.t_forwarded;
@@ -147,20 +141,16 @@ void starttls_sequencer::advance(std::uint64_t now) {
   if (host_.ended() || tls_step_ != tls_step::idle || owed_.empty() ||
       owed_.front().asked.kind != command_kind::client_starttls)
     return;
-  // STARTTLS is an extension the EHLO reply announces (RFC 3207 4, RFC 5321 4.1.4 and 2.2.1):
-  // before an EHLO or HELO was answered on this connection (or since a handshake, RFC 3207 4.2)
-  // the relay does not know what the upstream offers, and has offered the client nothing. Judged
-  // by what it had not seen, a hostile trial got "454 the upstream does not offer STARTTLS"
-  // from an upstream that does (mirror), and opportunistic granted TLS to the client leaving the
-  // upstream leg plaintext.
-  if (!upstream_ehlo_seen_ && !upstream_helo_seen_)
-    return refuse_owed_starttls(now, "Send EHLO first (STARTTLS is offered in the reply to EHLO)", 0, 503, "5.5.1");
-  // After HELO alone (no EHLO reply on this connection) nothing was offered and nothing refused:
-  // RFC 3207 4 asks for no EHLO before STARTTLS, and Postfix's smtpd answers it 220 after HELO
-  // (tests/integration/test_starttls_after_helo.py). Refused 503 here (f6ac0eb), a client of a
-  // destination that takes it lost TLS. The relay asks the destination instead: its STARTTLS
-  // upstream, whose answer decides as after an EHLO that offered it (a refusal: 454 in mirror
-  // and required, TLS to the client alone in opportunistic).
+  // STARTTLS is an extension the EHLO reply announces (RFC 3207 4, RFC 5321 4.1.4 and 2.2.1).
+  // Without an EHLO reply on this connection (none yet, HELO alone, or none since a handshake,
+  // RFC 3207 4.2) nothing was offered and nothing refused, and RFC 3207 4 asks for no EHLO
+  // before STARTTLS: Postfix's smtpd answers it 220 before any hello and after HELO
+  // (tests/integration/test_starttls_after_helo.py). Judged by what it had not seen, the relay
+  // once told an upstream's client "454 the upstream does not offer STARTTLS" where it did
+  // (mirror) or gave the client TLS alone (opportunistic); answered "503 Send EHLO first"
+  // (f6ac0eb), the client of a destination that takes it lost TLS. The relay asks the
+  // destination instead: its STARTTLS upstream, whose answer decides as after an EHLO that
+  // offered it (a refusal: 454 in mirror and required, TLS to the client alone in opportunistic).
   const bool may_offer = upstream_ehlo_seen_ ? upstream_offers_starttls_ : true;
   const auto mode = options_.tls.upstream;
   bool secure_upstream = !upstream_tls_ && mode != upstream_tls_mode::never &&
@@ -180,7 +170,7 @@ void starttls_sequencer::advance(std::uint64_t now) {
   }
   if (!secure_upstream) return grant_client_tls(now);
   if (!upstream_ehlo_seen_)
-    out_.note(now, "STARTTLS after HELO: no EHLO reply says whether the upstream offers it; asking the upstream");
+    out_.note(now, "STARTTLS without an EHLO reply: nothing says whether the upstream offers it; asking the upstream");
   tls_step_ = tls_step::upstream_starttls_sent;
   out_.send(leg::upstream, "STARTTLS\r\n", now);
   host_.arm_upstream_for_head();
@@ -239,7 +229,6 @@ void starttls_sequencer::tls_ready(std::uint64_t now, leg which, const tls_summa
   upstream_tls_ = true;
   upstream_offers_starttls_ = false;
   upstream_ehlo_seen_ = false;   // RFC 3207 4.2: what it offered before TLS no longer counts
-  upstream_helo_seen_ = false;
   if (securing_upstream_) {
     securing_upstream_ = false;
     tls_step_ = tls_step::idle;
@@ -293,7 +282,6 @@ void starttls_sequencer::fall_back_to_plaintext(std::uint64_t now, std::string_v
   upstream_tls_broken_ = true;
   upstream_offers_starttls_ = false;
   upstream_ehlo_seen_ = false;   // that connection's; the new one's replayed hello says anew
-  upstream_helo_seen_ = false;
   reconnecting_ = true;   // before the 454 goes out: what the client sends next waits
   refuse_owed_starttls(now, "TLS not available: " + std::string(reason), now);
   if (host_.ended()) return;

@@ -74,8 +74,6 @@ class starttls_sequencer {
   void remember_hello(std::string_view line) { hello_line_ = std::string(line); }
   const std::string& hello_line() const { return hello_line_; }
   void note_upstream_capabilities(const reply& r);
-  // The upstream's reply to the client's HELO: no extensions listed, STARTTLS neither offered nor refused.
-  void note_upstream_helo(const reply& r);
 
   // The banner went to the client: secure the upstream first when the mode asks.
   void after_banner(std::uint64_t now);
@@ -107,8 +105,7 @@ class starttls_sequencer {
   void take_starttls_reply(std::uint64_t now, reply_slot& p, const reply& r);
   void grant_client_tls(std::uint64_t now);
   void refuse_starttls(std::uint64_t now, int code, std::string_view enhanced, std::string_view text);
-  void refuse_owed_starttls(std::uint64_t now, std::string_view text, std::uint64_t upstream_until, int code = 454,
-                            std::string_view enhanced = "4.7.0");
+  void refuse_owed_starttls(std::uint64_t now, std::string_view text, std::uint64_t upstream_until);
   bool may_fall_back_to_plaintext() const;
   void fall_back_to_plaintext(std::uint64_t now, std::string_view reason);
   void take_new_upstream_greeting(std::uint64_t now, const reply& r);
@@ -126,7 +123,6 @@ class starttls_sequencer {
   bool upstream_tls_ = false;
   bool upstream_offers_starttls_ = false;   // in the last EHLO reply the upstream sent
   bool upstream_ehlo_seen_ = false;         // an EHLO answered 250 on this connection since its last handshake
-  bool upstream_helo_seen_ = false;         // a HELO answered 250 so, whether or not an EHLO was too
   bool securing_upstream_ = false;          // internal EHLO/STARTTLS before client commands
   tls_step tls_step_ = tls_step::idle;
   // Plaintext fall-back: a new upstream connection is being opened and prepared; client

@@ -1,10 +1,11 @@
-"""STARTTLS after HELO, compared with a real Postfix (README "STARTTLS, in this order").
+"""STARTTLS after HELO and before any hello, compared with a real Postfix (README "STARTTLS, in
+this order").
 
-HELO lists no extensions, so the relay has no EHLO reply to judge STARTTLS by. RFC 3207 4 asks
-for no EHLO before it, and Postfix's smtpd (smtpd_tls_security_level = may) answers it 220 after
-HELO. mailtap asks the destination rather than refuse what it would accept: the same exchange
-through mailtap (mirror, its default) gets the destination's answer, TLS on both legs, and the
-message is delivered over both.
+HELO lists no extensions, so the relay has no EHLO reply to judge STARTTLS by, nor before any
+hello. RFC 3207 4 asks for no EHLO before it, and Postfix's smtpd (smtpd_tls_security_level =
+may) answers it 220 after HELO and before any hello. mailtap asks the destination rather than
+refuse what it would accept: the same exchange through mailtap (mirror, its default) gets the
+destination's answer, TLS on both legs, and the message is delivered over both.
 
 Peers: a real Postfix destination (postfix_instance.ReceivingPostfix: STARTTLS with a
 self-signed certificate); SmtpClient (raw bytes) and Python's ssl on the client side.
@@ -74,6 +75,33 @@ class StarttlsAfterHelo(IntegrationTest):
         self.assertEqual(sorted(e["leg"] for e in shown["events"] if e["kind"] == "tls"), ["client", "upstream"])
         self.assertEqual([t["outcome"] for t in shown["transactions"]], ["delivered"])
         self.assertIn(b"HELO client.test\r\nSTARTTLS\r\n", cap.bytes_of("upstream", "out"))
+        self.assertFalse(any(n.startswith("STARTTLS refused") for n in cap.notes), cap.notes)
+
+    def test_mailtap_answers_starttls_before_any_hello_as_postfix_does(self):
+        """Postfix answers STARTTLS before any hello 220 too; f6ac0eb and b82072a answered it
+        "503 5.5.1 Send EHLO first". Through mailtap it gets Postfix's answer, and the client's
+        EHLO then goes to Postfix inside TLS."""
+        c = self.connect(self.b.port)
+        self.assertReply(c.reply(), 220)
+        direct = c.command("STARTTLS")
+        c.close()
+        self.assertReply(direct, 220)
+
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, self.b.port), env=self.env)
+        c = self.connect(mailtap.port)
+        self.assertReply(c.reply(), 220)
+        relayed = c.command("STARTTLS")
+        self.assertEqual(relayed.code, direct.code, relayed)
+        c.sock = unverified_context().wrap_socket(c.sock, server_hostname="mailtap.test")
+        self.assertReply(c.command("EHLO client.test"), 250)
+        self.quit(c)
+
+        cap = self.single_capture(mailtap)
+        self.assertCaptureComplete(cap)
+        shown = show_json(cap.path)
+        self.assertEqual(sorted(e["leg"] for e in shown["events"] if e["kind"] == "tls"), ["client", "upstream"])
+        # The relay's STARTTLS first, nothing before it; the client's EHLO after the handshakes.
+        self.assertEqual(cap.bytes_of("upstream", "out"), b"STARTTLS\r\nEHLO client.test\r\nQUIT\r\n")
         self.assertFalse(any(n.startswith("STARTTLS refused") for n in cap.notes), cap.notes)
 
 

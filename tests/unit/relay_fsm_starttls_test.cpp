@@ -121,9 +121,9 @@ TEST_F(RelayStarttlsTest, AnInjectionBehindEhloWhoseUpstreamIsLostSaysWhyAndEnds
 // ---------------------------------------------------------------- STARTTLS after HELO
 //
 // HELO lists no extensions, so the relay has no EHLO reply to judge STARTTLS by; the destination
-// may take it all the same (Postfix's smtpd answers 220 after HELO). f6ac0eb answered it 503
-// "Send EHLO first": mailtap refused what the destination would accept. It is put to the
-// destination now; before any hello it is still 503.
+// may take it all the same (Postfix's smtpd answers 220 after HELO, and before any hello).
+// f6ac0eb answered it 503 "Send EHLO first": mailtap refused what the destination would accept.
+// It is put to the destination now, with or without a hello before it.
 
 tls_summary handshake() {
   tls_summary t;
@@ -154,7 +154,7 @@ TEST_F(StarttlsAfterHelo, MirrorAsksTheDestinationAndSecuresBothLegs) {
   EXPECT_THAT(take(), IsEmpty());
   EXPECT_THAT(client("EHLO client.example\r\n"), ElementsAre(to_upstream("EHLO client.example\r\n")));
   EXPECT_EQ(obs_->tls.size(), 2u);
-  EXPECT_THAT(obs_->notes, Contains(HasSubstr("STARTTLS after HELO")));
+  EXPECT_THAT(obs_->notes, Contains(HasSubstr("STARTTLS without an EHLO reply")));
   EXPECT_THAT(obs_->notes, Not(Contains(HasSubstr("STARTTLS refused"))));
 }
 
@@ -205,15 +205,27 @@ TEST_F(StarttlsAfterHelo, AnEhloReplyWithoutStarttlsStillDecides) {
               ElementsAre(to_client("454 4.7.0 TLS not available: the upstream does not offer STARTTLS\r\n")));
 }
 
-// Before any hello, or after a HELO the destination refused, it is still "send EHLO first".
-TEST_F(StarttlsAfterHelo, BeforeAnyHelloOrAfterARefusedHeloItIsStill503) {
+// Before any hello, or after a HELO the destination refused, it is put to the destination too:
+// a real Postfix answers it 220 there as well (tests/integration/test_starttls_after_helo.py),
+// where f6ac0eb and b82072a still answered 503 "Send EHLO first".
+TEST_F(StarttlsAfterHelo, BeforeAnyHelloOrAfterARefusedHeloItIsPutToTheDestinationToo) {
   make();
   upstream(banner);
-  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(client_reply("503 5.5.1 Send EHLO first")));
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(to_upstream("STARTTLS\r\n")));
+  EXPECT_THAT(upstream("220 2.0.0 Ready to start TLS\r\n"), ElementsAre(starts_tls(leg::upstream)));
+  fsm_->on_tls_ready(tick(), leg::upstream, handshake());
+  EXPECT_THAT(take(), ElementsAre(to_client("220 2.0.0 Ready to start TLS\r\n"), starts_tls(leg::client)));
+  fsm_->on_tls_ready(tick(), leg::client, handshake());
+  EXPECT_THAT(client("EHLO client.example\r\n"), ElementsAre(to_upstream("EHLO client.example\r\n")));
+
+  make();
+  upstream(banner);
   client("HELO client.example\r\n");
   upstream("550 5.7.1 No\r\n");
-  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(client_reply("503 5.5.1 Send EHLO first")));
-  EXPECT_EQ(obs_->stream(leg::upstream, direction::out), "HELO client.example\r\n");
+  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(to_upstream("STARTTLS\r\n")));
+  EXPECT_THAT(upstream("503 5.5.1 Error: send HELO/EHLO first\r\n"),
+              ElementsAre(to_client("454 4.7.0 TLS not available: upstream refused STARTTLS with 503\r\n")));
+  EXPECT_THAT(obs_->notes, Not(Contains(HasSubstr("Send EHLO first"))));
 }
 
 }  // namespace
