@@ -479,4 +479,24 @@ TEST(EmlExport, ChunksBeforeARsetAreNoPartOfTheNextMessage) {
   EXPECT_TRUE(messages[0].bdat);
 }
 
+// Bytes after a QUIT the relay took are no message, however they are framed: BDAT chunks ending
+// in LAST, or a DATA message, after "221". A QUIT a fault refused leaves the session going.
+TEST(EmlExport, NothingAfterAnAcceptedQuitIsAMessage) {
+  builder b;
+  b.envelope().from_client("QUIT\r\n").to_client("221 bye\r\n");
+  b.from_client("BDAT 5 LAST\r\nafter");
+  EXPECT_TRUE(sent_messages(b.c).empty());
+
+  builder unanswered;
+  unanswered.envelope().from_client("QUIT\r\nBDAT 5 LAST\r\nafter");
+  EXPECT_TRUE(sent_messages(unanswered.c).empty());
+
+  builder refused;
+  refused.envelope().from_client("QUIT\r\n").to_client("500 5.5.1 not now\r\n");
+  refused.from_client("BDAT 4 LAST\r\nkept").to_client("250 queued\r\n");
+  const auto messages = sent_messages(refused.c);
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_EQ(messages[0].content, "kept");
+}
+
 }  // namespace
