@@ -94,7 +94,7 @@ asio::awaitable<leg_stream::read_result> leg_stream::read_some() {
   if (auto* socket = pipe_->tcp_socket()) std::tie(ec) = co_await socket->async_wait(tcp::socket::wait_read, as_tuple(use_awaitable));
   else ec = co_await pipe_->wait_readable();
   // A handshake may have begun (or finished) while we waited: its bytes are not ours.
-  if (!ec && (tls_requested || tls_busy || tls_)) co_return read_result{{}, {}, true};
+  if (!ec && (handshake_due() || tls_busy || tls_)) co_return read_result{{}, {}, true};
   // A reconnect closed the connection under us: the new one is read from the top.
   if (ec && ((reconnect_requested && !close_requested) || tls_busy)) co_return read_result{{}, {}, true};
   if (ec) co_return read_result{ec, {}};

@@ -197,6 +197,11 @@ class leg_stream {
   bool closed = false;
   bool eof_seen = false;              // the peer finished sending (for lingering close)
   bool tls_requested = false;         // start_tls executed; the writer performs it
+  // A handshake the writer will still perform: asked for, and no close asked for since (the
+  // writer closes instead). Readers keep away from the connection until it is done. A reader
+  // that waited on tls_requested alone after a close kept the session open for good (a client
+  // resetting just as the upstream's 220 to the relay's STARTTLS came in).
+  bool handshake_due() const { return tls_requested && !close_requested; }
   bool tls_busy = false;              // a handshake (or a reconnect) owns the connection: readers stay away
   bool reconnect_requested = false;   // reconnect_upstream executed; the writer performs it
   bool writer_idle = false;           // the leg's writer waits for its wake-up, nothing in flight

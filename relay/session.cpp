@@ -467,7 +467,7 @@ asio::awaitable<void> session::read_leg(leg l) {
   for (;;) {
     // Paused: wait for what paused the leg to change. A write drains an outbox, the machine
     // resumes, a handshake or reconnect finishes, the recorder catches up: each notifies.
-    while (reading_paused(l) || box.tls_requested || box.tls_busy || (box.reconnect_requested && !box.close_requested)) {
+    while (reading_paused(l) || box.handshake_due() || box.tls_busy || (box.reconnect_requested && !box.close_requested)) {
       if (l == leg::client) {
         hold_input_while_capture_backlogged();
         wake_when_recorder_catches_up();
@@ -551,7 +551,7 @@ asio::awaitable<void> session::write_leg(leg l) {
       state_changed_.notify();   // room in the outbox: a paused reader may go on
       continue;
     }
-    if (box.tls_requested && !box.close_requested) {
+    if (box.handshake_due()) {
       // Everything queued before start_tls (the 220) is out: the handshake owns the connection now.
       box.tls_requested = false;
       box.tls_busy = true;

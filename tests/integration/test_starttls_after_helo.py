@@ -13,10 +13,14 @@ self-signed certificate); SmtpClient (raw bytes) and Python's ssl on the client 
 
 import os
 import re
+import socket
 import ssl
+import threading
+import time
 import unittest
+import urllib.request
 
-from harness import IntegrationTest, LOOPBACK, show_json
+from harness import IntegrationTest, LOOPBACK, show_json, wait_until
 from postfix_instance import ReceivingPostfix
 
 FROM = "sender@a.mail.test"
@@ -76,6 +80,47 @@ class StarttlsAfterHelo(IntegrationTest):
         self.assertEqual([t["outcome"] for t in shown["transactions"]], ["delivered"])
         self.assertIn(b"HELO client.test\r\nSTARTTLS\r\n", cap.bytes_of("upstream", "out"))
         self.assertFalse(any(n.startswith("STARTTLS refused") for n in cap.notes), cap.notes)
+
+    def test_clients_resetting_after_starttls_leave_no_session_open(self):
+        """A hostile trial: clients that sent STARTTLS (after EHLO, or before any hello) and
+        reset their connection (SO_LINGER 0) as Postfix's 220 came in left sessions open for good (sessions_active stuck, their
+        captures open, max_sessions filling up). Bursts of them here; every session ends."""
+        mailtap = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, self.b.port), env=self.env)
+        admin = mailtap.admin_port()
+
+        def active():
+            with urllib.request.urlopen("http://%s:%d/metrics" % (LOOPBACK, admin), timeout=10) as r:
+                for line in r.read().decode().splitlines():
+                    if line.startswith("mailtap_sessions_active "):
+                        return float(line.split()[1])
+            raise AssertionError("no mailtap_sessions_active in /metrics")
+
+        def starttls_then_reset(pause):
+            try:
+                with socket.create_connection((LOOPBACK, mailtap.port), timeout=10) as s:
+                    s.settimeout(10)
+                    s.recv(1000)
+                    s.sendall(b"EHLO client.test\r\n")
+                    reply = b""
+                    while b"\n250 " not in b"\n" + reply:
+                        more = s.recv(4000)
+                        if not more:
+                            return
+                        reply += more
+                    s.sendall(b"STARTTLS\r\n")
+                    time.sleep(pause)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            except OSError:
+                pass   # the relay may have closed first: what is asserted is its count
+
+        for burst in range(4):
+            clients = [threading.Thread(target=starttls_then_reset, args=(0.0005 * (i % 30),)) for i in range(30)]
+            for t in clients:
+                t.start()
+            for t in clients:
+                t.join(30)
+        wait_until(lambda: active() == 0.0, 20, "every session ended (sessions_active 0)")
+
 
     def test_mailtap_answers_starttls_before_any_hello_as_postfix_does(self):
         """Postfix answers STARTTLS before any hello 220 too; f6ac0eb and b82072a answered it

@@ -8,6 +8,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <algorithm>
 #include <cstring>
 #include <deque>
@@ -23,6 +24,7 @@
 #include "relay/client_identity.hpp"
 #include "relay/leg_stream.hpp"
 #include "relay/session.hpp"
+#include "relay/tls_context.hpp"
 #include "relay/wake_signal.hpp"
 
 namespace mailtap {
@@ -389,6 +391,68 @@ TEST_F(SessionShell, AFailedWriteSaysWhichRecordedBytesNeverLeft) {
   ASSERT_TRUE(o.capture);
   EXPECT_TRUE(notes_unwritten(*o.capture, "upstream_closed: upstream connection lost: write failed: ",
                               transaction[mail].upstream_gets.size()));
+}
+
+// A hostile trial: a client that reset its connection just as the upstream's 220 to the relay's
+// STARTTLS came in left its session open for good (sessions_active never fell, the capture file
+// stayed open, and enough of them filled max_sessions). The machine had asked for the upstream's
+// handshake and then, the client gone, for both legs' close: the writer closed instead of
+// shaking hands, and the upstream's reader waited for a handshake that would never come. Both
+// arrive here before the session's handlers run, the 220 first.
+TEST_F(SessionShell, AClientGoneAsTheUpstreamAgreesToStarttlsStillEndsTheSession) {
+  asio::io_context io;
+  auto guard = asio::make_work_guard(io);
+  std::string error;
+  auto store = captures::store::open(dir_, error);
+  ASSERT_TRUE(store) << error;
+  config cfg;   // STARTTLS offered, upstream TLS mirrored: the client's STARTTLS goes upstream
+  relay_metrics metrics;
+  server_tls client_tls;
+  asio::ssl::context upstream_tls(asio::ssl::context::tls_client);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"   // the rest stay as they default
+  relay_context ctx{.cfg = cfg, .captures = store.get(), .metrics = metrics};
+#pragma GCC diagnostic pop
+  ctx.client_tls = &client_tls;
+  ctx.upstream_tls = &upstream_tls;
+  auto client = std::make_shared<peer_state>(io.get_executor());
+  auto upstream = std::make_shared<peer_state>(io.get_executor());
+  ctx.dial_upstream = [upstream](leg_stream& leg) -> asio::awaitable<std::string> {
+    leg.replace_pipe(std::make_unique<memory_pipe>(upstream));
+    co_return std::string();
+  };
+  std::weak_ptr<session> alive;
+  {
+    client_identity who;
+    who.client = {*protocol::parse_ip("192.0.2.10"), 40000};
+    who.destination = {*protocol::parse_ip("192.0.2.1"), 25};
+    auto s = std::make_shared<session>(io.get_executor(), std::make_unique<memory_pipe>(client), ctx, 1, who);
+    alive = s;
+    s->start();
+  }
+  auto run_until = [&](auto done) {
+    for (int i = 0; i < 100000 && !done(); ++i)
+      if (io.run_one_for(std::chrono::seconds(5)) == 0) break;
+  };
+  upstream->send("220 up.example ESMTP\r\n");
+  run_until([&] { return client->received.starts_with("220 "); });
+  client->send("STARTTLS\r\n");
+  run_until([&] { return upstream->received == "STARTTLS\r\n"; });
+  ASSERT_EQ(upstream->received, "STARTTLS\r\n");
+  upstream->send("220 2.0.0 Ready to start TLS\r\n");
+  client->fail_read(asio::error::connection_reset);
+  run_until([&] { return alive.expired(); });
+  EXPECT_TRUE(alive.expired()) << "the session is still open";
+  EXPECT_EQ(metrics.sessions_active.load(), 0u);
+  EXPECT_TRUE(upstream->closed);
+  EXPECT_TRUE(client->closed);
+  store.reset();   // writes everything out
+  for (const auto& file : std::filesystem::directory_iterator(dir_)) {
+    auto cap = captures::read_capture(file.path(), error);
+    ASSERT_TRUE(cap) << error;
+    ASSERT_TRUE(cap->end);
+    EXPECT_EQ(cap->end->reason, "client_closed");
+  }
 }
 
 }  // namespace
