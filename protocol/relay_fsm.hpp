@@ -282,7 +282,7 @@ class relay_fsm : private starttls_host, private xclient_host, private fault_hos
   void finish_transaction(std::uint64_t now, std::uint64_t id, outcome o, const std::optional<reply>& final_reply,
                           bool synthesized, bool refused_mail = false);
   void report_transaction(transaction_record&& rec);
-  bool too_many_refusals(std::uint64_t now);
+  bool too_many_refusals(std::uint64_t now) override;
   // Reports the held record of a refused MAIL (held_refusal_), if there is one.
   void report_held_refusal();
   void follow_held_refusal(const command& cmd);

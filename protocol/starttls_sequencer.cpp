@@ -102,9 +102,14 @@ void starttls_sequencer::take_internal_ehlo_reply(std::uint64_t now, const reply
 
 // ---------------------------------------------------------------- the client's STARTTLS
 
+// A refusal the relay makes itself counts toward its limit of refused commands (relay_fsm
+// too_many_refusals): a hostile trial sent STARTTLS 300 times after TLS, or inside a
+// transaction, and had 300 answers of 503; the destination never sees these lines, so its own
+// limit could not end the session either (Postfix ends it at the 20th error).
 void starttls_sequencer::refuse_starttls(std::uint64_t now, int code, std::string_view enhanced, std::string_view text) {
   host_.count_refused_command();
   out_.note(now, "STARTTLS refused: " + std::string(text));
+  if (host_.too_many_refusals(now)) return;
   host_.local_reply(now, phase::starttls, code, enhanced, text);
   host_.flush_replies(now);
 }
@@ -119,6 +124,9 @@ void starttls_sequencer::refuse_owed_starttls(std::uint64_t now, std::string_vie
   host_.client_back_to_commands();
   host_.count_refused_command();
   out_.note(now, "STARTTLS refused: " + std::string(text));
+  // Decided by the relay alone (upstream_until 0: the upstream leg cannot match), it counts
+  // toward the relay's limit as refuse_starttls's do; one the upstream caused does not.
+  if (upstream_until == 0 && host_.too_many_refusals(now)) return;
   host_.local_reply(now, phase::starttls, 454, "4.7.0", text);
   reply_slot& answer = owed_.back();   // nothing follows a STARTTLS (injection), so it is the head
   answer.asked.t_received = asked.asked.t_received;
@@ -149,8 +157,8 @@ void starttls_sequencer::advance(std::uint64_t now) {
   // once told an upstream's client "454 the upstream does not offer STARTTLS" where it did
   // (mirror) or gave the client TLS alone (opportunistic); answered "503 Send EHLO first"
   // (f6ac0eb), the client of a destination that takes it lost TLS. The relay asks the
-  // destination instead: its STARTTLS upstream, whose answer decides as after an EHLO that
-  // offered it (a refusal: 454 in mirror and required, TLS to the client alone in opportunistic).
+  // destination instead: its STARTTLS upstream, whose 220 goes on as after an EHLO that offered
+  // it, and whose refusal reaches the client as it is (pass_on_refusal).
   const bool may_offer = upstream_ehlo_seen_ ? upstream_offers_starttls_ : true;
   const auto mode = options_.tls.upstream;
   bool secure_upstream = !upstream_tls_ && mode != upstream_tls_mode::never &&
@@ -188,11 +196,30 @@ void starttls_sequencer::take_starttls_reply(std::uint64_t now, reply_slot& p, c
   std::string why = "upstream refused STARTTLS with " + std::to_string(r.code);
   if (internal) return upstream_tls_failed(now, why);
   tls_step_ = tls_step::idle;
+  if (!upstream_ehlo_seen_) return pass_on_refusal(now, p, r);
   if (options_.tls.upstream == upstream_tls_mode::opportunistic) {
     out_.note(now, why + "; the upstream leg stays plaintext (opportunistic)");
     return grant_client_tls(now);
   }
   refuse_owed_starttls(now, "TLS not available: " + why, now);
+}
+
+// The client's STARTTLS, put to the destination with no EHLO reply to judge it by (advance),
+// was refused: the client hears the destination's own reply, as it would without the relay,
+// and goes on in plaintext (RFC 3207 4). A destination may want EHLO first (Exim answers 503
+// "STARTTLS command used when not advertised", OpenSMTPD 503 before any hello): its client
+// then says EHLO, sees STARTTLS offered or not, and asks again, and the relay then knows what
+// the destination offers. A trial had 454 in mirror where the destination said 503, and in
+// opportunistic TLS to the client alone over a plaintext upstream leg that EHLO would have
+// secured.
+void starttls_sequencer::pass_on_refusal(std::uint64_t now, reply_slot& p, const reply& r) {
+  host_.client_back_to_commands();
+  out_.note(now, "STARTTLS refused by the upstream (" + std::to_string(r.code) +
+                     "), asked with no EHLO reply: its reply goes to the client as it is");
+  p.answer.bytes = r.raw;
+  p.answer.parsed = r;
+  p.answer.ready = true;
+  host_.flush_replies(now);
 }
 
 void starttls_sequencer::grant_client_tls(std::uint64_t now) {

@@ -32,6 +32,9 @@ class starttls_host {
   virtual void end_with_reply(std::uint64_t now, const reply& r, std::string_view reason, std::string_view detail) = 0;
   virtual void local_reply(std::uint64_t now, phase ph, int code, std::string_view enhanced, std::string_view text) = 0;
   virtual void count_refused_command() = 0;
+  // One more STARTTLS the relay refused itself: true when that was one too many (the client has
+  // 421 in its place and the session closes, as for any command the relay refuses).
+  virtual bool too_many_refusals(std::uint64_t now) = 0;
   virtual void arm_upstream_for_head() = 0;
   // The client's side: waiting for its handshake (nothing may be read), or back to commands.
   virtual void client_awaits_handshake() = 0;
@@ -104,6 +107,7 @@ class starttls_sequencer {
   void take_internal_ehlo_reply(std::uint64_t now, const reply& r);
   void take_starttls_reply(std::uint64_t now, reply_slot& p, const reply& r);
   void grant_client_tls(std::uint64_t now);
+  void pass_on_refusal(std::uint64_t now, reply_slot& p, const reply& r);
   void refuse_starttls(std::uint64_t now, int code, std::string_view enhanced, std::string_view text);
   void refuse_owed_starttls(std::uint64_t now, std::string_view text, std::uint64_t upstream_until);
   bool may_fall_back_to_plaintext() const;

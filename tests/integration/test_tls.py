@@ -87,8 +87,8 @@ class TlsTest(IntegrationTest):
         return self.start_tls_mailtap("%s:%d" % (LOOPBACK, up.port),
                                       ["--upstream-ca", CERTS[ca][0], *args], **kw)
 
-    def start_tls_upstream(self, cert="upstream", tls=True):
-        up = TlsUpstream(CERTS[cert][0], CERTS[cert][1], tls=tls)
+    def start_tls_upstream(self, cert="upstream", tls=True, **kw):
+        up = TlsUpstream(CERTS[cert][0], CERTS[cert][1], tls=tls, **kw)
         self.addCleanup(up.stop)
         return up
 
@@ -586,6 +586,41 @@ class TlsTest(IntegrationTest):
                 # The relay's STARTTLS went upstream before any EHLO of the client's; the EHLO
                 # after the handshakes.
                 self.assertEqual(cap.bytes_of("upstream", "out"), b"STARTTLS\r\nEHLO client.test\r\nQUIT\r\n")
+
+    def test_a_destination_that_wants_ehlo_before_starttls_is_answered_as_it_would(self):
+        """A trial: a destination that refuses STARTTLS before EHLO (Exim: 503 "STARTTLS command
+        used when not advertised") got the client "454 4.7.0 ... refused STARTTLS with 503" in
+        mirror, and in opportunistic TLS to the client alone over a plaintext upstream leg. The
+        relay asked it with no EHLO reply to go by: its refusal reaches the client as it is; the
+        client's EHLO then shows STARTTLS offered, and asked again it secures both legs."""
+        up = self.start_tls_upstream(starttls_needs_ehlo=True)
+        c = self.connect(up.port)
+        self.assertReply(c.reply(), 220)
+        direct = c.command("STARTTLS")
+        c.close()
+        self.assertReply(direct, 503)
+        for mode in ("mirror", "opportunistic"):
+            with self.subTest(mode=mode):
+                mailtap = self.relay_to(up, ["--upstream-tls", mode], name="mailtap-" + mode)
+                c = self.connect(mailtap.port)
+                self.assertReply(c.reply(), 220)
+                self.assertEqual(c.command("STARTTLS").lines, direct.lines)
+                r = c.command("EHLO client.test")
+                self.assertReply(r, 250)
+                self.assertIn("STARTTLS", [t.upper() for t in r.texts])
+                self.assertReply(c.command("STARTTLS"), 220)
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE   # the relay's own certificate: not what is tested
+                c.sock = ctx.wrap_socket(c.sock, server_hostname="mailtap.test")
+                self.assertReply(c.command("EHLO client.test"), 250)
+                self.quit(c)
+                cap = self.single_capture(mailtap)
+                self.assertCaptureComplete(cap)
+                shown = show_json(cap.path)
+                self.assertEqual(sorted(e["leg"] for e in shown["events"] if e["kind"] == "tls"),
+                                 ["client", "upstream"])
+                self.assertTrue(any("its reply goes to the client as it is" in n for n in cap.notes), cap.notes)
 
     def required_mode_refuses(self, up, name="mailtap"):
         """--upstream-tls required: the relay secures the upstream right after the banner; when

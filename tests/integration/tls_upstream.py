@@ -110,7 +110,7 @@ class TlsUpstream(ControllerMessages):
 
     label = "TLS upstream"
 
-    def __init__(self, cert=None, key=None, tls=True, user=USER, password=PASSWORD):
+    def __init__(self, cert=None, key=None, tls=True, user=USER, password=PASSWORD, starttls_needs_ehlo=False):
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
@@ -141,6 +141,9 @@ class TlsUpstream(ControllerMessages):
                         shown = arg.split(" ", 1)[0]     # the mechanism only
                     with up.lock:
                         up.commands.append((verb, shown, self._tls_protocol is not None))
+                    if verb == "STARTTLS" and starttls_needs_ehlo and not self.session.extended_smtp:
+                        # As Exim does: STARTTLS is announced in the EHLO reply, none was given.
+                        return await self.push("503 5.5.1 STARTTLS command used when not advertised")
                     return await method(arg)
                 return wrapper
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "protocol/limits.hpp"
 #include "protocol/relay_fsm.hpp"
 #include "relay_playbook.hpp"
 
@@ -158,20 +159,40 @@ TEST_F(StarttlsAfterHelo, MirrorAsksTheDestinationAndSecuresBothLegs) {
   EXPECT_THAT(obs_->notes, Not(Contains(HasSubstr("STARTTLS refused"))));
 }
 
-TEST_F(StarttlsAfterHelo, MirrorPassesOnTheDestinationsRefusalAs454) {
-  helo(upstream_tls_mode::mirror);
-  client("STARTTLS\r\n");
-  const auto acts = upstream("502 5.5.1 Error: command not implemented\r\n");
-  EXPECT_THAT(acts, ElementsAre(to_client("454 4.7.0 TLS not available: upstream refused STARTTLS with 502\r\n")));
-  EXPECT_THAT(client("MAIL FROM:<a@example.org>\r\n"), ElementsAre(to_upstream("MAIL FROM:<a@example.org>\r\n")))
-      << "the session goes on in plaintext";
+// Asked with no EHLO reply to go by, the destination's refusal is its own to give: the client
+// hears it as it is, in mirror and opportunistic alike, and goes on in plaintext (a trial: 454
+// in mirror where the destination said 503, and in opportunistic TLS to the client alone over
+// a plaintext upstream leg, from a destination that wants EHLO before STARTTLS).
+TEST_F(StarttlsAfterHelo, TheDestinationsRefusalReachesTheClientAsItIs) {
+  for (const auto mode : {upstream_tls_mode::mirror, upstream_tls_mode::opportunistic}) {
+    SCOPED_TRACE(std::string(to_string(mode)));
+    helo(mode);
+    EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(to_upstream("STARTTLS\r\n")));
+    EXPECT_THAT(upstream("502 5.5.1 Error: command not implemented\r\n"),
+                ElementsAre(to_client("502 5.5.1 Error: command not implemented\r\n")));
+    EXPECT_THAT(client("MAIL FROM:<a@example.org>\r\n"), ElementsAre(to_upstream("MAIL FROM:<a@example.org>\r\n")))
+        << "the session goes on in plaintext";
+    EXPECT_THAT(obs_->notes, Contains(HasSubstr("its reply goes to the client as it is")));
+  }
 }
 
-TEST_F(StarttlsAfterHelo, OpportunisticGivesTheClientTlsWhenTheDestinationRefuses) {
-  helo(upstream_tls_mode::opportunistic);
-  EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(to_upstream("STARTTLS\r\n")));
-  EXPECT_THAT(upstream("502 5.5.1 Error: command not implemented\r\n"),
-              ElementsAre(to_client("220 2.0.0 Ready to start TLS\r\n"), starts_tls(leg::client)));
+// A destination that wants EHLO first: its 503 reaches the client, whose EHLO then says STARTTLS
+// is offered, and the same STARTTLS asked again secures both legs.
+TEST_F(StarttlsAfterHelo, ADestinationThatWantsEhloFirstIsAskedAgainAfterIt) {
+  for (const auto mode : {upstream_tls_mode::mirror, upstream_tls_mode::opportunistic}) {
+    SCOPED_TRACE(std::string(to_string(mode)));
+    make(mode);
+    upstream(banner);
+    EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(to_upstream("STARTTLS\r\n")));
+    EXPECT_THAT(upstream("503 5.5.1 STARTTLS command used when not advertised\r\n"),
+                ElementsAre(to_client("503 5.5.1 STARTTLS command used when not advertised\r\n")));
+    client("EHLO client.example\r\n");
+    upstream(tls_ehlo_reply);
+    EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(to_upstream("STARTTLS\r\n")));
+    EXPECT_THAT(upstream("220 2.0.0 Ready to start TLS\r\n"), ElementsAre(starts_tls(leg::upstream)));
+    fsm_->on_tls_ready(tick(), leg::upstream, handshake());
+    EXPECT_THAT(take(), ElementsAre(to_client("220 2.0.0 Ready to start TLS\r\n"), starts_tls(leg::client)));
+  }
 }
 
 TEST_F(StarttlsAfterHelo, NeverGivesTheClientTlsAlone) {
@@ -205,7 +226,8 @@ TEST_F(StarttlsAfterHelo, AnEhloReplyWithoutStarttlsStillDecides) {
               ElementsAre(to_client("454 4.7.0 TLS not available: the upstream does not offer STARTTLS\r\n")));
 }
 
-// Before any hello, or after a HELO the destination refused, it is put to the destination too:
+// Before any hello, or after a HELO the destination refused, it is put to the destination too
+// (and its refusal reaches the client as it is):
 // a real Postfix answers it 220 there as well (tests/integration/test_starttls_after_helo.py),
 // where f6ac0eb and b82072a still answered 503 "Send EHLO first".
 TEST_F(StarttlsAfterHelo, BeforeAnyHelloOrAfterARefusedHeloItIsPutToTheDestinationToo) {
@@ -224,8 +246,30 @@ TEST_F(StarttlsAfterHelo, BeforeAnyHelloOrAfterARefusedHeloItIsPutToTheDestinati
   upstream("550 5.7.1 No\r\n");
   EXPECT_THAT(client("STARTTLS\r\n"), ElementsAre(to_upstream("STARTTLS\r\n")));
   EXPECT_THAT(upstream("503 5.5.1 Error: send HELO/EHLO first\r\n"),
-              ElementsAre(to_client("454 4.7.0 TLS not available: upstream refused STARTTLS with 503\r\n")));
+              ElementsAre(to_client("503 5.5.1 Error: send HELO/EHLO first\r\n")));
   EXPECT_THAT(obs_->notes, Not(Contains(HasSubstr("Send EHLO first"))));
+}
+
+// A hostile trial: STARTTLS sent 300 times after TLS (or inside a transaction) had 300 answers
+// of 503 and never a 421; the destination never sees these lines, so its own limit could not
+// end the session either. They count toward the relay's limit of refused commands now: at
+// limits::relay_hard_errors the client has 421 4.7.0 and the session closes, as Postfix's
+// smtpd does at smtpd_hard_error_limit.
+TEST_F(StarttlsAfterHelo, RefusedStarttlsCountsTowardTheRelaysErrorLimit) {
+  make();
+  upstream(banner);
+  client("EHLO client.example\r\n");
+  upstream(tls_ehlo_reply);
+  client("MAIL FROM:<a@example.org>\r\n");
+  upstream("250 2.1.0 Ok\r\n");
+  for (int i = 1; i < static_cast<int>(limits::relay_hard_errors); ++i)
+    ASSERT_THAT(client("STARTTLS\r\n"), ElementsAre(client_reply("503 5.5.1 STARTTLS not allowed inside a mail transaction")))
+        << "refusal " << i;
+  const auto last = client("STARTTLS\r\n");
+  EXPECT_THAT(last, Contains(client_reply("421 4.7.0")));
+  EXPECT_THAT(last, Contains(to_string(action{close_leg{leg::client}}))) << "the session closes";
+  EXPECT_EQ(obs_->stream(leg::upstream, direction::out).find("STARTTLS"), std::string::npos)
+      << "none went upstream";
 }
 
 }  // namespace

@@ -28,6 +28,7 @@ class fake_host : public starttls_host {
     last_code = code;
   }
   void count_refused_command() override { ++refused; }
+  bool too_many_refusals(std::uint64_t) override { return false; }   // relay_fsm's limit: relay_fsm_starttls_test
   void arm_upstream_for_head() override {}
   void client_awaits_handshake() override { awaiting_handshake = true; }
   void client_back_to_commands() override { awaiting_handshake = false; }
