@@ -1452,6 +1452,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     case command_kind::internal_xclient: return xclient_.take_reply(now, p, r, tls_.hello_line());   // xclient_exchange
     case command_kind::xclient_hello: xclient_.hello_answered(p); break;
   }
+  if (p.asked.ph == phase::ehlo || p.asked.ph == phase::helo) tls_.hello_answered(r);
   if (p.asked.ph == phase::ehlo && xclient_.begin(now, p, r, tls_.hello_line())) return;
   if (p.asked.ph == phase::ehlo) tls_.note_upstream_capabilities(r);
   if (p.asked.ph == phase::auth) {

@@ -73,8 +73,13 @@ class starttls_sequencer {
   bool awaiting_upstream_handshake() const { return tls_step_ == tls_step::upstream_handshake; }
   // Whether the client is offered STARTTLS in the EHLO reply.
   bool offers_starttls() const;
-  // The client's EHLO/HELO line, replayed on a new upstream connection.
-  void remember_hello(std::string_view line) { hello_line_ = std::string(line); }
+  // The client's EHLO/HELO line as it goes upstream, and the upstream's reply to it: a hello
+  // the upstream accepted is the one replayed on a new upstream connection (a refused one, replayed,
+  // had the new connection refuse it too, and the client a 421 it never caused).
+  void remember_hello(std::string_view line) { asked_hello_ = std::string(line); }
+  void hello_answered(const reply& r) {
+    if (r.code == 250) hello_line_ = asked_hello_;
+  }
   const std::string& hello_line() const { return hello_line_; }
   void note_upstream_capabilities(const reply& r);
 
@@ -133,7 +138,8 @@ class starttls_sequencer {
   // commands wait. After one, the upstream's TLS is known not to work: no second attempt.
   bool reconnecting_ = false;
   bool upstream_tls_broken_ = false;
-  std::string hello_line_;                  // the client's last EHLO/HELO line
+  std::string hello_line_;                  // the client's last EHLO/HELO line the upstream accepted
+  std::string asked_hello_;                 // the client's last EHLO/HELO line sent upstream
 };
 
 }  // namespace mailtap::protocol

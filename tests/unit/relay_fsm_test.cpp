@@ -2695,6 +2695,30 @@ class PlaintextFallbackTest : public RelayFsmTest {
   }
 };
 
+// A trial: the client's HELO refused (501), then STARTTLS, put to the destination, took a 220
+// and the upstream handshake failed: the fall-back's new connection was greeted with the
+// refused HELO again, refused it again, and the client had 421 4.4.2 after its 454 and lost the
+// session. Only a hello the upstream accepted is replayed; with none, the client says it anew.
+TEST_F(PlaintextFallbackTest, AHelloTheUpstreamRefusedIsNotReplayed) {
+  make(tls_options());
+  greet();
+  client("HELO\r\n");
+  upstream("501 5.5.4 Syntax: HELO hostname\r\n");
+  client("STARTTLS\r\n");
+  upstream("220 2.0.0 Ready to start TLS\r\n");
+  fsm_->on_tls_failed(tick(), leg::upstream, "handshake refused");
+  EXPECT_THAT(take(), Contains(client_reply("454 4.7.0 TLS not available: handshake refused")));
+  fsm_->on_upstream_reconnected(tick());
+  take();
+  const std::string before = up_;
+  EXPECT_THAT(upstream("220 mx.example.org ESMTP again\r\n"), Not(Contains(any_upstream_send())))
+      << "nothing replayed";
+  EXPECT_EQ(up_, before);
+  EXPECT_THAT(client("HELO client.example\r\n"), ElementsAre(to_upstream("HELO client.example\r\n")));
+  EXPECT_THAT(cl_, Not(HasSubstr("421")));
+  EXPECT_EQ(end_reason(), "(no end)");
+}
+
 TEST_F(PlaintextFallbackTest, HandshakeFailureGives454AndANewPlaintextConnection) {
   auto acts = fail_upstream_handshake();
   EXPECT_THAT(acts, Contains(client_reply("454 4.7.0 TLS not available: handshake refused")));

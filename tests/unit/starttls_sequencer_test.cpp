@@ -129,6 +129,7 @@ TEST_F(StarttlsSequencer, BytesPipelinedAfterStarttlsEndTheSession) {
 TEST_F(StarttlsSequencer, AFailedUpstreamHandshakeFallsBackToPlaintextAndReplaysTheHello) {
   make(upstream_tls_mode::mirror);
   seq->remember_hello("EHLO client.example");
+  seq->hello_answered(parsed("250-mx\r\n250 STARTTLS\r\n"));   // accepted: replayed below
   seq->note_upstream_capabilities(parsed("250-mx\r\n250 STARTTLS\r\n"));
   seq->client_starttls(1);
   upstream_replies(2, "220 ready\r\n");
