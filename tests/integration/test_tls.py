@@ -53,6 +53,14 @@ def tearDownModule():
         shutil.rmtree(_CERT_DIR, True)
 
 
+def unverified_context():
+    """A client context that takes the relay's own certificate, which is not what is tested."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def events_of(shown, kind, leg=None):
     return [e for e in shown["events"] if e["kind"] == kind and (leg is None or e["leg"] == leg)]
 
@@ -569,10 +577,7 @@ class TlsTest(IntegrationTest):
                 self.assertReply(c.reply(), 220)
                 r = c.command("STARTTLS")
                 self.assertEqual(r.code, direct.code, r)
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE   # the relay's own certificate: not what is tested
-                c.sock = ctx.wrap_socket(c.sock, server_hostname="mailtap.test")
+                c.sock = unverified_context().wrap_socket(c.sock, server_hostname="mailtap.test")
                 r = c.command("EHLO client.test")
                 self.assertReply(r, 250)
                 self.assertNotIn("STARTTLS", [t.upper() for t in r.texts])
@@ -609,10 +614,7 @@ class TlsTest(IntegrationTest):
                 self.assertReply(r, 250)
                 self.assertIn("STARTTLS", [t.upper() for t in r.texts])
                 self.assertReply(c.command("STARTTLS"), 220)
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE   # the relay's own certificate: not what is tested
-                c.sock = ctx.wrap_socket(c.sock, server_hostname="mailtap.test")
+                c.sock = unverified_context().wrap_socket(c.sock, server_hostname="mailtap.test")
                 self.assertReply(c.command("EHLO client.test"), 250)
                 self.quit(c)
                 cap = self.single_capture(mailtap)

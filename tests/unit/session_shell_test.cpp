@@ -113,6 +113,23 @@ class memory_pipe final : public byte_pipe {
   std::shared_ptr<peer_state> peer_;
 };
 
+// A session over `client`'s pipe, started; the pointer expires once it has ended.
+std::weak_ptr<session> start_session(asio::io_context& io, relay_context& ctx, std::shared_ptr<peer_state> client) {
+  client_identity who;
+  who.client = {*protocol::parse_ip("192.0.2.10"), 40000};
+  who.destination = {*protocol::parse_ip("192.0.2.1"), 25};
+  auto s = std::make_shared<session>(io.get_executor(), std::make_unique<memory_pipe>(std::move(client)), ctx, 1, who);
+  s->start();
+  return s;
+}
+
+// Runs handlers until `done` holds or nothing is left to run (bounded in count and time).
+template <typename Done>
+void run_until(asio::io_context& io, Done done) {
+  for (int i = 0; i < 100000 && !done(); ++i)
+    if (io.run_one_for(std::chrono::seconds(5)) == 0) break;
+}
+
 // One transaction, step by step: what the client sends, what the relay passes upstream, the
 // upstream's answer (the relay's reply to the client). Step 0 is the upstream's greeting.
 struct step {
@@ -194,20 +211,7 @@ class SessionShell : public testing::Test {
       if (piece == std::string::npos) p.send(bytes);
       else p.send_in_pieces(bytes, piece);
     };
-    std::weak_ptr<session> alive;
-    {
-      client_identity who;
-      who.client = {*protocol::parse_ip("192.0.2.10"), 40000};
-      who.destination = {*protocol::parse_ip("192.0.2.1"), 25};
-      auto s = std::make_shared<session>(io.get_executor(), std::make_unique<memory_pipe>(client), ctx, 1, who);
-      alive = s;
-      s->start();
-    }
-    // Runs handlers until `done` holds or nothing is left to run (bounded).
-    auto run_until = [&](auto done) {
-      for (int i = 0; i < 100000 && !done(); ++i)
-        if (io.run_one_for(std::chrono::seconds(5)) == 0) break;
-    };
+    const std::weak_ptr<session> alive = start_session(io, ctx, client);
     std::string expected_upstream;
     bool quit_answered = false;
     bool upstream_dead = false;
@@ -232,12 +236,12 @@ class SessionShell : public testing::Test {
         if (client->closed) break;
         std::size_t client_had = client->received.size();
         send(*client, st.client_sends);
-        run_until([&] { return alive.expired() || client->closed || client->received.size() > client_had; });
+        run_until(io, [&] { return alive.expired() || client->closed || client->received.size() > client_had; });
         continue;
       }
       send(*client, st.client_sends);
       expected_upstream += st.upstream_gets;
-      run_until([&] { return alive.expired() || upstream->received.size() >= expected_upstream.size(); });
+      run_until(io, [&] { return alive.expired() || upstream->received.size() >= expected_upstream.size(); });
       if (alive.expired()) break;
       if (upstream->closed || upstream->received != expected_upstream) {
         upstream_dead = true;   // a failed write: the relay gave up on the upstream
@@ -246,7 +250,7 @@ class SessionShell : public testing::Test {
       std::size_t client_had = client->received.size();
       send(*upstream, st.upstream_answers);
       quit_answered = quit_answered || st.upstream_gets == "QUIT\r\n";
-      run_until([&] { return alive.expired() || client->received.size() > client_had; });
+      run_until(io, [&] { return alive.expired() || client->received.size() > client_had; });
     }
     // A live upstream answers the relay's own QUIT (after the client failed) as a server would.
     const bool upstream_alive = f != failure::upstream_eof && f != failure::upstream_reset && f != failure::upstream_write;
@@ -254,12 +258,12 @@ class SessionShell : public testing::Test {
       return upstream_alive && upstream->received.ends_with("QUIT\r\n") &&
              !quit_answered;
     };
-    run_until([&] { return alive.expired() || quit_unanswered(); });
+    run_until(io, [&] { return alive.expired() || quit_unanswered(); });
     if (quit_unanswered()) {
       quit_answered = true;
       upstream->send("221 2.0.0 Bye\r\n");
     }
-    run_until([&] { return alive.expired(); });
+    run_until(io, [&] { return alive.expired(); });
     outcome o;
     o.ended = alive.expired();
     o.upstream_received = upstream->received;
@@ -421,27 +425,15 @@ TEST_F(SessionShell, AClientGoneAsTheUpstreamAgreesToStarttlsStillEndsTheSession
     leg.replace_pipe(std::make_unique<memory_pipe>(upstream));
     co_return std::string();
   };
-  std::weak_ptr<session> alive;
-  {
-    client_identity who;
-    who.client = {*protocol::parse_ip("192.0.2.10"), 40000};
-    who.destination = {*protocol::parse_ip("192.0.2.1"), 25};
-    auto s = std::make_shared<session>(io.get_executor(), std::make_unique<memory_pipe>(client), ctx, 1, who);
-    alive = s;
-    s->start();
-  }
-  auto run_until = [&](auto done) {
-    for (int i = 0; i < 100000 && !done(); ++i)
-      if (io.run_one_for(std::chrono::seconds(5)) == 0) break;
-  };
+  const std::weak_ptr<session> alive = start_session(io, ctx, client);
   upstream->send("220 up.example ESMTP\r\n");
-  run_until([&] { return client->received.starts_with("220 "); });
+  run_until(io, [&] { return client->received.starts_with("220 "); });
   client->send("STARTTLS\r\n");
-  run_until([&] { return upstream->received == "STARTTLS\r\n"; });
+  run_until(io, [&] { return upstream->received == "STARTTLS\r\n"; });
   ASSERT_EQ(upstream->received, "STARTTLS\r\n");
   upstream->send("220 2.0.0 Ready to start TLS\r\n");
   client->fail_read(asio::error::connection_reset);
-  run_until([&] { return alive.expired(); });
+  run_until(io, [&] { return alive.expired(); });
   EXPECT_TRUE(alive.expired()) << "the session is still open";
   EXPECT_EQ(metrics.sessions_active.load(), 0u);
   EXPECT_TRUE(upstream->closed);
