@@ -233,8 +233,9 @@ void api::add_session_routes() {
     if (!path) return error_response(404, "no session '" + id.substr(0, 128) + "'");
     const bool open_now = ctx_.sessions->in_progress(id);   // before the read: see session_catalog.cpp
     std::string error;
-    auto cap = captures::read_capture(*path, error);
-    if (!cap && open_now && header_not_written_yet(*path)) {   // a session just opened: nothing recorded yet
+    bool header_pending = false;
+    auto cap = read_session_capture(*path, open_now, header_pending, error);
+    if (header_pending) {   // a session just opened: nothing recorded yet
       captures::capture opening;
       opening.header.session = id;
       cap = std::move(opening);

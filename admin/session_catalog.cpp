@@ -64,8 +64,9 @@ session_row row_of(const fs::path& file, const session_catalog& catalog) {
   // a capture read without one after "not open" was cut short, never a session just ending.
   const bool open_now = catalog.in_progress(row.id);
   std::string error;
-  auto cap = captures::read_capture(file, error);
-  if (!cap && open_now && header_not_written_yet(file)) {   // a session just opened: nothing recorded yet
+  bool header_pending = false;
+  auto cap = read_session_capture(file, open_now, header_pending, error);
+  if (header_pending) {   // a session just opened: nothing recorded yet
     row.in_progress = true;
     row.outcome = "none";
     return row;
@@ -98,6 +99,18 @@ bool wanted(const session_row& row, const session_filter& f) {
 }
 
 }  // namespace
+
+std::optional<captures::capture> read_session_capture(const fs::path& file, bool open_now, bool& header_pending,
+                                                       std::string& error) {
+  header_pending = false;
+  auto cap = captures::read_capture(file, error);
+  if (cap || !open_now) return cap;
+  if (header_not_written_yet(file)) {
+    header_pending = true;
+    return std::nullopt;
+  }
+  return captures::read_capture(file, error);   // its header came meanwhile
+}
 
 bool header_not_written_yet(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);

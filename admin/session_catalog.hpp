@@ -13,6 +13,8 @@
 #include <string_view>
 #include <vector>
 
+#include "captures/reader.hpp"
+
 namespace mailtap::admin {
 
 // The outcomes a listing can be filtered by, the one list the API and `mailtap sessions list
@@ -93,6 +95,14 @@ class session_catalog {
 // capture of a session that has just opened is empty: while the relay has it open that is a session starting, not an
 // unreadable capture.
 bool header_not_written_yet(const std::filesystem::path& file);
+
+// Reads a capture as the list and a session's document do. For a capture the relay has open
+// (`open_now`, asked before the read) that does not read, `header_pending` says its header is
+// not written yet (no capture: a session starting); if the header was written between the
+// reader's look and this one's (an ASan run caught that: the list said in progress, the
+// document 422), it is read again.
+std::optional<captures::capture> read_session_capture(const std::filesystem::path& file, bool open_now,
+                                                       bool& header_pending, std::string& error);
 
 // Reads the capture directory: *.jsonl names sorted newest first (a name starts with the
 // session's UTC start time: relay/session.cpp make_session_id), each listed capture read.
