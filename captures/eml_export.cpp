@@ -112,9 +112,9 @@ std::vector<sent_message> sent_messages(const capture& c) {
         if (st.bdat_last) messages.push_back({std::exchange(chunks, {}), true});
         break;
       case client_step_kind::line:
-        // What a client sends after its QUIT was taken (221, or the session ended unanswered)
-        // is read and dropped by the relay as the connection closes: no message of its session.
-        if (st.ph == protocol::phase::quit && (code == 0 || code / 100 == 2)) return messages;
+        // After a QUIT the relay reads nothing more as commands, whatever answered it (the
+        // destination, a fault, the relay): what the client sends after it is no message.
+        if (st.ph == protocol::phase::quit) return messages;
         if (drops_chunks(st.ph, code)) chunks.clear();
         break;
       case client_step_kind::auth_response: break;

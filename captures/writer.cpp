@@ -481,18 +481,28 @@ std::unique_ptr<session_capture> store::begin(const session_info& info) {
     std::lock_guard lock(mutex_);
     creating_.insert(info.id);
   }
-  file->fd = ::open(file->path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (file->fd < 0) {
-    if (errno == ENOSPC) out_of_space_ = true;
-    file->failed->store(true);
-    ++counters_.write_failures;
-    report_failure(*file, std::string("cannot create ") + file->path.filename().string() + ": " + std::strerror(errno));
-  }
+  struct created {   // the id leaves creating_ however begin() leaves this block (a throwing listener)
+    store& s;
+    const std::string& id;
+    ~created() {
+      std::lock_guard lock(s.mutex_);
+      s.creating_.erase(id);
+    }
+  };
   {
-    std::lock_guard lock(mutex_);
-    creating_.erase(info.id);
-    open_.emplace(info.id, file);
-  }
+    const created done{*this, info.id};
+    file->fd = ::open(file->path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (file->fd < 0) {
+      if (errno == ENOSPC) out_of_space_ = true;
+      file->failed->store(true);
+      ++counters_.write_failures;
+      report_failure(*file, std::string("cannot create ") + file->path.filename().string() + ": " + std::strerror(errno));
+    }
+    {
+      std::lock_guard lock(mutex_);
+      open_.emplace(info.id, file);
+    }
+  }   // `done`: out of creating_ now that it is in open_
   std::unique_ptr<session_capture> cap(new session_capture(*this, file, info));
   if (options_.index) {
     cap->summary_ = std::make_unique<summary_builder>();

@@ -819,9 +819,9 @@ void relay_fsm::handle_command(std::uint64_t now, std::string_view line, const p
     ++open->rcpts_forwarded;
   }
 
-  if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) tls_.remember_hello(body);   // for a reconnect
   reply_slot p;
   p.asked.ph = cmd.ph;
+  if (cmd.ph == phase::ehlo || cmd.ph == phase::helo) p.asked.hello = std::string(body);   // for a reconnect
   p.asked.t_received = std::min(line_arrived_us_, now);
   p.asked.t_forwarded = now;
   // Held while the upstream leg was being secured: that wait is the upstream's part of the
@@ -1452,7 +1452,7 @@ void relay_fsm::take_upstream_reply(std::uint64_t now, reply r) {
     case command_kind::internal_xclient: return xclient_.take_reply(now, p, r, tls_.hello_line());   // xclient_exchange
     case command_kind::xclient_hello: xclient_.hello_answered(p); break;
   }
-  if (p.asked.ph == phase::ehlo || p.asked.ph == phase::helo) tls_.hello_answered(r);
+  if (p.asked.ph == phase::ehlo || p.asked.ph == phase::helo) tls_.hello_answered(r, p.asked.hello);
   if (p.asked.ph == phase::ehlo && xclient_.begin(now, p, r, tls_.hello_line())) return;
   if (p.asked.ph == phase::ehlo) tls_.note_upstream_capabilities(r);
   if (p.asked.ph == phase::auth) {

@@ -47,6 +47,7 @@ struct reply_request {
   std::uint64_t txn = 0;          // the transaction this reply settles (0: none)
   bool last_chunk = false;        // BDAT ... LAST
   std::string address;            // RCPT/MAIL address, for reply-stage fault rules
+  std::string hello;              // EHLO/HELO: the client's line, replayed on a new connection once accepted
   std::size_t recipients_before = 0;   // RCPT: its transaction's recipients before it, for the same rules
   // The reply to the dot, or to BDAT LAST: the proof that a message was handed off.
   bool answers_end_of_data() const { return ph == phase::data_end || (ph == phase::bdat && last_chunk); }

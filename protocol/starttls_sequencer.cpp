@@ -6,7 +6,8 @@
 //      that the relay cannot complete;
 //   3. 220 to the client only if that worked, else 454 4.7.0 (after a failed handshake,
 //      unless TLS or verification is mandatory, on a new plaintext upstream connection:
-//      "plaintext fall-back" below, issue 13);
+//      "plaintext fall-back" below, issue 13); a STARTTLS asked with no EHLO reply on the
+//      connection gets the destination's own refusal instead (pass_on_refusal);
 //   4. the client's handshake;
 //   5. the client's EHLO, forwarded upstream inside TLS, its reply relayed.
 // When the client leg is TLS from the start (implicit TLS) and the mode asks for TLS
@@ -328,7 +329,7 @@ bool starttls_sequencer::upstream_reconnected(std::uint64_t now) {
 
 void starttls_sequencer::take_new_upstream_greeting(std::uint64_t now, const reply& r) {
   if (r.code != 220) return reconnect_failed(now, "the new upstream connection greeted with " + std::to_string(r.code));
-  if (hello_line_.empty()) return finish_reconnect(now);   // the client has not said EHLO yet: it will
+  if (hello_line_.empty()) return finish_reconnect(now);   // no hello the upstream accepted yet: the client says it
   // The client's own hello, replayed on the new connection: the relay sends it, so it is
   // recorded as the relay's command (show's `U>`), with the reply that answers it.
   send_own_command(now, phase::ehlo, command_kind::internal_ehlo, hello_line_);

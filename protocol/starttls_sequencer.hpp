@@ -73,12 +73,12 @@ class starttls_sequencer {
   bool awaiting_upstream_handshake() const { return tls_step_ == tls_step::upstream_handshake; }
   // Whether the client is offered STARTTLS in the EHLO reply.
   bool offers_starttls() const;
-  // The client's EHLO/HELO line as it goes upstream, and the upstream's reply to it: a hello
-  // the upstream accepted is the one replayed on a new upstream connection (a refused one, replayed,
-  // had the new connection refuse it too, and the client a 421 it never caused).
-  void remember_hello(std::string_view line) { asked_hello_ = std::string(line); }
-  void hello_answered(const reply& r) {
-    if (r.code == 250) hello_line_ = asked_hello_;
+  // The upstream's reply to the client's EHLO/HELO `line`: a hello the upstream accepted is the
+  // one replayed on a new upstream connection (a refused one, replayed, had the new connection
+  // refuse it too, and the client a 421 it never caused). Each reply carries its own line, so
+  // pipelined hellos cannot stand in for each other.
+  void hello_answered(const reply& r, std::string_view line) {
+    if (r.code == 250) hello_line_ = std::string(line);
   }
   const std::string& hello_line() const { return hello_line_; }
   void note_upstream_capabilities(const reply& r);
@@ -139,7 +139,6 @@ class starttls_sequencer {
   bool reconnecting_ = false;
   bool upstream_tls_broken_ = false;
   std::string hello_line_;                  // the client's last EHLO/HELO line the upstream accepted
-  std::string asked_hello_;                 // the client's last EHLO/HELO line sent upstream
 };
 
 }  // namespace mailtap::protocol

@@ -479,9 +479,9 @@ TEST(EmlExport, ChunksBeforeARsetAreNoPartOfTheNextMessage) {
   EXPECT_TRUE(messages[0].bdat);
 }
 
-// Bytes after a QUIT the relay took are no message, however they are framed: BDAT chunks ending
-// in LAST, or a DATA message, after "221". A QUIT a fault refused leaves the session going.
-TEST(EmlExport, NothingAfterAnAcceptedQuitIsAMessage) {
+// Bytes after a QUIT are no message, however they are framed (BDAT chunks ending in LAST):
+// the relay reads nothing after a QUIT as commands, whatever answered it (relay_fsm quit_taken_).
+TEST(EmlExport, NothingAfterAQuitIsAMessage) {
   builder b;
   b.envelope().from_client("QUIT\r\n").to_client("221 bye\r\n");
   b.from_client("BDAT 5 LAST\r\nafter");
@@ -492,11 +492,12 @@ TEST(EmlExport, NothingAfterAnAcceptedQuitIsAMessage) {
   EXPECT_TRUE(sent_messages(unanswered.c).empty());
 
   builder refused;
-  refused.envelope().from_client("QUIT\r\n").to_client("500 5.5.1 not now\r\n");
-  refused.from_client("BDAT 4 LAST\r\nkept").to_client("250 queued\r\n");
+  refused.envelope().from_client("BDAT 4 LAST\r\nsent").to_client("250 queued\r\n");
+  refused.from_client("QUIT\r\n").to_client("500 5.5.1 not now\r\n");
+  refused.from_client("BDAT 5 LAST\r\nafter").to_client("250 queued\r\n");
   const auto messages = sent_messages(refused.c);
   ASSERT_EQ(messages.size(), 1u);
-  EXPECT_EQ(messages[0].content, "kept");
+  EXPECT_EQ(messages[0].content, "sent");
 }
 
 }  // namespace

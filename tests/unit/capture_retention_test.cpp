@@ -234,6 +234,7 @@ TEST(CaptureRetention, ACaptureIsOpenFromBeforeItsFileIsMade) {
   EXPECT_TRUE(st->is_open("taken"));
   cap->on_end(1, "client_quit", "");
   cap.reset();
+  EXPECT_FALSE(st->is_open("taken")) << "closed, and out of the ids being created";
   st.reset();
 }
 

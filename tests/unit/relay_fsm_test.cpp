@@ -2719,6 +2719,22 @@ TEST_F(PlaintextFallbackTest, AHelloTheUpstreamRefusedIsNotReplayed) {
   EXPECT_EQ(end_reason(), "(no end)");
 }
 
+// Pipelined hellos each carry their own line: an accepted EHLO then a refused HELO (a hostile
+// client) replays the EHLO, not the HELO sent after it (a review of a0464a1).
+TEST_F(PlaintextFallbackTest, PipelinedHellosReplayTheOneTheUpstreamAccepted) {
+  make(tls_options());
+  greet();
+  EXPECT_THAT(client("EHLO client.example\r\nHELO bad.example\r\n"),
+              ElementsAre(to_upstream("EHLO client.example\r\nHELO bad.example\r\n")));
+  upstream(tls_ehlo_reply + "550 5.7.1 bad.example: Helo command rejected\r\n");
+  client("STARTTLS\r\n");
+  upstream("220 2.0.0 Ready to start TLS\r\n");
+  fsm_->on_tls_failed(tick(), leg::upstream, "handshake refused");
+  take();
+  reconnect_and_replay();   // expects "EHLO client.example" on the new connection
+  EXPECT_EQ(end_reason(), "(no end)");
+}
+
 TEST_F(PlaintextFallbackTest, HandshakeFailureGives454AndANewPlaintextConnection) {
   auto acts = fail_upstream_handshake();
   EXPECT_THAT(acts, Contains(client_reply("454 4.7.0 TLS not available: handshake refused")));

@@ -128,8 +128,7 @@ TEST_F(StarttlsSequencer, BytesPipelinedAfterStarttlsEndTheSession) {
 
 TEST_F(StarttlsSequencer, AFailedUpstreamHandshakeFallsBackToPlaintextAndReplaysTheHello) {
   make(upstream_tls_mode::mirror);
-  seq->remember_hello("EHLO client.example");
-  seq->hello_answered(parsed("250-mx\r\n250 STARTTLS\r\n"));   // accepted: replayed below
+  seq->hello_answered(parsed("250-mx\r\n250 STARTTLS\r\n"), "EHLO client.example");   // accepted: replayed below
   seq->note_upstream_capabilities(parsed("250-mx\r\n250 STARTTLS\r\n"));
   seq->client_starttls(1);
   upstream_replies(2, "220 ready\r\n");
@@ -164,8 +163,8 @@ TEST_F(StarttlsSequencer, StarttlsInsideATransactionIsRefused) {
 // the upstream leg plaintext. f6ac0eb answered it "503 5.5.1 Send EHLO first" instead, where a
 // real Postfix answers 220 (tests/integration/test_starttls_after_helo.py). Nothing says what
 // the upstream offers, so the relay asks it: mirror and opportunistic send STARTTLS upstream
-// and wait for its answer; required secured the upstream already and never asks nothing: the
-// client's TLS is granted at once in both. No mode refuses it.
+// and wait for its answer; under required the upstream is secured already, and never does not
+// secure it: the client's TLS is granted at once in both. No mode refuses it.
 TEST_F(StarttlsSequencer, StarttlsBeforeEhloIsPutToTheDestination) {
   for (const auto mode : {upstream_tls_mode::opportunistic, upstream_tls_mode::mirror, upstream_tls_mode::required,
                           upstream_tls_mode::never}) {
