@@ -54,6 +54,20 @@ void add_envelope_and_faults(const captures::capture& cap, session_row& row) {
   }
 }
 
+// Whether a capture file has no complete first line yet. The relay creates a session's capture
+// as the session opens, and the header record waits in the capture's buffer for its first
+// barrier or the writer thread's next tick (captures/writer.hpp), so for up to a tick the
+// capture of a session that has just opened is empty: while the relay has it open that is a session starting, not an
+// unreadable capture.
+bool header_not_written_yet(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return false;
+  std::array<char, 4096> head{};   // a header record is a few hundred bytes
+  in.read(head.data(), head.size());
+  const auto n = static_cast<std::size_t>(in.gcount());
+  return std::find(head.begin(), head.begin() + static_cast<std::ptrdiff_t>(n), '\n') == head.begin() + static_cast<std::ptrdiff_t>(n);
+}
+
 session_row row_of(const fs::path& file, const session_catalog& catalog) {
   session_row row;
   row.id = file.stem().string();
@@ -112,14 +126,6 @@ std::optional<captures::capture> read_session_capture(const fs::path& file, bool
   return captures::read_capture(file, error);   // its header came meanwhile
 }
 
-bool header_not_written_yet(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return false;
-  std::array<char, 4096> head{};   // a header record is a few hundred bytes
-  in.read(head.data(), head.size());
-  const auto n = static_cast<std::size_t>(in.gcount());
-  return std::find(head.begin(), head.begin() + static_cast<std::ptrdiff_t>(n), '\n') == head.begin() + static_cast<std::ptrdiff_t>(n);
-}
 
 session_page directory_catalog::list(const session_filter& filter) const {
   session_page page;

@@ -89,13 +89,6 @@ class session_catalog {
   virtual bool in_progress(std::string_view id) const = 0;
 };
 
-// Whether a capture file has no complete first line yet. The relay creates a session's capture
-// as the session opens, and the header record waits in the capture's buffer for its first
-// barrier or the writer thread's next tick (captures/writer.hpp), so for up to a tick the
-// capture of a session that has just opened is empty: while the relay has it open that is a session starting, not an
-// unreadable capture.
-bool header_not_written_yet(const std::filesystem::path& file);
-
 // Reads a capture as the list and a session's document do. For a capture the relay has open
 // (`open_now`, asked before the read) that does not read, `header_pending` says its header is
 // not written yet (no capture: a session starting); if the header was written between the

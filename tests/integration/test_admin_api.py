@@ -332,11 +332,11 @@ class Sessions(AdminTest):
         relay = self.start_mailtap(upstream="%s:%d" % (LOOPBACK, silent.getsockname()[1]), name="silent-upstream")
         self.admin = relay.admin_port()
         seen = []
-        earlier = set()   # the sessions of earlier rounds, which may have ended by now
         for _ in range(5):
+            # The sessions listed before this round's connect, which may have ended by now.
+            earlier = {r["id"] for r in self.get_json("/api/v1/sessions?limit=500")["sessions"]}
             client = socket.create_connection((LOOPBACK, relay.port), timeout=10)
             dialled, _ = silent.accept()   # the relay has dialled: its session is opening
-            this_round = None
             deadline = time.monotonic() + 0.3
             while time.monotonic() < deadline:
                 rows = self.get_json("/api/v1/sessions?limit=1")["sessions"]
@@ -347,8 +347,6 @@ class Sessions(AdminTest):
                 self.assertNotEqual(row["outcome"], "unreadable", row)
                 self.assertTrue(row["in_progress"], row)
                 self.get_json("/api/v1/sessions/" + row["id"])   # 200, not 422
-                this_round = row["id"]
-            earlier.add(this_round)   # None when no listing saw this round's session
             client.close()
             dialled.close()
         self.assertTrue(seen, "no listing saw a session")
